@@ -1,0 +1,34 @@
+"""Batchlab core: a dynamic-batching inference engine on ONNX Runtime.
+
+Example:
+    >>> from core import Engine
+    >>> with Engine() as engine:
+    ...     pred = engine.predict("mlp", engine.sample_input("mlp", rows=2))
+"""
+
+from __future__ import annotations
+
+from .batcher import RELEASE_REASONS, Batcher, Prediction
+from .config import POLICIES, BatchConfig, EngineConfig, SessionConfig
+from .demo_models import DEMO_MODELS, build_demo_model
+from .engine import Engine
+from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
+                     InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
+                     RequestTimeoutError, RequestTooLargeError)
+from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
+from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
+                     sample_input)
+from .warmup import WARMUP_COLUMNS, WarmupReport, warmup_batch_sizes
+
+__all__ = [
+    "Engine", "Prediction", "Batcher", "RELEASE_REASONS",
+    "BatchConfig", "EngineConfig", "SessionConfig", "POLICIES",
+    "DEMO_MODELS", "build_demo_model",
+    "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
+    "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
+    "RequestTimeoutError", "RequestTooLargeError",
+    "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
+    "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
+    "sample_input",
+    "WarmupReport", "WARMUP_COLUMNS", "warmup_batch_sizes",
+]

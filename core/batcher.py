@@ -1,0 +1,418 @@
+"""Dynamic batching: a bounded queue and one collector thread per model.
+
+Hot path, per request: ``submit`` takes one lock to append to a deque (and wakes the
+collector only when it sleeps and the batch it waits for is now full); the collector pops
+a whole batch under one lock, concatenates each input once, runs the model once, and hands
+each request a dict of *views* into the batch outputs. Per-request Python work is a few
+microseconds, so batching pays off even on models whose batch-1 compute is ~100 µs.
+
+Policies (switchable live with :meth:`Batcher.configure`):
+
+* ``deadline``: a batch is released when it holds ``max_batch_size`` rows or when its
+  oldest request has waited ``max_wait_ms`` (the Triton / TF Serving / Ray Serve rule).
+  ``max_wait_ms=0`` still takes whatever is already queued.
+* ``fixed_window``: the seed design: a free-running window of ``max_wait_ms`` restarted
+  after each flush; a request waits for the current window to end wherever it arrived.
+
+Guarantees: a full queue refuses at once (:class:`OverloadedError`); a failing batch is
+re-run request by request so only the bad request fails; ``close()`` drains every accepted
+request and never leaves a future pending.
+
+Example:
+    >>> b = Batcher("double", run=lambda arrays: [arrays[0] * 2], output_names=["y"])
+    >>> b.submit((np.ones((2, 3), np.float32),), rows=2).result().outputs["y"].shape
+    (2, 3)
+    >>> b.close()
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .config import BatchConfig
+from .errors import (EngineClosedError, InferenceError, OverloadedError,
+                     RequestTimeoutError, RequestTooLargeError)
+from .metrics import ModelMetrics
+
+__all__ = ["Batcher", "Prediction", "RunFn", "RELEASE_REASONS"]
+
+log = logging.getLogger("batchlab.batcher")
+
+#: Why a batch left the queue. ``retry``: a request re-run alone after its batch failed.
+RELEASE_REASONS = ("full", "deadline", "drain", "retry")
+
+#: Runs one batch: input arrays in declared order -> outputs in ``output_names`` order.
+RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
+
+_perf = time.perf_counter
+
+
+class Prediction:
+    """What happened to one request: its outputs and how it was served.
+
+    ``outputs`` maps each output name to this request's rows (views into the batch's
+    output arrays; lists for non-tensor outputs). Times are in milliseconds: ``queue_ms``
+    from submit until its batch started running, ``compute_ms`` the batch's run time,
+    ``total_ms`` from submit until the result was ready.
+
+    Example:
+        >>> pred = engine.predict("mlp", x)
+        >>> pred.outputs["logits"].shape, pred.batch_rows, pred.release_reason
+        ((1, 10), 17, 'deadline')
+    """
+
+    __slots__ = ("outputs", "model", "arm", "batch_id", "batch_rows", "release_reason",
+                 "queue_ms", "compute_ms", "total_ms", "rows")
+
+    def __init__(self, outputs: dict[str, Any], model: str, batch_id: int, batch_rows: int,
+                 release_reason: str, queue_ms: float, compute_ms: float, total_ms: float,
+                 rows: int, arm: str | None = None) -> None:
+        self.outputs = outputs
+        self.model = model
+        self.arm = arm
+        self.batch_id = batch_id
+        self.batch_rows = batch_rows
+        self.release_reason = release_reason
+        self.queue_ms = queue_ms
+        self.compute_ms = compute_ms
+        self.total_ms = total_ms
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        outs = ", ".join(f"{k}: {getattr(v, 'shape', type(v).__name__)}"
+                         for k, v in self.outputs.items())
+        return (f"Prediction(model={self.model!r}, arm={self.arm!r}, rows={self.rows}, "
+                f"batch_id={self.batch_id}, batch_rows={self.batch_rows}, "
+                f"reason={self.release_reason!r}, queue_ms={self.queue_ms:.3f}, "
+                f"compute_ms={self.compute_ms:.3f}, total_ms={self.total_ms:.3f}, "
+                f"outputs={{{outs}}})")
+
+
+class _Request:
+    __slots__ = ("arrays", "rows", "future", "t_submit", "deadline")
+
+    def __init__(self, arrays: Sequence[np.ndarray], rows: int, future: Future,
+                 t_submit: float, deadline: float) -> None:
+        self.arrays = arrays
+        self.rows = rows
+        self.future = future
+        self.t_submit = t_submit
+        self.deadline = deadline
+
+
+def _set_exception(fut: Future, err: BaseException) -> None:
+    try:
+        fut.set_exception(err)
+    except InvalidStateError:  # cancelled or already resolved (e.g. failed by close())
+        pass
+
+
+class Batcher:
+    """Queue + collector thread for one model. See the module docstring for semantics.
+
+    ``run`` executes one batch; ``batchable=False`` makes every batch a single request
+    (models with a fixed or absent batch axis). ``split_check`` rejects outputs whose
+    leading axis is not the batch's rows, which then re-runs the requests one by one.
+    """
+
+    def __init__(self, name: str, run: RunFn, output_names: Sequence[str],
+                 config: BatchConfig | None = None, metrics: ModelMetrics | None = None,
+                 batchable: bool = True, clock: Callable[[], float] = _perf,
+                 start: bool = True) -> None:
+        self.name = name
+        self._run = run
+        self._output_names = tuple(output_names)
+        self._config = config or BatchConfig()
+        self.metrics = metrics or ModelMetrics()
+        self.batchable = batchable
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0
+        self._sleeping = False
+        self._want_rows = 1
+        self._closed = False
+        self._window_start = clock()
+        self._batch_ids = itertools.count(1)
+        self._in_flight: list[_Request] = []
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self.loop_errors = 0
+        if start:
+            self._thread.start()
+
+    # -- public API ----------------------------------------------------------------
+    @property
+    def config(self) -> BatchConfig:
+        return self._config
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def configure(self, config: BatchConfig) -> None:
+        """Swap the configuration live; queued requests stay queued and keep their order."""
+        with self._cv:
+            self._config = config
+            if self._sleeping:
+                self._cv.notify()
+
+    def queue_depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return len(self._queue)
+
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def submit(self, arrays: Sequence[np.ndarray], rows: int,
+               timeout_ms: float | None = None) -> Future:
+        """Queue one validated request; returns a Future of :class:`Prediction`.
+
+        Raises at once (nothing queued): :class:`EngineClosedError` after ``close()``,
+        :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
+        :class:`OverloadedError` when the queue holds ``max_queue`` requests.
+        """
+        cfg = self._config
+        if rows > cfg.max_batch_size and self.batchable:
+            raise RequestTooLargeError(
+                f"request has {rows} rows but model {self.name!r} takes at most "
+                f"max_batch_size={cfg.max_batch_size} rows per batch; split the request or "
+                "raise max_batch_size with engine.configure()")
+        fut: Future = Future()
+        now = self._clock()
+        if timeout_ms is None:
+            timeout_ms = cfg.timeout_ms
+        deadline = now + timeout_ms / 1000.0 if timeout_ms is not None else math.inf
+        req = _Request(arrays, rows, fut, now, deadline)
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
+                                        "requests; create a new Engine or reload the model")
+            if len(self._queue) >= cfg.max_queue:
+                raise OverloadedError(
+                    f"model {self.name!r} is overloaded: its queue holds {len(self._queue)} "
+                    f"requests (max_queue={cfg.max_queue}); retry later, send less traffic, "
+                    "or raise max_queue / max_batch_size with engine.configure()")
+            self._queue.append(req)
+            self._queued_rows += rows
+            if self._sleeping and self._queued_rows >= self._want_rows:
+                self._cv.notify()
+        return fut
+
+    def close(self, timeout_s: float | None = 10.0) -> None:
+        """Stop accepting, run every queued request, stop the thread.
+
+        If the thread does not finish within ``timeout_s`` (a hung model), every request
+        still queued or running is failed with :class:`EngineClosedError`.
+        """
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        if self._thread.is_alive() or not self._thread.ident:
+            err = EngineClosedError(f"model {self.name!r} was closed before this request "
+                                    f"finished (the model did not finish within {timeout_s} s)")
+            with self._lock:
+                leftovers = list(self._queue) + list(self._in_flight)
+                self._queue.clear()
+                self._queued_rows = 0
+            for r in leftovers:
+                _set_exception(r.future, err)
+
+    # -- collector -----------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            batch: list[_Request] = []
+            try:
+                batch, reason = self._next_batch()
+                if not batch:
+                    return
+                self._execute(batch, reason)
+            except BaseException as err:  # one bad batch must never kill the collector
+                self.loop_errors += 1
+                log.exception("batcher %s: unexpected error in collector loop", self.name)
+                failure = InferenceError(f"internal error while serving model {self.name!r}: "
+                                         f"{type(err).__name__}: {err}")
+                for r in batch:
+                    _set_exception(r.future, failure)
+            finally:
+                self._in_flight = []
+
+    def _next_batch(self) -> tuple[list[_Request], str]:
+        """Block until a batch should be released; pop and return it with its reason."""
+        clock = self._clock
+        q = self._queue
+        with self._cv:
+            while True:
+                if not q:
+                    if self._closed:
+                        return [], "drain"
+                    self._want_rows = 1
+                    self._sleeping = True
+                    self._cv.wait()
+                    self._sleeping = False
+                    continue
+                cfg = self._config
+                max_rows = cfg.max_batch_size if self.batchable else 1
+                if self._closed:
+                    reason = "drain"
+                    break
+                if self._queued_rows >= max_rows:
+                    reason = "full"
+                    break
+                wait_s = cfg.max_wait_ms / 1000.0
+                now = clock()
+                if cfg.policy == "deadline":
+                    deadline = q[0].t_submit + wait_s
+                else:
+                    # Free-running windows of wait_s from the end of the last flush: the
+                    # first request waits for the end of the window it arrived in.
+                    first = q[0].t_submit
+                    start = self._window_start
+                    k = max(1, math.ceil((first - start) / wait_s)) if wait_s > 0 else 0
+                    deadline = start + k * wait_s
+                remaining = deadline - now
+                if remaining <= 0:
+                    reason = "deadline"
+                    break
+                self._want_rows = max_rows
+                self._sleeping = True
+                self._cv.wait(remaining)
+                self._sleeping = False
+            batch = []
+            rows = 0
+            while q:
+                r = q[0]
+                if batch and rows + r.rows > max_rows:
+                    break
+                q.popleft()
+                batch.append(r)
+                rows += r.rows
+                if rows >= max_rows:
+                    break
+            self._queued_rows -= rows
+            self._in_flight = batch
+            return batch, reason
+
+    def _execute(self, batch: list[_Request], reason: str) -> None:
+        now = self._clock()
+        live = []
+        timed_out = []
+        for r in batch:
+            if now > r.deadline:
+                timed_out.append(r)
+            elif r.future.set_running_or_notify_cancel():
+                live.append(r)
+        failed: dict[str, list[str]] = {}
+        for r in timed_out:
+            msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
+                   "in the queue, past its timeout; raise timeout_ms or lower the load")
+            _set_exception(r.future, RequestTimeoutError(msg))
+            failed.setdefault("RequestTimeoutError", []).append(msg)
+        depth = len(self._queue)
+        if not live:
+            if failed:
+                self.metrics.record_batch(0, reason, 0.0, (), failed, depth)
+            self._after_flush()
+            return
+        self._run_batch(live, reason, failed, depth)
+        self._after_flush()
+
+    def _after_flush(self) -> None:
+        self._window_start = self._clock()
+
+    def _run_batch(self, live: list[_Request], reason: str,
+                   failed: dict[str, list[str]], depth: int) -> None:
+        if len(live) == 1:
+            arrays = live[0].arrays
+            rows = live[0].rows
+        else:
+            n_inputs = len(live[0].arrays)
+            try:
+                arrays = [np.concatenate([r.arrays[i] for r in live]) for i in range(n_inputs)]
+            except ValueError:
+                # Requests differ in a dynamic non-batch dim: serve them one by one.
+                self._run_each(live, reason, failed, depth)
+                return
+            rows = sum(r.rows for r in live)
+        batch_id = next(self._batch_ids)
+        t0 = self._clock()
+        try:
+            outs = self._run(arrays)
+            t1 = self._clock()
+            if len(live) > 1:
+                for name, out in zip(self._output_names, outs):
+                    if len(out) != rows:
+                        raise _SplitError(f"output {name!r} has {len(out)} rows for a batch "
+                                          f"of {rows} rows")
+        except Exception as err:
+            if len(live) > 1:
+                log.info("batcher %s: batch %d failed (%s); re-running its %d requests alone",
+                         self.name, batch_id, err, len(live))
+                self._run_each(live, reason, failed, depth)
+                return
+            msg = _run_error_message(self.name, err)
+            _set_exception(live[0].future, InferenceError(msg))
+            failed.setdefault("InferenceError", []).append(msg)
+            self.metrics.record_batch(rows, reason, self._clock() - t0, (), failed, depth)
+            return
+        compute_s = t1 - t0
+        compute_ms = compute_s * 1000.0
+        names = self._output_names
+        model = self.name
+        queue_s = []
+        if len(live) == 1:
+            r = live[0]
+            q = t0 - r.t_submit
+            queue_s.append(q)
+            r.future.set_result(Prediction(dict(zip(names, outs)), model, batch_id, rows,
+                                           reason, q * 1000.0, compute_ms,
+                                           (t1 - r.t_submit) * 1000.0, rows))
+        else:
+            start = 0
+            for r in live:
+                stop = start + r.rows
+                q = t0 - r.t_submit
+                queue_s.append(q)
+                r.future.set_result(Prediction(
+                    {n: o[start:stop] for n, o in zip(names, outs)}, model, batch_id, rows,
+                    reason, q * 1000.0, compute_ms, (t1 - r.t_submit) * 1000.0, r.rows))
+                start = stop
+        self.metrics.record_batch(rows, reason, compute_s, queue_s, failed, depth)
+
+    def _run_each(self, live: list[_Request], reason: str, failed: dict[str, list[str]],
+                  depth: int) -> None:
+        """Re-run requests alone after their batch failed, so only a bad request fails."""
+        first = True
+        for r in live:
+            self._run_batch([r], "retry" if len(live) > 1 else reason,
+                            failed if first else {}, depth)
+            first = False
+
+
+class _SplitError(Exception):
+    pass
+
+
+def _run_error_message(model: str, err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    text = " ".join(text.split())
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"model {model!r} failed on this request: {text}"

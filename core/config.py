@@ -1,0 +1,143 @@
+"""Frozen, validated configuration objects.
+
+Each config validates itself in ``__post_init__`` and says exactly what is wrong, so a
+bad value is refused where it is written, not deep inside a thread later.
+
+Example:
+    >>> BatchConfig(max_batch_size=32, max_wait_ms=5.0)
+    BatchConfig(max_batch_size=32, max_wait_ms=5.0, policy='deadline', max_queue=2048, timeout_ms=30000.0)
+    >>> BatchConfig(max_batch_size=0)
+    Traceback (most recent call last):
+    ConfigError: max_batch_size must be an int >= 1, got 0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig"]
+
+#: Batching policies. ``deadline``: a batch is released when full or when its oldest
+#: request has waited ``max_wait_ms`` (Triton / TF Serving / Ray Serve). ``fixed_window``:
+#: the seed design, a free-running window of ``max_wait_ms`` restarted after each flush.
+POLICIES = ("deadline", "fixed_window")
+
+OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+
+_MAX_BATCH_LIMIT = 65536
+_MAX_WAIT_LIMIT_MS = 60_000.0
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an int >= {low} and <= {high}, got {value!r}"
+                          if high < 2**62 else f"{name} must be an int >= {low}, got {value!r}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float) -> None:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not low <= value <= high):
+        raise ConfigError(f"{name} must be a number >= {low:g} and <= {high:g}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How one model's requests are batched; changed live with ``Engine.configure``.
+
+    ``max_batch_size`` counts rows, not requests. ``max_queue`` counts requests; a submit
+    to a full queue is refused at once. ``timeout_ms`` is the default per-request timeout
+    (queue + compute); ``None`` waits for ever.
+
+    Example:
+        >>> cfg = BatchConfig(max_batch_size=16, max_wait_ms=2.0, policy="fixed_window")
+        >>> cfg.replace(max_batch_size=64).max_batch_size
+        64
+    """
+
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    policy: str = "deadline"
+    max_queue: int = 2048
+    timeout_ms: float | None = 30_000.0
+
+    def __post_init__(self) -> None:
+        _check_int("max_batch_size", self.max_batch_size, 1, _MAX_BATCH_LIMIT)
+        _check_float("max_wait_ms", self.max_wait_ms, 0.0, _MAX_WAIT_LIMIT_MS)
+        _check_choice("policy", self.policy, POLICIES)
+        _check_int("max_queue", self.max_queue, 1, 10_000_000)
+        if self.timeout_ms is not None:
+            _check_float("timeout_ms", self.timeout_ms, 0.001, 86_400_000.0)
+        object.__setattr__(self, "max_wait_ms", float(self.max_wait_ms))
+        if self.timeout_ms is not None:
+            object.__setattr__(self, "timeout_ms", float(self.timeout_ms))
+
+    def replace(self, **changes: Any) -> BatchConfig:
+        """A copy with ``changes`` applied (and validated); unknown names are refused."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(
+                f"unknown batch setting(s) {sorted(unknown)}; expected some of "
+                f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """ONNX Runtime session options used when a model is loaded.
+
+    ``intra_op_threads=0`` lets ONNX Runtime pick (one per physical core). ``provider`` is
+    ``"cpu"`` or ``"cuda"`` (the latter only when onnxruntime-gpu is installed).
+
+    Example:
+        >>> SessionConfig(intra_op_threads=1, graph_optimization="extended")
+        SessionConfig(intra_op_threads=1, graph_optimization='extended', provider='cpu')
+    """
+
+    intra_op_threads: int = 1
+    graph_optimization: str = "all"
+    provider: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check_int("intra_op_threads", self.intra_op_threads, 0, 1024)
+        _check_choice("graph_optimization", self.graph_optimization, OPTIMIZATION_LEVELS)
+        _check_choice("provider", self.provider, ("cpu", "cuda"))
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine-wide limits and defaults.
+
+    Example:
+        >>> EngineConfig(max_model_bytes=64 * 2**20, cache_size=4).cache_size
+        4
+    """
+
+    max_model_bytes: int = 256 * 2**20
+    cache_size: int = 8
+    demo_models: bool = True
+    session: SessionConfig = field(default_factory=SessionConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    timeseries_seconds: int = 600
+    close_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
+        _check_int("cache_size", self.cache_size, 1, 1024)
+        if not isinstance(self.demo_models, bool):
+            raise ConfigError(f"demo_models must be True or False, got {self.demo_models!r}")
+        if not isinstance(self.session, SessionConfig):
+            raise ConfigError(f"session must be a SessionConfig, got {type(self.session).__name__}")
+        if not isinstance(self.batch, BatchConfig):
+            raise ConfigError(f"batch must be a BatchConfig, got {type(self.batch).__name__}")
+        _check_int("timeseries_seconds", self.timeseries_seconds, 10, 86_400)
+        _check_float("close_timeout_s", self.close_timeout_s, 0.0, 3600.0)

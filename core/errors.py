@@ -1,0 +1,70 @@
+"""Exceptions raised by Batchlab, each with a message a person can act on.
+
+Every error derives from :class:`BatchlabError`, and also from the closest built-in
+exception (``ValueError``, ``LookupError``, ``TimeoutError`` ...) so that code which does
+not know Batchlab still catches them sensibly.
+
+Example:
+    >>> try:
+    ...     engine.predict("mlp", np.zeros((2, 255), np.float32))
+    ... except InputValidationError as err:
+    ...     print(err)   # input 'x' expects float32 [N,256], got float32 [2,255]
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BatchlabError",
+    "ConfigError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "InputValidationError",
+    "RequestTooLargeError",
+    "OverloadedError",
+    "RequestTimeoutError",
+    "InferenceError",
+    "EngineClosedError",
+]
+
+
+class BatchlabError(Exception):
+    """Base class of every error Batchlab raises on purpose."""
+
+
+class ConfigError(BatchlabError, ValueError):
+    """A configuration value is out of range or of the wrong type."""
+
+
+class ModelLoadError(BatchlabError, ValueError):
+    """A model file was refused: empty, not ONNX, invalid, unsafe or unsupported."""
+
+
+class ModelNotFoundError(BatchlabError, LookupError):
+    """No model (or A/B experiment) is registered under the requested name."""
+
+    def __str__(self) -> str:  # LookupError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputValidationError(BatchlabError, ValueError):
+    """A request's inputs do not match the model's declared inputs."""
+
+
+class RequestTooLargeError(InputValidationError):
+    """A request carries more rows than the model's ``max_batch_size`` allows."""
+
+
+class OverloadedError(BatchlabError):
+    """The model's queue is full; the request was refused at once, not queued."""
+
+
+class RequestTimeoutError(BatchlabError, TimeoutError):
+    """A request did not complete within its timeout."""
+
+
+class InferenceError(BatchlabError, RuntimeError):
+    """ONNX Runtime failed while running this request (re-run alone, so it is this request's)."""
+
+
+class EngineClosedError(BatchlabError, RuntimeError):
+    """The engine (or the model's batcher) is closed and accepts no more requests."""

@@ -1,0 +1,299 @@
+"""Live, bounded-memory metrics of one model (or, later, one A/B arm).
+
+Latencies go into HdrHistograms (1 µs .. 1 h at 2 significant digits: ~1% precision, a
+few KiB each) instead of lists that grow and get sorted. The per-second time series is a
+ring of at most ``timeseries_seconds`` rows, each with its own small histogram for that
+second's percentiles, so memory is flat however long the engine runs.
+
+The collector thread records once per batch (``record_batch``); submit-time refusals are
+recorded by the submitting thread (``record_refused``). Reads take a consistent snapshot.
+
+Example:
+    >>> m = ModelMetrics()
+    >>> m.record_batch(rows=2, reason="full", compute_s=0.001, queue_s=[0.002, 0.001],
+    ...                failed={}, depth=0)
+    >>> m.snapshot().to_dict()["total_requests"]
+    2
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pandas as pd
+from hdrh.histogram import HdrHistogram
+
+__all__ = ["ModelMetrics", "MetricsSnapshot", "TIMESERIES_COLUMNS"]
+
+_LOW_US, _HIGH_US, _DIGITS = 1, 3_600_000_000, 2
+
+TIMESERIES_COLUMNS = [
+    "second", "time", "requests", "successes", "errors", "error_rate", "throughput_rps",
+    "rows", "batches", "mean_batch_rows", "p50_ms", "p95_ms", "p99_ms", "max_ms",
+    "mean_queue_ms", "mean_compute_ms", "queue_depth",
+]
+
+
+def _hist() -> HdrHistogram:
+    return HdrHistogram(_LOW_US, _HIGH_US, _DIGITS)
+
+
+def _us(seconds: float) -> int:
+    v = int(seconds * 1e6)
+    return _LOW_US if v < _LOW_US else (_HIGH_US if v > _HIGH_US else v)
+
+
+class _Second:
+    """Accumulator for one second of the time series."""
+
+    __slots__ = ("second", "requests", "successes", "errors", "rows", "batches",
+                 "queue_s", "compute_s", "depth", "hist")
+
+    def __init__(self, second: int) -> None:
+        self.second = second
+        self.requests = self.successes = self.errors = self.rows = self.batches = 0
+        self.queue_s = self.compute_s = 0.0
+        self.depth = 0
+        self.hist: HdrHistogram | None = None
+
+    def row(self, wall0: float, t0: float) -> dict[str, Any]:
+        h = self.hist
+        done = self.successes
+        pct = (lambda p: h.get_value_at_percentile(p) / 1000.0) if h is not None and h.total_count else (lambda p: float("nan"))
+        return {
+            "second": self.second,
+            "time": pd.Timestamp(wall0 + self.second, unit="s"),
+            "requests": self.requests, "successes": done, "errors": self.errors,
+            "error_rate": self.errors / self.requests if self.requests else 0.0,
+            "throughput_rps": float(done),
+            "rows": self.rows, "batches": self.batches,
+            "mean_batch_rows": self.rows / self.batches if self.batches else float("nan"),
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "max_ms": h.get_max_value() / 1000.0 if h is not None and h.total_count else float("nan"),
+            "mean_queue_ms": self.queue_s * 1000.0 / done if done else float("nan"),
+            "mean_compute_ms": self.compute_s * 1000.0 / done if done else float("nan"),
+            "queue_depth": self.depth,
+        }
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """A consistent, immutable view of one model's metrics at one moment.
+
+    ``to_dict()`` has the seed's keys (``total_requests``, ``success_count``,
+    ``error_count``, ``avg_latency_ms``, ``error_rate``) and many more; ``timeseries`` is a
+    per-second DataFrame with :data:`TIMESERIES_COLUMNS` for charts.
+
+    Example:
+        >>> snap = engine.metrics("mlp")
+        >>> snap.p99_ms, snap.error_rate
+        (4.2, 0.0)
+    """
+
+    total_requests: int
+    success_count: int
+    error_count: int
+    error_rate: float
+    avg_latency_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_latency_ms: float
+    avg_queue_ms: float
+    p50_queue_ms: float
+    p99_queue_ms: float
+    avg_compute_ms: float
+    p50_compute_ms: float
+    p99_compute_ms: float
+    batches: int
+    rows_total: int
+    avg_batch_rows: float
+    batch_sizes: dict[int, int]
+    release_reasons: dict[str, int]
+    errors_by_type: dict[str, int]
+    queue_depth: int
+    throughput_rps: float
+    uptime_s: float
+    recent_errors: list[dict[str, Any]] = field(default_factory=list)
+    timeseries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TIMESERIES_COLUMNS))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every figure as plain Python values (no DataFrame), JSON-serialisable."""
+        d = {k: v for k, v in self.__dict__.items() if k != "timeseries"}
+        d["batch_sizes"] = dict(self.batch_sizes)
+        return d
+
+
+class ModelMetrics:
+    """Counters, latency histograms and a per-second series for one model. Thread-safe."""
+
+    def __init__(self, timeseries_seconds: int = 600, clock=time.monotonic,
+                 wall_clock=time.time) -> None:
+        self._clock = clock
+        self._wall = wall_clock
+        self._lock = threading.Lock()
+        self._seconds = timeseries_seconds
+        self.reset()
+
+    def reset(self) -> None:
+        with getattr(self, "_lock", threading.Lock()):
+            self._t0 = self._clock()
+            self._wall0 = self._wall()
+            self._total = _hist()
+            self._queue = _hist()
+            self._compute = _hist()
+            self._requests = self._successes = self._errors = 0
+            self._rows = self._batches = 0
+            self._sum_total_s = self._sum_queue_s = self._sum_compute_s = 0.0
+            self._batch_sizes: Counter[int] = Counter()
+            self._reasons: Counter[str] = Counter()
+            self._errors_by_type: Counter[str] = Counter()
+            self._recent_errors: deque[dict[str, Any]] = deque(maxlen=50)
+            self._series: deque[_Second] = deque(maxlen=self._seconds)
+            self._cur = _Second(0)
+            self._depth_now = 0
+
+    # -- recording -----------------------------------------------------------------
+    def _bucket(self, now: float) -> _Second:
+        sec = int(now - self._t0)
+        cur = self._cur
+        if sec != cur.second:
+            self._series.append(cur)
+            cur = self._cur = _Second(sec)
+        return cur
+
+    def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
+                     failed: dict[str, list[str]] | None = None, depth: int = 0,
+                     now: float | None = None) -> None:
+        """One executed batch: ``queue_s`` holds the queue time of each successful request.
+
+        ``failed`` maps an error type to the messages of requests of this batch that failed
+        (their latency is not in the histograms). ``depth`` is the queue depth after it left.
+        """
+        queue_s = list(queue_s)
+        n_ok = len(queue_s)
+        now = self._clock() if now is None else now
+        compute_us = _us(compute_s)
+        with self._lock:
+            cur = self._bucket(now)
+            hist_cur = cur.hist
+            if hist_cur is None and n_ok:
+                hist_cur = cur.hist = _hist()
+            rec_total = self._total.record_value
+            rec_queue = self._queue.record_value
+            sum_q = 0.0
+            for q in queue_s:
+                sum_q += q
+                t = _us(q + compute_s)
+                rec_total(t)
+                hist_cur.record_value(t)  # type: ignore[union-attr]
+                rec_queue(_us(q))
+            if n_ok:
+                self._compute.record_value(compute_us, n_ok)
+            n_failed = 0
+            if failed:
+                for etype, messages in failed.items():
+                    n_failed += len(messages)
+                    self._errors_by_type[etype] += len(messages)
+                    for msg in messages[-5:]:
+                        self._recent_errors.append({"time": self._wall(), "type": etype,
+                                                    "message": msg})
+            n = n_ok + n_failed
+            self._requests += n
+            self._successes += n_ok
+            self._errors += n_failed
+            self._rows += rows
+            self._batches += 1
+            self._sum_queue_s += sum_q
+            self._sum_compute_s += compute_s * n_ok
+            self._sum_total_s += sum_q + compute_s * n_ok
+            self._batch_sizes[rows] += 1
+            self._reasons[reason] += 1
+            cur.requests += n
+            cur.successes += n_ok
+            cur.errors += n_failed
+            cur.rows += rows
+            cur.batches += 1
+            cur.queue_s += sum_q
+            cur.compute_s += compute_s * n_ok
+            if depth > cur.depth:
+                cur.depth = depth
+            self._depth_now = depth
+
+    def record_refused(self, error_type: str, message: str, count: int = 1,
+                       now: float | None = None) -> None:
+        """Requests that failed without running (refused at submit, timed out in queue...)."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            cur = self._bucket(now)
+            self._requests += count
+            self._errors += count
+            self._errors_by_type[error_type] += count
+            self._recent_errors.append({"time": self._wall(), "type": error_type,
+                                        "message": message})
+            cur.requests += count
+            cur.errors += count
+
+    def record_depth(self, depth: int, now: float | None = None) -> None:
+        now = self._clock() if now is None else now
+        with self._lock:
+            cur = self._bucket(now)
+            if depth > cur.depth:
+                cur.depth = depth
+            self._depth_now = depth
+
+    # -- reading -------------------------------------------------------------------
+    def snapshot(self, queue_depth: int | None = None, now: float | None = None,
+                 window_s: float = 5.0) -> MetricsSnapshot:
+        now = self._clock() if now is None else now
+        with self._lock:
+            self._bucket(now)  # roll the series forward so idle seconds show as zeros
+            rows = self._series_rows(now)
+            total, queue, compute = self._total, self._queue, self._compute
+            ok = self._successes
+
+            def pct(h: HdrHistogram, p: float) -> float:
+                return h.get_value_at_percentile(p) / 1000.0 if h.total_count else 0.0
+
+            full = [r for r in rows if r["second"] < int(now - self._t0)][-int(window_s):]
+            rps = sum(r["successes"] for r in full) / len(full) if full else 0.0
+            snap = MetricsSnapshot(
+                total_requests=self._requests, success_count=ok, error_count=self._errors,
+                error_rate=self._errors / self._requests if self._requests else 0.0,
+                avg_latency_ms=self._sum_total_s * 1000.0 / ok if ok else 0.0,
+                p50_ms=pct(total, 50), p95_ms=pct(total, 95), p99_ms=pct(total, 99),
+                max_latency_ms=total.get_max_value() / 1000.0 if total.total_count else 0.0,
+                avg_queue_ms=self._sum_queue_s * 1000.0 / ok if ok else 0.0,
+                p50_queue_ms=pct(queue, 50), p99_queue_ms=pct(queue, 99),
+                avg_compute_ms=self._sum_compute_s * 1000.0 / ok if ok else 0.0,
+                p50_compute_ms=pct(compute, 50), p99_compute_ms=pct(compute, 99),
+                batches=self._batches, rows_total=self._rows,
+                avg_batch_rows=self._rows / self._batches if self._batches else 0.0,
+                batch_sizes=dict(sorted(self._batch_sizes.items())),
+                release_reasons=dict(self._reasons),
+                errors_by_type=dict(self._errors_by_type),
+                queue_depth=self._depth_now if queue_depth is None else queue_depth,
+                throughput_rps=rps,
+                uptime_s=now - self._t0,
+                recent_errors=list(self._recent_errors),
+                timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
+            )
+        return snap
+
+    def _series_rows(self, now: float) -> list[dict[str, Any]]:
+        """Finished seconds plus the current one, with idle seconds filled in as zeros."""
+        out: list[dict[str, Any]] = []
+        buckets = list(self._series) + [self._cur]
+        last_sec = int(now - self._t0)
+        first_sec = max(0, last_sec - self._seconds + 1)
+        by_sec = {b.second: b for b in buckets}
+        if buckets:
+            first_sec = max(first_sec, min(by_sec))
+        for s in range(first_sec, last_sec + 1):
+            b = by_sec.get(s) or _Second(s)
+            out.append(b.row(self._wall0, self._t0))
+        return out

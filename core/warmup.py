@@ -1,0 +1,105 @@
+"""Warm a model up at every batch size it will see, and show what that buys.
+
+The first ``session.run`` at a new shape pays for memory planning, kernel selection and
+cache misses; a user whose first real batch of 32 pays that sees a latency spike. Warm-up
+runs each batch size (powers of two up to ``max_batch_size``, and the max itself) a few
+times directly on the session, so it is *not* counted as traffic in the metrics, and
+reports the first (cold) run against the median of the rest (warm).
+
+Example:
+    >>> report = engine.warmup("mlp", iterations=5)
+    >>> report.frame[["batch_size", "cold_ms", "warm_p50_ms"]]  # doctest: +SKIP
+    >>> engine.is_warm("mlp")
+    True
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import ConfigError
+
+__all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS"]
+
+WARMUP_COLUMNS = ["batch_size", "cold_ms", "warm_p50_ms", "warm_p95_ms", "warm_min_ms",
+                  "cold_over_warm", "iterations"]
+
+#: progress(done_runs, total_runs, batch_size)
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """Cold vs warm latency per batch size for one model.
+
+    Example:
+        >>> report.frame.columns.tolist()
+        ['batch_size', 'cold_ms', 'warm_p50_ms', 'warm_p95_ms', 'warm_min_ms', 'cold_over_warm', 'iterations']
+    """
+
+    model: str
+    frame: pd.DataFrame
+    duration_s: float
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [int(b) for b in self.frame["batch_size"]]
+
+
+def warmup_batch_sizes(max_batch_size: int, batchable: bool = True) -> list[int]:
+    """Powers of two up to ``max_batch_size``, plus ``max_batch_size`` itself.
+
+    >>> warmup_batch_sizes(24)
+    [1, 2, 4, 8, 16, 24]
+    """
+    if not batchable:
+        return [1]
+    sizes = []
+    b = 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch_size)
+    return sizes
+
+
+def run_warmup(model: str, run: Callable[[Sequence[np.ndarray]], object],
+               make_input: Callable[[int], Sequence[np.ndarray]], batch_sizes: Sequence[int],
+               iterations: int = 10, progress: ProgressFn | None = None,
+               clock: Callable[[], float] = time.perf_counter) -> WarmupReport:
+    """Run ``run`` ``iterations`` times at each batch size; first run cold, the rest warm."""
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 2:
+        raise ConfigError(f"iterations must be an int >= 2 (one cold run, then warm runs), "
+                          f"got {iterations!r}")
+    if not batch_sizes:
+        raise ConfigError("batch_sizes must name at least one batch size")
+    total = iterations * len(batch_sizes)
+    done = 0
+    rows = []
+    t_start = clock()
+    for bs in batch_sizes:
+        arrays = make_input(bs)
+        times_ms = []
+        for _ in range(iterations):
+            t0 = clock()
+            run(arrays)
+            times_ms.append((clock() - t0) * 1000.0)
+            done += 1
+            if progress is not None:
+                progress(done, total, bs)
+        warm = np.asarray(times_ms[1:])
+        cold = times_ms[0]
+        p50 = float(np.median(warm))
+        rows.append({
+            "batch_size": int(bs), "cold_ms": cold, "warm_p50_ms": p50,
+            "warm_p95_ms": float(np.percentile(warm, 95)), "warm_min_ms": float(warm.min()),
+            "cold_over_warm": cold / p50 if p50 > 0 else float("nan"),
+            "iterations": iterations,
+        })
+    return WarmupReport(model=model, frame=pd.DataFrame(rows, columns=WARMUP_COLUMNS),
+                        duration_s=clock() - t_start)
