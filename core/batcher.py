@@ -43,7 +43,7 @@ from .errors import (EngineClosedError, InferenceError, OverloadedError,
                      RequestTimeoutError, RequestTooLargeError)
 from .metrics import ModelMetrics
 
-__all__ = ["Batcher", "Prediction", "RunFn", "RELEASE_REASONS"]
+__all__ = ["Batcher", "Prediction", "RunFn", "RELEASE_REASONS", "release_decision"]
 
 log = logging.getLogger("batchlab.batcher")
 
@@ -273,23 +273,9 @@ class Batcher:
                 if self._closed:
                     reason = "drain"
                     break
-                if self._queued_rows >= max_rows:
-                    reason = "full"
-                    break
-                wait_s = cfg.max_wait_ms / 1000.0
-                now = clock()
-                if cfg.policy == "deadline":
-                    deadline = q[0].t_submit + wait_s
-                else:
-                    # Free-running windows of wait_s from the end of the last flush: the
-                    # first request waits for the end of the window it arrived in.
-                    first = q[0].t_submit
-                    start = self._window_start
-                    k = max(1, math.ceil((first - start) / wait_s)) if wait_s > 0 else 0
-                    deadline = start + k * wait_s
-                remaining = deadline - now
-                if remaining <= 0:
-                    reason = "deadline"
+                reason, remaining = release_decision(
+                    cfg, max_rows, self._queued_rows, q[0].t_submit, clock(), self._window_start)
+                if reason is not None:
                     break
                 self._want_rows = max_rows
                 self._sleeping = True
@@ -404,6 +390,34 @@ class Batcher:
             self._run_batch([r], "retry" if len(live) > 1 else reason,
                             failed if first else {}, depth)
             first = False
+
+
+def release_decision(cfg: BatchConfig, max_rows: int, queued_rows: int, oldest_t: float,
+                     now: float, window_start: float) -> tuple[str | None, float]:
+    """Whether the forming batch goes now: ``(reason, 0)`` or ``(None, seconds to wait)``.
+
+    Pure, so the policies are tested without threads or clocks.
+
+    >>> cfg = BatchConfig(max_batch_size=8, max_wait_ms=10)
+    >>> release_decision(cfg, 8, 3, oldest_t=1.000, now=1.004, window_start=0.0)
+    (None, 0.006000000000000005)
+    >>> release_decision(cfg, 8, 8, oldest_t=1.000, now=1.004, window_start=0.0)
+    ('full', 0.0)
+    """
+    if queued_rows >= max_rows:
+        return "full", 0.0
+    wait_s = cfg.max_wait_ms / 1000.0
+    if cfg.policy == "deadline":
+        deadline = oldest_t + wait_s
+    else:
+        # Free-running windows of wait_s from the end of the last flush: the first request
+        # waits for the end of the window it arrived in (the seed design).
+        k = max(1, math.ceil((oldest_t - window_start) / wait_s)) if wait_s > 0 else 0
+        deadline = window_start + k * wait_s
+    remaining = deadline - now
+    if remaining <= 0:
+        return "deadline", 0.0
+    return None, remaining
 
 
 class _SplitError(Exception):

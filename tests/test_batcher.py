@@ -1,0 +1,328 @@
+"""Batcher semantics with fake models: policies, packing, isolation, live config, close."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import CancelledError
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.batcher import Batcher, release_decision
+from core.config import BatchConfig
+from core.errors import (EngineClosedError, InferenceError, OverloadedError,
+                         RequestTimeoutError, RequestTooLargeError)
+from tests.helpers import WAIT_S, GatedRun, rows
+
+
+def make(run, **cfg) -> Batcher:
+    return Batcher("fake", run, ["y"], BatchConfig(**cfg))
+
+
+def hold_first_batch(b: Batcher, run: GatedRun):
+    """Submit one request and wait until the collector is blocked running it."""
+    first = b.submit((rows(1, start=-100),), 1)
+    assert run.started.wait(WAIT_S)
+    return first
+
+
+# -- release decision (pure) ------------------------------------------------------------
+class TestReleaseDecision:
+    def test_deadline_counts_from_oldest_request(self):
+        cfg = BatchConfig(max_batch_size=8, max_wait_ms=10)
+        reason, remaining = release_decision(cfg, 8, 1, oldest_t=5.0, now=5.004, window_start=0)
+        assert reason is None and remaining == pytest.approx(0.006)
+        assert release_decision(cfg, 8, 1, 5.0, 5.0101, 0) == ("deadline", 0.0)
+
+    def test_full_wins_before_deadline(self):
+        cfg = BatchConfig(max_batch_size=4, max_wait_ms=1000)
+        assert release_decision(cfg, 4, 4, 0.0, 0.0, 0.0) == ("full", 0.0)
+        assert release_decision(cfg, 4, 9, 0.0, 0.0, 0.0) == ("full", 0.0)
+
+    def test_zero_wait_releases_what_is_queued(self):
+        cfg = BatchConfig(max_batch_size=32, max_wait_ms=0)
+        assert release_decision(cfg, 32, 3, 1.0, 1.0, 0.0) == ("deadline", 0.0)
+
+    def test_fixed_window_waits_for_end_of_current_window(self):
+        cfg = BatchConfig(max_batch_size=8, max_wait_ms=10, policy="fixed_window")
+        # window started at 0; request arrives at 0.023 -> released at 0.030 (3rd window end)
+        reason, remaining = release_decision(cfg, 8, 1, oldest_t=0.023, now=0.023,
+                                             window_start=0.0)
+        assert reason is None and remaining == pytest.approx(0.007)
+        # deadline policy would wait the full 10 ms from arrival instead
+        _, rem_deadline = release_decision(BatchConfig(max_batch_size=8, max_wait_ms=10), 8, 1,
+                                           0.023, 0.023, 0.0)
+        assert rem_deadline == pytest.approx(0.010)
+
+    def test_fixed_window_first_window_after_flush(self):
+        cfg = BatchConfig(max_batch_size=8, max_wait_ms=10, policy="fixed_window")
+        reason, remaining = release_decision(cfg, 8, 1, 1.002, 1.002, window_start=1.0)
+        assert reason is None and remaining == pytest.approx(0.008)
+
+
+# -- packing and splitting -------------------------------------------------------------
+def test_requests_pack_into_one_batch_and_split_back():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=10, max_wait_ms=0)
+    try:
+        first = hold_first_batch(b, run)
+        futs = [b.submit((rows(n, start=10 * i),), n) for i, n in enumerate([1, 3, 2, 4])]
+        run.gate.set()
+        preds = [f.result(WAIT_S) for f in futs]
+        assert first.result(WAIT_S).batch_rows == 1
+        assert run.batch_rows == [1, 10]
+        assert {p.batch_id for p in preds} == {preds[0].batch_id}
+        for i, (n, p) in enumerate(zip([1, 3, 2, 4], preds)):
+            np.testing.assert_array_equal(p.outputs["y"], rows(n, start=10 * i) * 2)
+            assert p.rows == n and p.batch_rows == 10 and p.release_reason == "full"
+            assert p.total_ms >= p.queue_ms >= 0 and p.compute_ms >= 0
+    finally:
+        b.close()
+
+
+def test_batch_never_exceeds_max_rows_and_keeps_order():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=4, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        sizes = [3, 2, 2, 1, 4, 1]
+        futs = [b.submit((rows(n, start=100 * i),), n) for i, n in enumerate(sizes)]
+        run.gate.set()
+        preds = [f.result(WAIT_S) for f in futs]
+        assert run.batch_rows[1:] == [3, 4, 1, 4, 1]  # greedy FIFO: never split a request
+        assert [p.batch_id for p in preds] == sorted(p.batch_id for p in preds)
+    finally:
+        b.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(1, 6), min_size=1, max_size=25),
+       max_batch=st.integers(1, 12))
+def test_property_packing_and_splitting(sizes, max_batch):
+    sizes = [min(s, max_batch) for s in sizes]
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=max_batch, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        futs = [b.submit((rows(n, start=1000 * i),), n) for i, n in enumerate(sizes)]
+        run.gate.set()
+        preds = [f.result(WAIT_S) for f in futs]
+        for i, (n, p) in enumerate(zip(sizes, preds)):
+            np.testing.assert_array_equal(p.outputs["y"], rows(n, start=1000 * i) * 2)
+            assert p.rows == n
+        assert all(r <= max_batch for r in run.batch_rows)
+        assert sum(run.batch_rows[1:]) == sum(sizes)
+        # Greedy packing: a batch is only cut when the next request would not fit.
+        batches = run.batch_rows[1:]
+        pos = 0
+        for k, total in enumerate(batches[:-1]):
+            taken = 0
+            while taken < total:
+                taken += sizes[pos]
+                pos += 1
+            assert taken == total
+            assert total == max_batch or total + sizes[pos] > max_batch
+    finally:
+        b.close()
+
+
+# -- deadline semantics with a real thread ------------------------------------------------
+def test_lone_request_released_by_deadline():
+    run = GatedRun()
+    b = make(run, max_batch_size=64, max_wait_ms=1)
+    try:
+        pred = b.submit((rows(2),), 2).result(WAIT_S)
+        assert pred.release_reason == "deadline" and pred.batch_rows == 2
+    finally:
+        b.close()
+
+
+def test_full_batch_released_without_waiting_for_deadline():
+    run = GatedRun()
+    b = make(run, max_batch_size=4, max_wait_ms=60_000)  # a deadline would take a minute
+    try:
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(4)]
+        preds = [f.result(WAIT_S) for f in futs]
+        assert all(p.release_reason == "full" and p.batch_rows == 4 for p in preds)
+    finally:
+        b.close()
+
+
+# -- limits and errors -------------------------------------------------------------------
+def test_request_larger_than_max_batch_is_refused():
+    b = make(GatedRun(), max_batch_size=4)
+    try:
+        with pytest.raises(RequestTooLargeError, match="5 rows.*max_batch_size=4"):
+            b.submit((rows(5),), 5)
+    finally:
+        b.close()
+
+
+def test_full_queue_refuses_at_once():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=1, max_wait_ms=0, max_queue=3)
+    try:
+        first = hold_first_batch(b, run)
+        queued = [b.submit((rows(1, start=i),), 1) for i in range(3)]
+        with pytest.raises(OverloadedError, match="max_queue=3"):
+            b.submit((rows(1),), 1)
+        assert b.queue_depth() == 3
+        run.gate.set()
+        assert first.result(WAIT_S) and all(f.result(WAIT_S) for f in queued)
+    finally:
+        b.close()
+
+
+def test_failing_batch_only_fails_the_bad_request():
+    run = GatedRun(gated=True, fail_on=-7.0)
+    b = make(run, max_batch_size=16, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        good = [b.submit((rows(2, start=10 * i),), 2) for i in range(4)]
+        bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1)
+        good.append(b.submit((rows(1, start=99),), 1))
+        run.gate.set()
+        with pytest.raises(InferenceError, match="poisoned value"):
+            bad.result(WAIT_S)
+        for f in good:
+            assert f.result(WAIT_S).release_reason == "retry"
+        snap = b.metrics.snapshot()
+        assert snap.errors_by_type == {"InferenceError": 1}
+        assert snap.success_count == 6
+    finally:
+        b.close()
+
+
+def test_expired_request_fails_with_timeout_instead_of_running():
+    clock_value = [0.0]
+    run = GatedRun(gated=True)
+    b = Batcher("fake", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0),
+                clock=lambda: clock_value[0])
+    try:
+        hold_first_batch(b, run)
+        late = b.submit((rows(1),), 1, timeout_ms=50)
+        ok = b.submit((rows(1),), 1, timeout_ms=10_000)
+        clock_value[0] = 1.0  # one second passes while the first batch runs
+        run.gate.set()
+        with pytest.raises(RequestTimeoutError, match="past its timeout"):
+            late.result(WAIT_S)
+        assert ok.result(WAIT_S).rows == 1
+        assert len(run.batches) == 2  # the expired request never reached the model
+    finally:
+        b.close()
+
+
+def test_cancelled_request_is_skipped():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        doomed = b.submit((rows(1, start=5),), 1)
+        kept = b.submit((rows(1, start=6),), 1)
+        assert doomed.cancel()
+        run.gate.set()
+        assert kept.result(WAIT_S).batch_rows == 1
+        with pytest.raises(CancelledError):
+            doomed.result(WAIT_S)
+    finally:
+        b.close()
+
+
+def test_collector_survives_an_internal_error():
+    calls = []
+
+    def bad_then_good(arrays):
+        calls.append(1)
+        return None if len(calls) == 1 else [arrays[0]]
+
+    b = make(bad_then_good, max_batch_size=1, max_wait_ms=0)
+    try:
+        with pytest.raises(InferenceError, match="internal error"):
+            b.submit((rows(1),), 1).result(WAIT_S)
+        assert b.submit((rows(1),), 1).result(WAIT_S).rows == 1
+        assert b.loop_errors == 1
+    finally:
+        b.close()
+
+
+# -- live configuration -------------------------------------------------------------------
+def test_configure_live_keeps_queued_requests():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=2, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(10)]
+        b.configure(BatchConfig(max_batch_size=5, max_wait_ms=0, policy="fixed_window"))
+        run.gate.set()
+        assert all(f.result(WAIT_S) for f in futs)
+        assert run.batch_rows[1:] == [5, 5]
+        assert b.config.policy == "fixed_window"
+    finally:
+        b.close()
+
+
+def test_shrinking_max_batch_still_serves_queued_larger_requests():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        hold_first_batch(b, run)
+        big = b.submit((rows(6),), 6)
+        b.configure(BatchConfig(max_batch_size=2, max_wait_ms=0))
+        run.gate.set()
+        assert big.result(WAIT_S).rows == 6  # runs alone rather than being lost
+    finally:
+        b.close()
+
+
+# -- close ---------------------------------------------------------------------------------
+def test_close_drains_every_accepted_request():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=3, max_wait_ms=60_000)  # only "full" or "drain" can release
+    first = b.submit((rows(3),), 3)
+    assert run.started.wait(WAIT_S)
+    futs = [b.submit((rows(1, start=i),), 1) for i in range(7)]
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    run.gate.set()
+    closer.join(WAIT_S)
+    assert not closer.is_alive()
+    preds = [f.result(0) for f in [first] + futs]  # all resolved: no waiting needed
+    assert {p.release_reason for p in preds[1:]} <= {"full", "drain"}
+    assert "drain" in {p.release_reason for p in preds[1:]}
+    with pytest.raises(EngineClosedError):
+        b.submit((rows(1),), 1)
+
+
+def test_close_fails_requests_of_a_hung_model():
+    run = GatedRun(gated=True)  # never released: the model hangs
+    b = make(run, max_batch_size=1, max_wait_ms=0)
+    stuck = hold_first_batch(b, run)
+    queued = b.submit((rows(1),), 1)
+    b.close(timeout_s=0.05)
+    for f in (stuck, queued):
+        with pytest.raises(EngineClosedError, match="did not finish"):
+            f.result(0)
+    run.gate.set()  # let the thread end
+
+
+def test_collector_thread_is_named_daemon_and_stops():
+    b = make(GatedRun())
+    assert b._thread.name == "batcher-fake" and b._thread.daemon
+    b.close()
+    assert not b._thread.is_alive()
+
+
+def test_not_batchable_runs_each_request_alone():
+    run = GatedRun(gated=True)
+    b = Batcher("fixed", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0),
+                batchable=False)
+    try:
+        hold_first_batch(b, run)
+        futs = [b.submit((rows(3, start=10 * i),), 3) for i in range(3)]
+        run.gate.set()
+        assert all(f.result(WAIT_S).batch_rows == 3 for f in futs)
+        assert run.batch_rows == [1, 3, 3, 3]
+    finally:
+        b.close()

@@ -1,0 +1,203 @@
+"""The engine facade: the contract of DESIGN.md, model registry, hot swap, warm-up."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from core import (DEMO_MODELS, ConfigError, Engine, EngineClosedError, InputValidationError,
+                  ModelLoadError, ModelNotFoundError, Prediction, RequestTimeoutError,
+                  build_demo_model)
+from core.config import EngineConfig
+from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, WAIT_S
+
+
+def test_contract_example(tmp_path):
+    path = tmp_path / "resnet.onnx"
+    path.write_bytes(build_demo_model("mlp"))
+    with Engine() as engine:
+        assert set(DEMO_MODELS) <= set(engine.model_names())
+        info = engine.load_model(str(path), name="resnet")
+        assert info.name == "resnet" and info.source == str(path)
+        cfg = engine.configure("resnet", max_batch_size=32, max_wait_ms=5.0)
+        assert cfg.max_batch_size == 32 and engine.batch_config("resnet") == cfg
+        x = np.random.default_rng(0).standard_normal((2, 256)).astype(np.float32)
+        pred = engine.submit("resnet", x).result(WAIT_S)
+        assert isinstance(pred, Prediction)
+        assert engine.predict("resnet", x).outputs["logits"].shape == (2, 10)
+        assert pred.model == "resnet" and pred.arm is None and pred.rows == 2
+        d = engine.metrics("resnet").to_dict()
+        assert d["total_requests"] == 2 and d["success_count"] == 2
+        assert d["error_count"] == 0 and d["error_rate"] == 0.0 and d["avg_latency_ms"] > 0
+    assert engine.closed
+
+
+def test_outputs_equal_running_the_model_directly(engine):
+    sess = ort.InferenceSession(build_demo_model("clf-v2"))
+    x = engine.sample_input("clf-v2", rows=5, seed=3)
+    pred = engine.predict("clf-v2", x)
+    probs, label = sess.run(["probs", "label"], {"x": x})
+    np.testing.assert_allclose(pred.outputs["probs"], probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(pred.outputs["label"], label)
+
+
+def test_load_from_path_names_by_stem(bare_engine, tmp_path):
+    p = tmp_path / "my-model.onnx"
+    p.write_bytes(build_demo_model("tiny"))
+    assert bare_engine.load_model(p).name == "my-model"
+    assert bare_engine.load_model(build_demo_model("tiny")).name.startswith("model-")
+
+
+def test_name_conflicts_and_bad_names(engine):
+    with pytest.raises(ConfigError, match="already loaded; pass replace=True"):
+        engine.load_model(build_demo_model("tiny"), name="mlp")
+    with pytest.raises(ConfigError, match="model name must be"):
+        engine.load_model(build_demo_model("tiny"), name="../evil")
+
+
+def test_bad_model_leaves_engine_serving(engine):
+    with pytest.raises(ModelLoadError):
+        engine.load_model(b"\x89PNG garbage", name="bad")
+    assert "bad" not in engine.model_names()
+    assert engine.predict("tiny", np.ones((1, 4), np.float32)).outputs["y"][0, 0] == 3.0
+
+
+def test_unknown_model_lists_loaded_ones(engine):
+    with pytest.raises(ModelNotFoundError, match="no model named 'nope'; loaded models: clf-v1"):
+        engine.submit("nope", np.ones((1, 4), np.float32))
+
+
+def test_submit_time_errors_are_counted(engine):
+    with pytest.raises(InputValidationError):
+        engine.submit("tiny", np.ones((1, 5), np.float32))
+    d = engine.metrics("tiny").to_dict()
+    assert d["error_count"] == 1 and d["errors_by_type"] == {"InputValidationError": 1}
+
+
+def test_hot_swap_keeps_config_metrics_and_serves_new_version(engine):
+    engine.configure("tiny", max_batch_size=7)
+    engine.predict("tiny", np.ones((1, 4), np.float32))
+    # replace "tiny" by a model with the same interface but other maths (identity-like)
+    info = engine.load_model(build_demo_model("tiny"), name="tiny", replace=True)
+    assert info.name == "tiny" and engine.batch_config("tiny").max_batch_size == 7
+    assert engine.metrics("tiny").total_requests == 1
+    assert engine.predict("tiny", np.ones((1, 4), np.float32)).outputs["y"][0, 0] == 3.0
+
+
+def test_hot_swap_during_traffic_loses_no_request(engine):
+    engine.configure("tiny", max_wait_ms=0.5)
+    stop = threading.Event()
+    results, errors = [], []
+
+    def client(seed: int) -> None:
+        x = np.full((1, 4), seed, np.float32)
+        while not stop.is_set():
+            try:
+                results.append(engine.submit("tiny", x).result(WAIT_S))
+            except Exception as err:  # noqa: BLE001 - the test reports any failure
+                errors.append(err)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(5):
+        engine.load_model(build_demo_model("tiny"), name="tiny", replace=True)
+    stop.set()
+    for t in threads:
+        t.join(WAIT_S)
+    assert errors == [] and len(results) > 0
+
+
+def test_predict_timeout_raises_clear_error(engine):
+    engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)  # never fills, long wait
+    with pytest.raises(RequestTimeoutError, match="did not complete within 0.050 s"):
+        engine.predict("mlp", np.zeros((1, 256), np.float32), timeout=0.05)
+
+
+def test_close_resolves_queued_requests_and_refuses_new(engine):
+    engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
+    futs = [engine.submit("mlp", np.zeros((1, 256), np.float32)) for _ in range(10)]
+    engine.close()
+    assert all(f.done() for f in futs)
+    assert {f.result().release_reason for f in futs} == {"drain"}
+    with pytest.raises(EngineClosedError):
+        engine.submit("mlp", np.zeros((1, 256), np.float32))
+
+
+def test_fixed_batch_model_served_row_by_row(engine):
+    x = engine.sample_input("fixed-batch", rows=3, seed=1)
+    pred = engine.predict("fixed-batch", x)
+    np.testing.assert_allclose(pred.outputs["pooled"], x.mean(axis=(2, 3)), rtol=1e-5)
+    assert not engine.model_info("fixed-batch").batchable
+
+
+def test_sequence_of_maps_output_from_packaged_classifier(bare_engine):
+    bare_engine.load_model(ORT_DATASETS / "logreg_iris.onnx", name="iris")
+    x = np.array([[5.1, 3.5], [6.2, 2.9], [7.7, 3.0]], np.float32)
+    pred = bare_engine.predict("iris", x)
+    probs = pred.outputs["probabilities"]
+    assert isinstance(probs, list) and len(probs) == 3 and isinstance(probs[0], dict)
+    assert pred.outputs["label"].shape == (3,)
+    with pytest.raises(InputValidationError, match=r"expects float32 \[3,2\]"):
+        bare_engine.submit("iris", x[:2])
+
+
+def test_real_cnn_with_fixed_batch_from_onnx_package(bare_engine):
+    bare_engine.load_model(ONNX_TEST_DATA / "light" / "light_squeezenet.onnx", name="squeeze")
+    pred = bare_engine.predict("squeeze", np.ones((2, 3, 224, 224), np.float32), timeout=60)
+    assert pred.outputs["softmaxout_1"].shape == (2, 1000, 1, 1)
+
+
+def test_same_bytes_under_two_names_share_a_session(bare_engine):
+    data = build_demo_model("mlp")
+    bare_engine.load_model(data, name="a")
+    bare_engine.load_model(data, name="b")
+    assert bare_engine._models["a"].loaded.session is bare_engine._models["b"].loaded.session
+    assert len(bare_engine.cache_entries()) == 1
+    assert bare_engine.evict_cache() == 1
+    assert bare_engine.predict("a", np.zeros((1, 256), np.float32)).rows == 1
+
+
+def test_unload(engine):
+    engine.unload_model("tiny")
+    with pytest.raises(ModelNotFoundError):
+        engine.predict("tiny", np.ones((1, 4), np.float32))
+
+
+def test_status_summarises_engine(engine):
+    engine.predict("tiny", np.ones((2, 4), np.float32))
+    s = engine.status()
+    assert s["models"] == len(DEMO_MODELS) and s["total_requests"] == 1 and not s["closed"]
+
+
+def test_model_size_limit(tmp_path):
+    with Engine(EngineConfig(max_model_bytes=1024), demo_models=False) as eng:
+        with pytest.raises(ModelLoadError, match="over the limit"):
+            eng.load_model(build_demo_model("mlp"), name="big")
+
+
+# -- warm-up ---------------------------------------------------------------------------------
+def test_warmup_reports_every_batch_size_and_is_not_counted(engine):
+    engine.configure("mlp", max_batch_size=24)
+    assert not engine.is_warm("mlp")
+    seen = []
+    report = engine.warmup("mlp", iterations=3, progress=lambda d, t, b: seen.append((d, t, b)))
+    assert report.batch_sizes == [1, 2, 4, 8, 16, 24]
+    assert (report.frame["cold_ms"] > 0).all() and (report.frame["warm_p50_ms"] > 0).all()
+    assert seen[-1] == (18, 18, 24) and len(seen) == 18
+    assert engine.is_warm("mlp")
+    assert engine.metrics("mlp").total_requests == 0
+    engine.configure("mlp", max_batch_size=64)  # a new batch size appears: not warm any more
+    assert not engine.is_warm("mlp")
+
+
+def test_warmup_of_non_batchable_model(engine):
+    report = engine.warmup("fixed-batch", iterations=2)
+    assert report.batch_sizes == [1] and engine.is_warm("fixed-batch")
+    with pytest.raises(ConfigError, match="not batchable"):
+        engine.warmup("fixed-batch", iterations=2, batch_sizes=[4])
+    with pytest.raises(ConfigError, match="iterations must be an int >= 2"):
+        engine.warmup("mlp", iterations=1)

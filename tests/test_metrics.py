@@ -1,0 +1,101 @@
+"""Metrics: counts, percentiles against numpy, per-second series, bounded memory."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.metrics import TIMESERIES_COLUMNS, ModelMetrics
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_empty_metrics_have_zero_error_rate_not_nan():
+    d = ModelMetrics().snapshot().to_dict()
+    assert d["total_requests"] == 0 and d["error_rate"] == 0.0
+    assert d["avg_latency_ms"] == 0.0
+    for key in ("total_requests", "success_count", "error_count", "avg_latency_ms",
+                "error_rate"):
+        assert key in d and not (isinstance(d[key], float) and math.isnan(d[key]))
+
+
+def test_counts_reasons_batch_sizes_and_errors():
+    m = ModelMetrics()
+    m.record_batch(rows=4, reason="full", compute_s=0.002, queue_s=[0.001, 0.003])
+    m.record_batch(rows=1, reason="deadline", compute_s=0.001, queue_s=[],
+                   failed={"InferenceError": ["boom"]})
+    m.record_refused("OverloadedError", "queue full", count=3)
+    d = m.snapshot().to_dict()
+    assert d["total_requests"] == 6 and d["success_count"] == 2 and d["error_count"] == 4
+    assert d["error_rate"] == pytest.approx(4 / 6)
+    assert d["errors_by_type"] == {"InferenceError": 1, "OverloadedError": 3}
+    assert d["release_reasons"] == {"full": 1, "deadline": 1}
+    assert d["batch_sizes"] == {1: 1, 4: 1} and d["avg_batch_rows"] == 2.5
+    assert d["avg_latency_ms"] == pytest.approx(4.0)  # (1+2 + 3+2) / 2
+    assert d["avg_queue_ms"] == pytest.approx(2.0) and d["avg_compute_ms"] == pytest.approx(2.0)
+    assert [e["type"] for e in d["recent_errors"]] == ["InferenceError", "OverloadedError"]
+
+
+def test_percentiles_match_numpy_within_histogram_precision():
+    rng = np.random.default_rng(7)
+    queue = rng.lognormal(mean=-6, sigma=1.0, size=20_000)  # ~2.5 ms median
+    m = ModelMetrics()
+    for chunk in np.array_split(queue, 500):
+        m.record_batch(rows=len(chunk), reason="full", compute_s=0.0005, queue_s=chunk.tolist())
+    snap = m.snapshot()
+    total_ms = (queue + 0.0005) * 1000
+    for p, got in ((50, snap.p50_ms), (95, snap.p95_ms), (99, snap.p99_ms)):
+        assert got == pytest.approx(np.percentile(total_ms, p), rel=0.02)
+    assert snap.max_latency_ms == pytest.approx(total_ms.max(), rel=0.01)
+    assert snap.avg_latency_ms == pytest.approx(total_ms.mean(), rel=1e-6)
+
+
+def test_timeseries_per_second_with_idle_seconds_as_zero():
+    clock = FakeClock()
+    m = ModelMetrics(clock=clock)
+    m.record_batch(rows=2, reason="full", compute_s=0.001, queue_s=[0.001, 0.002])
+    clock.t += 3.2  # three idle-ish seconds
+    m.record_batch(rows=1, reason="deadline", compute_s=0.001, queue_s=[0.004], depth=5)
+    df = m.snapshot().timeseries
+    assert list(df.columns) == TIMESERIES_COLUMNS
+    assert df["second"].tolist() == [0, 1, 2, 3]
+    assert df["successes"].tolist() == [2, 0, 0, 1]
+    assert df["queue_depth"].tolist() == [0, 0, 0, 5]
+    assert df.loc[3, "p50_ms"] == pytest.approx(5.0, rel=0.02)
+    assert math.isnan(df.loc[1, "p50_ms"])
+
+
+def test_throughput_is_mean_over_recent_full_seconds():
+    clock = FakeClock()
+    m = ModelMetrics(clock=clock)
+    for _ in range(6):
+        m.record_batch(rows=10, reason="full", compute_s=0.001, queue_s=[0.001] * 10)
+        clock.t += 1.0
+    assert m.snapshot().throughput_rps == pytest.approx(10.0)
+
+
+def test_memory_stays_bounded_over_long_runs():
+    clock = FakeClock()
+    m = ModelMetrics(timeseries_seconds=60, clock=clock)
+    for _ in range(5000):  # 5000 simulated seconds
+        m.record_batch(rows=1, reason="deadline", compute_s=0.001, queue_s=[0.001])
+        m.record_refused("OverloadedError", "x")
+        clock.t += 1.0
+    assert len(m._series) <= 60 and len(m._recent_errors) <= 50
+    df = m.snapshot().timeseries
+    assert len(df) == 60
+
+
+def test_reset_clears_everything():
+    m = ModelMetrics()
+    m.record_batch(rows=1, reason="full", compute_s=0.001, queue_s=[0.001])
+    m.reset()
+    assert m.snapshot().total_requests == 0

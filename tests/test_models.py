@@ -1,0 +1,212 @@
+"""Model loading, refusal of bad files, inspection and the session cache."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from core.config import SessionConfig
+from core.demo_models import DEMO_MODELS, build_demo_model
+from core.errors import ModelLoadError
+from core.models import SessionCache, available_providers, load_model_bytes, read_model_source
+from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, identity_model, make_model
+
+MLP = build_demo_model("mlp")
+
+
+def load(data: bytes, **kw):
+    return load_model_bytes(data, "m", **kw)
+
+
+# -- refusals ------------------------------------------------------------------------------
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 64, "PNG image"),
+    (b"%PDF-1.4 ...", "PDF"),
+    (b"{\"not\": \"onnx\"}", "JSON or text"),
+])
+def test_refuses_non_onnx_files(data, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load(data)
+
+
+def test_refuses_zip_renamed_onnx():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("model.onnx", MLP)
+    with pytest.raises(ModelLoadError, match="zip archive"):
+        load(buf.getvalue())
+
+
+def test_refuses_random_bytes():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        with pytest.raises(ModelLoadError):
+            load(rng.integers(1, 256, 300, dtype=np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.999])
+def test_refuses_truncated_model(fraction):
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model|not an ONNX model|"
+                                             "ONNX validation|could not create"):
+        load(MLP[: int(len(MLP) * fraction)])
+
+
+def test_refuses_external_data_reference():
+    model = onnx.load_model_from_string(build_demo_model("tiny"))
+    t = model.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    t.external_data.add(key="location", value="../../etc/passwd")
+    with pytest.raises(ModelLoadError, match=r"external file \('\.\./\.\./etc/passwd'\)"):
+        load(model.SerializeToString())
+
+
+def test_refuses_checker_failure():
+    m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                   [helper.make_node("NoSuchOp", ["x"], ["y"])])
+    with pytest.raises(ModelLoadError, match="ONNX validation|could not create"):
+        load(m.SerializeToString())
+
+
+def test_refuses_model_without_inputs():
+    m = make_model([], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                   [helper.make_node("Constant", [], ["y"],
+                                     value=numpy_helper.from_array(np.ones(1, np.float32)))])
+    with pytest.raises(ModelLoadError, match="no inputs"):
+        load(m.SerializeToString())
+
+
+def test_refuses_string_inputs():
+    with pytest.raises(ModelLoadError, match="cannot feed"):
+        load(identity_model(TensorProto.STRING))
+
+
+def test_refuses_absurd_dimensions():
+    with pytest.raises(ModelLoadError, match="absurd shape|could not create"):
+        load(identity_model(shape=["N", 2**40]))
+
+
+def test_refuses_session_failure():
+    # Valid for the checker, but Add of [N,3] and [N,4] cannot be typed by onnxruntime.
+    m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                   [helper.make_node("Add", ["x", "w"], ["y"])],
+                   [numpy_helper.from_array(np.ones((5, 4), np.float32), "w")])
+    with pytest.raises(ModelLoadError, match="could not create a session|ONNX validation"):
+        load(m.SerializeToString())
+
+
+def test_refuses_unavailable_provider():
+    if "cuda" in available_providers():
+        pytest.skip("CUDA is available here; nothing to refuse")
+    with pytest.raises(ModelLoadError, match="'cuda' is not available"):
+        load(MLP, options=SessionConfig(provider="cuda"))
+
+
+def test_path_source_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        read_model_source(tmp_path / "missing.onnx", 10**9)
+    with pytest.raises(ModelLoadError, match="not a file"):
+        read_model_source(tmp_path, 10**9)
+    big = tmp_path / "big.onnx"
+    big.write_bytes(b"x" * 2048)
+    with pytest.raises(ModelLoadError, match="over the limit"):
+        read_model_source(big, 1024)
+    with pytest.raises(ModelLoadError, match="file path or bytes"):
+        read_model_source(12345, 1024)  # type: ignore[arg-type]
+
+
+# -- inspection ------------------------------------------------------------------------------
+def test_inspects_demo_mlp():
+    info = load(MLP).info
+    assert [i.name for i in info.inputs] == ["x"]
+    assert info.inputs[0].shape == ("N", 256) and str(info.inputs[0].dtype) == "float32"
+    assert info.outputs[0].shape == ("N", 10)
+    assert info.batchable and info.batch_mode == "dynamic" and "'N'" in info.batch_reason
+    assert info.sha256 == hashlib.sha256(MLP).hexdigest() and info.size_bytes == len(MLP)
+    assert info.opset[""] == 17 and info.ir_version == 8 and "batchlab" in info.producer
+    assert info.dynamic_dims == ("N",)
+    row = info.to_dict()
+    assert row["inputs"] == "x: float32 [N,256]" and row["batchable"] is True
+
+
+@pytest.mark.parametrize("name", DEMO_MODELS)
+def test_demo_models_are_deterministic_and_load(name):
+    assert build_demo_model(name) == build_demo_model(name)
+    info = load(build_demo_model(name)).info
+    assert info.batchable == (name != "fixed-batch")
+
+
+def test_fixed_batch_one_is_not_batchable_with_reason():
+    info = load(build_demo_model("fixed-batch")).info
+    assert info.batch_mode == "rows" and not info.batchable
+    assert "fixed at 1" in info.batch_reason
+
+
+def test_packaged_sklearn_classifier_fixed_rows_and_sequence_output():
+    """onnxruntime ships a converted scikit-learn model: input fixed at [3,2], ZipMap output."""
+    info = load((ORT_DATASETS / "logreg_iris.onnx").read_bytes()).info
+    assert info.batch_mode == "exact" and info.fixed_rows == 3
+    assert "fixed at 3" in info.batch_reason
+    probs = next(o for o in info.outputs if o.name == "probabilities")
+    assert not probs.is_tensor and probs.dtype is None and "seq(map" in probs.type
+
+
+def test_packaged_squeezenet_is_fixed_batch_one():
+    data = (ONNX_TEST_DATA / "light" / "light_squeezenet.onnx").read_bytes()
+    info = load(data).info
+    assert info.batch_mode == "rows" and info.inputs[0].shape == (1, 3, 224, 224)
+    assert info.opset[""] == 9
+
+
+def test_run_matches_reference_output_of_packaged_model():
+    data = (ONNX_TEST_DATA / "light" / "light_squeezenet.onnx").read_bytes()
+    model = load(data)
+    ref = onnx.TensorProto()
+    ref.ParseFromString((ONNX_TEST_DATA / "light" / "light_squeezenet_output_0.pb").read_bytes())
+    expected = numpy_helper.to_array(ref)
+    x = np.ones((1, 3, 224, 224), np.float32)  # the light models' reference input is ones
+    got = model.run([x])[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5)
+
+
+# -- session cache -------------------------------------------------------------------------
+def test_same_bytes_share_one_session():
+    cache = SessionCache(capacity=4)
+    a = load(MLP, cache=cache)
+    b = load(MLP, cache=cache)
+    assert a.session is b.session and cache.hits == 1 and cache.misses == 1
+    c = load(MLP, cache=cache, options=SessionConfig(graph_optimization="basic"))
+    assert c.session is not a.session  # other options: another session
+
+
+def test_cache_is_bounded_lru_and_evictable():
+    cache = SessionCache(capacity=2)
+    models = [build_demo_model(n) for n in ("tiny", "clf-v1", "two-input")]
+    s_tiny = load(models[0], cache=cache).session
+    load(models[1], cache=cache)
+    load(models[0], cache=cache)  # tiny is now most recently used
+    load(models[2], cache=cache)  # evicts clf-v1, the least recently used
+    shas = [e.sha256 for e in cache.entries()]
+    assert len(cache) == 2
+    assert hashlib.sha256(models[1]).hexdigest() not in shas
+    assert shas[0] == hashlib.sha256(models[2]).hexdigest()  # most recent first
+    assert load(models[0], cache=cache).session is s_tiny
+    assert cache.evict(hashlib.sha256(models[0]).hexdigest()[:10]) == 1
+    assert load(models[0], cache=cache).session is not s_tiny
+    assert cache.evict() == 2 and len(cache) == 0
+
+
+def test_cache_capacity_validated():
+    with pytest.raises(ValueError, match="capacity must be an int >= 1"):
+        SessionCache(0)
