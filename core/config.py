@@ -103,7 +103,7 @@ class SessionConfig:
         SessionConfig(intra_op_threads=1, graph_optimization='extended', provider='cpu')
     """
 
-    intra_op_threads: int = 1
+    intra_op_threads: int = 0
     graph_optimization: str = "all"
     provider: str = "cpu"
 
