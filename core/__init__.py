@@ -18,6 +18,8 @@ from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceErr
 from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
 from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
                      sample_input)
+from .loadgen import ARRIVAL_PATTERNS, TrafficGenerator, TrafficStatus
+from .router import AB_MODES, ABExperiment, ABReport
 from .warmup import WARMUP_COLUMNS, WarmupReport, warmup_batch_sizes
 
 __all__ = [
@@ -31,4 +33,6 @@ __all__ = [
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
     "sample_input",
     "WarmupReport", "WARMUP_COLUMNS", "warmup_batch_sizes",
+    "ARRIVAL_PATTERNS", "TrafficGenerator", "TrafficStatus",
+    "AB_MODES", "ABExperiment", "ABReport",
 ]

@@ -107,15 +107,18 @@ class Prediction:
 
 
 class _Request:
-    __slots__ = ("arrays", "rows", "future", "t_submit", "deadline")
+    __slots__ = ("arrays", "rows", "future", "t_submit", "deadline", "arm", "sink")
 
     def __init__(self, arrays: Sequence[np.ndarray], rows: int, future: Future,
-                 t_submit: float, deadline: float) -> None:
+                 t_submit: float, deadline: float, arm: str | None = None,
+                 sink: ModelMetrics | None = None) -> None:
         self.arrays = arrays
         self.rows = rows
         self.future = future
         self.t_submit = t_submit
         self.deadline = deadline
+        self.arm = arm          # A/B arm label carried into the Prediction
+        self.sink = sink        # extra metrics (an A/B arm's), recorded before resolving
 
 
 def _set_exception(fut: Future, err: BaseException) -> None:
@@ -123,6 +126,13 @@ def _set_exception(fut: Future, err: BaseException) -> None:
         fut.set_exception(err)
     except InvalidStateError:  # cancelled or already resolved (e.g. failed by close())
         pass
+
+
+def _fail(r: _Request, err: BaseException) -> None:
+    """Fail one request, counting it in its A/B arm's metrics first."""
+    if r.sink is not None and not r.future.done():
+        r.sink.record_refused(type(err).__name__, str(err))
+    _set_exception(r.future, err)
 
 
 class Batcher:
@@ -183,7 +193,8 @@ class Batcher:
         return self._queued_rows
 
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
-               timeout_ms: float | None = None) -> Future:
+               timeout_ms: float | None = None, arm: str | None = None,
+               sink: ModelMetrics | None = None) -> Future:
         """Queue one validated request; returns a Future of :class:`Prediction`.
 
         Raises at once (nothing queued): :class:`EngineClosedError` after ``close()``,
@@ -201,7 +212,7 @@ class Batcher:
         if timeout_ms is None:
             timeout_ms = cfg.timeout_ms
         deadline = now + timeout_ms / 1000.0 if timeout_ms is not None else math.inf
-        req = _Request(arrays, rows, fut, now, deadline)
+        req = _Request(arrays, rows, fut, now, deadline, arm, sink)
         with self._lock:
             if self._closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
@@ -236,7 +247,7 @@ class Batcher:
                 self._queue.clear()
                 self._queued_rows = 0
             for r in leftovers:
-                _set_exception(r.future, err)
+                _fail(r, err)
 
     # -- collector -----------------------------------------------------------------
     def _loop(self) -> None:
@@ -253,7 +264,7 @@ class Batcher:
                 failure = InferenceError(f"internal error while serving model {self.name!r}: "
                                          f"{type(err).__name__}: {err}")
                 for r in batch:
-                    _set_exception(r.future, failure)
+                    _fail(r, failure)
             finally:
                 self._in_flight = []
 
@@ -321,7 +332,7 @@ class Batcher:
         for r in timed_out:
             msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
                    "in the queue, past its timeout; raise timeout_ms or lower the load")
-            _set_exception(r.future, RequestTimeoutError(msg))
+            _fail(r, RequestTimeoutError(msg))
             failed.setdefault("RequestTimeoutError", []).append(msg)
         depth = len(self._queue)
         if not live:
@@ -366,7 +377,7 @@ class Batcher:
                 self._run_each(live, reason, failed, depth)
                 return
             msg = _run_error_message(self.name, err)
-            _set_exception(live[0].future, InferenceError(msg))
+            _fail(live[0], InferenceError(msg))
             failed.setdefault("InferenceError", []).append(msg)
             self.metrics.record_batch(rows, reason, self._clock() - t0, (), failed, depth)
             return
@@ -379,18 +390,23 @@ class Batcher:
             r = live[0]
             q = t0 - r.t_submit
             queue_s.append(q)
+            if r.sink is not None:
+                r.sink.record_batch(rows, reason, compute_s, (q,))
             r.future.set_result(Prediction(dict(zip(names, outs)), model, batch_id, rows,
                                            reason, q * 1000.0, compute_ms,
-                                           (t1 - r.t_submit) * 1000.0, rows))
+                                           (t1 - r.t_submit) * 1000.0, rows, r.arm))
         else:
             start = 0
             for r in live:
                 stop = start + r.rows
                 q = t0 - r.t_submit
                 queue_s.append(q)
+                if r.sink is not None:
+                    r.sink.record_batch(rows, reason, compute_s, (q,))
                 r.future.set_result(Prediction(
                     {n: o[start:stop] for n, o in zip(names, outs)}, model, batch_id, rows,
-                    reason, q * 1000.0, compute_ms, (t1 - r.t_submit) * 1000.0, r.rows))
+                    reason, q * 1000.0, compute_ms, (t1 - r.t_submit) * 1000.0, r.rows,
+                    r.arm))
                 start = stop
         self.metrics.record_batch(rows, reason, compute_s, queue_s, failed, depth)
 

@@ -27,6 +27,8 @@ import numpy as np
 
 from .batcher import Batcher, Prediction
 from .config import BatchConfig, EngineConfig, SessionConfig
+from .loadgen import TrafficGenerator, TrafficStatus
+from .router import ABExperiment, ABReport
 from .demo_models import DEMO_MODELS, build_demo_model, demo_description
 from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
                      RequestTimeoutError)
@@ -104,6 +106,8 @@ class Engine:
         self._models: dict[str, _Entry] = {}
         self._closed = False
         self._t0 = time.monotonic()
+        self._traffic: dict[str, TrafficGenerator] = {}
+        self._experiments: dict[str, ABExperiment] = {}
         if demo_models:
             for name in DEMO_MODELS:
                 self.load_model(build_demo_model(name), name=name,
@@ -207,40 +211,58 @@ class Engine:
         return self._entry(name).batcher.config
 
     # -- requests ------------------------------------------------------------------
-    def submit(self, name: str, x: Any, timeout_ms: float | None = None) -> Future:
+    def submit(self, name: str, x: Any, timeout_ms: float | None = None,
+               key: Any = None) -> Future:
         """Queue one request; returns a ``concurrent.futures.Future`` of :class:`Prediction`.
 
         ``x`` is an array for a one-input model, else a mapping of input name to array,
         rows on the leading axis. Bad input, an unknown model, a full queue or a closed
-        engine raise here, at once; nothing is queued then.
+        engine raise here, at once; nothing is queued then. ``name`` may also be an A/B
+        experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
         """
         entry = self._models.get(name)
+        arm = sink = None
         if entry is None:
-            raise self._not_found(name)
+            exp = self._experiments.get(name)
+            if exp is None:
+                raise self._not_found(name)
+            arm, model = exp.route(key)
+            sink = exp.metrics[arm]
+            entry = self._models.get(model)
+            if entry is None:
+                raise ModelNotFoundError(f"A/B experiment {name!r} routes arm {arm} to model "
+                                         f"{model!r}, which is not loaded; load it or update "
+                                         "the experiment with engine.update_ab()")
         try:
             arrays, rows = entry.validator(x)
-            return entry.batcher.submit(arrays, rows, timeout_ms)
+            return entry.batcher.submit(arrays, rows, timeout_ms, arm, sink)
         except EngineClosedError:
             # A hot swap may have retired this batcher between lookup and submit.
             current = self._models.get(name)
             if current is not None and current is not entry and not self._closed:
-                return self.submit(name, x, timeout_ms)
+                return self.submit(name, x, timeout_ms, key)
             if self._closed:
                 raise EngineClosedError("the engine is closed and accepts no more requests; "
                                         "create a new Engine") from None
             raise
         except BatchlabError as err:
             entry.metrics.record_refused(type(err).__name__, str(err))
+            if sink is not None:
+                sink.record_refused(type(err).__name__, str(err))
             raise
 
-    def predict(self, name: str, x: Any, timeout: float | None = None) -> Prediction:
+    def predict(self, name: str, x: Any, timeout: float | None = None,
+                key: Any = None) -> Prediction:
         """``submit(name, x).result(timeout)``; ``timeout`` in seconds defaults to the
         model's ``timeout_ms``. Raises :class:`RequestTimeoutError` when it runs out."""
         entry = self._models.get(name)
+        if entry is None and name in self._experiments:
+            entry = self._models.get(self._experiments[name].a)
         if timeout is None and entry is not None:
             t_ms = entry.batcher.config.timeout_ms
             timeout = t_ms / 1000.0 if t_ms is not None else None
-        fut = self.submit(name, x, timeout_ms=timeout * 1000.0 if timeout is not None else None)
+        fut = self.submit(name, x, timeout_ms=timeout * 1000.0 if timeout is not None else None,
+                          key=key)
         try:
             return fut.result(timeout)
         except FuturesTimeout:
@@ -257,8 +279,15 @@ class Engine:
         return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth())
 
     def reset_metrics(self, name: str | None = None) -> None:
+        """Zero the metrics of a model or experiment (or of everything)."""
+        if name is not None and name in self._experiments:
+            self._experiments[name].reset_metrics()
+            return
         for n in ([name] if name is not None else list(self._models)):
             self._entry(n).metrics.reset()
+        if name is None:
+            for exp in self._experiments.values():
+                exp.reset_metrics()
 
     def queue_depth(self, name: str) -> int:
         return self._entry(name).batcher.queue_depth()
@@ -301,6 +330,7 @@ class Engine:
                  for n, e in self._models.items()}
         return {
             "models": len(snaps),
+            "traffic_running": self.traffic_running(),
             "closed": self._closed,
             "uptime_s": time.monotonic() - self._t0,
             "queue_depth": sum(s.queue_depth for s in snaps.values()),
@@ -308,6 +338,117 @@ class Engine:
             "total_requests": sum(s.total_requests for s in snaps.values()),
             "error_count": sum(s.error_count for s in snaps.values()),
         }
+
+    # -- A/B experiments --------------------------------------------------------------
+    def create_ab(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
+                  seed: int | None = None, replace: bool = False) -> ABReport:
+        """Create an A/B experiment ``name`` splitting traffic between models ``a`` and ``b``;
+        submit to ``name`` like to a model. Returns its (empty) report."""
+        self._check_open()
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError(f"experiment name must be 1-64 characters of letters, digits, "
+                              f"'.', '_' or '-'; got {name!r}")
+        with self._lock:
+            if name in self._models:
+                raise ConfigError(f"{name!r} is a model name; give the experiment another name")
+            if name in self._experiments and not replace:
+                raise ConfigError(f"an experiment named {name!r} exists; use update_ab() to "
+                                  "change it, or pass replace=True")
+            for model in (a, b):
+                self._entry(model)
+            ia, ib = self._entry(a).info, self._entry(b).info
+            if [(t.name, t.dtype) for t in ia.inputs] != [(t.name, t.dtype) for t in ib.inputs]:
+                raise ConfigError(f"models {a!r} and {b!r} have different inputs "
+                                  f"({'; '.join(t.describe() for t in ia.inputs)} vs "
+                                  f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
+                                  "needs two models with the same interface")
+            exp = ABExperiment(name, a, b, b_share, mode, seed, self.config.timeseries_seconds)
+            experiments = dict(self._experiments)
+            experiments[name] = exp
+            self._experiments = experiments
+        return exp.report()
+
+    def update_ab(self, name: str, b_share: float | None = None, a: str | None = None,
+                  b: str | None = None) -> ABReport:
+        """Change an experiment's split (``b_share=1.0`` promotes B) or arms, live."""
+        exp = self._experiment(name)
+        for model in (a, b):
+            if model is not None:
+                self._entry(model)
+        exp.update(b_share=b_share, a=a, b=b)
+        return exp.report()
+
+    def delete_ab(self, name: str) -> None:
+        with self._lock:
+            self._experiment(name)
+            experiments = dict(self._experiments)
+            del experiments[name]
+            self._experiments = experiments
+
+    def ab_experiments(self) -> list[str]:
+        return list(self._experiments)
+
+    def ab_report(self, name: str) -> ABReport:
+        """Per-arm figures of experiment ``name`` (``.to_dict()``)."""
+        return self._experiment(name).report()
+
+    def ab_metrics(self, name: str, arm: str) -> MetricsSnapshot:
+        exp = self._experiment(name)
+        if arm not in exp.metrics:
+            raise ConfigError(f"arm must be 'a' or 'b', got {arm!r}")
+        return exp.metrics[arm].snapshot()
+
+    def _experiment(self, name: str) -> ABExperiment:
+        exp = self._experiments.get(name)
+        if exp is None:
+            have = ", ".join(self._experiments) or "none"
+            raise ModelNotFoundError(f"no A/B experiment named {name!r}; experiments: {have}. "
+                                     "Create one with engine.create_ab(name, a=..., b=...)")
+        return exp
+
+    # -- built-in traffic -------------------------------------------------------------
+    def start_traffic(self, target: str, rate_rps: float = 100.0, pattern: str = "constant",
+                      rows_per_request: int = 1, duration_s: float | None = None,
+                      seed: int | None = 0) -> TrafficStatus:
+        """Send open-loop traffic to ``target`` from a background thread (replacing any
+        traffic already going there); stop it with :meth:`stop_traffic`."""
+        self._check_open()
+        if target in self._experiments and target not in self._models:
+            info = self._entry(self._experiments[target].a).info
+        else:
+            info = self._entry(target).info
+        if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
+            raise ConfigError(f"model {target!r} takes requests of exactly its declared "
+                              f"shape ({info.batch_reason}); use rows_per_request=1")
+
+        def sample(rng: np.random.Generator) -> Any:
+            return sample_input(info, rows=rows_per_request, seed=int(rng.integers(2**31)))
+
+        gen = TrafficGenerator(self.submit, target, sample, rate_rps=rate_rps, pattern=pattern,
+                               rows_per_request=rows_per_request, duration_s=duration_s,
+                               seed=seed)
+        with self._lock:
+            old = self._traffic.pop(target, None)
+            self._traffic[target] = gen
+        if old is not None:
+            old.stop()
+        gen.start()
+        return gen.status()
+
+    def stop_traffic(self, target: str | None = None) -> None:
+        """Stop the built-in traffic to ``target`` (or to every target)."""
+        with self._lock:
+            gens = [self._traffic[target]] if target in self._traffic else (
+                list(self._traffic.values()) if target is None else [])
+        for g in gens:
+            g.stop()
+
+    def traffic(self) -> list[TrafficStatus]:
+        """Status of every built-in traffic generator started (running or finished)."""
+        return [g.status() for g in list(self._traffic.values())]
+
+    def traffic_running(self) -> bool:
+        return any(g.running for g in list(self._traffic.values()))
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -321,6 +462,9 @@ class Engine:
                 return
             self._closed = True
             entries = list(self._models.values())
+            gens = list(self._traffic.values())
+        for g in gens:
+            g.stop()
         for e in entries:
             e.batcher.close(self.config.close_timeout_s)
 

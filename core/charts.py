@@ -1,0 +1,131 @@
+"""Plotly figures built from engine snapshots: one place for the dashboard and notebooks.
+
+Every function takes plain data (a metrics time series DataFrame, a dict, a warm-up
+frame) and returns a ``plotly.graph_objects.Figure``; nothing here touches Streamlit.
+
+Example:
+    >>> fig = latency_figure(engine.metrics("mlp").timeseries)
+    >>> fig.show()  # in a notebook
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = [
+    "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
+    "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
+    "recent", "COLORS",
+]
+
+COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
+          "err": "#dc2626", "queue": "#f59e0b", "compute": "#2563eb", "depth": "#7c3aed",
+          "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a"}
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int = 280) -> go.Figure:
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+                      yaxis_title=y_title, hovermode="x unified")
+    return fig
+
+
+def recent(ts: pd.DataFrame, seconds: int = 120) -> pd.DataFrame:
+    """The last ``seconds`` rows of a per-second series."""
+    return ts.tail(seconds) if len(ts) > seconds else ts
+
+
+def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str) -> None:
+    if ts.empty or ts[column].isna().all():
+        fig.add_annotation(text="no traffic yet: start traffic on the Batching page",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(color="#64748b"))
+
+
+def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per second)") -> go.Figure:
+    ts = recent(ts)
+    fig = go.Figure()
+    for col, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
+        fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
+                                 line=dict(color=COLORS[name], width=2), connectgaps=False))
+    _empty_note(fig, ts, "p50_ms")
+    return _layout(fig, title, "ms")
+
+
+def throughput_figure(ts: pd.DataFrame, title: str = "Throughput") -> go.Figure:
+    ts = recent(ts)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served / s",
+                         marker_color=COLORS["ok"]))
+    fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
+                         marker_color=COLORS["err"]))
+    fig.update_layout(barmode="stack", bargap=0.05)
+    return _layout(fig, title, "requests / s")
+
+
+def error_figure(ts: pd.DataFrame, title: str = "Error rate") -> go.Figure:
+    ts = recent(ts)
+    fig = go.Figure(go.Scatter(x=ts["time"], y=ts["error_rate"] * 100, name="error rate",
+                               mode="lines", fill="tozeroy", line=dict(color=COLORS["err"])))
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, title, "% of requests")
+
+
+def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
+                      title: str = "Batch sizes (rows per batch)") -> go.Figure:
+    sizes = sorted(batch_sizes)
+    fig = go.Figure(go.Bar(x=sizes, y=[batch_sizes[s] for s in sizes], name="batches",
+                           marker_color=COLORS["compute"]))
+    if max_batch_size:
+        fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b",
+                      annotation_text="max_batch_size")
+    fig.update_xaxes(title="rows in batch")
+    if not sizes:
+        fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font=dict(color="#64748b"))
+    return _layout(fig, title, "batches")
+
+
+def queue_compute_figure(ts: pd.DataFrame,
+                         title: str = "Where the time goes: queue vs compute") -> go.Figure:
+    ts = recent(ts)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_queue_ms"], name="waiting in queue",
+                             stackgroup="t", line=dict(color=COLORS["queue"])))
+    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name="computing",
+                             stackgroup="t", line=dict(color=COLORS["compute"])))
+    return _layout(fig, title, "mean ms per request")
+
+
+def queue_depth_figure(ts: pd.DataFrame, title: str = "Queue depth (max per second)") -> go.Figure:
+    ts = recent(ts)
+    fig = go.Figure(go.Scatter(x=ts["time"], y=ts["queue_depth"], mode="lines",
+                               line=dict(color=COLORS["depth"], shape="hv"), name="queued"))
+    fig.update_yaxes(rangemode="tozero")
+    return _layout(fig, title, "requests")
+
+
+def release_reasons_figure(reasons: Mapping[str, int],
+                           title: str = "Why batches left the queue") -> go.Figure:
+    names = [r for r in ("full", "deadline", "drain", "retry") if r in reasons] + sorted(
+        set(reasons) - {"full", "deadline", "drain", "retry"})
+    fig = go.Figure(go.Bar(x=[reasons[n] for n in names], y=names, orientation="h",
+                           marker_color=["#16a34a" if n == "full" else "#f59e0b" if
+                                         n == "deadline" else "#64748b" for n in names]))
+    return _layout(fig, title, "", height=220)
+
+
+def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per batch size") -> go.Figure:
+    x = [str(b) for b in frame["batch_size"]]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=x, y=frame["cold_ms"], name="cold (first run)",
+                         marker_color=COLORS["cold"]))
+    fig.add_trace(go.Bar(x=x, y=frame["warm_p50_ms"], name="warm (median)",
+                         marker_color=COLORS["warm"]))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title="batch size (rows)", type="category")
+    return _layout(fig, title, "ms per run", height=320)
