@@ -1,0 +1,126 @@
+"""Batching: tune batch size, wait and policy live, drive traffic, watch the effect."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
+from pages._common import (fmt_ms, fmt_rate, get_engine, live_interval, pick_model,
+                           stop_when_idle)
+
+engine = get_engine()
+
+st.title("Batching")
+st.caption("Bigger batches amortise per-run overhead (throughput up); waiting for them costs "
+           "latency. Change the settings while traffic runs and watch the charts respond.")
+
+model = pick_model("Model", "batching_model", engine, default="mlp")
+if model is None:
+    st.stop()
+info = engine.model_info(model)
+cfg = engine.batch_config(model)
+
+# Widgets show the engine's truth (shared by every tab); changes go through the engine.
+st.session_state["bs_max_batch"] = cfg.max_batch_size
+st.session_state["bs_max_wait"] = float(cfg.max_wait_ms)
+st.session_state["bs_policy"] = cfg.policy
+
+
+def _apply(field: str, key: str) -> None:
+    try:
+        engine.configure(model, **{field: st.session_state[key]})
+        st.session_state.pop("bs_error", None)
+    except BatchlabError as err:
+        st.session_state["bs_error"] = str(err)
+
+
+controls, live = st.columns([1, 2], gap="large")
+with controls:
+    with st.container(border=True):
+        st.subheader("Settings")
+        if not info.batchable:
+            st.warning(f"{model} is not batchable: {info.batch_reason}")
+        st.slider("Max batch size (rows)", 1, 256, key="bs_max_batch",
+                  on_change=_apply, args=("max_batch_size", "bs_max_batch"),
+                  disabled=not info.batchable,
+                  help="A batch is released as soon as it holds this many rows.")
+        st.slider("Max wait (ms)", 0.0, 50.0, step=0.5, key="bs_max_wait",
+                  on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
+                  disabled=not info.batchable,
+                  help="The longest the oldest request waits for the batch to fill. 0 sends "
+                       "whatever is queued at once.")
+        st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
+                 on_change=_apply, args=("policy", "bs_policy"), disabled=not info.batchable,
+                 format_func={"deadline": "deadline (wait from oldest request)",
+                              "fixed_window": "fixed window (seed design)"}.get,
+                 help="deadline: the wait starts when the oldest request of the batch "
+                      "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
+                      "timer restarted after each flush.")
+        if "bs_error" in st.session_state:
+            st.error(st.session_state["bs_error"])
+
+    with st.container(border=True):
+        st.subheader("Traffic")
+        st.number_input("Rate (requests/s)", 1, 50_000, 200, step=50, key="traffic_rate")
+        st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
+                             key="traffic_pattern", required=True,
+                             help="constant: evenly spaced. poisson: random gaps, as from "
+                                  "many independent clients.")
+        st.number_input("Rows per request", 1, 64, 1, key="traffic_rows",
+                        disabled=info.batch_mode == "exact")
+        st.number_input("Run for (s, 0 = until stopped)", 0, 3600, 0, key="traffic_duration")
+        b1, b2 = st.columns(2)
+        if b1.button("Start traffic", key="traffic_start", type="primary"):
+            try:
+                engine.start_traffic(
+                    model, rate_rps=float(st.session_state["traffic_rate"]),
+                    pattern=st.session_state["traffic_pattern"] or "poisson",
+                    rows_per_request=int(st.session_state["traffic_rows"]),
+                    duration_s=float(st.session_state["traffic_duration"]) or None)
+            except BatchlabError as err:
+                st.error(f"Could not start traffic: {err}")
+            else:
+                st.rerun()
+        if b2.button("Stop traffic", key="traffic_stop"):
+            engine.stop_traffic(model)
+            st.rerun()
+        for t in engine.traffic():
+            if t.target == model:
+                st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
+                           f"{t.pattern}, {t.rows_per_request} row(s) · sent {t.sent:,} · "
+                           f"served {t.succeeded:,} · failed {t.failed:,} · refused "
+                           f"{t.refused:,}")
+
+
+interval = live_interval(engine)
+
+
+@st.fragment(run_every=interval)
+def live_charts() -> None:
+    snap = engine.metrics(model)
+    cur = engine.batch_config(model)
+    ts = snap.timeseries
+    served = snap.success_count > 0
+    m = st.columns(5)
+    m[0].metric("Throughput", fmt_rate(snap.throughput_rps),
+                help="Requests served per second, mean of the last 5 full seconds.")
+    m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
+    m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
+    m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if served else "-",
+                help="Rows per batch, mean since start or the last reset.")
+    m[4].metric("Queued", snap.queue_depth)
+    st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(charts.throughput_figure(ts), key="bs_throughput_chart")
+    with c2:
+        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, cur.max_batch_size),
+                        key="bs_batch_chart")
+    st.caption(f"Live: max_batch_size={cur.max_batch_size}, max_wait_ms={cur.max_wait_ms:g}, "
+               f"policy={cur.policy}. Percentiles are since start or the last reset "
+               "(Monitor page); charts show the last two minutes.")
+    stop_when_idle(engine, interval)
+
+
+with live:
+    live_charts()

@@ -1,0 +1,154 @@
+"""Models: upload, inspect, try, and the session cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core import BatchlabError
+from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, pick_model
+
+engine = get_engine()
+
+st.title("Models")
+st.caption("Upload ONNX models, see how they can be batched, and try them. Built-in demo "
+           "models are always here, made at start-up without any download.")
+
+# -- upload -----------------------------------------------------------------------------
+with st.container(border=True):
+    st.subheader("Upload a model")
+    up_col, opt_col = st.columns([3, 2])
+    with up_col:
+        uploaded = st.file_uploader(
+            f"ONNX model file (.onnx, up to {UPLOAD_LIMIT_MB} MB)", type=["onnx"],
+            key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
+            help="Models that reference external data files are refused: an uploaded model "
+                 "must carry all its weights.")
+    with opt_col:
+        default_name = Path(uploaded.name).stem if uploaded is not None else ""
+        name = st.text_input("Register as", value=default_name, key="upload_name",
+                             placeholder="name, e.g. resnet50",
+                             help="Letters, digits, '.', '_' or '-'. Defaults to the file name.")
+        replace = st.checkbox("Replace a model of the same name (hot swap)",
+                              key="upload_replace")
+    if st.button("Load model", key="upload_load", type="primary",
+                 disabled=uploaded is None):
+        with st.spinner("Validating the model and creating an ONNX Runtime session..."):
+            try:
+                info = engine.load_model(uploaded.getvalue(), name=name.strip() or None,
+                                         replace=replace,
+                                         source_label=f"upload: {uploaded.name}")
+            except BatchlabError as err:
+                st.session_state["upload_result"] = ("error", f"Could not load "
+                                                     f"{uploaded.name}: {err}")
+            else:
+                st.session_state["upload_result"] = (
+                    "ok", f"Loaded {info.name!r}: {len(info.inputs)} input(s), "
+                          f"{'batchable' if info.batchable else 'not batchable'}.")
+    result = st.session_state.get("upload_result")
+    if result:
+        (st.success if result[0] == "ok" else st.error)(result[1])
+
+# -- table ------------------------------------------------------------------------------
+st.subheader("Loaded models")
+rows = [i.to_dict() for i in engine.models()]
+table = pd.DataFrame(rows)
+if not table.empty:
+    table["size_kb"] = table["size_bytes"] / 1024
+    table["sha256"] = table["sha256"].str[:12]
+    st.dataframe(
+        table[["name", "source", "inputs", "outputs", "batchable", "batch_reason",
+               "dynamic_dims", "size_kb", "opset", "sha256", "producer"]],
+        key="models_table", hide_index=True,
+        column_config={
+            "batchable": st.column_config.CheckboxColumn("batchable"),
+            "batch_reason": st.column_config.TextColumn("why", width="large"),
+            "size_kb": st.column_config.NumberColumn("size", format="%.1f KB"),
+            "sha256": st.column_config.TextColumn("sha256 (prefix)"),
+        })
+
+# -- detail and try it ------------------------------------------------------------------
+left, right = st.columns([1, 1])
+with left:
+    st.subheader("Inspect")
+    selected = pick_model("Model", "models_detail", engine)
+    if selected:
+        info = engine.model_info(selected)
+        specs = [{"kind": kind, "name": t.name, "type": str(t.dtype) if t.dtype else t.type,
+                  "shape": t.shape_text()}
+                 for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
+        st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs")
+        (st.success if info.batchable else st.warning)(
+            ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
+        st.caption(f"sha256 `{info.sha256}` · {info.size_bytes:,} bytes · opset "
+                   f"{info.opset} · IR {info.ir_version} · {info.producer or 'unknown producer'}"
+                   f" · {', '.join(info.providers)}")
+        if info.description:
+            st.caption(info.description)
+        if st.button("Unload this model", key="models_unload"):
+            engine.unload_model(selected)
+            st.rerun()
+
+with right:
+    st.subheader("Try it")
+    if selected:
+        info = engine.model_info(selected)
+        rows_in = st.number_input("Rows", 1, 64, 2, key="try_rows",
+                                  disabled=info.batch_mode == "exact",
+                                  help="Random input of the model's shape with this many rows.")
+        seed = st.number_input("Seed", 0, 10_000, 0, key="try_seed")
+        if st.button("Run one prediction", key="try_run", type="primary"):
+            try:
+                x = engine.sample_input(selected, rows=int(rows_in), seed=int(seed))
+                pred = engine.predict(selected, x)
+            except BatchlabError as err:
+                st.error(f"Prediction failed: {err}")
+            else:
+                st.session_state["try_result"] = (selected, pred)
+        res = st.session_state.get("try_result")
+        if res and res[0] == selected:
+            pred = res[1]
+            c1, c2, c3 = st.columns(3)
+            c1.metric("Total", fmt_ms(pred.total_ms))
+            c2.metric("Queue", fmt_ms(pred.queue_ms))
+            c3.metric("Compute", fmt_ms(pred.compute_ms))
+            st.caption(f"batch #{pred.batch_id} · {pred.batch_rows} rows · released: "
+                       f"{pred.release_reason}")
+            for out_name, value in pred.outputs.items():
+                st.markdown(f"**{out_name}**")
+                if isinstance(value, np.ndarray):
+                    shown = value.reshape(value.shape[0], -1) if value.ndim > 1 else value
+                    st.caption(f"{value.dtype} {list(value.shape)}")
+                    st.dataframe(pd.DataFrame(shown[:, :20] if shown.ndim > 1 else shown),
+                                 key=f"try_out_{out_name}")
+                else:
+                    st.json(value, expanded=False)
+
+# -- cache -------------------------------------------------------------------------------
+st.subheader("Session cache")
+st.caption("Sessions are shared by content hash: loading the same bytes twice creates one "
+           "ONNX Runtime session. Evicting only means the next load builds a new session; "
+           "loaded models keep working.")
+entries = engine.cache_entries()
+if entries:
+    st.dataframe(pd.DataFrame([{
+        "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
+        "last used (s ago)": e.last_used_s_ago, "threads": e.session_config.intra_op_threads,
+        "optimisation": e.session_config.graph_optimization,
+        "provider": e.session_config.provider} for e in entries]),
+        hide_index=True, key="cache_table",
+        column_config={"size_kb": st.column_config.NumberColumn("size", format="%.1f KB")})
+    c1, c2, c3 = st.columns([2, 1, 1])
+    victim = c1.selectbox("Entry", [e.sha256[:12] for e in entries], key="cache_pick",
+                          label_visibility="collapsed")
+    if c2.button("Evict", key="cache_evict_one"):
+        st.toast(f"Evicted {engine.evict_cache(victim)} session(s)")
+        st.rerun()
+    if c3.button("Evict all", key="cache_evict_all"):
+        st.toast(f"Evicted {engine.evict_cache()} session(s)")
+        st.rerun()
+else:
+    st.info("The cache is empty.")

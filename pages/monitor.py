@@ -1,0 +1,88 @@
+"""Monitor: live latency, throughput, errors, batches and queue for one model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import charts
+from pages._common import (fmt_ms, fmt_num, fmt_rate, get_engine, live_interval, pick_target,
+                           stop_when_idle)
+
+engine = get_engine()
+
+st.title("Monitor")
+st.caption("Everything the engine measures, updated about once a second while traffic runs.")
+
+c1, c2 = st.columns([3, 1])
+with c1:
+    target = pick_target("Model or experiment", "monitor_model", engine, default="mlp")
+if target is None:
+    st.stop()
+is_exp = target in engine.ab_experiments()
+arm = None
+if is_exp:
+    arm = st.segmented_control("Arm", ["a", "b"], default="a", key="monitor_arm", required=True)
+with c2:
+    st.write("")
+    if st.button("Reset metrics", key="monitor_reset",
+                 help="Zero this model's counters, histograms and time series."):
+        engine.reset_metrics(target)
+        st.rerun()
+
+interval = live_interval(engine)
+
+
+@st.fragment(run_every=interval)
+def dashboard() -> None:
+    snap = engine.ab_metrics(target, arm or "a") if is_exp else engine.metrics(target)
+    ts = snap.timeseries
+    served = snap.success_count > 0
+    m = st.columns(4)
+    m[0].metric("Requests", fmt_num(snap.total_requests))
+    m[1].metric("Succeeded", fmt_num(snap.success_count))
+    m[2].metric("Errors", fmt_num(snap.error_count))
+    m[3].metric("Error rate", f"{snap.error_rate:.2%}")
+    m = st.columns(4)
+    m[0].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
+    m[1].metric("p95", fmt_ms(snap.p95_ms) if served else "-")
+    m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
+    m[3].metric("Throughput", fmt_rate(snap.throughput_rps))
+
+    r1 = st.columns(2)
+    with r1[0]:
+        st.plotly_chart(charts.latency_figure(ts), key="mon_latency")
+    with r1[1]:
+        st.plotly_chart(charts.throughput_figure(ts), key="mon_throughput")
+    r2 = st.columns(2)
+    with r2[0]:
+        st.plotly_chart(charts.queue_compute_figure(ts), key="mon_breakdown")
+    with r2[1]:
+        st.plotly_chart(charts.error_figure(ts), key="mon_errors")
+    r3 = st.columns(3)
+    with r3[0]:
+        max_bs = None if is_exp else engine.batch_config(target).max_batch_size
+        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs), key="mon_batches")
+    with r3[1]:
+        st.plotly_chart(charts.queue_depth_figure(ts), key="mon_depth")
+    with r3[2]:
+        st.plotly_chart(charts.release_reasons_figure(snap.release_reasons), key="mon_reasons")
+
+    st.subheader("Recent errors")
+    if snap.recent_errors:
+        errs = pd.DataFrame(snap.recent_errors)
+        errs["time"] = pd.to_datetime(errs["time"], unit="s")
+        st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table")
+    else:
+        st.caption("No errors.")
+    if snap.errors_by_type:
+        st.caption("By type: " + ", ".join(f"{k}: {v}" for k, v in snap.errors_by_type.items()))
+    stop_when_idle(engine, interval)
+
+
+dashboard()
+
+snap = engine.ab_metrics(target, arm or "a") if is_exp else engine.metrics(target)
+st.download_button("Download the time series (CSV)", snap.timeseries.to_csv(index=False),
+                   file_name=f"batchlab-{target}{'-' + arm if arm else ''}-metrics.csv",
+                   mime="text/csv", key="monitor_csv", icon=":material/download:")

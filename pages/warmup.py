@@ -1,0 +1,62 @@
+"""Warm-up: run a model at every batch size it will see before real traffic does."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import BatchlabError, charts, warmup_batch_sizes
+from pages._common import get_engine, pick_model
+
+engine = get_engine()
+
+st.title("Warm-up")
+st.caption("The first run at a new batch size pays for memory planning and cold caches. "
+           "Warm-up runs each batch size the current settings can produce (powers of two up "
+           "to max batch size, and the max) before real requests do. Warm-up runs are not "
+           "counted as traffic.")
+
+model = pick_model("Model", "warmup_model", engine, default="mlp")
+if model is None:
+    st.stop()
+info = engine.model_info(model)
+cfg = engine.batch_config(model)
+sizes = warmup_batch_sizes(cfg.max_batch_size, info.batchable)
+
+c1, c2 = st.columns([2, 1])
+with c1:
+    iterations = st.slider("Iterations per batch size", 2, 100, 10, key="warmup_iters",
+                           help="The first run is the cold one; the median of the rest is warm.")
+    st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
+               f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
+with c2:
+    warm = engine.is_warm(model)
+    (st.success if warm else st.warning)(
+        f"{model} is {'warm' if warm else 'not warm'} for max_batch_size={cfg.max_batch_size}",
+        icon=":material/local_fire_department:" if warm else ":material/ac_unit:")
+
+if st.button("Warm up", key="warmup_run", type="primary"):
+    bar = st.progress(0.0, text="Starting warm-up...")
+
+    def progress(done: int, total: int, batch_size: int) -> None:
+        bar.progress(done / total, text=f"Batch size {batch_size}: run {done} of {total}")
+
+    try:
+        engine.warmup(model, iterations=int(iterations), progress=progress)
+    except BatchlabError as err:
+        st.error(f"Warm-up failed: {err}")
+    else:
+        bar.progress(1.0, text="Warm-up finished")
+        st.rerun()
+
+report = engine.last_warmup(model)
+if report is None:
+    st.info("No warm-up has run for this model yet.")
+else:
+    st.plotly_chart(charts.warmup_figure(report.frame), key="warmup_chart")
+    st.dataframe(report.frame, hide_index=True, key="warmup_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f")
+                                for c in ("cold_ms", "warm_p50_ms", "warm_p95_ms",
+                                          "warm_min_ms")} |
+                 {"cold_over_warm": st.column_config.NumberColumn("cold / warm",
+                                                                  format="%.1fx")})
+    st.caption(f"Took {report.duration_s:.2f} s.")
