@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 __all__ = [
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
-    "recent", "COLORS",
+    "recent", "COLORS", "WINDOW_S", "style",
 ]
 
 COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
@@ -26,15 +26,30 @@ COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
           "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a"}
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, height: int = 280) -> go.Figure:
+WINDOW_S = 120
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
+            ts: pd.DataFrame | None = None) -> go.Figure:
+    """House style; with ``ts`` the x axis is a fixed window of the last two minutes."""
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
                       margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1),
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
                       yaxis_title=y_title, hovermode="x unified")
+    if ts is not None and not ts.empty:
+        end = ts["time"].max() + pd.Timedelta(seconds=1)
+        fig.update_xaxes(range=[end - pd.Timedelta(seconds=WINDOW_S), end],
+                         tickformat="%H:%M:%S")
     return fig
 
 
-def recent(ts: pd.DataFrame, seconds: int = 120) -> pd.DataFrame:
+def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
+          height: int = 300) -> go.Figure:
+    """Apply the house style to a figure built elsewhere (e.g. per-arm charts)."""
+    return _layout(fig, title, y_title, height=height, ts=ts)
+
+
+def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
     """The last ``seconds`` rows of a per-second series."""
     return ts.tail(seconds) if len(ts) > seconds else ts
 
@@ -53,7 +68,7 @@ def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per seco
         fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
                                  line=dict(color=COLORS[name], width=2), connectgaps=False))
     _empty_note(fig, ts, "p50_ms")
-    return _layout(fig, title, "ms")
+    return _layout(fig, title, "ms", ts=ts)
 
 
 def throughput_figure(ts: pd.DataFrame, title: str = "Throughput") -> go.Figure:
@@ -64,7 +79,7 @@ def throughput_figure(ts: pd.DataFrame, title: str = "Throughput") -> go.Figure:
     fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
                          marker_color=COLORS["err"]))
     fig.update_layout(barmode="stack", bargap=0.05)
-    return _layout(fig, title, "requests / s")
+    return _layout(fig, title, "requests / s", ts=ts)
 
 
 def error_figure(ts: pd.DataFrame, title: str = "Error rate") -> go.Figure:
@@ -72,7 +87,7 @@ def error_figure(ts: pd.DataFrame, title: str = "Error rate") -> go.Figure:
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["error_rate"] * 100, name="error rate",
                                mode="lines", fill="tozeroy", line=dict(color=COLORS["err"])))
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, title, "% of requests")
+    return _layout(fig, title, "% of requests", ts=ts)
 
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
@@ -98,7 +113,7 @@ def queue_compute_figure(ts: pd.DataFrame,
                              stackgroup="t", line=dict(color=COLORS["queue"])))
     fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name="computing",
                              stackgroup="t", line=dict(color=COLORS["compute"])))
-    return _layout(fig, title, "mean ms per request")
+    return _layout(fig, title, "mean ms per request", ts=ts)
 
 
 def queue_depth_figure(ts: pd.DataFrame, title: str = "Queue depth (max per second)") -> go.Figure:
@@ -106,7 +121,7 @@ def queue_depth_figure(ts: pd.DataFrame, title: str = "Queue depth (max per seco
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["queue_depth"], mode="lines",
                                line=dict(color=COLORS["depth"], shape="hv"), name="queued"))
     fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, title, "requests")
+    return _layout(fig, title, "requests", ts=ts)
 
 
 def release_reasons_figure(reasons: Mapping[str, int],

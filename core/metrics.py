@@ -141,8 +141,12 @@ class ModelMetrics:
 
     def reset(self) -> None:
         with getattr(self, "_lock", threading.Lock()):
-            self._t0 = self._clock()
-            self._wall0 = self._wall()
+            # Buckets start on whole wall-clock seconds, so the series of different models
+            # (and A/B arms) line up second for second in charts.
+            t0, wall0 = self._clock(), self._wall()
+            frac = wall0 % 1.0
+            self._t0 = t0 - frac
+            self._wall0 = wall0 - frac
             self._total = _hist()
             self._queue = _hist()
             self._compute = _hist()

@@ -28,7 +28,10 @@ def _leave_pages_directory_mode() -> None:
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
-    except ImportError:  # a Streamlit without this class has no such mode
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:  # a Streamlit without these has no such mode
+        return
+    if get_script_run_ctx() is None:  # imported by tests or tools, not by a page run
         return
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False

@@ -115,6 +115,7 @@ def arms() -> None:
         "mean_batch_rows": st.column_config.NumberColumn(format="%.1f")})
     lat = go.Figure()
     served = go.Figure()
+    ts = None
     for arm in ("a", "b"):
         ts = charts.recent(engine.ab_metrics(exp, arm).timeseries)
         lat.add_trace(go.Scatter(x=ts["time"], y=ts["p50_ms"], name=f"{arm.upper()} p50",
@@ -128,9 +129,9 @@ def arms() -> None:
     served.update_layout(barmode="stack")
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(charts._layout(lat, "Latency per arm", "ms"), key="ab_latency_chart")
+        st.plotly_chart(charts.style(lat, "Latency per arm", "ms", ts), key="ab_latency_chart")
     with c2:
-        st.plotly_chart(charts._layout(served, "Requests served per arm", "requests / s"),
+        st.plotly_chart(charts.style(served, "Requests served per arm", "requests / s", ts),
                         key="ab_served_chart")
     stop_when_idle(engine, interval)
 

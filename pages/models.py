@@ -28,8 +28,11 @@ with st.container(border=True):
             help="Models that reference external data files are refused: an uploaded model "
                  "must carry all its weights.")
     with opt_col:
-        default_name = Path(uploaded.name).stem if uploaded is not None else ""
-        name = st.text_input("Register as", value=default_name, key="upload_name",
+        # A newly chosen file proposes its own name (the field stays editable).
+        if uploaded is not None and st.session_state.get("_upload_seen") != uploaded.file_id:
+            st.session_state["_upload_seen"] = uploaded.file_id
+            st.session_state["upload_name"] = Path(uploaded.name).stem
+        name = st.text_input("Register as", key="upload_name",
                              placeholder="name, e.g. resnet50",
                              help="Letters, digits, '.', '_' or '-'. Defaults to the file name.")
         replace = st.checkbox("Replace a model of the same name (hot swap)",

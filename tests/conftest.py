@@ -26,3 +26,24 @@ def bare_engine():
     eng = Engine(demo_models=False)
     yield eng
     eng.close()
+
+
+# -- real-browser tests (pytest-playwright with Debian's chromium) ----------------------------
+import os  # noqa: E402
+import shutil  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """Launch Debian's chromium (Playwright cannot download its own browser here)."""
+    if not os.path.exists(CHROMIUM):
+        message = ("chromium is not installed: run `make test` as root (it installs Debian's "
+                   "chromium) or `sudo apt-get install chromium`")
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI requires the browser tests: {message}")
+        pytest.skip(message)
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--disable-background-networking", "--disable-component-update",
+                     "--no-first-run", "--disable-sync", "--disable-gpu"]}

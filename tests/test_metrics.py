@@ -60,7 +60,7 @@ def test_percentiles_match_numpy_within_histogram_precision():
 
 def test_timeseries_per_second_with_idle_seconds_as_zero():
     clock = FakeClock()
-    m = ModelMetrics(clock=clock)
+    m = ModelMetrics(clock=clock, wall_clock=lambda: 1_000.0)
     m.record_batch(rows=2, reason="full", compute_s=0.001, queue_s=[0.001, 0.002])
     clock.t += 3.2  # three idle-ish seconds
     m.record_batch(rows=1, reason="deadline", compute_s=0.001, queue_s=[0.004], depth=5)
@@ -75,7 +75,7 @@ def test_timeseries_per_second_with_idle_seconds_as_zero():
 
 def test_throughput_is_mean_over_recent_full_seconds():
     clock = FakeClock()
-    m = ModelMetrics(clock=clock)
+    m = ModelMetrics(clock=clock, wall_clock=lambda: 1_000.0)
     for _ in range(6):
         m.record_batch(rows=10, reason="full", compute_s=0.001, queue_s=[0.001] * 10)
         clock.t += 1.0
@@ -84,7 +84,7 @@ def test_throughput_is_mean_over_recent_full_seconds():
 
 def test_memory_stays_bounded_over_long_runs():
     clock = FakeClock()
-    m = ModelMetrics(timeseries_seconds=60, clock=clock)
+    m = ModelMetrics(timeseries_seconds=60, clock=clock, wall_clock=lambda: 1_000.0)
     for _ in range(5000):  # 5000 simulated seconds
         m.record_batch(rows=1, reason="deadline", compute_s=0.001, queue_s=[0.001])
         m.record_refused("OverloadedError", "x")
@@ -92,6 +92,16 @@ def test_memory_stays_bounded_over_long_runs():
     assert len(m._series) <= 60 and len(m._recent_errors) <= 50
     df = m.snapshot().timeseries
     assert len(df) == 60
+
+
+def test_buckets_align_to_wall_clock_seconds():
+    clock = FakeClock()  # monotonic 100.0 while the wall clock reads 1000.6
+    m = ModelMetrics(clock=clock, wall_clock=lambda: 1_000.6)
+    clock.t += 0.5  # wall 1001.1: already the second bucket
+    m.record_batch(rows=1, reason="full", compute_s=0.001, queue_s=[0.001])
+    df = m.snapshot().timeseries
+    assert df["successes"].tolist() == [0, 1]
+    assert df["time"].iloc[1].timestamp() == 1001.0
 
 
 def test_reset_clears_everything():

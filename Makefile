@@ -1,0 +1,46 @@
+# Batchlab: two commands.
+#   make run   - create .venv, install requirements.txt, start the dashboard (demo models built in)
+#   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
+# Extras: make bench (benchmarks), make clean.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+ADDRESS ?= 127.0.0.1
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: run test bench browser clean
+
+$(VENV)/.run-installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-installed: requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	@touch $@ $(VENV)/.run-installed
+
+run: $(VENV)/.run-installed
+	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
+
+# Debian's chromium for the real-browser tests (Playwright cannot download its own here).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing and this is not root: browser tests will be skipped" \
+		     "(install it with: sudo apt-get install chromium)"; \
+	fi
+
+test: $(VENV)/.dev-installed browser
+	$(PY) -m pytest
+
+bench: $(VENV)/.dev-installed
+	$(PY) -m benchmarks.engine_overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

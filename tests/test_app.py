@@ -1,0 +1,213 @@
+"""Dashboard pages in-process (Streamlit AppTest): widgets drive the engine, charts fill."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages._common import get_engine, reset_engine
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = ["pages/models.py", "pages/batching.py", "pages/warmup.py", "pages/ab_test.py",
+         "pages/monitor.py"]
+
+
+@pytest.fixture
+def engine():
+    """A fresh shared engine for each test (st.cache_resource lives for the whole run)."""
+    eng = reset_engine()
+    yield eng
+    eng.stop_traffic()
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def wait_for(predicate, timeout_s: float = 15.0) -> None:
+    """Poll a condition of the engine (not of the clock); fail loudly when it never holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def frame_with(at: AppTest, column: str):
+    """The first st.dataframe with ``column`` (AppTest does not expose dataframe keys)."""
+    for df in at.dataframe:
+        if column in df.value.columns:
+            return df.value
+    raise AssertionError(f"no dataframe with a {column!r} column")
+
+
+def values(field) -> list:
+    """A plotly trace array as a list (plotly encodes numpy arrays as base64 'bdata')."""
+    if isinstance(field, dict) and "bdata" in field:
+        import base64
+
+        import numpy as np
+
+        arr = np.frombuffer(base64.b64decode(field["bdata"]), dtype=np.dtype(field["dtype"]))
+        return arr.reshape(field["shape"]).tolist() if "shape" in field else arr.tolist()
+    return list(field or [])
+
+
+def figure(at: AppTest, key_part: str) -> dict:
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        title = spec.get("layout", {}).get("title", {}).get("text", "")
+        if key_part.lower() in title.lower():
+            return spec
+    raise AssertionError(f"no chart titled like {key_part!r}")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_loads_without_exception(engine, page):
+    at = app(page)
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_sidebar_shows_engine_status(engine):
+    at = app()
+    labels = [m.label for m in at.sidebar.get("metric")]
+    assert "Models" in labels and "Requests/s" in labels
+    models = next(m for m in at.sidebar.get("metric") if m.label == "Models")
+    assert models.value == str(len(engine.model_names()))
+
+
+def test_models_page_lists_demo_models_and_tries_one(engine):
+    at = app("pages/models.py")
+    table = frame_with(at, "batch_reason")
+    assert set(engine.model_names()) <= set(table["name"])
+    assert not table.set_index("name").loc["fixed-batch", "batchable"]
+    at.selectbox(key="models_detail").set_value("mlp").run()
+    at.number_input(key="try_rows").set_value(3).run()
+    at.button(key="try_run").click().run()
+    assert not at.exception
+    assert engine.metrics("mlp").success_count == 1
+    assert any("batch #" in c.value for c in at.caption)
+
+
+def test_models_page_unload_and_cache_evict(engine):
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("tiny").run()
+    at.button(key="models_unload").click().run()
+    assert "tiny" not in engine.model_names()
+    at.button(key="cache_evict_all").click().run()
+    assert engine.cache_entries() == []
+    assert not at.exception
+
+
+def test_batching_widgets_change_engine_config(engine):
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("clf-v1").run()
+    at.slider(key="bs_max_batch").set_value(64).run()
+    at.slider(key="bs_max_wait").set_value(12.5).run()
+    at.radio(key="bs_policy").set_value("fixed_window").run()
+    cfg = engine.batch_config("clf-v1")
+    assert (cfg.max_batch_size, cfg.max_wait_ms, cfg.policy) == (64, 12.5, "fixed_window")
+    assert engine.batch_config("mlp").max_batch_size == 32  # other models untouched
+
+
+def test_batching_widgets_follow_changes_made_elsewhere(engine):
+    at = app("pages/batching.py")
+    engine.configure("mlp", max_batch_size=8)  # e.g. from another tab or a notebook
+    at.run()
+    assert at.slider(key="bs_max_batch").value == 8
+
+
+def test_two_sessions_share_one_engine(engine):
+    first, second = app("pages/batching.py"), app("pages/batching.py")
+    first.slider(key="bs_max_batch").set_value(48).run()
+    second.run()
+    assert second.slider(key="bs_max_batch").value == 48
+
+
+def test_traffic_moves_the_charts(engine):
+    at = app("pages/batching.py")
+    at.number_input(key="traffic_rate").set_value(400).run()
+    at.button(key="traffic_start").click().run()
+    assert engine.traffic_running()
+    wait_for(lambda: engine.metrics("mlp").success_count >= 100)
+    at.run()
+    lat = figure(at, "Latency percentiles")
+    assert any(v == v and v is not None for v in values(lat["data"][0]["y"]))  # not all NaN
+    thr = figure(at, "Throughput")
+    assert sum(v or 0 for v in values(thr["data"][0]["y"])) > 0
+    assert values(figure(at, "Batch sizes")["data"][0]["x"])
+    at.button(key="traffic_stop").click().run()
+    assert not engine.traffic_running()
+
+
+def test_non_batchable_model_disables_batch_controls(engine):
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("fixed-batch").run()
+    assert at.slider(key="bs_max_batch").disabled
+    assert any("not batchable" in w.value for w in at.warning)
+
+
+def test_warmup_page_runs_and_reports(engine):
+    at = app("pages/warmup.py")
+    at.selectbox(key="warmup_model").set_value("clf-v1").run()
+    at.slider(key="warmup_iters").set_value(3).run()
+    assert any("not warm" in w.value for w in at.warning)
+    at.button(key="warmup_run").click().run()
+    assert not at.exception
+    assert engine.is_warm("clf-v1")
+    assert any("is warm" in s.value for s in at.success)
+    spec = figure(at, "Cold vs warm")
+    assert len(spec["data"]) == 2 and len(values(spec["data"][0]["x"])) == 6
+    assert engine.metrics("clf-v1").total_requests == 0
+
+
+def test_ab_page_create_split_promote_and_traffic(engine):
+    at = app("pages/ab_test.py")
+    at.text_input(key="ab_name").set_value("exp1").run()
+    at.button(key="ab_create").click().run()
+    assert engine.ab_experiments() == ["exp1"]
+    at.slider(key="ab_share").set_value(0.5).run()
+    assert engine.ab_report("exp1").b_share == 0.5
+    at.number_input(key="ab_rate").set_value(400).run()
+    at.button(key="ab_start").click().run()
+    wait_for(lambda: all(v["requests"] >= 20 for v in
+                         engine.ab_report("exp1").to_dict()["arms"].values()))
+    at.run()
+    table = frame_with(at, "share_served")
+    assert list(table["arm"]) == ["A", "B"] and (table["requests"] > 0).all()
+    at.button(key="ab_promote").click().run()
+    assert engine.ab_report("exp1").b_share == 1.0
+    at.button(key="ab_rollback").click().run()
+    assert engine.ab_report("exp1").b_share == 0.0
+    at.button(key="ab_stop").click().run()
+    at.button(key="ab_delete").click().run()
+    assert engine.ab_experiments() == []
+
+
+def test_monitor_shows_metrics_errors_and_csv(engine):
+    import numpy as np
+
+    for _ in range(5):
+        engine.predict("mlp", engine.sample_input("mlp"))
+    with pytest.raises(Exception):
+        engine.submit("mlp", np.zeros((1, 3), np.float32))
+    at = app("pages/monitor.py")
+    values = {m.label: m.value for m in at.metric}
+    assert values["Requests"] == "6" and values["Errors"] == "1"
+    assert frame_with(at, "message")["type"].tolist() == ["InputValidationError"]
+    csv = at.get("download_button")[0]
+    assert csv is not None
+    at.button(key="monitor_reset").click().run()
+    assert engine.metrics("mlp").total_requests == 0
+
+
+def test_get_engine_is_one_per_process(engine):
+    assert get_engine() is engine

@@ -1,0 +1,212 @@
+"""The dashboard in a real browser: every page, upload, batch size, live traffic.
+
+Starts ``streamlit run app.py`` on a free loopback port and drives it with Playwright and
+Debian's chromium. Screenshots of each page go to $BATCHLAB_SCREENSHOTS (``make
+screenshots`` points it at docs/img/ for the README), else to test-results/screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from core import build_demo_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = Path(os.environ.get("BATCHLAB_SCREENSHOTS") or ROOT / "test-results" / "screenshots")
+PAGES = {"models": "Models", "batching": "Batching", "warmup": "Warm-up", "ab_test": "A/B test",
+         "monitor": "Monitor"}
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    log_path = ROOT / "test-results" / "streamlit.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+         "--server.address=127.0.0.1", f"--server.port={port}",
+         "--browser.gatherUsageStats=false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start (see {log_path})")
+        time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def wait_ready(page: Page) -> None:
+    """Wait until Streamlit has finished the current run."""
+    page.wait_for_selector('[data-testid="stApp"]')
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=30_000)
+
+
+def no_exception(page: Page) -> None:
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def go(page: Page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=20_000)
+    wait_ready(page)
+
+
+def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page):
+    # First request of the server process goes straight to a page, not to "/".
+    page.goto(f"{server}/monitor")
+    expect(page.get_by_role("heading", name="Monitor", level=1)).to_be_visible(timeout=30_000)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    expect(nav).to_contain_text("A/B test")          # app.py's navigation, not file names
+    expect(page.get_by_text("ENGINE", exact=True)).to_be_visible()  # app.py's sidebar ran
+    no_exception(page)
+
+
+def test_every_page_loads_without_exception(server, page: Page):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(server)
+    wait_ready(page)
+    for path, title in PAGES.items():
+        go(page, title)
+        no_exception(page)
+        expect(page.locator('[data-testid="stAlert"]', has_text="Error")).to_have_count(0)
+
+
+def test_upload_good_and_bad_models(server, page: Page, tmp_path):
+    good = tmp_path / "uploaded-tiny.onnx"
+    good.write_bytes(build_demo_model("tiny"))
+    bad = tmp_path / "not-a-model.onnx"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    page.goto(server)
+    wait_ready(page)
+
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    wait_ready(page)
+    page.get_by_role("button", name="Load model").click()
+    expect(page.get_by_text(re.compile("Could not load not-a-model.onnx: .*PNG image"))
+           ).to_be_visible(timeout=20_000)
+
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(good))
+    wait_ready(page)
+    expect(page.get_by_role("textbox", name="Register as")).to_have_value("uploaded-tiny")
+    page.get_by_role("button", name="Load model").click()
+    expect(page.get_by_text("Loaded 'uploaded-tiny'")).to_be_visible(timeout=20_000)
+    wait_ready(page)
+    # Listed: it can be picked in the Inspect box, and the engine counts it.
+    picker = page.locator('[data-testid="stSelectbox"]', has_text="Model").first
+    picker.click()
+    page.keyboard.type("uploaded-tiny")
+    page.keyboard.press("Enter")
+    wait_ready(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("uploaded-tiny")
+    expect(page.get_by_text(re.compile("Batchable: leading dimension"))).to_be_visible()
+    expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
+                        has_text="Models")).to_contain_text("7")
+    no_exception(page)
+
+
+def test_batch_size_and_live_traffic(server, page: Page):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(server)
+    wait_ready(page)
+    shot(page, "models")
+    go(page, "Batching")
+    slider = page.locator('[data-testid="stSlider"]', has_text="Max batch size").get_by_role("slider")
+    slider.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+    wait_ready(page)
+    live = page.get_by_text(re.compile(r"Live: max_batch_size=36"))
+    expect(live).to_be_visible(timeout=20_000)   # the engine's own configuration changed
+
+    rate = page.get_by_role("spinbutton", name="Rate (requests/s)")
+    rate.fill("300")
+    rate.press("Enter")
+    wait_ready(page)
+    page.get_by_role("button", name="Start traffic").click()
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text(
+        re.compile("Traffic running to mlp"))).to_be_visible(timeout=20_000)
+
+    def served() -> int:
+        text = page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
+                            has_text="Requests/s").locator('[data-testid="stMetricValue"]')
+        return int(text.inner_text().replace(",", "") or 0)
+
+    # The live fragment refreshes on its own: requests/s climbs without any click.
+    deadline = time.monotonic() + 30
+    while served() < 100:
+        assert time.monotonic() < deadline, "requests/s never rose above 100"
+        page.wait_for_timeout(250)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    page.wait_for_timeout(1500)
+    shot(page, "batching")
+    go(page, "Monitor")
+    total = page.locator('[data-testid="stMain"] [data-testid="stMetric"]',
+                         has_text="Requests").first.locator('[data-testid="stMetricValue"]')
+    first = total.inner_text()
+    page.wait_for_timeout(2500)
+    second = total.inner_text()
+    assert int(second.replace(",", "")) > int(first.replace(",", "")), "numbers did not move"
+    shot(page, "monitor")
+    no_exception(page)
+
+    go(page, "Warm-up")
+    page.get_by_role("button", name="Warm up").click()
+    expect(page.get_by_text(re.compile("mlp is warm"))).to_be_visible(timeout=60_000)
+    shot(page, "warmup")
+
+    go(page, "A/B test")
+    page.get_by_role("button", name="Create experiment").click()
+    wait_ready(page)
+    page.get_by_role("button", name="Start traffic").click()
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_text(re.compile("Traffic running to .*clf-ab"))).to_be_visible(
+        timeout=20_000)
+    expect(page.get_by_text(re.compile(r"Arm B: clf-v2"))).to_be_visible(timeout=20_000)
+    page.wait_for_timeout(3000)
+    shot(page, "ab_test")
+    page.get_by_role("button", name="Stop traffic").click()
+    expect(sidebar.get_by_text(re.compile("Traffic running to mlp$"))).to_be_visible(
+        timeout=20_000)
+    go(page, "Batching")
+    page.get_by_role("button", name="Stop traffic").click()
+    wait_ready(page)
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text("No traffic running.")
+           ).to_be_visible(timeout=20_000)
+    no_exception(page)
