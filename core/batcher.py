@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import queue
 import threading
 import time
 from collections import deque
@@ -165,9 +166,13 @@ class Batcher:
         self._batch_ids = itertools.count(1)
         self._in_flight: list[_Request] = []
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._completions: queue.SimpleQueue = queue.SimpleQueue()
+        self._completer = threading.Thread(target=self._completer_loop,
+                                           name=f"batcher-{name}-done", daemon=True)
         self.loop_errors = 0
         if start:
             self._thread.start()
+            self._completer.start()
 
     # -- public API ----------------------------------------------------------------
     @property
@@ -237,8 +242,12 @@ class Batcher:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        start = time.monotonic()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
+        if self._completer.is_alive() and self._completer is not threading.current_thread():
+            left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - start))
+            self._completer.join(left)
         if self._thread.is_alive() or not self._thread.ident:
             err = EngineClosedError(f"model {self.name!r} was closed before this request "
                                     f"finished (the model did not finish within {timeout_s} s)")
@@ -251,6 +260,12 @@ class Batcher:
 
     # -- collector -----------------------------------------------------------------
     def _loop(self) -> None:
+        try:
+            self._collect()
+        finally:
+            self._completions.put(None)  # the completer finishes what it has, then stops
+
+    def _collect(self) -> None:
         while True:
             batch: list[_Request] = []
             try:
@@ -381,6 +396,18 @@ class Batcher:
             failed.setdefault("InferenceError", []).append(msg)
             self.metrics.record_batch(rows, reason, self._clock() - t0, (), failed, depth)
             return
+        if self._queue:
+            # More work is waiting: hand the per-request completion (split, resolve, record)
+            # to the completer thread and start the next batch; that Python work then runs
+            # while ONNX Runtime computes (it releases the GIL), instead of between runs.
+            self._completions.put((live, outs, t0, t1, batch_id, rows, reason, failed, depth))
+        else:
+            self._complete(live, outs, t0, t1, batch_id, rows, reason, failed, depth)
+
+    def _complete(self, live: list[_Request], outs: Sequence[Any], t0: float, t1: float,
+                  batch_id: int, rows: int, reason: str, failed: dict[str, list[str]],
+                  depth: int) -> None:
+        """Give each request its rows (views into the batch outputs) and record metrics."""
         compute_s = t1 - t0
         compute_ms = compute_s * 1000.0
         names = self._output_names
@@ -397,10 +424,11 @@ class Batcher:
                                            (t1 - r.t_submit) * 1000.0, rows, r.arm))
         else:
             start = 0
+            append = queue_s.append
             for r in live:
                 stop = start + r.rows
                 q = t0 - r.t_submit
-                queue_s.append(q)
+                append(q)
                 if r.sink is not None:
                     r.sink.record_batch(rows, reason, compute_s, (q,))
                 r.future.set_result(Prediction(
@@ -409,6 +437,21 @@ class Batcher:
                     r.arm))
                 start = stop
         self.metrics.record_batch(rows, reason, compute_s, queue_s, failed, depth)
+
+    def _completer_loop(self) -> None:
+        while True:
+            job = self._completions.get()
+            if job is None:
+                return
+            try:
+                self._complete(*job)
+            except BaseException as err:  # never leave a future pending
+                self.loop_errors += 1
+                log.exception("batcher %s: unexpected error completing a batch", self.name)
+                failure = InferenceError(f"internal error while serving model {self.name!r}: "
+                                         f"{type(err).__name__}: {err}")
+                for r in job[0]:
+                    _fail(r, failure)
 
     def _run_each(self, live: list[_Request], reason: str, failed: dict[str, list[str]],
                   depth: int) -> None:
