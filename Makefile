@@ -1,7 +1,7 @@
 # Batchlab: two commands.
 #   make run   - create .venv, install requirements.txt, start the dashboard (demo models built in)
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make bench (benchmarks), make clean.
+# Extras: make bench (benchmarks), make screenshots (README images), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +10,7 @@ PORT ?= 8501
 ADDRESS ?= 127.0.0.1
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: run test bench browser clean
+.PHONY: run test bench screenshots browser clean
 
 $(VENV)/.run-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: $(VENV)/.dev-installed browser
 
 bench: $(VENV)/.dev-installed
 	$(PY) -m benchmarks.engine_overhead
+
+# Refresh the README's screenshots (made by the browser test).
+screenshots: $(VENV)/.dev-installed browser
+	BATCHLAB_SCREENSHOTS=docs/img $(PY) -m pytest tests/test_browser.py -k live_traffic
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -30,6 +30,7 @@ import onnxruntime as ort
 from benchmarks.openloop import find_capacity, run_open_loop
 from benchmarks.seed_port import SeedBatcher
 from core import BatchConfig, Engine, EngineConfig, SessionConfig, build_demo_model
+from core.config import default_intra_op_threads
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,8 +50,9 @@ def raw_items_per_s(session: ort.InferenceSession, batch: int, seconds: float) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter trials (noisier)")
-    ap.add_argument("--threads", type=int, default=2,
-                    help="ONNX Runtime intra-op threads, the same for every system")
+    ap.add_argument("--threads", type=int, default=default_intra_op_threads(),
+                    help="ONNX Runtime intra-op threads of every system under test "
+                         "(default: the engine's, all cores but one)")
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     ap.add_argument("--max-batch", type=int, default=32)
     args = ap.parse_args()
@@ -73,10 +75,26 @@ def main() -> None:
     log("raw session.run ...")
     raw1, lat1 = raw_items_per_s(session, 1, trial_s * 2)
     raw32, lat32 = raw_items_per_s(session, args.max_batch, trial_s * 2)
+    # "The limit" is the best batch-32 rate this machine reaches with any thread count,
+    # so no system is flattered by a slow raw baseline.
+    limit, limit_threads = raw32, args.threads
+    for t in range(1, (os.cpu_count() or 1) + 1):
+        if t == args.threads:
+            continue
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = t
+        o.inter_op_num_threads = 1
+        alt = ort.InferenceSession(data, o, providers=["CPUExecutionProvider"])
+        rate, _ = raw_items_per_s(alt, args.max_batch, trial_s * 2)
+        log(f"  batch {args.max_batch} with {t} thread(s): {rate:,.0f} items/s")
+        if rate > limit:
+            limit, limit_threads = rate, t
     results["raw"] = {"batch1_items_s": raw1, "batch1_ms": lat1,
-                      "batch32_items_s": raw32, "batch32_ms": lat32}
+                      "batch32_items_s": raw32, "batch32_ms": lat32,
+                      "limit_items_s": limit, "limit_threads": limit_threads}
     log(f"  batch 1: {raw1:,.0f} items/s ({lat1:.3f} ms); batch {args.max_batch}: "
-        f"{raw32:,.0f} items/s ({lat32:.3f} ms)")
+        f"{raw32:,.0f} items/s ({lat32:.3f} ms); limit {limit:,.0f} items/s "
+        f"({limit_threads} thread(s))")
 
     systems = {}
 
@@ -127,26 +145,28 @@ def main() -> None:
     seed_cap = rows["seed design (port)"]["capacity_rps"]
     results["targets"] = {
         "engine_over_seed": eng["capacity_rps"] / seed_cap if seed_cap else None,
-        "engine_over_raw32": eng["capacity_rps"] / raw32,
+        "engine_over_raw32": eng["capacity_rps"] / limit,
         "added_p50_ms": eng["added_p50_ms"],
         "added_p50_budget_ms": args.max_wait_ms + 0.5,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "engine_overhead.json").write_text(json.dumps(results, indent=2))
 
-    print("\n| system | capacity (1-row req/s) | × raw batch-32 | low-load p50 | added p50 |")
+    print(f"\nONNX Runtime intra-op threads: {args.threads}; the limit is raw batch-"
+          f"{args.max_batch} at {limit_threads} thread(s): {limit:,.0f} items/s")
+    print("\n| system | capacity (1-row req/s) | × the limit | low-load p50 | added p50 |")
     print("|---|---:|---:|---:|---:|")
     for name, r in rows.items():
-        print(f"| {name} | {r['capacity_rps']:,.0f} | {r['capacity_rps'] / raw32:.2f} | "
+        print(f"| {name} | {r['capacity_rps']:,.0f} | {r['capacity_rps'] / limit:.2f} | "
               f"{r['low_load_p50_ms']:.2f} ms | {r['added_p50_ms']:.2f} ms |")
-    print(f"| raw session.run, batch 1 | {raw1:,.0f} items/s | {raw1 / raw32:.2f} | "
+    print(f"| raw session.run, batch 1 | {raw1:,.0f} items/s | {raw1 / limit:.2f} | "
           f"{lat1:.3f} ms | — |")
-    print(f"| raw session.run, batch {args.max_batch} | {raw32:,.0f} items/s | 1.00 | "
-          f"{lat32:.3f} ms | — |")
+    print(f"| raw session.run, batch {args.max_batch} | {raw32:,.0f} items/s | "
+          f"{raw32 / limit:.2f} | {lat32:.3f} ms | — |")
     t = results["targets"]
     print(f"\nadded p50 = low-load p50 minus the direct inline call's ({floor_p50:.3f} ms)")
     print(f"engine / seed port: {t['engine_over_seed']:.2f}x (target >= 2)")
-    print(f"engine / raw batch-{args.max_batch}: {t['engine_over_raw32']:.2f}x (target >= 0.25)")
+    print(f"engine / the limit: {t['engine_over_raw32']:.2f}x (target >= 0.25)")
     print(f"added p50 at low load: {t['added_p50_ms']:.3f} ms "
           f"(target <= max_wait_ms + 0.5 = {t['added_p50_budget_ms']:.1f} ms)")
 

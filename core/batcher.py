@@ -151,9 +151,9 @@ class Batcher:
         self.name = name
         self._run = run
         self._output_names = tuple(output_names)
-        self._config = config or BatchConfig()
-        self.metrics = metrics or ModelMetrics()
         self.batchable = batchable
+        self._apply(config or BatchConfig())
+        self.metrics = metrics or ModelMetrics()
         self._clock = clock
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
@@ -186,9 +186,16 @@ class Batcher:
     def configure(self, config: BatchConfig) -> None:
         """Swap the configuration live; queued requests stay queued and keep their order."""
         with self._cv:
-            self._config = config
+            self._apply(config)
             if self._sleeping:
                 self._cv.notify()
+
+    def _apply(self, config: BatchConfig) -> None:
+        # Values the submit path needs, precomputed so a submit reads plain attributes.
+        self._config = config
+        self._max_request_rows = config.max_batch_size if self.batchable else math.inf
+        self._max_queue = config.max_queue
+        self._timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
 
     def queue_depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""
@@ -206,27 +213,27 @@ class Batcher:
         :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
         :class:`OverloadedError` when the queue holds ``max_queue`` requests.
         """
-        cfg = self._config
-        if rows > cfg.max_batch_size and self.batchable:
+        if rows > self._max_request_rows:
             raise RequestTooLargeError(
                 f"request has {rows} rows but model {self.name!r} takes at most "
-                f"max_batch_size={cfg.max_batch_size} rows per batch; split the request or "
-                "raise max_batch_size with engine.configure()")
+                f"max_batch_size={self._config.max_batch_size} rows per batch; split the "
+                "request or raise max_batch_size with engine.configure()")
         fut: Future = Future()
         now = self._clock()
         if timeout_ms is None:
-            timeout_ms = cfg.timeout_ms
-        deadline = now + timeout_ms / 1000.0 if timeout_ms is not None else math.inf
+            deadline = now + self._timeout_s
+        else:
+            deadline = now + timeout_ms / 1000.0
         req = _Request(arrays, rows, fut, now, deadline, arm, sink)
         with self._lock:
             if self._closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
-            if len(self._queue) >= cfg.max_queue:
+            if len(self._queue) >= self._max_queue:
                 raise OverloadedError(
                     f"model {self.name!r} is overloaded: its queue holds {len(self._queue)} "
-                    f"requests (max_queue={cfg.max_queue}); retry later, send less traffic, "
-                    "or raise max_queue / max_batch_size with engine.configure()")
+                    f"requests (max_queue={self._max_queue}); retry later, send less "
+                    "traffic, or raise max_queue / max_batch_size with engine.configure()")
             self._queue.append(req)
             self._queued_rows += rows
             if self._sleeping and self._queued_rows >= self._want_rows:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig"]
+__all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig",
+           "default_intra_op_threads"]
 
 #: Batching policies. ``deadline``: a batch is released when full or when its oldest
 #: request has waited ``max_wait_ms`` (Triton / TF Serving / Ray Serve). ``fixed_window``:
@@ -91,24 +93,33 @@ class BatchConfig:
         return dataclasses.replace(self, **changes)
 
 
+def default_intra_op_threads() -> int:
+    """All cores but one (at least one): what ``intra_op_threads=None`` means."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """ONNX Runtime session options used when a model is loaded.
 
-    ``intra_op_threads=0`` lets ONNX Runtime pick (one per physical core). ``provider`` is
-    ``"cpu"`` or ``"cuda"`` (the latter only when onnxruntime-gpu is installed).
+    ``intra_op_threads=None`` (the default) uses all cores but one, leaving a core for the
+    Python threads that batch and resolve requests: on a 2-core machine ONNX Runtime's own
+    default (all cores, ``0``) halved the engine's capacity (docs/benchmarks.md).
+    ``provider`` is ``"cpu"`` or ``"cuda"`` (the latter only when onnxruntime-gpu is
+    installed).
 
     Example:
         >>> SessionConfig(intra_op_threads=1, graph_optimization="extended")
         SessionConfig(intra_op_threads=1, graph_optimization='extended', provider='cpu')
     """
 
-    intra_op_threads: int = 0
+    intra_op_threads: int | None = None
     graph_optimization: str = "all"
     provider: str = "cpu"
 
     def __post_init__(self) -> None:
-        _check_int("intra_op_threads", self.intra_op_threads, 0, 1024)
+        if self.intra_op_threads is not None:
+            _check_int("intra_op_threads", self.intra_op_threads, 0, 1024)
         _check_choice("graph_optimization", self.graph_optimization, OPTIMIZATION_LEVELS)
         _check_choice("provider", self.provider, ("cpu", "cuda"))
 

@@ -31,7 +31,7 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
-from .config import SessionConfig
+from .config import SessionConfig, default_intra_op_threads
 from .errors import ModelLoadError
 
 __all__ = [
@@ -260,7 +260,7 @@ class SessionCache:
         now = time.monotonic()
         with self._lock:
             return [CacheEntry(key=f"{sha[:12]}/{opts.provider}/{opts.graph_optimization}"
-                               f"/t{opts.intra_op_threads}",
+                               f"/t{opts.intra_op_threads or 'auto'}",
                                sha256=sha, size_bytes=item[1], session_config=opts,
                                loads=item[2], last_used_s_ago=round(now - item[3], 3))
                     for (sha, opts), item in reversed(self._items.items())]
@@ -396,7 +396,8 @@ def _check_graph(proto: onnx.ModelProto) -> None:
 
 def _create_session(data: bytes, options: SessionConfig) -> ort.InferenceSession:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = options.intra_op_threads
+    opts.intra_op_num_threads = (default_intra_op_threads() if options.intra_op_threads is None
+                                 else options.intra_op_threads)
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
     opts.log_severity_level = 3  # errors only: warnings would flood a server log

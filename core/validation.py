@@ -39,7 +39,7 @@ class RequestValidator:
     """
 
     __slots__ = ("info", "names", "dtypes", "tails", "specs", "mode", "single",
-                 "exact_shapes", "_name_set")
+                 "exact_shapes", "_name_set", "_fast")
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
@@ -54,8 +54,18 @@ class RequestValidator:
                                   for s in info.inputs)
         self.mode = info.batch_mode
         self.single = len(self.names) == 1
+        # The common case, one input whose non-batch dims are all fixed, is checked by one
+        # comparison of (dtype, shape tail); anything else takes the general path.
+        self._fast = None
+        if self.single and self.mode != "exact" and None not in self.tails[0]:
+            self._fast = (self.dtypes[0], self.tails[0])
 
     def __call__(self, x: Any) -> tuple[tuple[np.ndarray, ...], int]:
+        fast = self._fast
+        if fast is not None and type(x) is np.ndarray:
+            shape = x.shape
+            if x.dtype == fast[0] and shape[1:] == fast[1] and shape and shape[0]:
+                return (x,), shape[0]
         if self.single:
             if type(x) is np.ndarray:
                 arrays: tuple[np.ndarray, ...] = (x,)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import BatchlabError
+from core import BatchlabError, SessionConfig, available_providers
+from core.config import OPTIMIZATION_LEVELS
 from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, pick_model
 
 engine = get_engine()
@@ -37,13 +38,25 @@ with st.container(border=True):
                              help="Letters, digits, '.', '_' or '-'. Defaults to the file name.")
         replace = st.checkbox("Replace a model of the same name (hot swap)",
                               key="upload_replace")
+        with st.expander("Session options"):
+            threads = st.number_input(
+                "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", 0, 64,
+                None, key="upload_threads")
+            optimization = st.selectbox("Graph optimisation", OPTIMIZATION_LEVELS, index=3,
+                                        key="upload_opt")
+            provider = st.selectbox("Execution provider", available_providers(),
+                                    key="upload_provider",
+                                    help="CUDA is offered when onnxruntime-gpu is installed.")
     if st.button("Load model", key="upload_load", type="primary",
                  disabled=uploaded is None):
         with st.spinner("Validating the model and creating an ONNX Runtime session..."):
             try:
-                info = engine.load_model(uploaded.getvalue(), name=name.strip() or None,
-                                         replace=replace,
-                                         source_label=f"upload: {uploaded.name}")
+                info = engine.load_model(
+                    uploaded.getvalue(), name=name.strip() or None, replace=replace,
+                    session=SessionConfig(intra_op_threads=None if threads is None else int(threads),
+                                          graph_optimization=optimization,
+                                          provider=provider or "cpu"),
+                    source_label=f"upload: {uploaded.name}")
             except BatchlabError as err:
                 st.session_state["upload_result"] = ("error", f"Could not load "
                                                      f"{uploaded.name}: {err}")
@@ -139,7 +152,9 @@ entries = engine.cache_entries()
 if entries:
     st.dataframe(pd.DataFrame([{
         "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
-        "last used (s ago)": e.last_used_s_ago, "threads": e.session_config.intra_op_threads,
+        "last used (s ago)": e.last_used_s_ago,
+        "threads": e.session_config.intra_op_threads if e.session_config.intra_op_threads
+        is not None else "auto",
         "optimisation": e.session_config.graph_optimization,
         "provider": e.session_config.provider} for e in entries]),
         hide_index=True, key="cache_table",

@@ -109,3 +109,37 @@ def test_reset_clears_everything():
     m.record_batch(rows=1, reason="full", compute_s=0.001, queue_s=[0.001])
     m.reset()
     assert m.snapshot().total_requests == 0
+
+
+def test_record_many_equals_record_value_one_by_one():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from core.metrics import _hist, record_many
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.integers(1, 3_600_000_000), min_size=0, max_size=200))
+    def check(values):
+        fast, slow = _hist(), _hist()
+        record_many(fast, np.asarray(values, dtype=np.int64))
+        for v in values:
+            slow.record_value(v)
+        assert list(fast.counts) == list(slow.counts)
+        assert fast.total_count == slow.total_count
+        if values:
+            assert fast.min_value == slow.min_value and fast.max_value == slow.max_value
+            for p in (50, 90, 99, 99.9):
+                assert fast.get_value_at_percentile(p) == slow.get_value_at_percentile(p)
+
+    check()
+
+
+def test_record_many_at_power_of_two_boundaries():
+    from core.metrics import _hist, record_many
+
+    values = [2**k + d for k in range(0, 32) for d in (-1, 0, 1) if 2**k + d >= 1] * 3
+    fast, slow = _hist(), _hist()
+    record_many(fast, np.asarray(values, dtype=np.int64))
+    for v in values:
+        slow.record_value(v)
+    assert list(fast.counts) == list(slow.counts)
