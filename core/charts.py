@@ -26,12 +26,12 @@ COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
           "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a"}
 
 
-WINDOW_S = 120
+WINDOW_S = 60
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
             ts: pd.DataFrame | None = None) -> go.Figure:
-    """House style; with ``ts`` the x axis is a fixed window of the last two minutes."""
+    """House style; with ``ts`` the x axis is a fixed window of the last minute."""
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
                       margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),

@@ -101,14 +101,13 @@ def live_charts() -> None:
     cur = engine.batch_config(model)
     ts = snap.timeseries
     served = snap.success_count > 0
-    m = st.columns(5)
+    m = st.columns(4)
     m[0].metric("Throughput", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
     m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
     m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if served else "-",
                 help="Rows per batch, mean since start or the last reset.")
-    m[4].metric("Queued", snap.queue_depth)
     st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
@@ -118,7 +117,7 @@ def live_charts() -> None:
                         key="bs_batch_chart")
     st.caption(f"Live: max_batch_size={cur.max_batch_size}, max_wait_ms={cur.max_wait_ms:g}, "
                f"policy={cur.policy}. Percentiles are since start or the last reset "
-               "(Monitor page); charts show the last two minutes.")
+               "(Monitor page); charts show the last minute. Queued now: {snap.queue_depth}.")
     stop_when_idle(engine, interval)
 
 

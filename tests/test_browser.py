@@ -73,12 +73,23 @@ def wait_ready(page: Page) -> None:
     expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=30_000)
 
 
+def open_app(page: Page, url: str, title: str = "Models") -> None:
+    """Load the app and wait for a page to be drawn (the first load builds the engine)."""
+    page.goto(url)
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stSidebarNav"]')).to_be_visible(timeout=30_000)
+    wait_ready(page)
+
+
 def no_exception(page: Page) -> None:
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
 
 def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator('[data-testid="stMain"]').evaluate("e => e.scrollTo(0, 0)")
+    page.mouse.wheel(0, -5000)
+    page.wait_for_timeout(300)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
@@ -90,8 +101,7 @@ def go(page: Page, title: str) -> None:
 
 def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page):
     # First request of the server process goes straight to a page, not to "/".
-    page.goto(f"{server}/monitor")
-    expect(page.get_by_role("heading", name="Monitor", level=1)).to_be_visible(timeout=30_000)
+    open_app(page, f"{server}/monitor", "Monitor")
     nav = page.locator('[data-testid="stSidebarNav"]')
     expect(nav).to_contain_text("A/B test")          # app.py's navigation, not file names
     expect(page.get_by_text("ENGINE", exact=True)).to_be_visible()  # app.py's sidebar ran
@@ -100,8 +110,7 @@ def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page)
 
 def test_every_page_loads_without_exception(server, page: Page):
     page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(server)
-    wait_ready(page)
+    open_app(page, server)
     for path, title in PAGES.items():
         go(page, title)
         no_exception(page)
@@ -113,8 +122,7 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     good.write_bytes(build_demo_model("tiny"))
     bad = tmp_path / "not-a-model.onnx"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
-    page.goto(server)
-    wait_ready(page)
+    open_app(page, server)
 
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
     wait_ready(page)
@@ -143,8 +151,7 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
 
 def test_batch_size_and_live_traffic(server, page: Page):
     page.set_viewport_size({"width": 1400, "height": 1000})
-    page.goto(server)
-    wait_ready(page)
+    open_app(page, server)
     shot(page, "models")
     go(page, "Batching")
     slider = page.locator('[data-testid="stSlider"]', has_text="Max batch size").get_by_role("slider")
