@@ -59,6 +59,9 @@ _perf = time.perf_counter
 # The collector's timed wait ends this long before a deadline; the rest is a yield loop.
 _EARLY_WAKE_S = 0.0003
 
+# How often the watchdog looks for requests past their timeout and for a dead collector.
+_WATCH_INTERVAL_S = 0.05
+
 
 class Prediction:
     """What happened to one request: its outputs and how it was served.
@@ -169,10 +172,21 @@ class Batcher:
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._completer = threading.Thread(target=self._completer_loop,
                                            name=f"batcher-{name}-done", daemon=True)
+        self._stop_watch = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch, name=f"batcher-{name}-watch",
+                                          daemon=True)
+        self.watch_interval_s = _WATCH_INTERVAL_S
         self.loop_errors = 0
+        self.restarts = 0
         if start:
-            self._thread.start()
-            self._completer.start()
+            self.start()
+
+    def start(self) -> None:
+        """Start the collector, completer and watchdog threads (done by the constructor
+        unless ``start=False``)."""
+        self._thread.start()
+        self._completer.start()
+        self._watchdog.start()
 
     # -- public API ----------------------------------------------------------------
     @property
@@ -249,6 +263,7 @@ class Batcher:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+        self._stop_watch.set()
         start = time.monotonic()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout_s)
@@ -264,13 +279,70 @@ class Batcher:
                 self._queued_rows = 0
             for r in leftovers:
                 _fail(r, err)
+        if self._watchdog.is_alive() and self._watchdog is not threading.current_thread():
+            self._watchdog.join(1.0)
+
+    # -- watchdog ------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Every ``watch_interval_s``: fail requests past their timeout even when the model
+        hangs, and restart the collector thread if it ever died."""
+        while not self._stop_watch.wait(self.watch_interval_s):
+            try:
+                self.expire_overdue()
+                self._revive()
+            except Exception:  # the watchdog itself must keep watching
+                log.exception("batcher %s: watchdog error", self.name)
+
+    def expire_overdue(self) -> int:
+        """Fail queued and running requests whose timeout has passed; returns how many."""
+        now = self._clock()
+        queued: list[_Request] = []
+        with self._lock:
+            q = self._queue
+            while q and q[0].deadline < now:
+                r = q.popleft()
+                self._queued_rows -= r.rows
+                queued.append(r)
+        running = [r for r in list(self._in_flight) if r.deadline < now and not r.future.done()]
+        for r in queued:
+            msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
+                   "in the queue, past its timeout; raise timeout_ms or lower the load")
+            _fail(r, RequestTimeoutError(msg))
+            self.metrics.record_refused("RequestTimeoutError", msg)
+        for r in running:
+            msg = (f"request to model {self.name!r} was still running after "
+                   f"{(now - r.t_submit) * 1000:.1f} ms, past its timeout: the model may be "
+                   "hung or far too slow for this timeout")
+            _fail(r, RequestTimeoutError(msg))
+            self.metrics.record_refused("RequestTimeoutError", msg)
+        return len(queued) + len(running)
+
+    def _revive(self) -> None:
+        if self._closed or self._thread.is_alive() or self._thread.ident is None:
+            return
+        self.restarts += 1
+        msg = (f"the collector thread of model {self.name!r} died and was restarted "
+               f"(restart {self.restarts}); requests it was running were failed")
+        log.error("batcher %s: %s", self.name, msg)
+        self.metrics.record_incident("CollectorRestarted", msg)
+        err = InferenceError(f"model {self.name!r}: {msg}")
+        for r in list(self._in_flight):
+            _fail(r, err)
+        self._in_flight = []
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+        if not self._completer.is_alive():
+            self._completer = threading.Thread(target=self._completer_loop,
+                                               name=f"batcher-{self.name}-done", daemon=True)
+            self._completer.start()
 
     # -- collector -----------------------------------------------------------------
     def _loop(self) -> None:
-        try:
-            self._collect()
-        finally:
-            self._completions.put(None)  # the completer finishes what it has, then stops
+        self._collect()
+        # Only a normal end (closed and drained) stops the completer; if the collector
+        # died instead, the watchdog restarts it and the completer keeps its work.
+        self._completions.put(None)
 
     def _collect(self) -> None:
         while True:
@@ -348,14 +420,19 @@ class Batcher:
         for r in batch:
             if now > r.deadline:
                 timed_out.append(r)
-            elif r.future.set_running_or_notify_cancel():
-                live.append(r)
+                continue
+            try:
+                if r.future.set_running_or_notify_cancel():
+                    live.append(r)
+            except RuntimeError:  # already failed (by the watchdog or close): skip it
+                pass
         failed: dict[str, list[str]] = {}
         for r in timed_out:
             msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
                    "in the queue, past its timeout; raise timeout_ms or lower the load")
-            _fail(r, RequestTimeoutError(msg))
-            failed.setdefault("RequestTimeoutError", []).append(msg)
+            if not r.future.done():
+                _fail(r, RequestTimeoutError(msg))
+                failed.setdefault("RequestTimeoutError", []).append(msg)
         depth = len(self._queue)
         if not live:
             if failed:
@@ -423,25 +500,31 @@ class Batcher:
         if len(live) == 1:
             r = live[0]
             q = t0 - r.t_submit
-            queue_s.append(q)
-            if r.sink is not None:
+            if r.sink is not None and not r.future.done():
                 r.sink.record_batch(rows, reason, compute_s, (q,))
-            r.future.set_result(Prediction(dict(zip(names, outs)), model, batch_id, rows,
-                                           reason, q * 1000.0, compute_ms,
-                                           (t1 - r.t_submit) * 1000.0, rows, r.arm))
+            try:
+                r.future.set_result(Prediction(dict(zip(names, outs)), model, batch_id, rows,
+                                               reason, q * 1000.0, compute_ms,
+                                               (t1 - r.t_submit) * 1000.0, rows, r.arm))
+                queue_s.append(q)
+            except InvalidStateError:  # failed meanwhile (past its timeout, or close())
+                pass
         else:
             start = 0
             append = queue_s.append
             for r in live:
                 stop = start + r.rows
                 q = t0 - r.t_submit
-                append(q)
-                if r.sink is not None:
+                if r.sink is not None and not r.future.done():
                     r.sink.record_batch(rows, reason, compute_s, (q,))
-                r.future.set_result(Prediction(
-                    {n: o[start:stop] for n, o in zip(names, outs)}, model, batch_id, rows,
-                    reason, q * 1000.0, compute_ms, (t1 - r.t_submit) * 1000.0, r.rows,
-                    r.arm))
+                try:
+                    r.future.set_result(Prediction(
+                        {n: o[start:stop] for n, o in zip(names, outs)}, model, batch_id,
+                        rows, reason, q * 1000.0, compute_ms, (t1 - r.t_submit) * 1000.0,
+                        r.rows, r.arm))
+                    append(q)
+                except InvalidStateError:  # failed meanwhile (past its timeout, or close())
+                    pass
                 start = stop
         self.metrics.record_batch(rows, reason, compute_s, queue_s, failed, depth)
 

@@ -125,7 +125,9 @@ class Engine:
         configuration and metrics carry over.
         """
         self._check_open()
-        data, where = read_model_source(source, self.config.max_model_bytes)
+        # Built-in demo models are trusted and exempt from the upload size limit.
+        limit = 2**62 if source_label == "demo" else self.config.max_model_bytes
+        data, where = read_model_source(source, limit)
         if name is None:
             name = Path(where).stem if where != "upload" else None
         if name is None:

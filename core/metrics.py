@@ -119,7 +119,7 @@ class _Second:
     """Accumulator for one second of the time series."""
 
     __slots__ = ("second", "requests", "successes", "errors", "rows", "batches",
-                 "queue_s", "compute_s", "depth", "hist")
+                 "queue_s", "compute_s", "depth", "hist", "pcts")
 
     def __init__(self, second: int) -> None:
         self.second = second
@@ -127,11 +127,30 @@ class _Second:
         self.queue_s = self.compute_s = 0.0
         self.depth = 0
         self.hist: HdrHistogram | None = None
+        self.pcts: tuple[float, float, float, float] | None = None
+
+    def seal(self) -> None:
+        """The second is over: keep its percentiles, drop its histogram (~26 KiB)."""
+        h = self.hist
+        if h is not None and h.total_count:
+            self.pcts = (h.get_value_at_percentile(50) / 1000.0,
+                         h.get_value_at_percentile(95) / 1000.0,
+                         h.get_value_at_percentile(99) / 1000.0, h.get_max_value() / 1000.0)
+        self.hist = None
+
+    def _percentiles(self) -> tuple[float, float, float, float]:
+        if self.pcts is not None:
+            return self.pcts
+        h = self.hist
+        if h is None or not h.total_count:
+            nan = float("nan")
+            return nan, nan, nan, nan
+        return (h.get_value_at_percentile(50) / 1000.0, h.get_value_at_percentile(95) / 1000.0,
+                h.get_value_at_percentile(99) / 1000.0, h.get_max_value() / 1000.0)
 
     def row(self, wall0: float, t0: float) -> dict[str, Any]:
-        h = self.hist
         done = self.successes
-        pct = (lambda p: h.get_value_at_percentile(p) / 1000.0) if h is not None and h.total_count else (lambda p: float("nan"))
+        p50, p95, p99, pmax = self._percentiles()
         return {
             "second": self.second,
             "time": pd.Timestamp(wall0 + self.second, unit="s"),
@@ -140,8 +159,7 @@ class _Second:
             "throughput_rps": float(done),
             "rows": self.rows, "batches": self.batches,
             "mean_batch_rows": self.rows / self.batches if self.batches else float("nan"),
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
-            "max_ms": h.get_max_value() / 1000.0 if h is not None and h.total_count else float("nan"),
+            "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "max_ms": pmax,
             "mean_queue_ms": self.queue_s * 1000.0 / done if done else float("nan"),
             "mean_compute_ms": self.compute_s * 1000.0 / done if done else float("nan"),
             "queue_depth": self.depth,
@@ -183,6 +201,7 @@ class MetricsSnapshot:
     batch_sizes: dict[int, int]
     release_reasons: dict[str, int]
     errors_by_type: dict[str, int]
+    incidents: dict[str, int]
     queue_depth: int
     throughput_rps: float
     uptime_s: float
@@ -224,6 +243,7 @@ class ModelMetrics:
             self._batch_sizes: Counter[int] = Counter()
             self._reasons: Counter[str] = Counter()
             self._errors_by_type: Counter[str] = Counter()
+            self._incidents: Counter[str] = Counter()
             self._recent_errors: deque[dict[str, Any]] = deque(maxlen=50)
             self._series: deque[_Second] = deque(maxlen=self._seconds)
             self._cur = _Second(0)
@@ -238,6 +258,7 @@ class ModelMetrics:
         cur = self._cur
         if sec != cur.second:
             self._flush()  # pending latencies belong to the second that is ending
+            cur.seal()
             self._series.append(cur)
             cur = self._cur = _Second(sec)
         return cur
@@ -326,6 +347,13 @@ class ModelMetrics:
             cur.requests += count
             cur.errors += count
 
+    def record_incident(self, kind: str, message: str) -> None:
+        """Something that went wrong outside any one request (e.g. a thread restarted):
+        listed with the recent errors and counted by kind, but not as a failed request."""
+        with self._lock:
+            self._incidents[kind] += 1
+            self._recent_errors.append({"time": self._wall(), "type": kind, "message": message})
+
     def record_depth(self, depth: int, now: float | None = None) -> None:
         now = self._clock() if now is None else now
         with self._lock:
@@ -365,6 +393,7 @@ class ModelMetrics:
                 batch_sizes=dict(sorted(self._batch_sizes.items())),
                 release_reasons=dict(self._reasons),
                 errors_by_type=dict(self._errors_by_type),
+                incidents=dict(self._incidents),
                 queue_depth=self._depth_now if queue_depth is None else queue_depth,
                 throughput_rps=rps,
                 uptime_s=now - self._t0,

@@ -20,6 +20,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from core import build_demo_model
+from tests.test_reliability import HOSTILE
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = Path(os.environ.get("BATCHLAB_SCREENSHOTS") or ROOT / "test-results" / "screenshots")
@@ -129,6 +130,19 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     page.get_by_role("button", name="Load model").click()
     expect(page.get_by_text(re.compile("Could not load not-a-model.onnx: .*PNG image"))
            ).to_be_visible(timeout=20_000)
+
+    # More of the hostile corpus through the uploader: each refused on the page, with why.
+    for case in ("truncated", "external data ../..", "string input", "zip renamed"):
+        data, message = HOSTILE[case]
+        path = tmp_path / (re.sub(r"\W+", "-", case) + ".onnx")
+        path.write_bytes(data)
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+        wait_ready(page)
+        page.get_by_role("button", name="Load model").click()
+        alert = page.locator('[data-testid="stAlert"]', has_text=f"Could not load {path.name}")
+        expect(alert).to_be_visible(timeout=20_000)
+        expect(alert).to_contain_text(re.compile(message))
+        no_exception(page)
 
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(good))
     wait_ready(page)
