@@ -223,7 +223,7 @@ class Engine:
         experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
         """
         entry = self._models.get(name)
-        arm = sink = None
+        arm = sink = exp = None
         if entry is None:
             exp = self._experiments.get(name)
             if exp is None:
@@ -237,7 +237,10 @@ class Engine:
                                          "the experiment with engine.update_ab()")
         try:
             arrays, rows = entry.validator(x)
-            return entry.batcher.submit(arrays, rows, timeout_ms, arm, sink)
+            fut = entry.batcher.submit(arrays, rows, timeout_ms, arm, sink)
+            if sink is not None and exp.mode == "shadow":
+                self._shadow_copy(exp, x, fut)
+            return fut
         except EngineClosedError:
             # A hot swap may have retired this batcher between lookup and submit.
             current = self._models.get(name)
@@ -359,7 +362,8 @@ class Engine:
             for model in (a, b):
                 self._entry(model)
             ia, ib = self._entry(a).info, self._entry(b).info
-            if [(t.name, t.dtype) for t in ia.inputs] != [(t.name, t.dtype) for t in ib.inputs]:
+            if [(t.name, t.dtype, t.shape) for t in ia.inputs] != [
+                    (t.name, t.dtype, t.shape) for t in ib.inputs]:
                 raise ConfigError(f"models {a!r} and {b!r} have different inputs "
                                   f"({'; '.join(t.describe() for t in ia.inputs)} vs "
                                   f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
@@ -371,14 +375,29 @@ class Engine:
         return exp.report()
 
     def update_ab(self, name: str, b_share: float | None = None, a: str | None = None,
-                  b: str | None = None) -> ABReport:
-        """Change an experiment's split (``b_share=1.0`` promotes B) or arms, live."""
+                  b: str | None = None, mode: str | None = None) -> ABReport:
+        """Change an experiment's split (``b_share=1.0`` promotes B), arms or mode, live."""
         exp = self._experiment(name)
         for model in (a, b):
             if model is not None:
                 self._entry(model)
-        exp.update(b_share=b_share, a=a, b=b)
+        exp.update(b_share=b_share, a=a, b=b, mode=mode)
         return exp.report()
+
+    def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
+        """Send a copy of a request to arm B; nothing about it can reach the caller."""
+        sink_b = exp.metrics["b"]
+        entry_b = self._models.get(exp.b)
+        try:
+            if entry_b is None:
+                raise ModelNotFoundError(f"shadow arm model {exp.b!r} is not loaded")
+            arrays, rows = entry_b.validator(x)
+            b_fut = entry_b.batcher.submit(arrays, rows, None, "b", sink_b)
+        except BatchlabError as err:
+            sink_b.record_refused(type(err).__name__, f"shadow copy: {err}")
+            exp.shadow.failed()
+            return
+        exp.watch_shadow(a_fut, b_fut)
 
     def delete_ab(self, name: str) -> None:
         with self._lock:
@@ -390,9 +409,10 @@ class Engine:
     def ab_experiments(self) -> list[str]:
         return list(self._experiments)
 
-    def ab_report(self, name: str) -> ABReport:
-        """Per-arm figures of experiment ``name`` (``.to_dict()``)."""
-        return self._experiment(name).report()
+    def ab_report(self, name: str, detect_ms: float | None = None) -> ABReport:
+        """Per-arm figures, statistics and verdict of experiment ``name`` (``.to_dict()``).
+        ``detect_ms``: the latency difference worth detecting (for the sample size)."""
+        return self._experiment(name).report(detect_ms)
 
     def ab_metrics(self, name: str, arm: str) -> MetricsSnapshot:
         exp = self._experiment(name)
@@ -426,9 +446,11 @@ class Engine:
         def sample(rng: np.random.Generator) -> Any:
             return sample_input(info, rows=rows_per_request, seed=int(rng.integers(2**31)))
 
+        exp = self._experiments.get(target)
+        keys = 1000 if exp is not None and exp.mode == "sticky" else None
         gen = TrafficGenerator(self.submit, target, sample, rate_rps=rate_rps, pattern=pattern,
                                rows_per_request=rows_per_request, duration_s=duration_s,
-                               seed=seed)
+                               seed=seed, key_pool=keys)
         with self._lock:
             old = self._traffic.pop(target, None)
             self._traffic[target] = gen

@@ -73,7 +73,8 @@ class TrafficGenerator:
     def __init__(self, submit: SubmitFn, target: str, sample: Callable[[np.random.Generator], Any],
                  rate_rps: float = 100.0, pattern: str = "constant", rows_per_request: int = 1,
                  duration_s: float | None = None, seed: int | None = 0,
-                 submit_kwargs: dict[str, Any] | None = None) -> None:
+                 submit_kwargs: dict[str, Any] | None = None,
+                 key_pool: int | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
@@ -86,6 +87,9 @@ class TrafficGenerator:
         self.duration_s = duration_s
         self._submit = submit
         self._submit_kwargs = submit_kwargs or {}
+        # With a key pool, each request carries key="user-<k>" for k drawn from the pool
+        # (sticky A/B routing): like traffic from that many users.
+        self._key_pool = key_pool
         self._rng = np.random.default_rng(seed)
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
@@ -166,8 +170,11 @@ class TrafficGenerator:
                 x = pool[i % len(pool)]
                 i += 1
                 idx += 1
+                kwargs = self._submit_kwargs
+                if self._key_pool:
+                    kwargs = {**kwargs, "key": f"user-{i * 7919 % self._key_pool}"}
                 try:
-                    fut = self._submit(self.target, x, **self._submit_kwargs)
+                    fut = self._submit(self.target, x, **kwargs)
                 except Exception as err:  # noqa: BLE001 - refusals are counted, not fatal
                     with self._lock:
                         self._sent += 1

@@ -219,11 +219,14 @@ class ModelMetrics:
     """Counters, latency histograms and a per-second series for one model. Thread-safe."""
 
     def __init__(self, timeseries_seconds: int = 600, clock=time.monotonic,
-                 wall_clock=time.time) -> None:
+                 wall_clock=time.time, keep_samples: int = 0) -> None:
         self._clock = clock
         self._wall = wall_clock
         self._lock = threading.Lock()
         self._seconds = timeseries_seconds
+        # The most recent total latencies (ms), kept only where a test needs raw samples
+        # (A/B arms): bounded, so memory stays flat.
+        self._keep_samples = keep_samples
         self.reset()
 
     def reset(self) -> None:
@@ -251,6 +254,7 @@ class ModelMetrics:
             self._pend_queue = np.empty(_PENDING, np.float64)
             self._pend_total = np.empty(_PENDING, np.float64)
             self._pend_n = 0
+            self._samples: deque[float] = deque(maxlen=max(1, self._keep_samples))
 
     # -- recording -----------------------------------------------------------------
     def _bucket(self, now: float) -> _Second:
@@ -303,6 +307,8 @@ class ModelMetrics:
                 np.add(q, compute_s, out=total)
                 self._pend_n = k + n_ok
                 self._compute.record_value(_us(compute_s), n_ok)
+                if self._keep_samples:
+                    self._samples.extend((total * 1000.0).tolist())
             n_failed = 0
             if failed:
                 for etype, messages in failed.items():
@@ -346,6 +352,11 @@ class ModelMetrics:
                                         "message": message})
             cur.requests += count
             cur.errors += count
+
+    def samples_ms(self) -> list[float]:
+        """The most recent successful requests' total latencies (ms), oldest first."""
+        with self._lock:
+            return list(self._samples) if self._keep_samples else []
 
     def record_incident(self, kind: str, message: str) -> None:
         """Something that went wrong outside any one request (e.g. a thread restarted):

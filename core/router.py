@@ -1,9 +1,19 @@
-"""A/B traffic split between two models (basic weighted random routing).
+"""A/B experiments: route traffic between two models and tell whether B is different.
 
 An experiment has a name (used like a model name in ``submit``/``predict``), arms ``a``
-and ``b`` naming registered models, and ``b_share``, the probability a request goes to B.
-Routing is a seedable ``random.Random`` draw; each arm has its own metrics, recorded
-before the caller's future resolves, so reports always agree with what callers saw.
+and ``b`` naming registered models, ``b_share`` and a routing ``mode``:
+
+* ``random``: each request goes to B with probability ``b_share`` (seedable generator);
+* ``sticky``: the arm is a hash of the request's ``key`` (e.g. a user id), so one key
+  always sees one model and keys split in proportion to ``b_share``; raising ``b_share``
+  only moves keys from A to B, never back;
+* ``shadow``: the caller always gets A's answer and A's latency; B gets a copy of every
+  request in the background (its errors and slowness never reach the caller), and the
+  report compares the two outputs. Both arms then see the full arrival rate, so their
+  latencies compare fairly (no split confound).
+
+Per-arm metrics are recorded before the caller's future resolves, so a report always
+agrees with what callers saw.
 
 Example:
     >>> exp = ABExperiment("exp", a="clf-v1", b="clf-v2", b_share=0.2, seed=0)
@@ -13,19 +23,71 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from .abstats import ErrorComparison, LatencyComparison, compare_errors, compare_latency
 from .config import _check_choice, _check_float
-from .errors import ConfigError
+from .errors import ConfigError, InputValidationError
 from .metrics import MetricsSnapshot, ModelMetrics
 
-__all__ = ["ABExperiment", "ABReport", "AB_MODES"]
+__all__ = ["ABExperiment", "ABReport", "AB_MODES", "ShadowStats"]
 
-#: Routing modes. Only "random" exists so far; sticky and shadow routing are planned.
-AB_MODES = ("random",)
+AB_MODES = ("random", "sticky", "shadow")
+
+# Latency samples kept per arm for the statistics (the most recent ones).
+_SAMPLES_PER_ARM = 20_000
+
+
+class ShadowStats:
+    """How B's outputs compare with A's on the same requests (shadow mode)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.compared = 0
+        self.rows = 0
+        self.label_rows = 0
+        self.label_agree = 0
+        self.max_abs_diff: dict[str, float] = {}
+        self.b_failed = 0
+
+    def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
+        agree = labels = 0
+        diffs: dict[str, float] = {}
+        for name, av in a_out.items():
+            bv = b_out.get(name)
+            if not isinstance(av, np.ndarray) or not isinstance(bv, np.ndarray) or av.shape != bv.shape:
+                continue
+            if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
+                same = (av == bv).reshape(len(av), -1).all(axis=1) if av.ndim else np.array([av == bv])
+                agree += int(same.sum())
+                labels += len(same)
+            elif av.size:
+                diffs[name] = float(np.nanmax(np.abs(av.astype(np.float64) - bv)))
+        with self._lock:
+            self.compared += 1
+            self.rows += len(next(iter(a_out.values()), []))
+            self.label_agree += agree
+            self.label_rows += labels
+            for name, d in diffs.items():
+                self.max_abs_diff[name] = max(self.max_abs_diff.get(name, 0.0), d)
+
+    def failed(self) -> None:
+        with self._lock:
+            self.b_failed += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"compared_requests": self.compared,
+                    "label_agreement": self.label_agree / self.label_rows
+                    if self.label_rows else None,
+                    "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed}
 
 
 class ABExperiment:
@@ -45,19 +107,54 @@ class ABExperiment:
         self.seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self.metrics = {"a": ModelMetrics(timeseries_seconds), "b": ModelMetrics(timeseries_seconds)}
+        self.metrics = {arm: ModelMetrics(timeseries_seconds, keep_samples=_SAMPLES_PER_ARM)
+                        for arm in ("a", "b")}
+        self.shadow = ShadowStats()
 
     def route(self, key: Any = None) -> tuple[str, str]:
-        """(arm, model name) for one request."""
-        if self._rng.random() < self.b_share:
-            return "b", self.b
-        return "a", self.a
+        """(arm, model name) that serves the caller of one request."""
+        if self.mode == "random":
+            return ("b", self.b) if self._rng.random() < self.b_share else ("a", self.a)
+        if self.mode == "sticky":
+            if key is None:
+                raise InputValidationError(
+                    f"A/B experiment {self.name!r} is sticky: it routes by key; pass key=... "
+                    "(e.g. a user id) to submit/predict")
+            return ("b", self.b) if self.key_point(key) < self.b_share else ("a", self.a)
+        return "a", self.a  # shadow: the caller always gets A
+
+    def key_point(self, key: Any) -> float:
+        """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name."""
+        digest = hashlib.blake2b(f"{self.name}\x00{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def watch_shadow(self, a_fut: Future, b_fut: Future) -> None:
+        """Compare A's and B's outputs once both are done (shadow mode)."""
+        pending = [2]
+        lock = threading.Lock()
+
+        def done(_: Future) -> None:
+            with lock:
+                pending[0] -= 1
+                if pending[0]:
+                    return
+            if b_fut.cancelled() or b_fut.exception() is not None:
+                self.shadow.failed()
+                return
+            if a_fut.cancelled() or a_fut.exception() is not None:
+                return
+            self.shadow.compare(a_fut.result().outputs, b_fut.result().outputs)
+
+        a_fut.add_done_callback(done)
+        b_fut.add_done_callback(done)
 
     def update(self, b_share: float | None = None, a: str | None = None,
-               b: str | None = None) -> None:
+               b: str | None = None, mode: str | None = None) -> None:
         with self._lock:
             if b_share is not None:
                 _check_float("b_share", b_share, 0.0, 1.0)
+            if mode is not None:
+                _check_choice("mode", mode, AB_MODES)
             new_a = a if a is not None else self.a
             new_b = b if b is not None else self.b
             if new_a == new_b:
@@ -65,23 +162,33 @@ class ABExperiment:
             self.a, self.b = new_a, new_b
             if b_share is not None:
                 self.b_share = float(b_share)
+            if mode is not None:
+                self.mode = mode
 
     def reset_metrics(self) -> None:
         for m in self.metrics.values():
             m.reset()
+        self.shadow = ShadowStats()
 
-    def report(self) -> ABReport:
+    def report(self, detect_ms: float | None = None) -> ABReport:
         snaps = {arm: m.snapshot() for arm, m in self.metrics.items()}
-        return ABReport(self.name, self.a, self.b, self.b_share, self.mode, snaps)
+        samples = {arm: m.samples_ms() for arm, m in self.metrics.items()}
+        latency = compare_latency(samples["a"], samples["b"], detect_ms=detect_ms)
+        sa, sb = snaps["a"], snaps["b"]
+        errors = compare_errors(sa.error_count, sa.total_requests, sb.error_count,
+                                sb.total_requests)
+        return ABReport(self.name, self.a, self.b, self.b_share, self.mode, snaps, latency,
+                        errors, self.shadow.to_dict() if self.mode == "shadow" else {})
 
 
 @dataclass(frozen=True)
 class ABReport:
-    """Per-arm figures of an experiment.
+    """Per-arm figures of an experiment, the statistics, and the verdict.
 
     Example:
-        >>> engine.ab_report("exp").to_dict()["arms"]["b"]["share_served"]
-        0.21
+        >>> rep = engine.ab_report("exp")
+        >>> rep.to_dict()["arms"]["b"]["share_served"], rep.latency.verdict
+        (0.21, 'B is slower by 1.8 ms at p50 (95% CI 1.6 to 2.0 ms), p < 0.001')
     """
 
     name: str
@@ -90,6 +197,32 @@ class ABReport:
     b_share: float
     mode: str
     arms: dict[str, MetricsSnapshot]
+    latency: LatencyComparison | None = None
+    errors: ErrorComparison | None = None
+    shadow: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confound_warning(self) -> str | None:
+        """Why latencies may differ for reasons that are not the models (uneven split)."""
+        if self.mode == "shadow":
+            return None
+        rows = {arm: s.avg_batch_rows for arm, s in self.arms.items()}
+        share = self.b_share
+        if not 0.0 < share < 1.0 or min(s.total_requests for s in self.arms.values()) == 0:
+            return None
+        small = "b" if share < 0.5 else "a"
+        if abs(share - 0.5) < 0.15:
+            return None
+        return (f"Uneven split ({1 - share:.0%}/{share:.0%}): arm {small.upper()} sees "
+                f"{min(share, 1 - share):.0%} of the arrivals, so its batches fill more slowly "
+                f"(mean {rows[small]:.1f} rows vs {rows['a' if small == 'b' else 'b']:.1f}) and "
+                "its requests wait longer for reasons that are not the model. For a fair "
+                "latency comparison use shadow mode (both arms see every request).")
+
+    @property
+    def verdict(self) -> str:
+        parts = [c.verdict for c in (self.latency, self.errors) if c is not None]
+        return ". ".join(parts) + "." if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
         total = sum(s.total_requests for s in self.arms.values())
@@ -104,5 +237,11 @@ class ABReport:
                 "mean_batch_rows": s.avg_batch_rows,
                 "share_served": s.total_requests / total if total else 0.0,
             }
+            if self.mode == "shadow":  # callers are all served by A; B sees copies
+                arms[arm]["share_served"] = 1.0 if arm == "a" else 0.0
         return {"name": self.name, "a": self.a, "b": self.b, "b_share": self.b_share,
-                "mode": self.mode, "total_requests": total, "arms": arms}
+                "mode": self.mode, "total_requests": total, "arms": arms,
+                "latency": self.latency.to_dict() if self.latency else None,
+                "errors": self.errors.to_dict() if self.errors else None,
+                "shadow": self.shadow, "verdict": self.verdict,
+                "confound_warning": self.confound_warning}

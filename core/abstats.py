@@ -1,0 +1,188 @@
+"""Statistics for A/B experiments: is B different from A, by how much, and how sure?
+
+Latency: the two arms' latency samples are compared with a two-sided Mann-Whitney U test
+(no normality assumption: latencies are skewed) and the difference of medians gets a
+bootstrap confidence interval. Errors: the two error rates are compared with a chi-square
+test of the 2x2 table (the two-proportion z-test). Both come with the sample size still
+needed to detect a given difference, and a plain-language verdict. All distributions come
+from scipy.stats.
+
+Example:
+    >>> lat = compare_latency(a_ms, b_ms, seed=0)
+    >>> lat.verdict
+    'B is slower by 1.8 ms at p50 (95% CI 1.6 to 2.0 ms), p < 0.001'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["LatencyComparison", "ErrorComparison", "compare_latency", "compare_errors",
+           "sample_size_means", "sample_size_proportions", "format_p"]
+
+ALPHA = 0.05
+POWER = 0.8
+_MIN_SAMPLES = 20          # below this per arm, no test is run
+_BOOTSTRAP_CAP = 2000      # samples per arm used for the bootstrap (keeps it fast)
+
+
+def format_p(p: float) -> str:
+    """``'p < 0.001'`` or ``'p = 0.042'``."""
+    if p != p:  # NaN
+        return "p = n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def sample_size_means(sigma: float, delta: float, alpha: float = ALPHA,
+                      power: float = POWER) -> int:
+    """Per-arm n to detect a difference ``delta`` of means with std ``sigma`` (two-sided).
+
+    >>> sample_size_means(10.0, 2.0)
+    393
+    """
+    if delta <= 0 or sigma <= 0:
+        return 0
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return int(math.ceil(2 * (z * sigma / delta) ** 2))
+
+
+def sample_size_proportions(p1: float, p2: float, alpha: float = ALPHA,
+                            power: float = POWER) -> int:
+    """Per-arm n to tell error rates ``p1`` and ``p2`` apart (two-sided).
+
+    >>> sample_size_proportions(0.05, 0.10)
+    435
+    """
+    if p1 == p2:
+        return 0
+    pbar = (p1 + p2) / 2
+    za, zb = stats.norm.ppf(1 - alpha / 2), stats.norm.ppf(power)
+    num = za * math.sqrt(2 * pbar * (1 - pbar)) + zb * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))
+    return int(math.ceil((num / (p1 - p2)) ** 2))
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """B minus A: p50 difference with its CI, the test's p-value, and what it means."""
+
+    n_a: int
+    n_b: int
+    p50_a_ms: float
+    p50_b_ms: float
+    diff_p50_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    p_value: float
+    significant: bool
+    detect_ms: float
+    n_needed_per_arm: int
+    more_needed_per_arm: int
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ErrorComparison:
+    """B minus A error rate, the test's p-value, and what it means."""
+
+    n_a: int
+    n_b: int
+    errors_a: int
+    errors_b: int
+    rate_a: float
+    rate_b: float
+    diff: float
+    p_value: float
+    significant: bool
+    n_needed_per_arm: int
+    more_needed_per_arm: int
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: float | None = None,
+                    alpha: float = ALPHA, seed: int | None = 0) -> LatencyComparison:
+    """Compare two latency samples (ms). ``detect_ms``: the difference worth detecting
+    (default: 5% of A's median, at least 0.1 ms), used for the sample size still needed."""
+    a = np.asarray(a_ms, dtype=np.float64)
+    b = np.asarray(b_ms, dtype=np.float64)
+    n_a, n_b = len(a), len(b)
+    nan = float("nan")
+    p50_a = float(np.median(a)) if n_a else nan
+    p50_b = float(np.median(b)) if n_b else nan
+    if detect_ms is None:
+        detect_ms = max(0.1, 0.05 * p50_a) if n_a else 0.1
+    if n_a < _MIN_SAMPLES or n_b < _MIN_SAMPLES:
+        return LatencyComparison(n_a, n_b, p50_a, p50_b, p50_b - p50_a, nan, nan, nan, False,
+                                 detect_ms, 0, 0,
+                                 f"Not enough data yet: {n_a} latencies for A and {n_b} for "
+                                 f"B; at least {_MIN_SAMPLES} per arm are needed")
+    p_value = float(stats.mannwhitneyu(b, a, alternative="two-sided").pvalue)
+    rng = np.random.default_rng(seed)
+    sa = rng.choice(a, _BOOTSTRAP_CAP, replace=False) if n_a > _BOOTSTRAP_CAP else a
+    sb = rng.choice(b, _BOOTSTRAP_CAP, replace=False) if n_b > _BOOTSTRAP_CAP else b
+    boot = stats.bootstrap((sb, sa), _median_diff, n_resamples=1000, confidence_level=1 - alpha,
+                           method="percentile", vectorized=True, random_state=rng)
+    lo, hi = float(boot.confidence_interval.low), float(boot.confidence_interval.high)
+    diff = p50_b - p50_a
+    sigma = float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
+    n_needed = sample_size_means(sigma, detect_ms, alpha)
+    more = max(0, n_needed - min(n_a, n_b))
+    significant = p_value < alpha
+    if significant:
+        word = "slower" if diff > 0 else "faster"
+        verdict = (f"B is {word} by {abs(diff):.2f} ms at p50 (95% CI {lo:.2f} to {hi:.2f} ms), "
+                   f"{format_p(p_value)}")
+    else:
+        verdict = (f"No significant latency difference ({format_p(p_value)}; B - A at p50: "
+                   f"{diff:+.2f} ms, 95% CI {lo:.2f} to {hi:.2f} ms)")
+        if more:
+            verdict += (f"; about {more:,} more requests per arm are needed to detect "
+                        f"{detect_ms:.2f} ms")
+    return LatencyComparison(n_a, n_b, p50_a, p50_b, diff, lo, hi, p_value, significant,
+                             detect_ms, n_needed, more, verdict)
+
+
+def _median_diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.median(x, axis=axis) - np.median(y, axis=axis)
+
+
+def compare_errors(errors_a: int, n_a: int, errors_b: int, n_b: int,
+                   detect: float | None = None, alpha: float = ALPHA) -> ErrorComparison:
+    """Compare error rates. ``detect``: the difference worth detecting (default: double
+    A's rate, or +1 point when A has none)."""
+    rate_a = errors_a / n_a if n_a else 0.0
+    rate_b = errors_b / n_b if n_b else 0.0
+    diff = rate_b - rate_a
+    if detect is None:
+        detect = max(rate_a, 0.01)
+    n_needed = sample_size_proportions(rate_a, min(1.0, rate_a + detect), alpha)
+    more = max(0, n_needed - min(n_a, n_b))
+    if n_a < _MIN_SAMPLES or n_b < _MIN_SAMPLES:
+        return ErrorComparison(n_a, n_b, errors_a, errors_b, rate_a, rate_b, diff,
+                               float("nan"), False, n_needed, more,
+                               f"Not enough requests yet: {n_a} for A and {n_b} for B")
+    if errors_a + errors_b == 0:
+        p_value = 1.0
+    else:
+        table = [[errors_a, n_a - errors_a], [errors_b, n_b - errors_b]]
+        p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
+    significant = p_value < alpha
+    if significant:
+        word = "more" if diff > 0 else "fewer"
+        verdict = (f"B has {word} errors: {rate_b:.2%} vs {rate_a:.2%} "
+                   f"({diff * 100:+.2f} points), {format_p(p_value)}")
+    else:
+        verdict = (f"No significant error-rate difference ({rate_b:.2%} vs {rate_a:.2%}, "
+                   f"{format_p(p_value)})")
+    return ErrorComparison(n_a, n_b, errors_a, errors_b, rate_a, rate_b, diff, p_value,
+                           significant, n_needed, more, verdict)

@@ -1,0 +1,214 @@
+"""A/B experiments: routing modes, per-arm metrics, statistics and their error rates."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from core import ConfigError, Engine, InputValidationError
+from core.abstats import (compare_errors, compare_latency, sample_size_means,
+                          sample_size_proportions)
+from core.router import ABExperiment
+from tests.helpers import WAIT_S
+
+
+# -- routing ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.9])
+def test_random_split_proportion_within_tolerance(share):
+    exp = ABExperiment("e", "m1", "m2", b_share=share, seed=7)
+    n = 20_000
+    to_b = sum(exp.route()[0] == "b" for _ in range(n))
+    # A two-sided binomial test at a strict level: fails only on a real bias.
+    assert stats.binomtest(to_b, n, share).pvalue > 0.001
+
+
+def test_random_split_is_reproducible_with_a_seed():
+    a = [ABExperiment("e", "m1", "m2", 0.3, seed=11).route()[0] for _ in range(1)]
+    r1 = ABExperiment("e", "m1", "m2", 0.3, seed=11)
+    r2 = ABExperiment("e", "m1", "m2", 0.3, seed=11)
+    assert [r1.route()[0] for _ in range(500)] == [r2.route()[0] for _ in range(500)]
+    assert a
+
+
+def test_sticky_keys_are_stable_proportional_and_monotone():
+    exp = ABExperiment("e", "m1", "m2", b_share=0.25, mode="sticky")
+    keys = [f"user-{i}" for i in range(20_000)]
+    first = {k: exp.route(k)[0] for k in keys}
+    assert all(exp.route(k)[0] == first[k] for k in keys[:2000])  # stable across calls
+    to_b = sum(v == "b" for v in first.values())
+    assert stats.binomtest(to_b, len(keys), 0.25).pvalue > 0.001
+    exp.update(b_share=0.5)
+    after = {k: exp.route(k)[0] for k in keys}
+    assert all(after[k] == "b" for k in keys if first[k] == "b")  # B users stay in B
+    with pytest.raises(InputValidationError, match="sticky: it routes by key"):
+        exp.route(None)
+
+
+def test_shadow_caller_always_gets_a():
+    exp = ABExperiment("e", "m1", "m2", b_share=1.0, mode="shadow")
+    assert {exp.route(k) for k in range(100)} == {("a", "m1")}
+
+
+def test_bad_experiment_settings():
+    with pytest.raises(ConfigError, match="two different models"):
+        ABExperiment("e", "m1", "m1")
+    with pytest.raises(ConfigError, match="b_share must be a number >= 0 and <= 1"):
+        ABExperiment("e", "m1", "m2", b_share=1.5)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        ABExperiment("e", "m1", "m2", mode="canary")
+
+
+# -- engine integration ------------------------------------------------------------------------
+def test_engine_ab_contract():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.2, mode="random", seed=3)
+        x = engine.sample_input("clf-v1", rows=1)
+        arms = [engine.predict("exp", x).arm for _ in range(200)]
+        assert set(arms) == {"a", "b"}
+        pred = engine.predict("exp", x, key="user-42")
+        assert pred.arm in ("a", "b") and pred.model == ("clf-v1" if pred.arm == "a" else "clf-v2")
+        engine.update_ab("exp", b_share=1.0)  # promote B
+        assert {engine.predict("exp", x).arm for _ in range(20)} == {"b"}
+        d = engine.ab_report("exp").to_dict()
+        assert d["arms"]["a"]["requests"] + d["arms"]["b"]["requests"] == 221
+        assert {"latency", "errors", "verdict", "confound_warning"} <= set(d)
+        with pytest.raises(ConfigError, match="different inputs"):
+            engine.create_ab("bad", a="clf-v1", b="mlp")
+
+
+def test_sticky_through_engine_keeps_each_user_on_one_model():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, mode="sticky")
+        x = engine.sample_input("clf-v1")
+        for user in range(30):
+            seen = {engine.predict("exp", x, key=f"u{user}").model for _ in range(3)}
+            assert len(seen) == 1
+
+
+def test_shadow_never_changes_what_the_caller_gets_even_when_b_fails():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", mode="shadow")
+
+        def broken(arrays):
+            raise RuntimeError("B exploded (injected)")
+
+        engine._models["clf-v2"].batcher._run = broken
+        xs = [engine.sample_input("clf-v1", rows=2, seed=i) for i in range(40)]
+        direct = [engine.predict("clf-v1", x).outputs["probs"] for x in xs]
+        via = [engine.predict("exp", x) for x in xs]
+        for d, p in zip(direct, via):
+            assert p.arm == "a" and p.model == "clf-v1"
+            np.testing.assert_allclose(p.outputs["probs"], d, rtol=1e-5, atol=1e-6)
+        engine.close()  # B's copies run in the background: let them finish first
+        rep = engine.ab_report("exp").to_dict()
+        assert engine.ab_metrics("exp", "b").error_count == 40  # B failed every copy...
+        assert rep["arms"]["a"]["errors"] == 0                   # ...and no caller saw it
+        assert rep["shadow"]["b_failed"] == 40
+
+
+def test_shadow_compares_outputs():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", mode="shadow")
+        futs = [engine.submit("exp", engine.sample_input("clf-v1", rows=4, seed=i))
+                for i in range(50)]
+        for f in futs:
+            f.result(WAIT_S)
+        engine.close()  # drains B's copies too
+        shadow = engine.ab_report("exp").to_dict()["shadow"]
+    assert shadow["compared_requests"] == 50 and shadow["b_failed"] == 0
+    assert 0.5 < shadow["label_agreement"] <= 1.0   # v2 mostly agrees with v1
+    assert 0 < shadow["max_abs_diff"]["probs"] < 1
+
+
+def test_update_ab_under_concurrent_traffic_loses_no_request():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+        x = engine.sample_input("clf-v1")
+        futs, errors = [], []
+        stop = threading.Event()
+
+        def client():
+            while not stop.is_set():
+                try:
+                    futs.append(engine.submit("exp", x))
+                except Exception as err:  # noqa: BLE001
+                    errors.append(err)
+                stop.wait(0.0005)
+
+        threads = [threading.Thread(target=client) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for share in [0.0, 0.3, 0.7, 1.0, 0.5] * 4:
+            engine.update_ab("exp", b_share=share)
+            stop.wait(0.02)
+        stop.set()
+        for t in threads:
+            t.join(WAIT_S)
+        assert errors == [] and all(f.exception(WAIT_S) is None for f in futs)
+        d = engine.ab_report("exp").to_dict()
+        assert d["total_requests"] == len(futs)
+
+
+def test_confound_warning_for_uneven_split():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.1, seed=0)
+        for i in range(300):
+            engine.submit("exp", engine.sample_input("clf-v1", seed=i))
+        engine.close()
+        warning = engine.ab_report("exp").confound_warning
+    assert warning and "arm B sees 10% of the arrivals" in warning and "shadow" in warning
+
+
+# -- statistics ---------------------------------------------------------------------------------
+def test_sample_sizes_match_reference_values():
+    # Two-sample z approximation: 2 * ((1.95996 + 0.84162) * 10 / 2)^2 = 392.4 -> 393
+    assert sample_size_means(10.0, 2.0) == 393
+    # Fleiss without continuity correction, p1 = 5%, p2 = 10%: 435 per group
+    assert sample_size_proportions(0.05, 0.10) == 435
+
+
+def test_error_comparison_matches_two_proportion_z_test():
+    res = compare_errors(45, 1000, 60, 1000)
+    p1, p2 = 45 / 1000, 60 / 1000
+    pool = (45 + 60) / 2000
+    z = (p2 - p1) / np.sqrt(pool * (1 - pool) * (2 / 1000))
+    assert res.p_value == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9)
+    assert res.p_value == pytest.approx(0.1326, abs=1e-4)
+    assert not res.significant and "No significant error-rate difference" in res.verdict
+    strong = compare_errors(10, 2000, 80, 2000)
+    assert strong.significant and strong.verdict.startswith("B has more errors")
+
+
+def test_latency_comparison_finds_a_real_difference():
+    rng = np.random.default_rng(1)
+    a = rng.lognormal(np.log(5), 0.2, 3000)
+    b = rng.lognormal(np.log(5), 0.2, 3000) + 1.0
+    res = compare_latency(a, b, seed=0)
+    assert res.significant and res.p_value < 1e-6
+    assert res.verdict.startswith("B is slower by")
+    assert res.ci_low_ms < res.diff_p50_ms < res.ci_high_ms
+    assert 0.8 < res.diff_p50_ms < 1.2
+    assert stats.mannwhitneyu(b, a).pvalue == pytest.approx(res.p_value)
+
+
+def test_latency_comparison_needs_data():
+    res = compare_latency([1.0] * 5, [2.0] * 5)
+    assert not res.significant and res.verdict.startswith("Not enough data")
+
+
+def test_identical_models_are_not_declared_different_more_often_than_alpha():
+    runs, alpha = 300, 0.05
+    rng = np.random.default_rng(2026)
+    positives = 0
+    for _ in range(runs):
+        a = rng.lognormal(np.log(4), 0.4, 200)
+        b = rng.lognormal(np.log(4), 0.4, 200)
+        positives += compare_latency(a, b, seed=1).significant
+    # Under the null, positives ~ Binomial(300, 0.05); allow its 99.9% upper bound.
+    assert positives <= stats.binom.ppf(0.999, runs, alpha)
+    err_pos = sum(compare_errors(rng.binomial(400, 0.05), 400, rng.binomial(400, 0.05),
+                                 400).significant for _ in range(runs))
+    assert err_pos <= stats.binom.ppf(0.999, runs, alpha)
