@@ -467,6 +467,19 @@ class Engine:
         for g in gens:
             g.stop()
 
+    def wait_traffic(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
+        """Block until the bounded traffic run to ``target`` ends (or ``timeout_s``), and
+        until every request it sent has an answer; returns its final status."""
+        gen = self._traffic.get(target)
+        if gen is None:
+            raise ModelNotFoundError(f"no traffic was started to {target!r}; start it with "
+                                     "engine.start_traffic(target, ...)")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        gen.wait(timeout_s)
+        while gen.status().in_flight > 0 and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+        return gen.status()
+
     def traffic(self) -> list[TrafficStatus]:
         """Status of every built-in traffic generator started (running or finished)."""
         return [g.status() for g in list(self._traffic.values())]

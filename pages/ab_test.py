@@ -6,14 +6,20 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import BatchlabError, charts
+from core import AB_MODES, BatchlabError, charts
 from pages._common import fmt_ms, get_engine, live_interval, stop_when_idle
 
 engine = get_engine()
 
 st.title("A/B test")
-st.caption("Send a share of traffic to model B and compare latency and errors per arm. "
-           "Requests are routed by a seeded weighted random draw.")
+st.caption("Send a share of traffic to model B and decide with statistics whether it is "
+           "different. random: each request is a weighted draw. sticky: a user (key) always "
+           "sees the same model. shadow: callers get A; B gets a copy of every request, so "
+           "both arms see the full rate and compare fairly.")
+
+MODE_HELP = {"random": "random (weighted draw per request)",
+             "sticky": "sticky (by user key)",
+             "shadow": "shadow (B gets copies; fair comparison)"}
 
 experiments = engine.ab_experiments()
 models = engine.model_names()
@@ -26,9 +32,11 @@ with st.expander("New experiment", expanded=not experiments):
     b = c3.selectbox("Model B (candidate)", models, key="ab_b",
                      index=models.index("clf-v2") if "clf-v2" in models else min(1, len(models) - 1))
     share = st.slider("Share of traffic to B", 0.0, 1.0, 0.2, 0.05, key="ab_new_share")
+    mode = st.radio("Routing", AB_MODES, key="ab_new_mode", horizontal=True,
+                    format_func=MODE_HELP.get)
     if st.button("Create experiment", key="ab_create", type="primary"):
         try:
-            engine.create_ab(name.strip(), a=a, b=b, b_share=share, seed=0)
+            engine.create_ab(name.strip(), a=a, b=b, b_share=share, mode=mode, seed=0)
         except BatchlabError as err:
             st.error(f"Could not create the experiment: {err}")
         else:
@@ -45,6 +53,7 @@ if st.session_state.get("ab_exp") not in experiments:
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
 report = engine.ab_report(exp)
 st.session_state["ab_share"] = report.b_share
+st.session_state["ab_mode"] = report.mode
 
 
 def _set_share(value: float | None = None) -> None:
@@ -54,12 +63,22 @@ def _set_share(value: float | None = None) -> None:
         st.session_state["ab_error"] = str(err)
 
 
+def _set_mode() -> None:
+    try:
+        engine.update_ab(exp, mode=st.session_state["ab_mode"])
+    except BatchlabError as err:
+        st.session_state["ab_error"] = str(err)
+
+
 left, right = st.columns([1, 2], gap="large")
 with left:
     with st.container(border=True):
         st.markdown(f"**A** = `{report.a}` · **B** = `{report.b}` · mode `{report.mode}`")
+        st.radio("Routing", AB_MODES, key="ab_mode", on_change=_set_mode,
+                 format_func=MODE_HELP.get)
         st.slider("Share of traffic to B", 0.0, 1.0, step=0.05, key="ab_share",
-                  on_change=_set_share)
+                  on_change=_set_share, disabled=report.mode == "shadow",
+                  help="In shadow mode callers always get A and B sees every request.")
         p1, p2 = st.columns(2)
         p1.button("Promote B (100%)", key="ab_promote", on_click=_set_share, args=(1.0,))
         p2.button("Roll back (0%)", key="ab_rollback", on_click=_set_share, args=(0.0,))
@@ -87,17 +106,20 @@ with left:
             engine.stop_traffic(exp)
             engine.delete_ab(exp)
             st.rerun()
-    st.info("Mind the split confound: with a 90/10 split the small arm sees a tenth of the "
-            "arrivals, so its batches fill more slowly and its requests wait longer for "
-            "reasons that are not the model. Compare 'mean batch rows' per arm.",
-            icon=":material/info:")
 
 interval = live_interval(engine)
 
 
 @st.fragment(run_every=interval)
 def arms() -> None:
-    rep = engine.ab_report(exp).to_dict()
+    full = engine.ab_report(exp)
+    rep = full.to_dict()
+    lat, err = full.latency, full.errors
+    significant = bool((lat and lat.significant) or (err and err.significant))
+    (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
+                                            icon=":material/analytics:")
+    if full.confound_warning:
+        st.warning(full.confound_warning, icon=":material/balance:")
     table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):
@@ -113,23 +135,44 @@ def arms() -> None:
         "p99_ms": st.column_config.NumberColumn(format="%.2f"),
         "avg_latency_ms": st.column_config.NumberColumn(format="%.2f"),
         "mean_batch_rows": st.column_config.NumberColumn(format="%.1f")})
-    lat = go.Figure()
+    lat_fig = go.Figure()
     served = go.Figure()
     ts = None
     for arm in ("a", "b"):
         ts = charts.recent(engine.ab_metrics(exp, arm).timeseries)
-        lat.add_trace(go.Scatter(x=ts["time"], y=ts["p50_ms"], name=f"{arm.upper()} p50",
+        lat_fig.add_trace(go.Scatter(x=ts["time"], y=ts["p50_ms"], name=f"{arm.upper()} p50",
                                  line=dict(color=charts.COLORS[arm])))
-        lat.add_trace(go.Scatter(x=ts["time"], y=ts["p99_ms"], name=f"{arm.upper()} p99",
+        lat_fig.add_trace(go.Scatter(x=ts["time"], y=ts["p99_ms"], name=f"{arm.upper()} p99",
                                  line=dict(color=charts.COLORS[arm], dash="dot")))
         served.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name=f"{arm.upper()} served",
                                 marker_color=charts.COLORS[arm]))
         served.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name=f"{arm.upper()} errors",
                                 marker_color=charts.COLORS["err"], opacity=0.6))
     served.update_layout(barmode="stack")
+    if lat is not None and lat.n_a >= 20 and lat.n_b >= 20:
+        st.dataframe(pd.DataFrame([
+            {"measure": "latency p50 (ms)", "A": lat.p50_a_ms, "B": lat.p50_b_ms,
+             "B - A": lat.diff_p50_ms, "95% CI": f"{lat.ci_low_ms:.2f} to {lat.ci_high_ms:.2f}",
+             "p-value": lat.p_value, "test": "Mann-Whitney U",
+             "more requests per arm needed": lat.more_needed_per_arm},
+            {"measure": "error rate", "A": err.rate_a, "B": err.rate_b, "B - A": err.diff,
+             "95% CI": "", "p-value": err.p_value, "test": "chi-square (two proportions)",
+             "more requests per arm needed": err.more_needed_per_arm},
+        ]), hide_index=True, key="ab_stats_table")
+    if rep["shadow"]:
+        sh = rep["shadow"]
+        agree = sh["label_agreement"]
+        st.caption(f"Shadow comparison on {sh['compared_requests']:,} requests: label "
+                   f"agreement {agree:.1%}" if agree is not None else "Shadow comparison: no "
+                   "integer outputs to compare labels")
+        if sh["max_abs_diff"]:
+            st.caption("Max absolute difference: " + ", ".join(
+                f"{k} {v:.4g}" for k, v in sh["max_abs_diff"].items())
+                + f" · B failed on {sh['b_failed']} copies")
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(charts.style(lat, "Latency per arm", "ms", ts), key="ab_latency_chart")
+        st.plotly_chart(charts.style(lat_fig, "Latency per arm", "ms", ts),
+                        key="ab_latency_chart")
     with c2:
         st.plotly_chart(charts.style(served, "Requests served per arm", "requests / s", ts),
                         key="ab_served_chart")

@@ -181,8 +181,15 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     wait_for(lambda: all(v["requests"] >= 20 for v in
                          engine.ab_report("exp1").to_dict()["arms"].values()))
     at.run()
+    assert not at.exception, [e.value for e in at.exception]
     table = frame_with(at, "share_served")
     assert list(table["arm"]) == ["A", "B"] and (table["requests"] > 0).all()
+    verdicts = [m.value for m in list(at.info) + list(at.warning)]
+    assert any("latency" in v and "error-rate" in v for v in verdicts), verdicts
+    assert "p-value" in frame_with(at, "p-value").columns
+    at.radio(key="ab_mode").set_value("shadow").run()
+    assert engine.ab_report("exp1").mode == "shadow"
+    assert at.slider(key="ab_share").disabled
     at.button(key="ab_promote").click().run()
     assert engine.ab_report("exp1").b_share == 1.0
     at.button(key="ab_rollback").click().run()
