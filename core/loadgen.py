@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import itertools
+import math
 import threading
 import time
 from collections import Counter
@@ -24,9 +26,10 @@ import numpy as np
 
 from .config import _check_choice, _check_float, _check_int
 
-__all__ = ["TrafficGenerator", "TrafficStatus", "ARRIVAL_PATTERNS", "arrival_times"]
+__all__ = ["TrafficGenerator", "TrafficStatus", "ARRIVAL_PATTERNS", "arrival_times",
+           "LoadResult", "LOAD_COLUMNS", "open_loop", "closed_loop"]
 
-ARRIVAL_PATTERNS = ("constant", "poisson")
+ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
 
 SubmitFn = Callable[..., Future]
 
@@ -53,17 +56,29 @@ class TrafficStatus:
         return self.sent - self.refused - self.succeeded - self.failed
 
 
-def arrival_times(pattern: str, rate_rps: float, n: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """Offsets (s) of ``n`` arrivals from the start: evenly spaced, or exponential gaps.
+def arrival_times(pattern: str, rate_rps: float, n: int, rng: np.random.Generator,
+                  cv: float = 3.0) -> np.ndarray:
+    """Offsets (s) of ``n`` arrivals from the start at mean rate ``rate_rps``.
+
+    ``constant``: evenly spaced. ``poisson``: exponential gaps (coefficient of variation 1).
+    ``bursty``: gamma-distributed gaps with coefficient of variation ``cv`` (> 1 clusters
+    arrivals into bursts separated by lulls; the mean rate is unchanged).
 
     >>> arrival_times("constant", 4.0, 3, np.random.default_rng(0)).tolist()
     [0.25, 0.5, 0.75]
     """
+    mean = 1.0 / rate_rps
     if pattern == "constant":
-        gaps = np.full(n, 1.0 / rate_rps)
+        gaps = np.full(n, mean)
+    elif pattern == "poisson":
+        gaps = rng.exponential(mean, n)
+    elif pattern == "bursty":
+        if not cv > 0:
+            raise ValueError(f"cv must be > 0, got {cv!r}")
+        shape = 1.0 / cv**2
+        gaps = rng.gamma(shape, mean / shape, n)
     else:
-        gaps = rng.exponential(1.0 / rate_rps, n)
+        raise ValueError(f"pattern must be one of {ARRIVAL_PATTERNS}, got {pattern!r}")
     return np.cumsum(gaps)
 
 
@@ -187,3 +202,233 @@ class TrafficGenerator:
         finally:
             self._t_end = perf()
             self._stop.set()
+
+
+# -- bounded load runs with per-request results (experiments, notebooks, tests) -------------------
+LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_ms", "engine_ms",
+                "queue_ms", "compute_ms", "batch_rows", "ok", "error"]
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Per-request results of a bounded load run, and their summary.
+
+    ``latency_ms`` is measured from each request's *intended* send time (open loop) or its
+    send time (closed loop), so a stalled engine cannot hide its queueing behind a late
+    sender. ``max_lag_ms``: how far the open-loop sender fell behind its own schedule.
+    """
+
+    mode: str
+    frame: Any  # pandas.DataFrame with LOAD_COLUMNS
+    duration_s: float
+    max_lag_ms: float
+    stopped: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        f = self.frame
+        ok = f[f["ok"]]
+        n = len(f)
+        lat = ok["latency_ms"]
+        span = self.duration_s if self.duration_s > 0 else float("nan")
+        return {
+            "mode": self.mode, "sent": n, "succeeded": len(ok), "failed": n - len(ok),
+            "error_rate": (n - len(ok)) / n if n else 0.0,
+            "achieved_rps": len(ok) / span if len(ok) else 0.0,
+            "p50_ms": float(lat.quantile(0.50)) if len(ok) else float("nan"),
+            "p95_ms": float(lat.quantile(0.95)) if len(ok) else float("nan"),
+            "p99_ms": float(lat.quantile(0.99)) if len(ok) else float("nan"),
+            "max_ms": float(lat.max()) if len(ok) else float("nan"),
+            "mean_batch_rows": float(ok["batch_rows"].mean()) if len(ok) else float("nan"),
+            "mean_queue_ms": float(ok["queue_ms"].mean()) if len(ok) else float("nan"),
+            "mean_compute_ms": float(ok["compute_ms"].mean()) if len(ok) else float("nan"),
+            "max_lag_ms": self.max_lag_ms,
+        }
+
+
+class _Recorder:
+    """Preallocated per-request columns filled by done callbacks (no futures kept)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        nan = np.full(n, np.nan)
+        self.intended, self.sent, self.done = nan.copy(), nan.copy(), nan.copy()
+        self.engine_ms, self.queue_ms, self.compute_ms = nan.copy(), nan.copy(), nan.copy()
+        self.rows = np.zeros(n, np.int64)
+        self.client = np.zeros(n, np.int64)
+        self.ok = np.zeros(n, bool)
+        self.error: list[str] = [""] * n
+        self.lock = threading.Lock()
+        self.finished = 0
+        self.all_done = threading.Event()
+        self.used = 0
+
+    def callback(self, i: int):
+        def done(fut: Future) -> None:
+            t = time.perf_counter()
+            self.done[i] = t
+            if fut.cancelled():
+                self.error[i] = "Cancelled"
+            elif fut.exception() is not None:
+                self.error[i] = type(fut.exception()).__name__
+            else:
+                p = fut.result()
+                self.ok[i] = True
+                self.engine_ms[i], self.queue_ms[i] = p.total_ms, p.queue_ms
+                self.compute_ms[i], self.rows[i] = p.compute_ms, p.batch_rows
+            self._finish()
+        return done
+
+    def refused(self, i: int, err: BaseException) -> None:
+        self.done[i] = time.perf_counter()
+        self.error[i] = type(err).__name__
+        self._finish()
+
+    def _finish(self) -> None:
+        with self.lock:
+            self.finished += 1
+            if self.finished >= self.used:
+                self.all_done.set()
+
+    def wait_all(self, timeout_s: float) -> None:
+        """Wait until every request sent so far has an answer (or ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self.lock:
+                if self.finished >= self.used:
+                    return
+                self.all_done.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.all_done.wait(min(left, 0.1))
+
+    def frame(self, t0: float, from_intended: bool):
+        import pandas as pd
+
+        k = self.used
+        start = self.intended[:k] if from_intended else self.sent[:k]
+        return pd.DataFrame({
+            "request": np.arange(k), "client": self.client[:k],
+            "intended_s": self.intended[:k] - t0, "sent_s": self.sent[:k] - t0,
+            "done_s": self.done[:k] - t0, "latency_ms": (self.done[:k] - start) * 1000.0,
+            "engine_ms": self.engine_ms[:k], "queue_ms": self.queue_ms[:k],
+            "compute_ms": self.compute_ms[:k], "batch_rows": self.rows[:k],
+            "ok": self.ok[:k], "error": self.error[:k]}, columns=LOAD_COLUMNS)
+
+
+def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Generator], Any],
+              rate_rps: float, pattern: str = "poisson", cv: float = 3.0,
+              duration_s: float | None = 5.0, count: int | None = None, seed: int | None = 0,
+              stop: threading.Event | None = None,
+              progress: Callable[[float], None] | None = None,
+              drain_s: float = 30.0) -> LoadResult:
+    """Send requests on a schedule (``rate_rps``, ``pattern``) whatever the engine does.
+
+    Bounded by ``duration_s`` and/or ``count``; ``stop`` ends it early; ``progress(f)``
+    is called with the fraction done about ten times per second. ``submit(x)`` sends one
+    request (e.g. ``lambda x: engine.submit("mlp", x)``); ``sample(rng)`` makes its input.
+    """
+    _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
+    _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+    if duration_s is None and count is None:
+        raise ValueError("give duration_s or count (or both) to bound the run")
+    rng = np.random.default_rng(seed)
+    n = count if count is not None else int(rate_rps * duration_s) + 1
+    offsets = arrival_times(pattern, rate_rps, n, rng, cv)
+    if duration_s is not None:
+        offsets = offsets[offsets <= duration_s + 1e-9]
+    n = len(offsets)
+    pool = [sample(rng) for _ in range(min(64, max(1, n)))]
+    rec = _Recorder(n)
+    stop = stop or threading.Event()
+    perf = time.perf_counter
+    t0 = perf() + 0.005
+    max_lag = 0.0
+    next_report = 0.0
+    i = 0
+    while i < n and not stop.is_set():
+        due = t0 + offsets[i]
+        now = perf()
+        if now < due:
+            stop.wait(min(due - now, 0.05))  # sleep, never spin (the GIL is shared)
+            continue
+        max_lag = max(max_lag, now - due)
+        while i < n and t0 + offsets[i] <= now:
+            rec.intended[i] = t0 + offsets[i]
+            rec.sent[i] = perf()
+            rec.used = i + 1
+            try:
+                fut = submit(pool[i % len(pool)])
+            except Exception as err:  # noqa: BLE001 - refused at submit: recorded
+                rec.refused(i, err)
+            else:
+                fut.add_done_callback(rec.callback(i))
+            i += 1
+        if progress is not None and now >= next_report:
+            progress(i / n)
+            next_report = now + 0.1
+    rec.wait_all(drain_s)
+    if progress is not None:
+        progress(1.0)
+    span = (np.nanmax(rec.done[:rec.used]) - t0) if rec.used else 0.0
+    return LoadResult("open", rec.frame(t0, from_intended=True), float(span),
+                      float(max_lag * 1000.0),
+                      stopped=stop.is_set() and i < n)
+
+
+def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Generator], Any],
+                concurrency: int, duration_s: float | None = 5.0, count: int | None = None,
+                seed: int | None = 0, stop: threading.Event | None = None,
+                progress: Callable[[float], None] | None = None,
+                timeout_s: float = 30.0) -> LoadResult:
+    """``concurrency`` clients, each sending its next request when the last one returns."""
+    _check_int("concurrency", concurrency, 1, 10_000)
+    if duration_s is None and count is None:
+        raise ValueError("give duration_s or count (or both) to bound the run")
+    # Room for every request the run can send: a Python process serves well under 50k/s.
+    cap = count if count is not None else int(duration_s * 50_000) + concurrency
+    cap = min(cap, 2_000_000)
+    rec = _Recorder(cap)
+    stop = stop or threading.Event()
+    rng = np.random.default_rng(seed)
+    pool = [sample(rng) for _ in range(64)]
+    counter = itertools.count()
+    perf = time.perf_counter
+    t0 = perf()
+    end = t0 + duration_s if duration_s is not None else math.inf
+
+    def client(cid: int) -> None:
+        while not stop.is_set() and perf() < end:
+            i = next(counter)
+            if i >= cap:
+                return
+            rec.client[i] = cid
+            rec.intended[i] = rec.sent[i] = perf()
+            with rec.lock:
+                rec.used = max(rec.used, i + 1)
+            try:
+                fut = submit(pool[i % len(pool)])
+            except Exception as err:  # noqa: BLE001
+                rec.refused(i, err)
+                continue
+            fut.add_done_callback(rec.callback(i))
+            try:
+                fut.result(timeout_s)
+            except Exception:  # noqa: BLE001 - recorded by the callback
+                pass
+            if progress is not None and cid == 0:
+                frac = (perf() - t0) / duration_s if duration_s else i / cap
+                progress(min(1.0, frac))
+
+    threads = [threading.Thread(target=client, args=(c,), name=f"client-{c}", daemon=True)
+               for c in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rec.wait_all(timeout_s)
+    if progress is not None:
+        progress(1.0)
+    span = perf() - t0
+    return LoadResult("closed", rec.frame(t0, from_intended=False), span, 0.0,
+                      stopped=stop.is_set())

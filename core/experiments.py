@@ -1,0 +1,333 @@
+"""Batching trade-off experiments: sweeps, the Pareto frontier, a recommendation, a cost
+model with a what-if simulator, exports to production servers, and a history in SQLite.
+
+Example:
+    >>> frame = sweep(engine, "mlp", max_batch_sizes=[8, 32], max_waits_ms=[0, 2],
+    ...               rates_rps=[500, 2000], duration_s=2)
+    >>> recommend(frame, p99_slo_ms=10).reason
+    'max_batch_size=32, max_wait_ms=2 serves 1,990 req/s with p99 7.9 ms, the most ...'
+    >>> cost = fit_cost_model(profile_cost(engine, "mlp"))
+    >>> simulate(cost, max_batch_size=32, max_wait_ms=2, rate_rps=2000)["p99_ms"]
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import platform
+import sqlite3
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .loadgen import arrival_times, closed_loop, open_loop
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["SWEEP_COLUMNS", "sweep", "pareto_frontier", "Recommendation", "recommend",
+           "profile_cost", "CostModel", "fit_cost_model", "simulate", "triton_config",
+           "tf_serving_batching", "ExperimentStore", "environment"]
+
+SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
+                 "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
+                 "mean_queue_ms", "mean_compute_ms", "sent"]
+
+
+def sweep(engine: Engine, model: str, max_batch_sizes: Sequence[int],
+          max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
+          concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
+          pattern: str = "poisson", seed: int = 0,
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          stop: Any = None) -> pd.DataFrame:
+    """Measure every (max batch size, max wait, load) point; one row per point.
+
+    Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
+    (``concurrencies``). The model's configuration is restored afterwards.
+    ``progress(done, total, row)`` is called after each point.
+    """
+    loads = [("rate", float(r)) for r in (rates_rps or [])] + [
+        ("clients", int(c)) for c in (concurrencies or [])]
+    if not loads:
+        raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
+    points = list(itertools.product(max_batch_sizes, max_waits_ms, loads))
+    before = engine.batch_config(model)
+    submit = lambda x: engine.submit(model, x)  # noqa: E731
+    sample = lambda rng: engine.sample_input(model, seed=int(rng.integers(2**31)))  # noqa: E731
+    rows = []
+    try:
+        for k, (bs, wait, (kind, load)) in enumerate(points):
+            if stop is not None and stop.is_set():
+                break
+            engine.configure(model, max_batch_size=int(bs), max_wait_ms=float(wait))
+            if kind == "rate":
+                res = open_loop(submit, sample, load, pattern=pattern, duration_s=duration_s,
+                                seed=seed + k)
+            else:
+                res = closed_loop(submit, sample, int(load), duration_s=duration_s, seed=seed + k)
+            s = res.summary()
+            row = {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
+                   "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"]}
+            rows.append(row)
+            if progress is not None:
+                progress(k + 1, len(points), row)
+    finally:
+        engine.configure(model, max_batch_size=before.max_batch_size,
+                         max_wait_ms=before.max_wait_ms, policy=before.policy)
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str = "achieved_rps", y: str = "p99_ms") -> pd.DataFrame:
+    """Rows no other row beats on both higher ``x`` and lower ``y``, sorted by ``x``."""
+    f = frame.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, True])
+    keep, best_y = [], float("inf")
+    for idx, row in f.iterrows():
+        if row[y] < best_y:
+            keep.append(idx)
+            best_y = row[y]
+    return frame.loc[keep].sort_values(x)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The chosen configuration for an SLO, and why."""
+
+    max_batch_size: int | None
+    max_wait_ms: float | None
+    achieved_rps: float | None
+    p99_ms: float | None
+    reason: str
+
+
+def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
+    """The configuration with the highest throughput whose p99 meets ``p99_slo_ms``."""
+    ok = frame[(frame["p99_ms"] <= p99_slo_ms) & (frame["error_rate"] <= max_error_rate)]
+    if ok.empty:
+        best = frame.sort_values("p99_ms").head(1)
+        hint = ""
+        if not best.empty:
+            r = best.iloc[0]
+            hint = (f"; the lowest p99 measured was {r.p99_ms:.1f} ms (max_batch_size="
+                    f"{int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g})")
+        return Recommendation(None, None, None, None,
+                              f"No configuration met p99 <= {p99_slo_ms:g} ms{hint}: relax the "
+                              "SLO, lower the load, or use a faster model/machine")
+    r = ok.sort_values(["achieved_rps", "p99_ms"], ascending=[False, True]).iloc[0]
+    return Recommendation(int(r.max_batch_size), float(r.max_wait_ms), float(r.achieved_rps),
+                          float(r.p99_ms),
+                          f"max_batch_size={int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g} "
+                          f"serves {r.achieved_rps:,.0f} req/s with p99 {r.p99_ms:.1f} ms, the "
+                          f"most throughput of the {len(ok)} of {len(frame)} points that meet "
+                          f"p99 <= {p99_slo_ms:g} ms")
+
+
+# -- cost model and what-if simulation -----------------------------------------------------------
+def profile_cost(engine: Engine, model: str, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                 iterations: int = 20) -> pd.DataFrame:
+    """Median compute time per batch size (warm runs, outside the metrics)."""
+    report = engine.warmup(model, iterations=iterations, batch_sizes=list(batch_sizes))
+    return report.frame[["batch_size", "warm_p50_ms"]].rename(columns={"warm_p50_ms": "compute_ms"})
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """t(n) = a + b * n milliseconds for a batch of n rows."""
+
+    a_ms: float
+    b_ms: float
+    r2: float
+
+    def __call__(self, n: int | np.ndarray) -> Any:
+        return self.a_ms + self.b_ms * n
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def fit_cost_model(profile: pd.DataFrame) -> CostModel:
+    """Least-squares fit of compute_ms = a + b * batch_size (a, b clipped at >= 0)."""
+    n = profile["batch_size"].to_numpy(dtype=float)
+    t = profile["compute_ms"].to_numpy(dtype=float)
+    b, a = np.polyfit(n, t, 1)
+    pred = a + b * n
+    ss_res = float(((t - pred) ** 2).sum())
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    return CostModel(max(0.0, float(a)), max(0.0, float(b)),
+                     1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
+
+
+def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_wait_ms: float,
+             rate_rps: float, pattern: str = "poisson", n_requests: int = 20_000,
+             seed: int = 0, arrivals_s: np.ndarray | None = None) -> dict[str, float]:
+    """Predict latency and throughput of the deadline policy for one-row requests.
+
+    A discrete-event model of the engine: one server; a batch starts when the server is
+    free and either ``max_batch_size`` requests are queued or the oldest has waited
+    ``max_wait_ms``; it takes ``cost(n)`` ms. Returns p50/p95/p99/mean latency (ms),
+    throughput (req/s), mean batch rows and server utilisation.
+    """
+    rng = np.random.default_rng(seed)
+    arr = (np.asarray(arrivals_s, dtype=float) if arrivals_s is not None
+           else arrival_times(pattern, rate_rps, n_requests, rng)) * 1000.0  # ms
+    n = len(arr)
+    wait = float(max_wait_ms)
+    lat = np.empty(n)
+    q: deque[int] = deque()
+    i = 0
+    t_free = 0.0
+    busy = 0.0
+    batches = 0
+    served = 0
+    while served < n:
+        if not q:
+            q.append(i)
+            i += 1
+        oldest = arr[q[0]]
+        start = max(t_free, oldest)
+        while i < n and arr[i] <= start:
+            q.append(i)
+            i += 1
+        if len(q) >= max_batch_size:
+            release = start
+        else:
+            need = max_batch_size - len(q)
+            fill_idx = i + need - 1
+            deadline = oldest + wait
+            if fill_idx < n and arr[fill_idx] <= deadline:
+                release = max(start, arr[fill_idx])
+            else:
+                release = max(start, deadline)
+            while i < n and arr[i] <= release:
+                q.append(i)
+                i += 1
+        k = min(max_batch_size, len(q))
+        service = float(cost(k))
+        done = release + service
+        for _ in range(k):
+            j = q.popleft()
+            lat[j] = done - arr[j]
+        served += k
+        busy += service
+        batches += 1
+        t_free = done
+    span_s = (t_free - arr[0]) / 1000.0 if n > 1 else float("nan")
+    return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
+            "throughput_rps": float(n / span_s) if span_s > 0 else float("nan"),
+            "mean_batch_rows": n / batches,
+            "utilisation": float(busy / (t_free - arr[0])) if t_free > arr[0] else float("nan")}
+
+
+# -- exports to production servers ---------------------------------------------------------------
+def triton_config(max_batch_size: int, max_wait_ms: float,
+                  preferred_batch_sizes: Sequence[int] | None = None,
+                  max_queue: int | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size`` and a ``dynamic_batching`` block.
+
+    Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
+    default policy (the wait starts with the oldest request).
+    """
+    lines = [f"max_batch_size: {int(max_batch_size)}", "dynamic_batching {"]
+    for size in preferred_batch_sizes or [int(max_batch_size)]:
+        lines.append(f"  preferred_batch_size: {int(size)}")
+    lines.append(f"  max_queue_delay_microseconds: {int(round(max_wait_ms * 1000))}")
+    if max_queue is not None:
+        lines += ["  default_queue_policy {", f"    max_queue_size: {int(max_queue)}", "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threads: int = 1,
+                        max_enqueued_batches: int = 100) -> str:
+    """A TF Serving ``--batching_parameters_file`` (protobuf text format)."""
+    return (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
+            f"batch_timeout_micros {{ value: {int(round(max_wait_ms * 1000))} }}\n"
+            f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n"
+            f"num_batch_threads {{ value: {int(num_batch_threads)} }}\n")
+
+
+# -- history ------------------------------------------------------------------------------------------
+def environment() -> dict[str, Any]:
+    """Where a run was measured: machine and library versions."""
+    import os
+
+    import onnxruntime
+
+    return {"machine": platform.machine(), "platform": platform.platform(),
+            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__}
+
+
+class ExperimentStore:
+    """Experiment runs in one SQLite file: configuration, environment and results.
+
+    Example:
+        >>> store = ExperimentStore("data/experiments.sqlite")
+        >>> run_id = store.save("mlp sweep", {"model": "mlp"}, frame)
+        >>> store.list()[["id", "name", "points"]]
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("""CREATE TABLE IF NOT EXISTS runs (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+                created REAL NOT NULL, config TEXT NOT NULL, environment TEXT NOT NULL,
+                results TEXT NOT NULL)""")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10)
+
+    def save(self, name: str, config: dict[str, Any], results: pd.DataFrame,
+             env: dict[str, Any] | None = None) -> int:
+        with self._connect() as db:
+            cur = db.execute(
+                "INSERT INTO runs (name, created, config, environment, results) VALUES (?,?,?,?,?)",
+                (name, time.time(), json.dumps(config, default=str),
+                 json.dumps(env or environment()), results.to_json(orient="split")))
+            return int(cur.lastrowid)
+
+    def list(self) -> pd.DataFrame:
+        with self._connect() as db:
+            rows = db.execute("SELECT id, name, created, config, results FROM runs "
+                              "ORDER BY id DESC").fetchall()
+        return pd.DataFrame([{"id": r[0], "name": r[1], "created": pd.Timestamp(r[2], unit="s"),
+                              "config": json.loads(r[3]),
+                              "points": len(json.loads(r[4])["data"])} for r in rows],
+                            columns=["id", "name", "created", "config", "points"])
+
+    def get(self, run_id: int) -> dict[str, Any]:
+        with self._connect() as db:
+            r = db.execute("SELECT id, name, created, config, environment, results FROM runs "
+                           "WHERE id = ?", (run_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"no experiment run with id {run_id}")
+        from io import StringIO
+        return {"id": r[0], "name": r[1], "created": r[2], "config": json.loads(r[3]),
+                "environment": json.loads(r[4]),
+                "results": pd.read_json(StringIO(r[5]), orient="split")}
+
+    def delete(self, run_id: int) -> bool:
+        with self._connect() as db:
+            return db.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+
+    def compare(self, run_ids: Sequence[int]) -> pd.DataFrame:
+        """The runs' result rows side by side, tagged with run id and name."""
+        frames = []
+        for rid in run_ids:
+            run = self.get(rid)
+            frames.append(run["results"].assign(run_id=rid, run=run["name"]))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def export_csv(self, run_id: int, path: str | Path | None = None) -> str:
+        csv = self.get(run_id)["results"].to_csv(index=False)
+        if path is not None:
+            Path(path).write_text(csv)
+        return csv

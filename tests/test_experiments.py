@@ -1,0 +1,261 @@
+"""Load generation and batching experiments: schedules, coordinated omission, sweeps,
+recommendation, cost model, simulator (against analytic cases), exports and history."""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import Future
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from core import BatchConfig, Engine
+from core.batcher import Batcher
+from core.experiments import (SWEEP_COLUMNS, CostModel, ExperimentStore, fit_cost_model,
+                              pareto_frontier, recommend, simulate, sweep, tf_serving_batching,
+                              triton_config)
+from core.loadgen import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
+
+
+# -- schedules -----------------------------------------------------------------------------------
+def test_constant_schedule_is_exact():
+    t = arrival_times("constant", 200.0, 1000, np.random.default_rng(0))
+    np.testing.assert_allclose(np.diff(t), 0.005)
+    assert t[-1] == pytest.approx(5.0)
+
+
+def test_poisson_schedule_has_exponential_gaps_at_the_rate():
+    gaps = np.diff(arrival_times("poisson", 100.0, 20_000, np.random.default_rng(1)))
+    assert gaps.mean() == pytest.approx(0.01, rel=0.03)
+    assert stats.kstest(gaps, "expon", args=(0, 0.01)).pvalue > 0.001
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("cv", [2.0, 4.0])
+def test_bursty_schedule_keeps_rate_and_sets_variability(cv):
+    gaps = np.diff(arrival_times("bursty", 100.0, 200_000, np.random.default_rng(2), cv=cv))
+    assert gaps.mean() == pytest.approx(0.01, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.1)
+
+
+# -- open and closed loop against a deliberately slow fake model ---------------------------------
+class Stall:
+    """Fake model: every batch takes ``per_batch_s`` (a blocking wait, like session.run)."""
+
+    def __init__(self, per_batch_s: float) -> None:
+        self.per_batch_s = per_batch_s
+        self.never = threading.Event()
+
+    def __call__(self, arrays):
+        self.never.wait(self.per_batch_s)
+        return [arrays[0]]
+
+
+def _slow_batcher(per_batch_s: float) -> Batcher:
+    return Batcher("slow", Stall(per_batch_s), ["y"],
+                   BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=100_000,
+                               timeout_ms=60_000))
+
+
+def test_open_loop_latency_includes_queueing_when_the_engine_stalls():
+    b = _slow_batcher(0.02)  # capacity 50 req/s; offered 200 req/s for 0.5 s
+    try:
+        res = open_loop(lambda x: b.submit((x,), 1), lambda rng: np.zeros((1, 1), np.float32),
+                        rate_rps=200, pattern="constant", duration_s=0.5)
+    finally:
+        b.close()
+    f = res.frame
+    assert list(f.columns) == LOAD_COLUMNS and len(f) == 100 and f["ok"].all()
+    # The sender kept its schedule (it never waits for answers) ...
+    assert f["intended_s"].diff().dropna().round(6).eq(0.005).all()
+    # ... so the last requests waited behind all the others: ~100 x 20 ms of service.
+    assert f["latency_ms"].max() > 1500
+    assert (f["latency_ms"] >= f["engine_ms"] - 1e-6).all()
+    assert res.summary()["p99_ms"] > 1000
+
+
+def test_closed_loop_clients_wait_for_answers():
+    b = _slow_batcher(0.01)
+    try:
+        res = closed_loop(lambda x: b.submit((x,), 1), lambda rng: np.zeros((1, 1), np.float32),
+                          concurrency=3, count=30)
+    finally:
+        b.close()
+    f = res.frame
+    assert len(f) == 30 and f["ok"].all() and set(f["client"]) == {0, 1, 2}
+    # Each client has one request in flight: its sends are spaced by its latencies.
+    for _, g in f.groupby("client"):
+        g = g.sort_values("sent_s")
+        assert (g["sent_s"].iloc[1:].to_numpy() >= g["done_s"].iloc[:-1].to_numpy() - 1e-3).all()
+
+
+def test_open_loop_is_stoppable_and_reports_progress():
+    b = _slow_batcher(0.0)
+    stop = threading.Event()
+    seen = []
+
+    def progress(f):
+        seen.append(f)
+        if f > 0.2:
+            stop.set()
+
+    try:
+        res = open_loop(lambda x: b.submit((x,), 1), lambda rng: np.zeros((1, 1), np.float32),
+                        rate_rps=100, pattern="constant", duration_s=60, stop=stop,
+                        progress=progress)
+    finally:
+        b.close()
+    assert res.stopped and len(res.frame) < 6000 and seen[-1] == 1.0
+
+
+def test_refusals_are_recorded_not_raised():
+    def refuse(x) -> Future:
+        raise RuntimeError("full")
+
+    res = open_loop(refuse, lambda rng: 0, rate_rps=100, pattern="constant", count=5,
+                    duration_s=None)
+    assert (~res.frame["ok"]).all() and set(res.frame["error"]) == {"RuntimeError"}
+
+
+# -- sweep, pareto, recommendation --------------------------------------------------------------------
+def test_sweep_returns_a_complete_typed_frame_and_restores_config():
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=5, max_wait_ms=1.5)
+        seen = []
+        frame = sweep(engine, "tiny", [4, 16], [0.0, 1.0], rates_rps=[200],
+                      concurrencies=[2], duration_s=0.3,
+                      progress=lambda d, t, row: seen.append((d, t)))
+        cfg = engine.batch_config("tiny")
+    assert list(frame.columns) == SWEEP_COLUMNS and len(frame) == 8
+    assert seen[-1] == (8, 8)
+    assert frame["max_batch_size"].dtype.kind == "i" and frame["p99_ms"].dtype.kind == "f"
+    assert (frame["achieved_rps"] > 0).all() and (frame["error_rate"] == 0).all()
+    assert set(frame["load_kind"]) == {"rate", "clients"}
+    assert (cfg.max_batch_size, cfg.max_wait_ms) == (5, 1.5)
+
+
+FRAME = pd.DataFrame({
+    "max_batch_size": [1, 8, 32, 32, 64], "max_wait_ms": [0.0, 1.0, 2.0, 5.0, 10.0],
+    "achieved_rps": [1000.0, 3000.0, 5000.0, 5200.0, 5100.0],
+    "p99_ms": [2.0, 3.0, 8.0, 20.0, 40.0], "error_rate": [0.0] * 5})
+
+
+def test_pareto_frontier():
+    front = pareto_frontier(FRAME)
+    assert front["achieved_rps"].tolist() == [1000.0, 3000.0, 5000.0, 5200.0]  # 64 is dominated
+
+
+def test_recommendation_honours_the_slo():
+    rec = recommend(FRAME, p99_slo_ms=10)
+    assert (rec.max_batch_size, rec.max_wait_ms, rec.p99_ms) == (32, 2.0, 8.0)
+    assert "3 of 5 points" in rec.reason
+    none = recommend(FRAME, p99_slo_ms=1)
+    assert none.max_batch_size is None and "lowest p99 measured was 2.0 ms" in none.reason
+
+
+# -- cost model and simulator --------------------------------------------------------------------------
+def test_cost_model_fit_recovers_a_line():
+    profile = pd.DataFrame({"batch_size": [1, 2, 4, 8, 16, 32]})
+    profile["compute_ms"] = 0.3 + 0.05 * profile["batch_size"]
+    cost = fit_cost_model(profile)
+    assert cost.a_ms == pytest.approx(0.3) and cost.b_ms == pytest.approx(0.05)
+    assert cost.r2 == pytest.approx(1.0) and cost(10) == pytest.approx(0.8)
+
+
+def test_simulator_matches_analytic_case_lone_requests():
+    # Arrivals every 10 ms, service 2 ms, no wait: every request alone, latency = 2 ms.
+    arr = np.arange(1, 1001) * 0.010
+    r = simulate(CostModel(2.0, 0.0, 1.0), max_batch_size=32, max_wait_ms=0.0, rate_rps=100,
+                 arrivals_s=arr)
+    assert r["p50_ms"] == pytest.approx(2.0) and r["p99_ms"] == pytest.approx(2.0)
+    assert r["mean_batch_rows"] == 1.0 and r["utilisation"] == pytest.approx(0.2, rel=0.01)
+
+
+def test_simulator_matches_analytic_case_batches_fill_before_the_deadline():
+    # Arrivals every 1 ms, batches of 4 fill 3 ms after their first request (before the
+    # 5 ms deadline); service t(4) = 1 + 0.25 * 4 = 2 ms < 4 ms between batches.
+    # Latencies within a batch: 3+2, 2+2, 1+2, 0+2 = 5, 4, 3, 2 ms.
+    arr = np.arange(0, 4000) * 0.001
+    r = simulate(CostModel(1.0, 0.25, 1.0), max_batch_size=4, max_wait_ms=5.0, rate_rps=1000,
+                 arrivals_s=arr)
+    assert r["mean_batch_rows"] == 4.0
+    assert r["mean_ms"] == pytest.approx(3.5) and r["p50_ms"] == pytest.approx(3.5)
+    assert r["throughput_rps"] == pytest.approx(1000, rel=0.01)
+
+
+def test_simulator_deadline_releases_partial_batches():
+    # Arrivals every 10 ms, wait 3 ms, batch 8: each request alone after its 3 ms wait.
+    arr = np.arange(1, 501) * 0.010
+    r = simulate(CostModel(1.0, 0.0, 1.0), max_batch_size=8, max_wait_ms=3.0, rate_rps=100,
+                 arrivals_s=arr)
+    assert r["p50_ms"] == pytest.approx(4.0) and r["mean_batch_rows"] == 1.0
+
+
+# -- exports ---------------------------------------------------------------------------------------------
+def _parse_pbtxt(text: str) -> dict:
+    """A minimal protobuf text-format reader (nested blocks, repeated scalar fields)."""
+    tokens = re.findall(r"[A-Za-z_]+|\{|\}|:|-?\d+(?:\.\d+)?", text)
+    pos = 0
+
+    def block() -> dict:
+        nonlocal pos
+        out: dict = {}
+        while pos < len(tokens) and tokens[pos] != "}":
+            key = tokens[pos]
+            pos += 1
+            if tokens[pos] == ":":
+                pos += 1
+                value = float(tokens[pos]) if "." in tokens[pos] else int(tokens[pos])
+                pos += 1
+            else:
+                assert tokens[pos] == "{"
+                pos += 1
+                value = block()
+                assert tokens[pos] == "}"
+                pos += 1
+            out.setdefault(key, []).append(value)
+        return out
+
+    return block()
+
+
+def test_triton_config_parses_and_carries_values():
+    cfg = _parse_pbtxt(triton_config(32, 2.5, preferred_batch_sizes=[16, 32], max_queue=128))
+    assert cfg["max_batch_size"] == [32]
+    db = cfg["dynamic_batching"][0]
+    assert db["preferred_batch_size"] == [16, 32]
+    assert db["max_queue_delay_microseconds"] == [2500]
+    assert db["default_queue_policy"][0]["max_queue_size"] == [128]
+
+
+def test_tf_serving_batching_parses_and_carries_values():
+    cfg = _parse_pbtxt(tf_serving_batching(64, 5.0, num_batch_threads=2))
+    assert cfg["max_batch_size"][0]["value"] == [64]
+    assert cfg["batch_timeout_micros"][0]["value"] == [5000]
+    assert cfg["num_batch_threads"][0]["value"] == [2]
+
+
+# -- history ---------------------------------------------------------------------------------------------
+def test_history_round_trips_through_sqlite(tmp_path):
+    store = ExperimentStore(tmp_path / "data" / "experiments.sqlite")
+    rid = store.save("first", {"model": "mlp", "duration_s": 3}, FRAME)
+    rid2 = store.save("second", {"model": "tiny"}, FRAME.head(2))
+    runs = store.list()
+    assert runs["id"].tolist() == [rid2, rid] and runs["points"].tolist() == [2, 5]
+    got = store.get(rid)
+    pd.testing.assert_frame_equal(got["results"], FRAME, check_dtype=False)
+    assert got["config"] == {"model": "mlp", "duration_s": 3}
+    assert {"onnxruntime", "python", "cpus"} <= set(got["environment"])
+    both = store.compare([rid, rid2])
+    assert len(both) == 7 and set(both["run"]) == {"first", "second"}
+    csv_path = tmp_path / "run.csv"
+    store.export_csv(rid, csv_path)
+    assert pd.read_csv(csv_path).shape == FRAME.shape
+    assert store.delete(rid) and not store.delete(rid)
+    with pytest.raises(KeyError, match=f"no experiment run with id {rid}"):
+        store.get(rid)
+    # A fresh store on the same file sees what was saved (it is a real file).
+    assert ExperimentStore(tmp_path / "data" / "experiments.sqlite").list()["id"].tolist() == [rid2]
