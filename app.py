@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/batching.py", title="Batching", icon=":material/stacks:"),
     st.Page("pages/warmup.py", title="Warm-up", icon=":material/local_fire_department:"),
     st.Page("pages/ab_test.py", title="A/B test", icon=":material/call_split:"),
+    st.Page("pages/experiments.py", title="Experiments", icon=":material/science:"),
     st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
 ]
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 __all__ = [
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
-    "recent", "COLORS", "WINDOW_S", "style",
+    "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure",
 ]
 
 COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
@@ -144,3 +145,56 @@ def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per ba
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="batch size (rows)", type="category")
     return _layout(fig, title, "ms per run", height=320)
+
+
+def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | None = None,
+                  chosen: tuple[int, float] | None = None,
+                  title: str = "Throughput vs p99: every point, and the Pareto frontier") -> go.Figure:
+    """Sweep points (colour: max batch size), the frontier, the SLO and the recommendation."""
+    fig = go.Figure()
+    if not frame.empty:
+        labels = [f"batch {int(b)}, wait {w:g} ms, load {l:g}" for b, w, l in
+                  zip(frame["max_batch_size"], frame["max_wait_ms"], frame["load"])]
+        fig.add_trace(go.Scatter(
+            x=frame["achieved_rps"], y=frame["p99_ms"], mode="markers", name="measured",
+            text=labels, hovertemplate="%{text}<br>%{x:.0f} req/s, p99 %{y:.2f} ms",
+            marker=dict(size=10, color=np.log2(frame["max_batch_size"].astype(float)),
+                        colorscale="Viridis", showscale=True,
+                        colorbar=dict(title="log2 batch"))))
+    if not frontier.empty:
+        fig.add_trace(go.Scatter(x=frontier["achieved_rps"], y=frontier["p99_ms"],
+                                 mode="lines", name="Pareto frontier",
+                                 line=dict(color="#0f172a", dash="dot")))
+    if slo_ms is not None and not frame.empty:
+        # A line trace, not add_hline: shapes take log10 units on a log axis.
+        xs = [0.0, float(frame["achieved_rps"].max()) * 1.05]
+        fig.add_trace(go.Scatter(x=xs, y=[slo_ms, slo_ms], mode="lines",
+                                 name=f"p99 SLO {slo_ms:g} ms",
+                                 line=dict(color=COLORS["err"], dash="dash")))
+    if chosen is not None and not frame.empty:
+        sel = frame[(frame["max_batch_size"] == chosen[0]) & (frame["max_wait_ms"] == chosen[1])]
+        if not sel.empty:
+            best = sel.sort_values("achieved_rps").iloc[-1]
+            fig.add_trace(go.Scatter(x=[best["achieved_rps"]], y=[best["p99_ms"]],
+                                     mode="markers", name="recommended",
+                                     marker=dict(symbol="star", size=18, color=COLORS["ok"])))
+    fig.update_xaxes(title="achieved throughput (req/s)")
+    fig.update_yaxes(type="log")
+    return _layout(fig, title, "p99 latency (ms, log)", height=380)
+
+
+def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,
+                   title: str = "What-if: predicted latency across load") -> go.Figure:
+    """Predicted p50/p99 versus arrival rate, with measured points when there are any."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=curve["rate_rps"], y=curve["p50_ms"], name="predicted p50",
+                             line=dict(color=COLORS["p50"])))
+    fig.add_trace(go.Scatter(x=curve["rate_rps"], y=curve["p99_ms"], name="predicted p99",
+                             line=dict(color=COLORS["p99"])))
+    if measured is not None and not measured.empty:
+        fig.add_trace(go.Scatter(x=measured["load"], y=measured["p50_ms"], mode="markers",
+                                 name="measured p50", marker=dict(color=COLORS["p50"], size=10)))
+        fig.add_trace(go.Scatter(x=measured["load"], y=measured["p99_ms"], mode="markers",
+                                 name="measured p99", marker=dict(color=COLORS["p99"], size=10)))
+    fig.update_xaxes(title="arrival rate (req/s)")
+    return _layout(fig, title, "ms", height=340)

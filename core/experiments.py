@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SWEEP_COLUMNS", "sweep", "pareto_frontier", "Recommendation", "recommend",
            "profile_cost", "CostModel", "fit_cost_model", "simulate", "triton_config",
-           "tf_serving_batching", "ExperimentStore", "environment"]
+           "tf_serving_batching", "ExperimentStore", "environment", "default_store",
+           "what_if_curve"]
 
 SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
                  "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
@@ -223,6 +224,15 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
             "utilisation": float(busy / (t_free - arr[0])) if t_free > arr[0] else float("nan")}
 
 
+def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
+                  rates_rps: Sequence[float], pattern: str = "poisson",
+                  n_requests: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """Predicted p50/p99/throughput across arrival rates for one configuration."""
+    rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
+                                               pattern, n_requests, seed)} for r in rates_rps]
+    return pd.DataFrame(rows)
+
+
 # -- exports to production servers ---------------------------------------------------------------
 def triton_config(max_batch_size: int, max_wait_ms: float,
                   preferred_batch_sizes: Sequence[int] | None = None,
@@ -262,6 +272,13 @@ def environment() -> dict[str, Any]:
             "cpus": os.cpu_count(), "python": platform.python_version(),
             "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
             "pandas": pd.__version__}
+
+
+def default_store() -> ExperimentStore:
+    """The history file: ``$BATCHLAB_DATA_DIR/experiments.sqlite`` (default ``data/``)."""
+    import os
+
+    return ExperimentStore(Path(os.environ.get("BATCHLAB_DATA_DIR", "data")) / "experiments.sqlite")
 
 
 class ExperimentStore:

@@ -12,6 +12,12 @@ if str(ROOT) not in sys.path:
 from core import Engine  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _data_dir(tmp_path_factory, monkeypatch):
+    """Experiment history goes to a temporary directory, never into the repository."""
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+
+
 @pytest.fixture
 def engine():
     """A fresh engine with the demo models, closed after the test."""

@@ -13,6 +13,7 @@ from pages._common import get_engine, reset_engine
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/models.py", "pages/batching.py", "pages/warmup.py", "pages/ab_test.py",
+         "pages/experiments.py",
          "pages/monitor.py"]
 
 
@@ -218,3 +219,38 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
 
 def test_get_engine_is_one_per_process(engine):
     assert get_engine() is engine
+
+
+def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    at.multiselect(key="exp_batch_sizes").set_value([4, 16]).run()
+    at.multiselect(key="exp_waits").set_value([0.0]).run()
+    at.text_input(key="exp_loads").set_value("200").run()
+    at.slider(key="exp_duration").set_value(0.5).run()
+    at.number_input(key="exp_slo").set_value(1000.0).run()
+    at.button(key="exp_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = frame_with(at, "achieved_rps")
+    assert len(table) == 2 and (table["achieved_rps"] > 0).all()
+    assert any("serves" in s.value for s in at.success)
+    spec = figure(at, "Pareto")
+    assert len(values(spec["data"][0]["x"])) == 2
+    from core.experiments import ExperimentStore
+    assert len(ExperimentStore(tmp_path / "experiments.sqlite").list()) == 1
+    at.button(key="exp_apply").click().run()
+    assert engine.batch_config("tiny").max_batch_size in (4, 16)
+    at.button(key="exp_profile").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = [m.label for m in at.metric]
+    assert "Predicted p99" in labels
+    at.button(key="hist_delete").click().run()
+    assert ExperimentStore(tmp_path / "experiments.sqlite").list().empty
+
+
+def test_experiments_page_rejects_bad_loads(engine):
+    at = app("pages/experiments.py")
+    at.text_input(key="exp_loads").set_value("fast, -3").run()
+    assert any("positive numbers" in e.value for e in at.error)
+    assert at.button(key="exp_run").disabled

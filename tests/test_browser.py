@@ -25,7 +25,7 @@ from tests.test_reliability import HOSTILE
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = Path(os.environ.get("BATCHLAB_SCREENSHOTS") or ROOT / "test-results" / "screenshots")
 PAGES = {"models": "Models", "batching": "Batching", "warmup": "Warm-up", "ab_test": "A/B test",
-         "monitor": "Monitor"}
+         "experiments": "Experiments", "monitor": "Monitor"}
 pytestmark = pytest.mark.browser
 
 
@@ -36,8 +36,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
     port = _free_port()
+    env = {**os.environ, "BATCHLAB_DATA_DIR": str(tmp_path_factory.mktemp("server-data"))}
     (ROOT / "test-results").mkdir(exist_ok=True)
     log_path = ROOT / "test-results" / "streamlit.log"
     log = open(log_path, "w")
@@ -45,7 +46,7 @@ def server():
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
          "--server.address=127.0.0.1", f"--server.port={port}",
          "--browser.gatherUsageStats=false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -126,6 +127,8 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     open_app(page, server)
 
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    expect(page.get_by_role("textbox", name="Register as")).to_have_value("not-a-model",
+                                                                         timeout=20_000)
     wait_ready(page)
     page.get_by_role("button", name="Load model").click()
     expect(page.get_by_text(re.compile("Could not load not-a-model.onnx: .*PNG image"))
@@ -137,6 +140,9 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
         path = tmp_path / (re.sub(r"\W+", "-", case) + ".onnx")
         path.write_bytes(data)
         page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+        # The upload has reached the server when the page proposes the new file's name.
+        expect(page.get_by_role("textbox", name="Register as")).to_have_value(path.stem,
+                                                                             timeout=20_000)
         wait_ready(page)
         page.get_by_role("button", name="Load model").click()
         alert = page.locator('[data-testid="stAlert"]', has_text=f"Could not load {path.name}")
@@ -228,6 +234,22 @@ def test_batch_size_and_live_traffic(server, page: Page):
     go(page, "Batching")
     page.get_by_role("button", name="Stop traffic").click()
     wait_ready(page)
+
+    go(page, "Experiments")
+    loads = page.get_by_role("textbox", name="Loads (comma-separated)")
+    loads.fill("300, 1500")
+    loads.press("Enter")
+    wait_ready(page)
+    target = page.get_by_role("spinbutton", name="p99 target (ms)")
+    target.fill("200")
+    target.press("Enter")
+    wait_ready(page)
+    page.get_by_role("button", name="Run sweep").click()
+    expect(page.get_by_text(re.compile(r"serves [\d,]+ req/s with p99"))).to_be_visible(
+        timeout=90_000)
+    expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    shot(page, "experiments")
+    no_exception(page)
     expect(page.locator('[data-testid="stSidebar"]').get_by_text("No traffic running.")
            ).to_be_visible(timeout=20_000)
     no_exception(page)

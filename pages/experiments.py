@@ -1,0 +1,183 @@
+"""Experiments: sweep batch size x wait x load, pick settings for an SLO, what-if, history."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import BatchlabError, charts
+from core.experiments import (default_store, fit_cost_model, pareto_frontier, profile_cost,
+                              recommend, simulate, sweep, tf_serving_batching, triton_config,
+                              what_if_curve)
+from pages._common import fmt_ms, get_engine, pick_model
+
+engine = get_engine()
+store = default_store()
+
+st.title("Experiments")
+st.caption("Measure how max batch size and max wait trade latency for throughput on a "
+           "model, find the settings that serve the most within a p99 target, predict "
+           "other settings before applying them, and export the choice to a production "
+           "server.")
+
+model = pick_model("Model", "exp_model", engine, default="mlp")
+if model is None:
+    st.stop()
+info = engine.model_info(model)
+if not info.batchable:
+    st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
+               "effect on it.")
+
+# -- sweep ----------------------------------------------------------------------------------------
+with st.container(border=True):
+    st.subheader("Sweep")
+    c1, c2, c3 = st.columns(3)
+    sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], [8, 32],
+                           key="exp_batch_sizes")
+    waits = c2.multiselect("Max waits (ms)", [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0], [0.0, 2.0],
+                           key="exp_waits")
+    kind = c3.radio("Load", ["rate (open loop)", "clients (closed loop)"], key="exp_load_kind")
+    c4, c5, c6 = st.columns(3)
+    loads_text = c4.text_input("Loads (comma-separated)", "500, 2000", key="exp_loads",
+                               help="Requests/s for open loop, or numbers of clients.")
+    duration = c5.slider("Seconds per point", 0.5, 10.0, 2.0, 0.5, key="exp_duration")
+    slo = c6.number_input("p99 target (ms)", 0.1, 10_000.0, 10.0, key="exp_slo")
+    try:
+        loads = [float(v) for v in loads_text.replace(";", ",").split(",") if v.strip()]
+        if not loads or any(v <= 0 for v in loads):
+            raise ValueError
+    except ValueError:
+        loads = []
+        st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
+    n_points = len(sizes) * len(waits) * len(loads)
+    st.caption(f"{n_points} points, about {n_points * (duration + 0.5):.0f} s. The sweep "
+               f"changes {model}'s settings while it runs (every tab sees that) and restores "
+               "them at the end.")
+    if st.button("Run sweep", key="exp_run", type="primary", disabled=n_points == 0):
+        bar = st.progress(0.0, text="Starting...")
+        live = st.empty()
+        got: list[dict] = []
+
+        def progress(done: int, total: int, row: dict) -> None:
+            got.append(row)
+            bar.progress(done / total, text=f"Point {done} of {total}: batch "
+                         f"{row['max_batch_size']}, wait {row['max_wait_ms']:g} ms, load "
+                         f"{row['load']:g} -> p99 {row['p99_ms']:.2f} ms")
+            live.dataframe(pd.DataFrame(got), hide_index=True)
+
+        rate = kind.startswith("rate")
+        try:
+            frame = sweep(engine, model, sizes, waits,
+                          rates_rps=loads if rate else None,
+                          concurrencies=None if rate else [int(v) for v in loads],
+                          duration_s=float(duration), progress=progress)
+        except BatchlabError as err:
+            st.error(f"The sweep failed: {err}")
+        else:
+            run_id = store.save(f"{model} sweep", {
+                "model": model, "max_batch_sizes": sizes, "max_waits_ms": waits,
+                "load_kind": "rate" if rate else "clients", "loads": loads,
+                "duration_s": duration, "slo_p99_ms": slo}, frame)
+            st.session_state["exp_result"] = (model, run_id)
+            live.empty()
+            st.rerun()
+
+result = st.session_state.get("exp_result")
+if result and result[0] == model:
+    try:
+        run = store.get(result[1])
+    except KeyError:
+        run = None
+    if run is not None:
+        frame = run["results"]
+        front = pareto_frontier(frame)
+        rec = recommend(frame, float(slo))
+        (st.success if rec.max_batch_size is not None else st.warning)(rec.reason)
+        st.plotly_chart(charts.pareto_figure(frame, front, float(slo),
+                                             (rec.max_batch_size, rec.max_wait_ms)
+                                             if rec.max_batch_size else None),
+                        key="exp_pareto")
+        st.dataframe(frame, hide_index=True, key="exp_table")
+        if rec.max_batch_size is not None:
+            e1, e2, e3 = st.columns(3)
+            if e1.button("Apply to the engine", key="exp_apply"):
+                engine.configure(model, max_batch_size=rec.max_batch_size,
+                                 max_wait_ms=rec.max_wait_ms)
+                st.toast(f"{model}: max_batch_size={rec.max_batch_size}, "
+                         f"max_wait_ms={rec.max_wait_ms:g}")
+            e2.download_button("Triton config.pbtxt",
+                               triton_config(rec.max_batch_size, rec.max_wait_ms),
+                               file_name="config.pbtxt", key="export_triton")
+            e3.download_button("TF Serving batching file",
+                               tf_serving_batching(rec.max_batch_size, rec.max_wait_ms),
+                               file_name="batching_parameters.txt", key="export_tf")
+
+# -- what-if ---------------------------------------------------------------------------------------
+with st.container(border=True):
+    st.subheader("What-if")
+    st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, and predict "
+               "a configuration's latency across load before applying it. The model "
+               "includes the batching wait and queueing, not Python's own overhead, so "
+               "measured latency is higher at low compute.")
+    if st.button("Profile the model", key="exp_profile"):
+        with st.spinner("Timing batch sizes 1..64..."):
+            prof = profile_cost(engine, model, batch_sizes=[1, 2, 4, 8, 16, 32, 64]
+                                if info.batchable else [1], iterations=10)
+        st.session_state["exp_cost"] = (model, fit_cost_model(prof) if len(prof) > 1 else None,
+                                        prof)
+    cost_entry = st.session_state.get("exp_cost")
+    if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
+        cost = cost_entry[1]
+        st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f})")
+        w1, w2, w3 = st.columns(3)
+        bs = w1.slider("Max batch size", 1, 256, 32, key="whatif_bs")
+        wait = w2.slider("Max wait (ms)", 0.0, 50.0, 2.0, 0.5, key="whatif_wait")
+        rate = w3.number_input("Rate (req/s)", 1.0, 1_000_000.0, 2000.0, key="whatif_rate")
+        pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
+        m = st.columns(4)
+        m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
+        m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
+        m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
+        m[3].metric("Utilisation", f"{pred['utilisation']:.0%}")
+        top = max(float(rate) * 2, 100.0)
+        curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
+        measured = None
+        if result and result[0] == model:
+            try:
+                f = store.get(result[1])["results"]
+                measured = f[(f["max_batch_size"] == bs) & (f["max_wait_ms"] == wait)
+                             & (f["load_kind"] == "rate")]
+            except KeyError:
+                measured = None
+        st.plotly_chart(charts.what_if_figure(curve, measured), key="exp_whatif_chart")
+        if measured is not None and not measured.empty:
+            errs = []
+            for _, r in measured.iterrows():
+                p = simulate(cost, bs, wait, float(r["load"]), n_requests=5000)
+                errs.append({"rate_rps": r["load"], "measured_p99_ms": r["p99_ms"],
+                             "predicted_p99_ms": p["p99_ms"],
+                             "error_ms": p["p99_ms"] - r["p99_ms"]})
+            st.dataframe(pd.DataFrame(errs), hide_index=True, key="exp_pred_error")
+
+# -- history ----------------------------------------------------------------------------------------
+with st.container(border=True):
+    st.subheader("History")
+    runs = store.list()
+    if runs.empty:
+        st.caption(f"No runs yet. Runs are kept in {store.path}.")
+    else:
+        st.dataframe(runs.assign(config=runs["config"].astype(str)), hide_index=True,
+                     key="hist_table")
+        ids = runs["id"].tolist()
+        chosen = st.multiselect("Compare runs", ids, ids[:2], key="hist_compare")
+        if chosen:
+            both = store.compare(chosen)
+            st.plotly_chart(charts.pareto_figure(both, pareto_frontier(both), float(slo),
+                                                 title="Runs compared"), key="hist_chart")
+        h1, h2, h3 = st.columns(3)
+        pick = h1.selectbox("Run", ids, key="hist_pick")
+        h2.download_button("Export CSV", store.export_csv(pick), file_name=f"run-{pick}.csv",
+                           key="hist_csv")
+        if h3.button("Delete run", key="hist_delete"):
+            store.delete(pick)
+            st.rerun()
