@@ -43,13 +43,14 @@ SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved
 def sweep(engine: Engine, model: str, max_batch_sizes: Sequence[int],
           max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
           concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
-          pattern: str = "poisson", seed: int = 0,
+          pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           stop: Any = None) -> pd.DataFrame:
     """Measure every (max batch size, max wait, load) point; one row per point.
 
     Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
-    (``concurrencies``). The model's configuration is restored afterwards.
+    (``concurrencies``); every request carries ``rows_per_request`` rows. The model's
+    configuration is restored afterwards.
     ``progress(done, total, row)`` is called after each point.
     """
     loads = [("rate", float(r)) for r in (rates_rps or [])] + [
@@ -59,7 +60,8 @@ def sweep(engine: Engine, model: str, max_batch_sizes: Sequence[int],
     points = list(itertools.product(max_batch_sizes, max_waits_ms, loads))
     before = engine.batch_config(model)
     submit = lambda x: engine.submit(model, x)  # noqa: E731
-    sample = lambda rng: engine.sample_input(model, seed=int(rng.integers(2**31)))  # noqa: E731
+    sample = lambda rng: engine.sample_input(  # noqa: E731
+        model, rows=rows_per_request, seed=int(rng.integers(2**31)))
     rows = []
     try:
         for k, (bs, wait, (kind, load)) in enumerate(points):

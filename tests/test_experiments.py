@@ -143,6 +143,13 @@ FRAME = pd.DataFrame({
     "p99_ms": [2.0, 3.0, 8.0, 20.0, 40.0], "error_rate": [0.0] * 5})
 
 
+def test_sweep_with_several_rows_per_request():
+    with Engine() as engine:
+        frame = sweep(engine, "tiny", [8], [0.0], rates_rps=[100], duration_s=0.3,
+                      rows_per_request=3)
+    assert (frame["mean_batch_rows"] >= 3).all()
+
+
 def test_pareto_frontier():
     front = pareto_frontier(FRAME)
     assert front["achieved_rps"].tolist() == [1000.0, 3000.0, 5000.0, 5200.0]  # 64 is dominated
