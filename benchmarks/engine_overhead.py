@@ -4,7 +4,7 @@ Measures side by side:
   1. raw ``session.run`` items/s at batch 1 and at batch 32 (the limit batching can reach);
   2. no batching: each request run alone from a small thread pool;
   3. the seed design, ported faithfully (``benchmarks/seed_port.py``);
-  4. Batchlab's engine (deadline policy);
+  4. Batchlab's engine (deadline policy, and the adaptive policy);
 as capacity with one-row requests under open-loop load (latency from the intended send
 time), plus the latency each adds at low load.
 
@@ -121,6 +121,12 @@ def main() -> None:
                     demo_models=False)
     engine.load_model(data, name="mlp")
     systems["Batchlab engine (deadline)"] = (lambda x: engine.submit("mlp", x), engine.close)
+    engine.load_model(data, name="mlp-adaptive",
+                      batch=BatchConfig(max_batch_size=args.max_batch,
+                                        max_wait_ms=args.max_wait_ms, policy="adaptive",
+                                        max_queue=100_000))
+    systems["Batchlab engine (adaptive)"] = (lambda x: engine.submit("mlp-adaptive", x),
+                                             lambda: None)
 
     rows = {}
     floor_p50 = None

@@ -39,17 +39,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .adaptive import CostEstimator, RateEstimator, adaptive_decision
 from .config import BatchConfig
 from .errors import (EngineClosedError, InferenceError, OverloadedError,
-                     RequestTimeoutError, RequestTooLargeError)
+                     RequestTimeoutError, RequestTooLargeError, SLOShedError)
 from .metrics import ModelMetrics
 
 __all__ = ["Batcher", "Prediction", "RunFn", "RELEASE_REASONS", "release_decision"]
 
 log = logging.getLogger("batchlab.batcher")
 
-#: Why a batch left the queue. ``retry``: a request re-run alone after its batch failed.
-RELEASE_REASONS = ("full", "deadline", "drain", "retry")
+#: Why a batch left the queue. ``retry``: a request re-run alone after its batch failed;
+#: ``adaptive``: the adaptive policy judged waiting longer not worth it.
+RELEASE_REASONS = ("full", "deadline", "drain", "retry", "adaptive")
 
 #: Runs one batch: input arrays in declared order -> outputs in ``output_names`` order.
 RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
@@ -168,6 +170,9 @@ class Batcher:
         self._window_start = clock()
         self._batch_ids = itertools.count(1)
         self._in_flight: list[_Request] = []
+        self._arrived_rows = 0
+        self.cost = CostEstimator()      # learned t(n) = a + b*n, for the adaptive policy
+        self.rate = RateEstimator()      # learned arrival rate (rows/s)
         self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._completer = threading.Thread(target=self._completer_loop,
@@ -250,6 +255,7 @@ class Batcher:
                     "traffic, or raise max_queue / max_batch_size with engine.configure()")
             self._queue.append(req)
             self._queued_rows += rows
+            self._arrived_rows += rows
             if self._sleeping and self._queued_rows >= self._want_rows:
                 self._cv.notify()
         return fut
@@ -381,8 +387,19 @@ class Batcher:
                 if self._closed:
                     reason = "drain"
                     break
-                reason, remaining = release_decision(
-                    cfg, max_rows, self._queued_rows, q[0].t_submit, clock(), self._window_start)
+                if cfg.policy == "adaptive":
+                    now = clock()
+                    rate = self.rate.observe(self._arrived_rows, now)
+                    # Until a batch has been timed there is no evidence that waiting pays:
+                    # release at once (batches still form under load) and learn the cost.
+                    fixed = self.cost.a_s if self.cost.ready else 0.0
+                    reason, remaining = adaptive_decision(
+                        self._queued_rows, max_rows, now - q[0].t_submit,
+                        cfg.max_wait_ms / 1000.0, fixed, rate)
+                else:
+                    reason, remaining = release_decision(
+                        cfg, max_rows, self._queued_rows, q[0].t_submit, clock(),
+                        self._window_start)
                 if reason is not None:
                     break
                 if remaining > _EARLY_WAKE_S:
@@ -415,11 +432,21 @@ class Batcher:
 
     def _execute(self, batch: list[_Request], reason: str) -> None:
         now = self._clock()
+        model_name = self.name
         live = []
         timed_out = []
+        slo_ms = self._config.latency_slo_ms
+        shed_after = None
+        if slo_ms is not None and self.cost.ready:
+            # A request that has waited this long cannot finish within the SLO.
+            shed_after = slo_ms / 1000.0 - self.cost.predict(sum(r.rows for r in batch))
+        shed = []
         for r in batch:
             if now > r.deadline:
                 timed_out.append(r)
+                continue
+            if shed_after is not None and now - r.t_submit > shed_after:
+                shed.append(r)
                 continue
             try:
                 if r.future.set_running_or_notify_cancel():
@@ -433,6 +460,14 @@ class Batcher:
             if not r.future.done():
                 _fail(r, RequestTimeoutError(msg))
                 failed.setdefault("RequestTimeoutError", []).append(msg)
+        for r in shed:
+            msg = (f"request to model {model_name!r} was shed: it had waited "
+                   f"{(now - r.t_submit) * 1000:.1f} ms and its batch needs about "
+                   f"{self.cost.predict(len(batch)) * 1000:.1f} ms, so it cannot finish within "
+                   f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO")
+            if not r.future.done():
+                _fail(r, SLOShedError(msg))
+                failed.setdefault("SLOShedError", []).append(msg)
         depth = len(self._queue)
         if not live:
             if failed:
@@ -480,6 +515,7 @@ class Batcher:
             failed.setdefault("InferenceError", []).append(msg)
             self.metrics.record_batch(rows, reason, self._clock() - t0, (), failed, depth)
             return
+        self.cost.observe(rows, t1 - t0)
         if self._queue:
             # More work is waiting: hand the per-request completion (split, resolve, record)
             # to the completer thread and start the next batch; that Python work then runs

@@ -5,7 +5,7 @@ bad value is refused where it is written, not deep inside a thread later.
 
 Example:
     >>> BatchConfig(max_batch_size=32, max_wait_ms=5.0)
-    BatchConfig(max_batch_size=32, max_wait_ms=5.0, policy='deadline', max_queue=2048, timeout_ms=30000.0)
+    BatchConfig(max_batch_size=32, max_wait_ms=5.0, policy='deadline', max_queue=2048, timeout_ms=30000.0, latency_slo_ms=None)
     >>> BatchConfig(max_batch_size=0)
     Traceback (most recent call last):
     ConfigError: max_batch_size must be an int >= 1, got 0
@@ -27,7 +27,10 @@ __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "E
 #: Batching policies. ``deadline``: a batch is released when full or when its oldest
 #: request has waited ``max_wait_ms`` (Triton / TF Serving / Ray Serve). ``fixed_window``:
 #: the seed design, a free-running window of ``max_wait_ms`` restarted after each flush.
-POLICIES = ("deadline", "fixed_window")
+#: ``adaptive``: learns the batch cost t(n) = a + b*n and the arrival rate online and waits
+#: (up to ``max_wait_ms``) only while waiting for the next row costs less than the fixed
+#: cost ``a`` it saves; with ``latency_slo_ms`` it sheds requests that cannot meet it.
+POLICIES = ("deadline", "fixed_window", "adaptive")
 
 OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -71,6 +74,7 @@ class BatchConfig:
     policy: str = "deadline"
     max_queue: int = 2048
     timeout_ms: float | None = 30_000.0
+    latency_slo_ms: float | None = None
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, 1, _MAX_BATCH_LIMIT)
@@ -79,6 +83,12 @@ class BatchConfig:
         _check_int("max_queue", self.max_queue, 1, 10_000_000)
         if self.timeout_ms is not None:
             _check_float("timeout_ms", self.timeout_ms, 0.001, 86_400_000.0)
+        if self.latency_slo_ms is not None:
+            _check_float("latency_slo_ms", self.latency_slo_ms, 0.001, 86_400_000.0)
+            if self.policy != "adaptive":
+                raise ConfigError("latency_slo_ms works with policy='adaptive' (it sheds "
+                                  "requests by the learned batch cost); set both, or leave "
+                                  f"latency_slo_ms=None for policy={self.policy!r}")
         object.__setattr__(self, "max_wait_ms", float(self.max_wait_ms))
         if self.timeout_ms is not None:
             object.__setattr__(self, "timeout_ms", float(self.timeout_ms))

@@ -212,6 +212,15 @@ class Engine:
     def batch_config(self, name: str) -> BatchConfig:
         return self._entry(name).batcher.config
 
+    def learned_cost(self, name: str) -> dict[str, float] | None:
+        """What the batcher has learned online: t(n) = a + b*n (ms) and the arrival rate
+        (rows/s); ``None`` before the first batch has been timed."""
+        b = self._entry(name).batcher
+        if not b.cost.ready:
+            return None
+        return {"a_ms": b.cost.a_s * 1000.0, "b_ms": b.cost.b_s * 1000.0,
+                "rate_rps": b.rate.rate_rps}
+
     # -- requests ------------------------------------------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
                key: Any = None) -> Future:

@@ -21,6 +21,7 @@ __all__ = [
     "InputValidationError",
     "RequestTooLargeError",
     "OverloadedError",
+    "SLOShedError",
     "RequestTimeoutError",
     "InferenceError",
     "EngineClosedError",
@@ -56,6 +57,10 @@ class RequestTooLargeError(InputValidationError):
 
 class OverloadedError(BatchlabError):
     """The model's queue is full; the request was refused at once, not queued."""
+
+
+class SLOShedError(OverloadedError):
+    """The adaptive policy shed the request: it could no longer finish within the SLO."""
 
 
 class RequestTimeoutError(BatchlabError, TimeoutError):

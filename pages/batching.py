@@ -24,11 +24,17 @@ cfg = engine.batch_config(model)
 st.session_state["bs_max_batch"] = cfg.max_batch_size
 st.session_state["bs_max_wait"] = float(cfg.max_wait_ms)
 st.session_state["bs_policy"] = cfg.policy
+st.session_state["bs_slo"] = cfg.latency_slo_ms
 
 
 def _apply(field: str, key: str) -> None:
+    changes = {field: st.session_state[key]}
+    if field == "policy" and changes["policy"] != "adaptive":
+        changes["latency_slo_ms"] = None  # the SLO belongs to the adaptive policy
+    if field == "latency_slo_ms" and not changes["latency_slo_ms"]:
+        changes["latency_slo_ms"] = None
     try:
-        engine.configure(model, **{field: st.session_state[key]})
+        engine.configure(model, **changes)
         st.session_state.pop("bs_error", None)
     except BatchlabError as err:
         st.session_state["bs_error"] = str(err)
@@ -52,10 +58,23 @@ with controls:
         st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
                  on_change=_apply, args=("policy", "bs_policy"), disabled=not info.batchable,
                  format_func={"deadline": "deadline (wait from oldest request)",
-                              "fixed_window": "fixed window (seed design)"}.get,
+                              "fixed_window": "fixed window (seed design)",
+                              "adaptive": "adaptive (learns cost and load)"}.get,
                  help="deadline: the wait starts when the oldest request of the batch "
                       "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
-                      "timer restarted after each flush.")
+                      "timer restarted after each flush. adaptive: learns t(n) = a + b·n and "
+                      "the arrival rate, and waits (up to max wait) only while the next "
+                      "request is expected sooner than a run's fixed cost.")
+        st.number_input("Latency SLO (ms, adaptive only; empty = none)", 0.1, 60_000.0,
+                        value=None, key="bs_slo", on_change=_apply,
+                        args=("latency_slo_ms", "bs_slo"),
+                        disabled=cfg.policy != "adaptive" or not info.batchable,
+                        help="Requests that can no longer finish within it are shed with "
+                             "SLOShedError instead of making everyone behind them late.")
+        learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
+        if learned is not None:
+            st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n ms; "
+                       f"arrivals {learned['rate_rps']:,.0f} rows/s")
         if "bs_error" in st.session_state:
             st.error(st.session_state["bs_error"])
 

@@ -119,6 +119,19 @@ def test_batching_widgets_change_engine_config(engine):
     assert engine.batch_config("mlp").max_batch_size == 32  # other models untouched
 
 
+def test_batching_adaptive_policy_and_slo(engine):
+    at = app("pages/batching.py")
+    assert at.number_input(key="bs_slo").disabled
+    at.radio(key="bs_policy").set_value("adaptive").run()
+    at.number_input(key="bs_slo").set_value(20.0).run()
+    cfg = engine.batch_config("mlp")
+    assert (cfg.policy, cfg.latency_slo_ms) == ("adaptive", 20.0)
+    at.radio(key="bs_policy").set_value("deadline").run()
+    cfg = engine.batch_config("mlp")
+    assert (cfg.policy, cfg.latency_slo_ms) == ("deadline", None)
+    assert not at.exception and not at.error
+
+
 def test_batching_widgets_follow_changes_made_elsewhere(engine):
     at = app("pages/batching.py")
     engine.configure("mlp", max_batch_size=8)  # e.g. from another tab or a notebook

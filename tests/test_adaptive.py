@@ -1,0 +1,109 @@
+"""The adaptive policy: online cost and rate estimates, its decisions, and SLO shedding."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from core import BatchConfig, ConfigError, SLOShedError
+from core.adaptive import CostEstimator, RateEstimator, adaptive_decision
+from core.batcher import Batcher
+from tests.helpers import WAIT_S, rows
+
+
+def test_decision_releases_at_once_when_waiting_is_not_worth_it():
+    # 2 rows queued, 100 rows/s: the next row is ~10 ms away, far more than a 0.4 ms run.
+    assert adaptive_decision(2, 32, 0.0, 0.005, 0.0004, 100.0) == ("adaptive", 0.0)
+
+
+def test_decision_waits_for_the_next_row_under_load():
+    reason, wait = adaptive_decision(2, 32, 0.0, 0.005, 0.0004, 20_000.0)
+    assert reason is None and wait == pytest.approx(1 / 20_000)
+
+
+def test_decision_full_and_deadline_win():
+    assert adaptive_decision(32, 32, 0.0, 0.005, 0.0004, 20_000.0) == ("full", 0.0)
+    assert adaptive_decision(3, 32, 0.006, 0.005, 0.0004, 20_000.0) == ("deadline", 0.0)
+
+
+def test_cost_estimator_learns_the_line():
+    est = CostEstimator(window=64, refit_every=4)
+    rng = np.random.default_rng(0)
+    for _ in range(64):
+        n = int(rng.integers(1, 33))
+        est.observe(n, 0.0005 + 0.00002 * n + rng.normal(0, 1e-6))
+    assert est.ready
+    assert est.a_s == pytest.approx(0.0005, rel=0.05)
+    assert est.b_s == pytest.approx(0.00002, rel=0.05)
+    assert est.predict(10) == pytest.approx(0.0007, rel=0.05)
+
+
+def test_rate_estimator_converges():
+    est = RateEstimator(half_life_s=0.1)
+    for k in range(200):
+        est.observe(total_rows=k * 5, now=k * 0.01)  # 500 rows/s
+    assert est.rate_rps == pytest.approx(500, rel=0.01)
+
+
+class CostlyModel:
+    """Fake model whose every batch takes ``cost_s`` (a blocking wait, GIL released)."""
+
+    def __init__(self, cost_s: float) -> None:
+        self.cost_s = cost_s
+        self.never = threading.Event()
+
+    def __call__(self, arrays):
+        self.never.wait(self.cost_s)
+        return [arrays[0]]
+
+
+def test_adaptive_does_not_hold_a_lone_request_at_low_load():
+    b = Batcher("a", CostlyModel(0.002), ["y"],
+                BatchConfig(max_batch_size=32, max_wait_ms=200, policy="adaptive"))
+    try:
+        preds = [b.submit((rows(1),), 1).result(WAIT_S) for _ in range(4)]
+        assert {p.release_reason for p in preds} == {"adaptive"}
+        assert all(p.queue_ms < 100 for p in preds)  # never held for the 200 ms max wait
+        assert b.cost.ready and b.cost.a_s > 0.001
+    finally:
+        b.close()
+
+
+def test_slo_sheds_requests_that_cannot_make_it():
+    b = Batcher("s", CostlyModel(0.01), ["y"],
+                BatchConfig(max_batch_size=1, max_wait_ms=0, policy="adaptive",
+                            latency_slo_ms=25, max_queue=1000))
+    try:
+        b.submit((rows(1),), 1).result(WAIT_S)  # teaches the cost: ~10 ms per batch
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(12)]
+        outcomes = [f.exception(WAIT_S) for f in futs]
+    finally:
+        b.close()
+    shed = [e for e in outcomes if isinstance(e, SLOShedError)]
+    served = [e for e in outcomes if e is None]
+    assert served and shed and len(served) + len(shed) == 12
+    assert "cannot finish within latency_slo_ms=25" in str(shed[0])
+    assert b.metrics.snapshot().errors_by_type["SLOShedError"] == len(shed)
+
+
+def test_adaptive_fills_batches_under_load():
+    run = CostlyModel(0.004)
+    b = Batcher("busy", run, ["y"], BatchConfig(max_batch_size=16, max_wait_ms=50,
+                                                policy="adaptive", max_queue=10_000))
+    try:
+        for _ in range(5):  # learn the ~4 ms cost
+            b.submit((rows(1),), 1).result(WAIT_S)
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(160)]  # a burst
+        preds = [f.result(WAIT_S) for f in futs]
+    finally:
+        b.close()
+    assert max(p.batch_rows for p in preds) == 16
+    assert np.mean([p.batch_rows for p in preds]) > 8
+
+
+def test_slo_needs_the_adaptive_policy():
+    with pytest.raises(ConfigError, match="latency_slo_ms works with policy='adaptive'"):
+        BatchConfig(latency_slo_ms=10)
+    BatchConfig(policy="adaptive", latency_slo_ms=10)
