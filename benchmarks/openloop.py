@@ -106,14 +106,26 @@ def run_open_loop(submit: Callable[[np.ndarray], Future], x: np.ndarray, rate_rp
 def find_capacity(submit: Callable[[np.ndarray], Future], x: np.ndarray, start_rps: float,
                   duration_s: float, p99_limit_ms: float, steps: int = 5,
                   log: Callable[[str], None] = print) -> tuple[float, OpenLoopResult | None]:
-    """Highest constant rate sustained (all served, >= 95% achieved, p99 under the limit)."""
+    """Highest constant rate sustained (all served, >= 95% achieved, p99 under the limit),
+    doubling from ``start_rps`` until a rate fails twice, then bisecting."""
     lo, hi = 0.0, None
     best: OpenLoopResult | None = None
     rate = start_rps
-    while hi is None:  # grow geometrically until a rate fails
+    def trial(rate: float) -> OpenLoopResult:
+        # A rate counts as sustained if one of two tries sustains it: a single GC pause or
+        # a noisy neighbour on a shared VM should not decide a system's capacity.
         r = run_open_loop(submit, x, rate, duration_s)
+        if not r.sustained(p99_limit_ms):
+            log(f"    {rate:9.0f} rps -> achieved {r.achieved_rps:9.0f}, p99 {r.p99_ms:8.2f} ms, "
+                "retry")
+            time.sleep(0.2)
+            r = run_open_loop(submit, x, rate, duration_s)
         log(f"    {rate:9.0f} rps -> achieved {r.achieved_rps:9.0f}, p99 {r.p99_ms:8.2f} ms, "
             f"{'ok' if r.sustained(p99_limit_ms) else 'FAIL'}")
+        return r
+
+    while hi is None:  # grow geometrically until a rate fails
+        r = trial(rate)
         if r.sustained(p99_limit_ms):
             lo, best = rate, r
             rate *= 2
@@ -122,9 +134,7 @@ def find_capacity(submit: Callable[[np.ndarray], Future], x: np.ndarray, start_r
         time.sleep(0.2)
     for _ in range(steps):  # then bisect
         rate = (lo + hi) / 2
-        r = run_open_loop(submit, x, rate, duration_s)
-        log(f"    {rate:9.0f} rps -> achieved {r.achieved_rps:9.0f}, p99 {r.p99_ms:8.2f} ms, "
-            f"{'ok' if r.sustained(p99_limit_ms) else 'FAIL'}")
+        r = trial(rate)
         if r.sustained(p99_limit_ms):
             lo, best = rate, r
         else:
