@@ -70,6 +70,19 @@ def _set_mode() -> None:
         st.session_state["ab_error"] = str(err)
 
 
+def _start_traffic() -> None:
+    try:
+        engine.start_traffic(exp, rate_rps=float(st.session_state["ab_rate"]),
+                             pattern="poisson")
+    except BatchlabError as err:
+        st.session_state["ab_error"] = f"Could not start traffic: {err}"
+
+
+def _delete() -> None:
+    engine.stop_traffic(exp)
+    engine.delete_ab(exp)
+
+
 left, right = st.columns([1, 2], gap="large")
 with left:
     with st.container(border=True):
@@ -87,25 +100,13 @@ with left:
     with st.container(border=True):
         st.number_input("Rate (requests/s)", 1, 20_000, 300, step=50, key="ab_rate")
         t1, t2 = st.columns(2)
-        if t1.button("Start traffic", key="ab_start", type="primary"):
-            try:
-                engine.start_traffic(exp, rate_rps=float(st.session_state["ab_rate"]),
-                                     pattern="poisson")
-            except BatchlabError as err:
-                st.error(f"Could not start traffic: {err}")
-            else:
-                st.rerun()
-        if t2.button("Stop traffic", key="ab_stop"):
-            engine.stop_traffic(exp)
-            st.rerun()
+        # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
+        t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)
+        t2.button("Stop traffic", key="ab_stop", on_click=engine.stop_traffic, args=(exp,))
         r1, r2 = st.columns(2)
-        if r1.button("Reset arm metrics", key="ab_reset"):
-            engine.reset_metrics(exp)
-            st.rerun()
-        if r2.button("Delete experiment", key="ab_delete"):
-            engine.stop_traffic(exp)
-            engine.delete_ab(exp)
-            st.rerun()
+        r1.button("Reset arm metrics", key="ab_reset", on_click=engine.reset_metrics,
+                  args=(exp,))
+        r2.button("Delete experiment", key="ab_delete", on_click=_delete)
 
 interval = live_interval(engine)
 

@@ -40,6 +40,17 @@ def _apply(field: str, key: str) -> None:
         st.session_state["bs_error"] = str(err)
 
 
+def _start_traffic() -> None:
+    try:
+        engine.start_traffic(
+            model, rate_rps=float(st.session_state["traffic_rate"]),
+            pattern=st.session_state["traffic_pattern"] or "poisson",
+            rows_per_request=int(st.session_state["traffic_rows"]),
+            duration_s=float(st.session_state["traffic_duration"]) or None)
+    except BatchlabError as err:
+        st.session_state["traffic_error"] = f"Could not start traffic: {err}"
+
+
 controls, live = st.columns([1, 2], gap="large")
 with controls:
     with st.container(border=True):
@@ -89,20 +100,13 @@ with controls:
                         disabled=info.batch_mode == "exact")
         st.number_input("Run for (s, 0 = until stopped)", 0, 3600, 0, key="traffic_duration")
         b1, b2 = st.columns(2)
-        if b1.button("Start traffic", key="traffic_start", type="primary"):
-            try:
-                engine.start_traffic(
-                    model, rate_rps=float(st.session_state["traffic_rate"]),
-                    pattern=st.session_state["traffic_pattern"] or "poisson",
-                    rows_per_request=int(st.session_state["traffic_rows"]),
-                    duration_s=float(st.session_state["traffic_duration"]) or None)
-            except BatchlabError as err:
-                st.error(f"Could not start traffic: {err}")
-            else:
-                st.rerun()
-        if b2.button("Stop traffic", key="traffic_stop"):
-            engine.stop_traffic(model)
-            st.rerun()
+        # Actions run as on_click callbacks: they run before the rerun starts, so a click
+        # is never lost when a live fragment's timer interrupts the script.
+        b1.button("Start traffic", key="traffic_start", type="primary", on_click=_start_traffic)
+        b2.button("Stop traffic", key="traffic_stop", on_click=engine.stop_traffic,
+                  args=(model,))
+        if "traffic_error" in st.session_state:
+            st.error(st.session_state.pop("traffic_error"))
         for t in engine.traffic():
             if t.target == model:
                 st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
