@@ -69,3 +69,16 @@ def identity_model(dtype: int = TensorProto.FLOAT, shape: list | None = None) ->
                    [helper.make_tensor_value_info("y", dtype, shape)],
                    [helper.make_node("Identity", ["x"], ["y"])])
     return m.SerializeToString()
+
+
+class SlowModel:
+    """A fake model with a known cost: each batch takes ``per_batch_s`` (a blocking wait
+    that releases the GIL, like ``session.run``) and doubles its input."""
+
+    def __init__(self, per_batch_s: float) -> None:
+        self.per_batch_s = per_batch_s
+        self.never = threading.Event()
+
+    def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.never.wait(self.per_batch_s)
+        return [arrays[0] * 2.0]

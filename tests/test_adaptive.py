@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from core import BatchConfig, ConfigError, SLOShedError
 from core.adaptive import CostEstimator, RateEstimator, adaptive_decision
 from core.batcher import Batcher
-from tests.helpers import WAIT_S, rows
+from tests.helpers import WAIT_S, rows, SlowModel
 
 
 def test_decision_releases_at_once_when_waiting_is_not_worth_it():
@@ -47,20 +46,8 @@ def test_rate_estimator_converges():
     assert est.rate_rps == pytest.approx(500, rel=0.01)
 
 
-class CostlyModel:
-    """Fake model whose every batch takes ``cost_s`` (a blocking wait, GIL released)."""
-
-    def __init__(self, cost_s: float) -> None:
-        self.cost_s = cost_s
-        self.never = threading.Event()
-
-    def __call__(self, arrays):
-        self.never.wait(self.cost_s)
-        return [arrays[0]]
-
-
 def test_adaptive_does_not_hold_a_lone_request_at_low_load():
-    b = Batcher("a", CostlyModel(0.002), ["y"],
+    b = Batcher("a", SlowModel(0.002), ["y"],
                 BatchConfig(max_batch_size=32, max_wait_ms=200, policy="adaptive"))
     try:
         preds = [b.submit((rows(1),), 1).result(WAIT_S) for _ in range(4)]
@@ -72,7 +59,7 @@ def test_adaptive_does_not_hold_a_lone_request_at_low_load():
 
 
 def test_slo_sheds_requests_that_cannot_make_it():
-    b = Batcher("s", CostlyModel(0.01), ["y"],
+    b = Batcher("s", SlowModel(0.01), ["y"],
                 BatchConfig(max_batch_size=1, max_wait_ms=0, policy="adaptive",
                             latency_slo_ms=25, max_queue=1000))
     try:
@@ -89,7 +76,7 @@ def test_slo_sheds_requests_that_cannot_make_it():
 
 
 def test_adaptive_fills_batches_under_load():
-    run = CostlyModel(0.004)
+    run = SlowModel(0.004)
     b = Batcher("busy", run, ["y"], BatchConfig(max_batch_size=16, max_wait_ms=50,
                                                 policy="adaptive", max_queue=10_000))
     try:

@@ -17,6 +17,7 @@ from core.batcher import Batcher
 from core.experiments import (SWEEP_COLUMNS, CostModel, ExperimentStore, fit_cost_model,
                               pareto_frontier, recommend, simulate, sweep, tf_serving_batching,
                               triton_config)
+from tests.helpers import SlowModel
 from core.loadgen import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
 
 
@@ -42,20 +43,10 @@ def test_bursty_schedule_keeps_rate_and_sets_variability(cv):
 
 
 # -- open and closed loop against a deliberately slow fake model ---------------------------------
-class Stall:
-    """Fake model: every batch takes ``per_batch_s`` (a blocking wait, like session.run)."""
-
-    def __init__(self, per_batch_s: float) -> None:
-        self.per_batch_s = per_batch_s
-        self.never = threading.Event()
-
-    def __call__(self, arrays):
-        self.never.wait(self.per_batch_s)
-        return [arrays[0]]
 
 
 def _slow_batcher(per_batch_s: float) -> Batcher:
-    return Batcher("slow", Stall(per_batch_s), ["y"],
+    return Batcher("slow", SlowModel(per_batch_s), ["y"],
                    BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=100_000,
                                timeout_ms=60_000))
 

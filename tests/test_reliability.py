@@ -24,7 +24,7 @@ from core import (BatchConfig, Engine, EngineClosedError, EngineConfig, Inferenc
                   InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
                   RequestTimeoutError, RequestTooLargeError, build_demo_model)
 from core.batcher import Batcher
-from tests.helpers import WAIT_S, GatedRun, identity_model, make_model, rows
+from tests.helpers import WAIT_S, GatedRun, identity_model, make_model, rows, SlowModel
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results" / "reliability.json"
 
@@ -182,17 +182,6 @@ def test_nan_and_inf_are_served_and_counted():
 
 
 # -- overload ----------------------------------------------------------------------------------
-class SlowModel:
-    """A fake model with a known capacity: each batch takes ``per_batch_s`` (a blocking
-    wait that releases the GIL, like session.run)."""
-
-    def __init__(self, per_batch_s: float) -> None:
-        self.per_batch_s = per_batch_s
-        self.stop = threading.Event()
-
-    def __call__(self, arrays):
-        self.stop.wait(self.per_batch_s)
-        return [arrays[0] * 2.0]
 
 
 def test_overload_at_three_times_capacity_loses_nothing():
