@@ -220,9 +220,6 @@ class Batcher:
         """Requests waiting (not yet in a running batch)."""
         return len(self._queue)
 
-    def queued_rows(self) -> int:
-        return self._queued_rows
-
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
                sink: ModelMetrics | None = None) -> Future:
@@ -311,8 +308,7 @@ class Batcher:
                 queued.append(r)
         running = [r for r in list(self._in_flight) if r.deadline < now and not r.future.done()]
         for r in queued:
-            msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
-                   "in the queue, past its timeout; raise timeout_ms or lower the load")
+            msg = self._queue_timeout_message(r, now)
             _fail(r, RequestTimeoutError(msg))
             self.metrics.record_refused("RequestTimeoutError", msg)
         for r in running:
@@ -322,6 +318,10 @@ class Batcher:
             _fail(r, RequestTimeoutError(msg))
             self.metrics.record_refused("RequestTimeoutError", msg)
         return len(queued) + len(running)
+
+    def _queue_timeout_message(self, r: _Request, now: float) -> str:
+        return (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
+                "in the queue, past its timeout; raise timeout_ms or lower the load")
 
     def _revive(self) -> None:
         if self._closed or self._thread.is_alive() or self._thread.ident is None:
@@ -432,14 +432,14 @@ class Batcher:
 
     def _execute(self, batch: list[_Request], reason: str) -> None:
         now = self._clock()
-        model_name = self.name
         live = []
         timed_out = []
         slo_ms = self._config.latency_slo_ms
-        shed_after = None
+        shed_after = batch_cost_s = None
         if slo_ms is not None and self.cost.ready:
             # A request that has waited this long cannot finish within the SLO.
-            shed_after = slo_ms / 1000.0 - self.cost.predict(sum(r.rows for r in batch))
+            batch_cost_s = self.cost.predict(sum(r.rows for r in batch))
+            shed_after = slo_ms / 1000.0 - batch_cost_s
         shed = []
         for r in batch:
             if now > r.deadline:
@@ -455,15 +455,14 @@ class Batcher:
                 pass
         failed: dict[str, list[str]] = {}
         for r in timed_out:
-            msg = (f"request to model {self.name!r} waited {(now - r.t_submit) * 1000:.1f} ms "
-                   "in the queue, past its timeout; raise timeout_ms or lower the load")
+            msg = self._queue_timeout_message(r, now)
             if not r.future.done():
                 _fail(r, RequestTimeoutError(msg))
                 failed.setdefault("RequestTimeoutError", []).append(msg)
         for r in shed:
-            msg = (f"request to model {model_name!r} was shed: it had waited "
+            msg = (f"request to model {self.name!r} was shed: it had waited "
                    f"{(now - r.t_submit) * 1000:.1f} ms and its batch needs about "
-                   f"{self.cost.predict(len(batch)) * 1000:.1f} ms, so it cannot finish within "
+                   f"{batch_cost_s * 1000:.1f} ms, so it cannot finish within "
                    f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO")
             if not r.future.done():
                 _fail(r, SLOShedError(msg))

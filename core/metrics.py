@@ -148,7 +148,7 @@ class _Second:
         return (h.get_value_at_percentile(50) / 1000.0, h.get_value_at_percentile(95) / 1000.0,
                 h.get_value_at_percentile(99) / 1000.0, h.get_max_value() / 1000.0)
 
-    def row(self, wall0: float, t0: float) -> dict[str, Any]:
+    def row(self, wall0: float) -> dict[str, Any]:
         done = self.successes
         p50, p95, p99, pmax = self._percentiles()
         return {
@@ -242,7 +242,7 @@ class ModelMetrics:
             self._compute = _hist()
             self._requests = self._successes = self._errors = 0
             self._rows = self._batches = 0
-            self._sum_total_s = self._sum_queue_s = self._sum_compute_s = 0.0
+            self._sum_queue_s = self._sum_compute_s = 0.0
             self._batch_sizes: Counter[int] = Counter()
             self._reasons: Counter[str] = Counter()
             self._errors_by_type: Counter[str] = Counter()
@@ -325,7 +325,6 @@ class ModelMetrics:
             self._batches += 1
             self._sum_queue_s += sum_q
             self._sum_compute_s += compute_s * n_ok
-            self._sum_total_s += sum_q + compute_s * n_ok
             self._batch_sizes[rows] += 1
             self._reasons[reason] += 1
             cur.requests += n
@@ -365,14 +364,6 @@ class ModelMetrics:
             self._incidents[kind] += 1
             self._recent_errors.append({"time": self._wall(), "type": kind, "message": message})
 
-    def record_depth(self, depth: int, now: float | None = None) -> None:
-        now = self._clock() if now is None else now
-        with self._lock:
-            cur = self._bucket(now)
-            if depth > cur.depth:
-                cur.depth = depth
-            self._depth_now = depth
-
     # -- reading -------------------------------------------------------------------
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
                  window_s: float = 5.0) -> MetricsSnapshot:
@@ -392,7 +383,7 @@ class ModelMetrics:
             snap = MetricsSnapshot(
                 total_requests=self._requests, success_count=ok, error_count=self._errors,
                 error_rate=self._errors / self._requests if self._requests else 0.0,
-                avg_latency_ms=self._sum_total_s * 1000.0 / ok if ok else 0.0,
+                avg_latency_ms=(self._sum_queue_s + self._sum_compute_s) * 1000.0 / ok if ok else 0.0,
                 p50_ms=pct(total, 50), p95_ms=pct(total, 95), p99_ms=pct(total, 99),
                 max_latency_ms=total.get_max_value() / 1000.0 if total.total_count else 0.0,
                 avg_queue_ms=self._sum_queue_s * 1000.0 / ok if ok else 0.0,
@@ -424,5 +415,5 @@ class ModelMetrics:
             first_sec = max(first_sec, min(by_sec))
         for s in range(first_sec, last_sec + 1):
             b = by_sec.get(s) or _Second(s)
-            out.append(b.row(self._wall0, self._t0))
+            out.append(b.row(self._wall0))
         return out

@@ -51,7 +51,6 @@ class ShadowStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.compared = 0
-        self.rows = 0
         self.label_rows = 0
         self.label_agree = 0
         self.max_abs_diff: dict[str, float] = {}
@@ -72,7 +71,6 @@ class ShadowStats:
                 diffs[name] = float(np.nanmax(np.abs(av.astype(np.float64) - bv)))
         with self._lock:
             self.compared += 1
-            self.rows += len(next(iter(a_out.values()), []))
             self.label_agree += agree
             self.label_rows += labels
             for name, d in diffs.items():
