@@ -60,6 +60,9 @@ _perf = time.perf_counter
 
 # The collector's timed wait ends this long before a deadline; the rest is a yield loop.
 _EARLY_WAKE_S = 0.0003
+# About what completing one request costs (Prediction, views, set_result, metrics); see
+# the hand-off in Batcher._run_batch and docs/benchmarks.md.
+_COMPLETE_COST_S = 5e-6
 
 # How often the watchdog looks for requests past their timeout and for a dead collector.
 _WATCH_INTERVAL_S = 0.05
@@ -169,6 +172,7 @@ class Batcher:
         self._closed = False
         self._window_start = clock()
         self._batch_ids = itertools.count(1)
+        self._run_floor_s = math.inf  # lower envelope of run times (see _run_batch)
         self._in_flight: list[_Request] = []
         self._arrived_rows = 0
         self.cost = CostEstimator()      # learned t(n) = a + b*n, for the adaptive policy
@@ -515,10 +519,15 @@ class Batcher:
             self.metrics.record_batch(rows, reason, self._clock() - t0, (), failed, depth)
             return
         self.cost.observe(rows, t1 - t0)
-        if self._queue:
-            # More work is waiting: hand the per-request completion (split, resolve, record)
-            # to the completer thread and start the next batch; that Python work then runs
-            # while ONNX Runtime computes (it releases the GIL), instead of between runs.
+        # The lower envelope of recent run times: a run's measured time includes waiting for
+        # the GIL afterwards, which says nothing about how much work a run can hide.
+        self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
+        if self._queue and floor > len(live) * _COMPLETE_COST_S:
+            # More work is waiting and a run is long enough to hide this batch's completion
+            # (split, resolve, record): hand that to the completer thread and start the next
+            # batch, so the Python work runs while ONNX Runtime computes (it releases the
+            # GIL). On a cheap model the hand-off itself (a third thread contending for the
+            # GIL) costs more than it hides, so completion stays inline.
             self._completions.put((live, outs, t0, t1, batch_id, rows, reason, failed, depth))
         else:
             self._complete(live, outs, t0, t1, batch_id, rows, reason, failed, depth)

@@ -326,3 +326,32 @@ def test_not_batchable_runs_each_request_alone():
         assert run.batch_rows == [1, 3, 3, 3]
     finally:
         b.close()
+
+
+@pytest.mark.parametrize("run_s, completed_on", [(1e-7, "batcher-fake"),
+                                                 (0.01, "batcher-fake-done")])
+def test_completion_is_handed_off_only_when_a_run_can_hide_it(run_s, completed_on):
+    """With more work queued, a batch's completion goes to the completer thread only when
+    runs take longer than completing their requests (else the hand-off costs more than it
+    hides). Run time comes from a fake clock, so the test does not depend on the machine."""
+    now = [1000.0]
+    gate, started = threading.Event(), threading.Event()
+
+    def run(arrays):
+        started.set()
+        assert gate.wait(WAIT_S)
+        now[0] += run_s
+        return [arrays[0] * 2.0]
+
+    b = Batcher("fake", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0),
+                clock=lambda: now[0])
+    first = b.submit((rows(1),), 1)
+    assert started.wait(WAIT_S)
+    second = b.submit((rows(1, start=5),), 1)  # queued while the first batch runs
+    resolved_on = []
+    first.add_done_callback(lambda f: resolved_on.append(threading.current_thread().name))
+    gate.set()
+    assert first.result(WAIT_S).outputs["y"][0, 0] == 0.0
+    assert second.result(WAIT_S).outputs["y"][0, 0] == 10.0
+    b.close()
+    assert resolved_on == [completed_on]
