@@ -11,6 +11,7 @@ mlp        x float32 [N,256] -> logits [N,10]      compute-bound: 256->1024->102
 tiny       x float32 [N,4] -> y [N,4]              per-request overhead dominates
 two-input  features, weights [N,16] -> score       a model with two inputs
 fixed-batch image float32 [1,3,8,8] -> pooled       batch axis fixed at 1: not batchable
+cnn        image float32 [N,1,28,28] -> logits     a small CNN (two convolutions, pooling)
 ========== ====================================== =========================================
 
 Example:
@@ -131,6 +132,34 @@ def _fixed_batch() -> bytes:
                   "Batch axis fixed at 1 (like many exported CNNs): served a row at a time")
 
 
+def _cnn() -> bytes:
+    """A small image classifier: conv 3x3 (8) -> relu -> pool 2 -> conv 3x3 (16) -> relu ->
+    pool 2 -> dense 784 -> 10; about 0.3 M multiply-adds per 28x28 image."""
+    rng = np.random.default_rng(7)
+
+    def conv(name: str, c_in: int, c_out: int) -> onnx.TensorProto:
+        w = rng.standard_normal((c_out, c_in, 3, 3)) * np.sqrt(2.0 / (c_in * 9))
+        return _init(name, w.astype(np.float32))
+
+    inits = [conv("c1_w", 1, 8), _init("c1_b", np.zeros(8, np.float32)),
+             conv("c2_w", 8, 16), _init("c2_b", np.zeros(16, np.float32))]
+    nodes = [
+        helper.make_node("Conv", ["image", "c1_w", "c1_b"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "c2_w", "c2_b"], ["c2"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p2"], ["flat"], axis=1),
+    ]
+    n3, i3, out = _dense(rng, "fc", "flat", 16 * 7 * 7, 10, relu=False)
+    nodes += n3 + [helper.make_node("Identity", [out], ["logits"])]
+    return _model("cnn", nodes, inits + i3,
+                  [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 28, 28])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+                  "Small CNN on 28x28 grey images")
+
+
 _BUILDERS: dict[str, tuple[Callable[[], bytes], str]] = {
     "clf-v1": (lambda: _classifier(1), "Small classifier 64->128->10 (A/B arm A)"),
     "clf-v2": (lambda: _classifier(2), "Costlier classifier v2, same interface (A/B arm B)"),
@@ -138,6 +167,7 @@ _BUILDERS: dict[str, tuple[Callable[[], bytes], str]] = {
     "tiny": (_tiny, "Cheap y = 2x + 1: per-request overhead dominates"),
     "two-input": (_two_input, "Two inputs: score = sum(features * weights)"),
     "fixed-batch": (_fixed_batch, "Batch axis fixed at 1: not batchable, served row by row"),
+    "cnn": (_cnn, "Small CNN on 28x28 images: two convolutions, pooling, dense"),
 }
 
 #: Names of the built-in demo models, in the order they are registered.
