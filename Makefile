@@ -1,7 +1,7 @@
 # Batchlab: two commands.
 #   make run   - create .venv, install requirements.txt, start the dashboard (demo models built in)
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make bench (benchmarks), make screenshots (README images), make clean.
+# Extras: make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,6 +22,11 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
 	@touch $@ $(VENV)/.run-installed
 
+$(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-bench.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-bench.txt
+	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
 
@@ -39,8 +44,10 @@ browser:
 test: $(VENV)/.dev-installed browser
 	$(PY) -m pytest
 
-bench: $(VENV)/.dev-installed
+# Run on an idle machine (docs/benchmarks.md); ~20 minutes.
+bench: $(VENV)/.bench-installed browser
 	$(PY) -m benchmarks.engine_overhead
+	$(PY) -m benchmarks.peers
 
 # Refresh the README's screenshots (made by the browser test).
 screenshots: $(VENV)/.dev-installed browser

@@ -18,33 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
-from benchmarks.openloop import find_capacity, run_open_loop
-from benchmarks.seed_port import SeedBatcher
-from core import BatchConfig, Engine, EngineConfig, SessionConfig, build_demo_model
+from benchmarks.common import (RESULTS, batchlab_systems, direct_system, find_capacity,
+                               machine_info, make_session, no_batching_system, open_trial,
+                               raw_items_per_s, raw_limit, seed_system)
+from core import build_demo_model
 from core.config import default_intra_op_threads
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def raw_items_per_s(session: ort.InferenceSession, batch: int, seconds: float) -> tuple[float, float]:
-    x = np.random.default_rng(0).standard_normal((batch, 256)).astype(np.float32)
-    for _ in range(50):
-        session.run(None, {"x": x})
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        session.run(None, {"x": x})
-        n += 1
-    elapsed = time.perf_counter() - t0
-    return n * batch / elapsed, elapsed / n * 1000.0
+from core.process import tune_for_serving
 
 
 def main() -> None:
@@ -55,40 +37,27 @@ def main() -> None:
                          "(default: the engine's, all cores but one)")
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
     ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--no-tune", action="store_true",
+                    help="keep CPython's 5 ms GIL switch interval (see docs/benchmarks.md)")
     args = ap.parse_args()
     trial_s = 1.0 if args.quick else 2.0
     p99_limit_ms = 50.0
     log = print
+    tuned = None if args.no_tune else tune_for_serving()
 
     data = build_demo_model("mlp")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    session = make_session(data, args.threads)
     x1 = np.random.default_rng(1).standard_normal((1, 256)).astype(np.float32)
-
-    results: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                 "onnxruntime": ort.__version__, "platform": platform.platform(),
-                                 "intra_op_threads": args.threads},
-                     "settings": {"max_batch_size": args.max_batch, "max_wait_ms": args.max_wait_ms,
-                                  "trial_s": trial_s, "p99_limit_ms": p99_limit_ms}}
+    results: dict = {"machine": machine_info(args.threads),
+                     "settings": {"max_batch_size": args.max_batch,
+                                  "max_wait_ms": args.max_wait_ms, "trial_s": trial_s,
+                                  "p99_limit_ms": p99_limit_ms, "process_tuning": tuned}}
     log("raw session.run ...")
-    raw1, lat1 = raw_items_per_s(session, 1, trial_s * 2)
-    raw32, lat32 = raw_items_per_s(session, args.max_batch, trial_s * 2)
-    # "The limit" is the best batch-32 rate this machine reaches with any thread count,
-    # so no system is flattered by a slow raw baseline.
-    limit, limit_threads = raw32, args.threads
-    for t in range(1, (os.cpu_count() or 1) + 1):
-        if t == args.threads:
-            continue
-        o = ort.SessionOptions()
-        o.intra_op_num_threads = t
-        o.inter_op_num_threads = 1
-        alt = ort.InferenceSession(data, o, providers=["CPUExecutionProvider"])
-        rate, _ = raw_items_per_s(alt, args.max_batch, trial_s * 2)
-        log(f"  batch {args.max_batch} with {t} thread(s): {rate:,.0f} items/s")
-        if rate > limit:
-            limit, limit_threads = rate, t
+    raw1, lat1 = raw_items_per_s(session, {"x": x1}, trial_s * 2)
+    raw32, lat32 = raw_items_per_s(session, {"x": np.repeat(x1, args.max_batch, 0)},
+                                   trial_s * 2)
+    limit, limit_threads, _ = raw_limit(data, {"x": np.repeat(x1, args.max_batch, 0)},
+                                        trial_s * 2, log=log)
     results["raw"] = {"batch1_items_s": raw1, "batch1_ms": lat1,
                       "batch32_items_s": raw32, "batch32_ms": lat32,
                       "limit_items_s": limit, "limit_threads": limit_threads}
@@ -96,55 +65,30 @@ def main() -> None:
         f"{raw32:,.0f} items/s ({lat32:.3f} ms); limit {limit:,.0f} items/s "
         f"({limit_threads} thread(s))")
 
-    systems = {}
-
-    def direct(x: np.ndarray) -> Future:
-        fut: Future = Future()
-        fut.set_result(session.run(None, {"x": x}))
-        return fut
-
-    # Calling session.run inline from the sender: the latency floor at low load (cold
-    # caches and idle CPUs make a lone run slower than in a tight loop).
-    systems["direct session.run (inline)"] = (direct, lambda: None)
-
-    pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="nobatch")
-    systems["no batching (4-thread pool)"] = (
-        lambda x: pool.submit(session.run, None, {"x": x}), pool.shutdown)
-
-    seed = SeedBatcher(session, "x", args.max_batch, args.max_wait_ms)
-    systems["seed design (port)"] = (seed.submit, seed.close)
-
-    engine = Engine(EngineConfig(session=SessionConfig(intra_op_threads=args.threads),
-                                 batch=BatchConfig(max_batch_size=args.max_batch,
-                                                   max_wait_ms=args.max_wait_ms,
-                                                   max_queue=100_000)),
-                    demo_models=False)
-    engine.load_model(data, name="mlp")
-    systems["Batchlab engine (deadline)"] = (lambda x: engine.submit("mlp", x), engine.close)
-    engine.load_model(data, name="mlp-adaptive",
-                      batch=BatchConfig(max_batch_size=args.max_batch,
-                                        max_wait_ms=args.max_wait_ms, policy="adaptive",
-                                        max_queue=100_000))
-    systems["Batchlab engine (adaptive)"] = (lambda x: engine.submit("mlp-adaptive", x),
-                                             lambda: None)
-
+    # The direct inline call comes first: its low-load latency is the floor that "added
+    # latency" is measured from (a lone run after idle time is slower than in a tight loop).
+    systems = [direct_system(session, "x"), no_batching_system(session, "x"),
+               seed_system(session, "x", args.max_batch, args.max_wait_ms),
+               *batchlab_systems(data, args.threads, args.max_batch, args.max_wait_ms,
+                                 policies=("deadline", "adaptive"))]
     rows = {}
     floor_p50 = None
-    for name, (submit, _) in systems.items():
+    for sysm in systems:
+        name, submit = sysm.name, sysm.submit
         log(f"{name}: low-load latency at 100 rps ...")
-        low = run_open_loop(submit, x1, 100.0, trial_s * 2)
+        low = open_trial(submit, x1, 100.0, trial_s * 2)
         if floor_p50 is None:
-            floor_p50 = low.p50_ms
-        log(f"  p50 {low.p50_ms:.3f} ms, p99 {low.p99_ms:.3f} ms")
+            floor_p50 = low["p50_ms"]
+        log(f"  p50 {low['p50_ms']:.3f} ms, p99 {low['p99_ms']:.3f} ms")
         log(f"{name}: capacity search ...")
         cap, at_cap = find_capacity(submit, x1, 1000.0, trial_s, p99_limit_ms, log=log)
-        rows[name] = {"capacity_rps": cap, "low_load_p50_ms": low.p50_ms,
-                      "low_load_p99_ms": low.p99_ms,
-                      "added_p50_ms": low.p50_ms - floor_p50,
-                      "p99_at_capacity_ms": at_cap.p99_ms if at_cap else None}
+        rows[name] = {"capacity_rps": cap, "low_load_p50_ms": low["p50_ms"],
+                      "low_load_p99_ms": low["p99_ms"],
+                      "added_p50_ms": low["p50_ms"] - floor_p50,
+                      "p99_at_capacity_ms": at_cap["p99_ms"] if at_cap else None}
         log(f"  capacity {cap:,.0f} rps")
-    for _, close in systems.values():
-        close()
+    for sysm in systems:
+        sysm.close()
     results["systems"] = rows
 
     eng = rows["Batchlab engine (deadline)"]
@@ -155,7 +99,7 @@ def main() -> None:
         "added_p50_ms": eng["added_p50_ms"],
         "added_p50_budget_ms": args.max_wait_ms + 0.5,
     }
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "engine_overhead.json").write_text(json.dumps(results, indent=2))
 
     print(f"\nONNX Runtime intra-op threads: {args.threads}; the limit is raw batch-"
