@@ -123,8 +123,8 @@ def ratios(model_result: dict) -> dict:
 
 
 def chart(results: dict, path: Path) -> Path | None:
-    """Capacity as a fraction of the raw batch-32 limit per model, and the MLP's p99 at
-    the fixed rates; PNG through kaleido (HTML beside it when kaleido is missing)."""
+    """Capacity per model and system, and the first model's p99 at the fixed rates; PNG
+    through kaleido (HTML beside it when kaleido is missing)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -132,28 +132,30 @@ def chart(results: dict, path: Path) -> Path | None:
 
     models = list(results["models"])
     names = list(next(iter(results["models"].values()))["systems"])
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
-        "Capacity, one-row requests (× raw batch-32 limit)",
-        f"p99 latency at fixed rates, {models[0]} (ms, log)"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=(
+        "Capacity, one-row requests (req/s, open loop, p99 ≤ "
+        f"{results['settings']['p99_limit_ms']:g} ms)",
+        f"p99 latency at fixed rates, {models[0]} (ms, log; no bar: overloaded)"))
     palette = ["#1f77b4", "#4c9be8", "#9cc7f2", "#7f7f7f", "#d62728", "#ff7f0e"]
     first = results["models"][models[0]]
     for i, name in enumerate(names):
         color = palette[i % len(palette)]
+        caps = [results["models"][m]["systems"][name]["capacity_rps"] for m in models]
         fig.add_trace(go.Bar(
-            name=name, x=[MODELS.get(m, m) for m in models], marker_color=color,
-            y=[results["models"][m]["systems"][name]["x_limit"] for m in models],
-            text=[f"{results['models'][m]['systems'][name]['capacity_rps'] / 1000:.1f}k"
-                  for m in models], textposition="outside", legendgroup=name),
-            row=1, col=1)
+            name=name, x=[MODELS.get(m, m) for m in models], y=caps, marker_color=color,
+            text=[f"{c / 1000:.1f}k" for c in caps], textposition="outside",
+            legendgroup=name), row=1, col=1)
         fixed = first["systems"][name]["fixed_rates"]
         fig.add_trace(go.Bar(
-            name=name, x=[f"{f['offered_rps']:,.0f} rps" for f in fixed], marker_color=color,
-            y=[f["p99_ms"] if f["sustained"] else None for f in fixed],
+            name=name, x=[f"{f['offered_rps']:,.0f} req/s" for f in fixed],
+            y=[f["p99_ms"] if f["sustained"] else None for f in fixed], marker_color=color,
             legendgroup=name, showlegend=False), row=1, col=2)
-    style(fig, "Batchlab vs no batching, the seed design and Ray Serve (same run)", "")
+    m = results["machine"]
+    style(fig, f"Batchlab and its peers, one process, one run ({m['cpus']} cores, "
+               f"onnxruntime {m['onnxruntime']}, {m['date']})", "")
     fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_layout(barmode="group", height=480, width=1300,
-                      legend=dict(orientation="h", y=-0.15))
+    fig.update_layout(barmode="group", height=500, width=1300, margin=dict(t=100),
+                      legend=dict(orientation="h", y=-0.12))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.write_image(path, scale=1)
