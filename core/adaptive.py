@@ -62,7 +62,7 @@ class CostEstimator:
 class RateEstimator:
     """Rows per second, an exponentially weighted average over ``half_life_s``."""
 
-    def __init__(self, half_life_s: float = 0.5) -> None:
+    def __init__(self, half_life_s: float = 0.1) -> None:
         self.half_life_s = half_life_s
         self.rate_rps = 0.0
         self._last_t: float | None = None
@@ -83,13 +83,22 @@ class RateEstimator:
 
 
 def adaptive_decision(queued_rows: int, max_rows: int, waited_s: float, max_wait_s: float,
-                      fixed_cost_s: float, rate_rps: float) -> tuple[str | None, float]:
-    """``(reason, 0)`` to release now, or ``(None, seconds to wait)`` before looking again."""
+                      fixed_cost_s: float, rate_rps: float,
+                      idle_s: float = 0.0) -> tuple[str | None, float]:
+    """``(reason, 0)`` to release now, or ``(None, seconds to wait)`` before looking again.
+
+    ``idle_s`` is the time since the newest queued row arrived: no arrival for that long
+    caps the rate at ``1 / idle_s``, so a rate learned during a burst that has ended cannot
+    keep requests waiting (the wait is then bounded by about ``fixed_cost_s``, as in the
+    ski-rental rule: stop waiting once waiting has cost what a separate run costs).
+    """
     if queued_rows >= max_rows:
         return "full", 0.0
     left = max_wait_s - waited_s
     if left <= 0:
         return "deadline", 0.0
+    if idle_s > 0:
+        rate_rps = min(rate_rps, 1.0 / idle_s)
     if rate_rps <= 0 or queued_rows / rate_rps >= fixed_cost_s:
         return "adaptive", 0.0
     # Look again when the next row is expected (bounded by the deadline).

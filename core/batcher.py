@@ -399,7 +399,7 @@ class Batcher:
                     fixed = self.cost.a_s if self.cost.ready else 0.0
                     reason, remaining = adaptive_decision(
                         self._queued_rows, max_rows, now - q[0].t_submit,
-                        cfg.max_wait_ms / 1000.0, fixed, rate)
+                        cfg.max_wait_ms / 1000.0, fixed, rate, idle_s=now - q[-1].t_submit)
                 else:
                     reason, remaining = release_decision(
                         cfg, max_rows, self._queued_rows, q[0].t_submit, clock(),

@@ -27,6 +27,28 @@ def test_decision_full_and_deadline_win():
     assert adaptive_decision(3, 32, 0.006, 0.005, 0.0004, 20_000.0) == ("deadline", 0.0)
 
 
+def test_no_arrivals_cap_a_stale_rate_so_waiting_stops_after_about_the_fixed_cost():
+    """A rate learned in a burst that has ended must not hold a lone request to the
+    deadline: after idle_s without an arrival the rate counts as at most 1 / idle_s."""
+    stale = 20_000.0  # the burst's rate; the traffic is now 200 rows/s
+    reason, _ = adaptive_decision(1, 32, 0.0001, 0.005, 0.0004, stale, idle_s=0.0001)
+    assert reason is None  # 0.1 ms without a row: waiting may still pay
+    assert adaptive_decision(1, 32, 0.0004, 0.005, 0.0004, stale,
+                             idle_s=0.0004) == ("adaptive", 0.0)  # waited what a run costs
+    # Under real load the newest row is always recent, so the cap changes nothing.
+    assert adaptive_decision(2, 32, 0.0001, 0.005, 0.0004, stale, idle_s=0.00001)[0] is None
+
+
+def test_rate_estimator_forgets_a_burst_within_a_fraction_of_a_second():
+    est = RateEstimator()
+    for k in range(500):  # 0.5 s at 20k rows/s
+        est.observe(total_rows=k * 100, now=k * 0.005)
+    base, t = 500 * 100, 500 * 0.005
+    for k in range(1, 101):  # then 200 rows/s
+        est.observe(total_rows=base + k, now=t + k * 0.005)
+    assert est.rate_rps < 2_000
+
+
 def test_cost_estimator_learns_the_line():
     est = CostEstimator(window=64, refit_every=4)
     rng = np.random.default_rng(0)
