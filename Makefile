@@ -44,7 +44,7 @@ browser:
 test: $(VENV)/.dev-installed browser
 	$(PY) -m pytest
 
-# Run on an idle machine (docs/benchmarks.md); ~20 minutes.
+# Run on an idle machine (docs/benchmarks.md); ~30 minutes.
 bench: $(VENV)/.bench-installed browser
 	$(PY) -m benchmarks.engine_overhead
 	$(PY) -m benchmarks.peers

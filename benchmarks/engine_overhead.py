@@ -9,7 +9,7 @@ as capacity with one-row requests under open-loop load (latency from the intende
 time), plus the latency each adds at low load.
 
 Usage:
-    .venv/bin/python -m benchmarks.engine_overhead            # full run, ~2-3 minutes
+    .venv/bin/python -m benchmarks.engine_overhead            # full run, ~5 minutes
     .venv/bin/python -m benchmarks.engine_overhead --quick    # shorter trials
 Writes benchmarks/results/engine_overhead.json and prints a Markdown table.
 """

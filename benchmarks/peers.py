@@ -16,8 +16,8 @@ clients for throughput. Writes ``benchmarks/results/peers.json`` and the chart
 ``docs/img/peers.png`` (needs kaleido, from requirements-bench.txt).
 
 Usage:
-    .venv/bin/python -m benchmarks.peers            # all models, ~15 minutes
-    .venv/bin/python -m benchmarks.peers --quick    # shorter trials, ~8 minutes
+    .venv/bin/python -m benchmarks.peers            # all models, ~20-25 minutes
+    .venv/bin/python -m benchmarks.peers --quick    # shorter trials, ~12 minutes
     .venv/bin/python -m benchmarks.peers --models mlp
 """
 
