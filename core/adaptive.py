@@ -1,8 +1,8 @@
 """Online estimates behind the ``adaptive`` batching policy.
 
 The policy needs two numbers it cannot know in advance: what a batch costs, and how fast
-rows arrive. :class:`CostEstimator` fits t(n) = a + b*n by least squares over the most
-recent batches; :class:`RateEstimator` keeps an exponentially weighted arrival rate.
+rows arrive. :class:`CostEstimator` fits t(n) = a + b*n to the fastest recent run of each
+batch size; :class:`RateEstimator` keeps an exponentially weighted arrival rate.
 :func:`adaptive_decision` turns them into "release now" or "wait this long", in the
 spirit of BentoML's adaptive dispatcher: waiting for one more row costs every queued row
 the time until it arrives (n / rate) and saves a separate run's fixed cost ``a``, so the
@@ -26,7 +26,8 @@ __all__ = ["CostEstimator", "RateEstimator", "adaptive_decision"]
 
 
 class CostEstimator:
-    """t(n) = a + b*n seconds, refitted from the last ``window`` batches."""
+    """t(n) = a + b*n seconds, fitted to the fastest run of each batch size among the last
+    ``window`` batches."""
 
     def __init__(self, window: int = 64, refit_every: int = 8) -> None:
         self._obs: deque[tuple[int, float]] = deque(maxlen=window)
@@ -36,6 +37,7 @@ class CostEstimator:
         self.a_s = 0.0
         self.b_s = 0.0
         self.ready = False
+        self._has_line = False
 
     def observe(self, rows: int, seconds: float) -> None:
         with self._lock:
@@ -46,13 +48,31 @@ class CostEstimator:
                 self._fit()
 
     def _fit(self) -> None:
-        n = np.array([o[0] for o in self._obs], dtype=float)
-        t = np.array([o[1] for o in self._obs], dtype=float)
-        if len(set(n.tolist())) >= 2:
-            b, a = np.polyfit(n, t, 1)
-            self.a_s, self.b_s = max(0.0, float(a)), max(0.0, float(b))
-        else:  # one batch size seen so far: all of it counts as fixed cost
+        # The lower envelope: per batch size, the fastest run in the window. Timing noise
+        # is one-sided (a run's measured time includes waiting for the GIL afterwards, or
+        # being preempted), and a least-squares line through it put the fixed cost at
+        # several times its real value in a busy process.
+        fastest: dict[int, float] = {}
+        for rows, seconds in self._obs:
+            if seconds < fastest.get(rows, float("inf")):
+                fastest[rows] = seconds
+        n = np.array(list(fastest), dtype=float)
+        t = np.array(list(fastest.values()), dtype=float)
+        # Extrapolating to n = 0 from sizes close together (31 and 32) is noise; a line
+        # needs sizes at least a factor of two apart, and a cost that grows with n.
+        b = a = -1.0
+        if len(n) >= 2 and n.max() >= 2 * n.min():
+            b, a = (float(v) for v in np.polyfit(n, t, 1))
+        if b >= 0:
+            self.a_s, self.b_s = max(0.0, a), b
+            self._has_line = True
+        elif not self._has_line:
+            # No line yet (one batch size, or sizes too close): all of it counts as fixed
+            # cost, until batches of other sizes separate the two.
             self.a_s, self.b_s = float(t.mean()), 0.0
+        # else: a window that cannot separate fixed from per-row cost (say, a burst of full
+        # batches only) keeps the last line fitted: it says more than "all fixed", which
+        # would make the policy wait far too long once the burst is over.
         self.ready = True
 
     def predict(self, rows: int) -> float:

@@ -61,6 +61,39 @@ def test_cost_estimator_learns_the_line():
     assert est.predict(10) == pytest.approx(0.0007, rel=0.05)
 
 
+def test_cost_estimator_keeps_its_line_through_a_burst_of_one_batch_size():
+    est = CostEstimator(window=64, refit_every=4)
+    for k in range(64):
+        n = 1 + k % 32
+        est.observe(n, 0.0005 + 0.00002 * n)
+    line = (est.a_s, est.b_s)
+    for _ in range(64):  # a burst: only full batches, the window holds one size
+        est.observe(32, 0.0005 + 0.00002 * 32)
+    assert (est.a_s, est.b_s) == pytest.approx(line)
+    fresh = CostEstimator(refit_every=1)
+    fresh.observe(32, 0.002)  # nothing to separate yet: all of it counts as fixed
+    assert (fresh.a_s, fresh.b_s) == (0.002, 0.0)
+
+
+def test_cost_estimator_fits_the_lower_envelope_of_one_sided_noise():
+    """Runs measured in a busy process are only ever slower (GIL waits, preemption)."""
+    est = CostEstimator(window=64, refit_every=1)
+    rng = np.random.default_rng(3)
+    for k in range(64):
+        n = (1, 4, 8, 16, 32)[k % 5]
+        late = 0.002 * rng.random() if rng.random() < 0.4 else 0.0
+        est.observe(n, 0.0003 + 0.00003 * n + late)
+    assert est.a_s == pytest.approx(0.0003, rel=0.01)
+    assert est.b_s == pytest.approx(0.00003, rel=0.01)
+
+
+def test_cost_estimator_does_not_extrapolate_from_sizes_close_together():
+    est = CostEstimator(refit_every=1)
+    est.observe(31, 0.0012)
+    est.observe(32, 0.0011)  # noise: a "line" through these has a negative slope
+    assert est.b_s == 0.0 and est.a_s == pytest.approx(0.00115)
+
+
 def test_rate_estimator_converges():
     est = RateEstimator(half_life_s=0.1)
     for k in range(200):
