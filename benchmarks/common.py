@@ -71,16 +71,17 @@ def raw_items_per_s(session: ort.InferenceSession, feed: dict[str, np.ndarray],
 
 
 def raw_limit(data: bytes, feed: dict[str, np.ndarray], seconds: float,
-              log: Callable[[str], None] = print) -> tuple[float, int, dict[int, float]]:
+              log: Callable[[str], None] = print,
+              ) -> tuple[float, int, dict[int, tuple[float, float]]]:
     """The best batched ``session.run`` rate at any intra-op thread count: (items/s, threads,
-    rate per thread count). No system is flattered by a slow raw baseline."""
-    rates = {}
+    (items/s, ms per run) per thread count). No system is flattered by a slow raw baseline."""
+    runs = {}
     for t in range(1, (os.cpu_count() or 1) + 1):
-        rates[t], ms = raw_items_per_s(make_session(data, t), feed, seconds)
+        runs[t] = rate, ms = raw_items_per_s(make_session(data, t), feed, seconds)
         log(f"  raw batch {len(next(iter(feed.values())))}, {t} thread(s): "
-            f"{rates[t]:,.0f} items/s ({ms:.3f} ms per run)")
-    best = max(rates, key=rates.get)
-    return rates[best], best, rates
+            f"{rate:,.0f} items/s ({ms:.3f} ms per run)")
+    best = max(runs, key=lambda t: runs[t][0])
+    return runs[best][0], best, runs
 
 
 # -- load ---------------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def bench_model(model: str, args: argparse.Namespace, log) -> dict:
     raw1, ms1 = raw_items_per_s(session, {input_name: x1}, args.trial_s)
     log(f"  raw batch 1, {args.threads} thread(s): {raw1:,.0f} items/s ({ms1:.3f} ms)")
     out = {"raw": {"limit_items_s": limit, "limit_threads": limit_threads,
-                   "batch_items_s_by_threads": by_threads, "batch1_items_s": raw1,
+                   "batch_items_s_by_threads": {t: r[0] for t, r in by_threads.items()}, "batch1_items_s": raw1,
                    "batch1_ms": ms1},
            "systems": {}}
     systems = build_systems(data, session, input_name, args.threads, args.max_batch,
