@@ -35,7 +35,7 @@ ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
 
 SubmitFn = Callable[..., Future]
 
-# The open-loop sender's shortest sleep (see open_loop).
+# The open-loop senders' shortest sleep (see open_loop).
 _MIN_SLEEP_S = 0.0005
 
 
@@ -181,8 +181,9 @@ class TrafficGenerator:
                     break
                 now = perf()
                 if now < due:
-                    # Sleep, never spin: spinning would hold the GIL from the engine.
-                    self._stop.wait(min(due - now, 0.05))
+                    # Sleep, never spin (the GIL is shared), at least _MIN_SLEEP_S: see
+                    # open_loop.
+                    self._stop.wait(min(max(due - now, _MIN_SLEEP_S), 0.05))
                     continue
                 lag = now - due
                 if lag > self._max_lag:
