@@ -223,6 +223,9 @@ def test_batch_size_and_live_traffic(server, page: Page):
 
     go(page, "A/B test")
     page.get_by_role("button", name="Create experiment").click()
+    # The rerun may not have begun when wait_ready looks; a click on "Start traffic" while
+    # it runs can be lost (seen once in CI), so wait for the new experiment's panel first.
+    expect(page.get_by_text(re.compile(r"Arm B: clf-v2"))).to_be_visible(timeout=20_000)
     wait_ready(page)
     page.get_by_role("button", name="Start traffic").click()
     sidebar = page.locator('[data-testid="stSidebar"]')
