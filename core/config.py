@@ -22,15 +22,17 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig",
-           "default_intra_op_threads"]
+           "default_intra_op_threads", "check_timeout_ms"]
 
-#: Batching policies. ``deadline``: a batch is released when full or when its oldest
-#: request has waited ``max_wait_ms`` (Triton / TF Serving / Ray Serve). ``fixed_window``:
-#: the seed design, a free-running window of ``max_wait_ms`` restarted after each flush.
-#: ``adaptive``: learns the batch cost t(n) = a + b*n and the arrival rate online and waits
-#: (up to ``max_wait_ms``) only while waiting for the next row costs less than the fixed
-#: cost ``a`` it saves; with ``latency_slo_ms`` it sheds requests that cannot meet it.
-POLICIES = ("deadline", "fixed_window", "adaptive")
+#: Batching policies, one module each in ``core/policies/``. ``deadline``: a batch is
+#: released when full or when its oldest request has waited ``max_wait_ms`` (Triton / TF
+#: Serving / Ray Serve). ``fixed_window``: the seed design, a free-running window of
+#: ``max_wait_ms`` restarted after each flush. ``adaptive``: learns the batch cost
+#: t(n) = a + b*n and the arrival rate online and waits (up to ``max_wait_ms``) only while
+#: waiting for the next row costs less than the fixed cost ``a`` it saves; with
+#: ``latency_slo_ms`` it sheds requests that cannot meet it.
+from .policies import POLICIES  # noqa: E402
+from .policies.base import registered as registered_policies  # noqa: E402
 
 OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -79,7 +81,7 @@ class BatchConfig:
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, 1, _MAX_BATCH_LIMIT)
         _check_float("max_wait_ms", self.max_wait_ms, 0.0, _MAX_WAIT_LIMIT_MS)
-        _check_choice("policy", self.policy, POLICIES)
+        _check_choice("policy", self.policy, tuple(registered_policies()))
         _check_int("max_queue", self.max_queue, 1, 10_000_000)
         if self.timeout_ms is not None:
             _check_float("timeout_ms", self.timeout_ms, 0.001, 86_400_000.0)
@@ -101,6 +103,15 @@ class BatchConfig:
                 f"unknown batch setting(s) {sorted(unknown)}; expected some of "
                 f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+def check_timeout_ms(value: Any) -> float:
+    """A per-request timeout: a positive finite number of milliseconds."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"timeout_ms must be a positive finite number of milliseconds, "
+                          f"got {value!r}")
+    return float(value)
 
 
 def default_intra_op_threads() -> int:

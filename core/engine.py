@@ -1,7 +1,15 @@
-"""The engine: one facade over models, batchers, metrics and warm-up.
+"""The engine: one facade over the model registry, A/B experiments and built-in traffic.
 
 This is the contract used by the dashboard, notebooks, outside scripts and tests; names
-here stay stable (extend, don't rename). One ``Engine`` owns one batcher thread per model.
+here stay stable (extend, don't rename). The rooms behind it:
+
+* :mod:`core.registry`: models (load, hot swap, unload, session cache, warm-up state),
+  each with its :class:`~core.batcher.Batcher` (queue, executor, supervisor, ledger);
+* :mod:`core.router`: A/B experiments (routing, shadow copies, per-arm metrics);
+* :mod:`core.traffic`: built-in traffic generators, clients of :meth:`Engine.submit`.
+
+Models and experiments share one namespace: a name is either, never both, and every
+method that takes a name resolves it the same way.
 
 Example:
     >>> from core import Engine
@@ -14,71 +22,59 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import re
 import threading
 import time
+import weakref
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .batcher import Batcher, Prediction
-from .config import BatchConfig, EngineConfig, SessionConfig
-from .loadgen import TrafficGenerator, TrafficStatus
-from .router import ABExperiment, ABReport
+from .batcher import Prediction
+from .config import BatchConfig, EngineConfig, SessionConfig, check_timeout_ms
 from .demo_models import DEMO_MODELS, build_demo_model, demo_description
 from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
                      RequestTimeoutError)
-from .metrics import MetricsSnapshot, ModelMetrics
-from .models import (CacheEntry, LoadedModel, ModelInfo, SessionCache, load_model_bytes,
-                     read_model_source, sample_input)
-from .validation import RequestValidator
+from .loadgen import TrafficStatus
+from .metrics import MetricsSnapshot
+from .models import CacheEntry, ModelInfo, read_model_source, sample_input
+from .registry import ModelEntry, ModelRegistry, check_batchable_sizes
+from .router import ABExperiment, ABReport
+from .settle import Request
+from .traffic import TrafficManager
 from .warmup import ProgressFn, WarmupReport, run_warmup, warmup_batch_sizes
 
 __all__ = ["Engine"]
 
 log = logging.getLogger("batchlab.engine")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+# Engines still open at interpreter exit are closed then, so no thread is left inside
+# ONNX Runtime while the interpreter tears down (that aborts the process).
+_OPEN_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-@dataclass
-class _Entry:
-    """Everything the engine keeps for one registered model."""
-
-    loaded: LoadedModel
-    validator: RequestValidator
-    batcher: Batcher
-    metrics: ModelMetrics
-    warmed_sizes: set[int] = field(default_factory=set)
-    last_warmup: WarmupReport | None = None
-
-    @property
-    def info(self) -> ModelInfo:
-        return self.loaded.info
+@atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_OPEN_ENGINES):
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            log.exception("closing an engine at exit failed")
 
 
-def _row_runner(loaded: LoadedModel) -> Callable[[Sequence[np.ndarray]], list[Any]]:
-    """For models whose batch axis is fixed at 1: run a request's rows one at a time."""
+# Kept for code that imported it from here.
+_Entry = ModelEntry
 
-    def run(arrays: Sequence[np.ndarray]) -> list[Any]:
-        rows = arrays[0].shape[0]
-        if rows == 1:
-            return loaded.run(arrays)
-        parts = [loaded.run([a[i:i + 1] for a in arrays]) for i in range(rows)]
-        out: list[Any] = []
-        for k in range(len(parts[0])):
-            pieces = [p[k] for p in parts]
-            if isinstance(pieces[0], np.ndarray):
-                out.append(np.concatenate(pieces))
-            else:
-                out.append([item for piece in pieces for item in piece])
-        return out
 
-    return run
+def _interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
+    return [(t.name, t.dtype, t.shape) for t in info.inputs]
 
 
 class Engine:
@@ -100,18 +96,37 @@ class Engine:
         self.config = config or EngineConfig()
         if demo_models is None:
             demo_models = self.config.demo_models
-        self._cache = SessionCache(self.config.cache_size)
-        self._lock = threading.RLock()
-        # Copy-on-write: submit() reads this dict without a lock.
-        self._models: dict[str, _Entry] = {}
+        self._registry = ModelRegistry(self.config)
+        self._cache = self._registry.cache
+        # One lock for the namespace (models and experiments); submit() reads the
+        # copy-on-write tables without it.
+        self._lock = self._registry.lock
+        self._experiments: dict[str, ABExperiment] = {}
         self._closed = False
         self._t0 = time.monotonic()
-        self._traffic: dict[str, TrafficGenerator] = {}
-        self._experiments: dict[str, ABExperiment] = {}
+        self._traffic = TrafficManager(self.submit)
+        _OPEN_ENGINES.add(self)
         if demo_models:
             for name in DEMO_MODELS:
                 self.load_model(build_demo_model(name), name=name,
                                 description=demo_description(name), source_label="demo")
+
+    @property
+    def _models(self) -> dict[str, ModelEntry]:
+        return self._registry.models
+
+    # -- the namespace -------------------------------------------------------------------
+    def _check_new_name(self, name: Any, kind: str) -> None:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ConfigError(f"{kind} name must be 1-64 characters of letters, digits, '.', "
+                              f"'_' or '-', starting with a letter or digit; got {name!r}")
+
+    def _kind_of(self, name: str) -> str | None:
+        if name in self._registry:
+            return "model"
+        if name in self._experiments:
+            return "experiment"
+        return None
 
     # -- models --------------------------------------------------------------------
     def load_model(self, source: str | Path | bytes | bytearray | memoryview,
@@ -122,7 +137,7 @@ class Engine:
 
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
-        configuration and metrics carry over.
+        configuration and metrics carry over. The name must not be an A/B experiment's.
         """
         self._check_open()
         # Built-in demo models are trusted and exempt from the upload size limit.
@@ -131,57 +146,60 @@ class Engine:
         if name is None:
             name = Path(where).stem if where != "upload" else None
         if name is None:
-            import hashlib
             name = "model-" + hashlib.sha256(data).hexdigest()[:8]
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ConfigError(f"model name must be 1-64 characters of letters, digits, '.', "
-                              f"'_' or '-', starting with a letter or digit; got {name!r}")
-        with self._lock:
-            old = self._models.get(name)
-            if old is not None and not replace:
-                raise ConfigError(f"a model named {name!r} is already loaded; pass "
-                                  "replace=True to hot-swap it, or choose another name")
-        loaded = load_model_bytes(data, name, cache=self._cache,
-                                  options=session or self.config.session,
-                                  source=source_label or where, description=description)
-        info = loaded.info
+        self._check_new_name(name, "model")
+        self._check_model_name_free(name, replace)
+        loaded = self._registry.build(data, name, session, source_label or where, description)
         with self._lock:
             self._check_open()
-            old = self._models.get(name)
-            if old is not None and not replace:
-                raise ConfigError(f"a model named {name!r} is already loaded; pass "
-                                  "replace=True to hot-swap it, or choose another name")
-            metrics = old.metrics if old is not None else ModelMetrics(
-                self.config.timeseries_seconds)
-            cfg = batch or (old.batcher.config if old is not None else self.config.batch)
-            run = _row_runner(loaded) if info.batch_mode == "rows" else loaded.run
-            batcher = Batcher(name, run, loaded.output_names, cfg, metrics,
-                              batchable=info.batchable)
-            entry = _Entry(loaded, RequestValidator(info), batcher, metrics)
-            models = dict(self._models)
-            models[name] = entry
-            self._models = models
-        if old is not None:
-            # Drain the old version off the caller's thread: queued requests still finish.
-            threading.Thread(target=old.batcher.close, args=(self.config.close_timeout_s,),
-                             name=f"retire-{name}", daemon=True).start()
-        return info
+            self._check_model_name_free(name, replace)
+            old = self._registry.get(name)
+            if old is not None:
+                self._check_arm_compatible(name, loaded.info)
+            self._registry.install(name, loaded, batch)
+        return loaded.info
+
+    def _check_model_name_free(self, name: str, replace: bool) -> None:
+        kind = self._kind_of(name)
+        if kind == "experiment":
+            raise ConfigError(f"{name!r} is the name of an A/B experiment; give the model "
+                              "another name (models and experiments share one namespace)")
+        if kind == "model" and not replace:
+            raise ConfigError(f"a model named {name!r} is already loaded; pass "
+                              "replace=True to hot-swap it, or choose another name")
+
+    def _check_arm_compatible(self, model: str, info: ModelInfo) -> None:
+        """A hot swap must keep the interface of a model that is an A/B arm."""
+        for exp in self._experiments.values():
+            if model in (exp.a, exp.b):
+                other = exp.b if model == exp.a else exp.a
+                other_entry = self._registry.get(other)
+                if other_entry is not None and _interface(other_entry.info) != _interface(info):
+                    raise ConfigError(
+                        f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the "
+                        f"new version's inputs ({'; '.join(t.describe() for t in info.inputs)})"
+                        f" differ from arm {other!r}'s; delete or update the experiment first")
 
     def unload_model(self, name: str) -> None:
-        """Unregister ``name``; its queued requests finish first."""
+        """Unregister ``name`` and stop its built-in traffic; its queued requests finish
+        first (up to ``close_timeout_s``, then they are failed)."""
         with self._lock:
-            entry = self._entry(name)
-            models = dict(self._models)
-            del models[name]
-            self._models = models
-        entry.batcher.close(self.config.close_timeout_s)
+            self._entry(name)
+            for exp in self._experiments.values():
+                if name in (exp.a, exp.b):
+                    raise ConfigError(f"model {name!r} is an arm of A/B experiment "
+                                      f"{exp.name!r}; delete the experiment first "
+                                      "(engine.delete_ab) or give it another arm")
+            entry = self._registry.remove(name)
+        self._traffic.stop(name)
+        self._registry.finish_retire(entry.batcher)
 
     def models(self) -> list[ModelInfo]:
         """Info of every registered model, in registration order."""
-        return [e.info for e in self._models.values()]
+        return [e.info for e in self._registry.models.values()]
 
     def model_names(self) -> list[str]:
-        return list(self._models)
+        return self._registry.names()
 
     def model_info(self, name: str) -> ModelInfo:
         return self._entry(name).info
@@ -201,8 +219,9 @@ class Engine:
 
     # -- batching configuration -----------------------------------------------------
     def configure(self, name: str, **changes: Any) -> BatchConfig:
-        """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue`` or
-        ``timeout_ms`` of ``name`` live; queued requests are kept. Returns the new config."""
+        """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue``,
+        ``timeout_ms`` or ``latency_slo_ms`` of ``name`` live; queued requests are kept.
+        Returns the new config."""
         with self._lock:
             entry = self._entry(name)
             cfg = entry.batcher.config.replace(**changes)
@@ -230,74 +249,115 @@ class Engine:
         rows on the leading axis. Bad input, an unknown model, a full queue or a closed
         engine raise here, at once; nothing is queued then. ``name`` may also be an A/B
         experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
+        ``timeout_ms`` (default: the model's ``timeout_ms``) bounds queue + compute; past
+        it the future fails with :class:`RequestTimeoutError`.
         """
-        entry = self._models.get(name)
-        arm = sink = exp = None
-        if entry is None:
-            exp = self._experiments.get(name)
-            if exp is None:
-                raise self._not_found(name)
-            arm, model = exp.route(key)
-            sink = exp.metrics[arm]
-            entry = self._models.get(model)
+        entry = self._registry.models.get(name)
+        if entry is not None:
+            return self._submit_model(name, entry, x, timeout_ms, None, None)
+        exp = self._experiments.get(name)
+        if exp is None:
+            raise self._not_found(name)
+        arm, model = exp.route(key)
+        fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
+                                 experiment=name)
+        if exp.mode == "shadow":
+            self._shadow_copy(exp, x, fut)
+        return fut
+
+    def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
+                      timeout_ms: float | None, arm: str | None, sink: Any,
+                      experiment: str | None = None) -> Future:
+        for _ in range(8):
             if entry is None:
-                raise ModelNotFoundError(f"A/B experiment {name!r} routes arm {arm} to model "
-                                         f"{model!r}, which is not loaded; load it or update "
-                                         "the experiment with engine.update_ab()")
-        try:
-            arrays, rows = entry.validator(x)
-            fut = entry.batcher.submit(arrays, rows, timeout_ms, arm, sink)
-            if sink is not None and exp.mode == "shadow":
-                self._shadow_copy(exp, x, fut)
-            return fut
-        except EngineClosedError:
-            # A hot swap may have retired this batcher between lookup and submit.
-            current = self._models.get(name)
-            if current is not None and current is not entry and not self._closed:
-                return self.submit(name, x, timeout_ms, key)
-            if self._closed:
-                raise EngineClosedError("the engine is closed and accepts no more requests; "
-                                        "create a new Engine") from None
-            raise
-        except BatchlabError as err:
+                entry = self._registry.models.get(model)
+                if entry is None:
+                    err = ModelNotFoundError(
+                        f"A/B experiment {experiment!r} routes arm {arm} to model {model!r}, "
+                        "which is not loaded; load it or update the experiment with "
+                        "engine.update_ab()")
+                    self._record_refused(None, sink, err)
+                    raise err
+            try:
+                arrays, rows = entry.validator(x)
+                return entry.batcher.submit(arrays, rows, timeout_ms, arm, sink)
+            except EngineClosedError:
+                # A hot swap may have retired this batcher between lookup and submit:
+                # go to the model's current version.
+                current = self._registry.models.get(model)
+                if self._closed or current is None or current is entry:
+                    err = EngineClosedError(
+                        "the engine is closed and accepts no more requests; create a new "
+                        "Engine" if self._closed else
+                        f"model {model!r} was unloaded and accepts no more requests")
+                    self._record_refused(None, sink, err)
+                    raise err from None
+                entry = current
+            except BatchlabError as err:
+                self._record_refused(entry, sink, err)
+                raise
+        raise EngineClosedError(f"model {model!r} was replaced too many times during one "
+                                "submit; try again")
+
+    @staticmethod
+    def _record_refused(entry: ModelEntry | None, sink: Any, err: BaseException) -> None:
+        if entry is not None:
             entry.metrics.record_refused(type(err).__name__, str(err))
-            if sink is not None:
-                sink.record_refused(type(err).__name__, str(err))
-            raise
+        for m in sink or ():
+            m.record_refused(type(err).__name__, str(err))
 
     def predict(self, name: str, x: Any, timeout: float | None = None,
-                key: Any = None) -> Prediction:
-        """``submit(name, x).result(timeout)``; ``timeout`` in seconds defaults to the
-        model's ``timeout_ms``. Raises :class:`RequestTimeoutError` when it runs out."""
-        entry = self._models.get(name)
-        if entry is None and name in self._experiments:
-            entry = self._models.get(self._experiments[name].a)
-        if timeout is None and entry is not None:
-            t_ms = entry.batcher.config.timeout_ms
-            timeout = t_ms / 1000.0 if t_ms is not None else None
-        fut = self.submit(name, x, timeout_ms=timeout * 1000.0 if timeout is not None else None,
-                          key=key)
+                key: Any = None, *, timeout_ms: float | None = None) -> Prediction:
+        """``submit(name, x, timeout_ms).result()``: the prediction, or the request's error.
+
+        ``timeout_ms`` defaults to the model's ``timeout_ms``; past it the request is
+        settled with :class:`RequestTimeoutError` (and counted as such). ``timeout`` in
+        seconds is the older spelling of the same limit.
+        """
+        if timeout is not None:
+            if timeout_ms is not None:
+                raise ConfigError("pass timeout_ms (milliseconds) or timeout (seconds), "
+                                  "not both")
+            timeout_ms = timeout * 1000.0
+        if timeout_ms is not None:
+            check_timeout_ms(timeout_ms)
+        fut = self.submit(name, x, timeout_ms=timeout_ms, key=key)
+        if timeout_ms is None:
+            entry = self._registry.models.get(name)
+            t_ms = entry.batcher.config.timeout_ms if entry is not None else None
+        else:
+            t_ms = timeout_ms
+        # The supervisor settles the request at its deadline; waiting a little longer
+        # here only covers a supervisor that is late (a busy machine).
+        wait_s = None if t_ms is None else t_ms / 1000.0 + 1.0
         try:
-            return fut.result(timeout)
+            return fut.result(wait_s)
         except FuturesTimeout:
-            fut.cancel()
-            raise RequestTimeoutError(
-                f"request to model {name!r} did not complete within {timeout:.3f} s; raise the "
-                "timeout, lower the load, or check the model's latency on the Monitor page"
-            ) from None
+            err = RequestTimeoutError(
+                f"request to model {name!r} did not complete within {t_ms:.0f} ms; raise "
+                "timeout_ms, lower the load, or check the model's latency on the Monitor page")
+            if isinstance(fut, Request) and fut.fail(err):
+                raise err from None
+            return fut.result(0)
 
     # -- metrics and warm-up -----------------------------------------------------------
     def metrics(self, name: str) -> MetricsSnapshot:
-        """A snapshot of ``name``'s metrics (``.to_dict()``, ``.timeseries``)."""
-        entry = self._entry(name)
-        return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth())
+        """A snapshot of ``name``'s metrics (``.to_dict()``, ``.timeseries``). For an A/B
+        experiment: every request its callers sent, whichever arm served it."""
+        entry = self._registry.models.get(name)
+        if entry is not None:
+            return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth())
+        exp = self._experiments.get(name)
+        if exp is not None:
+            return exp.callers.snapshot()
+        raise self._not_found(name)
 
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""
         if name is not None and name in self._experiments:
             self._experiments[name].reset_metrics()
             return
-        for n in ([name] if name is not None else list(self._models)):
+        for n in ([name] if name is not None else self._registry.names()):
             self._entry(n).metrics.reset()
         if name is None:
             for exp in self._experiments.values():
@@ -315,16 +375,15 @@ class Engine:
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.batcher.config.max_batch_size,
                                              info.batchable)
-        elif not info.batchable and any(b != 1 for b in batch_sizes):
-            raise ConfigError(f"model {name!r} is not batchable ({info.batch_reason}); "
-                              "warm it up at batch size 1 only")
-        run = _row_runner(entry.loaded) if info.batch_mode == "rows" else entry.loaded.run
+        else:
+            check_batchable_sizes(name, info, batch_sizes)
 
         def make_input(bs: int) -> list[np.ndarray]:
             x = sample_input(info, rows=bs, seed=bs)
             return list(x.values()) if isinstance(x, dict) else [x]
 
-        report = run_warmup(name, run, make_input, list(batch_sizes), iterations, progress)
+        report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
+                            progress)
         entry.warmed_sizes.update(report.batch_sizes)
         entry.last_warmup = report
         return report
@@ -339,18 +398,22 @@ class Engine:
         return self._entry(name).last_warmup
 
     def status(self) -> dict[str, Any]:
-        """Engine-wide summary for a status bar: models, queue depth, requests/s now."""
-        snaps = {n: e.metrics.snapshot(queue_depth=e.batcher.queue_depth())
-                 for n, e in self._models.items()}
+        """Engine-wide summary for a status bar: models, queue depth, requests/s now.
+
+        Cheap: counters only (no percentiles, no frames), so polling it does not load the
+        engine."""
+        totals = [e.metrics.totals() for e in self._registry.models.values()]
+        depth = sum(e.batcher.queue_depth() for e in self._registry.models.values())
+        rps = sum(e.metrics.recent_rps() for e in self._registry.models.values())
         return {
-            "models": len(snaps),
+            "models": len(totals),
             "traffic_running": self.traffic_running(),
             "closed": self._closed,
             "uptime_s": time.monotonic() - self._t0,
-            "queue_depth": sum(s.queue_depth for s in snaps.values()),
-            "throughput_rps": sum(s.throughput_rps for s in snaps.values()),
-            "total_requests": sum(s.total_requests for s in snaps.values()),
-            "error_count": sum(s.error_count for s in snaps.values()),
+            "queue_depth": depth,
+            "throughput_rps": rps,
+            "total_requests": sum(t["total_requests"] for t in totals),
+            "error_count": sum(t["error_count"] for t in totals),
         }
 
     # -- A/B experiments --------------------------------------------------------------
@@ -359,51 +422,51 @@ class Engine:
         """Create an A/B experiment ``name`` splitting traffic between models ``a`` and ``b``;
         submit to ``name`` like to a model. Returns its (empty) report."""
         self._check_open()
-        if not isinstance(name, str) or not _NAME_RE.match(name):
-            raise ConfigError(f"experiment name must be 1-64 characters of letters, digits, "
-                              f"'.', '_' or '-'; got {name!r}")
+        self._check_new_name(name, "experiment")
         with self._lock:
-            if name in self._models:
-                raise ConfigError(f"{name!r} is a model name; give the experiment another name")
-            if name in self._experiments and not replace:
+            kind = self._kind_of(name)
+            if kind == "model":
+                raise ConfigError(f"{name!r} is a model name; give the experiment another "
+                                  "name (models and experiments share one namespace)")
+            if kind == "experiment" and not replace:
                 raise ConfigError(f"an experiment named {name!r} exists; use update_ab() to "
                                   "change it, or pass replace=True")
-            for model in (a, b):
-                self._entry(model)
-            ia, ib = self._entry(a).info, self._entry(b).info
-            if [(t.name, t.dtype, t.shape) for t in ia.inputs] != [
-                    (t.name, t.dtype, t.shape) for t in ib.inputs]:
-                raise ConfigError(f"models {a!r} and {b!r} have different inputs "
-                                  f"({'; '.join(t.describe() for t in ia.inputs)} vs "
-                                  f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
-                                  "needs two models with the same interface")
+            self._check_arms(a, b)
             exp = ABExperiment(name, a, b, b_share, mode, seed, self.config.timeseries_seconds)
             experiments = dict(self._experiments)
             experiments[name] = exp
             self._experiments = experiments
         return exp.report()
 
+    def _check_arms(self, a: str, b: str) -> None:
+        for model in (a, b):
+            if model in self._experiments:
+                raise ConfigError(f"{model!r} is an A/B experiment; an arm must be a model")
+            self._entry(model)
+        ia, ib = self._entry(a).info, self._entry(b).info
+        if _interface(ia) != _interface(ib):
+            raise ConfigError(f"models {a!r} and {b!r} have different inputs "
+                              f"({'; '.join(t.describe() for t in ia.inputs)} vs "
+                              f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
+                              "needs two models with the same interface")
+
     def update_ab(self, name: str, b_share: float | None = None, a: str | None = None,
                   b: str | None = None, mode: str | None = None) -> ABReport:
-        """Change an experiment's split (``b_share=1.0`` promotes B), arms or mode, live."""
-        exp = self._experiment(name)
-        for model in (a, b):
-            if model is not None:
-                self._entry(model)
-        exp.update(b_share=b_share, a=a, b=b, mode=mode)
+        """Change an experiment's split (``b_share=1.0`` promotes B), arms or mode, live.
+        New arms are checked like at creation: loaded models with the same inputs."""
+        with self._lock:
+            exp = self._experiment(name)
+            if a is not None or b is not None:
+                self._check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
+            exp.update(b_share=b_share, a=a, b=b, mode=mode)
         return exp.report()
 
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller."""
-        sink_b = exp.metrics["b"]
-        entry_b = self._models.get(exp.b)
+        sinks = exp.shadow_sinks
         try:
-            if entry_b is None:
-                raise ModelNotFoundError(f"shadow arm model {exp.b!r} is not loaded")
-            arrays, rows = entry_b.validator(x)
-            b_fut = entry_b.batcher.submit(arrays, rows, None, "b", sink_b)
-        except BatchlabError as err:
-            sink_b.record_refused(type(err).__name__, f"shadow copy: {err}")
+            b_fut = self._submit_model(exp.b, None, x, None, "b", sinks, experiment=exp.name)
+        except BatchlabError:
             exp.shadow.failed()
             return
         exp.watch_shadow(a_fut, b_fut)
@@ -414,6 +477,7 @@ class Engine:
             experiments = dict(self._experiments)
             del experiments[name]
             self._experiments = experiments
+        self._traffic.stop(name)
 
     def ab_experiments(self) -> list[str]:
         return list(self._experiments)
@@ -433,8 +497,10 @@ class Engine:
         exp = self._experiments.get(name)
         if exp is None:
             have = ", ".join(self._experiments) or "none"
-            raise ModelNotFoundError(f"no A/B experiment named {name!r}; experiments: {have}. "
-                                     "Create one with engine.create_ab(name, a=..., b=...)")
+            hint = (f" ({name!r} is a model)" if name in self._registry else "")
+            raise ModelNotFoundError(f"no A/B experiment named {name!r}{hint}; experiments: "
+                                     f"{have}. Create one with engine.create_ab(name, a=..., "
+                                     "b=...)")
         return exp
 
     # -- built-in traffic -------------------------------------------------------------
@@ -444,10 +510,8 @@ class Engine:
         """Send open-loop traffic to ``target`` from a background thread (replacing any
         traffic already going there); stop it with :meth:`stop_traffic`."""
         self._check_open()
-        if target in self._experiments and target not in self._models:
-            info = self._entry(self._experiments[target].a).info
-        else:
-            info = self._entry(target).info
+        exp = self._experiments.get(target)
+        info = self._entry(exp.a if exp is not None else target).info
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")
@@ -455,46 +519,26 @@ class Engine:
         def sample(rng: np.random.Generator) -> Any:
             return sample_input(info, rows=rows_per_request, seed=int(rng.integers(2**31)))
 
-        exp = self._experiments.get(target)
         keys = 1000 if exp is not None and exp.mode == "sticky" else None
-        gen = TrafficGenerator(self.submit, target, sample, rate_rps=rate_rps, pattern=pattern,
-                               rows_per_request=rows_per_request, duration_s=duration_s,
-                               seed=seed, key_pool=keys)
-        with self._lock:
-            old = self._traffic.pop(target, None)
-            self._traffic[target] = gen
-        if old is not None:
-            old.stop()
-        gen.start()
-        return gen.status()
+        return self._traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
+                                   rows_per_request=rows_per_request, duration_s=duration_s,
+                                   seed=seed, key_pool=keys)
 
     def stop_traffic(self, target: str | None = None) -> None:
         """Stop the built-in traffic to ``target`` (or to every target)."""
-        with self._lock:
-            gens = [self._traffic[target]] if target in self._traffic else (
-                list(self._traffic.values()) if target is None else [])
-        for g in gens:
-            g.stop()
+        self._traffic.stop(target)
 
     def wait_traffic(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
         """Block until the bounded traffic run to ``target`` ends (or ``timeout_s``), and
         until every request it sent has an answer; returns its final status."""
-        gen = self._traffic.get(target)
-        if gen is None:
-            raise ModelNotFoundError(f"no traffic was started to {target!r}; start it with "
-                                     "engine.start_traffic(target, ...)")
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        gen.wait(timeout_s)
-        while gen.status().in_flight > 0 and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.01)
-        return gen.status()
+        return self._traffic.wait(target, timeout_s)
 
     def traffic(self) -> list[TrafficStatus]:
         """Status of every built-in traffic generator started (running or finished)."""
-        return [g.status() for g in list(self._traffic.values())]
+        return self._traffic.statuses()
 
     def traffic_running(self) -> bool:
-        return any(g.running for g in list(self._traffic.values()))
+        return self._traffic.running()
 
     # -- lifecycle -----------------------------------------------------------------
     @property
@@ -502,17 +546,20 @@ class Engine:
         return self._closed
 
     def close(self) -> None:
-        """Stop accepting requests, finish every accepted one, stop all threads."""
+        """Stop accepting requests and finish every accepted one — of current models, of
+        versions retired by a hot swap and of models being unloaded — within
+        ``close_timeout_s`` in total; what is still pending then is failed with
+        :class:`EngineClosedError`. After ``close()`` no future is pending."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            entries = list(self._models.values())
-            gens = list(self._traffic.values())
-        for g in gens:
-            g.stop()
-        for e in entries:
-            e.batcher.close(self.config.close_timeout_s)
+        self._traffic.stop()
+        failed = self._registry.close(time.monotonic() + self.config.close_timeout_s)
+        if failed:
+            log.warning("engine closed with %d request(s) failed: the models did not finish "
+                        "within close_timeout_s=%g s", failed, self.config.close_timeout_s)
+        _OPEN_ENGINES.discard(self)
 
     def __enter__(self) -> Engine:
         return self
@@ -521,20 +568,26 @@ class Engine:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Engine(models={list(self._models)}, closed={self._closed})"
+        return f"Engine(models={self._registry.names()}, closed={self._closed})"
 
     # -- helpers -------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:
             raise EngineClosedError("the engine is closed; create a new Engine")
 
-    def _entry(self, name: str) -> _Entry:
-        entry = self._models.get(name)
+    def _entry(self, name: str) -> ModelEntry:
+        entry = self._registry.models.get(name)
         if entry is None:
             raise self._not_found(name)
         return entry
 
     def _not_found(self, name: object) -> ModelNotFoundError:
-        have = ", ".join(self._models) or "none"
-        return ModelNotFoundError(f"no model named {name!r}; loaded models: {have}. Load it "
-                                  f"with engine.load_model(path_or_bytes, name={name!r})")
+        if isinstance(name, str) and name in self._experiments:
+            return ModelNotFoundError(f"{name!r} is an A/B experiment, not a model; use "
+                                      "ab_report / ab_metrics for it, or name one of its arms")
+        have = ", ".join(self._registry.names()) or "none"
+        exps = ", ".join(self._experiments)
+        return ModelNotFoundError(
+            f"no model named {name!r}; loaded models: {have}"
+            + (f"; A/B experiments: {exps}" if exps else "")
+            + f". Load it with engine.load_model(path_or_bytes, name={name!r})")

@@ -115,6 +115,51 @@ def _counts_view(hist: HdrHistogram) -> np.ndarray | None:
     return view
 
 
+class _HistCopy:
+    """A frozen copy of a histogram's counts, read with numpy.
+
+    ``HdrHistogram.get_value_at_percentile`` walks the counts in a Python loop (about a
+    millisecond per call at this precision); here a copy of the counts is taken (a memcpy,
+    cheap enough to do under a lock) and percentiles are found with one cumulative sum,
+    with the library's own index-to-value arithmetic, so the values are identical.
+    """
+
+    __slots__ = ("hist", "counts", "total", "max_value")
+
+    def __init__(self, hist: HdrHistogram) -> None:
+        self.hist = hist  # only its (immutable) bucket layout is used after this
+        view = _counts_view(hist)
+        self.counts = view.copy() if view is not None else None
+        self.total = hist.total_count
+        self.max_value = hist.max_value
+        if self.counts is None:  # unknown internals: keep a real copy and use the library
+            copy = _hist()
+            copy.add(hist)
+            self.hist = copy
+
+    def percentiles(self, ps: tuple[float, ...]) -> list[float]:
+        """Values (ms) at percentiles ``ps``, as ``get_value_at_percentile`` gives them."""
+        if not self.total:
+            return [0.0] * len(ps)
+        h = self.hist
+        if self.counts is None:
+            return [h.get_value_at_percentile(p) / 1000.0 for p in ps]
+        cum = np.cumsum(self.counts)
+        out = []
+        for p in ps:
+            target = max(int(min(p, 100.0) * self.total / 100 + 0.5), 1)
+            idx = int(np.searchsorted(cum, target))
+            value = h.get_value_from_index(min(idx, len(cum) - 1))
+            out.append((h.get_highest_equivalent_value(value) if p
+                        else h.get_lowest_equivalent_value(value)) / 1000.0)
+        return out
+
+    def max_ms(self) -> float:
+        if not self.total or not self.max_value:
+            return 0.0
+        return self.hist.get_highest_equivalent_value(self.max_value) / 1000.0
+
+
 class _Second:
     """Accumulator for one second of the time series."""
 
@@ -133,20 +178,29 @@ class _Second:
         """The second is over: keep its percentiles, drop its histogram (~26 KiB)."""
         h = self.hist
         if h is not None and h.total_count:
-            self.pcts = (h.get_value_at_percentile(50) / 1000.0,
-                         h.get_value_at_percentile(95) / 1000.0,
-                         h.get_value_at_percentile(99) / 1000.0, h.get_max_value() / 1000.0)
+            self.pcts = self._percentiles()
         self.hist = None
+
+    def copy(self) -> _Second:
+        """A copy whose histogram is a frozen copy (for a snapshot taken mid-second)."""
+        c = _Second(self.second)
+        for name in ("requests", "successes", "errors", "rows", "batches", "queue_s",
+                     "compute_s", "depth", "pcts"):
+            setattr(c, name, getattr(self, name))
+        if self.hist is not None:
+            c.hist = _HistCopy(self.hist)
+        return c
 
     def _percentiles(self) -> tuple[float, float, float, float]:
         if self.pcts is not None:
             return self.pcts
         h = self.hist
-        if h is None or not h.total_count:
+        if h is None or not (h.total if isinstance(h, _HistCopy) else h.total_count):
             nan = float("nan")
             return nan, nan, nan, nan
-        return (h.get_value_at_percentile(50) / 1000.0, h.get_value_at_percentile(95) / 1000.0,
-                h.get_value_at_percentile(99) / 1000.0, h.get_max_value() / 1000.0)
+        hc = h if isinstance(h, _HistCopy) else _HistCopy(h)
+        p50, p95, p99 = hc.percentiles((50, 95, 99))
+        return p50, p95, p99, hc.max_ms()
 
     def row(self, wall0: float) -> dict[str, Any]:
         done = self.successes
@@ -242,7 +296,7 @@ class ModelMetrics:
             self._compute = _hist()
             self._requests = self._successes = self._errors = 0
             self._rows = self._batches = 0
-            self._sum_queue_s = self._sum_compute_s = 0.0
+            self._sum_queue_s = self._sum_compute_s = self._sum_total_s = 0.0
             self._batch_sizes: Counter[int] = Counter()
             self._reasons: Counter[str] = Counter()
             self._errors_by_type: Counter[str] = Counter()
@@ -260,7 +314,10 @@ class ModelMetrics:
     def _bucket(self, now: float) -> _Second:
         sec = int(now - self._t0)
         cur = self._cur
-        if sec != cur.second:
+        # A timestamp from before the current second (a caller's clock read that lost a
+        # race for the lock) counts in the current second: reopening an earlier one would
+        # put two rows for one second in the series.
+        if sec > cur.second:
             self._flush()  # pending latencies belong to the second that is ending
             cur.seal()
             self._series.append(cur)
@@ -283,18 +340,21 @@ class ModelMetrics:
 
     def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
                      failed: dict[str, list[str]] | None = None, depth: int = 0,
-                     now: float | None = None) -> None:
-        """One executed batch: ``queue_s`` holds the queue time of each successful request.
+                     now: float | None = None, total_s: Iterable[float] | None = None) -> None:
+        """One executed batch: ``queue_s`` holds the queue time of each successful request
+        and ``total_s`` its time from submit to settlement (default: queue + compute).
 
         ``failed`` maps an error type to the messages of requests of this batch that failed
         (their latency is not in the histograms). ``depth`` is the queue depth after it left.
         """
         q = np.asarray(queue_s, dtype=np.float64)
         n_ok = len(q)
-        now = self._clock() if now is None else now
+        tot = q + compute_s if total_s is None else np.asarray(total_s, dtype=np.float64)
         sum_q = float(q.sum()) if n_ok else 0.0
+        sum_t = float(tot.sum()) if n_ok else 0.0
         with self._lock:
-            cur = self._bucket(now)
+            # Read the clock under the lock: records then reach the series in time order.
+            cur = self._bucket(self._clock() if now is None else now)
             if n_ok:
                 if self._pend_n + n_ok > _PENDING:
                     self._flush()
@@ -303,12 +363,11 @@ class ModelMetrics:
                                                           np.empty(n_ok, np.float64))
                 k = self._pend_n
                 self._pend_queue[k:k + n_ok] = q
-                total = self._pend_total[k:k + n_ok]
-                np.add(q, compute_s, out=total)
+                self._pend_total[k:k + n_ok] = tot
                 self._pend_n = k + n_ok
                 self._compute.record_value(_us(compute_s), n_ok)
                 if self._keep_samples:
-                    self._samples.extend((total * 1000.0).tolist())
+                    self._samples.extend((tot * 1000.0).tolist())
             n_failed = 0
             if failed:
                 for etype, messages in failed.items():
@@ -325,6 +384,7 @@ class ModelMetrics:
             self._batches += 1
             self._sum_queue_s += sum_q
             self._sum_compute_s += compute_s * n_ok
+            self._sum_total_s += sum_t
             self._batch_sizes[rows] += 1
             self._reasons[reason] += 1
             cur.requests += n
@@ -341,9 +401,8 @@ class ModelMetrics:
     def record_refused(self, error_type: str, message: str, count: int = 1,
                        now: float | None = None) -> None:
         """Requests that failed without running (refused at submit, timed out in queue...)."""
-        now = self._clock() if now is None else now
         with self._lock:
-            cur = self._bucket(now)
+            cur = self._bucket(self._clock() if now is None else now)
             self._requests += count
             self._errors += count
             self._errors_by_type[error_type] += count
@@ -365,55 +424,83 @@ class ModelMetrics:
             self._recent_errors.append({"time": self._wall(), "type": kind, "message": message})
 
     # -- reading -------------------------------------------------------------------
+    def totals(self) -> dict[str, Any]:
+        """The plain counters only (no percentiles, no frame): cheap enough for a status
+        bar that polls every model."""
+        with self._lock:
+            return {"total_requests": self._requests, "success_count": self._successes,
+                    "error_count": self._errors, "queue_depth": self._depth_now,
+                    "batches": self._batches}
+
+    def recent_rps(self, window_s: int = 5) -> float:
+        """Successes per second over the last ``window_s`` full seconds, as in
+        ``snapshot().throughput_rps`` but without building a snapshot."""
+        with self._lock:
+            now = self._clock()
+            self._bucket(now)
+            current = self._cur.second
+            oldest = self._series[0].second if self._series else current
+            first = max(oldest, current - int(window_s))
+            done = sum(b.successes for b in self._series if b.second >= first)
+        span = current - first
+        return done / span if span > 0 else 0.0
+
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
                  window_s: float = 5.0) -> MetricsSnapshot:
-        now = self._clock() if now is None else now
+        """A consistent snapshot. Under the lock only counters and histogram counts are
+        copied (a few microseconds); percentiles and the frame are computed after, so a
+        reader never holds up the collector that records batches."""
         with self._lock:
+            now = self._clock() if now is None else now
             self._bucket(now)  # roll the series forward so idle seconds show as zeros
             self._flush()
-            rows = self._series_rows(now)
-            total, queue, compute = self._total, self._queue, self._compute
-            ok = self._successes
+            total, queue, compute = (_HistCopy(self._total), _HistCopy(self._queue),
+                                     _HistCopy(self._compute))
+            seconds = list(self._series) + [self._cur.copy()]
+            c = dict(requests=self._requests, ok=self._successes, errors=self._errors,
+                     sum_q=self._sum_queue_s, sum_c=self._sum_compute_s,
+                     sum_t=self._sum_total_s, batches=self._batches, rows=self._rows,
+                     batch_sizes=dict(self._batch_sizes), reasons=dict(self._reasons),
+                     by_type=dict(self._errors_by_type), incidents=dict(self._incidents),
+                     depth=self._depth_now, recent=list(self._recent_errors))
+            t0, wall0 = self._t0, self._wall0
+        rows = _series_rows(seconds, now, t0, wall0, self._seconds)
+        ok = c["ok"]
+        full = [r for r in rows if r["second"] < int(now - t0)][-int(window_s):]
+        rps = sum(r["successes"] for r in full) / len(full) if full else 0.0
+        tp50, tp95, tp99 = total.percentiles((50, 95, 99))
+        qp50, qp99 = queue.percentiles((50, 99))
+        cp50, cp99 = compute.percentiles((50, 99))
+        return MetricsSnapshot(
+            total_requests=c["requests"], success_count=ok, error_count=c["errors"],
+            error_rate=c["errors"] / c["requests"] if c["requests"] else 0.0,
+            avg_latency_ms=c["sum_t"] * 1000.0 / ok if ok else 0.0,
+            p50_ms=tp50, p95_ms=tp95, p99_ms=tp99, max_latency_ms=total.max_ms(),
+            avg_queue_ms=c["sum_q"] * 1000.0 / ok if ok else 0.0,
+            p50_queue_ms=qp50, p99_queue_ms=qp99,
+            avg_compute_ms=c["sum_c"] * 1000.0 / ok if ok else 0.0,
+            p50_compute_ms=cp50, p99_compute_ms=cp99,
+            batches=c["batches"], rows_total=c["rows"],
+            avg_batch_rows=c["rows"] / c["batches"] if c["batches"] else 0.0,
+            batch_sizes=dict(sorted(c["batch_sizes"].items())),
+            release_reasons=c["reasons"], errors_by_type=c["by_type"],
+            incidents=c["incidents"],
+            queue_depth=c["depth"] if queue_depth is None else queue_depth,
+            throughput_rps=rps, uptime_s=now - t0, recent_errors=c["recent"],
+            timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
+        )
 
-            def pct(h: HdrHistogram, p: float) -> float:
-                return h.get_value_at_percentile(p) / 1000.0 if h.total_count else 0.0
 
-            full = [r for r in rows if r["second"] < int(now - self._t0)][-int(window_s):]
-            rps = sum(r["successes"] for r in full) / len(full) if full else 0.0
-            snap = MetricsSnapshot(
-                total_requests=self._requests, success_count=ok, error_count=self._errors,
-                error_rate=self._errors / self._requests if self._requests else 0.0,
-                avg_latency_ms=(self._sum_queue_s + self._sum_compute_s) * 1000.0 / ok if ok else 0.0,
-                p50_ms=pct(total, 50), p95_ms=pct(total, 95), p99_ms=pct(total, 99),
-                max_latency_ms=total.get_max_value() / 1000.0 if total.total_count else 0.0,
-                avg_queue_ms=self._sum_queue_s * 1000.0 / ok if ok else 0.0,
-                p50_queue_ms=pct(queue, 50), p99_queue_ms=pct(queue, 99),
-                avg_compute_ms=self._sum_compute_s * 1000.0 / ok if ok else 0.0,
-                p50_compute_ms=pct(compute, 50), p99_compute_ms=pct(compute, 99),
-                batches=self._batches, rows_total=self._rows,
-                avg_batch_rows=self._rows / self._batches if self._batches else 0.0,
-                batch_sizes=dict(sorted(self._batch_sizes.items())),
-                release_reasons=dict(self._reasons),
-                errors_by_type=dict(self._errors_by_type),
-                incidents=dict(self._incidents),
-                queue_depth=self._depth_now if queue_depth is None else queue_depth,
-                throughput_rps=rps,
-                uptime_s=now - self._t0,
-                recent_errors=list(self._recent_errors),
-                timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
-            )
-        return snap
-
-    def _series_rows(self, now: float) -> list[dict[str, Any]]:
-        """Finished seconds plus the current one, with idle seconds filled in as zeros."""
-        out: list[dict[str, Any]] = []
-        buckets = list(self._series) + [self._cur]
-        last_sec = int(now - self._t0)
-        first_sec = max(0, last_sec - self._seconds + 1)
-        by_sec = {b.second: b for b in buckets}
-        if buckets:
-            first_sec = max(first_sec, min(by_sec))
-        for s in range(first_sec, last_sec + 1):
-            b = by_sec.get(s) or _Second(s)
-            out.append(b.row(self._wall0))
-        return out
+def _series_rows(seconds: list[_Second], now: float, t0: float, wall0: float,
+                 keep: int) -> list[dict[str, Any]]:
+    """Finished seconds plus the current one, with idle seconds filled in as zeros."""
+    out: list[dict[str, Any]] = []
+    last_sec = int(now - t0)
+    first_sec = max(0, last_sec - keep + 1)
+    by_sec = {b.second: b for b in seconds}
+    if seconds:
+        first_sec = max(first_sec, min(by_sec))
+    for s in range(first_sec, last_sec + 1):
+        b = by_sec.get(s) or _Second(s)
+        out.append(b.row(wall0))
+    return out

@@ -107,6 +107,12 @@ class ABExperiment:
         self._lock = threading.Lock()
         self.metrics = {arm: ModelMetrics(timeseries_seconds, keep_samples=_SAMPLES_PER_ARM)
                         for arm in ("a", "b")}
+        # Every request a caller sent to the experiment, whichever arm served it (in
+        # shadow mode: A's answers; B's copies are only in metrics["b"]).
+        self.callers = ModelMetrics(timeseries_seconds)
+        self.sinks = {"a": (self.metrics["a"], self.callers),
+                      "b": (self.metrics["b"], self.callers)}
+        self.shadow_sinks = (self.metrics["b"],)
         self.shadow = ShadowStats()
 
     def route(self, key: Any = None) -> tuple[str, str]:
@@ -166,6 +172,7 @@ class ABExperiment:
     def reset_metrics(self) -> None:
         for m in self.metrics.values():
             m.reset()
+        self.callers.reset()
         self.shadow = ShadowStats()
 
     def report(self, detect_ms: float | None = None) -> ABReport:

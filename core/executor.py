@@ -1,0 +1,180 @@
+"""The executor of one model: run a released batch, split its outputs, settle its requests.
+
+Runs on the collector thread. Per batch: drop requests already past their deadline (or,
+with an SLO, too late to make it), concatenate each input once, run the model once, check
+that every output has the batch's rows, and settle each request with *views* of its rows
+through the :class:`~core.settle.Ledger`. A batch that raises (or whose outputs cannot be
+split) is re-run request by request, so only a bad request fails.
+
+When runs are long enough to hide it, settling is handed to a second thread (the
+completer) so that Python work overlaps the next ``session.run`` (which releases the GIL).
+
+Example:
+    >>> ex = Executor("m", run, ["y"], ledger, queue)
+    >>> ex.execute(batch, "full")      # every request of ``batch`` is settled
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue as _queue
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .admission import AdmissionQueue
+from .errors import InferenceError, RequestTimeoutError, SLOShedError
+from .settle import Ledger, Request
+
+__all__ = ["Executor", "RunFn", "queue_timeout_message"]
+
+log = logging.getLogger("batchlab.executor")
+
+#: Runs one batch: input arrays in declared order -> outputs in ``output_names`` order.
+RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
+
+# About what settling one request costs (Prediction, views, set_result, metrics); see the
+# hand-off in Executor._run and docs/benchmarks.md.
+_COMPLETE_COST_S = 5e-6
+
+
+def queue_timeout_message(model: str, waited_s: float) -> str:
+    return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, past "
+            "its timeout; raise timeout_ms or lower the load")
+
+
+class Executor:
+    """Runs batches of one model and settles their requests (see the module docstring)."""
+
+    def __init__(self, name: str, run: RunFn, output_names: Sequence[str], ledger: Ledger,
+                 queue: AdmissionQueue, clock: Callable[[], float]) -> None:
+        self.name = name
+        self.run_fn = run
+        self.output_names = tuple(output_names)
+        self.ledger = ledger
+        self.queue = queue
+        self._clock = clock
+        self._batch_ids = itertools.count(1)
+        self._run_floor_s = math.inf  # lower envelope of run times (see _run)
+        self.in_flight: list[Request] = []
+        self.completions: _queue.SimpleQueue = _queue.SimpleQueue()
+        self.loop_errors = 0
+
+    # -- one released batch -------------------------------------------------------------
+    def execute(self, batch: list[Request], reason: str) -> None:
+        self.in_flight = batch
+        try:
+            self._execute(batch, reason)
+        finally:
+            self.queue.flushed()
+            self.in_flight = []
+
+    def _execute(self, batch: list[Request], reason: str) -> None:
+        now = self._clock()
+        q = self.queue
+        cfg = q.config
+        shed_after = q.policy.shed_after_s(q, sum(r._rows for r in batch), cfg.latency_slo_ms)
+        live = batch
+        if shed_after is not None or any(now > r._deadline for r in batch):
+            live = []
+            for r in batch:
+                if now > r._deadline:
+                    self.ledger.fail([r], RequestTimeoutError(
+                        queue_timeout_message(self.name, now - r._t_submit)),
+                        notify_queue=False)
+                elif shed_after is not None and now - r._t_submit > shed_after:
+                    cost_ms = (cfg.latency_slo_ms / 1000.0 - shed_after) * 1000.0
+                    self.ledger.fail([r], SLOShedError(
+                        f"request to model {self.name!r} was shed: it had waited "
+                        f"{(now - r._t_submit) * 1000:.1f} ms and its batch needs about "
+                        f"{cost_ms:.1f} ms, so it cannot finish within "
+                        f"latency_slo_ms={cfg.latency_slo_ms:g}; lower the load or relax "
+                        "the SLO"), notify_queue=False)
+                else:
+                    live.append(r)
+        if live:
+            self._run(live, reason)
+
+    def _run(self, live: list[Request], reason: str) -> None:
+        depth = self.queue.depth()
+        if len(live) == 1:
+            arrays = live[0]._arrays
+            rows = live[0]._rows
+        else:
+            try:
+                arrays = [np.concatenate([r._arrays[i] for r in live])
+                          for i in range(len(live[0]._arrays))]
+            except ValueError:
+                # Requests differ in a dynamic non-batch dim: serve them one by one.
+                self._run_each(live, reason)
+                return
+            rows = sum(r._rows for r in live)
+        batch_id = next(self._batch_ids)
+        t0 = self._clock()
+        try:
+            outs = self.run_fn(arrays)
+            t1 = self._clock()
+            if len(live) > 1:
+                for name, out in zip(self.output_names, outs):
+                    if len(out) != rows:
+                        raise _SplitError(f"output {name!r} has {len(out)} rows for a batch "
+                                          f"of {rows} rows")
+        except Exception as err:
+            if len(live) > 1:
+                log.info("executor %s: batch %d failed (%s); re-running its %d requests "
+                         "alone", self.name, batch_id, err, len(live))
+                self._run_each(live, reason)
+                return
+            self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
+                             batch=(rows, reason, self._clock() - t0, depth),
+                             notify_queue=False)
+            return
+        self.queue.cost.observe(rows, t1 - t0)
+        # The lower envelope of recent run times: a run's measured time includes waiting for
+        # the GIL afterwards, which says nothing about how much work a run can hide.
+        self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
+        job = (live, outs, self.output_names, batch_id, rows, reason, t0, t1, depth)
+        if self.queue.depth() and floor > len(live) * _COMPLETE_COST_S:
+            # More work is waiting and a run is long enough to hide this batch's settling:
+            # hand that to the completer thread and start the next batch, so the Python
+            # work runs while ONNX Runtime computes. On a cheap model the hand-off itself
+            # (a third thread contending for the GIL) costs more than it hides.
+            self.completions.put(job)
+        else:
+            self.ledger.succeed(*job)
+
+    def _run_each(self, live: list[Request], reason: str) -> None:
+        """Re-run requests alone after their batch failed, so only a bad request fails."""
+        for r in live:
+            self._run([r], "retry" if len(live) > 1 else reason)
+
+    # -- the completer thread -------------------------------------------------------------
+    def completer_loop(self) -> None:
+        """Settle batches handed over by ``_run`` until a ``None`` arrives."""
+        while True:
+            job = self.completions.get()
+            if job is None:
+                return
+            try:
+                self.ledger.succeed(*job)
+            except BaseException as err:  # never leave a future pending
+                self.loop_errors += 1
+                log.exception("executor %s: unexpected error settling a batch", self.name)
+                self.ledger.fail(job[0], InferenceError(
+                    f"internal error while serving model {self.name!r}: "
+                    f"{type(err).__name__}: {err}"), notify_queue=False)
+
+
+class _SplitError(Exception):
+    pass
+
+
+def run_error_message(model: str, err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    text = " ".join(text.split())
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"model {model!r} failed on this request: {text}"

@@ -1,0 +1,35 @@
+"""Release policies: when does the forming batch leave the queue?
+
+A policy is a small object behind one interface (:class:`ReleasePolicy`); the collector
+asks it, under the queue's lock, whether to release now or how long to wait before asking
+again. Each policy is one module in this package that registers itself with
+:func:`register`; adding a policy means adding a module here (it is imported below, and
+then selectable everywhere: ``BatchConfig(policy=...)``, ``engine.configure``, the
+Batching page, sweeps).
+
+Example:
+    >>> make_policy("deadline").decide(view, max_rows=8, max_wait_s=0.010, now=1.004)
+    (None, 0.006...)
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from .base import PolicyView, ReleasePolicy, register, registered
+
+__all__ = ["ReleasePolicy", "PolicyView", "register", "make_policy", "POLICIES"]
+
+# Import every module of this package so each policy registers itself.
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "base":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+#: Registered policy names, in rank order (the default first).
+POLICIES: tuple[str, ...] = tuple(registered())
+
+
+def make_policy(name: str) -> ReleasePolicy:
+    """A fresh policy object for ``name`` (one of :data:`POLICIES`)."""
+    return registered()[name]()

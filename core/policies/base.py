@@ -1,0 +1,62 @@
+"""The interface every release policy implements, and the registry."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+__all__ = ["PolicyView", "ReleasePolicy", "register", "registered"]
+
+
+class PolicyView(Protocol):
+    """What a policy may read about the queue (the admission queue implements it)."""
+
+    queued_rows: int      # rows waiting (live requests only)
+    arrived_rows: int     # rows ever admitted (for arrival-rate estimates)
+    oldest_t: float       # submit time of the oldest waiting request
+    newest_t: float       # submit time of the newest waiting request
+    window_start: float   # when the last batch left (for fixed windows)
+    cost: object          # core.adaptive.CostEstimator: learned t(n) = a + b*n
+    rate: object          # core.adaptive.RateEstimator: learned arrival rate
+
+
+class ReleasePolicy:
+    """Decides when the forming batch leaves the queue.
+
+    ``decide`` returns ``(reason, 0.0)`` to release now (reason is recorded per batch:
+    ``full``, ``deadline``, ``adaptive``...) or ``(None, seconds)`` to look again after at
+    most that long (an arrival wakes the collector earlier when it fills the batch).
+    ``shed_after_s`` may return how long a request may have waited and still be worth
+    running in a batch of ``rows`` (``None``: never shed).
+
+    Subclasses set ``name`` and ``rank`` (order in menus) and are registered with
+    :func:`register`.
+    """
+
+    name = ""
+    rank = 100
+
+    def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,
+               now: float) -> tuple[str | None, float]:
+        raise NotImplementedError
+
+    def shed_after_s(self, view: PolicyView, rows: int, latency_slo_ms: float | None
+                     ) -> float | None:
+        return None
+
+
+_REGISTRY: dict[str, type[ReleasePolicy]] = {}
+
+
+def register(cls: type[ReleasePolicy]) -> type[ReleasePolicy]:
+    """Class decorator: make ``cls`` selectable by its ``name``."""
+    if not cls.name or not cls.name.isidentifier():
+        raise ValueError(f"a release policy needs an identifier as its name, got {cls.name!r}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two release policies are named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registered() -> dict[str, type[ReleasePolicy]]:
+    """Name -> policy class, in rank order."""
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].rank, kv[0])))

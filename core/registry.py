@@ -1,0 +1,182 @@
+"""The model registry: load, hot swap, unload, the session cache and warm-up state.
+
+Each registered model is a :class:`ModelEntry`: the loaded session and its info, the
+request validator, its :class:`~core.batcher.Batcher` and metrics, and which batch sizes
+it has been warmed at. The table of entries is copy-on-write, so ``Engine.submit`` reads
+it without a lock.
+
+A hot swap (``replace=True``) or an unload *retires* the old batcher: it stops accepting,
+drains what it had accepted, and is tracked until it has, so ``close()`` can finish (or
+fail) those requests too; no request is ever left behind on an untracked thread.
+
+Example:
+    >>> reg = ModelRegistry(EngineConfig())
+    >>> entry = reg.add("mlp", data)          # bytes -> ModelEntry
+    >>> reg.get("mlp").batcher.submit(...)
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .batcher import Batcher
+from .config import BatchConfig, EngineConfig, SessionConfig
+from .errors import ConfigError
+from .metrics import ModelMetrics
+from .models import LoadedModel, ModelInfo, SessionCache, load_model_bytes
+from .validation import RequestValidator
+from .warmup import WarmupReport
+
+__all__ = ["ModelRegistry", "ModelEntry", "row_runner"]
+
+log = logging.getLogger("batchlab.registry")
+
+
+@dataclass
+class ModelEntry:
+    """Everything the engine keeps for one registered model."""
+
+    loaded: LoadedModel
+    validator: RequestValidator
+    batcher: Batcher
+    metrics: ModelMetrics
+    warmed_sizes: set[int] = field(default_factory=set)
+    last_warmup: WarmupReport | None = None
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.loaded.info
+
+    @property
+    def runner(self) -> Callable[[Sequence[np.ndarray]], list[Any]]:
+        return row_runner(self.loaded) if self.info.batch_mode == "rows" else self.loaded.run
+
+
+def row_runner(loaded: LoadedModel) -> Callable[[Sequence[np.ndarray]], list[Any]]:
+    """For models whose batch axis is fixed at 1: run a request's rows one at a time."""
+
+    def run(arrays: Sequence[np.ndarray]) -> list[Any]:
+        rows = arrays[0].shape[0]
+        if rows == 1:
+            return loaded.run(arrays)
+        parts = [loaded.run([a[i:i + 1] for a in arrays]) for i in range(rows)]
+        out: list[Any] = []
+        for k in range(len(parts[0])):
+            pieces = [p[k] for p in parts]
+            if isinstance(pieces[0], np.ndarray):
+                out.append(np.concatenate(pieces))
+            else:
+                out.append([item for piece in pieces for item in piece])
+        return out
+
+    return run
+
+
+class ModelRegistry:
+    """Registered models and the batchers being retired. Thread-safe.
+
+    The caller (the engine) checks names against its whole namespace; the registry only
+    keeps the table.
+    """
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.cache = SessionCache(config.cache_size)
+        self.lock = threading.RLock()
+        self.models: dict[str, ModelEntry] = {}   # copy-on-write: read without the lock
+        self._retiring: set[Batcher] = set()
+
+    # -- reading -----------------------------------------------------------------------
+    def get(self, name: str) -> ModelEntry | None:
+        return self.models.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.models
+
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    # -- changing ----------------------------------------------------------------------
+    def build(self, data: bytes, name: str, session: SessionConfig | None, source: str,
+              description: str) -> LoadedModel:
+        """Validate and create (or reuse from the cache) the session; nothing registered."""
+        return load_model_bytes(data, name, cache=self.cache,
+                                options=session or self.config.session, source=source,
+                                description=description)
+
+    def install(self, name: str, loaded: LoadedModel, batch: BatchConfig | None) -> ModelEntry:
+        """Register ``loaded`` under ``name`` (caller holds ``lock`` and has checked the
+        name). An existing model of that name is hot-swapped: its batch configuration and
+        metrics carry over, and its batcher is retired (drains on its own thread)."""
+        old = self.models.get(name)
+        info = loaded.info
+        metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
+        cfg = batch or (old.batcher.config if old is not None else self.config.batch)
+        run = row_runner(loaded) if info.batch_mode == "rows" else loaded.run
+        batcher = Batcher(name, run, loaded.output_names, cfg, metrics, batchable=info.batchable)
+        entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics)
+        models = dict(self.models)
+        models[name] = entry
+        self.models = models
+        if old is not None:
+            self._retire(old.batcher, wait=False)
+        return entry
+
+    def remove(self, name: str) -> ModelEntry:
+        """Unregister ``name`` (caller holds ``lock``); its batcher drains, tracked."""
+        models = dict(self.models)
+        entry = models.pop(name)
+        self.models = models
+        self._retiring.add(entry.batcher)
+        entry.batcher.begin_close()
+        return entry
+
+    def finish_retire(self, batcher: Batcher) -> None:
+        """Wait for a removed model's batcher to drain (up to ``close_timeout_s``)."""
+        try:
+            batcher.finish_close(time.monotonic() + self.config.close_timeout_s)
+        finally:
+            with self.lock:
+                self._retiring.discard(batcher)
+
+    def _retire(self, batcher: Batcher, wait: bool) -> None:
+        self._retiring.add(batcher)
+        batcher.begin_close()
+        if wait:
+            self.finish_retire(batcher)
+        else:
+            threading.Thread(target=self.finish_retire, args=(batcher,),
+                             name=f"retire-{batcher.name}", daemon=True).start()
+
+    # -- closing -----------------------------------------------------------------------
+    def close(self, deadline: float) -> int:
+        """Close every batcher, current and retiring, sharing one ``deadline``
+        (``time.monotonic()``): all stop accepting first, then each drains in the time
+        left; whatever is still pending after that is failed. Returns how many failed."""
+        with self.lock:
+            batchers = [e.batcher for e in self.models.values()] + list(self._retiring)
+        for b in batchers:
+            b.begin_close()
+        failed = 0
+        for b in batchers:
+            failed += b.finish_close(deadline)
+        with self.lock:
+            self._retiring.difference_update(batchers)
+        return failed
+
+    def retiring(self) -> int:
+        """Batchers still draining after a hot swap or unload."""
+        with self.lock:
+            return len(self._retiring)
+
+
+def check_batchable_sizes(name: str, info: ModelInfo, batch_sizes: Sequence[int]) -> None:
+    if not info.batchable and any(b != 1 for b in batch_sizes):
+        raise ConfigError(f"model {name!r} is not batchable ({info.batch_reason}); "
+                          "warm it up at batch size 1 only")

@@ -1,0 +1,411 @@
+"""One way out for every request: the ledger settles each request exactly once, records
+it before its future resolves, and ``close()`` leaves nothing pending.
+
+Races are provoked with ``sys.setswitchinterval(1e-6)`` (a thread switch every few
+bytecodes) and paced by events, never by sleeps.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from concurrent.futures import CancelledError, as_completed
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import Engine
+from core.batcher import Batcher
+from core.config import BatchConfig
+from core.errors import (ConfigError, EngineClosedError, InferenceError, ModelNotFoundError,
+                         RequestTimeoutError)
+from core.metrics import ModelMetrics
+from core.policies import ReleasePolicy, register
+from core.policies.base import _REGISTRY
+from tests.helpers import WAIT_S, GatedRun, identity_model, rows
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def tiny_switch_interval():
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+def make(run, **cfg) -> Batcher:
+    return Batcher("fake", run, ["y"], BatchConfig(**cfg))
+
+
+# -- recorded before resolved ----------------------------------------------------------
+def test_every_result_is_counted_before_its_caller_sees_it(tiny_switch_interval):
+    """After ``fut.result()`` returns, the metrics already count that request, on the
+    inline path and through the completer thread (slow runs with work waiting)."""
+    slow = threading.Event()
+
+    def run(arrays):
+        slow.wait(0.0005)  # long enough that settling is handed to the completer
+        return [arrays[0] * 2.0]
+
+    b = make(run, max_batch_size=4, max_wait_ms=0)
+    try:
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(400)]
+        seen = 0
+        for f in as_completed(futs, timeout=WAIT_S * 3):
+            f.result()
+            seen += 1
+            assert b.metrics.totals()["success_count"] >= seen
+        assert b.metrics.snapshot().success_count == 400
+    finally:
+        b.close()
+
+
+def test_failures_are_counted_before_the_caller_sees_them(tiny_switch_interval):
+    run = GatedRun(fail_on=-7.0)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        for i in range(50):
+            bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1)
+            with pytest.raises(InferenceError):
+                bad.result(WAIT_S)
+            assert b.metrics.totals()["error_count"] == i + 1
+    finally:
+        b.close()
+
+
+def test_timeout_and_completion_racing_count_each_request_once(tiny_switch_interval):
+    """Requests whose timeout expires about when their batch completes end either way,
+    but are counted exactly once, in the way their caller saw them."""
+    def run(arrays):
+        threading.Event().wait(0.002)
+        return [arrays[0]]
+
+    b = make(run, max_batch_size=2, max_wait_ms=0)
+    b.watch_interval_s = 0.001
+    try:
+        futs = [b.submit((rows(1, start=i),), 1, timeout_ms=1.0 + (i % 7)) for i in range(300)]
+        ok = err = 0
+        for f in futs:
+            try:
+                f.result(WAIT_S)
+                ok += 1
+            except RequestTimeoutError:
+                err += 1
+        snap = b.metrics.snapshot()
+        assert ok + err == 300
+        assert (snap.success_count, snap.error_count, snap.total_requests) == (ok, err, 300)
+        assert err > 0  # the race was really provoked
+    finally:
+        b.close()
+
+
+def test_total_ms_is_measured_when_the_request_is_settled():
+    ticks = iter(range(10**9))
+
+    def clock():  # every read is 1 ms later than the one before
+        return next(ticks) / 1000.0
+
+    b = Batcher("fake", lambda a: [a[0]], ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0),
+                clock=clock)
+    try:
+        p = b.submit((rows(1),), 1).result(WAIT_S)
+        assert p.total_ms > p.queue_ms + p.compute_ms
+        assert b.metrics.snapshot().avg_latency_ms == pytest.approx(p.total_ms)
+    finally:
+        b.close()
+
+
+# -- timeouts in deadline order --------------------------------------------------------
+def test_timeouts_expire_in_deadline_order_not_queue_order():
+    now = [0.0]
+    run = GatedRun(gated=True)
+    b = Batcher("slow", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0),
+                clock=lambda: now[0], start=False)
+    b.start()
+    try:
+        first = b.submit((rows(1),), 1, timeout_ms=60_000)
+        assert run.started.wait(WAIT_S)
+        t500 = b.submit((rows(1),), 1, timeout_ms=500)
+        t15k = b.submit((rows(1),), 1, timeout_ms=15_000)
+        t100 = b.submit((rows(1),), 1, timeout_ms=100)
+        now[0] = 0.2
+        assert b.expire_overdue() == 1
+        with pytest.raises(RequestTimeoutError, match="waited 200.0 ms in the queue"):
+            t100.result(0)
+        assert not t500.done() and not t15k.done()
+        assert b.queue_depth() == 2  # the expired request no longer counts as queued
+        now[0] = 0.6
+        assert b.expire_overdue() == 1 and t500.done() and not t15k.done()
+        run.gate.set()
+        now[0] = 1.0
+        assert first.result(WAIT_S).rows == 1 and t15k.result(WAIT_S).rows == 1
+    finally:
+        run.gate.set()
+        b.close()
+
+
+def test_short_timeout_behind_a_long_one_fails_on_time_with_a_real_clock():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=1, max_wait_ms=0)
+    try:
+        b.submit((rows(1),), 1, timeout_ms=60_000)
+        assert run.started.wait(WAIT_S)
+        long_one = b.submit((rows(1),), 1, timeout_ms=60_000)
+        short = b.submit((rows(1),), 1, timeout_ms=100)
+        # Head-of-queue expiry would fail it only after 60 s; WAIT_S is 10 s.
+        with pytest.raises(RequestTimeoutError):
+            short.result(WAIT_S)
+        assert not long_one.done()
+    finally:
+        run.gate.set()
+        b.close()
+
+
+# -- cancellation ----------------------------------------------------------------------
+def test_cancel_goes_through_the_ledger():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        running = b.submit((rows(1, start=-1),), 1)
+        assert run.started.wait(WAIT_S)
+        queued = b.submit((rows(1),), 1)
+        assert queued.cancel() and queued.cancelled()
+        assert b.metrics.totals()["error_count"] == 1  # counted before cancel() returned
+        assert b.queue_depth() == 0
+        assert running.cancel()  # a running request can be abandoned too
+        run.gate.set()
+        with pytest.raises(CancelledError):
+            running.result(WAIT_S)
+        done = b.submit((rows(1),), 1)
+        assert done.result(WAIT_S).rows == 1
+        assert not done.cancel()  # settled: too late to cancel
+        snap = b.metrics.snapshot()
+        assert snap.errors_by_type == {"CancelledError": 2} and snap.success_count == 1
+    finally:
+        run.gate.set()
+        b.close()
+
+
+# -- close -----------------------------------------------------------------------------
+def test_close_after_hot_swap_resolves_the_retired_versions_requests():
+    with Engine() as engine:
+        engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
+        futs = [engine.submit("mlp", np.zeros((1, 256), np.float32)) for _ in range(10)]
+        from core.demo_models import build_demo_model
+        engine.load_model(build_demo_model("mlp"), name="mlp", replace=True)
+    assert all(f.done() for f in futs)
+    assert {f.result().release_reason for f in futs} == {"drain"}
+
+
+def test_unload_beside_close_leaves_nothing_pending(tiny_switch_interval):
+    engine = Engine()
+    engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
+    futs = [engine.submit("mlp", np.zeros((1, 256), np.float32)) for _ in range(10)]
+    go = threading.Barrier(2)
+
+    def unload():
+        go.wait(WAIT_S)
+        try:
+            engine.unload_model("mlp")
+        except ModelNotFoundError:
+            pass
+
+    t = threading.Thread(target=unload)
+    t.start()
+    go.wait(WAIT_S)
+    engine.close()
+    t.join(WAIT_S)
+    assert not t.is_alive()
+    assert all(f.done() for f in futs)
+    assert all(f.exception() is None for f in futs)
+
+
+def test_close_timeout_is_shared_and_fails_what_is_left():
+    run = GatedRun(gated=True)  # hangs until the test opens the gate
+    engine = Engine(demo_models=False)
+    engine.load_model(identity_model(), name="id")
+    try:
+        for name in ("hung-a", "hung-b"):
+            engine.load_model(identity_model(), name=name)
+            engine._models[name].batcher._run = run
+        futs = [engine.submit(n, rows(1)) for n in ("hung-a", "hung-b") for _ in range(3)]
+        assert run.started.wait(WAIT_S)
+        object.__setattr__(engine.config, "close_timeout_s", 0.2)
+        engine.close()
+        assert all(f.done() for f in futs)
+        errors = [f.exception() for f in futs]
+        assert all(isinstance(e, EngineClosedError) for e in errors)
+        assert "close timeout" in str(errors[0])
+    finally:
+        run.gate.set()
+
+
+@pytest.mark.parametrize("script", [
+    # the reported case: queued requests, a hot swap, then leaving the with-block
+    """
+    with Engine() as engine:
+        engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
+        futs = [engine.submit("mlp", x) for _ in range(10)]
+        engine.load_model(build_demo_model("mlp"), name="mlp", replace=True)
+    assert all(f.done() for f in futs), "pending futures after close"
+    """,
+    # an engine never closed: the interpreter's exit closes it
+    """
+    engine = Engine()
+    engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
+    futs = [engine.submit("mlp", x) for _ in range(10)]
+    """,
+])
+def test_interpreter_exits_cleanly(script):
+    code = ("import numpy as np\nfrom core import Engine, build_demo_model\n"
+            "x = np.zeros((1, 256), np.float32)\n" + textwrap.dedent(script))
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# -- metrics off the hot path ------------------------------------------------------------
+def test_series_never_reopens_an_earlier_second():
+    now = [10.0]
+    m = ModelMetrics(clock=lambda: now[0], wall_clock=lambda: 1000.0)
+    m.record_batch(1, "full", 0.001, [0.001], now=11.5)
+    m.record_batch(1, "full", 0.001, [0.001], now=10.9)   # lost the race for the lock
+    m.record_refused("OverloadedError", "x", now=10.2)
+    now[0] = 12.5
+    snap = m.snapshot()
+    ts = snap.timeseries
+    assert ts["second"].is_unique
+    assert int(ts["requests"].sum()) == snap.total_requests == 3
+    assert int(ts["successes"].sum()) == snap.success_count == 2
+
+
+def test_snapshot_builds_frames_without_holding_the_lock(monkeypatch):
+    """While a reader builds the frame, the collector can still record batches."""
+    import core.metrics as metrics_mod
+
+    m = ModelMetrics()
+    m.record_batch(1, "full", 0.001, [0.001])
+    recorded = threading.Event()
+    real_frame = pd.DataFrame
+
+    def slow_frame(*args, **kwargs):
+        t = threading.Thread(target=lambda: (m.record_batch(2, "full", 0.001, [0.001] * 2),
+                                             recorded.set()))
+        t.start()
+        assert recorded.wait(WAIT_S), "record_batch blocked while a snapshot built its frame"
+        return real_frame(*args, **kwargs)
+
+    monkeypatch.setattr(metrics_mod.pd, "DataFrame", slow_frame)
+    snap = m.snapshot()
+    assert snap.success_count == 1  # the snapshot is of the moment it was taken
+    monkeypatch.undo()
+    assert m.snapshot().success_count == 3
+
+
+def test_snapshot_percentiles_equal_the_librarys():
+    from hdrh.histogram import HdrHistogram
+
+    rng = np.random.default_rng(3)
+    m = ModelMetrics()
+    q = rng.exponential(0.003, 5000)
+    m.record_batch(5000, "full", 0.002, q)
+    ref = HdrHistogram(1, 3_600_000_000, 2)
+    for v in q + 0.002:
+        ref.record_value(int(v * 1e6))
+    snap = m.snapshot()
+    for p, got in ((50, snap.p50_ms), (95, snap.p95_ms), (99, snap.p99_ms)):
+        assert got == ref.get_value_at_percentile(p) / 1000.0
+    assert snap.max_latency_ms == ref.get_max_value() / 1000.0
+
+
+def test_status_reads_counters_only(engine):
+    engine.predict("mlp", engine.sample_input("mlp"))
+    st = engine.status()
+    assert st["total_requests"] == 1 and st["models"] == len(engine.model_names())
+
+
+# -- one namespace ---------------------------------------------------------------------
+def test_one_namespace_for_models_and_experiments(engine):
+    engine.create_ab("exp", a="clf-v1", b="clf-v2")
+    with pytest.raises(ConfigError, match="name of an A/B experiment"):
+        engine.load_model(identity_model(), name="exp")
+    with pytest.raises(ConfigError, match="is a model name"):
+        engine.create_ab("mlp", a="clf-v1", b="clf-v2")
+    with pytest.raises(ConfigError, match="different inputs"):
+        engine.update_ab("exp", b="mlp")
+    with pytest.raises(ConfigError, match="an arm must be a model"):
+        engine.create_ab("exp2", a="clf-v1", b="exp")
+    with pytest.raises(ConfigError, match="must be 1-64 characters"):
+        engine.create_ab("bad\n", a="clf-v1", b="clf-v2")
+    with pytest.raises(ConfigError, match="must be 1-64 characters"):
+        engine.load_model(identity_model(), name="m\n")
+    with pytest.raises(ConfigError, match="arm of A/B experiment"):
+        engine.unload_model("clf-v2")
+    # metrics() resolves experiments too: what its callers saw
+    x = engine.sample_input("clf-v1", rows=1)
+    for _ in range(5):
+        engine.predict("exp", x)
+    assert engine.metrics("exp").success_count == 5
+    assert engine.ab_report("exp").to_dict()["total_requests"] == 5
+
+
+def test_hot_swapping_an_arm_under_traffic_fails_no_request(engine, tiny_switch_interval):
+    from core.demo_models import build_demo_model
+
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=1)
+    x = engine.sample_input("clf-v1", rows=1)
+    stop = threading.Event()
+    futs: list = []
+    errors: list = []
+
+    def client():  # closed loop: one request in flight per client
+        while not stop.is_set():
+            try:
+                fut = engine.submit("exp", x)
+                futs.append(fut)
+                fut.exception(WAIT_S)
+            except Exception as err:  # noqa: BLE001 - any refusal fails the test
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(6):
+            engine.load_model(build_demo_model("clf-v2"), name="clf-v2", replace=True)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT_S)
+    assert errors == []
+    failed = [f.exception(WAIT_S) for f in futs if f.exception(WAIT_S) is not None]
+    assert failed == [] and len(futs) > 0
+
+
+# -- policies are modules ----------------------------------------------------------------
+def test_a_new_policy_is_one_class():
+    @register
+    class Eager(ReleasePolicy):
+        name = "test_eager"
+
+        def decide(self, view, max_rows, max_wait_s, now):
+            return "eager", 0.0
+
+    try:
+        b = Batcher("p", lambda a: [a[0]], ["y"],
+                    BatchConfig(max_batch_size=64, max_wait_ms=60_000, policy="test_eager"))
+        try:
+            assert b.submit((rows(1),), 1).result(WAIT_S).release_reason == "eager"
+        finally:
+            b.close()
+    finally:
+        del _REGISTRY["test_eager"]
+    with pytest.raises(ConfigError, match="policy must be one of"):
+        BatchConfig(policy="test_eager")
