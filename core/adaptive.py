@@ -38,9 +38,16 @@ class CostEstimator:
         self.b_s = 0.0
         self.ready = False
         self._has_line = False
+        # Mean of observed / predicted time: the line is fitted to the fastest runs, which
+        # is right for deciding whether to wait, but a queue drains at the typical speed.
+        self.slowdown = 1.0
 
     def observe(self, rows: int, seconds: float) -> None:
         with self._lock:
+            if self.ready:
+                pred = self.a_s + self.b_s * rows
+                if pred > 0:
+                    self.slowdown += 0.05 * (min(seconds / pred, 10.0) - self.slowdown)
             self._obs.append((rows, seconds))
             self._since += 1
             if self._since >= self._refit_every or not self.ready:
@@ -77,6 +84,12 @@ class CostEstimator:
 
     def predict(self, rows: int) -> float:
         return self.a_s + self.b_s * rows
+
+    def drain_s(self, rows: int, batches: int) -> float:
+        """Typical time to run ``rows`` rows in ``batches`` runs (0 before any run)."""
+        if not self.ready:
+            return 0.0
+        return (self.a_s * batches + self.b_s * rows) * max(1.0, self.slowdown)
 
 
 class RateEstimator:

@@ -81,7 +81,9 @@ class AdmissionQueue:
             self.policy = make_policy(config.policy)
         self.config = config
         self.max_rows = config.max_batch_size if self.batchable else 1
-        self.max_request_rows = config.max_batch_size if self.batchable else math.inf
+        # Models that cannot batch run a request's rows one at a time: the same limit keeps
+        # one huge request from holding the model (and everyone queued behind it).
+        self.max_request_rows = config.max_batch_size
         self.max_queue = config.max_queue
         self.max_wait_s = config.max_wait_ms / 1000.0
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
@@ -119,11 +121,25 @@ class AdmissionQueue:
                     f"{len(self.q) - self.dead} requests (max_queue={self.max_queue}); retry "
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
+            d = r._deadline
+            if d != math.inf and self.cost.ready:
+                # Admission by deadline: refuse now what cannot be served in time, rather
+                # than queue it to time out later (and make everyone behind it wait).
+                ahead = self.queued_rows + rows
+                batches = (-(-ahead // self.max_rows) if self.batchable
+                           else len(self.q) - self.dead + 1)
+                wait_s = self.cost.drain_s(ahead, batches)
+                if r._t_submit + wait_s > d:
+                    raise OverloadedError(
+                        f"model {self.name!r} is overloaded: {len(self.q) - self.dead} "
+                        f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
+                        f"wait of {wait_s * 1000:.0f} ms, past this request's timeout of "
+                        f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
+                        "less traffic, raise timeout_ms, or raise max_batch_size")
             self.ledger.live[r] = True
             self.q.append(r)
             self.queued_rows += rows
             self.arrived_rows += rows
-            d = r._deadline
             if d != math.inf:
                 heap = self.deadlines
                 heapq.heappush(heap, (d, next(self._seq), r))

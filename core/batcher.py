@@ -209,7 +209,17 @@ class Batcher:
         failed = self.ledger.fail_all(EngineClosedError(
             f"model {self.name!r} was closed before this request finished (the model did "
             "not finish its queue within the close timeout)"))
-        self.supervisor.stop(0 if left() == 0 else 1.0)
+        # A run still going now serves nobody: stop it, so its thread leaves ONNX Runtime
+        # (the CPU comes back, and the interpreter can exit normally).
+        if self._started:
+            if (self.executor.stop_orphaned_run() and self._thread.is_alive()
+                    and self._thread is not me):
+                self._thread.join(0.5)  # terminate takes effect within milliseconds
+            if not self._thread.is_alive():
+                self.executor.completions.put(None)
+                if self._completer.is_alive() and self._completer is not me:
+                    self._completer.join(0.5)
+        self.supervisor.stop(0.5)
         return failed
 
     def close(self, timeout_s: float | None = 10.0) -> None:

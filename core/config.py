@@ -161,6 +161,10 @@ class EngineConfig:
     batch: BatchConfig = field(default_factory=BatchConfig)
     timeseries_seconds: int = 600
     close_timeout_s: float = 10.0
+    #: Memory ONNX Runtime may allocate in this process (a shared, capped arena), and the
+    #: bound on inputs Batchlab generates; ``None``: a quarter of the machine's memory.
+    memory_budget_bytes: int | None = None
+    warmup_time_limit_s: float = 120.0
 
     def __post_init__(self) -> None:
         _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
@@ -173,3 +177,6 @@ class EngineConfig:
             raise ConfigError(f"batch must be a BatchConfig, got {type(self.batch).__name__}")
         _check_int("timeseries_seconds", self.timeseries_seconds, 10, 86_400)
         _check_float("close_timeout_s", self.close_timeout_s, 0.0, 3600.0)
+        if self.memory_budget_bytes is not None:
+            _check_int("memory_budget_bytes", self.memory_budget_bytes, 64 * 2**20, 2**50)
+        _check_float("warmup_time_limit_s", self.warmup_time_limit_s, 0.01, 86_400.0)

@@ -41,6 +41,7 @@ from .demo_models import DEMO_MODELS, build_demo_model, demo_description
 from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
                      RequestTimeoutError)
 from .loadgen import TrafficStatus
+from .memory import default_memory_budget, install_memory_budget
 from .metrics import MetricsSnapshot
 from .models import CacheEntry, ModelInfo, read_model_source, sample_input
 from .registry import ModelEntry, ModelRegistry, check_batchable_sizes
@@ -96,6 +97,9 @@ class Engine:
         self.config = config or EngineConfig()
         if demo_models is None:
             demo_models = self.config.demo_models
+        budget = self.config.memory_budget_bytes or default_memory_budget()
+        #: The memory budget in force (process-wide: the first engine's).
+        self.memory_budget_bytes = install_memory_budget(budget)
         self._registry = ModelRegistry(self.config)
         self._cache = self._registry.cache
         # One lock for the namespace (models and experiments); submit() reads the
@@ -367,9 +371,14 @@ class Engine:
         return self._entry(name).batcher.queue_depth()
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
-               progress: ProgressFn | None = None) -> WarmupReport:
+               progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
+               stop: threading.Event | None = None) -> WarmupReport:
         """Run ``name`` at each batch size it will see (``iterations`` times each) outside
-        the metrics; returns cold vs warm latency per batch size."""
+        the metrics; returns cold vs warm latency per batch size.
+
+        Bounded: past ``time_limit_s`` (default ``EngineConfig.warmup_time_limit_s``) or
+        once ``stop`` is set, the run going on is stopped and
+        :class:`~core.errors.ResourceLimitError` is raised."""
         entry = self._entry(name)
         info = entry.info
         if batch_sizes is None:
@@ -382,8 +391,9 @@ class Engine:
             x = sample_input(info, rows=bs, seed=bs)
             return list(x.values()) if isinstance(x, dict) else [x]
 
+        limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
         report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                            progress)
+                            progress, time_limit_s=limit, stop=stop)
         entry.warmed_sizes.update(report.batch_sizes)
         entry.last_warmup = report
         return report

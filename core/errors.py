@@ -25,6 +25,7 @@ __all__ = [
     "RequestTimeoutError",
     "InferenceError",
     "EngineClosedError",
+    "ResourceLimitError",
 ]
 
 
@@ -73,3 +74,8 @@ class InferenceError(BatchlabError, RuntimeError):
 
 class EngineClosedError(BatchlabError, RuntimeError):
     """The engine (or the model's batcher) is closed and accepts no more requests."""
+
+
+class ResourceLimitError(BatchlabError, MemoryError):
+    """Work refused or stopped because it would exceed the engine's memory budget or a time
+    limit (warm-up, a run past every deadline)."""

@@ -24,6 +24,7 @@ import threading
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import onnxruntime as ort
 
 from .admission import AdmissionQueue
 from .errors import InferenceError, RequestTimeoutError, SLOShedError
@@ -60,6 +61,10 @@ class Executor:
         self._batch_ids = itertools.count(1)
         self._run_floor_s = math.inf  # lower envelope of run times (see _run)
         self.in_flight: list[Request] = []
+        # The run going on now, when the run function can be stopped (ONNX Runtime's
+        # RunOptions.terminate): (options, its requests). The supervisor stops a run none
+        # of whose requests is still live (all past their deadlines, or failed by close).
+        self.current: tuple[ort.RunOptions, list[Request]] | None = None
         self.completions: _queue.SimpleQueue = _queue.SimpleQueue()
         self.loop_errors = 0
 
@@ -113,16 +118,31 @@ class Executor:
                 return
             rows = sum(r._rows for r in live)
         batch_id = next(self._batch_ids)
+        terminable = getattr(self.run_fn, "terminable", False)
         t0 = self._clock()
         try:
-            outs = self.run_fn(arrays)
+            if terminable:
+                ro = ort.RunOptions()
+                self.current = (ro, live)
+                try:
+                    outs = self.run_fn(arrays, ro)
+                finally:
+                    self.current = None
+                if ro.terminate:
+                    raise _Stopped()
+            else:
+                outs = self.run_fn(arrays)
             t1 = self._clock()
             if len(live) > 1:
                 for name, out in zip(self.output_names, outs):
                     if len(out) != rows:
                         raise _SplitError(f"output {name!r} has {len(out)} rows for a batch "
                                           f"of {rows} rows")
+        except _Stopped:
+            return  # stopped because none of its requests was still waiting for it
         except Exception as err:
+            if terminable and ro.terminate:
+                return
             if len(live) > 1:
                 log.info("executor %s: batch %d failed (%s); re-running its %d requests "
                          "alone", self.name, batch_id, err, len(live))
@@ -168,7 +188,26 @@ class Executor:
                     f"{type(err).__name__}: {err}"), notify_queue=False)
 
 
+    def stop_orphaned_run(self) -> bool:
+        """Stop the current run if none of its requests is still live; True if stopped."""
+        cur = self.current
+        if cur is None:
+            return False
+        ro, batch = cur
+        live = self.ledger.live
+        if ro.terminate or any(r in live for r in batch):
+            return False
+        ro.terminate = True
+        log.warning("executor %s: stopped a run none of whose %d request(s) was still "
+                    "waiting for it", self.name, len(batch))
+        return True
+
+
 class _SplitError(Exception):
+    pass
+
+
+class _Stopped(Exception):
     pass
 
 

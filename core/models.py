@@ -32,7 +32,8 @@ import onnxruntime as ort
 from google.protobuf.message import DecodeError
 
 from .config import SessionConfig, default_intra_op_threads
-from .errors import ModelLoadError
+from .errors import ModelLoadError, ResourceLimitError
+from .memory import check_elements, memory_budget
 
 __all__ = [
     "TensorSpec",
@@ -148,6 +149,8 @@ class ModelInfo:
     description: str = ""
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
     dynamic_dims: tuple[str, ...] = ()
+    #: Findings of onnx.checker on a model ONNX Runtime loads anyway (shown with it).
+    warnings: tuple[str, ...] = ()
 
     @property
     def batchable(self) -> bool:
@@ -179,6 +182,7 @@ class ModelInfo:
             "producer": self.producer,
             "providers": ", ".join(self.providers),
             "description": self.description,
+            "warnings": "; ".join(self.warnings),
         }
 
 
@@ -190,10 +194,12 @@ class LoadedModel:
     session: ort.InferenceSession
     output_names: list[str] = field(default_factory=list)
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[Any]:
-        """Run the session on inputs given in declared order; returns outputs in order."""
+    def run(self, arrays: Sequence[np.ndarray],
+            run_options: ort.RunOptions | None = None) -> list[Any]:
+        """Run the session on inputs given in declared order; returns outputs in order.
+        ``run_options`` lets another thread stop the run (``run_options.terminate``)."""
         feeds = {spec.name: a for spec, a in zip(self.info.inputs, arrays)}
-        return self.session.run(self.output_names, feeds)
+        return self.session.run(self.output_names, feeds, run_options)
 
 
 @dataclass(frozen=True)
@@ -320,13 +326,13 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     options = options or SessionConfig()
     proto = _parse(data)
     _refuse_external_data(proto.graph)
-    _check_graph(proto)
+    warnings = _check_graph(proto)
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None:
         session = cache.get_or_create(data, options, sha)
     else:
         session = _create_session(data, options)
-    info = _inspect(name, data, sha, proto, session, source, description)
+    info = _inspect(name, data, sha, proto, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs])
 
@@ -379,19 +385,26 @@ def _refuse_external_data(graph: onnx.GraphProto) -> None:
                 "(onnx.save_model(model, path, save_as_external_data=False))")
 
 
-def _check_graph(proto: onnx.ModelProto) -> None:
+def _check_graph(proto: onnx.ModelProto) -> tuple[str, ...]:
+    """Structural checks that refuse; onnx.checker's findings are returned as warnings:
+    ONNX Runtime is the judge of whether a model loads (it loads models the checker
+    rejects, e.g. onnxruntime's own datasets/mul_1.onnx), and a model it cannot run is
+    refused when its session is created."""
+    warnings: list[str] = []
     try:
         onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as err:
+    except Exception as err:  # ValidationError, or plain errors on malformed graphs
         first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        raise ModelLoadError(f"the model fails ONNX validation (onnx.checker): {first}") from None
-    except Exception as err:  # the checker raises plain errors on some malformed graphs
-        raise ModelLoadError(f"the model fails ONNX validation (onnx.checker): {err}") from None
+        warnings.append(f"onnx.checker: {first}")
     initializers = {t.name for t in proto.graph.initializer}
     real_inputs = [i for i in proto.graph.input if i.name not in initializers]
     if not real_inputs:
         raise ModelLoadError("the model declares no inputs; a served model needs at least one "
                              "input tensor")
+    if not proto.graph.output:
+        raise ModelLoadError("the model declares no outputs, so every request would fail; a "
+                             "served model needs at least one output")
+    return tuple(warnings)
 
 
 def _create_session(data: bytes, options: SessionConfig) -> ort.InferenceSession:
@@ -401,6 +414,9 @@ def _create_session(data: bytes, options: SessionConfig) -> ort.InferenceSession
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
     opts.log_severity_level = 3  # errors only: warnings would flood a server log
+    if memory_budget() is not None:
+        # Allocate from the process's shared arena, capped at the engine's memory budget.
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     provider = _PROVIDERS[options.provider]
     if provider not in ort.get_available_providers():
         raise ModelLoadError(
@@ -430,9 +446,13 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 def _inspect(name: str, data: bytes, sha: str, proto: onnx.ModelProto,
-             session: ort.InferenceSession, source: str, description: str) -> ModelInfo:
+             session: ort.InferenceSession, source: str, description: str,
+             warnings: tuple[str, ...] = ()) -> ModelInfo:
     inputs = tuple(_spec(a) for a in session.get_inputs())
     outputs = tuple(_spec(a) for a in session.get_outputs())
+    if not outputs:
+        raise ModelLoadError("the model has no outputs, so every request would fail; a served "
+                             "model needs at least one output")
     for spec in inputs:
         if spec.dtype is None:
             raise ModelLoadError(
@@ -451,7 +471,8 @@ def _inspect(name: str, data: bytes, sha: str, proto: onnx.ModelProto,
         ir_version=int(proto.ir_version),
         producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
         batch_mode=mode, batch_reason=reason, source=source, description=description,
-        providers=tuple(session.get_providers()), dynamic_dims=tuple(dynamic))
+        providers=tuple(session.get_providers()), dynamic_dims=tuple(dynamic),
+        warnings=warnings)
 
 
 def _batch_mode(inputs: Sequence[TensorSpec],
@@ -486,18 +507,24 @@ def _batch_mode(inputs: Sequence[TensorSpec],
 
 
 def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
-                 dynamic_size: int = 4) -> np.ndarray | dict[str, np.ndarray]:
+                 dynamic_size: int = 4,
+                 max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """Random input for ``info`` with ``rows`` rows (the exact shape for non-batchable models).
 
     Dynamic dims other than the batch axis get ``dynamic_size``; dims sharing a name agree.
-    Returns an array for a one-input model, else a dict of input name to array.
+    Every input's size is checked against ``max_bytes`` (default: the process's memory
+    budget) before anything is allocated, and values are generated in the input's own
+    dtype, so a declared shape such as ``[1, 2^31-1]`` is refused with a
+    :class:`~core.errors.ResourceLimitError` naming the input and dimension instead of
+    allocating tens of GiB. Returns an array for a one-input model, else a dict.
 
     Example:
         >>> sample_input(info, rows=3)["x"].shape  # doctest: +SKIP
         (3, 256)
     """
-    rng = np.random.default_rng(seed)
-    arrays: dict[str, np.ndarray] = {}
+    budget = max_bytes if max_bytes is not None else memory_budget()
+    shapes: dict[str, list[int]] = {}
+    total = 0
     for spec in info.inputs:
         shape = []
         for i, d in enumerate(spec.shape or ()):
@@ -507,15 +534,29 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
                 shape.append(d)
             else:
                 shape.append(dynamic_size)
-        dtype = spec.dtype
-        assert dtype is not None
-        if dtype.kind == "f":
-            arr = rng.standard_normal(shape).astype(dtype)
+        assert spec.dtype is not None
+        total += check_elements(f"input {spec.name!r}", shape, spec.dtype, budget)
+        shapes[spec.name] = shape
+    if budget is not None and total > budget:
+        raise ResourceLimitError(
+            f"the inputs of model {info.name!r} with {rows} rows need {total / 2**20:.1f} MiB "
+            f"together, over the engine's memory budget of {budget / 2**20:.1f} MiB; use fewer "
+            "rows or raise EngineConfig.memory_budget_bytes")
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for spec in info.inputs:
+        shape, dtype = shapes[spec.name], spec.dtype
+        if dtype in (np.float32, np.float64):
+            arr = rng.standard_normal(shape, dtype=dtype.type)
+        elif dtype.kind == "f":
+            arr = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
         elif dtype.kind == "b":
-            arr = rng.random(shape) < 0.5
+            arr = rng.integers(0, 2, size=shape, dtype=np.uint8).astype(bool)
+        elif dtype.kind in "iu":
+            arr = rng.integers(0, 10, size=shape, dtype=dtype.type)
         else:
-            arr = rng.integers(0, 10, size=shape).astype(dtype)
-        arrays[spec.name] = np.asarray(arr, dtype=dtype)
+            arr = np.zeros(shape, dtype=dtype)
+        arrays[spec.name] = arr
     if len(arrays) == 1:
         return next(iter(arrays.values()))
     return arrays

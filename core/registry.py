@@ -33,7 +33,7 @@ from .models import LoadedModel, ModelInfo, SessionCache, load_model_bytes
 from .validation import RequestValidator
 from .warmup import WarmupReport
 
-__all__ = ["ModelRegistry", "ModelEntry", "row_runner"]
+__all__ = ["ModelRegistry", "ModelEntry", "ModelRunner", "row_runner"]
 
 log = logging.getLogger("batchlab.registry")
 
@@ -54,18 +54,29 @@ class ModelEntry:
         return self.loaded.info
 
     @property
-    def runner(self) -> Callable[[Sequence[np.ndarray]], list[Any]]:
-        return row_runner(self.loaded) if self.info.batch_mode == "rows" else self.loaded.run
+    def runner(self) -> ModelRunner:
+        return ModelRunner(self.loaded)
 
 
-def row_runner(loaded: LoadedModel) -> Callable[[Sequence[np.ndarray]], list[Any]]:
-    """For models whose batch axis is fixed at 1: run a request's rows one at a time."""
+class ModelRunner:
+    """Runs one batch of a loaded model; stoppable through ONNX Runtime's ``RunOptions``.
 
-    def run(arrays: Sequence[np.ndarray]) -> list[Any]:
-        rows = arrays[0].shape[0]
-        if rows == 1:
-            return loaded.run(arrays)
-        parts = [loaded.run([a[i:i + 1] for a in arrays]) for i in range(rows)]
+    Models whose batch axis is fixed at 1 (``batch_mode == "rows"``) run a request's rows
+    one at a time and the outputs are joined.
+    """
+
+    terminable = True  # the executor passes a RunOptions it can terminate
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.by_rows = loaded.info.batch_mode == "rows"
+
+    def __call__(self, arrays: Sequence[np.ndarray], run_options: Any = None) -> list[Any]:
+        loaded = self.loaded
+        rows = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
+        if not self.by_rows or rows == 1:
+            return loaded.run(arrays, run_options)
+        parts = [loaded.run([a[i:i + 1] for a in arrays], run_options) for i in range(rows)]
         out: list[Any] = []
         for k in range(len(parts[0])):
             pieces = [p[k] for p in parts]
@@ -75,7 +86,10 @@ def row_runner(loaded: LoadedModel) -> Callable[[Sequence[np.ndarray]], list[Any
                 out.append([item for piece in pieces for item in piece])
         return out
 
-    return run
+
+def row_runner(loaded: LoadedModel) -> ModelRunner:
+    """The runner of ``loaded`` (kept under its older name)."""
+    return ModelRunner(loaded)
 
 
 class ModelRegistry:
@@ -118,8 +132,7 @@ class ModelRegistry:
         info = loaded.info
         metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
         cfg = batch or (old.batcher.config if old is not None else self.config.batch)
-        run = row_runner(loaded) if info.batch_mode == "rows" else loaded.run
-        batcher = Batcher(name, run, loaded.output_names, cfg, metrics, batchable=info.batchable)
+        batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics, batchable=info.batchable)
         entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics)
         models = dict(self.models)
         models[name] = entry

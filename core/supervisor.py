@@ -81,7 +81,8 @@ class Supervisor:
                         q.next_deadline = math.inf if not heap else heap[0][0]
                         if self._stop:
                             return
-                self.expire_overdue()
+                if self.expire_overdue():
+                    self.executor.stop_orphaned_run()
                 self.revive()
             except Exception:  # the supervisor itself must keep watching
                 log.exception("supervisor %s: unexpected error", self.name)

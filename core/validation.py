@@ -39,7 +39,7 @@ class RequestValidator:
     """
 
     __slots__ = ("info", "names", "dtypes", "tails", "specs", "mode", "single",
-                 "exact_shapes", "_name_set", "_fast")
+                 "exact_shapes", "_name_set", "_fast", "_named")
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
@@ -56,6 +56,14 @@ class RequestValidator:
         self.single = len(self.names) == 1
         # The common case, one input whose non-batch dims are all fixed, is checked by one
         # comparison of (dtype, shape tail); anything else takes the general path.
+        # Named dynamic dims (after the leading axis) that appear more than once across the
+        # inputs: (dim name, [(input index, axis)]) -- their sizes must agree in a request.
+        seen: dict[str, list[tuple[int, int]]] = {}
+        for i, spec in enumerate(info.inputs):
+            for axis, d in enumerate(spec.shape or ()):
+                if isinstance(d, str) and (axis > 0 or self.mode == "exact"):
+                    seen.setdefault(d, []).append((i, axis))
+        self._named = tuple((d, tuple(places)) for d, places in seen.items() if len(places) > 1)
         self._fast = None
         if self.single and self.mode != "exact" and None not in self.tails[0]:
             self._fast = (self.dtypes[0], self.tails[0])
@@ -86,8 +94,22 @@ class RequestValidator:
                     f"array, got {type(x).__name__}")
             arrays = self._from_mapping(x)
         if self.mode == "exact":
-            return self._check_exact(arrays), 1
-        return arrays, self._check_rows(arrays)
+            arrays = self._check_exact(arrays)
+            rows = 1
+        else:
+            rows = self._check_rows(arrays)
+        if self._named:
+            self._check_named(arrays)
+        return arrays, rows
+
+    def _check_named(self, arrays: tuple[np.ndarray, ...]) -> None:
+        for dim, places in self._named:
+            sizes = [(self.names[i], axis, arrays[i].shape[axis]) for i, axis in places]
+            if len({size for _, _, size in sizes}) > 1:
+                got = ", ".join(f"{name!r} axis {axis} = {size}" for name, axis, size in sizes)
+                raise InputValidationError(
+                    f"dimension {dim!r} must have one size across the inputs of model "
+                    f"{self.info.name!r}, got {got}")
 
     def _from_mapping(self, x: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
         keys = set(x)

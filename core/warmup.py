@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -22,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError
+from .errors import ConfigError, ResourceLimitError
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS"]
 
@@ -68,38 +69,114 @@ def warmup_batch_sizes(max_batch_size: int, batchable: bool = True) -> list[int]
     return sizes
 
 
-def run_warmup(model: str, run: Callable[[Sequence[np.ndarray]], object],
+class _RunGuard:
+    """Stops ONNX Runtime runs (``RunOptions.terminate``) once ``time_limit_s`` has passed
+    or ``stop`` is set; checked every 50 ms by a small named thread."""
+
+    def __init__(self, model: str, time_limit_s: float | None,
+                 stop: threading.Event | None) -> None:
+        self.model = model
+        self.limit_s = time_limit_s
+        self.stop = stop
+        self.tripped: str | None = None
+        self._ro = None
+        self._done = threading.Event()
+        self._t_end = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self._thread = threading.Thread(target=self._watch, name=f"warmup-guard-{model}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            if self.stop is not None and self.stop.is_set():
+                self.tripped = "cancelled"
+            elif self._t_end is not None and time.monotonic() > self._t_end:
+                self.tripped = "time"
+            if self.tripped:
+                ro = self._ro
+                if ro is not None:
+                    ro.terminate = True
+                return
+
+    def options(self):
+        import onnxruntime as ort
+
+        ro = ort.RunOptions()
+        self._ro = ro
+        if self.tripped:
+            ro.terminate = True
+        return ro
+
+    def check(self) -> None:
+        if self.tripped == "cancelled":
+            raise ResourceLimitError(f"warm-up of model {self.model!r} was cancelled")
+        if self.tripped == "time":
+            raise ResourceLimitError(
+                f"warm-up of model {self.model!r} was stopped after its time limit of "
+                f"{self.limit_s:g} s (a run did not finish); the model may be hung or far too "
+                "slow: warm it up at smaller batch sizes or raise time_limit_s")
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def run_warmup(model: str, run: Callable[..., object],
                make_input: Callable[[int], Sequence[np.ndarray]], batch_sizes: Sequence[int],
                iterations: int = 10, progress: ProgressFn | None = None,
-               clock: Callable[[], float] = time.perf_counter) -> WarmupReport:
-    """Run ``run`` ``iterations`` times at each batch size; first run cold, the rest warm."""
+               clock: Callable[[], float] = time.perf_counter,
+               time_limit_s: float | None = None,
+               stop: threading.Event | None = None) -> WarmupReport:
+    """Run ``run`` ``iterations`` times at each batch size; first run cold, the rest warm.
+
+    With ``time_limit_s`` or ``stop``, a run still going when the limit passes or ``stop``
+    is set is stopped (when ``run`` is terminable: it takes ONNX Runtime ``RunOptions``)
+    and :class:`~core.errors.ResourceLimitError` is raised.
+    """
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 2:
         raise ConfigError(f"iterations must be an int >= 2 (one cold run, then warm runs), "
                           f"got {iterations!r}")
     if not batch_sizes:
         raise ConfigError("batch_sizes must name at least one batch size")
+    terminable = getattr(run, "terminable", False)
+    guard = _RunGuard(model, time_limit_s, stop) if (time_limit_s or stop) else None
     total = iterations * len(batch_sizes)
     done = 0
     rows = []
     t_start = clock()
-    for bs in batch_sizes:
-        arrays = make_input(bs)
-        times_ms = []
-        for _ in range(iterations):
-            t0 = clock()
-            run(arrays)
-            times_ms.append((clock() - t0) * 1000.0)
-            done += 1
-            if progress is not None:
-                progress(done, total, bs)
-        warm = np.asarray(times_ms[1:])
-        cold = times_ms[0]
-        p50 = float(np.median(warm))
-        rows.append({
-            "batch_size": int(bs), "cold_ms": cold, "warm_p50_ms": p50,
-            "warm_p95_ms": float(np.percentile(warm, 95)), "warm_min_ms": float(warm.min()),
-            "cold_over_warm": cold / p50 if p50 > 0 else float("nan"),
-            "iterations": iterations,
-        })
+    try:
+        for bs in batch_sizes:
+            arrays = make_input(bs)
+            times_ms = []
+            for _ in range(iterations):
+                if guard is not None:
+                    guard.check()
+                t0 = clock()
+                try:
+                    if terminable and guard is not None:
+                        run(arrays, guard.options())
+                    else:
+                        run(arrays)
+                except Exception:
+                    if guard is not None:
+                        guard.check()
+                    raise
+                times_ms.append((clock() - t0) * 1000.0)
+                done += 1
+                if progress is not None:
+                    progress(done, total, bs)
+            warm = np.asarray(times_ms[1:])
+            cold = times_ms[0]
+            p50 = float(np.median(warm))
+            rows.append({
+                "batch_size": int(bs), "cold_ms": cold, "warm_p50_ms": p50,
+                "warm_p95_ms": float(np.percentile(warm, 95)), "warm_min_ms": float(warm.min()),
+                "cold_over_warm": cold / p50 if p50 > 0 else float("nan"),
+                "iterations": iterations,
+            })
+        if guard is not None:
+            guard.check()
+    finally:
+        if guard is not None:
+            guard.close()
     return WarmupReport(model=model, frame=pd.DataFrame(rows, columns=WARMUP_COLUMNS),
                         duration_s=clock() - t_start)

@@ -83,14 +83,20 @@ def test_failures_are_counted_before_the_caller_sees_them(tiny_switch_interval):
 def test_timeout_and_completion_racing_count_each_request_once(tiny_switch_interval):
     """Requests whose timeout expires about when their batch completes end either way,
     but are counted exactly once, in the way their caller saw them."""
+    gate = threading.Event()
+
     def run(arrays):
+        gate.wait(WAIT_S)  # the first run holds until everything is queued
         threading.Event().wait(0.002)
         return [arrays[0]]
 
     b = make(run, max_batch_size=2, max_wait_ms=0)
     b.watch_interval_s = 0.001
     try:
-        futs = [b.submit((rows(1, start=i),), 1, timeout_ms=1.0 + (i % 7)) for i in range(300)]
+        # Queued before any run was timed, so admission by deadline cannot refuse them.
+        futs = [b.submit((rows(1, start=i),), 1, timeout_ms=5.0 + 3 * (i % 7))
+                for i in range(300)]
+        gate.set()
         ok = err = 0
         for f in futs:
             try:

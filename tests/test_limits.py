@@ -1,0 +1,282 @@
+"""A bad model or a flood can't take the lab down: the adversarial corpus of issue #12.
+
+Anything that could allocate gigabytes or hang a core runs in a child process with its
+own (small) memory budget, so a failure cannot take the test run down; the child prints
+one JSON line with what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from core import Engine
+from core.batcher import Batcher
+from core.config import BatchConfig
+from core.errors import (ConfigError, InputValidationError, ModelLoadError, OverloadedError,
+                         RequestTimeoutError, RequestTooLargeError, ResourceLimitError)
+from tests.helpers import ORT_DATASETS, WAIT_S, GatedRun, make_model, rows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Model builders shared with the child processes (pasted into their scripts).
+BUILDERS = '''
+import numpy as np
+from onnx import TensorProto, helper
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+def bomb(n):
+    """218 bytes that want n*n*4 bytes on their first run: ConstantOfShape -> ReduceSum -> Add."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [shape])
+
+def endless_loop(trips=10**10):
+    """A Loop of ``trips`` iterations adding 1 to a counter: hangs a core for hours."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    inits = [helper.make_tensor("M", TensorProto.INT64, [], [trips]),
+             helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
+    nodes = [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], inits)
+
+def declared(shape):
+    """Identity over a declared shape (e.g. [1, 2**31 - 1]): cheap to load, huge to feed."""
+    return _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+'''
+exec(BUILDERS)  # the same builders in this process  # noqa: S102
+
+
+def run_child(body: str, timeout_s: float = 120.0) -> dict:
+    """Run ``body`` in a fresh interpreter (with BUILDERS, ``Engine``, ``EngineConfig``,
+    ``rss``/``peak`` helpers); it must print one JSON object as its last line."""
+    code = (BUILDERS + "\nimport json, sys, time\nfrom core import Engine, EngineConfig\n"
+            "from core.memory import current_rss_bytes as rss, peak_rss_bytes as peak\n"
+            + textwrap.dedent(body))
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True,
+                          text=True, timeout=timeout_s)
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-3000:]}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- memory ------------------------------------------------------------------------------------
+def test_memory_bomb_fails_its_request_and_rss_stays_within_the_budget():
+    out = run_child("""
+        with Engine(EngineConfig(memory_budget_bytes=512 * 2**20)) as e:
+            e.load_model(bomb(30000), name="bomb")   # 3.6 GB on its first run
+            base = rss()
+            err = None
+            try:
+                e.predict("bomb", np.ones((1, 4), np.float32))
+            except Exception as ex:
+                err = f"{type(ex).__name__}: {ex}"
+            other = e.predict("mlp", e.sample_input("mlp")).outputs["logits"].shape
+            print(json.dumps({"err": err, "base": base, "peak": peak(), "after": rss(),
+                              "other": list(other), "budget": e.memory_budget_bytes}))
+    """)
+    assert out["err"].startswith("InferenceError") and "smaller than requested" in out["err"]
+    assert out["peak"] < out["base"] + out["budget"]
+    assert out["other"] == [1, 10]
+
+
+@pytest.mark.parametrize("shape, dim", [([1, 2**31 - 1], "dimension 1 is 2147483647"),
+                                        (["N", 200_000_000], "dimension 1 is 200000000")])
+def test_declared_shape_bombs_are_refused_before_allocating(shape, dim):
+    out = run_child(f"""
+        from core.errors import ResourceLimitError
+        errors = []
+        with Engine(EngineConfig(memory_budget_bytes=512 * 2**20)) as e:
+            e.load_model(declared({shape!r}), name="big")
+            for call in (lambda: e.sample_input("big"), lambda: e.warmup("big", iterations=2)):
+                try:
+                    call()
+                    errors.append(None)
+                except ResourceLimitError as ex:
+                    errors.append(str(ex))
+            print(json.dumps({{"errors": errors, "peak": peak()}}))
+    """)
+    for err in out["errors"]:
+        assert err is not None and "input 'x'" in err and dim in err
+        assert "memory budget of 512.0 MiB" in err
+    assert out["peak"] < 1024 * 2**20
+
+
+def test_sample_input_is_generated_in_the_model_dtype():
+    e = Engine()
+    try:
+        for name in e.model_names():
+            x = e.sample_input(name, rows=2)
+            arrays = x.values() if isinstance(x, dict) else [x]
+            specs = e.model_info(name).inputs
+            assert [a.dtype for a in arrays] == [s.dtype for s in specs]
+    finally:
+        e.close()
+
+
+# -- run-time limits ------------------------------------------------------------------------
+def test_hung_run_is_stopped_once_its_requests_timed_out():
+    engine = Engine(demo_models=False)
+    try:
+        engine.load_model(endless_loop(), name="loop")
+        engine.configure("loop", max_batch_size=1, max_wait_ms=0)
+        b = engine._models["loop"].batcher
+        b.watch_interval_s = 0.01
+        fut = engine.submit("loop", np.zeros((1, 1), np.float32), timeout_ms=200)
+        with pytest.raises(RequestTimeoutError, match="still running"):
+            fut.result(WAIT_S)
+        # The run is terminated: the collector leaves ONNX Runtime and is free again.
+        stopped = threading.Event()
+
+        def wait_idle():
+            while b.executor.current is not None:
+                threading.Event().wait(0.01)
+            stopped.set()
+
+        threading.Thread(target=wait_idle, daemon=True).start()
+        assert stopped.wait(WAIT_S), "the hung run kept going after its request timed out"
+        again = engine.submit("loop", np.zeros((1, 1), np.float32), timeout_ms=100)
+        with pytest.raises(RequestTimeoutError):
+            again.result(WAIT_S)
+    finally:
+        engine.close()
+
+
+def test_warmup_of_a_hung_model_has_a_time_limit_and_can_be_cancelled():
+    with Engine(demo_models=False) as engine:
+        engine.load_model(endless_loop(), name="loop")
+        with pytest.raises(ResourceLimitError, match="time limit of 0.3 s"):
+            engine.warmup("loop", iterations=2, batch_sizes=[1], time_limit_s=0.3)
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        with pytest.raises(ResourceLimitError, match="cancelled"):
+            engine.warmup("loop", iterations=2, batch_sizes=[1], stop=stop)
+
+
+def test_close_with_hung_models_returns_in_time_and_the_process_exits_normally():
+    out = run_child("""
+        e = Engine(EngineConfig(close_timeout_s=1.0), demo_models=False)
+        for n in ("a", "b", "c"):
+            e.load_model(endless_loop(), name=n)
+        futs = [e.submit(n, np.zeros((1, 1), np.float32)) for n in ("a", "b", "c")]
+        e.load_model(endless_loop(), name="a", replace=True)   # a hot swap of a hung model
+        time.sleep(0.2)
+        t = time.perf_counter()
+        e.close()
+        took = time.perf_counter() - t
+        import threading
+        left = [th.name for th in threading.enumerate() if th.name.startswith("batcher-")]
+        print(json.dumps({"took": took, "pending": sum(not f.done() for f in futs),
+                          "errors": sorted({type(f.exception()).__name__ for f in futs}),
+                          "threads": left}))
+    """)
+    assert out["pending"] == 0 and out["errors"] == ["EngineClosedError"]
+    assert out["threads"] == []
+    assert out["took"] < 1.0 + 0.5 * 3 + 1.0  # the shared limit, plus the short joins
+
+
+# -- admission by deadline ------------------------------------------------------------------
+def test_admission_refuses_what_cannot_be_served_in_time():
+    run = GatedRun(gated=True)
+    b = Batcher("slow", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0))
+    try:
+        b.submit((rows(1),), 1)  # holds the collector
+        assert run.started.wait(WAIT_S)
+        # What the executor would have learned: t(n) = 10 ms + 1.25 ms per row, runs
+        # taking what the line predicts.
+        b.cost.a_s, b.cost.b_s, b.cost.slowdown, b.cost.ready = 0.01, 0.00125, 1.0, True
+        assert b.cost.drain_s(8, 1) == pytest.approx(0.02)
+        admitted = []
+        with pytest.raises(OverloadedError, match=r"predicted wait of 111 ms, past this "
+                                                  r"request's timeout of 100 ms"):
+            for i in range(100):
+                admitted.append(b.submit((rows(1, start=i),), 1, timeout_ms=100))
+        assert len(admitted) == 40  # 5 batches of 8: 5 x 10 ms + 40 x 1.25 ms = 100 ms
+        # A request with a longer timeout is still welcome.
+        admitted.append(b.submit((rows(1),), 1, timeout_ms=1000))
+        run.gate.set()
+        assert all(f.result(WAIT_S).rows == 1 for f in admitted)
+    finally:
+        run.gate.set()
+        b.close()
+
+
+# -- validation gaps --------------------------------------------------------------------------
+def test_row_limit_for_models_that_cannot_batch(engine):
+    with pytest.raises(RequestTooLargeError, match="max_batch_size=32"):
+        engine.submit("fixed-batch", _fixed_rows(engine, 1_000_000))
+    assert engine.predict("fixed-batch", _fixed_rows(engine, 3)).rows == 3
+
+
+def _fixed_rows(engine, n):
+    spec = engine.model_info("fixed-batch").inputs[0]
+    return np.zeros((n,) + tuple(spec.shape[1:]), spec.dtype)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "5", 0, -1, True])
+def test_timeout_ms_is_checked_at_submit(engine, bad):
+    with pytest.raises(ConfigError, match="timeout_ms must be a positive finite number"):
+        engine.submit("mlp", engine.sample_input("mlp"), timeout_ms=bad)
+
+
+def test_zero_output_model_is_refused(bare_engine):
+    m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2])], [],
+                   [helper.make_node("Identity", ["x"], ["y"])])
+    with pytest.raises(ModelLoadError, match="no outputs"):
+        bare_engine.load_model(m.SerializeToString(), name="mute")
+
+
+def test_named_dimensions_must_agree_across_inputs_at_submit(bare_engine):
+    m = make_model([helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", "D"]),
+                    helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", "D"])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "D"])],
+                   [helper.make_node("Add", ["a", "b"], ["y"])])
+    bare_engine.load_model(m.SerializeToString(), name="add")
+    with pytest.raises(InputValidationError, match=r"dimension 'D' must have one size .* "
+                                                   r"'a' axis 1 = 3, 'b' axis 1 = 4"):
+        bare_engine.submit("add", {"a": np.zeros((2, 3), np.float32),
+                                   "b": np.zeros((2, 4), np.float32)})
+    ok = bare_engine.predict("add", {"a": np.ones((2, 3), np.float32),
+                                     "b": np.ones((2, 3), np.float32)})
+    assert ok.outputs["y"].tolist() == [[2.0] * 3] * 2
+
+
+@pytest.mark.parametrize("path", sorted(ORT_DATASETS.glob("*.onnx")), ids=lambda p: p.name)
+def test_every_model_onnxruntime_ships_and_loads_loads_in_the_engine(bare_engine, path):
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - not ours to serve if ONNX Runtime refuses it
+        pytest.skip(f"ONNX Runtime itself does not load {path.name}")
+    info = bare_engine.load_model(path, name=path.stem.replace("_", "-"))
+    x = bare_engine.sample_input(info.name)
+    assert bare_engine.predict(info.name, x).outputs
+    if path.name == "mul_1.onnx":  # the checker rejects it; ONNX Runtime runs it
+        assert info.warnings and info.warnings[0].startswith("onnx.checker:")
