@@ -14,7 +14,8 @@ from .demo_models import DEMO_MODELS, build_demo_model
 from .engine import Engine
 from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
                      InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
-                     RequestTimeoutError, RequestTooLargeError, SLOShedError)
+                     RequestTimeoutError, RequestTooLargeError, ResourceLimitError,
+                     SLOShedError)
 from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
 from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
                      sample_input)
@@ -28,7 +29,7 @@ __all__ = [
     "DEMO_MODELS", "build_demo_model",
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
     "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
-    "RequestTimeoutError", "RequestTooLargeError", "SLOShedError",
+    "RequestTimeoutError", "RequestTooLargeError", "SLOShedError", "ResourceLimitError",
     "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
     "sample_input",

@@ -147,6 +147,20 @@ def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per ba
     return _layout(fig, title, "ms per run", height=320)
 
 
+def memory_figure(frame: pd.DataFrame,
+                  title: str = "Peak memory added by one run, per batch size") -> go.Figure:
+    """Bars of ``peak_mib`` per batch size (from ``Engine.measure_memory``), run time on hover."""
+    ok = frame[frame["error"].isna()] if "error" in frame else frame
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=[str(int(b)) for b in ok["batch_size"]], y=ok["peak_mib"],
+                         name="peak MiB", marker_color=COLORS["warm"],
+                         customdata=ok["run_ms"],
+                         hovertemplate="batch %{x}: %{y:.2f} MiB, run %{customdata:.2f} ms"
+                                       "<extra></extra>"))
+    fig.update_xaxes(title="batch size (rows)", type="category")
+    return _layout(fig, title, "MiB", height=300)
+
+
 def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | None = None,
                   chosen: tuple[int, float] | None = None,
                   title: str = "Throughput vs p99: every point, and the Pareto frontier") -> go.Figure:

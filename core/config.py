@@ -165,6 +165,10 @@ class EngineConfig:
     #: bound on inputs Batchlab generates; ``None``: a quarter of the machine's memory.
     memory_budget_bytes: int | None = None
     warmup_time_limit_s: float = 120.0
+    #: Try every model loaded without ``probe=`` in a child process first (core/probe.py):
+    #: on for the dashboard, whose uploads come from anyone with the page open.
+    probe_models: bool = False
+    probe_time_limit_s: float = 30.0
 
     def __post_init__(self) -> None:
         _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
@@ -180,3 +184,6 @@ class EngineConfig:
         if self.memory_budget_bytes is not None:
             _check_int("memory_budget_bytes", self.memory_budget_bytes, 64 * 2**20, 2**50)
         _check_float("warmup_time_limit_s", self.warmup_time_limit_s, 0.01, 86_400.0)
+        if not isinstance(self.probe_models, bool):
+            raise ConfigError(f"probe_models must be True or False, got {self.probe_models!r}")
+        _check_float("probe_time_limit_s", self.probe_time_limit_s, 0.1, 3600.0)

@@ -34,17 +34,19 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from .batcher import Prediction
 from .config import BatchConfig, EngineConfig, SessionConfig, check_timeout_ms
 from .demo_models import DEMO_MODELS, build_demo_model, demo_description
-from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
-                     RequestTimeoutError)
+from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelLoadError,
+                     ModelNotFoundError, RequestTimeoutError)
 from .loadgen import TrafficStatus
-from .memory import default_memory_budget, install_memory_budget
+from .memory import default_memory_budget, format_bytes, install_memory_budget
 from .metrics import MetricsSnapshot
 from .models import CacheEntry, ModelInfo, read_model_source, sample_input
 from .registry import ModelEntry, ModelRegistry, check_batchable_sizes
+from .probe import probe_model
 from .router import ABExperiment, ABReport
 from .settle import Request
 from .traffic import TrafficManager
@@ -136,8 +138,14 @@ class Engine:
     def load_model(self, source: str | Path | bytes | bytearray | memoryview,
                    name: str | None = None, *, replace: bool = False,
                    session: SessionConfig | None = None, batch: BatchConfig | None = None,
-                   description: str = "", source_label: str | None = None) -> ModelInfo:
+                   description: str = "", source_label: str | None = None,
+                   probe: bool | None = None) -> ModelInfo:
         """Validate and register a model from a path or bytes; returns its :class:`ModelInfo`.
+
+        ``probe=True`` (default ``EngineConfig.probe_models``) first runs the model once in
+        a child process under the memory budget and a time limit (:mod:`core.probe`); a
+        model whose trial run fails there is refused with :class:`ModelLoadError` and never
+        runs in this process.
 
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
@@ -154,14 +162,52 @@ class Engine:
         self._check_new_name(name, "model")
         self._check_model_name_free(name, replace)
         loaded = self._registry.build(data, name, session, source_label or where, description)
+        profile = None
+        if probe is None:  # built-in demo models are trusted, like for the size limit
+            probe = self.config.probe_models and source_label != "demo"
+        if probe:
+            profile = self._probe(name, data, [1], session)
+            bad = profile["error"].dropna()
+            if len(bad):
+                raise ModelLoadError(
+                    f"model {name!r} failed its trial run (one row, in a separate process, "
+                    f"memory budget {format_bytes(self.memory_budget_bytes)}): {bad.iloc[0]}. "
+                    "It was not loaded")
         with self._lock:
             self._check_open()
             self._check_model_name_free(name, replace)
             old = self._registry.get(name)
             if old is not None:
                 self._check_arm_compatible(name, loaded.info)
-            self._registry.install(name, loaded, batch)
+            self._registry.install(name, loaded, batch, data, profile)
         return loaded.info
+
+    def _probe(self, name: str, data: bytes, batch_sizes: Sequence[int],
+               session: SessionConfig | None = None,
+               time_limit_s: float | None = None) -> pd.DataFrame:
+        opts = session or self.config.session
+        return probe_model(data, batch_sizes, self.memory_budget_bytes,
+                           time_limit_s or self.config.probe_time_limit_s,
+                           threads=opts.intra_op_threads)
+
+    def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
+                       time_limit_s: float | None = None) -> pd.DataFrame:
+        """Peak memory and run time of ``name`` per batch size, measured in a child process
+        (columns ``batch_size, peak_mib, run_ms, error``); kept for :meth:`memory_profile`.
+        Default sizes: those warm-up uses for the current ``max_batch_size``."""
+        entry = self._entry(name)
+        if batch_sizes is None:
+            batch_sizes = warmup_batch_sizes(entry.batcher.config.max_batch_size,
+                                             entry.info.batchable)
+        else:
+            check_batchable_sizes(name, entry.info, batch_sizes)
+        frame = self._probe(name, entry.data, batch_sizes, time_limit_s=time_limit_s)
+        entry.memory_profile = frame
+        return frame
+
+    def memory_profile(self, name: str) -> pd.DataFrame | None:
+        """The last :meth:`measure_memory` (or load-time probe) of ``name``, if any."""
+        return self._entry(name).memory_profile
 
     def _check_model_name_free(self, name: str, replace: bool) -> None:
         kind = self._kind_of(name)

@@ -321,17 +321,20 @@ def _too_big(size: int, limit: int) -> str:
 
 def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = None,
                      options: SessionConfig | None = None, source: str = "upload",
-                     description: str = "") -> LoadedModel:
-    """Validate ``data`` as an ONNX model, create (or share) its session and inspect it."""
+                     description: str = "", arena: bool = True) -> LoadedModel:
+    """Validate ``data`` as an ONNX model, create (or share) its session and inspect it.
+
+    ``arena=False`` (the memory probe) allocates with plain malloc/free, so each run's
+    peak shows in the process's resident memory."""
     options = options or SessionConfig()
     proto = _parse(data)
     _refuse_external_data(proto.graph)
     warnings = _check_graph(proto)
     sha = hashlib.sha256(data).hexdigest()
-    if cache is not None:
+    if cache is not None and arena:
         session = cache.get_or_create(data, options, sha)
     else:
-        session = _create_session(data, options)
+        session = _create_session(data, options, arena)
     info = _inspect(name, data, sha, proto, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs])
@@ -407,14 +410,16 @@ def _check_graph(proto: onnx.ModelProto) -> tuple[str, ...]:
     return tuple(warnings)
 
 
-def _create_session(data: bytes, options: SessionConfig) -> ort.InferenceSession:
+def _create_session(data: bytes, options: SessionConfig,
+                    arena: bool = True) -> ort.InferenceSession:
     opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = arena
     opts.intra_op_num_threads = (default_intra_op_threads() if options.intra_op_threads is None
                                  else options.intra_op_threads)
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
     opts.log_severity_level = 3  # errors only: warnings would flood a server log
-    if memory_budget() is not None:
+    if memory_budget() is not None and arena:
         # Allocate from the process's shared arena, capped at the engine's memory budget.
         opts.add_session_config_entry("session.use_env_allocators", "1")
     provider = _PROVIDERS[options.provider]

@@ -48,6 +48,8 @@ class ModelEntry:
     metrics: ModelMetrics
     warmed_sizes: set[int] = field(default_factory=set)
     last_warmup: WarmupReport | None = None
+    data: bytes = b""                       # the model file (for probes in a child process)
+    memory_profile: Any = None              # pandas frame from core.probe, once measured
 
     @property
     def info(self) -> ModelInfo:
@@ -124,7 +126,8 @@ class ModelRegistry:
                                 options=session or self.config.session, source=source,
                                 description=description)
 
-    def install(self, name: str, loaded: LoadedModel, batch: BatchConfig | None) -> ModelEntry:
+    def install(self, name: str, loaded: LoadedModel, batch: BatchConfig | None,
+                data: bytes = b"", memory_profile: Any = None) -> ModelEntry:
         """Register ``loaded`` under ``name`` (caller holds ``lock`` and has checked the
         name). An existing model of that name is hot-swapped: its batch configuration and
         metrics carry over, and its batcher is retired (drains on its own thread)."""
@@ -133,7 +136,8 @@ class ModelRegistry:
         metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
         cfg = batch or (old.batcher.config if old is not None else self.config.batch)
         batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics, batchable=info.batchable)
-        entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics)
+        entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics, data=data,
+                           memory_profile=memory_profile)
         models = dict(self.models)
         models[name] = entry
         self.models = models

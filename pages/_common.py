@@ -49,7 +49,9 @@ _IDLE_GRACE_S = 5.0
 
 @st.cache_resource(show_spinner="Starting the engine and building the demo models...")
 def get_engine() -> Engine:
-    engine = Engine(EngineConfig(max_model_bytes=UPLOAD_LIMIT_MB * 2**20))
+    # Uploads come from anyone with the page open: each is first run once in a child
+    # process under the memory budget and a time limit (core/probe.py).
+    engine = Engine(EngineConfig(max_model_bytes=UPLOAD_LIMIT_MB * 2**20, probe_models=True))
     # The server's own work (charts, pandas) shares the GIL with the batchers: see
     # core/process.py for why this keeps tail latency from following the dashboard.
     tune_for_serving()

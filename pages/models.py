@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import BatchlabError, SessionConfig, available_providers
+from core import BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
+from core.memory import format_bytes
 from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, pick_model
 
 engine = get_engine()
@@ -104,6 +105,32 @@ with left:
                    f" · {', '.join(info.providers)}")
         if info.description:
             st.caption(info.description)
+        for warning in info.warnings:
+            st.warning(f"Loaded although {warning} (ONNX Runtime runs it; the checker's "
+                       "finding is shown for your information).", icon=":material/info:")
+        st.markdown("**Memory per batch size**")
+        profile = engine.memory_profile(selected)
+        if st.button("Measure memory", key="models_measure_memory",
+                     help="Runs the model once per batch size (powers of two up to max batch "
+                          "size) in a separate process, under the engine's memory budget, and "
+                          "records the resident memory each run adds."):
+            with st.spinner("Running the model in a separate process..."):
+                try:
+                    profile = engine.measure_memory(selected)
+                except BatchlabError as err:
+                    st.error(f"Could not measure: {err}")
+        if profile is not None and len(profile):
+            failed = profile["error"].dropna()
+            if len(failed):
+                st.error(f"Batch size {int(profile.loc[failed.index[0], 'batch_size'])}: "
+                         f"{failed.iloc[0]}")
+            if profile["error"].isna().any():
+                st.plotly_chart(charts.memory_figure(profile), key="models_memory_chart")
+            st.caption("Resident memory a single run adds (to page granularity), measured "
+                       "in a child process without ONNX Runtime's arena; the engine's budget "
+                       f"is {format_bytes(engine.memory_budget_bytes)}.")
+        else:
+            st.caption("Not measured yet.")
         if st.button("Unload this model", key="models_unload"):
             engine.unload_model(selected)
             st.rerun()

@@ -269,3 +269,36 @@ def test_experiments_page_rejects_bad_loads(engine):
     at.text_input(key="exp_loads").set_value("fast, -3").run()
     assert any("positive numbers" in e.value for e in at.error)
     assert at.button(key="exp_run").disabled
+
+
+def test_models_page_measures_memory_per_batch_size(engine):
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("cnn").run()
+    assert any("Not measured yet" in c.value for c in at.caption)
+    at.button(key="models_measure_memory").click().run()
+    assert not at.exception
+    profile = engine.memory_profile("cnn")
+    assert list(profile["batch_size"]) == [1, 2, 4, 8, 16, 32]
+    assert profile["error"].isna().all() and (profile["run_ms"] > 0).all()
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert fig["data"][0]["x"] == ["1", "2", "4", "8", "16", "32"]
+
+
+def test_dashboard_engine_probes_uploads_in_a_child_process(engine):
+    from onnx import TensorProto, helper
+
+    from core import ModelLoadError
+    from tests.helpers import make_model
+
+    assert engine.config.probe_models
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [70000, 70000])
+    bomb = make_model(
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+         helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+         helper.make_node("Add", ["x", "s"], ["y"])], [shape])
+    with pytest.raises(ModelLoadError, match="failed its trial run .* separate process"):
+        engine.load_model(bomb.SerializeToString(), name="bomb")  # ~20 GB on its first run
+    assert "bomb" not in engine.model_names()

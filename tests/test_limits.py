@@ -280,3 +280,21 @@ def test_every_model_onnxruntime_ships_and_loads_loads_in_the_engine(bare_engine
     assert bare_engine.predict(info.name, x).outputs
     if path.name == "mul_1.onnx":  # the checker rejects it; ONNX Runtime runs it
         assert info.warnings and info.warnings[0].startswith("onnx.checker:")
+
+
+# -- the probe: unknown models run first in a child process ------------------------------------
+def test_probe_refuses_a_hung_model_at_load_and_measures_good_ones():
+    from core import EngineConfig, ModelLoadError
+
+    with Engine(EngineConfig(probe_time_limit_s=1.0), demo_models=False) as engine:
+        with pytest.raises(ModelLoadError, match="did not finish within 1 s"):
+            engine.load_model(endless_loop(), name="loop", probe=True)
+        assert engine.model_names() == []
+        engine.load_model(declared(["N", 8]), name="small", probe=True)
+        profile = engine.memory_profile("small")
+        assert list(profile["batch_size"]) == [1] and profile["error"].isna().all()
+        frame = engine.measure_memory("small", batch_sizes=[1, 64, 4096])
+        assert list(frame.columns) == ["batch_size", "peak_mib", "run_ms", "error"]
+        assert frame["error"].isna().all()
+        # Its output, 4096 x 8 float32 = 128 KiB, shows in the resident memory the run added
+        assert frame["peak_mib"].iloc[-1] >= 0.12

@@ -1,0 +1,153 @@
+"""Measure a model's memory and run time per batch size in a child process.
+
+The serving process never runs an unknown model to find out what it costs: a child
+interpreter (``python -m core.probe``) creates the session without an arena (so a run's
+memory is allocated and freed with it) and with its address space capped at what it has
+plus the engine's memory budget, runs each batch size once on generated input, and reports
+per batch size the peak resident memory the run added (Linux's ``VmHWM``, reset before
+each run through ``/proc/self/clear_refs``) and the run time. A run that needs more than
+the budget, crashes the child or outlives the time limit is reported as such, and the
+serving process is untouched. ``Engine.load_model(..., probe=True)`` refuses a model
+whose batch-1 run fails the probe; ``Engine.measure_memory`` fills the Models page's table.
+
+Example:
+    >>> frame = probe_model(model_bytes, [1, 8, 32], budget_bytes=2**30)
+    >>> frame[["batch_size", "peak_mib", "run_ms", "error"]]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+__all__ = ["probe_model", "PROBE_COLUMNS"]
+
+PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error"]
+
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
+                time_limit_s: float = 60.0, threads: int | None = None) -> pd.DataFrame:
+    """Run the model at each of ``batch_sizes`` in a child process; one row per size.
+
+    ``error`` is ``None`` for a run that worked, else why it did not (over the memory
+    budget, an ONNX Runtime error, the child died, or the time limit passed); sizes after
+    a failed one are not tried.
+    """
+    request = json.dumps({"batch_sizes": [int(b) for b in batch_sizes],
+                          "budget": int(budget_bytes), "threads": threads})
+    env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               # Tensors of 16 KiB and more get their own pages, returned when freed, so
+               # each run's peak shows in the resident memory instead of reused heap.
+               MALLOC_MMAP_THRESHOLD_="16384")
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "core.probe", request], cwd=str(_ROOT),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = proc.communicate(data, timeout=time_limit_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        rows = _rows(out)
+        done = {r["batch_size"] for r in rows}
+        rest = [b for b in batch_sizes if b not in done]
+        if rest:
+            rows.append({"batch_size": rest[0], "peak_mib": None, "run_ms": None,
+                         "error": f"did not finish within {time_limit_s:g} s (the model may "
+                                  "hang or be far too slow at this batch size)"})
+        return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    rows = _rows(out)
+    if proc.returncode != 0:
+        done = {r["batch_size"] for r in rows}
+        rest = [b for b in batch_sizes if b not in done]
+        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+        rows.append({"batch_size": rest[0] if rest else None, "peak_mib": None,
+                     "run_ms": None,
+                     "error": f"the probe process died (exit {proc.returncode}, after "
+                              f"{time.monotonic() - t0:.1f} s): {tail[0][:300]}"})
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def _rows(out: bytes) -> list[dict]:
+    rows = []
+    for line in out.decode(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                pass
+    return rows
+
+
+def _hwm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _vm_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_hwm() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS to the current RSS
+    except OSError:
+        pass
+
+
+def _child(request: str) -> None:
+    """The child side: read the model from stdin, print one JSON line per batch size."""
+    args = json.loads(request)
+    data = sys.stdin.buffer.read()
+    import resource
+
+    from core.config import SessionConfig
+    from core.memory import current_rss_bytes
+    from core.models import load_model_bytes, sample_input
+
+    # No arena here (each run's memory is malloc'd and freed, so its peak shows), and the
+    # budget enforced on the address space instead: an allocation past it fails.
+    loaded = load_model_bytes(data, "probe", options=SessionConfig(
+        intra_op_threads=args["threads"]), arena=False)
+    resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + args["budget"],
+                                            resource.RLIM_INFINITY))
+    info = loaded.info
+    for bs in args["batch_sizes"]:
+        row = {"batch_size": bs, "peak_mib": None, "run_ms": None, "error": None}
+        try:
+            x = sample_input(info, rows=bs if info.batchable else 1, seed=bs,
+                             max_bytes=args["budget"])
+            arrays = list(x.values()) if isinstance(x, dict) else [x]
+            base = current_rss_bytes()
+            _reset_hwm()
+            t = time.perf_counter()
+            loaded.run(arrays)
+            row["run_ms"] = (time.perf_counter() - t) * 1000.0
+            row["peak_mib"] = max(0, _hwm_bytes() - base) / 2**20
+        except Exception as err:  # noqa: BLE001 - reported, and the probe stops
+            text = " ".join(str(err).split())[:300] or type(err).__name__
+            row["error"] = f"{type(err).__name__}: {text}"
+        print(json.dumps(row), flush=True)
+        if row["error"]:
+            return
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1])
