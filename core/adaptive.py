@@ -38,16 +38,13 @@ class CostEstimator:
         self.b_s = 0.0
         self.ready = False
         self._has_line = False
-        # Mean of observed / predicted time: the line is fitted to the fastest runs, which
-        # is right for deciding whether to wait, but a queue drains at the typical speed.
+        # Backlogged cycle time / predicted run time (see observe_cycle): the line is fitted
+        # to the fastest runs, right for deciding whether to wait, but a queue drains at
+        # the speed of whole cycles.
         self.slowdown = 1.0
 
     def observe(self, rows: int, seconds: float) -> None:
         with self._lock:
-            if self.ready:
-                pred = self.a_s + self.b_s * rows
-                if pred > 0:
-                    self.slowdown += 0.05 * (min(seconds / pred, 10.0) - self.slowdown)
             self._obs.append((rows, seconds))
             self._since += 1
             if self._since >= self._refit_every or not self.ready:
@@ -84,6 +81,16 @@ class CostEstimator:
 
     def predict(self, rows: int) -> float:
         return self.a_s + self.b_s * rows
+
+    def observe_cycle(self, rows: int, seconds: float) -> None:
+        """One full cycle of a backlogged queue (batch start to the next batch start: the
+        run plus the Python work around it, under whatever contention there is): how much
+        slower than the fitted line the queue really drains."""
+        if not self.ready:
+            return
+        pred = self.a_s + self.b_s * rows
+        if pred > 0:
+            self.slowdown += 0.1 * (min(max(seconds / pred, 1.0), 20.0) - self.slowdown)
 
     def drain_s(self, rows: int, batches: int) -> float:
         """Typical time to run ``rows`` rows in ``batches`` runs (0 before any run)."""

@@ -38,6 +38,10 @@ __all__ = ["AdmissionQueue"]
 # (a timed wait overshoots by 0.1-0.2 ms on this kind of machine).
 _EARLY_WAKE_S = 0.0003
 
+# Admission by deadline refuses a request whose predicted wait times this is past its
+# timeout (see put).
+_ADMIT_MARGIN = 1.2
+
 # The deadline heap may hold settled requests (removed lazily); past this many more than
 # the live ones it is rebuilt, so it never holds more than ~2x what is live.
 _HEAP_SLACK = 256
@@ -69,6 +73,7 @@ class AdmissionQueue:
         self.window_start = clock()
         self.deadlines: list[tuple[float, int, Request]] = []
         self.next_deadline = math.inf   # when the supervisor plans to look next
+        self.running: tuple[int, float] | None = None  # (rows, start) of the run going on
         self._seq = itertools.count()
         self.cost = CostEstimator()      # learned t(n) = a + b*n
         self.rate = RateEstimator()      # learned arrival rate (rows/s)
@@ -128,12 +133,15 @@ class AdmissionQueue:
                 ahead = self.queued_rows + rows
                 batches = (-(-ahead // self.max_rows) if self.batchable
                            else len(self.q) - self.dead + 1)
-                wait_s = self.cost.drain_s(ahead, batches)
-                if r._t_submit + wait_s > d:
+                wait_s = self.cost.drain_s(ahead, batches) + self.running_left_s(r._t_submit)
+                # A margin: the prediction is a typical wait, and a request admitted right at
+                # its limit would time out about half the time, its batch's run wasted.
+                if r._t_submit + wait_s * _ADMIT_MARGIN > d:
                     raise OverloadedError(
                         f"model {self.name!r} is overloaded: {len(self.q) - self.dead} "
                         f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
-                        f"wait of {wait_s * 1000:.0f} ms, past this request's timeout of "
+                        f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
+                        f"margin), past this request's timeout of "
                         f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
                         "less traffic, raise timeout_ms, or raise max_batch_size")
             self.ledger.live[r] = True
@@ -152,6 +160,14 @@ class AdmissionQueue:
                     heapq.heapify(heap)
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
+
+    def running_left_s(self, now: float) -> float:
+        """About how long the batch running now will still take (0 when none)."""
+        run = self.running
+        if run is None:
+            return 0.0
+        rows, t0 = run
+        return max(0.0, self.cost.drain_s(rows, 1) - (now - t0))
 
     def forget(self, r: Request) -> None:
         """``r`` was settled by someone other than the executor (timeout, cancel, close)."""

@@ -65,6 +65,7 @@ class Executor:
         # RunOptions.terminate): (options, its requests). The supervisor stops a run none
         # of whose requests is still live (all past their deadlines, or failed by close).
         self.current: tuple[ort.RunOptions, list[Request]] | None = None
+        self._prev: tuple[str, int, float] | None = None  # (reason, rows, start) of the last run
         self.completions: _queue.SimpleQueue = _queue.SimpleQueue()
         self.loop_errors = 0
 
@@ -120,6 +121,11 @@ class Executor:
         batch_id = next(self._batch_ids)
         terminable = getattr(self.run_fn, "terminable", False)
         t0 = self._clock()
+        if reason == "full" and self._prev is not None and self._prev[0] == "full":
+            # Back to back under a backlog: the time since the last start is a whole cycle.
+            self.queue.cost.observe_cycle(self._prev[1], t0 - self._prev[2])
+        self._prev = (reason, rows, t0)
+        self.queue.running = (rows, t0)
         try:
             if terminable:
                 ro = ort.RunOptions()
@@ -128,10 +134,14 @@ class Executor:
                     outs = self.run_fn(arrays, ro)
                 finally:
                     self.current = None
+                    self.queue.running = None
                 if ro.terminate:
                     raise _Stopped()
             else:
-                outs = self.run_fn(arrays)
+                try:
+                    outs = self.run_fn(arrays)
+                finally:
+                    self.queue.running = None
             t1 = self._clock()
             if len(live) > 1:
                 for name, out in zip(self.output_names, outs):

@@ -418,7 +418,9 @@ def _create_session(data: bytes, options: SessionConfig,
                                  else options.intra_op_threads)
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
-    opts.log_severity_level = 3  # errors only: warnings would flood a server log
+    # Fatal only: every error of a run reaches its request as an exception, and runs
+    # stopped on purpose (RunOptions.terminate) would otherwise log an error each.
+    opts.log_severity_level = 4
     if memory_budget() is not None and arena:
         # Allocate from the process's shared arena, capped at the engine's memory budget.
         opts.add_session_config_entry("session.use_env_allocators", "1")

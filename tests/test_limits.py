@@ -206,22 +206,27 @@ def test_close_with_hung_models_returns_in_time_and_the_process_exits_normally()
 # -- admission by deadline ------------------------------------------------------------------
 def test_admission_refuses_what_cannot_be_served_in_time():
     run = GatedRun(gated=True)
-    b = Batcher("slow", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0))
+    now = [100.0]  # a frozen clock: the running batch has just started
+    b = Batcher("slow", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0),
+                clock=lambda: now[0])
     try:
         b.submit((rows(1),), 1)  # holds the collector
         assert run.started.wait(WAIT_S)
-        # What the executor would have learned: t(n) = 10 ms + 1.25 ms per row, runs
-        # taking what the line predicts.
+        # What the executor would have learned: t(n) = 10 ms + 1.25 ms per row, a queue
+        # draining at that speed.
         b.cost.a_s, b.cost.b_s, b.cost.slowdown, b.cost.ready = 0.01, 0.00125, 1.0, True
         assert b.cost.drain_s(8, 1) == pytest.approx(0.02)
         admitted = []
-        with pytest.raises(OverloadedError, match=r"predicted wait of 111 ms, past this "
-                                                  r"request's timeout of 100 ms"):
+        with pytest.raises(OverloadedError, match=r"25 requests \(25 rows\) are queued ahead, "
+                                                  r"a predicted wait of 84 ms \(\+20 % margin\),"
+                                                  r" past this request's timeout of 100 ms"):
             for i in range(100):
                 admitted.append(b.submit((rows(1, start=i),), 1, timeout_ms=100))
-        assert len(admitted) == 40  # 5 batches of 8: 5 x 10 ms + 40 x 1.25 ms = 100 ms
-        # A request with a longer timeout is still welcome.
-        admitted.append(b.submit((rows(1),), 1, timeout_ms=1000))
+        # The k-th request waits for the running batch (11.25 ms), ceil(k/8) runs of 10 ms
+        # and 1.25 ms per row: 82.5 ms for k=25, within 100 ms with the 20 % margin;
+        # 83.75 ms for k=26 is not.
+        assert len(admitted) == 25
+        admitted.append(b.submit((rows(1),), 1, timeout_ms=1000))  # a longer timeout fits
         run.gate.set()
         assert all(f.result(WAIT_S).rows == 1 for f in admitted)
     finally:

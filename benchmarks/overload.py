@@ -1,0 +1,119 @@
+"""A flood must fail fast, not make everyone wait: 10x overload with admission by deadline.
+
+A model whose every batch costs ~20 ms (an ONNX ``Loop`` calibrated at start; up to 32
+rows per batch) is first driven closed-loop to measure its capacity, then open-loop at
+``--factor`` (10) times that for ``--seconds`` (10) with ``timeout_ms=500`` and a queue
+bounded only by ``max_queue=100000`` (so what limits the queue is the deadline rule, not
+the count). Reported: how many requests were refused at once (and how fast), how many of
+the accepted ones succeeded within their timeout, and the goodput against the capacity.
+The bars of issue #12: >= 95 % of accepted requests succeed, goodput >= 0.9x capacity.
+
+Run: ``python -m benchmarks.overload``; JSON in ``benchmarks/results/overload.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from benchmarks.common import RESULTS, machine_info
+from core import BatchConfig, Engine
+from core.loadgen import closed_loop, open_loop
+from core.process import tune_for_serving
+
+
+def loop_model(trips: int) -> bytes:
+    """y = x + trips, computed by a Loop of ``trips`` iterations: a fixed cost per run."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    g = helper.make_graph(
+        [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[helper.make_tensor("M", TensorProto.INT64, [], [trips]),
+                     helper.make_tensor("cond", TensorProto.BOOL, [], [True])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m.SerializeToString()
+
+
+def calibrate(target_ms: float) -> tuple[int, float]:
+    trips = 10_000
+    for _ in range(4):
+        s = ort.InferenceSession(loop_model(trips), providers=["CPUExecutionProvider"])
+        x = np.zeros((32, 1), np.float32)
+        s.run(None, {"x": x})
+        t = time.perf_counter()
+        for _ in range(5):
+            s.run(None, {"x": x})
+        ms = (time.perf_counter() - t) / 5 * 1000.0
+        trips = max(100, int(trips * target_ms / ms))
+    return trips, ms
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--batch-ms", type=float, default=20.0)
+    ap.add_argument("--factor", type=float, default=10.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--timeout-ms", type=float, default=500.0)
+    args = ap.parse_args(argv)
+    tune_for_serving()
+    trips, ms = calibrate(args.batch_ms)
+    print(f"model: Loop of {trips} trips, {ms:.1f} ms per batch of 32", flush=True)
+    x = np.zeros((1, 1), np.float32)
+    with Engine(demo_models=False) as engine:
+        engine.load_model(loop_model(trips), name="slow", batch=BatchConfig(
+            max_batch_size=32, max_wait_ms=2.0, max_queue=100_000,
+            timeout_ms=args.timeout_ms))
+
+        def submit(v):
+            return engine.submit("slow", v)
+
+        closed_loop(submit, lambda rng: x, 64, duration_s=2.0)  # warm, learn the cost
+        cap = closed_loop(submit, lambda rng: x, 128, duration_s=5.0).summary()
+        capacity = cap["achieved_rps"]
+        print(f"capacity (closed loop, 128 clients): {capacity:.0f} req/s, "
+              f"p99 {cap['p99_ms']:.0f} ms", flush=True)
+        rate = capacity * args.factor
+        res = open_loop(submit, lambda rng: x, rate, pattern="constant",
+                        duration_s=args.seconds, seed=0, drain_s=30.0)
+    f = res.frame
+    refused = f[f["error"] == "OverloadedError"]
+    accepted = f[f["error"] != "OverloadedError"]
+    ok = accepted[accepted["ok"] & (accepted["latency_ms"] <= args.timeout_ms)]
+    timed_out = accepted[accepted["error"] == "RequestTimeoutError"]
+    refuse_ms = (refused["done_s"] - refused["sent_s"]) * 1000.0
+    out = {
+        "machine": machine_info(0), "args": vars(args), "trips": trips, "batch_ms": ms,
+        "capacity_rps": capacity, "offered_rps": rate, "sent": len(f),
+        "accepted": len(accepted), "refused": len(refused),
+        "succeeded_in_time": len(ok), "timed_out": len(timed_out),
+        "other_failures": int((~accepted["ok"]).sum()) - len(timed_out),
+        "accepted_ok_share": len(ok) / len(accepted) if len(accepted) else float("nan"),
+        "goodput_rps": len(ok) / res.duration_s,
+        "refusal_p99_ms": float(refuse_ms.quantile(0.99)) if len(refused) else float("nan"),
+        "accepted_p50_ms": float(ok["latency_ms"].quantile(0.5)) if len(ok) else float("nan"),
+        "accepted_p99_ms": float(ok["latency_ms"].quantile(0.99)) if len(ok) else float("nan"),
+    }
+    out["goodput_over_capacity"] = out["goodput_rps"] / capacity if capacity else float("nan")
+    print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1, default=float))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "overload.json").write_text(json.dumps(out, indent=1, default=float))
+    return out
+
+
+if __name__ == "__main__":
+    main()
