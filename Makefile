@@ -48,6 +48,9 @@ test: $(VENV)/.dev-installed browser
 bench: $(VENV)/.bench-installed browser
 	$(PY) -m benchmarks.engine_overhead
 	$(PY) -m benchmarks.peers
+	$(PY) -m benchmarks.polling
+	$(PY) -m benchmarks.overload
+	$(PY) -m benchmarks.bombs
 
 # Refresh the README's screenshots (made by the browser test).
 screenshots: $(VENV)/.dev-installed browser

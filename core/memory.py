@@ -1,15 +1,22 @@
-"""The engine's memory budget, enforced where ONNX Runtime allocates.
+"""The engine's memory budget, enforced where memory is allocated.
 
-Every session of the process allocates its tensors from one shared CPU arena registered
-with ONNX Runtime's environment (``create_and_register_allocator``) whose maximum is the
-budget; sessions opt in with ``session.use_env_allocators``. A model that asks for more
-than is left — a 218-byte ``ConstantOfShape([30000, 30000])`` wants 3.6 GB on its first
+The budget is split between the two places a served model's memory comes from:
+
+* three quarters cap ONNX Runtime: every session of the process allocates its tensors
+  from one shared CPU arena registered with ONNX Runtime's environment
+  (``create_and_register_allocator``) with that maximum; sessions opt in with
+  ``session.use_env_allocators``;
+* an eighth bounds each input Batchlab generates itself (``sample_input``, warm-up, "Run
+  one prediction"), checked before anything is allocated (:func:`check_elements`): the
+  input and the copy of its output live outside the arena, so together they stay within
+  the last quarter.
+
+ONNX Runtime keeps what its arena has grown to for reuse (its arena shrinkage did not
+return memory here, onnxruntime issue #23339), so the arena's cap is what bounds the
+process. A model that asks for more than is left — a 218-byte ``ConstantOfShape([30000, 30000])`` wants 3.6 GB on its first
 run — then fails that run with ONNX Runtime's "Available memory of ... is smaller than
 requested bytes" (surfaced as an :class:`~core.errors.InferenceError` of that request)
 instead of growing the process until the kernel kills it; other models keep serving.
-
-Inputs Batchlab makes itself (``sample_input``, warm-up, "Run one prediction") are checked
-against the same budget before anything is allocated (:func:`check_elements`).
 
 The arena is per process and can be registered once: the first engine's budget holds
 for the life of the process (:func:`memory_budget` says which is in force).
@@ -17,7 +24,7 @@ for the life of the process (:func:`memory_budget` says which is in force).
 Example:
     >>> install_memory_budget(2 * 2**30)      # once per process; returns the budget in force
     2147483648
-    >>> check_elements("input 'x'", (1, 2**31 - 1), np.float32, 2 * 2**30)
+    >>> check_elements("input 'x'", (1, 2**31 - 1), np.float32, generated_input_limit(2**31))
     Traceback (most recent call last):
     ResourceLimitError: input 'x' of shape [1,2147483647] float32 needs 8.0 GiB, over ...
 """
@@ -36,12 +43,17 @@ import onnxruntime as ort
 from .errors import ResourceLimitError
 
 __all__ = ["default_memory_budget", "install_memory_budget", "memory_budget",
-           "check_elements", "peak_rss_bytes", "current_rss_bytes", "format_bytes"]
+           "arena_limit", "generated_input_limit", "check_elements", "peak_rss_bytes",
+           "current_rss_bytes", "format_bytes"]
 
 log = logging.getLogger("batchlab.memory")
 
 _lock = threading.Lock()
 _installed: int | None = None
+
+#: Shares of the budget: ONNX Runtime's arena, and one generated input.
+ARENA_SHARE = 0.75
+GENERATED_SHARE = 0.125
 
 _MIN_BUDGET = 512 * 2**20
 _MAX_BUDGET = 16 * 2**30
@@ -79,9 +91,20 @@ def install_memory_budget(budget_bytes: int) -> int:
                                  ort.OrtMemType.DEFAULT)
         # max_mem, arena_extend_strategy (-1: default), initial_chunk_size_bytes,
         # max_dead_bytes_per_chunk (defaults)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(int(budget_bytes), -1, -1, -1))
+        ort.create_and_register_allocator(
+            info, ort.OrtArenaCfg(arena_limit(int(budget_bytes)), -1, -1, -1))
         _installed = int(budget_bytes)
         return _installed
+
+
+def arena_limit(budget_bytes: int) -> int:
+    """What ONNX Runtime's shared arena may hold under ``budget_bytes``."""
+    return int(budget_bytes * ARENA_SHARE)
+
+
+def generated_input_limit(budget_bytes: int | None) -> int | None:
+    """The largest input Batchlab generates itself under ``budget_bytes``."""
+    return None if budget_bytes is None else int(budget_bytes * GENERATED_SHARE)
 
 
 def memory_budget() -> int | None:
@@ -90,20 +113,22 @@ def memory_budget() -> int | None:
 
 
 def check_elements(what: str, shape: Sequence[int], dtype: np.dtype | type,
-                   budget_bytes: int | None) -> int:
+                   limit_bytes: int | None) -> int:
     """Bytes an array of ``shape`` and ``dtype`` needs; raises :class:`ResourceLimitError`
-    naming ``what`` and its largest dimension when that is over ``budget_bytes``."""
+    naming ``what`` and its largest dimension when that is over ``limit_bytes`` (see
+    :func:`generated_input_limit`)."""
     itemsize = np.dtype(dtype).itemsize
     n = 1
     for d in shape:
         n *= int(d)
     need = n * itemsize
-    if budget_bytes is not None and need > budget_bytes:
+    if limit_bytes is not None and need > limit_bytes:
         dims = ",".join(str(int(d)) for d in shape)
         big = max(range(len(shape)), key=lambda i: int(shape[i])) if len(shape) else 0
         raise ResourceLimitError(
             f"{what} of shape [{dims}] {np.dtype(dtype)} needs {format_bytes(need)}, over the "
-            f"engine's memory budget of {format_bytes(budget_bytes)} (dimension {big} is "
+            f"{format_bytes(limit_bytes)} the engine generates at most (1/8 of its memory "
+            f"budget of {format_bytes(limit_bytes / GENERATED_SHARE)}; dimension {big} is "
             f"{int(shape[big]) if len(shape) else 0}); use fewer rows, a smaller size for "
             "dynamic dimensions, or raise EngineConfig.memory_budget_bytes")
     return need

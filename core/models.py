@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 
 from .config import SessionConfig, default_intra_op_threads
 from .errors import ModelLoadError, ResourceLimitError
-from .memory import check_elements, memory_budget
+from .memory import check_elements, generated_input_limit, memory_budget
 
 __all__ = [
     "TensorSpec",
@@ -519,8 +519,9 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
     """Random input for ``info`` with ``rows`` rows (the exact shape for non-batchable models).
 
     Dynamic dims other than the batch axis get ``dynamic_size``; dims sharing a name agree.
-    Every input's size is checked against ``max_bytes`` (default: the process's memory
-    budget) before anything is allocated, and values are generated in the input's own
+    Every input's size is checked against ``max_bytes`` (default: an eighth of the
+    process's memory budget) before anything is allocated, and values are generated in the
+    input's own
     dtype, so a declared shape such as ``[1, 2^31-1]`` is refused with a
     :class:`~core.errors.ResourceLimitError` naming the input and dimension instead of
     allocating tens of GiB. Returns an array for a one-input model, else a dict.
@@ -529,7 +530,7 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
         >>> sample_input(info, rows=3)["x"].shape  # doctest: +SKIP
         (3, 256)
     """
-    budget = max_bytes if max_bytes is not None else memory_budget()
+    budget = max_bytes if max_bytes is not None else generated_input_limit(memory_budget())
     shapes: dict[str, list[int]] = {}
     total = 0
     for spec in info.inputs:
@@ -547,8 +548,8 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
     if budget is not None and total > budget:
         raise ResourceLimitError(
             f"the inputs of model {info.name!r} with {rows} rows need {total / 2**20:.1f} MiB "
-            f"together, over the engine's memory budget of {budget / 2**20:.1f} MiB; use fewer "
-            "rows or raise EngineConfig.memory_budget_bytes")
+            f"together, over the {budget / 2**20:.1f} MiB the engine generates at most (1/8 "
+            "of its memory budget); use fewer rows or raise EngineConfig.memory_budget_bytes")
     rng = np.random.default_rng(seed)
     arrays: dict[str, np.ndarray] = {}
     for spec in info.inputs:

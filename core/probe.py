@@ -119,7 +119,7 @@ def _child(request: str) -> None:
     import resource
 
     from core.config import SessionConfig
-    from core.memory import current_rss_bytes
+    from core.memory import current_rss_bytes, generated_input_limit
     from core.models import load_model_bytes, sample_input
 
     # No arena here (each run's memory is malloc'd and freed, so its peak shows), and the
@@ -133,7 +133,7 @@ def _child(request: str) -> None:
         row = {"batch_size": bs, "peak_mib": None, "run_ms": None, "error": None}
         try:
             x = sample_input(info, rows=bs if info.batchable else 1, seed=bs,
-                             max_bytes=args["budget"])
+                             max_bytes=generated_input_limit(args["budget"]))
             arrays = list(x.values()) if isinstance(x, dict) else [x]
             base = current_rss_bytes()
             _reset_hwm()

@@ -126,7 +126,7 @@ def test_declared_shape_bombs_are_refused_before_allocating(shape, dim):
     """)
     for err in out["errors"]:
         assert err is not None and "input 'x'" in err and dim in err
-        assert "memory budget of 512.0 MiB" in err
+        assert "64.0 MiB the engine generates at most (1/8 of its memory budget of 512.0 MiB" in err
     assert out["peak"] < 1024 * 2**20
 
 
