@@ -18,35 +18,12 @@ import json
 import threading
 
 import numpy as np
-from onnx import TensorProto, helper
 
 from benchmarks.common import RESULTS, machine_info
 from core import BatchlabError, Engine, EngineConfig
+from core.demo_models import build_declared_shape, build_memory_bomb
 from core.loadgen import open_loop
 from core.memory import current_rss_bytes, peak_rss_bytes
-
-
-def _model(nodes, inputs, outputs, inits=()) -> bytes:
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
-
-
-def bomb(n: int) -> bytes:
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
-    return _model([helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                                    value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-                   helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
-                   helper.make_node("Add", ["x", "s"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [shape])
-
-
-def declared(shape) -> bytes:
-    return _model([helper.make_node("Identity", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,10 +46,10 @@ def main(argv: list[str] | None = None) -> dict:
 
         t = threading.Thread(target=traffic, name="mlp-traffic", daemon=True)
         t.start()
-        cases = [("ConstantOfShape 30000^2 (3.6 GB)", bomb(30000), "predict"),
-                 ("ConstantOfShape 70000^2 (19.6 GB)", bomb(70000), "predict"),
-                 ("declared float [1, 2^31-1]", declared([1, 2**31 - 1]), "sample+warmup"),
-                 ("declared float [N, 2e8]", declared(["N", 200_000_000]), "sample+warmup")]
+        cases = [("ConstantOfShape 30000^2 (3.6 GB)", build_memory_bomb(30000), "predict"),
+                 ("ConstantOfShape 70000^2 (19.6 GB)", build_memory_bomb(70000), "predict"),
+                 ("declared float [1, 2^31-1]", build_declared_shape([1, 2**31 - 1]), "sample+warmup"),
+                 ("declared float [N, 2e8]", build_declared_shape(["N", 200_000_000]), "sample+warmup")]
         for i, (label, data, how) in enumerate(cases):
             name = f"bomb{i}"
             engine.load_model(data, name=name)

@@ -19,40 +19,18 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from benchmarks.common import RESULTS, machine_info
 from core import BatchConfig, Engine
+from core.demo_models import build_loop_model
 from core.loadgen import closed_loop, open_loop
 from core.process import tune_for_serving
-
-
-def loop_model(trips: int) -> bytes:
-    """y = x + trips, computed by a Loop of ``trips`` iterations: a fixed cost per run."""
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
-        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
-    g = helper.make_graph(
-        [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
-        initializer=[helper.make_tensor("M", TensorProto.INT64, [], [trips]),
-                     helper.make_tensor("cond", TensorProto.BOOL, [], [True])])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
 
 
 def calibrate(target_ms: float) -> tuple[int, float]:
     trips = 10_000
     for _ in range(4):
-        s = ort.InferenceSession(loop_model(trips), providers=["CPUExecutionProvider"])
+        s = ort.InferenceSession(build_loop_model(trips), providers=["CPUExecutionProvider"])
         x = np.zeros((32, 1), np.float32)
         s.run(None, {"x": x})
         t = time.perf_counter()
@@ -75,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model: Loop of {trips} trips, {ms:.1f} ms per batch of 32", flush=True)
     x = np.zeros((1, 1), np.float32)
     with Engine(demo_models=False) as engine:
-        engine.load_model(loop_model(trips), name="slow", batch=BatchConfig(
+        engine.load_model(build_loop_model(trips), name="slow", batch=BatchConfig(
             max_batch_size=32, max_wait_ms=2.0, max_queue=100_000,
             timeout_ms=args.timeout_ms))
 

@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["DEMO_MODELS", "build_demo_model", "demo_description"]
+__all__ = ["DEMO_MODELS", "build_demo_model", "demo_description", "build_memory_bomb",
+           "build_loop_model", "build_declared_shape"]
 
 _OPSET = 17
 _IR_VERSION = 8  # readable by every onnxruntime in the supported range
@@ -184,3 +185,48 @@ def build_demo_model(name: str) -> bytes:
 
 def demo_description(name: str) -> str:
     return _BUILDERS[name][1]
+
+
+# -- hostile models: for reliability tests, benchmarks and demos of the limits ------------------
+
+def build_memory_bomb(n: int) -> bytes:
+    """~190 bytes that want ``n * n * 4`` bytes on their first run: ``ConstantOfShape([n, n])
+    -> ReduceSum -> Add(x)``, input ``x float32 [N,4]``. ``n=30000``: 3.6 GB."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    return _model(f"bomb{n}", nodes, [shape],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                  "memory bomb")
+
+
+def build_loop_model(trips: int) -> bytes:
+    """``y = x + trips`` computed by a ``Loop`` of ``trips`` iterations, input ``x float32
+    [N,1]``: a fixed cost per run whatever the rows (``trips=10**10``: hangs for hours)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    inits = [helper.make_tensor("M", TensorProto.INT64, [], [trips]),
+             helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
+    return _model(f"loop{trips}", [helper.make_node("Loop", ["M", "cond", "x"], ["y"],
+                                                    body=body)], inits,
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+                  "fixed-cost loop")
+
+
+def build_declared_shape(shape: list) -> bytes:
+    """Identity over a declared shape such as ``[1, 2**31 - 1]``: cheap to load, huge to feed."""
+    return _model("declared", [helper.make_node("Identity", ["x"], ["y"])], [],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                  "declared shape")

@@ -160,7 +160,7 @@ class Engine:
         if name is None:
             name = "model-" + hashlib.sha256(data).hexdigest()[:8]
         self._check_new_name(name, "model")
-        self._check_model_name_free(name, replace)
+        self._check_name_free(name, "model", replace)
         loaded = self._registry.build(data, name, session, source_label or where, description)
         profile = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
@@ -175,7 +175,7 @@ class Engine:
                     "It was not loaded")
         with self._lock:
             self._check_open()
-            self._check_model_name_free(name, replace)
+            self._check_name_free(name, "model", replace)
             old = self._registry.get(name)
             if old is not None:
                 self._check_arm_compatible(name, loaded.info)
@@ -209,14 +209,21 @@ class Engine:
         """The last :meth:`measure_memory` (or load-time probe) of ``name``, if any."""
         return self._entry(name).memory_profile
 
-    def _check_model_name_free(self, name: str, replace: bool) -> None:
-        kind = self._kind_of(name)
-        if kind == "experiment":
-            raise ConfigError(f"{name!r} is the name of an A/B experiment; give the model "
-                              "another name (models and experiments share one namespace)")
-        if kind == "model" and not replace:
-            raise ConfigError(f"a model named {name!r} is already loaded; pass "
-                              "replace=True to hot-swap it, or choose another name")
+    def _check_name_free(self, name: str, kind: str, replace: bool) -> None:
+        """Models and A/B experiments share one namespace: ``name`` must be free, or
+        (with ``replace``) already be a ``kind`` ("model" or "experiment")."""
+        have = self._kind_of(name)
+        if have is None:
+            return
+        if have != kind:
+            what = "an A/B experiment" if have == "experiment" else "a model"
+            raise ConfigError(f"{name!r} is the name of {what}; give the {kind} another "
+                              "name (models and experiments share one namespace)")
+        if not replace:
+            hint = ("pass replace=True to hot-swap it" if kind == "model" else
+                    "use update_ab() to change it, or pass replace=True")
+            raise ConfigError(f"a {kind} named {name!r} is already loaded; {hint}, or choose "
+                              "another name")
 
     def _check_arm_compatible(self, model: str, info: ModelInfo) -> None:
         """A hot swap must keep the interface of a model that is an A/B arm."""
@@ -480,13 +487,7 @@ class Engine:
         self._check_open()
         self._check_new_name(name, "experiment")
         with self._lock:
-            kind = self._kind_of(name)
-            if kind == "model":
-                raise ConfigError(f"{name!r} is a model name; give the experiment another "
-                                  "name (models and experiments share one namespace)")
-            if kind == "experiment" and not replace:
-                raise ConfigError(f"an experiment named {name!r} exists; use update_ab() to "
-                                  "change it, or pass replace=True")
+            self._check_name_free(name, "experiment", replace)
             self._check_arms(a, b)
             exp = ABExperiment(name, a, b, b_share, mode, seed, self.config.timeseries_seconds)
             experiments = dict(self._experiments)

@@ -33,17 +33,21 @@ PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
+# Allowance for the child's start-up (interpreter, imports, session) on a busy machine.
+_STARTUP_S = 60.0
+
 
 def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
                 time_limit_s: float = 60.0, threads: int | None = None) -> pd.DataFrame:
     """Run the model at each of ``batch_sizes`` in a child process; one row per size.
 
     ``error`` is ``None`` for a run that worked, else why it did not (over the memory
-    budget, an ONNX Runtime error, the child died, or the time limit passed); sizes after
-    a failed one are not tried.
+    budget, an ONNX Runtime error, the child died, or a run passed ``time_limit_s`` and
+    was stopped); sizes after a failed one are not tried.
     """
     request = json.dumps({"batch_sizes": [int(b) for b in batch_sizes],
-                          "budget": int(budget_bytes), "threads": threads})
+                          "budget": int(budget_bytes), "threads": threads,
+                          "time_limit_s": float(time_limit_s)})
     env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                # Tensors of 16 KiB and more get their own pages, returned when freed, so
                # each run's peak shows in the resident memory instead of reused heap.
@@ -52,8 +56,11 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
     proc = subprocess.Popen([sys.executable, "-m", "core.probe", request], cwd=str(_ROOT),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
+    # The child stops a run past the time limit itself (RunOptions.terminate); this is the
+    # backstop for a child that is stuck elsewhere (start-up on a busy machine is slow).
+    backstop_s = _STARTUP_S + time_limit_s * (len(batch_sizes) + 1)
     try:
-        out, err = proc.communicate(data, timeout=time_limit_s)
+        out, err = proc.communicate(data, timeout=backstop_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
@@ -62,8 +69,8 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
         rest = [b for b in batch_sizes if b not in done]
         if rest:
             rows.append({"batch_size": rest[0], "peak_mib": None, "run_ms": None,
-                         "error": f"did not finish within {time_limit_s:g} s (the model may "
-                                  "hang or be far too slow at this batch size)"})
+                         "error": f"the probe process did not answer within {backstop_s:g} s "
+                                  "and was killed"})
         return pd.DataFrame(rows, columns=PROBE_COLUMNS)
     rows = _rows(out)
     if proc.returncode != 0:
@@ -117,6 +124,9 @@ def _child(request: str) -> None:
     args = json.loads(request)
     data = sys.stdin.buffer.read()
     import resource
+    import threading
+
+    import onnxruntime as ort
 
     from core.config import SessionConfig
     from core.memory import current_rss_bytes, generated_input_limit
@@ -129,21 +139,33 @@ def _child(request: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + args["budget"],
                                             resource.RLIM_INFINITY))
     info = loaded.info
+    limit = args["time_limit_s"]
     for bs in args["batch_sizes"]:
         row = {"batch_size": bs, "peak_mib": None, "run_ms": None, "error": None}
+        ro = None
         try:
             x = sample_input(info, rows=bs if info.batchable else 1, seed=bs,
                              max_bytes=generated_input_limit(args["budget"]))
             arrays = list(x.values()) if isinstance(x, dict) else [x]
             base = current_rss_bytes()
             _reset_hwm()
+            ro = ort.RunOptions()
+            timer = threading.Timer(limit, setattr, (ro, "terminate", True))
+            timer.start()
             t = time.perf_counter()
-            loaded.run(arrays)
+            try:
+                loaded.run(arrays, ro)
+            finally:
+                timer.cancel()
             row["run_ms"] = (time.perf_counter() - t) * 1000.0
             row["peak_mib"] = max(0, _hwm_bytes() - base) / 2**20
         except Exception as err:  # noqa: BLE001 - reported, and the probe stops
-            text = " ".join(str(err).split())[:300] or type(err).__name__
-            row["error"] = f"{type(err).__name__}: {text}"
+            if ro is not None and ro.terminate:
+                row["error"] = (f"did not finish within {limit:g} s (the model may hang or "
+                                "be far too slow at this batch size)")
+            else:
+                text = " ".join(str(err).split())[:300] or type(err).__name__
+                row["error"] = f"{type(err).__name__}: {text}"
         print(json.dumps(row), flush=True)
         if row["error"]:
             return

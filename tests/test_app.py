@@ -285,20 +285,10 @@ def test_models_page_measures_memory_per_batch_size(engine):
 
 
 def test_dashboard_engine_probes_uploads_in_a_child_process(engine):
-    from onnx import TensorProto, helper
-
     from core import ModelLoadError
-    from tests.helpers import make_model
+    from core.demo_models import build_memory_bomb
 
     assert engine.config.probe_models
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [70000, 70000])
-    bomb = make_model(
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-         helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
-         helper.make_node("Add", ["x", "s"], ["y"])], [shape])
     with pytest.raises(ModelLoadError, match="failed its trial run .* separate process"):
-        engine.load_model(bomb.SerializeToString(), name="bomb")  # ~20 GB on its first run
+        engine.load_model(build_memory_bomb(70000), name="bomb")  # ~20 GB on its first run
     assert "bomb" not in engine.model_names()

@@ -28,51 +28,15 @@ from tests.helpers import ORT_DATASETS, WAIT_S, GatedRun, make_model, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Model builders shared with the child processes (pasted into their scripts).
-BUILDERS = '''
+# Hostile models (core/demo_models.py), imported in this process and in the children.
+BUILDERS = """
 import numpy as np
-from onnx import TensorProto, helper
-
-def _model(nodes, inputs, outputs, inits=()):
-    g = helper.make_graph(nodes, "g", inputs, outputs, initializer=list(inits))
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
-
-def bomb(n):
-    """218 bytes that want n*n*4 bytes on their first run: ConstantOfShape -> ReduceSum -> Add."""
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
-    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
-             helper.make_node("Add", ["x", "s"], ["y"])]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [shape])
+from core.demo_models import build_memory_bomb as bomb, build_loop_model as _loop
+from core.demo_models import build_declared_shape as declared
 
 def endless_loop(trips=10**10):
-    """A Loop of ``trips`` iterations adding 1 to a counter: hangs a core for hours."""
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
-        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
-    inits = [helper.make_tensor("M", TensorProto.INT64, [], [trips]),
-             helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
-    nodes = [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)]
-    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])], inits)
-
-def declared(shape):
-    """Identity over a declared shape (e.g. [1, 2**31 - 1]): cheap to load, huge to feed."""
-    return _model([helper.make_node("Identity", ["x"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
-'''
+    return _loop(trips)
+"""
 exec(BUILDERS)  # the same builders in this process  # noqa: S102
 
 

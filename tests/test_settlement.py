@@ -340,9 +340,9 @@ def test_status_reads_counters_only(engine):
 # -- one namespace ---------------------------------------------------------------------
 def test_one_namespace_for_models_and_experiments(engine):
     engine.create_ab("exp", a="clf-v1", b="clf-v2")
-    with pytest.raises(ConfigError, match="name of an A/B experiment"):
+    with pytest.raises(ConfigError, match="'exp' is the name of an A/B experiment"):
         engine.load_model(identity_model(), name="exp")
-    with pytest.raises(ConfigError, match="is a model name"):
+    with pytest.raises(ConfigError, match="'mlp' is the name of a model"):
         engine.create_ab("mlp", a="clf-v1", b="clf-v2")
     with pytest.raises(ConfigError, match="different inputs"):
         engine.update_ab("exp", b="mlp")
