@@ -179,7 +179,7 @@ def test_failing_batch_only_fails_the_bad_request():
     run = GatedRun(gated=True, fail_on=-7.0)
     b = make(run, max_batch_size=16, max_wait_ms=0)
     try:
-        hold_first_batch(b, run)
+        first = hold_first_batch(b, run)
         good = [b.submit((rows(2, start=10 * i),), 2) for i in range(4)]
         bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1)
         good.append(b.submit((rows(1, start=99),), 1))
@@ -188,6 +188,10 @@ def test_failing_batch_only_fails_the_bad_request():
             bad.result(WAIT_S)
         for f in good:
             assert f.result(WAIT_S).release_reason == "retry"
+        # The first request may be settled last (on the completer thread, while the retries
+        # run inline): wait for its future too. Each request is counted before its own
+        # future resolves, so once all seven have, the counts are exact.
+        assert first.result(WAIT_S).rows == 1
         snap = b.metrics.snapshot()
         assert snap.errors_by_type == {"InferenceError": 1}
         assert snap.success_count == 6
