@@ -34,6 +34,7 @@ class CostEstimator:
         self._lock = threading.Lock()
         self._refit_every = refit_every
         self._since = 0
+        self._fits = 0
         self.a_s = 0.0
         self.b_s = 0.0
         self.ready = False
@@ -78,6 +79,7 @@ class CostEstimator:
         # batches only) keeps the last line fitted: it says more than "all fixed", which
         # would make the policy wait far too long once the burst is over.
         self.ready = True
+        self._fits += 1
 
     def predict(self, rows: int) -> float:
         return self.a_s + self.b_s * rows
@@ -91,6 +93,17 @@ class CostEstimator:
         pred = self.a_s + self.b_s * rows
         if pred > 0:
             self.slowdown += 0.1 * (min(max(seconds / pred, 1.0), 20.0) - self.slowdown)
+
+    def relax(self) -> None:
+        """A batch that was not back to back (no backlog): forget the slowdown gradually."""
+        if self.slowdown > 1.0:
+            self.slowdown += 0.1 * (1.0 - self.slowdown)
+
+    @property
+    def confident(self) -> bool:
+        """Refitted at least once after the first run (whose time includes one-time work
+        such as allocating what later runs reuse): good enough to predict a queue's wait."""
+        return self._fits >= 2
 
     def drain_s(self, rows: int, batches: int) -> float:
         """Typical time to run ``rows`` rows in ``batches`` runs (0 before any run)."""

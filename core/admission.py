@@ -127,9 +127,13 @@ class AdmissionQueue:
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
             d = r._deadline
-            if d != math.inf and self.cost.ready:
+            if (d != math.inf and (self.queued_rows or self.running is not None)
+                    and self.cost.confident):
                 # Admission by deadline: refuse now what cannot be served in time, rather
-                # than queue it to time out later (and make everyone behind it wait).
+                # than queue it to time out later (and make everyone behind it wait). A
+                # request with nothing ahead of it is always admitted: its run is what
+                # keeps the learned cost current (a stale estimate must not lock a model
+                # into refusing everything).
                 ahead = self.queued_rows + rows
                 batches = (-(-ahead // self.max_rows) if self.batchable
                            else len(self.q) - self.dead + 1)

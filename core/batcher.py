@@ -70,6 +70,9 @@ RELEASE_REASONS = ("full", "deadline", "drain", "retry", "adaptive")
 
 _perf = time.perf_counter
 
+# How long close() waits in total, past its deadline, for threads to leave a stopped run.
+_JOIN_GRACE_S = 0.5
+
 
 class Batcher:
     """Queue, executor, supervisor and ledger of one model (see the module docstring).
@@ -195,32 +198,51 @@ class Batcher:
 
         After this returns no request of this batcher is pending.
         """
+        self.wait_drained(deadline)
+        failed = self.abort()
+        self.join_threads(time.monotonic() + _JOIN_GRACE_S)
+        return failed
+
+    def _own_thread(self) -> bool:
+        me = threading.current_thread()
+        return me is self._thread or me is self._completer
+
+    def wait_drained(self, deadline: float | None) -> None:
+        """(Close, phase 1.) Wait until the collector has drained the queue and the
+        completer has settled what it was handed, or until ``deadline``."""
+        if not self._started or self._own_thread():
+            return  # close() from a done-callback: the collector cannot wait for itself
+
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        me = threading.current_thread()
-        if self._started:
-            if self._thread.is_alive() and self._thread is not me:
-                self._thread.join(left())
-            if not self._thread.is_alive():
-                self.executor.completions.put(None)  # the collector is done: so is the completer
-            if self._completer.is_alive() and self._completer is not me:
-                self._completer.join(left())
+        self._thread.join(left())
+        if not self._thread.is_alive():
+            self._completer.join(left())
+
+    def abort(self) -> int:
+        """(Close, phase 2.) Fail every request still pending, stop a run nobody waits for
+        (so its thread leaves ONNX Runtime and the CPU comes back) and release the
+        completer. Returns how many requests were failed."""
+        if self._own_thread():
+            why = ("close() was called from the model's own thread (a done-callback), "
+                   "which cannot wait for the queue to drain")
+        else:
+            why = "the model did not finish its queue within the close timeout"
         failed = self.ledger.fail_all(EngineClosedError(
-            f"model {self.name!r} was closed before this request finished (the model did "
-            "not finish its queue within the close timeout)"))
-        # A run still going now serves nobody: stop it, so its thread leaves ONNX Runtime
-        # (the CPU comes back, and the interpreter can exit normally).
-        if self._started:
-            if (self.executor.stop_orphaned_run() and self._thread.is_alive()
-                    and self._thread is not me):
-                self._thread.join(0.5)  # terminate takes effect within milliseconds
-            if not self._thread.is_alive():
-                self.executor.completions.put(None)
-                if self._completer.is_alive() and self._completer is not me:
-                    self._completer.join(0.5)
-        self.supervisor.stop(0.5)
+            f"model {self.name!r} was closed before this request finished ({why})"))
+        self.executor.stop_orphaned_run()
+        self.executor.completions.put(None)  # the completer ends once its jobs are done
         return failed
+
+    def join_threads(self, until: float) -> None:
+        """(Close, phase 3.) Give the threads until ``until`` to end (a stopped run takes
+        milliseconds to leave ONNX Runtime), then stop the supervisor."""
+        me = threading.current_thread()
+        for t in (self._thread, self._completer):
+            if self._started and t.is_alive() and t is not me:
+                t.join(max(0.0, until - time.monotonic()))
+        self.supervisor.stop(max(0.0, until - time.monotonic()))
 
     def close(self, timeout_s: float | None = 10.0) -> None:
         """Stop accepting, run every queued request, stop the threads.
@@ -249,6 +271,9 @@ class Batcher:
 
     def _loop(self) -> None:
         self._collect()
+        # A normal end (closed and drained): the completer ends after what it was handed.
+        # (If the collector died instead, the supervisor restarts it; the completer stays.)
+        self.executor.completions.put(None)
 
     def _collect(self) -> None:
         execute = self.executor.execute

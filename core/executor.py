@@ -83,10 +83,14 @@ class Executor:
         q = self.queue
         cfg = q.config
         shed_after = q.policy.shed_after_s(q, sum(r._rows for r in batch), cfg.latency_slo_ms)
+        pending = self.ledger.live
         live = batch
-        if shed_after is not None or any(now > r._deadline for r in batch):
+        if (shed_after is not None
+                or any(now > r._deadline or r not in pending for r in batch)):
             live = []
             for r in batch:
+                if r not in pending:  # cancelled or timed out since it was taken: skip it
+                    continue
                 if now > r._deadline:
                     self.ledger.fail([r], RequestTimeoutError(
                         queue_timeout_message(self.name, now - r._t_submit)),
@@ -124,6 +128,8 @@ class Executor:
         if reason == "full" and self._prev is not None and self._prev[0] == "full":
             # Back to back under a backlog: the time since the last start is a whole cycle.
             self.queue.cost.observe_cycle(self._prev[1], t0 - self._prev[2])
+        else:
+            self.queue.cost.relax()
         self._prev = (reason, rows, t0)
         self.queue.running = (rows, t0)
         try:
@@ -178,8 +184,10 @@ class Executor:
 
     def _run_each(self, live: list[Request], reason: str) -> None:
         """Re-run requests alone after their batch failed, so only a bad request fails."""
+        pending = self.ledger.live
         for r in live:
-            self._run([r], "retry" if len(live) > 1 else reason)
+            if r in pending:  # not one settled meanwhile (timed out, cancelled)
+                self._run([r], "retry" if len(live) > 1 else reason)
 
     # -- the completer thread -------------------------------------------------------------
     def completer_loop(self) -> None:

@@ -37,6 +37,9 @@ __all__ = ["ModelRegistry", "ModelEntry", "ModelRunner", "row_runner"]
 
 log = logging.getLogger("batchlab.registry")
 
+# Past the close deadline, how long in total threads get to leave runs that were stopped.
+_JOIN_GRACE_S = 0.5
+
 
 @dataclass
 class ModelEntry:
@@ -180,9 +183,12 @@ class ModelRegistry:
             batchers = [e.batcher for e in self.models.values()] + list(self._retiring)
         for b in batchers:
             b.begin_close()
-        failed = 0
+        for b in batchers:  # each drains in what is left of the one deadline
+            b.wait_drained(deadline)
+        failed = sum(b.abort() for b in batchers)  # then every model's leftovers fail at once
+        grace = time.monotonic() + _JOIN_GRACE_S
         for b in batchers:
-            failed += b.finish_close(deadline)
+            b.join_threads(grace)
         with self.lock:
             self._retiring.difference_update(batchers)
         return failed

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .errors import InferenceError
 from .metrics import ModelMetrics
 
 __all__ = ["Prediction", "Request", "Ledger", "QUEUED", "TAKEN", "DROPPED", "DEAD"]
@@ -44,6 +45,19 @@ DEAD = 3     # settled by someone else while still in the queue (rows already un
 
 _set_result = Future.set_result
 _set_exception = Future.set_exception
+
+
+def _resolve_leftovers(won: Sequence[Request], model: str,
+                       err: BaseException | None = None) -> None:
+    """Claimed requests must end even if recording or a caller's done-callback raised
+    (``Future`` lets a callback's ``BaseException`` through): fail what is still pending."""
+    for r in won:
+        if not r.done():
+            try:
+                _set_exception(r, err if err is not None else InferenceError(
+                    f"internal error while settling a request to model {model!r}"))
+            except BaseException:  # noqa: BLE001 - resolved meanwhile, or another callback
+                pass               # raised: the first error is the one re-raised
 
 
 class Prediction:
@@ -179,18 +193,35 @@ class Ledger:
                 start = stop
         pop = self.live.pop
         won = [b for b in built if pop(b[0], False)]
-        t_done = self._clock()
-        queue_s = [t0 - r._t_submit for r, _, _ in won]
-        total_s = [t_done - r._t_submit for r, _, _ in won]
-        for (r, _, _), q, tot in zip(won, queue_s, total_s):
-            if r._sink is not None:
-                for m in r._sink:
-                    m.record_batch(rows, reason, compute_s, (q,), total_s=(tot,))
-        self.metrics.record_batch(rows, reason, compute_s, queue_s, None, depth,
-                                  total_s=total_s)
-        for (r, out, n), q, tot in zip(won, queue_s, total_s):
-            _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
-                                      compute_ms, tot * 1000.0, n, r._arm))
+        try:
+            t_done = self._clock()
+            queue_s = [t0 - r._t_submit for r, _, _ in won]
+            total_s = [t_done - r._t_submit for r, _, _ in won]
+            self.metrics.record_batch(rows, reason, compute_s, queue_s, None, depth,
+                                      total_s=total_s)
+            if any(r._sink is not None for r, _, _ in won):
+                self._record_sinks([r for r, _, _ in won], rows, reason, compute_s, queue_s,
+                                   total_s)
+            for (r, out, n), q, tot in zip(won, queue_s, total_s):
+                _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
+                                          compute_ms, tot * 1000.0, n, r._arm))
+        except BaseException:
+            _resolve_leftovers([r for r, _, _ in won], model)
+            raise
+
+    @staticmethod
+    def _record_sinks(won: Sequence[Request], rows: int, reason: str, compute_s: float,
+                      queue_s: Sequence[float], total_s: Sequence[float]) -> None:
+        """One record per extra metrics object (an A/B arm's...) per batch, holding the
+        requests of this batch that belong to it."""
+        groups: dict[int, tuple[ModelMetrics, list[float], list[float]]] = {}
+        for r, q, tot in zip(won, queue_s, total_s):
+            for m in r._sink or ():
+                g = groups.setdefault(id(m), (m, [], []))
+                g[1].append(q)
+                g[2].append(tot)
+        for m, qs, ts in groups.values():
+            m.record_batch(rows, reason, compute_s, qs, total_s=ts)
 
     # -- failure -----------------------------------------------------------------------
     def fail(self, requests: Iterable[Request], err: BaseException, *,
@@ -203,34 +234,40 @@ class Ledger:
         """
         pop = self.live.pop
         won = [r for r in requests if pop(r, False)]
-        if batch is not None:
-            rows, reason, compute_s, depth = batch
-            self.metrics.record_batch(rows, reason, compute_s, (),
-                                      {type(err).__name__: [str(err)] * len(won)}, depth)
-        elif won:
-            self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
-        for r in won:
-            if r._sink is not None:
-                for m in r._sink:
-                    m.record_refused(type(err).__name__, str(err))
-        if notify_queue and self._on_dead is not None:
+        try:
+            if batch is not None:
+                rows, reason, compute_s, depth = batch
+                self.metrics.record_batch(rows, reason, compute_s, (),
+                                          {type(err).__name__: [str(err)] * len(won)}, depth)
+            elif won:
+                self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
             for r in won:
-                self._on_dead(r)
-        for r in won:
-            _set_exception(r, err)
+                if r._sink is not None:
+                    for m in r._sink:
+                        m.record_refused(type(err).__name__, str(err))
+            if notify_queue and self._on_dead is not None:
+                for r in won:
+                    self._on_dead(r)
+            for r in won:
+                _set_exception(r, err)
+        except BaseException:
+            _resolve_leftovers(won, self.model, err)
+            raise
         return len(won)
 
     def cancel(self, r: Request) -> bool:
         if not self.claim(r):
             return False
         msg = f"request to model {self.model!r} was cancelled by its caller"
-        self.metrics.record_refused("CancelledError", msg)
-        if r._sink is not None:
-            for m in r._sink:
-                m.record_refused("CancelledError", msg)
-        if self._on_dead is not None:
-            self._on_dead(r)
-        Future.cancel(r)
+        try:
+            self.metrics.record_refused("CancelledError", msg)
+            if r._sink is not None:
+                for m in r._sink:
+                    m.record_refused("CancelledError", msg)
+            if self._on_dead is not None:
+                self._on_dead(r)
+        finally:
+            Future.cancel(r)
         return True
 
     def fail_all(self, err: BaseException) -> int:

@@ -164,7 +164,9 @@ def test_close_with_hung_models_returns_in_time_and_the_process_exits_normally()
     """)
     assert out["pending"] == 0 and out["errors"] == ["EngineClosedError"]
     assert out["threads"] == []
-    assert out["took"] < 1.0 + 0.5 * 3 + 1.0  # the shared limit, plus the short joins
+    # One shared 1 s limit plus 0.5 s of grace in total; a loose bound, so only a hang or a
+    # per-model wait (3 x 10 s before this change) fails it, never a slow machine.
+    assert out["took"] < 10.0
 
 
 # -- admission by deadline ------------------------------------------------------------------
@@ -179,6 +181,7 @@ def test_admission_refuses_what_cannot_be_served_in_time():
         # What the executor would have learned: t(n) = 10 ms + 1.25 ms per row, a queue
         # draining at that speed.
         b.cost.a_s, b.cost.b_s, b.cost.slowdown, b.cost.ready = 0.01, 0.00125, 1.0, True
+        b.cost._fits = 2  # refitted since its first run: confident enough to predict from
         assert b.cost.drain_s(8, 1) == pytest.approx(0.02)
         admitted = []
         with pytest.raises(OverloadedError, match=r"25 requests \(25 rows\) are queued ahead, "

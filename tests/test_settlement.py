@@ -415,3 +415,82 @@ def test_a_new_policy_is_one_class():
         del _REGISTRY["test_eager"]
     with pytest.raises(ConfigError, match="policy must be one of"):
         BatchConfig(policy="test_eager")
+
+
+# -- found in review -------------------------------------------------------------------------
+def test_a_slow_first_run_does_not_lock_admission_into_refusing():
+    """The first run is slow (one-time work); requests with a short timeout and nothing
+    ahead of them are still admitted, so the learned cost keeps being corrected."""
+    calls = []
+
+    def run(arrays):
+        calls.append(1)
+        if len(calls) == 1:
+            threading.Event().wait(0.1)
+        return [arrays[0]]
+
+    b = make(run, max_batch_size=4, max_wait_ms=0)
+    try:
+        b.submit((rows(1),), 1).result(WAIT_S)
+        for i in range(50):  # one at a time: nothing is ever ahead
+            assert b.submit((rows(1, start=i),), 1, timeout_ms=80).result(WAIT_S).rows == 1
+        assert len(calls) == 51
+    finally:
+        b.close()
+
+
+def test_close_from_a_done_callback_on_the_models_own_thread():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=1, max_wait_ms=0)
+    closed = threading.Event()
+    first = b.submit((rows(1),), 1)
+    assert run.started.wait(WAIT_S)
+    queued = [b.submit((rows(1, start=i),), 1) for i in range(5)]
+    first.add_done_callback(lambda f: (b.close(timeout_s=None), closed.set()))
+    run.gate.set()
+    assert closed.wait(WAIT_S), "close() from the model's own thread blocked"
+    assert first.result(WAIT_S).rows == 1
+    # The collector may run some of them before close() fails the rest: each one ends,
+    # either way, and none is left pending.
+    for f in queued:
+        err = f.exception(WAIT_S)
+        assert err is None or (isinstance(err, EngineClosedError)
+                               and "model's own thread" in str(err))
+    assert b.pending() == 0
+
+
+def test_a_callback_raising_baseexception_leaves_no_request_pending():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        hold = b.submit((rows(1, start=-1),), 1)
+        assert run.started.wait(WAIT_S)
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(3)]
+
+        def explode(_):
+            raise SystemExit("a caller's callback")
+
+        futs[0].add_done_callback(explode)
+        run.gate.set()
+        assert hold.result(WAIT_S).rows == 1
+        for f in futs:
+            f.exception(WAIT_S)  # every one resolves, whatever the first one's callback did
+        assert b.pending() == 0
+    finally:
+        b.close()
+
+
+def test_extra_metrics_record_each_batch_once():
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    arm = ModelMetrics()
+    try:
+        b.submit((rows(1, start=-1),), 1)
+        assert run.started.wait(WAIT_S)
+        futs = [b.submit((rows(1, start=i),), 1, sink=(arm,)) for i in range(8)]
+        run.gate.set()
+        assert all(f.result(WAIT_S).batch_rows == 8 for f in futs)
+        snap = arm.snapshot()
+        assert (snap.batches, snap.success_count, snap.avg_batch_rows) == (1, 8, 8.0)
+    finally:
+        b.close()
