@@ -5,7 +5,7 @@ here stay stable (extend, don't rename). The rooms behind it:
 
 * :mod:`core.registry`: models (load, hot swap, unload, session cache, warm-up state),
   each with its :class:`~core.batcher.Batcher` (queue, executor, supervisor, ledger);
-* :mod:`core.router`: A/B experiments (routing, shadow copies, per-arm metrics);
+* :mod:`core.router`: A/B experiments (the table, routing, shadow copies, per-arm metrics);
 * :mod:`core.traffic`: built-in traffic generators, clients of :meth:`Engine.submit`.
 
 Models and experiments share one namespace: a name is either, never both, and every
@@ -47,7 +47,7 @@ from .metrics import MetricsSnapshot
 from .models import CacheEntry, ModelInfo, read_model_source, sample_input
 from .registry import ModelEntry, ModelRegistry, check_batchable_sizes
 from .probe import probe_model
-from .router import ABExperiment, ABReport
+from .router import ABExperiment, ABReport, ExperimentRegistry
 from .settle import Request
 from .traffic import TrafficManager
 from .warmup import ProgressFn, WarmupReport, run_warmup, warmup_batch_sizes
@@ -107,7 +107,7 @@ class Engine:
         # One lock for the namespace (models and experiments); submit() reads the
         # copy-on-write tables without it.
         self._lock = self._registry.lock
-        self._experiments: dict[str, ABExperiment] = {}
+        self._ab = ExperimentRegistry()
         self._closed = False
         self._t0 = time.monotonic()
         self._traffic = TrafficManager(self.submit)
@@ -121,6 +121,10 @@ class Engine:
     def _models(self) -> dict[str, ModelEntry]:
         return self._registry.models
 
+    @property
+    def _experiments(self) -> dict[str, ABExperiment]:  # kept for code that read it
+        return self._ab.table
+
     # -- the namespace -------------------------------------------------------------------
     def _check_new_name(self, name: Any, kind: str) -> None:
         if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
@@ -130,7 +134,7 @@ class Engine:
     def _kind_of(self, name: str) -> str | None:
         if name in self._registry:
             return "model"
-        if name in self._experiments:
+        if name in self._ab:
             return "experiment"
         return None
 
@@ -227,26 +231,25 @@ class Engine:
 
     def _check_arm_compatible(self, model: str, info: ModelInfo) -> None:
         """A hot swap must keep the interface of a model that is an A/B arm."""
-        for exp in self._experiments.values():
-            if model in (exp.a, exp.b):
-                other = exp.b if model == exp.a else exp.a
-                other_entry = self._registry.get(other)
-                if other_entry is not None and _interface(other_entry.info) != _interface(info):
-                    raise ConfigError(
-                        f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the "
-                        f"new version's inputs ({'; '.join(t.describe() for t in info.inputs)})"
-                        f" differ from arm {other!r}'s; delete or update the experiment first")
+        for exp in self._ab.with_arm(model):
+            other = exp.b if model == exp.a else exp.a
+            other_entry = self._registry.get(other)
+            if other_entry is not None and _interface(other_entry.info) != _interface(info):
+                raise ConfigError(
+                    f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the new "
+                    f"version's inputs ({'; '.join(t.describe() for t in info.inputs)}) "
+                    f"differ from arm {other!r}'s; delete or update the experiment first")
 
     def unload_model(self, name: str) -> None:
         """Unregister ``name`` and stop its built-in traffic; its queued requests finish
         first (up to ``close_timeout_s``, then they are failed)."""
         with self._lock:
             self._entry(name)
-            for exp in self._experiments.values():
-                if name in (exp.a, exp.b):
-                    raise ConfigError(f"model {name!r} is an arm of A/B experiment "
-                                      f"{exp.name!r}; delete the experiment first "
-                                      "(engine.delete_ab) or give it another arm")
+            arms = self._ab.with_arm(name)
+            if arms:
+                raise ConfigError(f"model {name!r} is an arm of A/B experiment "
+                                  f"{arms[0].name!r}; delete the experiment first "
+                                  "(engine.delete_ab) or give it another arm")
             entry = self._registry.remove(name)
         self._traffic.stop(name)
         self._registry.finish_retire(entry.batcher)
@@ -312,7 +315,7 @@ class Engine:
         entry = self._registry.models.get(name)
         if entry is not None:
             return self._submit_model(name, entry, x, timeout_ms, None, None)
-        exp = self._experiments.get(name)
+        exp = self._ab.get(name)
         if exp is None:
             raise self._not_found(name)
         arm, model = exp.route(key)
@@ -404,20 +407,20 @@ class Engine:
         entry = self._registry.models.get(name)
         if entry is not None:
             return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth())
-        exp = self._experiments.get(name)
+        exp = self._ab.get(name)
         if exp is not None:
             return exp.callers.snapshot()
         raise self._not_found(name)
 
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""
-        if name is not None and name in self._experiments:
-            self._experiments[name].reset_metrics()
+        if name is not None and name in self._ab:
+            self._ab.table[name].reset_metrics()
             return
         for n in ([name] if name is not None else self._registry.names()):
             self._entry(n).metrics.reset()
         if name is None:
-            for exp in self._experiments.values():
+            for exp in self._ab.all():
                 exp.reset_metrics()
 
     def queue_depth(self, name: str) -> int:
@@ -489,15 +492,13 @@ class Engine:
         with self._lock:
             self._check_name_free(name, "experiment", replace)
             self._check_arms(a, b)
-            exp = ABExperiment(name, a, b, b_share, mode, seed, self.config.timeseries_seconds)
-            experiments = dict(self._experiments)
-            experiments[name] = exp
-            self._experiments = experiments
+            exp = self._ab.add(ABExperiment(name, a, b, b_share, mode, seed,
+                                            self.config.timeseries_seconds))
         return exp.report()
 
     def _check_arms(self, a: str, b: str) -> None:
         for model in (a, b):
-            if model in self._experiments:
+            if model in self._ab:
                 raise ConfigError(f"{model!r} is an A/B experiment; an arm must be a model")
             self._entry(model)
         ia, ib = self._entry(a).info, self._entry(b).info
@@ -531,13 +532,11 @@ class Engine:
     def delete_ab(self, name: str) -> None:
         with self._lock:
             self._experiment(name)
-            experiments = dict(self._experiments)
-            del experiments[name]
-            self._experiments = experiments
+            self._ab.remove(name)
         self._traffic.stop(name)
 
     def ab_experiments(self) -> list[str]:
-        return list(self._experiments)
+        return self._ab.names()
 
     def ab_report(self, name: str, detect_ms: float | None = None) -> ABReport:
         """Per-arm figures, statistics and verdict of experiment ``name`` (``.to_dict()``).
@@ -551,9 +550,9 @@ class Engine:
         return exp.metrics[arm].snapshot()
 
     def _experiment(self, name: str) -> ABExperiment:
-        exp = self._experiments.get(name)
+        exp = self._ab.get(name)
         if exp is None:
-            have = ", ".join(self._experiments) or "none"
+            have = ", ".join(self._ab.names()) or "none"
             hint = (f" ({name!r} is a model)" if name in self._registry else "")
             raise ModelNotFoundError(f"no A/B experiment named {name!r}{hint}; experiments: "
                                      f"{have}. Create one with engine.create_ab(name, a=..., "
@@ -567,7 +566,7 @@ class Engine:
         """Send open-loop traffic to ``target`` from a background thread (replacing any
         traffic already going there); stop it with :meth:`stop_traffic`."""
         self._check_open()
-        exp = self._experiments.get(target)
+        exp = self._ab.get(target)
         info = self._entry(exp.a if exp is not None else target).info
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
@@ -639,11 +638,11 @@ class Engine:
         return entry
 
     def _not_found(self, name: object) -> ModelNotFoundError:
-        if isinstance(name, str) and name in self._experiments:
+        if isinstance(name, str) and name in self._ab:
             return ModelNotFoundError(f"{name!r} is an A/B experiment, not a model; use "
                                       "ab_report / ab_metrics for it, or name one of its arms")
         have = ", ".join(self._registry.names()) or "none"
-        exps = ", ".join(self._experiments)
+        exps = ", ".join(self._ab.names())
         return ModelNotFoundError(
             f"no model named {name!r}; loaded models: {have}"
             + (f"; A/B experiments: {exps}" if exps else "")

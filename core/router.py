@@ -37,7 +37,7 @@ from .config import _check_choice, _check_float
 from .errors import ConfigError, InputValidationError
 from .metrics import MetricsSnapshot, ModelMetrics
 
-__all__ = ["ABExperiment", "ABReport", "AB_MODES", "ShadowStats"]
+__all__ = ["ABExperiment", "ABReport", "AB_MODES", "ShadowStats", "ExperimentRegistry"]
 
 AB_MODES = ("random", "sticky", "shadow")
 
@@ -250,3 +250,48 @@ class ABReport:
                 "errors": self.errors.to_dict() if self.errors else None,
                 "shadow": self.shadow, "verdict": self.verdict,
                 "confound_warning": self.confound_warning}
+
+
+class ExperimentRegistry:
+    """The A/B experiments of one engine, by name. The table is copy-on-write, so
+    ``Engine.submit`` reads it without a lock; the engine checks names against its one
+    namespace (models and experiments) and holds its lock around changes.
+
+    Example:
+        >>> reg = ExperimentRegistry()
+        >>> exp = reg.add(ABExperiment("exp", a="clf-v1", b="clf-v2"))
+        >>> reg.get("exp") is exp, reg.with_arm("clf-v2") == [exp]
+        (True, True)
+    """
+
+    def __init__(self) -> None:
+        self.table: dict[str, ABExperiment] = {}
+
+    def get(self, name: str) -> ABExperiment | None:
+        return self.table.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.table
+
+    def names(self) -> list[str]:
+        return list(self.table)
+
+    def all(self) -> list[ABExperiment]:
+        return list(self.table.values())
+
+    def add(self, exp: ABExperiment) -> ABExperiment:
+        """Register ``exp`` (replacing one of the same name)."""
+        table = dict(self.table)
+        table[exp.name] = exp
+        self.table = table
+        return exp
+
+    def remove(self, name: str) -> ABExperiment:
+        table = dict(self.table)
+        exp = table.pop(name)
+        self.table = table
+        return exp
+
+    def with_arm(self, model: str) -> list[ABExperiment]:
+        """Experiments one of whose arms is ``model``."""
+        return [e for e in self.table.values() if model in (e.a, e.b)]
