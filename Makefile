@@ -1,16 +1,17 @@
 # Batchlab: two commands.
 #   make run   - create .venv, install requirements.txt, start the dashboard (demo models built in)
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make clean.
+# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+SERVE_PORT ?= 8000
 ADDRESS ?= 127.0.0.1
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: run test bench screenshots browser clean
+.PHONY: run serve test bench screenshots browser clean
 
 $(VENV)/.run-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ $(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-ben
 
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
+
+# The engine alone, behind the Open Inference Protocol (KServe v2 REST) on loopback.
+serve: $(VENV)/.run-installed
+	$(PY) -m core.server --host $(ADDRESS) --port $(SERVE_PORT)
 
 # Debian's chromium for the real-browser tests (Playwright cannot download its own here).
 browser:

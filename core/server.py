@@ -1,0 +1,340 @@
+"""The engine behind the Open Inference Protocol (KServe v2) REST data plane.
+
+``python -m core.server [--host 127.0.0.1] [--port 8000]`` serves an :class:`~core.Engine`
+(with the demo models) so that any OIP client — ``tritonclient.http``, KServe's SDK, curl,
+perf tools — can use it:
+
+========================================  ==================================================
+``GET  /v2``                               server metadata
+``GET  /v2/health/live``, ``/ready``       liveness, readiness
+``GET  /v2/models/{name}[/versions/{v}]``  model metadata (inputs, outputs, datatypes, shapes)
+``GET  /v2/models/{name}[...]/ready``      model readiness
+``POST /v2/models/{name}[...]/infer``      inference, JSON tensors
+========================================  ==================================================
+
+A/B experiments are addressable as models (their metadata is arm A's). Errors are answered
+as the protocol says, ``{"error": "..."}`` with a 4xx status for a bad request (400), an
+unknown model (404), a body over the limit (413), and 5xx for an overloaded model (503) or
+a failed run (500). Loopback by default. This is the first part of issue #13: the model
+repository and control APIs, ``/metrics``, jobs and the dashboard as a client come next.
+
+Example:
+    >>> with Engine() as engine, EngineServer(engine, port=0) as server:
+    ...     server.url                                   # 'http://127.0.0.1:PORT'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import re
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+from .engine import Engine
+from .errors import (BatchlabError, EngineClosedError, InputValidationError, ModelNotFoundError,
+                     OverloadedError, RequestTimeoutError)
+from .models import ModelInfo
+
+__all__ = ["EngineServer", "DATATYPES", "main"]
+
+log = logging.getLogger("batchlab.server")
+
+#: OIP tensor datatypes and their numpy dtypes (BYTES is not served).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(bool), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+}
+_BY_DTYPE = {v: k for k, v in DATATYPES.items()}
+
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+
+_DEFAULT_MAX_BODY = 64 * 2**20
+_DRAIN_MAX = 256 * 2**20  # an over-limit body up to this size is read and dropped
+
+
+class _HTTPError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _datatype(dtype: np.dtype | None) -> str:
+    return _BY_DTYPE.get(np.dtype(dtype), "BYTES") if dtype is not None else "BYTES"
+
+
+def _shape(spec_shape: Any) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in (spec_shape or ())]
+
+
+def _metadata(name: str, info: ModelInfo) -> dict[str, Any]:
+    return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": t.name, "datatype": _datatype(t.dtype),
+                        "shape": _shape(t.shape)} for t in info.inputs],
+            "outputs": [{"name": t.name, "datatype": _datatype(t.dtype),
+                         "shape": _shape(t.shape)} for t in info.outputs]}
+
+
+def _tensor_from_json(t: Any) -> tuple[str, np.ndarray]:
+    if not isinstance(t, dict):
+        raise _HTTPError(400, "each entry of 'inputs' must be an object with name, shape, "
+                              "datatype and data")
+    name, shape, datatype, data = (t.get(k) for k in ("name", "shape", "datatype", "data"))
+    if not isinstance(name, str):
+        raise _HTTPError(400, "an input has no 'name' (a string)")
+    if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                               and d >= 0 for d in shape)):
+        raise _HTTPError(400, f"input {name!r}: 'shape' must be a list of non-negative "
+                              f"integers, got {shape!r}")
+    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise _HTTPError(400, f"input {name!r}: datatype {datatype!r} is not supported; "
+                              f"expected one of {', '.join(DATATYPES)}")
+    if (t.get("parameters") or {}).get("binary_data_size") is not None:
+        raise _HTTPError(400, f"input {name!r} uses the binary tensor data extension, which "
+                              "this server does not support yet; send JSON data "
+                              "(binary_data=False)")
+    try:
+        arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise _HTTPError(400, f"input {name!r}: 'data' is not a list of {datatype} values "
+                              f"({err})") from None
+    expected = math.prod(shape)
+    if arr.size != expected:
+        raise _HTTPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
+                              f"{arr.size}")
+    return name, arr.reshape(shape)
+
+
+def _tensor_to_json(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, np.ndarray):
+        dt = _datatype(value.dtype)
+        if dt == "BYTES":
+            return {"name": name, "datatype": "BYTES", "shape": list(value.shape),
+                    "data": [str(v) for v in value.reshape(-1).tolist()]}
+        return {"name": name, "datatype": dt, "shape": list(value.shape),
+                "data": value.reshape(-1).tolist()}
+    # Non-tensor outputs (sequences of maps from converted classifiers): one JSON per row.
+    rows = list(value) if isinstance(value, (list, tuple)) else [value]
+    return {"name": name, "datatype": "BYTES", "shape": [len(rows)],
+            "data": [json.dumps(r, default=str) for r in rows]}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: errors go to our log
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> Any:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            raise _HTTPError(411, "a Content-Length header is required") from None
+        limit = self.server.max_body_bytes
+        if length > limit:
+            # Read and drop the body in small chunks (never holding it), so the client gets
+            # the answer rather than a reset; past _DRAIN_MAX just close the connection.
+            self.close_connection = True
+            left = length if length <= _DRAIN_MAX else 0
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+            raise _HTTPError(413, f"the request body is {length} bytes, over the limit of "
+                                  f"{limit} bytes")
+        raw = self.rfile.read(length)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise _HTTPError(400, f"the request body is not valid JSON: {err}") from None
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            status, body = self._route(method)
+        except _HTTPError as err:
+            status, body = err.status, {"error": str(err)}
+        except ModelNotFoundError as err:
+            status, body = 404, {"error": str(err)}
+        except (InputValidationError, ValueError) as err:
+            status, body = 400, {"error": str(err)}
+        except (OverloadedError, EngineClosedError) as err:
+            status, body = 503, {"error": str(err)}
+        except RequestTimeoutError as err:
+            status, body = 504, {"error": str(err)}
+        except BatchlabError as err:
+            status, body = 500, {"error": str(err)}
+        except Exception as err:  # noqa: BLE001 - the server keeps serving
+            log.exception("unexpected error answering %s %s", method, self.path)
+            status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
+        self._send(status, body)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    # -- routes ------------------------------------------------------------------------
+    def _route(self, method: str) -> tuple[int, dict[str, Any]]:
+        engine = self.server.engine
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if method == "GET" and path == "/v2":
+            return 200, {"name": "batchlab", "version": "1", "extensions": []}
+        if method == "GET" and path == "/v2/health/live":
+            return 200, {"live": True}
+        if method == "GET" and path == "/v2/health/ready":
+            if engine.closed:
+                raise _HTTPError(503, "the engine is closed")
+            return 200, {"ready": True}
+        m = _MODEL_PATH.match(path)
+        if m is None:
+            raise _HTTPError(404, f"no route {method} {path}; see the Open Inference Protocol "
+                                  "(/v2, /v2/health/live, /v2/models/NAME, .../infer)")
+        name, version, action = m.group(1), m.group(2), m.group(3)
+        if version not in (None, "1"):
+            raise _HTTPError(404, f"model {name!r} has no version {version!r}; it serves "
+                                  "version 1")
+        info = self._info(name)
+        if action is None and method == "GET":
+            return 200, _metadata(name, info)
+        if action == "/ready" and method == "GET":
+            return 200, {"name": name, "ready": not engine.closed}
+        if action == "/infer" and method == "POST":
+            return 200, self._infer(name, info, self._body())
+        raise _HTTPError(405, f"{method} is not allowed on {path}")
+
+    def _info(self, name: str) -> ModelInfo:
+        engine = self.server.engine
+        if name in engine.model_names():
+            return engine.model_info(name)
+        if name in engine.ab_experiments():
+            return engine.model_info(engine.ab_report(name).a)
+        raise ModelNotFoundError(f"no model named {name!r}; served models: "
+                                 f"{', '.join(engine.model_names() + engine.ab_experiments())}")
+
+    def _infer(self, name: str, info: ModelInfo, req: Any) -> dict[str, Any]:
+        if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
+            raise _HTTPError(400, "the request must be a JSON object with an 'inputs' list")
+        arrays = dict(_tensor_from_json(t) for t in req["inputs"])
+        x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
+            and next(iter(arrays)) == info.inputs[0].name else arrays
+        params = req.get("parameters") or {}
+        timeout_ms = params.get("timeout_ms") if isinstance(params, dict) else None
+        pred = self.server.engine.predict(name, x, timeout_ms=timeout_ms,
+                                          key=params.get("key") if isinstance(params, dict)
+                                          else None)
+        wanted = [o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)]
+        unknown = [w for w in wanted if w not in pred.outputs]
+        if unknown:
+            raise _HTTPError(400, f"unknown output(s) {unknown}; model {name!r} has "
+                                  f"{list(pred.outputs)}")
+        names = wanted or list(pred.outputs)
+        out: dict[str, Any] = {"model_name": name, "model_version": "1",
+                               "outputs": [_tensor_to_json(n, pred.outputs[n]) for n in names],
+                               "parameters": {"batch_rows": pred.batch_rows,
+                                              "queue_ms": pred.queue_ms,
+                                              "compute_ms": pred.compute_ms}}
+        if "id" in req:
+            out["id"] = req["id"]
+        return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], engine: Engine, max_body_bytes: int) -> None:
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        super().__init__(addr, _Handler)
+
+
+class EngineServer:
+    """Serves ``engine`` over the Open Inference Protocol from a background thread.
+
+    ``port=0`` picks a free port (see :attr:`url`). ``close()`` stops the server; the
+    engine is the caller's to close.
+
+    Example:
+        >>> server = EngineServer(engine, port=0).start()
+        >>> server.url
+        'http://127.0.0.1:40123'
+        >>> server.close()
+    """
+
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8000,
+                 max_body_bytes: int = _DEFAULT_MAX_BODY) -> None:
+        self.engine = engine
+        self._server = _Server((host, port), engine, max_body_bytes)
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="oip-server", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> EngineServer:
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> EngineServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Serve Batchlab's engine over the Open "
+                                             "Inference Protocol (KServe v2 REST).")
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--max-body-mb", type=float, default=_DEFAULT_MAX_BODY / 2**20)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    engine = Engine()
+    server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    log.info("serving %s on %s (models: %s)", "the Open Inference Protocol", server.url,
+             ", ".join(engine.model_names()))
+    stop.wait()
+    log.info("stopping: draining accepted requests")
+    server.close()
+    engine.close()  # finishes (or fails) every accepted request
+
+
+if __name__ == "__main__":
+    main()

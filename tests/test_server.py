@@ -1,0 +1,174 @@
+"""The Open Inference Protocol data plane, driven by a client nobody here wrote
+(``tritonclient.http``) and by raw HTTP for the malformed cases."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from core import Engine, build_demo_model
+from core.server import EngineServer
+from tests.helpers import WAIT_S
+
+httpclient = pytest.importorskip("tritonclient.http")
+
+
+@pytest.fixture(scope="module")
+def served():
+    engine = Engine()
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    server = EngineServer(engine, port=0).start()
+    yield engine, server
+    server.close()
+    engine.close()
+
+
+@pytest.fixture
+def client(served):
+    _, server = served
+    c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"),
+                                         concurrency=8)
+    yield c
+    c.close()
+
+
+def _input(name: str, x: np.ndarray, datatype: str):
+    inp = httpclient.InferInput(name, list(x.shape), datatype)
+    inp.set_data_from_numpy(x, binary_data=False)
+    return inp
+
+
+def test_server_and_model_metadata_and_readiness(client):
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.get_server_metadata()["name"] == "batchlab"
+    meta = client.get_model_metadata("mlp")
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 256]}]
+    assert meta["outputs"][0]["name"] == "logits"
+    assert client.is_model_ready("mlp") and client.is_model_ready("exp")
+    assert not client.is_model_ready("nope")
+
+
+def test_infer_equals_onnx_runtime(client):
+    x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
+    res = client.infer("mlp", [_input("x", x, "FP32")],
+                       outputs=[httpclient.InferRequestedOutput("logits", binary_data=False)])
+    want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(res.as_numpy("logits"), want, rtol=1e-4, atol=1e-5)
+
+
+def test_two_inputs_and_an_experiment(client, served):
+    engine, _ = served
+    rng = np.random.default_rng(1)
+    f, w = (rng.standard_normal((2, 16)).astype(np.float32) for _ in range(2))
+    res = client.infer("two-input", [_input("features", f, "FP32"), _input("weights", w, "FP32")],
+                       outputs=[httpclient.InferRequestedOutput("score", binary_data=False)])
+    assert res.as_numpy("score").shape == (2, 1)
+    x = engine.sample_input("clf-v1", rows=1)
+    res = client.infer("exp", [_input("x", x, "FP32")],
+                       outputs=[httpclient.InferRequestedOutput("label", binary_data=False)])
+    assert res.as_numpy("label").shape == (1,)
+
+
+def test_200_concurrent_async_requests_are_batched(client, served):
+    engine, _ = served
+    engine.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(200)]
+    want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": np.concatenate(xs)})[0]
+    reqs = [client.async_infer("mlp", [_input("x", x, "FP32")],
+                               outputs=[httpclient.InferRequestedOutput("logits",
+                                                                        binary_data=False)])
+            for x in xs]
+    results = [r.get_result(timeout=WAIT_S) for r in reqs]
+    got = np.concatenate([r.as_numpy("logits") for r in results])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    batch_rows = [r.get_response()["parameters"]["batch_rows"] for r in results]
+    assert max(batch_rows) > 1  # requests from different connections shared batches
+
+
+def _raw(server, method: str, path: str, body: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "not valid JSON"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "INT64",
+                             "data": [0] * 256}]}).encode(), 400, "expects float32"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [1, 255], "datatype": "FP32",
+                             "data": [0.0] * 255}]}).encode(), 400, r"\[N,256\]"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [2, 256], "datatype": "FP32",
+                             "data": [0.0] * 256}]}).encode(), 400, "needs 512 values"),
+    (json.dumps({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "STRING",
+                             "data": []}]}).encode(), 400, "not supported"),
+    (json.dumps({"nothing": 1}).encode(), 400, "'inputs' list"),
+])
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(served, client, body, status,
+                                                           message):
+    _, server = served
+    got, answer = _raw(server, "POST", "/v2/models/mlp/infer", body,
+                       {"Content-Type": "application/json"})
+    assert got == status and "error" in answer
+    import re
+    assert re.search(message, answer["error"]), answer["error"]
+    assert client.is_server_ready()
+    x = np.zeros((1, 256), np.float32)
+    assert client.infer("mlp", [_input("x", x, "FP32")]).as_numpy("logits").shape == (1, 10)
+
+
+def test_unknown_model_and_oversize_body(served):
+    engine, server = served
+    got, answer = _raw(server, "GET", "/v2/models/nope")
+    assert got == 404 and "no model named 'nope'" in answer["error"]
+    got, answer = _raw(server, "POST", "/v2/models/nope/infer", b"{}",
+                       {"Content-Type": "application/json"})
+    assert got == 404
+    small = EngineServer(engine, port=0, max_body_bytes=1024).start()
+    try:
+        got, answer = _raw(small, "POST", "/v2/models/mlp/infer", b"x" * 4096,
+                           {"Content-Type": "application/json"})
+        assert got == 413 and "over the limit of 1024 bytes" in answer["error"]
+    finally:
+        small.close()
+
+
+def test_python_m_core_server_serves_and_stops_on_sigterm():
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "core.server", "--port", "0"], cwd=root,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        for line in proc.stderr:  # the log line that names the address
+            m = re.search(r"on (http://127\.0\.0\.1:\d+)", line)
+            if m:
+                url = m.group(1)
+                break
+        assert url, "the server never said where it listens"
+        c = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+        assert c.is_server_ready()
+        x = np.zeros((1, 4), np.float32)
+        assert c.infer("tiny", [_input("x", x, "FP32")]).as_numpy("y").tolist() == [[1.0] * 4]
+        c.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
