@@ -535,6 +535,11 @@ class Engine:
             self._ab.remove(name)
         self._traffic.stop(name)
 
+    def ab_arms(self, name: str) -> tuple[str, str]:
+        """The models behind arms A and B of experiment ``name`` (cheap: no statistics)."""
+        exp = self._experiment(name)
+        return exp.a, exp.b
+
     def ab_experiments(self) -> list[str]:
         return self._ab.names()
 

@@ -228,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
         if name in engine.model_names():
             return engine.model_info(name)
         if name in engine.ab_experiments():
-            return engine.model_info(engine.ab_report(name).a)
+            return engine.model_info(engine.ab_arms(name)[0])
         raise ModelNotFoundError(f"no model named {name!r}; served models: "
                                  f"{', '.join(engine.model_names() + engine.ab_experiments())}")
 

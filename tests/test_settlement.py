@@ -359,6 +359,7 @@ def test_one_namespace_for_models_and_experiments(engine):
     for _ in range(5):
         engine.predict("exp", x)
     assert engine.metrics("exp").success_count == 5
+    assert engine.ab_arms("exp") == ("clf-v1", "clf-v2")
     assert engine.ab_report("exp").to_dict()["total_requests"] == 5
 
 
