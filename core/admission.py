@@ -120,10 +120,10 @@ class AdmissionQueue:
             if self.closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
-            if len(self.q) - self.dead >= self.max_queue:
+            if self.depth() >= self.max_queue:
                 raise OverloadedError(
                     f"model {self.name!r} is overloaded: its queue holds "
-                    f"{len(self.q) - self.dead} requests (max_queue={self.max_queue}); retry "
+                    f"{self.depth()} requests (max_queue={self.max_queue}); retry "
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
             d = r._deadline
@@ -136,13 +136,13 @@ class AdmissionQueue:
                 # into refusing everything).
                 ahead = self.queued_rows + rows
                 batches = (-(-ahead // self.max_rows) if self.batchable
-                           else len(self.q) - self.dead + 1)
+                           else self.depth() + 1)
                 wait_s = self.cost.drain_s(ahead, batches) + self.running_left_s(r._t_submit)
                 # A margin: the prediction is a typical wait, and a request admitted right at
                 # its limit would time out about half the time, its batch's run wasted.
                 if r._t_submit + wait_s * _ADMIT_MARGIN > d:
                     raise OverloadedError(
-                        f"model {self.name!r} is overloaded: {len(self.q) - self.dead} "
+                        f"model {self.name!r} is overloaded: {self.depth()} "
                         f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
                         f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
                         f"margin), past this request's timeout of "

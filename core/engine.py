@@ -170,7 +170,7 @@ class Engine:
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
         if probe:
-            profile = self._probe(name, data, [1], session)
+            profile = self._probe(data, [1], session)
             bad = profile["error"].dropna()
             if len(bad):
                 raise ModelLoadError(
@@ -186,7 +186,7 @@ class Engine:
             self._registry.install(name, loaded, batch, data, profile)
         return loaded.info
 
-    def _probe(self, name: str, data: bytes, batch_sizes: Sequence[int],
+    def _probe(self, data: bytes, batch_sizes: Sequence[int],
                session: SessionConfig | None = None,
                time_limit_s: float | None = None) -> pd.DataFrame:
         opts = session or self.config.session
@@ -205,7 +205,7 @@ class Engine:
                                              entry.info.batchable)
         else:
             check_batchable_sizes(name, entry.info, batch_sizes)
-        frame = self._probe(name, entry.data, batch_sizes, time_limit_s=time_limit_s)
+        frame = self._probe(entry.data, batch_sizes, time_limit_s=time_limit_s)
         entry.memory_profile = frame
         return frame
 

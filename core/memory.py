@@ -44,7 +44,7 @@ from .errors import ResourceLimitError
 
 __all__ = ["default_memory_budget", "install_memory_budget", "memory_budget",
            "arena_limit", "generated_input_limit", "check_elements", "peak_rss_bytes",
-           "current_rss_bytes", "format_bytes"]
+           "current_rss_bytes", "proc_status_bytes", "format_bytes"]
 
 log = logging.getLogger("batchlab.memory")
 
@@ -134,19 +134,28 @@ def check_elements(what: str, shape: Sequence[int], dtype: np.dtype | type,
     return need
 
 
+def proc_status_bytes(field: str) -> int | None:
+    """A size field of ``/proc/self/status`` (``VmHWM``, ``VmSize``...) in bytes; ``None``
+    where it is unavailable."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far.
 
     From ``VmHWM`` in /proc (the high-water mark of this address space); ``ru_maxrss`` is
     only the fallback, as on Linux it carries over the parent's RSS at fork into a child.
     """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
+    hwm = proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

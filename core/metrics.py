@@ -436,14 +436,8 @@ class ModelMetrics:
         """Successes per second over the last ``window_s`` full seconds, as in
         ``snapshot().throughput_rps`` but without building a snapshot."""
         with self._lock:
-            now = self._clock()
-            self._bucket(now)
-            current = self._cur.second
-            oldest = self._series[0].second if self._series else current
-            first = max(oldest, current - int(window_s))
-            done = sum(b.successes for b in self._series if b.second >= first)
-        span = current - first
-        return done / span if span > 0 else 0.0
+            self._bucket(self._clock())
+            return _recent_rps(self._series, self._cur.second, window_s)
 
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
                  window_s: float = 5.0) -> MetricsSnapshot:
@@ -466,8 +460,7 @@ class ModelMetrics:
             t0, wall0 = self._t0, self._wall0
         rows = _series_rows(seconds, now, t0, wall0, self._seconds)
         ok = c["ok"]
-        full = [r for r in rows if r["second"] < int(now - t0)][-int(window_s):]
-        rps = sum(r["successes"] for r in full) / len(full) if full else 0.0
+        rps = _recent_rps(seconds, int(now - t0), window_s)
         tp50, tp95, tp99 = total.percentiles((50, 95, 99))
         qp50, qp99 = queue.percentiles((50, 99))
         cp50, cp99 = compute.percentiles((50, 99))
@@ -489,6 +482,17 @@ class ModelMetrics:
             throughput_rps=rps, uptime_s=now - t0, recent_errors=c["recent"],
             timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
         )
+
+
+def _recent_rps(seconds: Iterable[_Second], current: int, window_s: float) -> float:
+    """Successes per second over the last ``window_s`` full seconds before ``current``
+    (idle seconds count as zeros; none before the oldest second recorded)."""
+    done = [b for b in seconds if b.second < current]
+    if not done:
+        return 0.0
+    first = max(done[0].second, current - int(window_s))
+    span = current - first
+    return sum(b.successes for b in done if b.second >= first) / span if span > 0 else 0.0
 
 
 def _series_rows(seconds: list[_Second], now: float, t0: float, wall0: float,

@@ -95,22 +95,6 @@ def _rows(out: bytes) -> list[dict]:
     return rows
 
 
-def _hwm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _vm_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _reset_hwm() -> None:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -129,15 +113,16 @@ def _child(request: str) -> None:
     import onnxruntime as ort
 
     from core.config import SessionConfig
-    from core.memory import current_rss_bytes, generated_input_limit
+    from core.memory import (current_rss_bytes, generated_input_limit, peak_rss_bytes,
+                             proc_status_bytes)
     from core.models import load_model_bytes, sample_input
 
     # No arena here (each run's memory is malloc'd and freed, so its peak shows), and the
     # budget enforced on the address space instead: an allocation past it fails.
     loaded = load_model_bytes(data, "probe", options=SessionConfig(
         intra_op_threads=args["threads"]), arena=False)
-    resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + args["budget"],
-                                            resource.RLIM_INFINITY))
+    vm_now = proc_status_bytes("VmSize") or 0
+    resource.setrlimit(resource.RLIMIT_AS, (vm_now + args["budget"], resource.RLIM_INFINITY))
     info = loaded.info
     limit = args["time_limit_s"]
     for i, bs in enumerate(args["batch_sizes"]):
@@ -164,7 +149,7 @@ def _child(request: str) -> None:
                     timer.cancel()
                 if measured:
                     row["run_ms"] = (time.perf_counter() - t) * 1000.0
-                    row["peak_mib"] = max(0, _hwm_bytes() - base) / 2**20
+                    row["peak_mib"] = max(0, peak_rss_bytes() - base) / 2**20
         except Exception as err:  # noqa: BLE001 - reported, and the probe stops
             if ro is not None and ro.terminate:
                 row["error"] = (f"did not finish within {limit:g} s (the model may hang or "
