@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import sidebar_status
+from core import EngineUnavailableError
+from pages._common import require_engine, sidebar_status
 
 st.set_page_config(page_title="Batchlab", page_icon=":material/stacks:", layout="wide")
 
@@ -18,5 +19,9 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-sidebar_status()
-page.run()
+if require_engine():
+    sidebar_status()
+    try:
+        page.run()
+    except EngineUnavailableError as err:  # the engine went away while the page was drawn
+        st.error(f"{err}. Reload the page once it is back.", icon=":material/cloud_off:")

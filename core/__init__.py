@@ -12,10 +12,11 @@ from .batcher import RELEASE_REASONS, Batcher, Prediction
 from .config import POLICIES, BatchConfig, EngineConfig, SessionConfig
 from .demo_models import DEMO_MODELS, build_demo_model
 from .engine import Engine
+from .jobs import JobStatus
 from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
                      InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
                      RequestTimeoutError, RequestTooLargeError, ResourceLimitError,
-                     SLOShedError)
+                     SLOShedError, EngineUnavailableError)
 from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
 from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
                      sample_input)
@@ -30,6 +31,7 @@ __all__ = [
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
     "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
     "RequestTimeoutError", "RequestTooLargeError", "SLOShedError", "ResourceLimitError",
+    "EngineUnavailableError", "JobStatus",
     "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
     "sample_input",

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import inspect
 import logging
 import re
 import threading
@@ -41,6 +42,7 @@ from .config import BatchConfig, EngineConfig, SessionConfig, check_timeout_ms
 from .demo_models import DEMO_MODELS, build_demo_model, demo_description
 from .errors import (BatchlabError, ConfigError, EngineClosedError, ModelLoadError,
                      ModelNotFoundError, RequestTimeoutError)
+from .jobs import JOB_KINDS, JobManager, JobStatus
 from .loadgen import TrafficStatus
 from .memory import default_memory_budget, format_bytes, install_memory_budget
 from .metrics import MetricsSnapshot
@@ -111,6 +113,8 @@ class Engine:
         self._closed = False
         self._t0 = time.monotonic()
         self._traffic = TrafficManager(self.submit)
+        self._jobs = JobManager()
+        self._store: Any = None
         _OPEN_ENGINES.add(self)
         if demo_models:
             for name in DEMO_MODELS:
@@ -264,6 +268,10 @@ class Engine:
     def model_info(self, name: str) -> ModelInfo:
         return self._entry(name).info
 
+    def model_bytes(self, name: str) -> bytes:
+        """The ONNX file ``name`` was loaded from (to save it, or to load it again)."""
+        return self._entry(name).data
+
     def sample_input(self, name: str, rows: int = 1,
                      seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
         """Random valid input for ``name`` with ``rows`` rows (exact shape if not batchable)."""
@@ -410,6 +418,20 @@ class Engine:
         exp = self._ab.get(name)
         if exp is not None:
             return exp.callers.snapshot()
+        raise self._not_found(name)
+
+    def counters(self, name: str) -> dict[str, Any]:
+        """``name``'s cumulative counters (requests, successes, errors, batches, rows, summed
+        queue/compute/total seconds, batch sizes, release reasons), without percentiles:
+        what ``/metrics`` exports on every scrape."""
+        entry = self._registry.models.get(name)
+        if entry is not None:
+            out = entry.metrics.counters()
+            out["queue_depth"] = entry.batcher.queue_depth()
+            return out
+        exp = self._ab.get(name)
+        if exp is not None:
+            return exp.callers.counters()
         raise self._not_found(name)
 
     def reset_metrics(self, name: str | None = None) -> None:
@@ -601,6 +623,52 @@ class Engine:
     def traffic_running(self) -> bool:
         return self._traffic.running()
 
+    # -- jobs: long work that outlives the page that started it ---------------------
+    @property
+    def store(self) -> Any:
+        """The experiment history (:class:`~core.experiments.ExperimentStore`, opened on
+        first use at ``$BATCHLAB_DATA_DIR/experiments.sqlite``)."""
+        if self._store is None:
+            from .experiments import default_store
+            self._store = default_store()
+        return self._store
+
+    def start_job(self, kind: str, target: str, **params: Any) -> JobStatus:
+        """Start long work on model ``target`` in the background: ``"sweep"`` (the
+        arguments of :func:`core.experiments.sweep`, plus ``slo_p99_ms``; the result is
+        saved to :attr:`store`), ``"warmup"``, ``"measure_memory"`` or ``"profile_cost"``.
+        Watch it with :meth:`job` / :meth:`jobs`, stop it with :meth:`cancel_job`."""
+        self._check_open()
+        spec = JOB_KINDS.get(kind)
+        if spec is None:
+            raise ConfigError(f"unknown job kind {kind!r}; expected one of "
+                              f"{', '.join(JOB_KINDS)}")
+        self._entry(target)
+        work, exclusive = spec
+        try:
+            inspect.signature(work).bind(self, None, target, **params)
+        except TypeError as err:
+            raise ConfigError(f"{kind} job: {err}") from None
+        return self._jobs.start(kind, target, lambda job: work(self, job, target, **params),
+                                params=params, exclusive=exclusive)
+
+    def jobs(self, kind: str | None = None, target: str | None = None,
+             with_results: bool = False) -> list[JobStatus]:
+        """Every job kept (running and the last finished), newest first."""
+        return self._jobs.list(kind, target, with_results)
+
+    def job(self, job_id: int) -> JobStatus:
+        """One job's status, with its result once done."""
+        return self._jobs.get(job_id)
+
+    def cancel_job(self, job_id: int) -> JobStatus:
+        """Ask a job to stop; it ends at its next step (a sweep keeps its finished points)."""
+        return self._jobs.cancel(job_id)
+
+    def wait_job(self, job_id: int, timeout_s: float | None = None) -> JobStatus:
+        """Block until the job ends (or ``timeout_s``); returns its status."""
+        return self._jobs.wait(job_id, timeout_s)
+
     # -- lifecycle -----------------------------------------------------------------
     @property
     def closed(self) -> bool:
@@ -616,6 +684,7 @@ class Engine:
                 return
             self._closed = True
         self._traffic.stop()
+        self._jobs.cancel_all(min(5.0, self.config.close_timeout_s))
         failed = self._registry.close(time.monotonic() + self.config.close_timeout_s)
         if failed:
             log.warning("engine closed with %d request(s) failed: the models did not finish "

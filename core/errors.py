@@ -26,6 +26,7 @@ __all__ = [
     "InferenceError",
     "EngineClosedError",
     "ResourceLimitError",
+    "EngineUnavailableError",
 ]
 
 
@@ -79,3 +80,8 @@ class EngineClosedError(BatchlabError, RuntimeError):
 class ResourceLimitError(BatchlabError, MemoryError):
     """Work refused or stopped because it would exceed the engine's memory budget or a time
     limit (warm-up, a run past every deadline)."""
+
+
+class EngineUnavailableError(BatchlabError, ConnectionError):
+    """The engine server (``python -m core.server``) cannot be reached, or answered with
+    something that is not the control API."""

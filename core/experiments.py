@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .engine import Engine
 
 __all__ = ["SWEEP_COLUMNS", "sweep", "pareto_frontier", "Recommendation", "recommend",
-           "profile_cost", "CostModel", "fit_cost_model", "simulate", "triton_config",
+           "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model", "simulate", "triton_config",
            "tf_serving_batching", "ExperimentStore", "environment", "default_store",
            "what_if_curve"]
 
@@ -134,6 +134,11 @@ def profile_cost(engine: Engine, model: str, batch_sizes: Sequence[int] = (1, 2,
                  iterations: int = 20) -> pd.DataFrame:
     """Median compute time per batch size (warm runs, outside the metrics)."""
     report = engine.warmup(model, iterations=iterations, batch_sizes=list(batch_sizes))
+    return profile_cost_frame(report)
+
+
+def profile_cost_frame(report: Any) -> pd.DataFrame:
+    """A warm-up report as the cost profile :func:`fit_cost_model` takes."""
     return report.frame[["batch_size", "warm_p50_ms"]].rename(columns={"warm_p50_ms": "compute_ms"})
 
 

@@ -432,6 +432,18 @@ class ModelMetrics:
                     "error_count": self._errors, "queue_depth": self._depth_now,
                     "batches": self._batches}
 
+    def counters(self) -> dict[str, Any]:
+        """Every cumulative counter, summed times (successful requests) in seconds, batch
+        sizes and release reasons; no percentiles, so cheap enough for every scrape."""
+        with self._lock:
+            return {"total_requests": self._requests, "success_count": self._successes,
+                    "error_count": self._errors, "queue_depth": self._depth_now,
+                    "batches": self._batches, "rows": self._rows,
+                    "sum_queue_s": self._sum_queue_s, "sum_compute_s": self._sum_compute_s,
+                    "sum_total_s": self._sum_total_s,
+                    "batch_sizes": dict(self._batch_sizes),
+                    "release_reasons": dict(self._reasons)}
+
     def recent_rps(self, window_s: int = 5) -> float:
         """Successes per second over the last ``window_s`` full seconds, as in
         ``snapshot().throughput_rps`` but without building a snapshot."""

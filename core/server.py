@@ -10,13 +10,22 @@ perf tools — can use it:
 ``GET  /v2/models/{name}[/versions/{v}]``  model metadata (inputs, outputs, datatypes, shapes)
 ``GET  /v2/models/{name}[...]/ready``      model readiness
 ``POST /v2/models/{name}[...]/infer``      inference, JSON tensors
+``POST /v2/repository/index``              models, loaded and unloaded (Triton's extension)
+``POST /v2/repository/models/{n}/load``    load / reload, with Triton's ``config`` batching
+``POST /v2/repository/models/{n}/unload``  unload (file and settings kept for a reload)
+``GET  /metrics``                          Prometheus text, Triton's names (core/prom.py)
+``GET  /v1/info``                          what a client needs: budget, configuration
+``POST /v1/engine/{method}``               the control API (core/control.py): every engine
+                                           method the dashboard uses, jobs included
+``POST /v1/store/{method}``                the experiment history
 ========================================  ==================================================
 
 A/B experiments are addressable as models (their metadata is arm A's). Errors are answered
 as the protocol says, ``{"error": "..."}`` with a 4xx status for a bad request (400), an
 unknown model (404), a body over the limit (413), and 5xx for an overloaded model (503) or
-a failed run (500). Loopback by default. This is the first part of issue #13: the model
-repository and control APIs, ``/metrics``, jobs and the dashboard as a client come next.
+a failed run (500); control errors also name the exception's ``type``. Loopback by
+default: the control API can load models and start traffic, so expose it only where
+everyone who can reach it may do that.
 
 Example:
     >>> with Engine() as engine, EngineServer(engine, port=0) as server:
@@ -29,18 +38,24 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import signal
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import numpy as np
 
+from . import control, prom
+from .config import EngineConfig
 from .engine import Engine
+from .process import tune_for_serving
 from .errors import (BatchlabError, EngineClosedError, InputValidationError, ModelNotFoundError,
                      OverloadedError, RequestTimeoutError)
 from .models import ModelInfo
+from .repository import Repository
 
 __all__ = ["EngineServer", "DATATYPES", "main"]
 
@@ -59,6 +74,33 @@ _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/inf
 
 _DEFAULT_MAX_BODY = 64 * 2**20
 _DRAIN_MAX = 256 * 2**20  # an over-limit body up to this size is read and dropped
+
+
+_REPO_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
+_CONTROL_PATH = re.compile(r"^/v1/(engine|store)/([a-z_]+)$")
+_EXTENSIONS = ("model_repository", "batchlab_control", "metrics")
+
+
+class _Text:
+    """A non-JSON answer (the Prometheus text)."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data, self.content_type = data, content_type
+
+
+def _status_of(err: BaseException) -> int:
+    """The HTTP status of an error, as the data plane and the control API answer it."""
+    if isinstance(err, _HTTPError):
+        return err.status
+    if isinstance(err, (ModelNotFoundError, LookupError)):
+        return 404
+    if isinstance(err, (OverloadedError, EngineClosedError)):
+        return 503
+    if isinstance(err, RequestTimeoutError):
+        return 504
+    if isinstance(err, (InputValidationError, ValueError)):
+        return 400
+    return 500
 
 
 class _HTTPError(Exception):
@@ -132,24 +174,34 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes; without TCP_NODELAY, Nagle's algorithm
+        # holds the body until the client's delayed ACK (40 ms per answer on loopback).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet: errors go to our log
         log.debug("%s " + fmt, self.address_string(), *args)
 
     # -- plumbing ----------------------------------------------------------------------
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
+    def _send(self, status: int, body: dict[str, Any] | bytes,
+              content_type: str = "application/json") -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> Any:
+    def _body(self, limit: int | None = None, required: bool = True) -> Any:
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None and not required:
+            return None
         try:
-            length = int(self.headers.get("Content-Length", ""))
+            length = int(raw_length or "")
         except ValueError:
             raise _HTTPError(411, "a Content-Length header is required") from None
-        limit = self.server.max_body_bytes
+        limit = limit or self.server.max_body_bytes
         if length > limit:
             # Read and drop the body in small chunks (never holding it), so the client gets
             # the answer rather than a reset; past _DRAIN_MAX just close the connection.
@@ -163,30 +215,37 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(413, f"the request body is {length} bytes, over the limit of "
                                   f"{limit} bytes")
         raw = self.rfile.read(length)
+        if not raw and not required:
+            return None
         try:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise _HTTPError(400, f"the request body is not valid JSON: {err}") from None
 
     def _dispatch(self, method: str) -> None:
+        with self.server.busy:
+            self.server.in_flight += 1
+        try:
+            self._answer(method)
+        finally:
+            with self.server.busy:
+                self.server.in_flight -= 1
+                self.server.busy.notify_all()
+
+    def _answer(self, method: str) -> None:
         try:
             status, body = self._route(method)
-        except _HTTPError as err:
-            status, body = err.status, {"error": str(err)}
-        except ModelNotFoundError as err:
-            status, body = 404, {"error": str(err)}
-        except (InputValidationError, ValueError) as err:
-            status, body = 400, {"error": str(err)}
-        except (OverloadedError, EngineClosedError) as err:
-            status, body = 503, {"error": str(err)}
-        except RequestTimeoutError as err:
-            status, body = 504, {"error": str(err)}
-        except BatchlabError as err:
-            status, body = 500, {"error": str(err)}
-        except Exception as err:  # noqa: BLE001 - the server keeps serving
-            log.exception("unexpected error answering %s %s", method, self.path)
-            status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
-        self._send(status, body)
+        except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
+            status = _status_of(err)
+            if status == 500 and not isinstance(err, BatchlabError):
+                log.exception("unexpected error answering %s %s", method, self.path)
+            message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
+                f"internal error: {type(err).__name__}: {err}"
+            body = {"error": message, "type": type(err).__name__}
+        if isinstance(body, _Text):
+            self._send(status, body.data, body.content_type)
+        else:
+            self._send(status, body)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch("GET")
@@ -194,12 +253,20 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
     # -- routes ------------------------------------------------------------------------
-    def _route(self, method: str) -> tuple[int, dict[str, Any]]:
+    def _route(self, method: str) -> tuple[int, Any]:
         engine = self.server.engine
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path.startswith("/v1/") or path == "/metrics" or path.startswith("/v2/repository"):
+            return self._route_control(method, path)
         if method == "GET" and path == "/v2":
-            return 200, {"name": "batchlab", "version": "1", "extensions": []}
+            return 200, {"name": "batchlab", "version": "1", "extensions": list(_EXTENSIONS)}
         if method == "GET" and path == "/v2/health/live":
             return 200, {"live": True}
         if method == "GET" and path == "/v2/health/ready":
@@ -222,6 +289,42 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "/infer" and method == "POST":
             return 200, self._infer(name, info, self._body())
         raise _HTTPError(405, f"{method} is not allowed on {path}")
+
+    def _route_control(self, method: str, path: str) -> tuple[int, Any]:
+        engine, server = self.server.engine, self.server
+        if path == "/metrics":
+            if method != "GET":
+                raise _HTTPError(405, "use GET /metrics")
+            return 200, _Text(prom.render(engine), prom.CONTENT_TYPE)
+        if path == "/v2/repository/index":
+            if method != "POST":
+                raise _HTTPError(405, "use POST /v2/repository/index")
+            body = self._body(required=False) or {}
+            return 200, server.repository.index(bool(body.get("ready", False))
+                                                if isinstance(body, dict) else False)
+        m = _REPO_PATH.match(path)
+        if m is not None:
+            if method != "POST":
+                raise _HTTPError(405, f"use POST {path}")
+            name, action = m.group(1), m.group(2)
+            body = self._body(server.max_upload_bytes, required=False) or {}
+            if not isinstance(body, dict):
+                raise _HTTPError(400, "the body must be a JSON object")
+            if action == "load":
+                return 200, server.repository.load(name, body.get("parameters"))
+            server.repository.unload(name)
+            return 200, {}
+        if path == "/v1/info" and method == "GET":
+            return 200, control.server_info(engine)
+        m = _CONTROL_PATH.match(path)
+        if m is None:
+            raise _HTTPError(404, f"no route {method} {path}; the control API is POST "
+                                  "/v1/engine/METHOD and /v1/store/METHOD (GET /v1/info lists "
+                                  "the methods)")
+        if method not in ("POST", "GET"):
+            raise _HTTPError(405, f"use POST {path}")
+        body = self._body(server.max_upload_bytes, required=False) if method == "POST" else None
+        return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
 
     def _info(self, name: str) -> ModelInfo:
         engine = self.server.engine
@@ -266,6 +369,12 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, addr: tuple[str, int], engine: Engine, max_body_bytes: int) -> None:
         self.engine = engine
         self.max_body_bytes = max_body_bytes
+        # An upload travels in base64 inside JSON: 4/3 of the model size limit, plus room.
+        self.max_upload_bytes = max(max_body_bytes,
+                                    engine.config.max_model_bytes * 4 // 3 + 2**20)
+        self.repository = Repository(engine)
+        self.in_flight = 0  # requests being answered (close waits for them)
+        self.busy = threading.Condition()
         super().__init__(addr, _Handler)
 
 
@@ -302,9 +411,14 @@ class EngineServer:
         self._thread.start()
         return self
 
-    def close(self) -> None:
+    def close(self, drain_s: float = 5.0) -> None:
+        """Stop accepting connections, then wait up to ``drain_s`` for the answers being
+        written (close the engine first to finish its accepted requests)."""
         self._server.shutdown()
-        self._server.server_close()
+        srv = self._server
+        with srv.busy:
+            srv.busy.wait_for(lambda: srv.in_flight == 0, timeout=drain_s)
+        srv.server_close()
         self._thread.join(5)
 
     def __enter__(self) -> EngineServer:
@@ -314,26 +428,51 @@ class EngineServer:
         self.close()
 
 
+def _watch_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Set ``stop`` once the process that started this one is gone."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            log.info("parent process %d is gone: stopping", parent_pid)
+            stop.set()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Serve Batchlab's engine over the Open "
-                                             "Inference Protocol (KServe v2 REST).")
+                                             "Inference Protocol (KServe v2 REST), with the "
+                                             "control API the dashboard uses.")
     ap.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--max-body-mb", type=float, default=_DEFAULT_MAX_BODY / 2**20)
+    ap.add_argument("--max-body-mb", type=float, default=_DEFAULT_MAX_BODY / 2**20,
+                    help="largest inference request body")
+    ap.add_argument("--max-model-mb", type=float, default=200.0,
+                    help="largest model upload")
+    ap.add_argument("--no-probe", action="store_true",
+                    help="load uploads without the trial run in a child process")
+    ap.add_argument("--no-demo-models", action="store_true")
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    engine = Engine()
+    # Uploads come from anyone who can reach the server: each is first run once in a child
+    # process under the memory budget and a time limit (core/probe.py).
+    engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
+                                 probe_models=not args.no_probe,
+                                 demo_models=not args.no_demo_models))
+    tune_for_serving()
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.parent_pid:
+        threading.Thread(target=_watch_parent, args=(args.parent_pid, stop),
+                         name="parent-watch", daemon=True).start()
     server.start()
-    log.info("serving %s on %s (models: %s)", "the Open Inference Protocol", server.url,
-             ", ".join(engine.model_names()))
+    log.info("serving the Open Inference Protocol and the control API on %s (models: %s)",
+             server.url, ", ".join(engine.model_names()))
     stop.wait()
     log.info("stopping: draining accepted requests")
+    engine.close()  # finishes (or fails) every accepted request; answers go out first
     server.close()
-    engine.close()  # finishes (or fails) every accepted request
 
 
 if __name__ == "__main__":

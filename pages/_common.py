@@ -1,22 +1,41 @@
 """Glue shared by the dashboard pages: the one engine, pickers, live-refresh, sidebar.
 
 Only Streamlit glue lives here; every decision about batching, models or metrics is made
-in ``core``. The engine is created once per server process (``st.cache_resource``), so
-every browser tab sees the same models, settings and traffic.
+in ``core``. The engine lives in its own process, the engine server (``core/server.py``),
+so drawing pages never perturbs what it measures; the pages hold a
+:class:`~core.client.RemoteEngine`, which has the engine's contract:
+
+* ``BATCHLAB_ENGINE_URL`` unset: the dashboard starts the server as its child
+  (``core/launcher.py``) on a free loopback port, and restarts it if it dies;
+* ``BATCHLAB_ENGINE_URL=http://host:port``: attach to an engine server running elsewhere;
+* ``BATCHLAB_ENGINE_URL=inprocess``: an in-process :class:`~core.Engine` (page tests).
+
+Every browser tab sees the same engine: models, settings, traffic and jobs.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Callable
 
+import pandas as pd
 import streamlit as st
 
-from core import Engine, EngineConfig
+from core import Engine, EngineConfig, EngineUnavailableError
+from core.client import RemoteEngine
+from core.launcher import ServerProcess
 from core.process import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
-           "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate"]
+           "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
+           "require_engine", "live_fragment", "job_progress", "ENGINE_URL_ENV"]
+
+#: Where the dashboard finds its engine (see the module docstring).
+ENGINE_URL_ENV = "BATCHLAB_ENGINE_URL"
 
 def _leave_pages_directory_mode() -> None:
     """Make a deep link (``/monitor``) on a fresh server go through ``app.py``.
@@ -47,19 +66,33 @@ UPLOAD_LIMIT_MB = 200
 _IDLE_GRACE_S = 5.0
 
 
-@st.cache_resource(show_spinner="Starting the engine and building the demo models...")
-def get_engine() -> Engine:
-    # Uploads come from anyone with the page open: each is first run once in a child
-    # process under the memory budget and a time limit (core/probe.py).
-    engine = Engine(EngineConfig(max_model_bytes=UPLOAD_LIMIT_MB * 2**20, probe_models=True))
-    # The server's own work (charts, pandas) shares the GIL with the batchers: see
-    # core/process.py for why this keeps tail latency from following the dashboard.
-    tune_for_serving()
-    return engine
+@st.cache_resource(show_spinner="Starting the engine server and building the demo models...")
+def _server_process() -> ServerProcess:
+    """The engine server this dashboard started (when no ``BATCHLAB_ENGINE_URL`` is set)."""
+    data = Path(os.environ.get("BATCHLAB_DATA_DIR", "data"))
+    data.mkdir(parents=True, exist_ok=True)
+    proc = ServerProcess(args=["--max-model-mb", str(UPLOAD_LIMIT_MB)],
+                         log_path=data / "engine-server.log").start()
+    atexit.register(proc.stop)
+    return proc
 
 
-def reset_engine() -> Engine:
-    """Close the shared engine and start a fresh one (tests, and the sidebar's reset)."""
+@st.cache_resource(show_spinner="Connecting to the engine...")
+def get_engine() -> Engine | RemoteEngine:
+    url = os.environ.get(ENGINE_URL_ENV, "").strip()
+    if url == "inprocess":
+        # Uploads come from anyone with the page open: each is first run once in a child
+        # process under the memory budget and a time limit (core/probe.py).
+        engine = Engine(EngineConfig(max_model_bytes=UPLOAD_LIMIT_MB * 2**20,
+                                     probe_models=True))
+        # See core/process.py for why this keeps tail latency from following the pages.
+        tune_for_serving()
+        return engine
+    return RemoteEngine(url or _server_process().url)
+
+
+def reset_engine() -> Engine | RemoteEngine:
+    """Close the shared engine (client) and start a fresh one (tests)."""
     try:
         get_engine().close()
     finally:
@@ -67,7 +100,56 @@ def reset_engine() -> Engine:
     return get_engine()
 
 
-def pick_model(label: str, key: str, engine: Engine, default: str | None = None,
+def _engine_answers(engine: Engine | RemoteEngine) -> bool:
+    if not isinstance(engine, RemoteEngine):
+        return not engine.closed
+    if engine.reachable():
+        return True
+    if not os.environ.get(ENGINE_URL_ENV, "").strip():
+        try:  # our own child died (a crash, a kill): start it again, on the same port
+            _server_process().ensure(wait_s=60)
+        except EngineUnavailableError:
+            return False
+        return engine.reachable()
+    return False
+
+
+def require_engine() -> bool:
+    """True when the engine answers; else say so on the page and retry every 2 s (the
+    page comes back by itself when the engine does)."""
+    engine = get_engine()
+    if _engine_answers(engine):
+        return True
+    where = engine.url if isinstance(engine, RemoteEngine) else "in this process"
+    st.error(f"The engine at {where} is not answering. Start it with `make serve` (or "
+             f"check {ENGINE_URL_ENV}); this page retries every 2 seconds and comes back by "
+             "itself.", icon=":material/cloud_off:")
+
+    @st.fragment(run_every=2.0)
+    def _retry() -> None:
+        if _engine_answers(get_engine()):
+            st.rerun(scope="app")
+
+    _retry()
+    return False
+
+
+def live_fragment(interval: float | None) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """``st.fragment(run_every=interval)`` whose body survives an engine that stops
+    answering: it says so and tries again at the next tick."""
+    def wrap(fn: Callable[[], None]) -> Callable[[], None]:
+        @st.fragment(run_every=interval if interval is not None else None)
+        @functools.wraps(fn)
+        def run() -> None:
+            try:
+                fn()
+            except EngineUnavailableError as err:
+                st.warning(f"{err}. Retrying.", icon=":material/cloud_off:")
+        return run
+    return wrap
+
+
+def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None,
                help: str | None = None) -> str | None:
     """A model selectbox whose choice is kept per user; falls back when a model is gone."""
     names = engine.model_names()
@@ -79,7 +161,7 @@ def pick_model(label: str, key: str, engine: Engine, default: str | None = None,
     return st.selectbox(label, names, key=key, help=help)
 
 
-def pick_target(label: str, key: str, engine: Engine, default: str | None = None) -> str | None:
+def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None) -> str | None:
     """Like :func:`pick_model` but A/B experiments are offered too."""
     names = engine.model_names() + engine.ab_experiments()
     if not names:
@@ -92,19 +174,54 @@ def pick_target(label: str, key: str, engine: Engine, default: str | None = None
                         if n in engine.ab_experiments() else n)
 
 
-def _recently_active(engine: Engine) -> bool:
+def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
+                 key: str) -> Any:
+    """The latest ``kind`` job on ``target`` (a :class:`~core.JobStatus`, or None), drawn:
+    live progress with a Cancel button while it runs (in every tab: jobs belong to the
+    engine, not to the page that started them), its error if it failed."""
+    jobs = engine.jobs(kind=kind, target=target)
+    if not jobs:
+        return None
+    latest = jobs[0]
+    if latest.state == "failed":
+        st.error(f"The {kind.replace('_', ' ')} of {target} failed: {latest.error}")
+    elif latest.state == "cancelled":
+        st.warning(f"The {kind.replace('_', ' ')} of {target} was cancelled after "
+                   f"{latest.duration_s:.1f} s.")
+    if latest.finished:
+        return engine.job(latest.job_id)  # with its result
+
+    @live_fragment(0.5)
+    def _watch() -> None:
+        job = engine.job(latest.job_id)
+        if job.finished:
+            st.rerun(scope="app")
+        c1, c2 = st.columns([5, 1])
+        c1.progress(job.progress, text=f"{kind.replace('_', ' ').capitalize()} of {target}: "
+                    f"{job.message} ({job.duration_s:.0f} s)")
+        c2.button("Cancel", key=f"{key}_cancel", on_click=engine.cancel_job,
+                  args=(job.job_id,), help="Stop at the next step; finished steps are kept.")
+        if job.partial:
+            st.dataframe(pd.DataFrame(job.partial), hide_index=True, key=f"{key}_partial")
+
+    _watch()
+    return latest
+
+
+def _recently_active(engine: Engine | RemoteEngine) -> bool:
+    """Traffic running (or its answers still coming), or a job running."""
     for status in engine.traffic():
         if status.running or status.in_flight > 0:
             return True
-    return False
+    return any(not j.finished for j in engine.jobs())
 
 
-def live_interval(engine: Engine, seconds: float = 1.0) -> float | None:
+def live_interval(engine: Engine | RemoteEngine, seconds: float = 1.0) -> float | None:
     """How often live charts refresh: every ``seconds`` while traffic runs, else never."""
     return seconds if _recently_active(engine) else None
 
 
-def stop_when_idle(engine: Engine, interval: float | None) -> None:
+def stop_when_idle(engine: Engine | RemoteEngine, interval: float | None) -> None:
     """Called at the end of a live fragment built with ``run_every=interval``: once the
     traffic has ended, rerun the page once so the fragment is rebuilt without a timer
     (live charts stop updating when nothing runs)."""
@@ -116,7 +233,7 @@ def sidebar_status() -> None:
     engine = get_engine()
     interval = live_interval(engine, 2.0)
 
-    @st.fragment(run_every=interval)
+    @live_fragment(interval)
     def _status() -> None:
         status = engine.status()
         st.caption("ENGINE")
@@ -130,6 +247,9 @@ def sidebar_status() -> None:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
         else:
             st.caption("No traffic running.")
+        for job in engine.jobs():
+            if not job.finished:
+                st.progress(job.progress, text=f"{job.kind} of {job.target}: {job.message}")
         stop_when_idle(engine, interval)
 
     with st.sidebar:

@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import AB_MODES, BatchlabError, charts
-from pages._common import fmt_ms, get_engine, live_interval, stop_when_idle
+from pages._common import fmt_ms, get_engine, live_fragment, live_interval, stop_when_idle
 
 engine = get_engine()
 
@@ -111,7 +111,7 @@ with left:
 interval = live_interval(engine)
 
 
-@st.fragment(run_every=interval)
+@live_fragment(interval)
 def arms() -> None:
     full = engine.ab_report(exp)
     rep = full.to_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
-from pages._common import (fmt_ms, fmt_rate, get_engine, live_interval, pick_model,
+from pages._common import (fmt_ms, fmt_rate, get_engine, live_fragment, live_interval, pick_model,
                            stop_when_idle)
 
 engine = get_engine()
@@ -118,7 +118,7 @@ with controls:
 interval = live_interval(engine)
 
 
-@st.fragment(run_every=interval)
+@live_fragment(interval)
 def live_charts() -> None:
     snap = engine.metrics(model)
     cur = engine.batch_config(model)

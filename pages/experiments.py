@@ -6,13 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from core import BatchlabError, charts
-from core.experiments import (default_store, fit_cost_model, pareto_frontier, profile_cost,
+from core.experiments import (fit_cost_model, pareto_frontier, profile_cost,
                               recommend, simulate, sweep, tf_serving_batching, triton_config,
                               what_if_curve)
-from pages._common import fmt_ms, get_engine, pick_model
+from pages._common import fmt_ms, get_engine, job_progress, pick_model
 
 engine = get_engine()
-store = default_store()
+store = engine.store  # the engine's history: sweeps save there, whoever started them
 
 st.title("Experiments")
 st.caption("Measure how max batch size and max wait trade latency for throughput on a "
@@ -53,36 +53,30 @@ with st.container(border=True):
     st.caption(f"{n_points} points, about {n_points * (duration + 0.5):.0f} s. The sweep "
                f"changes {model}'s settings while it runs (every tab sees that) and restores "
                "them at the end.")
-    if st.button("Run sweep", key="exp_run", type="primary", disabled=n_points == 0):
-        bar = st.progress(0.0, text="Starting...")
-        live = st.empty()
-        got: list[dict] = []
-
-        def progress(done: int, total: int, row: dict) -> None:
-            got.append(row)
-            bar.progress(done / total, text=f"Point {done} of {total}: batch "
-                         f"{row['max_batch_size']}, wait {row['max_wait_ms']:g} ms, load "
-                         f"{row['load']:g} -> p99 {row['p99_ms']:.2f} ms")
-            live.dataframe(pd.DataFrame(got), hide_index=True)
-
+    job = job_progress(engine, "sweep", model, key="exp_job")
+    running = job is not None and not job.finished
+    if st.button("Run sweep", key="exp_run", type="primary", disabled=n_points == 0 or running,
+                 help="Runs in the engine: it goes on if you leave this page, and every tab "
+                      "sees its progress." if not running else "A sweep of this model is "
+                      "running."):
         rate = kind.startswith("rate")
         try:
-            frame = sweep(engine, model, sizes, waits,
-                          rates_rps=loads if rate else None,
-                          concurrencies=None if rate else [int(v) for v in loads],
-                          duration_s=float(duration), progress=progress)
+            engine.start_job("sweep", model, max_batch_sizes=[int(v) for v in sizes],
+                             max_waits_ms=[float(v) for v in waits],
+                             rates_rps=loads if rate else None,
+                             concurrencies=None if rate else [int(v) for v in loads],
+                             duration_s=float(duration), slo_p99_ms=float(slo))
         except BatchlabError as err:
-            st.error(f"The sweep failed: {err}")
+            st.error(f"The sweep could not start: {err}")
         else:
-            run_id = store.save(f"{model} sweep", {
-                "model": model, "max_batch_sizes": sizes, "max_waits_ms": waits,
-                "load_kind": "rate" if rate else "clients", "loads": loads,
-                "duration_s": duration, "slo_p99_ms": slo}, frame)
-            st.session_state["exp_result"] = (model, run_id)
-            live.empty()
             st.rerun()
 
-result = st.session_state.get("exp_result")
+# The latest finished sweep of this model (any tab's), saved to the history by the engine.
+result = None
+if job is not None and job.finished and job.result and job.result.get("run_id"):
+    result = (model, job.result["run_id"])
+    if job.state == "cancelled":
+        st.caption("The sweep was cancelled; the points it finished were saved.")
 if result and result[0] == model:
     try:
         run = store.get(result[1])

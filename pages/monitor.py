@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from pages._common import (fmt_ms, fmt_num, fmt_rate, get_engine, live_interval, pick_target,
+from pages._common import (fmt_ms, fmt_num, fmt_rate, get_engine, live_fragment, live_interval,
+                           pick_target,
                            stop_when_idle)
 
 engine = get_engine()
@@ -33,7 +34,7 @@ with c2:
 interval = live_interval(engine)
 
 
-@st.fragment(run_every=interval)
+@live_fragment(interval)
 def dashboard() -> None:
     snap = engine.ab_metrics(target, arm or "a") if is_exp else engine.metrics(target)
     ts = snap.timeseries

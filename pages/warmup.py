@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import BatchlabError, charts, warmup_batch_sizes
-from pages._common import get_engine, pick_model
+from pages._common import get_engine, job_progress, pick_model
 
 engine = get_engine()
 
@@ -34,18 +34,14 @@ with c2:
         f"{model} is {'warm' if warm else 'not warm'} for max_batch_size={cfg.max_batch_size}",
         icon=":material/local_fire_department:" if warm else ":material/ac_unit:")
 
-if st.button("Warm up", key="warmup_run", type="primary"):
-    bar = st.progress(0.0, text="Starting warm-up...")
-
-    def progress(done: int, total: int, batch_size: int) -> None:
-        bar.progress(done / total, text=f"Batch size {batch_size}: run {done} of {total}")
-
-    try:
-        engine.warmup(model, iterations=int(iterations), progress=progress)
+job = job_progress(engine, "warmup", model, key="warmup_job")
+if st.button("Warm up", key="warmup_run", type="primary",
+             disabled=job is not None and not job.finished):
+    try:  # a job in the engine: it goes on if this page is left, and every tab sees it
+        engine.start_job("warmup", model, iterations=int(iterations))
     except BatchlabError as err:
-        st.error(f"Warm-up failed: {err}")
+        st.error(f"Warm-up could not start: {err}")
     else:
-        bar.progress(1.0, text="Warm-up finished")
         st.rerun()
 
 report = engine.last_warmup(model)

@@ -17,6 +17,13 @@ PAGES = ["pages/models.py", "pages/batching.py", "pages/warmup.py", "pages/ab_te
          "pages/monitor.py"]
 
 
+@pytest.fixture(autouse=True)
+def _in_process_engine(monkeypatch):
+    """AppTest runs the pages in this process, with an in-process engine (the browser tests
+    run the real pair: the dashboard and its engine server)."""
+    monkeypatch.setenv("BATCHLAB_ENGINE_URL", "inprocess")
+
+
 @pytest.fixture
 def engine():
     """A fresh shared engine for each test (st.cache_resource lives for the whole run)."""
@@ -32,6 +39,13 @@ def app(page: str | None = None) -> AppTest:
         at.switch_page(page).run()
         assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def finish_job(engine, kind: str, target: str):
+    """Wait for the job a page started (jobs run in the engine, not in the page)."""
+    jobs = engine.jobs(kind=kind, target=target)
+    assert jobs, f"the page started no {kind} job"
+    return engine.wait_job(jobs[0].job_id, timeout_s=60)
 
 
 def wait_for(predicate, timeout_s: float = 15.0) -> None:
@@ -176,6 +190,8 @@ def test_warmup_page_runs_and_reports(engine):
     assert any("not warm" in w.value for w in at.warning)
     at.button(key="warmup_run").click().run()
     assert not at.exception
+    finish_job(engine, "warmup", "clf-v1")
+    at.run()
     assert engine.is_warm("clf-v1")
     assert any("is warm" in s.value for s in at.success)
     spec = figure(at, "Cold vs warm")
@@ -247,6 +263,8 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     at.number_input(key="exp_slo").set_value(1000.0).run()
     at.button(key="exp_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    assert finish_job(engine, "sweep", "tiny").state == "done"
+    at.run()
     table = frame_with(at, "achieved_rps")
     assert len(table) == 2 and (table["achieved_rps"] > 0).all()
     assert any("serves" in s.value for s in at.success)
