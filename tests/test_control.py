@@ -1,0 +1,426 @@
+"""The engine server's control API and its client: RemoteEngine has Engine's contract, jobs
+outlive their caller, /metrics parses as Prometheus text with Triton's names, the model
+repository loads with Triton's batching config, and an engine that goes away is said so
+and comes back."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import (ConfigError, Engine, EngineUnavailableError,
+                  InputValidationError, JobStatus, MetricsSnapshot, ModelInfo, ModelNotFoundError,
+                  TrafficStatus, build_demo_model)
+from core.client import RemoteEngine
+from core.control import ENGINE_METHODS
+from core.launcher import ServerProcess, free_port
+from core.server import EngineServer
+from core.wire import WireError, decode, encode
+from tests.helpers import WAIT_S
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def pair():
+    """An engine, its server, and a client of it."""
+    engine = Engine()
+    server = EngineServer(engine, port=0).start()
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    yield engine, server, remote
+    remote.close()
+    server.close()
+    engine.close()
+
+
+def roundtrip(value):
+    return decode(json.loads(json.dumps(encode(value))))
+
+
+# -- the wire ------------------------------------------------------------------------------------
+def test_wire_keeps_types():
+    value = {"t": (1, (2.5, "x")), "ints": {1: 2, 3: 4}, "none": None, "nan": float("nan"),
+             "__t": "not a tag", "b": b"\x00\xff"}
+    back = roundtrip(value)
+    assert back["t"] == (1, (2.5, "x")) and back["ints"] == {1: 2, 3: 4}
+    assert back["__t"] == "not a tag" and back["b"] == b"\x00\xff" and np.isnan(back["nan"])
+    for arr in (np.arange(12, dtype=np.float32).reshape(3, 4), np.array([True, False]),
+                np.arange(6, dtype=np.int64).reshape(1, 2, 3)[:, :, ::2], np.float16([1.5])):
+        got = roundtrip(arr)
+        assert got.dtype == arr.dtype and got.shape == arr.shape and (got == arr).all()
+    objs = roundtrip(np.array([{"a": 1}, {"b": 2}], dtype=object))
+    assert objs.dtype == object and objs.tolist() == [{"a": 1}, {"b": 2}]
+    frame = pd.DataFrame({"i": [1, 2], "f": [0.5, np.nan], "s": ["a", None],
+                          "t": pd.to_datetime(["2026-01-01", "2026-01-02"]),
+                          "b": [True, False]})
+    got = roundtrip(frame)
+    pd.testing.assert_frame_equal(got, frame)
+    assert roundtrip(pd.DataFrame(columns=["a", "b"])).columns.tolist() == ["a", "b"]
+
+
+def test_wire_refuses_what_it_did_not_make():
+    with pytest.raises(WireError, match="only core"):
+        decode({"__t": "dc", "cls": "subprocess:Popen", "v": {}})
+    with pytest.raises(WireError, match="only core"):
+        decode({"__t": "dc", "cls": "os:system", "v": {}})
+    with pytest.raises(WireError, match="not a dataclass"):
+        decode({"__t": "dc", "cls": "core.engine:Engine", "v": {}})
+    with pytest.raises(WireError, match="cannot send"):
+        encode(threading.Lock())
+    with pytest.raises(WireError, match="unknown wire tag"):
+        decode({"__t": "pickle", "v": ""})
+
+
+# -- the contract ----------------------------------------------------------------------------------
+def test_remote_engine_has_the_engines_signatures():
+    for name in ENGINE_METHODS:
+        assert inspect.signature(getattr(RemoteEngine, name)) == \
+            inspect.signature(getattr(Engine, name)), name
+    # Everything a page calls on its engine exists on the client.
+    used = set()
+    for page in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py"))]:
+        used |= set(re.findall(r"\bengine\.([a-z_]+)", page.read_text()))
+    client = RemoteEngine("http://127.0.0.1:9")  # never contacted
+    have = set(dir(client)) | set(vars(client))  # no hasattr: properties would call it
+    missing = sorted(n for n in used if n not in have)
+    assert not missing, f"pages call engine methods the client lacks: {missing}"
+
+
+def test_remote_engine_returns_what_the_engine_returns(pair):
+    engine, _, remote = pair
+    assert remote.model_names() == engine.model_names()
+    assert remote.model_info("mlp") == engine.model_info("mlp")
+    assert isinstance(remote.models()[0], ModelInfo)
+    assert remote.memory_budget_bytes == engine.memory_budget_bytes
+    assert remote.config == engine.config
+    x = remote.sample_input("two-input", rows=3, seed=5)
+    ref = engine.sample_input("two-input", rows=3, seed=5)
+    assert x.keys() == ref.keys() and all((x[k] == ref[k]).all() for k in x)
+    cfg = remote.configure("mlp", max_batch_size=8, max_wait_ms=0.5)
+    assert cfg == engine.batch_config("mlp") and cfg.max_batch_size == 8
+    xs = [engine.sample_input("mlp", rows=2, seed=s) for s in range(5)]
+    for xi in xs:
+        got, want = remote.predict("mlp", xi), engine.predict("mlp", xi)
+        assert got.outputs.keys() == want.outputs.keys()
+        np.testing.assert_allclose(got.outputs["logits"], want.outputs["logits"], rtol=1e-5)
+        assert got.rows == 2 and got.model == "mlp"
+    snap = remote.metrics("mlp")
+    assert isinstance(snap, MetricsSnapshot) and snap.total_requests == 10
+    assert snap.timeseries.columns.tolist() == engine.metrics("mlp").timeseries.columns.tolist()
+    assert remote.counters("mlp")["success_count"] == 10
+    report = remote.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.25)
+    assert type(report).__name__ == "ABReport" and remote.ab_arms("exp") == ("clf-v1", "clf-v2")
+    assert remote.ab_experiments() == ["exp"]
+    assert remote.update_ab("exp", b_share=0.5).b_share == 0.5
+    remote.predict("exp", engine.sample_input("clf-v1"))
+    assert remote.ab_metrics("exp", "a").total_requests + \
+        remote.ab_metrics("exp", "b").total_requests == 1
+    remote.delete_ab("exp")
+    assert remote.status().keys() == engine.status().keys()
+    status = remote.start_traffic("tiny", rate_rps=200, duration_s=0.3)
+    assert isinstance(status, TrafficStatus)
+    final = remote.wait_traffic("tiny", timeout_s=WAIT_S)
+    assert not final.running and final.sent > 0 and final.succeeded == final.sent
+    assert [t.target for t in remote.traffic()] == ["tiny"]
+
+
+def test_errors_arrive_as_the_engines_exceptions(pair):
+    engine, _, remote = pair
+    with pytest.raises(ModelNotFoundError, match="no model named 'nope'"):
+        remote.predict("nope", np.zeros((1, 4), np.float32))
+    with pytest.raises(ConfigError, match="max_batch_size must be"):
+        remote.configure("mlp", max_batch_size=0)
+    with pytest.raises(InputValidationError, match="expects"):
+        remote.predict("mlp", np.zeros((1, 255), np.float32))
+    with pytest.raises(ConfigError, match="status: got an unexpected keyword argument 'verbose'"):
+        remote.status(verbose=True)
+    with pytest.raises(ConfigError, match="configure: too many positional arguments"):
+        remote.configure("mlp", 3)
+    with pytest.raises(ConfigError, match="cannot cross to the engine server"):
+        remote.warmup("mlp", progress=print)
+    fut = remote.submit("nope", np.zeros((1, 4), np.float32))
+    with pytest.raises(ModelNotFoundError):
+        fut.result(WAIT_S)
+
+
+def test_many_threads_submit_through_the_client(pair):
+    engine, _, remote = pair
+    engine.configure("mlp", max_batch_size=32, max_wait_ms=5.0)
+    xs = [engine.sample_input("mlp", rows=1, seed=s) for s in range(200)]
+    futs: list = [None] * len(xs)
+
+    def send(k: int) -> None:
+        for i in range(k, len(xs), 8):
+            futs[i] = remote.submit("mlp", xs[i])
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    preds = [f.result(WAIT_S) for f in futs]
+    want = np.concatenate([engine.predict("mlp", np.concatenate(xs[i:i + 20])).outputs["logits"]
+                           for i in range(0, len(xs), 20)])
+    got = np.concatenate([p.outputs["logits"] for p in preds])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert max(p.batch_rows for p in preds) > 1, "requests through the client were batched"
+    assert engine.metrics("mlp").success_count == 210
+
+
+def test_load_and_unload_through_the_client(pair):
+    engine, _, remote = pair
+    info = remote.load_model(build_demo_model("tiny"), name="uploaded")
+    assert info.name == "uploaded" and "uploaded" in engine.model_names()
+    assert remote.model_bytes("uploaded") == build_demo_model("tiny")
+    remote.unload_model("uploaded")
+    assert "uploaded" not in remote.model_names()
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
+    engine, server, remote = pair
+    other_tab = RemoteEngine(server.url)
+    job = remote.start_job("sweep", "tiny", max_batch_sizes=[1, 8], max_waits_ms=[0.0],
+                           rates_rps=[200.0], duration_s=0.3, slo_p99_ms=100.0)
+    assert isinstance(job, JobStatus) and job.kind == "sweep"
+    assert [j.job_id for j in other_tab.jobs()] == [job.job_id]
+    remote.close()  # the caller goes away; the job does not
+    done = other_tab.wait_job(job.job_id, timeout_s=WAIT_S)
+    assert done.state == "done" and done.progress == 1.0
+    frame = done.result["frame"]
+    assert frame["max_batch_size"].tolist() == [1, 8] and (frame["achieved_rps"] > 0).all()
+    run = other_tab.store.get(done.result["run_id"])
+    pd.testing.assert_frame_equal(run["results"].reset_index(drop=True), frame,
+                                  check_dtype=False)
+    assert run["config"]["complete"] is True
+    assert len(other_tab.store.list()) == 1
+    other_tab.close()
+
+
+def test_a_cancelled_sweep_keeps_its_finished_points(engine):
+    started = threading.Event()
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[1, 2, 4, 8, 16, 32],
+                           max_waits_ms=[0.0], rates_rps=[100.0], duration_s=0.2)
+    # Cancel once the first point is in (watching the job, not the clock).
+    while not engine.job(job.job_id).partial and not engine.job(job.job_id).finished:
+        started.wait(0.01)
+    engine.cancel_job(job.job_id)
+    end = engine.wait_job(job.job_id, timeout_s=WAIT_S)
+    assert end.state == "cancelled"
+    points = len(end.result["frame"])
+    assert 1 <= points < 6
+    assert engine.store.get(end.result["run_id"])["config"]["complete"] is False
+    assert engine.batch_config("tiny").max_batch_size == 32, "the sweep restored the settings"
+
+
+def test_job_errors_are_clear(engine):
+    with pytest.raises(ConfigError, match="unknown job kind 'train'; expected one of sweep"):
+        engine.start_job("train", "mlp")
+    with pytest.raises(ConfigError, match="sweep job: .*max_batch_sizes"):
+        engine.start_job("sweep", "mlp", rates_rps=[10])
+    with pytest.raises(ModelNotFoundError):
+        engine.start_job("warmup", "nope")
+    failed = engine.wait_job(engine.start_job("warmup", "fixed-batch",
+                                              batch_sizes=[4]).job_id, WAIT_S)
+    assert failed.state == "failed" and "fixed-batch" in failed.error
+    first = engine.start_job("sweep", "tiny", max_batch_sizes=[1] * 50, max_waits_ms=[0.0],
+                             rates_rps=[50.0], duration_s=0.2)
+    with pytest.raises(ConfigError, match="already running"):
+        engine.start_job("sweep", "tiny", max_batch_sizes=[1], max_waits_ms=[0.0],
+                         rates_rps=[50.0])
+    engine.cancel_job(first.job_id)
+    assert engine.wait_job(first.job_id, WAIT_S).state == "cancelled"
+
+
+def test_close_cancels_running_jobs():
+    engine = Engine()
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[1] * 100, max_waits_ms=[0.0],
+                           rates_rps=[50.0], duration_s=0.5)
+    engine.close()
+    assert engine.job(job.job_id).state == "cancelled"
+
+
+# -- /metrics ---------------------------------------------------------------------------------------
+def test_metrics_are_prometheus_text_with_tritons_names(pair):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    engine, server, _ = pair
+    # A wait far longer than the test: every batch leaves full, whatever the machine's load.
+    engine.configure("mlp", max_batch_size=4, max_wait_ms=60_000.0)
+    futs = [engine.submit("mlp", engine.sample_input("mlp", rows=1, seed=s)) for s in range(8)]
+    for f in futs:
+        f.result(WAIT_S)
+    with pytest.raises(InputValidationError):
+        engine.submit("mlp", np.zeros((1, 3), np.float32))
+    import urllib.request
+    with urllib.request.urlopen(server.url + "/metrics", timeout=WAIT_S) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(name: str, **labels: str) -> float:
+        return next(s.value for s in fams[name].samples
+                    if all(s.labels.get(k) == v for k, v in labels.items())
+                    and s.name == name)
+
+    snap = engine.metrics("mlp")
+    assert value("nv_inference_request_success", model="mlp", version="1") == 8
+    assert value("nv_inference_request_failure", model="mlp") == snap.error_count == 1
+    assert value("nv_inference_count", model="mlp") == 8
+    assert value("nv_inference_exec_count", model="mlp") == snap.batches == 2
+    assert value("nv_inference_request_duration_us", model="mlp") > \
+        value("nv_inference_compute_infer_duration_us", model="mlp") > 0
+    assert value("nv_inference_queue_duration_us", model="mlp") > 0
+    hist = [s for s in fams["batchlab_batch_size"].samples if s.labels["model"] == "mlp"]
+    count = next(s.value for s in hist if s.name.endswith("_count"))
+    assert count == snap.batches
+    le4 = next(s.value for s in hist if s.labels.get("le") == "4.0" or s.labels.get("le") == "4")
+    assert le4 == snap.batches, "no batch is larger than max_batch_size"
+    reasons = {s.labels["reason"]: s.value for s in fams["batchlab_batch_release"].samples
+               if s.labels["model"] == "mlp" and s.name.endswith("_total")}
+    assert reasons == {"full": 2}
+    assert value("batchlab_queue_depth", model="mlp") == 0
+    assert value("batchlab_up") == 1
+
+
+# -- the model repository (tritonclient) ------------------------------------------------------------
+def test_repository_load_unload_with_tritons_config(pair):
+    httpclient = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+
+    engine, server, _ = pair
+    c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    index = {m["name"]: m["state"] for m in c.get_model_repository_index()}
+    assert index["tiny"] == "READY"
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=1.0)
+    c.unload_model("tiny")
+    assert "tiny" not in engine.model_names()
+    assert {m["name"]: m["state"] for m in c.get_model_repository_index()}["tiny"] == \
+        "UNAVAILABLE"
+    assert not c.is_model_ready("tiny")
+    c.load_model("tiny")  # back as it was
+    assert engine.batch_config("tiny").max_batch_size == 8
+    c.load_model("tiny", config=json.dumps({
+        "max_batch_size": 16, "dynamic_batching": {
+            "max_queue_delay_microseconds": 2500, "preferred_batch_size": [4, 8],
+            "default_queue_policy": {"max_queue_size": 100}}}))
+    cfg = engine.batch_config("tiny")
+    assert (cfg.max_batch_size, cfg.max_wait_ms, cfg.max_queue) == (16, 2.5, 100)
+    c.load_model("tiny", config=json.dumps({"max_batch_size": 0}))
+    assert (engine.batch_config("tiny").max_batch_size,
+            engine.batch_config("tiny").max_wait_ms) == (1, 0.0)
+    c.load_model("fresh", files={"file:1/model.onnx": build_demo_model("tiny")})
+    x = np.ones((2, 4), np.float32)
+    inp = httpclient.InferInput("x", [2, 4], "FP32")
+    inp.set_data_from_numpy(x, binary_data=False)
+    assert c.infer("fresh", [inp]).as_numpy("y").shape == (2, 4)
+    with pytest.raises(InferenceServerException, match="no model named 'ghost'.*file:1"):
+        c.load_model("ghost")
+    with pytest.raises(InferenceServerException, match="max_batch_size must be"):
+        c.load_model("tiny", config=json.dumps({"max_batch_size": -2}))
+    with pytest.raises(InferenceServerException, match="not valid JSON"):
+        c.load_model("tiny", config="{max_batch_size: 2")
+    assert c.is_server_live()
+    c.close()
+
+
+# -- an engine that goes away -------------------------------------------------------------------------
+def test_unreachable_engine_says_where_it_looked():
+    port = free_port()
+    remote = RemoteEngine(f"http://127.0.0.1:{port}")
+    assert not remote.reachable()
+    with pytest.raises(EngineUnavailableError, match=rf"127\.0\.0\.1:{port} is not reachable"
+                                                     r".*make serve"):
+        remote.model_names()
+    with pytest.raises(ConfigError, match="must start with http"):
+        RemoteEngine("localhost:8000")
+
+
+def test_server_process_restarts_on_the_same_port_and_the_client_recovers(tmp_path):
+    server = ServerProcess(args=["--no-demo-models"], log_path=tmp_path / "server.log").start()
+    try:
+        remote = RemoteEngine(server.url)
+        remote.load_model(build_demo_model("tiny"), name="tiny")
+        assert remote.model_names() == ["tiny"]
+        os.kill(server.pid, signal.SIGKILL)
+        server._proc.wait(WAIT_S)
+        with pytest.raises(EngineUnavailableError):
+            remote.model_names()
+        assert server.ensure(wait_s=WAIT_S) and server.restarts == 1
+        assert remote.model_names() == []  # a fresh engine, same address, same client
+    finally:
+        assert server.stop() == 0
+
+
+def test_server_stops_when_its_parent_is_gone(tmp_path):
+    # A parent that starts the server, prints its pid, then dies without cleaning up.
+    script = ("import sys; sys.path.insert(0, %r)\n"
+              "from core.launcher import ServerProcess\n"
+              "s = ServerProcess(args=['--no-demo-models']).start()\n"
+              "print(s.pid, flush=True)\n"
+              "import os; os._exit(0)\n") % str(ROOT)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    pid = int(out.stdout.split()[0])
+    for _ in range(int(WAIT_S * 10)):  # the child notices within ~1 s; poll its pid
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        threading.Event().wait(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the server outlived its parent")
+
+
+def test_pages_say_the_engine_is_unreachable_and_recover(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from pages._common import reset_engine
+
+    port = free_port()
+    monkeypatch.setenv("BATCHLAB_ENGINE_URL", f"http://127.0.0.1:{port}")
+    reset_engine()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("is not answering" in e.value and str(port) in e.value for e in at.error)
+    engine = Engine()
+    server = EngineServer(engine, port=port).start()
+    try:
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert not at.error
+        assert at.title[0].value == "Models"
+    finally:
+        server.close()
+        engine.close()
+        monkeypatch.setenv("BATCHLAB_ENGINE_URL", "inprocess")
+        reset_engine()
+
+
+def test_the_contracts_types_travel():
+    """Every kind of value the contract returns comes back as the same type."""
+    with Engine() as engine:
+        engine.warmup("tiny", iterations=2)
+        engine.create_ab("exp", a="clf-v1", b="clf-v2")
+        engine.predict("exp", engine.sample_input("clf-v1"))
+        for value in (engine.last_warmup("tiny"), engine.cache_entries(),
+                      engine.batch_config("tiny"), engine.model_info("two-input"),
+                      engine.ab_report("exp"), engine.traffic(), engine.jobs()):
+            back = roundtrip(value)
+            assert type(back) is type(value)
+        assert roundtrip(engine.model_info("two-input")) == engine.model_info("two-input")
+        report = roundtrip(engine.ab_report("exp"))
+        assert isinstance(report.arms["a"], MetricsSnapshot)
+        assert report.arms["a"].total_requests + report.arms["b"].total_requests == 1
