@@ -42,7 +42,9 @@ class ServerProcess:
     """``python -m core.server`` as a child of this process."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
-                 args: Sequence[str] = (), log_path: str | Path | None = None) -> None:
+                 args: Sequence[str] = (), log_path: str | Path | None = None,
+                 cpus: set[int] | None = None) -> None:
+        self.cpus = cpus  # CPU affinity of the child (benchmarks pin it to one core)
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
@@ -66,8 +68,11 @@ class ServerProcess:
                    + os.environ.get("PYTHONPATH", ""))
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
-            self._proc = subprocess.Popen(cmd, cwd=_ROOT, env=env, stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+            cpus = self.cpus
+            self._proc = subprocess.Popen(
+                cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         finally:
             if self.log_path:
                 out.close()

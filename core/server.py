@@ -9,7 +9,8 @@ perf tools — can use it:
 ``GET  /v2/health/live``, ``/ready``       liveness, readiness
 ``GET  /v2/models/{name}[/versions/{v}]``  model metadata (inputs, outputs, datatypes, shapes)
 ``GET  /v2/models/{name}[...]/ready``      model readiness
-``POST /v2/models/{name}[...]/infer``      inference, JSON tensors
+``POST /v2/models/{name}[...]/infer``      inference: JSON tensors, or the binary tensor
+                                           data extension (core/oip.py)
 ``POST /v2/repository/index``              models, loaded and unloaded (Triton's extension)
 ``POST /v2/repository/models/{n}/load``    load / reload, with Triton's ``config`` batching
 ``POST /v2/repository/models/{n}/unload``  unload (file and settings kept for a reload)
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -46,9 +46,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
 
-from . import control, prom
+from . import control, oip, prom
+from .oip import DATATYPES, OIPError
 from .config import EngineConfig
 from .engine import Engine
 from .process import tune_for_serving
@@ -61,15 +61,6 @@ __all__ = ["EngineServer", "DATATYPES", "main"]
 
 log = logging.getLogger("batchlab.server")
 
-#: OIP tensor datatypes and their numpy dtypes (BYTES is not served).
-DATATYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(bool), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
-}
-_BY_DTYPE = {v: k for k, v in DATATYPES.items()}
-
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 
 _DEFAULT_MAX_BODY = 64 * 2**20
@@ -78,14 +69,15 @@ _DRAIN_MAX = 256 * 2**20  # an over-limit body up to this size is read and dropp
 
 _REPO_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
 _CONTROL_PATH = re.compile(r"^/v1/(engine|store)/([a-z_]+)$")
-_EXTENSIONS = ("model_repository", "batchlab_control", "metrics")
+_EXTENSIONS = ("binary_tensor_data", "model_repository", "batchlab_control", "metrics")
 
 
 class _Text:
-    """A non-JSON answer (the Prometheus text)."""
+    """A non-JSON answer (the Prometheus text, a binary inference answer)."""
 
-    def __init__(self, data: bytes, content_type: str) -> None:
-        self.data, self.content_type = data, content_type
+    def __init__(self, data: bytes, content_type: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.data, self.content_type, self.headers = data, content_type, headers or {}
 
 
 def _status_of(err: BaseException) -> int:
@@ -103,71 +95,7 @@ def _status_of(err: BaseException) -> int:
     return 500
 
 
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _datatype(dtype: np.dtype | None) -> str:
-    return _BY_DTYPE.get(np.dtype(dtype), "BYTES") if dtype is not None else "BYTES"
-
-
-def _shape(spec_shape: Any) -> list[int]:
-    return [d if isinstance(d, int) else -1 for d in (spec_shape or ())]
-
-
-def _metadata(name: str, info: ModelInfo) -> dict[str, Any]:
-    return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": t.name, "datatype": _datatype(t.dtype),
-                        "shape": _shape(t.shape)} for t in info.inputs],
-            "outputs": [{"name": t.name, "datatype": _datatype(t.dtype),
-                         "shape": _shape(t.shape)} for t in info.outputs]}
-
-
-def _tensor_from_json(t: Any) -> tuple[str, np.ndarray]:
-    if not isinstance(t, dict):
-        raise _HTTPError(400, "each entry of 'inputs' must be an object with name, shape, "
-                              "datatype and data")
-    name, shape, datatype, data = (t.get(k) for k in ("name", "shape", "datatype", "data"))
-    if not isinstance(name, str):
-        raise _HTTPError(400, "an input has no 'name' (a string)")
-    if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
-                                               and d >= 0 for d in shape)):
-        raise _HTTPError(400, f"input {name!r}: 'shape' must be a list of non-negative "
-                              f"integers, got {shape!r}")
-    dtype = DATATYPES.get(datatype) if isinstance(datatype, str) else None
-    if dtype is None:
-        raise _HTTPError(400, f"input {name!r}: datatype {datatype!r} is not supported; "
-                              f"expected one of {', '.join(DATATYPES)}")
-    if (t.get("parameters") or {}).get("binary_data_size") is not None:
-        raise _HTTPError(400, f"input {name!r} uses the binary tensor data extension, which "
-                              "this server does not support yet; send JSON data "
-                              "(binary_data=False)")
-    try:
-        arr = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise _HTTPError(400, f"input {name!r}: 'data' is not a list of {datatype} values "
-                              f"({err})") from None
-    expected = math.prod(shape)
-    if arr.size != expected:
-        raise _HTTPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
-                              f"{arr.size}")
-    return name, arr.reshape(shape)
-
-
-def _tensor_to_json(name: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, np.ndarray):
-        dt = _datatype(value.dtype)
-        if dt == "BYTES":
-            return {"name": name, "datatype": "BYTES", "shape": list(value.shape),
-                    "data": [str(v) for v in value.reshape(-1).tolist()]}
-        return {"name": name, "datatype": dt, "shape": list(value.shape),
-                "data": value.reshape(-1).tolist()}
-    # Non-tensor outputs (sequences of maps from converted classifiers): one JSON per row.
-    rows = list(value) if isinstance(value, (list, tuple)) else [value]
-    return {"name": name, "datatype": "BYTES", "shape": [len(rows)],
-            "data": [json.dumps(r, default=str) for r in rows]}
+_HTTPError = OIPError  # one error type for "answer this status with this message"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -185,15 +113,27 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ----------------------------------------------------------------------
     def _send(self, status: int, body: dict[str, Any] | bytes,
-              content_type: str = "application/json") -> None:
+              content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
 
     def _body(self, limit: int | None = None, required: bool = True) -> Any:
+        raw = self._raw_body(limit, required)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise _HTTPError(400, f"the request body is not valid JSON: {err}") from None
+
+    def _raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
         raw_length = self.headers.get("Content-Length")
         if raw_length is None and not required:
             return None
@@ -217,10 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length)
         if not raw and not required:
             return None
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise _HTTPError(400, f"the request body is not valid JSON: {err}") from None
+        return raw
 
     def _dispatch(self, method: str) -> None:
         with self.server.busy:
@@ -243,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"internal error: {type(err).__name__}: {err}"
             body = {"error": message, "type": type(err).__name__}
         if isinstance(body, _Text):
-            self._send(status, body.data, body.content_type)
+            self._send(status, body.data, body.content_type, body.headers)
         else:
             self._send(status, body)
 
@@ -283,11 +220,11 @@ class _Handler(BaseHTTPRequestHandler):
                                   "version 1")
         info = self._info(name)
         if action is None and method == "GET":
-            return 200, _metadata(name, info)
+            return 200, oip.metadata(name, info)
         if action == "/ready" and method == "GET":
             return 200, {"name": name, "ready": not engine.closed}
         if action == "/infer" and method == "POST":
-            return 200, self._infer(name, info, self._body())
+            return 200, self._infer(name, info)
         raise _HTTPError(405, f"{method} is not allowed on {path}")
 
     def _route_control(self, method: str, path: str) -> tuple[int, Any]:
@@ -335,31 +272,27 @@ class _Handler(BaseHTTPRequestHandler):
         raise ModelNotFoundError(f"no model named {name!r}; served models: "
                                  f"{', '.join(engine.model_names() + engine.ab_experiments())}")
 
-    def _infer(self, name: str, info: ModelInfo, req: Any) -> dict[str, Any]:
-        if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
-            raise _HTTPError(400, "the request must be a JSON object with an 'inputs' list")
-        arrays = dict(_tensor_from_json(t) for t in req["inputs"])
+    def _infer(self, name: str, info: ModelInfo) -> Any:
+        raw = self._raw_body()
+        header = self.headers.get(oip.HEADER_LENGTH)
+        try:
+            header_length = int(header) if header is not None else None
+        except ValueError:
+            raise _HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
+                                  f"{header!r}") from None
+        arrays, req = oip.parse_infer_request(raw or b"", header_length)
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
-        params = req.get("parameters") or {}
-        timeout_ms = params.get("timeout_ms") if isinstance(params, dict) else None
-        pred = self.server.engine.predict(name, x, timeout_ms=timeout_ms,
-                                          key=params.get("key") if isinstance(params, dict)
-                                          else None)
-        wanted = [o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)]
-        unknown = [w for w in wanted if w not in pred.outputs]
-        if unknown:
-            raise _HTTPError(400, f"unknown output(s) {unknown}; model {name!r} has "
-                                  f"{list(pred.outputs)}")
-        names = wanted or list(pred.outputs)
-        out: dict[str, Any] = {"model_name": name, "model_version": "1",
-                               "outputs": [_tensor_to_json(n, pred.outputs[n]) for n in names],
-                               "parameters": {"batch_rows": pred.batch_rows,
-                                              "queue_ms": pred.queue_ms,
-                                              "compute_ms": pred.compute_ms}}
-        if "id" in req:
-            out["id"] = req["id"]
-        return out
+        params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
+        pred = self.server.engine.predict(name, x, timeout_ms=params.get("timeout_ms"),
+                                          key=params.get("key"))
+        body, binary_header = oip.encode_infer_response(
+            req, name, pred.outputs, {"batch_rows": pred.batch_rows, "queue_ms": pred.queue_ms,
+                                      "compute_ms": pred.compute_ms})
+        if binary_header is None:
+            return _Text(body, "application/json")
+        return _Text(body, "application/octet-stream",
+                     {oip.HEADER_LENGTH: str(binary_header)})
 
 
 class _Server(ThreadingHTTPServer):

@@ -90,6 +90,80 @@ def test_200_concurrent_async_requests_are_batched(client, served):
     assert max(batch_rows) > 1  # requests from different connections shared batches
 
 
+def test_binary_tensor_extension_both_ways(client, served):
+    engine, _ = served
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 256)).astype(np.float32)
+    inp = httpclient.InferInput("x", [3, 256], "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    res = client.infer("mlp", [inp], outputs=[httpclient.InferRequestedOutput("logits",
+                                                                              binary_data=True)])
+    assert res.get_output("logits")["parameters"]["binary_data_size"] == 3 * 10 * 4
+    want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": x})[0]
+    np.testing.assert_allclose(res.as_numpy("logits"), want, rtol=1e-4, atol=1e-5)
+    # Mixed: one input binary, one JSON; the output in JSON.
+    f, w = (rng.standard_normal((2, 16)).astype(np.float32) for _ in range(2))
+    fi, wi = httpclient.InferInput("features", [2, 16], "FP32"), \
+        httpclient.InferInput("weights", [2, 16], "FP32")
+    fi.set_data_from_numpy(f, binary_data=True)
+    wi.set_data_from_numpy(w, binary_data=False)
+    mixed = client.infer("two-input", [fi, wi],
+                         outputs=[httpclient.InferRequestedOutput("score", binary_data=False)])
+    direct = engine.predict("two-input", {"features": f, "weights": w}).outputs["score"]
+    np.testing.assert_allclose(mixed.as_numpy("score"), direct, rtol=1e-5)
+    # No outputs named: every output, binary (int64 labels and float probabilities).
+    xc = engine.sample_input("clf-v1", rows=2)
+    ci = httpclient.InferInput("x", list(xc.shape), "FP32")
+    ci.set_data_from_numpy(xc, binary_data=True)
+    res = client.infer("clf-v1", [ci])
+    ref = engine.predict("clf-v1", xc).outputs
+    assert res.as_numpy("label").dtype == np.int64
+    assert res.as_numpy("label").tolist() == ref["label"].tolist()
+    np.testing.assert_allclose(res.as_numpy("probs"), ref["probs"], rtol=1e-6)
+
+
+def test_non_tensor_outputs_as_binary_bytes_read_by_tritonclient():
+    """A converted classifier's sequence of maps goes out as BYTES, one JSON per row, in
+    Triton's binary layout (tritonclient's own decoder reads it)."""
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    from core.oip import encode_infer_response
+    rows = [{0: 0.25, 1: 0.75}, {0: 1.0, 1: 0.0}]
+    body, head_len = encode_infer_response(
+        {"inputs": [], "parameters": {"binary_data_output": True}}, "clf",
+        {"probabilities": rows, "label": np.array([1, 0], np.int64)}, {})
+    head = json.loads(body[:head_len])
+    sizes = [o["parameters"]["binary_data_size"] for o in head["outputs"]]
+    blob = body[head_len:]
+    probs = deserialize_bytes_tensor(blob[:sizes[0]])
+    assert [json.loads(p) for p in probs] == [{"0": 0.25, "1": 0.75}, {"0": 1.0, "1": 0.0}]
+    assert np.frombuffer(blob[sizes[0]:], np.int64).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("header, tail, message", [
+    ("99999", b"", "Inference-Header-Content-Length is 99999"),
+    ("abc", b"", "must be an integer"),
+    (None, b"\0" * 8, "binary_data_size is 8 bytes but shape"),
+    ("ok", b"\0" * 1023, "ends 1 bytes short"),
+    ("ok", b"\0" * 1028, "4 bytes of binary data that no input"),
+])
+def test_malformed_binary_requests_get_400(served, client, header, tail, message):
+    _, server = served
+    size = 1024 if header in ("ok", "99999", "abc") else 8
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": size}}]}).encode()
+    headers = {"Content-Type": "application/octet-stream"}
+    if header is not None:
+        headers["Inference-Header-Content-Length"] = str(len(head)) if header == "ok" \
+            else header
+    else:
+        headers["Inference-Header-Content-Length"] = str(len(head))
+    got, answer = _raw(server, "POST", "/v2/models/mlp/infer", head + tail, headers)
+    import re
+    assert got == 400 and re.search(message, answer["error"]), answer
+    assert client.is_server_ready()
+
+
 def _raw(server, method: str, path: str, body: bytes | None = None,
          headers: dict | None = None) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)

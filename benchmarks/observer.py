@@ -1,0 +1,181 @@
+"""Does looking perturb the numbers? Engine p99 with the Monitor page open in a browser.
+
+The engine server (``python -m core.server``) is pinned to core 0; the dashboard
+(``streamlit run app.py`` attached with ``BATCHLAB_ENGINE_URL``) and a real chromium are
+pinned to core 1. The engine's built-in traffic sends 300 req/s (Poisson) to the MLP (max
+batch 32, max wait 5 ms, deadline policy). Each trial resets the MLP's metrics, runs
+``--seconds``, and reads the engine's own p50/p99; trials alternate between "no browser"
+and "Monitor page open" ``--pairs`` times, so both see the same machine. Reported: the
+median p99 of each condition and their ratio (the bar of issue #13: within 1.2), and the
+CPU seconds of the engine server, the dashboard process and chromium in each trial.
+
+Run: ``python -m benchmarks.observer [--seconds 30] [--pairs 3] [--rate 300]``; the JSON
+goes to ``benchmarks/results/observer.json``. Needs 2 cores and chromium; run it on an
+idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from benchmarks.common import RESULTS, machine_info
+from core.client import RemoteEngine
+from core.launcher import ServerProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def chromium_cpu_s() -> float:
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if "chrom" in (d / "comm").read_text():
+                    total += cpu_s(int(d.name))
+            except OSError:
+                pass
+    return total
+
+
+def start_dashboard(engine_url: str, port: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, BATCHLAB_ENGINE_URL=engine_url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+         "--server.address=127.0.0.1", f"--server.port={port}",
+         "--browser.gatherUsageStats=false"],
+        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"the dashboard did not start; see {log}")
+
+
+def trial(engine: RemoteEngine, rate: float, seconds: float, pids: dict[str, int],
+          page=None, dashboard_url: str | None = None) -> dict:
+    engine.start_traffic("mlp", rate_rps=rate, pattern="poisson", duration_s=seconds + 30,
+                         seed=int(time.time()))
+    if page is not None:
+        from playwright.sync_api import expect
+        page.goto(f"{dashboard_url}/monitor")
+        expect(page.get_by_role("heading", name="Monitor", level=1)).to_be_visible(
+            timeout=60_000)
+        page.wait_for_timeout(2000)  # the live fragment is ticking
+    engine.reset_metrics("mlp")
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    chrome0 = chromium_cpu_s()
+    t0 = time.monotonic()
+    requests_seen = None
+    if page is not None:
+        tile = page.locator('[data-testid="stMain"] [data-testid="stMetric"]',
+                            has_text="Requests").first.locator('[data-testid="stMetricValue"]')
+        page.wait_for_timeout(seconds * 1000)
+        requests_seen = tile.inner_text()
+    else:
+        time.sleep(seconds)
+    snap = engine.metrics("mlp")
+    wall = time.monotonic() - t0
+    cpu = {k: cpu_s(p) - before[k] for k, p in pids.items()}
+    cpu["chromium"] = chromium_cpu_s() - chrome0
+    engine.stop_traffic("mlp")
+    if page is not None:
+        page.goto("about:blank")
+    return {"browser": page is not None, "seconds": wall, "requests": snap.total_requests,
+            "errors": snap.error_count, "p50_ms": snap.p50_ms, "p99_ms": snap.p99_ms,
+            "mean_batch": snap.avg_batch_rows, "cpu_s": cpu, "page_requests_tile": requests_seen}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=300.0)
+    args = ap.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        sys.exit("observer.py pins the engine and the browser to different cores: it needs 2")
+    engine_core, browser_core = sorted(os.sched_getaffinity(0))[:2]
+    os.sched_setaffinity(0, {browser_core})  # the dashboard and chromium inherit this
+    (ROOT / "test-results").mkdir(exist_ok=True)
+    server = ServerProcess(cpus={engine_core}, log_path=ROOT / "test-results" / "observer-engine.log")
+    server.start()
+    dash_port = free_port()
+    dashboard = start_dashboard(server.url, dash_port, ROOT / "test-results" / "observer-dashboard.log")
+    dashboard_url = f"http://127.0.0.1:{dash_port}"
+    engine = RemoteEngine.connect(server.url)
+    engine.configure("mlp", max_batch_size=32, max_wait_ms=5.0, policy="deadline")
+    pids = {"engine_server": server.pid, "dashboard": dashboard.pid}
+    from playwright.sync_api import sync_playwright
+    rows = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                         args=["--disable-gpu", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(dashboard_url)  # the first visit builds the dashboard's caches
+            page.wait_for_timeout(5000)
+            page.goto("about:blank")
+            for k in range(args.pairs):
+                for with_browser in ((False, True) if k % 2 == 0 else (True, False)):
+                    row = trial(engine, args.rate, args.seconds, pids,
+                                page if with_browser else None, dashboard_url)
+                    rows.append(row)
+                    print(f"{'Monitor open' if with_browser else 'no browser  '}: p50 "
+                          f"{row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+                          f"{row['requests']} requests, CPU s {row['cpu_s']}", flush=True)
+            browser.close()
+    finally:
+        engine.close()
+        dashboard.terminate()
+        dashboard.wait(15)
+        server.stop()
+
+    def med(browser: bool, key: str) -> float:
+        return statistics.median(r[key] for r in rows if r["browser"] == browser)
+
+    def med_cpu(browser: bool, who: str) -> float:
+        return statistics.median(r["cpu_s"][who] / r["seconds"] for r in rows
+                                 if r["browser"] == browser)
+
+    summary = {
+        "p99_no_browser_ms": med(False, "p99_ms"), "p99_monitor_open_ms": med(True, "p99_ms"),
+        "p50_no_browser_ms": med(False, "p50_ms"), "p50_monitor_open_ms": med(True, "p50_ms"),
+        "cpu_share": {who: {"no_browser": med_cpu(False, who), "monitor_open": med_cpu(True, who)}
+                      for who in ("engine_server", "dashboard", "chromium")},
+    }
+    summary["p99_ratio"] = summary["p99_monitor_open_ms"] / summary["p99_no_browser_ms"]
+    print(json.dumps(summary, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    out = {"benchmark": "observer", "machine": machine_info(1), "args": vars(args),
+           "cores": {"engine_server": engine_core, "dashboard_and_browser": browser_core},
+           "trials": rows, "summary": summary}
+    (RESULTS / "observer.json").write_text(json.dumps(out, indent=2))
+    print(f"wrote {RESULTS / 'observer.json'}")
+
+
+if __name__ == "__main__":
+    main()
