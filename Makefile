@@ -1,5 +1,6 @@
 # Batchlab: two commands.
-#   make run   - create .venv, install requirements.txt, start the dashboard (demo models built in)
+#   make run   - create .venv, install requirements.txt, start the dashboard and its engine server
+#                (a child process; demo models built in). BATCHLAB_ENGINE_URL=... attaches to another.
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
 # Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make clean.
 
@@ -31,7 +32,7 @@ $(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-ben
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
 
-# The engine alone, behind the Open Inference Protocol (KServe v2 REST) on loopback.
+# The engine alone (Open Inference Protocol, model repository, /metrics, control API) on loopback.
 serve: $(VENV)/.run-installed
 	$(PY) -m core.server --host $(ADDRESS) --port $(SERVE_PORT)
 
@@ -56,6 +57,8 @@ bench: $(VENV)/.bench-installed browser
 	$(PY) -m benchmarks.polling
 	$(PY) -m benchmarks.overload
 	$(PY) -m benchmarks.bombs
+	$(PY) -m benchmarks.oip_route
+	$(PY) -m benchmarks.observer
 
 # Refresh the README's screenshots (made by the browser test).
 screenshots: $(VENV)/.dev-installed browser
