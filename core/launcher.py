@@ -52,6 +52,7 @@ class ServerProcess:
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
         self.restarts = 0
+        self.restarted_at: float | None = None  # time.monotonic() of the last restart
 
     @property
     def url(self) -> str:
@@ -113,6 +114,7 @@ class ServerProcess:
         if self.alive():
             return False
         self.restarts += 1
+        self.restarted_at = time.monotonic()
         self.start(wait_s)
         return True
 

@@ -19,6 +19,7 @@ import atexit
 import functools
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -106,12 +107,32 @@ def _engine_answers(engine: Engine | RemoteEngine) -> bool:
     if engine.reachable():
         return True
     if not os.environ.get(ENGINE_URL_ENV, "").strip():
+        proc = _server_process()
         try:  # our own child died (a crash, a kill): start it again, on the same port
-            _server_process().ensure(wait_s=60)
+            with st.spinner("The engine server had stopped; starting it again..."):
+                proc.ensure(wait_s=60)
         except EngineUnavailableError:
             return False
         return engine.reachable()
     return False
+
+
+def _say_if_restarted() -> None:
+    """Tell each browser session once that the engine it knew was replaced."""
+    if os.environ.get(ENGINE_URL_ENV, "").strip():
+        return
+    proc = _server_process()
+    restarts = proc.restarts
+    # A session that starts within a minute of a restart (a reload after the engine died)
+    # is told too: it may have known the engine before.
+    recent = proc.restarted_at is not None and time.monotonic() - proc.restarted_at < 60
+    seen = st.session_state.setdefault("_engine_restarts_seen",
+                                       restarts - 1 if recent else restarts)
+    if restarts > seen:
+        st.session_state["_engine_restarts_seen"] = restarts
+        st.warning("The engine server had stopped and was started again: models uploaded "
+                   "before, their metrics, traffic and jobs are gone.",
+                   icon=":material/restart_alt:")
 
 
 def require_engine() -> bool:
@@ -119,6 +140,7 @@ def require_engine() -> bool:
     page comes back by itself when the engine does)."""
     engine = get_engine()
     if _engine_answers(engine):
+        _say_if_restarted()
         return True
     where = engine.url if isinstance(engine, RemoteEngine) else "in this process"
     st.error(f"The engine at {where} is not answering. Start it with `make serve` (or "

@@ -11,7 +11,7 @@ import streamlit as st
 from core import BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
 from core.memory import format_bytes
-from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, pick_model
+from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, job_progress, pick_model
 
 engine = get_engine()
 
@@ -110,15 +110,18 @@ with left:
                        "finding is shown for your information).", icon=":material/info:")
         st.markdown("**Memory per batch size**")
         profile = engine.memory_profile(selected)
+        job = job_progress(engine, "measure_memory", selected, key="models_memory_job")
         if st.button("Measure memory", key="models_measure_memory",
+                     disabled=job is not None and not job.finished,
                      help="Runs the model once per batch size (powers of two up to max batch "
                           "size) in a separate process, under the engine's memory budget, and "
                           "records the resident memory each run adds."):
-            with st.spinner("Running the model in a separate process..."):
-                try:
-                    profile = engine.measure_memory(selected)
-                except BatchlabError as err:
-                    st.error(f"Could not measure: {err}")
+            try:  # a job in the engine: it goes on if this page is left
+                engine.start_job("measure_memory", selected)
+            except BatchlabError as err:
+                st.error(f"Could not measure: {err}")
+            else:
+                st.rerun()
         if profile is not None and len(profile):
             failed = profile["error"].dropna()
             if len(failed):

@@ -295,6 +295,8 @@ def test_models_page_measures_memory_per_batch_size(engine):
     assert any("Not measured yet" in c.value for c in at.caption)
     at.button(key="models_measure_memory").click().run()
     assert not at.exception
+    assert finish_job(engine, "measure_memory", "cnn").state == "done"
+    at.run()
     profile = engine.memory_profile("cnn")
     assert list(profile["batch_size"]) == [1, 2, 4, 8, 16, 32]
     assert profile["error"].isna().all() and (profile["run_ms"] > 0).all()

@@ -260,3 +260,70 @@ def test_batch_size_and_live_traffic(server, page: Page):
     expect(page.locator('[data-testid="stSidebar"]').get_by_text("No traffic running.")
            ).to_be_visible(timeout=20_000)
     no_exception(page)
+
+
+def test_a_sweep_outlives_its_page_and_shows_in_a_second_tab(server, page: Page):
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    open_app(page, server)
+    go(page, "Experiments")
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("mlp")
+    loads = page.get_by_role("textbox", name="Loads (comma-separated)")
+    loads.fill("300")
+    loads.press("Enter")
+    wait_ready(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value("mlp")
+    page.get_by_role("button", name="Run sweep").click()
+    expect(page.get_by_text(re.compile(r"Sweep of mlp: "))).to_be_visible(timeout=20_000)
+    go(page, "Monitor")  # leave the page that started it: the sweep goes on in the engine
+    expect(page.locator('[data-testid="stSidebar"]').get_by_text(
+        re.compile(r"sweep of mlp"))).to_be_visible(timeout=20_000)
+    # A second tab sees the same job and, when it ends, its result.
+    other = page.context.new_page()
+    other.set_viewport_size({"width": 1400, "height": 1000})
+    open_app(other, server)
+    go(other, "Experiments")
+    expect(other.locator('[data-testid="stAlert"]', has_text="max_batch_size")).to_be_visible(
+        timeout=90_000)
+    expect(other.locator(".js-plotly-plot").first).to_be_visible()
+    no_exception(other)
+    go(page, "Experiments")  # and the first tab, back on the page, shows it too
+    expect(page.locator('[data-testid="stAlert"]', has_text="max_batch_size")).to_be_visible(
+        timeout=20_000)
+    no_exception(page)
+    other.close()
+
+
+def _engine_server_pid(dashboard_url: str) -> int:
+    """The engine server the dashboard on ``dashboard_url`` started (its child)."""
+    port = dashboard_url.rsplit(":", 1)[1]
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            if b"core.server" not in cmd:
+                continue
+            ppid = (d / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent = (Path("/proc") / ppid / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"--server.port={port}".encode() in parent:
+            return int(d.name)
+    raise AssertionError("the dashboard started no engine server")
+
+
+def test_the_dashboard_survives_its_engine_dying(server, page: Page):
+    import signal
+    open_app(page, server)
+    pid = _engine_server_pid(server)
+    os.kill(pid, signal.SIGKILL)
+    page.reload()
+    expect(page.get_by_text(re.compile("engine server had stopped and was started again"))
+           ).to_be_visible(timeout=90_000)
+    expect(page.get_by_role("heading", name="Models", level=1)).to_be_visible()
+    new_pid = _engine_server_pid(server)
+    assert new_pid != pid
+    expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
+                        has_text="Models")).to_contain_text(
+        re.compile(rf"(?<!\d){len(DEMO_MODELS)}(?!\d)"), timeout=20_000)
+    no_exception(page)
