@@ -25,6 +25,7 @@ import json
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Callable
 
 import urllib3
@@ -34,6 +35,7 @@ from .control import ENGINE_METHODS, STORE_METHODS
 from .engine import Engine
 from .errors import BatchlabError, ConfigError, EngineUnavailableError
 from .experiments import ExperimentStore
+from .models import read_model_source
 from .wire import decode, encode
 
 __all__ = ["RemoteEngine", "DEFAULT_URL"]
@@ -219,6 +221,17 @@ class RemoteEngine:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
             return self._pool.submit(self.predict, name, x, key=key, timeout_ms=timeout_ms)
+
+    @functools.wraps(Engine.load_model)
+    def load_model(self, source: Any, name: str | None = None, **kwargs: Any) -> Any:
+        # A path names a file here, on the client: read it and send its bytes.
+        data, where = read_model_source(source, self.config.max_model_bytes) \
+            if isinstance(source, (str, Path)) else (source, None)
+        if where not in (None, "upload"):
+            name = Path(where).stem if name is None else name
+            kwargs.setdefault("source_label", where)
+        return self._call("engine", "load_model", (bytes(data),),
+                          {"name": name, **kwargs})
 
     # -- lifecycle ---------------------------------------------------------------------
     @property

@@ -44,6 +44,19 @@ STORE_METHODS = frozenset({"list", "get", "delete", "compare", "export_csv", "sa
 _LOCAL_ONLY = frozenset({"progress", "stop"})
 
 
+def _check_no_server_paths(room: str, method: str, fn: Any, args: list, kwargs: dict) -> None:
+    """Nothing over HTTP names a file on the server: a model travels as bytes (the client
+    reads the path on its side), and the history's CSV comes back as text."""
+    bound = inspect.signature(fn).bind(*args, **kwargs).arguments
+    if room == "engine" and method == "load_model" and not isinstance(
+            bound.get("source"), (bytes, bytearray)):
+        raise ConfigError("load_model over HTTP takes the model's bytes, not a path on the "
+                          "server (RemoteEngine.load_model reads a local path and sends it)")
+    if room == "store" and method == "export_csv" and bound.get("path") is not None:
+        raise ConfigError("export_csv over HTTP returns the CSV text; it writes no file on the "
+                          "server (leave path unset and save the text where you want it)")
+
+
 def server_info(engine: Any) -> dict[str, Any]:
     """What a client needs once: the budget, the engine's configuration, the methods."""
     return {"name": "batchlab", "memory_budget_bytes": engine.memory_budget_bytes,
@@ -75,4 +88,5 @@ def call(engine: Any, room: str, method: str, body: Any) -> Any:
         inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as err:
         raise ConfigError(f"{method}: {err}") from None
+    _check_no_server_paths(room, method, fn, args, kwargs)
     return encode(fn(*args, **kwargs))

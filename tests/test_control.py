@@ -178,8 +178,20 @@ def test_many_threads_submit_through_the_client(pair):
     assert engine.metrics("mlp").success_count == 210
 
 
-def test_load_and_unload_through_the_client(pair):
-    engine, _, remote = pair
+def test_load_and_unload_through_the_client(pair, tmp_path):
+    engine, server, remote = pair
+    path = tmp_path / "from-disk.onnx"
+    path.write_bytes(build_demo_model("tiny"))
+    assert remote.load_model(path).name == "from-disk"  # read here, sent as bytes
+    assert engine.model_info("from-disk").source == str(path)
+    # Nothing over HTTP names a file on the server: not a model to read, not a CSV to write.
+    raw = RemoteEngine(server.url)
+    with pytest.raises(ConfigError, match="takes the model's bytes, not a path"):
+        raw._call("engine", "load_model", (str(path),), {})
+    with pytest.raises(ConfigError, match="writes no file on the server"):
+        raw.store.export_csv(1, path=str(tmp_path / "x.csv"))
+    assert not (tmp_path / "x.csv").exists()
+    raw.close()
     info = remote.load_model(build_demo_model("tiny"), name="uploaded")
     assert info.name == "uploaded" and "uploaded" in engine.model_names()
     assert remote.model_bytes("uploaded") == build_demo_model("tiny")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import http.client
+import os
+import threading
 import json
 
 import numpy as np
@@ -246,3 +248,32 @@ def test_python_m_core_server_serves_and_stops_on_sigterm():
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_sigterm_answers_the_requests_already_accepted(tmp_path):
+    import signal
+
+    from core.client import RemoteEngine
+    from core.launcher import ServerProcess
+
+    server = ServerProcess(log_path=tmp_path / "server.log").start()
+    try:
+        remote = RemoteEngine.connect(server.url)
+        # A wait far longer than the test: the requests sit queued until the server stops.
+        remote.configure("mlp", max_batch_size=64, max_wait_ms=60_000.0)
+        c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"),
+                                             concurrency=5)
+        x = np.ones((1, 256), np.float32)
+        pending = [c.async_infer("mlp", [_input("x", x, "FP32")]) for _ in range(5)]
+        while remote.queue_depth("mlp") < 5:  # all five accepted (watching, not sleeping)
+            threading.Event().wait(0.01)
+        remote.close()
+        os.kill(server.pid, signal.SIGTERM)
+        want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": x})[0]
+        for p in pending:
+            res = p.get_result(timeout=WAIT_S)
+            np.testing.assert_allclose(res.as_numpy("logits"), want, rtol=1e-4, atol=1e-5)
+            assert res.get_response()["parameters"]["batch_rows"] == 5  # drained together
+        c.close()
+    finally:
+        assert server.stop() == 0
