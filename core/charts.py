@@ -93,13 +93,26 @@ def error_figure(ts: pd.DataFrame, title: str = "Error rate") -> go.Figure:
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
                       title: str = "Batch sizes (rows per batch)") -> go.Figure:
+    """Batches per size. The x range follows the sizes seen (a max_batch_size of 256 with
+    batches of 1-5 would otherwise squeeze them into slivers); ``max_batch_size`` is drawn
+    when it is near them, else named in a note. Pass None for a model that cannot batch."""
     sizes = sorted(batch_sizes)
     fig = go.Figure(go.Bar(x=sizes, y=[batch_sizes[s] for s in sizes], name="batches",
-                           marker_color=COLORS["compute"]))
+                           marker_color=COLORS["compute"],
+                           hovertemplate="%{y:,} batches of %{x} rows<extra></extra>"))
+    top = max(sizes) if sizes else (max_batch_size or 1)
+    right = top
     if max_batch_size:
-        fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b",
-                      annotation_text="max_batch_size")
-    fig.update_xaxes(title="rows in batch")
+        if max_batch_size <= max(2 * top, 8):
+            right = max(top, max_batch_size)
+            fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b",
+                          annotation_text=f"max_batch_size={max_batch_size}")
+        else:
+            fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
+                               showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
+                               xanchor="right", font=dict(color="#64748b", size=11))
+    fig.update_xaxes(title="rows in batch", range=[0.4, right + 0.6],
+                     tickformat="d", rangemode="normal")
     if not sizes:
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#64748b"))

@@ -409,15 +409,19 @@ class Engine:
             return fut.result(0)
 
     # -- metrics and warm-up -----------------------------------------------------------
-    def metrics(self, name: str) -> MetricsSnapshot:
+    def metrics(self, name: str, window_s: float | None = None) -> MetricsSnapshot:
         """A snapshot of ``name``'s metrics (``.to_dict()``, ``.timeseries``). For an A/B
-        experiment: every request its callers sent, whichever arm served it."""
+        experiment: every request its callers sent, whichever arm served it.
+
+        ``window_s=30`` gives counts, percentiles, batch sizes and release reasons over the
+        last 30 seconds (``snapshot.window_s`` says so) instead of since the last reset."""
         entry = self._registry.models.get(name)
         if entry is not None:
-            return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth())
+            return entry.metrics.snapshot(queue_depth=entry.batcher.queue_depth(),
+                                          window_s=window_s)
         exp = self._ab.get(name)
         if exp is not None:
-            return exp.callers.snapshot()
+            return exp.callers.snapshot(window_s=window_s)
         raise self._not_found(name)
 
     def counters(self, name: str) -> dict[str, Any]:
@@ -570,11 +574,13 @@ class Engine:
         ``detect_ms``: the latency difference worth detecting (for the sample size)."""
         return self._experiment(name).report(detect_ms)
 
-    def ab_metrics(self, name: str, arm: str) -> MetricsSnapshot:
+    def ab_metrics(self, name: str, arm: str, window_s: float | None = None) -> MetricsSnapshot:
+        """What arm ``arm`` ("a" or "b") of experiment ``name`` served (see :meth:`metrics`
+        for ``window_s``)."""
         exp = self._experiment(name)
         if arm not in exp.metrics:
             raise ConfigError(f"arm must be 'a' or 'b', got {arm!r}")
-        return exp.metrics[arm].snapshot()
+        return exp.metrics[arm].snapshot(window_s=window_s)
 
     def _experiment(self, name: str) -> ABExperiment:
         exp = self._ab.get(name)
@@ -602,7 +608,9 @@ class Engine:
         def sample(rng: np.random.Generator) -> Any:
             return sample_input(info, rows=rows_per_request, seed=int(rng.integers(2**31)))
 
-        keys = 1000 if exp is not None and exp.mode == "sticky" else None
+        # Keys for every experiment, like traffic from 1,000 users: the experiment may be
+        # switched to sticky routing (which needs them) while the traffic runs.
+        keys = 1000 if exp is not None else None
         return self._traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
                                    rows_per_request=rows_per_request, duration_s=duration_s,
                                    seed=seed, key_pool=keys)

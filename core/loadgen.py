@@ -18,7 +18,7 @@ import itertools
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -34,6 +34,9 @@ __all__ = ["TrafficGenerator", "TrafficStatus", "ARRIVAL_PATTERNS", "arrival_tim
 ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
 
 SubmitFn = Callable[..., Future]
+
+# How far back TrafficStatus.recent_* look (seconds).
+_RECENT_S = 5
 
 # The open-loop senders' shortest sleep (see open_loop).
 _MIN_SLEEP_S = 0.0005
@@ -55,10 +58,28 @@ class TrafficStatus:
     elapsed_s: float
     max_lag_ms: float
     refused_by_type: dict[str, int] = field(default_factory=dict)
+    failed_by_type: dict[str, int] = field(default_factory=dict)
+    #: the last refusal or failure, "Type: message"
+    last_error: str | None = None
+    #: over the last few seconds: requests sent, and those refused or failed
+    recent_sent: int = 0
+    recent_bad: int = 0
 
     @property
     def in_flight(self) -> int:
         return self.sent - self.refused - self.succeeded - self.failed
+
+    @property
+    def problem(self) -> str | None:
+        """A sentence when much of the recent traffic is refused or failing, else None
+        (what the sidebar and the pages show, so a generator never fails silently)."""
+        if self.recent_sent == 0 or self.recent_bad == 0:
+            return None
+        share = self.recent_bad / self.recent_sent
+        if share < 0.01:
+            return None
+        return (f"{share:.0%} of the requests sent to {self.target} in the last seconds were "
+                f"refused or failed. Last: {self.last_error}")
 
 
 def arrival_times(pattern: str, rate_rps: float, n: int, rng: np.random.Generator,
@@ -118,6 +139,10 @@ class TrafficGenerator:
         self._lock = threading.Lock()
         self._sent = self._refused = self._ok = self._failed = 0
         self._refused_by_type: Counter[str] = Counter()
+        self._failed_by_type: Counter[str] = Counter()
+        self._last_error: str | None = None
+        # [second, sent, refused or failed] for the last few seconds
+        self._recent: deque[list[int]] = deque(maxlen=_RECENT_S + 1)
         self._max_lag = 0.0
         self._t_start: float | None = None
         self._t_end: float | None = None
@@ -146,20 +171,36 @@ class TrafficGenerator:
         start = self._t_start or now
         end = self._t_end or now
         with self._lock:
+            since = int(now) - _RECENT_S
+            recent = [r for r in self._recent if r[0] >= since]
             return TrafficStatus(
                 target=self.target, running=self.running, rate_rps=self.rate_rps,
                 pattern=self.pattern, rows_per_request=self.rows_per_request, sent=self._sent,
                 refused=self._refused, succeeded=self._ok, failed=self._failed,
                 elapsed_s=end - start, max_lag_ms=self._max_lag * 1000.0,
-                refused_by_type=dict(self._refused_by_type))
+                refused_by_type=dict(self._refused_by_type),
+                failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
+                recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent))
+
+    def _count(self, sent: int, bad: int) -> None:
+        """Add to the current second's counts (caller holds the lock)."""
+        sec = int(time.perf_counter())
+        if not self._recent or self._recent[-1][0] != sec:
+            self._recent.append([sec, 0, 0])
+        self._recent[-1][1] += sent
+        self._recent[-1][2] += bad
 
     def _done(self, fut: Future) -> None:
-        ok = not fut.cancelled() and fut.exception() is None
+        err = None if fut.cancelled() else fut.exception()
         with self._lock:
-            if ok:
+            if not fut.cancelled() and err is None:
                 self._ok += 1
             else:
                 self._failed += 1
+                kind = type(err).__name__ if err is not None else "CancelledError"
+                self._failed_by_type[kind] += 1
+                self._last_error = f"{kind}: {err}" if err is not None else kind
+                self._count(0, 1)
 
     def _run(self) -> None:
         perf = time.perf_counter
@@ -201,9 +242,12 @@ class TrafficGenerator:
                         self._sent += 1
                         self._refused += 1
                         self._refused_by_type[type(err).__name__] += 1
+                        self._last_error = f"{type(err).__name__}: {err}"
+                        self._count(1, 1)
                     continue
                 with self._lock:
                     self._sent += 1
+                    self._count(1, 0)
                 fut.add_done_callback(self._done)
         finally:
             self._t_end = perf()

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter, deque
@@ -160,35 +161,77 @@ class _HistCopy:
         return self.hist.get_highest_equivalent_value(self.max_value) / 1000.0
 
 
+def _sparse(hist: Any) -> Any:
+    """The non-zero buckets of a histogram as (indices, counts), or None."""
+    if hist is None:
+        return None
+    view = _counts_view(hist)
+    if view is None:
+        return None
+    nz = np.flatnonzero(view)
+    return (nz, view[nz].copy()) if len(nz) else None
+
+
+def _merged(parts: list[Any]) -> _HistCopy:
+    """One frozen histogram from the sparse buckets of several seconds."""
+    layout = _hist()
+    copy = _HistCopy(layout)
+    if copy.counts is None:  # unknown internals: no windows (percentiles read as zero)
+        return copy
+    counts = np.zeros_like(copy.counts)
+    for part in parts:
+        if part is not None:
+            np.add.at(counts, part[0], part[1])
+    copy.counts = counts
+    copy.total = int(counts.sum())
+    nz = np.flatnonzero(counts)
+    copy.max_value = int(layout.get_value_from_index(int(nz[-1]))) if len(nz) else 0
+    return copy
+
+
 class _Second:
     """Accumulator for one second of the time series."""
 
     __slots__ = ("second", "requests", "successes", "errors", "rows", "batches",
-                 "queue_s", "compute_s", "depth", "hist", "pcts")
+                 "queue_s", "compute_s", "total_s", "depth", "hist", "qhist", "chist", "pcts",
+                 "sizes", "reasons", "errs", "sparse")
 
     def __init__(self, second: int) -> None:
         self.second = second
         self.requests = self.successes = self.errors = self.rows = self.batches = 0
-        self.queue_s = self.compute_s = 0.0
+        self.queue_s = self.compute_s = self.total_s = 0.0
         self.depth = 0
+        # This second's histograms of total, queue and compute time while it is current;
+        # once sealed, only their non-zero buckets are kept (``sparse``), for windows.
         self.hist: HdrHistogram | None = None
+        self.qhist: HdrHistogram | None = None
+        self.chist: HdrHistogram | None = None
         self.pcts: tuple[float, float, float, float] | None = None
+        self.sizes: Counter[int] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.errs: Counter[str] | None = None
+        self.sparse: tuple[Any, Any, Any] = (None, None, None)
 
     def seal(self) -> None:
-        """The second is over: keep its percentiles, drop its histogram (~26 KiB)."""
+        """The second is over: keep its percentiles and the non-zero buckets of its
+        histograms (a few hundred bytes), drop the histograms (~26 KiB each)."""
         h = self.hist
         if h is not None and h.total_count:
             self.pcts = self._percentiles()
-        self.hist = None
+        self.sparse = tuple(_sparse(x) for x in (self.hist, self.qhist, self.chist))
+        self.hist = self.qhist = self.chist = None
 
     def copy(self) -> _Second:
-        """A copy whose histogram is a frozen copy (for a snapshot taken mid-second)."""
+        """A copy whose histograms are frozen copies (for a snapshot taken mid-second)."""
         c = _Second(self.second)
         for name in ("requests", "successes", "errors", "rows", "batches", "queue_s",
-                     "compute_s", "depth", "pcts"):
+                     "compute_s", "total_s", "depth", "pcts", "sparse"):
             setattr(c, name, getattr(self, name))
+        c.sizes, c.reasons = Counter(self.sizes), Counter(self.reasons)
+        c.errs = Counter(self.errs) if self.errs else None
         if self.hist is not None:
             c.hist = _HistCopy(self.hist)
+        c.sparse = tuple(_sparse(x) for x in (self.hist, self.qhist, self.chist))
         return c
 
     def _percentiles(self) -> tuple[float, float, float, float]:
@@ -261,6 +304,8 @@ class MetricsSnapshot:
     uptime_s: float
     recent_errors: list[dict[str, Any]] = field(default_factory=list)
     timeseries: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TIMESERIES_COLUMNS))
+    #: None: since the start or the last reset; else the figures cover the last window_s s
+    window_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure as plain Python values (no DataFrame), JSON-serialisable."""
@@ -333,9 +378,13 @@ class ModelMetrics:
         cur = self._cur
         if cur.hist is None:
             cur.hist = _hist()
+        queue_us = _us_array(self._pend_queue[:n])
+        if cur.qhist is None:
+            cur.qhist = _hist()
         record_many(self._total, total_us)
         record_many(cur.hist, total_us)
-        record_many(self._queue, _us_array(self._pend_queue[:n]))
+        record_many(self._queue, queue_us)
+        record_many(cur.qhist, queue_us)
         self._pend_n = 0
 
     def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
@@ -366,6 +415,9 @@ class ModelMetrics:
                 self._pend_total[k:k + n_ok] = tot
                 self._pend_n = k + n_ok
                 self._compute.record_value(_us(compute_s), n_ok)
+                if cur.chist is None:
+                    cur.chist = _hist()
+                cur.chist.record_value(_us(compute_s), n_ok)
                 if self._keep_samples:
                     self._samples.extend((tot * 1000.0).tolist())
             n_failed = 0
@@ -373,6 +425,9 @@ class ModelMetrics:
                 for etype, messages in failed.items():
                     n_failed += len(messages)
                     self._errors_by_type[etype] += len(messages)
+                    if cur.errs is None:
+                        cur.errs = Counter()
+                    cur.errs[etype] += len(messages)
                     for msg in messages[-5:]:
                         self._recent_errors.append({"time": self._wall(), "type": etype,
                                                     "message": msg})
@@ -394,6 +449,9 @@ class ModelMetrics:
             cur.batches += 1
             cur.queue_s += sum_q
             cur.compute_s += compute_s * n_ok
+            cur.total_s += sum_t
+            cur.sizes[rows] += 1
+            cur.reasons[reason] += 1
             if depth > cur.depth:
                 cur.depth = depth
             self._depth_now = depth
@@ -410,6 +468,9 @@ class ModelMetrics:
                                         "message": message})
             cur.requests += count
             cur.errors += count
+            if cur.errs is None:
+                cur.errs = Counter()
+            cur.errs[error_type] += count
 
     def samples_ms(self) -> list[float]:
         """The most recent successful requests' total latencies (ms), oldest first."""
@@ -452,10 +513,19 @@ class ModelMetrics:
             return _recent_rps(self._series, self._cur.second, window_s)
 
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
-                 window_s: float = 5.0) -> MetricsSnapshot:
+                 rate_window_s: float = 5.0, window_s: float | None = None) -> MetricsSnapshot:
         """A consistent snapshot. Under the lock only counters and histogram counts are
         copied (a few microseconds); percentiles and the frame are computed after, so a
-        reader never holds up the collector that records batches."""
+        reader never holds up the collector that records batches.
+
+        ``window_s``: counts, latencies, batch sizes, release reasons and error types over
+        the last ``window_s`` seconds only (the current second included), instead of since
+        the start or the last reset; ``recent_errors``, ``incidents`` and ``timeseries``
+        are the same either way."""
+        if window_s is not None:
+            if not window_s > 0:
+                raise ValueError(f"window_s must be > 0 seconds, got {window_s!r}")
+            return self._window(queue_depth, now, rate_window_s, float(window_s))
         with self._lock:
             now = self._clock() if now is None else now
             self._bucket(now)  # roll the series forward so idle seconds show as zeros
@@ -472,7 +542,7 @@ class ModelMetrics:
             t0, wall0 = self._t0, self._wall0
         rows = _series_rows(seconds, now, t0, wall0, self._seconds)
         ok = c["ok"]
-        rps = _recent_rps(seconds, int(now - t0), window_s)
+        rps = _recent_rps(seconds, int(now - t0), rate_window_s)
         tp50, tp95, tp99 = total.percentiles((50, 95, 99))
         qp50, qp99 = queue.percentiles((50, 99))
         cp50, cp99 = compute.percentiles((50, 99))
@@ -494,6 +564,50 @@ class ModelMetrics:
             throughput_rps=rps, uptime_s=now - t0, recent_errors=c["recent"],
             timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
         )
+
+    def _window(self, queue_depth: int | None, now: float | None, rate_window_s: float,
+                window_s: float) -> MetricsSnapshot:
+        full = self.snapshot(queue_depth, now, rate_window_s)
+        with self._lock:
+            now = self._clock() if now is None else now
+            self._bucket(now)
+            self._flush()
+            current = int(now - self._t0)
+            first = current - int(np.ceil(window_s)) + 1
+            parts = [b for b in self._series if b.second >= first] + [self._cur.copy()]
+        return _window_snapshot(full, parts, window_s)
+
+
+def _window_snapshot(full: MetricsSnapshot, parts: list[_Second], window_s: float,
+                     ) -> MetricsSnapshot:
+    """``full`` with its counts and distributions replaced by those of ``parts``."""
+    req = sum(b.requests for b in parts)
+    ok = sum(b.successes for b in parts)
+    err = sum(b.errors for b in parts)
+    rows = sum(b.rows for b in parts)
+    batches = sum(b.batches for b in parts)
+    sizes: Counter[int] = Counter()
+    reasons: Counter[str] = Counter()
+    errs: Counter[str] = Counter()
+    for b in parts:
+        sizes.update(b.sizes)
+        reasons.update(b.reasons)
+        if b.errs:
+            errs.update(b.errs)
+    total, queue, compute = (_merged([b.sparse[k] for b in parts]) for k in range(3))
+    tp50, tp95, tp99 = total.percentiles((50, 95, 99))
+    qp50, qp99 = queue.percentiles((50, 99))
+    cp50, cp99 = compute.percentiles((50, 99))
+    ms = lambda attr: sum(getattr(b, attr) for b in parts) * 1000.0 / ok if ok else 0.0  # noqa: E731
+    return dataclasses.replace(
+        full, total_requests=req, success_count=ok, error_count=err,
+        error_rate=err / req if req else 0.0, avg_latency_ms=ms("total_s"),
+        p50_ms=tp50, p95_ms=tp95, p99_ms=tp99, max_latency_ms=total.max_ms(),
+        avg_queue_ms=ms("queue_s"), p50_queue_ms=qp50, p99_queue_ms=qp99,
+        avg_compute_ms=ms("compute_s"), p50_compute_ms=cp50, p99_compute_ms=cp99,
+        batches=batches, rows_total=rows, avg_batch_rows=rows / batches if batches else 0.0,
+        batch_sizes=dict(sorted(sizes.items())), release_reasons=dict(reasons),
+        errors_by_type=dict(errs), window_s=window_s)
 
 
 def _recent_rps(seconds: Iterable[_Second], current: int, window_s: float) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import math
 import os
 import time
 from pathlib import Path
@@ -28,12 +27,14 @@ import streamlit as st
 
 from core import Engine, EngineConfig, EngineUnavailableError
 from core.client import RemoteEngine
+from core.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
 from core.launcher import ServerProcess
 from core.process import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
-           "require_engine", "live_fragment", "job_progress", "ENGINE_URL_ENV"]
+           "fmt_pct", "fmt_s",
+           "require_engine", "live_fragment", "job_progress", "ENGINE_URL_ENV", "WINDOW_S"]
 
 #: Where the dashboard finds its engine (see the module docstring).
 ENGINE_URL_ENV = "BATCHLAB_ENGINE_URL"
@@ -59,6 +60,9 @@ def _leave_pages_directory_mode() -> None:
 
 
 _leave_pages_directory_mode()
+
+#: The live tiles and histograms cover this many recent seconds (totals are cumulative).
+WINDOW_S = 30
 
 #: Upload limit, the same as ``server.maxUploadSize`` in .streamlit/config.toml.
 UPLOAD_LIMIT_MB = 200
@@ -231,23 +235,34 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
 
 
 def _recently_active(engine: Engine | RemoteEngine) -> bool:
-    """Traffic running (or its answers still coming), or a job running."""
+    """Traffic running (or its answers still coming), a job running, or requests still
+    queued (a model draining after traffic stopped)."""
     for status in engine.traffic():
         if status.running or status.in_flight > 0:
             return True
-    return any(not j.finished for j in engine.jobs())
+    if any(not j.finished for j in engine.jobs()):
+        return True
+    return engine.status()["queue_depth"] > 0
 
 
-def live_interval(engine: Engine | RemoteEngine, seconds: float = 1.0) -> float | None:
-    """How often live charts refresh: every ``seconds`` while traffic runs, else never."""
-    return seconds if _recently_active(engine) else None
+#: While nothing runs, live parts still look this often whether something started (from
+#: another tab, a notebook, the API), and speed up when it has.
+IDLE_WATCH_S = 5.0
+
+
+def live_interval(engine: Engine | RemoteEngine, seconds: float = 1.0) -> float:
+    """How often live charts refresh: every ``seconds`` while something runs, else every
+    :data:`IDLE_WATCH_S` to notice when something starts."""
+    return seconds if _recently_active(engine) else IDLE_WATCH_S
 
 
 def stop_when_idle(engine: Engine | RemoteEngine, interval: float | None) -> None:
-    """Called at the end of a live fragment built with ``run_every=interval``: once the
-    traffic has ended, rerun the page once so the fragment is rebuilt without a timer
-    (live charts stop updating when nothing runs)."""
-    if interval is not None and not _recently_active(engine):
+    """Called at the end of a live fragment built with ``run_every=interval``: when
+    activity started or stopped since the page was drawn, rerun the page so the fragment
+    gets the matching timer (fast while something runs, slow while idle)."""
+    if interval is None:
+        return
+    if (interval < IDLE_WATCH_S) != _recently_active(engine):
         st.rerun(scope="app")
 
 
@@ -264,11 +279,18 @@ def sidebar_status() -> None:
         c2.metric("Requests/s", fmt_rate(status["throughput_rps"]).removesuffix("/s"))
         c1.metric("Queued", status["queue_depth"])
         c2.metric("Errors", fmt_num(status["error_count"]))
-        running = [t.target for t in engine.traffic() if t.running]
+        traffic = engine.traffic()
+        running = [t.target for t in traffic if t.running]
         if running:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
         else:
             st.caption("No traffic running.")
+        for t in traffic:
+            if t.running and t.problem:
+                st.error(t.problem, icon=":material/error:")
+        if status["queue_depth"] > 0 and not running:
+            st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still queued.",
+                       icon=":material/hourglass_top:")
         for job in engine.jobs():
             if not job.finished:
                 st.progress(job.progress, text=f"{job.kind} of {job.target}: {job.message}")
@@ -276,26 +298,3 @@ def sidebar_status() -> None:
 
     with st.sidebar:
         _status()
-
-
-def fmt_ms(v: float | None) -> str:
-    """Compact milliseconds for metric tiles: '0.42 ms', '5.5 ms', '120 ms'."""
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if v < 1:
-        return f"{v:.2f} ms"
-    return f"{v:.1f} ms" if v < 100 else f"{v:.0f} ms"
-
-
-def fmt_rate(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{v:,.0f}/s"
-
-
-def fmt_num(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float) and not v.is_integer():
-        return f"{v:,.1f}"
-    return f"{int(v):,}"

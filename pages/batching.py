@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
-from pages._common import (fmt_ms, fmt_rate, get_engine, live_fragment, live_interval, pick_model,
+from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, live_fragment,
+                           live_interval, pick_model,
                            stop_when_idle)
 
 engine = get_engine()
@@ -49,6 +50,25 @@ def _start_traffic() -> None:
             duration_s=float(st.session_state["traffic_duration"]) or None)
     except BatchlabError as err:
         st.session_state["traffic_error"] = f"Could not start traffic: {err}"
+
+
+interval = live_interval(engine)
+
+
+@live_fragment(interval)
+def traffic_status() -> None:
+    """This model's generator, live: counts, and what goes wrong if anything does."""
+    for t in engine.traffic():
+        if t.target != model:
+            continue
+        st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
+                   f"{t.pattern}, {t.rows_per_request} row(s) · sent {fmt_num(t.sent)} · "
+                   f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
+                   f"{fmt_num(t.refused)}")
+        if t.problem:
+            st.error(t.problem)
+        elif not t.running and t.in_flight > 0:
+            st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
 
 
 controls, live = st.columns([1, 2], gap="large")
@@ -107,40 +127,35 @@ with controls:
                   args=(model,))
         if "traffic_error" in st.session_state:
             st.error(st.session_state.pop("traffic_error"))
-        for t in engine.traffic():
-            if t.target == model:
-                st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
-                           f"{t.pattern}, {t.rows_per_request} row(s) · sent {t.sent:,} · "
-                           f"served {t.succeeded:,} · failed {t.failed:,} · refused "
-                           f"{t.refused:,}")
-
-
-interval = live_interval(engine)
+        traffic_status()
 
 
 @live_fragment(interval)
 def live_charts() -> None:
-    snap = engine.metrics(model)
+    snap = engine.metrics(model, window_s=WINDOW_S)  # follows the settings: recent seconds
     cur = engine.batch_config(model)
     ts = snap.timeseries
     served = snap.success_count > 0
     m = st.columns(4)
     m[0].metric("Throughput", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
-    m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
-    m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
-    m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if served else "-",
-                help="Rows per batch, mean since start or the last reset.")
+    m[1].metric(f"p50 · last {WINDOW_S} s", fmt_ms(snap.p50_ms) if served else "-")
+    m[2].metric(f"p99 · last {WINDOW_S} s", fmt_ms(snap.p99_ms) if served else "-")
+    m[3].metric(f"Mean batch · last {WINDOW_S} s",
+                f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
+                help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
+                     "settings; the Monitor page has the totals since the last reset.")
     st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.throughput_figure(ts), key="bs_throughput_chart")
     with c2:
-        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, cur.max_batch_size),
-                        key="bs_batch_chart")
+        st.plotly_chart(charts.batch_size_figure(
+            snap.batch_sizes, cur.max_batch_size if info.batchable else None,
+            title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
     st.caption(f"Live: max_batch_size={cur.max_batch_size}, max_wait_ms={cur.max_wait_ms:g}, "
-               f"policy={cur.policy}. Percentiles are since start or the last reset "
-               "(Monitor page); charts show the last minute. Queued now: {snap.queue_depth}.")
+               f"policy={cur.policy}. Tiles and the histogram cover the last {WINDOW_S} s; "
+               f"charts show the last minute. Queued now: {fmt_num(snap.queue_depth)}.")
     stop_when_idle(engine, interval)
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
+from core.fmt import fmt_opset
 from core.memory import format_bytes
 from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, job_progress, pick_model
 
@@ -76,6 +77,7 @@ table = pd.DataFrame(rows)
 if not table.empty:
     table["size_kb"] = table["size_bytes"] / 1024
     table["sha256"] = table["sha256"].str[:12]
+    table["opset"] = [fmt_opset(i.opset) for i in engine.models()]
     st.dataframe(
         table[["name", "source", "inputs", "outputs", "batchable", "batch_reason",
                "dynamic_dims", "size_kb", "opset", "sha256", "producer"]],
@@ -101,7 +103,8 @@ with left:
         (st.success if info.batchable else st.warning)(
             ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
         st.caption(f"sha256 `{info.sha256}` · {info.size_bytes:,} bytes · opset "
-                   f"{info.opset} · IR {info.ir_version} · {info.producer or 'unknown producer'}"
+                   f"{fmt_opset(info.opset)} · IR {info.ir_version} · "
+                   f"{info.producer or 'unknown producer'}"
                    f" · {', '.join(info.providers)}")
         if info.description:
             st.caption(info.description)

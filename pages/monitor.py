@@ -6,9 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from pages._common import (fmt_ms, fmt_num, fmt_rate, get_engine, live_fragment, live_interval,
-                           pick_target,
-                           stop_when_idle)
+from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
+                           live_fragment, live_interval, pick_target, stop_when_idle)
 
 engine = get_engine()
 
@@ -36,19 +35,28 @@ interval = live_interval(engine)
 
 @live_fragment(interval)
 def dashboard() -> None:
-    snap = engine.ab_metrics(target, arm or "a") if is_exp else engine.metrics(target)
+    def read(window_s: float | None = None):
+        return (engine.ab_metrics(target, arm or "a", window_s=window_s) if is_exp
+                else engine.metrics(target, window_s=window_s))
+
+    total, snap = read(), read(WINDOW_S)  # totals since the reset; the recent window
     ts = snap.timeseries
     served = snap.success_count > 0
+    st.caption("SINCE START OR THE LAST RESET")
     m = st.columns(4)
-    m[0].metric("Requests", fmt_num(snap.total_requests))
-    m[1].metric("Succeeded", fmt_num(snap.success_count))
-    m[2].metric("Errors", fmt_num(snap.error_count))
-    m[3].metric("Error rate", f"{snap.error_rate:.2%}")
+    m[0].metric("Requests", fmt_num(total.total_requests))
+    m[1].metric("Succeeded", fmt_num(total.success_count))
+    m[2].metric("Errors", fmt_num(total.error_count))
+    m[3].metric("Error rate", fmt_pct(total.error_rate),
+                help=f"p50 {fmt_ms(total.p50_ms)}, p99 {fmt_ms(total.p99_ms)} over the same "
+                     "span" if total.success_count else None)
+    st.caption(f"LAST {WINDOW_S} SECONDS")
     m = st.columns(4)
     m[0].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
     m[1].metric("p95", fmt_ms(snap.p95_ms) if served else "-")
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
-    m[3].metric("Throughput", fmt_rate(snap.throughput_rps))
+    m[3].metric("Throughput", fmt_rate(snap.throughput_rps),
+                help="Requests served per second, mean of the last 5 full seconds.")
 
     r1 = st.columns(2)
     with r1[0]:
@@ -62,12 +70,17 @@ def dashboard() -> None:
         st.plotly_chart(charts.error_figure(ts), key="mon_errors")
     r3 = st.columns(3)
     with r3[0]:
-        max_bs = None if is_exp else engine.batch_config(target).max_batch_size
-        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs), key="mon_batches")
+        max_bs = None if is_exp or not engine.model_info(target).batchable \
+            else engine.batch_config(target).max_batch_size
+        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs,
+                                                 title=f"Batch sizes, last {WINDOW_S} s"),
+                        key="mon_batches")
     with r3[1]:
         st.plotly_chart(charts.queue_depth_figure(ts), key="mon_depth")
     with r3[2]:
-        st.plotly_chart(charts.release_reasons_figure(snap.release_reasons), key="mon_reasons")
+        st.plotly_chart(charts.release_reasons_figure(
+            snap.release_reasons, title=f"Why batches left, last {WINDOW_S} s"),
+            key="mon_reasons")
 
     st.subheader("Recent errors")
     if snap.recent_errors:
@@ -76,8 +89,9 @@ def dashboard() -> None:
         st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table")
     else:
         st.caption("No errors.")
-    if snap.errors_by_type:
-        st.caption("By type: " + ", ".join(f"{k}: {v}" for k, v in snap.errors_by_type.items()))
+    if total.errors_by_type:
+        st.caption("By type, since the last reset: " + ", ".join(
+            f"{k}: {fmt_num(v)}" for k, v in total.errors_by_type.items()))
     stop_when_idle(engine, interval)
 
 

@@ -82,3 +82,12 @@ class SlowModel:
     def __call__(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         self.never.wait(self.per_batch_s)
         return [arrays[0] * 2.0]
+
+
+def failing_model() -> bytes:
+    """Loads fine, fails every run of fewer than two rows: x [N, 3] is reshaped to [2, 3]."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 3])
+    m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                   [helper.make_node("Reshape", ["x", "shape"], ["y"])], [shape])
+    return m.SerializeToString()

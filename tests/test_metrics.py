@@ -143,3 +143,37 @@ def test_record_many_at_power_of_two_boundaries():
     for v in values:
         slow.record_value(v)
     assert list(fast.counts) == list(slow.counts)
+
+
+def test_a_window_follows_the_settings_and_the_totals_do_not():
+    """After a change of settings the last seconds show the new batches; the cumulative
+    figures still mix both (issue 14: 'Mean batch' must follow the settings)."""
+    t = [100.0]
+    m = ModelMetrics(clock=lambda: t[0], wall_clock=lambda: 1e9 + t[0])
+    for s in range(10):  # ten seconds of 2-row batches at ~1 ms
+        t[0] = 100.0 + s + 0.5
+        for _ in range(10):
+            m.record_batch(rows=2, reason="deadline", compute_s=0.0005, queue_s=[0.0005] * 2)
+    m.record_refused("OverloadedError", "queue full", count=3)  # in second 9
+    for s in range(10, 15):  # then five seconds of 8-row batches at ~10 ms
+        t[0] = 100.0 + s + 0.5
+        for _ in range(10):
+            m.record_batch(rows=8, reason="full", compute_s=0.005, queue_s=[0.005] * 8)
+    full, last5 = m.snapshot(), m.snapshot(window_s=5)
+    assert full.window_s is None and last5.window_s == 5
+    assert full.avg_batch_rows == 4.0 and full.batch_sizes == {2: 100, 8: 50}
+    assert last5.avg_batch_rows == 8.0 and last5.batch_sizes == {8: 50}
+    assert last5.release_reasons == {"full": 50} and last5.errors_by_type == {}
+    assert last5.total_requests == last5.success_count == 400
+    assert 9.9 < last5.avg_latency_ms < 10.1 and 9.9 < last5.p50_ms < 10.2
+    assert 4.9 < last5.p50_queue_ms < 5.1 and 4.9 < last5.p50_compute_ms < 5.1
+    last6 = m.snapshot(window_s=6)  # reaches back into second 9: its batches and refusals
+    assert last6.batch_sizes == {2: 10, 8: 50} and last6.errors_by_type == {"OverloadedError": 3}
+    assert last6.error_count == 3 and last6.total_requests == 420 + 3
+    everything = m.snapshot(window_s=60)  # a window wider than the run: the totals
+    for key in ("total_requests", "success_count", "error_count", "batches", "rows_total",
+                "batch_sizes", "release_reasons", "p50_ms", "p99_ms", "p50_queue_ms",
+                "p99_compute_ms"):
+        assert getattr(everything, key) == getattr(full, key), key
+    with pytest.raises(ValueError, match="window_s must be > 0"):
+        m.snapshot(window_s=0)

@@ -1,0 +1,78 @@
+"""Compact, honest figures for tiles, captions and tables: short enough never to be cut
+("924.8k", not "924,812…"), precise enough to compare.
+
+Example:
+    >>> fmt_num(924_812), fmt_rate(1355.2), fmt_ms(0.4213), fmt_pct(0.00021), fmt_s(12.345)
+    ('924.8k', '1,355/s', '0.42 ms', '0.02%', '12.3 s')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset"]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def fmt_num(v: Any) -> str:
+    """Counts: exact below 10,000 ('9,999'), then one decimal of a unit ('17.6k',
+    '924.8k', '1.2M')."""
+    if _missing(v):
+        return "-"
+    a = abs(float(v))
+    if a < 10_000:
+        if isinstance(v, float) and not v.is_integer():
+            return f"{v:,.1f}"
+        return f"{int(v):,}"
+    div, unit = next((d, u) for d, u in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if a >= d)
+    return f"{v / div:,.1f}{unit}"
+
+
+def fmt_rate(v: float | None) -> str:
+    """Per second: '1,355/s', '12.3k/s'."""
+    if _missing(v):
+        return "-"
+    return (f"{v:,.0f}/s" if abs(v) < 10_000 else f"{fmt_num(v)}/s") if abs(v) >= 10 \
+        else f"{v:.1f}/s"
+
+
+def fmt_ms(v: float | None) -> str:
+    """Milliseconds: '0.42 ms', '5.5 ms', '120 ms', '12.3 s'."""
+    if _missing(v):
+        return "-"
+    if v < 1:
+        return f"{v:.2f} ms"
+    if v < 100:
+        return f"{v:.1f} ms"
+    return f"{v:.0f} ms" if v < 10_000 else f"{v / 1000:.1f} s"
+
+
+def fmt_pct(v: float | None) -> str:
+    """A fraction as a percentage: '0%', '0.02%', '1.5%', '100%'."""
+    if _missing(v):
+        return "-"
+    p = v * 100
+    if p == 0 or p == 100:
+        return f"{p:.0f}%"
+    return f"{p:.2f}%" if abs(p) < 1 else f"{p:.1f}%"
+
+
+def fmt_s(v: float | None) -> str:
+    """Seconds, one decimal below a minute: '0.4 s', '12.3 s', '3 min 5 s'."""
+    if _missing(v):
+        return "-"
+    if v < 60:
+        return f"{v:.1f} s"
+    m, s = divmod(int(round(v)), 60)
+    return f"{m} min {s} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def fmt_opset(opset: dict[str, int] | None) -> str:
+    """An ONNX opset map as people write it: 'ai.onnx 17, ai.onnx.ml 3'."""
+    if not opset:
+        return "-"
+    return ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(opset.items()))
