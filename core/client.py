@@ -49,22 +49,43 @@ _READS = frozenset({
     "status", "ab_arms", "ab_experiments", "ab_report", "ab_metrics", "traffic",
     "traffic_running", "jobs", "job", "counters", "model_bytes", "list", "get", "compare",
     "export_csv"})
-# Calls that may take long (no read timeout): runs, probes, waits.
-_LONG = frozenset({"predict", "warmup", "measure_memory", "wait_job", "wait_traffic",
-                   "load_model"})
+# How long to wait for the answer to calls that may take long (seconds; others wait the
+# client's timeout_s). A wait with a timeout gets that timeout plus a margin instead.
+_LONG_S = {"predict": 120.0, "warmup": 600.0, "measure_memory": 900.0, "load_model": 900.0,
+           "wait_job": None, "wait_traffic": None}
+_MARGIN_S = 10.0
+
+
+def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float | None:
+    if method == "predict":
+        if kwargs.get("timeout_ms") is not None:
+            return kwargs["timeout_ms"] / 1000.0 + _MARGIN_S
+        if kwargs.get("timeout") is not None:
+            return kwargs["timeout"] + _MARGIN_S
+    if method in ("wait_job", "wait_traffic") and kwargs.get("timeout_s") is not None:
+        return kwargs["timeout_s"] + _MARGIN_S
+    return _LONG_S.get(method, default)
 
 _BY_STATUS: dict[int, type[BatchlabError]] = {
     400: errors.ConfigError, 404: errors.ModelNotFoundError, 503: errors.OverloadedError,
     504: errors.RequestTimeoutError}
 
 
-def _error(status: int, body: Any) -> BatchlabError:
+# Built-in exceptions the engine raises on purpose, raised as themselves here (a page that
+# catches KeyError for an unknown history run works with either engine).
+_BUILTINS: dict[str, type[Exception]] = {"KeyError": KeyError, "ValueError": ValueError}
+
+
+def _error(status: int, body: Any) -> Exception:
     message = body.get("error") if isinstance(body, dict) else None
+    message = message or f"the engine server answered HTTP {status}"
     kind = body.get("type") if isinstance(body, dict) else None
+    if kind in _BUILTINS:
+        return _BUILTINS[kind](message)
     cls = getattr(errors, kind, None) if isinstance(kind, str) else None
     if not (isinstance(cls, type) and issubclass(cls, BatchlabError)):
         cls = _BY_STATUS.get(status, BatchlabError)
-    return cls(message or f"the engine server answered HTTP {status}")
+    return cls(message)
 
 
 class _Transport:
@@ -75,10 +96,11 @@ class _Transport:
         self.timeout_s = timeout_s
         self._http = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
 
-    def request(self, method: str, path: str, body: Any = None, long: bool = False,
-                retry: bool = False) -> Any:
+    def request(self, method: str, path: str, body: Any = None, retry: bool = False,
+                read_timeout_s: float | None | str = "default") -> Any:
         data = None if body is None else json.dumps(body).encode()
-        timeout = urllib3.Timeout(connect=3.0, read=None if long else self.timeout_s)
+        read = self.timeout_s if read_timeout_s == "default" else read_timeout_s
+        timeout = urllib3.Timeout(connect=3.0, read=read)
         retries = urllib3.Retry(total=1 if retry else 0, connect=1, read=1 if retry else 0,
                                 redirect=0, status=0, other=0, allowed_methods=None,
                                 raise_on_status=False)
@@ -86,6 +108,23 @@ class _Transport:
             resp = self._http.request(method, self.url + path, body=data, timeout=timeout,
                                       retries=retries,
                                       headers={"Content-Type": "application/json"})
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.TimeoutError) as err:
+            if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+                raise EngineUnavailableError(
+                    f"the engine server at {self.url} did not accept a connection within "
+                    "3 s; is it running and reachable?") from None
+            raise errors.RequestTimeoutError(
+                f"the engine server at {self.url} did not answer {path} within {read:g} s; "
+                "the call may still have taken effect there") from None
+        except urllib3.exceptions.MaxRetryError as err:
+            if isinstance(err.reason, urllib3.exceptions.ReadTimeoutError):
+                raise errors.RequestTimeoutError(
+                    f"the engine server at {self.url} did not answer {path} within {read:g} s; "
+                    "the call may still have taken effect there") from None
+            raise EngineUnavailableError(
+                f"the engine server at {self.url} is not reachable ({err.reason}); start it "
+                "with `make serve` (or `python -m core.server`), or point BATCHLAB_ENGINE_URL "
+                "at a running one") from None
         except urllib3.exceptions.HTTPError as err:
             reason = getattr(err, "reason", None) or err
             raise EngineUnavailableError(
@@ -182,8 +221,9 @@ class RemoteEngine:
                               "watch job(job_id) for progress, cancel_job to stop")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("progress", "stop")}
         body = {"args": encode(list(args)), "kwargs": encode(kwargs)}
+        read = _read_timeout(method, kwargs, self._t.timeout_s)
         return decode(self._t.request("POST", f"/v1/{room}/{method}", body,
-                                      long=method in _LONG, retry=method in _READS)["result"])
+                                      retry=method in _READS, read_timeout_s=read)["result"])
 
     def server_info(self) -> dict[str, Any]:
         """The server's budget, configuration and methods (fetched once)."""
@@ -195,8 +235,8 @@ class RemoteEngine:
 
     def reachable(self) -> bool:
         """True when the server answers its liveness check now."""
-        try:
-            self._t.request("GET", "/v2/health/live", retry=False)
+        try:  # a short wait: a page asks this on every run
+            self._t.request("GET", "/v2/health/live", retry=False, read_timeout_s=2.0)
             return True
         except BatchlabError:
             return False
@@ -243,8 +283,8 @@ class RemoteEngine:
         with self._pool_lock:
             self._closed = True
             pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:  # calls under way end by their own read timeouts
+            pool.shutdown(wait=False, cancel_futures=True)
         self._t.close()
 
     def __enter__(self) -> RemoteEngine:

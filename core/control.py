@@ -37,6 +37,9 @@ ENGINE_METHODS = frozenset({
     "start_job", "jobs", "job", "cancel_job", "wait_job", "counters", "model_bytes",
 })
 
+#: The only classes an argument may be (built with their own validation).
+ARGUMENT_TYPES = frozenset({"core.config:BatchConfig", "core.config:SessionConfig"})
+
 #: Experiment-history methods (``engine.store``).
 STORE_METHODS = frozenset({"list", "get", "delete", "compare", "export_csv", "save"})
 
@@ -48,10 +51,13 @@ def _check_no_server_paths(room: str, method: str, fn: Any, args: list, kwargs: 
     """Nothing over HTTP names a file on the server: a model travels as bytes (the client
     reads the path on its side), and the history's CSV comes back as text."""
     bound = inspect.signature(fn).bind(*args, **kwargs).arguments
-    if room == "engine" and method == "load_model" and not isinstance(
-            bound.get("source"), (bytes, bytearray)):
-        raise ConfigError("load_model over HTTP takes the model's bytes, not a path on the "
-                          "server (RemoteEngine.load_model reads a local path and sends it)")
+    if room == "engine" and method == "load_model":
+        if not isinstance(bound.get("source"), (bytes, bytearray)):
+            raise ConfigError("load_model over HTTP takes the model's bytes, not a path on the "
+                              "server (RemoteEngine.load_model reads a local path and sends it)")
+        if "probe" in bound:
+            raise ConfigError("load_model over HTTP cannot choose whether the upload is tried "
+                              "in a child process first: the server decides (--no-probe)")
     if room == "store" and method == "export_csv" and bound.get("path") is not None:
         raise ConfigError("export_csv over HTTP returns the CSV text; it writes no file on the "
                           "server (leave path unset and save the text where you want it)")
@@ -76,7 +82,8 @@ def call(engine: Any, room: str, method: str, body: Any) -> Any:
     if not isinstance(body, dict):
         raise ConfigError("the body must be a JSON object with 'args' (a list) and 'kwargs' "
                           "(an object)")
-    args, kwargs = decode(body.get("args") or []), decode(body.get("kwargs") or {})
+    args = decode(body.get("args") or [], allowed=ARGUMENT_TYPES)
+    kwargs = decode(body.get("kwargs") or {}, allowed=ARGUMENT_TYPES)
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ConfigError("'args' must be a list and 'kwargs' an object")
     bad = _LOCAL_ONLY & set(kwargs)
@@ -89,4 +96,9 @@ def call(engine: Any, room: str, method: str, body: Any) -> Any:
     except TypeError as err:
         raise ConfigError(f"{method}: {err}") from None
     _check_no_server_paths(room, method, fn, args, kwargs)
+    if room == "engine" and method == "load_model":
+        # An upload is an upload, whatever it calls itself ("demo" would skip the probe
+        # and the size limit).
+        label = str(kwargs.get("source_label") or "upload")
+        kwargs["source_label"] = label if label.startswith("upload") else f"upload: {label}"
     return encode(fn(*args, **kwargs))

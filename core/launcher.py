@@ -110,15 +110,20 @@ class ServerProcess:
         return self._proc is not None and self._proc.poll() is None
 
     def ensure(self, wait_s: float = 120.0) -> bool:
-        """Restart the child if it died; True when it did."""
-        if self.alive():
-            return False
-        self.restarts += 1
-        self.restarted_at = time.monotonic()
-        self.start(wait_s)
-        return True
+        """Restart the child if it died; True when this call did (several callers at once
+        restart it once)."""
+        with self._lock:
+            if self.alive():
+                restarted = False
+            else:
+                self.restarts += 1
+                self.restarted_at = time.monotonic()
+                self._spawn()
+                restarted = True
+        self.wait_ready(wait_s)
+        return restarted
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
+    def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (the server drains accepted requests), then SIGKILL past ``timeout_s``."""
         with self._lock:
             proc = self._proc

@@ -80,18 +80,24 @@ def triton_batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
 class Repository:
     """Load, unload and list models of an engine the way Triton's repository API does."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, keep_models: int = 16,
+                 keep_bytes: int | None = None) -> None:
         self.engine = engine
+        # Unloaded models' files, oldest first; bounded (by count and bytes, default an
+        # eighth of the memory budget): past it the oldest are forgotten.
         self._unloaded: dict[str, tuple[bytes, BatchConfig]] = {}
+        self._keep_models = keep_models
+        self._keep_bytes = keep_bytes if keep_bytes is not None else \
+            engine.memory_budget_bytes // 8
         self._lock = threading.Lock()
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        out = [{"name": n, "version": "1", "state": "READY", "reason": ""}
-               for n in self.engine.model_names()]
+        loaded = self.engine.model_names()
+        out = [{"name": n, "version": "1", "state": "READY", "reason": ""} for n in loaded]
         if not ready_only:
             with self._lock:
                 out += [{"name": n, "version": "1", "state": "UNAVAILABLE",
-                         "reason": "unloaded"} for n in self._unloaded]
+                         "reason": "unloaded"} for n in self._unloaded if n not in loaded]
         return out
 
     def load(self, name: str, parameters: Any = None) -> dict[str, Any]:
@@ -142,4 +148,10 @@ class Repository:
         data, cfg = engine.model_bytes(name), engine.batch_config(name)
         engine.unload_model(name)
         with self._lock:
-            self._unloaded[name] = (data, cfg)
+            self._unloaded.pop(name, None)
+            if len(data) <= self._keep_bytes:
+                self._unloaded[name] = (data, cfg)
+            while self._unloaded and (
+                    len(self._unloaded) > self._keep_models
+                    or sum(len(d) for d, _ in self._unloaded.values()) > self._keep_bytes):
+                del self._unloaded[next(iter(self._unloaded))]

@@ -42,20 +42,22 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 from . import control, oip, prom
-from .oip import DATATYPES, OIPError
 from .config import EngineConfig
 from .engine import Engine
-from .process import tune_for_serving
-from .errors import (BatchlabError, EngineClosedError, InputValidationError, ModelNotFoundError,
-                     OverloadedError, RequestTimeoutError)
+from .errors import (BatchlabError, ConfigError, EngineClosedError, InputValidationError,
+                     ModelNotFoundError, OverloadedError, RequestTimeoutError)
 from .models import ModelInfo
+from .oip import DATATYPES, OIPError
+from .process import tune_for_serving
 from .repository import Repository
+from .wire import WireError
 
 __all__ = ["EngineServer", "DATATYPES", "main"]
 
@@ -81,17 +83,20 @@ class _Text:
 
 
 def _status_of(err: BaseException) -> int:
-    """The HTTP status of an error, as the data plane and the control API answer it."""
+    """The HTTP status of an error, as the data plane and the control API answer it: from
+    Batchlab's own errors, the history's KeyError for an unknown run and argument checks'
+    ValueError; anything else (an IndexError, a TypeError...) is a 500, not the client's
+    fault."""
     if isinstance(err, _HTTPError):
         return err.status
-    if isinstance(err, (ModelNotFoundError, LookupError)):
+    if isinstance(err, (ModelNotFoundError, KeyError)):
         return 404
     if isinstance(err, (OverloadedError, EngineClosedError)):
         return 503
     if isinstance(err, RequestTimeoutError):
         return 504
-    if isinstance(err, (InputValidationError, ValueError)):
-        return 400
+    if isinstance(err, (InputValidationError, ConfigError, WireError, ValueError)):
+        return 400  # the engine's argument checks raise ValueError too
     return 500
 
 
@@ -101,6 +106,10 @@ _HTTPError = OIPError  # one error type for "answer this status with this messag
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
+
+    # A connection idle (or stuck sending its request) this long is closed; waiting for an
+    # answer (a long predict, wait_job) is not reading, so it is not cut short.
+    timeout = 120
 
     def setup(self) -> None:
         super().setup()
@@ -134,6 +143,10 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(400, f"the request body is not valid JSON: {err}") from None
 
     def _raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise _HTTPError(411, "chunked request bodies are not accepted; send a "
+                                  "Content-Length header")
         raw_length = self.headers.get("Content-Length")
         if raw_length is None and not required:
             return None
@@ -141,6 +154,9 @@ class _Handler(BaseHTTPRequestHandler):
             length = int(raw_length or "")
         except ValueError:
             raise _HTTPError(411, "a Content-Length header is required") from None
+        if length < 0:
+            self.close_connection = True
+            raise _HTTPError(400, f"Content-Length must be >= 0, got {length}")
         limit = limit or self.server.max_body_bytes
         if length > limit:
             # Read and drop the body in small chunks (never holding it), so the client gets
@@ -155,14 +171,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HTTPError(413, f"the request body is {length} bytes, over the limit of "
                                   f"{limit} bytes")
         raw = self.rfile.read(length)
+        self._consumed = True
         if not raw and not required:
             return None
         return raw
 
     def _dispatch(self, method: str) -> None:
+        self._consumed = False
         with self.server.busy:
             self.server.in_flight += 1
         try:
+            if self.server.closing:
+                self.close_connection = True
+                self._send(503, {"error": "the server is shutting down", "type":
+                                 "EngineClosedError"}, headers={"Connection": "close"})
+                return
             self._answer(method)
         finally:
             with self.server.busy:
@@ -179,6 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
                 f"internal error: {type(err).__name__}: {err}"
             body = {"error": message, "type": type(err).__name__}
+            # A body left unread would be parsed as the next request on this connection.
+            if not self._consumed and int(self.headers.get("Content-Length") or 0) > 0:
+                self.close_connection = True
         if isinstance(body, _Text):
             self._send(status, body.data, body.content_type, body.headers)
         else:
@@ -260,7 +286,10 @@ class _Handler(BaseHTTPRequestHandler):
                                   "the methods)")
         if method not in ("POST", "GET"):
             raise _HTTPError(405, f"use POST {path}")
-        body = self._body(server.max_upload_bytes, required=False) if method == "POST" else None
+        # Only an upload may be large; every other call fits the data plane's limit.
+        limit = server.max_upload_bytes if m.group(2) in ("load_model", "save") \
+            else server.max_body_bytes
+        body = self._body(limit, required=False) if method == "POST" else None
         return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
 
     def _info(self, name: str) -> ModelInfo:
@@ -284,8 +313,10 @@ class _Handler(BaseHTTPRequestHandler):
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
-        pred = self.server.engine.predict(name, x, timeout_ms=params.get("timeout_ms"),
-                                          key=params.get("key"))
+        timeout_ms = params.get("timeout_ms")
+        if timeout_ms is None and isinstance(params.get("timeout"), (int, float)):
+            timeout_ms = params["timeout"] / 1000.0  # Triton's timeout, in microseconds
+        pred = self.server.engine.predict(name, x, timeout_ms=timeout_ms, key=params.get("key"))
         body, binary_header = oip.encode_infer_response(
             req, name, pred.outputs, {"batch_rows": pred.batch_rows, "queue_ms": pred.queue_ms,
                                       "compute_ms": pred.compute_ms})
@@ -298,6 +329,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections (a client opening its
+    # pool, 200 concurrent requests) would see some refused or reset.
+    request_queue_size = 256
 
     def __init__(self, addr: tuple[str, int], engine: Engine, max_body_bytes: int) -> None:
         self.engine = engine
@@ -308,7 +342,17 @@ class _Server(ThreadingHTTPServer):
         self.repository = Repository(engine)
         self.in_flight = 0  # requests being answered (close waits for them)
         self.busy = threading.Condition()
+        self.closing = False  # answer 503 and close keep-alive connections from now on
         super().__init__(addr, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a reset, a broken pipe, an idle timeout) is normal; only
+        anything else is logged with its traceback (not printed to stderr)."""
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError)):
+            log.debug("connection from %s ended: %s", client_address, err)
+        else:
+            log.exception("error serving %s", client_address)
 
 
 class EngineServer:
@@ -347,12 +391,15 @@ class EngineServer:
     def close(self, drain_s: float = 5.0) -> None:
         """Stop accepting connections, then wait up to ``drain_s`` for the answers being
         written (close the engine first to finish its accepted requests)."""
-        self._server.shutdown()
         srv = self._server
+        srv.closing = True
+        if self._thread.is_alive():
+            srv.shutdown()
         with srv.busy:
             srv.busy.wait_for(lambda: srv.in_flight == 0, timeout=drain_s)
         srv.server_close()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
 
     def __enter__(self) -> EngineServer:
         return self.start()

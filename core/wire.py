@@ -18,8 +18,9 @@ engine's own return types — ``ModelInfo``, ``MetricsSnapshot``, ``TrafficStatu
 ``pred``   a :class:`~core.settle.Prediction`
 =========  ===================================================================
 
-Decoding builds only dataclasses defined in ``core`` (never an arbitrary class), and sets
-their fields directly: the values were valid where they were made.
+Decoding builds only dataclasses defined in ``core`` (never an arbitrary class), through
+their constructors, so their own validation runs; a server decoding a caller's arguments
+also names the few classes an argument may be.
 
 Example:
     >>> decode(json.loads(json.dumps(encode({"x": (1, 2)}))))
@@ -136,19 +137,20 @@ def _dataclass(path: str) -> type:
     return cls
 
 
-def decode(data: Any) -> Any:
-    """The inverse of :func:`encode`."""
+def decode(data: Any, allowed: frozenset[str] | None = None) -> Any:
+    """The inverse of :func:`encode`. ``allowed``: the only dataclasses (``module:Class``)
+    that may be built (a server decoding a caller's arguments); None: any of ``core``'s."""
     if isinstance(data, list):
-        return [decode(v) for v in data]
+        return [decode(v, allowed) for v in data]
     if not isinstance(data, dict):
         return data
     tag = data.get(_TAG)
     if tag is None:
-        return {k: decode(v) for k, v in data.items()}
+        return {k: decode(v, allowed) for k, v in data.items()}
     if tag == "tuple":
-        return tuple(decode(v) for v in data["v"])
+        return tuple(decode(v, allowed) for v in data["v"])
     if tag == "dict":
-        return {_hashable(decode(k)): decode(v) for k, v in data["v"]}
+        return {_hashable(decode(k, allowed)): decode(v, allowed) for k, v in data["v"]}
     if tag == "bytes":
         return base64.b64decode(data["v"])
     if tag == "nd":
@@ -156,22 +158,32 @@ def decode(data: Any) -> Any:
         return np.frombuffer(raw, dtype=np.dtype(data["dtype"])).reshape(data["shape"]).copy()
     if tag == "ndobj":
         arr = np.empty(len(data["v"]), dtype=object)
-        arr[:] = [decode(v) for v in data["v"]]
+        arr[:] = [decode(v, allowed) for v in data["v"]]
         return arr.reshape(data["shape"])
     if tag == "dtype":
         return np.dtype(data["v"])
     if tag == "df":
         return _decode_frame(data)
     if tag == "pred":
+        if allowed is not None:
+            raise WireError("a Prediction is an answer, not an argument")
         from .settle import Prediction
         return Prediction(**{k: decode(v) for k, v in data["v"].items()})
     if tag == "dc":
+        if allowed is not None and data["cls"] not in allowed:
+            raise WireError(f"an argument cannot be a {data['cls']}; expected one of "
+                            f"{', '.join(sorted(allowed))}")
         cls = _dataclass(data["cls"])
-        obj = object.__new__(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        for k, v in data["v"].items():
-            if k in names:
-                object.__setattr__(obj, k, decode(v))
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {k: decode(v, allowed) for k, v in data["v"].items() if k in fields}
+        init = {k: v for k, v in values.items() if fields[k].init}
+        try:  # the class's own checks run (__post_init__): a value is valid or refused
+            obj = cls(**init)
+        except TypeError as err:
+            raise WireError(f"cannot build {data['cls']}: {err}") from None
+        for k, v in values.items():
+            if not fields[k].init:
+                object.__setattr__(obj, k, v)
         return obj
     raise WireError(f"unknown wire tag {tag!r}")
 

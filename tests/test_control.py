@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import (ConfigError, Engine, EngineUnavailableError,
+from core import (ConfigError, Engine, EngineUnavailableError, RequestTimeoutError,
                   InputValidationError, JobStatus, MetricsSnapshot, ModelInfo, ModelNotFoundError,
                   TrafficStatus, build_demo_model)
 from core.client import RemoteEngine
@@ -183,7 +183,7 @@ def test_load_and_unload_through_the_client(pair, tmp_path):
     path = tmp_path / "from-disk.onnx"
     path.write_bytes(build_demo_model("tiny"))
     assert remote.load_model(path).name == "from-disk"  # read here, sent as bytes
-    assert engine.model_info("from-disk").source == str(path)
+    assert engine.model_info("from-disk").source == f"upload: {path}"
     # Nothing over HTTP names a file on the server: not a model to read, not a CSV to write.
     raw = RemoteEngine(server.url)
     with pytest.raises(ConfigError, match="takes the model's bytes, not a path"):
@@ -225,7 +225,9 @@ def test_a_cancelled_sweep_keeps_its_finished_points(engine):
     job = engine.start_job("sweep", "tiny", max_batch_sizes=[1, 2, 4, 8, 16, 32],
                            max_waits_ms=[0.0], rates_rps=[100.0], duration_s=0.2)
     # Cancel once the first point is in (watching the job, not the clock).
-    while not engine.job(job.job_id).partial and not engine.job(job.job_id).finished:
+    for _ in range(int(WAIT_S * 100)):
+        if engine.job(job.job_id).partial or engine.job(job.job_id).finished:
+            break
         started.wait(0.01)
     engine.cancel_job(job.job_id)
     end = engine.wait_job(job.job_id, timeout_s=WAIT_S)
@@ -385,10 +387,14 @@ def test_server_stops_when_its_parent_is_gone(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
     pid = int(out.stdout.split()[0])
-    for _ in range(int(WAIT_S * 10)):  # the child notices within ~1 s; poll its pid
+    def gone() -> bool:  # exited: no such process, or a zombie nobody reaped yet
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    for _ in range(int(WAIT_S * 10)):  # the child notices within ~1 s; poll its pid
+        if gone():
             break
         threading.Event().wait(0.1)
     else:
@@ -436,3 +442,127 @@ def test_the_contracts_types_travel():
         report = roundtrip(engine.ab_report("exp"))
         assert isinstance(report.arms["a"], MetricsSnapshot)
         assert report.arms["a"].total_requests + report.arms["b"].total_requests == 1
+
+
+# -- what an HTTP caller cannot do (from a review) ------------------------------------------------
+def test_an_http_caller_cannot_skip_the_probe_or_pass_invalid_settings(pair):
+    from core import BatchConfig
+    engine, server, _ = pair
+    raw = RemoteEngine(server.url)
+    tiny = build_demo_model("tiny")
+    with pytest.raises(ConfigError, match="cannot choose whether the upload is tried"):
+        raw._call("engine", "load_model", (tiny,), {"name": "x", "probe": False})
+    raw._call("engine", "load_model", (tiny,), {"name": "y", "source_label": "demo"})
+    assert engine.model_info("y").source == "upload: demo"  # an upload whatever it says
+    bad = encode(BatchConfig())
+    bad["v"]["max_batch_size"] = 0
+    with pytest.raises(ConfigError, match="max_batch_size must be"):
+        raw._t.request("POST", "/v1/engine/load_model",
+                       {"args": encode([tiny]), "kwargs": {"name": "z", "batch": bad}})
+    bad["v"]["max_batch_size"], bad["v"]["policy"] = 8, "nope"
+    with pytest.raises(ConfigError, match="policy"):
+        raw._t.request("POST", "/v1/engine/load_model",
+                       {"args": encode([tiny]), "kwargs": {"name": "z", "batch": bad}})
+    status = encode(engine.jobs()[:0] + [engine.batch_config("tiny")])
+    status[0]["cls"] = "core.jobs:JobStatus"
+    with pytest.raises(ConfigError, match="an argument cannot be a core.jobs:JobStatus"):
+        raw._t.request("POST", "/v1/engine/configure", {"args": ["tiny"] + status})
+    assert "z" not in engine.model_names()
+    with pytest.raises(KeyError, match="no run 999|999"):
+        raw.store.get(999)  # the history's KeyError arrives as a KeyError
+    raw.close()
+
+
+def _raw_http(port: int, request: bytes) -> bytes:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and b"}" in chunk:
+                break
+        return b"".join(chunks)
+
+
+def test_bodies_the_server_will_not_read(pair):
+    engine, server, _ = pair
+    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+                                    b"Content-Length: -1\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length must be >= 0" in answer
+    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+                                    b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 411") and b"chunked" in answer
+    small = EngineServer(engine, port=0, max_body_bytes=4096).start()
+    try:  # only an upload may be larger than the data plane's limit
+        body = json.dumps({"args": [0] * 5000}).encode()
+        answer = _raw_http(small.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+                                       b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert answer.startswith(b"HTTP/1.1 413")
+    finally:
+        small.close()
+    EngineServer(engine, port=0).close()  # never started: closes at once
+
+
+def test_an_error_before_the_body_is_read_does_not_poison_the_connection(pair):
+    httpclient = pytest.importorskip("tritonclient.http")
+    from tritonclient.utils import InferenceServerException
+    _, server, _ = pair
+    c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
+    x = httpclient.InferInput("x", [1, 4], "FP32")
+    x.set_data_from_numpy(np.ones((1, 4), np.float32), binary_data=False)
+    with pytest.raises(InferenceServerException, match="no model named 'tny'"):
+        c.infer("tny", [x])
+    assert c.infer("tiny", [x]).as_numpy("y").tolist() == [[3.0] * 4]
+    c.close()
+
+
+def test_a_server_that_never_answers_times_out_the_client():
+    import socket
+    with socket.socket() as listener:  # accepts connections (the backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        remote = RemoteEngine(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_s=0.3)
+        with pytest.raises(RequestTimeoutError, match="did not answer /v1/engine/model_names "
+                                                      "within 0.3 s"):
+            remote.model_names()
+        with pytest.raises(RequestTimeoutError, match="within 10.5 s|within 10.3 s"):
+            remote.predict("mlp", np.zeros((1, 256), np.float32), timeout_ms=300)
+        assert not remote.reachable()
+        remote.close()
+
+
+def test_repository_keeps_a_bounded_number_of_unloaded_models():
+    from core.repository import Repository
+    with Engine() as engine:
+        repo = Repository(engine, keep_models=2)
+        for name in ("tiny", "mlp", "cnn"):
+            repo.unload(name)
+        index = {m["name"]: m["state"] for m in repo.index()}
+        assert [n for n, s in index.items() if s == "UNAVAILABLE"] == ["mlp", "cnn"]
+        engine.load_model(build_demo_model("tiny"), name="mlp")  # loaded again another way
+        assert {m["name"]: m["state"] for m in repo.index()}["mlp"] == "READY"
+
+
+def test_concurrent_ensure_restarts_once(tmp_path):
+    server = ServerProcess(args=["--no-demo-models"], log_path=tmp_path / "s.log").start()
+    try:
+        os.kill(server.pid, signal.SIGKILL)
+        server._proc.wait(WAIT_S)
+        results: list[bool] = []
+        threads = [threading.Thread(target=lambda: results.append(server.ensure(WAIT_S * 3)))
+                   for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False, False, False, True] and server.restarts == 1
+        assert RemoteEngine(server.url).reachable()
+    finally:
+        assert server.stop() == 0

@@ -265,8 +265,11 @@ def test_sigterm_answers_the_requests_already_accepted(tmp_path):
                                              concurrency=5)
         x = np.ones((1, 256), np.float32)
         pending = [c.async_infer("mlp", [_input("x", x, "FP32")]) for _ in range(5)]
-        while remote.queue_depth("mlp") < 5:  # all five accepted (watching, not sleeping)
+        for _ in range(int(WAIT_S * 100)):  # all five accepted (watching, not sleeping)
+            if remote.queue_depth("mlp") >= 5:
+                break
             threading.Event().wait(0.01)
+        assert remote.queue_depth("mlp") == 5
         remote.close()
         os.kill(server.pid, signal.SIGTERM)
         want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": x})[0]
