@@ -45,7 +45,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # Calls that only read: safe to send again when a pooled connection turns out dead.
 _READS = frozenset({
     "models", "model_names", "model_info", "sample_input", "cache_entries", "batch_config",
-    "learned_cost", "metrics", "queue_depth", "is_warm", "last_warmup", "memory_profile",
+    "learned_cost", "metrics", "queue_depth", "is_warm", "warm_sizes", "last_warmup", "memory_profile",
     "status", "ab_arms", "ab_experiments", "ab_report", "ab_metrics", "traffic",
     "traffic_running", "jobs", "job", "counters", "model_bytes", "list", "get", "compare",
     "export_csv"})

@@ -30,7 +30,7 @@ ENGINE_METHODS = frozenset({
     "load_model", "unload_model", "models", "model_names", "model_info", "sample_input",
     "cache_entries", "evict_cache", "configure", "batch_config", "learned_cost",
     "predict", "metrics", "reset_metrics", "queue_depth",
-    "warmup", "is_warm", "last_warmup", "measure_memory", "memory_profile",
+    "warmup", "is_warm", "warm_sizes", "last_warmup", "measure_memory", "memory_profile",
     "status", "create_ab", "update_ab", "delete_ab", "ab_arms", "ab_experiments",
     "ab_report", "ab_metrics",
     "start_traffic", "stop_traffic", "wait_traffic", "traffic", "traffic_running",

@@ -476,15 +476,21 @@ class Engine:
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
         report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
                             progress, time_limit_s=limit, stop=stop)
-        entry.warmed_sizes.update(report.batch_sizes)
         entry.last_warmup = report
         return report
 
     def is_warm(self, name: str) -> bool:
-        """True when every batch size the current configuration can produce was warmed."""
+        """True when every batch size warm-up would run for the current configuration has
+        run on this session already, by warm-up or by traffic (a model run one row at a
+        time: batch size 1)."""
         entry = self._entry(name)
         needed = warmup_batch_sizes(entry.batcher.config.max_batch_size, entry.info.batchable)
-        return set(needed) <= entry.warmed_sizes
+        return set(needed) <= entry.sizes_run
+
+    def warm_sizes(self, name: str) -> list[int]:
+        """The batch sizes ``name``'s session has run since it was loaded (traffic and
+        warm-up alike), sorted."""
+        return sorted(self._entry(name).sizes_run)
 
     def last_warmup(self, name: str) -> WarmupReport | None:
         return self._entry(name).last_warmup

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset"]
+__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges"]
 
 
 def _missing(v: Any) -> bool:
@@ -76,3 +76,17 @@ def fmt_opset(opset: dict[str, int] | None) -> str:
     if not opset:
         return "-"
     return ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in sorted(opset.items()))
+
+
+def fmt_ranges(values: list[int]) -> str:
+    """Sorted integers as ranges: [1, 2, 3, 5, 8, 9] -> '1-3, 5, 8-9'."""
+    out: list[str] = []
+    start = prev = None
+    for v in [*values, None]:
+        if start is not None and v != prev + 1:
+            out.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = None
+        if start is None and v is not None:
+            start = v
+        prev = v
+    return ", ".join(out)

@@ -193,6 +193,8 @@ class LoadedModel:
     info: ModelInfo
     session: ort.InferenceSession
     output_names: list[str] = field(default_factory=list)
+    #: batch sizes this model's runs have fed the session (see ModelRunner)
+    sizes_run: set[int] = field(default_factory=set)
 
     def run(self, arrays: Sequence[np.ndarray],
             run_options: ort.RunOptions | None = None) -> list[Any]:

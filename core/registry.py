@@ -49,7 +49,6 @@ class ModelEntry:
     validator: RequestValidator
     batcher: Batcher
     metrics: ModelMetrics
-    warmed_sizes: set[int] = field(default_factory=set)
     last_warmup: WarmupReport | None = None
     data: bytes = b""                       # the model file (for probes in a child process)
     memory_profile: Any = None              # pandas frame from core.probe, once measured
@@ -61,6 +60,12 @@ class ModelEntry:
     @property
     def runner(self) -> ModelRunner:
         return ModelRunner(self.loaded)
+
+    @property
+    def sizes_run(self) -> set[int]:
+        """Batch sizes this session has run (traffic and warm-up), as ONNX Runtime saw them
+        (1 for a model run a row at a time)."""
+        return self.loaded.sizes_run
 
 
 class ModelRunner:
@@ -80,7 +85,9 @@ class ModelRunner:
         loaded = self.loaded
         rows = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
         if not self.by_rows or rows == 1:
-            return loaded.run(arrays, run_options)
+            out = loaded.run(arrays, run_options)
+            loaded.sizes_run.add(rows if not self.by_rows else 1)  # warm for this shape now
+            return out
         parts = [loaded.run([a[i:i + 1] for a in arrays], run_options) for i in range(rows)]
         out: list[Any] = []
         for k in range(len(parts[0])):
@@ -89,6 +96,7 @@ class ModelRunner:
                 out.append(np.concatenate(pieces))
             else:
                 out.append([item for piece in pieces for item in piece])
+        loaded.sizes_run.add(1)
         return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import BatchlabError, charts, warmup_batch_sizes
+from core.fmt import fmt_ranges
 from pages._common import get_engine, job_progress, pick_model
 
 engine = get_engine()
@@ -23,15 +24,26 @@ cfg = engine.batch_config(model)
 sizes = warmup_batch_sizes(cfg.max_batch_size, info.batchable)
 
 c1, c2 = st.columns([2, 1])
+ran = engine.warm_sizes(model)
+missing = [s for s in sizes if s not in ran]
 with c1:
     iterations = st.slider("Iterations per batch size", 2, 100, 10, key="warmup_iters",
                            help="The first run is the cold one; the median of the rest is warm.")
-    st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
-               f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
+    if info.batchable:
+        st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
+                   f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
+    else:
+        st.caption(f"{model} runs one row at a time ({info.batch_reason}): batch size 1 is "
+                   "the only one to warm.")
+    st.caption("Batch sizes this model has run since it was loaded (traffic and warm-up): "
+               + (fmt_ranges(ran) if ran else "none yet") + ".")
 with c2:
-    warm = engine.is_warm(model)
+    warm = not missing
+    what = f"max_batch_size={cfg.max_batch_size}" if info.batchable else "batch size 1"
     (st.success if warm else st.warning)(
-        f"{model} is {'warm' if warm else 'not warm'} for max_batch_size={cfg.max_batch_size}",
+        f"{model} is warm for {what}" if warm else
+        f"{model} is not warm for {what}: batch size(s) {', '.join(map(str, missing))} "
+        "have not run yet",
         icon=":material/local_fire_department:" if warm else ":material/ac_unit:")
 
 job = job_progress(engine, "warmup", model, key="warmup_job")

@@ -211,3 +211,27 @@ def test_warmup_of_non_batchable_model(engine):
         engine.warmup("fixed-batch", iterations=2, batch_sizes=[4])
     with pytest.raises(ConfigError, match="iterations must be an int >= 2"):
         engine.warmup("mlp", iterations=1)
+
+
+def test_warm_state_counts_the_batch_sizes_traffic_ran(engine):
+    """Warm means every size warm-up would run has run on this session, by warm-up or by
+    traffic (issue 14: 'not warm for max_batch_size=30' after 45k served requests)."""
+    engine.configure("tiny", max_batch_size=4, max_wait_ms=0.0)
+    assert not engine.is_warm("tiny")
+    for rows in (1, 2, 4):  # one request at a time: each batch holds exactly its rows
+        engine.predict("tiny", np.ones((rows, 4), np.float32))
+    assert engine.warm_sizes("tiny") == [1, 2, 4] and engine.is_warm("tiny")
+    engine.configure("tiny", max_batch_size=8)
+    assert not engine.is_warm("tiny")  # 8 has not run yet
+    # A model fixed at batch 1 runs one row at a time: warm once a single row has run.
+    assert not engine.is_warm("fixed-batch")
+    engine.predict("fixed-batch", engine.sample_input("fixed-batch"))
+    assert engine.warm_sizes("fixed-batch") == [1] and engine.is_warm("fixed-batch")
+
+
+def test_fmt_ranges_and_compact_numbers():
+    from core.fmt import fmt_num, fmt_pct, fmt_ranges
+    assert fmt_ranges([1, 2, 3, 5, 8, 9]) == "1-3, 5, 8-9" and fmt_ranges([]) == ""
+    assert [fmt_num(v) for v in (9999, 17564, 643_210, 924_812, 1_234_567)] == \
+        ["9,999", "17.6k", "643.2k", "924.8k", "1.2M"]
+    assert fmt_pct(0.00021) == "0.02%" and fmt_pct(0) == "0%"
