@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import EngineUnavailableError
 from pages._common import require_engine, sidebar_status
 
-st.set_page_config(page_title="Batchlab", page_icon=":material/stacks:", layout="wide")
+# The page icon is a file here, not a Material icon (which the browser would fetch from
+# the internet, and which fails offline).
+ICON = str(Path(__file__).resolve().parent / ".streamlit" / "icon.png")
+st.set_page_config(page_title="Batchlab", page_icon=ICON, layout="wide")
 
 PAGES = [
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:", default=True),
@@ -18,7 +23,14 @@ PAGES = [
     st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
 ]
 
-page = st.navigation(PAGES)
+# The navigation is drawn here as page links, not by st.navigation's own menu: with
+# client.showSidebarNavigation off, a fresh server never flashes Streamlit's raw list of
+# the files in pages/ before this script has run.
+page = st.navigation(PAGES, position="hidden")
+with st.sidebar:
+    for p in PAGES:
+        st.page_link(p)
+    st.divider()
 if require_engine():
     sidebar_status()
     try:
