@@ -32,7 +32,7 @@ ENGINE_METHODS = frozenset({
     "predict", "metrics", "reset_metrics", "queue_depth",
     "warmup", "is_warm", "warm_sizes", "last_warmup", "measure_memory", "memory_profile",
     "status", "create_ab", "update_ab", "delete_ab", "ab_arms", "ab_experiments",
-    "ab_report", "ab_metrics",
+    "ab_report", "ab_metrics", "ab_match_settings",
     "start_traffic", "stop_traffic", "wait_traffic", "traffic", "traffic_running",
     "start_job", "jobs", "job", "cancel_job", "wait_job", "counters", "model_bytes",
 })

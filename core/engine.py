@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -49,7 +50,7 @@ from .metrics import MetricsSnapshot
 from .models import CacheEntry, ModelInfo, read_model_source, sample_input
 from .registry import ModelEntry, ModelRegistry, check_batchable_sizes
 from .probe import probe_model
-from .router import ABExperiment, ABReport, ExperimentRegistry
+from .router import ABExperiment, ABReport, ExperimentRegistry, arm_differences
 from .settle import Request
 from .traffic import TrafficManager
 from .warmup import ProgressFn, WarmupReport, run_warmup, warmup_batch_sizes
@@ -577,8 +578,29 @@ class Engine:
 
     def ab_report(self, name: str, detect_ms: float | None = None) -> ABReport:
         """Per-arm figures, statistics and verdict of experiment ``name`` (``.to_dict()``).
-        ``detect_ms``: the latency difference worth detecting (for the sample size)."""
-        return self._experiment(name).report(detect_ms)
+        ``detect_ms``: the latency difference worth detecting (for the sample size).
+        ``.warnings`` names every difference between the arms other than the model (batch
+        settings, session options, warm state, an uneven split)."""
+        exp = self._experiment(name)
+        report = exp.report(detect_ms)
+        entries = {arm: self._registry.get(model) for arm, model in (("a", report.a),
+                                                                      ("b", report.b))}
+        if any(e is None for e in entries.values()):
+            return report  # an arm is being swapped out: no comparison of settings now
+        warnings = arm_differences(
+            report, {k: e.batcher.config for k, e in entries.items()},
+            {k: e.loaded.session_config for k, e in entries.items()},
+            {k: self.is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
+        return dataclasses.replace(report, warnings=warnings)
+
+    def ab_match_settings(self, name: str) -> BatchConfig:
+        """Give arm B's model arm A's batch settings (all of them), so that a comparison is
+        of the models alone; returns B's new configuration."""
+        with self._lock:
+            exp = self._experiment(name)
+            a_cfg = self._entry(exp.a).batcher.config
+            self._entry(exp.b).batcher.configure(a_cfg)
+        return a_cfg
 
     def ab_metrics(self, name: str, arm: str, window_s: float | None = None) -> MetricsSnapshot:
         """What arm ``arm`` ("a" or "b") of experiment ``name`` served (see :meth:`metrics`

@@ -195,6 +195,8 @@ class LoadedModel:
     output_names: list[str] = field(default_factory=list)
     #: batch sizes this model's runs have fed the session (see ModelRunner)
     sizes_run: set[int] = field(default_factory=set)
+    #: the session options it was created with
+    session_config: SessionConfig | None = None
 
     def run(self, arrays: Sequence[np.ndarray],
             run_options: ort.RunOptions | None = None) -> list[Any]:
@@ -339,7 +341,7 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
         session = _create_session(data, options, arena)
     info = _inspect(name, data, sha, proto, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
-                       output_names=[o.name for o in info.outputs])
+                       output_names=[o.name for o in info.outputs], session_config=options)
 
 
 def _parse(data: bytes) -> onnx.ModelProto:

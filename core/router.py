@@ -45,6 +45,36 @@ AB_MODES = ("random", "sticky", "shadow")
 _SAMPLES_PER_ARM = 20_000
 
 
+def _kind(v: Any) -> str | None:
+    """'int' (labels, classes, flags), 'float', or None (not a tensor)."""
+    if not isinstance(v, np.ndarray):
+        return None
+    return "int" if v.dtype.kind in "iub" else "float" if v.dtype.kind in "fc" else None
+
+
+def matched_outputs(a_out: dict[str, Any], b_out: dict[str, Any]
+                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs of A's and B's outputs that mean the same thing: the same name, else the same
+    position with the same kind (int/float) and shape (converted classifiers name their
+    labels ``label`` or ``output_label``). Named by A's output."""
+    out = []
+    b_items = list(b_out.items())
+    for i, (name, av) in enumerate(a_out.items()):
+        bv = b_out.get(name)
+        if bv is None and i < len(b_items):
+            bv = b_items[i][1]
+        if _kind(av) is None or _kind(av) != _kind(bv) or av.shape != bv.shape:
+            continue
+        out.append((name, av, bv))
+    return out
+
+
+def pair_names(a_out: dict[str, Any], b_out: dict[str, Any]) -> dict[str, str]:
+    b_names = list(b_out)
+    return {name: (name if name in b_out else b_names[i])
+            for i, name in enumerate(a_out) if name in b_out or i < len(b_names)}
+
+
 class ShadowStats:
     """How B's outputs compare with A's on the same requests (shadow mode)."""
 
@@ -55,14 +85,12 @@ class ShadowStats:
         self.label_agree = 0
         self.max_abs_diff: dict[str, float] = {}
         self.b_failed = 0
+        self.pairs: dict[str, str] = {}  # A's output -> the B output compared with it
 
     def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
         agree = labels = 0
         diffs: dict[str, float] = {}
-        for name, av in a_out.items():
-            bv = b_out.get(name)
-            if not isinstance(av, np.ndarray) or not isinstance(bv, np.ndarray) or av.shape != bv.shape:
-                continue
+        for name, av, bv in matched_outputs(a_out, b_out):
             if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
                 same = (av == bv).reshape(len(av), -1).all(axis=1) if av.ndim else np.array([av == bv])
                 agree += int(same.sum())
@@ -71,6 +99,7 @@ class ShadowStats:
                 diffs[name] = float(np.nanmax(np.abs(av.astype(np.float64) - bv)))
         with self._lock:
             self.compared += 1
+            self.pairs.update(pair_names(a_out, b_out))
             self.label_agree += agree
             self.label_rows += labels
             for name, d in diffs.items():
@@ -85,7 +114,8 @@ class ShadowStats:
             return {"compared_requests": self.compared,
                     "label_agreement": self.label_agree / self.label_rows
                     if self.label_rows else None,
-                    "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed}
+                    "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed,
+                    "pairs": dict(self.pairs)}
 
 
 class ABExperiment:
@@ -205,6 +235,8 @@ class ABReport:
     latency: LatencyComparison | None = None
     errors: ErrorComparison | None = None
     shadow: dict[str, Any] = field(default_factory=dict)
+    #: every difference between the arms other than the model (sentences), worst first
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def confound_warning(self) -> str | None:
@@ -244,12 +276,56 @@ class ABReport:
             }
             if self.mode == "shadow":  # callers are all served by A; B sees copies
                 arms[arm]["share_served"] = 1.0 if arm == "a" else 0.0
+                arms[arm]["shadow_copies"] = s.total_requests if arm == "b" else 0
         return {"name": self.name, "a": self.a, "b": self.b, "b_share": self.b_share,
                 "mode": self.mode, "total_requests": total, "arms": arms,
                 "latency": self.latency.to_dict() if self.latency else None,
                 "errors": self.errors.to_dict() if self.errors else None,
                 "shadow": self.shadow, "verdict": self.verdict,
-                "confound_warning": self.confound_warning}
+                "confound_warning": self.confound_warning, "warnings": list(self.warnings)}
+
+
+_BATCH_FIELDS = {  # BatchConfig field -> how to say it
+    "max_wait_ms": "max wait (ms)", "max_batch_size": "max batch size",
+    "policy": "release policy", "latency_slo_ms": "latency SLO (ms)",
+    "timeout_ms": "timeout (ms)", "max_queue": "queue bound"}
+_SESSION_FIELDS = {"intra_op_threads": "ONNX Runtime threads",
+                   "graph_optimization": "graph optimisation", "provider": "execution provider"}
+
+
+def arm_differences(report: ABReport, batch: dict[str, Any], session: dict[str, Any],
+                    warm: dict[str, bool]) -> list[str]:
+    """Every difference between the arms other than the model, as sentences, worst first:
+    batch settings, session options, warm state, and the split. ``batch``, ``session`` and
+    ``warm`` map "a"/"b" to each arm model's BatchConfig, SessionConfig (or None) and warm
+    state."""
+    out: list[str] = []
+    a, b = batch["a"], batch["b"]
+    diffs = [f"{label}: A {getattr(a, f)!s}, B {getattr(b, f)!s}"
+             for f, label in _BATCH_FIELDS.items() if getattr(a, f) != getattr(b, f)]
+    if diffs:
+        hint = ""
+        if a.max_wait_ms != b.max_wait_ms:
+            lower = "B" if b.max_wait_ms < a.max_wait_ms else "A"
+            hint = (f" At low load a request waits up to its arm's max wait for company, so "
+                    f"{lower} can look up to {abs(a.max_wait_ms - b.max_wait_ms):g} ms faster "
+                    "at p50 whatever the models do.")
+        out.append("The arms have different batch settings (" + "; ".join(diffs) + "): a "
+                   "latency difference may come from them, not from the models." + hint)
+    sa, sb = session["a"], session["b"]
+    if sa is not None and sb is not None:
+        sdiffs = [f"{label}: A {getattr(sa, f)!s}, B {getattr(sb, f)!s}"
+                  for f, label in _SESSION_FIELDS.items() if getattr(sa, f) != getattr(sb, f)]
+        if sdiffs:
+            out.append("The arms' ONNX Runtime sessions are set up differently ("
+                       + "; ".join(sdiffs) + "): compute time differs for that reason too.")
+    if warm["a"] != warm["b"]:
+        cold = "A" if not warm["a"] else "B"
+        out.append(f"Arm {cold} has not run every batch size its settings produce yet (not "
+                   "warm): its first batches of new sizes are slower. Warm both up first.")
+    if report.confound_warning:
+        out.append(report.confound_warning)
+    return out
 
 
 class ExperimentRegistry:

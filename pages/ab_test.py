@@ -7,7 +7,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import AB_MODES, BatchlabError, charts
-from pages._common import fmt_ms, get_engine, live_fragment, live_interval, stop_when_idle
+from pages._common import (fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
+                           stop_when_idle)
 
 engine = get_engine()
 
@@ -93,8 +94,10 @@ with left:
                   on_change=_set_share, disabled=report.mode == "shadow",
                   help="In shadow mode callers always get A and B sees every request.")
         p1, p2 = st.columns(2)
-        p1.button("Promote B (100%)", key="ab_promote", on_click=_set_share, args=(1.0,))
-        p2.button("Roll back (0%)", key="ab_rollback", on_click=_set_share, args=(0.0,))
+        p1.button("Promote B", key="ab_promote", on_click=_set_share, args=(1.0,),
+                  help="Send 100% of traffic to B.", width="stretch")
+        p2.button("Roll back", key="ab_rollback", on_click=_set_share, args=(0.0,),
+                  help="Send 100% of traffic to A.", width="stretch")
         if "ab_error" in st.session_state:
             st.error(st.session_state.pop("ab_error"))
     with st.container(border=True):
@@ -104,9 +107,11 @@ with left:
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)
         t2.button("Stop traffic", key="ab_stop", on_click=engine.stop_traffic, args=(exp,))
         r1, r2 = st.columns(2)
-        r1.button("Reset arm metrics", key="ab_reset", on_click=engine.reset_metrics,
-                  args=(exp,))
-        r2.button("Delete experiment", key="ab_delete", on_click=_delete)
+        r1.button("Reset", key="ab_reset", on_click=engine.reset_metrics, args=(exp,),
+                  help="Zero both arms' metrics.", width="stretch")
+        r2.button("Delete", key="ab_delete", on_click=_delete,
+                  help="Stop its traffic and delete the experiment (the models stay).",
+                  width="stretch")
 
 interval = live_interval(engine)
 
@@ -117,17 +122,23 @@ def arms() -> None:
     rep = full.to_dict()
     lat, err = full.latency, full.errors
     significant = bool((lat and lat.significant) or (err and err.significant))
+    # What differs between the arms besides the model comes first: it qualifies the verdict.
+    for warning in full.warnings:
+        st.warning(warning, icon=":material/balance:")
+    if any("batch settings" in w for w in full.warnings):
+        st.button("Give B A's batch settings", key="ab_match", on_click=engine.ab_match_settings,
+                  args=(exp,), help="Copies every batch setting of A's model to B's model "
+                                    "(max batch size, max wait, policy, SLO, timeout, queue).")
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
-    if full.confound_warning:
-        st.warning(full.confound_warning, icon=":material/balance:")
     table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):
         v = rep["arms"][arm]
+        served_what = (f"{fmt_num(v['shadow_copies'])} shadow copies" if arm == "b"
+                       and full.mode == "shadow" else f"{fmt_pct(v['share_served'])} of traffic")
         col.metric(f"Arm {arm.upper()}: {v['model']}", fmt_ms(v["p50_ms"]) + " p50",
-                   f"{v['share_served']:.0%} of traffic · {v['errors']} errors",
-                   delta_color="off")
+                   f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off")
     st.dataframe(table, hide_index=True, key="ab_table", column_config={
         "error_rate": st.column_config.NumberColumn(format="percent"),
         "share_served": st.column_config.NumberColumn(format="percent"),
@@ -163,13 +174,15 @@ def arms() -> None:
     if rep["shadow"]:
         sh = rep["shadow"]
         agree = sh["label_agreement"]
-        st.caption(f"Shadow comparison on {sh['compared_requests']:,} requests: label "
-                   f"agreement {agree:.1%}" if agree is not None else "Shadow comparison: no "
-                   "integer outputs to compare labels")
+        pairs = ", ".join(f"A's {a} with B's {b}" for a, b in sh.get("pairs", {}).items())
+        st.caption(f"Shadow comparison on {fmt_num(sh['compared_requests'])} requests "
+                   f"({pairs or 'no outputs of the same kind to compare'}): "
+                   + (f"label agreement {fmt_pct(agree)}" if agree is not None else
+                      "no integer outputs (labels) to compare")
+                   + f" · B failed on {fmt_num(sh['b_failed'])} copies")
         if sh["max_abs_diff"]:
             st.caption("Max absolute difference: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in sh["max_abs_diff"].items())
-                + f" · B failed on {sh['b_failed']} copies")
+                f"{k} {v:.4g}" for k, v in sh["max_abs_diff"].items()))
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.style(lat_fig, "Latency per arm", "ms", ts),

@@ -212,3 +212,48 @@ def test_identical_models_are_not_declared_different_more_often_than_alpha():
     err_pos = sum(compare_errors(rng.binomial(400, 0.05), 400, rng.binomial(400, 0.05),
                                  400).significant for _ in range(runs))
     assert err_pos <= stats.binom.ppf(0.999, runs, alpha)
+
+
+def test_report_names_every_difference_between_the_arms_besides_the_model(engine):
+    """Issue 14: 'B is faster by 4.86 ms at p50' came entirely from B's max_wait_ms=0."""
+    engine.create_ab("fair", a="clf-v1", b="clf-v2", b_share=0.5)
+    assert not [w for w in engine.ab_report("fair").warnings if "batch settings" in w]
+    engine.configure("clf-v1", max_wait_ms=5.0)
+    engine.configure("clf-v2", max_wait_ms=0.0, policy="adaptive")
+    warnings = engine.ab_report("fair").warnings
+    batch = next(w for w in warnings if "batch settings" in w)
+    assert "max wait (ms): A 5.0, B 0.0" in batch and "release policy: A deadline, B adaptive" \
+        in batch and "B can look up to 5 ms faster" in batch
+    cfg = engine.ab_match_settings("fair")
+    assert engine.batch_config("clf-v2") == engine.batch_config("clf-v1") == cfg
+    assert not [w for w in engine.ab_report("fair").warnings if "batch settings" in w]
+    # An uneven split is a difference too (seeded routing: B gets some of the 100).
+    engine.create_ab("uneven", a="clf-v1", b="clf-v2", b_share=0.1, seed=0)
+    for _ in range(100):
+        engine.predict("uneven", engine.sample_input("clf-v1"))
+    report = engine.ab_report("uneven")
+    assert report.arms["b"].total_requests > 0
+    assert any("Uneven split" in w for w in report.warnings)
+    assert report.to_dict()["warnings"] == report.warnings
+
+
+def test_shadow_matches_outputs_by_position_and_kind_and_counts_copies(engine):
+    """A classifier naming its labels 'output_label' against one naming them 'label'."""
+    from core.router import matched_outputs
+    a = {"output_label": np.array([1, 0, 2]), "output_probability": [{0: 0.1}] * 3}
+    b = {"label": np.array([1, 1, 2]), "probabilities": np.zeros((3, 3), np.float32)}
+    pairs = matched_outputs(a, b)
+    assert [(n, av.tolist(), bv.tolist()) for n, av, bv in pairs] == \
+        [("output_label", [1, 0, 2], [1, 1, 2])]
+    engine.create_ab("sh", a="clf-v1", b="clf-v2", mode="shadow")
+    for s in range(20):
+        engine.predict("sh", engine.sample_input("clf-v1", seed=s))
+    deadline = threading.Event()
+    for _ in range(int(WAIT_S * 100)):  # the copies to B finish after the callers' answers
+        if engine.ab_report("sh").shadow["compared_requests"] == 20:
+            break
+        deadline.wait(0.01)
+    rep = engine.ab_report("sh").to_dict()
+    assert rep["shadow"]["compared_requests"] == 20
+    assert rep["shadow"]["pairs"] == {"probs": "probs", "label": "label"}
+    assert rep["arms"]["b"]["share_served"] == 0.0 and rep["arms"]["b"]["shadow_copies"] == 20

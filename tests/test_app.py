@@ -219,6 +219,13 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     # difference") and errors ("... error-rate difference" / "B has more errors").
     assert any(("p50" in v or "latency" in v) and ("error" in v) for v in verdicts), verdicts
     assert "p-value" in frame_with(at, "p-value").columns
+    # A settings difference is named above the verdict, with a one-click fix.
+    engine.configure("clf-v2", max_wait_ms=0.0)
+    at.run()
+    assert any("different batch settings" in w.value for w in at.warning)
+    at.button(key="ab_match").click().run()
+    assert engine.batch_config("clf-v2") == engine.batch_config("clf-v1")
+    assert not any("different batch settings" in w.value for w in at.warning)
     at.radio(key="ab_mode").set_value("shadow").run()
     assert engine.ab_report("exp1").mode == "shadow"
     assert at.slider(key="ab_share").disabled
