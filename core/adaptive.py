@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["CostEstimator", "RateEstimator", "adaptive_decision"]
+__all__ = ["CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo"]
 
 
 class CostEstimator:
@@ -156,3 +157,34 @@ def adaptive_decision(queued_rows: int, max_rows: int, waited_s: float, max_wait
         return "adaptive", 0.0
     # Look again when the next row is expected (bounded by the deadline).
     return None, min(left, 1.0 / rate_rps)
+
+
+def choose_within_slo(waited_s: Sequence[float], rows: Sequence[int],
+                      predict_s: Callable[[int], float], slo_s: float
+                      ) -> tuple[list[int], list[int], list[int]]:
+    """Which requests of a released batch run now, go back to the queue, or are shed.
+
+    ``waited_s`` and ``rows`` describe the batch's requests oldest first; ``predict_s(n)``
+    is the learned run time of n rows. A request that cannot finish within ``slo_s`` even
+    alone is shed. The others run in the largest batch, oldest first, that the oldest of
+    them can still wait for (its wait plus the batch's run time within the SLO: the
+    younger ones have waited less); those that do not fit go back to the front of the
+    queue for the next batch. So a tight SLO gets smaller batches, not shed requests that
+    could still make it. Returns index lists (run, back, shed).
+
+    >>> choose_within_slo([1e-4] * 4, [1] * 4, lambda n: 0.0005 + 0.0005 * n, 0.002)
+    ([0, 1], [2, 3], [])
+    """
+    run: list[int] = []
+    back: list[int] = []
+    shed: list[int] = []
+    total = 0
+    for i, (w, n) in enumerate(zip(waited_s, rows)):
+        if w + predict_s(n) > slo_s:
+            shed.append(i)
+        elif not run or waited_s[run[0]] + predict_s(total + n) <= slo_s:
+            run.append(i)
+            total += n
+        else:
+            back.append(i)
+    return run, back, shed

@@ -181,6 +181,19 @@ class AdmissionQueue:
                 self.queued_rows -= r._rows
                 self.dead += 1
 
+    def put_back(self, requests: list[Request]) -> None:
+        """Return taken requests (oldest first) to the front of the queue, in order: the
+        executor ran a smaller batch than released (a latency SLO). Not new arrivals."""
+        with self.cv:
+            live = self.ledger.live
+            for r in reversed(requests):
+                if r not in live:
+                    continue
+                r._where = QUEUED
+                self.q.appendleft(r)
+                self.queued_rows += r._rows
+            self.cv.notify_all()
+
     # -- collector side ---------------------------------------------------------------
     def _trim(self) -> None:
         q = self.q

@@ -27,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .admission import AdmissionQueue
+from .adaptive import choose_within_slo
 from .errors import InferenceError, RequestTimeoutError, SLOShedError
 from .settle import Ledger, Request
 
@@ -95,18 +96,35 @@ class Executor:
                     self.ledger.fail([r], RequestTimeoutError(
                         queue_timeout_message(self.name, now - r._t_submit)),
                         notify_queue=False)
-                elif shed_after is not None and now - r._t_submit > shed_after:
-                    cost_ms = (cfg.latency_slo_ms / 1000.0 - shed_after) * 1000.0
-                    self.ledger.fail([r], SLOShedError(
-                        f"request to model {self.name!r} was shed: it had waited "
-                        f"{(now - r._t_submit) * 1000:.1f} ms and its batch needs about "
-                        f"{cost_ms:.1f} ms, so it cannot finish within "
-                        f"latency_slo_ms={cfg.latency_slo_ms:g}; lower the load or relax "
-                        "the SLO"), notify_queue=False)
                 else:
                     live.append(r)
+            if shed_after is not None and live:
+                live = self._within_slo(live, now, cfg.latency_slo_ms)
         if live:
             self._run(live, reason)
+
+    def _within_slo(self, live: list[Request], now: float, slo_ms: float) -> list[Request]:
+        """The requests that run now under a latency SLO: a smaller batch when the whole
+        one would be late, the rest back to the queue, only the hopeless ones shed."""
+        q = self.queue
+        slo_s = slo_ms / 1000.0
+
+        def predict_s(n: int) -> float:
+            return slo_s - q.policy.shed_after_s(q, n, slo_ms)
+
+        run, back, shed = choose_within_slo([now - r._t_submit for r in live],
+                                            [r._rows for r in live], predict_s, slo_s)
+        for i in shed:
+            r = live[i]
+            self.ledger.fail([r], SLOShedError(
+                f"request to model {self.name!r} was shed: it had waited "
+                f"{(now - r._t_submit) * 1000:.1f} ms and even alone it needs about "
+                f"{predict_s(r._rows) * 1000:.1f} ms, so it cannot finish within "
+                f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO"),
+                notify_queue=False)
+        if back:
+            q.put_back([live[i] for i in back])
+        return [live[i] for i in run]
 
     def _run(self, live: list[Request], reason: str) -> None:
         depth = self.queue.depth()

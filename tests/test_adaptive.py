@@ -149,3 +149,23 @@ def test_slo_needs_the_adaptive_policy():
     with pytest.raises(ConfigError, match="latency_slo_ms works with policy='adaptive'"):
         BatchConfig(latency_slo_ms=10)
     BatchConfig(policy="adaptive", latency_slo_ms=10)
+
+
+def test_a_tight_slo_gets_smaller_batches_not_shed_requests():
+    """Issue 14: with a 2 ms SLO the whole batch of 32 needs ~2.1 ms, and every request
+    that had waited at all was shed; those that can make it in a smaller batch now run."""
+    from core.adaptive import choose_within_slo
+
+    def predict(n: int) -> float:  # t(n) = 0.5 ms + 0.05 ms per row
+        return 0.0005 + 0.00005 * n
+
+    run, back, shed = choose_within_slo([0.0001] * 32, [1] * 32, predict, 0.002)
+    assert (len(run), len(back), shed) == (28, 4, [])  # 0.1 + 0.5 + 0.05*28 = 2.0 ms
+    assert run == list(range(28))  # the oldest first
+    # One that waited 1.8 ms cannot make it even alone (1.8 + 0.55 > 2): shed; the oldest
+    # one left decides the size of the batch.
+    run, back, shed = choose_within_slo([0.0018, 0.0009, 0.0001, 0.0001], [1, 4, 1, 1],
+                                        predict, 0.002)
+    assert shed == [0] and run == [1, 2, 3] and back == []
+    run, back, shed = choose_within_slo([0.0012, 0.0001, 0.0001], [1, 8, 1], predict, 0.002)
+    assert run == [0, 2] and back == [1] and shed == []  # the 8-row request waits its turn
