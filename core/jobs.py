@@ -238,15 +238,31 @@ def _measure_memory(engine: Any, job: Job, target: str, *,
 
 
 def _profile_cost(engine: Any, job: Job, target: str, *,
-                  batch_sizes: list[int] | None = None, iterations: int = 10) -> Any:
-    def progress(done: int, total: int, batch_size: int) -> None:
-        job.progress(done / total, f"timing batch size {batch_size}")
+                  batch_sizes: list[int] | None = None, iterations: int = 10,
+                  calibrate_s: float = 2.0) -> Any:
+    """Compute per batch size, the fitted cost model, and its overhead calibrated with
+    traffic at two loads below capacity (in the engine's process, as sweeps measure)."""
+    from .experiments import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model,
+                              profile_cost_frame)
 
-    sizes = batch_sizes or [1, 2, 4, 8, 16, 32, 64]
+    def progress(done: int, total: int, batch_size: int) -> None:
+        job.progress(0.5 * done / total, f"timing batch size {batch_size}")
+
+    info = engine.model_info(target)
+    sizes = batch_sizes or ([1, 2, 4, 8, 16, 32, 64] if info.batchable else [1])
     report = engine.warmup(target, iterations=iterations, batch_sizes=sizes,
                            progress=progress, stop=job.stop)
-    from .experiments import profile_cost_frame
-    return profile_cost_frame(report)
+    profile = profile_cost_frame(report)
+    if len(profile) < 2:
+        return {"profile": profile, "cost": None}
+    cost = fit_cost_model(profile)
+    cfg = engine.batch_config(target)
+    capacity = min(cfg.max_batch_size / cost(cfg.max_batch_size) * 1000.0, ENGINE_BOUND_RPS)
+    job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} and "
+                      f"{0.35 * capacity:,.0f} req/s")
+    cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
+                              duration_s=calibrate_s)
+    return {"profile": profile, "cost": cost}
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)

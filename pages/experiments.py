@@ -6,9 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core import BatchlabError, charts
-from core.experiments import (fit_cost_model, pareto_frontier, profile_cost,
-                              recommend, simulate, sweep, tf_serving_batching, triton_config,
-                              what_if_curve)
+from core.experiments import (pareto_frontier, recommend, simulate, tf_serving_batching,
+                              triton_config, what_if_curve)
 from pages._common import fmt_ms, get_engine, job_progress, pick_model
 
 engine = get_engine()
@@ -109,20 +108,31 @@ if result and result[0] == model:
 # -- what-if ---------------------------------------------------------------------------------------
 with st.container(border=True):
     st.subheader("What-if")
-    st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, and predict "
-               "a configuration's latency across load before applying it. The model "
-               "includes the batching wait and queueing, not Python's own overhead, so "
-               "measured latency is higher at low compute.")
-    if st.button("Profile the model", key="exp_profile"):
-        with st.spinner("Timing batch sizes 1..64..."):
-            prof = profile_cost(engine, model, batch_sizes=[1, 2, 4, 8, 16, 32, 64]
-                                if info.batchable else [1], iterations=10)
-        st.session_state["exp_cost"] = (model, fit_cost_model(prof) if len(prof) > 1 else None,
-                                        prof)
+    st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, calibrate "
+               "the per-request overhead with traffic at two loads, and predict a "
+               "configuration's latency across load before applying it (batching wait, "
+               "queueing, run, overhead).")
+    prof_job = job_progress(engine, "profile_cost", model, key="exp_profile_job")
+    if st.button("Profile the model", key="exp_profile",
+                 disabled=prof_job is not None and not prof_job.finished,
+                 help="Times batch sizes 1..64, fits t(n), then runs traffic at two loads "
+                      "below capacity to calibrate the overhead (about 10 s, in the engine)."):
+        try:
+            engine.start_job("profile_cost", model)
+        except BatchlabError as err:
+            st.error(f"Could not profile: {err}")
+        else:
+            st.rerun()
+    if prof_job is not None and prof_job.state == "done" and prof_job.result:
+        st.session_state["exp_cost"] = (model, prof_job.result["cost"],
+                                        prof_job.result["profile"])
     cost_entry = st.session_state.get("exp_cost")
     if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
         cost = cost_entry[1]
-        st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f})")
+        st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f}); "
+                   f"overhead per request {cost.overhead_ms:.3f} ms + "
+                   f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
+                   "traffic; it includes the load generator, as sweeps measure)")
         w1, w2, w3 = st.columns(3)
         bs = w1.slider("Max batch size", 1, 256, 32, key="whatif_bs")
         wait = w2.slider("Max wait (ms)", 0.0, 50.0, 2.0, 0.5, key="whatif_wait")
@@ -148,10 +158,24 @@ with st.container(border=True):
             errs = []
             for _, r in measured.iterrows():
                 p = simulate(cost, bs, wait, float(r["load"]), n_requests=5000)
-                errs.append({"rate_rps": r["load"], "measured_p99_ms": r["p99_ms"],
-                             "predicted_p99_ms": p["p99_ms"],
-                             "error_ms": p["p99_ms"] - r["p99_ms"]})
-            st.dataframe(pd.DataFrame(errs), hide_index=True, key="exp_pred_error")
+                lo, hi = r.get("p99_ci_low_ms"), r.get("p99_ci_high_ms")
+                errs.append({"rate (req/s)": r["load"],
+                             "p50 measured": r["p50_ms"], "p50 predicted": p["p50_ms"],
+                             "p50 error": p["p50_ms"] / r["p50_ms"] - 1,
+                             "p99 measured": r["p99_ms"],
+                             "p99 95% interval": f"{lo:.2f}-{hi:.2f}" if pd.notna(lo) else "-",
+                             "p99 predicted": p["p99_ms"],
+                             "runs": int(r.get("measurements", 1))})
+            st.dataframe(pd.DataFrame(errs), hide_index=True, key="exp_pred_error",
+                         column_config={
+                             "p50 error": st.column_config.NumberColumn(format="percent"),
+                             **{c: st.column_config.NumberColumn(format="%.2f ms") for c in
+                                ("p50 measured", "p50 predicted", "p99 measured",
+                                 "p99 predicted")}})
+            st.caption("The p50 is what the model predicts well (within a few percent below "
+                       "capacity on the demo models, docs/benchmarks.md); a p99 is one "
+                       "point's tail: trust the measurement when its interval is narrow, "
+                       "and a point measured 3 times was an outlier re-checked.")
 
 # -- history ----------------------------------------------------------------------------------------
 with st.container(border=True):

@@ -283,6 +283,10 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert engine.batch_config("tiny").max_batch_size in (4, 16)
     at.button(key="exp_profile").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    profiled = finish_job(engine, "profile_cost", "tiny")
+    assert profiled.state == "done", profiled.error
+    at.run()
+    assert any("calibrated with traffic" in c.value for c in at.caption)
     labels = [m.label for m in at.metric]
     assert "Predicted p99" in labels
     at.button(key="hist_delete").click().run()

@@ -387,3 +387,11 @@ def test_an_outlier_point_is_measured_again_and_the_median_kept():
     assert row["p99_ms"] < 30, "the stall was not kept"
     rec = recommend(frame, p99_slo_ms=100)
     assert "outlier point(s) were measured three times (median kept)" in rec.reason
+
+
+def test_simulator_adds_the_overhead_at_the_rate():
+    arr = np.arange(1, 1001) * 0.010  # 100 req/s, every request alone
+    cost = CostModel(2.0, 0.0, 1.0, overhead_ms=1.0, overhead_per_krps_ms=0.5)
+    r = simulate(cost, max_batch_size=32, max_wait_ms=0.0, rate_rps=100, arrivals_s=arr)
+    assert r["p50_ms"] == pytest.approx(2.0 + 1.0 + 0.05)
+    assert cost.overhead_at(4000) == pytest.approx(3.0)
