@@ -14,9 +14,11 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 __all__ = [
+    "runs_figure", "ab_figure",
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
     "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure",
@@ -174,40 +176,104 @@ def memory_figure(frame: pd.DataFrame,
     return _layout(fig, title, "MiB", height=300)
 
 
+_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star-triangle-up",
+            "hexagon", "pentagon", "triangle-down")
+
+
+def _latency_axis(fig: go.Figure, values: pd.Series, title: str) -> None:
+    """A log axis only when the values span more than 20x, with labels at 1-2-5 steps
+    (no crowded minor labels); else a plain linear one."""
+    v = values[values > 0]
+    if len(v) and v.max() / v.min() > 20:
+        fig.update_yaxes(type="log", dtick="D2", title=title + " (log)")
+    else:
+        fig.update_yaxes(type="linear", rangemode="tozero", title=title)
+
+
 def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | None = None,
                   chosen: tuple[int, float] | None = None,
-                  title: str = "Throughput vs p99: every point, and the Pareto frontier") -> go.Figure:
-    """Sweep points (colour: max batch size), the frontier, the SLO and the recommendation."""
+                  title: str = "Throughput vs p99: every point, and the Pareto frontier",
+                  chosen_load: float | None = None) -> go.Figure:
+    """Sweep points, one legend entry per setting (colour: max batch size, symbol: max
+    wait), the frontier, the SLO and the recommendation (at the load it was chosen for)."""
     fig = go.Figure()
     if not frame.empty:
-        labels = [f"batch {int(b)}, wait {w:g} ms, load {l:g}" for b, w, l in
-                  zip(frame["max_batch_size"], frame["max_wait_ms"], frame["load"])]
-        fig.add_trace(go.Scatter(
-            x=frame["achieved_rps"], y=frame["p99_ms"], mode="markers", name="measured",
-            text=labels, hovertemplate="%{text}<br>%{x:.0f} req/s, p99 %{y:.2f} ms",
-            marker=dict(size=10, color=np.log2(frame["max_batch_size"].astype(float)),
-                        colorscale="Viridis", showscale=True,
-                        colorbar=dict(title="log2 batch"))))
+        batches = sorted(frame["max_batch_size"].unique())
+        waits = sorted(frame["max_wait_ms"].unique())
+        palette = px.colors.qualitative.Safe
+        for (b, w), pts in frame.groupby(["max_batch_size", "max_wait_ms"], sort=True):
+            pts = pts.sort_values("load")
+            fig.add_trace(go.Scatter(
+                x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers+lines",
+                name=f"batch {int(b)} · wait {w:g} ms",
+                text=[f"load {v:g}" for v in pts["load"]],
+                hovertemplate="batch " + str(int(b)) + f", wait {w:g} ms, " +
+                              "%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms<extra></extra>",
+                line=dict(width=1, color=palette[batches.index(b) % len(palette)]),
+                marker=dict(size=10, symbol=_SYMBOLS[waits.index(w) % len(_SYMBOLS)],
+                            color=palette[batches.index(b) % len(palette)])))
     if not frontier.empty:
         fig.add_trace(go.Scatter(x=frontier["achieved_rps"], y=frontier["p99_ms"],
                                  mode="lines", name="Pareto frontier",
                                  line=dict(color="#0f172a", dash="dot")))
     if slo_ms is not None and not frame.empty:
-        # A line trace, not add_hline: shapes take log10 units on a log axis.
         xs = [0.0, float(frame["achieved_rps"].max()) * 1.05]
         fig.add_trace(go.Scatter(x=xs, y=[slo_ms, slo_ms], mode="lines",
-                                 name=f"p99 SLO {slo_ms:g} ms",
+                                 name=f"p99 target {slo_ms:g} ms",
                                  line=dict(color=COLORS["err"], dash="dash")))
     if chosen is not None and not frame.empty:
         sel = frame[(frame["max_batch_size"] == chosen[0]) & (frame["max_wait_ms"] == chosen[1])]
+        if chosen_load is not None and (sel["load"] == chosen_load).any():
+            sel = sel[sel["load"] == chosen_load]
         if not sel.empty:
-            best = sel.sort_values("achieved_rps").iloc[-1]
+            best = sel.sort_values("load").iloc[-1]
             fig.add_trace(go.Scatter(x=[best["achieved_rps"]], y=[best["p99_ms"]],
                                      mode="markers", name="recommended",
-                                     marker=dict(symbol="star", size=18, color=COLORS["ok"])))
-    fig.update_xaxes(title="achieved throughput (req/s)")
-    fig.update_yaxes(type="log")
-    return _layout(fig, title, "p99 latency (ms, log)", height=380)
+                                     marker=dict(symbol="star", size=20, color=COLORS["ok"],
+                                                 line=dict(width=1, color="#0f172a"))))
+    fig.update_xaxes(title="achieved throughput (req/s)", tickformat=",")
+    fig = _layout(fig, title, "p99 latency (ms)", height=400)
+    fig.update_layout(hovermode="closest")
+    if not frame.empty:
+        _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
+    return fig
+
+
+def ab_figure(report: object, title: str = "Latency per arm") -> go.Figure:
+    """Grouped bars of each arm's p50, p95 and p99 from an :class:`~core.ABReport`."""
+    fig = go.Figure()
+    for arm in ("a", "b"):
+        snap = report.arms[arm]
+        model = report.a if arm == "a" else report.b
+        fig.add_trace(go.Bar(x=["p50", "p95", "p99"],
+                             y=[snap.p50_ms, snap.p95_ms, snap.p99_ms],
+                             name=f"{arm.upper()}: {model} ({snap.total_requests:,} requests)",
+                             marker_color=COLORS[arm],
+                             hovertemplate="%{x}: %{y:.2f} ms<extra></extra>"))
+    fig.update_layout(barmode="group")
+    return _layout(fig, title, "latency (ms)")
+
+
+def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
+    """Points of several stored runs (``ExperimentStore.compare``), one colour per run,
+    named by id and name, so runs can be told apart."""
+    fig = go.Figure()
+    palette = px.colors.qualitative.Bold
+    for k, (rid, pts) in enumerate(frame.groupby("run_id", sort=True)):
+        name = pts["run"].iloc[0] if "run" in pts else ""
+        labels = [f"batch {int(b)}, wait {w:g} ms, load {v:g}" for b, w, v in
+                  zip(pts["max_batch_size"], pts["max_wait_ms"], pts["load"])]
+        fig.add_trace(go.Scatter(
+            x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers", name=f"run {rid}: {name}",
+            text=labels, hovertemplate="%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
+            marker=dict(size=10, color=palette[k % len(palette)],
+                        symbol=_SYMBOLS[k % len(_SYMBOLS)])))
+    fig.update_xaxes(title="achieved throughput (req/s)", tickformat=",")
+    fig = _layout(fig, title, "p99 latency (ms)", height=380)
+    fig.update_layout(hovermode="closest")
+    if not frame.empty:
+        _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
+    return fig
 
 
 def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges"]
+__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p"]
 
 
 def _missing(v: Any) -> bool:
@@ -90,3 +90,10 @@ def fmt_ranges(values: list[int]) -> str:
             start = v
         prev = v
     return ", ".join(out)
+
+
+def fmt_p(p: float | None) -> str:
+    """A p-value as people read it: '< 0.001', '0.042', '0.31'."""
+    if _missing(p):
+        return "-"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"

@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import AB_MODES, BatchlabError, charts
+from core.fmt import fmt_p
 from pages._common import (fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
                            stop_when_idle)
 
@@ -165,10 +166,10 @@ def arms() -> None:
         st.dataframe(pd.DataFrame([
             {"measure": "latency p50 (ms)", "A": lat.p50_a_ms, "B": lat.p50_b_ms,
              "B - A": lat.diff_p50_ms, "95% CI": f"{lat.ci_low_ms:.2f} to {lat.ci_high_ms:.2f}",
-             "p-value": lat.p_value, "test": "Mann-Whitney U",
+             "p-value": fmt_p(lat.p_value), "test": "Mann-Whitney U",
              "more requests per arm needed": lat.more_needed_per_arm},
             {"measure": "error rate", "A": err.rate_a, "B": err.rate_b, "B - A": err.diff,
-             "95% CI": "", "p-value": err.p_value, "test": "chi-square (two proportions)",
+             "95% CI": "", "p-value": fmt_p(err.p_value), "test": "chi-square (two proportions)",
              "more requests per arm needed": err.more_needed_per_arm},
         ]), hide_index=True, key="ab_stats_table")
     if rep["shadow"]:

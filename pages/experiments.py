@@ -88,7 +88,8 @@ if result and result[0] == model:
         (st.success if rec.max_batch_size is not None else st.warning)(rec.reason)
         st.plotly_chart(charts.pareto_figure(frame, front, float(slo),
                                              (rec.max_batch_size, rec.max_wait_ms)
-                                             if rec.max_batch_size else None),
+                                             if rec.max_batch_size else None,
+                                             chosen_load=rec.load),
                         key="exp_pareto")
         st.dataframe(frame, hide_index=True, key="exp_table")
         if rec.max_batch_size is not None:
@@ -185,15 +186,20 @@ with st.container(border=True):
         st.caption(f"No runs yet. Runs are kept in {store.path}.")
     else:
         st.dataframe(runs.assign(config=runs["config"].astype(str)), hide_index=True,
-                     key="hist_table")
+                     key="hist_table",
+                     column_config={"created": st.column_config.DatetimeColumn(
+                         format="YYYY-MM-DD HH:mm:ss")})
         ids = runs["id"].tolist()
-        chosen = st.multiselect("Compare runs", ids, ids[:2], key="hist_compare")
+        label = {r.id: f"run {r.id}: {r.name} · {r.created:%H:%M:%S}" for r in runs.itertuples()}
+        # The selection starts again from the two newest whenever a run is added, so the
+        # newest is never left out of the comparison.
+        chosen = st.multiselect("Compare runs", ids, ids[:2], key=f"hist_compare_{ids[0]}",
+                                format_func=label.get)
         if chosen:
             both = store.compare(chosen)
-            st.plotly_chart(charts.pareto_figure(both, pareto_frontier(both), float(slo),
-                                                 title="Runs compared"), key="hist_chart")
+            st.plotly_chart(charts.runs_figure(both), key="hist_chart")
         h1, h2, h3 = st.columns(3)
-        pick = h1.selectbox("Run", ids, key="hist_pick")
+        pick = h1.selectbox("Run", ids, key="hist_pick", format_func=label.get)
         h2.download_button("Export CSV", store.export_csv(pick), file_name=f"run-{pick}.csv",
                            key="hist_csv")
         if h3.button("Delete run", key="hist_delete"):

@@ -12,7 +12,7 @@ from core import BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
 from core.fmt import fmt_opset
 from core.memory import format_bytes
-from pages._common import UPLOAD_LIMIT_MB, fmt_ms, get_engine, job_progress, pick_model
+from pages._common import UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress, pick_model
 
 engine = get_engine()
 
@@ -164,8 +164,8 @@ with right:
             c1.metric("Total", fmt_ms(pred.total_ms))
             c2.metric("Queue", fmt_ms(pred.queue_ms))
             c3.metric("Compute", fmt_ms(pred.compute_ms))
-            st.caption(f"batch #{pred.batch_id} · {pred.batch_rows} rows · released: "
-                       f"{pred.release_reason}")
+            st.caption(f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} "
+                       f"of {pred.batch_rows} row(s) · the batch left: {pred.release_reason}")
             for out_name, value in pred.outputs.items():
                 st.markdown(f"**{out_name}**")
                 if isinstance(value, np.ndarray):
@@ -185,7 +185,7 @@ entries = engine.cache_entries()
 if entries:
     st.dataframe(pd.DataFrame([{
         "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
-        "last used (s ago)": e.last_used_s_ago,
+        "last used": f"{fmt_s(e.last_used_s_ago)} ago",
         "threads": e.session_config.intra_op_threads if e.session_config.intra_op_threads
         is not None else "auto",
         "optimisation": e.session_config.graph_optimization,

@@ -276,7 +276,9 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert len(table) == 2 and (table["achieved_rps"] > 0).all()
     assert any("meets p99 <= 1000 ms at 200 req/s" in s.value for s in at.success)
     spec = figure(at, "Pareto")
-    assert len(values(spec["data"][0]["x"])) == 2
+    settings = [t for t in spec["data"] if t.get("name", "").startswith("batch ")]
+    assert sorted(t["name"] for t in settings) == ["batch 16 · wait 0 ms", "batch 4 · wait 0 ms"]
+    assert sum(len(values(t["x"])) for t in settings) == 2
     from core.experiments import ExperimentStore
     assert len(ExperimentStore(tmp_path / "experiments.sqlite").list()) == 1
     at.button(key="exp_apply").click().run()
@@ -323,3 +325,26 @@ def test_dashboard_engine_probes_uploads_in_a_child_process(engine):
     with pytest.raises(ModelLoadError, match="failed its trial run .* separate process"):
         engine.load_model(build_memory_bomb(70000), name="bomb")  # ~20 GB on its first run
     assert "bomb" not in engine.model_names()
+
+
+def test_no_page_shows_a_placeholder_or_a_raw_dict(engine):
+    """Issue 14: '{snap.queue_depth}' printed literally, 'opset {'': 17}'."""
+    import re
+
+    placeholder = re.compile(r"\{[a-z_][a-z_0-9.\[\]'\"]*\}|\{'[^']*': ")
+    for _ in range(20):
+        engine.predict("mlp", engine.sample_input("mlp"))
+    engine.create_ab("scan", a="clf-v1", b="clf-v2", mode="shadow")
+    for _ in range(10):
+        engine.predict("scan", engine.sample_input("clf-v1"))
+    engine.warmup("tiny", iterations=2)
+    for page in PAGES:
+        at = app(page)
+        texts = [e.value for kind in ("markdown", "caption", "success", "info", "warning",
+                                      "error", "title", "subheader") for e in at.get(kind)]
+        texts += [f"{m.label} {m.value}" for m in at.metric]
+        texts += [b.label for b in at.button]
+        for text in texts:
+            assert not placeholder.search(str(text)), (page, text)
+        for m in at.metric:  # compact figures: a tile never needs more than this
+            assert len(str(m.value)) <= 14, (page, m.label, m.value)

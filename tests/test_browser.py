@@ -129,13 +129,29 @@ def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page)
     no_exception(page)
 
 
-def test_every_page_loads_without_exception(server, page: Page):
+# Text a page must never show: a template placeholder left unformatted, a raw dict.
+PLACEHOLDER = re.compile(r"\{[a-z_][a-z_0-9.\[\]'\"]*\}|\{'[^']*': ")
+
+# Every metric value, button label and caption that is cut off by its box (its text is
+# wider than the box shows), as "page: text".
+CUT_OFF_JS = """() => [...document.querySelectorAll(
+    '[data-testid="stMetricValue"] div, [data-testid="stMetricValue"], '
+    + '[data-testid="stBaseButton-secondary"] p, [data-testid="stBaseButton-primary"] p')]
+    .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+    .map(e => e.innerText)"""
+
+
+def test_every_page_loads_without_exception_placeholders_or_cut_figures(server, page: Page):
     page.set_viewport_size({"width": 1400, "height": 1000})
     open_app(page, server)
     for path, title in PAGES.items():
         go(page, title)
         no_exception(page)
         expect(page.locator('[data-testid="stAlert"]', has_text="Error")).to_have_count(0)
+        text = page.locator('[data-testid="stApp"]').inner_text()
+        assert not PLACEHOLDER.search(text), (title, PLACEHOLDER.search(text).group(0))
+        cut = page.evaluate(CUT_OFF_JS)
+        assert not cut, f"{title}: cut off: {cut}"
 
 
 def test_upload_good_and_bad_models(server, page: Page, tmp_path):
@@ -233,6 +249,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
     page.wait_for_timeout(2500)
     second = total.inner_text()
     assert figure_value(second) > figure_value(first), "numbers did not move"
+    assert not page.evaluate(CUT_OFF_JS), "a figure is cut off on the Monitor page"
     shot(page, "monitor")
     no_exception(page)
 

@@ -1,4 +1,5 @@
-"""Every notebook under notebooks/ runs top to bottom without error (nbclient)."""
+"""Every notebook under notebooks/ runs top to bottom without error and draws a chart
+(nbclient)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,7 @@ def test_notebook_executes(path: Path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors, errors
+    # Each notebook shows its results as a chart at least once (issue 14: one drew none).
+    charts = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+              if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert charts, f"{path.name} draws no chart"
