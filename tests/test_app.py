@@ -348,3 +348,18 @@ def test_no_page_shows_a_placeholder_or_a_raw_dict(engine):
             assert not placeholder.search(str(text)), (page, text)
         for m in at.metric:  # compact figures: a tile never needs more than this
             assert len(str(m.value)) <= 14, (page, m.label, m.value)
+
+
+def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
+    from core import charts
+
+    engine.configure("mlp", max_batch_size=256, max_wait_ms=0.0)
+    for _ in range(5):
+        engine.predict("mlp", engine.sample_input("mlp"))
+    at = app("pages/batching.py")
+    labels = [m.label for m in at.metric]
+    assert "Mean batch · last 30 s" in labels and "p99 · last 30 s" in labels
+    fig = charts.batch_size_figure({1: 4, 3: 1}, max_batch_size=256)
+    assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
+    assert any("off to the right" in a.text for a in fig.layout.annotations)
+    assert not charts.batch_size_figure({1: 4}, max_batch_size=None).layout.shapes
