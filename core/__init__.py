@@ -13,6 +13,7 @@ from .config import POLICIES, BatchConfig, EngineConfig, SessionConfig
 from .demo_models import DEMO_MODELS, build_demo_model
 from .engine import Engine
 from .jobs import JobStatus
+from .trace import TIMELINE_COLUMNS, Trace
 from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
                      InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
                      RequestTimeoutError, RequestTooLargeError, ResourceLimitError,
@@ -31,7 +32,7 @@ __all__ = [
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
     "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
     "RequestTimeoutError", "RequestTooLargeError", "SLOShedError", "ResourceLimitError",
-    "EngineUnavailableError", "JobStatus",
+    "EngineUnavailableError", "JobStatus", "TIMELINE_COLUMNS", "Trace",
     "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
     "sample_input",

@@ -46,7 +46,7 @@ import math
 import threading
 import time
 from concurrent.futures import Future
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -85,12 +85,12 @@ class Batcher:
     def __init__(self, name: str, run: RunFn, output_names: Sequence[str],
                  config: BatchConfig | None = None, metrics: ModelMetrics | None = None,
                  batchable: bool = True, clock: Callable[[], float] = _perf,
-                 start: bool = True) -> None:
+                 start: bool = True, trace: Any = None) -> None:
         self.name = name
         self.batchable = batchable
         self.metrics = metrics or ModelMetrics()
         self._clock = clock
-        self.ledger = Ledger(name, self.metrics, clock, on_dead=self._forget)
+        self.ledger = Ledger(name, self.metrics, clock, on_dead=self._forget, trace=trace)
         self.queue = AdmissionQueue(name, self.ledger, config or BatchConfig(), batchable, clock)
         self.executor = Executor(name, run, output_names, self.ledger, self.queue, clock)
         self.supervisor = Supervisor(name, self.queue, self.ledger, self.executor, clock,

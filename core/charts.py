@@ -18,7 +18,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 __all__ = [
-    "runs_figure", "ab_figure",
+    "runs_figure", "ab_figure", "timeline_figure",
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
     "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure",
@@ -237,6 +237,54 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
     if not frame.empty:
         _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
     return fig
+
+
+_REASON_COLORS = {"full": "#2563eb", "deadline": "#16a34a", "adaptive": "#7c3aed",
+                  "drain": "#64748b", "retry": "#f59e0b"}
+
+
+def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
+                    max_requests: int = 300, title: str = "Batches forming: the last second"
+                    ) -> go.Figure:
+    """A Gantt of recent requests (``engine.timeline``): each request one row, a grey bar
+    while it waits in the queue and a coloured bar while its batch runs (colour: why the
+    batch left), grouped by batch; a failed request is red. Time in ms from the first
+    arrival shown."""
+    fig = go.Figure()
+    f = frame.tail(max_requests) if len(frame) > max_requests else frame
+    if f.empty:
+        fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(color="#64748b"))
+        return _layout(fig, title, "requests")
+    f = f.sort_values(["batch_id", "arrived_s"], kind="stable").reset_index(drop=True)
+    t0 = float(f["arrived_s"].min())
+    ran = f["started_s"].notna()
+    start = ((f["started_s"].where(ran, f["done_s"]) - t0) * 1000.0)
+    arrive = (f["arrived_s"] - t0) * 1000.0
+    done = (f["done_s"] - t0) * 1000.0
+    y = [f"{i}" for i in range(len(f))]
+    hover = [f"request {r.request_id} · batch {r.batch_id} ({r.batch_rows} rows, "
+             f"{r.release_reason}) · waited {r.wait_ms:.2f} ms, ran {r.compute_ms:.2f} ms"
+             if r.batch_id >= 0 else f"request {r.request_id}: ended without running "
+             f"({r.release_reason})" for r in f.itertuples()]
+    fig.add_trace(go.Bar(y=y, x=start - arrive, base=arrive, orientation="h",
+                         name="waiting in the queue", marker_color="#cbd5e1",
+                         hovertext=hover, hoverinfo="text"))
+    for reason, part in f.groupby("release_reason", sort=False):
+        idx = part.index
+        colour = _REASON_COLORS.get(reason, "#0ea5e9")
+        fig.add_trace(go.Bar(
+            y=[y[i] for i in idx], x=(done - start)[idx], base=start[idx], orientation="h",
+            name=f"running, batch left: {reason}" if part["ok"].any() else f"failed: {reason}",
+            marker_color=[colour if ok else COLORS["err"] for ok in part["ok"]],
+            hovertext=[hover[i] for i in idx], hoverinfo="text"))
+    fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
+    fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
+    fig.update_xaxes(title="ms")
+    note = f"max wait {max_wait_ms:g} ms · " if max_wait_ms is not None else ""
+    return _layout(fig, title, "requests, by batch", height=360).update_layout(
+        title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, "
+                        f"{len(f)} requests)"), hovermode="closest")
 
 
 def ab_figure(report: object, title: str = "Latency per arm") -> go.Figure:

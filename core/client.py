@@ -47,7 +47,7 @@ _READS = frozenset({
     "models", "model_names", "model_info", "sample_input", "cache_entries", "batch_config",
     "learned_cost", "metrics", "queue_depth", "is_warm", "warm_sizes", "last_warmup", "memory_profile",
     "status", "ab_arms", "ab_experiments", "ab_report", "ab_metrics", "traffic",
-    "traffic_running", "jobs", "job", "counters", "model_bytes", "list", "get", "compare",
+    "traffic_running", "jobs", "job", "counters", "timeline", "model_bytes", "list", "get", "compare",
     "export_csv"})
 # How long to wait for the answer to calls that may take long (seconds; others wait the
 # client's timeout_s). A wait with a timeout gets that timeout plus a margin instead.

@@ -29,7 +29,7 @@ __all__ = ["ENGINE_METHODS", "STORE_METHODS", "call", "server_info"]
 ENGINE_METHODS = frozenset({
     "load_model", "unload_model", "models", "model_names", "model_info", "sample_input",
     "cache_entries", "evict_cache", "configure", "batch_config", "learned_cost",
-    "predict", "metrics", "reset_metrics", "queue_depth",
+    "predict", "metrics", "reset_metrics", "queue_depth", "timeline",
     "warmup", "is_warm", "warm_sizes", "last_warmup", "measure_memory", "memory_profile",
     "status", "create_ab", "update_ab", "delete_ab", "ab_arms", "ab_experiments",
     "ab_report", "ab_metrics", "ab_match_settings",

@@ -439,6 +439,25 @@ class Engine:
             return exp.callers.counters()
         raise self._not_found(name)
 
+    def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
+        """What happened to each request settled in the last ``last_s`` seconds: columns
+        ``request_id, arrived_s, started_s, done_s, batch_id, rows, batch_rows,
+        release_reason, arm, ok, wait_ms, compute_ms, handoff_ms`` (``time.perf_counter``
+        seconds; a request that never ran has no start and batch -1, and its
+        ``release_reason`` names why it ended). For an A/B experiment: its requests on
+        both arms' models."""
+        if last_s is not None and not last_s > 0:
+            raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
+        entry = self._registry.models.get(name)
+        if entry is not None:
+            return entry.trace.frame(last_s)
+        exp = self._ab.get(name)
+        if exp is None:
+            raise self._not_found(name)
+        parts = [self._entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
+        f = pd.concat(parts, ignore_index=True)
+        return f[f["arm"].notna()].sort_values("arrived_s", kind="stable").reset_index(drop=True)
+
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""
         if name is not None and name in self._ab:

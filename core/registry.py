@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .batcher import Batcher
+from .trace import Trace
 from .config import BatchConfig, EngineConfig, SessionConfig
 from .errors import ConfigError
 from .metrics import ModelMetrics
@@ -52,6 +53,7 @@ class ModelEntry:
     last_warmup: WarmupReport | None = None
     data: bytes = b""                       # the model file (for probes in a child process)
     memory_profile: Any = None              # pandas frame from core.probe, once measured
+    trace: Trace | None = None              # the last requests' timeline (core.trace)
 
     @property
     def info(self) -> ModelInfo:
@@ -146,9 +148,11 @@ class ModelRegistry:
         info = loaded.info
         metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
         cfg = batch or (old.batcher.config if old is not None else self.config.batch)
-        batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics, batchable=info.batchable)
+        trace = old.trace if old is not None and old.trace is not None else Trace()
+        batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics,
+                          batchable=info.batchable, trace=trace)
         entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics, data=data,
-                           memory_profile=memory_profile)
+                           memory_profile=memory_profile, trace=trace)
         models = dict(self.models)
         models[name] = entry
         self.models = models

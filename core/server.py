@@ -202,13 +202,36 @@ class _Handler(BaseHTTPRequestHandler):
             message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
                 f"internal error: {type(err).__name__}: {err}"
             body = {"error": message, "type": type(err).__name__}
-            # A body left unread would be parsed as the next request on this connection.
-            if not self._consumed and int(self.headers.get("Content-Length") or 0) > 0:
-                self.close_connection = True
+            # A body left unread would be parsed as the next request on this connection:
+            # read it (the connection stays usable), or close if it is too large.
+            self._discard_unread_body()
+        headers = {"Connection": "close"} if self.close_connection else None
         if isinstance(body, _Text):
-            self._send(status, body.data, body.content_type, body.headers)
+            self._send(status, body.data, body.content_type, {**body.headers, **(headers or {})})
         else:
-            self._send(status, body)
+            self._send(status, body, headers=headers)
+
+    def _discard_unread_body(self) -> None:
+        if self._consumed or self.close_connection:
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length == 0:
+            return
+        if length < 0 or length > self.server.max_upload_bytes \
+                or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return
+        left = length
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                self.close_connection = True
+                return
+            left -= len(chunk)
+        self._consumed = True
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch("GET")

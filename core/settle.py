@@ -150,9 +150,11 @@ class Ledger:
 
     def __init__(self, model: str, metrics: ModelMetrics,
                  clock: Callable[[], float] = time.perf_counter,
-                 on_dead: Callable[[Request], None] | None = None) -> None:
+                 on_dead: Callable[[Request], None] | None = None,
+                 trace: Any = None) -> None:
         self.model = model
         self.metrics = metrics
+        self.trace = trace  # core.trace.Trace: each ending, for the batch timeline
         self._clock = clock
         self._on_dead = on_dead
         # Live requests. ``dict.pop`` is atomic, so claiming needs no lock.
@@ -202,6 +204,9 @@ class Ledger:
             if any(r._sink is not None for r, _, _ in won):
                 self._record_sinks([r for r, _, _ in won], rows, reason, compute_s, queue_s,
                                    total_s)
+            if self.trace is not None:
+                self.trace.record_batch([r for r, _, _ in won], t0, t_done, batch_id, rows,
+                                        reason, True, ran_until=t1)
             for (r, out, n), q, tot in zip(won, queue_s, total_s):
                 _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
                                           compute_ms, tot * 1000.0, n, r._arm))
@@ -241,6 +246,13 @@ class Ledger:
                                           {type(err).__name__: [str(err)] * len(won)}, depth)
             elif won:
                 self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
+            if self.trace is not None and won:
+                now = self._clock()
+                if batch is not None:
+                    self.trace.record_batch(won, now - batch[2], now, -1, batch[0], batch[1],
+                                            False)
+                else:
+                    self.trace.record_unrun(won, now, type(err).__name__)
             for r in won:
                 if r._sink is not None:
                     for m in r._sink:
@@ -261,6 +273,8 @@ class Ledger:
         msg = f"request to model {self.model!r} was cancelled by its caller"
         try:
             self.metrics.record_refused("CancelledError", msg)
+            if self.trace is not None:
+                self.trace.record_unrun([r], self._clock(), "CancelledError")
             if r._sink is not None:
                 for m in r._sink:
                     m.record_refused("CancelledError", msg)

@@ -153,6 +153,8 @@ def live_charts() -> None:
         st.plotly_chart(charts.batch_size_figure(
             snap.batch_sizes, cur.max_batch_size if info.batchable else None,
             title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
+    st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
+                                           cur.max_wait_ms), key="bs_timeline")
     st.caption(f"Live: max_batch_size={cur.max_batch_size}, max_wait_ms={cur.max_wait_ms:g}, "
                f"policy={cur.policy}. Tiles and the histogram cover the last {WINDOW_S} s; "
                f"charts show the last minute. Queued now: {fmt_num(snap.queue_depth)}.")

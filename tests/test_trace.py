@@ -1,0 +1,81 @@
+"""The trace behind the batch timeline (issue 15): every settled request, once, with its
+batch, and batches that obey the release rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import ConfigError, TIMELINE_COLUMNS
+from tests.helpers import WAIT_S
+
+
+def test_every_request_appears_once_with_its_batch(engine):
+    engine.configure("mlp", max_batch_size=8, max_wait_ms=5.0)
+    futs = [engine.submit("mlp", engine.sample_input("mlp", rows=1 + k % 2, seed=k))
+            for k in range(40)]
+    preds = [f.result(WAIT_S) for f in futs]
+    t = engine.timeline("mlp", last_s=None)
+    assert list(t.columns) == TIMELINE_COLUMNS and len(t) == 40
+    assert t["request_id"].is_unique and t["ok"].all()
+    assert (t["batch_rows"] <= 8).all() and (t["rows"] <= t["batch_rows"]).all()
+    assert (t["arrived_s"] <= t["started_s"]).all() and (t["started_s"] <= t["done_s"]).all()
+    assert sorted(t.groupby("batch_id")["rows"].sum().tolist()) == \
+        sorted(t.groupby("batch_id")["batch_rows"].first().tolist())  # rows add up per batch
+    assert set(t["batch_id"]) == {p.batch_id for p in preds}
+    assert t["rows"].sum() == sum(p.rows for p in preds)
+
+
+def test_batches_obey_the_release_rules(engine):
+    """A 'deadline' batch left no earlier than its oldest request's max wait; a 'full' one
+    held max_batch_size rows (checked on the clock the engine itself used)."""
+    engine.configure("tiny", max_batch_size=4, max_wait_ms=20.0, policy="deadline")
+    futs = [engine.submit("tiny", np.ones((1, 4), np.float32)) for _ in range(10)]
+    for f in futs:
+        f.result(WAIT_S)
+    t = engine.timeline("tiny", last_s=None)
+    for _, batch in t.groupby("batch_id"):
+        reason = batch["release_reason"].iloc[0]
+        if reason == "deadline":
+            waited_ms = (batch["started_s"].iloc[0] - batch["arrived_s"].min()) * 1000.0
+            assert waited_ms >= 20.0 - 0.5, waited_ms  # within the early-wake margin
+        elif reason == "full":
+            assert batch["batch_rows"].iloc[0] == 4
+    assert set(t["release_reason"]) <= {"full", "deadline"}
+    assert (t["batch_rows"] <= 4).all()
+
+
+def test_requests_that_never_ran_are_in_the_timeline(engine):
+    from core import RequestTimeoutError
+    engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000.0)
+    fut = engine.submit("mlp", engine.sample_input("mlp"), timeout_ms=50)
+    with pytest.raises(RequestTimeoutError):
+        fut.result(WAIT_S)
+    t = engine.timeline("mlp", last_s=None)
+    row = t.iloc[-1]
+    assert row["batch_id"] == -1 and not row["ok"] and pd.isna(row["started_s"])
+    assert row["release_reason"] == "RequestTimeoutError"
+
+
+def test_an_experiments_timeline_has_its_arms(engine):
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    for _ in range(30):
+        engine.predict("exp", engine.sample_input("clf-v1"))
+    engine.predict("clf-v1", engine.sample_input("clf-v1"))  # not the experiment's
+    t = engine.timeline("exp", last_s=None)
+    assert len(t) == 30 and set(t["arm"]) == {"a", "b"}
+    with pytest.raises(ConfigError, match="last_s must be > 0"):
+        engine.timeline("exp", last_s=0)
+
+
+def test_the_trace_is_bounded():
+    from core.trace import Trace
+
+    class R:
+        _t_submit, _rows, _arm = 1.0, 1, None
+
+    trace = Trace(capacity=100)
+    for k in range(10):
+        trace.record_batch([R()] * 30, 1.1, 1.2, k, 30, "full", True)
+    assert len(trace.frame(None)) == 100
