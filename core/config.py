@@ -169,6 +169,8 @@ class EngineConfig:
     #: on for the dashboard, whose uploads come from anyone with the page open.
     probe_models: bool = False
     probe_time_limit_s: float = 30.0
+    #: Requests kept per model for ``Engine.timeline`` (core/trace.py); 0 turns tracing off.
+    trace_requests: int = 20_000
 
     def __post_init__(self) -> None:
         _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
@@ -187,3 +189,4 @@ class EngineConfig:
         if not isinstance(self.probe_models, bool):
             raise ConfigError(f"probe_models must be True or False, got {self.probe_models!r}")
         _check_float("probe_time_limit_s", self.probe_time_limit_s, 0.1, 3600.0)
+        _check_int("trace_requests", self.trace_requests, 0, 10_000_000)

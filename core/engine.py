@@ -449,11 +449,13 @@ class Engine:
         if last_s is not None and not last_s > 0:
             raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
         entry = self._registry.models.get(name)
+        exp = self._ab.get(name)
+        if entry is None and exp is None:
+            raise self._not_found(name)
+        if self.config.trace_requests == 0:
+            raise ConfigError("tracing is off (EngineConfig.trace_requests=0): no timeline")
         if entry is not None:
             return entry.trace.frame(last_s)
-        exp = self._ab.get(name)
-        if exp is None:
-            raise self._not_found(name)
         parts = [self._entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
         f = pd.concat(parts, ignore_index=True)
         return f[f["arm"].notna()].sort_values("arrived_s", kind="stable").reset_index(drop=True)

@@ -148,7 +148,8 @@ class ModelRegistry:
         info = loaded.info
         metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
         cfg = batch or (old.batcher.config if old is not None else self.config.batch)
-        trace = old.trace if old is not None and old.trace is not None else Trace()
+        trace = old.trace if old is not None else (
+            Trace(self.config.trace_requests) if self.config.trace_requests else None)
         batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics,
                           batchable=info.batchable, trace=trace)
         entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics, data=data,

@@ -79,3 +79,11 @@ def test_the_trace_is_bounded():
     for k in range(10):
         trace.record_batch([R()] * 30, 1.1, 1.2, k, 30, "full", True)
     assert len(trace.frame(None)) == 100
+
+
+def test_tracing_can_be_turned_off():
+    from core import Engine, EngineConfig
+    with Engine(EngineConfig(trace_requests=0)) as engine:
+        engine.predict("tiny", np.ones((1, 4), np.float32))
+        with pytest.raises(ConfigError, match="tracing is off"):
+            engine.timeline("tiny")
