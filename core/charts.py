@@ -18,7 +18,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 __all__ = [
-    "runs_figure", "ab_figure", "timeline_figure",
+    "runs_figure", "ab_figure", "timeline_figure", "breakdown_figure",
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
     "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure",
@@ -285,6 +285,34 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     return _layout(fig, title, "requests, by batch", height=360).update_layout(
         title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, "
                         f"{len(f)} requests)"), hovermode="closest")
+
+
+def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
+                     title: str = "Where each request's time goes") -> go.Figure:
+    """Waiting in the queue, running, and the hand-off after the run, as stacked
+    percentiles (p50, p90, p99 of each part) of the requests in ``frame``
+    (``engine.timeline``); with ``by_arm`` one group per A/B arm, so it shows whether an arm
+    is slower in the model or in the queue."""
+    fig = go.Figure()
+    ran = frame[frame["batch_id"] >= 0] if not frame.empty else frame
+    groups = ([(f"arm {a.upper()} ", g) for a, g in ran.groupby("arm")] if by_arm
+              else [("", ran)])
+    parts = (("wait_ms", "waiting in the queue", COLORS["queue"]),
+             ("compute_ms", "running", COLORS["compute"]),
+             ("handoff_ms", "hand-off", "#94a3b8"))
+    for col, name, colour in parts:
+        xs, ys = [], []
+        for label, g in groups:
+            for q in (50, 90, 99):
+                xs.append(f"{label}p{q}")
+                ys.append(float(np.percentile(g[col], q)) if len(g) else 0.0)
+        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colour,
+                             hovertemplate="%{x}: %{y:.3f} ms<extra>" + name + "</extra>"))
+    fig.update_layout(barmode="stack")
+    if ran.empty:
+        fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
+                           yref="paper", x=0.5, y=0.5, font=dict(color="#64748b"))
+    return _layout(fig, title, "ms (each part's percentile)")
 
 
 def ab_figure(report: object, title: str = "Latency per arm") -> go.Figure:

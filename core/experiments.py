@@ -31,7 +31,7 @@ from .loadgen import arrival_times, closed_loop, open_loop
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["SWEEP_COLUMNS", "sweep", "p99_interval", "pareto_frontier", "Recommendation", "recommend",
+__all__ = ["SWEEP_COLUMNS", "sweep", "p99_interval", "replay", "REPLAY_POLICIES", "pareto_frontier", "Recommendation", "recommend",
            "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model", "measure_overhead", "calibrate_overhead", "simulate", "triton_config",
            "tf_serving_batching", "ExperimentStore", "environment", "default_store",
            "what_if_curve"]
@@ -229,6 +229,50 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,
                           load=float(top), p99_ci_ms=ci, ties=tuple(others))
+
+
+# -- replay: the same arrivals under each policy ------------------------------------------------
+REPLAY_POLICIES = ("deadline", "fixed_window", "adaptive")
+
+
+def replay(engine: Engine, model: str, arrivals_s: Sequence[float],
+           policies: Sequence[str] = REPLAY_POLICIES, stop: Any = None,
+           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to ``model``
+    once under each policy, on the engine (real runs, one after the other), keeping the
+    model's max batch size and max wait; settings are restored after.
+
+    Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
+    batches), "timelines": {policy: DataFrame}}`` with each run's timeline."""
+    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
+    if len(arr) == 0:
+        raise ValueError("no arrivals to replay: run some traffic first")
+    offsets = arr - arr[0]
+    before = engine.batch_config(model)
+    sample_x = engine.sample_input(model, rows=1)
+    rows, timelines = [], {}
+    try:
+        for k, policy in enumerate(policies):
+            if stop is not None and stop.is_set():
+                break
+            engine.configure(model, policy=policy, latency_slo_ms=None)
+            engine.queue_depth(model)
+            t_start = time.perf_counter()
+            res = open_loop(lambda v: engine.submit(model, v), lambda rng: sample_x, 1.0,
+                            offsets_s=offsets, seed=k)
+            span = time.perf_counter() - t_start + 0.5
+            tl = engine.timeline(model, last_s=span)
+            tl = tl[tl["arrived_s"] >= t_start].reset_index(drop=True)
+            timelines[policy] = tl
+            s = res.summary()
+            rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
+                         "p99_ms": s["p99_ms"], "mean_batch_rows": s["mean_batch_rows"],
+                         "batches": int(tl["batch_id"][tl["batch_id"] >= 0].nunique())})
+            if progress is not None:
+                progress(k + 1, len(policies), policy)
+    finally:
+        engine.configure(model, policy=before.policy, latency_slo_ms=before.latency_slo_ms)
+    return {"summary": pd.DataFrame(rows), "timelines": timelines}
 
 
 # -- cost model and what-if simulation -----------------------------------------------------------

@@ -265,10 +265,23 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     return {"profile": profile, "cost": cost}
 
 
+def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
+            policies: list[str] | None = None) -> Any:
+    from .experiments import REPLAY_POLICIES, replay
+
+    def progress(done: int, total: int, policy: str) -> None:
+        job.progress(done / total, f"replayed under {policy} ({done} of {total})")
+
+    job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy")
+    return replay(engine, target, arrivals_s, policies or list(REPLAY_POLICIES),
+                  stop=job.stop, progress=progress)
+
+
 #: kind -> (work(engine, job, target, **params), exclusive per target)
 JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
     "sweep": (_sweep, True),
     "warmup": (_warmup, True),
     "measure_memory": (_measure_memory, True),
     "profile_cost": (_profile_cost, True),
+    "replay": (_replay, True),
 }

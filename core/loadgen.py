@@ -21,7 +21,7 @@ import time
 from collections import Counter, deque
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -380,22 +380,30 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
               duration_s: float | None = 5.0, count: int | None = None, seed: int | None = 0,
               stop: threading.Event | None = None,
               progress: Callable[[float], None] | None = None,
-              drain_s: float = 30.0) -> LoadResult:
+              drain_s: float = 30.0, offsets_s: Sequence[float] | None = None) -> LoadResult:
     """Send requests on a schedule (``rate_rps``, ``pattern``) whatever the engine does.
 
     Bounded by ``duration_s`` and/or ``count``; ``stop`` ends it early; ``progress(f)``
     is called with the fraction done about ten times per second. ``submit(x)`` sends one
     request (e.g. ``lambda x: engine.submit("mlp", x)``); ``sample(rng)`` makes its input.
+    ``offsets_s``: replay these send times (seconds from the start, ascending) instead of
+    drawing a schedule (then ``rate_rps`` and ``pattern`` are not used).
     """
-    _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
-    _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
-    if duration_s is None and count is None:
-        raise ValueError("give duration_s or count (or both) to bound the run")
     rng = np.random.default_rng(seed)
-    n = count if count is not None else int(rate_rps * duration_s) + 1
-    offsets = arrival_times(pattern, rate_rps, n, rng, cv)
-    if duration_s is not None:
-        offsets = offsets[offsets <= duration_s + 1e-9]
+    if offsets_s is not None:
+        offsets = np.asarray(offsets_s, dtype=np.float64)
+        if offsets.ndim != 1 or len(offsets) == 0 or (np.diff(offsets) < 0).any() \
+                or offsets[0] < 0:
+            raise ValueError("offsets_s must be a non-empty, ascending list of seconds >= 0")
+    else:
+        _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
+        _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+        if duration_s is None and count is None:
+            raise ValueError("give duration_s or count (or both) to bound the run")
+        n = count if count is not None else int(rate_rps * duration_s) + 1
+        offsets = arrival_times(pattern, rate_rps, n, rng, cv)
+        if duration_s is not None:
+            offsets = offsets[offsets <= duration_s + 1e-9]
     n = len(offsets)
     pool = [sample(rng) for _ in range(min(64, max(1, n)))]
     n_pool = len(pool)

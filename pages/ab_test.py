@@ -184,6 +184,10 @@ def arms() -> None:
         if sh["max_abs_diff"]:
             st.caption("Max absolute difference: " + ", ".join(
                 f"{k} {v:.4g}" for k, v in sh["max_abs_diff"].items()))
+    st.plotly_chart(charts.breakdown_figure(
+        engine.timeline(exp, last_s=60.0), by_arm=True,
+        title="Where each arm's time goes (last minute): in the model or in the queue?"),
+        key="ab_breakdown_chart")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.style(lat_fig, "Latency per arm", "ms", ts),

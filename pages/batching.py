@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
-from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, live_fragment,
-                           live_interval, pick_model,
+from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+                           live_fragment, live_interval, pick_model,
                            stop_when_idle)
 
 engine = get_engine()
@@ -163,3 +163,38 @@ def live_charts() -> None:
 
 with live:
     live_charts()
+
+
+# -- replay: the same arrivals under each policy ---------------------------------------------
+with st.container(border=True):
+    st.subheader("Same traffic, three policies")
+    st.caption("Records the arrivals of the last 2 seconds and sends exactly those arrivals "
+               "again under each policy (deadline, the seed's fixed window, adaptive), on "
+               "the engine, one after the other, with this model's max batch size and max "
+               "wait. The timelines below are those runs.")
+    replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
+    if st.button("Replay the last 2 s under each policy", key="bs_replay",
+                 disabled=replay_job is not None and not replay_job.finished):
+        arrivals = engine.timeline(model, last_s=2.0)["arrived_s"].dropna().tolist()
+        if not arrivals:
+            st.warning("No requests in the last 2 seconds: start traffic first.")
+        else:
+            try:
+                engine.start_job("replay", model, arrivals_s=arrivals)
+            except BatchlabError as err:
+                st.error(f"Could not replay: {err}")
+            else:
+                st.rerun()
+    cur_cfg = engine.batch_config(model)
+    if replay_job is not None and replay_job.state == "done" and replay_job.result:
+        summary = replay_job.result["summary"]
+        st.dataframe(summary, hide_index=True, key="bs_replay_table", column_config={
+            c: st.column_config.NumberColumn(format="%.2f ms") for c in ("p50_ms", "p99_ms")}
+            | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f")})
+        for row in summary.itertuples():
+            st.plotly_chart(charts.timeline_figure(
+                replay_job.result["timelines"][row.policy], cur_cfg.max_wait_ms,
+                title=f"{row.policy}: p50 {fmt_ms(row.p50_ms)}, p99 {fmt_ms(row.p99_ms)}, "
+                      f"mean batch {row.mean_batch_rows:.1f}"),
+                key=f"bs_replay_{row.policy}")
+

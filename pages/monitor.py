@@ -65,7 +65,10 @@ def dashboard() -> None:
         st.plotly_chart(charts.throughput_figure(ts), key="mon_throughput")
     r2 = st.columns(2)
     with r2[0]:
-        st.plotly_chart(charts.queue_compute_figure(ts), key="mon_breakdown")
+        st.plotly_chart(charts.breakdown_figure(
+            engine.timeline(target, last_s=10.0), by_arm=is_exp,
+            title="Where each request's time goes, last 10 s"),
+            key="mon_breakdown")
     with r2[1]:
         st.plotly_chart(charts.error_figure(ts), key="mon_errors")
     r3 = st.columns(3)

@@ -87,3 +87,29 @@ def test_tracing_can_be_turned_off():
         engine.predict("tiny", np.ones((1, 4), np.float32))
         with pytest.raises(ConfigError, match="tracing is off"):
             engine.timeline("tiny")
+
+
+def test_timeline_and_replay_through_the_engine_server(engine):
+    """The timeline travels over the control API, and a replay job sends the same arrivals
+    under each policy (issue 15, parts 1 and 3)."""
+    from core.client import RemoteEngine
+    from core.server import EngineServer
+
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=2.0)
+    with EngineServer(engine, port=0) as server:
+        remote = RemoteEngine(server.url)
+        for _ in range(5):
+            remote.predict("tiny", np.ones((1, 4), np.float32))
+        local, far = engine.timeline("tiny", last_s=None), remote.timeline("tiny", last_s=None)
+        assert list(far.columns) == TIMELINE_COLUMNS and len(far) == len(local) == 5
+        assert far["request_id"].tolist() == local["request_id"].tolist()
+        arrivals = np.linspace(0.0, 0.2, 40).tolist()
+        job = remote.start_job("replay", "tiny", arrivals_s=arrivals)
+        done = remote.wait_job(job.job_id, timeout_s=60)
+        assert done.state == "done", done.error
+        summary = done.result["summary"]
+        assert summary["policy"].tolist() == ["deadline", "fixed_window", "adaptive"]
+        assert (summary["requests"] == 40).all()
+        assert all(len(done.result["timelines"][p]) == 40 for p in summary["policy"])
+        assert engine.batch_config("tiny").policy == "deadline"  # restored
+        remote.close()
