@@ -356,12 +356,13 @@ SOAK_S = 45.0
 
 
 def test_bounded_soak_memory_and_threads_flat():
-    # The trace ring (core/trace.py) is bounded but fills as requests end: a small one is
-    # full before the measurement starts, so what is measured is the steady state.
-    with Engine(EngineConfig(trace_requests=2000)) as engine:
+    # The trace ring (core/trace.py) and the per-second series (each second keeps its
+    # window data) are bounded but fill as time passes: small ones are full before the
+    # measurement starts, so what is measured is the steady state.
+    with Engine(EngineConfig(trace_requests=2000, timeseries_seconds=10)) as engine:
         engine.configure("tiny", max_wait_ms=1)
         engine.start_traffic("tiny", rate_rps=1500, pattern="poisson", duration_s=SOAK_S + 20)
-        time.sleep(5.0)  # warm: histograms, buffers and pools reach their steady size
+        time.sleep(12.0)  # warm: histograms, buffers, rings and pools reach their steady size
         threads_start = threading.active_count()
         # Retained memory, measured after a collection: cyclic garbage waiting for the
         # collector is not a leak, and how long it waits depends on the process's GC
