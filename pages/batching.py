@@ -136,13 +136,15 @@ def live_charts() -> None:
     cur = engine.batch_config(model)
     ts = snap.timeseries
     served = snap.success_count > 0
+    st.caption(f"LAST {WINDOW_S} SECONDS")
     m = st.columns(4)
     m[0].metric("Throughput", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
-    m[1].metric(f"p50 · last {WINDOW_S} s", fmt_ms(snap.p50_ms) if served else "-")
-    m[2].metric(f"p99 · last {WINDOW_S} s", fmt_ms(snap.p99_ms) if served else "-")
-    m[3].metric(f"Mean batch · last {WINDOW_S} s",
-                f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
+    m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-",
+                help=f"Over the last {WINDOW_S} seconds.")
+    m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-",
+                help=f"Over the last {WINDOW_S} seconds.")
+    m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                 help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
                      "settings; the Monitor page has the totals since the last reset.")
     st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")

@@ -136,6 +136,7 @@ PLACEHOLDER = re.compile(r"\{[a-z_][a-z_0-9.\[\]'\"]*\}|\{'[^']*': ")
 # wider than the box shows), as "page: text".
 CUT_OFF_JS = """() => [...document.querySelectorAll(
     '[data-testid="stMetricValue"] div, [data-testid="stMetricValue"], '
+    + '[data-testid="stMetricLabel"] *, '
     + '[data-testid="stBaseButton-secondary"] p, [data-testid="stBaseButton-primary"] p')]
     .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
     .map(e => e.innerText)"""
@@ -241,6 +242,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
         page.wait_for_timeout(250)
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     page.wait_for_timeout(1500)
+    assert not page.evaluate(CUT_OFF_JS), "a tile is cut off on the Batching page"
     shot(page, "batching")
     go(page, "Monitor")
     total = page.locator('[data-testid="stMain"] [data-testid="stMetric"]',
@@ -250,6 +252,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
     second = total.inner_text()
     assert figure_value(second) > figure_value(first), "numbers did not move"
     assert not page.evaluate(CUT_OFF_JS), "a figure is cut off on the Monitor page"
+    assert page.locator('[data-testid="stMetricLabel"] *').count() >= 8  # what the scan reads
     shot(page, "monitor")
     no_exception(page)
 
