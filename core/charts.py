@@ -278,6 +278,14 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
             name=f"running, batch left: {reason}" if part["ok"].any() else f"failed: {reason}",
             marker_color=[colour if ok else COLORS["err"] for ok in part["ok"]],
             hovertext=[hover[i] for i in idx], hoverinfo="text"))
+    # Each batch named at the end of its first request's bar: why it left, and its rows.
+    firsts = f[f["batch_id"] >= 0].groupby("batch_id", sort=False).head(1)
+    if len(firsts) <= 60:  # beyond that the labels would cover each other
+        fig.add_trace(go.Scatter(
+            x=done[firsts.index] + 0.05, y=[y[i] for i in firsts.index], mode="text",
+            text=[f"{r.release_reason} · {r.batch_rows} rows" for r in firsts.itertuples()],
+            textposition="middle right", textfont=dict(size=10, color="#334155"),
+            showlegend=False, hoverinfo="skip"))
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
     fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
     fig.update_xaxes(title="ms")
