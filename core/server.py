@@ -202,9 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
             message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
                 f"internal error: {type(err).__name__}: {err}"
             body = {"error": message, "type": type(err).__name__}
-            # A body left unread would be parsed as the next request on this connection:
-            # read it (the connection stays usable), or close if it is too large.
-            self._discard_unread_body()
+        # A body left unread (an early error, a GET with a body) would be parsed as the next
+        # request on this connection: read it (the connection stays usable), or close.
+        self._discard_unread_body()
         headers = {"Connection": "close"} if self.close_connection else None
         if isinstance(body, _Text):
             self._send(status, body.data, body.content_type, {**body.headers, **(headers or {})})
