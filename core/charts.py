@@ -190,6 +190,17 @@ def _latency_axis(fig: go.Figure, values: pd.Series, title: str) -> None:
         fig.update_yaxes(type="linear", rangemode="tozero", title=title)
 
 
+def _throughput_p99_layout(fig: go.Figure, frame: pd.DataFrame, title: str,
+                           height: int) -> go.Figure:
+    """Axes of the throughput-vs-p99 charts (sweeps and compared runs)."""
+    fig.update_xaxes(title="achieved throughput (req/s)", tickformat=",")
+    fig = _layout(fig, title, "p99 latency (ms)", height=height)
+    fig.update_layout(hovermode="closest")
+    if not frame.empty:
+        _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
+    return fig
+
+
 def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | None = None,
                   chosen: tuple[int, float] | None = None,
                   title: str = "Throughput vs p99: every point, and the Pareto frontier",
@@ -231,12 +242,7 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
                                      mode="markers", name="recommended",
                                      marker=dict(symbol="star", size=20, color=COLORS["ok"],
                                                  line=dict(width=1, color="#0f172a"))))
-    fig.update_xaxes(title="achieved throughput (req/s)", tickformat=",")
-    fig = _layout(fig, title, "p99 latency (ms)", height=400)
-    fig.update_layout(hovermode="closest")
-    if not frame.empty:
-        _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
-    return fig
+    return _throughput_p99_layout(fig, frame, title, height=400)
 
 
 _REASON_COLORS = {"full": "#2563eb", "deadline": "#16a34a", "adaptive": "#7c3aed",
@@ -352,12 +358,7 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
             text=labels, hovertemplate="%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
             marker=dict(size=10, color=palette[k % len(palette)],
                         symbol=_SYMBOLS[k % len(_SYMBOLS)])))
-    fig.update_xaxes(title="achieved throughput (req/s)", tickformat=",")
-    fig = _layout(fig, title, "p99 latency (ms)", height=380)
-    fig.update_layout(hovermode="closest")
-    if not frame.empty:
-        _latency_axis(fig, frame["p99_ms"], "p99 latency (ms)")
-    return fig
+    return _throughput_p99_layout(fig, frame, title, height=380)
 
 
 def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core import Engine, EngineConfig, EngineUnavailableError
+from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.client import RemoteEngine
 from core.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
 from core.launcher import ServerProcess
@@ -34,7 +34,7 @@ from core.process import tune_for_serving
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
-           "require_engine", "live_fragment", "job_progress", "ENGINE_URL_ENV", "WINDOW_S"]
+           "require_engine", "live_fragment", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S"]
 
 #: Where the dashboard finds its engine (see the module docstring).
 ENGINE_URL_ENV = "BATCHLAB_ENGINE_URL"
@@ -198,6 +198,19 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
     return st.selectbox(label, names, key=key,
                         format_func=lambda n: f"{n} (A/B experiment)"
                         if n in engine.ab_experiments() else n)
+
+
+def start_job(engine: Engine | RemoteEngine, kind: str, target: str, failure: str,
+              **params: Any) -> None:
+    """Start a job in the engine (it goes on if the page is left, and every tab sees it)
+    and redraw the page to show its progress; if it cannot start, say why after
+    ``failure`` ("Could not measure: ...")."""
+    try:
+        engine.start_job(kind, target, **params)
+    except BatchlabError as err:
+        st.error(f"{failure}: {err}")
+    else:
+        st.rerun()
 
 
 def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,

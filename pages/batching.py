@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
 from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
-                           live_fragment, live_interval, pick_model,
+                           live_fragment, live_interval, pick_model, start_job,
                            stop_when_idle)
 
 engine = get_engine()
@@ -181,12 +181,7 @@ with st.container(border=True):
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
-            try:
-                engine.start_job("replay", model, arrivals_s=arrivals)
-            except BatchlabError as err:
-                st.error(f"Could not replay: {err}")
-            else:
-                st.rerun()
+            start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals)
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]

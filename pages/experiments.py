@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import BatchlabError, charts
+from core import charts
 from core.experiments import (pareto_frontier, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import fmt_ms, get_engine, job_progress, pick_model
+from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()
 store = engine.store  # the engine's history: sweeps save there, whoever started them
@@ -59,16 +59,11 @@ with st.container(border=True):
                       "sees its progress." if not running else "A sweep of this model is "
                       "running."):
         rate = kind.startswith("rate")
-        try:
-            engine.start_job("sweep", model, max_batch_sizes=[int(v) for v in sizes],
-                             max_waits_ms=[float(v) for v in waits],
-                             rates_rps=loads if rate else None,
-                             concurrencies=None if rate else [int(v) for v in loads],
-                             duration_s=float(duration), slo_p99_ms=float(slo))
-        except BatchlabError as err:
-            st.error(f"The sweep could not start: {err}")
-        else:
-            st.rerun()
+        start_job(engine, "sweep", model, "The sweep could not start",
+                  max_batch_sizes=[int(v) for v in sizes], max_waits_ms=[float(v) for v in waits],
+                  rates_rps=loads if rate else None,
+                  concurrencies=None if rate else [int(v) for v in loads],
+                  duration_s=float(duration), slo_p99_ms=float(slo))
 
 # The latest finished sweep of this model (any tab's), saved to the history by the engine.
 result = None
@@ -118,12 +113,7 @@ with st.container(border=True):
                  disabled=prof_job is not None and not prof_job.finished,
                  help="Times batch sizes 1..64, fits t(n), then runs traffic at two loads "
                       "below capacity to calibrate the overhead (about 10 s, in the engine)."):
-        try:
-            engine.start_job("profile_cost", model)
-        except BatchlabError as err:
-            st.error(f"Could not profile: {err}")
-        else:
-            st.rerun()
+        start_job(engine, "profile_cost", model, "Could not profile")
     if prof_job is not None and prof_job.state == "done" and prof_job.result:
         st.session_state["exp_cost"] = (model, prof_job.result["cost"],
                                         prof_job.result["profile"])

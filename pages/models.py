@@ -12,7 +12,8 @@ from core import BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
 from core.fmt import fmt_opset
 from core.memory import format_bytes
-from pages._common import UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress, pick_model
+from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
+                           pick_model, start_job)
 
 engine = get_engine()
 
@@ -119,12 +120,7 @@ with left:
                      help="Runs the model once per batch size (powers of two up to max batch "
                           "size) in a separate process, under the engine's memory budget, and "
                           "records the resident memory each run adds."):
-            try:  # a job in the engine: it goes on if this page is left
-                engine.start_job("measure_memory", selected)
-            except BatchlabError as err:
-                st.error(f"Could not measure: {err}")
-            else:
-                st.rerun()
+            start_job(engine, "measure_memory", selected, "Could not measure")
         if profile is not None and len(profile):
             failed = profile["error"].dropna()
             if len(failed):

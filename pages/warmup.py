@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import BatchlabError, charts, warmup_batch_sizes
+from core import charts, warmup_batch_sizes
 from core.fmt import fmt_ranges
-from pages._common import get_engine, job_progress, pick_model
+from pages._common import get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()
 
@@ -49,12 +49,7 @@ with c2:
 job = job_progress(engine, "warmup", model, key="warmup_job")
 if st.button("Warm up", key="warmup_run", type="primary",
              disabled=job is not None and not job.finished):
-    try:  # a job in the engine: it goes on if this page is left, and every tab sees it
-        engine.start_job("warmup", model, iterations=int(iterations))
-    except BatchlabError as err:
-        st.error(f"Warm-up could not start: {err}")
-    else:
-        st.rerun()
+    start_job(engine, "warmup", model, "Warm-up could not start", iterations=int(iterations))
 
 report = engine.last_warmup(model)
 if report is None:
