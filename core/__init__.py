@@ -17,7 +17,8 @@ from .trace import TIMELINE_COLUMNS, Trace
 from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
                      InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
                      RequestTimeoutError, RequestTooLargeError, ResourceLimitError,
-                     SLOShedError, EngineUnavailableError)
+                     SLOShedError, EngineUnavailableError, RemoteConnectionError,
+                     RemoteServerError, RemoteTargetError)
 from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
 from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
                      sample_input)
@@ -32,7 +33,8 @@ __all__ = [
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
     "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
     "RequestTimeoutError", "RequestTooLargeError", "SLOShedError", "ResourceLimitError",
-    "EngineUnavailableError", "JobStatus", "TIMELINE_COLUMNS", "Trace",
+    "EngineUnavailableError", "RemoteTargetError", "RemoteServerError",
+    "RemoteConnectionError", "JobStatus", "TIMELINE_COLUMNS", "Trace",
     "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
     "sample_input",

@@ -35,6 +35,7 @@ ENGINE_METHODS = frozenset({
     "ab_report", "ab_metrics", "ab_match_settings",
     "start_traffic", "stop_traffic", "wait_traffic", "traffic", "traffic_running",
     "start_job", "jobs", "job", "cancel_job", "wait_job", "counters", "model_bytes",
+    "add_remote", "remote_info",
 })
 
 #: The only classes an argument may be (built with their own validation).

@@ -191,6 +191,61 @@ class Engine:
             self._registry.install(name, loaded, batch, data, profile)
         return loaded.info
 
+    def add_remote(self, name: str, url: str, model: str, version: str | None = None,
+                   headers: dict[str, str] | None = None, *, inputs: Any = None,
+                   outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
+                   binary: bool = True, replace: bool = False,
+                   batch: BatchConfig | None = None) -> ModelInfo:
+        """Register ``name``: model ``model`` served by an Open Inference Protocol (KServe
+        v2) HTTP endpoint at ``url`` (Triton, KServe, MLServer, Seldon, a Batchlab server).
+
+        The server's metadata gives the inputs and outputs (checked at submit as for a local
+        model); where it declares none, pass ``inputs``/``outputs`` as
+        ``[{"name": ..., "datatype": "FP32", "shape": [-1, 4]}]`` or let the first request
+        that succeeds define them. ``headers`` go with every request (e.g.
+        ``{"Authorization": "Bearer ..."}``). Requests are sent as they come over up to
+        ``max_connections`` keep-alive connections (binary tensors unless ``binary=False``);
+        the server batches. Latency is measured here, at the client.
+
+        An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
+        saying what was tried; nothing is registered then.
+        """
+        from .remote import connect_remote
+        self._check_open()
+        self._check_new_name(name, "model")
+        self._check_name_free(name, "model", replace)
+        remote = connect_remote(name, url, model, version, headers, inputs=inputs,
+                                outputs=outputs, timeout_s=timeout_s,
+                                max_connections=max_connections, binary=binary)
+        cfg = batch or self.config.batch
+        known = {k: remote.batching[k] for k in ("max_batch_size", "max_wait_ms")
+                 if isinstance(remote.batching.get(k), (int, float))
+                 and not isinstance(remote.batching.get(k), bool)}
+        if known.get("max_batch_size") is not None and known["max_batch_size"] < 1:
+            known["max_batch_size"] = 1
+        try:
+            cfg = cfg.replace(**known)
+        except ConfigError:
+            pass  # a server value outside Batchlab's ranges: keep ours for display
+        try:
+            with self._lock:
+                self._check_open()
+                self._check_name_free(name, "model", replace)
+                if self._registry.get(name) is not None:
+                    self._check_arm_compatible(name, remote.info)
+                self._registry.install_remote(name, remote, cfg)
+        except BaseException:
+            remote.target.close()
+            raise
+        return remote.info
+
+    def remote_info(self, name: str) -> dict[str, Any] | None:
+        """For a remote model (:meth:`add_remote`): its URL, server, model name, whether the
+        server declared its tensors, its batch settings as the server reports them and
+        whether Batchlab can change them (``configurable``); None for a local model."""
+        remote = self._entry(name).remote
+        return remote.describe() if remote is not None else None
+
     def _probe(self, data: bytes, batch_sizes: Sequence[int],
                session: SessionConfig | None = None,
                time_limit_s: float | None = None) -> pd.DataFrame:
@@ -205,6 +260,9 @@ class Engine:
         (columns ``batch_size, peak_mib, run_ms, error``); kept for :meth:`memory_profile`.
         Default sizes: those warm-up uses for the current ``max_batch_size``."""
         entry = self._entry(name)
+        if entry.remote is not None:
+            raise ConfigError(f"model {name!r} is remote ({entry.remote.target.url}): its "
+                              "memory is its server's; measure it there")
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.batcher.config.max_batch_size,
                                              entry.info.batchable)
@@ -271,7 +329,11 @@ class Engine:
 
     def model_bytes(self, name: str) -> bytes:
         """The ONNX file ``name`` was loaded from (to save it, or to load it again)."""
-        return self._entry(name).data
+        entry = self._entry(name)
+        if entry.remote is not None:
+            raise ConfigError(f"model {name!r} is remote ({entry.remote.target.url}): its "
+                              "file is on that server")
+        return entry.data
 
     def sample_input(self, name: str, rows: int = 1,
                      seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
@@ -294,8 +356,32 @@ class Engine:
         with self._lock:
             entry = self._entry(name)
             cfg = entry.batcher.config.replace(**changes)
+            remote = entry.remote
+            if remote is not None:
+                cfg = self._configure_remote(name, remote, entry.batcher.config, changes)
             entry.batcher.configure(cfg)
         return cfg
+
+    @staticmethod
+    def _configure_remote(name: str, remote: Any, old: BatchConfig,
+                          changes: dict[str, Any]) -> BatchConfig:
+        """A remote model's settings: queue and timeout are the client's; batch size and
+        wait are the server's (changed there where it allows); the policy is the server's."""
+        server_side = {k: v for k, v in changes.items()
+                       if k in ("max_batch_size", "max_wait_ms") and getattr(old, k) != v}
+        other = sorted(k for k in changes if k in ("policy", "latency_slo_ms")
+                       and getattr(old, k) != changes[k])
+        if other:
+            raise ConfigError(f"{', '.join(other)} of remote model {name!r} belong to its "
+                              f"server ({remote.target.url}); Batchlab can change only "
+                              "max_batch_size and max_wait_ms there (where the server "
+                              "allows), and max_queue and timeout_ms here")
+        if server_side:
+            got = remote.apply_batch(server_side.get("max_batch_size"),
+                                     server_side.get("max_wait_ms"))
+            changes = {**changes, **{k: got[k] for k in ("max_batch_size", "max_wait_ms")
+                                     if isinstance(got.get(k), (int, float))}}
+        return old.replace(**changes)
 
     def batch_config(self, name: str) -> BatchConfig:
         return self._entry(name).batcher.config

@@ -27,6 +27,9 @@ __all__ = [
     "EngineClosedError",
     "ResourceLimitError",
     "EngineUnavailableError",
+    "RemoteTargetError",
+    "RemoteServerError",
+    "RemoteConnectionError",
 ]
 
 
@@ -85,3 +88,23 @@ class ResourceLimitError(BatchlabError, MemoryError):
 class EngineUnavailableError(BatchlabError, ConnectionError):
     """The engine server (``python -m core.server``) cannot be reached, or answered with
     something that is not the control API."""
+
+
+class RemoteTargetError(BatchlabError, ConnectionError):
+    """``add_remote`` could not use an Open Inference Protocol endpoint: unreachable, refused,
+    TLS failure, no such model, or an answer that is not the protocol. The message says what
+    was tried."""
+
+
+class RemoteServerError(InferenceError):
+    """A remote model's server answered a request with an error (HTTP 4xx/5xx); ``status``
+    is the HTTP status and the message carries the server's own words."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteConnectionError(InferenceError, ConnectionError):
+    """A request to a remote model failed below HTTP: refused, dropped or reset
+    connection, TLS failure."""

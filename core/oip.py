@@ -27,7 +27,7 @@ import numpy as np
 from .models import ModelInfo
 
 __all__ = ["DATATYPES", "OIPError", "metadata", "parse_infer_request", "encode_infer_response",
-           "HEADER_LENGTH"]
+           "HEADER_LENGTH", "encode_infer_request", "parse_infer_response"]
 
 #: The header that carries the JSON part's length in a binary request or answer.
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -191,3 +191,89 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
     if not any_binary:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+# -- the client's side (core.remote) --------------------------------------------------------
+def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True
+                         ) -> tuple[bytes, int | None]:
+    """An infer request's body (and the JSON part's length when ``binary``), asking for
+    every output in the same form."""
+    entries, blobs = [], []
+    for name, a in arrays.items():
+        entry: dict[str, Any] = {"name": name, "datatype": datatype(a.dtype),
+                                 "shape": list(a.shape)}
+        if binary:
+            raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = a.reshape(-1).tolist()
+        entries.append(entry)
+    body: dict[str, Any] = {"inputs": entries}
+    if binary:
+        body["parameters"] = {"binary_data_output": True}
+    head = json.dumps(body).encode()
+    if not binary:
+        return head, None
+    return head + b"".join(blobs), len(head)
+
+
+def _split_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
+    out, i = [], 0
+    for _ in range(count):
+        if i + 4 > len(raw):
+            raise OIPError(502, f"output {name!r}: BYTES data ends early")
+        (n,) = struct.unpack_from("<I", raw, i)
+        out.append(bytes(raw[i + 4:i + 4 + n]))
+        i += 4 + n
+    return out
+
+
+def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[str, Any]:
+    """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
+    back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer is an
+    :class:`OIPError` with status 502 (the server's fault, not the request's)."""
+    if header_length is not None:
+        if not 0 <= header_length <= len(raw):
+            raise OIPError(502, f"{HEADER_LENGTH} is {header_length} but the answer has "
+                                f"{len(raw)} bytes")
+        head, binary = raw[:header_length], memoryview(raw)[header_length:]
+    else:
+        head, binary = raw, memoryview(b"")
+    try:
+        body = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OIPError(502, f"the server's answer is not JSON: {err}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
+        raise OIPError(502, "the server's answer has no 'outputs' list")
+    outputs: dict[str, Any] = {}
+    offset = 0
+    for t in body["outputs"]:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise OIPError(502, "an output of the server's answer has no name")
+        name, shape, dt = t["name"], t.get("shape") or [], t.get("datatype")
+        count = math.prod(shape) if all(isinstance(d, int) for d in shape) else -1
+        size = (t.get("parameters") or {}).get("binary_data_size")
+        try:
+            if dt == "BYTES":
+                if size is not None:
+                    values: Any = _split_bytes(binary[offset:offset + size], count, name)
+                    offset += size
+                else:
+                    values = t.get("data") or []
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+                outputs[name] = arr.reshape(shape)
+                continue
+            dtype = DATATYPES[dt]
+            if size is not None:
+                arr = np.frombuffer(binary[offset:offset + size],
+                                    dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+                offset += size
+            else:
+                arr = np.asarray(t.get("data"), dtype=dtype)
+            outputs[name] = arr.reshape(shape)
+        except (KeyError, TypeError, ValueError) as err:
+            raise OIPError(502, f"output {name!r} of the server's answer cannot be read as "
+                                f"{dt} {shape}: {err}") from None
+    return outputs

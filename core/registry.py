@@ -56,6 +56,11 @@ class ModelEntry:
     trace: Trace | None = None              # the last requests' timeline (core.trace)
 
     @property
+    def remote(self) -> Any:
+        """The :class:`core.remote.RemoteModel` of a remote model, else None."""
+        return self.loaded if getattr(self.loaded, "target", None) is not None else None
+
+    @property
     def info(self) -> ModelInfo:
         return self.loaded.info
 
@@ -154,6 +159,24 @@ class ModelRegistry:
                           batchable=info.batchable, trace=trace)
         entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics, data=data,
                            memory_profile=memory_profile, trace=trace)
+        models = dict(self.models)
+        models[name] = entry
+        self.models = models
+        if old is not None:
+            self._retire(old.batcher, wait=False)
+        return entry
+
+    def install_remote(self, name: str, remote: Any, batch: BatchConfig) -> ModelEntry:
+        """Register a remote model (:class:`core.remote.RemoteModel`) under ``name`` (caller
+        holds ``lock`` and has checked the name); a model of that name is replaced and its
+        batcher (or dispatcher) retired, as in :meth:`install`."""
+        from .remote import RemoteDispatcher, RemoteValidator
+        old = self.models.get(name)
+        metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
+        trace = old.trace if old is not None else (
+            Trace(self.config.trace_requests) if self.config.trace_requests else None)
+        dispatcher = RemoteDispatcher(name, remote, batch, metrics, trace)
+        entry = ModelEntry(remote, RemoteValidator(remote), dispatcher, metrics, trace=trace)
         models = dict(self.models)
         models[name] = entry
         self.models = models

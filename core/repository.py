@@ -77,6 +77,22 @@ def triton_batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
     return changes, ignored
 
 
+def triton_config(name: str, cfg: Any, info: Any = None) -> dict[str, Any]:
+    """A model's batch settings as Triton's model configuration (``GET .../config``): the
+    inverse of :func:`triton_batch_changes` for the fields both have."""
+    out: dict[str, Any] = {"name": name, "platform": "onnxruntime_onnx",
+                           "max_batch_size": cfg.max_batch_size if info is None or
+                           info.batchable else 0}
+    if cfg.max_wait_ms > 0 or cfg.max_batch_size > 1:
+        policy: dict[str, Any] = {"max_queue_size": cfg.max_queue}
+        if cfg.timeout_ms is not None:
+            policy["default_timeout_microseconds"] = int(round(cfg.timeout_ms * 1000))
+        out["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(round(cfg.max_wait_ms * 1000)),
+            "default_queue_policy": policy}
+    return out
+
+
 class Repository:
     """Load, unload and list models of an engine the way Triton's repository API does."""
 

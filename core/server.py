@@ -56,14 +56,14 @@ from .errors import (BatchlabError, ConfigError, EngineClosedError, InputValidat
 from .models import ModelInfo
 from .oip import DATATYPES, OIPError
 from .process import tune_for_serving
-from .repository import Repository
+from .repository import triton_config, Repository
 from .wire import WireError
 
 __all__ = ["EngineServer", "DATATYPES", "main"]
 
 log = logging.getLogger("batchlab.server")
 
-_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config)?$")
 
 _DEFAULT_MAX_BODY = 64 * 2**20
 _DRAIN_MAX = 256 * 2**20  # an over-limit body up to this size is read and dropped
@@ -272,6 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, oip.metadata(name, info)
         if action == "/ready" and method == "GET":
             return 200, {"name": name, "ready": not engine.closed}
+        if action == "/config" and method == "GET":
+            cfg_name = engine.ab_arms(name)[0] if name in engine.ab_experiments() else name
+            return 200, triton_config(name, engine.batch_config(cfg_name), info)
         if action == "/infer" and method == "POST":
             return 200, self._infer(name, info)
         raise _HTTPError(405, f"{method} is not allowed on {path}")
