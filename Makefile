@@ -2,7 +2,7 @@
 #   make run   - create .venv, install requirements.txt, start the dashboard and its engine server
 #                (a child process; demo models built in). BATCHLAB_ENGINE_URL=... attaches to another.
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make clean.
+# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make mlserver-env (MLServer, a peer server, in .venv-mlserver), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ SERVE_PORT ?= 8000
 ADDRESS ?= 127.0.0.1
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: run serve test bench screenshots browser clean
+.PHONY: run serve test bench screenshots browser mlserver-env clean
 
 $(VENV)/.run-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ $(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-ben
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements-bench.txt
 	@touch $@ $(VENV)/.dev-installed $(VENV)/.run-installed
+
+# MLServer in a virtualenv of its own (its pins clash with ours): a real peer server that the
+# tests and benchmarks start on loopback (core/peers/mlserver.py).
+.venv-mlserver/.installed: requirements-mlserver.txt
+	@test -x .venv-mlserver/bin/python || $(PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/python -m pip install $(PIP_FLAGS) -r requirements-mlserver.txt
+	@touch $@
+
+mlserver-env: .venv-mlserver/.installed
 
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
@@ -47,11 +56,11 @@ browser:
 		     "(install it with: sudo apt-get install chromium)"; \
 	fi
 
-test: $(VENV)/.dev-installed browser
+test: $(VENV)/.dev-installed .venv-mlserver/.installed browser
 	$(PY) -m pytest
 
 # Run on an idle machine (docs/benchmarks.md); ~30 minutes.
-bench: $(VENV)/.bench-installed browser
+bench: $(VENV)/.bench-installed .venv-mlserver/.installed browser
 	$(PY) -m benchmarks.engine_overhead
 	$(PY) -m benchmarks.peers
 	$(PY) -m benchmarks.polling
@@ -65,4 +74,4 @@ screenshots: $(VENV)/.dev-installed browser
 	BATCHLAB_SCREENSHOTS=docs/img $(PY) -m pytest tests/test_browser.py -k live_traffic
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-mlserver .pytest_cache .hypothesis

@@ -16,8 +16,8 @@ with the server's words) and :class:`~core.errors.RemoteConnectionError` (refuse
 TLS) in a request's future, :class:`~core.errors.RequestTimeoutError` past its timeout.
 
 Example:
-    >>> engine.add_remote("mlp@mlserver", url="http://127.0.0.1:8080", model="mlp")
-    >>> engine.predict("mlp@mlserver", x).total_ms     # measured at the client
+    >>> engine.add_remote("mlp-mlserver", url="http://127.0.0.1:8080", model="mlp")
+    >>> engine.predict("mlp-mlserver", x).total_ms     # measured at the client
 """
 
 from __future__ import annotations

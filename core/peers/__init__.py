@@ -1,0 +1,6 @@
+"""Peer inference servers that Batchlab's tests and benchmarks start on loopback.
+
+``mlserver`` starts a real MLServer (its own virtualenv, ``make mlserver-env``) serving ONNX
+models through ``mlserver_runtime``, a custom runtime that is imported only inside MLServer's
+process: nothing here imports it.
+"""

@@ -1,0 +1,361 @@
+"""Remote models (issue 16): any Open Inference Protocol endpoint as a model of the engine.
+
+The good server is a real Batchlab engine server on loopback; the bad ones are a small real
+HTTP server that answers correct metadata and then misbehaves on purpose (errors, silence,
+dropped connections, no declared tensors, a token required)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from core import (ConfigError, Engine, EngineClosedError, InputValidationError,
+                  RemoteConnectionError, RemoteServerError, RemoteTargetError,
+                  RequestTimeoutError, RequestTooLargeError)
+from core.client import RemoteEngine
+from core.launcher import free_port
+from core.server import EngineServer
+from tests.helpers import WAIT_S
+
+
+@pytest.fixture(scope="module")
+def served():
+    """A Batchlab engine server (the remote side) with the demo models."""
+    engine = Engine()
+    server = EngineServer(engine, port=0).start()
+    yield engine, server
+    server.close()
+    engine.close()
+
+
+@pytest.fixture
+def client():
+    """The local engine that adds remote models (no demo models but the MLP, to compare)."""
+    e = Engine(demo_models=False)
+    from core import build_demo_model
+    e.load_model(build_demo_model("mlp"), name="mlp", source_label="demo")
+    yield e
+    e.close()
+
+
+class _Bad(BaseHTTPRequestHandler):
+    """Metadata for model 'm' (x: FP32 [-1,4] -> y); infer misbehaves by ``server.mode``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        srv = self.server
+        if srv.token and self.headers.get("Authorization") != f"Bearer {srv.token}":
+            return self._json(401, {"error": "missing or wrong bearer token"})
+        if srv.mode == "slow-metadata":
+            srv.release.wait(WAIT_S)
+        if self.path == "/v2":
+            return self._json(200, {"name": "badserver", "version": "0", "extensions": []})
+        if self.path == "/v2/models/m":
+            tensors = {} if srv.mode == "undeclared" else {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
+            return self._json(200, {"name": "m", "versions": ["1"], "platform": "x", **tensors})
+        if self.path == "/v2/models/m/ready":
+            return self._json(200, {"name": "m", "ready": True})
+        return self._json(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self):
+        srv = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        srv.seen.append(body)
+        mode = srv.mode
+        if mode == "500":
+            return self._json(500, {"error": "the model crashed (out of memory)"})
+        if mode == "400":
+            return self._json(400, {"error": "input x: expected FP32"})
+        if mode == "slow":
+            srv.release.wait(WAIT_S)
+        if mode == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if mode == "garbage":
+            raw = b"<html>gateway</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        req = json.loads(body[:int(self.headers.get("Inference-Header-Content-Length")
+                                   or len(body))])
+        inp = req["inputs"][0]
+        if "data" in inp:
+            x = np.asarray(inp["data"], np.float32).reshape(inp["shape"])
+        else:
+            head = int(self.headers["Inference-Header-Content-Length"])
+            x = np.frombuffer(body[head:], np.float32).reshape(inp["shape"])
+        self._json(200, {"model_name": "m", "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": list(x.shape),
+             "data": (x * 2).ravel().tolist()}]})
+
+
+@pytest.fixture
+def bad():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Bad)
+    srv.daemon_threads = True
+    srv.mode, srv.token, srv.seen, srv.release = "ok", None, [], threading.Event()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    yield srv
+    srv.release.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+# -- a good server ---------------------------------------------------------------------------
+def test_remote_model_reads_metadata_and_answers_like_the_local_one(served, client):
+    _, server = served
+    info = client.add_remote("mlp-remote2", url=server.url, model="mlp")
+    local = client.model_info("mlp")
+    assert [(t.name, t.dtype, t.shape) for t in info.inputs] == \
+        [(t.name, t.dtype, ("N",) + tuple(t.shape[1:])) for t in local.inputs]
+    assert [t.name for t in info.outputs] == [t.name for t in local.outputs]
+    assert info.source.startswith("remote ") and info.batchable
+    x = client.sample_input("mlp", rows=3)
+    got = client.predict("mlp-remote2", x)
+    want = client.predict("mlp", x)
+    np.testing.assert_allclose(got.outputs["logits"], want.outputs["logits"], rtol=1e-5)
+    assert got.release_reason == "remote" and got.rows == 3
+    assert got.total_ms >= got.compute_ms > 0           # measured at the client
+    r = client.remote_info("mlp-remote2")
+    assert r["kind"] == "batchlab" and r["declared"] and r["configurable"] == "batchlab"
+    assert client.remote_info("mlp") is None
+
+
+def test_bad_input_is_refused_at_submit_and_nothing_is_sent(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    with pytest.raises(InputValidationError, match="float32"):
+        client.submit("m", np.ones((2, 5), np.float32))
+    assert bad.seen == []
+    assert client.predict("m", np.ones((2, 4), np.float32)).outputs["y"].tolist() == \
+        [[2.0] * 4] * 2
+
+
+def test_json_and_binary_requests_give_the_same_answer(served, client):
+    _, server = served
+    client.add_remote("bin", url=server.url, model="tiny")
+    client.add_remote("json", url=server.url, model="tiny", binary=False)
+    x = client.sample_input("bin", rows=4)
+    np.testing.assert_array_equal(client.predict("bin", x).outputs["y"],
+                                  client.predict("json", x).outputs["y"])
+
+
+def test_batch_settings_are_the_servers_and_change_there(served, client):
+    engine, server = served
+    engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+    client.add_remote("t", url=server.url, model="tiny")
+    cfg = client.batch_config("t")
+    assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)   # read from the server
+    client.configure("t", max_batch_size=8, max_wait_ms=2.0)
+    assert (engine.batch_config("tiny").max_batch_size,
+            engine.batch_config("tiny").max_wait_ms) == (8, 2.0)  # changed on the server
+    assert client.remote_info("t")["max_batch_size"] == 8
+    client.configure("t", timeout_ms=1234.0)                     # the client's own
+    assert client.batch_config("t").timeout_ms == 1234.0
+    with pytest.raises(ConfigError, match="belong to its server"):
+        client.configure("t", policy="adaptive")
+    with pytest.raises(RequestTooLargeError, match="max_batch_size=8"):
+        client.submit("t", client.sample_input("t", rows=9))
+    engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+
+
+def test_a_server_that_does_not_let_clients_change_batching_says_so(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    assert client.remote_info("m")["configurable"] is None
+    with pytest.raises(ConfigError, match="does not let a client change batch settings"):
+        client.configure("m", max_batch_size=4)
+
+
+def test_traffic_metrics_timeline_and_warmup_on_a_remote_model(served, client):
+    _, server = served
+    client.add_remote("r", url=server.url, model="mlp")
+    client.start_traffic("r", rate_rps=300, pattern="poisson", duration_s=1.0, seed=3)
+    status = client.wait_traffic("r", timeout_s=WAIT_S)
+    m = client.metrics("r")
+    assert status.sent > 100 and m.success_count == status.sent and m.error_count == 0
+    t = client.timeline("r", last_s=None)
+    assert len(t) == status.sent and (t["release_reason"] == "remote").all() and t["ok"].all()
+    report = client.warmup("r", iterations=2, batch_sizes=[1, 4])
+    assert client.warm_sizes("r") == [1, 4] and len(report.frame) > 0
+    with pytest.raises(ConfigError, match="remote"):
+        client.measure_memory("r")
+    with pytest.raises(ConfigError, match="remote"):
+        client.model_bytes("r")
+
+
+def test_ab_between_a_remote_and_a_local_model(served, client):
+    _, server = served
+    client.add_remote("mlp-remote", url=server.url, model="mlp")
+    client.create_ab("exp", a="mlp", b="mlp-remote", b_share=0.5, seed=1)
+    for i in range(60):
+        client.predict("exp", client.sample_input("mlp"), key=i)
+    arms = client.ab_report("exp").arms
+    assert arms["a"].success_count > 10 and arms["b"].success_count > 10
+    assert arms["a"].success_count + arms["b"].success_count == 60
+
+
+def test_add_remote_through_the_engine_server_and_its_client(served):
+    """The dashboard's path: the engine server is the client of another OIP server."""
+    _, server = served
+    front_engine = Engine(demo_models=False)
+    front = EngineServer(front_engine, port=0).start()
+    try:
+        remote = RemoteEngine.connect(front.url, timeout_s=WAIT_S)
+        info = remote.add_remote("tiny-back", url=server.url, model="tiny")
+        assert info.inputs[0].name == "x"
+        assert remote.remote_info("tiny-back")["url"] == server.url
+        out = remote.predict("tiny-back", np.ones((2, 4), np.float32))
+        assert out.outputs["y"].shape == (2, 4)
+        with pytest.raises(RemoteTargetError, match="has no model 'nope'"):
+            remote.add_remote("x", url=server.url, model="nope")
+        remote.close()
+    finally:
+        front.close()
+        front_engine.close()
+
+
+# -- bad endpoints at add_remote -------------------------------------------------------------
+def test_refused_connection_says_what_was_tried(client):
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RemoteTargetError, match="connection refused") as err:
+        client.add_remote("x", url=url, model="m", timeout_s=5)
+    assert url in str(err.value) and "x" not in client.model_names()
+
+
+def test_unknown_model_lists_what_the_server_has(served, client):
+    _, server = served
+    with pytest.raises(RemoteTargetError, match="has no model 'resnet'.*404.*mlp"):
+        client.add_remote("x", url=server.url, model="resnet")
+
+
+def test_tls_against_a_plain_http_server_is_a_tls_error(served, client):
+    _, server = served
+    with pytest.raises(RemoteTargetError, match="TLS handshake"):
+        client.add_remote("x", url=server.url.replace("http://", "https://"), model="mlp",
+                          timeout_s=5)
+
+
+def test_a_server_slower_than_the_timeout_fails_add_remote(client, bad):
+    bad.mode = "slow-metadata"
+    with pytest.raises(RemoteTargetError, match=r"no answer .* within 0.3 s"):
+        client.add_remote("x", url=bad.url, model="m", timeout_s=0.3)
+    bad.release.set()
+
+
+def test_bad_urls_and_arguments_are_config_errors(client):
+    for url in ("127.0.0.1:8000", "ftp://host/x", "", "http://"):
+        with pytest.raises(ConfigError, match="url must"):
+            client.add_remote("x", url=url, model="m")
+    with pytest.raises(ConfigError, match="timeout_s"):
+        client.add_remote("x", url="http://127.0.0.1:1", model="m", timeout_s=0)
+
+
+def test_a_token_is_needed_and_then_works(client, bad):
+    bad.token = "s3cret"
+    with pytest.raises(RemoteTargetError, match="bearer token"):
+        client.add_remote("m", url=bad.url, model="m")
+    client.add_remote("m", url=bad.url, model="m",
+                      headers={"Authorization": "Bearer s3cret"})
+    assert client.model_info("m").inputs[0].name == "x"
+
+
+# -- bad answers in a request's future --------------------------------------------------------
+@pytest.mark.parametrize("mode, error, words", [
+    ("500", RemoteServerError, "answered 500 .*out of memory"),
+    ("400", RemoteServerError, "answered 400 .*expected FP32"),
+    ("drop", RemoteConnectionError, "closed the connection|failed"),
+    ("garbage", RemoteServerError, "cannot be read"),
+])
+def test_bad_answers_fail_the_request_with_the_servers_words(client, bad, mode, error, words):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = mode
+    with pytest.raises(error, match=words):
+        client.predict("m", np.ones((1, 4), np.float32))
+    m = client.metrics("m")
+    assert m.error_count == 1 and m.errors_by_type == {error.__name__: 1}
+
+
+def test_a_slow_server_times_the_request_out_and_traffic_never_hangs(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = "slow"
+    with pytest.raises(RequestTimeoutError, match="did not answer within 200 ms"):
+        client.predict("m", np.ones((1, 4), np.float32), timeout_ms=200)
+    client.configure("m", timeout_ms=200.0)
+    client.start_traffic("m", rate_rps=50, duration_s=0.5, seed=0)
+    status = client.wait_traffic("m", timeout_s=WAIT_S)
+    assert status.sent > 5 and not status.running
+    bad.release.set()
+    m = client.metrics("m")
+    assert m.errors_by_type.get("RequestTimeoutError", 0) >= status.sent
+
+
+def test_dropping_server_under_traffic_counts_every_failure(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = "drop"
+    client.start_traffic("m", rate_rps=100, duration_s=0.5, seed=0)
+    status = client.wait_traffic("m", timeout_s=WAIT_S)
+    m = client.metrics("m")
+    assert status.sent > 10 and m.total_requests == status.sent
+    assert m.success_count == 0 and m.errors_by_type == {"RemoteConnectionError": status.sent}
+    assert status.problem                      # the page shows it
+
+
+def test_close_settles_requests_still_waiting_for_the_server(bad):
+    e = Engine(demo_models=False)
+    e.add_remote("m", url=bad.url, model="m")
+    bad.mode = "slow"
+    futs = [e.submit("m", np.ones((1, 4), np.float32)) for _ in range(5)]
+    e.close()
+    for f in futs:
+        assert f.done()
+        with pytest.raises(EngineClosedError):
+            f.result(0)
+    bad.release.set()
+
+
+# -- a server that declares no tensors ---------------------------------------------------------
+def test_undeclared_tensors_are_learned_from_the_first_request(client, bad):
+    bad.mode = "undeclared"
+    info = client.add_remote("m", url=bad.url, model="m")
+    assert info.inputs == () and not client.remote_info("m")["declared"]
+    assert "declares no input tensors" in info.batch_reason
+    with pytest.raises(InputValidationError, match="declares no input tensors"):
+        client.submit("m", {"x": np.ones((1, 4), np.float32)})
+    bad.mode = "ok"
+    out = client.predict("m", np.ones((2, 4), np.float32))
+    assert out.outputs["y"].shape == (2, 4)
+    info = client.model_info("m")
+    assert [t.name for t in info.inputs] == ["input-0"] and info.inputs[0].shape == ("N", 4)
+    assert "learned" in info.batch_reason
+    with pytest.raises(InputValidationError):           # now checked like a declared model
+        client.submit("m", np.ones((2, 5), np.float32))
+
+
+def test_user_declared_tensors_are_used_when_the_server_has_none(client, bad):
+    bad.mode = "undeclared"
+    client.add_remote("m", url=bad.url, model="m",
+                      inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
+    bad.mode = "ok"
+    assert client.predict("m", {"x": np.ones((1, 4), np.float32)}).outputs["y"].shape == (1, 4)
