@@ -77,7 +77,7 @@ def triton_batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
     return changes, ignored
 
 
-def triton_config(name: str, cfg: Any, info: Any = None) -> dict[str, Any]:
+def triton_model_config(name: str, cfg: Any, info: Any = None) -> dict[str, Any]:
     """A model's batch settings as Triton's model configuration (``GET .../config``): the
     inverse of :func:`triton_batch_changes` for the fields both have."""
     out: dict[str, Any] = {"name": name, "platform": "onnxruntime_onnx",

@@ -56,7 +56,7 @@ from .errors import (BatchlabError, ConfigError, EngineClosedError, InputValidat
 from .models import ModelInfo
 from .oip import DATATYPES, OIPError
 from .process import tune_for_serving
-from .repository import triton_config, Repository
+from .repository import triton_model_config, Repository
 from .wire import WireError
 
 __all__ = ["EngineServer", "DATATYPES", "main"]
@@ -274,7 +274,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"name": name, "ready": not engine.closed}
         if action == "/config" and method == "GET":
             cfg_name = engine.ab_arms(name)[0] if name in engine.ab_experiments() else name
-            return 200, triton_config(name, engine.batch_config(cfg_name), info)
+            return 200, triton_model_config(name, engine.batch_config(cfg_name), info)
         if action == "/infer" and method == "POST":
             return 200, self._infer(name, info)
         raise _HTTPError(405, f"{method} is not allowed on {path}")
