@@ -194,7 +194,7 @@ class Engine:
     def add_remote(self, name: str, url: str, model: str, version: str | None = None,
                    headers: dict[str, str] | None = None, *, inputs: Any = None,
                    outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
-                   binary: bool = True, replace: bool = False,
+                   binary: bool | None = None, replace: bool = False,
                    batch: BatchConfig | None = None) -> ModelInfo:
         """Register ``name``: model ``model`` served by an Open Inference Protocol (KServe
         v2) HTTP endpoint at ``url`` (Triton, KServe, MLServer, Seldon, a Batchlab server).
@@ -204,8 +204,8 @@ class Engine:
         ``[{"name": ..., "datatype": "FP32", "shape": [-1, 4]}]`` or let the first request
         that succeeds define them. ``headers`` go with every request (e.g.
         ``{"Authorization": "Bearer ..."}``). Requests are sent as they come over up to
-        ``max_connections`` keep-alive connections (binary tensors unless ``binary=False``);
-        the server batches. Latency is measured here, at the client.
+        ``max_connections`` keep-alive connections, with binary tensors (``binary=None``:
+        unless the server is MLServer, which takes JSON only); the server batches. Latency is measured here, at the client.
 
         An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
         saying what was tried; nothing is registered then.

@@ -163,7 +163,7 @@ class OIPTarget:
 
     def __init__(self, url: str, model: str, version: str | None = None,
                  headers: dict[str, str] | None = None, timeout_s: float = 10.0,
-                 max_connections: int = 64, binary: bool = True) -> None:
+                 max_connections: int = 64, binary: bool | None = True) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ConfigError("url must be the server's base URL, e.g. http://127.0.0.1:8080")
         parts = urlsplit(url.strip())
@@ -186,7 +186,7 @@ class OIPTarget:
         self.headers = headers
         self.timeout_s = float(timeout_s)
         self.max_connections = max_connections
-        self.binary = binary
+        self.binary = True if binary is None else bool(binary)
         self.model_path = f"/v2/models/{quote(model, safe='')}" + (
             f"/versions/{quote(self.version, safe='')}" if self.version else "")
         self._loop = client_loop()
@@ -446,20 +446,20 @@ def _mlserver_batching(meta: dict[str, Any]) -> dict[str, Any]:
 def connect_remote(name: str, url: str, model: str, version: str | None = None,
                    headers: dict[str, str] | None = None, *, inputs: Any = None,
                    outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
-                   binary: bool = True) -> RemoteModel:
+                   binary: bool | None = None) -> RemoteModel:
     """Check the endpoint and read the model's metadata; raises
     :class:`RemoteTargetError` saying what was tried."""
     inputs_given, outputs_given = _declared(inputs), _declared(outputs)
     target = OIPTarget(url, model, version, headers, timeout_s, max_connections, binary)
     try:
-        return _connect(name, target, inputs_given, outputs_given)
+        return _connect(name, target, inputs_given, outputs_given, auto_binary=binary is None)
     except BaseException:
         target.close()
         raise
 
 
-def _connect(name: str, target: OIPTarget, inputs_given: Any, outputs_given: Any
-             ) -> RemoteModel:
+def _connect(name: str, target: OIPTarget, inputs_given: Any, outputs_given: Any,
+             auto_binary: bool = False) -> RemoteModel:
     base = target.url
 
     def get(method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -514,6 +514,10 @@ def _connect(name: str, target: OIPTarget, inputs_given: Any, outputs_given: Any
                        "outputs", where)
     declared = bool(meta.get("inputs")) and inputs_given is None
     kind = str(server.get("name", "")).lower()
+    if auto_binary:
+        # MLServer (1.7) answers binary inputs over HTTP with 422; every other server here
+        # takes the binary tensor extension, which is cheaper to encode and parse.
+        target.binary = kind != "mlserver"
     batching: dict[str, Any] = {}
     s_cfg, cfg = get("GET", target.model_path + "/config")
     if s_cfg == 200 and isinstance(cfg, dict):

@@ -304,3 +304,41 @@ def test_missing_venv_names_the_make_target(tmp_path):
     assert not MLServerProcess.available(tmp_path / "no-venv")
     with pytest.raises(RuntimeError, match="make mlserver-env"):
         srv.start()
+
+
+# -- MLServer as a remote model of the engine (issue 16) ------------------------------------
+def test_mlserver_model_as_a_remote_model_of_the_engine(server, sessions, model_bytes):
+    from core import Engine
+    e = Engine(demo_models=False)
+    try:
+        info = e.add_remote("mlp-mlserver", url=server.url, model="mlp")
+        r = e.remote_info("mlp-mlserver")
+        assert r["kind"] == "mlserver" and r["declared"] and not r["binary"]  # JSON only
+        assert r["configurable"] is None and "model-settings.json" in r["source"]
+        x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
+        got = e.predict("mlp-mlserver", x).outputs[info.outputs[0].name]
+        want = sessions["mlp"].run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        e.start_traffic("mlp-mlserver", rate_rps=200, duration_s=0.5, seed=0)
+        status = e.wait_traffic("mlp-mlserver", timeout_s=60)
+        assert status.sent > 50 and e.metrics("mlp-mlserver").success_count == status.sent + 1
+        from core import ConfigError
+        with pytest.raises(ConfigError, match="model-settings.json"):
+            e.configure("mlp-mlserver", max_batch_size=8)
+    finally:
+        e.close()
+
+
+def test_mlserver_without_declared_tensors_takes_them_from_the_user(model_bytes):
+    _require_mlserver()
+    from core import Engine
+    with MLServerProcess({"tiny": model_bytes["tiny"]}, declare_tensors=False).start() as srv:
+        e = Engine(demo_models=False)
+        try:
+            info = e.add_remote("tiny-ml", url=srv.url, model="tiny",
+                                inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
+            assert not e.remote_info("tiny-ml")["declared"] and info.inputs[0].name == "x"
+            out = e.predict("tiny-ml", np.ones((2, 4), np.float32))
+            assert list(out.outputs) and next(iter(out.outputs.values())).shape == (2, 4)
+        finally:
+            e.close()
