@@ -746,9 +746,14 @@ class Engine:
         # Keys for every experiment, like traffic from 1,000 users: the experiment may be
         # switched to sticky routing (which needs them) while the traffic runs.
         keys = 1000 if exp is not None else None
+        models = (exp.a, exp.b) if exp is not None else (target,)
+        client_cpu = None
+        if any(self._entry(m).remote is not None for m in models):
+            from .remote import client_cpu_s
+            client_cpu = client_cpu_s
         return self._traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
                                    rows_per_request=rows_per_request, duration_s=duration_s,
-                                   seed=seed, key_pool=keys)
+                                   seed=seed, key_pool=keys, client_cpu=client_cpu)
 
     def stop_traffic(self, target: str | None = None) -> None:
         """Stop the built-in traffic to ``target`` (or to every target)."""

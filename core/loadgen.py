@@ -41,6 +41,21 @@ _RECENT_S = 5
 # The open-loop senders' shortest sleep (see open_loop).
 _MIN_SLEEP_S = 0.0005
 
+#: Client CPU (% of one core) and sender lag (ms) past which TrafficStatus.client_bound
+#: says the client, not the server, sets the pace.
+CLIENT_BOUND_CPU_PCT = 85.0
+CLIENT_BOUND_LAG_MS = 100.0
+
+
+def thread_cpu_s(thread: threading.Thread | None) -> float:
+    """CPU seconds ``thread`` has used so far (0 when it is not running)."""
+    if thread is None or thread.ident is None or not thread.is_alive():
+        return 0.0
+    try:
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    except (OSError, AttributeError, ProcessLookupError):
+        return 0.0
+
 
 @dataclass(frozen=True)
 class TrafficStatus:
@@ -64,6 +79,26 @@ class TrafficStatus:
     #: over the last few seconds: requests sent, and those refused or failed
     recent_sent: int = 0
     recent_bad: int = 0
+    #: CPU the client used, in % of one core over ``elapsed_s``: the sender thread plus,
+    #: for remote models, the HTTP client's loop (core.remote). Python runs both under one
+    #: lock, so near 100 % the client, not the server, sets the pace.
+    client_cpu_pct: float = 0.0
+
+    @property
+    def client_bound(self) -> str | None:
+        """A sentence when the client, not the server, is the bottleneck (its CPU near a
+        full core, or the sender far behind its schedule), else None."""
+        if self.elapsed_s < 1.0 or self.sent < 50:
+            return None
+        if self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
+            return (f"The client is the bottleneck: sending to {self.target} and reading the "
+                    f"answers takes {self.client_cpu_pct:.0f} % of a core (Python runs it on "
+                    "one), so these figures measure Batchlab's client, not the server. Send "
+                    "less, or load the server from more processes.")
+        if self.running and self.max_lag_ms > CLIENT_BOUND_LAG_MS:
+            return (f"The sender is {self.max_lag_ms:.0f} ms behind its schedule: this "
+                    "machine cannot send this rate; latencies include that delay.")
+        return None
 
     @property
     def in_flight(self) -> int:
@@ -115,7 +150,8 @@ class TrafficGenerator:
                  rate_rps: float = 100.0, pattern: str = "constant", rows_per_request: int = 1,
                  duration_s: float | None = None, seed: int | None = 0,
                  submit_kwargs: dict[str, Any] | None = None,
-                 key_pool: int | None = None) -> None:
+                 key_pool: int | None = None,
+                 client_cpu: Callable[[], float] | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
@@ -147,6 +183,12 @@ class TrafficGenerator:
         self._t_start: float | None = None
         self._t_end: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"traffic-{target}", daemon=True)
+        # CPU of the client's other threads (the remote HTTP client's loop), and this
+        # sender's own CPU when it has ended.
+        self._client_cpu = client_cpu
+        self._client_cpu0 = client_cpu() if client_cpu is not None else 0.0
+        self._own_cpu_end: float | None = None
+        self._other_cpu_end: float | None = None
 
     def start(self) -> TrafficGenerator:
         self._thread.start()
@@ -170,6 +212,11 @@ class TrafficGenerator:
         now = time.perf_counter()
         start = self._t_start or now
         end = self._t_end or now
+        own = self._own_cpu_end if self._own_cpu_end is not None else thread_cpu_s(self._thread)
+        other = self._other_cpu_end if self._other_cpu_end is not None else (
+            (self._client_cpu() - self._client_cpu0) if self._client_cpu is not None else 0.0)
+        span = end - start
+        cpu_pct = 100.0 * (own + max(0.0, other)) / span if span > 0 else 0.0
         with self._lock:
             since = int(now) - _RECENT_S
             recent = [r for r in self._recent if r[0] >= since]
@@ -180,7 +227,8 @@ class TrafficGenerator:
                 elapsed_s=end - start, max_lag_ms=self._max_lag * 1000.0,
                 refused_by_type=dict(self._refused_by_type),
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
-                recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent))
+                recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
+                client_cpu_pct=cpu_pct)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""
@@ -250,6 +298,9 @@ class TrafficGenerator:
                     self._count(1, 0)
                 fut.add_done_callback(self._done)
         finally:
+            self._own_cpu_end = time.thread_time()
+            if self._client_cpu is not None:
+                self._other_cpu_end = self._client_cpu() - self._client_cpu0
             self._t_end = perf()
             self._stop.set()
 

@@ -301,6 +301,8 @@ def sidebar_status() -> None:
         for t in traffic:
             if t.running and t.problem:
                 st.error(t.problem, icon=":material/error:")
+            if t.running and t.client_bound:
+                st.warning(t.client_bound, icon=":material/speed:")
         if status["queue_depth"] > 0 and not running:
             st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still queued.",
                        icon=":material/hourglass_top:")

@@ -64,11 +64,13 @@ def traffic_status() -> None:
         st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
                    f"{t.pattern}, {t.rows_per_request} row(s) · sent {fmt_num(t.sent)} · "
                    f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
-                   f"{fmt_num(t.refused)}")
+                   f"{fmt_num(t.refused)} · client CPU {t.client_cpu_pct:.0f} %")
         if t.problem:
             st.error(t.problem)
         elif not t.running and t.in_flight > 0:
             st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
+        if t.client_bound:
+            st.warning(t.client_bound)
 
 
 controls, live = st.columns([1, 2], gap="large")

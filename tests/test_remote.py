@@ -359,3 +359,20 @@ def test_user_declared_tensors_are_used_when_the_server_has_none(client, bad):
                       inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
     bad.mode = "ok"
     assert client.predict("m", {"x": np.ones((1, 4), np.float32)}).outputs["y"].shape == (1, 4)
+
+
+def test_the_load_generator_reports_its_cpu_and_says_when_it_is_the_bottleneck(served, client):
+    from dataclasses import replace
+    _, server = served
+    client.add_remote("r", url=server.url, model="tiny")
+    client.start_traffic("r", rate_rps=200, duration_s=1.0, seed=0)
+    status = client.wait_traffic("r", timeout_s=WAIT_S)
+    assert 0 < status.client_cpu_pct < 100
+    assert status.client_bound is None                       # 200 req/s is easy
+    busy = replace(status, client_cpu_pct=97.0)
+    assert "client is the bottleneck" in busy.client_bound and "97 %" in busy.client_bound
+    late = replace(status, running=True, max_lag_ms=400.0)
+    assert "behind its schedule" in late.client_bound
+    # a local model's traffic counts the sender thread alone
+    client.start_traffic("mlp", rate_rps=100, duration_s=0.5, seed=0)
+    assert 0 < client.wait_traffic("mlp", timeout_s=WAIT_S).client_cpu_pct < 100
