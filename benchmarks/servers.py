@@ -1,0 +1,181 @@
+"""Batchlab's engine server vs MLServer, on the same model, from the same client, in one run.
+
+Both servers run in their own process pinned to core 0; the client (this process: an
+``Engine`` with the server's model added by ``engine.add_remote``, and the open-loop
+generator of ``core.loadgen``, latency from each request's *intended* send time) is pinned to
+core 1. For each server, with its batching on and off:
+
+* **capacity**: the highest constant rate of one-row requests with every request served,
+  >= 95 % of it achieved and p99 under ``--p99-limit`` ms;
+* **p50 at low load** (``--low`` req/s);
+* **p99 at 80 % of capacity**;
+* the client's CPU (% of its core) during the capacity run, to show it was not the limit.
+
+Batching on: Batchlab max batch 32 / max wait 2 ms (deadline policy); MLServer adaptive
+batching ``max_batch_size=32``, ``max_batch_time=0.002`` s. Off: max batch 1 and no wait.
+The client speaks the binary tensor extension to Batchlab and JSON to MLServer (MLServer 1.7
+refuses binary inputs over HTTP); the JSON cost is the client's, on its own core.
+
+A separate headline, issue 16's bar for the client path: one run at ``--client-rps``
+(default 3,000 req/s) to Batchlab's server, reporting achieved rate, p50/p99 from the
+intended send time, the sender's lag and the client's CPU.
+
+Run: ``python -m benchmarks.servers [--seconds 3]`` (needs ``make mlserver-env``); JSON to
+``benchmarks/results/servers.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS, find_capacity, machine_info, open_trial
+from core import Engine
+from core.demo_models import build_demo_model
+from core.launcher import ServerProcess
+from core.loadgen import thread_cpu_s
+from core.peers.mlserver import MLServerProcess
+from core.process import tune_for_serving
+from core.remote import client_cpu_s
+
+MODEL = "mlp"
+SERVER_CORE, CLIENT_CORE = 0, 1
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of ``pid`` and of its children (sched_setaffinity on a pid moves
+    one thread only)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            pin_process(int(child), cpus)
+
+
+def client_cpu_now() -> float:
+    """CPU seconds of this process's client threads: the caller's and the HTTP loop."""
+    return time.thread_time() + client_cpu_s()
+
+
+def measure(engine: Engine, name: str, args: argparse.Namespace, log) -> dict:
+    x = engine.sample_input(name, rows=1)
+
+    def submit(v):
+        return engine.submit(name, v)
+
+    for _ in range(200):  # connections open, server warm
+        engine.predict(name, x)
+    low = open_trial(submit, x, args.low, args.seconds)
+    log(f"  p50 at {args.low:.0f} req/s: {low['p50_ms']:.2f} ms")
+    c0, t0 = client_cpu_now(), time.perf_counter()
+    capacity, best = find_capacity(submit, x, args.start, args.seconds, args.p99_limit,
+                                   steps=args.steps, log=log)
+    cpu_pct = 100.0 * (client_cpu_now() - c0) / (time.perf_counter() - t0)
+    at80 = open_trial(submit, x, 0.8 * capacity, args.seconds) if capacity else None
+    log(f"  capacity {capacity:,.0f} req/s; p99 at 80 %: "
+        f"{at80['p99_ms'] if at80 else float('nan'):.2f} ms; client CPU {cpu_pct:.0f} %")
+    return {"p50_low_ms": low["p50_ms"], "capacity_rps": capacity,
+            "p99_at_80pct_ms": at80["p99_ms"] if at80 else None,
+            "achieved_at_80pct_rps": at80["achieved_rps"] if at80 else None,
+            "client_cpu_pct_during_search": cpu_pct, "best": best}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--low", type=float, default=100.0)
+    ap.add_argument("--start", type=float, default=500.0)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--p99-limit", type=float, default=50.0)
+    ap.add_argument("--client-rps", type=float, default=3000.0)
+    ap.add_argument("--only", choices=("client", "servers"), default=None)
+    args = ap.parse_args()
+    if os.cpu_count() and os.cpu_count() >= 2:
+        os.sched_setaffinity(0, {CLIENT_CORE})   # before any thread exists: all inherit it
+    tune_for_serving()   # as the dashboard's engine server does (core/process.py)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    out: dict = {"machine": machine_info(1), "model": MODEL, "args": vars(args)}
+    data = build_demo_model(MODEL)
+    engine = Engine(demo_models=False)
+    try:
+        if args.only in (None, "client"):
+            out["client"] = client_headline(engine, args, log)
+        if args.only in (None, "servers"):
+            out["servers"] = compare_servers(engine, data, args, log)
+    finally:
+        engine.close()
+    path = Path(RESULTS) / "servers.json"
+    path.write_text(json.dumps(out, indent=2, default=float))
+    log(f"wrote {path}")
+
+
+def client_headline(engine: Engine, args: argparse.Namespace, log) -> dict:
+    log(f"Client path: {args.client_rps:,.0f} one-row req/s to Batchlab's server (tiny)")
+    srv = ServerProcess(args=["--no-probe"], cpus={SERVER_CORE}).start()
+    try:
+        engine.add_remote("client-tiny", url=srv.url, model="tiny", replace=True)
+        x = engine.sample_input("client-tiny", rows=1)
+        for _ in range(500):
+            engine.predict("client-tiny", x)
+        runs = []
+        for _ in range(3):
+            c0, t0 = client_cpu_now(), time.perf_counter()
+            s = open_trial(lambda v: engine.submit("client-tiny", v), x, args.client_rps,
+                           max(args.seconds, 5.0))
+            s["client_cpu_pct"] = 100.0 * (client_cpu_now() - c0) / (time.perf_counter() - t0)
+            runs.append(s)
+            log(f"  achieved {s['achieved_rps']:,.0f} req/s of {args.client_rps:,.0f}, "
+                f"failed {s['failed']}, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms "
+                f"(from the intended send time), sender lag max {s['max_lag_ms']:.1f} ms, "
+                f"client CPU {s['client_cpu_pct']:.0f} %")
+        engine.unload_model("client-tiny")
+        return {"offered_rps": args.client_rps, "runs": runs,
+                "server_config": srv.url and "tiny: max batch 32, max wait 5 ms (defaults)"}
+    finally:
+        srv.stop()
+
+
+def compare_servers(engine: Engine, data: bytes, args: argparse.Namespace, log) -> list:
+    rows = []
+    for batching in (True, False):
+        label = "batching on" if batching else "batching off"
+        log(f"Batchlab server, {label}")
+        srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE}).start()
+        try:
+            from core.client import RemoteEngine
+            back = RemoteEngine.connect(srv.url)
+            back.load_model(data, name=MODEL)
+            back.configure(MODEL, max_batch_size=32 if batching else 1,
+                           max_wait_ms=2.0 if batching else 0.0)
+            back.warmup(MODEL, iterations=3)
+            engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
+            r = measure(engine, "target", args, log)
+            rows.append({"server": "batchlab", "batching": batching, **r})
+            back.close()
+        finally:
+            engine.unload_model("target") if "target" in engine.model_names() else None
+            srv.stop()
+        log(f"MLServer, {label}")
+        ml = MLServerProcess({MODEL: data}, max_batch_size=32 if batching else 0,
+                             max_batch_time_s=0.002 if batching else 0.0).start()
+        try:
+            pin_process(ml.pid, {SERVER_CORE})
+            engine.add_remote("target", url=ml.url, model=MODEL, replace=True)
+            r = measure(engine, "target", args, log)
+            rows.append({"server": "mlserver", "batching": batching, **r})
+        finally:
+            engine.unload_model("target") if "target" in engine.model_names() else None
+            ml.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    main()
