@@ -48,7 +48,7 @@ from .oip import DATATYPES, HEADER_LENGTH, OIPError, encode_infer_request, parse
 from .settle import Ledger, Request
 
 __all__ = ["OIPTarget", "RemoteModel", "RemoteDispatcher", "RemoteValidator", "connect_remote",
-           "client_cpu_s", "REMOTE_REASON"]
+           "client_cpu_s", "REMOTE_REASON", "parse_tensor_list"]
 
 log = logging.getLogger("batchlab.remote")
 
@@ -331,6 +331,19 @@ def _declared(specs: Any) -> list[dict[str, Any]] | None:
                               '{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}')
         out.append({"name": t["name"], "datatype": t["datatype"], "shape": list(t["shape"])})
     return out
+
+
+def parse_tensor_list(text: str | None) -> list[dict[str, Any]] | None:
+    """Tensors typed by a person (JSON list of ``{name, datatype, shape}``), checked; None
+    when empty."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise ConfigError(f"the tensors are not valid JSON ({err}); expected e.g. "
+                          '[{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]') from None
+    return _declared(value)
 
 
 class RemoteModel:

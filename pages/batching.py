@@ -20,6 +20,10 @@ if model is None:
     st.stop()
 info = engine.model_info(model)
 cfg = engine.batch_config(model)
+remote = engine.remote_info(model)   # None for a model served here
+# A remote model's batching is its server's: shown, and changeable only where the server
+# lets a client change it (a Batchlab server, Triton's model load with a config).
+server_fixed = remote is not None and not remote.get("configurable")
 
 # Widgets show the engine's truth (shared by every tab); changes go through the engine.
 st.session_state["bs_max_batch"] = cfg.max_batch_size
@@ -77,19 +81,27 @@ controls, live = st.columns([1, 2], gap="large")
 with controls:
     with st.container(border=True):
         st.subheader("Settings")
+        if remote is not None:
+            how = ("Batchlab changes them there." if remote.get("configurable") else
+                   "Batchlab cannot change them: they are set where the model is deployed.")
+            st.info(f"**{model}** is served by {remote['server']} at {remote['url']} "
+                    f"(model `{remote['model']}`). These are the server's batch settings, as "
+                    f"read from {remote['source']}. {how} Latency is measured here, at the "
+                    "client.", icon=":material/cloud:")
         if not info.batchable:
             st.warning(f"{model} is not batchable: {info.batch_reason}")
         st.slider("Max batch size (rows)", 1, 256, key="bs_max_batch",
                   on_change=_apply, args=("max_batch_size", "bs_max_batch"),
-                  disabled=not info.batchable,
+                  disabled=not info.batchable or server_fixed,
                   help="A batch is released as soon as it holds this many rows.")
         st.slider("Max wait (ms)", 0.0, 50.0, step=0.5, key="bs_max_wait",
                   on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
-                  disabled=not info.batchable,
+                  disabled=not info.batchable or server_fixed,
                   help="The longest the oldest request waits for the batch to fill. 0 sends "
                        "whatever is queued at once.")
         st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
-                 on_change=_apply, args=("policy", "bs_policy"), disabled=not info.batchable,
+                 on_change=_apply, args=("policy", "bs_policy"),
+                 disabled=not info.batchable or remote is not None,
                  format_func={"deadline": "deadline (wait from oldest request)",
                               "fixed_window": "fixed window (seed design)",
                               "adaptive": "adaptive (learns cost and load)"}.get,
@@ -101,7 +113,8 @@ with controls:
         st.number_input("Latency SLO (ms, adaptive only; empty = none)", 0.1, 60_000.0,
                         value=None, key="bs_slo", on_change=_apply,
                         args=("latency_slo_ms", "bs_slo"),
-                        disabled=cfg.policy != "adaptive" or not info.batchable,
+                        disabled=cfg.policy != "adaptive" or not info.batchable
+                        or remote is not None,
                         help="Requests that can no longer finish within it are shed with "
                              "SLOShedError instead of making everyone behind them late.")
         learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None

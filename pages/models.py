@@ -71,6 +71,48 @@ with st.container(border=True):
     if result:
         (st.success if result[0] == "ok" else st.error)(result[1])
 
+# -- remote -----------------------------------------------------------------------------
+with st.container(border=True):
+    st.subheader("Add a remote model")
+    st.caption("A model served by any Open Inference Protocol (KServe v2) server: Triton, "
+               "KServe, MLServer, Seldon, another Batchlab. It is measured, swept and A/B "
+               "tested like a local model; latency is measured here, at the client.")
+    r1, r2 = st.columns([3, 2])
+    url = r1.text_input("Server URL", key="remote_url", placeholder="http://127.0.0.1:8080")
+    remote_model = r2.text_input("Model on the server", key="remote_model",
+                                 placeholder="e.g. mlp")
+    r3, r4 = st.columns([3, 2])
+    token = r3.text_input("Bearer token (optional)", key="remote_token", type="password")
+    remote_name = r4.text_input("Register as", key="remote_name",
+                                placeholder=f"{remote_model.strip() or 'model'}-remote")
+    with st.expander("Tensors, when the server declares none"):
+        tensors = st.text_area(
+            "Inputs (JSON)", key="remote_inputs", height=80,
+            placeholder='[{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]',
+            help="MLServer lists no tensors unless its model-settings.json declares them. "
+                 "Leave empty to send a single array as 'input-0' and learn the tensors from "
+                 "the first request that succeeds.")
+    if st.button("Add remote model", key="remote_add",
+                 disabled=not (url.strip() and remote_model.strip())):
+        from core.remote import parse_tensor_list
+        with st.spinner(f"Reading {remote_model.strip()!r} from {url.strip()}..."):
+            try:
+                inputs = parse_tensor_list(tensors)
+                info = engine.add_remote(
+                    remote_name.strip() or f"{remote_model.strip()}-remote", url=url.strip(),
+                    model=remote_model.strip(), inputs=inputs,
+                    headers={"Authorization": f"Bearer {token.strip()}"} if token.strip()
+                    else None)
+            except BatchlabError as err:
+                st.session_state["remote_result"] = ("error", str(err))
+            else:
+                st.session_state["remote_result"] = (
+                    "ok", f"Added {info.name!r}: {len(info.inputs)} input(s) "
+                          f"{'declared by the server' if info.inputs else '(none declared)'}.")
+    result = st.session_state.get("remote_result")
+    if result:
+        (st.success if result[0] == "ok" else st.error)(result[1])
+
 # -- table ------------------------------------------------------------------------------
 st.subheader("Loaded models")
 rows = [i.to_dict() for i in engine.models()]
@@ -109,14 +151,25 @@ with left:
                    f" · {', '.join(info.providers)}")
         if info.description:
             st.caption(info.description)
+        remote = engine.remote_info(selected)
+        if remote is not None:
+            st.info(f"Remote: {remote['server']} {remote['server_version']} at "
+                    f"{remote['url']}, model `{remote['model']}`"
+                    f"{' (tensors declared by you or learned)' if not remote['declared'] else ''}"
+                    f" · {'binary' if remote['binary'] else 'JSON'} tensors · batch settings "
+                    f"from {remote['source']}"
+                    f"{'' if remote.get('configurable') else ' (read-only here)'}.",
+                    icon=":material/cloud:")
         for warning in info.warnings:
             st.warning(f"Loaded although {warning} (ONNX Runtime runs it; the checker's "
                        "finding is shown for your information).", icon=":material/info:")
         st.markdown("**Memory per batch size**")
+        if remote is not None:
+            st.caption("A remote model's memory is its server's: measure it there.")
         profile = engine.memory_profile(selected)
         job = job_progress(engine, "measure_memory", selected, key="models_memory_job")
         if st.button("Measure memory", key="models_measure_memory",
-                     disabled=job is not None and not job.finished,
+                     disabled=(job is not None and not job.finished) or remote is not None,
                      help="Runs the model once per batch size (powers of two up to max batch "
                           "size) in a separate process, under the engine's memory budget, and "
                           "records the resident memory each run adds."):

@@ -364,3 +364,42 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
     assert any("off to the right" in a.text for a in fig.layout.annotations)
     assert not charts.batch_size_figure({1: 4}, max_batch_size=None).layout.shapes
+
+
+def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings(engine):
+    """The 'Add a remote model' form against a real OIP server (a second engine's server):
+    a bad model says what the server has; a good one is added, tried, and its batch settings
+    are shown as the server's on the Batching page."""
+    from core import Engine
+    from core.server import EngineServer
+    back = Engine()
+    server = EngineServer(back, port=0).start()
+    try:
+        at = app("pages/models.py")
+        at.text_input(key="remote_url").set_value(server.url).run()
+        at.text_input(key="remote_model").set_value("resnet").run()
+        at.button(key="remote_add").click().run()
+        assert any("has no model 'resnet'" in e.value and "mlp" in e.value for e in at.error)
+        at.text_input(key="remote_model").set_value("tiny").run()
+        at.text_input(key="remote_name").set_value("tiny-back").run()
+        at.button(key="remote_add").click().run()
+        assert not at.exception
+        assert any("Added 'tiny-back'" in s.value for s in at.success)
+        assert engine.remote_info("tiny-back")["url"] == server.url
+        at.selectbox(key="models_detail").set_value("tiny-back").run()
+        assert any("Remote: batchlab" in i.value for i in at.info)
+        assert at.button(key="models_measure_memory").disabled
+        at.button(key="try_run").click().run()
+        assert engine.metrics("tiny-back").success_count == 1
+        at = app("pages/batching.py")
+        at.selectbox(key="batching_model").set_value("tiny-back").run()
+        assert any("server's batch settings" in i.value for i in at.info)
+        assert not at.slider(key="bs_max_batch").disabled        # a Batchlab server: changeable
+        assert at.radio(key="bs_policy").disabled                 # the policy is the server's
+        at.slider(key="bs_max_batch").set_value(8).run()
+        assert back.batch_config("tiny").max_batch_size == 8      # changed on the server
+    finally:
+        if "tiny-back" in engine.model_names():
+            engine.unload_model("tiny-back")
+        server.close()
+        back.close()
