@@ -207,6 +207,11 @@ class Engine:
         ``max_connections`` keep-alive connections, with binary tensors (``binary=None``:
         unless the server is MLServer, which takes JSON only); the server batches. Latency is measured here, at the client.
 
+        The server's batch settings are read where it reports them (``GET .../config``:
+        Triton, a Batchlab server); for a server that does not (MLServer), ``batch`` says how
+        it is deployed (shown as given, used by sweeps over load). ``timeout_ms`` and
+        ``max_queue`` of ``batch`` are the client's.
+
         An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
         saying what was tried; nothing is registered then.
         """
@@ -221,6 +226,12 @@ class Engine:
         known = {k: remote.batching[k] for k in ("max_batch_size", "max_wait_ms")
                  if isinstance(remote.batching.get(k), (int, float))
                  and not isinstance(remote.batching.get(k), bool)}
+        if not known and batch is not None:
+            # The server does not report them: the caller says how it is deployed.
+            remote.batching.update(max_batch_size=batch.max_batch_size,
+                                   max_wait_ms=batch.max_wait_ms,
+                                   source="given to add_remote (the server does not report "
+                                          "them)")
         if known.get("max_batch_size") is not None and known["max_batch_size"] < 1:
             known["max_batch_size"] = 1
         try:

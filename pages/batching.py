@@ -85,38 +85,42 @@ with controls:
             how = ("Batchlab changes them there." if remote.get("configurable") else
                    "Batchlab cannot change them: they are set where the model is deployed.")
             st.info(f"**{model}** is served by {remote['server']} at {remote['url']} "
-                    f"(model `{remote['model']}`). These are the server's batch settings, as "
-                    f"read from {remote['source']}. {how} Latency is measured here, at the "
-                    "client.", icon=":material/cloud:")
+                    f"(model `{remote['model']}`). Its batch settings are the server's "
+                    f"({remote['source']}). {how} Latency is measured here, at the client.", icon=":material/cloud:")
         if not info.batchable:
             st.warning(f"{model} is not batchable: {info.batch_reason}")
-        st.slider("Max batch size (rows)", 1, 256, key="bs_max_batch",
-                  on_change=_apply, args=("max_batch_size", "bs_max_batch"),
-                  disabled=not info.batchable or server_fixed,
-                  help="A batch is released as soon as it holds this many rows.")
-        st.slider("Max wait (ms)", 0.0, 50.0, step=0.5, key="bs_max_wait",
-                  on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
-                  disabled=not info.batchable or server_fixed,
-                  help="The longest the oldest request waits for the batch to fill. 0 sends "
-                       "whatever is queued at once.")
-        st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
-                 on_change=_apply, args=("policy", "bs_policy"),
-                 disabled=not info.batchable or remote is not None,
-                 format_func={"deadline": "deadline (wait from oldest request)",
-                              "fixed_window": "fixed window (seed design)",
-                              "adaptive": "adaptive (learns cost and load)"}.get,
-                 help="deadline: the wait starts when the oldest request of the batch "
-                      "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
-                      "timer restarted after each flush. adaptive: learns t(n) = a + b·n and "
-                      "the arrival rate, and waits (up to max wait) only while the next "
-                      "request is expected sooner than a run's fixed cost.")
-        st.number_input("Latency SLO (ms, adaptive only; empty = none)", 0.1, 60_000.0,
-                        value=None, key="bs_slo", on_change=_apply,
-                        args=("latency_slo_ms", "bs_slo"),
-                        disabled=cfg.policy != "adaptive" or not info.batchable
-                        or remote is not None,
-                        help="Requests that can no longer finish within it are shed with "
-                             "SLOShedError instead of making everyone behind them late.")
+        unknown = remote is not None and remote.get("max_batch_size") is None
+        if unknown:
+            st.caption("The server does not report its batch size and wait (give them to "
+                       "add_remote(batch=...) to have them shown and used by sweeps).")
+        if not unknown:
+            st.slider("Max batch size (rows)", 1, 256, key="bs_max_batch",
+                      on_change=_apply, args=("max_batch_size", "bs_max_batch"),
+                      disabled=not info.batchable or server_fixed,
+                      help="A batch is released as soon as it holds this many rows.")
+            st.slider("Max wait (ms)", 0.0, 50.0, step=0.5, key="bs_max_wait",
+                      on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
+                      disabled=not info.batchable or server_fixed,
+                      help="The longest the oldest request waits for the batch to fill. 0 sends "
+                           "whatever is queued at once.")
+            st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
+                     on_change=_apply, args=("policy", "bs_policy"),
+                     disabled=not info.batchable or remote is not None,
+                     format_func={"deadline": "deadline (wait from oldest request)",
+                                  "fixed_window": "fixed window (seed design)",
+                                  "adaptive": "adaptive (learns cost and load)"}.get,
+                     help="deadline: the wait starts when the oldest request of the batch "
+                          "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
+                          "timer restarted after each flush. adaptive: learns t(n) = a + b·n and "
+                          "the arrival rate, and waits (up to max wait) only while the next "
+                          "request is expected sooner than a run's fixed cost.")
+            st.number_input("Latency SLO (ms, adaptive only; empty = none)", 0.1, 60_000.0,
+                            value=None, key="bs_slo", on_change=_apply,
+                            args=("latency_slo_ms", "bs_slo"),
+                            disabled=cfg.policy != "adaptive" or not info.batchable
+                            or remote is not None,
+                            help="Requests that can no longer finish within it are shed with "
+                                 "SLOShedError instead of making everyone behind them late.")
         learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
         if learned is not None:
             st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n ms; "
