@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.experiments import (pareto_frontier, recommend, simulate, tf_serving_batching,
+from core.experiments import (kserve_inference_service, kserve_name, mlserver_settings,
+                              pareto_frontier, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
@@ -100,6 +101,19 @@ if result and result[0] == model:
             e3.download_button("TF Serving batching file",
                                tf_serving_batching(rec.max_batch_size, rec.max_wait_ms),
                                file_name="batching_parameters.txt", key="export_tf")
+            e4, e5, _ = st.columns(3)
+            e4.download_button("MLServer model-settings.json",
+                               mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
+                               file_name="model-settings.json", key="export_mlserver",
+                               help="Names Batchlab's ONNX runtime for MLServer "
+                                    "(core/peers/mlserver_runtime.py); edit `implementation` "
+                                    "to use your own.")
+            e5.download_button("KServe InferenceService",
+                               kserve_inference_service(kserve_name(model), rec.max_batch_size,
+                                                        rec.max_wait_ms),
+                               file_name="inference-service.yaml", key="export_kserve",
+                               help="Set storageUri. KServe's batcher batches v1 requests "
+                                    "only: ship the Triton or MLServer file with the model.")
 
 # -- what-if ---------------------------------------------------------------------------------------
 with st.container(border=True):

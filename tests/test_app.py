@@ -279,6 +279,12 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     settings = [t for t in spec["data"] if t.get("name", "").startswith("batch ")]
     assert sorted(t["name"] for t in settings) == ["batch 16 · wait 0 ms", "batch 4 · wait 0 ms"]
     assert sum(len(values(t["x"])) for t in settings) == 2
+    exports = {d.key: d.proto.label for d in at.get("download_button")}
+    assert {k: exports.get(k) for k in ("export_triton", "export_tf", "export_mlserver",
+                                        "export_kserve")} == {
+        "export_triton": "Triton config.pbtxt", "export_tf": "TF Serving batching file",
+        "export_mlserver": "MLServer model-settings.json",
+        "export_kserve": "KServe InferenceService"}
     from core.experiments import ExperimentStore
     assert len(ExperimentStore(tmp_path / "experiments.sqlite").list()) == 1
     at.button(key="exp_apply").click().run()

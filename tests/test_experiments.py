@@ -3,6 +3,7 @@ recommendation, cost model, simulator (against analytic cases), exports and hist
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from concurrent.futures import Future
@@ -14,9 +15,11 @@ from scipy import stats
 
 from core import BatchConfig, Engine
 from core.batcher import Batcher
-from core.experiments import (SWEEP_COLUMNS, CostModel, ExperimentStore, fit_cost_model,
-                              pareto_frontier, recommend, simulate, sweep, tf_serving_batching,
-                              triton_config)
+from core.errors import ConfigError
+from core.experiments import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
+                              ExperimentStore, fit_cost_model, kserve_inference_service,
+                              kserve_name, mlserver_settings, pareto_frontier, recommend,
+                              simulate, sweep, tf_serving_batching, triton_config)
 from tests.helpers import SlowModel
 from core.loadgen import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
 
@@ -327,6 +330,176 @@ def test_tf_serving_batching_parses_and_carries_values():
     assert cfg["batch_timeout_micros"][0]["value"] == [5000]
     assert cfg["num_batch_threads"][0]["value"] == [2]
 
+
+
+@pytest.mark.parametrize("wait_ms", [0.5, 2.0, 2.5, 7.3, 1000.0])
+def test_mlserver_settings_carries_the_batching_in_seconds(wait_ms):
+    settings = json.loads(mlserver_settings("mlp", 32, wait_ms))
+    assert settings == {"name": "mlp", "implementation": MLSERVER_BATCHLAB_RUNTIME,
+                        "platform": "onnxruntime", "max_batch_size": 32,
+                        "max_batch_time": wait_ms / 1000, "parameters": {"uri": "./model.onnx"}}
+    assert MLSERVER_BATCHLAB_RUNTIME == "batchlab_onnx_runtime.OnnxRuntimeModel"
+
+
+def test_mlserver_settings_keeps_batching_on_with_a_zero_wait():
+    """MLServer turns adaptive batching off at max_batch_time 0; Batchlab's wait of 0 still
+    batches what is queued, so the file carries a tiny positive time instead."""
+    on = json.loads(mlserver_settings("mlp", 8, 0))
+    assert on["max_batch_size"] == 8 and 0 < on["max_batch_time"] <= 1e-5
+    off = json.loads(mlserver_settings("mlp", 1, 0))  # max_batch_size 1: no batching anyway
+    assert (off["max_batch_size"], off["max_batch_time"]) == (1, 0.0)
+
+
+def test_mlserver_settings_takes_another_runtime_and_uri():
+    settings = json.loads(mlserver_settings("m", 4, 1.0, implementation="my_pkg.MyOnnx",
+                                            uri="/models/m.onnx"))
+    assert settings["implementation"] == "my_pkg.MyOnnx"
+    assert settings["parameters"] == {"uri": "/models/m.onnx"}
+
+
+def test_mlserver_settings_writes_the_keys_batchlabs_mlserver_peer_writes(tmp_path):
+    """The export and core.peers.mlserver (which tests/test_mlserver.py runs against a real
+    MLServer) agree on every field they both write, batching included."""
+    from core.demo_models import build_demo_model
+    from core.peers.mlserver import MLServerProcess
+
+    peer = MLServerProcess({"tiny": build_demo_model("tiny")}, max_batch_size=16,
+                           max_batch_time_s=0.005)
+    peer._write_repository(tmp_path)  # the files only; nothing is started
+    written = json.loads((tmp_path / "tiny" / "model-settings.json").read_text())
+    exported = json.loads(mlserver_settings("tiny", 16, 5.0))
+    assert set(exported) <= set(written)
+    assert {k: written[k] for k in exported if k != "parameters"} == {
+        k: v for k, v in exported.items() if k != "parameters"}
+    assert written["parameters"]["uri"] == exported["parameters"]["uri"]
+
+
+@pytest.mark.parametrize("call, field", [
+    (lambda: mlserver_settings("mlp", 0, 1.0), "max_batch_size"),
+    (lambda: mlserver_settings("mlp", 2.5, 1.0), "max_batch_size"),
+    (lambda: mlserver_settings("mlp", True, 1.0), "max_batch_size"),
+    (lambda: mlserver_settings("mlp", 8, -1.0), "max_wait_ms"),
+    (lambda: mlserver_settings("mlp", 8, float("nan")), "max_wait_ms"),
+    (lambda: mlserver_settings("", 8, 1.0), "name"),
+    (lambda: mlserver_settings("mlp", 8, 1.0, implementation="OnnxModel"), "implementation"),
+    (lambda: mlserver_settings("mlp", 8, 1.0, uri=""), "uri"),
+    (lambda: kserve_inference_service("mlp", 0, 1.0), "max_batch_size"),
+    (lambda: kserve_inference_service("mlp", 8, -0.1), "max_wait_ms"),
+    (lambda: kserve_inference_service("My_Model", 8, 1.0), "name"),
+    (lambda: kserve_inference_service("3d-unet", 8, 1.0), "name"),
+    (lambda: kserve_inference_service("a" * 64, 8, 1.0), "name"),
+    (lambda: kserve_inference_service("mlp", 8, 1.0, storage_uri="bucket/model"), "storage_uri"),
+    (lambda: kserve_inference_service("mlp", 8, 1.0, runtime="Triton Server"), "runtime"),
+])
+def test_exports_refuse_bad_settings_naming_the_field(call, field):
+    with pytest.raises(ConfigError, match=rf"^{field} must"):
+        call()
+
+
+def test_a_bad_kserve_name_error_suggests_a_valid_one():
+    with pytest.raises(ConfigError, match="try 'resnet-50-v2'"):
+        kserve_inference_service("ResNet_50.v2", 8, 1.0)
+    assert kserve_name("3d_unet") == "model-3d-unet"
+    assert kserve_name("___") == "model"
+    assert len(kserve_name("a" * 100)) == 63
+    for raw in ("mlp", "ResNet_50.v2", "3d_unet", "x." * 40, "-a-"):
+        kserve_inference_service(kserve_name(raw), 8, 1.0)  # always accepted
+
+
+def _parse_yaml_mappings(text: str) -> dict:
+    """A minimal YAML reader for nested mappings of scalars (all an InferenceService here
+    needs): comments skipped, two-space indentation, ints, JSON-quoted or bare strings."""
+    root: dict = {}
+    stack = [(-1, root)]
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        key, sep, value = line.strip().partition(":")
+        assert sep and indent % 2 == 0, f"not a mapping line: {line!r}"
+        while stack[-1][0] >= indent:
+            stack.pop()
+        parent = stack[-1][1]
+        assert key not in parent, f"duplicate key {key!r}"
+        value = value.strip()
+        if not value:
+            parent[key] = {}
+            stack.append((indent, parent[key]))
+        elif value.startswith('"'):
+            parent[key] = json.loads(value)
+        elif re.fullmatch(r"-?\d+", value):
+            parent[key] = int(value)
+        else:
+            parent[key] = value
+    return root
+
+
+def test_kserve_inference_service_carries_the_batcher_and_the_model():
+    doc = _parse_yaml_mappings(kserve_inference_service(
+        "mlp", 32, 4.0, storage_uri="s3://models/mlp", runtime="kserve-tritonserver"))
+    assert doc == {
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": {"name": "mlp"},
+        "spec": {"predictor": {
+            "batcher": {"maxBatchSize": 32, "maxLatency": 4},
+            "model": {"modelFormat": {"name": "onnx"}, "protocolVersion": "v2",
+                      "runtime": "kserve-tritonserver", "storageUri": "s3://models/mlp"}}}}
+
+
+@pytest.mark.parametrize("wait_ms, latency_ms", [(0, 1), (0.4, 1), (0.5, 1), (1.49, 1),
+                                                 (2.5, 3), (20, 20)])
+def test_kserve_max_latency_is_whole_milliseconds_and_never_zero(wait_ms, latency_ms):
+    """KServe's batcher reads maxLatency in whole ms, and 0 as its default of 5000 ms."""
+    text = kserve_inference_service("mlp", 8, wait_ms)
+    batcher = _parse_yaml_mappings(text)["spec"]["predictor"]["batcher"]
+    assert batcher == {"maxBatchSize": 8, "maxLatency": latency_ms}
+    assert "runtime" not in _parse_yaml_mappings(text)["spec"]["predictor"]["model"]
+    assert "v1 :predict requests only" in text  # the caveat travels with the file
+
+
+def test_kserve_storage_uri_is_quoted_safely():
+    uri = 'gs://b/a path: with "quotes" # and a hash'
+    doc = _parse_yaml_mappings(kserve_inference_service("mlp", 8, 1.0, storage_uri=uri))
+    assert doc["spec"]["predictor"]["model"]["storageUri"] == uri
+
+
+@pytest.mark.timeout(180)
+def test_a_real_mlserver_batches_with_the_exported_model_settings():
+    """MLServer itself reads the exported file: started with it (and nothing else configuring
+    batching), it merges a burst of concurrent one-row requests into fewer session runs."""
+    from core.demo_models import build_demo_model
+    from core.peers.mlserver import MLServerProcess
+    from tests.test_mlserver import _burst, _require_mlserver, _run_rows, _sample
+
+    class ExportedSettings(MLServerProcess):
+        """Batchlab's MLServer peer with its model-settings.json replaced by the export."""
+
+        def __init__(self, models, settings: dict[str, str]) -> None:
+            super().__init__(models)  # no batching of its own
+            self.exported = settings
+
+        def _write_repository(self, folder) -> None:
+            super()._write_repository(folder)
+            for name, text in self.exported.items():
+                (folder / name / "model-settings.json").write_text(text)
+
+    _require_mlserver()
+    import onnxruntime as ort
+
+    data = build_demo_model("tiny")
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    # A 100 ms window: the burst's requests all arrive inside it, even on a busy machine.
+    settings = mlserver_settings("tiny", 16, 100.0, uri="./model.onnx")
+    with ExportedSettings({"tiny": data}, {"tiny": settings}).start() as srv:
+        n = 32
+        feeds = [_sample(session, rows=1, seed=seed) for seed in range(n)]
+        before = _run_rows(srv, "tiny")
+        answers = _burst(srv, "tiny", feeds)
+        count, rows = (a - b for a, b in zip(_run_rows(srv, "tiny"), before))
+    for f, answer in zip(feeds, answers):
+        np.testing.assert_allclose(answer["y"], session.run(None, f)[0], rtol=1e-5)
+    assert rows == n
+    assert n / 16 <= count < n, f"{count:g} session runs for {n} requests"
 
 # -- history ---------------------------------------------------------------------------------------------
 def test_history_round_trips_through_sqlite(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+from pathlib import Path
 import threading
 import urllib.request
 
@@ -342,3 +343,38 @@ def test_mlserver_without_declared_tensors_takes_them_from_the_user(model_bytes)
             assert list(out.outputs) and next(iter(out.outputs.values())).shape == (2, 4)
         finally:
             e.close()
+
+
+def test_an_mlserver_whose_starter_died_stops_by_itself(tmp_path):
+    """A notebook kernel or a test run killed mid-way leaves no MLServer behind."""
+    _require_mlserver()
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "starter.py"
+    script.write_text(
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+        "from core.demo_models import build_demo_model\n"
+        "from core.peers.mlserver import MLServerProcess\n"
+        "srv = MLServerProcess({'tiny': build_demo_model('tiny')}).start()\n"
+        "print(srv.pid, flush=True)\n"
+        "os._exit(0)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, check=True)
+    pid = int(out.stdout.split()[-1])
+    deadline = time.monotonic() + 60
+    while _alive(pid):
+        assert time.monotonic() < deadline, f"MLServer {pid} outlived its starter"
+        time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

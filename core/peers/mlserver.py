@@ -184,6 +184,7 @@ class MLServerProcess:
             env = {k: v for k, v in os.environ.items()
                    if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("MLSERVER_")}
             env["PYTHONUNBUFFERED"] = "1"
+            env["BATCHLAB_PARENT_PID"] = str(os.getpid())  # the runtime stops with us
             with open(self._log_path, "ab") as log:
                 # cwd: MLServer keeps Prometheus files under ./.metrics by default.
                 self._proc = subprocess.Popen(

@@ -22,6 +22,10 @@ MLServer's adaptive batching merged requests.
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,29 @@ from prometheus_client import REGISTRY, Histogram
 __all__ = ["OnnxRuntimeModel", "RUN_ROWS_METRIC"]
 
 RUN_ROWS_METRIC = "batchlab_onnx_run_rows"
+
+# MLServer started by Batchlab stops when the process that started it is gone (a notebook
+# kernel that died, a test run killed): nothing is left serving on a port nobody owns.
+_PARENT_ENV = "BATCHLAB_PARENT_PID"
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+            return
+        except PermissionError:  # a process with that pid that is not ours: not the parent
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+            return
+
+
+if os.environ.get(_PARENT_ENV, "").isdigit() and not any(
+        t.name == "batchlab-parent-watch" for t in threading.enumerate()):
+    threading.Thread(target=_watch_parent, args=(int(os.environ[_PARENT_ENV]),),
+                     name="batchlab-parent-watch", daemon=True).start()
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 # ONNX Runtime's type strings -> Open Inference Protocol datatypes.
