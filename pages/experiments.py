@@ -32,10 +32,23 @@ if not info.batchable:
 with st.container(border=True):
     st.subheader("Sweep")
     c1, c2, c3 = st.columns(3)
-    sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], [8, 32],
-                           key="exp_batch_sizes")
-    waits = c2.multiselect("Max waits (ms)", [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0], [0.0, 2.0],
-                           key="exp_waits")
+    remote = engine.remote_info(model)
+    if remote is not None and not remote.get("configurable"):
+        # The server's settings cannot be changed from here: sweep its load only.
+        cfg = engine.batch_config(model)
+        st.info(f"{model} is served by {remote['server']} at {remote['url']}, whose batch "
+                "settings Batchlab cannot change: the sweep measures its load at its own "
+                f"settings ({remote['source']}).", icon=":material/cloud:")
+        sizes, waits = [cfg.max_batch_size], [cfg.max_wait_ms]
+        c1.metric("Max batch size", cfg.max_batch_size if remote.get("max_batch_size")
+                  is not None else "server's")
+        c2.metric("Max wait", f"{cfg.max_wait_ms:g} ms" if remote.get("max_wait_ms")
+                  is not None else "server's")
+    else:
+        sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], [8, 32],
+                               key="exp_batch_sizes")
+        waits = c2.multiselect("Max waits (ms)", [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
+                               [0.0, 2.0], key="exp_waits")
     kind = c3.radio("Load", ["rate (open loop)", "clients (closed loop)"], key="exp_load_kind")
     c4, c5, c6 = st.columns(3)
     loads_text = c4.text_input("Loads (comma-separated)", "500, 2000", key="exp_loads",

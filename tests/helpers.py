@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Sequence
 
@@ -91,3 +94,92 @@ def failing_model() -> bytes:
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
                    [helper.make_node("Reshape", ["x", "shape"], ["y"])], [shape])
     return m.SerializeToString()
+
+
+# -- a small real OIP server that misbehaves on purpose (remote-model tests) ---------------------
+class _FakeOIP(BaseHTTPRequestHandler):
+    """Metadata for model 'm' (x: FP32 [-1,4] -> y); infer misbehaves by ``server.mode``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _json(self, status, body):
+        raw = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_GET(self):
+        srv = self.server
+        if srv.token and self.headers.get("Authorization") != f"Bearer {srv.token}":
+            return self._json(401, {"error": "missing or wrong bearer token"})
+        if srv.mode == "slow-metadata":
+            srv.release.wait(WAIT_S)
+        if self.path == "/v2":
+            return self._json(200, {"name": "badserver", "version": "0", "extensions": []})
+        if self.path == "/v2/models/m":
+            tensors = {} if srv.mode == "undeclared" else {
+                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
+                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
+            return self._json(200, {"name": "m", "versions": ["1"], "platform": "x", **tensors})
+        if self.path == "/v2/models/m/ready":
+            return self._json(200, {"name": "m", "ready": True})
+        return self._json(404, {"error": f"no route {self.path}"})
+
+    def do_POST(self):
+        srv = self.server
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        srv.seen.append(body)
+        mode = srv.mode
+        if mode == "500":
+            return self._json(500, {"error": "the model crashed (out of memory)"})
+        if mode == "400":
+            return self._json(400, {"error": "input x: expected FP32"})
+        if mode == "slow":
+            srv.release.wait(WAIT_S)
+        if mode == "drop":
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if mode == "garbage":
+            raw = b"<html>gateway</html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
+        req = json.loads(body[:int(self.headers.get("Inference-Header-Content-Length")
+                                   or len(body))])
+        inp = req["inputs"][0]
+        if "data" in inp:
+            x = np.asarray(inp["data"], np.float32).reshape(inp["shape"])
+        else:
+            head = int(self.headers["Inference-Header-Content-Length"])
+            x = np.frombuffer(body[head:], np.float32).reshape(inp["shape"])
+        self._json(200, {"model_name": "m", "outputs": [
+            {"name": "y", "datatype": "FP32", "shape": list(x.shape),
+             "data": (x * 2).ravel().tolist()}]})
+
+
+@contextlib.contextmanager
+def fake_oip_server():
+    """A real HTTP server speaking just enough Open Inference Protocol for model 'm'
+    (x: FP32 [-1,4] -> y = 2x); ``srv.mode`` makes it misbehave ("500", "400", "slow",
+    "drop", "garbage", "undeclared", "slow-metadata"); ``srv.token`` requires a bearer
+    token; ``srv.release`` ends the slow modes; ``srv.seen`` holds the infer bodies."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOIP)
+    srv.daemon_threads = True
+    srv.mode, srv.token, srv.seen, srv.release = "ok", None, [], threading.Event()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        yield srv
+    finally:
+        srv.release.set()
+        srv.shutdown()
+        srv.server_close()

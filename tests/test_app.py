@@ -399,7 +399,7 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
         assert engine.metrics("tiny-back").success_count == 1
         at = app("pages/batching.py")
         at.selectbox(key="batching_model").set_value("tiny-back").run()
-        assert any("server's batch settings" in i.value for i in at.info)
+        assert any("batch settings are the server's" in i.value for i in at.info)
         assert not at.slider(key="bs_max_batch").disabled        # a Batchlab server: changeable
         assert at.radio(key="bs_policy").disabled                 # the policy is the server's
         at.slider(key="bs_max_batch").set_value(8).run()
@@ -409,3 +409,26 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
             engine.unload_model("tiny-back")
         server.close()
         back.close()
+
+
+def test_experiments_page_sweeps_only_the_load_of_a_server_it_cannot_configure(engine):
+    from core import BatchConfig
+    from tests.helpers import fake_oip_server
+    with fake_oip_server() as srv:
+        engine.add_remote("fixed", url=srv.url, model="m",
+                          batch=BatchConfig(max_batch_size=16, max_wait_ms=3.0))
+        try:
+            at = app("pages/experiments.py")
+            at.selectbox(key="exp_model").set_value("fixed").run()
+            assert any("cannot change" in i.value for i in at.info)
+            assert not [m for m in at.multiselect if m.key == "exp_batch_sizes"]
+            at.text_input(key="exp_loads").set_value("50, 100").run()
+            at.slider(key="exp_duration").set_value(0.5).run()
+            at.button(key="exp_run").click().run()
+            job = finish_job(engine, "sweep", "fixed")
+            assert job.state == "done", job.error
+            frame = job.result["frame"]
+            assert set(frame["max_batch_size"]) == {16} and set(frame["max_wait_ms"]) == {3.0}
+            assert (frame["error_rate"] == 0).all() and len(frame) == 2
+        finally:
+            engine.unload_model("fixed")

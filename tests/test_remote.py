@@ -6,10 +6,6 @@ dropped connections, no declared tensors, a token required)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import numpy as np
 import pytest
 
@@ -19,7 +15,7 @@ from core import (ConfigError, Engine, EngineClosedError, InputValidationError,
 from core.client import RemoteEngine
 from core.launcher import free_port
 from core.server import EngineServer
-from tests.helpers import WAIT_S
+from tests.helpers import WAIT_S, fake_oip_server
 
 
 @pytest.fixture(scope="module")
@@ -42,86 +38,10 @@ def client():
     e.close()
 
 
-class _Bad(BaseHTTPRequestHandler):
-    """Metadata for model 'm' (x: FP32 [-1,4] -> y); infer misbehaves by ``server.mode``."""
-
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def _json(self, status, body):
-        raw = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def do_GET(self):
-        srv = self.server
-        if srv.token and self.headers.get("Authorization") != f"Bearer {srv.token}":
-            return self._json(401, {"error": "missing or wrong bearer token"})
-        if srv.mode == "slow-metadata":
-            srv.release.wait(WAIT_S)
-        if self.path == "/v2":
-            return self._json(200, {"name": "badserver", "version": "0", "extensions": []})
-        if self.path == "/v2/models/m":
-            tensors = {} if srv.mode == "undeclared" else {
-                "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
-                "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 4]}]}
-            return self._json(200, {"name": "m", "versions": ["1"], "platform": "x", **tensors})
-        if self.path == "/v2/models/m/ready":
-            return self._json(200, {"name": "m", "ready": True})
-        return self._json(404, {"error": f"no route {self.path}"})
-
-    def do_POST(self):
-        srv = self.server
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        srv.seen.append(body)
-        mode = srv.mode
-        if mode == "500":
-            return self._json(500, {"error": "the model crashed (out of memory)"})
-        if mode == "400":
-            return self._json(400, {"error": "input x: expected FP32"})
-        if mode == "slow":
-            srv.release.wait(WAIT_S)
-        if mode == "drop":
-            self.close_connection = True
-            self.connection.shutdown(2)
-            return
-        if mode == "garbage":
-            raw = b"<html>gateway</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-            return
-        req = json.loads(body[:int(self.headers.get("Inference-Header-Content-Length")
-                                   or len(body))])
-        inp = req["inputs"][0]
-        if "data" in inp:
-            x = np.asarray(inp["data"], np.float32).reshape(inp["shape"])
-        else:
-            head = int(self.headers["Inference-Header-Content-Length"])
-            x = np.frombuffer(body[head:], np.float32).reshape(inp["shape"])
-        self._json(200, {"model_name": "m", "outputs": [
-            {"name": "y", "datatype": "FP32", "shape": list(x.shape),
-             "data": (x * 2).ravel().tolist()}]})
-
-
 @pytest.fixture
 def bad():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Bad)
-    srv.daemon_threads = True
-    srv.mode, srv.token, srv.seen, srv.release = "ok", None, [], threading.Event()
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
+    with fake_oip_server() as srv:
+        yield srv
 
 
 # -- a good server ---------------------------------------------------------------------------
