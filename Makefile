@@ -68,6 +68,9 @@ bench: $(VENV)/.bench-installed .venv-mlserver/.installed browser
 	$(PY) -m benchmarks.bombs
 	$(PY) -m benchmarks.oip_route
 	$(PY) -m benchmarks.observer
+	$(PY) -m benchmarks.whatif
+	$(PY) -m benchmarks.tracing
+	$(PY) -m benchmarks.servers
 
 # Refresh the README's screenshots (made by the browser test).
 screenshots: $(VENV)/.dev-installed browser

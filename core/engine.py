@@ -709,6 +709,13 @@ class Engine:
             report, {k: e.batcher.config for k, e in entries.items()},
             {k: e.loaded.session_config for k, e in entries.items()},
             {k: self.is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
+        where = {k: (e.remote.target.url if e.remote is not None else None)
+                 for k, e in entries.items()}
+        if where["a"] != where["b"]:
+            arms = " and ".join(f"{k.upper()} by {u}" for k, u in where.items() if u) or ""
+            warnings.append(f"The arms are served in different places ({arms}; the other "
+                            "here): a remote arm's latency includes the network and its "
+                            "server's HTTP and batching, measured at this client.")
         return dataclasses.replace(report, warnings=warnings)
 
     def ab_match_settings(self, name: str) -> BatchConfig:

@@ -83,7 +83,7 @@ with st.container(border=True):
                                  placeholder="e.g. mlp")
     r3, r4 = st.columns([3, 2])
     token = r3.text_input("Bearer token (optional)", key="remote_token", type="password")
-    remote_name = r4.text_input("Register as", key="remote_name",
+    remote_name = r4.text_input("Name in Batchlab", key="remote_name",
                                 placeholder=f"{remote_model.strip() or 'model'}-remote")
     with st.expander("Tensors, when the server declares none"):
         tensors = st.text_area(

@@ -165,13 +165,18 @@ class _FakeOIP(BaseHTTPRequestHandler):
              "data": (x * 2).ravel().tolist()}]})
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # the misbehaving modes break connections on purpose
+
+
 @contextlib.contextmanager
 def fake_oip_server():
     """A real HTTP server speaking just enough Open Inference Protocol for model 'm'
     (x: FP32 [-1,4] -> y = 2x); ``srv.mode`` makes it misbehave ("500", "400", "slow",
     "drop", "garbage", "undeclared", "slow-metadata"); ``srv.token`` requires a bearer
     token; ``srv.release`` ends the slow modes; ``srv.seen`` holds the infer bodies."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOIP)
+    srv = _QuietServer(("127.0.0.1", 0), _FakeOIP)
     srv.daemon_threads = True
     srv.mode, srv.token, srv.seen, srv.release = "ok", None, [], threading.Event()
     t = threading.Thread(target=srv.serve_forever, daemon=True)

@@ -131,7 +131,9 @@ def test_ab_between_a_remote_and_a_local_model(served, client):
     client.create_ab("exp", a="mlp", b="mlp-remote", b_share=0.5, seed=1)
     for i in range(60):
         client.predict("exp", client.sample_input("mlp"), key=i)
-    arms = client.ab_report("exp").arms
+    report = client.ab_report("exp")
+    assert any("served in different places (B by " + server.url in w for w in report.warnings)
+    arms = report.arms
     assert arms["a"].success_count > 10 and arms["b"].success_count > 10
     assert arms["a"].success_count + arms["b"].success_count == 60
 
@@ -162,6 +164,15 @@ def test_refused_connection_says_what_was_tried(client):
     with pytest.raises(RemoteTargetError, match="connection refused") as err:
         client.add_remote("x", url=url, model="m", timeout_s=5)
     assert url in str(err.value) and "x" not in client.model_names()
+
+
+def test_an_unreachable_host_fails_within_the_timeout(client):
+    """TEST-NET-1 (RFC 5737, never routed): the connect never completes (or the network
+    says so at once); either way a RemoteTargetError naming the URL, never a hang. (Not
+    10.x: this machine's network answers some private addresses itself.)"""
+    with pytest.raises(RemoteTargetError, match=r"192\.0\.2\.1") as err:
+        client.add_remote("x", url="http://192.0.2.1:8000", model="m", timeout_s=0.5)
+    assert "no answer" in str(err.value) or "could not connect" in str(err.value)
 
 
 def test_unknown_model_lists_what_the_server_has(served, client):
