@@ -163,22 +163,42 @@ def live_charts() -> None:
                 help=f"Over the last {WINDOW_S} seconds.")
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-",
                 help=f"Over the last {WINDOW_S} seconds.")
-    m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
-                help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
-                     "settings; the Monitor page has the totals since the last reset.")
+    if remote is None:
+        m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
+                    help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
+                         "settings; the Monitor page has the totals since the last reset.")
+    else:
+        m[3].metric("Rows/request", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
+                    help="A remote model's requests are sent one by one as they come; the "
+                         "server's batches are not visible to a client.")
     st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.throughput_figure(ts), key="bs_throughput_chart")
     with c2:
-        st.plotly_chart(charts.batch_size_figure(
-            snap.batch_sizes, cur.max_batch_size if info.batchable else None,
-            title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
-    st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
-                                           cur.max_wait_ms), key="bs_timeline")
-    st.caption(f"Live: max_batch_size={cur.max_batch_size}, max_wait_ms={cur.max_wait_ms:g}, "
-               f"policy={cur.policy}. Tiles and the histogram cover the last {WINDOW_S} s; "
-               f"charts show the last minute. Queued now: {fmt_num(snap.queue_depth)}.")
+        if remote is None:
+            st.plotly_chart(charts.batch_size_figure(
+                snap.batch_sizes, cur.max_batch_size if info.batchable else None,
+                title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
+        else:
+            st.plotly_chart(charts.queue_compute_figure(
+                ts, title="Before sending vs round trip"), key="bs_batch_chart")
+    if remote is None:
+        st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
+                                               cur.max_wait_ms), key="bs_timeline")
+        st.caption(f"Live: max_batch_size={cur.max_batch_size}, "
+                   f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. Tiles and the "
+                   f"histogram cover the last {WINDOW_S} s; charts show the last minute. "
+                   f"Queued now: {fmt_num(snap.queue_depth)}.")
+    else:
+        st.plotly_chart(charts.timeline_figure(
+            engine.timeline(model, last_s=1.0), None,
+            title="Requests in the last second (each sent alone; the server batches)"),
+            key="bs_timeline")
+        st.caption(f"Remote: each request goes to {remote['url']} as it comes; grey is the "
+                   "time before it was sent, blue the round trip. Tiles cover the last "
+                   f"{WINDOW_S} s; charts show the last minute. Waiting for a connection "
+                   f"now: {fmt_num(snap.queue_depth)}.")
     stop_when_idle(engine, interval)
 
 
@@ -187,6 +207,9 @@ with live:
 
 
 # -- replay: the same arrivals under each policy ---------------------------------------------
+if remote is not None:
+    st.stop()  # replaying under Batchlab's policies means nothing for a server's batching
+
 with st.container(border=True):
     st.subheader("Same traffic, three policies")
     st.caption("Records the arrivals of the last 2 seconds and sends exactly those arrivals "

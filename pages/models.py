@@ -109,6 +109,7 @@ with st.container(border=True):
                 st.session_state["remote_result"] = (
                     "ok", f"Added {info.name!r}: {len(info.inputs)} input(s) "
                           f"{'declared by the server' if info.inputs else '(none declared)'}.")
+                st.rerun()  # the sidebar and the table count it
     result = st.session_state.get("remote_result")
     if result:
         (st.success if result[0] == "ok" else st.error)(result[1])

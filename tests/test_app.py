@@ -402,6 +402,8 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
         assert any("batch settings are the server's" in i.value for i in at.info)
         assert not at.slider(key="bs_max_batch").disabled        # a Batchlab server: changeable
         assert at.radio(key="bs_policy").disabled                 # the policy is the server's
+        assert any(m.label == "Rows/request" for m in at.metric)  # no batches seen from here
+        assert not [b for b in at.button if b.key == "bs_replay"]  # policies are not ours
         at.slider(key="bs_max_batch").set_value(8).run()
         assert back.batch_config("tiny").max_batch_size == 8      # changed on the server
     finally:
