@@ -349,7 +349,18 @@ class Engine:
     def sample_input(self, name: str, rows: int = 1,
                      seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
         """Random valid input for ``name`` with ``rows`` rows (exact shape if not batchable)."""
-        return sample_input(self._entry(name).info, rows=rows, seed=seed)
+        entry = self._entry(name)
+        self._check_inputs_known(name, entry)
+        return sample_input(entry.info, rows=rows, seed=seed)
+
+    @staticmethod
+    def _check_inputs_known(name: str, entry: ModelEntry) -> None:
+        if not entry.info.inputs:
+            raise ConfigError(
+                f"the server of remote model {name!r} declares no input tensors, so Batchlab "
+                "cannot make inputs for it (sample input, traffic, warm-up): send one request "
+                "yourself (its tensors are learned from it), or add the model again with "
+                "inputs=[{'name': ..., 'datatype': 'FP32', 'shape': [-1, 4]}]")
 
     def cache_entries(self) -> list[CacheEntry]:
         """Sessions in the content-addressed cache, most recently used first."""
@@ -364,12 +375,18 @@ class Engine:
         """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue``,
         ``timeout_ms`` or ``latency_slo_ms`` of ``name`` live; queued requests are kept.
         Returns the new config."""
+        entry = self._entry(name)
+        remote = entry.remote
+        if remote is not None:
+            # The server is called without the engine's lock (it may take seconds); two
+            # configures of one remote model at once end with the last one's answer.
+            cfg = self._configure_remote(name, remote, entry.batcher.config, changes)
+            with self._lock:
+                entry.batcher.configure(cfg)
+            return cfg
         with self._lock:
             entry = self._entry(name)
             cfg = entry.batcher.config.replace(**changes)
-            remote = entry.remote
-            if remote is not None:
-                cfg = self._configure_remote(name, remote, entry.batcher.config, changes)
             entry.batcher.configure(cfg)
         return cfg
 
@@ -581,6 +598,7 @@ class Engine:
         once ``stop`` is set, the run going on is stopped and
         :class:`~core.errors.ResourceLimitError` is raised."""
         entry = self._entry(name)
+        self._check_inputs_known(name, entry)
         info = entry.info
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.batcher.config.max_batch_size,
@@ -712,10 +730,10 @@ class Engine:
         where = {k: (e.remote.target.url if e.remote is not None else None)
                  for k, e in entries.items()}
         if where["a"] != where["b"]:
-            arms = " and ".join(f"{k.upper()} by {u}" for k, u in where.items() if u) or ""
-            warnings.append(f"The arms are served in different places ({arms}; the other "
-                            "here): a remote arm's latency includes the network and its "
-                            "server's HTTP and batching, measured at this client.")
+            arms = "; ".join(f"{k.upper()} by {u or 'this engine'}" for k, u in where.items())
+            warnings.append(f"The arms are served in different places ({arms}): a remote "
+                            "arm's latency includes the network and its server's HTTP and "
+                            "batching, measured at this client.")
         return dataclasses.replace(report, warnings=warnings)
 
     def ab_match_settings(self, name: str) -> BatchConfig:
@@ -753,6 +771,7 @@ class Engine:
         traffic already going there); stop it with :meth:`stop_traffic`."""
         self._check_open()
         exp = self._ab.get(target)
+        self._check_inputs_known(target, self._entry(exp.a if exp is not None else target))
         info = self._entry(exp.a if exp is not None else target).info
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "

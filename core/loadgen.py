@@ -47,6 +47,12 @@ CLIENT_BOUND_CPU_PCT = 85.0
 CLIENT_BOUND_LAG_MS = 100.0
 
 
+def _loop_cpu_s() -> float:
+    """CPU seconds of the remote HTTP client's loop thread (0 when there is none)."""
+    from .remote import client_cpu_s
+    return client_cpu_s()
+
+
 def thread_cpu_s(thread: threading.Thread | None) -> float:
     """CPU seconds ``thread`` has used so far (0 when it is not running)."""
     if thread is None or thread.ident is None or not thread.is_alive():
@@ -79,9 +85,11 @@ class TrafficStatus:
     #: over the last few seconds: requests sent, and those refused or failed
     recent_sent: int = 0
     recent_bad: int = 0
-    #: CPU the client used, in % of one core over ``elapsed_s``: the sender thread plus,
-    #: for remote models, the HTTP client's loop (core.remote). Python runs both under one
-    #: lock, so near 100 % the client, not the server, sets the pace.
+    #: CPU the client used, in % of one core over ``elapsed_s`` (0 in the first second):
+    #: the sender thread plus, for remote models, the HTTP client's loop (core.remote; one
+    #: loop serves every remote model of the process, so traffic to two remote models at
+    #: once counts it in both). Python runs them under one lock, so near 100 % the client,
+    #: not the server, sets the pace.
     client_cpu_pct: float = 0.0
 
     @property
@@ -216,7 +224,8 @@ class TrafficGenerator:
         other = self._other_cpu_end if self._other_cpu_end is not None else (
             (self._client_cpu() - self._client_cpu0) if self._client_cpu is not None else 0.0)
         span = end - start
-        cpu_pct = 100.0 * (own + max(0.0, other)) / span if span > 0 else 0.0
+        # Under a second the ratio is noise (a thread's first milliseconds are all CPU).
+        cpu_pct = 100.0 * (own + max(0.0, other)) / span if span >= 1.0 else 0.0
         with self._lock:
             since = int(now) - _RECENT_S
             recent = [r for r in self._recent if r[0] >= since]
@@ -324,6 +333,9 @@ class LoadResult:
     duration_s: float
     max_lag_ms: float
     stopped: bool = False
+    #: CPU of the client (the sending threads and the remote HTTP client's loop), in % of
+    #: one core over the run: near 100 %, the client set the pace, not the server.
+    client_cpu_pct: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         f = self.frame
@@ -345,6 +357,7 @@ class LoadResult:
             "mean_queue_ms": float(ok["queue_ms"].mean()) if len(ok) else float("nan"),
             "mean_compute_ms": float(ok["compute_ms"].mean()) if len(ok) else float("nan"),
             "max_lag_ms": self.max_lag_ms,
+            "client_cpu_pct": self.client_cpu_pct,
         }
 
 
@@ -457,6 +470,7 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
             offsets = offsets[offsets <= duration_s + 1e-9]
     n = len(offsets)
     pool = [sample(rng) for _ in range(min(64, max(1, n)))]
+    cpu0 = time.thread_time() + _loop_cpu_s()
     n_pool = len(pool)
     rec = _Recorder(n)
     stop = stop or threading.Event()
@@ -500,9 +514,11 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
     if progress is not None:
         progress(1.0)
     span = (rec.last_done() - t0) if rec.used else 0.0
+    cpu = time.thread_time() + _loop_cpu_s() - cpu0
     return LoadResult("open", rec.frame(t0, from_intended=True), float(span),
                       float(max_lag * 1000.0),
-                      stopped=stop.is_set() and i < n)
+                      stopped=stop.is_set() and i < n,
+                      client_cpu_pct=100.0 * cpu / span if span > 0 else 0.0)
 
 
 def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Generator], Any],
@@ -525,8 +541,16 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
     perf = time.perf_counter
     t0 = perf()
     end = t0 + duration_s if duration_s is not None else math.inf
+    thread_cpu: list[float] = []      # each client's CPU seconds, added as it leaves
+    loop_cpu0 = _loop_cpu_s()
 
     def client(cid: int) -> None:
+        try:
+            _client(cid)
+        finally:
+            thread_cpu.append(time.thread_time())
+
+    def _client(cid: int) -> None:
         while not stop.is_set() and perf() < end:
             i = next(counter)
             if i >= cap:
@@ -559,5 +583,7 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
     if progress is not None:
         progress(1.0)
     span = perf() - t0
+    cpu = sum(thread_cpu) + _loop_cpu_s() - loop_cpu0
     return LoadResult("closed", rec.frame(t0, from_intended=False), span, 0.0,
-                      stopped=stop.is_set())
+                      stopped=stop.is_set(),
+                      client_cpu_pct=100.0 * cpu / span if span > 0 else 0.0)

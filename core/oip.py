@@ -202,6 +202,17 @@ def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True
     for name, a in arrays.items():
         entry: dict[str, Any] = {"name": name, "datatype": datatype(a.dtype),
                                  "shape": list(a.shape)}
+        if entry["datatype"] == "BYTES":        # strings or bytes, element by element
+            values = [v if isinstance(v, bytes) else str(v).encode()
+                      for v in a.reshape(-1).tolist()]
+            if binary:
+                raw = _bytes_elements(values)
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                entry["data"] = [v.decode("utf-8", "replace") for v in values]
+            entries.append(entry)
+            continue
         if binary:
             raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -267,8 +278,9 @@ def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[s
                 continue
             dtype = DATATYPES[dt]
             if size is not None:
+                # a copy: writable, and not holding the whole answer alive
                 arr = np.frombuffer(binary[offset:offset + size],
-                                    dtype=dtype.newbyteorder("<")).astype(dtype, copy=False)
+                                    dtype=dtype.newbyteorder("<")).astype(dtype)
                 offset += size
             else:
                 arr = np.asarray(t.get("data"), dtype=dtype)

@@ -57,6 +57,10 @@ REMOTE_REASON = "remote"
 
 _perf = time.perf_counter
 
+# How long after its deadline a remote request is failed if its call has not ended by then
+# (aiohttp's own timeout normally ends it at the deadline).
+_BACKSTOP_S = 1.0
+
 # OIP datatypes as ONNX type names (TensorSpec.type).
 _ONNX_TYPE = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
               "UINT64": "uint64", "INT8": "int8", "INT16": "int16", "INT32": "int32",
@@ -191,6 +195,7 @@ class OIPTarget:
             f"/versions/{quote(self.version, safe='')}" if self.version else "")
         self._loop = client_loop()
         self._session: Any = None
+        self._closed = False
         self._infer_url = self.url + self.model_path + "/infer"
 
     def __repr__(self) -> str:
@@ -203,6 +208,9 @@ class OIPTarget:
     # -- plumbing (on the loop) ------------------------------------------------------------
     def _get_session(self) -> Any:
         import aiohttp
+        if self._closed:
+            raise RemoteConnectionError(f"the client of {self.url} is closed (its model was "
+                                        "unloaded or the engine closed)")
         if self._session is None:
             conn = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30,
                                         enable_cleanup_closed=True)
@@ -237,7 +245,12 @@ class OIPTarget:
                           ) -> dict[str, Any]:
         """The outputs of one infer call (on the loop); typed errors."""
         import aiohttp
-        body, head_len = encode_infer_request(arrays, self.binary)
+        try:
+            body, head_len = encode_infer_request(arrays, self.binary)
+        except (TypeError, ValueError, UnicodeDecodeError) as err:
+            from .errors import InputValidationError
+            raise InputValidationError(f"the request to {self.url} cannot be encoded as "
+                                       f"Open Inference Protocol tensors: {err}") from None
         headers = {"Content-Type": "application/octet-stream" if head_len is not None
                    else "application/json"}
         if head_len is not None:
@@ -275,6 +288,7 @@ class OIPTarget:
                                       f"within {t:g} s") from None
 
     def close(self) -> None:
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and self._loop.thread.is_alive():
             try:
@@ -393,28 +407,35 @@ class RemoteModel:
                    "core.experiments.mlserver_settings) and reload the model there"
                    if self.server.get("kind") == "mlserver" else
                    "; change them where the model is deployed") )
-        path = f"/v2/repository/models/{quote(t.model, safe='')}/load"
-        try:
-            status, current = t.fetch_json("GET", t.model_path + "/config")
-            cfg = dict(current.get("config", current)) if status == 200 and isinstance(
-                current, dict) else {}
-            if max_batch_size is not None:
-                cfg["max_batch_size"] = int(max_batch_size)
-            if max_wait_ms is not None:
-                db = dict(cfg.get("dynamic_batching") or {})
-                db["max_queue_delay_microseconds"] = int(round(float(max_wait_ms) * 1000))
-                cfg["dynamic_batching"] = db
-            status, body = t.fetch_json("POST", path, {"parameters": {"config": json.dumps(cfg)}})
-        except Exception as err:
-            raise ConfigError(f"could not change the batch settings of {t.model!r}: "
-                              f"{describe_failure(err, t.url + path, t.timeout_s)}") from None
-        if status != 200:
-            words = _server_words(json.dumps(body).encode() if not isinstance(body, bytes)
-                                  else body)
-            raise ConfigError(f"{t.url} refused the new batch settings of {t.model!r} "
-                              f"({status}: {words})")
-        status, current = t.fetch_json("GET", t.model_path + "/config")
-        if status == 200 and isinstance(current, dict):
+        load = f"/v2/repository/models/{quote(t.model, safe='')}/load"
+
+        def call(method: str, path: str, body: Any = None) -> Any:
+            try:
+                status, answer = t.fetch_json(method, path, body)
+            except Exception as err:  # aiohttp's and the OS's errors, in words
+                raise ConfigError(f"could not change the batch settings of {t.model!r}: "
+                                  f"{describe_failure(err, t.url + path, t.timeout_s)}"
+                                  ) from None
+            if status != 200:
+                words = _server_words(answer if isinstance(answer, bytes)
+                                      else json.dumps(answer).encode())
+                hint = (" (Triton loads models from a client only with "
+                        "--model-control-mode=explicit)" if path == load else "")
+                raise ConfigError(f"{t.url} answered {status} to {method} {path} while "
+                                  f"changing the batch settings of {t.model!r}: {words}{hint}")
+            return answer
+
+        current = call("GET", t.model_path + "/config")
+        cfg = dict(current.get("config", current)) if isinstance(current, dict) else {}
+        if max_batch_size is not None:
+            cfg["max_batch_size"] = int(max_batch_size)
+        if max_wait_ms is not None:
+            db = dict(cfg.get("dynamic_batching") or {})
+            db["max_queue_delay_microseconds"] = int(round(float(max_wait_ms) * 1000))
+            cfg["dynamic_batching"] = db
+        call("POST", load, {"parameters": {"config": json.dumps(cfg)}})
+        current = call("GET", t.model_path + "/config")
+        if isinstance(current, dict):
             self.batching.update(_batching_from_config(current.get("config", current)))
         return dict(self.batching)
 
@@ -442,7 +463,7 @@ def _batching_from_config(cfg: Any) -> dict[str, Any]:
             except ValueError:
                 pass
     elif "max_batch_size" in out:
-        out["max_wait_ms"] = None      # no dynamic batching: requests are not held
+        out["max_wait_ms"] = 0.0       # no dynamic batching: requests are not held
     return out
 
 
@@ -627,8 +648,12 @@ class RemoteDispatcher:
         self._loop = remote.target._loop
         self._sending = 0          # requests on the wire (loop thread only)
         self._closed = False
+        # submit admits and clears, endings check and set, under one lock: "drained" can
+        # never be seen while a request is admitted
+        self._lock = threading.Lock()
         self._drained = threading.Event()
         self._drained.set()
+        self._tasks: set[Any] = set()   # asyncio keeps tasks only weakly
 
     @property
     def closed(self) -> bool:
@@ -647,11 +672,11 @@ class RemoteDispatcher:
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
                sink: Any = None) -> Future:
-        if self._closed:
-            raise EngineClosedError(f"remote model {self.name!r} is closed and accepts no "
-                                    "more requests")
         cfg = self.config
-        mbs = self.remote.batching.get("max_batch_size")
+        # Only a limit the server itself reported is enforced here (a user's description of
+        # a deployment, or MLServer's count of requests, is not a row limit).
+        mbs = self.remote.batching.get("max_batch_size") if str(
+            self.remote.batching.get("source", "")).startswith("GET ") else None
         if isinstance(mbs, int) and mbs > 0 and rows > mbs:
             raise RequestTooLargeError(
                 f"request has {rows} rows but {self.remote.target.url} takes at most "
@@ -669,8 +694,12 @@ class RemoteDispatcher:
         now = _perf()
         deadline = now + (t_ms / 1000.0 if t_ms is not None else self.remote.target.timeout_s)
         r = Request(self.ledger, arrays, rows, now, deadline, arm, sink)
-        self.ledger.admit(r)
-        self._drained.clear()
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError(f"remote model {self.name!r} is closed and accepts "
+                                        "no more requests")
+            self.ledger.admit(r)
+            self._drained.clear()
         try:
             self._loop.loop.call_soon_threadsafe(self._start, r)
         except RuntimeError:  # the loop is gone (interpreter exit)
@@ -678,11 +707,30 @@ class RemoteDispatcher:
         return r
 
     def _start(self, r: Request) -> None:
-        self._loop.loop.create_task(self._send(r))
+        loop = self._loop.loop
+        # A backstop: whatever happens to the call, the request ends soon after its deadline
+        # (the call cancels it when it ends, which also drops its references).
+        holder: list[Any] = []
+        backstop = loop.call_at(loop.time() + max(0.0, r._deadline - _perf()) + _BACKSTOP_S,
+                                self._expire, r, holder)
+        task = loop.create_task(self._send(r, backstop))
+        holder.append(task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, r: Request) -> None:
+    def _expire(self, r: Request, holder: list[Any]) -> None:
+        if r in self.ledger.live:
+            for task in holder:
+                task.cancel()
+            self.ledger.fail([r], RequestTimeoutError(
+                f"remote model {self.name!r} ({self.remote.target.url}) did not answer "
+                f"within {(r._deadline - r._t_submit) * 1000.0:.0f} ms"))
+            self._check_drained()
+
+    async def _send(self, r: Request, backstop: Any) -> None:
         ledger = self.ledger
         if r not in ledger.live:           # cancelled or failed before it was sent
+            backstop.cancel()
             self._check_drained()
             return
         remote = self.remote
@@ -702,11 +750,14 @@ class RemoteDispatcher:
             if missing:
                 raise RemoteServerError(f"{remote.target.url} answered without output(s) "
                                         f"{missing} of model {remote.target.model!r}", 502)
+            self._check_rows(outs, r._rows)
             ledger.succeed([r], [outs[n] for n in out_names], out_names, next(self._ids),
                            r._rows, REMOTE_REASON, t0, t1, depth)
             remote.sizes_run.add(r._rows)
             if not remote.info.inputs:
                 self._learn(names, r._arrays, outs)
+        except asyncio.CancelledError:
+            return                       # the backstop ended it
         except (asyncio.TimeoutError, TimeoutError):
             t_ms = (r._deadline - r._t_submit) * 1000.0
             ledger.fail([r], RequestTimeoutError(
@@ -714,14 +765,31 @@ class RemoteDispatcher:
                 f"{t_ms:.0f} ms; raise timeout_ms, send less, or check the server"),
                 batch=(r._rows, REMOTE_REASON, _perf() - t0, depth))
         except Exception as err:  # typed remote errors, and anything unexpected
-            if not isinstance(err, (RemoteServerError, RemoteConnectionError)):
+            from .errors import InputValidationError
+            if not isinstance(err, (RemoteServerError, RemoteConnectionError,
+                                    InputValidationError)):
                 log.exception("remote request to %s failed unexpectedly", remote.target)
                 err = RemoteConnectionError(f"request to {remote.target.url} failed: "
                                             f"{type(err).__name__}: {err}")
             ledger.fail([r], err, batch=(r._rows, REMOTE_REASON, _perf() - t0, depth))
         finally:
+            backstop.cancel()
             self._sending -= 1
             self._check_drained()
+
+    def _check_rows(self, outs: dict[str, Any], rows: int) -> None:
+        """Outputs the server declares with a dynamic leading axis must have the request's
+        rows: an answer for another request (or a broken batcher) is not handed over."""
+        if self.remote.info.batch_mode != "dynamic":
+            return
+        for spec in self.remote.info.outputs:
+            a = outs.get(spec.name)
+            if (isinstance(a, np.ndarray) and spec.shape and spec.shape[0] == "N"
+                    and (a.ndim == 0 or a.shape[0] != rows)):
+                raise RemoteServerError(
+                    f"{self.remote.target.url} answered {a.shape[0] if a.ndim else 0} rows of "
+                    f"output {spec.name!r} for a request of {rows} row(s) (model "
+                    f"{self.remote.target.model!r})", 502)
 
     def _learn(self, names: list[str], arrays: Sequence[np.ndarray],
                outs: dict[str, Any]) -> None:
@@ -747,12 +815,14 @@ class RemoteDispatcher:
             remote.output_names = list(outs)
 
     def _check_drained(self) -> None:
-        if not self.ledger.pending():
-            self._drained.set()
+        with self._lock:
+            if not self.ledger.pending():
+                self._drained.set()
 
     # -- closing (the registry's calls) ------------------------------------------------------
     def begin_close(self) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._check_drained()
 
     def wait_drained(self, deadline: float | None) -> bool:

@@ -94,11 +94,14 @@ with controls:
             st.caption("The server does not report its batch size and wait (give them to "
                        "add_remote(batch=...) to have them shown and used by sweeps).")
         if not unknown:
-            st.slider("Max batch size (rows)", 1, 256, key="bs_max_batch",
+            # a server may report more than the sliders' usual range
+            st.slider("Max batch size (rows)", 1, max(256, cfg.max_batch_size),
+                      key="bs_max_batch",
                       on_change=_apply, args=("max_batch_size", "bs_max_batch"),
                       disabled=not info.batchable or server_fixed,
                       help="A batch is released as soon as it holds this many rows.")
-            st.slider("Max wait (ms)", 0.0, 50.0, step=0.5, key="bs_max_wait",
+            st.slider("Max wait (ms)", 0.0, max(50.0, float(cfg.max_wait_ms)), step=0.5,
+                      key="bs_max_wait",
                       on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
                       disabled=not info.batchable or server_fixed,
                       help="The longest the oldest request waits for the batch to fill. 0 sends "

@@ -39,7 +39,12 @@ with st.container(border=True):
         st.info(f"{model} is served by {remote['server']} at {remote['url']}, whose batch "
                 "settings Batchlab cannot change: the sweep measures its load at its own "
                 f"settings ({remote['source']}).", icon=":material/cloud:")
-        sizes, waits = [cfg.max_batch_size], [cfg.max_wait_ms]
+        known = remote.get("max_batch_size") is not None
+        sizes, waits = ([cfg.max_batch_size], [cfg.max_wait_ms]) if known else ([], [])
+        if not known:
+            st.warning("The server does not report its batch settings, so a sweep could not "
+                       "say which settings it measured: add the model again with them "
+                       "(Models page, 'When the server does not report everything').")
         c1.metric("Max batch size", cfg.max_batch_size if remote.get("max_batch_size")
                   is not None else "server's")
         c2.metric("Max wait", f"{cfg.max_wait_ms:g} ms" if remote.get("max_wait_ms")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import BatchlabError, SessionConfig, available_providers, charts
+from core import BatchConfig, BatchlabError, SessionConfig, available_providers, charts
 from core.config import OPTIMIZATION_LEVELS
 from core.fmt import fmt_opset
 from core.memory import format_bytes
@@ -85,7 +85,14 @@ with st.container(border=True):
     token = r3.text_input("Bearer token (optional)", key="remote_token", type="password")
     remote_name = r4.text_input("Name in Batchlab", key="remote_name",
                                 placeholder=f"{remote_model.strip() or 'model'}-remote")
-    with st.expander("Tensors, when the server declares none"):
+    with st.expander("When the server does not report everything"):
+        s1, s2 = st.columns(2)
+        given_mbs = s1.number_input(
+            "Its max batch size", 1, 100_000, value=None, key="remote_mbs",
+            help="MLServer does not report its batch settings over the protocol: give them "
+                 "(from its model-settings.json) to have them shown and used by sweeps.")
+        given_wait = s2.number_input("Its max wait (ms)", 0.0, 60_000.0, value=None,
+                                     key="remote_wait")
         tensors = st.text_area(
             "Inputs (JSON)", key="remote_inputs", height=80,
             placeholder='[{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]',
@@ -98,17 +105,25 @@ with st.container(border=True):
         with st.spinner(f"Reading {remote_model.strip()!r} from {url.strip()}..."):
             try:
                 inputs = parse_tensor_list(tensors)
+                batch = None
+                if given_mbs is not None or given_wait is not None:
+                    batch = BatchConfig(max_batch_size=int(given_mbs or 1),
+                                        max_wait_ms=float(given_wait or 0.0))
                 info = engine.add_remote(
                     remote_name.strip() or f"{remote_model.strip()}-remote", url=url.strip(),
-                    model=remote_model.strip(), inputs=inputs,
+                    model=remote_model.strip(), inputs=inputs, batch=batch,
                     headers={"Authorization": f"Bearer {token.strip()}"} if token.strip()
                     else None)
             except BatchlabError as err:
                 st.session_state["remote_result"] = ("error", str(err))
             else:
+                declared = engine.remote_info(info.name)["declared"]
                 st.session_state["remote_result"] = (
-                    "ok", f"Added {info.name!r}: {len(info.inputs)} input(s) "
-                          f"{'declared by the server' if info.inputs else '(none declared)'}.")
+                    "ok", f"Added {info.name!r}: {len(info.inputs)} input(s)"
+                          + (" declared by the server." if declared else
+                             " given by you." if info.inputs else
+                             "; the server declares none: they are learned from the first "
+                             "request that succeeds."))
                 st.rerun()  # the sidebar and the table count it
     result = st.session_state.get("remote_result")
     if result:

@@ -31,6 +31,7 @@ with c2:
         st.rerun()
 
 interval = live_interval(engine)
+remote = not is_exp and engine.remote_info(target) is not None
 
 
 @live_fragment(interval)
@@ -71,19 +72,30 @@ def dashboard() -> None:
             key="mon_breakdown")
     with r2[1]:
         st.plotly_chart(charts.error_figure(ts), key="mon_errors")
-    r3 = st.columns(3)
-    with r3[0]:
-        max_bs = None if is_exp or not engine.model_info(target).batchable \
-            else engine.batch_config(target).max_batch_size
-        st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs,
-                                                 title=f"Batch sizes, last {WINDOW_S} s"),
-                        key="mon_batches")
-    with r3[1]:
-        st.plotly_chart(charts.queue_depth_figure(ts), key="mon_depth")
-    with r3[2]:
-        st.plotly_chart(charts.release_reasons_figure(
-            snap.release_reasons, title=f"Why batches left, last {WINDOW_S} s"),
-            key="mon_reasons")
+    if remote:  # a remote model's batches are its server's: not visible to a client
+        r3 = st.columns(2)
+        with r3[0]:
+            st.plotly_chart(charts.queue_compute_figure(
+                ts, title="Before sending vs round trip"), key="mon_batches")
+        with r3[1]:
+            st.plotly_chart(charts.queue_depth_figure(
+                ts, title="Waiting for a connection (max per second)"), key="mon_depth")
+        st.caption("A remote model: each request is sent alone as it comes and its server "
+                   "batches; latency is measured here, at the client.")
+    else:
+        r3 = st.columns(3)
+        with r3[0]:
+            max_bs = None if is_exp or not engine.model_info(target).batchable \
+                else engine.batch_config(target).max_batch_size
+            st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs,
+                                                     title=f"Batch sizes, last {WINDOW_S} s"),
+                            key="mon_batches")
+        with r3[1]:
+            st.plotly_chart(charts.queue_depth_figure(ts), key="mon_depth")
+        with r3[2]:
+            st.plotly_chart(charts.release_reasons_figure(
+                snap.release_reasons, title=f"Why batches left, last {WINDOW_S} s"),
+                key="mon_reasons")
 
     st.subheader("Recent errors")
     if snap.recent_errors:

@@ -145,6 +145,10 @@ class _FakeOIP(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if mode == "short":          # fewer rows than were sent
+            x = np.ones((1, 4), np.float32)
+            return self._json(200, {"model_name": "m", "outputs": [
+                {"name": "y", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]})
         if mode == "garbage":
             raw = b"<html>gateway</html>"
             self.send_response(200)

@@ -434,3 +434,24 @@ def test_experiments_page_sweeps_only_the_load_of_a_server_it_cannot_configure(e
             assert (frame["error_rate"] == 0).all() and len(frame) == 2
         finally:
             engine.unload_model("fixed")
+
+
+
+def test_batching_page_shows_a_remote_servers_settings_beyond_the_sliders_range(engine):
+    from core import Engine
+    from core.server import EngineServer
+    back = Engine()
+    back.configure("tiny", max_batch_size=512, max_wait_ms=100.0)
+    server = EngineServer(back, port=0).start()
+    try:
+        engine.add_remote("big", url=server.url, model="tiny")
+        at = app("pages/batching.py")
+        at.selectbox(key="batching_model").set_value("big").run()
+        assert not at.exception
+        assert at.slider(key="bs_max_batch").value == 512
+        assert at.slider(key="bs_max_wait").value == 100.0
+    finally:
+        if "big" in engine.model_names():
+            engine.unload_model("big")
+        server.close()
+        back.close()

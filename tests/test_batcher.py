@@ -384,7 +384,11 @@ def test_no_request_waits_longer_than_max_wait_on_the_engines_clock():
     added of its own (a missed wake-up, a window instead of a deadline, an off-by-one) shows
     here exactly; the operating system's scheduling slack, which a real clock adds on top,
     is measured by benchmarks/tracing.py (docs/benchmarks.md)."""
+    from core.admission import _EARLY_WAKE_S
     step = 1.0 / 2048                       # exact in binary: grid sums have no rounding
+    # every wait is a multiple of step, so the collector always takes the timed wait (which
+    # sets `sleeping`) and never the yield loop of the last _EARLY_WAKE_S
+    assert step > _EARLY_WAKE_S
     max_wait_steps, max_rows = 10, 4
     clock = _VirtualClock("batcher-virtual")
     started: dict[int, float] = {}

@@ -358,14 +358,15 @@ def test_an_mlserver_whose_starter_died_stops_by_itself(tmp_path):
         "from core.demo_models import build_demo_model\n"
         "from core.peers.mlserver import MLServerProcess\n"
         "srv = MLServerProcess({'tiny': build_demo_model('tiny')}).start()\n"
+        "print(srv._folder, flush=True)\n"
         "print(srv.pid, flush=True)\n"
         "os._exit(0)\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=120, check=True)
-    pid = int(out.stdout.split()[-1])
+    folder, pid = Path(out.stdout.split()[-2]), int(out.stdout.split()[-1])
     deadline = time.monotonic() + 60
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"MLServer {pid} outlived its starter"
+    while _alive(pid) or folder.exists():
+        assert time.monotonic() < deadline, f"MLServer {pid} (or {folder}) outlived its starter"
         time.sleep(0.1)
 
 

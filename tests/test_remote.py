@@ -132,7 +132,7 @@ def test_ab_between_a_remote_and_a_local_model(served, client):
     for i in range(60):
         client.predict("exp", client.sample_input("mlp"), key=i)
     report = client.ab_report("exp")
-    assert any("served in different places (B by " + server.url in w for w in report.warnings)
+    assert any("served in different places (A by this engine; B by " + server.url in w for w in report.warnings)
     arms = report.arms
     assert arms["a"].success_count > 10 and arms["b"].success_count > 10
     assert arms["a"].success_count + arms["b"].success_count == 60
@@ -254,7 +254,8 @@ def test_dropping_server_under_traffic_counts_every_failure(client, bad):
 
 
 def test_close_settles_requests_still_waiting_for_the_server(bad):
-    e = Engine(demo_models=False)
+    from core import EngineConfig
+    e = Engine(EngineConfig(close_timeout_s=0.5), demo_models=False)
     e.add_remote("m", url=bad.url, model="m")
     bad.mode = "slow"
     futs = [e.submit("m", np.ones((1, 4), np.float32)) for _ in range(5)]
@@ -296,7 +297,7 @@ def test_the_load_generator_reports_its_cpu_and_says_when_it_is_the_bottleneck(s
     from dataclasses import replace
     _, server = served
     client.add_remote("r", url=server.url, model="tiny")
-    client.start_traffic("r", rate_rps=200, duration_s=1.0, seed=0)
+    client.start_traffic("r", rate_rps=200, duration_s=1.5, seed=0)
     status = client.wait_traffic("r", timeout_s=WAIT_S)
     assert 0 < status.client_cpu_pct < 100
     assert status.client_bound is None                       # 200 req/s is easy
@@ -305,5 +306,68 @@ def test_the_load_generator_reports_its_cpu_and_says_when_it_is_the_bottleneck(s
     late = replace(status, running=True, max_lag_ms=400.0)
     assert "behind its schedule" in late.client_bound
     # a local model's traffic counts the sender thread alone
-    client.start_traffic("mlp", rate_rps=100, duration_s=0.5, seed=0)
+    client.start_traffic("mlp", rate_rps=100, duration_s=1.2, seed=0)
     assert 0 < client.wait_traffic("mlp", timeout_s=WAIT_S).client_cpu_pct < 100
+
+
+# -- what the server reports is what the engine says ---------------------------------------------
+def test_a_server_without_dynamic_batching_holds_nobody_and_a_sweep_restores_it(served, client):
+    from core.experiments import sweep
+    engine, server = served
+    engine.configure("tiny", max_batch_size=1, max_wait_ms=0.0)
+    try:
+        client.add_remote("t", url=server.url, model="tiny")
+        cfg = client.batch_config("t")
+        assert (cfg.max_batch_size, cfg.max_wait_ms) == (1, 0.0)   # not the client's 5 ms
+        sweep(client, "t", [4], [1.0], concurrencies=[2], duration_s=0.3)
+        back = engine.batch_config("tiny")
+        assert (back.max_batch_size, back.max_wait_ms) == (1, 0.0)  # restored as it was
+    finally:
+        engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+
+
+def test_only_a_limit_the_server_reported_refuses_large_requests(client, bad):
+    from core import BatchConfig
+    client.add_remote("m", url=bad.url, model="m", batch=BatchConfig(max_batch_size=4))
+    assert client.remote_info("m")["source"].startswith("given to add_remote")
+    out = client.predict("m", np.ones((5, 4), np.float32))      # the server decides
+    assert out.outputs["y"].shape == (5, 4)
+
+
+def test_an_answer_with_other_rows_than_the_request_is_refused(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = "short"
+    with pytest.raises(RemoteServerError, match="answered 1 rows of output 'y' for a request "
+                                                "of 3 row"):
+        client.predict("m", np.ones((3, 4), np.float32))
+
+
+def test_bytes_tensors_are_sent_in_the_protocols_layout():
+    import struct
+    from core.oip import encode_infer_request
+    a = {"s": np.array([b"hello", "world!!"], dtype=object)}
+    body, head = encode_infer_request(a, binary=True)
+    assert body[head:] == struct.pack("<I", 5) + b"hello" + struct.pack("<I", 7) + b"world!!"
+    body, head = encode_infer_request(a, binary=False)
+    assert head is None and b'"data": ["hello", "world!!"]' in body
+
+
+def test_undeclared_inputs_refuse_generated_load_with_the_reason(client, bad):
+    bad.mode = "undeclared"
+    client.add_remote("m", url=bad.url, model="m")
+    for call in (lambda: client.sample_input("m"),
+                 lambda: client.start_traffic("m", rate_rps=10, duration_s=0.2),
+                 lambda: client.warmup("m", iterations=1)):
+        with pytest.raises(ConfigError, match="declares no input tensors.*send one request"):
+            call()
+
+
+def test_bounded_load_runs_report_the_clients_cpu(served, client):
+    from core.loadgen import closed_loop, open_loop
+    _, server = served
+    client.add_remote("t", url=server.url, model="tiny")
+    x = np.ones((1, 4), np.float32)
+    for res in (open_loop(lambda v: client.submit("t", v), lambda rng: x, 200, duration_s=0.5),
+                closed_loop(lambda v: client.submit("t", v), lambda rng: x, 4, duration_s=0.5)):
+        s = res.summary()
+        assert s["failed"] == 0 and 0 < s["client_cpu_pct"] < 200

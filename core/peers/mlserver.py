@@ -185,6 +185,7 @@ class MLServerProcess:
                    if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith("MLSERVER_")}
             env["PYTHONUNBUFFERED"] = "1"
             env["BATCHLAB_PARENT_PID"] = str(os.getpid())  # the runtime stops with us
+            env["BATCHLAB_MLSERVER_FOLDER"] = str(self._folder)  # ...and removes this
             with open(self._log_path, "ab") as log:
                 # cwd: MLServer keeps Prometheus files under ./.metrics by default.
                 self._proc = subprocess.Popen(

@@ -51,12 +51,17 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.5)
         try:
             os.kill(parent, 0)
+            continue
         except ProcessLookupError:
-            os.killpg(os.getpgrp(), signal.SIGTERM)
-            return
+            pass
         except PermissionError:  # a process with that pid that is not ours: not the parent
-            os.killpg(os.getpgrp(), signal.SIGTERM)
-            return
+            pass
+        folder = os.environ.get("BATCHLAB_MLSERVER_FOLDER", "")
+        if os.path.basename(folder).startswith("batchlab-mlserver-"):
+            import shutil
+            shutil.rmtree(folder, ignore_errors=True)  # the repository written for it
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+        return
 
 
 if os.environ.get(_PARENT_ENV, "").isdigit() and not any(
