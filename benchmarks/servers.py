@@ -97,6 +97,9 @@ def main() -> None:
     ap.add_argument("--p99-limit", type=float, default=50.0)
     ap.add_argument("--client-rps", type=float, default=3000.0)
     ap.add_argument("--only", choices=("client", "servers"), default=None)
+    ap.add_argument("--mlserver-workers", type=int, nargs="+", default=[0, 1],
+                    help="MLServer parallel_workers to measure (0: inference on its event "
+                         "loop; 1: its default, a worker process)")
     args = ap.parse_args()
     if os.cpu_count() and os.cpu_count() >= 2:
         os.sched_setaffinity(0, {CLIENT_CORE})   # before any thread exists: all inherit it
@@ -163,17 +166,20 @@ def compare_servers(engine: Engine, data: bytes, args: argparse.Namespace, log) 
         finally:
             engine.unload_model("target") if "target" in engine.model_names() else None
             srv.stop()
-        log(f"MLServer, {label}")
-        ml = MLServerProcess({MODEL: data}, max_batch_size=32 if batching else 0,
-                             max_batch_time_s=0.002 if batching else 0.0).start()
-        try:
-            pin_process(ml.pid, {SERVER_CORE})
-            engine.add_remote("target", url=ml.url, model=MODEL, replace=True)
-            r = measure(engine, "target", args, log)
-            rows.append({"server": "mlserver", "batching": batching, **r})
-        finally:
-            engine.unload_model("target") if "target" in engine.model_names() else None
-            ml.stop()
+        for workers in args.mlserver_workers:
+            log(f"MLServer, {label}, parallel_workers={workers}")
+            ml = MLServerProcess({MODEL: data}, max_batch_size=32 if batching else 0,
+                                 max_batch_time_s=0.002 if batching else 0.0,
+                                 parallel_workers=workers).start()
+            try:
+                pin_process(ml.pid, {SERVER_CORE})
+                engine.add_remote("target", url=ml.url, model=MODEL, replace=True)
+                r = measure(engine, "target", args, log)
+                rows.append({"server": "mlserver", "parallel_workers": workers,
+                             "batching": batching, **r})
+            finally:
+                engine.unload_model("target") if "target" in engine.model_names() else None
+                ml.stop()
     return rows
 
 

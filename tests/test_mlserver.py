@@ -379,3 +379,16 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_mlserver_with_its_default_worker_process_answers_correctly(model_bytes, sessions):
+    """parallel_workers=1 (MLServer's default: inference in a worker process; needs
+    uvloop < 0.22, pinned in requirements-mlserver.txt)."""
+    _require_mlserver()
+    with MLServerProcess({"tiny": model_bytes["tiny"]}, parallel_workers=1).start() as srv:
+        client = triton.InferenceServerClient(url=srv.url.removeprefix("http://"))
+        x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+        inp = triton.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x, binary_data=False)
+        got = client.infer("tiny", [inp]).as_numpy("y")
+        np.testing.assert_allclose(got, sessions["tiny"].run(None, {"x": x})[0], rtol=1e-5)

@@ -97,7 +97,7 @@ class MLServerProcess:
 
     def __init__(self, models: Mapping[str, bytes | str | os.PathLike[str]], *,
                  max_batch_size: int = 0, max_batch_time_s: float = 0.0,
-                 declare_tensors: bool = True,
+                 declare_tensors: bool = True, parallel_workers: int = 0,
                  venv: str | os.PathLike[str] = DEFAULT_VENV,
                  log_path: str | os.PathLike[str] | None = None) -> None:
         if not models:
@@ -109,6 +109,11 @@ class MLServerProcess:
             raise ValueError(f"max_batch_size must be an int >= 0, got {max_batch_size!r}")
         if max_batch_time_s < 0:
             raise ValueError(f"max_batch_time_s must be >= 0, got {max_batch_time_s!r}")
+        if not isinstance(parallel_workers, int) or parallel_workers < 0:
+            raise ValueError(f"parallel_workers must be an int >= 0, got {parallel_workers!r}")
+        # 0: inference on MLServer's own event loop, one process (quick to start: tests);
+        # MLServer's default is 1, a separate worker process doing the inference.
+        self.parallel_workers = parallel_workers
         self.models = dict(models)
         self.max_batch_size = max_batch_size
         self.max_batch_time_s = float(max_batch_time_s)
@@ -201,7 +206,7 @@ class MLServerProcess:
     def _write_repository(self, folder: Path) -> None:
         http_port, grpc_port, metrics_port = _free_ports(3)
         settings = {"host": _HOST, "http_port": http_port, "grpc_port": grpc_port,
-                    "metrics_port": metrics_port, "parallel_workers": 0, "debug": False,
+                    "metrics_port": metrics_port, "parallel_workers": self.parallel_workers, "debug": False,
                     "metrics_dir": str(folder / ".metrics")}
         (folder / "settings.json").write_text(json.dumps(settings, indent=2))
         shutil.copyfile(_RUNTIME_SOURCE, folder / f"{RUNTIME_MODULE}.py")
