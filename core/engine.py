@@ -116,6 +116,8 @@ class Engine:
         self._traffic = TrafficManager(self.submit)
         self._jobs = JobManager()
         self._store: Any = None
+        #: (host, port) pairs an engine server serves this engine on (core.server).
+        self.served_at: set[tuple[str, int]] = set()
         _OPEN_ENGINES.add(self)
         if demo_models:
             for name in DEMO_MODELS:
@@ -203,7 +205,11 @@ class Engine:
         model); where it declares none, pass ``inputs``/``outputs`` as
         ``[{"name": ..., "datatype": "FP32", "shape": [-1, 4]}]`` or let the first request
         that succeeds define them. ``headers`` go with every request (e.g.
-        ``{"Authorization": "Bearer ..."}``). Requests are sent as they come over up to
+        ``{"Authorization": "Bearer ..."}``; a ``user:password@`` in the URL becomes Basic
+        auth and is not kept in the URL). ``timeout_s`` bounds each of ``add_remote``'s own
+        calls (metadata, readiness, config); a request's timeout is ``timeout_ms``
+        (``batch=`` or :meth:`configure`), and the time it has left is passed on to Triton
+        and Batchlab servers. Requests are sent as they come over up to
         ``max_connections`` keep-alive connections, with binary tensors (``binary=None``:
         unless the server is MLServer, which takes JSON only); the server batches. Latency is measured here, at the client.
 
@@ -215,9 +221,13 @@ class Engine:
         An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
         saying what was tried; nothing is registered then.
         """
-        from .remote import connect_remote
+        from .remote import connect_remote, points_at
         self._check_open()
         self._check_new_name(name, "model")
+        if points_at(url, self.served_at):
+            raise ConfigError(f"{url} is this engine's own server: a remote model of itself "
+                              "would send every request back to itself. Use the model "
+                              f"{model!r} directly")
         self._check_name_free(name, "model", replace)
         remote = connect_remote(name, url, model, version, headers, inputs=inputs,
                                 outputs=outputs, timeout_s=timeout_s,

@@ -194,10 +194,11 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
 
 
 # -- the client's side (core.remote) --------------------------------------------------------
-def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True
+def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True,
+                         parameters: dict[str, Any] | None = None
                          ) -> tuple[bytes, int | None]:
     """An infer request's body (and the JSON part's length when ``binary``), asking for
-    every output in the same form."""
+    every output in the same form; ``parameters`` go in the request's parameters."""
     entries, blobs = [], []
     for name, a in arrays.items():
         entry: dict[str, Any] = {"name": name, "datatype": datatype(a.dtype),
@@ -221,8 +222,11 @@ def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True
             entry["data"] = a.reshape(-1).tolist()
         entries.append(entry)
     body: dict[str, Any] = {"inputs": entries}
+    params = dict(parameters or {})
     if binary:
-        body["parameters"] = {"binary_data_output": True}
+        params["binary_data_output"] = True
+    if params:
+        body["parameters"] = params
     head = json.dumps(body).encode()
     if not binary:
         return head, None
@@ -262,9 +266,14 @@ def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[s
     for t in body["outputs"]:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise OIPError(502, "an output of the server's answer has no name")
-        name, shape, dt = t["name"], t.get("shape") or [], t.get("datatype")
-        count = math.prod(shape) if all(isinstance(d, int) for d in shape) else -1
-        size = (t.get("parameters") or {}).get("binary_data_size")
+        name, shape, dt = t["name"], t.get("shape"), t.get("datatype")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise OIPError(502, f"output {name!r} of the server's answer has shape {shape!r}; "
+                                "expected a list of non-negative integers")
+        count = math.prod(shape)
+        params = t.get("parameters") if isinstance(t.get("parameters"), dict) else {}
+        size = params.get("binary_data_size")
         try:
             if dt == "BYTES":
                 if size is not None:
@@ -285,7 +294,7 @@ def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[s
             else:
                 arr = np.asarray(t.get("data"), dtype=dtype)
             outputs[name] = arr.reshape(shape)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as err:
             raise OIPError(502, f"output {name!r} of the server's answer cannot be read as "
                                 f"{dt} {shape}: {err}") from None
     return outputs

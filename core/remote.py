@@ -48,6 +48,7 @@ from .oip import DATATYPES, HEADER_LENGTH, OIPError, encode_infer_request, parse
 from .settle import Ledger, Request
 
 __all__ = ["OIPTarget", "RemoteModel", "RemoteDispatcher", "RemoteValidator", "connect_remote",
+           "points_at", "MAX_ANSWER_BYTES",
            "client_cpu_s", "REMOTE_REASON", "parse_tensor_list"]
 
 log = logging.getLogger("batchlab.remote")
@@ -60,6 +61,35 @@ _perf = time.perf_counter
 # How long after its deadline a remote request is failed if its call has not ended by then
 # (aiohttp's own timeout normally ends it at the deadline).
 _BACKSTOP_S = 1.0
+
+#: The largest answer read from a server: an infer answer, and a control answer (metadata,
+#: config, index). A larger one fails (RemoteServerError 502) without being read further,
+#: so no server can make the engine's memory grow without bound.
+MAX_ANSWER_BYTES = 64 * 2**20
+MAX_CONTROL_ANSWER_BYTES = 4 * 2**20
+
+# Answers larger than this are parsed on a worker thread, not on the shared client loop
+# (one remote model's large answers must not hold up every other remote model).
+_PARSE_OFF_LOOP_BYTES = 256 * 2**10
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(resp: Any, cap: int) -> bytes:
+    """The body of ``resp``, or :class:`_TooLarge` past ``cap`` bytes (checked on the
+    declared length first, then while reading)."""
+    declared = resp.content_length
+    if declared is not None and declared > cap:
+        raise _TooLarge(f"announced {declared:,} bytes")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > cap:
+            raise _TooLarge(f"more than {cap:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 # OIP datatypes as ONNX type names (TensorSpec.type).
 _ONNX_TYPE = {"BOOL": "bool", "UINT8": "uint8", "UINT16": "uint16", "UINT32": "uint32",
@@ -145,6 +175,30 @@ def describe_failure(err: BaseException, where: str, timeout_s: float) -> str:
     return f"talking to {where} failed: {type(err).__name__}: {err}"
 
 
+def points_at(url: Any, served: set[tuple[str, int]]) -> bool:
+    """Whether ``url`` names one of the (host, port) pairs in ``served`` (a loopback or
+    wildcard host matches any loopback name)."""
+    try:
+        parts = urlsplit(str(url).strip())
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    local = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
+    return any(port == p and (host == h or (host in local and h in local))
+               for h, p in served)
+
+
+def _redact(url: str) -> str:
+    """``url`` without a password (for messages)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is not None:
+            return url.replace(f":{parts.password}@", ":***@", 1)
+    except ValueError:
+        pass
+    return url
+
+
 def _server_words(raw: bytes) -> str:
     """The error text of an OIP error answer (``{"error": ...}``), else the body's start."""
     try:
@@ -170,10 +224,18 @@ class OIPTarget:
                  max_connections: int = 64, binary: bool | None = True) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ConfigError("url must be the server's base URL, e.g. http://127.0.0.1:8080")
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        try:
+            parts = urlsplit(url.strip())
+            parts.port  # noqa: B018 - raises on a bad port or an unclosed [ipv6
+        except ValueError as err:
+            raise ConfigError(f"url is not a valid URL ({err}), e.g. http://127.0.0.1:8080"
+                              ) from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"url must start with http:// or https:// and name a host "
-                              f"(e.g. http://127.0.0.1:8080), got {url!r}")
+                              f"(e.g. http://127.0.0.1:8080), got {_redact(url)!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError("url must be the server's base URL without ?query or #fragment "
+                              f"(e.g. http://127.0.0.1:8080/prefix), got {_redact(url)!r}")
         if not isinstance(model, str) or not model:
             raise ConfigError("model must be the model's name on the server, e.g. 'mlp'")
         if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s <= 3600):
@@ -184,6 +246,22 @@ class OIPTarget:
         headers = dict(headers or {})
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
             raise ConfigError("headers must map header names to string values")
+        bad = [k for k, v in headers.items() if any(c in k + v for c in "\r\n\0")
+               or not k.strip()]
+        if bad:
+            raise ConfigError(f"header(s) {bad} contain a line break or are empty; give "
+                              "each header on its own, e.g. {'Authorization': 'Bearer ...'}")
+        if parts.username is not None or parts.password is not None:
+            # user:password@host: sent as Basic auth, never kept in the URL (which is shown
+            # on pages, in errors and in metrics)
+            import base64
+            from urllib.parse import unquote
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            headers.setdefault("Authorization",
+                               "Basic " + base64.b64encode(pair.encode()).decode())
+            host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
+            netloc = host + (f":{parts.port}" if parts.port else "")
+            url = parts._replace(netloc=netloc).geturl()
         self.url = url.strip().rstrip("/")
         self.model = model
         self.version = None if version in (None, "") else str(version)
@@ -191,6 +269,9 @@ class OIPTarget:
         self.timeout_s = float(timeout_s)
         self.max_connections = max_connections
         self.binary = True if binary is None else bool(binary)
+        # Triton and Batchlab servers read a request's "timeout" (microseconds): the time
+        # left is passed on, so a chain of servers cannot outlive its caller.
+        self.send_timeout = False
         self.model_path = f"/v2/models/{quote(model, safe='')}" + (
             f"/versions/{quote(self.version, safe='')}" if self.version else "")
         self._loop = client_loop()
@@ -226,7 +307,11 @@ class OIPTarget:
         async with self._get_session().request(
                 method, self.url + path, data=data, timeout=timeout,
                 headers={"Content-Type": "application/json"} if data else None) as resp:
-            return resp.status, await resp.read()
+            try:
+                return resp.status, await _read_capped(resp, MAX_CONTROL_ANSWER_BYTES)
+            except _TooLarge as err:
+                raise RemoteServerError(f"{self.url}{path} sent an answer too large to be "
+                                        f"Open Inference Protocol metadata ({err})", 502) from None
 
     def fetch(self, method: str, path: str, body: Any = None,
               timeout_s: float | None = None) -> tuple[int, bytes]:
@@ -246,7 +331,9 @@ class OIPTarget:
         """The outputs of one infer call (on the loop); typed errors."""
         import aiohttp
         try:
-            body, head_len = encode_infer_request(arrays, self.binary)
+            body, head_len = encode_infer_request(
+                arrays, self.binary,
+                {"timeout": max(1, int(timeout_s * 1e6))} if self.send_timeout else None)
         except (TypeError, ValueError, UnicodeDecodeError) as err:
             from .errors import InputValidationError
             raise InputValidationError(f"the request to {self.url} cannot be encoded as "
@@ -259,10 +346,14 @@ class OIPTarget:
             async with self._get_session().post(
                     self._infer_url, data=body, headers=headers,
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                raw = await resp.read()
                 status = resp.status
                 answer_len = resp.headers.get(HEADER_LENGTH)
-        except (asyncio.TimeoutError, TimeoutError):
+                raw = await _read_capped(resp, MAX_ANSWER_BYTES)
+        except _TooLarge as err:
+            raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
+                                    f"over the {MAX_ANSWER_BYTES:,}-byte limit ({err})",
+                                    502) from None
+        except (asyncio.TimeoutError, TimeoutError, RemoteServerError):
             raise
         except Exception as err:  # aiohttp's and the OS's connection errors
             raise RemoteConnectionError(
@@ -272,8 +363,12 @@ class OIPTarget:
                 f"{self.url} answered {status} for model {self.model!r}: "
                 f"{_server_words(raw)}", status)
         try:
-            return parse_infer_response(raw, int(answer_len) if answer_len else None)
-        except (OIPError, ValueError) as err:
+            head = int(answer_len) if answer_len else None
+            if len(raw) > _PARSE_OFF_LOOP_BYTES:
+                return await asyncio.get_running_loop().run_in_executor(
+                    None, parse_infer_response, raw, head)
+            return parse_infer_response(raw, head)
+        except (OIPError, ValueError, TypeError, OverflowError, RecursionError) as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
                                     f"that cannot be read: {err}", 502) from None
 
@@ -312,10 +407,13 @@ def _specs(entries: Any, kind: str, where: str) -> tuple[TensorSpec, ...]:
             raise RemoteTargetError(f"{where}: {kind} {t['name']!r} has datatype {dt!r}; "
                                     f"expected one of {', '.join(_ONNX_TYPE)}")
         shape = t.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) for d in shape):
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                                  for d in shape):
             raise RemoteTargetError(f"{where}: {kind} {t['name']!r} has shape {shape!r}; "
                                     "expected a list of integers (-1 for dynamic)")
         dims = tuple(("N" if k == 0 else None) if d < 0 else d for k, d in enumerate(shape))
+        if any(sp.name == t["name"] for sp in specs):
+            raise RemoteTargetError(f"{where}: two {kind} are named {t['name']!r}")
         specs.append(TensorSpec(t["name"], f"tensor({_ONNX_TYPE[dt]})",
                                 DATATYPES.get(dt, np.dtype(object)), dims))
     return tuple(specs)
@@ -552,6 +650,7 @@ def _connect(name: str, target: OIPTarget, inputs_given: Any, outputs_given: Any
         # MLServer (1.7) answers binary inputs over HTTP with 422; every other server here
         # takes the binary tensor extension, which is cheaper to encode and parse.
         target.binary = kind != "mlserver"
+    target.send_timeout = kind in ("batchlab", "triton")
     batching: dict[str, Any] = {}
     s_cfg, cfg = get("GET", target.model_path + "/config")
     if s_cfg == 200 and isinstance(cfg, dict):
@@ -681,9 +780,11 @@ class RemoteDispatcher:
             raise RequestTooLargeError(
                 f"request has {rows} rows but {self.remote.target.url} takes at most "
                 f"max_batch_size={mbs} rows for model {self.remote.target.model!r}; split it")
-        if self.ledger.pending() >= cfg.max_queue:
+        # In flight: requests not yet answered, and calls still ending (cancelled ones).
+        outstanding = max(self.ledger.pending(), len(self._tasks))
+        if outstanding >= cfg.max_queue:
             raise OverloadedError(
-                f"remote model {self.name!r} has {self.ledger.pending()} requests outstanding "
+                f"remote model {self.name!r} has {outstanding} requests outstanding "
                 f"(max_queue={cfg.max_queue}); the server is slower than the traffic: send "
                 "less, or raise max_queue with engine.configure()")
         if isinstance(sink, ModelMetrics):
@@ -717,6 +818,9 @@ class RemoteDispatcher:
         holder.append(task)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A caller's cancel() ends the HTTP call too (its connection, task and arrays).
+        r.add_done_callback(lambda fut: fut.cancelled() and loop.call_soon_threadsafe(
+            task.cancel))
 
     def _expire(self, r: Request, holder: list[Any]) -> None:
         if r in self.ledger.live:
@@ -751,6 +855,7 @@ class RemoteDispatcher:
                 raise RemoteServerError(f"{remote.target.url} answered without output(s) "
                                         f"{missing} of model {remote.target.model!r}", 502)
             self._check_rows(outs, r._rows)
+            self._check_types(outs)
             ledger.succeed([r], [outs[n] for n in out_names], out_names, next(self._ids),
                            r._rows, REMOTE_REASON, t0, t1, depth)
             remote.sizes_run.add(r._rows)
@@ -790,6 +895,17 @@ class RemoteDispatcher:
                     f"{self.remote.target.url} answered {a.shape[0] if a.ndim else 0} rows of "
                     f"output {spec.name!r} for a request of {rows} row(s) (model "
                     f"{self.remote.target.model!r})", 502)
+
+    def _check_types(self, outs: dict[str, Any]) -> None:
+        """Outputs must have the datatype the server's metadata declares."""
+        for spec in self.remote.info.outputs:
+            a = outs.get(spec.name)
+            if spec.dtype is not None and spec.dtype != np.dtype(object) and isinstance(
+                    a, np.ndarray) and a.dtype != spec.dtype:
+                raise RemoteServerError(
+                    f"{self.remote.target.url} answered output {spec.name!r} as {a.dtype}, but "
+                    f"its metadata declares {spec.dtype} (model {self.remote.target.model!r})",
+                    502)
 
     def _learn(self, names: list[str], arrays: Sequence[np.ndarray],
                outs: dict[str, Any]) -> None:

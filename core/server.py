@@ -411,6 +411,10 @@ class EngineServer:
         return int(self._server.server_address[1])
 
     def start(self) -> EngineServer:
+        # The engine refuses to add itself as a remote model (its requests would come back
+        # to it for ever): it learns where it is served.
+        host, port = self._server.server_address[:2]
+        self.engine.served_at.add((str(host), int(port)))
         self._thread.start()
         return self
 

@@ -282,6 +282,9 @@ class Ledger:
                 self._on_dead(r)
         finally:
             Future.cancel(r)
+            # CANCELLED -> CANCELLED_AND_NOTIFIED: what concurrent.futures.wait and
+            # as_completed listen for (only an executor's worker would do it otherwise).
+            r.set_running_or_notify_cancel()
         return True
 
     def fail_all(self, err: BaseException) -> int:

@@ -115,12 +115,13 @@ class _FakeOIP(BaseHTTPRequestHandler):
 
     def do_GET(self):
         srv = self.server
-        if srv.token and self.headers.get("Authorization") != f"Bearer {srv.token}":
+        wanted = srv.token if str(srv.token).startswith("Basic ") else f"Bearer {srv.token}"
+        if srv.token and self.headers.get("Authorization") != wanted:
             return self._json(401, {"error": "missing or wrong bearer token"})
         if srv.mode == "slow-metadata":
             srv.release.wait(WAIT_S)
         if self.path == "/v2":
-            return self._json(200, {"name": "badserver", "version": "0", "extensions": []})
+            return self._json(200, {"name": srv.server_name, "version": "0", "extensions": []})
         if self.path == "/v2/models/m":
             tensors = {} if srv.mode == "undeclared" else {
                 "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}],
@@ -145,6 +146,9 @@ class _FakeOIP(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
             return
+        if mode == "int":            # another datatype than the metadata declares
+            return self._json(200, {"model_name": "m", "outputs": [
+                {"name": "y", "datatype": "INT64", "shape": [1, 4], "data": [1, 2, 3, 4]}]})
         if mode == "short":          # fewer rows than were sent
             x = np.ones((1, 4), np.float32)
             return self._json(200, {"model_name": "m", "outputs": [
@@ -183,6 +187,7 @@ def fake_oip_server():
     srv = _QuietServer(("127.0.0.1", 0), _FakeOIP)
     srv.daemon_threads = True
     srv.mode, srv.token, srv.seen, srv.release = "ok", None, [], threading.Event()
+    srv.server_name = "badserver"
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"

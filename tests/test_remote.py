@@ -6,6 +6,10 @@ dropped connections, no declared tensors, a token required)."""
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import json
+import time
+
 import numpy as np
 import pytest
 
@@ -371,3 +375,85 @@ def test_bounded_load_runs_report_the_clients_cpu(served, client):
                 closed_loop(lambda v: client.submit("t", v), lambda rng: x, 4, duration_s=0.5)):
         s = res.summary()
         assert s["failed"] == 0 and 0 < s["client_cpu_pct"] < 200
+
+
+
+# -- what an adversary tried -------------------------------------------------------------------
+def test_an_answer_over_the_size_limit_fails_without_being_read(client, bad, monkeypatch):
+    import core.remote
+    client.add_remote("m", url=bad.url, model="m")
+    monkeypatch.setattr(core.remote, "MAX_ANSWER_BYTES", 64)
+    with pytest.raises(RemoteServerError, match="over the 64-byte limit.*announced"):
+        client.predict("m", np.ones((4, 4), np.float32))
+    assert client.metrics("m").errors_by_type == {"RemoteServerError": 1}
+
+
+def test_cancelling_a_request_ends_its_http_call(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = "slow"
+    futs = [client.submit("m", np.ones((1, 4), np.float32)) for _ in range(5)]
+    dispatcher = client._registry.get("m").batcher
+    deadline = time.monotonic() + WAIT_S
+    while len(bad.seen) < 5:                       # all five are on the wire
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for f in futs:
+        assert f.cancel()
+    done, pending = cf.wait(futs, timeout=WAIT_S)   # wait() sees cancelled futures
+    assert len(done) == 5 and not pending
+    while dispatcher._tasks:                       # ...and the calls are gone too
+        assert time.monotonic() < deadline, f"{len(dispatcher._tasks)} calls still running"
+        time.sleep(0.01)
+    assert client.metrics("m").errors_by_type == {"CancelledError": 5}
+
+
+def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(client, bad):
+    import base64
+    bad.token = "Basic " + base64.b64encode(b"alice:hunter2").decode()
+    url = bad.url.replace("http://", "http://alice:hunter2@")
+    client.add_remote("m", url=url, model="m")
+    assert client.predict("m", np.ones((1, 4), np.float32)).outputs["y"].shape == (1, 4)
+    shown = [client.remote_info("m")["url"], client.model_info("m").source]
+    assert shown[0] == bad.url and not any("hunter2" in s for s in shown)
+    bad.mode = "500"
+    with pytest.raises(RemoteServerError) as err:
+        client.predict("m", np.ones((1, 4), np.float32))
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(RemoteTargetError) as err:
+        client.add_remote("x", url=url, model="nope")
+    assert "hunter2" not in str(err.value)
+
+
+def test_an_engine_cannot_add_its_own_server(served):
+    engine, server = served
+    with pytest.raises(ConfigError, match="this engine's own server"):
+        engine.add_remote("loop", url=server.url.replace("127.0.0.1", "localhost"),
+                          model="tiny")
+
+
+def test_the_time_left_is_passed_on_to_servers_that_read_it(client, bad):
+    bad.server_name = "batchlab"
+    client.add_remote("m", url=bad.url, model="m", binary=False)
+    client.predict("m", np.ones((1, 4), np.float32), timeout_ms=800)
+    sent = json.loads(bad.seen[-1])
+    assert 0 < sent["parameters"]["timeout"] <= 800_000     # microseconds, as Triton reads
+
+
+def test_an_output_of_another_datatype_is_refused(client, bad):
+    client.add_remote("m", url=bad.url, model="m")
+    bad.mode = "int"
+    with pytest.raises(RemoteServerError, match="answered output 'y' as int64.*float32"):
+        client.predict("m", np.ones((1, 4), np.float32))
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:8000?x=1",
+                                 "http://127.0.0.1:8000#top", "http://127.0.0.1:99999"])
+def test_malformed_urls_are_config_errors(client, url):
+    with pytest.raises(ConfigError, match="url"):
+        client.add_remote("x", url=url, model="m")
+
+
+def test_headers_with_line_breaks_are_config_errors(client, bad):
+    with pytest.raises(ConfigError, match="line break"):
+        client.add_remote("x", url=bad.url, model="m",
+                          headers={"Authorization": "Bearer a\r\nX-Evil: 1"})

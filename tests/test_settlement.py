@@ -495,3 +495,15 @@ def test_extra_metrics_record_each_batch_once():
         assert (snap.batches, snap.success_count, snap.avg_batch_rows) == (1, 8, 8.0)
     finally:
         b.close()
+
+
+def test_cancelled_requests_are_seen_by_concurrent_futures_wait(engine):
+    """cancel() moves the future to CANCELLED_AND_NOTIFIED: wait() and as_completed() see
+    it (they listen for that state only)."""
+    import concurrent.futures as cf
+    engine.configure("clf-v1", max_batch_size=64, max_wait_ms=60_000.0)
+    futs = [engine.submit("clf-v1", engine.sample_input("clf-v1")) for _ in range(20)]
+    assert all(f.cancel() for f in futs)
+    done, pending = cf.wait(futs, timeout=10)
+    assert len(done) == 20 and not pending
+    assert len(list(cf.as_completed(futs, timeout=10))) == 20
