@@ -457,3 +457,18 @@ def test_headers_with_line_breaks_are_config_errors(client, bad):
     with pytest.raises(ConfigError, match="line break"):
         client.add_remote("x", url=bad.url, model="m",
                           headers={"Authorization": "Bearer a\r\nX-Evil: 1"})
+
+
+def test_ab_between_two_remote_models_on_different_servers(served, client, bad):
+    """Remote vs remote: the batchlab server's tiny and the fake server's m share an
+    interface (x: float32 [N,4])."""
+    _, server = served
+    client.add_remote("a-remote", url=server.url, model="tiny")
+    client.add_remote("b-remote", url=bad.url, model="m")
+    client.create_ab("rr", a="a-remote", b="b-remote", b_share=0.5, seed=2)
+    client.start_traffic("rr", rate_rps=200, duration_s=0.5, seed=0)
+    status = client.wait_traffic("rr", timeout_s=WAIT_S)
+    report = client.ab_report("rr")
+    assert report.arms["a"].success_count + report.arms["b"].success_count == status.sent
+    assert report.arms["a"].success_count > 10 and report.arms["b"].success_count > 10
+    assert any(f"A by {server.url}; B by {bad.url}" in w for w in report.warnings)
