@@ -122,12 +122,16 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
 
 
 def queue_compute_figure(ts: pd.DataFrame,
-                         title: str = "Where the time goes: queue vs compute") -> go.Figure:
+                         title: str = "Where the time goes: queue vs compute",
+                         names: tuple[str, str] = ("waiting in queue", "computing")
+                         ) -> go.Figure:
+    """Mean queue and compute time per second, stacked (``names`` label the two: a remote
+    model's are the time before sending and the round trip)."""
     ts = recent(ts)
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_queue_ms"], name="waiting in queue",
+    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_queue_ms"], name=names[0],
                              stackgroup="t", line=dict(color=COLORS["queue"])))
-    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name="computing",
+    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name=names[1],
                              stackgroup="t", line=dict(color=COLORS["compute"])))
     return _layout(fig, title, "mean ms per request", ts=ts)
 

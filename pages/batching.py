@@ -185,7 +185,8 @@ def live_charts() -> None:
                 title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
         else:
             st.plotly_chart(charts.queue_compute_figure(
-                ts, title="Before sending vs round trip"), key="bs_batch_chart")
+                ts, title="Before sending vs round trip",
+                names=("before sending", "round trip")), key="bs_batch_chart")
     if remote is None:
         st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
                                                cur.max_wait_ms), key="bs_timeline")

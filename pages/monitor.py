@@ -76,7 +76,8 @@ def dashboard() -> None:
         r3 = st.columns(2)
         with r3[0]:
             st.plotly_chart(charts.queue_compute_figure(
-                ts, title="Before sending vs round trip"), key="mon_batches")
+                ts, title="Before sending vs round trip",
+                names=("before sending", "round trip")), key="mon_batches")
         with r3[1]:
             st.plotly_chart(charts.queue_depth_figure(
                 ts, title="Waiting for a connection (max per second)"), key="mon_depth")

@@ -351,6 +351,47 @@ def _engine_server_pid(dashboard_url: str) -> int:
     raise AssertionError("the dashboard started no engine server")
 
 
+def test_a_remote_model_added_from_the_models_page(server, page: Page):
+    """The dashboard's engine (its child process) adds a model another OIP server serves
+    (an engine server in this test's process), and the Batching page shows it as remote."""
+    from core import Engine
+    from core.server import EngineServer
+    back = Engine()
+    other = EngineServer(back, port=0).start()
+    try:
+        page.set_viewport_size({"width": 1400, "height": 1200})
+        open_app(page, server)
+        page.get_by_role("textbox", name="Server URL").fill(other.url)
+        page.get_by_role("textbox", name="Model on the server").fill("tiny")
+        page.get_by_role("textbox", name="Name in Batchlab").fill("tiny-elsewhere")
+        page.get_by_role("textbox", name="Name in Batchlab").press("Enter")
+        wait_ready(page)
+        page.get_by_role("button", name="Add remote model").click()
+        expect(page.get_by_text("Added 'tiny-elsewhere'")).to_be_visible(timeout=30_000)
+        wait_ready(page)
+        no_exception(page)
+        go(page, "Batching")
+        picker = page.locator('[data-testid="stSelectbox"]', has_text="Model").first
+        picker.click()
+        page.get_by_role("option", name="tiny-elsewhere").click()
+        expect(page.get_by_text(re.compile("is served by batchlab at"))).to_be_visible(
+            timeout=20_000)
+        page.get_by_role("button", name="Start traffic").click()
+        expect(page.get_by_text(re.compile(r"Remote: each request goes to"))).to_be_visible(
+            timeout=20_000)
+        deadline = time.monotonic() + 30
+        while back.metrics("tiny").success_count < 50:     # it reached the other server
+            assert time.monotonic() < deadline, "no traffic reached the remote server"
+            time.sleep(0.2)
+        shot(page, "remote")
+        page.get_by_role("button", name="Stop traffic").click()
+        wait_ready(page)
+        no_exception(page)
+    finally:
+        other.close()
+        back.close()
+
+
 def test_the_dashboard_survives_its_engine_dying(server, page: Page):
     import signal
     open_app(page, server)
