@@ -781,8 +781,9 @@ class Engine:
         traffic already going there); stop it with :meth:`stop_traffic`."""
         self._check_open()
         exp = self._ab.get(target)
-        self._check_inputs_known(target, self._entry(exp.a if exp is not None else target))
-        info = self._entry(exp.a if exp is not None else target).info
+        first = self._entry(exp.a if exp is not None else target)
+        self._check_inputs_known(target, first)
+        info = first.info
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")

@@ -108,20 +108,27 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
     return name, arr.reshape(shape), offset
 
 
-def parse_infer_request(raw: bytes, header_length: int | None = None
-                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The input arrays (by name, in order) and the JSON part of an infer request."""
+def _split_body(raw: bytes, header_length: int | None, status: int, what: str
+                ) -> tuple[Any, memoryview]:
+    """The JSON part of a request or answer (parsed) and its binary part; ``status`` and
+    ``what`` ("the request body", "the server's answer") word the errors."""
     if header_length is not None:
-        if header_length < 0 or header_length > len(raw):
-            raise OIPError(400, f"{HEADER_LENGTH} is {header_length} but the body has "
-                                f"{len(raw)} bytes")
+        if not 0 <= header_length <= len(raw):
+            raise OIPError(status, f"{HEADER_LENGTH} is {header_length} but {what} has "
+                                   f"{len(raw)} bytes")
         head, binary = raw[:header_length], memoryview(raw)[header_length:]
     else:
         head, binary = raw, memoryview(b"")
     try:
-        req = json.loads(head)
+        return json.loads(head), binary
     except (ValueError, UnicodeDecodeError) as err:
-        raise OIPError(400, f"the request body is not valid JSON: {err}") from None
+        raise OIPError(status, f"{what} is not valid JSON: {err}") from None
+
+
+def parse_infer_request(raw: bytes, header_length: int | None = None
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The input arrays (by name, in order) and the JSON part of an infer request."""
+    req, binary = _split_body(raw, header_length, 400, "the request body")
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
     arrays: dict[str, np.ndarray] = {}
@@ -248,17 +255,7 @@ def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[s
     """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
     back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer is an
     :class:`OIPError` with status 502 (the server's fault, not the request's)."""
-    if header_length is not None:
-        if not 0 <= header_length <= len(raw):
-            raise OIPError(502, f"{HEADER_LENGTH} is {header_length} but the answer has "
-                                f"{len(raw)} bytes")
-        head, binary = raw[:header_length], memoryview(raw)[header_length:]
-    else:
-        head, binary = raw, memoryview(b"")
-    try:
-        body = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise OIPError(502, f"the server's answer is not JSON: {err}") from None
+    body, binary = _split_body(raw, header_length, 502, "the server's answer")
     if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
         raise OIPError(502, "the server's answer has no 'outputs' list")
     outputs: dict[str, Any] = {}

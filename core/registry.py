@@ -149,34 +149,36 @@ class ModelRegistry:
         """Register ``loaded`` under ``name`` (caller holds ``lock`` and has checked the
         name). An existing model of that name is hot-swapped: its batch configuration and
         metrics carry over, and its batcher is retired (drains on its own thread)."""
-        old = self.models.get(name)
+        old, metrics, trace = self._carried_over(name)
         info = loaded.info
-        metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
         cfg = batch or (old.batcher.config if old is not None else self.config.batch)
-        trace = old.trace if old is not None else (
-            Trace(self.config.trace_requests) if self.config.trace_requests else None)
         batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics,
                           batchable=info.batchable, trace=trace)
-        entry = ModelEntry(loaded, RequestValidator(info), batcher, metrics, data=data,
-                           memory_profile=memory_profile, trace=trace)
-        models = dict(self.models)
-        models[name] = entry
-        self.models = models
-        if old is not None:
-            self._retire(old.batcher, wait=False)
-        return entry
+        return self._publish(name, old, ModelEntry(
+            loaded, RequestValidator(info), batcher, metrics, data=data,
+            memory_profile=memory_profile, trace=trace))
 
     def install_remote(self, name: str, remote: Any, batch: BatchConfig) -> ModelEntry:
         """Register a remote model (:class:`core.remote.RemoteModel`) under ``name`` (caller
         holds ``lock`` and has checked the name); a model of that name is replaced and its
         batcher (or dispatcher) retired, as in :meth:`install`."""
         from .remote import RemoteDispatcher, RemoteValidator
-        old = self.models.get(name)
-        metrics = old.metrics if old is not None else ModelMetrics(self.config.timeseries_seconds)
-        trace = old.trace if old is not None else (
-            Trace(self.config.trace_requests) if self.config.trace_requests else None)
+        old, metrics, trace = self._carried_over(name)
         dispatcher = RemoteDispatcher(name, remote, batch, metrics, trace)
-        entry = ModelEntry(remote, RemoteValidator(remote), dispatcher, metrics, trace=trace)
+        return self._publish(name, old, ModelEntry(
+            remote, RemoteValidator(remote), dispatcher, metrics, trace=trace))
+
+    def _carried_over(self, name: str) -> tuple[ModelEntry | None, ModelMetrics, Trace | None]:
+        """The entry ``name`` replaces (if any), and the metrics and trace the new one
+        keeps: the old ones on a hot swap, new ones otherwise."""
+        old = self.models.get(name)
+        if old is not None:
+            return old, old.metrics, old.trace
+        trace = Trace(self.config.trace_requests) if self.config.trace_requests else None
+        return None, ModelMetrics(self.config.timeseries_seconds), trace
+
+    def _publish(self, name: str, old: ModelEntry | None, entry: ModelEntry) -> ModelEntry:
+        """Make ``entry`` the one of ``name`` (copy-on-write) and retire the old batcher."""
         models = dict(self.models)
         models[name] = entry
         self.models = models

@@ -44,7 +44,8 @@ from .errors import (ConfigError, EngineClosedError, OverloadedError, RemoteConn
                      RequestTooLargeError)
 from .metrics import ModelMetrics
 from .models import ModelInfo, TensorSpec
-from .oip import DATATYPES, HEADER_LENGTH, OIPError, encode_infer_request, parse_infer_response
+from .oip import (DATATYPES, HEADER_LENGTH, OIPError, datatype, encode_infer_request,
+                  parse_infer_response)
 from .settle import Ledger, Request
 
 __all__ = ["OIPTarget", "RemoteModel", "RemoteDispatcher", "RemoteValidator", "connect_remote",
@@ -140,13 +141,9 @@ def client_loop() -> _ClientLoop:
 def client_cpu_s() -> float:
     """CPU seconds the client's loop thread has used (0 before it started): with the load
     generator's own, it says when the client and not the server is the bottleneck."""
+    from .loadgen import thread_cpu_s
     loop = _LOOP
-    if loop is None or loop.thread.ident is None or not loop.thread.is_alive():
-        return 0.0
-    try:
-        return time.clock_gettime(time.pthread_getcpuclockid(loop.thread.ident))
-    except (OSError, AttributeError):
-        return 0.0
+    return thread_cpu_s(loop.thread if loop is not None else None)
 
 
 # -- failures, in words ---------------------------------------------------------------------
@@ -199,14 +196,20 @@ def _redact(url: str) -> str:
     return url
 
 
-def _server_words(raw: bytes) -> str:
-    """The error text of an OIP error answer (``{"error": ...}``), else the body's start."""
-    try:
-        body = json.loads(raw)
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            return body["error"]
-    except (ValueError, UnicodeDecodeError):
-        pass
+def _server_words(answer: Any) -> str:
+    """The error text of an OIP error answer (``{"error": ...}``), else the answer's start.
+    ``answer`` is the raw body, or what ``OIPTarget.fetch_json`` made of it (None: empty)."""
+    if answer is None:
+        return ""
+    body = answer
+    if isinstance(answer, bytes):
+        try:
+            body = json.loads(answer)
+        except (ValueError, UnicodeDecodeError):
+            body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        return body["error"]
+    raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
     text = raw[:300].decode("utf-8", "replace").strip()
     return text or "(empty body)"
 
@@ -515,8 +518,7 @@ class RemoteModel:
                                   f"{describe_failure(err, t.url + path, t.timeout_s)}"
                                   ) from None
             if status != 200:
-                words = _server_words(answer if isinstance(answer, bytes)
-                                      else json.dumps(answer).encode())
+                words = _server_words(answer)
                 hint = (" (Triton loads models from a client only with "
                         "--model-control-mode=explicit)" if path == load else "")
                 raise ConfigError(f"{t.url} answered {status} to {method} {path} while "
@@ -621,8 +623,7 @@ def _connect(name: str, target: OIPTarget, inputs_given: Any, outputs_given: Any
         if s2 == 200 and isinstance(index, list):
             names = [m.get("name") for m in index if isinstance(m, dict)]
             listed = f"; it lists: {', '.join(map(str, names)) or 'no models'}"
-        words = _server_words(meta if isinstance(meta, bytes) else
-                              json.dumps(meta).encode()) if meta is not None else ""
+        words = _server_words(meta)
         if status in (401, 403):
             raise RemoteTargetError(f"{base} refused access ({status}) to model "
                                     f"{target.model!r}: give a bearer token")
@@ -920,7 +921,7 @@ class RemoteDispatcher:
                 a = np.asarray(a)
                 tail = tuple(a.shape[1:])
                 dt = a.dtype if a.dtype != object else None
-                kind = f"tensor({_ONNX_TYPE.get(_oip_name(a.dtype), 'string')})"
+                kind = f"tensor({_ONNX_TYPE.get(datatype(a.dtype), 'string')})"
                 return TensorSpec(n, kind, dt, ("N",) + tail)
 
             remote.info = replace(
@@ -959,7 +960,3 @@ class RemoteDispatcher:
         self.wait_drained(deadline)
         return self.abort()
 
-
-def _oip_name(dtype: np.dtype) -> str:
-    from .oip import datatype
-    return datatype(dtype)
