@@ -21,9 +21,9 @@ import numpy as np
 
 from benchmarks.common import RESULTS, machine_info
 from core import BatchlabError, Engine, EngineConfig
-from core.demo_models import build_declared_shape, build_memory_bomb
-from core.loadgen import open_loop
-from core.memory import current_rss_bytes, peak_rss_bytes
+from core.models import build_declared_shape, build_memory_bomb
+from core.lab import open_loop
+from core.models import current_rss_bytes, peak_rss_bytes
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,8 +1,8 @@
 """What the benchmarks share: raw ONNX Runtime limits, the systems under test, and the
-capacity search on top of :func:`core.loadgen.open_loop`.
+capacity search on top of :func:`core.lab.open_loop`.
 
 Every system is driven through the same interface, ``submit(x) -> Future``, by the same
-load generator the dashboard and notebooks use (``core.loadgen``): open loop at a constant
+load generator the dashboard and notebooks use (``core.lab``): open loop at a constant
 rate with latency measured from each request's *intended* send time, or closed loop with
 a fixed number of clients. A system's *capacity* is the highest constant rate it sustains:
 every request served, >= 95 % of the offered rate achieved and p99 under a limit.
@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from benchmarks.seed_port import SeedBatcher
 from core import BatchConfig, Engine, EngineConfig, SessionConfig
-from core.loadgen import closed_loop, open_loop
+from core.lab import closed_loop, open_loop
 
 Submit = Callable[[np.ndarray], Future]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -87,7 +87,7 @@ def raw_limit(data: bytes, feed: dict[str, np.ndarray], seconds: float,
 # -- load ---------------------------------------------------------------------------------------
 
 def open_trial(submit: Submit, x: np.ndarray, rate_rps: float, duration_s: float) -> dict:
-    """One constant-rate open-loop run; the summary of :class:`core.loadgen.LoadResult`."""
+    """One constant-rate open-loop run; the summary of :class:`core.lab.LoadResult`."""
     res = open_loop(submit, lambda rng: x, rate_rps, pattern="constant", duration_s=duration_s,
                     seed=None, drain_s=5.0)
     out = res.summary()

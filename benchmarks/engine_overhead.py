@@ -26,7 +26,7 @@ from benchmarks.common import (RESULTS, batchlab_systems, direct_system, find_ca
                                raw_items_per_s, raw_limit, seed_system)
 from core import build_demo_model
 from core.config import default_intra_op_threads
-from core.process import tune_for_serving
+from core.serving import tune_for_serving
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import urllib.request
 from pathlib import Path
 
 from benchmarks.common import RESULTS, machine_info
-from core.client import RemoteEngine
-from core.launcher import ServerProcess, free_port
+from core.serving import RemoteEngine
+from core.serving import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -28,8 +28,8 @@ import urllib3
 
 from benchmarks.common import RESULTS, find_capacity, machine_info, open_trial
 from core import Engine
-from core.launcher import ServerProcess
-from core.process import tune_for_serving
+from core.serving import ServerProcess
+from core.serving import tune_for_serving
 
 
 def http_submitter(url: str, binary: bool, workers: int = 64):
@@ -87,7 +87,7 @@ def main() -> None:
         measure("in-process", lambda v: engine.submit("mlp", v))
     server = ServerProcess().start()
     try:
-        from core.client import RemoteEngine
+        from core.serving import RemoteEngine
         remote = RemoteEngine.connect(server.url)
         remote.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
         remote.close()

@@ -22,9 +22,9 @@ import onnxruntime as ort
 
 from benchmarks.common import RESULTS, machine_info
 from core import BatchConfig, Engine
-from core.demo_models import build_loop_model
-from core.loadgen import closed_loop, open_loop
-from core.process import tune_for_serving
+from core.models import build_loop_model
+from core.lab import closed_loop, open_loop
+from core.serving import tune_for_serving
 
 
 def calibrate(target_ms: float) -> tuple[int, float]:

@@ -10,7 +10,7 @@ batching (a 4-thread pool calling ``session.run``); the seed-design port
 installed: ``pip install -r requirements-bench.txt``). All use the same ``max_batch_size``
 and ``max_wait_ms`` and sessions with the same intra-op thread count.
 
-Loads (``core.loadgen``): open loop at constant rates (latency from the intended send
+Loads (``core.lab``): open loop at constant rates (latency from the intended send
 time) for p50/p95/p99 at fixed rates and for capacity; closed loop with a fixed number of
 clients for throughput. Writes ``benchmarks/results/peers.json`` and the chart
 ``docs/img/peers.png`` (needs kaleido, from requirements-bench.txt).
@@ -37,7 +37,7 @@ from benchmarks.common import (RESULTS, System, batchlab_systems, closed_trial, 
                                sustained)
 from core import build_demo_model
 from core.config import default_intra_op_threads
-from core.process import tune_for_serving
+from core.serving import tune_for_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "docs" / "img" / "peers.png"
@@ -128,7 +128,7 @@ def chart(results: dict, path: Path) -> Path | None:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from core.charts import style
+    from core.ui.charts import style
 
     models = list(results["models"])
     names = list(next(iter(results["models"].values()))["systems"])

@@ -23,8 +23,8 @@ import numpy as np
 
 from benchmarks.common import RESULTS, machine_info
 from core import Engine
-from core.loadgen import open_loop
-from core.process import tune_for_serving
+from core.lab import open_loop
+from core.serving import tune_for_serving
 
 
 def poller(engine: Engine, name: str, hz: float, stop: threading.Event, counts: list) -> None:

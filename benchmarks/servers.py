@@ -2,7 +2,7 @@
 
 Both servers run in their own process pinned to core 0; the client (this process: an
 ``Engine`` with the server's model added by ``engine.add_remote``, and the open-loop
-generator of ``core.loadgen``, latency from each request's *intended* send time) is pinned to
+generator of ``core.lab``, latency from each request's *intended* send time) is pinned to
 core 1. For each server, with its batching on and off:
 
 * **capacity**: the highest constant rate of one-row requests with every request served,
@@ -36,12 +36,11 @@ import numpy as np
 
 from benchmarks.common import RESULTS, find_capacity, machine_info, open_trial
 from core import Engine
-from core.demo_models import build_demo_model
-from core.launcher import ServerProcess
-from core.loadgen import thread_cpu_s
-from core.peers.mlserver import MLServerProcess
-from core.process import tune_for_serving
-from core.remote import client_cpu_s
+from core.models import build_demo_model
+from core.serving import ServerProcess
+from core.metrics import helpers_cpu_s
+from core.peers import MLServerProcess
+from core.serving import tune_for_serving
 
 MODEL = "mlp"
 SERVER_CORE, CLIENT_CORE = 0, 1
@@ -62,7 +61,7 @@ def pin_process(pid: int, cpus: set[int]) -> None:
 
 def client_cpu_now() -> float:
     """CPU seconds of this process's client threads: the caller's and the HTTP loop."""
-    return time.thread_time() + client_cpu_s()
+    return time.thread_time() + helpers_cpu_s()
 
 
 def measure(engine: Engine, name: str, args: argparse.Namespace, log) -> dict:
@@ -103,7 +102,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.cpu_count() and os.cpu_count() >= 2:
         os.sched_setaffinity(0, {CLIENT_CORE})   # before any thread exists: all inherit it
-    tune_for_serving()   # as the dashboard's engine server does (core/process.py)
+    tune_for_serving()   # as the dashboard's engine server does (core/serving/tuning.py)
     log = lambda s: print(s, flush=True)  # noqa: E731
     out: dict = {"machine": machine_info(1), "model": MODEL, "args": vars(args)}
     data = build_demo_model(MODEL)
@@ -153,7 +152,7 @@ def compare_servers(engine: Engine, data: bytes, args: argparse.Namespace, log) 
         log(f"Batchlab server, {label}")
         srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE}).start()
         try:
-            from core.client import RemoteEngine
+            from core.serving import RemoteEngine
             back = RemoteEngine.connect(srv.url)
             back.load_model(data, name=MODEL)
             back.configure(MODEL, max_batch_size=32 if batching else 1,

@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks.common import RESULTS, closed_trial, machine_info
 from core import Engine, EngineConfig
-from core.process import tune_for_serving
+from core.serving import tune_for_serving
 
 
 def main() -> None:

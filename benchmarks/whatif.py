@@ -3,7 +3,7 @@
 For each demo model (MLP, tiny, CNN) at max batch 32 and max wait 2 ms (deadline policy):
 profile the compute per batch size (warm-up runs), measure the engine's per-request overhead,
 fit t(n) = a + b·n, calibrate the overhead term at 10 % and 35 % of capacity
-(:func:`core.experiments.calibrate_overhead`), then at loads of 5 %, 20 % and 50 % of the capacity the
+(:func:`core.lab.calibrate_overhead`), then at loads of 5 %, 20 % and 50 % of the capacity the
 model predicts (32 rows / t(32), capped at the engine's own ~20k req/s) run open-loop Poisson traffic and compare the measured p50
 (from each request's intended send time) with the simulator's, with and without the overhead
 term. Issue 14's goal: within ±25 % at loads below capacity.
@@ -18,10 +18,10 @@ import json
 
 from benchmarks.common import RESULTS, machine_info
 from core import Engine
-from core.experiments import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model,
+from core.lab import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model,
                               measure_overhead, profile_cost, simulate)
-from core.loadgen import open_loop
-from core.process import tune_for_serving
+from core.lab import open_loop
+from core.serving import tune_for_serving
 
 MODELS = ("mlp", "tiny", "cnn")
 FRACTIONS = (0.05, 0.2, 0.5)

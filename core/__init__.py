@@ -1,4 +1,8 @@
-"""Batchlab core: a dynamic-batching inference engine on ONNX Runtime.
+"""Batchlab core: a dynamic-batching inference engine on ONNX Runtime, and its lab.
+
+This module exports the contract only: the engine, what it returns, its configuration and
+its errors. Everything else is importable from its package (``core.models``,
+``core.batching``, ``core.lab``, ``core.serving``...; see docs/architecture.md).
 
 Example:
     >>> from core import Engine
@@ -8,26 +12,23 @@ Example:
 
 from __future__ import annotations
 
-from .batcher import RELEASE_REASONS, Batcher, Prediction
-from .config import POLICIES, BatchConfig, EngineConfig, SessionConfig
-from .demo_models import DEMO_MODELS, build_demo_model
-from .engine import Engine
-from .jobs import JobStatus
-from .trace import TIMELINE_COLUMNS, Trace
-from .errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
-                     InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
-                     RequestTimeoutError, RequestTooLargeError, ResourceLimitError,
-                     SLOShedError, EngineUnavailableError, RemoteConnectionError,
-                     RemoteServerError, RemoteTargetError)
-from .metrics import TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics
-from .models import (CacheEntry, ModelInfo, SessionCache, TensorSpec, available_providers,
-                     sample_input)
-from .loadgen import ARRIVAL_PATTERNS, TrafficGenerator, TrafficStatus
-from .router import AB_MODES, ABExperiment, ABReport
-from .warmup import WARMUP_COLUMNS, WarmupReport, warmup_batch_sizes
+from core.ab import AB_MODES, ABExperiment, ABReport
+from core.batching import RELEASE_REASONS, Batcher, Prediction
+from core.config import POLICIES, BatchConfig, EngineConfig, SessionConfig
+from core.engine import WARMUP_COLUMNS, EngineCore, WarmupReport, warmup_batch_sizes
+from core.errors import (BatchlabError, ConfigError, EngineClosedError, EngineUnavailableError,
+                         InferenceError, InputValidationError, ModelLoadError,
+                         ModelNotFoundError, OverloadedError, RemoteConnectionError,
+                         RemoteServerError, RemoteTargetError, RequestTimeoutError,
+                         RequestTooLargeError, ResourceLimitError, SLOShedError)
+from core.lab import ARRIVAL_PATTERNS, Engine, JobStatus, TrafficGenerator, TrafficStatus
+from core.metrics import TIMELINE_COLUMNS, TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics, Trace
+from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, SessionCache, TensorSpec,
+                         available_providers, build_demo_model, sample_input)
+from core.remote import BatchingSource, RemoteInfo, ServerBatching
 
 __all__ = [
-    "Engine", "Prediction", "Batcher", "RELEASE_REASONS",
+    "Engine", "EngineCore", "Prediction", "Batcher", "RELEASE_REASONS",
     "BatchConfig", "EngineConfig", "SessionConfig", "POLICIES",
     "DEMO_MODELS", "build_demo_model",
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
@@ -37,8 +38,14 @@ __all__ = [
     "RemoteConnectionError", "JobStatus", "TIMELINE_COLUMNS", "Trace",
     "MetricsSnapshot", "ModelMetrics", "TIMESERIES_COLUMNS",
     "CacheEntry", "ModelInfo", "SessionCache", "TensorSpec", "available_providers",
-    "sample_input",
+    "sample_input", "RemoteInfo", "ServerBatching", "BatchingSource",
     "WarmupReport", "WARMUP_COLUMNS", "warmup_batch_sizes",
     "ARRIVAL_PATTERNS", "TrafficGenerator", "TrafficStatus",
     "AB_MODES", "ABExperiment", "ABReport",
 ]
+
+# Module paths from before the packages (core.experiments, core.loadgen, core.charts...)
+# keep working for code outside this repository: core/_aliases.py.
+from core._aliases import install as _install_aliases  # noqa: E402
+
+_install_aliases()

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig",
            "default_intra_op_threads", "check_timeout_ms"]
@@ -31,8 +31,8 @@ __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "E
 #: t(n) = a + b*n and the arrival rate online and waits (up to ``max_wait_ms``) only while
 #: waiting for the next row costs less than the fixed cost ``a`` it saves; with
 #: ``latency_slo_ms`` it sheds requests that cannot meet it.
-from .policies import POLICIES  # noqa: E402
-from .policies.base import registered as registered_policies  # noqa: E402
+from core.policies import POLICIES  # noqa: E402
+from core.policies import registered as registered_policies  # noqa: E402
 
 OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
@@ -165,11 +165,11 @@ class EngineConfig:
     #: bound on inputs Batchlab generates; ``None``: a quarter of the machine's memory.
     memory_budget_bytes: int | None = None
     warmup_time_limit_s: float = 120.0
-    #: Try every model loaded without ``probe=`` in a child process first (core/probe.py):
+    #: Try every model loaded without ``probe=`` in a child process first (core/models/probe.py):
     #: on for the dashboard, whose uploads come from anyone with the page open.
     probe_models: bool = False
     probe_time_limit_s: float = 30.0
-    #: Requests kept per model for ``Engine.timeline`` (core/trace.py); 0 turns tracing off.
+    #: Requests kept per model for ``Engine.timeline`` (core/metrics/trace.py); 0 turns tracing off.
     trace_requests: int = 20_000
 
     def __post_init__(self) -> None:

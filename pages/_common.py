@@ -6,7 +6,7 @@ so drawing pages never perturbs what it measures; the pages hold a
 :class:`~core.client.RemoteEngine`, which has the engine's contract:
 
 * ``BATCHLAB_ENGINE_URL`` unset: the dashboard starts the server as its child
-  (``core/launcher.py``) on a free loopback port, and restarts it if it dies;
+  (``core/serving/launcher.py``) on a free loopback port, and restarts it if it dies;
 * ``BATCHLAB_ENGINE_URL=http://host:port``: attach to an engine server running elsewhere;
 * ``BATCHLAB_ENGINE_URL=inprocess``: an in-process :class:`~core.Engine` (page tests).
 
@@ -26,10 +26,10 @@ import pandas as pd
 import streamlit as st
 
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
-from core.client import RemoteEngine
-from core.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.launcher import ServerProcess
-from core.process import tune_for_serving
+from core.serving import RemoteEngine
+from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
+from core.serving import ServerProcess
+from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
@@ -87,10 +87,10 @@ def get_engine() -> Engine | RemoteEngine:
     url = os.environ.get(ENGINE_URL_ENV, "").strip()
     if url == "inprocess":
         # Uploads come from anyone with the page open: each is first run once in a child
-        # process under the memory budget and a time limit (core/probe.py).
+        # process under the memory budget and a time limit (core/models/probe.py).
         engine = Engine(EngineConfig(max_model_bytes=UPLOAD_LIMIT_MB * 2**20,
                                      probe_models=True))
-        # See core/process.py for why this keeps tail latency from following the pages.
+        # See core/serving/tuning.py for why this keeps tail latency from following the pages.
         tune_for_serving()
         return engine
     return RemoteEngine(url or _server_process().url)

@@ -6,8 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import AB_MODES, BatchlabError, charts
-from core.fmt import fmt_p
+from core import AB_MODES, BatchlabError
+from core.ui import charts
+from core.ui.fmt import fmt_p
 from pages._common import (fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
                            stop_when_idle)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError, charts
+from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
+from core.ui import charts
 from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job,
                            stop_when_idle)
@@ -23,7 +24,7 @@ cfg = engine.batch_config(model)
 remote = engine.remote_info(model)   # None for a model served here
 # A remote model's batching is its server's: shown, and changeable only where the server
 # lets a client change it (a Batchlab server, Triton's model load with a config).
-server_fixed = remote is not None and not remote.get("configurable")
+server_fixed = remote is not None and not remote.configurable
 
 # Widgets show the engine's truth (shared by every tab); changes go through the engine.
 st.session_state["bs_max_batch"] = cfg.max_batch_size
@@ -82,14 +83,14 @@ with controls:
     with st.container(border=True):
         st.subheader("Settings")
         if remote is not None:
-            how = ("Batchlab changes them there." if remote.get("configurable") else
+            how = ("Batchlab changes them there." if remote.configurable else
                    "Batchlab cannot change them: they are set where the model is deployed.")
-            st.info(f"**{model}** is served by {remote['server']} at {remote['url']} "
-                    f"(model `{remote['model']}`). Its batch settings are the server's "
-                    f"({remote['source']}). {how} Latency is measured here, at the client.", icon=":material/cloud:")
+            st.info(f"**{model}** is served by {remote.server} at {remote.url} "
+                    f"(model `{remote.model}`). Its batch settings are the server's "
+                    f"({remote.source}). {how} Latency is measured here, at the client.", icon=":material/cloud:")
         if not info.batchable:
             st.warning(f"{model} is not batchable: {info.batch_reason}")
-        unknown = remote is not None and remote.get("max_batch_size") is None
+        unknown = remote is not None and remote.batching.max_batch_size is None
         if unknown:
             st.caption("The server does not report its batch size and wait (give them to "
                        "add_remote(batch=...) to have them shown and used by sweeps).")
@@ -199,7 +200,7 @@ def live_charts() -> None:
             engine.timeline(model, last_s=1.0), None,
             title="Requests in the last second (each sent alone; the server batches)"),
             key="bs_timeline")
-        st.caption(f"Remote: each request goes to {remote['url']} as it comes; grey is the "
+        st.caption(f"Remote: each request goes to {remote.url} as it comes; grey is the "
                    "time before it was sent, blue the round trip. Tiles cover the last "
                    f"{WINDOW_S} s; charts show the last minute. Waiting for a connection "
                    f"now: {fmt_num(snap.queue_depth)}.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.experiments import (kserve_inference_service, kserve_name, mlserver_settings,
+from core.ui import charts
+from core.lab import (kserve_inference_service, kserve_name, mlserver_settings,
                               pareto_frontier, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
@@ -33,21 +33,21 @@ with st.container(border=True):
     st.subheader("Sweep")
     c1, c2, c3 = st.columns(3)
     remote = engine.remote_info(model)
-    if remote is not None and not remote.get("configurable"):
+    if remote is not None and not remote.configurable:
         # The server's settings cannot be changed from here: sweep its load only.
         cfg = engine.batch_config(model)
-        st.info(f"{model} is served by {remote['server']} at {remote['url']}, whose batch "
+        st.info(f"{model} is served by {remote.server} at {remote.url}, whose batch "
                 "settings Batchlab cannot change: the sweep measures its load at its own "
-                f"settings ({remote['source']}).", icon=":material/cloud:")
-        known = remote.get("max_batch_size") is not None
+                f"settings ({remote.source}).", icon=":material/cloud:")
+        known = remote.batching.max_batch_size is not None
         sizes, waits = ([cfg.max_batch_size], [cfg.max_wait_ms]) if known else ([], [])
         if not known:
             st.warning("The server does not report its batch settings, so a sweep could not "
                        "say which settings it measured: add the model again with them "
                        "(Models page, 'When the server does not report everything').")
-        c1.metric("Max batch size", cfg.max_batch_size if remote.get("max_batch_size")
+        c1.metric("Max batch size", cfg.max_batch_size if remote.batching.max_batch_size
                   is not None else "server's")
-        c2.metric("Max wait", f"{cfg.max_wait_ms:g} ms" if remote.get("max_wait_ms")
+        c2.metric("Max wait", f"{cfg.max_wait_ms:g} ms" if remote.batching.max_wait_ms
                   is not None else "server's")
     else:
         sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], [8, 32],

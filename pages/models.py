@@ -8,10 +8,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import BatchConfig, BatchlabError, SessionConfig, available_providers, charts
+from core import BatchConfig, BatchlabError, SessionConfig, available_providers
+from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS
-from core.fmt import fmt_opset
-from core.memory import format_bytes
+from core.ui.fmt import fmt_opset
+from core.models import format_bytes
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
                            pick_model, start_job)
 
@@ -117,7 +118,7 @@ with st.container(border=True):
             except BatchlabError as err:
                 st.session_state["remote_result"] = ("error", str(err))
             else:
-                declared = engine.remote_info(info.name)["declared"]
+                declared = engine.remote_info(info.name).declared
                 st.session_state["remote_result"] = (
                     "ok", f"Added {info.name!r}: {len(info.inputs)} input(s)"
                           + (" declared by the server." if declared else
@@ -169,12 +170,12 @@ with left:
             st.caption(info.description)
         remote = engine.remote_info(selected)
         if remote is not None:
-            st.info(f"Remote: {remote['server']} {remote['server_version']} at "
-                    f"{remote['url']}, model `{remote['model']}`"
-                    f"{' (tensors declared by you or learned)' if not remote['declared'] else ''}"
-                    f" · {'binary' if remote['binary'] else 'JSON'} tensors · batch settings "
-                    f"from {remote['source']}"
-                    f"{'' if remote.get('configurable') else ' (read-only here)'}.",
+            st.info(f"Remote: {remote.server} {remote.server_version} at "
+                    f"{remote.url}, model `{remote.model}`"
+                    f"{' (tensors declared by you or learned)' if not remote.declared else ''}"
+                    f" · {'binary' if remote.binary else 'JSON'} tensors · batch settings "
+                    f"from {remote.source}"
+                    f"{'' if remote.configurable else ' (read-only here)'}.",
                     icon=":material/cloud:")
         for warning in info.warnings:
             st.warning(f"Loaded although {warning} (ONNX Runtime runs it; the checker's "

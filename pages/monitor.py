@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import charts
+from core.ui import charts
 from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
                            live_fragment, live_interval, pick_target, stop_when_idle)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import charts, warmup_batch_sizes
-from core.fmt import fmt_ranges
+from core import warmup_batch_sizes
+from core.ui import charts
+from core.ui.fmt import fmt_ranges
 from pages._common import get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()

@@ -9,9 +9,9 @@ import pytest
 from scipy import stats
 
 from core import ConfigError, Engine, InputValidationError
-from core.abstats import (compare_errors, compare_latency, sample_size_means,
+from core.ab import (compare_errors, compare_latency, sample_size_means,
                           sample_size_proportions)
-from core.router import ABExperiment
+from core.ab import ABExperiment
 from tests.helpers import WAIT_S
 
 
@@ -95,7 +95,7 @@ def test_shadow_never_changes_what_the_caller_gets_even_when_b_fails():
         def broken(arrays):
             raise RuntimeError("B exploded (injected)")
 
-        engine._models["clf-v2"].batcher._run = broken
+        engine._registry.models["clf-v2"].served._run = broken
         xs = [engine.sample_input("clf-v1", rows=2, seed=i) for i in range(40)]
         direct = [engine.predict("clf-v1", x).outputs["probs"] for x in xs]
         via = [engine.predict("exp", x) for x in xs]
@@ -239,7 +239,7 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
 
 def test_shadow_matches_outputs_by_position_and_kind_and_counts_copies(engine):
     """A classifier naming its labels 'output_label' against one naming them 'label'."""
-    from core.router import matched_outputs
+    from core.ab import matched_outputs
     a = {"output_label": np.array([1, 0, 2]), "output_probability": [{0: 0.1}] * 3}
     b = {"label": np.array([1, 1, 2]), "probabilities": np.zeros((3, 3), np.float32)}
     pairs = matched_outputs(a, b)

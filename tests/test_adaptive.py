@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from core import BatchConfig, ConfigError, SLOShedError
-from core.adaptive import CostEstimator, RateEstimator, adaptive_decision
-from core.batcher import Batcher
+from core.policies import CostEstimator, RateEstimator, adaptive_decision
+from core.batching import Batcher
 from tests.helpers import WAIT_S, rows, SlowModel
 
 
@@ -154,7 +154,7 @@ def test_slo_needs_the_adaptive_policy():
 def test_a_tight_slo_gets_smaller_batches_not_shed_requests():
     """Issue 14: with a 2 ms SLO the whole batch of 32 needs ~2.1 ms, and every request
     that had waited at all was shed; those that can make it in a smaller batch now run."""
-    from core.adaptive import choose_within_slo
+    from core.policies import choose_within_slo
 
     def predict(n: int) -> float:  # t(n) = 0.5 ms + 0.05 ms per row
         return 0.0005 + 0.00005 * n

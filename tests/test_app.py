@@ -285,7 +285,7 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
         "export_triton": "Triton config.pbtxt", "export_tf": "TF Serving batching file",
         "export_mlserver": "MLServer model-settings.json",
         "export_kserve": "KServe InferenceService"}
-    from core.experiments import ExperimentStore
+    from core.lab import ExperimentStore
     assert len(ExperimentStore(tmp_path / "experiments.sqlite").list()) == 1
     at.button(key="exp_apply").click().run()
     assert engine.batch_config("tiny").max_batch_size in (4, 16)
@@ -325,7 +325,7 @@ def test_models_page_measures_memory_per_batch_size(engine):
 
 def test_dashboard_engine_probes_uploads_in_a_child_process(engine):
     from core import ModelLoadError
-    from core.demo_models import build_memory_bomb
+    from core.models import build_memory_bomb
 
     assert engine.config.probe_models
     with pytest.raises(ModelLoadError, match="failed its trial run .* separate process"):
@@ -357,7 +357,7 @@ def test_no_page_shows_a_placeholder_or_a_raw_dict(engine):
 
 
 def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
-    from core import charts
+    from core.ui import charts
 
     engine.configure("mlp", max_batch_size=256, max_wait_ms=0.0)
     for _ in range(5):
@@ -377,7 +377,7 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
     a bad model says what the server has; a good one is added, tried, and its batch settings
     are shown as the server's on the Batching page."""
     from core import Engine
-    from core.server import EngineServer
+    from core.serving import EngineServer
     back = Engine()
     server = EngineServer(back, port=0).start()
     try:
@@ -391,7 +391,7 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
         at.button(key="remote_add").click().run()
         assert not at.exception
         assert any("Added 'tiny-back'" in s.value for s in at.success)
-        assert engine.remote_info("tiny-back")["url"] == server.url
+        assert engine.remote_info("tiny-back").url == server.url
         at.selectbox(key="models_detail").set_value("tiny-back").run()
         assert any("Remote: batchlab" in i.value for i in at.info)
         assert at.button(key="models_measure_memory").disabled
@@ -439,7 +439,7 @@ def test_experiments_page_sweeps_only_the_load_of_a_server_it_cannot_configure(e
 
 def test_batching_page_shows_a_remote_servers_settings_beyond_the_sliders_range(engine):
     from core import Engine
-    from core.server import EngineServer
+    from core.serving import EngineServer
     back = Engine()
     back.configure("tiny", max_batch_size=512, max_wait_ms=100.0)
     server = EngineServer(back, port=0).start()

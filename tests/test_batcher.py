@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.batcher import Batcher, release_decision
+from core.batching import Batcher
+from core.policies.deadline import deadline_decision
+from core.policies.fixed_window import fixed_window_decision
 from core.config import BatchConfig
 from core.errors import (EngineClosedError, InferenceError, OverloadedError,
                          RequestTimeoutError, RequestTooLargeError)
@@ -27,6 +29,14 @@ def hold_first_batch(b: Batcher, run: GatedRun):
     first = b.submit((rows(1, start=-100),), 1)
     assert run.started.wait(WAIT_S)
     return first
+
+
+def release_decision(cfg, max_rows, queued_rows, oldest_t, now, window_start):
+    """The configured policy's pure decision (what the collector asks under the lock)."""
+    wait_s = cfg.max_wait_ms / 1000.0
+    if cfg.policy == "fixed_window":
+        return fixed_window_decision(queued_rows, max_rows, oldest_t, wait_s, now, window_start)
+    return deadline_decision(queued_rows, max_rows, oldest_t, wait_s, now)
 
 
 # -- release decision (pure) ------------------------------------------------------------
@@ -384,7 +394,7 @@ def test_no_request_waits_longer_than_max_wait_on_the_engines_clock():
     added of its own (a missed wake-up, a window instead of a deadline, an off-by-one) shows
     here exactly; the operating system's scheduling slack, which a real clock adds on top,
     is measured by benchmarks/tracing.py (docs/benchmarks.md)."""
-    from core.admission import _EARLY_WAKE_S
+    from core.batching.admission import _EARLY_WAKE_S
     step = 1.0 / 2048                       # exact in binary: grid sums have no rounding
     # every wait is a multiple of step, so the collector always takes the timed wait (which
     # sets `sleeping`) and never the yield loop of the last _EARLY_WAKE_S

@@ -370,7 +370,7 @@ def test_a_remote_model_added_from_the_models_page(server, page: Page):
     """The dashboard's engine (its child process) adds a model another OIP server serves
     (an engine server in this test's process), and the Batching page shows it as remote."""
     from core import Engine
-    from core.server import EngineServer
+    from core.serving import EngineServer
     back = Engine()
     other = EngineServer(back, port=0).start()
     try:

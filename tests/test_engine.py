@@ -165,7 +165,7 @@ def test_same_bytes_under_two_names_share_a_session(bare_engine):
     data = build_demo_model("mlp")
     bare_engine.load_model(data, name="a")
     bare_engine.load_model(data, name="b")
-    assert bare_engine._models["a"].loaded.session is bare_engine._models["b"].loaded.session
+    assert bare_engine._registry.models["a"].backend.session is bare_engine._registry.models["b"].backend.session
     assert len(bare_engine.cache_entries()) == 1
     assert bare_engine.evict_cache() == 1
     assert bare_engine.predict("a", np.zeros((1, 256), np.float32)).rows == 1
@@ -230,7 +230,7 @@ def test_warm_state_counts_the_batch_sizes_traffic_ran(engine):
 
 
 def test_fmt_ranges_and_compact_numbers():
-    from core.fmt import fmt_num, fmt_pct, fmt_ranges
+    from core.ui.fmt import fmt_num, fmt_pct, fmt_ranges
     assert fmt_ranges([1, 2, 3, 5, 8, 9]) == "1-3, 5, 8-9" and fmt_ranges([]) == ""
     assert [fmt_num(v) for v in (9999, 17564, 643_210, 924_812, 1_234_567)] == \
         ["9,999", "17.6k", "643.2k", "924.8k", "1.2M"]

@@ -14,14 +14,14 @@ import pytest
 from scipy import stats
 
 from core import BatchConfig, Engine
-from core.batcher import Batcher
+from core.batching import Batcher
 from core.errors import ConfigError
-from core.experiments import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
+from core.lab import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
                               ExperimentStore, fit_cost_model, kserve_inference_service,
                               kserve_name, mlserver_settings, pareto_frontier, recommend,
                               simulate, sweep, tf_serving_batching, triton_config)
 from tests.helpers import SlowModel
-from core.loadgen import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
+from core.lab import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
 
 
 # -- schedules -----------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_load_runs_drive_any_system_that_returns_futures():
 def test_open_loop_sends_bursts_instead_of_sleeping_below_the_minimum():
     """Above 1 / _MIN_SLEEP_S requests/s the sender wakes at most every _MIN_SLEEP_S and
     sends what is due; latency still counts from each request's intended time."""
-    from core import loadgen
+    from core.lab import schedule
 
     sent_at = []
 
@@ -132,8 +132,8 @@ def test_open_loop_sends_bursts_instead_of_sleeping_below_the_minimum():
     assert len(f) == 400 and f["ok"].all()
     assert f["intended_s"].diff().dropna().round(7).eq(0.00005).all()  # the schedule itself
     # Fewer distinct send instants than requests: several requests went per wake-up ...
-    bursts = (f["sent_s"].diff().dropna() > loadgen._MIN_SLEEP_S / 2).sum()
-    assert bursts < 400 * 0.00005 / loadgen._MIN_SLEEP_S * 3
+    bursts = (f["sent_s"].diff().dropna() > schedule._MIN_SLEEP_S / 2).sum()
+    assert bursts < 400 * 0.00005 / schedule._MIN_SLEEP_S * 3
     # ... and each one's latency includes how late its burst was.
     assert (f["latency_ms"] >= (f["sent_s"] - f["intended_s"]) * 1000 - 1e-9).all()
 
@@ -239,7 +239,7 @@ def test_the_highest_load_met_decides_and_unserved_loads_do_not_count():
 
 
 def test_p99_interval_covers_the_p99_and_narrows_with_more_requests():
-    from core.experiments import p99_interval
+    from core.lab import p99_interval
     rng = np.random.default_rng(0)
     small, large = rng.exponential(1.0, 500), rng.exponential(1.0, 20_000)
     lo_s, hi_s = p99_interval(small)
@@ -360,8 +360,8 @@ def test_mlserver_settings_takes_another_runtime_and_uri():
 def test_mlserver_settings_writes_the_keys_batchlabs_mlserver_peer_writes(tmp_path):
     """The export and core.peers.mlserver (which tests/test_mlserver.py runs against a real
     MLServer) agree on every field they both write, batching included."""
-    from core.demo_models import build_demo_model
-    from core.peers.mlserver import MLServerProcess
+    from core.models import build_demo_model
+    from core.peers import MLServerProcess
 
     peer = MLServerProcess({"tiny": build_demo_model("tiny")}, max_batch_size=16,
                            max_batch_time_s=0.005)
@@ -467,8 +467,8 @@ def test_kserve_storage_uri_is_quoted_safely():
 def test_a_real_mlserver_batches_with_the_exported_model_settings():
     """MLServer itself reads the exported file: started with it (and nothing else configuring
     batching), it merges a burst of concurrent one-row requests into fewer session runs."""
-    from core.demo_models import build_demo_model
-    from core.peers.mlserver import MLServerProcess
+    from core.models import build_demo_model
+    from core.peers import MLServerProcess
     from tests.test_mlserver import _burst, _require_mlserver, _run_rows, _sample
 
     class ExportedSettings(MLServerProcess):

@@ -20,7 +20,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from core import Engine
-from core.batcher import Batcher
+from core.batching import Batcher
 from core.config import BatchConfig
 from core.errors import (ConfigError, InputValidationError, ModelLoadError, OverloadedError,
                          RequestTimeoutError, RequestTooLargeError, ResourceLimitError)
@@ -28,11 +28,11 @@ from tests.helpers import ORT_DATASETS, WAIT_S, GatedRun, make_model, rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Hostile models (core/demo_models.py), imported in this process and in the children.
+# Hostile models (core/models/hostile.py), imported in this process and in the children.
 BUILDERS = """
 import numpy as np
-from core.demo_models import build_memory_bomb as bomb, build_loop_model as _loop
-from core.demo_models import build_declared_shape as declared
+from core.models import build_memory_bomb as bomb, build_loop_model as _loop
+from core.models import build_declared_shape as declared
 
 def endless_loop(trips=10**10):
     return _loop(trips)
@@ -44,7 +44,7 @@ def run_child(body: str, timeout_s: float = 120.0) -> dict:
     """Run ``body`` in a fresh interpreter (with BUILDERS, ``Engine``, ``EngineConfig``,
     ``rss``/``peak`` helpers); it must print one JSON object as its last line."""
     code = (BUILDERS + "\nimport json, sys, time\nfrom core import Engine, EngineConfig\n"
-            "from core.memory import current_rss_bytes as rss, peak_rss_bytes as peak\n"
+            "from core.models.memory import current_rss_bytes as rss, peak_rss_bytes as peak\n"
             + textwrap.dedent(body))
     done = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True,
                           text=True, timeout=timeout_s)
@@ -112,7 +112,7 @@ def test_hung_run_is_stopped_once_its_requests_timed_out():
     try:
         engine.load_model(endless_loop(), name="loop")
         engine.configure("loop", max_batch_size=1, max_wait_ms=0)
-        b = engine._models["loop"].batcher
+        b = engine._registry.models["loop"].served
         b.watch_interval_s = 0.01
         fut = engine.submit("loop", np.zeros((1, 1), np.float32), timeout_ms=200)
         with pytest.raises(RequestTimeoutError, match="still running"):

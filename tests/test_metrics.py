@@ -115,7 +115,7 @@ def test_record_many_equals_record_value_one_by_one():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from core.metrics import _hist, record_many
+    from core.metrics.histograms import _hist, record_many
 
     @settings(max_examples=60, deadline=None)
     @given(st.lists(st.integers(1, 3_600_000_000), min_size=0, max_size=200))
@@ -135,7 +135,7 @@ def test_record_many_equals_record_value_one_by_one():
 
 
 def test_record_many_at_power_of_two_boundaries():
-    from core.metrics import _hist, record_many
+    from core.metrics.histograms import _hist, record_many
 
     values = [2**k + d for k in range(0, 32) for d in (-1, 0, 1) if 2**k + d >= 1] * 3
     fast, slow = _hist(), _hist()

@@ -22,8 +22,8 @@ import tritonclient.http as triton
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from core.demo_models import build_demo_model
-from core.peers.mlserver import MLServerProcess
+from core.models import build_demo_model
+from core.peers import MLServerProcess
 
 # Each MLServer starts in ~1-10 s; a hang must fail the test, not the whole run's budget.
 pytestmark = pytest.mark.timeout(180)
@@ -314,8 +314,8 @@ def test_mlserver_model_as_a_remote_model_of_the_engine(server, sessions, model_
     try:
         info = e.add_remote("mlp-mlserver", url=server.url, model="mlp")
         r = e.remote_info("mlp-mlserver")
-        assert r["kind"] == "mlserver" and r["declared"] and not r["binary"]  # JSON only
-        assert r["configurable"] is None and "model-settings.json" in r["source"]
+        assert r.kind == "mlserver" and r.declared and not r.binary  # JSON only
+        assert r.configurable is None and "model-settings.json" in r.source
         x = np.random.default_rng(0).standard_normal((3, 256)).astype(np.float32)
         got = e.predict("mlp-mlserver", x).outputs[info.outputs[0].name]
         want = sessions["mlp"].run(None, {"x": x})[0]
@@ -338,7 +338,7 @@ def test_mlserver_without_declared_tensors_takes_them_from_the_user(model_bytes)
         try:
             info = e.add_remote("tiny-ml", url=srv.url, model="tiny",
                                 inputs=[{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
-            assert not e.remote_info("tiny-ml")["declared"] and info.inputs[0].name == "x"
+            assert not e.remote_info("tiny-ml").declared and info.inputs[0].name == "x"
             out = e.predict("tiny-ml", np.ones((2, 4), np.float32))
             assert list(out.outputs) and next(iter(out.outputs.values())).shape == (2, 4)
         finally:
@@ -355,7 +355,7 @@ def test_an_mlserver_whose_starter_died_stops_by_itself(tmp_path):
     script.write_text(
         "import os, sys\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-        "from core.demo_models import build_demo_model\n"
+        "from core.models import build_demo_model\n"
         "from core.peers.mlserver import MLServerProcess\n"
         "srv = MLServerProcess({'tiny': build_demo_model('tiny')}).start()\n"
         "print(srv._folder, flush=True)\n"

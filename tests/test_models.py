@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from core.config import SessionConfig
-from core.demo_models import DEMO_MODELS, build_demo_model
+from core.models import DEMO_MODELS, build_demo_model
 from core.errors import ModelLoadError
 from core.models import SessionCache, available_providers, load_model_bytes, read_model_source
 from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, identity_model, make_model

@@ -1,4 +1,4 @@
-"""core.process.tune_for_serving: process-wide settings, so each check runs in a fresh
+"""core.serving.tune_for_serving: process-wide settings, so each check runs in a fresh
 interpreter (the test process itself is left alone)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.process import tune_for_serving
+from core.serving import tune_for_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +20,7 @@ _BACKLOG = """
 import gc, json, sys
 from concurrent.futures import Future
 sys.path.insert(0, {root!r})
-from core.process import tune_for_serving
+from core.serving import tune_for_serving
 info = tune_for_serving() if {tuned} else None
 full = []
 gc.callbacks.append(lambda phase, i: phase == "stop" and i["generation"] == 2 and full.append(1))

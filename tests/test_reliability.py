@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from core import (BatchConfig, Engine, EngineClosedError, EngineConfig, InferenceError,
                   InputValidationError, ModelLoadError, ModelNotFoundError, OverloadedError,
                   RequestTimeoutError, RequestTooLargeError, build_demo_model)
-from core.batcher import Batcher
+from core.batching import Batcher
 from tests.helpers import WAIT_S, GatedRun, identity_model, make_model, rows, SlowModel
 
 RESULTS = Path(__file__).resolve().parent.parent / "test-results" / "reliability.json"
@@ -356,7 +356,7 @@ SOAK_S = 45.0
 
 
 def test_bounded_soak_memory_and_threads_flat():
-    # The trace ring (core/trace.py) and the per-second series (each second keeps its
+    # The trace ring (core/metrics/trace.py) and the per-second series (each second keeps its
     # window data) are bounded but fill as time passes: small ones are full before the
     # measurement starts, so what is measured is the steady state.
     with Engine(EngineConfig(trace_requests=2000, timeseries_seconds=10)) as engine:
@@ -366,7 +366,7 @@ def test_bounded_soak_memory_and_threads_flat():
         threads_start = threading.active_count()
         # Retained memory, measured after a collection: cyclic garbage waiting for the
         # collector is not a leak, and how long it waits depends on the process's GC
-        # thresholds (raised by core.process.tune_for_serving, which the page tests run).
+        # thresholds (raised by core.serving.tune_for_serving, which the page tests run).
         tracemalloc.start()
         gc.collect()
         base, _ = tracemalloc.get_traced_memory()

@@ -16,9 +16,9 @@ import pytest
 from core import (ConfigError, Engine, EngineClosedError, InputValidationError,
                   RemoteConnectionError, RemoteServerError, RemoteTargetError,
                   RequestTimeoutError, RequestTooLargeError)
-from core.client import RemoteEngine
-from core.launcher import free_port
-from core.server import EngineServer
+from core.serving import RemoteEngine
+from core.serving import free_port
+from core.serving import EngineServer
 from tests.helpers import WAIT_S, fake_oip_server
 
 
@@ -64,7 +64,7 @@ def test_remote_model_reads_metadata_and_answers_like_the_local_one(served, clie
     assert got.release_reason == "remote" and got.rows == 3
     assert got.total_ms >= got.compute_ms > 0           # measured at the client
     r = client.remote_info("mlp-remote2")
-    assert r["kind"] == "batchlab" and r["declared"] and r["configurable"] == "batchlab"
+    assert r.kind == "batchlab" and r.declared and r.configurable == "batchlab"
     assert client.remote_info("mlp") is None
 
 
@@ -95,7 +95,7 @@ def test_batch_settings_are_the_servers_and_change_there(served, client):
     client.configure("t", max_batch_size=8, max_wait_ms=2.0)
     assert (engine.batch_config("tiny").max_batch_size,
             engine.batch_config("tiny").max_wait_ms) == (8, 2.0)  # changed on the server
-    assert client.remote_info("t")["max_batch_size"] == 8
+    assert client.remote_info("t").batching.max_batch_size == 8
     client.configure("t", timeout_ms=1234.0)                     # the client's own
     assert client.batch_config("t").timeout_ms == 1234.0
     with pytest.raises(ConfigError, match="belong to its server"):
@@ -107,7 +107,7 @@ def test_batch_settings_are_the_servers_and_change_there(served, client):
 
 def test_a_server_that_does_not_let_clients_change_batching_says_so(client, bad):
     client.add_remote("m", url=bad.url, model="m")
-    assert client.remote_info("m")["configurable"] is None
+    assert client.remote_info("m").configurable is None
     with pytest.raises(ConfigError, match="does not let a client change batch settings"):
         client.configure("m", max_batch_size=4)
 
@@ -151,7 +151,7 @@ def test_add_remote_through_the_engine_server_and_its_client(served):
         remote = RemoteEngine.connect(front.url, timeout_s=WAIT_S)
         info = remote.add_remote("tiny-back", url=server.url, model="tiny")
         assert info.inputs[0].name == "x"
-        assert remote.remote_info("tiny-back")["url"] == server.url
+        assert remote.remote_info("tiny-back").url == server.url
         out = remote.predict("tiny-back", np.ones((2, 4), np.float32))
         assert out.outputs["y"].shape == (2, 4)
         with pytest.raises(RemoteTargetError, match="has no model 'nope'"):
@@ -275,7 +275,7 @@ def test_close_settles_requests_still_waiting_for_the_server(bad):
 def test_undeclared_tensors_are_learned_from_the_first_request(client, bad):
     bad.mode = "undeclared"
     info = client.add_remote("m", url=bad.url, model="m")
-    assert info.inputs == () and not client.remote_info("m")["declared"]
+    assert info.inputs == () and not client.remote_info("m").declared
     assert "declares no input tensors" in info.batch_reason
     with pytest.raises(InputValidationError, match="declares no input tensors"):
         client.submit("m", {"x": np.ones((1, 4), np.float32)})
@@ -316,7 +316,7 @@ def test_the_load_generator_reports_its_cpu_and_says_when_it_is_the_bottleneck(s
 
 # -- what the server reports is what the engine says ---------------------------------------------
 def test_a_server_without_dynamic_batching_holds_nobody_and_a_sweep_restores_it(served, client):
-    from core.experiments import sweep
+    from core.lab import sweep
     engine, server = served
     engine.configure("tiny", max_batch_size=1, max_wait_ms=0.0)
     try:
@@ -333,7 +333,7 @@ def test_a_server_without_dynamic_batching_holds_nobody_and_a_sweep_restores_it(
 def test_only_a_limit_the_server_reported_refuses_large_requests(client, bad):
     from core import BatchConfig
     client.add_remote("m", url=bad.url, model="m", batch=BatchConfig(max_batch_size=4))
-    assert client.remote_info("m")["source"].startswith("given to add_remote")
+    assert client.remote_info("m").source.startswith("given to add_remote")
     out = client.predict("m", np.ones((5, 4), np.float32))      # the server decides
     assert out.outputs["y"].shape == (5, 4)
 
@@ -348,7 +348,7 @@ def test_an_answer_with_other_rows_than_the_request_is_refused(client, bad):
 
 def test_bytes_tensors_are_sent_in_the_protocols_layout():
     import struct
-    from core.oip import encode_infer_request
+    from core.protocol import encode_infer_request
     a = {"s": np.array([b"hello", "world!!"], dtype=object)}
     body, head = encode_infer_request(a, binary=True)
     assert body[head:] == struct.pack("<I", 5) + b"hello" + struct.pack("<I", 7) + b"world!!"
@@ -367,7 +367,7 @@ def test_undeclared_inputs_refuse_generated_load_with_the_reason(client, bad):
 
 
 def test_bounded_load_runs_report_the_clients_cpu(served, client):
-    from core.loadgen import closed_loop, open_loop
+    from core.lab import closed_loop, open_loop
     _, server = served
     client.add_remote("t", url=server.url, model="tiny")
     x = np.ones((1, 4), np.float32)
@@ -380,9 +380,9 @@ def test_bounded_load_runs_report_the_clients_cpu(served, client):
 
 # -- what an adversary tried -------------------------------------------------------------------
 def test_an_answer_over_the_size_limit_fails_without_being_read(client, bad, monkeypatch):
-    import core.remote
+    import core.remote.target
     client.add_remote("m", url=bad.url, model="m")
-    monkeypatch.setattr(core.remote, "MAX_ANSWER_BYTES", 64)
+    monkeypatch.setattr(core.remote.target, "MAX_ANSWER_BYTES", 64)
     with pytest.raises(RemoteServerError, match="over the 64-byte limit.*announced"):
         client.predict("m", np.ones((4, 4), np.float32))
     assert client.metrics("m").errors_by_type == {"RemoteServerError": 1}
@@ -392,7 +392,7 @@ def test_cancelling_a_request_ends_its_http_call(client, bad):
     client.add_remote("m", url=bad.url, model="m")
     bad.mode = "slow"
     futs = [client.submit("m", np.ones((1, 4), np.float32)) for _ in range(5)]
-    dispatcher = client._registry.get("m").batcher
+    dispatcher = client._registry.get("m").served
     deadline = time.monotonic() + WAIT_S
     while len(bad.seen) < 5:                       # all five are on the wire
         assert time.monotonic() < deadline
@@ -413,7 +413,7 @@ def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(client, ba
     url = bad.url.replace("http://", "http://alice:hunter2@")
     client.add_remote("m", url=url, model="m")
     assert client.predict("m", np.ones((1, 4), np.float32)).outputs["y"].shape == (1, 4)
-    shown = [client.remote_info("m")["url"], client.model_info("m").source]
+    shown = [client.remote_info("m").url, client.model_info("m").source]
     assert shown[0] == bad.url and not any("hunter2" in s for s in shown)
     bad.mode = "500"
     with pytest.raises(RemoteServerError) as err:

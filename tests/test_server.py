@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from core import Engine, build_demo_model
-from core.server import EngineServer
+from core.serving import EngineServer
 from tests.helpers import WAIT_S
 
 httpclient = pytest.importorskip("tritonclient.http")
@@ -129,7 +129,7 @@ def test_non_tensor_outputs_as_binary_bytes_read_by_tritonclient():
     Triton's binary layout (tritonclient's own decoder reads it)."""
     from tritonclient.utils import deserialize_bytes_tensor
 
-    from core.oip import encode_infer_response
+    from core.protocol import encode_infer_response
     rows = [{0: 0.25, 1: 0.75}, {0: 1.0, 1: 0.0}]
     body, head_len = encode_infer_response(
         {"inputs": [], "parameters": {"binary_data_output": True}}, "clf",
@@ -253,8 +253,8 @@ def test_python_m_core_server_serves_and_stops_on_sigterm():
 def test_sigterm_answers_the_requests_already_accepted(tmp_path):
     import signal
 
-    from core.client import RemoteEngine
-    from core.launcher import ServerProcess
+    from core.serving import RemoteEngine
+    from core.serving import ServerProcess
 
     server = ServerProcess(log_path=tmp_path / "server.log").start()
     try:

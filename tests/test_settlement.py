@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from core import Engine
-from core.batcher import Batcher
+from core.batching import Batcher
 from core.config import BatchConfig
 from core.errors import (ConfigError, EngineClosedError, InferenceError, ModelNotFoundError,
                          RequestTimeoutError)
@@ -204,7 +204,7 @@ def test_close_after_hot_swap_resolves_the_retired_versions_requests():
     with Engine() as engine:
         engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)
         futs = [engine.submit("mlp", np.zeros((1, 256), np.float32)) for _ in range(10)]
-        from core.demo_models import build_demo_model
+        from core.models import build_demo_model
         engine.load_model(build_demo_model("mlp"), name="mlp", replace=True)
     assert all(f.done() for f in futs)
     assert {f.result().release_reason for f in futs} == {"drain"}
@@ -240,7 +240,7 @@ def test_close_timeout_is_shared_and_fails_what_is_left():
     try:
         for name in ("hung-a", "hung-b"):
             engine.load_model(identity_model(), name=name)
-            engine._models[name].batcher._run = run
+            engine._registry.models[name].served._run = run
         futs = [engine.submit(n, rows(1)) for n in ("hung-a", "hung-b") for _ in range(3)]
         assert run.started.wait(WAIT_S)
         object.__setattr__(engine.config, "close_timeout_s", 0.2)
@@ -294,7 +294,7 @@ def test_series_never_reopens_an_earlier_second():
 
 def test_snapshot_builds_frames_without_holding_the_lock(monkeypatch):
     """While a reader builds the frame, the collector can still record batches."""
-    import core.metrics as metrics_mod
+    import core.metrics.model as metrics_mod
 
     m = ModelMetrics()
     m.record_batch(1, "full", 0.001, [0.001])
@@ -364,7 +364,7 @@ def test_one_namespace_for_models_and_experiments(engine):
 
 
 def test_hot_swapping_an_arm_under_traffic_fails_no_request(engine, tiny_switch_interval):
-    from core.demo_models import build_demo_model
+    from core.models import build_demo_model
 
     engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=1)
     x = engine.sample_input("clf-v1", rows=1)

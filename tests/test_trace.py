@@ -70,7 +70,7 @@ def test_an_experiments_timeline_has_its_arms(engine):
 
 
 def test_the_trace_is_bounded():
-    from core.trace import Trace
+    from core.metrics import Trace
 
     class R:
         _t_submit, _rows, _arm = 1.0, 1, None
@@ -92,8 +92,8 @@ def test_tracing_can_be_turned_off():
 def test_timeline_and_replay_through_the_engine_server(engine):
     """The timeline travels over the control API, and a replay job sends the same arrivals
     under each policy (issue 15, parts 1 and 3)."""
-    from core.client import RemoteEngine
-    from core.server import EngineServer
+    from core.serving import RemoteEngine
+    from core.serving import EngineServer
 
     engine.configure("tiny", max_batch_size=8, max_wait_ms=2.0)
     with EngineServer(engine, port=0) as server:

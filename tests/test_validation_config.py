@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from core.config import BatchConfig, EngineConfig, SessionConfig
-from core.demo_models import build_demo_model
+from core.models import build_demo_model
 from core.errors import ConfigError, InputValidationError
 from core.models import load_model_bytes
-from core.validation import RequestValidator
+from core.models import RequestValidator
 from tests.helpers import ORT_DATASETS
 
 

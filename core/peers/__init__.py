@@ -4,3 +4,9 @@
 models through ``mlserver_runtime``, a custom runtime that is imported only inside MLServer's
 process: nothing here imports it.
 """
+
+from __future__ import annotations
+
+from .mlserver import DEFAULT_VENV, INSTALL_HINT, RUNTIME_MODULE, MLServerProcess
+
+__all__ = ["MLServerProcess", "DEFAULT_VENV", "INSTALL_HINT", "RUNTIME_MODULE"]

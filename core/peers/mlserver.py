@@ -14,7 +14,7 @@ packages MLServer's virtualenv does not have.
 server whose model metadata lists no inputs or outputs.
 
 Example:
-    >>> from core.demo_models import build_demo_model
+    >>> from core.models import build_demo_model
     >>> with MLServerProcess({"tiny": build_demo_model("tiny")}, max_batch_size=16,
     ...                      max_batch_time_s=0.005).start() as server:
     ...     server.url                  # 'http://127.0.0.1:PORT', Open Inference Protocol v2

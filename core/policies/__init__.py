@@ -18,12 +18,14 @@ import importlib
 import pkgutil
 
 from .base import PolicyView, ReleasePolicy, register, registered
+from .estimators import CostEstimator, RateEstimator, adaptive_decision, choose_within_slo
 
-__all__ = ["ReleasePolicy", "PolicyView", "register", "make_policy", "POLICIES"]
+__all__ = ["ReleasePolicy", "PolicyView", "register", "registered", "make_policy", "POLICIES",
+           "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo"]
 
 # Import every module of this package so each policy registers itself.
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "base":
+    if _mod.name not in ("base", "estimators"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 #: Registered policy names, in rank order (the default first).

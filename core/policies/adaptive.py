@@ -1,4 +1,4 @@
-"""``adaptive``: wait only while waiting pays (see :mod:`core.adaptive` for the estimators).
+"""``adaptive``: wait only while waiting pays (see :mod:`core.policies.estimators` for the estimators).
 
 Learns the batch cost t(n) = a + b*n and the arrival rate online and waits (never past
 ``max_wait_ms``) only while the next row is expected sooner than a run's fixed cost ``a``.
@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from ..adaptive import adaptive_decision
+from .estimators import adaptive_decision
 from .base import PolicyView, ReleasePolicy, register
 
 __all__ = ["AdaptivePolicy"]

@@ -15,8 +15,8 @@ class PolicyView(Protocol):
     oldest_t: float       # submit time of the oldest waiting request
     newest_t: float       # submit time of the newest waiting request
     window_start: float   # when the last batch left (for fixed windows)
-    cost: object          # core.adaptive.CostEstimator: learned t(n) = a + b*n
-    rate: object          # core.adaptive.RateEstimator: learned arrival rate
+    cost: object          # core.policies.estimators.CostEstimator: learned t(n) = a + b*n
+    rate: object          # core.policies.estimators.RateEstimator: learned arrival rate
 
 
 class ReleasePolicy:

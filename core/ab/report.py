@@ -1,0 +1,130 @@
+"""What an A/B experiment found: per-arm figures, the statistics, the verdict, and every
+difference between the arms other than the model (which would confound the verdict).
+
+Example:
+    >>> rep = engine.ab_report("exp")
+    >>> rep.latency.verdict
+    'B is slower by 1.8 ms at p50 (95% CI 1.6 to 2.0 ms), p < 0.001'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.metrics import MetricsSnapshot
+from .statistics import ErrorComparison, LatencyComparison
+
+__all__ = ["ABReport", "arm_differences"]
+
+
+@dataclass(frozen=True)
+class ABReport:
+    """Per-arm figures of an experiment, the statistics, and the verdict.
+
+    Example:
+        >>> rep = engine.ab_report("exp")
+        >>> rep.to_dict()["arms"]["b"]["share_served"], rep.latency.verdict
+        (0.21, 'B is slower by 1.8 ms at p50 (95% CI 1.6 to 2.0 ms), p < 0.001')
+    """
+
+    name: str
+    a: str
+    b: str
+    b_share: float
+    mode: str
+    arms: dict[str, MetricsSnapshot]
+    latency: LatencyComparison | None = None
+    errors: ErrorComparison | None = None
+    shadow: dict[str, Any] = field(default_factory=dict)
+    #: every difference between the arms other than the model (sentences), worst first
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def confound_warning(self) -> str | None:
+        """Why latencies may differ for reasons that are not the models (uneven split)."""
+        if self.mode == "shadow":
+            return None
+        rows = {arm: s.avg_batch_rows for arm, s in self.arms.items()}
+        share = self.b_share
+        if not 0.0 < share < 1.0 or min(s.total_requests for s in self.arms.values()) == 0:
+            return None
+        small = "b" if share < 0.5 else "a"
+        if abs(share - 0.5) < 0.15:
+            return None
+        return (f"Uneven split ({1 - share:.0%}/{share:.0%}): arm {small.upper()} sees "
+                f"{min(share, 1 - share):.0%} of the arrivals, so its batches fill more slowly "
+                f"(mean {rows[small]:.1f} rows vs {rows['a' if small == 'b' else 'b']:.1f}) and "
+                "its requests wait longer for reasons that are not the model. For a fair "
+                "latency comparison use shadow mode (both arms see every request).")
+
+    @property
+    def verdict(self) -> str:
+        parts = [c.verdict for c in (self.latency, self.errors) if c is not None]
+        return ". ".join(parts) + "." if parts else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        total = sum(s.total_requests for s in self.arms.values())
+        arms = {}
+        for arm, s in self.arms.items():
+            arms[arm] = {
+                "model": self.a if arm == "a" else self.b,
+                "requests": s.total_requests, "successes": s.success_count,
+                "errors": s.error_count, "error_rate": s.error_rate,
+                "p50_ms": s.p50_ms, "p95_ms": s.p95_ms, "p99_ms": s.p99_ms,
+                "avg_latency_ms": s.avg_latency_ms,
+                "mean_batch_rows": s.avg_batch_rows,
+                "share_served": s.total_requests / total if total else 0.0,
+            }
+            if self.mode == "shadow":  # callers are all served by A; B sees copies
+                arms[arm]["share_served"] = 1.0 if arm == "a" else 0.0
+                arms[arm]["shadow_copies"] = s.total_requests if arm == "b" else 0
+        return {"name": self.name, "a": self.a, "b": self.b, "b_share": self.b_share,
+                "mode": self.mode, "total_requests": total, "arms": arms,
+                "latency": self.latency.to_dict() if self.latency else None,
+                "errors": self.errors.to_dict() if self.errors else None,
+                "shadow": self.shadow, "verdict": self.verdict,
+                "confound_warning": self.confound_warning, "warnings": list(self.warnings)}
+
+
+_BATCH_FIELDS = {  # BatchConfig field -> how to say it
+    "max_wait_ms": "max wait (ms)", "max_batch_size": "max batch size",
+    "policy": "release policy", "latency_slo_ms": "latency SLO (ms)",
+    "timeout_ms": "timeout (ms)", "max_queue": "queue bound"}
+_SESSION_FIELDS = {"intra_op_threads": "ONNX Runtime threads",
+                   "graph_optimization": "graph optimisation", "provider": "execution provider"}
+
+
+def arm_differences(report: ABReport, batch: dict[str, Any], session: dict[str, Any],
+                    warm: dict[str, bool]) -> list[str]:
+    """Every difference between the arms other than the model, as sentences, worst first:
+    batch settings, session options, warm state, and the split. ``batch``, ``session`` and
+    ``warm`` map "a"/"b" to each arm model's BatchConfig, SessionConfig (or None) and warm
+    state."""
+    out: list[str] = []
+    a, b = batch["a"], batch["b"]
+    diffs = [f"{label}: A {getattr(a, f)!s}, B {getattr(b, f)!s}"
+             for f, label in _BATCH_FIELDS.items() if getattr(a, f) != getattr(b, f)]
+    if diffs:
+        hint = ""
+        if a.max_wait_ms != b.max_wait_ms:
+            lower = "B" if b.max_wait_ms < a.max_wait_ms else "A"
+            hint = (f" At low load a request waits up to its arm's max wait for company, so "
+                    f"{lower} can look up to {abs(a.max_wait_ms - b.max_wait_ms):g} ms faster "
+                    "at p50 whatever the models do.")
+        out.append("The arms have different batch settings (" + "; ".join(diffs) + "): a "
+                   "latency difference may come from them, not from the models." + hint)
+    sa, sb = session["a"], session["b"]
+    if sa is not None and sb is not None:
+        sdiffs = [f"{label}: A {getattr(sa, f)!s}, B {getattr(sb, f)!s}"
+                  for f, label in _SESSION_FIELDS.items() if getattr(sa, f) != getattr(sb, f)]
+        if sdiffs:
+            out.append("The arms' ONNX Runtime sessions are set up differently ("
+                       + "; ".join(sdiffs) + "): compute time differs for that reason too.")
+    if warm["a"] != warm["b"]:
+        cold = "A" if not warm["a"] else "B"
+        out.append(f"Arm {cold} has not run every batch size its settings produce yet (not "
+                   "warm): its first batches of new sizes are slower. Warm both up first.")
+    if report.confound_warning:
+        out.append(report.confound_warning)
+    return out

@@ -1,0 +1,260 @@
+"""A/B experiments: route traffic between two models and tell whether B is different.
+
+An experiment has a name (used like a model name in ``submit``/``predict``), arms ``a``
+and ``b`` naming registered models, ``b_share`` and a routing ``mode``:
+
+* ``random``: each request goes to B with probability ``b_share`` (seedable generator);
+* ``sticky``: the arm is a hash of the request's ``key`` (e.g. a user id), so one key
+  always sees one model and keys split in proportion to ``b_share``; raising ``b_share``
+  only moves keys from A to B, never back;
+* ``shadow``: the caller always gets A's answer and A's latency; B gets a copy of every
+  request in the background (its errors and slowness never reach the caller), and the
+  report compares the two outputs. Both arms then see the full arrival rate, so their
+  latencies compare fairly (no split confound).
+
+Per-arm metrics are recorded before the caller's future resolves, so a report always
+agrees with what callers saw.
+
+Example:
+    >>> exp = ABExperiment("exp", a="clf-v1", b="clf-v2", b_share=0.2, seed=0)
+    >>> exp.route()
+    ('a', 'clf-v1')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+import numpy as np
+
+from .report import ABReport
+from .statistics import compare_errors, compare_latency
+from core.config import _check_choice, _check_float
+from core.errors import ConfigError, InputValidationError
+from core.metrics import ModelMetrics
+
+__all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
+
+AB_MODES = ("random", "sticky", "shadow")
+
+# Latency samples kept per arm for the statistics (the most recent ones).
+_SAMPLES_PER_ARM = 20_000
+
+
+def _kind(v: Any) -> str | None:
+    """'int' (labels, classes, flags), 'float', or None (not a tensor)."""
+    if not isinstance(v, np.ndarray):
+        return None
+    return "int" if v.dtype.kind in "iub" else "float" if v.dtype.kind in "fc" else None
+
+
+def matched_outputs(a_out: dict[str, Any], b_out: dict[str, Any]
+                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs of A's and B's outputs that mean the same thing: the same name, else the same
+    position with the same kind (int/float) and shape (converted classifiers name their
+    labels ``label`` or ``output_label``). Named by A's output."""
+    out = []
+    b_items = list(b_out.items())
+    for i, (name, av) in enumerate(a_out.items()):
+        bv = b_out.get(name)
+        if bv is None and i < len(b_items):
+            bv = b_items[i][1]
+        if _kind(av) is None or _kind(av) != _kind(bv) or av.shape != bv.shape:
+            continue
+        out.append((name, av, bv))
+    return out
+
+
+def pair_names(a_out: dict[str, Any], b_out: dict[str, Any]) -> dict[str, str]:
+    b_names = list(b_out)
+    return {name: (name if name in b_out else b_names[i])
+            for i, name in enumerate(a_out) if name in b_out or i < len(b_names)}
+
+
+class ShadowStats:
+    """How B's outputs compare with A's on the same requests (shadow mode)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.compared = 0
+        self.label_rows = 0
+        self.label_agree = 0
+        self.max_abs_diff: dict[str, float] = {}
+        self.b_failed = 0
+        self.pairs: dict[str, str] = {}  # A's output -> the B output compared with it
+
+    def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
+        agree = labels = 0
+        diffs: dict[str, float] = {}
+        for name, av, bv in matched_outputs(a_out, b_out):
+            if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
+                same = (av == bv).reshape(len(av), -1).all(axis=1) if av.ndim else np.array([av == bv])
+                agree += int(same.sum())
+                labels += len(same)
+            elif av.size:
+                diffs[name] = float(np.nanmax(np.abs(av.astype(np.float64) - bv)))
+        with self._lock:
+            self.compared += 1
+            self.pairs.update(pair_names(a_out, b_out))
+            self.label_agree += agree
+            self.label_rows += labels
+            for name, d in diffs.items():
+                self.max_abs_diff[name] = max(self.max_abs_diff.get(name, 0.0), d)
+
+    def failed(self) -> None:
+        with self._lock:
+            self.b_failed += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        with self._lock:
+            return {"compared_requests": self.compared,
+                    "label_agreement": self.label_agree / self.label_rows
+                    if self.label_rows else None,
+                    "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed,
+                    "pairs": dict(self.pairs)}
+
+
+class ABExperiment:
+    """Routes each request to arm A or B; holds per-arm metrics. Thread-safe."""
+
+    def __init__(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
+                 seed: int | None = None, timeseries_seconds: int = 600) -> None:
+        if a == b:
+            raise ConfigError(f"arms a and b must be two different models, got {a!r} twice")
+        _check_float("b_share", b_share, 0.0, 1.0)
+        _check_choice("mode", mode, AB_MODES)
+        self.name = name
+        self.a = a
+        self.b = b
+        self.b_share = float(b_share)
+        self.mode = mode
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.metrics = {arm: ModelMetrics(timeseries_seconds, keep_samples=_SAMPLES_PER_ARM)
+                        for arm in ("a", "b")}
+        # Every request a caller sent to the experiment, whichever arm served it (in
+        # shadow mode: A's answers; B's copies are only in metrics["b"]).
+        self.callers = ModelMetrics(timeseries_seconds)
+        self.sinks = {"a": (self.metrics["a"], self.callers),
+                      "b": (self.metrics["b"], self.callers)}
+        self.shadow_sinks = (self.metrics["b"],)
+        self.shadow = ShadowStats()
+
+    def route(self, key: Any = None) -> tuple[str, str]:
+        """(arm, model name) that serves the caller of one request."""
+        if self.mode == "random":
+            return ("b", self.b) if self._rng.random() < self.b_share else ("a", self.a)
+        if self.mode == "sticky":
+            if key is None:
+                raise InputValidationError(
+                    f"A/B experiment {self.name!r} is sticky: it routes by key; pass key=... "
+                    "(e.g. a user id) to submit/predict")
+            return ("b", self.b) if self.key_point(key) < self.b_share else ("a", self.a)
+        return "a", self.a  # shadow: the caller always gets A
+
+    def key_point(self, key: Any) -> float:
+        """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name."""
+        digest = hashlib.blake2b(f"{self.name}\x00{key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def watch_shadow(self, a_fut: Future, b_fut: Future) -> None:
+        """Compare A's and B's outputs once both are done (shadow mode)."""
+        pending = [2]
+        lock = threading.Lock()
+
+        def done(_: Future) -> None:
+            with lock:
+                pending[0] -= 1
+                if pending[0]:
+                    return
+            if b_fut.cancelled() or b_fut.exception() is not None:
+                self.shadow.failed()
+                return
+            if a_fut.cancelled() or a_fut.exception() is not None:
+                return
+            self.shadow.compare(a_fut.result().outputs, b_fut.result().outputs)
+
+        a_fut.add_done_callback(done)
+        b_fut.add_done_callback(done)
+
+    def update(self, b_share: float | None = None, a: str | None = None,
+               b: str | None = None, mode: str | None = None) -> None:
+        with self._lock:
+            if b_share is not None:
+                _check_float("b_share", b_share, 0.0, 1.0)
+            if mode is not None:
+                _check_choice("mode", mode, AB_MODES)
+            new_a = a if a is not None else self.a
+            new_b = b if b is not None else self.b
+            if new_a == new_b:
+                raise ConfigError(f"arms a and b must be two different models, got {new_a!r} twice")
+            self.a, self.b = new_a, new_b
+            if b_share is not None:
+                self.b_share = float(b_share)
+            if mode is not None:
+                self.mode = mode
+
+    def reset_metrics(self) -> None:
+        for m in self.metrics.values():
+            m.reset()
+        self.callers.reset()
+        self.shadow = ShadowStats()
+
+    def report(self, detect_ms: float | None = None) -> ABReport:
+        snaps = {arm: m.snapshot() for arm, m in self.metrics.items()}
+        samples = {arm: m.samples_ms() for arm, m in self.metrics.items()}
+        latency = compare_latency(samples["a"], samples["b"], detect_ms=detect_ms)
+        sa, sb = snaps["a"], snaps["b"]
+        errors = compare_errors(sa.error_count, sa.total_requests, sb.error_count,
+                                sb.total_requests)
+        return ABReport(self.name, self.a, self.b, self.b_share, self.mode, snaps, latency,
+                        errors, self.shadow.to_dict() if self.mode == "shadow" else {})
+
+class ExperimentRegistry:
+    """The A/B experiments of one engine, by name. The table is copy-on-write, so
+    ``Engine.submit`` reads it without a lock; the engine checks names against its one
+    namespace (models and experiments) and holds its lock around changes.
+
+    Example:
+        >>> reg = ExperimentRegistry()
+        >>> exp = reg.add(ABExperiment("exp", a="clf-v1", b="clf-v2"))
+        >>> reg.get("exp") is exp, reg.with_arm("clf-v2") == [exp]
+        (True, True)
+    """
+
+    def __init__(self) -> None:
+        self.table: dict[str, ABExperiment] = {}
+
+    def get(self, name: str) -> ABExperiment | None:
+        return self.table.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.table
+
+    def names(self) -> list[str]:
+        return list(self.table)
+
+    def all(self) -> list[ABExperiment]:
+        return list(self.table.values())
+
+    def add(self, exp: ABExperiment) -> ABExperiment:
+        """Register ``exp`` (replacing one of the same name)."""
+        table = dict(self.table)
+        table[exp.name] = exp
+        self.table = table
+        return exp
+
+    def remove(self, name: str) -> ABExperiment:
+        table = dict(self.table)
+        exp = table.pop(name)
+        self.table = table
+        return exp
+
+    def with_arm(self, model: str) -> list[ABExperiment]:
+        """Experiments one of whose arms is ``model``."""
+        return [e for e in self.table.values() if model in (e.a, e.b)]

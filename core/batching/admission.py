@@ -1,0 +1,288 @@
+"""The admission queue of one model: admit requests, and hand out batches when due.
+
+``put`` is the hot path: one lock, an append, a push onto the deadline heap (for the
+supervisor), and a wake-up of the collector only when it sleeps and the batch it waits
+for is now full. ``next_batch`` (the collector's side) asks the model's release policy
+(:mod:`core.policies`) when the forming batch should leave, and pops whole requests, in
+order, up to ``max_batch_size`` rows.
+
+Requests settled by someone else while still queued (timed out, cancelled) are marked
+dead and skipped; they no longer count as queued rows or towards ``max_queue``.
+
+Example:
+    >>> q = AdmissionQueue("m", ledger, BatchConfig(max_batch_size=4, max_wait_ms=0))
+    >>> q.put(request)
+    >>> q.next_batch()          # blocks until a batch is due
+    ([<Request ...>], 'deadline')
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from core.policies import CostEstimator, RateEstimator
+from core.config import BatchConfig
+from core.errors import EngineClosedError, OverloadedError
+from core.policies import ReleasePolicy, make_policy
+from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
+
+__all__ = ["AdmissionQueue"]
+
+# The collector's timed wait ends this long before a deadline; the rest is a yield loop
+# (a timed wait overshoots by 0.1-0.2 ms on this kind of machine).
+_EARLY_WAKE_S = 0.0003
+
+# Admission by deadline refuses a request whose predicted wait times this is past its
+# timeout (see put).
+_ADMIT_MARGIN = 1.2
+
+# The deadline heap may hold settled requests (removed lazily); past this many more than
+# the live ones it is rebuilt, so it never holds more than ~2x what is live.
+_HEAP_SLACK = 256
+
+
+class AdmissionQueue:
+    """Bounded FIFO of one model's requests plus its release policy. Thread-safe.
+
+    The lock guards the queue, its counters and the deadline heap (read by the
+    supervisor through ``sup_cv``, a second condition on the same lock).
+    """
+
+    def __init__(self, name: str, ledger: Ledger, config: BatchConfig, batchable: bool = True,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.name = name
+        self.ledger = ledger
+        self.batchable = batchable
+        self._clock = clock
+        self.lock = threading.Lock()
+        self.cv = threading.Condition(self.lock)        # wakes the collector
+        self.sup_cv = threading.Condition(self.lock)    # wakes the supervisor
+        self.q: deque[Request] = deque()
+        self.queued_rows = 0
+        self.arrived_rows = 0
+        self.dead = 0
+        self.closed = False
+        self.sleeping = False
+        self.want_rows = 1
+        self.window_start = clock()
+        self.deadlines: list[tuple[float, int, Request]] = []
+        self.next_deadline = math.inf   # when the supervisor plans to look next
+        self.running: tuple[int, float] | None = None  # (rows, start) of the run going on
+        self._seq = itertools.count()
+        self.cost = CostEstimator()      # learned t(n) = a + b*n
+        self.rate = RateEstimator()      # learned arrival rate (rows/s)
+        self.policy: ReleasePolicy = make_policy(config.policy)
+        self.apply(config)
+
+    # -- configuration (caller holds the lock, or is the constructor) ----------------
+    def apply(self, config: BatchConfig) -> None:
+        if getattr(self, "config", None) is None or config.policy != self.config.policy:
+            self.policy = make_policy(config.policy)
+        self.config = config
+        self.max_rows = config.max_batch_size if self.batchable else 1
+        # Models that cannot batch run a request's rows one at a time: the same limit keeps
+        # one huge request from holding the model (and everyone queued behind it).
+        self.max_request_rows = config.max_batch_size
+        self.max_queue = config.max_queue
+        self.max_wait_s = config.max_wait_ms / 1000.0
+        self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
+
+    def configure(self, config: BatchConfig) -> None:
+        with self.lock:
+            self.apply(config)
+            if self.sleeping:
+                self.cv.notify()
+
+    # -- the policy's view ------------------------------------------------------------
+    @property
+    def oldest_t(self) -> float:
+        return self.q[0]._t_submit
+
+    @property
+    def newest_t(self) -> float:
+        return self.q[-1]._t_submit
+
+    def depth(self) -> int:
+        """Requests waiting (live ones, not yet in a running batch)."""
+        return len(self.q) - self.dead
+
+    # -- producer side ----------------------------------------------------------------
+    def put(self, r: Request) -> None:
+        """Admit ``r`` or raise (nothing admitted): closed, or full."""
+        rows = r._rows
+        with self.lock:
+            if self.closed:
+                raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
+                                        "requests; create a new Engine or reload the model")
+            if self.depth() >= self.max_queue:
+                raise OverloadedError(
+                    f"model {self.name!r} is overloaded: its queue holds "
+                    f"{self.depth()} requests (max_queue={self.max_queue}); retry "
+                    "later, send less traffic, or raise max_queue / max_batch_size with "
+                    "engine.configure()")
+            d = r._deadline
+            if (d != math.inf and (self.queued_rows or self.running is not None)
+                    and self.cost.confident):
+                # Admission by deadline: refuse now what cannot be served in time, rather
+                # than queue it to time out later (and make everyone behind it wait). A
+                # request with nothing ahead of it is always admitted: its run is what
+                # keeps the learned cost current (a stale estimate must not lock a model
+                # into refusing everything).
+                ahead = self.queued_rows + rows
+                batches = (-(-ahead // self.max_rows) if self.batchable
+                           else self.depth() + 1)
+                wait_s = self.cost.drain_s(ahead, batches) + self.running_left_s(r._t_submit)
+                # A margin: the prediction is a typical wait, and a request admitted right at
+                # its limit would time out about half the time, its batch's run wasted.
+                if r._t_submit + wait_s * _ADMIT_MARGIN > d:
+                    raise OverloadedError(
+                        f"model {self.name!r} is overloaded: {self.depth()} "
+                        f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
+                        f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
+                        f"margin), past this request's timeout of "
+                        f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
+                        "less traffic, raise timeout_ms, or raise max_batch_size")
+            self.ledger.live[r] = True
+            self.q.append(r)
+            self.queued_rows += rows
+            self.arrived_rows += rows
+            if d != math.inf:
+                heap = self.deadlines
+                heapq.heappush(heap, (d, next(self._seq), r))
+                if d < self.next_deadline:
+                    self.next_deadline = d
+                    self.sup_cv.notify()
+                if len(heap) > 2 * len(self.ledger.live) + _HEAP_SLACK:
+                    live = self.ledger.live
+                    heap[:] = [e for e in heap if e[2] in live]
+                    heapq.heapify(heap)
+            if self.sleeping and self.queued_rows >= self.want_rows:
+                self.cv.notify()
+
+    def running_left_s(self, now: float) -> float:
+        """About how long the batch running now will still take (0 when none)."""
+        run = self.running
+        if run is None:
+            return 0.0
+        rows, t0 = run
+        return max(0.0, self.cost.drain_s(rows, 1) - (now - t0))
+
+    def forget(self, r: Request) -> None:
+        """``r`` was settled by someone other than the executor (timeout, cancel, close)."""
+        with self.lock:
+            if r._where == QUEUED:
+                r._where = DEAD
+                self.queued_rows -= r._rows
+                self.dead += 1
+
+    def put_back(self, requests: list[Request]) -> None:
+        """Return taken requests (oldest first) to the front of the queue, in order: the
+        executor ran a smaller batch than released (a latency SLO). Not new arrivals."""
+        with self.cv:
+            live = self.ledger.live
+            for r in reversed(requests):
+                if r not in live:
+                    continue
+                r._where = QUEUED
+                self.q.appendleft(r)
+                self.queued_rows += r._rows
+            self.cv.notify_all()
+
+    # -- collector side ---------------------------------------------------------------
+    def _trim(self) -> None:
+        q = self.q
+        while q and q[0]._where == DEAD:
+            q.popleft()
+            self.dead -= 1
+
+    def next_batch(self) -> tuple[list[Request], str]:
+        """Block until a batch should be released; pop and return it with its reason.
+
+        Returns ``([], "drain")`` once the queue is closed and empty.
+        """
+        clock = self._clock
+        q = self.q
+        with self.cv:
+            while True:
+                reason = self._wait_for_release(q, clock)
+                if reason is None:
+                    return [], "drain"
+                batch = self._pop_batch(q)
+                if batch:  # else everything due was settled meanwhile: wait again
+                    return batch, reason
+
+    def _wait_for_release(self, q: deque[Request], clock: Callable[[], float]) -> str | None:
+        """(Lock held.) Wait until the policy releases; None when closed and empty."""
+        while True:
+            self._trim()
+            if not q:
+                if self.closed:
+                    return None
+                self.want_rows = 1
+                self.sleeping = True
+                self.cv.wait()
+                self.sleeping = False
+                continue
+            if self.closed:
+                return "drain"
+            reason, remaining = self.policy.decide(self, self.max_rows, self.max_wait_s, clock())
+            if reason is not None:
+                return reason
+            if remaining > _EARLY_WAKE_S:
+                self.want_rows = self.max_rows
+                self.sleeping = True
+                self.cv.wait(remaining - _EARLY_WAKE_S)
+                self.sleeping = False
+            else:
+                # For the last stretch yield the lock and the GIL in a short loop instead
+                # of a timed wait, so deadlines are kept closely.
+                self.lock.release()
+                try:
+                    time.sleep(0)
+                finally:
+                    self.lock.acquire()
+
+    def _pop_batch(self, q: deque[Request]) -> list[Request]:
+        """(Lock held.) Pop whole live requests, in order, up to ``max_rows`` rows."""
+        max_rows = self.max_rows
+        batch: list[Request] = []
+        rows = 0
+        live = self.ledger.live
+        while q:
+            r = q[0]
+            if r._where == DEAD:
+                q.popleft()
+                self.dead -= 1
+                continue
+            if r not in live:  # settled meanwhile; its forget() will find it DROPPED
+                q.popleft()
+                r._where = DROPPED
+                self.queued_rows -= r._rows
+                continue
+            if batch and rows + r._rows > max_rows:
+                break
+            q.popleft()
+            r._where = TAKEN
+            batch.append(r)
+            rows += r._rows
+            if rows >= max_rows:
+                break
+        self.queued_rows -= rows
+        return batch
+
+    def flushed(self) -> None:
+        """A batch left (for the fixed window's clock)."""
+        self.window_start = self._clock()
+
+    def close(self) -> None:
+        """Refuse new requests; the collector drains what is queued, then stops."""
+        with self.lock:
+            self.closed = True
+            self.cv.notify_all()
+            self.sup_cv.notify_all()

@@ -1,0 +1,315 @@
+"""Dynamic batching for one model: the rooms behind ``Engine.submit``.
+
+A :class:`Batcher` ties together, for one model:
+
+* the **admission queue** (:mod:`core.batching.admission`): bounded FIFO, the hot path of
+  ``submit``, and the release policy (:mod:`core.policies`) that says when a batch leaves;
+* the **executor** (:mod:`core.batching.executor`): runs a batch once, splits its outputs into each
+  request's rows, re-runs a failed batch request by request;
+* the **supervisor** (:mod:`core.batching.supervisor`): timeouts in deadline order, collector
+  restart;
+* the **ledger** (:mod:`core.batching.settle`): the one way a request ends. It records the request
+  in the metrics (and its A/B arm's) before the future resolves, exactly once, on every
+  path: batch completion, retry alone, timeout, SLO shedding, cancel, close, restart.
+
+Threads (named after the model, daemon, stopped by ``close()``): the collector
+(``batcher-NAME``: wait for a batch, execute it), the completer (``batcher-NAME-done``:
+settles batches when that can overlap the next run) and the supervisor
+(``batcher-NAME-watch``).
+
+Policies (switchable live with :meth:`Batcher.configure`; one module each in
+``core/policies/``):
+
+* ``deadline``: a batch is released when it holds ``max_batch_size`` rows or when its
+  oldest request has waited ``max_wait_ms`` (the Triton / TF Serving / Ray Serve rule).
+  ``max_wait_ms=0`` still takes whatever is already queued.
+* ``fixed_window``: the seed design: a free-running window of ``max_wait_ms`` restarted
+  after each flush; a request waits for the current window to end wherever it arrived.
+* ``adaptive``: waits only while the next arrival is expected sooner than a run's fixed
+  cost (see :mod:`core.policies.adaptive`).
+
+Guarantees: a full queue refuses at once (:class:`OverloadedError`); a failing batch is
+re-run request by request so only the bad request fails; ``close()`` drains every accepted
+request, or fails it, and never leaves a future pending.
+
+Example:
+    >>> b = Batcher("double", run=lambda arrays: [arrays[0] * 2], output_names=["y"])
+    >>> b.submit((np.ones((2, 3), np.float32),), rows=2).result().outputs["y"].shape
+    (2, 3)
+    >>> b.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .admission import AdmissionQueue
+from core.config import BatchConfig, check_timeout_ms
+from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
+from .executor import Executor, RunFn
+from core.metrics import ModelMetrics
+from .settle import Ledger, Request
+from .supervisor import Supervisor
+
+__all__ = ["Batcher", "RELEASE_REASONS", "REMOTE_REASON"]
+
+log = logging.getLogger("batchlab.batcher")
+
+#: The release reason of a remote model's request: its server batches, out of sight.
+REMOTE_REASON = "remote"
+
+#: Why a batch left the queue. ``retry``: a request re-run alone after its batch failed;
+#: ``adaptive``: the adaptive policy judged waiting longer not worth it; ``remote``: sent
+#: as it came to the server of a remote model, which batches it.
+RELEASE_REASONS = ("full", "deadline", "drain", "retry", "adaptive", REMOTE_REASON)
+
+_perf = time.perf_counter
+
+# How long close() waits in total, past its deadline, for threads to leave a stopped run.
+_JOIN_GRACE_S = 0.5
+
+
+class Batcher:
+    """Queue, executor, supervisor and ledger of one model (see the module docstring).
+
+    ``run`` executes one batch; ``batchable=False`` makes every batch a single request
+    (models with a fixed or absent batch axis). Outputs whose leading axis is not the
+    batch's rows make the executor re-run the requests one by one.
+    """
+
+    def __init__(self, name: str, run: RunFn, output_names: Sequence[str],
+                 config: BatchConfig | None = None, metrics: ModelMetrics | None = None,
+                 batchable: bool = True, clock: Callable[[], float] = _perf,
+                 start: bool = True, trace: Any = None) -> None:
+        self.name = name
+        self.batchable = batchable
+        self.metrics = metrics or ModelMetrics()
+        self._clock = clock
+        self.ledger = Ledger(name, self.metrics, clock, on_dead=self._forget, trace=trace)
+        self.queue = AdmissionQueue(name, self.ledger, config or BatchConfig(), batchable, clock)
+        self.executor = Executor(name, run, output_names, self.ledger, self.queue, clock)
+        self.supervisor = Supervisor(name, self.queue, self.ledger, self.executor, clock,
+                                     self._collector_alive, self.restart_collector)
+        self._thread = self._new_collector()
+        self._completer = threading.Thread(target=self.executor.completer_loop,
+                                           name=f"batcher-{name}-done", daemon=True)
+        self._close_lock = threading.Lock()
+        self._started = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start the collector, completer and supervisor threads (done by the constructor
+        unless ``start=False``)."""
+        self._started = True
+        self._thread.start()
+        self._completer.start()
+        self.supervisor.start()
+
+    # -- public API ----------------------------------------------------------------
+    @property
+    def config(self) -> BatchConfig:
+        return self.queue.config
+
+    @property
+    def closed(self) -> bool:
+        return self.queue.closed
+
+    @property
+    def cost(self):
+        """The learned batch cost t(n) = a + b*n (:class:`core.policies.estimators.CostEstimator`)."""
+        return self.queue.cost
+
+    @property
+    def rate(self):
+        """The learned arrival rate (:class:`core.policies.estimators.RateEstimator`)."""
+        return self.queue.rate
+
+    def learned_cost(self) -> dict[str, float] | None:
+        """What this batcher has learned online: t(n) = a + b*n (ms) and the arrival rate
+        (rows/s); None before the first batch has been timed."""
+        cost = self.queue.cost
+        if not cost.ready:
+            return None
+        return {"a_ms": cost.a_s * 1000.0, "b_ms": cost.b_s * 1000.0,
+                "rate_rps": self.queue.rate.rate_rps}
+
+    @property
+    def restarts(self) -> int:
+        return self.supervisor.restarts
+
+    @property
+    def loop_errors(self) -> int:
+        return self.executor.loop_errors
+
+    @property
+    def watch_interval_s(self) -> float:
+        return self.supervisor.watch_interval_s
+
+    @watch_interval_s.setter
+    def watch_interval_s(self, value: float) -> None:
+        self.supervisor.watch_interval_s = value
+
+    def configure(self, config: BatchConfig) -> None:
+        """Swap the configuration live; queued requests stay queued and keep their order."""
+        self.queue.configure(config)
+
+    def queue_depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return self.queue.depth()
+
+    def pending(self) -> int:
+        """Requests accepted and not yet settled (queued or running)."""
+        return self.ledger.pending()
+
+    def submit(self, arrays: Sequence[np.ndarray], rows: int,
+               timeout_ms: float | None = None, arm: str | None = None,
+               sink: tuple[ModelMetrics, ...] | None = None) -> Future:
+        """Queue one validated request; returns a Future of :class:`Prediction`.
+
+        Raises at once (nothing queued): :class:`EngineClosedError` after ``close()``,
+        :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
+        :class:`OverloadedError` when the queue holds ``max_queue`` requests.
+        """
+        q = self.queue
+        if rows > q.max_request_rows:
+            raise RequestTooLargeError(
+                f"request has {rows} rows but model {self.name!r} takes at most "
+                f"max_batch_size={q.config.max_batch_size} rows per batch; split the "
+                "request or raise max_batch_size with engine.configure()")
+        if isinstance(sink, ModelMetrics):
+            sink = (sink,)
+        if timeout_ms is not None:
+            check_timeout_ms(timeout_ms)
+        now = self._clock()
+        deadline = now + (q.timeout_s if timeout_ms is None else timeout_ms / 1000.0)
+        req = Request(self.ledger, arrays, rows, now, deadline, arm, sink)
+        q.put(req)
+        return req
+
+    def expire_overdue(self) -> int:
+        """Fail queued and running requests whose timeout has passed; returns how many."""
+        return self.supervisor.expire_overdue()
+
+    # -- shutdown --------------------------------------------------------------------
+    def begin_close(self) -> None:
+        """Stop accepting; the collector drains what is queued. Returns at once."""
+        self.queue.close()
+
+    def finish_close(self, deadline: float | None) -> int:
+        """Wait (until ``deadline``, a ``time.monotonic()`` value; None: for ever) for the
+        queue to drain, then fail whatever is still pending; returns how many were failed.
+
+        After this returns no request of this batcher is pending.
+        """
+        self.wait_drained(deadline)
+        failed = self.abort()
+        self.join_threads(time.monotonic() + _JOIN_GRACE_S)
+        return failed
+
+    def _own_thread(self) -> bool:
+        me = threading.current_thread()
+        return me is self._thread or me is self._completer
+
+    def wait_drained(self, deadline: float | None) -> None:
+        """(Close, phase 1.) Wait until the collector has drained the queue and the
+        completer has settled what it was handed, or until ``deadline``."""
+        if not self._started or self._own_thread():
+            return  # close() from a done-callback: the collector cannot wait for itself
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        self._thread.join(left())
+        if not self._thread.is_alive():
+            self._completer.join(left())
+
+    def abort(self) -> int:
+        """(Close, phase 2.) Fail every request still pending, stop a run nobody waits for
+        (so its thread leaves ONNX Runtime and the CPU comes back) and release the
+        completer. Returns how many requests were failed."""
+        if self._own_thread():
+            why = ("close() was called from the model's own thread (a done-callback), "
+                   "which cannot wait for the queue to drain")
+        else:
+            why = "the model did not finish its queue within the close timeout"
+        failed = self.ledger.fail_all(EngineClosedError(
+            f"model {self.name!r} was closed before this request finished ({why})"))
+        self.executor.stop_orphaned_run()
+        self.executor.completions.put(None)  # the completer ends once its jobs are done
+        return failed
+
+    def join_threads(self, until: float) -> None:
+        """(Close, phase 3.) Give the threads until ``until`` to end (a stopped run takes
+        milliseconds to leave ONNX Runtime), then stop the supervisor."""
+        me = threading.current_thread()
+        for t in (self._thread, self._completer):
+            if self._started and t.is_alive() and t is not me:
+                t.join(max(0.0, until - time.monotonic()))
+        self.supervisor.stop(max(0.0, until - time.monotonic()))
+
+    def close(self, timeout_s: float | None = 10.0) -> None:
+        """Stop accepting, run every queued request, stop the threads.
+
+        Requests still queued or running after ``timeout_s`` (a hung model) are failed with
+        :class:`EngineClosedError`; no future is left pending.
+        """
+        self.begin_close()
+        self.finish_close(None if timeout_s is None else time.monotonic() + timeout_s)
+
+    # -- collector -----------------------------------------------------------------
+    def _new_collector(self) -> threading.Thread:
+        return threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
+
+    def _collector_alive(self) -> bool:
+        return not self._started or self._thread.is_alive()
+
+    def restart_collector(self) -> None:
+        """Start a new collector thread (the supervisor does this when one died)."""
+        self._thread = self._new_collector()
+        self._thread.start()
+        if not self._completer.is_alive():
+            self._completer = threading.Thread(target=self.executor.completer_loop,
+                                               name=f"batcher-{self.name}-done", daemon=True)
+            self._completer.start()
+
+    def _loop(self) -> None:
+        self._collect()
+        # A normal end (closed and drained): the completer ends after what it was handed.
+        # (If the collector died instead, the supervisor restarts it; the completer stays.)
+        self.executor.completions.put(None)
+
+    def _collect(self) -> None:
+        execute = self.executor.execute
+        next_batch = self.queue.next_batch
+        while True:
+            batch: list[Request] = []
+            try:
+                batch, reason = next_batch()
+                if not batch:
+                    return
+                execute(batch, reason)
+            except BaseException as err:  # one bad batch must never kill the collector
+                self.executor.loop_errors += 1
+                log.exception("batcher %s: unexpected error in collector loop", self.name)
+                self.ledger.fail(batch, InferenceError(
+                    f"internal error while serving model {self.name!r}: "
+                    f"{type(err).__name__}: {err}"), notify_queue=False)
+
+    def _forget(self, r: Request) -> None:
+        self.queue.forget(r)
+
+    # Kept for code that patched the run function of a live batcher (tests, notebooks).
+    @property
+    def _run(self) -> RunFn:
+        return self.executor.run_fn
+
+    @_run.setter
+    def _run(self, fn: RunFn) -> None:
+        self.executor.run_fn = fn

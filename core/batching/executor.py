@@ -1,0 +1,254 @@
+"""The executor of one model: run a released batch, split its outputs, settle its requests.
+
+Runs on the collector thread. Per batch: drop requests already past their deadline (or,
+with an SLO, too late to make it), concatenate each input once, run the model once, check
+that every output has the batch's rows, and settle each request with *views* of its rows
+through the :class:`~core.batching.Ledger`. A batch that raises (or whose outputs cannot be
+split) is re-run request by request, so only a bad request fails.
+
+When runs are long enough to hide it, settling is handed to a second thread (the
+completer) so that Python work overlaps the next ``session.run`` (which releases the GIL).
+
+Example:
+    >>> ex = Executor("m", run, ["y"], ledger, queue)
+    >>> ex.execute(batch, "full")      # every request of ``batch`` is settled
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue as _queue
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from .admission import AdmissionQueue
+from core.policies import choose_within_slo
+from core.errors import InferenceError, RequestTimeoutError, SLOShedError
+from .settle import Ledger, Request
+
+__all__ = ["Executor", "RunFn", "queue_timeout_message"]
+
+log = logging.getLogger("batchlab.executor")
+
+#: Runs one batch: input arrays in declared order -> outputs in ``output_names`` order.
+RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
+
+# About what settling one request costs (Prediction, views, set_result, metrics); see the
+# hand-off in Executor._run and docs/benchmarks.md.
+_COMPLETE_COST_S = 5e-6
+
+
+def queue_timeout_message(model: str, waited_s: float) -> str:
+    return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, past "
+            "its timeout; raise timeout_ms or lower the load")
+
+
+class Executor:
+    """Runs batches of one model and settles their requests (see the module docstring)."""
+
+    def __init__(self, name: str, run: RunFn, output_names: Sequence[str], ledger: Ledger,
+                 queue: AdmissionQueue, clock: Callable[[], float]) -> None:
+        self.name = name
+        self.run_fn = run
+        self.output_names = tuple(output_names)
+        self.ledger = ledger
+        self.queue = queue
+        self._clock = clock
+        self._batch_ids = itertools.count(1)
+        self._run_floor_s = math.inf  # lower envelope of run times (see _run)
+        self.in_flight: list[Request] = []
+        # The run going on now, when the run function can be stopped (ONNX Runtime's
+        # RunOptions.terminate): (options, its requests). The supervisor stops a run none
+        # of whose requests is still live (all past their deadlines, or failed by close).
+        self.current: tuple[ort.RunOptions, list[Request]] | None = None
+        self._prev: tuple[str, int, float] | None = None  # (reason, rows, start) of the last run
+        self.completions: _queue.SimpleQueue = _queue.SimpleQueue()
+        self.loop_errors = 0
+
+    # -- one released batch -------------------------------------------------------------
+    def execute(self, batch: list[Request], reason: str) -> None:
+        self.in_flight = batch
+        try:
+            self._execute(batch, reason)
+        finally:
+            self.queue.flushed()
+            self.in_flight = []
+
+    def _execute(self, batch: list[Request], reason: str) -> None:
+        now = self._clock()
+        q = self.queue
+        cfg = q.config
+        shed_after = q.policy.shed_after_s(q, sum(r._rows for r in batch), cfg.latency_slo_ms)
+        pending = self.ledger.live
+        live = batch
+        if (shed_after is not None
+                or any(now > r._deadline or r not in pending for r in batch)):
+            live = []
+            for r in batch:
+                if r not in pending:  # cancelled or timed out since it was taken: skip it
+                    continue
+                if now > r._deadline:
+                    self.ledger.fail([r], RequestTimeoutError(
+                        queue_timeout_message(self.name, now - r._t_submit)),
+                        notify_queue=False)
+                else:
+                    live.append(r)
+            if shed_after is not None and live:
+                live = self._within_slo(live, now, cfg.latency_slo_ms)
+        if live:
+            self._run(live, reason)
+
+    def _within_slo(self, live: list[Request], now: float, slo_ms: float) -> list[Request]:
+        """The requests that run now under a latency SLO: a smaller batch when the whole
+        one would be late, the rest back to the queue, only the hopeless ones shed."""
+        q = self.queue
+        slo_s = slo_ms / 1000.0
+
+        def predict_s(n: int) -> float:
+            return slo_s - q.policy.shed_after_s(q, n, slo_ms)
+
+        run, back, shed = choose_within_slo([now - r._t_submit for r in live],
+                                            [r._rows for r in live], predict_s, slo_s)
+        for i in shed:
+            r = live[i]
+            self.ledger.fail([r], SLOShedError(
+                f"request to model {self.name!r} was shed: it had waited "
+                f"{(now - r._t_submit) * 1000:.1f} ms and even alone it needs about "
+                f"{predict_s(r._rows) * 1000:.1f} ms, so it cannot finish within "
+                f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO"),
+                notify_queue=False)
+        if back:
+            q.put_back([live[i] for i in back])
+        return [live[i] for i in run]
+
+    def _run(self, live: list[Request], reason: str) -> None:
+        depth = self.queue.depth()
+        if len(live) == 1:
+            arrays = live[0]._arrays
+            rows = live[0]._rows
+        else:
+            try:
+                arrays = [np.concatenate([r._arrays[i] for r in live])
+                          for i in range(len(live[0]._arrays))]
+            except ValueError:
+                # Requests differ in a dynamic non-batch dim: serve them one by one.
+                self._run_each(live, reason)
+                return
+            rows = sum(r._rows for r in live)
+        batch_id = next(self._batch_ids)
+        terminable = getattr(self.run_fn, "terminable", False)
+        t0 = self._clock()
+        if reason == "full" and self._prev is not None and self._prev[0] == "full":
+            # Back to back under a backlog: the time since the last start is a whole cycle.
+            self.queue.cost.observe_cycle(self._prev[1], t0 - self._prev[2])
+        else:
+            self.queue.cost.relax()
+        self._prev = (reason, rows, t0)
+        self.queue.running = (rows, t0)
+        try:
+            if terminable:
+                ro = ort.RunOptions()
+                self.current = (ro, live)
+                try:
+                    outs = self.run_fn(arrays, ro)
+                finally:
+                    self.current = None
+                    self.queue.running = None
+                if ro.terminate:
+                    raise _Stopped()
+            else:
+                try:
+                    outs = self.run_fn(arrays)
+                finally:
+                    self.queue.running = None
+            t1 = self._clock()
+            if len(live) > 1:
+                for name, out in zip(self.output_names, outs):
+                    if len(out) != rows:
+                        raise _SplitError(f"output {name!r} has {len(out)} rows for a batch "
+                                          f"of {rows} rows")
+        except _Stopped:
+            return  # stopped because none of its requests was still waiting for it
+        except Exception as err:
+            if terminable and ro.terminate:
+                return
+            if len(live) > 1:
+                log.info("executor %s: batch %d failed (%s); re-running its %d requests "
+                         "alone", self.name, batch_id, err, len(live))
+                self._run_each(live, reason)
+                return
+            self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
+                             batch=(rows, reason, self._clock() - t0, depth),
+                             notify_queue=False)
+            return
+        self.queue.cost.observe(rows, t1 - t0)
+        # The lower envelope of recent run times: a run's measured time includes waiting for
+        # the GIL afterwards, which says nothing about how much work a run can hide.
+        self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
+        job = (live, outs, self.output_names, batch_id, rows, reason, t0, t1, depth)
+        if self.queue.depth() and floor > len(live) * _COMPLETE_COST_S:
+            # More work is waiting and a run is long enough to hide this batch's settling:
+            # hand that to the completer thread and start the next batch, so the Python
+            # work runs while ONNX Runtime computes. On a cheap model the hand-off itself
+            # (a third thread contending for the GIL) costs more than it hides.
+            self.completions.put(job)
+        else:
+            self.ledger.succeed(*job)
+
+    def _run_each(self, live: list[Request], reason: str) -> None:
+        """Re-run requests alone after their batch failed, so only a bad request fails."""
+        pending = self.ledger.live
+        for r in live:
+            if r in pending:  # not one settled meanwhile (timed out, cancelled)
+                self._run([r], "retry" if len(live) > 1 else reason)
+
+    # -- the completer thread -------------------------------------------------------------
+    def completer_loop(self) -> None:
+        """Settle batches handed over by ``_run`` until a ``None`` arrives."""
+        while True:
+            job = self.completions.get()
+            if job is None:
+                return
+            try:
+                self.ledger.succeed(*job)
+            except BaseException as err:  # never leave a future pending
+                self.loop_errors += 1
+                log.exception("executor %s: unexpected error settling a batch", self.name)
+                self.ledger.fail(job[0], InferenceError(
+                    f"internal error while serving model {self.name!r}: "
+                    f"{type(err).__name__}: {err}"), notify_queue=False)
+
+
+    def stop_orphaned_run(self) -> bool:
+        """Stop the current run if none of its requests is still live; True if stopped."""
+        cur = self.current
+        if cur is None:
+            return False
+        ro, batch = cur
+        live = self.ledger.live
+        if ro.terminate or any(r in live for r in batch):
+            return False
+        ro.terminate = True
+        log.warning("executor %s: stopped a run none of whose %d request(s) was still "
+                    "waiting for it", self.name, len(batch))
+        return True
+
+
+class _SplitError(Exception):
+    pass
+
+
+class _Stopped(Exception):
+    pass
+
+
+def run_error_message(model: str, err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    text = " ".join(text.split())
+    if len(text) > 500:
+        text = text[:500] + "..."
+    return f"model {model!r} failed on this request: {text}"

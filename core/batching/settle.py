@@ -1,0 +1,292 @@
+"""Settlement: the one way a request ends.
+
+Every accepted request is a :class:`Request` (a ``concurrent.futures.Future`` that also
+carries its inputs and timestamps) registered in its model's :class:`Ledger`. Whatever
+ends it — its batch completing, a re-run alone, a timeout, SLO shedding, the caller
+cancelling, ``close()``, a collector restart — goes through the ledger, which
+
+1. **claims** the request (an atomic ``dict.pop`` on the set of live requests, so of two
+   threads racing to end one request exactly one wins and the other does nothing);
+2. **records** it in the model's metrics and, for A/B traffic, in its arm's metrics;
+3. only then **resolves** the future.
+
+So a request is counted exactly once, and once ``fut.result()`` returns, ``metrics()``
+already includes it. A request that is never claimed by anyone else is failed by
+``Ledger.fail_all`` at close: after ``close()`` nothing is pending.
+
+Example:
+    >>> ledger = Ledger("m", ModelMetrics())
+    >>> r = Request(ledger, (np.ones((1, 2)),), rows=1, t_submit=0.0, deadline=1.0)
+    >>> ledger.admit(r)
+    >>> ledger.fail([r], RequestTimeoutError("too slow"))
+    1
+    >>> r.exception()
+    RequestTimeoutError('too slow')
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from core.errors import InferenceError
+from core.metrics import ModelMetrics
+
+__all__ = ["Prediction", "Request", "Ledger", "QUEUED", "TAKEN", "DROPPED", "DEAD"]
+
+# Where a request is, as far as its model's queue knows (guarded by the queue's lock):
+QUEUED = 0   # in the queue
+TAKEN = 1    # popped by the collector into a batch
+DROPPED = 2  # popped by the collector after someone else had settled it
+DEAD = 3     # settled by someone else while still in the queue (rows already uncounted)
+
+_set_result = Future.set_result
+_set_exception = Future.set_exception
+
+
+def _resolve_leftovers(won: Sequence[Request], model: str,
+                       err: BaseException | None = None) -> None:
+    """Claimed requests must end even if recording or a caller's done-callback raised
+    (``Future`` lets a callback's ``BaseException`` through): fail what is still pending."""
+    for r in won:
+        if not r.done():
+            try:
+                _set_exception(r, err if err is not None else InferenceError(
+                    f"internal error while settling a request to model {model!r}"))
+            except BaseException:  # noqa: BLE001 - resolved meanwhile, or another callback
+                pass               # raised: the first error is the one re-raised
+
+
+class Prediction:
+    """What happened to one request: its outputs and how it was served.
+
+    ``outputs`` maps each output name to this request's rows (views into the batch's
+    output arrays; lists for non-tensor outputs). Times are in milliseconds: ``queue_ms``
+    from submit until its batch started running, ``compute_ms`` the batch's run time,
+    ``total_ms`` from submit until the request was settled (its result handed over).
+
+    Example:
+        >>> pred = engine.predict("mlp", x)
+        >>> pred.outputs["logits"].shape, pred.batch_rows, pred.release_reason
+        ((1, 10), 17, 'deadline')
+    """
+
+    __slots__ = ("outputs", "model", "arm", "batch_id", "batch_rows", "release_reason",
+                 "queue_ms", "compute_ms", "total_ms", "rows")
+
+    def __init__(self, outputs: dict[str, Any], model: str, batch_id: int, batch_rows: int,
+                 release_reason: str, queue_ms: float, compute_ms: float, total_ms: float,
+                 rows: int, arm: str | None = None) -> None:
+        self.outputs = outputs
+        self.model = model
+        self.arm = arm
+        self.batch_id = batch_id
+        self.batch_rows = batch_rows
+        self.release_reason = release_reason
+        self.queue_ms = queue_ms
+        self.compute_ms = compute_ms
+        self.total_ms = total_ms
+        self.rows = rows
+
+    def __getitem__(self, name: str) -> Any:
+        return self.outputs[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        outs = ", ".join(f"{k}: {getattr(v, 'shape', type(v).__name__)}"
+                         for k, v in self.outputs.items())
+        return (f"Prediction(model={self.model!r}, arm={self.arm!r}, rows={self.rows}, "
+                f"batch_id={self.batch_id}, batch_rows={self.batch_rows}, "
+                f"reason={self.release_reason!r}, queue_ms={self.queue_ms:.3f}, "
+                f"compute_ms={self.compute_ms:.3f}, total_ms={self.total_ms:.3f}, "
+                f"outputs={{{outs}}})")
+
+
+class Request(Future):
+    """One accepted request, and the future its caller holds.
+
+    The request *is* the future (no cycle between two objects, nothing extra to allocate
+    on the hot path). ``cancel()`` goes through the ledger like every other ending: it
+    wins only if nobody has settled the request yet, and then the request is counted as
+    cancelled before the future says so. ``fail(err)`` ends it with ``err`` the same way.
+    """
+
+    def __init__(self, ledger: Ledger, arrays: Sequence[np.ndarray], rows: int,
+                 t_submit: float, deadline: float, arm: str | None = None,
+                 sink: tuple[ModelMetrics, ...] | None = None) -> None:
+        super().__init__()
+        self._ledger = ledger
+        self._arrays = arrays
+        self._rows = rows
+        self._t_submit = t_submit
+        self._deadline = deadline
+        self._arm = arm          # A/B arm label carried into the Prediction
+        self._sink = sink        # more metrics (an A/B arm's...), recorded before resolving
+        self._where = QUEUED
+
+    def cancel(self) -> bool:
+        """Cancel the request unless it is already being settled; True if cancelled."""
+        if self._ledger.cancel(self):
+            return True
+        return self.cancelled()
+
+    def fail(self, err: BaseException) -> bool:
+        """End the request with ``err`` unless it is already settled; True if it did."""
+        return self._ledger.fail([self], err) == 1
+
+
+class Ledger:
+    """The live requests of one model, and the only code that resolves their futures.
+
+    ``on_dead(request)`` is called (outside any lock) after a request that may still be in
+    the queue was settled by someone other than the executor, so the queue can stop
+    counting it.
+    """
+
+    def __init__(self, model: str, metrics: ModelMetrics,
+                 clock: Callable[[], float] = time.perf_counter,
+                 on_dead: Callable[[Request], None] | None = None,
+                 trace: Any = None) -> None:
+        self.model = model
+        self.metrics = metrics
+        self.trace = trace  # core.metrics.Trace: each ending, for the batch timeline
+        self._clock = clock
+        self._on_dead = on_dead
+        # Live requests. ``dict.pop`` is atomic, so claiming needs no lock.
+        self.live: dict[Request, bool] = {}
+
+    def admit(self, r: Request) -> None:
+        self.live[r] = True
+
+    def claim(self, r: Request) -> bool:
+        """Take the right to settle ``r``; True for exactly one caller."""
+        return self.live.pop(r, False)
+
+    def pending(self) -> int:
+        return len(self.live)
+
+    # -- success -----------------------------------------------------------------------
+    def succeed(self, batch: Sequence[Request], outs: Sequence[Any], names: Sequence[str],
+                batch_id: int, rows: int, reason: str, t0: float, t1: float,
+                depth: int) -> None:
+        """Settle a batch that ran: give each live request its rows, record, resolve.
+
+        The predictions are built before anything is claimed, so if the outputs cannot be
+        split (a broken run function) this raises with every request still live, for the
+        caller to fail them.
+        """
+        compute_s = t1 - t0
+        compute_ms = compute_s * 1000.0
+        model = self.model
+        if len(batch) == 1:
+            r = batch[0]
+            built = [(r, dict(zip(names, outs)), rows)]
+        else:
+            built = []
+            start = 0
+            for r in batch:
+                stop = start + r._rows
+                built.append((r, {n: o[start:stop] for n, o in zip(names, outs)}, r._rows))
+                start = stop
+        pop = self.live.pop
+        won = [b for b in built if pop(b[0], False)]
+        try:
+            t_done = self._clock()
+            queue_s = [t0 - r._t_submit for r, _, _ in won]
+            total_s = [t_done - r._t_submit for r, _, _ in won]
+            self.metrics.record_batch(rows, reason, compute_s, queue_s, None, depth,
+                                      total_s=total_s)
+            if any(r._sink is not None for r, _, _ in won):
+                self._record_sinks([r for r, _, _ in won], rows, reason, compute_s, queue_s,
+                                   total_s)
+            if self.trace is not None:
+                self.trace.record_batch([r for r, _, _ in won], t0, t_done, batch_id, rows,
+                                        reason, True, ran_until=t1)
+            for (r, out, n), q, tot in zip(won, queue_s, total_s):
+                _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
+                                          compute_ms, tot * 1000.0, n, r._arm))
+        except BaseException:
+            _resolve_leftovers([r for r, _, _ in won], model)
+            raise
+
+    @staticmethod
+    def _record_sinks(won: Sequence[Request], rows: int, reason: str, compute_s: float,
+                      queue_s: Sequence[float], total_s: Sequence[float]) -> None:
+        """One record per extra metrics object (an A/B arm's...) per batch, holding the
+        requests of this batch that belong to it."""
+        groups: dict[int, tuple[ModelMetrics, list[float], list[float]]] = {}
+        for r, q, tot in zip(won, queue_s, total_s):
+            for m in r._sink or ():
+                g = groups.setdefault(id(m), (m, [], []))
+                g[1].append(q)
+                g[2].append(tot)
+        for m, qs, ts in groups.values():
+            m.record_batch(rows, reason, compute_s, qs, total_s=ts)
+
+    # -- failure -----------------------------------------------------------------------
+    def fail(self, requests: Iterable[Request], err: BaseException, *,
+             batch: tuple[int, str, float, int] | None = None, notify_queue: bool = True
+             ) -> int:
+        """Settle ``requests`` with ``err`` (those nobody settled yet); returns how many.
+
+        ``batch=(rows, reason, compute_s, depth)`` counts the failure as an executed batch
+        (a run that raised); otherwise the requests failed without running.
+        """
+        pop = self.live.pop
+        won = [r for r in requests if pop(r, False)]
+        try:
+            if batch is not None:
+                rows, reason, compute_s, depth = batch
+                self.metrics.record_batch(rows, reason, compute_s, (),
+                                          {type(err).__name__: [str(err)] * len(won)}, depth)
+            elif won:
+                self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
+            if self.trace is not None and won:
+                now = self._clock()
+                if batch is not None:
+                    self.trace.record_batch(won, now - batch[2], now, -1, batch[0], batch[1],
+                                            False)
+                else:
+                    self.trace.record_unrun(won, now, type(err).__name__)
+            for r in won:
+                if r._sink is not None:
+                    for m in r._sink:
+                        m.record_refused(type(err).__name__, str(err))
+            if notify_queue and self._on_dead is not None:
+                for r in won:
+                    self._on_dead(r)
+            for r in won:
+                _set_exception(r, err)
+        except BaseException:
+            _resolve_leftovers(won, self.model, err)
+            raise
+        return len(won)
+
+    def cancel(self, r: Request) -> bool:
+        if not self.claim(r):
+            return False
+        msg = f"request to model {self.model!r} was cancelled by its caller"
+        try:
+            self.metrics.record_refused("CancelledError", msg)
+            if self.trace is not None:
+                self.trace.record_unrun([r], self._clock(), "CancelledError")
+            if r._sink is not None:
+                for m in r._sink:
+                    m.record_refused("CancelledError", msg)
+            if self._on_dead is not None:
+                self._on_dead(r)
+        finally:
+            Future.cancel(r)
+            # CANCELLED -> CANCELLED_AND_NOTIFIED: what concurrent.futures.wait and
+            # as_completed listen for (only an executor's worker would do it otherwise).
+            r.set_running_or_notify_cancel()
+        return True
+
+    def fail_all(self, err: BaseException) -> int:
+        """Fail every request still live (the last resort of ``close``)."""
+        return self.fail(list(self.live), err)

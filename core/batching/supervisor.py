@@ -1,0 +1,127 @@
+"""The supervisor of one model: timeouts in deadline order, and a collector that never dies.
+
+Its thread sleeps until the earliest deadline among live requests (a heap kept by the
+admission queue) or ``watch_interval_s``, whichever comes first, then fails every request
+past its deadline — queued or running, whatever the order they arrived in — through the
+ledger, and restarts the collector thread if it ever died.
+
+Example:
+    >>> sup = Supervisor("m", queue, ledger, executor, restart=batcher.restart_collector)
+    >>> sup.expire_overdue()    # fails requests past their deadline now; returns how many
+    0
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+import threading
+from typing import Callable
+
+from .admission import AdmissionQueue
+from core.errors import InferenceError, RequestTimeoutError
+from .executor import Executor, queue_timeout_message
+from .settle import QUEUED, Ledger, Request
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("batchlab.supervisor")
+
+# How often the supervisor checks the collector even when no deadline is due.
+_WATCH_INTERVAL_S = 0.05
+
+
+class Supervisor:
+    """Expires overdue requests and revives a dead collector (see the module docstring)."""
+
+    def __init__(self, name: str, queue: AdmissionQueue, ledger: Ledger, executor: Executor,
+                 clock: Callable[[], float],
+                 collector_alive: Callable[[], bool], restart: Callable[[], None]) -> None:
+        self.name = name
+        self.queue = queue
+        self.ledger = ledger
+        self.executor = executor
+        self._clock = clock
+        self._collector_alive = collector_alive
+        self._restart = restart
+        self.watch_interval_s = _WATCH_INTERVAL_S
+        self.restarts = 0
+        self._stop = False
+        self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}-watch",
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 1.0) -> None:
+        q = self.queue
+        with q.lock:
+            self._stop = True
+            q.sup_cv.notify_all()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        q = self.queue
+        live = self.ledger.live
+        heap = q.deadlines
+        while True:
+            try:
+                with q.lock:
+                    if self._stop:
+                        return
+                    while heap and heap[0][2] not in live:
+                        heapq.heappop(heap)
+                    nxt = heap[0][0] if heap else math.inf
+                    wait = min(nxt - self._clock(), self.watch_interval_s)
+                    if wait > 0:
+                        q.next_deadline = nxt
+                        q.sup_cv.wait(wait)
+                        q.next_deadline = math.inf if not heap else heap[0][0]
+                        if self._stop:
+                            return
+                if self.expire_overdue():
+                    self.executor.stop_orphaned_run()
+                self.revive()
+            except Exception:  # the supervisor itself must keep watching
+                log.exception("supervisor %s: unexpected error", self.name)
+
+    def expire_overdue(self) -> int:
+        """Fail every live request whose deadline has passed; returns how many."""
+        q = self.queue
+        live = self.ledger.live
+        heap = q.deadlines
+        now = self._clock()
+        overdue: list[Request] = []
+        with q.lock:
+            while heap and heap[0][0] < now:
+                r = heapq.heappop(heap)[2]
+                if r in live:
+                    overdue.append(r)
+            queued = {r for r in overdue if r._where == QUEUED}
+        n = 0
+        for r in overdue:
+            if r in queued:
+                msg = queue_timeout_message(self.name, now - r._t_submit)
+            else:
+                msg = (f"request to model {self.name!r} was still running after "
+                       f"{(now - r._t_submit) * 1000:.1f} ms, past its timeout: the model "
+                       "may be hung or far too slow for this timeout")
+            n += self.ledger.fail([r], RequestTimeoutError(msg))
+        return n
+
+    def revive(self) -> bool:
+        """Restart the collector if it died (not when it ended normally at close)."""
+        if self.queue.closed or self._collector_alive():
+            return False
+        self.restarts += 1
+        msg = (f"the collector thread of model {self.name!r} died and was restarted "
+               f"(restart {self.restarts}); requests it was running were failed")
+        log.error("supervisor %s: %s", self.name, msg)
+        self.ledger.metrics.record_incident("CollectorRestarted", msg)
+        self.ledger.fail(list(self.executor.in_flight), InferenceError(f"model {self.name!r}: {msg}"),
+                         notify_queue=False)
+        self.executor.in_flight = []
+        self._restart()
+        return True

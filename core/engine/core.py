@@ -1,0 +1,395 @@
+"""The engine: the contract's model-side methods, each a resolve-and-delegate over the rooms.
+
+Rooms (one module each): the :class:`~.registry.ModelRegistry` (models, hot swap, the
+session cache), the :class:`~.namespace.Namespace` (names of models and experiments), the
+:class:`~.loading.Loader` (load files, attach remote models), the
+:class:`~.requests.Router` (submit, predict), the :class:`~.experiments.ExperimentRoom`
+(A/B experiments), :mod:`.settings` (live batch settings) and :mod:`.warmup`.
+
+:class:`EngineCore` never builds the lab (traffic, jobs, sweeps): :class:`core.Engine`
+adds it, attached through two hooks — ``on_removed(name)`` when a model or experiment
+goes, and ``on_close()`` before the models close — the way MLServer's registry takes
+``on_model_load`` callbacks.
+
+Example:
+    >>> with EngineCore() as engine:                   # demo models are registered
+    ...     engine.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
+    ...     engine.predict("mlp", np.zeros((1, 256), np.float32)).outputs["logits"].shape
+    (1, 10)
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import time
+import weakref
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.ab import ExperimentRegistry
+from core.batching import Prediction
+from core.config import BatchConfig, EngineConfig, SessionConfig
+from core.errors import ConfigError, EngineClosedError
+from core.metrics import MetricsSnapshot
+from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
+                         default_memory_budget, demo_description, install_memory_budget,
+                         sample_input)
+from core.remote import RemoteInfo
+from .experiments import ExperimentMethods, ExperimentRoom
+from .loading import Loader
+from .namespace import Namespace
+from .registry import ModelRegistry
+from .requests import Router
+from .settings import configure
+from .warmup import WarmupMethods, check_batchable_sizes, warmup_batch_sizes
+
+__all__ = ["EngineCore"]
+
+log = logging.getLogger("batchlab.engine")
+
+# Engines still open at interpreter exit are closed then, so no thread is left inside
+# ONNX Runtime while the interpreter tears down (that aborts the process).
+_OPEN_ENGINES: weakref.WeakSet[EngineCore] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_engines() -> None:
+    for engine in list(_OPEN_ENGINES):
+        try:
+            engine.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            log.exception("closing an engine at exit failed")
+
+
+class EngineCore(ExperimentMethods, WarmupMethods):
+    """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
+    warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
+
+    Built-in demo models are registered at start-up unless ``demo_models=False``.
+    Every public method is thread-safe; ``submit`` is the hot path and takes no engine lock.
+    """
+
+    def __init__(self, config: EngineConfig | None = None, *,
+                 demo_models: bool | None = None) -> None:
+        self.config = config or EngineConfig()
+        if demo_models is None:
+            demo_models = self.config.demo_models
+        budget = self.config.memory_budget_bytes or default_memory_budget()
+        #: The memory budget in force (process-wide: the first engine's).
+        self.memory_budget_bytes = install_memory_budget(budget)
+        self._registry = ModelRegistry(self.config)
+        # One lock for the namespace (models and experiments); submit() reads the
+        # copy-on-write tables without it.
+        self._lock = self._registry.lock
+        self._ns = Namespace(self._registry, ExperimentRegistry())
+        self._ab = ExperimentRoom(self.config, self._ns, self.is_warm)
+        #: (host, port) pairs an engine server serves this engine on (core.serving).
+        self.served_at: set[tuple[str, int]] = set()
+        self._loader = Loader(self.config, self._ns, self.memory_budget_bytes,
+                              self._check_open, self._ab.check_arm_compatible, self.served_at)
+        self._closed = False
+        self._router = Router(self._ns, lambda: self._closed)
+        self._t0 = time.monotonic()
+        #: Called with a name after a model is unloaded or an experiment deleted.
+        self.on_removed: list[Callable[[str], None]] = []
+        #: Called when the engine starts closing, before its models drain.
+        self.on_close: list[Callable[[], None]] = []
+        _OPEN_ENGINES.add(self)
+        if demo_models:
+            for name in DEMO_MODELS:
+                self.load_model(build_demo_model(name), name=name,
+                                description=demo_description(name), source_label="demo")
+
+    # -- models --------------------------------------------------------------------
+    def load_model(self, source: str | Path | bytes | bytearray | memoryview,
+                   name: str | None = None, *, replace: bool = False,
+                   session: SessionConfig | None = None, batch: BatchConfig | None = None,
+                   description: str = "", source_label: str | None = None,
+                   probe: bool | None = None) -> ModelInfo:
+        """Validate and register a model from a path or bytes; returns its :class:`ModelInfo`.
+
+        ``probe=True`` (default ``EngineConfig.probe_models``) first runs the model once in
+        a child process under the memory budget and a time limit (:mod:`core.models.probe`);
+        a model whose trial run fails there is refused with :class:`ModelLoadError` and never
+        runs in this process.
+
+        ``replace=True`` hot-swaps a model already registered under ``name``: new requests
+        go to the new version, requests already queued finish on the old one, the batch
+        configuration and metrics carry over. The name must not be an A/B experiment's.
+        """
+        return self._loader.load_model(source, name, replace=replace, session=session,
+                                       batch=batch, description=description,
+                                       source_label=source_label, probe=probe)
+
+    def add_remote(self, name: str, url: str, model: str, version: str | None = None,
+                   headers: dict[str, str] | None = None, *, inputs: Any = None,
+                   outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
+                   binary: bool | None = None, replace: bool = False,
+                   batch: BatchConfig | None = None) -> ModelInfo:
+        """Register ``name``: model ``model`` served by an Open Inference Protocol (KServe
+        v2) HTTP endpoint at ``url`` (Triton, KServe, MLServer, Seldon, a Batchlab server).
+
+        The server's metadata gives the inputs and outputs (checked at submit as for a local
+        model); where it declares none, pass ``inputs``/``outputs`` as
+        ``[{"name": ..., "datatype": "FP32", "shape": [-1, 4]}]`` or let the first request
+        that succeeds define them. ``headers`` go with every request (e.g.
+        ``{"Authorization": "Bearer ..."}``; a ``user:password@`` in the URL becomes Basic
+        auth and is not kept in the URL). ``timeout_s`` bounds each of ``add_remote``'s own
+        calls (metadata, readiness, config); a request's timeout is ``timeout_ms``
+        (``batch=`` or :meth:`configure`), and the time it has left is passed on to Triton
+        and Batchlab servers. Requests are sent as they come over up to
+        ``max_connections`` keep-alive connections, with binary tensors (``binary=None``:
+        unless the server is MLServer, which takes JSON only); the server batches. Latency
+        is measured here, at the client.
+
+        The server's batch settings are read where it reports them (``GET .../config``:
+        Triton, a Batchlab server); for a server that does not (MLServer), ``batch`` says how
+        it is deployed (shown as given, used by sweeps over load). ``timeout_ms`` and
+        ``max_queue`` of ``batch`` are the client's.
+
+        An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
+        saying what was tried; nothing is registered then.
+        """
+        return self._loader.add_remote(name, url, model, version, headers, inputs=inputs,
+                                       outputs=outputs, timeout_s=timeout_s,
+                                       max_connections=max_connections, binary=binary,
+                                       replace=replace, batch=batch)
+
+    def remote_info(self, name: str) -> RemoteInfo | None:
+        """For a remote model (:meth:`add_remote`): its URL, server, model name, whether the
+        server declared its tensors, and its batch settings as the server reports them
+        (:class:`~core.remote.ServerBatching`: who reported them, whether Batchlab can
+        change them there); None for a local model."""
+        remote = self._ns.entry(name).remote
+        return remote.describe() if remote is not None else None
+
+    def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
+                       time_limit_s: float | None = None) -> pd.DataFrame:
+        """Peak memory and run time of ``name`` per batch size, measured in a child process
+        (columns ``batch_size, peak_mib, run_ms, error``); kept for :meth:`memory_profile`.
+        Default sizes: those warm-up uses for the current ``max_batch_size``."""
+        entry = self._local_entry(name, "its memory is its server's; measure it there")
+        if batch_sizes is None:
+            batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
+                                             entry.info.batchable)
+        else:
+            check_batchable_sizes(name, entry.info, batch_sizes)
+        frame = self._loader.probe(entry.data, batch_sizes, time_limit_s=time_limit_s)
+        entry.memory_profile = frame
+        return frame
+
+    def memory_profile(self, name: str) -> pd.DataFrame | None:
+        """The last :meth:`measure_memory` (or load-time probe) of ``name``, if any."""
+        return self._ns.entry(name).memory_profile
+
+    def unload_model(self, name: str) -> None:
+        """Unregister ``name`` (and stop what the lab sends it); its queued requests finish
+        first (up to ``close_timeout_s``, then they are failed)."""
+        with self._lock:
+            self._ns.entry(name)
+            self._ab.check_not_an_arm(name)
+            entry = self._registry.remove(name)
+        self._removed(name)
+        self._registry.finish_retire(entry.served)
+
+    def models(self) -> list[ModelInfo]:
+        """Info of every registered model, in registration order."""
+        return [e.info for e in self._registry.models.values()]
+
+    def model_names(self) -> list[str]:
+        return self._registry.names()
+
+    def model_info(self, name: str) -> ModelInfo:
+        return self._ns.entry(name).info
+
+    def model_bytes(self, name: str) -> bytes:
+        """The ONNX file ``name`` was loaded from (to save it, or to load it again)."""
+        return self._local_entry(name, "its file is on that server").data
+
+    def sample_input(self, name: str, rows: int = 1,
+                     seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
+        """Random valid input for ``name`` with ``rows`` rows (exact shape if not batchable)."""
+        entry = self._ns.entry(name)
+        self._ns.check_inputs_known(name, entry)
+        return sample_input(entry.info, rows=rows, seed=seed)
+
+    def cache_entries(self) -> list[CacheEntry]:
+        """Sessions in the content-addressed cache, most recently used first."""
+        return self._registry.cache.entries()
+
+    def evict_cache(self, sha256: str | None = None) -> int:
+        """Drop cached sessions (by sha256 prefix, or all); loaded models keep working."""
+        return self._registry.cache.evict(sha256)
+
+    # -- batching configuration -----------------------------------------------------
+    def configure(self, name: str, **changes: Any) -> BatchConfig:
+        """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue``,
+        ``timeout_ms`` or ``latency_slo_ms`` of ``name`` live; queued requests are kept.
+        Returns the new config."""
+        return configure(name, self._ns.entry(name), self._lock, changes)
+
+    def batch_config(self, name: str) -> BatchConfig:
+        return self._ns.entry(name).served.config
+
+    def learned_cost(self, name: str) -> dict[str, float] | None:
+        """What the batcher has learned online: t(n) = a + b*n (ms) and the arrival rate
+        (rows/s); ``None`` before the first batch has been timed (and for a remote model,
+        whose server batches out of sight)."""
+        return self._ns.entry(name).served.learned_cost()
+
+    # -- requests ------------------------------------------------------------------
+    def submit(self, name: str, x: Any, timeout_ms: float | None = None,
+               key: Any = None) -> Future:
+        """Queue one request; returns a ``concurrent.futures.Future`` of :class:`Prediction`.
+
+        ``x`` is an array for a one-input model, else a mapping of input name to array,
+        rows on the leading axis. Bad input, an unknown model, a full queue or a closed
+        engine raise here, at once; nothing is queued then. ``name`` may also be an A/B
+        experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
+        ``timeout_ms`` (default: the model's ``timeout_ms``) bounds queue + compute; past
+        it the future fails with :class:`RequestTimeoutError`.
+        """
+        return self._router.submit(name, x, timeout_ms, key)
+
+    def predict(self, name: str, x: Any, timeout: float | None = None,
+                key: Any = None, *, timeout_ms: float | None = None) -> Prediction:
+        """``submit(name, x, timeout_ms).result()``: the prediction, or the request's error.
+
+        ``timeout_ms`` defaults to the model's ``timeout_ms``; past it the request is
+        settled with :class:`RequestTimeoutError` (and counted as such). ``timeout`` in
+        seconds is the older spelling of the same limit.
+        """
+        return self._router.predict(name, x, timeout, key, timeout_ms=timeout_ms)
+
+    # -- metrics -----------------------------------------------------------------------
+    def metrics(self, name: str, window_s: float | None = None) -> MetricsSnapshot:
+        """A snapshot of ``name``'s metrics (``.to_dict()``, ``.timeseries``). For an A/B
+        experiment: every request its callers sent, whichever arm served it.
+
+        ``window_s=30`` gives counts, percentiles, batch sizes and release reasons over the
+        last 30 seconds (``snapshot.window_s`` says so) instead of since the last reset."""
+        entry, exp = self._ns.resolve(name)
+        if entry is not None:
+            return entry.metrics.snapshot(queue_depth=entry.served.queue_depth(),
+                                          window_s=window_s)
+        return exp.callers.snapshot(window_s=window_s)
+
+    def counters(self, name: str) -> dict[str, Any]:
+        """``name``'s cumulative counters (requests, successes, errors, batches, rows, summed
+        queue/compute/total seconds, batch sizes, release reasons), without percentiles:
+        what ``/metrics`` exports on every scrape."""
+        entry, exp = self._ns.resolve(name)
+        if entry is not None:
+            out = entry.metrics.counters()
+            out["queue_depth"] = entry.served.queue_depth()
+            return out
+        return exp.callers.counters()
+
+    def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
+        """What happened to each request settled in the last ``last_s`` seconds: columns
+        ``request_id, arrived_s, started_s, done_s, batch_id, rows, batch_rows,
+        release_reason, arm, ok, wait_ms, compute_ms, handoff_ms`` (``time.perf_counter``
+        seconds; a request that never ran has no start and batch -1, and its
+        ``release_reason`` names why it ended). For an A/B experiment: its requests on
+        both arms' models."""
+        if last_s is not None and not last_s > 0:
+            raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
+        entry, exp = self._ns.resolve(name)
+        if self.config.trace_requests == 0:
+            raise ConfigError("tracing is off (EngineConfig.trace_requests=0): no timeline")
+        if entry is not None:
+            return entry.trace.frame(last_s)
+        parts = [self._ns.entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
+        f = pd.concat(parts, ignore_index=True)
+        return f[f["arm"].notna()].sort_values("arrived_s", kind="stable").reset_index(drop=True)
+
+    def reset_metrics(self, name: str | None = None) -> None:
+        """Zero the metrics of a model or experiment (or of everything)."""
+        if name is not None:
+            entry, exp = self._ns.resolve(name)
+            if entry is not None:
+                entry.metrics.reset()
+            else:
+                exp.reset_metrics()
+            return
+        for entry in self._registry.models.values():
+            entry.metrics.reset()
+        for exp in self._ns.experiments.all():
+            exp.reset_metrics()
+
+    def queue_depth(self, name: str) -> int:
+        return self._ns.entry(name).served.queue_depth()
+
+    def status(self) -> dict[str, Any]:
+        """Engine-wide summary for a status bar: models, queue depth, requests/s now.
+
+        Cheap: counters only (no percentiles, no frames), so polling it does not load the
+        engine."""
+        entries = list(self._registry.models.values())
+        totals = [e.metrics.totals() for e in entries]
+        return {
+            "models": len(totals),
+            "closed": self._closed,
+            "uptime_s": time.monotonic() - self._t0,
+            "queue_depth": sum(e.served.queue_depth() for e in entries),
+            "throughput_rps": sum(e.metrics.recent_rps() for e in entries),
+            "total_requests": sum(t["total_requests"] for t in totals),
+            "error_count": sum(t["error_count"] for t in totals),
+        }
+
+    # -- lifecycle -----------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop accepting requests and finish every accepted one — of current models, of
+        versions retired by a hot swap and of models being unloaded — within
+        ``close_timeout_s`` in total; what is still pending then is failed with
+        :class:`EngineClosedError`. After ``close()`` no future is pending."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for hook in list(self.on_close):
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - one hook must not keep the models open
+                log.exception("an on_close hook failed")
+        failed = self._registry.close(time.monotonic() + self.config.close_timeout_s)
+        if failed:
+            log.warning("engine closed with %d request(s) failed: the models did not finish "
+                        "within close_timeout_s=%g s", failed, self.config.close_timeout_s)
+        _OPEN_ENGINES.discard(self)
+
+    def __enter__(self) -> EngineCore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(models={self._registry.names()}, closed={self._closed})"
+
+    # -- helpers -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineClosedError("the engine is closed; create a new Engine")
+
+    def _local_entry(self, name: str, why: str) -> Any:
+        entry = self._ns.entry(name)
+        if entry.remote is not None:
+            raise ConfigError(f"model {name!r} is remote ({entry.remote.target.url}): {why}")
+        return entry
+
+    def _removed(self, name: str) -> None:
+        for hook in list(self.on_removed):
+            try:
+                hook(name)
+            except Exception:  # noqa: BLE001
+                log.exception("an on_removed hook failed for %r", name)

@@ -1,0 +1,171 @@
+"""The engine's A/B experiments: created over two loaded models with the same interface,
+changed live, reported with every difference between the arms that would confound the
+verdict (batch settings, session options, warm state, where each arm is served).
+
+Example:
+    >>> room.create("exp", "clf-v1", "clf-v2", b_share=0.2)      # -> ABReport
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from core.ab import ABExperiment, ABReport, arm_differences
+from core.config import BatchConfig, EngineConfig
+from core.errors import ConfigError
+from core.metrics import MetricsSnapshot
+from core.models import ModelInfo
+from .namespace import Namespace
+
+__all__ = ["ExperimentRoom", "interface"]
+
+
+def interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
+    """What two arms must share: each input's name, type and shape."""
+    return [(t.name, t.dtype, t.shape) for t in info.inputs]
+
+
+class ExperimentRoom:
+    """Create, change, delete and report A/B experiments (the engine holds the lock)."""
+
+    def __init__(self, config: EngineConfig, namespace: Namespace,
+                 is_warm: Callable[[str], bool]) -> None:
+        self.config = config
+        self.ns = namespace
+        self.table = namespace.experiments
+        self.registry = namespace.registry
+        self._is_warm = is_warm
+
+    def create(self, name: str, a: str, b: str, b_share: float, mode: str,
+               seed: int | None, replace: bool) -> ABReport:
+        self.ns.check_new_name(name, "experiment")
+        with self.registry.lock:
+            self.ns.check_name_free(name, "experiment", replace)
+            self.check_arms(a, b)
+            exp = self.table.add(ABExperiment(name, a, b, b_share, mode, seed,
+                                              self.config.timeseries_seconds))
+        return exp.report()
+
+    def check_arms(self, a: str, b: str) -> None:
+        for model in (a, b):
+            if model in self.table:
+                raise ConfigError(f"{model!r} is an A/B experiment; an arm must be a model")
+            self.ns.entry(model)
+        ia, ib = self.ns.entry(a).info, self.ns.entry(b).info
+        if interface(ia) != interface(ib):
+            raise ConfigError(f"models {a!r} and {b!r} have different inputs "
+                              f"({'; '.join(t.describe() for t in ia.inputs)} vs "
+                              f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
+                              "needs two models with the same interface")
+
+    def check_arm_compatible(self, model: str, info: ModelInfo) -> None:
+        """A hot swap must keep the interface of a model that is an A/B arm."""
+        for exp in self.table.with_arm(model):
+            other = exp.b if model == exp.a else exp.a
+            other_entry = self.registry.get(other)
+            if other_entry is not None and interface(other_entry.info) != interface(info):
+                raise ConfigError(
+                    f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the new "
+                    f"version's inputs ({'; '.join(t.describe() for t in info.inputs)}) "
+                    f"differ from arm {other!r}'s; delete or update the experiment first")
+
+    def check_not_an_arm(self, model: str) -> None:
+        arms = self.table.with_arm(model)
+        if arms:
+            raise ConfigError(f"model {model!r} is an arm of A/B experiment "
+                              f"{arms[0].name!r}; delete the experiment first "
+                              "(engine.delete_ab) or give it another arm")
+
+    def update(self, name: str, b_share: float | None, a: str | None, b: str | None,
+               mode: str | None) -> ABReport:
+        with self.registry.lock:
+            exp = self.ns.experiment(name)
+            if a is not None or b is not None:
+                self.check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
+            exp.update(b_share=b_share, a=a, b=b, mode=mode)
+        return exp.report()
+
+    def delete(self, name: str) -> None:
+        with self.registry.lock:
+            self.ns.experiment(name)
+            self.table.remove(name)
+
+    def report(self, name: str, detect_ms: float | None = None) -> ABReport:
+        report = self.ns.experiment(name).report(detect_ms)
+        entries = {arm: self.registry.get(model) for arm, model in (("a", report.a),
+                                                                      ("b", report.b))}
+        if any(e is None for e in entries.values()):
+            return report  # an arm is being swapped out: no comparison of settings now
+        warnings = arm_differences(
+            report, {k: e.served.config for k, e in entries.items()},
+            {k: e.backend.session_config for k, e in entries.items()},
+            {k: self._is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
+        where = {k: (e.remote.target.url if e.remote is not None else None)
+                 for k, e in entries.items()}
+        if where["a"] != where["b"]:
+            arms = "; ".join(f"{k.upper()} by {u or 'this engine'}" for k, u in where.items())
+            warnings.append(f"The arms are served in different places ({arms}): a remote "
+                            "arm's latency includes the network and its server's HTTP and "
+                            "batching, measured at this client.")
+        return dataclasses.replace(report, warnings=warnings)
+
+    def match_settings(self, name: str) -> BatchConfig:
+        with self.registry.lock:
+            exp = self.ns.experiment(name)
+            a_cfg = self.ns.entry(exp.a).served.config
+            self.ns.entry(exp.b).served.configure(a_cfg)
+        return a_cfg
+
+
+class ExperimentMethods:
+    """The engine's A/B methods (mixed into :class:`~core.engine.EngineCore`, whose rooms
+    ``_ab`` and ``_ns`` they use)."""
+
+    _ab: ExperimentRoom
+    _ns: Any
+
+    def create_ab(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
+                  seed: int | None = None, replace: bool = False) -> ABReport:
+        """Create an A/B experiment ``name`` splitting traffic between models ``a`` and ``b``;
+        submit to ``name`` like to a model. Returns its (empty) report."""
+        self._check_open()
+        return self._ab.create(name, a, b, b_share, mode, seed, replace)
+
+    def update_ab(self, name: str, b_share: float | None = None, a: str | None = None,
+                  b: str | None = None, mode: str | None = None) -> ABReport:
+        """Change an experiment's split (``b_share=1.0`` promotes B), arms or mode, live.
+        New arms are checked like at creation: loaded models with the same inputs."""
+        return self._ab.update(name, b_share, a, b, mode)
+
+    def delete_ab(self, name: str) -> None:
+        self._ab.delete(name)
+        self._removed(name)
+
+    def ab_arms(self, name: str) -> tuple[str, str]:
+        """The models behind arms A and B of experiment ``name`` (cheap: no statistics)."""
+        exp = self._ns.experiment(name)
+        return exp.a, exp.b
+
+    def ab_experiments(self) -> list[str]:
+        return self._ns.experiments.names()
+
+    def ab_report(self, name: str, detect_ms: float | None = None) -> ABReport:
+        """Per-arm figures, statistics and verdict of experiment ``name`` (``.to_dict()``).
+        ``detect_ms``: the latency difference worth detecting (for the sample size).
+        ``.warnings`` names every difference between the arms other than the model (batch
+        settings, session options, warm state, an uneven split, where each is served)."""
+        return self._ab.report(name, detect_ms)
+
+    def ab_match_settings(self, name: str) -> BatchConfig:
+        """Give arm B's model arm A's batch settings (all of them), so that a comparison is
+        of the models alone; returns B's new configuration."""
+        return self._ab.match_settings(name)
+
+    def ab_metrics(self, name: str, arm: str, window_s: float | None = None) -> MetricsSnapshot:
+        """What arm ``arm`` ("a" or "b") of experiment ``name`` served (see :meth:`metrics`
+        for ``window_s``)."""
+        exp = self._ns.experiment(name)
+        if arm not in exp.metrics:
+            raise ConfigError(f"arm must be 'a' or 'b', got {arm!r}")
+        return exp.metrics[arm].snapshot(window_s=window_s)

@@ -1,0 +1,132 @@
+"""Bringing models in: load a model file (checked, optionally tried in a child process
+first) or attach a model served elsewhere (``add_remote``), then install it in the registry
+— a hot swap when the name is taken and ``replace=True``.
+
+Example:
+    >>> loader.load_model(data, "mlp")        # -> ModelInfo
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from core.config import BatchConfig, EngineConfig, SessionConfig
+from core.errors import ConfigError, ModelLoadError
+from core.models import ModelInfo, format_bytes, probe_model, read_model_source
+from core.remote import BatchingSource, ServerBatching, connect_remote, points_at
+from .namespace import Namespace
+
+__all__ = ["Loader"]
+
+
+class Loader:
+    """Loads local models and attaches remote ones (the engine's ``load_model`` and
+    ``add_remote``); ``check_open`` and ``check_arms`` are the engine's."""
+
+    def __init__(self, config: EngineConfig, namespace: Namespace, budget_bytes: int,
+                 check_open: Callable[[], None],
+                 check_arm_compatible: Callable[[str, ModelInfo], None],
+                 served_at: set[tuple[str, int]]) -> None:
+        self.config = config
+        self.ns = namespace
+        self.registry = namespace.registry
+        self.budget_bytes = budget_bytes
+        self._check_open = check_open
+        self._check_arm_compatible = check_arm_compatible
+        self.served_at = served_at
+
+    def load_model(self, source: str | Path | bytes | bytearray | memoryview,
+                   name: str | None = None, *, replace: bool = False,
+                   session: SessionConfig | None = None, batch: BatchConfig | None = None,
+                   description: str = "", source_label: str | None = None,
+                   probe: bool | None = None) -> ModelInfo:
+        self._check_open()
+        # Built-in demo models are trusted and exempt from the upload size limit.
+        limit = 2**62 if source_label == "demo" else self.config.max_model_bytes
+        data, where = read_model_source(source, limit)
+        if name is None:
+            name = Path(where).stem if where != "upload" else None
+        if name is None:
+            name = "model-" + hashlib.sha256(data).hexdigest()[:8]
+        self.ns.check_new_name(name, "model")
+        self.ns.check_name_free(name, "model", replace)
+        loaded = self.registry.build(data, name, session, source_label or where, description)
+        profile = None
+        if probe is None:  # built-in demo models are trusted, like for the size limit
+            probe = self.config.probe_models and source_label != "demo"
+        if probe:
+            profile = self.probe(data, [1], session)
+            bad = profile["error"].dropna()
+            if len(bad):
+                raise ModelLoadError(
+                    f"model {name!r} failed its trial run (one row, in a separate process, "
+                    f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
+                    "It was not loaded")
+        with self.registry.lock:
+            self._check_open()
+            self.ns.check_name_free(name, "model", replace)
+            if self.registry.get(name) is not None:
+                self._check_arm_compatible(name, loaded.info)
+            self.registry.install(name, loaded, batch, data, profile)
+        return loaded.info
+
+    def add_remote(self, name: str, url: str, model: str, version: str | None = None,
+                   headers: dict[str, str] | None = None, *, inputs: Any = None,
+                   outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
+                   binary: bool | None = None, replace: bool = False,
+                   batch: BatchConfig | None = None) -> ModelInfo:
+        self._check_open()
+        self.ns.check_new_name(name, "model")
+        if points_at(url, self.served_at):
+            raise ConfigError(f"{url} is this engine's own server: a remote model of itself "
+                              "would send every request back to itself. Use the model "
+                              f"{model!r} directly")
+        self.ns.check_name_free(name, "model", replace)
+        remote = connect_remote(name, url, model, version, headers, inputs=inputs,
+                                outputs=outputs, timeout_s=timeout_s,
+                                max_connections=max_connections, binary=binary)
+        if not remote.batching.known and batch is not None:
+            # The server does not report them: the caller says how it is deployed.
+            remote.batching = ServerBatching(
+                batch.max_batch_size, batch.max_wait_ms, BatchingSource.GIVEN,
+                remote.batching.configurable)
+        cfg = _client_config(batch or self.config.batch, remote.batching)
+        try:
+            with self.registry.lock:
+                self._check_open()
+                self.ns.check_name_free(name, "model", replace)
+                if self.registry.get(name) is not None:
+                    self._check_arm_compatible(name, remote.info)
+                self.registry.install_remote(name, remote, cfg)
+        except BaseException:
+            remote.target.close()
+            raise
+        return remote.info
+
+    def probe(self, data: bytes, batch_sizes: Sequence[int],
+              session: SessionConfig | None = None,
+              time_limit_s: float | None = None) -> pd.DataFrame:
+        """``data`` run in a child process under the memory budget (:mod:`core.models.probe`)."""
+        opts = session or self.config.session
+        return probe_model(data, batch_sizes, self.budget_bytes,
+                           time_limit_s or self.config.probe_time_limit_s,
+                           threads=opts.intra_op_threads)
+
+
+def _client_config(cfg: BatchConfig, server: ServerBatching) -> BatchConfig:
+    """The configuration a remote model is shown and swept with: the server's batch
+    settings where known (Triton's ``max_batch_size: 0`` shown as 1), the client's queue
+    and timeout."""
+    known: dict[str, Any] = {}
+    if server.max_batch_size is not None:
+        known["max_batch_size"] = max(1, server.max_batch_size)
+    if server.max_wait_ms is not None:
+        known["max_wait_ms"] = server.max_wait_ms
+    try:
+        return cfg.replace(**known)
+    except ConfigError:
+        return cfg  # a server value outside Batchlab's ranges: keep ours for display

@@ -1,0 +1,108 @@
+"""One namespace for models and A/B experiments: a name is either, never both, and every
+method that takes a name resolves it here, with one set of messages.
+
+Example:
+    >>> ns = Namespace(registry, experiments)
+    >>> entry, exp = ns.resolve("mlp")          # (ModelEntry, None) for a model
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.ab import ABExperiment, ExperimentRegistry
+from core.errors import ConfigError, ModelNotFoundError
+from .registry import ModelEntry, ModelRegistry
+
+__all__ = ["Namespace"]
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class Namespace:
+    """Names of models and experiments: checks, resolution and not-found messages."""
+
+    def __init__(self, registry: ModelRegistry, experiments: ExperimentRegistry) -> None:
+        self.registry = registry
+        self.experiments = experiments
+
+    @staticmethod
+    def check_new_name(name: Any, kind: str) -> None:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            raise ConfigError(f"{kind} name must be 1-64 characters of letters, digits, '.', "
+                              f"'_' or '-', starting with a letter or digit; got {name!r}")
+
+    def kind_of(self, name: str) -> str | None:
+        if name in self.registry:
+            return "model"
+        if name in self.experiments:
+            return "experiment"
+        return None
+
+    def check_name_free(self, name: str, kind: str, replace: bool, *,
+                        replace_hint: str | None = None) -> None:
+        """``name`` must be free, or (with ``replace``) already be a ``kind`` ("model" or
+        "experiment"). ``replace_hint`` names the way a person asks for a replacement."""
+        have = self.kind_of(name)
+        if have is None:
+            return
+        if have != kind:
+            what = "an A/B experiment" if have == "experiment" else "a model"
+            raise ConfigError(f"{name!r} is the name of {what}; give the {kind} another "
+                              "name (models and experiments share one namespace)")
+        if not replace:
+            hint = replace_hint or ("pass replace=True to hot-swap it" if kind == "model" else
+                                    "use update_ab() to change it, or pass replace=True")
+            raise ConfigError(f"a {kind} named {name!r} is already loaded; {hint}, or choose "
+                              "another name")
+
+    def resolve(self, name: str) -> tuple[ModelEntry | None, ABExperiment | None]:
+        """``(entry, None)`` for a model, ``(None, experiment)`` for an experiment; raises
+        :class:`ModelNotFoundError` for neither. Lock-free (copy-on-write tables)."""
+        entry = self.registry.models.get(name)
+        if entry is not None:
+            return entry, None
+        exp = self.experiments.get(name)
+        if exp is not None:
+            return None, exp
+        raise self.not_found(name)
+
+    def entry(self, name: str) -> ModelEntry:
+        """The model ``name``; an experiment's name or an unknown one raises."""
+        entry = self.registry.models.get(name)
+        if entry is None:
+            raise self.not_found(name)
+        return entry
+
+    def experiment(self, name: str) -> ABExperiment:
+        """The A/B experiment ``name``; a model's name or an unknown one raises."""
+        exp = self.experiments.get(name)
+        if exp is None:
+            have = ", ".join(self.experiments.names()) or "none"
+            hint = f" ({name!r} is a model)" if name in self.registry else ""
+            raise ModelNotFoundError(f"no A/B experiment named {name!r}{hint}; experiments: "
+                                     f"{have}. Create one with engine.create_ab(name, a=..., "
+                                     "b=...)")
+        return exp
+
+    def not_found(self, name: object) -> ModelNotFoundError:
+        if isinstance(name, str) and name in self.experiments:
+            return ModelNotFoundError(f"{name!r} is an A/B experiment, not a model; use "
+                                      "ab_report / ab_metrics for it, or name one of its arms")
+        have = ", ".join(self.registry.names()) or "none"
+        exps = ", ".join(self.experiments.names())
+        return ModelNotFoundError(
+            f"no model named {name!r}; loaded models: {have}"
+            + (f"; A/B experiments: {exps}" if exps else "")
+            + f". Load it with engine.load_model(path_or_bytes, name={name!r})")
+
+    @staticmethod
+    def check_inputs_known(name: str, entry: ModelEntry) -> None:
+        """Batchlab can make inputs for ``name`` (a remote server may declare none)."""
+        if not entry.info.inputs:
+            raise ConfigError(
+                f"the server of remote model {name!r} declares no input tensors, so Batchlab "
+                "cannot make inputs for it (sample input, traffic, warm-up): send one request "
+                "yourself (its tensors are learned from it), or add the model again with "
+                "inputs=[{'name': ..., 'datatype': 'FP32', 'shape': [-1, 4]}]")

@@ -1,0 +1,131 @@
+"""Requests into the engine: route a name (a model, or an A/B experiment that picks an arm
+and may send B a shadow copy), validate, hand to what serves the model — going to its
+current version when a hot swap retired the one looked up — and count every refusal.
+
+Example:
+    >>> fut = router.submit("mlp", x)          # Future[Prediction]
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, TimeoutError as FuturesTimeout
+from typing import Any, Callable
+
+from core.ab import ABExperiment
+from core.batching import Prediction, Request
+from core.config import check_timeout_ms
+from core.errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
+                         RequestTimeoutError)
+from .namespace import Namespace
+from .registry import ModelEntry
+
+__all__ = ["Router"]
+
+# A submit that meets this many hot swaps in a row gives up (and says so).
+_MAX_SWAPS = 8
+
+
+class Router:
+    """The request path of the engine: :meth:`submit` (the hot path, no engine lock) and
+    :meth:`predict` (submit, then wait within the request's timeout)."""
+
+    def __init__(self, namespace: Namespace, is_closed: Callable[[], bool]) -> None:
+        self.ns = namespace
+        self.registry = namespace.registry
+        self.experiments = namespace.experiments
+        self._is_closed = is_closed
+
+    def submit(self, name: str, x: Any, timeout_ms: float | None = None,
+               key: Any = None) -> Future:
+        entry = self.registry.models.get(name)
+        if entry is not None:
+            return self._submit_model(name, entry, x, timeout_ms, None, None)
+        exp = self.experiments.get(name)
+        if exp is None:
+            raise self.ns.not_found(name)
+        arm, model = exp.route(key)
+        fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
+                                 experiment=name)
+        if exp.mode == "shadow":
+            self._shadow_copy(exp, x, fut)
+        return fut
+
+    def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
+                      timeout_ms: float | None, arm: str | None, sink: Any,
+                      experiment: str | None = None) -> Future:
+        for _ in range(_MAX_SWAPS):
+            if entry is None:
+                entry = self.registry.models.get(model)
+                if entry is None:
+                    err = ModelNotFoundError(
+                        f"A/B experiment {experiment!r} routes arm {arm} to model {model!r}, "
+                        "which is not loaded; load it or update the experiment with "
+                        "engine.update_ab()")
+                    _record_refused(None, sink, err)
+                    raise err
+            try:
+                arrays, rows = entry.validator(x)
+                return entry.served.submit(arrays, rows, timeout_ms, arm, sink)
+            except EngineClosedError:
+                # A hot swap may have retired this batcher between lookup and submit:
+                # go to the model's current version.
+                current = self.registry.models.get(model)
+                closed = self._is_closed()
+                if closed or current is None or current is entry:
+                    err = EngineClosedError(
+                        "the engine is closed and accepts no more requests; create a new "
+                        "Engine" if closed else
+                        f"model {model!r} was unloaded and accepts no more requests")
+                    _record_refused(None, sink, err)
+                    raise err from None
+                entry = current
+            except BatchlabError as err:
+                _record_refused(entry, sink, err)
+                raise
+        raise EngineClosedError(f"model {model!r} was replaced too many times during one "
+                                "submit; try again")
+
+    def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
+        """Send a copy of a request to arm B; nothing about it can reach the caller."""
+        try:
+            b_fut = self._submit_model(exp.b, None, x, None, "b", exp.shadow_sinks,
+                                       experiment=exp.name)
+        except BatchlabError:
+            exp.shadow.failed()
+            return
+        exp.watch_shadow(a_fut, b_fut)
+
+    def predict(self, name: str, x: Any, timeout: float | None = None, key: Any = None, *,
+                timeout_ms: float | None = None) -> Prediction:
+        if timeout is not None:
+            if timeout_ms is not None:
+                raise ConfigError("pass timeout_ms (milliseconds) or timeout (seconds), "
+                                  "not both")
+            timeout_ms = timeout * 1000.0
+        if timeout_ms is not None:
+            check_timeout_ms(timeout_ms)
+        fut = self.submit(name, x, timeout_ms=timeout_ms, key=key)
+        if timeout_ms is None:
+            entry = self.registry.models.get(name)
+            t_ms = entry.served.config.timeout_ms if entry is not None else None
+        else:
+            t_ms = timeout_ms
+        # The supervisor settles the request at its deadline; waiting a little longer
+        # here only covers a supervisor that is late (a busy machine).
+        wait_s = None if t_ms is None else t_ms / 1000.0 + 1.0
+        try:
+            return fut.result(wait_s)
+        except FuturesTimeout:
+            err = RequestTimeoutError(
+                f"request to model {name!r} did not complete within {t_ms:.0f} ms; raise "
+                "timeout_ms, lower the load, or check the model's latency on the Monitor page")
+            if isinstance(fut, Request) and fut.fail(err):
+                raise err from None
+            return fut.result(0)
+
+
+def _record_refused(entry: ModelEntry | None, sink: Any, err: BaseException) -> None:
+    if entry is not None:
+        entry.metrics.record_refused(type(err).__name__, str(err))
+    for m in sink or ():
+        m.record_refused(type(err).__name__, str(err))

@@ -1,0 +1,242 @@
+"""Warm a model up at every batch size it will see, and show what that buys.
+
+The first ``session.run`` at a new shape pays for memory planning, kernel selection and
+cache misses; a user whose first real batch of 32 pays that sees a latency spike. Warm-up
+runs each batch size (powers of two up to ``max_batch_size``, and the max itself) a few
+times directly on the session, so it is *not* counted as traffic in the metrics, and
+reports the first (cold) run against the median of the rest (warm).
+
+Example:
+    >>> report = engine.warmup("mlp", iterations=5)
+    >>> report.frame[["batch_size", "cold_ms", "warm_p50_ms"]]  # doctest: +SKIP
+    >>> engine.is_warm("mlp")
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.errors import ConfigError, ResourceLimitError
+from core.models import ModelInfo, sample_input
+
+__all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
+           "check_batchable_sizes"]
+
+WARMUP_COLUMNS = ["batch_size", "cold_ms", "warm_p50_ms", "warm_p95_ms", "warm_min_ms",
+                  "cold_over_warm", "iterations"]
+
+#: progress(done_runs, total_runs, batch_size)
+ProgressFn = Callable[[int, int, int], None]
+
+
+@dataclass(frozen=True)
+class WarmupReport:
+    """Cold vs warm latency per batch size for one model.
+
+    Example:
+        >>> report.frame.columns.tolist()
+        ['batch_size', 'cold_ms', 'warm_p50_ms', 'warm_p95_ms', 'warm_min_ms', 'cold_over_warm', 'iterations']
+    """
+
+    model: str
+    frame: pd.DataFrame
+    duration_s: float
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [int(b) for b in self.frame["batch_size"]]
+
+
+def warmup_batch_sizes(max_batch_size: int, batchable: bool = True) -> list[int]:
+    """Powers of two up to ``max_batch_size``, plus ``max_batch_size`` itself.
+
+    >>> warmup_batch_sizes(24)
+    [1, 2, 4, 8, 16, 24]
+    """
+    if not batchable:
+        return [1]
+    sizes = []
+    b = 1
+    while b < max_batch_size:
+        sizes.append(b)
+        b *= 2
+    sizes.append(max_batch_size)
+    return sizes
+
+
+class _RunGuard:
+    """Stops ONNX Runtime runs (``RunOptions.terminate``) once ``time_limit_s`` has passed
+    or ``stop`` is set; checked every 50 ms by a small named thread."""
+
+    def __init__(self, model: str, time_limit_s: float | None,
+                 stop: threading.Event | None) -> None:
+        self.model = model
+        self.limit_s = time_limit_s
+        self.stop = stop
+        self.tripped: str | None = None
+        self._ro = None
+        self._done = threading.Event()
+        self._t_end = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self._thread = threading.Thread(target=self._watch, name=f"warmup-guard-{model}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            if self.stop is not None and self.stop.is_set():
+                self.tripped = "cancelled"
+            elif self._t_end is not None and time.monotonic() > self._t_end:
+                self.tripped = "time"
+            if self.tripped:
+                ro = self._ro
+                if ro is not None:
+                    ro.terminate = True
+                return
+
+    def options(self):
+        import onnxruntime as ort
+
+        ro = ort.RunOptions()
+        self._ro = ro
+        if self.tripped:
+            ro.terminate = True
+        return ro
+
+    def check(self) -> None:
+        if self.tripped == "cancelled":
+            raise ResourceLimitError(f"warm-up of model {self.model!r} was cancelled")
+        if self.tripped == "time":
+            raise ResourceLimitError(
+                f"warm-up of model {self.model!r} was stopped after its time limit of "
+                f"{self.limit_s:g} s (a run did not finish); the model may be hung or far too "
+                "slow: warm it up at smaller batch sizes or raise time_limit_s")
+
+    def close(self) -> None:
+        self._done.set()
+
+
+def run_warmup(model: str, run: Callable[..., object],
+               make_input: Callable[[int], Sequence[np.ndarray]], batch_sizes: Sequence[int],
+               iterations: int = 10, progress: ProgressFn | None = None,
+               clock: Callable[[], float] = time.perf_counter,
+               time_limit_s: float | None = None,
+               stop: threading.Event | None = None) -> WarmupReport:
+    """Run ``run`` ``iterations`` times at each batch size; first run cold, the rest warm.
+
+    With ``time_limit_s`` or ``stop``, a run still going when the limit passes or ``stop``
+    is set is stopped (when ``run`` is terminable: it takes ONNX Runtime ``RunOptions``)
+    and :class:`~core.errors.ResourceLimitError` is raised.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 2:
+        raise ConfigError(f"iterations must be an int >= 2 (one cold run, then warm runs), "
+                          f"got {iterations!r}")
+    if not batch_sizes:
+        raise ConfigError("batch_sizes must name at least one batch size")
+    terminable = getattr(run, "terminable", False)
+    guard = _RunGuard(model, time_limit_s, stop) if (time_limit_s or stop) else None
+    total = iterations * len(batch_sizes)
+    done = 0
+    rows = []
+    t_start = clock()
+    try:
+        for bs in batch_sizes:
+            arrays = make_input(bs)
+            times_ms = []
+            for _ in range(iterations):
+                if guard is not None:
+                    guard.check()
+                t0 = clock()
+                try:
+                    if terminable and guard is not None:
+                        run(arrays, guard.options())
+                    else:
+                        run(arrays)
+                except Exception:
+                    if guard is not None:
+                        guard.check()
+                    raise
+                times_ms.append((clock() - t0) * 1000.0)
+                done += 1
+                if progress is not None:
+                    progress(done, total, bs)
+            warm = np.asarray(times_ms[1:])
+            cold = times_ms[0]
+            p50 = float(np.median(warm))
+            rows.append({
+                "batch_size": int(bs), "cold_ms": cold, "warm_p50_ms": p50,
+                "warm_p95_ms": float(np.percentile(warm, 95)), "warm_min_ms": float(warm.min()),
+                "cold_over_warm": cold / p50 if p50 > 0 else float("nan"),
+                "iterations": iterations,
+            })
+        if guard is not None:
+            guard.check()
+    finally:
+        if guard is not None:
+            guard.close()
+    return WarmupReport(model=model, frame=pd.DataFrame(rows, columns=WARMUP_COLUMNS),
+                        duration_s=clock() - t_start)
+
+
+def check_batchable_sizes(name: str, info: ModelInfo, batch_sizes: Sequence[int]) -> None:
+    if not info.batchable and any(b != 1 for b in batch_sizes):
+        raise ConfigError(f"model {name!r} is not batchable ({info.batch_reason}); "
+                          "warm it up at batch size 1 only")
+
+
+class WarmupMethods:
+    """The engine's warm-up methods (mixed into :class:`~core.engine.EngineCore`, whose
+    namespace ``_ns`` and ``config`` they use)."""
+
+    _ns: Any
+    config: Any
+
+    def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
+               progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
+               stop: threading.Event | None = None) -> WarmupReport:
+        """Run ``name`` at each batch size it will see (``iterations`` times each) outside
+        the metrics; returns cold vs warm latency per batch size.
+
+        Bounded: past ``time_limit_s`` (default ``EngineConfig.warmup_time_limit_s``) or
+        once ``stop`` is set, the run going on is stopped and
+        :class:`~core.errors.ResourceLimitError` is raised."""
+        entry = self._ns.entry(name)
+        self._ns.check_inputs_known(name, entry)
+        info = entry.info
+        if batch_sizes is None:
+            batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
+                                             info.batchable)
+        else:
+            check_batchable_sizes(name, info, batch_sizes)
+
+        def make_input(bs: int) -> list[np.ndarray]:
+            x = sample_input(info, rows=bs, seed=bs)
+            return list(x.values()) if isinstance(x, dict) else [x]
+
+        limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
+        report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
+                            progress, time_limit_s=limit, stop=stop)
+        entry.last_warmup = report
+        return report
+
+    def is_warm(self, name: str) -> bool:
+        """True when every batch size warm-up would run for the current configuration has
+        run on this session already, by warm-up or by traffic (a model run one row at a
+        time: batch size 1)."""
+        entry = self._ns.entry(name)
+        needed = warmup_batch_sizes(entry.served.config.max_batch_size, entry.info.batchable)
+        return set(needed) <= entry.sizes_run
+
+    def warm_sizes(self, name: str) -> list[int]:
+        """The batch sizes ``name``'s session has run since it was loaded (traffic and
+        warm-up alike), sorted."""
+        return sorted(self._ns.entry(name).sizes_run)
+
+    def last_warmup(self, name: str) -> WarmupReport | None:
+        return self._ns.entry(name).last_warmup

@@ -1,0 +1,41 @@
+"""The lab: a client of the engine. Load generation (one open-loop pacer), built-in traffic,
+jobs, sweeps, replay, analysis and recommendation, the cost model, exports to production
+servers, the history store — and :class:`Engine`, the engine with its lab attached.
+
+Example:
+    >>> from core.lab import open_loop, sweep, recommend
+    >>> frame = sweep(engine, "mlp", [8, 32], [0, 2], rates_rps=[500, 2000])
+    >>> recommend(frame, p99_slo_ms=10).reason
+"""
+
+from __future__ import annotations
+
+from .analysis import Recommendation, pareto_frontier, recommend
+from .costmodel import (ENGINE_BOUND_RPS, CostModel, calibrate_overhead, fit_cost_model,
+                        measure_overhead, profile_cost, profile_cost_frame, simulate,
+                        what_if_curve)
+from .engine import Engine
+from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserve_name,
+                      mlserver_settings, tf_serving_batching, triton_config)
+from .history import ExperimentStore, default_store, environment
+from .job_kinds import JOB_KINDS
+from .jobs import Job, JobManager, JobStatus
+from .lab import Lab
+from .loadgen import LOAD_COLUMNS, LoadResult, closed_loop, open_loop
+from .replay import REPLAY_POLICIES, replay
+from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
+from .sweeps import SWEEP_COLUMNS, p99_interval, sweep
+from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerator,
+                      TrafficManager, TrafficStatus)
+
+__all__ = [
+    "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "CostModel",
+    "calibrate_overhead", "fit_cost_model", "measure_overhead", "profile_cost",
+    "profile_cost_frame", "simulate", "what_if_curve", "Engine", "MLSERVER_BATCHLAB_RUNTIME",
+    "kserve_inference_service", "kserve_name", "mlserver_settings", "tf_serving_batching",
+    "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "Job",
+    "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
+    "REPLAY_POLICIES", "replay", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
+    "SWEEP_COLUMNS", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
+    "TrafficGenerator", "TrafficManager", "TrafficStatus",
+]

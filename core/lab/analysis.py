@@ -1,0 +1,114 @@
+"""What a sweep says: the Pareto frontier of throughput against p99, and the recommended
+setting for a latency target.
+
+Example:
+    >>> recommend(frame, p99_slo_ms=10).reason
+    'max_batch_size=32, max_wait_ms=2 serves 1,990 req/s with p99 7.9 ms, the most ...'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["pareto_frontier", "Recommendation", "recommend"]
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str = "achieved_rps", y: str = "p99_ms") -> pd.DataFrame:
+    """Rows no other row beats on both higher ``x`` and lower ``y``, sorted by ``x``."""
+    f = frame.dropna(subset=[x, y]).sort_values([x, y], ascending=[False, True])
+    keep, best_y = [], float("inf")
+    for idx, row in f.iterrows():
+        if row[y] < best_y:
+            keep.append(idx)
+            best_y = row[y]
+    return frame.loc[keep].sort_values(x)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The chosen configuration for an SLO, the evidence for it, and how sure it is.
+
+    ``load`` is the highest load (req/s, or clients) at which the choice met the target;
+    ``ties`` are the other settings that met it at that load with a p99 within the noise
+    (overlapping 95 % intervals) of the choice's."""
+
+    max_batch_size: int | None
+    max_wait_ms: float | None
+    achieved_rps: float | None
+    p99_ms: float | None
+    reason: str
+    load: float | None = None
+    p99_ci_ms: tuple[float, float] | None = None
+    ties: tuple[tuple[int, float], ...] = ()
+
+
+def _sustained(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float) -> pd.Series:
+    ok = (frame["p99_ms"] <= p99_slo_ms) & (frame["error_rate"] <= max_error_rate)
+    rate = frame["load_kind"] == "rate"
+    # An open-loop point counts only if the load was served, not queued up or refused.
+    return ok & (~rate | (frame["achieved_rps"] >= 0.95 * frame["load"]))
+
+
+def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
+    """The settings that meet ``p99_slo_ms`` at the highest load, decided by evidence.
+
+    For each setting (max batch size, max wait) the highest load it sustains within the
+    target is found (an open-loop point counts when >= 95 % of its rate was served). Among
+    the settings that reach the highest such load, those whose p99 there is within noise of
+    the lowest (overlapping bootstrap intervals) are ties; of the ties the smallest settings
+    are chosen (shortest max wait, then smallest batch): no latency is paid for waiting that
+    the evidence does not show to help. Achieved throughput at the same offered load is not
+    compared: it is the load plus noise."""
+    f = frame.copy()
+    for col in ("p99_ci_low_ms", "p99_ci_high_ms"):
+        if col not in f:
+            f[col] = f["p99_ms"]
+    f["pass"] = _sustained(f, p99_slo_ms, max_error_rate)
+    ok = f[f["pass"]]
+    if ok.empty:
+        best = f.sort_values("p99_ms").head(1)
+        hint = ""
+        if not best.empty:
+            r = best.iloc[0]
+            hint = (f"; the lowest p99 measured was {r.p99_ms:.1f} ms (max_batch_size="
+                    f"{int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g}, load "
+                    f"{r.load:g})")
+        return Recommendation(None, None, None, None,
+                              f"No setting met p99 <= {p99_slo_ms:g} ms with every request "
+                              f"served{hint}: relax the target, lower the load, or use a "
+                              "faster model or machine")
+    kind = "rate" if (ok["load_kind"] == "rate").any() else "clients"
+    ok = ok[ok["load_kind"] == kind]
+    top = ok["load"].max()
+    at_top = ok[ok["load"] == top].sort_values("p99_ms")
+    best = at_top.iloc[0]
+    ties = at_top[at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"])
+                  <= (best["p99_ci_high_ms"] if not np.isnan(best["p99_ci_high_ms"])
+                      else best["p99_ms"])]
+    chosen = ties.sort_values(["max_wait_ms", "max_batch_size"]).iloc[0]
+    unit = "req/s" if kind == "rate" else "clients"
+    settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"
+    ci = (float(chosen.p99_ci_low_ms), float(chosen.p99_ci_high_ms))
+    ci_text = (f" (95% interval {ci[0]:.2f}-{ci[1]:.2f} ms)" if not np.isnan(ci[0]) else "")
+    highest_tried = f["load"][f["load_kind"] == kind].max()
+    reason = (f"{settings} meets p99 <= {p99_slo_ms:g} ms at {top:,.0f} {unit}"
+              + (" (the highest load tried: capacity may be higher)" if top == highest_tried
+                 else f" (the highest load at which any setting did; {highest_tried:,.0f} "
+                 f"was too much)")
+              + f", p99 {chosen.p99_ms:.2f} ms{ci_text}.")
+    others = [(int(r.max_batch_size), float(r.max_wait_ms)) for _, r in ties.iterrows()
+              if (r.max_batch_size, r.max_wait_ms) != (chosen.max_batch_size, chosen.max_wait_ms)]
+    if others:
+        reason += (f" {len(others)} other setting(s) did as well within noise ("
+                   + ", ".join(f"{b}/{w:g} ms" for b, w in others[:4])
+                   + "); this one is the smallest: no waiting that the evidence does not "
+                   "show to help.")
+    remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
+    if remeasured:
+        reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
+    return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
+                          float(chosen.achieved_rps), float(chosen.p99_ms), reason,
+                          load=float(top), p99_ci_ms=ci, ties=tuple(others))

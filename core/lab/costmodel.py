@@ -1,0 +1,204 @@
+"""The cost model: t(n) = a + b*n per batch fitted to warm runs, the engine's own
+per-request overhead measured and calibrated, and a what-if simulator of a setting at a load.
+
+Example:
+    >>> cost = fit_cost_model(profile_cost(engine, "mlp"))
+    >>> simulate(cost, max_batch_size=32, max_wait_ms=2, rate_rps=2000)["p99_ms"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .loadgen import open_loop
+from .schedule import arrival_times
+
+if TYPE_CHECKING:
+    from core.engine import EngineCore
+
+__all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model",
+           "measure_overhead", "calibrate_overhead", "simulate", "what_if_curve"]
+
+#: Roughly what the engine serves in one process on this 2-core machine (one-row requests,
+#: docs/benchmarks.md): a cost model of a very cheap model predicts far more, so loads for
+#: calibration are taken below this.
+ENGINE_BOUND_RPS = 20_000.0
+
+
+def profile_cost(engine: EngineCore, model: str, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
+                 iterations: int = 20) -> pd.DataFrame:
+    """Median compute time per batch size (warm runs, outside the metrics)."""
+    report = engine.warmup(model, iterations=iterations, batch_sizes=list(batch_sizes))
+    return profile_cost_frame(report)
+
+
+def profile_cost_frame(report: Any) -> pd.DataFrame:
+    """A warm-up report as the cost profile :func:`fit_cost_model` takes."""
+    return report.frame[["batch_size", "warm_p50_ms"]].rename(columns={"warm_p50_ms": "compute_ms"})
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """t(n) = a + b * n milliseconds for a batch of n rows, plus ``overhead_ms`` that every
+    request spends in the engine outside the model run (waking the collector, splitting the
+    batch, settling and handing the answer over), measured by :func:`measure_overhead`."""
+
+    a_ms: float
+    b_ms: float
+    r2: float
+    overhead_ms: float = 0.0
+    #: how the overhead grows with load (ms per 1,000 req/s): at rate r a request spends
+    #: overhead_ms + overhead_per_krps_ms * r / 1000 outside its batch's wait and run
+    #: (see :func:`calibrate_overhead`)
+    overhead_per_krps_ms: float = 0.0
+
+    def overhead_at(self, rate_rps: float) -> float:
+        return self.overhead_ms + self.overhead_per_krps_ms * rate_rps / 1000.0
+
+    def __call__(self, n: int | np.ndarray) -> Any:
+        return self.a_ms + self.b_ms * n
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def measure_overhead(engine: EngineCore, model: str, bursts: int = 40) -> float:
+    """What a request spends in the engine besides its batch's wait and run (ms): the
+    median hand-off (from the end of the run to the answer: splitting the batch and
+    settling the requests before it) plus the median lateness of deadline releases (the
+    collector wakes a little after the deadline). Measured with small bursts of one-row
+    requests under the model's current settings (as the engine times them, so an engine
+    behind HTTP is measured without the network)."""
+    cfg = engine.batch_config(model)
+    burst = max(1, min(4, cfg.max_batch_size - 1))  # below max_batch_size: deadline batches
+    x = engine.sample_input(model, rows=1)
+    handoff: list[float] = []
+    late: list[float] = []
+    for k in range(bursts):
+        preds = [f.result(60) for f in [engine.submit(model, x) for _ in range(burst)]]
+        if k < bursts // 4:
+            continue  # warming up
+        handoff += [p.total_ms - p.queue_ms - p.compute_ms for p in preds]
+        if preds[0].release_reason == "deadline":
+            late.append(max(p.queue_ms for p in preds) - cfg.max_wait_ms)
+    return float(np.median(handoff) + (np.median(late) if late else 0.0))
+
+
+def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
+                       rates_rps: Sequence[float], duration_s: float = 2.0,
+                       seed: int = 0) -> CostModel:
+    """``cost`` with its overhead fitted to measurements: open-loop Poisson traffic at each
+    of ``rates_rps`` (two or more, below capacity; the model's current settings), the
+    measured p50 (from each request's intended send time, as sweeps measure it) against the
+    simulator's without overhead; the differences are fitted as a line in the rate. It
+    captures what the engine's own timing cannot see: the load generator sharing the
+    interpreter, collector wake-ups, hand-offs. Check it at other loads than these."""
+    cfg = engine.batch_config(model)
+    x = engine.sample_input(model, rows=1)
+    bare = CostModel(cost.a_ms, cost.b_ms, cost.r2)
+    gaps = []
+    for k, rate in enumerate(rates_rps):
+        res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, float(rate),
+                        pattern="poisson", duration_s=duration_s, seed=seed + k)
+        measured = res.summary()["p50_ms"]
+        predicted = simulate(bare, cfg.max_batch_size, cfg.max_wait_ms, float(rate),
+                             n_requests=20_000, seed=seed)["p50_ms"]
+        gaps.append(measured - predicted)
+    if len(gaps) >= 2:
+        k_ms, o_ms = np.polyfit(np.asarray(rates_rps, float) / 1000.0, gaps, 1)
+    else:
+        k_ms, o_ms = 0.0, gaps[0]
+    return dataclasses.replace(cost, overhead_ms=max(0.0, float(o_ms)),
+                               overhead_per_krps_ms=max(0.0, float(k_ms)))
+
+
+def fit_cost_model(profile: pd.DataFrame, overhead_ms: float = 0.0) -> CostModel:
+    """Least-squares fit of compute_ms = a + b * batch_size (a, b clipped at >= 0);
+    ``overhead_ms`` (see :func:`measure_overhead`) is added to every request's latency."""
+    n = profile["batch_size"].to_numpy(dtype=float)
+    t = profile["compute_ms"].to_numpy(dtype=float)
+    b, a = np.polyfit(n, t, 1)
+    pred = a + b * n
+    ss_res = float(((t - pred) ** 2).sum())
+    ss_tot = float(((t - t.mean()) ** 2).sum())
+    return CostModel(max(0.0, float(a)), max(0.0, float(b)),
+                     1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, float(overhead_ms))
+
+
+def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_wait_ms: float,
+             rate_rps: float, pattern: str = "poisson", n_requests: int = 20_000,
+             seed: int = 0, arrivals_s: np.ndarray | None = None) -> dict[str, float]:
+    """Predict latency and throughput of the deadline policy for one-row requests.
+
+    A discrete-event model of the engine: one server; a batch starts when the server is
+    free and either ``max_batch_size`` requests are queued or the oldest has waited
+    ``max_wait_ms``; it takes ``cost(n)`` ms, and every request then spends the cost
+    model's ``overhead_ms`` more before its caller has the answer. Returns p50/p95/p99/mean
+    latency (ms), throughput (req/s), mean batch rows and server utilisation.
+    """
+    rng = np.random.default_rng(seed)
+    arr = (np.asarray(arrivals_s, dtype=float) if arrivals_s is not None
+           else arrival_times(pattern, rate_rps, n_requests, rng)) * 1000.0  # ms
+    n = len(arr)
+    wait = float(max_wait_ms)
+    overhead = float(cost.overhead_at(rate_rps)) if isinstance(cost, CostModel) else 0.0
+    lat = np.empty(n)
+    q: deque[int] = deque()
+    i = 0
+    t_free = 0.0
+    busy = 0.0
+    batches = 0
+    served = 0
+    while served < n:
+        if not q:
+            q.append(i)
+            i += 1
+        oldest = arr[q[0]]
+        start = max(t_free, oldest)
+        while i < n and arr[i] <= start:
+            q.append(i)
+            i += 1
+        if len(q) >= max_batch_size:
+            release = start
+        else:
+            need = max_batch_size - len(q)
+            fill_idx = i + need - 1
+            deadline = oldest + wait
+            if fill_idx < n and arr[fill_idx] <= deadline:
+                release = max(start, arr[fill_idx])
+            else:
+                release = max(start, deadline)
+            while i < n and arr[i] <= release:
+                q.append(i)
+                i += 1
+        k = min(max_batch_size, len(q))
+        service = float(cost(k))
+        done = release + service
+        for _ in range(k):
+            j = q.popleft()
+            lat[j] = done - arr[j] + overhead
+        served += k
+        busy += service
+        batches += 1
+        t_free = done
+    span_s = (t_free - arr[0]) / 1000.0 if n > 1 else float("nan")
+    return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
+            "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
+            "throughput_rps": float(n / span_s) if span_s > 0 else float("nan"),
+            "mean_batch_rows": n / batches,
+            "utilisation": float(busy / (t_free - arr[0])) if t_free > arr[0] else float("nan")}
+
+
+def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
+                  rates_rps: Sequence[float], pattern: str = "poisson",
+                  n_requests: int = 5000, seed: int = 0) -> pd.DataFrame:
+    """Predicted p50/p99/throughput across arrival rates for one configuration."""
+    rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
+                                               pattern, n_requests, seed)} for r in rates_rps]
+    return pd.DataFrame(rows)

@@ -1,0 +1,222 @@
+"""Exports of a chosen setting to the servers people deploy: Triton (``config.pbtxt``),
+TF Serving (batching parameters), MLServer (``model-settings.json``) and KServe (an
+InferenceService with its batcher).
+
+Example:
+    >>> print(triton_config(32, 2.0))
+    max_batch_size: 32
+    dynamic_batching {
+    ...
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Sequence
+
+import numpy as np
+
+from core.errors import ConfigError
+from core.peers import RUNTIME_MODULE
+from core.protocol import triton
+
+__all__ = ["triton_config", "tf_serving_batching", "mlserver_settings", "MLSERVER_BATCHLAB_RUNTIME",
+           "kserve_inference_service", "kserve_name"]
+
+
+def triton_config(max_batch_size: int, max_wait_ms: float,
+                  preferred_batch_sizes: Sequence[int] | None = None,
+                  max_queue: int | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size`` and a ``dynamic_batching`` block
+    (:func:`core.protocol.triton.pbtxt`).
+
+    Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
+    default policy (the wait starts with the oldest request).
+    """
+    return triton.pbtxt(max_batch_size, max_wait_ms, preferred_batch_sizes, max_queue)
+
+
+def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threads: int = 1,
+                        max_enqueued_batches: int = 100) -> str:
+    """A TF Serving ``--batching_parameters_file`` (protobuf text format)."""
+    return (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
+            f"batch_timeout_micros {{ value: {int(round(max_wait_ms * 1000))} }}\n"
+            f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n"
+            f"num_batch_threads {{ value: {int(num_batch_threads)} }}\n")
+
+
+#: The MLServer runtime Batchlab ships (``core/peers/mlserver_runtime.py``, which
+#: ``core.peers.mlserver`` copies next to the models as the module ``batchlab_onnx_runtime``).
+#: MLServer has no ONNX runtime of its own, so a ``model-settings.json`` must name one.
+MLSERVER_BATCHLAB_RUNTIME = f"{RUNTIME_MODULE}.OnnxRuntimeModel"
+
+# MLServer reads max_batch_time <= 0 as "adaptive batching off" (docs: user-guide/adaptive-
+# batching, "0, will disable adaptive batching"; mlserver/batching/hooks.py load_batching). A
+# Batchlab wait of 0 still batches what is already queued, and so does MLServer with a tiny
+# positive wait: its batcher takes queued requests at once and waits only for an empty queue.
+_MLSERVER_MIN_BATCH_TIME_S = 1e-6
+
+# KServe's InferenceService names (its validating webhook's IsvcNameFmt), at most 63
+# characters: the name becomes Kubernetes Service and host names (DNS-1035 labels).
+_KSERVE_NAME_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_KSERVE_NAME_MAX = 63
+_K8S_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# KServe's batcher sidecar reads maxLatency <= 0 as its default, 5000 ms (pkg/batcher/handler.go).
+_KSERVE_DEFAULT_MAX_LATENCY_MS = 5000
+
+
+def _check_batching(max_batch_size: int, max_wait_ms: float) -> None:
+    if (isinstance(max_batch_size, bool) or not isinstance(max_batch_size, (int, np.integer))
+            or max_batch_size < 1):
+        raise ConfigError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
+    if (isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float, np.number))
+            or not math.isfinite(max_wait_ms) or max_wait_ms < 0):
+        raise ConfigError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms!r}")
+
+
+def _check_text(field: str, value: object, example: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{field} must be a non-empty string such as {example!r}, got {value!r}")
+
+
+def mlserver_settings(name: str, max_batch_size: int, max_wait_ms: float, *,
+                      implementation: str = MLSERVER_BATCHLAB_RUNTIME,
+                      uri: str = "./model.onnx") -> str:
+    """MLServer's ``model-settings.json`` (indented JSON text) serving ``uri`` with adaptive
+    batching at these settings.
+
+    Fields (MLServer's ModelSettings reference and its adaptive-batching guide):
+    ``max_batch_size`` is the most *requests* MLServer merges (Batchlab counts rows; the same
+    for one-row requests), and 0 or 1 turns adaptive batching off; ``max_batch_time`` is in
+    **seconds** (``max_wait_ms / 1000``), and 0 turns it off too, so a wait of 0 with
+    ``max_batch_size > 1`` is written as 1e-6 s (MLServer then merges what is already queued,
+    as Batchlab does with a wait of 0). ``parameters.uri`` is resolved relative to the folder
+    of ``model-settings.json``.
+
+    ``implementation`` is the Python path of the MLServer runtime that loads the model.
+    MLServer ships no ONNX runtime; the default is Batchlab's
+    (:data:`MLSERVER_BATCHLAB_RUNTIME`, ``batchlab_onnx_runtime.OnnxRuntimeModel``): copy
+    ``core/peers/mlserver_runtime.py`` as ``batchlab_onnx_runtime.py`` into the folder given
+    to ``mlserver start`` (what ``core.peers.mlserver.MLServerProcess`` does). To use your own
+    runtime, pass its path (``my_package.MyOnnxModel``).
+
+    Example:
+        >>> print(mlserver_settings("mlp", 32, 2.0))
+        {
+          "name": "mlp",
+          "implementation": "batchlab_onnx_runtime.OnnxRuntimeModel",
+          "platform": "onnxruntime",
+          "max_batch_size": 32,
+          "max_batch_time": 0.002,
+          "parameters": {
+            "uri": "./model.onnx"
+          }
+        }
+    """
+    _check_batching(max_batch_size, max_wait_ms)
+    _check_text("name", name, "mlp")
+    _check_text("implementation", implementation, MLSERVER_BATCHLAB_RUNTIME)
+    module, _, cls = implementation.strip().rpartition(".")
+    if not module or not cls.isidentifier():
+        raise ConfigError("implementation must be the Python path of an MLServer runtime class "
+                          f"('package.module.ClassName', e.g. {MLSERVER_BATCHLAB_RUNTIME!r}), "
+                          f"got {implementation!r}")
+    _check_text("uri", uri, "./model.onnx")
+    batch_time_s = float(max_wait_ms) / 1000.0
+    if max_batch_size > 1 and batch_time_s == 0.0:
+        batch_time_s = _MLSERVER_MIN_BATCH_TIME_S
+    settings = {"name": name, "implementation": implementation.strip(), "platform": "onnxruntime",
+                "max_batch_size": int(max_batch_size), "max_batch_time": batch_time_s,
+                "parameters": {"uri": uri}}
+    return json.dumps(settings, indent=2) + "\n"
+
+
+def kserve_name(name: str) -> str:
+    """``name`` made a valid KServe InferenceService name: lowercase letters, digits and '-',
+    starting with a letter, ending with a letter or digit, at most 63 characters.
+
+    Example:
+        >>> kserve_name("ResNet_50.v2"), kserve_name("3d_unet")
+        ('resnet-50-v2', 'model-3d-unet')
+    """
+    out = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-")
+    if not out:
+        return "model"
+    if not out[0].isalpha():  # KServe names start with a letter
+        out = f"model-{out}"
+    return out[:_KSERVE_NAME_MAX].rstrip("-")
+
+
+def kserve_inference_service(name: str, max_batch_size: int, max_wait_ms: float, *,
+                             storage_uri: str = "s3://bucket/path/to/model",
+                             runtime: str | None = None) -> str:
+    """A KServe ``InferenceService`` (YAML text) serving the ONNX model at ``storage_uri``
+    over the Open Inference Protocol, with KServe's batcher at these settings.
+
+    ``name`` must already be a valid InferenceService name (KServe's rule: lowercase letters,
+    digits and '-', starting with a letter, at most 63 characters); :class:`ConfigError` says
+    so and suggests one, and :func:`kserve_name` makes one from any model name.
+
+    How KServe batches (its Inference Batcher guide and ``pkg/batcher/handler.go``): the
+    predictor's ``batcher`` block (``maxBatchSize``: instances, i.e. rows; ``maxLatency``:
+    whole **milliseconds**, the wait from the first request of a batch) runs in the model
+    agent sidecar. ``max_wait_ms`` is rounded to whole milliseconds, at least 1, because
+    KServe reads ``maxLatency`` 0 as its default of 5000 ms. The sidecar batches only v1
+    ``:predict`` requests; Open Inference Protocol (v2) requests pass through it unbatched,
+    so with ``protocolVersion: v2`` the model server's own batching is what counts: put
+    :func:`triton_config`'s ``config.pbtxt`` (Triton, KServe's default runtime for
+    ``onnx`` + v2) or :func:`mlserver_settings`'s ``model-settings.json`` (an MLServer-based
+    ServingRuntime) next to the model at ``storage_uri``. The YAML says this in a comment.
+
+    ``runtime`` pins a ServingRuntime by name (e.g. ``kserve-tritonserver``, or one of your
+    own); None lets KServe choose one that supports ``onnx`` over v2.
+
+    Example:
+        >>> print(kserve_inference_service("mlp", 32, 2.0, storage_uri="s3://models/mlp"))
+    """
+    _check_batching(max_batch_size, max_wait_ms)
+    if not isinstance(name, str) or not (
+            _KSERVE_NAME_RE.fullmatch(name) and len(name) <= _KSERVE_NAME_MAX):
+        raise ConfigError(f"name must be a KServe InferenceService name (lowercase letters, "
+                          f"digits and '-', starting with a letter, ending with a letter or "
+                          f"digit, at most {_KSERVE_NAME_MAX} characters), got {name!r}; "
+                          f"try {kserve_name(name if isinstance(name, str) else '')!r}")
+    _check_text("storage_uri", storage_uri, "s3://bucket/path/to/model")
+    if "://" not in storage_uri:
+        raise ConfigError("storage_uri must be a URI with a scheme, such as 's3://bucket/"
+                          f"path/to/model' or 'pvc://claim/path', got {storage_uri!r}")
+    if runtime is not None and not (isinstance(runtime, str) and _K8S_LABEL_RE.fullmatch(runtime)
+                                    and len(runtime) <= 63):
+        raise ConfigError("runtime must be None (KServe chooses) or a ServingRuntime name such "
+                          f"as 'kserve-tritonserver', got {runtime!r}")
+    latency_ms = max(1, int(math.floor(float(max_wait_ms) + 0.5)))
+    lines = [
+        f"# From Batchlab: max_batch_size={int(max_batch_size)}, "
+        f"max_wait_ms={float(max_wait_ms):g}.",
+        "# batcher: maxBatchSize counts instances (rows); maxLatency is whole milliseconds,",
+        f"# at least 1 (KServe reads 0 as its default, {_KSERVE_DEFAULT_MAX_LATENCY_MS} ms).",
+        "# KServe's batcher batches v1 :predict requests only; v2 (Open Inference Protocol)",
+        "# requests pass through it unbatched. So also put the server's own batching next",
+        "# to the model at storageUri: Batchlab's Triton config.pbtxt or MLServer",
+        "# model-settings.json.",
+        "apiVersion: serving.kserve.io/v1beta1",
+        "kind: InferenceService",
+        "metadata:",
+        f"  name: {name}",
+        "spec:",
+        "  predictor:",
+        "    batcher:",
+        f"      maxBatchSize: {int(max_batch_size)}",
+        f"      maxLatency: {latency_ms}",
+        "    model:",
+        "      modelFormat:",
+        "        name: onnx",
+        "      protocolVersion: v2",
+    ]
+    if runtime is not None:
+        lines.append(f"      runtime: {runtime}")
+    # A JSON string is a valid YAML double-quoted scalar: any URI is quoted safely.
+    lines.append(f"      storageUri: {json.dumps(storage_uri)}")
+    return "\n".join(lines) + "\n"

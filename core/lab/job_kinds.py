@@ -1,0 +1,103 @@
+"""The lab's kinds of job: sweep (saved to the history), warm-up, memory probe, cost profile
+(with the overhead calibrated), and replay. Each is ``work(engine, job, target, **params)``.
+
+Example:
+    >>> engine.start_job("sweep", "mlp", max_batch_sizes=[8, 32], max_waits_ms=[0, 2],
+    ...                  rates_rps=[500])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .costmodel import ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, profile_cost_frame
+from .jobs import Job
+from .replay import REPLAY_POLICIES, replay
+from .sweeps import sweep
+
+__all__ = ["JOB_KINDS"]
+
+
+def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
+           max_waits_ms: list[float], rates_rps: list[float] | None = None,
+           concurrencies: list[int] | None = None, duration_s: float = 2.0,
+           slo_p99_ms: float | None = None, save: bool = True, **kw: Any) -> dict[str, Any]:
+    def progress(done: int, total: int, row: dict[str, Any]) -> None:
+        job.partial.append(row)
+        job.progress(done / total, f"point {done} of {total}: batch {row['max_batch_size']}, "
+                                   f"wait {row['max_wait_ms']:g} ms, load {row['load']:g} -> "
+                                   f"p99 {row['p99_ms']:.2f} ms")
+
+    frame = sweep(engine, target, max_batch_sizes, max_waits_ms, rates_rps=rates_rps,
+                  concurrencies=concurrencies, duration_s=duration_s, progress=progress,
+                  stop=job.stop, **kw)
+    run_id = None
+    if save and not frame.empty:
+        run_id = engine.store.save(f"{target} sweep", {
+            "model": target, "max_batch_sizes": list(max_batch_sizes),
+            "max_waits_ms": list(max_waits_ms),
+            "load_kind": "rate" if rates_rps else "clients",
+            "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
+            "slo_p99_ms": slo_p99_ms, "complete": not job.stop.is_set()}, frame)
+    return {"run_id": run_id, "frame": frame}
+
+
+def _warmup(engine: Any, job: Job, target: str, *, iterations: int = 10,
+            batch_sizes: list[int] | None = None) -> Any:
+    def progress(done: int, total: int, batch_size: int) -> None:
+        job.progress(done / total, f"batch size {batch_size}: run {done} of {total}")
+
+    return engine.warmup(target, iterations=iterations, batch_sizes=batch_sizes,
+                         progress=progress, stop=job.stop)
+
+
+def _measure_memory(engine: Any, job: Job, target: str, *,
+                    batch_sizes: list[int] | None = None) -> Any:
+    job.progress(0.0, "running the model in a child process at each batch size")
+    return engine.measure_memory(target, batch_sizes=batch_sizes)
+
+
+def _profile_cost(engine: Any, job: Job, target: str, *,
+                  batch_sizes: list[int] | None = None, iterations: int = 10,
+                  calibrate_s: float = 2.0) -> Any:
+    """Compute per batch size, the fitted cost model, and its overhead calibrated with
+    traffic at two loads below capacity (in the engine's process, as sweeps measure)."""
+    def progress(done: int, total: int, batch_size: int) -> None:
+        job.progress(0.5 * done / total, f"timing batch size {batch_size}")
+
+    info = engine.model_info(target)
+    sizes = batch_sizes or ([1, 2, 4, 8, 16, 32, 64] if info.batchable else [1])
+    report = engine.warmup(target, iterations=iterations, batch_sizes=sizes,
+                           progress=progress, stop=job.stop)
+    profile = profile_cost_frame(report)
+    if len(profile) < 2:
+        return {"profile": profile, "cost": None}
+    cost = fit_cost_model(profile)
+    cfg = engine.batch_config(target)
+    capacity = min(cfg.max_batch_size / cost(cfg.max_batch_size) * 1000.0, ENGINE_BOUND_RPS)
+    job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} and "
+                      f"{0.35 * capacity:,.0f} req/s")
+    cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
+                              duration_s=calibrate_s)
+    return {"profile": profile, "cost": cost}
+
+
+def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
+            policies: list[str] | None = None) -> Any:
+    def progress(done: int, total: int, policy: str) -> None:
+        job.progress(done / total, f"replayed under {policy} ({done} of {total})")
+
+    job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy")
+    return replay(engine, target, arrivals_s, policies or list(REPLAY_POLICIES),
+                  stop=job.stop, progress=progress)
+
+
+#: kind -> (work(engine, job, target, **params), exclusive per target)
+JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
+    "sweep": (_sweep, True),
+    "warmup": (_warmup, True),
+    "measure_memory": (_measure_memory, True),
+    "profile_cost": (_profile_cost, True),
+    "replay": (_replay, True),
+}

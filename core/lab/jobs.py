@@ -1,0 +1,190 @@
+"""Long work as jobs: sweeps, warm-ups, memory probes and cost profiles that run in the
+engine's process, report progress, can be cancelled, and keep their result after the page
+(or notebook cell) that started them is gone.
+
+A job is a function ``work(job)`` run on its own named thread; it calls
+``job.progress(fraction, message)`` as it goes and checks ``job.stop`` (a
+``threading.Event``) between steps. Its return value is the job's result. Every page, tab
+and client sees the same jobs through ``engine.jobs()``.
+
+Example:
+    >>> jobs = JobManager()
+    >>> status = jobs.start("count", "demo", lambda job: 42)
+    >>> jobs.wait(status.job_id).result
+    42
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ConfigError, ModelNotFoundError
+
+__all__ = ["JobStatus", "Job", "JobManager"]
+
+log = logging.getLogger("batchlab.jobs")
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What a job is doing or did. ``result`` is set once ``state == "done"``."""
+
+    job_id: int
+    kind: str
+    target: str
+    state: str            # running -> done | failed | cancelled
+    progress: float
+    message: str
+    started_s_ago: float
+    duration_s: float
+    params: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    partial: list[Any] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+class Job:
+    """The handle a job's work function gets: report progress, watch for cancellation."""
+
+    def __init__(self, job_id: int, kind: str, target: str, params: dict[str, Any]) -> None:
+        self.job_id, self.kind, self.target, self.params = job_id, kind, target, params
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._state = "running"
+        self._progress = 0.0
+        self._message = "starting"
+        self._t0 = time.monotonic()
+        self._t1: float | None = None
+        self._result: Any = None
+        self._error: str | None = None
+        #: rows a job has produced so far (a sweep's points), shown while it runs
+        self.partial: list[Any] = []
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        with self._lock:
+            self._progress = min(max(float(fraction), 0.0), 1.0)
+            if message:
+                self._message = message
+
+    def _finish(self, state: str, result: Any = None, error: str | None = None,
+                message: str | None = None) -> None:
+        with self._lock:
+            self._state, self._result, self._error = state, result, error
+            self._t1 = time.monotonic()
+            if state == "done":
+                self._progress = 1.0
+            if message:
+                self._message = message
+        self.done.set()
+
+    def status(self, with_result: bool = True) -> JobStatus:
+        with self._lock:
+            now = time.monotonic()
+            return JobStatus(job_id=self.job_id, kind=self.kind, target=self.target,
+                             state=self._state, progress=self._progress,
+                             message=self._message, started_s_ago=now - self._t0,
+                             duration_s=(self._t1 or now) - self._t0, params=self.params,
+                             result=self._result if with_result else None, error=self._error,
+                             partial=list(self.partial))
+
+
+class JobManager:
+    """Runs jobs on threads and keeps the last ``keep`` finished ones."""
+
+    def __init__(self, keep: int = 50) -> None:
+        self._jobs: OrderedDict[int, Job] = OrderedDict()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._keep = keep
+
+    def start(self, kind: str, target: str, work: Callable[[Job], Any],
+              params: dict[str, Any] | None = None,
+              exclusive: bool = False) -> JobStatus:
+        """Start ``work`` as a job. With ``exclusive``, refuse while another job of the
+        same kind runs on the same target (two sweeps would fight over its settings)."""
+        with self._lock:
+            if exclusive:
+                for other in self._jobs.values():
+                    if (other.kind == kind and other.target == target
+                            and not other.done.is_set()):
+                        raise ConfigError(f"a {kind} of {target!r} is already running (job "
+                                          f"{other.job_id}); wait for it or cancel it first")
+            job = Job(next(self._ids), kind, target, dict(params or {}))
+            self._jobs[job.job_id] = job
+            self._trim()
+        threading.Thread(target=self._run, args=(job, work), name=f"job-{job.job_id}-{kind}",
+                         daemon=True).start()
+        return job.status()
+
+    def _trim(self) -> None:
+        finished = [j for j in self._jobs.values() if j.done.is_set()]
+        for j in finished[: max(0, len(finished) - self._keep)]:
+            del self._jobs[j.job_id]
+
+    @staticmethod
+    def _run(job: Job, work: Callable[[Job], Any]) -> None:
+        try:
+            result = work(job)
+        except BaseException as err:  # noqa: BLE001 - a job's failure is its status
+            if job.stop.is_set():
+                job._finish("cancelled", message="cancelled")
+            else:
+                log.warning("job %d (%s of %s) failed: %s", job.job_id, job.kind, job.target,
+                            err)
+                job._finish("failed", error=f"{type(err).__name__}: {err}",
+                            message="failed")
+            return
+        if job.stop.is_set():
+            job._finish("cancelled", result=result, message="cancelled (partial result kept)")
+        else:
+            job._finish("done", result=result, message="finished")
+
+    def _get(self, job_id: int) -> Job:
+        with self._lock:
+            job = self._jobs.get(int(job_id))
+        if job is None:
+            raise ModelNotFoundError(f"no job {job_id}; jobs kept: "
+                                     f"{', '.join(map(str, self._jobs)) or 'none'}")
+        return job
+
+    def get(self, job_id: int) -> JobStatus:
+        return self._get(job_id).status()
+
+    def list(self, kind: str | None = None, target: str | None = None,
+             with_results: bool = False) -> list[JobStatus]:
+        """Newest first; results only when asked (they can be large)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        out = [j.status(with_results) for j in reversed(jobs)
+               if (kind is None or j.kind == kind) and (target is None or j.target == target)]
+        return out
+
+    def cancel(self, job_id: int) -> JobStatus:
+        job = self._get(job_id)
+        job.stop.set()
+        return job.status(False)
+
+    def wait(self, job_id: int, timeout_s: float | None = None) -> JobStatus:
+        job = self._get(job_id)
+        job.done.wait(timeout_s)
+        return job.status()
+
+    def cancel_all(self, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for j in jobs:
+            j.stop.set()
+        deadline = time.monotonic() + timeout_s
+        for j in jobs:
+            j.done.wait(max(0.0, deadline - time.monotonic()))

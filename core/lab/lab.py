@@ -1,0 +1,88 @@
+"""The lab attached to an engine: built-in traffic, long work as jobs, and the experiment
+history. It is a client of the engine's contract (``submit``, ``model_info``,
+``remote_info``...) and hooks into its lifecycle (``on_removed``, ``on_close``); the engine
+never builds it.
+
+Example:
+    >>> lab = Lab(engine)                       # engine: an EngineCore
+    >>> lab.start_traffic("mlp", rate_rps=200)
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.errors import ConfigError
+from core.metrics import helpers_cpu_s
+from .history import ExperimentStore, default_store
+from .job_kinds import JOB_KINDS
+from .jobs import JobManager, JobStatus
+from .traffic import TrafficManager, TrafficStatus
+
+if TYPE_CHECKING:
+    from core.engine import EngineCore
+
+__all__ = ["Lab"]
+
+
+class Lab:
+    """Traffic generators, jobs and the history of one engine."""
+
+    def __init__(self, engine: EngineCore) -> None:
+        self.engine = engine
+        self.traffic = TrafficManager(engine.submit)
+        self.jobs = JobManager()
+        self._store: ExperimentStore | None = None
+        engine.on_removed.append(self.traffic.stop)
+        engine.on_close.append(self._close)
+
+    def _close(self) -> None:
+        self.traffic.stop()
+        self.jobs.cancel_all(min(5.0, self.engine.config.close_timeout_s))
+
+    @property
+    def store(self) -> ExperimentStore:
+        if self._store is None:
+            self._store = default_store()
+        return self._store
+
+    def start_traffic(self, target: str, rate_rps: float, pattern: str, rows_per_request: int,
+                      duration_s: float | None, seed: int | None) -> TrafficStatus:
+        engine = self.engine
+        is_exp = target in engine.ab_experiments()
+        models = engine.ab_arms(target) if is_exp else (target,)
+        first = models[0]
+        info = engine.model_info(first)
+        if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
+            raise ConfigError(f"model {target!r} takes requests of exactly its declared "
+                              f"shape ({info.batch_reason}); use rows_per_request=1")
+        engine.sample_input(first, rows=rows_per_request)  # inputs known, within budget
+
+        def sample(rng: np.random.Generator) -> Any:
+            return engine.sample_input(first, rows=rows_per_request,
+                                       seed=int(rng.integers(2**31)))
+
+        # Keys for every experiment, like traffic from 1,000 users: the experiment may be
+        # switched to sticky routing (which needs them) while the traffic runs.
+        remote = any(engine.remote_info(m) is not None for m in models)
+        return self.traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
+                                  rows_per_request=rows_per_request, duration_s=duration_s,
+                                  seed=seed, key_pool=1000 if is_exp else None,
+                                  client_cpu=helpers_cpu_s if remote else None)
+
+    def start_job(self, kind: str, target: str, **params: Any) -> JobStatus:
+        spec = JOB_KINDS.get(kind)
+        if spec is None:
+            raise ConfigError(f"unknown job kind {kind!r}; expected one of "
+                              f"{', '.join(JOB_KINDS)}")
+        self.engine.model_info(target)  # a model of this engine, or ModelNotFoundError
+        work, exclusive = spec
+        try:
+            inspect.signature(work).bind(self.engine, None, target, **params)
+        except TypeError as err:
+            raise ConfigError(f"{kind} job: {err}") from None
+        return self.jobs.start(kind, target, lambda job: work(self.engine, job, target, **params),
+                               params=params, exclusive=exclusive)

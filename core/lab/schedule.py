@@ -1,0 +1,89 @@
+"""When to send: arrival schedules (constant, Poisson, bursty) and the one pacer every
+open-loop sender uses (the dashboard's traffic, bounded load runs, replays, sweeps).
+
+The pacer sleeps, never spins (the GIL is shared with the engine being measured), and never
+less than ``_MIN_SLEEP_S``: a timed sleep costs 30-40 us of CPU on a VM, which at thousands
+of wake-ups a second would be taken from the system under test, so the load goes out in
+small bursts instead. Lateness this causes is latency (measured from the intended time) and
+shows as the sender's lag.
+
+Example:
+    >>> arrival_times("constant", 4.0, 3, np.random.default_rng(0)).tolist()
+    [0.25, 0.5, 0.75]
+    >>> for due, now in paced([t0 + 0.1, t0 + 0.2], stop):
+    ...     send()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["ARRIVAL_PATTERNS", "arrival_times", "arrival_stream", "paced"]
+
+ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
+
+# The senders' shortest sleep (see the module docstring).
+_MIN_SLEEP_S = 0.0005
+# The longest, so a stop is seen within it.
+_MAX_SLEEP_S = 0.05
+
+
+def arrival_times(pattern: str, rate_rps: float, n: int, rng: np.random.Generator,
+                  cv: float = 3.0) -> np.ndarray:
+    """Offsets (s) of ``n`` arrivals from the start at mean rate ``rate_rps``.
+
+    ``constant``: evenly spaced. ``poisson``: exponential gaps (coefficient of variation 1).
+    ``bursty``: gamma-distributed gaps with coefficient of variation ``cv`` (> 1 clusters
+    arrivals into bursts separated by lulls; the mean rate is unchanged).
+
+    >>> arrival_times("constant", 4.0, 3, np.random.default_rng(0)).tolist()
+    [0.25, 0.5, 0.75]
+    """
+    mean = 1.0 / rate_rps
+    if pattern == "constant":
+        gaps = np.full(n, mean)
+    elif pattern == "poisson":
+        gaps = rng.exponential(mean, n)
+    elif pattern == "bursty":
+        if not cv > 0:
+            raise ValueError(f"cv must be > 0, got {cv!r}")
+        shape = 1.0 / cv**2
+        gaps = rng.gamma(shape, mean / shape, n)
+    else:
+        raise ValueError(f"pattern must be one of {ARRIVAL_PATTERNS}, got {pattern!r}")
+    return np.cumsum(gaps)
+
+
+def arrival_stream(pattern: str, rate_rps: float, rng: np.random.Generator, t0: float,
+                   duration_s: float | None = None) -> Iterator[float]:
+    """Send times (``time.perf_counter`` seconds from ``t0``) drawn a second of arrivals at
+    a time, endless unless ``duration_s`` bounds them."""
+    chunk = max(16, int(rate_rps))
+    base = 0.0
+    while True:
+        offsets = arrival_times(pattern, rate_rps, chunk, rng)
+        for off in (base + offsets).tolist():
+            if duration_s is not None and off > duration_s:
+                return
+            yield t0 + off
+        base += float(offsets[-1])
+
+
+def paced(due_times: Iterable[float], stop: threading.Event) -> Iterator[tuple[float, float]]:
+    """Yield ``(due, now)`` for each send time once it has come (those already due at once,
+    in a burst), until ``stop`` is set; ``now - due`` is the sender's lag."""
+    perf, sleep, stopped = time.perf_counter, time.sleep, stop.is_set
+    for due in due_times:
+        now = perf()
+        while now < due:
+            if stopped():
+                return
+            sleep(min(max(due - now, _MIN_SLEEP_S), _MAX_SLEEP_S))
+            now = perf()
+        if stopped():
+            return
+        yield due, now

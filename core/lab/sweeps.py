@@ -1,0 +1,113 @@
+"""Sweeps: measure every (max batch size, max wait, load) point of a model on the engine,
+remeasure outliers, and keep each point's p99 interval.
+
+Example:
+    >>> frame = sweep(engine, "mlp", max_batch_sizes=[8, 32], max_waits_ms=[0, 2],
+    ...               rates_rps=[500, 2000], duration_s=2)
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .loadgen import closed_loop, open_loop
+
+if TYPE_CHECKING:
+    from core.engine import EngineCore
+
+__all__ = ["SWEEP_COLUMNS", "sweep", "p99_interval"]
+
+SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
+                 "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
+                 "mean_queue_ms", "mean_compute_ms", "sent", "p99_ci_low_ms",
+                 "p99_ci_high_ms", "measurements"]
+
+# A point whose p99 is this many times the median p99 of the points at its load is measured
+# again (twice) and the median run kept: one stall (a GC pause, a noisy neighbour) must not
+# decide a sweep.
+_OUTLIER_FACTOR = 3.0
+
+
+def p99_interval(latency_ms: np.ndarray, seed: int = 0, resamples: int = 400,
+                 level: float = 0.95) -> tuple[float, float]:
+    """A bootstrap confidence interval of the p99 of ``latency_ms`` (seeded)."""
+    x = np.asarray(latency_ms, dtype=np.float64)
+    if len(x) < 20:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    p99s = np.quantile(x[idx], 0.99, axis=1)
+    lo, hi = np.quantile(p99s, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
+          max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
+          concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
+          pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
+          progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+          stop: Any = None) -> pd.DataFrame:
+    """Measure every (max batch size, max wait, load) point; one row per point.
+
+    Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
+    (``concurrencies``); every request carries ``rows_per_request`` rows. The model's
+    configuration is restored afterwards.
+    ``progress(done, total, row)`` is called after each point.
+    """
+    loads = [("rate", float(r)) for r in (rates_rps or [])] + [
+        ("clients", int(c)) for c in (concurrencies or [])]
+    if not loads:
+        raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
+    points = list(itertools.product(max_batch_sizes, max_waits_ms, loads))
+    before = engine.batch_config(model)
+    submit = lambda x: engine.submit(model, x)  # noqa: E731
+    sample = lambda rng: engine.sample_input(  # noqa: E731
+        model, rows=rows_per_request, seed=int(rng.integers(2**31)))
+
+    def measure(k: int, bs: int, wait: float, kind: str, load: float) -> dict[str, Any]:
+        engine.configure(model, max_batch_size=int(bs), max_wait_ms=float(wait))
+        if kind == "rate":
+            res = open_loop(submit, sample, load, pattern=pattern, duration_s=duration_s,
+                            seed=seed + k)
+        else:
+            res = closed_loop(submit, sample, int(load), duration_s=duration_s, seed=seed + k)
+        s = res.summary()
+        lo, hi = p99_interval(res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy(), seed=k)
+        return {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
+                "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"],
+                "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1}
+
+    rows: list[dict[str, Any]] = []
+    total = len(points)
+    try:
+        for k, (bs, wait, (kind, load)) in enumerate(points):
+            if stop is not None and stop.is_set():
+                break
+            row = measure(k, bs, wait, kind, load)
+            rows.append(row)
+            if progress is not None:
+                progress(k + 1, total, row)
+        # Outliers are measured again: the median of three runs is kept.
+        frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+        for i, row in enumerate(rows):
+            if stop is not None and stop.is_set():
+                break
+            peers = frame[(frame["load_kind"] == row["load_kind"])
+                          & (frame["load"] == row["load"])]["p99_ms"]
+            if len(peers) < 3 or not row["p99_ms"] > _OUTLIER_FACTOR * peers.median():
+                continue
+            runs = [row] + [measure(len(points) + 2 * i + j, row["max_batch_size"],
+                                    row["max_wait_ms"], row["load_kind"], row["load"])
+                            for j in range(2)]
+            runs.sort(key=lambda r: r["p99_ms"])
+            rows[i] = {**runs[1], "measurements": 3}
+            if progress is not None:
+                progress(total, total, {**rows[i], "remeasured": True})
+    finally:
+        engine.configure(model, max_batch_size=before.max_batch_size,
+                         max_wait_ms=before.max_wait_ms, policy=before.policy)
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

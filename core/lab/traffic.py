@@ -1,0 +1,297 @@
+"""Built-in traffic: open-loop generators that are clients of ``submit``, one per target.
+
+A :class:`TrafficGenerator` sends requests to one engine target on a schedule (constant,
+Poisson or bursty arrivals at ``rate_rps``) from its own named thread, whatever the engine
+does: open loop, so a slow engine shows up as queueing, not as a politely slower client. It
+keeps no futures; done callbacks count outcomes, so memory stays flat however long it runs.
+The :class:`TrafficManager` keeps at most one generator per target.
+
+Example:
+    >>> traffic = TrafficManager(engine.submit)
+    >>> traffic.start("mlp", sample=lambda rng: x, rate_rps=200)
+    >>> traffic.stop("mlp")
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from core.config import _check_choice, _check_float, _check_int
+from core.errors import ModelNotFoundError
+from core.metrics import thread_cpu_s
+from .schedule import ARRIVAL_PATTERNS, arrival_stream, paced
+
+__all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
+           "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS"]
+
+SubmitFn = Callable[..., Future]
+
+# How far back TrafficStatus.recent_* look (seconds).
+_RECENT_S = 5
+
+#: Client CPU (% of one core) and sender lag (ms) past which TrafficStatus.client_bound
+#: says the client, not the server, sets the pace.
+CLIENT_BOUND_CPU_PCT = 85.0
+CLIENT_BOUND_LAG_MS = 100.0
+
+
+@dataclass(frozen=True)
+class TrafficStatus:
+    """Counts of one generator's traffic so far."""
+
+    target: str
+    running: bool
+    rate_rps: float
+    pattern: str
+    rows_per_request: int
+    sent: int
+    refused: int
+    succeeded: int
+    failed: int
+    elapsed_s: float
+    max_lag_ms: float
+    refused_by_type: dict[str, int] = field(default_factory=dict)
+    failed_by_type: dict[str, int] = field(default_factory=dict)
+    #: the last refusal or failure, "Type: message"
+    last_error: str | None = None
+    #: over the last few seconds: requests sent, and those refused or failed
+    recent_sent: int = 0
+    recent_bad: int = 0
+    #: CPU the client used, in % of one core over ``elapsed_s`` (0 in the first second):
+    #: the sender thread plus, for remote models, the HTTP client's loop (core.remote; one
+    #: loop serves every remote model of the process, so traffic to two remote models at
+    #: once counts it in both). Python runs them under one lock, so near 100 % the client,
+    #: not the server, sets the pace.
+    client_cpu_pct: float = 0.0
+
+    @property
+    def client_bound(self) -> str | None:
+        """A sentence when the client, not the server, is the bottleneck (its CPU near a
+        full core, or the sender far behind its schedule), else None."""
+        if self.elapsed_s < 1.0 or self.sent < 50:
+            return None
+        if self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
+            return (f"The client is the bottleneck: sending to {self.target} and reading the "
+                    f"answers takes {self.client_cpu_pct:.0f} % of a core (Python runs it on "
+                    "one), so these figures measure Batchlab's client, not the server. Send "
+                    "less, or load the server from more processes.")
+        if self.running and self.max_lag_ms > CLIENT_BOUND_LAG_MS:
+            return (f"The sender is {self.max_lag_ms:.0f} ms behind its schedule: this "
+                    "machine cannot send this rate; latencies include that delay.")
+        return None
+
+    @property
+    def in_flight(self) -> int:
+        return self.sent - self.refused - self.succeeded - self.failed
+
+    @property
+    def problem(self) -> str | None:
+        """A sentence when much of the recent traffic is refused or failing, else None
+        (what the sidebar and the pages show, so a generator never fails silently)."""
+        if self.recent_sent == 0 or self.recent_bad == 0:
+            return None
+        share = self.recent_bad / self.recent_sent
+        if share < 0.01:
+            return None
+        return (f"{share:.0%} of the requests sent to {self.target} in the last seconds were "
+                f"refused or failed. Last: {self.last_error}")
+
+
+class TrafficGenerator:
+    """Open-loop sender to ``target`` via ``submit(target, x)`` (see module docstring)."""
+
+    def __init__(self, submit: SubmitFn, target: str, sample: Callable[[np.random.Generator], Any],
+                 rate_rps: float = 100.0, pattern: str = "constant", rows_per_request: int = 1,
+                 duration_s: float | None = None, seed: int | None = 0,
+                 submit_kwargs: dict[str, Any] | None = None,
+                 key_pool: int | None = None,
+                 client_cpu: Callable[[], float] | None = None) -> None:
+        _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
+        _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+        _check_int("rows_per_request", rows_per_request, 1, 65536)
+        if duration_s is not None:
+            _check_float("duration_s", duration_s, 0.01, 86_400.0)
+        self.target = target
+        self.rate_rps = float(rate_rps)
+        self.pattern = pattern
+        self.rows_per_request = rows_per_request
+        self.duration_s = duration_s
+        self._submit = submit
+        self._submit_kwargs = submit_kwargs or {}
+        # With a key pool, each request carries key="user-<k>" for k drawn from the pool
+        # (sticky A/B routing): like traffic from that many users.
+        self._key_pool = key_pool
+        self._rng = np.random.default_rng(seed)
+        # A small pool of inputs, reused round-robin: sampling per request would cost more
+        # than the engine's own per-request work.
+        self._pool = [sample(self._rng) for _ in range(16)]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._sent = self._refused = self._ok = self._failed = 0
+        self._refused_by_type: Counter[str] = Counter()
+        self._failed_by_type: Counter[str] = Counter()
+        self._last_error: str | None = None
+        # [second, sent, refused or failed] for the last few seconds
+        self._recent: deque[list[int]] = deque(maxlen=_RECENT_S + 1)
+        self._max_lag = 0.0
+        self._t_start: float | None = None
+        self._t_end: float | None = None
+        self._thread = threading.Thread(target=self._run, name=f"traffic-{target}", daemon=True)
+        # CPU of the client's other threads (the remote HTTP client's loop), and this
+        # sender's own CPU when it has ended.
+        self._client_cpu = client_cpu
+        self._client_cpu0 = client_cpu() if client_cpu is not None else 0.0
+        self._own_cpu_end: float | None = None
+        self._other_cpu_end: float | None = None
+
+    def start(self) -> TrafficGenerator:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until a bounded run ends (or ``timeout_s``); True when it has ended."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def status(self) -> TrafficStatus:
+        now = time.perf_counter()
+        start = self._t_start or now
+        end = self._t_end or now
+        own = self._own_cpu_end if self._own_cpu_end is not None else thread_cpu_s(self._thread)
+        other = self._other_cpu_end if self._other_cpu_end is not None else (
+            (self._client_cpu() - self._client_cpu0) if self._client_cpu is not None else 0.0)
+        span = end - start
+        # Under a second the ratio is noise (a thread's first milliseconds are all CPU).
+        cpu_pct = 100.0 * (own + max(0.0, other)) / span if span >= 1.0 else 0.0
+        with self._lock:
+            since = int(now) - _RECENT_S
+            recent = [r for r in self._recent if r[0] >= since]
+            return TrafficStatus(
+                target=self.target, running=self.running, rate_rps=self.rate_rps,
+                pattern=self.pattern, rows_per_request=self.rows_per_request, sent=self._sent,
+                refused=self._refused, succeeded=self._ok, failed=self._failed,
+                elapsed_s=end - start, max_lag_ms=self._max_lag * 1000.0,
+                refused_by_type=dict(self._refused_by_type),
+                failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
+                recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
+                client_cpu_pct=cpu_pct)
+
+    def _count(self, sent: int, bad: int) -> None:
+        """Add to the current second's counts (caller holds the lock)."""
+        sec = int(time.perf_counter())
+        if not self._recent or self._recent[-1][0] != sec:
+            self._recent.append([sec, 0, 0])
+        self._recent[-1][1] += sent
+        self._recent[-1][2] += bad
+
+    def _done(self, fut: Future) -> None:
+        err = None if fut.cancelled() else fut.exception()
+        with self._lock:
+            if not fut.cancelled() and err is None:
+                self._ok += 1
+            else:
+                self._failed += 1
+                kind = type(err).__name__ if err is not None else "CancelledError"
+                self._failed_by_type[kind] += 1
+                self._last_error = f"{kind}: {err}" if err is not None else kind
+                self._count(0, 1)
+
+    def _run(self) -> None:
+        t0 = self._t_start = time.perf_counter()
+        due_times = arrival_stream(self.pattern, self.rate_rps, self._rng, t0, self.duration_s)
+        pool = self._pool
+        i = 0
+        try:
+            for due, now in paced(due_times, self._stop):
+                lag = now - due
+                if lag > self._max_lag:
+                    self._max_lag = lag
+                x = pool[i % len(pool)]
+                i += 1
+                kwargs = self._submit_kwargs
+                if self._key_pool:
+                    kwargs = {**kwargs, "key": f"user-{i * 7919 % self._key_pool}"}
+                try:
+                    fut = self._submit(self.target, x, **kwargs)
+                except Exception as err:  # noqa: BLE001 - refusals are counted, not fatal
+                    with self._lock:
+                        self._sent += 1
+                        self._refused += 1
+                        self._refused_by_type[type(err).__name__] += 1
+                        self._last_error = f"{type(err).__name__}: {err}"
+                        self._count(1, 1)
+                    continue
+                with self._lock:
+                    self._sent += 1
+                    self._count(1, 0)
+                fut.add_done_callback(self._done)
+        finally:
+            self._own_cpu_end = time.thread_time()
+            if self._client_cpu is not None:
+                self._other_cpu_end = self._client_cpu() - self._client_cpu0
+            self._t_end = time.perf_counter()
+            self._stop.set()
+
+
+class TrafficManager:
+    """Traffic generators by target. Thread-safe."""
+
+    def __init__(self, submit: SubmitFn) -> None:
+        self._submit = submit
+        self._lock = threading.Lock()
+        self._gens: dict[str, TrafficGenerator] = {}
+
+    def start(self, target: str, sample: Callable[[np.random.Generator], Any],
+              **options: Any) -> TrafficStatus:
+        """Start sending to ``target`` (replacing traffic already going there)."""
+        gen = TrafficGenerator(self._submit, target, sample, **options)
+        with self._lock:
+            old = self._gens.pop(target, None)
+            self._gens[target] = gen
+        if old is not None:
+            old.stop()
+        gen.start()
+        return gen.status()
+
+    def stop(self, target: str | None = None) -> None:
+        """Stop the traffic to ``target`` (or to every target)."""
+        with self._lock:
+            gens = ([self._gens[target]] if target in self._gens else
+                    (list(self._gens.values()) if target is None else []))
+        for g in gens:
+            g.stop()
+
+    def wait(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
+        """Block until the bounded run to ``target`` ends (or ``timeout_s``), and until
+        every request it sent has an answer; returns its final status."""
+        gen = self._gens.get(target)
+        if gen is None:
+            raise ModelNotFoundError(f"no traffic was started to {target!r}; start it with "
+                                     "engine.start_traffic(target, ...)")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        gen.wait(timeout_s)
+        while gen.status().in_flight > 0 and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.01)
+        return gen.status()
+
+    def statuses(self) -> list[TrafficStatus]:
+        return [g.status() for g in list(self._gens.values())]
+
+    def running(self) -> bool:
+        return any(g.running for g in list(self._gens.values()))

@@ -1,0 +1,18 @@
+"""Metrics: per-model counters and latency histograms with bounded memory, windows over the
+per-second series, the request trace (timeline), and CPU accounting of threads.
+
+Example:
+    >>> m = ModelMetrics(); m.snapshot().total_requests
+    0
+"""
+
+from __future__ import annotations
+
+from .cpu import helpers_cpu_s, register_helper, thread_cpu_s
+from .histograms import record_many
+from .model import ModelMetrics
+from .snapshot import TIMESERIES_COLUMNS, MetricsSnapshot
+from .trace import TIMELINE_COLUMNS, Trace
+
+__all__ = ["ModelMetrics", "MetricsSnapshot", "TIMESERIES_COLUMNS", "Trace", "TIMELINE_COLUMNS",
+           "record_many", "thread_cpu_s", "register_helper", "helpers_cpu_s"]

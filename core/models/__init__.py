@@ -1,0 +1,36 @@
+"""Models: what a model is (types, one datatype table), loading and its checks, the session
+cache, request validation, sample inputs, the memory budget, the probe in a child process,
+and the built-in demo and hostile models.
+
+Example:
+    >>> from core.models import load_model_bytes, build_demo_model
+    >>> load_model_bytes(build_demo_model("mlp"), "mlp").info.batch_mode
+    'dynamic'
+"""
+
+from __future__ import annotations
+
+from .cache import CacheEntry, SessionCache
+from .demo import DEMO_MODELS, build_demo_model, build_onnx, demo_description
+from .hostile import build_declared_shape, build_loop_model, build_memory_bomb
+from .loading import LoadedModel, load_model_bytes, read_model_source
+from .memory import (check_elements, current_rss_bytes, default_memory_budget, format_bytes,
+                     generated_input_limit, install_memory_budget, memory_budget,
+                     peak_rss_bytes)
+from .probe import probe_model
+from .sampling import sample_input
+from .session import available_providers, create_session
+from .types import (OIP_DTYPES, ORT_DTYPES, ModelInfo, TensorSpec, batch_mode, oip_datatype,
+                    onnx_type)
+from .validation import RequestValidator, describe_array
+
+__all__ = [
+    "CacheEntry", "SessionCache", "DEMO_MODELS", "build_demo_model", "build_onnx",
+    "demo_description", "build_declared_shape", "build_loop_model", "build_memory_bomb",
+    "LoadedModel", "load_model_bytes", "read_model_source", "check_elements",
+    "current_rss_bytes", "default_memory_budget", "format_bytes", "generated_input_limit",
+    "install_memory_budget", "memory_budget", "peak_rss_bytes", "probe_model", "sample_input",
+    "available_providers", "create_session", "OIP_DTYPES", "ORT_DTYPES", "ModelInfo",
+    "TensorSpec", "batch_mode", "oip_datatype", "onnx_type", "RequestValidator",
+    "describe_array",
+]

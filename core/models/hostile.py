@@ -1,0 +1,58 @@
+"""Hostile models, for the reliability tests, the benchmarks and demos of the limits: each
+is tiny on disk and tries to take a resource the engine must bound (memory, time, shape).
+
+Example:
+    >>> len(build_memory_bomb(30000)) < 300     # wants 3.6 GB on its first run
+    True
+"""
+
+from __future__ import annotations
+
+from onnx import TensorProto, helper
+
+from .demo import build_onnx
+
+__all__ = ["build_memory_bomb", "build_loop_model", "build_declared_shape"]
+
+
+def build_memory_bomb(n: int) -> bytes:
+    """~190 bytes that want ``n * n * 4`` bytes on their first run: ``ConstantOfShape([n, n])
+    -> ReduceSum -> Add(x)``, input ``x float32 [N,4]``. ``n=30000``: 3.6 GB."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    return build_onnx(f"bomb{n}", nodes, [shape],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                  "memory bomb")
+
+
+def build_loop_model(trips: int) -> bytes:
+    """``y = x + trips`` computed by a ``Loop`` of ``trips`` iterations, input ``x float32
+    [N,1]``: a fixed cost per run whatever the rows (``trips=10**10``: hangs for hours)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
+        initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
+    inits = [helper.make_tensor("M", TensorProto.INT64, [], [trips]),
+             helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
+    return build_onnx(f"loop{trips}", [helper.make_node("Loop", ["M", "cond", "x"], ["y"],
+                                                    body=body)], inits,
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+                  "fixed-cost loop")
+
+
+def build_declared_shape(shape: list) -> bytes:
+    """Identity over a declared shape such as ``[1, 2**31 - 1]``: cheap to load, huge to feed."""
+    return build_onnx("declared", [helper.make_node("Identity", ["x"], ["y"])], [],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                  "declared shape")

@@ -1,0 +1,233 @@
+"""Load, validate and inspect ONNX models.
+
+A model arrives as a path or as bytes (an upload). Before ONNX Runtime sees it, it is
+checked here and refused with an actionable :class:`ModelLoadError` when it is empty, not
+ONNX, truncated, fails ``onnx.checker``, references external data (an uploaded model must
+never make the engine read another file), or uses input types the engine cannot feed.
+Sessions come from the :class:`~core.models.cache.SessionCache` (shared by content hash).
+
+Example:
+    >>> cache = SessionCache(capacity=4)
+    >>> model = load_model_bytes(open("model.onnx", "rb").read(), name="m", cache=cache)
+    >>> model.info.inputs[0].shape, model.info.batchable
+    (('N', 256), True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from google.protobuf.message import DecodeError
+
+from core.config import SessionConfig
+from core.errors import ModelLoadError
+from .cache import SessionCache
+from .session import create_session
+from .types import ORT_DTYPES, ModelInfo, TensorSpec, batch_mode
+
+__all__ = ["LoadedModel", "read_model_source", "load_model_bytes"]
+
+# Dimensions beyond these are refused: a declared shape this large cannot be served here.
+_MAX_DIM = 2**31 - 1
+_MAX_FIXED_ELEMENTS = 2**31
+
+_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"PK\x03\x04", "a zip archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"%PDF", "a PDF document"),
+    (b"\x7fELF", "an executable (ELF)"),
+    (b"{", "a JSON or text file"),
+    (b"<", "an HTML or XML file"),
+)
+
+
+@dataclass
+class LoadedModel:
+    """A validated model with its (possibly shared) ONNX Runtime session."""
+
+    info: ModelInfo
+    session: ort.InferenceSession
+    output_names: list[str] = field(default_factory=list)
+    #: batch sizes this model's runs have fed the session (see ModelRunner)
+    sizes_run: set[int] = field(default_factory=set)
+    #: the session options it was created with
+    session_config: SessionConfig | None = None
+
+    def run(self, arrays: Sequence[np.ndarray],
+            run_options: ort.RunOptions | None = None) -> list[Any]:
+        """Run the session on inputs given in declared order; returns outputs in order.
+        ``run_options`` lets another thread stop the run (``run_options.terminate``)."""
+        feeds = {spec.name: a for spec, a in zip(self.info.inputs, arrays)}
+        return self.session.run(self.output_names, feeds, run_options)
+
+
+def read_model_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview,
+                      max_bytes: int) -> tuple[bytes, str]:
+    """Bytes of a model given as a path or as bytes, with a label of where it came from."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = "upload"
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ModelLoadError(f"model file {str(path)!r} does not exist; give the path of "
+                                 "an .onnx file or the model's bytes")
+        if not path.is_file():
+            raise ModelLoadError(f"{str(path)!r} is not a file; give the path of an .onnx file")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ModelLoadError(_too_big(size, max_bytes))
+        data = path.read_bytes()
+        label = str(path)
+    else:
+        raise ModelLoadError(f"a model is a file path or bytes, got {type(source).__name__}")
+    if len(data) > max_bytes:
+        raise ModelLoadError(_too_big(len(data), max_bytes))
+    return data, label
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (f"the model is {size / 2**20:.1f} MiB, over the limit of {limit / 2**20:.1f} MiB; "
+            "raise EngineConfig.max_model_bytes to load larger models")
+
+
+def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = None,
+                     options: SessionConfig | None = None, source: str = "upload",
+                     description: str = "", arena: bool = True) -> LoadedModel:
+    """Validate ``data`` as an ONNX model, create (or share) its session and inspect it.
+
+    ``arena=False`` (the memory probe) allocates with plain malloc/free, so each run's
+    peak shows in the process's resident memory."""
+    options = options or SessionConfig()
+    proto = _parse(data)
+    _refuse_external_data(proto.graph)
+    warnings = _check_graph(proto)
+    sha = hashlib.sha256(data).hexdigest()
+    if cache is not None and arena:
+        session = cache.get_or_create(data, options, sha)
+    else:
+        session = create_session(data, options, arena)
+    info = _inspect(name, data, sha, proto, session, source, description, warnings)
+    return LoadedModel(info=info, session=session,
+                       output_names=[o.name for o in info.outputs], session_config=options)
+
+
+def _parse(data: bytes) -> onnx.ModelProto:
+    if not data:
+        raise ModelLoadError("the model file is empty (0 bytes); expected an ONNX model "
+                             "(.onnx) file")
+    for magic, what in _MAGIC:
+        if data.startswith(magic):
+            raise ModelLoadError(f"this file looks like {what}, not an ONNX model; expected "
+                                 "an .onnx file exported by e.g. torch.onnx or skl2onnx")
+    try:
+        proto = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as err:
+        raise ModelLoadError(
+            "the file is not a valid ONNX model (its protobuf could not be parsed: the file "
+            f"is truncated or is not ONNX): {err}") from None
+    # Random bytes sometimes parse as a protobuf: an ONNX model has an IR version and a graph.
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        raise ModelLoadError("the file is not an ONNX model (no IR version or no graph "
+                             "found: it is truncated or another format)")
+    return proto
+
+
+def _iter_graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _iter_graph_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _iter_graph_tensors(sub)
+
+
+def _refuse_external_data(graph: onnx.GraphProto) -> None:
+    for tensor in _iter_graph_tensors(graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise ModelLoadError(
+                f"tensor {tensor.name!r} stores its data in an external file ({where!r}); "
+                "models with external data are refused because loading them would read other "
+                "files. Save the model with all weights inside it "
+                "(onnx.save_model(model, path, save_as_external_data=False))")
+
+
+def _check_graph(proto: onnx.ModelProto) -> tuple[str, ...]:
+    """Structural checks that refuse; onnx.checker's findings are returned as warnings:
+    ONNX Runtime is the judge of whether a model loads (it loads models the checker
+    rejects, e.g. onnxruntime's own datasets/mul_1.onnx), and a model it cannot run is
+    refused when its session is created."""
+    warnings: list[str] = []
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as err:  # ValidationError, or plain errors on malformed graphs
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        warnings.append(f"onnx.checker: {first}")
+    initializers = {t.name for t in proto.graph.initializer}
+    real_inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if not real_inputs:
+        raise ModelLoadError("the model declares no inputs; a served model needs at least one "
+                             "input tensor")
+    if not proto.graph.output:
+        raise ModelLoadError("the model declares no outputs, so every request would fail; a "
+                             "served model needs at least one output")
+    return tuple(warnings)
+
+
+def _dims(shape: Any) -> tuple[int | str | None, ...] | None:
+    if shape is None:
+        return None
+    return tuple(d if isinstance(d, (int, str)) else None for d in shape)
+
+
+def _spec(arg: Any) -> TensorSpec:
+    return TensorSpec(name=arg.name, type=arg.type, dtype=ORT_DTYPES.get(arg.type),
+                      shape=_dims(arg.shape) if arg.type.startswith("tensor(") else None)
+
+
+def _inspect(name: str, data: bytes, sha: str, proto: onnx.ModelProto,
+             session: ort.InferenceSession, source: str, description: str,
+             warnings: tuple[str, ...] = ()) -> ModelInfo:
+    inputs = tuple(_spec(a) for a in session.get_inputs())
+    outputs = tuple(_spec(a) for a in session.get_outputs())
+    if not outputs:
+        raise ModelLoadError("the model has no outputs, so every request would fail; a served "
+                             "model needs at least one output")
+    for spec in inputs:
+        if spec.dtype is None:
+            raise ModelLoadError(
+                f"input {spec.name!r} has type {spec.type}, which the engine cannot feed; "
+                f"supported input types are tensors of {', '.join(sorted({str(d) for d in ORT_DTYPES.values()}))}")
+        fixed = [d for d in spec.shape or () if isinstance(d, int)]
+        if any(d < 0 or d > _MAX_DIM for d in fixed) or int(np.prod(fixed, dtype=object)) > _MAX_FIXED_ELEMENTS:
+            raise ModelLoadError(f"input {spec.name!r} declares an absurd shape "
+                                 f"{spec.shape_text()}; dimensions must be below 2^31 elements")
+    mode, reason = batch_mode(inputs, outputs)
+    dynamic = sorted({d for t in inputs + outputs for d in (t.shape or ())
+                      if isinstance(d, str)})
+    return ModelInfo(
+        name=name, sha256=sha, size_bytes=len(data), inputs=inputs, outputs=outputs,
+        opset={(o.domain or ""): int(o.version) for o in proto.opset_import},
+        ir_version=int(proto.ir_version),
+        producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
+        batch_mode=mode, batch_reason=reason, source=source, description=description,
+        providers=tuple(session.get_providers()), dynamic_dims=tuple(dynamic),
+        warnings=warnings)

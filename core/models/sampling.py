@@ -1,0 +1,73 @@
+"""Random valid inputs for a model, checked against the memory budget before allocating.
+
+Example:
+    >>> sample_input(info, rows=3).shape
+    (3, 256)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from core.errors import ResourceLimitError
+from .memory import check_elements, generated_input_limit, memory_budget
+from .types import ModelInfo
+
+__all__ = ["sample_input"]
+
+
+def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
+                 dynamic_size: int = 4,
+                 max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """Random input for ``info`` with ``rows`` rows (the exact shape for non-batchable models).
+
+    Dynamic dims other than the batch axis get ``dynamic_size``; dims sharing a name agree.
+    Every input's size is checked against ``max_bytes`` (default: an eighth of the
+    process's memory budget) before anything is allocated, and values are generated in the
+    input's own
+    dtype, so a declared shape such as ``[1, 2^31-1]`` is refused with a
+    :class:`~core.errors.ResourceLimitError` naming the input and dimension instead of
+    allocating tens of GiB. Returns an array for a one-input model, else a dict.
+
+    Example:
+        >>> sample_input(info, rows=3)["x"].shape  # doctest: +SKIP
+        (3, 256)
+    """
+    budget = max_bytes if max_bytes is not None else generated_input_limit(memory_budget())
+    shapes: dict[str, list[int]] = {}
+    total = 0
+    for spec in info.inputs:
+        shape = []
+        for i, d in enumerate(spec.shape or ()):
+            if i == 0 and info.batch_mode in ("dynamic", "rows"):
+                shape.append(rows)
+            elif isinstance(d, int):
+                shape.append(d)
+            else:
+                shape.append(dynamic_size)
+        assert spec.dtype is not None
+        total += check_elements(f"input {spec.name!r}", shape, spec.dtype, budget)
+        shapes[spec.name] = shape
+    if budget is not None and total > budget:
+        raise ResourceLimitError(
+            f"the inputs of model {info.name!r} with {rows} rows need {total / 2**20:.1f} MiB "
+            f"together, over the {budget / 2**20:.1f} MiB the engine generates at most (1/8 "
+            "of its memory budget); use fewer rows or raise EngineConfig.memory_budget_bytes")
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for spec in info.inputs:
+        shape, dtype = shapes[spec.name], spec.dtype
+        if dtype in (np.float32, np.float64):
+            arr = rng.standard_normal(shape, dtype=dtype.type)
+        elif dtype.kind == "f":
+            arr = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif dtype.kind == "b":
+            arr = rng.integers(0, 2, size=shape, dtype=np.uint8).astype(bool)
+        elif dtype.kind in "iu":
+            arr = rng.integers(0, 10, size=shape, dtype=dtype.type)
+        else:
+            arr = np.zeros(shape, dtype=dtype)
+        arrays[spec.name] = arr
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    return arrays

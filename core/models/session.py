@@ -1,0 +1,61 @@
+"""ONNX Runtime sessions: created with the engine's options, and the providers on offer.
+
+Example:
+    >>> session = create_session(data, SessionConfig(intra_op_threads=1))
+"""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from core.config import SessionConfig, default_intra_op_threads
+from core.errors import ModelLoadError
+from .memory import memory_budget
+
+__all__ = ["create_session", "available_providers"]
+
+_OPT_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def available_providers() -> list[str]:
+    """Short names of the execution providers this onnxruntime build offers ('cpu', 'cuda')."""
+    have = set(ort.get_available_providers())
+    return [short for short, full in _PROVIDERS.items() if full in have]
+
+
+def create_session(data: bytes, options: SessionConfig,
+                    arena: bool = True) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.enable_cpu_mem_arena = arena
+    opts.intra_op_num_threads = (default_intra_op_threads() if options.intra_op_threads is None
+                                 else options.intra_op_threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = _OPT_LEVELS[options.graph_optimization]
+    # Fatal only: every error of a run reaches its request as an exception, and runs
+    # stopped on purpose (RunOptions.terminate) would otherwise log an error each.
+    opts.log_severity_level = 4
+    if memory_budget() is not None and arena:
+        # Allocate from the process's shared arena, capped at the engine's memory budget.
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+    provider = _PROVIDERS[options.provider]
+    if provider not in ort.get_available_providers():
+        raise ModelLoadError(
+            f"execution provider {options.provider!r} is not available in this onnxruntime "
+            f"build (available: {', '.join(available_providers())}); install onnxruntime-gpu "
+            "for CUDA, or use provider='cpu'")
+    providers = [provider] if provider == "CPUExecutionProvider" else [provider,
+                                                                        "CPUExecutionProvider"]
+    try:
+        return ort.InferenceSession(data, sess_options=opts, providers=providers)
+    except Exception as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelLoadError(f"ONNX Runtime could not create a session for this model: {msg}. "
+                             "Check that its opset and operators are supported by onnxruntime "
+                             f"{ort.__version__}") from None

@@ -1,0 +1,280 @@
+"""Open Inference Protocol (KServe v2) tensors: JSON, and the binary tensor data extension.
+
+A request body is a JSON object — or, with the binary extension, a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw bytes of every input whose
+``parameters.binary_data_size`` is set, in the order the inputs are listed (Triton's
+format: little-endian, row-major; BYTES elements as a 4-byte length and the bytes). An
+answer uses the binary form for an output when the request asks for it (the output's
+``parameters.binary_data``, or the request's ``parameters.binary_data_output``).
+
+Errors are :class:`OIPError` with the HTTP status to answer and a message that says what
+was wrong and what is expected.
+
+Example:
+    >>> arrays, req = parse_infer_request(body, header_length)
+    >>> body, header_length = encode_infer_response(req, "mlp", outputs, extra={})
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from typing import Any
+
+import numpy as np
+
+from .status import HTTPError
+from core.models import OIP_DTYPES, ModelInfo, oip_datatype
+
+__all__ = ["OIPError", "metadata", "parse_infer_request", "encode_infer_response",
+           "HEADER_LENGTH", "encode_infer_request", "parse_infer_response"]
+
+#: The header that carries the JSON part's length in a binary request or answer.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+#: A request the protocol says is wrong, with the HTTP status to answer.
+OIPError = HTTPError
+
+
+def _shape(spec_shape: Any) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in (spec_shape or ())]
+
+
+def metadata(name: str, info: ModelInfo) -> dict[str, Any]:
+    """Model metadata as ``GET /v2/models/{name}`` answers it."""
+    return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": t.name, "datatype": oip_datatype(t.dtype),
+                        "shape": _shape(t.shape)} for t in info.inputs],
+            "outputs": [{"name": t.name, "datatype": oip_datatype(t.dtype),
+                         "shape": _shape(t.shape)} for t in info.outputs]}
+
+
+def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(t, dict):
+        raise OIPError(400, "each entry of 'inputs' must be an object with name, shape, "
+                            "datatype and data")
+    name, shape, dt, data = (t.get(k) for k in ("name", "shape", "datatype", "data"))
+    if not isinstance(name, str):
+        raise OIPError(400, "an input has no 'name' (a string)")
+    if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool)
+                                               and d >= 0 for d in shape)):
+        raise OIPError(400, f"input {name!r}: 'shape' must be a list of non-negative "
+                            f"integers, got {shape!r}")
+    dtype = OIP_DTYPES.get(dt) if isinstance(dt, str) else None
+    if dtype is None:
+        raise OIPError(400, f"input {name!r}: datatype {dt!r} is not supported; expected one "
+                            f"of {', '.join(OIP_DTYPES)}")
+    expected = math.prod(shape)
+    size = (t.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise OIPError(400, f"input {name!r}: binary_data_size must be a non-negative "
+                                f"integer, got {size!r}")
+        if size != expected * dtype.itemsize:
+            raise OIPError(400, f"input {name!r}: binary_data_size is {size} bytes but shape "
+                                f"{shape} of {dt} needs {expected * dtype.itemsize}")
+        if offset + size > len(binary):
+            raise OIPError(400, f"input {name!r}: the body ends {offset + size - len(binary)} "
+                                "bytes short of its binary data (check "
+                                f"{HEADER_LENGTH} and binary_data_size)")
+        arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<"))
+        return name, arr.astype(dtype, copy=False).reshape(shape), offset + size
+    try:
+        arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise OIPError(400, f"input {name!r}: 'data' is not a list of {dt} values "
+                            f"({err})") from None
+    if arr.size != expected:
+        raise OIPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
+                            f"{arr.size}")
+    return name, arr.reshape(shape), offset
+
+
+def _split_body(raw: bytes, header_length: int | None, status: int, what: str
+                ) -> tuple[Any, memoryview]:
+    """The JSON part of a request or answer (parsed) and its binary part; ``status`` and
+    ``what`` ("the request body", "the server's answer") word the errors."""
+    if header_length is not None:
+        if not 0 <= header_length <= len(raw):
+            raise OIPError(status, f"{HEADER_LENGTH} is {header_length} but {what} has "
+                                   f"{len(raw)} bytes")
+        head, binary = raw[:header_length], memoryview(raw)[header_length:]
+    else:
+        head, binary = raw, memoryview(b"")
+    try:
+        return json.loads(head), binary
+    except (ValueError, UnicodeDecodeError) as err:
+        raise OIPError(status, f"{what} is not valid JSON: {err}") from None
+
+
+def parse_infer_request(raw: bytes, header_length: int | None = None
+                        ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The input arrays (by name, in order) and the JSON part of an infer request."""
+    req, binary = _split_body(raw, header_length, 400, "the request body")
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
+        raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for t in req["inputs"]:
+        name, arr, offset = _tensor(t, binary, offset)
+        arrays[name] = arr
+    if offset != len(binary):
+        raise OIPError(400, f"the body has {len(binary) - offset} bytes of binary data that no "
+                            "input's binary_data_size accounts for")
+    return arrays, req
+
+
+def _bytes_elements(values: list[Any]) -> bytes:
+    out = bytearray()
+    for v in values:
+        b = v if isinstance(v, bytes) else str(v).encode()
+        out += struct.pack("<I", len(b)) + b
+    return bytes(out)
+
+
+def _output(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes]:
+    if isinstance(value, np.ndarray) and oip_datatype(value.dtype) != "BYTES":
+        entry = {"name": name, "datatype": oip_datatype(value.dtype), "shape": list(value.shape)}
+        if binary:
+            raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            return entry, raw
+        entry["data"] = value.reshape(-1).tolist()
+        return entry, b""
+    if isinstance(value, np.ndarray):  # strings or objects
+        shape, values = list(value.shape), [str(v) for v in value.reshape(-1).tolist()]
+    else:  # non-tensor outputs (sequences of maps from converted classifiers): JSON per row
+        rows = list(value) if isinstance(value, (list, tuple)) else [value]
+        shape, values = [len(rows)], [json.dumps(r, default=str) for r in rows]
+    entry = {"name": name, "datatype": "BYTES", "shape": shape}
+    if binary:
+        raw = _bytes_elements(values)
+        entry["parameters"] = {"binary_data_size": len(raw)}
+        return entry, raw
+    entry["data"] = values
+    return entry, b""
+
+
+def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, Any],
+                          extra: dict[str, Any]) -> tuple[bytes, int | None]:
+    """The answer's body and, when any output is binary, the JSON part's length."""
+    wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
+    unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
+    if unknown:
+        raise OIPError(400, f"unknown output(s) {unknown}; model {model!r} has {list(outputs)}")
+    params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
+    default_binary = bool(params.get("binary_data_output", False))
+    chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))
+              for o in wanted] or [(n, default_binary) for n in outputs]
+    entries, blobs = [], []
+    any_binary = any(binary for _, binary in chosen)
+    for name, binary in chosen:
+        entry, raw = _output(name, outputs[name], binary)
+        entries.append(entry)
+        blobs.append(raw)
+    body: dict[str, Any] = {"model_name": model, "model_version": "1", "outputs": entries,
+                            "parameters": extra}
+    if "id" in req:
+        body["id"] = req["id"]
+    head = json.dumps(body).encode()
+    if not any_binary:
+        return head, None
+    return head + b"".join(blobs), len(head)
+
+
+# -- the client's side (core.remote) --------------------------------------------------------
+def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True,
+                         parameters: dict[str, Any] | None = None
+                         ) -> tuple[bytes, int | None]:
+    """An infer request's body (and the JSON part's length when ``binary``), asking for
+    every output in the same form; ``parameters`` go in the request's parameters."""
+    entries, blobs = [], []
+    for name, a in arrays.items():
+        entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(a.dtype),
+                                 "shape": list(a.shape)}
+        if entry["datatype"] == "BYTES":        # strings or bytes, element by element
+            values = [v if isinstance(v, bytes) else str(v).encode()
+                      for v in a.reshape(-1).tolist()]
+            if binary:
+                raw = _bytes_elements(values)
+                entry["parameters"] = {"binary_data_size": len(raw)}
+                blobs.append(raw)
+            else:
+                entry["data"] = [v.decode("utf-8", "replace") for v in values]
+            entries.append(entry)
+            continue
+        if binary:
+            raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = a.reshape(-1).tolist()
+        entries.append(entry)
+    body: dict[str, Any] = {"inputs": entries}
+    params = dict(parameters or {})
+    if binary:
+        params["binary_data_output"] = True
+    if params:
+        body["parameters"] = params
+    head = json.dumps(body).encode()
+    if not binary:
+        return head, None
+    return head + b"".join(blobs), len(head)
+
+
+def _split_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
+    out, i = [], 0
+    for _ in range(count):
+        if i + 4 > len(raw):
+            raise OIPError(502, f"output {name!r}: BYTES data ends early")
+        (n,) = struct.unpack_from("<I", raw, i)
+        out.append(bytes(raw[i + 4:i + 4 + n]))
+        i += 4 + n
+    return out
+
+
+def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[str, Any]:
+    """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
+    back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer is an
+    :class:`OIPError` with status 502 (the server's fault, not the request's)."""
+    body, binary = _split_body(raw, header_length, 502, "the server's answer")
+    if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
+        raise OIPError(502, "the server's answer has no 'outputs' list")
+    outputs: dict[str, Any] = {}
+    offset = 0
+    for t in body["outputs"]:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise OIPError(502, "an output of the server's answer has no name")
+        name, shape, dt = t["name"], t.get("shape"), t.get("datatype")
+        if not isinstance(shape, list) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise OIPError(502, f"output {name!r} of the server's answer has shape {shape!r}; "
+                                "expected a list of non-negative integers")
+        count = math.prod(shape)
+        params = t.get("parameters") if isinstance(t.get("parameters"), dict) else {}
+        size = params.get("binary_data_size")
+        try:
+            if dt == "BYTES":
+                if size is not None:
+                    values: Any = _split_bytes(binary[offset:offset + size], count, name)
+                    offset += size
+                else:
+                    values = t.get("data") or []
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+                outputs[name] = arr.reshape(shape)
+                continue
+            dtype = OIP_DTYPES[dt]
+            if size is not None:
+                # a copy: writable, and not holding the whole answer alive
+                arr = np.frombuffer(binary[offset:offset + size],
+                                    dtype=dtype.newbyteorder("<")).astype(dtype)
+                offset += size
+            else:
+                arr = np.asarray(t.get("data"), dtype=dtype)
+            outputs[name] = arr.reshape(shape)
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as err:
+            raise OIPError(502, f"output {name!r} of the server's answer cannot be read as "
+                                f"{dt} {shape}: {err}") from None
+    return outputs

@@ -1,0 +1,152 @@
+"""Triton's model configuration, translated in one place: the batching fields Batchlab reads
+and writes (``max_batch_size``, ``dynamic_batching.max_queue_delay_microseconds``, the
+default queue policy's size and timeout), as JSON (the repository extension,
+``GET .../config``) and as ``config.pbtxt`` text (the export).
+
+One rule for ``max_batch_size``: Triton's ``0`` means the model takes no batch dimension
+and requests are never combined, which Batchlab serves as ``max_batch_size=1``; and
+without a ``dynamic_batching`` block requests are not held to form batches
+(``max_wait_ms=0``).
+
+Example:
+    >>> batch_changes({"max_batch_size": 16,
+    ...                "dynamic_batching": {"max_queue_delay_microseconds": 2000}})
+    ({'max_batch_size': 16, 'max_wait_ms': 2.0}, [])
+    >>> read_batching({"max_batch_size": 0})
+    (0, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from core.errors import ConfigError
+
+__all__ = ["batch_changes", "model_config", "read_batching", "with_batching", "pbtxt",
+           "batchlab_max_batch_size"]
+
+_KNOWN = {"max_batch_size", "dynamic_batching", "name", "platform", "backend", "input",
+          "output", "instance_group"}
+
+
+def batchlab_max_batch_size(triton_max_batch_size: int) -> int:
+    """Batchlab's ``max_batch_size`` for Triton's (0, no batching, is one request at a time)."""
+    return max(1, int(triton_max_batch_size))
+
+
+def _us_to_ms(us: float) -> float:
+    return float(us) / 1000.0
+
+
+def _ms_to_us(ms: float) -> int:
+    return int(round(float(ms) * 1000))
+
+
+def batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
+    """Batchlab ``configure`` changes from a Triton model configuration (a dict, checked
+    strictly: a wrong field is refused with what is expected), and the names of fields
+    that have no meaning here (ignored)."""
+    if not isinstance(config, dict):
+        raise ConfigError("parameters.config must be a JSON object (Triton's model "
+                          f"configuration), got {type(config).__name__}")
+    changes: dict[str, Any] = {}
+    ignored = sorted(k for k in config if k not in _KNOWN)
+    if "max_batch_size" in config:
+        mbs = config["max_batch_size"]
+        if not isinstance(mbs, int) or isinstance(mbs, bool) or mbs < 0:
+            raise ConfigError(f"config.max_batch_size must be an integer >= 0, got {mbs!r}")
+        changes["max_batch_size"] = batchlab_max_batch_size(mbs)
+    db = config.get("dynamic_batching")
+    if db is None:
+        changes["max_wait_ms"] = 0.0
+    elif not isinstance(db, dict):
+        raise ConfigError("config.dynamic_batching must be an object, e.g. "
+                          '{"max_queue_delay_microseconds": 2000}')
+    else:
+        delay = db.get("max_queue_delay_microseconds", 0)
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0 \
+                or not math.isfinite(delay):
+            raise ConfigError("dynamic_batching.max_queue_delay_microseconds must be a number "
+                              f">= 0, got {delay!r}")
+        changes["max_wait_ms"] = _us_to_ms(delay)
+        policy = db.get("default_queue_policy") or {}
+        if "max_queue_size" in policy and int(policy["max_queue_size"]) > 0:
+            changes["max_queue"] = int(policy["max_queue_size"])
+        if "default_timeout_microseconds" in policy:
+            us = float(policy["default_timeout_microseconds"])
+            changes["timeout_ms"] = _us_to_ms(us) if us > 0 else None
+        ignored += [f"dynamic_batching.{k}" for k in db
+                    if k not in ("max_queue_delay_microseconds", "default_queue_policy")]
+    return changes, ignored
+
+
+def read_batching(config: Any) -> tuple[int | None, float | None]:
+    """``(max_batch_size, max_wait_ms)`` as a server reports them in its configuration
+    (read leniently: what is missing or malformed is None). ``max_batch_size`` is Triton's
+    own value (0: no batch dimension); a configuration without ``dynamic_batching`` holds
+    nobody (``max_wait_ms=0``)."""
+    if not isinstance(config, dict):
+        return None, None
+    mbs = config.get("max_batch_size")
+    mbs = mbs if isinstance(mbs, int) and not isinstance(mbs, bool) else None
+    db = config.get("dynamic_batching")
+    wait: float | None = None
+    if isinstance(db, dict):
+        delay = db.get("max_queue_delay_microseconds", 0)
+        try:
+            wait = _us_to_ms(delay) if not isinstance(delay, bool) else None
+        except (TypeError, ValueError):
+            wait = None
+        if wait is not None and not (math.isfinite(wait) and wait >= 0):
+            wait = None
+    elif mbs is not None:
+        wait = 0.0
+    return mbs, wait
+
+
+def model_config(name: str, cfg: Any, batchable: bool = True) -> dict[str, Any]:
+    """A model's batch settings (a :class:`~core.config.BatchConfig`) as Triton's model
+    configuration (``GET .../config``): the inverse of :func:`batch_changes` for the fields
+    both have. A model that cannot batch says ``max_batch_size: 0``."""
+    out: dict[str, Any] = {"name": name, "platform": "onnxruntime_onnx",
+                           "max_batch_size": cfg.max_batch_size if batchable else 0}
+    if cfg.max_wait_ms > 0 or cfg.max_batch_size > 1:
+        policy: dict[str, Any] = {"max_queue_size": cfg.max_queue}
+        if cfg.timeout_ms is not None:
+            policy["default_timeout_microseconds"] = _ms_to_us(cfg.timeout_ms)
+        out["dynamic_batching"] = {"max_queue_delay_microseconds": _ms_to_us(cfg.max_wait_ms),
+                                   "default_queue_policy": policy}
+    return out
+
+
+def with_batching(config: Any, max_batch_size: int | None = None,
+                  max_wait_ms: float | None = None) -> dict[str, Any]:
+    """A copy of a server's configuration with new batch settings (what a repository load
+    sends to change them); other fields are kept as the server gave them."""
+    out = dict(config) if isinstance(config, dict) else {}
+    if max_batch_size is not None:
+        out["max_batch_size"] = int(max_batch_size)
+    if max_wait_ms is not None:
+        db = dict(out.get("dynamic_batching") or {})
+        db["max_queue_delay_microseconds"] = _ms_to_us(max_wait_ms)
+        out["dynamic_batching"] = db
+    return out
+
+
+def pbtxt(max_batch_size: int, max_wait_ms: float,
+          preferred_batch_sizes: Sequence[int] | None = None,
+          max_queue: int | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size`` and a ``dynamic_batching`` block.
+
+    Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
+    default policy (the wait starts with the oldest request).
+    """
+    lines = [f"max_batch_size: {int(max_batch_size)}", "dynamic_batching {"]
+    for size in preferred_batch_sizes or [int(max_batch_size)]:
+        lines.append(f"  preferred_batch_size: {int(size)}")
+    lines.append(f"  max_queue_delay_microseconds: {_ms_to_us(max_wait_ms)}")
+    if max_queue is not None:
+        lines += ["  default_queue_policy {", f"    max_queue_size: {int(max_queue)}", "  }"]
+    lines.append("}")
+    return "\n".join(lines) + "\n"

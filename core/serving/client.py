@@ -1,0 +1,279 @@
+"""A client of the engine server with the engine's contract: ``RemoteEngine(url)``.
+
+:class:`RemoteEngine` has the method names, arguments and return types of
+:class:`~core.Engine` for everything the dashboard and notebooks use, so code written
+against "an engine" does not know which kind it holds. Each call is one HTTP request to
+the control API (:mod:`core.serving.control`) over a pooled keep-alive connection; values travel
+in the :mod:`core.protocol.wire` encoding and come back as the engine's own types. Errors are the
+engine's own exceptions; a server that cannot be reached raises
+:class:`~core.errors.EngineUnavailableError` saying where it looked.
+
+What differs from in-process: callbacks and events cannot cross the wire, so progress and
+cancellation of long work go through jobs (``start_job``/``job``/``cancel_job``), which run
+in the server and outlive the caller. ``close()`` closes this client, not the server's engine.
+
+Example:
+    >>> engine = RemoteEngine("http://127.0.0.1:8000")
+    >>> engine.predict("mlp", engine.sample_input("mlp")).outputs["logits"].shape
+    (1, 10)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import urllib3
+
+from core import errors
+from core.errors import BatchlabError, ConfigError, EngineUnavailableError
+from core.lab import Engine, ExperimentStore
+from core.models import read_model_source
+from core.protocol import error_from
+from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
+from .wire_types import WIRE
+
+__all__ = ["RemoteEngine", "DEFAULT_URL"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+# A wait with a timeout gets that timeout plus this margin.
+_MARGIN_S = 10.0
+_CONTRACT = {**ENGINE_CONTRACT, **STORE_CONTRACT}
+
+
+def _reads(method: str) -> bool:
+    """Calls that only read: safe to send again when a pooled connection turns out dead."""
+    return _CONTRACT[method].reads
+
+
+def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float | None:
+    """How long to wait for the answer (seconds; None: as long as it takes)."""
+    if method == "predict":
+        if kwargs.get("timeout_ms") is not None:
+            return kwargs["timeout_ms"] / 1000.0 + _MARGIN_S
+        if kwargs.get("timeout") is not None:
+            return kwargs["timeout"] + _MARGIN_S
+    if method in ("wait_job", "wait_traffic") and kwargs.get("timeout_s") is not None:
+        return kwargs["timeout_s"] + _MARGIN_S
+    wait = _CONTRACT[method].wait_s
+    return default if wait == DEFAULT else wait
+
+
+class _Transport:
+    """One pooled connection set to the server; thread-safe."""
+
+    def __init__(self, url: str, timeout_s: float, pool_size: int) -> None:
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._http = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
+
+    def request(self, method: str, path: str, body: Any = None, retry: bool = False,
+                read_timeout_s: float | None | str = "default") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        read = self.timeout_s if read_timeout_s == "default" else read_timeout_s
+        timeout = urllib3.Timeout(connect=3.0, read=read)
+        retries = urllib3.Retry(total=1 if retry else 0, connect=1, read=1 if retry else 0,
+                                redirect=0, status=0, other=0, allowed_methods=None,
+                                raise_on_status=False)
+        try:
+            resp = self._http.request(method, self.url + path, body=data, timeout=timeout,
+                                      retries=retries,
+                                      headers={"Content-Type": "application/json"})
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.TimeoutError) as err:
+            if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
+                raise EngineUnavailableError(
+                    f"the engine server at {self.url} did not accept a connection within "
+                    "3 s; is it running and reachable?") from None
+            raise errors.RequestTimeoutError(
+                f"the engine server at {self.url} did not answer {path} within {read:g} s; "
+                "the call may still have taken effect there") from None
+        except urllib3.exceptions.MaxRetryError as err:
+            if isinstance(err.reason, urllib3.exceptions.ReadTimeoutError):
+                raise errors.RequestTimeoutError(
+                    f"the engine server at {self.url} did not answer {path} within {read:g} s; "
+                    "the call may still have taken effect there") from None
+            raise EngineUnavailableError(
+                f"the engine server at {self.url} is not reachable ({err.reason}); start it "
+                "with `make serve` (or `python -m core.server`), or point BATCHLAB_ENGINE_URL "
+                "at a running one") from None
+        except urllib3.exceptions.HTTPError as err:
+            reason = getattr(err, "reason", None) or err
+            raise EngineUnavailableError(
+                f"the engine server at {self.url} is not reachable ({reason}); start it with "
+                "`make serve` (or `python -m core.server`), or point BATCHLAB_ENGINE_URL at "
+                "a running one") from None
+        try:
+            payload = json.loads(resp.data) if resp.data else {}
+        except ValueError:
+            raise EngineUnavailableError(
+                f"{self.url}{path} answered HTTP {resp.status} with something that is not "
+                "JSON: is this a Batchlab engine server?") from None
+        if resp.status >= 400:
+            raise error_from(resp.status, payload)
+        return payload
+
+    def close(self) -> None:
+        self._http.clear()
+
+
+def _remote(room: str, name: str, local: Callable[..., Any] | None) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._call(room, name, args, kwargs)
+    if local is not None:
+        method = functools.wraps(local)(method)
+    method.__name__ = name
+    return method
+
+
+class _RemoteStore:
+    """The server's experiment history, with :class:`ExperimentStore`'s methods."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._t = transport
+        self.path = f"{transport.url} (the engine server's history)"
+
+    def _call(self, room: str, method: str, args: tuple, kwargs: dict) -> Any:
+        body = {"args": WIRE.encode(list(args)), "kwargs": WIRE.encode(kwargs)}
+        return WIRE.decode(self._t.request("POST", f"/v1/{room}/{method}", body,
+                                      retry=_reads(method))["result"])
+
+
+for _name in STORE_CONTRACT:
+    setattr(_RemoteStore, _name, _remote("store", _name, getattr(ExperimentStore, _name)))
+
+
+class RemoteEngine:
+    """The engine of a Batchlab server, with :class:`~core.Engine`'s contract.
+
+    Construction does not contact the server (a dashboard may start before its engine);
+    use :meth:`connect` to wait until it answers, :meth:`reachable` to check.
+
+    Example:
+        >>> engine = RemoteEngine.connect("http://127.0.0.1:8000", timeout_s=10)
+        >>> engine.configure("mlp", max_batch_size=16)
+        BatchConfig(max_batch_size=16, ...)
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0,
+                 pool_size: int = 64) -> None:
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"the engine URL must start with http:// or https://, got {url!r}")
+        self.url = url.rstrip("/")
+        self._t = _Transport(self.url, timeout_s, pool_size)
+        self._info: dict[str, Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._pool_size = pool_size
+        self._closed = False
+        self.store = _RemoteStore(self._t)
+
+    @classmethod
+    def connect(cls, url: str = DEFAULT_URL, timeout_s: float = 10.0, **kw: Any) -> RemoteEngine:
+        """A client once the server at ``url`` answers (waits up to ``timeout_s``)."""
+        engine = cls(url, **kw)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                engine.server_info()
+                return engine
+            except EngineUnavailableError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+
+    # -- plumbing --------------------------------------------------------------------
+    def _call(self, room: str, method: str, args: tuple, kwargs: dict) -> Any:
+        if self._closed:
+            raise errors.EngineClosedError("this RemoteEngine is closed; create a new one")
+        bad = LOCAL_ONLY & {k for k, v in kwargs.items() if v is not None}
+        if bad:
+            raise ConfigError(f"{method}: {', '.join(sorted(bad))} cannot cross to the engine "
+                              f"server; run it as a job (start_job({method!r}, ...)) and "
+                              "watch job(job_id) for progress, cancel_job to stop")
+        kwargs = {k: v for k, v in kwargs.items() if k not in LOCAL_ONLY}
+        body = {"args": WIRE.encode(list(args)), "kwargs": WIRE.encode(kwargs)}
+        read = _read_timeout(method, kwargs, self._t.timeout_s)
+        return WIRE.decode(self._t.request("POST", f"/v1/{room}/{method}", body,
+                                      retry=_reads(method), read_timeout_s=read)["result"])
+
+    def server_info(self) -> dict[str, Any]:
+        """The server's budget, configuration and methods (fetched once)."""
+        if self._info is None:
+            info = self._t.request("GET", "/v1/info", retry=True)
+            info["config"] = WIRE.decode(info.get("config"))
+            self._info = info
+        return self._info
+
+    def reachable(self) -> bool:
+        """True when the server answers its liveness check now."""
+        try:  # a short wait: a page asks this on every run
+            self._t.request("GET", "/v2/health/live", retry=False, read_timeout_s=2.0)
+            return True
+        except BatchlabError:
+            return False
+
+    @property
+    def config(self) -> Any:
+        """The server engine's :class:`~core.config.EngineConfig`."""
+        return self.server_info()["config"]
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.server_info()["memory_budget_bytes"])
+
+    # -- requests: futures from a local pool of HTTP callers ------------------------------
+    def submit(self, name: str, x: Any, timeout_ms: float | None = None,
+               key: Any = None) -> Future:
+        """Like :meth:`Engine.submit`: a Future of the :class:`Prediction`. Errors that the
+        engine raises at submit arrive through the future here (the server is elsewhere)."""
+        with self._pool_lock:
+            if self._closed:
+                raise errors.EngineClosedError("this RemoteEngine is closed")
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
+            return self._pool.submit(self.predict, name, x, key=key, timeout_ms=timeout_ms)
+
+    @functools.wraps(Engine.load_model)
+    def load_model(self, source: Any, name: str | None = None, **kwargs: Any) -> Any:
+        # A path names a file here, on the client: read it and send its bytes.
+        data, where = read_model_source(source, self.config.max_model_bytes) \
+            if isinstance(source, (str, Path)) else (source, None)
+        if where not in (None, "upload"):
+            name = Path(where).stem if name is None else name
+            kwargs.setdefault("source_label", where)
+        return self._call("engine", "load_model", (bytes(data),),
+                          {"name": name, **kwargs})
+
+    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close this client (its connections and threads); the server keeps running."""
+        with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:  # calls under way end by their own read timeouts
+            pool.shutdown(wait=False, cancel_futures=True)
+        self._t.close()
+
+    def __enter__(self) -> RemoteEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteEngine({self.url!r})"
+
+
+for _name in ENGINE_CONTRACT:
+    if not hasattr(RemoteEngine, _name):
+        setattr(RemoteEngine, _name, _remote("engine", _name, getattr(Engine, _name)))

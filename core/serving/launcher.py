@@ -1,0 +1,139 @@
+"""Start the engine server as a child process, and keep it running.
+
+The dashboard (``streamlit run app.py``) uses this when ``BATCHLAB_ENGINE_URL`` is not
+set: it starts ``python -m core.server`` on a free loopback port, so the engine measures in
+its own interpreter and the pages only draw. The child watches its parent and drains and
+exits when the parent is gone; :meth:`ServerProcess.ensure` restarts it (on the same port)
+if it died, so the pages recover.
+
+Example:
+    >>> server = ServerProcess().start()
+    >>> engine = RemoteEngine(server.url)
+    >>> server.stop()
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from core.errors import EngineUnavailableError
+
+__all__ = ["ServerProcess", "free_port"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the server binds it with SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``python -m core.server`` as a child of this process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 args: Sequence[str] = (), log_path: str | Path | None = None,
+                 cpus: set[int] | None = None) -> None:
+        self.cpus = cpus  # CPU affinity of the child (benchmarks pin it to one core)
+        self.host = host
+        self.port = port or free_port(host)
+        self.args = list(args)
+        self.log_path = Path(log_path) if log_path else None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.restarts = 0
+        self.restarted_at: float | None = None  # time.monotonic() of the last restart
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def _spawn(self) -> None:
+        cmd = [sys.executable, "-m", "core.server", "--host", self.host, "--port",
+               str(self.port), "--parent-pid", str(os.getpid()), *self.args]
+        env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep
+                   + os.environ.get("PYTHONPATH", ""))
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        try:
+            cpus = self.cpus
+            self._proc = subprocess.Popen(
+                cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
+        finally:
+            if self.log_path:
+                out.close()
+
+    def start(self, wait_s: float = 120.0) -> ServerProcess:
+        """Start the child and wait until it answers (building the demo models takes a
+        few seconds)."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._spawn()
+        self.wait_ready(wait_s)
+        return self
+
+    def wait_ready(self, wait_s: float) -> None:
+        deadline = time.monotonic() + wait_s
+        while True:
+            proc = self._proc
+            if proc is not None and proc.poll() is not None:
+                raise EngineUnavailableError(
+                    f"the engine server exited with code {proc.returncode} while starting"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                    + f" (command: python -m core.server --port {self.port})")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise EngineUnavailableError(
+                        f"the engine server on {self.url} did not answer within "
+                        f"{wait_s:g} s") from None
+                time.sleep(0.1)
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def ensure(self, wait_s: float = 120.0) -> bool:
+        """Restart the child if it died; True when this call did (several callers at once
+        restart it once)."""
+        with self._lock:
+            if self.alive():
+                restarted = False
+            else:
+                self.restarts += 1
+                self.restarted_at = time.monotonic()
+                self._spawn()
+                restarted = True
+        self.wait_ready(wait_s)
+        return restarted
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM (the server drains accepted requests), then SIGKILL past ``timeout_s``."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return None
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            return proc.returncode

@@ -1,0 +1,164 @@
+"""The engine server's routes, independent of the HTTP stack that carries them: the Open
+Inference Protocol data plane, Triton's repository extension, ``/metrics`` and the control
+API, each answered as ``(status, body)`` (a dict for JSON, or :class:`Text`).
+
+Example:
+    >>> routes = Routes(engine)
+    >>> routes.route("GET", "/v2/health/live", request)
+    (200, {'live': True})
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from core.errors import ModelNotFoundError
+from core.models import ModelInfo
+from core.protocol import HTTPError, oip, triton
+from . import control, prom
+from .repository import Repository
+
+__all__ = ["Routes", "RequestIn", "Text", "EXTENSIONS", "DEFAULT_MAX_BODY"]
+
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config)?$")
+_REPO_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
+_CONTROL_PATH = re.compile(r"^/v1/(engine|store)/([a-z_]+)$")
+#: The protocol extensions this server has (``GET /v2``).
+EXTENSIONS = ("binary_tensor_data", "model_repository", "batchlab_control", "metrics")
+#: The largest inference request body by default.
+DEFAULT_MAX_BODY = 64 * 2**20
+
+
+class Text:
+    """A non-JSON answer (the Prometheus text, a binary inference answer)."""
+
+    def __init__(self, data: bytes, content_type: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.data, self.content_type, self.headers = data, content_type, headers or {}
+
+
+class RequestIn(Protocol):
+    """What a route reads of its request (the HTTP stack provides it)."""
+
+    def header(self, name: str) -> str | None: ...
+
+    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None: ...
+
+    def body(self, limit: int | None = None, required: bool = True) -> Any: ...
+
+
+class Routes:
+    """Answers requests for one engine (see :mod:`core.serving.server` for the table)."""
+
+    def __init__(self, engine: Any, max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
+        self.engine = engine
+        self.max_body_bytes = max_body_bytes
+        # An upload travels in base64 inside JSON: 4/3 of the model size limit, plus room.
+        self.max_upload_bytes = max(max_body_bytes,
+                                    engine.config.max_model_bytes * 4 // 3 + 2**20)
+        self.repository = Repository(engine)
+
+    def route(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
+        engine = self.engine
+        if path.startswith("/v1/") or path == "/metrics" or path.startswith("/v2/repository"):
+            return self._route_control(method, path, req)
+        if method == "GET" and path == "/v2":
+            return 200, {"name": "batchlab", "version": "1", "extensions": list(EXTENSIONS)}
+        if method == "GET" and path == "/v2/health/live":
+            return 200, {"live": True}
+        if method == "GET" and path == "/v2/health/ready":
+            if engine.closed:
+                raise HTTPError(503, "the engine is closed")
+            return 200, {"ready": True}
+        m = _MODEL_PATH.match(path)
+        if m is None:
+            raise HTTPError(404, f"no route {method} {path}; see the Open Inference Protocol "
+                                  "(/v2, /v2/health/live, /v2/models/NAME, .../infer)")
+        name, version, action = m.group(1), m.group(2), m.group(3)
+        if version not in (None, "1"):
+            raise HTTPError(404, f"model {name!r} has no version {version!r}; it serves "
+                                  "version 1")
+        info = self._info(name)
+        if action is None and method == "GET":
+            return 200, oip.metadata(name, info)
+        if action == "/ready" and method == "GET":
+            return 200, {"name": name, "ready": not engine.closed}
+        if action == "/config" and method == "GET":
+            cfg_name = engine.ab_arms(name)[0] if name in engine.ab_experiments() else name
+            return 200, triton.model_config(name, engine.batch_config(cfg_name), info.batchable)
+        if action == "/infer" and method == "POST":
+            return 200, self._infer(name, info, req)
+        raise HTTPError(405, f"{method} is not allowed on {path}")
+
+    def _route_control(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
+        engine = self.engine
+        if path == "/metrics":
+            if method != "GET":
+                raise HTTPError(405, "use GET /metrics")
+            return 200, Text(prom.render(engine), prom.CONTENT_TYPE)
+        if path == "/v2/repository/index":
+            if method != "POST":
+                raise HTTPError(405, "use POST /v2/repository/index")
+            body = req.body(required=False) or {}
+            return 200, self.repository.index(bool(body.get("ready", False))
+                                                if isinstance(body, dict) else False)
+        m = _REPO_PATH.match(path)
+        if m is not None:
+            if method != "POST":
+                raise HTTPError(405, f"use POST {path}")
+            name, action = m.group(1), m.group(2)
+            body = req.body(self.max_upload_bytes, required=False) or {}
+            if not isinstance(body, dict):
+                raise HTTPError(400, "the body must be a JSON object")
+            if action == "load":
+                return 200, self.repository.load(name, body.get("parameters"))
+            self.repository.unload(name)
+            return 200, {}
+        if path == "/v1/info" and method == "GET":
+            return 200, control.server_info(engine)
+        m = _CONTROL_PATH.match(path)
+        if m is None:
+            raise HTTPError(404, f"no route {method} {path}; the control API is POST "
+                                  "/v1/engine/METHOD and /v1/store/METHOD (GET /v1/info lists "
+                                  "the methods)")
+        if method not in ("POST", "GET"):
+            raise HTTPError(405, f"use POST {path}")
+        # Only an upload may be large; every other call fits the data plane's limit.
+        limit = self.max_upload_bytes if m.group(2) in ("load_model", "save") \
+            else self.max_body_bytes
+        body = req.body(limit, required=False) if method == "POST" else None
+        return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
+
+    def _info(self, name: str) -> ModelInfo:
+        engine = self.engine
+        if name in engine.model_names():
+            return engine.model_info(name)
+        if name in engine.ab_experiments():
+            return engine.model_info(engine.ab_arms(name)[0])
+        raise ModelNotFoundError(f"no model named {name!r}; served models: "
+                                 f"{', '.join(engine.model_names() + engine.ab_experiments())}")
+
+    def _infer(self, name: str, info: ModelInfo, req: RequestIn) -> Any:
+        raw = req.raw_body()
+        header = req.header(oip.HEADER_LENGTH)
+        try:
+            header_length = int(header) if header is not None else None
+        except ValueError:
+            raise HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
+                                  f"{header!r}") from None
+        arrays, req = oip.parse_infer_request(raw or b"", header_length)
+        x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
+            and next(iter(arrays)) == info.inputs[0].name else arrays
+        params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
+        timeout_ms = params.get("timeout_ms")
+        if timeout_ms is None and isinstance(params.get("timeout"), (int, float)):
+            timeout_ms = params["timeout"] / 1000.0  # Triton's timeout, in microseconds
+        pred = self.engine.predict(name, x, timeout_ms=timeout_ms, key=params.get("key"))
+        body, binary_header = oip.encode_infer_response(
+            req, name, pred.outputs, {"batch_rows": pred.batch_rows, "queue_ms": pred.queue_ms,
+                                      "compute_ms": pred.compute_ms})
+        if binary_header is None:
+            return Text(body, "application/json")
+        return Text(body, "application/octet-stream",
+                     {oip.HEADER_LENGTH: str(binary_header)})
