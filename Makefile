@@ -2,7 +2,7 @@
 #   make run   - create .venv, install requirements.txt, start the dashboard and its engine server
 #                (a child process; demo models built in). BATCHLAB_ENGINE_URL=... attaches to another.
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make screenshots (README images), make mlserver-env (MLServer, a peer server, in .venv-mlserver), make clean.
+# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make regress BASE=rev (this tree vs a commit), make screenshots (README images), make mlserver-env (MLServer, a peer server, in .venv-mlserver), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ SERVE_PORT ?= 8000
 ADDRESS ?= 127.0.0.1
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: run serve test bench screenshots browser mlserver-env clean
+.PHONY: run serve test bench regress screenshots browser mlserver-env clean
 
 $(VENV)/.run-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ bench: $(VENV)/.bench-installed .venv-mlserver/.installed browser
 	$(PY) -m benchmarks.whatif
 	$(PY) -m benchmarks.tracing
 	$(PY) -m benchmarks.servers
+
+# This tree against a baseline commit, side by side (a change to the request path comes with
+# this ratio: docs/benchmarks.md). BASE defaults to HEAD (uncommitted changes vs the last commit).
+BASE ?= HEAD
+regress: $(VENV)/.dev-installed
+	$(PY) -m benchmarks.regress --baseline $(BASE)
 
 # Refresh the README's screenshots (made by the browser test).
 screenshots: $(VENV)/.dev-installed browser
