@@ -26,7 +26,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from core.policies import CostEstimator, RateEstimator
+from core.policies import MAX_SLOWDOWN, CostEstimator, RateEstimator
 from core.config import BatchConfig
 from core.errors import EngineClosedError, OverloadedError
 from core.policies import ReleasePolicy, make_policy
@@ -92,6 +92,20 @@ class AdmissionQueue:
         self.max_queue = config.max_queue
         self.max_wait_s = config.max_wait_ms / 1000.0
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
+        self.refresh_admit_bound()
+
+    def refresh_admit_bound(self) -> None:
+        """The longest wait admission could ever predict (a full queue of the largest
+        requests, behind the largest run, at the worst slowdown the estimator allows): a
+        request whose timeout is longer is admitted without predicting its wait. Called
+        when the configuration or the fitted cost changes."""
+        cost = self.cost
+        ahead = (self.max_queue + 1) * self.max_request_rows
+        batches = -(-ahead // self.max_rows) if self.batchable else self.max_queue + 1
+        running = max(self.max_rows, self.max_request_rows)
+        worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
+            * MAX_SLOWDOWN * _ADMIT_MARGIN
+        self.admit_bound_s = worst if cost.ready else math.inf
 
     def configure(self, config: BatchConfig) -> None:
         with self.lock:
@@ -127,7 +141,8 @@ class AdmissionQueue:
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
             d = r._deadline
-            if (d != math.inf and (self.queued_rows or self.running is not None)
+            if (d - r._t_submit < self.admit_bound_s
+                    and (self.queued_rows or self.running is not None)
                     and self.cost.confident):
                 # Admission by deadline: refuse now what cannot be served in time, rather
                 # than queue it to time out later (and make everyone behind it wait). A

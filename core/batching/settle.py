@@ -26,8 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import Future
+from _thread import allocate_lock
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER,
+                                      PENDING, RUNNING)
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -43,8 +47,8 @@ TAKEN = 1    # popped by the collector into a batch
 DROPPED = 2  # popped by the collector after someone else had settled it
 DEAD = 3     # settled by someone else while still in the queue (rows already uncounted)
 
-_set_result = Future.set_result
-_set_exception = Future.set_exception
+_DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+_CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
 
 
 def _resolve_leftovers(won: Sequence[Request], model: str,
@@ -114,12 +118,29 @@ class Request(Future):
     on the hot path). ``cancel()`` goes through the ledger like every other ending: it
     wins only if nobody has settled the request yet, and then the request is counted as
     cancelled before the future says so. ``fail(err)`` ends it with ``err`` the same way.
+
+    A ``concurrent.futures.Future`` in every way callers see (``result``, ``exception``,
+    ``add_done_callback``, ``cancel``, ``concurrent.futures.wait``/``as_completed``,
+    ``asyncio.wrap_future``), built lighter: ``Future.__init__`` makes a
+    ``threading.Condition`` (an RLock and a wait written in Python) per request, and its
+    ``result()`` waits through it; here two C locks do that work — a mutex for the state
+    and the callbacks, and a gate, held until the request is settled, that ``result()``
+    waits on. The ``Condition`` that ``wait()``/``as_completed()`` take is made on the
+    mutex only when one of them asks for it.
     """
 
     def __init__(self, ledger: Ledger, arrays: Sequence[np.ndarray], rows: int,
                  t_submit: float, deadline: float, arm: str | None = None,
                  sink: tuple[ModelMetrics, ...] | None = None) -> None:
-        super().__init__()
+        # Future's own fields, without Future.__init__ (see the class docstring).
+        self._mutex = allocate_lock()
+        self._gate = gate = allocate_lock()
+        gate.acquire()
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks = []
         self._ledger = ledger
         self._arrays = arrays
         self._rows = rows
@@ -129,6 +150,16 @@ class Request(Future):
         self._sink = sink        # more metrics (an A/B arm's...), recorded before resolving
         self._where = QUEUED
 
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """What ``concurrent.futures.wait``/``as_completed`` and ``Future``'s helpers lock:
+        a Condition on the request's mutex, made on first use."""
+        cond = self.__dict__.get("_cond")
+        if cond is None:
+            cond = self.__dict__.setdefault("_cond", threading.Condition(self._mutex))
+        return cond
+
+    # -- what callers see ----------------------------------------------------------------
     def cancel(self) -> bool:
         """Cancel the request unless it is already being settled; True if cancelled."""
         if self._ledger.cancel(self):
@@ -138,6 +169,106 @@ class Request(Future):
     def fail(self, err: BaseException) -> bool:
         """End the request with ``err`` unless it is already settled; True if it did."""
         return self._ledger.fail([self], err) == 1
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def running(self) -> bool:
+        return self._state == RUNNING
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def _wait(self, timeout: float | None) -> None:
+        gate = self._gate
+        if timeout is None:
+            got = gate.acquire()
+        elif timeout <= 0:
+            got = gate.acquire(False)
+        else:
+            got = gate.acquire(True, timeout)
+        if got:
+            gate.release()  # the gate stays open for every other waiter
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state not in _DONE:
+            self._wait(timeout)
+        state = self._state
+        if state == FINISHED:
+            if self._exception is not None:
+                try:
+                    raise self._exception
+                finally:
+                    self = None  # noqa: PLW0642 - break the cycle through the traceback
+            return self._result
+        if state in _CANCELLED:
+            raise CancelledError()
+        raise TimeoutError()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state not in _DONE:
+            self._wait(timeout)
+        state = self._state
+        if state == FINISHED:
+            return self._exception
+        if state in _CANCELLED:
+            raise CancelledError()
+        raise TimeoutError()
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        with self._mutex:
+            if self._state not in _DONE:
+                self._done_callbacks.append(fn)
+                return
+        try:
+            fn(self)
+        except Exception:
+            LOGGER.exception("exception calling callback for %r", self)
+
+    def __repr__(self) -> str:  # Future's takes the lock; a state read needs none
+        return (f"<Request at {id(self):#x} state={self._state.lower()}"
+                f"{' raised ' + type(self._exception).__name__ if self._exception else ''}>")
+
+    # -- settling (the ledger's, through the module functions below) --------------------
+    def set_result(self, result: Any) -> None:
+        with self._mutex:
+            if self._state in _DONE:
+                raise InvalidStateError(self._state)  # no repr here: it would take the lock
+            self._result = result
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_result(self)
+        self._gate.release()
+        if self._done_callbacks:
+            self._invoke_callbacks()
+
+    def set_exception(self, exception: BaseException) -> None:
+        with self._mutex:
+            if self._state in _DONE:
+                raise InvalidStateError(self._state)  # no repr here: it would take the lock
+            self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                waiter.add_exception(self)
+        self._gate.release()
+        if self._done_callbacks:
+            self._invoke_callbacks()
+
+    def _set_cancelled(self) -> None:
+        """Cancelled and notified (``wait()`` and ``as_completed()`` see it at once)."""
+        with self._mutex:
+            if self._state in _DONE:
+                raise InvalidStateError(self._state)  # no repr here: it would take the lock
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+        self._gate.release()
+        if self._done_callbacks:
+            self._invoke_callbacks()
+
+
+_set_result = Request.set_result
+_set_exception = Request.set_exception
 
 
 class Ledger:
@@ -186,6 +317,14 @@ class Ledger:
         if len(batch) == 1:
             r = batch[0]
             built = [(r, dict(zip(names, outs)), rows)]
+        elif len(names) == 1:  # the common case: one output, one dict entry per request
+            name, out = names[0], outs[0]
+            built = []
+            start = 0
+            for r in batch:
+                stop = start + r._rows
+                built.append((r, {name: out[start:stop]}, r._rows))
+                start = stop
         else:
             built = []
             start = 0
@@ -281,10 +420,9 @@ class Ledger:
             if self._on_dead is not None:
                 self._on_dead(r)
         finally:
-            Future.cancel(r)
-            # CANCELLED -> CANCELLED_AND_NOTIFIED: what concurrent.futures.wait and
+            # Straight to CANCELLED_AND_NOTIFIED: what concurrent.futures.wait and
             # as_completed listen for (only an executor's worker would do it otherwise).
-            r.set_running_or_notify_cancel()
+            r._set_cancelled()
         return True
 
     def fail_all(self, err: BaseException) -> int:

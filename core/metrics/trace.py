@@ -6,8 +6,9 @@ every path. Per request: when it arrived, when its batch started running, when i
 settled, its batch (id, rows), why the batch left, its A/B arm, and whether it succeeded.
 Times are ``time.perf_counter()`` seconds, the clock the engine uses for requests.
 
-Recording costs one tuple per request appended to a ``deque`` (a few hundred nanoseconds);
-reading copies the ring and builds the frame outside any lock the engine needs.
+Recording costs one entry per batch (the batch's fields once, and three short lists of its
+requests' arrival times, rows and arms); reading copies the ring and builds the frame,
+column by column, outside the engine's path.
 
 Example:
     >>> frame = engine.timeline("mlp", last_s=2.0)
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import time
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,64 +33,114 @@ TIMELINE_COLUMNS = ["request_id", "arrived_s", "started_s", "done_s", "batch_id"
                     "batch_rows", "release_reason", "arm", "ok", "wait_ms", "compute_ms",
                     "handoff_ms"]
 
-_ids = itertools.count(1)  # request ids, unique in the process
 _NAN = math.nan
+
+# Request ids, unique in the process (a timeline of an A/B experiment joins two models'
+# traces): a batch takes a block of them under this lock.
+_id_lock = threading.Lock()
+_next_id = [1]
+
+
+def _take_ids(n: int) -> int:
+    with _id_lock:
+        first = _next_id[0]
+        _next_id[0] = first + n
+    return first
 
 
 class Trace:
-    """The last ``capacity`` settled requests of one model. Thread-safe (deque appends)."""
+    """The last ``capacity`` settled requests of one model. Thread-safe.
+
+    Recorded per batch, not per request: one entry holds the batch's fields once and the
+    requests' own (arrival, rows, arm) as three lists; the frame expands them when it is
+    read, outside the engine's path.
+    """
 
     def __init__(self, capacity: int = 20_000) -> None:
         self.capacity = capacity
-        self._ring: deque[tuple] = deque(maxlen=capacity)
+        self._ring: deque[tuple] = deque()
+        self._held = 0            # requests in the ring
+        self._lock = threading.Lock()
 
-    def record_batch(self, requests: Iterable[Any], started: float, done: float,
+    def _append(self, entry: tuple, n: int) -> None:
+        with self._lock:
+            ring = self._ring
+            ring.append(entry)
+            self._held += n
+            over = self._held - self.capacity
+            while over > 0:
+                old = ring[0]
+                n_old = len(old[1])
+                if n_old <= over:
+                    ring.popleft()
+                else:  # keep the newest of this batch's requests
+                    ring[0] = (old[0] + over, old[1][over:], old[2][over:], old[3][over:],
+                               *old[4:])
+                    n_old = over
+                self._held -= n_old
+                over -= n_old
+
+    def record_batch(self, requests: Sequence[Any], started: float, done: float,
                      batch_id: int, batch_rows: int, reason: str, ok: bool,
                      ran_until: float | None = None) -> None:
         """Requests of one batch that ran (``ok`` False: the run raised). ``ran_until``:
         when the run ended (default ``done``)."""
+        n = len(requests)
+        if not n:
+            return
         end = done if ran_until is None else ran_until
-        append = self._ring.append
-        for r in requests:
-            append((next(_ids), r._t_submit, started, end, done, batch_id, r._rows,
-                    batch_rows, reason, r._arm, ok))
+        self._append((_take_ids(n), [r._t_submit for r in requests],
+                      [r._rows for r in requests], [r._arm for r in requests],
+                      started, end, done, batch_id, batch_rows, reason, ok), n)
 
-    def record_unrun(self, requests: Iterable[Any], done: float, reason: str) -> None:
+    def record_unrun(self, requests: Sequence[Any], done: float, reason: str) -> None:
         """Requests that ended without running (timed out, shed, refused, cancelled)."""
-        append = self._ring.append
-        for r in requests:
-            append((next(_ids), r._t_submit, _NAN, _NAN, done, -1, r._rows, 0, reason,
-                    r._arm, False))
+        n = len(requests)
+        if not n:
+            return
+        self._append((_take_ids(n), [r._t_submit for r in requests],
+                      [r._rows for r in requests], [r._arm for r in requests],
+                      _NAN, _NAN, done, -1, 0, reason, False), n)
 
     def frame(self, last_s: float | None = 2.0, now: float | None = None) -> pd.DataFrame:
         """Requests settled in the last ``last_s`` seconds (all kept if None), oldest first."""
-        if last_s is None:
-            rows = list(self._ring)
-        else:
+        with self._lock:
+            entries = list(self._ring)
+        if last_s is not None:
             # Newest last: walk back from the end and stop at the window's start, so a short
             # window costs what it holds, not what the ring holds.
             since = (time.perf_counter() if now is None else now) - last_s
-            rows = []
-            for r in reversed(self._ring.copy()):
-                if r[4] < since:
-                    break
-                rows.append(r)
-            rows.reverse()
-        names = ["request_id", "arrived_s", "started_s", "ran_until_s", "done_s", "batch_id",
-                 "rows", "batch_rows", "release_reason", "arm", "ok"]
-        # Column by column (numpy for the numbers): several times cheaper than a frame
-        # built from records, and this runs in the engine's process.
-        cols = list(zip(*rows)) if rows else [()] * len(names)
-        data: dict[str, Any] = {}
-        for name, col in zip(names, cols):
-            if name in ("release_reason", "arm"):
-                data[name] = list(col)
-            elif name == "ok":
-                data[name] = np.fromiter(col, dtype=bool, count=len(col))
-            elif name in ("request_id", "batch_id", "rows", "batch_rows"):
-                data[name] = np.fromiter(col, dtype=np.int64, count=len(col))
-            else:
-                data[name] = np.fromiter(col, dtype=np.float64, count=len(col))
+            k = len(entries)
+            while k and entries[k - 1][6] >= since:
+                k -= 1
+            entries = entries[k:]
+        sizes = np.fromiter((len(e[1]) for e in entries), dtype=np.int64, count=len(entries))
+        total = int(sizes.sum())
+
+        def per_batch(i: int, dtype: Any) -> np.ndarray:
+            return np.repeat(np.fromiter((e[i] for e in entries), dtype=dtype,
+                                         count=len(entries)), sizes)
+
+        def per_request(i: int, dtype: Any) -> np.ndarray:
+            return np.fromiter(itertools.chain.from_iterable(e[i] for e in entries),
+                               dtype=dtype, count=total)
+
+        first = per_batch(0, np.int64)
+        offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        data: dict[str, Any] = {
+            "request_id": first + offsets,
+            "arrived_s": per_request(1, np.float64),
+            "started_s": per_batch(4, np.float64),
+            "ran_until_s": per_batch(5, np.float64),
+            "done_s": per_batch(6, np.float64),
+            "batch_id": per_batch(7, np.int64),
+            "rows": per_request(2, np.int64),
+            "batch_rows": per_batch(8, np.int64),
+            "release_reason": list(itertools.chain.from_iterable(
+                [e[9]] * len(e[1]) for e in entries)),
+            "arm": list(itertools.chain.from_iterable(e[3] for e in entries)),
+            "ok": per_batch(10, bool),
+        }
         data["wait_ms"] = (data["started_s"] - data["arrived_s"]) * 1000.0
         data["compute_ms"] = (data["ran_until_s"] - data["started_s"]) * 1000.0
         data["handoff_ms"] = (data["done_s"] - data["ran_until_s"]) * 1000.0
@@ -96,5 +148,10 @@ class Trace:
         order = np.argsort(data["arrived_s"], kind="stable")
         return f.iloc[order].reset_index(drop=True)
 
+    def __len__(self) -> int:
+        return self._held
+
     def clear(self) -> None:
-        self._ring.clear()
+        with self._lock:
+            self._ring.clear()
+            self._held = 0

@@ -18,10 +18,12 @@ import importlib
 import pkgutil
 
 from .base import PolicyView, ReleasePolicy, register, registered
-from .estimators import CostEstimator, RateEstimator, adaptive_decision, choose_within_slo
+from .estimators import (MAX_SLOWDOWN, CostEstimator, RateEstimator, adaptive_decision,
+                         choose_within_slo)
 
 __all__ = ["ReleasePolicy", "PolicyView", "register", "registered", "make_policy", "POLICIES",
-           "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo"]
+           "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo",
+           "MAX_SLOWDOWN"]
 
 # Import every module of this package so each policy registers itself.
 for _mod in pkgutil.iter_modules(__path__):

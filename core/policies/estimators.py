@@ -23,7 +23,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo"]
+__all__ = ["CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo",
+           "MAX_SLOWDOWN"]
+
+#: The most a backlogged queue's cycle is taken to exceed the fitted run time (see
+#: ``CostEstimator.observe_cycle``).
+MAX_SLOWDOWN = 20.0
 
 
 class CostEstimator:
@@ -45,13 +50,16 @@ class CostEstimator:
         # the speed of whole cycles.
         self.slowdown = 1.0
 
-    def observe(self, rows: int, seconds: float) -> None:
+    def observe(self, rows: int, seconds: float) -> bool:
+        """Record one run; True when the line was refitted (its figures changed)."""
         with self._lock:
             self._obs.append((rows, seconds))
             self._since += 1
             if self._since >= self._refit_every or not self.ready:
                 self._since = 0
                 self._fit()
+                return True
+            return False
 
     def _fit(self) -> None:
         # The lower envelope: per batch size, the fastest run in the window. Timing noise
@@ -93,7 +101,7 @@ class CostEstimator:
             return
         pred = self.a_s + self.b_s * rows
         if pred > 0:
-            self.slowdown += 0.1 * (min(max(seconds / pred, 1.0), 20.0) - self.slowdown)
+            self.slowdown += 0.1 * (min(max(seconds / pred, 1.0), MAX_SLOWDOWN) - self.slowdown)
 
     def relax(self) -> None:
         """A batch that was not back to back (no backlog): forget the slowdown gradually."""
