@@ -231,37 +231,25 @@ class Request(Future):
 
     # -- settling (the ledger's, through the module functions below) --------------------
     def set_result(self, result: Any) -> None:
+        self._finish(result, None, FINISHED, "add_result")
+
+    def set_exception(self, exception: BaseException) -> None:
+        self._finish(None, exception, FINISHED, "add_exception")
+
+    def _set_cancelled(self) -> None:
+        """Cancelled and notified (``wait()`` and ``as_completed()`` see it at once)."""
+        self._finish(None, None, CANCELLED_AND_NOTIFIED, "add_cancelled")
+
+    def _finish(self, result: Any, exception: BaseException | None, state: str,
+                notify: str) -> None:
         with self._mutex:
             if self._state in _DONE:
                 raise InvalidStateError(self._state)  # no repr here: it would take the lock
             self._result = result
-            self._state = FINISHED
-            for waiter in self._waiters:
-                waiter.add_result(self)
-        self._gate.release()
-        if self._done_callbacks:
-            self._invoke_callbacks()
-
-    def set_exception(self, exception: BaseException) -> None:
-        with self._mutex:
-            if self._state in _DONE:
-                raise InvalidStateError(self._state)  # no repr here: it would take the lock
             self._exception = exception
-            self._state = FINISHED
+            self._state = state
             for waiter in self._waiters:
-                waiter.add_exception(self)
-        self._gate.release()
-        if self._done_callbacks:
-            self._invoke_callbacks()
-
-    def _set_cancelled(self) -> None:
-        """Cancelled and notified (``wait()`` and ``as_completed()`` see it at once)."""
-        with self._mutex:
-            if self._state in _DONE:
-                raise InvalidStateError(self._state)  # no repr here: it would take the lock
-            self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
+                getattr(waiter, notify)(self)
         self._gate.release()
         if self._done_callbacks:
             self._invoke_callbacks()
