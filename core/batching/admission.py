@@ -106,6 +106,11 @@ class AdmissionQueue:
         worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
             * MAX_SLOWDOWN * _ADMIT_MARGIN
         self.admit_bound_s = worst if cost.ready else math.inf
+        # What the bound assumed: rows queued ahead (with the new request) and rows of the
+        # running batch. Requests admitted under a larger configuration can exceed them;
+        # then put() predicts as before.
+        self.bound_rows = ahead
+        self.bound_running = running
 
     def configure(self, config: BatchConfig) -> None:
         with self.lock:
@@ -141,8 +146,11 @@ class AdmissionQueue:
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
             d = r._deadline
-            if (d - r._t_submit < self.admit_bound_s
-                    and (self.queued_rows or self.running is not None)
+            running = self.running
+            if ((d - r._t_submit < self.admit_bound_s
+                 or self.queued_rows + rows > self.bound_rows
+                 or (running is not None and running[0] > self.bound_running))
+                    and (self.queued_rows or running is not None)
                     and self.cost.confident):
                 # Admission by deadline: refuse now what cannot be served in time, rather
                 # than queue it to time out later (and make everyone behind it wait). A

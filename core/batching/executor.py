@@ -186,7 +186,8 @@ class Executor:
                              notify_queue=False)
             return
         if self.queue.cost.observe(rows, t1 - t0):
-            self.queue.refresh_admit_bound()
+            with self.queue.lock:  # not against a configure() half applied
+                self.queue.refresh_admit_bound()
         # The lower envelope of recent run times: a run's measured time includes waiting for
         # the GIL afterwards, which says nothing about how much work a run can hide.
         self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)

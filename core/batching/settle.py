@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from _thread import allocate_lock
+from _thread import RLock, allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER,
                                       PENDING, RUNNING)
@@ -124,8 +124,8 @@ class Request(Future):
     ``asyncio.wrap_future``), built lighter: ``Future.__init__`` makes a
     ``threading.Condition`` (an RLock and a wait written in Python) per request, and its
     ``result()`` waits through it; here two C locks do that work — a mutex for the state
-    and the callbacks, and a gate, held until the request is settled, that ``result()``
-    waits on. The ``Condition`` that ``wait()``/``as_completed()`` take is made on the
+    and the callbacks (a C RLock), and a gate (a C lock), held until the request is
+    settled, that ``result()`` waits on. The ``Condition`` that ``wait()``/``as_completed()`` take is made on the
     mutex only when one of them asks for it.
     """
 
@@ -133,7 +133,9 @@ class Request(Future):
                  t_submit: float, deadline: float, arm: str | None = None,
                  sink: tuple[ModelMetrics, ...] | None = None) -> None:
         # Future's own fields, without Future.__init__ (see the class docstring).
-        self._mutex = allocate_lock()
+        # Reentrant, like Future's: stdlib helpers (as_completed's cleanup, run by the GC
+        # at any allocation) may take it again on a thread that holds it.
+        self._mutex = RLock()
         self._gate = gate = allocate_lock()
         gate.acquire()
         self._state = PENDING
@@ -248,9 +250,11 @@ class Request(Future):
             self._result = result
             self._exception = exception
             self._state = state
-            for waiter in self._waiters:
-                getattr(waiter, notify)(self)
-        self._gate.release()
+            try:
+                for waiter in self._waiters:
+                    getattr(waiter, notify)(self)
+            finally:
+                self._gate.release()
         if self._done_callbacks:
             self._invoke_callbacks()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from core.config import BatchConfig
 from core.errors import ConfigError
+from core.protocol import triton
 from core.remote import RemoteModel
 from .registry import ModelEntry
 
@@ -53,6 +54,8 @@ def _configure_remote(name: str, remote: RemoteModel, old: BatchConfig,
     if server_side:
         got = remote.apply_batch(server_side.get("max_batch_size"),
                                  server_side.get("max_wait_ms"))
-        read_back = {"max_batch_size": got.max_batch_size, "max_wait_ms": got.max_wait_ms}
+        read_back = {"max_batch_size": None if got.max_batch_size is None
+                     else triton.batchlab_max_batch_size(got.max_batch_size),
+                     "max_wait_ms": got.max_wait_ms}
         changes = {**changes, **{k: v for k, v in read_back.items() if v is not None}}
     return old.replace(**changes)

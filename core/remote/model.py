@@ -92,6 +92,8 @@ class RemoteModel:
         current = call("GET", config_path)
         if isinstance(current, dict):
             mbs, wait = triton.read_batching(current.get("config", current))
+            if mbs is None and wait is None:
+                return self.batching  # nothing read back: what was known stays, as it was
             with self.lock:
                 old = self.batching
                 self.batching = replace(
