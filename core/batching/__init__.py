@@ -16,7 +16,8 @@ from .admission import AdmissionQueue
 from .backend import Backend, ModelRunner, ServedModel
 from .batcher import RELEASE_REASONS, REMOTE_REASON, Batcher
 from .executor import Executor, RunFn, queue_timeout_message
-from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Prediction, Request
+from .prediction import Prediction
+from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 from .supervisor import Supervisor
 
 __all__ = ["AdmissionQueue", "Backend", "ModelRunner", "ServedModel", "RELEASE_REASONS",
