@@ -356,11 +356,7 @@ class EngineCore(ExperimentMethods, WarmupMethods):
             if self._closed:
                 return
             self._closed = True
-        for hook in list(self.on_close):
-            try:
-                hook()
-            except Exception:  # noqa: BLE001 - one hook must not keep the models open
-                log.exception("an on_close hook failed")
+        _call_hooks(self.on_close)
         failed = self._registry.close(time.monotonic() + self.config.close_timeout_s)
         if failed:
             log.warning("engine closed with %d request(s) failed: the models did not finish "
@@ -388,8 +384,14 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         return entry
 
     def _removed(self, name: str) -> None:
-        for hook in list(self.on_removed):
-            try:
-                hook(name)
-            except Exception:  # noqa: BLE001
-                log.exception("an on_removed hook failed for %r", name)
+        _call_hooks(self.on_removed, name)
+
+
+def _call_hooks(hooks: list[Callable[..., None]], *args: Any) -> None:
+    """Call each hook; one that fails is logged and must not stop the others (nor keep
+    the models open at close)."""
+    for hook in list(hooks):
+        try:
+            hook(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("hook %r failed", hook)

@@ -40,10 +40,9 @@ class Namespace:
             return "experiment"
         return None
 
-    def check_name_free(self, name: str, kind: str, replace: bool, *,
-                        replace_hint: str | None = None) -> None:
+    def check_name_free(self, name: str, kind: str, replace: bool) -> None:
         """``name`` must be free, or (with ``replace``) already be a ``kind`` ("model" or
-        "experiment"). ``replace_hint`` names the way a person asks for a replacement."""
+        "experiment")."""
         have = self.kind_of(name)
         if have is None:
             return
@@ -52,8 +51,8 @@ class Namespace:
             raise ConfigError(f"{name!r} is the name of {what}; give the {kind} another "
                               "name (models and experiments share one namespace)")
         if not replace:
-            hint = replace_hint or ("pass replace=True to hot-swap it" if kind == "model" else
-                                    "use update_ab() to change it, or pass replace=True")
+            hint = ("pass replace=True to hot-swap it" if kind == "model" else
+                    "use update_ab() to change it, or pass replace=True")
             raise ConfigError(f"a {kind} named {name!r} is already loaded; {hint}, or choose "
                               "another name")
 

@@ -59,8 +59,6 @@ class Lab:
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")
-        engine.sample_input(first, rows=rows_per_request)  # inputs known, within budget
-
         def sample(rng: np.random.Generator) -> Any:
             return engine.sample_input(first, rows=rows_per_request,
                                        seed=int(rng.integers(2**31)))

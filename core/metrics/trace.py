@@ -148,9 +148,6 @@ class Trace:
         order = np.argsort(data["arrived_s"], kind="stable")
         return f.iloc[order].reset_index(drop=True)
 
-    def __len__(self) -> int:
-        return self._held
-
     def clear(self) -> None:
         with self._lock:
             self._ring.clear()

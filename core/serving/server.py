@@ -78,6 +78,9 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + fmt, self.address_string(), *args)
 
     # -- plumbing ----------------------------------------------------------------------
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
     def _send(self, status: int, body: dict[str, Any] | bytes,
               content_type: str = "application/json",
               headers: dict[str, str] | None = None) -> None:
@@ -90,8 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self, limit: int | None = None, required: bool = True) -> Any:
-        raw = self._raw_body(limit, required)
+    def body(self, limit: int | None = None, required: bool = True) -> Any:
+        raw = self.raw_body(limit, required)
         if raw is None:
             return None
         try:
@@ -99,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as err:
             raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
 
-    def _raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
+    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise HTTPError(411, "chunked request bodies are not accepted; send a "
@@ -190,16 +193,6 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             left -= len(chunk)
         self._consumed = True
-
-    # -- what a route reads (core.serving.routes.RequestIn) -------------------------------
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
-        return self._raw_body(limit, required)
-
-    def body(self, limit: int | None = None, required: bool = True) -> Any:
-        return self._body(limit, required)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch("GET")
