@@ -86,10 +86,12 @@ def raw_limit(data: bytes, feed: dict[str, np.ndarray], seconds: float,
 
 # -- load ---------------------------------------------------------------------------------------
 
-def open_trial(submit: Submit, x: np.ndarray, rate_rps: float, duration_s: float) -> dict:
-    """One constant-rate open-loop run; the summary of :class:`core.lab.LoadResult`."""
-    res = open_loop(submit, lambda rng: x, rate_rps, pattern="constant", duration_s=duration_s,
-                    seed=None, drain_s=5.0)
+def open_trial(submit: Submit, x: np.ndarray, rate_rps: float, duration_s: float,
+               pattern: str = "constant") -> dict:
+    """One open-loop run (constant rate unless ``pattern`` says otherwise); the summary of
+    :class:`core.lab.LoadResult`."""
+    res = open_loop(submit, lambda rng: x, rate_rps, pattern=pattern, duration_s=duration_s,
+                    seed=None if pattern == "constant" else 7, drain_s=5.0)
     out = res.summary()
     out["offered_rps"] = rate_rps
     return out
@@ -171,19 +173,23 @@ def seed_system(session: ort.InferenceSession, input_name: str, max_batch: int,
 
 def batchlab_systems(data: bytes, threads: int, max_batch: int, max_wait_ms: float,
                      policies: tuple[str, ...] = ("deadline", "fixed_window", "adaptive"),
+                     instances: tuple[int, ...] = (),
                      ) -> list[System]:
-    """Batchlab's engine, one model per policy (one engine, one collector per model)."""
+    """Batchlab's engine, one model per policy (one engine, one collector per model), and
+    for each of ``instances`` one more deadline model with that many runs at once."""
     engine = Engine(EngineConfig(session=SessionConfig(intra_op_threads=threads)),
                     demo_models=False)
+    variants = [(p, 1, f"Batchlab engine ({p})") for p in policies]
+    variants += [("deadline", k, f"Batchlab engine (deadline, {k} instances)")
+                 for k in instances]
     systems = []
-    for i, policy in enumerate(policies):
-        name = f"model-{policy}"
+    for i, (policy, k, label) in enumerate(variants):
+        name = f"model-{policy}-{k}"
         engine.load_model(data, name=name,
                           batch=BatchConfig(max_batch_size=max_batch, max_wait_ms=max_wait_ms,
-                                            policy=policy, max_queue=100_000))
-        systems.append(System(f"Batchlab engine ({policy})",
-                              lambda x, n=name: engine.submit(n, x),
-                              engine.close if i == len(policies) - 1 else (lambda: None),
+                                            policy=policy, max_queue=100_000, instances=k))
+        systems.append(System(label, lambda x, n=name: engine.submit(n, x),
+                              engine.close if i == len(variants) - 1 else (lambda: None),
                               "batchlab"))
     return systems
 

@@ -4,7 +4,8 @@ Models (the built-in demo models): the compute-bound MLP (256->1024->1024->10), 
 ``tiny`` model (y = 2x + 1, where per-request overhead is everything) and a small CNN
 (28x28 images). Every request carries one row.
 
-Systems: Batchlab's engine with each policy (deadline, fixed_window, adaptive); no
+Systems: Batchlab's engine with each policy (deadline, fixed_window, adaptive) and with
+two instances (two batches running at once, deadline policy); no
 batching (a 4-thread pool calling ``session.run``); the seed-design port
 (``benchmarks/seed_port.py``); and Ray Serve's ``@serve.batch`` used in-process (when
 installed: ``pip install -r requirements-bench.txt``). All use the same ``max_batch_size``
@@ -55,7 +56,7 @@ def one_row(session) -> tuple[str, np.ndarray]:
 
 def build_systems(data: bytes, session, input_name: str, threads: int, max_batch: int,
                   max_wait_ms: float) -> list[System]:
-    systems = batchlab_systems(data, threads, max_batch, max_wait_ms)
+    systems = batchlab_systems(data, threads, max_batch, max_wait_ms, instances=(2,))
     systems.append(no_batching_system(session, input_name))
     systems.append(seed_system(session, input_name, max_batch, max_wait_ms))
     ray = ray_serve_system(session, input_name, max_batch, max_wait_ms)
@@ -94,6 +95,11 @@ def bench_model(model: str, args: argparse.Namespace, log) -> dict:
                     f"p99 {s['p99_ms']:.2f} ms{'' if s['sustained'] else ' (not sustained)'}")
             cap, at_cap = find_capacity(sysm.submit, x1, args.start_rps, args.trial_s,
                                         args.p99_limit_ms, steps=args.steps, log=log)
+            # The issue-22 check: Poisson arrivals at 85 % of the system's own capacity.
+            poisson = open_trial(sysm.submit, x1, 0.85 * cap, 2 * args.trial_s, "poisson")
+            poisson["served_frac"] = poisson["succeeded"] / max(poisson["sent"], 1)
+            log(f"    Poisson at 85 % of capacity ({0.85 * cap:,.0f} rps): served "
+                f"{poisson['served_frac'] * 100:.2f} %, p99 {poisson['p99_ms']:.2f} ms")
             closed = closed_trial(sysm.submit, x1, args.clients, args.trial_s)
             log(f"    capacity {cap:,.0f} rps ({cap / limit:.2f}x the limit); closed loop "
                 f"{args.clients} clients: {closed['achieved_rps']:,.0f} rps, "
@@ -101,7 +107,7 @@ def bench_model(model: str, args: argparse.Namespace, log) -> dict:
             out["systems"][sysm.name] = {
                 "kind": sysm.kind, "capacity_rps": cap, "x_limit": cap / limit,
                 "p99_at_capacity_ms": at_cap["p99_ms"] if at_cap else None,
-                "fixed_rates": fixed, "closed_loop": closed}
+                "fixed_rates": fixed, "closed_loop": closed, "poisson_85": poisson}
     finally:
         for sysm in systems:
             sysm.close()
@@ -176,14 +182,16 @@ def print_tables(results: dict) -> None:
               f"{raw['limit_threads']} thread(s)); raw batch 1: {raw['batch1_items_s']:,.0f}")
         rates = results["settings"]["rates_rps"]
         head = " | ".join(f"p50/p95/p99 at {x:,.0f} rps" for x in rates)
-        print(f"\n| system | capacity (req/s) | × limit | closed loop "
-              f"({results['settings']['clients']} clients) | {head} |")
-        print("|---|---:|---:|---:|" + "---:|" * len(rates))
+        print(f"\n| system | capacity (req/s) | × limit | Poisson at 85 % (served, p99) | "
+              f"closed loop ({results['settings']['clients']} clients) | {head} |")
+        print("|---|---:|---:|---:|---:|" + "---:|" * len(rates))
         for name, s in r["systems"].items():
             cells = " | ".join(
                 f"{f['p50_ms']:.2f} / {f['p95_ms']:.2f} / {f['p99_ms']:.2f}"
                 if f["sustained"] else "overloaded" for f in s["fixed_rates"])
-            print(f"| {name} | {s['capacity_rps']:,.0f} | {s['x_limit']:.2f} | "
+            pz = s.get("poisson_85") or {}
+            pois = (f"{pz['served_frac'] * 100:.2f} %, {pz['p99_ms']:.1f} ms" if pz else "n/a")
+            print(f"| {name} | {s['capacity_rps']:,.0f} | {s['x_limit']:.2f} | {pois} | "
                   f"{s['closed_loop']['achieved_rps']:,.0f} req/s, p99 "
                   f"{s['closed_loop']['p99_ms']:.1f} ms | {cells} |")
         t = r["ratios"]

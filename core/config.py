@@ -63,7 +63,9 @@ class BatchConfig:
 
     ``max_batch_size`` counts rows, not requests. ``max_queue`` counts requests; a submit
     to a full queue is refused at once. ``timeout_ms`` is the default per-request timeout
-    (queue + compute); ``None`` waits for ever.
+    (queue + compute); ``None`` waits for ever. ``instances``: how many of the model's
+    batches may run at once (Triton's ``instance_group`` count): with 2, one batch computes
+    while the next forms, on another core; each run uses the session's intra-op threads.
 
     Example:
         >>> cfg = BatchConfig(max_batch_size=16, max_wait_ms=2.0, policy="fixed_window")
@@ -77,9 +79,11 @@ class BatchConfig:
     max_queue: int = 2048
     timeout_ms: float | None = 30_000.0
     latency_slo_ms: float | None = None
+    instances: int = 1
 
     def __post_init__(self) -> None:
         _check_int("max_batch_size", self.max_batch_size, 1, _MAX_BATCH_LIMIT)
+        _check_int("instances", self.instances, 1, MAX_INSTANCES)
         _check_float("max_wait_ms", self.max_wait_ms, 0.0, _MAX_WAIT_LIMIT_MS)
         _check_choice("policy", self.policy, tuple(registered_policies()))
         _check_int("max_queue", self.max_queue, 1, 10_000_000)
@@ -103,6 +107,10 @@ class BatchConfig:
                 f"unknown batch setting(s) {sorted(unknown)}; expected some of "
                 f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+#: The most runs of one model at once (``BatchConfig.instances``).
+MAX_INSTANCES = 8
 
 
 def check_timeout_ms(value: Any) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
+from core.config import MAX_INSTANCES
 from core.ui import charts
 from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job,
@@ -31,6 +32,7 @@ st.session_state["bs_max_batch"] = cfg.max_batch_size
 st.session_state["bs_max_wait"] = float(cfg.max_wait_ms)
 st.session_state["bs_policy"] = cfg.policy
 st.session_state["bs_slo"] = cfg.latency_slo_ms
+st.session_state["bs_instances"] = cfg.instances
 
 
 def _apply(field: str, key: str) -> None:
@@ -125,6 +127,15 @@ with controls:
                             or remote is not None,
                             help="Requests that can no longer finish within it are shed with "
                                  "SLOShedError instead of making everyone behind them late.")
+            st.number_input("Instances (batches running at once)", 1, MAX_INSTANCES,
+                            key="bs_instances", on_change=_apply,
+                            args=("instances", "bs_instances"),
+                            disabled=remote is not None,
+                            help="Triton's instance_group count. 2 lets one batch compute while "
+                                 "the next forms, on another core: more throughput under "
+                                 "steady open-loop load, but a closed loop of about two "
+                                 "batches' worth of clients gets slower (both batches run and "
+                                 "settle in step). Measure it here.")
         learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
         if learned is not None:
             st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n ms; "

@@ -272,11 +272,11 @@ def test_dead_collector_is_restarted_and_reported():
     real = b._collect
     calls = []
 
-    def dies_once():
+    def dies_once(*args):
         calls.append(1)
         if len(calls) == 1:
             raise SystemExit("injected: collector thread dies")
-        return real()
+        return real(*args)
 
     b._collect = dies_once
     b.start()

@@ -32,7 +32,10 @@ from core.errors import EngineClosedError, OverloadedError
 from core.policies import ReleasePolicy, make_policy
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
-__all__ = ["AdmissionQueue"]
+__all__ = ["AdmissionQueue", "RETIRE"]
+
+#: What ``next_batch`` gives a runner above ``BatchConfig.instances`` (it should end).
+RETIRE = "retire"
 
 # The collector's timed wait ends this long before a deadline; the rest is a yield loop
 # (a timed wait overshoots by 0.1-0.2 ms on this kind of machine).
@@ -68,12 +71,14 @@ class AdmissionQueue:
         self.arrived_rows = 0
         self.dead = 0
         self.closed = False
-        self.sleeping = False
+        self.sleeping = 0               # runners waiting on cv
         self.want_rows = 1
         self.window_start = clock()
         self.deadlines: list[tuple[float, int, Request]] = []
         self.next_deadline = math.inf   # when the supervisor plans to look next
-        self.running: tuple[int, float] | None = None  # (rows, start) of the run going on
+        # The runs going on, by runner: (rows, start); and the most rows among them.
+        self.runs: dict[int, tuple[int, float]] = {}
+        self.running_rows = 0
         self._seq = itertools.count()
         self.cost = CostEstimator()      # learned t(n) = a + b*n
         self.rate = RateEstimator()      # learned arrival rate (rows/s)
@@ -91,6 +96,7 @@ class AdmissionQueue:
         self.max_request_rows = config.max_batch_size
         self.max_queue = config.max_queue
         self.max_wait_s = config.max_wait_ms / 1000.0
+        self.instances = config.instances
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
         self.refresh_admit_bound()
 
@@ -116,7 +122,18 @@ class AdmissionQueue:
         with self.lock:
             self.apply(config)
             if self.sleeping:
-                self.cv.notify()
+                self.cv.notify_all()  # runners above a lowered ``instances`` leave
+
+    # -- runs going on (the executor's; one entry per runner) ---------------------------
+    def run_started(self, slot: int, rows: int, t0: float) -> None:
+        self.runs[slot] = (rows, t0)
+        if rows > self.running_rows:
+            self.running_rows = rows
+
+    def run_ended(self, slot: int) -> None:
+        runs = self.runs
+        runs.pop(slot, None)
+        self.running_rows = max([r for r, _ in list(runs.values())], default=0)
 
     # -- the policy's view ------------------------------------------------------------
     @property
@@ -146,11 +163,10 @@ class AdmissionQueue:
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
             d = r._deadline
-            running = self.running
             if ((d - r._t_submit < self.admit_bound_s
                  or self.queued_rows + rows > self.bound_rows
-                 or (running is not None and running[0] > self.bound_running))
-                    and (self.queued_rows or running is not None)
+                 or self.running_rows > self.bound_running)
+                    and (self.queued_rows or self.runs)
                     and self.cost.confident):
                 # Admission by deadline: refuse now what cannot be served in time, rather
                 # than queue it to time out later (and make everyone behind it wait). A
@@ -160,7 +176,9 @@ class AdmissionQueue:
                 ahead = self.queued_rows + rows
                 batches = (-(-ahead // self.max_rows) if self.batchable
                            else self.depth() + 1)
-                wait_s = self.cost.drain_s(ahead, batches) + self.running_left_s(r._t_submit)
+                # ``instances`` runners drain the queue together.
+                wait_s = (self.cost.drain_s(ahead, batches) / self.instances
+                          + self.running_left_s(r._t_submit))
                 # A margin: the prediction is a typical wait, and a request admitted right at
                 # its limit would time out about half the time, its batch's run wasted.
                 if r._t_submit + wait_s * _ADMIT_MARGIN > d:
@@ -189,12 +207,13 @@ class AdmissionQueue:
                 self.cv.notify()
 
     def running_left_s(self, now: float) -> float:
-        """About how long the batch running now will still take (0 when none)."""
-        run = self.running
-        if run is None:
+        """About how long until a runner is free: the least time a run going on will
+        still take (0 when a runner is idle)."""
+        runs = list(self.runs.values())
+        if len(runs) < self.instances:
             return 0.0
-        rows, t0 = run
-        return max(0.0, self.cost.drain_s(rows, 1) - (now - t0))
+        drain = self.cost.drain_s
+        return max(0.0, min(drain(rows, 1) - (now - t0) for rows, t0 in runs))
 
     def forget(self, r: Request) -> None:
         """``r`` was settled by someone other than the executor (timeout, cancel, close)."""
@@ -224,33 +243,46 @@ class AdmissionQueue:
             q.popleft()
             self.dead -= 1
 
-    def next_batch(self) -> tuple[list[Request], str]:
+    def next_batch(self, slot: int = 0) -> tuple[list[Request], str]:
         """Block until a batch should be released; pop and return it with its reason.
 
-        Returns ``([], "drain")`` once the queue is closed and empty.
+        Returns ``([], "drain")`` once the queue is closed and empty, and ``([],
+        "retire")`` to runner ``slot`` once ``instances`` is lowered below it.
         """
         clock = self._clock
         q = self.q
         with self.cv:
             while True:
-                reason = self._wait_for_release(q, clock)
+                reason = self._wait_for_release(q, clock, slot)
                 if reason is None:
                     return [], "drain"
+                if reason == RETIRE:
+                    return [], RETIRE
                 batch = self._pop_batch(q)
                 if batch:  # else everything due was settled meanwhile: wait again
                     return batch, reason
 
-    def _wait_for_release(self, q: deque[Request], clock: Callable[[], float]) -> str | None:
-        """(Lock held.) Wait until the policy releases; None when closed and empty."""
+    def _sleep(self, want_rows: int, timeout: float | None) -> None:
+        """(Lock held.) Wait on ``cv`` as one of the sleeping runners."""
+        self.want_rows = want_rows
+        self.sleeping += 1
+        try:
+            self.cv.wait(timeout)
+        finally:
+            self.sleeping -= 1
+
+    def _wait_for_release(self, q: deque[Request], clock: Callable[[], float],
+                          slot: int = 0) -> str | None:
+        """(Lock held.) Wait until the policy releases; None when closed and empty,
+        RETIRE when runner ``slot`` is no longer wanted."""
         while True:
             self._trim()
+            if slot >= self.instances and not self.closed:
+                return RETIRE
             if not q:
                 if self.closed:
                     return None
-                self.want_rows = 1
-                self.sleeping = True
-                self.cv.wait()
-                self.sleeping = False
+                self._sleep(1, None)
                 continue
             if self.closed:
                 return "drain"
@@ -258,10 +290,7 @@ class AdmissionQueue:
             if reason is not None:
                 return reason
             if remaining > _EARLY_WAKE_S:
-                self.want_rows = self.max_rows
-                self.sleeping = True
-                self.cv.wait(remaining - _EARLY_WAKE_S)
-                self.sleeping = False
+                self._sleep(self.max_rows, remaining - _EARLY_WAKE_S)
             else:
                 # For the last stretch yield the lock and the GIL in a short loop instead
                 # of a timed wait, so deadlines are kept closely.

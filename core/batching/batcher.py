@@ -95,8 +95,11 @@ class Batcher:
         self.queue = AdmissionQueue(name, self.ledger, config or BatchConfig(), batchable, clock)
         self.executor = Executor(name, run, output_names, self.ledger, self.queue, clock)
         self.supervisor = Supervisor(name, self.queue, self.ledger, self.executor, clock,
-                                     self._collector_alive, self.restart_collector)
-        self._thread = self._new_collector()
+                                     self._dead_runners, self.restart_collector)
+        # The runner threads (``config.instances`` of them), by index; runner 0 is "the
+        # collector". Each waits for a batch, executes it, and waits again.
+        self._runners: dict[int, threading.Thread] = {}
+        self._runners_lock = threading.Lock()
         self._completer = threading.Thread(target=self.executor.completer_loop,
                                            name=f"batcher-{name}-done", daemon=True)
         self._close_lock = threading.Lock()
@@ -105,12 +108,26 @@ class Batcher:
             self.start()
 
     def start(self) -> None:
-        """Start the collector, completer and supervisor threads (done by the constructor
+        """Start the runner, completer and supervisor threads (done by the constructor
         unless ``start=False``)."""
         self._started = True
-        self._thread.start()
+        self._start_runners()
         self._completer.start()
         self.supervisor.start()
+
+    def _start_runners(self) -> None:
+        """Start a runner for each index below ``instances`` that has none alive."""
+        with self._runners_lock:
+            for i in range(self.queue.instances):
+                t = self._runners.get(i)
+                if t is None or not t.is_alive():
+                    t = self._runners[i] = self._new_collector(i)
+                    t.start()
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """Runner 0, "the collector"."""
+        return self._runners.get(0)
 
     # -- public API ----------------------------------------------------------------
     @property
@@ -157,8 +174,12 @@ class Batcher:
         self.supervisor.watch_interval_s = value
 
     def configure(self, config: BatchConfig) -> None:
-        """Swap the configuration live; queued requests stay queued and keep their order."""
+        """Swap the configuration live; queued requests stay queued and keep their order.
+        More ``instances`` start runners now; fewer let the extra ones leave after their
+        current batch."""
         self.queue.configure(config)
+        if self._started and not self.queue.closed:
+            self._start_runners()
 
     def queue_depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""
@@ -215,7 +236,7 @@ class Batcher:
 
     def _own_thread(self) -> bool:
         me = threading.current_thread()
-        return me is self._thread or me is self._completer
+        return me is self._completer or any(me is t for t in list(self._runners.values()))
 
     def wait_drained(self, deadline: float | None) -> None:
         """(Close, phase 1.) Wait until the collector has drained the queue and the
@@ -226,8 +247,12 @@ class Batcher:
         def left() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        self._thread.join(left())
-        if not self._thread.is_alive():
+        for t in list(self._runners.values()):
+            t.join(left())
+        if not any(t.is_alive() for t in list(self._runners.values())):
+            # Every runner has drained the queue: the completer ends after what it was
+            # handed.
+            self.executor.completions.put(None)
             self._completer.join(left())
 
     def abort(self) -> int:
@@ -249,7 +274,7 @@ class Batcher:
         """(Close, phase 3.) Give the threads until ``until`` to end (a stopped run takes
         milliseconds to leave ONNX Runtime), then stop the supervisor."""
         me = threading.current_thread()
-        for t in (self._thread, self._completer):
+        for t in [*self._runners.values(), self._completer]:
             if self._started and t.is_alive() and t is not me:
                 t.join(max(0.0, until - time.monotonic()))
         self.supervisor.stop(max(0.0, until - time.monotonic()))
@@ -263,38 +288,52 @@ class Batcher:
         self.begin_close()
         self.finish_close(None if timeout_s is None else time.monotonic() + timeout_s)
 
-    # -- collector -----------------------------------------------------------------
-    def _new_collector(self) -> threading.Thread:
-        return threading.Thread(target=self._loop, name=f"batcher-{self.name}", daemon=True)
+    # -- runners -------------------------------------------------------------------
+    def _new_collector(self, index: int = 0) -> threading.Thread:
+        name = f"batcher-{self.name}" + (f"-{index}" if index else "")
+        return threading.Thread(target=self._loop, args=(index,), name=name, daemon=True)
 
-    def _collector_alive(self) -> bool:
-        return not self._started or self._thread.is_alive()
+    def _dead_runners(self) -> list[int]:
+        """Runners below ``instances`` whose thread died (not retired, not drained)."""
+        if not self._started:
+            return []
+        with self._runners_lock:
+            return [i for i in range(self.queue.instances)
+                    if (t := self._runners.get(i)) is not None and not t.is_alive()]
 
-    def restart_collector(self) -> None:
-        """Start a new collector thread (the supervisor does this when one died)."""
-        self._thread = self._new_collector()
-        self._thread.start()
+    def restart_collector(self, index: int = 0) -> None:
+        """Start a new thread for runner ``index`` (the supervisor does this when one
+        died)."""
+        with self._runners_lock:
+            self._runners[index] = t = self._new_collector(index)
+            t.start()
         if not self._completer.is_alive():
             self._completer = threading.Thread(target=self.executor.completer_loop,
                                                name=f"batcher-{self.name}-done", daemon=True)
             self._completer.start()
 
-    def _loop(self) -> None:
-        self._collect()
-        # A normal end (closed and drained): the completer ends after what it was handed.
-        # (If the collector died instead, the supervisor restarts it; the completer stays.)
-        self.executor.completions.put(None)
+    def _loop(self, index: int = 0) -> None:
+        while True:
+            self._collect(index)
+            with self._runners_lock:
+                q = self.queue
+                if not q.closed and index < q.instances:
+                    continue  # retired, but instances was raised again meanwhile
+                if not q.closed and self._runners.get(index) is threading.current_thread():
+                    del self._runners[index]  # retired: a later raise starts a new one
+                return
 
-    def _collect(self) -> None:
+    def _collect(self, index: int = 0) -> None:
         execute = self.executor.execute
         next_batch = self.queue.next_batch
+        slot = self.executor.slot(index)
         while True:
             batch: list[Request] = []
             try:
-                batch, reason = next_batch()
+                batch, reason = next_batch(index)
                 if not batch:
-                    return
-                execute(batch, reason)
+                    return  # drained at close, or retired (fewer instances)
+                execute(batch, reason, slot)
             except BaseException as err:  # one bad batch must never kill the collector
                 self.executor.loop_errors += 1
                 log.exception("batcher %s: unexpected error in collector loop", self.name)

@@ -30,7 +30,7 @@ from core.policies import choose_within_slo
 from core.errors import InferenceError, RequestTimeoutError, SLOShedError
 from .settle import Ledger, Request
 
-__all__ = ["Executor", "RunFn", "queue_timeout_message"]
+__all__ = ["Executor", "RunFn", "Slot", "queue_timeout_message"]
 
 log = logging.getLogger("batchlab.executor")
 
@@ -60,25 +60,43 @@ class Executor:
         self._clock = clock
         self._batch_ids = itertools.count(1)
         self._run_floor_s = math.inf  # lower envelope of run times (see _run)
-        self.in_flight: list[Request] = []
-        # The run going on now, when the run function can be stopped (ONNX Runtime's
-        # RunOptions.terminate): (options, its requests). The supervisor stops a run none
-        # of whose requests is still live (all past their deadlines, or failed by close).
-        self.current: tuple[ort.RunOptions, list[Request]] | None = None
-        self._prev: tuple[str, int, float] | None = None  # (reason, rows, start) of the last run
+        # One slot per runner thread (``BatchConfig.instances``), by index: the batch it
+        # is executing and the run it can stop (see Slot).
+        self.slots: dict[int, Slot] = {}
         self.completions: _queue.SimpleQueue = _queue.SimpleQueue()
         self.loop_errors = 0
 
+    def slot(self, index: int = 0) -> Slot:
+        """The state of runner ``index`` (made on first use)."""
+        slot = self.slots.get(index)
+        if slot is None:
+            slot = self.slots.setdefault(index, Slot(index))
+        return slot
+
+    @property
+    def in_flight(self) -> list[Request]:
+        """The requests of every batch being executed now."""
+        return [r for s in list(self.slots.values()) for r in s.in_flight]
+
+    @property
+    def current(self) -> tuple[ort.RunOptions, list[Request]] | None:
+        """A stoppable run going on now (the first found), or None."""
+        for s in list(self.slots.values()):
+            if s.current is not None:
+                return s.current
+        return None
+
     # -- one released batch -------------------------------------------------------------
-    def execute(self, batch: list[Request], reason: str) -> None:
-        self.in_flight = batch
+    def execute(self, batch: list[Request], reason: str, slot: Slot | None = None) -> None:
+        slot = slot or self.slot(0)
+        slot.in_flight = batch
         try:
-            self._execute(batch, reason)
+            self._execute(batch, reason, slot)
         finally:
             self.queue.flushed()
-            self.in_flight = []
+            slot.in_flight = []
 
-    def _execute(self, batch: list[Request], reason: str) -> None:
+    def _execute(self, batch: list[Request], reason: str, slot: Slot) -> None:
         now = self._clock()
         q = self.queue
         cfg = q.config
@@ -100,7 +118,7 @@ class Executor:
             if shed_after is not None and live:
                 live = self._within_slo(live, now, cfg.latency_slo_ms)
         if live:
-            self._run(live, reason)
+            self._run(live, reason, slot)
 
     def _within_slo(self, live: list[Request], now: float, slo_ms: float) -> list[Request]:
         """The requests that run now under a latency SLO: a smaller batch when the whole
@@ -125,7 +143,7 @@ class Executor:
             q.put_back([live[i] for i in back])
         return [live[i] for i in run]
 
-    def _run(self, live: list[Request], reason: str) -> None:
+    def _run(self, live: list[Request], reason: str, slot: Slot) -> None:
         depth = self.queue.depth()
         if len(live) == 1:
             arrays = live[0]._arrays
@@ -136,35 +154,39 @@ class Executor:
                           for i in range(len(live[0]._arrays))]
             except ValueError:
                 # Requests differ in a dynamic non-batch dim: serve them one by one.
-                self._run_each(live, reason)
+                self._run_each(live, reason, slot)
                 return
             rows = sum(r._rows for r in live)
         batch_id = next(self._batch_ids)
         terminable = getattr(self.run_fn, "terminable", False)
         t0 = self._clock()
-        if reason == "full" and self._prev is not None and self._prev[0] == "full":
-            # Back to back under a backlog: the time since the last start is a whole cycle.
-            self.queue.cost.observe_cycle(self._prev[1], t0 - self._prev[2])
+        q = self.queue
+        prev = slot.prev
+        if (reason == "full" and prev is not None and prev[0] == "full"
+                and len(q.runs) == 0):
+            # Back to back under a backlog, nothing else running: the time since this
+            # runner's last start is a whole cycle.
+            q.cost.observe_cycle(prev[1], t0 - prev[2])
         else:
-            self.queue.cost.relax()
-        self._prev = (reason, rows, t0)
-        self.queue.running = (rows, t0)
+            q.cost.relax()
+        slot.prev = (reason, rows, t0)
+        q.run_started(slot.index, rows, t0)
         try:
             if terminable:
                 ro = ort.RunOptions()
-                self.current = (ro, live)
+                slot.current = (ro, live)
                 try:
                     outs = self.run_fn(arrays, ro)
                 finally:
-                    self.current = None
-                    self.queue.running = None
+                    slot.current = None
+                    q.run_ended(slot.index)
                 if ro.terminate:
                     raise _Stopped()
             else:
                 try:
                     outs = self.run_fn(arrays)
                 finally:
-                    self.queue.running = None
+                    q.run_ended(slot.index)
             t1 = self._clock()
             if len(live) > 1:
                 for name, out in zip(self.output_names, outs):
@@ -179,7 +201,7 @@ class Executor:
             if len(live) > 1:
                 log.info("executor %s: batch %d failed (%s); re-running its %d requests "
                          "alone", self.name, batch_id, err, len(live))
-                self._run_each(live, reason)
+                self._run_each(live, reason, slot)
                 return
             self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
                              batch=(rows, reason, self._clock() - t0, depth),
@@ -201,12 +223,12 @@ class Executor:
         else:
             self.ledger.succeed(*job)
 
-    def _run_each(self, live: list[Request], reason: str) -> None:
+    def _run_each(self, live: list[Request], reason: str, slot: Slot) -> None:
         """Re-run requests alone after their batch failed, so only a bad request fails."""
         pending = self.ledger.live
         for r in live:
             if r in pending:  # not one settled meanwhile (timed out, cancelled)
-                self._run([r], "retry" if len(live) > 1 else reason)
+                self._run([r], "retry" if len(live) > 1 else reason, slot)
 
     # -- the completer thread -------------------------------------------------------------
     def completer_loop(self) -> None:
@@ -226,18 +248,35 @@ class Executor:
 
 
     def stop_orphaned_run(self) -> bool:
-        """Stop the current run if none of its requests is still live; True if stopped."""
-        cur = self.current
-        if cur is None:
-            return False
-        ro, batch = cur
+        """Stop every current run none of whose requests is still live; True if any."""
+        stopped = False
         live = self.ledger.live
-        if ro.terminate or any(r in live for r in batch):
-            return False
-        ro.terminate = True
-        log.warning("executor %s: stopped a run none of whose %d request(s) was still "
-                    "waiting for it", self.name, len(batch))
-        return True
+        for slot in list(self.slots.values()):
+            cur = slot.current
+            if cur is None:
+                continue
+            ro, batch = cur
+            if ro.terminate or any(r in live for r in batch):
+                continue
+            ro.terminate = True
+            stopped = True
+            log.warning("executor %s: stopped a run none of whose %d request(s) was still "
+                        "waiting for it", self.name, len(batch))
+        return stopped
+
+
+class Slot:
+    """What one runner thread is doing: the batch it executes (``in_flight``, failed by
+    the supervisor if the thread dies), the run it can stop (``current``: ONNX Runtime's
+    RunOptions and the run's requests) and its last run (``prev``: reason, rows, start)."""
+
+    __slots__ = ("index", "in_flight", "current", "prev")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.in_flight: list[Request] = []
+        self.current: tuple[ort.RunOptions, list[Request]] | None = None
+        self.prev: tuple[str, int, float] | None = None
 
 
 class _SplitError(Exception):

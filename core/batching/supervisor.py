@@ -6,7 +6,8 @@ past its deadline — queued or running, whatever the order they arrived in — 
 ledger, and restarts the collector thread if it ever died.
 
 Example:
-    >>> sup = Supervisor("m", queue, ledger, executor, restart=batcher.restart_collector)
+    >>> sup = Supervisor("m", queue, ledger, executor, clock, batcher._dead_runners,
+    ...                  batcher.restart_collector)
     >>> sup.expire_overdue()    # fails requests past their deadline now; returns how many
     0
 """
@@ -37,13 +38,14 @@ class Supervisor:
 
     def __init__(self, name: str, queue: AdmissionQueue, ledger: Ledger, executor: Executor,
                  clock: Callable[[], float],
-                 collector_alive: Callable[[], bool], restart: Callable[[], None]) -> None:
+                 dead_runners: Callable[[], list[int]],
+                 restart: Callable[[int], None]) -> None:
         self.name = name
         self.queue = queue
         self.ledger = ledger
         self.executor = executor
         self._clock = clock
-        self._collector_alive = collector_alive
+        self._dead_runners = dead_runners
         self._restart = restart
         self.watch_interval_s = _WATCH_INTERVAL_S
         self.restarts = 0
@@ -112,16 +114,20 @@ class Supervisor:
         return n
 
     def revive(self) -> bool:
-        """Restart the collector if it died (not when it ended normally at close)."""
-        if self.queue.closed or self._collector_alive():
+        """Restart every runner thread that died (not one that ended normally at close or
+        left when ``instances`` was lowered); True if one was."""
+        if self.queue.closed:
             return False
-        self.restarts += 1
-        msg = (f"the collector thread of model {self.name!r} died and was restarted "
-               f"(restart {self.restarts}); requests it was running were failed")
-        log.error("supervisor %s: %s", self.name, msg)
-        self.ledger.metrics.record_incident("CollectorRestarted", msg)
-        self.ledger.fail(list(self.executor.in_flight), InferenceError(f"model {self.name!r}: {msg}"),
-                         notify_queue=False)
-        self.executor.in_flight = []
-        self._restart()
-        return True
+        dead = self._dead_runners()
+        for index in dead:
+            self.restarts += 1
+            msg = (f"the collector thread of model {self.name!r} died and was restarted "
+                   f"(restart {self.restarts}); requests it was running were failed")
+            log.error("supervisor %s: %s", self.name, msg)
+            self.ledger.metrics.record_incident("CollectorRestarted", msg)
+            slot = self.executor.slot(index)
+            self.ledger.fail(list(slot.in_flight),
+                             InferenceError(f"model {self.name!r}: {msg}"), notify_queue=False)
+            slot.in_flight = []
+            self._restart(index)
+        return bool(dead)

@@ -21,7 +21,7 @@ from .registry import ModelEntry
 __all__ = ["configure"]
 
 _SERVER_SIDE = ("max_batch_size", "max_wait_ms")
-_SERVER_ONLY = ("policy", "latency_slo_ms")
+_SERVER_ONLY = ("policy", "latency_slo_ms", "instances")
 
 
 def configure(name: str, entry: ModelEntry, lock: threading.RLock,

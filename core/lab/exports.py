@@ -28,14 +28,15 @@ __all__ = ["triton_config", "tf_serving_batching", "mlserver_settings", "MLSERVE
 
 def triton_config(max_batch_size: int, max_wait_ms: float,
                   preferred_batch_sizes: Sequence[int] | None = None,
-                  max_queue: int | None = None) -> str:
-    """A Triton ``config.pbtxt`` fragment: ``max_batch_size`` and a ``dynamic_batching`` block
-    (:func:`core.protocol.triton.pbtxt`).
+                  max_queue: int | None = None, instances: int | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block
+    and, given ``instances``, an ``instance_group`` (:func:`core.protocol.triton.pbtxt`).
 
     Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
     default policy (the wait starts with the oldest request).
     """
-    return triton.pbtxt(max_batch_size, max_wait_ms, preferred_batch_sizes, max_queue)
+    return triton.pbtxt(max_batch_size, max_wait_ms, preferred_batch_sizes, max_queue,
+                        instances)
 
 
 def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threads: int = 1,

@@ -1,6 +1,6 @@
 """Triton's model configuration, translated in one place: the batching fields Batchlab reads
 and writes (``max_batch_size``, ``dynamic_batching.max_queue_delay_microseconds``, the
-default queue policy's size and timeout), as JSON (the repository extension,
+default queue policy's size and timeout, ``instance_group`` counts as ``instances``), as JSON (the repository extension,
 ``GET .../config``) and as ``config.pbtxt`` text (the export).
 
 One rule for ``max_batch_size``: Triton's ``0`` means the model takes no batch dimension
@@ -78,7 +78,24 @@ def batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
             changes["timeout_ms"] = _us_to_ms(us) if us > 0 else None
         ignored += [f"dynamic_batching.{k}" for k in db
                     if k not in ("max_queue_delay_microseconds", "default_queue_policy")]
+    if "instance_group" in config:
+        changes["instances"] = _instance_count(config["instance_group"])
     return changes, ignored
+
+
+def _instance_count(groups: Any) -> int:
+    """Batchlab's ``instances`` from Triton's ``instance_group``: the sum of the groups'
+    ``count`` (each 1 when not given)."""
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ConfigError('config.instance_group must be a list of objects, e.g. '
+                          '[{"count": 2, "kind": "KIND_CPU"}]')
+    total = 0
+    for g in groups:
+        count = g.get("count", 1)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"instance_group count must be an integer >= 1, got {count!r}")
+        total += count
+    return max(1, total)
 
 
 def read_batching(config: Any) -> tuple[int | None, float | None]:
@@ -117,6 +134,7 @@ def model_config(name: str, cfg: Any, batchable: bool = True) -> dict[str, Any]:
             policy["default_timeout_microseconds"] = _ms_to_us(cfg.timeout_ms)
         out["dynamic_batching"] = {"max_queue_delay_microseconds": _ms_to_us(cfg.max_wait_ms),
                                    "default_queue_policy": policy}
+    out["instance_group"] = [{"count": getattr(cfg, "instances", 1), "kind": "KIND_CPU"}]
     return out
 
 
@@ -136,8 +154,9 @@ def with_batching(config: Any, max_batch_size: int | None = None,
 
 def pbtxt(max_batch_size: int, max_wait_ms: float,
           preferred_batch_sizes: Sequence[int] | None = None,
-          max_queue: int | None = None) -> str:
-    """A Triton ``config.pbtxt`` fragment: ``max_batch_size`` and a ``dynamic_batching`` block.
+          max_queue: int | None = None, instances: int | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block
+    and, given ``instances``, an ``instance_group`` of that many CPU instances.
 
     Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
     default policy (the wait starts with the oldest request).
@@ -149,4 +168,6 @@ def pbtxt(max_batch_size: int, max_wait_ms: float,
     if max_queue is not None:
         lines += ["  default_queue_policy {", f"    max_queue_size: {int(max_queue)}", "  }"]
     lines.append("}")
+    if instances is not None:
+        lines.append(f"instance_group [ {{ count: {int(instances)} kind: KIND_CPU }} ]")
     return "\n".join(lines) + "\n"
