@@ -174,6 +174,60 @@ def test_short_timeout_behind_a_long_one_fails_on_time_with_a_real_clock():
         b.close()
 
 
+def test_configured_and_own_timeouts_expire_together_in_deadline_order():
+    """Requests on the configured timeout wait on the lane (arrival order), requests with a
+    timeout of their own on the heap; expiry takes both, by deadline, and a changed
+    timeout keeps the old requests' deadlines."""
+    now = [0.0]
+    run = GatedRun(gated=True)
+    b = Batcher("slow", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0,
+                                                 timeout_ms=1_000),
+                clock=lambda: now[0], start=False)
+    b.start()
+    try:
+        b.submit((rows(1),), 1, timeout_ms=60_000)
+        assert run.started.wait(WAIT_S)
+        d1000 = b.submit((rows(1),), 1)                   # lane, deadline 1.0
+        now[0] = 0.1
+        own300 = b.submit((rows(1),), 1, timeout_ms=300)  # heap, deadline 0.4
+        d1100 = b.submit((rows(1),), 1)                   # lane, deadline 1.1
+        assert len(b.queue.lane) == 2 and len(b.queue.deadlines) == 2
+        b.configure(b.config.replace(timeout_ms=200))   # the lane moves to the heap
+        assert len(b.queue.lane) == 0
+        d300 = b.submit((rows(1),), 1)                    # new lane, deadline 0.3
+        now[0] = 0.35
+        assert b.expire_overdue() == 1 and d300.done() and not own300.done()
+        now[0] = 1.05
+        assert b.expire_overdue() == 2 and own300.done() and d1000.done()
+        assert not d1100.done()
+        now[0] = 1.2
+        assert b.expire_overdue() == 1 and d1100.done()
+        for f in (d300, own300, d1000, d1100):
+            with pytest.raises(RequestTimeoutError):
+                f.result(0)
+    finally:
+        run.gate.set()
+        b.close()
+
+
+def test_the_deadline_lane_stays_bounded_behind_a_request_that_never_ends():
+    """Settled requests behind a live head cannot leave the lane's front; the lane is
+    rebuilt so it never holds more than about twice what is live."""
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=1, max_wait_ms=0, max_queue=100_000)
+    try:
+        b.submit((rows(1),), 1)
+        assert run.started.wait(WAIT_S)
+        b.submit((rows(1),), 1)                           # queued for ever: the lane's head
+        for _ in range(3_000):
+            assert b.submit((rows(1),), 1).cancel()      # settled at once
+        assert b.pending() == 2
+        assert len(b.queue.lane) <= 2 * b.pending() + 256 + 1
+    finally:
+        run.gate.set()
+        b.close()
+
+
 # -- cancellation ----------------------------------------------------------------------
 def test_cancel_goes_through_the_ledger():
     run = GatedRun(gated=True)

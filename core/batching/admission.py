@@ -1,7 +1,7 @@
 """The admission queue of one model: admit requests, and hand out batches when due.
 
-``put`` is the hot path: one lock, an append, a push onto the deadline heap (for the
-supervisor), and a wake-up of the collector only when it sleeps and the batch it waits
+``put`` is the hot path: one lock, an append, another onto the deadline lane (for the
+supervisor; a request with a timeout of its own goes on a heap instead), and a wake-up of the collector only when it sleeps and the batch it waits
 for is now full. ``next_batch`` (the collector's side) asks the model's release policy
 (:mod:`core.policies`) when the forming batch should leave, and pops whole requests, in
 order, up to ``max_batch_size`` rows.
@@ -74,6 +74,10 @@ class AdmissionQueue:
         self.sleeping = 0               # runners waiting on cv
         self.want_rows = 1
         self.window_start = clock()
+        # Deadlines, for the supervisor. Requests on the configured timeout go to ``lane``
+        # in arrival order, which is deadline order (one append, no heap); others (a timeout
+        # of their own) to the heap ``deadlines``.
+        self.lane: deque[Request] = deque()
         self.deadlines: list[tuple[float, int, Request]] = []
         self.next_deadline = math.inf   # when the supervisor plans to look next
         # The runs going on, by runner: (rows, start); and the most rows among them.
@@ -120,7 +124,16 @@ class AdmissionQueue:
 
     def configure(self, config: BatchConfig) -> None:
         with self.lock:
+            old_timeout = self.timeout_s
             self.apply(config)
+            if self.timeout_s != old_timeout and self.lane:
+                # The lane is in deadline order only for one timeout: what it holds moves
+                # to the heap, and new requests start a fresh lane.
+                live = self.ledger.live
+                heap = self.deadlines
+                heap.extend((r._deadline, next(self._seq), r) for r in self.lane if r in live)
+                heapq.heapify(heap)
+                self.lane.clear()
             if self.sleeping:
                 self.cv.notify_all()  # runners above a lowered ``instances`` leave
 
@@ -149,10 +162,16 @@ class AdmissionQueue:
         return len(self.q) - self.dead
 
     # -- producer side ----------------------------------------------------------------
-    def put(self, r: Request) -> None:
-        """Admit ``r`` or raise (nothing admitted): closed, or full."""
+    def put(self, r: Request, default_timeout: bool = False) -> None:
+        """Admit ``r`` or raise (nothing admitted): closed, or full.
+
+        ``default_timeout``: ``r`` takes the configured timeout; its deadline is set here,
+        under the lock, so the lane stays in deadline order.
+        """
         rows = r._rows
         with self.lock:
+            if default_timeout:
+                r._deadline = r._t_submit + self.timeout_s
             if self.closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
@@ -194,17 +213,52 @@ class AdmissionQueue:
             self.queued_rows += rows
             self.arrived_rows += rows
             if d != math.inf:
-                heap = self.deadlines
-                heapq.heappush(heap, (d, next(self._seq), r))
+                live = self.ledger.live
+                if default_timeout:
+                    lane = self.lane
+                    lane.append(r)
+                    if len(lane) > 2 * len(live) + _HEAP_SLACK:
+                        self.lane = deque(x for x in lane if x in live)
+                else:
+                    heap = self.deadlines
+                    heapq.heappush(heap, (d, next(self._seq), r))
+                    if len(heap) > 2 * len(live) + _HEAP_SLACK:
+                        heap[:] = [e for e in heap if e[2] in live]
+                        heapq.heapify(heap)
                 if d < self.next_deadline:
                     self.next_deadline = d
                     self.sup_cv.notify()
-                if len(heap) > 2 * len(self.ledger.live) + _HEAP_SLACK:
-                    live = self.ledger.live
-                    heap[:] = [e for e in heap if e[2] in live]
-                    heapq.heapify(heap)
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
+
+    def earliest_deadline(self) -> float:
+        """(Lock held.) The earliest deadline of a live request (inf when none); drops
+        settled requests from the fronts of the lane and the heap."""
+        live = self.ledger.live
+        lane, heap = self.lane, self.deadlines
+        while lane and lane[0] not in live:
+            lane.popleft()
+        while heap and heap[0][2] not in live:
+            heapq.heappop(heap)
+        a = lane[0]._deadline if lane else math.inf
+        b = heap[0][0] if heap else math.inf
+        return a if a < b else b
+
+    def pop_overdue(self, now: float) -> list[Request]:
+        """(Lock held.) Remove and return the live requests whose deadline is before
+        ``now``."""
+        live = self.ledger.live
+        lane, heap = self.lane, self.deadlines
+        overdue: list[Request] = []
+        while lane and lane[0]._deadline < now:
+            r = lane.popleft()
+            if r in live:
+                overdue.append(r)
+        while heap and heap[0][0] < now:
+            r = heapq.heappop(heap)[2]
+            if r in live:
+                overdue.append(r)
+        return overdue
 
     def running_left_s(self, now: float) -> float:
         """About how long until a runner is free: the least time a run going on will

@@ -209,9 +209,13 @@ class Batcher:
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
         now = self._clock()
-        deadline = now + (q.timeout_s if timeout_ms is None else timeout_ms / 1000.0)
-        req = Request(self.ledger, arrays, rows, now, deadline, arm, sink)
-        q.put(req)
+        if timeout_ms is None:   # the configured timeout: put() sets the deadline
+            req = Request(self.ledger, arrays, rows, now, now, arm, sink)
+            q.put(req, True)
+        else:
+            req = Request(self.ledger, arrays, rows, now, now + timeout_ms / 1000.0, arm,
+                          sink)
+            q.put(req)
         return req
 
     def expire_overdue(self) -> int:

@@ -1,7 +1,7 @@
 """The supervisor of one model: timeouts in deadline order, and a collector that never dies.
 
-Its thread sleeps until the earliest deadline among live requests (a heap kept by the
-admission queue) or ``watch_interval_s``, whichever comes first, then fails every request
+Its thread sleeps until the earliest deadline among live requests (kept by the admission
+queue: a lane in arrival order for the configured timeout, a heap for others) or ``watch_interval_s``, whichever comes first, then fails every request
 past its deadline — queued or running, whatever the order they arrived in — through the
 ledger, and restarts the collector thread if it ever died.
 
@@ -14,16 +14,14 @@ Example:
 
 from __future__ import annotations
 
-import heapq
 import logging
-import math
 import threading
 from typing import Callable
 
 from .admission import AdmissionQueue
 from core.errors import InferenceError, RequestTimeoutError
 from .executor import Executor, queue_timeout_message
-from .settle import QUEUED, Ledger, Request
+from .settle import QUEUED, Ledger
 
 __all__ = ["Supervisor"]
 
@@ -66,21 +64,17 @@ class Supervisor:
 
     def _loop(self) -> None:
         q = self.queue
-        live = self.ledger.live
-        heap = q.deadlines
         while True:
             try:
                 with q.lock:
                     if self._stop:
                         return
-                    while heap and heap[0][2] not in live:
-                        heapq.heappop(heap)
-                    nxt = heap[0][0] if heap else math.inf
+                    nxt = q.earliest_deadline()
                     wait = min(nxt - self._clock(), self.watch_interval_s)
                     if wait > 0:
                         q.next_deadline = nxt
                         q.sup_cv.wait(wait)
-                        q.next_deadline = math.inf if not heap else heap[0][0]
+                        q.next_deadline = q.earliest_deadline()
                         if self._stop:
                             return
                 if self.expire_overdue():
@@ -92,15 +86,9 @@ class Supervisor:
     def expire_overdue(self) -> int:
         """Fail every live request whose deadline has passed; returns how many."""
         q = self.queue
-        live = self.ledger.live
-        heap = q.deadlines
         now = self._clock()
-        overdue: list[Request] = []
         with q.lock:
-            while heap and heap[0][0] < now:
-                r = heapq.heappop(heap)[2]
-                if r in live:
-                    overdue.append(r)
+            overdue = q.pop_overdue(now)
             queued = {r for r in overdue if r._where == QUEUED}
         n = 0
         for r in overdue:
