@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from core import POLICIES
 from core.ui import charts
 from core.lab import (kserve_inference_service, kserve_name, mlserver_settings,
                               pareto_frontier, recommend, simulate, tf_serving_batching,
@@ -67,10 +68,19 @@ with st.container(border=True):
     except ValueError:
         loads = []
         st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
+    pinned_ok = remote is None
+    sweep_policy = st.segmented_control(
+        "Policy (pinned for every point)", POLICIES, default="deadline", key="exp_policy",
+        required=True, disabled=not pinned_ok,
+        help="Each point is measured under this release policy, with no latency SLO and one "
+             "instance, whatever the model has now; the model's own settings come back "
+             "afterwards.") if pinned_ok else None
     n_points = len(sizes) * len(waits) * len(loads)
-    st.caption(f"{n_points} points, about {n_points * (duration + 0.5):.0f} s. The sweep "
-               f"changes {model}'s settings while it runs (every tab sees that) and restores "
-               "them at the end.")
+    st.caption(f"{n_points} points, at least {n_points * (duration + 0.5):.0f} s: each point "
+               f"is measured in windows of {duration / 3:.2g} s until the last three agree "
+               "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
+               f"unstable). The sweep changes {model}'s settings while it runs (every tab "
+               "sees that) and restores them at the end.")
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
     if st.button("Run sweep", key="exp_run", type="primary", disabled=n_points == 0 or running,
@@ -82,7 +92,8 @@ with st.container(border=True):
                   max_batch_sizes=[int(v) for v in sizes], max_waits_ms=[float(v) for v in waits],
                   rates_rps=loads if rate else None,
                   concurrencies=None if rate else [int(v) for v in loads],
-                  duration_s=float(duration), slo_p99_ms=float(slo))
+                  duration_s=float(duration), slo_p99_ms=float(slo),
+                  **({"policy": sweep_policy} if sweep_policy else {}))
 
 # The latest finished sweep of this model (any tab's), saved to the history by the engine.
 result = None
@@ -100,6 +111,10 @@ if result and result[0] == model:
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))
         (st.success if rec.max_batch_size is not None else st.warning)(rec.reason)
+        if "stable" in frame and frame["stable"].eq(False).any():
+            st.caption(f"{int(frame['stable'].eq(False).sum())} of {len(frame)} points were "
+                       "unstable (drawn open; see the spread columns): their windows never "
+                       "agreed within 10 %. A quieter machine or longer points settle them.")
         st.plotly_chart(charts.pareto_figure(frame, front, float(slo),
                                              (rec.max_batch_size, rec.max_wait_ms)
                                              if rec.max_batch_size else None,

@@ -306,8 +306,9 @@ def test_batch_size_and_live_traffic(server, page: Page):
     target.press("Enter")
     wait_ready(page)
     page.get_by_role("button", name="Run sweep").click()
+    # Each point runs until its windows agree (up to 10 windows): allow for a busy machine.
     expect(page.get_by_text(re.compile(r"meets p99 (<=|≤) 200 ms at [\d,]+ req/s"))).to_be_visible(
-        timeout=90_000)
+        timeout=180_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     shot(page, "experiments")
     no_exception(page)

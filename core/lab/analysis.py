@@ -52,11 +52,46 @@ def _sustained(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float) ->
     return ok & (~rate | (frame["achieved_rps"] >= 0.95 * frame["load"]))
 
 
+def _holds_below(f: pd.DataFrame) -> pd.Series:
+    """Per row: every point of its setting and load kind at a lower load passed too."""
+    out = pd.Series(True, index=f.index)
+    for _, g in f.groupby(["max_batch_size", "max_wait_ms", "load_kind"], sort=False):
+        g = g.sort_values("load")
+        out[g.index] = g["pass"].astype(bool).cummin().to_numpy()
+    return out
+
+
+def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> str:
+    """What the recommendation was measured under, and any unstable point it rests on."""
+    text = ""
+    if "policy" in f and pd.notna(chosen.get("policy")):
+        slo = chosen.get("latency_slo_ms")
+        inst = chosen.get("instances")
+        text += (f" Measured under policy {chosen['policy']}"
+                 + (f" with latency_slo_ms={slo:g}" if pd.notna(slo) else ", no latency SLO")
+                 + (f", {int(inst)} instance(s)" if pd.notna(inst) else "") + ".")
+    if "stable" in f:
+        mine = f[(f["max_batch_size"] == chosen.max_batch_size)
+                 & (f["max_wait_ms"] == chosen.max_wait_ms) & (f["load_kind"] == kind)
+                 & (f["load"] <= top)]
+        shaky = mine[mine["stable"].eq(False)]
+        others = int(f["stable"].eq(False).sum()) - len(shaky)
+        if len(shaky):
+            loads = ", ".join(f"{v:g}" for v in sorted(shaky["load"]))
+            text += (f" Caution: it rests on {len(shaky)} unstable point(s) (load {loads}: "
+                     "its windows never agreed within the tolerance); measure again on a "
+                     "quieter machine or with longer windows before relying on it.")
+        if others > 0:
+            text += f" {others} other point(s) were unstable."
+    return text
+
+
 def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
     """The settings that meet ``p99_slo_ms`` at the highest load, decided by evidence.
 
     For each setting (max batch size, max wait) the highest load it sustains within the
-    target is found (an open-loop point counts when >= 95 % of its rate was served). Among
+    target, and at every lower load measured, is found (an open-loop point counts when
+    >= 95 % of its rate was served). Among
     the settings that reach the highest such load, those whose p99 there is within noise of
     the lowest (overlapping bootstrap intervals) are ties; of the ties the smallest settings
     are chosen (shortest max wait, then smallest batch): no latency is paid for waiting that
@@ -67,6 +102,9 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
         if col not in f:
             f[col] = f["p99_ms"]
     f["pass"] = _sustained(f, p99_slo_ms, max_error_rate)
+    # A setting qualifies at a load only if it met the target at every load up to it:
+    # meeting it at 2,000 req/s says nothing for 500 if it missed there.
+    f["pass"] = f["pass"] & _holds_below(f)
     ok = f[f["pass"]]
     if ok.empty:
         best = f.sort_values("p99_ms").head(1)
@@ -109,6 +147,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
+    reason += _conditions(f, chosen, kind, top)
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,
                           load=float(top), p99_ci_ms=ci, ties=tuple(others))

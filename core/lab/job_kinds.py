@@ -39,7 +39,9 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
             "max_waits_ms": list(max_waits_ms),
             "load_kind": "rate" if rates_rps else "clients",
             "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
-            "slo_p99_ms": slo_p99_ms, "complete": not job.stop.is_set()}, frame)
+            "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
+            "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
+            "complete": not job.stop.is_set()}, frame)
     return {"run_id": run_id, "frame": frame}
 
 

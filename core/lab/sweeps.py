@@ -1,5 +1,10 @@
 """Sweeps: measure every (max batch size, max wait, load) point of a model on the engine,
-remeasure outliers, and keep each point's p99 interval.
+each until it is stable (:mod:`core.lab.stability`) or marked unstable, remeasure outliers,
+and keep each point's p99 interval.
+
+Every setting that shapes the answer is pinned by the sweep and named in each row: the
+release policy (``deadline`` unless asked), the latency SLO (none unless asked), the
+instances; the model's own settings are restored afterwards, all of them.
 
 Example:
     >>> frame = sweep(engine, "mlp", max_batch_sizes=[8, 32], max_waits_ms=[0, 2],
@@ -15,16 +20,21 @@ import numpy as np
 import pandas as pd
 
 from .loadgen import closed_loop, open_loop
+from .stability import StabilityRule, measure_stable
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
-__all__ = ["SWEEP_COLUMNS", "sweep", "p99_interval"]
+__all__ = ["SWEEP_COLUMNS", "PINNED_DEFAULTS", "sweep", "p99_interval"]
 
 SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
                  "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
                  "mean_queue_ms", "mean_compute_ms", "sent", "p99_ci_low_ms",
-                 "p99_ci_high_ms", "measurements"]
+                 "p99_ci_high_ms", "measurements", "stable", "windows", "spread_rps_pct",
+                 "spread_p99_pct", "policy", "latency_slo_ms", "instances"]
+
+#: The settings a sweep pins for every point unless told otherwise (and names per row).
+PINNED_DEFAULTS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
 
 # A point whose p99 is this many times the median p99 of the points at its load is measured
 # again (twice) and the median run kept: one stall (a GC pause, a noisy neighbour) must not
@@ -50,36 +60,66 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
           pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
-          stop: Any = None) -> pd.DataFrame:
+          stop: Any = None, policy: str = "deadline", latency_slo_ms: float | None = None,
+          instances: int = 1, stability: StabilityRule | bool = True) -> pd.DataFrame:
     """Measure every (max batch size, max wait, load) point; one row per point.
 
     Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
-    (``concurrencies``); every request carries ``rows_per_request`` rows. The model's
-    configuration is restored afterwards.
-    ``progress(done, total, row)`` is called after each point.
+    (``concurrencies``); every request carries ``rows_per_request`` rows.
+
+    Each point is measured in windows of ``duration_s / 3`` until the last three agree
+    within 10 % on throughput and p99 (``stability``: a :class:`StabilityRule`, True for
+    that default, False for one window of ``duration_s``); a point that never agrees is
+    kept with ``stable=False`` and its spread. ``policy``, ``latency_slo_ms`` and
+    ``instances`` are set for every point (not inherited from whatever the model had) and
+    named in each row; a remote model's are its server's, and are only recorded. The
+    model's configuration is restored afterwards. ``progress(done, total, row)`` is called
+    after each point.
     """
     loads = [("rate", float(r)) for r in (rates_rps or [])] + [
         ("clients", int(c)) for c in (concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
+    rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
+            else stability or None)
     points = list(itertools.product(max_batch_sizes, max_waits_ms, loads))
     before = engine.batch_config(model)
+    pinned = {"policy": policy, "latency_slo_ms": latency_slo_ms, "instances": int(instances)}
+    remote = engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
+    if remote:  # the server's: recorded, not set
+        pinned = {k: getattr(before, k) for k in pinned}
     submit = lambda x: engine.submit(model, x)  # noqa: E731
     sample = lambda rng: engine.sample_input(  # noqa: E731
         model, rows=rows_per_request, seed=int(rng.integers(2**31)))
 
-    def measure(k: int, bs: int, wait: float, kind: str, load: float) -> dict[str, Any]:
-        engine.configure(model, max_batch_size=int(bs), max_wait_ms=float(wait))
+    def window(k: int, kind: str, load: float, seconds: float):
         if kind == "rate":
-            res = open_loop(submit, sample, load, pattern=pattern, duration_s=duration_s,
-                            seed=seed + k)
+            return open_loop(submit, sample, load, pattern=pattern, duration_s=seconds,
+                             seed=seed + k)
+        return closed_loop(submit, sample, int(load), duration_s=seconds, seed=seed + k)
+
+    def measure(k: int, bs: int, wait: float, kind: str, load: float) -> dict[str, Any]:
+        changes = {"max_batch_size": int(bs), "max_wait_ms": float(wait)}
+        if not remote:
+            changes.update(pinned)
+        engine.configure(model, **changes)
+        if rule is None:
+            res = window(k, kind, load, duration_s)
+            s = res.summary()
+            verdict = {"stable": None, "windows": 1, "spread_rps_pct": float("nan"),
+                       "spread_p99_pct": float("nan")}
         else:
-            res = closed_loop(submit, sample, int(load), duration_s=duration_s, seed=seed + k)
-        s = res.summary()
+            m = measure_stable(lambda j: window(1000 * k + j, kind, load, rule.window_s),
+                               rule, stop=stop)
+            res = m.result
+            s = m.summary()
+            verdict = {"stable": m.stable, "windows": len(m.windows),
+                       "spread_rps_pct": m.spread_rps_pct, "spread_p99_pct": m.spread_p99_pct}
         lo, hi = p99_interval(res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy(), seed=k)
         return {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
                 "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"],
-                "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1}
+                "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1, **verdict,
+                **pinned}
 
     rows: list[dict[str, Any]] = []
     total = len(points)
@@ -108,6 +148,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             if progress is not None:
                 progress(total, total, {**rows[i], "remeasured": True})
     finally:
-        engine.configure(model, max_batch_size=before.max_batch_size,
-                         max_wait_ms=before.max_wait_ms, policy=before.policy)
+        restore = {"max_batch_size": before.max_batch_size, "max_wait_ms": before.max_wait_ms}
+        if not remote:
+            restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
+        engine.configure(model, **restore)
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)

@@ -218,14 +218,19 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
         palette = px.colors.qualitative.Safe
         for (b, w), pts in frame.groupby(["max_batch_size", "max_wait_ms"], sort=True):
             pts = pts.sort_values("load")
+            symbol = _SYMBOLS[waits.index(w) % len(_SYMBOLS)]
+            # An unstable point (its windows never agreed) is drawn open, and says so.
+            shaky = (pts["stable"].eq(False).tolist() if "stable" in pts
+                     else [False] * len(pts))
             fig.add_trace(go.Scatter(
                 x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers+lines",
                 name=f"batch {int(b)} · wait {w:g} ms",
-                text=[f"load {v:g}" for v in pts["load"]],
+                text=[f"load {v:g}" + (" · UNSTABLE" if u else "")
+                      for v, u in zip(pts["load"], shaky)],
                 hovertemplate="batch " + str(int(b)) + f", wait {w:g} ms, " +
                               "%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms<extra></extra>",
                 line=dict(width=1, color=palette[batches.index(b) % len(palette)]),
-                marker=dict(size=10, symbol=_SYMBOLS[waits.index(w) % len(_SYMBOLS)],
+                marker=dict(size=10, symbol=[symbol + "-open" if u else symbol for u in shaky],
                             color=palette[batches.index(b) % len(palette)])))
     if not frontier.empty:
         fig.add_trace(go.Scatter(x=frontier["achieved_rps"], y=frontier["p99_ms"],

@@ -1,0 +1,131 @@
+"""Answers that hold (issue 23): points measured until stable or marked unstable, sweeps
+that pin every setting they measure, recommendations that hold at every lower load."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import Engine
+from core.errors import ConfigError
+from core.lab import sweep
+from core.lab.analysis import recommend
+from core.lab.loadgen import LOAD_COLUMNS, LoadResult
+from core.lab.stability import StabilityRule, measure_stable
+
+
+def window(rps: float, p99_ms: float, seconds: float = 1.0) -> LoadResult:
+    """A canned window: ``rps * seconds`` requests, 99 % at 1 ms and the rest at p99_ms."""
+    n = int(rps * seconds)
+    lat = np.full(n, 1.0)
+    lat[int(n * 0.985):] = p99_ms
+    t = np.linspace(0, seconds, n, endpoint=False)
+    frame = pd.DataFrame({
+        "request": np.arange(n), "client": 0, "intended_s": t, "sent_s": t,
+        "done_s": t + lat / 1000, "latency_ms": lat, "engine_ms": lat, "queue_ms": 0.0,
+        "compute_ms": 0.5, "batch_rows": 1, "ok": True, "error": ""}, columns=LOAD_COLUMNS)
+    return LoadResult("open", frame, seconds, 0.0)
+
+
+def test_a_point_is_measured_until_the_last_three_windows_agree():
+    seq = [(400, 30.0), (1000, 5.0), (1000, 5.2), (980, 5.1), (990, 5.0)]
+    calls = []
+
+    def run(k):
+        calls.append(k)
+        return window(*seq[k])
+
+    m = measure_stable(run, StabilityRule(window_s=1.0))
+    assert m.stable and calls == [0, 1, 2, 3]        # the warm-up window did not count
+    s = m.summary()
+    assert s["windows"] == 4 and s["stable"] is True
+    assert s["sent"] == 1000 + 1000 + 980              # the last three windows, merged
+    assert s["p99_ms"] == pytest.approx(5.1, abs=0.2)
+    assert m.spread_rps_pct < 10 and "stable" in m.verdict
+
+
+def test_a_point_that_never_settles_is_marked_unstable_with_its_spread():
+    seq = [(1000, 5.0), (600, 40.0)] * 10
+    m = measure_stable(lambda k: window(*seq[k]), StabilityRule(window_s=1.0, max_windows=6))
+    assert not m.stable and len(m.windows) == 6
+    assert m.spread_rps_pct > 10 and m.spread_p99_pct > 10
+    assert m.verdict.startswith("unstable: after 6 windows")
+
+
+def test_p99s_within_the_floor_agree_even_beyond_the_percentage():
+    seq = [(1000, 1.0), (1000, 1.3), (1000, 1.1)]       # ±15 %, but within 0.5 ms
+    m = measure_stable(lambda k: window(*seq[k]), StabilityRule(window_s=1.0))
+    assert m.stable and len(m.windows) == 3
+    strict = measure_stable(lambda k: window(*seq[k % 3]),
+                            StabilityRule(window_s=1.0, p99_floor_ms=0.0, max_windows=3))
+    assert not strict.stable
+
+
+def test_stability_rules_are_checked():
+    with pytest.raises(ConfigError, match="max_windows"):
+        StabilityRule(windows=3, max_windows=2)
+    with pytest.raises(ConfigError, match="window_s"):
+        StabilityRule(window_s=0)
+
+
+def test_sweep_pins_policy_slo_and_instances_and_restores_them():
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=5, max_wait_ms=1.5, policy="adaptive",
+                         latency_slo_ms=3.0, instances=2)
+        during = []
+        frame = sweep(engine, "tiny", [4], [0.0], rates_rps=[200], duration_s=0.3,
+                      progress=lambda d, t, row: during.append(engine.batch_config("tiny")),
+                      stability=StabilityRule(window_s=0.1, max_windows=4))
+        after = engine.batch_config("tiny")
+    cfg = during[0]
+    assert (cfg.policy, cfg.latency_slo_ms, cfg.instances) == ("deadline", None, 1)
+    row = frame.iloc[0]
+    assert (row["policy"], row["instances"]) == ("deadline", 1)
+    assert row["latency_slo_ms"] is None or math.isnan(row["latency_slo_ms"])
+    assert row["windows"] >= 3 and row["stable"] in (True, False)
+    assert (after.max_batch_size, after.max_wait_ms, after.policy, after.latency_slo_ms,
+            after.instances) == (5, 1.5, "adaptive", 3.0, 2)
+
+
+def test_sweep_measures_under_the_policy_it_is_given():
+    with Engine() as engine:
+        during = []
+        frame = sweep(engine, "tiny", [4], [1.0], rates_rps=[100], duration_s=0.3,
+                      policy="fixed_window", stability=False,
+                      progress=lambda d, t, row: during.append(engine.batch_config("tiny")))
+    assert during[0].policy == "fixed_window" and frame.iloc[0]["policy"] == "fixed_window"
+    assert frame.iloc[0]["windows"] == 1 and frame.iloc[0]["stable"] is None
+
+
+def _frame(rows, stable=None):
+    return pd.DataFrame([{"max_batch_size": b, "max_wait_ms": w, "load_kind": "rate",
+                          "load": load, "achieved_rps": load, "p99_ms": p99,
+                          "p99_ci_low_ms": p99, "p99_ci_high_ms": p99, "error_rate": 0.0,
+                          "measurements": 1, "policy": "deadline", "latency_slo_ms": None,
+                          "instances": 1,
+                          "stable": True if stable is None else stable[i]}
+                         for i, (b, w, load, p99) in enumerate(rows)])
+
+
+def test_a_setting_that_missed_at_a_lower_load_does_not_qualify_at_a_higher_one():
+    """Issue 23: '8 / 0 ms meets p99 <= 10 ms at 2,000 req/s' while the same setting had
+    p99 302 ms at 500 req/s."""
+    f = _frame([(8, 0.0, 500, 302.0), (8, 0.0, 2000, 7.0),
+                (32, 2.0, 500, 6.0), (32, 2.0, 2000, 9.0)])
+    rec = recommend(f, p99_slo_ms=10)
+    assert (rec.max_batch_size, rec.max_wait_ms, rec.load) == (32, 2.0, 2000)
+    only_bad = _frame([(8, 0.0, 500, 302.0), (8, 0.0, 2000, 7.0)])
+    assert recommend(only_bad, p99_slo_ms=10).max_batch_size is None
+
+
+def test_a_recommendation_resting_on_an_unstable_point_says_so_and_names_the_policy():
+    f = _frame([(8, 0.0, 500, 4.0), (8, 0.0, 2000, 6.0), (32, 2.0, 500, 30.0)],
+               stable=[True, False, False])
+    rec = recommend(f, p99_slo_ms=10)
+    assert rec.max_batch_size == 8
+    assert "Measured under policy deadline, no latency SLO, 1 instance(s)." in rec.reason
+    assert "rests on 1 unstable point(s) (load 2000" in rec.reason
+    assert "1 other point(s) were unstable" in rec.reason
