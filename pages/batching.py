@@ -138,8 +138,17 @@ with controls:
                                  "settle in step). Measure it here.")
         learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
         if learned is not None:
-            st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n ms; "
-                       f"arrivals {learned['rate_rps']:,.0f} rows/s")
+            if learned.get("identified", True):
+                st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n "
+                           f"ms; arrivals {learned['rate_rps']:,.0f} rows/s")
+            else:
+                lo = learned.get("min_rows", 1)
+                st.caption(f"Learned so far: a run of {lo} row(s) costs about "
+                           f"{learned['a_ms'] + learned['b_ms'] * lo:.3f} ms, but its fixed "
+                           "and per-row parts are not yet known apart: "
+                           "that needs batches of sizes at least 4× apart (more load, or a "
+                           f"warm-up over several batch sizes); arrivals "
+                           f"{learned['rate_rps']:,.0f} rows/s")
         if "bs_error" in st.session_state:
             st.error(st.session_state["bs_error"])
 

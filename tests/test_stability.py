@@ -129,3 +129,72 @@ def test_a_recommendation_resting_on_an_unstable_point_says_so_and_names_the_pol
     assert "Measured under policy deadline, no latency SLO, 1 instance(s)." in rec.reason
     assert "rests on 1 unstable point(s) (load 2000" in rec.reason
     assert "1 other point(s) were unstable" in rec.reason
+
+
+def test_a_stalled_sender_shows_in_its_recent_lag():
+    """A stall makes the sender fall behind; the status shows it now, and the all-time
+    worst stays in max_lag_ms (the warning itself reads the recent lag)."""
+    import threading
+    from concurrent.futures import Future
+
+    from core.lab.traffic import TrafficGenerator
+
+    release = threading.Event()
+    stalled = threading.Event()
+    calls = []
+
+    def submit(target, x):
+        calls.append(1)
+        if len(calls) == 20:
+            stalled.set()
+            assert release.wait(10)
+        f = Future()
+        f.set_result(None)
+        return f
+
+    gen = TrafficGenerator(submit, "m", lambda rng: 0, rate_rps=200, seed=0).start()
+    try:
+        assert stalled.wait(10)
+        threading.Event().wait(0.3)      # the sender is held this long past its schedule
+        release.set()
+        for _ in range(1000):
+            if gen.status().sent > 40:
+                break
+            threading.Event().wait(0.01)
+        status = gen.status()
+        assert status.recent_lag_ms >= 250 and status.max_lag_ms >= 250
+    finally:
+        release.set()
+        gen.stop()
+
+
+def test_the_cost_line_is_identified_only_from_batch_sizes_far_apart():
+    """Issue 23: every batch of one row gave 't(n) = 0.000 + 0.0777·n ms' (true 0.022 +
+    0.0027·n); such a fit must say it cannot separate a from b."""
+    from core.policies.estimators import CostEstimator
+
+    true = lambda n: 0.000022 + 0.0000027 * n  # noqa: E731
+    est = CostEstimator()
+    for _ in range(20):
+        est.observe(1, true(1))
+    assert est.ready and not est.identified
+    assert est.predict(1) == pytest.approx(true(1))       # what one row costs is known
+    for _ in range(5):
+        est.observe(2, true(2))
+    assert not est.identified                             # 1 and 2: too close to tell
+    for n in (8, 32):
+        for _ in range(5):
+            est.observe(n, true(n))
+    assert est.identified
+    assert est.a_s == pytest.approx(0.000022, rel=0.01)
+    assert est.b_s == pytest.approx(0.0000027, rel=0.01)
+
+
+def test_learned_cost_says_whether_it_is_identified():
+    with Engine() as engine:
+        engine.configure("tiny", policy="adaptive", max_wait_ms=0.0)
+        x = engine.sample_input("tiny", rows=1)
+        for _ in range(30):
+            engine.submit("tiny", x).result(10)
+        learned = engine.learned_cost("tiny")
+    assert learned["identified"] is False and learned["max_rows"] == 1

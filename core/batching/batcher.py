@@ -149,13 +149,16 @@ class Batcher:
         return self.queue.rate
 
     def learned_cost(self) -> dict[str, float] | None:
-        """What this batcher has learned online: t(n) = a + b*n (ms) and the arrival rate
-        (rows/s); None before the first batch has been timed."""
+        """What this batcher has learned online: t(n) = a + b*n (ms), the arrival rate
+        (rows/s), and whether a and b are separately known (``identified``: batches of
+        sizes at least 4x apart were timed; ``min_rows``/``max_rows`` behind the line);
+        None before the first batch has been timed."""
         cost = self.queue.cost
         if not cost.ready:
             return None
         return {"a_ms": cost.a_s * 1000.0, "b_ms": cost.b_s * 1000.0,
-                "rate_rps": self.queue.rate.rate_rps}
+                "rate_rps": self.queue.rate.rate_rps, "identified": cost.identified,
+                "min_rows": cost.sizes[0], "max_rows": cost.sizes[1]}
 
     @property
     def restarts(self) -> int:

@@ -64,6 +64,9 @@ class TrafficStatus:
     #: over the last few seconds: requests sent, and those refused or failed
     recent_sent: int = 0
     recent_bad: int = 0
+    #: how far behind its schedule the sender was at worst over the last few seconds (ms);
+    #: ``max_lag_ms`` is the worst since the start
+    recent_lag_ms: float = 0.0
     #: CPU the client used, in % of one core over ``elapsed_s`` (0 in the first second):
     #: the sender thread plus, for remote models, the HTTP client's loop (core.remote; one
     #: loop serves every remote model of the process, so traffic to two remote models at
@@ -82,9 +85,10 @@ class TrafficStatus:
                     f"answers takes {self.client_cpu_pct:.0f} % of a core (Python runs it on "
                     "one), so these figures measure Batchlab's client, not the server. Send "
                     "less, or load the server from more processes.")
-        if self.running and self.max_lag_ms > CLIENT_BOUND_LAG_MS:
-            return (f"The sender is {self.max_lag_ms:.0f} ms behind its schedule: this "
-                    "machine cannot send this rate; latencies include that delay.")
+        if self.running and self.recent_lag_ms > CLIENT_BOUND_LAG_MS:
+            return (f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule "
+                    f"in the last {_RECENT_S} s: this machine cannot send this rate now; "
+                    "latencies include that delay.")
         return None
 
     @property
@@ -138,7 +142,7 @@ class TrafficGenerator:
         self._refused_by_type: Counter[str] = Counter()
         self._failed_by_type: Counter[str] = Counter()
         self._last_error: str | None = None
-        # [second, sent, refused or failed] for the last few seconds
+        # [second, sent, refused or failed, worst lag (s)] for the last few seconds
         self._recent: deque[list[int]] = deque(maxlen=_RECENT_S + 1)
         self._max_lag = 0.0
         self._t_start: float | None = None
@@ -190,13 +194,14 @@ class TrafficGenerator:
                 refused_by_type=dict(self._refused_by_type),
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
                 recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
+                recent_lag_ms=1000.0 * max((r[3] for r in recent), default=0.0),
                 client_cpu_pct=cpu_pct)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""
         sec = int(time.perf_counter())
         if not self._recent or self._recent[-1][0] != sec:
-            self._recent.append([sec, 0, 0])
+            self._recent.append([sec, 0, 0, 0.0])
         self._recent[-1][1] += sent
         self._recent[-1][2] += bad
 
@@ -240,6 +245,8 @@ class TrafficGenerator:
                 with self._lock:
                     self._sent += 1
                     self._count(1, 0)
+                    if lag > self._recent[-1][3]:
+                        self._recent[-1][3] = lag
                 fut.add_done_callback(self._done)
         finally:
             self._own_cpu_end = time.thread_time()

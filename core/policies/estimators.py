@@ -45,6 +45,8 @@ class CostEstimator:
         self.b_s = 0.0
         self.ready = False
         self._has_line = False
+        # Batch sizes behind the current line (smallest, largest); see ``identified``.
+        self.sizes: tuple[int, int] = (0, 0)
         # Backlogged cycle time / predicted run time (see observe_cycle): the line is fitted
         # to the fastest runs, right for deciding whether to wait, but a queue drains at
         # the speed of whole cycles.
@@ -80,15 +82,25 @@ class CostEstimator:
         if b >= 0:
             self.a_s, self.b_s = max(0.0, a), b
             self._has_line = True
+            self.sizes = (int(n.min()), int(n.max()))
         elif not self._has_line:
             # No line yet (one batch size, or sizes too close): all of it counts as fixed
             # cost, until batches of other sizes separate the two.
             self.a_s, self.b_s = float(t.mean()), 0.0
+            self.sizes = (int(n.min()), int(n.max()))
         # else: a window that cannot separate fixed from per-row cost (say, a burst of full
         # batches only) keeps the last line fitted: it says more than "all fixed", which
         # would make the policy wait far too long once the burst is over.
         self.ready = True
         self._fits += 1
+
+    @property
+    def identified(self) -> bool:
+        """Whether a and b are each known, not just their sum: the line was fitted to batch
+        sizes at least 4x apart. With every batch of one row (a light load), a + b is all
+        that can be measured."""
+        lo, hi = self.sizes
+        return self._has_line and lo > 0 and hi >= 4 * lo
 
     def predict(self, rows: int) -> float:
         return self.a_s + self.b_s * rows
