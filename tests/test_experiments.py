@@ -175,8 +175,11 @@ def test_sweep_returns_a_complete_typed_frame_and_restores_config():
                       concurrencies=[2], duration_s=0.3,
                       progress=lambda d, t, row: seen.append((d, t)))
         cfg = engine.batch_config("tiny")
-    assert list(frame.columns) == SWEEP_COLUMNS and len(frame) == 8
-    assert seen[-1] == (8, 8)
+    assert list(frame.columns) == SWEEP_COLUMNS and len(frame) == 10
+    assert seen[-1] == (10, 10)
+    # the model's own settings (5 / 1.5 ms) are measured too, at every load, as the baseline
+    base = frame[frame["baseline"]]
+    assert len(base) == 2 and set(zip(base["max_batch_size"], base["max_wait_ms"])) == {(5, 1.5)}
     assert frame["max_batch_size"].dtype.kind == "i" and frame["p99_ms"].dtype.kind == "f"
     assert (frame["achieved_rps"] > 0).all() and (frame["error_rate"] == 0).all()
     assert set(frame["load_kind"]) == {"rate", "clients"}

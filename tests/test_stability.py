@@ -198,3 +198,42 @@ def test_learned_cost_says_whether_it_is_identified():
             engine.submit("tiny", x).result(10)
         learned = engine.learned_cost("tiny")
     assert learned["identified"] is False and learned["max_rows"] == 1
+
+
+def _gframe(rows):
+    """(batch, wait, load, p99, goodput, baseline) -> a sweep frame measured at a 10 ms SLO."""
+    return pd.DataFrame([{"max_batch_size": b, "max_wait_ms": w, "load_kind": "rate",
+                          "load": load, "achieved_rps": load, "p99_ms": p99,
+                          "p99_ci_low_ms": p99, "p99_ci_high_ms": p99, "error_rate": 0.0,
+                          "measurements": 1, "slo_ms": 10.0, "goodput_rps": g,
+                          "baseline": base}
+                         for b, w, load, p99, g, base in rows])
+
+
+def test_the_pick_is_stated_against_the_models_own_settings():
+    missed = _gframe([(8, 0.0, 2000, 6.0, 1990.0, False), (32, 5.0, 2000, 25.0, 1500.0, True)])
+    rec = recommend(missed, p99_slo_ms=10)
+    assert rec.max_batch_size == 8
+    assert ("The model's own settings (max_batch_size=32, max_wait_ms=5) missed the target "
+            "at that load (p99 25.0 ms; goodput 1,500 vs 1,990 req/s within 10 ms, +32.7 % "
+            "with this choice)") in rec.reason
+    both = _gframe([(8, 0.0, 2000, 6.0, 1990.0, False), (32, 5.0, 2000, 9.0, 1980.0, True)])
+    rec = recommend(both, p99_slo_ms=10)
+    assert "1,990 req/s with this choice against 1,980 with the model's own" in rec.reason
+    mine = _gframe([(8, 0.0, 2000, 6.0, 1990.0, True)])
+    assert "These are the model's own settings" in recommend(mine, p99_slo_ms=10).reason
+    # goodput measured at another target is not compared
+    assert "goodput" not in recommend(missed, p99_slo_ms=30).reason.lower()
+
+
+def test_a_sweep_measures_goodput_at_its_target_and_the_baseline():
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=16, max_wait_ms=0.5)
+        frame = sweep(engine, "tiny", [4], [0.0], rates_rps=[200], duration_s=0.3,
+                      stability=False, slo_ms=1000.0)
+        no_slo = sweep(engine, "tiny", [4], [0.0], rates_rps=[200], duration_s=0.3,
+                       stability=False, baseline=False)
+    assert frame["baseline"].tolist() == [False, True]
+    assert (frame["goodput_rps"] > 0).all()
+    assert (frame["goodput_rps"] <= frame["achieved_rps"] + 1e-9).all()
+    assert len(no_slo) == 1 and no_slo["goodput_rps"].isna().all()

@@ -61,6 +61,49 @@ def _holds_below(f: pd.DataFrame) -> pd.Series:
     return out
 
 
+def _goodput(row: pd.Series, slo_ms: float) -> float | None:
+    """The row's goodput if it was measured at this SLO, else None."""
+    g, at = row.get("goodput_rps"), row.get("slo_ms")
+    if g is None or at is None or pd.isna(g) or pd.isna(at) or float(at) != float(slo_ms):
+        return None
+    return float(g)
+
+
+def _against_baseline(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float,
+                      slo_ms: float) -> str:
+    """The choice against the model's own settings (the sweep's baseline) at its load."""
+    if "baseline" not in f or not f["baseline"].fillna(False).astype(bool).any():
+        return ""
+    base = f[f["baseline"].fillna(False).astype(bool) & (f["load_kind"] == kind)
+             & (f["load"] == top)]
+    if base.empty:
+        return ""
+    b = base.iloc[0]
+    own = f"max_batch_size={int(b.max_batch_size)}, max_wait_ms={b.max_wait_ms:g}"
+    if (b.max_batch_size, b.max_wait_ms) == (chosen.max_batch_size, chosen.max_wait_ms):
+        return " These are the model's own settings: the sweep found nothing better."
+    g_c, g_b = _goodput(chosen, slo_ms), _goodput(b, slo_ms)
+    if not bool(b.get("pass", False)):
+        text = (f" The model's own settings ({own}) missed the target at that load (p99 "
+                f"{b.p99_ms:.1f} ms")
+        if g_c is not None and g_b is not None:
+            text += (f"; goodput {g_b:,.0f} vs {g_c:,.0f} req/s within {slo_ms:g} ms, "
+                     f"{_pct(g_c, g_b)} with this choice")
+        return text + ")."
+    if g_c is not None and g_b is not None:
+        return (f" Goodput within {slo_ms:g} ms at that load: {g_c:,.0f} req/s with this "
+                f"choice against {g_b:,.0f} with the model's own settings ({own}; "
+                f"{_pct(g_c, g_b)}), which met the target too (p99 {b.p99_ms:.2f} ms).")
+    return f" The model's own settings ({own}) met the target too (p99 {b.p99_ms:.2f} ms)."
+
+
+def _pct(new: float, old: float) -> str:
+    if old <= 0:
+        return "all of it"
+    d = 100.0 * (new - old) / old
+    return f"{d:+.1f} %" if abs(d) >= 0.05 else "the same"
+
+
 def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> str:
     """What the recommendation was measured under, and any unstable point it rests on."""
     text = ""
@@ -147,6 +190,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
+    reason += _against_baseline(f, chosen, kind, top, p99_slo_ms)
     reason += _conditions(f, chosen, kind, top)
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,

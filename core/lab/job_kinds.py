@@ -31,7 +31,7 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
 
     frame = sweep(engine, target, max_batch_sizes, max_waits_ms, rates_rps=rates_rps,
                   concurrencies=concurrencies, duration_s=duration_s, progress=progress,
-                  stop=job.stop, **kw)
+                  stop=job.stop, slo_ms=slo_p99_ms, **kw)
     run_id = None
     if save and not frame.empty:
         run_id = engine.store.save(f"{target} sweep", {

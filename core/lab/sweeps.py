@@ -31,7 +31,8 @@ SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved
                  "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
                  "mean_queue_ms", "mean_compute_ms", "sent", "p99_ci_low_ms",
                  "p99_ci_high_ms", "measurements", "stable", "windows", "spread_rps_pct",
-                 "spread_p99_pct", "policy", "latency_slo_ms", "instances"]
+                 "spread_p99_pct", "policy", "latency_slo_ms", "instances", "slo_ms",
+                 "goodput_rps", "baseline"]
 
 #: The settings a sweep pins for every point unless told otherwise (and names per row).
 PINNED_DEFAULTS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
@@ -61,7 +62,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           stop: Any = None, policy: str = "deadline", latency_slo_ms: float | None = None,
-          instances: int = 1, stability: StabilityRule | bool = True) -> pd.DataFrame:
+          instances: int = 1, stability: StabilityRule | bool = True,
+          slo_ms: float | None = None, baseline: bool = True) -> pd.DataFrame:
     """Measure every (max batch size, max wait, load) point; one row per point.
 
     Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
@@ -75,6 +77,11 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     named in each row; a remote model's are its server's, and are only recorded. The
     model's configuration is restored afterwards. ``progress(done, total, row)`` is called
     after each point.
+
+    ``slo_ms``: a latency target; each row then has ``goodput_rps``, the requests per
+    second answered within it (GenAI-Perf's goodput). ``baseline``: the model's own batch
+    settings (as they were before the sweep) are measured at every load too, even if not in
+    the grid, and marked ``baseline`` — what a recommendation is compared with.
     """
     loads = [("rate", float(r)) for r in (rates_rps or [])] + [
         ("clients", int(c)) for c in (concurrencies or [])]
@@ -82,8 +89,12 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
     rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
             else stability or None)
-    points = list(itertools.product(max_batch_sizes, max_waits_ms, loads))
     before = engine.batch_config(model)
+    own = (int(before.max_batch_size), float(before.max_wait_ms))
+    grid = list(itertools.product(max_batch_sizes, max_waits_ms))
+    if baseline and own not in {(int(b), float(w)) for b, w in grid}:
+        grid.append(own)
+    points = [(b, w, load) for b, w in grid for load in loads]
     pinned = {"policy": policy, "latency_slo_ms": latency_slo_ms, "instances": int(instances)}
     remote = engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
     if remote:  # the server's: recorded, not set
@@ -115,11 +126,15 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             s = m.summary()
             verdict = {"stable": m.stable, "windows": len(m.windows),
                        "spread_rps_pct": m.spread_rps_pct, "spread_p99_pct": m.spread_p99_pct}
-        lo, hi = p99_interval(res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy(), seed=k)
+        ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
+        lo, hi = p99_interval(ok_ms, seed=k)
+        goodput = (float((ok_ms <= slo_ms).sum()) / res.duration_s
+                   if slo_ms is not None and res.duration_s > 0 else float("nan"))
         return {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
                 "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"],
                 "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1, **verdict,
-                **pinned}
+                **pinned, "slo_ms": slo_ms, "goodput_rps": goodput,
+                "baseline": (int(bs), float(wait)) == own}
 
     rows: list[dict[str, Any]] = []
     total = len(points)

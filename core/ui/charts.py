@@ -224,7 +224,9 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
                      else [False] * len(pts))
             fig.add_trace(go.Scatter(
                 x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers+lines",
-                name=f"batch {int(b)} · wait {w:g} ms",
+                name=f"batch {int(b)} · wait {w:g} ms"
+                     + (" (model's own)" if "baseline" in pts and pts["baseline"].fillna(False)
+                        .astype(bool).any() else ""),
                 text=[f"load {v:g}" + (" · UNSTABLE" if u else "")
                       for v, u in zip(pts["load"], shaky)],
                 hovertemplate="batch " + str(int(b)) + f", wait {w:g} ms, " +
