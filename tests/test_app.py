@@ -273,12 +273,18 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert finish_job(engine, "sweep", "tiny").state == "done"
     at.run()
     table = frame_with(at, "achieved_rps")
-    assert len(table) == 2 and (table["achieved_rps"] > 0).all()
-    assert any("meets p99 <= 1000 ms at 200 req/s" in s.value for s in at.success)
+    # the grid, and the model's own settings (32 / 5 ms) as the baseline
+    assert len(table) == 3 and (table["achieved_rps"] > 0).all()
+    assert table["baseline"].tolist() == [False, False, True]
+    assert (table["policy"] == "deadline").all() and (table["goodput_rps"] > 0).all()
+    assert any("meets p99 <= 1000 ms at 200 req/s" in s.value
+               and "the model's own settings (max_batch_size=32, max_wait_ms=5" in s.value
+               for s in at.success), [s.value for s in at.success]
     spec = figure(at, "Pareto")
     settings = [t for t in spec["data"] if t.get("name", "").startswith("batch ")]
-    assert sorted(t["name"] for t in settings) == ["batch 16 · wait 0 ms", "batch 4 · wait 0 ms"]
-    assert sum(len(values(t["x"])) for t in settings) == 2
+    assert sorted(t["name"] for t in settings) == [
+        "batch 16 · wait 0 ms", "batch 32 · wait 5 ms (model's own)", "batch 4 · wait 0 ms"]
+    assert sum(len(values(t["x"])) for t in settings) == 3
     exports = {d.key: d.proto.label for d in at.get("download_button")}
     assert {k: exports.get(k) for k in ("export_triton", "export_tf", "export_mlserver",
                                         "export_kserve")} == {
