@@ -230,7 +230,7 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
     if latest.finished:
         return engine.job(latest.job_id)  # with its result
 
-    @live_fragment(0.5)
+    @live_fragment(1.0)
     def _watch() -> None:
         job = engine.job(latest.job_id)
         if job.finished:
@@ -245,6 +245,31 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
 
     _watch()
     return latest
+
+
+def measuring_job(engine: Engine | RemoteEngine) -> Any:
+    """The lab job measuring now (a sweep, replay, warm-up, profile...), or None."""
+    for j in engine.jobs():
+        if not j.finished:
+            return j
+    return None
+
+
+def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None) -> bool:
+    """(At the top of a live fragment.) While a lab job measures, live charts are not
+    drawn: drawing them takes CPU from the engine being measured (a chart redraw costs the
+    browser and Streamlit most of a core). Says so, keeps watching for the end, and
+    returns True; False when nothing measures."""
+    job = measuring_job(engine)
+    if job is None:
+        return False
+    st.info(f"Live charts are paused while the {job.kind.replace('_', ' ')} of {job.target} "
+            f"measures ({job.progress:.0%}, {job.duration_s:.0f} s), so that drawing them "
+            "does not disturb what it measures. They come back when it ends; its progress "
+            "is on the Experiments page (or the page that started it).",
+            icon=":material/pause_circle:")
+    stop_when_idle(engine, interval)
+    return True
 
 
 def _recently_active(engine: Engine | RemoteEngine) -> bool:

@@ -9,7 +9,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.fmt import fmt_p
-from pages._common import (fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
+from pages._common import (paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
                            stop_when_idle)
 
 engine = get_engine()
@@ -120,6 +120,8 @@ interval = live_interval(engine)
 
 @live_fragment(interval)
 def arms() -> None:
+    if paused_for_measurement(engine, interval):
+        return
     full = engine.ab_report(exp)
     rep = full.to_dict()
     lat, err = full.latency, full.errors

@@ -7,7 +7,7 @@ import streamlit as st
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.config import MAX_INSTANCES
 from core.ui import charts
-from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job,
                            stop_when_idle)
 
@@ -175,6 +175,8 @@ with controls:
 
 @live_fragment(interval)
 def live_charts() -> None:
+    if paused_for_measurement(engine, interval):
+        return
     snap = engine.metrics(model, window_s=WINDOW_S)  # follows the settings: recent seconds
     cur = engine.batch_config(model)
     ts = snap.timeseries

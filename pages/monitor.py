@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.ui import charts
-from pages._common import (WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
+from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
                            live_fragment, live_interval, pick_target, stop_when_idle)
 
 engine = get_engine()
@@ -36,6 +36,8 @@ remote = not is_exp and engine.remote_info(target) is not None
 
 @live_fragment(interval)
 def dashboard() -> None:
+    if paused_for_measurement(engine, interval):
+        return
     def read(window_s: float | None = None):
         return (engine.ab_metrics(target, arm or "a", window_s=window_s) if is_exp
                 else engine.metrics(target, window_s=window_s))

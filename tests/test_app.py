@@ -278,7 +278,7 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert table["baseline"].tolist() == [False, False, True]
     assert (table["policy"] == "deadline").all() and (table["goodput_rps"] > 0).all()
     assert any("meets p99 <= 1000 ms at 200 req/s" in s.value
-               and "the model's own settings (max_batch_size=32, max_wait_ms=5" in s.value
+               and "the model's own settings (max_batch_size=32, max_wait_ms=5" in s.value.lower()
                for s in at.success), [s.value for s in at.success]
     spec = figure(at, "Pareto")
     settings = [t for t in spec["data"] if t.get("name", "").startswith("batch ")]
