@@ -461,3 +461,19 @@ def test_batching_page_shows_a_remote_servers_settings_beyond_the_sliders_range(
             engine.unload_model("big")
         server.close()
         back.close()
+
+
+def test_live_charts_pause_while_a_lab_job_measures(engine):
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[50], duration_s=30.0, save=False)
+    try:
+        for page in ("pages/monitor.py", "pages/batching.py"):
+            at = app(page)
+            paused = [i.value for i in at.info if "Live charts are paused" in i.value]
+            assert paused and "sweep of tiny" in paused[0], page
+            assert not [c for c in at.get("plotly_chart")], page   # nothing drawn
+    finally:
+        engine.cancel_job(job.job_id)
+        assert engine.wait_job(job.job_id, timeout_s=60).finished
+    at = app("pages/monitor.py")
+    assert not [i for i in at.info if "Live charts are paused" in i.value]

@@ -220,7 +220,10 @@ def test_recommendation_is_not_decided_by_noise():
                     (32, 0.0, 500, 500, 1.1, 1.0, 1.3), (8, 0.0, 500, 498, 0.9, 0.8, 1.0)])
     rec = recommend(frame, p99_slo_ms=10)
     assert (rec.max_batch_size, rec.max_wait_ms, rec.load) == (8, 0.0, 2000)
-    assert rec.ties == () and "at 2,000 req/s" in rec.reason and "1.50-2.00 ms" in rec.reason
+    assert "at 2,000 req/s" in rec.reason and "1.50-2.00 ms" in rec.reason
+    # 2.6 ms is within 0.5 ms of the best's interval: a tie at these latencies, and the
+    # smaller setting (8) is chosen anyway
+    assert rec.ties == ((32, 0.0),)
 
 
 def test_ties_within_noise_go_to_the_smaller_settings():
@@ -233,8 +236,9 @@ def test_ties_within_noise_go_to_the_smaller_settings():
 
 def test_the_highest_load_met_decides_and_unserved_loads_do_not_count():
     frame = _frame([(8, 0.0, 500, 500, 0.9, 0.8, 1.0), (32, 2.0, 500, 500, 2.5, 2.3, 2.7),
-                    (8, 0.0, 4000, 3000, 9.0, 8.0, 9.5),    # only 75 % served: not sustained
+                    (8, 0.0, 4000, 3000, 2.0, 1.8, 2.2),    # a quarter refused: not served
                     (32, 2.0, 4000, 3990, 4.0, 3.7, 4.4)])
+    frame.loc[2, "error_rate"] = 0.25
     rec = recommend(frame, p99_slo_ms=10)
     assert (rec.max_batch_size, rec.load) == (32, 4000) and "highest load tried" in rec.reason
     none = recommend(frame, p99_slo_ms=0.5)

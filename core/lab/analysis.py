@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["pareto_frontier", "Recommendation", "recommend"]
+__all__ = ["pareto_frontier", "Recommendation", "recommend", "TIE_PCT", "TIE_MS"]
+
+#: p99s this close to the best one are ties (the stability rule's tolerance and floor:
+#: windows of one point disagree by that much on a quiet machine).
+TIE_PCT = 10.0
+TIE_MS = 0.5
 
 
 def pareto_frontier(frame: pd.DataFrame, x: str = "achieved_rps", y: str = "p99_ms") -> pd.DataFrame:
@@ -138,7 +143,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     target, and at every lower load measured, is found (a point counts when every request
     was answered within the target, latency counted from the intended send time). Among
     the settings that reach the highest such load, those whose p99 there is within noise of
-    the lowest (overlapping bootstrap intervals) are ties; of the ties the smallest settings
+    the lowest (overlapping bootstrap intervals, or within 10 % / 0.5 ms) are ties; of the ties the smallest settings
     are chosen (shortest max wait, then smallest batch): no latency is paid for waiting that
     the evidence does not show to help. Achieved throughput at the same offered load is not
     compared: it is the load plus noise."""
@@ -168,9 +173,11 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     top = ok["load"].max()
     at_top = ok[ok["load"] == top].sort_values("p99_ms")
     best = at_top.iloc[0]
-    ties = at_top[at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"])
-                  <= (best["p99_ci_high_ms"] if not np.isnan(best["p99_ci_high_ms"])
-                      else best["p99_ms"])]
+    # Within noise of the best: overlapping bootstrap intervals, or within what the
+    # stability rule counts as agreement between windows (10 %, or 0.5 ms at a few ms).
+    best_hi = best["p99_ci_high_ms"] if not np.isnan(best["p99_ci_high_ms"]) else best["p99_ms"]
+    reach = max(best_hi, best["p99_ms"] * (1 + TIE_PCT / 100.0), best["p99_ms"] + TIE_MS)
+    ties = at_top[at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= reach]
     chosen = ties.sort_values(["max_wait_ms", "max_batch_size"]).iloc[0]
     unit = "req/s" if kind == "rate" else "clients"
     settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"

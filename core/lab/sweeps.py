@@ -106,8 +106,9 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     def window(k: int, kind: str, load: float, seconds: float):
         if kind == "rate":
             return open_loop(submit, sample, load, pattern=pattern, duration_s=seconds,
-                             seed=seed + k)
-        return closed_loop(submit, sample, int(load), duration_s=seconds, seed=seed + k)
+                             seed=seed + k, stop=stop)
+        return closed_loop(submit, sample, int(load), duration_s=seconds, seed=seed + k,
+                           stop=stop)
 
     def measure(k: int, bs: int, wait: float, kind: str, load: float) -> dict[str, Any]:
         changes = {"max_batch_size": int(bs), "max_wait_ms": float(wait)}
