@@ -1,10 +1,10 @@
 """The admission queue of one model: admit requests, and hand out batches when due.
 
 ``put`` is the hot path: one lock, an append, another onto the deadline lane (for the
-supervisor; a request with a timeout of its own goes on a heap instead), and a wake-up of the collector only when it sleeps and the batch it waits
-for is now full. ``next_batch`` (the collector's side) asks the model's release policy
-(:mod:`core.policies`) when the forming batch should leave, and pops whole requests, in
-order, up to ``max_batch_size`` rows.
+supervisor; a request with a timeout of its own goes on a heap instead), and a wake-up of
+the collector only when it sleeps and the batch it waits for is now full. ``next_batch``
+(a runner's side) asks the model's release policy (:mod:`core.policies`) when the forming
+batch should leave, and pops whole requests, in order, up to ``max_batch_size`` rows.
 
 Requests settled by someone else while still queued (timed out, cancelled) are marked
 dead and skipped; they no longer count as queued rows or towards ``max_queue``.

@@ -1,9 +1,10 @@
 """The supervisor of one model: timeouts in deadline order, and a collector that never dies.
 
 Its thread sleeps until the earliest deadline among live requests (kept by the admission
-queue: a lane in arrival order for the configured timeout, a heap for others) or ``watch_interval_s``, whichever comes first, then fails every request
-past its deadline — queued or running, whatever the order they arrived in — through the
-ledger, and restarts the collector thread if it ever died.
+queue: a lane in arrival order for the configured timeout, a heap for others) or
+``watch_interval_s``, whichever comes first, then fails every request past its deadline —
+queued or running, whatever the order they arrived in — through the ledger, and restarts
+a runner thread that died.
 
 Example:
     >>> sup = Supervisor("m", queue, ledger, executor, clock, batcher._dead_runners,

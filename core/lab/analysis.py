@@ -143,9 +143,9 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     target, and at every lower load measured, is found (a point counts when every request
     was answered within the target, latency counted from the intended send time). Among
     the settings that reach the highest such load, those whose p99 there is within noise of
-    the lowest (overlapping bootstrap intervals, or within 10 % / 0.5 ms) are ties; of the ties the smallest settings
-    are chosen (shortest max wait, then smallest batch): no latency is paid for waiting that
-    the evidence does not show to help. Achieved throughput at the same offered load is not
+    the lowest (overlapping bootstrap intervals, or within 10 % / 0.5 ms) are ties; of the
+    ties the smallest settings are chosen (shortest max wait, then smallest batch): no
+    latency is paid for waiting that the evidence does not show to help. Achieved throughput at the same offered load is not
     compared: it is the load plus noise."""
     f = frame.copy()
     for col in ("p99_ci_low_ms", "p99_ci_high_ms"):
