@@ -113,3 +113,25 @@ def test_timeline_and_replay_through_the_engine_server(engine):
         assert all(len(done.result["timelines"][p]) == 40 for p in summary["policy"])
         assert engine.batch_config("tiny").policy == "deadline"  # restored
         remote.close()
+
+
+def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
+    """Issue 23: the replay needed live traffic and that traffic kept flowing into the model
+    while the policies were replayed. Now the copy sees exactly the replayed arrivals, and
+    the live model neither its requests nor a change of settings."""
+    from core.lab.replay import replay
+
+    engine.configure("tiny", policy="adaptive", latency_slo_ms=50.0, max_wait_ms=1.0)
+    engine.start_traffic("tiny", rate_rps=300, seed=0)
+    try:
+        out = replay(engine, "tiny", np.linspace(0.0, 0.3, 40))
+    finally:
+        engine.stop_traffic("tiny")
+    status = engine.wait_traffic("tiny", timeout_s=WAIT_S)
+    assert (out["summary"]["requests"] == 40).all()
+    assert all(len(t) == 40 for t in out["timelines"].values())   # nothing else mixed in
+    assert out["copy"] not in engine.model_names()                   # unloaded after
+    cfg = engine.batch_config("tiny")
+    assert (cfg.policy, cfg.latency_slo_ms, cfg.max_wait_ms) == ("adaptive", 50.0, 1.0)
+    # the live model served its own traffic only: the 120 replayed requests are not there
+    assert 0 < engine.metrics("tiny").total_requests <= status.sent

@@ -183,6 +183,11 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         entry.memory_profile = frame
         return frame
 
+    def model_file(self, name: str) -> bytes:
+        """The ONNX file ``name`` was loaded from (for a private copy: a replay, a probe).
+        A remote model has none here."""
+        return self._local_entry(name, "its file is on its server").data
+
     def memory_profile(self, name: str) -> pd.DataFrame | None:
         """The last :meth:`measure_memory` (or load-time probe) of ``name``, if any."""
         return self._ns.entry(name).memory_profile

@@ -1,6 +1,10 @@
 """Replay: the same recorded arrivals sent to a model once under each release policy, on
 the engine, so the policies are compared on one trace.
 
+The replay runs on a private copy of the model (loaded from the same file, with the same
+batch settings, under a name of its own, unloaded after): live traffic to the model does
+not mix into the replay, and the live model's settings and metrics are never touched.
+
 Example:
     >>> out = replay(engine, "mlp", engine.timeline("mlp", 2.0)["arrived_s"])
     >>> out["summary"][["policy", "p99_ms"]]
@@ -9,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -28,9 +33,9 @@ REPLAY_POLICIES = ("deadline", "fixed_window", "adaptive")
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
            policies: Sequence[str] = REPLAY_POLICIES, stop: Any = None,
            progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
-    """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to ``model``
-    once under each policy, on the engine (real runs, one after the other), keeping the
-    model's max batch size and max wait; settings are restored after.
+    """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to a private
+    copy of ``model`` once under each policy, on the engine (real runs, one after the
+    other), with the model's max batch size and max wait; the copy is unloaded after.
 
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
     batches), "timelines": {policy: DataFrame}}`` with each run's timeline."""
@@ -39,19 +44,24 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
         raise ValueError("no arrivals to replay: run some traffic first")
     offsets = arr - arr[0]
     before = engine.batch_config(model)
+    data = engine.model_file(model)
     sample_x = engine.sample_input(model, rows=1)
+    copy = f"{model}-replay-{uuid.uuid4().hex[:6]}"
+    engine.load_model(data, name=copy, batch=before.replace(latency_slo_ms=None),
+                      description=f"private copy of {model} for a replay (unloaded after)",
+                      source_label=f"replay of {model}", probe=False)
     rows, timelines = [], {}
     try:
         for k, policy in enumerate(policies):
             if stop is not None and stop.is_set():
                 break
-            engine.configure(model, policy=policy, latency_slo_ms=None)
-            engine.queue_depth(model)
+            engine.configure(copy, policy=policy, latency_slo_ms=None)
+            engine.reset_metrics(copy)
             t_start = time.perf_counter()
-            res = open_loop(lambda v: engine.submit(model, v), lambda rng: sample_x, 1.0,
-                            offsets_s=offsets, seed=k)
+            res = open_loop(lambda v: engine.submit(copy, v), lambda rng: sample_x, 1.0,
+                            offsets_s=offsets, seed=k, stop=stop)
             span = time.perf_counter() - t_start + 0.5
-            tl = engine.timeline(model, last_s=span)
+            tl = engine.timeline(copy, last_s=span)
             tl = tl[tl["arrived_s"] >= t_start].reset_index(drop=True)
             timelines[policy] = tl
             s = res.summary()
@@ -61,5 +71,5 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             if progress is not None:
                 progress(k + 1, len(policies), policy)
     finally:
-        engine.configure(model, policy=before.policy, latency_slo_ms=before.latency_slo_ms)
-    return {"summary": pd.DataFrame(rows), "timelines": timelines}
+        engine.unload_model(copy)
+    return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy}
