@@ -216,7 +216,9 @@ def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
     done = other_tab.wait_job(job.job_id, timeout_s=WAIT_S)
     assert done.state == "done" and done.progress == 1.0
     frame = done.result["frame"]
-    assert frame["max_batch_size"].tolist() == [1, 8] and (frame["achieved_rps"] > 0).all()
+    # the grid, then the model's own settings (32 / 5 ms) as the sweep's baseline
+    assert frame["max_batch_size"].tolist() == [1, 8, 32] and (frame["achieved_rps"] > 0).all()
+    assert frame["baseline"].tolist() == [False, False, True]
     run = other_tab.store.get(done.result["run_id"])
     pd.testing.assert_frame_equal(run["results"].reset_index(drop=True), frame,
                                   check_dtype=False)

@@ -168,4 +168,7 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         if not remote:
             restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
         engine.configure(model, **restore)
-    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    for col in ("latency_slo_ms", "slo_ms"):  # None -> NaN: the same after the history
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame
