@@ -75,8 +75,16 @@ with st.container(border=True):
         help="Each point is measured under this release policy, with no latency SLO and one "
              "instance, whatever the model has now; the model's own settings come back "
              "afterwards.") if pinned_ok else None
+    own_cfg = engine.batch_config(model)
+    own_in_grid = (own_cfg.max_batch_size in sizes
+                   and float(own_cfg.max_wait_ms) in [float(w) for w in waits])
     n_points = len(sizes) * len(waits) * len(loads)
-    st.caption(f"{n_points} points, at least {n_points * (duration + 0.5):.0f} s: each point "
+    n_run = n_points + (0 if own_in_grid or not n_points else len(loads))
+    with_own = ("" if n_run == n_points else
+                f" (with the model's own settings, {own_cfg.max_batch_size} / "
+                f"{own_cfg.max_wait_ms:g} ms, at each load, to compare with)")
+    st.caption(f"{n_run} points{with_own}"
+               f", at least {n_run * (duration + 0.5):.0f} s: each point "
                f"is measured in windows of {duration / 3:.2g} s until the last three agree "
                "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
                f"unstable). The sweep changes {model}'s settings while it runs (every tab "
