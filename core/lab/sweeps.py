@@ -144,6 +144,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             if stop is not None and stop.is_set():
                 break
             row = measure(k, bs, wait, kind, load)
+            if stop is not None and stop.is_set():
+                break  # cut short by the cancel: not a finished point
             rows.append(row)
             if progress is not None:
                 progress(k + 1, total, row)
@@ -159,6 +161,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             runs = [row] + [measure(len(points) + 2 * i + j, row["max_batch_size"],
                                     row["max_wait_ms"], row["load_kind"], row["load"])
                             for j in range(2)]
+            if stop is not None and stop.is_set():
+                break  # a remeasure cut short: keep the point as it was
             runs.sort(key=lambda r: r["p99_ms"])
             rows[i] = {**runs[1], "measurements": 3}
             if progress is not None:
