@@ -278,7 +278,7 @@ def _recently_active(engine: Engine | RemoteEngine) -> bool:
     for status in engine.traffic():
         if status.running or status.in_flight > 0:
             return True
-    if any(not j.finished for j in engine.jobs()):
+    if measuring_job(engine) is not None:
         return True
     return engine.status()["queue_depth"] > 0
 

@@ -212,13 +212,10 @@ class Batcher:
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
         now = self._clock()
-        if timeout_ms is None:   # the configured timeout: put() sets the deadline
-            req = Request(self.ledger, arrays, rows, now, now, arm, sink)
-            q.put(req, True)
-        else:
-            req = Request(self.ledger, arrays, rows, now, now + timeout_ms / 1000.0, arm,
-                          sink)
-            q.put(req)
+        default = timeout_ms is None  # the configured timeout: put() sets the deadline
+        req = Request(self.ledger, arrays, rows, now,
+                      now if default else now + timeout_ms / 1000.0, arm, sink)
+        q.put(req, default)
         return req
 
     def expire_overdue(self) -> int:

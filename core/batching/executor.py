@@ -74,11 +74,6 @@ class Executor:
         return slot
 
     @property
-    def in_flight(self) -> list[Request]:
-        """The requests of every batch being executed now."""
-        return [r for s in list(self.slots.values()) for r in s.in_flight]
-
-    @property
     def current(self) -> tuple[ort.RunOptions, list[Request]] | None:
         """A stoppable run going on now (the first found), or None."""
         for s in list(self.slots.values()):

@@ -106,13 +106,12 @@ def _agree(last: list[dict[str, Any]], rule: StabilityRule) -> tuple[bool, float
 def _merge(results: list[LoadResult]) -> LoadResult:
     """One result from consecutive windows: requests renumbered, times shifted so the
     windows follow each other."""
-    frames, offset, span = [], 0.0, 0.0
+    frames, span = [], 0.0
     for res in results:
         f = res.frame.copy()
         for col in ("intended_s", "sent_s", "done_s"):
-            f[col] = f[col] + offset
+            f[col] = f[col] + span
         frames.append(f)
-        offset += res.duration_s
         span += res.duration_s
     frame = pd.concat(frames, ignore_index=True)
     frame["request"] = range(len(frame))
