@@ -1,16 +1,21 @@
 """Does looking perturb the numbers? Engine p99 with the Monitor page open in a browser.
 
-The engine server (``python -m core.server``) is pinned to core 0; the dashboard
-(``streamlit run app.py`` attached with ``BATCHLAB_ENGINE_URL``) and a real chromium are
-pinned to core 1. The engine's built-in traffic sends 300 req/s (Poisson) to the MLP (max
+``--mode make-run`` (the default) starts everything the way ``make run`` does, nothing
+pinned by hand: ``streamlit run app.py`` starts its own engine server (on a port this script
+chooses with ``BATCHLAB_ENGINE_PORT``; the dashboard puts the engine and itself on different
+cores, ``core.serving.split_cores``), and a real chromium runs wherever the kernel puts it.
+``--no-split`` sets ``BATCHLAB_PIN=0`` (the dashboard splits nothing: issue #23's "before").
+``--mode pinned`` is the older setup: the engine server pinned to core 0; the dashboard
+(attached with ``BATCHLAB_ENGINE_URL``) and chromium pinned to core 1. The engine's built-in traffic sends 300 req/s (Poisson) to the MLP (max
 batch 32, max wait 5 ms, deadline policy). Each trial resets the MLP's metrics, runs
 ``--seconds``, and reads the engine's own p50/p99; trials alternate between "no browser"
 and "Monitor page open" ``--pairs`` times, so both see the same machine. Reported: the
 median p99 of each condition and their ratio (the bar of issue #13: within 1.2), and the
 CPU seconds of the engine server, the dashboard process and chromium in each trial.
 
-Run: ``python -m benchmarks.observer [--seconds 30] [--pairs 3] [--rate 300]``; the JSON
-goes to ``benchmarks/results/observer.json``. Needs 2 cores and chromium; run it on an
+Run: ``python -m benchmarks.observer [--mode make-run|pinned] [--no-split] [--seconds 30]
+[--pairs 3] [--rate 300] [--page monitor]``; the JSON goes to
+``benchmarks/results/observer[-pinned|-no-split].json``. Needs 2 cores and chromium; run it on an
 idle machine.
 """
 
@@ -19,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -56,8 +63,13 @@ def chromium_cpu_s() -> float:
     return total
 
 
-def start_dashboard(engine_url: str, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, BATCHLAB_ENGINE_URL=engine_url)
+def start_dashboard(engine_url: str | None, port: int, log: Path,
+                    extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, **(extra_env or {}))
+    if engine_url:
+        env["BATCHLAB_ENGINE_URL"] = engine_url
+    else:
+        env.pop("BATCHLAB_ENGINE_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
          "--server.address=127.0.0.1", f"--server.port={port}",
@@ -74,6 +86,26 @@ def start_dashboard(engine_url: str, port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"the dashboard did not start; see {log}")
+
+
+def server_pid(port: int) -> int:
+    """The pid of ``python -m core.server ... --port <port>`` (the dashboard's child)."""
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"core.server" in argv and str(port).encode() in argv:
+                return int(d.name)
+    raise RuntimeError(f"no engine server process on port {port}")
+
+
+def affinity(pid: int) -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(pid))
+    except OSError:
+        return []
 
 
 def trial(engine: RemoteEngine, rate: float, seconds: float, pids: dict[str, int],
@@ -112,33 +144,51 @@ def trial(engine: RemoteEngine, rate: float, seconds: float, pids: dict[str, int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=("make-run", "pinned"), default="make-run")
+    ap.add_argument("--no-split", action="store_true",
+                    help="make-run mode with BATCHLAB_PIN=0: nothing pinned at all")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--rate", type=float, default=300.0)
     args = ap.parse_args()
-    if len(os.sched_getaffinity(0)) < 2:
-        sys.exit("observer.py pins the engine and the browser to different cores: it needs 2")
-    engine_core, browser_core = sorted(os.sched_getaffinity(0))[:2]
-    os.sched_setaffinity(0, {browser_core})  # the dashboard and chromium inherit this
-    (ROOT / "test-results").mkdir(exist_ok=True)
-    server = ServerProcess(cpus={engine_core}, log_path=ROOT / "test-results" / "observer-engine.log")
-    server.start()
+    logs = ROOT / "test-results"
+    logs.mkdir(exist_ok=True)
     dash_port = free_port()
-    dashboard = start_dashboard(server.url, dash_port, ROOT / "test-results" / "observer-dashboard.log")
     dashboard_url = f"http://127.0.0.1:{dash_port}"
-    engine = RemoteEngine.connect(server.url)
-    engine.configure("mlp", max_batch_size=32, max_wait_ms=5.0, policy="deadline")
-    pids = {"engine_server": server.pid, "dashboard": dashboard.pid}
+    server = None
+    data_dir = tempfile.mkdtemp(prefix="batchlab-observer-")
+    if args.mode == "pinned":
+        if len(os.sched_getaffinity(0)) < 2:
+            sys.exit("--mode pinned puts the engine and the browser on different cores: it needs 2")
+        engine_core, browser_core = sorted(os.sched_getaffinity(0))[:2]
+        os.sched_setaffinity(0, {browser_core})  # the dashboard and chromium inherit this
+        server = ServerProcess(cpus={engine_core}, log_path=logs / "observer-engine.log")
+        server.start()
+        dashboard = start_dashboard(server.url, dash_port, logs / "observer-dashboard.log")
+        engine_url, engine_pid = server.url, server.pid
+    else:
+        engine_port = free_port()
+        dashboard = start_dashboard(None, dash_port, logs / "observer-dashboard.log", {
+            "BATCHLAB_ENGINE_PORT": str(engine_port), "BATCHLAB_DATA_DIR": data_dir,
+            "BATCHLAB_PIN": "0" if args.no_split else "1"})
+        engine_url, engine_pid = f"http://127.0.0.1:{engine_port}", None
     from playwright.sync_api import sync_playwright
     rows = []
+    engine = None
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM,
                                          args=["--disable-gpu", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(dashboard_url)  # the first visit builds the dashboard's caches
+            page.goto(dashboard_url)  # the first visit starts the engine (make-run mode)
+            engine = RemoteEngine.connect(engine_url, timeout_s=120)
+            engine_pid = engine_pid or server_pid(int(engine_url.rsplit(":", 1)[1]))
             page.wait_for_timeout(5000)
             page.goto("about:blank")
+            engine.configure("mlp", max_batch_size=32, max_wait_ms=5.0, policy="deadline")
+            pids = {"engine_server": engine_pid, "dashboard": dashboard.pid}
+            cores = {"engine_server": affinity(engine_pid), "dashboard": affinity(dashboard.pid)}
+            print(f"cores: {cores}", flush=True)
             for k in range(args.pairs):
                 for with_browser in ((False, True) if k % 2 == 0 else (True, False)):
                     row = trial(engine, args.rate, args.seconds, pids,
@@ -149,10 +199,13 @@ def main() -> None:
                           f"{row['requests']} requests, CPU s {row['cpu_s']}", flush=True)
             browser.close()
     finally:
-        engine.close()
-        dashboard.terminate()
-        dashboard.wait(15)
-        server.stop()
+        if engine is not None:
+            engine.close()
+        dashboard.terminate()  # in make-run mode its engine server goes with it
+        dashboard.wait(30)
+        if server is not None:
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
     def med(browser: bool, key: str) -> float:
         return statistics.median(r[key] for r in rows if r["browser"] == browser)
@@ -171,10 +224,11 @@ def main() -> None:
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(exist_ok=True)
     out = {"benchmark": "observer", "machine": machine_info(1), "args": vars(args),
-           "cores": {"engine_server": engine_core, "dashboard_and_browser": browser_core},
-           "trials": rows, "summary": summary}
-    (RESULTS / "observer.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {RESULTS / 'observer.json'}")
+           "cores": cores, "trials": rows, "summary": summary}
+    name = ("observer-pinned" if args.mode == "pinned"
+            else "observer-no-split" if args.no_split else "observer")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
+    print(f"wrote {RESULTS / f'{name}.json'}")
 
 
 if __name__ == "__main__":

@@ -123,8 +123,14 @@ def check_timeout_ms(value: Any) -> float:
 
 
 def default_intra_op_threads() -> int:
-    """All cores but one (at least one): what ``intra_op_threads=None`` means."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """All cores this process may run on but one (at least one): what
+    ``intra_op_threads=None`` means. (The dashboard's engine server is given fewer cores
+    than the machine has: ``core.serving.split_cores``.)"""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        cores = os.cpu_count() or 2
+    return max(1, cores - 1)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ import streamlit as st
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.serving import ServerProcess
+from core.serving import ServerProcess, pin_process, split_cores
 from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
-           "require_engine", "live_fragment", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S"]
+           "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
+           "CHART_REFRESH_S", "measuring_job", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S"]
 
 #: Where the dashboard finds its engine (see the module docstring).
 ENGINE_URL_ENV = "BATCHLAB_ENGINE_URL"
@@ -76,8 +77,13 @@ def _server_process() -> ServerProcess:
     """The engine server this dashboard started (when no ``BATCHLAB_ENGINE_URL`` is set)."""
     data = Path(os.environ.get("BATCHLAB_DATA_DIR", "data"))
     data.mkdir(parents=True, exist_ok=True)
-    proc = ServerProcess(args=["--max-model-mb", str(UPLOAD_LIMIT_MB)],
-                         log_path=data / "engine-server.log").start()
+    port = int(os.environ.get("BATCHLAB_ENGINE_PORT", "0") or 0)
+    split = split_cores() if os.environ.get("BATCHLAB_PIN", "1") != "0" else None
+    if split is not None:  # the engine and the pages on different cores (pin_process)
+        pin_process(split[1])
+    proc = ServerProcess(port=port, args=["--max-model-mb", str(UPLOAD_LIMIT_MB)],
+                         log_path=data / "engine-server.log",
+                         cpus=split[0] if split else None).start()
     atexit.register(proc.stop)
     return proc
 
@@ -288,10 +294,80 @@ def _recently_active(engine: Engine | RemoteEngine) -> bool:
 IDLE_WATCH_S = 5.0
 
 
-def live_interval(engine: Engine | RemoteEngine, seconds: float = 1.0) -> float:
+#: How often live numbers (tiles, tables) refresh while something runs (seconds). Each
+#: refresh reruns a fragment: the browser and the dashboard pay for it even when nothing
+#: but digits change (docs/benchmarks.md, "Looking").
+NUMBERS_REFRESH_S = 2.0
+
+
+def live_interval(engine: Engine | RemoteEngine,
+                  seconds: float = NUMBERS_REFRESH_S) -> float | None:
     """How often live charts refresh: every ``seconds`` while something runs, else every
-    :data:`IDLE_WATCH_S` to notice when something starts."""
-    return seconds if _recently_active(engine) else IDLE_WATCH_S
+    :data:`IDLE_WATCH_S` to notice when something starts; None (not at all) while this
+    browser tab is hidden (:func:`watch_visibility`)."""
+    if st.session_state.get(_HIDDEN_KEY, False):
+        return None
+    active = _recently_active(engine)
+    st.session_state[_DRAWN_ACTIVE_KEY] = active  # what stop_when_idle compares with
+    return seconds if active else IDLE_WATCH_S
+
+
+# A hidden tab (another tab in front, the window minimised) draws nothing: the browser
+# tells the page through this component and the page reruns with live parts stopped; when
+# the tab shows again it reruns with them back. No HTML: it is not seen.
+_VISIBILITY_JS = """
+export default function(component) {
+  const { setStateValue } = component;
+  const send = () => setStateValue("hidden", document.visibilityState === "hidden");
+  document.addEventListener("visibilitychange", send);
+  if (document.visibilityState === "hidden") send();
+  return () => document.removeEventListener("visibilitychange", send);
+}
+"""
+_HIDDEN_KEY = "_tab_hidden"
+_DRAWN_ACTIVE_KEY = "_live_drawn_active"
+_visibility = None
+
+
+def watch_visibility() -> bool:
+    """Mount the tab-visibility watcher (once per page run, before live intervals are
+    chosen); True while the tab is hidden."""
+    global _visibility
+    if _visibility is None:
+        _visibility = st.components.v2.component("batchlab_visibility", js=_VISIBILITY_JS)
+    result = _visibility(key="batchlab_visibility", default={"hidden": False},
+                         on_hidden_change=lambda: None, height=0)
+    hidden = bool(getattr(result, "hidden", False))
+    st.session_state[_HIDDEN_KEY] = hidden
+    return hidden
+
+
+#: How often live charts redraw while something runs, by default (seconds): a redraw costs
+#: the browser ~60 ms of CPU per chart and the dashboard a figure each, so drawing eight
+#: charts every second keeps most of a core busy (docs/benchmarks.md, "Looking").
+CHART_REFRESH_S = float(os.environ.get("BATCHLAB_CHART_REFRESH_S", "5"))
+CHART_REFRESH_CHOICES = (1.0, 2.0, 5.0, 10.0)
+
+
+def chart_refresh(interval: float | None) -> float | None:
+    """The charts' refresh period for a page whose numbers refresh every ``interval``: the
+    user's choice (``chart_refresh_s`` in the session, the control from
+    :func:`chart_refresh_control`), never faster than the numbers."""
+    if interval is None:
+        return None
+    chosen = float(st.session_state.get("chart_refresh_s", CHART_REFRESH_S))
+    return max(interval, chosen)
+
+
+def chart_refresh_control() -> None:
+    """A control for how often live charts redraw (kept for this browser session)."""
+    st.session_state.setdefault("chart_refresh_s", CHART_REFRESH_S)
+    st.segmented_control(
+        "Charts redraw every", CHART_REFRESH_CHOICES, key="chart_refresh_s", required=True,
+        format_func=lambda s: f"{s:g} s",
+        help="Each redraw costs your browser and the dashboard CPU; on a machine shared with "
+             "the engine that shows up in its tail latency. The numbers above the charts "
+             f"refresh every {NUMBERS_REFRESH_S:g} s; a hidden tab draws nothing.")
 
 
 def stop_when_idle(engine: Engine | RemoteEngine, interval: float | None) -> None:
@@ -300,13 +376,16 @@ def stop_when_idle(engine: Engine | RemoteEngine, interval: float | None) -> Non
     gets the matching timer (fast while something runs, slow while idle)."""
     if interval is None:
         return
-    if (interval < IDLE_WATCH_S) != _recently_active(engine):
+    drawn_active = st.session_state.get(_DRAWN_ACTIVE_KEY, interval < IDLE_WATCH_S)
+    if drawn_active != _recently_active(engine):
         st.rerun(scope="app")
 
 
 def sidebar_status() -> None:
     engine = get_engine()
-    interval = live_interval(engine, 2.0)
+    with st.sidebar:
+        watch_visibility()
+    interval = live_interval(engine, IDLE_WATCH_S)  # the sidebar: a glance, not a chart
 
     @live_fragment(interval)
     def _status() -> None:
@@ -338,3 +417,4 @@ def sidebar_status() -> None:
 
     with st.sidebar:
         _status()
+        chart_refresh_control()

@@ -9,7 +9,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.fmt import fmt_p
-from pages._common import (paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval,
+from pages._common import (paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
 engine = get_engine()
@@ -116,9 +116,11 @@ with left:
                   width="stretch")
 
 interval = live_interval(engine)
+# The verdict, tables and charts together: at the charts' pace (a redraw costs the browser).
+chart_interval = chart_refresh(interval)
 
 
-@live_fragment(interval)
+@live_fragment(chart_interval)
 def arms() -> None:
     if paused_for_measurement(engine, interval):
         return

@@ -8,7 +8,7 @@ from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.config import MAX_INSTANCES
 from core.ui import charts
 from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
-                           live_fragment, live_interval, pick_model, start_job,
+                           live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
                            stop_when_idle)
 
 engine = get_engine()
@@ -174,12 +174,11 @@ with controls:
 
 
 @live_fragment(interval)
-def live_charts() -> None:
+def live_tiles() -> None:
+    """The numbers, every ``interval`` (cheap to draw)."""
     if paused_for_measurement(engine, interval):
         return
     snap = engine.metrics(model, window_s=WINDOW_S)  # follows the settings: recent seconds
-    cur = engine.batch_config(model)
-    ts = snap.timeseries
     served = snap.success_count > 0
     st.caption(f"LAST {WINDOW_S} SECONDS")
     m = st.columns(4)
@@ -197,6 +196,20 @@ def live_charts() -> None:
         m[3].metric("Rows/request", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                     help="A remote model's requests are sent one by one as they come; the "
                          "server's batches are not visible to a client.")
+    stop_when_idle(engine, interval)
+
+
+chart_interval = chart_refresh(interval)
+
+
+@live_fragment(chart_interval)
+def live_charts() -> None:
+    """The charts, every ``chart_interval``: a redraw costs the browser far more."""
+    if measuring_job(engine) is not None:
+        return
+    snap = engine.metrics(model, window_s=WINDOW_S)
+    cur = engine.batch_config(model)
+    ts = snap.timeseries
     st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
@@ -226,10 +239,10 @@ def live_charts() -> None:
                    "time before it was sent, blue the round trip. Tiles cover the last "
                    f"{WINDOW_S} s; charts show the last minute. Waiting for a connection "
                    f"now: {fmt_num(snap.queue_depth)}.")
-    stop_when_idle(engine, interval)
 
 
 with live:
+    live_tiles()
     live_charts()
 
 

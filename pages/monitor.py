@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from core.ui import charts
-from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
+from pages._common import (chart_refresh, measuring_job, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
                            live_fragment, live_interval, pick_target, stop_when_idle)
 
 engine = get_engine()
 
 st.title("Monitor")
-st.caption("Everything the engine measures, updated about once a second while traffic runs.")
+st.caption("Everything the engine measures: the numbers update every 2 seconds while traffic "
+           "runs, the charts at the pace set in the sidebar; a hidden tab draws nothing.")
 
 c1, c2 = st.columns([3, 1])
 with c1:
@@ -34,16 +35,17 @@ interval = live_interval(engine)
 remote = not is_exp and engine.remote_info(target) is not None
 
 
+def read(window_s: float | None = None):
+    return (engine.ab_metrics(target, arm or "a", window_s=window_s) if is_exp
+            else engine.metrics(target, window_s=window_s))
+
+
 @live_fragment(interval)
-def dashboard() -> None:
+def tiles() -> None:
+    """The numbers: cheap to draw, every ``interval``."""
     if paused_for_measurement(engine, interval):
         return
-    def read(window_s: float | None = None):
-        return (engine.ab_metrics(target, arm or "a", window_s=window_s) if is_exp
-                else engine.metrics(target, window_s=window_s))
-
     total, snap = read(), read(WINDOW_S)  # totals since the reset; the recent window
-    ts = snap.timeseries
     served = snap.success_count > 0
     st.caption("SINCE START OR THE LAST RESET")
     m = st.columns(4)
@@ -60,7 +62,20 @@ def dashboard() -> None:
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
     m[3].metric("Throughput", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
+    stop_when_idle(engine, interval)
 
+
+chart_interval = chart_refresh(interval)
+
+
+@live_fragment(chart_interval)
+def dashboard() -> None:
+    """The charts: most of what a refresh costs (the browser redraws each one), so every
+    ``chart_interval``."""
+    if measuring_job(engine) is not None:
+        return
+    snap = read(WINDOW_S)
+    ts = snap.timeseries
     r1 = st.columns(2)
     with r1[0]:
         st.plotly_chart(charts.latency_figure(ts), key="mon_latency")
@@ -107,12 +122,13 @@ def dashboard() -> None:
         st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table")
     else:
         st.caption("No errors.")
-    if total.errors_by_type:
+    by_type = read().errors_by_type  # since the reset, like the Errors tile
+    if by_type:
         st.caption("By type, since the last reset: " + ", ".join(
-            f"{k}: {fmt_num(v)}" for k, v in total.errors_by_type.items()))
-    stop_when_idle(engine, interval)
+            f"{k}: {fmt_num(v)}" for k, v in by_type.items()))
 
 
+tiles()
 dashboard()
 
 snap = engine.ab_metrics(target, arm or "a") if is_exp else engine.metrics(target)

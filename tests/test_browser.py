@@ -271,6 +271,32 @@ def test_batch_size_and_live_traffic(server, page: Page):
     shot(page, "monitor")
     no_exception(page)
 
+    # A hidden tab draws nothing (the browser says so; the page reruns with live parts off),
+    # and comes back to life when shown again.
+    def set_hidden(hidden: bool) -> None:
+        page.evaluate("""h => {
+            Object.defineProperty(document, "visibilityState",
+                                  {value: h ? "hidden" : "visible", configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""", hidden)
+
+    set_hidden(True)
+    before = total.inner_text()
+    for _ in range(8):  # until the rerun that stops the live parts has been drawn
+        page.wait_for_timeout(2000)
+        now = total.inner_text()
+        if now == before:
+            break
+        before = now
+    page.wait_for_timeout(3000)  # traffic still runs at 300 req/s: a live tile would move
+    assert total.inner_text() == before, "a hidden tab kept redrawing"
+    set_hidden(False)
+    deadline = time.monotonic() + 20
+    while total.inner_text() == before:
+        assert time.monotonic() < deadline, "the tab did not come back to life when shown"
+        page.wait_for_timeout(250)
+    no_exception(page)
+
     go(page, "Warm-up")
     page.get_by_role("button", name="Warm up").click()
     expect(page.get_by_text(re.compile("mlp is warm"))).to_be_visible(timeout=60_000)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .client import DEFAULT_URL, RemoteEngine
 from .control import ENGINE_CONTRACT, ENGINE_METHODS, STORE_CONTRACT, STORE_METHODS
-from .launcher import ServerProcess, free_port
+from .launcher import ServerProcess, free_port, pin_process, split_cores
 from .repository import Repository
 from .routes import Routes
 from .server import EngineServer
@@ -19,5 +19,5 @@ from .tuning import tune_for_serving
 from .wire_types import WIRE, WIRE_TYPES
 
 __all__ = ["DEFAULT_URL", "RemoteEngine", "ENGINE_CONTRACT", "ENGINE_METHODS", "STORE_CONTRACT",
-           "STORE_METHODS", "ServerProcess", "free_port", "Repository", "Routes",
+           "STORE_METHODS", "ServerProcess", "free_port", "pin_process", "split_cores", "Repository", "Routes",
            "EngineServer", "tune_for_serving", "WIRE", "WIRE_TYPES"]
