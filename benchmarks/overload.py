@@ -8,13 +8,19 @@ the count). Reported: how many requests were refused at once (and how fast), how
 the accepted ones succeeded within their timeout, and the goodput against the capacity.
 The bars of issue #12: >= 95 % of accepted requests succeed, goodput >= 0.9x capacity.
 
-Run: ``python -m benchmarks.overload``; JSON in ``benchmarks/results/overload.json``.
+``--busy N`` keeps N more processes spinning on the CPU from before the capacity is measured
+to the end (issue #23's bar on a crowded machine: the same two figures).
+
+Run: ``python -m benchmarks.overload [--busy 1]``; JSON in
+``benchmarks/results/overload[-busy1].json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -47,8 +53,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--factor", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--timeout-ms", type=float, default=500.0)
+    ap.add_argument("--busy", type=int, default=0,
+                    help="processes that keep a core busy from before the capacity is "
+                         "measured until the end (issue #23: a crowded machine)")
     args = ap.parse_args(argv)
     tune_for_serving()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.busy)]
+    try:
+        return _run(args)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+
+
+def _run(args: argparse.Namespace) -> dict:
     trips, ms = calibrate(args.batch_ms)
     print(f"model: Loop of {trips} trips, {ms:.1f} ms per batch of 32", flush=True)
     x = np.zeros((1, 1), np.float32)
@@ -89,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
     out["goodput_over_capacity"] = out["goodput_rps"] / capacity if capacity else float("nan")
     print(json.dumps({k: v for k, v in out.items() if k != "machine"}, indent=1, default=float))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "overload.json").write_text(json.dumps(out, indent=1, default=float))
+    name = "overload" + (f"-busy{args.busy}" if args.busy else "")
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1, default=float))
     return out
 
 

@@ -169,3 +169,20 @@ def test_a_tight_slo_gets_smaller_batches_not_shed_requests():
     assert shed == [0] and run == [1, 2, 3] and back == []
     run, back, shed = choose_within_slo([0.0012, 0.0001, 0.0001], [1, 8, 1], predict, 0.002)
     assert run == [0, 2] and back == [1] and shed == []  # the 8-row request waits its turn
+
+
+def test_admission_predicts_with_a_high_percentile_of_recent_slowdowns():
+    from core.policies.estimators import SLOWDOWN_QUANTILE, CostEstimator
+    est = CostEstimator()
+    for rows in (1, 4, 16, 1, 4, 16, 1, 4):
+        est.observe(rows, 0.001 + 0.0001 * rows)
+    assert est.ready
+    # A crowded machine: most backlogged cycles at the fitted cost, one in five 3x slower.
+    for k in range(64):
+        rows = 16
+        slow = 3.0 if k % 5 == 0 else 1.0
+        est.observe_cycle(rows, est.predict(rows) * slow)
+    assert est.slowdown < 1.6  # the average hides the slow stretches...
+    assert est.slowdown_high == 3.0 and SLOWDOWN_QUANTILE == 0.9  # ...the p90 does not
+    typical, high = est.drain_s(64, 4), est.drain_s(64, 4, high=True)
+    assert high == pytest.approx(typical / est.slowdown * 3.0)

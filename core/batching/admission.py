@@ -196,7 +196,9 @@ class AdmissionQueue:
                 batches = (-(-ahead // self.max_rows) if self.batchable
                            else self.depth() + 1)
                 # ``instances`` runners drain the queue together.
-                wait_s = (self.cost.drain_s(ahead, batches) / self.instances
+                # At a high percentile of the recent slowdowns: a crowded machine slows
+                # cycles unevenly, and the typical wait admitted what then timed out.
+                wait_s = (self.cost.drain_s(ahead, batches, high=True) / self.instances
                           + self.running_left_s(r._t_submit))
                 # A margin: the prediction is a typical wait, and a request admitted right at
                 # its limit would time out about half the time, its batch's run wasted.

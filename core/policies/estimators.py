@@ -29,6 +29,10 @@ __all__ = ["CostEstimator", "RateEstimator", "adaptive_decision", "choose_within
 #: The most a backlogged queue's cycle is taken to exceed the fitted run time (see
 #: ``CostEstimator.observe_cycle``).
 MAX_SLOWDOWN = 20.0
+#: Admission predicts a queue's drain at this quantile of the last backlogged cycles'
+#: slowdowns (issue #23: the mean admitted requests that timed out on a crowded machine).
+SLOWDOWN_QUANTILE = 0.9
+_RATIO_WINDOW = 64
 
 
 class CostEstimator:
@@ -51,6 +55,13 @@ class CostEstimator:
         # to the fastest runs, right for deciding whether to wait, but a queue drains at
         # the speed of whole cycles.
         self.slowdown = 1.0
+        # The recent backlogged cycles' slowdowns, and a high percentile of them: what
+        # admission predicts a queue's wait with. On a crowded machine cycles are slowed
+        # unevenly (the engine's threads share a core with others part of the time), and a
+        # typical slowdown admits requests that time out when a slow stretch comes.
+        self._ratios: deque[float] = deque(maxlen=_RATIO_WINDOW)
+        self._since_q = 0
+        self.slowdown_high = 1.0
 
     def observe(self, rows: int, seconds: float) -> bool:
         """Record one run; True when the line was refitted (its figures changed)."""
@@ -113,7 +124,14 @@ class CostEstimator:
             return
         pred = self.a_s + self.b_s * rows
         if pred > 0:
-            self.slowdown += 0.1 * (min(max(seconds / pred, 1.0), MAX_SLOWDOWN) - self.slowdown)
+            ratio = min(max(seconds / pred, 1.0), MAX_SLOWDOWN)
+            self.slowdown += 0.1 * (ratio - self.slowdown)
+            self._ratios.append(ratio)
+            self._since_q += 1
+            if self._since_q >= 8:  # a percentile per 8 batches, not per request
+                self._since_q = 0
+                ordered = sorted(self._ratios)  # 64 floats: cheaper than numpy here
+                self.slowdown_high = ordered[int(SLOWDOWN_QUANTILE * (len(ordered) - 1))]
 
     def relax(self) -> None:
         """A batch that was not back to back (no backlog): forget the slowdown gradually."""
@@ -126,11 +144,14 @@ class CostEstimator:
         such as allocating what later runs reuse): good enough to predict a queue's wait."""
         return self._fits >= 2
 
-    def drain_s(self, rows: int, batches: int) -> float:
-        """Typical time to run ``rows`` rows in ``batches`` runs (0 before any run)."""
+    def drain_s(self, rows: int, batches: int, high: bool = False) -> float:
+        """Typical time to run ``rows`` rows in ``batches`` runs (0 before any run);
+        ``high``: at the :data:`SLOWDOWN_QUANTILE` of recent slowdowns instead (admission:
+        a wait that holds on a crowded machine, not just on average)."""
         if not self.ready:
             return 0.0
-        return (self.a_s * batches + self.b_s * rows) * max(1.0, self.slowdown)
+        slow = max(self.slowdown, self.slowdown_high) if high else self.slowdown
+        return (self.a_s * batches + self.b_s * rows) * max(1.0, slow)
 
 
 class RateEstimator:
