@@ -188,6 +188,12 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         A remote model has none here."""
         return self._local_entry(name, "its file is on its server").data
 
+    def session_config(self, name: str) -> SessionConfig:
+        """The ONNX Runtime session options ``name`` runs with (what a sweep over
+        ``session_threads`` swaps and puts back). A remote model has none here."""
+        entry = self._local_entry(name, "its session is on its server")
+        return entry.backend.session_config or self.config.session
+
     def memory_profile(self, name: str) -> pd.DataFrame | None:
         """The last :meth:`measure_memory` (or load-time probe) of ``name``, if any."""
         return self._ns.entry(name).memory_profile

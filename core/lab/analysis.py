@@ -133,6 +133,13 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
                      "quieter machine or with longer windows before relying on it.")
         if others > 0:
             text += f" {others} other point(s) were unstable."
+    if "disturbed" in f:
+        hit = f[f["disturbed"].fillna("").astype(str) != ""]
+        if len(hit):
+            first = str(hit["disturbed"].iloc[0])
+            text += (f" {len(hit)} point(s) were measured under disturbance the engine could "
+                     f"see (e.g. {first}): their figures may be the machine's, not the "
+                     "settings'.")
     return text
 
 

@@ -1,4 +1,4 @@
-"""The lab's kinds of job: sweep (saved to the history), warm-up, memory probe, cost profile
+"""The lab's kinds of job: sweep and quick search (saved to the history), warm-up, memory probe, cost profile
 (with the overhead calibrated), and replay. Each is ``work(engine, job, target, **params)``.
 
 Example:
@@ -14,6 +14,7 @@ from typing import Any
 from .costmodel import ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, profile_cost_frame
 from .jobs import Job
 from .replay import REPLAY_POLICIES, replay
+from .search import Constraints, quick_search
 from .sweeps import sweep
 
 __all__ = ["JOB_KINDS"]
@@ -43,6 +44,47 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
             "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
             "complete": not job.stop.is_set()}, frame)
     return {"run_id": run_id, "frame": frame}
+
+
+def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
+            max_waits_ms: list[float], rates_rps: list[float], p99_ms: float,
+            min_throughput_rps: float | None = None, max_memory_mib: float | None = None,
+            session_threads: list[int] | None = None, duration_s: float = 2.0,
+            save: bool = True, **kw: Any) -> dict[str, Any]:
+    """The quick search (a hill-climb, :mod:`core.lab.search`), saved to the history with
+    the points it measured. Progress counts points against the grid's size (an upper
+    bound: the climb measures a fraction of it)."""
+    grid = (len(max_batch_sizes) * len(max_waits_ms) * max(1, len(session_threads or []))
+            * len(rates_rps))
+
+    def progress(points: int, row: dict[str, Any]) -> None:
+        job.partial.append(row)
+        job.progress(min(0.95, points / grid),
+                     f"point {points} (the grid has {grid}): batch {row['max_batch_size']}, "
+                     f"wait {row['max_wait_ms']:g} ms, threads {row['session_threads']}, "
+                     f"load {row['load']:g} -> p99 {row['p99_ms']:.2f} ms")
+
+    constraints = Constraints(p99_ms=p99_ms, min_throughput_rps=min_throughput_rps,
+                              max_memory_mib=max_memory_mib)
+    res = quick_search(engine, target, max_batch_sizes, max_waits_ms, rates_rps, constraints,
+                       session_threads=session_threads, duration_s=duration_s,
+                       progress=progress, stop=job.stop, **kw)
+    run_id = None
+    if save and not res.frame.empty:
+        run_id = engine.store.save(f"{target} quick search", {
+            "model": target, "search": "quick", "max_batch_sizes": list(max_batch_sizes),
+            "max_waits_ms": list(max_waits_ms), "session_threads": session_threads,
+            "load_kind": "rate", "loads": list(rates_rps), "duration_s": duration_s,
+            "slo_p99_ms": p99_ms, "min_throughput_rps": min_throughput_rps,
+            "max_memory_mib": max_memory_mib, "policy": kw.get("policy", "deadline"),
+            "best": list(res.best) if res.best else None, "reason": res.reason,
+            "grid_points": grid, "points": res.points, "measured_s": res.measured_s,
+            "complete": not job.stop.is_set()}, res.frame)
+    return {"run_id": run_id, "frame": res.frame, "scores": res.scores,
+            "path": [list(p) for p in res.path], "best": list(res.best) if res.best else None,
+            "reason": res.reason, "points": res.points, "grid_points": grid,
+            "measured_s": res.measured_s,
+            "excluded": {f"{b}/{w:g}/{t}": why for (b, w, t), why in res.excluded.items()}}
 
 
 def _warmup(engine: Any, job: Job, target: str, *, iterations: int = 10,
@@ -98,6 +140,7 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
 #: kind -> (work(engine, job, target, **params), exclusive per target)
 JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
     "sweep": (_sweep, True),
+    "search": (_search, True),
     "warmup": (_warmup, True),
     "measure_memory": (_measure_memory, True),
     "profile_cost": (_profile_cost, True),

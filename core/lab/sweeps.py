@@ -13,11 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import time
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from core.config import default_intra_op_threads
+from core.metrics import cores_busy_s, process_cpu_s
 
 from .loadgen import closed_loop, open_loop
 from .stability import StabilityRule, measure_stable
@@ -25,14 +30,16 @@ from .stability import StabilityRule, measure_stable
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
-__all__ = ["SWEEP_COLUMNS", "PINNED_DEFAULTS", "sweep", "p99_interval"]
+__all__ = ["SWEEP_COLUMNS", "PINNED_DEFAULTS", "sweep", "p99_interval", "PointMeasurer",
+           "frame_of", "resolved_threads"]
 
 SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
                  "p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "error_rate",
                  "mean_queue_ms", "mean_compute_ms", "sent", "p99_ci_low_ms",
                  "p99_ci_high_ms", "measurements", "stable", "windows", "spread_rps_pct",
                  "spread_p99_pct", "policy", "latency_slo_ms", "instances", "slo_ms",
-                 "goodput_rps", "baseline"]
+                 "goodput_rps", "baseline", "session_threads", "other_cpu_cores",
+                 "foreign_requests", "disturbed"]
 
 #: The settings a sweep pins for every point unless told otherwise (and names per row).
 PINNED_DEFAULTS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
@@ -56,6 +63,203 @@ def p99_interval(latency_ms: np.ndarray, seed: int = 0, resamples: int = 400,
     return float(lo), float(hi)
 
 
+class PointMeasurer:
+    """Sets one configuration of a model and measures one load on it, as a sweep point
+    (pinned settings, stability windows, p99 interval, goodput); :meth:`restore` puts the
+    model's own configuration (and session) back. Shared by :func:`sweep` and the quick
+    search (:mod:`core.lab.search`)."""
+
+    def __init__(self, engine: EngineCore, model: str, duration_s: float = 3.0,
+                 pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
+                 stop: Any = None, policy: str = "deadline",
+                 latency_slo_ms: float | None = None, instances: int = 1,
+                 stability: StabilityRule | bool = True, slo_ms: float | None = None) -> None:
+        self.engine, self.model, self.stop = engine, model, stop
+        self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
+        self.slo_ms = slo_ms
+        self.rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
+                     else stability or None)
+        self.before = engine.batch_config(model)
+        self.own = (int(self.before.max_batch_size), float(self.before.max_wait_ms))
+        self.remote = (engine.remote_info(model) is not None
+                       if hasattr(engine, "remote_info") else False)
+        pinned = {"policy": policy, "latency_slo_ms": latency_slo_ms,
+                  "instances": int(instances)}
+        if self.remote:  # the server's: recorded, not set
+            pinned = {k: getattr(self.before, k) for k in pinned}
+        self.pinned = pinned
+        has_session = not self.remote and hasattr(engine, "session_config")
+        self.session_before = engine.session_config(model) if has_session else None
+        self.own_threads = (resolved_threads(self.session_before.intra_op_threads)
+                            if self.session_before is not None else None)
+        self._threads = self.own_threads
+        self._submit = lambda x: engine.submit(model, x)
+        self._sample = lambda rng: engine.sample_input(
+            model, rows=rows_per_request, seed=int(rng.integers(2**31)))
+        #: Seconds spent measuring (load windows only), for budgets and comparisons.
+        self.measured_s = 0.0
+        self.points = 0
+
+    def _window(self, k: int, kind: str, load: float, seconds: float):
+        if kind == "rate":
+            return open_loop(self._submit, self._sample, load, pattern=self.pattern,
+                             duration_s=seconds, seed=self.seed + k, stop=self.stop)
+        return closed_loop(self._submit, self._sample, int(load), duration_s=seconds,
+                           seed=self.seed + k, stop=self.stop)
+
+    def set_threads(self, threads: int | None) -> None:
+        """Serve the model with ``threads`` ONNX Runtime intra-op threads (None: as it was);
+        a hot swap of the same file with the other session options."""
+        if threads is None or threads == self._threads:
+            return
+        if self.session_before is None:
+            raise ValueError(f"{self.model} is a remote model: its ONNX Runtime threads are "
+                             "its server's; leave session_threads out")
+        self._swap(dataclasses.replace(self.session_before, intra_op_threads=int(threads)))
+        self._threads = int(threads)
+
+    def _swap(self, session: Any) -> None:
+        info = self.engine.model_info(self.model)
+        self.engine.load_model(self.engine.model_file(self.model), name=self.model,
+                               replace=True, probe=False, session=session,
+                               description=info.description, source_label=info.source)
+
+    def measure(self, k: int, bs: int, wait: float, kind: str, load: float,
+                threads: int | None = None) -> dict[str, Any]:
+        """One point: configure, measure (until stable), and the row."""
+        self.set_threads(threads)
+        changes = {"max_batch_size": int(bs), "max_wait_ms": float(wait)}
+        if not self.remote:
+            changes.update(self.pinned)
+        self.engine.configure(self.model, **changes)
+        rule = self.rule
+        look = _Disturbance(self.engine)
+        t0 = time.monotonic()
+        if rule is None:
+            res = self._window(k, kind, load, self.duration_s)
+            s = res.summary()
+            verdict = {"stable": None, "windows": 1, "spread_rps_pct": float("nan"),
+                       "spread_p99_pct": float("nan")}
+            sent_total = int(s["sent"])
+        else:
+            m = measure_stable(lambda j: self._window(1000 * k + j, kind, load, rule.window_s),
+                               rule, stop=self.stop)
+            res = m.result
+            s = m.summary()
+            verdict = {"stable": m.stable, "windows": len(m.windows),
+                       "spread_rps_pct": m.spread_rps_pct, "spread_p99_pct": m.spread_p99_pct}
+            sent_total = int(sum(w.get("sent", 0) for w in m.windows))
+        self.measured_s += time.monotonic() - t0
+        verdict.update(look.verdict(sent_total, float(s.get("max_lag_ms", 0.0) or 0.0)))
+        self.points += 1
+        ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
+        lo, hi = p99_interval(ok_ms, seed=k)
+        slo_ms = self.slo_ms
+        goodput = _goodput(ok_ms, slo_ms, kind, load, int(s["sent"]), res.duration_s)
+        return {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
+                "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"],
+                "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1, **verdict,
+                **self.pinned, "slo_ms": slo_ms, "goodput_rps": goodput,
+                "baseline": (int(bs), float(wait)) == self.own
+                and (self._threads == self.own_threads),
+                "session_threads": self._threads}
+
+    def restore(self) -> None:
+        """The model's own batch settings, pinned settings and session, as before."""
+        before = self.before
+        restore = {"max_batch_size": before.max_batch_size, "max_wait_ms": before.max_wait_ms}
+        if not self.remote:
+            restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
+            if self._threads != self.own_threads and self.session_before is not None:
+                self._swap(self.session_before)
+                self._threads = self.own_threads
+        self.engine.configure(self.model, **restore)
+
+
+#: A point is flagged as measured under disturbance when, over its windows, other
+#: processes kept this much of the engine's cores busy (on average), other requests reached
+#: the engine's models beyond this share of the point's own, or the sender fell this far
+#: behind its schedule.
+DISTURBED_CPU_CORES = 0.25
+DISTURBED_FOREIGN_SHARE = 0.01
+DISTURBED_LAG_MS = 20.0
+
+
+class _Disturbance:
+    """What the engine can see of a point's surroundings: CPU other processes took on its
+    cores, requests that were not the point's own, and the sender's lag."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.t0 = time.monotonic()
+        self.busy0 = cores_busy_s()
+        self.proc0 = process_cpu_s()
+        self.req0 = self._requests()
+
+    def _requests(self) -> int | None:
+        counters = getattr(self.engine, "counters", None)
+        names = getattr(self.engine, "model_names", None)
+        if counters is None or names is None:
+            return None
+        total = 0
+        for name in names():
+            try:
+                total += int(counters(name).get("total_requests", 0))
+            except Exception:  # a model unloaded meanwhile  # noqa: BLE001
+                pass
+        return total
+
+    def verdict(self, sent: int, max_lag_ms: float) -> dict[str, Any]:
+        wall = max(1e-6, time.monotonic() - self.t0)
+        other = float("nan")
+        busy1 = cores_busy_s()
+        if self.busy0 is not None and busy1 is not None:
+            busy = busy1[0] - self.busy0[0]
+            stolen = busy1[1] - self.busy0[1]
+            own = process_cpu_s() - self.proc0
+            other = max(0.0, (busy - own) + stolen) / wall
+        req1 = self._requests()
+        foreign = (max(0, req1 - self.req0 - sent) if req1 is not None and self.req0 is not None
+                   else 0)
+        why = []
+        if other >= DISTURBED_CPU_CORES:
+            why.append(f"other processes used {other:.2f} of the engine's cores")
+        if sent and foreign > DISTURBED_FOREIGN_SHARE * sent:
+            why.append(f"{foreign:,} other requests reached the engine "
+                       f"({100 * foreign / sent:.0f} % of the point's)")
+        if max_lag_ms >= DISTURBED_LAG_MS:
+            why.append(f"the sender fell {max_lag_ms:.0f} ms behind its schedule")
+        return {"other_cpu_cores": other, "foreign_requests": foreign,
+                "disturbed": "; ".join(why)}
+
+
+def _goodput(ok_ms: np.ndarray, slo_ms: float | None, kind: str, load: float, sent: int,
+             duration_s: float) -> float:
+    """Requests per second answered within ``slo_ms``. Open loop: the offered rate times
+    the share of the sent requests answered in time (so a point that serves everything in
+    time has exactly its load: a short window's measured span would add noise and a bias);
+    closed loop: answered in time per second of the run."""
+    if slo_ms is None:
+        return float("nan")
+    within = float((ok_ms <= slo_ms).sum())
+    if kind == "rate":
+        return float(load) * within / sent if sent > 0 else 0.0
+    return within / duration_s if duration_s > 0 else 0.0
+
+
+def resolved_threads(threads: int | None) -> int:
+    """What ``intra_op_threads`` means in this process (None: the default)."""
+    return default_intra_op_threads() if not threads else int(threads)
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Sweep rows as a frame with :data:`SWEEP_COLUMNS` (None -> NaN where numeric)."""
+    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+    for col in ("latency_slo_ms", "slo_ms", "session_threads"):  # the same after the history
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    return frame
+
+
 def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
           concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
@@ -63,7 +267,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           progress: Callable[[int, int, dict[str, Any]], None] | None = None,
           stop: Any = None, policy: str = "deadline", latency_slo_ms: float | None = None,
           instances: int = 1, stability: StabilityRule | bool = True,
-          slo_ms: float | None = None, baseline: bool = True) -> pd.DataFrame:
+          slo_ms: float | None = None, baseline: bool = True,
+          session_threads: Sequence[int] | None = None) -> pd.DataFrame:
     """Measure every (max batch size, max wait, load) point; one row per point.
 
     Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
@@ -78,6 +283,10 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     model's configuration is restored afterwards. ``progress(done, total, row)`` is called
     after each point.
 
+    ``session_threads``: ONNX Runtime intra-op thread counts to sweep too (each a hot swap
+    of the model with those session options; the model's own session is put back after);
+    default: the model's own, recorded in the ``session_threads`` column.
+
     ``slo_ms``: a latency target; each row then has ``goodput_rps``, the requests per
     second answered within it (GenAI-Perf's goodput). ``baseline``: the model's own batch
     settings (as they were before the sweep) are measured at every load too, even if not in
@@ -87,63 +296,26 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         ("clients", int(c)) for c in (concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
-    rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
-            else stability or None)
-    before = engine.batch_config(model)
-    own = (int(before.max_batch_size), float(before.max_wait_ms))
-    grid = list(itertools.product(max_batch_sizes, max_waits_ms))
-    if baseline and own not in {(int(b), float(w)) for b, w in grid}:
-        grid.append(own)
-    points = [(b, w, load) for b, w in grid for load in loads]
-    pinned = {"policy": policy, "latency_slo_ms": latency_slo_ms, "instances": int(instances)}
-    remote = engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
-    if remote:  # the server's: recorded, not set
-        pinned = {k: getattr(before, k) for k in pinned}
-    submit = lambda x: engine.submit(model, x)  # noqa: E731
-    sample = lambda rng: engine.sample_input(  # noqa: E731
-        model, rows=rows_per_request, seed=int(rng.integers(2**31)))
-
-    def window(k: int, kind: str, load: float, seconds: float):
-        if kind == "rate":
-            return open_loop(submit, sample, load, pattern=pattern, duration_s=seconds,
-                             seed=seed + k, stop=stop)
-        return closed_loop(submit, sample, int(load), duration_s=seconds, seed=seed + k,
-                           stop=stop)
-
-    def measure(k: int, bs: int, wait: float, kind: str, load: float) -> dict[str, Any]:
-        changes = {"max_batch_size": int(bs), "max_wait_ms": float(wait)}
-        if not remote:
-            changes.update(pinned)
-        engine.configure(model, **changes)
-        if rule is None:
-            res = window(k, kind, load, duration_s)
-            s = res.summary()
-            verdict = {"stable": None, "windows": 1, "spread_rps_pct": float("nan"),
-                       "spread_p99_pct": float("nan")}
-        else:
-            m = measure_stable(lambda j: window(1000 * k + j, kind, load, rule.window_s),
-                               rule, stop=stop)
-            res = m.result
-            s = m.summary()
-            verdict = {"stable": m.stable, "windows": len(m.windows),
-                       "spread_rps_pct": m.spread_rps_pct, "spread_p99_pct": m.spread_p99_pct}
-        ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
-        lo, hi = p99_interval(ok_ms, seed=k)
-        goodput = (float((ok_ms <= slo_ms).sum()) / res.duration_s
-                   if slo_ms is not None and res.duration_s > 0 else float("nan"))
-        return {"max_batch_size": int(bs), "max_wait_ms": float(wait), "load_kind": kind,
-                "load": load, **{c: s[c] for c in SWEEP_COLUMNS[4:13]}, "sent": s["sent"],
-                "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "measurements": 1, **verdict,
-                **pinned, "slo_ms": slo_ms, "goodput_rps": goodput,
-                "baseline": (int(bs), float(wait)) == own}
-
+    m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
+                      rows_per_request=rows_per_request, stop=stop, policy=policy,
+                      latency_slo_ms=latency_slo_ms, instances=instances, stability=stability,
+                      slo_ms=slo_ms)
+    own = m.own
+    threads_axis: list[int | None] = ([int(t) for t in session_threads] if session_threads
+                                      else [None])
+    grid = [(t, int(b), float(w)) for t in threads_axis
+            for b, w in itertools.product(max_batch_sizes, max_waits_ms)]
+    has_own = any((t is None or t == m.own_threads) and (b, w) == own for t, b, w in grid)
+    if baseline and not has_own:
+        grid.append((m.own_threads if session_threads else None, *own))
+    points = [(t, b, w, load) for t, b, w in grid for load in loads]
     rows: list[dict[str, Any]] = []
     total = len(points)
     try:
-        for k, (bs, wait, (kind, load)) in enumerate(points):
+        for k, (t, bs, wait, (kind, load)) in enumerate(points):
             if stop is not None and stop.is_set():
                 break
-            row = measure(k, bs, wait, kind, load)
+            row = m.measure(k, bs, wait, kind, load, threads=t)
             if stop is not None and stop.is_set():
                 break  # cut short by the cancel: not a finished point
             rows.append(row)
@@ -158,8 +330,9 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                           & (frame["load"] == row["load"])]["p99_ms"]
             if len(peers) < 3 or not row["p99_ms"] > _OUTLIER_FACTOR * peers.median():
                 continue
-            runs = [row] + [measure(len(points) + 2 * i + j, row["max_batch_size"],
-                                    row["max_wait_ms"], row["load_kind"], row["load"])
+            runs = [row] + [m.measure(len(points) + 2 * i + j, row["max_batch_size"],
+                                      row["max_wait_ms"], row["load_kind"], row["load"],
+                                      threads=row["session_threads"])
                             for j in range(2)]
             if stop is not None and stop.is_set():
                 break  # a remeasure cut short: keep the point as it was
@@ -168,11 +341,5 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             if progress is not None:
                 progress(total, total, {**rows[i], "remeasured": True})
     finally:
-        restore = {"max_batch_size": before.max_batch_size, "max_wait_ms": before.max_wait_ms}
-        if not remote:
-            restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
-        engine.configure(model, **restore)
-    frame = pd.DataFrame(rows, columns=SWEEP_COLUMNS)
-    for col in ("latency_slo_ms", "slo_ms"):  # None -> NaN: the same after the history
-        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
-    return frame
+        m.restore()
+    return frame_of(rows)

@@ -1,0 +1,233 @@
+"""The quick search: a hill-climb over batch × wait × threads with early exit, and the
+constraints it honours. The climbing logic runs on a table of measured outcomes (no
+timing); one test runs it on the real engine for the pinned-and-restored guarantees."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+import pytest
+
+from core import Engine, EngineConfig, SessionConfig
+from core.lab import Constraints, quick_search, setting_scores, sweep
+from core.lab import search as search_mod
+
+
+class _TablePoints:
+    """Stands in for PointMeasurer: a point's outcome comes from ``capacity(b, w, t)``
+    (req/s the setting sustains within the budget: above it, p99 is 50 ms)."""
+
+    capacity = None  # set per test
+    own = (8, 0.0)
+    own_threads = 1
+
+    def __init__(self, engine, model, **kw):
+        self.slo_ms = kw["slo_ms"]
+        self.remote = False
+        self.measured_s = 0.0
+        self.points = 0
+        self.calls: list[tuple] = []
+        _TablePoints.last = self
+
+    def measure(self, k, b, w, kind, load, threads=None):
+        t = self.own_threads if threads is None else threads
+        self.calls.append((b, w, t, load))
+        self.measured_s += 1.0
+        ok = load <= type(self).capacity(b, w, t)
+        return {"max_batch_size": b, "max_wait_ms": w, "load_kind": kind, "load": load,
+                "achieved_rps": load, "p50_ms": 1.0, "p95_ms": 2.0,
+                "p99_ms": 3.0 if ok else 50.0, "max_ms": 60.0, "mean_batch_rows": 1.0,
+                "error_rate": 0.0, "mean_queue_ms": 0.1, "mean_compute_ms": 0.1, "sent": 100,
+                "p99_ci_low_ms": math.nan, "p99_ci_high_ms": math.nan, "measurements": 1,
+                "stable": True, "windows": 3, "spread_rps_pct": 1.0, "spread_p99_pct": 1.0,
+                "policy": "deadline", "latency_slo_ms": None, "instances": 1,
+                "slo_ms": self.slo_ms, "goodput_rps": load if ok else 0.2 * load,
+                "baseline": (b, w) == self.own and t == self.own_threads,
+                "session_threads": t}
+
+    def restore(self):
+        self.restored = True
+
+
+LOADS = [1000, 2000, 3000, 4000, 5000, 6000]
+BATCHES = [1, 2, 4, 8, 16, 32, 64]
+WAITS = [0.0, 1.0, 2.0, 5.0]
+
+
+@pytest.fixture
+def table(monkeypatch):
+    monkeypatch.setattr(search_mod, "PointMeasurer", _TablePoints)
+    return _TablePoints
+
+
+def _peak(b, w, t):
+    # One hill: best at batch 32, wait 1 ms, 2 threads (6,000 req/s).
+    return 6000 - 1000 * abs(BATCHES.index(b) - 5) - 1000 * abs(WAITS.index(w) - 1) \
+        - 1000 * abs(t - 2)
+
+
+def test_the_climb_finds_the_top_of_a_hill_and_stops_there(table):
+    table.capacity = staticmethod(_peak)
+    res = quick_search(object(), "m", BATCHES, WAITS, LOADS, Constraints(p99_ms=10),
+                       session_threads=[1, 2])
+    assert res.best == (32, 1.0, 2)
+    assert res.path[0] == (8, 0.0, 1)  # the model's own settings (nearest grid point)
+    assert res.path[-1] == (32, 1.0, 2)
+    assert table.last.restored
+    # Early exit per setting: no load above a setting's first miss was measured.
+    for b, w, t in {(c[0], c[1], c[2]) for c in table.last.calls}:
+        tried = [c[3] for c in table.last.calls if c[:3] == (b, w, t)]
+        cap = _peak(b, w, t)
+        assert max(tried) <= max([l for l in LOADS if l <= cap] + [0]) + 1000
+    grid_points = len(BATCHES) * len(WAITS) * 2 * len(LOADS)
+    assert res.points < 0.4 * grid_points
+    assert "max_batch_size=32, max_wait_ms=1" in res.reason
+
+
+def test_scores_of_a_grid_follow_the_recommendation_rules():
+    rows = []
+    for load, p99 in ((1000, 30.0), (2000, 3.0)):  # missed at the lower load
+        rows.append({"max_batch_size": 8, "max_wait_ms": 0.0, "session_threads": 1.0,
+                     "load_kind": "rate", "load": load, "p99_ms": p99, "error_rate": 0.0,
+                     "achieved_rps": load, "goodput_rps": load})
+    for load in (1000, 2000):
+        rows.append({"max_batch_size": 16, "max_wait_ms": 0.0, "session_threads": 1.0,
+                     "load_kind": "rate", "load": load, "p99_ms": 3.0, "error_rate": 0.0,
+                     "achieved_rps": load, "goodput_rps": load * 0.99})
+    s = setting_scores(pd.DataFrame(rows), Constraints(p99_ms=10, min_throughput_rps=1500))
+    by = {int(r.max_batch_size): r for r in s.itertuples()}
+    assert not by[8].feasible and by[8].goodput_rps == 0  # 2,000 does not count after a miss
+    assert by[16].feasible and by[16].load == 2000
+    s = setting_scores(pd.DataFrame(rows), Constraints(p99_ms=10, min_throughput_rps=2500))
+    assert not s["feasible"].any()
+
+
+def test_min_throughput_and_nothing_feasible_are_said(table):
+    table.capacity = staticmethod(lambda b, w, t: 500)  # nothing sustains even 1,000
+    res = quick_search(object(), "m", BATCHES, WAITS, LOADS, Constraints(p99_ms=10))
+    assert res.best is None and "No setting tried met p99 <= 10 ms" in res.reason
+    # every setting tried cost one point (its first load failed), and the climb stopped
+    assert res.points == len(res.scores)
+
+
+def test_memory_constraint_keeps_big_batches_out(table):
+    table.capacity = staticmethod(_peak)
+
+    class Mem:
+        def measure_memory(self, model, batch_sizes):
+            return pd.DataFrame({"batch_size": batch_sizes,
+                                 "peak_mib": [10.0 * b for b in batch_sizes]})
+
+    res = quick_search(Mem(), "m", BATCHES, WAITS, LOADS,
+                       Constraints(p99_ms=10, max_memory_mib=200), session_threads=[1, 2])
+    assert all(c[0] <= 16 for c in table.last.calls)
+    assert res.best == (16, 1.0, 2)
+    assert "peak memory 320 MiB > 200 MiB" in res.excluded[(32, 1.0, 2)]
+
+
+def test_bad_constraints_are_refused_with_the_range():
+    with pytest.raises(Exception, match="p99_ms"):
+        Constraints(p99_ms=0)
+    with pytest.raises(ValueError, match="rates_rps"):
+        quick_search(object(), "m", [8], [0], [], Constraints(p99_ms=5))
+
+
+def test_on_the_engine_threads_are_swapped_and_everything_restored():
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        from core.models import build_demo_model
+        engine.load_model(build_demo_model("tiny"), name="tiny",
+                          session=SessionConfig(intra_op_threads=1))
+        engine.configure("tiny", max_batch_size=8, max_wait_ms=1.0, policy="adaptive")
+        res = quick_search(engine, "tiny", [4, 8], [0.0, 1.0], [100, 200],
+                           Constraints(p99_ms=1000), session_threads=[1, 2],
+                           duration_s=0.15, stability=False, max_steps=2)
+        assert res.points >= 2 and set(res.frame["policy"]) == {"deadline"}
+        assert set(res.frame["session_threads"].dropna()) <= {1.0, 2.0}
+        cfg = engine.batch_config("tiny")
+        assert (cfg.max_batch_size, cfg.max_wait_ms, cfg.policy) == (8, 1.0, "adaptive")
+        assert engine.session_config("tiny").intra_op_threads == 1
+        # a grid over threads too, and the model's own settings (its own threads) last
+        frame = sweep(engine, "tiny", [8], [1.0], rates_rps=[100], duration_s=0.15,
+                      stability=False, session_threads=[2])
+        assert list(frame["session_threads"]) == [2.0, 1.0]
+        assert list(frame["baseline"]) == [False, True]
+        assert engine.session_config("tiny").intra_op_threads == 1
+
+
+def test_the_html_report_of_a_sweep_is_self_contained_and_says_what_it_found():
+    from core.ui.report import sweep_report
+    rows = []
+    for b, stable in ((8, True), (32, False)):
+        for load, p99 in ((1000, 3.0), (2000, 4.0 if b == 8 else 30.0)):
+            rows.append({"max_batch_size": b, "max_wait_ms": 1.0, "load_kind": "rate",
+                         "load": float(load), "achieved_rps": float(load), "p50_ms": 1.0,
+                         "p95_ms": 2.0, "p99_ms": p99, "max_ms": 40.0, "mean_batch_rows": 2.0,
+                         "error_rate": 0.0, "mean_queue_ms": 0.5, "mean_compute_ms": 0.3,
+                         "sent": 1000, "p99_ci_low_ms": p99 * 0.9, "p99_ci_high_ms": p99 * 1.1,
+                         "measurements": 1, "stable": stable, "windows": 3 if stable else 10,
+                         "spread_rps_pct": 1.0, "spread_p99_pct": 2.0 if stable else 40.0,
+                         "policy": "deadline", "latency_slo_ms": float("nan"), "instances": 1,
+                         "slo_ms": 10.0, "goodput_rps": float(load) if p99 <= 10 else 100.0,
+                         "baseline": b == 32, "session_threads": 1.0})
+    run = {"id": 7, "name": "mlp sweep", "created": 1.8e9, "results": pd.DataFrame(rows),
+           "config": {"model": "mlp", "slo_p99_ms": 10.0, "duration_s": 2.0},
+           "environment": {"cpus": 2, "onnxruntime": "1.x"}}
+    html = sweep_report(run, memory=pd.DataFrame({"batch_size": [8, 32],
+                                                  "peak_mib": [50.0, 90.0]}))
+    assert "max_batch_size=8, max_wait_ms=1 meets p99 &lt;= 10 ms at 2,000 req/s" in html
+    assert "http://" not in html.split("<body>")[1].split("<script")[0]  # no remote assets
+    assert html.count('class="plotly-graph-div"') == 5  # curves, p99, points, time, memory
+    assert not re.search(r"<(script|link)[^>]+(src|href)=", html)  # nothing fetched
+    assert len(html) > 1_000_000  # plotly.js is inlined
+    assert html.count("⚠ unstable") == 2 and 'class="unstable baseline"' in html
+    assert "Memory vs p99" in html and "<dt>cpus</dt>" in html
+    with pytest.raises(ValueError, match="no points"):
+        sweep_report({**run, "results": pd.DataFrame(rows).iloc[:0]})
+
+
+class _CountingEngine:
+    def __init__(self):
+        self.n = 0
+
+    def model_names(self):
+        return ["a", "b"]
+
+    def counters(self, name):
+        return {"total_requests": self.n}
+
+
+def test_a_point_says_when_other_requests_or_a_lagging_sender_were_there(monkeypatch):
+    from core.lab import sweeps
+    monkeypatch.setattr(sweeps, "cores_busy_s", lambda: None)  # CPU: the next test
+    eng = _CountingEngine()
+    look = sweeps._Disturbance(eng)
+    eng.n = 150  # both models: 300 requests counted, 100 of them the point's own
+    v = look.verdict(sent=100, max_lag_ms=0.0)
+    assert v["foreign_requests"] == 200 and "200 other requests reached" in v["disturbed"]
+    look = sweeps._Disturbance(eng)
+    v = look.verdict(sent=100, max_lag_ms=35.0)
+    assert v["foreign_requests"] == 0 and v["disturbed"] == (
+        "the sender fell 35 ms behind its schedule")
+    look = sweeps._Disturbance(eng)
+    assert look.verdict(sent=100, max_lag_ms=1.0)["disturbed"] == ""
+
+
+def test_a_point_says_when_another_process_took_the_engines_cores():
+    import subprocess
+    import sys
+    import time as _time
+    from core.lab import sweeps
+    hog = subprocess.Popen([sys.executable, "-c",
+                            "import time\nt=time.monotonic()\nwhile time.monotonic()-t<30: pass"])
+    try:
+        _time.sleep(0.2)  # running
+        look = sweeps._Disturbance(_CountingEngine())
+        _time.sleep(1.0)
+        v = look.verdict(sent=0, max_lag_ms=0.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert v["other_cpu_cores"] >= sweeps.DISTURBED_CPU_CORES
+    assert "other processes used" in v["disturbed"]
