@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
+from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.config import MAX_INSTANCES
 from core.ui import charts
 from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
@@ -252,18 +253,44 @@ if remote is not None:
 
 with st.container(border=True):
     st.subheader("Same traffic, three policies")
-    st.caption("Records the arrivals of the last 2 seconds and sends exactly those arrivals "
-               "again under each policy (deadline, the seed's fixed window, adaptive), on "
-               "the engine, one after the other, with this model's max batch size and max "
-               "wait. The timelines below are those runs.")
+    st.caption("Records the arrivals of the last 2 seconds (or takes them from a file) and "
+               "sends exactly those arrivals again under each policy (deadline, the seed's "
+               "fixed window, adaptive), on the engine, one after the other, to a private "
+               "copy of this model with its max batch size and max wait (live traffic does "
+               "not mix in). The timelines below are those runs.")
     replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
-    if st.button("Replay the last 2 s under each policy", key="bs_replay",
-                 disabled=replay_job is not None and not replay_job.finished):
+    replay_busy = replay_job is not None and not replay_job.finished
+    r1, r2 = st.columns(2)
+    if r1.button("Replay the last 2 s under each policy", key="bs_replay",
+                 disabled=replay_busy):
         arrivals = engine.timeline(model, last_s=2.0)["arrived_s"].dropna().tolist()
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals)
+    r2.download_button(
+        "Save the last 2 s of arrivals (CSV)",
+        lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
+        file_name=f"batchlab-{model}-arrivals.csv", mime="text/csv", key="bs_save_arrivals",
+        on_click="ignore", icon=":material/download:",
+        help="A file to replay later (or on another model or machine): one column "
+             "arrived_s, seconds from the first arrival.")
+    with st.expander("Replay arrivals from a file"):
+        up = st.file_uploader("A CSV with a column arrived_s (seconds; one row per arrival)",
+                              type=["csv"], key="bs_arrivals_file")
+        if up is not None:
+            try:
+                arrivals = arrivals_from_csv(up.getvalue())
+            except ValueError as err:
+                st.error(f"Cannot replay {up.name}: {err}")
+            else:
+                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s "
+                           f"({len(arrivals) / max(arrivals[-1], 1e-9):,.0f} req/s on "
+                           "average); each policy replays all of them.")
+                if st.button("Replay this file under each policy", key="bs_replay_file",
+                             disabled=replay_busy):
+                    start_job(engine, "replay", model, "Could not replay",
+                              arrivals_s=arrivals)
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]

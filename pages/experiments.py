@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import POLICIES
+from core import POLICIES, BatchlabError
 from core.ui import charts
-from core.lab import (kserve_inference_service, kserve_name, mlserver_settings,
-                              pareto_frontier, recommend, simulate, tf_serving_batching,
+from core.ui.report import sweep_report
+from core.ui.search import search_figure
+from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
+                              pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
@@ -28,6 +30,22 @@ info = engine.model_info(model)
 if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
                "effect on it.")
+
+def report_button(run: dict, slo_ms: float, key: str) -> None:
+    """Download the run's self-contained HTML report (made when clicked)."""
+    def make() -> str:
+        try:
+            memory = engine.memory_profile(run["config"].get("model", model))
+        except BatchlabError:
+            memory = None
+        return sweep_report(run, slo_ms=slo_ms, memory=memory)
+
+    st.download_button("HTML report", make, file_name=f"batchlab-run-{run['id']}.html",
+                       mime="text/html", key=key, icon=":material/description:",
+                       on_click="ignore",
+                       help="One file to share: the answer, what was pinned, the curves, "
+                            "the table with stability marks and the machine; opens offline.")
+
 
 # -- sweep ----------------------------------------------------------------------------------------
 with st.container(border=True):
@@ -89,9 +107,67 @@ with st.container(border=True):
                "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
                f"unstable). The sweep changes {model}'s settings while it runs (every tab "
                "sees that) and restores them at the end.")
+    quick = pinned_ok and st.toggle(
+        "Quick search instead of the whole grid", key="exp_quick",
+        help="A hill-climb from the model's own settings over the batch sizes, waits and "
+             "ONNX Runtime threads chosen here: it measures a setting's neighbours, moves to "
+             "the one with the most goodput within the p99 target, and stops when none "
+             "does better; each setting climbs the loads (open loop) and stops at its first "
+             "miss. Typically a fraction of the grid's points.")
+    if quick:
+        q1, q2, q3 = st.columns(3)
+        threads = q1.multiselect("ONNX Runtime threads", list(range(1, 9)),
+                                 [engine.session_config(model).intra_op_threads or 1]
+                                 if hasattr(engine, "session_config") else [1],
+                                 key="exp_threads",
+                                 help="Intra-op threads to try (each a hot swap of the model "
+                                      "with those session options; its own come back after).")
+        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7, value=None,
+                                   key="exp_min_tput",
+                                   help="A setting that cannot serve this many requests per "
+                                        "second within the p99 target does not count.")
+        max_mem = q3.number_input("Max memory per setting (MiB, optional)", 1.0, 1e6,
+                                  value=None, key="exp_max_mem",
+                                  help="Batch sizes whose peak memory (measured once, in a "
+                                       "child process) is above this are never tried.")
+        grid_n = len(sizes) * len(waits) * max(1, len(threads)) * len(loads)
+        st.caption(f"The grid would be {grid_n} points; the climb measures a fraction of "
+                   "them. Loads are requests/s (open loop), climbed from the lowest.")
+        search_job = job_progress(engine, "search", model, key="exp_search_job")
+        busy = search_job is not None and not search_job.finished
+        if st.button("Run quick search", key="exp_run_search", type="primary",
+                     disabled=grid_n == 0 or busy or not kind.startswith("rate"),
+                     help="Open-loop loads only." if not kind.startswith("rate") else
+                     "Runs in the engine: it goes on if you leave this page."):
+            start_job(engine, "search", model, "The quick search could not start",
+                      max_batch_sizes=[int(v) for v in sizes],
+                      max_waits_ms=[float(v) for v in waits], rates_rps=loads,
+                      p99_ms=float(slo), duration_s=float(duration),
+                      session_threads=[int(t) for t in threads] or None,
+                      min_throughput_rps=float(min_tput) if min_tput else None,
+                      max_memory_mib=float(max_mem) if max_mem else None,
+                      policy=sweep_policy or "deadline")
+        if search_job is not None and search_job.finished and search_job.result:
+            r = search_job.result
+            (st.success if r["best"] else st.warning)(r["reason"])
+            st.caption(f"Measured {r['points']} of the grid's {r['grid_points']} points "
+                       f"({100 * r['points'] / max(1, r['grid_points']):.0f} %), "
+                       f"{r['measured_s']:.0f} s of measurement. Saved to the history"
+                       + (f" as run {r['run_id']}." if r.get("run_id") else "."))
+            st.plotly_chart(search_figure(r["scores"], r["path"], r["best"]),
+                            key="exp_search_chart")
+            st.dataframe(r["scores"], hide_index=True, key="exp_search_table")
+            if r.get("run_id"):
+                try:
+                    report_button(store.get(r["run_id"]), float(slo), "exp_search_report")
+                except KeyError:  # deleted from the history meanwhile
+                    pass
+            for setting, why in r.get("excluded", {}).items():
+                st.caption(f"Not tried: {setting} (batch/wait/threads): {why}")
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
-    if st.button("Run sweep", key="exp_run", type="primary", disabled=n_points == 0 or running,
+    if not quick and st.button("Run sweep", key="exp_run", type="primary",
+                               disabled=n_points == 0 or running,
                  help="Runs in the engine: it goes on if you leave this page, and every tab "
                       "sees its progress." if not running else "A sweep of this model is "
                       "running."):
@@ -123,24 +199,46 @@ if result and result[0] == model:
             st.caption(f"{int(frame['stable'].eq(False).sum())} of {len(frame)} points were "
                        "unstable (drawn open; see the spread columns): their windows never "
                        "agreed within 10 %. A quieter machine or longer points settle them.")
+        if "disturbed" in frame and (frame["disturbed"].fillna("").astype(str) != "").any():
+            hit = frame[frame["disturbed"].fillna("").astype(str) != ""]
+            st.warning(f"{len(hit)} of {len(frame)} points were measured under disturbance "
+                       f"the engine could see (e.g. {hit['disturbed'].iloc[0]}); see the "
+                       "disturbed column. Close other work or traffic and measure again "
+                       "before relying on them.", icon=":material/warning:")
         st.plotly_chart(charts.pareto_figure(frame, front, float(slo),
                                              (rec.max_batch_size, rec.max_wait_ms)
                                              if rec.max_batch_size else None,
                                              chosen_load=rec.load),
                         key="exp_pareto")
         st.dataframe(frame, hide_index=True, key="exp_table")
+        report_button(run, float(slo), "exp_report")
         if rec.max_batch_size is not None:
             e1, e2, e3 = st.columns(3)
-            if e1.button("Apply to the engine", key="exp_apply"):
+            where = provenance(frame, rec.max_batch_size, rec.max_wait_ms, float(slo), rec.load,
+                               run_id=result[1])
+            measured_policy = str(frame["policy"].iloc[0]) if "policy" in frame else None
+            if e1.button("Apply to the engine", key="exp_apply",
+                         help="Sets the chosen max batch size and max wait, and the policy "
+                              "they were measured under."):
                 engine.configure(model, max_batch_size=rec.max_batch_size,
-                                 max_wait_ms=rec.max_wait_ms)
+                                 max_wait_ms=rec.max_wait_ms,
+                                 **({"policy": measured_policy} if measured_policy
+                                    and remote is None else {}))
                 st.toast(f"{model}: max_batch_size={rec.max_batch_size}, "
-                         f"max_wait_ms={rec.max_wait_ms:g}")
+                         f"max_wait_ms={rec.max_wait_ms:g}"
+                         + (f", policy={measured_policy}" if measured_policy else ""))
+            threads = (frame["session_threads"].dropna().unique()
+                       if "session_threads" in frame else [])
             e2.download_button("Triton config.pbtxt",
-                               triton_config(rec.max_batch_size, rec.max_wait_ms),
-                               file_name="config.pbtxt", key="export_triton")
+                               triton_config(rec.max_batch_size, rec.max_wait_ms,
+                                             intra_op_threads=int(threads[0])
+                                             if len(threads) == 1 else None, comment=where),
+                               file_name="config.pbtxt", key="export_triton",
+                               help="With the ONNX Runtime thread count it was measured "
+                                    "with, and a comment naming everything pinned.")
             e3.download_button("TF Serving batching file",
-                               tf_serving_batching(rec.max_batch_size, rec.max_wait_ms),
+                               tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
+                                                   comment=where),
                                file_name="batching_parameters.txt", key="export_tf")
             e4, e5, _ = st.columns(3)
             e4.download_button("MLServer model-settings.json",
@@ -183,45 +281,55 @@ with st.container(border=True):
         bs = w1.slider("Max batch size", 1, 256, 32, key="whatif_bs")
         wait = w2.slider("Max wait (ms)", 0.0, 50.0, 2.0, 0.5, key="whatif_wait")
         rate = w3.number_input("Rate (req/s)", 1.0, 1_000_000.0, 2000.0, key="whatif_rate")
-        pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
-        m = st.columns(4)
-        m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
-        m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
-        m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
-        m[3].metric("Utilisation", f"{pred['utilisation']:.0%}")
-        top = max(float(rate) * 2, 100.0)
-        curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
-        measured = None
-        if result and result[0] == model:
-            try:
-                f = store.get(result[1])["results"]
-                measured = f[(f["max_batch_size"] == bs) & (f["max_wait_ms"] == wait)
-                             & (f["load_kind"] == "rate")]
-            except KeyError:
-                measured = None
-        st.plotly_chart(charts.what_if_figure(curve, measured), key="exp_whatif_chart")
-        if measured is not None and not measured.empty:
-            errs = []
-            for _, r in measured.iterrows():
-                p = simulate(cost, bs, wait, float(r["load"]), n_requests=5000)
-                lo, hi = r.get("p99_ci_low_ms"), r.get("p99_ci_high_ms")
-                errs.append({"rate (req/s)": r["load"],
-                             "p50 measured": r["p50_ms"], "p50 predicted": p["p50_ms"],
-                             "p50 error": p["p50_ms"] / r["p50_ms"] - 1,
-                             "p99 measured": r["p99_ms"],
-                             "p99 95% interval": f"{lo:.2f}-{hi:.2f}" if pd.notna(lo) else "-",
-                             "p99 predicted": p["p99_ms"],
-                             "runs": int(r.get("measurements", 1))})
-            st.dataframe(pd.DataFrame(errs), hide_index=True, key="exp_pred_error",
-                         column_config={
-                             "p50 error": st.column_config.NumberColumn(format="percent"),
-                             **{c: st.column_config.NumberColumn(format="%.2f ms") for c in
-                                ("p50 measured", "p50 predicted", "p99 measured",
-                                 "p99 predicted")}})
-            st.caption("The p50 is what the model predicts well (within a few percent below "
-                       "capacity on the demo models, docs/benchmarks.md); a p99 is one "
-                       "point's tail: trust the measurement when its interval is narrow, "
-                       "and a point measured 3 times was an outlier re-checked.")
+        wi_policy = st.segmented_control(
+            "Policy", POLICIES, default="deadline", key="whatif_policy", required=True,
+            help="The what-if models the deadline policy; for the others it says why not "
+                 "instead of predicting them as if they were deadline.")
+        if wi_policy in WHAT_IF_REFUSED:
+            st.warning(f"No prediction for {wi_policy}: {WHAT_IF_REFUSED[wi_policy]}.",
+                       icon=":material/block:")
+        else:
+            pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
+            m = st.columns(4)
+            m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
+            m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
+            m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
+            m[3].metric("Utilisation", f"{pred['utilisation']:.0%}")
+            top = max(float(rate) * 2, 100.0)
+            curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
+            measured = None
+            if result and result[0] == model:
+                try:
+                    f = store.get(result[1])["results"]
+                    measured = f[(f["max_batch_size"] == bs) & (f["max_wait_ms"] == wait)
+                                 & (f["load_kind"] == "rate")]
+                    if "policy" in measured:  # only points measured under what is predicted
+                        measured = measured[measured["policy"].fillna("deadline") == "deadline"]
+                except KeyError:
+                    measured = None
+            st.plotly_chart(charts.what_if_figure(curve, measured), key="exp_whatif_chart")
+            if measured is not None and not measured.empty:
+                errs = []
+                for _, r in measured.iterrows():
+                    p = simulate(cost, bs, wait, float(r["load"]), n_requests=5000)
+                    lo, hi = r.get("p99_ci_low_ms"), r.get("p99_ci_high_ms")
+                    errs.append({"rate (req/s)": r["load"],
+                                 "p50 measured": r["p50_ms"], "p50 predicted": p["p50_ms"],
+                                 "p50 error": p["p50_ms"] / r["p50_ms"] - 1,
+                                 "p99 measured": r["p99_ms"],
+                                 "p99 95% interval": f"{lo:.2f}-{hi:.2f}" if pd.notna(lo) else "-",
+                                 "p99 predicted": p["p99_ms"],
+                                 "runs": int(r.get("measurements", 1))})
+                st.dataframe(pd.DataFrame(errs), hide_index=True, key="exp_pred_error",
+                             column_config={
+                                 "p50 error": st.column_config.NumberColumn(format="percent"),
+                                 **{c: st.column_config.NumberColumn(format="%.2f ms") for c in
+                                    ("p50 measured", "p50 predicted", "p99 measured",
+                                     "p99 predicted")}})
+                st.caption("The p50 is what the model predicts well (within a few percent below "
+                           "capacity on the demo models, docs/benchmarks.md); a p99 is one "
+                           "point's tail: trust the measurement when its interval is narrow, "
+                           "and a point measured 3 times was an outlier re-checked.")
 
 # -- history ----------------------------------------------------------------------------------------
 with st.container(border=True):

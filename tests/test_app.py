@@ -303,6 +303,12 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("calibrated with traffic" in c.value for c in at.caption)
     labels = [m.label for m in at.metric]
     assert "Predicted p99" in labels
+    # The what-if models the deadline policy; asked for another, it says why not.
+    at.segmented_control(key="whatif_policy").set_value("adaptive").run()
+    refused = [w.value for w in at.warning if "No prediction for adaptive" in w.value]
+    assert refused and "sweep" in refused[0]
+    assert "Predicted p99" not in [m.label for m in at.metric]
+    at.segmented_control(key="whatif_policy").set_value("deadline").run()
     at.button(key="hist_delete").click().run()
     assert ExperimentStore(tmp_path / "experiments.sqlite").list().empty
 
@@ -477,3 +483,53 @@ def test_live_charts_pause_while_a_lab_job_measures(engine):
         assert engine.wait_job(job.job_id, timeout_s=60).finished
     at = app("pages/monitor.py")
     assert not [i for i in at.info if "Live charts are paused" in i.value]
+
+
+def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    at.toggle(key="exp_quick").set_value(True).run()
+    at.multiselect(key="exp_batch_sizes").set_value([4, 16, 32]).run()
+    at.multiselect(key="exp_waits").set_value([0.0, 5.0]).run()
+    at.text_input(key="exp_loads").set_value("100, 200").run()
+    at.slider(key="exp_duration").set_value(0.5).run()
+    at.number_input(key="exp_slo").set_value(1000.0).run()
+    assert any("The grid would be 12 points" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key == "exp_run"]  # the grid's button is gone
+    at.button(key="exp_run_search").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = finish_job(engine, "search", "tiny")
+    assert job.state == "done", job.error
+    at.run()
+    answer = [s.value for s in at.success if "req/s of goodput within 1000 ms" in s.value]
+    assert answer, [s.value for s in at.success] + [w.value for w in at.warning]
+    assert any(c.value.startswith("Measured ") and "of the grid's 12 points" in c.value
+               for c in at.caption)
+    assert figure(at, "Quick search")["data"][0]["type"] == "bar"
+    assert "exp_search_report" in {d.key for d in at.get("download_button")}
+    cfg = engine.batch_config("tiny")
+    assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)  # its own settings are back
+    from core.lab import ExperimentStore
+    runs = ExperimentStore(tmp_path / "experiments.sqlite").list()
+    assert list(runs["name"]) == ["tiny quick search"]
+
+
+def test_batching_page_replays_arrivals_from_a_file(engine):
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    model = "tiny"
+    uploader = at.get("file_uploader")[0]
+    uploader.upload("bad.csv", b"when,what\n1,2\n", "text/csv").run()
+    assert any("Cannot replay bad.csv" in e.value and "no arrived_s column" in e.value
+               for e in at.error), [e.value for e in at.error]
+    offsets = "\n".join(f"{0.004 * k:.3f}" for k in range(30))
+    at.get("file_uploader")[0].upload("arrivals.csv", ("arrived_s\n" + offsets).encode(),
+                                      "text/csv").run()
+    assert any("30 arrivals over 0.12 s" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    at.button(key="bs_replay_file").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = finish_job(engine, "replay", model)
+    assert job.state == "done", job.error
+    assert list(job.result["summary"]["requests"]) == [30, 30, 30]

@@ -338,6 +338,23 @@ def test_batch_size_and_live_traffic(server, page: Page):
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     shot(page, "experiments")
     no_exception(page)
+
+    # The sweep's HTML report: one file that opens offline with its charts drawn.
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="HTML report").click()
+    saved = SHOTS.parent / "report.html"
+    download.value.save_as(saved)
+    report = page.context.new_page()
+    report.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+        "file:") else route.abort())  # offline: nothing but the file itself may load
+    report.goto(saved.resolve().as_uri())
+    expect(report.get_by_role("heading", name="Pinned for every point")).to_be_visible()
+    expect(report.locator(".js-plotly-plot .main-svg").first).to_be_visible(timeout=30_000)
+    assert report.locator(".js-plotly-plot").count() >= 4
+    assert report.locator(".js-plotly-plot .scatterlayer .trace, .js-plotly-plot .barlayer .trace"
+                          ).count() >= 4, "the report's charts have no data drawn"
+    report.screenshot(path=str(SHOTS / "report.png"), full_page=False)
+    report.close()
     expect(page.locator('[data-testid="stSidebar"]').get_by_text("No traffic running.")
            ).to_be_visible(timeout=20_000)
     no_exception(page)

@@ -575,3 +575,53 @@ def test_simulator_adds_the_overhead_at_the_rate():
     r = simulate(cost, max_batch_size=32, max_wait_ms=0.0, rate_rps=100, arrivals_s=arr)
     assert r["p50_ms"] == pytest.approx(2.0 + 1.0 + 0.05)
     assert cost.overhead_at(4000) == pytest.approx(3.0)
+
+
+def test_the_what_if_refuses_the_policies_it_does_not_model_saying_why():
+    from core.lab import CostModel, simulate, what_if_curve
+    from core.lab.costmodel import WHAT_IF_REFUSED
+    cost = CostModel(a_ms=0.2, b_ms=0.01, r2=1.0)
+    assert simulate(cost, 8, 1.0, 500.0, n_requests=500)["p50_ms"] > 0
+    for policy in ("fixed_window", "adaptive"):
+        with pytest.raises(ValueError, match="models the deadline policy only") as err:
+            simulate(cost, 8, 1.0, 500.0, n_requests=500, policy=policy)
+        assert "sweep" in str(err.value) and policy in WHAT_IF_REFUSED
+        with pytest.raises(ValueError):
+            what_if_curve(cost, 8, 1.0, [100.0], policy=policy)
+
+
+def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
+    from core.lab import arrivals_from_csv, arrivals_to_csv
+    from core.lab.replay import MAX_REPLAY_ARRIVALS
+    text = arrivals_to_csv([10.5, 10.0, 10.25])
+    assert text.splitlines()[0] == "arrived_s"
+    assert arrivals_from_csv(text) == pytest.approx([0.0, 0.25, 0.5])
+    assert arrivals_from_csv(b"t\n3\n1\n2\n") == [0.0, 1.0, 2.0]  # a single other column
+    for bad, why in ((b"a,b\n1,2\n", "no arrived_s column"),
+                     (b"arrived_s\n0.1\nsoon\n", "not finite numbers"),
+                     (b"arrived_s\n", "no rows"),
+                     (b"arrived_s\n0\n5000\n", "are the times in ms")):
+        with pytest.raises(ValueError, match=why):
+            arrivals_from_csv(bad)
+    many = "arrived_s\n" + "\n".join(["0.0"] * (MAX_REPLAY_ARRIVALS + 1))
+    with pytest.raises(ValueError, match="at most 200,000"):
+        arrivals_from_csv(many)
+
+
+def test_exports_say_what_the_settings_were_measured_under():
+    from core.lab import provenance, tf_serving_batching, triton_config
+    frame = pd.DataFrame([{"max_batch_size": 16, "max_wait_ms": 2.0, "policy": "adaptive",
+                           "latency_slo_ms": float("nan"), "instances": 1,
+                           "session_threads": 2.0}])
+    where = provenance(frame, 16, 2.0, p99_ms=10.0, load=2000.0, run_id=4)
+    assert "chosen by sweep run 4 for p99 <= 10 ms at 2,000 req/s" in where
+    assert "policy adaptive, no latency SLO, 1 instance(s), 2 ONNX Runtime thread(s)" in where
+    assert "WARNING" in where  # Triton has no adaptive policy: the export says so
+    cfg = triton_config(16, 2.0, intra_op_threads=2, comment=where)
+    assert cfg.startswith("# Batchlab: max_batch_size=16")
+    assert 'key: "intra_op_thread_count"' in cfg and 'string_value: "2"' in cfg
+    assert all(line.startswith("#") for line in cfg.splitlines()[:3])
+    tf = tf_serving_batching(16, 2.0, comment=where)
+    assert tf.startswith("# Batchlab") and "batch_timeout_micros { value: 2000 }" in tf
+    deadline = provenance(frame.assign(policy="deadline"), 16, 2.0, None, None)
+    assert "WARNING" not in deadline

@@ -62,3 +62,38 @@ def test_growing_backlog_triggers_far_fewer_full_collections_when_tuned():
 def test_bad_settings_are_refused_before_anything_changes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tune_for_serving(**kwargs)
+
+
+def test_the_engine_and_the_pages_get_different_cores():
+    from core.serving import split_cores
+    assert split_cores({3}) is None  # one core: nothing to split
+    engine, pages = split_cores({0, 1})
+    assert (engine, pages) == ({0}, {1})
+    engine, pages = split_cores(set(range(8)))
+    assert engine == set(range(6)) and pages == {6, 7}  # the engine keeps most
+    assert not engine & pages
+
+
+def test_pin_process_moves_every_thread_and_new_threads_follow():
+    # In a child: pin the whole process to one core, then start a thread; all of them
+    # (the ones that existed and the new one) run on that core only.
+    code = """
+import os, threading, json
+from core.serving import pin_process
+ready = threading.Event(); go = threading.Event(); seen = {}
+def old():
+    ready.set(); go.wait(); seen['old'] = sorted(os.sched_getaffinity(0))
+t = threading.Thread(target=old); t.start(); ready.wait()
+core = max(os.sched_getaffinity(0))
+moved = pin_process({core})
+def new(): seen['new'] = sorted(os.sched_getaffinity(0))
+n = threading.Thread(target=new); n.start(); n.join(); go.set(); t.join()
+seen['main'] = sorted(os.sched_getaffinity(0)); seen['moved'] = moved; seen['core'] = core
+print(json.dumps(seen))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, check=True, timeout=60)
+    seen = json.loads(out.stdout)
+    core = seen["core"]
+    assert seen["old"] == seen["new"] == seen["main"] == [core]
+    assert seen["moved"] >= 2

@@ -11,31 +11,35 @@ Example:
 from __future__ import annotations
 
 from .analysis import Recommendation, pareto_frontier, recommend
-from .costmodel import (ENGINE_BOUND_RPS, CostModel, calibrate_overhead, fit_cost_model,
+from .costmodel import (ENGINE_BOUND_RPS, WHAT_IF_REFUSED, CostModel, calibrate_overhead, fit_cost_model,
                         measure_overhead, profile_cost, profile_cost_frame, simulate,
                         what_if_curve)
 from .engine import Engine
 from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserve_name,
-                      mlserver_settings, tf_serving_batching, triton_config)
+                      mlserver_settings, provenance, tf_serving_batching, triton_config)
 from .history import ExperimentStore, default_store, environment
 from .job_kinds import JOB_KINDS
 from .jobs import Job, JobManager, JobStatus
 from .lab import Lab
 from .loadgen import LOAD_COLUMNS, LoadResult, closed_loop, open_loop
-from .replay import REPLAY_POLICIES, replay
+from .replay import REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, replay
+from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
 from .sweeps import SWEEP_COLUMNS, p99_interval, sweep
 from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerator,
                       TrafficManager, TrafficStatus)
 
 __all__ = [
-    "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "CostModel",
+    "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "WHAT_IF_REFUSED",
+    "CostModel",
     "calibrate_overhead", "fit_cost_model", "measure_overhead", "profile_cost",
     "profile_cost_frame", "simulate", "what_if_curve", "Engine", "MLSERVER_BATCHLAB_RUNTIME",
-    "kserve_inference_service", "kserve_name", "mlserver_settings", "tf_serving_batching",
+    "kserve_inference_service", "kserve_name", "mlserver_settings", "provenance",
+    "tf_serving_batching",
     "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "Job",
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
-    "REPLAY_POLICIES", "replay", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
+    "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
     "SWEEP_COLUMNS", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
-    "TrafficGenerator", "TrafficManager", "TrafficStatus",
+    "TrafficGenerator", "TrafficManager", "TrafficStatus", "Constraints", "SearchResult",
+    "quick_search", "setting_scores",
 ]

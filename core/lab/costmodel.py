@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from core.engine import EngineCore
 
 __all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model",
-           "measure_overhead", "calibrate_overhead", "simulate", "what_if_curve"]
+           "measure_overhead", "calibrate_overhead", "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
 
 #: Roughly what the engine serves in one process on this 2-core machine (one-row requests,
 #: docs/benchmarks.md): a cost model of a very cheap model predicts far more, so loads for
@@ -131,10 +131,30 @@ def fit_cost_model(profile: pd.DataFrame, overhead_ms: float = 0.0) -> CostModel
                      1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, float(overhead_ms))
 
 
+#: Policies the what-if does not model, and why (it says so instead of predicting them as
+#: if they were the deadline policy).
+WHAT_IF_REFUSED = {
+    "fixed_window": "the what-if models the deadline policy only: under fixed_window a "
+                    "batch leaves when a free-running timer fires, so a request's wait "
+                    "depends on the timer's phase when it arrives, which this model does "
+                    "not follow; measure it with a sweep (policy fixed_window) or the "
+                    "Batching page's replay",
+    "adaptive": "the what-if models the deadline policy only: the adaptive policy decides "
+                "each wait from the cost and arrival rate it has learned live (and sheds "
+                "by its SLO), which this model does not reproduce (it was off by 356 % "
+                "when used for it); measure it with a sweep (policy adaptive) or the "
+                "Batching page's replay",
+}
+
+
 def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_wait_ms: float,
              rate_rps: float, pattern: str = "poisson", n_requests: int = 20_000,
-             seed: int = 0, arrivals_s: np.ndarray | None = None) -> dict[str, float]:
+             seed: int = 0, arrivals_s: np.ndarray | None = None,
+             policy: str = "deadline") -> dict[str, float]:
     """Predict latency and throughput of the deadline policy for one-row requests.
+
+    ``policy`` other than ``"deadline"`` is refused (:data:`WHAT_IF_REFUSED` says why):
+    the prediction would be that of another policy, off by up to 356 % (issue #23).
 
     A discrete-event model of the engine: one server; a batch starts when the server is
     free and either ``max_batch_size`` requests are queued or the oldest has waited
@@ -142,6 +162,9 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     model's ``overhead_ms`` more before its caller has the answer. Returns p50/p95/p99/mean
     latency (ms), throughput (req/s), mean batch rows and server utilisation.
     """
+    if policy != "deadline":
+        raise ValueError(WHAT_IF_REFUSED.get(policy, f"unknown policy {policy!r}; the "
+                                             "what-if models 'deadline'"))
     rng = np.random.default_rng(seed)
     arr = (np.asarray(arrivals_s, dtype=float) if arrivals_s is not None
            else arrival_times(pattern, rate_rps, n_requests, rng)) * 1000.0  # ms
@@ -197,8 +220,11 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
 
 def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
                   rates_rps: Sequence[float], pattern: str = "poisson",
-                  n_requests: int = 5000, seed: int = 0) -> pd.DataFrame:
-    """Predicted p50/p99/throughput across arrival rates for one configuration."""
+                  n_requests: int = 5000, seed: int = 0,
+                  policy: str = "deadline") -> pd.DataFrame:
+    """Predicted p50/p99/throughput across arrival rates for one configuration (the
+    deadline policy; others are refused, see :func:`simulate`)."""
     rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
-                                               pattern, n_requests, seed)} for r in rates_rps]
+                                               pattern, n_requests, seed, policy=policy)}
+            for r in rates_rps]
     return pd.DataFrame(rows)

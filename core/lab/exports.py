@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -23,26 +23,59 @@ from core.peers import RUNTIME_MODULE
 from core.protocol import triton
 
 __all__ = ["triton_config", "tf_serving_batching", "mlserver_settings", "MLSERVER_BATCHLAB_RUNTIME",
-           "kserve_inference_service", "kserve_name"]
+           "kserve_inference_service", "kserve_name", "provenance"]
 
 
 def triton_config(max_batch_size: int, max_wait_ms: float,
                   preferred_batch_sizes: Sequence[int] | None = None,
-                  max_queue: int | None = None, instances: int | None = None) -> str:
-    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block
-    and, given ``instances``, an ``instance_group`` (:func:`core.protocol.triton.pbtxt`).
+                  max_queue: int | None = None, instances: int | None = None,
+                  intra_op_threads: int | None = None, comment: str | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block,
+    given ``instances`` an ``instance_group``, given ``intra_op_threads`` the ONNX Runtime
+    backend's thread count, and ``comment`` lines saying where it comes from
+    (:func:`core.protocol.triton.pbtxt`; :func:`provenance` writes one for a sweep).
 
     Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
     default policy (the wait starts with the oldest request).
     """
     return triton.pbtxt(max_batch_size, max_wait_ms, preferred_batch_sizes, max_queue,
-                        instances)
+                        instances, intra_op_threads, comment)
+
+
+def provenance(frame: Any, max_batch_size: int, max_wait_ms: float, p99_ms: float | None,
+               load: float | None, run_id: int | None = None) -> str:
+    """Where exported settings come from, for the export's comment lines: the run, the
+    target and load, and every setting that was pinned while they were measured; a policy
+    other than ``deadline`` is named with a warning (production servers batch by the
+    deadline rule)."""
+    rows = frame[(frame["max_batch_size"] == max_batch_size)
+                 & (frame["max_wait_ms"] == max_wait_ms)]
+    first = rows.iloc[0] if len(rows) else frame.iloc[0]
+    policy = first.get("policy", "deadline")
+    slo = first.get("latency_slo_ms")
+    threads = first.get("session_threads")
+    text = (f"Batchlab: max_batch_size={max_batch_size}, max_wait_ms={max_wait_ms:g}"
+            + (f", chosen by sweep run {run_id}" if run_id is not None else "")
+            + (f" for p99 <= {p99_ms:g} ms at {load:,.0f} req/s" if p99_ms and load else "")
+            + ".\nMeasured under policy " + str(policy)
+            + (f", latency_slo_ms={float(slo):g}" if slo is not None and slo == slo
+               else ", no latency SLO")
+            + f", {int(first.get('instances', 1) or 1)} instance(s)"
+            + (f", {int(threads)} ONNX Runtime thread(s)" if threads is not None
+               and threads == threads else "") + ".")
+    if policy != "deadline":
+        text += ("\nWARNING: measured under Batchlab's " + str(policy) + " policy; this "
+                 "server batches by the deadline rule. Sweep under policy deadline before "
+                 "relying on these numbers here.")
+    return text
 
 
 def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threads: int = 1,
-                        max_enqueued_batches: int = 100) -> str:
-    """A TF Serving ``--batching_parameters_file`` (protobuf text format)."""
-    return (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
+                        max_enqueued_batches: int = 100, comment: str | None = None) -> str:
+    """A TF Serving ``--batching_parameters_file`` (protobuf text format); ``comment`` lines
+    (where it comes from) as ``#`` lines at the top."""
+    head = "".join(f"# {line}".rstrip() + "\n" for line in (comment or "").splitlines())
+    return head + (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
             f"batch_timeout_micros {{ value: {int(round(max_wait_ms * 1000))} }}\n"
             f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n"
             f"num_batch_threads {{ value: {int(num_batch_threads)} }}\n")

@@ -24,10 +24,66 @@ from .loadgen import open_loop
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
-__all__ = ["REPLAY_POLICIES", "replay"]
+__all__ = ["REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv",
+           "MAX_REPLAY_ARRIVALS"]
+
+#: The most arrivals a replay takes (a file of more is refused, saying so).
+MAX_REPLAY_ARRIVALS = 200_000
+#: The longest span of arrivals a replay takes (seconds); each policy replays all of it.
+MAX_REPLAY_SPAN_S = 600.0
 
 
 REPLAY_POLICIES = ("deadline", "fixed_window", "adaptive")
+
+
+def arrivals_to_csv(arrivals_s: Sequence[float]) -> str:
+    """Arrivals as a file to keep and replay later: one column ``arrived_s``, seconds from
+    the first arrival."""
+    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
+    offsets = arr - arr[0] if len(arr) else arr
+    return pd.DataFrame({"arrived_s": offsets}).to_csv(index=False, float_format="%.6f")
+
+
+def arrivals_from_csv(text: str | bytes) -> list[float]:
+    """Arrival times from a CSV file to replay: the column ``arrived_s`` (what
+    :func:`arrivals_to_csv` and the Batching page write, or a timeline export), else the
+    only column; seconds, any origin (they are replayed relative to the first). Refuses,
+    saying what is wrong, a file without such a column, with non-numeric, negative-span or
+    non-finite values, more than :data:`MAX_REPLAY_ARRIVALS` arrivals, or a span longer than
+    :data:`MAX_REPLAY_SPAN_S`."""
+    import io
+    raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
+    try:
+        frame = pd.read_csv(io.StringIO(raw))
+    except (ValueError, pd.errors.ParserError) as err:
+        raise ValueError(f"the arrivals file is not a CSV file ({err}); expected a column "
+                         "arrived_s of times in seconds, one arrival per row") from None
+    if "arrived_s" in frame:
+        col = frame["arrived_s"]
+    elif frame.shape[1] == 1:
+        col = frame.iloc[:, 0]
+    else:
+        raise ValueError("the arrivals file has no arrived_s column (columns: "
+                         f"{', '.join(map(str, frame.columns[:8]))}); expected a column "
+                         "arrived_s of times in seconds, one arrival per row")
+    values = pd.to_numeric(col, errors="coerce")
+    bad = int(values.isna().sum()) + int((~np.isfinite(values.fillna(0))).sum())
+    if bad:
+        raise ValueError(f"{bad} arrival time(s) in the file are not finite numbers (first "
+                         f"rows: {', '.join(map(str, col.head(3).tolist()))}); expected "
+                         "seconds, e.g. 0.0, 0.0031, 0.0047")
+    if len(values) == 0:
+        raise ValueError("the arrivals file has no rows: nothing to replay")
+    if len(values) > MAX_REPLAY_ARRIVALS:
+        raise ValueError(f"the arrivals file has {len(values):,} arrivals; a replay takes at "
+                         f"most {MAX_REPLAY_ARRIVALS:,} (cut the file)")
+    arr = np.sort(values.to_numpy(dtype=np.float64))
+    span = float(arr[-1] - arr[0])
+    if span > MAX_REPLAY_SPAN_S:
+        raise ValueError(f"the arrivals span {span:,.0f} s; a replay takes at most "
+                         f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
+                         "must be seconds)")
+    return (arr - arr[0]).tolist()
 
 
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],

@@ -154,14 +154,18 @@ def with_batching(config: Any, max_batch_size: int | None = None,
 
 def pbtxt(max_batch_size: int, max_wait_ms: float,
           preferred_batch_sizes: Sequence[int] | None = None,
-          max_queue: int | None = None, instances: int | None = None) -> str:
-    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block
-    and, given ``instances``, an ``instance_group`` of that many CPU instances.
+          max_queue: int | None = None, instances: int | None = None,
+          intra_op_threads: int | None = None, comment: str | None = None) -> str:
+    """A Triton ``config.pbtxt`` fragment: ``max_batch_size``, a ``dynamic_batching`` block,
+    given ``instances`` an ``instance_group`` of that many CPU instances, given
+    ``intra_op_threads`` the ONNX Runtime backend's ``intra_op_thread_count``, and
+    ``comment`` (where the settings come from) as ``#`` lines at the top.
 
     Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
     default policy (the wait starts with the oldest request).
     """
-    lines = [f"max_batch_size: {int(max_batch_size)}", "dynamic_batching {"]
+    lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
+    lines += [f"max_batch_size: {int(max_batch_size)}", "dynamic_batching {"]
     for size in preferred_batch_sizes or [int(max_batch_size)]:
         lines.append(f"  preferred_batch_size: {int(size)}")
     lines.append(f"  max_queue_delay_microseconds: {_ms_to_us(max_wait_ms)}")
@@ -170,4 +174,7 @@ def pbtxt(max_batch_size: int, max_wait_ms: float,
     lines.append("}")
     if instances is not None:
         lines.append(f"instance_group [ {{ count: {int(instances)} kind: KIND_CPU }} ]")
+    if intra_op_threads is not None:
+        lines += ["parameters {", '  key: "intra_op_thread_count"',
+                  f'  value: {{ string_value: "{int(intra_op_threads)}" }}', "}"]
     return "\n".join(lines) + "\n"
