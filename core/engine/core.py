@@ -188,6 +188,16 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         A remote model has none here."""
         return self._local_entry(name, "its file is on its server").data
 
+    @property
+    def outbound_policy(self) -> Any:
+        """Where remote models may be (:class:`~core.remote.OutboundPolicy`; an engine
+        server sets one); None: anywhere."""
+        return self._loader.outbound_policy
+
+    @outbound_policy.setter
+    def outbound_policy(self, policy: Any) -> None:
+        self._loader.outbound_policy = policy
+
     def session_config(self, name: str) -> SessionConfig:
         """The ONNX Runtime session options ``name`` runs with (what a sweep over
         ``session_threads`` swaps and puts back). A remote model has none here."""

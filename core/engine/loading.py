@@ -38,6 +38,9 @@ class Loader:
         self._check_open = check_open
         self._check_arm_compatible = check_arm_compatible
         self.served_at = served_at
+        #: Where remote models may be (an engine server sets it: core/remote/policy.py);
+        #: None: anywhere (an in-process engine's caller is its owner).
+        self.outbound_policy: Any = None
 
     def load_model(self, source: str | Path | bytes | bytearray | memoryview,
                    name: str | None = None, *, replace: bool = False,
@@ -88,7 +91,8 @@ class Loader:
         self.ns.check_name_free(name, "model", replace)
         remote = connect_remote(name, url, model, version, headers, inputs=inputs,
                                 outputs=outputs, timeout_s=timeout_s,
-                                max_connections=max_connections, binary=binary)
+                                max_connections=max_connections, binary=binary,
+                                policy=self.outbound_policy)
         if not remote.batching.known and batch is not None:
             # The server does not report them: the caller says how it is deployed.
             remote.batching = ServerBatching(

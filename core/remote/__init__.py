@@ -17,9 +17,11 @@ from .discovery import connect_remote, parse_tensor_list
 from .dispatcher import RemoteDispatcher, RemoteValidator
 from .loop import client_loop
 from .model import RemoteModel
+from .policy import HOPS_HEADER, OutboundPolicy
 from .settings import BatchingSource, RemoteInfo, ServerBatching
 from .target import MAX_ANSWER_BYTES, MAX_CONTROL_ANSWER_BYTES, OIPTarget, points_at
 
 __all__ = ["connect_remote", "parse_tensor_list", "RemoteDispatcher", "RemoteValidator",
            "client_loop", "RemoteModel", "BatchingSource", "RemoteInfo", "ServerBatching",
-           "MAX_ANSWER_BYTES", "MAX_CONTROL_ANSWER_BYTES", "OIPTarget", "points_at"]
+           "MAX_ANSWER_BYTES", "MAX_CONTROL_ANSWER_BYTES", "OIPTarget", "points_at",
+           "OutboundPolicy", "HOPS_HEADER"]

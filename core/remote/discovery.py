@@ -83,11 +83,13 @@ def parse_tensor_list(text: str | None) -> list[dict[str, Any]] | None:
 def connect_remote(name: str, url: str, model: str, version: str | None = None,
                    headers: dict[str, str] | None = None, *, inputs: Any = None,
                    outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
-                   binary: bool | None = None) -> RemoteModel:
+                   binary: bool | None = None, policy: Any = None) -> RemoteModel:
     """Check the endpoint and read the model's metadata; raises
-    :class:`RemoteTargetError` saying what was tried."""
+    :class:`RemoteTargetError` saying what was tried. ``policy``: an
+    :class:`~core.remote.OutboundPolicy` the URL's addresses must pass (a server's)."""
     inputs_given, outputs_given = _declared(inputs), _declared(outputs)
-    target = OIPTarget(url, model, version, headers, timeout_s, max_connections, binary)
+    target = OIPTarget(url, model, version, headers, timeout_s, max_connections, binary,
+                       policy=policy)
     try:
         return _connect(name, target, inputs_given, outputs_given, auto_binary=binary is None)
     except BaseException:

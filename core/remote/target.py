@@ -23,9 +23,11 @@ from core.errors import (ConfigError, InputValidationError, RemoteConnectionErro
                          RemoteServerError, RequestTimeoutError)
 from core.protocol import HEADER_LENGTH, OIPError, encode_infer_request, parse_infer_response
 from .loop import client_loop
+from .policy import HOPS_HEADER, OutboundPolicy
 
 __all__ = ["OIPTarget", "describe_failure", "points_at", "server_words", "redact",
-           "MAX_ANSWER_BYTES", "MAX_CONTROL_ANSWER_BYTES"]
+           "MAX_ANSWER_BYTES", "MAX_CONTROL_ANSWER_BYTES", "MAX_CONTROL_TIMEOUT_S",
+           "MAX_SERVER_WORDS"]
 
 log = logging.getLogger("batchlab.remote")
 
@@ -34,6 +36,10 @@ log = logging.getLogger("batchlab.remote")
 #: so no server can make the engine's memory grow without bound.
 MAX_ANSWER_BYTES = 64 * 2**20
 MAX_CONTROL_ANSWER_BYTES = 4 * 2**20
+#: The longest a control call (metadata, readiness, config) may be given (seconds).
+MAX_CONTROL_TIMEOUT_S = 60.0
+#: The most of a server's error text copied into an error message (characters).
+MAX_SERVER_WORDS = 200
 
 # Answers larger than this are parsed on a worker thread, not on the shared client loop
 # (one remote model's large answers must not hold up every other remote model).
@@ -109,21 +115,37 @@ def redact(url: str) -> str:
 
 
 def server_words(answer: Any) -> str:
-    """The error text of an OIP error answer (``{"error": ...}``), else the answer's start.
-    ``answer`` is the raw body, or what ``OIPTarget.fetch_json`` made of it (None: empty)."""
+    """What a server's error answer says, for a person: the ``error`` text of an OIP error
+    answer (``{"error": ...}``), shortened to :data:`MAX_SERVER_WORDS` characters with
+    control characters removed; any other body is not copied at all (a non-OIP service's
+    answer can hold anything), only described. ``answer`` is the raw body, or what
+    ``OIPTarget.fetch_json`` made of it (None: empty)."""
     if answer is None:
-        return ""
+        return "(empty body)"
     body = answer
     if isinstance(answer, bytes):
         try:
             body = json.loads(answer)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
-        return body["error"]
-    raw = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-    text = raw[:300].decode("utf-8", "replace").strip()
-    return text or "(empty body)"
+        text = "".join(c if c.isprintable() else " " for c in body["error"]).strip()
+        return (text[:MAX_SERVER_WORDS] + "...") if len(text) > MAX_SERVER_WORDS else text
+    size = len(answer) if isinstance(answer, bytes) else len(json.dumps(answer, default=str))
+    return f"an answer of {size:,} bytes that is not an Open Inference Protocol error (not shown)"
+
+
+def _redirect_words(url: str, resp: Any) -> str:
+    """A redirect, refused: Batchlab never follows one (a redirect to another host would
+    carry the request, and its tensors, there)."""
+    location = resp.headers.get("Location", "")
+    try:
+        parts = urlsplit(location)
+        where = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "another path"
+    except ValueError:
+        where = "an invalid location"
+    return (f"{url} answered a redirect ({resp.status}) to {where}; Batchlab does not follow "
+            "redirects: give the final URL of the server")
 
 
 class OIPTarget:
@@ -135,7 +157,8 @@ class OIPTarget:
 
     def __init__(self, url: str, model: str, version: str | None = None,
                  headers: dict[str, str] | None = None, timeout_s: float = 10.0,
-                 max_connections: int = 64, binary: bool | None = True) -> None:
+                 max_connections: int = 64, binary: bool | None = True,
+                 policy: OutboundPolicy | None = None) -> None:
         if not isinstance(url, str) or not url.strip():
             raise ConfigError("url must be the server's base URL, e.g. http://127.0.0.1:8080")
         try:
@@ -152,8 +175,9 @@ class OIPTarget:
                               f"(e.g. http://127.0.0.1:8080/prefix), got {redact(url)!r}")
         if not isinstance(model, str) or not model:
             raise ConfigError("model must be the model's name on the server, e.g. 'mlp'")
-        if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s <= 3600):
-            raise ConfigError(f"timeout_s must be in (0, 3600] seconds, got {timeout_s!r}")
+        if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s <= MAX_CONTROL_TIMEOUT_S):
+            raise ConfigError(f"timeout_s must be in (0, {MAX_CONTROL_TIMEOUT_S:g}] seconds "
+                              f"(it bounds each metadata call), got {timeout_s!r}")
         if not (isinstance(max_connections, int) and 1 <= max_connections <= 1024):
             raise ConfigError("max_connections must be an integer in 1..1024, got "
                               f"{max_connections!r}")
@@ -177,6 +201,9 @@ class OIPTarget:
             netloc = host + (f":{parts.port}" if parts.port else "")
             url = parts._replace(netloc=netloc).geturl()
         self.url = url.strip().rstrip("/")
+        self.policy = policy
+        if policy is not None:  # before any request: refused addresses are never contacted
+            policy.check(self.url)
         self.model = model
         self.version = None if version in (None, "") else str(version)
         self.headers = headers
@@ -207,10 +234,14 @@ class OIPTarget:
             raise RemoteConnectionError(f"the client of {self.url} is closed (its model was "
                                         "unloaded or the engine closed)")
         if self._session is None:
-            conn = aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=30,
-                                        enable_cleanup_closed=True)
-            self._session = aiohttp.ClientSession(connector=conn, headers=self.headers,
-                                                  skip_auto_headers=("User-Agent",))
+            conn = aiohttp.TCPConnector(
+                limit=self.max_connections, keepalive_timeout=30, enable_cleanup_closed=True,
+                **({"resolver": self.policy.resolver()} if self.policy is not None else {}))
+            # The hop header: a Batchlab server receiving it does not pass the request on
+            # to a remote model of its own (a cycle of servers ends at the second hop).
+            self._session = aiohttp.ClientSession(
+                connector=conn, headers={**self.headers, HOPS_HEADER: "1"},
+                skip_auto_headers=("User-Agent",))
         return self._session
 
     async def _fetch(self, method: str, path: str, body: Any = None,
@@ -219,8 +250,10 @@ class OIPTarget:
         data = None if body is None else json.dumps(body).encode()
         timeout = aiohttp.ClientTimeout(total=timeout_s or self.timeout_s)
         async with self._get_session().request(
-                method, self.url + path, data=data, timeout=timeout,
+                method, self.url + path, data=data, timeout=timeout, allow_redirects=False,
                 headers={"Content-Type": "application/json"} if data else None) as resp:
+            if 300 <= resp.status < 400:
+                raise RemoteServerError(_redirect_words(self.url + path, resp), 502)
             try:
                 return resp.status, await _read_capped(resp, MAX_CONTROL_ANSWER_BYTES)
             except _TooLarge as err:
@@ -257,9 +290,11 @@ class OIPTarget:
             headers[HEADER_LENGTH] = str(head_len)
         try:
             async with self._get_session().post(
-                    self._infer_url, data=body, headers=headers,
+                    self._infer_url, data=body, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 status = resp.status
+                if 300 <= status < 400:
+                    raise RemoteServerError(_redirect_words(self._infer_url, resp), 502)
                 answer_len = resp.headers.get(HEADER_LENGTH)
                 raw = await _read_capped(resp, MAX_ANSWER_BYTES)
         except _TooLarge as err:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from core.errors import ModelNotFoundError
 from core.models import ModelInfo
 from core.protocol import HTTPError, oip, triton
+from core.remote import HOPS_HEADER
 from . import control, prom
 from .repository import Repository
 
@@ -50,6 +51,13 @@ class RequestIn(Protocol):
 
 class Routes:
     """Answers requests for one engine (see :mod:`core.serving.server` for the table)."""
+
+    def _forwards(self, name: str) -> bool:
+        """Whether a request to ``name`` leaves this server (a remote model, or an A/B
+        experiment with a remote arm)."""
+        engine = self.engine
+        names = engine.ab_arms(name) if name in engine.ab_experiments() else (name,)
+        return any(engine.remote_info(n) is not None for n in names)
 
     def __init__(self, engine: Any, max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
         self.engine = engine
@@ -140,6 +148,14 @@ class Routes:
                                  f"{', '.join(engine.model_names() + engine.ab_experiments())}")
 
     def _infer(self, name: str, info: ModelInfo, req: RequestIn) -> Any:
+        if req.header(HOPS_HEADER) is not None and self._forwards(name):
+            # It came from another Batchlab engine's remote model and would go out again
+            # to a remote model here: a cycle of servers (or a chain) ends here.
+            raise HTTPError(508, f"model {name!r} is a remote model (or an experiment with "
+                                 "one) on this server, and this request already came "
+                                 f"through another Batchlab server ({HOPS_HEADER}): passing "
+                                 "it on could loop between servers; point the first server "
+                                 "at the model's own server instead")
         raw = req.raw_body()
         header = req.header(oip.HEADER_LENGTH)
         try:

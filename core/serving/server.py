@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from core.config import EngineConfig
+from core.remote import OutboundPolicy
 from core.errors import BatchlabError
 from core.lab import Engine
 from core.protocol import HTTPError, status_of
@@ -245,8 +246,12 @@ class EngineServer:
     """
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8000,
-                 max_body_bytes: int = DEFAULT_MAX_BODY) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY,
+                 outbound: OutboundPolicy | None = OutboundPolicy()) -> None:
         self.engine = engine
+        # Anyone who reaches the server can add remote models: where they may be is this
+        # policy's (core/remote/policy.py); None leaves the engine's own (in-process: none).
+        self.outbound = outbound
         self._server = _Server((host, port), engine, max_body_bytes)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="oip-server", daemon=True)
@@ -265,6 +270,9 @@ class EngineServer:
         # to it for ever): it learns where it is served.
         host, port = self._server.server_address[:2]
         self.engine.served_at.add((str(host), int(port)))
+        if self.outbound is not None:
+            current = self.engine.outbound_policy or self.outbound
+            self.engine.outbound_policy = current.with_served(str(host), int(port))
         self._thread.start()
         return self
 
@@ -309,6 +317,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-probe", action="store_true",
                     help="load uploads without the trial run in a child process")
     ap.add_argument("--no-demo-models", action="store_true")
+    ap.add_argument("--allow-remote", action="append", metavar="NET_OR_HOST",
+                    default=[r.strip() for r in os.environ.get(
+                        "BATCHLAB_ALLOW_REMOTE", "").split(",") if r.strip()],
+                    help="also allow remote models at this network (10.0.0.0/8) or host "
+                         "(repeatable; default from BATCHLAB_ALLOW_REMOTE, comma-separated); "
+                         "loopback and public addresses are allowed, private and link-local "
+                         "ones refused unless named here")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -319,7 +334,8 @@ def main(argv: list[str] | None = None) -> None:
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models))
     tune_for_serving()
-    server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20))
+    server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
+                          outbound=OutboundPolicy(allow=tuple(args.allow_remote)))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
