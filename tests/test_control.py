@@ -500,16 +500,16 @@ def _raw_http(port: int, request: bytes) -> bytes:
 
 def test_bodies_the_server_will_not_read(pair):
     engine, server, _ = pair
-    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                     b"Content-Length: -1\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length must be >= 0" in answer
-    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+    answer = _raw_http(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 411") and b"chunked" in answer
     small = EngineServer(engine, port=0, max_body_bytes=4096).start()
     try:  # only an upload may be larger than the data plane's limit
         body = json.dumps({"args": [0] * 5000}).encode()
-        answer = _raw_http(small.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: x\r\n"
+        answer = _raw_http(small.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                        b"Content-Length: %d\r\n\r\n" % len(body) + body)
         assert answer.startswith(b"HTTP/1.1 413")
     finally:

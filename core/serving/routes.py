@@ -18,6 +18,7 @@ from core.models import ModelInfo
 from core.protocol import HTTPError, oip, triton
 from core.remote import HOPS_HEADER
 from . import control, prom
+from .guard import RequestGuard
 from .repository import Repository
 
 __all__ = ["Routes", "RequestIn", "Text", "EXTENSIONS", "DEFAULT_MAX_BODY"]
@@ -66,9 +67,26 @@ class Routes:
         self.max_upload_bytes = max(max_body_bytes,
                                     engine.config.max_model_bytes * 4 // 3 + 2**20)
         self.repository = Repository(engine)
+        #: Refuses what a web page could forge (core/serving/guard.py); the server binds it.
+        self.guard = RequestGuard()
+
+    @staticmethod
+    def _writes(path: str) -> bool:
+        """Whether a control or repository call may change state (reads are listed in the
+        contract; the repository's index only reads)."""
+        if path.startswith("/v2/repository"):
+            return path != "/v2/repository/index"
+        m = _CONTROL_PATH.match(path)
+        if m is None:
+            return False
+        contract = control.ENGINE_CONTRACT if m.group(1) == "engine" else control.STORE_CONTRACT
+        spec = contract.get(m.group(2))
+        return spec is None or not spec.reads
 
     def route(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
         engine = self.engine
+        control = path.startswith("/v1/") or path.startswith("/v2/repository")
+        self.guard.check(method, path, req, control, control and self._writes(path))
         if path.startswith("/v1/") or path == "/metrics" or path.startswith("/v2/repository"):
             return self._route_control(method, path, req)
         if method == "GET" and path == "/v2":

@@ -270,6 +270,7 @@ class EngineServer:
         # to it for ever): it learns where it is served.
         host, port = self._server.server_address[:2]
         self.engine.served_at.add((str(host), int(port)))
+        self._server.routes.guard.bind(str(host), int(port))
         if self.outbound is not None:
             current = self.engine.outbound_policy or self.outbound
             self.engine.outbound_policy = current.with_served(str(host), int(port))

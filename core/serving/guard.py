@@ -1,0 +1,110 @@
+"""Requests a web page could forge are refused: the server is driven by its clients (the
+dashboard, notebooks, OIP clients), never by a page open in the user's browser.
+
+A browser lets any page send simple requests to any address, loopback included: a form
+post (``application/x-www-form-urlencoded``, ``multipart/form-data``, ``text/plain``) or a
+``fetch`` with those types needs no permission, and DNS rebinding makes a foreign name
+resolve to 127.0.0.1. So, on every request (checks that hold whatever HTTP stack serves the
+routes, as Jupyter does for its server):
+
+* **Origin**: a request that carries an ``Origin`` (browsers add it to cross-site requests)
+  must come from the server's own origin; ``Origin: null`` (sandboxed frames, files) and
+  ``Sec-Fetch-Site: cross-site`` are refused too (403);
+* **Host**: a server bound to loopback answers only requests addressed to a loopback name
+  (``127.0.0.1``, ``localhost``, ``[::1]``) on its own port, not a rebound foreign name (403);
+* **state changes only by POST with a JSON body** on the control API and the repository
+  extension: a form's or a page's simple types (``text/plain``, form encodings) are refused
+  (415; ``application/json`` cannot be sent cross-site without the browser asking the server
+  first, and OIP clients such as tritonclient send no type); a control method that changes
+  anything is refused on GET (405).
+
+Example:
+    >>> guard = RequestGuard(); guard.bind("127.0.0.1", 8000)
+    >>> guard.check("POST", "/v1/engine/unload_model", req)   # raises HTTPError(403/415)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from core.protocol import HTTPError
+
+__all__ = ["RequestGuard"]
+
+_LOOPBACK_NAMES = {"localhost", "localhost."}
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_host(value: str) -> tuple[str, int | None]:
+    try:
+        parts = urlsplit("//" + value.strip())
+        return (parts.hostname or ""), parts.port
+    except ValueError:
+        return "", None
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+class RequestGuard:
+    """The checks of the module docstring, for a server bound to (host, port)."""
+
+    def __init__(self) -> None:
+        self.host: str | None = None
+        self.port: int | None = None
+
+    def bind(self, host: str, port: int) -> None:
+        self.host, self.port = str(host), int(port)
+
+    def check(self, method: str, path: str, req: Any, control: bool,
+              writes: bool) -> None:
+        """Raise :class:`HTTPError` for a request that must be refused. ``control``: the
+        control API or repository extension; ``writes``: the call may change state."""
+        origin = req.header("Origin")
+        host_header = req.header("Host") or ""
+        if req.header("Sec-Fetch-Site") == "cross-site":
+            raise HTTPError(403, "a cross-site request (from a page on another site) cannot "
+                                 "drive this server")
+        if origin is not None:
+            if origin.strip() == "null":
+                raise HTTPError(403, "a request from an opaque origin (Origin: null: a "
+                                     "sandboxed frame or a local file) cannot drive this server")
+            o = urlsplit(origin.strip())
+            o_host, o_port = o.hostname or "", o.port or (443 if o.scheme == "https" else 80)
+            h_host, h_port = _split_host(host_header)
+            same = (o_host == h_host and o_port == (h_port or 80)) or (
+                _is_loopback(o_host) and _is_loopback(h_host) and o_port == (h_port or 80))
+            if not same:
+                raise HTTPError(403, f"a request from the page origin {origin!r} cannot drive "
+                                     "this server (only its own clients; cross-origin "
+                                     "requests are refused)")
+        if self.host is not None and _is_loopback(self.host) and host_header:
+            h_host, h_port = _split_host(host_header)
+            if not _is_loopback(h_host) or (h_port is not None and h_port != self.port):
+                raise HTTPError(403, f"this server listens on loopback and answers requests "
+                                     f"addressed to it (Host: 127.0.0.1:{self.port} or "
+                                     f"localhost:{self.port}), not Host: {host_header!r} "
+                                     "(what a rebound DNS name sends)")
+        if control and method == "POST":
+            kind = _media_type(req.header("Content-Type"))
+            # The types a page may send without asking the server first (CORS "simple"
+            # requests) are refused; no type at all is what OIP clients such as
+            # tritonclient send (a browser that sends none also sends its Origin).
+            if kind and kind != "application/json":
+                raise HTTPError(415, f"the control API takes JSON bodies (Content-Type: "
+                                     f"application/json), got {kind!r}")
+        if control and writes and method != "POST":
+            raise HTTPError(405, f"{path} changes the engine's state: use POST with a JSON "
+                                 "body")

@@ -1,0 +1,134 @@
+"""A web page cannot drive the engine server (issue #24): cross-origin requests, forged
+simple POSTs, GETs with side effects and rebound Host names are refused; the server's own
+clients (RemoteEngine, tritonclient-style POSTs without a type) still work. Plain HTTP from
+the tests, and a real chromium visiting a hostile page on another origin."""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import json
+import threading
+
+import pytest
+
+from core import Engine, build_demo_model
+from core.serving import EngineServer, RemoteEngine
+
+
+@pytest.fixture
+def served():
+    engine = Engine(demo_models=False)
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(engine, port=0).start()
+    yield engine, server
+    server.close()
+    engine.close()
+
+
+def call(server, method: str, path: str, body: bytes | None = None, **headers: str):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers={k.replace("_", "-"): v
+                                                        for k, v in headers.items()})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+UNLOAD = json.dumps({"args": ["tiny"]}).encode()
+
+
+def test_forged_requests_are_refused_and_the_model_stays(served):
+    engine, server = served
+    assert call(server, "GET", "/v1/engine/reset_metrics")[0] == 405  # a GET changes nothing
+    assert call(server, "GET", "/v1/engine/model_names")[0] == 200   # reads are fine
+    for kind in ("text/plain", "application/x-www-form-urlencoded",
+                 "multipart/form-data; boundary=x"):
+        status, body = call(server, "POST", "/v1/engine/unload_model", UNLOAD,
+                            Content_Type=kind)
+        assert status == 415 and b"application/json" in body, (kind, body)
+    status, body = call(server, "POST", "/v1/engine/unload_model", UNLOAD,
+                        Content_Type="application/json", Origin="http://evil.example")
+    assert status == 403 and b"evil.example" in body
+    assert call(server, "POST", "/v1/engine/unload_model", UNLOAD,
+                Content_Type="application/json", Origin="null")[0] == 403
+    assert call(server, "POST", "/v1/engine/unload_model", UNLOAD,
+                Content_Type="application/json", Sec_Fetch_Site="cross-site")[0] == 403
+    status, body = call(server, "POST", "/v1/engine/unload_model", UNLOAD,
+                        Content_Type="application/json", Host=f"evil.example:{server.port}")
+    assert status == 403 and b"rebound" in body
+    assert call(server, "POST", "/v2/repository/models/tiny/unload", b"{}",
+                Content_Type="text/plain")[0] == 415
+    assert call(server, "POST", "/v2/models/tiny/infer", b"{}",
+                Origin="http://evil.example")[0] == 403  # the data plane too
+    assert engine.model_names() == ["tiny"]
+
+
+def test_the_servers_own_clients_still_work(served):
+    engine, server = served
+    client = RemoteEngine.connect(server.url, timeout_s=30)
+    try:
+        assert client.model_names() == ["tiny"]
+        client.configure("tiny", max_wait_ms=1.0)
+        # same-origin (a page served by the server itself) and localhost names pass
+        assert call(server, "GET", "/v1/engine/model_names",
+                    Host=f"localhost:{server.port}",
+                    Origin=f"http://localhost:{server.port}")[0] == 200
+        # an OIP client that sends no Content-Type (tritonclient) may use the repository
+        assert call(server, "POST", "/v2/repository/models/tiny/unload", b"{}")[0] == 200
+        assert client.model_names() == []
+    finally:
+        client.close()
+    assert engine.batch_config  # the engine is untouched otherwise
+
+
+class _Attacker(http.server.BaseHTTPRequestHandler):
+    page = b""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.page)))
+        self.end_headers()
+        self.wfile.write(self.page)
+
+
+def test_a_page_on_another_origin_cannot_change_anything(served, page):
+    engine, server = served
+    target = server.url
+    _Attacker.page = f"""<!doctype html><html><body>
+<form id="f" method="POST" action="{target}/v1/engine/unload_model" enctype="text/plain">
+  <input name='{{"args": ["tiny"], "x": "' value='"}}'>
+</form>
+<iframe name="sink"></iframe>
+<script>
+  const done = [];
+  fetch("{target}/v1/engine/unload_model", {{method: "POST", mode: "no-cors",
+        headers: {{"Content-Type": "text/plain"}}, body: JSON.stringify({{args: ["tiny"]}})}})
+    .finally(() => done.push("fetch"));
+  fetch("{target}/v1/engine/reset_metrics", {{mode: "no-cors"}}).finally(() => done.push("get"));
+  fetch("{target}/v1/store/delete", {{method: "POST", mode: "no-cors",
+        body: new Blob(['{{"args": [1]}}'])}}).finally(() => done.push("blob"));
+  document.getElementById("f").target = "sink";
+  document.getElementById("f").submit();
+  window.attackDone = done;
+</script></body></html>""".encode()
+    attacker = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Attacker)
+    attacker.daemon_threads = True
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        engine.predict("tiny", engine.sample_input("tiny"))
+        page.goto(f"http://localhost:{attacker.server_address[1]}/")  # another origin
+        page.wait_for_function("window.attackDone && window.attackDone.length === 3",
+                               timeout=30_000)
+        page.wait_for_timeout(500)  # the form post's answer
+        assert engine.model_names() == ["tiny"]
+        assert engine.metrics("tiny").total_requests == 1  # not reset
+    finally:
+        attacker.shutdown()
+        attacker.server_close()
