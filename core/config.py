@@ -88,7 +88,7 @@ class BatchConfig:
         _check_choice("policy", self.policy, tuple(registered_policies()))
         _check_int("max_queue", self.max_queue, 1, 10_000_000)
         if self.timeout_ms is not None:
-            _check_float("timeout_ms", self.timeout_ms, 0.001, 86_400_000.0)
+            _check_float("timeout_ms", self.timeout_ms, 0.001, MAX_TIMEOUT_MS)
         if self.latency_slo_ms is not None:
             _check_float("latency_slo_ms", self.latency_slo_ms, 0.001, 86_400_000.0)
             if self.policy != "adaptive":
@@ -113,12 +113,16 @@ class BatchConfig:
 MAX_INSTANCES = 8
 
 
+#: The longest per-request timeout (a day, as for ``BatchConfig.timeout_ms``).
+MAX_TIMEOUT_MS = 86_400_000.0
+
+
 def check_timeout_ms(value: Any) -> float:
-    """A per-request timeout: a positive finite number of milliseconds."""
+    """A per-request timeout: a positive finite number of milliseconds, at most a day."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0):
-        raise ConfigError(f"timeout_ms must be a positive finite number of milliseconds, "
-                          f"got {value!r}")
+            or not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT_MS):
+        raise ConfigError(f"timeout_ms must be a positive number of milliseconds, at most "
+                          f"{MAX_TIMEOUT_MS:,.0f} (a day), got {value!r}")
     return float(value)
 
 

@@ -132,3 +132,52 @@ def test_a_page_on_another_origin_cannot_change_anything(served, page):
     finally:
         attacker.shutdown()
         attacker.server_close()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        chunks = []
+        while True:  # the server closes the connection after these answers
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def test_ambiguous_lengths_are_refused_and_the_connection_closed(served):
+    _, server = served
+    body = b'{"args": []}'
+    smuggle = b"GET /v1/engine/reset_metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    for lengths in ((b"12", b"%d" % (len(body) + len(smuggle))), (b"12", b"12")):
+        request = (b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   b"Content-Type: application/json\r\n"
+                   + b"".join(b"Content-Length: " + v + b"\r\n" for v in lengths)
+                   + b"\r\n" + body + smuggle)
+        answer = _raw(server.port, request)
+        assert answer.startswith(b"HTTP/1.1 400") and b"Content-Length headers" in answer
+        assert answer.count(b"HTTP/1.1") == 1  # the rest was not served as a request
+    for value in (b"+12", b"1_2", b" 1 2"):
+        answer = _raw(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: " + value
+                      + b"\r\n\r\n" + body)
+        assert answer.startswith(b"HTTP/1.1 400") and b"plain digits" in answer, value
+
+
+def test_client_mistakes_are_4xx_with_a_reason(served):
+    _, server = served
+    status, body = call(server, "POST", "/v1/engine/no_such_method", b"{}",
+                        Content_Type="application/json")
+    assert status == 404 and b"no control method engine.no_such_method" in body
+    deep = b"[" * 100_000 + b"]" * 100_000
+    status, body = call(server, "POST", "/v1/engine/status", deep,
+                        Content_Type="application/json")
+    assert status == 400, body
+    engine = served[0]
+    from core import ConfigError
+    from core.protocol import status_of
+    with pytest.raises(ConfigError, match="at most 86,400,000"):  # was an OverflowError
+        engine.predict("tiny", engine.sample_input("tiny"), timeout_ms=1e308)
+    assert status_of(OverflowError("a number the client sent")) == 400

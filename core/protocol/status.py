@@ -31,8 +31,9 @@ _STATUS: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
     ((ModelNotFoundError, KeyError), 404),
     ((OverloadedError, EngineClosedError), 503),
     ((RequestTimeoutError,), 504),
-    # the engine's argument checks raise ValueError too (WireError is one)
-    ((InputValidationError, ConfigError, ValueError), 400),
+    # the engine's argument checks raise ValueError too (WireError is one); an
+    # OverflowError comes from a number the client sent (timeout_ms=1e308)
+    ((InputValidationError, ConfigError, ValueError, OverflowError), 400),
 )
 
 # The error a client raises for a status when the answer names no Batchlab error.

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ConfigError
+from core.protocol import HTTPError
 from .wire_types import WIRE
 
 __all__ = ["Method", "ENGINE_CONTRACT", "ENGINE_METHODS", "STORE_CONTRACT", "STORE_METHODS",
@@ -100,8 +101,8 @@ def call(engine: Any, room: str, method: str, body: Any) -> Any:
     encoded for the wire. Raises what the method raises."""
     allowed = ENGINE_METHODS if room == "engine" else STORE_METHODS
     if method not in allowed:
-        raise LookupError(f"no control method {room}.{method}; available: "
-                          f"{', '.join(sorted(allowed))}")
+        raise HTTPError(404, f"no control method {room}.{method}; available: "
+                             f"{', '.join(sorted(allowed))}")
     if body is None:
         body = {}
     if not isinstance(body, dict):

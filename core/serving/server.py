@@ -102,22 +102,19 @@ class _Handler(BaseHTTPRequestHandler):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as err:
             raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
+        except RecursionError:
+            raise HTTPError(400, "the request body nests JSON too deeply") from None
 
     def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise HTTPError(411, "chunked request bodies are not accepted; send a "
                                   "Content-Length header")
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None and not required:
+        length = self._content_length()
+        if length is None and not required:
             return None
-        try:
-            length = int(raw_length or "")
-        except ValueError:
-            raise HTTPError(411, "a Content-Length header is required") from None
-        if length < 0:
-            self.close_connection = True
-            raise HTTPError(400, f"Content-Length must be >= 0, got {length}")
+        if length is None:
+            raise HTTPError(411, "a Content-Length header is required")
         limit = limit or self.server.routes.max_body_bytes
         if length > limit:
             # Read and drop the body in small chunks (never holding it), so the client gets
@@ -136,6 +133,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw and not required:
             return None
         return raw
+
+    def _content_length(self) -> int | None:
+        """The body's length: one Content-Length of plain digits, or None when there is
+        none. Two headers (even equal), a sign, spaces inside or underscores are refused and
+        the connection closed: behind a proxy that reads another of them, the rest of the
+        body would be taken for a second request (request smuggling)."""
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return None
+        if len(values) > 1:
+            self.close_connection = True
+            raise HTTPError(400, f"{len(values)} Content-Length headers; send exactly one")
+        raw = values[0].strip()
+        if not raw.isascii() or not raw.isdigit():
+            self.close_connection = True
+            raise HTTPError(400, f"Content-Length must be >= 0 and plain digits, got {raw!r}")
+        return int(raw)
 
     def _dispatch(self, method: str) -> None:
         self._consumed = False
@@ -177,9 +191,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._consumed or self.close_connection:
             return
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
+            length = self._content_length() or 0
+        except HTTPError:
+            return  # refused already (the connection closes)
         if length == 0:
             return
         if length < 0 or length > self.server.routes.max_upload_bytes \
