@@ -133,11 +133,12 @@ class OutboundPolicy:
         if (kind == "loopback" and self.loopback) or (kind == "public" and self.public):
             return None
         return (f"{host} resolves to {ip}, a {kind} address, and this engine server sends "
-                f"requests only to {self._allowed_words()}. To allow it, start the server "
+                f"requests only to {self.allowed_words()}. To allow it, start the server "
                 f"with --allow-remote {ip if kind != 'unspecified' else host} (or its "
                 "network, e.g. 10.0.0.0/8; for make run, set BATCHLAB_ALLOW_REMOTE)")
 
-    def _allowed_words(self) -> str:
+    def allowed_words(self) -> str:
+        """What this policy allows, in words (for messages and the server's log)."""
         kinds = [k for k, on in (("loopback", self.loopback), ("public", self.public)) if on]
         extra = [str(n) for n in self._networks] + sorted(self._hosts)
         return (" and ".join(kinds) + " addresses" if kinds else "no addresses") + (

@@ -360,6 +360,8 @@ def main(argv: list[str] | None = None) -> None:
     server.start()
     log.info("serving the Open Inference Protocol and the control API on %s (models: %s)",
              server.url, ", ".join(engine.model_names()))
+    log.info("remote models may be at %s (--allow-remote adds networks or hosts)",
+             engine.outbound_policy.allowed_words())
     stop.wait()
     log.info("stopping: draining accepted requests")
     engine.close()  # finishes (or fails) every accepted request; answers go out first
