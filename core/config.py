@@ -121,8 +121,8 @@ def check_timeout_ms(value: Any) -> float:
     """A per-request timeout: a positive finite number of milliseconds, at most a day."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT_MS):
-        raise ConfigError(f"timeout_ms must be a positive number of milliseconds, at most "
-                          f"{MAX_TIMEOUT_MS:,.0f} (a day), got {value!r}")
+        raise ConfigError(f"timeout_ms must be a positive finite number of milliseconds, "
+                          f"at most {MAX_TIMEOUT_MS:,.0f} (a day), got {value!r}")
     return float(value)
 
 
