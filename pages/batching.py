@@ -284,9 +284,10 @@ with st.container(border=True):
             except ValueError as err:
                 st.error(f"Cannot replay {up.name}: {err}")
             else:
-                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s "
-                           f"({len(arrivals) / max(arrivals[-1], 1e-9):,.0f} req/s on "
-                           "average); each policy replays all of them.")
+                rate = (f" ({len(arrivals) / arrivals[-1]:,.0f} req/s on average)"
+                        if len(arrivals) > 1 and arrivals[-1] > 0 else "")
+                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s{rate}; "
+                           "each policy replays all of them.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
                     start_job(engine, "replay", model, "Could not replay",

@@ -31,8 +31,9 @@ if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
                "effect on it.")
 
-def report_button(run: dict, slo_ms: float, key: str) -> None:
-    """Download the run's self-contained HTML report (made when clicked)."""
+def report_button(run: dict, slo_ms: float | None, key: str) -> None:
+    """Download the run's self-contained HTML report (made when clicked); ``slo_ms`` None:
+    the target the run was measured at (its goodput was counted within that one)."""
     def make() -> str:
         try:
             memory = engine.memory_profile(run["config"].get("model", model))
@@ -116,12 +117,11 @@ with st.container(border=True):
              "miss. Typically a fraction of the grid's points.")
     if quick:
         q1, q2, q3 = st.columns(3)
-        threads = q1.multiselect("ONNX Runtime threads", list(range(1, 9)),
-                                 [engine.session_config(model).intra_op_threads or 1]
-                                 if hasattr(engine, "session_config") else [1],
-                                 key="exp_threads",
+        threads = q1.multiselect("ONNX Runtime threads", list(range(1, 9)), [],
+                                 key="exp_threads", placeholder="the model's own",
                                  help="Intra-op threads to try (each a hot swap of the model "
-                                      "with those session options; its own come back after).")
+                                      "with those session options; its own come back after). "
+                                      "Empty: only the model's own.")
         min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7, value=None,
                                    key="exp_min_tput",
                                    help="A setting that cannot serve this many requests per "
@@ -159,7 +159,7 @@ with st.container(border=True):
             st.dataframe(r["scores"], hide_index=True, key="exp_search_table")
             if r.get("run_id"):
                 try:
-                    report_button(store.get(r["run_id"]), float(slo), "exp_search_report")
+                    report_button(store.get(r["run_id"]), None, "exp_search_report")
                 except KeyError:  # deleted from the history meanwhile
                     pass
             for setting, why in r.get("excluded", {}).items():
@@ -211,7 +211,7 @@ if result and result[0] == model:
                                              chosen_load=rec.load),
                         key="exp_pareto")
         st.dataframe(frame, hide_index=True, key="exp_table")
-        report_button(run, float(slo), "exp_report")
+        report_button(run, None, "exp_report")
         if rec.max_batch_size is not None:
             e1, e2, e3 = st.columns(3)
             where = provenance(frame, rec.max_batch_size, rec.max_wait_ms, float(slo), rec.load,

@@ -186,3 +186,18 @@ def test_admission_predicts_with_a_high_percentile_of_recent_slowdowns():
     assert est.slowdown_high == 3.0 and SLOWDOWN_QUANTILE == 0.9  # ...the p90 does not
     typical, high = est.drain_s(64, 4), est.drain_s(64, 4, high=True)
     assert high == pytest.approx(typical / est.slowdown * 3.0)
+
+
+def test_the_high_slowdown_is_forgotten_after_a_quiet_spell():
+    from core.policies import estimators
+    est = estimators.CostEstimator()
+    for rows in (1, 4, 16, 1, 4, 16, 1, 4):
+        est.observe(rows, 0.001 + 0.0001 * rows)
+    for _ in range(16):
+        est.observe_cycle(16, est.predict(16) * 5.0)
+    assert est.slowdown_high == 5.0
+    est.relax()  # right after the crowded spell: kept
+    assert est.slowdown_high == 5.0
+    est._last_ratio_t -= estimators._RATIO_TTL_S + 1  # no backlogged cycle for a while
+    est.relax()
+    assert est.slowdown_high == 1.0 and est.drain_s(16, 1, high=True) == est.drain_s(16, 1)

@@ -597,6 +597,7 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
     assert text.splitlines()[0] == "arrived_s"
     assert arrivals_from_csv(text) == pytest.approx([0.0, 0.25, 0.5])
     assert arrivals_from_csv(b"t\n3\n1\n2\n") == [0.0, 1.0, 2.0]  # a single other column
+    assert arrivals_from_csv(b"3\n1\n2\n") == [0.0, 1.0, 2.0]  # no header: row one kept
     for bad, why in ((b"a,b\n1,2\n", "no arrived_s column"),
                      (b"arrived_s\n0.1\nsoon\n", "not finite numbers"),
                      (b"arrived_s\n", "no rows"),

@@ -181,3 +181,37 @@ def test_client_mistakes_are_4xx_with_a_reason(served):
     with pytest.raises(ConfigError, match="at most 86,400,000"):  # was an OverflowError
         engine.predict("tiny", engine.sample_input("tiny"), timeout_ms=1e308)
     assert status_of(OverflowError("a number the client sent")) == 400
+
+
+class _Req:
+    def __init__(self, **headers):
+        self.h = {k.replace("_", "-").lower(): v for k, v in headers.items()}
+
+    def header(self, name):
+        return self.h.get(name.lower())
+
+
+def test_host_rules_for_loopback_wildcard_and_port_forwards():
+    from core.protocol import HTTPError
+    from core.serving.guard import RequestGuard
+    loop = RequestGuard()
+    loop.bind("127.0.0.1", 8000)
+    loop.check("POST", "/v1/engine/status", _Req(Host="127.0.0.1:9000"), True, False)  # ssh -L
+    loop.check("POST", "/v1/engine/status", _Req(Host="[::1]:8000"), True, False)
+    wild = RequestGuard(allowed_hosts=("gpu-box.lan",))
+    wild.bind("0.0.0.0", 8000)
+    wild.check("POST", "/v1/engine/status", _Req(Host="10.0.0.5:8000"), True, False)
+    wild.check("POST", "/v1/engine/status", _Req(Host="gpu-box.lan:8000"), True, False)
+    with pytest.raises(HTTPError, match="--allow-host evil.example") as err:
+        # a rebound name is same-origin with itself: its Origin check alone passes
+        wild.check("POST", "/v1/engine/unload_model",
+                   _Req(Host="evil.example:8000", Origin="http://evil.example:8000"), True, True)
+    assert err.value.status == 403
+
+
+def test_a_length_of_too_many_digits_is_refused(served):
+    _, server = served
+    answer = _raw(server.port, b"POST /v1/engine/status HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: " + b"9" * 5000
+                  + b"\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 400") and b"plain digits" in answer

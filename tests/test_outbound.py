@@ -149,3 +149,13 @@ def test_a_cycle_of_two_servers_ends_at_the_second_hop():
             s.close()
         for e in (a_engine, b_engine):
             e.close()
+
+
+def test_a_wildcard_bound_server_refuses_itself_but_not_other_machines_on_its_port():
+    policy = OutboundPolicy(allow=("10.0.0.0/8",)).with_served("0.0.0.0", 8000)
+    assert policy.check("http://10.1.2.3:8000")  # another machine, allowed by the rule
+    for own in ("http://127.0.0.1:8000", "http://0.0.0.0:8000"):
+        with pytest.raises(ConfigError, match="this engine server itself"):
+            policy.check(own)
+    with pytest.raises(ConfigError, match="not a valid network"):
+        OutboundPolicy(allow=("10.0.0.0/33",))

@@ -231,3 +231,37 @@ def test_a_point_says_when_another_process_took_the_engines_cores():
         hog.wait()
     assert v["other_cpu_cores"] >= sweeps.DISTURBED_CPU_CORES
     assert "other processes used" in v["disturbed"]
+
+
+def test_a_cancelled_search_says_so_and_scores_only_settings_measured_through(table):
+    import threading
+    table.capacity = staticmethod(_peak)
+    stop = threading.Event()
+    seen = []
+
+    def progress(points, row):
+        seen.append(row)
+        if points == 4:  # (4, 0 ms, 1 thread) passed 1,000 and would climb on
+            stop.set()
+
+    res = quick_search(object(), "m", BATCHES, WAITS, LOADS, Constraints(p99_ms=10),
+                       session_threads=[1, 2], progress=progress, stop=stop)
+    assert not res.complete and res.reason.startswith("Cancelled")
+    scored = {(int(r.max_batch_size), float(r.max_wait_ms), int(r.session_threads))
+              for r in res.scores.itertuples()}
+    cut = (seen[-1]["max_batch_size"], seen[-1]["max_wait_ms"], seen[-1]["session_threads"])
+    assert cut not in scored and len(scored) >= 1  # the setting cut short is not scored
+    assert table.last.restored
+
+
+def test_the_recommendation_keeps_thread_counts_apart():
+    from core.lab import recommend
+    rows = []
+    for t, p99_low in ((1.0, 40.0), (2.0, 3.0)):  # 1 thread misses at the lower load
+        for load, p99 in ((500, p99_low), (1000, 4.0)):
+            rows.append({"max_batch_size": 8, "max_wait_ms": 1.0, "session_threads": t,
+                         "load_kind": "rate", "load": float(load), "achieved_rps": float(load),
+                         "p99_ms": p99, "error_rate": 0.0, "p99_ci_low_ms": p99 * 0.9,
+                         "p99_ci_high_ms": p99 * 1.1})
+    rec = recommend(pd.DataFrame(rows), p99_slo_ms=10)
+    assert rec.load == 1000 and "2 ONNX Runtime thread(s)" in rec.reason

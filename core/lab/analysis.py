@@ -59,10 +59,18 @@ def _sustained(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float) ->
         & (frame["achieved_rps"] > 0)
 
 
+def _setting_keys(f: pd.DataFrame) -> list[str]:
+    """What makes a setting: batch size and wait, and the thread count where it was swept."""
+    keys = ["max_batch_size", "max_wait_ms"]
+    if "session_threads" in f and f["session_threads"].nunique(dropna=True) > 1:
+        keys.append("session_threads")
+    return keys
+
+
 def _holds_below(f: pd.DataFrame) -> pd.Series:
     """Per row: every point of its setting and load kind at a lower load passed too."""
     out = pd.Series(True, index=f.index)
-    for _, g in f.groupby(["max_batch_size", "max_wait_ms", "load_kind"], sort=False):
+    for _, g in f.groupby(_setting_keys(f) + ["load_kind"], sort=False, dropna=False):
         g = g.sort_values("load")
         out[g.index] = g["pass"].astype(bool).cummin().to_numpy()
     return out
@@ -188,6 +196,8 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     chosen = ties.sort_values(["max_wait_ms", "max_batch_size"]).iloc[0]
     unit = "req/s" if kind == "rate" else "clients"
     settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"
+    if "session_threads" in _setting_keys(f) and pd.notna(chosen.get("session_threads")):
+        settings += f", {int(chosen['session_threads'])} ONNX Runtime thread(s)"
     ci = (float(chosen.p99_ci_low_ms), float(chosen.p99_ci_high_ms))
     ci_text = (f" (95% interval {ci[0]:.2f}-{ci[1]:.2f} ms)" if not np.isnan(ci[0]) else "")
     highest_tried = f["load"][f["load_kind"] == kind].max()

@@ -44,6 +44,26 @@ def arrivals_to_csv(arrivals_s: Sequence[float]) -> str:
     return pd.DataFrame({"arrived_s": offsets}).to_csv(index=False, float_format="%.6f")
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def check_arrivals(arr: np.ndarray) -> None:
+    """Refuse arrivals a replay does not take (too many, too long a span), saying why."""
+    if len(arr) > MAX_REPLAY_ARRIVALS:
+        raise ValueError(f"{len(arr):,} arrivals; a replay takes at most "
+                         f"{MAX_REPLAY_ARRIVALS:,} (cut the file)")
+    span = float(arr.max() - arr.min()) if len(arr) else 0.0
+    if span > MAX_REPLAY_SPAN_S:
+        raise ValueError(f"the arrivals span {span:,.0f} s; a replay takes at most "
+                         f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
+                         "must be seconds)")
+
+
 def arrivals_from_csv(text: str | bytes) -> list[float]:
     """Arrival times from a CSV file to replay: the column ``arrived_s`` (what
     :func:`arrivals_to_csv` and the Batching page write, or a timeline export), else the
@@ -55,11 +75,15 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
     try:
         frame = pd.read_csv(io.StringIO(raw))
+        if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
+            frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
     except (ValueError, pd.errors.ParserError) as err:
         raise ValueError(f"the arrivals file is not a CSV file ({err}); expected a column "
                          "arrived_s of times in seconds, one arrival per row") from None
     if "arrived_s" in frame:
         col = frame["arrived_s"]
+        if "request_id" in frame:  # a timeline export: requests with no arrival time left
+            col = col[col.notna()]
     elif frame.shape[1] == 1:
         col = frame.iloc[:, 0]
     else:
@@ -74,15 +98,8 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
                          "seconds, e.g. 0.0, 0.0031, 0.0047")
     if len(values) == 0:
         raise ValueError("the arrivals file has no rows: nothing to replay")
-    if len(values) > MAX_REPLAY_ARRIVALS:
-        raise ValueError(f"the arrivals file has {len(values):,} arrivals; a replay takes at "
-                         f"most {MAX_REPLAY_ARRIVALS:,} (cut the file)")
     arr = np.sort(values.to_numpy(dtype=np.float64))
-    span = float(arr[-1] - arr[0])
-    if span > MAX_REPLAY_SPAN_S:
-        raise ValueError(f"the arrivals span {span:,.0f} s; a replay takes at most "
-                         f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
-                         "must be seconds)")
+    check_arrivals(arr)
     return (arr - arr[0]).tolist()
 
 
@@ -98,6 +115,9 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
     if len(arr) == 0:
         raise ValueError("no arrivals to replay: run some traffic first")
+    if not np.isfinite(arr).all():
+        raise ValueError("arrival times must be finite numbers of seconds")
+    check_arrivals(arr)
     offsets = arr - arr[0]
     before = engine.batch_config(model)
     data = engine.model_file(model)

@@ -83,6 +83,7 @@ class SearchResult:
     measured_s: float
     excluded: dict[Setting, str] = field(default_factory=dict)
     reason: str = ""
+    complete: bool = True
 
 
 def _passes(row: dict[str, Any], c: Constraints) -> bool:
@@ -165,11 +166,11 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         best: dict[str, Any] | None = None
         for load in loads:
             if stop is not None and stop.is_set():
-                break
+                return 0.0  # cancelled: this setting was not measured through, not scored
             row = m.measure(k, b, w, "rate", load, threads=t)
             k += 1
             if stop is not None and stop.is_set():
-                break  # cut short: not a finished point
+                return 0.0  # cut short: not a finished point, nor a finished setting
             rows.append(row)
             if progress is not None:
                 progress(len(rows), row)
@@ -231,7 +232,12 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     feasible = [(v["goodput_rps"], s) for s, v in scores.items() if v["feasible"]]
     best = max(feasible, key=lambda gs: gs[0])[1] if feasible else None
     reason = _reason(best, scores, c, m, len(rows), path)
-    return SearchResult(frame, table, path, best, len(rows), m.measured_s, excluded, reason)
+    complete = not (stop is not None and stop.is_set())
+    if not complete:
+        reason = ("Cancelled: the search stopped before it finished; the best of the settings "
+                  "measured through: " + reason)
+    return SearchResult(frame, table, path, best, len(rows), m.measured_s, excluded, reason,
+                        complete)
 
 
 def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Constraints,

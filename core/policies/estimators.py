@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -33,6 +34,7 @@ MAX_SLOWDOWN = 20.0
 #: slowdowns (issue #23: the mean admitted requests that timed out on a crowded machine).
 SLOWDOWN_QUANTILE = 0.9
 _RATIO_WINDOW = 64
+_RATIO_TTL_S = 10.0
 
 
 class CostEstimator:
@@ -62,6 +64,7 @@ class CostEstimator:
         self._ratios: deque[float] = deque(maxlen=_RATIO_WINDOW)
         self._since_q = 0
         self.slowdown_high = 1.0
+        self._last_ratio_t = 0.0
 
     def observe(self, rows: int, seconds: float) -> bool:
         """Record one run; True when the line was refitted (its figures changed)."""
@@ -127,6 +130,7 @@ class CostEstimator:
             ratio = min(max(seconds / pred, 1.0), MAX_SLOWDOWN)
             self.slowdown += 0.1 * (ratio - self.slowdown)
             self._ratios.append(ratio)
+            self._last_ratio_t = time.monotonic()
             self._since_q += 1
             if self._since_q >= 8:  # a percentile per 8 batches, not per request
                 self._since_q = 0
@@ -134,9 +138,14 @@ class CostEstimator:
                 self.slowdown_high = ordered[int(SLOWDOWN_QUANTILE * (len(ordered) - 1))]
 
     def relax(self) -> None:
-        """A batch that was not back to back (no backlog): forget the slowdown gradually."""
+        """A batch that was not back to back (no backlog): forget the slowdown gradually,
+        and the slow cycles behind the high percentile once none came for
+        :data:`_RATIO_TTL_S` (a crowded spell must not refuse the next burst)."""
         if self.slowdown > 1.0:
             self.slowdown += 0.1 * (1.0 - self.slowdown)
+        if self._ratios and time.monotonic() - self._last_ratio_t > _RATIO_TTL_S:
+            self._ratios.clear()
+            self.slowdown_high = 1.0
 
     @property
     def confident(self) -> bool:

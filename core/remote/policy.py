@@ -62,6 +62,21 @@ def resolve(host: str, port: int) -> list[_Address]:
     return out
 
 
+def _looks_numeric(rule: str) -> bool:
+    return all(c.isdigit() or c in ".:" for c in rule.strip()) and any(c.isdigit() for c in rule)
+
+
+def _local_addresses() -> set[_Address]:
+    """This machine's own addresses (best effort: what its host name resolves to)."""
+    out: set[_Address] = set()
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            out.add(_normal(ipaddress.ip_address(info[4][0].split("%", 1)[0])))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
 def _kind(ip: _Address) -> str:
     if ip.is_loopback:
         return "loopback"
@@ -100,7 +115,10 @@ class OutboundPolicy:
                 raise ConfigError(f"allow rules must be networks or host names, got {rule!r}")
             try:
                 nets.append(ipaddress.ip_network(rule.strip(), strict=False))
-            except ValueError:
+            except ValueError as err:
+                if "/" in rule or _looks_numeric(rule):
+                    raise ConfigError(f"allow rule {rule!r} is not a valid network ({err}); "
+                                      "e.g. 10.0.0.0/8 or fd00::/8") from None
                 hosts.add(rule.strip().lower().rstrip("."))
         object.__setattr__(self, "_networks", tuple(nets))
         object.__setattr__(self, "_hosts", frozenset(hosts))
@@ -118,8 +136,10 @@ class OutboundPolicy:
                 bound = _normal(ipaddress.ip_address(host))
             except ValueError:
                 bound = None
-            if ip.is_loopback or ip == bound or (bound is not None and bound.is_unspecified):
+            if ip.is_loopback or ip.is_unspecified or ip == bound:
                 return True
+            if bound is not None and bound.is_unspecified and ip in _local_addresses():
+                return True  # bound to every interface: any of this machine's addresses
         return False
 
     def why_not(self, host: str, ip: _Address, port: int) -> str | None:

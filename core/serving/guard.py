@@ -11,7 +11,8 @@ routes, as Jupyter does for its server):
   must come from the server's own origin; ``Origin: null`` (sandboxed frames, files) and
   ``Sec-Fetch-Site: cross-site`` are refused too (403);
 * **Host**: a server bound to loopback answers only requests addressed to a loopback name
-  (``127.0.0.1``, ``localhost``, ``[::1]``) on its own port, not a rebound foreign name (403);
+  (``127.0.0.1``, ``localhost``, ``[::1]``), not a rebound foreign name; one bound beyond
+  loopback only requests addressed by IP or by a name it was given (``--allow-host``) (403);
 * **state changes only by POST with a JSON body** on the control API and the repository
   extension: a form's or a page's simple types (``text/plain``, form encodings) are refused
   (415; ``application/json`` cannot be sent cross-site without the browser asking the server
@@ -46,6 +47,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
 def _split_host(value: str) -> tuple[str, int | None]:
     try:
         parts = urlsplit("//" + value.strip())
@@ -61,9 +70,11 @@ def _media_type(value: str | None) -> str:
 class RequestGuard:
     """The checks of the module docstring, for a server bound to (host, port)."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.host: str | None = None
         self.port: int | None = None
+        #: Host names a server bound beyond loopback answers to (besides IP addresses).
+        self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 
     def bind(self, host: str, port: int) -> None:
         self.host, self.port = str(host), int(port)
@@ -90,13 +101,23 @@ class RequestGuard:
                 raise HTTPError(403, f"a request from the page origin {origin!r} cannot drive "
                                      "this server (only its own clients; cross-origin "
                                      "requests are refused)")
-        if self.host is not None and _is_loopback(self.host) and host_header:
-            h_host, h_port = _split_host(host_header)
-            if not _is_loopback(h_host) or (h_port is not None and h_port != self.port):
-                raise HTTPError(403, f"this server listens on loopback and answers requests "
-                                     f"addressed to it (Host: 127.0.0.1:{self.port} or "
-                                     f"localhost:{self.port}), not Host: {host_header!r} "
-                                     "(what a rebound DNS name sends)")
+        if self.host is not None and host_header:
+            h_host, _ = _split_host(host_header)
+            if _is_loopback(self.host):
+                # (any port: a client behind a port forward addresses the forward's port)
+                if not _is_loopback(h_host):
+                    raise HTTPError(403, "this server listens on loopback and answers "
+                                         f"requests addressed to a loopback name (Host: "
+                                         f"127.0.0.1 or localhost), not Host: {host_header!r}"
+                                         " (what a rebound DNS name sends)")
+            elif not (_is_loopback(h_host) or _is_ip(h_host)
+                      or h_host.lower().rstrip(".") in self.allowed_hosts):
+                # Beyond loopback a page on a rebound name is same-origin with itself:
+                # only addresses, and names the server was told are its own, are answered.
+                raise HTTPError(403, f"Host: {host_header!r} is not a name of this server; "
+                                     "address it by IP, or start it with --allow-host "
+                                     f"{h_host or 'NAME'} (names are refused so that a "
+                                     "rebound DNS name cannot drive it)")
         if control and method == "POST":
             kind = _media_type(req.header("Content-Type"))
             # The types a page may send without asking the server first (CORS "simple"

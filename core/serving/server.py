@@ -146,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise HTTPError(400, f"{len(values)} Content-Length headers; send exactly one")
         raw = values[0].strip()
-        if not raw.isascii() or not raw.isdigit():
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
             self.close_connection = True
             raise HTTPError(400, f"Content-Length must be >= 0 and plain digits, got {raw!r}")
         return int(raw)
@@ -189,6 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _discard_unread_body(self) -> None:
         if self._consumed or self.close_connection:
+            return
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # an unread chunked body: never parsed as a request
             return
         try:
             length = self._content_length() or 0
@@ -275,6 +278,12 @@ class EngineServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def allow_hosts(self, names: Any) -> None:
+        """Host names this server answers to beyond loopback (besides IP addresses)."""
+        guard = self._server.routes.guard
+        guard.allowed_hosts = guard.allowed_hosts | {
+            str(n).strip().lower().rstrip(".") for n in names}
+
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
@@ -339,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
                          "(repeatable; default from BATCHLAB_ALLOW_REMOTE, comma-separated); "
                          "loopback and public addresses are allowed, private and link-local "
                          "ones refused unless named here")
+    ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="a host name this server answers to when bound beyond loopback "
+                         "(repeatable; IP addresses always are)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -351,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     tune_for_serving()
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
                           outbound=OutboundPolicy(allow=tuple(args.allow_remote)))
+    server.allow_hosts(args.allow_host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
