@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import pandas as pd
 
 from core.config import _check_float
+from .analysis import _sustained
 from .stability import StabilityRule
 from .sweeps import PointMeasurer, frame_of
 
@@ -86,9 +87,25 @@ class SearchResult:
     complete: bool = True
 
 
-def _passes(row: dict[str, Any], c: Constraints) -> bool:
-    return (row["p99_ms"] <= c.p99_ms and row["error_rate"] <= c.max_error_rate
-            and row["achieved_rps"] > 0)
+def _passes(row: Any, c: Constraints) -> bool:
+    """A point meets the constraints: the recommendation's rule (``_sustained``)."""
+    return bool(_sustained(row, c.p99_ms, c.max_error_rate))
+
+
+def _ladder_score(rows: Any, c: Constraints) -> dict[str, Any]:
+    """One setting's score from its points in ascending load: the best goodput up to its
+    first miss (loads above it cannot count), and whether that meets the constraints."""
+    best: dict[str, Any] | None = None
+    for r in rows:
+        if not _passes(r, c):
+            break
+        if best is None or r["goodput_rps"] >= best["goodput_rps"]:
+            best = {"goodput_rps": float(r["goodput_rps"]), "load": float(r["load"]),
+                    "p99_ms": float(r["p99_ms"])}
+    score = best or {"goodput_rps": 0.0, "load": float("nan"), "p99_ms": float("nan")}
+    feasible = best is not None and (c.min_throughput_rps is None
+                                     or score["goodput_rps"] >= c.min_throughput_rps)
+    return {**score, "feasible": feasible}
 
 
 def setting_scores(frame: pd.DataFrame, c: Constraints) -> pd.DataFrame:
@@ -100,17 +117,8 @@ def setting_scores(frame: pd.DataFrame, c: Constraints) -> pd.DataFrame:
     f = frame[frame["load_kind"] == "rate"]
     keys = ["max_batch_size", "max_wait_ms", "session_threads"]
     for key, g in f.groupby(keys, dropna=False, sort=False):
-        best: dict[str, Any] | None = None
-        for _, r in g.sort_values("load").iterrows():
-            if not _passes(r, c):
-                break
-            if best is None or r["goodput_rps"] >= best["goodput_rps"]:
-                best = {"goodput_rps": float(r["goodput_rps"]), "load": float(r["load"]),
-                        "p99_ms": float(r["p99_ms"])}
-        score = best or {"goodput_rps": 0.0, "load": float("nan"), "p99_ms": float("nan")}
-        feasible = best is not None and (c.min_throughput_rps is None
-                                         or score["goodput_rps"] >= c.min_throughput_rps)
-        out.append({**dict(zip(keys, key)), **score, "feasible": feasible})
+        rows = (r for _, r in g.sort_values("load").iterrows())
+        out.append({**dict(zip(keys, key)), **_ladder_score(rows, c)})
     return pd.DataFrame(out, columns=keys + ["goodput_rps", "load", "p99_ms", "feasible"])
 
 
@@ -160,30 +168,24 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
 
     def score(s: Setting) -> float:
         nonlocal k
-        if s in scores:
-            return scores[s]["goodput_rps"]
-        b, w, t = s
-        best: dict[str, Any] | None = None
-        for load in loads:
-            if stop is not None and stop.is_set():
-                return 0.0  # cancelled: this setting was not measured through, not scored
-            row = m.measure(k, b, w, "rate", load, threads=t)
-            k += 1
-            if stop is not None and stop.is_set():
-                return 0.0  # cut short: not a finished point, nor a finished setting
-            rows.append(row)
-            if progress is not None:
-                progress(len(rows), row)
-            if not _passes(row, c):
-                break  # the loads above cannot count (every lower load must pass)
-            if best is None or row["goodput_rps"] >= best["goodput_rps"]:
-                best = {"goodput_rps": float(row["goodput_rps"]), "load": load,
-                        "p99_ms": float(row["p99_ms"])}
-        got = best or {"goodput_rps": 0.0, "load": float("nan"), "p99_ms": float("nan")}
-        feasible = best is not None and (c.min_throughput_rps is None
-                                         or got["goodput_rps"] >= c.min_throughput_rps)
-        scores[s] = {**got, "feasible": feasible}
-        return got["goodput_rps"] if feasible else 0.0
+        if s not in scores:
+            b, w, t = s
+            mine: list[dict[str, Any]] = []
+            for load in loads:
+                if stop is not None and stop.is_set():
+                    return 0.0  # cancelled: this setting was not measured through, not scored
+                row = m.measure(k, b, w, "rate", load, threads=t)
+                k += 1
+                if stop is not None and stop.is_set():
+                    return 0.0  # cut short: not a finished point, nor a finished setting
+                rows.append(row)
+                mine.append(row)
+                if progress is not None:
+                    progress(len(rows), row)
+                if not _passes(row, c):
+                    break  # the loads above cannot count (every lower load must pass)
+            scores[s] = _ladder_score(mine, c)
+        return scores[s]["goodput_rps"] if scores[s]["feasible"] else 0.0
 
     def setting(i: int, j: int, h: int) -> Setting:
         return (batches[i], waits[j], threads[h])

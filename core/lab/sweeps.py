@@ -98,7 +98,6 @@ class PointMeasurer:
             model, rows=rows_per_request, seed=int(rng.integers(2**31)))
         #: Seconds spent measuring (load windows only), for budgets and comparisons.
         self.measured_s = 0.0
-        self.points = 0
 
     def _window(self, k: int, kind: str, load: float, seconds: float):
         if kind == "rate":
@@ -151,7 +150,6 @@ class PointMeasurer:
             sent_total = int(sum(w.get("sent", 0) for w in m.windows))
         self.measured_s += time.monotonic() - t0
         verdict.update(look.verdict(sent_total, float(s.get("max_lag_ms", 0.0) or 0.0)))
-        self.points += 1
         ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
         lo, hi = p99_interval(ok_ms, seed=k)
         slo_ms = self.slo_ms
