@@ -402,17 +402,24 @@ def sidebar_status() -> None:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
         else:
             st.caption("No traffic running.")
-        for t in traffic:
-            if t.running and t.problem:
-                st.error(t.problem, icon=":material/error:")
-            if t.running and t.client_bound:
-                st.warning(t.client_bound, icon=":material/speed:")
-        if status["queue_depth"] > 0 and not running:
-            st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still queued.",
-                       icon=":material/hourglass_top:")
-        for job in engine.jobs():
-            if not job.finished:
-                st.progress(job.progress, text=f"{job.kind} of {job.target}: {job.message}")
+        # Lines that come and go each sit in a container of their own, so that the job
+        # lines below keep their place: while a rerun draws, the browser keeps showing the
+        # previous run's elements past the ones already redrawn, and a job line that moved
+        # up by one would show twice until the rerun ends.
+        with st.container():
+            for t in traffic:
+                if t.running and t.problem:
+                    st.error(t.problem, icon=":material/error:")
+                if t.running and t.client_bound:
+                    st.warning(t.client_bound, icon=":material/speed:")
+            if status["queue_depth"] > 0 and not running:
+                st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still "
+                           "queued.", icon=":material/hourglass_top:")
+        with st.container():
+            for job in engine.jobs():
+                if not job.finished:
+                    st.progress(job.progress,
+                                text=f"{job.kind} of {job.target}: {job.message}")
         stop_when_idle(engine, interval)
 
     with st.sidebar:
