@@ -20,8 +20,12 @@ A separate headline, issue 16's bar for the client path: one run at ``--client-r
 (default 3,000 req/s) to Batchlab's server, reporting achieved rate, p50/p99 from the
 intended send time, the sender's lag and the client's CPU.
 
-Run: ``python -m benchmarks.servers [--seconds 3]`` (needs ``make mlserver-env``); JSON to
-``benchmarks/results/servers.json``.
+``--baseline REV`` also measures the engine server of an older commit (checked out in a
+``git worktree``) in the same run, alternating with this tree's, and reports the ratio:
+how a change to the server moved its capacity.
+
+Run: ``python -m benchmarks.servers [--seconds 3] [--baseline REV]`` (needs ``make
+mlserver-env``); JSON to ``benchmarks/results/servers.json``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,9 +102,14 @@ def main() -> None:
     ap.add_argument("--p99-limit", type=float, default=50.0)
     ap.add_argument("--client-rps", type=float, default=3000.0)
     ap.add_argument("--only", choices=("client", "servers"), default=None)
-    ap.add_argument("--mlserver-workers", type=int, nargs="+", default=[0, 1],
+    ap.add_argument("--mlserver-workers", type=int, nargs="*", default=[0, 1],
                     help="MLServer parallel_workers to measure (0: inference on its event "
-                         "loop; 1: its default, a worker process)")
+                         "loop; 1: its default, a worker process); none: skip MLServer")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also measure the engine server of this commit (a git worktree), "
+                         "in the same run")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="with --baseline: alternate the two servers this many times")
     args = ap.parse_args()
     if os.cpu_count() and os.cpu_count() >= 2:
         os.sched_setaffinity(0, {CLIENT_CORE})   # before any thread exists: all inherit it
@@ -145,40 +156,84 @@ def client_headline(engine: Engine, args: argparse.Namespace, log) -> dict:
         srv.stop()
 
 
+def measure_batchlab(engine: Engine, data: bytes, batching: bool, args: argparse.Namespace,
+                     log, root: Path | None = None) -> dict:
+    srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE},
+                        root=root).start()
+    try:
+        from core.serving import RemoteEngine
+        back = RemoteEngine.connect(srv.url)
+        back.load_model(data, name=MODEL)
+        back.configure(MODEL, max_batch_size=32 if batching else 1,
+                       max_wait_ms=2.0 if batching else 0.0)
+        back.warmup(MODEL, iterations=3)
+        engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
+        r = measure(engine, "target", args, log)
+        back.close()
+        return r
+    finally:
+        engine.unload_model("target") if "target" in engine.model_names() else None
+        srv.stop()
+
+
 def compare_servers(engine: Engine, data: bytes, args: argparse.Namespace, log) -> list:
     rows = []
-    for batching in (True, False):
-        label = "batching on" if batching else "batching off"
-        log(f"Batchlab server, {label}")
-        srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE}).start()
+    with tempfile.TemporaryDirectory(prefix="servers-baseline-") as tmp:
+        base_root = None
+        if args.baseline:
+            base_root = Path(tmp) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(base_root),
+                            args.baseline], check=True, capture_output=True)
         try:
-            from core.serving import RemoteEngine
-            back = RemoteEngine.connect(srv.url)
-            back.load_model(data, name=MODEL)
-            back.configure(MODEL, max_batch_size=32 if batching else 1,
-                           max_wait_ms=2.0 if batching else 0.0)
-            back.warmup(MODEL, iterations=3)
-            engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
+            for batching in (True, False):
+                rows += _batchlab_rows(engine, data, batching, args, log, base_root)
+                rows += _mlserver_rows(engine, data, batching, args, log)
+        finally:
+            if base_root is not None:
+                subprocess.run(["git", "worktree", "remove", "--force", str(base_root)],
+                               check=False, capture_output=True)
+    return rows
+
+
+def _batchlab_rows(engine: Engine, data: bytes, batching: bool, args: argparse.Namespace,
+                   log, base_root: Path | None) -> list:
+    label = "batching on" if batching else "batching off"
+    if base_root is None:
+        log(f"Batchlab server, {label}")
+        return [{"server": "batchlab", "batching": batching,
+                 **measure_batchlab(engine, data, batching, args, log)}]
+    rows, caps = [], {"this tree": [], args.baseline: []}
+    for k in range(args.rounds):
+        for name, root in (("this tree", None), (args.baseline, base_root))[::1 - 2 * (k % 2)]:
+            log(f"Batchlab server ({name}), {label}, round {k + 1}")
+            r = measure_batchlab(engine, data, batching, args, log, root)
+            caps[name].append(r["capacity_rps"])
+            rows.append({"server": "batchlab" if root is None else f"batchlab@{args.baseline}",
+                         "batching": batching, "round": k + 1, **r})
+    new, old = np.median(caps["this tree"]), np.median(caps[args.baseline])
+    log(f"  capacity, {label}: this tree {new:,.0f} / {args.baseline} {old:,.0f} req/s "
+        f"= {new / old if old else float('nan'):.2f}")
+    return rows
+
+
+def _mlserver_rows(engine: Engine, data: bytes, batching: bool, args: argparse.Namespace,
+                   log) -> list:
+    rows = []
+    label = "batching on" if batching else "batching off"
+    for workers in args.mlserver_workers:
+        log(f"MLServer, {label}, parallel_workers={workers}")
+        ml = MLServerProcess({MODEL: data}, max_batch_size=32 if batching else 0,
+                             max_batch_time_s=0.002 if batching else 0.0,
+                             parallel_workers=workers).start()
+        try:
+            pin_process(ml.pid, {SERVER_CORE})
+            engine.add_remote("target", url=ml.url, model=MODEL, replace=True)
             r = measure(engine, "target", args, log)
-            rows.append({"server": "batchlab", "batching": batching, **r})
-            back.close()
+            rows.append({"server": "mlserver", "parallel_workers": workers,
+                         "batching": batching, **r})
         finally:
             engine.unload_model("target") if "target" in engine.model_names() else None
-            srv.stop()
-        for workers in args.mlserver_workers:
-            log(f"MLServer, {label}, parallel_workers={workers}")
-            ml = MLServerProcess({MODEL: data}, max_batch_size=32 if batching else 0,
-                                 max_batch_time_s=0.002 if batching else 0.0,
-                                 parallel_workers=workers).start()
-            try:
-                pin_process(ml.pid, {SERVER_CORE})
-                engine.add_remote("target", url=ml.url, model=MODEL, replace=True)
-                r = measure(engine, "target", args, log)
-                rows.append({"server": "mlserver", "parallel_workers": workers,
-                             "batching": batching, **r})
-            finally:
-                engine.unload_model("target") if "target" in engine.model_names() else None
-                ml.stop()
+            ml.stop()
     return rows
 
 

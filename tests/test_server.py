@@ -75,21 +75,43 @@ def test_two_inputs_and_an_experiment(client, served):
     assert res.as_numpy("label").shape == (1,)
 
 
-def test_200_concurrent_async_requests_are_batched(client, served):
-    engine, _ = served
-    engine.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
+def test_200_requests_from_8_connections_share_batches(served):
+    """Eight clients, each on its own connection, send 25 requests one after another: with
+    a batch size of 8 and a wait longer than the test, a batch leaves only when all eight
+    have a request queued, so every answer says it shared a batch of 8 (the server reads
+    each connection's request while others wait)."""
+    engine, server = served
+    engine.configure("mlp", max_batch_size=8, max_wait_ms=60_000.0)
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((1, 256)).astype(np.float32) for _ in range(200)]
     want = ort.InferenceSession(build_demo_model("mlp")).run(None, {"x": np.concatenate(xs)})[0]
-    reqs = [client.async_infer("mlp", [_input("x", x, "FP32")],
-                               outputs=[httpclient.InferRequestedOutput("logits",
-                                                                        binary_data=False)])
-            for x in xs]
-    results = [r.get_result(timeout=WAIT_S) for r in reqs]
-    got = np.concatenate([r.as_numpy("logits") for r in results])
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    batch_rows = [r.get_response()["parameters"]["batch_rows"] for r in results]
-    assert max(batch_rows) > 1  # requests from different connections shared batches
+    got: dict[int, np.ndarray] = {}
+    rows: list[int] = []
+
+    def client_thread(k: int) -> None:
+        c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"),
+                                             network_timeout=WAIT_S)
+        try:
+            for i in range(k, 200, 8):
+                res = c.infer("mlp", [_input("x", xs[i], "FP32")], outputs=[
+                    httpclient.InferRequestedOutput("logits", binary_data=False)])
+                got[i] = res.as_numpy("logits")
+                rows.append(res.get_response()["parameters"]["batch_rows"])
+        finally:
+            c.close()
+
+    try:
+        threads = [threading.Thread(target=client_thread, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT_S)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        engine.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
+    np.testing.assert_allclose(np.concatenate([got[i] for i in range(200)]), want,
+                               rtol=1e-4, atol=1e-5)
+    assert rows == [8] * 200
 
 
 def test_binary_tensor_extension_both_ways(client, served):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from .core import EngineCore
 from .registry import ModelEntry, ModelRegistry
+from .requests import settle_late, wait_s_for
 from .warmup import (WARMUP_COLUMNS, ProgressFn, WarmupReport, check_batchable_sizes, run_warmup,
                      warmup_batch_sizes)
 
 __all__ = ["EngineCore", "ModelEntry", "ModelRegistry", "check_batchable_sizes",
-           "WARMUP_COLUMNS", "ProgressFn", "WarmupReport", "run_warmup", "warmup_batch_sizes"]
+           "WARMUP_COLUMNS", "ProgressFn", "WarmupReport", "run_warmup", "warmup_batch_sizes",
+           "settle_late", "wait_s_for"]

@@ -110,18 +110,28 @@ class Router:
             t_ms = entry.served.config.timeout_ms if entry is not None else None
         else:
             t_ms = timeout_ms
-        # The supervisor settles the request at its deadline; waiting a little longer
-        # here only covers a supervisor that is late (a busy machine).
-        wait_s = None if t_ms is None else t_ms / 1000.0 + 1.0
         try:
-            return fut.result(wait_s)
+            return fut.result(wait_s_for(t_ms))
         except FuturesTimeout:
-            err = RequestTimeoutError(
-                f"request to model {name!r} did not complete within {t_ms:.0f} ms; raise "
-                "timeout_ms, lower the load, or check the model's latency on the Monitor page")
-            if isinstance(fut, Request) and fut.fail(err):
-                raise err from None
-            return fut.result(0)
+            return settle_late(fut, name, t_ms)
+
+
+def wait_s_for(timeout_ms: float | None) -> float | None:
+    """How long a caller waits for a request with this deadline: the supervisor settles the
+    request at its deadline; the extra second only covers a supervisor that is late (a busy
+    machine)."""
+    return None if timeout_ms is None else timeout_ms / 1000.0 + 1.0
+
+
+def settle_late(fut: Future, name: str, timeout_ms: float | None) -> Any:
+    """A request whose caller waited :func:`wait_s_for` in vain: fail it with the timeout
+    (counted as such) and raise that, or return its answer if it just arrived."""
+    err = RequestTimeoutError(
+        f"request to model {name!r} did not complete within {timeout_ms or 0:.0f} ms; raise "
+        "timeout_ms, lower the load, or check the model's latency on the Monitor page")
+    if isinstance(fut, Request) and fut.fail(err):
+        raise err from None
+    return fut.result(0)
 
 
 def _record_refused(entry: ModelEntry | None, sink: Any, err: BaseException) -> None:

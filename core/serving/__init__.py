@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from .asgi import OipApp
 from .client import DEFAULT_URL, RemoteEngine
 from .control import ENGINE_CONTRACT, ENGINE_METHODS, STORE_CONTRACT, STORE_METHODS
 from .launcher import ServerProcess, free_port, pin_process, split_cores
@@ -20,4 +21,4 @@ from .wire_types import WIRE, WIRE_TYPES
 
 __all__ = ["DEFAULT_URL", "RemoteEngine", "ENGINE_CONTRACT", "ENGINE_METHODS", "STORE_CONTRACT",
            "STORE_METHODS", "ServerProcess", "free_port", "pin_process", "split_cores", "Repository", "Routes",
-           "EngineServer", "tune_for_serving", "WIRE", "WIRE_TYPES"]
+           "OipApp", "EngineServer", "tune_for_serving", "WIRE", "WIRE_TYPES"]

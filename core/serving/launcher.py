@@ -72,8 +72,11 @@ class ServerProcess:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  args: Sequence[str] = (), log_path: str | Path | None = None,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, root: str | Path | None = None) -> None:
         self.cpus = cpus  # CPU affinity of the child (benchmarks pin it to one core)
+        # The checkout whose core.server runs (benchmarks compare against an older commit
+        # in a git worktree); this one by default.
+        self.root = Path(root) if root else _ROOT
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
@@ -94,13 +97,13 @@ class ServerProcess:
     def _spawn(self) -> None:
         cmd = [sys.executable, "-m", "core.server", "--host", self.host, "--port",
                str(self.port), "--parent-pid", str(os.getpid()), *self.args]
-        env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep
+        env = dict(os.environ, PYTHONPATH=str(self.root) + os.pathsep
                    + os.environ.get("PYTHONPATH", ""))
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             cpus = self.cpus
             self._proc = subprocess.Popen(
-                cmd, cwd=_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                cmd, cwd=self.root, env=env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         finally:

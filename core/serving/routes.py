@@ -10,9 +10,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Any, Protocol
+from concurrent.futures import Future, TimeoutError as FuturesTimeout
+from typing import Any, Callable, Protocol
 
+from core.config import check_timeout_ms
+from core.engine import settle_late, wait_s_for
 from core.errors import ModelNotFoundError
 from core.models import ModelInfo
 from core.protocol import HTTPError, oip, triton
@@ -21,7 +25,8 @@ from . import control, prom
 from .guard import RequestGuard
 from .repository import Repository
 
-__all__ = ["Routes", "RequestIn", "Text", "EXTENSIONS", "DEFAULT_MAX_BODY"]
+__all__ = ["Routes", "RequestIn", "Text", "Pending", "EXTENSIONS", "DEFAULT_MAX_BODY",
+           "parse_json"]
 
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config)?$")
 _REPO_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
@@ -38,6 +43,34 @@ class Text:
     def __init__(self, data: bytes, content_type: str,
                  headers: dict[str, str] | None = None) -> None:
         self.data, self.content_type, self.headers = data, content_type, headers or {}
+
+
+class Pending:
+    """An inference the engine has accepted: the answer is ``answer(prediction)`` once
+    ``future`` is done; a caller that waited ``wait_s`` in vain calls ``late()`` (which
+    settles it with the timeout, or returns the answer that just arrived)."""
+
+    def __init__(self, future: Future, wait_s: float | None,
+                 answer: Callable[[Any], Any], late: Callable[[], Any]) -> None:
+        self.future, self.wait_s, self.answer, self.late = future, wait_s, answer, late
+
+    def result(self) -> tuple[int, Any]:
+        """Wait for it here (blocking): ``(200, answer)``, or the request's error."""
+        try:
+            pred = self.future.result(self.wait_s)
+        except FuturesTimeout:
+            pred = self.late()
+        return 200, self.answer(pred)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or a 400 that says what is wrong with it."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
+    except RecursionError:
+        raise HTTPError(400, "the request body nests JSON too deeply") from None
 
 
 class RequestIn(Protocol):
@@ -83,7 +116,32 @@ class Routes:
         spec = contract.get(m.group(2))
         return spec is None or not spec.reads
 
+    def body_limit(self, path: str) -> int:
+        """The largest body a request to ``path`` may send: an upload may be large, every
+        other request fits the data plane's limit."""
+        m = _CONTROL_PATH.match(path)
+        if (m is not None and m.group(2) in ("load_model", "save")) \
+                or _REPO_PATH.match(path) is not None:
+            return self.max_upload_bytes
+        return self.max_body_bytes
+
+    @staticmethod
+    def is_infer(method: str, path: str) -> bool:
+        """Whether this is an inference request (answered by :meth:`begin` with a
+        :class:`Pending`, which an event loop can await instead of blocking a thread)."""
+        if method != "POST" or not path.endswith("/infer"):
+            return False
+        m = _MODEL_PATH.match(path)
+        return m is not None and m.group(3) == "/infer"
+
     def route(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
+        """The answer, blocking the calling thread until it is ready."""
+        answer = self.begin(method, path, req)
+        return answer.result() if isinstance(answer, Pending) else answer
+
+    def begin(self, method: str, path: str, req: RequestIn) -> tuple[int, Any] | Pending:
+        """The answer, or (an inference the engine accepted) a :class:`Pending` to wait
+        for."""
         engine = self.engine
         control = path.startswith("/v1/") or path.startswith("/v2/repository")
         self.guard.check(method, path, req, control, control and self._writes(path))
@@ -114,7 +172,7 @@ class Routes:
             cfg_name = engine.ab_arms(name)[0] if name in engine.ab_experiments() else name
             return 200, triton.model_config(name, engine.batch_config(cfg_name), info.batchable)
         if action == "/infer" and method == "POST":
-            return 200, self._infer(name, info, req)
+            return self._infer(name, info, req)
         raise HTTPError(405, f"{method} is not allowed on {path}")
 
     def _route_control(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
@@ -150,10 +208,7 @@ class Routes:
                                   "the methods)")
         if method not in ("POST", "GET"):
             raise HTTPError(405, f"use POST {path}")
-        # Only an upload may be large; every other call fits the data plane's limit.
-        limit = self.max_upload_bytes if m.group(2) in ("load_model", "save") \
-            else self.max_body_bytes
-        body = req.body(limit, required=False) if method == "POST" else None
+        body = req.body(self.body_limit(path), required=False) if method == "POST" else None
         return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
 
     def _info(self, name: str) -> ModelInfo:
@@ -165,7 +220,7 @@ class Routes:
         raise ModelNotFoundError(f"no model named {name!r}; served models: "
                                  f"{', '.join(engine.model_names() + engine.ab_experiments())}")
 
-    def _infer(self, name: str, info: ModelInfo, req: RequestIn) -> Any:
+    def _infer(self, name: str, info: ModelInfo, req: RequestIn) -> Pending:
         if req.header(HOPS_HEADER) is not None and self._forwards(name):
             # It came from another Batchlab engine's remote model and would go out again
             # to a remote model here: a cycle of servers (or a chain) ends here.
@@ -188,11 +243,22 @@ class Routes:
         timeout_ms = params.get("timeout_ms")
         if timeout_ms is None and isinstance(params.get("timeout"), (int, float)):
             timeout_ms = params["timeout"] / 1000.0  # Triton's timeout, in microseconds
-        pred = self.engine.predict(name, x, timeout_ms=timeout_ms, key=params.get("key"))
-        body, binary_header = oip.encode_infer_response(
-            req, name, pred.outputs, {"batch_rows": pred.batch_rows, "queue_ms": pred.queue_ms,
-                                      "compute_ms": pred.compute_ms})
-        if binary_header is None:
-            return Text(body, "application/json")
-        return Text(body, "application/octet-stream",
-                     {oip.HEADER_LENGTH: str(binary_header)})
+        if timeout_ms is not None:
+            timeout_ms = check_timeout_ms(timeout_ms)
+        engine = self.engine
+        fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"))
+        t_ms = timeout_ms
+        if t_ms is None and name in engine.model_names():
+            t_ms = engine.batch_config(name).timeout_ms
+
+        def answer(pred: Any) -> Text:
+            body, binary_header = oip.encode_infer_response(
+                req, name, pred.outputs, {"batch_rows": pred.batch_rows,
+                                          "queue_ms": pred.queue_ms,
+                                          "compute_ms": pred.compute_ms})
+            if binary_header is None:
+                return Text(body, "application/json")
+            return Text(body, "application/octet-stream",
+                        {oip.HEADER_LENGTH: str(binary_header)})
+
+        return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms))

@@ -21,6 +21,12 @@ perf tools — can use it:
 ``POST /v1/store/{method}``                the experiment history
 ========================================  ==================================================
 
+The HTTP stack is uvicorn (httptools, uvloop) running the ASGI app of
+:mod:`core.serving.asgi`: connections cost a file descriptor, not a thread; a request head
+must arrive within ``--head-timeout-s`` and a body within its own deadline; past
+``--max-connections`` a request is answered 503. SIGTERM stops the listener, answers every
+request already received (each answer then closes its connection), and exits.
+
 A/B experiments are addressable as models (their metadata is arm A's). Errors are answered
 as the protocol says, ``{"error": "..."}`` with a 4xx status for a bad request (400), an
 unknown model (404), a body over the limit (413), and 5xx for an overloaded model (503) or
@@ -36,221 +42,154 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
 from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.config import EngineConfig
 from core.remote import OutboundPolicy
-from core.errors import BatchlabError
 from core.lab import Engine
-from core.protocol import HTTPError, status_of
-from .routes import DEFAULT_MAX_BODY, Routes, Text
+from .asgi import OipApp
+from .routes import DEFAULT_MAX_BODY, Routes
 from .tuning import tune_for_serving
 
-__all__ = ["EngineServer", "main"]
+__all__ = ["EngineServer", "main", "MAX_CONNECTIONS"]
 
 log = logging.getLogger("batchlab.server")
 
-_DRAIN_MAX = 256 * 2**20  # an over-limit body up to this size is read and dropped
+#: Connections served at once; a request on one more is answered 503, with the reason.
+#: Idle and slow connections cost a file descriptor each, not a thread, and are closed by
+#: the timeouts below.
+MAX_CONNECTIONS = 4096
+#: A request's line and headers must arrive within this many seconds of its first byte
+#: (or of the connection opening), and be at most HEAD_MAX_BYTES: a client that drips them
+#: (slowloris) is cut off.
+HEAD_TIMEOUT_S = 15.0
+HEAD_MAX_BYTES = 64 * 2**10
+#: A keep-alive connection idle this long between requests is closed (longer than the
+#: clients' own pools keep theirs: aiohttp 15 s, so they close first and never reuse a
+#: connection the server is closing).
+IDLE_TIMEOUT_S = 75
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size bound on each
+    request's head, which uvicorn leaves open: its keep-alive timer only runs between
+    requests and stops at the first byte."""
 
-    # A connection idle (or stuck sending its request) this long is closed; waiting for an
-    # answer (a long predict, wait_job) is not reading, so it is not cut short.
-    timeout = 120
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in separate writes; without TCP_NODELAY, Nagle's algorithm
-        # holds the body until the client's delayed ACK (40 ms per answer on loopback).
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                getattr(self.config, "head_timeout_s", HEAD_TIMEOUT_S), self._head_timed_out)
 
-    def log_message(self, fmt: str, *args: Any) -> None:  # quiet: errors go to our log
-        log.debug("%s " + fmt, self.address_string(), *args)
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
-    # -- plumbing ----------------------------------------------------------------------
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
 
-    def _send(self, status: int, body: dict[str, Any] | bytes,
-              content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > HEAD_MAX_BYTES \
+                and not self.transport.is_closing():
+            self.send_400_response(f"The request line and headers are over "
+                                   f"{HEAD_MAX_BYTES} bytes.")
 
-    def body(self, limit: int | None = None, required: bool = True) -> Any:
-        raw = self.raw_body(limit, required)
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
-        except RecursionError:
-            raise HTTPError(400, "the request body nests JSON too deeply") from None
-
-    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise HTTPError(411, "chunked request bodies are not accepted; send a "
-                                  "Content-Length header")
-        length = self._content_length()
-        if length is None and not required:
-            return None
-        if length is None:
-            raise HTTPError(411, "a Content-Length header is required")
-        limit = limit or self.server.routes.max_body_bytes
-        if length > limit:
-            # Read and drop the body in small chunks (never holding it), so the client gets
-            # the answer rather than a reset; past _DRAIN_MAX just close the connection.
-            self.close_connection = True
-            left = length if length <= _DRAIN_MAX else 0
-            while left > 0:
-                chunk = self.rfile.read(min(left, 65536))
-                if not chunk:
-                    break
-                left -= len(chunk)
-            raise HTTPError(413, f"the request body is {length} bytes, over the limit of "
-                                  f"{limit} bytes")
-        raw = self.rfile.read(length)
-        self._consumed = True
-        if not raw and not required:
-            return None
-        return raw
-
-    def _content_length(self) -> int | None:
-        """The body's length: one Content-Length of plain digits, or None when there is
-        none. Two headers (even equal), a sign, spaces inside or underscores are refused and
-        the connection closed: behind a proxy that reads another of them, the rest of the
-        body would be taken for a second request (request smuggling)."""
-        values = self.headers.get_all("Content-Length") or []
-        if not values:
-            return None
-        if len(values) > 1:
-            self.close_connection = True
-            raise HTTPError(400, f"{len(values)} Content-Length headers; send exactly one")
-        raw = values[0].strip()
-        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-            self.close_connection = True
-            raise HTTPError(400, f"Content-Length must be >= 0 and plain digits, got {raw!r}")
-        return int(raw)
-
-    def _dispatch(self, method: str) -> None:
-        self._consumed = False
-        with self.server.busy:
-            self.server.in_flight += 1
-        try:
-            if self.server.closing:
-                self.close_connection = True
-                self._send(503, {"error": "the server is shutting down", "type":
-                                 "EngineClosedError"}, headers={"Connection": "close"})
-                return
-            self._answer(method)
-        finally:
-            with self.server.busy:
-                self.server.in_flight -= 1
-                self.server.busy.notify_all()
-
-    def _answer(self, method: str) -> None:
-        try:
-            path = self.path.split("?", 1)[0].rstrip("/")
-            status, body = self.server.routes.route(method, path, self)
-        except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
-            status = status_of(err)
-            if status == 500 and not isinstance(err, BatchlabError):
-                log.exception("unexpected error answering %s %s", method, self.path)
-            message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
-                f"internal error: {type(err).__name__}: {err}"
-            body = {"error": message, "type": type(err).__name__}
-        # A body left unread (an early error, a GET with a body) would be parsed as the next
-        # request on this connection: read it (the connection stays usable), or close.
-        self._discard_unread_body()
-        headers = {"Connection": "close"} if self.close_connection else None
-        if isinstance(body, Text):
-            self._send(status, body.data, body.content_type, {**body.headers, **(headers or {})})
-        else:
-            self._send(status, body, headers=headers)
-
-    def _discard_unread_body(self) -> None:
-        if self._consumed or self.close_connection:
-            return
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True  # an unread chunked body: never parsed as a request
-            return
-        try:
-            length = self._content_length() or 0
-        except HTTPError:
-            return  # refused already (the connection closes)
-        if length == 0:
-            return
-        if length < 0 or length > self.server.routes.max_upload_bytes \
-                or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            return
-        left = length
-        while left > 0:
-            chunk = self.rfile.read(min(left, 65536))
-            if not chunk:
-                self.close_connection = True
-                return
-            left -= len(chunk)
-        self._consumed = True
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._dispatch("POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._dispatch("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._dispatch("DELETE")
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver's default backlog is 5: a burst of new connections (a client opening its
-    # pool, 200 concurrent requests) would see some refused or reset.
-    request_queue_size = 256
-
-    def __init__(self, addr: tuple[str, int], engine: Engine, max_body_bytes: int) -> None:
-        self.engine = engine
-        self.routes = Routes(engine, max_body_bytes)
-        self.in_flight = 0  # requests being answered (close waits for them)
-        self.busy = threading.Condition()
-        self.closing = False  # answer 503 and close keep-alive connections from now on
-        super().__init__(addr, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that hangs up (a reset, a broken pipe, an idle timeout) is normal; only
-        anything else is logged with its traceback (not printed to stderr)."""
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn says only "Invalid HTTP request received."; called while the parser's
+        # error is being handled, it can say which rule the request broke.
         err = sys.exc_info()[1]
-        if isinstance(err, (ConnectionError, TimeoutError)):
-            log.debug("connection from %s ended: %s", client_address, err)
-        else:
-            log.exception("error serving %s", client_address)
+        if err is not None and str(err):
+            msg = f"Invalid HTTP request: {err}."
+        super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._in_head = True  # what comes next is the next request's head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, telling a thread when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        self.listening.set()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def raise_fd_limit(want: int = MAX_CONNECTIONS + 1024) -> int:
+    """Raise this process's soft limit on open files towards ``want`` (within the hard
+    limit): each connection is a file descriptor. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
 
 
 class EngineServer:
-    """Serves ``engine`` over the Open Inference Protocol from a background thread.
+    """Serves ``engine`` over the Open Inference Protocol from a background thread, on
+    uvicorn (the ASGI app is :class:`~core.serving.asgi.OipApp`).
 
     ``port=0`` picks a free port (see :attr:`url`). ``close()`` stops the server; the
     engine is the caller's to close.
@@ -264,54 +203,98 @@ class EngineServer:
 
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8000,
                  max_body_bytes: int = DEFAULT_MAX_BODY,
-                 outbound: OutboundPolicy | None = OutboundPolicy()) -> None:
+                 outbound: OutboundPolicy | None = OutboundPolicy(),
+                 max_connections: int = MAX_CONNECTIONS,
+                 head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
         self.engine = engine
         # Anyone who reaches the server can add remote models: where they may be is this
         # policy's (core/remote/policy.py); None leaves the engine's own (in-process: none).
         self.outbound = outbound
-        self._server = _Server((host, port), engine, max_body_bytes)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="oip-server", daemon=True)
+        self.routes = Routes(engine, max_body_bytes)
+        self.app = OipApp(self.routes)
+        self._sock = _bind(host, port)
+        self._address = self._sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self.app, http=_Protocol, lifespan="on", log_config=None, access_log=False,
+            log_level="warning", backlog=2048,
+            timeout_keep_alive=IDLE_TIMEOUT_S, timeout_graceful_shutdown=5,
+            server_header=False)
+        config.head_timeout_s = head_timeout_s  # read by _Protocol
+        self._uvicorn = _Uvicorn(config)
+        self.app.max_connections = max_connections
+        self.app.open_connections = lambda: len(self._uvicorn.server_state.connections)
+        self._thread = threading.Thread(target=self._run, name="oip-server", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._uvicorn.run(sockets=[self._sock])
+        except BaseException:  # noqa: BLE001 - say why the server stopped, then stop
+            log.exception("the engine server stopped")
+        finally:
+            self._uvicorn.listening.set()  # never leave start() waiting
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._address
         return f"http://{host}:{port}"
 
     def allow_hosts(self, names: Any) -> None:
         """Host names this server answers to beyond loopback (besides IP addresses)."""
-        guard = self._server.routes.guard
+        guard = self.routes.guard
         guard.allowed_hosts = guard.allowed_hosts | {
             str(n).strip().lower().rstrip(".") for n in names}
 
     @property
     def port(self) -> int:
-        return int(self._server.server_address[1])
+        return int(self._address[1])
 
     def start(self) -> EngineServer:
         # The engine refuses to add itself as a remote model (its requests would come back
         # to it for ever): it learns where it is served.
-        host, port = self._server.server_address[:2]
+        host, port = self._address
         self.engine.served_at.add((str(host), int(port)))
-        self._server.routes.guard.bind(str(host), int(port))
+        self.routes.guard.bind(str(host), int(port))
         if self.outbound is not None:
             current = self.engine.outbound_policy or self.outbound
             self.engine.outbound_policy = current.with_served(str(host), int(port))
         self._thread.start()
+        self._uvicorn.listening.wait()
+        if not self._thread.is_alive():
+            raise RuntimeError(f"the engine server on {self.url} did not start; see the log")
         return self
 
+    def stop_accepting(self) -> None:
+        """Stop taking new connections; from now on every answer closes its connection, so
+        keep-alive clients leave after the answer they wait for (none is cut off)."""
+        self.app.closing = True
+        uv, loop = self._uvicorn, self._uvicorn.loop
+        if loop is not None and self._thread.is_alive():
+            def close_listeners() -> None:
+                for srv in getattr(uv, "servers", ()):
+                    srv.close()
+            loop.call_soon_threadsafe(close_listeners)
+
     def close(self, drain_s: float = 5.0) -> None:
-        """Stop accepting connections, then wait up to ``drain_s`` for the answers being
-        written (close the engine first to finish its accepted requests)."""
-        srv = self._server
-        srv.closing = True
+        """Stop accepting connections, answer the requests already received (close the
+        engine first to finish the ones it has queued), then stop. Connections still open
+        after ``drain_s`` are closed."""
+        self.stop_accepting()
+        uv = self._uvicorn
+        deadline = time.monotonic() + drain_s
+        state = uv.server_state
+        # Keep serving while clients still send on their open connections (each answer
+        # now tells them to close): a connection closed under a request just sent would
+        # lose it. Quiet for a moment, or nothing left open: stop.
+        while self._thread.is_alive() and time.monotonic() < deadline:
+            if not state.connections or (not state.tasks and self.app.quiet_for() > 0.3):
+                break
+            time.sleep(0.02)
+        uv.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()) + 1)
+        uv.should_exit = True
         if self._thread.is_alive():
-            srv.shutdown()
-        with srv.busy:
-            srv.busy.wait_for(lambda: srv.in_flight == 0, timeout=drain_s)
-        srv.server_close()
-        if self._thread.is_alive():
-            self._thread.join(5)
+            self._thread.join(drain_s + 5)
+        self.app.close()
+        self._sock.close()
 
     def __enter__(self) -> EngineServer:
         return self.start()
@@ -351,6 +334,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="a host name this server answers to when bound beyond loopback "
                          "(repeatable; IP addresses always are)")
+    ap.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS,
+                    help="connections served at once; a request on one more is answered "
+                         "503 (default %(default)s)")
+    ap.add_argument("--head-timeout-s", type=float, default=HEAD_TIMEOUT_S,
+                    help="a request's line and headers must arrive within this many "
+                         "seconds, else the connection is closed (default %(default)s)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -361,8 +350,11 @@ def main(argv: list[str] | None = None) -> None:
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models))
     tune_for_serving()
+    raise_fd_limit(args.max_connections + 1024)
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
-                          outbound=OutboundPolicy(allow=tuple(args.allow_remote)))
+                          outbound=OutboundPolicy(allow=tuple(args.allow_remote)),
+                          max_connections=args.max_connections,
+                          head_timeout_s=args.head_timeout_s)
     server.allow_hosts(args.allow_host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -376,9 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("remote models may be at %s (--allow-remote adds networks or hosts)",
              engine.outbound_policy.allowed_words())
     stop.wait()
-    log.info("stopping: draining accepted requests")
-    engine.close()  # finishes (or fails) every accepted request; answers go out first
-    server.close()
+    log.info("stopping: answering the requests already received")
+    server.stop_accepting()
+    engine.close()  # finishes every request it has queued; their answers go out
+    server.close(drain_s=30.0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,228 @@
+"""The engine server's routes (:mod:`core.serving.routes`) as one ASGI application: the
+Open Inference Protocol data plane, the repository extension, the control API and
+``/metrics``. Any ASGI server can host it — :class:`~core.serving.EngineServer` runs it on
+uvicorn; Ray Serve's ingress, or another uvicorn/hypercorn, can mount the same app.
+
+Inference requests are parsed and queued on the event loop and their answers awaited there
+(no thread waits per request); every other route (loads, sweeps, ``wait_job``) runs on a
+bounded pool of threads, since it may block for long.
+
+Example:
+    >>> app = OipApp(Routes(engine))
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Awaitable, Callable
+
+from core.errors import BatchlabError
+from core.protocol import HTTPError, status_of
+from .routes import Pending, Routes, Text, parse_json
+
+__all__ = ["OipApp"]
+
+log = logging.getLogger("batchlab.server")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: An over-limit body up to this size is read and dropped (so its client gets the 413
+#: rather than a reset); past it the connection is closed.
+DRAIN_MAX = 256 * 2**20
+#: An inference body up to this size is parsed on the event loop (cheaper than a thread
+#: hop); a larger one on a thread, so that one big request never stalls every connection.
+INLINE_MAX = 256 * 2**10
+#: A body must arrive within this many seconds, plus one per MiB of its length (a client
+#: that drips it holds a connection no longer).
+BODY_TIMEOUT_S = 30.0
+
+
+class _Disconnected(Exception):
+    """The client went away before its request was read."""
+
+
+class _Request:
+    """What a route reads of an ASGI request (:class:`~core.serving.routes.RequestIn`);
+    the body is read before the route runs."""
+
+    __slots__ = ("_headers", "_body", "_has_body")
+
+    def __init__(self, scope: Scope) -> None:
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        self._headers = headers
+        self._has_body = "content-length" in headers or "transfer-encoding" in headers
+        self._body = b""
+
+    def header(self, name: str) -> str | None:
+        return self._headers.get(name.lower())
+
+    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
+        if not self._has_body:
+            if required:
+                raise HTTPError(411, "a Content-Length header is required")
+            return None
+        if limit is not None and len(self._body) > limit:
+            raise HTTPError(413, f"the request body is {len(self._body)} bytes, over the "
+                                  f"limit of {limit} bytes")
+        if not self._body and not required:
+            return None
+        return self._body
+
+    def body(self, limit: int | None = None, required: bool = True) -> Any:
+        raw = self.raw_body(limit, required)
+        return None if raw is None else parse_json(raw)
+
+
+class OipApp:
+    """The ASGI application serving ``routes``.
+
+    ``closing`` (set by the server when it stops) makes every answer close its connection,
+    so keep-alive clients leave after the answer they are waiting for; none is cut off.
+    """
+
+    def __init__(self, routes: Routes, threads: int = 32) -> None:
+        self.routes = routes
+        self.closing = False
+        #: Connections open now (the server hosting the app sets it) and the most it
+        #: serves: a request on one more is answered 503, with the reason.
+        self.open_connections: Callable[[], int] = lambda: 0
+        self.max_connections: int | None = None
+        self._last_request = time.monotonic()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-route")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def quiet_for(self) -> float:
+        """Seconds since the last request arrived."""
+        return time.monotonic() - self._last_request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # websockets: not served
+            return
+        self._last_request = time.monotonic()
+        method = scope["method"]
+        path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0].rstrip("/") \
+            or scope["path"].rstrip("/")
+        req = _Request(scope)
+        close = self.closing
+        if self.max_connections is not None \
+                and self.open_connections() > self.max_connections:
+            await self._send(send, 503, {
+                "error": f"the server has {self.max_connections} connections open, its "
+                         "limit; retry on a connection freed, or start it with a higher "
+                         "--max-connections", "type": "ServerBusyError"}, True)
+            return
+        try:
+            try:
+                close |= await self._read_body(req, receive, self.routes.body_limit(path))
+            except _Disconnected:
+                return
+            status, body = await self._answer(method, path, req)
+        except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
+            status, body = self._error(method, path, err)
+            close |= isinstance(err, HTTPError) and err.status in (408, 413)
+        await self._send(send, status, body, close or self.closing)
+
+    async def _answer(self, method: str, path: str, req: _Request) -> tuple[int, Any]:
+        loop = asyncio.get_running_loop()
+        routes = self.routes
+        if routes.is_infer(method, path) and len(req._body) <= INLINE_MAX:
+            answer = routes.begin(method, path, req)
+        else:
+            answer = await loop.run_in_executor(self._pool, routes.begin, method, path, req)
+        if not isinstance(answer, Pending):
+            return answer
+        try:
+            pred = await asyncio.wait_for(asyncio.wrap_future(answer.future), answer.wait_s)
+        except asyncio.TimeoutError:
+            pred = answer.late()
+        return 200, answer.answer(pred)
+
+    @staticmethod
+    def _error(method: str, path: str, err: Exception) -> tuple[int, dict[str, Any]]:
+        status = status_of(err)
+        if status == 500 and not isinstance(err, BatchlabError):
+            log.error("unexpected error answering %s %s", method, path, exc_info=err)
+        message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
+            f"internal error: {type(err).__name__}: {err}"
+        return status, {"error": message, "type": type(err).__name__}
+
+    async def _read_body(self, req: _Request, receive: Receive, limit: int) -> bool:
+        """Read the body (at most ``limit`` bytes) into ``req``; True when the connection
+        must close after the answer. Over the limit: the rest is read and dropped (up to
+        :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408."""
+        if not req._has_body:
+            return False
+        declared = req.header("content-length")
+        length = int(declared) if declared is not None and declared.isdigit() else 0
+        try:
+            return await asyncio.wait_for(self._read(req, receive, limit, length),
+                                          BODY_TIMEOUT_S + length / 2**20)
+        except asyncio.TimeoutError:
+            raise HTTPError(408, f"the request body did not arrive within "
+                                 f"{BODY_TIMEOUT_S + length / 2**20:.0f} s") from None
+
+    @staticmethod
+    async def _read(req: _Request, receive: Receive, limit: int, declared: int) -> bool:
+        if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
+            raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
+                                 f"of {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        over = declared > limit
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                over = True
+                chunks.clear()
+            elif not over:
+                chunks.append(chunk)
+            if over and size > DRAIN_MAX:
+                break  # stop reading: the connection closes after the 413
+            if not message.get("more_body", False):
+                break
+        if over:
+            raise HTTPError(413, f"the request body is {max(size, declared)} bytes, over "
+                                 f"the limit of {limit} bytes")
+        req._body = b"".join(chunks)
+        return False
+
+    @staticmethod
+    async def _send(send: Send, status: int, body: Any, close: bool) -> None:
+        if isinstance(body, Text):
+            data, content_type, extra = body.data, body.content_type, body.headers
+        else:
+            data, content_type, extra = json.dumps(body).encode(), "application/json", {}
+        headers = [(b"content-type", content_type.encode()),
+                   (b"content-length", str(len(data)).encode())]
+        headers += [(k.lower().encode(), str(v).encode()) for k, v in extra.items()]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,190 @@
+"""The engine server's HTTP stack under abuse and at shutdown: slow and idle connection
+floods, the connection limit, and SIGTERM under load (``python -m core.server`` in a child
+process, driven by raw sockets and the standard library's HTTP client)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from core.serving import ServerProcess
+from core.serving.server import raise_fd_limit
+from tests.helpers import WAIT_S
+
+TINY = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                               "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
+HEADERS = {"Content-Type": "application/json"}
+HEAD_TIMEOUT_S = 10.0  # the server's deadline for a request head, in these tests
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no thread count")
+
+
+def _infer(port: int, timeout: float = 5.0) -> int:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", "/v2/models/tiny/infer", TINY, HEADERS)
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    raise_fd_limit(8192)  # this process holds thousands of client sockets below
+    srv = ServerProcess(args=["--no-probe", "--head-timeout-s", str(HEAD_TIMEOUT_S), "--max-connections",
+                              "4000"], log_path=tmp_path / "server.log").start()
+    yield srv
+    srv.stop()
+
+
+def _still_open(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""  # (no request was finished: nothing to read)
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        s.setblocking(True)
+
+
+def test_slow_and_idle_connection_floods_leave_other_clients_served(server):
+    port = server.port
+    assert _infer(port) == 200
+    idle, slow = [], []
+    try:
+        for _ in range(2000):  # connections that never send a byte
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=WAIT_S))
+        for _ in range(1000):  # slowloris: a request head that never ends
+            s = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+            s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+            slow.append(s)
+        # Everyone else is served, within a short client timeout, while they are open; and
+        # the server holds them without a thread each.
+        assert [_infer(port, timeout=5.0) for _ in range(50)] == [200] * 50
+        assert _still_open(slow[-1])
+        assert _threads(server.pid) < 100
+        # The head deadline closes the slow and the idle ones: the server hangs up (recv
+        # returns b"", or a reset), nobody waits for the client to give up.
+        for s in slow + idle:
+            s.settimeout(HEAD_TIMEOUT_S + WAIT_S)
+            try:
+                assert s.recv(1024) == b""
+            except ConnectionResetError:
+                pass
+        assert _infer(port) == 200
+    finally:
+        for s in idle + slow:
+            s.close()
+
+
+def test_requests_past_the_connection_limit_get_503_with_the_reason(tmp_path):
+    srv = ServerProcess(args=["--no-probe", "--no-demo-models", "--max-connections", "20"],
+                        log_path=tmp_path / "server.log").start()
+    held = []
+    try:
+        held = [socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_S)
+                for _ in range(20)]
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
+        c.request("GET", "/v2/health/live")
+        r = c.getresponse()
+        assert r.status == 503 and b"--max-connections" in r.read()
+        c.close()
+        for s in held:
+            s.close()
+        held = []
+        for _ in range(int(WAIT_S * 10)):  # the server notices the closed ones
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
+            c.request("GET", "/v2/health/live")
+            status = c.getresponse().status
+            c.close()
+            if status == 200:
+                break
+            threading.Event().wait(0.1)
+        assert status == 200
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+
+
+def test_sigterm_under_load_answers_every_request_it_received(tmp_path):
+    """24 clients send one request after another on keep-alive connections; SIGTERM
+    arrives mid-stream. Every request whose bytes left a client gets an HTTP answer (a
+    result, or a 503 once the engine has closed): none is cut off by a reset. Connections
+    refused after the listener closed carried no request."""
+    srv = ServerProcess(args=["--no-probe"], log_path=tmp_path / "server.log").start()
+    port, pid = srv.port, srv.pid
+    answered, lost, refused = [0] * 24, [0] * 24, [0] * 24
+    statuses: set[int] = set()
+    enough = threading.Event()
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        conn = None
+        while not done.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+                try:
+                    conn.connect()
+                except ConnectionRefusedError:
+                    refused[k] += 1
+                    conn = None
+                    if enough.is_set():
+                        return  # the server has stopped listening: this client is done
+                    continue
+            try:
+                conn.request("POST", "/v2/models/tiny/infer", TINY, HEADERS)
+            except OSError:  # the server closed this idle connection before we sent
+                conn.close()
+                conn = None
+                continue
+            try:
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                lost[k] += 1  # sent, and no answer came
+                conn.close()
+                conn = None
+                continue
+            with lock:
+                answered[k] += 1
+                statuses.add(r.status)
+                if sum(answered) >= 1500:
+                    enough.set()
+            if r.will_close:
+                conn.close()
+                conn = None
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(24)]
+    for t in threads:
+        t.start()
+    try:
+        assert enough.wait(60), "the clients never got going"
+        os.kill(pid, signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads)
+    finally:
+        done.set()
+        code = srv.stop()
+    assert sum(lost) == 0, f"{sum(lost)} requests sent and never answered ({lost})"
+    assert statuses <= {200, 503}, statuses
+    assert sum(refused) >= 24  # each client saw the listener gone
+    assert code == 0
