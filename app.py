@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import EngineUnavailableError
-from pages._common import require_engine, sidebar_status
+from pages._common import require_engine, require_password, sidebar_status
 
 # The page icon is a file here, not a Material icon (which the browser would fetch from
 # the internet, and which fails offline).
@@ -27,6 +27,8 @@ PAGES = [
 # client.showSidebarNavigation off, a fresh server never flashes Streamlit's raw list of
 # the files in pages/ before this script has run.
 page = st.navigation(PAGES, position="hidden")
+if not require_password():  # only beyond loopback: a stranger who reaches the port sees this
+    st.stop()
 with st.sidebar:
     for p in PAGES:
         st.page_link(p)

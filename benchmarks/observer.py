@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -157,20 +158,23 @@ def main() -> None:
     dashboard_url = f"http://127.0.0.1:{dash_port}"
     server = None
     data_dir = tempfile.mkdtemp(prefix="batchlab-observer-")
+    token = secrets.token_urlsafe(24)  # the engine server's, given to the dashboard too
     if args.mode == "pinned":
         if len(os.sched_getaffinity(0)) < 2:
             sys.exit("--mode pinned puts the engine and the browser on different cores: it needs 2")
         engine_core, browser_core = sorted(os.sched_getaffinity(0))[:2]
         os.sched_setaffinity(0, {browser_core})  # the dashboard and chromium inherit this
-        server = ServerProcess(cpus={engine_core}, log_path=logs / "observer-engine.log")
+        server = ServerProcess(cpus={engine_core}, log_path=logs / "observer-engine.log",
+                               token=token)
         server.start()
-        dashboard = start_dashboard(server.url, dash_port, logs / "observer-dashboard.log")
+        dashboard = start_dashboard(server.url, dash_port, logs / "observer-dashboard.log",
+                                    {"BATCHLAB_TOKEN": token})
         engine_url, engine_pid = server.url, server.pid
     else:
         engine_port = free_port()
         dashboard = start_dashboard(None, dash_port, logs / "observer-dashboard.log", {
             "BATCHLAB_ENGINE_PORT": str(engine_port), "BATCHLAB_DATA_DIR": data_dir,
-            "BATCHLAB_PIN": "0" if args.no_split else "1"})
+            "BATCHLAB_PIN": "0" if args.no_split else "1", "BATCHLAB_TOKEN": token})
         engine_url, engine_pid = f"http://127.0.0.1:{engine_port}", None
     from playwright.sync_api import sync_playwright
     rows = []
@@ -181,7 +185,7 @@ def main() -> None:
                                          args=["--disable-gpu", "--no-first-run"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(dashboard_url)  # the first visit starts the engine (make-run mode)
-            engine = RemoteEngine.connect(engine_url, timeout_s=120)
+            engine = RemoteEngine.connect(engine_url, timeout_s=120, token=token)
             engine_pid = engine_pid or server_pid(int(engine_url.rsplit(":", 1)[1]))
             page.wait_for_timeout(5000)
             page.goto("about:blank")

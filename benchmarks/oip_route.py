@@ -88,7 +88,7 @@ def main() -> None:
     server = ServerProcess().start()
     try:
         from core.serving import RemoteEngine
-        remote = RemoteEngine.connect(server.url)
+        remote = RemoteEngine.connect(server.url, token=server.token)
         remote.configure("mlp", max_batch_size=32, max_wait_ms=2.0)
         remote.close()
         measure("OIP JSON", http_submitter(server.url, binary=False))

@@ -162,7 +162,7 @@ def measure_batchlab(engine: Engine, data: bytes, batching: bool, args: argparse
                         root=root).start()
     try:
         from core.serving import RemoteEngine
-        back = RemoteEngine.connect(srv.url)
+        back = RemoteEngine.connect(srv.url, token=srv.token)
         back.load_model(data, name=MODEL)
         back.configure(MODEL, max_batch_size=32 if batching else 1,
                        max_wait_ms=2.0 if batching else 0.0)

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import atexit
 import functools
+import hmac
+import ipaddress
 import os
+import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +39,8 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S"]
+           "CHART_REFRESH_S", "measuring_job", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
+           "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
 ENGINE_URL_ENV = "BATCHLAB_ENGINE_URL"
@@ -99,7 +104,10 @@ def get_engine() -> Engine | RemoteEngine:
         # See core/serving/tuning.py for why this keeps tail latency from following the pages.
         tune_for_serving()
         return engine
-    return RemoteEngine(url or _server_process().url)
+    if url:  # an engine server running elsewhere: its token from BATCHLAB_TOKEN
+        return RemoteEngine(url)
+    proc = _server_process()
+    return RemoteEngine(proc.url, token=proc.token)
 
 
 def reset_engine() -> Engine | RemoteEngine:
@@ -143,6 +151,56 @@ def _say_if_restarted() -> None:
         st.warning("The engine server had stopped and was started again: models uploaded "
                    "before, their metrics, traffic and jobs are gone.",
                    icon=":material/restart_alt:")
+
+
+#: The dashboard's password when it listens beyond loopback (else one is made up at start
+#: and printed on the console, as Jupyter prints its token).
+PASSWORD_ENV = "BATCHLAB_PASSWORD"
+
+
+def _listens_beyond_loopback() -> bool:
+    address = (st.get_option("server.address") or "").strip().strip("[]")
+    if not address:
+        return True  # unset: Streamlit listens on every interface
+    if address.lower() == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return True  # a host name: reachable from wherever it resolves
+
+
+@st.cache_resource(show_spinner=False)
+def _dashboard_password() -> str:
+    given = os.environ.get(PASSWORD_ENV, "").strip()
+    if given:
+        return given
+    made = secrets.token_urlsafe(12)
+    print(f"\n  Batchlab listens beyond loopback: its password is {made}\n  (set "
+          f"{PASSWORD_ENV} to choose one)\n", file=sys.stderr, flush=True)
+    return made
+
+
+def require_password() -> bool:
+    """On a dashboard listening beyond loopback, True once this browser session gave the
+    password (else a password form is drawn and False returned: draw nothing else). On
+    loopback, always True: only this machine's users reach it."""
+    if not _listens_beyond_loopback() or st.session_state.get("_password_ok"):
+        return True
+    st.title("Batchlab")
+    st.write("This dashboard listens beyond this machine, so it asks for its password: "
+             f"the one in `{PASSWORD_ENV}`, or the one printed on the console that started "
+             "it.")
+    with st.form("batchlab_login"):
+        given = st.text_input("Password", type="password")
+        sent = st.form_submit_button("Open the dashboard")
+    if sent:
+        if hmac.compare_digest(given.encode(), _dashboard_password().encode()):
+            st.session_state["_password_ok"] = True
+            st.rerun()
+        st.error("That is not the password: use the one in "
+                 f"`{PASSWORD_ENV}` or printed on the console that started the dashboard.")
+    return False
 
 
 def require_engine() -> bool:

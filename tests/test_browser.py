@@ -35,16 +35,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _start_dashboard(data_dir: Path, address: str = "127.0.0.1",
+                     log_name: str = "streamlit.log", **env_extra: str):
     port = _free_port()
-    env = {**os.environ, "BATCHLAB_DATA_DIR": str(tmp_path_factory.mktemp("server-data"))}
+    env = {**os.environ, "BATCHLAB_DATA_DIR": str(data_dir), **env_extra}
     (ROOT / "test-results").mkdir(exist_ok=True)
-    log_path = ROOT / "test-results" / "streamlit.log"
+    log_path = ROOT / "test-results" / log_name
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
-         "--server.address=127.0.0.1", f"--server.port={port}",
+         f"--server.address={address}", f"--server.port={port}",
          "--browser.gatherUsageStats=false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -60,13 +60,23 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail(f"streamlit did not start (see {log_path})")
         time.sleep(0.2)
-    yield url
+    return url, proc, log
+
+
+def _stop_dashboard(proc: subprocess.Popen, log) -> None:
     proc.terminate()
     try:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    url, proc, log = _start_dashboard(tmp_path_factory.mktemp("server-data"))
+    yield url
+    _stop_dashboard(proc, log)
 
 
 def figure_value(text: str) -> float:
@@ -468,3 +478,35 @@ def test_the_dashboard_survives_its_engine_dying(server, page: Page):
                         has_text="Models")).to_contain_text(
         re.compile(rf"(?<!\d){len(DEMO_MODELS)}(?!\d)"), timeout=20_000)
     no_exception(page)
+
+
+def test_a_dashboard_beyond_loopback_refuses_a_stranger(page: Page, tmp_path):
+    """Listening on every interface, the dashboard shows a stranger a password form and
+    nothing else: no pages, no upload, no engine started; the password opens it."""
+    url, proc, log = _start_dashboard(tmp_path, address="0.0.0.0", log_name="streamlit-0.log",
+                                      BATCHLAB_PASSWORD="correct horse battery",
+                                      BATCHLAB_ENGINE_URL="inprocess")
+    try:
+        page.goto(url)
+        expect(page.get_by_text("asks for its password")).to_be_visible(timeout=60_000)
+        wait_ready(page)
+        expect(page.locator('[data-testid="stPageLink"]')).to_have_count(0)
+        expect(page.locator('[data-testid="stFileUploader"]')).to_have_count(0)
+        box = page.get_by_label("Password", exact=True)
+        box.fill("guess")
+        page.get_by_role("button", name="Open the dashboard").click()
+        expect(page.get_by_text("That is not the password")).to_be_visible(timeout=20_000)
+        expect(page.locator('[data-testid="stPageLink"]')).to_have_count(0)
+        page.goto(url + "/monitor")  # a deep link is no way round it
+        expect(page.get_by_text("asks for its password")).to_be_visible(timeout=20_000)
+        expect(page.get_by_role("heading", name="Monitor", level=1)).to_have_count(0)
+        box = page.get_by_label("Password", exact=True)
+        box.fill("correct horse battery")
+        page.get_by_role("button", name="Open the dashboard").click()
+        expect(page.get_by_role("heading", name="Monitor", level=1)).to_be_visible(
+            timeout=60_000)
+        expect(page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]').first
+               ).to_be_visible()
+        no_exception(page)
+    finally:
+        _stop_dashboard(proc, log)

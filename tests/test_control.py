@@ -371,7 +371,7 @@ def test_unreachable_engine_says_where_it_looked():
 def test_server_process_restarts_on_the_same_port_and_the_client_recovers(tmp_path):
     server = ServerProcess(args=["--no-demo-models"], log_path=tmp_path / "server.log").start()
     try:
-        remote = RemoteEngine(server.url)
+        remote = RemoteEngine(server.url, token=server.token)
         remote.load_model(build_demo_model("tiny"), name="tiny")
         assert remote.model_names() == ["tiny"]
         os.kill(server.pid, signal.SIGKILL)
@@ -579,7 +579,7 @@ def test_concurrent_ensure_restarts_once(tmp_path):
         for t in threads:
             t.join()
         assert sorted(results) == [False, False, False, True] and server.restarts == 1
-        assert RemoteEngine(server.url).reachable()
+        assert RemoteEngine(server.url, token=server.token).reachable()
     finally:
         assert server.stop() == 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.serving import ServerProcess
-from core.serving.server import raise_fd_limit
+from core.serving.http import raise_fd_limit
 from tests.helpers import WAIT_S
 
 TINY = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
@@ -91,6 +91,19 @@ def test_slow_and_idle_connection_floods_leave_other_clients_served(server):
     finally:
         for s in idle + slow:
             s.close()
+
+
+def test_an_endless_request_head_is_refused(server):
+    # A head 10 bytes over the 64 KiB bound, sent at once and never ended: the server has
+    # read all of it when it refuses it (so it closes cleanly, and the answer arrives).
+    start = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
+    with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as s:
+        s.sendall(start + b"a" * (64 * 1024 + 10 - len(start)))
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400") and b"over 65536 bytes" in answer, answer[:200]
+    assert _infer(server.port) == 200
 
 
 def test_requests_past_the_connection_limit_get_503_with_the_reason(tmp_path):

@@ -280,7 +280,7 @@ def test_sigterm_answers_the_requests_already_accepted(tmp_path):
 
     server = ServerProcess(log_path=tmp_path / "server.log").start()
     try:
-        remote = RemoteEngine.connect(server.url)
+        remote = RemoteEngine.connect(server.url, token=server.token)
         # A wait far longer than the test: the requests sit queued until the server stops.
         remote.configure("mlp", max_batch_size=64, max_wait_ms=60_000.0)
         c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"),

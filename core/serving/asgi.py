@@ -134,6 +134,9 @@ class OipApp:
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
             status, body = self._error(method, path, err)
             close |= isinstance(err, HTTPError) and err.status in (408, 413)
+            if status == 401:
+                body = Text(json.dumps(body).encode(), "application/json",
+                            {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         await self._send(send, status, body, close or self.closing)
 
     async def _answer(self, method: str, path: str, req: _Request) -> tuple[int, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +37,7 @@ from core.lab import Engine, ExperimentStore
 from core.models import read_model_source
 from core.protocol import error_from
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
+from .guard import TOKEN_ENV
 from .wire_types import WIRE
 
 __all__ = ["RemoteEngine", "DEFAULT_URL"]
@@ -68,10 +70,14 @@ def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float 
 class _Transport:
     """One pooled connection set to the server; thread-safe."""
 
-    def __init__(self, url: str, timeout_s: float, pool_size: int) -> None:
+    def __init__(self, url: str, timeout_s: float, pool_size: int,
+                 token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._http = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str, path: str, body: Any = None, retry: bool = False,
                 read_timeout_s: float | None | str = "default") -> Any:
@@ -84,7 +90,7 @@ class _Transport:
         try:
             resp = self._http.request(method, self.url + path, body=data, timeout=timeout,
                                       retries=retries,
-                                      headers={"Content-Type": "application/json"})
+                                      headers=self._headers)
         except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.TimeoutError) as err:
             if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
                 raise EngineUnavailableError(
@@ -161,11 +167,14 @@ class RemoteEngine:
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0,
-                 pool_size: int = 64) -> None:
+                 pool_size: int = 64, token: str | None = None) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"the engine URL must start with http:// or https://, got {url!r}")
         self.url = url.rstrip("/")
-        self._t = _Transport(self.url, timeout_s, pool_size)
+        # The server's token (its log prints it; the dashboard's own server is given one):
+        # by default from BATCHLAB_TOKEN.
+        token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
+        self._t = _Transport(self.url, timeout_s, pool_size, token or None)
         self._info: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

@@ -17,7 +17,12 @@ routes, as Jupyter does for its server):
   extension: a form's or a page's simple types (``text/plain``, form encodings) are refused
   (415; ``application/json`` cannot be sent cross-site without the browser asking the server
   first, and OIP clients such as tritonclient send no type); a control method that changes
-  anything is refused on GET (405).
+  anything is refused on GET (405);
+* **a token** (when the server has one, as ``python -m core.server`` always does unless
+  told ``--no-token`` on loopback): the control API and the repository extension answer
+  only requests that carry it (``Authorization: Bearer TOKEN``, 401 otherwise); a server
+  bound beyond loopback asks for it on the data plane and ``/metrics`` too. Health checks
+  (``/v2/health/...``) stay open, for probes.
 
 Example:
     >>> guard = RequestGuard(); guard.bind("127.0.0.1", 8000)
@@ -26,13 +31,18 @@ Example:
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
 from core.protocol import HTTPError
 
-__all__ = ["RequestGuard"]
+__all__ = ["RequestGuard", "TOKEN_ENV"]
+
+#: The environment variable a token is read from (by the server, RemoteEngine and the
+#: dashboard).
+TOKEN_ENV = "BATCHLAB_TOKEN"
 
 _LOOPBACK_NAMES = {"localhost", "localhost."}
 
@@ -70,9 +80,11 @@ def _media_type(value: str | None) -> str:
 class RequestGuard:
     """The checks of the module docstring, for a server bound to (host, port)."""
 
-    def __init__(self, allowed_hosts: tuple[str, ...] = ()) -> None:
+    def __init__(self, allowed_hosts: tuple[str, ...] = (), token: str | None = None) -> None:
         self.host: str | None = None
         self.port: int | None = None
+        #: The secret a client proves it was given (None: none asked).
+        self.token = token or None
         #: Host names a server bound beyond loopback answers to (besides IP addresses).
         self.allowed_hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
 
@@ -118,6 +130,9 @@ class RequestGuard:
                                      "address it by IP, or start it with --allow-host "
                                      f"{h_host or 'NAME'} (names are refused so that a "
                                      "rebound DNS name cannot drive it)")
+        if self.token is not None and (control or self._beyond_loopback()) \
+                and not path.startswith("/v2/health"):
+            self._check_token(req)
         if control and method == "POST":
             kind = _media_type(req.header("Content-Type"))
             # The types a page may send without asking the server first (CORS "simple"
@@ -129,3 +144,19 @@ class RequestGuard:
         if control and writes and method != "POST":
             raise HTTPError(405, f"{path} changes the engine's state: use POST with a JSON "
                                  "body")
+
+    def _beyond_loopback(self) -> bool:
+        return self.host is not None and not _is_loopback(self.host)
+
+    def _check_token(self, req: Any) -> None:
+        value = (req.header("Authorization") or "").strip()
+        scheme, _, given = value.partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not given.strip():
+            raise HTTPError(401, "this server needs its token: send the header "
+                                 "'Authorization: Bearer TOKEN' (RemoteEngine(url, token=...) "
+                                 "or BATCHLAB_TOKEN does). The token is in the server's log "
+                                 "when it starts, or was set with --token / BATCHLAB_TOKEN")
+        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            raise HTTPError(401, "the token sent (Authorization header) is not this "
+                                 "server's; use the one in its log or the one it was "
+                                 "started with (--token / BATCHLAB_TOKEN)")

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from core.errors import EngineUnavailableError
+from .guard import TOKEN_ENV
 
 __all__ = ["ServerProcess", "free_port", "split_cores", "pin_process"]
 
@@ -72,11 +74,15 @@ class ServerProcess:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  args: Sequence[str] = (), log_path: str | Path | None = None,
-                 cpus: set[int] | None = None, root: str | Path | None = None) -> None:
+                 cpus: set[int] | None = None, root: str | Path | None = None,
+                 token: str | None = None) -> None:
         self.cpus = cpus  # CPU affinity of the child (benchmarks pin it to one core)
         # The checkout whose core.server runs (benchmarks compare against an older commit
         # in a git worktree); this one by default.
         self.root = Path(root) if root else _ROOT
+        #: The token the child asks of its clients (given in its environment, never on
+        #: its command line, where other users could read it): pass it to RemoteEngine.
+        self.token = token or os.environ.get(TOKEN_ENV, "").strip() or secrets.token_urlsafe(24)
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args)
@@ -98,7 +104,7 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "core.server", "--host", self.host, "--port",
                str(self.port), "--parent-pid", str(os.getpid()), *self.args]
         env = dict(os.environ, PYTHONPATH=str(self.root) + os.pathsep
-                   + os.environ.get("PYTHONPATH", ""))
+                   + os.environ.get("PYTHONPATH", ""), **{TOKEN_ENV: self.token})
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         try:
             cpus = self.cpus

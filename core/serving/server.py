@@ -42,150 +42,30 @@ Example:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import resource
+import secrets
 import signal
-import socket
-import sys
 import threading
 import time
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from core.config import EngineConfig
+from core.errors import ConfigError
 from core.remote import OutboundPolicy
 from core.lab import Engine
 from .asgi import OipApp
+from .guard import TOKEN_ENV
+from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadlineProtocol,
+                   ListeningServer, bind, is_loopback, raise_fd_limit)
 from .routes import DEFAULT_MAX_BODY, Routes
 from .tuning import tune_for_serving
 
-__all__ = ["EngineServer", "main", "MAX_CONNECTIONS"]
+__all__ = ["EngineServer", "main", "MAX_CONNECTIONS", "TOKEN_ENV"]
 
 log = logging.getLogger("batchlab.server")
-
-#: Connections served at once; a request on one more is answered 503, with the reason.
-#: Idle and slow connections cost a file descriptor each, not a thread, and are closed by
-#: the timeouts below.
-MAX_CONNECTIONS = 4096
-#: A request's line and headers must arrive within this many seconds of its first byte
-#: (or of the connection opening), and be at most HEAD_MAX_BYTES: a client that drips them
-#: (slowloris) is cut off.
-HEAD_TIMEOUT_S = 15.0
-HEAD_MAX_BYTES = 64 * 2**10
-#: A keep-alive connection idle this long between requests is closed (longer than the
-#: clients' own pools keep theirs: aiohttp 15 s, so they close first and never reuse a
-#: connection the server is closing).
-IDLE_TIMEOUT_S = 75
-
-
-class _Protocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size bound on each
-    request's head, which uvicorn leaves open: its keep-alive timer only runs between
-    requests and stops at the first byte."""
-
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._head_bytes = 0
-        self._in_head = True
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._arm_head_timer()
-
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(
-                getattr(self.config, "head_timeout_s", HEAD_TIMEOUT_S), self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._in_head:
-            self._head_bytes += len(data)
-        super().data_received(data)
-        if self._in_head and self._head_bytes > HEAD_MAX_BYTES \
-                and not self.transport.is_closing():
-            self.send_400_response(f"The request line and headers are over "
-                                   f"{HEAD_MAX_BYTES} bytes.")
-
-    def send_400_response(self, msg: str) -> None:
-        # uvicorn says only "Invalid HTTP request received."; called while the parser's
-        # error is being handled, it can say which rule the request broke.
-        err = sys.exc_info()[1]
-        if err is not None and str(err):
-            msg = f"Invalid HTTP request: {err}."
-        super().send_400_response(msg)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._arm_head_timer()
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = 0
-        self._disarm_head_timer()
-        super().on_headers_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._in_head = True  # what comes next is the next request's head
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
-        super().connection_lost(exc)
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn's server, telling a thread when it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
-        await super().startup(sockets)
-        self.listening.set()
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    try:
-        sock.bind(addr)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(False)
-    return sock
-
-
-def raise_fd_limit(want: int = MAX_CONNECTIONS + 1024) -> int:
-    """Raise this process's soft limit on open files towards ``want`` (within the hard
-    limit): each connection is a file descriptor. Returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        return target
-    return soft
-
 
 class EngineServer:
     """Serves ``engine`` over the Open Inference Protocol from a background thread, on
@@ -205,22 +85,34 @@ class EngineServer:
                  max_body_bytes: int = DEFAULT_MAX_BODY,
                  outbound: OutboundPolicy | None = OutboundPolicy(),
                  max_connections: int = MAX_CONNECTIONS,
-                 head_timeout_s: float = HEAD_TIMEOUT_S) -> None:
+                 head_timeout_s: float = HEAD_TIMEOUT_S,
+                 token: str | None = None) -> None:
         self.engine = engine
         # Anyone who reaches the server can add remote models: where they may be is this
         # policy's (core/remote/policy.py); None leaves the engine's own (in-process: none).
         self.outbound = outbound
         self.routes = Routes(engine, max_body_bytes)
+        #: The secret clients send (``Authorization: Bearer TOKEN``) for the control API
+        #: and the repository extension, and beyond loopback for everything but health
+        #: checks; None asks for none (``python -m core.server`` always has one unless
+        #: told ``--no-token``, which only a loopback server accepts).
+        self.token = token or None
+        if self.token is None and not is_loopback(host):
+            raise ConfigError(f"a server listening on {host!r} (beyond loopback) needs a "
+                              "token: anyone who reaches it could load models and start "
+                              "traffic; pass token=... (--token, or BATCHLAB_TOKEN)")
+        self.routes.guard.token = self.token
         self.app = OipApp(self.routes)
-        self._sock = _bind(host, port)
+        self._sock = bind(host, port)
         self._address = self._sock.getsockname()[:2]
         config = uvicorn.Config(
-            self.app, http=_Protocol, lifespan="on", log_config=None, access_log=False,
+            self.app, http=HeadDeadlineProtocol, lifespan="on", log_config=None,
+            access_log=False,
             log_level="warning", backlog=2048,
             timeout_keep_alive=IDLE_TIMEOUT_S, timeout_graceful_shutdown=5,
             server_header=False)
-        config.head_timeout_s = head_timeout_s  # read by _Protocol
-        self._uvicorn = _Uvicorn(config)
+        config.head_timeout_s = head_timeout_s  # read by HeadDeadlineProtocol
+        self._uvicorn = ListeningServer(config)
         self.app.max_connections = max_connections
         self.app.open_connections = lambda: len(self._uvicorn.server_state.connections)
         self._thread = threading.Thread(target=self._run, name="oip-server", daemon=True)
@@ -266,18 +158,27 @@ class EngineServer:
     def stop_accepting(self) -> None:
         """Stop taking new connections; from now on every answer closes its connection, so
         keep-alive clients leave after the answer they wait for (none is cut off)."""
-        self.app.closing = True
         uv, loop = self._uvicorn, self._uvicorn.loop
         if loop is not None and self._thread.is_alive():
+            # The listener closes before any answer says "close": a client told to close
+            # would reconnect, and a connection still waiting in the listener's backlog
+            # when it closes is reset, with its request.
+            closed = threading.Event()
+
             def close_listeners() -> None:
                 for srv in getattr(uv, "servers", ()):
                     srv.close()
+                closed.set()
             loop.call_soon_threadsafe(close_listeners)
+            closed.wait(5.0)
+        self.app.closing = True
 
-    def close(self, drain_s: float = 5.0) -> None:
+    def close(self, drain_s: float = 5.0, quiet_s: float = 0.3) -> None:
         """Stop accepting connections, answer the requests already received (close the
-        engine first to finish the ones it has queued), then stop. Connections still open
-        after ``drain_s`` are closed."""
+        engine first to finish the ones it has queued), then stop once no request has come
+        for ``quiet_s`` (a keep-alive client still sending gets its answers, each telling
+        it to close) or nothing is left open. Connections still open after ``drain_s`` are
+        closed."""
         self.stop_accepting()
         uv = self._uvicorn
         deadline = time.monotonic() + drain_s
@@ -286,7 +187,7 @@ class EngineServer:
         # now tells them to close): a connection closed under a request just sent would
         # lose it. Quiet for a moment, or nothing left open: stop.
         while self._thread.is_alive() and time.monotonic() < deadline:
-            if not state.connections or (not state.tasks and self.app.quiet_for() > 0.3):
+            if not state.connections or (not state.tasks and self.app.quiet_for() > quiet_s):
                 break
             time.sleep(0.02)
         uv.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()) + 1)
@@ -340,9 +241,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--head-timeout-s", type=float, default=HEAD_TIMEOUT_S,
                     help="a request's line and headers must arrive within this many "
                          "seconds, else the connection is closed (default %(default)s)")
+    ap.add_argument("--token", default=None,
+                    help="the secret clients send (Authorization: Bearer TOKEN) for the "
+                         "control API and the repository extension (and, beyond loopback, "
+                         "for everything but health checks); default: BATCHLAB_TOKEN, else "
+                         "a new random one, printed in the log")
+    ap.add_argument("--no-token", action="store_true",
+                    help="ask no token (loopback only: any local program may then drive "
+                         "the engine)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
+    token_from = "--token" if args.token else "BATCHLAB_TOKEN" \
+        if os.environ.get(TOKEN_ENV, "").strip() else None
+    token = None if args.no_token else (
+        args.token or os.environ.get(TOKEN_ENV, "").strip() or secrets.token_urlsafe(24))
+    if args.no_token and not is_loopback(args.host):
+        ap.error(f"--no-token is for a server on loopback; on {args.host} anyone who reaches "
+                 "it could load models and start traffic (leave the token on)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # Uploads come from anyone who can reach the server: each is first run once in a child
     # process under the memory budget and a time limit (core/models/probe.py).
@@ -354,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
                           outbound=OutboundPolicy(allow=tuple(args.allow_remote)),
                           max_connections=args.max_connections,
-                          head_timeout_s=args.head_timeout_s)
+                          head_timeout_s=args.head_timeout_s, token=token)
     server.allow_hosts(args.allow_host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -367,11 +283,22 @@ def main(argv: list[str] | None = None) -> None:
              server.url, ", ".join(engine.model_names()))
     log.info("remote models may be at %s (--allow-remote adds networks or hosts)",
              engine.outbound_policy.allowed_words())
+    if token is None:
+        log.info("no token: any program on this machine may drive the engine (--no-token)")
+    elif token_from:
+        log.info("clients send the token from %s (Authorization: Bearer TOKEN)", token_from)
+    else:
+        log.info("token: %s (clients send 'Authorization: Bearer %s'; RemoteEngine(url, "
+                 "token=...) or BATCHLAB_TOKEN=... for notebooks and the dashboard)",
+                 token, token)
     stop.wait()
     log.info("stopping: answering the requests already received")
     server.stop_accepting()
     engine.close()  # finishes every request it has queued; their answers go out
-    server.close(drain_s=30.0)
+    # A client between two requests on a keep-alive connection is given 2 s to send its
+    # next one (answered, with "close") before idle connections are closed: closing one
+    # just as its client sends would lose that request (the keep-alive race).
+    server.close(drain_s=30.0, quiet_s=2.0)
 
 
 if __name__ == "__main__":

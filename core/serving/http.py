@@ -1,0 +1,147 @@
+"""uvicorn, the engine server's HTTP stack, with what it leaves open closed: a deadline and
+a size bound on each request's head (slowloris), the listening socket bound before the
+server starts (so ``port=0`` is known at once), and the open-files limit raised to the
+connection limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import resource
+import socket
+import sys
+import threading
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+__all__ = ["MAX_CONNECTIONS", "HEAD_TIMEOUT_S", "HEAD_MAX_BYTES", "IDLE_TIMEOUT_S",
+           "HeadDeadlineProtocol", "ListeningServer", "bind", "is_loopback", "raise_fd_limit"]
+
+#: Connections served at once; a request on one more is answered 503, with the reason.
+#: Idle and slow connections cost a file descriptor each, not a thread, and are closed by
+#: the timeouts below.
+MAX_CONNECTIONS = 4096
+#: A request's line and headers must arrive within this many seconds of its first byte
+#: (or of the connection opening), and be at most HEAD_MAX_BYTES: a client that drips them
+#: (slowloris) is cut off.
+HEAD_TIMEOUT_S = 15.0
+HEAD_MAX_BYTES = 64 * 2**10
+#: A keep-alive connection idle this long between requests is closed (longer than the
+#: clients' own pools keep theirs: aiohttp 15 s, so they close first and never reuse a
+#: connection the server is closing).
+IDLE_TIMEOUT_S = 75
+
+
+class HeadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol (httptools) with a deadline and a size bound on each
+    request's head, which uvicorn leaves open: its keep-alive timer only runs between
+    requests and stops at the first byte."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_bytes = 0
+        self._in_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(
+                getattr(self.config, "head_timeout_s", HEAD_TIMEOUT_S), self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > HEAD_MAX_BYTES \
+                and not self.transport.is_closing():
+            self.send_400_response(f"The request line and headers are over "
+                                   f"{HEAD_MAX_BYTES} bytes.")
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn says only "Invalid HTTP request received."; called while the parser's
+        # error is being handled, it can say which rule the request broke.
+        err = sys.exc_info()[1]
+        if err is not None and str(err):
+            msg = f"Invalid HTTP request: {err}."
+        super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._in_head = True  # what comes next is the next request's head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+class ListeningServer(uvicorn.Server):
+    """uvicorn's server, telling a thread when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+        self.listening.set()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.strip().lower().rstrip(".") == "localhost"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def raise_fd_limit(want: int = MAX_CONNECTIONS + 1024) -> int:
+    """Raise this process's soft limit on open files towards ``want`` (within the hard
+    limit): each connection is a file descriptor. Returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
