@@ -129,3 +129,16 @@ def test_the_cli_prints_a_new_token_and_refuses_none_beyond_loopback():
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+
+
+def test_no_body_is_read_before_the_token_is(server):
+    """A request without the token that announces a 200 MB upload is refused on its
+    headers: the server neither waits for nor holds the body."""
+    import socket
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"POST /v1/engine/load_model HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 200000000\r\n\r\n{")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401") and b"connection: close" in answer.lower()

@@ -201,3 +201,58 @@ def test_sigterm_under_load_answers_every_request_it_received(tmp_path):
     assert statuses <= {200, 503}, statuses
     assert sum(refused) >= 24  # each client saw the listener gone
     assert code == 0
+
+
+def test_an_answer_that_comes_late_is_a_timeout_not_a_cancellation():
+    """The app waits for an inference without cancelling it: when the wait runs out, the
+    request is settled as timed out (504), never cancelled (which a client would see as a
+    500)."""
+    import asyncio
+    from concurrent.futures import Future
+
+    from core import RequestTimeoutError
+    from core.serving.asgi import OipApp
+    from core.serving.routes import Pending
+
+    fut: Future = Future()
+    settled = []
+
+    def late():
+        settled.append(fut.cancelled())
+        raise RequestTimeoutError("did not complete within 50 ms")
+
+    class Routes:
+        max_body_bytes = 1024
+
+        def check(self, *a):
+            pass
+
+        def body_limit(self, path):
+            return 1024
+
+        def is_infer(self, method, path):
+            return True
+
+        def is_quick(self, method, path):
+            return False
+
+        def begin(self, *a):
+            return Pending(fut, 0.05, lambda pred: {"ok": True}, late)
+
+    app = OipApp(Routes())
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer",
+             "raw_path": b"/v2/models/m/infer",
+             "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")]}
+    asyncio.run(app(scope, receive, send))
+    app.close()
+    assert settled == [False]  # the request was still live when it was settled late
+    assert sent[0]["status"] == 504
+    assert b"did not complete" in sent[1]["body"]

@@ -109,11 +109,11 @@ class Supervisor:
             return False
         dead = self._dead_runners()
         for index in dead:
-            self.restarts += 1
             msg = (f"the collector thread of model {self.name!r} died and was restarted "
-                   f"(restart {self.restarts}); requests it was running were failed")
+                   f"(restart {self.restarts + 1}); requests it was running were failed")
             log.error("supervisor %s: %s", self.name, msg)
             self.ledger.metrics.record_incident("CollectorRestarted", msg)
+            self.restarts += 1  # after the incident: whoever sees the count sees it too
             slot = self.executor.slot(index)
             self.ledger.fail(list(slot.in_flight),
                              InferenceError(f"model {self.name!r}: {msg}"), notify_queue=False)

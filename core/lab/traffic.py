@@ -101,7 +101,9 @@ class TrafficStatus:
         (what the sidebar and the pages show, so a generator never fails silently)."""
         if self.recent_sent == 0 or self.recent_bad == 0:
             return None
-        share = self.recent_bad / self.recent_sent
+        # Of the requests whose fate is known: one still on its way is neither.
+        settled = max(self.recent_sent - max(self.in_flight, 0), self.recent_bad)
+        share = self.recent_bad / settled
         if share < 0.01:
             return None
         return (f"{share:.0%} of the requests sent to {self.target} in the last seconds were "

@@ -44,6 +44,12 @@ INLINE_MAX = 256 * 2**10
 BODY_TIMEOUT_S = 30.0
 
 
+def _retrieved(fut: asyncio.Future) -> None:
+    """Mark a future's outcome as seen (its request was settled another way)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Disconnected(Exception):
     """The client went away before its request was read."""
 
@@ -126,6 +132,13 @@ class OipApp:
                          "--max-connections", "type": "ServerBusyError"}, True)
             return
         try:
+            # Who may ask, before a byte of the body is read: a request without the token
+            # (or from a page on another site) never makes the server hold an upload.
+            try:
+                self.routes.check(method, path, req)
+            except HTTPError:
+                close = close or req._has_body  # its body is not read: nor is the rest
+                raise
             try:
                 close |= await self._read_body(req, receive, self.routes.body_limit(path))
             except _Disconnected:
@@ -142,16 +155,26 @@ class OipApp:
     async def _answer(self, method: str, path: str, req: _Request) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         routes = self.routes
-        if routes.is_infer(method, path) and len(req._body) <= INLINE_MAX:
+        if (routes.is_infer(method, path) and len(req._body) <= INLINE_MAX) \
+                or routes.is_quick(method, path):
             answer = routes.begin(method, path, req)
         else:
             answer = await loop.run_in_executor(self._pool, routes.begin, method, path, req)
         if not isinstance(answer, Pending):
             return answer
-        try:
-            pred = await asyncio.wait_for(asyncio.wrap_future(answer.future), answer.wait_s)
-        except asyncio.TimeoutError:
+        waiting = asyncio.wrap_future(answer.future)
+        # Wait without cancelling: a cancelled wait would cancel the request itself, and
+        # its caller would get "cancelled" instead of the timeout it ran into.
+        done, _ = await asyncio.wait({waiting}, timeout=answer.wait_s)
+        if done:
+            pred = waiting.result()
+        else:
+            waiting.add_done_callback(_retrieved)
             pred = answer.late()
+        outputs = getattr(pred, "outputs", None) or {}
+        if sum(getattr(a, "nbytes", 0) for a in outputs.values()) > INLINE_MAX:
+            # A large answer is encoded off the event loop, which serves every connection.
+            return 200, await loop.run_in_executor(self._pool, answer.answer, pred)
         return 200, answer.answer(pred)
 
     @staticmethod

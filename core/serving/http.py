@@ -92,7 +92,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._in_head = True  # what comes next is the next request's head
+        if not self.pipeline:  # (a pipelined request's head was read already)
+            self._in_head = True  # what comes next is the next request's head
+            self._head_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()

@@ -139,12 +139,22 @@ class Routes:
         answer = self.begin(method, path, req)
         return answer.result() if isinstance(answer, Pending) else answer
 
+    @staticmethod
+    def is_quick(method: str, path: str) -> bool:
+        """Whether the answer is at hand without blocking (health and server metadata)."""
+        return method == "GET" and (path == "/v2" or path.startswith("/v2/health/"))
+
+    def check(self, method: str, path: str, req: RequestIn) -> None:
+        """Refuse (HTTPError) a request its sender may not make: the guard's checks, on
+        headers only (so a stack can run them before it reads the body)."""
+        control = path.startswith("/v1/") or path.startswith("/v2/repository")
+        self.guard.check(method, path, req, control, control and self._writes(path))
+
     def begin(self, method: str, path: str, req: RequestIn) -> tuple[int, Any] | Pending:
         """The answer, or (an inference the engine accepted) a :class:`Pending` to wait
         for."""
         engine = self.engine
-        control = path.startswith("/v1/") or path.startswith("/v2/repository")
-        self.guard.check(method, path, req, control, control and self._writes(path))
+        self.check(method, path, req)
         if path.startswith("/v1/") or path == "/metrics" or path.startswith("/v2/repository"):
             return self._route_control(method, path, req)
         if method == "GET" and path == "/v2":

@@ -128,7 +128,7 @@ class EngineServer:
     @property
     def url(self) -> str:
         host, port = self._address
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
 
     def allow_hosts(self, names: Any) -> None:
         """Host names this server answers to beyond loopback (besides IP addresses)."""
@@ -151,7 +151,7 @@ class EngineServer:
             self.engine.outbound_policy = current.with_served(str(host), int(port))
         self._thread.start()
         self._uvicorn.listening.wait()
-        if not self._thread.is_alive():
+        if not self._uvicorn.started or not self._thread.is_alive():
             raise RuntimeError(f"the engine server on {self.url} did not start; see the log")
         return self
 
