@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also measure the engine server of this commit (a git worktree), "
                          "in the same run")
+    ap.add_argument("--batching", choices=("on", "off", "both"), default="both")
     ap.add_argument("--rounds", type=int, default=1,
                     help="with --baseline: alternate the two servers this many times")
     args = ap.parse_args()
@@ -185,7 +186,8 @@ def compare_servers(engine: Engine, data: bytes, args: argparse.Namespace, log) 
             subprocess.run(["git", "worktree", "add", "--detach", str(base_root),
                             args.baseline], check=True, capture_output=True)
         try:
-            for batching in (True, False):
+            for batching in {"on": (True,), "off": (False,)}.get(args.batching,
+                                                                    (True, False)):
                 rows += _batchlab_rows(engine, data, batching, args, log, base_root)
                 rows += _mlserver_rows(engine, data, batching, args, log)
         finally:

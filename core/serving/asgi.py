@@ -157,9 +157,10 @@ class OipApp:
         routes = self.routes
         if (routes.is_infer(method, path) and len(req._body) <= INLINE_MAX) \
                 or routes.is_quick(method, path):
-            answer = routes.begin(method, path, req)
+            answer = routes.begin(method, path, req, True)
         else:
-            answer = await loop.run_in_executor(self._pool, routes.begin, method, path, req)
+            answer = await loop.run_in_executor(self._pool, routes.begin, method, path, req,
+                                                True)
         if not isinstance(answer, Pending):
             return answer
         waiting = asyncio.wrap_future(answer.future)

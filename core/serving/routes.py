@@ -150,11 +150,13 @@ class Routes:
         control = path.startswith("/v1/") or path.startswith("/v2/repository")
         self.guard.check(method, path, req, control, control and self._writes(path))
 
-    def begin(self, method: str, path: str, req: RequestIn) -> tuple[int, Any] | Pending:
+    def begin(self, method: str, path: str, req: RequestIn,
+              checked: bool = False) -> tuple[int, Any] | Pending:
         """The answer, or (an inference the engine accepted) a :class:`Pending` to wait
-        for."""
+        for. ``checked``: the caller ran :meth:`check` already."""
         engine = self.engine
-        self.check(method, path, req)
+        if not checked:
+            self.check(method, path, req)
         if path.startswith("/v1/") or path == "/metrics" or path.startswith("/v2/repository"):
             return self._route_control(method, path, req)
         if method == "GET" and path == "/v2":
