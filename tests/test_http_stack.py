@@ -251,7 +251,10 @@ def test_an_answer_that_comes_late_is_a_timeout_not_a_cancellation():
     scope = {"type": "http", "method": "POST", "path": "/v2/models/m/infer",
              "raw_path": b"/v2/models/m/infer",
              "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")]}
-    asyncio.run(app(scope, receive, send))
+    # On a thread of its own: in this process another loop may be running (Playwright's).
+    t = threading.Thread(target=lambda: asyncio.run(app(scope, receive, send)))
+    t.start()
+    t.join(WAIT_S)
     app.close()
     assert settled == [False]  # the request was still live when it was settled late
     assert sent[0]["status"] == 504
