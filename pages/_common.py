@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import functools
 import hmac
-import ipaddress
 import os
 import secrets
 import sys
@@ -33,6 +32,7 @@ from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
 from core.serving import ServerProcess, pin_process, split_cores
+from core.serving.guard import is_loopback
 from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
@@ -159,15 +159,10 @@ PASSWORD_ENV = "BATCHLAB_PASSWORD"
 
 
 def _listens_beyond_loopback() -> bool:
-    address = (st.get_option("server.address") or "").strip().strip("[]")
-    if not address:
-        return True  # unset: Streamlit listens on every interface
-    if address.lower() == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return True  # a host name: reachable from wherever it resolves
+    address = (st.get_option("server.address") or "").strip()
+    # Unset: Streamlit listens on every interface; a host name other than localhost: it is
+    # reachable from wherever that name resolves.
+    return not address or not is_loopback(address)
 
 
 @st.cache_resource(show_spinner=False)

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 
 from core.protocol import HTTPError
 
-__all__ = ["RequestGuard", "TOKEN_ENV"]
+__all__ = ["RequestGuard", "TOKEN_ENV", "is_loopback"]
 
 #: The environment variable a token is read from (by the server, RemoteEngine and the
 #: dashboard).
@@ -47,8 +47,10 @@ TOKEN_ENV = "BATCHLAB_TOKEN"
 _LOOPBACK_NAMES = {"localhost", "localhost."}
 
 
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address, possibly in brackets, or a name) is this machine's
+    loopback: 127.0.0.0/8, ::1, localhost."""
+    host = host.strip().strip("[]").lower()
     if host in _LOOPBACK_NAMES:
         return True
     try:
@@ -108,21 +110,21 @@ class RequestGuard:
             o_host, o_port = o.hostname or "", o.port or (443 if o.scheme == "https" else 80)
             h_host, h_port = _split_host(host_header)
             same = (o_host == h_host and o_port == (h_port or 80)) or (
-                _is_loopback(o_host) and _is_loopback(h_host) and o_port == (h_port or 80))
+                is_loopback(o_host) and is_loopback(h_host) and o_port == (h_port or 80))
             if not same:
                 raise HTTPError(403, f"a request from the page origin {origin!r} cannot drive "
                                      "this server (only its own clients; cross-origin "
                                      "requests are refused)")
         if self.host is not None and host_header:
             h_host, _ = _split_host(host_header)
-            if _is_loopback(self.host):
+            if is_loopback(self.host):
                 # (any port: a client behind a port forward addresses the forward's port)
-                if not _is_loopback(h_host):
+                if not is_loopback(h_host):
                     raise HTTPError(403, "this server listens on loopback and answers "
                                          f"requests addressed to a loopback name (Host: "
                                          f"127.0.0.1 or localhost), not Host: {host_header!r}"
                                          " (what a rebound DNS name sends)")
-            elif not (_is_loopback(h_host) or _is_ip(h_host)
+            elif not (is_loopback(h_host) or _is_ip(h_host)
                       or h_host.lower().rstrip(".") in self.allowed_hosts):
                 # Beyond loopback a page on a rebound name is same-origin with itself:
                 # only addresses, and names the server was told are its own, are answered.
@@ -146,7 +148,7 @@ class RequestGuard:
                                  "body")
 
     def _beyond_loopback(self) -> bool:
-        return self.host is not None and not _is_loopback(self.host)
+        return self.host is not None and not is_loopback(self.host)
 
     def _check_token(self, req: Any) -> None:
         value = (req.header("Authorization") or "").strip()

@@ -7,7 +7,6 @@ connection limit.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import resource
 import socket
 import sys
@@ -18,7 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 __all__ = ["MAX_CONNECTIONS", "HEAD_TIMEOUT_S", "HEAD_MAX_BYTES", "IDLE_TIMEOUT_S",
-           "HeadDeadlineProtocol", "ListeningServer", "bind", "is_loopback", "raise_fd_limit"]
+           "HeadDeadlineProtocol", "ListeningServer", "bind", "raise_fd_limit"]
 
 #: Connections served at once; a request on one more is answered 503, with the reason.
 #: Idle and slow connections cost a file descriptor each, not a thread, and are closed by
@@ -113,13 +112,6 @@ class ListeningServer(uvicorn.Server):
         self.loop = asyncio.get_running_loop()
         await super().startup(sockets)
         self.listening.set()
-
-
-def is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host.strip().lower().rstrip(".") == "localhost"
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -57,9 +57,9 @@ from core.errors import ConfigError
 from core.remote import OutboundPolicy
 from core.lab import Engine
 from .asgi import OipApp
-from .guard import TOKEN_ENV
+from .guard import TOKEN_ENV, is_loopback
 from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadlineProtocol,
-                   ListeningServer, bind, is_loopback, raise_fd_limit)
+                   ListeningServer, bind, raise_fd_limit)
 from .routes import DEFAULT_MAX_BODY, Routes
 from .tuning import tune_for_serving
 
