@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from . import jsontext
 from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
 
@@ -81,20 +82,31 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<"))
         return name, arr.astype(dtype, copy=False).reshape(shape), offset + size
     try:
-        arr = np.asarray(data, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflow is refused below, with the reason
+            arr = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError) as err:
         raise OIPError(400, f"input {name!r}: 'data' is not a list of {dt} values "
                             f"({err})") from None
     if arr.size != expected:
         raise OIPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
                             f"{arr.size}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        # strict JSON has no NaN or infinities: a non-finite value here is a number too
+        # large for the datatype (1e39 as FP32), which would silently become inf
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+        raise OIPError(400, f"input {name!r}: {len(bad)} value(s) out of {dt}'s range "
+                            f"(the first at flat index {int(bad[0])}); send values within "
+                            f"±{float(np.finfo(dtype).max):.4g}, or binary data for "
+                            "non-finite values")
     return name, arr.reshape(shape), offset
 
 
-def _split_body(raw: bytes, header_length: int | None, status: int, what: str
-                ) -> tuple[Any, memoryview]:
+def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
+                strict: bool = True) -> tuple[Any, memoryview]:
     """The JSON part of a request or answer (parsed) and its binary part; ``status`` and
-    ``what`` ("the request body", "the server's answer") word the errors."""
+    ``what`` ("the request body", "the server's answer") word the errors. ``strict``: a
+    bare NaN/Infinity is an error (requests); answers from other servers are read as they
+    come (some write NaN)."""
     if header_length is not None:
         if not 0 <= header_length <= len(raw):
             raise OIPError(status, f"{HEADER_LENGTH} is {header_length} but {what} has "
@@ -103,9 +115,11 @@ def _split_body(raw: bytes, header_length: int | None, status: int, what: str
     else:
         head, binary = raw, memoryview(b"")
     try:
-        return json.loads(head), binary
+        return (jsontext.loads(head) if strict else json.loads(head)), binary
     except (ValueError, UnicodeDecodeError) as err:
         raise OIPError(status, f"{what} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise OIPError(status, f"{what} nests JSON too deeply") from None
 
 
 def parse_infer_request(raw: bytes, header_length: int | None = None
@@ -177,10 +191,28 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
                             "parameters": extra}
     if "id" in req:
         body["id"] = req["id"]
-    head = json.dumps(body).encode()
+    try:
+        head = json.dumps(body, allow_nan=False).encode()
+    except ValueError:
+        raise OIPError(422, _non_finite(model, outputs, chosen)) from None
     if not any_binary:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def _non_finite(model: str, outputs: dict[str, Any], chosen: list[tuple[str, bool]]) -> str:
+    """Why an answer cannot be JSON: which outputs hold NaN or infinities."""
+    bad = []
+    for name, binary in chosen:
+        value = outputs[name]
+        if not binary and isinstance(value, np.ndarray) and value.dtype.kind in "fc":
+            count = int(value.size - np.isfinite(value).sum())
+            if count:
+                bad.append(f"{name!r} ({count} of {value.size})")
+    return (f"model {model!r} answered NaN or infinite values in output(s) "
+            f"{', '.join(bad) or '(a parameter)'}, which strict JSON cannot carry; ask for "
+            "them as binary data (the output's parameters.binary_data: true, or the "
+            "request's parameters.binary_data_output: true)")
 
 
 # -- the client's side (core.remote) --------------------------------------------------------
@@ -238,7 +270,7 @@ def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[s
     """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
     back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer is an
     :class:`OIPError` with status 502 (the server's fault, not the request's)."""
-    body, binary = _split_body(raw, header_length, 502, "the server's answer")
+    body, binary = _split_body(raw, header_length, 502, "the server's answer", strict=False)
     if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
         raise OIPError(502, "the server's answer has no 'outputs' list")
     outputs: dict[str, Any] = {}

@@ -86,9 +86,13 @@ class WireCodec:
             if kind == "M":
                 values = [None if pd.isna(v) else v.isoformat() for v in s]
             elif kind in "biuf":
-                values = [None if (kind == "f" and math.isnan(v)) else v for v in s.tolist()]
-            else:
-                values = [self.encode(v) for v in s.tolist()]
+                values = s.tolist()
+                if kind == "f":  # NaN: null (pandas' missing value); ±inf: "inf"/"-inf"
+                    values = [v if math.isfinite(v) else None if math.isnan(v) else repr(v)
+                              for v in values]
+            else:  # a missing value (NaN in a string column) travels as null
+                values = [None if isinstance(v, float) and math.isnan(v) else self.encode(v)
+                          for v in s.tolist()]
             cols.append({"name": self.encode(name), "dtype": str(s.dtype), "v": values})
         return {_TAG: "df", "cols": cols, "index": self.encode(frame.index.tolist())
                 if not isinstance(frame.index, pd.RangeIndex) else None}
@@ -119,7 +123,8 @@ class WireCodec:
         if value is None or isinstance(value, (bool, str, int)):
             return value
         if isinstance(value, float):
-            return value  # NaN and infinities pass: both ends are Python's json
+            # strict JSON has no NaN or infinities: those travel as a tagged string
+            return value if math.isfinite(value) else {_TAG: "float", "v": repr(value)}
         if isinstance(value, np.generic):
             return value.item()
         if isinstance(value, list):
@@ -168,6 +173,8 @@ class WireCodec:
             return tuple(self.decode(v, allowed) for v in data["v"])
         if tag == "dict":
             return {_hashable(self.decode(k, allowed)): self.decode(v, allowed) for k, v in data["v"]}
+        if tag == "float":
+            return float(data["v"])
         if tag == "bytes":
             return base64.b64decode(data["v"])
         if tag == "nd":

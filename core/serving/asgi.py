@@ -15,14 +15,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from core.errors import BatchlabError
-from core.protocol import HTTPError, status_of
+from core.protocol import HTTPError, jsontext, status_of
 from .routes import Pending, Routes, Text, parse_json
 
 __all__ = ["OipApp"]
@@ -148,7 +147,7 @@ class OipApp:
             status, body = self._error(method, path, err)
             close |= isinstance(err, HTTPError) and err.status in (408, 413)
             if status == 401:
-                body = Text(json.dumps(body).encode(), "application/json",
+                body = Text(jsontext.dumps(body), "application/json",
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         await self._send(send, status, body, close or self.closing)
 
@@ -236,7 +235,7 @@ class OipApp:
         if isinstance(body, Text):
             data, content_type, extra = body.data, body.content_type, body.headers
         else:
-            data, content_type, extra = json.dumps(body).encode(), "application/json", {}
+            data, content_type, extra = jsontext.dumps(body), "application/json", {}
         headers = [(b"content-type", content_type.encode()),
                    (b"content-length", str(len(data)).encode())]
         headers += [(k.lower().encode(), str(v).encode()) for k, v in extra.items()]

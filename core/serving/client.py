@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -29,23 +30,31 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-import urllib3
-
 from core import errors
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
 from core.models import read_model_source
 from core.protocol import error_from
+from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
 from .guard import TOKEN_ENV
 from .wire_types import WIRE
 
-__all__ = ["RemoteEngine", "DEFAULT_URL"]
+__all__ = ["RemoteEngine", "DEFAULT_URL", "MAX_ANSWER_BYTES"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 # A wait with a timeout gets that timeout plus this margin.
 _MARGIN_S = 10.0
+# How long a connection may take to be accepted (seconds).
+_CONNECT_S = 3.0
+#: The largest answer a RemoteEngine reads (bytes): past it, the call fails without
+#: reading further (a history frame or a trace of a busy engine is tens of MB).
+MAX_ANSWER_BYTES = 512 * 2**20
+
+
+class _TooLarge(Exception):
+    pass
 _CONTRACT = {**ENGINE_CONTRACT, **STORE_CONTRACT}
 
 
@@ -68,64 +77,105 @@ def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float 
 
 
 class _Transport:
-    """One pooled connection set to the server; thread-safe."""
+    """Connections to the server (aiohttp, on the process's client loop); thread-safe.
+
+    Every call has one deadline for all of it — connecting, sending, the answer's head and
+    its body — so a server that drips its answer can't hold a caller past it, and an answer
+    is read up to :data:`MAX_ANSWER_BYTES` and no further."""
 
     def __init__(self, url: str, timeout_s: float, pool_size: int,
-                 token: str | None = None) -> None:
+                 token: str | None = None, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
-        self._http = urllib3.PoolManager(maxsize=pool_size, block=False, retries=False)
+        self.max_answer_bytes = max_answer_bytes
+        self._pool_size = pool_size
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        self._loop = client_loop()
+        self._session: Any = None  # made on the loop, on first use
+
+    def _get_session(self) -> Any:
+        import aiohttp
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=30),
+                headers=self._headers, skip_auto_headers=("User-Agent",))
+        return self._session
+
+    async def _fetch(self, method: str, path: str, data: bytes | None, total: float | None,
+                     retry: bool) -> tuple[int, bytes]:
+        import aiohttp
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=_CONNECT_S)
+        for attempt in (0, 1):
+            try:
+                async with self._get_session().request(
+                        method, self.url + path, data=data, timeout=timeout,
+                        allow_redirects=False) as resp:
+                    declared = resp.content_length
+                    if declared is not None and declared > self.max_answer_bytes:
+                        raise _TooLarge(f"announced {declared:,} bytes")
+                    chunks, size = [], 0
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        size += len(chunk)
+                        if size > self.max_answer_bytes:
+                            raise _TooLarge(f"more than {self.max_answer_bytes:,} bytes")
+                        chunks.append(chunk)
+                    return resp.status, b"".join(chunks)
+            except aiohttp.ClientConnectorError:
+                if attempt:  # a refused connection is tried once more (a server restarting)
+                    raise
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as err:
+                # a pooled keep-alive connection the server had closed: a call that only
+                # reads is sent again on a new one
+                if attempt or not retry or isinstance(err, aiohttp.ClientConnectorError):
+                    raise
+        raise AssertionError("unreachable")
 
     def request(self, method: str, path: str, body: Any = None, retry: bool = False,
                 read_timeout_s: float | None | str = "default") -> Any:
+        import aiohttp
         data = None if body is None else json.dumps(body).encode()
-        read = self.timeout_s if read_timeout_s == "default" else read_timeout_s
-        timeout = urllib3.Timeout(connect=3.0, read=read)
-        retries = urllib3.Retry(total=1 if retry else 0, connect=1, read=1 if retry else 0,
-                                redirect=0, status=0, other=0, allowed_methods=None,
-                                raise_on_status=False)
+        total = self.timeout_s if read_timeout_s == "default" else read_timeout_s
+        where = f"the engine server at {self.url}"
         try:
-            resp = self._http.request(method, self.url + path, body=data, timeout=timeout,
-                                      retries=retries,
-                                      headers=self._headers)
-        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.TimeoutError) as err:
-            if isinstance(err, urllib3.exceptions.ConnectTimeoutError):
-                raise EngineUnavailableError(
-                    f"the engine server at {self.url} did not accept a connection within "
-                    "3 s; is it running and reachable?") from None
+            status, raw = self._loop.call(self._fetch(method, path, data, total, retry),
+                                          None if total is None else total + 5.0)
+        except aiohttp.ConnectionTimeoutError:
+            raise EngineUnavailableError(
+                f"{where} did not accept a connection within {_CONNECT_S:g} s; is it "
+                "running and reachable?") from None
+        except (asyncio.TimeoutError, TimeoutError):
             raise errors.RequestTimeoutError(
-                f"the engine server at {self.url} did not answer {path} within {read:g} s; "
-                "the call may still have taken effect there") from None
-        except urllib3.exceptions.MaxRetryError as err:
-            if isinstance(err.reason, urllib3.exceptions.ReadTimeoutError):
-                raise errors.RequestTimeoutError(
-                    f"the engine server at {self.url} did not answer {path} within {read:g} s; "
-                    "the call may still have taken effect there") from None
+                f"{where} did not answer {path} within {total:g} s; the call may still "
+                "have taken effect there") from None
+        except _TooLarge as err:
             raise EngineUnavailableError(
-                f"the engine server at {self.url} is not reachable ({err.reason}); start it "
-                "with `make serve` (or `python -m core.server`), or point BATCHLAB_ENGINE_URL "
-                "at a running one") from None
-        except urllib3.exceptions.HTTPError as err:
-            reason = getattr(err, "reason", None) or err
+                f"{where} answered {path} with more than this client's limit of "
+                f"{self.max_answer_bytes:,} bytes ({err}); is this a Batchlab engine "
+                "server? (RemoteEngine(max_answer_bytes=...) raises the limit)") from None
+        except aiohttp.ClientError as err:
             raise EngineUnavailableError(
-                f"the engine server at {self.url} is not reachable ({reason}); start it with "
-                "`make serve` (or `python -m core.server`), or point BATCHLAB_ENGINE_URL at "
-                "a running one") from None
+                f"{where} is not reachable ({err}); start it with `make serve` (or "
+                "`python -m core.server`), or point BATCHLAB_ENGINE_URL at a running "
+                "one") from None
         try:
-            payload = json.loads(resp.data) if resp.data else {}
-        except ValueError:
+            payload = json.loads(raw) if raw else {}
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise EngineUnavailableError(
-                f"{self.url}{path} answered HTTP {resp.status} with something that is not "
+                f"{self.url}{path} answered HTTP {status} with something that is not "
                 "JSON: is this a Batchlab engine server?") from None
-        if resp.status >= 400:
-            raise error_from(resp.status, payload)
+        if status >= 400:
+            raise error_from(status, payload)
         return payload
 
     def close(self) -> None:
-        self._http.clear()
+        session, self._session = self._session, None
+        if session is not None and self._loop.thread.is_alive():
+            try:
+                self._loop.call(session.close(), 5.0)
+            except Exception:  # noqa: BLE001 - closing: nothing left to tell anyone
+                pass
 
 
 def _remote(room: str, name: str, local: Callable[..., Any] | None) -> Callable[..., Any]:
@@ -167,14 +217,19 @@ class RemoteEngine:
     """
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0,
-                 pool_size: int = 64, token: str | None = None) -> None:
+                 pool_size: int = 64, token: str | None = None,
+                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"the engine URL must start with http:// or https://, got {url!r}")
+        if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
+            raise ConfigError(f"timeout_s is the most one call may take, in seconds (a "
+                              f"positive number); got {timeout_s!r}")
         self.url = url.rstrip("/")
         # The server's token (its log prints it; the dashboard's own server is given one):
         # by default from BATCHLAB_TOKEN.
         token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
-        self._t = _Transport(self.url, timeout_s, pool_size, token or None)
+        self._t = _Transport(self.url, timeout_s, pool_size, token or None,
+                             max_answer_bytes)
         self._info: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

@@ -10,7 +10,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable, Protocol
@@ -19,7 +18,7 @@ from core.config import check_timeout_ms
 from core.engine import settle_late, wait_s_for
 from core.errors import ModelNotFoundError
 from core.models import ModelInfo
-from core.protocol import HTTPError, oip, triton
+from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
 from . import control, prom
 from .guard import RequestGuard
@@ -66,7 +65,7 @@ class Pending:
 def parse_json(raw: bytes) -> Any:
     """A request body as JSON, or a 400 that says what is wrong with it."""
     try:
-        return json.loads(raw)
+        return jsontext.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
     except RecursionError:

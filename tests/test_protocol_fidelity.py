@@ -1,0 +1,209 @@
+"""Protocol fidelity (issue #24): answers strict JSON parsers can read, numbers that don't
+silently change, and a client (RemoteEngine) that no server can hold past its deadline or
+fill past its answer limit. A real engine server and plain HTTP; a hand-written hostile
+server for the client's side."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+from core import Engine
+from core.errors import EngineUnavailableError, RequestTimeoutError
+from core.protocol import WireCodec, jsontext
+from core.serving import EngineServer, RemoteEngine
+from tests.helpers import identity_model
+
+
+def _strict(raw: bytes):
+    """Parse as a strict parser would (JavaScript's JSON.parse, orjson, Go)."""
+    return jsontext.loads(raw)
+
+
+@pytest.fixture
+def served():
+    engine = Engine(demo_models=False)
+    engine.load_model(identity_model(), name="ident")
+    server = EngineServer(engine, port=0).start()
+    yield engine, server
+    server.close()
+    engine.close()
+
+
+def post(server, path: str, body: bytes, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body,
+                     headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), resp.headers
+    finally:
+        conn.close()
+
+
+def _binary_request(values: list[float], binary_output: bool) -> tuple[bytes, dict]:
+    raw = struct.pack(f"<{len(values)}f", *values)
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, len(values)], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(raw)}}],
+                       "parameters": {"binary_data_output": binary_output}}).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head)),
+                        "Content-Type": "application/octet-stream"}
+
+
+def test_non_finite_outputs_are_an_explicit_error_in_json_and_exact_in_binary(served):
+    engine, server = served
+    body, headers = _binary_request([float("nan"), float("inf"), 1.0], binary_output=False)
+    status, answer, _ = post(server, "/v2/models/ident/infer", body, headers)
+    assert status == 422, answer
+    error = _strict(answer)["error"]  # the error itself is strict JSON
+    assert "'y' (2 of 3)" in error and "binary_data" in error
+    # Asked as binary data, the same answer carries the values exactly.
+    body, headers = _binary_request([float("nan"), float("inf"), 1.0], binary_output=True)
+    status, answer, resp_headers = post(server, "/v2/models/ident/infer", body, headers)
+    assert status == 200
+    n = int(resp_headers["Inference-Header-Content-Length"])
+    head = _strict(answer[:n])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == 12
+    y = np.frombuffer(answer[n:], "<f4")
+    assert np.isnan(y[0]) and np.isposinf(y[1]) and y[2] == 1.0
+    # A finite answer in JSON is strict JSON.
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                     "data": [1, 2, 3.5]}]}).encode())
+    assert status == 200 and _strict(answer)["outputs"][0]["data"] == [1, 2, 3.5]
+
+
+def test_requests_with_non_finite_or_overflowing_numbers_are_refused(served):
+    _, server = served
+    for data, reason in (("[NaN, 1, 2]", b"NaN is not valid JSON"),
+                         ("[Infinity, 1, 2]", b"Infinity is not valid JSON"),
+                         ("[-Infinity, 1, 2]", b"-Infinity is not valid JSON"),
+                         ("[1e39, 1, 2]", b"out of FP32's range")):
+        body = ('{"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": '
+                + data + "}]}").encode()
+        status, answer, _ = post(server, "/v2/models/ident/infer", body)
+        assert status == 400 and reason in answer, (data, answer)
+    status, answer, _ = post(server, "/v1/engine/status", b'{"args": [NaN]}')
+    assert status == 400 and b"NaN is not valid JSON" in answer
+
+
+def test_control_answers_are_strict_json_and_keep_non_finite_values():
+    """The control API's values (metrics can hold NaN and infinities) travel as strict
+    JSON and come back the same."""
+    codec = WireCodec([])
+    value = {"p99": float("nan"), "best": float("inf"), "worst": -float("inf"), "ok": 2.5}
+    wire = jsontext.dumps(codec.encode(value))
+    back = codec.decode(_strict(wire))
+    assert np.isnan(back["p99"]) and back["best"] == float("inf")
+    assert back["worst"] == -float("inf") and back["ok"] == 2.5
+    # What the wire does not know still goes out as strict JSON: NaN becomes null.
+    assert jsontext.dumps({"x": [1.0, float("nan")]}) == b'{"x": [1.0, null]}'
+
+
+def test_the_server_answers_strict_json_for_a_snapshot_with_nan(served):
+    engine, server = served
+    engine.reset_metrics()  # no requests: percentiles are NaN in the snapshot
+    status, answer, _ = post(server, "/v1/engine/metrics", b'{"args": ["ident"]}')
+    assert status == 200, answer
+    _strict(answer)
+    assert b"null" in answer  # its NaN went out as JSON can carry it
+    remote = RemoteEngine(f"http://127.0.0.1:{server.port}")
+    try:
+        local, far = engine.metrics("ident"), remote.metrics("ident")
+        assert type(far) is type(local)
+    finally:
+        remote.close()
+
+
+class _Hostile:
+    """A server that answers every request with a valid head and then either drips its
+    body one byte at a time (forever, until the client goes) or announces and sends more
+    bytes than a client should read."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.client_left = threading.Event()
+        self.stop = threading.Event()
+        self.sent = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            try:
+                if self.mode == "drip":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 1000000\r\n\r\n")
+                    while not self.stop.wait(0.05):  # a byte every 50 ms, for ever
+                        conn.sendall(b" ")
+                        self.sent += 1
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+                    chunk = b" " * 65536
+                    while not self.stop.is_set():
+                        conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.sent += len(chunk)
+            except OSError:
+                self.client_left.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_a_dripping_server_cannot_hold_a_call_past_its_deadline():
+    hostile = _Hostile("drip")
+    remote = RemoteEngine(f"http://127.0.0.1:{hostile.port}", timeout_s=0.5)
+    try:
+        with pytest.raises(RequestTimeoutError, match="did not answer /v1/engine/status "
+                                                      "within 0.5 s"):
+            remote.status()
+        # the client went away while the server still had most of its body to send (a
+        # per-read timeout would have waited for all of it: 1,000,000 bytes)
+        assert hostile.client_left.wait(30)
+        assert hostile.sent < 1_000_000
+    finally:
+        remote.close()
+        hostile.close()
+
+
+def test_an_endless_answer_is_read_up_to_the_limit_and_no_further():
+    hostile = _Hostile("flood")
+    remote = RemoteEngine(f"http://127.0.0.1:{hostile.port}", max_answer_bytes=2**20)
+    try:
+        with pytest.raises(EngineUnavailableError, match="more than this client's limit "
+                                                         "of 1,048,576 bytes"):
+            remote.status()
+        assert hostile.client_left.wait(30)
+    finally:
+        remote.close()
+        hostile.close()
+
+
+def test_remote_engine_refuses_a_deadline_that_is_no_deadline():
+    from core.errors import ConfigError
+    for bad in (0, -1, float("inf"), float("nan"), "30"):
+        with pytest.raises(ConfigError, match="timeout_s is the most one call may take"):
+            RemoteEngine("http://127.0.0.1:1", timeout_s=bad)
