@@ -7,6 +7,7 @@ import streamlit as st
 
 from core import POLICIES, BatchlabError
 from core.ui import charts
+from core.ui.fmt import history_caption
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
@@ -335,9 +336,8 @@ with st.container(border=True):
 with st.container(border=True):
     st.subheader("History")
     runs = store.list()
-    if runs.empty:
-        st.caption(f"No runs yet. Runs are kept in {store.path}.")
-    else:
+    st.caption(history_caption(store.usage(), store.path))
+    if not runs.empty:
         st.dataframe(runs.assign(config=runs["config"].astype(str)), hide_index=True,
                      key="hist_table",
                      column_config={"created": st.column_config.DatetimeColumn(

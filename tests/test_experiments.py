@@ -16,6 +16,7 @@ from scipy import stats
 from core import BatchConfig, Engine
 from core.batching import Batcher
 from core.errors import ConfigError
+from core.protocol import WireCodec
 from core.lab import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
                               ExperimentStore, fit_cost_model, kserve_inference_service,
                               kserve_name, mlserver_settings, pareto_frontier, recommend,
@@ -529,6 +530,54 @@ def test_history_round_trips_through_sqlite(tmp_path):
         store.get(rid)
     # A fresh store on the same file sees what was saved (it is a real file).
     assert ExperimentStore(tmp_path / "data" / "experiments.sqlite").list()["id"].tolist() == [rid2]
+
+
+def test_history_keeps_results_exactly_and_reads_runs_saved_before(tmp_path):
+    path = tmp_path / "experiments.sqlite"
+    store = ExperimentStore(path)
+    frame = pd.DataFrame({"cpu": [3e-12, 0.1 + 0.2, float("nan")], "p99": [1.0, np.inf, -np.inf],
+                          "rate": [1, 2, 3], "ok": [True, False, True], "name": ["a", None, "c"]})
+    got = store.get(store.save("exact", {}, frame))["results"]
+    pd.testing.assert_frame_equal(got, frame)  # dtypes too; 3e-12 is not rounded to 0
+    assert got["cpu"][1] == 0.1 + 0.2
+    # a run written by the earlier store (pandas' JSON) is still listed and read
+    import sqlite3
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO runs (name, created, config, environment, results) VALUES "
+                   "(?,?,?,?,?)", ("old", 1.0, "{}", "{}", FRAME.to_json(orient="split")))
+    runs = ExperimentStore(path).list()
+    assert runs["name"].tolist() == ["old", "exact"] and runs["points"].tolist() == [5, 3]
+    old_id = int(runs["id"][0])
+    pd.testing.assert_frame_equal(store.get(old_id)["results"], FRAME, check_dtype=False)
+
+
+def test_history_drops_the_oldest_runs_past_its_bound_and_refuses_a_run_too_large(tmp_path):
+    path = tmp_path / "experiments.sqlite"
+    big = pd.DataFrame({"x": np.arange(3000, dtype=np.float64) / 7})  # ~60 KB as JSON
+    one = len(json.dumps(WireCodec([]).encode(big)))
+    store = ExperimentStore(path, max_bytes=3 * one + 5000)
+    ids = [store.save(f"run {i}", {"i": i}, big) for i in range(6)]
+    runs = store.list()
+    assert runs["id"].tolist() == ids[:2:-1]  # the three newest, newest first
+    usage = store.usage()
+    assert usage["runs"] == 3 and usage["dropped"] == 3
+    assert usage["bytes"] <= usage["max_bytes"] == 3 * one + 5000
+    # the file gives the dropped runs' pages back (it does not grow with every run)
+    size = path.stat().st_size
+    for i in range(6):
+        store.save(f"more {i}", {}, big)
+    assert path.stat().st_size < size * 1.5
+    assert store.usage()["dropped"] == 9
+    with pytest.raises(ConfigError, match="more than the whole history's bound"):
+        store.save("huge", {}, pd.DataFrame({"x": np.arange(60_000) / 7}))
+    assert store.usage()["runs"] == 3
+    # the bound from the environment, in MiB; a bad value is named
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BATCHLAB_HISTORY_MAX_MB", "1.5")
+        assert ExperimentStore(path).max_bytes == int(1.5 * 2**20)
+        mp.setenv("BATCHLAB_HISTORY_MAX_MB", "lots")
+        with pytest.raises(ConfigError, match="BATCHLAB_HISTORY_MAX_MB .* got 'lots'"):
+            ExperimentStore(path)
 
 
 class _StallOnceEngine:

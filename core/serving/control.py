@@ -63,7 +63,8 @@ ENGINE_METHODS = frozenset(ENGINE_CONTRACT)
 
 #: Experiment-history methods (``engine.store``).
 STORE_CONTRACT: dict[str, Method] = {
-    "list": _R, "get": _R, "delete": _W, "compare": _R, "export_csv": _R, "save": _W}
+    "list": _R, "get": _R, "delete": _W, "compare": _R, "export_csv": _R, "save": _W,
+    "usage": _R}
 STORE_METHODS = frozenset(STORE_CONTRACT)
 
 #: The only types an argument may be (built with their own validation).
