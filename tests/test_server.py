@@ -302,3 +302,64 @@ def test_sigterm_answers_the_requests_already_accepted(tmp_path):
         c.close()
     finally:
         assert server.stop() == 0
+
+
+# Triton's statistics extension, as its documentation gives the schema
+# (docs/protocol/extension_statistics.md): every key of $model_stat, $inference_stats and
+# $batch_stats, each duration a {"count", "ns"} pair of integers.
+_MODEL_STAT = {"name", "version", "last_inference", "inference_count", "execution_count",
+               "inference_stats", "batch_stats"}
+_INFERENCE_STATS = {"success", "fail", "queue", "compute_input", "compute_infer",
+                    "compute_output", "cache_hit", "cache_miss"}
+_BATCH_STATS = {"batch_size", "compute_input", "compute_infer", "compute_output"}
+
+
+def _duration_ok(stat) -> bool:
+    return set(stat) == {"count", "ns"} and all(isinstance(stat[k], int) and stat[k] >= 0
+                                                for k in stat)
+
+
+def test_statistics_extension_read_by_tritonclient():
+    from core.protocol import triton
+    engine = Engine(demo_models=False)
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    engine.configure("tiny", max_batch_size=4, max_wait_ms=60_000.0)  # batches leave full
+    server = EngineServer(engine, port=0).start()
+    c = httpclient.InferenceServerClient(url=server.url.removeprefix("http://"),
+                                         concurrency=8)
+    try:
+        assert "statistics" in c.get_server_metadata()["extensions"]
+        x = engine.sample_input("tiny", rows=1)
+        pending = [c.async_infer("tiny", [_input("x", x, "FP32")]) for _ in range(8)]
+        for p in pending:
+            p.get_result(timeout=WAIT_S)
+        stats = c.get_inference_statistics("tiny")
+        assert c.get_inference_statistics("tiny", "1") == stats
+        assert [m["name"] for m in c.get_inference_statistics()["model_stats"]] == ["tiny"]
+    finally:
+        c.close()
+        server.close()
+        engine.close()
+    (m,) = stats["model_stats"]
+    assert set(m) == _MODEL_STAT and m["name"] == "tiny" and m["version"] == "1"
+    assert set(m["inference_stats"]) == _INFERENCE_STATS
+    assert all(_duration_ok(v) for v in m["inference_stats"].values())
+    assert m["inference_count"] == 8 and m["execution_count"] == 2
+    inf = m["inference_stats"]
+    assert inf["success"]["count"] == 8 and inf["fail"]["count"] == 0
+    assert inf["queue"]["count"] == 8 and inf["queue"]["ns"] > 0
+    assert 0 < inf["compute_infer"]["ns"] <= inf["success"]["ns"]
+    # (each sum rounded to whole ns on its own: allow that)
+    assert inf["queue"]["ns"] + inf["compute_infer"]["ns"] <= inf["success"]["ns"] + 2
+    (b,) = m["batch_stats"]
+    assert set(b) == _BATCH_STATS and b["batch_size"] == 4
+    assert all(_duration_ok(b[k]) for k in _BATCH_STATS - {"batch_size"})
+    assert b["compute_infer"]["count"] == 2 and b["compute_infer"]["ns"] > 0
+    assert isinstance(m["last_inference"], int) and m["last_inference"] > 1.7e12  # ms, epoch
+    # what a client of any server with the extension reads from it
+    read = triton.read_statistics(stats, "tiny")
+    assert read["success"] == 8 and read["mean_batch_rows"] == 4.0
+    assert set(read["batch_sizes"]) == {4} and read["batch_sizes"][4]["executions"] == 2
+    assert read["mean_queue_ms"] > 0 and read["mean_compute_ms"] > 0
+    assert triton.read_statistics(stats, "other") is None
+    assert triton.read_statistics({"model_stats": "junk"}, "tiny") is None

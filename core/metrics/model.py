@@ -66,6 +66,8 @@ class ModelMetrics:
             self._rows = self._batches = 0
             self._sum_queue_s = self._sum_compute_s = self._sum_total_s = 0.0
             self._batch_sizes: Counter[int] = Counter()
+            self._batch_compute_s: Counter[int] = Counter()  # run seconds by batch size
+            self._last_batch_t: float | None = None  # this clock's time of the last batch
             self._reasons: Counter[str] = Counter()
             self._errors_by_type: Counter[str] = Counter()
             self._incidents: Counter[str] = Counter()
@@ -126,7 +128,9 @@ class ModelMetrics:
         sum_t = float(tot.sum()) if n_ok else 0.0
         with self._lock:
             # Read the clock under the lock: records then reach the series in time order.
-            cur = self._bucket(self._clock() if now is None else now)
+            t = self._clock() if now is None else now
+            cur = self._bucket(t)
+            self._last_batch_t = t
             if n_ok:
                 if self._pend_n + n_ok > _PENDING:
                     self._flush()
@@ -164,6 +168,7 @@ class ModelMetrics:
             self._sum_compute_s += compute_s * n_ok
             self._sum_total_s += sum_t
             self._batch_sizes[rows] += 1
+            self._batch_compute_s[rows] += compute_s
             self._reasons[reason] += 1
             cur.requests += n
             cur.successes += n_ok
@@ -226,6 +231,9 @@ class ModelMetrics:
                     "sum_queue_s": self._sum_queue_s, "sum_compute_s": self._sum_compute_s,
                     "sum_total_s": self._sum_total_s,
                     "batch_sizes": dict(self._batch_sizes),
+                    "batch_compute_s": dict(self._batch_compute_s),
+                    "last_batch_wall": None if self._last_batch_t is None
+                    else self._wall0 + (self._last_batch_t - self._t0),
                     "release_reasons": dict(self._reasons)}
 
     def recent_rps(self, window_s: int = 5) -> float:

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from core.errors import ConfigError
 
 __all__ = ["batch_changes", "model_config", "read_batching", "with_batching", "pbtxt",
-           "batchlab_max_batch_size"]
+           "batchlab_max_batch_size", "model_statistics", "read_statistics"]
 
 _KNOWN = {"max_batch_size", "dynamic_batching", "name", "platform", "backend", "input",
           "output", "instance_group"}
@@ -178,3 +178,99 @@ def pbtxt(max_batch_size: int, max_wait_ms: float,
         lines += ["parameters {", '  key: "intra_op_thread_count"',
                   f'  value: {{ string_value: "{int(intra_op_threads)}" }}', "}"]
     return "\n".join(lines) + "\n"
+
+
+# -- the statistics extension (GET /v2/models[/NAME[/versions/V]]/stats) --------------------
+def _duration(count: int, seconds: float) -> dict[str, int]:
+    return {"count": int(count), "ns": int(round(seconds * 1e9))}
+
+
+def model_statistics(name: str, counters: dict[str, Any]) -> dict[str, Any]:
+    """One ``$model_stat`` of Triton's statistics extension from an engine model's
+    cumulative counters (:meth:`core.Engine.counters`).
+
+    Batchlab times a batch's run as one span: it is ``compute_infer``; ``compute_input``
+    and ``compute_output`` count the same executions with 0 ns. Failed requests are
+    counted, not timed (``fail.ns`` is 0). ``inference_count`` is the rows of executed
+    batches."""
+    ok = int(counters.get("success_count", 0))
+    last = counters.get("last_batch_wall")
+    sizes = counters.get("batch_sizes") or {}
+    run_s = counters.get("batch_compute_s") or {}
+    zero = {"count": 0, "ns": 0}
+    batch_stats = []
+    for size in sorted(sizes):
+        n = int(sizes[size])
+        batch_stats.append({"batch_size": int(size),
+                            "compute_input": {"count": n, "ns": 0},
+                            "compute_infer": _duration(n, float(run_s.get(size, 0.0))),
+                            "compute_output": {"count": n, "ns": 0}})
+    return {"name": name, "version": "1",
+            "last_inference": 0 if last is None else int(last * 1000),
+            "inference_count": int(counters.get("rows", 0)),
+            "execution_count": int(counters.get("batches", 0)),
+            "inference_stats": {
+                "success": _duration(ok, counters.get("sum_total_s", 0.0)),
+                "fail": {"count": int(counters.get("error_count", 0)), "ns": 0},
+                "queue": _duration(ok, counters.get("sum_queue_s", 0.0)),
+                "compute_input": {"count": ok, "ns": 0},
+                "compute_infer": _duration(ok, counters.get("sum_compute_s", 0.0)),
+                "compute_output": {"count": ok, "ns": 0},
+                "cache_hit": dict(zero), "cache_miss": dict(zero)},
+            "batch_stats": batch_stats}
+
+
+def _count_ns(stat: Any) -> tuple[int, float]:
+    if not isinstance(stat, dict):
+        return 0, 0.0
+    try:
+        return int(stat.get("count") or 0), float(stat.get("ns") or 0) / 1e9
+    except (TypeError, ValueError):
+        return 0, 0.0
+
+
+def read_statistics(answer: Any, name: str) -> dict[str, Any] | None:
+    """What a server's statistics answer (Triton's schema: Triton, Batchlab) says of model
+    ``name``: successes, failures, executions, inferences (rows), the mean queue and
+    compute time per request (ms), and executions and mean run time (ms) per batch size.
+    None when the answer has no such model."""
+    stats = answer.get("model_stats") if isinstance(answer, dict) else None
+    if not isinstance(stats, list):
+        return None
+    mine = [m for m in stats if isinstance(m, dict) and m.get("name") == name]
+    if not mine:
+        return None
+    m = mine[-1]
+    inf = m.get("inference_stats") if isinstance(m.get("inference_stats"), dict) else {}
+    ok, total_s = _count_ns(inf.get("success"))
+    failed, _ = _count_ns(inf.get("fail"))
+    nq, queue_s = _count_ns(inf.get("queue"))
+    parts = [_count_ns(inf.get(k)) for k in ("compute_input", "compute_infer",
+                                               "compute_output")]
+    compute_s = sum(s for _, s in parts)
+    nc = max((n for n, _ in parts), default=0)
+    by_size = {}
+    for b in m.get("batch_stats") or []:
+        if not isinstance(b, dict) or not isinstance(b.get("batch_size"), int):
+            continue
+        parts = [_count_ns(b.get(k)) for k in ("compute_input", "compute_infer",
+                                                 "compute_output")]
+        n = max(c for c, _ in parts)
+        if n:
+            by_size[b["batch_size"]] = {"executions": n,
+                                        "mean_run_ms": sum(s for _, s in parts) / n * 1e3}
+
+    def _int(v: Any) -> int:
+        try:
+            return int(v or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    executions, inferences = _int(m.get("execution_count")), _int(m.get("inference_count"))
+    return {"success": ok, "fail": failed, "executions": executions,
+            "inferences": inferences,
+            "mean_batch_rows": inferences / executions if executions else float("nan"),
+            "mean_total_ms": total_s / ok * 1e3 if ok else float("nan"),
+            "mean_queue_ms": queue_s / nq * 1e3 if nq else float("nan"),
+            "mean_compute_ms": compute_s / nc * 1e3 if nc else float("nan"),
+            "batch_sizes": by_size}

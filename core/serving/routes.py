@@ -27,11 +27,13 @@ from .repository import Repository
 __all__ = ["Routes", "RequestIn", "Text", "Pending", "EXTENSIONS", "DEFAULT_MAX_BODY",
            "parse_json"]
 
-_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config)?$")
+_MODEL_PATH = re.compile(
+    r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config|/stats)?$")
 _REPO_PATH = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
 _CONTROL_PATH = re.compile(r"^/v1/(engine|store)/([a-z_]+)$")
 #: The protocol extensions this server has (``GET /v2``).
-EXTENSIONS = ("binary_tensor_data", "model_repository", "batchlab_control", "metrics")
+EXTENSIONS = ("binary_tensor_data", "model_repository", "statistics", "batchlab_control",
+              "metrics")
 #: The largest inference request body by default.
 DEFAULT_MAX_BODY = 64 * 2**20
 
@@ -166,6 +168,9 @@ class Routes:
             if engine.closed:
                 raise HTTPError(503, "the engine is closed")
             return 200, {"ready": True}
+        if path == "/v2/models/stats" and method == "GET":  # every model (Triton's form)
+            return 200, {"model_stats": [triton.model_statistics(n, engine.counters(n))
+                                         for n in engine.model_names()]}
         m = _MODEL_PATH.match(path)
         if m is None:
             raise HTTPError(404, f"no route {method} {path}; see the Open Inference Protocol "
@@ -184,6 +189,11 @@ class Routes:
             return 200, triton.model_config(name, engine.batch_config(cfg_name), info.batchable)
         if action == "/infer" and method == "POST":
             return self._infer(name, info, req)
+        if action == "/stats" and method == "GET":
+            if name not in engine.model_names():
+                raise HTTPError(404, f"{name!r} is an A/B experiment: its statistics are its "
+                                     f"arms' ({', '.join(engine.ab_arms(name))})")
+            return 200, {"model_stats": [triton.model_statistics(name, engine.counters(name))]}
         raise HTTPError(405, f"{method} is not allowed on {path}")
 
     def _route_control(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:

@@ -9,6 +9,8 @@ perf tools — can use it:
 ``GET  /v2/health/live``, ``/ready``       liveness, readiness
 ``GET  /v2/models/{name}[/versions/{v}]``  model metadata (inputs, outputs, datatypes, shapes)
 ``GET  /v2/models/{name}[...]/ready``      model readiness
+``GET  /v2/models[/{name}[...]]/stats``    Triton's statistics extension: successes, queue and
+                                           compute time, executions per batch size
 ``POST /v2/models/{name}[...]/infer``      inference: JSON tensors, or the binary tensor
                                            data extension (core/protocol/oip.py)
 ``POST /v2/repository/index``              models, loaded and unloaded (Triton's extension)
