@@ -91,6 +91,12 @@ with controls:
             st.info(f"**{model}** is served by {remote.server} at {remote.url} "
                     f"(model `{remote.model}`). Its batch settings are the server's "
                     f"({remote.source}). {how} Latency is measured here, at the client.", icon=":material/cloud:")
+            stats = engine.server_stats(model)
+            if stats["available"] and stats["executions"]:
+                st.caption(f"The server reports (statistics extension, since it started): "
+                           f"{stats['mean_batch_rows']:.2f} rows per run, "
+                           f"{fmt_ms(stats['mean_queue_ms'])} queued and "
+                           f"{fmt_ms(stats['mean_compute_ms'])} computing per request.")
         if not info.batchable:
             st.warning(f"{model} is not batchable: {info.batch_reason}")
         unknown = remote is not None and remote.batching.max_batch_size is None

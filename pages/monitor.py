@@ -100,6 +100,7 @@ def dashboard() -> None:
                 ts, title="Waiting for a connection (max per second)"), key="mon_depth")
         st.caption("A remote model: each request is sent alone as it comes and its server "
                    "batches; latency is measured here, at the client.")
+        server_view(engine.server_stats(target))
     else:
         r3 = st.columns(3)
         with r3[0]:
@@ -126,6 +127,26 @@ def dashboard() -> None:
     if by_type:
         st.caption("By type, since the last reset: " + ", ".join(
             f"{k}: {fmt_num(v)}" for k, v in by_type.items()))
+
+
+def server_view(stats: dict) -> None:
+    """What the remote model's server reports of it (the statistics extension)."""
+    st.subheader("The server's own view")
+    if not stats["available"]:
+        st.caption(f"Not available: {stats['reason']}.")
+        return
+    m = st.columns(4)
+    m[0].metric("Served (server)", fmt_num(stats["success"]))
+    m[1].metric("Mean rows per run", f"{stats['mean_batch_rows']:.2f}"
+                if stats["executions"] else "-")
+    m[2].metric("Queue in the server", fmt_ms(stats["mean_queue_ms"]))
+    m[3].metric("Compute in the server", fmt_ms(stats["mean_compute_ms"]))
+    sizes = {k: v["executions"] for k, v in stats["batch_sizes"].items()}
+    st.plotly_chart(charts.batch_size_figure(sizes, None, title="The server's batch sizes "
+                                             "(runs per size, since it started)"),
+                    key="mon_server_batches")
+    st.caption(f"From {stats['source']} (the statistics extension), cumulative since the "
+               "server started and over every client it serves; means per request.")
 
 
 tiles()

@@ -415,9 +415,18 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
         assert not at.slider(key="bs_max_batch").disabled        # a Batchlab server: changeable
         assert at.radio(key="bs_policy").disabled                 # the policy is the server's
         assert any(m.label == "Rows/request" for m in at.metric)  # no batches seen from here
+        # the server's own view of the model (statistics extension): what its engine ran
+        own = back.counters("tiny")
+        rows = f"{own['rows'] / own['batches']:.2f} rows per run"
+        assert any("The server reports" in c.value and rows in c.value for c in at.caption)
         assert not [b for b in at.button if b.key == "bs_replay"]  # policies are not ours
         at.slider(key="bs_max_batch").set_value(8).run()
         assert back.batch_config("tiny").max_batch_size == 8      # changed on the server
+        at = app("pages/monitor.py")
+        at.selectbox(key="monitor_model").set_value("tiny-back").run()
+        assert not at.exception
+        served = {m.label: m.value for m in at.metric}
+        assert served.get("Served (server)") == str(back.counters("tiny")["success_count"])
     finally:
         if "tiny-back" in engine.model_names():
             engine.unload_model("tiny-back")

@@ -326,6 +326,8 @@ def test_mlserver_model_as_a_remote_model_of_the_engine(server, sessions, model_
         from core import ConfigError
         with pytest.raises(ConfigError, match="model-settings.json"):
             e.configure("mlp-mlserver", max_batch_size=8)
+        stats = e.server_stats("mlp-mlserver")  # MLServer has no statistics extension
+        assert stats["available"] is False and "no statistics extension" in stats["reason"]
     finally:
         e.close()
 

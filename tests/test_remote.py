@@ -121,6 +121,16 @@ def test_traffic_metrics_timeline_and_warmup_on_a_remote_model(served, client):
     assert status.sent > 100 and m.success_count == status.sent and m.error_count == 0
     t = client.timeline("r", last_s=None)
     assert len(t) == status.sent and (t["release_reason"] == "remote").all() and t["ok"].all()
+    # the server's own view of the same model (statistics extension): what its engine did
+    stats = client.server_stats("r")
+    own = served[0].counters("mlp")
+    assert stats["available"] and stats["source"].endswith("/v2/models/mlp/stats")
+    assert stats["success"] == own["success_count"] >= status.sent
+    assert stats["executions"] == own["batches"] and stats["inferences"] == own["rows"]
+    assert sum(b["executions"] for b in stats["batch_sizes"].values()) == own["batches"]
+    assert stats["mean_queue_ms"] == pytest.approx(own["sum_queue_s"] / own["success_count"]
+                                                   * 1e3, rel=1e-6)
+    assert client.server_stats("mlp") is None  # a local model: its metrics are the engine's
     report = client.warmup("r", iterations=2, batch_sizes=[1, 4])
     assert client.warm_sizes("r") == [1, 4] and len(report.frame) > 0
     with pytest.raises(ConfigError, match="remote"):
@@ -272,6 +282,14 @@ def test_close_settles_requests_still_waiting_for_the_server(bad):
 
 
 # -- a server that declares no tensors ---------------------------------------------------------
+def test_a_server_without_the_statistics_extension_says_so(client, bad):
+    client.add_remote("plain", url=bad.url, model="m")
+    stats = client.server_stats("plain")
+    assert stats["available"] is False
+    assert "answered 404 to GET /v2/models/m/stats" in stats["reason"]
+    assert "no statistics extension" in stats["reason"]
+
+
 def test_undeclared_tensors_are_learned_from_the_first_request(client, bad):
     bad.mode = "undeclared"
     info = client.add_remote("m", url=bad.url, model="m")

@@ -168,6 +168,14 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         remote = self._ns.entry(name).remote
         return remote.describe() if remote is not None else None
 
+    def server_stats(self, name: str) -> dict[str, Any] | None:
+        """For a remote model: what its server reports of it through the statistics
+        extension (Triton, a Batchlab server) — its own queue/compute split and executions
+        per batch size, cumulative since the server started — or ``available`` False and
+        the reason (MLServer has no such extension). None for a local model."""
+        remote = self._ns.entry(name).remote
+        return remote.server_statistics() if remote is not None else None
+
     def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
                        time_limit_s: float | None = None) -> pd.DataFrame:
         """Peak memory and run time of ``name`` per batch size, measured in a child process

@@ -23,7 +23,10 @@ from core.protocol import triton
 from .settings import BatchingSource, RemoteInfo, ServerBatching
 from .target import OIPTarget, describe_failure, server_words
 
-__all__ = ["RemoteModel"]
+__all__ = ["RemoteModel", "STATS_TIMEOUT_S"]
+
+#: The longest a server's statistics are waited for (seconds).
+STATS_TIMEOUT_S = 3.0
 
 
 class RemoteModel:
@@ -101,6 +104,31 @@ class RemoteModel:
                     max_wait_ms=wait if wait is not None else old.max_wait_ms,
                     source=BatchingSource.SERVER_CONFIG, detail=f"GET {config_path}")
         return self.batching
+
+    def server_statistics(self) -> dict[str, Any]:
+        """The server's own statistics of this model (Triton's statistics extension:
+        Triton, a Batchlab server), as :func:`core.protocol.triton.read_statistics` reads
+        them, cumulative since the server started: ``available`` True with ``success``,
+        ``mean_queue_ms``, ``mean_compute_ms``, ``mean_batch_rows``, ``batch_sizes``...;
+        or ``available`` False and the ``reason`` (a server without the extension:
+        MLServer)."""
+        t = self.target
+        path = t.model_path + "/stats"
+        wait_s = min(STATS_TIMEOUT_S, t.timeout_s)  # a page asks on every refresh
+        try:
+            status, answer = t.fetch_json("GET", path, timeout_s=wait_s)
+        except Exception as err:  # aiohttp's and the OS's errors, in words
+            return {"available": False, "reason": describe_failure(err, t.url + path, wait_s)}
+        if status != 200:
+            return {"available": False,
+                    "reason": f"{self.server_name} at {t.url} answered {status} to GET {path} "
+                              f"({server_words(answer)}): it has no statistics extension"}
+        read = triton.read_statistics(answer, t.model)
+        if read is None:
+            return {"available": False,
+                    "reason": f"GET {t.url}{path} answered no statistics for model "
+                              f"{t.model!r}"}
+        return {"available": True, "source": f"GET {t.url}{path}", **read}
 
     def run(self, arrays: Sequence[np.ndarray], run_options: Any = None) -> list[Any]:
         """Run one request synchronously (warm-up); outputs in ``output_names`` order."""

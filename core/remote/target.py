@@ -266,8 +266,9 @@ class OIPTarget:
         t = timeout_s or self.timeout_s
         return self._loop.call(self._fetch(method, path, body, t), t + 5.0)
 
-    def fetch_json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        status, raw = self.fetch(method, path, body)
+    def fetch_json(self, method: str, path: str, body: Any = None,
+                   timeout_s: float | None = None) -> tuple[int, Any]:
+        status, raw = self.fetch(method, path, body, timeout_s)
         try:
             return status, json.loads(raw) if raw else None
         except (ValueError, UnicodeDecodeError):
