@@ -168,6 +168,32 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         remote = self._ns.entry(name).remote
         return remote.describe() if remote is not None else None
 
+    def persistent_state(self) -> dict[str, Any]:
+        """What a server keeps across a restart (:mod:`core.serving.state`): local models
+        (name, content hash, batch and session settings, provenance), remote models (how
+        they were added, credentials included: this stays in the process) and A/B
+        experiments, each list in the order they were made. No model bytes: those are
+        :meth:`model_bytes`."""
+        models, remotes = [], []
+        for name in self.model_names():
+            entry = self._ns.entry(name)
+            batch = self.batch_config(name)
+            if entry.remote is not None:
+                recipe = getattr(entry.remote, "recipe", None)
+                if recipe is not None:
+                    remotes.append({"name": name, "batch": batch, **recipe})
+                continue
+            info = entry.info
+            models.append({"name": name, "sha256": info.sha256, "batch": batch,
+                           "session": self.session_config(name), "source": info.source,
+                           "description": info.description})
+        experiments = []
+        for name in self.ab_experiments():
+            exp = self._ns.experiment(name)
+            experiments.append({"name": name, "a": exp.a, "b": exp.b,
+                                "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed})
+        return {"models": models, "remotes": remotes, "experiments": experiments}
+
     def server_stats(self, name: str) -> dict[str, Any] | None:
         """For a remote model: what its server reports of it through the statistics
         extension (Triton, a Batchlab server) — its own queue/compute split and executions

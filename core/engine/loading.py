@@ -17,7 +17,8 @@ import pandas as pd
 from core.config import BatchConfig, EngineConfig, SessionConfig
 from core.errors import ConfigError, ModelLoadError
 from core.models import ModelInfo, format_bytes, probe_model, read_model_source
-from core.remote import BatchingSource, ServerBatching, connect_remote, points_at
+from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
+                         points_at)
 from .namespace import Namespace
 
 __all__ = ["Loader"]
@@ -93,6 +94,12 @@ class Loader:
                                 outputs=outputs, timeout_s=timeout_s,
                                 max_connections=max_connections, binary=binary,
                                 policy=self.outbound_policy)
+        # How to add it again (a server restoring its state after a restart); headers may
+        # hold credentials: this stays in the process (and the server's own state folder).
+        remote.recipe = {"url": url, "model": model, "version": version,
+                         "headers": dict(headers or {}), "inputs": declared_tensors(inputs),
+                         "outputs": declared_tensors(outputs), "timeout_s": timeout_s,
+                         "max_connections": max_connections, "binary": binary}
         if not remote.batching.known and batch is not None:
             # The server does not report them: the caller says how it is deployed.
             remote.batching = ServerBatching(

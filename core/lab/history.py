@@ -120,6 +120,31 @@ class ExperimentStore:
             self._bound(db)
         return run_id
 
+    def update(self, run_id: int, config: dict[str, Any],
+               results: pd.DataFrame | None = None) -> None:
+        """Replace a run's configuration (and results): a long run saved point by point,
+        so what it measured is kept if it is cut short."""
+        text = None
+        if results is not None:
+            try:
+                text = json.dumps(_FRAMES.encode(results), allow_nan=False)
+            except WireError:
+                text = results.to_json(orient="split", double_precision=15,
+                                       default_handler=str)
+        cfg = json.dumps(config, default=str)
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            if text is None:
+                cur = db.execute("UPDATE runs SET config = ?, bytes = NULL WHERE id = ?",
+                                 (cfg, run_id))
+            else:
+                cur = db.execute("UPDATE runs SET config = ?, results = ?, points = ?, "
+                                 "bytes = NULL WHERE id = ?",
+                                 (cfg, text, len(results), run_id))
+            if cur.rowcount == 0:
+                raise KeyError(f"no experiment run with id {run_id}")
+            self._bound(db)
+
     def _bound(self, db: sqlite3.Connection) -> None:
         """Drop the oldest runs until the stored runs fit the bound (inside the caller's
         transaction)."""

@@ -8,9 +8,13 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
+
+from core.errors import BatchlabError
 from .costmodel import ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, profile_cost_frame
 from .jobs import Job
 from .replay import REPLAY_POLICIES, replay
@@ -19,30 +23,53 @@ from .sweeps import sweep
 
 __all__ = ["JOB_KINDS"]
 
+log = logging.getLogger("batchlab.jobs")
+
+
+def _keep(engine: Any, job: Job, name: str, config: dict[str, Any], frame: pd.DataFrame,
+          save: bool, final: bool) -> int | None:
+    """Save the job's run in the history (the first time) or bring it up to date: a long
+    job is saved point by point (``complete: False``, ``partial: True`` until it ends), so
+    what it measured is kept if it is cancelled, fails or the server dies under it."""
+    if not save or frame.empty:
+        return job.run_id
+    config = {**config, "complete": final and not job.stop.is_set(), "partial": not final}
+    try:
+        if job.run_id is None:
+            job.run_id = engine.store.save(name, config, frame)
+        else:
+            engine.store.update(job.run_id, config, frame)
+    except (BatchlabError, KeyError, OSError) as err:
+        if final:
+            raise
+        log.warning("could not keep %s's points so far in the history: %s", name, err)
+    return job.run_id
+
 
 def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
            max_waits_ms: list[float], rates_rps: list[float] | None = None,
            concurrencies: list[int] | None = None, duration_s: float = 2.0,
            slo_p99_ms: float | None = None, save: bool = True, **kw: Any) -> dict[str, Any]:
+    name = f"{target} sweep"
+    config = {
+        "model": target, "max_batch_sizes": list(max_batch_sizes),
+        "max_waits_ms": list(max_waits_ms),
+        "load_kind": "rate" if rates_rps else "clients",
+        "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
+        "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
+        "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1)}
+
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
         job.progress(done / total, f"point {done} of {total}: batch {row['max_batch_size']}, "
                                    f"wait {row['max_wait_ms']:g} ms, load {row['load']:g} -> "
                                    f"p99 {row['p99_ms']:.2f} ms")
+        _keep(engine, job, name, config, pd.DataFrame(job.partial), save, final=False)
 
     frame = sweep(engine, target, max_batch_sizes, max_waits_ms, rates_rps=rates_rps,
                   concurrencies=concurrencies, duration_s=duration_s, progress=progress,
                   stop=job.stop, slo_ms=slo_p99_ms, **kw)
-    run_id = None
-    if save and not frame.empty:
-        run_id = engine.store.save(f"{target} sweep", {
-            "model": target, "max_batch_sizes": list(max_batch_sizes),
-            "max_waits_ms": list(max_waits_ms),
-            "load_kind": "rate" if rates_rps else "clients",
-            "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
-            "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
-            "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
-            "complete": not job.stop.is_set()}, frame)
+    run_id = _keep(engine, job, name, config, frame, save, final=True)
     return {"run_id": run_id, "frame": frame}
 
 
@@ -57,29 +84,31 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
     grid = (len(max_batch_sizes) * len(max_waits_ms) * max(1, len(session_threads or []))
             * len(rates_rps))
 
+    name = f"{target} quick search"
+    config = {
+        "model": target, "search": "quick", "max_batch_sizes": list(max_batch_sizes),
+        "max_waits_ms": list(max_waits_ms), "session_threads": session_threads,
+        "load_kind": "rate", "loads": list(rates_rps), "duration_s": duration_s,
+        "slo_p99_ms": p99_ms, "min_throughput_rps": min_throughput_rps,
+        "max_memory_mib": max_memory_mib, "policy": kw.get("policy", "deadline"),
+        "grid_points": grid}
+
     def progress(points: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
         job.progress(min(0.95, points / grid),
                      f"point {points} (the grid has {grid}): batch {row['max_batch_size']}, "
                      f"wait {row['max_wait_ms']:g} ms, threads {row['session_threads']}, "
                      f"load {row['load']:g} -> p99 {row['p99_ms']:.2f} ms")
+        _keep(engine, job, name, config, pd.DataFrame(job.partial), save, final=False)
 
     constraints = Constraints(p99_ms=p99_ms, min_throughput_rps=min_throughput_rps,
                               max_memory_mib=max_memory_mib)
     res = quick_search(engine, target, max_batch_sizes, max_waits_ms, rates_rps, constraints,
                        session_threads=session_threads, duration_s=duration_s,
                        progress=progress, stop=job.stop, **kw)
-    run_id = None
-    if save and not res.frame.empty:
-        run_id = engine.store.save(f"{target} quick search", {
-            "model": target, "search": "quick", "max_batch_sizes": list(max_batch_sizes),
-            "max_waits_ms": list(max_waits_ms), "session_threads": session_threads,
-            "load_kind": "rate", "loads": list(rates_rps), "duration_s": duration_s,
-            "slo_p99_ms": p99_ms, "min_throughput_rps": min_throughput_rps,
-            "max_memory_mib": max_memory_mib, "policy": kw.get("policy", "deadline"),
-            "best": list(res.best) if res.best else None, "reason": res.reason,
-            "grid_points": grid, "points": res.points, "measured_s": res.measured_s,
-            "complete": not job.stop.is_set()}, res.frame)
+    run_id = _keep(engine, job, name, {
+        **config, "best": list(res.best) if res.best else None, "reason": res.reason,
+        "points": res.points, "measured_s": res.measured_s}, res.frame, save, final=True)
     return {"run_id": run_id, "frame": res.frame, "scores": res.scores,
             "path": [list(p) for p in res.path], "best": list(res.best) if res.best else None,
             "reason": res.reason, "points": res.points, "grid_points": grid,

@@ -47,6 +47,8 @@ class JobStatus:
     result: Any = None
     error: str | None = None
     partial: list[Any] = field(default_factory=list)
+    #: the history run its results are saved in, point by point (sweeps, searches)
+    run_id: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -70,6 +72,8 @@ class Job:
         self._error: str | None = None
         #: rows a job has produced so far (a sweep's points), shown while it runs
         self.partial: list[Any] = []
+        #: the history run holding its results so far (kept if the job is cut short)
+        self.run_id: int | None = None
 
     def progress(self, fraction: float, message: str = "") -> None:
         with self._lock:
@@ -96,7 +100,7 @@ class Job:
                              message=self._message, started_s_ago=now - self._t0,
                              duration_s=(self._t1 or now) - self._t0, params=self.params,
                              result=self._result if with_result else None, error=self._error,
-                             partial=list(self.partial))
+                             partial=list(self.partial), run_id=self.run_id)
 
 
 class JobManager:

@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from .discovery import connect_remote, parse_tensor_list
+from .discovery import connect_remote, declared_tensors, parse_tensor_list
 from .dispatcher import RemoteDispatcher, RemoteValidator
 from .loop import client_loop
 from .model import RemoteModel
@@ -21,7 +21,7 @@ from .policy import HOPS_HEADER, OutboundPolicy
 from .settings import BatchingSource, RemoteInfo, ServerBatching
 from .target import MAX_ANSWER_BYTES, MAX_CONTROL_ANSWER_BYTES, OIPTarget, points_at
 
-__all__ = ["connect_remote", "parse_tensor_list", "RemoteDispatcher", "RemoteValidator",
+__all__ = ["connect_remote", "declared_tensors", "parse_tensor_list", "RemoteDispatcher", "RemoteValidator",
            "client_loop", "RemoteModel", "BatchingSource", "RemoteInfo", "ServerBatching",
            "MAX_ANSWER_BYTES", "MAX_CONTROL_ANSWER_BYTES", "OIPTarget", "points_at",
            "OutboundPolicy", "HOPS_HEADER"]

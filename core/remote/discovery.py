@@ -51,7 +51,7 @@ def _specs(entries: Any, kind: str, where: str) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def _declared(specs: Any) -> list[dict[str, Any]] | None:
+def declared_tensors(specs: Any) -> list[dict[str, Any]] | None:
     """User-given tensors ({name, datatype, shape}) checked, or None."""
     if specs is None:
         return None
@@ -77,7 +77,7 @@ def parse_tensor_list(text: str | None) -> list[dict[str, Any]] | None:
     except ValueError as err:
         raise ConfigError(f"the tensors are not valid JSON ({err}); expected e.g. "
                           '[{"name": "input-0", "datatype": "FP32", "shape": [-1, 4]}]') from None
-    return _declared(value)
+    return declared_tensors(value)
 
 
 def connect_remote(name: str, url: str, model: str, version: str | None = None,
@@ -87,7 +87,7 @@ def connect_remote(name: str, url: str, model: str, version: str | None = None,
     """Check the endpoint and read the model's metadata; raises
     :class:`RemoteTargetError` saying what was tried. ``policy``: an
     :class:`~core.remote.OutboundPolicy` the URL's addresses must pass (a server's)."""
-    inputs_given, outputs_given = _declared(inputs), _declared(outputs)
+    inputs_given, outputs_given = declared_tensors(inputs), declared_tensors(outputs)
     target = OIPTarget(url, model, version, headers, timeout_s, max_connections, binary,
                        policy=policy)
     try:

@@ -266,9 +266,10 @@ class RemoteEngine:
         return WIRE.decode(self._t.request("POST", f"/v1/{room}/{method}", body,
                                       retry=_reads(method), read_timeout_s=read)["result"])
 
-    def server_info(self) -> dict[str, Any]:
-        """The server's budget, configuration and methods (fetched once)."""
-        if self._info is None:
+    def server_info(self, refresh: bool = False) -> dict[str, Any]:
+        """The server's budget, configuration and methods (fetched once; ``refresh``: now),
+        and what it restored from its state folder at start (``restored``, or None)."""
+        if self._info is None or refresh:
             info = self._t.request("GET", "/v1/info", retry=True)
             info["config"] = WIRE.decode(info.get("config"))
             self._info = info

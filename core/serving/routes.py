@@ -103,6 +103,11 @@ class Routes:
         self.repository = Repository(engine)
         #: Refuses what a web page could forge (core/serving/guard.py); the server binds it.
         self.guard = RequestGuard()
+        #: Called after every request that may have changed the engine's state (the
+        #: server keeps its state folder up to date); None: nobody listens.
+        self.on_change: Callable[[], None] | None = None
+        #: What the server restored at start (core/serving/state.py), for /v1/info.
+        self.restored: dict[str, Any] | None = None
 
     @staticmethod
     def _writes(path: str) -> bool:
@@ -197,6 +202,13 @@ class Routes:
         raise HTTPError(405, f"{method} is not allowed on {path}")
 
     def _route_control(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
+        try:
+            return self._control_answer(method, path, req)
+        finally:  # a write (even one that failed half-way) may have changed the state
+            if self.on_change is not None and method == "POST" and self._writes(path):
+                self.on_change()
+
+    def _control_answer(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
         engine = self.engine
         if path == "/metrics":
             if method != "GET":
@@ -221,7 +233,7 @@ class Routes:
             self.repository.unload(name)
             return 200, {}
         if path == "/v1/info" and method == "GET":
-            return 200, control.server_info(engine)
+            return 200, {**control.server_info(engine), "restored": self.restored}
         m = _CONTROL_PATH.match(path)
         if m is None:
             raise HTTPError(404, f"no route {method} {path}; the control API is POST "

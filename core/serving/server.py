@@ -50,6 +50,7 @@ import secrets
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -63,6 +64,7 @@ from .guard import TOKEN_ENV, is_loopback
 from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadlineProtocol,
                    ListeningServer, bind, raise_fd_limit)
 from .routes import DEFAULT_MAX_BODY, Routes
+from .state import STATE_ENV, STATE_INTERVAL_S, StateDir
 from .tuning import tune_for_serving
 
 __all__ = ["EngineServer", "main", "MAX_CONNECTIONS", "TOKEN_ENV"]
@@ -88,7 +90,7 @@ class EngineServer:
                  outbound: OutboundPolicy | None = OutboundPolicy(),
                  max_connections: int = MAX_CONNECTIONS,
                  head_timeout_s: float = HEAD_TIMEOUT_S,
-                 token: str | None = None) -> None:
+                 token: str | None = None, state_dir: str | Path | None = None) -> None:
         self.engine = engine
         # Anyone who reaches the server can add remote models: where they may be is this
         # policy's (core/remote/policy.py); None leaves the engine's own (in-process: none).
@@ -118,6 +120,23 @@ class EngineServer:
         self.app.max_connections = max_connections
         self.app.open_connections = lambda: len(self._uvicorn.server_state.connections)
         self._thread = threading.Thread(target=self._run, name="oip-server", daemon=True)
+        # The engine refuses to add itself as a remote model (its requests would come back
+        # to it for ever): it learns where it is served, before anything is restored.
+        host, port = self._address
+        self.engine.served_at.add((str(host), int(port)))
+        self.routes.guard.bind(str(host), int(port))
+        if self.outbound is not None:
+            current = self.engine.outbound_policy or self.outbound
+            self.engine.outbound_policy = current.with_served(str(host), int(port))
+        #: The state kept across restarts (core/serving/state.py); None: nothing is kept.
+        self.state = StateDir(state_dir) if state_dir is not None else None
+        self._changed = threading.Event()
+        self._saver_stop = threading.Event()
+        self._saver: threading.Thread | None = None
+        if self.state is not None:
+            # A change a client made is on disk before it is answered: what a client was
+            # told happened survives a kill right after.
+            self.routes.on_change = self.save_state
 
     def _run(self) -> None:
         try:
@@ -142,15 +161,50 @@ class EngineServer:
     def port(self) -> int:
         return int(self._address[1])
 
+    def restore(self) -> dict[str, Any] | None:
+        """Load the state kept in ``state_dir`` (before :meth:`start`); what came back is
+        also in ``GET /v1/info`` (``restored``). None without a state folder."""
+        if self.state is None:
+            return None
+        summary = self.state.restore(self.engine)
+        self.routes.restored = summary
+        for failed in summary["failed"]:
+            log.warning("not restored: %s %s: %s", failed["kind"], failed["name"],
+                        failed["reason"])
+        log.info("restored from %s: models %s; remote models %s; experiments %s",
+                 self.state.root, ", ".join(summary["models"]) or "none",
+                 ", ".join(summary["remotes"]) or "none",
+                 ", ".join(summary["experiments"]) or "none")
+        return summary
+
+    def save_state(self) -> bool:
+        """Write the state now (it is also written after every change a client makes and
+        every couple of seconds); True when something changed."""
+        if self.state is None or self.engine.closed:
+            return False
+        try:
+            self.state.save_jobs([
+                {"job_id": j.job_id, "kind": j.kind, "target": j.target,
+                 "run_id": j.run_id, "progress": j.progress, "message": j.message}
+                for j in self.engine.jobs() if not j.finished])
+            return self.state.save(self.engine)
+        except Exception:  # noqa: BLE001 - keep serving; say why the state is not kept
+            log.exception("could not save the engine's state to %s", self.state.root)
+            return False
+
+    def _keep_state(self) -> None:
+        while not self._saver_stop.is_set():
+            self._changed.wait(STATE_INTERVAL_S)
+            self._changed.clear()
+            if self._saver_stop.is_set():
+                return
+            self.save_state()
+
     def start(self) -> EngineServer:
-        # The engine refuses to add itself as a remote model (its requests would come back
-        # to it for ever): it learns where it is served.
-        host, port = self._address
-        self.engine.served_at.add((str(host), int(port)))
-        self.routes.guard.bind(str(host), int(port))
-        if self.outbound is not None:
-            current = self.engine.outbound_policy or self.outbound
-            self.engine.outbound_policy = current.with_served(str(host), int(port))
+        if self.state is not None and self._saver is None:
+            self._saver = threading.Thread(target=self._keep_state, name="state-saver",
+                                           daemon=True)
+            self._saver.start()
         self._thread.start()
         self._uvicorn.listening.wait()
         if not self._uvicorn.started or not self._thread.is_alive():
@@ -198,6 +252,11 @@ class EngineServer:
             self._thread.join(drain_s + 5)
         self.app.close()
         self._sock.close()
+        if self._saver is not None:
+            self.save_state()  # (nothing when the engine closed first: main saved then)
+            self._saver_stop.set()
+            self._changed.set()
+            self._saver.join(10)
 
     def __enter__(self) -> EngineServer:
         return self.start()
@@ -251,6 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-token", action="store_true",
                     help="ask no token (loopback only: any local program may then drive "
                          "the engine)")
+    ap.add_argument("--state-dir", default=os.environ.get(STATE_ENV) or None, metavar="DIR",
+                    help="keep the models, their settings, remote models and A/B "
+                         "experiments in this folder (Triton's repository layout) and load "
+                         "them again at start (default: BATCHLAB_STATE_DIR; none: nothing "
+                         "is kept)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -272,8 +336,10 @@ def main(argv: list[str] | None = None) -> None:
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
                           outbound=OutboundPolicy(allow=tuple(args.allow_remote)),
                           max_connections=args.max_connections,
-                          head_timeout_s=args.head_timeout_s, token=token)
+                          head_timeout_s=args.head_timeout_s, token=token,
+                          state_dir=args.state_dir)
     server.allow_hosts(args.allow_host)
+    server.restore()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -295,6 +361,7 @@ def main(argv: list[str] | None = None) -> None:
                  token, token)
     stop.wait()
     log.info("stopping: answering the requests already received")
+    server.save_state()
     server.stop_accepting()
     engine.close()  # finishes every request it has queued; their answers go out
     # A client between two requests on a keep-alive connection is given 2 s to send its

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from core.models import format_bytes
+
 __all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "fmt_bytes", "history_caption"]
+           "history_caption"]
 
 
 def _missing(v: Any) -> bool:
@@ -100,25 +102,13 @@ def fmt_p(p: float | None) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
-def fmt_bytes(n: float | None) -> str:
-    """Sizes: '812 B', '64.0 KiB', '1.5 MiB', '2.0 GiB'."""
-    if _missing(n):
-        return "-"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:,.1f} GiB"
-
-
 def history_caption(usage: dict[str, int], where: Any) -> str:
     """What the history holds and its bound, for the History panel."""
-    bound = fmt_bytes(usage["max_bytes"])
+    bound = format_bytes(usage["max_bytes"])
     if not usage.get("runs"):
         head = f"No runs yet. Runs are kept in {where}, up to {bound}"
     else:
-        head = f"{usage['runs']} run(s), {fmt_bytes(usage['bytes'])} of {bound} ({where})"
+        head = f"{usage['runs']} run(s), {format_bytes(usage['bytes'])} of {bound} ({where})"
     tail = "; past that the oldest runs are dropped first"
     if usage.get("dropped"):
         tail += f" ({usage['dropped']} dropped so far)"

@@ -1,0 +1,259 @@
+"""The engine server's state on disk: what a restart (or a crash) brings back.
+
+A model repository in Triton's layout, so the folder is also one Triton can serve::
+
+    STATE/models/NAME/1/model.onnx      the model file
+    STATE/models/NAME/config.pbtxt      Triton's batching (max_batch_size, dynamic_batching)
+    STATE/models/NAME/batchlab.json     Batchlab's settings: batch (all of BatchConfig),
+                                        session options, provenance, content hash, order
+    STATE/remotes.json                  remote models: how each was added (headers
+                                        included, so the file is readable by its owner only)
+    STATE/experiments.json              A/B experiments: arms, split, mode, seed
+    STATE/jobs.json                     jobs running at the last save (a job found there at
+                                        start was cut short by the restart)
+
+:class:`StateDir` writes what changed (:meth:`StateDir.save`, called after every change a
+client makes and every ``interval`` seconds for changes the engine makes itself), each file
+replaced atomically, so a kill at any moment leaves the previous or the next state, never
+half of one. :meth:`StateDir.restore` loads it all into a fresh engine at start, in the
+order it was made, and says what came back and what did not (with the reason); a remote
+model or experiment that could not come back (its server is down) stays in the folder and
+is tried again at the next start. ``batchlab.json`` is authoritative; ``config.pbtxt`` is
+written for Triton and not read back.
+
+Example:
+    >>> state = StateDir("data/engine-state")
+    >>> summary = state.restore(engine)     # {"models": [...], "failed": [...], ...}
+    >>> state.save(engine)                  # True when something was written
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from core.config import BatchConfig, SessionConfig
+from core.errors import BatchlabError
+from core.protocol import triton
+
+__all__ = ["StateDir", "STATE_VERSION", "STATE_ENV", "STATE_INTERVAL_S"]
+
+log = logging.getLogger("batchlab.state")
+
+#: The layout's version, in every ``batchlab.json``.
+STATE_VERSION = 1
+#: The environment variable naming a server's state folder (``--state-dir``).
+STATE_ENV = "BATCHLAB_STATE_DIR"
+#: How often a server writes changes the engine made by itself (seconds).
+STATE_INTERVAL_S = 2.0
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Replace ``path`` with ``data`` atomically (a reader sees the old file or the new)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+
+
+class StateDir:
+    """One engine server's state folder (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.models = self.root / "models"
+        self.models.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(self.root, 0o700)  # remote models' credentials live here
+        except OSError:
+            pass
+        self._lock = threading.Lock()
+        self._saved: str | None = None         # fingerprint of the last state written
+        self._hashes: dict[str, str] = {}      # model -> sha256 of the file on disk
+        # Remote models and experiments that did not come back at start: kept in the
+        # files (tried again next start) until a model of that name is made again.
+        self._pending_remotes: list[dict[str, Any]] = []
+        self._pending_experiments: list[dict[str, Any]] = []
+        self._jobs_saved: str | None = None
+
+    # -- saving ----------------------------------------------------------------------
+    def save(self, engine: Any) -> bool:
+        """Write what changed since the last save; True when anything was written."""
+        with self._lock:
+            state = _plain(engine.persistent_state())
+            names = {m["name"] for m in state["models"]} | {r["name"] for r in state["remotes"]}
+            self._pending_remotes = [r for r in self._pending_remotes if r["name"] not in names]
+            state["remotes"] += [r for r in self._pending_remotes if r["name"] not in names]
+            taken = names | set(e["name"] for e in state["experiments"])
+            self._pending_experiments = [e for e in self._pending_experiments
+                                         if e["name"] not in taken]
+            state["experiments"] += self._pending_experiments
+            fingerprint = json.dumps(state, sort_keys=True, default=str)
+            if fingerprint == self._saved:
+                return False
+            for order, model in enumerate(state["models"]):
+                if not self._save_model(engine, order, model):
+                    return True  # it went away meanwhile: the next save writes the rest
+            keep = {m["name"] for m in state["models"]}
+            for folder in self.models.iterdir():
+                if folder.is_dir() and folder.name not in keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    self._hashes.pop(folder.name, None)
+            _write(self.root / "remotes.json",
+                   json.dumps(state["remotes"], indent=1, default=str).encode(), private=True)
+            _write(self.root / "experiments.json",
+                   json.dumps(state["experiments"], indent=1).encode())
+            self._saved = fingerprint
+            return True
+
+    def _save_model(self, engine: Any, order: int, model: dict[str, Any]) -> bool:
+        name = model["name"]
+        folder = self.models / name
+        (folder / "1").mkdir(parents=True, exist_ok=True)
+        if self._hashes.get(name) != model["sha256"]:
+            try:
+                data = engine.model_bytes(name)
+            except (BatchlabError, KeyError):
+                return False
+            if hashlib.sha256(data).hexdigest() != model["sha256"]:
+                return False  # replaced while we read it: the next save has the new one
+            _write(folder / "1" / "model.onnx", data)
+            self._hashes[name] = model["sha256"]
+        batch = model["batch"]
+        _write(folder / "config.pbtxt", (
+            f'name: "{name}"\nplatform: "onnxruntime_onnx"\n' + triton.pbtxt(
+                batch["max_batch_size"], batch["max_wait_ms"], max_queue=batch["max_queue"],
+                instances=batch.get("instances"),
+                intra_op_threads=(model["session"] or {}).get("intra_op_threads"),
+                comment="written by Batchlab (core/serving/state.py); Batchlab reads "
+                        "batchlab.json")).encode())
+        _write(folder / "batchlab.json", json.dumps(
+            {"version": STATE_VERSION, "order": order, **model}, indent=1).encode())
+        return True
+
+    def save_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        """Record the jobs running now (kind, model, id, start, their run in the history)."""
+        text = json.dumps(jobs, sort_keys=True, default=str)
+        with self._lock:
+            if text != self._jobs_saved:
+                _write(self.root / "jobs.json", text.encode())
+                self._jobs_saved = text
+
+    # -- restoring -------------------------------------------------------------------
+    def restore(self, engine: Any) -> dict[str, Any]:
+        """Load the saved state into ``engine`` (at start); what came back, what did not
+        (``failed``: name, kind, reason) and the jobs the restart cut short."""
+        done: dict[str, list[Any]] = {"models": [], "remotes": [], "experiments": [],
+                                      "failed": []}
+        saved = []
+        for folder in self.models.iterdir() if self.models.is_dir() else ():
+            meta_path = folder / "batchlab.json"
+            if folder.is_dir() and meta_path.is_file():
+                try:
+                    saved.append(json.loads(meta_path.read_text()))
+                except ValueError as err:
+                    done["failed"].append({"name": folder.name, "kind": "model",
+                                           "reason": f"{meta_path} is not valid JSON ({err})"})
+        for meta in sorted(saved, key=lambda m: m.get("order", 0)):
+            self._restore_model(engine, meta, done)
+        for recipe in _read_json(self.root / "remotes.json", []):
+            self._restore_remote(engine, recipe, done)
+        for exp in _read_json(self.root / "experiments.json", []):
+            try:
+                engine.create_ab(exp["name"], a=exp["a"], b=exp["b"], b_share=exp["b_share"],
+                                 mode=exp["mode"], seed=exp.get("seed"), replace=True)
+                done["experiments"].append(exp["name"])
+            except (BatchlabError, KeyError, ValueError, TypeError) as err:
+                self._pending_experiments.append(exp)
+                done["failed"].append({"name": exp.get("name"), "kind": "experiment",
+                                       "reason": str(err)})
+        cut = _read_json(self.root / "jobs.json", [])
+        cut = cut if isinstance(cut, list) else []
+        for job in cut:  # its run in the history says it was cut short, with what it had
+            if isinstance(job, dict) and job.get("run_id") is not None:
+                try:
+                    run = engine.store.get(job["run_id"])
+                    engine.store.update(job["run_id"], {
+                        **run["config"], "complete": False, "partial": True,
+                        "cut_short": "the engine server stopped while it ran"})
+                except (KeyError, BatchlabError, OSError):
+                    pass
+        summary = {"at": time.time(), "root": str(self.root), **done,
+                   "jobs_cut_short": cut}
+        _write(self.root / "jobs.json", b"[]")
+        self._jobs_saved = "[]"
+        self.save(engine)
+        return summary
+
+    def _restore_model(self, engine: Any, meta: dict[str, Any],
+                       done: dict[str, list[Any]]) -> None:
+        name = meta.get("name", "?")
+        try:
+            path = self.models / name / "1" / "model.onnx"
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                raise ValueError(f"{path} is not the file that was saved (its sha256 "
+                                 "differs): it was changed or damaged")
+            batch = BatchConfig(**meta["batch"])
+            session = SessionConfig(**meta["session"]) if meta.get("session") else None
+            same = (name in engine.model_names() and engine.remote_info(name) is None
+                    and engine.model_info(name).sha256 == meta["sha256"]
+                    and (session is None or engine.session_config(name) == session))
+            if same:  # a demo model, loaded already: its settings
+                engine.configure(name, **dataclasses.asdict(batch))
+            else:
+                engine.load_model(data, name=name, replace=name in engine.model_names(),
+                                  session=session, batch=batch,
+                                  source_label=meta.get("source"),
+                                  description=meta.get("description") or "")
+            self._hashes[name] = meta["sha256"]
+            done["models"].append(name)
+        except (OSError, BatchlabError, KeyError, ValueError, TypeError) as err:
+            done["failed"].append({"name": name, "kind": "model", "reason": str(err)})
+
+    def _restore_remote(self, engine: Any, recipe: dict[str, Any],
+                        done: dict[str, list[Any]]) -> None:
+        name = recipe.get("name", "?")
+        try:
+            kwargs = {k: recipe[k] for k in ("url", "model", "version", "headers", "inputs",
+                                             "outputs", "timeout_s", "max_connections",
+                                             "binary") if k in recipe}
+            engine.add_remote(name, batch=BatchConfig(**recipe["batch"]),
+                              replace=name in engine.model_names(), **kwargs)
+            done["remotes"].append(name)
+        except (BatchlabError, KeyError, ValueError, TypeError) as err:
+            self._pending_remotes.append(recipe)
+            done["failed"].append({"name": name, "kind": "remote model",
+                                   "reason": str(err)})

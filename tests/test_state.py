@@ -1,0 +1,210 @@
+"""State that survives a restart (issue #24): a killed engine server (SIGKILL, no goodbye)
+started again on the same state folder serves the same models with the same settings,
+the same remote models and A/B experiments; a job it cut short is marked so in the history
+with what it had measured; what could not come back says why and is tried again later.
+Real server processes (``python -m core.server --state-dir``), driven by RemoteEngine."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+
+import numpy as np
+import pytest
+
+from core import BatchConfig, Engine, SessionConfig, build_demo_model
+from core.serving import EngineServer, RemoteEngine, ServerProcess
+from core.serving.state import StateDir
+from tests.helpers import WAIT_S, identity_model
+
+
+def until(predicate, what: str, timeout_s: float = WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _kill_and_restart(proc: ServerProcess) -> None:
+    proc._proc.kill()  # SIGKILL: nothing is saved on the way out
+    proc._proc.wait(30)
+    assert proc.ensure(wait_s=120)
+
+
+def _what_it_serves(engine: RemoteEngine) -> dict:
+    out = {"models": sorted(engine.model_names()), "experiments": {}, "batch": {},
+           "session": {}, "remote": {}}
+    for name in out["models"]:
+        out["batch"][name] = engine.batch_config(name)
+        r = engine.remote_info(name)
+        if r is None:
+            out["session"][name] = engine.session_config(name)
+            out["sha"] = {**out.get("sha", {}), name: engine.model_info(name).sha256}
+        else:
+            out["remote"][name] = (r.url, r.model, r.binary)
+    for name in engine.ab_experiments():
+        rep = engine.ab_report(name)
+        out["experiments"][name] = (rep.a, rep.b, rep.b_share, rep.mode)
+    return out
+
+
+@pytest.fixture
+def far():
+    """A second engine server: where the remote model lives."""
+    engine = Engine(demo_models=False)
+    engine.load_model(identity_model(), name="ident")
+    server = EngineServer(engine, port=0).start()
+    yield engine, server
+    server.close()
+    engine.close()
+
+
+def test_a_killed_server_comes_back_with_models_settings_remotes_and_experiments(tmp_path, far):
+    state = tmp_path / "state"
+    proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
+                         log_path=tmp_path / "server.log").start()
+    engine = RemoteEngine(proc.url, token=proc.token)
+    try:
+        engine.load_model(build_demo_model("tiny"), name="tiny",
+                          batch=BatchConfig(max_batch_size=8, max_wait_ms=3.0,
+                                            policy="adaptive", timeout_ms=4321.0),
+                          session=SessionConfig(intra_op_threads=1))
+        engine.load_model(build_demo_model("tiny"), name="tiny-b")
+        engine.configure("tiny-b", max_batch_size=4, max_queue=77)
+        engine.add_remote("far", url=far[1].url, model="ident", timeout_s=5.0,
+                          batch=BatchConfig(timeout_ms=2500.0))
+        engine.create_ab("exp", a="tiny", b="tiny-b", b_share=0.25, mode="sticky", seed=7)
+        engine.load_model(build_demo_model("tiny"), name="gone")
+        engine.unload_model("gone")
+        before = _what_it_serves(engine)
+        assert before["models"] == ["far", "tiny", "tiny-b"]
+
+        _kill_and_restart(proc)
+
+        after = _what_it_serves(engine)
+        assert after == before
+        restored = engine.server_info(refresh=True)["restored"]
+        assert restored["models"] == ["tiny", "tiny-b"] and restored["remotes"] == ["far"]
+        assert restored["experiments"] == ["exp"] and restored["failed"] == []
+        x = engine.sample_input("tiny", rows=2)
+        got = engine.predict("exp", x, key="user-1").outputs
+        want = engine.predict("tiny", x).outputs
+        for key in want:  # both arms are the same model: the same answer either way
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-6)
+        y = engine.predict("far", np.ones((1, 3), np.float32))
+        assert next(iter(y.outputs.values())).tolist() == [[1.0, 1.0, 1.0]]
+    finally:
+        engine.close()
+        proc.stop()
+    # the folder is Triton's layout, and the credentials file is its owner's only
+    assert (state / "models" / "tiny" / "1" / "model.onnx").is_file()
+    pbtxt = (state / "models" / "tiny" / "config.pbtxt").read_text()
+    assert "max_batch_size: 8" in pbtxt and "max_queue_delay_microseconds: 3000" in pbtxt
+    assert not (state / "models" / "gone").exists()
+    assert stat.S_IMODE(os.stat(state / "remotes.json").st_mode) == 0o600
+
+
+def test_what_cannot_come_back_says_why_and_is_tried_again(tmp_path, far):
+    """A remote model whose server is down at the restart (and the experiment on it) is
+    reported with the reason and kept; it comes back at the next start once its server is
+    up. A damaged model file is refused by its hash, the others come back."""
+    state = tmp_path / "state"
+    back_engine, back = far
+    local = Engine(demo_models=False)
+    server = EngineServer(local, port=0, state_dir=state)
+    local.load_model(identity_model(), name="a")
+    local.load_model(identity_model(), name="b")
+    local.load_model(build_demo_model("tiny"), name="tiny")
+    local.add_remote("far", url=back.url, model="ident", timeout_s=2.0)
+    local.create_ab("ab-far", a="a", b="far", b_share=0.5)
+    assert server.save_state()
+    local.close()
+    server.close()
+    (state / "models" / "tiny" / "1" / "model.onnx").write_bytes(b"not the model")
+    back.close()  # the remote model's server is down now
+
+    again = Engine(demo_models=False)
+    server = EngineServer(again, port=0, state_dir=state)
+    try:
+        summary = server.restore()
+        assert summary["models"] == ["a", "b"] and summary["remotes"] == []
+        failed = {f["name"]: f for f in summary["failed"]}
+        assert set(failed) == {"tiny", "far", "ab-far"}
+        assert "sha256 differs" in failed["tiny"]["reason"]
+        assert failed["far"]["kind"] == "remote model" and back.url in failed["far"]["reason"]
+        assert failed["ab-far"]["kind"] == "experiment"
+        server.save_state()
+        kept = json.loads((state / "remotes.json").read_text())
+        assert [r["name"] for r in kept] == ["far"]  # kept for the next start
+        assert [e["name"] for e in json.loads((state / "experiments.json").read_text())] \
+            == ["ab-far"]
+    finally:
+        server.close()
+        again.close()
+    # its server is up again (a new one, same place): the next start brings both back
+    revived = EngineServer(back_engine, host="127.0.0.1", port=int(back.url.rsplit(":", 1)[1]))
+    third = Engine(demo_models=False)
+    server = EngineServer(third, port=0, state_dir=state)
+    try:
+        revived.start()
+        summary = server.restore()
+        assert summary["remotes"] == ["far"] and summary["experiments"] == ["ab-far"]
+        assert third.ab_arms("ab-far") == ("a", "far")
+    finally:
+        server.close()
+        third.close()
+        revived.close()
+
+
+def test_a_job_cut_short_by_a_kill_is_marked_so_with_its_points_kept(tmp_path):
+    state = tmp_path / "state"
+    proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
+                         log_path=tmp_path / "server.log").start()
+    engine = RemoteEngine(proc.url, token=proc.token)
+    try:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        job = engine.start_job("sweep", "tiny", max_batch_sizes=[1, 2, 4, 8, 16, 32],
+                               max_waits_ms=[0.0, 1.0, 2.0], rates_rps=[100.0],
+                               duration_s=0.3)
+        # the server has noted the job and its run in the history (point by point)
+        noted = until(lambda: [j for j in json.loads((state / "jobs.json").read_text()
+                                                     if (state / "jobs.json").exists()
+                                                     else "[]")
+                               if j["job_id"] == job.job_id and j["run_id"] is not None],
+                      "the server to note the sweep's run")
+        run_id = noted[0]["run_id"]
+
+        _kill_and_restart(proc)
+
+        restored = engine.server_info(refresh=True)["restored"]
+        cut = {j["job_id"]: j for j in restored["jobs_cut_short"]}
+        assert cut[job.job_id]["kind"] == "sweep" and cut[job.job_id]["target"] == "tiny"
+        run = engine.store.get(run_id)
+        assert run["config"]["cut_short"] and run["config"]["complete"] is False
+        assert 1 <= len(run["results"]) < 19  # what it measured before the kill
+        assert engine.jobs() == []  # nothing claims to be running
+    finally:
+        engine.close()
+        proc.stop()
+
+
+def test_state_dir_writes_only_what_changed(tmp_path):
+    engine = Engine(demo_models=False)
+    try:
+        engine.load_model(identity_model(), name="a")
+        state = StateDir(tmp_path / "s")
+        assert state.save(engine) and not state.save(engine)
+        model = tmp_path / "s" / "models" / "a" / "1" / "model.onnx"
+        written = model.stat().st_mtime_ns
+        engine.configure("a", max_batch_size=3)
+        assert state.save(engine)
+        assert model.stat().st_mtime_ns == written  # settings changed, not the file
+        meta = json.loads((tmp_path / "s" / "models" / "a" / "batchlab.json").read_text())
+        assert meta["batch"]["max_batch_size"] == 3 and meta["version"] == 1
+    finally:
+        engine.close()
