@@ -31,8 +31,10 @@ import streamlit as st
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
+from core.ui.fmt import restart_words
 from core.serving import ServerProcess, pin_process, split_cores
 from core.serving.guard import is_loopback
+from core.serving.state import STATE_ENV
 from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
@@ -86,9 +88,14 @@ def _server_process() -> ServerProcess:
     split = split_cores() if os.environ.get("BATCHLAB_PIN", "1") != "0" else None
     if split is not None:  # the engine and the pages on different cores (pin_process)
         pin_process(split[1])
-    proc = ServerProcess(port=port, args=["--max-model-mb", str(UPLOAD_LIMIT_MB)],
+    # Its models, settings, remote models and experiments are kept here and come back
+    # when it is started again (core/serving/state.py).
+    state = os.environ.get(STATE_ENV, "").strip() or str(data / "engine-state")
+    proc = ServerProcess(port=port, args=["--max-model-mb", str(UPLOAD_LIMIT_MB),
+                                          "--state-dir", state],
                          log_path=data / "engine-server.log",
                          cpus=split[0] if split else None).start()
+    proc.keep_alive()  # a crash or a kill: reaped and started again within a second
     atexit.register(proc.stop)
     return proc
 
@@ -135,6 +142,15 @@ def _engine_answers(engine: Engine | RemoteEngine) -> bool:
     return False
 
 
+def _restart_unseen() -> bool:
+    """Whether this dashboard restarted its engine server since this session last said so
+    (the sidebar's fragment then redraws the page, which says what happened)."""
+    if not _own_server():
+        return False
+    seen = st.session_state.get("_engine_restarts_seen")
+    return seen is not None and _server_process().restarts > seen
+
+
 def _say_if_restarted() -> None:
     """Tell each browser session once that the engine it knew was replaced."""
     if os.environ.get(ENGINE_URL_ENV, "").strip():
@@ -148,9 +164,13 @@ def _say_if_restarted() -> None:
                                        restarts - 1 if recent else restarts)
     if restarts > seen:
         st.session_state["_engine_restarts_seen"] = restarts
-        st.warning("The engine server had stopped and was started again: models uploaded "
-                   "before, their metrics, traffic and jobs are gone.",
-                   icon=":material/restart_alt:")
+        engine = get_engine()
+        try:
+            restored = engine.server_info(refresh=True).get("restored") \
+                if isinstance(engine, RemoteEngine) else None
+        except BatchlabError:
+            restored = None
+        st.warning(restart_words(proc.last_exit, restored), icon=":material/restart_alt:")
 
 
 #: The dashboard's password when it listens beyond loopback (else one is made up at start
@@ -198,6 +218,19 @@ def require_password() -> bool:
     return False
 
 
+def _own_server() -> bool:
+    """Whether the engine is the server this dashboard started (and restarts)."""
+    return not os.environ.get(ENGINE_URL_ENV, "").strip()
+
+
+def _away_words(err: Exception) -> str:
+    if _own_server():
+        return ("The engine server this dashboard started is not answering; it is being "
+                "started again (its models and settings come back from its state folder). "
+                "This part of the page comes back by itself.")
+    return f"{err}. Retrying every few seconds."
+
+
 def require_engine() -> bool:
     """True when the engine answers; else say so on the page and retry every 2 s (the
     page comes back by itself when the engine does)."""
@@ -206,9 +239,15 @@ def require_engine() -> bool:
         _say_if_restarted()
         return True
     where = engine.url if isinstance(engine, RemoteEngine) else "in this process"
-    st.error(f"The engine at {where} is not answering. Start it with `make serve` (or "
-             f"check {ENGINE_URL_ENV}); this page retries every 2 seconds and comes back by "
-             "itself.", icon=":material/cloud_off:")
+    if _own_server() and isinstance(engine, RemoteEngine):
+        st.error(f"The engine server this dashboard started ({where}) is not answering and "
+                 "could not be started again yet; see data/engine-server.log. This page "
+                 "retries every 2 seconds and comes back by itself.",
+                 icon=":material/cloud_off:")
+    else:
+        st.error(f"The engine at {where} is not answering. Start it with `make serve` (or "
+                 f"check {ENGINE_URL_ENV}); this page retries every 2 seconds and comes back "
+                 "by itself.", icon=":material/cloud_off:")
 
     @st.fragment(run_every=2.0)
     def _retry() -> None:
@@ -229,7 +268,11 @@ def live_fragment(interval: float | None) -> Callable[[Callable[[], None]], Call
             try:
                 fn()
             except EngineUnavailableError as err:
-                st.warning(f"{err}. Retrying.", icon=":material/cloud_off:")
+                st.session_state["_engine_was_away"] = True
+                st.warning(_away_words(err), icon=":material/cloud_off:")
+                return
+            if st.session_state.pop("_engine_was_away", False):
+                st.rerun(scope="app")  # back: the whole page redraws and says what happened
         return run
     return wrap
 
@@ -442,6 +485,8 @@ def sidebar_status() -> None:
 
     @live_fragment(interval)
     def _status() -> None:
+        if _restart_unseen():  # the engine was replaced since this page was drawn
+            st.rerun(scope="app")
         status = engine.status()
         st.caption("ENGINE")
         c1, c2 = st.columns(2)

@@ -46,6 +46,7 @@ from .namespace import Namespace
 from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
+from .state import StateMethods
 from .warmup import WarmupMethods, check_batchable_sizes, warmup_batch_sizes
 
 __all__ = ["EngineCore"]
@@ -66,7 +67,7 @@ def _close_open_engines() -> None:
             log.exception("closing an engine at exit failed")
 
 
-class EngineCore(ExperimentMethods, WarmupMethods):
+class EngineCore(ExperimentMethods, WarmupMethods, StateMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -167,40 +168,6 @@ class EngineCore(ExperimentMethods, WarmupMethods):
         change them there); None for a local model."""
         remote = self._ns.entry(name).remote
         return remote.describe() if remote is not None else None
-
-    def persistent_state(self) -> dict[str, Any]:
-        """What a server keeps across a restart (:mod:`core.serving.state`): local models
-        (name, content hash, batch and session settings, provenance), remote models (how
-        they were added, credentials included: this stays in the process) and A/B
-        experiments, each list in the order they were made. No model bytes: those are
-        :meth:`model_bytes`."""
-        models, remotes = [], []
-        for name in self.model_names():
-            entry = self._ns.entry(name)
-            batch = self.batch_config(name)
-            if entry.remote is not None:
-                recipe = getattr(entry.remote, "recipe", None)
-                if recipe is not None:
-                    remotes.append({"name": name, "batch": batch, **recipe})
-                continue
-            info = entry.info
-            models.append({"name": name, "sha256": info.sha256, "batch": batch,
-                           "session": self.session_config(name), "source": info.source,
-                           "description": info.description})
-        experiments = []
-        for name in self.ab_experiments():
-            exp = self._ns.experiment(name)
-            experiments.append({"name": name, "a": exp.a, "b": exp.b,
-                                "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed})
-        return {"models": models, "remotes": remotes, "experiments": experiments}
-
-    def server_stats(self, name: str) -> dict[str, Any] | None:
-        """For a remote model: what its server reports of it through the statistics
-        extension (Triton, a Batchlab server) — its own queue/compute split and executions
-        per batch size, cumulative since the server started — or ``available`` False and
-        the reason (MLServer has no such extension). None for a local model."""
-        remote = self._ns.entry(name).remote
-        return remote.server_statistics() if remote is not None else None
 
     def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
                        time_limit_s: float | None = None) -> pd.DataFrame:

@@ -91,6 +91,10 @@ class ServerProcess:
         self._lock = threading.Lock()
         self.restarts = 0
         self.restarted_at: float | None = None  # time.monotonic() of the last restart
+        #: How the child ended the last time it died: {"code": returncode, "at": epoch s}
+        self.last_exit: dict[str, float] | None = None
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -120,6 +124,7 @@ class ServerProcess:
         """Start the child and wait until it answers (building the demo models takes a
         few seconds)."""
         with self._lock:
+            self._stopping.clear()
             if self._proc is None or self._proc.poll() is not None:
                 self._spawn()
         self.wait_ready(wait_s)
@@ -151,9 +156,11 @@ class ServerProcess:
         """Restart the child if it died; True when this call did (several callers at once
         restart it once)."""
         with self._lock:
-            if self.alive():
+            if self.alive() or self._stopping.is_set():
                 restarted = False
             else:
+                if self._proc is not None:  # reaped by poll() in alive()
+                    self.last_exit = {"code": self._proc.returncode, "at": time.time()}
                 self.restarts += 1
                 self.restarted_at = time.monotonic()
                 self._spawn()
@@ -161,8 +168,30 @@ class ServerProcess:
         self.wait_ready(wait_s)
         return restarted
 
+    def keep_alive(self, interval_s: float = 0.5) -> ServerProcess:
+        """Watch the child from a thread of this process: when it dies (a crash, a kill),
+        it is reaped at once and started again on the same port, without waiting for
+        anyone to notice (with ``--state-dir`` it comes back with its models and settings).
+        :meth:`stop` ends the watch."""
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, args=(interval_s,),
+                                             name="engine-server-watch", daemon=True)
+            self._watcher.start()
+        return self
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stopping.wait(interval_s):
+            proc = self._proc
+            if proc is None or proc.poll() is None:
+                continue
+            try:
+                self.ensure(wait_s=120)
+            except EngineUnavailableError:  # it failed to start: tried again next tick
+                continue
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (the server drains accepted requests), then SIGKILL past ``timeout_s``."""
+        self._stopping.set()  # no restart from the watch while it stops
         with self._lock:
             proc = self._proc
             if proc is None:

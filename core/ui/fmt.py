@@ -9,12 +9,14 @@ Example:
 from __future__ import annotations
 
 import math
+import signal
+import time
 from typing import Any
 
 from core.models import format_bytes
 
 __all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "history_caption"]
+           "history_caption", "exit_words", "restart_words"]
 
 
 def _missing(v: Any) -> bool:
@@ -113,3 +115,57 @@ def history_caption(usage: dict[str, int], where: Any) -> str:
     if usage.get("dropped"):
         tail += f" ({usage['dropped']} dropped so far)"
     return head + tail + " (BATCHLAB_HISTORY_MAX_MB sets the bound)."
+
+
+def exit_words(code: float | None) -> str:
+    """How a process ended: 'was killed by SIGKILL', 'exited with code 1'."""
+    if code is None:
+        return "stopped"
+    code = int(code)
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _names(items: list[Any], limit: int = 6) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] | None) -> str:
+    """What a person needs after the engine server died and was started again: how it
+    ended, what came back from its state folder, what did not (and why), which jobs the
+    restart cut short and where their results are."""
+    parts = []
+    if last_exit:
+        parts.append(f"The engine server {exit_words(last_exit.get('code'))} at "
+                     f"{time.strftime('%H:%M:%S', time.localtime(last_exit['at']))} and "
+                     "was started again.")
+    else:
+        parts.append("The engine server had stopped and was started again.")
+    if not restored:
+        parts.append("It keeps no state folder: models uploaded before, remote models and "
+                     "experiments are gone.")
+    else:
+        back = []
+        for key, word in (("models", "model"), ("remotes", "remote model"),
+                          ("experiments", "A/B experiment")):
+            items = restored.get(key) or []
+            if items:
+                back.append(f"{len(items)} {word}{'s' if len(items) != 1 else ''} "
+                            f"({_names(items)})")
+        parts.append(("It came back with " + "; ".join(back) if back
+                      else "Nothing was kept to come back") + f" from {restored.get('root')}.")
+        for f in restored.get("failed") or []:
+            parts.append(f"Not back: {f.get('kind')} {f.get('name')!r}: {f.get('reason')}.")
+        for job in restored.get("jobs_cut_short") or []:
+            where = (f" its points so far are run {job['run_id']} in the History, marked "
+                     "cut short" if job.get("run_id") is not None else " nothing was saved")
+            parts.append(f"Cut short: the {job.get('kind')} of {job.get('target')!r} (job "
+                         f"{job.get('job_id')}, {100 * float(job.get('progress') or 0):.0f} "
+                         f"% done);{where}.")
+    parts.append("Metrics, traffic and running jobs start afresh.")
+    return " ".join(parts)
