@@ -352,6 +352,17 @@ def test_repository_load_unload_with_tritons_config(pair):
         c.load_model("tiny", config=json.dumps({"max_batch_size": -2}))
     with pytest.raises(InferenceServerException, match="not valid JSON"):
         c.load_model("tiny", config="{max_batch_size: 2")
+    # a load refused for its configuration leaves nothing loaded (and nothing changed)
+    with pytest.raises(InferenceServerException, match="max_batch_size must be"):
+        c.load_model("refused", config=json.dumps({"max_batch_size": -2}),
+                     files={"file:1/model.onnx": build_demo_model("tiny")})
+    assert "refused" not in engine.model_names()
+    before = engine.batch_config("fresh")
+    with pytest.raises(InferenceServerException, match="max_batch_size must be"):
+        c.load_model("fresh", config=json.dumps({"max_batch_size": -2}),
+                     files={"file:1/model.onnx": build_demo_model("mlp")})
+    assert engine.model_info("fresh").inputs[0].shape[-1] == 4  # still the tiny model
+    assert engine.batch_config("fresh") == before
     assert c.is_server_live()
     c.close()
 

@@ -87,19 +87,24 @@ class Repository:
         with self._lock:
             kept = self._unloaded.get(name)
         loaded = name in engine.model_names()
+        if not loaded and data is None and kept is None:
+            raise ModelNotFoundError(
+                f"no model named {name!r} in the repository (loaded: "
+                f"{', '.join(engine.model_names()) or 'none'}); send its ONNX file as "
+                f"parameters[{_FILE_KEY!r}] (base64) to add it")
+        # The settings it will have, checked before anything is loaded: a load refused
+        # for its configuration leaves the repository as it was.
+        base = engine.batch_config(name) if loaded else kept[1] if kept is not None \
+            else engine.config.batch
+        batch = base.replace(**changes) if changes else base
         if data is not None:
-            engine.load_model(data, name=name, replace=loaded)
+            engine.load_model(data, name=name, replace=loaded, batch=batch)
         elif not loaded:
-            if kept is None:
-                raise ModelNotFoundError(
-                    f"no model named {name!r} in the repository (loaded: "
-                    f"{', '.join(engine.model_names()) or 'none'}); send its ONNX file as "
-                    f"parameters[{_FILE_KEY!r}] (base64) to add it")
-            engine.load_model(kept[0], name=name, batch=kept[1])
+            engine.load_model(kept[0], name=name, batch=batch)
+        elif changes:
+            engine.configure(name, **changes)
         with self._lock:
             self._unloaded.pop(name, None)
-        if changes:
-            engine.configure(name, **changes)
         return {"name": name, "batch": dataclasses.asdict(engine.batch_config(name)),
                 "ignored": ignored}
 
