@@ -41,9 +41,10 @@ mlserver-env: .venv-mlserver/.installed
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
 
-# The engine alone (Open Inference Protocol, model repository, /metrics, control API) on loopback.
+# The engine alone (Open Inference Protocol, model repository, /metrics, control API) on loopback,
+# its models and settings kept in data/serve-state across restarts.
 serve: $(VENV)/.run-installed
-	$(PY) -m core.server --host $(ADDRESS) --port $(SERVE_PORT)
+	$(PY) -m core.server --host $(ADDRESS) --port $(SERVE_PORT) --state-dir data/serve-state
 
 # Debian's chromium for the real-browser tests (Playwright cannot download its own here).
 browser:

@@ -197,3 +197,19 @@ def fake_oip_server():
         srv.release.set()
         srv.shutdown()
         srv.server_close()
+
+
+@contextlib.contextmanager
+def identity_server():
+    """A real engine server (in this process, no token) serving the identity model (x:
+    FP32 [N,3] -> y = x) as 'ident'; yields ``(engine, server)``."""
+    from core import Engine
+    from core.serving import EngineServer
+    engine = Engine(demo_models=False)
+    engine.load_model(identity_model(), name="ident")
+    server = EngineServer(engine, port=0).start()
+    try:
+        yield engine, server
+    finally:
+        server.close()
+        engine.close()

@@ -14,11 +14,10 @@ import threading
 import numpy as np
 import pytest
 
-from core import Engine
 from core.errors import EngineUnavailableError, RequestTimeoutError
 from core.protocol import WireCodec, jsontext
-from core.serving import EngineServer, RemoteEngine
-from tests.helpers import identity_model
+from core.serving import RemoteEngine
+from tests.helpers import identity_server
 
 
 def _strict(raw: bytes):
@@ -28,12 +27,8 @@ def _strict(raw: bytes):
 
 @pytest.fixture
 def served():
-    engine = Engine(demo_models=False)
-    engine.load_model(identity_model(), name="ident")
-    server = EngineServer(engine, port=0).start()
-    yield engine, server
-    server.close()
-    engine.close()
+    with identity_server() as pair:
+        yield pair
 
 
 def post(server, path: str, body: bytes, headers: dict | None = None):

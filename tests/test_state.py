@@ -17,7 +17,7 @@ import pytest
 from core import BatchConfig, Engine, SessionConfig, build_demo_model
 from core.serving import EngineServer, RemoteEngine, ServerProcess
 from core.serving.state import StateDir
-from tests.helpers import WAIT_S, identity_model
+from tests.helpers import identity_server, WAIT_S, identity_model
 
 
 def until(predicate, what: str, timeout_s: float = WAIT_S):
@@ -56,12 +56,8 @@ def _what_it_serves(engine: RemoteEngine) -> dict:
 @pytest.fixture
 def far():
     """A second engine server: where the remote model lives."""
-    engine = Engine(demo_models=False)
-    engine.load_model(identity_model(), name="ident")
-    server = EngineServer(engine, port=0).start()
-    yield engine, server
-    server.close()
-    engine.close()
+    with identity_server() as pair:
+        yield pair
 
 
 def test_a_killed_server_comes_back_with_models_settings_remotes_and_experiments(tmp_path, far):
