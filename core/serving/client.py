@@ -21,11 +21,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
 import os
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -94,6 +96,7 @@ class _Transport:
             self._headers["Authorization"] = f"Bearer {token}"
         self._loop = client_loop()
         self._session: Any = None  # made on the loop, on first use
+        _OPEN.add(self)  # closed at exit if its owner never did (no "unclosed" warnings)
 
     def _get_session(self) -> Any:
         import aiohttp
@@ -176,6 +179,15 @@ class _Transport:
                 self._loop.call(session.close(), 5.0)
             except Exception:  # noqa: BLE001 - closing: nothing left to tell anyone
                 pass
+
+
+_OPEN: weakref.WeakSet[_Transport] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_transports() -> None:
+    for transport in list(_OPEN):
+        transport.close()
 
 
 def _remote(room: str, name: str, local: Callable[..., Any] | None) -> Callable[..., Any]:
