@@ -79,6 +79,32 @@ def test_engine_ab_contract():
             engine.create_ab("bad", a="clf-v1", b="mlp")
 
 
+def test_arms_match_by_meaning_not_by_the_label_of_a_dynamic_dimension():
+    """The same model served with its batch dimension named differently ("N" here,
+    "batch" or "?" elsewhere: skl2onnx, a remote server's -1) is a valid pair of arms; arms
+    that really differ are refused with what differs."""
+    from onnx import TensorProto
+    from tests.helpers import identity_model
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(shape=["N", 3]), name="n")
+        engine.load_model(identity_model(shape=["batch", 3]), name="batch")
+        engine.load_model(identity_model(shape=[None, 3]), name="none")
+        engine.create_ab("same", a="n", b="batch")
+        engine.create_ab("same2", a="n", b="none")
+        engine.load_model(identity_model(TensorProto.DOUBLE, ["N", 3]), name="f64")
+        engine.load_model(identity_model(shape=["N", 4]), name="wide")
+        engine.load_model(identity_model(shape=[1, 3]), name="fixed")
+        with pytest.raises(ConfigError, match=r"input 'x' is float32 vs float64"):
+            engine.create_ab("bad", a="n", b="f64")
+        with pytest.raises(ConfigError, match=r"input 'x' has shape \[\?, 3\] vs \[\?, 4\]"):
+            engine.create_ab("bad", a="n", b="wide")
+        with pytest.raises(ConfigError, match=r"shape \[\?, 3\] vs \[1, 3\]"):
+            engine.create_ab("bad", a="n", b="fixed")
+        with pytest.raises(ConfigError, match="differ from arm .batch.*is float64 vs float32"):
+            engine.load_model(identity_model(TensorProto.DOUBLE, ["N", 3]), name="n",
+                              replace=True)
+
+
 def test_sticky_through_engine_keeps_each_user_on_one_model():
     with Engine() as engine:
         engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, mode="sticky")

@@ -22,8 +22,27 @@ __all__ = ["ExperimentRoom", "interface"]
 
 
 def interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
-    """What two arms must share: each input's name, type and shape."""
-    return [(t.name, t.dtype, t.shape) for t in info.inputs]
+    """What two arms must share: each input's name, type and shape, where a dynamic
+    dimension matches any other whatever its label ("N", "batch", "?", None)."""
+    return [(t.name, str(t.dtype), tuple(d if isinstance(d, int) else "?" for d in t.shape))
+            for t in info.inputs]
+
+
+def interface_differences(ia: ModelInfo, ib: ModelInfo) -> list[str]:
+    """How two models' inputs differ, input by input, for a person."""
+    a, b = ({name: (dt, shape) for name, dt, shape in interface(i)} for i in (ia, ib))
+    out = [f"input {n!r} only in the first" for n in a if n not in b]
+    out += [f"input {n!r} only in the second" for n in b if n not in a]
+    for name in (n for n in a if n in b):
+        (dta, sa), (dtb, sb) = a[name], b[name]
+        if dta != dtb:
+            out.append(f"input {name!r} is {dta} vs {dtb}")
+        if sa != sb:
+            out.append(f"input {name!r} has shape [{', '.join(map(str, sa))}] vs "
+                       f"[{', '.join(map(str, sb))}] (? is dynamic)")
+    if not out and [n for n, *_ in interface(ia)] != [n for n, *_ in interface(ib)]:
+        out.append("the inputs are in another order")
+    return out
 
 
 class ExperimentRoom:
@@ -54,10 +73,9 @@ class ExperimentRoom:
             self.ns.entry(model)
         ia, ib = self.ns.entry(a).info, self.ns.entry(b).info
         if interface(ia) != interface(ib):
-            raise ConfigError(f"models {a!r} and {b!r} have different inputs "
-                              f"({'; '.join(t.describe() for t in ia.inputs)} vs "
-                              f"{'; '.join(t.describe() for t in ib.inputs)}); an A/B test "
-                              "needs two models with the same interface")
+            raise ConfigError(f"models {a!r} and {b!r} have different inputs: "
+                              f"{'; '.join(interface_differences(ia, ib))}; an A/B test "
+                              "needs two models that take the same inputs")
 
     def check_arm_compatible(self, model: str, info: ModelInfo) -> None:
         """A hot swap must keep the interface of a model that is an A/B arm."""
@@ -67,8 +85,9 @@ class ExperimentRoom:
             if other_entry is not None and interface(other_entry.info) != interface(info):
                 raise ConfigError(
                     f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the new "
-                    f"version's inputs ({'; '.join(t.describe() for t in info.inputs)}) "
-                    f"differ from arm {other!r}'s; delete or update the experiment first")
+                    f"version's inputs differ from arm {other!r}'s: "
+                    f"{'; '.join(interface_differences(info, other_entry.info))}; delete or "
+                    "update the experiment first")
 
     def check_not_an_arm(self, model: str) -> None:
         arms = self.table.with_arm(model)
