@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -66,6 +68,24 @@ def _set_share(value: float | None = None) -> None:
         st.session_state["ab_error"] = str(err)
 
 
+def _send_all(to_b: bool) -> None:
+    """Promote B (every caller to B) or roll back (every caller to A). In shadow mode the
+    callers always get A: promoting switches routing to random first, and says so."""
+    try:
+        if report.mode == "shadow":
+            engine.update_ab(exp, mode="random", b_share=1.0 if to_b else 0.0)
+            how = " (routing switched from shadow to random: B's copies stop)"
+        else:
+            engine.update_ab(exp, b_share=1.0 if to_b else 0.0)
+            how = ""
+    except BatchlabError as err:
+        st.session_state["ab_error"] = str(err)
+        return
+    st.session_state["ab_done"] = (f"Promoted: every caller now gets B ({report.b}){how}."
+                                   if to_b else f"Rolled back: every caller now gets A "
+                                   f"({report.a}){how}.")
+
+
 def _set_mode() -> None:
     try:
         engine.update_ab(exp, mode=st.session_state["ab_mode"])
@@ -96,12 +116,16 @@ with left:
                   on_change=_set_share, disabled=report.mode == "shadow",
                   help="In shadow mode callers always get A and B sees every request.")
         p1, p2 = st.columns(2)
-        p1.button("Promote B", key="ab_promote", on_click=_set_share, args=(1.0,),
-                  help="Send 100% of traffic to B.", width="stretch")
-        p2.button("Roll back", key="ab_rollback", on_click=_set_share, args=(0.0,),
-                  help="Send 100% of traffic to A.", width="stretch")
+        shadow_note = " In shadow mode this switches routing to random." \
+            if report.mode == "shadow" else ""
+        p1.button("Promote B", key="ab_promote", on_click=_send_all, args=(True,),
+                  help="Send every caller to B." + shadow_note, width="stretch")
+        p2.button("Roll back", key="ab_rollback", on_click=_send_all, args=(False,),
+                  help="Send every caller to A." + shadow_note, width="stretch")
         if "ab_error" in st.session_state:
             st.error(st.session_state.pop("ab_error"))
+        if "ab_done" in st.session_state:
+            st.success(st.session_state.pop("ab_done"), icon=":material/check:")
     with st.container(border=True):
         st.number_input("Rate (requests/s)", 1, 20_000, 300, step=50, key="ab_rate")
         t1, t2 = st.columns(2)
@@ -137,6 +161,19 @@ def arms() -> None:
                                     "(max batch size, max wait, policy, SLO, timeout, queue).")
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
+    if full.segment > 1:
+        started = time.strftime("%H:%M:%S", time.localtime(full.segment_started))
+        st.caption(f"Comparing requests since {started} (segment {full.segment}), when "
+                   f"{full.segment_reason}: samples from before a change are kept apart, "
+                   "never mixed with those after.")
+        with st.expander(f"Earlier segments ({len(full.previous_segments)})"):
+            for seg in reversed(full.previous_segments):
+                span = " to ".join(time.strftime("%H:%M:%S", time.localtime(t))
+                                   for t in (seg["started"], seg["ended"]))
+                st.markdown(f"**Segment {seg['segment']}** ({span}"
+                            + (f", after: {seg['reason']}" if seg["reason"] else "") + f"): "
+                            f"{fmt_num(seg['report']['total_requests'])} requests. "
+                            + (seg["report"]["verdict"] or "No verdict."))
     table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):

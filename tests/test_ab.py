@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from core import ConfigError, Engine, InputValidationError
+from core import ConfigError, Engine, InputValidationError, build_demo_model
 from core.ab import (compare_errors, compare_latency, sample_size_means,
                           sample_size_proportions)
 from core.ab import ABExperiment
@@ -283,3 +283,30 @@ def test_shadow_matches_outputs_by_position_and_kind_and_counts_copies(engine):
     assert rep["shadow"]["compared_requests"] == 20
     assert rep["shadow"]["pairs"] == {"probs": "probs", "label": "label"}
     assert rep["arms"]["b"]["share_served"] == 0.0 and rep["arms"]["b"]["shadow_copies"] == 20
+
+
+def test_a_change_to_an_arm_begins_a_new_segment_and_never_mixes_samples():
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=1)
+        x = engine.sample_input("clf-v1")
+        for _ in range(40):
+            engine.predict("exp", x)
+        engine.configure("clf-v2", max_wait_ms=0.5)
+        rep = engine.ab_report("exp")
+        assert rep.segment == 2 and rep.segment_reason == \
+            "arm B (clf-v2) had its batch settings changed"
+        assert sum(s.total_requests for s in rep.arms.values()) == 0  # nothing mixed in
+        assert rep.previous_segments[0]["report"]["total_requests"] == 40
+        assert engine.metrics("exp").total_requests == 40  # the callers' totals go on
+        engine.configure("clf-v2", max_wait_ms=0.5)  # no change: no new segment
+        assert engine.ab_report("exp").segment == 2
+        engine.load_model(build_demo_model("clf-v1"), name="clf-v1", replace=True)
+        assert "arm A (clf-v1) was replaced" in engine.ab_report("exp").segment_reason
+        engine.update_ab("exp", b_share=0.3)  # the split is not the arms: same segment
+        assert engine.ab_report("exp").segment == 3
+        for k in range(7):
+            engine.configure("clf-v2", max_wait_ms=float(k + 1))
+        rep = engine.ab_report("exp")
+        assert rep.segment == 10 and len(rep.previous_segments) == 5  # a few are kept
+        engine.reset_metrics("exp")
+        assert engine.ab_report("exp").segment == 1

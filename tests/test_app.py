@@ -223,14 +223,26 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     engine.configure("clf-v2", max_wait_ms=0.0)
     at.run()
     assert any("different batch settings" in w.value for w in at.warning)
+    before = engine.ab_report("exp1").to_dict()["total_requests"]
     at.button(key="ab_match").click().run()
     assert engine.batch_config("clf-v2") == engine.batch_config("clf-v1")
     assert not any("different batch settings" in w.value for w in at.warning)
+    # The verdict starts again from the change: the samples from before are kept apart.
+    rep = engine.ab_report("exp1")
+    assert rep.segment == 3 and "given arm A's batch settings" in rep.segment_reason
+    assert rep.previous_segments[-1]["report"]["total_requests"] >= before
+    assert any("segment 3" in c.value and "kept apart" in c.value for c in at.caption)
     at.radio(key="ab_mode").set_value("shadow").run()
     assert engine.ab_report("exp1").mode == "shadow"
     assert at.slider(key="ab_share").disabled
+    # Promote in shadow mode does what it says: every caller gets B, and the page says so.
     at.button(key="ab_promote").click().run()
-    assert engine.ab_report("exp1").b_share == 1.0
+    rep = engine.ab_report("exp1")
+    assert rep.b_share == 1.0 and rep.mode == "random"
+    assert any("every caller now gets B" in m.value and "shadow to random" in m.value
+               for m in at.success)
+    x = engine.sample_input("clf-v1")
+    assert {engine.predict("exp1", x).arm for _ in range(10)} == {"b"}
     at.button(key="ab_rollback").click().run()
     assert engine.ab_report("exp1").b_share == 0.0
     at.button(key="ab_stop").click().run()

@@ -39,6 +39,15 @@ class ABReport:
     shadow: dict[str, Any] = field(default_factory=dict)
     #: every difference between the arms other than the model (sentences), worst first
     warnings: list[str] = field(default_factory=list)
+    #: the comparison counts requests since the segment began (1: since the experiment was
+    #: made or its metrics reset); a change to either arm (settings, a new version, another
+    #: model) begins a new one, so samples from before are never mixed with those after
+    segment: int = 1
+    segment_reason: str | None = None
+    segment_started: float | None = None  # epoch seconds
+    #: the earlier segments' reports (``to_dict()`` each, with its reason and span), newest
+    #: last; a few are kept
+    previous_segments: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def confound_warning(self) -> str | None:
@@ -84,7 +93,10 @@ class ABReport:
                 "latency": self.latency.to_dict() if self.latency else None,
                 "errors": self.errors.to_dict() if self.errors else None,
                 "shadow": self.shadow, "verdict": self.verdict,
-                "confound_warning": self.confound_warning, "warnings": list(self.warnings)}
+                "confound_warning": self.confound_warning, "warnings": list(self.warnings),
+                "segment": self.segment, "segment_reason": self.segment_reason,
+                "segment_started": self.segment_started,
+                "previous_segments": list(self.previous_segments)}
 
 
 _BATCH_FIELDS = {  # BatchConfig field -> how to say it

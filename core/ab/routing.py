@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
+import time
+from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
@@ -36,6 +38,9 @@ from .statistics import compare_errors, compare_latency
 from core.config import _check_choice, _check_float
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
+
+#: Earlier comparison segments kept per experiment (their reports, a few KB each).
+_KEEP_SEGMENTS = 5
 
 __all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
 
@@ -144,6 +149,10 @@ class ABExperiment:
                       "b": (self.metrics["b"], self.callers)}
         self.shadow_sinks = (self.metrics["b"],)
         self.shadow = ShadowStats()
+        self.segment = 1
+        self.segment_reason: str | None = None
+        self.segment_started = time.time()
+        self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
 
     def route(self, key: Any = None) -> tuple[str, str]:
         """(arm, model name) that serves the caller of one request."""
@@ -204,6 +213,28 @@ class ABExperiment:
             m.reset()
         self.callers.reset()
         self.shadow = ShadowStats()
+        with self._lock:
+            self.segment, self.segment_reason = 1, None
+            self.segment_started = time.time()
+            self.previous_segments.clear()
+
+    def new_segment(self, reason: str) -> None:
+        """Begin a new comparison: an arm changed (``reason`` says how). The report so far
+        is kept as the previous segment's; the arms' figures start again, so samples from
+        before the change never mix with those after. (The experiment's own totals, every
+        caller's request, go on.)"""
+        report = self.report().to_dict()
+        report.pop("previous_segments", None)
+        with self._lock:
+            self.previous_segments.append({
+                "segment": self.segment, "reason": self.segment_reason,
+                "started": self.segment_started, "ended": time.time(), "report": report})
+            self.segment += 1
+            self.segment_reason = reason
+            self.segment_started = time.time()
+        for m in self.metrics.values():
+            m.reset()
+        self.shadow = ShadowStats()
 
     def report(self, detect_ms: float | None = None) -> ABReport:
         snaps = {arm: m.snapshot() for arm, m in self.metrics.items()}
@@ -212,8 +243,13 @@ class ABExperiment:
         sa, sb = snaps["a"], snaps["b"]
         errors = compare_errors(sa.error_count, sa.total_requests, sb.error_count,
                                 sb.total_requests)
+        with self._lock:
+            segment = (self.segment, self.segment_reason, self.segment_started,
+                       list(self.previous_segments))
         return ABReport(self.name, self.a, self.b, self.b_share, self.mode, snaps, latency,
-                        errors, self.shadow.to_dict() if self.mode == "shadow" else {})
+                        errors, self.shadow.to_dict() if self.mode == "shadow" else {},
+                        segment=segment[0], segment_reason=segment[1],
+                        segment_started=segment[2], previous_segments=segment[3])
 
 class ExperimentRegistry:
     """The A/B experiments of one engine, by name. The table is copy-on-write, so

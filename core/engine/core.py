@@ -39,13 +39,13 @@ from core.metrics import MetricsSnapshot
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
                          default_memory_budget, demo_description, install_memory_budget,
                          sample_input)
-from core.remote import RemoteInfo
 from .experiments import ExperimentMethods, ExperimentRoom
 from .loading import Loader
 from .namespace import Namespace
 from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
+from .remotes import RemoteMethods
 from .state import StateMethods
 from .warmup import WarmupMethods, check_batchable_sizes, warmup_batch_sizes
 
@@ -67,7 +67,7 @@ def _close_open_engines() -> None:
             log.exception("closing an engine at exit failed")
 
 
-class EngineCore(ExperimentMethods, WarmupMethods, StateMethods):
+class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -123,51 +123,13 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods):
         go to the new version, requests already queued finish on the old one, the batch
         configuration and metrics carry over. The name must not be an A/B experiment's.
         """
-        return self._loader.load_model(source, name, replace=replace, session=session,
+        info = self._loader.load_model(source, name, replace=replace, session=session,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe)
-
-    def add_remote(self, name: str, url: str, model: str, version: str | None = None,
-                   headers: dict[str, str] | None = None, *, inputs: Any = None,
-                   outputs: Any = None, timeout_s: float = 10.0, max_connections: int = 64,
-                   binary: bool | None = None, replace: bool = False,
-                   batch: BatchConfig | None = None) -> ModelInfo:
-        """Register ``name``: model ``model`` served by an Open Inference Protocol (KServe
-        v2) HTTP endpoint at ``url`` (Triton, KServe, MLServer, Seldon, a Batchlab server).
-
-        The server's metadata gives the inputs and outputs (checked at submit as for a local
-        model); where it declares none, pass ``inputs``/``outputs`` as
-        ``[{"name": ..., "datatype": "FP32", "shape": [-1, 4]}]`` or let the first request
-        that succeeds define them. ``headers`` go with every request (e.g.
-        ``{"Authorization": "Bearer ..."}``; a ``user:password@`` in the URL becomes Basic
-        auth and is not kept in the URL). ``timeout_s`` bounds each of ``add_remote``'s own
-        calls (metadata, readiness, config); a request's timeout is ``timeout_ms``
-        (``batch=`` or :meth:`configure`), and the time it has left is passed on to Triton
-        and Batchlab servers. Requests are sent as they come over up to
-        ``max_connections`` keep-alive connections, with binary tensors (``binary=None``:
-        unless the server is MLServer, which takes JSON only); the server batches. Latency
-        is measured here, at the client.
-
-        The server's batch settings are read where it reports them (``GET .../config``:
-        Triton, a Batchlab server); for a server that does not (MLServer), ``batch`` says how
-        it is deployed (shown as given, used by sweeps over load). ``timeout_ms`` and
-        ``max_queue`` of ``batch`` are the client's.
-
-        An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
-        saying what was tried; nothing is registered then.
-        """
-        return self._loader.add_remote(name, url, model, version, headers, inputs=inputs,
-                                       outputs=outputs, timeout_s=timeout_s,
-                                       max_connections=max_connections, binary=binary,
-                                       replace=replace, batch=batch)
-
-    def remote_info(self, name: str) -> RemoteInfo | None:
-        """For a remote model (:meth:`add_remote`): its URL, server, model name, whether the
-        server declared its tensors, and its batch settings as the server reports them
-        (:class:`~core.remote.ServerBatching`: who reported them, whether Batchlab can
-        change them there); None for a local model."""
-        remote = self._ns.entry(name).remote
-        return remote.describe() if remote is not None else None
+        if replace:
+            self._ab.arm_changed(info.name, "was replaced (a new version, or other session "
+                                 "options)")
+        return info
 
     def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
                        time_limit_s: float | None = None) -> pd.DataFrame:
@@ -253,7 +215,12 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods):
         """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue``,
         ``timeout_ms`` or ``latency_slo_ms`` of ``name`` live; queued requests are kept.
         Returns the new config."""
-        return configure(name, self._ns.entry(name), self._lock, changes)
+        entry = self._ns.entry(name)
+        before = entry.served.config
+        cfg = configure(name, entry, self._lock, changes)
+        if cfg != before:
+            self._ab.arm_changed(name, "had its batch settings changed")
+        return cfg
 
     def batch_config(self, name: str) -> BatchConfig:
         return self._ns.entry(name).served.config

@@ -102,7 +102,14 @@ class ExperimentRoom:
             exp = self.ns.experiment(name)
             if a is not None or b is not None:
                 self.check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
+            before = (exp.a, exp.b, exp.mode)
             exp.update(b_share=b_share, a=a, b=b, mode=mode)
+        changes = [f"arm {arm} is now {new!r}" for arm, old, new in
+                   (("A", before[0], exp.a), ("B", before[1], exp.b)) if old != new]
+        if exp.mode != before[2]:
+            changes.append(f"routing is now {exp.mode}")
+        if changes:
+            exp.new_segment("; ".join(changes))
         return exp.report()
 
     def delete(self, name: str) -> None:
@@ -133,8 +140,19 @@ class ExperimentRoom:
         with self.registry.lock:
             exp = self.ns.experiment(name)
             a_cfg = self.ns.entry(exp.a).served.config
-            self.ns.entry(exp.b).served.configure(a_cfg)
+            b_entry = self.ns.entry(exp.b)
+            changed = b_entry.served.config != a_cfg
+            b_entry.served.configure(a_cfg)
+        if changed:
+            self.arm_changed(exp.b, "given arm A's batch settings")
         return a_cfg
+
+    def arm_changed(self, model: str, what: str) -> None:
+        """``model`` changed (its settings, its version): every experiment it is an arm of
+        begins a new comparison segment."""
+        for exp in self.table.with_arm(model):
+            arm = "A" if exp.a == model else "B"
+            exp.new_segment(f"arm {arm} ({model}) {what}")
 
 
 class ExperimentMethods:

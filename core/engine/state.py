@@ -1,5 +1,4 @@
-"""What a server keeps across a restart, and what a remote model's server says of it:
-the engine's side of :mod:`core.serving.state` and of the statistics extension.
+"""What a server keeps across a restart: the engine's side of :mod:`core.serving.state`.
 
 Example:
     >>> engine.persistent_state()["models"][0]["batch"]
@@ -41,12 +40,3 @@ class StateMethods:
             experiments.append({"name": name, "a": exp.a, "b": exp.b,
                                 "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed})
         return {"models": models, "remotes": remotes, "experiments": experiments}
-
-    def server_stats(self, name: str) -> dict[str, Any] | None:
-        """For a remote model: what its server reports of it through the statistics
-        extension (Triton, a Batchlab server) — its own queue/compute split and executions
-        per batch size, cumulative since the server started — or ``available`` False and
-        the reason (MLServer has no such extension). None for a local model."""
-        remote = self._ns.entry(name).remote
-        return remote.server_statistics() if remote is not None else None
-
