@@ -352,9 +352,12 @@ with st.container(border=True):
             both = store.compare(chosen)
             st.plotly_chart(charts.runs_figure(both), key="hist_chart")
         h1, h2, h3 = st.columns(3)
-        pick = h1.selectbox("Run", ids, key="hist_pick", format_func=label.get)
-        h2.download_button("Export CSV", store.export_csv(pick), file_name=f"run-{pick}.csv",
-                           key="hist_csv")
-        if h3.button("Delete run", key="hist_delete"):
+        # Like the comparison, the pick starts again from the newest whenever a run is
+        # added: export and delete act on the run named on their buttons, never on one
+        # picked before the newest arrived.
+        pick = h1.selectbox("Run", ids, key=f"hist_pick_{ids[0]}", format_func=label.get)
+        h2.download_button(f"Export run {pick} as CSV", store.export_csv(pick),
+                           file_name=f"run-{pick}.csv", key="hist_csv")
+        if h3.button(f"Delete run {pick}", key="hist_delete"):
             store.delete(pick)
             st.rerun()

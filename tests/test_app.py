@@ -325,6 +325,28 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert ExperimentStore(tmp_path / "experiments.sqlite").list().empty
 
 
+def test_history_export_and_delete_follow_a_new_run(engine, tmp_path):
+    """A run saved while the page is open (a sweep finishing) becomes the picked run:
+    export and delete then act on the newest, named on their buttons; before, the pick
+    stayed on the older run and 'Delete run' would have deleted it."""
+    import pandas as pd
+    store = engine.store
+    frame = pd.DataFrame({"max_batch_size": [1, 2], "max_wait_ms": [0.0, 1.0], "load": [100, 100],
+                          "achieved_rps": [99.0, 100.0], "p99_ms": [1.0, 2.0]})
+    first = store.save("tiny sweep", {"model": "tiny"}, frame)
+    second = store.save("tiny sweep", {"model": "tiny"}, frame)
+    at = app("pages/experiments.py")
+    assert any(d.proto.label == f"Export run {second} as CSV"
+               for d in at.get("download_button"))
+    third = store.save("tiny sweep", {"model": "tiny"}, frame.head(1))
+    at.run()
+    assert any(d.proto.label == f"Export run {third} as CSV"
+               for d in at.get("download_button"))
+    assert at.button(key="hist_delete").proto.label == f"Delete run {third}"
+    at.button(key="hist_delete").click().run()
+    assert store.list()["id"].tolist() == [second, first]
+
+
 def test_experiments_page_rejects_bad_loads(engine):
     at = app("pages/experiments.py")
     at.text_input(key="exp_loads").set_value("fast, -3").run()
