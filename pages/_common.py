@@ -483,11 +483,18 @@ def sidebar_status() -> None:
         watch_visibility()
     interval = live_interval(engine, IDLE_WATCH_S)  # the sidebar: a glance, not a chart
 
+    drawn = engine.status().get("settings")  # what this page's widgets were drawn from
+
     @live_fragment(interval)
     def _status() -> None:
         if _restart_unseen():  # the engine was replaced since this page was drawn
             st.rerun(scope="app")
         status = engine.status()
+        if status.get("settings") != drawn and measuring_job(engine) is None:
+            # settings changed elsewhere (another tab, a notebook): redraw, so no widget
+            # shows a value the engine no longer has (not while a sweep changes them point
+            # by point: its page follows it, and redrawing would take CPU from it)
+            st.rerun(scope="app")
         st.caption("ENGINE")
         c1, c2 = st.columns(2)
         c1.metric("Models", status["models"])

@@ -11,7 +11,7 @@ import streamlit as st
 from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS
-from core.ui.fmt import fmt_opset
+from core.ui.fmt import fmt_opset, try_caption
 from core.models import format_bytes
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
                            pick_model, start_job)
@@ -211,9 +211,13 @@ with right:
     st.subheader("Try it")
     if selected:
         info = engine.model_info(selected)
-        rows_in = st.number_input("Rows", 1, 64, 2, key="try_rows",
+        if info.batch_mode == "exact":  # the model's shape decides: show what it is
+            st.session_state["try_rows"] = info.fixed_rows or 1
+        rows_in = st.number_input("Rows", 1, max(64, info.fixed_rows or 1), 2, key="try_rows",
                                   disabled=info.batch_mode == "exact",
-                                  help="Random input of the model's shape with this many rows.")
+                                  help="Random input of the model's shape with this many rows."
+                                  if info.batch_mode != "exact" else
+                                  "Fixed by the model: its input has exactly this shape.")
         seed = st.number_input("Seed", 0, 10_000, 0, key="try_seed")
         if st.button("Run one prediction", key="try_run", type="primary"):
             try:
@@ -230,8 +234,8 @@ with right:
             c1.metric("Total", fmt_ms(pred.total_ms))
             c2.metric("Queue", fmt_ms(pred.queue_ms))
             c3.metric("Compute", fmt_ms(pred.compute_ms))
-            st.caption(f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} "
-                       f"of {pred.batch_rows} row(s) · the batch left: {pred.release_reason}")
+            st.caption(try_caption(info.batch_mode, info.inputs[0].shape if info.inputs
+                                   else None, pred))
             for out_name, value in pred.outputs.items():
                 st.markdown(f"**{out_name}**")
                 if isinstance(value, np.ndarray):

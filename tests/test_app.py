@@ -110,6 +110,30 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     assert not at.exception
     assert engine.metrics("mlp").success_count == 1
     assert any("batch #" in c.value for c in at.caption)
+    # A model whose batch axis is fixed at 1 says it ran the rows one at a time, alone.
+    at.selectbox(key="models_detail").set_value("fixed-batch").run()
+    at.number_input(key="try_rows").set_value(2).run()
+    at.button(key="try_run").click().run()
+    assert any("2 row(s), run one row at a time" in c.value for c in at.caption)
+    assert not any("the batch left: full" in c.value for c in at.caption)
+
+
+def test_try_it_on_a_model_of_fixed_shape_shows_its_shape(engine):
+    """A model whose input is exactly [3, 2] (logreg_iris-like): the rows field shows 3,
+    fixed, and the answer is said to be one input of that shape (it said '2' and '1 row(s)'
+    while answering 3 labels)."""
+    from onnx import TensorProto
+    from tests.helpers import identity_model
+    engine.load_model(identity_model(TensorProto.FLOAT, [3, 2]), name="fixed32")
+    assert engine.model_info("fixed32").batch_mode == "exact"
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("fixed32").run()
+    rows = at.number_input(key="try_rows")
+    assert rows.value == 3 and rows.disabled
+    at.button(key="try_run").click().run()
+    assert not at.exception
+    assert any("one input of the model's fixed shape [3, 2], run alone" in c.value
+               for c in at.caption), [c.value for c in at.caption]
 
 
 def test_models_page_unload_and_cache_evict(engine):

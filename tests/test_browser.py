@@ -72,11 +72,25 @@ def _stop_dashboard(proc: subprocess.Popen, log) -> None:
     log.close()
 
 
+_ENGINE_TOKEN = "browser-tests-engine-token"
+_ENGINE_PORT = _free_port()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    url, proc, log = _start_dashboard(tmp_path_factory.mktemp("server-data"))
+    # The dashboard's engine server on a known port with a known token: a test can then
+    # change the engine the way a notebook would, and watch the pages follow.
+    url, proc, log = _start_dashboard(tmp_path_factory.mktemp("server-data"),
+                                      BATCHLAB_TOKEN=_ENGINE_TOKEN,
+                                      BATCHLAB_ENGINE_PORT=str(_ENGINE_PORT))
     yield url
     _stop_dashboard(proc, log)
+
+
+def dashboard_engine():
+    """A client of the engine server the ``server`` dashboard started."""
+    from core.serving import RemoteEngine
+    return RemoteEngine(f"http://127.0.0.1:{_ENGINE_PORT}", token=_ENGINE_TOKEN)
 
 
 def figure_value(text: str) -> float:
@@ -134,6 +148,25 @@ def go(page: Page, title: str) -> None:
     page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"] a', has_text=title).click()
     expect(page.get_by_role("heading", name=title, level=1)).to_be_visible(timeout=20_000)
     wait_ready(page)
+
+
+def test_an_open_page_follows_settings_changed_elsewhere(server, page: Page):
+    """Another tab or a notebook changes a model's batch settings: an open Batching page
+    redraws its widgets from the engine within seconds, without a click (before, its
+    slider and radio kept the old values beside a caption with the new ones)."""
+    open_app(page, server)
+    go(page, "Batching")
+    slider = page.locator('[data-testid="stSlider"]', has_text="Max batch size")
+    expect(slider).to_contain_text(re.compile(r"(?<!\d)32(?!\d)"))
+    engine = dashboard_engine()
+    try:
+        engine.configure("mlp", max_batch_size=16, policy="fixed_window")
+        expect(slider).to_contain_text(re.compile(r"(?<!\d)16(?!\d)"), timeout=30_000)
+        expect(page.get_by_role("radio", name=re.compile("fixed window"))).to_be_checked()
+        no_exception(page)
+    finally:
+        engine.configure("mlp", max_batch_size=32, policy="deadline")
+        engine.close()
 
 
 def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page):

@@ -16,7 +16,7 @@ from typing import Any
 from core.models import format_bytes
 
 __all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "history_caption", "exit_words", "restart_words"]
+           "history_caption", "exit_words", "restart_words", "try_caption"]
 
 
 def _missing(v: Any) -> bool:
@@ -169,3 +169,20 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
                          f"% done);{where}.")
     parts.append("Metrics, traffic and running jobs start afresh.")
     return " ".join(parts)
+
+
+def try_caption(batch_mode: str, input_shape: Any, pred: Any) -> str:
+    """How one request of the Models page's "Try it" was served, in the model's own terms:
+    packed with others (dynamic batch axis), run row by row (axis fixed at 1), or run
+    alone as one input of the model's fixed shape."""
+    if batch_mode == "exact":
+        shape = "[" + ", ".join(str(d) for d in (input_shape or ())) + "]"
+        return (f"This request: one input of the model's fixed shape {shape}, run alone "
+                f"(batch #{pred.batch_id}): requests to this model are never combined.")
+    if batch_mode == "rows":
+        return (f"This request: {pred.rows} row(s), run one row at a time (the model's batch "
+                f"dimension is fixed at 1), alone in batch #{pred.batch_id}.")
+    others = pred.batch_rows - pred.rows
+    return (f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} of "
+            f"{pred.batch_rows} row(s)" + (f" ({others} from other requests)" if others else "")
+            + f" · the batch left: {pred.release_reason}")
