@@ -62,8 +62,12 @@ with st.container(border=True):
                                           provider=provider or "cpu"),
                     source_label=f"upload: {uploaded.name}")
             except BatchlabError as err:
+                # the engine's words name its argument; here the checkbox is the way
+                words = str(err).replace(
+                    "pass replace=True to hot-swap it",
+                    "tick 'Replace a model of the same name' to hot-swap it")
                 st.session_state["upload_result"] = ("error", f"Could not load "
-                                                     f"{uploaded.name}: {err}")
+                                                     f"{uploaded.name}: {words}")
             else:
                 st.session_state["upload_result"] = (
                     "ok", f"Loaded {info.name!r}: {len(info.inputs)} input(s), "
@@ -162,13 +166,19 @@ with left:
         st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs")
         (st.success if info.batchable else st.warning)(
             ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
-        st.caption(f"sha256 `{info.sha256}` · {info.size_bytes:,} bytes · opset "
-                   f"{fmt_opset(info.opset)} · IR {info.ir_version} · "
-                   f"{info.producer or 'unknown producer'}"
-                   f" · {', '.join(info.providers)}")
+        remote = engine.remote_info(selected)
+        if remote is None:
+            st.caption(f"sha256 `{info.sha256}` · {info.size_bytes:,} bytes · opset "
+                       f"{fmt_opset(info.opset)} · IR {info.ir_version} · "
+                       f"{info.producer or 'unknown producer'}"
+                       f" · {', '.join(info.providers)}")
+        else:  # its file, opset and session are its server's: say whether it answers now
+            stats = engine.server_stats(selected)
+            st.caption(f"Its file, opset and session are {remote.server}'s. "
+                       + ("The server answers now." if stats["reachable"] else
+                          f"The server does not answer now: {stats['reason']}."))
         if info.description:
             st.caption(info.description)
-        remote = engine.remote_info(selected)
         if remote is not None:
             st.info(f"Remote: {remote.server} {remote.server_version} at "
                     f"{remote.url}, model `{remote.model}`"
@@ -256,8 +266,9 @@ if entries:
     st.dataframe(pd.DataFrame([{
         "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
         "last used": f"{fmt_s(e.last_used_s_ago)} ago",
-        "threads": e.session_config.intra_op_threads if e.session_config.intra_op_threads
-        is not None else "auto",
+        # one type per column (text): a number beside "auto" breaks the table's Arrow form
+        "threads": str(e.session_config.intra_op_threads)
+        if e.session_config.intra_op_threads is not None else "auto",
         "optimisation": e.session_config.graph_optimization,
         "provider": e.session_config.provider} for e in entries]),
         hide_index=True, key="cache_table",

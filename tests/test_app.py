@@ -118,6 +118,25 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     assert not any("the batch left: full" in c.value for c in at.caption)
 
 
+def test_models_page_tables_need_no_arrow_fixes(engine, caplog):
+    """A session with a thread count beside ones with "auto" made the cache table's column
+    mixed (int and text): Streamlit logged an ArrowInvalid traceback on every render."""
+    import logging
+    from core import SessionConfig, build_demo_model
+    engine.load_model(build_demo_model("tiny"), name="threads2",
+                      session=SessionConfig(intra_op_threads=2))
+    st_logger = logging.getLogger("streamlit")
+    st_logger.addHandler(caplog.handler)  # streamlit's loggers do not propagate to root
+    try:
+        with caplog.at_level(logging.DEBUG, logger="streamlit"):
+            at = app("pages/models.py")
+        assert not at.exception
+        cache = frame_with(at, "optimisation")
+        assert set(cache["threads"]) >= {"2", "auto"}
+    finally:
+        st_logger.removeHandler(caplog.handler)
+    assert not [r for r in caplog.records if "Arrow" in r.getMessage()]
+
 def test_try_it_on_a_model_of_fixed_shape_shows_its_shape(engine):
     """A model whose input is exactly [3, 2] (logreg_iris-like): the rows field shows 3,
     fixed, and the answer is said to be one input of that shape (it said '2' and '1 row(s)'
@@ -464,6 +483,9 @@ def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings
         assert engine.remote_info("tiny-back").url == server.url
         at.selectbox(key="models_detail").set_value("tiny-back").run()
         assert any("Remote: batchlab" in i.value for i in at.info)
+        # no "0 bytes · opset - · IR 0" for a file that is not here: whether it answers
+        assert any("The server answers now" in c.value for c in at.caption)
+        assert not any("IR 0" in c.value for c in at.caption)
         assert at.button(key="models_measure_memory").disabled
         at.button(key="try_run").click().run()
         assert engine.metrics("tiny-back").success_count == 1

@@ -111,24 +111,25 @@ class RemoteModel:
         them, cumulative since the server started: ``available`` True with ``success``,
         ``mean_queue_ms``, ``mean_compute_ms``, ``mean_batch_rows``, ``batch_sizes``...;
         or ``available`` False and the ``reason`` (a server without the extension:
-        MLServer)."""
+        MLServer). ``reachable``: whether the server answered at all."""
         t = self.target
         path = t.model_path + "/stats"
         wait_s = min(STATS_TIMEOUT_S, t.timeout_s)  # a page asks on every refresh
         try:
             status, answer = t.fetch_json("GET", path, timeout_s=wait_s)
         except Exception as err:  # aiohttp's and the OS's errors, in words
-            return {"available": False, "reason": describe_failure(err, t.url + path, wait_s)}
+            return {"available": False, "reachable": False,
+                    "reason": describe_failure(err, t.url + path, wait_s)}
         if status != 200:
-            return {"available": False,
+            return {"available": False, "reachable": True,
                     "reason": f"{self.server_name} at {t.url} answered {status} to GET {path} "
                               f"({server_words(answer)}): it has no statistics extension"}
         read = triton.read_statistics(answer, t.model)
         if read is None:
-            return {"available": False,
+            return {"available": False, "reachable": True,
                     "reason": f"GET {t.url}{path} answered no statistics for model "
                               f"{t.model!r}"}
-        return {"available": True, "source": f"GET {t.url}{path}", **read}
+        return {"available": True, "reachable": True, "source": f"GET {t.url}{path}", **read}
 
     def run(self, arrays: Sequence[np.ndarray], run_options: Any = None) -> list[Any]:
         """Run one request synchronously (warm-up); outputs in ``output_names`` order."""
