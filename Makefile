@@ -2,7 +2,7 @@
 #   make run   - create .venv, install requirements.txt, start the dashboard and its engine server
 #                (a child process; demo models built in). BATCHLAB_ENGINE_URL=... attaches to another.
 #   make test  - create .venv, install requirements-dev.txt (+ Debian's chromium when root), run all tests
-# Extras: make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make regress BASE=rev (this tree vs a commit), make screenshots (README images), make mlserver-env (MLServer, a peer server, in .venv-mlserver), make clean.
+# Extras: make notebooks (Jupyter Lab on notebooks/), make serve (the engine behind the Open Inference Protocol), make bench (benchmarks, installs requirements-bench.txt), make regress BASE=rev (this tree vs a commit), make screenshots (README images), make mlserver-env (MLServer, a peer server, in .venv-mlserver), make clean.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +12,7 @@ SERVE_PORT ?= 8000
 ADDRESS ?= 127.0.0.1
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: run serve test bench regress screenshots browser mlserver-env clean
+.PHONY: run serve notebooks test bench regress screenshots browser mlserver-env clean
 
 $(VENV)/.run-installed: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ $(VENV)/.run-installed: requirements.txt
 $(VENV)/.dev-installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	@touch $@ $(VENV)/.run-installed
+
+$(VENV)/.notebooks-installed: requirements.txt requirements-notebooks.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements-notebooks.txt
 	@touch $@ $(VENV)/.run-installed
 
 $(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-bench.txt
@@ -40,6 +45,10 @@ mlserver-env: .venv-mlserver/.installed
 
 run: $(VENV)/.run-installed
 	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
+
+# The notebooks in Jupyter Lab (installs it into .venv the first time).
+notebooks: $(VENV)/.notebooks-installed
+	$(PY) -m jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(ADDRESS)
 
 # The engine alone (Open Inference Protocol, model repository, /metrics, control API) on loopback,
 # its models and settings kept in data/serve-state across restarts.

@@ -202,7 +202,7 @@ def require_password() -> bool:
     loopback, always True: only this machine's users reach it."""
     if not _listens_beyond_loopback() or st.session_state.get("_password_ok"):
         return True
-    st.title("Batchlab")
+    st.title("Batchlab", anchor=False)
     st.write("This dashboard listens beyond this machine, so it asks for its password: "
              f"the one in `{PASSWORD_ENV}`, or the one printed on the console that started "
              "it.")

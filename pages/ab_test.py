@@ -16,7 +16,7 @@ from pages._common import (paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get
 
 engine = get_engine()
 
-st.title("A/B test")
+st.title("A/B test", anchor=False)
 st.caption("Send a share of traffic to model B and decide with statistics whether it is "
            "different. random: each request is a weighted draw. sticky: a user (key) always "
            "sees the same model. shadow: callers get A; B gets a copy of every request, so "
@@ -202,7 +202,7 @@ def arms() -> None:
         served.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name=f"{arm.upper()} served",
                                 marker_color=charts.COLORS[arm]))
         served.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name=f"{arm.upper()} errors",
-                                marker_color=charts.COLORS["err"], opacity=0.6))
+                                marker_color=charts.COLORS[f"err_{arm}"], opacity=0.8))
     served.update_layout(barmode="stack")
     if lat is not None and lat.n_a >= 20 and lat.n_b >= 20:
         st.dataframe(pd.DataFrame([

@@ -14,7 +14,7 @@ from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fm
 
 engine = get_engine()
 
-st.title("Batching")
+st.title("Batching", anchor=False)
 st.caption("Bigger batches amortise per-run overhead (throughput up); waiting for them costs "
            "latency. Change the settings while traffic runs and watch the charts respond.")
 
@@ -84,7 +84,7 @@ def traffic_status() -> None:
 controls, live = st.columns([1, 2], gap="large")
 with controls:
     with st.container(border=True):
-        st.subheader("Settings")
+        st.subheader("Settings", anchor=False)
         if remote is not None:
             how = ("Batchlab changes them there." if remote.configurable else
                    "Batchlab cannot change them: they are set where the model is deployed.")
@@ -160,7 +160,7 @@ with controls:
             st.error(st.session_state["bs_error"])
 
     with st.container(border=True):
-        st.subheader("Traffic")
+        st.subheader("Traffic", anchor=False)
         st.number_input("Rate (requests/s)", 1, 50_000, 200, step=50, key="traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
                              key="traffic_pattern", required=True,
@@ -258,7 +258,7 @@ if remote is not None:
     st.stop()  # replaying under Batchlab's policies means nothing for a server's batching
 
 with st.container(border=True):
-    st.subheader("Same traffic, three policies")
+    st.subheader("Same traffic, three policies", anchor=False)
     st.caption("Records the arrivals of the last 2 seconds (or takes them from a file) and "
                "sends exactly those arrivals again under each policy (deadline, the seed's "
                "fixed window, adaptive), on the engine, one after the other, to a private "

@@ -18,7 +18,7 @@ from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_jo
 engine = get_engine()
 store = engine.store  # the engine's history: sweeps save there, whoever started them
 
-st.title("Experiments")
+st.title("Experiments", anchor=False)
 st.caption("Measure how max batch size and max wait trade latency for throughput on a "
            "model, find the settings that serve the most within a p99 target, predict "
            "other settings before applying them, and export the choice to a production "
@@ -51,7 +51,7 @@ def report_button(run: dict, slo_ms: float | None, key: str) -> None:
 
 # -- sweep ----------------------------------------------------------------------------------------
 with st.container(border=True):
-    st.subheader("Sweep")
+    st.subheader("Sweep", anchor=False)
     c1, c2, c3 = st.columns(3)
     remote = engine.remote_info(model)
     if remote is not None and not remote.configurable:
@@ -257,7 +257,7 @@ if result and result[0] == model:
 
 # -- what-if ---------------------------------------------------------------------------------------
 with st.container(border=True):
-    st.subheader("What-if")
+    st.subheader("What-if", anchor=False)
     st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, calibrate "
                "the per-request overhead with traffic at two loads, and predict a "
                "configuration's latency across load before applying it (batching wait, "
@@ -334,7 +334,7 @@ with st.container(border=True):
 
 # -- history ----------------------------------------------------------------------------------------
 with st.container(border=True):
-    st.subheader("History")
+    st.subheader("History", anchor=False)
     runs = store.list()
     st.caption(history_caption(store.usage(), store.path))
     if not runs.empty:

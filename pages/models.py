@@ -18,13 +18,13 @@ from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progr
 
 engine = get_engine()
 
-st.title("Models")
+st.title("Models", anchor=False)
 st.caption("Upload ONNX models, see how they can be batched, and try them. Built-in demo "
            "models are always here, made at start-up without any download.")
 
 # -- upload -----------------------------------------------------------------------------
 with st.container(border=True):
-    st.subheader("Upload a model")
+    st.subheader("Upload a model", anchor=False)
     up_col, opt_col = st.columns([3, 2])
     with up_col:
         uploaded = st.file_uploader(
@@ -78,7 +78,7 @@ with st.container(border=True):
 
 # -- remote -----------------------------------------------------------------------------
 with st.container(border=True):
-    st.subheader("Add a remote model")
+    st.subheader("Add a remote model", anchor=False)
     st.caption("A model served by any Open Inference Protocol (KServe v2) server: Triton, "
                "KServe, MLServer, Seldon, another Batchlab. It is measured, swept and A/B "
                "tested like a local model; latency is measured here, at the client.")
@@ -135,7 +135,7 @@ with st.container(border=True):
         (st.success if result[0] == "ok" else st.error)(result[1])
 
 # -- table ------------------------------------------------------------------------------
-st.subheader("Loaded models")
+st.subheader("Loaded models", anchor=False)
 rows = [i.to_dict() for i in engine.models()]
 table = pd.DataFrame(rows)
 if not table.empty:
@@ -156,7 +156,7 @@ if not table.empty:
 # -- detail and try it ------------------------------------------------------------------
 left, right = st.columns([1, 1])
 with left:
-    st.subheader("Inspect")
+    st.subheader("Inspect", anchor=False)
     selected = pick_model("Model", "models_detail", engine)
     if selected:
         info = engine.model_info(selected)
@@ -218,7 +218,7 @@ with left:
             st.rerun()
 
 with right:
-    st.subheader("Try it")
+    st.subheader("Try it", anchor=False)
     if selected:
         info = engine.model_info(selected)
         if info.batch_mode == "exact":  # the model's shape decides: show what it is
@@ -257,7 +257,7 @@ with right:
                     st.json(value, expanded=False)
 
 # -- cache -------------------------------------------------------------------------------
-st.subheader("Session cache")
+st.subheader("Session cache", anchor=False)
 st.caption("Sessions are shared by content hash: loading the same bytes twice creates one "
            "ONNX Runtime session. Evicting only means the next load builds a new session; "
            "loaded models keep working.")

@@ -11,7 +11,7 @@ from pages._common import (chart_refresh, measuring_job, paused_for_measurement,
 
 engine = get_engine()
 
-st.title("Monitor")
+st.title("Monitor", anchor=False)
 st.caption("Everything the engine measures: the numbers update every 2 seconds while traffic "
            "runs, the charts at the pace set in the sidebar; a hidden tab draws nothing.")
 
@@ -116,7 +116,7 @@ def dashboard() -> None:
                 snap.release_reasons, title=f"Why batches left, last {WINDOW_S} s"),
                 key="mon_reasons")
 
-    st.subheader("Recent errors")
+    st.subheader("Recent errors", anchor=False)
     if snap.recent_errors:
         errs = pd.DataFrame(snap.recent_errors)
         errs["time"] = pd.to_datetime(errs["time"], unit="s")
@@ -131,7 +131,7 @@ def dashboard() -> None:
 
 def server_view(stats: dict) -> None:
     """What the remote model's server reports of it (the statistics extension)."""
-    st.subheader("The server's own view")
+    st.subheader("The server's own view", anchor=False)
     if not stats["available"]:
         st.caption(f"Not available: {stats['reason']}.")
         return

@@ -11,7 +11,7 @@ from pages._common import get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()
 
-st.title("Warm-up")
+st.title("Warm-up", anchor=False)
 st.caption("The first run at a new batch size pays for memory planning and cold caches. "
            "Warm-up runs each batch size the current settings can produce (powers of two up "
            "to max batch size, and the max) before real requests do. Warm-up runs are not "

@@ -461,6 +461,33 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert not charts.batch_size_figure({1: 4}, max_batch_size=None).layout.shapes
 
 
+def test_charts_read_cleanly(engine):
+    """The cosmetic corners of issue 26, each checked on the figure: whole-number batch-size
+    ticks, full log-axis labels, no negative axis on an empty chart, a toolbar that stays
+    clear of the title, and the two arms' errors in two reds."""
+    import numpy as np
+    import pandas as pd
+    from core.ui import charts
+    fig = charts.batch_size_figure({1: 3, 2: 5})
+    assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0  # not "1 1 2"
+    frame = pd.DataFrame({"achieved_rps": [100.0, 200.0, 300.0], "p99_ms": [0.8, 12.0, 150.0]})
+    fig = go_figure_with_latency_axis(charts, frame["p99_ms"])
+    texts = list(fig.layout.yaxis.ticktext)
+    assert fig.layout.yaxis.type == "log" and {"1", "10", "100"} <= set(texts)
+    assert all(float(t) == v for t, v in zip(texts, fig.layout.yaxis.tickvals))
+    empty = charts.throughput_figure(engine.metrics("mlp").timeseries.iloc[0:0])
+    assert empty.layout.yaxis.range is not None and empty.layout.yaxis.range[0] == 0
+    assert empty.layout.modebar.orientation == "v"
+    assert charts.COLORS["err_a"] != charts.COLORS["err_b"]
+
+
+def go_figure_with_latency_axis(charts, values):
+    import plotly.graph_objects as go
+    fig = go.Figure(go.Scatter(x=list(range(len(values))), y=values))
+    charts._latency_axis(fig, values, "p99 (ms)")
+    return fig
+
+
 def test_models_page_adds_a_remote_model_and_batching_shows_the_servers_settings(engine):
     """The 'Add a remote model' form against a real OIP server (a second engine's server):
     a bad model says what the server has; a good one is added, tried, and its batch settings

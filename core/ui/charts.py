@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 from typing import Mapping
 
 import numpy as np
@@ -26,7 +28,9 @@ __all__ = [
 
 COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
           "err": "#dc2626", "queue": "#f59e0b", "compute": "#2563eb", "depth": "#7c3aed",
-          "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a"}
+          "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a",
+          # errors of arm A and arm B side by side: two reds told apart at a glance
+          "err_a": "#dc2626", "err_b": "#7f1d1d"}
 
 
 WINDOW_S = 60
@@ -35,15 +39,29 @@ WINDOW_S = 60
 def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
             ts: pd.DataFrame | None = None) -> go.Figure:
     """House style; with ``ts`` the x axis is a fixed window of the last minute."""
+    # The toolbar stands at the right edge, upright, so a title is never under it.
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      margin=dict(l=10, r=30, t=40, b=10), template="plotly_white",
                       legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
-                      yaxis_title=y_title, hovermode="x unified")
+                      yaxis_title=y_title, hovermode="x unified",
+                      modebar=dict(orientation="v"))
     if ts is not None and not ts.empty:
         end = ts["time"].max() + pd.Timedelta(seconds=1)
         fig.update_xaxes(range=[end - pd.Timedelta(seconds=WINDOW_S), end],
                          tickformat="%H:%M:%S")
+    if _no_data(fig) and fig.layout.yaxis.type in (None, "linear", "-") \
+            and fig.layout.yaxis.range is None:
+        fig.update_yaxes(range=[0, 1])  # nothing yet: no negative counts or times on the axis
     return fig
+
+
+def _no_data(fig: go.Figure) -> bool:
+    """Whether no trace of ``fig`` has a point to draw."""
+    for trace in fig.data:
+        values = getattr(trace, "y", None)
+        if values is not None and len(values) and any(v is not None and v == v for v in values):
+            return False
+    return True
 
 
 def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
@@ -113,8 +131,10 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
             fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
                                showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
                                xanchor="right", font=dict(color="#64748b", size=11))
+    # whole-number ticks only ("1 1 2" came from ticks at 1, 1.5, 2 printed as integers)
     fig.update_xaxes(title="rows in batch", range=[0.4, right + 0.6],
-                     tickformat="d", rangemode="normal")
+                     tickformat="d", rangemode="normal", tick0=0,
+                     dtick=max(1, math.ceil(right / 10)))
     if not sizes:
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#64748b"))
@@ -189,7 +209,14 @@ def _latency_axis(fig: go.Figure, values: pd.Series, title: str) -> None:
     (no crowded minor labels); else a plain linear one."""
     v = values[values > 0]
     if len(v) and v.max() / v.min() > 20:
-        fig.update_yaxes(type="log", dtick="D2", title=title + " (log)")
+        # every label a whole number at 1-2-5 steps ("1, 2, 5, 10, 20"): plotly's own minor
+        # labels ("5, 2, 100, 5, 2, 10") read as a scramble
+        lo, hi = float(v.min()), float(v.max())
+        ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1,
+                                              math.ceil(math.log10(hi)) + 1)
+                 for m in (1, 2, 5) if lo / 2.5 <= m * 10.0 ** e <= hi * 2.5]
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[f"{t:g}" for t in ticks],
+                         title=title + " (log)")
     else:
         fig.update_yaxes(type="linear", rangemode="tozero", title=title)
 
