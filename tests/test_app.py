@@ -465,7 +465,6 @@ def test_charts_read_cleanly(engine):
     """The cosmetic corners of issue 26, each checked on the figure: whole-number batch-size
     ticks, full log-axis labels, no negative axis on an empty chart, a toolbar that stays
     clear of the title, and the two arms' errors in two reds."""
-    import numpy as np
     import pandas as pd
     from core.ui import charts
     fig = charts.batch_size_figure({1: 3, 2: 5})
