@@ -48,7 +48,8 @@ run: $(VENV)/.run-installed
 
 # The notebooks in Jupyter Lab (installs it into .venv the first time).
 notebooks: $(VENV)/.notebooks-installed
-	$(PY) -m jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(ADDRESS)
+	$(PY) -m jupyter lab --notebook-dir=notebooks --ServerApp.ip=$(ADDRESS) \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # The engine alone (Open Inference Protocol, model repository, /metrics, control API) on loopback,
 # its models and settings kept in data/serve-state across restarts.
