@@ -45,6 +45,7 @@ from .namespace import Namespace
 from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
+from .inputs import InputMethods
 from .remotes import RemoteMethods
 from .state import StateMethods
 from .warmup import WarmupMethods, check_batchable_sizes, warmup_batch_sizes
@@ -67,7 +68,8 @@ def _close_open_engines() -> None:
             log.exception("closing an engine at exit failed")
 
 
-class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
+class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
+                 InputMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -94,6 +96,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
         self._loader = Loader(self.config, self._ns, self.memory_budget_bytes,
                               self._check_open, self._ab.check_arm_compatible, self.served_at)
         self._closed = False
+        self._inputs: dict[str, Any] = {}  # real inputs by model (core/engine/inputs.py)
         self._router = Router(self._ns, lambda: self._closed)
         self._t0 = time.monotonic()
         #: Called with a name after a model is unloaded or an experiment deleted.
@@ -129,6 +132,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
         if replace:
             self._ab.arm_changed(info.name, "was replaced (a new version, or other session "
                                  "options)")
+            self._refit_inputs(info.name)
         return info
 
     def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
@@ -197,8 +201,12 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
 
     def sample_input(self, name: str, rows: int = 1,
                      seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
-        """Random valid input for ``name`` with ``rows`` rows (exact shape if not batchable)."""
+        """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable): drawn
+        from its real inputs (:meth:`set_inputs`), else random."""
         entry = self._ns.entry(name)
+        real = self._inputs.get(name)
+        if real is not None:  # the model's real inputs (set_inputs)
+            return real.draw(rows, seed)
         self._ns.check_inputs_known(name, entry)
         return sample_input(entry.info, rows=rows, seed=seed)
 
@@ -378,6 +386,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods):
         return entry
 
     def _removed(self, name: str) -> None:
+        self._inputs.pop(name, None)
         _call_hooks(self.on_removed, name)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import ConfigError, ResourceLimitError
-from core.models import ModelInfo, sample_input
+from core.models import ModelInfo
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
            "check_batchable_sizes"]
@@ -216,7 +216,7 @@ class WarmupMethods:
             check_batchable_sizes(name, info, batch_sizes)
 
         def make_input(bs: int) -> list[np.ndarray]:
-            x = sample_input(info, rows=bs, seed=bs)
+            x = self.sample_input(name, rows=bs, seed=bs)  # real inputs when it has them
             return list(x.values()) if isinstance(x, dict) else [x]
 
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s

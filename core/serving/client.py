@@ -327,6 +327,14 @@ class RemoteEngine:
         return self._call("engine", "load_model", (bytes(data),),
                           {"name": name, **kwargs})
 
+    @functools.wraps(Engine.set_inputs)
+    def set_inputs(self, name: str, data: Any, filename: str | None = None) -> str:
+        # A path names a file here, on the client: read it and send its bytes.
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            filename, data = filename or path.name, path.read_bytes()
+        return self._call("engine", "set_inputs", (name, bytes(data)), {"filename": filename})
+
     # -- lifecycle ---------------------------------------------------------------------
     @property
     def closed(self) -> bool:

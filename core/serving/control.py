@@ -57,7 +57,8 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "start_traffic": _W, "stop_traffic": _W, "wait_traffic": Method(wait_s=None),
     "traffic": _R, "traffic_running": _R, "start_job": _W, "jobs": _R, "job": _R,
     "cancel_job": _W, "wait_job": Method(wait_s=None), "counters": _R, "model_bytes": _R,
-    "add_remote": _W, "remote_info": _R, "server_stats": _R, "session_config": _R,
+    "add_remote": _W, "remote_info": _R, "server_stats": _R,
+    "set_inputs": _W, "clear_inputs": _W, "input_source": _R, "session_config": _R,
 }
 ENGINE_METHODS = frozenset(ENGINE_CONTRACT)
 

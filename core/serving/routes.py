@@ -126,7 +126,7 @@ class Routes:
         """The largest body a request to ``path`` may send: an upload may be large, every
         other request fits the data plane's limit."""
         m = _CONTROL_PATH.match(path)
-        if (m is not None and m.group(2) in ("load_model", "save")) \
+        if (m is not None and m.group(2) in ("load_model", "save", "set_inputs")) \
                 or _REPO_PATH.match(path) is not None:
             return self.max_upload_bytes
         return self.max_body_bytes

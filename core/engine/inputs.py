@@ -1,0 +1,80 @@
+"""Real inputs for a model (:mod:`core.models.inputs`): set from a file, kept with the model,
+and drawn by everything that sends it generated load (traffic, sweeps, warm-up, replays,
+shadow comparisons) through :meth:`EngineCore.sample_input`.
+
+Example:
+    >>> engine.set_inputs("iris-forest", "iris.csv")
+    'real: iris.csv (150 samples)'
+    >>> engine.input_source("iris-forest")
+    'real: iris.csv (150 samples)'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from core.errors import ConfigError, ResourceLimitError
+from core.models import MAX_INPUT_BYTES, SampleInputs, read_inputs
+
+__all__ = ["InputMethods", "GENERATED"]
+
+#: What :meth:`InputMethods.input_source` says of a model without real inputs.
+GENERATED = "generated: random values of each input's type and shape"
+
+
+class InputMethods:
+    """Mixed into the engine: its namespace (``self._ns``), A/B room (``self._ab``) and the
+    real inputs by model name (``self._inputs``)."""
+
+    _ns: Any
+    _ab: Any
+    _inputs: dict[str, SampleInputs]
+
+    def set_inputs(self, name: str, data: bytes | str | Path,
+                   filename: str | None = None) -> str:
+        """Give model ``name`` real inputs: a file's bytes (``filename`` says its kind:
+        .npy, .npz, .csv, .parquet, or perf_analyzer's .json) or a path. Checked against the
+        model's inputs; from now on generated load draws from them. Returns what they are
+        (``"real: iris.csv (150 samples)"``)."""
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if path.stat().st_size > 4 * MAX_INPUT_BYTES:
+                raise ResourceLimitError(f"{path} is {path.stat().st_size:,} bytes, over the "
+                                         f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
+            filename, data = filename or path.name, path.read_bytes()
+        if not filename:
+            raise ConfigError("set_inputs needs filename= with the bytes (its suffix says "
+                              "how to read them: .npy, .npz, .csv, .parquet, .json)")
+        if len(data) > 4 * MAX_INPUT_BYTES:
+            raise ResourceLimitError(f"{filename} is {len(data):,} bytes, over the "
+                                     f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
+        entry = self._ns.entry(name)
+        samples = read_inputs(bytes(data), filename, entry.info)
+        self._inputs[name] = samples
+        self._ab.arm_changed(name, f"now gets real inputs ({samples.describe()})")
+        return samples.describe()
+
+    def clear_inputs(self, name: str) -> None:
+        """Go back to generated inputs for ``name``."""
+        self._ns.entry(name)
+        if self._inputs.pop(name, None) is not None:
+            self._ab.arm_changed(name, "gets generated inputs again")
+
+    def _refit_inputs(self, name: str) -> None:
+        """After a hot swap: keep the real inputs if the new version takes them."""
+        real = self._inputs.get(name)
+        if real is None:
+            return
+        from core.models.inputs import refit
+        if not refit(real, self._ns.entry(name).info):
+            del self._inputs[name]
+
+    def input_source(self, name: str) -> str:
+        """What generated load sends ``name`` (for an A/B experiment: arm A's):
+        ``"real: FILE (N samples)"`` or ``"generated: ..."``."""
+        if name in self._ns.experiments:
+            name = self._ns.experiment(name).a
+        self._ns.entry(name)
+        real = self._inputs.get(name)
+        return real.describe() if real is not None else GENERATED

@@ -1,0 +1,273 @@
+"""Real inputs for a model: sample data a person uploads, so traffic, sweeps, warm-up and
+shadow comparisons send what the model really sees instead of random numbers.
+
+Accepted files (:func:`read_inputs`):
+
+* ``.npy``: one array, for a model with one input (rows first);
+* ``.npz``: arrays named like the model's inputs (or one array for a one-input model);
+* ``.csv`` / ``.parquet``: a table for a model with one 2-D input ``[N, C]``: its numeric
+  columns are the C features (a file with other columns is refused, naming them);
+* ``.json``: perf_analyzer's ``--input-data`` format, ``{"data": [{"INPUT": [...]}, ...]}``
+  (values flat or ``{"content": [...], "shape": [...]}``; ``b64`` is not read), one entry
+  per request.
+
+Each input is checked against the model: its trailing dimensions must be the model's fixed
+ones, its values must fit the model's datatype (no NaN or infinities made by an overflow),
+and the whole set is bounded (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample
+is one row; for a model of one fixed shape, a sample is one whole input.
+
+Example:
+    >>> samples = read_inputs(open("iris.csv", "rb").read(), "iris.csv", info)
+    >>> samples.describe(), samples.draw(rows=4, seed=0).shape
+    ('real: iris.csv (150 samples)', (4, 4))
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import PurePath
+from typing import Any
+
+import numpy as np
+
+from core.errors import InputValidationError
+from .types import ModelInfo
+
+__all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
+
+#: The largest set of sample inputs kept for one model (bytes, as arrays).
+MAX_INPUT_BYTES = 64 * 2**20
+#: The file kinds :func:`read_inputs` reads.
+INPUT_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".json")
+
+
+class SampleInputs:
+    """A model's real inputs: one array per input, samples along the first axis."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], source: str, exact: bool) -> None:
+        self.arrays = arrays
+        self.source = source
+        self.exact = exact  # a sample is a whole input (a model of one fixed shape)
+        self.count = len(next(iter(arrays.values())))
+
+    def describe(self) -> str:
+        return f"real: {self.source} ({self.count} sample{'s' if self.count != 1 else ''})"
+
+    def draw(self, rows: int = 1, seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
+        """``rows`` samples (rows of every input together), in a seeded random order; all of
+        them in their own order when ``rows`` is the count and ``seed`` is None. A model of
+        one fixed shape gets one whole input."""
+        if self.exact:
+            k = int(np.random.default_rng(seed).integers(self.count))
+            out = {n: a[k] for n, a in self.arrays.items()}
+        else:
+            if seed is None and rows == self.count:
+                idx = np.arange(self.count)
+            else:
+                rng = np.random.default_rng(seed)
+                idx = rng.choice(self.count, size=rows, replace=rows > self.count)
+            out = {n: a[idx] for n, a in self.arrays.items()}
+        return next(iter(out.values())) if len(out) == 1 else out
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
+def _refuse(message: str) -> InputValidationError:
+    return InputValidationError(message)
+
+
+def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarray:
+    """``values`` as samples of input ``spec``: cast to its dtype, trailing dims checked."""
+    dtype = np.dtype(spec.dtype) if spec.dtype is not None else None
+    if dtype is None or dtype.kind not in "biuf":
+        raise _refuse(f"{where}: input {name!r} is {spec.dtype}; real inputs are read for "
+                      "numeric inputs only")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.asarray(values).astype(dtype)
+    except (TypeError, ValueError) as err:
+        raise _refuse(f"{where}: input {name!r} is not numbers of {dtype} ({err})") from None
+    src = np.asarray(values)
+    if dtype.kind == "f" and not np.isfinite(arr).all() and np.isfinite(
+            src.astype(np.float64, copy=False)).all():
+        raise _refuse(f"{where}: input {name!r} has values beyond {dtype}'s range")
+    want = tuple(spec.shape or ())
+    fixed = want if exact else want[1:]
+    got = arr.shape[1:]
+    if exact and arr.shape == tuple(d if isinstance(d, int) else -1 for d in want):
+        arr = arr[None]
+        got = arr.shape[1:]
+    if len(got) != len(fixed) or any(isinstance(d, int) and d != g for d, g in zip(fixed, got)):
+        shown = ["?" if not isinstance(d, int) else d for d in fixed]
+        raise _refuse(f"{where}: input {name!r} gives samples of shape {list(got)}, the model "
+                      f"takes {shown} per {'request' if exact else 'row'}")
+    return np.ascontiguousarray(arr)
+
+
+def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[Any]]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise _refuse(f"{where} is not JSON ({err}); expected perf_analyzer's input data "
+                      '{"data": [{"INPUT": [...]}, ...]}') from None
+    entries = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise _refuse(f"{where}: expected perf_analyzer's input data, an object with a "
+                      '"data" list of requests ({"data": [{"INPUT": [...]}, ...]})')
+    by_name: dict[str, list[Any]] = {s.name: [] for s in info.inputs}
+    for k, entry in enumerate(entries):
+        if isinstance(entry, list):  # one list per request for each input? (streams): no
+            raise _refuse(f"{where}: request {k} is a list; sequence streams are not read")
+        if not isinstance(entry, dict):
+            raise _refuse(f"{where}: request {k} is not an object of inputs")
+        for spec in info.inputs:
+            if spec.name not in entry:
+                raise _refuse(f"{where}: request {k} has no input {spec.name!r} (it has "
+                              f"{', '.join(map(str, entry))})")
+            value = entry[spec.name]
+            if isinstance(value, dict):
+                if "b64" in value:
+                    raise _refuse(f"{where}: request {k}: b64 values are not read; give "
+                                  "them as numbers")
+                content, shape = value.get("content"), value.get("shape")
+                arr = np.asarray(content)
+                if shape is not None:
+                    arr = arr.reshape(shape)
+            else:
+                arr = np.asarray(value)
+            by_name[spec.name].append(arr)
+    return by_name
+
+
+def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
+    """Sample inputs for ``info`` from a file's bytes (the kind from ``filename``)."""
+    suffix = PurePath(filename).suffix.lower()
+    where = PurePath(filename).name
+    exact = info.batch_mode == "exact"
+    specs = {s.name: s for s in info.inputs}
+    if not specs:
+        raise _refuse(f"model {info.name!r} declares no inputs: its inputs cannot be checked")
+    one = next(iter(specs)) if len(specs) == 1 else None
+    columns: dict[str, Any]
+    if suffix == ".npy":
+        if one is None:
+            raise _refuse(f"{where}: an .npy file holds one array, and model {info.name!r} "
+                          f"has {len(specs)} inputs; use an .npz with arrays named "
+                          f"{', '.join(specs)}")
+        columns = {one: _load_npy(data, where)}
+    elif suffix == ".npz":
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                found = {k: z[k] for k in z.files}
+        except (ValueError, OSError) as err:
+            raise _refuse(f"{where} is not a readable .npz ({err})") from None
+        if one is not None and len(found) == 1:
+            columns = {one: next(iter(found.values()))}
+        else:
+            missing = [n for n in specs if n not in found]
+            if missing:
+                raise _refuse(f"{where} has arrays {', '.join(found) or 'none'}; model "
+                              f"{info.name!r} needs {', '.join(specs)}")
+            columns = {n: found[n] for n in specs}
+    elif suffix in (".csv", ".parquet"):
+        columns = {_table_input(info, where): _read_table(data, suffix, info, where)}
+    elif suffix == ".json":
+        requests = _perf_analyzer(data, info, where)
+        if exact:  # one whole input per request
+            columns = {n: np.stack([_whole(a, specs[n], where) for a in v])
+                       for n, v in requests.items()}
+        else:  # each request's rows, one after the other
+            columns = {n: np.concatenate([_rows(a, specs[n], where) for a in v])
+                       for n, v in requests.items()}
+    else:
+        raise _refuse(f"{where}: inputs are read from {', '.join(INPUT_SUFFIXES)} files")
+    arrays = {n: _fit(n, v, specs[n], exact, where) for n, v in columns.items()}
+    counts = {n: len(a) for n, a in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise _refuse(f"{where}: the inputs have different numbers of samples ({counts})")
+    samples = SampleInputs(arrays, where, exact)
+    if samples.count == 0:
+        raise _refuse(f"{where} holds no samples")
+    if samples.nbytes > MAX_INPUT_BYTES:
+        raise _refuse(f"{where}: {samples.nbytes / 2**20:.1f} MiB of inputs, over the "
+                      f"{MAX_INPUT_BYTES // 2**20} MiB kept per model; use fewer samples")
+    return samples
+
+
+def _fixed(spec: Any) -> tuple[Any, ...]:
+    return tuple(spec.shape or ())[1:]
+
+
+def _rows(a: np.ndarray, spec: Any, where: str) -> np.ndarray:
+    """One perf_analyzer request's value as rows of input ``spec`` (a model that batches):
+    with its batch axis, without it (one row), or flat (the model's fixed row shape)."""
+    rank = len(spec.shape or ())
+    if a.ndim == rank:
+        return a
+    if a.ndim == rank - 1:
+        return a[None]
+    fixed = _fixed(spec)
+    if a.ndim == 1 and all(isinstance(d, int) for d in fixed):
+        size = int(np.prod(fixed)) if fixed else 1
+        if size and a.size % size == 0:
+            return a.reshape((-1,) + fixed)
+    raise _refuse(f"{where}: a value of input {spec.name!r} has shape {list(a.shape)}; give "
+                  "it with its shape (\"content\" and \"shape\") or as the model's rows")
+
+
+def _whole(a: np.ndarray, spec: Any, where: str) -> np.ndarray:
+    """One perf_analyzer request's value as the whole fixed-shape input ``spec``."""
+    shape = tuple(spec.shape or ())
+    if all(isinstance(d, int) for d in shape) and a.size == int(np.prod(shape)):
+        return a.reshape(shape)
+    return a
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    try:
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise _refuse(f"{where} is not a readable .npy ({err})") from None
+
+
+def _table_input(info: ModelInfo, where: str) -> str:
+    if len(info.inputs) != 1 or len(info.inputs[0].shape or ()) != 2:
+        raise _refuse(f"{where}: a table feeds a model with one 2-D input [N, features]; "
+                      f"model {info.name!r} takes "
+                      + "; ".join(f"{s.name} {list(s.shape or ())}" for s in info.inputs)
+                      + " (use .npz)")
+    return info.inputs[0].name
+
+
+def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.ndarray:
+    import pandas as pd
+    try:
+        frame = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
+                 else pd.read_parquet(io.BytesIO(data)))
+    except Exception as err:  # noqa: BLE001 - pandas' parsers raise many kinds
+        raise _refuse(f"{where} is not a readable {suffix[1:]} table ({err})") from None
+    width = info.inputs[0].shape[1]
+    numeric = frame.select_dtypes("number")
+    other = [c for c in frame.columns if c not in numeric.columns]
+    if other or (isinstance(width, int) and numeric.shape[1] != width):
+        raise _refuse(f"{where}: the model takes {width} features per row; the table has "
+                      f"numeric columns {list(map(str, numeric.columns))}"
+                      + (f" and others {list(map(str, other))}" if other else "")
+                      + ": keep only the feature columns, in the model's order")
+    return numeric.to_numpy()
+
+
+def refit(samples: SampleInputs, info: ModelInfo) -> bool:
+    """Whether ``samples`` still fit model ``info`` (a new version after a hot swap)."""
+    specs = {s.name: s for s in info.inputs}
+    if set(specs) != set(samples.arrays) or samples.exact != (info.batch_mode == "exact"):
+        return False
+    try:
+        for name, arr in samples.arrays.items():
+            _fit(name, arr, specs[name], samples.exact, samples.source)
+    except InputValidationError:
+        return False
+    return True

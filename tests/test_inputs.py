@@ -1,0 +1,188 @@
+"""Real inputs (issue 26): a model fed real samples instead of random numbers, from the
+files people have (.npy, .npz, CSV, Parquet, perf_analyzer's JSON), checked against the
+model; a shadow A/B between two real classifiers then reports their real agreement.
+Real scikit-learn models converted with skl2onnx, on iris."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import Engine
+from core.errors import InputValidationError
+from core.serving import EngineServer, RemoteEngine
+from tests.helpers import WAIT_S, identity_model
+
+sklearn = pytest.importorskip("sklearn")
+skl2onnx = pytest.importorskip("skl2onnx")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    X, y = load_iris(return_X_y=True)
+    X = X.astype(np.float32)
+    lr = LogisticRegression(max_iter=500).fit(X, y)
+    rf = RandomForestClassifier(n_estimators=3, max_depth=2, random_state=0).fit(X, y)
+
+    def onnx(model):
+        return skl2onnx.to_onnx(model, X[:1], options={id(model): {"zipmap": False}}
+                                ).SerializeToString()
+    csv = pd.DataFrame(X, columns=["sepal_l", "sepal_w", "petal_l", "petal_w"]
+                       ).to_csv(index=False).encode()
+    return {"X": X, "lr": lr, "rf": rf, "lr_onnx": onnx(lr), "rf_onnx": onnx(rf), "csv": csv}
+
+
+def until(predicate, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_shadow_ab_on_real_inputs_reports_the_models_real_agreement(iris):
+    X = iris["X"]
+    want = float((iris["lr"].predict(X) == iris["rf"].predict(X)).mean())
+    with Engine(demo_models=False) as engine:
+        engine.load_model(iris["lr_onnx"], name="lr")
+        engine.load_model(iris["rf_onnx"], name="rf")
+        assert engine.input_source("lr").startswith("generated")
+        for name in ("lr", "rf"):
+            assert engine.set_inputs(name, iris["csv"], "iris.csv") == \
+                "real: iris.csv (150 samples)"
+            engine.configure(name, max_batch_size=256)
+        engine.create_ab("exp", a="lr", b="rf", mode="shadow")
+        assert engine.input_source("exp") == "real: iris.csv (150 samples)"
+        rows = engine.sample_input("lr", rows=150, seed=None)  # every sample, in order
+        np.testing.assert_array_equal(rows, X)
+        engine.predict("exp", rows)
+        until(lambda: engine.ab_report("exp").shadow["compared_requests"] == 1,
+              "the shadow comparison")
+        got = engine.ab_report("exp").shadow["label_agreement"]
+        assert got == pytest.approx(want) and want < 1.0  # the models really differ
+        # traffic draws from the real samples too (seeded, reproducible)
+        a, b = engine.sample_input("lr", rows=8, seed=3), engine.sample_input("lr", 8, 3)
+        np.testing.assert_array_equal(a, b)
+        assert all(any((r == X).all(axis=1)) for r in a)
+        engine.start_traffic("exp", rate_rps=200, duration_s=0.3, seed=1)
+        engine.wait_traffic("exp", timeout_s=WAIT_S)
+        until(lambda: engine.ab_report("exp").shadow["compared_requests"] > 10, "copies")
+        assert engine.ab_report("exp").shadow["b_failed"] == 0
+
+
+def test_the_same_model_served_here_and_remotely_is_a_valid_ab_pair(iris):
+    """skl2onnx names no batch dimension (None); a server reports -1: the same model."""
+    with Engine(demo_models=False) as far, Engine(demo_models=False) as engine:
+        far.load_model(iris["lr_onnx"], name="lr")
+        server = EngineServer(far, port=0).start()
+        try:
+            engine.load_model(iris["lr_onnx"], name="lr")
+            engine.add_remote("lr-far", url=server.url, model="lr")
+            engine.create_ab("here-vs-there", a="lr", b="lr-far", mode="shadow")
+            engine.set_inputs("lr", iris["csv"], "iris.csv")
+            engine.predict("here-vs-there", engine.sample_input("lr", rows=16, seed=0))
+            until(lambda: engine.ab_report("here-vs-there").shadow["compared_requests"] == 1,
+                  "the comparison")
+            assert engine.ab_report("here-vs-there").shadow["label_agreement"] == 1.0
+        finally:
+            server.close()
+
+
+def test_every_file_kind_reads_and_a_wrong_one_says_what_is_wrong(iris, tmp_path):
+    X = iris["X"]
+    with Engine(demo_models=False) as engine:
+        engine.load_model(iris["lr_onnx"], name="lr")
+
+        def put(data: bytes, name: str) -> str:
+            return engine.set_inputs("lr", data, name)
+
+        buf = io.BytesIO()
+        np.save(buf, X[:10])
+        assert put(buf.getvalue(), "x.npy") == "real: x.npy (10 samples)"
+        buf = io.BytesIO()
+        np.savez(buf, X=X[:12])
+        assert put(buf.getvalue(), "x.npz") == "real: x.npz (12 samples)"
+        parquet = io.BytesIO()
+        pd.DataFrame(X[:7], columns=list("abcd")).to_parquet(parquet)
+        assert put(parquet.getvalue(), "x.parquet") == "real: x.parquet (7 samples)"
+        # perf_analyzer's input data: flat values, or content with its shape
+        doc = {"data": [{"X": X[0].tolist()}, {"X": {"content": X[1:3].ravel().tolist(),
+                                                     "shape": [2, 4]}}]}
+        assert put(json.dumps(doc).encode(), "data.json") == "real: data.json (3 samples)"
+        np.testing.assert_allclose(engine.sample_input("lr", rows=3, seed=None), X[:3])
+        # a path: read where the engine is
+        path = tmp_path / "iris.csv"
+        path.write_bytes(iris["csv"])
+        assert engine.set_inputs("lr", path) == "real: iris.csv (150 samples)"
+        # what is wrong, said
+        with_label = pd.DataFrame(X, columns=list("abcd")).assign(species="setosa")
+        with pytest.raises(InputValidationError, match=r"4 features.*others \['species'\]"):
+            put(with_label.to_csv(index=False).encode(), "labelled.csv")
+        with pytest.raises(InputValidationError, match=r"4 features per row.*\['0', '1', '2'\]"):
+            put(pd.DataFrame(X[:, :3]).to_csv(index=False).encode(), "narrow.csv")
+        narrow = io.BytesIO()
+        np.save(narrow, X[:, :3])
+        with pytest.raises(InputValidationError, match=r"samples of shape \[3\].*\[4\] per row"):
+            put(narrow.getvalue(), "narrow.npy")
+        with pytest.raises(InputValidationError, match="beyond float32's range"):
+            big = io.BytesIO()
+            np.save(big, np.full((2, 4), 1e300))
+            put(big.getvalue(), "big.npy")
+        with pytest.raises(InputValidationError, match="b64 values are not read"):
+            put(json.dumps({"data": [{"X": {"b64": "AAAA"}}]}).encode(), "b.json")
+        with pytest.raises(InputValidationError, match="no input 'X'"):
+            put(json.dumps({"data": [{"input": [1, 2, 3, 4]}]}).encode(), "c.json")
+        with pytest.raises(InputValidationError, match=r"read from \.npy, \.npz"):
+            put(b"...", "x.png")
+        assert engine.input_source("lr") == "real: iris.csv (150 samples)"  # kept as it was
+
+
+def test_inputs_follow_the_model_they_belong_to(tmp_path):
+    from onnx import TensorProto
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="m")
+        buf = io.BytesIO()
+        np.save(buf, np.arange(30, dtype=np.float32).reshape(10, 3))
+        engine.set_inputs("m", buf.getvalue(), "rows.npy")
+        # a new version with the same inputs keeps them; another interface drops them
+        engine.load_model(identity_model(), name="m", replace=True)
+        assert engine.input_source("m") == "real: rows.npy (10 samples)"
+        engine.load_model(identity_model(TensorProto.FLOAT, ["N", 5]), name="m", replace=True)
+        assert engine.input_source("m").startswith("generated")
+        engine.load_model(identity_model(), name="m", replace=True)
+        engine.set_inputs("m", buf.getvalue(), "rows.npy")
+        engine.clear_inputs("m")
+        assert engine.input_source("m").startswith("generated")
+        engine.set_inputs("m", buf.getvalue(), "rows.npy")
+        engine.unload_model("m")
+        engine.load_model(identity_model(), name="m")
+        assert engine.input_source("m").startswith("generated")  # unloaded: gone with it
+        # warm-up sends the real samples
+        engine.set_inputs("m", buf.getvalue(), "rows.npy")
+        report = engine.warmup("m", iterations=2, batch_sizes=[1, 4])
+        assert len(report.frame) > 0
+
+
+def test_remote_engine_sends_the_file_from_where_the_notebook_is(tmp_path):
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="m")
+        server = EngineServer(engine, port=0).start()
+        client = RemoteEngine(server.url)
+        try:
+            path = tmp_path / "rows.npy"
+            np.save(path, np.ones((5, 3), np.float32))
+            assert client.set_inputs("m", path) == "real: rows.npy (5 samples)"
+            assert client.input_source("m") == "real: rows.npy (5 samples)"
+            np.testing.assert_array_equal(engine.sample_input("m", rows=2), np.ones((2, 3)))
+            client.clear_inputs("m")
+            assert client.input_source("m").startswith("generated")
+        finally:
+            client.close()
+            server.close()
