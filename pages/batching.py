@@ -161,6 +161,7 @@ with controls:
 
     with st.container(border=True):
         st.subheader("Traffic", anchor=False)
+        st.caption(f"Sends {engine.input_source(model)} (the Models page sets real ones).")
         st.number_input("Rate (requests/s)", 1, 50_000, 200, step=50, key="traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
                              key="traffic_pattern", required=True,

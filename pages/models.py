@@ -11,6 +11,7 @@ import streamlit as st
 from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS
+from core.models import INPUT_SUFFIXES
 from core.ui.fmt import fmt_opset, try_caption
 from core.models import format_bytes
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
@@ -190,6 +191,31 @@ with left:
         for warning in info.warnings:
             st.warning(f"Loaded although {warning} (ONNX Runtime runs it; the checker's "
                        "finding is shown for your information).", icon=":material/info:")
+        st.markdown("**Inputs for generated load**")
+        source = engine.input_source(selected)
+        st.caption(f"Traffic, sweeps, warm-up and A/B tests send this model {source}.")
+        inputs_file = st.file_uploader(
+            "Real inputs (.npy, .npz, .csv, .parquet, perf_analyzer .json)",
+            type=[sfx[1:] for sfx in INPUT_SUFFIXES], key=f"inputs_file_{selected}",
+            help="Samples of what the model really sees: rows first (a table's numeric "
+                 "columns are the features), or perf_analyzer's --input-data JSON. Checked "
+                 "against the model's inputs; kept with the model.")
+        i1, i2 = st.columns(2)
+        if i1.button("Use these inputs", key="inputs_set", disabled=inputs_file is None):
+            try:
+                said = engine.set_inputs(selected, inputs_file.getvalue(), inputs_file.name)
+            except BatchlabError as err:
+                st.session_state["inputs_result"] = ("error", f"Not used: {err}")
+            else:
+                st.session_state["inputs_result"] = ("ok", f"{selected} now gets {said}.")
+            st.rerun()
+        if i2.button("Back to random inputs", key="inputs_clear",
+                     disabled=source.startswith("generated")):
+            engine.clear_inputs(selected)
+            st.rerun()
+        result = st.session_state.pop("inputs_result", None)
+        if result:
+            (st.success if result[0] == "ok" else st.error)(result[1])
         st.markdown("**Memory per batch size**")
         if remote is not None:
             st.caption("A remote model's memory is its server's: measure it there.")

@@ -223,6 +223,46 @@ def test_every_page_loads_without_exception_placeholders_or_cut_figures(server, 
         assert not cut, f"{title}: cut off: {cut}"
 
 
+def test_real_inputs_from_the_models_page(server, page: Page, tmp_path):
+    """A CSV of real rows for 'tiny' through the Models page: the engine then draws from
+    it, and the page says so; a file of the wrong width is refused with why."""
+    good, bad = tmp_path / "rows.csv", tmp_path / "wide.csv"
+    good.write_text("a,b,c,d\n" + "\n".join(f"{i},{i},{i},{i}" for i in range(5)) + "\n")
+    bad.write_text("a,b,c,d,e\n1,2,3,4,5\n")
+    open_app(page, server)
+    picker = page.locator('[data-testid="stSelectbox"]', has_text="Model").first
+    picker.click()
+    page.keyboard.type("tiny")
+    page.keyboard.press("Enter")
+    wait_ready(page)
+    expect(page.get_by_text(re.compile("send this model generated"))).to_be_visible()
+    uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1)
+    use = page.get_by_role("button", name="Use these inputs")
+    uploader.set_input_files(str(bad))
+    expect(use).to_be_enabled(timeout=20_000)  # the file has reached the server
+    wait_ready(page)
+    use.click()
+    expect(page.get_by_text(re.compile(r"Not used: wide.csv: the model takes 4 features"))
+           ).to_be_visible(timeout=20_000)
+    uploader.set_input_files(str(good))
+    expect(page.get_by_text("rows.csv", exact=True)).to_be_visible(timeout=20_000)
+    wait_ready(page)
+    use.click()
+    expect(page.get_by_text("tiny now gets real: rows.csv (5 samples).")).to_be_visible(
+        timeout=20_000)
+    engine = dashboard_engine()
+    try:
+        assert engine.input_source("tiny") == "real: rows.csv (5 samples)"
+        assert set(engine.sample_input("tiny", rows=20, seed=1)[:, 0]) <= {0, 1, 2, 3, 4}
+        page.get_by_role("button", name="Back to random inputs").click()
+        expect(page.get_by_text(re.compile("send this model generated"))).to_be_visible(
+            timeout=20_000)
+    finally:
+        engine.clear_inputs("tiny")
+        engine.close()
+    no_exception(page)
+
+
 def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     good = tmp_path / "uploaded-tiny.onnx"
     good.write_bytes(build_demo_model("tiny"))

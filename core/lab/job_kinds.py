@@ -57,7 +57,8 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         "load_kind": "rate" if rates_rps else "clients",
         "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
         "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
-        "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1)}
+        "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
+        "inputs": engine.input_source(target)}
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
@@ -91,7 +92,7 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         "load_kind": "rate", "loads": list(rates_rps), "duration_s": duration_s,
         "slo_p99_ms": p99_ms, "min_throughput_rps": min_throughput_rps,
         "max_memory_mib": max_memory_mib, "policy": kw.get("policy", "deadline"),
-        "grid_points": grid}
+        "grid_points": grid, "inputs": engine.input_source(target)}
 
     def progress(points: int, row: dict[str, Any]) -> None:
         job.partial.append(row)

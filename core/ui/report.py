@@ -233,6 +233,7 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
         "loads": ", ".join(f"{v:,.0f}" for v in sorted(frame["load"].unique()))
                  + f" ({first.get('load_kind', 'rate')})",
         "seconds per point": cfg.get("duration_s"),
+        "inputs": cfg.get("inputs") or "not recorded (runs saved before inputs were)",
         "measurement": "windows until the last 3 agree within 10 % on throughput and p99 "
                        "(up to 10; otherwise unstable)" if "windows" in frame else "one window",
     }
