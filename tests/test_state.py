@@ -72,6 +72,9 @@ def test_a_killed_server_comes_back_with_models_settings_remotes_and_experiments
                           session=SessionConfig(intra_op_threads=1))
         engine.load_model(build_demo_model("tiny"), name="tiny-b")
         engine.configure("tiny-b", max_batch_size=4, max_queue=77)
+        rows = tmp_path / "rows.npy"
+        np.save(rows, np.arange(20, dtype=np.float32).reshape(5, 4))
+        engine.set_inputs("tiny-b", rows, label="five rows")
         engine.add_remote("far", url=far[1].url, model="ident", timeout_s=5.0,
                           batch=BatchConfig(timeout_ms=2500.0))
         engine.create_ab("exp", a="tiny", b="tiny-b", b_share=0.25, mode="sticky", seed=7)
@@ -79,11 +82,15 @@ def test_a_killed_server_comes_back_with_models_settings_remotes_and_experiments
         engine.unload_model("gone")
         before = _what_it_serves(engine)
         assert before["models"] == ["far", "tiny", "tiny-b"]
+        drawn = engine.sample_input("tiny-b", rows=6, seed=2)
 
         _kill_and_restart(proc)
 
         after = _what_it_serves(engine)
         assert after == before
+        # its real inputs came back too, under their name, drawing the same rows
+        assert engine.input_source("tiny-b") == "real: five rows (5 samples)"
+        np.testing.assert_array_equal(engine.sample_input("tiny-b", rows=6, seed=2), drawn)
         restored = engine.server_info(refresh=True)["restored"]
         assert restored["models"] == ["tiny", "tiny-b"] and restored["remotes"] == ["far"]
         assert restored["experiments"] == ["exp"] and restored["failed"] == []

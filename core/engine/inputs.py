@@ -32,11 +32,11 @@ class InputMethods:
     _inputs: dict[str, SampleInputs]
 
     def set_inputs(self, name: str, data: bytes | str | Path,
-                   filename: str | None = None) -> str:
+                   filename: str | None = None, label: str | None = None) -> str:
         """Give model ``name`` real inputs: a file's bytes (``filename`` says its kind:
         .npy, .npz, .csv, .parquet, or perf_analyzer's .json) or a path. Checked against the
         model's inputs; from now on generated load draws from them. Returns what they are
-        (``"real: iris.csv (150 samples)"``)."""
+        (``"real: iris.csv (150 samples)"``); ``label`` names them instead of the file."""
         if isinstance(data, (str, Path)):
             path = Path(data)
             if path.stat().st_size > 4 * MAX_INPUT_BYTES:
@@ -51,6 +51,8 @@ class InputMethods:
                                      f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
         entry = self._ns.entry(name)
         samples = read_inputs(bytes(data), filename, entry.info)
+        if label:
+            samples.source = str(label)
         self._inputs[name] = samples
         self._ab.arm_changed(name, f"now gets real inputs ({samples.describe()})")
         return samples.describe()
@@ -60,6 +62,11 @@ class InputMethods:
         self._ns.entry(name)
         if self._inputs.pop(name, None) is not None:
             self._ab.arm_changed(name, "gets generated inputs again")
+
+    def real_inputs(self, name: str) -> SampleInputs | None:
+        """The real inputs of ``name`` (this process only: a server keeps them in its state
+        folder), or None."""
+        return self._inputs.get(name)
 
     def _refit_inputs(self, name: str) -> None:
         """After a hot swap: keep the real inputs if the new version takes them."""

@@ -13,7 +13,10 @@ __all__ = ["StateMethods"]
 
 
 class StateMethods:
-    """Mixed into the engine: reads its namespace (``self._ns``) and settings."""
+    """Mixed into the engine: reads its namespace (``self._ns``), settings and real inputs
+    (``self._inputs``)."""
+
+    _inputs: dict[str, Any]
 
     def persistent_state(self) -> dict[str, Any]:
         """What a server keeps across a restart (:mod:`core.serving.state`): local models
@@ -31,9 +34,12 @@ class StateMethods:
                     remotes.append({"name": name, "batch": batch, **recipe})
                 continue
             info = entry.info
+            real = self._inputs.get(name)
             models.append({"name": name, "sha256": info.sha256, "batch": batch,
                            "session": self.session_config(name), "source": info.source,
-                           "description": info.description})
+                           "description": info.description,
+                           "inputs": None if real is None else
+                           {"label": real.source, "sha256": real.digest()}})
         experiments = []
         for name in self.ab_experiments():
             exp = self._ns.experiment(name)

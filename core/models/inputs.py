@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import PurePath
@@ -73,6 +74,20 @@ class SampleInputs:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.arrays.values())
+
+    def digest(self) -> str:
+        """A content hash (arrays and label): what a state folder compares."""
+        h = hashlib.sha256(self.source.encode())
+        for name in sorted(self.arrays):
+            a = self.arrays[name]
+            h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def to_npz(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays)
+        return buf.getvalue()
 
 
 def _refuse(message: str) -> InputValidationError:

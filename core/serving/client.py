@@ -328,12 +328,14 @@ class RemoteEngine:
                           {"name": name, **kwargs})
 
     @functools.wraps(Engine.set_inputs)
-    def set_inputs(self, name: str, data: Any, filename: str | None = None) -> str:
+    def set_inputs(self, name: str, data: Any, filename: str | None = None,
+                   label: str | None = None) -> str:
         # A path names a file here, on the client: read it and send its bytes.
         if isinstance(data, (str, Path)):
             path = Path(data)
             filename, data = filename or path.name, path.read_bytes()
-        return self._call("engine", "set_inputs", (name, bytes(data)), {"filename": filename})
+        return self._call("engine", "set_inputs", (name, bytes(data)),
+                          {"filename": filename, "label": label})
 
     # -- lifecycle ---------------------------------------------------------------------
     @property

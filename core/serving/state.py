@@ -6,6 +6,7 @@ A model repository in Triton's layout, so the folder is also one Triton can serv
     STATE/models/NAME/config.pbtxt      Triton's batching (max_batch_size, dynamic_batching)
     STATE/models/NAME/batchlab.json     Batchlab's settings: batch (all of BatchConfig),
                                         session options, provenance, content hash, order
+    STATE/models/NAME/inputs.npz        its real inputs, when it has some (set_inputs)
     STATE/remotes.json                  remote models: how each was added (headers
                                         included, so the file is readable by its owner only)
     STATE/experiments.json              A/B experiments: arms, split, mode, seed
@@ -102,6 +103,7 @@ class StateDir:
         self._lock = threading.Lock()
         self._saved: str | None = None         # fingerprint of the last state written
         self._hashes: dict[str, str] = {}      # model -> sha256 of the file on disk
+        self._inputs_saved: dict[str, str] = {}  # model -> digest of its inputs on disk
         # Remote models and experiments that did not come back at start: kept in the
         # files (tried again next start) until a model of that name is made again.
         self._pending_remotes: list[dict[str, Any]] = []
@@ -131,6 +133,7 @@ class StateDir:
                 if folder.is_dir() and folder.name not in keep:
                     shutil.rmtree(folder, ignore_errors=True)
                     self._hashes.pop(folder.name, None)
+                    self._inputs_saved.pop(folder.name, None)
             _write(self.root / "remotes.json",
                    json.dumps(state["remotes"], indent=1, default=str).encode(), private=True)
             _write(self.root / "experiments.json",
@@ -151,6 +154,15 @@ class StateDir:
                 return False  # replaced while we read it: the next save has the new one
             _write(folder / "1" / "model.onnx", data)
             self._hashes[name] = model["sha256"]
+        inputs, path = model.get("inputs"), folder / "inputs.npz"
+        if inputs is None:
+            path.unlink(missing_ok=True)
+        elif self._inputs_saved.get(name) != inputs["sha256"]:
+            real = engine.real_inputs(name)
+            if real is None or real.digest() != inputs["sha256"]:
+                return False  # changed while we read it: the next save has it
+            _write(path, real.to_npz())
+            self._inputs_saved[name] = inputs["sha256"]
         batch = model["batch"]
         _write(folder / "config.pbtxt", (
             f'name: "{name}"\nplatform: "onnxruntime_onnx"\n' + triton.pbtxt(
@@ -239,6 +251,11 @@ class StateDir:
                                   source_label=meta.get("source"),
                                   description=meta.get("description") or "")
             self._hashes[name] = meta["sha256"]
+            inputs = meta.get("inputs")
+            if inputs:  # its real inputs, under the name they were given
+                engine.set_inputs(name, (self.models / name / "inputs.npz").read_bytes(),
+                                  "inputs.npz", label=inputs["label"])
+                self._inputs_saved[name] = inputs["sha256"]
             done["models"].append(name)
         except (OSError, BatchlabError, KeyError, ValueError, TypeError) as err:
             done["failed"].append({"name": name, "kind": "model", "reason": str(err)})
