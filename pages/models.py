@@ -29,7 +29,9 @@ with st.container(border=True):
     up_col, opt_col = st.columns([3, 2])
     with up_col:
         uploaded = st.file_uploader(
-            f"ONNX model file (.onnx, up to {UPLOAD_LIMIT_MB} MB)", type=["onnx"],
+            # No type filter: a wrong file is refused by the loader in words (the browser's
+            # filter marked it with a red "!" seen only on hover, and no reason)
+            f"ONNX model file (.onnx, up to {UPLOAD_LIMIT_MB} MB)",
             key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
             help="Models that reference external data files are refused: an uploaded model "
                  "must carry all its weights.")
