@@ -490,11 +490,17 @@ def sidebar_status() -> None:
         if _restart_unseen():  # the engine was replaced since this page was drawn
             st.rerun(scope="app")
         status = engine.status()
-        if status.get("settings") != drawn and measuring_job(engine) is None:
-            # settings changed elsewhere (another tab, a notebook): redraw, so no widget
-            # shows a value the engine no longer has (not while a sweep changes them point
-            # by point: its page follows it, and redrawing would take CPU from it)
-            st.rerun(scope="app")
+        settings = status.get("settings")
+        if settings != drawn:
+            # Settings changed elsewhere (another tab, a notebook): redraw, so no widget
+            # shows a value the engine no longer has. Only when two ticks in a row saw the
+            # same new settings: this tab's own change is drawn by its own rerun, and a
+            # redraw landing on that one could swallow the next key press. Not while a
+            # sweep changes them point by point (redrawing would take CPU from it).
+            if st.session_state.get("_settings_seen") == settings \
+                    and measuring_job(engine) is None:
+                st.rerun(scope="app")
+            st.session_state["_settings_seen"] = settings
         st.caption("ENGINE")
         c1, c2 = st.columns(2)
         c1.metric("Models", status["models"])
