@@ -132,6 +132,17 @@ def click_until(page: Page, button, done, tries: int = 3) -> None:
                 raise
 
 
+def inspect_model(page: Page, name: str) -> None:
+    """Pick ``name`` in the Models page's Inspect box and wait until the page is drawn for
+    it (the box shows it and no run is going on)."""
+    page.locator('[data-testid="stSelectbox"]', has_text="Model").first.click()
+    page.keyboard.type(name)
+    page.keyboard.press("Enter")
+    wait_ready(page)
+    expect(page.get_by_role("combobox", name="Model")).to_have_value(name)
+    wait_ready(page)
+
+
 def no_exception(page: Page) -> None:
     expect(page.locator('[data-testid="stException"]')).to_have_count(0)
 
@@ -230,14 +241,7 @@ def test_real_inputs_from_the_models_page(server, page: Page, tmp_path):
     good.write_text("a,b,c,d\n" + "\n".join(f"{i},{i},{i},{i}" for i in range(5)) + "\n")
     bad.write_text("a,b,c,d,e\n1,2,3,4,5\n")
     open_app(page, server)
-    picker = page.locator('[data-testid="stSelectbox"]', has_text="Model").first
-    picker.click()
-    page.keyboard.type("tiny")
-    page.keyboard.press("Enter")
-    wait_ready(page)
-    # the page has been drawn for tiny (its uploader is tiny's) before a file is given
-    expect(page.get_by_role("combobox", name="Model")).to_have_value("tiny")
-    wait_ready(page)
+    inspect_model(page, "tiny")  # drawn for tiny (its uploader is tiny's) before a file
     expect(page.get_by_text(re.compile("send this model generated"))).to_be_visible()
     uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1)
     use = page.get_by_role("button", name="Use these inputs")
@@ -273,25 +277,19 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
     open_app(page, server)
 
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(bad))
-    expect(page.get_by_role("textbox", name="Register as")).to_have_value("not-a-model",
-                                                                         timeout=20_000)
-    wait_ready(page)
-    page.get_by_role("button", name="Load model").click()
-    expect(page.get_by_text(re.compile("Could not load not-a-model.onnx: .*PNG image"))
-           ).to_be_visible(timeout=20_000)
-
-    # A file that is not .onnx at all is refused in words on the page (the browser's own
-    # filter showed only a red "!" on hover, with no reason).
+    # A PNG named .onnx, and one named .png (a file that is not .onnx at all is refused in
+    # words on the page: the browser's own filter showed only a red "!" on hover).
     png = tmp_path / "picture.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(png))
-    expect(page.get_by_role("textbox", name="Register as")).to_have_value("picture",
-                                                                         timeout=20_000)
-    wait_ready(page)
-    page.get_by_role("button", name="Load model").click()
-    expect(page.get_by_text(re.compile("Could not load picture.png: .*PNG image"))
-           ).to_be_visible(timeout=20_000)
+    for path in (bad, png):
+        page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+            str(path))
+        expect(page.get_by_role("textbox", name="Register as")).to_have_value(
+            path.stem, timeout=20_000)
+        wait_ready(page)
+        page.get_by_role("button", name="Load model").click()
+        expect(page.get_by_text(re.compile(f"Could not load {re.escape(path.name)}: .*PNG "
+                                           "image"))).to_be_visible(timeout=20_000)
 
     # More of the hostile corpus through the uploader: each refused on the page, with why.
     for case in HOSTILE:
@@ -317,12 +315,7 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     expect(page.get_by_text("Loaded 'uploaded-tiny'")).to_be_visible(timeout=20_000)
     wait_ready(page)
     # Listed: it can be picked in the Inspect box, and the engine counts it.
-    picker = page.locator('[data-testid="stSelectbox"]', has_text="Model").first
-    picker.click()
-    page.keyboard.type("uploaded-tiny")
-    page.keyboard.press("Enter")
-    wait_ready(page)
-    expect(page.get_by_role("combobox", name="Model")).to_have_value("uploaded-tiny")
+    inspect_model(page, "uploaded-tiny")
     expect(page.get_by_text(re.compile("Batchable: leading dimension"))).to_be_visible()
     # Every demo model plus the upload (not just "some number": the sidebar shows the demo
     # count until it refreshes, and the assertion retries until it shows one more).

@@ -141,7 +141,10 @@ def test_what_cannot_come_back_says_why_and_is_tried_again(tmp_path, far):
         assert "sha256 differs" in failed["tiny"]["reason"]
         assert failed["far"]["kind"] == "remote model" and back.url in failed["far"]["reason"]
         assert failed["ab-far"]["kind"] == "experiment"
-        server.save_state()
+        again.configure("a", max_batch_size=5)  # a change: the state is written again
+        assert server.save_state()
+        # what did not come back is kept for the next start: the damaged model's folder too
+        assert (state / "models" / "tiny" / "1" / "model.onnx").read_bytes() == b"not the model"
         kept = json.loads((state / "remotes.json").read_text())
         assert [r["name"] for r in kept] == ["far"]  # kept for the next start
         assert [e["name"] for e in json.loads((state / "experiments.json").read_text())] \

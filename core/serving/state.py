@@ -108,6 +108,8 @@ class StateDir:
         # files (tried again next start) until a model of that name is made again.
         self._pending_remotes: list[dict[str, Any]] = []
         self._pending_experiments: list[dict[str, Any]] = []
+        self._pending_models: set[str] = set()
+        self._written: dict[str, str] = {}     # model -> its settings as last written
         self._jobs_saved: str | None = None
 
     # -- saving ----------------------------------------------------------------------
@@ -117,7 +119,8 @@ class StateDir:
             state = _plain(engine.persistent_state())
             names = {m["name"] for m in state["models"]} | {r["name"] for r in state["remotes"]}
             self._pending_remotes = [r for r in self._pending_remotes if r["name"] not in names]
-            state["remotes"] += [r for r in self._pending_remotes if r["name"] not in names]
+            state["remotes"] += self._pending_remotes
+            self._pending_models -= names
             taken = names | set(e["name"] for e in state["experiments"])
             self._pending_experiments = [e for e in self._pending_experiments
                                          if e["name"] not in taken]
@@ -128,12 +131,15 @@ class StateDir:
             for order, model in enumerate(state["models"]):
                 if not self._save_model(engine, order, model):
                     return True  # it went away meanwhile: the next save writes the rest
-            keep = {m["name"] for m in state["models"]}
+            # a model that did not come back at start keeps its folder (tried again next
+            # start) until a model of its name is loaded
+            keep = {m["name"] for m in state["models"]} | self._pending_models
             for folder in self.models.iterdir():
                 if folder.is_dir() and folder.name not in keep:
                     shutil.rmtree(folder, ignore_errors=True)
                     self._hashes.pop(folder.name, None)
                     self._inputs_saved.pop(folder.name, None)
+                    self._written.pop(folder.name, None)
             _write(self.root / "remotes.json",
                    json.dumps(state["remotes"], indent=1, default=str).encode(), private=True)
             _write(self.root / "experiments.json",
@@ -163,6 +169,9 @@ class StateDir:
                 return False  # changed while we read it: the next save has it
             _write(path, real.to_npz())
             self._inputs_saved[name] = inputs["sha256"]
+        written = json.dumps({"order": order, **model}, sort_keys=True, default=str)
+        if self._written.get(name) == written:
+            return True  # its settings are on disk already
         batch = model["batch"]
         _write(folder / "config.pbtxt", (
             f'name: "{name}"\nplatform: "onnxruntime_onnx"\n' + triton.pbtxt(
@@ -173,6 +182,7 @@ class StateDir:
                         "batchlab.json")).encode())
         _write(folder / "batchlab.json", json.dumps(
             {"version": STATE_VERSION, "order": order, **model}, indent=1).encode())
+        self._written[name] = written
         return True
 
     def save_jobs(self, jobs: list[dict[str, Any]]) -> None:
@@ -258,6 +268,7 @@ class StateDir:
                 self._inputs_saved[name] = inputs["sha256"]
             done["models"].append(name)
         except (OSError, BatchlabError, KeyError, ValueError, TypeError) as err:
+            self._pending_models.add(name)
             done["failed"].append({"name": name, "kind": "model", "reason": str(err)})
 
     def _restore_remote(self, engine: Any, recipe: dict[str, Any],
