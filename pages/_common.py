@@ -241,8 +241,8 @@ def require_engine() -> bool:
     where = engine.url if isinstance(engine, RemoteEngine) else "in this process"
     if _own_server() and isinstance(engine, RemoteEngine):
         st.error(f"The engine server this dashboard started ({where}) is not answering and "
-                 "could not be started again yet; see data/engine-server.log. This page "
-                 "retries every 2 seconds and comes back by itself.",
+                 f"could not be started again yet; see {_server_process().log_path}. This "
+                 "page retries every 2 seconds and comes back by itself.",
                  icon=":material/cloud_off:")
     else:
         st.error(f"The engine at {where} is not answering. Start it with `make serve` (or "
