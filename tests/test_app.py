@@ -478,6 +478,18 @@ def test_charts_read_cleanly(engine):
     assert empty.layout.yaxis.range is not None and empty.layout.yaxis.range[0] == 0
     assert empty.layout.modebar.orientation == "v"
     assert charts.COLORS["err_a"] != charts.COLORS["err_b"]
+    # a second at 200 req/s: readable rows (at least 4 px each), not a faint diagonal
+    n = 200
+    frame = pd.DataFrame({
+        "request_id": range(n), "batch_id": [i // 8 for i in range(n)],
+        "batch_rows": 8, "release_reason": "full", "arrived_s": [i / 200 for i in range(n)],
+        "started_s": [(i // 8 * 8 + 8) / 200 for i in range(n)],
+        "done_s": [(i // 8 * 8 + 8) / 200 + 0.001 for i in range(n)], "ok": True,
+        "wait_ms": 1.0, "compute_ms": 1.0})
+    fig = charts.timeline_figure(frame)
+    rows = len(fig.data[0].y)
+    assert rows <= 120 and fig.layout.height >= 4 * rows
+    assert "the last 120 of 200 requests" in fig.layout.title.text
 
 
 def go_figure_with_latency_axis(charts, values):

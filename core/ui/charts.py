@@ -288,13 +288,16 @@ _REASON_COLORS = {"full": "#2563eb", "deadline": "#16a34a", "adaptive": "#7c3aed
 
 
 def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
-                    max_requests: int = 300, title: str = "Batches forming: the last second"
+                    max_requests: int = 120, title: str = "Batches forming: the last second"
                     ) -> go.Figure:
     """A Gantt of recent requests (``engine.timeline``): each request one row, a grey bar
     while it waits in the queue and a coloured bar while its batch runs (colour: why the
     batch left), grouped by batch; a failed request is red. Time in ms from the first
-    arrival shown."""
+    arrival shown. At most the last ``max_requests`` are drawn, each row at least 4 px
+    tall (hundreds in one chart made a faint diagonal line); the title says how many of
+    how many."""
     fig = go.Figure()
+    total = len(frame)
     f = frame.tail(max_requests) if len(frame) > max_requests else frame
     if f.empty:
         fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
@@ -334,9 +337,11 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
     fig.update_xaxes(title="ms")
     note = f"max wait {max_wait_ms:g} ms · " if max_wait_ms is not None else ""
-    return _layout(fig, title, "requests, by batch", height=360).update_layout(
-        title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, "
-                        f"{len(f)} requests)"), hovermode="closest")
+    shown = f"{len(f)} requests" if len(f) == total else f"the last {len(f)} of {total} requests"
+    return _layout(fig, title, "requests, by batch",
+                   height=max(360, min(900, 120 + 5 * len(f)))).update_layout(
+        title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, {shown})"),
+        hovermode="closest")
 
 
 def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
