@@ -57,11 +57,8 @@ def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
 
 def _no_data(fig: go.Figure) -> bool:
     """Whether no trace of ``fig`` has a point to draw."""
-    for trace in fig.data:
-        values = getattr(trace, "y", None)
-        if values is not None and len(values) and any(v is not None and v == v for v in values):
-            return False
-    return True
+    ys = [t.y for t in fig.data if getattr(t, "y", None) is not None]
+    return not any(v is not None and v == v for y in ys for v in y)
 
 
 def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
