@@ -200,6 +200,11 @@ def test_a_job_cut_short_by_a_kill_is_marked_so_with_its_points_kept(tmp_path):
 
 
 def test_state_dir_writes_only_what_changed(tmp_path):
+    from core.serving.control import ENGINE_CONTRACT, STATE_METHODS
+    # the methods after which the server writes its state before answering are all
+    # contract methods that change things (not reads)
+    assert STATE_METHODS <= set(ENGINE_CONTRACT)
+    assert not any(ENGINE_CONTRACT[m].reads for m in STATE_METHODS)
     engine = Engine(demo_models=False)
     try:
         engine.load_model(identity_model(), name="a")

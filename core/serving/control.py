@@ -25,7 +25,8 @@ from core.errors import ConfigError
 from core.protocol import HTTPError
 from .wire_types import WIRE
 
-__all__ = ["Method", "ENGINE_CONTRACT", "ENGINE_METHODS", "STORE_CONTRACT", "STORE_METHODS",
+__all__ = ["Method", "ENGINE_CONTRACT", "ENGINE_METHODS", "STATE_METHODS", "STORE_CONTRACT",
+           "STORE_METHODS",
            "ARGUMENT_TYPES", "call", "server_info"]
 
 @dataclass(frozen=True)
@@ -61,6 +62,12 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "set_inputs": _W, "clear_inputs": _W, "input_source": _R, "session_config": _R,
 }
 ENGINE_METHODS = frozenset(ENGINE_CONTRACT)
+#: The methods that change what a server keeps across a restart (core/serving/state.py):
+#: after one of these the state is written before the answer; other writes (predict,
+#: traffic, jobs...) leave it to the periodic save.
+STATE_METHODS = frozenset({
+    "load_model", "unload_model", "configure", "create_ab", "update_ab", "delete_ab",
+    "ab_match_settings", "add_remote", "set_inputs", "clear_inputs"})
 
 #: Experiment-history methods (``engine.store``).
 STORE_CONTRACT: dict[str, Method] = {

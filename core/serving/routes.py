@@ -204,9 +204,17 @@ class Routes:
     def _route_control(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
         try:
             return self._control_answer(method, path, req)
-        finally:  # a write (even one that failed half-way) may have changed the state
-            if self.on_change is not None and method == "POST" and self._writes(path):
+        finally:  # a change (even one that failed half-way) may have changed the state
+            if self.on_change is not None and method == "POST" and self._changes_state(path):
                 self.on_change()
+
+    @staticmethod
+    def _changes_state(path: str) -> bool:
+        """Whether a request may change what the server keeps across a restart."""
+        if path.startswith("/v2/repository/models/"):
+            return True
+        m = _CONTROL_PATH.match(path)
+        return m is not None and m.group(1) == "engine" and m.group(2) in control.STATE_METHODS
 
     def _control_answer(self, method: str, path: str, req: RequestIn) -> tuple[int, Any]:
         engine = self.engine
