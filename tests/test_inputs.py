@@ -186,3 +186,26 @@ def test_remote_engine_sends_the_file_from_where_the_notebook_is(tmp_path):
         finally:
             client.close()
             server.close()
+
+
+def test_a_file_that_would_unpack_past_the_bound_is_refused_before_it_is_read():
+    """A compressed .npz of zeros unpacks to far more than its size: refused on the sizes
+    its zip directory declares, before numpy allocates anything; broken perf_analyzer
+    requests and a bare number are refused with the reason."""
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="m")
+        buf = io.BytesIO()
+        np.savez_compressed(buf, x=np.zeros((6_000_000, 3), np.float32))  # 72 MB unpacked
+        assert len(buf.getvalue()) < 1_000_000
+        with pytest.raises(InputValidationError, match="unpacks to 68.7 MiB, over the 64"):
+            engine.set_inputs("m", buf.getvalue(), "zeros.npz")
+        bad = {"data": [{"x": {"content": [1, 2, 3, 4], "shape": [1, 3]}}]}
+        with pytest.raises(InputValidationError, match="does not fill its shape"):
+            engine.set_inputs("m", json.dumps(bad).encode(), "bad.json")
+        mixed = {"data": [{"x": [1, 2, 3]}, {"x": [[1, 2], [3, 4]]}]}
+        with pytest.raises(InputValidationError, match="do not fit together|has shape"):
+            engine.set_inputs("m", json.dumps(mixed).encode(), "mixed.json")
+        one = io.BytesIO()
+        np.save(one, np.float32(3.0))
+        with pytest.raises(InputValidationError, match="a single number"):
+            engine.set_inputs("m", one.getvalue(), "one.npy")

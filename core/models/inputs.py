@@ -105,6 +105,8 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
             arr = np.asarray(values).astype(dtype)
     except (TypeError, ValueError) as err:
         raise _refuse(f"{where}: input {name!r} is not numbers of {dtype} ({err})") from None
+    if arr.ndim == 0:
+        raise _refuse(f"{where}: input {name!r} is a single number; give samples (rows)")
     src = np.asarray(values)
     if dtype.kind == "f" and not np.isfinite(arr).all() and np.isfinite(
             src.astype(np.float64, copy=False)).all():
@@ -143,6 +145,14 @@ def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[An
                 raise _refuse(f"{where}: request {k} has no input {spec.name!r} (it has "
                               f"{', '.join(map(str, entry))})")
             value = entry[spec.name]
+            if isinstance(value, dict) and "content" in value and "shape" in value:
+                try:
+                    arr = np.asarray(value["content"]).reshape(value["shape"])
+                except (ValueError, TypeError) as err:
+                    raise _refuse(f"{where}: request {k}, input {spec.name!r}: its content "
+                                  f"does not fill its shape ({err})") from None
+                by_name[spec.name].append(arr)
+                continue
             if isinstance(value, dict):
                 if "b64" in value:
                     raise _refuse(f"{where}: request {k}: b64 values are not read; give "
@@ -174,6 +184,7 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
                           f"{', '.join(specs)}")
         columns = {one: _load_npy(data, where)}
     elif suffix == ".npz":
+        _check_unzipped(data, where)  # a compressed .npz can unpack to far more than it is
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 found = {k: z[k] for k in z.files}
@@ -191,12 +202,16 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
         columns = {_table_input(info, where): _read_table(data, suffix, info, where)}
     elif suffix == ".json":
         requests = _perf_analyzer(data, info, where)
-        if exact:  # one whole input per request
-            columns = {n: np.stack([_whole(a, specs[n], where) for a in v])
-                       for n, v in requests.items()}
-        else:  # each request's rows, one after the other
-            columns = {n: np.concatenate([_rows(a, specs[n], where) for a in v])
-                       for n, v in requests.items()}
+        try:
+            if exact:  # one whole input per request
+                columns = {n: np.stack([_whole(a, specs[n], where) for a in v])
+                           for n, v in requests.items()}
+            else:  # each request's rows, one after the other
+                columns = {n: np.concatenate([_rows(a, specs[n], where) for a in v])
+                           for n, v in requests.items()}
+        except ValueError as err:  # requests of different shapes, a shape that does not fit
+            raise _refuse(f"{where}: the requests' values do not fit together ({err}); each "
+                          "request must give every input in the model's shape") from None
     else:
         raise _refuse(f"{where}: inputs are read from {', '.join(INPUT_SUFFIXES)} files")
     arrays = {n: _fit(n, v, specs[n], exact, where) for n, v in columns.items()}
@@ -210,6 +225,20 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
         raise _refuse(f"{where}: {samples.nbytes / 2**20:.1f} MiB of inputs, over the "
                       f"{MAX_INPUT_BYTES // 2**20} MiB kept per model; use fewer samples")
     return samples
+
+
+def _check_unzipped(data: bytes, where: str) -> None:
+    """Refuse an .npz whose arrays would unpack past :data:`MAX_INPUT_BYTES`, before any
+    is read."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            size = sum(i.file_size for i in z.infolist())
+    except zipfile.BadZipFile as err:
+        raise _refuse(f"{where} is not a readable .npz ({err})") from None
+    if size > MAX_INPUT_BYTES + 2**20:
+        raise _refuse(f"{where} unpacks to {size / 2**20:.1f} MiB, over the "
+                      f"{MAX_INPUT_BYTES // 2**20} MiB kept per model; use fewer samples")
 
 
 def _fixed(spec: Any) -> tuple[Any, ...]:
