@@ -132,6 +132,23 @@ def click_until(page: Page, button, done, tries: int = 3) -> None:
                 raise
 
 
+def give_file(page: Page, uploader, path: Path, button, shown: str | None = None) -> None:
+    """Give ``uploader`` a file and wait until the server has it (``button`` enabled, the
+    file's name ``shown``). Streamlit drops an upload that lands during a rerun, as it
+    drops a key press: given again then (at most three times)."""
+    for _ in range(3):
+        uploader.set_input_files(str(path))
+        try:
+            expect(button).to_be_enabled(timeout=10_000)
+            if shown:
+                expect(page.get_by_text(shown, exact=True)).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            wait_ready(page)
+    expect(button).to_be_enabled()
+    wait_ready(page)
+
+
 def inspect_model(page: Page, name: str) -> None:
     """Pick ``name`` in the Models page's Inspect box and wait until the page is drawn for
     it (the box shows it and no run is going on)."""
@@ -245,15 +262,11 @@ def test_real_inputs_from_the_models_page(server, page: Page, tmp_path):
     expect(page.get_by_text(re.compile("send this model generated"))).to_be_visible()
     uploader = page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1)
     use = page.get_by_role("button", name="Use these inputs")
-    uploader.set_input_files(str(bad))
-    expect(use).to_be_enabled(timeout=20_000)  # the file has reached the server
-    wait_ready(page)
+    give_file(page, uploader, bad, use)
     use.click()
     expect(page.get_by_text(re.compile(r"Not used: wide.csv: the model takes 4 features"))
            ).to_be_visible(timeout=20_000)
-    uploader.set_input_files(str(good))
-    expect(page.get_by_text("rows.csv", exact=True)).to_be_visible(timeout=20_000)
-    wait_ready(page)
+    give_file(page, uploader, good, use, shown="rows.csv")
     use.click()
     expect(page.get_by_text("tiny now gets real: rows.csv (5 samples).")).to_be_visible(
         timeout=20_000)
