@@ -157,10 +157,7 @@ def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[An
                 if "b64" in value:
                     raise _refuse(f"{where}: request {k}: b64 values are not read; give "
                                   "them as numbers")
-                content, shape = value.get("content"), value.get("shape")
-                arr = np.asarray(content)
-                if shape is not None:
-                    arr = arr.reshape(shape)
+                arr = np.asarray(value.get("content"))  # content with its shape: above
             else:
                 arr = np.asarray(value)
             by_name[spec.name].append(arr)
