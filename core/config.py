@@ -177,7 +177,9 @@ class EngineConfig:
     demo_models: bool = True
     session: SessionConfig = field(default_factory=SessionConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
-    timeseries_seconds: int = 600
+    #: Seconds of per-second metrics kept per model: the Monitor's longest window (up to
+    #: ~8 KB per busy second; docs/benchmarks.md).
+    timeseries_seconds: int = 900
     close_timeout_s: float = 10.0
     #: Memory ONNX Runtime may allocate in this process (a shared, capped arena), and the
     #: bound on inputs Batchlab generates; ``None``: a quarter of the machine's memory.

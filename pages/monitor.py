@@ -6,8 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from core.ui import charts
-from pages._common import (chart_refresh, measuring_job, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_pct, fmt_rate, get_engine,
-                           live_fragment, live_interval, pick_target, stop_when_idle)
+from pages._common import (chart_refresh, measuring_job, paused_for_measurement, WINDOW_S, fmt_ms,
+                           fmt_num, fmt_pct, fmt_rate, fmt_s, get_engine, live_fragment,
+                           live_interval, pick_target, stop_when_idle)
+
+#: The time ranges the charts offer (those within what the engine keeps).
+RANGES = {"1 min": 60, "5 min": 300, "15 min": 900, "1 h": 3600}
 
 engine = get_engine()
 
@@ -33,6 +37,22 @@ with c2:
 
 interval = live_interval(engine)
 remote = not is_exp and engine.remote_info(target) is not None
+kept_s = engine.config.timeseries_seconds
+ranges = {label: s for label, s in RANGES.items() if s < kept_s}
+ranges[fmt_s(kept_s)] = kept_s  # everything kept
+r1, r2 = st.columns([2, 3])
+with r1:
+    range_label = st.segmented_control(
+        "Charts show the last", list(ranges), default=next(iter(ranges)),
+        key="monitor_range", required=True,
+        help=f"The engine keeps {fmt_s(kept_s)} of per-second metrics per model "
+             "(a server's --history-minutes).")
+window_s = ranges.get(range_label, charts.WINDOW_S)
+with r2:
+    marks = st.toggle("Mark changes on the charts", value=True, key="monitor_marks",
+                      help="A dotted line where settings changed, the model was swapped, "
+                           "a job or traffic started or ended, metrics were reset or inputs "
+                           "changed; hover its triangle for what.")
 
 
 def read(window_s: float | None = None):
@@ -74,13 +94,16 @@ def dashboard() -> None:
     ``chart_interval``."""
     if measuring_job(engine) is not None:
         return
-    snap = read(WINDOW_S)
+    snap = read(window_s)
     ts = snap.timeseries
+    span = fmt_s(window_s)
+    events = engine.events(target, since_s=window_s) if marks else None
+    live = dict(window_s=window_s, events=events)
     r1 = st.columns(2)
     with r1[0]:
-        st.plotly_chart(charts.latency_figure(ts), key="mon_latency")
+        st.plotly_chart(charts.latency_figure(ts, **live), key="mon_latency")
     with r1[1]:
-        st.plotly_chart(charts.throughput_figure(ts), key="mon_throughput")
+        st.plotly_chart(charts.throughput_figure(ts, **live), key="mon_throughput")
     r2 = st.columns(2)
     with r2[0]:
         st.plotly_chart(charts.breakdown_figure(
@@ -88,16 +111,17 @@ def dashboard() -> None:
             title="Where each request's time goes, last 10 s"),
             key="mon_breakdown")
     with r2[1]:
-        st.plotly_chart(charts.error_figure(ts), key="mon_errors")
+        st.plotly_chart(charts.error_figure(ts, **live), key="mon_errors")
     if remote:  # a remote model's batches are its server's: not visible to a client
         r3 = st.columns(2)
         with r3[0]:
             st.plotly_chart(charts.queue_compute_figure(
                 ts, title="Before sending vs round trip",
-                names=("before sending", "round trip")), key="mon_batches")
+                names=("before sending", "round trip"), **live), key="mon_batches")
         with r3[1]:
             st.plotly_chart(charts.queue_depth_figure(
-                ts, title="Waiting for a connection (max per second)"), key="mon_depth")
+                ts, title="Waiting for a connection (max per second)", **live),
+                key="mon_depth")
         st.caption("A remote model: each request is sent alone as it comes and its server "
                    "batches; latency is measured here, at the client.")
         server_view(engine.server_stats(target))
@@ -107,13 +131,13 @@ def dashboard() -> None:
             max_bs = None if is_exp or not engine.model_info(target).batchable \
                 else engine.batch_config(target).max_batch_size
             st.plotly_chart(charts.batch_size_figure(snap.batch_sizes, max_bs,
-                                                     title=f"Batch sizes, last {WINDOW_S} s"),
+                                                     title=f"Batch sizes, last {span}"),
                             key="mon_batches")
         with r3[1]:
-            st.plotly_chart(charts.queue_depth_figure(ts), key="mon_depth")
+            st.plotly_chart(charts.queue_depth_figure(ts, **live), key="mon_depth")
         with r3[2]:
             st.plotly_chart(charts.release_reasons_figure(
-                snap.release_reasons, title=f"Why batches left, last {WINDOW_S} s"),
+                snap.release_reasons, title=f"Why batches left, last {span}"),
                 key="mon_reasons")
 
     st.subheader("Recent errors", anchor=False)

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -308,6 +309,28 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     assert csv is not None
     at.button(key="monitor_reset").click().run()
     assert engine.metrics("mlp").total_requests == 0
+
+
+def test_monitor_offers_a_time_range_and_marks_changes(engine):
+    engine.predict("mlp", engine.sample_input("mlp"))
+    engine.configure("mlp", max_batch_size=8)
+    at = app("pages/monitor.py")
+    rng = at.segmented_control(key="monitor_range")
+    assert rng.options == ["1 min", "5 min", "15 min"] and rng.value == "1 min"
+    spec = figure(at, "Latency percentiles")
+    lo, hi = (pd.Timestamp(v) for v in spec["layout"]["xaxis"]["range"])
+    assert (hi - lo).total_seconds() == 60
+    marks = [t for t in spec["data"] if t.get("name") == "changes"]
+    assert marks and marks[0]["text"] == ["mlp: max_batch_size 32 → 8"]
+    rng.set_value("15 min").run()
+    spec = figure(at, "Latency percentiles")
+    lo, hi = (pd.Timestamp(v) for v in spec["layout"]["xaxis"]["range"])
+    assert (hi - lo).total_seconds() == 900
+    assert any(c for c in at.get("plotly_chart")
+               if "last 15 min" in json.loads(c.proto.spec)["layout"]["title"]["text"])
+    at.toggle(key="monitor_marks").set_value(False).run()
+    assert not [t for t in figure(at, "Latency percentiles")["data"]
+                if t.get("name") == "changes"]
 
 
 def test_get_engine_is_one_per_process(engine):

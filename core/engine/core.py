@@ -36,6 +36,7 @@ from core.batching import Prediction
 from core.config import BatchConfig, EngineConfig, SessionConfig
 from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
+from core.metrics.events import EventLog, describe_changes
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
                          default_memory_budget, demo_description, install_memory_budget,
                          sample_input)
@@ -45,6 +46,7 @@ from .namespace import Namespace
 from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
+from .events import EventMethods
 from .inputs import InputMethods
 from .remotes import RemoteMethods
 from .state import StateMethods
@@ -69,7 +71,7 @@ def _close_open_engines() -> None:
 
 
 class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
-                 InputMethods):
+                 InputMethods, EventMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -90,7 +92,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         # copy-on-write tables without it.
         self._lock = self._registry.lock
         self._ns = Namespace(self._registry, ExperimentRegistry())
-        self._ab = ExperimentRoom(self.config, self._ns, self.is_warm)
+        self._events = EventLog()  # marks for the charts (core/engine/events.py)
+        self._ab = ExperimentRoom(self.config, self._ns, self.is_warm, self._events)
         #: (host, port) pairs an engine server serves this engine on (core.serving).
         self.served_at: set[tuple[str, int]] = set()
         self._loader = Loader(self.config, self._ns, self.memory_budget_bytes,
@@ -130,6 +133,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe)
         if replace:
+            self._event(info.name, "swap", f"hot swap to {info.sha256[:12] or 'a new version'} "
+                        f"({info.source})")
             self._ab.arm_changed(info.name, "was replaced (a new version, or other session "
                                  "options)")
             self._refit_inputs(info.name)
@@ -227,6 +232,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         before = entry.served.config
         cfg = configure(name, entry, self._lock, changes)
         if cfg != before:
+            self._event(name, "settings", describe_changes(before, cfg))
             self._ab.arm_changed(name, "had its batch settings changed")
         return cfg
 
@@ -309,6 +315,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Zero the metrics of a model or experiment (or of everything)."""
         if name is not None:
             entry, exp = self._ns.resolve(name)
+            self._event(name, "reset", "metrics reset")
             if entry is not None:
                 entry.metrics.reset()
             else:
@@ -387,6 +394,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     def _removed(self, name: str) -> None:
         self._inputs.pop(name, None)
+        self._events.forget(name)
         _call_hooks(self.on_removed, name)
 
 

@@ -15,6 +15,7 @@ from core.ab import ABExperiment, ABReport, arm_differences
 from core.config import BatchConfig, EngineConfig
 from core.errors import ConfigError
 from core.metrics import MetricsSnapshot
+from core.metrics.events import EventLog, describe_changes
 from core.models import ModelInfo
 from .namespace import Namespace
 
@@ -49,8 +50,9 @@ class ExperimentRoom:
     """Create, change, delete and report A/B experiments (the engine holds the lock)."""
 
     def __init__(self, config: EngineConfig, namespace: Namespace,
-                 is_warm: Callable[[str], bool]) -> None:
+                 is_warm: Callable[[str], bool], events: EventLog | None = None) -> None:
         self.config = config
+        self.events = events or EventLog()
         self.ns = namespace
         self.table = namespace.experiments
         self.registry = namespace.registry
@@ -102,7 +104,7 @@ class ExperimentRoom:
             exp = self.ns.experiment(name)
             if a is not None or b is not None:
                 self.check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
-            before = (exp.a, exp.b, exp.mode)
+            before = (exp.a, exp.b, exp.mode, exp.b_share)
             exp.update(b_share=b_share, a=a, b=b, mode=mode)
         changes = [f"arm {arm} is now {new!r}" for arm, old, new in
                    (("A", before[0], exp.a), ("B", before[1], exp.b)) if old != new]
@@ -110,6 +112,10 @@ class ExperimentRoom:
             changes.append(f"routing is now {exp.mode}")
         if changes:
             exp.new_segment("; ".join(changes))
+        if exp.b_share != before[3]:
+            changes.append(f"B's share {before[3]:.2f} → {exp.b_share:.2f}")
+        if changes:
+            self.events.add(name, "ab", "; ".join(changes))
         return exp.report()
 
     def delete(self, name: str) -> None:
@@ -141,9 +147,12 @@ class ExperimentRoom:
             exp = self.ns.experiment(name)
             a_cfg = self.ns.entry(exp.a).served.config
             b_entry = self.ns.entry(exp.b)
-            changed = b_entry.served.config != a_cfg
+            b_cfg = b_entry.served.config
+            changed = b_cfg != a_cfg
             b_entry.served.configure(a_cfg)
         if changed:
+            self.events.add(exp.b, "settings", "given arm A's settings: "
+                            + describe_changes(b_cfg, a_cfg))
             self.arm_changed(exp.b, "given arm A's batch settings")
         return a_cfg
 

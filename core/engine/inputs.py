@@ -30,6 +30,7 @@ class InputMethods:
     _ns: Any
     _ab: Any
     _inputs: dict[str, SampleInputs]
+    _events: Any
 
     def set_inputs(self, name: str, data: bytes | str | Path,
                    filename: str | None = None, label: str | None = None) -> str:
@@ -54,6 +55,7 @@ class InputMethods:
         if label:
             samples.source = str(label)
         self._inputs[name] = samples
+        self._events.add(name, "inputs", samples.describe())
         self._ab.arm_changed(name, f"now gets real inputs ({samples.describe()})")
         return samples.describe()
 
@@ -61,6 +63,7 @@ class InputMethods:
         """Go back to generated inputs for ``name``."""
         self._ns.entry(name)
         if self._inputs.pop(name, None) is not None:
+            self._events.add(name, "inputs", "generated inputs again")
             self._ab.arm_changed(name, "gets generated inputs again")
 
     def real_inputs(self, name: str) -> SampleInputs | None:
@@ -76,6 +79,8 @@ class InputMethods:
         from core.models.inputs import refit
         if not refit(real, self._ns.entry(name).info):
             del self._inputs[name]
+            self._events.add(name, "inputs", "real inputs dropped: the new version does not "
+                             "take them; generated inputs again")
 
     def input_source(self, name: str) -> str:
         """What generated load sends ``name`` (for an A/B experiment: arm A's):

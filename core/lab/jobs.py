@@ -74,6 +74,8 @@ class Job:
         self.partial: list[Any] = []
         #: the history run holding its results so far (kept if the job is cut short)
         self.run_id: int | None = None
+        #: called with the final state before ``done`` is set (the manager's hook)
+        self.on_finish: Callable[[str], None] | None = None
 
     def progress(self, fraction: float, message: str = "") -> None:
         with self._lock:
@@ -90,6 +92,8 @@ class Job:
                 self._progress = 1.0
             if message:
                 self._message = message
+        if self.on_finish is not None:
+            self.on_finish(state)
         self.done.set()
 
     def status(self, with_result: bool = True) -> JobStatus:
@@ -106,8 +110,11 @@ class Job:
 class JobManager:
     """Runs jobs on threads and keeps the last ``keep`` finished ones."""
 
-    def __init__(self, keep: int = 50) -> None:
+    def __init__(self, keep: int = 50,
+                 on_change: Callable[[Job, str], None] | None = None) -> None:
         self._jobs: OrderedDict[int, Job] = OrderedDict()
+        #: Called with a job and "started", then with its final state.
+        self._on_change = on_change
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._keep = keep
@@ -125,8 +132,10 @@ class JobManager:
                         raise ConfigError(f"a {kind} of {target!r} is already running (job "
                                           f"{other.job_id}); wait for it or cancel it first")
             job = Job(next(self._ids), kind, target, dict(params or {}))
+            job.on_finish = lambda state: self._tell(job, state)
             self._jobs[job.job_id] = job
             self._trim()
+        self._tell(job, "started")
         threading.Thread(target=self._run, args=(job, work), name=f"job-{job.job_id}-{kind}",
                          daemon=True).start()
         return job.status()
@@ -135,6 +144,13 @@ class JobManager:
         finished = [j for j in self._jobs.values() if j.done.is_set()]
         for j in finished[: max(0, len(finished) - self._keep)]:
             del self._jobs[j.job_id]
+
+    def _tell(self, job: Job, what: str) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(job, what)
+            except Exception:  # noqa: BLE001 - a mark must not fail a job
+                log.exception("job event hook failed")
 
     @staticmethod
     def _run(job: Job, work: Callable[[Job], Any]) -> None:

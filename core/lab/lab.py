@@ -34,7 +34,8 @@ class Lab:
     def __init__(self, engine: EngineCore) -> None:
         self.engine = engine
         self.traffic = TrafficManager(engine.submit)
-        self.jobs = JobManager()
+        self.jobs = JobManager(on_change=lambda job, what: engine._event(
+            job.target, "job", f"{job.kind} (job {job.job_id}) {what}"))
         self._store: ExperimentStore | None = None
         engine.on_removed.append(self.traffic.stop)
         engine.on_close.append(self._close)
@@ -66,10 +67,14 @@ class Lab:
         # Keys for every experiment, like traffic from 1,000 users: the experiment may be
         # switched to sticky routing (which needs them) while the traffic runs.
         remote = any(engine.remote_info(m) is not None for m in models)
-        return self.traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
-                                  rows_per_request=rows_per_request, duration_s=duration_s,
-                                  seed=seed, key_pool=1000 if is_exp else None,
-                                  client_cpu=helpers_cpu_s if remote else None)
+        status = self.traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
+                                    rows_per_request=rows_per_request, duration_s=duration_s,
+                                    seed=seed, key_pool=1000 if is_exp else None,
+                                    client_cpu=helpers_cpu_s if remote else None)
+        engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
+                      + (f" × {rows_per_request} rows" if rows_per_request != 1 else "")
+                      + (f" for {duration_s:g} s" if duration_s else ""))
+        return status
 
     def start_job(self, kind: str, target: str, **params: Any) -> JobStatus:
         spec = JOB_KINDS.get(kind)

@@ -145,7 +145,12 @@ def _sparse(hist: Any) -> Any:
     if view is None:
         return None
     nz = np.flatnonzero(view)
-    return (nz, view[nz].copy()) if len(nz) else None
+    if not len(nz):
+        return None
+    # Kept for every second of the series: 4-byte indices and counts (a second's count of
+    # one bucket is far below 2**32), half what int64 takes.
+    counts = view[nz]
+    return nz.astype(np.int32), counts.astype(np.uint32 if counts.max() < 2**32 else np.int64)
 
 
 def _merged(parts: list[Any]) -> _HistCopy:

@@ -67,6 +67,9 @@ from .routes import DEFAULT_MAX_BODY, Routes
 from .state import STATE_ENV, STATE_INTERVAL_S, StateDir
 from .tuning import tune_for_serving
 
+#: Minutes of per-second metrics a server keeps (``--history-minutes``).
+HISTORY_ENV = "BATCHLAB_HISTORY_MINUTES"
+
 __all__ = ["EngineServer", "main", "MAX_CONNECTIONS", "TOKEN_ENV"]
 
 log = logging.getLogger("batchlab.server")
@@ -315,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
                          "experiments in this folder (Triton's repository layout) and load "
                          "them again at start (default: BATCHLAB_STATE_DIR; none: nothing "
                          "is kept)")
+    ap.add_argument("--history-minutes", type=float,
+                    default=os.environ.get(HISTORY_ENV, "").strip() or 15.0,
+                    help="per-second metrics kept for the Monitor's charts and windows, "
+                         "per model (default 15, or BATCHLAB_HISTORY_MINUTES; up to ~8 KB "
+                         "per second of busy traffic)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -328,9 +336,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # Uploads come from anyone who can reach the server: each is first run once in a child
     # process under the memory budget and a time limit (core/models/probe.py).
+    try:
+        minutes = float(args.history_minutes)
+    except ValueError:
+        minutes = float("nan")
+    if not 0.5 <= minutes <= 1440:
+        ap.error(f"--history-minutes (or {HISTORY_ENV}) must be a number of minutes from 0.5 "
+                 f"to 1440 (a day), got {args.history_minutes!r}")
     engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
                                  probe_models=not args.no_probe,
-                                 demo_models=not args.no_demo_models))
+                                 demo_models=not args.no_demo_models,
+                                 timeseries_seconds=round(minutes * 60)))
     tune_for_serving()
     raise_fd_limit(args.max_connections + 1024)
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),

@@ -19,94 +19,16 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from .live import (add_events, error_figure, latency_figure, queue_compute_figure,
+                   queue_depth_figure, throughput_figure)
+from .style import COLORS, WINDOW_S, _layout, recent, style
+
 __all__ = [
     "runs_figure", "ab_figure", "timeline_figure", "breakdown_figure",
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
-    "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure",
+    "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",
 ]
-
-COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
-          "err": "#dc2626", "queue": "#f59e0b", "compute": "#2563eb", "depth": "#7c3aed",
-          "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a",
-          # errors of arm A and arm B side by side: two reds told apart at a glance
-          "err_a": "#dc2626", "err_b": "#7f1d1d"}
-
-
-WINDOW_S = 60
-
-
-def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
-            ts: pd.DataFrame | None = None) -> go.Figure:
-    """House style; with ``ts`` the x axis is a fixed window of the last minute."""
-    # The toolbar stands at the right edge, upright, so a title is never under it.
-    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
-                      margin=dict(l=10, r=30, t=40, b=10), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
-                      yaxis_title=y_title, hovermode="x unified",
-                      modebar=dict(orientation="v"))
-    if ts is not None and not ts.empty:
-        end = ts["time"].max() + pd.Timedelta(seconds=1)
-        fig.update_xaxes(range=[end - pd.Timedelta(seconds=WINDOW_S), end],
-                         tickformat="%H:%M:%S")
-    if _no_data(fig) and fig.layout.yaxis.type in (None, "linear", "-") \
-            and fig.layout.yaxis.range is None:
-        fig.update_yaxes(range=[0, 1])  # nothing yet: no negative counts or times on the axis
-    return fig
-
-
-def _no_data(fig: go.Figure) -> bool:
-    """Whether no trace of ``fig`` has a point to draw."""
-    ys = [t.y for t in fig.data if getattr(t, "y", None) is not None]
-    return not any(v is not None and v == v for y in ys for v in y)
-
-
-def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
-          height: int = 300) -> go.Figure:
-    """Apply the house style to a figure built elsewhere (e.g. per-arm charts)."""
-    return _layout(fig, title, y_title, height=height, ts=ts)
-
-
-def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
-    """The last ``seconds`` rows of a per-second series."""
-    return ts.tail(seconds) if len(ts) > seconds else ts
-
-
-def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str) -> None:
-    if ts.empty or ts[column].isna().all():
-        fig.add_annotation(text="no traffic yet: start traffic on the Batching page",
-                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                           font=dict(color="#64748b"))
-
-
-def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per second)") -> go.Figure:
-    ts = recent(ts)
-    fig = go.Figure()
-    for col, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-        fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
-                                 line=dict(color=COLORS[name], width=2), connectgaps=False))
-    _empty_note(fig, ts, "p50_ms")
-    return _layout(fig, title, "ms", ts=ts)
-
-
-def throughput_figure(ts: pd.DataFrame, title: str = "Throughput") -> go.Figure:
-    ts = recent(ts)
-    fig = go.Figure()
-    fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served / s",
-                         marker_color=COLORS["ok"]))
-    fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
-                         marker_color=COLORS["err"]))
-    fig.update_layout(barmode="stack", bargap=0.05)
-    return _layout(fig, title, "requests / s", ts=ts)
-
-
-def error_figure(ts: pd.DataFrame, title: str = "Error rate") -> go.Figure:
-    ts = recent(ts)
-    fig = go.Figure(go.Scatter(x=ts["time"], y=ts["error_rate"] * 100, name="error rate",
-                               mode="lines", fill="tozeroy", line=dict(color=COLORS["err"])))
-    fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, title, "% of requests", ts=ts)
-
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
                       title: str = "Batch sizes (rows per batch)") -> go.Figure:
@@ -136,29 +58,6 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#64748b"))
     return _layout(fig, title, "batches")
-
-
-def queue_compute_figure(ts: pd.DataFrame,
-                         title: str = "Where the time goes: queue vs compute",
-                         names: tuple[str, str] = ("waiting in queue", "computing")
-                         ) -> go.Figure:
-    """Mean queue and compute time per second, stacked (``names`` label the two: a remote
-    model's are the time before sending and the round trip)."""
-    ts = recent(ts)
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_queue_ms"], name=names[0],
-                             stackgroup="t", line=dict(color=COLORS["queue"])))
-    fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name=names[1],
-                             stackgroup="t", line=dict(color=COLORS["compute"])))
-    return _layout(fig, title, "mean ms per request", ts=ts)
-
-
-def queue_depth_figure(ts: pd.DataFrame, title: str = "Queue depth (max per second)") -> go.Figure:
-    ts = recent(ts)
-    fig = go.Figure(go.Scatter(x=ts["time"], y=ts["queue_depth"], mode="lines",
-                               line=dict(color=COLORS["depth"], shape="hv"), name="queued"))
-    fig.update_yaxes(rangemode="tozero")
-    return _layout(fig, title, "requests", ts=ts)
 
 
 def release_reasons_figure(reasons: Mapping[str, int],

@@ -73,7 +73,9 @@ def fmt_s(v: float | None) -> str:
     if v < 60:
         return f"{v:.1f} s"
     m, s = divmod(int(round(v)), 60)
-    return f"{m} min {s} s" if m < 60 else f"{m // 60} h {m % 60} min"
+    if m >= 60:
+        return f"{m // 60} h {m % 60} min" if m % 60 else f"{m // 60} h"
+    return f"{m} min {s} s" if s else f"{m} min"
 
 
 def fmt_opset(opset: dict[str, int] | None) -> str:

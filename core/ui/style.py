@@ -1,0 +1,66 @@
+"""The house style of every chart: colours, the layout, the live window, empty states.
+
+Example:
+    >>> style(go.Figure(), "Latency", "ms").layout.title.text
+    'Latency'
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+__all__ = ["COLORS", "WINDOW_S", "style", "recent"]
+
+COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
+          "err": "#dc2626", "queue": "#f59e0b", "compute": "#2563eb", "depth": "#7c3aed",
+          "a": "#2563eb", "b": "#ea580c", "cold": "#94a3b8", "warm": "#16a34a",
+          # errors of arm A and arm B side by side: two reds told apart at a glance
+          "err_a": "#dc2626", "err_b": "#7f1d1d"}
+
+
+WINDOW_S = 60
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
+            ts: pd.DataFrame | None = None, window_s: int = WINDOW_S) -> go.Figure:
+    """House style; with ``ts`` the x axis is a fixed window of the last ``window_s``
+    seconds."""
+    # The toolbar stands at the right edge, upright, so a title is never under it.
+    fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
+                      margin=dict(l=10, r=30, t=40, b=10), template="plotly_white",
+                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
+                      yaxis_title=y_title, hovermode="x unified",
+                      modebar=dict(orientation="v"))
+    if ts is not None and not ts.empty:
+        end = ts["time"].max() + pd.Timedelta(seconds=1)
+        fig.update_xaxes(range=[end - pd.Timedelta(seconds=window_s), end],
+                         tickformat="%H:%M:%S")
+    if _no_data(fig) and fig.layout.yaxis.type in (None, "linear", "-") \
+            and fig.layout.yaxis.range is None:
+        fig.update_yaxes(range=[0, 1])  # nothing yet: no negative counts or times on the axis
+    return fig
+
+
+def _no_data(fig: go.Figure) -> bool:
+    """Whether no trace of ``fig`` has a point to draw."""
+    ys = [t.y for t in fig.data if getattr(t, "y", None) is not None]
+    return not any(v is not None and v == v for y in ys for v in y)
+
+
+def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
+          height: int = 300, window_s: int = WINDOW_S) -> go.Figure:
+    """Apply the house style to a figure built elsewhere (e.g. per-arm charts)."""
+    return _layout(fig, title, y_title, height=height, ts=ts, window_s=window_s)
+
+
+def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
+    """The last ``seconds`` rows of a per-second series."""
+    return ts.tail(seconds) if len(ts) > seconds else ts
+
+
+def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str) -> None:
+    if ts.empty or ts[column].isna().all():
+        fig.add_annotation(text="no traffic yet: start traffic on the Batching page",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font=dict(color="#64748b"))

@@ -1,0 +1,170 @@
+"""What happened to a model, kept for the Monitor's marks: each change the engine makes is
+an event naming what changed, in order, bounded, filtered by model and time, the same over
+the control API; the live charts draw them inside their window and keep a chosen window of
+per-second history."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from core import Engine, EngineConfig, build_demo_model
+from core.metrics.events import EVENT_COLUMNS, EventLog, describe_changes
+from core.serving import EngineServer, RemoteEngine
+from core.ui import charts
+from core.ui.live import MAX_MARKS
+from tests.helpers import WAIT_S
+
+
+@pytest.fixture
+def engine():
+    eng = Engine(EngineConfig(demo_models=False))
+    for name in ("mlp", "tiny"):
+        eng.load_model(build_demo_model(name), name=name)
+    yield eng
+    eng.close()
+
+
+def kinds_texts(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(frame["kind"], frame["text"]))
+
+
+def test_each_change_is_an_event_naming_what_changed(engine):
+    engine.configure("mlp", max_batch_size=16, policy="adaptive")
+    engine.configure("mlp", max_batch_size=16)          # no change: no event
+    engine.reset_metrics("mlp")
+    engine.start_traffic("mlp", rate_rps=50)
+    engine.stop_traffic("mlp")
+    job = engine.start_job("warmup", "mlp", iterations=2)
+    engine.wait_job(job.job_id, timeout_s=WAIT_S)
+    engine.load_model(build_demo_model("mlp"), name="mlp", replace=True)
+    got = kinds_texts(engine.events("mlp"))
+    assert got[:4] == [
+        ("settings", "max_batch_size 32 → 16, policy deadline → adaptive"),
+        ("reset", "metrics reset"),
+        ("traffic", "traffic started: 50 req/s constant"),
+        ("traffic", "traffic stopped")]
+    assert got[4:6] == [("job", f"warmup (job {job.job_id}) started"),
+                        ("job", f"warmup (job {job.job_id}) done")]
+    assert got[6][0] == "swap" and got[6][1].startswith("hot swap to ")
+    assert engine.events("tiny").empty                     # only mlp's
+    frame = engine.events()
+    assert frame.columns.tolist() == list(EVENT_COLUMNS)
+    assert frame["time"].is_monotonic_increasing
+    assert frame["time"].dtype.kind == "M"   # timestamps, like the metrics' series
+
+
+def test_an_experiment_sees_its_own_events_and_its_arms(engine):
+    engine.load_model(build_demo_model("mlp"), name="mlp-v2")
+    engine.create_ab("exp", "mlp", "mlp-v2", b_share=0.5)
+    engine.update_ab("exp", b_share=1.0)
+    engine.configure("mlp-v2", max_wait_ms=1.0)
+    engine.ab_match_settings("exp")
+    engine.configure("tiny", max_wait_ms=1.0)               # not an arm
+    got = kinds_texts(engine.events("exp"))
+    assert got[0] == ("ab", "B's share 0.50 → 1.00")
+    assert got[1] == ("settings", "max_wait_ms 5.0 → 1.0")
+    assert got[2] == ("settings", "given arm A's settings: max_wait_ms 1.0 → 5.0")
+    assert len(got) == 3
+    engine.delete_ab("exp")
+    assert engine.events("mlp")["kind"].tolist() == []  # mlp itself never changed
+    engine.unload_model("mlp-v2")
+    assert "mlp-v2" not in set(engine.events()["target"])  # a removed model's are gone
+
+
+def test_inputs_changes_are_events(engine, tmp_path):
+    import numpy as np
+
+    buf = tmp_path / "x.npy"
+    np.save(buf, np.zeros((4, 256), np.float32))
+    engine.set_inputs("mlp", buf)
+    engine.clear_inputs("mlp")
+    got = kinds_texts(engine.events("mlp"))
+    assert [k for k, _ in got] == ["inputs", "inputs"]
+    assert "x.npy" in got[0][1] and got[1][1] == "generated inputs again"
+
+
+def test_the_log_is_bounded_and_filtered_by_time():
+    now = [1000.0]
+    log = EventLog(keep=5, clock=lambda: now[0])
+    for i in range(8):
+        now[0] = 1000.0 + i
+        log.add("m", "settings", f"change {i}")
+    frame = log.frame("m")
+    assert frame["text"].tolist() == [f"change {i}" for i in range(3, 8)]  # the newest 5
+    assert log.frame("m", since_s=2)["text"].tolist() == ["change 5", "change 6", "change 7"]
+    assert log.frame("other").empty
+    with pytest.raises(ValueError, match="unknown event kind 'oops'"):
+        log.add("m", "oops", "x")
+
+
+def test_describe_changes_names_each_field():
+    from core.config import BatchConfig
+
+    a = BatchConfig(max_batch_size=32, max_wait_ms=5.0)
+    assert describe_changes(a, a) == "no change"
+    assert describe_changes(a, BatchConfig(max_batch_size=8, max_wait_ms=5.0)) == \
+        "max_batch_size 32 → 8"
+
+
+def test_events_travel_over_the_control_api(engine):
+    server = EngineServer(engine, port=0).start()
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    try:
+        remote.configure("tiny", max_batch_size=4)
+        got = remote.events("tiny", since_s=60)
+        pd.testing.assert_frame_equal(got, engine.events("tiny", since_s=60))
+        assert kinds_texts(got) == [("settings", "max_batch_size 32 → 4")]
+    finally:
+        remote.close()
+        server.close()
+
+
+# -- the charts -------------------------------------------------------------------------------
+def series(seconds: int, end: str = "2026-12-04 10:00:00") -> pd.DataFrame:
+    t = pd.date_range(end=pd.Timestamp(end), periods=seconds, freq="s")
+    return pd.DataFrame({"time": t, "p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,
+                         "successes": 10, "errors": 0, "error_rate": 0.0,
+                         "mean_queue_ms": 0.5, "mean_compute_ms": 0.5, "queue_depth": 1})
+
+
+def events_at(*times: str) -> pd.DataFrame:
+    return pd.DataFrame({"time": pd.to_datetime(list(times)), "target": "mlp",
+                         "kind": "settings", "text": [f"change at {t}" for t in times]})
+
+
+def x_span_s(fig) -> float:
+    lo, hi = (pd.Timestamp(v) for v in fig.layout.xaxis.range)
+    return (hi - lo).total_seconds()
+
+
+@pytest.mark.parametrize("make", [charts.latency_figure, charts.throughput_figure,
+                                  charts.error_figure, charts.queue_compute_figure,
+                                  charts.queue_depth_figure])
+def test_live_charts_show_the_chosen_window_and_mark_events_inside_it(make):
+    ts = series(900)
+    ev = events_at("2026-12-04 09:50:00", "2026-12-04 09:58:30", "2026-12-04 09:59:30")
+    one_min = make(ts, events=ev)
+    assert x_span_s(one_min) == 60
+    marks = [t for t in one_min.data if t.name == "changes"]
+    assert len(marks) == 1 and list(marks[0].text) == ["mlp: change at 2026-12-04 09:59:30"]
+    assert len(one_min.layout.shapes) == 1                    # one dotted line
+    fifteen = make(ts, window_s=900, events=ev)
+    assert x_span_s(fifteen) == 900
+    assert len(fifteen.layout.shapes) == 3
+    assert max(len(t.x) for t in fifteen.data if t.name != "changes") == 900
+    assert not [t for t in make(ts).data if t.name == "changes"]   # no events: no marks
+
+
+def test_marks_are_capped_to_the_newest():
+    ts = series(900)
+    times = pd.date_range(end=pd.Timestamp("2026-12-04 09:59:59"), periods=200, freq="2s")
+    ev = pd.DataFrame({"time": times, "target": "mlp", "kind": "settings",
+                       "text": [f"c{i}" for i in range(200)]})
+    fig = charts.latency_figure(ts, window_s=900, events=ev)
+    mark = next(t for t in fig.data if t.name == "changes")
+    assert len(mark.x) == MAX_MARKS and mark.text[-1] == "mlp: c199"
+
+
+def test_the_engine_keeps_fifteen_minutes_by_default():
+    assert EngineConfig().timeseries_seconds == 900
