@@ -12,10 +12,25 @@ from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS
 from core.models import INPUT_SUFFIXES
+from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
 from core.models import format_bytes
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
                            pick_model, start_job)
+
+
+
+class _Zipped:
+    """A browser's folder upload as one .zip, like a file from the uploader."""
+
+    def __init__(self, files: list) -> None:
+        tops = {f.name.split("/")[0] for f in files if "/" in f.name}
+        self.name = f"{tops.pop()}.zip" if len(tops) == 1 else "images.zip"
+        self._data = zip_files([(f.name, f.getvalue()) for f in files])
+
+    def getvalue(self) -> bytes:
+        return self._data
+
 
 engine = get_engine()
 
@@ -197,15 +212,33 @@ with left:
         source = engine.input_source(selected)
         st.caption(f"Traffic, sweeps, warm-up and A/B tests send this model {source}.")
         inputs_file = st.file_uploader(
-            "Real inputs (.npy, .npz, .csv, .parquet, perf_analyzer .json)",
+            "Real inputs (.npy, .npz, .csv, .parquet, perf_analyzer .json, .zip of images)",
             type=[sfx[1:] for sfx in INPUT_SUFFIXES], key=f"inputs_file_{selected}",
             help="Samples of what the model really sees: rows first (a table's numeric "
                  "columns are the features), or perf_analyzer's --input-data JSON. Checked "
                  "against the model's inputs; kept with the model.")
+        preprocess = None
+        if looks_like_images(info):  # a folder of images, with the model's preprocessing
+            images = st.file_uploader(
+                "...or a folder of images", type=[s[1:] for s in IMAGE_SUFFIXES],
+                accept_multiple_files="directory", key=f"inputs_images_{selected}",
+                help="Every image in the folder, decoded and resized to the model's input.")
+            p1, p2 = st.columns(2)
+            preset = p1.selectbox(
+                "Image preprocessing", list(PRESETS),
+                key=f"inputs_preset_{selected}", help="As the model was trained: imagenet: /255, "
+                "then torchvision's ImageNet mean and std; unit: 0 to 1; symmetric: -1 to 1; "
+                "raw: 0 to 255.")
+            crop = p2.toggle("Centre crop (else stretch)", key=f"inputs_crop_{selected}")
+            if images and not (inputs_file and inputs_file.name.lower().endswith(".zip")):
+                inputs_file = _Zipped(images)
+            if inputs_file is not None and inputs_file.name.lower().endswith(".zip"):
+                preprocess = {"preset": preset, "resize": "crop" if crop else "stretch"}
         i1, i2 = st.columns(2)
         if i1.button("Use these inputs", key="inputs_set", disabled=inputs_file is None):
             try:
-                said = engine.set_inputs(selected, inputs_file.getvalue(), inputs_file.name)
+                said = engine.set_inputs(selected, inputs_file.getvalue(), inputs_file.name,
+                                         preprocess=preprocess)
             except BatchlabError as err:
                 st.session_state["inputs_result"] = ("error", f"Not used: {err}")
             else:

@@ -87,6 +87,20 @@ class SlowModel:
         return [arrays[0] * 2.0]
 
 
+def channel_mean_model(shape: list, layout: str = "NCHW") -> bytes:
+    """A model with one image input answering the mean of each channel ([N, C])."""
+    axes = [2, 3] if layout == "NCHW" else [1, 2]
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("mean", TensorProto.FLOAT, [shape[0], "C"])
+    node = helper.make_node("ReduceMean", ["image", "axes"], ["mean"], keepdims=0)
+    graph = helper.make_graph([node], "channel-mean", [x], [y], initializer=[
+        helper.make_tensor("axes", TensorProto.INT64, [2], axes)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def failing_model() -> bytes:
     """Loads fine, fails every run of fewer than two rows: x [N, 3] is reshaped to [2, 3]."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [2, 3])

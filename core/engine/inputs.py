@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, ResourceLimitError
-from core.models import MAX_INPUT_BYTES, SampleInputs, read_inputs
+from core.models import MAX_INPUT_BYTES, SampleInputs, input_file, read_inputs
 
 __all__ = ["InputMethods", "GENERATED"]
 
@@ -33,25 +33,25 @@ class InputMethods:
     _events: Any
 
     def set_inputs(self, name: str, data: bytes | str | Path,
-                   filename: str | None = None, label: str | None = None) -> str:
+                   filename: str | None = None, label: str | None = None,
+                   preprocess: str | dict[str, Any] | None = None) -> str:
         """Give model ``name`` real inputs: a file's bytes (``filename`` says its kind:
-        .npy, .npz, .csv, .parquet, or perf_analyzer's .json) or a path. Checked against the
-        model's inputs; from now on generated load draws from them. Returns what they are
-        (``"real: iris.csv (150 samples)"``); ``label`` names them instead of the file."""
+        .npy, .npz, .csv, .parquet, perf_analyzer's .json, or a .zip of images) or a path
+        (a folder: its images). Checked against the model's inputs; from now on generated
+        load draws from them. Returns what they are (``"real: iris.csv (150 samples)"``);
+        ``label`` names them instead of the file. ``preprocess`` declares how images become
+        the model's input: a preset ("imagenet", "unit", "symmetric", "raw") or a dict of
+        it and overrides (:mod:`core.models.images`)."""
         if isinstance(data, (str, Path)):
-            path = Path(data)
-            if path.stat().st_size > 4 * MAX_INPUT_BYTES:
-                raise ResourceLimitError(f"{path} is {path.stat().st_size:,} bytes, over the "
-                                         f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
-            filename, data = filename or path.name, path.read_bytes()
+            filename, data = input_file(data, filename)
         if not filename:
             raise ConfigError("set_inputs needs filename= with the bytes (its suffix says "
-                              "how to read them: .npy, .npz, .csv, .parquet, .json)")
+                              "how to read them: .npy, .npz, .csv, .parquet, .json, .zip)")
         if len(data) > 4 * MAX_INPUT_BYTES:
             raise ResourceLimitError(f"{filename} is {len(data):,} bytes, over the "
                                      f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
         entry = self._ns.entry(name)
-        samples = read_inputs(bytes(data), filename, entry.info)
+        samples = read_inputs(bytes(data), filename, entry.info, preprocess)
         if label:
             samples.source = str(label)
         self._inputs[name] = samples

@@ -9,7 +9,9 @@ Accepted files (:func:`read_inputs`):
   columns are the C features (a file with other columns is refused, naming them);
 * ``.json``: perf_analyzer's ``--input-data`` format, ``{"data": [{"INPUT": [...]}, ...]}``
   (values flat or ``{"content": [...], "shape": [...]}``; ``b64`` is not read), one entry
-  per request.
+  per request;
+* ``.zip``: a folder of images for a model with one image input, with the model's own
+  preprocessing declared (``preprocess=``: :mod:`core.models.images`).
 
 Each input is checked against the model: its trailing dimensions must be the model's fixed
 ones, its values must fit the model's datatype (no NaN or infinities made by an overflow),
@@ -27,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
@@ -35,12 +37,13 @@ import numpy as np
 from core.errors import InputValidationError
 from .types import ModelInfo
 
-__all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
+__all__ = ["SampleInputs", "read_inputs", "refit", "input_file", "MAX_INPUT_BYTES",
+           "INPUT_SUFFIXES"]
 
 #: The largest set of sample inputs kept for one model (bytes, as arrays).
 MAX_INPUT_BYTES = 64 * 2**20
 #: The file kinds :func:`read_inputs` reads.
-INPUT_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".json")
+INPUT_SUFFIXES = (".npy", ".npz", ".csv", ".parquet", ".json", ".zip")
 
 
 class SampleInputs:
@@ -164,17 +167,25 @@ def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[An
     return by_name
 
 
-def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
-    """Sample inputs for ``info`` from a file's bytes (the kind from ``filename``)."""
+def read_inputs(data: bytes, filename: str, info: ModelInfo,
+                preprocess: Any = None) -> SampleInputs:
+    """Sample inputs for ``info`` from a file's bytes (the kind from ``filename``);
+    ``preprocess`` declares how a ``.zip`` of images becomes the model's input."""
     suffix = PurePath(filename).suffix.lower()
     where = PurePath(filename).name
+    if preprocess is not None and suffix != ".zip":
+        raise _refuse(f"{where}: preprocess= is for a .zip of images; a {suffix or 'file'} "
+                      "holds the model's inputs as they are")
     exact = info.batch_mode == "exact"
     specs = {s.name: s for s in info.inputs}
     if not specs:
         raise _refuse(f"model {info.name!r} declares no inputs: its inputs cannot be checked")
     one = next(iter(specs)) if len(specs) == 1 else None
     columns: dict[str, Any]
-    if suffix == ".npy":
+    if suffix == ".zip":
+        from .images import read_images
+        columns, where = read_images(data, filename, info, preprocess, MAX_INPUT_BYTES)
+    elif suffix == ".npy":
         if one is None:
             raise _refuse(f"{where}: an .npy file holds one array, and model {info.name!r} "
                           f"has {len(specs)} inputs; use an .npz with arrays named "
@@ -222,6 +233,22 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo) -> SampleInputs:
         raise _refuse(f"{where}: {samples.nbytes / 2**20:.1f} MiB of inputs, over the "
                       f"{MAX_INPUT_BYTES // 2**20} MiB kept per model; use fewer samples")
     return samples
+
+
+def input_file(path: str | Path, filename: str | None = None) -> tuple[str, bytes]:
+    """``(filename, bytes)`` of sample inputs at ``path``, read where the caller is: a file
+    (its size checked before it is read), or a folder (its images, as a ``.zip``)."""
+    from core.errors import ResourceLimitError
+    path = Path(path)
+    limit = 4 * MAX_INPUT_BYTES
+    if path.is_dir():
+        from .images import zip_folder
+        return filename or f"{path.name or 'images'}.zip", zip_folder(path, limit)
+    size = path.stat().st_size
+    if size > limit:
+        raise ResourceLimitError(f"{path} is {size:,} bytes, over the {limit:,} read for "
+                                 "sample inputs")
+    return filename or path.name, path.read_bytes()
 
 
 def _check_unzipped(data: bytes, where: str) -> None:

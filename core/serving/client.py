@@ -35,7 +35,7 @@ from typing import Any, Callable
 from core import errors
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
-from core.models import read_model_source
+from core.models import input_file, read_model_source
 from core.protocol import error_from
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
@@ -329,13 +329,12 @@ class RemoteEngine:
 
     @functools.wraps(Engine.set_inputs)
     def set_inputs(self, name: str, data: Any, filename: str | None = None,
-                   label: str | None = None) -> str:
-        # A path names a file here, on the client: read it and send its bytes.
+                   label: str | None = None, preprocess: Any = None) -> str:
+        # A path names a file or folder here, on the client: read it and send its bytes.
         if isinstance(data, (str, Path)):
-            path = Path(data)
-            filename, data = filename or path.name, path.read_bytes()
+            filename, data = input_file(data, filename)
         return self._call("engine", "set_inputs", (name, bytes(data)),
-                          {"filename": filename, "label": label})
+                          {"filename": filename, "label": label, "preprocess": preprocess})
 
     # -- lifecycle ---------------------------------------------------------------------
     @property
