@@ -499,6 +499,8 @@ def test_charts_read_cleanly(engine):
     assert all(float(t) == v for t, v in zip(texts, fig.layout.yaxis.tickvals))
     empty = charts.throughput_figure(engine.metrics("mlp").timeseries.iloc[0:0])
     assert empty.layout.yaxis.range is not None and empty.layout.yaxis.range[0] == 0
+    nothing = charts.breakdown_figure(engine.timeline("mlp", last_s=10.0))  # zeros, no rows
+    assert tuple(nothing.layout.yaxis.range) == (0, 1)
     assert empty.layout.modebar.orientation == "v"
     assert charts.COLORS["err_a"] != charts.COLORS["err_b"]
     # a second at 200 req/s: readable rows (at least 4 px each), not a faint diagonal

@@ -238,6 +238,35 @@ CUT_OFF_JS = """() => [...document.querySelectorAll(
     .map(e => e.innerText)"""
 
 
+# The cosmetic class of chart faults, as drawn: a title under the plotly toolbar, an axis
+# whose tick labels repeat (a log axis labelled "5, 2, 100, 5, 2, 10"; a histogram's
+# "1 1 2"), and an empty chart whose axis runs negative. As "chart title: what".
+CHART_FAULTS_JS = """() => {
+  const out = [];
+  const overlap = (a, b) => b.width > 0 && a.width > 0 && a.left < b.right
+      && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    if (plot.offsetParent === null) continue;
+    const t = plot.querySelector('.gtitle');
+    const title = t ? t.textContent : '(untitled)';
+    const bar = plot.querySelector('.modebar');
+    if (t && bar && overlap(t.getBoundingClientRect(), bar.getBoundingClientRect()))
+      out.push(title + ': title under the toolbar');
+    for (const ax of plot.querySelectorAll('.xaxislayer-above, .yaxislayer-above')) {
+      const labels = [...ax.querySelectorAll('text')].map(e => e.textContent).filter(s => s);
+      if (new Set(labels).size !== labels.length)
+        out.push(title + ': repeated tick labels ' + labels.join(', '));
+    }
+    const empty = [...plot.querySelectorAll('.annotation-text')]
+      .some(e => /^no /.test(e.textContent));
+    const neg = [...plot.querySelectorAll('.yaxislayer-above text')]
+      .map(e => e.textContent).filter(s => /^[\u2212-]/.test(s));
+    if (empty && neg.length) out.push(title + ': empty, with negative ticks ' + neg.join(', '));
+  }
+  return out;
+}"""
+
+
 def test_every_page_loads_without_exception_placeholders_or_cut_figures(server, page: Page):
     page.set_viewport_size({"width": 1400, "height": 1000})
     open_app(page, server)
@@ -249,6 +278,8 @@ def test_every_page_loads_without_exception_placeholders_or_cut_figures(server, 
         assert not PLACEHOLDER.search(text), (title, PLACEHOLDER.search(text).group(0))
         cut = page.evaluate(CUT_OFF_JS)
         assert not cut, f"{title}: cut off: {cut}"
+        faults = page.evaluate(CHART_FAULTS_JS)
+        assert not faults, f"{title}: {faults}"
 
 
 def test_real_inputs_from_the_models_page(server, page: Page, tmp_path):
@@ -424,6 +455,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
     page.wait_for_timeout(1500)
     assert not page.evaluate(CUT_OFF_JS), "a tile is cut off on the Batching page"
+    assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
     shot(page, "batching")
     go(page, "Monitor")
     total = page.locator('[data-testid="stMain"] [data-testid="stMetric"]',
@@ -433,6 +465,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
     second = total.inner_text()
     assert figure_value(second) > figure_value(first), "numbers did not move"
     assert not page.evaluate(CUT_OFF_JS), "a figure is cut off on the Monitor page"
+    assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
     assert page.locator('[data-testid="stMetricLabel"] *').count() >= 8  # what the scan reads
     shot(page, "monitor")
     no_exception(page)
@@ -480,6 +513,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
         timeout=20_000)
     expect(page.get_by_text(re.compile(r"Arm B: clf-v2"))).to_be_visible(timeout=20_000)
     page.wait_for_timeout(3000)
+    assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
     shot(page, "ab_test")
     page.get_by_role("button", name="Stop traffic").click()
     expect(sidebar.get_by_text(re.compile("Traffic running to mlp$"))).to_be_visible(
@@ -502,6 +536,7 @@ def test_batch_size_and_live_traffic(server, page: Page):
     expect(page.get_by_text(re.compile(r"meets p99 (<=|≤) 200 ms at [\d,]+ req/s"))).to_be_visible(
         timeout=180_000)
     expect(page.locator(".js-plotly-plot").first).to_be_visible()
+    assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
     shot(page, "experiments")
     no_exception(page)
 

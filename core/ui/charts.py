@@ -262,9 +262,10 @@ def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
         fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colour,
                              hovertemplate="%{x}: %{y:.3f} ms<extra>" + name + "</extra>"))
     fig.update_layout(barmode="stack")
-    if ran.empty:
+    if ran.empty:  # zeros: an axis from 0, not plotly's -1 to 1 around them
         fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5, font=dict(color="#64748b"))
+        fig.update_yaxes(range=[0, 1])
     return _layout(fig, title, "ms (each part's percentile)")
 
 

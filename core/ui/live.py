@@ -41,6 +41,7 @@ def add_events(fig: go.Figure, events: pd.DataFrame | None, ts: pd.DataFrame,
     text = [f"{target}: {what}" for target, what in zip(shown["target"], shown["text"])]
     fig.add_trace(go.Scatter(
         x=shown["time"], y=[1.0] * len(shown), yaxis="y9", mode="markers", name="changes",
+        legendrank=2000,
         marker=dict(symbol="triangle-down", size=9, color=colors), text=text,
         customdata=shown["kind"], hovertemplate="%{customdata}: %{text}<extra></extra>"))
     fig.update_layout(yaxis9=dict(overlaying="y", range=[0, 1.04], visible=False,
