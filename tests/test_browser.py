@@ -411,6 +411,13 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
                         has_text="Models")).to_contain_text(
         re.compile(rf"(?<!\d){len(DEMO_MODELS) + 1}(?!\d)"))
+    # The same name again: the page names its own checkbox, not the engine's argument.
+    wait_ready(page)
+    page.get_by_role("button", name="Load model").click()
+    clash = page.locator('[data-testid="stAlert"]', has_text="Could not load uploaded-tiny.onnx")
+    expect(clash).to_contain_text("tick 'Replace a model of the same name' to hot-swap it",
+                                  timeout=20_000)
+    expect(clash).not_to_contain_text("replace=True")
     no_exception(page)
 
 
