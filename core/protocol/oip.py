@@ -102,7 +102,8 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
 
 
 def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
-                strict: bool = True) -> tuple[Any, memoryview]:
+                strict: bool = True, max_parsed_bytes: int | None = None
+                ) -> tuple[Any, memoryview]:
     """The JSON part of a request or answer (parsed) and its binary part; ``status`` and
     ``what`` ("the request body", "the server's answer") word the errors. ``strict``: a
     bare NaN/Infinity is an error (requests); answers from other servers are read as they
@@ -115,17 +116,24 @@ def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
     else:
         head, binary = raw, memoryview(b"")
     try:
-        return (jsontext.loads(head) if strict else json.loads(head)), binary
+        return (jsontext.loads(head, max_parsed_bytes) if strict else json.loads(head)), binary
+    except jsontext.JSONTooLarge as err:
+        raise OIPError(413, f"{what}'s JSON is too large for this server: {err}; send the "
+                            "tensors as binary data (the binary tensor extension, "
+                            f"{HEADER_LENGTH}) or fewer values per request") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise OIPError(status, f"{what} is not valid JSON: {err}") from None
     except RecursionError:
         raise OIPError(status, f"{what} nests JSON too deeply") from None
 
 
-def parse_infer_request(raw: bytes, header_length: int | None = None
+def parse_infer_request(raw: bytes, header_length: int | None = None,
+                        max_parsed_bytes: int | None = None
                         ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The input arrays (by name, in order) and the JSON part of an infer request."""
-    req, binary = _split_body(raw, header_length, 400, "the request body")
+    """The input arrays (by name, in order) and the JSON part of an infer request; a JSON
+    part that could take more than ``max_parsed_bytes`` to parse is a 413, unparsed."""
+    req, binary = _split_body(raw, header_length, 400, "the request body",
+                              max_parsed_bytes=max_parsed_bytes)
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
     arrays: dict[str, np.ndarray] = {}
@@ -171,8 +179,11 @@ def _output(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes]
 
 
 def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, Any],
-                          extra: dict[str, Any]) -> tuple[bytes, int | None]:
-    """The answer's body and, when any output is binary, the JSON part's length."""
+                          extra: dict[str, Any], max_json_bytes: int | None = None
+                          ) -> tuple[bytes, int | None]:
+    """The answer's body and, when any output is binary, the JSON part's length. Outputs
+    asked for as JSON whose values would take more than ``max_json_bytes`` as Python objects
+    are refused before any is encoded (binary ones are one copy of the output)."""
     wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
     unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
     if unknown:
@@ -183,6 +194,8 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
               for o in wanted] or [(n, default_binary) for n in outputs]
     entries, blobs = [], []
     any_binary = any(binary for _, binary in chosen)
+    if max_json_bytes is not None:
+        _check_json_size(model, outputs, chosen, max_json_bytes)
     for name, binary in chosen:
         entry, raw = _output(name, outputs[name], binary)
         entries.append(entry)
@@ -198,6 +211,20 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
     if not any_binary:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def _check_json_size(model: str, outputs: dict[str, Any], chosen: list[tuple[str, bool]],
+                     limit: int) -> None:
+    sizes = {name: int(getattr(outputs[name], "size", 0)) for name, binary in chosen
+             if not binary}
+    cost = jsontext.SCALAR_BYTES * sum(sizes.values())
+    if cost > limit:
+        shown = ", ".join(f"{n!r} ({v:,} values)" for n, v in sizes.items() if v)
+        raise OIPError(400, f"model {model!r} answered output(s) {shown}: as JSON that would "
+                            f"take ~{cost / 2**20:,.0f} MiB to encode, over this server's "
+                            f"{limit / 2**20:,.0f} MiB per answer; ask for them as binary "
+                            "data (the output's parameters.binary_data: true, or the "
+                            "request's parameters.binary_data_output: true)")
 
 
 def _non_finite(model: str, outputs: dict[str, Any], chosen: list[tuple[str, bool]]) -> str:

@@ -82,9 +82,10 @@ class _Request:
             return None
         return self._body
 
-    def body(self, limit: int | None = None, required: bool = True) -> Any:
+    def body(self, limit: int | None = None, required: bool = True,
+             max_parsed_bytes: int | None = None) -> Any:
         raw = self.raw_body(limit, required)
-        return None if raw is None else parse_json(raw)
+        return None if raw is None else parse_json(raw, max_parsed_bytes)
 
 
 class OipApp:

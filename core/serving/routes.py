@@ -64,10 +64,13 @@ class Pending:
         return 200, self.answer(pred)
 
 
-def parse_json(raw: bytes) -> Any:
-    """A request body as JSON, or a 400 that says what is wrong with it."""
+def parse_json(raw: bytes, max_parsed_bytes: int | None = None) -> Any:
+    """A request body as JSON, or a 400 that says what is wrong with it (a 413 for one that
+    could take more than ``max_parsed_bytes`` to parse)."""
     try:
-        return jsontext.loads(raw)
+        return jsontext.loads(raw, max_parsed_bytes)
+    except jsontext.JSONTooLarge as err:
+        raise HTTPError(413, f"the request body is too large for this server: {err}") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise HTTPError(400, f"the request body is not valid JSON: {err}") from None
     except RecursionError:
@@ -81,7 +84,8 @@ class RequestIn(Protocol):
 
     def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None: ...
 
-    def body(self, limit: int | None = None, required: bool = True) -> Any: ...
+    def body(self, limit: int | None = None, required: bool = True,
+             max_parsed_bytes: int | None = None) -> Any: ...
 
 
 class Routes:
@@ -100,6 +104,9 @@ class Routes:
         # An upload travels in base64 inside JSON: 4/3 of the model size limit, plus room.
         self.max_upload_bytes = max(max_body_bytes,
                                     engine.config.max_model_bytes * 4 // 3 + 2**20)
+        #: What parsing one JSON body, or encoding one JSON answer, may take in Python
+        #: objects: an eighth of the memory budget, as for one generated input.
+        self.max_json_bytes = max(64 * 2**20, engine.memory_budget_bytes // 8)
         self.repository = Repository(engine)
         #: Refuses what a web page could forge (core/serving/guard.py); the server binds it.
         self.guard = RequestGuard()
@@ -225,7 +232,7 @@ class Routes:
         if path == "/v2/repository/index":
             if method != "POST":
                 raise HTTPError(405, "use POST /v2/repository/index")
-            body = req.body(required=False) or {}
+            body = req.body(required=False, max_parsed_bytes=self.max_json_bytes) or {}
             return 200, self.repository.index(bool(body.get("ready", False))
                                                 if isinstance(body, dict) else False)
         m = _REPO_PATH.match(path)
@@ -233,7 +240,8 @@ class Routes:
             if method != "POST":
                 raise HTTPError(405, f"use POST {path}")
             name, action = m.group(1), m.group(2)
-            body = req.body(self.max_upload_bytes, required=False) or {}
+            body = req.body(self.max_upload_bytes, required=False,
+                            max_parsed_bytes=self.max_json_bytes) or {}
             if not isinstance(body, dict):
                 raise HTTPError(400, "the body must be a JSON object")
             if action == "load":
@@ -249,7 +257,8 @@ class Routes:
                                   "the methods)")
         if method not in ("POST", "GET"):
             raise HTTPError(405, f"use POST {path}")
-        body = req.body(self.body_limit(path), required=False) if method == "POST" else None
+        body = req.body(self.body_limit(path), required=False,
+                        max_parsed_bytes=self.max_json_bytes) if method == "POST" else None
         return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
 
     def _info(self, name: str) -> ModelInfo:
@@ -277,7 +286,8 @@ class Routes:
         except ValueError:
             raise HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
                                   f"{header!r}") from None
-        arrays, req = oip.parse_infer_request(raw or b"", header_length)
+        arrays, req = oip.parse_infer_request(raw or b"", header_length,
+                                              self.max_json_bytes)
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
@@ -296,7 +306,8 @@ class Routes:
             body, binary_header = oip.encode_infer_response(
                 req, name, pred.outputs, {"batch_rows": pred.batch_rows,
                                           "queue_ms": pred.queue_ms,
-                                          "compute_ms": pred.compute_ms})
+                                          "compute_ms": pred.compute_ms},
+                self.max_json_bytes)
             if binary_header is None:
                 return Text(body, "application/json")
             return Text(body, "application/octet-stream",

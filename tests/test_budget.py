@@ -1,0 +1,110 @@
+"""Every byte under the budget (issue 25): what a request or an answer takes in Python
+objects is bounded before it is allocated. A JSON body that would parse into more than the
+server allows is refused unparsed (413, pointing at the binary extension); an output that
+would take more as JSON is refused before it is encoded (400, pointing at binary output),
+and the same output as binary data is served."""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import pytest
+
+from core import Engine, EngineConfig
+from core.protocol import jsontext
+from core.serving import EngineServer
+from tests.helpers import WAIT_S, identity_model
+
+
+@pytest.fixture
+def served():
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(identity_model(shape=["N", "K"]), name="ident")
+    server = EngineServer(engine, port=0).start()
+    yield server
+    server.close()
+    engine.close()
+
+
+def post(server, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+    try:
+        conn.request("POST", path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def test_the_parse_estimate_bounds_what_json_really_allocates():
+    import tracemalloc
+    for raw in (b"[" + b",".join([b"[]"] * 100_000) + b"]",
+                b"[" + b",".join([b"1.5"] * 100_000) + b"]",
+                b'{"a": [' + b",".join([b'{"k": 2.5}'] * 20_000) + b"]}"):
+        estimate, _ = jsontext.parsed_bytes(raw)
+        tracemalloc.start()
+        value = jsontext.loads(raw)
+        used = tracemalloc.get_traced_memory()[1]    # the peak, while parsing
+        tracemalloc.stop()
+        assert value and used <= estimate, (raw[:20], used, estimate)
+
+
+def test_a_body_that_would_parse_past_the_bound_is_refused_unparsed():
+    lists = b"[" + b",".join([b"[]"] * 200_000) + b"]"      # 600 KB; ~19 MB parsed
+    with pytest.raises(jsontext.JSONTooLarge, match=r"400,001 values and lists would take ~\d+ MiB to parse, over the 4 MiB"):
+        jsontext.loads(lists, max_parsed_bytes=4 * 2**20)
+    assert len(jsontext.loads(lists, max_parsed_bytes=64 * 2**20)) == 200_000
+    small = b"[" + b",".join([b"[]"] * 1000) + b"]"   # too short to reach it: not counted
+    assert len(jsontext.loads(small, max_parsed_bytes=len(small) * 240)) == 1000
+
+
+def test_the_server_refuses_a_json_flood_and_serves_the_same_values_as_binary(served):
+    served.routes.max_json_bytes = 4 * 2**20
+    n = 200_000
+    data = np.arange(n, dtype=np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "data": data.tolist()}]}).encode()
+    status, raw, _ = post(served, "/v2/models/ident/infer", body)
+    answer = json.loads(raw)
+    assert status == 413 and "binary" in answer["error"] and "MiB" in answer["error"], answer
+    empties = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                      "data": [[]] * n}]}).encode()
+    status, raw, _ = post(served, "/v2/models/ident/infer", empties)
+    assert status == 413, raw[:200]
+    # The control API's bodies too.
+    status, raw, _ = post(served, "/v1/engine/model_info", json.dumps(
+        {"args": [[[]] * n], "kwargs": {}}).encode())
+    assert status == 413 and b"too large" in raw
+    # The same tensor with the binary extension is served, and answered as binary.
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * n}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    status, raw, headers = post(served, "/v2/models/ident/infer", head + data.tobytes(),
+                                {"Inference-Header-Content-Length": str(len(head))})
+    assert status == 200, raw[:300]
+    split = int({k.lower(): v for k, v in headers.items()}["inference-header-content-length"])
+    np.testing.assert_array_equal(np.frombuffer(raw[split:], np.float32), data)
+
+
+def test_an_output_too_large_for_json_is_refused_before_it_is_encoded(served):
+    served.routes.max_json_bytes = 4 * 2**20
+    n = 200_000            # 7.6 MiB of Python floats as JSON: over; 0.8 MB as binary: fine
+    data = np.ones(n, np.float32)
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * n}}]}).encode()
+    status, raw, _ = post(served, "/v2/models/ident/infer", head + data.tobytes(),
+                          {"Inference-Header-Content-Length": str(len(head))})
+    answer = json.loads(raw)
+    assert status == 400, answer
+    assert "'y' (200,000 values)" in answer["error"] and "binary_data" in answer["error"]
+    served.routes.max_json_bytes = 64 * 2**20      # within the bound: JSON as asked
+    status, raw, _ = post(served, "/v2/models/ident/infer", head + data.tobytes(),
+                          {"Inference-Header-Content-Length": str(len(head))})
+    assert status == 200 and len(json.loads(raw)["outputs"][0]["data"]) == n
+
+
+def test_the_bound_is_an_eighth_of_the_budget_and_at_least_64_mib(served):
+    budget = served.routes.engine.memory_budget_bytes
+    assert served.routes.max_json_bytes == max(64 * 2**20, budget // 8)
