@@ -126,6 +126,11 @@ def check_timeout_ms(value: Any) -> float:
     return float(value)
 
 
+def machine_cores() -> int:
+    """The cores the machine has (``os.cpu_count``; at least one)."""
+    return os.cpu_count() or 1
+
+
 def default_intra_op_threads() -> int:
     """All cores this process may run on but one (at least one): what
     ``intra_op_threads=None`` means. (The dashboard's engine server is given fewer cores
@@ -158,7 +163,15 @@ class SessionConfig:
 
     def __post_init__(self) -> None:
         if self.intra_op_threads is not None:
+            cores = machine_cores()
             _check_int("intra_op_threads", self.intra_op_threads, 0, 1024)
+            if self.intra_op_threads > cores:
+                raise ConfigError(
+                    f"intra_op_threads={self.intra_op_threads} is more than this machine's "
+                    f"{cores} core(s): ONNX Runtime starts that many threads for each "
+                    "session, they take turns on the cores and slow every model (three "
+                    "sessions of 1,024 took 55 s each to load); use 1 to "
+                    f"{cores}, 0 for ONNX Runtime's default, or None for all cores but one")
         _check_choice("graph_optimization", self.graph_optimization, OPTIMIZATION_LEVELS)
         _check_choice("provider", self.provider, ("cpu", "cuda"))
 

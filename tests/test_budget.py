@@ -108,3 +108,63 @@ def test_an_output_too_large_for_json_is_refused_before_it_is_encoded(served):
 def test_the_bound_is_an_eighth_of_the_budget_and_at_least_64_mib(served):
     budget = served.routes.engine.memory_budget_bytes
     assert served.routes.max_json_bytes == max(64 * 2**20, budget // 8)
+
+
+def test_session_threads_are_bounded_by_the_cores_with_the_reason():
+    import os
+
+    from core.config import SessionConfig
+    from core.errors import ConfigError
+    cores = os.cpu_count()
+    assert SessionConfig(intra_op_threads=cores).intra_op_threads == cores
+    with pytest.raises(ConfigError, match=rf"intra_op_threads=1024 is more than this "
+                                          rf"machine's {cores} core\(s\).*use 1 to {cores}"):
+        SessionConfig(intra_op_threads=1024)
+    with pytest.raises(ConfigError, match="more than this machine's"):
+        SessionConfig(intra_op_threads=cores + 1)
+
+
+def test_timeouts_over_the_wire_are_capped_and_cannot_be_switched_off():
+    """A server holds a request at most --max-timeout-s (600 s by default): the data plane's
+    timeout parameters, configure, predict, a BatchConfig sent with load_model, and a
+    Triton queue policy through the repository are refused past it or set to none."""
+    from core import BatchConfig, build_demo_model
+    from core.errors import ConfigError
+    from core.serving import RemoteEngine
+
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(engine, port=0, max_timeout_s=2.0).start()
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    try:
+        for call in (lambda: remote.configure("tiny", timeout_ms=None),
+                     lambda: remote.configure("tiny", timeout_ms=2001.0),
+                     lambda: remote.predict("tiny", np.zeros((1, 4), np.float32),
+                                            timeout=3.0),
+                     lambda: remote.load_model(build_demo_model("tiny"), name="t2",
+                                               batch=BatchConfig(timeout_ms=None))):
+            with pytest.raises(ConfigError, match=r"at most 2 s \(its --max-timeout-s\)"):
+                call()
+        assert engine.batch_config("tiny").timeout_ms == 30_000.0   # nothing changed
+        assert "t2" not in engine.model_names()
+        remote.configure("tiny", timeout_ms=1500.0)                  # within: fine
+        assert engine.batch_config("tiny").timeout_ms == 1500.0
+        x = np.zeros((1, 4), np.float32)
+        assert remote.predict("tiny", x, timeout=1.0).rows == 1
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                       "data": [0.0] * 4}],
+                           "parameters": {"timeout": 3_000_000}}).encode()  # µs, Triton's
+        status, raw, _ = post(server, "/v2/models/tiny/infer", body)
+        assert status == 400 and b"--max-timeout-s" in raw
+        cfg = {"dynamic_batching": {"default_queue_policy": {
+            "default_timeout_microseconds": 0}}}            # Triton's "no timeout"
+        status, raw, _ = post(server, "/v2/repository/models/tiny/load",
+                              json.dumps({"parameters": {"config": cfg}}).encode(),
+                              {"Authorization": f"Bearer {server.token}"}
+                              if server.token else {})
+        assert status == 400 and b"switch request timeouts off" in raw, raw
+        assert engine.batch_config("tiny").timeout_ms == 1500.0
+    finally:
+        remote.close()
+        server.close()
+        engine.close()

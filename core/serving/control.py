@@ -23,6 +23,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from core.protocol import HTTPError
+from . import timeouts
 from .wire_types import WIRE
 
 __all__ = ["Method", "ENGINE_CONTRACT", "ENGINE_METHODS", "STATE_METHODS", "STORE_CONTRACT",
@@ -106,9 +107,11 @@ def server_info(engine: Any) -> dict[str, Any]:
             "store_methods": sorted(STORE_METHODS)}
 
 
-def call(engine: Any, room: str, method: str, body: Any) -> Any:
+def call(engine: Any, room: str, method: str, body: Any,
+         max_timeout_ms: float | None = None) -> Any:
     """Run ``room.method(*args, **kwargs)`` from a decoded request body; the result is
-    encoded for the wire. Raises what the method raises."""
+    encoded for the wire. Raises what the method raises. A timeout the call would set is
+    checked against ``max_timeout_ms`` (:mod:`.timeouts`)."""
     allowed = ENGINE_METHODS if room == "engine" else STORE_METHODS
     if method not in allowed:
         raise HTTPError(404, f"no control method {room}.{method}; available: "
@@ -132,6 +135,8 @@ def call(engine: Any, room: str, method: str, body: Any) -> Any:
     except TypeError as err:
         raise ConfigError(f"{method}: {err}") from None
     _check_no_server_paths(room, method, fn, args, kwargs)
+    if room == "engine":
+        timeouts.check_call(fn, method, args, kwargs, max_timeout_ms)
     if room == "engine" and method == "load_model":
         # An upload is an upload, whatever it calls itself ("demo" would skip the probe
         # and the size limit).

@@ -34,6 +34,7 @@ from typing import Any
 from core.config import BatchConfig
 from core.errors import ConfigError, ModelNotFoundError
 from core.protocol import triton
+from .timeouts import check_timeout
 
 __all__ = ["Repository"]
 
@@ -63,7 +64,8 @@ class Repository:
                          "reason": "unloaded"} for n in self._unloaded if n not in loaded]
         return out
 
-    def load(self, name: str, parameters: Any = None) -> dict[str, Any]:
+    def load(self, name: str, parameters: Any = None,
+             max_timeout_ms: float | None = None) -> dict[str, Any]:
         params = parameters or {}
         if not isinstance(params, dict):
             raise ConfigError("'parameters' must be an object")
@@ -97,6 +99,8 @@ class Repository:
         base = engine.batch_config(name) if loaded else kept[1] if kept is not None \
             else engine.config.batch
         batch = base.replace(**changes) if changes else base
+        if "timeout_ms" in changes:  # a Triton queue policy over the wire: within the cap
+            check_timeout(changes["timeout_ms"], max_timeout_ms, "the model's queue policy")
         if data is not None:
             engine.load_model(data, name=name, replace=loaded, batch=batch)
         elif not loaded:

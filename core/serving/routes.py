@@ -20,7 +20,7 @@ from core.errors import ModelNotFoundError
 from core.models import ModelInfo
 from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
-from . import control, prom
+from . import control, prom, timeouts
 from .guard import RequestGuard
 from .repository import Repository
 
@@ -107,6 +107,9 @@ class Routes:
         #: What parsing one JSON body, or encoding one JSON answer, may take in Python
         #: objects: an eighth of the memory budget, as for one generated input.
         self.max_json_bytes = max(64 * 2**20, engine.memory_budget_bytes // 8)
+        #: The longest a request may be held (a timeout over the wire, or a model's);
+        #: None: no cap (timeouts may be switched off). The server sets it.
+        self.max_timeout_ms: float | None = None
         self.repository = Repository(engine)
         #: Refuses what a web page could forge (core/serving/guard.py); the server binds it.
         self.guard = RequestGuard()
@@ -245,7 +248,8 @@ class Routes:
             if not isinstance(body, dict):
                 raise HTTPError(400, "the body must be a JSON object")
             if action == "load":
-                return 200, self.repository.load(name, body.get("parameters"))
+                return 200, self.repository.load(name, body.get("parameters"),
+                                             self.max_timeout_ms)
             self.repository.unload(name)
             return 200, {}
         if path == "/v1/info" and method == "GET":
@@ -259,7 +263,8 @@ class Routes:
             raise HTTPError(405, f"use POST {path}")
         body = req.body(self.body_limit(path), required=False,
                         max_parsed_bytes=self.max_json_bytes) if method == "POST" else None
-        return 200, {"result": control.call(engine, m.group(1), m.group(2), body)}
+        return 200, {"result": control.call(engine, m.group(1), m.group(2), body,
+                                            self.max_timeout_ms)}
 
     def _info(self, name: str) -> ModelInfo:
         engine = self.engine
@@ -296,6 +301,7 @@ class Routes:
             timeout_ms = params["timeout"] / 1000.0  # Triton's timeout, in microseconds
         if timeout_ms is not None:
             timeout_ms = check_timeout_ms(timeout_ms)
+            timeouts.check_timeout(timeout_ms, self.max_timeout_ms, "the request's timeout")
         engine = self.engine
         fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"))
         t_ms = timeout_ms

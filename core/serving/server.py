@@ -65,6 +65,7 @@ from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadline
                    ListeningServer, bind, raise_fd_limit)
 from .routes import DEFAULT_MAX_BODY, Routes
 from .state import STATE_ENV, STATE_INTERVAL_S, StateDir
+from .timeouts import MAX_TIMEOUT_S
 from .tuning import tune_for_serving
 
 #: Minutes of per-second metrics a server keeps (``--history-minutes``).
@@ -93,12 +94,15 @@ class EngineServer:
                  outbound: OutboundPolicy | None = OutboundPolicy(),
                  max_connections: int = MAX_CONNECTIONS,
                  head_timeout_s: float = HEAD_TIMEOUT_S,
-                 token: str | None = None, state_dir: str | Path | None = None) -> None:
+                 token: str | None = None, state_dir: str | Path | None = None,
+                 max_timeout_s: float | None = MAX_TIMEOUT_S) -> None:
         self.engine = engine
         # Anyone who reaches the server can add remote models: where they may be is this
         # policy's (core/remote/policy.py); None leaves the engine's own (in-process: none).
         self.outbound = outbound
         self.routes = Routes(engine, max_body_bytes)
+        # A request is held at most this long, whatever comes over the wire (None: no cap).
+        self.routes.max_timeout_ms = None if max_timeout_s is None else max_timeout_s * 1000
         #: The secret clients send (``Authorization: Bearer TOKEN``) for the control API
         #: and the repository extension, and beyond loopback for everything but health
         #: checks; None asks for none (``python -m core.server`` always has one unless
@@ -323,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="per-second metrics kept for the Monitor's charts and windows, "
                          "per model (default 15, or BATCHLAB_HISTORY_MINUTES; up to ~8 KB "
                          "per second of busy traffic)")
+    ap.add_argument("--max-timeout-s", type=float, default=MAX_TIMEOUT_S,
+                    help="the longest a request may be held (its timeout, a model's "
+                         "timeout_ms, a Triton queue policy), as given over the wire; "
+                         "nothing over the wire can switch timeouts off (default 600)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -343,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.5 <= minutes <= 1440:
         ap.error(f"--history-minutes (or {HISTORY_ENV}) must be a number of minutes from 0.5 "
                  f"to 1440 (a day), got {args.history_minutes!r}")
+    if not 0.001 <= args.max_timeout_s <= 86_400:
+        ap.error(f"--max-timeout-s must be from 0.001 to 86400 (a day), got "
+                 f"{args.max_timeout_s:g}")
     engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models,
@@ -353,7 +364,7 @@ def main(argv: list[str] | None = None) -> None:
                           outbound=OutboundPolicy(allow=tuple(args.allow_remote)),
                           max_connections=args.max_connections,
                           head_timeout_s=args.head_timeout_s, token=token,
-                          state_dir=args.state_dir)
+                          state_dir=args.state_dir, max_timeout_s=args.max_timeout_s)
     server.allow_hosts(args.allow_host)
     server.restore()
     stop = threading.Event()

@@ -1,0 +1,69 @@
+"""A server's cap on request timeouts: what comes over the wire can't hold a request (and its
+bytes, in the queue) longer than the server allows, nor switch timeouts off.
+
+In-process, an engine takes any timeout up to a day, or none (a notebook's choice); behind
+a server anyone who reaches it could otherwise queue requests on a hung model that stay
+forever (40 queued requests of 60 MiB with timeouts off held 2.55 GB). The cap
+(``--max-timeout-s``, 600 s by default) is checked on the data plane's ``timeout``
+parameters, on every control call that sets one (``configure``, ``predict``, a
+``BatchConfig`` given to ``load_model`` or ``add_remote``) and on a repository load's
+Triton configuration.
+
+Example:
+    >>> check_batch(BatchConfig(timeout_ms=None), 600_000.0, "load_model")
+    Traceback (most recent call last):
+    ConfigError: load_model: timeout_ms=None would switch request timeouts off; ...
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from core.config import BatchConfig
+from core.errors import ConfigError
+
+__all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call"]
+
+#: The default cap on a request's timeout behind a server (seconds).
+MAX_TIMEOUT_S = 600.0
+
+
+def _why(where: str, cap_ms: float) -> str:
+    return (f"this server holds a request at most {cap_ms / 1000:g} s (its --max-timeout-s); "
+            f"give {where} a number of milliseconds up to {cap_ms:,.0f}")
+
+
+def check_timeout(value_ms: float | None, cap_ms: float | None, where: str) -> None:
+    """A timeout given over the wire: None (switching timeouts off) or over the cap is
+    refused, naming the cap."""
+    if cap_ms is None:
+        return
+    if value_ms is None:
+        raise ConfigError(f"{where}: timeout_ms=None would switch request timeouts off; "
+                          + _why(where, cap_ms))
+    if value_ms > cap_ms:
+        raise ConfigError(f"{where}: timeout_ms={value_ms:g} is longer than "
+                          + _why(where, cap_ms))
+
+
+def check_batch(cfg: Any, cap_ms: float | None, where: str) -> None:
+    if isinstance(cfg, BatchConfig):
+        check_timeout(cfg.timeout_ms, cap_ms, where)
+
+
+def check_call(fn: Any, method: str, args: list, kwargs: dict, cap_ms: float | None) -> None:
+    """The timeouts a control call would set: ``timeout_ms`` and ``timeout`` (seconds)
+    arguments given, ``configure``'s ``timeout_ms`` change, and every ``BatchConfig``."""
+    if cap_ms is None:
+        return
+    bound = inspect.signature(fn).bind(*args, **kwargs).arguments
+    for key, value in bound.items():
+        if isinstance(value, BatchConfig):
+            check_batch(value, cap_ms, f"{method}({key}=...)")
+        elif key == "timeout_ms" and (value is not None or method == "configure"):
+            check_timeout(value, cap_ms, method)
+        elif key == "timeout" and method == "predict" and value is not None:
+            check_timeout(float(value) * 1000.0, cap_ms, method)
+        elif key == "changes" and isinstance(value, dict) and "timeout_ms" in value:
+            check_timeout(value["timeout_ms"], cap_ms, method)
