@@ -168,3 +168,57 @@ def test_timeouts_over_the_wire_are_capped_and_cannot_be_switched_off():
         remote.close()
         server.close()
         engine.close()
+
+
+def test_a_client_that_goes_away_cancels_its_request():
+    """A hung model, requests queued behind it with long timeouts, their clients gone: each
+    is cancelled (the queue empties, the model's errors say so), not held until its
+    timeout with its bytes."""
+    import time
+
+    from core import BatchConfig
+    from core.models import build_loop_model
+
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_loop_model(10**10), name="hang",
+                      batch=BatchConfig(max_batch_size=1, max_wait_ms=0.0))
+    server = EngineServer(engine, port=0).start()
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                   "data": [1.0]}],
+                       "parameters": {"timeout_ms": 300_000}}).encode()
+
+    def send() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+        conn.request("POST", "/v2/models/hang/infer", body=body,
+                     headers={"Content-Type": "application/json"})
+        return conn
+
+    def until(what, predicate):
+        deadline = time.monotonic() + WAIT_S
+        while not predicate():
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.02)
+
+    def cancelled() -> int:
+        return engine.metrics("hang").errors_by_type.get("CancelledError", 0)
+
+    served = engine._ns.entry("hang").served   # accepted and not settled: queued or running
+    try:
+        running = send()
+        until("the first request runs",
+              lambda: served.pending() == 1 and engine.queue_depth("hang") == 0)
+        queued = send()
+        until("the second request waits in the queue",
+              lambda: served.pending() == 2 and engine.queue_depth("hang") == 1)
+        queued.close()                                     # its client goes away
+        until("the queued request is cancelled", lambda: cancelled() == 1)
+        assert engine.queue_depth("hang") == 0 and served.pending() == 1
+        running.close()                                    # and the running one's
+        until("the running request is cancelled", lambda: cancelled() == 2)
+        assert served.pending() == 0
+        # Its run, with nobody left waiting for it, is stopped (not left to hang till close).
+        until("the orphaned run is stopped", lambda: all(
+            slot.current is None for slot in list(served.executor.slots.values())))
+    finally:
+        server.close()
+        engine.close()

@@ -346,7 +346,10 @@ class Batcher:
                     f"{type(err).__name__}: {err}"), notify_queue=False)
 
     def _forget(self, r: Request) -> None:
+        """``r`` ended before its batch did (cancelled, timed out, failed): out of the queue,
+        and a run left with nobody waiting for it (its callers gone) is stopped."""
         self.queue.forget(r)
+        self.executor.stop_orphaned_run()
 
     # Kept for code that patched the run function of a live batcher (tests, notebooks).
     @property

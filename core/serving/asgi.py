@@ -50,7 +50,18 @@ def _retrieved(fut: asyncio.Future) -> None:
 
 
 class _Disconnected(Exception):
-    """The client went away before its request was read."""
+    """The client went away (before its request was read, or before its answer)."""
+
+
+#: A request still unanswered after this long is watched for its client going away (the
+#: many answered sooner don't pay for a watcher).
+WATCH_AFTER_S = 0.1
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Return when the client disconnects (the body was read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Request:
@@ -143,7 +154,9 @@ class OipApp:
                 close |= await self._read_body(req, receive, self.routes.body_limit(path))
             except _Disconnected:
                 return
-            status, body = await self._answer(method, path, req)
+            status, body = await self._answer(method, path, req, receive)
+        except _Disconnected:  # its request was cancelled: nobody to answer
+            return
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
             status, body = self._error(method, path, err)
             close |= isinstance(err, HTTPError) and err.status in (408, 413)
@@ -152,7 +165,8 @@ class OipApp:
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         await self._send(send, status, body, close or self.closing)
 
-    async def _answer(self, method: str, path: str, req: _Request) -> tuple[int, Any]:
+    async def _answer(self, method: str, path: str, req: _Request,
+                      receive: Receive) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         routes = self.routes
         if (routes.is_infer(method, path) and len(req._body) <= INLINE_MAX) \
@@ -166,7 +180,20 @@ class OipApp:
         waiting = asyncio.wrap_future(answer.future)
         # Wait without cancelling: a cancelled wait would cancel the request itself, and
         # its caller would get "cancelled" instead of the timeout it ran into.
-        done, _ = await asyncio.wait({waiting}, timeout=answer.wait_s)
+        first = WATCH_AFTER_S if answer.wait_s is None else min(WATCH_AFTER_S, answer.wait_s)
+        done, _ = await asyncio.wait({waiting}, timeout=first)
+        if not done and (answer.wait_s is None or answer.wait_s > first):
+            # Still queued or running: from now on a client that goes away cancels it, so
+            # a flood of abandoned requests doesn't hold the queue (and its bytes).
+            gone = asyncio.ensure_future(_client_gone(receive))
+            done, _ = await asyncio.wait(
+                {waiting, gone}, return_when=asyncio.FIRST_COMPLETED,
+                timeout=None if answer.wait_s is None else answer.wait_s - first)
+            if gone in done:
+                answer.future.cancel()
+                waiting.add_done_callback(_retrieved)
+                raise _Disconnected
+            gone.cancel()
         if done:
             pred = waiting.result()
         else:
