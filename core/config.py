@@ -22,7 +22,7 @@ from typing import Any
 from core.errors import ConfigError
 
 __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "EngineConfig",
-           "default_intra_op_threads", "check_timeout_ms"]
+           "default_intra_op_threads", "check_timeout_ms", "machine_cores"]
 
 #: Batching policies, one module each in ``core/policies/``. ``deadline``: a batch is
 #: released when full or when its oldest request has waited ``max_wait_ms`` (Triton / TF

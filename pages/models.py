@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
-from core.config import OPTIMIZATION_LEVELS
+from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
@@ -62,8 +62,10 @@ with st.container(border=True):
                               key="upload_replace")
         with st.expander("Session options"):
             threads = st.number_input(
-                "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", 0, 64,
-                None, key="upload_threads")
+                "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", 0,
+                machine_cores(), None, key="upload_threads",
+                help=f"At most this machine's {machine_cores()} cores: more threads than "
+                     "cores take turns and slow every model.")
             optimization = st.selectbox("Graph optimisation", OPTIMIZATION_LEVELS, index=3,
                                         key="upload_opt")
             provider = st.selectbox("Execution provider", available_providers(),
@@ -71,7 +73,12 @@ with st.container(border=True):
                                     help="CUDA is offered when onnxruntime-gpu is installed.")
     if st.button("Load model", key="upload_load", type="primary",
                  disabled=uploaded is None):
-        with st.spinner("Validating the model and creating an ONNX Runtime session..."):
+        loads = engine.status().get("loads") or {}
+        ahead = loads.get("running", 0) + loads.get("waiting", 0)
+        doing = ("validating the model, trying it in a separate process and creating an "
+                 "ONNX Runtime session...")
+        with st.spinner(f"Waiting for {ahead} other trial run(s) to finish (one at a time), "
+                        f"then {doing}" if ahead else doing.capitalize()):
             try:
                 info = engine.load_model(
                     uploaded.getvalue(), name=name.strip() or None, replace=replace,

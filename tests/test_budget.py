@@ -222,3 +222,85 @@ def test_a_client_that_goes_away_cancels_its_request():
     finally:
         server.close()
         engine.close()
+
+
+def test_a_model_that_blows_up_while_its_session_is_created_never_does_so_here():
+    """build_memory_bomb(16000): ONNX Runtime folds its 1 GB constant while creating the
+    session. A probed load opens it first in the trial run's child, under the budget, so
+    the serving process never holds it (was: loaded, 2.2 GB peak with a 512 MiB budget)."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import json
+        from core import Engine, EngineConfig
+        from core.models import build_memory_bomb
+        from core.models.memory import current_rss_bytes, peak_rss_bytes
+        with Engine(EngineConfig(memory_budget_bytes=512 * 2**20, probe_models=True,
+                                 demo_models=False)) as e:
+            base = current_rss_bytes()
+            try:
+                e.load_model(build_memory_bomb(16000), name="fold")
+                err = None
+            except Exception as ex:
+                err = f"{type(ex).__name__}: {ex}"
+            print(json.dumps({"err": err, "base": base, "peak": peak_rss_bytes(),
+                              "models": e.model_names()}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["err"] and out["err"].startswith("ModelLoadError: model 'fold' failed its "
+                                                "trial run"), out
+    assert out["models"] == []
+    assert out["peak"] < out["base"] + 512 * 2**20, out
+
+
+def test_trial_runs_take_turns_and_say_how_many_wait(monkeypatch):
+    """Each trial run may take the whole budget in its child: one at a time, the others
+    counted as waiting (the Models page says so), none lost."""
+    import threading
+    import time
+
+    import pandas as pd
+
+    from core import build_demo_model
+    from core.engine import loading
+
+    gate, inside = threading.Event(), threading.Semaphore(0)
+    seen: list[int] = []
+
+    def gated_probe(data, batch_sizes, budget, time_limit_s, threads=None,
+                    graph_optimization="all"):
+        inside.release()
+        seen.append(len(batch_sizes))
+        assert gate.wait(WAIT_S)
+        return pd.DataFrame({"batch_size": list(batch_sizes), "peak_mib": 1.0,
+                             "run_ms": 1.0, "error": None})
+
+    monkeypatch.setattr(loading, "probe_model", gated_probe)
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(
+        engine.measure_memory("tiny", [1, 2]))) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        assert inside.acquire(timeout=WAIT_S)          # one is in its trial run
+        deadline = time.monotonic() + WAIT_S
+        while engine.status()["loads"] != {"running": 1, "waiting": 2}:
+            assert time.monotonic() < deadline, engine.status()["loads"]
+            time.sleep(0.01)
+        assert not inside.acquire(timeout=0.2)         # and only one
+        gate.set()
+        for t in threads:
+            t.join(WAIT_S)
+        assert len(results) == 3 and seen == [2, 2, 2]
+        assert engine.status()["loads"] == {"running": 0, "waiting": 0}
+    finally:
+        gate.set()
+        engine.close()

@@ -344,6 +344,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             "throughput_rps": sum(e.metrics.recent_rps() for e in entries),
             "total_requests": sum(t["total_requests"] for t in totals),
             "error_count": sum(t["error_count"] for t in totals),
+            # trial runs of uploads and memory measurements, one at a time
+            "loads": self._loader.loads(),
             # changes when any model's settings or version, or any experiment, changes:
             # a page drawn from the old ones redraws (another tab may have changed them)
             "settings": hash((tuple((e.info.sha256, e.served.config) for e in entries),

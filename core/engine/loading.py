@@ -8,15 +8,18 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pandas as pd
 
 from core.config import BatchConfig, EngineConfig, SessionConfig
 from core.errors import ConfigError, ModelLoadError
-from core.models import ModelInfo, format_bytes, probe_model, read_model_source
+from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model,
+                         read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
 from .namespace import Namespace
@@ -42,6 +45,10 @@ class Loader:
         #: Where remote models may be (an engine server sets it: core/remote/policy.py);
         #: None: anywhere (an in-process engine's caller is its owner).
         self.outbound_policy: Any = None
+        # Trial runs in child processes, one at a time (core/models/probe.py).
+        self._probe_slot = threading.Semaphore(1)
+        self._probes_lock = threading.Lock()
+        self._probes_running = self._probes_waiting = 0
 
     def load_model(self, source: str | Path | bytes | bytearray | memoryview,
                    name: str | None = None, *, replace: bool = False,
@@ -58,11 +65,14 @@ class Loader:
             name = "model-" + hashlib.sha256(data).hexdigest()[:8]
         self.ns.check_new_name(name, "model")
         self.ns.check_name_free(name, "model", replace)
-        loaded = self.registry.build(data, name, session, source_label or where, description)
         profile = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
         if probe:
+            # Checked here, then opened and run first in a child process under the budget
+            # with this session's options: creating the session (constant folding) or the
+            # trial run may blow up there, never here.
+            check_model_bytes(data)
             profile = self.probe(data, [1], session)
             bad = profile["error"].dropna()
             if len(bad):
@@ -70,6 +80,7 @@ class Loader:
                     f"model {name!r} failed its trial run (one row, in a separate process, "
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded")
+        loaded = self.registry.build(data, name, session, source_label or where, description)
         with self.registry.lock:
             self._check_open()
             self.ns.check_name_free(name, "model", replace)
@@ -123,9 +134,39 @@ class Loader:
               time_limit_s: float | None = None) -> pd.DataFrame:
         """``data`` run in a child process under the memory budget (:mod:`core.models.probe`)."""
         opts = session or self.config.session
-        return probe_model(data, batch_sizes, self.budget_bytes,
-                           time_limit_s or self.config.probe_time_limit_s,
-                           threads=opts.intra_op_threads)
+        with self._probe_turn():
+            return probe_model(data, batch_sizes, self.budget_bytes,
+                               time_limit_s or self.config.probe_time_limit_s,
+                               threads=opts.intra_op_threads,
+                               graph_optimization=opts.graph_optimization)
+
+    @contextlib.contextmanager
+    def _probe_turn(self) -> Iterator[None]:
+        """One probe at a time (each may take the whole budget in its child): the others
+        wait their turn, counted in :meth:`loads`."""
+        with self._probes_lock:
+            self._probes_waiting += 1
+        acquired = False
+        try:
+            self._probe_slot.acquire()
+            acquired = True
+            with self._probes_lock:
+                self._probes_waiting -= 1
+                self._probes_running += 1
+            yield
+        finally:
+            with self._probes_lock:
+                if acquired:
+                    self._probes_running -= 1
+                else:
+                    self._probes_waiting -= 1
+            if acquired:
+                self._probe_slot.release()
+
+    def loads(self) -> dict[str, int]:
+        """Trial runs (loads of uploads, memory measurements) running and waiting."""
+        with self._probes_lock:
+            return {"running": self._probes_running, "waiting": self._probes_waiting}
 
 
 def _client_config(cfg: BatchConfig, server: ServerBatching) -> BatchConfig:

@@ -32,7 +32,7 @@ from .cache import SessionCache
 from .session import create_session
 from .types import ORT_DTYPES, ModelInfo, TensorSpec, batch_mode
 
-__all__ = ["LoadedModel", "read_model_source", "load_model_bytes"]
+__all__ = ["LoadedModel", "read_model_source", "load_model_bytes", "check_model_bytes"]
 
 # Dimensions beyond these are refused: a declared shape this large cannot be served here.
 _MAX_DIM = 2**31 - 1
@@ -109,9 +109,7 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     ``arena=False`` (the memory probe) allocates with plain malloc/free, so each run's
     peak shows in the process's resident memory."""
     options = options or SessionConfig()
-    proto = _parse(data)
-    _refuse_external_data(proto.graph)
-    warnings = _check_graph(proto)
+    proto, warnings = check_model_bytes(data)
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None and arena:
         session = cache.get_or_create(data, options, sha)
@@ -120,6 +118,15 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     info = _inspect(name, data, sha, proto, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs], session_config=options)
+
+
+def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """``data`` parsed and checked as an ONNX model without creating a session (no
+    constant folding, nothing run): ``(proto, onnx.checker's findings)``; a file that is not
+    one raises :class:`ModelLoadError` saying why."""
+    proto = _parse(data)
+    _refuse_external_data(proto.graph)
+    return proto, _check_graph(proto)
 
 
 def _parse(data: bytes) -> onnx.ModelProto:

@@ -38,7 +38,8 @@ _STARTUP_S = 60.0
 
 
 def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
-                time_limit_s: float = 60.0, threads: int | None = None) -> pd.DataFrame:
+                time_limit_s: float = 60.0, threads: int | None = None,
+                graph_optimization: str = "all") -> pd.DataFrame:
     """Run the model at each of ``batch_sizes`` in a child process; one row per size.
 
     ``error`` is ``None`` for a run that worked, else why it did not (over the memory
@@ -47,6 +48,7 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
     """
     request = json.dumps({"batch_sizes": [int(b) for b in batch_sizes],
                           "budget": int(budget_bytes), "threads": threads,
+                          "graph_optimization": graph_optimization,
                           "time_limit_s": float(time_limit_s)})
     env = dict(os.environ, PYTHONPATH=str(_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                # Tensors of 16 KiB and more get their own pages, returned when freed, so
@@ -119,11 +121,28 @@ def _child(request: str) -> None:
     from .sampling import sample_input
 
     # No arena here (each run's memory is malloc'd and freed, so its peak shows), and the
-    # budget enforced on the address space instead: an allocation past it fails.
-    loaded = load_model_bytes(data, "probe", options=SessionConfig(
-        intra_op_threads=args["threads"]), arena=False)
-    vm_now = proc_status_bytes("VmSize") or 0
-    resource.setrlimit(resource.RLIMIT_AS, (vm_now + args["budget"], resource.RLIM_INFINITY))
+    # budget enforced on the address space instead: an allocation past it fails. It holds
+    # from before the session is created, with the server's own options: a model whose
+    # constants ONNX Runtime folds into gigabytes while creating its session fails here.
+    def cap() -> None:
+        vm_now = proc_status_bytes("VmSize") or 0
+        resource.setrlimit(resource.RLIMIT_AS, (vm_now + args["budget"],
+                                                resource.RLIM_INFINITY))
+
+    cap()
+    first = args["batch_sizes"][0] if args["batch_sizes"] else 1
+    try:
+        loaded = load_model_bytes(data, "probe", options=SessionConfig(
+            intra_op_threads=args["threads"],
+            graph_optimization=args.get("graph_optimization", "all")), arena=False)
+    except Exception as err:  # noqa: BLE001 - reported: the model is not loaded
+        text = " ".join(str(err).split())[:300] or type(err).__name__
+        print(json.dumps({"batch_size": first, "peak_mib": None,
+                          "run_ms": None,
+                          "error": "its session could not be created within the memory "
+                                   f"budget ({type(err).__name__}: {text})"}), flush=True)
+        return
+    cap()  # the budget again, from what the session holds: for the runs
     info = loaded.info
     limit = args["time_limit_s"]
     for i, bs in enumerate(args["batch_sizes"]):
