@@ -167,6 +167,10 @@ class _FakeOIP(BaseHTTPRequestHandler):
             x = np.ones((1, 4), np.float32)
             return self._json(200, {"model_name": "m", "outputs": [
                 {"name": "y", "datatype": "FP32", "shape": [1, 4], "data": x.ravel().tolist()}]})
+        if mode == "flood":          # small on the wire, huge parsed: 300,000 empty lists
+            return self._json(200, {"model_name": "m", "outputs": [
+                {"name": "y", "datatype": "FP32", "shape": [1, 4],
+                 "data": [[]] * 300_000}]})
         if mode == "garbage":
             raw = b"<html>gateway</html>"
             self.send_response(200)
@@ -196,7 +200,7 @@ class _QuietServer(ThreadingHTTPServer):
 def fake_oip_server():
     """A real HTTP server speaking just enough Open Inference Protocol for model 'm'
     (x: FP32 [-1,4] -> y = 2x); ``srv.mode`` makes it misbehave ("500", "400", "slow",
-    "drop", "garbage", "undeclared", "slow-metadata"); ``srv.token`` requires a bearer
+    "drop", "garbage", "undeclared", "slow-metadata", "flood"); ``srv.token`` requires a bearer
     token; ``srv.release`` ends the slow modes; ``srv.seen`` holds the infer bodies."""
     srv = _QuietServer(("127.0.0.1", 0), _FakeOIP)
     srv.daemon_threads = True

@@ -304,3 +304,28 @@ def test_trial_runs_take_turns_and_say_how_many_wait(monkeypatch):
     finally:
         gate.set()
         engine.close()
+
+
+def test_a_remote_answer_that_would_parse_past_the_bound_is_refused(monkeypatch):
+    """A remote model's server answering 900 KB of JSON that parses into ~30 MB of Python
+    objects (a gzip bomb of small values is the same, decompressed within the read cap):
+    refused unparsed with the reason, and the server's other requests go on."""
+    from core.errors import RemoteServerError
+    from core.remote import target
+    from tests.helpers import fake_oip_server
+
+    monkeypatch.setattr(target, "_max_parsed_bytes", lambda: 8 * 2**20)
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        with fake_oip_server() as srv:
+            engine.add_remote("far", url=srv.url, model="m")
+            x = np.ones((1, 4), np.float32)
+            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+            srv.mode = "flood"
+            with pytest.raises(RemoteServerError, match=r"too large to read here.*over the "
+                                                        r"8 MiB"):
+                engine.predict("far", x)
+            srv.mode = "ok"
+            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+    finally:
+        engine.close()

@@ -21,7 +21,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["loads", "dumps", "finite", "parsed_bytes", "JSONTooLarge"]
+__all__ = ["loads", "dumps", "finite", "parsed_bytes", "check_size", "JSONTooLarge"]
 
 #: What a parsed JSON value costs in Python, at most: a number (24 bytes) and its slot in a
 #: list with the list's growth room, and an (empty) list or object with its slot. A 60 MiB
@@ -57,12 +57,17 @@ def loads(raw: bytes | str, max_parsed_bytes: int | None = None) -> Any:
     """Parse strict JSON: a bare NaN/Infinity is a ``ValueError`` that names it. With
     ``max_parsed_bytes``, a body whose parse could allocate more is refused before it is
     parsed (:class:`JSONTooLarge`); one too short to get there is not even counted."""
+    check_size(raw, max_parsed_bytes)
+    return json.loads(raw, parse_constant=_refuse)
+
+
+def check_size(raw: bytes | str, max_parsed_bytes: int | None) -> None:
+    """:class:`JSONTooLarge` if parsing ``raw`` could allocate over ``max_parsed_bytes``."""
     if max_parsed_bytes is not None and isinstance(raw, (bytes, bytearray, memoryview)) \
             and len(raw) * OBJECT_BYTES > max_parsed_bytes:
         parsed, values = parsed_bytes(bytes(raw) if isinstance(raw, memoryview) else raw)
         if parsed > max_parsed_bytes:
             raise JSONTooLarge(parsed, max_parsed_bytes, values)
-    return json.loads(raw, parse_constant=_refuse)
 
 
 def finite(value: Any) -> Any:

@@ -116,8 +116,12 @@ def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
     else:
         head, binary = raw, memoryview(b"")
     try:
-        return (jsontext.loads(head, max_parsed_bytes) if strict else json.loads(head)), binary
+        jsontext.check_size(head, max_parsed_bytes)
+        return (jsontext.loads(head) if strict else json.loads(head)), binary
     except jsontext.JSONTooLarge as err:
+        if not strict:  # an answer from another server
+            raise OIPError(status, f"{what}'s JSON is too large to read here: {err}; ask "
+                                   "for binary outputs") from None
         raise OIPError(413, f"{what}'s JSON is too large for this server: {err}; send the "
                             "tensors as binary data (the binary tensor extension, "
                             f"{HEADER_LENGTH}) or fewer values per request") from None
@@ -293,11 +297,14 @@ def _split_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
     return out
 
 
-def parse_infer_response(raw: bytes, header_length: int | None = None) -> dict[str, Any]:
+def parse_infer_response(raw: bytes, header_length: int | None = None,
+                         max_parsed_bytes: int | None = None) -> dict[str, Any]:
     """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
-    back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer is an
+    back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer (or
+    a JSON part that could take more than ``max_parsed_bytes`` to parse) is an
     :class:`OIPError` with status 502 (the server's fault, not the request's)."""
-    body, binary = _split_body(raw, header_length, 502, "the server's answer", strict=False)
+    body, binary = _split_body(raw, header_length, 502, "the server's answer", strict=False,
+                               max_parsed_bytes=max_parsed_bytes)
     if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
         raise OIPError(502, "the server's answer has no 'outputs' list")
     outputs: dict[str, Any] = {}

@@ -21,6 +21,7 @@ import numpy as np
 
 from core.errors import (ConfigError, InputValidationError, RemoteConnectionError,
                          RemoteServerError, RequestTimeoutError)
+from core.models import default_memory_budget, memory_budget
 from core.protocol import HEADER_LENGTH, OIPError, encode_infer_request, parse_infer_response
 from .loop import client_loop
 from .policy import HOPS_HEADER, OutboundPolicy
@@ -48,6 +49,13 @@ _PARSE_OFF_LOOP_BYTES = 256 * 2**10
 
 class _TooLarge(Exception):
     pass
+
+
+def _max_parsed_bytes() -> int:
+    """What parsing one answer's JSON may take here: an eighth of the memory budget (at
+    least 64 MiB), as a server allows for a request (60 MB of gzip-bombed JSON of small
+    values was 1.9 GB parsed)."""
+    return max(64 * 2**20, (memory_budget() or default_memory_budget()) // 8)
 
 
 async def _read_capped(resp: Any, cap: int) -> bytes:
@@ -315,7 +323,7 @@ class OIPTarget:
             head = int(answer_len) if answer_len else None
             if len(raw) > _PARSE_OFF_LOOP_BYTES:
                 return await asyncio.get_running_loop().run_in_executor(
-                    None, parse_infer_response, raw, head)
+                    None, parse_infer_response, raw, head, _max_parsed_bytes())
             return parse_infer_response(raw, head)
         except (OIPError, ValueError, TypeError, OverflowError, RecursionError) as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
