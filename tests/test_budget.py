@@ -329,3 +329,37 @@ def test_a_remote_answer_that_would_parse_past_the_bound_is_refused(monkeypatch)
             np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
     finally:
         engine.close()
+
+
+def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
+    """Inputs queued behind a busy model count against the bound (an eighth of the budget;
+    here set to 2.5 requests' worth): the request past it is refused at once with the
+    figures, and what leaves the queue (taken, cancelled) gives its bytes back."""
+    from core.batching import Batcher
+    from core.config import BatchConfig
+    from core.errors import OverloadedError
+    from tests.helpers import GatedRun
+
+    run = GatedRun(gated=True)
+    b = Batcher("fake", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0))
+    big = np.zeros((1, 2**18), np.float32)               # 1 MiB a request
+    try:
+        first = b.submit((big,), 1)
+        assert run.started.wait(WAIT_S)                  # running: out of the queue
+        assert b.queue.queued_bytes == 0
+        b.queue.max_queued_bytes = int(2.5 * big.nbytes)
+        queued = [b.submit((big,), 1) for _ in range(2)]
+        assert b.queue.queued_bytes == 2 * big.nbytes
+        with pytest.raises(OverloadedError, match=r"queue holds 2.0 MiB of inputs, and this "
+                                                  r"request's 1.0 MiB would pass the 2 MiB"):
+            b.submit((big,), 1)
+        assert queued[1].cancel()                        # its caller gave up
+        assert b.queue.queued_bytes == big.nbytes
+        queued.append(b.submit((big,), 1))              # room again
+        run.gate.set()
+        for f in (first, queued[0], queued[2]):
+            assert f.result(WAIT_S).rows == 1
+        assert b.queue.queued_bytes == 0
+    finally:
+        run.gate.set()
+        b.close()

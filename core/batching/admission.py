@@ -29,6 +29,7 @@ from typing import Callable
 from core.policies import MAX_SLOWDOWN, CostEstimator, RateEstimator
 from core.config import BatchConfig
 from core.errors import EngineClosedError, OverloadedError
+from core.models import default_memory_budget, memory_budget
 from core.policies import ReleasePolicy, make_policy
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
@@ -68,6 +69,12 @@ class AdmissionQueue:
         self.sup_cv = threading.Condition(self.lock)    # wakes the supervisor
         self.q: deque[Request] = deque()
         self.queued_rows = 0
+        #: Bytes of the inputs queued (not yet taken into a batch), and their bound: an
+        #: eighth of the memory budget, as for one generated input (a request alone in the
+        #: queue is admitted whatever its size: the body limits bounded it already).
+        self.queued_bytes = 0
+        self.max_queued_bytes = max(64 * 2**20,
+                                    (memory_budget() or default_memory_budget()) // 8)
         self.arrived_rows = 0
         self.dead = 0
         self.closed = False
@@ -169,6 +176,7 @@ class AdmissionQueue:
         under the lock, so the lane stays in deadline order.
         """
         rows = r._rows
+        nbytes = r._nbytes = sum([a.nbytes for a in r._arrays])
         with self.lock:
             if default_timeout:
                 r._deadline = r._t_submit + self.timeout_s
@@ -181,6 +189,13 @@ class AdmissionQueue:
                     f"{self.depth()} requests (max_queue={self.max_queue}); retry "
                     "later, send less traffic, or raise max_queue / max_batch_size with "
                     "engine.configure()")
+            if self.queued_bytes + nbytes > self.max_queued_bytes and self.queued_bytes:
+                raise OverloadedError(
+                    f"model {self.name!r} is overloaded: its queue holds "
+                    f"{self.queued_bytes / 2**20:.1f} MiB of inputs, and this request's "
+                    f"{nbytes / 2**20:.1f} MiB would pass the "
+                    f"{self.max_queued_bytes / 2**20:.0f} MiB queued per model (an eighth "
+                    "of the memory budget); retry later or send smaller requests")
             d = r._deadline
             if ((d - r._t_submit < self.admit_bound_s
                  or self.queued_rows + rows > self.bound_rows
@@ -213,6 +228,7 @@ class AdmissionQueue:
             self.ledger.live[r] = True
             self.q.append(r)
             self.queued_rows += rows
+            self.queued_bytes += nbytes
             self.arrived_rows += rows
             if d != math.inf:
                 live = self.ledger.live
@@ -277,6 +293,7 @@ class AdmissionQueue:
             if r._where == QUEUED:
                 r._where = DEAD
                 self.queued_rows -= r._rows
+                self.queued_bytes -= r._nbytes
                 self.dead += 1
 
     def put_back(self, requests: list[Request]) -> None:
@@ -290,6 +307,7 @@ class AdmissionQueue:
                 r._where = QUEUED
                 self.q.appendleft(r)
                 self.queued_rows += r._rows
+                self.queued_bytes += r._nbytes
             self.cv.notify_all()
 
     # -- collector side ---------------------------------------------------------------
@@ -360,7 +378,7 @@ class AdmissionQueue:
         """(Lock held.) Pop whole live requests, in order, up to ``max_rows`` rows."""
         max_rows = self.max_rows
         batch: list[Request] = []
-        rows = 0
+        rows = nbytes = 0
         live = self.ledger.live
         while q:
             r = q[0]
@@ -372,6 +390,7 @@ class AdmissionQueue:
                 q.popleft()
                 r._where = DROPPED
                 self.queued_rows -= r._rows
+                self.queued_bytes -= r._nbytes
                 continue
             if batch and rows + r._rows > max_rows:
                 break
@@ -379,9 +398,11 @@ class AdmissionQueue:
             r._where = TAKEN
             batch.append(r)
             rows += r._rows
+            nbytes += r._nbytes
             if rows >= max_rows:
                 break
         self.queued_rows -= rows
+        self.queued_bytes -= nbytes
         return batch
 
     def flushed(self) -> None:
