@@ -204,6 +204,10 @@ class EngineConfig:
     probe_time_limit_s: float = 30.0
     #: Requests kept per model for ``Engine.timeline`` (core/metrics/trace.py); 0 turns tracing off.
     trace_requests: int = 20_000
+    #: What loaded models may hold together (each counted as twice its file: the bytes kept
+    #: for trial runs and replays, and its session's weights); ``None``: the memory budget.
+    #: A load past it is refused, naming the least recently used models to unload.
+    max_models_bytes: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
@@ -215,6 +219,8 @@ class EngineConfig:
         if not isinstance(self.batch, BatchConfig):
             raise ConfigError(f"batch must be a BatchConfig, got {type(self.batch).__name__}")
         _check_int("timeseries_seconds", self.timeseries_seconds, 10, 86_400)
+        if self.max_models_bytes is not None:
+            _check_int("max_models_bytes", self.max_models_bytes, 1, 2**62)
         _check_float("close_timeout_s", self.close_timeout_s, 0.0, 3600.0)
         if self.memory_budget_bytes is not None:
             _check_int("memory_budget_bytes", self.memory_budget_bytes, 64 * 2**20, 2**50)

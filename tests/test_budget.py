@@ -363,3 +363,39 @@ def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
     finally:
         run.gate.set()
         b.close()
+
+
+def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload():
+    from core import build_demo_model
+    from core.errors import ResourceLimitError
+
+    data = build_demo_model("tiny")
+    engine = Engine(EngineConfig(demo_models=False, max_models_bytes=5 * len(data)))
+    try:
+        engine.load_model(data, name="a")              # each counts twice its file
+        engine.load_model(data, name="b")
+        engine.predict("b", engine.sample_input("b"))  # b used; a never was
+        with pytest.raises(ResourceLimitError, match=r"model 'c' .* would bring the loaded "
+                                                     r"models to .*least recently used "
+                                                     r"first: a \(.*\), b \("):
+            engine.load_model(data, name="c")
+        assert engine.model_names() == ["a", "b"]
+        engine.load_model(data, name="b", replace=True)  # a hot swap counts once
+        engine.unload_model("a")
+        engine.load_model(data, name="c")
+        assert sorted(engine.model_names()) == ["b", "c"]
+    finally:
+        engine.close()
+
+
+def test_by_default_models_may_hold_the_memory_budget():
+    from core.errors import ResourceLimitError
+
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        assert engine.config.max_models_bytes is None
+        with pytest.raises(ResourceLimitError, match="over the .* they may hold"):
+            engine._loader.check_room("huge", engine.memory_budget_bytes // 2 + 1)
+        engine._loader.check_room("fits", engine.memory_budget_bytes // 2 - 2**20)
+    finally:
+        engine.close()

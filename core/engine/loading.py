@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pandas as pd
 
 from core.config import BatchConfig, EngineConfig, SessionConfig
-from core.errors import ConfigError, ModelLoadError
+from core.errors import ConfigError, ModelLoadError, ResourceLimitError
 from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model,
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
@@ -65,6 +65,7 @@ class Loader:
             name = "model-" + hashlib.sha256(data).hexdigest()[:8]
         self.ns.check_new_name(name, "model")
         self.ns.check_name_free(name, "model", replace)
+        self.check_room(name, len(data))
         profile = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
@@ -86,8 +87,27 @@ class Loader:
             self.ns.check_name_free(name, "model", replace)
             if self.registry.get(name) is not None:
                 self._check_arm_compatible(name, loaded.info)
+            self.check_room(name, len(data))  # again: another load may have landed meanwhile
             self.registry.install(name, loaded, batch, data, profile)
         return loaded.info
+
+    def check_room(self, name: str, size: int) -> None:
+        """Refuse a model of ``size`` bytes under ``name`` (replacing one of that name) that
+        would take the loaded models past ``max_models_bytes`` (default: the budget), naming
+        the least recently used ones to unload."""
+        cap = self.config.max_models_bytes or self.budget_bytes
+        others = [(n, e) for n, e in self.registry.models.items()
+                  if n != name and e.remote is None]
+        used = sum(2 * e.info.size_bytes for _, e in others)
+        if used + 2 * size <= cap:
+            return
+        idle = sorted(others, key=lambda ne: ne[1].metrics.counters()["last_batch_wall"] or 0)
+        shown = ", ".join(f"{n} ({format_bytes(2 * e.info.size_bytes)})" for n, e in idle[:5])
+        raise ResourceLimitError(
+            f"model {name!r} ({format_bytes(size)} file, ~{format_bytes(2 * size)} loaded) "
+            f"would bring the loaded models to {format_bytes(used + 2 * size)}, over the "
+            f"{format_bytes(cap)} they may hold (EngineConfig.max_models_bytes; default the "
+            f"memory budget); unload one first (least recently used first: {shown})")
 
     def add_remote(self, name: str, url: str, model: str, version: str | None = None,
                    headers: dict[str, str] | None = None, *, inputs: Any = None,
