@@ -240,7 +240,8 @@ CUT_OFF_JS = """() => [...document.querySelectorAll(
 
 # The cosmetic class of chart faults, as drawn: a title under the plotly toolbar, an axis
 # whose tick labels repeat (a log axis labelled "5, 2, 100, 5, 2, 10"; a histogram's
-# "1 1 2"), and an empty chart whose axis runs negative. As "chart title: what".
+# "1 1 2"), and an axis that runs negative (nothing drawn is below zero; all-zero seconds
+# drew -1 to 1). As "chart title: what".
 CHART_FAULTS_JS = """() => {
   const out = [];
   const overlap = (a, b) => b.width > 0 && a.width > 0 && a.left < b.right
@@ -257,11 +258,14 @@ CHART_FAULTS_JS = """() => {
       if (new Set(labels).size !== labels.length)
         out.push(title + ': repeated tick labels ' + labels.join(', '));
     }
+    // Nothing Batchlab draws is below zero (counts, times, rates); an empty chart's x
+    // axis neither.
     const empty = [...plot.querySelectorAll('.annotation-text')]
       .some(e => /^no /.test(e.textContent));
-    const neg = [...plot.querySelectorAll('.yaxislayer-above text')]
+    const neg = [...plot.querySelectorAll(
+        '.yaxislayer-above text' + (empty ? ', .xaxislayer-above text' : ''))]
       .map(e => e.textContent).filter(s => /^[\u2212-]/.test(s));
-    if (empty && neg.length) out.push(title + ': empty, with negative ticks ' + neg.join(', '));
+    if (neg.length) out.push(title + ': negative ticks ' + neg.join(', '));
   }
   return out;
 }"""

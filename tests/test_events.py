@@ -168,3 +168,25 @@ def test_marks_are_capped_to_the_newest():
 
 def test_the_engine_keeps_fifteen_minutes_by_default():
     assert EngineConfig().timeseries_seconds == 900
+
+
+def test_marks_sit_on_the_series_seconds_and_long_windows_draw_areas():
+    ts = series(900)
+    ev = events_at("2026-12-04 09:59:30.600")
+    mark = next(t for t in charts.latency_figure(ts, events=ev).data if t.name == "changes")
+    assert pd.Timestamp(mark.x[0]) == pd.Timestamp("2026-12-04 09:59:30")
+    assert {t.type for t in charts.throughput_figure(ts).data} == {"bar"}
+    long = charts.throughput_figure(ts, window_s=900)
+    assert {t.type for t in long.data} == {"scatter"} and long.data[0].stackgroup == "rate"
+
+
+def test_idle_seconds_never_draw_a_negative_axis():
+    ts = series(60).assign(successes=0, errors=0, queue_depth=0)
+    for make in (charts.throughput_figure, charts.queue_depth_figure):
+        assert make(ts).layout.yaxis.rangemode in ("nonnegative", "tozero")
+    empty = charts.release_reasons_figure({})
+    assert tuple(empty.layout.xaxis.range) == (0, 1)
+    assert any(a.text == "no batches yet" for a in empty.layout.annotations)
+    hist = charts.batch_size_figure({8: 3}, 8)
+    label = next(a for a in hist.layout.annotations if "max_batch_size" in a.text)
+    assert label.xanchor == "right"   # left of its line: not cut to "max_b" at the edge

@@ -44,8 +44,10 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
     if max_batch_size:
         if max_batch_size <= max(2 * top, 8):
             right = max(top, max_batch_size)
+            # labelled to the left of its line: at the right edge it was cut to "max_b"
             fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b",
-                          annotation_text=f"max_batch_size={max_batch_size}")
+                          annotation_text=f"max_batch_size={max_batch_size}",
+                          annotation_position="top left")
         else:
             fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
                                showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
@@ -67,6 +69,12 @@ def release_reasons_figure(reasons: Mapping[str, int],
     fig = go.Figure(go.Bar(x=[reasons[n] for n in names], y=names, orientation="h",
                            marker_color=["#16a34a" if n == "full" else "#f59e0b" if
                                          n == "deadline" else "#64748b" for n in names]))
+    fig.update_xaxes(rangemode="nonnegative")
+    if not names:
+        fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font=dict(color="#64748b"))
+        fig.update_xaxes(range=[0, 1])
+        fig.update_yaxes(visible=False)
     return _layout(fig, title, "", height=220)
 
 
@@ -198,6 +206,7 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     if f.empty:
         fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5, font=dict(color="#64748b"))
+        fig.update_xaxes(range=[0, 1], title="ms")
         return _layout(fig, title, "requests")
     f = f.sort_values(["batch_id", "arrived_s"], kind="stable").reset_index(drop=True)
     t0 = float(f["arrived_s"].min())

@@ -22,6 +22,8 @@ EVENT_COLORS = {"settings": "#0d9488", "swap": "#9333ea", "job": "#475569",
                 "traffic": "#65a30d", "reset": "#94a3b8", "inputs": "#0891b2", "ab": "#ea580c"}
 #: At most this many marks on one chart (the newest): a sweep changes settings per point.
 MAX_MARKS = 60
+#: Throughput is drawn as a bar a second up to this window, as stacked areas beyond.
+BARS_UP_TO_S = 180
 
 
 def add_events(fig: go.Figure, events: pd.DataFrame | None, ts: pd.DataFrame,
@@ -35,12 +37,15 @@ def add_events(fig: go.Figure, events: pd.DataFrame | None, ts: pd.DataFrame,
     if shown.empty:
         return fig
     colors = [EVENT_COLORS.get(k, "#475569") for k in shown["kind"]]
-    for t, color in zip(shown["time"], colors):
+    # On the series' own seconds: the unified hover then reads the other traces' values
+    # at that second (off it, plotly showed them as raw "(time, value)" pairs).
+    times = shown["time"].dt.floor("s")
+    for t, color in zip(times, colors):
         fig.add_shape(type="line", x0=t, x1=t, xref="x", y0=0, y1=1, yref="paper",
                       line=dict(color=color, width=1, dash="dot"), layer="below")
     text = [f"{target}: {what}" for target, what in zip(shown["target"], shown["text"])]
     fig.add_trace(go.Scatter(
-        x=shown["time"], y=[1.0] * len(shown), yaxis="y9", mode="markers", name="changes",
+        x=times, y=[1.0] * len(shown), yaxis="y9", mode="markers", name="changes",
         legendrank=2000,
         marker=dict(symbol="triangle-down", size=9, color=colors), text=text,
         customdata=shown["kind"], hovertemplate="%{customdata}: %{text}<extra></extra>"))
@@ -65,11 +70,17 @@ def throughput_figure(ts: pd.DataFrame, title: str = "Throughput", window_s: int
                       events: pd.DataFrame | None = None) -> go.Figure:
     ts = recent(ts, window_s)
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served / s",
-                         marker_color=COLORS["ok"]))
-    fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
-                         marker_color=COLORS["err"]))
-    fig.update_layout(barmode="stack", bargap=0.05)
+    if window_s <= BARS_UP_TO_S:
+        fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served / s",
+                             marker_color=COLORS["ok"]))
+        fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
+                             marker_color=COLORS["err"]))
+        fig.update_layout(barmode="stack", bargap=0.05)
+    else:  # hundreds of one-second bars are hairlines: stacked areas instead
+        for col, name, color in (("successes", "served / s", COLORS["ok"]),
+                                 ("errors", "errors / s", COLORS["err"])):
+            fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
+                                     stackgroup="rate", line=dict(color=color, width=1)))
     _layout(fig, title, "requests / s", ts=ts, window_s=window_s)
     return add_events(fig, events, ts, window_s)
 

@@ -36,9 +36,12 @@ def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
         end = ts["time"].max() + pd.Timedelta(seconds=1)
         fig.update_xaxes(range=[end - pd.Timedelta(seconds=window_s), end],
                          tickformat="%H:%M:%S")
-    if _no_data(fig) and fig.layout.yaxis.type in (None, "linear", "-") \
-            and fig.layout.yaxis.range is None:
+    linear_y = fig.layout.yaxis.type in (None, "linear", "-")
+    if _no_data(fig) and linear_y and fig.layout.yaxis.range is None:
         fig.update_yaxes(range=[0, 1])  # nothing yet: no negative counts or times on the axis
+    elif linear_y and fig.layout.yaxis.rangemode is None:
+        # counts, times and rates: never below zero (all-zero seconds drew -1 to 1)
+        fig.update_yaxes(rangemode="nonnegative")
     return fig
 
 
