@@ -177,3 +177,26 @@ def test_a_window_follows_the_settings_and_the_totals_do_not():
         assert getattr(everything, key) == getattr(full, key), key
     with pytest.raises(ValueError, match="window_s must be > 0"):
         m.snapshot(window_s=0)
+
+
+def test_queue_depth_counts_what_was_waiting_when_a_batch_left():
+    """Three requests queued behind a running batch leave together: the series says 3
+    were waiting (it said 0, read after they had left)."""
+    from core.batching import Batcher
+    from core.config import BatchConfig
+    from tests.helpers import WAIT_S, GatedRun, rows
+
+    run = GatedRun(gated=True)
+    b = Batcher("fake", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0))
+    try:
+        first = b.submit((rows(1),), 1)
+        assert run.started.wait(WAIT_S)
+        queued = [b.submit((rows(1),), 1) for _ in range(3)]
+        run.gate.set()
+        for f in [first, *queued]:
+            f.result(WAIT_S)
+        assert run.batch_rows == [1, 3]
+        assert b.metrics.snapshot().timeseries["queue_depth"].max() == 3
+    finally:
+        run.gate.set()
+        b.close()

@@ -112,7 +112,8 @@ def queue_compute_figure(ts: pd.DataFrame,
     return add_events(fig, events, ts, window_s)
 
 
-def queue_depth_figure(ts: pd.DataFrame, title: str = "Queue depth (max per second)",
+def queue_depth_figure(ts: pd.DataFrame,
+                       title: str = "Queue depth as batches leave (max per second)",
                        window_s: int = WINDOW_S, events: pd.DataFrame | None = None
                        ) -> go.Figure:
     ts = recent(ts, window_s)
