@@ -193,8 +193,22 @@ def test_an_open_page_follows_settings_changed_elsewhere(server, page: Page):
         expect(slider).to_have_attribute("aria-valuetext", "16", timeout=30_000)
         expect(page.get_by_role("radio", name=re.compile("fixed window"))).to_be_checked()
         no_exception(page)
+        # Real inputs and a warm-up made elsewhere reach open pages too (a second tab kept
+        # "generated" and "not warm" until its own rerun).
+        go(page, "Models")
+        inspect_model(page, "tiny")
+        expect(page.get_by_text(re.compile("send this model generated"))).to_be_visible()
+        engine.set_inputs("tiny", b"a,b,c,d\n1,2,3,4\n", "elsewhere.csv")
+        expect(page.get_by_text(re.compile(r"send this model real: elsewhere.csv"))
+               ).to_be_visible(timeout=30_000)
+        go(page, "Warm-up")
+        expect(page.get_by_text(re.compile("mlp is not warm"))).to_be_visible()
+        engine.warmup("mlp", iterations=2)
+        expect(page.get_by_text(re.compile("mlp is warm"))).to_be_visible(timeout=30_000)
+        no_exception(page)
     finally:
         engine.configure("mlp", max_batch_size=32, policy="deadline")
+        engine.clear_inputs("tiny")
         engine.close()
 
 

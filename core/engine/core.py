@@ -346,9 +346,12 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             "error_count": sum(t["error_count"] for t in totals),
             # trial runs of uploads and memory measurements, one at a time
             "loads": self._loader.loads(),
-            # changes when any model's settings or version, or any experiment, changes:
-            # a page drawn from the old ones redraws (another tab may have changed them)
-            "settings": hash((tuple((e.info.sha256, e.served.config) for e in entries),
+            # changes when any model's settings, version, warm-up, memory profile or real
+            # inputs, or any experiment, change: a page drawn from the old ones redraws
+            # (another tab may have changed them)
+            "settings": hash((tuple((e.info.sha256, e.served.config, id(e.last_warmup),
+                                     id(e.memory_profile)) for e in entries),
+                              tuple((n, x.source, x.count) for n, x in self._inputs.items()),
                               tuple((x.name, x.a, x.b, x.b_share, x.mode)
                                     for x in self._ns.experiments.all()))),
         }
