@@ -44,10 +44,15 @@ def test_each_change_is_an_event_naming_what_changed(engine):
         ("reset", "metrics reset"),
         ("traffic", "traffic started: 50 req/s constant"),
         ("traffic", "traffic stopped")]
+    engine.start_traffic("tiny", rate_rps=100, duration_s=0.2)    # a bounded run ends
+    engine.wait_traffic("tiny", timeout_s=WAIT_S)
+    ended = kinds_texts(engine.events("tiny"))
+    assert ended[0] == ("traffic", "traffic started: 100 req/s constant for 0.2 s")
+    assert ended[1][0] == "traffic" and ended[1][1].startswith("traffic ended after 0 s (")
     assert got[4:6] == [("job", f"warmup (job {job.job_id}) started"),
                         ("job", f"warmup (job {job.job_id}) done")]
     assert got[6][0] == "swap" and got[6][1].startswith("hot swap to ")
-    assert engine.events("tiny").empty                     # only mlp's
+    assert set(engine.events("tiny")["kind"]) == {"traffic"}   # only tiny's own
     frame = engine.events()
     assert frame.columns.tolist() == list(EVENT_COLUMNS)
     assert frame["time"].is_monotonic_increasing

@@ -62,10 +62,7 @@ class Engine(EngineCore):
 
     def stop_traffic(self, target: str | None = None) -> None:
         """Stop the built-in traffic to ``target`` (or to every target)."""
-        running = {t.target for t in self._lab.traffic.statuses() if t.running}
         self._lab.traffic.stop(target)
-        for name in sorted(running if target is None else running & {target}):
-            self._event(name, "traffic", "traffic stopped")
 
     def wait_traffic(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
         """Block until the bounded traffic run to ``target`` ends (or ``timeout_s``), and

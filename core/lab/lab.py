@@ -33,7 +33,8 @@ class Lab:
 
     def __init__(self, engine: EngineCore) -> None:
         self.engine = engine
-        self.traffic = TrafficManager(engine.submit)
+        self.traffic = TrafficManager(engine.submit, on_end=lambda target, text: (
+            engine._event(target, "traffic", text)))
         self.jobs = JobManager(on_change=lambda job, what: engine._event(
             job.target, "job", f"{job.kind} (job {job.job_id}) {what}"))
         self._store: ExperimentStore | None = None

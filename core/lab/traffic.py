@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -30,6 +31,8 @@ from .schedule import ARRIVAL_PATTERNS, arrival_stream, paced
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
            "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS"]
+
+log = logging.getLogger("batchlab.traffic")
 
 SubmitFn = Callable[..., Future]
 
@@ -118,7 +121,8 @@ class TrafficGenerator:
                  duration_s: float | None = None, seed: int | None = 0,
                  submit_kwargs: dict[str, Any] | None = None,
                  key_pool: int | None = None,
-                 client_cpu: Callable[[], float] | None = None) -> None:
+                 client_cpu: Callable[[], float] | None = None,
+                 on_end: Callable[[str, str], None] | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
@@ -156,6 +160,9 @@ class TrafficGenerator:
         self._client_cpu0 = client_cpu() if client_cpu is not None else 0.0
         self._own_cpu_end: float | None = None
         self._other_cpu_end: float | None = None
+        #: Called with the target and what happened ("traffic stopped", "traffic ended
+        #: after 10 s") when the sender leaves, before a join on it returns.
+        self._on_end = on_end
 
     def start(self) -> TrafficGenerator:
         self._thread.start()
@@ -255,21 +262,31 @@ class TrafficGenerator:
             if self._client_cpu is not None:
                 self._other_cpu_end = self._client_cpu() - self._client_cpu0
             self._t_end = time.perf_counter()
+            stopped = self._stop.is_set()
             self._stop.set()
+            if self._on_end is not None:
+                try:
+                    self._on_end(self.target, "traffic stopped" if stopped else
+                                 f"traffic ended after {self._t_end - t0:.0f} s "
+                                 f"({self._sent:,} requests)")
+                except Exception:  # noqa: BLE001 - a mark must not break the sender
+                    log.exception("traffic end hook failed")
 
 
 class TrafficManager:
     """Traffic generators by target. Thread-safe."""
 
-    def __init__(self, submit: SubmitFn) -> None:
+    def __init__(self, submit: SubmitFn,
+                 on_end: Callable[[str, str], None] | None = None) -> None:
         self._submit = submit
+        self._on_end = on_end
         self._lock = threading.Lock()
         self._gens: dict[str, TrafficGenerator] = {}
 
     def start(self, target: str, sample: Callable[[np.random.Generator], Any],
               **options: Any) -> TrafficStatus:
         """Start sending to ``target`` (replacing traffic already going there)."""
-        gen = TrafficGenerator(self._submit, target, sample, **options)
+        gen = TrafficGenerator(self._submit, target, sample, on_end=self._on_end, **options)
         with self._lock:
             old = self._gens.pop(target, None)
             self._gens[target] = gen
