@@ -258,6 +258,9 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert not at.exception, [e.value for e in at.exception]
     table = frame_with(at, "share_served")
     assert list(table["arm"]) == ["A", "B"] and (table["requests"] > 0).all()
+    arms = [m for m in at.metric if m.label.startswith("Arm ")]
+    assert len(arms) == 2 and all("of traffic" in m.proto.delta for m in arms)
+    assert all(m.proto.direction == m.proto.MetricDirection.NONE for m in arms)  # no "↑"
     verdicts = [m.value for m in list(at.info) + list(at.warning)]
     # The verdict covers latency ("B is slower by ... at p50" / "No significant latency
     # difference") and errors ("... error-rate difference" / "B has more errors").

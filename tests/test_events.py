@@ -195,3 +195,14 @@ def test_idle_seconds_never_draw_a_negative_axis():
     hist = charts.batch_size_figure({8: 3}, 8)
     label = next(a for a in hist.layout.annotations if "max_batch_size" in a.text)
     assert label.xanchor == "right"   # left of its line: not cut to "max_b" at the edge
+
+
+def test_the_history_says_which_file_it_is_kept_in(tmp_path):
+    from core.lab import ExperimentStore
+    from core.ui.fmt import history_caption
+
+    store = ExperimentStore(tmp_path / "runs.sqlite")
+    usage = store.usage()
+    assert usage["path"] == str(tmp_path / "runs.sqlite")
+    said = history_caption(usage, "http://127.0.0.1:1234 (the engine server's history)")
+    assert str(tmp_path / "runs.sqlite") in said and "127.0.0.1" not in said

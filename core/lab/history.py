@@ -166,15 +166,15 @@ class ExperimentStore:
         db.execute("PRAGMA incremental_vacuum")
 
     def usage(self) -> dict[str, int]:
-        """How much the history holds: runs, bytes, its bound, and how many old runs the
-        bound has dropped so far."""
+        """How much the history holds: runs, bytes, its bound, how many old runs the bound
+        has dropped so far, and the file (on the machine that keeps it)."""
         with self._connect() as db:
             runs, size = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(COALESCE(bytes, length(name) + length(config) "
                 "+ length(environment) + length(results))), 0) FROM runs").fetchone()
             row = db.execute("SELECT value FROM meta WHERE key = 'dropped'").fetchone()
         return {"runs": int(runs), "bytes": int(size), "max_bytes": self.max_bytes,
-                "dropped": int(row[0]) if row else 0}
+                "dropped": int(row[0]) if row else 0, "path": str(self.path)}
 
     def list(self) -> pd.DataFrame:
         with self._connect() as db:

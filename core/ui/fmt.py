@@ -107,8 +107,11 @@ def fmt_p(p: float | None) -> str:
 
 
 def history_caption(usage: dict[str, int], where: Any) -> str:
-    """What the history holds and its bound, for the History panel."""
+    """What the history holds and its bound, for the History panel; where: the file it is
+    kept in (``usage["path"]``, on the engine's machine), else ``where``."""
     bound = format_bytes(usage["max_bytes"])
+    if usage.get("path"):
+        where = usage["path"]
     if not usage.get("runs"):
         head = f"No runs yet. Runs are kept in {where}, up to {bound}"
     else:
