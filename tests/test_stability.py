@@ -239,3 +239,25 @@ def test_a_sweep_measures_goodput_at_its_target_and_the_baseline():
     assert (frame["goodput_rps"] <= frame["load"] + 1e-9).all()
     assert (frame["goodput_rps"] >= 0.99 * frame["load"]).all()
     assert len(no_slo) == 1 and no_slo["goodput_rps"].isna().all()
+
+
+def test_the_baseline_that_missed_at_a_lower_load_is_said_so():
+    """The model's own settings within the target at the top load but not at a lower one:
+    the recommendation says where they missed (it said 'missed the target at that load'
+    beside a p99 under the target)."""
+    import pandas as pd
+
+    from core.lab import recommend
+    rows = []
+    for load, own_p99, new_p99 in ((100, 11.7, 4.0), (200, 9.6, 5.0)):
+        for baseline, (mbs, wait, p99) in ((False, (8, 1.0, new_p99)),
+                                           (True, (23, 7.0, own_p99))):
+            rows.append({"max_batch_size": mbs, "max_wait_ms": wait, "load": load,
+                         "load_kind": "rate", "p99_ms": p99, "p50_ms": p99 / 2,
+                         "error_rate": 0.0, "achieved_rps": float(load),
+                         "baseline": baseline})
+    rec = recommend(pd.DataFrame(rows), p99_slo_ms=10.0)
+    assert rec.max_batch_size == 8
+    assert ("The model's own settings (max_batch_size=23, max_wait_ms=7) met the target at "
+            "that load (p99 9.6 ms) but missed it at the lower load 100 (p99 11.7 ms)"
+            in rec.reason), rec.reason
