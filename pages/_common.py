@@ -41,7 +41,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "measuring_job", "traffic_line", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -536,3 +536,21 @@ def sidebar_status() -> None:
     with st.sidebar:
         _status()
         chart_refresh_control()
+
+
+def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
+    """The built-in traffic to ``target`` as it runs (wherever it was started): rate,
+    pattern, counts, client CPU, and what goes wrong if anything does."""
+    for t in engine.traffic():
+        if t.target != target:
+            continue
+        st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
+                   f"{t.pattern}, {t.rows_per_request} row(s) · sent {fmt_num(t.sent)} · "
+                   f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
+                   f"{fmt_num(t.refused)} · client CPU {t.client_cpu_pct:.0f} %")
+        if t.problem:
+            st.error(t.problem)
+        elif not t.running and t.in_flight > 0:
+            st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
+        if t.client_bound:
+            st.warning(t.client_bound)

@@ -11,7 +11,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.fmt import fmt_p
-from pages._common import (paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
 engine = get_engine()
@@ -140,6 +140,16 @@ with left:
                   width="stretch")
 
 interval = live_interval(engine)
+
+
+@live_fragment(interval)
+def traffic_status() -> None:
+    """The experiment's traffic as it runs (also when another tab started it)."""
+    traffic_line(engine, exp)
+
+
+with left:
+    traffic_status()
 # The verdict, tables and charts together: at the charts' pace (a redraw costs the browser).
 chart_interval = chart_refresh(interval)
 

@@ -8,7 +8,7 @@ from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.config import MAX_INSTANCES
 from core.ui import charts
-from pages._common import (paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
                            stop_when_idle)
 
@@ -66,19 +66,7 @@ interval = live_interval(engine)
 @live_fragment(interval)
 def traffic_status() -> None:
     """This model's generator, live: counts, and what goes wrong if anything does."""
-    for t in engine.traffic():
-        if t.target != model:
-            continue
-        st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
-                   f"{t.pattern}, {t.rows_per_request} row(s) · sent {fmt_num(t.sent)} · "
-                   f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
-                   f"{fmt_num(t.refused)} · client CPU {t.client_cpu_pct:.0f} %")
-        if t.problem:
-            st.error(t.problem)
-        elif not t.running and t.in_flight > 0:
-            st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
-        if t.client_bound:
-            st.warning(t.client_bound)
+    traffic_line(engine, model)
 
 
 controls, live = st.columns([1, 2], gap="large")

@@ -258,6 +258,10 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert not at.exception, [e.value for e in at.exception]
     table = frame_with(at, "share_served")
     assert list(table["arm"]) == ["A", "B"] and (table["requests"] > 0).all()
+    # the traffic's real rate, also for a tab that did not start it (its box may say 300)
+    assert any(c.value.startswith("Running: 400 req/s poisson") for c in at.caption)
+    other = app("pages/ab_test.py")
+    assert any(c.value.startswith("Running: 400 req/s poisson") for c in other.caption)
     arms = [m for m in at.metric if m.label.startswith("Arm ")]
     assert len(arms) == 2 and all("of traffic" in m.proto.delta for m in arms)
     assert all(m.proto.direction == m.proto.MetricDirection.NONE for m in arms)  # no "↑"
