@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import POLICIES, BatchlabError
 from core.ui import charts
-from core.ui.fmt import history_caption
+from core.ui.fmt import history_caption, sweep_caption
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
@@ -193,6 +193,7 @@ if result and result[0] == model:
         run = None
     if run is not None:
         frame = run["results"]
+        st.caption(sweep_caption(job.params, result[1], sizes, waits, loads, float(slo)))
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))
         (st.success if rec.max_batch_size is not None else st.warning)(rec.reason)

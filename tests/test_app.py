@@ -362,6 +362,14 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert len(table) == 3 and (table["achieved_rps"] > 0).all()
     assert table["baseline"].tolist() == [False, False, True]
     assert (table["policy"] == "deadline").all() and (table["goodput_rps"] > 0).all()
+    said = [c.value for c in at.caption if c.value.startswith("Run ")]
+    assert said and said[0].startswith("Run ") and "batch sizes 4, 16; waits 0 ms; loads " \
+        "200 req/s." in said[0] and "not the form above" not in said[0], said
+    # Another tab's form that differs: the result says it is not that form's.
+    other = app("pages/experiments.py")
+    other.selectbox(key="exp_model").set_value("tiny").run()
+    said = [c.value for c in other.caption if c.value.startswith("Run ")]
+    assert said and "(not the form above: started elsewhere" in said[0], said
     assert any("meets p99 <= 1000 ms at 200 req/s" in s.value
                and "the model's own settings (max_batch_size=32, max_wait_ms=5" in s.value.lower()
                for s in at.success), [s.value for s in at.success]

@@ -191,3 +191,24 @@ def try_caption(batch_mode: str, input_shape: Any, pred: Any) -> str:
     return (f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} of "
             f"{pred.batch_rows} row(s)" + (f" ({others} from other requests)" if others else "")
             + f" · the batch left: {pred.release_reason}")
+
+
+def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
+                  loads: list, slo_ms: float) -> str:
+    """What a sweep's result on the page was run with, and whether that is the form above
+    it (a sweep started in another tab or a notebook shows here too)."""
+    ran = (list(params.get("max_batch_sizes") or []),
+           [float(w) for w in params.get("max_waits_ms") or []],
+           [float(v) for v in (params.get("rates_rps") or params.get("concurrencies") or [])])
+    unit = "req/s" if params.get("rates_rps") else "clients"
+    text = (f"Run {run_id}: batch sizes {', '.join(map(str, ran[0]))}; waits "
+            f"{', '.join(f'{w:g}' for w in ran[1])} ms; loads "
+            f"{', '.join(f'{v:g}' for v in ran[2])} {unit}")
+    target = params.get("slo_p99_ms")
+    if target is not None and float(target) != float(slo_ms):
+        text += (f"; run for a p99 target of {float(target):g} ms, judged here against "
+                 f"{slo_ms:g} ms")
+    form = ([int(v) for v in sizes], [float(w) for w in waits], [float(v) for v in loads])
+    if (sorted(ran[0]), sorted(ran[1]), sorted(ran[2])) != tuple(sorted(x) for x in form):
+        text += " (not the form above: started elsewhere or before it changed)"
+    return text + "."
