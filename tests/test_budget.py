@@ -399,3 +399,38 @@ def test_by_default_models_may_hold_the_memory_budget():
         engine._loader.check_room("fits", engine.memory_budget_bytes // 2 - 2**20)
     finally:
         engine.close()
+
+
+def test_an_idle_models_supervisor_sleeps_until_a_request_arrives():
+    """Nothing live: the supervisor waits without a timeout (1,000 idle models cost 72 % of
+    a core at its 50 ms watch, 0.04 % now: docs/benchmarks.md); a request, with a
+    deadline or without one, wakes it to watch again."""
+    import time
+
+    from core.batching import Batcher
+    from core.config import BatchConfig
+    from tests.helpers import GatedRun
+
+    def until(what, predicate):
+        deadline = time.monotonic() + WAIT_S
+        while not predicate():
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.005)
+
+    for cfg in (BatchConfig(max_batch_size=1, max_wait_ms=0),
+                BatchConfig(max_batch_size=1, max_wait_ms=0, timeout_ms=None)):
+        run = GatedRun(gated=True)
+        b = Batcher("fake", run, ["y"], cfg)
+        try:
+            until("the supervisor sleeps idle", lambda: b.queue.supervisor_idle)
+            fut = b.submit((np.zeros((1, 3), np.float32),), 1)
+            assert run.started.wait(WAIT_S)
+            until("a request wakes it", lambda: not b.queue.supervisor_idle)
+            time.sleep(0.2)            # several watch intervals: still awake while it runs
+            assert not b.queue.supervisor_idle
+            run.gate.set()
+            assert fut.result(WAIT_S).rows == 1
+            until("idle again", lambda: b.queue.supervisor_idle)
+        finally:
+            run.gate.set()
+            b.close()

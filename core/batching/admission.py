@@ -87,6 +87,7 @@ class AdmissionQueue:
         self.lane: deque[Request] = deque()
         self.deadlines: list[tuple[float, int, Request]] = []
         self.next_deadline = math.inf   # when the supervisor plans to look next
+        self.supervisor_idle = False    # asleep with nothing live: a put wakes it
         # The runs going on, by runner: (rows, start); and the most rows among them.
         self.runs: dict[int, tuple[int, float]] = {}
         self.running_rows = 0
@@ -245,7 +246,11 @@ class AdmissionQueue:
                         heapq.heapify(heap)
                 if d < self.next_deadline:
                     self.next_deadline = d
+                    self.supervisor_idle = False
                     self.sup_cv.notify()
+            elif self.supervisor_idle:  # no deadline, but a runner to watch from now on
+                self.supervisor_idle = False
+                self.sup_cv.notify()
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
 
