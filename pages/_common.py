@@ -41,7 +41,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "traffic_line", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -554,3 +554,18 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
             st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
         if t.client_bound:
             st.warning(t.client_bound)
+
+
+def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
+                        default: int) -> None:
+    """Before the rate box ``key`` is drawn (without a value of its own: ``default`` is set
+    here): when traffic runs to ``target`` at a rate this box has not followed yet (started
+    in another tab or a notebook), show that rate. A value typed here stays until the
+    running traffic changes."""
+    st.session_state.setdefault(key, default)
+    for t in engine.traffic():
+        if t.target == target and t.running:
+            rate = int(round(t.rate_rps))
+            if st.session_state.get(f"_{key}_followed") != rate:
+                st.session_state[f"_{key}_followed"] = rate
+                st.session_state[key] = rate

@@ -11,7 +11,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.fmt import fmt_p
-from pages._common import (traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
 engine = get_engine()
@@ -127,7 +127,8 @@ with left:
         if "ab_done" in st.session_state:
             st.success(st.session_state.pop("ab_done"), icon=":material/check:")
     with st.container(border=True):
-        st.number_input("Rate (requests/s)", 1, 20_000, 300, step=50, key="ab_rate")
+        follow_traffic_rate(engine, exp, "ab_rate", 300)
+        st.number_input("Rate (requests/s)", 1, 20_000, step=50, key="ab_rate")
         t1, t2 = st.columns(2)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)

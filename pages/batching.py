@@ -8,7 +8,7 @@ from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.config import MAX_INSTANCES
 from core.ui import charts
-from pages._common import (traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
                            stop_when_idle)
 
@@ -150,7 +150,8 @@ with controls:
     with st.container(border=True):
         st.subheader("Traffic", anchor=False)
         st.caption(f"Sends {engine.input_source(model)} (the Models page sets real ones).")
-        st.number_input("Rate (requests/s)", 1, 50_000, 200, step=50, key="traffic_rate")
+        follow_traffic_rate(engine, model, "traffic_rate", 200)
+        st.number_input("Rate (requests/s)", 1, 50_000, step=50, key="traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "

@@ -206,3 +206,23 @@ def test_the_history_says_which_file_it_is_kept_in(tmp_path):
     assert usage["path"] == str(tmp_path / "runs.sqlite")
     said = history_caption(usage, "http://127.0.0.1:1234 (the engine server's history)")
     assert str(tmp_path / "runs.sqlite") in said and "127.0.0.1" not in said
+
+
+def test_a_job_started_or_ended_elsewhere_changes_what_open_pages_watch(engine):
+    before = engine.status()["settings"]
+    job = engine.start_job("warmup", "tiny", iterations=2)
+    engine.wait_job(job.job_id, timeout_s=WAIT_S)
+    after = engine.status()["settings"]
+    assert after != before                       # an open Experiments page redraws
+    assert engine.status()["settings"] == after  # and only once
+
+
+def test_empty_charts_speak_of_the_right_page_and_unit():
+    ts = series(60).assign(p50_ms=float("nan"), p95_ms=float("nan"), p99_ms=float("nan"))
+    note = "no traffic yet: start the experiment's traffic on the A/B test page"
+    fig = charts.latency_figure(ts, empty_note=note)
+    assert [a.text for a in fig.layout.annotations] == [note]
+    assert charts.error_figure(series(60)).layout.yaxis.ticksuffix == " %"
+    empty = pd.DataFrame(columns=["batch_id", "arm", "wait_ms", "compute_ms", "handoff_ms"])
+    by_arm = charts.breakdown_figure(empty, by_arm=True)
+    assert list(by_arm.data[0].x) == ["p50", "p90", "p99"]   # not a numeric axis

@@ -48,7 +48,12 @@ class Engine(EngineCore):
     def status(self) -> dict[str, Any]:
         """Engine-wide summary for a status bar: models, queue depth, requests/s now, and
         whether built-in traffic runs. Cheap: counters only."""
-        return {**super().status(), "traffic_running": self.traffic_running()}
+        out = super().status()
+        # A job started or ended elsewhere changes what a page shows (a sweep's progress,
+        # its result): in the hash an open page watches, like settings.
+        jobs = tuple((j.job_id, j.state) for j in self._lab.jobs.list())
+        out["settings"] = hash((out["settings"], jobs))
+        return {**out, "traffic_running": self.traffic_running()}
 
     # -- built-in traffic -------------------------------------------------------------
     def start_traffic(self, target: str, rate_rps: float = 100.0, pattern: str = "constant",

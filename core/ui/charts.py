@@ -258,7 +258,7 @@ def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
     fig = go.Figure()
     ran = frame[frame["batch_id"] >= 0] if not frame.empty else frame
     groups = ([(f"arm {a.upper()} ", g) for a, g in ran.groupby("arm")] if by_arm
-              else [("", ran)])
+              else []) or [("", ran)]  # empty: still p50/p90/p99, not a numeric axis
     parts = (("wait_ms", "waiting in the queue", COLORS["queue"]),
              ("compute_ms", "running", COLORS["compute"]),
              ("handoff_ms", "hand-off", "#94a3b8"))

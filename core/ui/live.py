@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from .style import COLORS, WINDOW_S, _empty_note, _layout, recent
+from .style import COLORS, EMPTY_NOTE, WINDOW_S, _empty_note, _layout, recent
 
 __all__ = ["latency_figure", "throughput_figure", "error_figure", "queue_compute_figure",
            "queue_depth_figure", "add_events", "EVENT_COLORS", "MAX_MARKS"]
@@ -55,13 +55,14 @@ def add_events(fig: go.Figure, events: pd.DataFrame | None, ts: pd.DataFrame,
 
 
 def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per second)",
-                   window_s: int = WINDOW_S, events: pd.DataFrame | None = None) -> go.Figure:
+                   window_s: int = WINDOW_S, events: pd.DataFrame | None = None,
+                   empty_note: str = EMPTY_NOTE) -> go.Figure:
     ts = recent(ts, window_s)
     fig = go.Figure()
     for col, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
         fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
                                  line=dict(color=COLORS[name], width=2), connectgaps=False))
-    _empty_note(fig, ts, "p50_ms")
+    _empty_note(fig, ts, "p50_ms", empty_note)
     _layout(fig, title, "ms", ts=ts, window_s=window_s)
     return add_events(fig, events, ts, window_s)
 
@@ -90,7 +91,7 @@ def error_figure(ts: pd.DataFrame, title: str = "Error rate", window_s: int = WI
     ts = recent(ts, window_s)
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["error_rate"] * 100, name="error rate",
                                mode="lines", fill="tozeroy", line=dict(color=COLORS["err"])))
-    fig.update_yaxes(rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero", ticksuffix=" %")   # 1 is 1 %, not 100 %
     _layout(fig, title, "% of requests", ts=ts, window_s=window_s)
     return add_events(fig, events, ts, window_s)
 

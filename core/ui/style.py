@@ -62,8 +62,13 @@ def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
     return ts.tail(seconds) if len(ts) > seconds else ts
 
 
-def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str) -> None:
+#: What an empty live chart says (the A/B page starts an experiment's traffic: its own).
+EMPTY_NOTE = "no traffic yet: start traffic on the Batching page"
+
+
+def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str,
+                text: str = EMPTY_NOTE) -> None:
     if ts.empty or ts[column].isna().all():
-        fig.add_annotation(text="no traffic yet: start traffic on the Batching page",
+        fig.add_annotation(text=text,
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font=dict(color="#64748b"))
