@@ -327,6 +327,10 @@ def main(argv: list[str] | None = None) -> None:
                     help="per-second metrics kept for the Monitor's charts and windows, "
                          "per model (default 15, or BATCHLAB_HISTORY_MINUTES; up to ~8 KB "
                          "per second of busy traffic)")
+    ap.add_argument("--memory-budget-mib", type=int, default=None,
+                    help="the process's memory budget (ONNX Runtime's arena, generated "
+                         "inputs, JSON, queued inputs, loaded models; default a quarter of "
+                         "the machine's memory)")
     ap.add_argument("--max-timeout-s", type=float, default=MAX_TIMEOUT_S,
                     help="the longest a request may be held (its timeout, a model's "
                          "timeout_ms, a Triton queue policy), as given over the wire; "
@@ -351,13 +355,17 @@ def main(argv: list[str] | None = None) -> None:
     if not 0.5 <= minutes <= 1440:
         ap.error(f"--history-minutes (or {HISTORY_ENV}) must be a number of minutes from 0.5 "
                  f"to 1440 (a day), got {args.history_minutes!r}")
+    if args.memory_budget_mib is not None and args.memory_budget_mib < 64:
+        ap.error(f"--memory-budget-mib must be at least 64, got {args.memory_budget_mib}")
     if not 0.001 <= args.max_timeout_s <= 86_400:
         ap.error(f"--max-timeout-s must be from 0.001 to 86400 (a day), got "
                  f"{args.max_timeout_s:g}")
     engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models,
-                                 timeseries_seconds=round(minutes * 60)))
+                                 timeseries_seconds=round(minutes * 60),
+                                 memory_budget_bytes=None if args.memory_budget_mib is None
+                                 else args.memory_budget_mib * 2**20))
     tune_for_serving()
     raise_fd_limit(args.max_connections + 1024)
     server = EngineServer(engine, args.host, args.port, int(args.max_body_mb * 2**20),
