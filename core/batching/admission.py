@@ -6,14 +6,13 @@ the collector only when it sleeps and the batch it waits for is now full. ``next
 (a runner's side) asks the model's release policy (:mod:`core.policies`) when the forming
 batch should leave, and pops whole requests, in order, up to ``max_batch_size`` rows.
 
-Requests settled by someone else while still queued (timed out, cancelled) are marked
-dead and skipped; they no longer count as queued rows or towards ``max_queue``.
+Requests settled while still queued (timed out, cancelled) are marked dead and skipped:
+no longer counted as queued rows, bytes or towards ``max_queue``.
 
 Example:
     >>> q = AdmissionQueue("m", ledger, BatchConfig(max_batch_size=4, max_wait_ms=0))
     >>> q.put(request)
-    >>> q.next_batch()          # blocks until a batch is due
-    ([<Request ...>], 'deadline')
+    >>> q.next_batch()          # blocks until a batch is due: ([<Request ...>], 'deadline')
 """
 
 from __future__ import annotations
@@ -69,9 +68,8 @@ class AdmissionQueue:
         self.sup_cv = threading.Condition(self.lock)    # wakes the supervisor
         self.q: deque[Request] = deque()
         self.queued_rows = 0
-        #: Bytes of the inputs queued (not yet taken into a batch), and their bound: an
-        #: eighth of the memory budget, as for one generated input (a request alone in the
-        #: queue is admitted whatever its size: the body limits bounded it already).
+        #: Bytes of the inputs queued (not yet taken), bounded by an eighth of the budget
+        #: (a request alone is admitted: the body limits bounded it already).
         self.queued_bytes = 0
         self.max_queued_bytes = max(64 * 2**20,
                                     (memory_budget() or default_memory_budget()) // 8)

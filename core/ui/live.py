@@ -114,7 +114,7 @@ def queue_compute_figure(ts: pd.DataFrame,
 
 
 def queue_depth_figure(ts: pd.DataFrame,
-                       title: str = "Queue depth as batches leave (max per second)",
+                       title: str = "Queue depth as batches leave",
                        window_s: int = WINDOW_S, events: pd.DataFrame | None = None
                        ) -> go.Figure:
     ts = recent(ts, window_s)
