@@ -139,8 +139,9 @@ def _child(request: str) -> None:
         text = " ".join(str(err).split())[:300] or type(err).__name__
         print(json.dumps({"batch_size": first, "peak_mib": None,
                           "run_ms": None,
-                          "error": "its session could not be created within the memory "
-                                   f"budget ({type(err).__name__}: {text})"}), flush=True)
+                          "error": "its session could not be created (here, with the "
+                                   f"memory budget as the limit): {type(err).__name__}: "
+                                   f"{text}"}), flush=True)
         return
     cap()  # the budget again, from what the session holds: for the runs
     info = loaded.info
