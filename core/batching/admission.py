@@ -28,7 +28,7 @@ from typing import Callable
 from core.policies import MAX_SLOWDOWN, CostEstimator, RateEstimator
 from core.config import BatchConfig
 from core.errors import EngineClosedError, OverloadedError
-from core.models import default_memory_budget, memory_budget
+from core.models import request_bytes_limit
 from core.policies import ReleasePolicy, make_policy
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
@@ -71,8 +71,7 @@ class AdmissionQueue:
         #: Bytes of the inputs queued (not yet taken), bounded by an eighth of the budget
         #: (a request alone is admitted: the body limits bounded it already).
         self.queued_bytes = 0
-        self.max_queued_bytes = max(64 * 2**20,
-                                    (memory_budget() or default_memory_budget()) // 8)
+        self.max_queued_bytes = request_bytes_limit()
         self.arrived_rows = 0
         self.dead = 0
         self.closed = False

@@ -43,6 +43,7 @@ import onnxruntime as ort
 from core.errors import ResourceLimitError
 
 __all__ = ["default_memory_budget", "install_memory_budget", "memory_budget",
+           "request_bytes_limit",
            "arena_limit", "generated_input_limit", "check_elements", "peak_rss_bytes",
            "current_rss_bytes", "proc_status_bytes", "format_bytes"]
 
@@ -105,6 +106,14 @@ def arena_limit(budget_bytes: int) -> int:
 def generated_input_limit(budget_bytes: int | None) -> int | None:
     """The largest input Batchlab generates itself under ``budget_bytes``."""
     return None if budget_bytes is None else int(budget_bytes * GENERATED_SHARE)
+
+
+def request_bytes_limit(budget_bytes: int | None = None) -> int:
+    """What one request may take beyond the arena, at least 64 MiB: its JSON parsed, its
+    answer's JSON, a model's queued inputs (the share of :func:`generated_input_limit`, of
+    ``budget_bytes``, else of the budget in force, else of the default)."""
+    budget = budget_bytes or memory_budget() or default_memory_budget()
+    return max(64 * 2**20, int(budget * GENERATED_SHARE))
 
 
 def memory_budget() -> int | None:

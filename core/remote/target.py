@@ -21,7 +21,7 @@ import numpy as np
 
 from core.errors import (ConfigError, InputValidationError, RemoteConnectionError,
                          RemoteServerError, RequestTimeoutError)
-from core.models import default_memory_budget, memory_budget
+from core.models import request_bytes_limit
 from core.protocol import HEADER_LENGTH, OIPError, encode_infer_request, parse_infer_response
 from .loop import client_loop
 from .policy import HOPS_HEADER, OutboundPolicy
@@ -55,7 +55,7 @@ def _max_parsed_bytes() -> int:
     """What parsing one answer's JSON may take here: an eighth of the memory budget (at
     least 64 MiB), as a server allows for a request (60 MB of gzip-bombed JSON of small
     values was 1.9 GB parsed)."""
-    return max(64 * 2**20, (memory_budget() or default_memory_budget()) // 8)
+    return request_bytes_limit()
 
 
 async def _read_capped(resp: Any, cap: int) -> bytes:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 from core.config import check_timeout_ms
 from core.engine import settle_late, wait_s_for
 from core.errors import ModelNotFoundError
-from core.models import ModelInfo
+from core.models import ModelInfo, request_bytes_limit
 from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
 from . import control, prom, timeouts
@@ -106,7 +106,7 @@ class Routes:
                                     engine.config.max_model_bytes * 4 // 3 + 2**20)
         #: What parsing one JSON body, or encoding one JSON answer, may take in Python
         #: objects: an eighth of the memory budget, as for one generated input.
-        self.max_json_bytes = max(64 * 2**20, engine.memory_budget_bytes // 8)
+        self.max_json_bytes = request_bytes_limit(engine.memory_budget_bytes)
         #: The longest a request may be held (a timeout over the wire, or a model's);
         #: None: no cap (timeouts may be switched off). The server sets it.
         self.max_timeout_ms: float | None = None
