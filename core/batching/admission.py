@@ -174,7 +174,8 @@ class AdmissionQueue:
         under the lock, so the lane stays in deadline order.
         """
         rows = r._rows
-        nbytes = r._nbytes = sum([a.nbytes for a in r._arrays])
+        nbytes = r._nbytes = (arrays[0].nbytes if len(arrays := r._arrays) == 1
+                              else sum([a.nbytes for a in arrays]))
         with self.lock:
             if default_timeout:
                 r._deadline = r._t_submit + self.timeout_s

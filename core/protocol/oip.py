@@ -198,7 +198,7 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
               for o in wanted] or [(n, default_binary) for n in outputs]
     entries, blobs = [], []
     any_binary = any(binary for _, binary in chosen)
-    if max_json_bytes is not None:
+    if max_json_bytes is not None and not all(binary for _, binary in chosen):
         _check_json_size(model, outputs, chosen, max_json_bytes)
     for name, binary in chosen:
         entry, raw = _output(name, outputs[name], binary)
