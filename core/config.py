@@ -30,7 +30,8 @@ __all__ = ["POLICIES", "OPTIMIZATION_LEVELS", "BatchConfig", "SessionConfig", "E
 #: ``max_wait_ms`` restarted after each flush. ``adaptive``: learns the batch cost
 #: t(n) = a + b*n and the arrival rate online and waits (up to ``max_wait_ms``) only while
 #: waiting for the next row costs less than the fixed cost ``a`` it saves; with
-#: ``latency_slo_ms`` it sheds requests that cannot meet it.
+#: ``latency_slo_ms`` it sheds requests that cannot meet it. ``aimd``: Clipper's
+#: additive-increase / multiplicative-decrease batch size against a latency objective.
 from core.policies import POLICIES  # noqa: E402
 from core.policies import registered as registered_policies  # noqa: E402
 
@@ -91,10 +92,12 @@ class BatchConfig:
             _check_float("timeout_ms", self.timeout_ms, 0.001, MAX_TIMEOUT_MS)
         if self.latency_slo_ms is not None:
             _check_float("latency_slo_ms", self.latency_slo_ms, 0.001, 86_400_000.0)
-            if self.policy != "adaptive":
-                raise ConfigError("latency_slo_ms works with policy='adaptive' (it sheds "
-                                  "requests by the learned batch cost); set both, or leave "
-                                  f"latency_slo_ms=None for policy={self.policy!r}")
+            uses = [n for n, c in registered_policies().items() if c.uses_slo]
+            if self.policy not in uses:
+                raise ConfigError(f"latency_slo_ms works with policies {uses} (adaptive "
+                                  "sheds requests that cannot meet it; aimd sizes batches "
+                                  "to it); set one of them, or leave latency_slo_ms=None "
+                                  f"for policy={self.policy!r}")
         object.__setattr__(self, "max_wait_ms", float(self.max_wait_ms))
         if self.timeout_ms is not None:
             object.__setattr__(self, "timeout_ms", float(self.timeout_ms))

@@ -7,6 +7,8 @@ import streamlit as st
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.config import MAX_INSTANCES
+from core.policies import policy_label, uses_slo
+from core.ui.fmt import aimd_caption
 from core.ui import charts
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
@@ -38,8 +40,8 @@ st.session_state["bs_instances"] = cfg.instances
 
 def _apply(field: str, key: str) -> None:
     changes = {field: st.session_state[key]}
-    if field == "policy" and changes["policy"] != "adaptive":
-        changes["latency_slo_ms"] = None  # the SLO belongs to the adaptive policy
+    if field == "policy" and not uses_slo(changes["policy"]):
+        changes["latency_slo_ms"] = None  # the SLO belongs to adaptive and aimd
     if field == "latency_slo_ms" and not changes["latency_slo_ms"]:
         changes["latency_slo_ms"] = None
     try:
@@ -107,21 +109,24 @@ with controls:
             st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
                      on_change=_apply, args=("policy", "bs_policy"),
                      disabled=not info.batchable or remote is not None,
-                     format_func={"deadline": "deadline (wait from oldest request)",
-                                  "fixed_window": "fixed window (seed design)",
-                                  "adaptive": "adaptive (learns cost and load)"}.get,
+                     format_func=policy_label,
                      help="deadline: the wait starts when the oldest request of the batch "
                           "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
                           "timer restarted after each flush. adaptive: learns t(n) = a + b·n and "
                           "the arrival rate, and waits (up to max wait) only while the next "
-                          "request is expected sooner than a run's fixed cost.")
-            st.number_input("Latency SLO (ms, adaptive only; empty = none)", 0.1, 60_000.0,
-                            value=None, key="bs_slo", on_change=_apply,
+                          "request is expected sooner than a run's fixed cost. AIMD (Clipper): "
+                          "a batch-size cap that grows by a row after each full batch whose run "
+                          "meets the latency objective and shrinks by 10 % after a miss. Any policy "
+                          "module in core/policies/ appears here.")
+            st.number_input("Latency SLO (ms; adaptive and AIMD; empty = none)", 0.1,
+                            60_000.0, value=None, key="bs_slo", on_change=_apply,
                             args=("latency_slo_ms", "bs_slo"),
-                            disabled=cfg.policy != "adaptive" or not info.batchable
+                            disabled=not uses_slo(cfg.policy) or not info.batchable
                             or remote is not None,
-                            help="Requests that can no longer finish within it are shed with "
-                                 "SLOShedError instead of making everyone behind them late.")
+                            help="adaptive: requests that can no longer finish within it are "
+                                 "shed with SLOShedError instead of making everyone behind "
+                                 "them late. AIMD: the objective a batch's run must meet "
+                                 "for its cap to grow (empty: 10 ms); it sheds nothing.")
             st.number_input("Instances (batches running at once)", 1, MAX_INSTANCES,
                             key="bs_instances", on_change=_apply,
                             args=("instances", "bs_instances"),
@@ -144,6 +149,8 @@ with controls:
                            "that needs batches of sizes at least 4× apart (more load, or a "
                            f"warm-up over several batch sizes); arrivals "
                            f"{learned['rate_rps']:,.0f} rows/s")
+        if cfg.policy == "aimd" and (state := engine.policy_state(model)):
+            st.caption(aimd_caption(state, cfg.max_batch_size))
         if "bs_error" in st.session_state:
             st.error(st.session_state["bs_error"])
 

@@ -30,6 +30,7 @@ from core.config import BatchConfig
 from core.errors import EngineClosedError, OverloadedError
 from core.models import request_bytes_limit
 from core.policies import ReleasePolicy, make_policy
+from .messages import bytes_full_message, full_message
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
 __all__ = ["AdmissionQueue", "RETIRE"]
@@ -183,18 +184,10 @@ class AdmissionQueue:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
             if self.depth() >= self.max_queue:
-                raise OverloadedError(
-                    f"model {self.name!r} is overloaded: its queue holds "
-                    f"{self.depth()} requests (max_queue={self.max_queue}); retry "
-                    "later, send less traffic, or raise max_queue / max_batch_size with "
-                    "engine.configure()")
+                raise OverloadedError(full_message(self.name, self.depth(), self.max_queue))
             if self.queued_bytes + nbytes > self.max_queued_bytes and self.queued_bytes:
-                raise OverloadedError(
-                    f"model {self.name!r} is overloaded: its queue holds "
-                    f"{self.queued_bytes / 2**20:.1f} MiB of inputs, and this request's "
-                    f"{nbytes / 2**20:.1f} MiB would pass the "
-                    f"{self.max_queued_bytes / 2**20:.0f} MiB queued per model (an eighth "
-                    "of the memory budget); retry later or send smaller requests")
+                raise OverloadedError(bytes_full_message(
+                    self.name, self.queued_bytes, nbytes, self.max_queued_bytes))
             d = r._deadline
             if ((d - r._t_submit < self.admit_bound_s
                  or self.queued_rows + rows > self.bound_rows
@@ -363,11 +356,12 @@ class AdmissionQueue:
                 continue
             if self.closed:
                 return "drain"
-            reason, remaining = self.policy.decide(self, self.max_rows, self.max_wait_s, clock())
+            policy = self.policy
+            reason, remaining = policy.decide(self, self.max_rows, self.max_wait_s, clock())
             if reason is not None:
                 return reason
-            if remaining > _EARLY_WAKE_S:
-                self._sleep(self.max_rows, remaining - _EARLY_WAKE_S)
+            if remaining > _EARLY_WAKE_S:  # a put wakes us once the batch is full
+                self._sleep(policy.batch_rows(self.max_rows), remaining - _EARLY_WAKE_S)
             else:
                 # For the last stretch yield the lock and the GIL in a short loop instead
                 # of a timed wait, so deadlines are kept closely.
@@ -378,8 +372,9 @@ class AdmissionQueue:
                     self.lock.acquire()
 
     def _pop_batch(self, q: deque[Request]) -> list[Request]:
-        """(Lock held.) Pop whole live requests, in order, up to ``max_rows`` rows."""
-        max_rows = self.max_rows
+        """(Lock held.) Pop whole live requests, in order, up to ``max_rows`` rows (or
+        fewer, if the policy caps the batch)."""
+        max_rows = self.policy.batch_rows(self.max_rows)
         batch: list[Request] = []
         rows = nbytes = 0
         live = self.ledger.live

@@ -160,6 +160,10 @@ class Batcher:
                 "rate_rps": self.queue.rate.rate_rps, "identified": cost.identified,
                 "min_rows": cost.sizes[0], "max_rows": cost.sizes[1]}
 
+    def policy_state(self) -> dict[str, Any] | None:
+        """What the release policy keeps live (:meth:`ReleasePolicy.state`)."""
+        return self.queue.policy.state(self.queue.config)
+
     @property
     def restarts(self) -> int:
         return self.supervisor.restarts

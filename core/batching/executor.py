@@ -204,9 +204,11 @@ class Executor:
                              batch=(rows, reason, self._clock() - t0, depth),
                              notify_queue=False)
             return
-        if self.queue.cost.observe(rows, t1 - t0):
-            with self.queue.lock:  # not against a configure() half applied
-                self.queue.refresh_admit_bound()
+        if q.cost.observe(rows, t1 - t0):
+            with q.lock:  # not against a configure() half applied
+                q.refresh_admit_bound()
+        if q.policy.observes_batches:  # e.g. AIMD: did the run meet the objective?
+            self._tell_policy(q.policy, rows, t1 - t0)
         # The lower envelope of recent run times: a run's measured time includes waiting for
         # the GIL afterwards, which says nothing about how much work a run can hide.
         self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
@@ -219,6 +221,14 @@ class Executor:
             self.completions.put(job)
         else:
             self.ledger.succeed(*job)
+
+    def _tell_policy(self, policy: Any, rows: int, latency_s: float) -> None:
+        try:
+            policy.observe_batch(rows, latency_s, self.queue.config.latency_slo_ms,
+                                 self.queue.max_rows)
+        except Exception:  # a policy's bookkeeping must never lose a batch's answers
+            log.exception("executor %s: policy %r failed to observe a batch", self.name,
+                          getattr(policy, "name", policy))
 
     def _run_each(self, live: list[Request], reason: str, slot: Slot) -> None:
         """Re-run requests alone after their batch failed, so only a bad request fails."""

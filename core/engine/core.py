@@ -245,6 +245,11 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         whose server batches out of sight)."""
         return self._ns.entry(name).served.learned_cost()
 
+    def policy_state(self, name: str) -> dict[str, Any] | None:
+        """What the model's release policy keeps live (``aimd``: its batch cap, how often it
+        grew and backed off, its objective); None for a policy that keeps nothing."""
+        return self._ns.entry(name).served.policy_state()
+
     # -- requests ------------------------------------------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
                key: Any = None) -> Future:

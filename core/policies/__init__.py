@@ -22,6 +22,7 @@ from .estimators import (MAX_SLOWDOWN, CostEstimator, RateEstimator, adaptive_de
                          choose_within_slo)
 
 __all__ = ["ReleasePolicy", "PolicyView", "register", "registered", "make_policy", "POLICIES",
+           "policy_label", "uses_slo",
            "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo",
            "MAX_SLOWDOWN"]
 
@@ -32,6 +33,18 @@ for _mod in pkgutil.iter_modules(__path__):
 
 #: Registered policy names, in rank order (the default first).
 POLICIES: tuple[str, ...] = tuple(registered())
+
+
+def policy_label(name: str) -> str:
+    """How menus show policy ``name`` (its ``label``, else the name)."""
+    cls = registered().get(name)
+    return (cls.label or cls.name) if cls is not None else name
+
+
+def uses_slo(name: str) -> bool:
+    """Whether ``latency_slo_ms`` means something to policy ``name``."""
+    cls = registered().get(name)
+    return bool(cls is not None and cls.uses_slo)
 
 
 def make_policy(name: str) -> ReleasePolicy:

@@ -20,7 +20,9 @@ __all__ = ["AdaptivePolicy"]
 @register
 class AdaptivePolicy(ReleasePolicy):
     name = "adaptive"
+    label = "adaptive (learns cost and load)"
     rank = 2
+    uses_slo = True
 
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,
                now: float) -> tuple[str | None, float]:

@@ -34,6 +34,25 @@ class ReleasePolicy:
 
     name = ""
     rank = 100
+    #: How menus show it (default: the name).
+    label = ""
+    #: True if the model's ``latency_slo_ms`` means something to this policy (it may be
+    #: set only for such policies).
+    uses_slo = False
+    #: True if the executor should report each batch's outcome (:meth:`observe_batch`).
+    observes_batches = False
+
+    def batch_rows(self, max_rows: int) -> int:
+        """The most rows the next batch may take (a policy may cap it below the model's
+        ``max_batch_size``, as AIMD does)."""
+        return max_rows
+
+    def observe_batch(self, rows: int, latency_s: float, slo_ms: float | None,
+                      max_rows: int | None = None) -> None:
+        """(If :attr:`observes_batches`.) A batch of ``rows`` was run in ``latency_s``
+        (the run alone, as Clipper measures it: queueing is the load's, not the batch
+        size's). Called by the runner threads, possibly at once: keep it short and
+        thread-safe."""
 
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,
                now: float) -> tuple[str | None, float]:
@@ -41,6 +60,11 @@ class ReleasePolicy:
 
     def shed_after_s(self, view: PolicyView, rows: int, latency_slo_ms: float | None
                      ) -> float | None:
+        return None
+
+    def state(self, config: object) -> dict[str, object] | None:
+        """What this policy keeps live, for the pages and ``engine.policy_state`` (JSON
+        values); ``config`` is the model's :class:`~core.config.BatchConfig`."""
         return None
 
 

@@ -28,6 +28,7 @@ def deadline_decision(queued_rows: int, max_rows: int, oldest_t: float, max_wait
 @register
 class DeadlinePolicy(ReleasePolicy):
     name = "deadline"
+    label = "deadline (wait from oldest request)"
     rank = 0
 
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,

@@ -34,6 +34,7 @@ def fixed_window_decision(queued_rows: int, max_rows: int, oldest_t: float, max_
 @register
 class FixedWindowPolicy(ReleasePolicy):
     name = "fixed_window"
+    label = "fixed window (seed design)"
     rank = 1
 
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,

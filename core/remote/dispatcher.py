@@ -116,6 +116,10 @@ class RemoteDispatcher:
         """Nothing is learned here: the server batches, out of sight."""
         return None
 
+    def policy_state(self) -> dict[str, Any] | None:
+        """The server's policy keeps its state out of sight."""
+        return None
+
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
                sink: Any = None) -> Future:

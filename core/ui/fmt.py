@@ -15,7 +15,7 @@ from typing import Any
 
 from core.models import format_bytes
 
-__all__ = ["fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+__all__ = ["aimd_caption", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption"]
 
 
@@ -212,3 +212,13 @@ def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
     if (sorted(ran[0]), sorted(ran[1]), sorted(ran[2])) != tuple(sorted(x) for x in form):
         text += " (not the form above: started elsewhere or before it changed)"
     return text + "."
+
+
+def aimd_caption(state: dict[str, Any], max_batch_size: int) -> str:
+    """The Batching page's line under an AIMD model: where its cap is and why."""
+    src = ("the latency SLO" if state.get("objective_from") == "latency_slo_ms"
+           else "the default; set a latency SLO to choose it")
+    return (f"AIMD: batches capped at {state['cap_rows']} of {max_batch_size} rows now; "
+            f"grew {state['grown']:,} times, backed off {state['backed_off']:,} times, "
+            f"against a {state['objective_ms']:g} ms objective ({src}). The timeline's "
+            "batch sizes show its sawtooth under load.")

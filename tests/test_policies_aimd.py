@@ -1,0 +1,128 @@
+"""The ``aimd`` release policy (Clipper's additive increase, multiplicative decrease): its
+rule on given batches, and the batch sizes a real batcher pops under it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from core import POLICIES, BatchConfig, ConfigError
+from core.batching import Batcher
+from core.policies import make_policy, registered
+from core.policies.aimd import AIMDPolicy
+from tests.helpers import WAIT_S, GatedRun, rows
+
+
+class View:
+    """The queue as a policy sees it (a fake: numbers chosen by the test)."""
+
+    def __init__(self, queued_rows: int, oldest_t: float) -> None:
+        self.queued_rows, self.oldest_t = queued_rows, oldest_t
+
+
+def test_aimd_is_registered_and_takes_the_latency_objective():
+    assert "aimd" in POLICIES and isinstance(make_policy("aimd"), AIMDPolicy)
+    assert registered()["aimd"].uses_slo and not registered()["deadline"].uses_slo
+    BatchConfig(policy="aimd", latency_slo_ms=20)
+    with pytest.raises(ConfigError, match=r"latency_slo_ms works with policies \[.*'aimd'"):
+        BatchConfig(policy="deadline", latency_slo_ms=20)
+
+
+def test_grows_additively_while_full_batches_meet_the_objective():
+    p = AIMDPolicy()
+    assert p.cap == 1.0 and p.batch_rows(32) == 1
+    for expected in range(2, 6):
+        p.observe_batch(rows=p.batch_rows(32), latency_s=0.004, slo_ms=10.0, max_rows=32)
+        assert p.cap == expected
+    # A batch smaller than the cap (too little traffic to fill it) is no evidence: no growth.
+    p.observe_batch(rows=2, latency_s=0.001, slo_ms=10.0, max_rows=32)
+    assert p.cap == 5
+
+
+def test_backs_off_multiplicatively_on_a_miss_and_stays_within_bounds():
+    p = AIMDPolicy()
+    p.cap = 20.0
+    p.observe_batch(rows=20, latency_s=0.011, slo_ms=10.0, max_rows=32)
+    assert p.cap == pytest.approx(18.0) and p.backed_off == 1
+    p.observe_batch(rows=3, latency_s=0.5, slo_ms=10.0, max_rows=32)  # missed, whatever size
+    assert p.cap == pytest.approx(16.2)
+    for _ in range(100):
+        p.observe_batch(rows=1, latency_s=1.0, slo_ms=10.0, max_rows=32)
+    assert p.cap == 1.0 and p.batch_rows(32) == 1          # never below one row
+    for _ in range(100):
+        p.observe_batch(rows=p.batch_rows(32), latency_s=0.0, slo_ms=10.0, max_rows=32)
+    assert p.cap == 32.0 and p.batch_rows(16) == 16       # never above max_batch_size
+    # Without an SLO the class's objective (10 ms) decides.
+    p.observe_batch(rows=32, latency_s=0.0099, slo_ms=None, max_rows=32)
+    assert p.cap == 32.0
+    p.observe_batch(rows=32, latency_s=0.0101, slo_ms=None, max_rows=32)
+    assert p.cap == pytest.approx(28.8)
+
+
+def test_decides_as_deadline_with_the_cap_as_the_batch_size():
+    p = AIMDPolicy()
+    p.cap = 4.0
+    assert p.decide(View(4, oldest_t=1.0), max_rows=32, max_wait_s=0.01, now=1.0) == ("full", 0.0)
+    reason, wait = p.decide(View(3, oldest_t=1.0), max_rows=32, max_wait_s=0.01, now=1.004)
+    assert reason is None and wait == pytest.approx(0.006)
+    assert p.decide(View(3, oldest_t=1.0), max_rows=32, max_wait_s=0.01,
+                    now=1.011) == ("deadline", 0.0)
+
+
+def _drive(cfg: BatchConfig, n: int, cap: float | None = None) -> tuple[list[int], Batcher]:
+    """One request held in a gated run while ``n`` more queue up; then the batch sizes the
+    batcher popped for all of them."""
+    run = GatedRun(gated=True)
+    b = Batcher("aimd", run, ["y"], cfg)
+    try:
+        first = b.submit((rows(1),), 1)
+        assert run.started.wait(WAIT_S)
+        if cap is not None:   # set while the first batch (of one row) runs
+            b.queue.policy.cap = cap
+        futs = [b.submit((rows(1, start=i + 1),), 1) for i in range(n)]
+        run.gate.set()
+        preds = [f.result(WAIT_S) for f in [first, *futs]]
+        assert [float(p.outputs["y"][0, 0]) for p in preds] == [2.0 * i for i in range(n + 1)]
+        return run.batch_rows, b
+    finally:
+        b.close()
+
+
+def test_a_batcher_under_aimd_grows_its_batches_one_row_at_a_time():
+    # A generous objective: every batch meets it, and each one filled the cap.
+    sizes, b = _drive(BatchConfig(policy="aimd", latency_slo_ms=60_000, max_batch_size=5,
+                                  max_wait_ms=1000, max_queue=100), n=19)
+    assert sizes == [1, 2, 3, 4, 5, 5]
+    assert b.queue.policy.cap == 5.0
+
+
+def test_a_batcher_under_aimd_shrinks_its_batches_after_misses():
+    # An objective no batch can meet: each batch shrinks the next by the backoff.
+    sizes, b = _drive(BatchConfig(policy="aimd", latency_slo_ms=0.001, max_batch_size=32,
+                                  max_wait_ms=1000, max_queue=100), n=30, cap=10.0)
+    cap, expected, left = 10.0, [], 31
+    expected.append(1)          # the first request ran alone (at the starting cap of 1)
+    left -= 1
+    cap *= 0.9                  # ... and missed: the cap, set to 10 meanwhile, backs off
+    while left:
+        k = min(left, max(1, math.floor(cap)))
+        expected.append(k)
+        left -= k
+        cap = max(1.0, cap * 0.9)
+    assert sizes == expected
+    assert sizes[1] == 9 and sizes[2] == 8 and b.queue.policy.backed_off == len(sizes)
+
+
+def test_switching_to_aimd_live_starts_from_one_row():
+    run = GatedRun()
+    b = Batcher("live", run, ["y"], BatchConfig(max_batch_size=8, max_wait_ms=0))
+    try:
+        b.submit((rows(1),), 1).result(WAIT_S)
+        b.configure(BatchConfig(policy="aimd", max_batch_size=8, max_wait_ms=0,
+                                latency_slo_ms=60_000))
+        assert isinstance(b.queue.policy, AIMDPolicy) and b.queue.policy.cap == 1.0
+        b.submit((rows(1),), 1).result(WAIT_S)
+        assert b.queue.policy.cap == 2.0   # one full batch (of its cap, 1) met the objective
+    finally:
+        b.close()
