@@ -6,9 +6,10 @@ import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.lab import arrivals_from_csv, arrivals_to_csv
+from core.lab.replay import DEFAULT_SLO_MS
 from core.config import MAX_INSTANCES
 from core.policies import policy_label, uses_slo
-from core.ui.fmt import aimd_caption
+from core.ui.fmt import aimd_caption, replay_verdict
 from core.ui import charts
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
@@ -255,14 +256,18 @@ if remote is not None:
     st.stop()  # replaying under Batchlab's policies means nothing for a server's batching
 
 with st.container(border=True):
-    st.subheader("Same traffic, three policies", anchor=False)
-    st.caption("Records the arrivals of the last 2 seconds (or takes them from a file) and "
-               "sends exactly those arrivals again under each policy (deadline, the seed's "
-               "fixed window, adaptive), on the engine, one after the other, to a private "
-               "copy of this model with its max batch size and max wait (live traffic does "
-               "not mix in). The timelines below are those runs.")
+    st.subheader("Same traffic, every policy", anchor=False)
+    st.caption(f"Records the arrivals of the last 2 seconds (or takes them from a file) and "
+               f"sends exactly those arrivals again under each policy "
+               f"({', '.join(map(policy_label, POLICIES))}), on the engine, one after the "
+               "other, to a private copy of this model with its max batch size and max wait "
+               "(live traffic does not mix in). Goodput counts the requests answered within "
+               "the SLO below. The timelines below are those runs.")
     replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
     replay_busy = replay_job is not None and not replay_job.finished
+    st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, DEFAULT_SLO_MS, key="bs_replay_slo",
+                    help="A request counts towards a policy's goodput if it was answered "
+                         "within this long of its (recorded) arrival.")
     r1, r2 = st.columns(2)
     if r1.button("Replay the last 2 s under each policy", key="bs_replay",
                  disabled=replay_busy):
@@ -270,7 +275,8 @@ with st.container(border=True):
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
-            start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals)
+            start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
+                      slo_ms=float(st.session_state["bs_replay_slo"]))
     r2.download_button(
         "Save the last 2 s of arrivals (CSV)",
         lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
@@ -294,13 +300,18 @@ with st.container(border=True):
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
                     start_job(engine, "replay", model, "Could not replay",
-                              arrivals_s=arrivals)
+                              arrivals_s=arrivals,
+                              slo_ms=float(st.session_state["bs_replay_slo"]))
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]
+        st.markdown(replay_verdict(summary))
         st.dataframe(summary, hide_index=True, key="bs_replay_table", column_config={
             c: st.column_config.NumberColumn(format="%.2f ms") for c in ("p50_ms", "p99_ms")}
-            | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f")})
+            | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f"),
+               "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),
+               "within_slo": st.column_config.NumberColumn("within SLO", format="percent"),
+               "goodput_rps": st.column_config.NumberColumn("goodput", format="%.0f req/s")})
         for row in summary.itertuples():
             st.plotly_chart(charts.timeline_figure(
                 replay_job.result["timelines"][row.policy], cur_cfg.max_wait_ms,

@@ -701,4 +701,4 @@ def test_batching_page_replays_arrivals_from_a_file(engine):
     assert not at.exception, [e.value for e in at.exception]
     job = finish_job(engine, "replay", model)
     assert job.state == "done", job.error
-    assert list(job.result["summary"]["requests"]) == [30, 30, 30]
+    assert list(job.result["summary"]["requests"]) == [30, 30, 30, 30]

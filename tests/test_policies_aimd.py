@@ -126,3 +126,79 @@ def test_switching_to_aimd_live_starts_from_one_row():
         assert b.queue.policy.cap == 2.0   # one full batch (of its cap, 1) met the objective
     finally:
         b.close()
+
+
+# -- a user's own policy, and the replay over every registered policy ----------------------
+
+def test_a_users_policy_registered_in_a_notebook_is_configurable_and_replayed(engine):
+    """Issue 28, part 4: a policy written outside the package (as in a notebook cell) is
+    selectable and replayed beside the built-in ones without touching anything else; the
+    replay's summary says which policy met the SLO (goodput)."""
+    import numpy as np
+    from core.lab.replay import replay
+    from core.policies import ReleasePolicy, register, unregister
+
+    @register
+    class Greedy(ReleasePolicy):
+        """Release whatever is queued at once (never waits)."""
+        name = "greedy_test"
+
+        def decide(self, view, max_rows, max_wait_s, now):
+            return ("full" if view.queued_rows >= max_rows else "deadline"), 0.0
+
+    try:
+        register(Greedy)                      # the same cell run again: no error
+        engine.configure("tiny", policy="greedy_test", max_wait_ms=1.0)
+        assert engine.predict("tiny", np.ones((1, 4), np.float32)).release_reason == "deadline"
+        engine.configure("tiny", policy="deadline")
+        arrivals = np.linspace(0.0, 0.2, 30)
+        out = replay(engine, "tiny", arrivals, slo_ms=60_000.0)
+        summary = out["summary"]
+        assert summary["policy"].tolist()[-1] == "greedy_test"
+        assert {"deadline", "fixed_window", "adaptive", "aimd"} <= set(summary["policy"])
+        assert (summary["requests"] == 30).all()
+        assert (summary["within_slo"] == 1.0).all()   # a minute: every request made it
+        assert (summary["goodput_rps"] > 0).all()
+        none = replay(engine, "tiny", arrivals, policies=["deadline", "greedy_test"],
+                      slo_ms=1e-6)["summary"]
+        assert none["within_slo"].tolist() == [0.0, 0.0] and (none["goodput_rps"] == 0).all()
+        with pytest.raises(ValueError, match="unknown policy 'nope'"):
+            replay(engine, "tiny", arrivals, policies=["nope"])
+        with pytest.raises(ValueError, match="slo_ms must be a positive number"):
+            replay(engine, "tiny", arrivals, slo_ms=0)
+
+        class Other(ReleasePolicy):
+            name = "greedy_test"
+        with pytest.raises(ValueError, match="two release policies are named 'greedy_test'"):
+            register(Other)
+    finally:
+        engine.configure("tiny", policy="deadline")
+        unregister("greedy_test")
+    with pytest.raises(ConfigError, match="greedy_test"):
+        BatchConfig(policy="greedy_test")
+
+
+def test_replay_verdict_names_the_policy_with_the_most_goodput():
+    import pandas as pd
+    from core.ui.fmt import replay_verdict
+
+    summary = pd.DataFrame({"policy": ["deadline", "aimd", "adaptive"], "slo_ms": [50.0] * 3,
+                            "within_slo": [0.9, 0.99, 0.5], "goodput_rps": [900.0, 990.0, 500.0],
+                            "p99_ms": [60.0, 40.0, 200.0]})
+    line = replay_verdict(summary)
+    assert line.startswith("**aimd** answered the most within 50 ms: 99.0% of requests")
+    assert "adaptive the fewest (50.0%, 500/s)" in line
+    assert replay_verdict(summary.iloc[:0]) == "No policy was replayed."
+
+
+def test_an_objective_below_a_one_row_run_is_said_to_be_unreachable():
+    from core.ui.fmt import aimd_caption
+
+    p = AIMDPolicy()
+    for _ in range(3):
+        p.observe_batch(rows=1, latency_s=0.002, slo_ms=1.0, max_rows=32)
+    state = p.state(BatchConfig(policy="aimd", latency_slo_ms=1.0))
+    assert state["cap_rows"] == 1 and state["one_row_misses"] == 3
+    assert "Even one-row runs missed the objective (3 times)" in aimd_caption(state, 32)
+    p.cap = 8.0
+    assert "Even one-row" not in aimd_caption(p.state(BatchConfig(policy="aimd")), 32)

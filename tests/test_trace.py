@@ -108,7 +108,7 @@ def test_timeline_and_replay_through_the_engine_server(engine):
         done = remote.wait_job(job.job_id, timeout_s=60)
         assert done.state == "done", done.error
         summary = done.result["summary"]
-        assert summary["policy"].tolist() == ["deadline", "fixed_window", "adaptive"]
+        assert summary["policy"].tolist() == ["deadline", "fixed_window", "adaptive", "aimd"]
         assert (summary["requests"] == 40).all()
         assert all(len(done.result["timelines"][p]) == 40 for p in summary["policy"])
         assert engine.batch_config("tiny").policy == "deadline"  # restored

@@ -17,7 +17,7 @@ import pandas as pd
 from core.errors import BatchlabError
 from .costmodel import ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, profile_cost_frame
 from .jobs import Job
-from .replay import REPLAY_POLICIES, replay
+from .replay import DEFAULT_SLO_MS, replay
 from .search import Constraints, quick_search
 from .sweeps import sweep
 
@@ -158,13 +158,13 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
 
 
 def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
-            policies: list[str] | None = None) -> Any:
+            policies: list[str] | None = None, slo_ms: float | None = None) -> Any:
     def progress(done: int, total: int, policy: str) -> None:
         job.progress(done / total, f"replayed under {policy} ({done} of {total})")
 
     job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy")
-    return replay(engine, target, arrivals_s, policies or list(REPLAY_POLICIES),
-                  stop=job.stop, progress=progress)
+    return replay(engine, target, arrivals_s, policies or None, stop=job.stop,
+                  progress=progress, slo_ms=DEFAULT_SLO_MS if slo_ms is None else slo_ms)
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.policies import POLICIES, registered
 from .loadgen import open_loop
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
-__all__ = ["REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv",
+__all__ = ["REPLAY_POLICIES", "DEFAULT_SLO_MS", "replay_policies", "replay", "arrivals_from_csv", "arrivals_to_csv",
            "MAX_REPLAY_ARRIVALS"]
 
 #: The most arrivals a replay takes (a file of more is refused, saying so).
@@ -33,7 +34,16 @@ MAX_REPLAY_ARRIVALS = 200_000
 MAX_REPLAY_SPAN_S = 600.0
 
 
-REPLAY_POLICIES = ("deadline", "fixed_window", "adaptive")
+#: The policies a replay compares unless told otherwise: every registered one (a policy
+#: module added to ``core/policies/``, or registered in a notebook, is replayed too).
+REPLAY_POLICIES = POLICIES
+#: The latency objective a replay counts goodput against, unless given one (ms).
+DEFAULT_SLO_MS = 50.0
+
+
+def replay_policies() -> tuple[str, ...]:
+    """Every release policy registered now, in menu order."""
+    return tuple(registered())
 
 
 def arrivals_to_csv(arrivals_s: Sequence[float]) -> str:
@@ -104,14 +114,26 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
 
 
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
-           policies: Sequence[str] = REPLAY_POLICIES, stop: Any = None,
-           progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+           policies: Sequence[str] | None = None, stop: Any = None,
+           progress: Callable[[int, int, str], None] | None = None,
+           slo_ms: float = DEFAULT_SLO_MS) -> dict[str, Any]:
     """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to a private
-    copy of ``model`` once under each policy, on the engine (real runs, one after the
-    other), with the model's max batch size and max wait; the copy is unloaded after.
+    copy of ``model`` once under each policy (default: every registered one), on the
+    engine (real runs, one after the other), with the model's max batch size and max wait;
+    the copy is unloaded after. The model's ``latency_slo_ms`` goes with it only to the
+    policy it was set for, if that one sizes batches by it without shedding (``aimd``).
 
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
-    batches), "timelines": {policy: DataFrame}}`` with each run's timeline."""
+    batches, slo_ms, within_slo: the share of requests answered within ``slo_ms``,
+    goodput_rps: those per second of the run), "timelines": {policy: DataFrame}}`` with
+    each run's timeline."""
+    policies = tuple(policies) if policies else replay_policies()
+    unknown = [p for p in policies if p not in registered()]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}; registered: "
+                         f"{', '.join(registered())}")
+    if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
+        raise ValueError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
     arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
     if len(arr) == 0:
         raise ValueError("no arrivals to replay: run some traffic first")
@@ -131,7 +153,8 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
         for k, policy in enumerate(policies):
             if stop is not None and stop.is_set():
                 break
-            engine.configure(copy, policy=policy, latency_slo_ms=None)
+            keep = before.latency_slo_ms if policy == before.policy == "aimd" else None
+            engine.configure(copy, policy=policy, latency_slo_ms=keep)
             engine.reset_metrics(copy)
             t_start = time.perf_counter()
             res = open_loop(lambda v: engine.submit(copy, v), lambda rng: sample_x, 1.0,
@@ -141,9 +164,15 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             tl = tl[tl["arrived_s"] >= t_start].reset_index(drop=True)
             timelines[policy] = tl
             s = res.summary()
+            f = res.frame
+            within = int((f["ok"] & (f["latency_ms"] <= slo_ms)).sum())
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
                          "p99_ms": s["p99_ms"], "mean_batch_rows": s["mean_batch_rows"],
-                         "batches": int(tl["batch_id"][tl["batch_id"] >= 0].nunique())})
+                         "batches": int(tl["batch_id"][tl["batch_id"] >= 0].nunique()),
+                         "slo_ms": float(slo_ms),
+                         "within_slo": within / s["sent"] if s["sent"] else float("nan"),
+                         "goodput_rps": within / res.duration_s if res.duration_s > 0
+                         else float("nan")})
             if progress is not None:
                 progress(k + 1, len(policies), policy)
     finally:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import PolicyView, ReleasePolicy, register, registered
+from .base import PolicyView, ReleasePolicy, register, registered, unregister
 from .estimators import (MAX_SLOWDOWN, CostEstimator, RateEstimator, adaptive_decision,
                          choose_within_slo)
 
 __all__ = ["ReleasePolicy", "PolicyView", "register", "registered", "make_policy", "POLICIES",
-           "policy_label", "uses_slo",
+           "policy_label", "uses_slo", "unregister",
            "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo",
            "MAX_SLOWDOWN"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["PolicyView", "ReleasePolicy", "register", "registered"]
+__all__ = ["PolicyView", "ReleasePolicy", "register", "registered", "unregister"]
 
 
 class PolicyView(Protocol):
@@ -75,10 +75,19 @@ def register(cls: type[ReleasePolicy]) -> type[ReleasePolicy]:
     """Class decorator: make ``cls`` selectable by its ``name``."""
     if not cls.name or not cls.name.isidentifier():
         raise ValueError(f"a release policy needs an identifier as its name, got {cls.name!r}")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"two release policies are named {cls.name!r}")
+    old = _REGISTRY.get(cls.name)
+    if old is not None and old is not cls and (old.__module__, old.__qualname__) != (
+            cls.__module__, cls.__qualname__):   # the same class defined again: a re-run cell
+        raise ValueError(f"two release policies are named {cls.name!r} "
+                         f"({old.__module__}.{old.__qualname__} and "
+                         f"{cls.__module__}.{cls.__qualname__}); rename one")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister(name: str) -> None:
+    """Forget policy ``name`` (models already using it keep their policy object)."""
+    _REGISTRY.pop(name, None)
 
 
 def registered() -> dict[str, type[ReleasePolicy]]:

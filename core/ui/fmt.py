@@ -15,7 +15,7 @@ from typing import Any
 
 from core.models import format_bytes
 
-__all__ = ["aimd_caption", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+__all__ = ["aimd_caption", "replay_verdict", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption"]
 
 
@@ -221,4 +221,26 @@ def aimd_caption(state: dict[str, Any], max_batch_size: int) -> str:
     return (f"AIMD: batches capped at {state['cap_rows']} of {max_batch_size} rows now; "
             f"grew {state['grown']:,} times, backed off {state['backed_off']:,} times, "
             f"against a {state['objective_ms']:g} ms objective ({src}). The timeline's "
-            "batch sizes show its sawtooth under load.")
+            "batch sizes show its sawtooth under load."
+            + (f" **Even one-row runs missed the objective ({state['one_row_misses']:,} "
+               "times)**: it is below what a single row costs here, so AIMD holds batches at "
+               "one row and throughput suffers; raise the latency SLO."
+               if state.get("one_row_misses") and state["cap_rows"] <= 1 else ""))
+
+
+def replay_verdict(summary: Any) -> str:
+    """One line over a replay's table: which policy answered the most requests within the
+    SLO, and by how much (the question a replay answers: which policy meets my target at
+    this load)."""
+    if summary is None or len(summary) == 0 or "goodput_rps" not in summary:
+        return "No policy was replayed."
+    ranked = summary.sort_values(["goodput_rps", "p99_ms"], ascending=[False, True])
+    best = ranked.iloc[0]
+    line = (f"**{best['policy']}** answered the most within {best['slo_ms']:g} ms: "
+            f"{fmt_pct(best['within_slo'])} of requests ({fmt_rate(best['goodput_rps'])} "
+            "goodput)")
+    if len(ranked) > 1:
+        worst = ranked.iloc[-1]
+        line += (f"; {worst['policy']} the fewest ({fmt_pct(worst['within_slo'])}, "
+                 f"{fmt_rate(worst['goodput_rps'])})")
+    return line + "."
