@@ -202,3 +202,25 @@ def test_an_objective_below_a_one_row_run_is_said_to_be_unreachable():
     assert "Even one-row runs missed the objective (3 times)" in aimd_caption(state, 32)
     p.cap = 8.0
     assert "Even one-row" not in aimd_caption(p.state(BatchConfig(policy="aimd")), 32)
+
+
+def test_aimd_over_the_engine_server(engine):
+    """The control API carries the policy and its state (RemoteEngine.policy_state)."""
+    import numpy as np
+    from core.serving import EngineServer, RemoteEngine
+
+    with EngineServer(engine, port=0) as server:
+        remote = RemoteEngine(server.url)
+        try:
+            remote.configure("tiny", policy="aimd", latency_slo_ms=60_000, max_wait_ms=0)
+            for _ in range(3):
+                remote.predict("tiny", np.ones((1, 4), np.float32))
+            state = remote.policy_state("tiny")
+            assert state["objective_ms"] == 60_000 and state["objective_from"] == "latency_slo_ms"
+            # One at a time: the first filled the cap of 1 (grown to 2); the next two, of one
+            # row, did not fill it, which says nothing about a bigger batch: no growth.
+            assert state["grown"] == 1 and state["cap_rows"] == 2
+            assert remote.policy_state("mlp") is None    # deadline keeps nothing
+        finally:
+            remote.configure("tiny", policy="deadline", latency_slo_ms=None, max_wait_ms=5.0)
+            remote.close()
