@@ -307,7 +307,7 @@ with st.container(border=True):
         summary = replay_job.result["summary"]
         st.markdown(replay_verdict(summary))
         st.dataframe(summary, hide_index=True, key="bs_replay_table", column_config={
-            c: st.column_config.NumberColumn(format="%.2f ms") for c in ("p50_ms", "p99_ms")}
+            c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")}
             | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f"),
                "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),
                "within_slo": st.column_config.NumberColumn("within SLO", format="percent"),

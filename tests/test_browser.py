@@ -230,6 +230,38 @@ def test_an_open_page_follows_settings_changed_elsewhere(server, page: Page):
         engine.close()
 
 
+def test_aimd_and_the_replay_under_every_policy(server, page: Page):
+    """Issue 28: the Batching page offers Clipper's AIMD with its cap shown, and replays the
+    same arrivals under every registered policy with goodput and a verdict."""
+    open_app(page, server)
+    engine = dashboard_engine()
+    try:
+        engine.configure("mlp", policy="aimd", latency_slo_ms=0.5)
+        engine.start_traffic("mlp", rate_rps=1500, duration_s=4.0, seed=1)
+        go(page, "Batching")
+        expect(page.get_by_role("radio", name=re.compile("AIMD"))).to_be_checked()
+        expect(page.get_by_text(re.compile(r"AIMD: batches capped at \d+ of 32 rows now"))
+               ).to_be_visible(timeout=30_000)
+        engine.wait_traffic("mlp", timeout_s=60)
+        verdict = page.get_by_text(re.compile(r"answered (the most|[\d.]+% of requests) within 50 ms"))
+        click_until(page, page.get_by_role("button", name="Replay the last 2 s under each policy"),
+                    verdict.or_(page.get_by_text(re.compile(r"replay(ing|ed) ")).first))
+        expect(verdict).to_be_visible(timeout=180_000)   # five policies, 2 s of arrivals each
+        expect(page.locator('[data-testid="stDataFrame"]').last).to_be_visible()
+        for name in ("deadline", "fixed_window", "adaptive", "aimd"):
+            expect(page.locator("text.gtitle", has_text=f"{name}: p50")).to_be_visible()
+        assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
+        no_exception(page)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        verdict.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS / "batching_policies.png"))
+    finally:
+        engine.stop_traffic("mlp")
+        engine.configure("mlp", policy="deadline", latency_slo_ms=None)
+        engine.close()
+
+
 def test_headings_carry_no_anchor_links(server, page: Page):
     """A heading's anchor link ("#history") led a newcomer to a 404 JSON page: headings
     have none."""

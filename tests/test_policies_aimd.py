@@ -189,6 +189,10 @@ def test_replay_verdict_names_the_policy_with_the_most_goodput():
     assert line.startswith("**aimd** answered the most within 50 ms: 99.0% of requests")
     assert "adaptive the fewest (50.0%, 500/s)" in line
     assert replay_verdict(summary.iloc[:0]) == "No policy was replayed."
+    tie = summary.assign(within_slo=[1.0, 1.0, 0.9995])
+    assert replay_verdict(tie) == ("Every policy answered 100.0% of requests within 50 ms: the "
+                                   "SLO does not separate them at this load. Lowest p99: "
+                                   "**aimd** (40.0 ms).")
 
 
 def test_an_objective_below_a_one_row_run_is_said_to_be_unreachable():

@@ -232,15 +232,21 @@ def replay_verdict(summary: Any) -> str:
     """One line over a replay's table: which policy answered the most requests within the
     SLO, and by how much (the question a replay answers: which policy meets my target at
     this load)."""
-    if summary is None or len(summary) == 0 or "goodput_rps" not in summary:
+    if summary is None or len(summary) == 0 or "within_slo" not in summary:
         return "No policy was replayed."
-    ranked = summary.sort_values(["goodput_rps", "p99_ms"], ascending=[False, True])
-    best = ranked.iloc[0]
-    line = (f"**{best['policy']}** answered the most within {best['slo_ms']:g} ms: "
+    # Every policy had the same arrivals: the share within the SLO compares them (goodput
+    # per second also moves with how long each run took to drain).
+    ranked = summary.sort_values(["within_slo", "p99_ms"], ascending=[False, True])
+    best, worst = ranked.iloc[0], ranked.iloc[-1]
+    slo = f"{best['slo_ms']:g} ms"
+    if len(ranked) > 1 and best["within_slo"] - worst["within_slo"] < 0.001:
+        return (f"Every policy answered {fmt_pct(worst['within_slo'])} of requests within "
+                f"{slo}: the SLO does not separate them at this load. Lowest p99: "
+                f"**{best['policy']}** ({fmt_ms(best['p99_ms'])}).")
+    line = (f"**{best['policy']}** answered the most within {slo}: "
             f"{fmt_pct(best['within_slo'])} of requests ({fmt_rate(best['goodput_rps'])} "
             "goodput)")
     if len(ranked) > 1:
-        worst = ranked.iloc[-1]
         line += (f"; {worst['policy']} the fewest ({fmt_pct(worst['within_slo'])}, "
                  f"{fmt_rate(worst['goodput_rps'])})")
     return line + "."
