@@ -1,4 +1,4 @@
-"""A/B experiments: routing between two models (random, sticky, shadow), per-arm metrics,
+"""A/B experiments: routing between two models (random, sticky, shadow, bandit), per-arm metrics,
 the statistics and the report.
 
 Example:
@@ -9,12 +9,13 @@ Example:
 
 from __future__ import annotations
 
+from .bandit import ThompsonBandit, simulate_bandit
 from .report import ABReport, arm_differences
 from .routing import AB_MODES, ABExperiment, ExperimentRegistry, ShadowStats, matched_outputs
 from .statistics import (ErrorComparison, LatencyComparison, compare_errors, compare_latency,
                          format_p, sample_size_means, sample_size_proportions)
 
-__all__ = ["ABReport", "arm_differences", "AB_MODES", "ABExperiment", "ExperimentRegistry",
+__all__ = ["ThompsonBandit", "simulate_bandit", "ABReport", "arm_differences", "AB_MODES", "ABExperiment", "ExperimentRegistry",
            "ShadowStats", "matched_outputs", "ErrorComparison", "LatencyComparison",
            "compare_errors", "compare_latency", "format_p", "sample_size_means",
            "sample_size_proportions"]

@@ -48,6 +48,8 @@ class ABReport:
     #: the earlier segments' reports (``to_dict()`` each, with its reason and span), newest
     #: last; a few are kept
     previous_segments: list[dict[str, Any]] = field(default_factory=list)
+    #: mode ``bandit``: what the bandit found (:meth:`core.ab.bandit.ThompsonBandit.state`)
+    bandit: dict[str, Any] = field(default_factory=dict)
 
     @property
     def confound_warning(self) -> str | None:
@@ -96,7 +98,7 @@ class ABReport:
                 "confound_warning": self.confound_warning, "warnings": list(self.warnings),
                 "segment": self.segment, "segment_reason": self.segment_reason,
                 "segment_started": self.segment_started,
-                "previous_segments": list(self.previous_segments)}
+                "previous_segments": list(self.previous_segments), "bandit": self.bandit}
 
 
 _BATCH_FIELDS = {  # BatchConfig field -> how to say it

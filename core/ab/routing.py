@@ -10,7 +10,11 @@ and ``b`` naming registered models, ``b_share`` and a routing ``mode``:
 * ``shadow``: the caller always gets A's answer and A's latency; B gets a copy of every
   request in the background (its errors and slowness never reach the caller), and the
   report compares the two outputs. Both arms then see the full arrival rate, so their
-  latencies compare fairly (no split confound).
+  latencies compare fairly (no split confound);
+* ``bandit``: Thompson sampling on "answered within ``bandit_slo_ms`` without error"
+  (:mod:`core.ab.bandit`): the split moves live towards the arm that meets the SLO more
+  often, each arm keeping at least ``bandit_floor`` of the traffic; ``b_share`` is then
+  the bandit's, not a setting.
 
 Per-arm metrics are recorded before the caller's future resolves, so a report always
 agrees with what callers saw.
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
 from .statistics import compare_errors, compare_latency
 from core.config import _check_choice, _check_float
@@ -44,7 +49,7 @@ _KEEP_SEGMENTS = 5
 
 __all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
 
-AB_MODES = ("random", "sticky", "shadow")
+AB_MODES = ("random", "sticky", "shadow", "bandit")
 
 # Latency samples kept per arm for the statistics (the most recent ones).
 _SAMPLES_PER_ARM = 20_000
@@ -127,7 +132,9 @@ class ABExperiment:
     """Routes each request to arm A or B; holds per-arm metrics. Thread-safe."""
 
     def __init__(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
-                 seed: int | None = None, timeseries_seconds: int = 600) -> None:
+                 seed: int | None = None, timeseries_seconds: int = 600,
+                 bandit_slo_ms: float = DEFAULT_SLO_MS,
+                 bandit_floor: float = DEFAULT_FLOOR) -> None:
         if a == b:
             raise ConfigError(f"arms a and b must be two different models, got {a!r} twice")
         _check_float("b_share", b_share, 0.0, 1.0)
@@ -139,6 +146,7 @@ class ABExperiment:
         self.mode = mode
         self.seed = seed
         self._rng = random.Random(seed)
+        self.bandit = self._new_bandit(bandit_slo_ms, bandit_floor)
         self._lock = threading.Lock()
         self.metrics = {arm: ModelMetrics(timeseries_seconds, keep_samples=_SAMPLES_PER_ARM)
                         for arm in ("a", "b")}
@@ -154,8 +162,16 @@ class ABExperiment:
         self.segment_started = time.time()
         self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
 
+    def _new_bandit(self, slo_ms: float, floor: float) -> ThompsonBandit:
+        try:
+            return ThompsonBandit(slo_ms, floor, seed=self.seed)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+
     def route(self, key: Any = None) -> tuple[str, str]:
         """(arm, model name) that serves the caller of one request."""
+        if self.mode == "bandit":
+            return ("b", self.b) if self.bandit.choose() == "b" else ("a", self.a)
         if self.mode == "random":
             return ("b", self.b) if self._rng.random() < self.b_share else ("a", self.a)
         if self.mode == "sticky":
@@ -192,7 +208,12 @@ class ABExperiment:
         b_fut.add_done_callback(done)
 
     def update(self, b_share: float | None = None, a: str | None = None,
-               b: str | None = None, mode: str | None = None) -> None:
+               b: str | None = None, mode: str | None = None,
+               bandit_slo_ms: float | None = None, bandit_floor: float | None = None) -> None:
+        if bandit_slo_ms is not None or bandit_floor is not None:
+            self.bandit = self._new_bandit(
+                self.bandit.slo_ms if bandit_slo_ms is None else bandit_slo_ms,
+                self.bandit.floor if bandit_floor is None else bandit_floor)
         with self._lock:
             if b_share is not None:
                 _check_float("b_share", b_share, 0.0, 1.0)
@@ -213,6 +234,7 @@ class ABExperiment:
             m.reset()
         self.callers.reset()
         self.shadow = ShadowStats()
+        self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
         with self._lock:
             self.segment, self.segment_reason = 1, None
             self.segment_started = time.time()
@@ -235,6 +257,7 @@ class ABExperiment:
         for m in self.metrics.values():
             m.reset()
         self.shadow = ShadowStats()
+        self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
 
     def report(self, detect_ms: float | None = None) -> ABReport:
         snaps = {arm: m.snapshot() for arm, m in self.metrics.items()}
@@ -246,10 +269,13 @@ class ABExperiment:
         with self._lock:
             segment = (self.segment, self.segment_reason, self.segment_started,
                        list(self.previous_segments))
-        return ABReport(self.name, self.a, self.b, self.b_share, self.mode, snaps, latency,
-                        errors, self.shadow.to_dict() if self.mode == "shadow" else {},
+        bandit = self.bandit.state() if self.mode == "bandit" else {}
+        return ABReport(self.name, self.a, self.b,
+                        bandit["share_b"] if bandit else self.b_share, self.mode, snaps,
+                        latency, errors, self.shadow.to_dict() if self.mode == "shadow" else {},
                         segment=segment[0], segment_reason=segment[1],
-                        segment_started=segment[2], previous_segments=segment[3])
+                        segment_started=segment[2], previous_segments=segment[3],
+                        bandit=bandit)
 
 class ExperimentRegistry:
     """The A/B experiments of one engine, by name. The table is copy-on-write, so

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Any, Callable
 
 from core.ab import ABExperiment, ABReport, arm_differences
+from core.ab.bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS
 from core.config import BatchConfig, EngineConfig
 from core.errors import ConfigError
 from core.metrics import MetricsSnapshot
@@ -59,13 +60,15 @@ class ExperimentRoom:
         self._is_warm = is_warm
 
     def create(self, name: str, a: str, b: str, b_share: float, mode: str,
-               seed: int | None, replace: bool) -> ABReport:
+               seed: int | None, replace: bool, bandit: dict[str, float] | None = None
+               ) -> ABReport:
         self.ns.check_new_name(name, "experiment")
         with self.registry.lock:
             self.ns.check_name_free(name, "experiment", replace)
             self.check_arms(a, b)
             exp = self.table.add(ABExperiment(name, a, b, b_share, mode, seed,
-                                              self.config.timeseries_seconds))
+                                              self.config.timeseries_seconds,
+                                              **(bandit or {})))
         return exp.report()
 
     def check_arms(self, a: str, b: str) -> None:
@@ -99,13 +102,13 @@ class ExperimentRoom:
                               "(engine.delete_ab) or give it another arm")
 
     def update(self, name: str, b_share: float | None, a: str | None, b: str | None,
-               mode: str | None) -> ABReport:
+               mode: str | None, bandit: dict[str, float | None] | None = None) -> ABReport:
         with self.registry.lock:
             exp = self.ns.experiment(name)
             if a is not None or b is not None:
                 self.check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
-            before = (exp.a, exp.b, exp.mode, exp.b_share)
-            exp.update(b_share=b_share, a=a, b=b, mode=mode)
+            before = (exp.a, exp.b, exp.mode, exp.b_share, exp.bandit.slo_ms, exp.bandit.floor)
+            exp.update(b_share=b_share, a=a, b=b, mode=mode, **(bandit or {}))
         changes = [f"arm {arm} is now {new!r}" for arm, old, new in
                    (("A", before[0], exp.a), ("B", before[1], exp.b)) if old != new]
         if exp.mode != before[2]:
@@ -114,6 +117,9 @@ class ExperimentRoom:
             exp.new_segment("; ".join(changes))
         if exp.b_share != before[3]:
             changes.append(f"B's share {before[3]:.2f} → {exp.b_share:.2f}")
+        if (exp.bandit.slo_ms, exp.bandit.floor) != before[4:]:
+            changes.append(f"bandit SLO {exp.bandit.slo_ms:g} ms, floor {exp.bandit.floor:g} "
+                           "(its evidence starts again)")
         if changes:
             self.events.add(name, "ab", "; ".join(changes))
         return exp.report()
@@ -172,17 +178,26 @@ class ExperimentMethods:
     _ns: Any
 
     def create_ab(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
-                  seed: int | None = None, replace: bool = False) -> ABReport:
+                  seed: int | None = None, replace: bool = False,
+                  bandit_slo_ms: float = DEFAULT_SLO_MS,
+                  bandit_floor: float = DEFAULT_FLOOR) -> ABReport:
         """Create an A/B experiment ``name`` splitting traffic between models ``a`` and ``b``;
-        submit to ``name`` like to a model. Returns its (empty) report."""
+        submit to ``name`` like to a model. Returns its (empty) report. ``mode="bandit"``
+        moves the split live towards the arm that answers within ``bandit_slo_ms`` more
+        often, each arm keeping at least ``bandit_floor`` of the traffic."""
         self._check_open()
-        return self._ab.create(name, a, b, b_share, mode, seed, replace)
+        return self._ab.create(name, a, b, b_share, mode, seed, replace,
+                               {"bandit_slo_ms": bandit_slo_ms, "bandit_floor": bandit_floor})
 
     def update_ab(self, name: str, b_share: float | None = None, a: str | None = None,
-                  b: str | None = None, mode: str | None = None) -> ABReport:
-        """Change an experiment's split (``b_share=1.0`` promotes B), arms or mode, live.
-        New arms are checked like at creation: loaded models with the same inputs."""
-        return self._ab.update(name, b_share, a, b, mode)
+                  b: str | None = None, mode: str | None = None,
+                  bandit_slo_ms: float | None = None,
+                  bandit_floor: float | None = None) -> ABReport:
+        """Change an experiment's split (``b_share=1.0`` promotes B), arms, mode or bandit
+        settings, live. New arms are checked like at creation: loaded models with the same
+        inputs."""
+        return self._ab.update(name, b_share, a, b, mode,
+                               {"bandit_slo_ms": bandit_slo_ms, "bandit_floor": bandit_floor})
 
     def delete_ab(self, name: str) -> None:
         self._ab.delete(name)

@@ -8,14 +8,15 @@ Example:
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable
 
 from core.ab import ABExperiment
 from core.batching import Prediction, Request
 from core.config import check_timeout_ms
-from core.errors import (BatchlabError, ConfigError, EngineClosedError, ModelNotFoundError,
-                         RequestTimeoutError)
+from core.errors import (BatchlabError, ConfigError, EngineClosedError, InputValidationError,
+                         ModelNotFoundError, RequestTimeoutError)
 from .namespace import Namespace
 from .registry import ModelEntry
 
@@ -44,6 +45,8 @@ class Router:
         if exp is None:
             raise self.ns.not_found(name)
         arm, model = exp.route(key)
+        if exp.mode == "bandit":
+            return self._bandit_submit(exp, arm, model, x, timeout_ms)
         fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
                                  experiment=name)
         if exp.mode == "shadow":
@@ -84,6 +87,23 @@ class Router:
                 raise
         raise EngineClosedError(f"model {model!r} was replaced too many times during one "
                                 "submit; try again")
+
+    def _bandit_submit(self, exp: ABExperiment, arm: str, model: str, x: Any,
+                       timeout_ms: float | None) -> Future:
+        """A bandit's request: its arm is rewarded when it ends (within the SLO, no error),
+        or now, with a failure, if it is refused."""
+        bandit = exp.bandit
+        t0 = time.perf_counter()
+        try:
+            fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
+                                     experiment=exp.name)
+        except InputValidationError:
+            raise   # the caller's input: no arm's doing
+        except BatchlabError:
+            bandit.reward(arm, False)   # refused (overloaded, closed...): a failure of the arm
+            raise
+        bandit.watch(arm, fut, t0)
+        return fut
 
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller."""

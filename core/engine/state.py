@@ -44,5 +44,7 @@ class StateMethods:
         for name in self.ab_experiments():
             exp = self._ns.experiment(name)
             experiments.append({"name": name, "a": exp.a, "b": exp.b,
-                                "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed})
+                                "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed,
+                                "bandit_slo_ms": exp.bandit.slo_ms,
+                                "bandit_floor": exp.bandit.floor})
         return {"models": models, "remotes": remotes, "experiments": experiments}

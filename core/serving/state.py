@@ -215,7 +215,9 @@ class StateDir:
         for exp in _read_json(self.root / "experiments.json", []):
             try:
                 engine.create_ab(exp["name"], a=exp["a"], b=exp["b"], b_share=exp["b_share"],
-                                 mode=exp["mode"], seed=exp.get("seed"), replace=True)
+                                 mode=exp["mode"], seed=exp.get("seed"), replace=True,
+                                 **{k: exp[k] for k in ("bandit_slo_ms", "bandit_floor")
+                                    if k in exp})
                 done["experiments"].append(exp["name"])
             except (BatchlabError, KeyError, ValueError, TypeError) as err:
                 self._pending_experiments.append(exp)

@@ -1,0 +1,96 @@
+"""A/B mode ``bandit`` (issue 28, part 3): Thompson sampling on "answered within the SLO",
+in simulation against known arms and on the engine against a model that fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from core import ConfigError
+from core.ab import ABExperiment, simulate_bandit
+from core.ab.bandit import ThompsonBandit, wilson
+from tests.helpers import failing_model, identity_model
+
+
+def test_simulation_moves_nine_tenths_of_the_traffic_to_the_better_arm_and_keeps_the_floor():
+    # A meets a 30 ms SLO 95 % of the time (exponential, mean 10 ms); B 53 % (mean 40 ms).
+    out = simulate_bandit(lambda r: r.exponential(10.0), lambda r: r.exponential(40.0),
+                          slo_ms=30.0, n=3000, floor=0.05, seed=3)
+    assert out["truth"]["a"] > 0.9 and out["truth"]["b"] < 0.6
+    to_b = np.array([c == "b" for c in out["chosen"]], dtype=float)
+    by_500 = [float(to_b[i:i + 500].mean()) for i in range(0, 3000, 500)]
+    # From the first 500 requests on, at most a tenth goes to B, and so it stays ...
+    assert all(s <= 0.1 for s in by_500), by_500
+    # ... but B is never abandoned: the floor keeps exploring it (5 % expected).
+    assert all(s >= 0.02 for s in by_500[1:]), by_500
+    assert out["state"]["better"] == "a" and out["state"]["p_b_better"] < 0.01
+    assert 0.05 <= out["state"]["share_b"] <= 0.95   # the routing share within its floor
+    # Regret: once learnt, it grows only by what the floor's exploration costs (B gets
+    # ~floor of the traffic: floor x the gap per request), far below a fixed 50/50 split.
+    regret, gap = out["regret"], out["truth"]["a"] - out["truth"]["b"]
+    assert regret[-1] - regret[1499] <= 1500 * 2 * 0.05 * gap
+    assert regret[-1] < 0.2 * 3000 * 0.5 * gap
+
+
+def test_the_mirror_image_moves_to_b_and_errors_count_as_misses():
+    out = simulate_bandit(lambda r: 5.0, lambda r: 5.0, slo_ms=30.0, n=2000, floor=0.1,
+                          seed=1, error_a=0.3)     # same latency; A fails 30 % of requests
+    assert out["final_share_b"] >= 0.9 - 0.05 and out["state"]["better"] == "b"
+    assert min(out["share_b_by_100"][5:]) < 0.96   # the floor (10 %) still sends some to A
+
+
+def test_the_bandit_refuses_settings_that_mean_nothing():
+    with pytest.raises(ValueError, match="slo_ms must be a positive number"):
+        ThompsonBandit(slo_ms=0)
+    with pytest.raises(ValueError, match="floor must be a share from 0 to 0.5"):
+        ThompsonBandit(floor=0.7)
+    with pytest.raises(ConfigError, match="floor must be a share"):
+        ABExperiment("e", "a", "b", mode="bandit", bandit_floor=-1)
+    assert wilson(0, 0) == (0.0, 1.0)
+    lo, hi = wilson(90, 100)
+    assert 0.82 < lo < 0.9 < hi < 0.95
+
+
+@pytest.fixture
+def arms(engine):
+    engine.load_model(identity_model(), name="good", probe=False)
+    engine.load_model(failing_model(), name="bad", probe=False)
+    for m in ("good", "bad"):
+        engine.configure(m, max_wait_ms=0)
+    yield engine
+    for name in ("bandit-exp",):
+        if name in engine.ab_experiments():
+            engine.delete_ab(name)
+    for m in ("good", "bad"):
+        engine.unload_model(m)
+
+
+def test_on_the_engine_the_split_leaves_an_arm_that_fails(arms):
+    engine = arms
+    engine.create_ab("bandit-exp", "good", "bad", mode="bandit", bandit_slo_ms=60_000,
+                     bandit_floor=0.05, seed=11)
+    x = np.ones((1, 3), np.float32)
+    served_by = []
+    for _ in range(400):
+        fut = engine.submit("bandit-exp", x)
+        try:
+            fut.result(10)
+            served_by.append("a")
+        except Exception:   # noqa: BLE001 - arm B fails every one-row request
+            served_by.append("b")
+    last = served_by[200:]
+    assert 1 <= last.count("b") <= 0.12 * len(last), last.count("b")
+    report = engine.ab_report("bandit-exp")
+    state = report.bandit
+    assert state["arms"]["a"]["successes"] == served_by.count("a")
+    assert state["arms"]["b"]["successes"] == 0 and state["arms"]["b"]["ended"] == served_by.count("b")
+    assert state["better"] == "a" and report.b_share == pytest.approx(state["share_b"])
+    assert state["regret"] == pytest.approx(served_by.count("b"))   # each B request cost 1
+    # The bandit's part is plain JSON (no NaN: a second without requests is None).
+    json.dumps(report.to_dict()["bandit"], allow_nan=False)
+    # A new SLO starts the evidence again (and says so in the events).
+    engine.update_ab("bandit-exp", bandit_slo_ms=1000)
+    assert engine.ab_report("bandit-exp").bandit["arms"]["a"]["ended"] == 0
+    assert engine.events("bandit-exp", 60)["text"].str.contains("bandit SLO 1000 ms").any()
