@@ -10,6 +10,7 @@ import streamlit as st
 
 from core import AB_MODES, BatchlabError
 from core.ui import charts
+from core.ui.bandit import bandit_caption, bandit_figure
 from core.ui.fmt import fmt_p
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
@@ -20,11 +21,14 @@ st.title("A/B test", anchor=False)
 st.caption("Send a share of traffic to model B and decide with statistics whether it is "
            "different. random: each request is a weighted draw. sticky: a user (key) always "
            "sees the same model. shadow: callers get A; B gets a copy of every request, so "
-           "both arms see the full rate and compare fairly.")
+           "both arms see the full rate and compare fairly. bandit: the split moves by itself "
+           "towards the arm that answers within the SLO more often (Thompson sampling), "
+           "each arm keeping a floor share.")
 
 MODE_HELP = {"random": "random (weighted draw per request)",
              "sticky": "sticky (by user key)",
-             "shadow": "shadow (B gets copies; fair comparison)"}
+             "shadow": "shadow (B gets copies; fair comparison)",
+             "bandit": "bandit (moves traffic to the arm meeting the SLO)"}
 
 experiments = engine.ab_experiments()
 models = engine.model_names()
@@ -39,9 +43,19 @@ with st.expander("New experiment", expanded=not experiments):
     share = st.slider("Share of traffic to B", 0.0, 1.0, 0.2, 0.05, key="ab_new_share")
     mode = st.radio("Routing", AB_MODES, key="ab_new_mode", horizontal=True,
                     format_func=MODE_HELP.get)
+    n1, n2 = st.columns(2)
+    new_slo = n1.number_input("Bandit SLO (ms)", 0.1, 600_000.0, 50.0, key="ab_new_slo",
+                              disabled=mode != "bandit",
+                              help="A request rewards its arm if answered within this, "
+                                   "without error.")
+    new_floor = n2.slider("Bandit floor (least share per arm)", 0.0, 0.5, 0.05, 0.01,
+                          key="ab_new_floor", disabled=mode != "bandit",
+                          help="Each arm keeps at least this share, so a change in the "
+                               "losing arm is still seen.")
     if st.button("Create experiment", key="ab_create", type="primary"):
         try:
-            engine.create_ab(name.strip(), a=a, b=b, b_share=share, mode=mode, seed=0)
+            engine.create_ab(name.strip(), a=a, b=b, b_share=share, mode=mode, seed=0,
+                             bandit_slo_ms=float(new_slo), bandit_floor=float(new_floor))
         except BatchlabError as err:
             st.error(f"Could not create the experiment: {err}")
         else:
@@ -57,7 +71,9 @@ if st.session_state.get("ab_exp") not in experiments:
     st.session_state["ab_exp"] = experiments[0]
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
 report = engine.ab_report(exp)
-st.session_state["ab_share"] = report.b_share
+# The bandit's split is its own (any fraction); the disabled slider shows it to a step.
+st.session_state["ab_share"] = (round(report.b_share * 20) / 20 if report.mode == "bandit"
+                                else report.b_share)
 st.session_state["ab_mode"] = report.mode
 
 
@@ -72,9 +88,11 @@ def _send_all(to_b: bool) -> None:
     """Promote B (every caller to B) or roll back (every caller to A). In shadow mode the
     callers always get A: promoting switches routing to random first, and says so."""
     try:
-        if report.mode == "shadow":
+        if report.mode in ("shadow", "bandit"):
             engine.update_ab(exp, mode="random", b_share=1.0 if to_b else 0.0)
-            how = " (routing switched from shadow to random: B's copies stop)"
+            how = (" (routing switched from shadow to random: B's copies stop)"
+                   if report.mode == "shadow" else " (routing switched from the bandit to "
+                   "random: the split no longer moves)")
         else:
             engine.update_ab(exp, b_share=1.0 if to_b else 0.0)
             how = ""
@@ -89,6 +107,13 @@ def _send_all(to_b: bool) -> None:
 def _set_mode() -> None:
     try:
         engine.update_ab(exp, mode=st.session_state["ab_mode"])
+    except BatchlabError as err:
+        st.session_state["ab_error"] = str(err)
+
+
+def _set_bandit(field: str, key: str) -> None:
+    try:
+        engine.update_ab(exp, **{field: float(st.session_state[key])})
     except BatchlabError as err:
         st.session_state["ab_error"] = str(err)
 
@@ -113,11 +138,21 @@ with left:
         st.radio("Routing", AB_MODES, key="ab_mode", on_change=_set_mode,
                  format_func=MODE_HELP.get)
         st.slider("Share of traffic to B", 0.0, 1.0, step=0.05, key="ab_share",
-                  on_change=_set_share, disabled=report.mode == "shadow",
-                  help="In shadow mode callers always get A and B sees every request.")
+                  on_change=_set_share, disabled=report.mode in ("shadow", "bandit"),
+                  help="In shadow mode callers always get A and B sees every request; in "
+                       "bandit mode the bandit moves the split.")
+        if report.mode == "bandit":
+            st.session_state["ab_slo"] = report.bandit["slo_ms"]
+            st.session_state["ab_floor"] = report.bandit["floor"]
+            b1, b2 = st.columns(2)
+            b1.number_input("Bandit SLO (ms)", 0.1, 600_000.0, key="ab_slo",
+                            on_change=_set_bandit, args=("bandit_slo_ms", "ab_slo"),
+                            help="Changing it starts the bandit's evidence again.")
+            b2.number_input("Floor", 0.0, 0.5, step=0.01, key="ab_floor",
+                            on_change=_set_bandit, args=("bandit_floor", "ab_floor"))
         p1, p2 = st.columns(2)
-        shadow_note = " In shadow mode this switches routing to random." \
-            if report.mode == "shadow" else ""
+        shadow_note = f" In {report.mode} mode this switches routing to random." \
+            if report.mode in ("shadow", "bandit") else ""
         p1.button("Promote B", key="ab_promote", on_click=_send_all, args=(True,),
                   help="Send every caller to B." + shadow_note, width="stretch")
         p2.button("Roll back", key="ab_rollback", on_click=_send_all, args=(False,),
@@ -185,6 +220,9 @@ def arms() -> None:
                             + (f", after: {seg['reason']}" if seg["reason"] else "") + f"): "
                             f"{fmt_num(seg['report']['total_requests'])} requests. "
                             + (seg["report"]["verdict"] or "No verdict."))
+    if full.bandit:
+        st.caption(bandit_caption(full.bandit, full.a, full.b))
+        st.plotly_chart(bandit_figure(full.bandit), key="ab_bandit_chart")
     table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):

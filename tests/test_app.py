@@ -702,3 +702,33 @@ def test_batching_page_replays_arrivals_from_a_file(engine):
     job = finish_job(engine, "replay", model)
     assert job.state == "done", job.error
     assert list(job.result["summary"]["requests"]) == [30, 30, 30, 30]
+
+
+def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
+    """Issue 28, part 3: a bandit experiment from the page; its split, reward rates and
+    regret are shown; its SLO changes live; promote leaves the bandit for a fixed split."""
+    at = app("pages/ab_test.py")
+    at.text_input(key="ab_name").set_value("bandit1").run()
+    at.radio(key="ab_new_mode").set_value("bandit").run()
+    at.number_input(key="ab_new_slo").set_value(60_000.0).run()
+    at.button(key="ab_create").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    rep = engine.ab_report("bandit1")
+    assert rep.mode == "bandit" and rep.bandit["slo_ms"] == 60_000.0
+    x = engine.sample_input("clf-v1")
+    for _ in range(60):
+        engine.predict("bandit1", x)
+    wait_for(lambda: sum(v["ended"] for v in engine.ab_report("bandit1").bandit["arms"].values())
+             == 60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="ab_share").disabled
+    assert any(c.value.startswith("Bandit, SLO 60000 ms, floor 5.0%") and "met the SLO on 100%"
+               in c.value for c in at.caption), [c.value for c in at.caption]
+    at.number_input(key="ab_slo").set_value(20.0).run()
+    assert engine.ab_report("bandit1").bandit["slo_ms"] == 20.0
+    at.button(key="ab_promote").click().run()
+    rep = engine.ab_report("bandit1")
+    assert rep.mode == "random" and rep.b_share == 1.0
+    assert any("from the bandit to random" in m.value for m in at.success)
+    engine.delete_ab("bandit1")

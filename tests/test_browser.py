@@ -262,6 +262,45 @@ def test_aimd_and_the_replay_under_every_policy(server, page: Page):
         engine.close()
 
 
+def test_a_bandit_moves_the_split_on_the_ab_page(server, page: Page):
+    """Issue 28, part 3: arm B waits up to 30 ms for company at this low load, so it misses
+    a 10 ms SLO; the bandit moves the traffic to A and the page shows the split, the reward
+    rates and the regret."""
+    open_app(page, server)
+    engine = dashboard_engine()
+    try:
+        engine.configure("clf-v2", max_wait_ms=30.0)
+        engine.create_ab("bandit-b", "clf-v1", "clf-v2", mode="bandit", bandit_slo_ms=10.0,
+                         seed=0, replace=True)
+        engine.start_traffic("bandit-b", rate_rps=100, duration_s=6.0, seed=2)
+        go(page, "A/B test")
+        combo = page.get_by_role("combobox", name="Experiment", exact=True)
+        if combo.input_value() != "bandit-b":
+            page.locator('[data-testid="stSelectbox"]', has_text="Experiment").first.click()
+            page.keyboard.type("bandit-b")
+            page.keyboard.press("Enter")
+            wait_ready(page)
+        engine.wait_traffic("bandit-b", timeout_s=60)
+        expect(page.get_by_text(re.compile(r"A is the better arm with probability"))
+               ).to_be_visible(timeout=30_000)
+        expect(page.locator("text.gtitle", has_text="The bandit's split and its regret")
+               ).to_be_visible()
+        share = engine.ab_report("bandit-b").bandit["share_b"]
+        assert share < 0.2, share
+        assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
+        no_exception(page)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.locator("text.gtitle", has_text="The bandit's split").scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(SHOTS / "ab_bandit.png"))
+    finally:
+        engine.stop_traffic("bandit-b")
+        if "bandit-b" in engine.ab_experiments():
+            engine.delete_ab("bandit-b")
+        engine.configure("clf-v2", max_wait_ms=5.0)
+        engine.close()
+
+
 def test_headings_carry_no_anchor_links(server, page: Page):
     """A heading's anchor link ("#history") led a newcomer to a 404 JSON page: headings
     have none."""

@@ -1,0 +1,63 @@
+"""The A/B page's view of a bandit: B's share over time against its floor, the cumulative
+regret, and one sentence of what the bandit has learnt.
+
+Example:
+    >>> fig = bandit_figure(engine.ab_report("exp").bandit)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .fmt import fmt_num, fmt_pct
+from .style import COLORS, _layout
+
+__all__ = ["bandit_figure", "bandit_caption"]
+
+
+def bandit_figure(state: dict[str, Any],
+                  title: str = "The bandit's split and its regret (seconds since it started)"
+                  ) -> go.Figure:
+    """B's share of each second's requests (with the floor and the ceiling it stays
+    within) and the cumulative regret against sending everything to the better arm."""
+    h = state.get("history") or {}
+    t = h.get("t_s", [])
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=t, y=h.get("share_b", []), name="B's share",
+                             mode="lines", line=dict(color=COLORS["b"])))
+    floor = state.get("floor", 0.0)
+    for y, label in ((floor, "floor"), (1 - floor, "ceiling")):
+        fig.add_hline(y=y, line=dict(color="#94a3b8", dash="dot", width=1),
+                      annotation_text=label, annotation_position="top left")
+    fig.add_trace(go.Scatter(x=t, y=h.get("regret", []), name="cumulative regret (requests)",
+                             mode="lines", line=dict(color=COLORS["p99"], dash="dash")),
+                  secondary_y=True)
+    _layout(fig, title, "B's share of requests")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%", secondary_y=False)
+    fig.update_yaxes(title_text="regret (requests)", rangemode="nonnegative",
+                     secondary_y=True, showgrid=False, tickmode="auto")
+    return fig
+
+
+def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
+    """Each arm's reward rate with its interval, who is ahead and how sure, the regret."""
+    arms = state["arms"]
+
+    def arm(k: str, model: str) -> str:
+        v = arms[k]
+        if not v["ended"]:
+            return f"{k.upper()} ({model}): no answers yet"
+        return (f"{k.upper()} ({model}) met the SLO on {fmt_pct(v['rate'])} of "
+                f"{fmt_num(v['ended'])} (95% CI {fmt_pct(v['rate_low'])} to "
+                f"{fmt_pct(v['rate_high'])})")
+
+    p_b = state["p_b_better"]
+    ahead = ("B" if p_b >= 0.5 else "A", p_b if p_b >= 0.5 else 1 - p_b)
+    return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}: "
+            f"{arm('a', a)}; {arm('b', b)}. {ahead[0]} is the better arm with probability "
+            f"{fmt_pct(ahead[1])}; B gets {fmt_pct(state['share_b'])} of the traffic now. "
+            f"Regret so far: {fmt_num(round(state['regret'], 1))} requests that all-to-the-"
+            "better-arm would have answered within the SLO.")
