@@ -25,11 +25,12 @@ import time
 from collections import deque
 from typing import Callable
 
-from core.policies import MAX_SLOWDOWN, CostEstimator, RateEstimator
+from core.policies import CostEstimator, RateEstimator
 from core.config import BatchConfig
 from core.errors import EngineClosedError, OverloadedError
 from core.models import request_bytes_limit
 from core.policies import ReleasePolicy, make_policy
+from .deadlines import DeadlineMixin
 from .messages import bytes_full_message, full_message
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
@@ -42,16 +43,12 @@ RETIRE = "retire"
 # (a timed wait overshoots by 0.1-0.2 ms on this kind of machine).
 _EARLY_WAKE_S = 0.0003
 
-# Admission by deadline refuses a request whose predicted wait times this is past its
-# timeout (see put).
-_ADMIT_MARGIN = 1.2
-
 # The deadline heap may hold settled requests (removed lazily); past this many more than
 # the live ones it is rebuilt, so it never holds more than ~2x what is live.
 _HEAP_SLACK = 256
 
 
-class AdmissionQueue:
+class AdmissionQueue(DeadlineMixin):
     """Bounded FIFO of one model's requests plus its release policy. Thread-safe.
 
     The lock guards the queue, its counters and the deadline heap (read by the
@@ -109,24 +106,6 @@ class AdmissionQueue:
         self.instances = config.instances
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
         self.refresh_admit_bound()
-
-    def refresh_admit_bound(self) -> None:
-        """The longest wait admission could ever predict (a full queue of the largest
-        requests, behind the largest run, at the worst slowdown the estimator allows): a
-        request whose timeout is longer is admitted without predicting its wait. Called
-        when the configuration or the fitted cost changes."""
-        cost = self.cost
-        ahead = (self.max_queue + 1) * self.max_request_rows
-        batches = -(-ahead // self.max_rows) if self.batchable else self.max_queue + 1
-        running = max(self.max_rows, self.max_request_rows)
-        worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
-            * MAX_SLOWDOWN * _ADMIT_MARGIN
-        self.admit_bound_s = worst if cost.ready else math.inf
-        # What the bound assumed: rows queued ahead (with the new request) and rows of the
-        # running batch. Requests admitted under a larger configuration can exceed them;
-        # then put() predicts as before.
-        self.bound_rows = ahead
-        self.bound_running = running
 
     def configure(self, config: BatchConfig) -> None:
         with self.lock:
@@ -194,29 +173,7 @@ class AdmissionQueue:
                  or self.running_rows > self.bound_running)
                     and (self.queued_rows or self.runs)
                     and self.cost.confident):
-                # Admission by deadline: refuse now what cannot be served in time, rather
-                # than queue it to time out later (and make everyone behind it wait). A
-                # request with nothing ahead of it is always admitted: its run is what
-                # keeps the learned cost current (a stale estimate must not lock a model
-                # into refusing everything).
-                ahead = self.queued_rows + rows
-                batches = (-(-ahead // self.max_rows) if self.batchable
-                           else self.depth() + 1)
-                # ``instances`` runners drain the queue together.
-                # At a high percentile of the recent slowdowns: a crowded machine slows
-                # cycles unevenly, and the typical wait admitted what then timed out.
-                wait_s = (self.cost.drain_s(ahead, batches, high=True) / self.instances
-                          + self.running_left_s(r._t_submit))
-                # A margin: the prediction is a typical wait, and a request admitted right at
-                # its limit would time out about half the time, its batch's run wasted.
-                if r._t_submit + wait_s * _ADMIT_MARGIN > d:
-                    raise OverloadedError(
-                        f"model {self.name!r} is overloaded: {self.depth()} "
-                        f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
-                        f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
-                        f"margin), past this request's timeout of "
-                        f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
-                        "less traffic, raise timeout_ms, or raise max_batch_size")
+                self.refuse_if_late(r, rows, d)
             self.ledger.live[r] = True
             self.q.append(r)
             self.queued_rows += rows
@@ -244,44 +201,6 @@ class AdmissionQueue:
                 self.sup_cv.notify()
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
-
-    def earliest_deadline(self) -> float:
-        """(Lock held.) The earliest deadline of a live request (inf when none); drops
-        settled requests from the fronts of the lane and the heap."""
-        live = self.ledger.live
-        lane, heap = self.lane, self.deadlines
-        while lane and lane[0] not in live:
-            lane.popleft()
-        while heap and heap[0][2] not in live:
-            heapq.heappop(heap)
-        a = lane[0]._deadline if lane else math.inf
-        b = heap[0][0] if heap else math.inf
-        return a if a < b else b
-
-    def pop_overdue(self, now: float) -> list[Request]:
-        """(Lock held.) Remove and return the live requests whose deadline is before
-        ``now``."""
-        live = self.ledger.live
-        lane, heap = self.lane, self.deadlines
-        overdue: list[Request] = []
-        while lane and lane[0]._deadline < now:
-            r = lane.popleft()
-            if r in live:
-                overdue.append(r)
-        while heap and heap[0][0] < now:
-            r = heapq.heappop(heap)[2]
-            if r in live:
-                overdue.append(r)
-        return overdue
-
-    def running_left_s(self, now: float) -> float:
-        """About how long until a runner is free: the least time a run going on will
-        still take (0 when a runner is idle)."""
-        runs = list(self.runs.values())
-        if len(runs) < self.instances:
-            return 0.0
-        drain = self.cost.drain_s
-        return max(0.0, min(drain(rows, 1) - (now - t0) for rows, t0 in runs))
 
     def forget(self, r: Request) -> None:
         """``r`` was settled by someone other than the executor (timeout, cancel, close)."""

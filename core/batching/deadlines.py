@@ -1,0 +1,111 @@
+"""The admission queue's view of time: the deadlines of live requests (for the supervisor),
+how long the runs going on have left, and admission by deadline (refusing at once what
+could not be served within its timeout). A mixin of :class:`AdmissionQueue`; every method
+runs with the queue's lock held.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from typing import TYPE_CHECKING
+
+from core.errors import OverloadedError
+from core.policies import MAX_SLOWDOWN
+
+if TYPE_CHECKING:
+    from .settle import Request
+
+__all__ = ["DeadlineMixin", "ADMIT_MARGIN"]
+
+#: Admission by deadline refuses a request whose predicted wait times this is past its
+#: timeout (see :meth:`DeadlineMixin.refuse_if_late`).
+ADMIT_MARGIN = 1.2
+_ADMIT_MARGIN = ADMIT_MARGIN
+
+
+class DeadlineMixin:
+    """Deadlines, runs and admission by deadline (see the module docstring)."""
+
+    def refresh_admit_bound(self) -> None:
+        """The longest wait admission could ever predict (a full queue of the largest
+        requests, behind the largest run, at the worst slowdown the estimator allows): a
+        request whose timeout is longer is admitted without predicting its wait. Called
+        when the configuration or the fitted cost changes."""
+        cost = self.cost
+        ahead = (self.max_queue + 1) * self.max_request_rows
+        batches = -(-ahead // self.max_rows) if self.batchable else self.max_queue + 1
+        running = max(self.max_rows, self.max_request_rows)
+        worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
+            * MAX_SLOWDOWN * _ADMIT_MARGIN
+        self.admit_bound_s = worst if cost.ready else math.inf
+        # What the bound assumed: rows queued ahead (with the new request) and rows of the
+        # running batch. Requests admitted under a larger configuration can exceed them;
+        # then put() predicts as before.
+        self.bound_rows = ahead
+        self.bound_running = running
+
+    def earliest_deadline(self) -> float:
+        """(Lock held.) The earliest deadline of a live request (inf when none); drops
+        settled requests from the fronts of the lane and the heap."""
+        live = self.ledger.live
+        lane, heap = self.lane, self.deadlines
+        while lane and lane[0] not in live:
+            lane.popleft()
+        while heap and heap[0][2] not in live:
+            heapq.heappop(heap)
+        a = lane[0]._deadline if lane else math.inf
+        b = heap[0][0] if heap else math.inf
+        return a if a < b else b
+
+    def pop_overdue(self, now: float) -> list[Request]:
+        """(Lock held.) Remove and return the live requests whose deadline is before
+        ``now``."""
+        live = self.ledger.live
+        lane, heap = self.lane, self.deadlines
+        overdue: list[Request] = []
+        while lane and lane[0]._deadline < now:
+            r = lane.popleft()
+            if r in live:
+                overdue.append(r)
+        while heap and heap[0][0] < now:
+            r = heapq.heappop(heap)[2]
+            if r in live:
+                overdue.append(r)
+        return overdue
+
+    def running_left_s(self, now: float) -> float:
+        """About how long until a runner is free: the least time a run going on will
+        still take (0 when a runner is idle)."""
+        runs = list(self.runs.values())
+        if len(runs) < self.instances:
+            return 0.0
+        drain = self.cost.drain_s
+        return max(0.0, min(drain(rows, 1) - (now - t0) for rows, t0 in runs))
+
+    def refuse_if_late(self, r: Request, rows: int, d: float) -> None:
+        """(Lock held.) :class:`OverloadedError` if ``r`` (``rows`` rows, deadline ``d``)
+        could not be served before its deadline, by the queue ahead of it."""
+        # Admission by deadline: refuse now what cannot be served in time, rather
+        # than queue it to time out later (and make everyone behind it wait). A
+        # request with nothing ahead of it is always admitted: its run is what
+        # keeps the learned cost current (a stale estimate must not lock a model
+        # into refusing everything).
+        ahead = self.queued_rows + rows
+        batches = (-(-ahead // self.max_rows) if self.batchable
+                   else self.depth() + 1)
+        # ``instances`` runners drain the queue together.
+        # At a high percentile of the recent slowdowns: a crowded machine slows
+        # cycles unevenly, and the typical wait admitted what then timed out.
+        wait_s = (self.cost.drain_s(ahead, batches, high=True) / self.instances
+                  + self.running_left_s(r._t_submit))
+        # A margin: the prediction is a typical wait, and a request admitted right at
+        # its limit would time out about half the time, its batch's run wasted.
+        if r._t_submit + wait_s * _ADMIT_MARGIN > d:
+            raise OverloadedError(
+                f"model {self.name!r} is overloaded: {self.depth()} "
+                f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
+                f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
+                f"margin), past this request's timeout of "
+                f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
+                "less traffic, raise timeout_ms, or raise max_batch_size")
