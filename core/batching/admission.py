@@ -65,6 +65,11 @@ class AdmissionQueue(DeadlineMixin):
         self.cv = threading.Condition(self.lock)        # wakes the collector
         self.sup_cv = threading.Condition(self.lock)    # wakes the supervisor
         self.q: deque[Request] = deque()
+        #: The high class (``priority=1``), served before ``q``; its rows, and whether the
+        #: model has seen one (then the normal class leaves it the last fifth of max_queue).
+        self.hq: deque[Request] = deque()
+        self.high_rows = 0
+        self.classes = False
         self.queued_rows = 0
         #: Bytes of the inputs queued (not yet taken), bounded by an eighth of the budget
         #: (a request alone is admitted: the body limits bounded it already).
@@ -102,6 +107,7 @@ class AdmissionQueue(DeadlineMixin):
         # one huge request from holding the model (and everyone queued behind it).
         self.max_request_rows = config.max_batch_size
         self.max_queue = config.max_queue
+        self.high_reserve = max(1, config.max_queue // 5)
         self.max_wait_s = config.max_wait_ms / 1000.0
         self.instances = config.instances
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf
@@ -136,22 +142,31 @@ class AdmissionQueue(DeadlineMixin):
     # -- the policy's view ------------------------------------------------------------
     @property
     def oldest_t(self) -> float:
-        return self.q[0]._t_submit
+        q, hq = self.q, self.hq
+        if hq and (not q or hq[0]._t_submit < q[0]._t_submit):
+            return hq[0]._t_submit
+        return q[0]._t_submit
 
     @property
     def newest_t(self) -> float:
-        return self.q[-1]._t_submit
+        q, hq = self.q, self.hq
+        if hq and (not q or hq[-1]._t_submit > q[-1]._t_submit):
+            return hq[-1]._t_submit
+        return q[-1]._t_submit
 
     def depth(self) -> int:
         """Requests waiting (live ones, not yet in a running batch)."""
-        return len(self.q) - self.dead
+        return len(self.q) + len(self.hq) - self.dead
 
     # -- producer side ----------------------------------------------------------------
-    def put(self, r: Request, default_timeout: bool = False) -> None:
+    def put(self, r: Request, default_timeout: bool = False, high: bool = False) -> None:
         """Admit ``r`` or raise (nothing admitted): closed, or full.
 
         ``default_timeout``: ``r`` takes the configured timeout; its deadline is set here,
-        under the lock, so the lane stays in deadline order.
+        under the lock, so the lane stays in deadline order. ``high``: ``r`` is of the high
+        class: served before the normal class, refused only by a full ``max_queue`` (the
+        normal class is refused at four fifths of it once the model has seen the high
+        class), and admitted by the wait of the high class ahead of it alone.
         """
         rows = r._rows
         nbytes = r._nbytes = (arrays[0].nbytes if len(arrays := r._arrays) == 1
@@ -162,8 +177,10 @@ class AdmissionQueue(DeadlineMixin):
             if self.closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
-            if self.depth() >= self.max_queue:
-                raise OverloadedError(full_message(self.name, self.depth(), self.max_queue))
+            if self.depth() >= (self.max_queue if high or not self.classes
+                                else self.max_queue - self.high_reserve):
+                raise OverloadedError(full_message(self.name, self.depth(), self.max_queue,
+                                                   self.classes and not high))
             if self.queued_bytes + nbytes > self.max_queued_bytes and self.queued_bytes:
                 raise OverloadedError(bytes_full_message(
                     self.name, self.queued_bytes, nbytes, self.max_queued_bytes))
@@ -173,9 +190,14 @@ class AdmissionQueue(DeadlineMixin):
                  or self.running_rows > self.bound_running)
                     and (self.queued_rows or self.runs)
                     and self.cost.confident):
-                self.refuse_if_late(r, rows, d)
+                self.refuse_if_late(r, rows, d, self.high_rows if high else self.queued_rows)
             self.ledger.live[r] = True
-            self.q.append(r)
+            if high:
+                r._high = self.classes = True
+                self.hq.append(r)
+                self.high_rows += rows
+            else:
+                self.q.append(r)
             self.queued_rows += rows
             self.queued_bytes += nbytes
             self.arrived_rows += rows
@@ -210,6 +232,8 @@ class AdmissionQueue(DeadlineMixin):
                 self.queued_rows -= r._rows
                 self.queued_bytes -= r._nbytes
                 self.dead += 1
+                if r._high:
+                    self.high_rows -= r._rows
 
     def put_back(self, requests: list[Request]) -> None:
         """Return taken requests (oldest first) to the front of the queue, in order: the
@@ -220,17 +244,21 @@ class AdmissionQueue(DeadlineMixin):
                 if r not in live:
                     continue
                 r._where = QUEUED
-                self.q.appendleft(r)
+                if r._high:
+                    self.hq.appendleft(r)
+                    self.high_rows += r._rows
+                else:
+                    self.q.appendleft(r)
                 self.queued_rows += r._rows
                 self.queued_bytes += r._nbytes
             self.cv.notify_all()
 
     # -- collector side ---------------------------------------------------------------
     def _trim(self) -> None:
-        q = self.q
-        while q and q[0]._where == DEAD:
-            q.popleft()
-            self.dead -= 1
+        for q in (self.q, self.hq):
+            while q and q[0]._where == DEAD:
+                q.popleft()
+                self.dead -= 1
 
     def next_batch(self, slot: int = 0) -> tuple[list[Request], str]:
         """Block until a batch should be released; pop and return it with its reason.
@@ -268,7 +296,7 @@ class AdmissionQueue(DeadlineMixin):
             self._trim()
             if slot >= self.instances and not self.closed:
                 return RETIRE
-            if not q:
+            if not q and not self.hq:
                 if self.closed:
                     return None
                 self._sleep(1, None)
@@ -291,32 +319,41 @@ class AdmissionQueue(DeadlineMixin):
                     self.lock.acquire()
 
     def _pop_batch(self, q: deque[Request]) -> list[Request]:
-        """(Lock held.) Pop whole live requests, in order, up to ``max_rows`` rows (or
-        fewer, if the policy caps the batch)."""
+        """(Lock held.) Pop whole live requests, the high class first, each class in order,
+        up to ``max_rows`` rows (or fewer, if the policy caps the batch)."""
         max_rows = self.policy.batch_rows(self.max_rows)
         batch: list[Request] = []
         rows = nbytes = 0
         live = self.ledger.live
-        while q:
-            r = q[0]
-            if r._where == DEAD:
-                q.popleft()
-                self.dead -= 1
-                continue
-            if r not in live:  # settled meanwhile; its forget() will find it DROPPED
-                q.popleft()
-                r._where = DROPPED
-                self.queued_rows -= r._rows
-                self.queued_bytes -= r._nbytes
-                continue
-            if batch and rows + r._rows > max_rows:
-                break
-            q.popleft()
-            r._where = TAKEN
-            batch.append(r)
-            rows += r._rows
-            nbytes += r._nbytes
-            if rows >= max_rows:
+        hq = self.hq
+        for dq in ((hq, q) if hq else (q,)):
+            high = dq is hq
+            while dq:
+                r = dq[0]
+                if r._where == DEAD:
+                    dq.popleft()
+                    self.dead -= 1
+                    continue
+                if r not in live:  # settled meanwhile; its forget() will find it DROPPED
+                    dq.popleft()
+                    r._where = DROPPED
+                    self.queued_rows -= r._rows
+                    self.queued_bytes -= r._nbytes
+                    if high:
+                        self.high_rows -= r._rows
+                    continue
+                if batch and rows + r._rows > max_rows:
+                    break
+                dq.popleft()
+                r._where = TAKEN
+                batch.append(r)
+                rows += r._rows
+                nbytes += r._nbytes
+                if high:
+                    self.high_rows -= r._rows
+                if rows >= max_rows:
+                    break
+            if dq or rows >= max_rows:  # the next one did not fit, or the batch is full
                 break
         self.queued_rows -= rows
         self.queued_bytes -= nbytes

@@ -53,7 +53,7 @@ from .admission import AdmissionQueue
 from core.config import BatchConfig, check_timeout_ms
 from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
 from .executor import Executor, RunFn
-from core.metrics import ModelMetrics
+from core.metrics import MetricsSnapshot, ModelMetrics, PriorityClasses
 from .settle import Ledger, Request
 from .supervisor import Supervisor
 
@@ -90,6 +90,8 @@ class Batcher:
         self.name = name
         self.batchable = batchable
         self.metrics = metrics or ModelMetrics()
+        #: Metrics of the requests sent with a priority, per class (made on first use).
+        self.classes = PriorityClasses(self.metrics._seconds)
         self._clock = clock
         self.ledger = Ledger(name, self.metrics, clock, on_dead=self._forget, trace=trace)
         self.queue = AdmissionQueue(name, self.ledger, config or BatchConfig(), batchable, clock)
@@ -160,6 +162,10 @@ class Batcher:
                 "rate_rps": self.queue.rate.rate_rps, "identified": cost.identified,
                 "min_rows": cost.sizes[0], "max_rows": cost.sizes[1]}
 
+    def class_snapshots(self, window_s: float | None = None) -> dict[str, MetricsSnapshot]:
+        """The metrics of each priority class sent to (see :mod:`core.metrics.classes`)."""
+        return self.classes.snapshots(window_s)
+
     def policy_state(self) -> dict[str, Any] | None:
         """What the release policy keeps live (:meth:`ReleasePolicy.state`)."""
         return self.queue.policy.state(self.queue.config)
@@ -198,9 +204,12 @@ class Batcher:
 
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
-               sink: tuple[ModelMetrics, ...] | None = None) -> Future:
+               sink: tuple[ModelMetrics, ...] | None = None,
+               priority: int | None = None) -> Future:
         """Queue one validated request; returns a Future of :class:`Prediction`.
 
+        ``priority=1`` puts it in the high class (served first; see
+        :meth:`AdmissionQueue.put`); anything else is the normal class.
         Raises at once (nothing queued): :class:`EngineClosedError` after ``close()``,
         :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
         :class:`OverloadedError` when the queue holds ``max_queue`` requests.
@@ -215,11 +224,13 @@ class Batcher:
             sink = (sink,)
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
+        if priority is not None:
+            sink = self.classes.sink(priority, sink)
         now = self._clock()
         default = timeout_ms is None  # the configured timeout: put() sets the deadline
         req = Request(self.ledger, arrays, rows, now,
                       now if default else now + timeout_ms / 1000.0, arm, sink)
-        q.put(req, default)
+        q.put(req, default, priority == 1)
         return req
 
     def expire_overdue(self) -> int:

@@ -83,15 +83,16 @@ class DeadlineMixin:
         drain = self.cost.drain_s
         return max(0.0, min(drain(rows, 1) - (now - t0) for rows, t0 in runs))
 
-    def refuse_if_late(self, r: Request, rows: int, d: float) -> None:
+    def refuse_if_late(self, r: Request, rows: int, d: float, queued_rows: int) -> None:
         """(Lock held.) :class:`OverloadedError` if ``r`` (``rows`` rows, deadline ``d``)
-        could not be served before its deadline, by the queue ahead of it."""
+        could not be served before its deadline, behind the ``queued_rows`` served before
+        it (all queued rows; for the high class, the high class's alone)."""
         # Admission by deadline: refuse now what cannot be served in time, rather
         # than queue it to time out later (and make everyone behind it wait). A
         # request with nothing ahead of it is always admitted: its run is what
         # keeps the learned cost current (a stale estimate must not lock a model
         # into refusing everything).
-        ahead = self.queued_rows + rows
+        ahead = queued_rows + rows
         batches = (-(-ahead // self.max_rows) if self.batchable
                    else self.depth() + 1)
         # ``instances`` runners drain the queue together.

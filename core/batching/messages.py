@@ -5,8 +5,14 @@ from __future__ import annotations
 __all__ = ["full_message", "bytes_full_message"]
 
 
-def full_message(model: str, depth: int, max_queue: int) -> str:
-    """A request refused because the model's queue holds ``max_queue`` requests."""
+def full_message(model: str, depth: int, max_queue: int, normal_class: bool = False) -> str:
+    """A request refused because the model's queue holds ``max_queue`` requests (for the
+    normal class, once high-priority requests are in use: four fifths of it)."""
+    if normal_class:
+        return (f"model {model!r} is overloaded: its queue holds {depth} requests, and the "
+                f"last fifth of max_queue={max_queue} is kept for high-priority requests "
+                "(priority=1); retry later, send less traffic, or raise max_queue with "
+                "engine.configure()")
     return (f"model {model!r} is overloaded: its queue holds {depth} requests "
             f"(max_queue={max_queue}); retry later, send less traffic, or raise max_queue / "
             "max_batch_size with engine.configure()")

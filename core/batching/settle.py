@@ -84,6 +84,9 @@ class Request(Future):
     mutex only when one of them asks for it.
     """
 
+    #: The high priority class (``priority=1``): set on such requests only.
+    _high = False
+
     def __init__(self, ledger: Ledger, arrays: Sequence[np.ndarray], rows: int,
                  t_submit: float, deadline: float, arm: str | None = None,
                  sink: tuple[ModelMetrics, ...] | None = None) -> None:

@@ -47,6 +47,7 @@ from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
 from .events import EventMethods
+from .policy import PolicyMethods
 from .inputs import InputMethods
 from .remotes import RemoteMethods
 from .state import StateMethods
@@ -71,7 +72,7 @@ def _close_open_engines() -> None:
 
 
 class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
-                 InputMethods, EventMethods):
+                 InputMethods, EventMethods, PolicyMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -239,20 +240,9 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
     def batch_config(self, name: str) -> BatchConfig:
         return self._ns.entry(name).served.config
 
-    def learned_cost(self, name: str) -> dict[str, float] | None:
-        """What the batcher has learned online: t(n) = a + b*n (ms) and the arrival rate
-        (rows/s); ``None`` before the first batch has been timed (and for a remote model,
-        whose server batches out of sight)."""
-        return self._ns.entry(name).served.learned_cost()
-
-    def policy_state(self, name: str) -> dict[str, Any] | None:
-        """What the model's release policy keeps live (``aimd``: its batch cap, how often it
-        grew and backed off, its objective); None for a policy that keeps nothing."""
-        return self._ns.entry(name).served.policy_state()
-
     # -- requests ------------------------------------------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None) -> Future:
+               key: Any = None, priority: int | None = None) -> Future:
         """Queue one request; returns a ``concurrent.futures.Future`` of :class:`Prediction`.
 
         ``x`` is an array for a one-input model, else a mapping of input name to array,
@@ -260,19 +250,23 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         engine raise here, at once; nothing is queued then. ``name`` may also be an A/B
         experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
         ``timeout_ms`` (default: the model's ``timeout_ms``) bounds queue + compute; past
-        it the future fails with :class:`RequestTimeoutError`.
+        it the future fails with :class:`RequestTimeoutError`. ``priority=1`` sends it in
+        the high class (served first, refused last; ``class_metrics`` per class); 2 or 0
+        (the default) in the normal class.
         """
-        return self._router.submit(name, x, timeout_ms, key)
+        return self._router.submit(name, x, timeout_ms, key, priority)
 
     def predict(self, name: str, x: Any, timeout: float | None = None,
-                key: Any = None, *, timeout_ms: float | None = None) -> Prediction:
+                key: Any = None, *, timeout_ms: float | None = None,
+                priority: int | None = None) -> Prediction:
         """``submit(name, x, timeout_ms).result()``: the prediction, or the request's error.
 
         ``timeout_ms`` defaults to the model's ``timeout_ms``; past it the request is
         settled with :class:`RequestTimeoutError` (and counted as such). ``timeout`` in
         seconds is the older spelling of the same limit.
         """
-        return self._router.predict(name, x, timeout, key, timeout_ms=timeout_ms)
+        return self._router.predict(name, x, timeout, key, timeout_ms=timeout_ms,
+                                    priority=priority)
 
     # -- metrics -----------------------------------------------------------------------
     def metrics(self, name: str, window_s: float | None = None) -> MetricsSnapshot:
@@ -323,11 +317,13 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             self._event(name, "reset", "metrics reset")
             if entry is not None:
                 entry.metrics.reset()
+                entry.served.classes.reset()
             else:
                 exp.reset_metrics()
             return
         for entry in self._registry.models.values():
             entry.metrics.reset()
+            entry.served.classes.reset()
         for exp in self._ns.experiments.all():
             exp.reset_metrics()
 

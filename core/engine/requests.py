@@ -15,6 +15,7 @@ from typing import Any, Callable
 from core.ab import ABExperiment
 from core.batching import Prediction, Request
 from core.config import check_timeout_ms
+from core.metrics import check_priority
 from core.errors import (BatchlabError, ConfigError, EngineClosedError, InputValidationError,
                          ModelNotFoundError, RequestTimeoutError)
 from .namespace import Namespace
@@ -37,25 +38,30 @@ class Router:
         self._is_closed = is_closed
 
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None) -> Future:
+               key: Any = None, priority: int | None = None) -> Future:
+        if priority is not None:
+            try:
+                check_priority(priority)
+            except ValueError as err:
+                raise InputValidationError(str(err)) from None
         entry = self.registry.models.get(name)
         if entry is not None:
-            return self._submit_model(name, entry, x, timeout_ms, None, None)
+            return self._submit_model(name, entry, x, timeout_ms, None, None, None, priority)
         exp = self.experiments.get(name)
         if exp is None:
             raise self.ns.not_found(name)
         arm, model = exp.route(key)
         if exp.mode == "bandit":
-            return self._bandit_submit(exp, arm, model, x, timeout_ms)
+            return self._bandit_submit(exp, arm, model, x, timeout_ms, priority)
         fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
-                                 experiment=name)
+                                 name, priority)
         if exp.mode == "shadow":
             self._shadow_copy(exp, x, fut)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
                       timeout_ms: float | None, arm: str | None, sink: Any,
-                      experiment: str | None = None) -> Future:
+                      experiment: str | None = None, priority: int | None = None) -> Future:
         for _ in range(_MAX_SWAPS):
             if entry is None:
                 entry = self.registry.models.get(model)
@@ -68,7 +74,7 @@ class Router:
                     raise err
             try:
                 arrays, rows = entry.validator(x)
-                return entry.served.submit(arrays, rows, timeout_ms, arm, sink)
+                return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority)
             except EngineClosedError:
                 # A hot swap may have retired this batcher between lookup and submit:
                 # go to the model's current version.
@@ -89,14 +95,14 @@ class Router:
                                 "submit; try again")
 
     def _bandit_submit(self, exp: ABExperiment, arm: str, model: str, x: Any,
-                       timeout_ms: float | None) -> Future:
+                       timeout_ms: float | None, priority: int | None) -> Future:
         """A bandit's request: its arm is rewarded when it ends (within the SLO, no error),
         or now, with a failure, if it is refused."""
         bandit = exp.bandit
         t0 = time.perf_counter()
         try:
             fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
-                                     experiment=exp.name)
+                                     exp.name, priority)
         except InputValidationError:
             raise   # the caller's input: no arm's doing
         except BatchlabError:
@@ -116,7 +122,7 @@ class Router:
         exp.watch_shadow(a_fut, b_fut)
 
     def predict(self, name: str, x: Any, timeout: float | None = None, key: Any = None, *,
-                timeout_ms: float | None = None) -> Prediction:
+                timeout_ms: float | None = None, priority: int | None = None) -> Prediction:
         if timeout is not None:
             if timeout_ms is not None:
                 raise ConfigError("pass timeout_ms (milliseconds) or timeout (seconds), "
@@ -124,7 +130,7 @@ class Router:
             timeout_ms = timeout * 1000.0
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
-        fut = self.submit(name, x, timeout_ms=timeout_ms, key=key)
+        fut = self.submit(name, x, timeout_ms, key, priority)
         if timeout_ms is None:
             entry = self.registry.models.get(name)
             t_ms = entry.served.config.timeout_ms if entry is not None else None

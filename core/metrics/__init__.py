@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+from .classes import PRIORITIES, PriorityClasses, check_priority
 from .cpu import cores_busy_s, helpers_cpu_s, process_cpu_s, register_helper, thread_cpu_s
 from .histograms import record_many
 from .model import ModelMetrics
@@ -16,4 +17,4 @@ from .trace import TIMELINE_COLUMNS, Trace
 
 __all__ = ["ModelMetrics", "MetricsSnapshot", "TIMESERIES_COLUMNS", "Trace", "TIMELINE_COLUMNS",
            "record_many", "thread_cpu_s", "register_helper", "helpers_cpu_s", "cores_busy_s",
-           "process_cpu_s"]
+           "process_cpu_s", "PriorityClasses", "PRIORITIES", "check_priority"]

@@ -30,7 +30,7 @@ from core.config import BatchConfig, check_timeout_ms
 from core.errors import (EngineClosedError, InputValidationError, OverloadedError,
                          RemoteConnectionError, RemoteServerError, RequestTimeoutError,
                          RequestTooLargeError)
-from core.metrics import ModelMetrics
+from core.metrics import ModelMetrics, PriorityClasses
 from core.models import ModelInfo, RequestValidator, TensorSpec, oip_datatype, onnx_type
 from .model import RemoteModel
 
@@ -85,6 +85,7 @@ class RemoteDispatcher:
         self.name = name
         self.remote = remote
         self.metrics = metrics
+        self.classes = PriorityClasses(metrics._seconds)
         self.ledger = Ledger(name, metrics, _perf, trace=trace)
         self.config = config
         self._ids = itertools.count(1)
@@ -116,13 +117,17 @@ class RemoteDispatcher:
         """Nothing is learned here: the server batches, out of sight."""
         return None
 
+    def class_snapshots(self, window_s: float | None = None) -> dict[str, Any]:
+        """The metrics of each priority class sent to (see :mod:`core.metrics.classes`)."""
+        return self.classes.snapshots(window_s)
+
     def policy_state(self) -> dict[str, Any] | None:
         """The server's policy keeps its state out of sight."""
         return None
 
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
-               sink: Any = None) -> Future:
+               sink: Any = None, priority: int | None = None) -> Future:
         cfg = self.config
         mbs = self.remote.batching.enforced_max_batch_size
         if mbs is not None and rows > mbs:
@@ -140,10 +145,14 @@ class RemoteDispatcher:
             sink = (sink,)
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
+        if priority is not None:
+            sink = self.classes.sink(priority, sink)
         t_ms = cfg.timeout_ms if timeout_ms is None else timeout_ms
         now = _perf()
         deadline = now + (t_ms / 1000.0 if t_ms is not None else self.remote.target.timeout_s)
         r = Request(self.ledger, arrays, rows, now, deadline, arm, sink)
+        if priority is not None:
+            r._priority = priority     # sent on as the OIP request's priority parameter
         with self._lock:
             if self._closed:
                 raise EngineClosedError(f"remote model {self.name!r} is closed and accepts "
@@ -196,7 +205,8 @@ class RemoteDispatcher:
         try:
             if remaining <= 0:
                 raise asyncio.TimeoutError
-            outs = await remote.target.infer_async(dict(zip(names, r._arrays)), remaining)
+            outs = await remote.target.infer_async(dict(zip(names, r._arrays)), remaining,
+                                                   getattr(r, "_priority", None))
             t1 = _perf()
             out_names = remote.output_names or list(outs)
             missing = [n for n in out_names if n not in outs]

@@ -306,7 +306,7 @@ class RemoteEngine:
 
     # -- requests: futures from a local pool of HTTP callers ------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None) -> Future:
+               key: Any = None, priority: int | None = None) -> Future:
         """Like :meth:`Engine.submit`: a Future of the :class:`Prediction`. Errors that the
         engine raises at submit arrive through the future here (the server is elsewhere)."""
         with self._pool_lock:
@@ -314,7 +314,9 @@ class RemoteEngine:
                 raise errors.EngineClosedError("this RemoteEngine is closed")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
-            return self._pool.submit(self.predict, name, x, key=key, timeout_ms=timeout_ms)
+            kw = {"priority": priority} if priority is not None else {}
+            return self._pool.submit(self.predict, name, x, key=key, timeout_ms=timeout_ms,
+                                     **kw)
 
     @functools.wraps(Engine.load_model)
     def load_model(self, source: Any, name: str | None = None, **kwargs: Any) -> Any:

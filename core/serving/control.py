@@ -51,7 +51,7 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "load_model": Method(wait_s=900.0), "unload_model": _W, "models": _R, "model_names": _R,
     "model_info": _R, "sample_input": _R, "cache_entries": _R, "evict_cache": _W,
     "configure": _W, "batch_config": _R, "learned_cost": _R,
-    "policy_state": _R, "predict": Method(wait_s=120.0),
+    "policy_state": _R, "class_metrics": _R, "predict": Method(wait_s=120.0),
     "metrics": _R, "reset_metrics": _W, "queue_depth": _R, "timeline": _R,
     "warmup": Method(wait_s=600.0), "is_warm": _R, "warm_sizes": _R, "last_warmup": _R,
     "measure_memory": Method(wait_s=900.0), "memory_profile": _R, "status": _R,

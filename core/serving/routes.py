@@ -303,7 +303,9 @@ class Routes:
             timeout_ms = check_timeout_ms(timeout_ms)
             timeouts.check_timeout(timeout_ms, self.max_timeout_ms, "the request's timeout")
         engine = self.engine
-        fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"))
+        # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
+        fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
+                            priority=params.get("priority"))
         t_ms = timeout_ms
         if t_ms is None and name in engine.model_names():
             t_ms = engine.batch_config(name).timeout_ms

@@ -1,0 +1,110 @@
+"""Priority classes (issue 28, part 2): the high class (``priority=1``) is served first,
+the normal class is refused first when the queue fills, and a normal request held back by
+a flood of high ones ends by its timeout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import BatchConfig, OverloadedError, RequestTimeoutError
+from core.batching import Batcher
+from tests.helpers import WAIT_S, GatedRun, SlowModel, rows
+
+
+def test_the_high_class_is_served_first_and_each_class_in_order():
+    run = GatedRun(gated=True)
+    b = Batcher("p", run, ["y"], BatchConfig(max_batch_size=4, max_wait_ms=0, max_queue=100))
+    try:
+        first = b.submit((rows(1, start=100),), 1)
+        assert run.started.wait(WAIT_S)
+        normal = [b.submit((rows(1, start=i),), 1) for i in range(5)]          # 0..4
+        high = [b.submit((rows(1, start=10 + i),), 1, priority=1) for i in range(3)]  # 10..12
+        run.gate.set()
+        for f in [first, *normal, *high]:
+            f.result(WAIT_S)
+    finally:
+        b.close()
+    firsts = [[float(v) for v in batch[:, 0]] for batch in run.batches]
+    assert firsts == [[100.0], [10.0, 11.0, 12.0, 0.0], [1.0, 2.0, 3.0, 4.0]]
+    assert b.queue.high_rows == 0 and b.queue.depth() == 0
+
+
+def test_the_normal_class_is_refused_first_when_the_queue_fills():
+    run = GatedRun(gated=True)
+    b = Batcher("p", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=10))
+    try:
+        held = b.submit((rows(1),), 1)
+        assert run.started.wait(WAIT_S)
+        futs = [b.submit((rows(1),), 1, priority=1)]       # the model has seen the class
+        while True:
+            try:
+                futs.append(b.submit((rows(1),), 1))
+            except OverloadedError as err:
+                assert "kept for high-priority requests (priority=1)" in str(err)
+                break
+        assert b.queue.depth() == 8                        # four fifths of max_queue=10
+        futs += [b.submit((rows(1),), 1, priority=1) for _ in range(2)]   # the reserve
+        with pytest.raises(OverloadedError, match=r"max_queue=10\); retry later"):
+            b.submit((rows(1),), 1, priority=1)
+        run.gate.set()
+        for f in [held, *futs]:
+            f.result(WAIT_S)
+    finally:
+        b.close()
+
+
+def test_a_normal_request_behind_a_flood_of_high_ones_ends_by_its_timeout():
+    b = Batcher("p", SlowModel(0.005), ["y"],
+                BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=1000))
+    try:
+        high = [b.submit((rows(1, start=i),), 1, priority=1) for i in range(200)]  # >= 1 s
+        low = b.submit((rows(1),), 1, timeout_ms=200)
+        err = low.exception(WAIT_S)          # not left waiting for ever behind the flood
+        assert isinstance(err, RequestTimeoutError)
+        assert "in the queue, past its timeout" in str(err)
+        served = sum(1 for f in high if f.done() and f.exception() is None)
+        assert served < 200                  # it ended while the high class was served
+        for f in high:
+            f.result(WAIT_S)
+    finally:
+        b.close()
+    assert b.queue.high_rows == 0 and b.queue.queued_rows == 0
+    assert np.isclose(b.metrics.snapshot().success_count, 200)
+
+
+def test_priority_through_the_engine_the_oip_route_and_a_remote_model(engine):
+    """``priority`` from ``submit``/``predict``, the OIP request's ``priority`` parameter
+    (tritonclient's own ``priority=`` argument), and a remote model passing it on; each
+    class has its metrics; a bad priority says what is expected."""
+    import tritonclient.http as triton_http
+    from core import InputValidationError
+    from core.serving import EngineServer
+
+    x = np.ones((1, 4), np.float32)
+    engine.reset_metrics("tiny")
+    engine.predict("tiny", x, priority=1)
+    engine.submit("tiny", x, priority=2).result(WAIT_S)
+    engine.predict("tiny", x)                         # no priority: the model's metrics only
+    with pytest.raises(InputValidationError, match="priority must be 1 .the high class"):
+        engine.submit("tiny", x, priority=7)
+    classes = engine.class_metrics("tiny")
+    assert classes["high"].total_requests == 1 and classes["normal"].total_requests == 1
+    assert engine.metrics("tiny").total_requests == 3
+    with EngineServer(engine, port=0) as server:
+        client = triton_http.InferenceServerClient(server.url.removeprefix("http://"))
+        inp = triton_http.InferInput("x", [1, 4], "FP32")
+        inp.set_data_from_numpy(x)
+        client.infer("tiny", [inp], priority=1)
+        assert engine.class_metrics("tiny")["high"].total_requests == 2
+        with pytest.raises(Exception, match="priority must be"):
+            client.infer("tiny", [inp], priority=5)
+        client.close()
+        from core import Engine, EngineConfig
+        with Engine(EngineConfig(demo_models=False)) as client_side:
+            client_side.add_remote("far-tiny", url=server.url, model="tiny")
+            client_side.predict("far-tiny", x, priority=1)
+            assert client_side.class_metrics("far-tiny")["high"].total_requests == 1
+        assert engine.class_metrics("tiny")["high"].total_requests == 3  # passed on
+    engine.reset_metrics("tiny")
+    assert engine.class_metrics("tiny")["high"].total_requests == 0
