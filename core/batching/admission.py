@@ -143,9 +143,10 @@ class AdmissionQueue(DeadlineMixin):
     @property
     def oldest_t(self) -> float:
         q, hq = self.q, self.hq
-        if hq and (not q or hq[0]._t_submit < q[0]._t_submit):
-            return hq[0]._t_submit
-        return q[0]._t_submit
+        if not hq:
+            return q[0]._t_submit
+        return hq[0]._t_submit if not q or hq[0]._t_submit < q[0]._t_submit \
+            else q[0]._t_submit
 
     @property
     def newest_t(self) -> float:
@@ -177,9 +178,10 @@ class AdmissionQueue(DeadlineMixin):
             if self.closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
-            if self.depth() >= (self.max_queue if high or not self.classes
-                                else self.max_queue - self.high_reserve):
-                raise OverloadedError(full_message(self.name, self.depth(), self.max_queue,
+            depth = len(self.q) + len(self.hq) - self.dead
+            if depth >= self.max_queue or (self.classes and not high and depth
+                                           >= self.max_queue - self.high_reserve):
+                raise OverloadedError(full_message(self.name, depth, self.max_queue,
                                                    self.classes and not high))
             if self.queued_bytes + nbytes > self.max_queued_bytes and self.queued_bytes:
                 raise OverloadedError(bytes_full_message(
@@ -255,10 +257,14 @@ class AdmissionQueue(DeadlineMixin):
 
     # -- collector side ---------------------------------------------------------------
     def _trim(self) -> None:
-        for q in (self.q, self.hq):
-            while q and q[0]._where == DEAD:
-                q.popleft()
-                self.dead -= 1
+        q = self.q
+        while q and q[0]._where == DEAD:
+            q.popleft()
+            self.dead -= 1
+        q = self.hq
+        while q and q[0]._where == DEAD:
+            q.popleft()
+            self.dead -= 1
 
     def next_batch(self, slot: int = 0) -> tuple[list[Request], str]:
         """Block until a batch should be released; pop and return it with its reason.
@@ -324,40 +330,48 @@ class AdmissionQueue(DeadlineMixin):
         max_rows = self.policy.batch_rows(self.max_rows)
         batch: list[Request] = []
         rows = nbytes = 0
-        live = self.ledger.live
         hq = self.hq
-        for dq in ((hq, q) if hq else (q,)):
-            high = dq is hq
-            while dq:
-                r = dq[0]
-                if r._where == DEAD:
-                    dq.popleft()
-                    self.dead -= 1
-                    continue
-                if r not in live:  # settled meanwhile; its forget() will find it DROPPED
-                    dq.popleft()
-                    r._where = DROPPED
-                    self.queued_rows -= r._rows
-                    self.queued_bytes -= r._nbytes
-                    if high:
-                        self.high_rows -= r._rows
-                    continue
-                if batch and rows + r._rows > max_rows:
-                    break
-                dq.popleft()
-                r._where = TAKEN
-                batch.append(r)
-                rows += r._rows
-                nbytes += r._nbytes
-                if high:
-                    self.high_rows -= r._rows
-                if rows >= max_rows:
-                    break
-            if dq or rows >= max_rows:  # the next one did not fit, or the batch is full
-                break
+        if hq:
+            rows, nbytes, dropped = self._take(hq, batch, 0, 0, max_rows)
+            self.high_rows -= rows + dropped
+            if hq or rows >= max_rows:  # the next one did not fit, or the batch is full
+                q = None
+        if q:
+            rows, nbytes, _ = self._take(q, batch, rows, nbytes, max_rows)
         self.queued_rows -= rows
         self.queued_bytes -= nbytes
         return batch
+
+    def _take(self, q: deque[Request], batch: list[Request], rows: int, nbytes: int,
+              max_rows: int) -> tuple[int, int, int]:
+        """(Lock held.) Move whole live requests from the front of ``q`` into ``batch`` up
+        to ``max_rows`` rows in all; the rows and bytes in ``batch`` then, and the rows of
+        settled requests dropped on the way (not counted as queued any more)."""
+        live = self.ledger.live
+        dropped = 0
+        while q:
+            r = q[0]
+            if r._where == DEAD:
+                q.popleft()
+                self.dead -= 1
+                continue
+            if r not in live:  # settled meanwhile; its forget() will find it DROPPED
+                q.popleft()
+                r._where = DROPPED
+                self.queued_rows -= r._rows
+                self.queued_bytes -= r._nbytes
+                dropped += r._rows
+                continue
+            if batch and rows + r._rows > max_rows:
+                break
+            q.popleft()
+            r._where = TAKEN
+            batch.append(r)
+            rows += r._rows
+            nbytes += r._nbytes
+            if rows >= max_rows:
+                break
+        return rows, nbytes, dropped
 
     def flushed(self) -> None:
         """A batch left (for the fixed window's clock)."""
