@@ -545,7 +545,9 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
         if t.target != target:
             continue
         st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
-                   f"{t.pattern}, {t.rows_per_request} row(s) · sent {fmt_num(t.sent)} · "
+                   f"{t.pattern}, {t.rows_per_request} row(s)"
+                   + (f", {t.high_share:.0%} high priority" if getattr(t, "high_share", None)
+                      is not None else "") + f" · sent {fmt_num(t.sent)} · "
                    f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
                    f"{fmt_num(t.refused)} · client CPU {t.client_cpu_pct:.0f} %")
         if t.problem:

@@ -9,7 +9,7 @@ from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.config import MAX_INSTANCES
 from core.policies import policy_label, uses_slo
-from core.ui.fmt import aimd_caption, replay_verdict
+from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
@@ -53,12 +53,14 @@ def _apply(field: str, key: str) -> None:
 
 
 def _start_traffic() -> None:
+    share = st.session_state.get("traffic_high")
     try:
         engine.start_traffic(
             model, rate_rps=float(st.session_state["traffic_rate"]),
             pattern=st.session_state["traffic_pattern"] or "poisson",
             rows_per_request=int(st.session_state["traffic_rows"]),
-            duration_s=float(st.session_state["traffic_duration"]) or None)
+            duration_s=float(st.session_state["traffic_duration"]) or None,
+            **({"high_share": share / 100.0} if share else {}))
     except BatchlabError as err:
         st.session_state["traffic_error"] = f"Could not start traffic: {err}"
 
@@ -167,6 +169,12 @@ with controls:
         st.number_input("Rows per request", 1, 64, 1, key="traffic_rows",
                         disabled=info.batch_mode == "exact")
         st.number_input("Run for (s, 0 = until stopped)", 0, 3600, 0, key="traffic_duration")
+        st.number_input("High-priority share (%; 0 = no priorities)", 0, 100, 0,
+                        key="traffic_high", disabled=remote is not None and server_fixed,
+                        help="That share of the requests is sent with priority=1 (the high "
+                             "class: served first, refused last), the rest with priority=2. "
+                             "Under Poisson arrivals these are two independent streams. "
+                             "Each class's figures appear below the tiles.")
         b1, b2 = st.columns(2)
         # Actions run as on_click callbacks: they run before the rerun starts, so a click
         # is never lost when a live fragment's timer interrupts the script.
@@ -201,6 +209,12 @@ def live_tiles() -> None:
         m[3].metric("Rows/request", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                     help="A remote model's requests are sent one by one as they come; the "
                          "server's batches are not visible to a client.")
+    classes = class_table(engine.class_metrics(model, window_s=WINDOW_S))
+    if classes:
+        st.caption(f"PRIORITY CLASSES, LAST {WINDOW_S} SECONDS: the high class is served first and "
+                   "refused last; the normal class absorbs an overload")
+        st.dataframe(classes, hide_index=True, key="bs_classes", column_config={
+            c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")})
     stop_when_idle(engine, interval)
 
 

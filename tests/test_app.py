@@ -732,3 +732,25 @@ def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     assert rep.mode == "random" and rep.b_share == 1.0
     assert any("from the bandit to random" in m.value for m in at.success)
     engine.delete_ab("bandit1")
+
+
+def test_batching_page_traffic_with_a_high_priority_share_shows_each_class(engine):
+    """Issue 28, part 2: traffic with a share of high-priority requests from the page;
+    the tiles show each class (requests, served, refused, p50, p99)."""
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.number_input(key="traffic_rate").set_value(300).run()
+    at.number_input(key="traffic_high").set_value(25).run()
+    at.number_input(key="traffic_duration").set_value(1).run()
+    at.button(key="traffic_start").click().run()
+    status = engine.wait_traffic("tiny", timeout_s=60)
+    assert status.high_share == 0.25 and status.sent >= 250
+    classes = engine.class_metrics("tiny")
+    assert set(classes) == {"high", "normal"}
+    assert classes["high"].total_requests + classes["normal"].total_requests == status.sent
+    assert 0.1 < classes["high"].total_requests / status.sent < 0.4   # 25 % drawn per request
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = frame_with(at, "refused")
+    assert list(table["class"]) == ["high", "normal"] and (table["served"] > 0).all()
+    assert any("25% high priority" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -89,6 +89,8 @@ class Router:
                     raise err from None
                 entry = current
             except BatchlabError as err:
+                if priority is not None:  # the class's metrics count its refusals too
+                    sink = entry.served.classes.sink(priority, sink)
                 _record_refused(entry, sink, err)
                 raise
         raise EngineClosedError(f"model {model!r} was replaced too many times during one "

@@ -58,12 +58,15 @@ class Engine(EngineCore):
     # -- built-in traffic -------------------------------------------------------------
     def start_traffic(self, target: str, rate_rps: float = 100.0, pattern: str = "constant",
                       rows_per_request: int = 1, duration_s: float | None = None,
-                      seed: int | None = 0) -> TrafficStatus:
+                      seed: int | None = 0, high_share: float | None = None) -> TrafficStatus:
         """Send open-loop traffic to ``target`` from a background thread (replacing any
-        traffic already going there); stop it with :meth:`stop_traffic`."""
+        traffic already going there); stop it with :meth:`stop_traffic`. ``high_share``:
+        that share of the requests goes in the high priority class (``priority=1``), the
+        rest with ``priority=2`` — two independent streams under Poisson arrivals; see
+        :meth:`class_metrics`."""
         self._check_open()
         return self._lab.start_traffic(target, rate_rps, pattern, rows_per_request,
-                                       duration_s, seed)
+                                       duration_s, seed, high_share)
 
     def stop_traffic(self, target: str | None = None) -> None:
         """Stop the built-in traffic to ``target`` (or to every target)."""

@@ -52,7 +52,8 @@ class Lab:
         return self._store
 
     def start_traffic(self, target: str, rate_rps: float, pattern: str, rows_per_request: int,
-                      duration_s: float | None, seed: int | None) -> TrafficStatus:
+                      duration_s: float | None, seed: int | None,
+                      high_share: float | None = None) -> TrafficStatus:
         engine = self.engine
         is_exp = target in engine.ab_experiments()
         models = engine.ab_arms(target) if is_exp else (target,)
@@ -71,10 +72,12 @@ class Lab:
         status = self.traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
                                     rows_per_request=rows_per_request, duration_s=duration_s,
                                     seed=seed, key_pool=1000 if is_exp else None,
-                                    client_cpu=helpers_cpu_s if remote else None)
+                                    client_cpu=helpers_cpu_s if remote else None,
+                                    high_share=high_share)
         engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
                       + (f" × {rows_per_request} rows" if rows_per_request != 1 else "")
-                      + (f" for {duration_s:g} s" if duration_s else ""))
+                      + (f" for {duration_s:g} s" if duration_s else "")
+                      + (f", {high_share:.0%} high priority" if high_share is not None else ""))
         return status
 
     def start_job(self, kind: str, target: str, **params: Any) -> JobStatus:

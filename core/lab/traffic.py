@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import Counter, deque
@@ -76,6 +77,9 @@ class TrafficStatus:
     #: once counts it in both). Python runs them under one lock, so near 100 % the client,
     #: not the server, sets the pace.
     client_cpu_pct: float = 0.0
+    #: the share of requests sent in the high priority class (``priority=1``; the others
+    #: with ``priority=2``); None: no priority sent
+    high_share: float | None = None
 
     @property
     def client_bound(self) -> str | None:
@@ -122,8 +126,11 @@ class TrafficGenerator:
                  submit_kwargs: dict[str, Any] | None = None,
                  key_pool: int | None = None,
                  client_cpu: Callable[[], float] | None = None,
-                 on_end: Callable[[str, str], None] | None = None) -> None:
+                 on_end: Callable[[str, str], None] | None = None,
+                 high_share: float | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
+        if high_share is not None:
+            _check_float("high_share", high_share, 0.0, 1.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
         if duration_s is not None:
@@ -139,6 +146,10 @@ class TrafficGenerator:
         # (sticky A/B routing): like traffic from that many users.
         self._key_pool = key_pool
         self._rng = np.random.default_rng(seed)
+        # Each request's class drawn independently: Poisson arrivals marked this way are two
+        # independent Poisson streams, one per class, at rate x share and rate x (1 - share).
+        self.high_share = high_share
+        self._marks = random.Random(seed)
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
         self._pool = [sample(self._rng) for _ in range(16)]
@@ -204,7 +215,7 @@ class TrafficGenerator:
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
                 recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
                 recent_lag_ms=1000.0 * max((r[3] for r in recent), default=0.0),
-                client_cpu_pct=cpu_pct)
+                client_cpu_pct=cpu_pct, high_share=self.high_share)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""
@@ -241,6 +252,9 @@ class TrafficGenerator:
                 kwargs = self._submit_kwargs
                 if self._key_pool:
                     kwargs = {**kwargs, "key": f"user-{i * 7919 % self._key_pool}"}
+                if self.high_share is not None:
+                    kwargs = {**kwargs, "priority":
+                              1 if self._marks.random() < self.high_share else 2}
                 try:
                     fut = self._submit(self.target, x, **kwargs)
                 except Exception as err:  # noqa: BLE001 - refusals are counted, not fatal

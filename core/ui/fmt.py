@@ -15,7 +15,7 @@ from typing import Any
 
 from core.models import format_bytes
 
-__all__ = ["aimd_caption", "replay_verdict", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+__all__ = ["aimd_caption", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption"]
 
 
@@ -250,3 +250,19 @@ def replay_verdict(summary: Any) -> str:
         line += (f"; {worst['policy']} the fewest ({fmt_pct(worst['within_slo'])}, "
                  f"{fmt_rate(worst['goodput_rps'])})")
     return line + "."
+
+
+def class_table(snaps: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per priority class (high first): requests, served, refused at once (over
+    capacity), other errors, p50/p99 of those served (``engine.class_metrics``)."""
+    rows = []
+    for name in ("high", "normal"):
+        s = snaps.get(name)
+        if s is None:
+            continue
+        refused = sum(v for k, v in s.errors_by_type.items() if k == "OverloadedError")
+        rows.append({"class": name, "requests": s.total_requests, "served": s.success_count,
+                     "refused": refused, "other errors": s.error_count - refused,
+                     "p50_ms": s.p50_ms if s.success_count else None,
+                     "p99_ms": s.p99_ms if s.success_count else None})
+    return rows
