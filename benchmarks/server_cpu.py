@@ -23,10 +23,8 @@ import numpy as np
 from benchmarks.common import open_trial
 from core import Engine
 from core.models import build_demo_model
-from core.serving import RemoteEngine, ServerProcess, tune_for_serving
-
-MODEL = "mlp"
-SERVER_CORE, CLIENT_CORE = 0, 1
+from benchmarks.servers import CLIENT_CORE, MODEL, start_batchlab
+from core.serving import tune_for_serving
 
 
 def process_cpu_s(pid: int) -> float:
@@ -37,16 +35,8 @@ def process_cpu_s(pid: int) -> float:
 
 def one(engine: Engine, data: bytes, batching: bool, rps: float, seconds: float,
         root: Path | None) -> dict:
-    srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE},
-                        root=root).start()
+    srv = start_batchlab(engine, data, batching, root)
     try:
-        back = RemoteEngine.connect(srv.url, token=srv.token)
-        back.load_model(data, name=MODEL)
-        back.configure(MODEL, max_batch_size=32 if batching else 1,
-                       max_wait_ms=2.0 if batching else 0.0)
-        back.warmup(MODEL, iterations=3)
-        back.close()
-        engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
         x = engine.sample_input("target", rows=1)
         for _ in range(300):
             engine.predict("target", x)

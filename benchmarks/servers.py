@@ -157,21 +157,33 @@ def client_headline(engine: Engine, args: argparse.Namespace, log) -> dict:
         srv.stop()
 
 
-def measure_batchlab(engine: Engine, data: bytes, batching: bool, args: argparse.Namespace,
-                     log, root: Path | None = None) -> dict:
+def start_batchlab(engine: Engine, data: bytes, batching: bool,
+                   root: Path | None = None) -> ServerProcess:
+    """An engine server (of the tree at ``root``; None: this one) on the server core, with
+    ``data`` loaded as the MLP, batching on (32, 2 ms) or off, warm, and added to
+    ``engine`` as the remote model "target"."""
+    from core.serving import RemoteEngine
     srv = ServerProcess(args=["--no-probe", "--no-demo-models"], cpus={SERVER_CORE},
                         root=root).start()
     try:
-        from core.serving import RemoteEngine
         back = RemoteEngine.connect(srv.url, token=srv.token)
         back.load_model(data, name=MODEL)
         back.configure(MODEL, max_batch_size=32 if batching else 1,
                        max_wait_ms=2.0 if batching else 0.0)
         back.warmup(MODEL, iterations=3)
-        engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
-        r = measure(engine, "target", args, log)
         back.close()
-        return r
+        engine.add_remote("target", url=srv.url, model=MODEL, replace=True)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv
+
+
+def measure_batchlab(engine: Engine, data: bytes, batching: bool, args: argparse.Namespace,
+                     log, root: Path | None = None) -> dict:
+    srv = start_batchlab(engine, data, batching, root)
+    try:
+        return measure(engine, "target", args, log)
     finally:
         engine.unload_model("target") if "target" in engine.model_names() else None
         srv.stop()
