@@ -480,3 +480,34 @@ def test_request_bodies_held_at_once_are_bounded():
     finally:
         server.close()
         engine.close()
+
+
+def test_the_arena_gives_back_a_large_outputs_memory_once_it_is_gone(engine):
+    """Issue 25: after a 64 MB answer the process kept the arena's chunk for good (+504 MiB
+    after a 256 MB one). Now, once the output is let go, the shared arena is shrunk in the
+    background and the process's resident memory comes back down."""
+    from onnx import TensorProto, helper
+    from core.models import current_rss_bytes
+    from core.models.shrink import shrinks, wait_for_shrinks
+    from tests.helpers import make_model
+
+    value = helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+    model = make_model([helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                       [helper.make_node("ConstantOfShape", ["s"], ["y"], value=value)])
+    engine.load_model(model.SerializeToString(), name="fill", probe=False)
+    try:
+        engine.configure("fill", max_wait_ms=0)
+        small = np.array([10, 10], np.int64)
+        engine.predict("fill", small)           # not large: nothing to give back
+        before = shrinks()
+        pred = engine.predict("fill", np.array([4096, 4096], np.int64))   # 64 MiB
+        assert pred.outputs["y"].shape == (4096, 4096)
+        held = current_rss_bytes()
+        del pred
+        assert wait_for_shrinks(before + 1, WAIT_S), "the arena was never shrunk"
+        assert held - current_rss_bytes() >= 48 * 2**20, (held, current_rss_bytes())
+        engine.predict("fill", small)
+        assert shrinks() == before + 1          # small outputs ask for nothing
+    finally:
+        engine.unload_model("fill")

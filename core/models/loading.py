@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError
 from core.config import SessionConfig
 from core.errors import ModelLoadError
 from .cache import SessionCache
+from .shrink import watch_outputs
 from .session import create_session
 from .types import ORT_DTYPES, ModelInfo, TensorSpec, batch_mode
 
@@ -68,7 +69,9 @@ class LoadedModel:
         """Run the session on inputs given in declared order; returns outputs in order.
         ``run_options`` lets another thread stop the run (``run_options.terminate``)."""
         feeds = {spec.name: a for spec, a in zip(self.info.inputs, arrays)}
-        return self.session.run(self.output_names, feeds, run_options)
+        outs = self.session.run(self.output_names, feeds, run_options)
+        watch_outputs(outs)   # large ones: the arena gives their memory back once gone
+        return outs
 
 
 def read_model_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview,

@@ -11,9 +11,9 @@ The budget is split between the two places a served model's memory comes from:
   input and the copy of its output live outside the arena, so together they stay within
   the last quarter.
 
-ONNX Runtime keeps what its arena has grown to for reuse (its arena shrinkage did not
-return memory here, onnxruntime issue #23339), so the arena's cap is what bounds the
-process. A model that asks for more than is left — a 218-byte ``ConstantOfShape([30000, 30000])`` wants 3.6 GB on its first
+ONNX Runtime keeps what its arena has grown to for reuse, so the arena's cap is what
+bounds the process; after a large output the arena is shrunk once the output is gone
+(:mod:`core.models.shrink`). A model that asks for more than is left — a 218-byte ``ConstantOfShape([30000, 30000])`` wants 3.6 GB on its first
 run — then fails that run with ONNX Runtime's "Available memory of ... is smaller than
 requested bytes" (surfaced as an :class:`~core.errors.InferenceError` of that request)
 instead of growing the process until the kernel kills it; other models keep serving.
