@@ -113,12 +113,16 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     peak shows in the process's resident memory."""
     options = options or SessionConfig()
     proto, warnings = check_model_bytes(data)
+    # What the inspection needs of the parsed graph; the graph itself (as large as the
+    # file) goes before the session's weights are made: one copy fewer at the peak.
+    meta = _ProtoMeta(proto)
+    del proto
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None and arena:
         session = cache.get_or_create(data, options, sha)
     else:
         session = create_session(data, options, arena)
-    info = _inspect(name, data, sha, proto, session, source, description, warnings)
+    info = _inspect(name, data, sha, meta, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs], session_config=options)
 
@@ -213,7 +217,16 @@ def _spec(arg: Any) -> TensorSpec:
                       shape=_dims(arg.shape) if arg.type.startswith("tensor(") else None)
 
 
-def _inspect(name: str, data: bytes, sha: str, proto: onnx.ModelProto,
+class _ProtoMeta:
+    """The few fields of a parsed model that its ModelInfo shows."""
+
+    def __init__(self, proto: onnx.ModelProto) -> None:
+        self.opset = {(o.domain or ""): int(o.version) for o in proto.opset_import}
+        self.ir_version = int(proto.ir_version)
+        self.producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
+
+
+def _inspect(name: str, data: bytes, sha: str, proto: _ProtoMeta,
              session: ort.InferenceSession, source: str, description: str,
              warnings: tuple[str, ...] = ()) -> ModelInfo:
     inputs = tuple(_spec(a) for a in session.get_inputs())
@@ -235,9 +248,7 @@ def _inspect(name: str, data: bytes, sha: str, proto: onnx.ModelProto,
                       if isinstance(d, str)})
     return ModelInfo(
         name=name, sha256=sha, size_bytes=len(data), inputs=inputs, outputs=outputs,
-        opset={(o.domain or ""): int(o.version) for o in proto.opset_import},
-        ir_version=int(proto.ir_version),
-        producer=" ".join(p for p in (proto.producer_name, proto.producer_version) if p),
+        opset=proto.opset, ir_version=proto.ir_version, producer=proto.producer,
         batch_mode=mode, batch_reason=reason, source=source, description=description,
         providers=tuple(session.get_providers()), dynamic_dims=tuple(dynamic),
         warnings=warnings)

@@ -96,7 +96,12 @@ class _Request:
     def body(self, limit: int | None = None, required: bool = True,
              max_parsed_bytes: int | None = None) -> Any:
         raw = self.raw_body(limit, required)
-        return None if raw is None else parse_json(raw, max_parsed_bytes)
+        if raw is None:
+            return None
+        parsed = parse_json(raw, max_parsed_bytes)
+        # Parsed: the raw bytes are not needed again, and an upload's are hundreds of MiB.
+        self._body = b""
+        return parsed
 
 
 class OipApp:

@@ -124,6 +124,9 @@ def call(engine: Any, room: str, method: str, body: Any,
                           "(an object)")
     args = WIRE.decode(body.get("args") or [], allowed=ARGUMENT_TYPES)
     kwargs = WIRE.decode(body.get("kwargs") or {}, allowed=ARGUMENT_TYPES)
+    # Decoded: the JSON text (an upload's base64, a third larger than the model) goes
+    # before the call makes the model's session.
+    body.clear()
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise ConfigError("'args' must be a list and 'kwargs' an object")
     bad = LOCAL_ONLY & set(kwargs)
