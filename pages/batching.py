@@ -215,6 +215,9 @@ def live_tiles() -> None:
                    "refused last; the normal class absorbs an overload")
         st.dataframe(classes, hide_index=True, key="bs_classes", column_config={
             c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")})
+        comparison = engine.class_comparison(model)
+        if comparison is not None:
+            st.caption(comparison["verdict"])
     stop_when_idle(engine, interval)
 
 

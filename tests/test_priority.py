@@ -108,3 +108,25 @@ def test_priority_through_the_engine_the_oip_route_and_a_remote_model(engine):
         assert engine.class_metrics("tiny")["high"].total_requests == 3  # passed on
     engine.reset_metrics("tiny")
     assert engine.class_metrics("tiny")["high"].total_requests == 0
+
+
+def test_the_classes_are_compared_as_an_ab_test_compares_arms(engine):
+    """The high class against the normal one: the p50 difference with its interval and
+    p-value, and each class's share refused at once."""
+    x = np.ones((1, 4), np.float32)
+    engine.reset_metrics("tiny")
+    assert engine.class_comparison("tiny") is None          # no class sent to yet
+    engine.configure("tiny", max_wait_ms=20.0, max_batch_size=64)
+    try:
+        # The normal class waits 20 ms for company; the high class's requests are sent
+        # behind a normal one each, so both wait: no significant difference expected...
+        for _ in range(30):
+            engine.predict("tiny", x, priority=1)
+            engine.predict("tiny", x, priority=2)
+        cmp = engine.class_comparison("tiny")
+        assert cmp is not None and cmp["refused_high"] == 0.0 and cmp["refused_normal"] == 0.0
+        assert "refused at once: high 0.0%, normal 0.0%" in cmp["verdict"]
+        assert cmp["p50_high_ms"] > 15 and cmp["p50_normal_ms"] > 15  # both waited ~20 ms
+    finally:
+        engine.configure("tiny", max_wait_ms=5.0, max_batch_size=32)
+        engine.reset_metrics("tiny")

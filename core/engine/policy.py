@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.ab import compare_latency, format_p
 from core.metrics import MetricsSnapshot
 
 __all__ = ["PolicyMethods"]
@@ -39,3 +40,37 @@ class PolicyMethods:
         sent to yet is absent. Requests sent without a priority count in the model's
         metrics only. ``window_s``: over the last seconds, as :meth:`metrics`."""
         return self._ns.entry(name).served.class_snapshots(window_s)
+
+    def class_comparison(self, name: str) -> dict[str, Any] | None:
+        """The high class against the normal one, as an A/B test compares arms: the p50
+        difference (high minus normal) with its 95 % interval and Mann-Whitney p-value over
+        the recent answered requests, each class's share refused at once, and a sentence.
+        None until both classes have been sent to."""
+        served = self._ns.entry(name).served
+        snaps = served.class_snapshots()
+        if set(snaps) != {"high", "normal"}:
+            return None
+        lat = compare_latency(served.classes.samples_ms("normal"),
+                              served.classes.samples_ms("high"))
+        refused = {k: s.errors_by_type.get("OverloadedError", 0) / s.total_requests
+                   if s.total_requests else 0.0 for k, s in snaps.items()}
+        if lat.n_a < 20 or lat.n_b < 20:
+            words = "Too few answered requests in a class to compare them yet."
+        elif lat.significant:
+            faster = lat.diff_p50_ms < 0
+            lo, hi = (-lat.ci_high_ms, -lat.ci_low_ms) if faster else (lat.ci_low_ms,
+                                                                         lat.ci_high_ms)
+            words = (f"The high class is {'faster' if faster else 'slower'} by "
+                     f"{abs(lat.diff_p50_ms):.2f} ms at p50 than the normal one (95% CI "
+                     f"{lo:.2f} to {hi:.2f} ms), {format_p(lat.p_value)}")
+        else:
+            words = (f"No significant p50 difference between the classes "
+                     f"({format_p(lat.p_value)})")
+        if lat.n_a >= 20 and lat.n_b >= 20:
+            words += (f"; refused at once: high {refused['high']:.1%}, normal "
+                      f"{refused['normal']:.1%}.")
+        return {"p50_high_ms": lat.p50_b_ms, "p50_normal_ms": lat.p50_a_ms,
+                "diff_p50_ms": lat.diff_p50_ms, "ci_low_ms": lat.ci_low_ms,
+                "ci_high_ms": lat.ci_high_ms, "p_value": lat.p_value,
+                "significant": lat.significant, "refused_high": refused["high"],
+                "refused_normal": refused["normal"], "verdict": words}

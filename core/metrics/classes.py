@@ -24,6 +24,10 @@ __all__ = ["PriorityClasses", "class_name", "check_priority", "PRIORITIES"]
 PRIORITIES = (0, 1, 2)
 
 
+#: Latency samples kept per class, for comparing the classes (as for A/B arms).
+_SAMPLES = 20_000
+
+
 def class_name(priority: int) -> str:
     return "high" if priority == 1 else "normal"
 
@@ -41,11 +45,16 @@ class PriorityClasses:
         name = class_name(priority)
         m = self._metrics.get(name)
         if m is None:
-            m = self._metrics.setdefault(name, ModelMetrics(self._seconds))
+            m = self._metrics.setdefault(name, ModelMetrics(self._seconds,
+                                                            keep_samples=_SAMPLES))
         return (m,) if not sink else (*sink, m)
 
     def snapshots(self, window_s: float | None = None) -> dict[str, MetricsSnapshot]:
         return {k: m.snapshot(window_s=window_s) for k, m in list(self._metrics.items())}
+
+    def samples_ms(self, name: str) -> list[float]:
+        m = self._metrics.get(name)
+        return m.samples_ms() if m is not None else []
 
     def reset(self) -> None:
         for m in list(self._metrics.values()):
