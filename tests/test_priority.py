@@ -130,3 +130,23 @@ def test_the_classes_are_compared_as_an_ab_test_compares_arms(engine):
     finally:
         engine.configure("tiny", max_wait_ms=5.0, max_batch_size=32)
         engine.reset_metrics("tiny")
+
+
+def test_the_timeline_says_which_requests_were_of_the_high_class(engine):
+    """The timeline's ``high`` column, and its chart's darker wait bars for the class."""
+    from core.ui import charts
+
+    x = np.ones((1, 4), np.float32)
+    engine.load_model(engine.model_file("tiny"), name="tiny-classes", probe=False)
+    try:
+        engine.predict("tiny-classes", x)                   # before the class was seen
+        engine.predict("tiny-classes", x, priority=1)
+        engine.predict("tiny-classes", x, priority=2)
+        tl = engine.timeline("tiny-classes", last_s=None)
+        assert tl["high"].tolist() == [False, True, False]
+        names = [t.name for t in charts.timeline_figure(tl).data]
+        assert "waiting (high priority)" in names and "waiting (normal priority)" in names
+        plain = charts.timeline_figure(engine.timeline("tiny", last_s=None))
+        assert "waiting (high priority)" not in [t.name for t in plain.data]
+    finally:
+        engine.unload_model("tiny-classes")

@@ -195,6 +195,8 @@ class AdmissionQueue(DeadlineMixin):
                 self.refuse_if_late(r, rows, d, self.high_rows if high else self.queued_rows)
             self.ledger.live[r] = True
             if high:
+                if not self.classes and self.ledger.trace is not None:
+                    self.ledger.trace.classes = True   # the timeline shows each class now
                 r._high = self.classes = True
                 self.hq.append(r)
                 self.high_rows += rows

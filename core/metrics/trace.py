@@ -31,7 +31,7 @@ __all__ = ["Trace", "TIMELINE_COLUMNS"]
 
 TIMELINE_COLUMNS = ["request_id", "arrived_s", "started_s", "done_s", "batch_id", "rows",
                     "batch_rows", "release_reason", "arm", "ok", "wait_ms", "compute_ms",
-                    "handoff_ms"]
+                    "handoff_ms", "high"]
 
 _NAN = math.nan
 
@@ -61,6 +61,9 @@ class Trace:
         self._ring: deque[tuple] = deque()
         self._held = 0            # requests in the ring
         self._lock = threading.Lock()
+        #: Set once the model has seen a high-priority request: from then on each entry
+        #: also keeps which of its requests were (nothing per request before).
+        self.classes = False
 
     def _append(self, entry: tuple, n: int) -> None:
         with self._lock:
@@ -75,7 +78,7 @@ class Trace:
                     ring.popleft()
                 else:  # keep the newest of this batch's requests
                     ring[0] = (old[0] + over, old[1][over:], old[2][over:], old[3][over:],
-                               *old[4:])
+                               *old[4:11], None if old[11] is None else old[11][over:])
                     n_old = over
                 self._held -= n_old
                 over -= n_old
@@ -91,7 +94,8 @@ class Trace:
         end = done if ran_until is None else ran_until
         self._append((_take_ids(n), [r._t_submit for r in requests],
                       [r._rows for r in requests], [r._arm for r in requests],
-                      started, end, done, batch_id, batch_rows, reason, ok), n)
+                      started, end, done, batch_id, batch_rows, reason, ok,
+                      [r._high for r in requests] if self.classes else None), n)
 
     def record_unrun(self, requests: Sequence[Any], done: float, reason: str) -> None:
         """Requests that ended without running (timed out, shed, refused, cancelled)."""
@@ -100,7 +104,8 @@ class Trace:
             return
         self._append((_take_ids(n), [r._t_submit for r in requests],
                       [r._rows for r in requests], [r._arm for r in requests],
-                      _NAN, _NAN, done, -1, 0, reason, False), n)
+                      _NAN, _NAN, done, -1, 0, reason, False,
+                      [r._high for r in requests] if self.classes else None), n)
 
     def frame(self, last_s: float | None = 2.0, now: float | None = None) -> pd.DataFrame:
         """Requests settled in the last ``last_s`` seconds (all kept if None), oldest first."""
@@ -140,6 +145,9 @@ class Trace:
                 [e[9]] * len(e[1]) for e in entries)),
             "arm": list(itertools.chain.from_iterable(e[3] for e in entries)),
             "ok": per_batch(10, bool),
+            "high": np.fromiter(itertools.chain.from_iterable(
+                e[11] if e[11] is not None else (False,) * len(e[1]) for e in entries),
+                dtype=bool, count=total),
         }
         data["wait_ms"] = (data["started_s"] - data["arrived_s"]) * 1000.0
         data["compute_ms"] = (data["ran_until_s"] - data["started_s"]) * 1000.0

@@ -219,9 +219,17 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
              f"{r.release_reason}) · waited {r.wait_ms:.2f} ms, ran {r.compute_ms:.2f} ms"
              if r.batch_id >= 0 else f"request {r.request_id}: ended without running "
              f"({r.release_reason})" for r in f.itertuples()]
-    fig.add_trace(go.Bar(y=y, x=start - arrive, base=arrive, orientation="h",
-                         name="waiting in the queue", marker_color="#cbd5e1",
-                         hovertext=hover, hoverinfo="text"))
+    # The high priority class (``priority=1``) waits in a darker grey, named as such.
+    high = f["high"].to_numpy(bool) if "high" in f else np.zeros(len(f), bool)
+    for is_high in ((False, True) if high.any() else (False,)):
+        idx = np.flatnonzero(high == is_high)
+        fig.add_trace(go.Bar(
+            y=[y[i] for i in idx], x=(start - arrive)[idx], base=arrive[idx],
+            orientation="h", marker_color="#475569" if is_high else "#cbd5e1",
+            name=("waiting (high priority)" if is_high else
+                  "waiting (normal priority)" if high.any() else "waiting in the queue"),
+            hovertext=[hover[i] + (" · high priority" if is_high else "") for i in idx],
+            hoverinfo="text"))
     for reason, part in f.groupby("release_reason", sort=False):
         idx = part.index
         colour = _REASON_COLORS.get(reason, "#0ea5e9")
