@@ -130,8 +130,8 @@ class ThompsonBandit:
         p_b = self.p_b_better()
         with self._lock:
             now = self._clock()
-            if not self.history or self.history[-1][0] < now - self.started:
-                self._point(now)   # the last point is now
+            if not self.history or now - self.started - self.history[-1][0] >= 1.0:
+                self._point(now)   # a point a second at most, however often one looks
             arms = {}
             for arm in ("a", "b"):
                 n = self.wins[arm] + self.losses[arm]
