@@ -249,7 +249,8 @@ def test_aimd_and_the_replay_under_every_policy(server, page: Page):
         expect(verdict).to_be_visible(timeout=180_000)   # five policies, 2 s of arrivals each
         expect(page.locator('[data-testid="stDataFrame"]').last).to_be_visible()
         for name in ("deadline", "fixed_window", "adaptive", "aimd"):
-            expect(page.locator("text.gtitle", has_text=f"{name}: p50")).to_be_visible()
+            # .first: a fragment's rerun may hold the old chart and the new one for a moment
+            expect(page.locator("text.gtitle", has_text=f"{name}: p50").first).to_be_visible()
         assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
         no_exception(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -283,14 +284,15 @@ def test_a_bandit_moves_the_split_on_the_ab_page(server, page: Page):
         engine.wait_traffic("bandit-b", timeout_s=60)
         expect(page.get_by_text(re.compile(r"A is the better arm with probability"))
                ).to_be_visible(timeout=30_000)
-        expect(page.locator("text.gtitle", has_text="The bandit's split and its regret")
+        # .first: a fragment's rerun may hold the old chart and the new one for a moment
+        expect(page.locator("text.gtitle", has_text="The bandit's split and its regret").first
                ).to_be_visible()
         share = engine.ab_report("bandit-b").bandit["share_b"]
         assert share < 0.2, share
         assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
         no_exception(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.locator("text.gtitle", has_text="The bandit's split").scroll_into_view_if_needed()
+        page.locator("text.gtitle", has_text="The bandit's split").first.scroll_into_view_if_needed()
         page.wait_for_timeout(300)
         page.screenshot(path=str(SHOTS / "ab_bandit.png"))
     finally:

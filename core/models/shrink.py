@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
@@ -27,6 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+from . import memory
 
 __all__ = ["watch_outputs", "shrink_now", "shrinks", "wait_for_shrinks", "SHRINK_AFTER_BYTES"]
 
@@ -37,13 +40,18 @@ SHRINK_AFTER_BYTES = 16 * 2**20
 
 _cv = threading.Condition()
 _wanted = False
+_closing = False
 _done = 0
 _thread: threading.Thread | None = None
 _session: ort.InferenceSession | None = None
 
 
 def watch_outputs(outputs: Sequence[Any]) -> None:
-    """Shrink the arena once ``outputs`` (a run's) are gone, if they were large."""
+    """Shrink the arena once ``outputs`` (a run's) are gone, if they were large. Nothing
+    in a process without the shared arena (the memory probe's child allocates with
+    malloc/free, and gives memory back by itself)."""
+    if memory._installed is None:
+        return
     total = 0
     for o in outputs:
         total += getattr(o, "nbytes", 0)   # a sequence output (a list) has none
@@ -67,6 +75,8 @@ def watch_outputs(outputs: Sequence[Any]) -> None:
 def _request() -> None:
     global _wanted, _thread
     with _cv:
+        if _closing:
+            return
         _wanted = True
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_loop, name="arena-shrinker", daemon=True)
@@ -78,8 +88,10 @@ def _loop() -> None:
     global _wanted, _done
     while True:
         with _cv:
-            while not _wanted:
+            while not _wanted and not _closing:
                 _cv.wait()
+            if _closing:
+                return
             _wanted = False
         try:
             shrink_now()
@@ -88,6 +100,19 @@ def _loop() -> None:
         with _cv:
             _done += 1
             _cv.notify_all()
+
+
+@atexit.register
+def _close() -> None:
+    """At exit: no shrink starts, and one going on ends before the interpreter (and ONNX
+    Runtime) are torn down: a thread still inside a run then aborts the process."""
+    global _closing
+    with _cv:
+        _closing = True
+        _cv.notify_all()
+        thread = _thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(5.0)
 
 
 def shrink_now() -> None:
