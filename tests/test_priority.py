@@ -150,3 +150,12 @@ def test_the_timeline_says_which_requests_were_of_the_high_class(engine):
         assert "waiting (high priority)" not in [t.name for t in plain.data]
     finally:
         engine.unload_model("tiny-classes")
+
+
+def test_a_tiny_queue_keeps_no_reserve_that_would_lock_the_normal_class_out():
+    b = Batcher("p", GatedRun(), ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0, max_queue=1))
+    try:
+        b.submit((rows(1),), 1, priority=1).result(WAIT_S)   # the model has seen the class
+        assert b.submit((rows(1),), 1).result(WAIT_S) is not None   # normal still admitted
+    finally:
+        b.close()

@@ -210,8 +210,9 @@ class ABExperiment:
     def update(self, b_share: float | None = None, a: str | None = None,
                b: str | None = None, mode: str | None = None,
                bandit_slo_ms: float | None = None, bandit_floor: float | None = None) -> None:
+        new_bandit = None
         if bandit_slo_ms is not None or bandit_floor is not None:
-            self.bandit = self._new_bandit(
+            new_bandit = self._new_bandit(   # checked before anything changes
                 self.bandit.slo_ms if bandit_slo_ms is None else bandit_slo_ms,
                 self.bandit.floor if bandit_floor is None else bandit_floor)
         with self._lock:
@@ -228,6 +229,8 @@ class ABExperiment:
                 self.b_share = float(b_share)
             if mode is not None:
                 self.mode = mode
+        if new_bandit is not None:
+            self.bandit = new_bandit
 
     def reset_metrics(self) -> None:
         for m in self.metrics.values():

@@ -107,7 +107,8 @@ class AdmissionQueue(DeadlineMixin):
         # one huge request from holding the model (and everyone queued behind it).
         self.max_request_rows = config.max_batch_size
         self.max_queue = config.max_queue
-        self.high_reserve = max(1, config.max_queue // 5)
+        # (a queue under 5 keeps no reserve: it would lock the normal class out)
+        self.high_reserve = config.max_queue // 5
         self.max_wait_s = config.max_wait_ms / 1000.0
         self.instances = config.instances
         self.timeout_s = config.timeout_ms / 1000.0 if config.timeout_ms is not None else math.inf

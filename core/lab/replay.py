@@ -120,8 +120,8 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to a private
     copy of ``model`` once under each policy (default: every registered one), on the
     engine (real runs, one after the other), with the model's max batch size and max wait;
-    the copy is unloaded after. The model's ``latency_slo_ms`` goes with it only to the
-    policy it was set for, if that one sizes batches by it without shedding (``aimd``).
+    the copy is unloaded after. ``aimd`` sizes batches by the model's ``latency_slo_ms``
+    if the model runs aimd, else by ``slo_ms``; the other policies run without an SLO.
 
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
     batches, slo_ms, within_slo: the share of requests answered within ``slo_ms``,
@@ -153,7 +153,10 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
         for k, policy in enumerate(policies):
             if stop is not None and stop.is_set():
                 break
-            keep = before.latency_slo_ms if policy == before.policy == "aimd" else None
+            # aimd sizes batches by an objective: the model's own if it runs aimd, else the
+            # replay's SLO (its default, 10 ms, would judge it by another target).
+            keep = ((before.latency_slo_ms or slo_ms) if policy == before.policy == "aimd"
+                    else slo_ms if policy == "aimd" else None)
             engine.configure(copy, policy=policy, latency_slo_ms=keep)
             engine.reset_metrics(copy)
             t_start = time.perf_counter()

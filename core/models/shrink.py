@@ -69,7 +69,8 @@ def watch_outputs(outputs: Sequence[Any]) -> None:
             _request()
 
     for o in big:
-        weakref.finalize(o.base if isinstance(o.base, np.ndarray) else o, gone)
+        f = weakref.finalize(o.base if isinstance(o.base, np.ndarray) else o, gone)
+        f.atexit = False   # at exit nothing is given back: no shrink run during shutdown
 
 
 def _request() -> None:
