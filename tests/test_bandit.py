@@ -94,3 +94,33 @@ def test_on_the_engine_the_split_leaves_an_arm_that_fails(arms):
     engine.update_ab("bandit-exp", bandit_slo_ms=1000)
     assert engine.ab_report("bandit-exp").bandit["arms"]["a"]["ended"] == 0
     assert engine.events("bandit-exp", 60)["text"].str.contains("bandit SLO 1000 ms").any()
+
+
+def test_a_hung_arm_loses_when_its_slo_passes_and_a_cancel_is_no_trial():
+    """A request still running past its SLO is a failure then (an arm that hangs loses its
+    traffic within the SLO, not at the timeout); one cancelled in time counts for nothing;
+    an answer after its SLO was judged is not counted twice."""
+    import time
+    from concurrent.futures import Future
+    bandit = ThompsonBandit(slo_ms=50, floor=0.0, seed=1)
+    now = time.perf_counter()
+    hung, cancelled, fast, late = Future(), Future(), Future(), Future()
+    bandit.watch("b", hung, now - 1.0)          # sent a second ago: its 50 ms have passed
+    bandit.watch("a", cancelled, now)
+    bandit.watch("a", fast, now)
+    assert bandit.state()["arms"]["b"] == {**bandit.state()["arms"]["b"], "ended": 1,
+                                           "successes": 0}
+    cancelled.cancel()
+    fast.set_result({})
+    arms = bandit.state()["arms"]
+    assert (arms["a"]["ended"], arms["a"]["successes"]) == (1, 1)
+    hung.set_result({})                          # answered at last: judged already
+    bandit.watch("a", late, now - 1.0)
+    late.set_exception(RuntimeError("boom"))     # failed after its SLO: one failure, not two
+    arms = bandit.state()["arms"]
+    assert (arms["b"]["ended"], arms["a"]["ended"], arms["a"]["successes"]) == (1, 2, 1)
+    assert not bandit._pending                   # nothing left behind
+    # The sweep runs on the request path too: a choice counts what went past its SLO.
+    bandit.watch("b", Future(), now - 1.0)
+    bandit.choose()
+    assert bandit.losses["b"] == 2

@@ -97,6 +97,34 @@ def test_a_batcher_under_aimd_grows_its_batches_one_row_at_a_time():
     assert b.queue.policy.cap == 5.0
 
 
+def test_aimd_grows_past_a_cap_that_multi_row_requests_cannot_fill():
+    """Requests of 3 rows never fill a cap of 4 (the next whole request does not fit): a
+    batch that left because the cap's rows were queued still counts as bound by the cap,
+    so the cap keeps growing and batches take 2, 3, 4 requests as it passes 6, 9, 12."""
+    p = AIMDPolicy()
+    p.cap = 4.0
+    p.observe_batch(rows=3, latency_s=0.001, slo_ms=10.0, max_rows=12)
+    assert p.cap == 4.0                     # not full, and nothing said it was: no evidence
+    p.observe_batch(rows=3, latency_s=0.001, slo_ms=10.0, max_rows=12, full=True)
+    assert p.cap == 5.0
+    run = GatedRun(gated=True)
+    b = Batcher("aimd3", run, ["y"], BatchConfig(policy="aimd", latency_slo_ms=60_000,
+                                                 max_batch_size=12, max_wait_ms=60_000,
+                                                 max_queue=100))
+    try:
+        first = b.submit((rows(3),), 3)
+        assert run.started.wait(WAIT_S)
+        futs = [b.submit((rows(3, start=3 * (i + 1)),), 3) for i in range(23)]
+        run.gate.set()
+        preds = [f.result(WAIT_S) for f in [first, *futs]]
+        assert [float(p.outputs["y"][0, 0]) for p in preds] == [6.0 * i for i in range(24)]
+        # caps 1..5 take one request each, 6..8 two, 9..11 three, 12 four (all "full")
+        assert run.batch_rows == [3, 3, 3, 3, 3, 6, 6, 6, 9, 9, 9, 12]
+        assert b.queue.policy.cap == 12.0
+    finally:
+        b.close()
+
+
 def test_a_batcher_under_aimd_shrinks_its_batches_after_misses():
     # An objective no batch can meet: each batch shrinks the next by the backoff.
     sizes, b = _drive(BatchConfig(policy="aimd", latency_slo_ms=0.001, max_batch_size=32,

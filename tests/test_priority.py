@@ -159,3 +159,98 @@ def test_a_tiny_queue_keeps_no_reserve_that_would_lock_the_normal_class_out():
         assert b.submit((rows(1),), 1).result(WAIT_S) is not None   # normal still admitted
     finally:
         b.close()
+
+
+def _queue(config: BatchConfig, batchable: bool = True):
+    from core.batching import AdmissionQueue
+    from core.batching.settle import Ledger
+    from core.metrics import ModelMetrics
+    ledger = Ledger("m", ModelMetrics())
+    return ledger, AdmissionQueue("m", ledger, config, batchable=batchable)
+
+
+def _req(ledger, t: float, n: int = 1, deadline: float = 1e9, width: int = 2):
+    from core.batching.settle import Request
+    return Request(ledger, (np.ones((n, width), np.float32),), n, t, deadline)
+
+
+def test_the_reserve_is_given_back_once_the_high_class_has_been_away():
+    """One stray high request must not keep a fifth of the queue from the normal class
+    for ever: the reserve holds while a high request is queued or arrived within
+    CLASS_MEMORY_S, then the normal class has the whole queue again."""
+    from core.batching.admission import CLASS_MEMORY_S
+    ledger, q = _queue(BatchConfig(max_batch_size=1, max_queue=10))
+    q.put(_req(ledger, 0.0), high=True)
+    q._pop_batch(q.q)                                 # the high request was served
+    for _ in range(8):
+        q.put(_req(ledger, 1.0))
+    with pytest.raises(OverloadedError, match="kept for high-priority"):
+        q.put(_req(ledger, CLASS_MEMORY_S - 1))       # seen recently: the reserve holds
+    q.put(_req(ledger, CLASS_MEMORY_S + 1))           # away long enough: given back
+    assert q.depth() == 9 and not q.classes
+    q.put(_req(ledger, CLASS_MEMORY_S + 2), high=True)   # back: the class is in use again
+    with pytest.raises(OverloadedError, match=r"max_queue=10\); retry later"):
+        q.put(_req(ledger, CLASS_MEMORY_S + 3))
+    assert q.classes
+
+
+def test_the_byte_bound_keeps_a_fifth_for_the_high_class():
+    ledger, q = _queue(BatchConfig(max_batch_size=1, max_queue=1000))
+    q.max_queued_bytes = 1000                          # 100-byte requests: ten fit
+    q.put(_req(ledger, 0.0, width=25), high=True)
+    for _ in range(7):
+        q.put(_req(ledger, 0.0, width=25))
+    with pytest.raises(OverloadedError, match="last fifth of it is kept for high-priority"):
+        q.put(_req(ledger, 0.0, width=25))             # 900 bytes > 800 for the normal class
+    q.put(_req(ledger, 0.0, width=25), high=True)
+    q.put(_req(ledger, 0.0, width=25), high=True)      # the high class fills the whole bound
+    with pytest.raises(OverloadedError, match=r"1000 B|MiB queued per model"):
+        q.put(_req(ledger, 0.0, width=25), high=True)
+    assert q.queued_bytes == 1000
+
+
+def _confident(q, a_s: float, b_s: float) -> None:
+    q.cost.a_s, q.cost.b_s, q.cost.slowdown, q.cost.ready, q.cost._fits = a_s, b_s, 1.0, True, 2
+    q.refresh_admit_bound()
+
+
+def test_admission_by_deadline_counts_the_aimd_cap_not_max_batch_size():
+    """Under AIMD at a cap of one row, each queued row is a run of its own: admission must
+    predict with the cap (refusing what deadline batching at 8 rows would serve in time)."""
+    admitted = {}
+    for policy in ("deadline", "aimd"):
+        ledger, q = _queue(BatchConfig(max_batch_size=8, max_queue=1000, policy=policy,
+                                       latency_slo_ms=60_000 if policy == "aimd" else None))
+        _confident(q, 0.010, 0.00125)                  # t(n) = 10 ms + 1.25 ms a row
+        n = 0
+        try:
+            while n < 1000:
+                q.put(_req(ledger, 0.0, deadline=0.1))
+                n += 1
+        except OverloadedError as err:
+            assert "predicted wait" in str(err)
+        admitted[policy] = n
+    # k rows ahead: deadline ceil(k/8)*10 + 1.25k ms, aimd (cap 1) 11.25k ms; within
+    # 100 ms with the 20 % margin: k = 32 and k = 7.
+    assert admitted == {"deadline": 32, "aimd": 7}
+    # The bound below which admission predicts assumes the smallest batches AIMD may make.
+    _, qd = _queue(BatchConfig(max_batch_size=8, max_queue=100))
+    _, qa = _queue(BatchConfig(max_batch_size=8, max_queue=100, policy="aimd"))
+    _confident(qd, 0.010, 0.00125)
+    _confident(qa, 0.010, 0.00125)
+    assert qa.admit_bound_s > 4 * qd.admit_bound_s
+
+
+def test_a_model_that_cannot_batch_admits_the_high_class_by_its_own_queue():
+    """Each request of a model that cannot batch is a run: the high class's predicted wait
+    counts the high requests ahead, not every queued request."""
+    ledger, q = _queue(BatchConfig(max_batch_size=1, max_queue=1000), batchable=False)
+    _confident(q, 0.010, 0.0)
+    for _ in range(50):
+        q.put(_req(ledger, 0.0))                       # normal ones, no deadline
+    high = 0
+    with pytest.raises(OverloadedError, match=r"requests \(\d+ rows\) of the high class"):
+        while high < 100:
+            q.put(_req(ledger, 0.0, deadline=0.1), high=True)
+            high += 1
+    assert high == 8                                    # (k+1) * 10 ms * 1.2 <= 100 ms: k = 7

@@ -1,7 +1,10 @@
 """A/B mode ``bandit``: Thompson sampling between the two arms on "answered within the SLO".
 
 Each request is a Bernoulli trial for the arm that served it: a success if it was answered
-without error within ``slo_ms`` of being sent (refused, failed or late: a failure). Each
+without error within ``slo_ms`` of being sent (refused, failed or late: a failure). A late
+request counts as a failure once its SLO has passed, not when (if ever) it ends: an arm that
+hangs loses traffic within the SLO, not after the timeout. A request the caller cancelled
+before its SLO passed is no trial at all (it says nothing about the arm). Each
 arm's success rate has a Beta(1 + successes, 1 + failures) posterior. A request goes, with
 probability ``2 * floor``, to an arm picked at random (exploration: each arm keeps at least
 ``floor`` of the traffic, so a change in an arm is still seen); otherwise to the arm whose
@@ -76,11 +79,17 @@ class ThompsonBandit:
         # (seconds since start, sent a, sent b, wins a, wins b, losses a, losses b) once a second
         self.history: deque[tuple[float, ...]] = deque(maxlen=HISTORY_S)
         self._next_point = self.started + 1.0
+        # Requests sent and not yet judged, in send order: [SLO end (perf_counter), arm,
+        # judged]. Swept on each choice: one past its SLO is a failure then.
+        self._pending: deque[list[Any]] = deque()
 
     # -- the request path ------------------------------------------------------------------
     def choose(self) -> str:
         """The arm for the next request (counted as sent to it)."""
         with self._lock:
+            pending = self._pending
+            if pending and pending[0][0] < time.perf_counter():
+                self._sweep(time.perf_counter())
             rng = self._rng
             if rng.random() < 2 * self.floor:
                 arm = "b" if rng.random() < 0.5 else "a"
@@ -94,20 +103,41 @@ class ThompsonBandit:
     def reward(self, arm: str, ok: bool) -> None:
         """One request of ``arm`` ended: within the SLO and without error (``ok``) or not."""
         with self._lock:
-            (self.wins if ok else self.losses)[arm] += 1
-            now = self._clock()
-            if now >= self._next_point:
-                self._point(now)
-                self._next_point = now + 1.0
+            self._count(arm, ok)
+
+    def _count(self, arm: str, ok: bool) -> None:
+        (self.wins if ok else self.losses)[arm] += 1
+        now = self._clock()
+        if now >= self._next_point:
+            self._point(now)
+            self._next_point = now + 1.0
+
+    def _sweep(self, now: float) -> None:
+        """(Lock held.) Count as failures the requests whose SLO passed unanswered."""
+        pending = self._pending
+        while pending and (pending[0][2] or pending[0][0] < now):
+            entry = pending.popleft()
+            if not entry[2]:
+                entry[2] = True
+                self._count(entry[1], False)
 
     def watch(self, arm: str, fut: Future, t0: float) -> None:
-        """Reward ``arm`` when ``fut`` (sent at ``t0``, ``time.perf_counter``) ends."""
-        limit_s = self.slo_ms / 1000.0
+        """Judge ``fut`` (a request to ``arm`` sent at ``t0``, ``time.perf_counter``): a
+        success if it ends without error within the SLO; a failure when it fails, or when
+        the SLO passes first (counted then); nothing if cancelled before the SLO passed."""
+        end = t0 + self.slo_ms / 1000.0
+        entry = [end, arm, False]
+        with self._lock:
+            self._pending.append(entry)
 
         def done(f: Future) -> None:
-            ok = (not f.cancelled() and f.exception() is None
-                  and time.perf_counter() - t0 <= limit_s)
-            self.reward(arm, ok)
+            with self._lock:
+                if entry[2]:
+                    return   # judged already: its SLO passed first
+                entry[2] = True
+                if not f.cancelled():
+                    self._count(arm, f.exception() is None and time.perf_counter() <= end)
+                self._sweep(time.perf_counter())
 
         fut.add_done_callback(done)
 
@@ -127,6 +157,8 @@ class ThompsonBandit:
     def state(self) -> dict[str, Any]:
         """Per arm: sent, ended, successes, reward rate and its 95 % interval; the chance B
         is better, B's routing share now, the cumulative regret, and the history."""
+        with self._lock:
+            self._sweep(time.perf_counter())
         p_b = self.p_b_better()
         with self._lock:
             now = self._clock()

@@ -34,7 +34,7 @@ from .deadlines import DeadlineMixin
 from .messages import bytes_full_message, full_message
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
-__all__ = ["AdmissionQueue", "RETIRE"]
+__all__ = ["AdmissionQueue", "RETIRE", "CLASS_MEMORY_S"]
 
 #: What ``next_batch`` gives a runner above ``BatchConfig.instances`` (it should end).
 RETIRE = "retire"
@@ -42,6 +42,10 @@ RETIRE = "retire"
 # The collector's timed wait ends this long before a deadline; the rest is a yield loop
 # (a timed wait overshoots by 0.1-0.2 ms on this kind of machine).
 _EARLY_WAKE_S = 0.0003
+
+#: Seconds without a high-priority request after which the normal class is given back the
+#: fifth of the queue kept for the high class.
+CLASS_MEMORY_S = 30.0
 
 # The deadline heap may hold settled requests (removed lazily); past this many more than
 # the live ones it is rebuilt, so it never holds more than ~2x what is live.
@@ -70,6 +74,7 @@ class AdmissionQueue(DeadlineMixin):
         self.hq: deque[Request] = deque()
         self.high_rows = 0
         self.classes = False
+        self.high_seen = -math.inf      # when the last high request arrived
         self.queued_rows = 0
         #: Bytes of the inputs queued (not yet taken), bounded by an eighth of the budget
         #: (a request alone is admitted: the body limits bounded it already).
@@ -166,9 +171,10 @@ class AdmissionQueue(DeadlineMixin):
 
         ``default_timeout``: ``r`` takes the configured timeout; its deadline is set here,
         under the lock, so the lane stays in deadline order. ``high``: ``r`` is of the high
-        class: served before the normal class, refused only by a full ``max_queue`` (the
-        normal class is refused at four fifths of it once the model has seen the high
-        class), and admitted by the wait of the high class ahead of it alone.
+        class: served before the normal class, refused only by a full ``max_queue`` or byte
+        bound (the normal class is refused at four fifths of each while the high class is
+        in use: queued, or seen within :data:`CLASS_MEMORY_S`), and admitted by the wait
+        of the high class ahead of it alone.
         """
         rows = r._rows
         nbytes = r._nbytes = (arrays[0].nbytes if len(arrays := r._arrays) == 1
@@ -181,24 +187,33 @@ class AdmissionQueue(DeadlineMixin):
                                         "requests; create a new Engine or reload the model")
             depth = len(self.q) + len(self.hq) - self.dead
             if depth >= self.max_queue or (self.classes and not high and depth
-                                           >= self.max_queue - self.high_reserve):
+                                           >= self.max_queue - self.high_reserve
+                                           and self._reserve_holds(r._t_submit)):
                 raise OverloadedError(full_message(self.name, depth, self.max_queue,
-                                                   self.classes and not high))
-            if self.queued_bytes + nbytes > self.max_queued_bytes and self.queued_bytes:
-                raise OverloadedError(bytes_full_message(
-                    self.name, self.queued_bytes, nbytes, self.max_queued_bytes))
+                                                   depth < self.max_queue))
+            queued_bytes = self.queued_bytes
+            if queued_bytes:
+                limit = self.max_queued_bytes
+                if self.classes and not high and queued_bytes + nbytes > limit - limit // 5 \
+                        and self._reserve_holds(r._t_submit):
+                    limit -= limit // 5
+                if queued_bytes + nbytes > limit:
+                    raise OverloadedError(bytes_full_message(
+                        self.name, queued_bytes, nbytes, limit,
+                        limit < self.max_queued_bytes))
             d = r._deadline
             if ((d - r._t_submit < self.admit_bound_s
                  or self.queued_rows + rows > self.bound_rows
                  or self.running_rows > self.bound_running)
                     and (self.queued_rows or self.runs)
                     and self.cost.confident):
-                self.refuse_if_late(r, rows, d, self.high_rows if high else self.queued_rows)
+                self.refuse_if_late(r, rows, d, high)
             self.ledger.live[r] = True
             if high:
                 if not self.classes and self.ledger.trace is not None:
                     self.ledger.trace.classes = True   # the timeline shows each class now
                 r._high = self.classes = True
+                self.high_seen = r._t_submit
                 self.hq.append(r)
                 self.high_rows += rows
             else:
@@ -228,6 +243,15 @@ class AdmissionQueue(DeadlineMixin):
                 self.sup_cv.notify()
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
+
+    def _reserve_holds(self, now: float) -> bool:
+        """(Lock held.) Whether the high class's reserve still holds: a high request is
+        queued, or one arrived within :data:`CLASS_MEMORY_S`. Once the high class has been
+        away that long, the normal class has the whole queue back."""
+        if self.high_rows or now - self.high_seen < CLASS_MEMORY_S:
+            return True
+        self.classes = False
+        return False
 
     def forget(self, r: Request) -> None:
         """``r`` was settled by someone other than the executor (timeout, cancel, close)."""

@@ -45,6 +45,8 @@ class ServedModel(Protocol):
     on close. Every request it accepts ends through its ledger."""
 
     name: str
+    #: per-priority-class metrics (:class:`core.metrics.classes.PriorityClasses`)
+    classes: Any
 
     @property
     def config(self) -> BatchConfig: ...
@@ -65,8 +67,6 @@ class ServedModel(Protocol):
     def learned_cost(self) -> dict[str, float] | None: ...
 
     def policy_state(self) -> dict[str, Any] | None: ...
-
-    def class_snapshots(self, window_s: float | None = None) -> dict[str, Any]: ...
 
     def begin_close(self) -> None: ...
 

@@ -53,7 +53,7 @@ from .admission import AdmissionQueue
 from core.config import BatchConfig, check_timeout_ms
 from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
 from .executor import Executor, RunFn
-from core.metrics import MetricsSnapshot, ModelMetrics, PriorityClasses
+from core.metrics import ModelMetrics, PriorityClasses
 from .settle import Ledger, Request
 from .supervisor import Supervisor
 
@@ -161,10 +161,6 @@ class Batcher:
         return {"a_ms": cost.a_s * 1000.0, "b_ms": cost.b_s * 1000.0,
                 "rate_rps": self.queue.rate.rate_rps, "identified": cost.identified,
                 "min_rows": cost.sizes[0], "max_rows": cost.sizes[1]}
-
-    def class_snapshots(self, window_s: float | None = None) -> dict[str, MetricsSnapshot]:
-        """The metrics of each priority class sent to (see :mod:`core.metrics.classes`)."""
-        return self.classes.snapshots(window_s)
 
     def policy_state(self) -> dict[str, Any] | None:
         """What the release policy keeps live (:meth:`ReleasePolicy.state`)."""

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 from core.errors import OverloadedError
 from core.policies import MAX_SLOWDOWN
 
+from .settle import QUEUED
+
 if TYPE_CHECKING:
     from .settle import Request
 
@@ -34,7 +36,9 @@ class DeadlineMixin:
         when the configuration or the fitted cost changes."""
         cost = self.cost
         ahead = (self.max_queue + 1) * self.max_request_rows
-        batches = -(-ahead // self.max_rows) if self.batchable else self.max_queue + 1
+        # (at the smallest batches the policy may make: an AIMD cap can fall to one row)
+        per_batch = self.policy.fewest_batch_rows(self.max_rows)
+        batches = -(-ahead // per_batch) if self.batchable else self.max_queue + 1
         running = max(self.max_rows, self.max_request_rows)
         worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
             * MAX_SLOWDOWN * _ADMIT_MARGIN
@@ -83,18 +87,23 @@ class DeadlineMixin:
         drain = self.cost.drain_s
         return max(0.0, min(drain(rows, 1) - (now - t0) for rows, t0 in runs))
 
-    def refuse_if_late(self, r: Request, rows: int, d: float, queued_rows: int) -> None:
+    def refuse_if_late(self, r: Request, rows: int, d: float, high: bool = False) -> None:
         """(Lock held.) :class:`OverloadedError` if ``r`` (``rows`` rows, deadline ``d``)
-        could not be served before its deadline, behind the ``queued_rows`` served before
-        it (all queued rows; for the high class, the high class's alone)."""
+        could not be served before its deadline, behind what is served before it: all
+        that is queued, or for the high class (``high``) the high class's alone."""
         # Admission by deadline: refuse now what cannot be served in time, rather
         # than queue it to time out later (and make everyone behind it wait). A
         # request with nothing ahead of it is always admitted: its run is what
         # keeps the learned cost current (a stale estimate must not lock a model
         # into refusing everything).
+        queued_rows = self.high_rows if high else self.queued_rows
         ahead = queued_rows + rows
-        batches = (-(-ahead // self.max_rows) if self.batchable
-                   else self.depth() + 1)
+        if self.batchable:   # batches of the policy's size now (an AIMD cap, or max_batch_size)
+            batches = -(-ahead // self.policy.batch_rows(self.max_rows))
+            queued = None
+        else:                # each request runs alone
+            queued = (sum([x._where == QUEUED for x in self.hq]) if high else self.depth())
+            batches = queued + 1
         # ``instances`` runners drain the queue together.
         # At a high percentile of the recent slowdowns: a crowded machine slows
         # cycles unevenly, and the typical wait admitted what then timed out.
@@ -103,9 +112,13 @@ class DeadlineMixin:
         # A margin: the prediction is a typical wait, and a request admitted right at
         # its limit would time out about half the time, its batch's run wasted.
         if r._t_submit + wait_s * _ADMIT_MARGIN > d:
+            if queued is None:
+                queued = (sum([x._where == QUEUED for x in self.hq]) if high
+                          else self.depth())
             raise OverloadedError(
-                f"model {self.name!r} is overloaded: {self.depth()} "
-                f"requests ({self.queued_rows} rows) are queued ahead, a predicted "
+                f"model {self.name!r} is overloaded: {queued} "
+                f"requests ({queued_rows} rows){' of the high class' if high else ''} are "
+                f"queued ahead, a predicted "
                 f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
                 f"margin), past this request's timeout of "
                 f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "

@@ -208,7 +208,7 @@ class Executor:
             with q.lock:  # not against a configure() half applied
                 q.refresh_admit_bound()
         if q.policy.observes_batches:  # e.g. AIMD: did the run meet the objective?
-            self._tell_policy(q.policy, rows, t1 - t0)
+            self._tell_policy(q.policy, rows, t1 - t0, reason == "full")
         # The lower envelope of recent run times: a run's measured time includes waiting for
         # the GIL afterwards, which says nothing about how much work a run can hide.
         self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
@@ -222,10 +222,10 @@ class Executor:
         else:
             self.ledger.succeed(*job)
 
-    def _tell_policy(self, policy: Any, rows: int, latency_s: float) -> None:
+    def _tell_policy(self, policy: Any, rows: int, latency_s: float, full: bool) -> None:
         try:
             policy.observe_batch(rows, latency_s, self.queue.config.latency_slo_ms,
-                                 self.queue.max_rows)
+                                 self.queue.max_rows, full=full)
         except Exception:  # a policy's bookkeeping must never lose a batch's answers
             log.exception("executor %s: policy %r failed to observe a batch", self.name,
                           getattr(policy, "name", policy))

@@ -18,9 +18,13 @@ def full_message(model: str, depth: int, max_queue: int, normal_class: bool = Fa
             "max_batch_size with engine.configure()")
 
 
-def bytes_full_message(model: str, queued: int, nbytes: int, limit: int) -> str:
-    """A request refused because its inputs would take the queue's bytes past ``limit``."""
+def bytes_full_message(model: str, queued: int, nbytes: int, limit: int,
+                       normal_class: bool = False) -> str:
+    """A request refused because its inputs would take the queue's bytes past ``limit``
+    (for the normal class, once high-priority requests are in use: four fifths of it)."""
+    kept = ("; the last fifth of it is kept for high-priority requests (priority=1)"
+            if normal_class else "")
     return (f"model {model!r} is overloaded: its queue holds {queued / 2**20:.1f} MiB of "
             f"inputs, and this request's {nbytes / 2**20:.1f} MiB would pass the "
-            f"{limit / 2**20:.0f} MiB queued per model (an eighth of the memory budget); "
-            "retry later or send smaller requests")
+            f"{limit / 2**20:.0f} MiB queued per model (an eighth of the memory budget)"
+            f"{kept}; retry later or send smaller requests")

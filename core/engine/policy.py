@@ -39,7 +39,7 @@ class PolicyMethods:
         (``priority=1``) and ``"normal"`` (``priority=0`` or ``2``); a class nobody has
         sent to yet is absent. Requests sent without a priority count in the model's
         metrics only. ``window_s``: over the last seconds, as :meth:`metrics`."""
-        return self._ns.entry(name).served.class_snapshots(window_s)
+        return self._ns.entry(name).served.classes.snapshots(window_s)
 
     def class_comparison(self, name: str) -> dict[str, Any] | None:
         """The high class against the normal one, as an A/B test compares arms: the p50
@@ -47,7 +47,7 @@ class PolicyMethods:
         the recent answered requests, each class's share refused at once, and a sentence.
         None until both classes have been sent to."""
         served = self._ns.entry(name).served
-        snaps = served.class_snapshots()
+        snaps = served.classes.snapshots()
         if set(snaps) != {"high", "normal"}:
             return None
         lat = compare_latency(served.classes.samples_ms("normal"),

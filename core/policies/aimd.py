@@ -1,6 +1,8 @@
 """``aimd``: Clipper's additive-increase / multiplicative-decrease batch size (NSDI'17).
 
-The policy keeps a batch-size cap. A batch that filled the cap and whose run met the
+The policy keeps a batch-size cap. A batch that the cap bound (it filled the cap, or left
+because the cap's rows were queued: with requests of several rows the next whole request may
+not fit) and whose run met the
 latency objective grows it by ``additive_step`` rows; a batch whose run missed it shrinks it
 to ``backoff`` times what it was (Clipper's 10 % backoff by default). As in Clipper, the run
 is what is judged, not the queueing before it: queueing is the load's doing, and shrinking
@@ -59,20 +61,23 @@ class AIMDPolicy(ReleasePolicy):
     def batch_rows(self, max_rows: int) -> int:
         return max(1, min(max_rows, int(self.cap)))
 
+    def fewest_batch_rows(self, max_rows: int) -> int:
+        return 1
+
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,
                now: float) -> tuple[str | None, float]:
         return deadline_decision(view.queued_rows, self.batch_rows(max_rows), view.oldest_t,
                                  max_wait_s, now)
 
     def observe_batch(self, rows: int, latency_s: float, slo_ms: float | None,
-                      max_rows: int | None = None) -> None:
+                      max_rows: int | None = None, full: bool = False) -> None:
         objective_s = (slo_ms if slo_ms is not None else self.objective_ms) / 1000.0
         with self._lock:
             if latency_s > objective_s:
                 self.cap = max(1.0, self.cap * self.backoff)
                 self.backed_off += 1
                 self.one_row_misses += rows == 1
-            elif rows >= int(self.cap):   # the cap bound this batch: room to grow
+            elif full or rows >= int(self.cap):   # the cap bound this batch: room to grow
                 self.cap += self.additive_step
                 if max_rows is not None:
                     self.cap = min(self.cap, float(max_rows))

@@ -47,11 +47,18 @@ class ReleasePolicy:
         ``max_batch_size``, as AIMD does)."""
         return max_rows
 
+    def fewest_batch_rows(self, max_rows: int) -> int:
+        """The fewest rows :meth:`batch_rows` may ever give under this configuration
+        (admission's bound on the longest wait it could predict assumes batches this
+        small; AIMD's cap can fall to one row)."""
+        return self.batch_rows(max_rows)
+
     def observe_batch(self, rows: int, latency_s: float, slo_ms: float | None,
-                      max_rows: int | None = None) -> None:
+                      max_rows: int | None = None, full: bool = False) -> None:
         """(If :attr:`observes_batches`.) A batch of ``rows`` was run in ``latency_s``
         (the run alone, as Clipper measures it: queueing is the load's, not the batch
-        size's). Called by the runner threads, possibly at once: keep it short and
+        size's); ``full``: it left because :meth:`batch_rows` rows were queued (its size
+        was the cap's doing, not the load's). Called by the runner threads, possibly at once: keep it short and
         thread-safe."""
 
     def decide(self, view: PolicyView, max_rows: int, max_wait_s: float,

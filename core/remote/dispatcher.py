@@ -117,10 +117,6 @@ class RemoteDispatcher:
         """Nothing is learned here: the server batches, out of sight."""
         return None
 
-    def class_snapshots(self, window_s: float | None = None) -> dict[str, Any]:
-        """The metrics of each priority class sent to (see :mod:`core.metrics.classes`)."""
-        return self.classes.snapshots(window_s)
-
     def policy_state(self) -> dict[str, Any] | None:
         """The server's policy keeps its state out of sight."""
         return None
