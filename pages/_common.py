@@ -508,7 +508,7 @@ def sidebar_status() -> None:
         c1.metric("Queued", status["queue_depth"])
         c2.metric("Errors", fmt_num(status["error_count"]))
         traffic = engine.traffic()
-        running = [t.target for t in traffic if t.running]
+        running = list(dict.fromkeys(t.label for t in traffic if t.running))
         if running:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
         else:
@@ -544,7 +544,10 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
     for t in engine.traffic():
         if t.target != target:
             continue
-        st.caption(f"{'Running' if t.running else 'Stopped'}: {t.rate_rps:g} req/s "
+        cls = getattr(t, "priority", None)
+        st.caption(f"{'Running' if t.running else 'Stopped'}"
+                   + (f" ({'high' if cls == 1 else 'normal'} class)" if cls is not None else "")
+                   + f": {t.rate_rps:g} req/s "
                    f"{t.pattern}, {t.rows_per_request} row(s)"
                    + (f", {t.high_share:.0%} high priority" if getattr(t, "high_share", None)
                       is not None else "") + f" · sent {fmt_num(t.sent)} · "
@@ -559,14 +562,15 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
 
 
 def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
-                        default: int) -> None:
+                        default: int, priority: int | None = None) -> None:
     """Before the rate box ``key`` is drawn (without a value of its own: ``default`` is set
-    here): when traffic runs to ``target`` at a rate this box has not followed yet (started
-    in another tab or a notebook), show that rate. A value typed here stays until the
-    running traffic changes."""
+    here): when traffic runs to ``target`` (in the class ``priority``: the generator the
+    box starts) at a rate this box has not followed yet (started in another tab or a
+    notebook), show that rate. A value typed here stays until the running traffic
+    changes."""
     st.session_state.setdefault(key, default)
     for t in engine.traffic():
-        if t.target == target and t.running:
+        if t.target == target and t.running and getattr(t, "priority", None) == priority:
             rate = int(round(t.rate_rps))
             if st.session_state.get(f"_{key}_followed") != rate:
                 st.session_state[f"_{key}_followed"] = rate

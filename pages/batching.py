@@ -52,15 +52,22 @@ def _apply(field: str, key: str) -> None:
         st.session_state["bs_error"] = str(err)
 
 
+#: The traffic box's "Class" choices: one generator (with a high share, or none), or a
+#: generator of one class beside the other's.
+TRAFFIC_CLASSES = {"one stream": None, "high class": 1, "normal class": 2}
+
+
 def _start_traffic() -> None:
     share = st.session_state.get("traffic_high")
+    priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
     try:
         engine.start_traffic(
             model, rate_rps=float(st.session_state["traffic_rate"]),
             pattern=st.session_state["traffic_pattern"] or "poisson",
             rows_per_request=int(st.session_state["traffic_rows"]),
             duration_s=float(st.session_state["traffic_duration"]) or None,
-            **({"high_share": share / 100.0} if share else {}))
+            **({"priority": priority} if priority is not None
+               else {"high_share": share / 100.0} if share else {}))
     except BatchlabError as err:
         st.session_state["traffic_error"] = f"Could not start traffic: {err}"
 
@@ -160,7 +167,14 @@ with controls:
     with st.container(border=True):
         st.subheader("Traffic", anchor=False)
         st.caption(f"Sends {engine.input_source(model)} (the Models page sets real ones).")
-        follow_traffic_rate(engine, model, "traffic_rate", 200)
+        cls = st.segmented_control(
+            "Class", list(TRAFFIC_CLASSES), default="one stream", key="traffic_class",
+            required=True, disabled=remote is not None and server_fixed,
+            help="one stream: one generator (a share of it high-priority, below). high / "
+                 "normal class: a generator sending only that class, at its own rate and "
+                 "arrivals, beside the other class's: start one, switch, start the other.")
+        follow_traffic_rate(engine, model, "traffic_rate", 200,
+                            TRAFFIC_CLASSES[cls or "one stream"])
         st.number_input("Rate (requests/s)", 1, 50_000, step=50, key="traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
                              key="traffic_pattern", required=True,
@@ -170,7 +184,9 @@ with controls:
                         disabled=info.batch_mode == "exact")
         st.number_input("Run for (s, 0 = until stopped)", 0, 3600, 0, key="traffic_duration")
         st.number_input("High-priority share (%; 0 = no priorities)", 0, 100, 0,
-                        key="traffic_high", disabled=remote is not None and server_fixed,
+                        key="traffic_high",
+                        disabled=(remote is not None and server_fixed)
+                        or TRAFFIC_CLASSES[cls or "one stream"] is not None,
                         help="That share of the requests is sent with priority=1 (the high "
                              "class: served first, refused last), the rest with priority=2. "
                              "Under Poisson arrivals these are two independent streams. "
@@ -180,7 +196,7 @@ with controls:
         # is never lost when a live fragment's timer interrupts the script.
         b1.button("Start traffic", key="traffic_start", type="primary", on_click=_start_traffic)
         b2.button("Stop traffic", key="traffic_stop", on_click=engine.stop_traffic,
-                  args=(model,))
+                  args=(model,), help="Stops every generator of this model (each class's).")
         if "traffic_error" in st.session_state:
             st.error(st.session_state.pop("traffic_error"))
         traffic_status()

@@ -754,3 +754,34 @@ def test_batching_page_traffic_with_a_high_priority_share_shows_each_class(engin
     table = frame_with(at, "refused")
     assert list(table["class"]) == ["high", "normal"] and (table["served"] > 0).all()
     assert any("25% high priority" in c.value for c in at.caption), [c.value for c in at.caption]
+
+
+def test_batching_page_starts_a_traffic_generator_per_class(engine):
+    """Issue 28, part 2: the Class control starts a generator of one class beside the
+    other's, each at its own rate; the rate box follows the class chosen; Stop ends both."""
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    try:
+        at.segmented_control(key="traffic_class").set_value("high class").run()
+        assert at.number_input(key="traffic_high").disabled
+        at.number_input(key="traffic_rate").set_value(40).run()
+        at.button(key="traffic_start").click().run()
+        at.segmented_control(key="traffic_class").set_value("normal class").run()
+        at.number_input(key="traffic_rate").set_value(120).run()
+        at.button(key="traffic_start").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        running = {t.priority: t.rate_rps for t in engine.traffic()
+                   if t.target == "tiny" and t.running}
+        assert running == {1: 40.0, 2: 120.0}
+        at.segmented_control(key="traffic_class").set_value("high class").run()
+        assert at.number_input(key="traffic_rate").value == 40    # follows the class shown
+        captions = [c.value for c in at.caption]
+        assert any(c.startswith("Running (high class): 40 req/s") for c in captions), captions
+        assert any(c.startswith("Running (normal class): 120 req/s") for c in captions)
+        at.button(key="traffic_stop").click().run()
+        assert not engine.traffic_running()
+    finally:
+        engine.stop_traffic("tiny")
+        for p in (1, 2):
+            engine.wait_traffic("tiny", 30, priority=p)
+        engine.reset_metrics("tiny")

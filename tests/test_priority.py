@@ -254,3 +254,45 @@ def test_a_model_that_cannot_batch_admits_the_high_class_by_its_own_queue():
             q.put(_req(ledger, 0.0, deadline=0.1), high=True)
             high += 1
     assert high == 8                                    # (k+1) * 10 ms * 1.2 <= 100 ms: k = 7
+
+
+def test_a_traffic_generator_per_class_each_with_its_own_rate(engine):
+    """Issue 28, part 2: one generator per class (its own rate and pattern) beside the
+    other; each class's metrics count exactly what its generator sent; stopping and waiting
+    name the class when there are several."""
+    from core import ConfigError, ModelNotFoundError
+    engine.reset_metrics("tiny")
+    try:
+        high = engine.start_traffic("tiny", rate_rps=100, duration_s=0.3, seed=1, priority=1)
+        normal = engine.start_traffic("tiny", rate_rps=300, pattern="poisson", duration_s=0.3,
+                                      seed=2, priority=2)
+        assert (high.priority, normal.priority) == (1, 2)
+        assert {t.label for t in engine.traffic()} >= {"tiny · high", "tiny · normal"}
+        assert engine.wait_traffic("tiny", WAIT_S).priority == 2   # both; the last started's
+        assert not engine.traffic_running()
+        high = engine.wait_traffic("tiny", WAIT_S, priority=1)
+        normal = engine.wait_traffic("tiny", WAIT_S, priority=2)
+        assert high.rate_rps == 100 and normal.pattern == "poisson"
+        classes = engine.class_metrics("tiny")
+        assert classes["high"].total_requests == high.sent == high.succeeded > 0
+        assert classes["normal"].total_requests == normal.sent == normal.succeeded > 0
+        with pytest.raises(ModelNotFoundError, match="with priority=None"):
+            engine.wait_traffic("tiny", 1.0, priority=None)
+        with pytest.raises(ConfigError, match="either priority .* or high_share"):
+            engine.start_traffic("tiny", rate_rps=10, priority=1, high_share=0.5)
+        with pytest.raises(ConfigError, match="priority must be 1"):
+            engine.start_traffic("tiny", rate_rps=10, priority=3)
+        # Stopping one class leaves the other running.
+        engine.start_traffic("tiny", rate_rps=50, seed=3, priority=1)
+        engine.start_traffic("tiny", rate_rps=50, seed=4, priority=2)
+        engine.stop_traffic("tiny", priority=1)
+        running = {t.priority for t in engine.traffic() if t.target == "tiny" and t.running}
+        assert running == {2}
+        events = engine.events("tiny", 60)["text"]
+        assert events.str.contains(r"traffic \(priority 1\) stopped").any()
+    finally:
+        engine.stop_traffic("tiny")
+        for p in (1, 2):
+            engine.wait_traffic("tiny", WAIT_S, priority=p)
+        engine.reset_metrics("tiny")
+    assert not engine.traffic_running()

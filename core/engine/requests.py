@@ -40,10 +40,7 @@ class Router:
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
                key: Any = None, priority: int | None = None) -> Future:
         if priority is not None:
-            try:
-                check_priority(priority)
-            except ValueError as err:
-                raise InputValidationError(str(err)) from None
+            check_priority(priority)
         entry = self.registry.models.get(name)
         if entry is not None:
             return self._submit_model(name, entry, x, timeout_ms, None, None, None, priority)

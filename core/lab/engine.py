@@ -58,24 +58,32 @@ class Engine(EngineCore):
     # -- built-in traffic -------------------------------------------------------------
     def start_traffic(self, target: str, rate_rps: float = 100.0, pattern: str = "constant",
                       rows_per_request: int = 1, duration_s: float | None = None,
-                      seed: int | None = 0, high_share: float | None = None) -> TrafficStatus:
+                      seed: int | None = 0, high_share: float | None = None,
+                      priority: int | None = None) -> TrafficStatus:
         """Send open-loop traffic to ``target`` from a background thread (replacing any
-        traffic already going there); stop it with :meth:`stop_traffic`. ``high_share``:
-        that share of the requests goes in the high priority class (``priority=1``), the
-        rest with ``priority=2`` — two independent streams under Poisson arrivals; see
+        traffic already going there in the same class); stop it with :meth:`stop_traffic`.
+        ``priority``: every request in that class (1 high, 2 or 0 normal), a generator per
+        class with its own rate and pattern beside the others; or ``high_share``: one
+        generator, that share of its requests in the high class (``priority=1``), the rest
+        with ``priority=2`` (two independent streams under Poisson arrivals). See
         :meth:`class_metrics`."""
         self._check_open()
         return self._lab.start_traffic(target, rate_rps, pattern, rows_per_request,
-                                       duration_s, seed, high_share)
+                                       duration_s, seed, high_share, priority)
 
-    def stop_traffic(self, target: str | None = None) -> None:
-        """Stop the built-in traffic to ``target`` (or to every target)."""
-        self._lab.traffic.stop(target)
+    def stop_traffic(self, target: str | None = None, priority: int | None | str = "any"
+                     ) -> None:
+        """Stop the built-in traffic to ``target`` (or to every target): all of its
+        classes, or the generator of one ``priority`` (None: the one sending none)."""
+        self._lab.traffic.stop(target, priority)
 
-    def wait_traffic(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
+    def wait_traffic(self, target: str, timeout_s: float | None = None,
+                     priority: int | None | str = "any") -> TrafficStatus:
         """Block until the bounded traffic run to ``target`` ends (or ``timeout_s``), and
-        until every request it sent has an answer; returns its final status."""
-        return self._lab.traffic.wait(target, timeout_s)
+        until every request it sent has an answer; returns its final status. With a
+        generator per class: the one of ``priority``, or by default every one of them (the
+        status returned is then the last started's)."""
+        return self._lab.traffic.wait(target, timeout_s, priority)
 
     def traffic(self) -> list[TrafficStatus]:
         """Status of every built-in traffic generator started (running or finished)."""

@@ -53,7 +53,8 @@ class Lab:
 
     def start_traffic(self, target: str, rate_rps: float, pattern: str, rows_per_request: int,
                       duration_s: float | None, seed: int | None,
-                      high_share: float | None = None) -> TrafficStatus:
+                      high_share: float | None = None,
+                      priority: int | None = None) -> TrafficStatus:
         engine = self.engine
         is_exp = target in engine.ab_experiments()
         models = engine.ab_arms(target) if is_exp else (target,)
@@ -73,11 +74,12 @@ class Lab:
                                     rows_per_request=rows_per_request, duration_s=duration_s,
                                     seed=seed, key_pool=1000 if is_exp else None,
                                     client_cpu=helpers_cpu_s if remote else None,
-                                    high_share=high_share)
+                                    high_share=high_share, priority=priority)
         engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
                       + (f" × {rows_per_request} rows" if rows_per_request != 1 else "")
                       + (f" for {duration_s:g} s" if duration_s else "")
-                      + (f", {high_share:.0%} high priority" if high_share is not None else ""))
+                      + (f", {high_share:.0%} high priority" if high_share is not None else "")
+                      + (f", priority {priority}" if priority is not None else ""))
         return status
 
     def start_job(self, kind: str, target: str, **params: Any) -> JobStatus:

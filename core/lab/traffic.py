@@ -26,8 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from core.config import _check_choice, _check_float, _check_int
-from core.errors import ModelNotFoundError
-from core.metrics import thread_cpu_s
+from core.errors import ConfigError, ModelNotFoundError
+from core.metrics import check_priority, thread_cpu_s
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, paced
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
@@ -80,6 +80,16 @@ class TrafficStatus:
     #: the share of requests sent in the high priority class (``priority=1``; the others
     #: with ``priority=2``); None: no priority sent
     high_share: float | None = None
+    #: the priority every request of this generator carries (a generator per class); None:
+    #: none, or a mix by ``high_share``
+    priority: int | None = None
+
+    @property
+    def label(self) -> str:
+        """The target, and the class when the generator sends one (``mlp · high``)."""
+        if self.priority is None:
+            return self.target
+        return f"{self.target} · {'high' if self.priority == 1 else 'normal'}"
 
     @property
     def client_bound(self) -> str | None:
@@ -127,10 +137,18 @@ class TrafficGenerator:
                  key_pool: int | None = None,
                  client_cpu: Callable[[], float] | None = None,
                  on_end: Callable[[str, str], None] | None = None,
-                 high_share: float | None = None) -> None:
+                 high_share: float | None = None, priority: int | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
         if high_share is not None:
             _check_float("high_share", high_share, 0.0, 1.0)
+        try:
+            check_priority(priority)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        if priority is not None and high_share is not None:
+            raise ConfigError("give a traffic generator either priority (every request in "
+                              "that class: one generator per class) or high_share (a mix), "
+                              "not both")
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
         if duration_s is not None:
@@ -141,7 +159,7 @@ class TrafficGenerator:
         self.rows_per_request = rows_per_request
         self.duration_s = duration_s
         self._submit = submit
-        self._submit_kwargs = submit_kwargs or {}
+        self._submit_kwargs = dict(submit_kwargs or {})
         # With a key pool, each request carries key="user-<k>" for k drawn from the pool
         # (sticky A/B routing): like traffic from that many users.
         self._key_pool = key_pool
@@ -149,6 +167,9 @@ class TrafficGenerator:
         # Each request's class drawn independently: Poisson arrivals marked this way are two
         # independent Poisson streams, one per class, at rate x share and rate x (1 - share).
         self.high_share = high_share
+        self.priority = priority
+        if priority is not None:
+            self._submit_kwargs = {**self._submit_kwargs, "priority": priority}
         self._marks = random.Random(seed)
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
@@ -164,7 +185,9 @@ class TrafficGenerator:
         self._max_lag = 0.0
         self._t_start: float | None = None
         self._t_end: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"traffic-{target}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"traffic-{target}"
+                                        + (f"-p{priority}" if priority is not None else ""),
+                                        daemon=True)
         # CPU of the client's other threads (the remote HTTP client's loop), and this
         # sender's own CPU when it has ended.
         self._client_cpu = client_cpu
@@ -215,7 +238,8 @@ class TrafficGenerator:
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
                 recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
                 recent_lag_ms=1000.0 * max((r[3] for r in recent), default=0.0),
-                client_cpu_pct=cpu_pct, high_share=self.high_share)
+                client_cpu_pct=cpu_pct, high_share=self.high_share,
+                priority=self.priority)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""
@@ -280,58 +304,72 @@ class TrafficGenerator:
             self._stop.set()
             if self._on_end is not None:
                 try:
-                    self._on_end(self.target, "traffic stopped" if stopped else
-                                 f"traffic ended after {self._t_end - t0:.0f} s "
+                    cls = f" (priority {self.priority})" if self.priority is not None else ""
+                    self._on_end(self.target, f"traffic{cls} stopped" if stopped else
+                                 f"traffic{cls} ended after {self._t_end - t0:.0f} s "
                                  f"({self._sent:,} requests)")
                 except Exception:  # noqa: BLE001 - a mark must not break the sender
                     log.exception("traffic end hook failed")
 
 
 class TrafficManager:
-    """Traffic generators by target. Thread-safe."""
+    """Traffic generators by target and class: at most one per target and priority (one
+    without a priority, and one per priority class). Thread-safe."""
 
     def __init__(self, submit: SubmitFn,
                  on_end: Callable[[str, str], None] | None = None) -> None:
         self._submit = submit
         self._on_end = on_end
         self._lock = threading.Lock()
-        self._gens: dict[str, TrafficGenerator] = {}
+        self._gens: dict[tuple[str, int | None], TrafficGenerator] = {}
 
     def start(self, target: str, sample: Callable[[np.random.Generator], Any],
               **options: Any) -> TrafficStatus:
-        """Start sending to ``target`` (replacing traffic already going there)."""
+        """Start sending to ``target`` (replacing traffic already going there in the same
+        class: ``priority``, None for none)."""
         gen = TrafficGenerator(self._submit, target, sample, on_end=self._on_end, **options)
+        key = (target, gen.priority)
         with self._lock:
-            old = self._gens.pop(target, None)
-            self._gens[target] = gen
+            old = self._gens.pop(key, None)
+            self._gens[key] = gen
         if old is not None:
             old.stop()
         gen.start()
         return gen.status()
 
-    def stop(self, target: str | None = None) -> None:
-        """Stop the traffic to ``target`` (or to every target)."""
+    def _of(self, target: str | None, priority: int | None | str = "any"
+            ) -> list[TrafficGenerator]:
         with self._lock:
-            gens = ([self._gens[target]] if target in self._gens else
-                    (list(self._gens.values()) if target is None else []))
-        for g in gens:
+            return [g for (t, p), g in self._gens.items()
+                    if (target is None or t == target) and (priority == "any" or p == priority)]
+
+    def stop(self, target: str | None = None, priority: int | None | str = "any") -> None:
+        """Stop the traffic to ``target`` (or to every target): every class of it, or the
+        generator of one ``priority`` (None: the one sending none)."""
+        for g in self._of(target, priority):
             g.stop()
 
-    def wait(self, target: str, timeout_s: float | None = None) -> TrafficStatus:
+    def wait(self, target: str, timeout_s: float | None = None,
+             priority: int | None | str = "any") -> TrafficStatus:
         """Block until the bounded run to ``target`` ends (or ``timeout_s``), and until
-        every request it sent has an answer; returns its final status."""
-        gen = self._gens.get(target)
-        if gen is None:
-            raise ModelNotFoundError(f"no traffic was started to {target!r}; start it with "
-                                     "engine.start_traffic(target, ...)")
+        every request it sent has an answer; returns its final status. With a generator per
+        class: the one of ``priority``, or by default every one of them (the status returned
+        is then the last started's)."""
+        gens = self._of(target, priority)
+        if not gens:
+            raise ModelNotFoundError(f"no traffic was started to {target!r}"
+                                     + ("" if priority == "any" else f" with priority={priority}")
+                                     + "; start it with engine.start_traffic(target, ...)")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        gen.wait(timeout_s)
-        while gen.status().in_flight > 0 and (deadline is None or time.monotonic() < deadline):
-            time.sleep(0.01)
-        return gen.status()
+        for gen in gens:
+            gen.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            while gen.status().in_flight > 0 and (deadline is None
+                                                  or time.monotonic() < deadline):
+                time.sleep(0.01)
+        return gens[-1].status()
 
     def statuses(self) -> list[TrafficStatus]:
-        return [g.status() for g in list(self._gens.values())]
+        return [g.status() for g in self._of(None)]
 
     def running(self) -> bool:
-        return any(g.running for g in list(self._gens.values()))
+        return any(g.running for g in self._of(None))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.errors import InputValidationError
 from .model import ModelMetrics
 from .snapshot import MetricsSnapshot
 
@@ -68,10 +69,10 @@ class PriorityClasses:
 
 
 def check_priority(priority: Any) -> int | None:
-    """``priority`` if it is one of :data:`PRIORITIES` (or None); else a ValueError that
-    says what is expected."""
+    """``priority`` if it is one of :data:`PRIORITIES` (or None); else an
+    :class:`InputValidationError` (a ValueError) that says what is expected."""
     if priority is None or (isinstance(priority, int) and not isinstance(priority, bool)
                             and priority in PRIORITIES):
         return priority
-    raise ValueError(f"priority must be 1 (the high class), 2 or 0 (the normal class; 0 is "
+    raise InputValidationError(f"priority must be 1 (the high class), 2 or 0 (the normal class; 0 is "
                      f"the default), or None; got {priority!r}")
