@@ -124,3 +124,13 @@ def test_a_hung_arm_loses_when_its_slo_passes_and_a_cancel_is_no_trial():
     bandit.watch("b", Future(), now - 1.0)
     bandit.choose()
     assert bandit.losses["b"] == 2
+
+
+def test_a_request_cancelled_after_its_slo_is_a_failure_even_unswept():
+    import time
+    from concurrent.futures import Future
+    bandit = ThompsonBandit(slo_ms=50, floor=0.0, seed=1)
+    f = Future()
+    bandit.watch("a", f, time.perf_counter() - 1.0)
+    f.cancel()                       # nothing swept in between: still late, so a failure
+    assert bandit.losses["a"] == 1 and not bandit._pending

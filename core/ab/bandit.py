@@ -135,8 +135,11 @@ class ThompsonBandit:
                 if entry[2]:
                     return   # judged already: its SLO passed first
                 entry[2] = True
+                late = time.perf_counter() > end
                 if not f.cancelled():
-                    self._count(arm, f.exception() is None and time.perf_counter() <= end)
+                    self._count(arm, f.exception() is None and not late)
+                elif late:   # cancelled after its SLO passed (not swept yet): late all the same
+                    self._count(arm, False)
                 self._sweep(time.perf_counter())
 
         fut.add_done_callback(done)

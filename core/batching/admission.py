@@ -182,6 +182,12 @@ class AdmissionQueue(DeadlineMixin):
         with self.lock:
             if default_timeout:
                 r._deadline = r._t_submit + self.timeout_s
+            if high:   # the class is in use (even if this one is refused: it brings back
+                self.high_seen = r._t_submit   # the reserve that a full queue denied it)
+                if not self.classes:
+                    if self.ledger.trace is not None:
+                        self.ledger.trace.classes = True   # the timeline shows each class
+                    self.classes = True
             if self.closed:
                 raise EngineClosedError(f"model {self.name!r} is closed and accepts no more "
                                         "requests; create a new Engine or reload the model")
@@ -194,7 +200,8 @@ class AdmissionQueue(DeadlineMixin):
             queued_bytes = self.queued_bytes
             if queued_bytes:
                 limit = self.max_queued_bytes
-                if self.classes and not high and queued_bytes + nbytes > limit - limit // 5 \
+                if self.classes and not high and self.high_reserve \
+                        and queued_bytes + nbytes > limit - limit // 5 \
                         and self._reserve_holds(r._t_submit):
                     limit -= limit // 5
                 if queued_bytes + nbytes > limit:
@@ -210,10 +217,7 @@ class AdmissionQueue(DeadlineMixin):
                 self.refuse_if_late(r, rows, d, high)
             self.ledger.live[r] = True
             if high:
-                if not self.classes and self.ledger.trace is not None:
-                    self.ledger.trace.classes = True   # the timeline shows each class now
-                r._high = self.classes = True
-                self.high_seen = r._t_submit
+                r._high = True
                 self.hq.append(r)
                 self.high_rows += rows
             else:

@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 from core.errors import OverloadedError
 from core.policies import MAX_SLOWDOWN
 
-from .settle import QUEUED
-
 if TYPE_CHECKING:
     from .settle import Request
 
@@ -37,8 +35,10 @@ class DeadlineMixin:
         cost = self.cost
         ahead = (self.max_queue + 1) * self.max_request_rows
         # (at the smallest batches the policy may make: an AIMD cap can fall to one row)
+        # (a batch holds at least one request, however small the cap)
         per_batch = self.policy.fewest_batch_rows(self.max_rows)
-        batches = -(-ahead // per_batch) if self.batchable else self.max_queue + 1
+        batches = (min(-(-ahead // per_batch), self.max_queue + 1) if self.batchable
+                   else self.max_queue + 1)
         running = max(self.max_rows, self.max_request_rows)
         worst = (cost.a_s * (batches + 1) + cost.b_s * (ahead + running)) \
             * MAX_SLOWDOWN * _ADMIT_MARGIN
@@ -98,12 +98,13 @@ class DeadlineMixin:
         # into refusing everything).
         queued_rows = self.high_rows if high else self.queued_rows
         ahead = queued_rows + rows
-        if self.batchable:   # batches of the policy's size now (an AIMD cap, or max_batch_size)
-            batches = -(-ahead // self.policy.batch_rows(self.max_rows))
-            queued = None
-        else:                # each request runs alone
-            queued = (sum([x._where == QUEUED for x in self.hq]) if high else self.depth())
-            batches = queued + 1
+        # Requests ahead (for the high class, its queue's length: settled ones not yet
+        # trimmed count too, erring on the long side). Each runs alone if the model cannot
+        # batch; else batches of the policy's size now (an AIMD cap, or max_batch_size),
+        # each holding at least one request however small the cap.
+        queued = len(self.hq) if high else self.depth()
+        batches = (min(-(-ahead // self.policy.batch_rows(self.max_rows)), queued + 1)
+                   if self.batchable else queued + 1)
         # ``instances`` runners drain the queue together.
         # At a high percentile of the recent slowdowns: a crowded machine slows
         # cycles unevenly, and the typical wait admitted what then timed out.
@@ -112,9 +113,6 @@ class DeadlineMixin:
         # A margin: the prediction is a typical wait, and a request admitted right at
         # its limit would time out about half the time, its batch's run wasted.
         if r._t_submit + wait_s * _ADMIT_MARGIN > d:
-            if queued is None:
-                queued = (sum([x._where == QUEUED for x in self.hq]) if high
-                          else self.depth())
             raise OverloadedError(
                 f"model {self.name!r} is overloaded: {queued} "
                 f"requests ({queued_rows} rows){' of the high class' if high else ''} are "

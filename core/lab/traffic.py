@@ -312,6 +312,11 @@ class TrafficGenerator:
                     log.exception("traffic end hook failed")
 
 
+def _class_key(priority: int | None) -> int | None:
+    """A generator's class as the manager keys it (0 and 2 are both the normal class)."""
+    return 2 if priority == 0 else priority
+
+
 class TrafficManager:
     """Traffic generators by target and class: at most one per target and priority (one
     without a priority, and one per priority class). Thread-safe."""
@@ -328,7 +333,7 @@ class TrafficManager:
         """Start sending to ``target`` (replacing traffic already going there in the same
         class: ``priority``, None for none)."""
         gen = TrafficGenerator(self._submit, target, sample, on_end=self._on_end, **options)
-        key = (target, gen.priority)
+        key = (target, _class_key(gen.priority))
         with self._lock:
             old = self._gens.pop(key, None)
             self._gens[key] = gen
@@ -339,9 +344,10 @@ class TrafficManager:
 
     def _of(self, target: str | None, priority: int | None | str = "any"
             ) -> list[TrafficGenerator]:
+        want = priority if priority == "any" else _class_key(priority)
         with self._lock:
             return [g for (t, p), g in self._gens.items()
-                    if (target is None or t == target) and (priority == "any" or p == priority)]
+                    if (target is None or t == target) and (want == "any" or p == want)]
 
     def stop(self, target: str | None = None, priority: int | None | str = "any") -> None:
         """Stop the traffic to ``target`` (or to every target): every class of it, or the
@@ -353,13 +359,19 @@ class TrafficManager:
              priority: int | None | str = "any") -> TrafficStatus:
         """Block until the bounded run to ``target`` ends (or ``timeout_s``), and until
         every request it sent has an answer; returns its final status. With a generator per
-        class: the one of ``priority``, or by default every one of them (the status returned
-        is then the last started's)."""
+        class: the one of ``priority``, or by default every one of them that ends by itself
+        (the status returned is then the last started's)."""
         gens = self._of(target, priority)
         if not gens:
             raise ModelNotFoundError(f"no traffic was started to {target!r}"
                                      + ("" if priority == "any" else f" with priority={priority}")
                                      + "; start it with engine.start_traffic(target, ...)")
+        if len(gens) > 1:   # not one that runs until stopped: waiting would never end
+            gens = [g for g in gens if g.duration_s is not None or not g.running]
+            if not gens:
+                raise ConfigError(f"every traffic generator to {target!r} runs until stopped: "
+                                  "nothing to wait for; stop_traffic() it, or start it with "
+                                  "duration_s")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         for gen in gens:
             gen.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
