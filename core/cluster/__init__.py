@@ -1,0 +1,14 @@
+"""Past one machine, on Ray: Batchlab engine replicas as a Ray Serve deployment behind the
+Open Inference Protocol (:mod:`core.cluster.deploy`, :mod:`core.cluster.replica`).
+
+Ray is imported only when a function here needs it (``requirements-dev.txt`` has it; a
+dashboard without Ray runs as before).
+"""
+
+from .deploy import (APP_PREFIX, RayDeployment, concurrency_warning, configure, connect, deploy,
+                     deployments, undeploy)
+from .replica import BATCH_HEADER, REPLICA_HEADER, BatchlabReplica, batch_user_config
+
+__all__ = ["RayDeployment", "deploy", "configure", "undeploy", "deployments", "connect",
+           "concurrency_warning", "APP_PREFIX", "BatchlabReplica", "batch_user_config",
+           "REPLICA_HEADER", "BATCH_HEADER"]

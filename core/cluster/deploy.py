@@ -1,0 +1,219 @@
+"""Deploy a model as Batchlab engine replicas on a Ray cluster (Ray Serve), and change them.
+
+Example (a notebook; a local Ray by default, or ``address="ray://..."``/``"HOST:PORT"``):
+    >>> d = deploy("mlp", model_bytes, num_replicas=2, max_ongoing_requests=64,
+    ...            batch={"max_batch_size": 32, "max_wait_ms": 5})
+    >>> engine.add_remote("mlp-ray", url=d.url, model="mlp")   # a remote model like any other
+    >>> configure("mlp", max_batch_size=16)   # every replica, live (Ray Serve's user_config)
+    >>> undeploy("mlp")
+
+Each replica is a :class:`~core.cluster.replica.BatchlabReplica`: one engine, its batching
+Batchlab's, behind the OIP data plane on Ray Serve's HTTP proxy at
+``http://HOST:PORT/<name>`` (the deployment's route prefix). ``num_replicas`` or an
+``autoscaling_config`` (``min_replicas``, ``max_replicas``, ``target_ongoing_requests``) and
+``max_ongoing_requests`` are Ray Serve's; the batch settings travel as ``user_config``, so
+:func:`configure` reaches every replica through ``reconfigure`` without a restart. The
+``core`` package goes with the deployment (``runtime_env`` ``py_modules``): the cluster's
+Python needs Batchlab's requirements (onnxruntime, numpy...), not this checkout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core.config import BatchConfig
+from core.errors import ConfigError
+from .replica import BatchlabReplica, batch_user_config
+
+__all__ = ["RayDeployment", "deploy", "configure", "undeploy", "deployments",
+           "concurrency_warning", "connect", "APP_PREFIX"]
+
+log = logging.getLogger("batchlab.cluster")
+
+#: Ray Serve application names of Batchlab deployments: this prefix and the model's name.
+APP_PREFIX = "batchlab-"
+_CORE_DIR = str(Path(__file__).resolve().parents[1])
+#: What the replicas' code is (a new Batchlab means new replicas).
+_CODE_VERSION = hashlib.sha256(b"".join(
+    p.read_bytes() for p in sorted(Path(_CORE_DIR).rglob("*.py")))).hexdigest()[:16]
+_ingress: Any = None
+_lock = threading.Lock()
+_deployed: dict[str, RayDeployment] = {}
+
+
+@dataclass
+class RayDeployment:
+    """A model deployed as engine replicas on Ray Serve (what :func:`deploy` returns)."""
+
+    name: str
+    #: The OIP base URL (``add_remote(name, url=url, model=name)``).
+    url: str
+    num_replicas: int | None
+    autoscaling_config: dict[str, Any] | None
+    max_ongoing_requests: int
+    batch: BatchConfig
+    replica_cpus: float
+    #: Said at deploy time, e.g. a per-replica concurrency below max_batch_size.
+    warnings: list[str] = field(default_factory=list)
+    _bind_args: tuple[Any, ...] = field(default=(), repr=False)
+
+    @property
+    def app_name(self) -> str:
+        return APP_PREFIX + self.name
+
+    def serve_options(self) -> dict[str, Any]:
+        """The deployment's Ray Serve options (what an export to Ray Serve writes)."""
+        out: dict[str, Any] = {"name": self.name,
+                               "max_ongoing_requests": self.max_ongoing_requests,
+                               "user_config": batch_user_config(self.batch),
+                               "ray_actor_options": {"num_cpus": self.replica_cpus}}
+        if self.autoscaling_config is not None:
+            out["autoscaling_config"] = dict(self.autoscaling_config)
+        else:
+            out["num_replicas"] = self.num_replicas
+        return out
+
+
+def concurrency_warning(max_ongoing_requests: int, max_batch_size: int) -> str | None:
+    """A sentence when a replica may hold fewer requests than a batch has rows: its batches
+    can never fill (Ray Serve issue 43288), else None."""
+    if max_ongoing_requests >= max_batch_size:
+        return None
+    return (f"max_ongoing_requests={max_ongoing_requests} is below max_batch_size="
+            f"{max_batch_size}: Ray Serve sends a replica at most {max_ongoing_requests} "
+            f"requests at once, so its batches never hold more than {max_ongoing_requests} "
+            "one-row requests and every batch waits out max_wait_ms. Raise "
+            f"max_ongoing_requests to at least {max_batch_size} (or lower max_batch_size).")
+
+
+def connect(address: str | None = None) -> Any:
+    """Connect this process to Ray (``address``: a cluster's ``HOST:PORT`` or ``ray://``
+    URL; None: the one already connected, else a local Ray started here), with the ``core``
+    package shipped to the cluster (``runtime_env`` ``py_modules``). Connected already by
+    ``ray.init`` without it, replicas need Batchlab importable on every node."""
+    import ray
+    if ray.is_initialized():
+        return ray
+    # The ``core`` package goes with this job (Ray uploads it), so replicas on any node run
+    # the code this process runs (a local path is allowed only at the job level).
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, runtime_env={"py_modules": [_CORE_DIR]})
+    return ray
+
+
+def _start_serve(http_host: str, http_port: int) -> None:
+    from ray import serve
+    serve.start(http_options={"host": http_host, "port": int(http_port)},
+                proxy_location="HeadOnly")
+
+
+def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
+           num_replicas: int | None = 1, autoscaling_config: dict[str, Any] | None = None,
+           max_ongoing_requests: int | None = None,
+           batch: BatchConfig | dict[str, Any] | None = None, replica_cpus: float = 1.0,
+           http_host: str = "127.0.0.1", http_port: int = 8000,
+           token: str | None = None) -> RayDeployment:
+    """Deploy ``model`` (ONNX bytes or a path) as Batchlab engine replicas named ``name``
+    on Ray Serve (see the module docstring); returns where it answers. Replaces a
+    deployment of the same name. ``max_ongoing_requests`` (per replica) defaults to twice
+    ``max_batch_size``; below ``max_batch_size`` it is allowed, with a warning saying why
+    batches will not fill. Returns once every replica is up."""
+    if isinstance(model, (str, Path)):
+        model = Path(model).read_bytes()
+    if not isinstance(model, (bytes, bytearray)) or not model:
+        raise ConfigError("model must be the ONNX file's bytes or its path")
+    cfg = BatchConfig(**batch) if isinstance(batch, dict) else (batch or BatchConfig())
+    if autoscaling_config is not None:
+        if not isinstance(autoscaling_config, dict):
+            raise ConfigError("autoscaling_config must be a dict of Ray Serve's autoscaling "
+                              "options, e.g. {'min_replicas': 1, 'max_replicas': 4, "
+                              "'target_ongoing_requests': 32}")
+        num_replicas = None
+    elif not (isinstance(num_replicas, int) and num_replicas >= 1):
+        raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
+    ongoing = 2 * cfg.max_batch_size if max_ongoing_requests is None else max_ongoing_requests
+    if not (isinstance(ongoing, int) and ongoing >= 1):
+        raise ConfigError(f"max_ongoing_requests must be a whole number >= 1, got {ongoing!r}")
+    if not (isinstance(replica_cpus, (int, float)) and replica_cpus > 0):
+        raise ConfigError(f"replica_cpus must be a positive number, got {replica_cpus!r}")
+    warnings = [w for w in [concurrency_warning(ongoing, cfg.max_batch_size)] if w]
+    for w in warnings:
+        log.warning("deploy %s: %s", name, w)
+    dep = RayDeployment(name=name, url=f"http://{http_host}:{int(http_port)}/{name}",
+                        num_replicas=num_replicas, autoscaling_config=autoscaling_config,
+                        max_ongoing_requests=ongoing, batch=cfg,
+                        replica_cpus=float(replica_cpus), warnings=warnings,
+                        _bind_args=(bytes(model), name, token))
+    connect(address)
+    _start_serve(http_host, http_port)
+    _run(dep)
+    with _lock:
+        _deployed[name] = dep
+    return dep
+
+
+def _run(dep: RayDeployment) -> None:
+    from ray import serve
+    global _ingress
+    if _ingress is None:
+        _ingress = serve.ingress()(BatchlabReplica)
+    # The code version: the same model, name and token are the same replicas, so a change
+    # of user_config, replicas or max_ongoing_requests is applied in place (reconfigure),
+    # not by a rolling restart (Ray Serve gives each serve.run a new version otherwise).
+    model, name, token = dep._bind_args
+    version = hashlib.sha256(model + f"\0{name}\0{token}\0{_CODE_VERSION}".encode()).hexdigest()[:16]
+    cls = serve.deployment(_ingress, **dep.serve_options()).options(version=version,
+                                                                    _internal=True)
+    serve.run(cls.bind(*dep._bind_args), name=dep.app_name, route_prefix=f"/{dep.name}")
+
+
+def _get(name: str) -> RayDeployment:
+    with _lock:
+        dep = _deployed.get(name)
+    if dep is None:
+        raise ConfigError(f"no Ray deployment {name!r} made from this process; deployed: "
+                          f"{sorted(_deployed) or 'none'} (deploy it with "
+                          "core.cluster.deploy)")
+    return dep
+
+
+def configure(name: str, *, num_replicas: int | None = None,
+              max_ongoing_requests: int | None = None, **batch_changes: Any) -> RayDeployment:
+    """Change deployment ``name`` live: batch settings (``max_batch_size=16``...) reach
+    every replica through Ray Serve's ``reconfigure``, without a restart; ``num_replicas``
+    and ``max_ongoing_requests`` are Ray Serve's own (replicas added or removed)."""
+    dep = _get(name)
+    new = dataclasses.replace(dep, batch=dep.batch.replace(**batch_changes))
+    if num_replicas is not None:
+        if not (isinstance(num_replicas, int) and num_replicas >= 1):
+            raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
+        new.num_replicas, new.autoscaling_config = num_replicas, None
+    if max_ongoing_requests is not None:
+        new.max_ongoing_requests = max_ongoing_requests
+    new.warnings = [w for w in [concurrency_warning(new.max_ongoing_requests,
+                                                    new.batch.max_batch_size)] if w]
+    _run(new)
+    with _lock:
+        _deployed[name] = new
+    return new
+
+
+def undeploy(name: str) -> None:
+    """Delete deployment ``name`` (its replicas end)."""
+    from ray import serve
+    dep = _get(name)
+    serve.delete(dep.app_name)
+    with _lock:
+        _deployed.pop(name, None)
+
+
+def deployments() -> list[RayDeployment]:
+    """The deployments made from this process."""
+    with _lock:
+        return list(_deployed.values())
