@@ -196,6 +196,20 @@ def go(page: Page, title: str) -> None:
     wait_ready(page)
 
 
+def scroll_to(page: Page, locator, attempts: int = 20) -> None:
+    """Scroll ``locator`` into view; a live fragment's rerun may replace the element between
+    finding it and scrolling (then it is found again), a bounded number of times."""
+    from playwright.sync_api import Error as PlaywrightError
+    for k in range(attempts):
+        try:
+            locator.scroll_into_view_if_needed(timeout=5_000)
+            return
+        except PlaywrightError:
+            if k == attempts - 1:
+                raise
+            page.wait_for_timeout(100)
+
+
 def test_an_open_page_follows_settings_changed_elsewhere(server, page: Page):
     """Another tab or a notebook changes a model's batch settings: an open Batching page
     redraws its widgets from the engine within seconds, without a click (before, its
@@ -254,7 +268,7 @@ def test_aimd_and_the_replay_under_every_policy(server, page: Page):
         assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
         no_exception(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
-        verdict.scroll_into_view_if_needed()
+        scroll_to(page, verdict)
         page.wait_for_timeout(300)
         page.screenshot(path=str(SHOTS / "batching_policies.png"))
     finally:
@@ -292,7 +306,7 @@ def test_a_bandit_moves_the_split_on_the_ab_page(server, page: Page):
         assert not page.evaluate(CHART_FAULTS_JS), page.evaluate(CHART_FAULTS_JS)
         no_exception(page)
         SHOTS.mkdir(parents=True, exist_ok=True)
-        page.locator("text.gtitle", has_text="The bandit's split").first.scroll_into_view_if_needed()
+        scroll_to(page, page.locator("text.gtitle", has_text="The bandit's split").first)
         page.wait_for_timeout(300)
         page.screenshot(path=str(SHOTS / "ab_bandit.png"))
     finally:
@@ -459,7 +473,7 @@ def test_a_folder_of_images_from_the_models_page(server, page: Page, tmp_path):
         x = engine.sample_input("img-means", rows=2, seed=None)
         means = sorted(map(tuple, engine.predict("img-means", x).outputs["mean"].round(3)))
         assert means == [(0.0, 0.0, 1.0), (1.0, 0.0, 0.0)]
-        page.get_by_text("Inputs for generated load").scroll_into_view_if_needed()
+        scroll_to(page, page.get_by_text("Inputs for generated load"))
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / "models_images.png"))
     finally:
