@@ -11,7 +11,7 @@ from core.ui.fmt import history_caption, sweep_caption
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
-                              pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
+                              ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
@@ -242,7 +242,7 @@ if result and result[0] == model:
                                tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
                                                    comment=where),
                                file_name="batching_parameters.txt", key="export_tf")
-            e4, e5, _ = st.columns(3)
+            e4, e5, e6 = st.columns(3)
             e4.download_button("MLServer model-settings.json",
                                mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
                                file_name="model-settings.json", key="export_mlserver",
@@ -255,6 +255,12 @@ if result and result[0] == model:
                                file_name="inference-service.yaml", key="export_kserve",
                                help="Set storageUri. KServe's batcher batches v1 requests "
                                     "only: ship the Triton or MLServer file with the model.")
+            e6.download_button("Ray Serve config",
+                               ray_serve_config(model, rec.max_batch_size, rec.max_wait_ms),
+                               file_name="serve-config.yaml", key="export_ray",
+                               help="Batchlab engine replicas on Ray Serve (serve deploy); "
+                                    "the batch settings are the deployment's user_config, "
+                                    "max_ongoing_requests twice max_batch_size.")
 
 # -- what-if ---------------------------------------------------------------------------------------
 with st.container(border=True):

@@ -382,10 +382,10 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert sum(len(values(t["x"])) for t in settings) == 3
     exports = {d.key: d.proto.label for d in at.get("download_button")}
     assert {k: exports.get(k) for k in ("export_triton", "export_tf", "export_mlserver",
-                                        "export_kserve")} == {
+                                        "export_kserve", "export_ray")} == {
         "export_triton": "Triton config.pbtxt", "export_tf": "TF Serving batching file",
         "export_mlserver": "MLServer model-settings.json",
-        "export_kserve": "KServe InferenceService"}
+        "export_kserve": "KServe InferenceService", "export_ray": "Ray Serve config"}
     from core.lab import ExperimentStore
     assert len(ExperimentStore(tmp_path / "experiments.sqlite").list()) == 1
     at.button(key="exp_apply").click().run()

@@ -4,12 +4,8 @@ cluster the fixture starts (a head node and a second node process on this machin
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -30,45 +26,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray(*args: str, env: dict[str, str]) -> None:
-    out = subprocess.run([RAY, *args], env=env, capture_output=True, text=True, timeout=180)
-    assert out.returncode == 0, f"ray {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """A two-node Ray cluster on this machine (one CPU each), Serve's proxy on a free port;
+    """A two-node Ray cluster on this machine (one CPU each), started by the test and
     stopped (with every deployment) after the module's tests."""
+    from core.cluster import LocalCluster
     if not Path(RAY).exists():
         pytest.fail(f"Ray is not installed ({RAY} missing): make test installs "
                     "requirements-dev.txt, which has ray[serve]")
-    tmp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))   # Ray's socket paths are short
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
-           # Requests spread over both replicas, not the proxy's own node first.
-           "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
-           "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING": "0"}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    try:
-        _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={tmp}", "--resources={\"head\": 1}",
-             env=env)
-        _ray("start", f"--address={address}", "--num-cpus=1", "--disable-usage-stats",
-             "--resources={\"second\": 1}", env=env)
-        for k in ("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING",
-                  "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING"):
-            os.environ[k] = "0"
+    with LocalCluster(nodes=2, cpus_per_node=1) as address:
         yield address
-    finally:
-        try:
-            import ray
-            from ray import serve
-            if ray.is_initialized():
-                serve.shutdown()
-                ray.shutdown()
-        finally:
-            subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _get(url: str) -> tuple[dict, dict]:
@@ -103,7 +70,7 @@ def test_two_replicas_answer_as_onnx_runtime_and_configure_reaches_both(cluster)
                max_ongoing_requests=8, http_port=http_port,
                batch={"max_batch_size": 16, "max_wait_ms": 2})
     try:
-        assert d.url == f"http://127.0.0.1:{http_port}/mlp"
+        assert d.url == f"http://127.0.0.1:{http_port}/mlp"   # the first: it starts Serve
         assert any("max_ongoing_requests=8 is below max_batch_size=16" in w for w in d.warnings)
         assert d.serve_options()["user_config"]["batch"]["max_batch_size"] == 16
         assert [x.name for x in deployments()] == ["mlp"]
@@ -134,3 +101,135 @@ def test_two_replicas_answer_as_onnx_runtime_and_configure_reaches_both(cluster)
     finally:
         undeploy("mlp")
     assert deployments() == []
+
+
+def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_reported(cluster):
+    """Issue 27, part 2: one schedule shared out over agents pinned to both nodes; every
+    intended send is in the merged result once; the agents' histograms merge losslessly
+    (their count is the requests answered); an agent killed mid-run is reported and its
+    share counted as failed ("AgentLost"), not silently missing."""
+    import ray
+    from core.cluster import LoadAgents, deploy, merged_histogram, undeploy
+    from core.cluster.agents import AGENT_LOST
+
+    d = deploy("tiny", build_demo_model("tiny"), address=cluster, num_replicas=1,
+               replica_cpus=0.25, http_port=_free_port(), batch={"max_wait_ms": 1})
+    x = np.ones((1, 4), np.float32)
+    try:
+        with LoadAgents(2, address=cluster, agent_cpus=0.25) as agents:
+            nodes = {p["node"] for p in agents.placement}
+            assert len(nodes) == 2                         # one agent on each node
+            res = agents.run(d.url, "tiny", x, rate_rps=100, duration_s=1.5, seed=3)
+            s = res.summary()
+            f = res.frame
+            assert s["agents"] == 2 and res.lost == 0 and s["sent"] == len(f)
+            assert sorted(f["request"]) == list(range(len(f)))    # each send once
+            assert set(f["client"]) == {0, 1}
+            assert s["succeeded"] == s["sent"] > 100, s
+            assert {a["node"] for a in res.agents} == nodes
+            assert all(a["error"] is None for a in res.agents)
+            hist = merged_histogram(res)
+            assert hist.get_total_count() == s["succeeded"]
+            assert hist.get_value_at_percentile(99) / 1000.0 == pytest.approx(
+                s["p99_ms"], rel=0.05)
+
+            run = agents.start(d.url, "tiny", x, rate_rps=100, duration_s=3.0, seed=4)
+            ray.kill(agents.actors[1])                       # an agent dies mid-run
+            res = run.result()
+            dead = res.agents[1]
+            assert dead["error"] and "Actor" in dead["error"], dead
+            lost = f"{AGENT_LOST}"
+            assert res.lost == (res.frame["error"] == lost).sum() > 0
+            assert res.summary()["failed"] >= res.lost
+            assert res.agents[0]["error"] is None and res.agents[0]["succeeded"] > 0
+    finally:
+        undeploy("tiny")
+
+
+def test_a_result_says_when_the_agents_set_the_pace():
+    import pandas as pd
+    from core.lab import LOAD_COLUMNS, LoadResult
+
+    empty = pd.DataFrame(columns=LOAD_COLUMNS)
+    calm = {"agent": 0, "client_cpu_pct": 20.0, "max_lag_ms": 3.0, "error": None}
+    assert LoadResult("open", empty, 1.0, 3.0, agents=(calm,)).agents_bound is None
+    busy = {"agent": 1, "client_cpu_pct": 97.0, "max_lag_ms": 450.0, "error": None}
+    text = LoadResult("open", empty, 1.0, 450.0, agents=(calm, busy)).agents_bound
+    assert text.startswith("1 of 2 load agents set the pace, not the server (agent 1: 97 %")
+    dead = {**busy, "error": "ActorDiedError: ..."}      # a dead agent set no pace
+    assert LoadResult("open", empty, 1.0, 0.0, agents=(calm, dead)).agents_bound is None
+
+
+def test_the_ray_serve_export_is_a_config_ray_serve_accepts():
+    """Issue 27, part 3: the export next to Triton's, MLServer's, KServe's: a config file
+    Ray Serve's own schema accepts, with the batch settings as user_config."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+    from core import ConfigError
+    from core.lab import ray_serve_config
+
+    text = ray_serve_config("mlp", 32, 2.0, num_replicas=3, max_ongoing_requests=16)
+    assert "WARNING: max_ongoing_requests=16 < max_batch_size=32" in text
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(text))
+    app = schema.applications[0]
+    assert (app.name, app.route_prefix, app.import_path) == ("batchlab-mlp", "/mlp",
+                                                             "core.cluster.app:build")
+    dep = app.deployments[0]
+    assert (dep.name, dep.num_replicas, dep.max_ongoing_requests) == ("mlp", 3, 16)
+    assert dep.user_config == {"batch": {"max_batch_size": 32, "max_wait_ms": 2}}
+    assert "max_ongoing_requests: 64" in ray_serve_config("mlp", 32, 2.0)   # 2 x batch
+    with pytest.raises(ConfigError, match="num_replicas must be a whole number"):
+        ray_serve_config("mlp", 32, 2.0, num_replicas=0)
+
+
+def test_the_application_builder_serves_the_model_from_a_config(cluster, tmp_path):
+    """``core.cluster.app:build`` (the export's import_path) deploys engine replicas of the
+    model file named in its args."""
+    from ray import serve
+    from core.cluster import connect
+    from core.cluster.deploy import _start_serve
+    from core.cluster.app import build
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(build_demo_model("tiny"))
+    connect(cluster)
+    _, port = _start_serve("127.0.0.1", _free_port())     # (or the proxy already running)
+    serve.run(build({"name": "tiny-cfg", "model_path": str(path)}), name="batchlab-tiny-cfg",
+              route_prefix="/tiny-cfg")
+    try:
+        url = f"http://127.0.0.1:{port}/tiny-cfg/v2/models/tiny-cfg/ready"
+        body, headers = _get(url)
+        assert body["ready"] is True and headers[REPLICA_HEADER]
+    finally:
+        serve.delete("batchlab-tiny-cfg")
+
+
+def test_a_sweep_over_replicas_shows_batches_shrink_and_the_concurrency_cap(cluster):
+    """Issue 27, part 3: at one offered load, mean batch against replicas and per-replica
+    concurrency: a second replica halves each one's share (smaller batches), and a
+    concurrency of 2 keeps batches at 2 rows at most (a low load: Ray Serve's HTTP path
+    costs ~10 ms of CPU a request on this machine); the recommendation states the
+    concurrency it assumes; the chart draws one line per setting."""
+    from core.cluster import recommend_replicas, sweep_replicas
+    from core.ui.replicas import replica_sweep_figure
+
+    steps = []
+    frame = sweep_replicas("tiny-sweep", build_demo_model("tiny"), rate_rps=40,
+                           replicas=(1, 2), max_ongoing_requests=(2, None),
+                           max_batch_size=(16,), max_wait_ms=(40.0,), duration_s=3.0,
+                           agents=2, address=cluster, agent_cpus=0.25, replica_cpus=0.25,
+                           progress=lambda k, n, label: steps.append((k, n)))
+    shown = frame.drop(columns="agents_bound").to_string()
+    assert steps[-1] == (4, 4) and len(frame) == 4
+    assert (frame["replicas_seen"] == frame["replicas"]).all(), shown
+    assert (frame["error_rate"] == 0).all(), shown
+    capped = frame[frame["max_ongoing_requests"] == 2]
+    assert (capped["mean_batch_rows"] <= 2.0).all(), shown
+    free = frame[frame["max_ongoing_requests"] == 32].set_index("replicas")
+    # ~1 + 1.6 rows per 40 ms window on one replica, ~1 + 0.8 on each of two
+    assert free.loc[2, "mean_batch_rows"] < free.loc[1, "mean_batch_rows"], shown
+    rec = recommend_replicas(frame, p99_ms=10_000)
+    assert rec["row"]["replicas"] == 1 and "max_ongoing_requests=" in rec["text"]
+    assert "No combination met" in recommend_replicas(frame, p99_ms=1e-6)["text"]
+    fig = replica_sweep_figure(frame)
+    assert len(fig.data) == 4                           # 2 settings x (batch, p99)

@@ -107,10 +107,19 @@ def connect(address: str | None = None) -> Any:
     return ray
 
 
-def _start_serve(http_host: str, http_port: int) -> None:
+def _start_serve(http_host: str, http_port: int) -> tuple[str, int]:
+    """Start Ray Serve's HTTP proxy at ``http_host:http_port`` (on the head node), or find
+    the one running: where it listens (a running one keeps its own address)."""
     from ray import serve
+    from ray.serve.context import _get_global_client
     serve.start(http_options={"host": http_host, "port": int(http_port)},
                 proxy_location="HeadOnly")
+    opts = _get_global_client().http_config
+    host = opts.host if opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    if (opts.host, int(opts.port)) != (http_host, int(http_port)):
+        log.warning("Ray Serve already listens on %s:%s; the deployment answers there",
+                    opts.host, opts.port)
+    return host, int(opts.port)
 
 
 def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
@@ -121,7 +130,9 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
            token: str | None = None) -> RayDeployment:
     """Deploy ``model`` (ONNX bytes or a path) as Batchlab engine replicas named ``name``
     on Ray Serve (see the module docstring); returns where it answers. Replaces a
-    deployment of the same name. ``max_ongoing_requests`` (per replica) defaults to twice
+    deployment of the same name. Ray Serve's proxy listens at ``http_host:http_port`` if
+    this starts it; one already running keeps its address (the URL says where).
+    ``max_ongoing_requests`` (per replica) defaults to twice
     ``max_batch_size``; below ``max_batch_size`` it is allowed, with a warning saying why
     batches will not fill. Returns once every replica is up."""
     if isinstance(model, (str, Path)):
@@ -145,13 +156,13 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
     warnings = [w for w in [concurrency_warning(ongoing, cfg.max_batch_size)] if w]
     for w in warnings:
         log.warning("deploy %s: %s", name, w)
-    dep = RayDeployment(name=name, url=f"http://{http_host}:{int(http_port)}/{name}",
+    connect(address)
+    host, port = _start_serve(http_host, http_port)
+    dep = RayDeployment(name=name, url=f"http://{host}:{port}/{name}",
                         num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                         max_ongoing_requests=ongoing, batch=cfg,
                         replica_cpus=float(replica_cpus), warnings=warnings,
                         _bind_args=(bytes(model), name, token))
-    connect(address)
-    _start_serve(http_host, http_port)
     _run(dep)
     with _lock:
         _deployed[name] = dep

@@ -16,7 +16,8 @@ from .costmodel import (ENGINE_BOUND_RPS, WHAT_IF_REFUSED, CostModel, calibrate_
                         what_if_curve)
 from .engine import Engine
 from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserve_name,
-                      mlserver_settings, provenance, tf_serving_batching, triton_config)
+                      mlserver_settings, provenance, ray_serve_config, tf_serving_batching,
+                      triton_config)
 from .history import ExperimentStore, default_store, environment
 from .job_kinds import JOB_KINDS
 from .jobs import Job, JobManager, JobStatus
@@ -38,6 +39,7 @@ __all__ = [
     "tf_serving_batching",
     "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "Job",
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
+    "ray_serve_config",
     "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
     "SWEEP_COLUMNS", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
     "TrafficGenerator", "TrafficManager", "TrafficStatus", "Constraints", "SearchResult",

@@ -1,6 +1,6 @@
 """Exports of a chosen setting to the servers people deploy: Triton (``config.pbtxt``),
-TF Serving (batching parameters), MLServer (``model-settings.json``) and KServe (an
-InferenceService with its batcher).
+TF Serving (batching parameters), MLServer (``model-settings.json``), KServe (an
+InferenceService with its batcher) and Ray Serve (a config of Batchlab engine replicas).
 
 Example:
     >>> print(triton_config(32, 2.0))
@@ -23,7 +23,8 @@ from core.peers import RUNTIME_MODULE
 from core.protocol import triton
 
 __all__ = ["triton_config", "tf_serving_batching", "mlserver_settings", "MLSERVER_BATCHLAB_RUNTIME",
-           "kserve_inference_service", "kserve_name", "provenance"]
+           "kserve_inference_service", "kserve_name", "provenance", "ray_serve_config",
+           "RAY_SERVE_IMPORT_PATH"]
 
 
 def triton_config(max_batch_size: int, max_wait_ms: float,
@@ -254,3 +255,55 @@ def kserve_inference_service(name: str, max_batch_size: int, max_wait_ms: float,
     # A JSON string is a valid YAML double-quoted scalar: any URI is quoted safely.
     lines.append(f"      storageUri: {json.dumps(storage_uri)}")
     return "\n".join(lines) + "\n"
+
+
+#: The Ray Serve application builder of Batchlab engine replicas (core/cluster/app.py).
+RAY_SERVE_IMPORT_PATH = "core.cluster.app:build"
+
+
+def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
+                     num_replicas: int = 1, max_ongoing_requests: int | None = None,
+                     replica_cpus: float = 1.0, model_path: str = "./model.onnx",
+                     http_port: int = 8000) -> str:
+    """A Ray Serve config file (YAML text, for ``serve deploy``) serving ``model_path`` as
+    Batchlab engine replicas (``core.cluster``) at these batch settings, which travel as the
+    deployment's ``user_config`` (changed live by editing them and deploying again).
+
+    ``max_ongoing_requests`` (per replica) defaults to twice ``max_batch_size``: a replica
+    sent fewer requests at once than a batch has rows never fills a batch (Ray Serve issue
+    43288). The cluster's Python needs Batchlab's ``core`` package importable (the
+    ``runtime_env``'s ``working_dir`` set to a checkout does it).
+
+    Example:
+        >>> print(ray_serve_config("mlp", 32, 2.0, num_replicas=2))   # doctest: +ELLIPSIS
+        # Ray Serve config: serve deploy this file ...
+    """
+    _check_batching(max_batch_size, max_wait_ms)
+    _check_text("name", name, "mlp")
+    _check_text("model_path", model_path, "./model.onnx")
+    if not (isinstance(num_replicas, int) and num_replicas >= 1):
+        raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
+    ongoing = 2 * int(max_batch_size) if max_ongoing_requests is None else max_ongoing_requests
+    if not (isinstance(ongoing, int) and ongoing >= 1):
+        raise ConfigError(f"max_ongoing_requests must be a whole number >= 1, got {ongoing!r}")
+    warn = ""
+    if ongoing < max_batch_size:
+        warn = (f"# WARNING: max_ongoing_requests={ongoing} < max_batch_size={max_batch_size}:"
+                " a replica's batches never fill.\n")
+    q = json.dumps
+    return (f"# Ray Serve config: serve deploy this file (Batchlab engine replicas, "
+            f"core.cluster).\n{warn}"
+            f"http_options:\n  host: 0.0.0.0\n  port: {int(http_port)}\n"
+            f"applications:\n"
+            f"  - name: {q('batchlab-' + name)}\n"
+            f"    route_prefix: {q('/' + name)}\n"
+            f"    import_path: {RAY_SERVE_IMPORT_PATH}\n"
+            f"    args:\n      name: {q(name)}\n      model_path: {q(model_path)}\n"
+            f"    deployments:\n"
+            f"      - name: {q(name)}\n"
+            f"        num_replicas: {int(num_replicas)}\n"
+            f"        max_ongoing_requests: {int(ongoing)}\n"
+            f"        ray_actor_options:\n          num_cpus: {float(replica_cpus):g}\n"
+            f"        user_config:\n          batch:\n"
+            f"            max_batch_size: {int(max_batch_size)}\n"
+            f"            max_wait_ms: {float(max_wait_ms):g}\n")

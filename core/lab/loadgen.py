@@ -50,6 +50,12 @@ class LoadResult:
     #: CPU of the client (the sending threads and the remote HTTP client's loop), in % of
     #: one core over the run: near 100 %, the client set the pace, not the server.
     client_cpu_pct: float = 0.0
+    #: Load from several agents (core.cluster.agents): one dict per agent (node, sent,
+    #: succeeded, client_cpu_pct, max_lag_ms, error); empty for a run from this process.
+    agents: tuple[dict[str, Any], ...] = ()
+    #: Intended sends that no agent made (an agent died): in the frame as failed requests
+    #: with the error "AgentLost", never silently missing.
+    lost: int = 0
 
     def summary(self) -> dict[str, Any]:
         f = self.frame
@@ -72,7 +78,24 @@ class LoadResult:
             "mean_compute_ms": float(ok["compute_ms"].mean()) if len(ok) else float("nan"),
             "max_lag_ms": self.max_lag_ms,
             "client_cpu_pct": self.client_cpu_pct,
+            "agents": len(self.agents), "lost": self.lost,
         }
+
+    @property
+    def agents_bound(self) -> str | None:
+        """With load agents: a sentence when the agents, not the server, set the pace (one
+        near a full core, or far behind its schedule), else None."""
+        from .traffic import CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS
+        busy = [a for a in self.agents if not a.get("error") and (
+            a.get("client_cpu_pct", 0.0) >= CLIENT_BOUND_CPU_PCT
+            or a.get("max_lag_ms", 0.0) > CLIENT_BOUND_LAG_MS)]
+        if not busy:
+            return None
+        worst = max(busy, key=lambda a: a.get("client_cpu_pct", 0.0))
+        return (f"{len(busy)} of {len(self.agents)} load agents set the pace, not the server "
+                f"(agent {worst['agent']}: {worst.get('client_cpu_pct', 0.0):.0f} % of a core, "
+                f"up to {worst.get('max_lag_ms', 0.0):.0f} ms behind its schedule): these "
+                "figures measure the agents; add agents (agents=N) or nodes.")
 
 
 class _Recorder:
@@ -158,14 +181,17 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
               duration_s: float | None = 5.0, count: int | None = None, seed: int | None = 0,
               stop: threading.Event | None = None,
               progress: Callable[[float], None] | None = None,
-              drain_s: float = 30.0, offsets_s: Sequence[float] | None = None) -> LoadResult:
+              drain_s: float = 30.0, offsets_s: Sequence[float] | None = None,
+              start_at: float | None = None) -> LoadResult:
     """Send requests on a schedule (``rate_rps``, ``pattern``) whatever the engine does.
 
     Bounded by ``duration_s`` and/or ``count``; ``stop`` ends it early; ``progress(f)``
     is called with the fraction done about ten times per second. ``submit(x)`` sends one
     request (e.g. ``lambda x: engine.submit("mlp", x)``); ``sample(rng)`` makes its input.
     ``offsets_s``: replay these send times (seconds from the start, ascending) instead of
-    drawing a schedule (then ``rate_rps`` and ``pattern`` are not used).
+    drawing a schedule (then ``rate_rps`` and ``pattern`` are not used). ``start_at``: the
+    schedule's zero (``time.perf_counter``; default: now), e.g. one instant shared by load
+    agents on several machines.
     """
     rng = np.random.default_rng(seed)
     if offsets_s is not None:
@@ -188,7 +214,7 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
     n_pool = len(pool)
     rec = _Recorder(n)
     stop = stop or threading.Event()
-    t0 = time.perf_counter() + 0.005
+    t0 = time.perf_counter() + 0.005 if start_at is None else float(start_at)
     due_at = (t0 + offsets).tolist()  # floats: the loop below must stay cheap
     intended, sent, done = rec.intended, rec.sent, rec._done
     partial = functools.partial

@@ -1,0 +1,210 @@
+"""Open-loop load from many agents on a Ray cluster: one schedule, shared out.
+
+One Python client offers ~3,000 one-row req/s (its own CPU is the ceiling), so a cluster's
+endpoint can't be measured from one process. :class:`LoadAgents` starts ``n`` agents (Ray
+actors, pinned round-robin to the cluster's alive nodes); :meth:`LoadAgents.run` draws one
+open-loop schedule, gives agent ``k`` the sends ``k, k + n, k + 2n...`` at their intended
+times from one shared instant (wall clock: the nodes' clocks are assumed in sync, as NTP keeps
+them), and each agent sends its share to an Open Inference Protocol endpoint through
+Batchlab's own remote-model client (latency from the intended send time). Each agent returns
+its per-request rows, an HdrHistogram of its latencies, its CPU and its lag; the driver merges
+them into one :class:`~core.lab.LoadResult` (the histograms merged losslessly:
+``merged_histogram``). An agent that dies is reported (``LoadResult.agents[k]["error"]``) and
+its share of the schedule is in the frame as failed requests ("AgentLost"): nothing is lost
+silently. ``LoadResult.agents_bound`` says when the agents, not the server, set the pace.
+
+Example:
+    >>> with LoadAgents(2, address="127.0.0.1:6379") as agents:
+    ...     res = agents.run(d.url, "mlp", x, rate_rps=4000, duration_s=10)
+    >>> res.summary()["p99_ms"], res.agents_bound
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from core.config import _check_choice, _check_float, _check_int
+from core.errors import ConfigError
+from core.lab import LOAD_COLUMNS, LoadResult
+from core.lab.schedule import ARRIVAL_PATTERNS, arrival_times
+from .deploy import connect
+
+__all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST"]
+
+#: The error of an intended send that no agent made (its agent died).
+AGENT_LOST = "AgentLost"
+# HdrHistogram range: 1 us .. 1 h at 3 significant digits (the metrics' own use 2).
+_HIST = (1, 3_600_000_000, 3)
+# Seconds between the agents being told and the schedule's zero (all must have started).
+_LEAD_S = 1.0
+
+
+class _Agent:
+    """One load agent (a Ray actor): an engine whose one model is the remote endpoint."""
+
+    def where(self) -> dict[str, Any]:
+        """Where the agent runs (asked once it is up, after importing what a run needs, so
+        that a run starts on time)."""
+        import ray
+        import core.lab  # noqa: F401 - the engine and the load generator, imported now
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def run(self, url: str, model: str, x: Any, offsets: list[float], start_wall: float,
+            headers: dict[str, str] | None, drain_s: float) -> dict[str, Any]:
+        from core.lab import Engine
+        from core.config import EngineConfig
+        from core.lab.loadgen import open_loop
+        from hdrh.histogram import HdrHistogram
+
+        with Engine(EngineConfig(demo_models=False)) as engine:
+            engine.add_remote("target", url=url, model=model, headers=headers,
+                              max_connections=256)
+            engine.configure("target", max_queue=1_000_000, timeout_ms=drain_s * 1000.0)
+            submit = engine.submit
+            start = time.perf_counter() + (start_wall - time.time())
+            res = open_loop(lambda v: submit("target", v), lambda rng: x, 1.0,
+                            offsets_s=offsets, start_at=start, drain_s=drain_s)
+        frame = res.frame
+        hist = HdrHistogram(*_HIST)
+        for v in frame.loc[frame["ok"], "latency_ms"].to_numpy():
+            hist.record_value(max(1, int(round(v * 1000.0))))
+        return {"frame": frame, "histogram": base64.b64encode(hist.encode()).decode()
+                if hist.get_total_count() else "", "client_cpu_pct": res.client_cpu_pct,
+                "max_lag_ms": res.max_lag_ms, "duration_s": res.duration_s, **self.where()}
+
+
+class LoadAgents:
+    """``n`` load agents on the Ray cluster at ``address`` (None: the one connected, else a
+    local Ray), pinned round-robin to its alive nodes; each takes ``agent_cpus`` CPUs."""
+
+    def __init__(self, n: int = 2, address: str | None = None, agent_cpus: float = 1.0) -> None:
+        _check_int("agents", n, 1, 1024)
+        _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
+        ray = connect(address)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
+        if not nodes:
+            raise ConfigError("the Ray cluster has no alive node to run load agents on")
+        actor = ray.remote(_Agent)
+        self.actors = [actor.options(
+            num_cpus=agent_cpus, max_concurrency=2,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[k % len(nodes)],
+                                                               soft=False)).remote()
+            for k in range(n)]
+        #: Where each agent runs: {"node": Ray node id, "pid": process id}.
+        self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)
+        self._ray = ray
+
+    def __enter__(self) -> LoadAgents:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for a in self.actors:
+            try:
+                self._ray.kill(a)
+            except Exception:  # noqa: BLE001 - dead already
+                pass
+        self.actors = []
+
+    def start(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
+              pattern: str = "poisson", seed: int | None = 0,
+              headers: dict[str, str] | None = None, drain_s: float = 30.0) -> AgentRun:
+        """Start one open-loop schedule shared out over the agents (see the module
+        docstring); :meth:`AgentRun.result` waits for it."""
+        _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
+        _check_float("duration_s", duration_s, 0.01, 86_400.0)
+        _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+        if not self.actors:
+            raise ConfigError("these load agents are closed; make new ones")
+        rng = np.random.default_rng(seed)
+        offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
+        offsets = offsets[offsets <= duration_s + 1e-9]
+        n = len(self.actors)
+        start_wall = time.time() + _LEAD_S
+        refs = [a.run.remote(url, model, x, offsets[k::n].tolist(), start_wall, headers,
+                             drain_s) for k, a in enumerate(self.actors)]
+        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0)
+
+    def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
+            **options: Any) -> LoadResult:
+        """:meth:`start`, then wait for the result."""
+        return self.start(url, model, x, rate_rps, duration_s, **options).result()
+
+
+class AgentRun:
+    """A schedule being sent by the agents."""
+
+    def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
+                 timeout_s: float) -> None:
+        self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+
+    def result(self) -> LoadResult:
+        """Every agent's answer merged into one load result (an agent that died or did not
+        answer in time is reported, its share failed as "AgentLost")."""
+        import pandas as pd
+        ray = self.agents._ray
+        n = len(self.refs)
+        deadline = time.monotonic() + self.timeout_s
+        frames, reports, lost = [], [], 0
+        for k, ref in enumerate(self.refs):
+            share = self.offsets[k::n]
+            try:
+                out = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+            except Exception as err:  # noqa: BLE001 - a dead agent is reported, not raised
+                lost += len(share)
+                frames.append(_lost_frame(share, k, n))
+                reports.append({"agent": k, "node": self.agents.placement[k]["node"],
+                                "sent": 0, "succeeded": 0, "client_cpu_pct": 0.0,
+                                "max_lag_ms": 0.0, "histogram": "",
+                                "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                continue
+            f = out["frame"]
+            f["request"] = f["request"] * n + k     # the request's place in the schedule
+            f["client"] = k
+            frames.append(f)
+            reports.append({"agent": k, "node": out["node"], "pid": out["pid"],
+                            "sent": len(f), "succeeded": int(f["ok"].sum()),
+                            "client_cpu_pct": float(out["client_cpu_pct"]),
+                            "max_lag_ms": float(out["max_lag_ms"]),
+                            "histogram": out["histogram"], "error": None})
+        frame = pd.concat(frames, ignore_index=True).sort_values("request",
+                                                                 ignore_index=True)
+        done = frame["done_s"].to_numpy()
+        span = float(np.nanmax(done)) if np.isfinite(done).any() else 0.0
+        live = [r for r in reports if not r["error"]]
+        return LoadResult("open", frame[LOAD_COLUMNS], span,
+                          max((r["max_lag_ms"] for r in live), default=0.0),
+                          client_cpu_pct=sum(r["client_cpu_pct"] for r in live),
+                          agents=tuple(reports), lost=lost)
+
+
+def _lost_frame(share: np.ndarray, k: int, n: int) -> Any:
+    import pandas as pd
+    m = len(share)
+    nan = np.full(m, math.nan)
+    return pd.DataFrame({"request": np.arange(m) * n + k, "client": np.full(m, k, np.int64),
+                         "intended_s": share, "sent_s": nan, "done_s": nan,
+                         "latency_ms": nan, "engine_ms": nan, "queue_ms": nan,
+                         "compute_ms": nan, "batch_rows": np.zeros(m, np.int64),
+                         "ok": np.zeros(m, bool), "error": [AGENT_LOST] * m},
+                        columns=LOAD_COLUMNS)
+
+
+def merged_histogram(result: LoadResult) -> Any:
+    """The agents' latency HdrHistograms (µs) added into one, losslessly (every recorded
+    value kept at the histograms' precision, unlike averaged percentiles)."""
+    from hdrh.histogram import HdrHistogram
+    merged = HdrHistogram(*_HIST)
+    for a in result.agents:
+        if a.get("histogram"):
+            merged.add(HdrHistogram.decode(base64.b64decode(a["histogram"])))
+    return merged
