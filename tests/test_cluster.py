@@ -59,6 +59,12 @@ def test_the_concurrency_warning_says_why_batches_would_not_fill():
     text = concurrency_warning(8, 32)
     assert "max_ongoing_requests=8 is below max_batch_size=32" in text
     assert "at least 32" in text
+    from core import ConfigError
+    from core.cluster import deploy
+    with pytest.raises(ConfigError, match="beyond loopback.*need a token"):
+        deploy("m", b"onnx", http_host="0.0.0.0")
+    with pytest.raises(ConfigError, match="name must be 1-64 letters"):
+        deploy("a/b", b"onnx")
 
 
 def test_two_replicas_answer_as_onnx_runtime_and_configure_reaches_both(cluster):
@@ -70,7 +76,7 @@ def test_two_replicas_answer_as_onnx_runtime_and_configure_reaches_both(cluster)
                max_ongoing_requests=8, http_port=http_port,
                batch={"max_batch_size": 16, "max_wait_ms": 2})
     try:
-        assert d.url == f"http://127.0.0.1:{http_port}/mlp"   # the first: it starts Serve
+        assert d.url.startswith("http://127.0.0.1:") and d.url.endswith("/mlp")
         assert any("max_ongoing_requests=8 is below max_batch_size=16" in w for w in d.warnings)
         assert d.serve_options()["user_config"]["batch"]["max_batch_size"] == 16
         assert [x.name for x in deployments()] == ["mlp"]
@@ -130,8 +136,9 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
             assert all(a["error"] is None for a in res.agents)
             hist = merged_histogram(res)
             assert hist.get_total_count() == s["succeeded"]
+            ok_ms = f.loc[f["ok"], "latency_ms"].to_numpy()
             assert hist.get_value_at_percentile(99) / 1000.0 == pytest.approx(
-                s["p99_ms"], rel=0.05)
+                np.percentile(ok_ms, 99, method="inverted_cdf"), rel=0.01, abs=0.002)
 
             run = agents.start(d.url, "tiny", x, rate_rps=100, duration_s=3.0, seed=4)
             ray.kill(agents.actors[1])                       # an agent dies mid-run
@@ -210,13 +217,14 @@ def test_a_sweep_over_replicas_shows_batches_shrink_and_the_concurrency_cap(clus
     concurrency of 2 keeps batches at 2 rows at most (a low load: Ray Serve's HTTP path
     costs ~10 ms of CPU a request on this machine); the recommendation states the
     concurrency it assumes; the chart draws one line per setting."""
-    from core.cluster import recommend_replicas, sweep_replicas
+    from core import ConfigError
+    from core.cluster import deploy, recommend_replicas, sweep_replicas
     from core.ui.replicas import replica_sweep_figure
 
     steps = []
     frame = sweep_replicas("tiny-sweep", build_demo_model("tiny"), rate_rps=40,
                            replicas=(1, 2), max_ongoing_requests=(2, None),
-                           max_batch_size=(16,), max_wait_ms=(40.0,), duration_s=3.0,
+                           max_batch_size=(16,), max_wait_ms=(40.0,), duration_s=4.0,
                            agents=2, address=cluster, agent_cpus=0.25, replica_cpus=0.25,
                            progress=lambda k, n, label: steps.append((k, n)))
     shown = frame.drop(columns="agents_bound").to_string()
@@ -229,7 +237,11 @@ def test_a_sweep_over_replicas_shows_batches_shrink_and_the_concurrency_cap(clus
     # ~1 + 1.6 rows per 40 ms window on one replica, ~1 + 0.8 on each of two
     assert free.loc[2, "mean_batch_rows"] < free.loc[1, "mean_batch_rows"], shown
     rec = recommend_replicas(frame, p99_ms=10_000)
+    assert rec["row"] is not None, (rec["text"], shown)
     assert rec["row"]["replicas"] == 1 and "max_ongoing_requests=" in rec["text"]
+    with pytest.raises(ConfigError, match=r"need \d+ CPUs"):
+        deploy("too-big", build_demo_model("tiny"), address=cluster, num_replicas=8,
+               replica_cpus=1.0)
     assert "No combination met" in recommend_replicas(frame, p99_ms=1e-6)["text"]
     fig = replica_sweep_figure(frame)
     assert len(fig.data) == 4                           # 2 settings x (batch, p99)

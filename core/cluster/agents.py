@@ -42,7 +42,7 @@ AGENT_LOST = "AgentLost"
 # HdrHistogram range: 1 us .. 1 h at 3 significant digits (the metrics' own use 2).
 _HIST = (1, 3_600_000_000, 3)
 # Seconds between the (prepared) agents being told and the schedule's zero.
-_LEAD_S = 0.5
+_LEAD_S = 1.0
 
 
 class _Agent:
@@ -99,21 +99,40 @@ class LoadAgents:
         nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
         if not nodes:
             raise ConfigError("the Ray cluster has no alive node to run load agents on")
+        free = ray.available_resources().get("CPU", 0.0)
+        if n * agent_cpus > free + 1e-9:
+            raise ConfigError(f"{n} load agent(s) of {agent_cpus:g} CPU need "
+                              f"{n * agent_cpus:g} CPUs; the cluster has {free:g} free "
+                              "(replicas hold the rest). Lower agent_cpus or the number of "
+                              "agents, or add nodes")
         actor = ray.remote(_Agent)
+        self._ray = ray
+        self._dropped: set[int] = set()
         self.actors = [actor.options(
             num_cpus=agent_cpus, max_concurrency=2,
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[k % len(nodes)],
                                                                soft=False)).remote()
             for k in range(n)]
-        #: Where each agent runs: {"node": Ray node id, "pid": process id}.
-        self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)
-        self._ray = ray
+        try:
+            #: Where each agent runs: {"node": Ray node id, "pid": process id}.
+            self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)
+        except BaseException:
+            self.close()       # none left pending, holding CPUs the replicas need
+            raise
 
     def __enter__(self) -> LoadAgents:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    def _drop(self, k: int) -> None:
+        """Kill agent ``k`` (dead, or late: it may still be sending) and run without it."""
+        try:
+            self._ray.kill(self.actors[k])
+        except Exception:  # noqa: BLE001 - dead already
+            pass
+        self._dropped.add(k)
 
     def close(self) -> None:
         for a in self.actors:
@@ -131,8 +150,13 @@ class LoadAgents:
         _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
         _check_float("duration_s", duration_s, 0.01, 86_400.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+        if self._dropped:      # agents lost in an earlier run: the rest go on
+            self.actors = [a for k, a in enumerate(self.actors) if k not in self._dropped]
+            self.placement = [p for k, p in enumerate(self.placement)
+                              if k not in self._dropped]
+            self._dropped = set()
         if not self.actors:
-            raise ConfigError("these load agents are closed; make new ones")
+            raise ConfigError("these load agents are closed (or all died); make new ones")
         rng = np.random.default_rng(seed)
         offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
         offsets = offsets[offsets <= duration_s + 1e-9]
@@ -140,8 +164,9 @@ class LoadAgents:
         self._ray.get([a.prepare.remote(url, model, headers, drain_s) for a in self.actors],
                       timeout=120)
         start_wall = time.time() + _LEAD_S
+        # (an agent with no share of a short schedule sends nothing: None)
         refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
-                for k, a in enumerate(self.actors)]
+                if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
         return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0)
 
     def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
@@ -167,9 +192,17 @@ class AgentRun:
         frames, reports, lost = [], [], 0
         for k, ref in enumerate(self.refs):
             share = self.offsets[k::n]
+            if ref is None:
+                reports.append({"agent": k, "node": self.agents.placement[k]["node"],
+                                "sent": 0, "succeeded": 0, "client_cpu_pct": 0.0,
+                                "max_lag_ms": 0.0, "histogram": "", "error": None})
+                continue
             try:
                 out = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
             except Exception as err:  # noqa: BLE001 - a dead agent is reported, not raised
+                # Its share's outcome is unknown (some may have been answered): failed, as
+                # "AgentLost". The agent is dropped: a later run goes without it.
+                self.agents._drop(k)
                 lost += len(share)
                 frames.append(_lost_frame(share, k, n))
                 reports.append({"agent": k, "node": self.agents.placement[k]["node"],
@@ -193,7 +226,8 @@ class AgentRun:
         live = [r for r in reports if not r["error"]]
         return LoadResult("open", frame[LOAD_COLUMNS], span,
                           max((r["max_lag_ms"] for r in live), default=0.0),
-                          client_cpu_pct=sum(r["client_cpu_pct"] for r in live),
+                          # the busiest agent's share of a core (as for one client)
+                          client_cpu_pct=max((r["client_cpu_pct"] for r in live), default=0.0),
                           agents=tuple(reports), lost=lost)
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,10 @@ _CORE_DIR = str(Path(__file__).resolve().parents[1])
 _CODE_VERSION = hashlib.sha256(b"".join(
     p.read_bytes() for p in sorted(Path(_CORE_DIR).rglob("*.py")))).hexdigest()[:16]
 _ingress: Any = None
-_lock = threading.Lock()
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+# Held for a whole deploy / configure / undeploy (seconds): two callers (a page and a
+# notebook) change a deployment one after the other, never one over the other.
+_lock = threading.RLock()
 _deployed: dict[str, RayDeployment] = {}
 
 
@@ -99,6 +104,12 @@ def connect(address: str | None = None) -> Any:
     ``ray.init`` without it, replicas need Batchlab importable on every node."""
     import ray
     if ray.is_initialized():
+        now = ray.get_runtime_context().gcs_address
+        # (by port: the cluster reports its node's address, the caller may say 127.0.0.1)
+        if address not in (None, "auto") and not address.startswith("ray://") \
+                and address.rpartition(":")[2] != now.rpartition(":")[2]:
+            raise ConfigError(f"this process is connected to the Ray cluster at {now}, not "
+                              f"{address}; call ray.shutdown() first to use another cluster")
         return ray
     # The ``core`` package goes with this job (Ray uploads it), so replicas on any node run
     # the code this process runs (a local path is allowed only at the job level).
@@ -115,11 +126,34 @@ def _start_serve(http_host: str, http_port: int) -> tuple[str, int]:
     serve.start(http_options={"host": http_host, "port": int(http_port)},
                 proxy_location="HeadOnly")
     opts = _get_global_client().http_config
-    host = opts.host if opts.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = opts.host if opts.host not in ("0.0.0.0", "::", "") else _head_ip()
     if (opts.host, int(opts.port)) != (http_host, int(http_port)):
         log.warning("Ray Serve already listens on %s:%s; the deployment answers there",
                     opts.host, opts.port)
     return host, int(opts.port)
+
+
+def _head_ip() -> str:
+    """The head node's address (where a HeadOnly proxy answers for every node)."""
+    import ray
+    for nd in ray.nodes():
+        if nd.get("Alive") and "node:__internal_head__" in nd.get("Resources", {}):
+            return nd["NodeManagerAddress"]
+    return ray.util.get_node_ip_address()
+
+
+def _check_room(num_replicas: int | None, autoscaling: dict[str, Any] | None,
+                replica_cpus: float) -> None:
+    """ConfigError when the cluster has too few free CPUs for the replicas (Serve would
+    wait for them for ever)."""
+    import ray
+    n = num_replicas or int((autoscaling or {}).get("min_replicas", 1) or 1)
+    free = ray.available_resources().get("CPU", 0.0)
+    if n * replica_cpus > free + 1e-9:
+        raise ConfigError(f"{n} replica(s) of {replica_cpus:g} CPU need {n * replica_cpus:g} "
+                          f"CPUs; the cluster has {free:g} free (load agents and other "
+                          "deployments hold the rest). Lower replica_cpus or num_replicas, "
+                          "or add nodes")
 
 
 def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
@@ -139,6 +173,13 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
         model = Path(model).read_bytes()
     if not isinstance(model, (bytes, bytearray)) or not model:
         raise ConfigError("model must be the ONNX file's bytes or its path")
+    if not (isinstance(name, str) and _NAME.fullmatch(name)):
+        raise ConfigError(f"name must be 1-64 letters, digits, '-', '_' or '.' (it is the "
+                          f"URL's path and the model's name), got {name!r}")
+    if token is None and http_host not in ("127.0.0.1", "localhost", "::1"):
+        raise ConfigError(f"replicas answering on {http_host!r} (beyond loopback) need a "
+                          "token: anyone who reaches them could send requests; pass "
+                          "token=... (clients send 'Authorization: Bearer TOKEN')")
     cfg = BatchConfig(**batch) if isinstance(batch, dict) else (batch or BatchConfig())
     if autoscaling_config is not None:
         if not isinstance(autoscaling_config, dict):
@@ -156,29 +197,33 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
     warnings = [w for w in [concurrency_warning(ongoing, cfg.max_batch_size)] if w]
     for w in warnings:
         log.warning("deploy %s: %s", name, w)
-    connect(address)
-    host, port = _start_serve(http_host, http_port)
-    dep = RayDeployment(name=name, url=f"http://{host}:{port}/{name}",
-                        num_replicas=num_replicas, autoscaling_config=autoscaling_config,
-                        max_ongoing_requests=ongoing, batch=cfg,
-                        replica_cpus=float(replica_cpus), warnings=warnings,
-                        _bind_args=(bytes(model), name, token))
-    _run(dep)
     with _lock:
-        _deployed[name] = dep
+        connect(address)
+        if name not in _deployed:
+            _check_room(num_replicas, autoscaling_config, float(replica_cpus))
+        host, port = _start_serve(http_host, http_port)
+        dep = RayDeployment(name=name, url=f"http://{host}:{port}/{name}",
+                            num_replicas=num_replicas, autoscaling_config=autoscaling_config,
+                            max_ongoing_requests=ongoing, batch=cfg,
+                            replica_cpus=float(replica_cpus), warnings=warnings,
+                            _bind_args=(bytes(model), name, token,
+                                        max(1, math.ceil(float(replica_cpus)))))
+        _deployed[name] = dep   # before it runs: a failed deploy can still be undeployed
+        _run(dep)
     return dep
 
 
 def _run(dep: RayDeployment) -> None:
     from ray import serve
     global _ingress
-    if _ingress is None:
+    if _ingress is None:   # (under _lock)
         _ingress = serve.ingress()(BatchlabReplica)
     # The code version: the same model, name and token are the same replicas, so a change
     # of user_config, replicas or max_ongoing_requests is applied in place (reconfigure),
     # not by a rolling restart (Ray Serve gives each serve.run a new version otherwise).
-    model, name, token = dep._bind_args
-    version = hashlib.sha256(model + f"\0{name}\0{token}\0{_CODE_VERSION}".encode()).hexdigest()[:16]
+    model, name, token, threads = dep._bind_args
+    version = hashlib.sha256(model + f"\0{name}\0{token}\0{threads}\0{_CODE_VERSION}"
+                             .encode()).hexdigest()[:16]
     cls = serve.deployment(_ingress, **dep.serve_options()).options(version=version,
                                                                     _internal=True)
     serve.run(cls.bind(*dep._bind_args), name=dep.app_name, route_prefix=f"/{dep.name}")
@@ -187,10 +232,12 @@ def _run(dep: RayDeployment) -> None:
 def _get(name: str) -> RayDeployment:
     with _lock:
         dep = _deployed.get(name)
+        names = sorted(_deployed)
     if dep is None:
         raise ConfigError(f"no Ray deployment {name!r} made from this process; deployed: "
-                          f"{sorted(_deployed) or 'none'} (deploy it with "
-                          "core.cluster.deploy)")
+                          f"{names or 'none'} (deploy it with core.cluster.deploy; one made "
+                          f"by another process is deleted with "
+                          f"ray.serve.delete('{APP_PREFIX}{name}'))")
     return dep
 
 
@@ -199,6 +246,12 @@ def configure(name: str, *, num_replicas: int | None = None,
     """Change deployment ``name`` live: batch settings (``max_batch_size=16``...) reach
     every replica through Ray Serve's ``reconfigure``, without a restart; ``num_replicas``
     and ``max_ongoing_requests`` are Ray Serve's own (replicas added or removed)."""
+    with _lock:
+        return _configure(name, num_replicas, max_ongoing_requests, batch_changes)
+
+
+def _configure(name: str, num_replicas: int | None, max_ongoing_requests: int | None,
+               batch_changes: dict[str, Any]) -> RayDeployment:
     dep = _get(name)
     new = dataclasses.replace(dep, batch=dep.batch.replace(**batch_changes))
     if num_replicas is not None:
@@ -206,21 +259,23 @@ def configure(name: str, *, num_replicas: int | None = None,
             raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
         new.num_replicas, new.autoscaling_config = num_replicas, None
     if max_ongoing_requests is not None:
+        if not (isinstance(max_ongoing_requests, int) and max_ongoing_requests >= 1):
+            raise ConfigError(f"max_ongoing_requests must be a whole number >= 1, got "
+                              f"{max_ongoing_requests!r}")
         new.max_ongoing_requests = max_ongoing_requests
     new.warnings = [w for w in [concurrency_warning(new.max_ongoing_requests,
                                                     new.batch.max_batch_size)] if w]
     _run(new)
-    with _lock:
-        _deployed[name] = new
+    _deployed[name] = new
     return new
 
 
 def undeploy(name: str) -> None:
     """Delete deployment ``name`` (its replicas end)."""
     from ray import serve
-    dep = _get(name)
-    serve.delete(dep.app_name)
     with _lock:
+        dep = _get(name)
+        serve.delete(dep.app_name)
         _deployed.pop(name, None)
 
 

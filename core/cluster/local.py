@@ -1,7 +1,8 @@
 """A Ray cluster of several node processes on this machine (for tests, benchmarks and
 notebooks trying the cluster features without one): ``ray start --head`` and ``ray start
 --address=...`` per further node, on free ports, each with its own CPUs and a custom
-resource naming it (``node0``, ``node1``...); stopped with ``ray stop`` on exit.
+resource naming it (``node0``, ``node1``...); stopped with ``ray stop --force`` on exit,
+which stops every Ray of this machine's user: use it where no other Ray runs.
 
 Example:
     >>> with LocalCluster(nodes=2, cpus_per_node=1) as address:

@@ -24,7 +24,7 @@ import os
 import uuid
 from typing import Any
 
-from core.config import BatchConfig, EngineConfig
+from core.config import BatchConfig, EngineConfig, SessionConfig
 from core.errors import ConfigError
 from core.lab import Engine
 from core.serving.asgi import OipApp
@@ -54,11 +54,15 @@ def batch_user_config(config: BatchConfig | dict[str, Any] | None) -> dict[str, 
 class BatchlabReplica:
     """A Ray Serve replica: a Batchlab engine with one model (see the module docstring)."""
 
-    def __init__(self, model: bytes, name: str, token: str | None = None) -> None:
+    def __init__(self, model: bytes, name: str, token: str | None = None,
+                 threads: int | None = None) -> None:
         self.name = name
         self.replica_id = _replica_id()
         self.engine = Engine(EngineConfig(demo_models=False))
-        self.engine.load_model(model, name=name, probe=False,
+        # ONNX Runtime's threads fitted to the replica's CPUs (the default, all cores but
+        # one, would have N replicas on a node oversubscribe it).
+        session = SessionConfig(intra_op_threads=threads) if threads else None
+        self.engine.load_model(model, name=name, probe=False, session=session,
                                source_label="Ray Serve deployment")
         self.token = token
 
