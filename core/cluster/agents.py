@@ -33,7 +33,7 @@ from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError
 from core.lab import LOAD_COLUMNS, LoadResult
 from core.lab.schedule import ARRIVAL_PATTERNS, arrival_times
-from .deploy import connect
+from .deploy import check_cpus, connect
 
 __all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST"]
 
@@ -99,12 +99,8 @@ class LoadAgents:
         nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
         if not nodes:
             raise ConfigError("the Ray cluster has no alive node to run load agents on")
-        free = ray.available_resources().get("CPU", 0.0)
-        if n * agent_cpus > free + 1e-9:
-            raise ConfigError(f"{n} load agent(s) of {agent_cpus:g} CPU need "
-                              f"{n * agent_cpus:g} CPUs; the cluster has {free:g} free "
-                              "(replicas hold the rest). Lower agent_cpus or the number of "
-                              "agents, or add nodes")
+        check_cpus(n, agent_cpus, "load agent(s)", "replicas",
+                   "agent_cpus or the number of agents")
         actor = ray.remote(_Agent)
         self._ray = ray
         self._dropped: set[int] = set()

@@ -142,18 +142,22 @@ def _head_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
+def check_cpus(n: int, each: float, what: str, others: str, knob: str) -> None:
+    """ConfigError when the cluster has fewer free CPUs than ``n`` ``what`` of ``each`` CPU
+    need (Ray would wait for them for ever)."""
+    import ray
+    free = ray.available_resources().get("CPU", 0.0)
+    if n * each > free + 1e-9:
+        raise ConfigError(f"{n} {what} of {each:g} CPU need {n * each:g} CPUs; the cluster "
+                          f"has {free:g} free ({others} hold the rest). Lower {knob}, or add "
+                          "nodes")
+
+
 def _check_room(num_replicas: int | None, autoscaling: dict[str, Any] | None,
                 replica_cpus: float) -> None:
-    """ConfigError when the cluster has too few free CPUs for the replicas (Serve would
-    wait for them for ever)."""
-    import ray
     n = num_replicas or int((autoscaling or {}).get("min_replicas", 1) or 1)
-    free = ray.available_resources().get("CPU", 0.0)
-    if n * replica_cpus > free + 1e-9:
-        raise ConfigError(f"{n} replica(s) of {replica_cpus:g} CPU need {n * replica_cpus:g} "
-                          f"CPUs; the cluster has {free:g} free (load agents and other "
-                          "deployments hold the rest). Lower replica_cpus or num_replicas, "
-                          "or add nodes")
+    check_cpus(n, replica_cpus, "replica(s)", "load agents and other deployments",
+               "replica_cpus or num_replicas")
 
 
 def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
