@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, climb
 from core.cluster import LoadAgents, LocalCluster
 from core.models import build_demo_model
 from core.serving import RemoteEngine, ServerProcess
@@ -34,8 +34,8 @@ def sustained(s: dict, rate: float, agents: tuple) -> bool:
 def ladder(agents: LoadAgents, url: str, headers: dict, start: float, duration: float,
            log) -> dict:
     x = np.ones((1, 4), np.float32)
-    rate, best, rows = start, None, []
-    while True:
+
+    def step(rate: float) -> dict:
         res = agents.run(url, MODEL, x, rate_rps=rate, duration_s=duration, headers=headers,
                          seed=int(rate))
         s = res.summary()
@@ -45,13 +45,10 @@ def ladder(agents: LoadAgents, url: str, headers: dict, start: float, duration: 
                "agent_cpu_pct": [round(a["client_cpu_pct"]) for a in res.agents],
                "agent_lag_ms": [round(a["max_lag_ms"]) for a in res.agents],
                "sustained": ok}
-        rows.append(row)
         log(f"  {len(agents.actors)} agent(s) {rate:8.0f} req/s -> {row}")
-        if not ok:
-            break
-        best = row
-        rate *= 1.25
-    return {"best": best, "steps": rows}
+        return row
+
+    return climb(step, start)
 
 
 def main() -> None:

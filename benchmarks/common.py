@@ -144,6 +144,20 @@ def find_capacity(submit: Submit, x: np.ndarray, start_rps: float, duration_s: f
     return lo, best
 
 
+def climb(step: Callable[[float], dict], start_rps: float, factor: float = 1.25) -> dict:
+    """A ladder of rates from ``start_rps`` (times ``factor`` each step) until a step is not
+    sustained: ``step(rate)`` measures one rate and returns its row, with ``"sustained"``.
+    Returns ``{"best": the last sustained row (None if none), "steps": every row}``."""
+    rate, best, steps = start_rps, None, []
+    while True:
+        row = step(rate)
+        steps.append(row)
+        if not row["sustained"]:
+            return {"best": best, "steps": steps}
+        best = row
+        rate *= factor
+
+
 # -- systems under test -------------------------------------------------------------------------
 
 def direct_system(session: ort.InferenceSession, input_name: str) -> System:

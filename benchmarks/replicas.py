@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, climb
 from core.cluster import (LoadAgents, LocalCluster, configure, deploy, replica_counts,
                           sweep_replicas, undeploy)
 from core.models import build_demo_model
@@ -29,8 +29,7 @@ MODEL = "mlp"
 
 def capacity(agents: LoadAgents, url: str, x: np.ndarray, start: float, duration: float,
              log) -> dict:
-    rate, best, steps = start, None, []
-    while True:
+    def step(rate: float) -> dict:
         res = agents.run(url, MODEL, x, rate_rps=rate, duration_s=duration, seed=int(rate))
         s = res.summary()
         offered = s["sent"] / duration
@@ -40,12 +39,10 @@ def capacity(agents: LoadAgents, url: str, x: np.ndarray, start: float, duration
                "p50_ms": round(s["p50_ms"], 1), "p99_ms": round(s["p99_ms"], 1),
                "error_rate": round(s["error_rate"], 4), "sustained": ok,
                "agents_bound": res.agents_bound}
-        steps.append(row)
         log(f"    {rate:7.1f} req/s -> {row}")
-        if not ok:
-            return {"best": best, "steps": steps}
-        best = row
-        rate *= 1.25
+        return row
+
+    return climb(step, start)
 
 
 def merge_cost(n: int = 1000) -> dict:

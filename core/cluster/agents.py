@@ -188,10 +188,8 @@ class AgentRun:
         frames, reports, lost = [], [], 0
         for k, ref in enumerate(self.refs):
             share = self.offsets[k::n]
-            if ref is None:
-                reports.append({"agent": k, "node": self.agents.placement[k]["node"],
-                                "sent": 0, "succeeded": 0, "client_cpu_pct": 0.0,
-                                "max_lag_ms": 0.0, "histogram": "", "error": None})
+            if ref is None:   # no share of a short schedule: sent nothing
+                reports.append(self._silent(k, None))
                 continue
             try:
                 out = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
@@ -201,10 +199,7 @@ class AgentRun:
                 self.agents._drop(k)
                 lost += len(share)
                 frames.append(_lost_frame(share, k, n))
-                reports.append({"agent": k, "node": self.agents.placement[k]["node"],
-                                "sent": 0, "succeeded": 0, "client_cpu_pct": 0.0,
-                                "max_lag_ms": 0.0, "histogram": "",
-                                "error": f"{type(err).__name__}: {str(err)[:300]}"})
+                reports.append(self._silent(k, f"{type(err).__name__}: {str(err)[:300]}"))
                 continue
             f = out["frame"]
             f["request"] = f["request"] * n + k     # the request's place in the schedule
@@ -225,6 +220,13 @@ class AgentRun:
                           # the busiest agent's share of a core (as for one client)
                           client_cpu_pct=max((r["client_cpu_pct"] for r in live), default=0.0),
                           agents=tuple(reports), lost=lost)
+
+
+    def _silent(self, k: int, error: str | None) -> dict[str, Any]:
+        """The report of agent ``k`` that sent nothing, or whose answer was lost (``error``)."""
+        return {"agent": k, "node": self.agents.placement[k]["node"], "sent": 0,
+                "succeeded": 0, "client_cpu_pct": 0.0, "max_lag_ms": 0.0, "histogram": "",
+                "error": error}
 
 
 def _lost_frame(share: np.ndarray, k: int, n: int) -> Any:
