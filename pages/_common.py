@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hmac
+import importlib.util
 import os
 import secrets
 import sys
@@ -41,7 +42,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -313,6 +314,27 @@ def start_job(engine: Engine | RemoteEngine, kind: str, target: str, failure: st
         st.error(f"{failure}: {err}")
     else:
         st.rerun()
+
+
+def agents_controls(key: str) -> dict[str, Any]:
+    """The job parameters sending a job's load from load agents on a Ray cluster
+    (``core.lab.agents``): {} to send from the engine's own process (the default, and
+    always where Ray is not installed)."""
+    if importlib.util.find_spec("ray") is None:
+        return {}
+    with st.expander("Send from load agents on a Ray cluster"):
+        st.caption("For a rate one process can't offer: agents (Ray actors, spread over the "
+                   "cluster's nodes) share one open-loop schedule and send at its times over "
+                   "HTTP, to the engine's server or a remote model's; their results are "
+                   "merged into one. The engine's server must be reachable from the nodes.")
+        a1, a2 = st.columns([1, 2])
+        n = a1.number_input("Load agents (0: none)", 0, 64, 0, key=f"{key}_agents",
+                            help="Each takes one CPU of the cluster.")
+        address = a2.text_input("Ray cluster address", key=f"{key}_ray_address",
+                                placeholder="HOST:PORT of its head; empty: a local Ray",
+                                help="Empty: the Ray the engine is connected to, else one "
+                                     "it starts on its own machine.")
+    return {"agents": int(n), "ray_address": address.strip() or None} if n else {}
 
 
 def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,

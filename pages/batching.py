@@ -12,7 +12,7 @@ from core.policies import policy_label, uses_slo
 from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
-                           live_fragment, live_interval, pick_model, start_job, chart_refresh, measuring_job,
+                           live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle)
 
 engine = get_engine()
@@ -301,6 +301,7 @@ with st.container(border=True):
     st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, DEFAULT_SLO_MS, key="bs_replay_slo",
                     help="A request counts towards a policy's goodput if it was answered "
                          "within this long of its (recorded) arrival.")
+    agents = agents_controls("bs_replay")
     r1, r2 = st.columns(2)
     if r1.button("Replay the last 2 s under each policy", key="bs_replay",
                  disabled=replay_busy):
@@ -309,7 +310,7 @@ with st.container(border=True):
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
-                      slo_ms=float(st.session_state["bs_replay_slo"]))
+                      slo_ms=float(st.session_state["bs_replay_slo"]), **agents)
     r2.download_button(
         "Save the last 2 s of arrivals (CSV)",
         lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
@@ -334,7 +335,7 @@ with st.container(border=True):
                              disabled=replay_busy):
                     start_job(engine, "replay", model, "Could not replay",
                               arrivals_s=arrivals,
-                              slo_ms=float(st.session_state["bs_replay_slo"]))
+                              slo_ms=float(st.session_state["bs_replay_slo"]), **agents)
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]

@@ -13,7 +13,8 @@ from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
+from pages._common import (agents_controls, fmt_ms, get_engine, job_progress, pick_model,
+                           start_job)
 
 engine = get_engine()
 store = engine.store  # the engine's history: sweeps save there, whoever started them
@@ -165,6 +166,7 @@ with st.container(border=True):
                     pass
             for setting, why in r.get("excluded", {}).items():
                 st.caption(f"Not tried: {setting} (batch/wait/threads): {why}")
+    agents = {} if quick else agents_controls("exp")
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
     if not quick and st.button("Run sweep", key="exp_run", type="primary",
@@ -177,7 +179,7 @@ with st.container(border=True):
                   max_batch_sizes=[int(v) for v in sizes], max_waits_ms=[float(v) for v in waits],
                   rates_rps=loads if rate else None,
                   concurrencies=None if rate else [int(v) for v in loads],
-                  duration_s=float(duration), slo_p99_ms=float(slo),
+                  duration_s=float(duration), slo_p99_ms=float(slo), **agents,
                   **({"policy": sweep_policy} if sweep_policy else {}))
 
 # The latest finished sweep of this model (any tab's), saved to the history by the engine.

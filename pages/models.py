@@ -15,6 +15,7 @@ from core.models import INPUT_SUFFIXES
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
 from core.models import format_bytes
+from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
                            pick_model, start_job)
 
@@ -323,6 +324,9 @@ with right:
                                  key=f"try_out_{out_name}")
                 else:
                     st.json(value, expanded=False)
+
+# -- Ray --------------------------------------------------------------------------------
+ray_section(engine, selected)
 
 # -- cache -------------------------------------------------------------------------------
 st.subheader("Session cache", anchor=False)

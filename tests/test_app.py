@@ -785,3 +785,28 @@ def test_batching_page_starts_a_traffic_generator_per_class(engine):
         for p in (1, 2):
             engine.wait_traffic("tiny", 30, priority=p)
         engine.reset_metrics("tiny")
+
+
+def test_a_sweep_and_a_replay_from_the_pages_ask_for_load_agents_on_ray(engine):
+    """The Experiments and Batching pages' "Send from load agents on a Ray cluster": the
+    count and address reach the job; an in-process engine (no server for the agents to
+    send to) refuses it in words before any Ray is started."""
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    at.number_input(key="exp_agents").set_value(2).run()
+    at.text_input(key="exp_ray_address").set_value("127.0.0.1:1").run()
+    at.button(key="exp_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = finish_job(engine, "sweep", "tiny")
+    assert job.params["agents"] == 2 and job.params["ray_address"] == "127.0.0.1:1"
+    assert job.state == "failed" and "no server exposes" in job.error, job.error
+
+    at.switch_page("pages/batching.py").run()
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.number_input(key="bs_replay_agents").set_value(1).run()
+    engine.predict("tiny", engine.sample_input("tiny"))    # an arrival to replay
+    at.button(key="bs_replay").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = finish_job(engine, "replay", "tiny")
+    assert job.params["agents"] == 1 and job.params["ray_address"] is None
+    assert job.state == "failed" and "no server exposes" in job.error, job.error

@@ -245,3 +245,94 @@ def test_a_sweep_over_replicas_shows_batches_shrink_and_the_concurrency_cap(clus
     assert "No combination met" in recommend_replicas(frame, p99_ms=1e-6)["text"]
     fig = replica_sweep_figure(frame)
     assert len(fig.data) == 4                           # 2 settings x (batch, p99)
+
+
+def test_sweeps_and_replays_send_from_load_agents_to_the_server_that_serves_the_model(cluster):
+    """Issue 27, part 2: ``agents=N`` on a sweep and a replay. A sweep of a remote model
+    sends from the agents straight to its server (the notebook's engine sees none of the
+    requests; the server sees every one); a replay's arrivals reach the served engine's
+    private copy from the agents, token and all; an engine no server exposes is refused in
+    words."""
+    from core import ConfigError
+    from core.lab import replay, sweep
+    from core.serving import EngineServer
+
+    served = Engine(EngineConfig(demo_models=False))
+    served.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(served, port=0, token="s3cret").start()
+    nb = Engine(EngineConfig(demo_models=False))
+    try:
+        nb.add_remote("tiny-r", url=server.url, model="tiny",
+                      headers={"Authorization": "Bearer s3cret"})
+        before = served.counters("tiny")["total_requests"]
+        frame = sweep(nb, "tiny-r", [8], [1.0], rates_rps=[60], duration_s=1.0,
+                      stability=False, baseline=False, agents=2, ray_address=cluster)
+        row = frame.iloc[0]
+        assert row["sent"] >= 50 and row["error_rate"] == 0, row.to_dict()
+        assert served.counters("tiny")["total_requests"] - before == row["sent"]
+        assert nb.counters("tiny-r")["total_requests"] == 0     # none sent from here
+        assert row["other_cpu_cores"] == row["other_cpu_cores"]  # measured (not NaN)
+
+        out = replay(served, "tiny", list(np.linspace(0.0, 1.0, 40)), policies=["deadline"],
+                     agents=2, ray_address=cluster)
+        s = out["summary"].iloc[0]
+        assert s["requests"] == 40 and s["within_slo"] > 0, s.to_dict()
+        assert len(out["timelines"]["deadline"]) == 40     # every arrival reached the copy
+        assert out["copy"] not in served.model_names()      # and the copy is gone
+
+        nb.load_model(build_demo_model("tiny"), name="tiny-here")
+        with pytest.raises(ConfigError, match="no server exposes"):
+            replay(nb, "tiny-here", [0.0, 0.1], agents=1, ray_address=cluster)
+        with pytest.raises(ConfigError, match="no server exposes"):
+            sweep(nb, "tiny-here", [8], [1.0], rates_rps=[10], agents=1, ray_address=cluster)
+        with pytest.raises(ConfigError, match="closed-loop clients run in this process"):
+            sweep(nb, "tiny-r", [8], [1.0], concurrencies=[2], agents=1, ray_address=cluster)
+    finally:
+        nb.close()
+        server.close()
+        served.close()
+
+
+def test_the_models_page_deploys_a_model_to_ray_scales_it_and_undeploys_it(cluster, monkeypatch):
+    """Issue 27, part 1 from the dashboard: the Models page's "Deploy to a Ray cluster"
+    deploys the picked model with its batch settings, adds it back as a remote model
+    answering as ONNX Runtime does, changes its replicas live, and undeploys it."""
+    from streamlit.testing.v1 import AppTest
+    from core.cluster import deployments
+    from pages._common import reset_engine
+
+    monkeypatch.setenv("BATCHLAB_ENGINE_URL", "inprocess")
+    engine = reset_engine()
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=1.0)
+    app = str(Path(__file__).resolve().parent.parent / "app.py")
+    at = AppTest.from_file(app, default_timeout=240).run()
+    at.selectbox(key="models_detail").set_value("tiny").run()
+    at.text_input(key="ray_address").set_value(cluster).run()
+    at.number_input(key="ray_replicas").set_value(1).run()
+    at.number_input(key="ray_ongoing").set_value(4).run()
+    assert any("max_ongoing_requests=4 is below max_batch_size=8" in w.value
+               for w in at.warning)                       # said before deploying
+    at.number_input(key="ray_ongoing").set_value(16).run()
+    at.number_input(key="ray_cpus").set_value(0.25).run()
+    at.number_input(key="ray_port").set_value(_free_port()).run()
+    at.button(key="ray_deploy").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.value for s in at.success if "answers at" in s.value], [e.value for e in at.error]
+    try:
+        (d,) = deployments()
+        assert d.name == "tiny" and d.batch.max_batch_size == 8 and d.max_ongoing_requests == 16
+        x = engine.sample_input("tiny", rows=3, seed=1)
+        want = engine.predict("tiny", x).outputs
+        got = engine.predict("tiny-ray", x).outputs
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+        at.number_input(key="ray_n_tiny").set_value(2).run()
+        at.button(key="ray_apply_tiny").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert deployments()[0].num_replicas == 2
+        assert len(_replicas_seen(d.url + "/v2/models/tiny/config", 2)) == 2
+    finally:
+        at.button(key="ray_undeploy_tiny").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert deployments() == [] and "tiny-ray" not in engine.model_names()
+    engine.close()

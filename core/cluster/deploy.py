@@ -31,6 +31,7 @@ from typing import Any
 
 from core.config import BatchConfig
 from core.errors import ConfigError
+from core.lab.raylink import CORE_DIR, check_cpus, connect
 from .replica import BatchlabReplica, batch_user_config
 
 __all__ = ["RayDeployment", "deploy", "configure", "undeploy", "deployments",
@@ -40,10 +41,9 @@ log = logging.getLogger("batchlab.cluster")
 
 #: Ray Serve application names of Batchlab deployments: this prefix and the model's name.
 APP_PREFIX = "batchlab-"
-_CORE_DIR = str(Path(__file__).resolve().parents[1])
 #: What the replicas' code is (a new Batchlab means new replicas).
 _CODE_VERSION = hashlib.sha256(b"".join(
-    p.read_bytes() for p in sorted(Path(_CORE_DIR).rglob("*.py")))).hexdigest()[:16]
+    p.read_bytes() for p in sorted(Path(CORE_DIR).rglob("*.py")))).hexdigest()[:16]
 _ingress: Any = None
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # Held for a whole deploy / configure / undeploy (seconds): two callers (a page and a
@@ -97,27 +97,6 @@ def concurrency_warning(max_ongoing_requests: int, max_batch_size: int) -> str |
             f"max_ongoing_requests to at least {max_batch_size} (or lower max_batch_size).")
 
 
-def connect(address: str | None = None) -> Any:
-    """Connect this process to Ray (``address``: a cluster's ``HOST:PORT`` or ``ray://``
-    URL; None: the one already connected, else a local Ray started here), with the ``core``
-    package shipped to the cluster (``runtime_env`` ``py_modules``). Connected already by
-    ``ray.init`` without it, replicas need Batchlab importable on every node."""
-    import ray
-    if ray.is_initialized():
-        now = ray.get_runtime_context().gcs_address
-        # (by port: the cluster reports its node's address, the caller may say 127.0.0.1)
-        if address not in (None, "auto") and not address.startswith("ray://") \
-                and address.rpartition(":")[2] != now.rpartition(":")[2]:
-            raise ConfigError(f"this process is connected to the Ray cluster at {now}, not "
-                              f"{address}; call ray.shutdown() first to use another cluster")
-        return ray
-    # The ``core`` package goes with this job (Ray uploads it), so replicas on any node run
-    # the code this process runs (a local path is allowed only at the job level).
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, runtime_env={"py_modules": [_CORE_DIR]})
-    return ray
-
-
 def _start_serve(http_host: str, http_port: int) -> tuple[str, int]:
     """Start Ray Serve's HTTP proxy at ``http_host:http_port`` (on the head node), or find
     the one running: where it listens (a running one keeps its own address)."""
@@ -140,17 +119,6 @@ def _head_ip() -> str:
         if nd.get("Alive") and "node:__internal_head__" in nd.get("Resources", {}):
             return nd["NodeManagerAddress"]
     return ray.util.get_node_ip_address()
-
-
-def check_cpus(n: int, each: float, what: str, others: str, knob: str) -> None:
-    """ConfigError when the cluster has fewer free CPUs than ``n`` ``what`` of ``each`` CPU
-    need (Ray would wait for them for ever)."""
-    import ray
-    free = ray.available_resources().get("CPU", 0.0)
-    if n * each > free + 1e-9:
-        raise ConfigError(f"{n} {what} of {each:g} CPU need {n * each:g} CPUs; the cluster "
-                          f"has {free:g} free ({others} hold the rest). Lower {knob}, or add "
-                          "nodes")
 
 
 def _check_room(num_replicas: int | None, autoscaling: dict[str, Any] | None,
@@ -287,3 +255,29 @@ def deployments() -> list[RayDeployment]:
     """The deployments made from this process."""
     with _lock:
         return list(_deployed.values())
+
+
+#: The name a deployed model has in the engine that deployed it (a remote model).
+RAY_SUFFIX = "-ray"
+
+
+def deploy_model(engine: Any, model: str, *, name: str | None = None,
+                 address: str | None = None, num_replicas: int = 1,
+                 max_ongoing_requests: int | None = None, replica_cpus: float = 1.0,
+                 http_port: int = 8000, replace: bool = True) -> RayDeployment:
+    """Deploy ``engine``'s model ``model`` (its file and its batch settings) to the Ray
+    cluster at ``address`` as :func:`deploy` does, and add it back to ``engine`` as the
+    remote model ``model + "-ray"``, measured, swept and A/B tested like any other (the
+    Models page's "Deploy to a Ray cluster"). ``engine`` is an :class:`~core.Engine` or a
+    client of an engine server."""
+    if engine.remote_info(model) is not None:
+        raise ConfigError(f"{model!r} is a remote model: its file is on its server; deploy "
+                          "a model loaded in this engine")
+    cfg = engine.batch_config(model)
+    name = name or model
+    dep = deploy(name, engine.model_file(model), address=address, num_replicas=num_replicas,
+                 max_ongoing_requests=max_ongoing_requests, replica_cpus=replica_cpus,
+                 http_port=http_port,
+                 batch={"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms})
+    engine.add_remote(name + RAY_SUFFIX, url=dep.url, model=name, replace=replace)
+    return dep

@@ -65,6 +65,17 @@ class RemoteMethods:
         remote = self._ns.entry(name).remote
         return remote.describe() if remote is not None else None
 
+    def remote_endpoint(self, name: str) -> dict[str, Any] | None:
+        """For a remote model: what a client elsewhere needs to send it requests directly
+        (``url``, ``model``, ``version``, ``headers`` with its token): the load agents'
+        target. None for a local model."""
+        remote = self._ns.entry(name).remote
+        if remote is None:
+            return None
+        t = remote.target
+        return {"url": t.url, "model": t.model, "version": t.version,
+                "headers": dict(t.headers) or None}
+
     def server_stats(self, name: str) -> dict[str, Any] | None:
         """For a remote model: what its server reports of it through the statistics
         extension (Triton, a Batchlab server) — its own queue/compute split and executions

@@ -58,7 +58,7 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
         "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
         "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
-        "inputs": engine.input_source(target)}
+        "inputs": engine.input_source(target), **_agents_config(kw)}
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
@@ -157,14 +157,25 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     return {"profile": profile, "cost": cost}
 
 
+def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of its load agents (none: from the engine's own process)."""
+    n = kw.get("agents") or 0
+    if not n:
+        return {}
+    return {"agents": n if isinstance(n, int) else len(getattr(n, "actors", [])),
+            "ray_address": kw.get("ray_address")}
+
+
 def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
-            policies: list[str] | None = None, slo_ms: float | None = None) -> Any:
+            policies: list[str] | None = None, slo_ms: float | None = None,
+            agents: int = 0, ray_address: str | None = None) -> Any:
     def progress(done: int, total: int, policy: str) -> None:
         job.progress(done / total, f"replayed under {policy} ({done} of {total})")
 
     job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy")
     return replay(engine, target, arrivals_s, policies or None, stop=job.stop,
-                  progress=progress, slo_ms=DEFAULT_SLO_MS if slo_ms is None else slo_ms)
+                  progress=progress, slo_ms=DEFAULT_SLO_MS if slo_ms is None else slo_ms,
+                  agents=agents, ray_address=ray_address)
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)

@@ -50,7 +50,7 @@ class LoadResult:
     #: CPU of the client (the sending threads and the remote HTTP client's loop), in % of
     #: one core over the run: near 100 %, the client set the pace, not the server.
     client_cpu_pct: float = 0.0
-    #: Load from several agents (core.cluster.agents): one dict per agent (node, sent,
+    #: Load from several agents (core.lab.agents): one dict per agent (node, sent,
     #: succeeded, client_cpu_pct, max_lag_ms, error); empty for a run from this process.
     agents: tuple[dict[str, Any], ...] = ()
     #: Intended sends that no agent made (an agent died): in the frame as failed requests

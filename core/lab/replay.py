@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.policies import POLICIES, registered
+from .agents import agent_endpoint, agents_for
 from .loadgen import open_loop
 
 if TYPE_CHECKING:
@@ -116,7 +118,8 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
            policies: Sequence[str] | None = None, stop: Any = None,
            progress: Callable[[int, int, str], None] | None = None,
-           slo_ms: float = DEFAULT_SLO_MS) -> dict[str, Any]:
+           slo_ms: float = DEFAULT_SLO_MS, agents: Any = 0,
+           ray_address: str | None = None) -> dict[str, Any]:
     """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to a private
     copy of ``model`` once under each policy (default: every registered one), on the
     engine (real runs, one after the other), with the model's max batch size and max wait;
@@ -126,7 +129,11 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
     batches, slo_ms, within_slo: the share of requests answered within ``slo_ms``,
     goodput_rps: those per second of the run), "timelines": {policy: DataFrame}}`` with
-    each run's timeline."""
+    each run's timeline.
+
+    ``agents``: the arrivals are sent by that many load agents on the Ray cluster at
+    ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
+    recorded times, to this engine's server (an engine no server exposes is refused)."""
     policies = tuple(policies) if policies else replay_policies()
     unknown = [p for p in policies if p not in registered()]
     if unknown:
@@ -149,7 +156,10 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
                       description=f"private copy of {model} for a replay (unloaded after)",
                       source_label=f"replay of {model}", probe=False)
     rows, timelines = [], {}
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(engine.unload_model, copy)
+        ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
+        team = stack.enter_context(agents_for(agents, ray_address))
         for k, policy in enumerate(policies):
             if stop is not None and stop.is_set():
                 break
@@ -160,8 +170,12 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             engine.configure(copy, policy=policy, latency_slo_ms=keep)
             engine.reset_metrics(copy)
             t_start = time.perf_counter()
-            res = open_loop(lambda v: engine.submit(copy, v), lambda rng: sample_x, 1.0,
-                            offsets_s=offsets, seed=k, stop=stop)
+            if team is not None:
+                res = team.run(ep["url"], ep["model"], sample_x, 1.0, 1.0, offsets_s=offsets,
+                               headers=ep["headers"])
+            else:
+                res = open_loop(lambda v: engine.submit(copy, v), lambda rng: sample_x, 1.0,
+                                offsets_s=offsets, seed=k, stop=stop)
             span = time.perf_counter() - t_start + 0.5
             tl = engine.timeline(copy, last_s=span)
             tl = tl[tl["arrived_s"] >= t_start].reset_index(drop=True)
@@ -178,6 +192,4 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
                          else float("nan")})
             if progress is not None:
                 progress(k + 1, len(policies), policy)
-    finally:
-        engine.unload_model(copy)
     return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy}

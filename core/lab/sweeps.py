@@ -24,6 +24,7 @@ import pandas as pd
 from core.config import default_intra_op_threads
 from core.metrics import cores_busy_s, process_cpu_s
 
+from .agents import agent_endpoint, agents_for
 from .loadgen import closed_loop, open_loop
 from .stability import StabilityRule, measure_stable
 
@@ -73,8 +74,14 @@ class PointMeasurer:
                  pattern: str = "poisson", seed: int = 0, rows_per_request: int = 1,
                  stop: Any = None, policy: str = "deadline",
                  latency_slo_ms: float | None = None, instances: int = 1,
-                 stability: StabilityRule | bool = True, slo_ms: float | None = None) -> None:
+                 stability: StabilityRule | bool = True, slo_ms: float | None = None,
+                 agents: Any = None) -> None:
         self.engine, self.model, self.stop = engine, model, stop
+        #: Load agents on a Ray cluster (:class:`~core.lab.agents.LoadAgents`) sending the
+        #: open-loop rates, or None: sent from this process.
+        self.agents = agents
+        self.endpoint = agent_endpoint(engine, model) if agents is not None else None
+        self._agent_cpu_s = 0.0
         self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
         self.slo_ms = slo_ms
         self.rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
@@ -100,6 +107,16 @@ class PointMeasurer:
         self.measured_s = 0.0
 
     def _window(self, k: int, kind: str, load: float, seconds: float):
+        if kind == "rate" and self.agents is not None:
+            ep = self.endpoint
+            x = self._sample(np.random.default_rng(self.seed + k))
+            res = self.agents.run(ep["url"], ep["model"], x, load, seconds,
+                                  pattern=self.pattern, seed=self.seed + k,
+                                  headers=ep["headers"], version=ep["version"])
+            # (the agents' CPU is the point's own load, not a disturbance)
+            self._agent_cpu_s += sum(a["client_cpu_pct"] for a in res.agents) / 100.0 \
+                * res.duration_s
+            return res
         if kind == "rate":
             return open_loop(self._submit, self._sample, load, pattern=self.pattern,
                              duration_s=seconds, seed=self.seed + k, stop=self.stop)
@@ -133,6 +150,7 @@ class PointMeasurer:
         self.engine.configure(self.model, **changes)
         rule = self.rule
         look = _Disturbance(self.engine)
+        self._agent_cpu_s = 0.0
         t0 = time.monotonic()
         if rule is None:
             res = self._window(k, kind, load, self.duration_s)
@@ -149,7 +167,8 @@ class PointMeasurer:
                        "spread_rps_pct": m.spread_rps_pct, "spread_p99_pct": m.spread_p99_pct}
             sent_total = int(sum(w.get("sent", 0) for w in m.windows))
         self.measured_s += time.monotonic() - t0
-        verdict.update(look.verdict(sent_total, float(s.get("max_lag_ms", 0.0) or 0.0)))
+        verdict.update(look.verdict(sent_total, float(s.get("max_lag_ms", 0.0) or 0.0),
+                                    load_cpu_s=self._agent_cpu_s))
         ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
         lo, hi = p99_interval(ok_ms, seed=k)
         slo_ms = self.slo_ms
@@ -207,7 +226,8 @@ class _Disturbance:
                 pass
         return total
 
-    def verdict(self, sent: int, max_lag_ms: float) -> dict[str, Any]:
+    def verdict(self, sent: int, max_lag_ms: float, load_cpu_s: float = 0.0
+                ) -> dict[str, Any]:
         wall = max(1e-6, time.monotonic() - self.t0)
         other = float("nan")
         busy1 = cores_busy_s()
@@ -215,7 +235,7 @@ class _Disturbance:
             busy = busy1[0] - self.busy0[0]
             stolen = busy1[1] - self.busy0[1]
             own = process_cpu_s() - self.proc0
-            other = max(0.0, (busy - own) + stolen) / wall
+            other = max(0.0, (busy - own - load_cpu_s) + stolen) / wall
         req1 = self._requests()
         foreign = (max(0, req1 - self.req0 - sent) if req1 is not None and self.req0 is not None
                    else 0)
@@ -266,7 +286,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           stop: Any = None, policy: str = "deadline", latency_slo_ms: float | None = None,
           instances: int = 1, stability: StabilityRule | bool = True,
           slo_ms: float | None = None, baseline: bool = True,
-          session_threads: Sequence[int] | None = None) -> pd.DataFrame:
+          session_threads: Sequence[int] | None = None, agents: Any = 0,
+          ray_address: str | None = None) -> pd.DataFrame:
     """Measure every (max batch size, max wait, load) point; one row per point.
 
     Loads are open-loop rates (``rates_rps``) and/or closed-loop client counts
@@ -289,15 +310,33 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     second answered within it (GenAI-Perf's goodput). ``baseline``: the model's own batch
     settings (as they were before the sweep) are measured at every load too, even if not in
     the grid, and marked ``baseline`` — what a recommendation is compared with.
+
+    ``agents``: send the rates from that many load agents on the Ray cluster at
+    ``ray_address`` (:class:`~core.lab.agents.LoadAgents`, or one already started) instead
+    of from this process — for a rate one process can't offer. They send over HTTP: to a
+    remote model's server, or to this engine's own server (a model of an engine no server
+    exposes is refused). Closed-loop loads stay in this process.
     """
     loads = [("rate", float(r)) for r in (rates_rps or [])] + [
         ("clients", int(c)) for c in (concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
-    m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
-                      rows_per_request=rows_per_request, stop=stop, policy=policy,
-                      latency_slo_ms=latency_slo_ms, instances=instances, stability=stability,
-                      slo_ms=slo_ms)
+    if agents:
+        agent_endpoint(engine, model)      # refused in words before any Ray is started
+    with agents_for(agents, ray_address, rates=bool(rates_rps)) as team:
+        m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
+                          rows_per_request=rows_per_request, stop=stop, policy=policy,
+                          latency_slo_ms=latency_slo_ms, instances=instances,
+                          stability=stability, slo_ms=slo_ms, agents=team)
+        return _sweep_points(m, loads, max_batch_sizes, max_waits_ms, session_threads,
+                             baseline, progress, stop)
+
+
+def _sweep_points(m: PointMeasurer, loads: list[tuple[str, float]],
+                  max_batch_sizes: Sequence[int], max_waits_ms: Sequence[float],
+                  session_threads: Sequence[int] | None, baseline: bool,
+                  progress: Callable[[int, int, dict[str, Any]], None] | None,
+                  stop: Any) -> pd.DataFrame:
     own = m.own
     threads_axis: list[int | None] = ([int(t) for t in session_threads] if session_threads
                                       else [None])

@@ -63,7 +63,7 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "cancel_job": _W, "wait_job": Method(wait_s=None), "counters": _R, "model_bytes": _R,
     "add_remote": _W, "remote_info": _R, "server_stats": _R,
     "set_inputs": _W, "clear_inputs": _W, "input_source": _R, "session_config": _R,
-    "events": _R,
+    "events": _R, "model_file": Method(reads=True, wait_s=300.0),
 }
 ENGINE_METHODS = frozenset(ENGINE_CONTRACT)
 #: The methods that change what a server keeps across a restart (core/serving/state.py):

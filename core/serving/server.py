@@ -131,6 +131,7 @@ class EngineServer:
         # to it for ever): it learns where it is served, before anything is restored.
         host, port = self._address
         self.engine.served_at.add((str(host), int(port)))
+        self.engine.served_token = self.token
         self.routes.guard.bind(str(host), int(port))
         if self.outbound is not None:
             current = self.engine.outbound_policy or self.outbound

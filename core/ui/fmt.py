@@ -204,6 +204,9 @@ def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
     text = (f"Run {run_id}: batch sizes {', '.join(map(str, ran[0]))}; waits "
             f"{', '.join(f'{w:g}' for w in ran[1])} ms; loads "
             f"{', '.join(f'{v:g}' for v in ran[2])} {unit}")
+    if params.get("agents"):
+        text += (f", sent by {params['agents']} load agent(s) on the Ray cluster at "
+                 f"{params.get('ray_address') or 'a local Ray'}")
     target = params.get("slo_p99_ms")
     if target is not None and float(target) != float(slo_ms):
         text += (f"; run for a p99 target of {float(target):g} ms, judged here against "

@@ -1,0 +1,317 @@
+"""Open-loop load from many agents on a Ray cluster: one schedule, shared out.
+
+One Python client offers ~3,000 one-row req/s (its own CPU is the ceiling), so a cluster's
+endpoint can't be measured from one process. :class:`LoadAgents` starts ``n`` agents (Ray
+actors, pinned round-robin to the cluster's alive nodes); :meth:`LoadAgents.run` draws one
+open-loop schedule, gives agent ``k`` the sends ``k, k + n, k + 2n...`` at their intended
+times from one shared instant (wall clock: the nodes' clocks are assumed in sync, as NTP keeps
+them), and each agent sends its share to an Open Inference Protocol endpoint through
+Batchlab's own remote-model client (latency from the intended send time). Each agent returns
+its per-request rows, an HdrHistogram of its latencies, its CPU and its lag; the driver merges
+them into one :class:`~core.lab.LoadResult` (the histograms merged losslessly:
+``merged_histogram``). An agent that dies is reported (``LoadResult.agents[k]["error"]``) and
+its share of the schedule is in the frame as failed requests ("AgentLost"): nothing is lost
+silently. ``LoadResult.agents_bound`` says when the agents, not the server, set the pace.
+
+Example:
+    >>> with LoadAgents(2, address="127.0.0.1:6379") as agents:
+    ...     res = agents.run(d.url, "mlp", x, rate_rps=4000, duration_s=10)
+    >>> res.summary()["p99_ms"], res.agents_bound
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from core.config import _check_choice, _check_float, _check_int
+from core.errors import ConfigError
+from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
+from .schedule import ARRIVAL_PATTERNS, arrival_times
+from .raylink import check_cpus, connect
+
+__all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "agents_for"]
+
+#: The error of an intended send that no agent made (its agent died).
+AGENT_LOST = "AgentLost"
+# HdrHistogram range: 1 us .. 1 h at 3 significant digits (the metrics' own use 2).
+_HIST = (1, 3_600_000_000, 3)
+# Seconds between the (prepared) agents being told and the schedule's zero.
+_LEAD_S = 1.0
+
+
+class _Agent:
+    """One load agent (a Ray actor): an engine whose one model is the remote endpoint."""
+
+    def where(self) -> dict[str, Any]:
+        """Where the agent runs (asked once it is up, after importing what a run needs, so
+        that a run starts on time)."""
+        import ray
+        import core.engine  # noqa: F401 - the engine, imported now
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def prepare(self, url: str, model: str, headers: dict[str, str] | None,
+                drain_s: float, version: str | None = None) -> None:
+        """Connect to the endpoint (its metadata read, the client's settings made) before
+        the shared start, so the schedule's first sends are not late for it. The same
+        endpoint again (a sweep's next window) keeps the connection."""
+        from core.engine import EngineCore
+        from core.config import EngineConfig
+        key = (url, model, version, tuple(sorted((headers or {}).items())), drain_s)
+        old = getattr(self, "engine", None)
+        if old is not None and getattr(self, "key", None) == key:
+            return
+        if old is not None:
+            old.close()
+        self.engine = engine = EngineCore(EngineConfig(demo_models=False))
+        self.key = None
+        engine.add_remote("target", url=url, model=model, version=version, headers=headers,
+                          max_connections=256)
+        engine.configure("target", max_queue=1_000_000, timeout_ms=drain_s * 1000.0)
+        self.key = key
+
+    def run(self, x: Any, offsets: list[float], start_wall: float,
+            drain_s: float) -> dict[str, Any]:
+        from hdrh.histogram import HdrHistogram
+
+        submit = self.engine.submit
+        start = time.perf_counter() + (start_wall - time.time())
+        res = open_loop(lambda v: submit("target", v), lambda rng: x, 1.0,
+                        offsets_s=offsets, start_at=start, drain_s=drain_s)
+        frame = res.frame
+        hist = HdrHistogram(*_HIST)
+        for v in frame.loc[frame["ok"], "latency_ms"].to_numpy():
+            hist.record_value(max(1, int(round(v * 1000.0))))
+        return {"frame": frame, "histogram": base64.b64encode(hist.encode()).decode()
+                if hist.get_total_count() else "", "client_cpu_pct": res.client_cpu_pct,
+                "max_lag_ms": res.max_lag_ms, "duration_s": res.duration_s, **self.where()}
+
+
+class LoadAgents:
+    """``n`` load agents on the Ray cluster at ``address`` (None: the one connected, else a
+    local Ray), pinned round-robin to its alive nodes; each takes ``agent_cpus`` CPUs."""
+
+    def __init__(self, n: int = 2, address: str | None = None, agent_cpus: float = 1.0) -> None:
+        _check_int("agents", n, 1, 1024)
+        _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
+        ray = connect(address)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
+        if not nodes:
+            raise ConfigError("the Ray cluster has no alive node to run load agents on")
+        check_cpus(n, agent_cpus, "load agent(s)", "replicas",
+                   "agent_cpus or the number of agents")
+        actor = ray.remote(_Agent)
+        self._ray = ray
+        self._dropped: set[int] = set()
+        self.actors = [actor.options(
+            num_cpus=agent_cpus, max_concurrency=2,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[k % len(nodes)],
+                                                               soft=False)).remote()
+            for k in range(n)]
+        try:
+            #: Where each agent runs: {"node": Ray node id, "pid": process id}.
+            self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)
+        except BaseException:
+            self.close()       # none left pending, holding CPUs the replicas need
+            raise
+
+    def __enter__(self) -> LoadAgents:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _drop(self, k: int) -> None:
+        """Kill agent ``k`` (dead, or late: it may still be sending) and run without it."""
+        try:
+            self._ray.kill(self.actors[k])
+        except Exception:  # noqa: BLE001 - dead already
+            pass
+        self._dropped.add(k)
+
+    def close(self) -> None:
+        for a in self.actors:
+            try:
+                self._ray.kill(a)
+            except Exception:  # noqa: BLE001 - dead already
+                pass
+        self.actors = []
+
+    def start(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
+              pattern: str = "poisson", seed: int | None = 0,
+              headers: dict[str, str] | None = None, drain_s: float = 30.0,
+              version: str | None = None, offsets_s: Any = None) -> AgentRun:
+        """Start one open-loop schedule shared out over the agents (see the module
+        docstring); :meth:`AgentRun.result` waits for it. ``offsets_s``: the send times
+        (seconds from the start; a replay's recorded arrivals) instead of a schedule drawn
+        from ``rate_rps``, ``duration_s`` and ``pattern``."""
+        if offsets_s is None:
+            _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
+            _check_float("duration_s", duration_s, 0.01, 86_400.0)
+            _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+        if self._dropped:      # agents lost in an earlier run: the rest go on
+            self.actors = [a for k, a in enumerate(self.actors) if k not in self._dropped]
+            self.placement = [p for k, p in enumerate(self.placement)
+                              if k not in self._dropped]
+            self._dropped = set()
+        if not self.actors:
+            raise ConfigError("these load agents are closed (or all died); make new ones")
+        if offsets_s is not None:
+            offsets = np.sort(np.asarray(offsets_s, dtype=np.float64))
+            if len(offsets) == 0 or not np.isfinite(offsets).all() or offsets[0] < 0:
+                raise ConfigError("offsets_s must be finite send times in seconds, >= 0")
+            duration_s = float(offsets[-1])
+        else:
+            rng = np.random.default_rng(seed)
+            offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
+            offsets = offsets[offsets <= duration_s + 1e-9]
+        n = len(self.actors)
+        self._ray.get([a.prepare.remote(url, model, headers, drain_s, version)
+                       for a in self.actors], timeout=120)
+        start_wall = time.time() + _LEAD_S
+        # (an agent with no share of a short schedule sends nothing: None)
+        refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
+                if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
+        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0)
+
+    def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
+            **options: Any) -> LoadResult:
+        """:meth:`start`, then wait for the result."""
+        return self.start(url, model, x, rate_rps, duration_s, **options).result()
+
+
+class AgentRun:
+    """A schedule being sent by the agents."""
+
+    def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
+                 timeout_s: float) -> None:
+        self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+
+    def result(self) -> LoadResult:
+        """Every agent's answer merged into one load result (an agent that died or did not
+        answer in time is reported, its share failed as "AgentLost")."""
+        import pandas as pd
+        ray = self.agents._ray
+        n = len(self.refs)
+        deadline = time.monotonic() + self.timeout_s
+        frames, reports, lost = [], [], 0
+        for k, ref in enumerate(self.refs):
+            share = self.offsets[k::n]
+            if ref is None:   # no share of a short schedule: sent nothing
+                reports.append(self._silent(k, None))
+                continue
+            try:
+                out = ray.get(ref, timeout=max(1.0, deadline - time.monotonic()))
+            except Exception as err:  # noqa: BLE001 - a dead agent is reported, not raised
+                # Its share's outcome is unknown (some may have been answered): failed, as
+                # "AgentLost". The agent is dropped: a later run goes without it.
+                self.agents._drop(k)
+                lost += len(share)
+                frames.append(_lost_frame(share, k, n))
+                reports.append(self._silent(k, f"{type(err).__name__}: {str(err)[:300]}"))
+                continue
+            f = out["frame"]
+            f["request"] = f["request"] * n + k     # the request's place in the schedule
+            f["client"] = k
+            frames.append(f)
+            reports.append({"agent": k, "node": out["node"], "pid": out["pid"],
+                            "sent": len(f), "succeeded": int(f["ok"].sum()),
+                            "client_cpu_pct": float(out["client_cpu_pct"]),
+                            "max_lag_ms": float(out["max_lag_ms"]),
+                            "histogram": out["histogram"], "error": None})
+        frame = pd.concat(frames, ignore_index=True).sort_values("request",
+                                                                 ignore_index=True)
+        done = frame["done_s"].to_numpy()
+        span = float(np.nanmax(done)) if np.isfinite(done).any() else 0.0
+        live = [r for r in reports if not r["error"]]
+        return LoadResult("open", frame[LOAD_COLUMNS], span,
+                          max((r["max_lag_ms"] for r in live), default=0.0),
+                          # the busiest agent's share of a core (as for one client)
+                          client_cpu_pct=max((r["client_cpu_pct"] for r in live), default=0.0),
+                          agents=tuple(reports), lost=lost)
+
+
+    def _silent(self, k: int, error: str | None) -> dict[str, Any]:
+        """The report of agent ``k`` that sent nothing, or whose answer was lost (``error``)."""
+        return {"agent": k, "node": self.agents.placement[k]["node"], "sent": 0,
+                "succeeded": 0, "client_cpu_pct": 0.0, "max_lag_ms": 0.0, "histogram": "",
+                "error": error}
+
+
+def _lost_frame(share: np.ndarray, k: int, n: int) -> Any:
+    import pandas as pd
+    m = len(share)
+    nan = np.full(m, math.nan)
+    return pd.DataFrame({"request": np.arange(m) * n + k, "client": np.full(m, k, np.int64),
+                         "intended_s": share, "sent_s": nan, "done_s": nan,
+                         "latency_ms": nan, "engine_ms": nan, "queue_ms": nan,
+                         "compute_ms": nan, "batch_rows": np.zeros(m, np.int64),
+                         "ok": np.zeros(m, bool), "error": [AGENT_LOST] * m},
+                        columns=LOAD_COLUMNS)
+
+
+def merged_histogram(result: LoadResult) -> Any:
+    """The agents' latency HdrHistograms (µs) added into one, losslessly (every recorded
+    value kept at the histograms' precision, unlike averaged percentiles)."""
+    from hdrh.histogram import HdrHistogram
+    merged = HdrHistogram(*_HIST)
+    for a in result.agents:
+        if a.get("histogram"):
+            merged.add(HdrHistogram.decode(base64.b64decode(a["histogram"])))
+    return merged
+
+
+_WILDCARD = ("0.0.0.0", "::", "")
+
+
+def agent_endpoint(engine: Any, model: str) -> dict[str, Any]:
+    """Where load agents send ``model``'s requests: a remote model's server, or this
+    engine's own HTTP server (``url``, ``model``, ``version``, ``headers``). ConfigError
+    for a model of an engine that no server exposes (agents send over HTTP)."""
+    remote = engine.remote_endpoint(model)
+    if remote is not None:
+        return remote
+    engine.model_info(model)     # an unknown name says so
+    if not engine.served_at:
+        raise ConfigError(
+            f"load agents send over HTTP, and {model!r} is a model of this engine, which no "
+            "server exposes: serve the engine (python -m core.server, or EngineServer) and "
+            "start the work there, or add the model's server as a remote model")
+    host, port = sorted(engine.served_at)[0]
+    if host in _WILDCARD:        # listening everywhere: the address other nodes reach
+        import ray
+        host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    token = getattr(engine, "served_token", None)
+    return {"url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
+            "model": model, "version": None,
+            "headers": {"Authorization": f"Bearer {token}"} if token else None}
+
+
+@contextlib.contextmanager
+def agents_for(agents: Any, address: str | None, rates: bool = True) -> Iterator[Any]:
+    """The load agents a piece of work asked for: None for none (``agents`` 0 or None),
+    the one given (a :class:`LoadAgents`, left running), or ``agents`` new ones on the
+    cluster at ``address``, closed afterwards."""
+    if agents is None or (isinstance(agents, int) and not isinstance(agents, bool)
+                          and agents == 0):
+        yield None
+        return
+    if not isinstance(agents, int) or isinstance(agents, bool):
+        yield agents
+        return
+    if not rates:
+        raise ConfigError("load agents send open-loop rates (rates_rps); closed-loop "
+                          "clients run in this process: leave agents at 0 for them")
+    team = LoadAgents(agents, address)
+    try:
+        yield team
+    finally:
+        team.close()

@@ -1,0 +1,93 @@
+"""The Models page's "Deploy to a Ray cluster": a loaded model as Batchlab engine replicas
+on Ray Serve (``core.cluster``), added back as a remote model; its replicas changed live;
+undeployed. The dashboard's own process talks to Ray (the engine's server sends it the
+model's file)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import streamlit as st
+
+from core import BatchlabError
+
+__all__ = ["ray_section"]
+
+
+def _deploy(engine: Any, model: str) -> None:
+    from core.cluster import RAY_SUFFIX, deploy_model
+    s = st.session_state
+    try:
+        with st.spinner(f"Deploying {model} to Ray ({int(s['ray_replicas'])} replica(s)): "
+                        "starting Ray Serve and the replicas, which load the model..."):
+            d = deploy_model(engine, model, address=s["ray_address"].strip() or None,
+                             num_replicas=int(s["ray_replicas"]),
+                             max_ongoing_requests=int(s["ray_ongoing"]),
+                             replica_cpus=float(s["ray_cpus"]),
+                             http_port=int(s["ray_port"]))
+    except (BatchlabError, ValueError, RuntimeError, ConnectionError, TimeoutError) as err:
+        s["ray_result"] = ("error", f"Could not deploy {model}: {err}")
+    else:
+        s["ray_result"] = ("ok", f"{model} answers at {d.url} from {d.num_replicas} "
+                                 f"replica(s); it is the remote model {model}{RAY_SUFFIX} "
+                                 "here: pick it on any page.", d.warnings)
+
+
+def ray_section(engine: Any, selected: str | None) -> None:
+    """The section (nothing where Ray is not installed)."""
+    if importlib.util.find_spec("ray") is None:
+        return
+    from core.cluster import RAY_SUFFIX, concurrency_warning, configure, deployments, undeploy
+    with st.container(border=True):
+        st.subheader("Deploy to a Ray cluster", anchor=False)
+        st.caption("Runs the model as Batchlab engine replicas on Ray Serve (one engine, with "
+                   "these batch settings, per replica) and adds it here as a remote model, so "
+                   "sweeps, traffic and A/B tests measure the cluster. Each replica batches "
+                   "only its share of the traffic: batches shrink as replicas are added.")
+        local = selected is not None and engine.remote_info(selected) is None
+        c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+        c1.text_input("Ray cluster address", key="ray_address",
+                      placeholder="HOST:PORT of its head; empty: a local Ray started here")
+        c2.number_input("Replicas", 1, 64, 2, key="ray_replicas")
+        cfg = engine.batch_config(selected) if local else None
+        c3.number_input("Max ongoing / replica", 1, 10_000,
+                        2 * cfg.max_batch_size if cfg else 64, key="ray_ongoing",
+                        help="Ray Serve sends a replica at most this many requests at once.")
+        c4.number_input("CPUs / replica", 0.1, 64.0, 1.0, 0.25, key="ray_cpus")
+        st.number_input("Ray Serve HTTP port (if this starts it)", 1024, 65535, 8000,
+                        key="ray_port")
+        if cfg is not None:
+            why = concurrency_warning(int(st.session_state["ray_ongoing"]), cfg.max_batch_size)
+            if why:
+                st.warning(why, icon=":material/warning:")
+        if st.button(f"Deploy {selected}" if local else "Deploy (pick a local model above)",
+                     key="ray_deploy", type="primary", disabled=not local):
+            _deploy(engine, selected)
+        result = st.session_state.get("ray_result")
+        if result:
+            (st.success if result[0] == "ok" else st.error)(result[1])
+            for w in result[2] if len(result) > 2 else []:
+                st.warning(w, icon=":material/warning:")
+        for d in deployments():
+            r1, r2, r3, r4 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
+            r1.markdown(f"**{d.name}** at `{d.url}` · batch {d.batch.max_batch_size}, wait "
+                        f"{d.batch.max_wait_ms:g} ms · max ongoing {d.max_ongoing_requests}")
+            n = r2.number_input("Replicas", 1, 64, d.num_replicas or 1,
+                                key=f"ray_n_{d.name}")
+            if r3.button("Apply", key=f"ray_apply_{d.name}",
+                         disabled=n == d.num_replicas):
+                try:
+                    with st.spinner(f"Scaling {d.name} to {n} replica(s)..."):
+                        configure(d.name, num_replicas=int(n))
+                except BatchlabError as err:
+                    st.error(f"Could not scale {d.name}: {err}")
+                else:
+                    st.rerun()
+            if r4.button("Undeploy", key=f"ray_undeploy_{d.name}"):
+                with st.spinner(f"Ending {d.name}'s replicas..."):
+                    undeploy(d.name)
+                    if d.name + RAY_SUFFIX in engine.model_names():
+                        engine.unload_model(d.name + RAY_SUFFIX)
+                st.session_state.pop("ray_result", None)
+                st.rerun()
