@@ -574,7 +574,11 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
                    + (f", {t.high_share:.0%} high priority" if getattr(t, "high_share", None)
                       is not None else "") + f" · sent {fmt_num(t.sent)} · "
                    f"served {fmt_num(t.succeeded)} · failed {fmt_num(t.failed)} · refused "
-                   f"{fmt_num(t.refused)} · client CPU {t.client_cpu_pct:.0f} %")
+                   f"{fmt_num(t.refused)} · "
+                   + (f"from {t.agents} load agent(s) on Ray (counted as answers come "
+                      f"back), busiest agent's CPU {t.client_cpu_pct:.0f} %"
+                      if getattr(t, "agents", 0) else
+                      f"client CPU {t.client_cpu_pct:.0f} %"))
         if t.problem:
             st.error(t.problem)
         elif not t.running and t.in_flight > 0:

@@ -60,12 +60,16 @@ TRAFFIC_CLASSES = {"one stream": None, "high class": 1, "normal class": 2}
 def _start_traffic() -> None:
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
+    agents = int(st.session_state.get("traffic_agents") or 0)
     try:
         engine.start_traffic(
             model, rate_rps=float(st.session_state["traffic_rate"]),
             pattern=st.session_state["traffic_pattern"] or "poisson",
             rows_per_request=int(st.session_state["traffic_rows"]),
             duration_s=float(st.session_state["traffic_duration"]) or None,
+            **({"agents": agents, "ray_address":
+                (st.session_state.get("traffic_ray_address") or "").strip() or None}
+               if agents else {}),
             **({"priority": priority} if priority is not None
                else {"high_share": share / 100.0} if share else {}))
     except BatchlabError as err:
@@ -191,6 +195,7 @@ with controls:
                              "class: served first, refused last), the rest with priority=2. "
                              "Under Poisson arrivals these are two independent streams. "
                              "Each class's figures appear below the tiles.")
+        agents_controls("traffic")
         b1, b2 = st.columns(2)
         # Actions run as on_click callbacks: they run before the rerun starts, so a click
         # is never lost when a live fragment's timer interrupts the script.

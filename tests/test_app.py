@@ -810,3 +810,10 @@ def test_a_sweep_and_a_replay_from_the_pages_ask_for_load_agents_on_ray(engine):
     job = finish_job(engine, "replay", "tiny")
     assert job.params["agents"] == 1 and job.params["ray_address"] is None
     assert job.state == "failed" and "no server exposes" in job.error, job.error
+
+    at.number_input(key="traffic_agents").set_value(3).run()
+    at.button(key="traffic_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [e.value for e in at.error if "Could not start traffic" in e.value]
+    assert said and "no server exposes" in said[0], [e.value for e in at.error]
+    assert not engine.traffic_running()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -336,3 +337,49 @@ def test_the_models_page_deploys_a_model_to_ray_scales_it_and_undeploys_it(clust
     assert not at.exception, [e.value for e in at.exception]
     assert deployments() == [] and "tiny-ray" not in engine.model_names()
     engine.close()
+
+
+def test_traffic_from_load_agents_counts_every_request_and_stops(cluster):
+    """Issue 27, part 2: ``start_traffic(..., agents=N)``: one schedule cut into chunks
+    handed to the agents ahead of time; every request sent is counted once its answer is
+    back (equal to what the server saw); traffic until stopped stops; a class, an
+    experiment or an engine no server exposes is refused in words."""
+    from core import ConfigError
+    from core.serving import EngineServer
+
+    served = Engine(EngineConfig(demo_models=False))
+    served.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(served, port=0).start()
+    try:
+        before = served.counters("tiny")["total_requests"]
+        served.start_traffic("tiny", rate_rps=80, pattern="constant", duration_s=2.5,
+                             agents=2, ray_address=cluster)
+        st = served.wait_traffic("tiny", timeout_s=120)
+        assert not st.running and st.agents == 2
+        from core.lab.schedule import arrival_stream
+        want = sum(1 for _ in arrival_stream("constant", 80, np.random.default_rng(0), 0.0,
+                                             2.5))
+        assert st.sent == want and st.succeeded == st.sent and st.failed == 0, (want, st)
+        assert served.counters("tiny")["total_requests"] - before == st.sent
+
+        served.start_traffic("tiny", rate_rps=50, agents=2, ray_address=cluster)
+        deadline = time.monotonic() + 120
+        while served.traffic()[0].sent == 0:           # a first chunk answered
+            assert time.monotonic() < deadline, served.traffic()
+            time.sleep(0.05)
+        served.stop_traffic("tiny")
+        served.wait_traffic("tiny", timeout_s=120)
+        st = served.traffic()[0]
+        assert not st.running and st.sent > 0 and st.succeeded == st.sent, st
+        assert served.counters("tiny")["total_requests"] - before == want + st.sent
+        assert served.events("tiny")["text"].str.contains("from 2 load agent").any()
+
+        with pytest.raises(ConfigError, match="without a priority class"):
+            served.start_traffic("tiny", rate_rps=10, agents=1, priority=1)
+    finally:
+        server.close()
+        served.close()
+    with Engine(EngineConfig(demo_models=False)) as alone:
+        alone.load_model(build_demo_model("tiny"), name="tiny")
+        with pytest.raises(ConfigError, match="no server exposes"):
+            alone.start_traffic("tiny", rate_rps=10, agents=1, ray_address=cluster)

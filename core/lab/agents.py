@@ -112,7 +112,7 @@ class LoadAgents:
         self._ray = ray
         self._dropped: set[int] = set()
         self.actors = [actor.options(
-            num_cpus=agent_cpus, max_concurrency=2,
+            num_cpus=agent_cpus, max_concurrency=4,
             scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[k % len(nodes)],
                                                                soft=False)).remote()
             for k in range(n)]
@@ -145,14 +145,23 @@ class LoadAgents:
                 pass
         self.actors = []
 
+    def prepare(self, url: str, model: str, headers: dict[str, str] | None = None,
+                drain_s: float = 30.0, version: str | None = None) -> None:
+        """Have every agent connect to the endpoint (done by :meth:`start` too; the same
+        endpoint again costs one round trip)."""
+        self._ray.get([a.prepare.remote(url, model, headers, drain_s, version)
+                       for a in self.actors], timeout=120)
+
     def start(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
               pattern: str = "poisson", seed: int | None = 0,
               headers: dict[str, str] | None = None, drain_s: float = 30.0,
-              version: str | None = None, offsets_s: Any = None) -> AgentRun:
+              version: str | None = None, offsets_s: Any = None,
+              start_wall: float | None = None) -> AgentRun:
         """Start one open-loop schedule shared out over the agents (see the module
         docstring); :meth:`AgentRun.result` waits for it. ``offsets_s``: the send times
         (seconds from the start; a replay's recorded arrivals) instead of a schedule drawn
-        from ``rate_rps``, ``duration_s`` and ``pattern``."""
+        from ``rate_rps``, ``duration_s`` and ``pattern``. ``start_wall``: the schedule's zero
+        (``time.time()``; default: a moment from now, once the agents are ready)."""
         if offsets_s is None:
             _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
             _check_float("duration_s", duration_s, 0.01, 86_400.0)
@@ -174,9 +183,9 @@ class LoadAgents:
             offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
             offsets = offsets[offsets <= duration_s + 1e-9]
         n = len(self.actors)
-        self._ray.get([a.prepare.remote(url, model, headers, drain_s, version)
-                       for a in self.actors], timeout=120)
-        start_wall = time.time() + _LEAD_S
+        self.prepare(url, model, headers, drain_s, version)
+        if start_wall is None:
+            start_wall = time.time() + _LEAD_S
         # (an agent with no share of a short schedule sends nothing: None)
         refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
                 if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
@@ -194,6 +203,14 @@ class AgentRun:
     def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
                  timeout_s: float) -> None:
         self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+
+    def done(self) -> bool:
+        """Whether every agent has answered (or died): :meth:`result` would not wait."""
+        refs = [r for r in self.refs if r is not None]
+        if not refs:
+            return True
+        ready, _ = self.agents._ray.wait(refs, num_returns=len(refs), timeout=0)
+        return len(ready) == len(refs)
 
     def result(self) -> LoadResult:
         """Every agent's answer merged into one load result (an agent that died or did not

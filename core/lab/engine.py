@@ -59,17 +59,26 @@ class Engine(EngineCore):
     def start_traffic(self, target: str, rate_rps: float = 100.0, pattern: str = "constant",
                       rows_per_request: int = 1, duration_s: float | None = None,
                       seed: int | None = 0, high_share: float | None = None,
-                      priority: int | None = None) -> TrafficStatus:
+                      priority: int | None = None, agents: int = 0,
+                      ray_address: str | None = None) -> TrafficStatus:
         """Send open-loop traffic to ``target`` from a background thread (replacing any
         traffic already going there in the same class); stop it with :meth:`stop_traffic`.
         ``priority``: every request in that class (1 high, 2 or 0 normal), a generator per
         class with its own rate and pattern beside the others; or ``high_share``: one
         generator, that share of its requests in the high class (``priority=1``), the rest
         with ``priority=2`` (two independent streams under Poisson arrivals). See
-        :meth:`class_metrics`."""
+        :meth:`class_metrics`.
+
+        ``agents``: the requests leave from that many load agents on the Ray cluster at
+        ``ray_address`` (None: the one connected, else a local Ray) instead of this
+        process, for a rate one process can't offer; they send over HTTP to a remote
+        model's server or this engine's own (an engine no server exposes is refused), and
+        the status counts their requests as their answers come back
+        (:mod:`core.lab.agent_traffic`)."""
         self._check_open()
         return self._lab.start_traffic(target, rate_rps, pattern, rows_per_request,
-                                       duration_s, seed, high_share, priority)
+                                       duration_s, seed, high_share, priority, agents,
+                                       ray_address)
 
     def stop_traffic(self, target: str | None = None, priority: int | None | str = "any"
                      ) -> None:

@@ -20,6 +20,7 @@ from core.metrics import helpers_cpu_s
 from .history import ExperimentStore, default_store
 from .job_kinds import JOB_KINDS
 from .jobs import JobManager, JobStatus
+from .agent_traffic import AgentTraffic
 from .traffic import TrafficManager, TrafficStatus
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class Lab:
     def start_traffic(self, target: str, rate_rps: float, pattern: str, rows_per_request: int,
                       duration_s: float | None, seed: int | None,
                       high_share: float | None = None,
-                      priority: int | None = None) -> TrafficStatus:
+                      priority: int | None = None, agents: int = 0,
+                      ray_address: str | None = None) -> TrafficStatus:
         engine = self.engine
         is_exp = target in engine.ab_experiments()
         models = engine.ab_arms(target) if is_exp else (target,)
@@ -70,6 +72,18 @@ class Lab:
         # Keys for every experiment, like traffic from 1,000 users: the experiment may be
         # switched to sticky routing (which needs them) while the traffic runs.
         remote = any(engine.remote_info(m) is not None for m in models)
+        if agents:
+            if priority is not None or high_share is not None:
+                raise ConfigError("load agents send without a priority class: leave priority "
+                                  "and high_share unset, or agents at 0")
+            status = self.traffic.add(AgentTraffic(
+                engine, target, sample, agents, ray_address, rate_rps=rate_rps,
+                pattern=pattern, rows_per_request=rows_per_request, duration_s=duration_s,
+                seed=seed, on_end=self.traffic.on_end))
+            engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
+                          f" from {agents} load agent(s) on Ray"
+                          + (f" for {duration_s:g} s" if duration_s else ""))
+            return status
         status = self.traffic.start(target, sample, rate_rps=rate_rps, pattern=pattern,
                                     rows_per_request=rows_per_request, duration_s=duration_s,
                                     seed=seed, key_pool=1000 if is_exp else None,

@@ -83,6 +83,9 @@ class TrafficStatus:
     #: the priority every request of this generator carries (a generator per class); None:
     #: none, or a mix by ``high_share``
     priority: int | None = None
+    #: load agents on a Ray cluster sending it (core.lab.agent_traffic); 0: this process.
+    #: Their counts arrive a chunk (about a second) after the sends, with the answers.
+    agents: int = 0
 
     @property
     def label(self) -> str:
@@ -97,6 +100,10 @@ class TrafficStatus:
         full core, or the sender far behind its schedule), else None."""
         if self.elapsed_s < 1.0 or self.sent < 50:
             return None
+        if self.agents and self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
+            return (f"The load agents are the bottleneck: the busiest of the {self.agents} "
+                    f"used {self.client_cpu_pct:.0f} % of a core, so these figures measure "
+                    "the agents, not the server. Add agents (on more nodes), or send less.")
         if self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
             return (f"The client is the bottleneck: sending to {self.target} and reading the "
                     f"answers takes {self.client_cpu_pct:.0f} % of a core (Python runs it on "
@@ -324,7 +331,8 @@ class TrafficManager:
     def __init__(self, submit: SubmitFn,
                  on_end: Callable[[str, str], None] | None = None) -> None:
         self._submit = submit
-        self._on_end = on_end
+        #: what a generator calls when it ends (the engine's event marks)
+        self.on_end = on_end
         self._lock = threading.Lock()
         self._gens: dict[tuple[str, int | None], TrafficGenerator] = {}
 
@@ -332,7 +340,14 @@ class TrafficManager:
               **options: Any) -> TrafficStatus:
         """Start sending to ``target`` (replacing traffic already going there in the same
         class: ``priority``, None for none)."""
-        gen = TrafficGenerator(self._submit, target, sample, on_end=self._on_end, **options)
+        return self.add(TrafficGenerator(self._submit, target, sample, on_end=self.on_end,
+                                         **options))
+
+    def add(self, gen: Any) -> TrafficStatus:
+        """Start ``gen`` (a :class:`TrafficGenerator`, or one with its interface: an
+        :class:`~core.lab.agent_traffic.AgentTraffic`), replacing the traffic going to its
+        target in its class."""
+        target = gen.target
         key = (target, _class_key(gen.priority))
         with self._lock:
             old = self._gens.pop(key, None)
