@@ -383,3 +383,42 @@ def test_traffic_from_load_agents_counts_every_request_and_stops(cluster):
         alone.load_model(build_demo_model("tiny"), name="tiny")
         with pytest.raises(ConfigError, match="no server exposes"):
             alone.start_traffic("tiny", rate_rps=10, agents=1, ray_address=cluster)
+
+
+def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster):
+    """Issue 27, part 4: a replica killed while it holds queued requests: those fail, in
+    words (a server error each), the rest are answered, every request sent is in the result
+    once, and Ray Serve replaces the replica."""
+    import ray
+    from ray.serve import status
+    from core.cluster import LoadAgents, configure, deploy, undeploy
+
+    # Batches that never leave by themselves (64 rows, a minute's wait): every request
+    # sent is queued in a replica until the kill, then the survivor is told to flush.
+    d = deploy("tiny", build_demo_model("tiny"), address=cluster, num_replicas=2,
+               replica_cpus=0.25, http_port=_free_port(),
+               batch={"max_batch_size": 64, "max_wait_ms": 60_000})
+    try:
+        with LoadAgents(1, address=cluster, agent_cpus=0.25) as agents:
+            run = agents.start(d.url, "tiny", np.ones((1, 4), np.float32), rate_rps=40,
+                               duration_s=2.0, pattern="constant")
+            while time.time() < run.start_wall + 3.0:    # every request sent (and queued)
+                time.sleep(0.05)
+            names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                           if a["name"].startswith("SERVE_REPLICA::batchlab-tiny#"))
+            assert len(names) == 2, names
+            ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+            configure("tiny", max_wait_ms=1)             # the survivor answers its queue
+            res = run.result()
+        s, f = res.summary(), res.frame
+        assert s["sent"] == len(run.offsets) and sorted(f["request"]) == list(range(s["sent"]))
+        assert s["succeeded"] + s["failed"] == s["sent"] and s["succeeded"] > 0, s
+        assert s["failed"] > 0 and set(f.loc[~f["ok"], "error"]) == {"RemoteServerError"}, \
+            f["error"].value_counts(dropna=False)
+        deadline = time.monotonic() + 120
+        while status().applications["batchlab-tiny"].deployments["tiny"] \
+                .replica_states.get("RUNNING") != 2:
+            assert time.monotonic() < deadline, status()
+            time.sleep(0.2)
+    finally:
+        undeploy("tiny")

@@ -189,7 +189,7 @@ class LoadAgents:
         # (an agent with no share of a short schedule sends nothing: None)
         refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
                 if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
-        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0)
+        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall)
 
     def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
             **options: Any) -> LoadResult:
@@ -201,8 +201,11 @@ class AgentRun:
     """A schedule being sent by the agents."""
 
     def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
-                 timeout_s: float) -> None:
+                 timeout_s: float, start_wall: float = 0.0) -> None:
         self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+        #: the schedule's zero (``time.time()``): send ``k`` is due at ``start_wall +
+        #: offsets[k]``
+        self.start_wall = start_wall
 
     def done(self) -> bool:
         """Whether every agent has answered (or died): :meth:`result` would not wait."""
