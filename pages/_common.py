@@ -316,7 +316,7 @@ def start_job(engine: Engine | RemoteEngine, kind: str, target: str, failure: st
         st.rerun()
 
 
-def agents_controls(key: str) -> dict[str, Any]:
+def agents_controls(key: str, narrow: bool = False) -> dict[str, Any]:
     """The job parameters sending a job's load from load agents on a Ray cluster
     (``core.lab.agents``): {} to send from the engine's own process (the default, and
     always where Ray is not installed)."""
@@ -327,7 +327,7 @@ def agents_controls(key: str) -> dict[str, Any]:
                    "cluster's nodes) share one open-loop schedule and send at its times over "
                    "HTTP, to the engine's server or a remote model's; their results are "
                    "merged into one. The engine's server must be reachable from the nodes.")
-        a1, a2 = st.columns([1, 2])
+        a1, a2 = (st, st) if narrow else st.columns([1, 2])
         n = a1.number_input("Load agents (0: none)", 0, 64, 0, key=f"{key}_agents",
                             help="Each takes one CPU of the cluster.")
         address = a2.text_input("Ray cluster address", key=f"{key}_ray_address",
@@ -579,8 +579,12 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
                       f"back), busiest agent's CPU {t.client_cpu_pct:.0f} %"
                       if getattr(t, "agents", 0) else
                       f"client CPU {t.client_cpu_pct:.0f} %"))
+        if getattr(t, "note", None):
+            st.caption(f"{t.note[0].upper()}{t.note[1:]}...")
         if t.problem:
             st.error(t.problem)
+        elif not t.running and t.last_error and getattr(t, "agents", 0) and not t.sent:
+            st.error(f"The load agents sent nothing: {t.last_error}")
         elif not t.running and t.in_flight > 0:
             st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
         if t.client_bound:

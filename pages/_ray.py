@@ -46,17 +46,23 @@ def ray_section(engine: Any, selected: str | None) -> None:
                    "sweeps, traffic and A/B tests measure the cluster. Each replica batches "
                    "only its share of the traffic: batches shrink as replicas are added.")
         local = selected is not None and engine.remote_info(selected) is None
-        c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
+        c1, c2 = st.columns([3, 1])
         c1.text_input("Ray cluster address", key="ray_address",
                       placeholder="HOST:PORT of its head; empty: a local Ray started here")
-        c2.number_input("Replicas", 1, 64, 2, key="ray_replicas")
+        c2.number_input("Serve's HTTP port", 1024, 65535, 8000, key="ray_port",
+                        help="Where Ray Serve's proxy listens if this starts it (one already "
+                             "running keeps its own).")
+        c3, c4, c5 = st.columns(3)
+        c3.number_input("Replicas", 1, 64, 2, key="ray_replicas")
         cfg = engine.batch_config(selected) if local else None
-        c3.number_input("Max ongoing / replica", 1, 10_000,
+        c4.number_input("Max ongoing requests per replica", 1, 10_000,
                         2 * cfg.max_batch_size if cfg else 64, key="ray_ongoing",
                         help="Ray Serve sends a replica at most this many requests at once.")
-        c4.number_input("CPUs / replica", 0.1, 64.0, 1.0, 0.25, key="ray_cpus")
-        st.number_input("Ray Serve HTTP port (if this starts it)", 1024, 65535, 8000,
-                        key="ray_port")
+        c5.number_input("CPUs per replica", 0.1, 64.0, 1.0, 0.25, key="ray_cpus")
+        if cfg is not None:
+            st.caption(f"Each replica batches with {selected}'s settings here: max batch "
+                       f"{cfg.max_batch_size}, max wait {cfg.max_wait_ms:g} ms (change them "
+                       "live below once deployed).")
         if cfg is not None:
             why = concurrency_warning(int(st.session_state["ray_ongoing"]), cfg.max_batch_size)
             if why:
@@ -69,22 +75,30 @@ def ray_section(engine: Any, selected: str | None) -> None:
             (st.success if result[0] == "ok" else st.error)(result[1])
             for w in result[2] if len(result) > 2 else []:
                 st.warning(w, icon=":material/warning:")
-        for d in deployments():
-            r1, r2, r3, r4 = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
-            r1.markdown(f"**{d.name}** at `{d.url}` · batch {d.batch.max_batch_size}, wait "
-                        f"{d.batch.max_wait_ms:g} ms · max ongoing {d.max_ongoing_requests}")
-            n = r2.number_input("Replicas", 1, 64, d.num_replicas or 1,
-                                key=f"ray_n_{d.name}")
-            if r3.button("Apply", key=f"ray_apply_{d.name}",
-                         disabled=n == d.num_replicas):
+        deployed = deployments()
+        if deployed:
+            st.markdown("**Deployed from this dashboard** (changes reach every replica live)")
+        for d in deployed:
+            r1, r2, r3, r4, r5, r6 = st.columns([3, 1, 1, 1, 1, 1], vertical_alignment="bottom")
+            r1.markdown(f"**{d.name}** at `{d.url}` · max ongoing {d.max_ongoing_requests}")
+            n = r2.number_input("Replicas", 1, 64, d.num_replicas or 1, key=f"ray_n_{d.name}")
+            bs = r3.number_input("Max batch", 1, 4096, d.batch.max_batch_size,
+                                 key=f"ray_bs_{d.name}")
+            wait = r4.number_input("Max wait (ms)", 0.0, 10_000.0, float(d.batch.max_wait_ms),
+                                   key=f"ray_wait_{d.name}")
+            changes = {k: v for k, v, old in (
+                ("num_replicas", int(n), d.num_replicas), ("max_batch_size", int(bs),
+                 d.batch.max_batch_size), ("max_wait_ms", float(wait), d.batch.max_wait_ms))
+                if v != old}
+            if r5.button("Apply", key=f"ray_apply_{d.name}", disabled=not changes):
                 try:
-                    with st.spinner(f"Scaling {d.name} to {n} replica(s)..."):
-                        configure(d.name, num_replicas=int(n))
+                    with st.spinner(f"Changing {d.name} on every replica..."):
+                        configure(d.name, **changes)
                 except BatchlabError as err:
-                    st.error(f"Could not scale {d.name}: {err}")
+                    st.error(f"Could not change {d.name}: {err}")
                 else:
                     st.rerun()
-            if r4.button("Undeploy", key=f"ray_undeploy_{d.name}"):
+            if r6.button("Undeploy", key=f"ray_undeploy_{d.name}"):
                 with st.spinner(f"Ending {d.name}'s replicas..."):
                     undeploy(d.name)
                     if d.name + RAY_SUFFIX in engine.model_names():

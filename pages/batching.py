@@ -195,7 +195,7 @@ with controls:
                              "class: served first, refused last), the rest with priority=2. "
                              "Under Poisson arrivals these are two independent streams. "
                              "Each class's figures appear below the tiles.")
-        agents_controls("traffic")
+        agents_controls("traffic", narrow=True)
         b1, b2 = st.columns(2)
         # Actions run as on_click callbacks: they run before the rerun starts, so a click
         # is never lost when a live fragment's timer interrupts the script.

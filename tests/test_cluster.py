@@ -328,10 +328,12 @@ def test_the_models_page_deploys_a_model_to_ray_scales_it_and_undeploys_it(clust
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
         at.number_input(key="ray_n_tiny").set_value(2).run()
+        at.number_input(key="ray_bs_tiny").set_value(4).run()
         at.button(key="ray_apply_tiny").click().run()
         assert not at.exception, [e.value for e in at.exception]
-        assert deployments()[0].num_replicas == 2
-        assert len(_replicas_seen(d.url + "/v2/models/tiny/config", 2)) == 2
+        assert deployments()[0].num_replicas == 2 and deployments()[0].batch.max_batch_size == 4
+        seen = _replicas_seen(d.url + "/v2/models/tiny/config", 2)
+        assert sorted(seen.values()) == ["4/1", "4/1"], seen     # both, the new one too
     finally:
         at.button(key="ray_undeploy_tiny").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -396,10 +398,16 @@ def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster)
     # Batches that never leave by themselves (64 rows, a minute's wait): every request
     # sent is queued in a replica until the kill, then the survivor is told to flush.
     d = deploy("tiny", build_demo_model("tiny"), address=cluster, num_replicas=2,
-               replica_cpus=0.25, http_port=_free_port(),
+               replica_cpus=0.5, http_port=_free_port(),
                batch={"max_batch_size": 64, "max_wait_ms": 60_000})
     try:
-        with LoadAgents(1, address=cluster, agent_cpus=0.25) as agents:
+        # A node has less than one CPU free beside a replica: an agent asking for more than
+        # any node has is refused in words (Ray would keep it pending for ever); by
+        # default each agent takes what its node has, up to one.
+        from core import ConfigError
+        with pytest.raises(ConfigError, match=r"1 load agent\(s\) of 1.5 CPU each don't fit"):
+            LoadAgents(1, address=cluster, agent_cpus=1.5)
+        with LoadAgents(2, address=cluster) as agents:
             run = agents.start(d.url, "tiny", np.ones((1, 4), np.float32), rate_rps=40,
                                duration_s=2.0, pattern="constant")
             while time.time() < run.start_wall + 3.0:    # every request sent (and queued)

@@ -75,6 +75,7 @@ class AgentTraffic:
         self._max_lag_ms = 0.0
         self._recent_lag_ms = 0.0
         self._cpu_pct = 0.0
+        self._note: str | None = f"starting {agents} load agent(s) on Ray"
         self._t_start: float | None = None
         self._t_end: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"traffic-{target}-agents",
@@ -113,7 +114,8 @@ class AgentTraffic:
                 last_error=self._last_error, recent_sent=int(sum(r[1] for r in recent)),
                 recent_bad=int(sum(r[2] for r in recent)),
                 recent_lag_ms=max((r[3] for r in recent), default=0.0),
-                client_cpu_pct=self._cpu_pct, agents=self.agents)
+                client_cpu_pct=self._cpu_pct, agents=self.agents,
+                note=self._note if self._thread.is_alive() else None)
 
     def _fold(self, res: LoadResult) -> None:
         """Count one chunk's requests (every one of them answered, failed or lost)."""
@@ -135,6 +137,7 @@ class AgentTraffic:
             self._recent.append([int(time.perf_counter()), len(f), len(bad), res.max_lag_ms])
             if live:
                 self._cpu_pct = max(live)
+            self._note = None
 
     def _collect(self, pending: deque[AgentRun], block: bool) -> None:
         while pending and (block or pending[0].done()):
@@ -146,8 +149,14 @@ class AgentTraffic:
         pending: deque[AgentRun] = deque()
         ep = self.endpoint
         try:
+            self._note = (f"connecting to Ray at {self.ray_address or 'a local Ray'} and "
+                          f"starting {self.agents} load agent(s) (several seconds the first "
+                          "time: each gets Batchlab's code)")
             team = LoadAgents(self.agents, self.ray_address)
+            self._note = f"the {self.agents} load agent(s) connect to {ep['url']}"
             team.prepare(ep["url"], ep["model"], ep["headers"], version=ep["version"])
+            self._note = (f"sending from {self.agents} load agent(s); counted from the "
+                          f"first second's answers")
             stream = arrival_stream(self.pattern, self.rate_rps, self._rng, 0.0,
                                     self.duration_s)
             due = next(stream, None)

@@ -35,7 +35,7 @@ from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError
 from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
 from .schedule import ARRIVAL_PATTERNS, arrival_times
-from .raylink import check_cpus, connect
+from .raylink import connect, place
 
 __all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "agents_for"]
 
@@ -96,26 +96,25 @@ class _Agent:
 
 class LoadAgents:
     """``n`` load agents on the Ray cluster at ``address`` (None: the one connected, else a
-    local Ray), pinned round-robin to its alive nodes; each takes ``agent_cpus`` CPUs."""
+    local Ray), pinned round-robin to its alive nodes that have room; each takes
+    ``agent_cpus`` CPUs (None: up to one, less on a node with less free)."""
 
-    def __init__(self, n: int = 2, address: str | None = None, agent_cpus: float = 1.0) -> None:
+    def __init__(self, n: int = 2, address: str | None = None,
+                 agent_cpus: float | None = None) -> None:
         _check_int("agents", n, 1, 1024)
-        _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
+        if agent_cpus is not None:
+            _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
         ray = connect(address)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        nodes = sorted(nd["NodeID"] for nd in ray.nodes() if nd.get("Alive"))
-        if not nodes:
-            raise ConfigError("the Ray cluster has no alive node to run load agents on")
-        check_cpus(n, agent_cpus, "load agent(s)", "replicas",
-                   "agent_cpus or the number of agents")
+        # Each on a node with room for it (a hard pin to a full node would wait for ever).
+        spots = place(n, agent_cpus)
         actor = ray.remote(_Agent)
         self._ray = ray
         self._dropped: set[int] = set()
         self.actors = [actor.options(
-            num_cpus=agent_cpus, max_concurrency=4,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(nodes[k % len(nodes)],
-                                                               soft=False)).remote()
-            for k in range(n)]
+            num_cpus=cpus, max_concurrency=4,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
+            for node, cpus in spots]
         try:
             #: Where each agent runs: {"node": Ray node id, "pid": process id}.
             self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)

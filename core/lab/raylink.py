@@ -3,6 +3,7 @@ agents (:mod:`core.lab.agents`) and the engine replicas (:mod:`core.cluster`).""
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -52,3 +53,66 @@ def check_cpus(n: int, each: float, what: str, others: str, knob: str,
         raise ConfigError(f"{n} {what} of {each:g} CPU need {n * each:g} CPUs; the cluster "
                           f"has {free:g} free ({others} hold the rest). Lower {knob}, or add "
                           "nodes")
+
+
+def _free_per_node(ray: Any) -> dict[str, float]:
+    """Free CPUs of each alive node (Ray's own accounting)."""
+    from ray._private.state import state   # (no public per-node form in Ray 2.x)
+    alive = {nd["NodeID"] for nd in ray.nodes() if nd.get("Alive")}
+    return {node: float(res.get("CPU", 0.0))
+            for node, res in state.available_resources_per_node().items() if node in alive}
+
+
+def place(n: int, cpus: float | None, what: str = "load agent",
+          settle_s: float = 15.0) -> list[tuple[str, float]]:
+    """Where ``n`` actors of ``cpus`` CPUs each go, spread round-robin over the alive nodes
+    that have room: ``(node id, CPUs)`` each. ``cpus`` None: the nodes' free CPUs shared out,
+    up to one each (at least 0.1). ConfigError when they don't fit, with what each
+    node has free (Ray would keep them pending for ever). CPUs of actors just ended come
+    back a moment later: short of room, it asks again for up to ``settle_s``."""
+    import ray
+    deadline = time.monotonic() + settle_s
+    while True:
+        free = _free_per_node(ray)
+        if not free:
+            raise ConfigError(f"the Ray cluster has no alive node to run a {what} on")
+        out = _auto(free, n) if cpus is None else _greedy(free, n, cpus)
+        if out is not None:
+            return out
+        if time.monotonic() >= deadline:
+            each = f"{cpus:g} CPU each" if cpus is not None else "at least 0.1 CPU each"
+            have = ", ".join(f"{v:g}" for _, v in sorted(free.items()))
+            raise ConfigError(f"{n} {what}(s) of {each} don't fit on the cluster: its "
+                              f"{len(free)} node(s) have {have} CPU free (replicas and other "
+                              "actors hold the rest). Use fewer, or fewer CPUs each, or add "
+                              "nodes")
+        time.sleep(0.25)
+
+
+def _auto(free: dict[str, float], n: int) -> list[tuple[str, float]] | None:
+    """Round-robin over the nodes with at least 0.1 CPU free, each sharing its node's free
+    CPUs (up to one each)."""
+    nodes = sorted(nd for nd, v in free.items() if v >= 0.1)
+    if not nodes:
+        return None
+    picks = [nodes[k % len(nodes)] for k in range(n)]
+    count = {nd: picks.count(nd) for nd in nodes}
+    # (rounded down to Ray's granularity: a hair over the free CPUs would never start)
+    out = [(nd, math.floor(min(1.0, free[nd] / count[nd]) * 1e4) / 1e4) for nd in picks]
+    return out if all(c >= 0.1 for _, c in out) else None
+
+
+def _greedy(free: dict[str, float], n: int, cpus: float) -> list[tuple[str, float]] | None:
+    """Round-robin over the nodes, each actor on the next node with ``cpus`` free."""
+    left = dict(free)
+    nodes = sorted(left)
+    out = []
+    for k in range(n):
+        for node in nodes[k % len(nodes):] + nodes[:k % len(nodes)]:
+            if left[node] + 1e-9 >= cpus:
+                out.append((node, cpus))
+                left[node] -= cpus
+                break
+        else:
+            return None
+    return out

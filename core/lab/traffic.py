@@ -86,6 +86,9 @@ class TrafficStatus:
     #: load agents on a Ray cluster sending it (core.lab.agent_traffic); 0: this process.
     #: Their counts arrive a chunk (about a second) after the sends, with the answers.
     agents: int = 0
+    #: what the generator is doing when it is not simply sending (e.g. "starting 2 load
+    #: agents on Ray"); None: sending
+    note: str | None = None
 
     @property
     def label(self) -> str:
