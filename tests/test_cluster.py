@@ -430,3 +430,47 @@ def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster)
             time.sleep(0.2)
     finally:
         undeploy("tiny")
+
+
+def _asgi_get(app, path: str, host: str, token: str | None = None) -> tuple[int, dict]:
+    """One GET through an ASGI app, as Ray Serve's proxy hands it on (route prefix in
+    ``root_path``)."""
+    import asyncio
+    headers = [(b"host", host.encode())]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/tiny" + path, "raw_path": ("/tiny" + path).encode(), "root_path": "/tiny",
+             "query_string": b"", "headers": headers, "client": ("10.0.0.9", 5000),
+             "server": ("10.0.0.1", 8000)}
+    out: dict = {}
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+            out["headers"] = {k.decode().lower(): v.decode() for k, v in message["headers"]}
+
+    asyncio.run(app(scope, receive, send))
+    return out["status"], out["headers"]
+
+
+def test_a_replica_beyond_loopback_asks_for_the_token_and_answers_only_its_host_names():
+    """A replica deployed with a token (Serve listening beyond loopback) refuses a request
+    without it, and one addressed by a host name it was not given (a web page's DNS
+    rebinding); by IP or by an allowed name it answers. Its own app, without Ray."""
+    from core.cluster import BatchlabReplica
+    rep = BatchlabReplica(build_demo_model("tiny"), "tiny", token="t0k",
+                          allowed_hosts=("ray-head.internal",))
+    try:
+        app = rep.__serve_build_asgi_app__()
+        assert _asgi_get(app, "/v2/models/tiny", "10.0.0.1:8000")[0] == 401
+        status, headers = _asgi_get(app, "/v2/models/tiny", "10.0.0.1:8000", "t0k")
+        assert status == 200 and headers[REPLICA_HEADER.lower()]
+        assert _asgi_get(app, "/v2/models/tiny", "ray-head.internal:8000", "t0k")[0] == 200
+        assert _asgi_get(app, "/v2/models/tiny", "evil.example:8000", "t0k")[0] == 403
+        assert _asgi_get(app, "/v1/engine/models", "10.0.0.1:8000", "t0k")[0] == 404
+    finally:
+        rep.engine.close()

@@ -27,4 +27,5 @@ def build(args: dict[str, Any]) -> Any:
                           f"model_path (its ONNX file), got {sorted(args)}")
     model = Path(path).read_bytes()
     cls = serve.deployment(serve.ingress()(BatchlabReplica), name=str(name))
-    return cls.bind(model, str(name), args.get("token"), args.get("threads"))
+    return cls.bind(model, str(name), args.get("token"), args.get("threads"),
+                    tuple(args.get("allowed_hosts") or ()))

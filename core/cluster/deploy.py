@@ -133,14 +133,16 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
            max_ongoing_requests: int | None = None,
            batch: BatchConfig | dict[str, Any] | None = None, replica_cpus: float = 1.0,
            http_host: str = "127.0.0.1", http_port: int = 8000,
-           token: str | None = None) -> RayDeployment:
+           token: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> RayDeployment:
     """Deploy ``model`` (ONNX bytes or a path) as Batchlab engine replicas named ``name``
     on Ray Serve (see the module docstring); returns where it answers. Replaces a
     deployment of the same name. Ray Serve's proxy listens at ``http_host:http_port`` if
     this starts it; one already running keeps its address (the URL says where).
     ``max_ongoing_requests`` (per replica) defaults to twice
     ``max_batch_size``; below ``max_batch_size`` it is allowed, with a warning saying why
-    batches will not fill. Returns once every replica is up."""
+    batches will not fill. Returns once every replica is up. Beyond loopback (a ``token``),
+    replicas answer requests addressed by IP or by one of ``allowed_hosts`` (host names, as a
+    Batchlab server's ``--allow-host``)."""
     if isinstance(model, (str, Path)):
         model = Path(model).read_bytes()
     if not isinstance(model, (bytes, bytearray)) or not model:
@@ -179,7 +181,8 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
                             max_ongoing_requests=ongoing, batch=cfg,
                             replica_cpus=float(replica_cpus), warnings=warnings,
                             _bind_args=(bytes(model), name, token,
-                                        max(1, math.ceil(float(replica_cpus)))))
+                                        max(1, math.ceil(float(replica_cpus))),
+                                        tuple(str(h) for h in allowed_hosts)))
         _deployed[name] = dep   # before it runs: a failed deploy can still be undeployed
         _run(dep)
     return dep
@@ -193,9 +196,9 @@ def _run(dep: RayDeployment) -> None:
     # The code version: the same model, name and token are the same replicas, so a change
     # of user_config, replicas or max_ongoing_requests is applied in place (reconfigure),
     # not by a rolling restart (Ray Serve gives each serve.run a new version otherwise).
-    model, name, token, threads = dep._bind_args
-    version = hashlib.sha256(model + f"\0{name}\0{token}\0{threads}\0{_CODE_VERSION}"
-                             .encode()).hexdigest()[:16]
+    model, name, token, threads, hosts = dep._bind_args
+    version = hashlib.sha256(model + f"\0{name}\0{token}\0{threads}\0{hosts}\0"
+                                     f"{_CODE_VERSION}".encode()).hexdigest()[:16]
     cls = serve.deployment(_ingress, **dep.serve_options()).options(version=version,
                                                                     _internal=True)
     serve.run(cls.bind(*dep._bind_args), name=dep.app_name, route_prefix=f"/{dep.name}")

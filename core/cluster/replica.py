@@ -55,8 +55,12 @@ class BatchlabReplica:
     """A Ray Serve replica: a Batchlab engine with one model (see the module docstring)."""
 
     def __init__(self, model: bytes, name: str, token: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.name = name
+        #: Host names the replica answers to beyond loopback (with a token), as a Batchlab
+        #: server's ``--allow-host``: addressed by another name, a request is refused (a
+        #: web page's DNS rebinding), by IP address it is answered.
+        self.allowed_hosts = tuple(allowed_hosts or ())
         self.replica_id = _replica_id()
         self.engine = Engine(EngineConfig(demo_models=False))
         # ONNX Runtime's threads fitted to the replica's CPUs (the default, all cores but
@@ -78,6 +82,8 @@ class BatchlabReplica:
             # Every request but health checks needs the token, as a server beyond loopback.
             routes.guard.token = self.token
             routes.guard.bind("0.0.0.0", 0)
+            routes.guard.allowed_hosts = frozenset(
+                h.strip().lower().rstrip(".") for h in self.allowed_hosts)
         return _ReplicaApp(OipApp(routes), self)
 
     def __del__(self) -> None:
