@@ -474,3 +474,33 @@ def test_a_replica_beyond_loopback_asks_for_the_token_and_answers_only_its_host_
         assert _asgi_get(app, "/v1/engine/models", "10.0.0.1:8000", "t0k")[0] == 404
     finally:
         rep.engine.close()
+
+
+def test_a_local_cluster_stops_only_its_own_processes(cluster):
+    """Stopping a LocalCluster ends its own nodes (and what they started), not another Ray
+    on the machine: here the module's cluster stays up and answers."""
+    import subprocess
+    from core.cluster import LocalCluster
+
+    other = LocalCluster(nodes=1, cpus_per_node=1)
+    other.start()
+    tmp = str(other._tmp)
+    mine = other._processes()
+    assert len(mine) >= 3, mine          # GCS, raylet, monitors...
+    other.stop()
+    left = [pid for pid in mine if Path(f"/proc/{pid}").exists()
+            and "Z" != Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]]
+    assert left == [], left
+    assert not any(tmp in p.read_bytes().decode(errors="replace")
+                   for p in Path("/proc").glob("[0-9]*/cmdline") if _readable(p))
+    status = subprocess.run([RAY, "status", f"--address={cluster}"], capture_output=True,
+                            text=True, timeout=120)
+    assert status.returncode == 0 and "node_" in status.stdout, status.stderr[-2000:]
+
+
+def _readable(p: Path) -> bool:
+    try:
+        p.read_bytes()
+        return True
+    except OSError:
+        return False

@@ -1,8 +1,9 @@
 """A Ray cluster of several node processes on this machine (for tests, benchmarks and
 notebooks trying the cluster features without one): ``ray start --head`` and ``ray start
 --address=...`` per further node, on free ports, each with its own CPUs and a custom
-resource naming it (``node0``, ``node1``...); stopped with ``ray stop --force`` on exit,
-which stops every Ray of this machine's user: use it where no other Ray runs.
+resource naming it (``node0``, ``node1``...); stopped on exit by ending its own processes
+only (its nodes' daemons, found by its session folder, and everything they started): another
+Ray on the machine is left alone.
 
 Example:
     >>> with LocalCluster(nodes=2, cpus_per_node=1) as address:
@@ -16,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +90,8 @@ class LocalCluster:
         return self.address
 
     def stop(self) -> None:
-        """Disconnect this process and stop every node (``ray stop``)."""
+        """Disconnect this process and end this cluster's processes (its nodes' daemons and
+        every worker and actor they started; no other Ray of the machine)."""
         try:
             import ray
             if ray.is_initialized():
@@ -97,14 +101,72 @@ class LocalCluster:
                 finally:
                     ray.shutdown()
         finally:
-            subprocess.run([self.ray, "stop", "--force"], env=self.env, capture_output=True,
-                           timeout=120)
             if self._tmp is not None:
+                _end(self._processes())
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
+
+    def _processes(self) -> list[int]:
+        """This cluster's processes: those naming its session folder (GCS, raylets, their
+        monitors, the dashboard) or its GCS address (the client server), and all their
+        descendants (workers, actors, agents)."""
+        tmp, port = str(self._tmp), (self.address or ":").rpartition(":")[2]
+        table = _proc_table()
+        roots = {pid for pid, (_, cmd) in table.items()
+                 if tmp in cmd or (port and f":{port} " in cmd + " ")}
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            if pid not in found and pid != os.getpid():
+                found.add(pid)
+                todo.extend(children.get(pid, []))
+        return sorted(found)
 
     def __enter__(self) -> str:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """Every process of the machine: pid -> (parent pid, command line)."""
+    out: dict[int, tuple[int, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue               # ended meanwhile
+        out[int(d.name)] = (ppid, cmd)
+    return out
+
+
+def _end(pids: list[int], grace_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL what is left after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.05)
+        if not pids:
+            return
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
