@@ -504,3 +504,33 @@ def _readable(p: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_a_sweep_point_says_when_its_load_agents_set_the_pace():
+    """A sweep given load agents (here a stand-in with the agents' interface, sending from
+    this process and reporting an agent at 99 % of a core) marks each point the agents
+    bounded as disturbed, with the reason; their CPU is not counted as another process's."""
+    import dataclasses
+    from core.lab import open_loop, sweep
+
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        engine.served_at.add(("127.0.0.1", 9))     # (never contacted by the stand-in)
+        calls = []
+
+        class BusyAgents:
+            def run(self, url, model, x, rate_rps, duration_s, **kw):
+                calls.append((url, model, rate_rps))
+                res = open_loop(lambda v: engine.submit("tiny", v), lambda rng: x, rate_rps,
+                                duration_s=duration_s, seed=kw.get("seed", 0))
+                return dataclasses.replace(res, agents=(
+                    {"agent": 0, "node": "n0", "sent": len(res.frame), "succeeded": 0,
+                     "client_cpu_pct": 99.0, "max_lag_ms": 1.0, "histogram": "",
+                     "error": None},))
+
+        frame = sweep(engine, "tiny", [8], [1.0], rates_rps=[100], duration_s=0.3,
+                      stability=False, baseline=False, agents=BusyAgents())
+    assert calls == [("http://127.0.0.1:9", "tiny", 100.0)]
+    row = frame.iloc[0]
+    assert "load agents set the pace" in row["disturbed"], row["disturbed"]
+    assert row["sent"] > 0

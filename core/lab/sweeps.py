@@ -82,6 +82,7 @@ class PointMeasurer:
         self.agents = agents
         self.endpoint = agent_endpoint(engine, model) if agents is not None else None
         self._agent_cpu_s = 0.0
+        self._agents_bound: str | None = None
         self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
         self.slo_ms = slo_ms
         self.rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
@@ -116,6 +117,7 @@ class PointMeasurer:
             # (the agents' CPU is the point's own load, not a disturbance)
             self._agent_cpu_s += sum(a["client_cpu_pct"] for a in res.agents) / 100.0 \
                 * res.duration_s
+            self._agents_bound = self._agents_bound or res.agents_bound
             return res
         if kind == "rate":
             return open_loop(self._submit, self._sample, load, pattern=self.pattern,
@@ -151,6 +153,7 @@ class PointMeasurer:
         rule = self.rule
         look = _Disturbance(self.engine)
         self._agent_cpu_s = 0.0
+        self._agents_bound = None
         t0 = time.monotonic()
         if rule is None:
             res = self._window(k, kind, load, self.duration_s)
@@ -169,6 +172,9 @@ class PointMeasurer:
         self.measured_s += time.monotonic() - t0
         verdict.update(look.verdict(sent_total, float(s.get("max_lag_ms", 0.0) or 0.0),
                                     load_cpu_s=self._agent_cpu_s))
+        if self._agents_bound:      # the agents, not the model, set this point's pace
+            verdict["disturbed"] = "; ".join(
+                w for w in (verdict["disturbed"], self._agents_bound) if w)
         ok_ms = res.frame.loc[res.frame["ok"], "latency_ms"].to_numpy()
         lo, hi = p99_interval(ok_ms, seed=k)
         slo_ms = self.slo_ms
