@@ -355,7 +355,11 @@ def test_close_during_traffic_resolves_every_future():
 SOAK_S = 45.0
 
 
-def test_bounded_soak_memory_and_threads_flat():
+def test_bounded_soak_memory_and_threads_flat(monkeypatch):
+    # The demo models without traffic park their threads after an idle spell (parking.py):
+    # after a second here, so they have parked before the threads are counted.
+    from core.batching.parking import ParkingMixin
+    monkeypatch.setattr(ParkingMixin, "park_after_s", 1.0)
     # The trace ring (core/metrics/trace.py) and the per-second series (each second keeps its
     # window data) are bounded but fill as time passes: small ones are full before the
     # measurement starts, so what is measured is the steady state.
@@ -383,7 +387,8 @@ def test_bounded_soak_memory_and_threads_flat():
         status = engine.traffic()[0]
         m = engine.metrics("tiny")
     growth = samples[-1] - samples[0]
-    assert threads_end == threads_start
+    # No thread more at the end (fewer is allowed: other tests' idle engines park theirs)
+    assert threads_end <= threads_start, (threads_start, threads_end)
     assert growth < 512 * 2**10, f"memory grew {growth / 2**20:.2f} MiB during the soak"
     assert m.error_count == 0 and status.refused == 0
     _save("soak", {"seconds": SOAK_S, "requests": m.total_requests, "errors": m.error_count,

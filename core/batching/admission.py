@@ -11,8 +11,7 @@ no longer counted as queued rows, bytes or towards ``max_queue``.
 
 Example:
     >>> q = AdmissionQueue("m", ledger, BatchConfig(max_batch_size=4, max_wait_ms=0))
-    >>> q.put(request)
-    >>> q.next_batch()          # blocks until a batch is due: ([<Request ...>], 'deadline')
+    >>> q.put(request); q.next_batch()   # blocks until a batch is due: ([<Request>], 'full')
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from core.errors import EngineClosedError, OverloadedError
 from core.models import request_bytes_limit
 from core.policies import ReleasePolicy, make_policy
 from .deadlines import DeadlineMixin
+from .parking import PARK, ParkingMixin
 from .messages import bytes_full_message, full_message
 from .settle import DEAD, DROPPED, QUEUED, TAKEN, Ledger, Request
 
@@ -52,7 +52,7 @@ CLASS_MEMORY_S = 30.0
 _HEAP_SLACK = 256
 
 
-class AdmissionQueue(DeadlineMixin):
+class AdmissionQueue(DeadlineMixin, ParkingMixin):
     """Bounded FIFO of one model's requests plus its release policy. Thread-safe.
 
     The lock guards the queue, its counters and the deadline heap (read by the
@@ -247,6 +247,9 @@ class AdmissionQueue(DeadlineMixin):
                 self.sup_cv.notify()
             if self.sleeping and self.queued_rows >= self.want_rows:
                 self.cv.notify()
+            wake = self.parked and self.unpark()
+        if wake:   # the model had parked: its threads come back for this request
+            self.on_unpark()
 
     def _reserve_holds(self, now: float) -> bool:
         """(Lock held.) Whether the high class's reserve still holds: a high request is
@@ -300,8 +303,8 @@ class AdmissionQueue(DeadlineMixin):
     def next_batch(self, slot: int = 0) -> tuple[list[Request], str]:
         """Block until a batch should be released; pop and return it with its reason.
 
-        Returns ``([], "drain")`` once the queue is closed and empty, and ``([],
-        "retire")`` to runner ``slot`` once ``instances`` is lowered below it.
+        Returns ``([], "drain")`` once the queue is closed and empty, ``([], "retire")`` to
+        runner ``slot`` once ``instances`` is lowered below it, ``([], "park")`` when idle.
         """
         clock = self._clock
         q = self.q
@@ -310,8 +313,8 @@ class AdmissionQueue(DeadlineMixin):
                 reason = self._wait_for_release(q, clock, slot)
                 if reason is None:
                     return [], "drain"
-                if reason == RETIRE:
-                    return [], RETIRE
+                if reason in (RETIRE, PARK):
+                    return [], reason
                 batch = self._pop_batch(q)
                 if batch:  # else everything due was settled meanwhile: wait again
                     return batch, reason
@@ -327,8 +330,8 @@ class AdmissionQueue(DeadlineMixin):
 
     def _wait_for_release(self, q: deque[Request], clock: Callable[[], float],
                           slot: int = 0) -> str | None:
-        """(Lock held.) Wait until the policy releases; None when closed and empty,
-        RETIRE when runner ``slot`` is no longer wanted."""
+        """(Lock held.) Wait until the policy releases; None when closed and empty, RETIRE
+        when runner ``slot`` is no longer wanted, PARK when idle (:mod:`.parking`)."""
         while True:
             self._trim()
             if slot >= self.instances and not self.closed:
@@ -336,7 +339,8 @@ class AdmissionQueue(DeadlineMixin):
             if not q and not self.hq:
                 if self.closed:
                     return None
-                self._sleep(1, None)
+                if self._idle_sleep(slot):
+                    return PARK    # idle long enough: the model's threads leave
                 continue
             if self.closed:
                 return "drain"

@@ -15,7 +15,9 @@ A :class:`Batcher` ties together, for one model:
 Threads (named after the model, daemon, stopped by ``close()``): the collector
 (``batcher-NAME``: wait for a batch, execute it), the completer (``batcher-NAME-done``:
 settles batches when that can overlap the next run) and the supervisor
-(``batcher-NAME-watch``).
+(``batcher-NAME-watch``). All three leave once the queue has been empty for
+``PARK_AFTER_S`` (30 s), and the next request starts them again (:mod:`.parking`): an
+idle model holds no thread.
 
 Policies (switchable live with :meth:`Batcher.configure`; one module each in
 ``core/policies/``):
@@ -42,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import queue as _queue
 import threading
 import time
 from concurrent.futures import Future
@@ -53,6 +56,7 @@ from .admission import AdmissionQueue
 from core.config import BatchConfig, check_timeout_ms
 from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
 from .executor import Executor, RunFn
+from .parking import PARK
 from core.metrics import ModelMetrics, PriorityClasses
 from .settle import Ledger, Request
 from .supervisor import Supervisor
@@ -106,6 +110,9 @@ class Batcher:
                                            name=f"batcher-{name}-done", daemon=True)
         self._close_lock = threading.Lock()
         self._started = False
+        # Idle: the threads leave, and the next request brings them back (parking.py).
+        self.queue.on_park = self._park
+        self.queue.on_unpark = self._unpark
         if start:
             self.start()
 
@@ -187,8 +194,35 @@ class Batcher:
         More ``instances`` start runners now; fewer let the extra ones leave after their
         current batch."""
         self.queue.configure(config)
+        with self.queue.lock:
+            wake = self.queue.unpark()
+        if wake:   # parked: its completer and supervisor come back with the runners
+            self._unpark()
         if self._started and not self.queue.closed:
             self._start_runners()
+
+    def _park(self) -> None:
+        """(Queue lock held; its runner is leaving.) The completer and the supervisor
+        end too: an idle model holds no thread."""
+        self.executor.completions.put(None)
+        self.supervisor.park()
+
+    def _unpark(self) -> None:
+        """The parked model's first request (or a new configuration): a runner, a
+        completer (on a queue of its own: the old one may still be ending on the old
+        queue) and a supervisor again."""
+        with self._runners_lock:
+            if not self._started:
+                return
+            ex = self.executor
+            ex.completions = done = _queue.SimpleQueue()
+            self._completer = threading.Thread(target=ex.completer_loop, args=(done,),
+                                               name=f"batcher-{self.name}-done", daemon=True)
+            self._completer.start()
+            self.supervisor.restart()
+            # (runner 0 may still be ending: its entry is replaced, never waited for)
+            self._runners[0] = t = self._new_collector(0)
+            t.start()
 
     def queue_depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""
@@ -329,16 +363,20 @@ class Batcher:
 
     def _loop(self, index: int = 0) -> None:
         while True:
-            self._collect(index)
+            reason = self._collect(index)
             with self._runners_lock:
                 q = self.queue
+                if reason == PARK:
+                    if self._runners.get(index) is threading.current_thread():
+                        del self._runners[index]   # (unless a put replaced it already)
+                    return
                 if not q.closed and index < q.instances:
                     continue  # retired, but instances was raised again meanwhile
                 if not q.closed and self._runners.get(index) is threading.current_thread():
                     del self._runners[index]  # retired: a later raise starts a new one
                 return
 
-    def _collect(self, index: int = 0) -> None:
+    def _collect(self, index: int = 0) -> str:
         execute = self.executor.execute
         next_batch = self.queue.next_batch
         slot = self.executor.slot(index)
@@ -347,7 +385,7 @@ class Batcher:
             try:
                 batch, reason = next_batch(index)
                 if not batch:
-                    return  # drained at close, or retired (fewer instances)
+                    return reason  # drained at close, retired (fewer instances), or parked
                 execute(batch, reason, slot)
             except BaseException as err:  # one bad batch must never kill the collector
                 self.executor.loop_errors += 1

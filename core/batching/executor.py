@@ -238,10 +238,13 @@ class Executor:
                 self._run([r], "retry" if len(live) > 1 else reason, slot)
 
     # -- the completer thread -------------------------------------------------------------
-    def completer_loop(self) -> None:
-        """Settle batches handed over by ``_run`` until a ``None`` arrives."""
+    def completer_loop(self, completions: _queue.SimpleQueue | None = None) -> None:
+        """Settle batches handed over by ``_run`` until a ``None`` arrives (on
+        ``completions``: the queue it was started for; a parked model's new completer has a
+        new one)."""
+        get = (completions or self.completions).get
         while True:
-            job = self.completions.get()
+            job = get()
             if job is None:
                 return
             try:

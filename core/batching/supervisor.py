@@ -50,10 +50,26 @@ class Supervisor:
         self.watch_interval_s = _WATCH_INTERVAL_S
         self.restarts = 0
         self._stop = False
-        self.thread = threading.Thread(target=self._loop, name=f"batcher-{name}-watch",
-                                       daemon=True)
+        # A thread watches for one generation: parking moves it on (that thread ends), and
+        # the next request starts a new one (core/batching/parking.py).
+        self._gen = 0
+        self.thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._loop, args=(self._gen,), daemon=True,
+                                name=f"batcher-{self.name}-watch")
 
     def start(self) -> None:
+        self.thread.start()
+
+    def park(self) -> None:
+        """(Queue lock held.) The model parks: this generation's thread ends."""
+        self._gen += 1
+        self.queue.sup_cv.notify_all()
+
+    def restart(self) -> None:
+        """A new thread for the current generation (the model unparked)."""
+        self.thread = self._new_thread()
         self.thread.start()
 
     def stop(self, timeout_s: float = 1.0) -> None:
@@ -64,12 +80,12 @@ class Supervisor:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout_s)
 
-    def _loop(self) -> None:
+    def _loop(self, gen: int = 0) -> None:
         q = self.queue
         while True:
             try:
                 with q.lock:
-                    if self._stop:
+                    if self._stop or self._gen != gen:
                         return
                     nxt = q.earliest_deadline()
                     # Nothing live (queued or running): nothing to expire and no runner
@@ -84,7 +100,7 @@ class Supervisor:
                         q.sup_cv.wait(wait)
                         q.supervisor_idle = False
                         q.next_deadline = q.earliest_deadline()
-                        if self._stop:
+                        if self._stop or self._gen != gen:
                             return
                 if self.expire_overdue():
                     self.executor.stop_orphaned_run()
