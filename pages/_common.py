@@ -329,7 +329,8 @@ def agents_controls(key: str, narrow: bool = False) -> dict[str, Any]:
                    "merged into one. The engine's server must be reachable from the nodes.")
         a1, a2 = (st, st) if narrow else st.columns([1, 2])
         n = a1.number_input("Load agents (0: none)", 0, 64, 0, key=f"{key}_agents",
-                            help="Each takes one CPU of the cluster.")
+                            help="Each takes up to one CPU of the cluster (less on a node with less "
+                                 "free).")
         address = a2.text_input("Ray cluster address", key=f"{key}_ray_address",
                                 placeholder="HOST:PORT of its head; empty: a local Ray",
                                 help="Empty: the Ray the engine is connected to, else one "

@@ -10,7 +10,6 @@ from typing import Any
 
 import streamlit as st
 
-from core import BatchlabError
 
 __all__ = ["ray_section"]
 
@@ -26,8 +25,8 @@ def _deploy(engine: Any, model: str) -> None:
                              max_ongoing_requests=int(s["ray_ongoing"]),
                              replica_cpus=float(s["ray_cpus"]),
                              http_port=int(s["ray_port"]))
-    except (BatchlabError, ValueError, RuntimeError, ConnectionError, TimeoutError) as err:
-        s["ray_result"] = ("error", f"Could not deploy {model}: {err}")
+    except Exception as err:  # noqa: BLE001 - Ray's own errors too: said, not a traceback
+        s["ray_result"] = ("error", f"Could not deploy {model}: {type(err).__name__}: {err}")
     else:
         s["ray_result"] = ("ok", f"{model} answers at {d.url} from {d.num_replicas} "
                                  f"replica(s); it is the remote model {model}{RAY_SUFFIX} "
@@ -94,14 +93,18 @@ def ray_section(engine: Any, selected: str | None) -> None:
                 try:
                     with st.spinner(f"Changing {d.name} on every replica..."):
                         configure(d.name, **changes)
-                except BatchlabError as err:
-                    st.error(f"Could not change {d.name}: {err}")
+                except Exception as err:  # noqa: BLE001 - Ray's own errors too
+                    st.error(f"Could not change {d.name}: {type(err).__name__}: {err}")
                 else:
                     st.rerun()
             if r6.button("Undeploy", key=f"ray_undeploy_{d.name}"):
-                with st.spinner(f"Ending {d.name}'s replicas..."):
-                    undeploy(d.name)
-                    if d.name + RAY_SUFFIX in engine.model_names():
-                        engine.unload_model(d.name + RAY_SUFFIX)
-                st.session_state.pop("ray_result", None)
-                st.rerun()
+                try:
+                    with st.spinner(f"Ending {d.name}'s replicas..."):
+                        undeploy(d.name)
+                        if d.name + RAY_SUFFIX in engine.model_names():
+                            engine.unload_model(d.name + RAY_SUFFIX)
+                except Exception as err:  # noqa: BLE001 - Ray's own errors too
+                    st.error(f"Could not undeploy {d.name}: {type(err).__name__}: {err}")
+                else:
+                    st.session_state.pop("ray_result", None)
+                    st.rerun()

@@ -421,8 +421,9 @@ def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster)
         s, f = res.summary(), res.frame
         assert s["sent"] == len(run.offsets) and sorted(f["request"]) == list(range(s["sent"]))
         assert s["succeeded"] + s["failed"] == s["sent"] and s["succeeded"] > 0, s
-        assert s["failed"] > 0 and set(f.loc[~f["ok"], "error"]) == {"RemoteServerError"}, \
-            f["error"].value_counts(dropna=False)
+        # (a server error from the proxy, or the connection cut: either way, in words)
+        assert s["failed"] > 0 and set(f.loc[~f["ok"], "error"]) <= {
+            "RemoteServerError", "RemoteTargetError"}, f["error"].value_counts(dropna=False)
         deadline = time.monotonic() + 120
         while status().applications["batchlab-tiny"].deployments["tiny"] \
                 .replica_states.get("RUNNING") != 2:

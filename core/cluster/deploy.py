@@ -267,7 +267,9 @@ RAY_SUFFIX = "-ray"
 def deploy_model(engine: Any, model: str, *, name: str | None = None,
                  address: str | None = None, num_replicas: int = 1,
                  max_ongoing_requests: int | None = None, replica_cpus: float = 1.0,
-                 http_port: int = 8000, replace: bool = True) -> RayDeployment:
+                 http_host: str = "127.0.0.1", http_port: int = 8000,
+                 token: str | None = None, allowed_hosts: tuple[str, ...] = (),
+                 replace: bool = True) -> RayDeployment:
     """Deploy ``engine``'s model ``model`` (its file and its batch settings) to the Ray
     cluster at ``address`` as :func:`deploy` does, and add it back to ``engine`` as the
     remote model ``model + "-ray"``, measured, swept and A/B tested like any other (the
@@ -280,7 +282,13 @@ def deploy_model(engine: Any, model: str, *, name: str | None = None,
     name = name or model
     dep = deploy(name, engine.model_file(model), address=address, num_replicas=num_replicas,
                  max_ongoing_requests=max_ongoing_requests, replica_cpus=replica_cpus,
-                 http_port=http_port,
+                 http_host=http_host, http_port=http_port, token=token,
+                 allowed_hosts=allowed_hosts,
                  batch={"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms})
-    engine.add_remote(name + RAY_SUFFIX, url=dep.url, model=name, replace=replace)
+    try:
+        engine.add_remote(name + RAY_SUFFIX, url=dep.url, model=name, replace=replace,
+                          headers={"Authorization": f"Bearer {token}"} if token else None)
+    except BaseException:
+        undeploy(name)     # not left running where nothing uses it
+        raise
     return dep

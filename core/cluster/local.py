@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -94,7 +95,10 @@ class LocalCluster:
         every worker and actor they started; no other Ray of the machine)."""
         try:
             import ray
-            if ray.is_initialized():
+            # (only if connected to this cluster: another one keeps its Serve)
+            if ray.is_initialized() and self.address and \
+                    ray.get_runtime_context().gcs_address.rpartition(":")[2] == \
+                    self.address.rpartition(":")[2]:
                 from ray import serve
                 try:
                     serve.shutdown()
@@ -102,7 +106,10 @@ class LocalCluster:
                     ray.shutdown()
         finally:
             if self._tmp is not None:
-                _end(self._processes())
+                seen: set[int] = set()
+                while (new := [p for p in self._processes() if p not in seen]):
+                    seen.update(new)           # (again: one may have started meanwhile)
+                    _end(new)
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
 
@@ -112,8 +119,9 @@ class LocalCluster:
         descendants (workers, actors, agents)."""
         tmp, port = str(self._tmp), (self.address or ":").rpartition(":")[2]
         table = _proc_table()
-        roots = {pid for pid, (_, cmd) in table.items()
-                 if tmp in cmd or (port and f":{port} " in cmd + " ")}
+        # (Ray's own programs only: its binaries and modules, .../ray/... or ray.xxx)
+        roots = {pid for pid, (_, cmd) in table.items() if _RAYISH.search(cmd)
+                 and (tmp in cmd or (port and f":{port} " in cmd + " "))}
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in table.items():
             children.setdefault(ppid, []).append(pid)
@@ -130,6 +138,9 @@ class LocalCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+_RAYISH = re.compile(r"/ray/|(^|[\s/])ray\.|ray::")
 
 
 def _proc_table() -> dict[int, tuple[int, str]]:

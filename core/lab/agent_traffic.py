@@ -10,7 +10,9 @@ the agents one chunk ahead of its time, shared out at its intended send times fr
 shared zero, so the schedule has no gap between chunks. The status counts a chunk's
 requests once its answers are back (so it trails the sends by about a chunk and the
 answers' time); the target's own metrics (a model of the engine's server) are live. A stop
-sends no new chunk: the one already handed out (at most ``CHUNK_S`` of sends) completes.
+hands out no new chunk: those already handed out (the one sending and the next, up to
+``2 × CHUNK_S`` of sends) complete and are counted. An agent that dies is reported (its
+chunk's share failed as "AgentLost") and the traffic goes on with the others.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError
-from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint
+from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint, check_ray_address
 from .loadgen import LoadResult
 from .schedule import ARRIVAL_PATTERNS, arrival_stream
 from .traffic import _RECENT_S, TrafficStatus
@@ -59,6 +61,8 @@ class AgentTraffic:
                               "leave agents at 0")
         #: where the agents send (refused now, in words, for an engine no server exposes)
         self.endpoint = agent_endpoint(engine, target)
+        check_ray_address(engine, ray_address)
+        self._engine = engine
         self.target, self.agents, self.ray_address = target, agents, ray_address
         self.rate_rps, self.pattern = float(rate_rps), pattern
         self.rows_per_request, self.duration_s = rows_per_request, duration_s
@@ -75,6 +79,7 @@ class AgentTraffic:
         self._max_lag_ms = 0.0
         self._recent_lag_ms = 0.0
         self._cpu_pct = 0.0
+        self._agent_cpu: dict[tuple[str, int], tuple[float, float]] = {}
         self._note: str | None = f"starting {agents} load agent(s) on Ray"
         self._t_start: float | None = None
         self._t_end: float | None = None
@@ -122,7 +127,16 @@ class AgentTraffic:
         f = res.frame
         ok = int(f["ok"].sum())
         bad = f.loc[~f["ok"], "error"].fillna("Error")
-        live = [a["client_cpu_pct"] for a in res.agents if not a.get("error")]
+        live = []
+        for a in res.agents:     # each agent's CPU between two of its answers
+            if a.get("error") or a.get("process_cpu_s") is None:
+                continue
+            key, now = (a["node"], a["pid"]), (a["process_cpu_s"], a["wall_s"])
+            last = self._agent_cpu.get(key)
+            if last is None or now[1] > last[1]:
+                self._agent_cpu[key] = now
+            if last is not None and now[1] - last[1] > 0.2:
+                live.append(100.0 * (now[0] - last[0]) / (now[1] - last[1]))
         with self._lock:
             self._sent += len(f)
             self._ok += ok
@@ -153,6 +167,9 @@ class AgentTraffic:
                           f"starting {self.agents} load agent(s) (several seconds the first "
                           "time: each gets Batchlab's code)")
             team = LoadAgents(self.agents, self.ray_address)
+            # (again, now that Ray is connected: a server listening everywhere is reached
+            # at this node's address)
+            self.endpoint = ep = agent_endpoint(self._engine, self.target)
             self._note = f"the {self.agents} load agent(s) connect to {ep['url']}"
             team.prepare(ep["url"], ep["model"], ep["headers"], version=ep["version"])
             self._note = (f"sending from {self.agents} load agent(s); counted from the "
@@ -173,7 +190,7 @@ class AgentTraffic:
                     pending.append(team.start(ep["url"], ep["model"], self._x, self.rate_rps,
                                               CHUNK_S, headers=ep["headers"],
                                               version=ep["version"], offsets_s=offsets,
-                                              start_wall=zero + lo))
+                                              start_wall=zero + lo, prepare=False))
                 k += 1
                 # The next chunk is handed out as this one starts: one chunk ahead.
                 while not self._stop.wait(min(0.1, max(0.0, zero + lo - time.time()))):
@@ -185,6 +202,10 @@ class AgentTraffic:
             log.warning("traffic to %s from load agents ended: %s", self.target, err)
             with self._lock:
                 self._last_error = f"{type(err).__name__}: {err}"
+            try:                  # what was handed out still counts
+                self._collect(pending, block=True)
+            except Exception:  # noqa: BLE001 - the error above is the one to tell
+                log.exception("counting the traffic's last chunks failed")
         finally:
             if team is not None:
                 team.close()

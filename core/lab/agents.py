@@ -25,6 +25,7 @@ import base64
 import contextlib
 import math
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,7 +38,8 @@ from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
 from .schedule import ARRIVAL_PATTERNS, arrival_times
 from .raylink import connect, place
 
-__all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "agents_for"]
+__all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "agents_for",
+           "check_ray_address"]
 
 #: The error of an intended send that no agent made (its agent died).
 AGENT_LOST = "AgentLost"
@@ -45,6 +47,12 @@ AGENT_LOST = "AgentLost"
 _HIST = (1, 3_600_000_000, 3)
 # Seconds between the (prepared) agents being told and the schedule's zero.
 _LEAD_S = 1.0
+# Runs an agent holds at once: traffic hands out a chunk a second, each held until its
+# answers are back (up to drain_s): an overloaded server must not stall the schedule.
+_CONCURRENCY = 64
+# How long agents may take to start (placed, Batchlab's code set up on their node).
+_START_S = 120.0
+_PLACING = threading.Lock()
 
 
 class _Agent:
@@ -55,7 +63,8 @@ class _Agent:
         that a run starts on time)."""
         import ray
         import core.engine  # noqa: F401 - the engine, imported now
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "ip": ray.util.get_node_ip_address()}
 
     def prepare(self, url: str, model: str, headers: dict[str, str] | None,
                 drain_s: float, version: str | None = None) -> None:
@@ -91,7 +100,9 @@ class _Agent:
             hist.record_value(max(1, int(round(v * 1000.0))))
         return {"frame": frame, "histogram": base64.b64encode(hist.encode()).decode()
                 if hist.get_total_count() else "", "client_cpu_pct": res.client_cpu_pct,
-                "max_lag_ms": res.max_lag_ms, "duration_s": res.duration_s, **self.where()}
+                "max_lag_ms": res.max_lag_ms, "duration_s": res.duration_s,
+                # (the agent's whole CPU so far: runs overlap in traffic, see agent_traffic)
+                "process_cpu_s": time.process_time(), "wall_s": time.time(), **self.where()}
 
 
 class LoadAgents:
@@ -106,20 +117,29 @@ class LoadAgents:
             _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
         ray = connect(address)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-        # Each on a node with room for it (a hard pin to a full node would wait for ever).
-        spots = place(n, agent_cpus)
         actor = ray.remote(_Agent)
         self._ray = ray
-        self._dropped: set[int] = set()
-        self.actors = [actor.options(
-            num_cpus=cpus, max_concurrency=4,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote()
-            for node, cpus in spots]
+        self._dropped: set[Any] = set()
+        with _PLACING:   # (two teams placed at once would both count the same free CPUs)
+            # Each on a node with room for it (a hard pin to a full node would wait for
+            # ever); None: the cluster does not say per node (a ray:// client).
+            spots = place(n, agent_cpus)
+            self.actors = [actor.options(
+                num_cpus=cpus, max_concurrency=_CONCURRENCY,
+                **({"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+                   if node is not None else {})).remote()
+                for node, cpus in spots]
         try:
             #: Where each agent runs: {"node": Ray node id, "pid": process id}.
-            self.placement = ray.get([a.where.remote() for a in self.actors], timeout=120)
-        except BaseException:
+            self.placement = ray.get([a.where.remote() for a in self.actors],
+                                     timeout=_START_S)
+        except BaseException as err:
             self.close()       # none left pending, holding CPUs the replicas need
+            if type(err).__name__ == "GetTimeoutError":
+                raise ConfigError(f"the {n} load agent(s) did not start within {_START_S:g} "
+                                  "s: the cluster may be short of CPUs (another team or a "
+                                  "deployment took them) or unable to set up Batchlab's "
+                                  "code on a node (see the Ray logs)") from None
             raise
 
     def __enter__(self) -> LoadAgents:
@@ -128,13 +148,13 @@ class LoadAgents:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _drop(self, k: int) -> None:
-        """Kill agent ``k`` (dead, or late: it may still be sending) and run without it."""
+    def _drop(self, actor: Any) -> None:
+        """Kill ``actor`` (dead, or late: it may still be sending) and run without it."""
         try:
-            self._ray.kill(self.actors[k])
+            self._ray.kill(actor)
         except Exception:  # noqa: BLE001 - dead already
             pass
-        self._dropped.add(k)
+        self._dropped.add(actor)
 
     def close(self) -> None:
         for a in self.actors:
@@ -155,20 +175,22 @@ class LoadAgents:
               pattern: str = "poisson", seed: int | None = 0,
               headers: dict[str, str] | None = None, drain_s: float = 30.0,
               version: str | None = None, offsets_s: Any = None,
-              start_wall: float | None = None) -> AgentRun:
+              start_wall: float | None = None, prepare: bool = True) -> AgentRun:
         """Start one open-loop schedule shared out over the agents (see the module
         docstring); :meth:`AgentRun.result` waits for it. ``offsets_s``: the send times
         (seconds from the start; a replay's recorded arrivals) instead of a schedule drawn
         from ``rate_rps``, ``duration_s`` and ``pattern``. ``start_wall``: the schedule's zero
-        (``time.time()``; default: a moment from now, once the agents are ready)."""
+        (``time.time()``; default: a moment from now, once the agents are ready).
+        ``prepare=False``: the agents were prepared for this endpoint already
+        (:meth:`prepare`), so nothing waits on them here."""
         if offsets_s is None:
             _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
             _check_float("duration_s", duration_s, 0.01, 86_400.0)
             _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         if self._dropped:      # agents lost in an earlier run: the rest go on
-            self.actors = [a for k, a in enumerate(self.actors) if k not in self._dropped]
-            self.placement = [p for k, p in enumerate(self.placement)
-                              if k not in self._dropped]
+            keep = [k for k, a in enumerate(self.actors) if a not in self._dropped]
+            self.actors = [self.actors[k] for k in keep]
+            self.placement = [self.placement[k] for k in keep]
             self._dropped = set()
         if not self.actors:
             raise ConfigError("these load agents are closed (or all died); make new ones")
@@ -182,13 +204,15 @@ class LoadAgents:
             offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
             offsets = offsets[offsets <= duration_s + 1e-9]
         n = len(self.actors)
-        self.prepare(url, model, headers, drain_s, version)
+        if prepare:
+            self.prepare(url, model, headers, drain_s, version)
         if start_wall is None:
             start_wall = time.time() + _LEAD_S
         # (an agent with no share of a short schedule sends nothing: None)
         refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
                 if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
-        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall)
+        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall,
+                        list(self.actors), list(self.placement))
 
     def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
             **options: Any) -> LoadResult:
@@ -200,8 +224,12 @@ class AgentRun:
     """A schedule being sent by the agents."""
 
     def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
-                 timeout_s: float, start_wall: float = 0.0) -> None:
+                 timeout_s: float, start_wall: float = 0.0, actors: list[Any] | None = None,
+                 placement: list[dict[str, Any]] | None = None) -> None:
         self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+        # The agents as they were when it started (a later run may go without a dead one).
+        self.actors = actors if actors is not None else list(agents.actors)
+        self.placement = placement if placement is not None else list(agents.placement)
         #: the schedule's zero (``time.time()``): send ``k`` is due at ``start_wall +
         #: offsets[k]``
         self.start_wall = start_wall
@@ -232,7 +260,7 @@ class AgentRun:
             except Exception as err:  # noqa: BLE001 - a dead agent is reported, not raised
                 # Its share's outcome is unknown (some may have been answered): failed, as
                 # "AgentLost". The agent is dropped: a later run goes without it.
-                self.agents._drop(k)
+                self.agents._drop(self.actors[k])
                 lost += len(share)
                 frames.append(_lost_frame(share, k, n))
                 reports.append(self._silent(k, f"{type(err).__name__}: {str(err)[:300]}"))
@@ -242,6 +270,8 @@ class AgentRun:
             f["client"] = k
             frames.append(f)
             reports.append({"agent": k, "node": out["node"], "pid": out["pid"],
+                            "ip": out.get("ip"), "process_cpu_s": out.get("process_cpu_s"),
+                            "wall_s": out.get("wall_s"),
                             "sent": len(f), "succeeded": int(f["ok"].sum()),
                             "client_cpu_pct": float(out["client_cpu_pct"]),
                             "max_lag_ms": float(out["max_lag_ms"]),
@@ -260,7 +290,9 @@ class AgentRun:
 
     def _silent(self, k: int, error: str | None) -> dict[str, Any]:
         """The report of agent ``k`` that sent nothing, or whose answer was lost (``error``)."""
-        return {"agent": k, "node": self.agents.placement[k]["node"], "sent": 0,
+        return {"agent": k, "node": self.placement[k]["node"],
+                "pid": self.placement[k].get("pid"), "ip": self.placement[k].get("ip"),
+                "sent": 0,
                 "succeeded": 0, "client_cpu_pct": 0.0, "max_lag_ms": 0.0, "histogram": "",
                 "error": error}
 
@@ -305,13 +337,39 @@ def agent_endpoint(engine: Any, model: str) -> dict[str, Any]:
             "server exposes: serve the engine (python -m core.server, or EngineServer) and "
             "start the work there, or add the model's server as a remote model")
     host, port = sorted(engine.served_at)[0]
+    import ray
     if host in _WILDCARD:        # listening everywhere: the address other nodes reach
-        import ray
         host = ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+    elif ray.is_initialized() and host in ("127.0.0.1", "localhost", "::1"):
+        me = ray.util.get_node_ip_address()
+        away = sorted({nd["NodeManagerAddress"] for nd in ray.nodes() if nd.get("Alive")}
+                      - {me})
+        if away:
+            raise ConfigError(
+                f"the engine's server listens on {host}, which the cluster's nodes at "
+                f"{', '.join(away[:3])} cannot reach: serve the engine where they reach it "
+                "(python -m core.server --host 0.0.0.0 --token ...), or send from agents "
+                "on this machine's node only")
     token = getattr(engine, "served_token", None)
     return {"url": f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}",
             "model": model, "version": None,
             "headers": {"Authorization": f"Bearer {token}"} if token else None}
+
+
+def check_ray_address(engine: Any, address: str | None) -> None:
+    """ConfigError when an engine server's outbound policy does not allow the Ray cluster at
+    ``address`` (a client of the control API chooses it; the server would connect there and
+    take what it sends). None: a local Ray, allowed."""
+    policy = getattr(engine, "outbound_policy", None)
+    if policy is None or address in (None, "", "auto"):
+        return
+    host = str(address).split("://", 1)[-1]
+    try:
+        policy.check(f"http://{host}")
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("refused to add a remote model at",
+                                           "refused to connect to the Ray cluster at")
+                          ) from None
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ agents (:mod:`core.lab.agents`) and the engine replicas (:mod:`core.cluster`).""
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,14 @@ def connect(address: str | None = None) -> Any:
     package shipped to the cluster (``runtime_env`` ``py_modules``). Connected already by
     ``ray.init`` without it, replicas need Batchlab importable on every node."""
     import ray
+    with _CONNECTING:   # (two threads of a server may ask at once: one ray.init)
+        return _connect(ray, address)
+
+
+_CONNECTING = threading.Lock()
+
+
+def _connect(ray: Any, address: str | None) -> Any:
     if ray.is_initialized():
         now = ray.get_runtime_context().gcs_address
         # (by port: the cluster reports its node's address, the caller may say 127.0.0.1)
@@ -55,19 +64,25 @@ def check_cpus(n: int, each: float, what: str, others: str, knob: str,
                           "nodes")
 
 
-def _free_per_node(ray: Any) -> dict[str, float]:
-    """Free CPUs of each alive node (Ray's own accounting)."""
-    from ray._private.state import state   # (no public per-node form in Ray 2.x)
-    alive = {nd["NodeID"] for nd in ray.nodes() if nd.get("Alive")}
-    return {node: float(res.get("CPU", 0.0))
-            for node, res in state.available_resources_per_node().items() if node in alive}
+def _free_per_node(ray: Any) -> dict[str | None, float]:
+    """Free CPUs of each alive node (Ray's own accounting); ``{None: total}`` where the
+    cluster does not say per node (a ``ray://`` client)."""
+    try:
+        from ray._private.state import state   # (no public per-node form in Ray 2.x)
+        alive = {nd["NodeID"] for nd in ray.nodes() if nd.get("Alive")}
+        return {node: float(res.get("CPU", 0.0))
+                for node, res in state.available_resources_per_node().items()
+                if node in alive}
+    except Exception:  # noqa: BLE001 - client mode: the total, placed by Ray itself
+        return {None: float(ray.available_resources().get("CPU", 0.0))}
 
 
 def place(n: int, cpus: float | None, what: str = "load agent",
           settle_s: float = 15.0) -> list[tuple[str, float]]:
     """Where ``n`` actors of ``cpus`` CPUs each go, spread round-robin over the alive nodes
-    that have room: ``(node id, CPUs)`` each. ``cpus`` None: the nodes' free CPUs shared out,
-    up to one each (at least 0.1). ConfigError when they don't fit, with what each
+    that have room: ``(node id, CPUs)`` each (node None: wherever Ray puts it, for a client
+    that is not told free CPUs per node). ``cpus`` None: each agent on the node where it
+    gets the most, the nodes' free CPUs shared out, up to one each (at least 0.1). ConfigError when they don't fit, with what each
     node has free (Ray would keep them pending for ever). CPUs of actors just ended come
     back a moment later: short of room, it asks again for up to ``settle_s``."""
     import ray
@@ -89,14 +104,15 @@ def place(n: int, cpus: float | None, what: str = "load agent",
         time.sleep(0.25)
 
 
-def _auto(free: dict[str, float], n: int) -> list[tuple[str, float]] | None:
-    """Round-robin over the nodes with at least 0.1 CPU free, each sharing its node's free
-    CPUs (up to one each)."""
-    nodes = sorted(nd for nd, v in free.items() if v >= 0.1)
-    if not nodes:
-        return None
-    picks = [nodes[k % len(nodes)] for k in range(n)]
-    count = {nd: picks.count(nd) for nd in nodes}
+def _auto(free: dict[Any, float], n: int) -> list[tuple[Any, float]] | None:
+    """Each agent in turn on the node where it would get the most CPU (its free CPUs shared
+    by the agents on it), up to one each, at least 0.1."""
+    count = dict.fromkeys(free, 0)
+    picks = []
+    for _ in range(n):
+        node = max(sorted(free, key=str), key=lambda nd: free[nd] / (count[nd] + 1))
+        count[node] += 1
+        picks.append(node)
     # (rounded down to Ray's granularity: a hair over the free CPUs would never start)
     out = [(nd, math.floor(min(1.0, free[nd] / count[nd]) * 1e4) / 1e4) for nd in picks]
     return out if all(c >= 0.1 for _, c in out) else None
@@ -105,7 +121,7 @@ def _auto(free: dict[str, float], n: int) -> list[tuple[str, float]] | None:
 def _greedy(free: dict[str, float], n: int, cpus: float) -> list[tuple[str, float]] | None:
     """Round-robin over the nodes, each actor on the next node with ``cpus`` free."""
     left = dict(free)
-    nodes = sorted(left)
+    nodes = sorted(left, key=str)
     out = []
     for k in range(n):
         for node in nodes[k % len(nodes):] + nodes[:k % len(nodes)]:

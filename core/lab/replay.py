@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.policies import POLICIES, registered
-from .agents import agent_endpoint, agents_for
+from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import open_loop
 
 if TYPE_CHECKING:
@@ -159,7 +159,11 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
+        if agents:
+            check_ray_address(engine, ray_address)
         team = stack.enter_context(agents_for(agents, ray_address))
+        if team is not None:    # (again, with Ray connected: the address nodes reach)
+            ep = agent_endpoint(engine, copy)
         for k, policy in enumerate(policies):
             if stop is not None and stop.is_set():
                 break

@@ -24,7 +24,7 @@ import pandas as pd
 from core.config import default_intra_op_threads
 from core.metrics import cores_busy_s, process_cpu_s
 
-from .agents import agent_endpoint, agents_for
+from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import closed_loop, open_loop
 from .stability import StabilityRule, measure_stable
 
@@ -83,6 +83,8 @@ class PointMeasurer:
         self.endpoint = agent_endpoint(engine, model) if agents is not None else None
         self._agent_cpu_s = 0.0
         self._agents_bound: str | None = None
+        # (only agents on this machine take its CPU: others are not a disturbance here)
+        self._here = _node_ip() if agents is not None else None
         self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
         self.slo_ms = slo_ms
         self.rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
@@ -115,8 +117,8 @@ class PointMeasurer:
                                   pattern=self.pattern, seed=self.seed + k,
                                   headers=ep["headers"], version=ep["version"])
             # (the agents' CPU is the point's own load, not a disturbance)
-            self._agent_cpu_s += sum(a["client_cpu_pct"] for a in res.agents) / 100.0 \
-                * res.duration_s
+            self._agent_cpu_s += sum(a["client_cpu_pct"] for a in res.agents
+                                     if a.get("ip") == self._here) / 100.0 * res.duration_s
             self._agents_bound = self._agents_bound or res.agents_bound
             return res
         if kind == "rate":
@@ -271,6 +273,14 @@ def _goodput(ok_ms: np.ndarray, slo_ms: float | None, kind: str, load: float, se
     return within / duration_s if duration_s > 0 else 0.0
 
 
+def _node_ip() -> str | None:
+    try:
+        import ray
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - no Ray here: no agent is on this machine
+        return None
+
+
 def resolved_threads(threads: int | None) -> int:
     """What ``intra_op_threads`` means in this process (None: the default)."""
     return default_intra_op_threads() if not threads else int(threads)
@@ -329,6 +339,7 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
     if agents:
         agent_endpoint(engine, model)      # refused in words before any Ray is started
+        check_ray_address(engine, ray_address)
     with agents_for(agents, ray_address, rates=bool(rates_rps)) as team:
         m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
                           rows_per_request=rows_per_request, stop=stop, policy=policy,
