@@ -2,7 +2,8 @@
 model's latency beside them against alone (issue 25).
 
 Loads ``--models`` copies of the demo ``tiny`` model (distinct names), waits for start-up to
-settle, then measures the process's CPU over ``--idle-s`` seconds with nothing sent; then a
+settle (and their threads to park), then measures the process's CPU over ``--idle-s``
+seconds with nothing sent, and its threads; then a
 closed loop of 4 client threads on ``mlp`` for ``--busy-s`` seconds, beside the idle models
 and (in the same run, before loading them) alone. Uses the engine's public contract only,
 so another tree can run it: ``cd OTHER_TREE && python /path/to/benchmarks/idle_models.py``.
@@ -59,13 +60,23 @@ def main() -> None:
     for i in range(args.models):
         engine.load_model(data, name=f"idle-{i}")
     loaded_s = time.monotonic() - t0
+    threads_loaded = threading.active_count()
+    # Idle models park their threads after 30 s (core/batching/parking.py): the steady
+    # idle state is measured once they have (the parking itself is a one-off).
+    t1 = time.monotonic()
+    while threading.active_count() > 50 and time.monotonic() - t1 < 120:
+        time.sleep(0.5)
+    parked_after_s = time.monotonic() - t0
     time.sleep(2.0)
     c0, w0 = time.process_time(), time.monotonic()
     time.sleep(args.idle_s)
     cpu = (time.process_time() - c0) / (time.monotonic() - w0)
     beside = busy_p50(engine, args.busy_s)
     out = {"models": args.models, "load_s": round(loaded_s, 1),
-           "threads": threading.active_count(), "idle_cpu_pct_of_a_core": round(100 * cpu, 2),
+           # (idle models park their threads after 30 s: core/batching/parking.py)
+           "threads_just_loaded": threads_loaded, "threads": threading.active_count(),
+           "parked_after_s": round(parked_after_s, 1),
+           "idle_cpu_pct_of_a_core": round(100 * cpu, 2),
            "busy_p50_alone_ms": round(alone, 3), "busy_p50_beside_ms": round(beside, 3),
            "p50_ratio": round(beside / alone, 3)}
     print(json.dumps(out))
