@@ -30,7 +30,7 @@ from core.errors import ConfigError
 from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint, check_ray_address
 from .loadgen import LoadResult
 from .schedule import ARRIVAL_PATTERNS, arrival_stream
-from .traffic import _RECENT_S, TrafficStatus
+from .traffic import _RECENT_S, SenderThread, TrafficStatus
 
 __all__ = ["AgentTraffic", "CHUNK_S"]
 
@@ -40,7 +40,7 @@ log = logging.getLogger("batchlab.traffic")
 CHUNK_S = 1.0
 
 
-class AgentTraffic:
+class AgentTraffic(SenderThread):
     """Open-loop traffic to ``target`` of ``engine`` from ``agents`` load agents on the Ray
     cluster at ``ray_address`` (see the module docstring)."""
 
@@ -85,24 +85,6 @@ class AgentTraffic:
         self._t_end: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"traffic-{target}-agents",
                                         daemon=True)
-
-    def start(self) -> AgentTraffic:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until a bounded run ends and its answers are counted (or ``timeout_s``)."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
     def status(self) -> TrafficStatus:
         now = time.perf_counter()

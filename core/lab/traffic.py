@@ -137,7 +137,33 @@ class TrafficStatus:
                 f"refused or failed. Last: {self.last_error}")
 
 
-class TrafficGenerator:
+class SenderThread:
+    """What the manager asks of a traffic generator's thread (``_thread``, ``_stop``):
+    start, stop, whether it runs, and waiting for a bounded run to end."""
+
+    _thread: threading.Thread
+    _stop: threading.Event
+
+    def start(self) -> Any:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """Block until a bounded run ends (or ``timeout_s``); True when it has ended."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+
+class TrafficGenerator(SenderThread):
     """Open-loop sender to ``target`` via ``submit(target, x)`` (see module docstring)."""
 
     def __init__(self, submit: SubmitFn, target: str, sample: Callable[[np.random.Generator], Any],
@@ -207,24 +233,6 @@ class TrafficGenerator:
         #: Called with the target and what happened ("traffic stopped", "traffic ended
         #: after 10 s") when the sender leaves, before a join on it returns.
         self._on_end = on_end
-
-    def start(self) -> TrafficGenerator:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout_s)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive() and not self._stop.is_set()
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Block until a bounded run ends (or ``timeout_s``); True when it has ended."""
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
 
     def status(self) -> TrafficStatus:
         now = time.perf_counter()
