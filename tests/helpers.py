@@ -7,7 +7,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
@@ -231,3 +231,23 @@ def identity_server():
     finally:
         server.close()
         engine.close()
+
+
+def run_coroutine(coro: Any) -> Any:
+    """``asyncio.run(coro)`` on a thread of its own: a test may run where an event loop is
+    already running in this thread (one left by the browser tests' Playwright)."""
+    import asyncio
+    out: dict[str, Any] = {}
+
+    def main() -> None:
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as err:  # noqa: BLE001 - raised in the test's thread
+            out["error"] = err
+
+    t = threading.Thread(target=main)
+    t.start()
+    t.join(WAIT_S)
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")

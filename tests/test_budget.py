@@ -88,6 +88,52 @@ def test_the_server_refuses_a_json_flood_and_serves_the_same_values_as_binary(se
     np.testing.assert_array_equal(np.frombuffer(raw[split:], np.float32), data)
 
 
+def test_a_large_binary_answer_is_sent_from_the_outputs_memory_in_slices(served):
+    """A 12 MB binary output is answered as a view of its memory, written in 1 MiB slices
+    (no copy holding the server meanwhile): every byte arrives, in order, with the right
+    length."""
+    from core.serving.asgi import SEND_SLICE
+    n = 3_000_000
+    data = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    assert 4 * n > 10 * SEND_SLICE
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * n}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    status, raw, headers = post(served, "/v2/models/ident/infer", head + data.tobytes(),
+                                {"Inference-Header-Content-Length": str(len(head))})
+    assert status == 200, raw[:300]
+    h = {k.lower(): v for k, v in headers.items()}
+    split = int(h["inference-header-content-length"])
+    assert int(h["content-length"]) == len(raw) == split + 4 * n
+    assert json.loads(raw[:split])["outputs"][0]["parameters"]["binary_data_size"] == 4 * n
+    np.testing.assert_array_equal(np.frombuffer(raw[split:], np.float32), data)
+
+
+def test_the_server_writes_a_large_answer_in_slices_without_copying_it():
+    from tests.helpers import run_coroutine
+    from core.protocol import encode_infer_response_parts
+    from core.serving.asgi import SEND_SLICE, OipApp
+    from core.serving.routes import Text
+    y = np.arange(3 * SEND_SLICE // 4 + 5, dtype=np.float32)      # 3 MiB and a bit
+    parts, head_len = encode_infer_response_parts(
+        {"parameters": {"binary_data_output": True}}, "m", {"y": y}, {})
+    assert len(parts) == 2 and isinstance(parts[1], memoryview)   # the output's own memory
+    assert np.shares_memory(np.frombuffer(parts[1], np.float32), y)
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    run_coroutine(OipApp._send(send, 200, Text(parts, "application/octet-stream"), False))
+    bodies = [m for m in sent if m["type"] == "http.response.body"]
+    assert len(bodies) == 5 and all(len(m["body"]) <= SEND_SLICE for m in bodies)
+    assert [m["more_body"] for m in bodies] == [True] * 4 + [False]
+    length = int(dict(sent[0]["headers"])[b"content-length"])
+    whole = b"".join(bytes(m["body"]) for m in bodies)
+    assert length == len(whole) == head_len + y.nbytes
+    np.testing.assert_array_equal(np.frombuffer(whole[head_len:], np.float32), y)
+
+
 def test_an_output_too_large_for_json_is_refused_before_it_is_encoded(served):
     served.routes.max_json_bytes = 4 * 2**20
     n = 200_000            # 7.6 MiB of Python floats as JSON: over; 0.8 MB as binary: fine

@@ -436,7 +436,7 @@ def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster)
 def _asgi_get(app, path: str, host: str, token: str | None = None) -> tuple[int, dict]:
     """One GET through an ASGI app, as Ray Serve's proxy hands it on (route prefix in
     ``root_path``)."""
-    import asyncio
+    from tests.helpers import run_coroutine
     headers = [(b"host", host.encode())]
     if token:
         headers.append((b"authorization", f"Bearer {token}".encode()))
@@ -454,7 +454,7 @@ def _asgi_get(app, path: str, host: str, token: str | None = None) -> tuple[int,
             out["status"] = message["status"]
             out["headers"] = {k.decode().lower(): v.decode() for k, v in message["headers"]}
 
-    asyncio.run(app(scope, receive, send))
+    run_coroutine(app(scope, receive, send))
     return out["status"], out["headers"]
 
 

@@ -191,3 +191,40 @@ def test_admission_counts_every_instance_when_predicting_the_wait():
             assert q.running_rows == 0
     finally:
         b.close()
+
+
+def test_a_runner_that_dies_while_the_supervisor_sleeps_idle_is_restarted_at_once():
+    """With nothing live the supervisor sleeps until a request arrives; a runner dying
+    then wakes it (no request needed) and is restarted (the CI once caught the old
+    behaviour: the supervisor slept through it)."""
+    run = ConcurrentRun()
+    run.gate.set()
+    b = Batcher("lonely", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0, instances=2),
+                start=False)
+    real = b._collect
+    go_die = threading.Event()
+
+    def runner(index=0):
+        if index == 1 and not go_die.is_set():
+            assert go_die.wait(WAIT_S)
+            raise SystemExit("injected: runner 1 dies")
+        return real(index)
+
+    b._collect = runner
+    b.start()
+    try:
+        for _ in range(int(WAIT_S * 100)):       # the supervisor asleep, nothing live
+            if b.queue.supervisor_idle:
+                break
+            threading.Event().wait(0.01)
+        assert b.queue.supervisor_idle
+        go_die.set()
+        for _ in range(int(WAIT_S * 100)):
+            if b.restarts:
+                break
+            threading.Event().wait(0.01)
+        assert b.restarts == 1 and not b.queue.dying
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(4)]
+        assert [f.result(WAIT_S).rows for f in futs] == [1] * 4
+    finally:
+        b.close()

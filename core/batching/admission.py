@@ -83,8 +83,8 @@ class AdmissionQueue(DeadlineMixin, ParkingMixin):
         self.arrived_rows = 0
         self.dead = 0
         self.closed = False
-        self.sleeping = 0               # runners waiting on cv
-        self.want_rows = 1
+        self.dying: set[int] = set()
+        self.sleeping, self.want_rows = 0, 1   # runners waiting on cv, rows they want
         self.window_start = clock()
         # Deadlines, for the supervisor. Requests on the configured timeout go to ``lane``
         # in arrival order, which is deadline order (one append, no heap); others (a timeout

@@ -15,9 +15,8 @@ A :class:`Batcher` ties together, for one model:
 Threads (named after the model, daemon, stopped by ``close()``): the collector
 (``batcher-NAME``: wait for a batch, execute it), the completer (``batcher-NAME-done``:
 settles batches when that can overlap the next run) and the supervisor
-(``batcher-NAME-watch``). All three leave once the queue has been empty for
-``PARK_AFTER_S`` (30 s), and the next request starts them again (:mod:`.parking`): an
-idle model holds no thread.
+(``batcher-NAME-watch``). All three leave once the queue has been empty 30 s, and the next
+request starts them again (:mod:`.parking`): an idle model holds no thread.
 
 Policies (switchable live with :meth:`Batcher.configure`; one module each in
 ``core/policies/``):
@@ -348,12 +347,14 @@ class Batcher:
             return []
         with self._runners_lock:
             return [i for i in range(self.queue.instances)
-                    if (t := self._runners.get(i)) is not None and not t.is_alive()]
+                    if (t := self._runners.get(i)) is not None
+                    and (not t.is_alive() or i in self.queue.dying)]
 
     def restart_collector(self, index: int = 0) -> None:
         """Start a new thread for runner ``index`` (the supervisor does this when one
         died)."""
         with self._runners_lock:
+            self.queue.dying.discard(index)
             self._runners[index] = t = self._new_collector(index)
             t.start()
         if not self._completer.is_alive():
@@ -362,6 +363,15 @@ class Batcher:
             self._completer.start()
 
     def _loop(self, index: int = 0) -> None:
+        try:
+            self._serve(index)
+        except BaseException:   # dying: the supervisor, maybe asleep, restarts it now
+            with self.queue.lock:
+                self.queue.dying.add(index)
+                self.queue.sup_cv.notify_all()
+            raise
+
+    def _serve(self, index: int) -> None:
         while True:
             reason = self._collect(index)
             with self._runners_lock:

@@ -39,6 +39,9 @@ class ParkingMixin:
     park_after_s: float | None = PARK_AFTER_S
     #: how many times the model parked (for tests and the idle-models benchmark)
     parks = 0
+    #: runners leaving by an error, not yet restarted (the supervisor does not sleep idle
+    #: while there is one)
+    dying: set[int]
 
     def _idle_sleep(self: Any, slot: int) -> bool:
         """(Lock held; the queue empty and open.) Sleep as runner ``slot`` until a put;

@@ -92,7 +92,7 @@ class Supervisor:
                     # busy to watch. Sleep until a request arrives (put wakes us) or close:
                     # an idle model's supervisor costs nothing (1,000 idle models woke
                     # 20,000 times a second at the 50 ms watch).
-                    idle = nxt == math.inf and not self.ledger.live
+                    idle = nxt == math.inf and not self.ledger.live and not q.dying
                     wait = None if idle else min(nxt - self._clock(), self.watch_interval_s)
                     if wait is None or wait > 0:
                         q.next_deadline = nxt

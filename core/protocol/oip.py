@@ -29,10 +29,13 @@ from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
 
 __all__ = ["OIPError", "metadata", "parse_infer_request", "encode_infer_response",
+           "encode_infer_response_parts",
            "HEADER_LENGTH", "encode_infer_request", "parse_infer_response"]
 
 #: The header that carries the JSON part's length in a binary request or answer.
 HEADER_LENGTH = "Inference-Header-Content-Length"
+# A binary output at least this large is answered as a view of its memory, not a copy.
+_VIEW_BYTES = 1 << 20
 
 #: A request the protocol says is wrong, with the HTTP status to answer.
 OIPError = HTTPError
@@ -163,8 +166,12 @@ def _output(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes]
     if isinstance(value, np.ndarray) and oip_datatype(value.dtype) != "BYTES":
         entry = {"name": name, "datatype": oip_datatype(value.dtype), "shape": list(value.shape)}
         if binary:
-            raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
+            arr = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<"))
+            # A large output travels as a view of its own memory, not a copy (the server
+            # writes it out in slices: core/serving/asgi.py)
+            raw = (memoryview(arr.reshape(-1).view(np.uint8)) if arr.nbytes >= _VIEW_BYTES
+                   else arr.tobytes())
+            entry["parameters"] = {"binary_data_size": arr.nbytes}
             return entry, raw
         entry["data"] = value.reshape(-1).tolist()
         return entry, b""
@@ -188,6 +195,15 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
     """The answer's body and, when any output is binary, the JSON part's length. Outputs
     asked for as JSON whose values would take more than ``max_json_bytes`` as Python objects
     are refused before any is encoded (binary ones are one copy of the output)."""
+    parts, head_len = encode_infer_response_parts(req, model, outputs, extra, max_json_bytes)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), head_len
+
+
+def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[str, Any],
+                                extra: dict[str, Any], max_json_bytes: int | None = None
+                                ) -> tuple[list[Any], int | None]:
+    """:func:`encode_infer_response` as the body's parts, in order: the JSON, then each
+    binary output (a large one a view of the output's own memory: no copy is made)."""
     wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
     unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
     if unknown:
@@ -213,8 +229,8 @@ def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, An
     except ValueError:
         raise OIPError(422, _non_finite(model, outputs, chosen)) from None
     if not any_binary:
-        return head, None
-    return head + b"".join(blobs), len(head)
+        return [head], None
+    return [head, *[b for b in blobs if len(b)]], len(head)
 
 
 def _check_json_size(model: str, outputs: dict[str, Any], chosen: list[tuple[str, bool]],

@@ -42,6 +42,9 @@ INLINE_MAX = 256 * 2**10
 #: that drips it holds a connection no longer).
 BODY_TIMEOUT_S = 30.0
 
+#: An answer longer than this is written in slices of this size (views of its memory).
+SEND_SLICE = 1 << 20
+
 
 def _retrieved(fut: asyncio.Future) -> None:
     """Mark a future's outcome as seen (its request was settled another way)."""
@@ -302,13 +305,25 @@ class OipApp:
             data, content_type, extra = body.data, body.content_type, body.headers
         else:
             data, content_type, extra = jsontext.dumps(body), "application/json", {}
+        parts = data if isinstance(data, list) else [data]
+        size = sum(len(p) for p in parts)
         headers = [(b"content-type", content_type.encode()),
-                   (b"content-length", str(len(data)).encode())]
+                   (b"content-length", str(size).encode())]
         headers += [(k.lower().encode(), str(v).encode()) for k, v in extra.items()]
         if close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        if size <= SEND_SLICE:
+            await send({"type": "http.response.body",
+                        "body": parts[0] if len(parts) == 1 else b"".join(parts)})
+            return
+        # A large body goes out in slices (views, no copy), the loop serving other
+        # requests between them: one 256 MB answer no longer holds every other one.
+        slices = [v[i:i + SEND_SLICE] for v in map(memoryview, parts)
+                  for i in range(0, len(v), SEND_SLICE)]
+        for j, piece in enumerate(slices):
+            await send({"type": "http.response.body", "body": piece,
+                        "more_body": j < len(slices) - 1})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -39,9 +39,10 @@ DEFAULT_MAX_BODY = 64 * 2**20
 
 
 class Text:
-    """A non-JSON answer (the Prometheus text, a binary inference answer)."""
+    """A non-JSON answer (the Prometheus text, a binary inference answer). ``data``: the
+    body, or its parts in order (a large binary output is a view of the output's memory)."""
 
-    def __init__(self, data: bytes, content_type: str,
+    def __init__(self, data: bytes | list[Any], content_type: str,
                  headers: dict[str, str] | None = None) -> None:
         self.data, self.content_type, self.headers = data, content_type, headers or {}
 
@@ -311,14 +312,14 @@ class Routes:
             t_ms = engine.batch_config(name).timeout_ms
 
         def answer(pred: Any) -> Text:
-            body, binary_header = oip.encode_infer_response(
+            parts, binary_header = oip.encode_infer_response_parts(
                 req, name, pred.outputs, {"batch_rows": pred.batch_rows,
                                           "queue_ms": pred.queue_ms,
                                           "compute_ms": pred.compute_ms},
                 self.max_json_bytes)
             if binary_header is None:
-                return Text(body, "application/json")
-            return Text(body, "application/octet-stream",
+                return Text(parts[0], "application/json")
+            return Text(parts if len(parts) > 1 else parts[0], "application/octet-stream",
                         {oip.HEADER_LENGTH: str(binary_header)})
 
         return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms))
