@@ -77,7 +77,6 @@ class AgentTraffic(SenderThread):
         self._last_error: str | None = None
         self._recent: deque[list[float]] = deque(maxlen=_RECENT_S + 1)
         self._max_lag_ms = 0.0
-        self._recent_lag_ms = 0.0
         self._cpu_pct = 0.0
         self._agent_cpu: dict[tuple[str, int], tuple[float, float]] = {}
         self._note: str | None = f"starting {agents} load agent(s) on Ray"
@@ -91,16 +90,12 @@ class AgentTraffic(SenderThread):
         start = self._t_start or now
         end = self._t_end or now
         with self._lock:
-            since = int(now) - _RECENT_S
-            recent = [r for r in self._recent if r[0] >= since]
             return TrafficStatus(
                 target=self.target, running=self.running, rate_rps=self.rate_rps,
                 pattern=self.pattern, rows_per_request=self.rows_per_request, sent=self._sent,
                 refused=0, succeeded=self._ok, failed=self._failed, elapsed_s=end - start,
                 max_lag_ms=self._max_lag_ms, failed_by_type=dict(self._failed_by_type),
-                last_error=self._last_error, recent_sent=int(sum(r[1] for r in recent)),
-                recent_bad=int(sum(r[2] for r in recent)),
-                recent_lag_ms=max((r[3] for r in recent), default=0.0),
+                last_error=self._last_error, **self._recent_window(now),
                 client_cpu_pct=self._cpu_pct, agents=self.agents,
                 note=self._note if self._thread.is_alive() else None)
 
@@ -130,7 +125,8 @@ class AgentTraffic(SenderThread):
             if lost:
                 self._last_error = f"a load agent was lost: {lost[0]}"
             self._max_lag_ms = max(self._max_lag_ms, res.max_lag_ms)
-            self._recent.append([int(time.perf_counter()), len(f), len(bad), res.max_lag_ms])
+            self._recent.append([int(time.perf_counter()), len(f), len(bad),
+                                 res.max_lag_ms / 1000.0])
             if live:
                 self._cpu_pct = max(live)
             self._note = None

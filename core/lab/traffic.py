@@ -143,6 +143,7 @@ class SenderThread:
 
     _thread: threading.Thread
     _stop: threading.Event
+    _recent: deque[list[Any]]
 
     def start(self) -> Any:
         self._thread.start()
@@ -161,6 +162,15 @@ class SenderThread:
         """Block until a bounded run ends (or ``timeout_s``); True when it has ended."""
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
+
+    def _recent_window(self, now: float) -> dict[str, Any]:
+        """(Lock held.) The status's figures of the last few seconds, from ``_recent``:
+        ``[second, sent, refused or failed, worst lag (s)]`` rows."""
+        since = int(now) - _RECENT_S
+        recent = [r for r in self._recent if r[0] >= since]
+        return {"recent_sent": int(sum(r[1] for r in recent)),
+                "recent_bad": int(sum(r[2] for r in recent)),
+                "recent_lag_ms": 1000.0 * max((r[3] for r in recent), default=0.0)}
 
 
 class TrafficGenerator(SenderThread):
@@ -245,8 +255,6 @@ class TrafficGenerator(SenderThread):
         # Under a second the ratio is noise (a thread's first milliseconds are all CPU).
         cpu_pct = 100.0 * (own + max(0.0, other)) / span if span >= 1.0 else 0.0
         with self._lock:
-            since = int(now) - _RECENT_S
-            recent = [r for r in self._recent if r[0] >= since]
             return TrafficStatus(
                 target=self.target, running=self.running, rate_rps=self.rate_rps,
                 pattern=self.pattern, rows_per_request=self.rows_per_request, sent=self._sent,
@@ -254,8 +262,7 @@ class TrafficGenerator(SenderThread):
                 elapsed_s=end - start, max_lag_ms=self._max_lag * 1000.0,
                 refused_by_type=dict(self._refused_by_type),
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
-                recent_sent=sum(r[1] for r in recent), recent_bad=sum(r[2] for r in recent),
-                recent_lag_ms=1000.0 * max((r[3] for r in recent), default=0.0),
+                **self._recent_window(now),
                 client_cpu_pct=cpu_pct, high_share=self.high_share,
                 priority=self.priority)
 

@@ -319,7 +319,7 @@ class Routes:
                 self.max_json_bytes)
             if binary_header is None:
                 return Text(parts[0], "application/json")
-            return Text(parts if len(parts) > 1 else parts[0], "application/octet-stream",
+            return Text(parts, "application/octet-stream",
                         {oip.HEADER_LENGTH: str(binary_header)})
 
         return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms))
