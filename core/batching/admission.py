@@ -209,9 +209,9 @@ class AdmissionQueue(DeadlineMixin, ParkingMixin):
                         self.name, queued_bytes, nbytes, limit,
                         limit < self.max_queued_bytes))
             d = r._deadline
-            if ((d - r._t_submit < self.admit_bound_s
-                 or self.queued_rows + rows > self.bound_rows
-                 or self.running_rows > self.bound_running)
+            # (the wait is predicted only when the worst it could be is past the deadline)
+            if ((d - r._t_submit < self.admit_per_row_s * (self.queued_rows + rows)
+                 + self.admit_base_s or self.running_rows > self.bound_running)
                     and (self.queued_rows or self.runs)
                     and self.cost.confident):
                 self.refuse_if_late(r, rows, d, high)

@@ -48,6 +48,20 @@ class DeadlineMixin:
         # then put() predicts as before.
         self.bound_rows = ahead
         self.bound_running = running
+        # The same worst case as a line in the rows ahead, for put() to test in two
+        # multiplications: a request whose time left is at least
+        # ``admit_per_row_s * ahead + admit_base_s`` would be admitted by any prediction.
+        # (ceil(ahead / per_batch) batches are at most ahead / per_batch + 1, and a model
+        # that cannot batch runs at most one batch per row; plus the run ahead of them.)
+        worst_slow = MAX_SLOWDOWN * _ADMIT_MARGIN
+        if not cost.ready:
+            self.admit_per_row_s = self.admit_base_s = math.inf
+        elif self.batchable:
+            self.admit_per_row_s = (cost.a_s / per_batch + cost.b_s) * worst_slow
+            self.admit_base_s = (2 * cost.a_s + cost.b_s * running) * worst_slow
+        else:
+            self.admit_per_row_s = (cost.a_s + cost.b_s) * worst_slow
+            self.admit_base_s = (cost.a_s + cost.b_s * running) * worst_slow
 
     def earliest_deadline(self) -> float:
         """(Lock held.) The earliest deadline of a live request (inf when none); drops
