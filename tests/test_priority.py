@@ -337,3 +337,44 @@ def test_review_findings_on_admission_the_reserve_and_waiting_for_traffic(engine
         engine.stop_traffic("tiny")
         engine.wait_traffic("tiny", WAIT_S, priority=1)
         engine.reset_metrics("tiny")
+
+
+@pytest.mark.parametrize("policy,batchable", [("deadline", True), ("aimd", True),
+                                              ("deadline", False)])
+def test_admission_predicts_only_when_the_worst_wait_could_pass_the_deadline(
+        monkeypatch, policy, batchable):
+    """put() skips the wait prediction (the hot path) only when no prediction could refuse:
+    every skipped request, predicted anyway at the worst slowdown, is within its deadline;
+    and requests whose predicted wait is past it are still predicted (and refused)."""
+    from core.batching.deadlines import DeadlineMixin
+    from core.policies.estimators import MAX_SLOWDOWN
+    cfg = BatchConfig(max_batch_size=8, max_queue=2000, policy=policy,
+                      latency_slo_ms=60_000 if policy == "aimd" else None)
+    ledger, q = _queue(cfg, batchable=batchable)
+    _confident(q, 0.0005, 0.002)         # 0.5 ms + 2 ms a row
+    q.cost.slowdown = q.cost.slowdown_high = MAX_SLOWDOWN
+    # A bound that assumed a full queue of the largest requests is past a 30 s timeout...
+    assert q.admit_bound_s > 30
+    calls = []
+    real = DeadlineMixin.refuse_if_late
+
+    def spy(self, r, rows, d, high=False):
+        calls.append(self.queued_rows)
+        return real(self, r, rows, d, high)
+
+    monkeypatch.setattr(DeadlineMixin, "refuse_if_late", spy)
+    q.run_started(0, 8, 0.0)                           # a run going on
+    admitted = 0
+    with pytest.raises(OverloadedError, match="predicted wait"):
+        while admitted < 2000:
+            q.put(_req(ledger, 0.0, deadline=30.0))
+            admitted += 1
+    # ... yet the first requests, far inside it, were admitted without a prediction
+    assert calls and calls[0] > 100
+    skipped = calls[0]
+    assert q.admit_per_row_s * skipped + q.admit_base_s <= 30.0
+    # and what a prediction would have said of the last skipped one, at the worst
+    # slowdown, was within the deadline (with the margin)
+    monkeypatch.setattr(DeadlineMixin, "refuse_if_late", real)
+    q.queued_rows = skipped - 1
+    q.refuse_if_late(_req(ledger, 0.0, deadline=30.0), 1, 30.0)   # does not raise
