@@ -133,6 +133,9 @@ class OipApp:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        parser = getattr(self.routes, "parser", None)
+        if parser is not None:
+            parser.close()
 
     def quiet_for(self) -> float:
         """Seconds since the last request arrived."""

@@ -21,6 +21,7 @@ from core.models import ModelInfo, request_bytes_limit
 from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
 from . import control, prom, timeouts
+from .bodyparse import BodyParser
 from .guard import RequestGuard
 from .repository import Repository
 
@@ -108,6 +109,8 @@ class Routes:
         #: What parsing one JSON body, or encoding one JSON answer, may take in Python
         #: objects: an eighth of the memory budget, as for one generated input.
         self.max_json_bytes = request_bytes_limit(engine.memory_budget_bytes)
+        #: Parses infer bodies; a long JSON part in a child process (core/serving/bodyparse.py)
+        self.parser = BodyParser()
         #: The longest a request may be held (a timeout over the wire, or a model's);
         #: None: no cap (timeouts may be switched off). The server sets it.
         self.max_timeout_ms: float | None = None
@@ -292,8 +295,7 @@ class Routes:
         except ValueError:
             raise HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
                                   f"{header!r}") from None
-        arrays, req = oip.parse_infer_request(raw or b"", header_length,
-                                              self.max_json_bytes)
+        arrays, req = self.parser.parse(raw or b"", header_length, self.max_json_bytes)
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}

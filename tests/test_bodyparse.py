@@ -1,0 +1,127 @@
+"""Large JSON inference bodies are parsed in a child process (core/serving/bodyparse.py), so
+that one long parse does not hold the serving process's interpreter: the answers are the
+same as parsed here, errors keep their status and words, and a child that dies is
+replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from core.protocol import HTTPError, oip
+from core.serving.bodyparse import CHILD_MIN, BodyParser
+from tests.helpers import identity_model
+from tests.test_budget import post
+
+
+def _body(n: int, pad: int = 0, data: list | None = None) -> bytes:
+    req = {"id": "r1", "inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "data": data if data is not None
+                                   else [float(i) / 7 for i in range(n)]}],
+           "outputs": [{"name": "y", "parameters": {"binary_data": False}}]}
+    if pad:
+        req["parameters"] = {"pad": "p" * pad}
+    return json.dumps(req).encode()
+
+
+@pytest.fixture
+def parser():
+    p = BodyParser(child_min=64)
+    yield p
+    p.close()
+
+
+def test_a_long_json_body_is_parsed_in_the_child_as_it_would_be_here(parser):
+    raw = _body(3000)
+    arrays, req = parser.parse(raw, None, 64 * 2**20)
+    want_arrays, want_req = oip.parse_infer_request(raw, None, 64 * 2**20)
+    assert parser.parsed_in_child == 1 and parser.pid not in (None, os.getpid())
+    assert list(arrays) == ["x"] and arrays["x"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["x"], want_arrays["x"])
+    # what the answer needs of the request comes back; the values only as the array
+    assert req["id"] == "r1" and req["outputs"] == want_req["outputs"]
+    assert "data" not in req["inputs"][0]
+    # a short one is parsed here, without the trip
+    short = _body(2)
+    assert len(short) < 64 * 4
+    BodyParser(child_min=CHILD_MIN).parse(short, None, None)
+    assert parser.parsed_in_child == 1
+
+
+def test_binary_data_after_a_long_json_part_comes_back_whole(parser):
+    values = np.arange(12, dtype=np.float32).reshape(3, 4)
+    head = json.dumps({"inputs": [
+        {"name": "a", "shape": [1, 2000], "datatype": "FP32", "data": [1.0] * 2000},
+        {"name": "b", "shape": [3, 4], "datatype": "FP32",
+         "parameters": {"binary_data_size": values.nbytes}}]}).encode()
+    arrays, _ = parser.parse(head + values.tobytes(), len(head), None)
+    assert parser.parsed_in_child == 1
+    np.testing.assert_array_equal(arrays["b"], values)
+    assert arrays["a"].shape == (1, 2000)
+
+
+@pytest.mark.parametrize("raw,header,status,words", [
+    (b'{"inputs": [' + b" " * 200 + b"}", None, 400, "not valid JSON"),
+    (_body(100, data=[float("nan")] * 100), None, 400, "NaN"),
+    (b'{"inputs": [' + b",".join([b"[]"] * 50_000) + b"]}", None, 413, "binary data"),
+    (_body(100) + b"\x00" * 8, None, 400, "not valid JSON"),
+    (_body(100), 10**9, 400, "inference-header-content-length"),
+])
+def test_the_childs_refusals_keep_their_status_and_words(parser, raw, header, status, words):
+    with pytest.raises(HTTPError) as err:
+        parser.parse(raw, header, 4 * 2**20)
+    assert err.value.status == status
+    assert words.lower() in str(err.value).lower()
+    # and the child goes on parsing
+    arrays, _ = parser.parse(_body(500), None, None)
+    assert arrays["x"].shape == (1, 500)
+
+
+def test_a_child_that_died_is_replaced_for_the_next_body(parser):
+    parser.parse(_body(500), None, None)
+    pid = parser.pid
+    os.kill(pid, signal.SIGKILL)
+    parser._proc.join(10)
+    arrays, _ = parser.parse(_body(500), None, None)
+    assert arrays["x"].shape == (1, 500)
+    assert parser.started == 2 and parser.pid != pid
+
+
+def test_closed_parser_refuses_in_words(parser):
+    parser.close()
+    with pytest.raises(HTTPError, match="stopping") as err:
+        parser.parse(_body(500), None, None)
+    assert err.value.status == 503
+
+
+def test_the_server_parses_a_long_json_body_in_its_child():
+    """Through the real server: a 2 MiB JSON request (a long parameter) is answered as a
+    short one is, and it was the child that parsed it."""
+    from core import Engine, EngineConfig
+    from core.serving import EngineServer
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(identity_model(shape=["N", "K"]), name="ident")
+    server = EngineServer(engine, port=0).start()
+    try:
+        req = {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+                           "data": [1, 2, 3, 4, 5, 6]}],
+               "parameters": {"note": "n" * (2 * CHILD_MIN)}}
+        status, raw, _ = post(server, "/v2/models/ident/infer", json.dumps(req).encode())
+        assert status == 200, raw[:300]
+        out = json.loads(raw)["outputs"][0]
+        assert out["shape"] == [2, 3] and out["data"] == [1, 2, 3, 4, 5, 6]
+        assert server.app.routes.parser.parsed_in_child == 1
+        del req["parameters"]
+        status, raw, _ = post(server, "/v2/models/ident/infer", json.dumps(req).encode())
+        assert status == 200 and server.app.routes.parser.parsed_in_child == 1
+        child = server.app.routes.parser.pid
+    finally:
+        server.close()
+        engine.close()
+    assert server.app.routes.parser.pid is None          # the child ended with the server
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
