@@ -557,3 +557,30 @@ def test_the_arena_gives_back_a_large_outputs_memory_once_it_is_gone(engine):
         assert shrinks() == before + 1          # small outputs ask for nothing
     finally:
         engine.unload_model("fill")
+
+
+def test_a_json_body_past_the_bound_is_refused_as_it_arrives_and_never_parsed(served):
+    """The JSON part is counted chunk by chunk while the body is read: past the bound the
+    body is dropped (not kept, not joined, not parsed) and the answer is the same 413; a
+    binary part full of brackets is not counted."""
+    served.routes.max_json_bytes = 4 * 2**20
+    parsed = []
+    real = served.routes.parser.parse
+    served.routes.parser.parse = lambda *a: parsed.append(1) or real(*a)
+    empties = b'{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [' \
+        + b",".join([b"[]"] * 300_000) + b"]}]}"
+    status, raw, _ = post(served, "/v2/models/ident/infer", empties)
+    answer = json.loads(raw)
+    assert status == 413 and "would take" in answer["error"] and "binary" in answer["error"]
+    assert parsed == []                     # refused by the reader: the route never ran
+    # 2 MiB of '[' as binary data after a short JSON part: served
+    blob = np.frombuffer(b"[" * (2 * 2**20), np.uint8).view(np.float32).reshape(1, -1)
+    head = json.dumps({"inputs": [{"name": "x", "shape": list(blob.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": blob.nbytes}}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    status, raw, headers = post(served, "/v2/models/ident/infer", head + blob.tobytes(),
+                                {"Inference-Header-Content-Length": str(len(head))})
+    assert status == 200, raw[:300]
+    assert parsed == [1]
+    split = int({k.lower(): v for k, v in headers.items()}["inference-header-content-length"])
+    assert raw[split:] == blob.tobytes()

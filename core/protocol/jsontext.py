@@ -21,7 +21,8 @@ import json
 import math
 from typing import Any
 
-__all__ = ["loads", "dumps", "finite", "parsed_bytes", "check_size", "JSONTooLarge"]
+__all__ = ["loads", "dumps", "finite", "parsed_bytes", "check_size", "JSONTooLarge",
+           "SizeCounter"]
 
 #: What a parsed JSON value costs in Python, at most: a number (24 bytes) and its slot in a
 #: list with the list's growth room, and an (empty) list or object with its slot. A 60 MiB
@@ -55,6 +56,32 @@ def parsed_bytes(raw: bytes) -> tuple[int, int]:
         objects += raw.count(b"{", i, j)
     return (SCALAR_BYTES * scalars + CONTAINER_BYTES * lists + OBJECT_BYTES * objects,
             scalars + lists + objects)
+
+
+class SizeCounter:
+    """:func:`parsed_bytes` counted piece by piece, as a body arrives (the pieces' counts
+    add up to the whole's: it counts single characters)."""
+
+    __slots__ = ("scalars", "lists", "objects")
+
+    def __init__(self) -> None:
+        self.scalars, self.lists, self.objects = 1, 0, 0
+
+    def add(self, piece: bytes | bytearray) -> int:
+        """Count ``piece``; returns the estimate so far, in bytes."""
+        self.scalars += piece.count(b",") + piece.count(b":")
+        self.lists += piece.count(b"[")
+        self.objects += piece.count(b"{")
+        return self.parsed
+
+    @property
+    def parsed(self) -> int:
+        return (SCALAR_BYTES * self.scalars + CONTAINER_BYTES * self.lists
+                + OBJECT_BYTES * self.objects)
+
+    @property
+    def values(self) -> int:
+        return self.scalars + self.lists + self.objects
 
 
 def _refuse(token: str) -> Any:

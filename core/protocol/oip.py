@@ -125,13 +125,18 @@ def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
         if not strict:  # an answer from another server
             raise OIPError(status, f"{what}'s JSON is too large to read here: {err}; ask "
                                    "for binary outputs") from None
-        raise OIPError(413, f"{what}'s JSON is too large for this server: {err}; send the "
-                            "tensors as binary data (the binary tensor extension, "
-                            f"{HEADER_LENGTH}) or fewer values per request") from None
+        raise OIPError(413, too_large_words(what, err)) from None
     except (ValueError, UnicodeDecodeError) as err:
         raise OIPError(status, f"{what} is not valid JSON: {err}") from None
     except RecursionError:
         raise OIPError(status, f"{what} nests JSON too deeply") from None
+
+
+def too_large_words(what: str, err: jsontext.JSONTooLarge) -> str:
+    """The 413's words for a request whose JSON would parse past the bound."""
+    return (f"{what}'s JSON is too large for this server: {err}; send the tensors as binary "
+            f"data (the binary tensor extension, {HEADER_LENGTH}) or fewer values per "
+            "request")
 
 
 def parse_infer_request(raw: bytes, header_length: int | None = None,

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from core.errors import BatchlabError
-from core.protocol import HTTPError, jsontext, status_of
+from core.protocol import HEADER_LENGTH, HTTPError, jsontext, oip, status_of
 from .routes import Pending, Routes, Text, parse_json
 
 __all__ = ["OipApp"]
@@ -175,8 +175,10 @@ class OipApp:
                 raise
             try:
                 try:
-                    close |= await self._read_body(req, receive,
-                                                   self.routes.body_limit(path))
+                    close |= await self._read_body(
+                        req, receive, self.routes.body_limit(path),
+                        getattr(self.routes, "max_json_bytes", None)
+                        if self.routes.is_infer(method, path) else None)
                 except _Disconnected:
                     return
                 status, body = await self._answer(method, path, req, receive)
@@ -258,48 +260,72 @@ class OipApp:
             f"internal error: {type(err).__name__}: {err}"
         return status, {"error": message, "type": type(err).__name__}
 
-    async def _read_body(self, req: _Request, receive: Receive, limit: int) -> bool:
+    async def _read_body(self, req: _Request, receive: Receive, limit: int,
+                         json_limit: int | None = None) -> bool:
         """Read the body (at most ``limit`` bytes) into ``req``; True when the connection
         must close after the answer. Over the limit: the rest is read and dropped (up to
-        :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408."""
+        :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408. ``json_limit``: the body's
+        JSON part (an inference request's) is counted as it arrives, and one that would
+        parse past this many bytes is dropped the same way (a 413), not kept."""
         if not req._has_body:
             return False
         declared = req.header("content-length")
         length = int(declared) if declared is not None and declared.isdigit() else 0
         try:
-            return await asyncio.wait_for(self._read(req, receive, limit, length),
-                                          BODY_TIMEOUT_S + length / 2**20)
+            return await asyncio.wait_for(
+                self._read(req, receive, limit, length, json_limit),
+                BODY_TIMEOUT_S + length / 2**20)
         except asyncio.TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within "
                                  f"{BODY_TIMEOUT_S + length / 2**20:.0f} s") from None
 
     @staticmethod
-    async def _read(req: _Request, receive: Receive, limit: int, declared: int) -> bool:
+    async def _read(req: _Request, receive: Receive, limit: int, declared: int,
+                    json_limit: int | None = None) -> bool:
         if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
             raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
                                  f"of {limit} bytes")
-        chunks: list[bytes] = []
+        # Grown piece by piece (no join of tens of MiB at the end, holding the interpreter)
+        body = bytearray()
         size = 0
         over = declared > limit
+        counter = None
+        if json_limit is not None:
+            head = req.header(HEADER_LENGTH)
+            json_part = int(head) if head is not None and head.isdigit() else None
+            # (too short to reach the bound: not counted)
+            if (json_part if json_part is not None else (declared or limit + 1)) \
+                    * jsontext.OBJECT_BYTES > json_limit:
+                counter = jsontext.SizeCounter()
+        too_big = None
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = message.get("body", b"")
+            if counter is not None and too_big is None:
+                left = chunk if json_part is None else chunk[:max(0, json_part - size)]
+                if left and counter.add(left) > json_limit:
+                    too_big = jsontext.JSONTooLarge(counter.parsed, json_limit,
+                                                    counter.values)
+                    over = True
+                    body = bytearray()
             size += len(chunk)
             if size > limit:
                 over = True
-                chunks.clear()
+                body = bytearray()
             elif not over:
-                chunks.append(chunk)
+                body += chunk
             if over and size > DRAIN_MAX:
                 break  # stop reading: the connection closes after the 413
             if not message.get("more_body", False):
                 break
+        if too_big is not None:
+            raise HTTPError(413, oip.too_large_words("the request body", too_big))
         if over:
             raise HTTPError(413, f"the request body is {max(size, declared)} bytes, over "
                                  f"the limit of {limit} bytes")
-        req._body = b"".join(chunks)
+        req._body = body
         return False
 
     @staticmethod
