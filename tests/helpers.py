@@ -171,6 +171,19 @@ class _FakeOIP(BaseHTTPRequestHandler):
             return self._json(200, {"model_name": "m", "outputs": [
                 {"name": "y", "datatype": "FP32", "shape": [1, 4],
                  "data": [[]] * 300_000}]})
+        if mode == "gzip-bomb":      # 20 KB on the wire, 20 MB of JSON: 10 million zeros
+            import gzip
+            n = 10_000_000
+            raw = gzip.compress(b'{"model_name": "m", "outputs": [{"name": "y", "datatype": '
+                                b'"FP32", "shape": [' + str(n).encode() + b'], "data": ['
+                                + b"0," * (n - 1) + b"0]}]}", 6)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+            return
         if mode == "garbage":
             raw = b"<html>gateway</html>"
             self.send_response(200)
@@ -200,7 +213,8 @@ class _QuietServer(ThreadingHTTPServer):
 def fake_oip_server():
     """A real HTTP server speaking just enough Open Inference Protocol for model 'm'
     (x: FP32 [-1,4] -> y = 2x); ``srv.mode`` makes it misbehave ("500", "400", "slow",
-    "drop", "garbage", "undeclared", "slow-metadata", "flood"); ``srv.token`` requires a bearer
+    "drop", "garbage", "undeclared", "slow-metadata", "flood", "gzip-bomb"); ``srv.token``
+    requires a bearer
     token; ``srv.release`` ends the slow modes; ``srv.seen`` holds the infer bodies."""
     srv = _QuietServer(("127.0.0.1", 0), _FakeOIP)
     srv.daemon_threads = True

@@ -377,6 +377,32 @@ def test_a_remote_answer_that_would_parse_past_the_bound_is_refused(monkeypatch)
         engine.close()
 
 
+def test_a_gzip_bomb_answer_is_stopped_where_its_json_passes_the_bound(monkeypatch):
+    """20 KB on the wire inflating to 20 MB of JSON (10 million values): the answer's JSON
+    is counted as it is decompressed and the read stops at the bound (8 MiB parsed here,
+    about 210,000 values), not at the end; the next answer is served."""
+    from core.errors import RemoteServerError
+    from core.remote import target
+    from tests.helpers import fake_oip_server
+
+    monkeypatch.setattr(target, "_max_parsed_bytes", lambda: 8 * 2**20)
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        with fake_oip_server() as srv:
+            engine.add_remote("far", url=srv.url, model="m")
+            x = np.ones((1, 4), np.float32)
+            srv.mode = "gzip-bomb"
+            with pytest.raises(RemoteServerError, match=r"too large to read here") as err:
+                engine.predict("far", x)
+            counted = int(str(err.value).split(" values and lists")[0].split()[-1]
+                          .replace(",", ""))
+            assert 8 * 2**20 // 40 <= counted < 8 * 2**20 // 40 + 2**16, counted
+            srv.mode = "ok"
+            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+    finally:
+        engine.close()
+
+
 def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
     """Inputs queued behind a busy model count against the bound (an eighth of the budget;
     here set to 2.5 requests' worth): the request past it is refused at once with the

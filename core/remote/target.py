@@ -22,7 +22,8 @@ import numpy as np
 from core.errors import (ConfigError, InputValidationError, RemoteConnectionError,
                          RemoteServerError, RequestTimeoutError)
 from core.models import request_bytes_limit
-from core.protocol import HEADER_LENGTH, OIPError, encode_infer_request, parse_infer_response
+from core.protocol import (HEADER_LENGTH, OIPError, encode_infer_request, jsontext,
+                           parse_infer_response)
 from .loop import client_loop
 from .policy import HOPS_HEADER, OutboundPolicy
 
@@ -47,6 +48,11 @@ MAX_SERVER_WORDS = 200
 _PARSE_OFF_LOOP_BYTES = 256 * 2**10
 
 
+# A long answer's read lets the shared client loop run other requests after each slice of
+# this many bytes.
+_YIELD_BYTES = 64 * 2**10
+
+
 class _TooLarge(Exception):
     pass
 
@@ -58,19 +64,35 @@ def _max_parsed_bytes() -> int:
     return request_bytes_limit()
 
 
-async def _read_capped(resp: Any, cap: int) -> bytes:
+async def _read_capped(resp: Any, cap: int, json_limit: int | None = None,
+                       json_part: int | None = None) -> bytes:
     """The body of ``resp``, or :class:`_TooLarge` past ``cap`` bytes (checked on the
-    declared length first, then while reading)."""
+    declared length first, then while reading). ``json_limit``: the JSON part (the first
+    ``json_part`` bytes; None: all) is counted as it arrives, and one that would parse past
+    ``json_limit`` bytes stops the read (:class:`~core.protocol.jsontext.JSONTooLarge`):
+    a gzip bomb is not decompressed to the end."""
     declared = resp.content_length
     if declared is not None and declared > cap:
         raise _TooLarge(f"announced {declared:,} bytes")
-    chunks, size = [], 0
+    body, size = bytearray(), 0
+    next_yield = _YIELD_BYTES
+    counter = jsontext.SizeCounter() if json_limit is not None else None
     async for chunk in resp.content.iter_chunked(1 << 16):
+        if counter is not None and (json_part is None or size < json_part):
+            if counter.add(chunk if json_part is None else chunk[:json_part - size]) \
+                    > json_limit:
+                raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
         size += len(chunk)
         if size > cap:
             raise _TooLarge(f"more than {cap:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        body += chunk   # (grown piece by piece: no join of tens of MiB at the end)
+        if size >= next_yield:
+            # Data already received (a compressed answer inflates without waiting on the
+            # network) is read without the loop running anything else: let the other
+            # remote models' requests run between slices.
+            next_yield = size + _YIELD_BYTES
+            await asyncio.sleep(0)
+    return bytes(body) if size <= _PARSE_OFF_LOOP_BYTES else body
 
 
 def describe_failure(err: BaseException, where: str, timeout_s: float) -> str:
@@ -309,7 +331,14 @@ class OIPTarget:
                 if 300 <= status < 400:
                     raise RemoteServerError(_redirect_words(self._infer_url, resp), 502)
                 answer_len = resp.headers.get(HEADER_LENGTH)
-                raw = await _read_capped(resp, MAX_ANSWER_BYTES)
+                raw = await _read_capped(
+                    resp, MAX_ANSWER_BYTES, _max_parsed_bytes() if status == 200 else None,
+                    int(answer_len) if answer_len and answer_len.isdigit() else None)
+        except jsontext.JSONTooLarge as err:
+            raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
+                                    f"that cannot be read: the server's answer's JSON is too "
+                                    f"large to read here: {err}; ask for binary outputs",
+                                    502) from None
         except _TooLarge as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
                                     f"over the {MAX_ANSWER_BYTES:,}-byte limit ({err})",

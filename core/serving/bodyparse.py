@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from typing import Any
 
@@ -35,11 +36,20 @@ log = logging.getLogger("batchlab.server")
 #: A JSON part at least this long is parsed in the child (a shorter one parses in ~20 ms
 #: or less, cheaper than the trip).
 CHILD_MIN = 1 << 20
+#: The child's niceness: parsing a large body is bulk work, the serving process's threads
+#: (other models' requests) get the cores first.
+CHILD_NICE = 10
 #: The body travels to the child in slices of this size.
 _SLICE = 1 << 20
 
 
 def _child_main(conn: Any) -> None:  # the child process: parse bodies until the pipe ends
+    try:
+        # Bulk work: on a busy machine the serving process's own threads (other models'
+        # requests) come first.
+        os.nice(CHILD_NICE)
+    except OSError:
+        pass
     while True:
         try:
             n, header_length, limit = conn.recv()
