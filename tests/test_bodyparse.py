@@ -125,3 +125,13 @@ def test_the_server_parses_a_long_json_body_in_its_child():
     assert server.app.routes.parser.pid is None          # the child ended with the server
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def test_short_parameters_come_back_and_a_long_one_stays_in_the_child(parser):
+    req = json.loads(_body(500, pad=10_000))
+    req["parameters"].update({"timeout_ms": 250, "key": "user-7", "priority": 1,
+                              "binary_data_output": True})
+    _, got = parser.parse(json.dumps(req).encode(), None, None)
+    assert parser.parsed_in_child == 1
+    assert got["parameters"] == {"timeout_ms": 250, "key": "user-7", "priority": 1,
+                                 "binary_data_output": True}

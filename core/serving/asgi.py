@@ -42,6 +42,12 @@ INLINE_MAX = 256 * 2**10
 #: that drips it holds a connection no longer).
 BODY_TIMEOUT_S = 30.0
 
+#: An inference body's JSON part is counted while it arrives for its first this many
+#: bytes: a dense flood (empty lists: ~40 bytes parsed per byte) passes the bound within
+#: them and is dropped there. Past them, counting every chunk on the event loop costs more
+#: than it saves: the parser (a child process for long bodies) counts the whole part
+#: before parsing it anyway.
+COUNT_MAX = 8 * 2**20
 #: An answer longer than this is written in slices of this size (views of its memory).
 SEND_SLICE = 1 << 20
 
@@ -303,7 +309,7 @@ class OipApp:
             if message["type"] == "http.disconnect":
                 raise _Disconnected
             chunk = message.get("body", b"")
-            if counter is not None and too_big is None:
+            if counter is not None and too_big is None and size < COUNT_MAX:
                 left = chunk if json_part is None else chunk[:max(0, json_part - size)]
                 if left and counter.add(left) > json_limit:
                     too_big = jsontext.JSONTooLarge(counter.parsed, json_limit,

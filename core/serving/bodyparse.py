@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -39,6 +40,9 @@ CHILD_MIN = 1 << 20
 #: The child's niceness: parsing a large body is bulk work, the serving process's threads
 #: (other models' requests) get the cores first.
 CHILD_NICE = 10
+#: Request parameters longer than this (as JSON) are not sent back from the child: the
+#: server reads none that long.
+_PARAM_MAX = 4096
 #: The body travels to the child in slices of this size.
 _SLICE = 1 << 20
 
@@ -66,6 +70,12 @@ def _child_main(conn: Any) -> None:  # the child process: parse bodies until the
             for t in req.get("inputs") or ():
                 if isinstance(t, dict):
                     t.pop("data", None)        # the values came as arrays: not twice
+            params = req.get("parameters")
+            if isinstance(params, dict):
+                # The server reads a few short parameters (timeout_ms, key, priority,
+                # binary_data_output); a long one would only travel back for nothing.
+                req["parameters"] = {k: v for k, v in params.items()
+                                     if len(json.dumps(v, default=str)) <= _PARAM_MAX}
             # (arrays that are views of the body are copied: the body stays here)
             arrays = {k: np.array(a) if a.base is not None else a for k, a in arrays.items()}
             reply: tuple = ("ok", arrays, req)
