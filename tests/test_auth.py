@@ -142,3 +142,33 @@ def test_no_body_is_read_before_the_token_is(server):
         while chunk := s.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 401") and b"connection: close" in answer.lower()
+
+
+def test_the_data_plane_token_infers_but_never_drives_the_engine():
+    """A server's data-plane token (derived from its token; what load agents are given)
+    answers inference, metadata and /metrics, and is refused by the control API and the
+    repository with the reason; the engine hands it, not the token, to its own clients."""
+    from core.serving.guard import data_plane_token
+    engine = Engine(demo_models=False)
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    srv = EngineServer(engine, host="0.0.0.0", port=0, token="s3cret").start()
+    data = data_plane_token("s3cret")
+    try:
+        assert data != "s3cret" and "s3cret" not in data
+        assert engine.served_token == data
+        status, body, _ = call(srv.port, "POST", "/v2/models/tiny/infer", TINY, token=data)
+        assert status == 200 and json.loads(body)["outputs"][0]["data"] == [3.0, 5.0, 7.0, 9.0]
+        assert call(srv.port, "GET", "/v2/models/tiny", token=data)[0] == 200
+        assert call(srv.port, "GET", "/metrics", token=data)[0] == 200
+        for method, path, body in (("POST", "/v1/engine/unload_model",
+                                    json.dumps({"args": ["tiny"]}).encode()),
+                                   ("GET", "/v1/engine/model_names", None),
+                                   ("POST", "/v2/repository/index", b"{}")):
+            status, answer, _ = call(srv.port, method, path, body, token=data)
+            assert status == 401 and b"data plane" in answer, (path, answer)
+        assert engine.model_names() == ["tiny"]
+        # a wrong token is still just wrong
+        assert call(srv.port, "GET", "/v2/models/tiny", token=data[:-1] + "x")[0] == 401
+    finally:
+        srv.close()
+        engine.close()

@@ -97,8 +97,9 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         self._ab = ExperimentRoom(self.config, self._ns, self.is_warm, self._events)
         #: (host, port) pairs an engine server serves this engine on (core.serving).
         self.served_at: set[tuple[str, int]] = set()
-        #: The bearer token that server asks for (None: none), for clients the engine sends
-        #: to itself (load agents on a Ray cluster, core.lab.agents).
+        #: The bearer token of that server's data plane (inference, metadata, /metrics;
+        #: not the control API; None: none asked), for clients the engine sends to itself
+        #: (load agents on a Ray cluster, core.lab.agents).
         self.served_token: str | None = None
         self._loader = Loader(self.config, self._ns, self.memory_budget_bytes,
                               self._check_open, self._ab.check_arm_compatible, self.served_at)

@@ -22,7 +22,10 @@ routes, as Jupyter does for its server):
   told ``--no-token`` on loopback): the control API and the repository extension answer
   only requests that carry it (``Authorization: Bearer TOKEN``, 401 otherwise); a server
   bound beyond loopback asks for it on the data plane and ``/metrics`` too. Health checks
-  (``/v2/health/...``) stay open, for probes.
+  (``/v2/health/...``) stay open, for probes. The data plane also takes a credential of
+  its own (:func:`data_plane_token`, derived from the token): whoever holds it (load
+  generators, agents on a cluster) may infer and read models and ``/metrics``, never the
+  control API, and cannot work the token out from it.
 
 Example:
     >>> guard = RequestGuard(); guard.bind("127.0.0.1", 8000)
@@ -31,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 from typing import Any
@@ -38,7 +42,7 @@ from urllib.parse import urlsplit
 
 from core.protocol import HTTPError
 
-__all__ = ["RequestGuard", "TOKEN_ENV", "is_loopback"]
+__all__ = ["RequestGuard", "TOKEN_ENV", "is_loopback", "data_plane_token"]
 
 #: The environment variable a token is read from (by the server, RemoteEngine and the
 #: dashboard).
@@ -77,6 +81,13 @@ def _split_host(value: str) -> tuple[str, int | None]:
 
 def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
+
+
+def data_plane_token(token: str) -> str:
+    """The data plane's credential for a server whose token is ``token`` (an HMAC of it:
+    it lets a client send inference requests, read models' metadata and ``/metrics``, and
+    nothing of the control API)."""
+    return hmac.new(token.encode(), b"batchlab data plane", hashlib.sha256).hexdigest()
 
 
 class RequestGuard:
@@ -134,7 +145,7 @@ class RequestGuard:
                                      "rebound DNS name cannot drive it)")
         if self.token is not None and (control or self._beyond_loopback()) \
                 and not path.startswith("/v2/health"):
-            self._check_token(req)
+            self._check_token(req, control)
         if control and method == "POST":
             kind = _media_type(req.header("Content-Type"))
             # The types a page may send without asking the server first (CORS "simple"
@@ -150,7 +161,12 @@ class RequestGuard:
     def _beyond_loopback(self) -> bool:
         return self.host is not None and not is_loopback(self.host)
 
-    def _check_token(self, req: Any) -> None:
+    @property
+    def data_token(self) -> str | None:
+        """The data plane's credential (:func:`data_plane_token`; None without a token)."""
+        return data_plane_token(self.token) if self.token is not None else None
+
+    def _check_token(self, req: Any, control: bool = True) -> None:
         value = (req.header("Authorization") or "").strip()
         scheme, _, given = value.partition(" ")
         if scheme.lower() not in ("bearer", "token") or not given.strip():
@@ -158,7 +174,15 @@ class RequestGuard:
                                  "'Authorization: Bearer TOKEN' (RemoteEngine(url, token=...) "
                                  "or BATCHLAB_TOKEN does). The token is in the server's log "
                                  "when it starts, or was set with --token / BATCHLAB_TOKEN")
-        if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
-            raise HTTPError(401, "the token sent (Authorization header) is not this "
-                                 "server's; use the one in its log or the one it was "
-                                 "started with (--token / BATCHLAB_TOKEN)")
+        given_b = given.strip().encode()
+        if hmac.compare_digest(given_b, self.token.encode()):
+            return
+        if hmac.compare_digest(given_b, data_plane_token(self.token).encode()):
+            if not control:
+                return
+            raise HTTPError(401, "the token sent is the data plane's (inference, metadata, "
+                                 "/metrics): the control API and the repository need the "
+                                 "server's own token (--token / BATCHLAB_TOKEN)")
+        raise HTTPError(401, "the token sent (Authorization header) is not this "
+                             "server's; use the one in its log or the one it was "
+                             "started with (--token / BATCHLAB_TOKEN)")

@@ -131,7 +131,8 @@ class EngineServer:
         # to it for ever): it learns where it is served, before anything is restored.
         host, port = self._address
         self.engine.served_at.add((str(host), int(port)))
-        self.engine.served_token = self.token
+        # (clients the engine sends to itself, load agents, need the data plane only)
+        self.engine.served_token = self.routes.guard.data_token
         self.routes.guard.bind(str(host), int(port))
         if self.outbound is not None:
             current = self.engine.outbound_policy or self.outbound
@@ -395,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
         log.info("token: %s (clients send 'Authorization: Bearer %s'; RemoteEngine(url, "
                  "token=...) or BATCHLAB_TOKEN=... for notebooks and the dashboard)",
                  token, token)
+    if token is not None:
+        log.info("data-plane token (inference, metadata and /metrics only; for load "
+                 "generators): %s", server.routes.guard.data_token)
     stop.wait()
     log.info("stopping: answering the requests already received")
     server.save_state()
