@@ -316,6 +316,10 @@ class OipApp:
                                                     counter.values)
                     over = True
                     body = bytearray()
+            if not size and not over and not message.get("more_body", False) \
+                    and len(chunk) <= limit:
+                req._body = chunk    # the whole body in one piece (most requests): as is
+                return False
             size += len(chunk)
             if size > limit:
                 over = True
