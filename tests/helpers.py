@@ -121,11 +121,23 @@ class _FakeOIP(BaseHTTPRequestHandler):
 
     def _json(self, status, body):
         raw = json.dumps(body).encode()
+        encoding = getattr(self.server, "encoding", None)   # compress every answer so
+        if encoding == "gzip":
+            import gzip
+            raw = gzip.compress(raw)
+        elif encoding == "deflate":
+            import zlib
+            raw = zlib.compress(raw)
+        elif encoding is not None:                          # (an encoding nobody asked for)
+            raw = b"\x00" + raw
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        if encoding is not None:
+            self.send_header("Content-Encoding", encoding)
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
+        self.server.accept_encoding = self.headers.get("Accept-Encoding")
 
     def do_GET(self):
         srv = self.server

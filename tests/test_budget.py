@@ -403,6 +403,31 @@ def test_a_gzip_bomb_answer_is_stopped_where_its_json_passes_the_bound(monkeypat
         engine.close()
 
 
+def test_compressed_answers_are_read_and_an_encoding_not_asked_for_is_refused():
+    """The client asks for gzip or deflate and inflates them itself (off the shared loop,
+    bounded); an answer in another encoding is refused in words, not misread."""
+    from core.errors import RemoteServerError
+    from tests.helpers import fake_oip_server
+
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        with fake_oip_server() as srv:
+            engine.add_remote("far", url=srv.url, model="m")
+            x = np.arange(4, dtype=np.float32).reshape(1, 4)
+            for encoding in ("gzip", "deflate"):
+                srv.encoding = encoding
+                np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+                assert srv.accept_encoding == "gzip, deflate"
+            srv.encoding = "br"
+            with pytest.raises(RemoteServerError, match=r"cannot be read: it came with Content-Encoding 'br', "
+                                                        r"which this client did not ask for"):
+                engine.predict("far", x)
+            srv.encoding = None
+            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+    finally:
+        engine.close()
+
+
 def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
     """Inputs queued behind a busy model count against the bound (an eighth of the budget;
     here set to 2.5 requests' worth): the request past it is refused at once with the

@@ -25,6 +25,7 @@ from core.models import request_bytes_limit
 from core.protocol import (HEADER_LENGTH, OIPError, encode_infer_request, jsontext,
                            parse_infer_response)
 from .loop import client_loop
+from .reading import PARSE_OFF_LOOP_BYTES, BadEncoding, TooLarge, read_capped
 from .policy import HOPS_HEADER, OutboundPolicy
 
 __all__ = ["OIPTarget", "describe_failure", "points_at", "server_words", "redact",
@@ -43,56 +44,12 @@ MAX_CONTROL_TIMEOUT_S = 60.0
 #: The most of a server's error text copied into an error message (characters).
 MAX_SERVER_WORDS = 200
 
-# Answers larger than this are parsed on a worker thread, not on the shared client loop
-# (one remote model's large answers must not hold up every other remote model).
-_PARSE_OFF_LOOP_BYTES = 256 * 2**10
-
-
-# A long answer's read lets the shared client loop run other requests after each slice of
-# this many bytes.
-_YIELD_BYTES = 64 * 2**10
-
-
-class _TooLarge(Exception):
-    pass
-
 
 def _max_parsed_bytes() -> int:
     """What parsing one answer's JSON may take here: an eighth of the memory budget (at
     least 64 MiB), as a server allows for a request (60 MB of gzip-bombed JSON of small
     values was 1.9 GB parsed)."""
     return request_bytes_limit()
-
-
-async def _read_capped(resp: Any, cap: int, json_limit: int | None = None,
-                       json_part: int | None = None) -> bytes:
-    """The body of ``resp``, or :class:`_TooLarge` past ``cap`` bytes (checked on the
-    declared length first, then while reading). ``json_limit``: the JSON part (the first
-    ``json_part`` bytes; None: all) is counted as it arrives, and one that would parse past
-    ``json_limit`` bytes stops the read (:class:`~core.protocol.jsontext.JSONTooLarge`):
-    a gzip bomb is not decompressed to the end."""
-    declared = resp.content_length
-    if declared is not None and declared > cap:
-        raise _TooLarge(f"announced {declared:,} bytes")
-    body, size = bytearray(), 0
-    next_yield = _YIELD_BYTES
-    counter = jsontext.SizeCounter() if json_limit is not None else None
-    async for chunk in resp.content.iter_chunked(1 << 16):
-        if counter is not None and (json_part is None or size < json_part):
-            if counter.add(chunk if json_part is None else chunk[:json_part - size]) \
-                    > json_limit:
-                raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
-        size += len(chunk)
-        if size > cap:
-            raise _TooLarge(f"more than {cap:,} bytes")
-        body += chunk   # (grown piece by piece: no join of tens of MiB at the end)
-        if size >= next_yield:
-            # Data already received (a compressed answer inflates without waiting on the
-            # network) is read without the loop running anything else: let the other
-            # remote models' requests run between slices.
-            next_yield = size + _YIELD_BYTES
-            await asyncio.sleep(0)
-    return bytes(body) if size <= _PARSE_OFF_LOOP_BYTES else body
 
 
 def describe_failure(err: BaseException, where: str, timeout_s: float) -> str:
@@ -269,9 +226,12 @@ class OIPTarget:
                 **({"resolver": self.policy.resolver()} if self.policy is not None else {}))
             # The hop header: a Batchlab server receiving it does not pass the request on
             # to a remote model of its own (a cycle of servers ends at the second hop).
+            # Compressed answers are inflated here (read_capped: off the loop, bounded),
+            # not by aiohttp on the loop.
             self._session = aiohttp.ClientSession(
-                connector=conn, headers={**self.headers, HOPS_HEADER: "1"},
-                skip_auto_headers=("User-Agent",))
+                connector=conn, headers={**self.headers, HOPS_HEADER: "1",
+                                         "Accept-Encoding": "gzip, deflate"},
+                skip_auto_headers=("User-Agent",), auto_decompress=False)
         return self._session
 
     async def _fetch(self, method: str, path: str, body: Any = None,
@@ -285,10 +245,13 @@ class OIPTarget:
             if 300 <= resp.status < 400:
                 raise RemoteServerError(_redirect_words(self.url + path, resp), 502)
             try:
-                return resp.status, await _read_capped(resp, MAX_CONTROL_ANSWER_BYTES)
-            except _TooLarge as err:
+                return resp.status, await read_capped(resp, MAX_CONTROL_ANSWER_BYTES)
+            except TooLarge as err:
                 raise RemoteServerError(f"{self.url}{path} sent an answer too large to be "
                                         f"Open Inference Protocol metadata ({err})", 502) from None
+            except BadEncoding as err:
+                raise RemoteServerError(f"{self.url}{path} sent an answer that cannot be "
+                                        f"read: {err}", 502) from None
 
     def fetch(self, method: str, path: str, body: Any = None,
               timeout_s: float | None = None) -> tuple[int, bytes]:
@@ -331,7 +294,7 @@ class OIPTarget:
                 if 300 <= status < 400:
                     raise RemoteServerError(_redirect_words(self._infer_url, resp), 502)
                 answer_len = resp.headers.get(HEADER_LENGTH)
-                raw = await _read_capped(
+                raw = await read_capped(
                     resp, MAX_ANSWER_BYTES, _max_parsed_bytes() if status == 200 else None,
                     int(answer_len) if answer_len and answer_len.isdigit() else None)
         except jsontext.JSONTooLarge as err:
@@ -339,10 +302,13 @@ class OIPTarget:
                                     f"that cannot be read: the server's answer's JSON is too "
                                     f"large to read here: {err}; ask for binary outputs",
                                     502) from None
-        except _TooLarge as err:
+        except TooLarge as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
                                     f"over the {MAX_ANSWER_BYTES:,}-byte limit ({err})",
                                     502) from None
+        except BadEncoding as err:
+            raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
+                                    f"that cannot be read: {err}", 502) from None
         except (asyncio.TimeoutError, TimeoutError, RemoteServerError):
             raise
         except Exception as err:  # aiohttp's and the OS's connection errors
@@ -354,7 +320,7 @@ class OIPTarget:
                 f"{server_words(raw)}", status)
         try:
             head = int(answer_len) if answer_len else None
-            if len(raw) > _PARSE_OFF_LOOP_BYTES:
+            if len(raw) > PARSE_OFF_LOOP_BYTES:
                 return await asyncio.get_running_loop().run_in_executor(
                     None, parse_infer_response, raw, head, _max_parsed_bytes())
             return parse_infer_response(raw, head)
