@@ -135,3 +135,48 @@ def test_short_parameters_come_back_and_a_long_one_stays_in_the_child(parser):
     assert parser.parsed_in_child == 1
     assert got["parameters"] == {"timeout_ms": 250, "key": "user-7", "priority": 1,
                                  "binary_data_output": True}
+
+
+def test_only_the_json_part_travels_and_the_binary_tensors_stay_views_of_the_body(parser):
+    values = np.arange(3 * 2**16, dtype=np.float32)
+    head = json.dumps({"inputs": [
+        {"name": "a", "shape": [1, 500], "datatype": "FP32", "data": [2.0] * 500},
+        {"name": "b", "shape": [1, values.size], "datatype": "FP32",
+         "parameters": {"binary_data_size": values.nbytes}}]}).encode()
+    body = head + values.tobytes()
+    sent = []
+    real = parser._ensure
+
+    def ensure():
+        conn = real()
+        send_bytes = conn.send_bytes
+        conn.send_bytes = lambda b: sent.append(len(b)) or send_bytes(b)
+        return conn
+
+    parser._ensure = ensure
+    arrays, _ = parser.parse(body, len(head), None)
+    assert sum(sent) == len(head)                       # not the 768 KiB of binary data
+    assert np.shares_memory(arrays["b"], np.frombuffer(body, np.uint8))
+    np.testing.assert_array_equal(arrays["b"][0], values)
+    np.testing.assert_array_equal(arrays["a"], np.full((1, 500), 2.0, np.float32))
+
+
+def test_a_child_that_stops_answering_is_replaced_and_its_request_answered_503(
+        parser, monkeypatch):
+    from core.serving import bodyparse
+    parser.parse(_body(500), None, None)
+    pid = parser.pid
+    os.kill(pid, signal.SIGSTOP)                        # alive, but never answers
+    monkeypatch.setattr(bodyparse, "CHILD_WAIT_S", 0.5)
+    try:
+        with pytest.raises(HTTPError, match="failed on this one") as err:
+            parser.parse(_body(500), None, None)
+        assert err.value.status == 503
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    monkeypatch.setattr(bodyparse, "CHILD_WAIT_S", 30.0)   # (a new child starts first)
+    arrays, _ = parser.parse(_body(500), None, None)
+    assert arrays["x"].shape == (1, 500) and parser.started == 2 and parser.pid != pid

@@ -635,3 +635,32 @@ def test_a_json_body_past_the_bound_is_refused_as_it_arrives_and_never_parsed(se
     assert parsed == [1]
     split = int({k.lower(): v for k, v in headers.items()}["inference-header-content-length"])
     assert raw[split:] == blob.tobytes()
+
+
+def test_inflating_is_bounded_and_refuses_broken_streams():
+    """The client's own inflating (core/remote/reading.py): gzip, zlib and raw deflate read
+    back exactly; a stream cut short, one with bytes after its end, or one that is not
+    compressed at all are refused in words; the cap and the JSON bound stop it part-way."""
+    import gzip
+    import zlib
+
+    from core.remote.reading import BadEncoding, TooLarge, _inflate
+    raw = b'{"a": [' + b",".join([b"1.5"] * 100_000) + b"]}"
+    raw_deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    for encoding, wire in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw)),
+                           ("deflate", raw_deflate.compress(raw) + raw_deflate.flush())):
+        assert _inflate(wire, encoding, 10**9, None, None) == raw
+    assert _inflate(gzip.compress(b""), "gzip", 10, None, None) == b""
+    for wire, words in ((gzip.compress(raw)[:200], "cut short"),
+                        (gzip.compress(raw) + b"xx", "bytes after its end"),
+                        (b"not gzip at all", "does not decompress")):
+        with pytest.raises(BadEncoding, match=words):
+            _inflate(wire, "gzip", 10**9, None, None)
+    with pytest.raises(TooLarge, match="more than 1,000 bytes decompressed"):
+        _inflate(gzip.compress(raw), "gzip", 1000, None, None)
+    with pytest.raises(jsontext.JSONTooLarge) as err:
+        _inflate(gzip.compress(raw), "gzip", 10**9, 400_000, None)
+    assert err.value.values < 20_000                  # stopped after a piece or two
+    # a binary answer's JSON part only is counted
+    assert _inflate(gzip.compress(b"{}" + b"," * 200_000), "gzip", 10**9, 1000, 2) \
+        .startswith(b"{}")

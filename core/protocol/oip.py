@@ -146,17 +146,48 @@ def parse_infer_request(raw: bytes, header_length: int | None = None,
     part that could take more than ``max_parsed_bytes`` to parse is a 413, unparsed."""
     req, binary = _split_body(raw, header_length, 400, "the request body",
                               max_parsed_bytes=max_parsed_bytes)
+    _check_request(req)
+    return assemble_inputs(req, binary), req
+
+
+def _check_request(req: Any) -> None:
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
+
+
+def parse_infer_json(head: bytes | bytearray, max_parsed_bytes: int | None = None
+                     ) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """The JSON part of an infer request (``head``) parsed: the inputs whose values are in
+    the JSON, as arrays by their position (their ``data`` dropped from the request), and
+    the request; inputs with binary data are left for :func:`assemble_inputs`. (The
+    server's parser child does this part; see core/serving/bodyparse.py.)"""
+    req, _ = _split_body(head, None, 400, "the request body",
+                         max_parsed_bytes=max_parsed_bytes)
+    _check_request(req)
+    converted: dict[int, np.ndarray] = {}
+    for i, t in enumerate(req["inputs"]):
+        if isinstance(t, dict) and (t.get("parameters") or {}).get("binary_data_size") is None:
+            converted[i] = _tensor(t, memoryview(b""), 0)[1]
+            t.pop("data", None)
+    return converted, req
+
+
+def assemble_inputs(req: dict[str, Any], binary: memoryview,
+                    converted: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The input arrays of a parsed request, by name, in order: binary ones as views of
+    ``binary``, the others from their JSON values (or ``converted``, by position)."""
     arrays: dict[str, np.ndarray] = {}
     offset = 0
-    for t in req["inputs"]:
+    for i, t in enumerate(req["inputs"]):
+        if converted is not None and i in converted:
+            arrays[t["name"]] = converted[i]
+            continue
         name, arr, offset = _tensor(t, binary, offset)
         arrays[name] = arr
     if offset != len(binary):
         raise OIPError(400, f"the body has {len(binary) - offset} bytes of binary data that no "
                             "input's binary_data_size accounts for")
-    return arrays, req
+    return arrays
 
 
 def _bytes_elements(values: list[Any]) -> bytes:

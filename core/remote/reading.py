@@ -81,6 +81,7 @@ _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate":
 # Deflate's largest expansion: a compressed body this many times shorter than the parse
 # threshold cannot inflate past it (inflated inline, no thread hop).
 _MAX_RATIO = 1032
+_PIECE = 1 << 16
 
 
 class _Raw:
@@ -111,13 +112,8 @@ def _inflate_with(wire: bytes, wbits: int, cap: int, json_limit: int | None,
     d = zlib.decompressobj(wbits)
     counter = jsontext.SizeCounter() if json_limit is not None else None
     body = bytearray()
-    data: bytes | None = wire
-    while data is not None:
-        if data:
-            piece = d.decompress(data, 1 << 16)
-            data = d.unconsumed_tail if d.unconsumed_tail != data or piece else None
-        else:
-            piece, data = d.flush(), None    # (what the last input left, a few bytes)
+
+    def take(piece: bytes) -> None:
         size = len(body)
         if counter is not None and (json_part is None or size < json_part):
             if counter.add(piece if json_part is None else piece[:json_part - size]) \
@@ -125,5 +121,25 @@ def _inflate_with(wire: bytes, wbits: int, cap: int, json_limit: int | None,
                 raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
         if size + len(piece) > cap:
             raise TooLarge(f"more than {cap:,} bytes decompressed")
-        body += piece
+        body.extend(piece)
+
+    wire_view = memoryview(wire)
+    # Fed 64 KiB of input at a time, each giving at most 64 KiB of output per call: the
+    # input left over is never more than a slice (no copy of the whole rest per call).
+    for i in range(0, len(wire), _PIECE):
+        data = wire_view[i:i + _PIECE]
+        while data and not d.eof:
+            take(d.decompress(data, _PIECE))
+            data = d.unconsumed_tail
+        if d.eof:
+            break
+    while not d.eof:    # output still held back (input all fed), in bounded pieces too
+        piece = d.decompress(b"", _PIECE)
+        if not piece:
+            break
+        take(piece)
+    if not d.eof:
+        raise BadEncoding("its compressed body is cut short")
+    if d.unused_data or i + _PIECE < len(wire):
+        raise BadEncoding("its compressed body has bytes after its end")
     return bytes(body) if len(body) <= PARSE_OFF_LOOP_BYTES else body

@@ -43,6 +43,8 @@ MAX_CONTROL_ANSWER_BYTES = 4 * 2**20
 MAX_CONTROL_TIMEOUT_S = 60.0
 #: The most of a server's error text copied into an error message (characters).
 MAX_SERVER_WORDS = 200
+# An error answer longer than this is described, not parsed for its words.
+_WORDS_PARSE_MAX = 64 * 2**10
 
 
 def _max_parsed_bytes() -> int:
@@ -110,15 +112,16 @@ def server_words(answer: Any) -> str:
     if answer is None:
         return "(empty body)"
     body = answer
-    if isinstance(answer, bytes):
-        try:
-            body = json.loads(answer)
+    if isinstance(answer, (bytes, bytearray)):
+        try:   # (an error answer is short: a long body is not parsed, only described)
+            body = json.loads(answer) if len(answer) <= _WORDS_PARSE_MAX else None
         except (ValueError, UnicodeDecodeError, RecursionError):
             body = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         text = "".join(c if c.isprintable() else " " for c in body["error"]).strip()
         return (text[:MAX_SERVER_WORDS] + "...") if len(text) > MAX_SERVER_WORDS else text
-    size = len(answer) if isinstance(answer, bytes) else len(json.dumps(answer, default=str))
+    size = (len(answer) if isinstance(answer, (bytes, bytearray))
+            else len(json.dumps(answer, default=str)))
     return f"an answer of {size:,} bytes that is not an Open Inference Protocol error (not shown)"
 
 
@@ -296,7 +299,8 @@ class OIPTarget:
                 answer_len = resp.headers.get(HEADER_LENGTH)
                 raw = await read_capped(
                     resp, MAX_ANSWER_BYTES, _max_parsed_bytes() if status == 200 else None,
-                    int(answer_len) if answer_len and answer_len.isdigit() else None)
+                    int(answer_len) if answer_len and answer_len.isascii() and answer_len.isdigit()
+                    else None)
         except jsontext.JSONTooLarge as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
                                     f"that cannot be read: the server's answer's JSON is too "

@@ -298,7 +298,8 @@ class OipApp:
         counter = None
         if json_limit is not None:
             head = req.header(HEADER_LENGTH)
-            json_part = int(head) if head is not None and head.isdigit() else None
+            json_part = (int(head) if head is not None and head.isascii() and head.isdigit()
+                         else None)
             # (too short to reach the bound: not counted)
             if (json_part if json_part is not None else (declared or limit + 1)) \
                     * jsontext.OBJECT_BYTES > json_limit:

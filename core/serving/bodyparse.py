@@ -4,12 +4,14 @@ stall every other request of the server.
 Python's JSON parser holds the interpreter for the whole parse (~20 ms a MiB of numbers,
 ~50 ms for a 32 MiB string on this machine's VMs): while it runs, no other thread of the
 serving process runs — not the event loop answering other connections, not the engine's
-runners. A request whose JSON part is at least :data:`CHILD_MIN` bytes is sent to a child
-process instead, in slices (the pipe's writes let go of the interpreter), parsed there —
-with the same bound on what the parse may allocate, checked before it — and only its
-arrays come back. The child starts at the first such request and is started again if it
-dies (that request is answered 503, with the reason). Binary-extension bodies with a short
-JSON part are parsed here, as before: their tensors are views of the body, no parse.
+runners. A request whose JSON part is at least :data:`CHILD_MIN` bytes has that part sent
+to a child process instead, in slices (the pipe's writes let go of the interpreter),
+parsed there — with the same bound on what the parse may allocate, checked before it —
+and only the arrays of its JSON-valued inputs come back; binary tensors stay views of the
+body here. The child starts at the first such request (importing the package takes it a
+few seconds) and is started again if it dies or does not answer within
+:data:`CHILD_WAIT_S` plus a second per MiB (that request is answered 503, with the
+reason); if no child can be started the body is parsed here, as before.
 
 Example:
     >>> parser = BodyParser()
@@ -43,11 +45,16 @@ CHILD_NICE = 10
 #: Request parameters longer than this (as JSON) are not sent back from the child: the
 #: server reads none that long.
 _PARAM_MAX = 4096
+#: The parameters the server reads (core/serving/routes.py, the answer's encoding): sent
+#: back from the child whatever their length.
+_READ_PARAMS = frozenset({"timeout_ms", "timeout", "key", "priority", "binary_data_output"})
+#: How long the server waits for the child's answer: this, plus a second per MiB.
+CHILD_WAIT_S = 30.0
 #: The body travels to the child in slices of this size.
 _SLICE = 1 << 20
 
 
-def _child_main(conn: Any) -> None:  # the child process: parse bodies until the pipe ends
+def _child_main(conn: Any) -> None:  # the child process: parse JSON parts until the pipe ends
     try:
         # Bulk work: on a busy machine the serving process's own threads (other models'
         # requests) come first.
@@ -56,7 +63,7 @@ def _child_main(conn: Any) -> None:  # the child process: parse bodies until the
         pass
     while True:
         try:
-            n, header_length, limit = conn.recv()
+            n, limit = conn.recv()
             buf = bytearray(n)
             view = memoryview(buf)
             got = 0
@@ -66,19 +73,14 @@ def _child_main(conn: Any) -> None:  # the child process: parse bodies until the
         except (EOFError, OSError):
             return
         try:
-            arrays, req = oip.parse_infer_request(buf, header_length, limit)
-            for t in req.get("inputs") or ():
-                if isinstance(t, dict):
-                    t.pop("data", None)        # the values came as arrays: not twice
+            converted, req = oip.parse_infer_json(buf, limit)
             params = req.get("parameters")
             if isinstance(params, dict):
-                # The server reads a few short parameters (timeout_ms, key, priority,
-                # binary_data_output); a long one would only travel back for nothing.
-                req["parameters"] = {k: v for k, v in params.items()
-                                     if len(json.dumps(v, default=str)) <= _PARAM_MAX}
-            # (arrays that are views of the body are copied: the body stays here)
-            arrays = {k: np.array(a) if a.base is not None else a for k, a in arrays.items()}
-            reply: tuple = ("ok", arrays, req)
+                # The server reads a few parameters (_READ_PARAMS); any other one that is
+                # long would only travel back for nothing.
+                req["parameters"] = {k: v for k, v in params.items() if k in _READ_PARAMS
+                                     or len(json.dumps(v, default=str)) <= _PARAM_MAX}
+            reply: tuple = ("ok", converted, req)
         except OIPError as err:
             reply = ("error", err.status, str(err))
         except Exception as err:  # noqa: BLE001 - every failure is the request's answer
@@ -87,9 +89,12 @@ def _child_main(conn: Any) -> None:  # the child process: parse bodies until the
         del buf
         try:
             conn.send(reply)
+        except (EOFError, OSError):
+            return
         except Exception as err:  # noqa: BLE001 - e.g. an array that cannot be pickled
             conn.send(("error", 400, f"the request body could not be read: "
                                      f"{type(err).__name__}: {err}"))
+        del reply   # (not held until the next body arrives)
 
 
 class BodyParser:
@@ -112,25 +117,42 @@ class BodyParser:
         json_len = len(raw) if header_length is None else header_length
         if json_len < self.child_min or not 0 <= json_len <= len(raw):
             return oip.parse_infer_request(raw, header_length, max_parsed_bytes)
+        mv = memoryview(raw)
         with self._lock:
             if self._closed:
                 raise HTTPError(503, "the server is stopping; retry on another server")
-            conn = self._ensure()
             try:
-                conn.send((len(raw), header_length, max_parsed_bytes))
-                mv = memoryview(raw)
-                for i in range(0, len(raw), _SLICE):
-                    conn.send_bytes(mv[i:i + _SLICE])
-                reply = conn.recv()
-            except (OSError, EOFError) as err:
-                self._stop()
-                raise HTTPError(503, f"the process parsing large JSON bodies ended while "
-                                     f"reading this one ({type(err).__name__}); retry, or "
-                                     "send the tensors as binary data") from None
-            self.parsed_in_child += 1
+                conn = self._ensure()
+            except Exception as err:  # noqa: BLE001 - no child: parse here, as before
+                log.warning("could not start the body parser process (%s: %s); parsing "
+                            "here", type(err).__name__, err)
+                conn = None
+            if conn is not None:
+                try:
+                    # Only the JSON part travels: binary tensors stay views of this body.
+                    conn.send((json_len, max_parsed_bytes))
+                    for i in range(0, json_len, _SLICE):
+                        conn.send_bytes(mv[i:min(i + _SLICE, json_len)])
+                    wait_s = CHILD_WAIT_S + json_len / 2**20
+                    if not conn.poll(wait_s):
+                        raise TimeoutError(f"no answer within {wait_s:.0f} s")
+                    reply = conn.recv()
+                except BaseException as err:
+                    self._stop()     # whatever the pipe holds now is out of step: a new child
+                    if isinstance(err, (OSError, EOFError)):   # (TimeoutError is an OSError)
+                        raise HTTPError(503, f"the process parsing large JSON bodies failed "
+                                             f"on this one ({type(err).__name__}: {err}); "
+                                             "retry, or send the tensors as binary data"
+                                        ) from None
+                    raise
+                self.parsed_in_child += 1
+        if conn is None:
+            return oip.parse_infer_request(raw, header_length, max_parsed_bytes)
         if reply[0] == "error":
             raise OIPError(reply[1], reply[2])
-        return reply[1], reply[2]
+        _, converted, req = reply
+        binary = mv[json_len:] if header_length is not None else memoryview(b"")
+        return oip.assemble_inputs(req, binary, converted), req
 
     def _ensure(self) -> Any:
         """(Lock held.) The child's end of the pipe, starting the child if needed."""
