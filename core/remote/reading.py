@@ -61,9 +61,11 @@ async def read_capped(resp: Any, cap: int, json_limit: int | None = None,
         if counter is not None and (json_part is None or size < json_part):
             if counter.add(chunk if json_part is None else chunk[:json_part - size]) \
                     > json_limit:
+                body.clear()   # (the error's traceback keeps this frame: not its bytes)
                 raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
         size += len(chunk)
         if size > cap:
+            body.clear()
             raise TooLarge(f"more than {cap:,} bytes")
         body += chunk   # (grown piece by piece: no join of tens of MiB at the end)
         if size >= next_yield:
@@ -118,8 +120,10 @@ def _inflate_with(wire: bytes, wbits: int, cap: int, json_limit: int | None,
         if counter is not None and (json_part is None or size < json_part):
             if counter.add(piece if json_part is None else piece[:json_part - size]) \
                     > json_limit:
+                body.clear()   # (the error's traceback keeps this frame: not its bytes)
                 raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
         if size + len(piece) > cap:
+            body.clear()
             raise TooLarge(f"more than {cap:,} bytes decompressed")
         body.extend(piece)
 
