@@ -352,80 +352,71 @@ def test_trial_runs_take_turns_and_say_how_many_wait(monkeypatch):
         engine.close()
 
 
-def test_a_remote_answer_that_would_parse_past_the_bound_is_refused(monkeypatch):
+@pytest.fixture
+def far(monkeypatch):
+    """An engine whose remote model 'far' is the fake OIP server's 'm' (which ``srv.mode``
+    makes misbehave), with answers' parse bound at 8 MiB; yields ``(engine, srv)``."""
+    from core.remote import target
+    from tests.helpers import fake_oip_server
+
+    monkeypatch.setattr(target, "_max_parsed_bytes", lambda: 8 * 2**20)
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        with fake_oip_server() as srv:
+            engine.add_remote("far", url=srv.url, model="m")
+            yield engine, srv
+    finally:
+        engine.close()
+
+
+def test_a_remote_answer_that_would_parse_past_the_bound_is_refused(far):
     """A remote model's server answering 900 KB of JSON that parses into ~30 MB of Python
     objects (a gzip bomb of small values is the same, decompressed within the read cap):
     refused unparsed with the reason, and the server's other requests go on."""
     from core.errors import RemoteServerError
-    from core.remote import target
-    from tests.helpers import fake_oip_server
-
-    monkeypatch.setattr(target, "_max_parsed_bytes", lambda: 8 * 2**20)
-    engine = Engine(EngineConfig(demo_models=False))
-    try:
-        with fake_oip_server() as srv:
-            engine.add_remote("far", url=srv.url, model="m")
-            x = np.ones((1, 4), np.float32)
-            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
-            srv.mode = "flood"
-            with pytest.raises(RemoteServerError, match=r"too large to read here.*over the "
-                                                        r"8 MiB"):
-                engine.predict("far", x)
-            srv.mode = "ok"
-            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
-    finally:
-        engine.close()
+    engine, srv = far
+    x = np.ones((1, 4), np.float32)
+    np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+    srv.mode = "flood"
+    with pytest.raises(RemoteServerError, match=r"too large to read here.*over the 8 MiB"):
+        engine.predict("far", x)
+    srv.mode = "ok"
+    np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
 
 
-def test_a_gzip_bomb_answer_is_stopped_where_its_json_passes_the_bound(monkeypatch):
+def test_a_gzip_bomb_answer_is_stopped_where_its_json_passes_the_bound(far):
     """20 KB on the wire inflating to 20 MB of JSON (10 million values): the answer's JSON
     is counted as it is decompressed and the read stops at the bound (8 MiB parsed here,
     about 210,000 values), not at the end; the next answer is served."""
     from core.errors import RemoteServerError
-    from core.remote import target
-    from tests.helpers import fake_oip_server
-
-    monkeypatch.setattr(target, "_max_parsed_bytes", lambda: 8 * 2**20)
-    engine = Engine(EngineConfig(demo_models=False))
-    try:
-        with fake_oip_server() as srv:
-            engine.add_remote("far", url=srv.url, model="m")
-            x = np.ones((1, 4), np.float32)
-            srv.mode = "gzip-bomb"
-            with pytest.raises(RemoteServerError, match=r"too large to read here") as err:
-                engine.predict("far", x)
-            counted = int(str(err.value).split(" values and lists")[0].split()[-1]
-                          .replace(",", ""))
-            assert 8 * 2**20 // 40 <= counted < 8 * 2**20 // 40 + 2**16, counted
-            srv.mode = "ok"
-            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
-    finally:
-        engine.close()
+    engine, srv = far
+    x = np.ones((1, 4), np.float32)
+    srv.mode = "gzip-bomb"
+    with pytest.raises(RemoteServerError, match=r"too large to read here") as err:
+        engine.predict("far", x)
+    counted = int(str(err.value).split(" values and lists")[0].split()[-1].replace(",", ""))
+    assert 8 * 2**20 // 40 <= counted < 8 * 2**20 // 40 + 2**16, counted
+    srv.mode = "ok"
+    np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
 
 
-def test_compressed_answers_are_read_and_an_encoding_not_asked_for_is_refused():
+def test_compressed_answers_are_read_and_an_encoding_not_asked_for_is_refused(far):
     """The client asks for gzip or deflate and inflates them itself (off the shared loop,
     bounded); an answer in another encoding is refused in words, not misread."""
     from core.errors import RemoteServerError
-    from tests.helpers import fake_oip_server
-
-    engine = Engine(EngineConfig(demo_models=False))
-    try:
-        with fake_oip_server() as srv:
-            engine.add_remote("far", url=srv.url, model="m")
-            x = np.arange(4, dtype=np.float32).reshape(1, 4)
-            for encoding in ("gzip", "deflate"):
-                srv.encoding = encoding
-                np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
-                assert srv.accept_encoding == "gzip, deflate"
-            srv.encoding = "br"
-            with pytest.raises(RemoteServerError, match=r"cannot be read: it came with Content-Encoding 'br', "
-                                                        r"which this client did not ask for"):
-                engine.predict("far", x)
-            srv.encoding = None
-            np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
-    finally:
-        engine.close()
+    engine, srv = far
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    for encoding in ("gzip", "deflate"):
+        srv.encoding = encoding
+        np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
+        assert srv.accept_encoding == "gzip, deflate"
+    srv.encoding = "br"
+    with pytest.raises(RemoteServerError, match=r"cannot be read: it came with "
+                                                r"Content-Encoding 'br', which this client "
+                                                r"did not ask for"):
+        engine.predict("far", x)
+    srv.encoding = None
+    np.testing.assert_array_equal(engine.predict("far", x).outputs["y"], 2 * x)
 
 
 def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
