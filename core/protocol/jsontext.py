@@ -43,36 +43,34 @@ class JSONTooLarge(ValueError):
                          f"to parse, over the {limit / 2**20:,.0f} MiB parsed per request")
 
 
-def parsed_bytes(raw: bytes) -> tuple[int, int]:
-    """``(bytes, values)``: an upper estimate of what parsing ``raw`` allocates, from its
-    separators (a C-speed count, no parse)."""
-    # (by slices: one pass over tens of MiB would hold the interpreter for each count;
-    # between slices another thread may run)
-    scalars, lists, objects = 1, 0, 0
-    for i in range(0, max(len(raw), 1), _COUNT_SLICE):
-        j = i + _COUNT_SLICE
-        scalars += raw.count(b",", i, j) + raw.count(b":", i, j)
-        lists += raw.count(b"[", i, j)
-        objects += raw.count(b"{", i, j)
-    return (SCALAR_BYTES * scalars + CONTAINER_BYTES * lists + OBJECT_BYTES * objects,
-            scalars + lists + objects)
-
-
 class SizeCounter:
-    """:func:`parsed_bytes` counted piece by piece, as a body arrives (the pieces' counts
-    add up to the whole's: it counts single characters)."""
+    """What parsing a JSON text would allocate, at most, counted from its separators (a
+    C-speed count, no parse), piece by piece as a body arrives: the pieces' counts add up to
+    the whole's (it counts single characters). With ``limit``, :meth:`feed` raises
+    :class:`JSONTooLarge` once the estimate passes it; ``part``: only the body's first
+    ``part`` bytes are JSON (the binary extension's head)."""
 
-    __slots__ = ("scalars", "lists", "objects")
+    __slots__ = ("scalars", "lists", "objects", "limit", "part")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None, part: int | None = None) -> None:
         self.scalars, self.lists, self.objects = 1, 0, 0
+        self.limit, self.part = limit, part
 
-    def add(self, piece: bytes | bytearray) -> int:
-        """Count ``piece``; returns the estimate so far, in bytes."""
-        self.scalars += piece.count(b",") + piece.count(b":")
-        self.lists += piece.count(b"[")
-        self.objects += piece.count(b"{")
+    def add(self, piece: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
+        """Count ``piece[start:end]`` (no copy); returns the estimate so far, in bytes."""
+        self.scalars += piece.count(b",", start, end) + piece.count(b":", start, end)
+        self.lists += piece.count(b"[", start, end)
+        self.objects += piece.count(b"{", start, end)
         return self.parsed
+
+    def feed(self, piece: bytes | bytearray, at: int) -> None:
+        """Count the JSON share of ``piece``, which is the body's bytes from ``at`` on;
+        :class:`JSONTooLarge` once past ``limit``."""
+        if self.part is not None and at >= self.part:
+            return
+        end = None if self.part is None else self.part - at
+        if self.add(piece, 0, end) > self.limit:
+            raise JSONTooLarge(self.parsed, self.limit, self.values)
 
     @property
     def parsed(self) -> int:
@@ -82,6 +80,17 @@ class SizeCounter:
     @property
     def values(self) -> int:
         return self.scalars + self.lists + self.objects
+
+
+def parsed_bytes(raw: bytes | bytearray) -> tuple[int, int]:
+    """``(bytes, values)``: an upper estimate of what parsing ``raw`` allocates (see
+    :class:`SizeCounter`)."""
+    # (by slices: one pass over tens of MiB would hold the interpreter for each count;
+    # between slices another thread may run)
+    counter = SizeCounter()
+    for i in range(0, max(len(raw), 1), _COUNT_SLICE):
+        counter.add(raw, i, i + _COUNT_SLICE)
+    return counter.parsed, counter.values
 
 
 def _refuse(token: str) -> Any:

@@ -31,6 +31,35 @@ class BadEncoding(Exception):
     """An answer compressed in a way this client cannot (or did not ask to) read."""
 
 
+class _Body:
+    """An answer's bytes as they come: capped at ``cap`` (:class:`TooLarge`), its JSON part
+    counted (with ``json_limit``: :class:`~core.protocol.jsontext.JSONTooLarge`), grown
+    piece by piece (no join of tens of MiB at the end). Refused, it lets go of what it had:
+    the error's traceback keeps the reading frame alive, not its bytes."""
+
+    def __init__(self, cap: int, json_limit: int | None, json_part: int | None,
+                 what: str = "") -> None:
+        self.cap, self.what = cap, what
+        self.counter = (jsontext.SizeCounter(json_limit, json_part)
+                        if json_limit is not None else None)
+        self.data = bytearray()
+
+    def take(self, piece: bytes) -> None:
+        size = len(self.data)
+        try:
+            if self.counter is not None:
+                self.counter.feed(piece, size)
+            if size + len(piece) > self.cap:
+                raise TooLarge(f"more than {self.cap:,} bytes{self.what}")
+        except (TooLarge, jsontext.JSONTooLarge):
+            self.data.clear()
+            raise
+        self.data += piece
+
+    def result(self) -> bytes | bytearray:
+        return bytes(self.data) if len(self.data) <= PARSE_OFF_LOOP_BYTES else self.data
+
+
 async def read_capped(resp: Any, cap: int, json_limit: int | None = None,
                       json_part: int | None = None) -> bytes:
     """The body of ``resp``, or :class:`TooLarge` past ``cap`` bytes (checked on the
@@ -42,39 +71,31 @@ async def read_capped(resp: Any, cap: int, json_limit: int | None = None,
     if declared is not None and declared > cap:
         raise TooLarge(f"announced {declared:,} bytes")
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
-    if encoding not in ("", "identity"):
-        # Compressed (the session decodes nothing itself): the wire bytes here, the
-        # inflating (a 58 KB gzip bomb is 60 MB of JSON) on a worker thread, counted and
-        # capped as it goes, so the shared loop keeps serving the other remote models.
-        if encoding not in _WBITS:
-            raise BadEncoding(f"it came with Content-Encoding {encoding!r}, which this "
-                               "client did not ask for (it accepts gzip and deflate)")
-        wire = await read_capped(_Raw(resp), cap)
-        if len(wire) * _MAX_RATIO <= PARSE_OFF_LOOP_BYTES:
-            return _inflate(wire, encoding, cap, json_limit, json_part)
-        return await asyncio.get_running_loop().run_in_executor(
-            None, _inflate, wire, encoding, cap, json_limit, json_part)
-    body, size = bytearray(), 0
+    if encoding in ("", "identity"):
+        return await _read(resp, _Body(cap, json_limit, json_part))
+    # Compressed (the session decodes nothing itself): the wire bytes here, the inflating
+    # (a 58 KB gzip bomb is 60 MB of JSON) on a worker thread, counted and capped as it
+    # goes, so the shared loop keeps serving the other remote models.
+    if encoding not in _WBITS:
+        raise BadEncoding(f"it came with Content-Encoding {encoding!r}, which this "
+                          "client did not ask for (it accepts gzip and deflate)")
+    wire = await _read(resp, _Body(cap, None, None))
+    if len(wire) * _MAX_RATIO <= PARSE_OFF_LOOP_BYTES:
+        return _inflate(wire, encoding, cap, json_limit, json_part)
+    return await asyncio.get_running_loop().run_in_executor(
+        None, _inflate, wire, encoding, cap, json_limit, json_part)
+
+
+async def _read(resp: Any, body: _Body) -> bytes:
     next_yield = _YIELD_BYTES
-    counter = jsontext.SizeCounter() if json_limit is not None else None
     async for chunk in resp.content.iter_chunked(1 << 16):
-        if counter is not None and (json_part is None or size < json_part):
-            if counter.add(chunk if json_part is None else chunk[:json_part - size]) \
-                    > json_limit:
-                body.clear()   # (the error's traceback keeps this frame: not its bytes)
-                raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
-        size += len(chunk)
-        if size > cap:
-            body.clear()
-            raise TooLarge(f"more than {cap:,} bytes")
-        body += chunk   # (grown piece by piece: no join of tens of MiB at the end)
-        if size >= next_yield:
-            # Data already received (a compressed answer inflates without waiting on the
-            # network) is read without the loop running anything else: let the other
-            # remote models' requests run between slices.
-            next_yield = size + _YIELD_BYTES
+        body.take(chunk)
+        if len(body.data) >= next_yield:
+            # Data already received is read without the loop running anything else: let
+            # the other remote models' requests run between slices.
+            next_yield = len(body.data) + _YIELD_BYTES
             await asyncio.sleep(0)
-    return bytes(body) if size <= PARSE_OFF_LOOP_BYTES else body
+    return body.result()
 
 
 # zlib's window bits for each Content-Encoding this client accepts (deflate: zlib's format,
@@ -86,54 +107,33 @@ _MAX_RATIO = 1032
 _PIECE = 1 << 16
 
 
-class _Raw:
-    """A response seen as its headers without Content-Encoding (for the wire bytes)."""
-
-    def __init__(self, resp: Any) -> None:
-        self.content_length, self.content, self.headers = resp.content_length, resp.content, {}
-
-
 def _inflate(wire: bytes, encoding: str, cap: int, json_limit: int | None,
              json_part: int | None) -> bytes:
     """``wire`` decompressed in 64 KiB pieces: :class:`TooLarge` past ``cap`` bytes,
     :class:`~core.protocol.jsontext.JSONTooLarge` once the JSON part (the first
     ``json_part`` bytes; None: all) would parse past ``json_limit``."""
     try:
-        return _inflate_with(wire, _WBITS[encoding], cap, json_limit, json_part)
+        return _inflate_with(wire, _WBITS[encoding], _Body(cap, json_limit, json_part,
+                                                           " decompressed"))
     except zlib.error:
         if encoding != "deflate":
             raise BadEncoding(f"its {encoding} body does not decompress") from None
     try:   # deflate without zlib's header (some servers send that)
-        return _inflate_with(wire, -zlib.MAX_WBITS, cap, json_limit, json_part)
+        return _inflate_with(wire, -zlib.MAX_WBITS, _Body(cap, json_limit, json_part,
+                                                          " decompressed"))
     except zlib.error:
         raise BadEncoding("its deflate body does not decompress") from None
 
 
-def _inflate_with(wire: bytes, wbits: int, cap: int, json_limit: int | None,
-                  json_part: int | None) -> bytes:
+def _inflate_with(wire: bytes, wbits: int, body: _Body) -> bytes:
     d = zlib.decompressobj(wbits)
-    counter = jsontext.SizeCounter() if json_limit is not None else None
-    body = bytearray()
-
-    def take(piece: bytes) -> None:
-        size = len(body)
-        if counter is not None and (json_part is None or size < json_part):
-            if counter.add(piece if json_part is None else piece[:json_part - size]) \
-                    > json_limit:
-                body.clear()   # (the error's traceback keeps this frame: not its bytes)
-                raise jsontext.JSONTooLarge(counter.parsed, json_limit, counter.values)
-        if size + len(piece) > cap:
-            body.clear()
-            raise TooLarge(f"more than {cap:,} bytes decompressed")
-        body.extend(piece)
-
     wire_view = memoryview(wire)
     # Fed 64 KiB of input at a time, each giving at most 64 KiB of output per call: the
     # input left over is never more than a slice (no copy of the whole rest per call).
     for i in range(0, len(wire), _PIECE):
         data = wire_view[i:i + _PIECE]
         while data and not d.eof:
-            take(d.decompress(data, _PIECE))
+            body.take(d.decompress(data, _PIECE))
             data = d.unconsumed_tail
         if d.eof:
             break
@@ -141,9 +141,9 @@ def _inflate_with(wire: bytes, wbits: int, cap: int, json_limit: int | None,
         piece = d.decompress(b"", _PIECE)
         if not piece:
             break
-        take(piece)
+        body.take(piece)
     if not d.eof:
         raise BadEncoding("its compressed body is cut short")
     if d.unused_data or i + _PIECE < len(wire):
         raise BadEncoding("its compressed body has bytes after its end")
-    return bytes(body) if len(body) <= PARSE_OFF_LOOP_BYTES else body
+    return body.result()

@@ -303,7 +303,7 @@ class OipApp:
             # (too short to reach the bound: not counted)
             if (json_part if json_part is not None else (declared or limit + 1)) \
                     * jsontext.OBJECT_BYTES > json_limit:
-                counter = jsontext.SizeCounter()
+                counter = jsontext.SizeCounter(json_limit, json_part)
         too_big = None
         while True:
             message = await receive()
@@ -311,10 +311,10 @@ class OipApp:
                 raise _Disconnected
             chunk = message.get("body", b"")
             if counter is not None and too_big is None and size < COUNT_MAX:
-                left = chunk if json_part is None else chunk[:max(0, json_part - size)]
-                if left and counter.add(left) > json_limit:
-                    too_big = jsontext.JSONTooLarge(counter.parsed, json_limit,
-                                                    counter.values)
+                try:
+                    counter.feed(chunk, size)
+                except jsontext.JSONTooLarge as err:
+                    too_big = err
                     over = True
                     body = bytearray()
             if not size and not over and not message.get("more_body", False) \
