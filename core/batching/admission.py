@@ -47,11 +47,6 @@ _EARLY_WAKE_S = 0.0003
 #: fifth of the queue kept for the high class.
 CLASS_MEMORY_S = 30.0
 
-# The deadline heap may hold settled requests (removed lazily); past this many more than
-# the live ones it is rebuilt, so it never holds more than ~2x what is live.
-_HEAP_SLACK = 256
-
-
 class AdmissionQueue(DeadlineMixin, ParkingMixin):
     """Bounded FIFO of one model's requests plus its release policy. Thread-safe.
 
@@ -226,18 +221,7 @@ class AdmissionQueue(DeadlineMixin, ParkingMixin):
             self.queued_bytes += nbytes
             self.arrived_rows += rows
             if d != math.inf:
-                live = self.ledger.live
-                if default_timeout:
-                    lane = self.lane
-                    lane.append(r)
-                    if len(lane) > 2 * len(live) + _HEAP_SLACK:
-                        self.lane = deque(x for x in lane if x in live)
-                else:
-                    heap = self.deadlines
-                    heapq.heappush(heap, (d, next(self._seq), r))
-                    if len(heap) > 2 * len(live) + _HEAP_SLACK:
-                        heap[:] = [e for e in heap if e[2] in live]
-                        heapq.heapify(heap)
+                self.track_deadline(r, d, default_timeout)
                 if d < self.next_deadline:
                     self.next_deadline = d
                     self.supervisor_idle = False

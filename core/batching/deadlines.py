@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import deque
 from typing import TYPE_CHECKING
 
 from core.errors import OverloadedError
@@ -24,8 +25,41 @@ ADMIT_MARGIN = 1.2
 _ADMIT_MARGIN = ADMIT_MARGIN
 
 
+# The deadline heap may hold settled requests (removed lazily); past this many more than
+# the live ones it is rebuilt, so it never holds more than ~2x what is live.
+_HEAP_SLACK = 256
+
+
 class DeadlineMixin:
     """Deadlines, runs and admission by deadline (see the module docstring)."""
+
+    def track_deadline(self, r: Request, d: float, default_timeout: bool) -> None:
+        """(Lock held.) Put ``r`` (deadline ``d``) where the supervisor looks: the lane
+        (the configured timeout: arrival order is deadline order) or the heap.
+
+        Settled requests leave the lane's front two per put, as they pass, not in bulk:
+        each holds a future (six objects the garbage collector counts), and dropping
+        hundreds at once (a rebuild, or the supervisor's rare wake-up) let the collector's
+        allocation count run ahead of what was live, so it ran ~40x as often as needed (a
+        full collection of ~35 ms every second at capacity; docs/benchmarks.md)."""
+        live = self.ledger.live
+        if default_timeout:
+            lane = self.lane
+            lane.append(r)
+            if lane[0] not in live:
+                lane.popleft()
+                if lane[0] not in live:
+                    lane.popleft()
+            if len(lane) > 2 * len(live) + _HEAP_SLACK:
+                self.lane = deque(x for x in lane if x in live)
+        else:
+            heap = self.deadlines
+            heapq.heappush(heap, (d, next(self._seq), r))
+            if heap[0][2] not in live:
+                heapq.heappop(heap)
+            if len(heap) > 2 * len(live) + _HEAP_SLACK:
+                heap[:] = [e for e in heap if e[2] in live]
+                heapq.heapify(heap)
 
     def refresh_admit_bound(self) -> None:
         """The longest wait admission could ever predict (a full queue of the largest

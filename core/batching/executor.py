@@ -255,6 +255,9 @@ class Executor:
                 self.ledger.fail(job[0], InferenceError(
                     f"internal error while serving model {self.name!r}: "
                     f"{type(err).__name__}: {err}"), notify_queue=False)
+            # Let go of the batch (its requests, its outputs) now, not when the next one
+            # comes: the callers then hold the last references to their requests.
+            job = None
 
 
     def stop_orphaned_run(self) -> bool:
