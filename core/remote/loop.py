@@ -2,6 +2,13 @@
 (``batchlab-oip-client``), shared by every remote target of the process, whose CPU counts
 as the client's (:func:`core.metrics.register_helper`).
 
+The loop's heavy work (inflating a compressed answer, parsing a long one) goes to
+:func:`heavy_executor`: **one** worker thread (``batchlab-oip-heavy``) at a lower priority
+(nice +10, where the OS allows it). Six gzip bombs at once are then inflated one after
+another on at most one core, and the loop, the engines' runners and the healthy models'
+answers keep the CPU they need (with the default executor's six workers they took both
+cores of this machine). The loop's default executor (name lookups) stays apart.
+
 Example:
     >>> client_loop().call(some_coroutine(), timeout_s=5.0)
 """
@@ -9,12 +16,26 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.metrics import register_helper
 
-__all__ = ["client_loop", "ClientLoop"]
+__all__ = ["client_loop", "heavy_executor", "ClientLoop", "HEAVY_NICE"]
+
+#: How much lower the heavy-work thread's priority is than the process's.
+HEAVY_NICE = 10
+
+
+def _heavy_thread_start() -> None:
+    register_helper(threading.current_thread())
+    try:   # lowering a thread's own priority needs no privilege (Linux: per thread)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(
+            19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + HEAVY_NICE))
+    except (OSError, AttributeError):
+        pass
 
 
 class ClientLoop:
@@ -22,6 +43,8 @@ class ClientLoop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.heavy = ThreadPoolExecutor(1, thread_name_prefix="batchlab-oip-heavy",
+                                        initializer=_heavy_thread_start)
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="batchlab-oip-client",
                                        daemon=True)
@@ -54,3 +77,9 @@ def client_loop() -> ClientLoop:
         if _LOOP is None or not _LOOP.thread.is_alive():
             _LOOP = ClientLoop()
         return _LOOP
+
+
+def heavy_executor() -> ThreadPoolExecutor:
+    """The shared client loop's one lower-priority worker for long answers (see the module
+    docstring)."""
+    return client_loop().heavy

@@ -1,8 +1,9 @@
 """Reading a remote server's answer with every byte bounded: capped on the wire and
 decompressed, its JSON part counted as it arrives (a body that would parse past the bound
 stops the read: a gzip bomb is not inflated to its end), grown piece by piece (no join of
-tens of MiB), compressed answers inflated on a worker thread, and the shared client loop
-left free to serve the other remote models between slices.
+tens of MiB), compressed answers inflated on the client loop's one lower-priority worker
+(:func:`~core.remote.loop.heavy_executor`), and the shared client loop left free to serve
+the other remote models between slices.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import zlib
 from typing import Any
 
 from core.protocol import jsontext
+
+from .loop import heavy_executor
 
 __all__ = ["read_capped", "TooLarge", "BadEncoding", "PARSE_OFF_LOOP_BYTES"]
 
@@ -83,7 +86,7 @@ async def read_capped(resp: Any, cap: int, json_limit: int | None = None,
     if len(wire) * _MAX_RATIO <= PARSE_OFF_LOOP_BYTES:
         return _inflate(wire, encoding, cap, json_limit, json_part)
     return await asyncio.get_running_loop().run_in_executor(
-        None, _inflate, wire, encoding, cap, json_limit, json_part)
+        heavy_executor(), _inflate, wire, encoding, cap, json_limit, json_part)
 
 
 async def _read(resp: Any, body: _Body) -> bytes:

@@ -24,7 +24,7 @@ from core.errors import (ConfigError, InputValidationError, RemoteConnectionErro
 from core.models import request_bytes_limit
 from core.protocol import (HEADER_LENGTH, OIPError, encode_infer_request, jsontext,
                            parse_infer_response)
-from .loop import client_loop
+from .loop import client_loop, heavy_executor
 from .reading import PARSE_OFF_LOOP_BYTES, BadEncoding, TooLarge, read_capped
 from .policy import HOPS_HEADER, OutboundPolicy
 
@@ -326,7 +326,7 @@ class OIPTarget:
             head = int(answer_len) if answer_len else None
             if len(raw) > PARSE_OFF_LOOP_BYTES:
                 return await asyncio.get_running_loop().run_in_executor(
-                    None, parse_infer_response, raw, head, _max_parsed_bytes())
+                    heavy_executor(), parse_infer_response, raw, head, _max_parsed_bytes())
             return parse_infer_response(raw, head)
         except (OIPError, ValueError, TypeError, OverflowError, RecursionError) as err:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
