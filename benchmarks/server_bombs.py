@@ -4,7 +4,9 @@ its own memory budget, while another model keeps serving.
 For each way in: what the server answered, the server process's peak resident memory
 during it (VmHWM, reset before each row) against its resident memory before plus the
 budget, its resident memory after, and the p99 of a steady 50 req/s of one-row requests to
-``mlp`` during the row against the same p99 alone.
+``mlp`` during the row against the same p99 alone. Last, SIGTERM while a ``Loop`` whose
+trip count the request sets runs with the longest timeout the server allows: how long the
+server takes to exit, and what the held request is answered.
 
 Usage:
     .venv/bin/python -m benchmarks.server_bombs [--budget-mib 1024]
@@ -215,6 +217,25 @@ def main(argv: list[str] | None = None) -> dict:
             except Exception as err:  # noqa: BLE001
                 return f"{type(err).__name__}: {str(err)[:100]}"
 
+        engine.load_model(build_loop_model(None), name="xloop")  # the request sets its trips
+
+        def xloop_body(x: float, timeout_us: float) -> bytes:
+            return json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                           "data": [x]}],
+                               "parameters": {"timeout": timeout_us}}).encode()
+
+        def input_loop() -> str:
+            said = []
+            for label, body in (("timeout 1e12 us", xloop_body(1e12, 1e12)),
+                                ("timeout 601 s", xloop_body(1e12, 601e6)),
+                                ("x = 1e12 with a 3 s timeout", xloop_body(1e12, 3e6)),
+                                ("then x = 2", xloop_body(2.0, 3e6))):
+                t = time.monotonic()
+                status, text = post(server.port, "/v2/models/xloop/infer", body)
+                said.append(f"{label}: {status} after {time.monotonic() - t:.1f} s "
+                            f"({text[:60]!r})")
+            return "; ".join(said)
+
         def threads() -> str:
             try:
                 engine.load_model(build_demo_model("tiny"), name="t",
@@ -232,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
             ("8 concurrent memory probes", probes),
             ("3 concurrent uploads of a 190 MiB model", uploads),
             ("intra_op_threads=1024", threads),
+            ("Loop whose trip count the request sets (x = 1e12)", input_loop),
         ]
         for label, act in rows:
             before = status_kib(pid, "VmRSS")
@@ -250,6 +272,16 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(row), flush=True)
         steady.stop()
         out["mlp_errors"] = steady.errors()
+        # SIGTERM while such a Loop runs with the longest timeout the server allows: the
+        # server drains for its close timeout (10 s), fails the run's request, and exits.
+        held = cf.ThreadPoolExecutor(1).submit(post, server.port, "/v2/models/xloop/infer",
+                                               xloop_body(1e12, 600e6))
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        code = server.stop(timeout_s=60.0)
+        out["sigterm"] = {"s": round(time.monotonic() - t0, 1), "exit": code,
+                          "held_request": "{} {}".format(*held.result(30))[:160]}
+        print(json.dumps(out["sigterm"]), flush=True)
     finally:
         engine.close()
         server.stop()

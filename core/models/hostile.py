@@ -29,9 +29,11 @@ def build_memory_bomb(n: int) -> bytes:
                   "memory bomb")
 
 
-def build_loop_model(trips: int) -> bytes:
+def build_loop_model(trips: int | None) -> bytes:
     """``y = x + trips`` computed by a ``Loop`` of ``trips`` iterations, input ``x float32
-    [N,1]``: a fixed cost per run whatever the rows (``trips=10**10``: hangs for hours)."""
+    [N,1]``: a fixed cost per run whatever the rows (``trips=10**10``: hangs for hours).
+    ``trips=None``: the request says how many, the largest value of ``x`` (a trial run with
+    small inputs passes; ``x = 1e12`` runs for days)."""
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
@@ -41,10 +43,14 @@ def build_loop_model(trips: int) -> bytes:
         [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
          helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
         initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
-    inits = [helper.make_tensor("M", TensorProto.INT64, [], [trips]),
-             helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
-    return build_onnx(f"loop{trips}", [helper.make_node("Loop", ["M", "cond", "x"], ["y"],
-                                                    body=body)], inits,
+    inits = [helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
+    nodes = [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)]
+    if trips is None:
+        nodes[:0] = [helper.make_node("ReduceMax", ["x"], ["xmax"], keepdims=0),
+                     helper.make_node("Cast", ["xmax"], ["M"], to=TensorProto.INT64)]
+    else:
+        inits.append(helper.make_tensor("M", TensorProto.INT64, [], [trips]))
+    return build_onnx(f"loop{'-x' if trips is None else trips}", nodes, inits,
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
                   "fixed-cost loop")
