@@ -512,6 +512,35 @@ def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload
         engine.close()
 
 
+def test_sessions_kept_for_unloaded_models_count_and_give_way():
+    """An unloaded model's session stays cached (a reload is instant) only while the loaded
+    models and the cached ones together fit ``max_models_bytes``: a load that needs the
+    room drops the least recently used of them."""
+    import hashlib
+    import onnx
+    from core import build_demo_model
+
+    variants = []
+    for i in range(3):
+        m = onnx.load_from_string(build_demo_model("tiny"))
+        m.doc_string = f"variant {i}"
+        variants.append(m.SerializeToString())
+    sha = [hashlib.sha256(v).hexdigest() for v in variants]
+    engine = Engine(EngineConfig(demo_models=False, probe_models=False,
+                                 max_models_bytes=5 * max(len(v) for v in variants)))
+    try:
+        engine.load_model(variants[0], name="a")
+        engine.unload_model("a")
+        engine.load_model(variants[1], name="b")   # 2 + 2 of 5 shares: both kept
+        engine.unload_model("b")
+        assert {e.sha256 for e in engine.cache_entries()} == {sha[0], sha[1]}
+        engine.load_model(variants[2], name="c")   # 2 + 2 + 2 > 5: the oldest gives way
+        assert {e.sha256 for e in engine.cache_entries()} == {sha[1], sha[2]}
+        engine.predict("c", engine.sample_input("c"))
+    finally:
+        engine.close()
+
+
 def test_by_default_models_may_hold_the_memory_budget():
     from core.errors import ResourceLimitError
 

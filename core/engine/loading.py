@@ -87,18 +87,23 @@ class Loader:
             self.ns.check_name_free(name, "model", replace)
             if self.registry.get(name) is not None:
                 self._check_arm_compatible(name, loaded.info)
-            self.check_room(name, len(data))  # again: another load may have landed meanwhile
+            # again: another load may have landed meanwhile (this one's session is cached)
+            self.check_room(name, len(data), loaded.info.sha256)
             self.registry.install(name, loaded, batch, data, profile)
         return loaded.info
 
-    def check_room(self, name: str, size: int) -> None:
+    def check_room(self, name: str, size: int, sha256: str = "") -> None:
         """Refuse a model of ``size`` bytes under ``name`` (replacing one of that name) that
         would take the loaded models past ``max_models_bytes`` (default: the budget), naming
-        the least recently used ones to unload."""
+        the least recently used ones to unload. Sessions cached for models no longer
+        loaded count too: the least recently used of them are dropped to make room (never
+        the one of ``sha256``, the model being loaded)."""
         cap = self.config.max_models_bytes or self.budget_bytes
-        others = [(n, e) for n, e in self.registry.models.items()
-                  if n != name and e.remote is None]
+        local = [(n, e) for n, e in self.registry.models.items() if e.remote is None]
+        others = [(n, e) for n, e in local if n != name]
         used = sum(2 * e.info.size_bytes for _, e in others)
+        self.registry.cache.shed({e.info.sha256 for _, e in local} | {sha256},
+                                 max(0, cap - used - 2 * size))
         if used + 2 * size <= cap:
             return
         idle = sorted(others, key=lambda ne: ne[1].metrics.counters()["last_batch_wall"] or 0)

@@ -100,5 +100,21 @@ class SessionCache:
                 del self._items[k]
             return len(doomed)
 
+    def shed(self, keep: set[str], room_bytes: int) -> list[str]:
+        """Drop sessions whose sha256 is not in ``keep`` (those no loaded model holds),
+        least recently used first, until what is left of them takes at most ``room_bytes``
+        (each counted, like a loaded model, as twice its file); the sha256s dropped."""
+        with self._lock:
+            spare = [(k, item[1]) for k, item in self._items.items() if k[0] not in keep]
+            held = sum(2 * size for _, size in spare)
+            dropped = []
+            for key, size in spare:          # the OrderedDict is least recently used first
+                if held <= room_bytes:
+                    break
+                del self._items[key]
+                held -= 2 * size
+                dropped.append(key[0])
+            return dropped
+
     def __len__(self) -> int:
         return len(self._items)
