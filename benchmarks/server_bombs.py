@@ -279,8 +279,12 @@ def main(argv: list[str] | None = None) -> dict:
         time.sleep(1.0)
         t0 = time.monotonic()
         code = server.stop(timeout_s=60.0)
+        try:
+            answered = "{} {}".format(*held.result(30))[:160]
+        except Exception as err:  # noqa: BLE001 - what the client saw
+            answered = f"{type(err).__name__}: {err}"[:160]
         out["sigterm"] = {"s": round(time.monotonic() - t0, 1), "exit": code,
-                          "held_request": "{} {}".format(*held.result(30))[:160]}
+                          "held_request": answered}
         print(json.dumps(out["sigterm"]), flush=True)
     finally:
         engine.close()

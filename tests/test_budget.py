@@ -537,6 +537,8 @@ def test_sessions_kept_for_unloaded_models_count_and_give_way():
         engine.load_model(variants[2], name="c")   # 2 + 2 + 2 > 5: the oldest gives way
         assert {e.sha256 for e in engine.cache_entries()} == {sha[1], sha[2]}
         engine.predict("c", engine.sample_input("c"))
+        engine.load_model(variants[1], name="b")   # a reload reuses its cached session
+        assert {e.sha256: e.loads for e in engine.cache_entries()}[sha[1]] == 2
     finally:
         engine.close()
 

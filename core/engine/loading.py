@@ -87,23 +87,29 @@ class Loader:
             self.ns.check_name_free(name, "model", replace)
             if self.registry.get(name) is not None:
                 self._check_arm_compatible(name, loaded.info)
-            # again: another load may have landed meanwhile (this one's session is cached)
-            self.check_room(name, len(data), loaded.info.sha256)
+            self.check_room(name, len(data))  # again: another load may have landed meanwhile
             self.registry.install(name, loaded, batch, data, profile)
+            self.shed_spare_sessions()
         return loaded.info
 
-    def check_room(self, name: str, size: int, sha256: str = "") -> None:
+    def shed_spare_sessions(self) -> None:
+        """Sessions kept cached for models no longer loaded (a reload is then instant) may
+        use what the loaded models leave of ``max_models_bytes``: past it, the least
+        recently used of them are dropped. Run after a load (a hot swap's old version
+        becomes such a session)."""
+        cap = self.config.max_models_bytes or self.budget_bytes
+        local = [e for e in self.registry.models.values() if e.remote is None]
+        self.registry.cache.shed({e.info.sha256 for e in local},
+                                 max(0, cap - sum(2 * e.info.size_bytes for e in local)))
+
+    def check_room(self, name: str, size: int) -> None:
         """Refuse a model of ``size`` bytes under ``name`` (replacing one of that name) that
         would take the loaded models past ``max_models_bytes`` (default: the budget), naming
-        the least recently used ones to unload. Sessions cached for models no longer
-        loaded count too: the least recently used of them are dropped to make room (never
-        the one of ``sha256``, the model being loaded)."""
+        the least recently used ones to unload."""
         cap = self.config.max_models_bytes or self.budget_bytes
-        local = [(n, e) for n, e in self.registry.models.items() if e.remote is None]
-        others = [(n, e) for n, e in local if n != name]
+        others = [(n, e) for n, e in self.registry.models.items()
+                  if n != name and e.remote is None]
         used = sum(2 * e.info.size_bytes for _, e in others)
-        self.registry.cache.shed({e.info.sha256 for _, e in local} | {sha256},
-                                 max(0, cap - used - 2 * size))
         if used + 2 * size <= cap:
             return
         idle = sorted(others, key=lambda ne: ne[1].metrics.counters()["last_batch_wall"] or 0)

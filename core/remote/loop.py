@@ -75,6 +75,8 @@ def client_loop() -> ClientLoop:
     global _LOOP
     with _LOOP_LOCK:
         if _LOOP is None or not _LOOP.thread.is_alive():
+            if _LOOP is not None:   # its loop died: its worker goes with it
+                _LOOP.heavy.shutdown(wait=False, cancel_futures=True)
             _LOOP = ClientLoop()
         return _LOOP
 
