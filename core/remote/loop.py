@@ -3,11 +3,13 @@
 as the client's (:func:`core.metrics.register_helper`).
 
 The loop's heavy work (inflating a compressed answer, parsing a long one) goes to
-:func:`heavy_executor`: **one** worker thread (``batchlab-oip-heavy``) at a lower priority
-(nice +10, where the OS allows it). Six gzip bombs at once are then inflated one after
-another on at most one core, and the loop, the engines' runners and the healthy models'
-answers keep the CPU they need (with the default executor's six workers they took both
-cores of this machine). The loop's default executor (name lookups) stays apart.
+:func:`heavy_executor`: **one** worker thread (``batchlab-oip-heavy``). Six gzip bombs at
+once are then inflated one after another on at most one core, and the loop, the engines'
+runners and the healthy models' answers keep the CPU they need (with the default
+executor's six workers they took both cores of this machine). Not at a lower priority: the
+worker holds the interpreter while it parses, and a thread the OS runs seldom would hold
+every other thread up with it (and measured, nice +10 made no difference). The loop's
+default executor (name lookups) stays apart.
 
 Example:
     >>> client_loop().call(some_coroutine(), timeout_s=5.0)
@@ -16,26 +18,17 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.metrics import register_helper
 
-__all__ = ["client_loop", "heavy_executor", "ClientLoop", "HEAVY_NICE"]
-
-#: How much lower the heavy-work thread's priority is than the process's.
-HEAVY_NICE = 10
+__all__ = ["client_loop", "heavy_executor", "ClientLoop"]
 
 
 def _heavy_thread_start() -> None:
     register_helper(threading.current_thread())
-    try:   # lowering a thread's own priority needs no privilege (Linux: per thread)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(
-            19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + HEAVY_NICE))
-    except (OSError, AttributeError):
-        pass
 
 
 class ClientLoop:

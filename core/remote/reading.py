@@ -1,7 +1,7 @@
 """Reading a remote server's answer with every byte bounded: capped on the wire and
 decompressed, its JSON part counted as it arrives (a body that would parse past the bound
 stops the read: a gzip bomb is not inflated to its end), grown piece by piece (no join of
-tens of MiB), compressed answers inflated on the client loop's one lower-priority worker
+tens of MiB), compressed answers inflated on the client loop's one worker thread
 (:func:`~core.remote.loop.heavy_executor`), and the shared client loop left free to serve
 the other remote models between slices.
 """
