@@ -52,6 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .admission import AdmissionQueue
+from .parking import weakly
 from core.config import BatchConfig, check_timeout_ms
 from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
 from .executor import Executor, RunFn
@@ -96,11 +97,11 @@ class Batcher:
         #: Metrics of the requests sent with a priority, per class (made on first use).
         self.classes = PriorityClasses(self.metrics._seconds)
         self._clock = clock
-        self.ledger = Ledger(name, self.metrics, clock, on_dead=self._forget, trace=trace)
+        self.ledger = Ledger(name, self.metrics, clock, on_dead=weakly(self._forget), trace=trace)
         self.queue = AdmissionQueue(name, self.ledger, config or BatchConfig(), batchable, clock)
         self.executor = Executor(name, run, output_names, self.ledger, self.queue, clock)
         self.supervisor = Supervisor(name, self.queue, self.ledger, self.executor, clock,
-                                     self._dead_runners, self.restart_collector)
+                                     weakly(self._dead_runners, []), weakly(self.restart_collector))
         # The runner threads (``config.instances`` of them), by index; runner 0 is "the
         # collector". Each waits for a batch, executes it, and waits again.
         self._runners: dict[int, threading.Thread] = {}
@@ -110,8 +111,7 @@ class Batcher:
         self._close_lock = threading.Lock()
         self._started = False
         # Idle: the threads leave, and the next request brings them back (parking.py).
-        self.queue.on_park = self._park
-        self.queue.on_unpark = self._unpark
+        self.queue.call_back(self._park, self._unpark)
         if start:
             self.start()
 
