@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 from core.errors import BatchlabError
 from core.protocol import HEADER_LENGTH, HTTPError, jsontext, oip, status_of
+from .pacing import BULK_DRAIN_S, BULK_RATE, BulkPacer
 from .routes import Pending, Routes, Text, parse_json
 
 __all__ = ["OipApp"]
@@ -136,6 +137,9 @@ class OipApp:
         self.bodies_in_flight = 0
         self.max_bodies_in_flight = max(2 * routes.max_body_bytes,
                                         2 * getattr(routes, "max_json_bytes", 0))
+        #: Body bytes past each body's first MiB are read at a bounded rate, so that large
+        #: bodies never take the event loop whole (:mod:`core.serving.pacing`).
+        self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -285,8 +289,7 @@ class OipApp:
             raise HTTPError(408, f"the request body did not arrive within "
                                  f"{BODY_TIMEOUT_S + length / 2**20:.0f} s") from None
 
-    @staticmethod
-    async def _read(req: _Request, receive: Receive, limit: int, declared: int,
+    async def _read(self, req: _Request, receive: Receive, limit: int, declared: int,
                     json_limit: int | None = None) -> bool:
         if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
             raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
@@ -331,6 +334,7 @@ class OipApp:
                 break  # stop reading: the connection closes after the 413
             if not message.get("more_body", False):
                 break
+            await self.pacer.pace(size - len(chunk), len(chunk))
         if too_big is not None:
             raise HTTPError(413, oip.too_large_words("the request body", too_big))
         if over:

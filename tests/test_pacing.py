@@ -1,0 +1,135 @@
+"""Large request bodies are read at a bounded rate (core/serving/pacing.py): the first MiB
+of each body at once, the rest at the pacer's rate shared by every body, and every byte
+arrives. Deterministic: a fake clock that moves only when the pacer sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from core.serving.pacing import BULK_RATE, BulkPacer
+
+MIB = 2**20
+
+
+class FakeTime:
+    """A clock that stands still unless slept on (or moved by the test)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.now += s
+
+
+def pacer(rate: float = MIB, free: int = MIB) -> tuple[BulkPacer, FakeTime]:
+    t = FakeTime()
+    return BulkPacer(rate, free, clock=t.clock, sleep=t.sleep), t
+
+
+def test_a_small_body_is_never_paced():
+    p, t = pacer()
+    for at in range(0, MIB, 65536):
+        assert p.delay(at, 65536) == 0.0
+    assert p.paced_bytes == 0
+
+
+def test_bytes_past_the_free_part_wait_their_share_of_the_rate():
+    p, t = pacer(rate=MIB, free=MIB)
+    p.delay(MIB - 1000, 3000)  # the piece that crosses the first MiB: its part past it
+    assert p.paced_bytes == 2000
+    p2, t2 = pacer(rate=MIB, free=MIB)
+    waits = [p2.delay(MIB + i * 65536, 65536) for i in range(16)]   # one more MiB at once
+    assert waits[-1] == pytest.approx(1.0)          # a MiB at a MiB/s: a second behind
+    assert waits == sorted(waits)
+    assert p2.paced_bytes == MIB
+
+
+def test_idle_time_earns_no_burst():
+    p, t = pacer(rate=MIB)
+    assert p.delay(MIB, MIB // 2) == pytest.approx(0.5)
+    t.now += 60.0                                   # a minute of nothing
+    assert p.delay(MIB, MIB // 2) == pytest.approx(0.5)  # still the rate, not 60 s of credit
+
+
+def test_the_rate_is_shared_by_every_body_read_at_once():
+    p, t = pacer(rate=MIB)
+    assert p.delay(MIB, MIB // 4) == pytest.approx(0.25)   # body A
+    assert p.delay(MIB, MIB // 4) == pytest.approx(0.5)    # body B waits behind A's share
+    assert p.delay(5 * MIB, MIB // 4) == pytest.approx(0.75)
+
+
+def test_waits_too_short_to_sleep_are_carried_over():
+    p, t = pacer(rate=MIB)
+    small = 1200                                   # ~1.1 ms at a MiB/s: not slept...
+    assert p.delay(MIB, small) == 0.0
+    assert p.delay(MIB, small) == pytest.approx(2 * small / MIB)  # ...but counted
+
+
+def test_a_rate_of_nothing_is_refused_in_words():
+    with pytest.raises(ValueError, match="bytes_per_s must be > 0"):
+        BulkPacer(0)
+
+
+def test_the_app_reads_a_large_body_whole_at_the_pacers_rate():
+    """Through the server's ASGI app: a 5 MiB body arriving in 64 KiB pieces reaches the
+    route byte for byte, its first MiB unpaced and the other four slept for at the rate."""
+    from core.serving.asgi import OipApp
+
+    body = bytes(range(256)) * (5 * MIB // 256)
+    seen = []
+
+    class Routes:
+        max_body_bytes = 64 * MIB
+
+        def check(self, *a):
+            pass
+
+        def body_limit(self, path):
+            return 64 * MIB
+
+        def is_infer(self, method, path):
+            return False
+
+        def is_quick(self, method, path):
+            return True
+
+        def begin(self, method, path, req, *a):
+            seen.append(bytes(req.raw_body()))
+            return 200, {"ok": True}
+
+    app = OipApp(Routes())
+    assert app.pacer.bytes_per_s >= BULK_RATE
+    fake = FakeTime()
+    app.pacer = BulkPacer(4 * MIB, MIB, clock=fake.clock, sleep=fake.sleep)
+    pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+
+    async def receive():
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/x", "raw_path": b"/x",
+             "headers": [(b"content-length", str(len(body)).encode())]}
+    # On a thread of its own: in this process another loop may be running (Playwright's).
+    t = threading.Thread(target=lambda: asyncio.run(app(scope, receive, send)))
+    t.start()
+    t.join(60)
+    app.close()
+    assert sent and sent[0]["status"] == 200, sent[:1]
+    assert seen == [body]
+    # the last piece is not paced (nothing follows it): 4 MiB less one piece, at 4 MiB/s
+    assert app.pacer.paced_bytes == 4 * MIB - 65536
+    assert fake.now - 100.0 == pytest.approx((4 * MIB - 65536) / (4 * MIB))
+    assert app.bodies_in_flight == 0
