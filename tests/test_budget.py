@@ -51,6 +51,25 @@ def test_the_parse_estimate_bounds_what_json_really_allocates():
         assert value and used <= estimate, (raw[:20], used, estimate)
 
 
+def test_counted_in_pieces_of_any_size_the_estimate_is_the_wholes():
+    """Short pieces are counted by ``bytes.count``, long ones by numpy's compares: the
+    same separators either way, whatever the cut (``start``/``end`` included)."""
+    rng = np.random.default_rng(7)
+    raw = bytes(rng.choice(np.frombuffer(b',:[{x]}" 0', np.uint8), 300_000))
+    whole = jsontext.SizeCounter()
+    whole.add(raw)
+    assert whole.values == 1 + sum(raw.count(c) for c in (b",", b":", b"[", b"{"))
+    for cut in (1, 100, 2**14 - 1, 2**14, 70_000):
+        pieces = jsontext.SizeCounter()
+        for i in range(0, len(raw), cut):
+            pieces.add(bytearray(raw[i:i + cut]))
+        assert (pieces.scalars, pieces.lists, pieces.objects) == \
+            (whole.scalars, whole.lists, whole.objects), cut
+    sliced = jsontext.SizeCounter()
+    sliced.add(raw, 1000, 250_000)
+    assert sliced.values == 1 + sum(raw[1000:250_000].count(c) for c in (b",", b":", b"[", b"{"))
+
+
 def test_a_body_that_would_parse_past_the_bound_is_refused_unparsed():
     lists = b"[" + b",".join([b"[]"] * 200_000) + b"]"      # 600 KB; ~19 MB parsed
     with pytest.raises(jsontext.JSONTooLarge, match=r"400,001 values and lists would take ~\d+ MiB to parse, over the 4 MiB"):
