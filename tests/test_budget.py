@@ -221,6 +221,8 @@ def test_timeouts_over_the_wire_are_capped_and_cannot_be_switched_off():
                            "parameters": {"timeout": 3_000_000}}).encode()  # µs, Triton's
         status, raw, _ = post(server, "/v2/models/tiny/infer", body)
         assert status == 400 and b"--max-timeout-s" in raw
+        # refused in the unit it came in: microseconds, up to the cap's 2,000,000
+        assert b"microseconds up to 2,000,000" in raw and b"3000000" in raw, raw
         cfg = {"dynamic_batching": {"default_queue_policy": {
             "default_timeout_microseconds": 0}}}            # Triton's "no timeout"
         status, raw, _ = post(server, "/v2/repository/models/tiny/load",

@@ -14,7 +14,6 @@ import re
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable, Protocol
 
-from core.config import check_timeout_ms
 from core.engine import settle_late, wait_s_for
 from core.errors import ModelNotFoundError
 from core.models import ModelInfo, request_bytes_limit
@@ -299,12 +298,7 @@ class Routes:
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
-        timeout_ms = params.get("timeout_ms")
-        if timeout_ms is None and isinstance(params.get("timeout"), (int, float)):
-            timeout_ms = params["timeout"] / 1000.0  # Triton's timeout, in microseconds
-        if timeout_ms is not None:
-            timeout_ms = check_timeout_ms(timeout_ms)
-            timeouts.check_timeout(timeout_ms, self.max_timeout_ms, "the request's timeout")
+        timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
         # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
         fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),

@@ -18,12 +18,13 @@ Example:
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any
 
-from core.config import BatchConfig
+from core.config import MAX_TIMEOUT_MS, BatchConfig, check_timeout_ms
 from core.errors import ConfigError
 
-__all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call"]
+__all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call", "request_timeout_ms"]
 
 #: The default cap on a request's timeout behind a server (seconds).
 MAX_TIMEOUT_S = 600.0
@@ -45,6 +46,27 @@ def check_timeout(value_ms: float | None, cap_ms: float | None, where: str) -> N
     if value_ms > cap_ms:
         raise ConfigError(f"{where}: timeout_ms={value_ms:g} is longer than "
                           + _why(where, cap_ms))
+
+
+def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
+    """An inference request's timeout in milliseconds, from its parameters: ``timeout_ms``
+    (Batchlab's) or else ``timeout`` (Triton's, in microseconds); None when neither is a
+    number. One out of range is refused in the unit it was given in."""
+    if params.get("timeout_ms") is not None:
+        value = check_timeout_ms(params["timeout_ms"])
+        check_timeout(value, cap_ms, "the request's timeout")
+        return value
+    us = params.get("timeout")
+    if isinstance(us, bool) or not isinstance(us, (int, float)):
+        return None
+    cap_us = (MAX_TIMEOUT_MS if cap_ms is None else cap_ms) * 1000.0
+    if not (math.isfinite(us) and 0 < us <= cap_us):
+        held = (f"this server holds a request at most {cap_ms / 1000:g} s (its "
+                "--max-timeout-s)" if cap_ms is not None else "at most a day")
+        raise ConfigError(f"parameters.timeout (Triton's, in microseconds) must be a "
+                          f"positive number of microseconds up to {cap_us:,.0f}: {held}; "
+                          f"got {us!r}")
+    return us / 1000.0
 
 
 def check_batch(cfg: Any, cap_ms: float | None, where: str) -> None:
