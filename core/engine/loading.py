@@ -92,12 +92,18 @@ class Loader:
             self.shed_spare_sessions()
         return loaded.info
 
+    @property
+    def models_cap(self) -> int:
+        """Bytes the loaded models (and spare cached sessions) may take:
+        ``max_models_bytes``, by default the memory budget."""
+        return self.config.max_models_bytes or self.budget_bytes
+
     def shed_spare_sessions(self) -> None:
         """Sessions kept cached for models no longer loaded (a reload is then instant) may
         use what the loaded models leave of ``max_models_bytes``: past it, the least
         recently used of them are dropped. Run after a load (a hot swap's old version
         becomes such a session)."""
-        cap = self.config.max_models_bytes or self.budget_bytes
+        cap = self.models_cap
         local = [e for e in self.registry.models.values() if e.remote is None]
         self.registry.cache.shed({e.info.sha256 for e in local},
                                  max(0, cap - sum(2 * e.info.size_bytes for e in local)))
@@ -106,7 +112,7 @@ class Loader:
         """Refuse a model of ``size`` bytes under ``name`` (replacing one of that name) that
         would take the loaded models past ``max_models_bytes`` (default: the budget), naming
         the least recently used ones to unload."""
-        cap = self.config.max_models_bytes or self.budget_bytes
+        cap = self.models_cap
         others = [(n, e) for n, e in self.registry.models.items()
                   if n != name and e.remote is None]
         used = sum(2 * e.info.size_bytes for _, e in others)
