@@ -9,7 +9,7 @@ trip count the request sets runs with the longest timeout the server allows: how
 server takes to exit, and what the held request is answered.
 
 Usage:
-    .venv/bin/python -m benchmarks.server_bombs [--budget-mib 1024]
+    .venv/bin/python -m benchmarks.server_bombs [--budget-mib 1024] [--only hung --repeat 6]
 Prints one JSON line per row; writes benchmarks/results/server_bombs.json.
 """
 
@@ -129,6 +129,9 @@ def post(port: int, path: str, body: bytes, headers: dict | None = None) -> tupl
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget-mib", type=int, default=1024)
+    ap.add_argument("--only", default=None, metavar="WORDS",
+                    help="only the rows whose label contains WORDS (e.g. 'hung'); no SIGTERM")
+    ap.add_argument("--repeat", type=int, default=1, help="run the rows this many times")
     args = ap.parse_args(argv)
     server = ServerProcess(args=["--no-demo-models", "--memory-budget-mib",
                                  str(args.budget_mib)]).start()
@@ -255,6 +258,8 @@ def main(argv: list[str] | None = None) -> dict:
             ("intra_op_threads=1024", threads),
             ("Loop whose trip count the request sets (x = 1e12)", input_loop),
         ]
+        rows = [(label, act) for label, act in rows
+                if args.only is None or args.only in label] * args.repeat
         for label, act in rows:
             before = status_kib(pid, "VmRSS")
             reset_peak(pid)
@@ -272,6 +277,9 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps(row), flush=True)
         steady.stop()
         out["mlp_errors"] = steady.errors()
+        if args.only is not None:
+            print(json.dumps({"p99_alone_ms": out["p99_alone_ms"], "mlp_errors": out["mlp_errors"]}))
+            return out
         # SIGTERM while such a Loop runs with the longest timeout the server allows: the
         # server drains for its close timeout (10 s), fails the run's request, and exits.
         held = cf.ThreadPoolExecutor(1).submit(post, server.port, "/v2/models/xloop/infer",
