@@ -9,7 +9,8 @@ loop busy for the whole transfer, and every other request waited behind it: in t
 one-row model's p99 rose to 1.6-2.9x of its p99 alone. Past its first :data:`BULK_FREE`
 bytes a body is read at most at :data:`BULK_RATE` bytes a second, shared by every body
 being read: while the loop waits its turn, the connection's buffer fills and TCP holds the
-client back, and the other requests get the loop (measured: p99 1.24-1.74x, median 1.4x).
+client back, and the other requests get the loop (measured: 1.11-1.77x, median 1.5x;
+docs/reliability.md).
 Small requests (under :data:`BULK_FREE`, nearly all) are never paced.
 
 Example:
