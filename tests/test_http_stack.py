@@ -259,3 +259,56 @@ def test_an_answer_that_comes_late_is_a_timeout_not_a_cancellation():
     assert settled == [False]  # the request was still live when it was settled late
     assert sent[0]["status"] == 504
     assert b"did not complete" in sent[1]["body"]
+
+
+
+def test_close_timeout_flag_bounds_what_sigterm_waits_for(tmp_path):
+    """``--close-timeout-s`` reaches the engine; requests still running or queued on SIGTERM
+    after it are answered 503 in words and the server exits cleanly. Out of range: refused
+    at start."""
+    import time
+
+    from core import BatchConfig
+    from core.models import build_loop_model
+    from core.serving import RemoteEngine
+    from core.serving.server import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--close-timeout-s", "-1"])
+    assert exit_info.value.code == 2
+    srv = ServerProcess(args=["--no-probe", "--no-demo-models", "--close-timeout-s", "0.5"],
+                        log_path=tmp_path / "server.log").start()
+    remote = RemoteEngine(srv.url, token=srv.token)
+    answers: list = []
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                   "data": [1e12]}],              # runs ~forever
+                       "parameters": {"timeout": 300e6}}).encode()
+
+    def held() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
+        conn.request("POST", "/v2/models/xloop/infer", body,
+                     {"Authorization": f"Bearer {srv.token}"})
+        r = conn.getresponse()
+        answers.append((r.status, r.read().decode()))
+
+    threads = [threading.Thread(target=held) for _ in range(2)]
+    try:
+        assert remote.config.close_timeout_s == 0.5
+        remote.load_model(build_loop_model(None), name="xloop",
+                          batch=BatchConfig(max_batch_size=1, max_wait_ms=0.0,
+                                            timeout_ms=300_000))
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + WAIT_S   # one runs, the other waits behind it
+        while remote.queue_depth("xloop") < 1:
+            assert time.monotonic() < deadline, "the second request never queued"
+            time.sleep(0.02)
+        code = srv.stop(timeout_s=WAIT_S)
+        for t in threads:
+            t.join(WAIT_S)
+    finally:
+        remote.close()
+        srv.stop()
+    assert [status for status, _ in answers] == [503, 503], answers
+    assert all("closed before this request finished" in text for _, text in answers), answers
+    assert code == 0

@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="the longest a request may be held (its timeout, a model's "
                          "timeout_ms, a Triton queue policy), as given over the wire; "
                          "nothing over the wire can switch timeouts off (default 600)")
+    ap.add_argument("--close-timeout-s", type=float, default=10.0,
+                    help="on SIGTERM, how long the requests already received may take to "
+                         "finish; those still queued or running then are answered 503 (10)")
     ap.add_argument("--parent-pid", type=int, default=None,
                     help="stop when this process is gone (the dashboard that started us)")
     args = ap.parse_args(argv)
@@ -359,13 +362,15 @@ def main(argv: list[str] | None = None) -> None:
                  f"to 1440 (a day), got {args.history_minutes!r}")
     if args.memory_budget_mib is not None and args.memory_budget_mib < 64:
         ap.error(f"--memory-budget-mib must be at least 64, got {args.memory_budget_mib}")
-    if not 0.001 <= args.max_timeout_s <= 86_400:
-        ap.error(f"--max-timeout-s must be from 0.001 to 86400 (a day), got "
-                 f"{args.max_timeout_s:g}")
+    for flag, low, high in (("max_timeout_s", 0.001, 86_400), ("close_timeout_s", 0, 3600)):
+        if not low <= getattr(args, flag) <= high:
+            ap.error(f"--{flag.replace('_', '-')} must be from {low:g} to {high:g} seconds, "
+                     f"got {getattr(args, flag):g}")
     engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models,
                                  timeseries_seconds=round(minutes * 60),
+                                 close_timeout_s=args.close_timeout_s,
                                  memory_budget_bytes=None if args.memory_budget_mib is None
                                  else args.memory_budget_mib * 2**20))
     tune_for_serving()
