@@ -294,14 +294,16 @@ def test_close_timeout_flag_bounds_what_sigterm_waits_for(tmp_path):
     threads = [threading.Thread(target=held) for _ in range(2)]
     try:
         assert remote.config.close_timeout_s == 0.5
+        # A batch of three, released after a minute: two requests wait in the queue until
+        # SIGTERM (their count there says both arrived), then run forever.
         remote.load_model(build_loop_model(None), name="xloop",
-                          batch=BatchConfig(max_batch_size=1, max_wait_ms=0.0,
+                          batch=BatchConfig(max_batch_size=3, max_wait_ms=60_000.0,
                                             timeout_ms=300_000))
         for t in threads:
             t.start()
-        deadline = time.monotonic() + WAIT_S   # one runs, the other waits behind it
-        while remote.queue_depth("xloop") < 1:
-            assert time.monotonic() < deadline, "the second request never queued"
+        deadline = time.monotonic() + WAIT_S
+        while remote.queue_depth("xloop") < 2:
+            assert time.monotonic() < deadline, "the two requests never both queued"
             time.sleep(0.02)
         code = srv.stop(timeout_s=WAIT_S)
         for t in threads:

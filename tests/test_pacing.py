@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from core.serving.pacing import BULK_RATE, BulkPacer
+from core.serving.pacing import BODY_FLOOR, BULK_RATE, MAX_LAG_S, BulkPacer
 
 MIB = 2**20
 
@@ -29,9 +29,11 @@ class FakeTime:
         self.now += s
 
 
-def pacer(rate: float = MIB, free: int = MIB) -> tuple[BulkPacer, FakeTime]:
+def pacer(rate: float = MIB, free: int = MIB, floor: float | None = None
+          ) -> tuple[BulkPacer, FakeTime]:
+    """(A floor far below the rate unless given: the shared bucket alone.)"""
     t = FakeTime()
-    return BulkPacer(rate, free, clock=t.clock, sleep=t.sleep), t
+    return BulkPacer(rate, free, floor or rate / 1000, clock=t.clock, sleep=t.sleep), t
 
 
 def test_a_small_body_is_never_paced():
@@ -71,6 +73,57 @@ def test_waits_too_short_to_sleep_are_carried_over():
     small = 1200                                   # ~1.1 ms at a MiB/s: not slept...
     assert p.delay(MIB, small) == 0.0
     assert p.delay(MIB, small) == pytest.approx(2 * small / MIB)  # ...but counted
+
+
+def test_however_many_bodies_share_the_rate_each_keeps_the_floor():
+    """Hundreds of bodies at once can't starve one: each piece waits at most what it takes
+    at the floor rate, and the shared backlog is capped (nothing lingers after)."""
+    p, t = pacer(rate=128 * MIB, floor=BODY_FLOOR)
+    for _ in range(1000):                      # a flood: 1000 pieces of 320 KiB, one instant
+        assert p.delay(MIB, 320 * 1024) <= 320 * 1024 / BODY_FLOOR + 1e-9
+    assert p.delay(MIB, 320 * 1024) == pytest.approx(320 * 1024 / BODY_FLOOR)
+    t.now += MAX_LAG_S                         # the flood stops: a second later...
+    assert p.delay(MIB, 320 * 1024) == pytest.approx(320 * 1024 / (128 * MIB))  # the rate's
+
+
+def test_the_wait_is_not_counted_against_the_bodys_own_timeout():
+    """The body's read deadline moves on by every second the pacer made it wait."""
+    from core.serving.asgi import OipApp
+
+    class Window:
+        def __init__(self) -> None:
+            self.at = 30.0
+
+        def when(self) -> float:
+            return self.at
+
+        def reschedule(self, when: float) -> None:
+            self.at = when
+
+    class Routes:
+        max_body_bytes = 64 * MIB
+
+    class Req:
+        _body = b""
+
+        def header(self, name):
+            return None
+
+    app = OipApp(Routes())
+    p, fake = pacer(rate=MIB, free=0)
+    app.pacer = p
+    pieces = [b"x" * 65536] * 8
+
+    async def receive():
+        return {"type": "http.request", "body": pieces.pop(), "more_body": bool(pieces)}
+
+    window = Window()
+    req = Req()
+    asyncio.run(app._read(req, receive, 64 * MIB, 8 * 65536, None, window))
+    app.close()
+    assert len(req._body) == 8 * 65536
+    assert p.slept_s == pytest.approx(7 * 65536 / MIB)      # the last piece: no wait
+    assert window.at == pytest.approx(30.0 + p.slept_s)
 
 
 def test_a_rate_of_nothing_is_refused_in_words():

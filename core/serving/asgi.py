@@ -282,15 +282,15 @@ class OipApp:
         declared = req.header("content-length")
         length = int(declared) if declared is not None and declared.isdigit() else 0
         try:
-            return await asyncio.wait_for(
-                self._read(req, receive, limit, length, json_limit),
-                BODY_TIMEOUT_S + length / 2**20)
-        except asyncio.TimeoutError:
+            async with asyncio.timeout(BODY_TIMEOUT_S + length / 2**20) as window:
+                return await self._read(req, receive, limit, length, json_limit, window)
+        except TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within "
-                                 f"{BODY_TIMEOUT_S + length / 2**20:.0f} s") from None
+                                 f"{BODY_TIMEOUT_S + length / 2**20:.0f} s (not counting "
+                                 "the server's own pacing of large bodies)") from None
 
     async def _read(self, req: _Request, receive: Receive, limit: int, declared: int,
-                    json_limit: int | None = None) -> bool:
+                    json_limit: int | None = None, window: Any = None) -> bool:
         if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
             raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
                                  f"of {limit} bytes")
@@ -334,7 +334,9 @@ class OipApp:
                 break  # stop reading: the connection closes after the 413
             if not message.get("more_body", False):
                 break
-            await self.pacer.pace(size - len(chunk), len(chunk))
+            slept = await self.pacer.pace(size - len(chunk), len(chunk))
+            if slept and window is not None:   # the server's wait is not the client's
+                window.reschedule(window.when() + slept)
         if too_big is not None:
             raise HTTPError(413, oip.too_large_words("the request body", too_big))
         if over:

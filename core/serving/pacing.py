@@ -11,7 +11,12 @@ bytes a body is read at most at :data:`BULK_RATE` bytes a second, shared by ever
 being read: while the loop waits its turn, the connection's buffer fills and TCP holds the
 client back, and the other requests get the loop (measured: 1.11-1.77x, median 1.5x;
 docs/reliability.md).
-Small requests (under :data:`BULK_FREE`, nearly all) are never paced.
+Small requests (under :data:`BULK_FREE`, nearly all) are never paced. However many bodies
+share the rate, each is read at least at :data:`BODY_FLOOR` (so many connections pushing
+bodies can't starve one: past that the server is as it was without pacing, CPU-bound), the
+bucket never runs more than :data:`MAX_LAG_S` ahead (no slow-down lingers after such a
+flood), and the time a body waits here does not count against its own read timeout
+(``core/serving/asgi.py``).
 
 Example:
     >>> pacer = BulkPacer(bytes_per_s=128 * 2**20)
@@ -26,7 +31,7 @@ import asyncio
 import time
 from typing import Awaitable, Callable
 
-__all__ = ["BulkPacer", "BULK_RATE", "BULK_FREE", "BULK_DRAIN_S"]
+__all__ = ["BulkPacer", "BULK_RATE", "BULK_FREE", "BULK_DRAIN_S", "BODY_FLOOR", "MAX_LAG_S"]
 
 #: Bytes a second of bodies past their first BULK_FREE bytes, all bodies together (on this
 #: machine's VMs about an eighth of the event loop's time).
@@ -36,6 +41,10 @@ BULK_FREE = 2**20
 #: The rate is raised so that the most the server holds in bodies not yet answered (its
 #: bound on them) is read within this many seconds: well inside a body's own timeout.
 BULK_DRAIN_S = 10.0
+#: Each body is read at least this fast (bytes a second), however many share the rate.
+BODY_FLOOR = 4 * 2**20
+#: The bucket's backlog is capped at this many seconds ahead of now.
+MAX_LAG_S = 1.0
 #: A wait shorter than this is carried over to the next piece rather than slept.
 _MIN_SLEEP_S = 0.002
 
@@ -46,11 +55,13 @@ class BulkPacer:
     Idle time earns no credit (no burst past the rate). Not thread-safe: one event loop's."""
 
     def __init__(self, bytes_per_s: float = BULK_RATE, free_bytes: int = BULK_FREE,
+                 floor_bytes_per_s: float = BODY_FLOOR,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if not bytes_per_s > 0:
             raise ValueError(f"bytes_per_s must be > 0, got {bytes_per_s!r}")
         self.bytes_per_s = float(bytes_per_s)
+        self.floor_bytes_per_s = float(min(floor_bytes_per_s, bytes_per_s))
         self.free_bytes = free_bytes
         self._clock, self._sleep = clock, sleep
         self._next = 0.0
@@ -60,19 +71,22 @@ class BulkPacer:
 
     def delay(self, at: int, n: int) -> float:
         """Seconds to wait after reading ``n`` bytes of a body whose first ``at`` bytes
-        were read before (0 while ahead by less than a couple of milliseconds)."""
+        were read before (0 while ahead by less than a couple of milliseconds): the bodies'
+        shared backlog, but at most what this piece takes at the floor rate."""
         paced = at + n - max(at, self.free_bytes)
         if paced <= 0:
             return 0.0
         self.paced_bytes += paced
         now = self._clock()
-        self._next = max(now, self._next) + paced / self.bytes_per_s
-        ahead = self._next - now
+        self._next = min(max(now, self._next) + paced / self.bytes_per_s, now + MAX_LAG_S)
+        ahead = min(self._next - now, paced / self.floor_bytes_per_s)
         return ahead if ahead >= _MIN_SLEEP_S else 0.0
 
-    async def pace(self, at: int, n: int) -> None:
-        """Wait (see :meth:`delay`) before the next piece of the body is read."""
+    async def pace(self, at: int, n: int) -> float:
+        """Wait (see :meth:`delay`) before the next piece of the body is read; the
+        seconds waited."""
         wait = self.delay(at, n)
         if wait:
             self.slept_s += wait
             await self._sleep(wait)
+        return wait

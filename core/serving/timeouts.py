@@ -57,15 +57,15 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
         check_timeout(value, cap_ms, "the request's timeout")
         return value
     us = params.get("timeout")
-    if isinstance(us, bool) or not isinstance(us, (int, float)):
+    if not isinstance(us, (int, float)):
         return None
-    cap_us = (MAX_TIMEOUT_MS if cap_ms is None else cap_ms) * 1000.0
-    if not (math.isfinite(us) and 0 < us <= cap_us):
+    cap_us = min(MAX_TIMEOUT_MS, MAX_TIMEOUT_MS if cap_ms is None else cap_ms) * 1000.0
+    if isinstance(us, bool) or not 0 < us <= cap_us or not math.isfinite(us):
         held = (f"this server holds a request at most {cap_ms / 1000:g} s (its "
                 "--max-timeout-s)" if cap_ms is not None else "at most a day")
         raise ConfigError(f"parameters.timeout (Triton's, in microseconds) must be a "
                           f"positive number of microseconds up to {cap_us:,.0f}: {held}; "
-                          f"got {us!r}")
+                          f"got {us!r:.40}")
     return us / 1000.0
 
 
