@@ -290,7 +290,7 @@ class OipApp:
                                  "the server's own pacing of large bodies)") from None
 
     async def _read(self, req: _Request, receive: Receive, limit: int, declared: int,
-                    json_limit: int | None = None, window: Any = None) -> bool:
+                    json_limit: int | None, window: Any) -> bool:
         if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
             raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
                                  f"of {limit} bytes")
@@ -335,7 +335,7 @@ class OipApp:
             if not message.get("more_body", False):
                 break
             slept = await self.pacer.pace(size - len(chunk), len(chunk))
-            if slept and window is not None:   # the server's wait is not the client's
+            if slept:   # the server's wait is not the client's
                 window.reschedule(window.when() + slept)
         if too_big is not None:
             raise HTTPError(413, oip.too_large_words("the request body", too_big))

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 from core.config import MAX_TIMEOUT_MS, BatchConfig, check_timeout_ms
@@ -59,8 +58,8 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
     us = params.get("timeout")
     if not isinstance(us, (int, float)):
         return None
-    cap_us = min(MAX_TIMEOUT_MS, MAX_TIMEOUT_MS if cap_ms is None else cap_ms) * 1000.0
-    if isinstance(us, bool) or not 0 < us <= cap_us or not math.isfinite(us):
+    cap_us = 1000.0 * (MAX_TIMEOUT_MS if cap_ms is None else min(cap_ms, MAX_TIMEOUT_MS))
+    if isinstance(us, bool) or not 0 < us <= cap_us:   # (NaN and infinity fail it too)
         held = (f"this server holds a request at most {cap_ms / 1000:g} s (its "
                 "--max-timeout-s)" if cap_ms is not None else "at most a day")
         raise ConfigError(f"parameters.timeout (Triton's, in microseconds) must be a "
