@@ -114,7 +114,8 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
     """Issue 27, part 2: one schedule shared out over agents pinned to both nodes; every
     intended send is in the merged result once; the agents' histograms merge losslessly
     (their count is the requests answered); an agent killed mid-run is reported and its
-    share counted as failed ("AgentLost"), not silently missing."""
+    share counted as failed ("AgentLost"), not silently missing. The same with ``rows=False``
+    (each agent returns histograms and per-second counts, not rows)."""
     import ray
     from core.cluster import LoadAgents, deploy, merged_histogram, undeploy
     from core.cluster.agents import AGENT_LOST
@@ -123,15 +124,15 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
                replica_cpus=0.25, http_port=_free_port(), batch={"max_wait_ms": 1})
     x = np.ones((1, 4), np.float32)
     try:
-        with LoadAgents(2, address=cluster, agent_cpus=0.25) as agents:
+        with LoadAgents(3, address=cluster, agent_cpus=0.25) as agents:
             nodes = {p["node"] for p in agents.placement}
-            assert len(nodes) == 2                         # one agent on each node
+            assert len(nodes) == 2                         # agents on both nodes
             res = agents.run(d.url, "tiny", x, rate_rps=100, duration_s=1.5, seed=3)
             s = res.summary()
             f = res.frame
-            assert s["agents"] == 2 and res.lost == 0 and s["sent"] == len(f)
+            assert s["agents"] == 3 and res.lost == 0 and s["sent"] == len(f)
             assert sorted(f["request"]) == list(range(len(f)))    # each send once
-            assert set(f["client"]) == {0, 1}
+            assert set(f["client"]) == {0, 1, 2}
             assert s["succeeded"] == s["sent"] > 100, s
             assert {a["node"] for a in res.agents} == nodes
             assert all(a["error"] is None for a in res.agents)
@@ -140,6 +141,17 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
             ok_ms = f.loc[f["ok"], "latency_ms"].to_numpy()
             assert hist.get_value_at_percentile(99) / 1000.0 == pytest.approx(
                 np.percentile(ok_ms, 99, method="inverted_cdf"), rel=0.01, abs=0.002)
+
+            # The same schedule again, as histograms and counts (no rows)
+            res2 = agents.run(d.url, "tiny", x, rate_rps=100, duration_s=1.5, seed=3,
+                              rows=False)
+            s2 = res2.summary()
+            assert res2.frame.empty and s2["sent"] == s["sent"] == s2["succeeded"], s2
+            assert [a["sent"] for a in res2.agents] == [a["sent"] for a in res.agents]
+            assert merged_histogram(res2).get_total_count() == s2["succeeded"]
+            series = res2.per_second()
+            assert series["second"].tolist() == [0, 1] and series["sent"].sum() == s2["sent"]
+            assert (series["p99_ms"] > 0).all() and s2["p50_ms"] <= s2["p99_ms"]
 
             run = agents.start(d.url, "tiny", x, rate_rps=100, duration_s=3.0, seed=4)
             ray.kill(agents.actors[1])                       # an agent dies mid-run
@@ -150,6 +162,15 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
             assert res.lost == (res.frame["error"] == lost).sum() > 0
             assert res.summary()["failed"] >= res.lost
             assert res.agents[0]["error"] is None and res.agents[0]["succeeded"] > 0
+
+            run = agents.start(d.url, "tiny", x, rate_rps=100, duration_s=3.0, seed=5,
+                               rows=False)                   # (two agents left)
+            ray.kill(agents.actors[1])
+            res = run.result()
+            s = res.summary()
+            assert res.agents[1]["error"] and res.frame.empty
+            assert res.lost == res.digest.errors[lost] > 0 and s["sent"] == len(run.offsets)
+            assert s["failed"] >= res.lost and res.per_second()["sent"].sum() == s["sent"]
     finally:
         undeploy("tiny")
 

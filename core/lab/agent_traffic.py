@@ -101,9 +101,7 @@ class AgentTraffic(SenderThread):
 
     def _fold(self, res: LoadResult) -> None:
         """Count one chunk's requests (every one of them answered, failed or lost)."""
-        f = res.frame
-        ok = int(f["ok"].sum())
-        bad = f.loc[~f["ok"], "error"].fillna("Error")
+        d = res.digest     # (the agents send counts and histograms, not rows)
         live = []
         for a in res.agents:     # each agent's CPU between two of its answers
             if a.get("error") or a.get("process_cpu_s") is None:
@@ -115,17 +113,17 @@ class AgentTraffic(SenderThread):
             if last is not None and now[1] - last[1] > 0.2:
                 live.append(100.0 * (now[0] - last[0]) / (now[1] - last[1]))
         with self._lock:
-            self._sent += len(f)
-            self._ok += ok
-            self._failed += len(bad)
-            self._failed_by_type.update(bad.tolist())
-            if len(bad):
-                self._last_error = str(bad.iloc[-1])
+            self._sent += d.sent
+            self._ok += d.succeeded
+            self._failed += d.failed
+            self._failed_by_type.update(d.errors)
+            if d.errors:
+                self._last_error = d.errors.most_common(1)[0][0]
             lost = [a["error"] for a in res.agents if a.get("error")]
             if lost:
                 self._last_error = f"a load agent was lost: {lost[0]}"
             self._max_lag_ms = max(self._max_lag_ms, res.max_lag_ms)
-            self._recent.append([int(time.perf_counter()), len(f), len(bad),
+            self._recent.append([int(time.perf_counter()), d.sent, d.failed,
                                  res.max_lag_ms / 1000.0])
             if live:
                 self._cpu_pct = max(live)
@@ -168,7 +166,8 @@ class AgentTraffic(SenderThread):
                     pending.append(team.start(ep["url"], ep["model"], self._x, self.rate_rps,
                                               CHUNK_S, headers=ep["headers"],
                                               version=ep["version"], offsets_s=offsets,
-                                              start_wall=zero + lo, prepare=False))
+                                              start_wall=zero + lo, prepare=False,
+                                              rows=False))
                 k += 1
                 # The next chunk is handed out as this one starts: one chunk ahead.
                 while not self._stop.wait(min(0.1, max(0.0, zero + lo - time.time()))):

@@ -34,6 +34,7 @@ import numpy as np
 
 from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError
+from .digest import HIST_RANGE, LoadDigest, digest_frame, encode_histogram, histogram_of
 from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
 from .schedule import ARRIVAL_PATTERNS, arrival_times
 from .raylink import connect, place
@@ -44,7 +45,7 @@ __all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "ag
 #: The error of an intended send that no agent made (its agent died).
 AGENT_LOST = "AgentLost"
 # HdrHistogram range: 1 us .. 1 h at 3 significant digits (the metrics' own use 2).
-_HIST = (1, 3_600_000_000, 3)
+_HIST = HIST_RANGE
 # Seconds between the (prepared) agents being told and the schedule's zero.
 _LEAD_S = 1.0
 # Runs an agent holds at once: traffic hands out a chunk a second, each held until its
@@ -87,19 +88,17 @@ class _Agent:
         self.key = key
 
     def run(self, x: Any, offsets: list[float], start_wall: float,
-            drain_s: float) -> dict[str, Any]:
-        from hdrh.histogram import HdrHistogram
-
+            drain_s: float, rows: bool = True) -> dict[str, Any]:
         submit = self.engine.submit
         start = time.perf_counter() + (start_wall - time.time())
         res = open_loop(lambda v: submit("target", v), lambda rng: x, 1.0,
                         offsets_s=offsets, start_at=start, drain_s=drain_s)
         frame = res.frame
-        hist = HdrHistogram(*_HIST)
-        for v in frame.loc[frame["ok"], "latency_ms"].to_numpy():
-            hist.record_value(max(1, int(round(v * 1000.0))))
-        return {"frame": frame, "histogram": base64.b64encode(hist.encode()).decode()
-                if hist.get_total_count() else "", "client_cpu_pct": res.client_cpu_pct,
+        # rows=False: the digest (histograms, per-second counts) instead of the rows
+        part: dict[str, Any] = {"digest": digest_frame(frame)} if not rows else {
+            "frame": frame, "histogram": encode_histogram(histogram_of(
+                frame.loc[frame["ok"], "latency_ms"].to_numpy()))}
+        return {**part, "client_cpu_pct": res.client_cpu_pct,
                 "max_lag_ms": res.max_lag_ms, "duration_s": res.duration_s,
                 # (the agent's whole CPU so far: runs overlap in traffic, see agent_traffic)
                 "process_cpu_s": time.process_time(), "wall_s": time.time(), **self.where()}
@@ -175,14 +174,19 @@ class LoadAgents:
               pattern: str = "poisson", seed: int | None = 0,
               headers: dict[str, str] | None = None, drain_s: float = 30.0,
               version: str | None = None, offsets_s: Any = None,
-              start_wall: float | None = None, prepare: bool = True) -> AgentRun:
+              start_wall: float | None = None, prepare: bool = True,
+              rows: bool = True) -> AgentRun:
         """Start one open-loop schedule shared out over the agents (see the module
         docstring); :meth:`AgentRun.result` waits for it. ``offsets_s``: the send times
         (seconds from the start; a replay's recorded arrivals) instead of a schedule drawn
         from ``rate_rps``, ``duration_s`` and ``pattern``. ``start_wall``: the schedule's zero
         (``time.time()``; default: a moment from now, once the agents are ready).
         ``prepare=False``: the agents were prepared for this endpoint already
-        (:meth:`prepare`), so nothing waits on them here."""
+        (:meth:`prepare`), so nothing waits on them here. ``rows=False``: each agent returns
+        its histograms and per-second counts, not a row per request (a long or fast run: a
+        few KB a second instead of ~100 B a request); the result's frame is then empty and
+        its summary, :meth:`~core.lab.LoadResult.per_second` and merged histogram come
+        from the digest (:mod:`core.lab.digest`)."""
         if offsets_s is None:
             _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
             _check_float("duration_s", duration_s, 0.01, 86_400.0)
@@ -209,10 +213,10 @@ class LoadAgents:
         if start_wall is None:
             start_wall = time.time() + _LEAD_S
         # (an agent with no share of a short schedule sends nothing: None)
-        refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s)
+        refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s, bool(rows))
                 if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
         return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall,
-                        list(self.actors), list(self.placement))
+                        list(self.actors), list(self.placement), rows=bool(rows))
 
     def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
             **options: Any) -> LoadResult:
@@ -225,8 +229,9 @@ class AgentRun:
 
     def __init__(self, agents: LoadAgents, refs: list[Any], offsets: np.ndarray,
                  timeout_s: float, start_wall: float = 0.0, actors: list[Any] | None = None,
-                 placement: list[dict[str, Any]] | None = None) -> None:
+                 placement: list[dict[str, Any]] | None = None, rows: bool = True) -> None:
         self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
+        self.rows = rows
         # The agents as they were when it started (a later run may go without a dead one).
         self.actors = actors if actors is not None else list(agents.actors)
         self.placement = placement if placement is not None else list(agents.placement)
@@ -250,6 +255,7 @@ class AgentRun:
         n = len(self.refs)
         deadline = time.monotonic() + self.timeout_s
         frames, reports, lost = [], [], 0
+        digest = None if self.rows else LoadDigest()
         for k, ref in enumerate(self.refs):
             share = self.offsets[k::n]
             if ref is None:   # no share of a short schedule: sent nothing
@@ -262,30 +268,42 @@ class AgentRun:
                 # "AgentLost". The agent is dropped: a later run goes without it.
                 self.agents._drop(self.actors[k])
                 lost += len(share)
-                frames.append(_lost_frame(share, k, n))
+                if digest is not None:
+                    digest.add_lost(share, AGENT_LOST)
+                else:
+                    frames.append(_lost_frame(share, k, n))
                 reports.append(self._silent(k, f"{type(err).__name__}: {str(err)[:300]}"))
                 continue
-            f = out["frame"]
-            f["request"] = f["request"] * n + k     # the request's place in the schedule
-            f["client"] = k
-            frames.append(f)
+            if digest is not None:
+                part = out["digest"]
+                digest.add(part)
+                sent, ok, hist = part["sent"], part["succeeded"], part["histogram"]
+            else:
+                f = out["frame"]
+                f["request"] = f["request"] * n + k     # the request's place in the schedule
+                f["client"] = k
+                frames.append(f)
+                sent, ok, hist = len(f), int(f["ok"].sum()), out["histogram"]
             reports.append({"agent": k, "node": out["node"], "pid": out["pid"],
                             "ip": out.get("ip"), "process_cpu_s": out.get("process_cpu_s"),
-                            "wall_s": out.get("wall_s"),
-                            "sent": len(f), "succeeded": int(f["ok"].sum()),
+                            "wall_s": out.get("wall_s"), "sent": sent, "succeeded": ok,
                             "client_cpu_pct": float(out["client_cpu_pct"]),
                             "max_lag_ms": float(out["max_lag_ms"]),
-                            "histogram": out["histogram"], "error": None})
-        frame = pd.concat(frames, ignore_index=True).sort_values("request",
-                                                                 ignore_index=True)
-        done = frame["done_s"].to_numpy()
-        span = float(np.nanmax(done)) if np.isfinite(done).any() else 0.0
+                            "histogram": hist, "error": None})
+        if digest is not None:
+            frame = _lost_frame(np.empty(0), 0, 1)     # no rows (with the columns' types)
+            span = digest.last_done_s if np.isfinite(digest.last_done_s) else 0.0
+        else:
+            frame = pd.concat(frames, ignore_index=True).sort_values("request",
+                                                                     ignore_index=True)
+            done = frame["done_s"].to_numpy()
+            span = float(np.nanmax(done)) if np.isfinite(done).any() else 0.0
         live = [r for r in reports if not r["error"]]
         return LoadResult("open", frame[LOAD_COLUMNS], span,
                           max((r["max_lag_ms"] for r in live), default=0.0),
                           # the busiest agent's share of a core (as for one client)
                           client_cpu_pct=max((r["client_cpu_pct"] for r in live), default=0.0),
-                          agents=tuple(reports), lost=lost)
+                          agents=tuple(reports), lost=lost, digest=digest)
 
 
     def _silent(self, k: int, error: str | None) -> dict[str, Any]:
@@ -313,6 +331,8 @@ def merged_histogram(result: LoadResult) -> Any:
     """The agents' latency HdrHistograms (µs) added into one, losslessly (every recorded
     value kept at the histograms' precision, unlike averaged percentiles)."""
     from hdrh.histogram import HdrHistogram
+    if result.digest is not None:
+        return result.digest.histogram
     merged = HdrHistogram(*_HIST)
     for a in result.agents:
         if a.get("histogram"):

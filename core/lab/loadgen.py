@@ -33,6 +33,12 @@ LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_
                 "queue_ms", "compute_ms", "batch_rows", "ok", "error"]
 
 
+# The summary's fields between "mode" and "max_lag_ms", in order.
+_SUMMARY_FIELDS = ("sent", "succeeded", "failed", "error_rate", "achieved_rps", "p50_ms",
+                   "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "mean_queue_ms",
+                   "mean_compute_ms")
+
+
 @dataclass(frozen=True)
 class LoadResult:
     """Per-request results of a bounded load run, and their summary.
@@ -56,8 +62,20 @@ class LoadResult:
     #: Intended sends that no agent made (an agent died): in the frame as failed requests
     #: with the error "AgentLost", never silently missing.
     lost: int = 0
+    #: A run that returned histograms, not rows (load agents with ``rows=False``): a
+    #: :class:`~core.lab.digest.LoadDigest`; the frame is then empty and the summary, the
+    #: per-second series and the merged histogram come from it.
+    digest: Any = None
 
     def summary(self) -> dict[str, Any]:
+        if self.digest is not None:
+            d = self.digest
+            span = self.duration_s if self.duration_s > 0 else float("nan")
+            fields = d.summary_fields()
+            fields["achieved_rps"] = d.succeeded / span if d.succeeded else 0.0
+            return {"mode": self.mode, **{k: fields[k] for k in _SUMMARY_FIELDS},
+                    "max_lag_ms": self.max_lag_ms, "client_cpu_pct": self.client_cpu_pct,
+                    "agents": len(self.agents), "lost": self.lost}
         f = self.frame
         ok = f[f["ok"]]
         n = len(f)
@@ -80,6 +98,16 @@ class LoadResult:
             "client_cpu_pct": self.client_cpu_pct,
             "agents": len(self.agents), "lost": self.lost,
         }
+
+    def per_second(self) -> Any:
+        """One row a second of the run (by intended send time): sent, succeeded, failed,
+        p50_ms, p99_ms."""
+        if self.digest is not None:
+            return self.digest.per_second()
+        from .digest import LoadDigest, digest_frame
+        d = LoadDigest()
+        d.add(digest_frame(self.frame))
+        return d.per_second()
 
     @property
     def agents_bound(self) -> str | None:
