@@ -454,6 +454,59 @@ def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster)
         undeploy("tiny")
 
 
+def test_a_models_bytes_are_kept_once_on_the_cluster_and_outlive_the_deploying_process(
+        cluster):
+    """The model goes to the cluster's model store once (the deployment is bound to a
+    reference: a change no longer ships the file); a process deploys and exits, and a
+    replica Ray Serve starts after that (the old one killed) still finds its model and
+    answers; the bytes are dropped when the deployment is released."""
+    import hashlib
+    import subprocess
+    import ray
+    from ray import serve
+    from core.cluster.store import held, release_model
+    from core.lab.raylink import connect
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("from core.cluster import deploy\n"
+            "from core.models import build_demo_model\n"
+            f"d = deploy('kept', build_demo_model('clf-v1'), address={cluster!r}, "
+            f"num_replicas=1, replica_cpus=0.25, http_port={_free_port()})\n"
+            "print(d.url)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-3000:]
+    url = out.stdout.strip().splitlines()[-1]          # the deploying process has exited
+    connect(cluster)
+    key = hashlib.sha256(build_demo_model("clf-v1")).hexdigest()
+    try:
+        kept = held()
+        assert kept["users"]["kept"] == key and kept["sizes"][key] == len(
+            build_demo_model("clf-v1")), kept
+        _, headers = _get(url + "/v2/models/kept")
+        first = headers[REPLICA_HEADER]
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                 if a["name"].startswith("SERVE_REPLICA::batchlab-kept#")]
+        assert len(names) == 1, names
+        ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+        deadline = time.monotonic() + 180
+        while True:                      # Ray Serve starts a new replica: it finds its model
+            try:
+                meta, headers = _get(url + "/v2/models/kept")
+                if headers[REPLICA_HEADER] != first:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, serve.status()
+            time.sleep(0.2)
+        assert meta["name"] == "kept"
+    finally:
+        serve.delete("batchlab-kept")
+        release_model("kept")
+    kept = held()
+    assert "kept" not in kept["users"] and key not in kept["sizes"], kept
+
+
 def _asgi_get(app, path: str, host: str, token: str | None = None) -> tuple[int, dict]:
     """One GET through an ASGI app, as Ray Serve's proxy hands it on (route prefix in
     ``root_path``)."""

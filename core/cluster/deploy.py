@@ -33,6 +33,7 @@ from core.config import BatchConfig
 from core.errors import ConfigError
 from core.lab.raylink import CORE_DIR, check_cpus, connect
 from .replica import BatchlabReplica, batch_user_config
+from .store import release_model, store_model
 
 __all__ = ["RayDeployment", "deploy", "configure", "undeploy", "deployments",
            "concurrency_warning", "connect", "APP_PREFIX"]
@@ -176,11 +177,14 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
         if name not in _deployed:
             _check_room(num_replicas, autoscaling_config, float(replica_cpus))
         host, port = _start_serve(http_host, http_port)
+        # The bytes go to the cluster's model store once; the deployment is bound to a
+        # reference (core.cluster.store: a change of the deployment no longer ships them).
+        ref = store_model(name, bytes(model))
         dep = RayDeployment(name=name, url=f"http://{host}:{port}/{name}",
                             num_replicas=num_replicas, autoscaling_config=autoscaling_config,
                             max_ongoing_requests=ongoing, batch=cfg,
                             replica_cpus=float(replica_cpus), warnings=warnings,
-                            _bind_args=(bytes(model), name, token,
+                            _bind_args=(ref, name, token,
                                         max(1, math.ceil(float(replica_cpus))),
                                         tuple(str(h) for h in allowed_hosts)))
         _deployed[name] = dep   # before it runs: a failed deploy can still be undeployed
@@ -196,9 +200,9 @@ def _run(dep: RayDeployment) -> None:
     # The code version: the same model, name and token are the same replicas, so a change
     # of user_config, replicas or max_ongoing_requests is applied in place (reconfigure),
     # not by a rolling restart (Ray Serve gives each serve.run a new version otherwise).
-    model, name, token, threads, hosts = dep._bind_args
-    version = hashlib.sha256(model + f"\0{name}\0{token}\0{threads}\0{hosts}\0"
-                                     f"{_CODE_VERSION}".encode()).hexdigest()[:16]
+    ref, name, token, threads, hosts = dep._bind_args
+    version = hashlib.sha256(f"{ref.key}\0{name}\0{token}\0{threads}\0{hosts}\0"
+                             f"{_CODE_VERSION}".encode()).hexdigest()[:16]
     cls = serve.deployment(_ingress, **dep.serve_options()).options(version=version,
                                                                     _internal=True)
     serve.run(cls.bind(*dep._bind_args), name=dep.app_name, route_prefix=f"/{dep.name}")
@@ -252,6 +256,7 @@ def undeploy(name: str) -> None:
         dep = _get(name)
         serve.delete(dep.app_name)
         _deployed.pop(name, None)
+        release_model(name)
 
 
 def deployments() -> list[RayDeployment]:

@@ -29,6 +29,7 @@ from core.errors import ConfigError
 from core.lab import Engine
 from core.serving.asgi import OipApp
 from core.serving.routes import Routes
+from .store import ModelRef
 
 __all__ = ["BatchlabReplica", "REPLICA_HEADER", "BATCH_HEADER", "batch_user_config"]
 
@@ -54,9 +55,11 @@ def batch_user_config(config: BatchConfig | dict[str, Any] | None) -> dict[str, 
 class BatchlabReplica:
     """A Ray Serve replica: a Batchlab engine with one model (see the module docstring)."""
 
-    def __init__(self, model: bytes, name: str, token: str | None = None,
+    def __init__(self, model: bytes | ModelRef, name: str, token: str | None = None,
                  threads: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
         self.name = name
+        if isinstance(model, ModelRef):    # (the cluster's model store: core.cluster.store)
+            model = model.fetch()
         #: Host names the replica answers to beyond loopback (with a token), as a Batchlab
         #: server's ``--allow-host``: addressed by another name, a request is refused (a
         #: web page's DNS rebinding), by IP address it is answered.
