@@ -684,6 +684,90 @@ def test_request_bodies_held_at_once_are_bounded():
         engine.close()
 
 
+def _send_chunked(port: int, path: str, body: bytes):
+    """POST ``body`` with chunked transfer encoding (64 KiB chunks) on a socket of its own;
+    the socket, still open (a refusal may have cut the sending short)."""
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT_S)
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                 "application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    try:
+        for i in range(0, len(body), 65536):
+            piece = body[i:i + 65536]
+            sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+    except OSError:      # answered and closed part-way: the answer is still there to read
+        pass
+    return sock
+
+
+def _answer_of(sock) -> bytes:
+    out = b""
+    try:
+        while not out.endswith(b"}") or b"\r\n\r\n" not in out:
+            part = sock.recv(65536)
+            if not part:
+                break
+            out += part
+    finally:
+        sock.close()
+    return out
+
+
+def test_chunked_bodies_count_against_the_bodies_held_as_they_arrive():
+    """Issue 25: a body without a declared length (chunked) counted 0 against the bound on
+    bodies held, so chunked uploads could pass it. Now it counts as it arrives: held, it
+    makes the server refuse others; past the bound beside others it is refused part-way
+    (503, the connection closed); alone it is never refused."""
+    import time
+
+    from core import BatchConfig
+    from core.models import build_loop_model
+
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_loop_model(10**10), name="hang",
+                      batch=BatchConfig(max_batch_size=1, max_wait_ms=0.0))
+    engine.load_model(identity_model(shape=["N", 1]), name="echo")
+    server = EngineServer(engine, port=0).start()
+    app = server.app
+    pad = "x" * (2 * 2**20)
+
+    def body_for(timeout_ms: float) -> bytes:
+        return json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                       "data": [1.0]}],
+                           "parameters": {"timeout_ms": timeout_ms, "pad": pad}}).encode()
+
+    def until(what, predicate):
+        deadline = time.monotonic() + WAIT_S
+        while not predicate():
+            assert time.monotonic() < deadline, f"never: {what}"
+            time.sleep(0.01)
+
+    body = body_for(300_000)
+    try:
+        app.max_bodies_in_flight = len(body) + 1000
+        held = _send_chunked(server.port, "/v2/models/hang/infer", body)
+        until("the chunked body is counted", lambda: app.bodies_in_flight == len(body))
+        small = body.replace(pad.encode(), b"x" * 8192)
+        status, raw, _ = post(server, "/v2/models/hang/infer", small)
+        assert status == 503 and b"request bodies not yet answered" in raw, raw[:200]
+        # another chunked body beside it: refused part-way, its count given back
+        answer = _answer_of(_send_chunked(server.port, "/v2/models/echo/infer", body))
+        assert answer.startswith(b"HTTP/1.1 503") and b"this chunked body's" in answer \
+            and b"connection: close" in answer.lower(), answer[:300]
+        assert app.bodies_in_flight == len(body)
+        held.close()                                   # cancelled: its bytes given back
+        until("the held body is given back", lambda: app.bodies_in_flight == 0)
+        # alone, a chunked body over the bound is read and answered
+        app.max_bodies_in_flight = 2**20
+        answer = _answer_of(_send_chunked(server.port, "/v2/models/echo/infer", body))
+        assert answer.startswith(b"HTTP/1.1 200") and b'"outputs"' in answer, answer[:300]
+        until("the answered body is given back", lambda: app.bodies_in_flight == 0)
+    finally:
+        server.close()
+        engine.close()
+
+
 def test_the_arena_gives_back_a_large_outputs_memory_once_it_is_gone(engine):
     """Issue 25: after a 64 MB answer the process kept the arena's chunk for good (+504 MiB
     after a 256 MB one). Now, once the output is let go, the shared arena is shrunk in the

@@ -121,7 +121,7 @@ def test_the_wait_is_not_counted_against_the_bodys_own_timeout():
     req = Req()
     # On a thread of its own: in this process another loop may be running (Playwright's).
     t = threading.Thread(target=lambda: asyncio.run(
-        app._read(req, receive, 64 * MIB, 8 * 65536, None, window)))
+        app._read(req, receive, 64 * MIB, 8 * 65536, None, window, [8 * 65536])))
     t.start()
     t.join(60)
     app.close()

@@ -63,6 +63,10 @@ class _Disconnected(Exception):
     """The client went away (before its request was read, or before its answer)."""
 
 
+class _BodyCutShort(HTTPError):
+    """Refused part-way through reading the body: the connection closes after the answer."""
+
+
 #: A request still unanswered after this long is watched for its client going away (the
 #: many answered sooner don't pay for a watcher).
 WATCH_AFTER_S = 0.1
@@ -179,7 +183,7 @@ class OipApp:
                 close = close or req._has_body  # its body is not read: nor is the rest
                 raise
             try:
-                held = self._hold_body(req)
+                held = [self._hold_body(req)]   # (a chunked body's grows as it arrives)
             except HTTPError:
                 close = True  # its body is not read: nor is the rest of the connection
                 raise
@@ -188,17 +192,18 @@ class OipApp:
                     close |= await self._read_body(
                         req, receive, self.routes.body_limit(path),
                         getattr(self.routes, "max_json_bytes", None)
-                        if self.routes.is_infer(method, path) else None)
+                        if self.routes.is_infer(method, path) else None, held)
                 except _Disconnected:
                     return
                 status, body = await self._answer(method, path, req, receive)
             finally:
-                self.bodies_in_flight -= held
+                self.bodies_in_flight -= held[0]
         except _Disconnected:  # its request was cancelled: nobody to answer
             return
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
             status, body = self._error(method, path, err)
-            close |= isinstance(err, HTTPError) and err.status in (408, 413)
+            close |= isinstance(err, HTTPError) and (err.status in (408, 413)
+                                                     or isinstance(err, _BodyCutShort))
             if status == 401:
                 body = Text(jsontext.dumps(body), "application/json",
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
@@ -270,8 +275,26 @@ class OipApp:
             f"internal error: {type(err).__name__}: {err}"
         return status, {"error": message, "type": type(err).__name__}
 
+    def _grow_hold(self, held: list[int], size: int) -> None:
+        """A body without a declared length (chunked) counts as it arrives: ``size`` bytes
+        so far, ``held[0]`` counted. Past :attr:`max_bodies_in_flight` with other bodies
+        held, a 503 (the connection closes: the rest is not read), as for a declared body
+        before its first byte. Alone it is never refused here (the body limits bound it)."""
+        extra = size - held[0]
+        if self.bodies_in_flight - held[0] > 0 \
+                and self.bodies_in_flight + extra > self.max_bodies_in_flight:
+            raise _BodyCutShort(
+                503, f"the server holds {(self.bodies_in_flight - held[0]) / 2**20:.0f} MiB of "
+                     f"other request bodies not yet answered, and this chunked body's "
+                     f"{size / 2**20:.1f} MiB so far would pass its "
+                     f"{self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of its memory "
+                     "budget); retry when earlier requests are answered")
+        self.bodies_in_flight += extra
+        held[0] = size
+
     async def _read_body(self, req: _Request, receive: Receive, limit: int,
-                         json_limit: int | None = None) -> bool:
+                         json_limit: int | None = None,
+                         held: list[int] | None = None) -> bool:
         """Read the body (at most ``limit`` bytes) into ``req``; True when the connection
         must close after the answer. Over the limit: the rest is read and dropped (up to
         :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408. ``json_limit``: the body's
@@ -283,14 +306,15 @@ class OipApp:
         length = int(declared) if declared is not None and declared.isdigit() else 0
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S + length / 2**20) as window:
-                return await self._read(req, receive, limit, length, json_limit, window)
+                return await self._read(req, receive, limit, length, json_limit, window,
+                                        held if held is not None else [length])
         except TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within "
                                  f"{BODY_TIMEOUT_S + length / 2**20:.0f} s (not counting "
                                  "the server's own pacing of large bodies)") from None
 
     async def _read(self, req: _Request, receive: Receive, limit: int, declared: int,
-                    json_limit: int | None, window: Any) -> bool:
+                    json_limit: int | None, window: Any, held: list[int]) -> bool:
         if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
             raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
                                  f"of {limit} bytes")
@@ -329,6 +353,8 @@ class OipApp:
                 over = True
                 body = bytearray()
             elif not over:
+                if size > held[0]:
+                    self._grow_hold(held, size)
                 body += chunk
             if over and size > DRAIN_MAX:
                 break  # stop reading: the connection closes after the 413
