@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
                                stdout=subprocess.PIPE, text=True)
     port, wire, plain = (int(v) for v in hostile.stdout.readline().split())
     healthy = ServerProcess(args=["--no-demo-models"]).start()
-    RemoteEngine(healthy.url, token=healthy.token).load_model(
-        build_demo_model("tiny"), name="tiny")
+    with RemoteEngine(healthy.url, token=healthy.token) as control:
+        control.load_model(build_demo_model("tiny"), name="tiny")
     engine = Engine(EngineConfig(demo_models=False, memory_budget_bytes=args.budget_mib * 2**20))
     out: dict = {"bombs": args.bombs, "bomb_on_wire_bytes": wire, "bomb_json_bytes": plain,
                  "budget_mib": args.budget_mib}
