@@ -464,7 +464,8 @@ def test_a_models_bytes_are_kept_once_on_the_cluster_and_outlive_the_deploying_p
     import subprocess
     import ray
     from ray import serve
-    from core.cluster.store import held, release_model
+    from core.cluster import undeploy
+    from core.cluster.store import held
     from core.lab.raylink import connect
 
     root = Path(__file__).resolve().parents[1]
@@ -501,10 +502,28 @@ def test_a_models_bytes_are_kept_once_on_the_cluster_and_outlive_the_deploying_p
             time.sleep(0.2)
         assert meta["name"] == "kept"
     finally:
-        serve.delete("batchlab-kept")
-        release_model("kept")
+        # undeploy from a process that did not deploy it: found on the cluster
+        undeploy("kept", address=cluster)
     kept = held()
     assert "kept" not in kept["users"] and key not in kept["sizes"], kept
+    assert "batchlab-kept" not in serve.status().applications
+
+
+def test_the_model_store_forgets_deployments_removed_without_undeploy():
+    """A deployment deleted with ``serve.delete`` (not ``undeploy``) left its bytes in the
+    store: the next deploy forgets those whose application is gone, but not one stored just
+    now (its application is on its way). The store's own class, without Ray."""
+    from core.cluster.store import _ModelStore
+    store = _ModelStore()
+    store.put("a", "k1", b"x" * 10)
+    store.put("b", "k2", b"y" * 20)
+    store.put("c", "k1", None)                    # the same bytes: kept once
+    t = store.since["b"]
+    assert store.prune(["a"], 600.0, now=t + 1.0) == []          # stored a second ago
+    assert sorted(store.prune(["a"], 600.0, now=t + 601.0)) == ["b", "c"]
+    assert store.held() == {"users": {"a": "k1"}, "sizes": {"k1": 10}}
+    with pytest.raises(KeyError):
+        store.put("d", "k2", None)                 # dropped with its last user
 
 
 def _asgi_get(app, path: str, host: str, token: str | None = None) -> tuple[int, dict]:

@@ -33,7 +33,7 @@ from core.config import BatchConfig
 from core.errors import ConfigError
 from core.lab.raylink import CORE_DIR, check_cpus, connect
 from .replica import BatchlabReplica, batch_user_config
-from .store import release_model, store_model
+from .store import prune_models, release_model, store_model
 
 __all__ = ["RayDeployment", "deploy", "configure", "undeploy", "deployments",
            "concurrency_warning", "connect", "APP_PREFIX"]
@@ -51,6 +51,10 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # notebook) change a deployment one after the other, never one over the other.
 _lock = threading.RLock()
 _deployed: dict[str, RayDeployment] = {}
+# A deployment's model stored this long ago without its application (removed by
+# serve.delete) is forgotten by the next deploy (a deploy in progress has stored its model
+# seconds before its application appears).
+_STALE_S = 600.0
 
 
 @dataclass
@@ -179,6 +183,10 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
         host, port = _start_serve(http_host, http_port)
         # The bytes go to the cluster's model store once; the deployment is bound to a
         # reference (core.cluster.store: a change of the deployment no longer ships them).
+        # Deployments removed without undeploy (serve.delete) leave theirs: forgotten here.
+        from ray import serve
+        prune_models([a.removeprefix(APP_PREFIX) for a in serve.status().applications
+                      if a.startswith(APP_PREFIX)], _STALE_S)
         ref = store_model(name, bytes(model))
         dep = RayDeployment(name=name, url=f"http://{host}:{port}/{name}",
                             num_replicas=num_replicas, autoscaling_config=autoscaling_config,
@@ -216,7 +224,7 @@ def _get(name: str) -> RayDeployment:
         raise ConfigError(f"no Ray deployment {name!r} made from this process; deployed: "
                           f"{names or 'none'} (deploy it with core.cluster.deploy; one made "
                           f"by another process is deleted with "
-                          f"ray.serve.delete('{APP_PREFIX}{name}'))")
+                          f"core.cluster.undeploy({name!r}, address=...))")
     return dep
 
 
@@ -249,14 +257,32 @@ def _configure(name: str, num_replicas: int | None, max_ongoing_requests: int | 
     return new
 
 
-def undeploy(name: str) -> None:
-    """Delete deployment ``name`` (its replicas end)."""
+def undeploy(name: str, address: str | None = None) -> None:
+    """Delete deployment ``name`` (its replicas end) and drop its model's bytes from the
+    cluster's model store. One made by another process (or whose process has gone) is found
+    on the cluster at ``address`` (None: the one connected)."""
     from ray import serve
     with _lock:
-        dep = _get(name)
-        serve.delete(dep.app_name)
+        dep = _deployed.get(name)
+        if dep is None:
+            import ray
+            if address is None and not ray.is_initialized():
+                _get(name)          # (not connected: no local Ray started just to look)
+            connect(address)
+            from .store import held
+            if APP_PREFIX + name not in serve.status().applications \
+                    and name not in held()["users"]:
+                _get(name)          # says what is deployed, in words
+            serve.delete(APP_PREFIX + name)
+        else:
+            serve.delete(dep.app_name)
         _deployed.pop(name, None)
-        release_model(name)
+        try:
+            release_model(name)
+        except Exception as err:  # noqa: BLE001 - the deployment is gone; say how to finish
+            log.warning("undeploy %s: its model's bytes stay in the cluster's model store "
+                        "(%s: %s); core.cluster.store.release_model(%r) drops them, or the "
+                        "next deploy does", name, type(err).__name__, err, name)
 
 
 def deployments() -> list[RayDeployment]:

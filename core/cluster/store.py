@@ -10,18 +10,22 @@ deployment is bound to a small :class:`ModelRef`, and each replica fetches the b
 starts (an actor call: they travel through Ray's object store). The actor outlives the
 process that deployed (as the deployment does), so a replica Ray Serve restarts or adds
 later still finds its model; the bytes are dropped when no deployment uses them
-(:func:`release_model`, called by ``undeploy``).
+(:func:`release_model`, called by ``undeploy`` from any process), and a deployment removed
+another way (``serve.delete``, ``serve.shutdown``) has its bytes forgotten at the next
+``deploy`` (:func:`prune_models`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import ConfigError
 
-__all__ = ["ModelRef", "store_model", "release_model", "STORE_NAME", "STORE_NAMESPACE"]
+__all__ = ["ModelRef", "store_model", "release_model", "prune_models", "held", "STORE_NAME",
+           "STORE_NAMESPACE"]
 
 STORE_NAME = "batchlab-models"
 STORE_NAMESPACE = "batchlab"
@@ -33,6 +37,7 @@ class _ModelStore:
     def __init__(self) -> None:
         self.models: dict[str, bytes] = {}
         self.users: dict[str, str] = {}
+        self.since: dict[str, float] = {}     # when each deployment last stored its model
 
     def has(self, key: str) -> bool:
         return key in self.models
@@ -45,13 +50,29 @@ class _ModelStore:
         elif key not in self.models:
             raise KeyError(key)
         self.users[name] = key
+        self.since[name] = time.time()
         self._drop_unused()
+
+    def prune(self, live: list[str], older_than_s: float, now: float | None = None) -> list[str]:
+        """Forget deployments not in ``live`` (their Ray Serve applications are gone: deleted
+        with ``serve.delete`` or ``serve.shutdown``, not ``undeploy``) that stored their
+        model more than ``older_than_s`` ago (a deploy in progress stores its model just
+        before its application appears); the names forgotten."""
+        now = time.time() if now is None else now
+        gone = [n for n in self.users
+                if n not in set(live) and now - self.since.get(n, 0.0) > older_than_s]
+        for n in gone:
+            self.users.pop(n, None)
+            self.since.pop(n, None)
+        self._drop_unused()
+        return gone
 
     def get(self, key: str) -> bytes:
         return self.models[key]
 
     def release(self, name: str) -> None:
         self.users.pop(name, None)
+        self.since.pop(name, None)
         self._drop_unused()
 
     def held(self) -> dict[str, Any]:
@@ -116,6 +137,17 @@ def store_model(name: str, data: bytes) -> ModelRef:
     except (KeyError, ray.exceptions.RayTaskError):   # (not there, or dropped meanwhile)
         ray.get(store.put.remote(name, key, bytes(data)), timeout=600)
     return ModelRef(key=key, size=len(data))
+
+
+def prune_models(live: list[str], older_than_s: float) -> list[str]:
+    """Forget the models of deployments whose applications are gone (see
+    :meth:`_ModelStore.prune`); the names forgotten."""
+    import ray
+    try:
+        store = ray.get_actor(STORE_NAME, namespace=STORE_NAMESPACE)
+    except ValueError:
+        return []
+    return ray.get(store.prune.remote(list(live), float(older_than_s)), timeout=120)
 
 
 def release_model(name: str) -> None:

@@ -94,6 +94,9 @@ class _Agent:
         res = open_loop(lambda v: submit("target", v), lambda rng: x, 1.0,
                         offsets_s=offsets, start_at=start, drain_s=drain_s)
         frame = res.frame
+        # the schedule's own times (t0 + offset - t0 can round across a second's edge, where
+        # a lost share is placed by the offsets themselves)
+        frame["intended_s"] = np.asarray(offsets[:len(frame)], dtype=np.float64)
         # rows=False: the digest (histograms, per-second counts) instead of the rows
         part: dict[str, Any] = {"digest": digest_frame(frame)} if not rows else {
             "frame": frame, "histogram": encode_histogram(histogram_of(

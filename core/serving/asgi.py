@@ -293,13 +293,14 @@ class OipApp:
         held[0] = size
 
     async def _read_body(self, req: _Request, receive: Receive, limit: int,
-                         json_limit: int | None = None,
-                         held: list[int] | None = None) -> bool:
+                         json_limit: int | None, held: list[int]) -> bool:
         """Read the body (at most ``limit`` bytes) into ``req``; True when the connection
         must close after the answer. Over the limit: the rest is read and dropped (up to
         :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408. ``json_limit``: the body's
         JSON part (an inference request's) is counted as it arrives, and one that would
-        parse past this many bytes is dropped the same way (a 413), not kept."""
+        parse past this many bytes is dropped the same way (a 413), not kept. ``held``: what
+        this body counts against :attr:`max_bodies_in_flight` (``[declared length]``; one
+        without a declared length grows as it arrives, see :meth:`_grow_hold`)."""
         if not req._has_body:
             return False
         declared = req.header("content-length")
@@ -307,7 +308,7 @@ class OipApp:
         try:
             async with asyncio.timeout(BODY_TIMEOUT_S + length / 2**20) as window:
                 return await self._read(req, receive, limit, length, json_limit, window,
-                                        held if held is not None else [length])
+                                        held)
         except TimeoutError:
             raise HTTPError(408, f"the request body did not arrive within "
                                  f"{BODY_TIMEOUT_S + length / 2**20:.0f} s (not counting "
@@ -331,7 +332,7 @@ class OipApp:
             if (json_part if json_part is not None else (declared or limit + 1)) \
                     * jsontext.OBJECT_BYTES > json_limit:
                 counter = jsontext.SizeCounter(json_limit, json_part)
-        too_big = None
+        too_big = refused = None
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -346,6 +347,8 @@ class OipApp:
                     body = bytearray()
             if not size and not over and not message.get("more_body", False) \
                     and len(chunk) <= limit:
+                if len(chunk) > held[0]:     # (a chunked body, in one piece)
+                    self._grow_hold(held, len(chunk))
                 req._body = chunk    # the whole body in one piece (most requests): as is
                 return False
             size += len(chunk)
@@ -354,8 +357,14 @@ class OipApp:
                 body = bytearray()
             elif not over:
                 if size > held[0]:
-                    self._grow_hold(held, size)
-                body += chunk
+                    try:
+                        self._grow_hold(held, size)
+                    except _BodyCutShort as err:
+                        # the rest is read and dropped (as over the limit), then answered:
+                        # a client still sending would otherwise see a reset, not the words
+                        refused, over, body = err, True, bytearray()
+                if not over:
+                    body += chunk
             if over and size > DRAIN_MAX:
                 break  # stop reading: the connection closes after the 413
             if not message.get("more_body", False):
@@ -363,6 +372,8 @@ class OipApp:
             slept = await self.pacer.pace(size - len(chunk), len(chunk))
             if slept:   # the server's wait is not the client's
                 window.reschedule(window.when() + slept)
+        if refused is not None:
+            raise refused
         if too_big is not None:
             raise HTTPError(413, oip.too_large_words("the request body", too_big))
         if over:
