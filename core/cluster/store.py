@@ -59,8 +59,9 @@ class _ModelStore:
         model more than ``older_than_s`` ago (a deploy in progress stores its model just
         before its application appears); the names forgotten."""
         now = time.time() if now is None else now
+        alive = set(live)
         gone = [n for n in self.users
-                if n not in set(live) and now - self.since.get(n, 0.0) > older_than_s]
+                if n not in alive and now - self.since.get(n, 0.0) > older_than_s]
         for n in gone:
             self.users.pop(n, None)
             self.since.pop(n, None)
