@@ -105,11 +105,13 @@ def test_the_wait_is_not_counted_against_the_bodys_own_timeout():
 
     class Req:
         _body = b""
+        _arrived, _gap = 1.0, 0.5      # another request came half a second before it
 
         def header(self, name):
             return None
 
     app = OipApp(Routes())
+    app._arrived = 1.0
     p, fake = pacer(rate=MIB, free=0)
     app.pacer = p
     pieces = [b"x" * 65536] * 8
@@ -135,9 +137,13 @@ def test_a_rate_of_nothing_is_refused_in_words():
         BulkPacer(0)
 
 
-def test_the_app_reads_a_large_body_whole_at_the_pacers_rate():
+@pytest.mark.parametrize("others", ["just before", "none", "mid-body"])
+def test_the_app_reads_a_large_body_whole_at_the_pacers_rate(others):
     """Through the server's ASGI app: a 5 MiB body arriving in 64 KiB pieces reaches the
-    route byte for byte, its first MiB unpaced and the other four slept for at the rate."""
+    route byte for byte. With another request just before it, its first MiB is unpaced and
+    the other four slept for at the rate; alone on the server it is not paced at all; when
+    another request arrives part-way (after 2 MiB), pacing starts there."""
+    import time
     from core.serving.asgi import OipApp
 
     body = bytes(range(256)) * (5 * MIB // 256)
@@ -167,8 +173,12 @@ def test_the_app_reads_a_large_body_whole_at_the_pacers_rate():
     fake = FakeTime()
     app.pacer = BulkPacer(4 * MIB, MIB, clock=fake.clock, sleep=fake.sleep)
     pieces = [body[i:i + 65536] for i in range(0, len(body), 65536)]
+    if others == "just before":
+        app._arrived = time.monotonic()        # (as a request that arrived just now)
 
     async def receive():
+        if others == "mid-body" and len(pieces) == 80 - 32:
+            app._arrived = time.monotonic()    # another request arrives, 2 MiB in
         piece = pieces.pop(0)
         return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
 
@@ -187,6 +197,7 @@ def test_the_app_reads_a_large_body_whole_at_the_pacers_rate():
     assert sent and sent[0]["status"] == 200, sent[:1]
     assert seen == [body]
     # the last piece is not paced (nothing follows it): 4 MiB less one piece, at 4 MiB/s
-    assert app.pacer.paced_bytes == 4 * MIB - 65536
-    assert fake.now - 100.0 == pytest.approx((4 * MIB - 65536) / (4 * MIB))
+    paced = {"just before": 4 * MIB - 65536, "none": 0, "mid-body": 3 * MIB - 65536}[others]
+    assert app.pacer.paced_bytes == paced
+    assert fake.now - 100.0 == pytest.approx(paced / (4 * MIB))
     assert app.bodies_in_flight == 0

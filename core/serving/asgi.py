@@ -23,7 +23,8 @@ from typing import Any, Awaitable, Callable
 from core.errors import BatchlabError
 from core.protocol import HEADER_LENGTH, HTTPError, jsontext, oip, status_of
 from .pacing import BULK_DRAIN_S, BULK_RATE, BulkPacer
-from .routes import Pending, Routes, Text, parse_json
+from .request import AsgiRequest as _Request
+from .routes import Pending, Routes, Text
 
 __all__ = ["OipApp"]
 
@@ -36,6 +37,9 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: An over-limit body up to this size is read and dropped (so its client gets the 413
 #: rather than a reset); past it the connection is closed.
 DRAIN_MAX = 256 * 2**20
+#: A body whose request came this long after the one before, with none since, is alone on
+#: the server and not paced (``core/serving/pacing.py``).
+ALONE_AFTER_S = 1.0
 #: An inference body up to this size is parsed on the event loop (cheaper than a thread
 #: hop); a larger one on a thread, so that one big request never stalls every connection.
 INLINE_MAX = 256 * 2**10
@@ -78,46 +82,6 @@ async def _client_gone(receive: Receive) -> None:
         pass
 
 
-class _Request:
-    """What a route reads of an ASGI request (:class:`~core.serving.routes.RequestIn`);
-    the body is read before the route runs."""
-
-    __slots__ = ("_headers", "_body", "_has_body")
-
-    def __init__(self, scope: Scope) -> None:
-        headers: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        self._headers = headers
-        self._has_body = "content-length" in headers or "transfer-encoding" in headers
-        self._body = b""
-
-    def header(self, name: str) -> str | None:
-        return self._headers.get(name.lower())
-
-    def raw_body(self, limit: int | None = None, required: bool = True) -> bytes | None:
-        if not self._has_body:
-            if required:
-                raise HTTPError(411, "a Content-Length header is required")
-            return None
-        if limit is not None and len(self._body) > limit:
-            raise HTTPError(413, f"the request body is {len(self._body)} bytes, over the "
-                                  f"limit of {limit} bytes")
-        if not self._body and not required:
-            return None
-        return self._body
-
-    def body(self, limit: int | None = None, required: bool = True,
-             max_parsed_bytes: int | None = None) -> Any:
-        raw = self.raw_body(limit, required)
-        if raw is None:
-            return None
-        parsed = parse_json(raw, max_parsed_bytes)
-        # Parsed: the raw bytes are not needed again, and an upload's are hundreds of MiB.
-        self._body = b""
-        return parsed
-
-
 class OipApp:
     """The ASGI application serving ``routes``.
 
@@ -133,6 +97,7 @@ class OipApp:
         self.open_connections: Callable[[], int] = lambda: 0
         self.max_connections: int | None = None
         self._last_request = time.monotonic()
+        self._arrived = -float("inf")     # the latest request's arrival (for pacing)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-route")
         #: Bytes of request bodies being read or held by requests not yet answered (the
         #: event loop's own count: no lock), and their bound: a quarter of the memory
@@ -161,11 +126,13 @@ class OipApp:
             return
         if scope["type"] != "http":  # websockets: not served
             return
-        self._last_request = time.monotonic()
+        self._last_request = arrived = time.monotonic()
         method = scope["method"]
         path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0].rstrip("/") \
             or scope["path"].rstrip("/")
         req = _Request(scope)
+        req._arrived, req._gap = arrived, arrived - self._arrived
+        self._arrived = arrived
         close = self.closing
         if self.max_connections is not None \
                 and self.open_connections() > self.max_connections:
@@ -275,6 +242,12 @@ class OipApp:
             f"internal error: {type(err).__name__}: {err}"
         return status, {"error": message, "type": type(err).__name__}
 
+    def _crowded(self, req: _Request) -> bool:
+        """Whether ``req``'s body shares the loop with other requests, so is paced: one
+        arrived after it, or within :data:`ALONE_AFTER_S` before it. A body alone (an upload
+        to an idle server) is read at the loop's full speed until another request comes."""
+        return self._arrived != req._arrived or req._gap < ALONE_AFTER_S
+
     def _grow_hold(self, held: list[int], size: int) -> None:
         """A body without a declared length (chunked) counts as it arrives: ``size`` bytes
         so far, ``held[0]`` counted. Past :attr:`max_bodies_in_flight` with other bodies
@@ -369,9 +342,10 @@ class OipApp:
                 break  # stop reading: the connection closes after the 413
             if not message.get("more_body", False):
                 break
-            slept = await self.pacer.pace(size - len(chunk), len(chunk))
-            if slept:   # the server's wait is not the client's
-                window.reschedule(window.when() + slept)
+            if self._crowded(req):
+                slept = await self.pacer.pace(size - len(chunk), len(chunk))
+                if slept:   # the server's wait is not the client's
+                    window.reschedule(window.when() + slept)
         if refused is not None:
             raise refused
         if too_big is not None:

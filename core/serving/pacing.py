@@ -11,7 +11,9 @@ bytes a body is read at most at :data:`BULK_RATE` bytes a second, shared by ever
 being read: while the loop waits its turn, the connection's buffer fills and TCP holds the
 client back, and the other requests get the loop (measured: 1.11-1.77x, median 1.5x;
 docs/reliability.md).
-Small requests (under :data:`BULK_FREE`, nearly all) are never paced. However many bodies
+Small requests (under :data:`BULK_FREE`, nearly all) are never paced, nor is a body alone on
+the server (no other request within a second before it, none since: ``OipApp._crowded``),
+until another request comes. However many bodies
 share the rate, each is read at least at :data:`BODY_FLOOR` (so many connections pushing
 bodies can't starve one: past that the server is as it was without pacing, CPU-bound), the
 bucket never runs more than :data:`MAX_LAG_S` ahead (no slow-down lingers after such a
