@@ -39,9 +39,6 @@ class _ModelStore:
         self.users: dict[str, str] = {}
         self.since: dict[str, float] = {}     # when each deployment last stored its model
 
-    def has(self, key: str) -> bool:
-        return key in self.models
-
     def put(self, name: str, key: str, data: bytes | None) -> None:
         """Deployment ``name`` uses the model ``key`` (its bytes ``data``, or None when the
         store has them already); a model no deployment uses any more is dropped."""
@@ -131,11 +128,9 @@ def store_model(name: str, data: bytes) -> ModelRef:
     import ray
     key = hashlib.sha256(data).hexdigest()
     store = _store()
-    try:
-        if not ray.get(store.has.remote(key), timeout=120):
-            raise KeyError(key)
+    try:     # the same bytes there already: one call, nothing sent
         ray.get(store.put.remote(name, key, None), timeout=120)
-    except (KeyError, ray.exceptions.RayTaskError):   # (not there, or dropped meanwhile)
+    except ray.exceptions.RayTaskError:   # (not there: KeyError in the store)
         ray.get(store.put.remote(name, key, bytes(data)), timeout=600)
     return ModelRef(key=key, size=len(data))
 
