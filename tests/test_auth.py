@@ -63,8 +63,9 @@ def test_control_and_repository_need_the_token(server):
     # Nothing was unloaded; with the token the same calls work.
     engine = RemoteEngine(server.url, token=token)
     assert "mlp" in engine.model_names()
-    with pytest.raises(BatchlabError, match="not this server's"):
-        RemoteEngine(server.url, token="wrong").model_names()
+    with pytest.raises(BatchlabError, match="not this server's"), \
+            RemoteEngine(server.url, token="wrong") as wrong:
+        wrong.model_names()
     status, _, _ = call(port, "GET", "/v1/info", token=token)
     assert status == 200
     engine.close()
@@ -125,10 +126,12 @@ def test_the_cli_prints_a_new_token_and_refuses_none_beyond_loopback():
                 token = m.group(1)
                 break
         assert url and token and len(token) >= 24
-        assert RemoteEngine(url, token=token).model_names() == []
+        with RemoteEngine(url, token=token) as engine:
+            assert engine.model_names() == []
     finally:
         proc.terminate()
         assert proc.wait(60) == 0
+        proc.stderr.close()
 
 
 def test_no_body_is_read_before_the_token_is(server):

@@ -370,11 +370,11 @@ def test_repository_load_unload_with_tritons_config(pair):
 # -- an engine that goes away -------------------------------------------------------------------------
 def test_unreachable_engine_says_where_it_looked():
     port = free_port()
-    remote = RemoteEngine(f"http://127.0.0.1:{port}")
-    assert not remote.reachable()
-    with pytest.raises(EngineUnavailableError, match=rf"127\.0\.0\.1:{port} is not reachable"
-                                                     r".*make serve"):
-        remote.model_names()
+    with RemoteEngine(f"http://127.0.0.1:{port}") as remote:
+        assert not remote.reachable()
+        with pytest.raises(EngineUnavailableError,
+                           match=rf"127\.0\.0\.1:{port} is not reachable.*make serve"):
+            remote.model_names()
     with pytest.raises(ConfigError, match="must start with http"):
         RemoteEngine("localhost:8000")
 
@@ -391,6 +391,7 @@ def test_server_process_restarts_on_the_same_port_and_the_client_recovers(tmp_pa
             remote.model_names()
         assert server.ensure(wait_s=WAIT_S) and server.restarts == 1
         assert remote.model_names() == []  # a fresh engine, same address, same client
+        remote.close()
     finally:
         assert server.stop() == 0
 
@@ -590,7 +591,8 @@ def test_concurrent_ensure_restarts_once(tmp_path):
         for t in threads:
             t.join()
         assert sorted(results) == [False, False, False, True] and server.restarts == 1
-        assert RemoteEngine(server.url, token=server.token).reachable()
+        with RemoteEngine(server.url, token=server.token) as remote:
+            assert remote.reachable()
     finally:
         assert server.stop() == 0
 

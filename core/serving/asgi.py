@@ -96,8 +96,8 @@ class OipApp:
         #: serves: a request on one more is answered 503, with the reason.
         self.open_connections: Callable[[], int] = lambda: 0
         self.max_connections: int | None = None
-        self._last_request = time.monotonic()
-        self._arrived = -float("inf")     # the latest request's arrival (for pacing)
+        self._started = time.monotonic()
+        self._arrived = -float("inf")     # the latest request's arrival (none yet)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-route")
         #: Bytes of request bodies being read or held by requests not yet answered (the
         #: event loop's own count: no lock), and their bound: a quarter of the memory
@@ -117,8 +117,8 @@ class OipApp:
             parser.close()
 
     def quiet_for(self) -> float:
-        """Seconds since the last request arrived."""
-        return time.monotonic() - self._last_request
+        """Seconds since the last request arrived (since the app was made, before one)."""
+        return time.monotonic() - max(self._arrived, self._started)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -126,7 +126,7 @@ class OipApp:
             return
         if scope["type"] != "http":  # websockets: not served
             return
-        self._last_request = arrived = time.monotonic()
+        arrived = time.monotonic()
         method = scope["method"]
         path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0].rstrip("/") \
             or scope["path"].rstrip("/")
