@@ -41,16 +41,24 @@ _MAX_BATCH_LIMIT = 65536
 _MAX_WAIT_LIMIT_MS = 60_000.0
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to 40 characters (a number with 400 digits is not read)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
+
+
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be an int >= {low} and <= {high}, got {value!r}"
-                          if high < 2**62 else f"{name} must be an int >= {low}, got {value!r}")
+        bound = f">= {low} and <= {high}" if high < 2**62 else f">= {low}"
+        raise ConfigError(f"{name} must be an int {bound}, got {_shown(value)}")
 
 
 def _check_float(name: str, value: Any, low: float, high: float) -> None:
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not low <= value <= high):
-        raise ConfigError(f"{name} must be a number >= {low:g} and <= {high:g}, got {value!r}")
+            or not low <= value <= high or not math.isfinite(value)):
+        # (the range first: math.isfinite of an int past a float's range raises)
+        raise ConfigError(f"{name} must be a number >= {low:g} and <= {high:g}, "
+                          f"got {_shown(value)}")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -123,9 +131,9 @@ MAX_TIMEOUT_MS = 86_400_000.0
 def check_timeout_ms(value: Any) -> float:
     """A per-request timeout: a positive finite number of milliseconds, at most a day."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or value <= 0 or value > MAX_TIMEOUT_MS):
+            or not 0 < value <= MAX_TIMEOUT_MS or not math.isfinite(value)):
         raise ConfigError(f"timeout_ms must be a positive finite number of milliseconds, "
-                          f"at most {MAX_TIMEOUT_MS:,.0f} (a day), got {value!r}")
+                          f"at most {MAX_TIMEOUT_MS:,.0f} (a day), got {_shown(value)}")
     return float(value)
 
 

@@ -5,6 +5,7 @@ server for the client's side."""
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import socket
@@ -58,6 +59,9 @@ def test_non_finite_outputs_are_an_explicit_error_in_json_and_exact_in_binary(se
     assert status == 422, answer
     error = _strict(answer)["error"]  # the error itself is strict JSON
     assert "'y' (2 of 3)" in error and "binary_data" in error
+    # Counted as what its caller got: a failure, not a success.
+    m = engine.metrics("ident")
+    assert (m.success_count, m.error_count) == (0, 1) and m.errors_by_type == {"HTTPError": 1}
     # Asked as binary data, the same answer carries the values exactly.
     body, headers = _binary_request([float("nan"), float("inf"), 1.0], binary_output=True)
     status, answer, resp_headers = post(server, "/v2/models/ident/infer", body, headers)
@@ -72,6 +76,30 @@ def test_non_finite_outputs_are_an_explicit_error_in_json_and_exact_in_binary(se
         {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
                      "data": [1, 2, 3.5]}]}).encode())
     assert status == 200 and _strict(answer)["outputs"][0]["data"] == [1, 2, 3.5]
+
+
+def test_malformed_parameters_and_outputs_are_a_400_that_says_which(served):
+    engine, server = served
+    x = {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+    for req, words in (
+            ({"inputs": [{**x, "parameters": [1]}]}, b"input 'x': 'parameters' must be an object"),
+            ({"inputs": [{**x, "parameters": "ab"}]}, b"input 'x': 'parameters' must be"),
+            ({"inputs": [x], "parameters": [1]}, b"the request: 'parameters' must be"),
+            ({"inputs": [x], "outputs": "y"}, b"'outputs' must be a list of objects"),
+            ({"inputs": [x], "outputs": [1]}, b"must be an object with the 'name'"),
+            ({"inputs": [x], "outputs": [{"name": "y", "parameters": [1]}]},
+             b"output 'y': 'parameters' must be an object"),
+            ({"inputs": [x], "parameters": {"timeout_ms": 10 ** 400}},
+             b"timeout_ms must be a positive finite number")):
+        status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(req).encode())
+        assert status == 400 and words in answer, (req, answer)
+        assert len(answer) < 600, answer   # a 400-digit number is not echoed whole
+    # An output the model does not have: refused, and counted as a failure, not served.
+    before = engine.metrics("ident").success_count
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [x], "outputs": [{"name": "nope"}]}).encode())
+    assert status == 400 and b"unknown output(s) ['nope']" in answer
+    assert engine.metrics("ident").success_count == before
 
 
 def test_requests_with_non_finite_or_overflowing_numbers_are_refused(served):
@@ -152,6 +180,12 @@ class _Hostile:
                     while not self.stop.wait(0.05):  # a byte every 50 ms, for ever
                         conn.sendall(b" ")
                         self.sent += 1
+                elif self.mode == "bomb":   # ~20 MiB of "[]," gzip'd to ~20 KiB
+                    body = gzip.compress(b'{"result": [' + b"[]," * (7 << 20) + b"[]]}", 9)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
+                                 b"Connection: close\r\n\r\n%s" % (len(body), body))
+                    self.sent += len(body)
                 else:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                  b"Transfer-Encoding: chunked\r\n\r\n")
@@ -192,6 +226,23 @@ def test_an_endless_answer_is_read_up_to_the_limit_and_no_further():
                                                          "of 1,048,576 bytes"):
             remote.status()
         assert hostile.client_left.wait(30)
+    finally:
+        remote.close()
+        hostile.close()
+
+
+def test_a_small_answer_that_would_parse_into_gigabytes_is_refused_unparsed():
+    """A gzip'd answer of ~20 KiB that decompresses to 20 MiB of empty lists (~800 MiB
+    once parsed, past this process's parse bound) is counted, not parsed."""
+    hostile = _Hostile("bomb")
+    remote = RemoteEngine(f"http://127.0.0.1:{hostile.port}")
+    try:
+        with pytest.raises(EngineUnavailableError, match=r"answered /v1/engine/status with "
+                                                         r"JSON that cannot be read here: "
+                                                         r"[\d,]+ values and lists would "
+                                                         r"take ~\d+ MiB to parse"):
+            remote.status()
+        assert hostile.sent < 100_000
     finally:
         remote.close()
         hostile.close()

@@ -581,3 +581,41 @@ def test_cancelled_requests_are_seen_by_concurrent_futures_wait(engine):
     done, pending = cf.wait(futs, timeout=10)
     assert len(done) == 20 and not pending
     assert len(list(cf.as_completed(futs, timeout=10))) == 20
+
+
+def test_an_answer_refused_by_its_check_fails_and_is_counted_as_that_error():
+    """``submit(..., check=fn)``: ``fn(prediction)`` runs before the request is settled as a
+    success; a request whose answer it refuses fails with what it raised and is counted as
+    that error (by the model, an A/B experiment and its arm), in the same batch as the
+    rest, which are served (the server refuses NaN in a JSON answer this way)."""
+
+    def odd_refused(pred):
+        if int(pred.outputs["y"][0, 0]) % 2:
+            raise ValueError(f"odd answer {pred.outputs['y'][0, 0]:g}")
+
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="n")
+        engine.load_model(identity_model(), name="n2")
+        engine.configure("n", max_batch_size=8, max_wait_ms=10_000)  # one full batch
+        futs = [engine.submit("n", np.full((1, 3), i, np.float32), check=odd_refused)
+                for i in range(8)]
+        for i, f in enumerate(futs):
+            if i % 2:
+                with pytest.raises(ValueError, match=f"odd answer {i}"):
+                    f.result(WAIT_S)
+            else:
+                assert f.result(WAIT_S).outputs["y"][0, 0] == i
+        m = engine.metrics("n")
+        assert (m.total_requests, m.success_count, m.error_count) == (8, 4, 4)
+        assert m.errors_by_type == {"ValueError": 4} and m.batch_sizes == {8: 1}
+        # Through an A/B experiment: the experiment and the arm count it as an error.
+        engine.configure("n", max_batch_size=8, max_wait_ms=0)
+        engine.create_ab("e", a="n", b="n2", b_share=0.0)
+        with pytest.raises(ValueError, match="odd answer 3"):
+            engine.submit("e", np.full((1, 3), 3, np.float32), check=odd_refused).result(WAIT_S)
+        assert engine.submit("e", np.full((1, 3), 2, np.float32),
+                             check=odd_refused).result(WAIT_S).arm == "a"
+        exp = engine.metrics("e")
+        assert (exp.success_count, exp.error_count) == (1, 1)
+        arm_a = engine.ab_report("e").to_dict()["arms"]["a"]
+        assert arm_a["requests"] == 2 and arm_a["errors"] == 1, arm_a

@@ -234,15 +234,12 @@ class Batcher:
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
                sink: tuple[ModelMetrics, ...] | None = None,
-               priority: int | None = None) -> Future:
+               priority: int | None = None, check: Any = None) -> Future:
         """Queue one validated request; returns a Future of :class:`Prediction`.
-
-        ``priority=1`` puts it in the high class (served first; see
-        :meth:`AdmissionQueue.put`); anything else is the normal class.
-        Raises at once (nothing queued): :class:`EngineClosedError` after ``close()``,
-        :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
-        :class:`OverloadedError` when the queue holds ``max_queue`` requests.
-        """
+        ``priority=1``: the high class (served first; :meth:`AdmissionQueue.put`); ``check``:
+        :mod:`.checks`. Raises at once (nothing queued): :class:`EngineClosedError` after
+        ``close()``, :class:`RequestTooLargeError` for more rows than ``max_batch_size``,
+        :class:`OverloadedError` when the queue holds ``max_queue`` requests."""
         q = self.queue
         if rows > q.max_request_rows:
             raise RequestTooLargeError(
@@ -259,6 +256,9 @@ class Batcher:
         default = timeout_ms is None  # the configured timeout: put() sets the deadline
         req = Request(self.ledger, arrays, rows, now,
                       now if default else now + timeout_ms / 1000.0, arm, sink)
+        if check is not None:
+            req._check = check
+            self.ledger.checking = True
         q.put(req, default, priority == 1)
         return req
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from core.errors import InferenceError
 from core.metrics import ModelMetrics
+from .checks import errors_by_type, run_checks
 from .prediction import Prediction
 
 __all__ = ["Prediction", "Request", "Ledger", "QUEUED", "TAKEN", "DROPPED", "DEAD"]
@@ -86,6 +87,9 @@ class Request(Future):
 
     #: The high priority class (``priority=1``): set on such requests only.
     _high = False
+    #: ``submit(..., check=fn)``: ``fn(prediction)`` before the request is settled as a
+    #: success; what it raises fails the request instead (set on such requests only).
+    _check: Callable[[Prediction], None] | None = None
 
     def __init__(self, ledger: Ledger, arrays: Sequence[np.ndarray], rows: int,
                  t_submit: float, deadline: float, arm: str | None = None,
@@ -240,6 +244,9 @@ class Ledger:
         self._on_dead = on_dead
         # Live requests. ``dict.pop`` is atomic, so claiming needs no lock.
         self.live: dict[Request, bool] = {}
+        #: Whether any request of this model ever came with a ``check`` (the batches of a
+        #: model without one never look).
+        self.checking = False
 
     def admit(self, r: Request) -> None:
         self.live[r] = True
@@ -284,12 +291,19 @@ class Ledger:
                 start = stop
         pop = self.live.pop
         won = [b for b in built if pop(b[0], False)]
+        refused: list[tuple[Request, Exception]] = []
         try:
             t_done = self._clock()
             queue_s = [t0 - r._t_submit for r, _, _ in won]
             total_s = [t_done - r._t_submit for r, _, _ in won]
-            self.metrics.record_batch(rows, reason, compute_s, queue_s, None, depth,
+            if self.checking:   # answers a request's check refuses leave won, with reasons
+                refused = run_checks(model, won, queue_s, total_s, batch_id, rows, reason,
+                                     compute_ms)
+            self.metrics.record_batch(rows, reason, compute_s, queue_s,
+                                      errors_by_type(refused) if refused else None, depth,
                                       total_s=total_s)
+            if refused:
+                self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
             if any(r._sink is not None for r, _, _ in won):
                 self._record_sinks([r for r, _, _ in won], rows, reason, compute_s, queue_s,
                                    total_s)
@@ -300,8 +314,21 @@ class Ledger:
                 _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
                                           compute_ms, tot * 1000.0, n, r._arm))
         except BaseException:
-            _resolve_leftovers([r for r, _, _ in won], model)
+            _resolve_leftovers([r for r, _, _ in won] + [r for r, _ in refused], model)
             raise
+
+    def _fail_refused(self, refused: list[tuple[Request, Exception]], t0: float,
+                      t_done: float, t1: float, batch_id: int, rows: int, reason: str) -> None:
+        """Requests of a batch that ran whose ``check`` refused the answer: counted as
+        failures by their A/B arm's and class's metrics and by the trace, then failed."""
+        for r, err in refused:
+            for m in r._sink or ():
+                m.record_refused(type(err).__name__, str(err))
+        if self.trace is not None:
+            self.trace.record_batch([r for r, _ in refused], t0, t_done, batch_id, rows,
+                                    reason, False, ran_until=t1)
+        for r, err in refused:
+            _set_exception(r, err)
 
     @staticmethod
     def _record_sinks(won: Sequence[Request], rows: int, reason: str, compute_s: float,

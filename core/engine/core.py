@@ -1,10 +1,9 @@
 """The engine: the contract's model-side methods, each a resolve-and-delegate over the rooms.
 
-Rooms (one module each): the :class:`~.registry.ModelRegistry` (models, hot swap, the
-session cache), the :class:`~.namespace.Namespace` (names of models and experiments), the
-:class:`~.loading.Loader` (load files, attach remote models), the
-:class:`~.requests.Router` (submit, predict), the :class:`~.experiments.ExperimentRoom`
-(A/B experiments), :mod:`.settings` (live batch settings) and :mod:`.warmup`.
+Rooms (one module each): :class:`~.registry.ModelRegistry` (models, hot swap, sessions),
+:class:`~.namespace.Namespace` (names), :class:`~.loading.Loader` (files, remote models),
+:class:`~.requests.Router` (submit, predict), :class:`~.experiments.ExperimentRoom` (A/B),
+:mod:`.settings` (live batch settings) and :mod:`.warmup`.
 
 :class:`EngineCore` never builds the lab (traffic, jobs, sweeps): :class:`core.Engine`
 adds it, attached through two hooks — ``on_removed(name)`` when a model or experiment
@@ -246,7 +245,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     # -- requests ------------------------------------------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None, priority: int | None = None) -> Future:
+               key: Any = None, priority: int | None = None, *,
+               check: Callable[[Prediction], None] | None = None) -> Future:
         """Queue one request; returns a ``concurrent.futures.Future`` of :class:`Prediction`.
 
         ``x`` is an array for a one-input model, else a mapping of input name to array,
@@ -256,9 +256,11 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         ``timeout_ms`` (default: the model's ``timeout_ms``) bounds queue + compute; past
         it the future fails with :class:`RequestTimeoutError`. ``priority=1`` sends it in
         the high class (served first, refused last; ``class_metrics`` per class); 2 or 0
-        (the default) in the normal class.
+        (the default) in the normal class. ``check(prediction)`` runs before the request is
+        settled as a success: what it raises fails and is counted instead (the server's
+        check: the answer fits the form its caller asked for).
         """
-        return self._router.submit(name, x, timeout_ms, key, priority)
+        return self._router.submit(name, x, timeout_ms, key, priority, check)
 
     def predict(self, name: str, x: Any, timeout: float | None = None,
                 key: Any = None, *, timeout_ms: float | None = None,

@@ -38,27 +38,29 @@ class Router:
         self._is_closed = is_closed
 
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None, priority: int | None = None) -> Future:
+               key: Any = None, priority: int | None = None, check: Any = None) -> Future:
         if priority is not None:
             check_priority(priority)
         entry = self.registry.models.get(name)
         if entry is not None:
-            return self._submit_model(name, entry, x, timeout_ms, None, None, None, priority)
+            return self._submit_model(name, entry, x, timeout_ms, None, None, None, priority,
+                                      check)
         exp = self.experiments.get(name)
         if exp is None:
             raise self.ns.not_found(name)
         arm, model = exp.route(key)
         if exp.mode == "bandit":
-            return self._bandit_submit(exp, arm, model, x, timeout_ms, priority)
+            return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check)
         fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
-                                 name, priority)
+                                 name, priority, check)
         if exp.mode == "shadow":
             self._shadow_copy(exp, x, fut)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
                       timeout_ms: float | None, arm: str | None, sink: Any,
-                      experiment: str | None = None, priority: int | None = None) -> Future:
+                      experiment: str | None = None, priority: int | None = None,
+                      check: Any = None) -> Future:
         for _ in range(_MAX_SWAPS):
             if entry is None:
                 entry = self.registry.models.get(model)
@@ -71,7 +73,10 @@ class Router:
                     raise err
             try:
                 arrays, rows = entry.validator(x)
-                return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority)
+                if check is None:
+                    return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority)
+                return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority,
+                                           check=check)
             except EngineClosedError:
                 # A hot swap may have retired this batcher between lookup and submit:
                 # go to the model's current version.
@@ -94,14 +99,15 @@ class Router:
                                 "submit; try again")
 
     def _bandit_submit(self, exp: ABExperiment, arm: str, model: str, x: Any,
-                       timeout_ms: float | None, priority: int | None) -> Future:
+                       timeout_ms: float | None, priority: int | None,
+                       check: Any = None) -> Future:
         """A bandit's request: its arm is rewarded when it ends (within the SLO, no error),
         or now, with a failure, if it is refused."""
         bandit = exp.bandit
         t0 = time.perf_counter()
         try:
             fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
-                                     exp.name, priority)
+                                     exp.name, priority, check)
         except InputValidationError:
             raise   # the caller's input: no arm's doing
         except BatchlabError:

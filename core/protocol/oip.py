@@ -29,8 +29,7 @@ from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
 
 __all__ = ["OIPError", "metadata", "parse_infer_request", "encode_infer_response",
-           "encode_infer_response_parts",
-           "HEADER_LENGTH", "encode_infer_request", "parse_infer_response"]
+           "encode_infer_response_parts", "check_answer", "HEADER_LENGTH"]
 
 #: The header that carries the JSON part's length in a binary request or answer.
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -151,8 +150,32 @@ def parse_infer_request(raw: bytes, header_length: int | None = None,
 
 
 def _check_request(req: Any) -> None:
+    """The request's shape beyond its inputs' values: objects where objects belong, so
+    that nothing later meets a list where it reads a field (a 400 saying which, not a 500)."""
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
+    _check_parameters(req, "the request")
+    for t in req["inputs"]:
+        if isinstance(t, dict):
+            _check_parameters(t, f"input {t.get('name')!r}")
+    outputs = req.get("outputs")
+    if outputs is None:
+        return
+    if not isinstance(outputs, list):
+        raise OIPError(400, "the request's 'outputs' must be a list of objects, each with the "
+                            f"'name' of an output, got {type(outputs).__name__}")
+    for o in outputs:
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            raise OIPError(400, "each of the request's 'outputs' must be an object with the "
+                                f"'name' of an output (a string), got {str(o)[:60]!r}")
+        _check_parameters(o, f"output {o['name']!r}")
+
+
+def _check_parameters(obj: dict[str, Any], where: str) -> None:
+    params = obj.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise OIPError(400, f"{where}: 'parameters' must be an object (name: value), got "
+                            f"{type(params).__name__} {str(params)[:40]!r}")
 
 
 def parse_infer_json(head: bytes | bytearray, max_parsed_bytes: int | None = None
@@ -240,18 +263,9 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
                                 ) -> tuple[list[Any], int | None]:
     """:func:`encode_infer_response` as the body's parts, in order: the JSON, then each
     binary output (a large one a view of the output's own memory: no copy is made)."""
-    wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
-    unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
-    if unknown:
-        raise OIPError(400, f"unknown output(s) {unknown}; model {model!r} has {list(outputs)}")
-    params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
-    default_binary = bool(params.get("binary_data_output", False))
-    chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))
-              for o in wanted] or [(n, default_binary) for n in outputs]
+    chosen = _chosen(req, model, outputs, max_json_bytes)
     entries, blobs = [], []
     any_binary = any(binary for _, binary in chosen)
-    if max_json_bytes is not None and not all(binary for _, binary in chosen):
-        _check_json_size(model, outputs, chosen, max_json_bytes)
     for name, binary in chosen:
         entry, raw = _output(name, outputs[name], binary)
         entries.append(entry)
@@ -267,6 +281,36 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
     if not any_binary:
         return [head], None
     return [head, *[b for b in blobs if len(b)]], len(head)
+
+
+def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
+            max_json_bytes: int | None) -> list[tuple[str, bool]]:
+    """The outputs the request asks for, each with whether it goes as binary data; an
+    unknown one is a 400, and so are JSON outputs past ``max_json_bytes``."""
+    wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
+    unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
+    if unknown:
+        raise OIPError(400, f"unknown output(s) {unknown}; model {model!r} has {list(outputs)}")
+    params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
+    default_binary = bool(params.get("binary_data_output", False))
+    chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))
+              for o in wanted] or [(n, default_binary) for n in outputs]
+    if max_json_bytes is not None and not all(binary for _, binary in chosen):
+        _check_json_size(model, outputs, chosen, max_json_bytes)
+    return chosen
+
+
+def check_answer(req: dict[str, Any], model: str, outputs: dict[str, Any],
+                 max_json_bytes: int | None = None) -> None:
+    """Raise the :class:`OIPError` that :func:`encode_infer_response` would for these
+    outputs (an unknown output, JSON too large, NaN or infinities in strict JSON), without
+    encoding them: the server runs it before a request is counted as served."""
+    chosen = _chosen(req, model, outputs, max_json_bytes)
+    for name, binary in chosen:
+        value = outputs[name]
+        if not binary and isinstance(value, np.ndarray) and value.dtype.kind in "fc" \
+                and not np.isfinite(value).all():
+            raise OIPError(422, _non_finite(model, outputs, chosen))
 
 
 def _check_json_size(model: str, outputs: dict[str, Any], chosen: list[tuple[str, bool]],
@@ -296,103 +340,3 @@ def _non_finite(model: str, outputs: dict[str, Any], chosen: list[tuple[str, boo
             f"{', '.join(bad) or '(a parameter)'}, which strict JSON cannot carry; ask for "
             "them as binary data (the output's parameters.binary_data: true, or the "
             "request's parameters.binary_data_output: true)")
-
-
-# -- the client's side (core.remote) --------------------------------------------------------
-def encode_infer_request(arrays: dict[str, np.ndarray], binary: bool = True,
-                         parameters: dict[str, Any] | None = None
-                         ) -> tuple[bytes, int | None]:
-    """An infer request's body (and the JSON part's length when ``binary``), asking for
-    every output in the same form; ``parameters`` go in the request's parameters."""
-    entries, blobs = [], []
-    for name, a in arrays.items():
-        entry: dict[str, Any] = {"name": name, "datatype": oip_datatype(a.dtype),
-                                 "shape": list(a.shape)}
-        if entry["datatype"] == "BYTES":        # strings or bytes, element by element
-            values = [v if isinstance(v, bytes) else str(v).encode()
-                      for v in a.reshape(-1).tolist()]
-            if binary:
-                raw = _bytes_elements(values)
-                entry["parameters"] = {"binary_data_size": len(raw)}
-                blobs.append(raw)
-            else:
-                entry["data"] = [v.decode("utf-8", "replace") for v in values]
-            entries.append(entry)
-            continue
-        if binary:
-            raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
-            entry["parameters"] = {"binary_data_size": len(raw)}
-            blobs.append(raw)
-        else:
-            entry["data"] = a.reshape(-1).tolist()
-        entries.append(entry)
-    body: dict[str, Any] = {"inputs": entries}
-    params = dict(parameters or {})
-    if binary:
-        params["binary_data_output"] = True
-    if params:
-        body["parameters"] = params
-    head = json.dumps(body).encode()
-    if not binary:
-        return head, None
-    return head + b"".join(blobs), len(head)
-
-
-def _split_bytes(raw: memoryview, count: int, name: str) -> list[bytes]:
-    out, i = [], 0
-    for _ in range(count):
-        if i + 4 > len(raw):
-            raise OIPError(502, f"output {name!r}: BYTES data ends early")
-        (n,) = struct.unpack_from("<I", raw, i)
-        out.append(bytes(raw[i + 4:i + 4 + n]))
-        i += 4 + n
-    return out
-
-
-def parse_infer_response(raw: bytes, header_length: int | None = None,
-                         max_parsed_bytes: int | None = None) -> dict[str, Any]:
-    """The outputs (name -> array) of an infer answer, JSON or binary. BYTES outputs come
-    back as arrays of ``bytes`` (binary) or of what the JSON held. A malformed answer (or
-    a JSON part that could take more than ``max_parsed_bytes`` to parse) is an
-    :class:`OIPError` with status 502 (the server's fault, not the request's)."""
-    body, binary = _split_body(raw, header_length, 502, "the server's answer", strict=False,
-                               max_parsed_bytes=max_parsed_bytes)
-    if not isinstance(body, dict) or not isinstance(body.get("outputs"), list):
-        raise OIPError(502, "the server's answer has no 'outputs' list")
-    outputs: dict[str, Any] = {}
-    offset = 0
-    for t in body["outputs"]:
-        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
-            raise OIPError(502, "an output of the server's answer has no name")
-        name, shape, dt = t["name"], t.get("shape"), t.get("datatype")
-        if not isinstance(shape, list) or not all(
-                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise OIPError(502, f"output {name!r} of the server's answer has shape {shape!r}; "
-                                "expected a list of non-negative integers")
-        count = math.prod(shape)
-        params = t.get("parameters") if isinstance(t.get("parameters"), dict) else {}
-        size = params.get("binary_data_size")
-        try:
-            if dt == "BYTES":
-                if size is not None:
-                    values: Any = _split_bytes(binary[offset:offset + size], count, name)
-                    offset += size
-                else:
-                    values = t.get("data") or []
-                arr = np.empty(len(values), dtype=object)
-                arr[:] = values
-                outputs[name] = arr.reshape(shape)
-                continue
-            dtype = OIP_DTYPES[dt]
-            if size is not None:
-                # a copy: writable, and not holding the whole answer alive
-                arr = np.frombuffer(binary[offset:offset + size],
-                                    dtype=dtype.newbyteorder("<")).astype(dtype)
-                offset += size
-            else:
-                arr = np.asarray(t.get("data"), dtype=dtype)
-            outputs[name] = arr.reshape(shape)
-        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as err:
-            raise OIPError(502, f"output {name!r} of the server's answer cannot be read as "
-                                f"{dt} {shape}: {err}") from None
-    return outputs

@@ -123,7 +123,7 @@ class RemoteDispatcher:
 
     def submit(self, arrays: Sequence[np.ndarray], rows: int,
                timeout_ms: float | None = None, arm: str | None = None,
-               sink: Any = None, priority: int | None = None) -> Future:
+               sink: Any = None, priority: int | None = None, check: Any = None) -> Future:
         cfg = self.config
         mbs = self.remote.batching.enforced_max_batch_size
         if mbs is not None and rows > mbs:
@@ -147,6 +147,9 @@ class RemoteDispatcher:
         now = _perf()
         deadline = now + (t_ms / 1000.0 if t_ms is not None else self.remote.target.timeout_s)
         r = Request(self.ledger, arrays, rows, now, deadline, arm, sink)
+        if check is not None:   # (see core/batching/checks.py)
+            r._check = check
+            self.ledger.checking = True
         if priority is not None:
             r._priority = priority     # sent on as the OIP request's priority parameter
         with self._lock:

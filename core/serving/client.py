@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from core import errors
+from core.batching import Prediction
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
-from core.models import input_file, read_model_source
-from core.protocol import error_from
+from core.models import input_file, read_model_source, request_bytes_limit
+from core.protocol import error_from, jsontext
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
 from .guard import TOKEN_ENV
@@ -163,7 +164,14 @@ class _Transport:
                 "`python -m core.server`), or point BATCHLAB_ENGINE_URL at a running "
                 "one") from None
         try:
+            # Bounded as the server bounds a request: what its parse could take, counted
+            # before parsing (a 32 KiB gzip'd answer of tiny values was 1.5 GiB parsed).
+            jsontext.check_size(raw, request_bytes_limit())
             payload = json.loads(raw) if raw else {}
+        except jsontext.JSONTooLarge as err:
+            raise EngineUnavailableError(
+                f"{where} answered {path} with JSON that cannot be read here: {err} (this "
+                "process's memory budget); is this a Batchlab engine server?") from None
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise EngineUnavailableError(
                 f"{self.url}{path} answered HTTP {status} with something that is not "
@@ -306,17 +314,28 @@ class RemoteEngine:
 
     # -- requests: futures from a local pool of HTTP callers ------------------------------
     def submit(self, name: str, x: Any, timeout_ms: float | None = None,
-               key: Any = None, priority: int | None = None) -> Future:
+               key: Any = None, priority: int | None = None, *,
+               check: Callable[[Prediction], None] | None = None) -> Future:
         """Like :meth:`Engine.submit`: a Future of the :class:`Prediction`. Errors that the
-        engine raises at submit arrive through the future here (the server is elsewhere)."""
+        engine raises at submit arrive through the future here (the server is elsewhere).
+        ``check`` runs here, on the answer: the server has counted the request already."""
         with self._pool_lock:
             if self._closed:
                 raise errors.EngineClosedError("this RemoteEngine is closed")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
             kw = {"priority": priority} if priority is not None else {}
-            return self._pool.submit(self.predict, name, x, key=key, timeout_ms=timeout_ms,
-                                     **kw)
+            if check is None:
+                return self._pool.submit(self.predict, name, x, key=key,
+                                         timeout_ms=timeout_ms, **kw)
+            return self._pool.submit(self._checked, check, name, x, key=key,
+                                     timeout_ms=timeout_ms, **kw)
+
+    def _checked(self, check: Callable[[Prediction], None], *args: Any,
+                 **kwargs: Any) -> Prediction:
+        pred = self.predict(*args, **kwargs)
+        check(pred)
+        return pred
 
     @functools.wraps(Engine.load_model)
     def load_model(self, source: Any, name: str | None = None, **kwargs: Any) -> Any:

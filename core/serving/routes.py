@@ -301,8 +301,13 @@ class Routes:
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
         # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
+        # The answer must fit the form its caller asked for (known outputs, finite values
+        # in JSON, within the JSON bound) before the request counts as served: else it
+        # fails, and is counted, with the 4xx its caller then gets.
         fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
-                            priority=params.get("priority"))
+                            priority=params.get("priority"),
+                            check=lambda pred: oip.check_answer(req, name, pred.outputs,
+                                                                self.max_json_bytes))
         t_ms = timeout_ms
         if t_ms is None and name in engine.model_names():
             t_ms = engine.batch_config(name).timeout_ms

@@ -1,0 +1,45 @@
+"""Answers a caller refuses: ``submit(..., check=fn)`` runs ``fn(prediction)`` on the
+settling thread before a request that ran is settled as a success; what it raises fails
+the request instead, counted as that error everywhere the request is counted (the model's
+metrics, an A/B arm's, a priority class's, the trace). The engine server checks that an
+answer can be sent in the form the caller asked for (e.g. no NaN in strict JSON), so a
+request whose caller got an error is never counted as served.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .prediction import Prediction
+
+__all__ = ["run_checks", "errors_by_type"]
+
+
+def run_checks(model: str, won: list[tuple[Any, dict[str, Any], int]], queue_s: list[float],
+               total_s: list[float], batch_id: int, rows: int, reason: str,
+               compute_ms: float) -> list[tuple[Any, Exception]]:
+    """Run each request's ``check`` on its prediction (``won``: request, outputs, rows).
+    Those refused are removed from ``won``, ``queue_s`` and ``total_s`` (only after every
+    check ran) and returned with what their check raised."""
+    bad = []
+    for i, (r, out, n) in enumerate(won):
+        check = r._check
+        if check is not None:
+            try:
+                check(Prediction(out, model, batch_id, rows, reason, queue_s[i] * 1000.0,
+                                 compute_ms, total_s[i] * 1000.0, n, r._arm))
+            except Exception as err:  # noqa: BLE001 - the answer refused: the request fails
+                bad.append((i, r, err))
+    for i, _, _ in reversed(bad):
+        del won[i], queue_s[i], total_s[i]
+    return [(r, err) for _, r, err in bad]
+
+
+def errors_by_type(refused: list[tuple[Any, Exception]]) -> dict[str, list[str]] | None:
+    """The refused requests' errors as ``ModelMetrics.record_batch`` takes them."""
+    if not refused:
+        return None
+    out: dict[str, list[str]] = {}
+    for _, err in refused:
+        out.setdefault(type(err).__name__, []).append(str(err))
+    return out
