@@ -684,6 +684,39 @@ def test_request_bodies_held_at_once_are_bounded():
         engine.close()
 
 
+def test_heads_that_declare_large_bodies_and_send_nothing_hold_nothing(served):
+    """A body counts by the bytes that arrive, not by its declared length: three heads that
+    declare 200 MB each and never send a byte (2.6 KB in all) hold none of the bound, and
+    everyone else's requests are served beside them (they held 600 MB and refused every
+    body for minutes)."""
+    import socket
+    import time
+    server = served
+    app = server.app
+    app.max_bodies_in_flight = 2**20
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                   "data": [1, 2, 3]}]}).encode()
+    heads = []
+    try:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S)
+            sock.sendall(b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 209715200"
+                         b"\r\n\r\n")
+            heads.append(sock)
+        deadline = time.monotonic() + WAIT_S
+        while app.open_connections() < 3:   # the server has taken all three
+            assert time.monotonic() < deadline, "the three heads were not all kept (refused?)"
+            time.sleep(0.01)
+        for _ in range(5):
+            status, raw, _ = post(server, "/v2/models/ident/infer", body)
+            assert status == 200, raw[:300]
+        assert app.bodies_in_flight == 0
+    finally:
+        for sock in heads:
+            sock.close()
+
+
 def _send_chunked(port: int, path: str, body: bytes):
     """POST ``body`` with chunked transfer encoding (64 KiB chunks) on a socket of its own;
     the socket, still open (a refusal may have cut the sending short)."""
@@ -760,7 +793,7 @@ def test_chunked_bodies_count_against_the_bodies_held_as_they_arrive():
                      headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
         words = resp.read()
-        assert resp.status == 503 and b"this chunked body's" in words, words[:300]
+        assert resp.status == 503 and b"this body's" in words, words[:300]
         assert resp.getheader("connection") == "close"
         conn.close()
         assert app.bodies_in_flight == len(body)

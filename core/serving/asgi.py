@@ -67,8 +67,9 @@ class _Disconnected(Exception):
     """The client went away (before its request was read, or before its answer)."""
 
 
-class _BodyCutShort(HTTPError):
-    """Refused part-way through reading the body: the connection closes after the answer."""
+class ServerBusyError(HTTPError):
+    """A 503 for the request bodies the server holds (before or part-way through reading
+    this one's): the connection closes after the answer."""
 
 
 #: A request still unanswered after this long is watched for its client going away (the
@@ -150,7 +151,7 @@ class OipApp:
                 close = close or req._has_body  # its body is not read: nor is the rest
                 raise
             try:
-                held = [self._hold_body(req)]   # (a chunked body's grows as it arrives)
+                held = [self._hold_body(req)]   # (0: a body counts as it arrives)
             except HTTPError:
                 close = True  # its body is not read: nor is the rest of the connection
                 raise
@@ -170,28 +171,29 @@ class OipApp:
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
             status, body = self._error(method, path, err)
             close |= isinstance(err, HTTPError) and (err.status in (408, 413)
-                                                     or isinstance(err, _BodyCutShort))
+                                                     or isinstance(err, ServerBusyError))
             if status == 401:
                 body = Text(jsontext.dumps(body), "application/json",
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         await self._send(send, status, body, close or self.closing)
 
     def _hold_body(self, req: _Request) -> int:
-        """Count ``req``'s declared body against :attr:`max_bodies_in_flight` (returns what
-        to give back), or a 503 before a byte of it is read. A body alone is never refused
-        here (the body limits bound it)."""
+        """A 503 before a byte of ``req``'s body is read if its declared length would take
+        the bytes the server holds past :attr:`max_bodies_in_flight`; else 0, what it counts
+        so far: a body counts by the bytes that arrive (:meth:`_grow_hold`), never by what
+        its head declares (heads that declare 200 MB and send nothing held the bound whole
+        and refused everyone else). A body alone is never refused here (the body limits
+        bound it)."""
         declared = req.header("content-length") if req._has_body else None
         length = int(declared) if declared is not None and declared.isdigit() else 0
         if length and self.bodies_in_flight \
                 and self.bodies_in_flight + length > self.max_bodies_in_flight:
-            raise HTTPError(503, f"the server holds {self.bodies_in_flight / 2**20:.0f} MiB "
-                                 f"of request bodies not yet answered, and this one's "
-                                 f"{length / 2**20:.1f} MiB would pass its "
-                                 f"{self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of "
-                                 "its memory budget); retry when earlier requests are "
-                                 "answered")
-        self.bodies_in_flight += length
-        return length
+            raise ServerBusyError(
+                503, f"the server holds {self.bodies_in_flight / 2**20:.0f} MiB of request "
+                     f"bodies not yet answered, and this one's {length / 2**20:.1f} MiB would "
+                     f"pass its {self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of its "
+                     "memory budget); retry when earlier requests are answered")
+        return 0
 
     async def _answer(self, method: str, path: str, req: _Request,
                       receive: Receive) -> tuple[int, Any]:
@@ -249,16 +251,16 @@ class OipApp:
         return self._arrived != req._arrived or req._gap < ALONE_AFTER_S
 
     def _grow_hold(self, held: list[int], size: int) -> None:
-        """A body without a declared length (chunked) counts as it arrives: ``size`` bytes
-        so far, ``held[0]`` counted. Past :attr:`max_bodies_in_flight` with other bodies
-        held, a 503 (the connection closes: the rest is not read), as for a declared body
-        before its first byte. Alone it is never refused here (the body limits bound it)."""
+        """A body counts as it arrives: ``size`` bytes so far, ``held[0]`` counted. Past
+        :attr:`max_bodies_in_flight` with other bodies held, a 503 (the rest is read and
+        dropped, or the connection closes). Alone it is never refused here (the body limits
+        bound it)."""
         extra = size - held[0]
         if self.bodies_in_flight - held[0] > 0 \
                 and self.bodies_in_flight + extra > self.max_bodies_in_flight:
-            raise _BodyCutShort(
+            raise ServerBusyError(
                 503, f"the server holds {(self.bodies_in_flight - held[0]) / 2**20:.0f} MiB of "
-                     f"other request bodies not yet answered, and this chunked body's "
+                     f"other request bodies not yet answered, and this body's "
                      f"{size / 2**20:.1f} MiB so far would pass its "
                      f"{self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of its memory "
                      "budget); retry when earlier requests are answered")
@@ -272,8 +274,8 @@ class OipApp:
         :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408. ``json_limit``: the body's
         JSON part (an inference request's) is counted as it arrives, and one that would
         parse past this many bytes is dropped the same way (a 413), not kept. ``held``: what
-        this body counts against :attr:`max_bodies_in_flight` (``[declared length]``; one
-        without a declared length grows as it arrives, see :meth:`_grow_hold`)."""
+        this body counts against :attr:`max_bodies_in_flight` (``[0]``, grown as its bytes
+        arrive: :meth:`_grow_hold`)."""
         if not req._has_body:
             return False
         declared = req.header("content-length")
@@ -320,7 +322,7 @@ class OipApp:
                     body = bytearray()
             if not size and not over and not message.get("more_body", False) \
                     and len(chunk) <= limit:
-                if len(chunk) > held[0]:     # (a chunked body, in one piece)
+                if chunk:
                     self._grow_hold(held, len(chunk))
                 req._body = chunk    # the whole body in one piece (most requests): as is
                 return False
@@ -332,7 +334,7 @@ class OipApp:
                 if size > held[0]:
                     try:
                         self._grow_hold(held, size)
-                    except _BodyCutShort as err:
+                    except ServerBusyError as err:
                         # the rest is read and dropped (as over the limit), then answered:
                         # a client still sending would otherwise see a reset, not the words
                         refused, over, body = err, True, bytearray()
