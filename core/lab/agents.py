@@ -36,7 +36,7 @@ from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError
 from .digest import HIST_RANGE, LoadDigest, digest_frame, encode_histogram, histogram_of
 from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
-from .schedule import ARRIVAL_PATTERNS, arrival_times
+from .schedule import ARRIVAL_PATTERNS, run_schedule
 from .raylink import connect, place
 
 __all__ = ["LoadAgents", "merged_histogram", "AGENT_LOST", "agent_endpoint", "agents_for",
@@ -208,8 +208,7 @@ class LoadAgents:
             duration_s = float(offsets[-1])
         else:
             rng = np.random.default_rng(seed)
-            offsets = arrival_times(pattern, rate_rps, int(rate_rps * duration_s) + 1, rng)
-            offsets = offsets[offsets <= duration_s + 1e-9]
+            offsets = run_schedule(pattern, rate_rps, duration_s, None, rng)
         n = len(self.actors)
         if prepare:
             self.prepare(url, model, headers, drain_s, version)

@@ -24,7 +24,7 @@ import numpy as np
 from core.batching import Prediction
 from core.config import _check_choice, _check_float, _check_int
 from core.metrics import helpers_cpu_s
-from .schedule import ARRIVAL_PATTERNS, arrival_times, paced
+from .schedule import ARRIVAL_PATTERNS, paced, run_schedule
 
 __all__ = ["LoadResult", "LOAD_COLUMNS", "open_loop", "closed_loop"]
 
@@ -232,10 +232,7 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         if duration_s is None and count is None:
             raise ValueError("give duration_s or count (or both) to bound the run")
-        n = count if count is not None else int(rate_rps * duration_s) + 1
-        offsets = arrival_times(pattern, rate_rps, n, rng, cv)
-        if duration_s is not None:
-            offsets = offsets[offsets <= duration_s + 1e-9]
+        offsets = run_schedule(pattern, rate_rps, duration_s, count, rng, cv)
     n = len(offsets)
     pool = [sample(rng) for _ in range(min(64, max(1, n)))]
     cpu0 = time.thread_time() + helpers_cpu_s()

@@ -22,7 +22,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["ARRIVAL_PATTERNS", "arrival_times", "arrival_stream", "paced"]
+__all__ = ["ARRIVAL_PATTERNS", "arrival_times", "run_schedule", "arrival_stream", "paced"]
 
 ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
 
@@ -56,6 +56,32 @@ def arrival_times(pattern: str, rate_rps: float, n: int, rng: np.random.Generato
     else:
         raise ValueError(f"pattern must be one of {ARRIVAL_PATTERNS}, got {pattern!r}")
     return np.cumsum(gaps)
+
+
+def run_schedule(pattern: str, rate_rps: float, duration_s: float | None,
+                 count: int | None, rng: np.random.Generator, cv: float = 3.0) -> np.ndarray:
+    """The send offsets (s) of a bounded run: ``duration_s`` and/or ``count`` arrivals.
+
+    Over ``duration_s``, the offered load is the nominal one, not a draw of it: ``constant``
+    sends ``rate x duration`` requests, 1/rate apart; ``poisson`` sends ``round(rate x
+    duration)`` at uniformly random times, sorted (a Poisson process conditioned on its
+    count: exponential gaps, but a short window no longer offers 20 % more or less than
+    asked, which read as throughput above the offered load); ``bursty`` draws gaps until
+    the duration ends (its count is part of its burstiness). ``count`` alone: that many
+    arrivals by their gaps; with both, the first ``count`` within the duration.
+    """
+    if duration_s is None:
+        return arrival_times(pattern, rate_rps, int(count or 0), rng, cv)
+    if pattern == "poisson":
+        offsets = np.sort(rng.uniform(0.0, duration_s, round(rate_rps * duration_s)))
+    else:
+        n = int(rate_rps * duration_s) + 1
+        offsets = arrival_times(pattern, rate_rps, n, rng, cv)
+        while offsets[-1] <= duration_s and pattern != "constant":  # gaps ran out early
+            more = arrival_times(pattern, rate_rps, n, rng, cv) + offsets[-1]
+            offsets = np.concatenate([offsets, more])
+        offsets = offsets[offsets <= duration_s + 1e-9]
+    return offsets if count is None else offsets[:count]
 
 
 def arrival_stream(pattern: str, rate_rps: float, rng: np.random.Generator, t0: float,
