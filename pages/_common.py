@@ -39,6 +39,7 @@ from core.serving.state import STATE_ENV
 from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
+           "choose_model",
            "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
@@ -278,16 +279,45 @@ def live_fragment(interval: float | None) -> Callable[[Callable[[], None]], Call
     return wrap
 
 
+#: The model (or experiment) this user last chose on any page: the one every page opens on.
+_CURRENT = "_current_model"
+
+
+def choose_model(name: str, key: str | None = None) -> None:
+    """Make ``name`` the model every page opens on (and ``key``'s selectbox's choice)."""
+    st.session_state[_CURRENT] = name
+    if key is not None:
+        st.session_state[key] = name
+
+
+def _first_choice(names: list[str], engine: Engine | RemoteEngine,
+                  default: str | None) -> str:
+    """What a page's picker shows first: the model last chosen on any page, else one that
+    traffic is running to, else ``default``, else the first."""
+    current = st.session_state.get(_CURRENT)
+    if current in names:
+        return current
+    for t in engine.traffic():
+        if t.running and t.target in names:
+            return t.target
+    return default if default in names else names[0]
+
+
+def _picked(key: str) -> None:
+    st.session_state[_CURRENT] = st.session_state[key]
+
+
 def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None,
                help: str | None = None) -> str | None:
-    """A model selectbox whose choice is kept per user; falls back when a model is gone."""
+    """A model selectbox that opens on the model this user last chose on any page (or one
+    receiving traffic); falls back when a model is gone."""
     names = engine.model_names()
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
         return None
     if st.session_state.get(key) not in names:
-        st.session_state[key] = default if default in names else names[0]
-    return st.selectbox(label, names, key=key, help=help)
+        st.session_state[key] = _first_choice(names, engine, default)
+    return st.selectbox(label, names, key=key, help=help, on_change=_picked, args=(key,))
 
 
 def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None) -> str | None:
@@ -297,8 +327,8 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
         st.info("No models are loaded. Upload one on the Models page.")
         return None
     if st.session_state.get(key) not in names:
-        st.session_state[key] = default if default in names else names[0]
-    return st.selectbox(label, names, key=key,
+        st.session_state[key] = _first_choice(names, engine, default)
+    return st.selectbox(label, names, key=key, on_change=_picked, args=(key,),
                         format_func=lambda n: f"{n} (A/B experiment)"
                         if n in engine.ab_experiments() else n)
 
@@ -532,8 +562,14 @@ def sidebar_status() -> None:
         c2.metric("Errors", fmt_num(status["error_count"]))
         traffic = engine.traffic()
         running = list(dict.fromkeys(t.label for t in traffic if t.running))
+        jobs = [job for job in engine.jobs() if not job.finished]
         if running:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
+        elif jobs:
+            st.caption("No traffic running. The job below sends its own load.")
+        elif status["throughput_rps"] > 0:
+            st.caption("No traffic running. Requests/s counts the last seconds (traffic "
+                       "just stopped, or requests from elsewhere).")
         else:
             st.caption("No traffic running.")
         # Lines that come and go each sit in a container of their own, so that the job
@@ -546,14 +582,12 @@ def sidebar_status() -> None:
                     st.error(t.problem, icon=":material/error:")
                 if t.running and t.client_bound:
                     st.warning(t.client_bound, icon=":material/speed:")
-            if status["queue_depth"] > 0 and not running:
+            if status["queue_depth"] > 0 and not running and not jobs:
                 st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still "
                            "queued.", icon=":material/hourglass_top:")
         with st.container():
-            for job in engine.jobs():
-                if not job.finished:
-                    st.progress(job.progress,
-                                text=f"{job.kind} of {job.target}: {job.message}")
+            for job in jobs:
+                st.progress(job.progress, text=f"{job.kind} of {job.target}: {job.message}")
         stop_when_idle(engine, interval)
 
     with st.sidebar:

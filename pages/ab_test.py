@@ -229,7 +229,8 @@ def arms() -> None:
         v = rep["arms"][arm]
         served_what = (f"{fmt_num(v['shadow_copies'])} shadow copies" if arm == "b"
                        and full.mode == "shadow" else f"{fmt_pct(v['share_served'])} of traffic")
-        col.metric(f"Arm {arm.upper()}: {v['model']}", fmt_ms(v["p50_ms"]) + " p50",
+        col.metric(f"Arm {arm.upper()}: {v['model']}",   # (no requests yet: no p50 either)
+                   (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "- p50",
                    f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off",
                    delta_arrow="off")  # a share, not a rise
     st.dataframe(table, hide_index=True, key="ab_table", column_config={

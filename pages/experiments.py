@@ -287,6 +287,11 @@ with st.container(border=True):
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
                    f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
                    "traffic; it includes the load generator, as sweeps measure)")
+        if cost.r2 < 0.9:
+            st.warning(f"The line explains {cost.r2:.0%} of how run time varies with batch "
+                       "size (R² below 0.9): runs this short are mostly timer noise, or the "
+                       "model's cost is not linear in the rows. Read the predictions as rough, "
+                       "and check them against a sweep.", icon=":material/warning:")
         w1, w2, w3 = st.columns(3)
         bs = w1.slider("Max batch size", 1, 256, 32, key="whatif_bs")
         wait = w2.slider("Max wait (ms)", 0.0, 50.0, 2.0, 0.5, key="whatif_wait")
@@ -304,7 +309,12 @@ with st.container(border=True):
             m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
             m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
             m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
-            m[3].metric("Utilisation", f"{pred['utilisation']:.0%}")
+            m[3].metric("Runs busy", f"{pred['utilisation']:.0%}",
+                        help="The share of time a batch is running. The per-request "
+                             "overhead (the Python around each request) is added to each "
+                             "latency but does not use this capacity here: on a cheap model "
+                             "it, not the runs, limits the load, and the prediction stays "
+                             "flat past what the engine really serves.")
             top = max(float(rate) * 2, 100.0)
             curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
             measured = None

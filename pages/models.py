@@ -17,7 +17,7 @@ from core.ui.fmt import fmt_opset, try_caption
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
-                           pick_model, start_job)
+                           choose_model, pick_model, start_job)
 
 
 
@@ -49,6 +49,8 @@ with st.container(border=True):
             # filter marked it with a red "!" seen only on hover, and no reason)
             f"ONNX model file (.onnx, up to {UPLOAD_LIMIT_MB} MB)",
             key="upload_file", max_upload_size=UPLOAD_LIMIT_MB,
+            # a new file: the last file's result (an error in red, say) is not this one's
+            on_change=lambda: st.session_state.pop("upload_result", None),
             help="Models that reference external data files are refused: an uploaded model "
                  "must carry all its weights.")
     with opt_col:
@@ -98,6 +100,7 @@ with st.container(border=True):
                 st.session_state["upload_result"] = (
                     "ok", f"Loaded {info.name!r}: {len(info.inputs)} input(s), "
                           f"{'batchable' if info.batchable else 'not batchable'}.")
+                choose_model(info.name, "models_detail")   # inspected here, and on every page
     result = st.session_state.get("upload_result")
     if result:
         (st.success if result[0] == "ok" else st.error)(result[1])
@@ -282,9 +285,21 @@ with left:
                        f"is {format_bytes(engine.memory_budget_bytes)}.")
         else:
             st.caption("Not measured yet.")
-        if st.button("Unload this model", key="models_unload"):
-            engine.unload_model(selected)
-            st.rerun()
+        arm_of = [(exp, "AB"[arms.index(selected)]) for exp in engine.ab_experiments()
+                  if selected in (arms := engine.ab_arms(exp))]
+        if st.button("Unload this model", key="models_unload", disabled=bool(arm_of),
+                     help=(f"{selected} is arm {arm_of[0][1]} of A/B experiment "
+                           f"{arm_of[0][0]!r}: delete the experiment on the A/B test page "
+                           "first (or give it another arm)") if arm_of else None):
+            try:
+                engine.unload_model(selected)
+            except BatchlabError as err:   # (an experiment made meanwhile, in another tab)
+                st.error(f"Could not unload {selected}: {err}")
+            else:
+                st.rerun()
+        if arm_of:
+            st.caption(f"Arm {arm_of[0][1]} of A/B experiment **{arm_of[0][0]}**: delete the "
+                       "experiment on the A/B test page to unload it.")
 
 with right:
     st.subheader("Try it", anchor=False)

@@ -166,6 +166,40 @@ def test_models_page_unload_and_cache_evict(engine):
     assert not at.exception
 
 
+def test_an_a_b_arm_cannot_be_unloaded_and_the_page_says_why(engine):
+    """Unloading a model that is an arm of an A/B experiment: the button is disabled and
+    the page names the experiment and where to delete it (it showed a traceback)."""
+    engine.create_ab("arms", a="clf-v1", b="clf-v2")
+    try:
+        at = app("pages/models.py")
+        at.selectbox(key="models_detail").set_value("clf-v2").run()
+        button = at.button(key="models_unload")
+        assert button.disabled and "arm B of A/B experiment 'arms'" in button.help
+        assert any("delete the experiment on the A/B test page" in c.value
+                   for c in at.caption)
+        assert not at.exception and "clf-v2" in engine.model_names()
+    finally:
+        engine.delete_ab("arms")
+
+
+def test_every_page_opens_on_the_model_last_chosen_or_the_one_receiving_traffic(engine):
+    """Pick a model on one page and every other page opens on it; with none picked yet,
+    pages open on the model traffic runs to (Monitor showed 'mlp, no traffic yet' while
+    traffic ran to another model)."""
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    for page, key in (("pages/monitor.py", "monitor_model"),
+                      ("pages/warmup.py", "warmup_model"),
+                      ("pages/experiments.py", "exp_model"),
+                      ("pages/models.py", "models_detail")):
+        at.switch_page(page).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.selectbox(key=key).value == "tiny", page
+    engine.start_traffic("clf-v1", rate_rps=50, duration_s=30)
+    fresh = app("pages/monitor.py")        # another user, nothing chosen yet
+    assert fresh.selectbox(key="monitor_model").value == "clf-v1"
+
+
 def test_batching_widgets_change_engine_config(engine):
     at = app("pages/batching.py")
     at.selectbox(key="batching_model").set_value("clf-v1").run()

@@ -191,6 +191,10 @@ _REASON_COLORS = {"full": "#2563eb", "deadline": "#16a34a", "adaptive": "#7c3aed
                   "drain": "#64748b", "retry": "#f59e0b"}
 
 
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
                     max_requests: int = 120, title: str = "Batches forming: the last second"
                     ) -> go.Figure:
@@ -215,7 +219,7 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     arrive = (f["arrived_s"] - t0) * 1000.0
     done = (f["done_s"] - t0) * 1000.0
     y = [f"{i}" for i in range(len(f))]
-    hover = [f"request {r.request_id} · batch {r.batch_id} ({r.batch_rows} rows, "
+    hover = [f"request {r.request_id} · batch {r.batch_id} ({_rows(r.batch_rows)}, "
              f"{r.release_reason}) · waited {r.wait_ms:.2f} ms, ran {r.compute_ms:.2f} ms"
              if r.batch_id >= 0 else f"request {r.request_id}: ended without running "
              f"({r.release_reason})" for r in f.itertuples()]
@@ -243,7 +247,7 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     if len(firsts) <= 60:  # beyond that the labels would cover each other
         fig.add_trace(go.Scatter(
             x=done[firsts.index] + 0.05, y=[y[i] for i in firsts.index], mode="text",
-            text=[f"{r.release_reason} · {r.batch_rows} rows" for r in firsts.itertuples()],
+            text=[f"{r.release_reason} · {_rows(r.batch_rows)}" for r in firsts.itertuples()],
             textposition="middle right", textfont=dict(size=10, color="#334155"),
             showlegend=False, hoverinfo="skip"))
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
