@@ -46,6 +46,33 @@ def test_bursty_schedule_keeps_rate_and_sets_variability(cv):
     assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.1)
 
 
+def test_a_bounded_run_offers_the_nominal_load_in_every_window():
+    """A bounded Poisson run sends round(rate x duration) requests at uniform times (a
+    Poisson process conditioned on its count): its gaps are still exponential, but a short
+    window offers what was asked, not 20 % more (which read as throughput above the offered
+    load in a sweep); constant sends rate x duration; bursty draws gaps to the end."""
+    from core.lab.schedule import run_schedule
+    rng = np.random.default_rng(5)
+    for seed in range(20):     # 20 short windows of 0.17 s at 200 req/s: 34 each
+        t = run_schedule("poisson", 200.0, 0.17, None, np.random.default_rng(seed))
+        assert len(t) == 34 and (np.diff(t) >= 0).all() and 0 <= t[0] and t[-1] <= 0.17
+    long = run_schedule("poisson", 100.0, 200.0, None, rng)
+    assert len(long) == 20_000
+    assert stats.kstest(np.diff(long), "expon", args=(0, 0.01)).pvalue > 0.001
+    assert len(run_schedule("constant", 200.0, 0.5, None, rng)) == 100
+    bursty = run_schedule("bursty", 100.0, 5.0, None, rng, cv=4.0)
+    assert bursty[-1] <= 5.0 and bursty[-1] > 4.0    # its gaps did not run out early
+    assert len(run_schedule("poisson", 100.0, 1.0, 30, rng)) == 30
+    # Served at once, a run's achieved rate is at most what it offered.
+    done = Future()
+    done.set_result(None)
+    for pattern in ("constant", "poisson"):
+        for seed in range(5):
+            res = open_loop(lambda x: done, lambda r: 0, 200.0, pattern=pattern,
+                            duration_s=0.17, seed=seed)
+            assert res.summary()["achieved_rps"] <= 200.0 * 1.001, (pattern, seed)
+
+
 # -- open and closed loop against a deliberately slow fake model ---------------------------------
 
 
