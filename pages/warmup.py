@@ -7,7 +7,7 @@ import streamlit as st
 from core import warmup_batch_sizes
 from core.ui import charts
 from core.ui.fmt import fmt_ranges
-from pages._common import get_engine, job_progress, pick_model, start_job
+from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()
 
@@ -63,4 +63,6 @@ else:
                                           "warm_min_ms")} |
                  {"cold_over_warm": st.column_config.NumberColumn("cold / warm",
                                                                   format="%.1fx")})
-    st.caption(f"Took {report.duration_s:.2f} s.")
+    st.caption(f"Took {fmt_ms(report.duration_s * 1000.0)}. The first run at a batch size "
+               "is cold only if that size had not run before; on a model already serving "
+               "it shows what an idle spell costs (caches gone cold), not memory planning.")

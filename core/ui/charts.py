@@ -81,7 +81,7 @@ def release_reasons_figure(reasons: Mapping[str, int],
 def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per batch size") -> go.Figure:
     x = [str(b) for b in frame["batch_size"]]
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=x, y=frame["cold_ms"], name="cold (first run)",
+    fig.add_trace(go.Bar(x=x, y=frame["cold_ms"], name="first run (cold)",
                          marker_color=COLORS["cold"]))
     fig.add_trace(go.Bar(x=x, y=frame["warm_p50_ms"], name="warm (median)",
                          marker_color=COLORS["warm"]))
