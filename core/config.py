@@ -43,7 +43,10 @@ _MAX_WAIT_LIMIT_MS = 60_000.0
 
 def _shown(value: Any) -> str:
     """``repr(value)``, cut to 40 characters (a number with 400 digits is not read)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:     # an int past Python's 4,300 digits for a str
+        return f"an int of {value.bit_length():,} bits"
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "ModelNotFoundError",
     "InputValidationError",
     "RequestTooLargeError",
+    "AnswerRefusedError",
     "OverloadedError",
     "SLOShedError",
     "RequestTimeoutError",
@@ -54,6 +55,12 @@ class ModelNotFoundError(BatchlabError, LookupError):
 
 class InputValidationError(BatchlabError, ValueError):
     """A request's inputs do not match the model's declared inputs."""
+
+
+class AnswerRefusedError(InputValidationError):
+    """The model answered, but not in the form the caller asked for (e.g. as JSON past the
+    server's bound): the caller's choice, so the request fails (and is counted) without it
+    being held against the model's A/B arm."""
 
 
 class RequestTooLargeError(InputValidationError):

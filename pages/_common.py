@@ -303,8 +303,10 @@ def _first_choice(names: list[str], engine: Engine | RemoteEngine,
     return default if default in names else names[0]
 
 
-def _picked(key: str) -> None:
-    st.session_state[_CURRENT] = st.session_state[key]
+def _picked(key: str, experiments: tuple[str, ...] = ()) -> None:
+    """A choice made: the model other pages open on (an experiment is not one)."""
+    if st.session_state[key] not in experiments:
+        st.session_state[_CURRENT] = st.session_state[key]
 
 
 def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None,
@@ -322,15 +324,16 @@ def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str
 
 def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None) -> str | None:
     """Like :func:`pick_model` but A/B experiments are offered too."""
-    names = engine.model_names() + engine.ab_experiments()
+    experiments = tuple(engine.ab_experiments())
+    names = engine.model_names() + list(experiments)
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
         return None
     if st.session_state.get(key) not in names:
         st.session_state[key] = _first_choice(names, engine, default)
-    return st.selectbox(label, names, key=key, on_change=_picked, args=(key,),
+    return st.selectbox(label, names, key=key, on_change=_picked, args=(key, experiments),
                         format_func=lambda n: f"{n} (A/B experiment)"
-                        if n in engine.ab_experiments() else n)
+                        if n in experiments else n)
 
 
 def start_job(engine: Engine | RemoteEngine, kind: str, target: str, failure: str,

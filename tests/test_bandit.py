@@ -96,6 +96,24 @@ def test_on_the_engine_the_split_leaves_an_arm_that_fails(arms):
     assert engine.events("bandit-exp", 60)["text"].str.contains("bandit SLO 1000 ms").any()
 
 
+def test_an_answer_refused_for_the_callers_form_is_no_trial_of_the_arm():
+    """A request that failed because its caller asked for a form the answer could not take
+    (AnswerRefusedError: JSON past the server's bound) is not held against the arm; a
+    failure of the model is."""
+    import time
+    from concurrent.futures import Future
+    from core.errors import AnswerRefusedError
+    bandit = ThompsonBandit(slo_ms=10_000, floor=0.0, seed=1)
+    refused, failed = Future(), Future()
+    bandit.watch("a", refused, time.perf_counter())
+    bandit.watch("b", failed, time.perf_counter())
+    refused.set_exception(AnswerRefusedError("as JSON that would take 900 MiB"))
+    failed.set_exception(RuntimeError("the model failed"))
+    arms = bandit.state()["arms"]
+    assert arms["a"]["ended"] == 0 and (arms["b"]["ended"], arms["b"]["successes"]) == (1, 0)
+    assert not bandit._pending
+
+
 def test_a_hung_arm_loses_when_its_slo_passes_and_a_cancel_is_no_trial():
     """A request still running past its SLO is a failure then (an arm that hangs loses its
     traffic within the SLO, not at the timeout); one cancelled in time counts for nothing;

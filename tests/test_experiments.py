@@ -63,6 +63,11 @@ def test_a_bounded_run_offers_the_nominal_load_in_every_window():
     bursty = run_schedule("bursty", 100.0, 5.0, None, rng, cv=4.0)
     assert bursty[-1] <= 5.0 and bursty[-1] > 4.0    # its gaps did not run out early
     assert len(run_schedule("poisson", 100.0, 1.0, 30, rng)) == 30
+    done0 = Future()
+    done0.set_result(None)
+    # A run that count ends early is measured over its own schedule, not the duration
+    quick = open_loop(lambda x: done0, lambda r: 0, 1000.0, pattern="constant", count=100)
+    assert quick.duration_s < 1.0 and quick.summary()["achieved_rps"] > 500
     # Served at once, a run's achieved rate is at most what it offered.
     done = Future()
     done.set_result(None)

@@ -94,12 +94,12 @@ def test_malformed_parameters_and_outputs_are_a_400_that_says_which(served):
         status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(req).encode())
         assert status == 400 and words in answer, (req, answer)
         assert len(answer) < 600, answer   # a 400-digit number is not echoed whole
-    # An output the model does not have: refused, and counted as a failure, not served.
-    before = engine.metrics("ident").success_count
+    # An output the model does not have: the caller's mistake, refused before it runs.
+    before = engine.metrics("ident").total_requests
     status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
         {"inputs": [x], "outputs": [{"name": "nope"}]}).encode())
     assert status == 400 and b"unknown output(s) ['nope']" in answer
-    assert engine.metrics("ident").success_count == before
+    assert engine.metrics("ident").total_requests == before
 
 
 def test_requests_with_non_finite_or_overflowing_numbers_are_refused(served):
@@ -253,3 +253,6 @@ def test_remote_engine_refuses_a_deadline_that_is_no_deadline():
     for bad in (0, -1, float("inf"), float("nan"), "30"):
         with pytest.raises(ConfigError, match="timeout_s is the most one call may take"):
             RemoteEngine("http://127.0.0.1:1", timeout_s=bad)
+    for bad in (0, -1, 1.5, True, "1"):
+        with pytest.raises(ConfigError, match="max_parsed_bytes bounds what one answer"):
+            RemoteEngine("http://127.0.0.1:1", max_parsed_bytes=bad)

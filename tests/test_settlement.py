@@ -619,3 +619,20 @@ def test_an_answer_refused_by_its_check_fails_and_is_counted_as_that_error():
         assert (exp.success_count, exp.error_count) == (1, 1)
         arm_a = engine.ab_report("e").to_dict()["arms"]["a"]
         assert arm_a["requests"] == 2 and arm_a["errors"] == 1, arm_a
+
+        # A check that raises past Exception fails its own request only, counted too.
+        class Stop(BaseException):
+            pass
+
+        def stop_on_5(pred):
+            if int(pred.outputs["y"][0, 0]) == 5:
+                raise Stop("stopped")
+
+        engine.configure("n2", max_batch_size=4, max_wait_ms=10_000)
+        futs = [engine.submit("n2", np.full((1, 3), i, np.float32), check=stop_on_5)
+                for i in range(4, 8)]
+        with pytest.raises(Stop):
+            futs[1].result(WAIT_S)
+        assert [futs[i].result(WAIT_S).outputs["y"][0, 0] for i in (0, 2, 3)] == [4, 6, 7]
+        m2 = engine.metrics("n2")
+        assert (m2.success_count, m2.error_count, m2.errors_by_type) == (3, 1, {"Stop": 1})

@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from core.errors import InputValidationError
+
 __all__ = ["ThompsonBandit", "simulate_bandit", "DEFAULT_SLO_MS", "DEFAULT_FLOOR"]
 
 DEFAULT_SLO_MS = 50.0
@@ -136,8 +138,11 @@ class ThompsonBandit:
                     return   # judged already: its SLO passed first
                 entry[2] = True
                 late = time.perf_counter() > end
-                if not f.cancelled():
-                    self._count(arm, f.exception() is None and not late)
+                err = None if f.cancelled() else f.exception()
+                if isinstance(err, InputValidationError):
+                    pass   # the caller's doing (an answer in a form refused): no arm's
+                elif not f.cancelled():
+                    self._count(arm, err is None and not late)
                 elif late:   # cancelled after its SLO passed (not swept yet): late all the same
                     self._count(arm, False)
                 self._sweep(time.perf_counter())

@@ -17,7 +17,7 @@ __all__ = ["run_checks", "errors_by_type"]
 
 def run_checks(model: str, won: list[tuple[Any, dict[str, Any], int]], queue_s: list[float],
                total_s: list[float], batch_id: int, rows: int, reason: str,
-               compute_ms: float) -> list[tuple[Any, Exception]]:
+               compute_ms: float) -> list[tuple[Any, BaseException]]:
     """Run each request's ``check`` on its prediction (``won``: request, outputs, rows).
     Those refused are removed from ``won``, ``queue_s`` and ``total_s`` (only after every
     check ran) and returned with what their check raised."""
@@ -28,14 +28,14 @@ def run_checks(model: str, won: list[tuple[Any, dict[str, Any], int]], queue_s: 
             try:
                 check(Prediction(out, model, batch_id, rows, reason, queue_s[i] * 1000.0,
                                  compute_ms, total_s[i] * 1000.0, n, r._arm))
-            except Exception as err:  # noqa: BLE001 - the answer refused: the request fails
-                bad.append((i, r, err))
+            except BaseException as err:  # noqa: BLE001 - refused (however): the request
+                bad.append((i, r, err))          # fails with it, counted like the others
     for i, _, _ in reversed(bad):
         del won[i], queue_s[i], total_s[i]
     return [(r, err) for _, r, err in bad]
 
 
-def errors_by_type(refused: list[tuple[Any, Exception]]) -> dict[str, list[str]] | None:
+def errors_by_type(refused: list[tuple[Any, BaseException]]) -> dict[str, list[str]] | None:
     """The refused requests' errors as ``ModelMetrics.record_batch`` takes them."""
     if not refused:
         return None

@@ -291,7 +291,7 @@ class Ledger:
                 start = stop
         pop = self.live.pop
         won = [b for b in built if pop(b[0], False)]
-        refused: list[tuple[Request, Exception]] = []
+        refused: list[tuple[Request, BaseException]] = []
         try:
             t_done = self._clock()
             queue_s = [t0 - r._t_submit for r, _, _ in won]
@@ -317,7 +317,7 @@ class Ledger:
             _resolve_leftovers([r for r, _, _ in won] + [r for r, _ in refused], model)
             raise
 
-    def _fail_refused(self, refused: list[tuple[Request, Exception]], t0: float,
+    def _fail_refused(self, refused: list[tuple[Request, BaseException]], t0: float,
                       t_done: float, t1: float, batch_id: int, rows: int, reason: str) -> None:
         """Requests of a batch that ran whose ``check`` refused the answer: counted as
         failures by their A/B arm's and class's metrics and by the trace, then failed."""

@@ -217,8 +217,10 @@ class LoadAgents:
         # (an agent with no share of a short schedule sends nothing: None)
         refs = [a.run.remote(x, offsets[k::n].tolist(), start_wall, drain_s, bool(rows))
                 if len(offsets[k::n]) else None for k, a in enumerate(self.actors)]
-        return AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall,
-                        list(self.actors), list(self.placement), rows=bool(rows))
+        run = AgentRun(self, refs, offsets, duration_s + drain_s + _LEAD_S + 60.0, start_wall,
+                       list(self.actors), list(self.placement), rows=bool(rows))
+        run.schedule_s = float(duration_s)   # what the load was offered over
+        return run
 
     def run(self, url: str, model: str, x: Any, rate_rps: float, duration_s: float,
             **options: Any) -> LoadResult:
@@ -234,6 +236,7 @@ class AgentRun:
                  placement: list[dict[str, Any]] | None = None, rows: bool = True) -> None:
         self.agents, self.refs, self.offsets, self.timeout_s = agents, refs, offsets, timeout_s
         self.rows = rows
+        self.schedule_s = float(offsets[-1]) if len(offsets) else 0.0
         # The agents as they were when it started (a later run may go without a dead one).
         self.actors = actors if actors is not None else list(agents.actors)
         self.placement = placement if placement is not None else list(agents.placement)
@@ -301,6 +304,7 @@ class AgentRun:
             done = frame["done_s"].to_numpy()
             span = float(np.nanmax(done)) if np.isfinite(done).any() else 0.0
         live = [r for r in reports if not r["error"]]
+        span = max(span, self.schedule_s)   # at least the schedule (achieved <= offered)
         return LoadResult("open", frame[LOAD_COLUMNS], span,
                           max((r["max_lag_ms"] for r in live), default=0.0),
                           # the busiest agent's share of a core (as for one client)

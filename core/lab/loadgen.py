@@ -266,8 +266,12 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
     if progress is not None:
         progress(1.0)
     span = (rec.last_done() - t0) if rec.used else 0.0
-    if duration_s is not None and offsets_s is None and i == n:
-        span = max(span, float(duration_s))   # the schedule's length: offered = rate
+    if offsets_s is None and i == n and n:
+        # At least the schedule's length (offered = rate): the duration, unless count cut
+        # the schedule short (then its last send)
+        end = duration_s if duration_s is not None and (count is None or n < count) \
+            else offsets[-1]
+        span = max(span, float(end))
     cpu = time.thread_time() + helpers_cpu_s() - cpu0
     return LoadResult("open", rec.frame(t0, from_intended=True), float(span),
                       float(max_lag * 1000.0),

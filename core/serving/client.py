@@ -87,10 +87,12 @@ class _Transport:
     is read up to :data:`MAX_ANSWER_BYTES` and no further."""
 
     def __init__(self, url: str, timeout_s: float, pool_size: int,
-                 token: str | None = None, max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 token: str | None = None, max_answer_bytes: int = MAX_ANSWER_BYTES,
+                 max_parsed_bytes: int | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.max_answer_bytes = max_answer_bytes
+        self.max_parsed_bytes = max_parsed_bytes
         self._pool_size = pool_size
         self._headers = {"Content-Type": "application/json"}
         if token:
@@ -166,12 +168,13 @@ class _Transport:
         try:
             # Bounded as the server bounds a request: what its parse could take, counted
             # before parsing (a 32 KiB gzip'd answer of tiny values was 1.5 GiB parsed).
-            jsontext.check_size(raw, request_bytes_limit())
+            jsontext.check_size(raw, self.max_parsed_bytes or request_bytes_limit())
             payload = json.loads(raw) if raw else {}
         except jsontext.JSONTooLarge as err:
             raise EngineUnavailableError(
-                f"{where} answered {path} with JSON that cannot be read here: {err} (this "
-                "process's memory budget); is this a Batchlab engine server?") from None
+                f"{where} answered {path} with JSON that cannot be read here: {err} (an "
+                "eighth of this process's memory budget; RemoteEngine(max_parsed_bytes=...) "
+                "raises it, or ask for less at once)") from None
         except (ValueError, UnicodeDecodeError, RecursionError):
             raise EngineUnavailableError(
                 f"{self.url}{path} answered HTTP {status} with something that is not "
@@ -230,6 +233,9 @@ class RemoteEngine:
     Construction does not contact the server (a dashboard may start before its engine);
     use :meth:`connect` to wait until it answers, :meth:`reachable` to check.
 
+    ``max_answer_bytes`` bounds an answer's bytes, ``max_parsed_bytes`` what its JSON may
+    parse into (default: an eighth of this process's memory budget, at least 64 MiB).
+
     Example:
         >>> engine = RemoteEngine.connect("http://127.0.0.1:8000", timeout_s=10)
         >>> engine.configure("mlp", max_batch_size=16)
@@ -238,18 +244,23 @@ class RemoteEngine:
 
     def __init__(self, url: str = DEFAULT_URL, timeout_s: float = 30.0,
                  pool_size: int = 64, token: str | None = None,
-                 max_answer_bytes: int = MAX_ANSWER_BYTES) -> None:
+                 max_answer_bytes: int = MAX_ANSWER_BYTES,
+                 max_parsed_bytes: int | None = None) -> None:
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ConfigError(f"the engine URL must start with http:// or https://, got {url!r}")
         if not (isinstance(timeout_s, (int, float)) and 0 < timeout_s < float("inf")):
             raise ConfigError(f"timeout_s is the most one call may take, in seconds (a "
                               f"positive number); got {timeout_s!r}")
+        if max_parsed_bytes is not None and (isinstance(max_parsed_bytes, bool) or not (
+                isinstance(max_parsed_bytes, int) and max_parsed_bytes > 0)):
+            raise ConfigError("max_parsed_bytes bounds what one answer's JSON may parse into "
+                              f"(bytes, a positive int, or None); got {max_parsed_bytes!r}")
         self.url = url.rstrip("/")
         # The server's token (its log prints it; the dashboard's own server is given one):
         # by default from BATCHLAB_TOKEN.
         token = token if token is not None else os.environ.get(TOKEN_ENV, "").strip()
         self._t = _Transport(self.url, timeout_s, pool_size, token or None,
-                             max_answer_bytes)
+                             max_answer_bytes, max_parsed_bytes)
         self._info: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()

@@ -15,7 +15,7 @@ from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable, Protocol
 
 from core.engine import settle_late, wait_s_for
-from core.errors import ModelNotFoundError
+from core.errors import AnswerRefusedError, ModelNotFoundError
 from core.models import ModelInfo, request_bytes_limit
 from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
@@ -301,13 +301,26 @@ class Routes:
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
         # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
-        # The answer must fit the form its caller asked for (known outputs, finite values
-        # in JSON, within the JSON bound) before the request counts as served: else it
-        # fails, and is counted, with the 4xx its caller then gets.
+        known = {o.name for o in info.outputs}
+        unknown = [o["name"] for o in req.get("outputs") or [] if o["name"] not in known]
+        if known and unknown:   # the caller's mistake: refused before anything runs
+            raise HTTPError(400, f"unknown output(s) {unknown}; model {name!r} has "
+                                 f"{sorted(known)}")
+
+        def check(pred: Any) -> None:
+            """The answer must fit the form its caller asked for before the request counts
+            as served (else it fails, counted, with the 4xx its caller then gets): finite
+            values in JSON (422: the model's doing), JSON within the bound (the caller's
+            choice of form: AnswerRefusedError, not held against an A/B arm)."""
+            try:
+                oip.check_answer(req, name, pred.outputs, self.max_json_bytes)
+            except HTTPError as err:
+                if err.status == 400:
+                    raise AnswerRefusedError(str(err)) from None
+                raise
+
         fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
-                            priority=params.get("priority"),
-                            check=lambda pred: oip.check_answer(req, name, pred.outputs,
-                                                                self.max_json_bytes))
+                            priority=params.get("priority"), check=check)
         t_ms = timeout_ms
         if t_ms is None and name in engine.model_names():
             t_ms = engine.batch_config(name).timeout_ms
