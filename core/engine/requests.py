@@ -73,10 +73,8 @@ class Router:
                     raise err
             try:
                 arrays, rows = entry.validator(x)
-                if check is None:
-                    return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority)
                 return entry.served.submit(arrays, rows, timeout_ms, arm, sink, priority,
-                                           check=check)
+                                           check)
             except EngineClosedError:
                 # A hot swap may have retired this batcher between lookup and submit:
                 # go to the model's current version.
