@@ -32,7 +32,7 @@ import streamlit as st
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.ui.fmt import restart_words
+from core.ui.fmt import column_formats, restart_words
 from core.serving import ServerProcess, pin_process, split_cores
 from core.serving.guard import is_loopback
 from core.serving.state import STATE_ENV
@@ -399,10 +399,20 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         c2.button("Cancel", key=f"{key}_cancel", on_click=engine.cancel_job,
                   args=(job.job_id,), help="Stop at the next step; finished steps are kept.")
         if job.partial:
-            st.dataframe(pd.DataFrame(job.partial), hide_index=True, key=f"{key}_partial")
+            partial = pd.DataFrame(job.partial)
+            st.dataframe(partial, hide_index=True, key=f"{key}_partial",
+                         column_config=number_columns(partial))
 
     _watch()
     return latest
+
+
+def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """``column_config`` for a table of measurements: ms to 0.01, rates whole, shares as
+    percents (:func:`core.ui.fmt.column_formats`), not 1499.2345678."""
+    return {c: st.column_config.NumberColumn(format=f)
+            for c, f in column_formats(frame.columns).items()
+            if pd.api.types.is_numeric_dtype(frame[c])}
 
 
 def measuring_job(engine: Engine | RemoteEngine) -> Any:

@@ -7,14 +7,14 @@ import streamlit as st
 
 from core import POLICIES, BatchlabError
 from core.ui import charts
-from core.ui.fmt import history_caption, sweep_caption
+from core.ui.fmt import history_caption, run_config_words, sweep_caption
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import (agents_controls, fmt_ms, get_engine, job_progress, pick_model,
-                           start_job)
+from pages._common import (agents_controls, fmt_ms, get_engine, job_progress, number_columns,
+                           pick_model, start_job)
 
 engine = get_engine()
 store = engine.store  # the engine's history: sweeps save there, whoever started them
@@ -158,7 +158,8 @@ with st.container(border=True):
                        + (f" as run {r['run_id']}." if r.get("run_id") else "."))
             st.plotly_chart(search_figure(r["scores"], r["path"], r["best"]),
                             key="exp_search_chart")
-            st.dataframe(r["scores"], hide_index=True, key="exp_search_table")
+            st.dataframe(r["scores"], hide_index=True, key="exp_search_table",
+                         column_config=number_columns(r["scores"]))
             if r.get("run_id"):
                 try:
                     report_button(store.get(r["run_id"]), None, "exp_search_report")
@@ -214,7 +215,8 @@ if result and result[0] == model:
                                              if rec.max_batch_size else None,
                                              chosen_load=rec.load),
                         key="exp_pareto")
-        st.dataframe(frame, hide_index=True, key="exp_table")
+        st.dataframe(frame, hide_index=True, key="exp_table",
+                     column_config=number_columns(frame))
         report_button(run, None, "exp_report")
         if rec.max_batch_size is not None:
             e1, e2, e3 = st.columns(3)
@@ -357,10 +359,20 @@ with st.container(border=True):
     runs = store.list()
     st.caption(history_caption(store.usage(), store.path))
     if not runs.empty:
-        st.dataframe(runs.assign(config=runs["config"].astype(str)), hide_index=True,
-                     key="hist_table",
+        words = [run_config_words(c) for c in runs["config"]]
+        shown = runs.drop(columns="config").assign(settings=[w[0] for w in words],
+                                                   state=[w[1] for w in words])
+        st.dataframe(shown[["id", "name", "created", "state", "points", "settings"]],
+                     hide_index=True, key="hist_table",
                      column_config={"created": st.column_config.DatetimeColumn(
-                         format="YYYY-MM-DD HH:mm:ss")})
+                         format="YYYY-MM-DD HH:mm:ss"),
+                         "settings": st.column_config.TextColumn(
+                             "settings", width="large",
+                             help="What the run measured (every field: "
+                                  "engine.store.get(id)['config'] in a notebook)"),
+                         "state": st.column_config.TextColumn(
+                             help="complete; partial: still running, or cut off with the "
+                                  "points it had; stopped: cancelled, its points kept")})
         ids = runs["id"].tolist()
         label = {r.id: f"run {r.id}: {r.name} · {r.created:%H:%M:%S}" for r in runs.itertuples()}
         # The selection starts again from the two newest whenever a run is added, so the

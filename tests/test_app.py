@@ -409,6 +409,11 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("meets p99 <= 1000 ms at 200 req/s" in s.value
                and "the model's own settings (max_batch_size=32, max_wait_ms=5" in s.value.lower()
                for s in at.success), [s.value for s in at.success]
+    table = next(d for d in at.dataframe if "p99_ms" in d.value.columns)
+    shown = json.loads(table.proto.columns)  # read to 0.01 ms, whole req/s: not 1499.234567
+    assert shown["p99_ms"]["type_config"]["format"] == "%.2f"
+    assert shown["achieved_rps"]["type_config"]["format"] == "%.0f"
+    assert shown["error_rate"]["type_config"]["format"] == "percent"
     spec = figure(at, "Pareto")
     settings = [t for t in spec["data"] if t.get("name", "").startswith("batch ")]
     assert sorted(t["name"] for t in settings) == [
@@ -450,9 +455,18 @@ def test_history_export_and_delete_follow_a_new_run(engine, tmp_path):
     store = engine.store
     frame = pd.DataFrame({"max_batch_size": [1, 2], "max_wait_ms": [0.0, 1.0], "load": [100, 100],
                           "achieved_rps": [99.0, 100.0], "p99_ms": [1.0, 2.0]})
-    first = store.save("tiny sweep", {"model": "tiny"}, frame)
+    first = store.save("tiny sweep", {"model": "tiny", "max_batch_sizes": [1, 2],
+                                      "max_waits_ms": [0.0, 1.0], "load_kind": "rate",
+                                      "loads": [100], "duration_s": 2.0, "slo_p99_ms": 50.0,
+                                      "complete": False, "partial": True}, frame)
     second = store.save("tiny sweep", {"model": "tiny"}, frame)
     at = app("pages/experiments.py")
+    # Settings as a line people read, not a dict's repr; the state in a column of its own.
+    table = next(d.value for d in at.dataframe if "settings" in d.value.columns)
+    row = table[table["id"] == first].iloc[0]
+    assert row["settings"] == ("batch 1, 2 · wait 0, 1 ms · rate 100 req/s · 2 s a point · "
+                               "p99 ≤ 50 ms") and row["state"] == "partial"
+    assert "{" not in "".join(table["settings"]) and "config" not in table.columns
     assert any(d.proto.label == f"Export run {second} as CSV"
                for d in at.get("download_button"))
     third = store.save("tiny sweep", {"model": "tiny"}, frame.head(1))
@@ -566,6 +580,59 @@ def test_charts_read_cleanly(engine):
     rows = len(fig.data[0].y)
     assert rows <= 120 and fig.layout.height >= 4 * rows
     assert "the last 120 of 200 requests" in fig.layout.title.text
+
+
+def test_charts_at_low_load_and_with_axis_titles_stay_readable():
+    """A second of 10 lone requests and a few bursts: the timeline lines the batches up
+    from their first arrival (drawn on the second's axis, a 0.5 ms run is 0.05 % of its
+    width) and no two batch labels touch; legends sit under the axis titles; one run
+    compared still names itself; sub-MiB memory bars say they are page noise."""
+    import pandas as pd
+    from core.ui import charts
+    rows, rid = [], 0
+    for b in range(20):                      # a batch every 50 ms: 1 row, or 4 every 5th
+        for k in range(4 if b % 5 == 0 else 1):
+            t = b * 0.05 + k * 0.0005
+            rows.append({"request_id": rid, "batch_id": b, "batch_rows": 4 if b % 5 == 0
+                         else 1, "release_reason": "deadline", "arrived_s": t,
+                         "started_s": b * 0.05 + 0.005, "done_s": b * 0.05 + 0.0055,
+                         "ok": True, "wait_ms": 5.0, "compute_ms": 0.5})
+            rid += 1
+    frame = pd.DataFrame(rows)
+    fig = charts.timeline_figure(frame, max_wait_ms=5)
+    assert "first request arrived" in fig.layout.xaxis.title.text
+    runs = [t for t in fig.data if t.type == "bar" and t.name.startswith("running")][0]
+    assert max(runs.base) < 6 and min(runs.x) > 0.4       # ms from each batch's start
+    assert fig.layout.xaxis.range[1] - fig.layout.xaxis.range[0] < 10
+    labels = [t for t in fig.data if t.type == "scatter"][0]
+    row_px = (fig.layout.height - 130) / len(frame)
+    ys = sorted(int(y) for y in labels.y)
+    assert len(ys) >= 10 and all((b - a) * row_px >= 13 for a, b in zip(ys, ys[1:]))
+    busy = frame.assign(arrived_s=frame["arrived_s"] / 100, started_s=frame["started_s"] / 100,
+                        done_s=frame["done_s"] / 100 + 0.0005)  # back to back: one axis
+    assert charts.timeline_figure(busy).layout.xaxis.title.text == "ms"
+    for f in (charts.what_if_figure(pd.DataFrame({"rate_rps": [0, 10], "p50_ms": [1, 2],
+                                                  "p99_ms": [2, 3]})),
+              charts.warmup_figure(pd.DataFrame({"batch_size": [1, 8], "cold_ms": [3, 4],
+                                                 "warm_p50_ms": [1, 2]}))):
+        # at the figure's foot, below the x title (at -0.15 of the plot it covered it)
+        assert f.layout.legend.yref == "container" and f.layout.legend.y == 0
+    one = pd.DataFrame({"run_id": [7, 7], "run": ["nightly", "nightly"],
+                        "max_batch_size": [8, 8], "max_wait_ms": [1.0, 1.0],
+                        "load": [100, 200], "achieved_rps": [99.0, 198.0], "p99_ms": [2.0, 3.0]})
+    shown = charts.runs_figure(one)
+    assert shown.layout.showlegend and shown.data[0].name == "run 7: nightly"
+    mem = pd.DataFrame({"batch_size": [1, 8], "peak_mib": [0.07, 0.004], "run_ms": [0.1, 0.2],
+                        "error": [None, None]})
+    assert any("noise" in a.text for a in charts.memory_figure(mem).layout.annotations)
+    ts = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=3, freq="s"),
+                       "p50_ms": [1.206897] * 3, "p95_ms": [2.0] * 3, "p99_ms": [3.0] * 3,
+                       "successes": [300.0] * 3, "errors": [0.0] * 3})
+    # hover reads '1.21 ms' and '300 req/s', not plotly's unitless '1.206897'
+    assert {t.hovertemplate for t in charts.latency_figure(ts).data} == {"%{y:.2f} ms"}
+    assert {t.hovertemplate for t in charts.throughput_figure(ts).data} == {"%{y:,.0f} req/s"}
+    big = mem.assign(peak_mib=[3.0, 20.0])
+    assert not any("noise" in a.text for a in charts.memory_figure(big).layout.annotations)
 
 
 def go_figure_with_latency_axis(charts, values):

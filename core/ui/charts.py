@@ -87,7 +87,7 @@ def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per ba
                          marker_color=COLORS["warm"]))
     fig.update_layout(barmode="group")
     fig.update_xaxes(title="batch size (rows)", type="category")
-    return _layout(fig, title, "ms per run", height=320)
+    return _layout(fig, title, "ms per run", height=320, hover="%{y:.2f} ms")
 
 
 def memory_figure(frame: pd.DataFrame,
@@ -101,6 +101,14 @@ def memory_figure(frame: pd.DataFrame,
                          hovertemplate="batch %{x}: %{y:.2f} MiB, run %{customdata:.2f} ms"
                                        "<extra></extra>"))
     fig.update_xaxes(title="batch size (rows)", type="category")
+    peaks = pd.to_numeric(ok["peak_mib"], errors="coerce")
+    if len(peaks) and peaks.max() < 1.0:
+        # RSS moves in 4 KiB pages: below a MiB the bars are a few pages each, and which
+        # size got one page more says nothing (batch 1 once read as the dearest).
+        fig.add_annotation(text=f"every run added under 1 MiB (at most {peaks.max() * 256:.0f}"
+                                " pages of 4 KiB): differences this small are noise",
+                           showarrow=False, xref="paper", yref="paper", x=0, y=1.0,
+                           xanchor="left", yanchor="bottom", font=dict(color="#64748b", size=11))
     return _layout(fig, title, "MiB", height=300)
 
 
@@ -203,7 +211,12 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     batch left), grouped by batch; a failed request is red. Time in ms from the first
     arrival shown. At most the last ``max_requests`` are drawn, each row at least 4 px
     tall (hundreds in one chart made a faint diagonal line); the title says how many of
-    how many."""
+    how many.
+
+    At low load (requests waiting or running for under a quarter of the time shown) the
+    batches are drawn side by side instead, each from its first request's arrival, so the
+    idle time between them does not squeeze the waits and runs into slivers; the x axis
+    says so."""
     fig = go.Figure()
     total = len(frame)
     f = frame.tail(max_requests) if len(frame) > max_requests else frame
@@ -213,7 +226,12 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
         fig.update_xaxes(range=[0, 1], title="ms")
         return _layout(fig, title, "requests")
     f = f.sort_values(["batch_id", "arrived_s"], kind="stable").reset_index(drop=True)
-    t0 = float(f["arrived_s"].min())
+    aligned = _busy_share(f) < 0.25 and f["batch_id"].nunique() > 1
+    if aligned:  # each batch from its own first arrival (a request that never ran: its own)
+        key = f["batch_id"].where(f["batch_id"] >= 0, -1 - f.index.to_series())
+        t0 = f.groupby(key)["arrived_s"].transform("min")
+    else:
+        t0 = float(f["arrived_s"].min())
     ran = f["started_s"].notna()
     start = ((f["started_s"].where(ran, f["done_s"]) - t0) * 1000.0)
     arrive = (f["arrived_s"] - t0) * 1000.0
@@ -243,22 +261,54 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
             marker_color=[colour if ok else COLORS["err"] for ok in part["ok"]],
             hovertext=[hover[i] for i in idx], hoverinfo="text"))
     # Each batch named at the end of its first request's bar: why it left, and its rows.
+    # The chart grows (up to 900 px) to give labels their lines; a label that would still
+    # touch the one above is left out (the hover names every batch).
     firsts = f[f["batch_id"] >= 0].groupby("batch_id", sort=False).head(1)
-    if len(firsts) <= 60:  # beyond that the labels would cover each other
+    height = max(360, min(900, 120 + max(5 * len(f), _LABEL_PX * len(firsts))))
+    row_px = (height - 130) / len(f)
+    keep, last = [], -math.inf
+    for i in firsts.index:
+        if (i - last) * row_px >= _LABEL_PX:
+            keep.append(i)
+            last = i
+    if keep:
         fig.add_trace(go.Scatter(
-            x=done[firsts.index] + 0.05, y=[y[i] for i in firsts.index], mode="text",
-            text=[f"{r.release_reason} · {_rows(r.batch_rows)}" for r in firsts.itertuples()],
+            x=done[keep] + 0.05, y=[y[i] for i in keep], mode="text",
+            text=[f"{r.release_reason} · {_rows(r.batch_rows)}"
+                  for r in f.loc[keep].itertuples()],
             textposition="middle right", textfont=dict(size=10, color="#334155"),
             showlegend=False, hoverinfo="skip"))
+        lo, hi = float(arrive.min()), float(done.max())
+        fig.update_xaxes(range=[lo - 0.01 * (hi - lo), hi + 0.16 * (hi - lo)])  # room: labels
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
     fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
-    fig.update_xaxes(title="ms")
+    fig.update_xaxes(title=("ms since the batch's first request arrived (batches side by "
+                            "side: idle time between them left out)" if aligned else "ms"))
     note = f"max wait {max_wait_ms:g} ms · " if max_wait_ms is not None else ""
     shown = f"{len(f)} requests" if len(f) == total else f"the last {len(f)} of {total} requests"
-    return _layout(fig, title, "requests, by batch",
-                   height=max(360, min(900, 120 + 5 * len(f)))).update_layout(
+    return _layout(fig, title, "requests, by batch", height=height).update_layout(
         title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, {shown})"),
         hovermode="closest")
+
+
+#: Pixels a batch's label needs on the timeline (10 px text and a little air).
+_LABEL_PX = 13
+
+
+def _busy_share(f: pd.DataFrame) -> float:
+    """The share of the time from the first arrival to the last end in which some request
+    was waiting or running (the union of their spans)."""
+    spans = sorted(zip(f["arrived_s"], f["done_s"]))
+    total = float(f["done_s"].max() - f["arrived_s"].min()) if spans else 0.0
+    if not total > 0:
+        return 1.0
+    busy, (lo, hi) = 0.0, spans[0]
+    for a, d in spans[1:]:
+        if a > hi:
+            busy, lo, hi = busy + (hi - lo), a, d
+        else:
+            hi = max(hi, d)
+    return (busy + hi - lo) / total
 
 
 def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
@@ -319,6 +369,8 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
             text=labels, hovertemplate="%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
             marker=dict(size=10, color=palette[k % len(palette)],
                         symbol=_SYMBOLS[k % len(_SYMBOLS)])))
+    # Named even when only one run is drawn (plotly hides a lone trace's legend).
+    fig.update_layout(showlegend=True)
     return _throughput_p99_layout(fig, frame, title, height=380)
 
 
@@ -336,4 +388,4 @@ def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,
         fig.add_trace(go.Scatter(x=measured["load"], y=measured["p99_ms"], mode="markers",
                                  name="measured p99", marker=dict(color=COLORS["p99"], size=10)))
     fig.update_xaxes(title="arrival rate (req/s)")
-    return _layout(fig, title, "ms", height=340)
+    return _layout(fig, title, "ms", height=340, hover="%{y:.2f} ms")

@@ -122,6 +122,70 @@ def history_caption(usage: dict[str, int], where: Any) -> str:
     return head + tail + " (BATCHLAB_HISTORY_MAX_MB sets the bound)."
 
 
+def _seq(v: Any) -> str:
+    return ", ".join(f"{x:,g}" if isinstance(x, (int, float)) else str(x) for x in v)
+
+
+def run_config_words(config: dict[str, Any]) -> tuple[str, str]:
+    """A history run's settings as a line people read ('batch 8, 32 · wait 0, 2 ms · rate
+    300, 1,500 req/s · 2 s a point · p99 ≤ 200 ms'), and its state ('complete', 'partial':
+    still running or cut off, 'stopped': cancelled with its points kept). Keys it does not
+    know are shown as ``key=value``; a long value is cut."""
+    c = dict(config or {})
+    state = ("partial" if c.pop("partial", False) else
+             "complete" if c.pop("complete", True) else "stopped")
+    c.pop("complete", None)
+    for k in ("model", "reason", "search"):  # the name says the model and the kind
+        c.pop(k, None)
+    out = []
+    if c.get("max_batch_sizes"):
+        out.append("batch " + _seq(c.pop("max_batch_sizes")))
+    if c.get("max_waits_ms") is not None:
+        out.append("wait " + _seq(c.pop("max_waits_ms")) + " ms")
+    if c.get("session_threads"):
+        out.append("threads " + _seq(c.pop("session_threads")))
+    kind = c.pop("load_kind", None)
+    if c.get("loads"):
+        loads = _seq(c.pop("loads"))
+        out.append(f"rate {loads} req/s" if kind == "rate" else
+                   f"{loads} clients" if kind == "clients" else f"loads {loads}")
+    if not _missing(c.get("duration_s")):
+        out.append(f"{c.pop('duration_s'):g} s a point")
+    if not _missing(c.get("slo_p99_ms")):
+        out.append(f"p99 ≤ {c.pop('slo_p99_ms'):g} ms")
+    for k, v in c.items():
+        if v is None or v == [] or v == {}:
+            continue
+        text = _seq(v) if isinstance(v, (list, tuple)) else (
+            f"{v:,g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+        out.append(f"{k}={text if len(text) <= 40 else text[:37] + '...'}")
+    return " · ".join(out), state
+
+
+#: How a measurement table's number columns read, by the column name's ending.
+_COLUMN_FORMATS = (("_ms", "%.2f"), ("_rps", "%.0f"), ("_pct", "%.1f %%"),
+                   ("_cores", "%.2f"), ("_mib", "%.2f"), ("_s", "%.1f"))
+_FRACTIONS = {"error_rate", "within_slo", "share", "b_share"}
+
+
+def column_formats(columns: Any) -> dict[str, str]:
+    """Display formats for a table of measurements (a sweep's, a search's): latencies to
+    0.01 ms, rates whole, shares as percents; other columns as they are. Streamlit's
+    ``NumberColumn(format=...)`` takes these (printf-style, or 'percent')."""
+    out = {}
+    for c in map(str, columns):
+        if c in _FRACTIONS:
+            out[c] = "percent"
+        elif c == "mean_batch_rows":
+            out[c] = "%.1f"
+        else:
+            for end, form in _COLUMN_FORMATS:
+                if c.endswith(end):
+                    out[c] = form
+                    break
+    return out
+
+
 def exit_words(code: float | None) -> str:
     """How a process ended: 'was killed by SIGKILL', 'exited with code 1'."""
     if code is None:

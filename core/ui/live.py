@@ -63,7 +63,7 @@ def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per seco
         fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
                                  line=dict(color=COLORS[name], width=2), connectgaps=False))
     _empty_note(fig, ts, "p50_ms", empty_note)
-    _layout(fig, title, "ms", ts=ts, window_s=window_s)
+    _layout(fig, title, "ms", ts=ts, window_s=window_s, hover="%{y:.2f} ms")
     return add_events(fig, events, ts, window_s)
 
 
@@ -72,17 +72,17 @@ def throughput_figure(ts: pd.DataFrame, title: str = "Throughput", window_s: int
     ts = recent(ts, window_s)
     fig = go.Figure()
     if window_s <= BARS_UP_TO_S:
-        fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served / s",
+        fig.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name="served",
                              marker_color=COLORS["ok"]))
-        fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors / s",
+        fig.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name="errors",
                              marker_color=COLORS["err"]))
         fig.update_layout(barmode="stack", bargap=0.05)
     else:  # hundreds of one-second bars are hairlines: stacked areas instead
-        for col, name, color in (("successes", "served / s", COLORS["ok"]),
-                                 ("errors", "errors / s", COLORS["err"])):
+        for col, name, color in (("successes", "served", COLORS["ok"]),
+                                 ("errors", "errors", COLORS["err"])):
             fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
                                      stackgroup="rate", line=dict(color=color, width=1)))
-    _layout(fig, title, "requests / s", ts=ts, window_s=window_s)
+    _layout(fig, title, "requests / s", ts=ts, window_s=window_s, hover="%{y:,.0f} req/s")
     return add_events(fig, events, ts, window_s)
 
 
@@ -92,7 +92,7 @@ def error_figure(ts: pd.DataFrame, title: str = "Error rate", window_s: int = WI
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["error_rate"] * 100, name="error rate",
                                mode="lines", fill="tozeroy", line=dict(color=COLORS["err"])))
     fig.update_yaxes(rangemode="tozero", ticksuffix=" %")   # 1 is 1 %, not 100 %
-    _layout(fig, title, "% of requests", ts=ts, window_s=window_s)
+    _layout(fig, title, "% of requests", ts=ts, window_s=window_s, hover="%{y:.2f} %")
     return add_events(fig, events, ts, window_s)
 
 
@@ -109,7 +109,8 @@ def queue_compute_figure(ts: pd.DataFrame,
                              stackgroup="t", line=dict(color=COLORS["queue"])))
     fig.add_trace(go.Scatter(x=ts["time"], y=ts["mean_compute_ms"], name=names[1],
                              stackgroup="t", line=dict(color=COLORS["compute"])))
-    _layout(fig, title, "mean ms per request", ts=ts, window_s=window_s)
+    _layout(fig, title, "mean ms per request", ts=ts, window_s=window_s,
+            hover="%{y:.2f} ms")
     return add_events(fig, events, ts, window_s)
 
 
@@ -121,5 +122,5 @@ def queue_depth_figure(ts: pd.DataFrame,
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["queue_depth"], mode="lines",
                                line=dict(color=COLORS["depth"], shape="hv"), name="queued"))
     fig.update_yaxes(rangemode="tozero")
-    _layout(fig, title, "requests", ts=ts, window_s=window_s)
+    _layout(fig, title, "requests", ts=ts, window_s=window_s, hover="%{y:,.0f} queued")
     return add_events(fig, events, ts, window_s)

@@ -23,13 +23,23 @@ WINDOW_S = 60
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, height: int = 300,
-            ts: pd.DataFrame | None = None, window_s: int = WINDOW_S) -> go.Figure:
+            ts: pd.DataFrame | None = None, window_s: int = WINDOW_S,
+            hover: str | None = None) -> go.Figure:
     """House style; with ``ts`` the x axis is a fixed window of the last ``window_s``
-    seconds."""
-    # The toolbar stands at the right edge, upright, so a title is never under it.
+    seconds; ``hover`` (e.g. ``"%{y:.2f} ms"``): how a value reads on hover, with its unit,
+    for the traces that do not say themselves (plotly's own: '1.206897')."""
+    if hover:
+        for t in fig.data:
+            if t.hovertemplate is None and getattr(t, "hovertext", None) is None:
+                t.hovertemplate = hover
+    # The toolbar stands at the right edge, upright, so a title is never under it. The
+    # legend sits at the foot of the whole figure (``yref="container"``): plotly then lifts
+    # the plot above it, so it never covers the x axis's title (at ``y=-0.15`` of the plot
+    # it did, on every chart with one).
     fig.update_layout(title=dict(text=title, x=0.01, font=dict(size=14)), height=height,
                       margin=dict(l=10, r=30, t=40, b=10), template="plotly_white",
-                      legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
+                      legend=dict(orientation="h", yref="container", yanchor="bottom", y=0,
+                                  xanchor="left", x=0),
                       yaxis_title=y_title, hovermode="x unified",
                       modebar=dict(orientation="v"))
     if ts is not None and not ts.empty:
@@ -52,9 +62,9 @@ def _no_data(fig: go.Figure) -> bool:
 
 
 def style(fig: go.Figure, title: str, y_title: str, ts: pd.DataFrame | None = None,
-          height: int = 300, window_s: int = WINDOW_S) -> go.Figure:
+          height: int = 300, window_s: int = WINDOW_S, hover: str | None = None) -> go.Figure:
     """Apply the house style to a figure built elsewhere (e.g. per-arm charts)."""
-    return _layout(fig, title, y_title, height=height, ts=ts, window_s=window_s)
+    return _layout(fig, title, y_title, height=height, ts=ts, window_s=window_s, hover=hover)
 
 
 def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
