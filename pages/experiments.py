@@ -286,6 +286,8 @@ with st.container(border=True):
     if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
         cost = cost_entry[1]
         st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f}); "
+                   f"engine work {cost.per_request_ms * 1000:.1f} µs per request (1 / the "
+                   "capacity measured with bursts of requests: past it, the queue grows); "
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
                    f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
                    "traffic; it includes the load generator, as sweeps measure)")
@@ -311,12 +313,12 @@ with st.container(border=True):
             m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
             m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
             m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
-            m[3].metric("Runs busy", f"{pred['utilisation']:.0%}",
-                        help="The share of time a batch is running. The per-request "
-                             "overhead (the Python around each request) is added to each "
-                             "latency but does not use this capacity here: on a cheap model "
-                             "it, not the runs, limits the load, and the prediction stays "
-                             "flat past what the engine really serves.")
+            m[3].metric("Engine busy", f"{pred['utilisation']:.0%}",
+                        help="The share of time the engine is busy: running batches, or "
+                             "its work per request (the µs above), whichever is more. At "
+                             "100 % the queue grows: the rate is past this setting's "
+                             f"capacity ({cost.capacity_rps(bs):,.0f} req/s at max batch "
+                             f"size {bs}).")
             top = max(float(rate) * 2, 100.0)
             curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
             measured = None
@@ -329,7 +331,9 @@ with st.container(border=True):
                         measured = measured[measured["policy"].fillna("deadline") == "deadline"]
                 except KeyError:
                     measured = None
-            st.plotly_chart(charts.what_if_figure(curve, measured), key="exp_whatif_chart")
+            st.plotly_chart(charts.what_if_figure(curve, measured,
+                                                  capacity_rps=cost.capacity_rps(bs)),
+                            key="exp_whatif_chart")
             if measured is not None and not measured.empty:
                 errs = []
                 for _, r in measured.iterrows():

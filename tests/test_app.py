@@ -436,7 +436,9 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     at.run()
     assert any("calibrated with traffic" in c.value for c in at.caption)
     labels = [m.label for m in at.metric]
-    assert "Predicted p99" in labels
+    assert "Predicted p99" in labels and "Engine busy" in labels
+    # the engine's own work per request, from a capacity measured at a backlog
+    assert any("µs per request (1 / the capacity measured" in c.value for c in at.caption)
     # The what-if models the deadline policy; asked for another, it says why not.
     at.segmented_control(key="whatif_policy").set_value("adaptive").run()
     refused = [w.value for w in at.warning if "No prediction for adaptive" in w.value]

@@ -658,6 +658,56 @@ def test_simulator_adds_the_overhead_at_the_rate():
     assert cost.overhead_at(4000) == pytest.approx(3.0)
 
 
+def test_the_simulator_serves_no_more_than_the_engines_work_per_request_allows():
+    """A cheap model: runs of 0.01 ms, but 30 us of engine work per request. Its capacity
+    is ~33k req/s, not the 3.2M its runs alone allow: offered 100k, the simulator serves
+    ~33k and the latency grows with the queue (before, it stayed flat past capacity);
+    below capacity the work adds about itself to the latency, not a batch's worth."""
+    from core.lab import with_capacity
+    cost = CostModel(0.01, 0.0, 1.0, per_request_ms=0.03)
+    assert cost.capacity_rps(32) == pytest.approx(1000 / 0.03)
+    assert CostModel(1.0, 0.0, 1.0, per_request_ms=0.001).capacity_rps(32) == 32_000  # runs
+    over = simulate(cost, 32, 1.0, 100_000.0, n_requests=20_000)
+    assert over["throughput_rps"] == pytest.approx(cost.capacity_rps(32), rel=0.02)
+    assert over["utilisation"] > 0.99 and over["p99_ms"] > 100
+    bare = CostModel(0.01, 0.0, 1.0)
+    for rate in (2_000.0, 10_000.0):
+        under = simulate(cost, 32, 1.0, rate, n_requests=20_000)
+        alone = simulate(bare, 32, 1.0, rate, n_requests=20_000)
+        assert under["throughput_rps"] == pytest.approx(rate, rel=0.05)
+        assert 0 <= under["p50_ms"] - alone["p50_ms"] < 0.1  # ~30 us, not 32 x 30 us
+    assert simulate(bare, 32, 1.0, 100_000.0, n_requests=20_000)["p99_ms"] < 5  # the old flat
+    # Lone requests every 10 ms: the run's 2 ms plus the 0.5 ms of work, exactly.
+    arr = np.arange(1, 1001) * 0.010
+    r = simulate(CostModel(2.0, 0.0, 1.0, per_request_ms=0.5), 32, 0.0, 100, arrivals_s=arr)
+    assert r["p50_ms"] == pytest.approx(2.5) and r["throughput_rps"] == pytest.approx(100, rel=0.01)
+    # From a measured capacity: the work per request is its inverse.
+    assert with_capacity(bare, 20_000.0).per_request_ms == pytest.approx(0.05)
+    assert with_capacity(bare, None) is bare
+
+
+def test_measured_capacity_gives_a_cheap_model_its_real_ceiling():
+    """On the real engine: the MLP's capacity measured at a backlog (bursts of requests at
+    once) is what an open-loop overload, offered twice that, serves in the same run
+    (within a factor of two: the two measure the same ceiling, not to the percent), and
+    the what-if fitted with it serves no more than that when offered more."""
+    from core import EngineConfig, build_demo_model
+    from core.lab import fit_cost_model, measure_capacity, profile_cost, with_capacity
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("mlp"), name="mlp")
+        engine.configure("mlp", max_batch_size=16, max_wait_ms=1.0, max_queue=4096)
+        cost = fit_cost_model(profile_cost(engine, "mlp", batch_sizes=(1, 4, 16), iterations=5))
+        got = measure_capacity(engine, "mlp", bursts=3, size=1000)
+        x = engine.sample_input("mlp", rows=1)
+        # offered twice what the bursts measured: what it serves is its capacity
+        served = open_loop(lambda v: engine.submit("mlp", v), lambda rng: x, 2 * got,
+                           pattern="poisson", duration_s=0.5).summary()["achieved_rps"]
+    assert got is not None and 0.5 < got / served < 2.0, (got, served)
+    fitted = with_capacity(cost, got)
+    assert fitted.capacity_rps(16) <= got * 1.0001
+    assert simulate(fitted, 16, 1.0, 2 * got, n_requests=5000)["throughput_rps"] < 1.05 * got
+
+
 def test_the_what_if_refuses_the_policies_it_does_not_model_saying_why():
     from core.lab import CostModel, simulate, what_if_curve
     from core.lab.costmodel import WHAT_IF_REFUSED

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
     from core.engine import EngineCore
 
 __all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model",
-           "measure_overhead", "calibrate_overhead", "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
+           "measure_overhead", "measure_capacity", "with_capacity", "calibrate_overhead",
+           "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
 
 #: Roughly what the engine serves in one process on this 2-core machine (one-row requests,
 #: docs/benchmarks.md): a cost model of a very cheap model predicts far more, so loads for
@@ -57,6 +59,19 @@ class CostModel:
     #: overhead_ms + overhead_per_krps_ms * r / 1000 outside its batch's wait and run
     #: (see :func:`calibrate_overhead`)
     overhead_per_krps_ms: float = 0.0
+    #: the engine's serial work per request (ms): the Python that submits, batches and
+    #: settles it, one interpreter for all requests, so one request's at a time. It is
+    #: 1 / the capacity measured at a backlog (:func:`measure_capacity`); the simulator
+    #: passes each request through it before the batching queue, so no load past
+    #: :meth:`capacity_rps` is served: on a cheap model it, not the runs, sets capacity.
+    per_request_ms: float = 0.0
+
+    def capacity_rps(self, max_batch_size: int) -> float:
+        """The most one-row requests per second this model serves: full batches back to
+        back (``k / t(k)``), or the engine's own work per request, whichever is less."""
+        k = max(1, int(max_batch_size))
+        runs = k / self(k) * 1000.0 if self(k) > 0 else float("inf")
+        return min(runs, 1000.0 / self.per_request_ms) if self.per_request_ms > 0 else runs
 
     def overhead_at(self, rate_rps: float) -> float:
         return self.overhead_ms + self.overhead_per_krps_ms * rate_rps / 1000.0
@@ -90,6 +105,36 @@ def measure_overhead(engine: EngineCore, model: str, bursts: int = 40) -> float:
     return float(np.median(handoff) + (np.median(late) if late else 0.0))
 
 
+def measure_capacity(engine: EngineCore, model: str, bursts: int = 5,
+                     size: int = 2000) -> float | None:
+    """The one-row requests per second the engine serves ``model`` at a backlog: bursts of
+    ``size`` requests (at most its ``max_queue``) submitted at once from one thread, each
+    timed from its first submit to its last answer; the median of ``bursts`` (after one to
+    warm up). It counts the engine's Python per request (submitting, batching, settling:
+    one interpreter for all) and the runs; not a load generator's pacing. None when nothing
+    was served. A burst of 2,000 takes 20-100 ms on the demo models here."""
+    cfg = engine.batch_config(model)
+    n = max(1, min(size, cfg.max_queue))
+    x = engine.sample_input(model, rows=1)
+    rates = []
+    for b in range(bursts + 1):
+        t0 = time.perf_counter()
+        futures = [engine.submit(model, x) for _ in range(n)]
+        for f in futures:
+            f.result(60)
+        if b:
+            rates.append(n / (time.perf_counter() - t0))
+    return float(np.median(rates)) if rates else None
+
+
+def with_capacity(cost: CostModel, capacity_rps: float | None) -> CostModel:
+    """``cost`` with the engine's work per request from a capacity measured at a backlog
+    (:func:`measure_capacity`): ``1 / capacity``."""
+    if not capacity_rps or not capacity_rps > 0:
+        return cost
+    return dataclasses.replace(cost, per_request_ms=1000.0 / capacity_rps)
+
+
 def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
                        rates_rps: Sequence[float], duration_s: float = 2.0,
                        seed: int = 0) -> CostModel:
@@ -101,7 +146,7 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     interpreter, collector wake-ups, hand-offs. Check it at other loads than these."""
     cfg = engine.batch_config(model)
     x = engine.sample_input(model, rows=1)
-    bare = CostModel(cost.a_ms, cost.b_ms, cost.r2)
+    bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
     gaps = []
     for k, rate in enumerate(rates_rps):
         res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, float(rate),
@@ -159,8 +204,10 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     A discrete-event model of the engine: one server; a batch starts when the server is
     free and either ``max_batch_size`` requests are queued or the oldest has waited
     ``max_wait_ms``; it takes ``cost(n)`` ms, and every request then spends the cost
-    model's ``overhead_ms`` more before its caller has the answer. Returns p50/p95/p99/mean
-    latency (ms), throughput (req/s), mean batch rows and server utilisation.
+    model's ``overhead_ms`` more before its caller has the answer. Before the queue, each
+    request passes the engine's own work (``per_request_ms``, one request at a time: one
+    interpreter), which adds little below capacity and caps the load served above it. Returns p50/p95/p99/mean latency (ms), throughput (req/s), mean batch rows and
+    server utilisation.
     """
     if policy != "deadline":
         raise ValueError(WHAT_IF_REFUSED.get(policy, f"unknown policy {policy!r}; the "
@@ -171,6 +218,13 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     n = len(arr)
     wait = float(max_wait_ms)
     overhead = float(cost.overhead_at(rate_rps)) if isinstance(cost, CostModel) else 0.0
+    work = float(cost.per_request_ms) if isinstance(cost, CostModel) else 0.0
+    sent = arr
+    if work > 0:  # the engine's intake: one request's Python at a time
+        arr = arr.copy()
+        free = -np.inf
+        for j in range(n):
+            free = arr[j] = max(arr[j], free) + work
     lat = np.empty(n)
     q: deque[int] = deque()
     i = 0
@@ -205,17 +259,18 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
         done = release + service
         for _ in range(k):
             j = q.popleft()
-            lat[j] = done - arr[j] + overhead
+            lat[j] = done - sent[j] + overhead
         served += k
         busy += service
         batches += 1
         t_free = done
-    span_s = (t_free - arr[0]) / 1000.0 if n > 1 else float("nan")
+    span_s = (t_free - sent[0]) / 1000.0 if n > 1 else float("nan")
     return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
             "throughput_rps": float(n / span_s) if span_s > 0 else float("nan"),
             "mean_batch_rows": n / batches,
-            "utilisation": float(busy / (t_free - arr[0])) if t_free > arr[0] else float("nan")}
+            "utilisation": float(max(busy, n * work) / (t_free - sent[0]))
+            if t_free > sent[0] else float("nan")}
 
 
 def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,

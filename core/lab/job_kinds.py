@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from core.errors import BatchlabError
-from .costmodel import ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, profile_cost_frame
+from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, measure_capacity,
+                        profile_cost_frame, with_capacity)
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, replay
 from .search import Constraints, quick_search
@@ -149,7 +150,15 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         return {"profile": profile, "cost": None}
     cost = fit_cost_model(profile)
     cfg = engine.batch_config(target)
-    capacity = min(cfg.max_batch_size / cost(cfg.max_batch_size) * 1000.0, ENGINE_BOUND_RPS)
+    if not job.stop.is_set():
+        job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
+        cost = with_capacity(cost, measure_capacity(engine, target))
+    # Calibrated at 10 % and 35 % of the measured capacity (so the overhead's line spans
+    # the loads asked about: docs/benchmarks.md, the what-if's checks); unmeasured, below
+    # the engine's rough bound on this machine.
+    capacity = cost.capacity_rps(cfg.max_batch_size)
+    if not cost.per_request_ms:
+        capacity = min(capacity, ENGINE_BOUND_RPS)
     job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} and "
                       f"{0.35 * capacity:,.0f} req/s")
     cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],

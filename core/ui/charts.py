@@ -375,8 +375,10 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
 
 
 def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,
-                   title: str = "What-if: predicted latency across load") -> go.Figure:
-    """Predicted p50/p99 versus arrival rate, with measured points when there are any."""
+                   title: str = "What-if: predicted latency across load",
+                   capacity_rps: float | None = None) -> go.Figure:
+    """Predicted p50/p99 versus arrival rate, with measured points when there are any, and
+    the setting's capacity as a line when it falls on the chart."""
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=curve["rate_rps"], y=curve["p50_ms"], name="predicted p50",
                              line=dict(color=COLORS["p50"])))
@@ -388,4 +390,8 @@ def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,
         fig.add_trace(go.Scatter(x=measured["load"], y=measured["p99_ms"], mode="markers",
                                  name="measured p99", marker=dict(color=COLORS["p99"], size=10)))
     fig.update_xaxes(title="arrival rate (req/s)")
+    if capacity_rps and math.isfinite(capacity_rps) and capacity_rps <= curve["rate_rps"].max():
+        fig.add_vline(x=capacity_rps, line_dash="dash", line_color="#64748b",
+                      annotation_text=f"capacity {capacity_rps:,.0f} req/s",
+                      annotation_position="top left")
     return _layout(fig, title, "ms", height=340, hover="%{y:.2f} ms")
