@@ -269,15 +269,17 @@ if result and result[0] == model:
 # -- what-if ---------------------------------------------------------------------------------------
 with st.container(border=True):
     st.subheader("What-if", anchor=False)
-    st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, calibrate "
-               "the per-request overhead with traffic at two loads, and predict a "
-               "configuration's latency across load before applying it (batching wait, "
-               "queueing, run, overhead).")
+    st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, measure the "
+               "engine's capacity with bursts of requests, calibrate the per-request "
+               "overhead with traffic at two loads, and predict a configuration's latency "
+               "and throughput across load before applying it (batching wait, queueing, run, "
+               "overhead, and the engine's own work per request past capacity).")
     prof_job = job_progress(engine, "profile_cost", model, key="exp_profile_job")
     if st.button("Profile the model", key="exp_profile",
                  disabled=prof_job is not None and not prof_job.finished,
-                 help="Times batch sizes 1..64, fits t(n), then runs traffic at two loads "
-                      "below capacity to calibrate the overhead (about 10 s, in the engine)."):
+                 help="Times batch sizes 1..64, fits t(n), measures the capacity with "
+                      "bursts of requests, then runs traffic at 10 % and 35 % of it to "
+                      "calibrate the overhead (about 10 s, in the engine)."):
         start_job(engine, "profile_cost", model, "Could not profile")
     if prof_job is not None and prof_job.state == "done" and prof_job.result:
         st.session_state["exp_cost"] = (model, prof_job.result["cost"],
@@ -309,9 +311,11 @@ with st.container(border=True):
                        icon=":material/block:")
         else:
             pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
+            capacity = cost.capacity_rps(bs)
+            past = float(rate) > capacity
             m = st.columns(4)
-            m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]))
-            m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]))
+            m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]) + (" +" if past else ""))
+            m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]) + (" +" if past else ""))
             m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
             m[3].metric("Engine busy", f"{pred['utilisation']:.0%}",
                         help="The share of time the engine is busy: running batches, or "
@@ -319,6 +323,15 @@ with st.container(border=True):
                              "100 % the queue grows: the rate is past this setting's "
                              f"capacity ({cost.capacity_rps(bs):,.0f} req/s at max batch "
                              f"size {bs}).")
+            if past:
+                st.warning(f"{float(rate):,.0f} req/s is past this setting's capacity "
+                           f"({capacity:,.0f} req/s): the queue grows for as long as the load "
+                           "lasts, so the latency has no steady value (the figures above are "
+                           "those of the 5,000 requests simulated, and grow with more). The "
+                           "engine then refuses what max_queue cannot hold and times out what "
+                           "waits past timeout_ms. Lower the rate, or raise the max batch "
+                           "size if the runs, not the engine's work per request, set the "
+                           "capacity.", icon=":material/warning:")
             top = max(float(rate) * 2, 100.0)
             curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
             measured = None

@@ -439,6 +439,13 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert "Predicted p99" in labels and "Engine busy" in labels
     # the engine's own work per request, from a capacity measured at a backlog
     assert any("µs per request (1 / the capacity measured" in c.value for c in at.caption)
+    assert not any("past this setting's capacity" in w.value for w in at.warning)
+    cost = at.session_state["exp_cost"][1]
+    at.number_input(key="whatif_rate").set_value(min(1_000_000.0, 3 * cost.capacity_rps(32)))
+    at.run()  # past capacity: no steady latency, and the page says so
+    assert any("past this setting's capacity" in w.value for w in at.warning)
+    assert next(m.value for m in at.metric if m.label == "Predicted p50").endswith("+")
+    at.number_input(key="whatif_rate").set_value(2000.0).run()
     # The what-if models the deadline policy; asked for another, it says why not.
     at.segmented_control(key="whatif_policy").set_value("adaptive").run()
     refused = [w.value for w in at.warning if "No prediction for adaptive" in w.value]
@@ -610,9 +617,24 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
     row_px = (fig.layout.height - 130) / len(frame)
     ys = sorted(int(y) for y in labels.y)
     assert len(ys) >= 10 and all((b - a) * row_px >= 13 for a, b in zip(ys, ys[1:]))
-    busy = frame.assign(arrived_s=frame["arrived_s"] / 100, started_s=frame["started_s"] / 100,
-                        done_s=frame["done_s"] / 100 + 0.0005)  # back to back: one axis
+    # 200 req/s that wait 5-40 ms for batches of 8: busy, bars wide enough on one axis
+    busy = pd.DataFrame({
+        "request_id": range(200), "batch_id": [i // 8 for i in range(200)], "batch_rows": 8,
+        "release_reason": "full", "arrived_s": [i / 200 for i in range(200)],
+        "started_s": [(i // 8 * 8 + 8) / 200 for i in range(200)],
+        "done_s": [(i // 8 * 8 + 8) / 200 + 0.001 for i in range(200)], "ok": True,
+        "wait_ms": 1.0, "compute_ms": 1.0})
     assert charts.timeline_figure(busy).layout.xaxis.title.text == "ms"
+    # a batch of 2 every 10 ms that waited 5 ms: busy half the time, but a request's bar
+    # is 0.5 % of the second: lined up too
+    dense = pd.DataFrame({
+        "request_id": range(200), "batch_id": [i // 2 for i in range(200)], "batch_rows": 2,
+        "release_reason": "deadline", "arrived_s": [i // 2 * 0.01 for i in range(200)],
+        "started_s": [i // 2 * 0.01 + 0.005 for i in range(200)],
+        "done_s": [i // 2 * 0.01 + 0.0055 for i in range(200)], "ok": True,
+        "wait_ms": 5.0, "compute_ms": 0.5})
+    assert charts._busy_share(dense.tail(120)) > 0.5
+    assert "first request arrived" in charts.timeline_figure(dense).layout.xaxis.title.text
     for f in (charts.what_if_figure(pd.DataFrame({"rate_rps": [0, 10], "p50_ms": [1, 2],
                                                   "p99_ms": [2, 3]})),
               charts.warmup_figure(pd.DataFrame({"batch_size": [1, 8], "cold_ms": [3, 4],

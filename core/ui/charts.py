@@ -213,10 +213,10 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     tall (hundreds in one chart made a faint diagonal line); the title says how many of
     how many.
 
-    At low load (requests waiting or running for under a quarter of the time shown) the
-    batches are drawn side by side instead, each from its first request's arrival, so the
-    idle time between them does not squeeze the waits and runs into slivers; the x axis
-    says so."""
+    At low load (requests waiting or running for under a quarter of the time shown, or
+    the typical request's bar under 1.5 % of the axis) the batches are drawn side by side
+    instead, each from its first request's arrival, so the time between them does not
+    squeeze the waits and runs into slivers; the x axis says so."""
     fig = go.Figure()
     total = len(frame)
     f = frame.tail(max_requests) if len(frame) > max_requests else frame
@@ -226,7 +226,10 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
         fig.update_xaxes(range=[0, 1], title="ms")
         return _layout(fig, title, "requests")
     f = f.sort_values(["batch_id", "arrived_s"], kind="stable").reset_index(drop=True)
-    aligned = _busy_share(f) < 0.25 and f["batch_id"].nunique() > 1
+    spans = f["done_s"] - f["arrived_s"]
+    width = float(f["done_s"].max() - f["arrived_s"].min())
+    aligned = f["batch_id"].nunique() > 1 and width > 0 and (
+        _busy_share(f) < 0.25 or float(spans.median()) < 0.015 * width)
     if aligned:  # each batch from its own first arrival (a request that never ran: its own)
         key = f["batch_id"].where(f["batch_id"] >= 0, -1 - f.index.to_series())
         t0 = f.groupby(key)["arrived_s"].transform("min")
