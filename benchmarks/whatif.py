@@ -51,7 +51,7 @@ def main() -> None:
             cost = fit_cost_model(prof, overhead_ms=overhead)
             bare = fit_cost_model(prof)
             engine.configure(model, max_wait_ms=args.max_wait_ms)
-            cost = with_capacity(cost, measure_capacity(engine, model))
+            cost = with_capacity(cost, measure_capacity(engine, model), args.max_batch)
             capacity = cost.capacity_rps(args.max_batch)
             # Calibrated as the Experiments page does, at 10 % and 35 % of the measured
             # capacity; checked at 5-80 % of it, loads the calibration did not see.

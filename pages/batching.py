@@ -351,9 +351,12 @@ with st.container(border=True):
                "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),
                "within_slo": st.column_config.NumberColumn("within SLO", format="percent"),
                "goodput_rps": st.column_config.NumberColumn("goodput", format="%.0f req/s")})
+        timelines = replay_job.result["timelines"]
+        # one view for all policies (side by side or on one time axis), so they compare
+        lined_up = charts.timeline_lines_up(timelines[summary["policy"].iloc[0]])
         for row in summary.itertuples():
             st.plotly_chart(charts.timeline_figure(
-                replay_job.result["timelines"][row.policy], cur_cfg.max_wait_ms,
+                timelines[row.policy], cur_cfg.max_wait_ms, aligned=lined_up,
                 title=f"{row.policy}: p50 {fmt_ms(row.p50_ms)}, p99 {fmt_ms(row.p99_ms)}, "
                       f"mean batch {row.mean_batch_rows:.1f}"),
                 key=f"bs_replay_{row.policy}")

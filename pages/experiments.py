@@ -323,6 +323,11 @@ with st.container(border=True):
                              "100 % the queue grows: the rate is past this setting's "
                              f"capacity ({cost.capacity_rps(bs):,.0f} req/s at max batch "
                              f"size {bs}).")
+            if cost.capacity_batch and bs != cost.capacity_batch:
+                st.caption(f"The engine's work per request was measured at max batch size "
+                           f"{cost.capacity_batch}; at {bs} its work per batch (not told apart "
+                           "from it) makes the ceiling rougher: set the model to that size "
+                           "and profile again to measure it there.")
             if past:
                 st.warning(f"{float(rate):,.0f} req/s is past this setting's capacity "
                            f"({capacity:,.0f} req/s): the queue grows for as long as the load "
@@ -376,7 +381,7 @@ with st.container(border=True):
     runs = store.list()
     st.caption(history_caption(store.usage(), store.path))
     if not runs.empty:
-        words = [run_config_words(c) for c in runs["config"]]
+        words = [run_config_words(c, n) for c, n in zip(runs["config"], runs["name"])]
         shown = runs.drop(columns="config").assign(settings=[w[0] for w in words],
                                                    state=[w[1] for w in words])
         st.dataframe(shown[["id", "name", "created", "state", "points", "settings"]],

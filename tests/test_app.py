@@ -446,6 +446,10 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("past this setting's capacity" in w.value for w in at.warning)
     assert next(m.value for m in at.metric if m.label == "Predicted p50").endswith("+")
     at.number_input(key="whatif_rate").set_value(2000.0).run()
+    measured_at = cost.capacity_batch
+    assert measured_at == engine.batch_config("tiny").max_batch_size
+    at.slider(key="whatif_bs").set_value(8 if measured_at != 8 else 16).run()
+    assert any(f"measured at max batch size {measured_at}" in c.value for c in at.caption)
     # The what-if models the deadline policy; asked for another, it says why not.
     at.segmented_control(key="whatif_policy").set_value("adaptive").run()
     refused = [w.value for w in at.warning if "No prediction for adaptive" in w.value]
@@ -476,6 +480,13 @@ def test_history_export_and_delete_follow_a_new_run(engine, tmp_path):
     assert row["settings"] == ("batch 1, 2 · wait 0, 1 ms · rate 100 req/s · 2 s a point · "
                                "p99 ≤ 50 ms") and row["state"] == "partial"
     assert "{" not in "".join(table["settings"]) and "config" not in table.columns
+    # configs saved by hand in other shapes read as text, never break the table
+    from core.ui.fmt import run_config_words
+    assert run_config_words({"max_batch_sizes": 8, "duration_s": "2"}, "x") == (
+        "batch 8 · 2 s a point", "complete")
+    assert run_config_words("abc")[0] == "abc" and run_config_words(None) == ("", "complete")
+    assert run_config_words({"model": "mlp", "loads": [1_500_000]}, "nightly")[0] == \
+        "model mlp · loads 1,500,000"
     assert any(d.proto.label == f"Export run {second} as CSV"
                for d in at.get("download_button"))
     third = store.save("tiny sweep", {"model": "tiny"}, frame.head(1))
@@ -635,6 +646,9 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
         "wait_ms": 5.0, "compute_ms": 0.5})
     assert charts._busy_share(dense.tail(120)) > 0.5
     assert "first request arrived" in charts.timeline_figure(dense).layout.xaxis.title.text
+    # a replay's policies share one view: the decision can be passed in
+    assert charts.timeline_lines_up(dense) and not charts.timeline_lines_up(busy)
+    assert charts.timeline_figure(dense, aligned=False).layout.xaxis.title.text == "ms"
     for f in (charts.what_if_figure(pd.DataFrame({"rate_rps": [0, 10], "p50_ms": [1, 2],
                                                   "p99_ms": [2, 3]})),
               charts.warmup_figure(pd.DataFrame({"batch_size": [1, 8], "cold_ms": [3, 4],

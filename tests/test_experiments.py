@@ -708,6 +708,74 @@ def test_measured_capacity_gives_a_cheap_model_its_real_ceiling():
     assert simulate(fitted, 16, 1.0, 2 * got, n_requests=5000)["throughput_rps"] < 1.05 * got
 
 
+class _SlowSubmitEngine:
+    """Every submit takes 2 ms of the caller's thread (at most ~500 req/s can be offered)
+    and is answered at once: a load generator that cannot keep up with a fast rate."""
+
+    def __init__(self) -> None:
+        from core import BatchConfig
+        self.cfg = BatchConfig(max_batch_size=8, max_wait_ms=0.0)
+
+    def batch_config(self, model):
+        return self.cfg
+
+    def sample_input(self, model, rows=1, seed=0):
+        return np.zeros((rows, 4), np.float32)
+
+    def submit(self, model, x, timeout_ms=None):
+        import time
+        from concurrent.futures import Future
+        time.sleep(0.002)
+        fut = Future()
+        fut.set_result(None)
+        return fut
+
+
+def test_calibration_halves_a_rate_the_load_generator_cannot_offer():
+    """At 2,000 req/s the generator here offers ~470 and falls seconds behind: calibrating
+    there would fit its lag as the engine's overhead (a line of ~300 ms per 1,000 req/s).
+    The rate is halved until 90 % is served on schedule (250 req/s here), and the line is
+    fitted at the rates really used; a rate none of whose halvings kept up is left out."""
+    from core.lab import calibrate_overhead
+    cost = calibrate_overhead(_SlowSubmitEngine(), "m", CostModel(0.1, 0.0, 1.0),
+                              [2000.0, 100.0], duration_s=0.3)
+    # each answer takes the submit's 2 ms: that overhead, and no line in the rate
+    assert 1.0 < cost.overhead_ms < 5 and cost.overhead_per_krps_ms < 5, cost
+    hopeless = calibrate_overhead(_SlowSubmitEngine(), "m", CostModel(0.1, 0.0, 1.0),
+                                  [20_000.0], duration_s=0.05)
+    assert hopeless.overhead_ms == 0.0  # 20k, 10k, 5k, 2.5k: none kept up, nothing fitted
+
+
+def test_measure_capacity_fits_its_bursts_to_the_queue_and_gives_up_cleanly():
+    """Bursts are whole batches within half of max_queue (a burst of 2,000 into a queue of
+    64 was refused), a model that fails gives None (the profile goes on without it), and a
+    set stop ends it."""
+    from core import EngineConfig, build_demo_model
+    from core.errors import InferenceError
+    from core.lab import measure_capacity
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        engine.configure("tiny", max_batch_size=16, max_wait_ms=50.0, max_queue=64)
+        got = measure_capacity(engine, "tiny", bursts=2)
+        after = engine.metrics("tiny")
+        assert got is not None and got > 0
+        assert after.error_count == 0               # nothing refused by the queue of 64
+        assert after.total_requests % 16 == 0       # whole batches: none waited out 50 ms
+        assert set(after.batch_sizes) == {16}, after.batch_sizes
+        stop = threading.Event()
+        stop.set()
+        assert measure_capacity(engine, "tiny", stop=stop) is None
+
+    class Failing(_SlowSubmitEngine):
+        def submit(self, model, x, timeout_ms=None):
+            from concurrent.futures import Future
+            fut = Future()
+            fut.set_exception(InferenceError("model 'm' failed on this request: boom"))
+            return fut
+
+    assert measure_capacity(Failing(), "m") is None
+
+
 def test_the_what_if_refuses_the_policies_it_does_not_model_saying_why():
     from core.lab import CostModel, simulate, what_if_curve
     from core.lab.costmodel import WHAT_IF_REFUSED

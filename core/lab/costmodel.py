@@ -27,9 +27,10 @@ __all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel"
            "measure_overhead", "measure_capacity", "with_capacity", "calibrate_overhead",
            "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
 
-#: Roughly what the engine serves in one process on this 2-core machine (one-row requests,
-#: docs/benchmarks.md): a cost model of a very cheap model predicts far more, so loads for
-#: calibration are taken below this.
+#: A cautious bound on the one-row load a load generator drives the engine to in one
+#: process here (it once served ~20k; now 30-90k, docs/benchmarks.md): loads for
+#: calibration stay below it only when the capacity was not measured
+#: (:func:`measure_capacity`), since a cost model of a very cheap model predicts millions.
 ENGINE_BOUND_RPS = 20_000.0
 
 
@@ -65,6 +66,10 @@ class CostModel:
     #: passes each request through it before the batching queue, so no load past
     #: :meth:`capacity_rps` is served: on a cheap model it, not the runs, sets capacity.
     per_request_ms: float = 0.0
+    #: the max batch size ``per_request_ms`` was measured at (0: not measured). The engine
+    #: also works per batch, which this cannot tell apart: at other sizes the ceiling is
+    #: rougher (the Experiments page says so).
+    capacity_batch: int = 0
 
     def capacity_rps(self, max_batch_size: int) -> float:
         """The most one-row requests per second this model serves: full batches back to
@@ -105,34 +110,57 @@ def measure_overhead(engine: EngineCore, model: str, bursts: int = 40) -> float:
     return float(np.median(handoff) + (np.median(late) if late else 0.0))
 
 
-def measure_capacity(engine: EngineCore, model: str, bursts: int = 5,
-                     size: int = 2000) -> float | None:
-    """The one-row requests per second the engine serves ``model`` at a backlog: bursts of
-    ``size`` requests (at most its ``max_queue``) submitted at once from one thread, each
-    timed from its first submit to its last answer; the median of ``bursts`` (after one to
-    warm up). It counts the engine's Python per request (submitting, batching, settling:
-    one interpreter for all) and the runs; not a load generator's pacing. None when nothing
-    was served. A burst of 2,000 takes 20-100 ms on the demo models here."""
+def measure_capacity(engine: EngineCore, model: str, bursts: int = 5, size: int = 2000,
+                     max_burst_s: float = 0.2, stop: Any = None) -> float | None:
+    """The one-row requests per second the engine serves ``model`` at a backlog, at its
+    current ``max_batch_size``: bursts of requests submitted at once from one thread, each
+    timed from its first submit to its last answer; the median of ``bursts`` (after a
+    small one to warm up and size them). A burst is a whole number of full batches (a
+    last partial one would wait out max_wait), at most ``size`` requests, half the
+    model's ``max_queue`` (room for other traffic) and ``max_burst_s`` of the warm-up's
+    pace. It counts the engine's Python per request (submitting, batching, settling: one
+    interpreter for all) and the runs; not a load generator's pacing. None when it could
+    not be measured: the engine refused or failed a request, or ``stop`` (an Event) was
+    set; a burst of 2,000 takes 20-100 ms on the demo models here."""
+    from core.errors import BatchlabError
     cfg = engine.batch_config(model)
-    n = max(1, min(size, cfg.max_queue))
+    k = max(1, cfg.max_batch_size)
+    room = max(k, min(size, cfg.max_queue // 2)) // k * k
     x = engine.sample_input(model, rows=1)
-    rates = []
-    for b in range(bursts + 1):
+    timeout_ms = 600_000.0  # waiting behind the burst is the point: no deadline admission
+
+    def burst(n: int) -> float:
         t0 = time.perf_counter()
-        futures = [engine.submit(model, x) for _ in range(n)]
+        futures = [engine.submit(model, x, timeout_ms=timeout_ms) for _ in range(n)]
         for f in futures:
-            f.result(60)
-        if b:
-            rates.append(n / (time.perf_counter() - t0))
+            f.result(600)
+        return n / (time.perf_counter() - t0)
+
+    try:
+        pace = burst(min(room, 2 * k))
+        n = max(min(room, 2 * k), min(room, int(pace * max_burst_s) // k * k))
+        rates = []
+        for _ in range(bursts):
+            if stop is not None and stop.is_set():
+                return None
+            rates.append(burst(n))
+    except BatchlabError:
+        return None
     return float(np.median(rates)) if rates else None
 
 
-def with_capacity(cost: CostModel, capacity_rps: float | None) -> CostModel:
+def with_capacity(cost: CostModel, capacity_rps: float | None,
+                  max_batch_size: int = 0) -> CostModel:
     """``cost`` with the engine's work per request from a capacity measured at a backlog
-    (:func:`measure_capacity`): ``1 / capacity``."""
+    (:func:`measure_capacity`, at ``max_batch_size``): ``1 / capacity``."""
     if not capacity_rps or not capacity_rps > 0:
         return cost
-    return dataclasses.replace(cost, per_request_ms=1000.0 / capacity_rps)
+    return dataclasses.replace(cost, per_request_ms=1000.0 / capacity_rps,
+                               capacity_batch=int(max_batch_size))
+
+
+#: How far behind its schedule the load generator may fall while calibrating (ms).
+_CALIBRATION_LAG_MS = 20.0
 
 
 def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
@@ -143,22 +171,37 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     measured p50 (from each request's intended send time, as sweeps measure it) against the
     simulator's without overhead; the differences are fitted as a line in the rate. It
     captures what the engine's own timing cannot see: the load generator sharing the
-    interpreter, collector wake-ups, hand-offs. Check it at other loads than these."""
+    interpreter, collector wake-ups, hand-offs. A rate of which less than 90 % was served,
+    or whose sends fell more than 20 ms behind their schedule (the generator or the engine
+    could not keep up: its lag would be fitted as overhead), is halved and measured again,
+    up to three times, and left out if none kept up. Check it at other loads than these."""
     cfg = engine.batch_config(model)
     x = engine.sample_input(model, rows=1)
     bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
-    gaps = []
+    gaps, used = [], []
     for k, rate in enumerate(rates_rps):
-        res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, float(rate),
-                        pattern="poisson", duration_s=duration_s, seed=seed + k)
-        measured = res.summary()["p50_ms"]
-        predicted = simulate(bare, cfg.max_batch_size, cfg.max_wait_ms, float(rate),
+        rate = float(rate)
+        for _ in range(4):  # a rate the load generator here cannot offer is halved
+            res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate,
+                            pattern="poisson", duration_s=duration_s, seed=seed + k)
+            summary = res.summary()
+            kept_up = (summary["achieved_rps"] >= 0.9 * rate
+                       and summary["max_lag_ms"] <= _CALIBRATION_LAG_MS)
+            if kept_up:
+                break
+            rate /= 2
+        if not kept_up:
+            continue  # no rate of this one kept up: the line is fitted without it
+        predicted = simulate(bare, cfg.max_batch_size, cfg.max_wait_ms, rate,
                              n_requests=20_000, seed=seed)["p50_ms"]
-        gaps.append(measured - predicted)
-    if len(gaps) >= 2:
-        k_ms, o_ms = np.polyfit(np.asarray(rates_rps, float) / 1000.0, gaps, 1)
+        gaps.append(summary["p50_ms"] - predicted)
+        used.append(rate)
+    if len(gaps) >= 2 and len(set(used)) >= 2:
+        k_ms, o_ms = np.polyfit(np.asarray(used) / 1000.0, gaps, 1)
+    elif gaps:
+        k_ms, o_ms = 0.0, float(np.mean(gaps))
     else:
-        k_ms, o_ms = 0.0, gaps[0]
+        return cost
     return dataclasses.replace(cost, overhead_ms=max(0.0, float(o_ms)),
                                overhead_per_krps_ms=max(0.0, float(k_ms)))
 
@@ -206,14 +249,15 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     ``max_wait_ms``; it takes ``cost(n)`` ms, and every request then spends the cost
     model's ``overhead_ms`` more before its caller has the answer. Before the queue, each
     request passes the engine's own work (``per_request_ms``, one request at a time: one
-    interpreter), which adds little below capacity and caps the load served above it. Returns p50/p95/p99/mean latency (ms), throughput (req/s), mean batch rows and
-    server utilisation.
+    interpreter), which adds little below capacity and caps the load served above it.
+    Returns p50/p95/p99/mean latency (ms), throughput (req/s), mean batch rows and server
+    utilisation.
     """
     if policy != "deadline":
         raise ValueError(WHAT_IF_REFUSED.get(policy, f"unknown policy {policy!r}; the "
                                              "what-if models 'deadline'"))
     rng = np.random.default_rng(seed)
-    arr = (np.asarray(arrivals_s, dtype=float) if arrivals_s is not None
+    arr = (np.sort(np.asarray(arrivals_s, dtype=float)) if arrivals_s is not None
            else arrival_times(pattern, rate_rps, n_requests, rng)) * 1000.0  # ms
     n = len(arr)
     wait = float(max_wait_ms)

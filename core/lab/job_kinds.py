@@ -152,7 +152,8 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     cfg = engine.batch_config(target)
     if not job.stop.is_set():
         job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
-        cost = with_capacity(cost, measure_capacity(engine, target))
+        cost = with_capacity(cost, measure_capacity(engine, target, stop=job.stop),
+                             cfg.max_batch_size)
     # Calibrated at 10 % and 35 % of the measured capacity (so the overhead's line spans
     # the loads asked about: docs/benchmarks.md, the what-if's checks); unmeasured, below
     # the engine's rough bound on this machine.

@@ -28,6 +28,7 @@ __all__ = [
     "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
     "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
     "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",
+    "timeline_lines_up",
 ]
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
@@ -204,8 +205,8 @@ def _rows(n: int) -> str:
 
 
 def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
-                    max_requests: int = 120, title: str = "Batches forming: the last second"
-                    ) -> go.Figure:
+                    max_requests: int = 120, title: str = "Batches forming: the last second",
+                    aligned: bool | None = None) -> go.Figure:
     """A Gantt of recent requests (``engine.timeline``): each request one row, a grey bar
     while it waits in the queue and a coloured bar while its batch runs (colour: why the
     batch left), grouped by batch; a failed request is red. Time in ms from the first
@@ -216,7 +217,9 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     At low load (requests waiting or running for under a quarter of the time shown, or
     the typical request's bar under 1.5 % of the axis) the batches are drawn side by side
     instead, each from its first request's arrival, so the time between them does not
-    squeeze the waits and runs into slivers; the x axis says so."""
+    squeeze the waits and runs into slivers; the x axis says so. ``aligned`` decides it
+    instead (charts shown one above the other, e.g. a replay's policies, share one view:
+    :func:`timeline_lines_up` of one of them)."""
     fig = go.Figure()
     total = len(frame)
     f = frame.tail(max_requests) if len(frame) > max_requests else frame
@@ -226,10 +229,8 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
         fig.update_xaxes(range=[0, 1], title="ms")
         return _layout(fig, title, "requests")
     f = f.sort_values(["batch_id", "arrived_s"], kind="stable").reset_index(drop=True)
-    spans = f["done_s"] - f["arrived_s"]
-    width = float(f["done_s"].max() - f["arrived_s"].min())
-    aligned = f["batch_id"].nunique() > 1 and width > 0 and (
-        _busy_share(f) < 0.25 or float(spans.median()) < 0.015 * width)
+    if aligned is None:
+        aligned = timeline_lines_up(f)
     if aligned:  # each batch from its own first arrival (a request that never ran: its own)
         key = f["batch_id"].where(f["batch_id"] >= 0, -1 - f.index.to_series())
         t0 = f.groupby(key)["arrived_s"].transform("min")
@@ -282,7 +283,8 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
             textposition="middle right", textfont=dict(size=10, color="#334155"),
             showlegend=False, hoverinfo="skip"))
         lo, hi = float(arrive.min()), float(done.max())
-        fig.update_xaxes(range=[lo - 0.01 * (hi - lo), hi + 0.16 * (hi - lo)])  # room: labels
+        if math.isfinite(lo) and math.isfinite(hi) and hi > lo:  # room for the labels
+            fig.update_xaxes(range=[lo - 0.01 * (hi - lo), hi + 0.16 * (hi - lo)])
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
     fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
     fig.update_xaxes(title=("ms since the batch's first request arrived (batches side by "
@@ -296,6 +298,20 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
 
 #: Pixels a batch's label needs on the timeline (10 px text and a little air).
 _LABEL_PX = 13
+
+
+def timeline_lines_up(frame: pd.DataFrame, max_requests: int = 120) -> bool:
+    """Whether :func:`timeline_figure` draws ``frame``'s batches side by side, each from
+    its first arrival: at low load (requests waiting or running under a quarter of the
+    time shown, or the typical request's bar under 1.5 % of the axis)."""
+    f = frame.tail(max_requests) if len(frame) > max_requests else frame
+    if f.empty or f["batch_id"].nunique() < 2:
+        return False
+    width = float(f["done_s"].max() - f["arrived_s"].min())
+    if not (math.isfinite(width) and width > 0):
+        return False
+    typical = float((f["done_s"] - f["arrived_s"]).median())
+    return _busy_share(f) < 0.25 or typical < 0.015 * width
 
 
 def _busy_share(f: pd.DataFrame) -> float:

@@ -16,7 +16,8 @@ from typing import Any
 from core.models import format_bytes
 
 __all__ = ["aimd_caption", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "history_caption", "exit_words", "restart_words", "try_caption"]
+           "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
+           "column_formats"]
 
 
 def _missing(v: Any) -> bool:
@@ -122,42 +123,61 @@ def history_caption(usage: dict[str, int], where: Any) -> str:
     return head + tail + " (BATCHLAB_HISTORY_MAX_MB sets the bound)."
 
 
+def _num(x: Any) -> str:
+    """A number as people read it in a settings line: 1,500,000 · 0.5 · 2; else as text."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return str(x)
+    if x == x and abs(x) < 1e15 and float(x).is_integer():
+        return f"{int(x):,}"
+    return f"{x:,.4g}"
+
+
 def _seq(v: Any) -> str:
-    return ", ".join(f"{x:,g}" if isinstance(x, (int, float)) else str(x) for x in v)
+    items = v if isinstance(v, (list, tuple)) else [v]
+    return ", ".join(_num(x) for x in items)
 
 
-def run_config_words(config: dict[str, Any]) -> tuple[str, str]:
+def run_config_words(config: Any, name: str = "") -> tuple[str, str]:
     """A history run's settings as a line people read ('batch 8, 32 · wait 0, 2 ms · rate
     300, 1,500 req/s · 2 s a point · p99 ≤ 200 ms'), and its state ('complete', 'partial':
     still running or cut off, 'stopped': cancelled with its points kept). Keys it does not
-    know are shown as ``key=value``; a long value is cut."""
-    c = dict(config or {})
+    know are shown as ``key=value``; a long value is cut; the model is named unless
+    ``name`` (the run's) already does. A config saved by hand in any other shape is shown
+    as its text, never an error."""
+    try:
+        return _config_words(dict(config or {}), name)
+    except (TypeError, ValueError):
+        text = str(config)
+        return (text if len(text) <= 200 else text[:197] + "..."), "complete"
+
+
+def _config_words(c: dict[str, Any], name: str) -> tuple[str, str]:
     state = ("partial" if c.pop("partial", False) else
              "complete" if c.pop("complete", True) else "stopped")
     c.pop("complete", None)
-    for k in ("model", "reason", "search"):  # the name says the model and the kind
+    model = c.pop("model", None)
+    for k in ("reason", "search"):  # the name says the kind
         c.pop(k, None)
-    out = []
-    if c.get("max_batch_sizes"):
+    out = [f"model {model}"] if model is not None and str(model) not in name else []
+    if c.get("max_batch_sizes") not in (None, [], ()):
         out.append("batch " + _seq(c.pop("max_batch_sizes")))
-    if c.get("max_waits_ms") is not None:
+    if c.get("max_waits_ms") not in (None, [], ()):
         out.append("wait " + _seq(c.pop("max_waits_ms")) + " ms")
-    if c.get("session_threads"):
+    if c.get("session_threads") not in (None, [], ()):
         out.append("threads " + _seq(c.pop("session_threads")))
     kind = c.pop("load_kind", None)
-    if c.get("loads"):
+    if c.get("loads") not in (None, [], ()):
         loads = _seq(c.pop("loads"))
         out.append(f"rate {loads} req/s" if kind == "rate" else
                    f"{loads} clients" if kind == "clients" else f"loads {loads}")
     if not _missing(c.get("duration_s")):
-        out.append(f"{c.pop('duration_s'):g} s a point")
+        out.append(f"{_num(c.pop('duration_s'))} s a point")
     if not _missing(c.get("slo_p99_ms")):
-        out.append(f"p99 ≤ {c.pop('slo_p99_ms'):g} ms")
+        out.append(f"p99 ≤ {_num(c.pop('slo_p99_ms'))} ms")
     for k, v in c.items():
         if v is None or v == [] or v == {}:
             continue
-        text = _seq(v) if isinstance(v, (list, tuple)) else (
-            f"{v:,g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v))
+        text = _seq(v) if isinstance(v, (list, tuple)) else _num(v)
         out.append(f"{k}={text if len(text) <= 40 else text[:37] + '...'}")
     return " · ".join(out), state
 
