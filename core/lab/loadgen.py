@@ -220,7 +220,15 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
     drawing a schedule (then ``rate_rps`` and ``pattern`` are not used). ``start_at``: the
     schedule's zero (``time.perf_counter``; default: now), e.g. one instant shared by load
     agents on several machines.
+
+    A refused request (the queue full, the engine busy) is recorded and the sender lets go
+    of the GIL once (``time.sleep(0)``): refusals are cheap (~5 µs), so past capacity a
+    sender behind schedule would refuse in a loop holding the GIL until the interpreter
+    forced a switch, and the engine in this process (its runner back from each run) would
+    wait that long every time: the CNN offered 100k req/s served 29k instead of ~55k
+    (docs/benchmarks.md). Below capacity nothing is refused and nothing changes.
     """
+    sleep = time.sleep
     rng = np.random.default_rng(seed)
     if offsets_s is not None:
         offsets = np.asarray(offsets_s, dtype=np.float64)
@@ -256,6 +264,7 @@ def open_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gener
             fut = submit(pool[i % n_pool])
         except Exception as err:  # noqa: BLE001 - refused at submit: recorded
             rec.refused(i, err)
+            sleep(0)  # let the engine's threads have the GIL (see the docstring)
         else:
             fut.add_done_callback(partial(done, i))
         i += 1
@@ -321,6 +330,7 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
                 fut = submit(pool[i % len(pool)])
             except Exception as err:  # noqa: BLE001
                 rec.refused(i, err)
+                time.sleep(0)  # let the engine's threads have the GIL (see open_loop)
                 continue
             fut.add_done_callback(rec.callback(i))
             try:

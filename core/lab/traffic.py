@@ -302,8 +302,7 @@ class TrafficGenerator(SenderThread):
                 if self._key_pool:
                     kwargs = {**kwargs, "key": f"user-{i * 7919 % self._key_pool}"}
                 if self.high_share is not None:
-                    kwargs = {**kwargs, "priority":
-                              1 if self._marks.random() < self.high_share else 2}
+                    kwargs = {**kwargs, "priority": 1 + (self._marks.random() >= self.high_share)}
                 try:
                     fut = self._submit(self.target, x, **kwargs)
                 except Exception as err:  # noqa: BLE001 - refusals are counted, not fatal
@@ -313,6 +312,7 @@ class TrafficGenerator(SenderThread):
                         self._refused_by_type[type(err).__name__] += 1
                         self._last_error = f"{type(err).__name__}: {err}"
                         self._count(1, 1)
+                    time.sleep(0)  # the GIL to the engine's threads (see open_loop)
                     continue
                 with self._lock:
                     self._sent += 1
