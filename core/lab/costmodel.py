@@ -120,8 +120,9 @@ def measure_capacity(engine: EngineCore, model: str, bursts: int = 5, size: int 
     model's ``max_queue`` (room for other traffic) and ``max_burst_s`` of the warm-up's
     pace. It counts the engine's Python per request (submitting, batching, settling: one
     interpreter for all) and the runs; not a load generator's pacing. None when it could
-    not be measured: the engine refused or failed a request, or ``stop`` (an Event) was
-    set; a burst of 2,000 takes 20-100 ms on the demo models here."""
+    not be measured: the engine refused or failed a request, an answer took over 10
+    minutes, or ``stop`` (an Event) was set; a burst of 2,000 takes 20-100 ms on the demo
+    models here."""
     from core.errors import BatchlabError
     cfg = engine.batch_config(model)
     k = max(1, cfg.max_batch_size)
@@ -144,7 +145,7 @@ def measure_capacity(engine: EngineCore, model: str, bursts: int = 5, size: int 
             if stop is not None and stop.is_set():
                 return None
             rates.append(burst(n))
-    except BatchlabError:
+    except (BatchlabError, TimeoutError):  # refused, failed, or an answer 10 min late
         return None
     return float(np.median(rates)) if rates else None
 
