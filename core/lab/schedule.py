@@ -99,6 +99,11 @@ def arrival_stream(pattern: str, rate_rps: float, rng: np.random.Generator, t0: 
         base += float(offsets[-1])
 
 
+#: After a refused send, a paced sender lets go of the GIL at most once per this many
+#: seconds (see :func:`core.lab.loadgen.open_loop`).
+YIELD_GAP_S = 0.0005
+
+
 def paced(due_times: Iterable[float], stop: threading.Event) -> Iterator[tuple[float, float]]:
     """Yield ``(due, now)`` for each send time once it has come (those already due at once,
     in a burst), until ``stop`` is set; ``now - due`` is the sender's lag."""

@@ -28,7 +28,7 @@ import numpy as np
 from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError, ModelNotFoundError
 from core.metrics import check_priority, thread_cpu_s
-from .schedule import ARRIVAL_PATTERNS, arrival_stream, paced
+from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
            "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS"]
@@ -86,8 +86,7 @@ class TrafficStatus:
     #: load agents on a Ray cluster sending it (core.lab.agent_traffic); 0: this process.
     #: Their counts arrive a chunk (about a second) after the sends, with the answers.
     agents: int = 0
-    #: what the generator is doing when it is not simply sending (e.g. "starting 2 load
-    #: agents on Ray"); None: sending
+    #: what it does when not simply sending (e.g. "starting 2 load agents on Ray")
     note: str | None = None
 
     @property
@@ -289,8 +288,7 @@ class TrafficGenerator(SenderThread):
     def _run(self) -> None:
         t0 = self._t_start = time.perf_counter()
         due_times = arrival_stream(self.pattern, self.rate_rps, self._rng, t0, self.duration_s)
-        pool = self._pool
-        i = 0
+        pool, i, next_yield = self._pool, 0, 0.0
         try:
             for due, now in paced(due_times, self._stop):
                 lag = now - due
@@ -312,7 +310,9 @@ class TrafficGenerator(SenderThread):
                         self._refused_by_type[type(err).__name__] += 1
                         self._last_error = f"{type(err).__name__}: {err}"
                         self._count(1, 1)
-                    time.sleep(0)  # the GIL to the engine's threads (see open_loop)
+                    if now >= next_yield:  # the GIL to the engine's threads (open_loop)
+                        time.sleep(0)
+                        next_yield = now + YIELD_GAP_S
                     continue
                 with self._lock:
                     self._sent += 1
