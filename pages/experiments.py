@@ -321,7 +321,7 @@ with st.container(border=True):
                         help="The share of time the engine is busy: running batches, or "
                              "its work per request (the µs above), whichever is more. At "
                              "100 % the queue grows: the rate is past this setting's "
-                             f"capacity ({cost.capacity_rps(bs):,.0f} req/s at max batch "
+                             f"capacity ({capacity:,.0f} req/s at max batch "
                              f"size {bs}).")
             if cost.capacity_batch and bs != cost.capacity_batch:
                 st.caption(f"The engine's work per request was measured at max batch size "
@@ -349,8 +349,7 @@ with st.container(border=True):
                         measured = measured[measured["policy"].fillna("deadline") == "deadline"]
                 except KeyError:
                     measured = None
-            st.plotly_chart(charts.what_if_figure(curve, measured,
-                                                  capacity_rps=cost.capacity_rps(bs)),
+            st.plotly_chart(charts.what_if_figure(curve, measured, capacity_rps=capacity),
                             key="exp_whatif_chart")
             if measured is not None and not measured.empty:
                 errs = []

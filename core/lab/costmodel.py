@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.errors import BatchlabError
 from .loadgen import open_loop
 from .schedule import arrival_times
 
@@ -123,7 +124,6 @@ def measure_capacity(engine: EngineCore, model: str, bursts: int = 5, size: int 
     not be measured: the engine refused or failed a request, an answer took over 10
     minutes, or ``stop`` (an Event) was set; a burst of 2,000 takes 20-100 ms on the demo
     models here."""
-    from core.errors import BatchlabError
     cfg = engine.batch_config(model)
     k = max(1, cfg.max_batch_size)
     room = max(k, min(size, cfg.max_queue // 2)) // k * k

@@ -300,7 +300,6 @@ class Routes:
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
-        # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
         known = {o.name for o in info.outputs}
         unknown = [o["name"] for o in req.get("outputs") or [] if o["name"] not in known]
         if known and unknown:   # the caller's mistake: refused before anything runs
@@ -319,6 +318,7 @@ class Routes:
                     raise AnswerRefusedError(str(err)) from None
                 raise
 
+        # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
         fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
                             priority=params.get("priority"), check=check)
         t_ms = timeout_ms

@@ -152,9 +152,8 @@ def run_config_words(config: Any, name: str = "") -> tuple[str, str]:
 
 
 def _config_words(c: dict[str, Any], name: str) -> tuple[str, str]:
-    state = ("partial" if c.pop("partial", False) else
-             "complete" if c.pop("complete", True) else "stopped")
-    c.pop("complete", None)
+    partial, complete = c.pop("partial", False), c.pop("complete", True)
+    state = "partial" if partial else "complete" if complete else "stopped"
     model = c.pop("model", None)
     for k in ("reason", "search"):  # the name says the kind
         c.pop(k, None)
