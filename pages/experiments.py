@@ -89,6 +89,11 @@ with st.container(border=True):
     except ValueError:
         loads = []
         st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
+    if kind.startswith("rate") and loads and min(loads) * duration / 3 < 1:
+        st.error(f"{min(loads):g} req/s sends no request in a measuring window of "
+                 f"{duration / 3:.2g} s: use rates of at least {3 / duration:.2g} req/s, or "
+                 "more seconds per point.")
+        loads = []
     pinned_ok = remote is None
     sweep_policy = st.segmented_control(
         "Policy (pinned for every point)", POLICIES, default="deadline", key="exp_policy",

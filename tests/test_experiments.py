@@ -47,6 +47,20 @@ def test_bursty_schedule_keeps_rate_and_sets_variability(cv):
     assert gaps.std() / gaps.mean() == pytest.approx(cv, rel=0.1)
 
 
+def test_a_run_too_short_for_its_rate_says_so_instead_of_sending_nothing():
+    """0.1 req/s for 5 s offers half a request: constant would send its first at 10 s and
+    Poisson round(0.5) = 0. It used to return an empty run (nothing served, no error)."""
+    from core.errors import ConfigError
+    from core.lab.schedule import run_schedule
+    for pattern in ("constant", "poisson"):   # (bursty draws: empty only by chance)
+        with pytest.raises(ConfigError, match=r"send no request.*rate x duration is at least 1"):
+            run_schedule(pattern, 0.1, 5.0, None, np.random.default_rng(0))
+        with pytest.raises(ValueError, match="raise the rate or the duration"):
+            open_loop(lambda x: None, lambda r: 0, 0.1, pattern=pattern, duration_s=5.0)
+    assert len(run_schedule("constant", 1.0, 1.0, None, np.random.default_rng(0))) == 1
+    assert len(run_schedule("poisson", 0.7, 1.0, None, np.random.default_rng(0))) == 1
+
+
 def test_a_bounded_run_offers_the_nominal_load_in_every_window():
     """A bounded Poisson run sends round(rate x duration) requests at uniform times (a
     Poisson process conditioned on its count): its gaps are still exponential, but a short
@@ -298,6 +312,20 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
                           "p99_ci_low_ms": lo, "p99_ci_high_ms": hi, "error_rate": 0.0,
                           "measurements": 1}
                          for b, w, load, got, p99, lo, hi in rows])
+
+
+def test_a_sweep_refuses_a_rate_its_windows_are_too_short_for_before_it_starts():
+    """Rate 1 in windows of 2 s / 3 would send nothing at that point: refused up front,
+    with the lowest rate that works, before the model's settings are touched."""
+    from core.errors import ConfigError
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=5)
+        with pytest.raises(ConfigError, match=r"rate 1 req/s sends no request in a measuring "
+                                              r"window of 0\.667 s.*at least 1\.5 req/s"):
+            sweep(engine, "tiny", [4], [0.0], rates_rps=[100, 1], duration_s=2.0)
+        with pytest.raises(ConfigError, match=r"window of 0\.5 s"):
+            sweep(engine, "tiny", [4], [0.0], rates_rps=[1], duration_s=0.5, stability=False)
+        assert engine.batch_config("tiny").max_batch_size == 5
 
 
 def test_sweep_with_several_rows_per_request():

@@ -22,6 +22,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from core.errors import ConfigError
+
 __all__ = ["ARRIVAL_PATTERNS", "arrival_times", "run_schedule", "arrival_stream", "paced"]
 
 ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
@@ -81,6 +83,11 @@ def run_schedule(pattern: str, rate_rps: float, duration_s: float | None,
             more = arrival_times(pattern, rate_rps, n, rng, cv) + offsets[-1]
             offsets = np.concatenate([offsets, more])
         offsets = offsets[offsets <= duration_s + 1e-9]
+    if len(offsets) == 0 and count != 0:
+        raise ConfigError(
+            f"{pattern} arrivals at {rate_rps:g} req/s over {duration_s:g} s send no request "
+            f"(one every {1.0 / rate_rps:.3g} s on average); raise the rate or the duration "
+            f"so that rate x duration is at least 1")
     return offsets if count is None else offsets[:count]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.config import default_intra_op_threads
+from core.errors import ConfigError
 from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
@@ -87,8 +88,7 @@ class PointMeasurer:
         self._here = _node_ip() if agents is not None else None
         self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
         self.slo_ms = slo_ms
-        self.rule = (StabilityRule(window_s=max(0.05, duration_s / 3.0)) if stability is True
-                     else stability or None)
+        self.rule = _rule(duration_s, stability)
         self.before = engine.batch_config(model)
         self.own = (int(self.before.max_batch_size), float(self.before.max_wait_ms))
         self.remote = (engine.remote_info(model) is not None
@@ -294,6 +294,14 @@ def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
+def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule | None:
+    """The stability rule a sweep of ``duration_s`` a point measures by (None: one
+    window of ``duration_s``)."""
+    if stability is True:
+        return StabilityRule(window_s=max(0.05, duration_s / 3.0))
+    return stability or None
+
+
 def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
           concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
@@ -337,6 +345,14 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         ("clients", int(c)) for c in (concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
+    rule = _rule(duration_s, stability)
+    window = rule.window_s if rule is not None else duration_s
+    too_low = [r for kind, r in loads if kind == "rate" and r * window < 1.0]
+    if too_low:   # (refused here, not at that point halfway through the sweep)
+        raise ConfigError(
+            f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
+            f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
+            f"each point longer windows (duration_s)")
     if agents:
         agent_endpoint(engine, model)      # refused in words before any Ray is started
         check_ray_address(engine, ray_address)
