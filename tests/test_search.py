@@ -132,6 +132,8 @@ def test_bad_constraints_are_refused_with_the_range():
         Constraints(p99_ms=0)
     with pytest.raises(ValueError, match="rates_rps"):
         quick_search(object(), "m", [8], [0], [], Constraints(p99_ms=5))
+    with pytest.raises(ValueError, match="rate 1 req/s sends no request .* 0.5 s"):
+        quick_search(object(), "m", [8], [0], [1, 100], Constraints(p99_ms=5), duration_s=1.5)
 
 
 def test_on_the_engine_threads_are_swapped_and_everything_restored():

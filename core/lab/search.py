@@ -32,7 +32,7 @@ import pandas as pd
 from core.config import _check_float
 from .analysis import _sustained
 from .stability import StabilityRule
-from .sweeps import PointMeasurer, frame_of
+from .sweeps import PointMeasurer, check_rates, frame_of
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -142,6 +142,7 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         raise ValueError("give rates_rps: the loads each setting is climbed through")
     if not max_batch_sizes or not max_waits_ms:
         raise ValueError("give at least one max batch size and one max wait to search over")
+    check_rates(rates_rps, duration_s, stability)
     c = constraints
     batches = sorted({int(b) for b in max_batch_sizes})
     waits = sorted({float(w) for w in max_waits_ms})

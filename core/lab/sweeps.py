@@ -295,11 +295,23 @@ def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule | None:
-    """The stability rule a sweep of ``duration_s`` a point measures by (None: one
-    window of ``duration_s``)."""
+    """The rule a point of ``duration_s`` is measured by (None: one window)."""
     if stability is True:
         return StabilityRule(window_s=max(0.05, duration_s / 3.0))
     return stability or None
+
+
+def check_rates(rates_rps: Sequence[float], duration_s: float,
+                stability: StabilityRule | bool) -> None:
+    """Refuse up front a rate that sends no request in a window (1 req/s in 2 s / 3)."""
+    rule = _rule(duration_s, stability)
+    window = rule.window_s if rule is not None else duration_s
+    too_low = [r for r in rates_rps if r * window < 1.0]
+    if too_low:
+        raise ConfigError(
+            f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
+            f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
+            f"each point longer windows (duration_s)")
 
 
 def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
@@ -345,14 +357,7 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         ("clients", int(c)) for c in (concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
-    rule = _rule(duration_s, stability)
-    window = rule.window_s if rule is not None else duration_s
-    too_low = [r for kind, r in loads if kind == "rate" and r * window < 1.0]
-    if too_low:   # (refused here, not at that point halfway through the sweep)
-        raise ConfigError(
-            f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
-            f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
-            f"each point longer windows (duration_s)")
+    check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability)
     if agents:
         agent_endpoint(engine, model)      # refused in words before any Ray is started
         check_ray_address(engine, ray_address)
