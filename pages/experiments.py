@@ -328,6 +328,11 @@ with st.container(border=True):
                              "100 % the queue grows: the rate is past this setting's "
                              f"capacity ({capacity:,.0f} req/s at max batch "
                              f"size {bs}).")
+            instances = int(getattr(engine.batch_config(model), "instances", 1) or 1)
+            if instances > 1:
+                st.caption(f"{model} runs {instances} batches at once (instances); the "
+                           "what-if models one at a time, as measured by the profile: "
+                           "compare a sweep at each instance count before relying on it.")
             if cost.capacity_batch and bs != cost.capacity_batch:
                 st.caption(f"The engine's work per request was measured at max batch size "
                            f"{cost.capacity_batch}; at {bs} its work per batch (not told apart "

@@ -450,6 +450,11 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert measured_at == engine.batch_config("tiny").max_batch_size
     at.slider(key="whatif_bs").set_value(8 if measured_at != 8 else 16).run()
     assert any(f"measured at max batch size {measured_at}" in c.value for c in at.caption)
+    assert not any("batches at once" in c.value for c in at.caption)
+    engine.configure("tiny", instances=2)
+    at.run()   # the what-if is one server: with two instances it says so
+    assert any("tiny runs 2 batches at once" in c.value for c in at.caption)
+    engine.configure("tiny", instances=1)
     # The what-if models the deadline policy; asked for another, it says why not.
     at.segmented_control(key="whatif_policy").set_value("adaptive").run()
     refused = [w.value for w in at.warning if "No prediction for adaptive" in w.value]
