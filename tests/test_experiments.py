@@ -919,3 +919,41 @@ def test_exports_say_what_the_settings_were_measured_under():
     assert tf.startswith("# Batchlab") and "batch_timeout_micros { value: 2000 }" in tf
     deadline = provenance(frame.assign(policy="deadline"), 16, 2.0, None, None)
     assert "WARNING" not in deadline
+
+
+def test_a_bounded_run_past_its_request_limit_is_refused_before_anything_is_drawn():
+    """30k req/s for an hour is 108 million requests: recorded one by one (~400 bytes
+    each) that is ~40 GiB, which would take the process (and the engine in it) down. It is
+    refused at once, naming the streamed alternative; the limit itself is allowed."""
+    from core.errors import ConfigError
+    from core.lab.schedule import MAX_RUN_REQUESTS, run_schedule
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigError, match=r"30000 req/s for 3600 s is 108,000,000 requests.*"
+                                          r"40\.2 GiB.*engine\.start_traffic"):
+        open_loop(lambda x: None, lambda r: 0, 30_000.0, duration_s=3600.0)
+    with pytest.raises(ConfigError, match=r"count=20,000,000 is"):
+        run_schedule("poisson", 1_000_000.0, None, 20_000_000, rng)
+    with pytest.raises(ConfigError, match=r"1e\+06 req/s for 11 s"):   # the smaller bound
+        run_schedule("constant", 1_000_000.0, 11.0, 50_000_000, rng)
+    assert len(run_schedule("constant", 1_000_000.0, 1.0, None, rng)) == 1_000_000
+    assert MAX_RUN_REQUESTS == 10_000_000
+
+
+def test_a_closed_loop_at_its_limit_ends_there_and_says_so(monkeypatch):
+    """A closed loop records each request in room made for the run (at most
+    CLOSED_LOOP_MAX): a count past it is refused, and a run that fills the room before its
+    duration ends is marked stopped with a warning instead of silently coming back
+    shorter (it used to cap a count of 5 million at 2 million without a word)."""
+    from core.errors import ConfigError
+    from core.lab import loadgen
+    done = Future()
+    done.set_result(None)
+    with pytest.raises(ConfigError, match=r"count=2,000,001 is past a closed loop's limit"):
+        closed_loop(lambda x: done, lambda r: 0, 2, count=2_000_001)
+    monkeypatch.setattr(loadgen, "CLOSED_LOOP_MAX", 500)
+    with pytest.warns(RuntimeWarning, match=r"sent its limit of 500 requests after .* of the "
+                                            r"30 s asked"):
+        res = closed_loop(lambda x: done, lambda r: 0, 4, duration_s=30.0)
+    assert res.stopped and len(res.frame) == 500 and res.duration_s < 30.0
+    quiet = closed_loop(lambda x: done, lambda r: 0, 4, count=500)   # a count: no warning
+    assert not quiet.stopped and len(quiet.frame) == 500

@@ -15,6 +15,7 @@ import itertools
 import math
 import threading
 import time
+import warnings
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -23,6 +24,7 @@ import numpy as np
 
 from core.batching import Prediction
 from core.config import _check_choice, _check_float, _check_int
+from core.errors import ConfigError
 from core.metrics import helpers_cpu_s
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, paced, run_schedule
 
@@ -34,6 +36,9 @@ LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_
 
 
 # The summary's fields between "mode" and "max_lag_ms", in order.
+#: The most requests one closed loop records (it ends there, and says so).
+CLOSED_LOOP_MAX = 2_000_000
+
 _SUMMARY_FIELDS = ("sent", "succeeded", "failed", "error_rate", "achieved_rps", "p50_ms",
                    "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "mean_queue_ms",
                    "mean_compute_ms")
@@ -301,9 +306,13 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
     _check_int("concurrency", concurrency, 1, 10_000)
     if duration_s is None and count is None:
         raise ValueError("give duration_s or count (or both) to bound the run")
+    if count is not None and count > CLOSED_LOOP_MAX:
+        raise ConfigError(f"count={count:,} is past a closed loop's limit of "
+                          f"{CLOSED_LOOP_MAX:,} requests (each is recorded); for a long "
+                          "soak use engine.start_traffic(...), or measure in shorter runs")
     # Room for every request the run can send: a Python process serves well under 50k/s.
     cap = count if count is not None else int(duration_s * 50_000) + concurrency
-    cap = min(cap, 2_000_000)
+    cap = min(cap, CLOSED_LOOP_MAX)
     rec = _Recorder(cap)
     stop = stop or threading.Event()
     rng = np.random.default_rng(seed)
@@ -356,6 +365,11 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
         progress(1.0)
     span = perf() - t0
     cpu = sum(thread_cpu) + helpers_cpu_s() - loop_cpu0
+    full = rec.used >= cap and count is None and not stop.is_set()
+    if full:   # never a silently shorter run
+        warnings.warn(f"closed_loop sent its limit of {cap:,} requests after {span:.1f} s of "
+                      f"the {duration_s:g} s asked and ended there (stopped=True); for a "
+                      "long soak use engine.start_traffic(...)", RuntimeWarning, stacklevel=2)
     return LoadResult("closed", rec.frame(t0, from_intended=False), span, 0.0,
-                      stopped=stop.is_set(),
+                      stopped=stop.is_set() or full,
                       client_cpu_pct=100.0 * cpu / span if span > 0 else 0.0)

@@ -24,9 +24,13 @@ import numpy as np
 
 from core.errors import ConfigError
 
-__all__ = ["ARRIVAL_PATTERNS", "arrival_times", "run_schedule", "arrival_stream", "paced"]
+__all__ = ["ARRIVAL_PATTERNS", "MAX_RUN_REQUESTS", "arrival_times", "run_schedule", "arrival_stream", "paced"]
 
 ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
+
+#: The most requests one bounded run (open_loop, load agents, a sweep's window) schedules:
+#: each is recorded (~400 bytes), so 10 million take ~4 GiB. Longer loads: live traffic.
+MAX_RUN_REQUESTS = 10_000_000
 
 # The senders' shortest sleep (see the module docstring).
 _MIN_SLEEP_S = 0.0005
@@ -72,6 +76,17 @@ def run_schedule(pattern: str, rate_rps: float, duration_s: float | None,
     the duration ends (its count is part of its burstiness). ``count`` alone: that many
     arrivals by their gaps; with both, the first ``count`` within the duration.
     """
+    caps = [c for c in (count, None if duration_s is None else rate_rps * duration_s)
+            if c is not None]
+    n = min(caps) if caps else 0
+    if n > MAX_RUN_REQUESTS:
+        what = (f"count={count:,}" if count is not None and count == n
+                else f"{rate_rps:g} req/s for {duration_s:g} s")
+        raise ConfigError(
+            f"{what} is {n:,.0f} requests; a bounded run records every one (~400 bytes "
+            f"each, {n * 400 / 2**30:,.1f} GiB), and its limit is {MAX_RUN_REQUESTS:,}. For "
+            "a long soak use engine.start_traffic(model, rate_rps=..., duration_s=...) "
+            "(counted per second, in constant memory), or measure it in shorter runs")
     if duration_s is None:
         return arrival_times(pattern, rate_rps, int(count or 0), rng, cv)
     if pattern == "poisson":
