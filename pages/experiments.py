@@ -284,7 +284,9 @@ with st.container(border=True):
                  disabled=prof_job is not None and not prof_job.finished,
                  help="Times batch sizes 1..64, fits t(n), measures the capacity with "
                       "bursts of requests, then runs traffic at 10 % and 35 % of it to "
-                      "calibrate the overhead (about 10 s, in the engine)."):
+                      "calibrate the overhead (about 10 s, in the engine), under what the "
+                      "what-if models: the deadline policy, no latency SLO, one instance "
+                      "(the model's own settings come back after)."):
         start_job(engine, "profile_cost", model, "Could not profile")
     if prof_job is not None and prof_job.state == "done" and prof_job.result:
         st.session_state["exp_cost"] = (model, prof_job.result["cost"],
@@ -292,9 +294,14 @@ with st.container(border=True):
     cost_entry = st.session_state.get("exp_cost")
     if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
         cost = cost_entry[1]
+        work = (f"engine work {cost.per_request_ms * 1000:.1f} µs per request (1 / the "
+                "capacity measured with bursts of requests: past it, the queue grows)"
+                if cost.per_request_ms else
+                "engine work per request not measured (the capacity bursts were refused or "
+                "failed: see the model's errors on the Monitor page; the ceiling below is "
+                "the runs' alone)")
         st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f}); "
-                   f"engine work {cost.per_request_ms * 1000:.1f} µs per request (1 / the "
-                   "capacity measured with bursts of requests: past it, the queue grows); "
+                   f"{work}; "
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
                    f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
                    "traffic; it includes the load generator, as sweeps measure)")

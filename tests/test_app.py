@@ -503,6 +503,19 @@ def test_history_export_and_delete_follow_a_new_run(engine, tmp_path):
     assert store.list()["id"].tolist() == [second, first]
 
 
+def test_whatif_says_when_the_engine_work_was_not_measured(engine):
+    """A profile whose capacity bursts were refused has no engine work per request: the
+    page says so (it showed 'engine work 0.0 µs per request')."""
+    from core.lab import CostModel
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    at.session_state["exp_cost"] = ("tiny", CostModel(0.02, 0.001, 0.99), None)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("engine work per request not measured" in c.value for c in at.caption)
+    assert not any("0.0 µs per request" in c.value for c in at.caption)
+
+
 def test_experiments_page_rejects_bad_loads(engine):
     at = app("pages/experiments.py")
     at.text_input(key="exp_loads").set_value("fast, -3").run()

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from core import BatchConfig, Engine
+from core import BatchConfig, Engine, EngineConfig, build_demo_model
 from core.batching import Batcher
 from core.errors import ConfigError
 from core.protocol import WireCodec
@@ -957,3 +957,22 @@ def test_a_closed_loop_at_its_limit_ends_there_and_says_so(monkeypatch):
     assert res.stopped and len(res.frame) == 500 and res.duration_s < 30.0
     quiet = closed_loop(lambda x: done, lambda r: 0, 4, count=500)   # a count: no warning
     assert not quiet.stopped and len(quiet.frame) == 500
+
+
+def test_the_profile_measures_under_what_the_what_if_models_and_gives_the_settings_back():
+    """A model left on adaptive with a tight latency SLO and two instances: the profile's
+    capacity bursts were shed (704 SLOShedErrors, 'engine work 0.0 µs'). It now pins the
+    deadline policy, no SLO and one instance while it measures, and restores the model's."""
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        engine.configure("tiny", max_batch_size=16, policy="adaptive", latency_slo_ms=0.05,
+                         instances=2)
+        status = engine.start_job("profile_cost", "tiny", batch_sizes=[1, 4, 16],
+                                  iterations=3, calibrate_s=0.5)
+        done = engine.wait_job(status.job_id, timeout_s=120)
+        assert done.state == "done", done.error
+        cost = done.result["cost"]
+        assert cost.per_request_ms > 0 and cost.capacity_batch == 16
+        assert engine.metrics("tiny").error_count == 0
+        cfg = engine.batch_config("tiny")
+        assert (cfg.policy, cfg.latency_slo_ms, cfg.instances) == ("adaptive", 0.05, 2)

@@ -150,21 +150,37 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         return {"profile": profile, "cost": None}
     cost = fit_cost_model(profile)
     cfg = engine.batch_config(target)
-    if not job.stop.is_set():
-        job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
-        cost = with_capacity(cost, measure_capacity(engine, target, stop=job.stop),
-                             cfg.max_batch_size)
-    # Calibrated at 10 % and 35 % of the measured capacity (so the overhead's line spans
-    # the loads asked about: docs/benchmarks.md, the what-if's checks); unmeasured, below
-    # the engine's rough bound on this machine.
-    capacity = cost.capacity_rps(cfg.max_batch_size)
-    if not cost.per_request_ms:
-        capacity = min(capacity, ENGINE_BOUND_RPS)
-    job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} and "
-                      f"{0.35 * capacity:,.0f} req/s")
-    cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
-                              duration_s=calibrate_s)
+    # What the what-if models (the deadline policy, one batch at a time, nothing shed) is
+    # what is measured, whatever the model has now (an SLO shed the capacity bursts: 704
+    # errors and a ceiling of nothing); the model's own settings come back after.
+    before = {k: getattr(cfg, k) for k in _WHAT_IF_PINS}
+    remote = engine.remote_info(target) is not None
+    pin = not remote and before != _WHAT_IF_PINS
+    if pin:
+        engine.configure(target, **_WHAT_IF_PINS)
+    try:
+        if not job.stop.is_set():
+            job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
+            cost = with_capacity(cost, measure_capacity(engine, target, stop=job.stop),
+                                 cfg.max_batch_size)
+        # Calibrated at 10 % and 35 % of the measured capacity (so the overhead's line
+        # spans the loads asked about: docs/benchmarks.md, the what-if's checks);
+        # unmeasured, below the engine's rough bound on this machine.
+        capacity = cost.capacity_rps(cfg.max_batch_size)
+        if not cost.per_request_ms:
+            capacity = min(capacity, ENGINE_BOUND_RPS)
+        job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} "
+                          f"and {0.35 * capacity:,.0f} req/s")
+        cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
+                                  duration_s=calibrate_s)
+    finally:
+        if pin:
+            engine.configure(target, **before)
     return {"profile": profile, "cost": cost}
+
+
+#: The settings a profile measures under (those the what-if simulates).
+_WHAT_IF_PINS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
 
 
 def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
