@@ -197,7 +197,8 @@ def arms() -> None:
     full = engine.ab_report(exp)
     rep = full.to_dict()
     lat, err = full.latency, full.errors
-    significant = bool((lat and lat.significant) or (err and err.significant))
+    # (a latency difference too small to act on is said, not flagged)
+    significant = bool((lat and lat.meaningful) or (err and err.significant))
     # What differs between the arms besides the model comes first: it qualifies the verdict.
     for warning in full.warnings:
         st.warning(warning, icon=":material/balance:")
@@ -259,7 +260,7 @@ def arms() -> None:
         st.dataframe(pd.DataFrame([
             {"measure": "latency p50 (ms)", "A": lat.p50_a_ms, "B": lat.p50_b_ms,
              "B - A": lat.diff_p50_ms, "95% CI": f"{lat.ci_low_ms:.2f} to {lat.ci_high_ms:.2f}",
-             "p-value": fmt_p(lat.p_value), "test": "Mann-Whitney U",
+             "p-value": fmt_p(lat.p_value), "test": "bootstrap of the medians",
              "more requests per arm needed": lat.more_needed_per_arm},
             {"measure": "error rate", "A": err.rate_a, "B": err.rate_b, "B - A": err.diff,
              "95% CI": "", "p-value": fmt_p(err.p_value), "test": "chi-square (two proportions)",

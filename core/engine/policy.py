@@ -43,7 +43,7 @@ class PolicyMethods:
 
     def class_comparison(self, name: str) -> dict[str, Any] | None:
         """The high class against the normal one, as an A/B test compares arms: the p50
-        difference (high minus normal) with its 95 % interval and Mann-Whitney p-value over
+        difference (high minus normal) with its 95 % interval and bootstrap p-value over
         the recent answered requests, each class's share refused at once, and a sentence.
         None until both classes have been sent to."""
         served = self._ns.entry(name).served
@@ -61,8 +61,11 @@ class PolicyMethods:
             lo, hi = (-lat.ci_high_ms, -lat.ci_low_ms) if faster else (lat.ci_low_ms,
                                                                          lat.ci_high_ms)
             words = (f"The high class is {'faster' if faster else 'slower'} by "
+                     f"{'' if lat.meaningful else 'only '}"
                      f"{abs(lat.diff_p50_ms):.2f} ms at p50 than the normal one (95% CI "
-                     f"{lo:.2f} to {hi:.2f} ms), {format_p(lat.p_value)}")
+                     f"{lo:.2f} to {hi:.2f} ms), {format_p(lat.p_value)}"
+                     + ("" if lat.meaningful else
+                        f": less than the {lat.detect_ms:.2f} ms worth detecting"))
         else:
             words = (f"No significant p50 difference between the classes "
                      f"({format_p(lat.p_value)})")
