@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pandas as pd
 import streamlit as st
 
@@ -102,6 +104,10 @@ with st.container(border=True):
              "instance, whatever the model has now; the model's own settings come back "
              "afterwards.") if pinned_ok else None
     own_cfg = engine.batch_config(model)
+    # While a sweep runs the model has the sweep's settings: its own are the job's record
+    live = [j for j in engine.jobs(kind="sweep", target=model) if not j.finished]
+    if live and live[0].params.get("own_settings"):
+        own_cfg = SimpleNamespace(**live[0].params["own_settings"])
     own_in_grid = (own_cfg.max_batch_size in sizes
                    and float(own_cfg.max_wait_ms) in [float(w) for w in waits])
     n_points = len(sizes) * len(waits) * len(loads)

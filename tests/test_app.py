@@ -516,6 +516,28 @@ def test_whatif_says_when_the_engine_work_was_not_measured(engine):
     assert not any("0.0 µs per request" in c.value for c in at.caption)
 
 
+def test_the_sweep_caption_keeps_the_models_own_settings_while_a_sweep_runs(engine):
+    """While a sweep runs, the model has the sweep's settings: the caption counted points
+    against those ('4 points' above 'point 1 of 6'). It reads the job's record instead."""
+    engine.configure("tiny", max_batch_size=5, max_wait_ms=1.5)
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
+                           rates_rps=[200.0], duration_s=60.0, save=False)
+    try:
+        assert job.params["own_settings"] == {"max_batch_size": 5, "max_wait_ms": 1.5}
+        wait_for(lambda: engine.batch_config("tiny").max_batch_size == 8)
+        at = app("pages/experiments.py")
+        at.selectbox(key="exp_model").set_value("tiny").run()
+        at.multiselect(key="exp_batch_sizes").set_value([8, 32]).run()
+        at.multiselect(key="exp_waits").set_value([0.0]).run()
+        at.text_input(key="exp_loads").set_value("500").run()
+        assert any("3 points (with the model's own settings, 5 / 1.5 ms" in c.value
+                   for c in at.caption), [c.value for c in at.caption]
+    finally:
+        engine.cancel_job(job.job_id)
+        engine.wait_job(job.job_id, timeout_s=60)
+    assert engine.batch_config("tiny").max_batch_size == 5
+
+
 def test_experiments_page_rejects_bad_loads(engine):
     at = app("pages/experiments.py")
     at.text_input(key="exp_loads").set_value("fast, -3").run()

@@ -107,5 +107,17 @@ class Lab:
             inspect.signature(work).bind(self.engine, None, target, **params)
         except TypeError as err:
             raise ConfigError(f"{kind} job: {err}") from None
+        shown = params
+        if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
+            try:
+                own = self.engine.batch_config(target)
+                shown = {**params, "own_settings": {"max_batch_size": own.max_batch_size,
+                                                    "max_wait_ms": own.max_wait_ms}}
+            except Exception:  # noqa: BLE001 - e.g. an A/B experiment: no settings of its own
+                pass
         return self.jobs.start(kind, target, lambda job: work(self.engine, job, target, **params),
-                               params=params, exclusive=exclusive)
+                               params=shown, exclusive=exclusive)
+
+
+#: Jobs that change their model's batch settings while they run (and restore them).
+_PINNING_JOBS = ("sweep", "search", "profile_cost")
