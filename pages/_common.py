@@ -407,12 +407,18 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
     return latest
 
 
-def number_columns(frame: pd.DataFrame) -> dict[str, Any]:
+def number_columns(frame: pd.DataFrame, labels: dict[str, str] | None = None
+                   ) -> dict[str, Any]:
     """``column_config`` for a table of measurements: ms to 0.01, rates whole, shares as
-    percents (:func:`core.ui.fmt.column_formats`), not 1499.2345678."""
-    return {c: st.column_config.NumberColumn(format=f)
-            for c, f in column_formats(frame.columns).items()
-            if pd.api.types.is_numeric_dtype(frame[c])}
+    percents (:func:`core.ui.fmt.column_formats`), not 1499.2345678; ``labels``: headers
+    in words for some columns."""
+    labels = labels or {}
+    config: dict[str, Any] = {c: st.column_config.Column(label) for c, label in labels.items()
+                              if c in frame.columns}
+    config.update({c: st.column_config.NumberColumn(labels.get(c), format=f)
+                   for c, f in column_formats(frame.columns).items()
+                   if pd.api.types.is_numeric_dtype(frame[c])})
+    return config
 
 
 def measuring_job(engine: Engine | RemoteEngine) -> Any:

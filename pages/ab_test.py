@@ -258,14 +258,19 @@ def arms() -> None:
     served.update_layout(barmode="stack")
     if lat is not None and lat.n_a >= 20 and lat.n_b >= 20:
         st.dataframe(pd.DataFrame([
-            {"measure": "latency p50 (ms)", "A": lat.p50_a_ms, "B": lat.p50_b_ms,
-             "B - A": lat.diff_p50_ms, "95% CI": f"{lat.ci_low_ms:.2f} to {lat.ci_high_ms:.2f}",
-             "p-value": fmt_p(lat.p_value), "test": "bootstrap of the medians",
-             "more requests per arm needed": lat.more_needed_per_arm},
-            {"measure": "error rate", "A": err.rate_a, "B": err.rate_b, "B - A": err.diff,
-             "95% CI": "", "p-value": fmt_p(err.p_value), "test": "chi-square (two proportions)",
-             "more requests per arm needed": err.more_needed_per_arm},
+            {"measure": "latency p50", "A": fmt_ms(lat.p50_a_ms), "B": fmt_ms(lat.p50_b_ms),
+             "B - A": f"{lat.diff_p50_ms:+.2f} ms",
+             "95% CI": f"{lat.ci_low_ms:+.2f} to {lat.ci_high_ms:+.2f} ms",
+             "p-value": fmt_p(lat.p_value), "more per arm needed": lat.more_needed_per_arm},
+            {"measure": "error rate", "A": f"{err.rate_a:.2%}", "B": f"{err.rate_b:.2%}",
+             "B - A": f"{err.diff:+.2%}", "95% CI": "", "p-value": fmt_p(err.p_value),
+             "more per arm needed": err.more_needed_per_arm},
         ]), hide_index=True, key="ab_stats_table")
+        st.caption(f"Latency: the p50 difference, its 95 % interval and p-value from one "
+                   f"bootstrap of both arms' latencies; a difference under "
+                   f"{lat.detect_ms:.2f} ms (5 % of A's p50) is too small to act on. Errors: "
+                   "chi-square test of the two proportions. 'More per arm needed': requests "
+                   "per arm still needed to detect that difference.")
     if rep["shadow"]:
         sh = rep["shadow"]
         agree = sh["label_agreement"]

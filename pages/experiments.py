@@ -9,7 +9,8 @@ import streamlit as st
 
 from core import POLICIES, BatchlabError
 from core.ui import charts
-from core.ui.fmt import history_caption, run_config_words, sweep_caption
+from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
+                         sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
@@ -226,8 +227,13 @@ if result and result[0] == model:
                                              if rec.max_batch_size else None,
                                              chosen_load=rec.load),
                         key="exp_pareto")
+        everything = st.toggle("Every column", key="exp_all_columns",
+                               help="The table shows what a person compares; every column "
+                                    "(spreads, windows, pinned settings, CPU taken by others) "
+                                    "is here, in the CSV of the History and in the report.")
         st.dataframe(frame, hide_index=True, key="exp_table",
-                     column_config=number_columns(frame))
+                     column_order=sweep_table_columns(frame, everything),
+                     column_config=number_columns(frame, SWEEP_TABLE_LABELS))
         report_button(run, None, "exp_report")
         if rec.max_batch_size is not None:
             e1, e2, e3 = st.columns(3)

@@ -181,6 +181,9 @@ if not table.empty:
             "size_kb": st.column_config.NumberColumn("size", format="%.1f KB"),
             "sha256": st.column_config.TextColumn("sha256 (prefix)"),
         })
+    # The table cuts a long reason; the ones that matter (not batchable) are written out
+    for r in table[~table["batchable"].astype(bool)].itertuples():
+        st.caption(f"**{r.name}** is served one request at a time: {r.batch_reason}")
 
 # -- detail and try it ------------------------------------------------------------------
 left, right = st.columns([1, 1])

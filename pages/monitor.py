@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.ui import charts
+from core.ui.fmt import recent_errors_by_type
 from pages._common import (chart_refresh, measuring_job, paused_for_measurement, WINDOW_S, fmt_ms,
                            fmt_num, fmt_pct, fmt_rate, fmt_s, get_engine, live_fragment,
                            live_interval, pick_target, stop_when_idle)
@@ -147,7 +148,13 @@ def dashboard() -> None:
     if snap.recent_errors:
         errs = pd.DataFrame(snap.recent_errors)
         errs["time"] = pd.to_datetime(errs["time"], unit="s")
-        st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table")
+        # One line per kind of error, its latest message whole (the table cut it mid-way)
+        st.table(recent_errors_by_type(errs))
+        with st.expander(f"Each of the {len(errs)} recent errors"):
+            st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table",
+                         column_config={"time": st.column_config.DatetimeColumn(
+                             format="HH:mm:ss.SSS"),
+                             "message": st.column_config.TextColumn(width="large")})
     else:
         st.caption("No errors.")
     by_type = read().errors_by_type  # since the reset, like the Errors tile

@@ -105,6 +105,10 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     table = frame_with(at, "batch_reason")
     assert set(engine.model_names()) <= set(table["name"])
     assert not table.set_index("name").loc["fixed-batch", "batchable"]
+    reason = table.set_index("name").loc["fixed-batch", "batch_reason"]
+    assert any(c.value == f"**fixed-batch** is served one request at a time: {reason}"
+               for c in at.caption)             # whole, where the table cuts it
+    assert not any("**mlp** is served one" in c.value for c in at.caption)
     at.selectbox(key="models_detail").set_value("mlp").run()
     at.number_input(key="try_rows").set_value(3).run()
     at.button(key="try_run").click().run()
@@ -348,6 +352,11 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     values = {m.label: m.value for m in at.metric}
     assert values["Requests"] == "6" and values["Errors"] == "1"
     assert frame_with(at, "message")["type"].tolist() == ["InputValidationError"]
+    # One line per kind, its latest message whole (a table cell cut it mid-sentence)
+    grouped = at.table[0].value
+    assert grouped.index.tolist() == ["InputValidationError"] and grouped["count"].tolist() == [1]
+    whole = engine.metrics("mlp").recent_errors[-1]["message"]
+    assert grouped["latest message"].tolist() == [whole] and "[N,256]" in whole
     csv = at.get("download_button")[0]
     assert csv is not None
     at.button(key="monitor_reset").click().run()
@@ -398,6 +407,15 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert len(table) == 3 and (table["achieved_rps"] > 0).all()
     assert table["baseline"].tolist() == [False, False, True]
     assert (table["policy"] == "deadline").all() and (table["goodput_rps"] > 0).all()
+    # Shown: what a person compares, in words; every column behind a toggle
+    shown = next(d for d in at.dataframe if "achieved_rps" in d.value.columns)
+    order = list(shown.proto.column_order)
+    assert order[:4] == ["max_batch_size", "max_wait_ms", "load_kind", "load"]
+    assert "spread_rps_pct" not in order and "disturbed" not in order and len(order) < 15
+    at.toggle(key="exp_all_columns").set_value(True).run()
+    shown = next(d for d in at.dataframe if "achieved_rps" in d.value.columns)
+    assert "spread_rps_pct" in shown.proto.column_order
+    at.toggle(key="exp_all_columns").set_value(False).run()
     said = [c.value for c in at.caption if c.value.startswith("Run ")]
     assert said and said[0].startswith("Run ") and "batch sizes 4, 16; waits 0 ms; loads " \
         "200 req/s." in said[0] and "not the form above" not in said[0], said

@@ -15,9 +15,9 @@ from typing import Any
 
 from core.models import format_bytes
 
-__all__ = ["aimd_caption", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+__all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
-           "column_formats"]
+           "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns"]
 
 
 def _missing(v: Any) -> bool:
@@ -205,6 +205,27 @@ def column_formats(columns: Any) -> dict[str, str]:
     return out
 
 
+#: A sweep's table at first: what a person compares, with words for headers (every
+#: column behind a toggle, and in the CSV and the HTML report).
+SWEEP_TABLE_LABELS = {
+    "max_batch_size": "max batch", "max_wait_ms": "max wait (ms)", "load_kind": "load is",
+    "load": "load", "achieved_rps": "served (req/s)", "goodput_rps": "goodput (req/s)",
+    "p50_ms": "p50 (ms)", "p99_ms": "p99 (ms)", "p99_ci_low_ms": "p99 95% CI from",
+    "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors", "mean_batch_rows": "mean batch",
+    "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
+
+
+def sweep_table_columns(frame: Any, everything: bool = False) -> list[str]:
+    """The columns of a sweep's ``frame`` to show: the labelled ones (those present, and
+    ``disturbed`` only when a point was), or all of them."""
+    if everything:
+        return [str(c) for c in frame.columns]
+    keep = [c for c in SWEEP_TABLE_LABELS if c in frame.columns]
+    if "disturbed" in keep and not (frame["disturbed"].fillna("").astype(str) != "").any():
+        keep.remove("disturbed")
+    return keep
+
+
 def exit_words(code: float | None) -> str:
     """How a process ended: 'was killed by SIGKILL', 'exited with code 1'."""
     if code is None:
@@ -352,3 +373,14 @@ def class_table(snaps: dict[str, Any]) -> list[dict[str, Any]]:
                      "p50_ms": s.p50_ms if s.success_count else None,
                      "p99_ms": s.p99_ms if s.success_count else None})
     return rows
+
+
+def recent_errors_by_type(errors: Any) -> Any:
+    """Recent errors (a frame of time, type, message) as one row per type, the most
+    frequent first: how many, when the latest came and its whole message."""
+    g = errors.sort_values("time").groupby("type", sort=False)
+    out = g["message"].agg(["size", "last"]).rename(columns={"size": "count",
+                                                              "last": "latest message"})
+    out.insert(1, "latest", g["time"].last().map(
+        lambda t: t.strftime("%H:%M:%S") if hasattr(t, "strftime") else str(t)))
+    return out.sort_values(["count", "latest"], ascending=False)
