@@ -641,6 +641,14 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
             st.error(f"The load agents sent nothing: {t.last_error}")
         elif not t.running and t.in_flight > 0:
             st.caption(f"Answering the last {fmt_num(t.in_flight)} requests...")
+        if not t.problem and (t.failed or t.refused) and t.last_error:
+            # (a few failures are not a problem to shout about, but never unexplained)
+            by_type = dict(getattr(t, "refused_by_type", None) or {})
+            for kind, n in (getattr(t, "failed_by_type", None) or {}).items():
+                by_type[kind] = by_type.get(kind, 0) + n
+            st.caption(f"Failed or refused: "
+                       + (", ".join(f"{n:,} {k}" for k, n in by_type.items()) + "; "
+                          if by_type else "") + f"the last: {t.last_error}")
         if t.client_bound:
             st.warning(t.client_bound)
 

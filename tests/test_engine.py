@@ -235,3 +235,4 @@ def test_fmt_ranges_and_compact_numbers():
     assert [fmt_num(v) for v in (9999, 17564, 643_210, 924_812, 1_234_567)] == \
         ["9,999", "17.6k", "643.2k", "924.8k", "1.2M"]
     assert fmt_pct(0.00021) == "0.02%" and fmt_pct(0) == "0%"
+    assert fmt_pct(5 / 200_000) == "<0.01%"   # not "0.00%" beside 5 errors

@@ -58,12 +58,15 @@ def fmt_ms(v: float | None) -> str:
 
 
 def fmt_pct(v: float | None) -> str:
-    """A fraction as a percentage: '0%', '0.02%', '1.5%', '100%'."""
+    """A fraction as a percentage: '0%', '<0.01%', '0.02%', '1.5%', '100%' (never '0.00%'
+    beside errors that happened)."""
     if _missing(v):
         return "-"
     p = v * 100
     if p == 0 or p == 100:
         return f"{p:.0f}%"
+    if 0 < abs(p) < 0.005:
+        return "<0.01%" if p > 0 else ">-0.01%"
     return f"{p:.2f}%" if abs(p) < 1 else f"{p:.1f}%"
 
 
