@@ -689,6 +689,14 @@ def test_charts_read_cleanly(engine):
     rows = len(fig.data[0].y)
     assert rows <= 120 and fig.layout.height >= 4 * rows
     assert "the last 120 of 200 requests" in fig.layout.title.text
+    # A batch whose wait ran out is 'time up' (under fixed_window it read 'deadline', as if
+    # the deadline policy had run it)
+    timed = charts.timeline_figure(frame.assign(release_reason="deadline"))
+    labels = [t for tr in timed.data if getattr(tr, "mode", None) == "text" for t in tr.text]
+    assert labels and all(t == "time up · 8 rows" for t in labels)
+    assert "running, batch left: time up" in [tr.name for tr in timed.data]
+    reasons = charts.release_reasons_figure({"full": 3, "deadline": 5})
+    assert list(reasons.data[0].y) == ["full", "time up"]
 
 
 def test_charts_at_low_load_and_with_axis_titles_stay_readable():

@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 
 from .live import (add_events, error_figure, latency_figure, queue_compute_figure,
                    queue_depth_figure, throughput_figure)
+from .fmt import reason_words
 from .style import COLORS, WINDOW_S, _layout, recent, style
 
 __all__ = [
@@ -67,7 +68,8 @@ def release_reasons_figure(reasons: Mapping[str, int],
                            title: str = "Why batches left the queue") -> go.Figure:
     names = [r for r in ("full", "deadline", "drain", "retry") if r in reasons] + sorted(
         set(reasons) - {"full", "deadline", "drain", "retry"})
-    fig = go.Figure(go.Bar(x=[reasons[n] for n in names], y=names, orientation="h",
+    fig = go.Figure(go.Bar(x=[reasons[n] for n in names], y=[reason_words(n) for n in names],
+                           orientation="h",
                            marker_color=["#16a34a" if n == "full" else "#f59e0b" if
                                          n == "deadline" else "#64748b" for n in names]))
     fig.update_xaxes(rangemode="nonnegative")
@@ -242,7 +244,8 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     done = (f["done_s"] - t0) * 1000.0
     y = [f"{i}" for i in range(len(f))]
     hover = [f"request {r.request_id} · batch {r.batch_id} ({_rows(r.batch_rows)}, "
-             f"{r.release_reason}) · waited {r.wait_ms:.2f} ms, ran {r.compute_ms:.2f} ms"
+             f"{reason_words(r.release_reason)}) · waited {r.wait_ms:.2f} ms, "
+             f"ran {r.compute_ms:.2f} ms"
              if r.batch_id >= 0 else f"request {r.request_id}: ended without running "
              f"({r.release_reason})" for r in f.itertuples()]
     # The high priority class (``priority=1``) waits in a darker grey, named as such.
@@ -261,7 +264,8 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
         colour = _REASON_COLORS.get(reason, "#0ea5e9")
         fig.add_trace(go.Bar(
             y=[y[i] for i in idx], x=(done - start)[idx], base=start[idx], orientation="h",
-            name=f"running, batch left: {reason}" if part["ok"].any() else f"failed: {reason}",
+            name=(f"running, batch left: {reason_words(reason)}" if part["ok"].any()
+                  else f"failed: {reason_words(reason)}"),
             marker_color=[colour if ok else COLORS["err"] for ok in part["ok"]],
             hovertext=[hover[i] for i in idx], hoverinfo="text"))
     # Each batch named at the end of its first request's bar: why it left, and its rows.
@@ -278,7 +282,7 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     if keep:
         fig.add_trace(go.Scatter(
             x=done[keep] + 0.05, y=[y[i] for i in keep], mode="text",
-            text=[f"{r.release_reason} · {_rows(r.batch_rows)}"
+            text=[f"{reason_words(r.release_reason)} · {_rows(r.batch_rows)}"
                   for r in f.loc[keep].itertuples()],
             textposition="middle right", textfont=dict(size=10, color="#334155"),
             showlegend=False, hoverinfo="skip"))

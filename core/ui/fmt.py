@@ -17,7 +17,8 @@ from core.models import format_bytes
 
 __all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
-           "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns"]
+           "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
+           "REASON_WORDS", "reason_words"]
 
 
 def _missing(v: Any) -> bool:
@@ -387,3 +388,14 @@ def recent_errors_by_type(errors: Any) -> Any:
     out.insert(1, "latest", g["time"].last().map(
         lambda t: t.strftime("%H:%M:%S") if hasattr(t, "strftime") else str(t)))
     return out.sort_values(["count", "latest"], ascending=False)
+
+
+#: Why a batch left, in words for charts: "deadline" is the batch's wait running out under
+#: any policy (a fixed window's too), and read as the deadline policy beside the others.
+REASON_WORDS = {"full": "full", "deadline": "time up", "drain": "drain", "retry": "retry",
+                "adaptive": "adaptive"}
+
+
+def reason_words(reason: str) -> str:
+    """A release reason (``Prediction.release_reason``) as charts name it."""
+    return REASON_WORDS.get(str(reason), str(reason))
