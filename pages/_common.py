@@ -523,13 +523,15 @@ def chart_refresh(interval: float | None) -> float | None:
     :func:`chart_refresh_control`), never faster than the numbers."""
     if interval is None:
         return None
-    chosen = float(st.session_state.get("chart_refresh_s", CHART_REFRESH_S))
+    # (None, seen once from the control on a run that had not drawn it yet: the default)
+    chosen = float(st.session_state.get("chart_refresh_s") or CHART_REFRESH_S)
     return max(interval, chosen)
 
 
 def chart_refresh_control() -> None:
     """A control for how often live charts redraw (kept for this browser session)."""
-    st.session_state.setdefault("chart_refresh_s", CHART_REFRESH_S)
+    if st.session_state.get("chart_refresh_s") is None:
+        st.session_state["chart_refresh_s"] = CHART_REFRESH_S
     st.segmented_control(
         "Charts redraw every", CHART_REFRESH_CHOICES, key="chart_refresh_s", required=True,
         format_func=lambda s: f"{s:g} s",

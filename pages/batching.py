@@ -32,11 +32,14 @@ remote = engine.remote_info(model)   # None for a model served here
 server_fixed = remote is not None and not remote.configurable
 
 # Widgets show the engine's truth (shared by every tab); changes go through the engine.
-st.session_state["bs_max_batch"] = cfg.max_batch_size
-st.session_state["bs_max_wait"] = float(cfg.max_wait_ms)
-st.session_state["bs_policy"] = cfg.policy
-st.session_state["bs_slo"] = cfg.latency_slo_ms
-st.session_state["bs_instances"] = cfg.instances
+# Written only where they differ (a change from another tab, a refused one): writing a
+# widget's state sends its value to the browser, and an equal value written on every run
+# undid the arrow-key presses made while the last one was applied (24 presses: 22 steps).
+for key, value in (("bs_max_batch", cfg.max_batch_size), ("bs_max_wait", float(cfg.max_wait_ms)),
+                   ("bs_policy", cfg.policy), ("bs_slo", cfg.latency_slo_ms),
+                   ("bs_instances", cfg.instances)):
+    if key not in st.session_state or st.session_state[key] != value:
+        st.session_state[key] = value
 
 
 def _apply(field: str, key: str) -> None:

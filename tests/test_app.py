@@ -556,6 +556,15 @@ def test_the_sweep_caption_keeps_the_models_own_settings_while_a_sweep_runs(engi
     assert engine.batch_config("tiny").max_batch_size == 5
 
 
+def test_a_chart_refresh_choice_of_none_falls_back_to_the_default(engine):
+    """The Batching page raised TypeError (float(None)) on every rerun once the session
+    held None for the 'Charts redraw every' control (seen in a browser session)."""
+    at = app("pages/batching.py")
+    at.session_state["chart_refresh_s"] = None
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+
 def test_a_few_failures_of_the_traffic_are_explained_not_only_counted():
     """2 SLO sheds in 20,000 requests are under the 1 % that makes a problem of them: the
     line said 'failed 2' and nowhere on the page why."""

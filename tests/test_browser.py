@@ -225,6 +225,20 @@ def test_an_open_page_follows_settings_changed_elsewhere(server, page: Page):
         expect(slider).to_have_attribute("aria-valuetext", "16", timeout=30_000)
         expect(page.get_by_role("radio", name=re.compile("fixed window"))).to_be_checked()
         no_exception(page)
+        # Arrow keys pressed faster than the page reruns all count (the page wrote the
+        # engine's value back into the slider on every run, undoing presses in flight:
+        # 24 presses moved it 22 steps)
+        wait_ready(page)
+        slider.focus()
+        for _ in range(10):
+            slider.press("ArrowRight")
+        expect(slider).to_have_attribute("aria-valuetext", "26", timeout=30_000)
+        wait_ready(page)
+        deadline = time.monotonic() + 30
+        while engine.batch_config("mlp").max_batch_size != 26:
+            assert time.monotonic() < deadline, engine.batch_config("mlp")
+            time.sleep(0.1)
+        expect(slider).to_have_attribute("aria-valuetext", "26")
         # Real inputs and a warm-up made elsewhere reach open pages too (a second tab kept
         # "generated" and "not warm" until its own rerun).
         go(page, "Models")
