@@ -96,8 +96,7 @@ def warmup_figure(frame: pd.DataFrame, title: str = "Cold vs warm latency per ba
 def memory_figure(frame: pd.DataFrame,
                   title: str = "Peak memory added by one run, per batch size") -> go.Figure:
     """Bars of ``peak_mib`` per batch size (from ``Engine.measure_memory``), run time on hover."""
-    ok = frame[frame["error"].isna()] if "error" in frame else frame
-    fig = go.Figure()
+    ok, fig = frame[frame["error"].isna()] if "error" in frame else frame, go.Figure()
     fig.add_trace(go.Bar(x=[str(int(b)) for b in ok["batch_size"]], y=ok["peak_mib"],
                          name="peak MiB", marker_color=COLORS["warm"],
                          customdata=ok["run_ms"],
@@ -106,12 +105,13 @@ def memory_figure(frame: pd.DataFrame,
     fig.update_xaxes(title="batch size (rows)", type="category")
     peaks = pd.to_numeric(ok["peak_mib"], errors="coerce")
     if len(peaks) and peaks.max() < 1.0:
-        # RSS moves in 4 KiB pages: below a MiB the bars are a few pages each, and which
-        # size got one page more says nothing (batch 1 once read as the dearest).
+        # RSS moves in 4 KiB pages: which size got one page more says nothing (batch 1 once
+        # read as the dearest). On a 0-1 MiB axis the bars look as small as they are.
         fig.add_annotation(text=f"every run added under 1 MiB (at most {peaks.max() * 256:.0f}"
-                                " pages of 4 KiB): differences this small are noise",
-                           showarrow=False, xref="paper", yref="paper", x=0, y=1.0,
-                           xanchor="left", yanchor="bottom", font=dict(color="#64748b", size=11))
+                                " pages of 4 KiB):<br>differences this small are noise",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.95,
+                           xanchor="center", yanchor="top", font=dict(color="#64748b", size=11))
+        fig.update_yaxes(range=[0, 1])
     return _layout(fig, title, "MiB", height=300)
 
 
