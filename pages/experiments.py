@@ -284,6 +284,7 @@ if result and result[0] == model:
                                     "max_ongoing_requests twice max_batch_size.")
 
 # -- what-if ---------------------------------------------------------------------------------------
+WHAT_IF_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 with st.container(border=True):
     st.subheader("What-if", anchor=False)
     st.caption("Profile the model's compute per batch size, fit t(n) = a + b·n, measure the "
@@ -323,8 +324,14 @@ with st.container(border=True):
                        "model's cost is not linear in the rows. Read the predictions as rough, "
                        "and check them against a sweep.", icon=":material/warning:")
         w1, w2, w3 = st.columns(3)
-        bs = w1.slider("Max batch size", 1, 256, 32, key="whatif_bs")
-        wait = w2.slider("Max wait (ms)", 0.0, 50.0, 2.0, 0.5, key="whatif_wait")
+        # Starting from the model's own settings; batch sizes on a scale a pointer can hit
+        now_cfg = engine.batch_config(model)
+        own_bs = int(min(256, max(1, now_cfg.max_batch_size)))
+        bs = w1.select_slider("Max batch size", sorted({*WHAT_IF_BATCH_SIZES, own_bs}),
+                              own_bs, key="whatif_bs")
+        wait = w2.slider("Max wait (ms)", 0.0, 50.0,
+                         min(50.0, round(float(now_cfg.max_wait_ms) * 2) / 2), 0.5,
+                         key="whatif_wait")
         rate = w3.number_input("Rate (req/s)", 1.0, 1_000_000.0, 2000.0, key="whatif_rate")
         wi_policy = st.segmented_control(
             "Policy", POLICIES, default="deadline", key="whatif_policy", required=True,

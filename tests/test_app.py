@@ -466,7 +466,8 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     at.number_input(key="whatif_rate").set_value(2000.0).run()
     measured_at = cost.capacity_batch
     assert measured_at == engine.batch_config("tiny").max_batch_size
-    at.slider(key="whatif_bs").set_value(8 if measured_at != 8 else 16).run()
+    assert at.select_slider(key="whatif_bs").value == measured_at   # the model's own
+    at.select_slider(key="whatif_bs").set_value(8 if measured_at != 8 else 16).run()
     assert any(f"measured at max batch size {measured_at}" in c.value for c in at.caption)
     assert not any("batches at once" in c.value for c in at.caption)
     engine.configure("tiny", instances=2)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.errors import BatchlabError
 from .loadgen import open_loop
-from .schedule import arrival_times
+from .schedule import arrival_times, run_schedule
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -258,8 +258,13 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
         raise ValueError(WHAT_IF_REFUSED.get(policy, f"unknown policy {policy!r}; the "
                                              "what-if models 'deadline'"))
     rng = np.random.default_rng(seed)
-    arr = (np.sort(np.asarray(arrivals_s, dtype=float)) if arrivals_s is not None
-           else arrival_times(pattern, rate_rps, n_requests, rng)) * 1000.0  # ms
+    if arrivals_s is not None:
+        arr = np.sort(np.asarray(arrivals_s, dtype=float)) * 1000.0  # ms
+    elif pattern == "poisson":  # offered at the rate asked, not at a draw of it (+-1.4 %
+        # at 5,000 requests: 2,000 req/s offered read '1,970/s' served), as runs offer it
+        arr = run_schedule("poisson", rate_rps, n_requests / rate_rps, None, rng) * 1000.0
+    else:
+        arr = arrival_times(pattern, rate_rps, n_requests, rng) * 1000.0
     n = len(arr)
     wait = float(max_wait_ms)
     overhead = float(cost.overhead_at(rate_rps)) if isinstance(cost, CostModel) else 0.0
