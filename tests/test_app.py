@@ -666,6 +666,9 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
     assert any("off to the right" in a.text for a in fig.layout.annotations)
     assert not charts.batch_size_figure({1: 4}, max_batch_size=None).layout.shapes
+    near = charts.batch_size_figure({8: 40, 3: 2}, max_batch_size=8)   # full batches' bar
+    label = next(a for a in near.layout.annotations if a.text == "max_batch_size=8")
+    assert (label.yref, label.y, label.yanchor) == ("paper", 1, "bottom")  # above, not on it
 
 
 def test_charts_read_cleanly(engine):

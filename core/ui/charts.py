@@ -34,9 +34,8 @@ __all__ = [
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
                       title: str = "Batch sizes (rows per batch)") -> go.Figure:
-    """Batches per size. The x range follows the sizes seen (a max_batch_size of 256 with
-    batches of 1-5 would otherwise squeeze them into slivers); ``max_batch_size`` is drawn
-    when it is near them, else named in a note. Pass None for a model that cannot batch."""
+    """Batches per size, the x range fitted to the sizes seen (not squeezed by a far
+    ``max_batch_size``: drawn when near them, else named); None: a model that cannot batch."""
     sizes = sorted(batch_sizes)
     fig = go.Figure(go.Bar(x=sizes, y=[batch_sizes[s] for s in sizes], name="batches",
                            marker_color=COLORS["compute"],
@@ -46,10 +45,11 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
     if max_batch_size:
         if max_batch_size <= max(2 * top, 8):
             right = max(top, max_batch_size)
-            # labelled to the left of its line: at the right edge it was cut to "max_b"
-            fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b",
-                          annotation_text=f"max_batch_size={max_batch_size}",
-                          annotation_position="top left")
+            # labelled above the plot, left of its line (inside, it hid the full batches' bar)
+            fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b")
+            fig.add_annotation(text=f"max_batch_size={max_batch_size}", x=max_batch_size, y=1,
+                               yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+                               font=dict(color="#64748b", size=11))
         else:
             fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
                                showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
