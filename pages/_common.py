@@ -24,6 +24,7 @@ import secrets
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import pandas as pd
@@ -669,3 +670,12 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
             if st.session_state.get(f"_{key}_followed") != rate:
                 st.session_state[f"_{key}_followed"] = rate
                 st.session_state[key] = rate
+
+
+def own_settings(engine: Engine | RemoteEngine, model: str) -> Any:
+    """The model's own batch settings: while a sweep, search or profile of it runs (with
+    its settings pinned), as that job recorded them; else the engine's."""
+    for j in engine.jobs(target=model):
+        if not j.finished and j.params.get("own_settings"):
+            return SimpleNamespace(**j.params["own_settings"])
+    return engine.batch_config(model)

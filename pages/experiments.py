@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pandas as pd
 import streamlit as st
 
@@ -16,7 +14,7 @@ from core.ui.search import search_figure
 from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import (agents_controls, fmt_ms, get_engine, job_progress, number_columns,
+from pages._common import (agents_controls, own_settings, fmt_ms, get_engine, job_progress, number_columns,
                            pick_model, start_job)
 
 engine = get_engine()
@@ -104,11 +102,7 @@ with st.container(border=True):
         help="Each point is measured under this release policy, with no latency SLO and one "
              "instance, whatever the model has now; the model's own settings come back "
              "afterwards.") if pinned_ok else None
-    own_cfg = engine.batch_config(model)
-    # While a sweep runs the model has the sweep's settings: its own are the job's record
-    live = [j for j in engine.jobs(kind="sweep", target=model) if not j.finished]
-    if live and live[0].params.get("own_settings"):
-        own_cfg = SimpleNamespace(**live[0].params["own_settings"])
+    own_cfg = own_settings(engine, model)
     own_in_grid = (own_cfg.max_batch_size in sizes
                    and float(own_cfg.max_wait_ms) in [float(w) for w in waits])
     n_points = len(sizes) * len(waits) * len(loads)
@@ -325,7 +319,7 @@ with st.container(border=True):
                        "and check them against a sweep.", icon=":material/warning:")
         w1, w2, w3 = st.columns(3)
         # Starting from the model's own settings; batch sizes on a scale a pointer can hit
-        now_cfg = engine.batch_config(model)
+        now_cfg = own_settings(engine, model)
         own_bs = int(min(256, max(1, now_cfg.max_batch_size)))
         bs = w1.select_slider("Max batch size", sorted({*WHAT_IF_BATCH_SIZES, own_bs}),
                               own_bs, key="whatif_bs")

@@ -260,6 +260,17 @@ def test_job_errors_are_clear(engine):
     with pytest.raises(ConfigError, match="already running"):
         engine.start_job("sweep", "tiny", max_batch_sizes=[1], max_waits_ms=[0.0],
                          rates_rps=[50.0])
+    # A profile or a search would pin the same settings and restore the sweep's as the
+    # model's own (a model on adaptive was left on deadline): refused while it runs
+    for kind, params in (("profile_cost", {}), ("search", {
+            "max_batch_sizes": [1], "max_waits_ms": [0.0], "rates_rps": [50.0],
+            "p99_ms": 100.0})):
+        with pytest.raises(ConfigError, match="a sweep of 'tiny' is already running .*: "
+                                              "both change tiny's batch settings"):
+            engine.start_job(kind, "tiny", **params)
+    warm = engine.start_job("warmup", "tiny", batch_sizes=[1], iterations=2)  # no settings
+    warmed = engine.wait_job(warm.job_id, WAIT_S)
+    assert warmed.state == "done", warmed.error
     engine.cancel_job(first.job_id)
     assert engine.wait_job(first.job_id, WAIT_S).state == "cancelled"
 

@@ -3,7 +3,7 @@
 Latency: the difference of the two arms' medians (p50), with its interval and p-value
 from one bootstrap of both whole samples (no normality assumption: latencies are skewed),
 so the verdict, the interval and the p-value always agree; a difference smaller than the
-one worth detecting (5 % of A's p50) is called too small to act on. Errors: the two error rates are compared with a chi-square
+one worth detecting (5 % of A's p50, at least 0.1 ms) is called too small to act on. Errors: the two error rates are compared with a chi-square
 test of the 2x2 table (the two-proportion z-test). Both come with the sample size still
 needed to detect a given difference, and a plain-language verdict. All distributions come
 from scipy.stats.
@@ -131,7 +131,10 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
                                  f"B; at least {_MIN_SAMPLES} per arm are needed")
     rng = np.random.default_rng(seed)
     d = _boot_medians(np.sort(b), rng) - _boot_medians(np.sort(a), rng)
-    lo, hi = (float(v) for v in np.quantile(d, [alpha / 2, 1 - alpha / 2]))
+    # (bounds that are draws: interpolating between draws could put a bound past 0 that
+    # no draw reached, and say 'significant' beside p = 0.05)
+    lo, hi = (float(v) for v in np.quantile(d, [alpha / 2, 1 - alpha / 2],
+                                             method="inverted_cdf"))
     # Two-sided, from the same draws as the interval (the interval excludes 0 exactly when
     # p < alpha); never 0: a finite number of draws cannot say less than 1 / draws.
     p_value = max(1.0 / _DRAWS, min(1.0, 2.0 * min(float((d <= 0).mean()),
@@ -140,7 +143,7 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
     sigma = float(np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2))
     n_needed = sample_size_means(sigma, detect_ms, alpha)
     more = max(0, n_needed - min(n_a, n_b))
-    significant = lo > 0 or hi < 0
+    significant = p_value < alpha   # (with these bounds: exactly when 0 is outside them)
     meaningful = significant and abs(diff) >= detect_ms
     word = "slower" if diff > 0 else "faster"
     if meaningful:
@@ -161,13 +164,25 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
 
 
 def _boot_medians(x: np.ndarray, rng: np.random.Generator, draws: int = _DRAWS) -> np.ndarray:
-    """``draws`` bootstrap medians of the sorted sample ``x``, drawn exactly without
-    resampling it: the median of n draws with replacement is x[j-1] (the lower median for
-    an even n) with P(it <= x[j-1]) = P(Binomial(n, j/n) >= (n+1)//2) (O(n), not
-    O(draws x n))."""
+    """``draws`` bootstrap medians of the sorted sample ``x`` (as ``np.median`` takes a
+    median), drawn from the order statistics rather than by resampling (O(n), not
+    O(draws x n)): the k-th smallest of n draws with replacement is x[j-1] with
+    P(it <= x[j-1]) = P(Binomial(n, j/n) >= k). Odd n: k = (n+1)/2, exact. Even n: the
+    mean of the k = n/2 and n/2+1 order statistics, each with its exact distribution,
+    drawn from one uniform (their joint law approximated by the comonotone one; against
+    resampling by hand, 20,000 draws, the 2.5/50/97.5 % points agreed at n = 20 and were
+    within 7 % of the interval's width at n = 200)."""
     n = len(x)
-    cdf = stats.binom.sf((n + 1) // 2 - 1, n, np.arange(1, n + 1) / n)
-    return x[np.minimum(np.searchsorted(cdf, rng.random(draws)), n - 1)]
+    u = rng.random(draws)
+    p = np.arange(1, n + 1) / n
+
+    def order_stat(k: int) -> np.ndarray:
+        cdf = stats.binom.sf(k - 1, n, p)
+        return x[np.minimum(np.searchsorted(cdf, u), n - 1)]
+
+    if n % 2:
+        return order_stat((n + 1) // 2)
+    return 0.5 * (order_stat(n // 2) + order_stat(n // 2 + 1))
 
 
 def compare_errors(errors_a: int, n_a: int, errors_b: int, n_b: int,

@@ -121,16 +121,20 @@ class JobManager:
 
     def start(self, kind: str, target: str, work: Callable[[Job], Any],
               params: dict[str, Any] | None = None,
-              exclusive: bool = False) -> JobStatus:
+              exclusive: bool = False, conflicts: tuple[str, ...] = ()) -> JobStatus:
         """Start ``work`` as a job. With ``exclusive``, refuse while another job of the
-        same kind runs on the same target (two sweeps would fight over its settings)."""
+        same kind, or of a kind in ``conflicts``, runs on the same target (two sweeps, or a
+        sweep and a profile, would fight over its settings and restore each other's)."""
         with self._lock:
             if exclusive:
                 for other in self._jobs.values():
-                    if (other.kind == kind and other.target == target
-                            and not other.done.is_set()):
-                        raise ConfigError(f"a {kind} of {target!r} is already running (job "
-                                          f"{other.job_id}); wait for it or cancel it first")
+                    if ((other.kind == kind or other.kind in conflicts)
+                            and other.target == target and not other.done.is_set()):
+                        why = ("" if other.kind == kind else
+                               f": both change {target}'s batch settings while they run")
+                        raise ConfigError(f"a {other.kind.replace('_', ' ')} of {target!r} is "
+                                          f"already running (job {other.job_id}){why}; wait "
+                                          "for it or cancel it first")
             job = Job(next(self._ids), kind, target, dict(params or {}))
             job.on_finish = lambda state: self._tell(job, state)
             self._jobs[job.job_id] = job

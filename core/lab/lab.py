@@ -116,7 +116,8 @@ class Lab:
             except Exception:  # noqa: BLE001 - e.g. an A/B experiment: no settings of its own
                 pass
         return self.jobs.start(kind, target, lambda job: work(self.engine, job, target, **params),
-                               params=shown, exclusive=exclusive)
+                               params=shown, exclusive=exclusive,
+                               conflicts=_PINNING_JOBS if kind in _PINNING_JOBS else ())
 
 
 #: Jobs that change their model's batch settings while they run (and restore them).

@@ -89,6 +89,12 @@ def run_schedule(pattern: str, rate_rps: float, duration_s: float | None,
             "(counted per second, in constant memory), or measure it in shorter runs")
     if duration_s is None:
         return arrival_times(pattern, rate_rps, int(count or 0), rng, cv)
+    if rate_rps * duration_s < 1 and count != 0:
+        # (what is asked, not a draw: a bursty window may come out empty by chance)
+        raise ConfigError(
+            f"{pattern} arrivals at {rate_rps:g} req/s over {duration_s:g} s offer "
+            f"{rate_rps * duration_s:.2g} requests (one every {1.0 / rate_rps:.3g} s): raise "
+            f"the rate or the duration so that rate x duration is at least 1")
     if pattern == "poisson":
         offsets = np.sort(rng.uniform(0.0, duration_s, round(rate_rps * duration_s)))
     else:
@@ -98,11 +104,6 @@ def run_schedule(pattern: str, rate_rps: float, duration_s: float | None,
             more = arrival_times(pattern, rate_rps, n, rng, cv) + offsets[-1]
             offsets = np.concatenate([offsets, more])
         offsets = offsets[offsets <= duration_s + 1e-9]
-    if len(offsets) == 0 and count != 0:
-        raise ConfigError(
-            f"{pattern} arrivals at {rate_rps:g} req/s over {duration_s:g} s send no request "
-            f"(one every {1.0 / rate_rps:.3g} s on average); raise the rate or the duration "
-            f"so that rate x duration is at least 1")
     return offsets if count is None else offsets[:count]
 
 
