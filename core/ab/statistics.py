@@ -3,10 +3,10 @@
 Latency: the difference of the two arms' medians (p50), with its interval and p-value
 from one bootstrap of both whole samples (no normality assumption: latencies are skewed),
 so the verdict, the interval and the p-value always agree; a difference smaller than the
-one worth detecting (5 % of A's p50, at least 0.1 ms) is called too small to act on. Errors: the two error rates are compared with a chi-square
-test of the 2x2 table (the two-proportion z-test). Both come with the sample size still
-needed to detect a given difference, and a plain-language verdict. All distributions come
-from scipy.stats.
+one worth detecting (5 % of A's p50, at least 0.1 ms) is called too small to act on.
+Errors: the two error rates are compared with a chi-square test of the 2x2 table (the
+two-proportion z-test). Both come with the sample size still needed to detect a given
+difference, and a plain-language verdict. All distributions come from scipy.stats.
 
 Example:
     >>> lat = compare_latency(a_ms, b_ms, seed=0)

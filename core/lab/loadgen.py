@@ -35,10 +35,10 @@ LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_
                 "queue_ms", "compute_ms", "batch_rows", "ok", "error"]
 
 
-# The summary's fields between "mode" and "max_lag_ms", in order.
 #: The most requests one closed loop records (it ends there, and says so).
 CLOSED_LOOP_MAX = 2_000_000
 
+# The summary's fields between "mode" and "max_lag_ms", in order.
 _SUMMARY_FIELDS = ("sent", "succeeded", "failed", "error_rate", "achieved_rps", "p50_ms",
                    "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "mean_queue_ms",
                    "mean_compute_ms")

@@ -24,7 +24,8 @@ import numpy as np
 
 from core.errors import ConfigError
 
-__all__ = ["ARRIVAL_PATTERNS", "MAX_RUN_REQUESTS", "arrival_times", "run_schedule", "arrival_stream", "paced"]
+__all__ = ["ARRIVAL_PATTERNS", "MAX_RUN_REQUESTS", "arrival_times", "run_schedule",
+           "arrival_stream", "paced"]
 
 ARRIVAL_PATTERNS = ("constant", "poisson", "bursty")
 

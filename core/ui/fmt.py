@@ -15,7 +15,8 @@ from typing import Any
 
 from core.models import format_bytes
 
-__all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num", "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+__all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num",
+           "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
            "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
            "REASON_WORDS", "reason_words"]
