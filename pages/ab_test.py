@@ -266,9 +266,9 @@ def arms() -> None:
              "B - A": f"{err.diff:+.2%}", "95% CI": "", "p-value": fmt_p(err.p_value),
              "more per arm needed": err.more_needed_per_arm},
         ]), hide_index=True, key="ab_stats_table")
-        st.caption(f"Latency: the p50 difference, its 95 % interval and p-value from one "
-                   f"bootstrap of both arms' latencies; a difference under "
-                   f"{lat.detect_ms:.2f} ms (5 % of A's p50, at least 0.1 ms) is too small to act on. Errors: "
+        st.caption("Latency: the p50 difference, its 95 % interval and p-value from one "
+                   f"bootstrap of both arms' latencies; a difference under {lat.detect_ms:.2f} "
+                   "ms (5 % of A's p50, at least 0.1 ms) is too small to act on. Errors: "
                    "chi-square test of the two proportions. 'More per arm needed': requests "
                    "per arm still needed to detect that difference.")
     if rep["shadow"]:
