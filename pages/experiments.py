@@ -11,7 +11,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
-from core.lab import (WHAT_IF_REFUSED, kserve_inference_service, kserve_name, mlserver_settings,
+from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import (agents_controls, own_settings, fmt_ms, get_engine, job_progress, number_columns,
@@ -90,11 +90,12 @@ with st.container(border=True):
     except ValueError:
         loads = []
         st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
-    if kind.startswith("rate") and loads and min(loads) * duration / 3 < 1:
-        st.error(f"{min(loads):g} req/s sends no request in a measuring window of "
-                 f"{duration / 3:.2g} s: use rates of at least {3 / duration:.2g} req/s, or "
-                 "more seconds per point.")
-        loads = []
+    if kind.startswith("rate") and loads:
+        try:   # (the sweep's own rule, said before the button)
+            check_rates(loads, duration, True)
+        except BatchlabError as err:
+            st.error(str(err))
+            loads = []
     pinned_ok = remote is None
     sweep_policy = st.segmented_control(
         "Policy (pinned for every point)", POLICIES, default="deadline", key="exp_policy",

@@ -600,7 +600,7 @@ def test_experiments_page_rejects_bad_loads(engine):
     assert at.button(key="exp_run").disabled
     # A rate too low for the windows: said before starting (2 s a point, windows of 0.67 s)
     at.text_input(key="exp_loads").set_value("500, 1").run()
-    assert any("1 req/s sends no request in a measuring window of 0.67 s" in e.value
+    assert any("1 req/s sends no request in a measuring window of 0.667 s" in e.value
                and "at least 1.5 req/s" in e.value for e in at.error)
     assert at.button(key="exp_run").disabled
     at.text_input(key="exp_loads").set_value("500, 2").run()

@@ -26,7 +26,7 @@ from .loadgen import LOAD_COLUMNS, LoadResult, closed_loop, open_loop
 from .replay import REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, replay
 from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
-from .sweeps import SWEEP_COLUMNS, p99_interval, sweep
+from .sweeps import SWEEP_COLUMNS, check_rates, p99_interval, sweep
 from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerator,
                       TrafficManager, TrafficStatus)
 
@@ -42,7 +42,7 @@ __all__ = [
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
     "ray_serve_config",
     "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
-    "SWEEP_COLUMNS", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
+    "SWEEP_COLUMNS", "check_rates", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
     "TrafficGenerator", "TrafficManager", "TrafficStatus", "Constraints", "SearchResult",
     "quick_search", "setting_scores",
 ]

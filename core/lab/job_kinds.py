@@ -20,7 +20,7 @@ from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, me
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, replay
 from .search import Constraints, quick_search
-from .sweeps import sweep
+from .sweeps import PINNED_DEFAULTS, sweep
 
 __all__ = ["JOB_KINDS"]
 
@@ -150,14 +150,14 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         return {"profile": profile, "cost": None}
     cost = fit_cost_model(profile)
     cfg = engine.batch_config(target)
-    # What the what-if models (the deadline policy, one batch at a time, nothing shed) is
-    # what is measured, whatever the model has now (an SLO shed the capacity bursts: 704
+    # What the what-if models (the deadline policy, one batch at a time, nothing shed: a
+    # sweep's pinned settings) is what is measured, whatever the model has now (an SLO shed the capacity bursts: 704
     # errors and a ceiling of nothing); the model's own settings come back after.
-    before = {k: getattr(cfg, k) for k in _WHAT_IF_PINS}
+    before = {k: getattr(cfg, k) for k in PINNED_DEFAULTS}
     remote = engine.remote_info(target) is not None
-    pin = not remote and before != _WHAT_IF_PINS
+    pin = not remote and before != PINNED_DEFAULTS
     if pin:
-        engine.configure(target, **_WHAT_IF_PINS)
+        engine.configure(target, **PINNED_DEFAULTS)
     try:
         if not job.stop.is_set():
             job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
@@ -177,10 +177,6 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         if pin:
             engine.configure(target, **before)
     return {"profile": profile, "cost": cost}
-
-
-#: The settings a profile measures under (those the what-if simulates).
-_WHAT_IF_PINS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
 
 
 def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:

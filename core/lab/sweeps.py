@@ -311,7 +311,7 @@ def check_rates(rates_rps: Sequence[float], duration_s: float,
         raise ConfigError(
             f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
             f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
-            f"each point longer windows (duration_s)")
+            f"each point more seconds (duration_s)")
 
 
 def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
