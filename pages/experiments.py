@@ -11,6 +11,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
+from core.ui.whatif import whatif_ceiling_caveat, whatif_work_words
 from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
@@ -302,9 +303,7 @@ with st.container(border=True):
     cost_entry = st.session_state.get("exp_cost")
     if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
         cost = cost_entry[1]
-        work = (f"engine work {cost.per_request_ms * 1000:.1f} µs per request (1 / the "
-                "capacity measured with bursts of requests: past it, the queue grows)"
-                if cost.per_request_ms else
+        work = (whatif_work_words(cost) if cost.work_ms(cost.capacity_batch or 1) else
                 "engine work per request not measured (the capacity bursts were refused or "
                 "failed: see the model's errors on the Monitor page; the ceiling below is "
                 "the runs' alone)")
@@ -354,11 +353,8 @@ with st.container(border=True):
                 st.caption(f"{model} runs {instances} batches at once (instances); the "
                            "what-if models one at a time, as measured by the profile: "
                            "compare a sweep at each instance count before relying on it.")
-            if cost.capacity_batch and bs != cost.capacity_batch:
-                st.caption(f"The engine's work per request was measured at max batch size "
-                           f"{cost.capacity_batch}; at {bs} its work per batch (not told apart "
-                           "from it) makes the ceiling rougher: set the model to that size "
-                           "and profile again to measure it there.")
+            if rough := whatif_ceiling_caveat(cost, bs):
+                st.caption(rough)
             if past:
                 st.warning(f"{float(rate):,.0f} req/s is past this setting's capacity "
                            f"({capacity:,.0f} req/s): the queue grows for as long as the load "

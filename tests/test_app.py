@@ -458,8 +458,9 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("calibrated with traffic" in c.value for c in at.caption)
     labels = [m.label for m in at.metric]
     assert "Predicted p99" in labels and "Engine busy" in labels
-    # the engine's own work per request, from a capacity measured at a backlog
-    assert any("µs per request (1 / the capacity measured" in c.value for c in at.caption)
+    # the engine's own work per request and per batch, from capacities measured at a
+    # backlog at the model's size and a quarter of it
+    assert any("µs per batch (from the capacity measured" in c.value for c in at.caption)
     assert not any("past this setting's capacity" in w.value for w in at.warning)
     cost = at.session_state["exp_cost"][1]
     at.number_input(key="whatif_rate").set_value(min(1_000_000.0, 3 * cost.capacity_rps(32)))
@@ -470,8 +471,13 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     measured_at = cost.capacity_batch
     assert measured_at == engine.batch_config("tiny").max_batch_size
     assert at.select_slider(key="whatif_bs").value == measured_at   # the model's own
-    at.select_slider(key="whatif_bs").set_value(8 if measured_at != 8 else 16).run()
-    assert any(f"measured at max batch size {measured_at}" in c.value for c in at.caption)
+    low, high = cost.capacity_batches
+    assert high == measured_at and low == max(1, measured_at // 4)
+    at.select_slider(key="whatif_bs").set_value(low).run()    # measured: no caveat
+    assert not any("is extrapolated" in c.value for c in at.caption)
+    at.select_slider(key="whatif_bs").set_value(64).run()     # past what was measured
+    assert any(f"measured at max batch sizes {low} and {high}; at 64" in c.value
+               and "is extrapolated" in c.value for c in at.caption)
     assert not any("batches at once" in c.value for c in at.caption)
     engine.configure("tiny", instances=2)
     at.run()   # the what-if is one server: with two instances it says so

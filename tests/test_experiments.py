@@ -794,6 +794,35 @@ def test_the_simulator_serves_no_more_than_the_engines_work_per_request_allows()
     assert with_capacity(bare, None) is bare
 
 
+def test_the_engines_work_is_told_apart_per_request_and_per_batch():
+    """Measured on tiny here: 61k req/s at max batch size 8 and 105k at 32, 45k at 4. From
+    32 alone the what-if put the ceiling at 4 at 105k (2.3x what the engine served); the
+    line through two sizes, p + q / k, predicts the sizes between and around them."""
+    from core.lab import with_capacities, with_capacity
+    bare = CostModel(0.001, 0.0001, 1.0)
+    cost = with_capacities(bare, {32: 1000 / 0.0095, 8: 1000 / 0.0163}, 32)
+    q = (0.0163 - 0.0095) / (1 / 8 - 1 / 32)
+    assert cost.per_batch_ms == pytest.approx(q) and cost.per_request_ms == pytest.approx(0.0095 - q / 32)
+    assert cost.capacity_batches == (8, 32) and cost.capacity_batch == 32
+    for k, measured in ((8, 1000 / 0.0163), (32, 1000 / 0.0095)):   # through both points
+        assert cost.capacity_rps(k) == pytest.approx(measured)
+    assert cost.capacity_rps(4) == pytest.approx(1000 / (cost.per_request_ms + q / 4))
+    assert cost.capacity_rps(4) < 0.5 * with_capacity(bare, 1000 / 0.0095, 32).capacity_rps(4)
+    # the simulator serves what the work at its batch size allows
+    sim = simulate(cost, 4, 1.0, 3 * cost.capacity_rps(4), n_requests=20_000)
+    assert sim["throughput_rps"] == pytest.approx(cost.capacity_rps(4), rel=0.03)
+    # bigger batches not cheaper a request (noise, or the runs set it): no work per batch,
+    # the model's own size's figure; all of it per batch: a line through the origin
+    flat = with_capacities(bare, {32: 20_000.0, 8: 21_000.0}, 32)
+    assert flat.per_batch_ms == 0 and flat.capacity_rps(8) == pytest.approx(20_000.0)
+    steep = with_capacities(bare, {32: 40_000.0, 8: 5_000.0}, 32)
+    assert steep.per_request_ms == 0 and steep.per_batch_ms > 0
+    # fewer than two sizes measured: one point, as with_capacity
+    one = with_capacities(bare, {32: 20_000.0, 8: None}, 32)
+    assert one == with_capacity(bare, 20_000.0, 32) and one.capacity_batches == ()
+    assert with_capacities(bare, {}, 32) is bare
+
+
 def test_measured_capacity_gives_a_cheap_model_its_real_ceiling():
     """On the real engine: the MLP's capacity measured at a backlog (bursts of requests at
     once) is what an open-loop overload, offered twice that, serves in the same run
@@ -987,6 +1016,8 @@ def test_the_profile_measures_under_what_the_what_if_models_and_gives_the_settin
         assert done.state == "done", done.error
         cost = done.result["cost"]
         assert cost.per_request_ms > 0 and cost.capacity_batch == 16
+        assert cost.capacity_batches == (4, 16)   # the model's size and a quarter of it
+        assert engine.batch_config("tiny").max_batch_size == 16   # given back too
         # (nothing shed; on a busy machine the calibration's traffic may still meet a full
         # queue now and then, which is not what this is about)
         assert "SLOShedError" not in engine.metrics("tiny").errors_by_type

@@ -13,7 +13,7 @@ from __future__ import annotations
 from .analysis import Recommendation, pareto_frontier, recommend
 from .costmodel import (ENGINE_BOUND_RPS, WHAT_IF_REFUSED, CostModel, calibrate_overhead, fit_cost_model,
                         measure_capacity, measure_overhead, profile_cost, profile_cost_frame,
-                        simulate, what_if_curve, with_capacity)
+                        simulate, what_if_curve, with_capacities, with_capacity)
 from .engine import Engine
 from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserve_name,
                       mlserver_settings, provenance, ray_serve_config, tf_serving_batching,
@@ -34,7 +34,7 @@ __all__ = [
     "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "WHAT_IF_REFUSED",
     "CostModel",
     "calibrate_overhead", "fit_cost_model", "measure_capacity", "measure_overhead", "profile_cost",
-    "with_capacity",
+    "with_capacities", "with_capacity",
     "profile_cost_frame", "simulate", "what_if_curve", "Engine", "MLSERVER_BATCHLAB_RUNTIME",
     "kserve_inference_service", "kserve_name", "mlserver_settings", "provenance",
     "tf_serving_batching",

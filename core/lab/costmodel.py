@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from core.engine import EngineCore
 
 __all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model",
-           "measure_overhead", "measure_capacity", "with_capacity", "calibrate_overhead",
+           "measure_overhead", "measure_capacity", "with_capacity", "with_capacities",
+           "calibrate_overhead",
            "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
 
 #: A cautious bound on the one-row load a load generator drives the engine to in one
@@ -67,17 +68,29 @@ class CostModel:
     #: passes each request through it before the batching queue, so no load past
     #: :meth:`capacity_rps` is served: on a cheap model it, not the runs, sets capacity.
     per_request_ms: float = 0.0
-    #: the max batch size ``per_request_ms`` was measured at (0: not measured). The engine
-    #: also works per batch, which this cannot tell apart: at other sizes the ceiling is
-    #: rougher (the Experiments page says so).
+    #: the max batch size ``per_request_ms`` was measured at (0: not measured).
     capacity_batch: int = 0
+    #: the engine's serial work per batch (ms), told apart from ``per_request_ms`` when the
+    #: capacity was measured at two or more batch sizes (:func:`with_capacities`): at max
+    #: batch size k a request costs ``per_request_ms + per_batch_ms / k`` (:meth:`work_ms`).
+    #: 0 with one size measured: then at other sizes the ceiling is rougher (the
+    #: Experiments page says so).
+    per_batch_ms: float = 0.0
+    #: every max batch size the capacity was measured at (empty: one, or none).
+    capacity_batches: tuple[int, ...] = ()
+
+    def work_ms(self, max_batch_size: int) -> float:
+        """The engine's serial work per one-row request at ``max_batch_size`` (full
+        batches, as at a backlog): ``per_request_ms + per_batch_ms / k``."""
+        return self.per_request_ms + self.per_batch_ms / max(1, int(max_batch_size))
 
     def capacity_rps(self, max_batch_size: int) -> float:
         """The most one-row requests per second this model serves: full batches back to
         back (``k / t(k)``), or the engine's own work per request, whichever is less."""
         k = max(1, int(max_batch_size))
         runs = k / self(k) * 1000.0 if self(k) > 0 else float("inf")
-        return min(runs, 1000.0 / self.per_request_ms) if self.per_request_ms > 0 else runs
+        work = self.work_ms(k)
+        return min(runs, 1000.0 / work) if work > 0 else runs
 
     def overhead_at(self, rate_rps: float) -> float:
         return self.overhead_ms + self.overhead_per_krps_ms * rate_rps / 1000.0
@@ -157,7 +170,31 @@ def with_capacity(cost: CostModel, capacity_rps: float | None,
     if not capacity_rps or not capacity_rps > 0:
         return cost
     return dataclasses.replace(cost, per_request_ms=1000.0 / capacity_rps,
-                               capacity_batch=int(max_batch_size))
+                               capacity_batch=int(max_batch_size), per_batch_ms=0.0,
+                               capacity_batches=())
+
+
+def with_capacities(cost: CostModel, capacities: dict[int, float | None],
+                    max_batch_size: int) -> CostModel:
+    """``cost`` with the engine's work told apart per request and per batch, from
+    capacities measured at several max batch sizes (``{size: req/s}``, each by
+    :func:`measure_capacity`): the work per request at size k, 1 / capacity, fitted as
+    ``p + q / k`` (least squares; p, q >= 0). ``max_batch_size`` is the model's own size;
+    with fewer than two sizes measured this is :func:`with_capacity` at it."""
+    points = {int(k): float(c) for k, c in capacities.items() if c and c > 0 and k >= 1}
+    if len(points) < 2:
+        return with_capacity(cost, points.get(int(max_batch_size)), max_batch_size)
+    inv = np.array([1.0 / k for k in points])
+    work = np.array([1000.0 / c for c in points.values()])
+    q, p = np.polyfit(inv, work, 1)
+    if q < 0:   # bigger batches no cheaper a request: no work per batch to tell apart
+        own = points.get(int(max_batch_size))
+        p, q = (1000.0 / own if own else float(work.mean())), 0.0
+    elif p < 0:  # all of it per batch: the line through the origin
+        p, q = 0.0, float((inv * work).sum() / (inv * inv).sum())
+    return dataclasses.replace(cost, per_request_ms=float(p), per_batch_ms=float(q),
+                               capacity_batch=int(max_batch_size),
+                               capacity_batches=tuple(sorted(points)))
 
 
 #: How far behind its schedule the load generator may fall while calibrating (ms).
@@ -252,8 +289,9 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     free and either ``max_batch_size`` requests are queued or the oldest has waited
     ``max_wait_ms``; it takes ``cost(n)`` ms, and every request then spends the cost
     model's ``overhead_ms`` more before its caller has the answer. Before the queue, each
-    request passes the engine's own work (``per_request_ms``, one request at a time: one
-    interpreter), which adds little below capacity and caps the load served above it.
+    request passes the engine's own work (:meth:`CostModel.work_ms` at
+    ``max_batch_size``, one request at a time: one interpreter), which adds little below
+    capacity and caps the load served above it.
     Returns p50/p95/p99/mean latency (ms), throughput (req/s), mean batch rows and server
     utilisation.
     """
@@ -271,7 +309,7 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     n = len(arr)
     wait = float(max_wait_ms)
     overhead = float(cost.overhead_at(rate_rps)) if isinstance(cost, CostModel) else 0.0
-    work = float(cost.per_request_ms) if isinstance(cost, CostModel) else 0.0
+    work = float(cost.work_ms(max_batch_size)) if isinstance(cost, CostModel) else 0.0
     sent = arr
     if work > 0:  # the engine's intake: one request's Python at a time
         arr = arr.copy()

@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.errors import BatchlabError
 from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, measure_capacity,
-                        profile_cost_frame, with_capacity)
+                        profile_cost_frame, with_capacities)
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, replay
 from .search import Constraints, quick_search
@@ -153,29 +153,46 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     # What the what-if models (the deadline policy, one batch at a time, nothing shed: a
     # sweep's pinned settings) is what is measured, whatever the model has now (an SLO shed the capacity bursts: 704
     # errors and a ceiling of nothing); the model's own settings come back after.
-    before = {k: getattr(cfg, k) for k in PINNED_DEFAULTS}
+    own = {k: getattr(cfg, k) for k in (*PINNED_DEFAULTS, "max_batch_size")}
     remote = engine.remote_info(target) is not None
-    pin = not remote and before != PINNED_DEFAULTS
+    pin = not remote and any(own[k] != v for k, v in PINNED_DEFAULTS.items())
     if pin:
         engine.configure(target, **PINNED_DEFAULTS)
+    k = cfg.max_batch_size
+    # The engine's work per batch told apart from its work per request: the capacity at
+    # the model's size and at a quarter of it (or four times, from below 4); a remote
+    # target's batching is not ours to move.
+    sizes = [k] if remote or not info.batchable else [k, k // 4 if k >= 4 else 4 * k]
     try:
-        if not job.stop.is_set():
-            job.progress(0.5, "measuring capacity: bursts of one-row requests at once")
-            cost = with_capacity(cost, measure_capacity(engine, target, stop=job.stop),
-                                 cfg.max_batch_size)
+        capacities: dict[int, float | None] = {}
+        for i, size in enumerate(sizes):
+            if job.stop.is_set():
+                break
+            if size != k:
+                try:
+                    engine.configure(target, max_batch_size=size)
+                except BatchlabError:  # refused here (a budget...): one size, as before
+                    break
+            job.progress(0.5 + 0.05 * i, f"measuring capacity at max batch size {size}: "
+                                         "bursts of one-row requests at once")
+            capacities[size] = measure_capacity(engine, target, stop=job.stop)
+        if len(sizes) > 1 and engine.batch_config(target).max_batch_size != k:
+            engine.configure(target, max_batch_size=k)
+        cost = with_capacities(cost, capacities, k)
         # Calibrated at 10 % and 35 % of the measured capacity (so the overhead's line
         # spans the loads asked about: docs/benchmarks.md, the what-if's checks);
         # unmeasured, below the engine's rough bound on this machine.
         capacity = cost.capacity_rps(cfg.max_batch_size)
-        if not cost.per_request_ms:
+        if not cost.work_ms(k):
             capacity = min(capacity, ENGINE_BOUND_RPS)
         job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} "
                           f"and {0.35 * capacity:,.0f} req/s")
         cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
                                   duration_s=calibrate_s)
     finally:
-        if pin:
-            engine.configure(target, **before)
+        now = engine.batch_config(target) if not remote else cfg
+        if pin or now.max_batch_size != k:
+            engine.configure(target, **own)
     return {"profile": profile, "cost": cost}
 
 

@@ -1,0 +1,43 @@
+"""Words for the What-if (Experiments page): the engine's work a profile measured, and how
+far the ceiling at a batch size rests on measurement."""
+
+from __future__ import annotations
+
+from core.lab import CostModel
+
+__all__ = ["whatif_work_words", "whatif_ceiling_caveat"]
+
+
+def _sizes(sizes: tuple[int, ...]) -> str:
+    return ", ".join(str(k) for k in sizes[:-1]) + f" and {sizes[-1]}"
+
+
+def whatif_work_words(cost: CostModel) -> str:
+    """What the engine's own work per request is, and where it was measured."""
+    if cost.capacity_batches:
+        return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request + "
+                f"{cost.per_batch_ms * 1000:.1f} µs per batch (from the capacity measured "
+                f"with bursts of requests at max batch sizes {_sizes(cost.capacity_batches)}"
+                f": {cost.work_ms(cost.capacity_batch) * 1000:.1f} µs a request at "
+                f"{cost.capacity_batch}; past the capacity, the queue grows)")
+    return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request (1 / the "
+            "capacity measured with bursts of requests: past it, the queue grows)")
+
+
+def whatif_ceiling_caveat(cost: CostModel, batch_size: int) -> str | None:
+    """A caption when the ceiling at ``batch_size`` is not where the work was measured:
+    extrapolated from two or more sizes, or, from one, blind to the work per batch."""
+    sizes = cost.capacity_batches
+    if sizes:
+        if min(sizes) <= batch_size <= max(sizes):
+            return None
+        return (f"The engine's work was measured at max batch sizes {_sizes(sizes)}; at "
+                f"{batch_size} the line through them (per request + per batch / size) is "
+                "extrapolated, so the ceiling is rougher: set the model to that size and "
+                "profile again to measure it there.")
+    if cost.capacity_batch and batch_size != cost.capacity_batch:
+        return (f"The engine's work per request was measured at max batch size "
+                f"{cost.capacity_batch} only; at {batch_size} its work per batch (not told "
+                "apart from it) makes the ceiling rougher: set the model to that size and "
+                "profile again to measure it there.")
+    return None
