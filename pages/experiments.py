@@ -292,8 +292,10 @@ with st.container(border=True):
     if st.button("Profile the model", key="exp_profile",
                  disabled=prof_job is not None and not prof_job.finished,
                  help="Times batch sizes 1..64, fits t(n), measures the capacity with "
-                      "bursts of requests, then runs traffic at 10 % and 35 % of it to "
-                      "calibrate the overhead (about 10 s, in the engine), under what the "
+                      "bursts of requests at the model's max batch size and a quarter of "
+                      "it (telling the engine's work per batch from its work per request), "
+                      "then runs traffic at 10 % and 35 % of it to calibrate the overhead "
+                      "(about 12 s, in the engine), under what the "
                       "what-if models: the deadline policy, no latency SLO, one instance "
                       "(the model's own settings come back after)."):
         start_job(engine, "profile_cost", model, "Could not profile")
