@@ -899,3 +899,33 @@ def test_inflating_is_bounded_and_refuses_broken_streams():
     # a binary answer's JSON part only is counted
     assert _inflate(gzip.compress(b"{}" + b"," * 200_000), "gzip", 10**9, 1000, 2) \
         .startswith(b"{}")
+
+
+def test_an_answer_is_bounded_whatever_the_request_repeats_or_names(served):
+    """Two ways an adversary passed the bounds: asking for one output 400,000 times (the
+    JSON answer's bound counted each output once, and a 5.7 MiB request got a 268 MiB
+    answer, the server peaking at 3.2 GB), and an input named with 4 MiB (quoted whole in
+    the 400 and kept whole among the model's 50 recent errors: 14 such requests took 576 MiB
+    and broke RemoteEngine.metrics()). A repeated output is refused before anything runs;
+    a message quoting the caller is cut in the answer and in the recent errors."""
+    from core.metrics.model import MAX_MESSAGE_CHARS
+    from core.serving.asgi import MAX_ERROR_CHARS
+    engine = served.engine
+    x = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}
+    for outputs in ([{"name": "y"}, {"name": "y"}], [{"name": "y"}] * 100_000):
+        status, raw, _ = post(served, "/v2/models/ident/infer",
+                              json.dumps({"inputs": [x], "outputs": outputs}).encode())
+        assert status == 400 and b"asked for more than once" in raw, raw[:200]
+    assert engine.metrics("ident").total_requests == 0     # refused before the queue
+    status, raw, _ = post(served, "/v2/models/ident/infer",
+                          json.dumps({"inputs": [x], "outputs": [{"name": "y"}]}).encode())
+    assert status == 200 and json.loads(raw)["outputs"][0]["data"] == [1.0, 2.0]
+    long = "A" * (4 * 2**20)
+    status, raw, _ = post(served, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [x, dict(x, name=long)]}).encode())
+    error = json.loads(raw)["error"]
+    assert status == 400 and len(error) < MAX_ERROR_CHARS + 100, len(error)
+    assert "unknown 'AAAA" in error and "x" in error    # it still says what was wrong
+    kept = engine.metrics("ident").recent_errors
+    assert kept and all(len(e["message"]) <= MAX_MESSAGE_CHARS + 60 for e in kept)
+    assert "unknown 'AAAA" in kept[-1]["message"]

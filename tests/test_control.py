@@ -503,6 +503,49 @@ def test_an_http_caller_cannot_skip_the_probe_or_pass_invalid_settings(pair):
     raw.close()
 
 
+def test_arguments_of_the_wrong_type_are_the_callers_mistake_said_as_such(pair):
+    """An adversary's calls answered 500 with a TypeError from deep in the method, or words
+    that named nothing (job("nope"): "invalid literal for int()"). Each is now a 400 that
+    names the parameter and the type expected; work past the server's budget is a 413."""
+    from core.errors import ResourceLimitError
+    from core.protocol import status_of
+    engine, server, _ = pair
+    raw = RemoteEngine(server.url)
+    for method, args, kwargs, words in [
+            ("metrics", ["tiny"], {"window_s": "30"}, "window_s must be float | None, got str"),
+            ("timeline", ["tiny"], {"last_s": "2"}, "last_s must be float | None"),
+            ("metrics", [["tiny"]], {}, "name must be str, got list"),
+            ("sample_input", ["tiny"], {"rows": "3"}, "rows must be int, got str"),
+            ("evict_cache", [], {"sha256": 5}, "sha256 must be str | None, got int 5"),
+            ("job", ["nope"], {}, "job_id must be int, got str 'nope'"),
+            ("sample_input", ["tiny"], {"rows": -1}, "rows must be a whole number of at least 1"),
+            ("configure", ["tiny"], {"max_batch_size": 0}, "max_batch_size must be")]:
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            raw._call("engine", method, args, kwargs)
+    with pytest.raises(ResourceLimitError):
+        raw._call("engine", "sample_input", ["mlp"], {"rows": 10**12})
+    assert status_of(ResourceLimitError("over the budget")) == 413
+    assert engine.metrics("tiny").total_requests == 0   # none of it reached the model
+    raw.close()
+
+
+def test_nothing_over_http_reads_a_file_on_the_server(pair, tmp_path):
+    """set_inputs over HTTP took a path and read it on the server: any file it could read
+    (its contents quoted back in errors), and /dev/zero until the memory ran out. A path is
+    refused there, as for load_model; the client reads its own files and sends the bytes."""
+    engine, server, remote = pair
+    secret = tmp_path / "secret.npy"
+    np.save(secret, np.full((3, 4), 7.0, np.float32))
+    raw = RemoteEngine(server.url)
+    for path in (str(secret), "/dev/zero", str(tmp_path / "missing.npy")):
+        with pytest.raises(ConfigError, match="not a path on the server"):
+            raw._call("engine", "set_inputs", ["tiny", path], {"filename": "x.npy"})
+    assert engine.real_inputs("tiny") is None
+    # the client reads the file where it is, and sends its bytes
+    assert "3 samples" in remote.set_inputs("tiny", secret)
+    raw.close()
+
+
 def _raw_http(port: int, request: bytes) -> bytes:
     import socket
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as s:

@@ -44,6 +44,27 @@ def test_outputs_equal_running_the_model_directly(engine):
     np.testing.assert_array_equal(pred.outputs["label"], label)
 
 
+def test_a_request_is_what_was_sent_even_if_the_caller_refills_its_buffer(engine):
+    """A notebook refilling one buffer per submit: request 1 sent 1.0 and was answered as if
+    it had sent 100.0 (the engine read the caller's array when the batch ran). The batch
+    here forms only when request 2 arrives, after the buffer changed."""
+    engine.configure("tiny", max_batch_size=2, max_wait_ms=10_000)   # y = 2x + 1
+    buf = np.ones((1, 4), np.float32)
+    first = engine.submit("tiny", buf)
+    buf[:] = 100.0
+    second = engine.submit("tiny", {"x": buf})    # the mapping path too
+    buf[:] = -1.0
+    assert first.result(WAIT_S).outputs["y"].tolist() == [[3.0] * 4]
+    assert second.result(WAIT_S).outputs["y"].tolist() == [[201.0] * 4]
+    assert first.result().batch_id == second.result().batch_id
+    # An array nobody can write through is taken as it is (no copy needed)
+    frozen = np.full((1, 4), 2.0, np.float32)
+    frozen.flags.writeable = False
+    arrays, rows = engine._router.registry.models["tiny"].validator(frozen)
+    assert arrays[0] is frozen and rows == 1
+    assert engine._router.registry.models["tiny"].validator(buf)[0][0] is not buf
+
+
 def test_load_from_path_names_by_stem(bare_engine, tmp_path):
     p = tmp_path / "my-model.onnx"
     p.write_bytes(build_demo_model("tiny"))

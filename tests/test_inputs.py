@@ -209,3 +209,49 @@ def test_a_file_that_would_unpack_past_the_bound_is_refused_before_it_is_read():
         np.save(one, np.float32(3.0))
         with pytest.raises(InputValidationError, match="a single number"):
             engine.set_inputs("m", one.getvalue(), "one.npy")
+
+
+def test_tables_and_json_that_would_decode_past_the_bound_are_refused_before_decoding(
+        monkeypatch, tmp_path):
+    """An adversary's 0.87 MiB Parquet file of zeros (50M rows) decoded to 5.3 GB in the
+    server before the 64 MiB check; a 14 MiB perf_analyzer file of empty lists took 408 MiB.
+    What a file would take decoded is now read from its footer (Parquet) or counted in its
+    text (CSV lines and columns, JSON separators) and refused before anything is decoded
+    (the bound made small here, so the files stay small)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from core.errors import ConfigError
+    from core.models import inputs as inputs_mod
+    monkeypatch.setattr(inputs_mod, "MAX_DECODED_BYTES", 8 * 2**20)
+
+    def never(*a, **k):
+        raise AssertionError("decoded before its size was checked")
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="m")
+        buf = io.BytesIO()
+        n = 1_000_000   # 3 columns: 24 MB as float64
+        pq.write_table(pa.table({c: np.zeros(n) for c in "abc"}), buf, compression="zstd")
+        assert len(buf.getvalue()) < 2**20
+        csv = b"a,b,c\n" + b"0,0,0\n" * n
+        lists = b'{"data": [' + b",".join([b"[]"] * 200_000) + b"]}"
+        with monkeypatch.context() as m:
+            m.setattr(pd, "read_parquet", never)
+            m.setattr(pd, "read_csv", never)
+            m.setattr(json, "loads", never)
+            for data, name, words in [
+                    (buf.getvalue(), "zeros.parquet", "1,000,000 rows of 3 columns would take "
+                                                      "~23 MiB to read, over the 8 MiB"),
+                    (csv, "zeros.csv", "1,000,002 rows of 3 columns"),
+                    (lists, "lists.json", "its values parsed would take ~23 MiB")]:
+                with pytest.raises(InputValidationError, match=words):
+                    engine.set_inputs("m", data, name)
+        # within the bound, the same kinds still read
+        small = io.BytesIO()
+        pq.write_table(pa.table({c: np.arange(5.0) for c in "abc"}), small)
+        assert "5 samples" in engine.set_inputs("m", small.getvalue(), "small.parquet")
+        assert "5 samples" in engine.set_inputs("m", b"a,b,c\n" + b"1,2,3\n" * 5, "s.csv")
+        # A path that is not a regular file is not read (its size says nothing: /dev/zero)
+        with pytest.raises(ConfigError, match="not a regular file"):
+            engine.set_inputs("m", "/dev/zero", filename="z.npy")
+        with pytest.raises(ConfigError, match="cannot read sample inputs from .*missing"):
+            engine.set_inputs("m", tmp_path / "missing.npy")

@@ -36,6 +36,16 @@ __all__ = ["ModelMetrics"]
 # couple of array copies instead of three histogram updates per request.
 _PENDING = 4096
 
+#: The longest error message kept among the recent errors (characters): what comes from a
+#: caller (an input named with 4 MiB) is kept cut, not whole 50 times per model.
+MAX_MESSAGE_CHARS = 1000
+
+
+def _brief(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return f"{message[:MAX_MESSAGE_CHARS]}… (cut: {len(message):,} characters in all)"
+
 
 class ModelMetrics:
     """Counters, latency histograms and a per-second series for one model. Thread-safe."""
@@ -157,7 +167,7 @@ class ModelMetrics:
                     cur.errs[etype] += len(messages)
                     for msg in messages[-5:]:
                         self._recent_errors.append({"time": self._wall(), "type": etype,
-                                                    "message": msg})
+                                                    "message": _brief(msg)})
             n = n_ok + n_failed
             self._requests += n
             self._successes += n_ok
@@ -193,7 +203,7 @@ class ModelMetrics:
             self._errors += count
             self._errors_by_type[error_type] += count
             self._recent_errors.append({"time": self._wall(), "type": error_type,
-                                        "message": message})
+                                        "message": _brief(message)})
             cur.requests += count
             cur.errors += count
             if cur.errs is None:
@@ -210,7 +220,8 @@ class ModelMetrics:
         listed with the recent errors and counted by kind, but not as a failed request."""
         with self._lock:
             self._incidents[kind] += 1
-            self._recent_errors.append({"time": self._wall(), "type": kind, "message": message})
+            self._recent_errors.append({"time": self._wall(), "type": kind,
+                                        "message": _brief(message)})
 
     # -- reading -------------------------------------------------------------------
     def totals(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import numpy as np
 
 from core.errors import InputValidationError
 from .types import ModelInfo
+from .sampling import check_rows
 
 __all__ = ["SampleInputs", "read_inputs", "refit", "input_file", "MAX_INPUT_BYTES",
            "INPUT_SUFFIXES"]
@@ -62,6 +63,7 @@ class SampleInputs:
         """``rows`` samples (rows of every input together), in a seeded random order; all of
         them in their own order when ``rows`` is the count and ``seed`` is None. A model of
         one fixed shape gets one whole input."""
+        check_rows(rows)
         if self.exact:
             k = int(np.random.default_rng(seed).integers(self.count))
             out = {n: a[k] for n, a in self.arrays.items()}
@@ -127,7 +129,25 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     return np.ascontiguousarray(arr)
 
 
+#: What a file may take while it is decoded, before its samples are cut to
+#: :data:`MAX_INPUT_BYTES`: a table's numbers as float64, a JSON file's Python values.
+MAX_DECODED_BYTES = 2 * MAX_INPUT_BYTES
+
+
+def _too_big(where: str, what: str, size: float) -> InputValidationError:
+    return _refuse(f"{where}: {what} would take ~{size / 2**20:,.0f} MiB to read, over the "
+                   f"{MAX_DECODED_BYTES // 2**20} MiB read for sample inputs (and "
+                   f"{MAX_INPUT_BYTES // 2**20} MiB kept); use fewer samples, or an .npy/.npz "
+                   "file, which is read as it is stored")
+
+
 def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[Any]]:
+    # Parsed, JSON takes far more than its text: ~40 bytes a number, ~80 a list (a 14 MiB
+    # file of empty lists took 408 MiB): counted from its separators before it is parsed.
+    parsed = 40 * (raw.count(b",") + raw.count(b":")) + 80 * raw.count(b"[") \
+        + 240 * raw.count(b"{")
+    if parsed > MAX_DECODED_BYTES:
+        raise _too_big(where, "its values parsed", parsed)
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:
@@ -238,17 +258,28 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
 def input_file(path: str | Path, filename: str | None = None) -> tuple[str, bytes]:
     """``(filename, bytes)`` of sample inputs at ``path``, read where the caller is: a file
     (its size checked before it is read), or a folder (its images, as a ``.zip``)."""
-    from core.errors import ResourceLimitError
+    import stat
+    from core.errors import ConfigError, ResourceLimitError
     path = Path(path)
     limit = 4 * MAX_INPUT_BYTES
-    if path.is_dir():
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise ConfigError(f"cannot read sample inputs from {str(path)!r}: "
+                          f"{err.strerror or err}; give a file (.npy, .npz, .csv, .parquet, "
+                          ".json, .zip) or a folder of images") from None
+    if stat.S_ISDIR(mode):
         from .images import zip_folder
         return filename or f"{path.name or 'images'}.zip", zip_folder(path, limit)
-    size = path.stat().st_size
-    if size > limit:
-        raise ResourceLimitError(f"{path} is {size:,} bytes, over the {limit:,} read for "
-                                 "sample inputs")
-    return filename or path.name, path.read_bytes()
+    if not stat.S_ISREG(mode):  # a device or a pipe: its size says nothing (/dev/zero)
+        raise ConfigError(f"{str(path)!r} is not a regular file; sample inputs are read "
+                          "from a file or a folder of images")
+    with open(path, "rb") as f:   # read at most the limit, whatever the size said
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ResourceLimitError(f"{path} is over the {limit:,} bytes read for sample inputs; "
+                                 "use fewer samples")
+    return filename or path.name, data
 
 
 def _check_unzipped(data: bytes, where: str) -> None:
@@ -310,8 +341,32 @@ def _table_input(info: ModelInfo, where: str) -> str:
     return info.inputs[0].name
 
 
+def _check_table_size(data: bytes, suffix: str, where: str) -> None:
+    """Refuse a table whose cells would decode past :data:`MAX_DECODED_BYTES`, before it
+    is decoded (a 0.9 MiB Parquet file of zeros decoded to 5 GB): a Parquet file's
+    footer says its rows, columns and uncompressed size; a CSV's lines and first line's
+    commas are counted."""
+    if suffix == ".csv":
+        rows = data.count(b"\n") + 1
+        cols = data[:data.find(b"\n")].count(b",") + 1 if b"\n" in data else \
+            data.count(b",") + 1
+        size = 8.0 * rows * cols
+    else:
+        import pyarrow.parquet as pq
+        try:
+            meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        except Exception as err:  # noqa: BLE001 - pyarrow raises several kinds
+            raise _refuse(f"{where} is not a readable parquet table ({err})") from None
+        stored = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        size = max(8.0 * meta.num_rows * max(1, meta.num_columns), float(stored))
+        rows, cols = meta.num_rows, meta.num_columns
+    if size > MAX_DECODED_BYTES:
+        raise _too_big(where, f"{rows:,} rows of {cols:,} columns", size)
+
+
 def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.ndarray:
     import pandas as pd
+    _check_table_size(data, suffix, where)
     try:
         frame = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
                  else pd.read_parquet(io.BytesIO(data)))

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.errors import ResourceLimitError
+from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
 from .types import ModelInfo
 
-__all__ = ["sample_input"]
+__all__ = ["sample_input", "check_rows"]
+
+
+def check_rows(rows: object) -> None:
+    """A number of rows asked for: a whole number, at least 1 (a ConfigError that says so,
+    not numpy's 'negative dimensions are not allowed')."""
+    if isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1:
+        raise ConfigError(f"rows must be a whole number of at least 1, got {rows!r}")
 
 
 def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
@@ -33,6 +40,7 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
         >>> sample_input(info, rows=3)["x"].shape  # doctest: +SKIP
         (3, 256)
     """
+    check_rows(rows)
     budget = max_bytes if max_bytes is not None else generated_input_limit(memory_budget())
     shapes: dict[str, list[int]] = {}
     total = 0

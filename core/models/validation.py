@@ -2,7 +2,10 @@
 
 Validation happens before a request is queued so that a bad request fails alone, at once,
 with a message that says what was expected; it never reaches (and poisons) a batch.
-The common case (one input, an ndarray of the right dtype) costs a few attribute reads.
+The common case (one input, an ndarray of the right dtype) costs a few attribute reads and
+a copy: an array the caller can still write into is copied here, so the request is what was
+sent even if the caller refills its buffer before the batch runs (a read-only array, such
+as one decoded from a request body, is taken as it is).
 
 Example:
     >>> v = RequestValidator(info)          # info: float32 [N,256]
@@ -73,7 +76,7 @@ class RequestValidator:
         if fast is not None and type(x) is np.ndarray:
             shape = x.shape
             if x.dtype == fast[0] and shape[1:] == fast[1] and shape and shape[0]:
-                return (x,), shape[0]
+                return (x.copy() if x.flags.writeable else x,), shape[0]
         if self.single:
             if type(x) is np.ndarray:
                 arrays: tuple[np.ndarray, ...] = (x,)
@@ -100,7 +103,10 @@ class RequestValidator:
             rows = self._check_rows(arrays)
         if self._named:
             self._check_named(arrays)
-        return arrays, rows
+        # What the caller may still write into is copied: the request is what was sent
+        # (a notebook that refills one buffer per submit got another request's answer);
+        # a read-only array cannot change through it and is taken as it is.
+        return tuple(a.copy() if a.flags.writeable else a for a in arrays), rows
 
     def _check_named(self, arrays: tuple[np.ndarray, ...]) -> None:
         for dim, places in self._named:
@@ -115,7 +121,11 @@ class RequestValidator:
         keys = set(x)
         if keys != self._name_set:
             missing = [n for n in self.names if n not in keys]
-            extra = sorted(map(str, keys - self._name_set))
+            unknown = sorted(map(str, keys - self._name_set))
+            # (names are the caller's: a few, each cut short, not a 4 MiB name quoted whole)
+            extra = [n if len(n) <= 60 else n[:60] + "…" for n in unknown[:5]]
+            if len(unknown) > 5:
+                extra.append(f"... ({len(unknown) - 5:,} more)")
             parts = []
             if missing:
                 parts.append(f"missing {', '.join(map(repr, missing))}")

@@ -290,7 +290,13 @@ def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
     wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
     unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
     if unknown:
-        raise OIPError(400, f"unknown output(s) {unknown}; model {model!r} has {list(outputs)}")
+        raise OIPError(400, f"unknown output(s) {unknown[:10]}; model {model!r} has "
+                            f"{list(outputs)}")
+    if len({o["name"] for o in wanted}) < len(wanted):  # (400,000 copies of one: 268 MiB)
+        seen: set[str] = set()
+        twice = sorted({o["name"] for o in wanted if o["name"] in seen or seen.add(o["name"])})
+        raise OIPError(400, f"output(s) {twice} asked for more than once; ask for each of "
+                            f"model {model!r}'s outputs {list(outputs)} at most once")
     params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
     default_binary = bool(params.get("binary_data_output", False))
     chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))

@@ -13,7 +13,8 @@ from typing import Any
 
 from core import errors
 from core.errors import (BatchlabError, ConfigError, EngineClosedError, InputValidationError,
-                         ModelNotFoundError, OverloadedError, RequestTimeoutError)
+                         ModelNotFoundError, OverloadedError, RequestTimeoutError,
+                         ResourceLimitError)
 
 __all__ = ["HTTPError", "status_of", "error_from"]
 
@@ -31,6 +32,8 @@ _STATUS: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
     ((ModelNotFoundError, KeyError), 404),
     ((OverloadedError, EngineClosedError), 503),
     ((RequestTimeoutError,), 504),
+    # more than this server takes (its memory budget, a time limit): asked smaller, it may
+    ((ResourceLimitError,), 413),
     # the engine's argument checks raise ValueError too (WireError is one); an
     # OverflowError comes from a number the client sent (timeout_ms=1e308)
     ((InputValidationError, ConfigError, ValueError, OverflowError), 400),
@@ -38,8 +41,8 @@ _STATUS: tuple[tuple[tuple[type[BaseException], ...], int], ...] = (
 
 # The error a client raises for a status when the answer names no Batchlab error.
 _BY_STATUS: dict[int, type[BatchlabError]] = {
-    400: ConfigError, 404: ModelNotFoundError, 503: OverloadedError,
-    504: RequestTimeoutError}
+    400: ConfigError, 404: ModelNotFoundError, 413: ResourceLimitError,
+    503: OverloadedError, 504: RequestTimeoutError}
 
 # Built-in exceptions the engine raises on purpose, raised as themselves by a client (a page
 # that catches KeyError for an unknown history run works with either engine).

@@ -34,6 +34,9 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
+#: The longest error message answered (characters): one that quotes what a caller sent
+#: (a 4 MiB input name) is cut here.
+MAX_ERROR_CHARS = 4000
 #: An over-limit body up to this size is read and dropped (so its client gets the 413
 #: rather than a reset); past it the connection is closed.
 DRAIN_MAX = 256 * 2**20
@@ -242,6 +245,8 @@ class OipApp:
             log.error("unexpected error answering %s %s", method, path, exc_info=err)
         message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
             f"internal error: {type(err).__name__}: {err}"
+        if len(message) > MAX_ERROR_CHARS:  # what a caller sent, quoted back: cut
+            message = f"{message[:MAX_ERROR_CHARS]}… (cut: {len(message):,} characters)"
         return status, {"error": message, "type": type(err).__name__}
 
     def _crowded(self, req: _Request) -> bool:

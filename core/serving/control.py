@@ -8,7 +8,8 @@ back. Only the methods listed here can be called; a method that takes a callback
 (warm-up progress, sweeps) is a job here (``start_job``), watched with ``job``/``jobs``.
 
 Errors come back as ``{"error": message, "type": class name}`` with the status the data
-plane uses (400 bad input, 404 unknown name, 503 overloaded or closed, 500 failed).
+plane uses (400 bad input or an argument of the wrong type, 404 unknown name, 413 more than
+the server's memory budget or limits take, 503 overloaded or closed, 500 failed).
 
 Example:
     $ curl -s -XPOST localhost:8000/v1/engine/status -d '{}'
@@ -18,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +89,8 @@ LOCAL_ONLY = frozenset({"progress", "stop"})
 
 
 def _check_no_server_paths(room: str, method: str, fn: Any, args: list, kwargs: dict) -> None:
-    """Nothing over HTTP names a file on the server: a model travels as bytes (the client
-    reads the path on its side), and the history's CSV comes back as text."""
+    """Nothing over HTTP names a file on the server: a model and real inputs travel as bytes
+    (the client reads the path on its side), and the history's CSV comes back as text."""
     bound = inspect.signature(fn).bind(*args, **kwargs).arguments
     if room == "engine" and method == "load_model":
         if not isinstance(bound.get("source"), (bytes, bytearray)):
@@ -97,9 +99,49 @@ def _check_no_server_paths(room: str, method: str, fn: Any, args: list, kwargs: 
         if "probe" in bound:
             raise ConfigError("load_model over HTTP cannot choose whether the upload is tried "
                               "in a child process first: the server decides (--no-probe)")
+    if room == "engine" and method == "set_inputs" \
+            and not isinstance(bound.get("data"), (bytes, bytearray)):
+        raise ConfigError("set_inputs over HTTP takes the file's bytes with filename=, not a "
+                          "path on the server (RemoteEngine.set_inputs reads a local file or "
+                          "folder and sends it)")
     if room == "store" and method == "export_csv" and bound.get("path") is not None:
         raise ConfigError("export_csv over HTTP returns the CSV text; it writes no file on the "
                           "server (leave path unset and save the text where you want it)")
+
+
+# An annotation's plain types, as a remote caller's value is checked against them (a
+# number for a float, a whole number for an int; numpy's scalars are numbers too).
+_PLAIN: dict[str, tuple[type, ...]] = {
+    "int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),
+    "None": (type(None),), "bytes": (bytes, bytearray), "list": (list, tuple),
+    "dict": (dict,)}
+
+
+def _plain_types(annotation: Any) -> tuple[type, ...] | None:
+    """The types an annotation such as ``"float | None"`` allows; None for one that is not
+    only plain types (``Any``, ``Path``, ``dict[str, int | None]``: not checked here)."""
+    if not isinstance(annotation, str):
+        return None
+    kinds: list[type] = []
+    for part in annotation.split("|"):
+        base = part.strip().split("[", 1)[0]
+        if base not in _PLAIN or part.count("[") != part.count("]"):
+            return None
+        kinds += _PLAIN[base]
+    return tuple(kinds)
+
+
+def _check_types(method: str, fn: Any, args: list, kwargs: dict) -> None:
+    """A remote caller's argument of the wrong type is its mistake, said as such (a 400
+    that names the parameter), not a TypeError from deep in the method (a 500)."""
+    sig = inspect.signature(fn)
+    for name, value in sig.bind(*args, **kwargs).arguments.items():
+        kinds = _plain_types(sig.parameters[name].annotation)
+        if kinds is None or isinstance(value, kinds):
+            continue
+        shown = repr(value)
+        raise ConfigError(f"{method}: {name} must be {sig.parameters[name].annotation}, got "
+                          f"{type(value).__name__} {shown[:60]}{'…' if len(shown) > 60 else ''}")
 
 
 def server_info(engine: Any) -> dict[str, Any]:
@@ -140,6 +182,7 @@ def call(engine: Any, room: str, method: str, body: Any,
     except TypeError as err:
         raise ConfigError(f"{method}: {err}") from None
     _check_no_server_paths(room, method, fn, args, kwargs)
+    _check_types(method, fn, args, kwargs)
     if room == "engine":
         timeouts.check_call(fn, method, args, kwargs, max_timeout_ms)
     if room == "engine" and method == "load_model":

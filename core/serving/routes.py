@@ -295,16 +295,22 @@ class Routes:
             raise HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
                                   f"{header!r}") from None
         arrays, req = self.parser.parse(raw or b"", header_length, self.max_json_bytes)
+        for a in arrays.values():  # the body's own arrays: nothing writes into them, so
+            a.flags.writeable = False   # submit takes them as they are (no copy)
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
         known = {o.name for o in info.outputs}
-        unknown = [o["name"] for o in req.get("outputs") or [] if o["name"] not in known]
+        wanted = [o["name"] for o in req.get("outputs") or []]
+        unknown = [n for n in wanted if n not in known]
         if known and unknown:   # the caller's mistake: refused before anything runs
-            raise HTTPError(400, f"unknown output(s) {unknown}; model {name!r} has "
+            raise HTTPError(400, f"unknown output(s) {unknown[:10]}; model {name!r} has "
                                  f"{sorted(known)}")
+        if len(set(wanted)) < len(wanted):
+            raise HTTPError(400, f"an output is asked for more than once; ask for each of "
+                                 f"model {name!r}'s outputs {sorted(known)} at most once")
 
         def check(pred: Any) -> None:
             """The answer must fit the form its caller asked for before the request counts
