@@ -10,7 +10,7 @@ import streamlit as st
 
 from core import AB_MODES, BatchlabError
 from core.ui import charts
-from core.ui.bandit import bandit_caption, bandit_figure
+from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
@@ -71,9 +71,8 @@ if st.session_state.get("ab_exp") not in experiments:
     st.session_state["ab_exp"] = experiments[0]
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
 report = engine.ab_report(exp)
-# The bandit's split is its own (any fraction); the disabled slider shows it to a step.
-st.session_state["ab_share"] = (round(report.b_share * 20) / 20 if report.mode == "bandit"
-                                else report.b_share)
+if report.mode != "bandit":   # (the bandit's split is its own: no slider then)
+    st.session_state["ab_share"] = report.b_share
 st.session_state["ab_mode"] = report.mode
 
 
@@ -137,10 +136,13 @@ with left:
         st.markdown(f"**A** = `{report.a}` · **B** = `{report.b}` · mode `{report.mode}`")
         st.radio("Routing", AB_MODES, key="ab_mode", on_change=_set_mode,
                  format_func=MODE_HELP.get)
-        st.slider("Share of traffic to B", 0.0, 1.0, step=0.05, key="ab_share",
-                  on_change=_set_share, disabled=report.mode in ("shadow", "bandit"),
-                  help="In shadow mode callers always get A and B sees every request; in "
-                       "bandit mode the bandit moves the split.")
+        if report.mode == "bandit":   # (its share moves live: a slider drawn once lagged)
+            st.caption("Share of traffic to B: the bandit's, moving with what it learns "
+                       "(live, with the chart, on the right).")
+        else:
+            st.slider("Share of traffic to B", 0.0, 1.0, step=0.05, key="ab_share",
+                      on_change=_set_share, disabled=report.mode == "shadow",
+                      help="In shadow mode callers always get A and B sees every request.")
         if report.mode == "bandit":
             st.session_state["ab_slo"] = report.bandit["slo_ms"]
             st.session_state["ab_floor"] = report.bandit["floor"]
@@ -222,6 +224,14 @@ def arms() -> None:
                             f"{fmt_num(seg['report']['total_requests'])} requests. "
                             + (seg["report"]["verdict"] or "No verdict."))
     if full.bandit:
+        waits = {}
+        for arm_key, model in (("a", full.a), ("b", full.b)):
+            try:
+                waits[arm_key] = engine.batch_config(model).max_wait_ms
+            except BatchlabError:   # (an arm being swapped: no warning from it)
+                waits[arm_key] = None
+        if starved := bandit_warning(full.bandit, waits):
+            st.warning(starved, icon=":material/hourglass_empty:")
         st.caption(bandit_caption(full.bandit, full.a, full.b))
         st.plotly_chart(bandit_figure(full.bandit), key="ab_bandit_chart")
     table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])

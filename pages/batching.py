@@ -83,6 +83,28 @@ interval = live_interval(engine)
 
 
 @live_fragment(interval)
+def policy_live() -> None:
+    """What the adaptive and AIMD policies have learnt, as it changes (drawn once with
+    the settings, the AIMD cap read "9 of 32" for 16 s while batches of 22 left)."""
+    cfg = engine.batch_config(model)
+    learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
+    if learned is not None:
+        if learned.get("identified", True):
+            st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n "
+                       f"ms; arrivals {learned['rate_rps']:,.0f} rows/s")
+        else:
+            lo = learned.get("min_rows", 1)
+            st.caption(f"Learned so far: a run of {lo} row(s) costs about "
+                       f"{learned['a_ms'] + learned['b_ms'] * lo:.3f} ms, but its fixed "
+                       "and per-row parts are not yet known apart: "
+                       "that needs batches of sizes at least 4× apart (more load, or a "
+                       f"warm-up over several batch sizes); arrivals "
+                       f"{learned['rate_rps']:,.0f} rows/s")
+    if cfg.policy == "aimd" and (state := engine.policy_state(model)):
+        st.caption(aimd_caption(state, cfg.max_batch_size))
+
+
+@live_fragment(interval)
 def traffic_status() -> None:
     """This model's generator, live: counts, and what goes wrong if anything does."""
     traffic_line(engine, model)
@@ -153,21 +175,7 @@ with controls:
                                  "steady open-loop load, but a closed loop of about two "
                                  "batches' worth of clients gets slower (both batches run and "
                                  "settle in step). Measure it here.")
-        learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
-        if learned is not None:
-            if learned.get("identified", True):
-                st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n "
-                           f"ms; arrivals {learned['rate_rps']:,.0f} rows/s")
-            else:
-                lo = learned.get("min_rows", 1)
-                st.caption(f"Learned so far: a run of {lo} row(s) costs about "
-                           f"{learned['a_ms'] + learned['b_ms'] * lo:.3f} ms, but its fixed "
-                           "and per-row parts are not yet known apart: "
-                           "that needs batches of sizes at least 4× apart (more load, or a "
-                           f"warm-up over several batch sizes); arrivals "
-                           f"{learned['rate_rps']:,.0f} rows/s")
-        if cfg.policy == "aimd" and (state := engine.policy_state(model)):
-            st.caption(aimd_caption(state, cfg.max_batch_size))
+        policy_live()
         if "bs_error" in st.session_state:
             st.error(st.session_state["bs_error"])
 

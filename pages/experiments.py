@@ -118,6 +118,12 @@ with st.container(border=True):
                "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
                f"unstable). The sweep changes {model}'s settings while it runs (every tab "
                "sees that) and restores them at the end.")
+    if running_on := [t for t in engine.traffic() if t.running and t.target == model]:
+        st.warning(f"Traffic is running on {model} ({running_on[0].rate_rps:,.0f} req/s, from "
+                   "the Batching page or another tab): its requests share the engine with a "
+                   "sweep's or a search's, whose points are then measured under disturbance, "
+                   f"and they move {model}'s settings under it. Stop it on the Batching page "
+                   "for numbers you can rely on.", icon=":material/warning:")
     quick = pinned_ok and st.toggle(
         "Quick search instead of the whole grid", key="exp_quick",
         help="A hill-climb from the model's own settings over the batch sizes, waits and "
@@ -175,6 +181,18 @@ with st.container(border=True):
                     pass
             for setting, why in r.get("excluded", {}).items():
                 st.caption(f"Not tried: {setting} (batch/wait/threads): {why}")
+            if r["best"]:
+                b, w, t = r["best"]
+                searched = (search_job.params or {}).get("policy") or "deadline"
+                threads_note = (f" The search's {t} ONNX Runtime thread(s) are a session "
+                                "option: set them on the Models page." if t is not None else "")
+                if st.button("Apply the search's answer", key="exp_apply_search",
+                             help="Sets its max batch size and max wait, and the policy it "
+                                  "measured under." + threads_note):
+                    engine.configure(model, max_batch_size=int(b), max_wait_ms=float(w),
+                                     **({"policy": searched} if remote is None else {}))
+                    st.toast(f"{model}: max_batch_size={int(b)}, max_wait_ms={float(w):g}, "
+                             f"policy={searched}." + threads_note)
     agents = {} if quick else agents_controls("exp")
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
@@ -207,12 +225,16 @@ if result and result[0] == model:
         st.caption(sweep_caption(job.params, result[1], sizes, waits, loads, float(slo)))
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))
-        (st.success if rec.max_batch_size is not None else st.warning)(rec.reason)
+        disturbed = ("disturbed" in frame
+                     and (frame["disturbed"].fillna("").astype(str) != "").any())
+        # (a recommendation from points measured under disturbance is no success)
+        (st.success if rec.max_batch_size is not None and not disturbed
+         else st.warning)(rec.reason)
         if "stable" in frame and frame["stable"].eq(False).any():
             st.caption(f"{int(frame['stable'].eq(False).sum())} of {len(frame)} points were "
                        "unstable (drawn open; see the spread columns): their windows never "
                        "agreed within 10 %. A quieter machine or longer points settle them.")
-        if "disturbed" in frame and (frame["disturbed"].fillna("").astype(str) != "").any():
+        if disturbed:
             hit = frame[frame["disturbed"].fillna("").astype(str) != ""]
             st.warning(f"{len(hit)} of {len(frame)} points were measured under disturbance "
                        f"the engine could see (e.g. {hit['disturbed'].iloc[0]}); see the "

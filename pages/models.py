@@ -312,7 +312,9 @@ with right:
             st.session_state["try_rows"] = info.fixed_rows or 1
         rows_in = st.number_input("Rows", 1, max(64, info.fixed_rows or 1), 2, key="try_rows",
                                   disabled=info.batch_mode == "exact",
-                                  help="Random input of the model's shape with this many rows."
+                                  help="Input of the model's shape with this many rows: "
+                                       "drawn from its real inputs when it has some, else "
+                                       "random (the caption below says which)."
                                   if info.batch_mode != "exact" else
                                   "Fixed by the model: its input has exactly this shape.")
         seed = st.number_input("Seed", 0, 10_000, 0, key="try_seed")
@@ -323,7 +325,8 @@ with right:
             except BatchlabError as err:
                 st.error(f"Prediction failed: {err}")
             else:
-                st.session_state["try_result"] = (selected, pred)
+                st.session_state["try_result"] = (selected, pred,
+                                                  engine.input_source(selected))
         res = st.session_state.get("try_result")
         if res and res[0] == selected:
             pred = res[1]
@@ -332,7 +335,7 @@ with right:
             c2.metric("Queue", fmt_ms(pred.queue_ms))
             c3.metric("Compute", fmt_ms(pred.compute_ms))
             st.caption(try_caption(info.batch_mode, info.inputs[0].shape if info.inputs
-                                   else None, pred))
+                                   else None, pred) + (f" Input: {res[2]} (seed {int(seed)})." if len(res) > 2 else ""))
             for out_name, value in pred.outputs.items():
                 st.markdown(f"**{out_name}**")
                 if isinstance(value, np.ndarray):

@@ -363,3 +363,21 @@ def test_a_change_to_an_arm_begins_a_new_segment_and_never_mixes_samples():
         assert rep.segment == 10 and len(rep.previous_segments) == 5  # a few are kept
         engine.reset_metrics("exp")
         assert engine.ab_report("exp").segment == 1
+
+
+def test_the_verdicts_interval_is_of_the_difference_its_words_name():
+    """'B is faster by 1.53 ms (95% CI -1.61 to -1.45)' read as a contradiction on the page:
+    the interval is now of what the words name, faster or slower by, both positive."""
+    import re
+    rng = np.random.default_rng(7)
+    a = rng.normal(5.0, 0.3, 2000)
+    for shift, word in ((-1.5, "faster"), (1.5, "slower")):
+        res = compare_latency(a, a + shift + rng.normal(0, 0.3, 2000), seed=0)
+        m = re.search(rf"B is {word} by ([\d.]+) ms at p50 \(95% CI ([\d.-]+) to ([\d.-]+) ms\)",
+                      res.verdict)
+        assert m, res.verdict
+        by, lo, hi = map(float, m.groups())
+        assert 0 < lo <= by <= hi, res.verdict
+        # the report's fields stay B - A (signed), the words' interval is their mirror
+        want = (-hi, -lo) if word == "faster" else (lo, hi)
+        assert np.allclose((res.ci_low_ms, res.ci_high_ms), want, atol=0.006)

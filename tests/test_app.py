@@ -982,11 +982,22 @@ def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
              == 60)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.slider(key="ab_share").disabled
+    # the bandit's share moves live: no slider drawn once and left behind (it lagged)
+    assert not [s for s in at.slider if s.key == "ab_share"]
+    assert any("Share of traffic to B: the bandit's" in c.value for c in at.caption)
     assert any(c.value.startswith("Bandit, SLO 60000 ms, floor 5.0%") and "met the SLO on 100%"
-               in c.value for c in at.caption), [c.value for c in at.caption]
+               in c.value and "differ by 0.00 points" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    assert not any("is within arm" in w.value for w in at.warning)
     at.number_input(key="ab_slo").set_value(20.0).run()
     assert engine.ab_report("bandit1").bandit["slo_ms"] == 20.0
+    # An SLO within an arm's max wait: the starved arm misses it for being starved
+    before = engine.batch_config(rep.a).max_wait_ms
+    engine.configure(rep.a, max_wait_ms=25.0)
+    at.run()
+    assert any(f"within arm A's max wait (25 ms)" in w.value and "starved" in w.value
+               for w in at.warning), [w.value for w in at.warning]
+    engine.configure(rep.a, max_wait_ms=before)
     at.button(key="ab_promote").click().run()
     rep = engine.ab_report("bandit1")
     assert rep.mode == "random" and rep.b_share == 1.0

@@ -183,6 +183,9 @@ def test_marks_sit_on_the_series_seconds_and_long_windows_draw_areas():
     assert {t.type for t in charts.throughput_figure(ts).data} == {"bar"}
     long = charts.throughput_figure(ts, window_s=900)
     assert {t.type for t in long.data} == {"scatter"} and long.data[0].stackgroup == "rate"
+    # the errors' area has no edge: stacked on the served, it drew red along every burst
+    errors = next(t for t in long.data if t.name == "errors")
+    assert errors.line.width == 0 and long.data[0].line.width > 0
 
 
 def test_idle_seconds_never_draw_a_negative_axis():

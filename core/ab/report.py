@@ -71,6 +71,13 @@ class ABReport:
 
     @property
     def verdict(self) -> str:
+        if self.mode in ("random", "sticky") and self.b_share in (0.0, 1.0):
+            # (promoted or rolled back: one arm gets every caller, nothing to compare, and
+            # "not enough data yet" read as if waiting would help)
+            arm, model = ("B", self.b) if self.b_share == 1.0 else ("A", self.a)
+            return (f"Every caller goes to {arm} ({model}): there is nothing to compare now. "
+                    "A comparison from before is kept in the earlier segments; set B's share "
+                    "between 0 and 1 to compare again.")
         parts = [c.verdict for c in (self.latency, self.errors) if c is not None]
         return ". ".join(parts) + "." if parts else ""
 

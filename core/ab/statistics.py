@@ -146,13 +146,16 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
     significant = p_value < alpha   # (with these bounds: exactly when 0 is outside them)
     meaningful = significant and abs(diff) >= detect_ms
     word = "slower" if diff > 0 else "faster"
+    # the interval of the difference the words name ("faster by 1.53 ms (95% CI 1.45 to
+    # 1.61 ms)", not "-1.61 to -1.45" beside "faster")
+    by_lo, by_hi = (lo, hi) if diff > 0 else (-hi, -lo)
     if meaningful:
-        verdict = (f"B is {word} by {abs(diff):.2f} ms at p50 (95% CI {lo:.2f} to {hi:.2f} ms), "
-                   f"{format_p(p_value)}")
+        verdict = (f"B is {word} by {abs(diff):.2f} ms at p50 (95% CI {by_lo:.2f} to "
+                   f"{by_hi:.2f} ms), {format_p(p_value)}")
     elif significant:
-        verdict = (f"B is {word} by only {abs(diff):.2f} ms at p50 (95% CI {lo:.2f} to "
-                   f"{hi:.2f} ms, {format_p(p_value)}): less than the {detect_ms:.2f} ms worth "
-                   "detecting, no difference to act on")
+        verdict = (f"B is {word} by only {abs(diff):.2f} ms at p50 (95% CI {by_lo:.2f} to "
+                   f"{by_hi:.2f} ms, {format_p(p_value)}): less than the {detect_ms:.2f} ms "
+                   "worth detecting, no difference to act on")
     else:
         verdict = (f"No significant latency difference ({format_p(p_value)}; B - A at p50: "
                    f"{diff:+.2f} ms, 95% CI {lo:.2f} to {hi:.2f} ms)")

@@ -234,7 +234,7 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                                   "goodput_rps", "load", "p99_ms", "feasible"])
     feasible = [(v["goodput_rps"], s) for s, v in scores.items() if v["feasible"]]
     best = max(feasible, key=lambda gs: gs[0])[1] if feasible else None
-    reason = _reason(best, scores, c, m, len(rows), path)
+    reason = _reason(best, scores, c, m, len(rows), path, max(float(r) for r in rates_rps))
     complete = not (stop is not None and stop.is_set())
     if not complete:
         reason = ("Cancelled: the search stopped before it finished; the best of the settings "
@@ -244,7 +244,7 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
 
 
 def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Constraints,
-            m: PointMeasurer, points: int, path: list[Setting]) -> str:
+            m: PointMeasurer, points: int, path: list[Setting], top: float) -> str:
     def name(s: Setting) -> str:
         b, w, t = s
         t = m.own_threads if t is None else t
@@ -266,4 +266,10 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
         g0 = start["goodput_rps"] if start["feasible"] else 0.0
         text += (f" The starting point had {g0:,.0f} req/s"
                  + (f" ({100 * (v['goodput_rps'] - g0) / g0:+.1f} %)." if g0 > 0 else "."))
+    at_top = sum(1 for x in scores.values() if x["feasible"] and x["load"] >= top)
+    if v["load"] >= top:   # (every one at the ceiling: the climb could not tell them apart)
+        text += (f" It met the target at the highest load tried ({top:,.0f} req/s), as did "
+                 f"{at_top} of the {len(scores)} setting(s) measured: capacity may be higher, "
+                 "and settings that all serve every load cannot be told apart; add higher "
+                 "loads to find where they differ.")
     return text

@@ -36,9 +36,11 @@ __all__ = ["BodyParser", "CHILD_MIN"]
 
 log = logging.getLogger("batchlab.server")
 
-#: A JSON part at least this long is parsed in the child (a shorter one parses in ~20 ms
-#: or less, cheaper than the trip).
-CHILD_MIN = 1 << 20
+#: A JSON part at least this long is parsed in the child. Parsed here (~40 us a KiB), one
+#: client's flood of 244 KiB bodies held the interpreter from every other request: another
+#: model's p50 6.5 -> 20-30 ms parsed on a thread, 6.1-6.6 ms in the child
+#: (docs/benchmarks.md, "One client's big bodies"); the trip is ~0.1 ms at this size.
+CHILD_MIN = 64 * 2**10
 #: The child's niceness: parsing a large body is bulk work, the serving process's threads
 #: (other models' requests) get the cores first.
 CHILD_NICE = 10

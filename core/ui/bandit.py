@@ -15,7 +15,11 @@ from plotly.subplots import make_subplots
 from .fmt import fmt_num, fmt_pct
 from .style import COLORS, _layout
 
-__all__ = ["bandit_figure", "bandit_caption"]
+__all__ = ["bandit_figure", "bandit_caption", "bandit_warning", "BANDIT_ACT_POINTS"]
+
+#: A difference in the share of answers within the SLO smaller than this is said to be too
+#: small to act on (both arms at 99.6 % and 99.9 % are, for a choice between them, the same).
+BANDIT_ACT_POINTS = 0.01
 
 
 def bandit_figure(state: dict[str, Any],
@@ -56,8 +60,30 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
 
     p_b = state["p_b_better"]
     ahead = ("B" if p_b >= 0.5 else "A", p_b if p_b >= 0.5 else 1 - p_b)
+    ra, rb = arms["a"]["rate"], arms["b"]["rate"]
+    small = ""
+    if ra is not None and rb is not None and abs(rb - ra) < BANDIT_ACT_POINTS:
+        small = (f" The arms differ by {abs(rb - ra) * 100:.2f} points of the SLO met, under "
+                 f"the {BANDIT_ACT_POINTS * 100:g} worth acting on: for this SLO they are "
+                 "alike, though the bandit still follows the difference (that is how it "
+                 "explores); a tighter SLO, or the latency verdict, tells them apart.")
     return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}: "
             f"{arm('a', a)}; {arm('b', b)}. {ahead[0]} is the better arm with probability "
             f"{fmt_pct(ahead[1])}; B gets {fmt_pct(state['share_b'])} of the traffic now. "
             f"Regret so far: {fmt_num(round(state['regret'], 1))} requests that all-to-the-"
-            "better-arm would have answered within the SLO.")
+            "better-arm would have answered within the SLO." + small)
+
+
+def bandit_warning(state: dict[str, Any], max_wait_ms: dict[str, float | None]) -> str | None:
+    """Words when the SLO is within an arm's max wait: the arm the bandit gives less
+    traffic fills its batches slower, waits its max wait, and misses such an SLO because
+    it is starved, not because its model is slower, so the bandit feeds its own split."""
+    waits = {k: w for k, w in max_wait_ms.items() if w is not None}
+    if not waits or state["slo_ms"] > max(waits.values()):
+        return None
+    worst = max(waits, key=waits.get)
+    return (f"The bandit's SLO ({state['slo_ms']:g} ms) is within arm {worst.upper()}'s max "
+            f"wait ({waits[worst]:g} ms): the arm given less traffic waits that long for "
+            "its batches to fill and misses the SLO because it is starved, not because its "
+            "model is slower, so the split feeds itself. Set the SLO above both arms' max "
+            "wait plus their run time, or give both arms max_wait_ms under the SLO.")

@@ -78,10 +78,12 @@ def throughput_figure(ts: pd.DataFrame, title: str = "Throughput", window_s: int
                              marker_color=COLORS["err"]))
         fig.update_layout(barmode="stack", bargap=0.05)
     else:  # hundreds of one-second bars are hairlines: stacked areas instead
-        for col, name, color in (("successes", "served", COLORS["ok"]),
-                                 ("errors", "errors", COLORS["err"])):
+        # (errors' area without an edge: stacked on the served, an edge drew red along the
+        # top of every burst, errors or none)
+        for col, name, color, width in (("successes", "served", COLORS["ok"], 1),
+                                        ("errors", "errors", COLORS["err"], 0)):
             fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
-                                     stackgroup="rate", line=dict(color=color, width=1)))
+                                     stackgroup="rate", line=dict(color=color, width=width)))
     _layout(fig, title, "requests / s", ts=ts, window_s=window_s, hover="%{y:,.0f} req/s")
     return add_events(fig, events, ts, window_s)
 
