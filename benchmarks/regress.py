@@ -76,6 +76,48 @@ cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
 print(json.dumps({"rps": (snap1 - snap0) / (t1 - t0), "cores": cpu / (t1 - t0)}))
 """
 
+# ``--open``: issue 22's open-loop shape instead, in the same child-per-measurement way: the
+# highest constant rate served (every request, >= 95 % achieved, p99 <= 50 ms; a rate that
+# fails is tried once more), then Poisson arrivals at a fixed rate; max wait 2 ms.
+_OPEN_PROBE = r"""
+import json, sys
+from core import Engine, EngineConfig, build_demo_model
+from core.lab import open_loop
+model, trial_s, instances, poisson_rps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+try:
+    config = EngineConfig(demo_models=False, probe_models=False)
+except TypeError:
+    config = EngineConfig(demo_models=False)
+engine = Engine(config)
+engine.load_model(build_demo_model(model), name=model)
+engine.configure(model, max_batch_size=32, max_wait_ms=2.0,
+                 **({"instances": instances} if instances > 1 else {}))
+x = engine.sample_input(model, rows=1)
+
+def trial(rate, pattern="constant", seconds=trial_s):
+    return open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate, pattern=pattern,
+                     duration_s=seconds, seed=None if pattern == "constant" else 7).summary()
+
+def ok(rate):
+    for _ in range(2):
+        s = trial(rate)
+        if s["failed"] == 0 and s["achieved_rps"] >= 0.95 * rate and s["p99_ms"] <= 50:
+            return True
+    return False
+
+trial(2000, seconds=0.5)
+good, rate = 0.0, 4000.0
+while rate <= 400_000 and ok(rate):
+    good, rate = rate, 2 * rate
+lo, hi = good, rate
+for _ in range(4):
+    mid = (lo + hi) / 2
+    lo, hi = (mid, hi) if ok(mid) else (lo, mid)
+p99 = [trial(poisson_rps, "poisson", 2 * trial_s)["p99_ms"] for _ in range(3)] if poisson_rps else []
+engine.close()
+print(json.dumps({"rps": lo, "cores": 0.0, "poisson_p99_ms": p99}))
+"""
+
 
 def _worktree(rev: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix="batchlab-baseline-"))
@@ -84,11 +126,13 @@ def _worktree(rev: str) -> Path:
     return path
 
 
-def _measure(tree: Path, model: str, seconds: float, threads: int, trace: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _PROBE, model, str(seconds), str(threads),
-                          trace], cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
+def _measure(tree: Path, model: str, seconds: float, threads: int, trace: str,
+             open_args: tuple[int, float] | None = None) -> dict:
+    probe = [_PROBE, model, str(seconds), str(threads), trace] if open_args is None else \
+        [_OPEN_PROBE, model, str(seconds), str(open_args[0]), str(open_args[1])]
+    out = subprocess.run([sys.executable, "-c", *probe], cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin",
                                                  "HOME": str(Path.home())},
-                         capture_output=True, text=True, timeout=seconds + 300)
+                         capture_output=True, text=True, timeout=seconds * 40 + 300)
     if out.returncode != 0:
         raise RuntimeError(f"measurement in {tree} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -103,7 +147,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=64, help="closed-loop client threads")
     ap.add_argument("--trace", default="default",
                     help="EngineConfig.trace_requests for both trees ('default': theirs)")
+    ap.add_argument("--open", action="store_true",
+                    help="open loop instead: capacity (trials of --seconds) and Poisson p99")
+    ap.add_argument("--instances", type=int, default=2, help="with --open")
+    ap.add_argument("--poisson-rps", type=float, default=0.0,
+                    help="with --open: Poisson arrivals at this rate, 3 trials (0: none)")
     args = ap.parse_args()
+    open_args = (args.instances, args.poisson_rps) if args.open else None
     rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout.strip()
     base = _worktree(rev)
@@ -115,10 +165,13 @@ def main() -> None:
             order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
             for model in models:
                 for label, tree in order:
-                    got = _measure(tree, model, args.seconds, args.threads, args.trace)
+                    got = _measure(tree, model, args.seconds, args.threads, args.trace,
+                                   open_args)
                     runs[label][model].append(got)
+                    extra = (f"Poisson p99 {', '.join(f'{p:.1f}' for p in got['poisson_p99_ms'])}"
+                             " ms" if args.open else f"{got['cores']:.2f} cores")
                     print(f"round {r + 1} {model:8s} {label:20s} {got['rps']:9,.0f} req/s "
-                          f"{got['cores']:.2f} cores", flush=True)
+                          f"{extra}", flush=True)
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
                        capture_output=True)

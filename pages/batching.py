@@ -11,6 +11,7 @@ from core.config import MAX_INSTANCES
 from core.policies import policy_label, uses_slo
 from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
+from core.ui.style import share_x_range
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle)
@@ -44,8 +45,14 @@ for key, value in (("bs_max_batch", cfg.max_batch_size), ("bs_max_wait", float(c
 
 def _apply(field: str, key: str) -> None:
     changes = {field: st.session_state[key]}
+    kept = f"bs_slo_kept_{model}"   # (deadline and back to aimd dropped the SLO silently)
+    now = engine.batch_config(model)
     if field == "policy" and not uses_slo(changes["policy"]):
         changes["latency_slo_ms"] = None  # the SLO belongs to adaptive and aimd
+        if now.latency_slo_ms:
+            st.session_state[kept] = now.latency_slo_ms   # kept for the way back
+    elif field == "policy" and not now.latency_slo_ms and st.session_state.get(kept):
+        changes["latency_slo_ms"] = st.session_state[kept]
     if field == "latency_slo_ms" and not changes["latency_slo_ms"]:
         changes["latency_slo_ms"] = None
     try:
@@ -365,10 +372,10 @@ with st.container(border=True):
         timelines = replay_job.result["timelines"]
         # one view for all policies (side by side or on one time axis), so they compare
         lined_up = charts.timeline_lines_up(timelines[summary["policy"].iloc[0]])
-        for row in summary.itertuples():
-            st.plotly_chart(charts.timeline_figure(
-                timelines[row.policy], cur_cfg.max_wait_ms, aligned=lined_up,
-                title=f"{row.policy}: p50 {fmt_ms(row.p50_ms)}, p99 {fmt_ms(row.p99_ms)}, "
-                      f"mean batch {row.mean_batch_rows:.1f}"),
-                key=f"bs_replay_{row.policy}")
+        figs = share_x_range([charts.timeline_figure(
+            timelines[row.policy], cur_cfg.max_wait_ms, aligned=lined_up,
+            title=f"{row.policy}: p50 {fmt_ms(row.p50_ms)}, p99 {fmt_ms(row.p99_ms)}, "
+                  f"mean batch {row.mean_batch_rows:.1f}") for row in summary.itertuples()])
+        for row, fig in zip(summary.itertuples(), figs):   # (one x scale: they compare)
+            st.plotly_chart(fig, key=f"bs_replay_{row.policy}")
 

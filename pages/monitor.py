@@ -68,7 +68,9 @@ def tiles() -> None:
         return
     total, snap = read(), read(WINDOW_S)  # totals since the reset; the recent window
     served = snap.success_count > 0
-    st.caption("SINCE START OR THE LAST RESET")
+    st.caption("SINCE START OR THE LAST RESET" if not is_exp else
+               f"SINCE THE EXPERIMENT'S CURRENT SEGMENT BEGAN, {fmt_s(total.uptime_s)} AGO (a "
+               "change of split, mode or arm starts one; the A/B test page keeps the earlier)")
     m = st.columns(4)
     m[0].metric("Requests", fmt_num(total.total_requests))
     m[1].metric("Succeeded", fmt_num(total.success_count))

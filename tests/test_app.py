@@ -225,6 +225,10 @@ def test_batching_adaptive_policy_and_slo(engine):
     at.radio(key="bs_policy").set_value("deadline").run()
     cfg = engine.batch_config("mlp")
     assert (cfg.policy, cfg.latency_slo_ms) == ("deadline", None)
+    # and back: the SLO set before comes back with the policy that uses it (it was dropped)
+    at.radio(key="bs_policy").set_value("aimd").run()
+    cfg = engine.batch_config("mlp")
+    assert (cfg.policy, cfg.latency_slo_ms) == ("aimd", 20.0)
     assert not at.exception and not at.error
 
 
@@ -357,10 +361,22 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     assert grouped.index.tolist() == ["InputValidationError"] and grouped["count"].tolist() == [1]
     whole = engine.metrics("mlp").recent_errors[-1]["message"]
     assert grouped["latest message"].tolist() == [whole] and "[N,256]" in whole
+    assert any("most recent errors the engine keeps" in c.value for c in at.caption)
     csv = at.get("download_button")[0]
     assert csv is not None
     at.button(key="monitor_reset").click().run()
     assert engine.metrics("mlp").total_requests == 0
+    # An experiment's arms count its current segment, and the page says so (a newcomer
+    # read "Requests 0" for arm A after 110k requests and a promotion)
+    engine.create_ab("mon-exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    for _ in range(6):
+        engine.predict("mon-exp", engine.sample_input("clf-v1"))
+    at.run()
+    at.selectbox(key="monitor_model").set_value("mon-exp").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("CURRENT SEGMENT BEGAN" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    engine.delete_ab("mon-exp")
 
 
 def test_monitor_offers_a_time_range_and_marks_changes(engine):

@@ -229,3 +229,15 @@ def test_empty_charts_speak_of_the_right_page_and_unit():
     empty = pd.DataFrame(columns=["batch_id", "arm", "wait_ms", "compute_ms", "handoff_ms"])
     by_arm = charts.breakdown_figure(empty, by_arm=True)
     assert list(by_arm.data[0].x) == ["p50", "p90", "p99"]   # not a numeric axis
+
+
+def test_charts_shown_one_above_the_other_share_one_x_scale():
+    """A replay's policies drew 0-50 ms and 0-3.5 ms alike, one above the other: bars of
+    very different lengths looked the same. They now share the widest range."""
+    import plotly.graph_objects as go
+    from core.ui.style import share_x_range
+    a = go.Figure().update_xaxes(range=[0, 50])
+    b = go.Figure().update_xaxes(range=[-0.1, 3.5])
+    c = go.Figure()    # (an empty one takes the scale too)
+    share_x_range([a, b, c])
+    assert [tuple(f.layout.xaxis.range) for f in (a, b, c)] == [(-0.1, 50)] * 3

@@ -255,3 +255,38 @@ def test_tables_and_json_that_would_decode_past_the_bound_are_refused_before_dec
             engine.set_inputs("m", "/dev/zero", filename="z.npy")
         with pytest.raises(ConfigError, match="cannot read sample inputs from .*missing"):
             engine.set_inputs("m", tmp_path / "missing.npy")
+
+
+def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatch):
+    """A column of short strings takes ~60 bytes a cell once decoded (16M cells of "ab":
+    ~1 GB from a 50 MB CSV), within the 8-bytes-a-cell estimate. Such columns are now named
+    from the first rows (CSV) or the schema (Parquet) and refused; the whole file is only
+    ever decoded as numbers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    calls = []
+    read_csv, read_parquet = pd.read_csv, pd.read_parquet
+
+    def spy_csv(*a, **k):
+        calls.append(k)
+        return read_csv(*a, **k)
+    monkeypatch.setattr(pd, "read_csv", spy_csv)
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: calls.append("parquet")
+                        or read_parquet(*a, **k))
+    with Engine(demo_models=False) as engine:
+        engine.load_model(identity_model(), name="m")
+        text = b"a,b,c,name\n" + b"1,2,3,ab\n" * 1000
+        with pytest.raises(InputValidationError,
+                           match=r"numeric columns \['a', 'b', 'c'\] and others \['name'\]"):
+            engine.set_inputs("m", text, "t.csv")
+        # only the numbers-only read and a look at the first rows
+        assert all(k.get("dtype") is np.float64 or k.get("nrows") == 100 for k in calls)
+        late = b"a,b,c\n" + b"1,2,3\n" * 200 + b"1,x,3\n"   # past the rows looked at
+        with pytest.raises(InputValidationError, match="not every value is a number"):
+            engine.set_inputs("m", late, "late.csv")
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"a": [1.0], "b": [2.0], "c": [3.0], "name": ["ab"]}), buf)
+        with pytest.raises(InputValidationError, match=r"and others \['name'\]"):
+            engine.set_inputs("m", buf.getvalue(), "t.parquet")
+        assert "parquet" not in calls
+        assert "5 samples" in engine.set_inputs("m", b"a,b,c\n" + b"1,2,3\n" * 5, "ok.csv")

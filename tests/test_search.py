@@ -185,6 +185,15 @@ def test_the_html_report_of_a_sweep_is_self_contained_and_says_what_it_found():
     assert len(html) > 1_000_000  # plotly.js is inlined
     assert html.count("⚠ unstable") == 2 and 'class="unstable baseline"' in html
     assert "Memory vs p99" in html and "<dt>cpus</dt>" in html
+    # whole-number columns shown whole (load 1,000 and 1 thread, not 1,000.00 and 1.00)
+    assert "<td>1,000</td>" in html and "<td>1</td>" in html
+    # points measured under disturbance are counted beside the unstable ones; a memory
+    # profile of none of the batch sizes draws no empty chart but says so
+    frame = pd.DataFrame(rows).assign(disturbed=["", "other traffic", "", ""])
+    html = sweep_report({**run, "results": frame},
+                        memory=pd.DataFrame({"batch_size": [4], "peak_mib": [10.0]}))
+    assert "2 unstable, 1 measured under disturbance" in html and "<td>other traffic</td>" in html
+    assert "Memory vs p99" not in html and "No memory profile for this model's batch" in html
     with pytest.raises(ValueError, match="no points"):
         sweep_report({**run, "results": pd.DataFrame(rows).iloc[:0]})
 

@@ -210,8 +210,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     def sample_input(self, name: str, rows: int = 1,
                      seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
-        """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable): drawn
-        from its real inputs (:meth:`set_inputs`), else random."""
+        """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable), from its
+        real inputs (:meth:`set_inputs`) else random; read-only, so submit need not copy it."""
         entry = self._ns.entry(name)
         real = self._inputs.get(name)
         if real is not None:  # the model's real inputs (set_inputs)
@@ -250,8 +250,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Queue one request; returns a ``concurrent.futures.Future`` of :class:`Prediction`.
 
         ``x`` is an array for a one-input model, else a mapping of input name to array,
-        rows on the leading axis. Bad input, an unknown model, a full queue or a closed
-        engine raise here, at once; nothing is queued then. ``name`` may also be an A/B
+        rows on the leading axis (copied here if writable). Bad input, an unknown model, a
+        full queue or a closed engine raise at once; nothing is queued. ``name`` may be an A/B
         experiment (see :meth:`create_ab`); ``key`` is the routing key for sticky modes.
         ``timeout_ms`` (default: the model's ``timeout_ms``) bounds queue + compute; past
         it the future fails with :class:`RequestTimeoutError`. ``priority=1`` sends it in

@@ -1,10 +1,8 @@
 """Built-in traffic: open-loop generators that are clients of ``submit``, one per target.
 
-A :class:`TrafficGenerator` sends requests to one engine target on a schedule (constant,
-Poisson or bursty arrivals at ``rate_rps``) from its own named thread, whatever the engine
-does: open loop, so a slow engine shows up as queueing, not as a politely slower client. It
-keeps no futures; done callbacks count outcomes, so memory stays flat however long it runs.
-The :class:`TrafficManager` keeps at most one generator per target.
+A :class:`TrafficGenerator` sends to one target on a schedule (constant, Poisson or bursty
+at ``rate_rps``) from its own thread: open loop, so a slow engine shows up as queueing. Done
+callbacks count outcomes (no futures kept); a :class:`TrafficManager` keeps one per target.
 
 Example:
     >>> traffic = TrafficManager(engine.submit)
@@ -112,9 +110,11 @@ class TrafficStatus:
                     "one), so these figures measure Batchlab's client, not the server. Send "
                     "less, or load the server from more processes.")
         if self.running and self.recent_lag_ms > CLIENT_BOUND_LAG_MS:
-            return (f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule "
-                    f"in the last {_RECENT_S} s: this machine cannot send this rate now; "
-                    "latencies include that delay.")
+            why = ("this machine cannot send this rate now" if self.client_cpu_pct >= 50 else
+                   f"at {self.client_cpu_pct:.0f} % of a core, other work in its process (a "
+                   "job, another generator) or a busy machine held it up")
+            return (f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule in "
+                    f"the last {_RECENT_S} s: {why}; latencies include that delay.")
         return None
 
     @property

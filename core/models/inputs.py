@@ -36,7 +36,7 @@ import numpy as np
 
 from core.errors import InputValidationError
 from .types import ModelInfo
-from .sampling import check_rows
+from .sampling import check_rows, frozen
 
 __all__ = ["SampleInputs", "read_inputs", "refit", "input_file", "MAX_INPUT_BYTES",
            "INPUT_SUFFIXES"]
@@ -74,7 +74,7 @@ class SampleInputs:
                 rng = np.random.default_rng(seed)
                 idx = rng.choice(self.count, size=rows, replace=rows > self.count)
             out = {n: a[idx] for n, a in self.arrays.items()}
-        return next(iter(out.values())) if len(out) == 1 else out
+        return frozen(out)
 
     @property
     def nbytes(self) -> int:
@@ -348,8 +348,7 @@ def _check_table_size(data: bytes, suffix: str, where: str) -> None:
     commas are counted."""
     if suffix == ".csv":
         rows = data.count(b"\n") + 1
-        cols = data[:data.find(b"\n")].count(b",") + 1 if b"\n" in data else \
-            data.count(b",") + 1
+        cols = data[:data.find(b"\n") % (len(data) + 1)].count(b",") + 1  # (-1: all)
         size = 8.0 * rows * cols
     else:
         import pyarrow.parquet as pq
@@ -365,22 +364,47 @@ def _check_table_size(data: bytes, suffix: str, where: str) -> None:
 
 
 def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.ndarray:
+    """A table's feature columns; others named from the schema or first rows, never decoded
+    whole (a column of short strings takes ~60 bytes a cell: ~1 GB from a 50 MB file)."""
     import pandas as pd
     _check_table_size(data, suffix, where)
+    width = info.inputs[0].shape[1]
+
+    def refuse_columns(numeric: list[str], other: list[str]) -> InputValidationError:
+        return _refuse(f"{where}: the model takes {width} features per row; the table has "
+                       f"numeric columns {numeric}"
+                       + (f" and others {other}" if other else "")
+                       + ": keep only the feature columns, in the model's order")
     try:
-        frame = (pd.read_csv(io.BytesIO(data)) if suffix == ".csv"
-                 else pd.read_parquet(io.BytesIO(data)))
+        if suffix == ".csv":
+            try:
+                frame = pd.read_csv(io.BytesIO(data), dtype=np.float64)
+            except ValueError as err:  # not all numbers: which columns, from the first rows
+                head = pd.read_csv(io.BytesIO(data), nrows=100)
+                numeric = list(map(str, head.select_dtypes("number").columns))
+                other = [str(c) for c in head.columns if str(c) not in numeric]
+                if other:
+                    raise refuse_columns(numeric, other) from None
+                raise _refuse(f"{where}: not every value is a number ({err}); keep only the "
+                              "feature columns, numbers in every row") from None
+        else:
+            import pyarrow.parquet as pq
+            import pyarrow.types as pt
+            schema = pq.read_schema(io.BytesIO(data))
+            numeric = [f.name for f in schema if pt.is_integer(f.type) or pt.is_floating(f.type)]
+            other = [f.name for f in schema if f.name not in numeric]
+            if other:
+                raise refuse_columns(numeric, other)
+            frame = pd.read_parquet(io.BytesIO(data))
+    except InputValidationError:
+        raise
     except Exception as err:  # noqa: BLE001 - pandas' parsers raise many kinds
         raise _refuse(f"{where} is not a readable {suffix[1:]} table ({err})") from None
-    width = info.inputs[0].shape[1]
-    numeric = frame.select_dtypes("number")
-    other = [c for c in frame.columns if c not in numeric.columns]
-    if other or (isinstance(width, int) and numeric.shape[1] != width):
-        raise _refuse(f"{where}: the model takes {width} features per row; the table has "
-                      f"numeric columns {list(map(str, numeric.columns))}"
-                      + (f" and others {list(map(str, other))}" if other else "")
-                      + ": keep only the feature columns, in the model's order")
-    return numeric.to_numpy()
+    numeric_frame = frame.select_dtypes("number")
+    other = [str(c) for c in frame.columns if c not in numeric_frame.columns]
+    if other or (isinstance(width, int) and numeric_frame.shape[1] != width):
+        raise refuse_columns(list(map(str, numeric_frame.columns)), other)
+    return numeric_frame.to_numpy()
 
 
 def refit(samples: SampleInputs, info: ModelInfo) -> bool:

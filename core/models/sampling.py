@@ -13,7 +13,7 @@ from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
 from .types import ModelInfo
 
-__all__ = ["sample_input", "check_rows"]
+__all__ = ["sample_input", "check_rows", "frozen"]
 
 
 def check_rows(rows: object) -> None:
@@ -76,6 +76,13 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
         else:
             arr = np.zeros(shape, dtype=dtype)
         arrays[spec.name] = arr
-    if len(arrays) == 1:
-        return next(iter(arrays.values()))
-    return arrays
+    return frozen(arrays)
+
+
+def frozen(arrays: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+    """Sample arrays made read-only (``submit`` takes a read-only array as it is, while it
+    copies one its caller could still write into; ``np.array(x)`` is a writable copy),
+    the one array bare for a one-input model."""
+    for a in arrays.values():
+        a.flags.writeable = False
+    return next(iter(arrays.values())) if len(arrays) == 1 else arrays

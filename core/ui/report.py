@@ -169,9 +169,15 @@ def _memory(frame: pd.DataFrame, memory: pd.DataFrame, load: float) -> go.Figure
     return charts.style(fig, f"Memory vs p99 at {load:,.0f}", "p99 (ms)", height=320)
 
 
-def _cell(v: Any) -> str:
+#: Columns of whole numbers (a frame with a missing value holds them as floats: "2.00").
+_WHOLE = frozenset({"max_batch_size", "session_threads", "load", "windows", "measurements"})
+
+
+def _cell(v: Any, col: str = "") -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "-"
+    if isinstance(v, float) and col in _WHOLE and v.is_integer():
+        return f"{int(v):,}"
     if isinstance(v, float):
         return f"{v:,.2f}"
     return str(v)
@@ -181,7 +187,8 @@ def _table(frame: pd.DataFrame) -> str:
     cols = [c for c in ("max_batch_size", "max_wait_ms", "session_threads", "load_kind", "load",
                         "achieved_rps", "goodput_rps", "p50_ms", "p99_ms", "p99_ci_low_ms",
                         "p99_ci_high_ms", "error_rate", "mean_batch_rows", "windows",
-                        "spread_rps_pct", "spread_p99_pct", "measurements") if c in frame]
+                        "spread_rps_pct", "spread_p99_pct", "measurements", "disturbed")
+            if c in frame]
     head = "<tr><th>stable</th>" + "".join(f"<th>{_esc(c)}</th>" for c in cols) + "</tr>"
     body = []
     for _, r in frame.iterrows():
@@ -191,7 +198,7 @@ def _table(frame: pd.DataFrame) -> str:
         own = bool(r.get("baseline", False)) if pd.notna(r.get("baseline", False)) else False
         cls = " ".join(c for c, on in (("unstable", unstable), ("baseline", own)) if on)
         mark = "⚠ unstable" if unstable else ("yes" if measured_in_windows else "-")
-        cells = "".join(f"<td>{_esc(_cell(r[c]))}</td>" for c in cols)
+        cells = "".join(f"<td>{_esc(_cell(r[c], c))}</td>" for c in cols)
         body.append(f'<tr class="{cls}"><td>{mark}</td>{cells}</tr>')
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -248,17 +255,21 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
     figs = [_curves(frame, keys, slo), _p99_curves(frame, keys, slo),
             charts.pareto_figure(frame, pareto_frontier(frame), slo),
             _breakdown(frame, keys, load)]
-    if memory is not None and not memory.empty:
-        figs.append(_memory(frame, memory, load))
+    mem = _memory(frame, memory, load) if memory is not None and not memory.empty else None
+    if mem is not None and len(mem.data[0].x or ()):
+        figs.append(mem)
     parts = []
     for i, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
                                  config={"displaylogo": False}))
     unstable = int(frame["stable"].eq(False).sum()) if "stable" in frame else 0
+    disturbed = (int((frame["disturbed"].fillna("").astype(str) != "").sum())
+                 if "disturbed" in frame else 0)
     created = _dt.datetime.fromtimestamp(float(run.get("created", 0))).strftime("%Y-%m-%d %H:%M")
-    mem_note = ("" if memory is not None and not memory.empty else
-                "<p class='muted'>No memory profile for this model: measure it (Models page, "
-                "or <code>engine.measure_memory</code>) to have memory vs latency here.</p>")
+    mem_note = ("" if mem is not None and len(mem.data[0].x or ()) else
+                "<p class='muted'>No memory profile for this model's batch sizes here: "
+                "measure it (Models page, or <code>engine.measure_memory</code>) to have "
+                "memory vs latency here.</p>")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Batchlab report: {_esc(run.get('name', 'sweep'))} (run {_esc(run.get('id'))})</title>
@@ -266,7 +277,8 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
 <h1>{_esc(run.get('name', 'sweep'))}</h1>
 <p class="muted">Batchlab run {_esc(run.get('id'))} of model <b>{_esc(model)}</b>, measured
 {_esc(created)}{'' if cfg.get('complete', True) else ' (cancelled: the points finished are shown)'};
-{len(frame)} points, {unstable} unstable.</p>
+{len(frame)} points, {unstable} unstable, {disturbed} measured under disturbance (see the
+disturbed column).</p>
 <div class="summary{'' if found else ' none'}">{_esc(summary)}</div>
 <h2>Pinned for every point</h2>{_dl(pinned)}
 <h2>Constraints</h2>{_dl({**constraints, **search})}

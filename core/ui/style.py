@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-__all__ = ["COLORS", "WINDOW_S", "style", "recent"]
+__all__ = ["COLORS", "WINDOW_S", "style", "recent", "share_x_range"]
 
 COLORS = {"p50": "#2563eb", "p95": "#f59e0b", "p99": "#dc2626", "ok": "#16a34a",
           "err": "#dc2626", "queue": "#f59e0b", "compute": "#2563eb", "depth": "#7c3aed",
@@ -82,3 +82,14 @@ def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str,
         fig.add_annotation(text=text,
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font=dict(color="#64748b"))
+
+
+def share_x_range(figs: list[go.Figure]) -> list[go.Figure]:
+    """Charts shown one above the other on one x scale: each gets the widest range any of
+    them set (a replay's policies drew 0-50 ms and 0-3.5 ms alike)."""
+    ranges = [tuple(f.layout.xaxis.range) for f in figs if f.layout.xaxis.range]
+    if ranges:
+        lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+        for f in figs:
+            f.update_xaxes(range=[lo, hi])
+    return figs
