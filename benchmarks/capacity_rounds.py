@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      args.max_wait_ms)
     x = np.random.default_rng(1).standard_normal(
         [1] + list(session.get_inputs()[0].shape[1:])).astype(np.float32)
+    x.flags.writeable = False   # one array for every system, never written: Batchlab's
+    # submit takes a read-only array as it is (it copies a writable one, a caller's buffer)
     feed = {name: np.repeat(x, args.max_batch, axis=0)}
     caps: dict[str, list[float]] = {k: [] for k in systems}
     raw_ms: list[float] = []
