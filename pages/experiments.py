@@ -189,10 +189,14 @@ with st.container(border=True):
                 if st.button("Apply the search's answer", key="exp_apply_search",
                              help="Sets its max batch size and max wait, and the policy it "
                                   "measured under." + threads_note):
-                    engine.configure(model, max_batch_size=int(b), max_wait_ms=float(w),
-                                     **({"policy": searched} if remote is None else {}))
-                    st.toast(f"{model}: max_batch_size={int(b)}, max_wait_ms={float(w):g}, "
-                             f"policy={searched}." + threads_note)
+                    try:
+                        engine.configure(model, max_batch_size=int(b), max_wait_ms=float(w),
+                                         **({"policy": searched} if remote is None else {}))
+                    except BatchlabError as err:
+                        st.error(f"Could not apply it: {err}")
+                    else:
+                        st.toast(f"{model}: max_batch_size={int(b)}, max_wait_ms={float(w):g}, "
+                                 f"policy={searched}." + threads_note)
     agents = {} if quick else agents_controls("exp")
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
@@ -261,13 +265,17 @@ if result and result[0] == model:
             if e1.button("Apply to the engine", key="exp_apply",
                          help="Sets the chosen max batch size and max wait, and the policy "
                               "they were measured under."):
-                engine.configure(model, max_batch_size=rec.max_batch_size,
-                                 max_wait_ms=rec.max_wait_ms,
-                                 **({"policy": measured_policy} if measured_policy
-                                    and remote is None else {}))
-                st.toast(f"{model}: max_batch_size={rec.max_batch_size}, "
-                         f"max_wait_ms={rec.max_wait_ms:g}"
-                         + (f", policy={measured_policy}" if measured_policy else ""))
+                try:
+                    engine.configure(model, max_batch_size=rec.max_batch_size,
+                                     max_wait_ms=rec.max_wait_ms,
+                                     **({"policy": measured_policy} if measured_policy
+                                        and remote is None else {}))
+                except BatchlabError as err:
+                    st.error(f"Could not apply it: {err}")
+                else:
+                    st.toast(f"{model}: max_batch_size={rec.max_batch_size}, "
+                             f"max_wait_ms={rec.max_wait_ms:g}"
+                             + (f", policy={measured_policy}" if measured_policy else ""))
             threads = (frame["session_threads"].dropna().unique()
                        if "session_threads" in frame else [])
             e2.download_button("Triton config.pbtxt",

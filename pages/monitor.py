@@ -70,7 +70,8 @@ def tiles() -> None:
     served = snap.success_count > 0
     st.caption("SINCE START OR THE LAST RESET" if not is_exp else
                f"SINCE THE EXPERIMENT'S CURRENT SEGMENT BEGAN, {fmt_s(total.uptime_s)} AGO (a "
-               "change of split, mode or arm starts one; the A/B test page keeps the earlier)")
+               "change of mode, of an arm's model or of its settings starts one; the A/B test "
+               "page keeps the earlier)")
     m = st.columns(4)
     m[0].metric("Requests", fmt_num(total.total_requests))
     m[1].metric("Succeeded", fmt_num(total.success_count))

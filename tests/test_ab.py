@@ -381,3 +381,20 @@ def test_the_verdicts_interval_is_of_the_difference_its_words_name():
         # the report's fields stay B - A (signed), the words' interval is their mirror
         want = (-hi, -lo) if word == "faster" else (lo, hi)
         assert np.allclose((res.ci_low_ms, res.ci_high_ms), want, atol=0.006)
+
+
+def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
+    """After Promote B (random mode: only the share changes, the segment goes on) the
+    verdict said 'nothing to compare' over a segment that held the whole comparison; it
+    now keeps the comparison and adds where every caller goes."""
+    with Engine() as engine:
+        engine.create_ab("p", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+        x = engine.sample_input("clf-v1")
+        for _ in range(40):
+            engine.predict("p", x)
+        before = engine.ab_report("p").verdict
+        engine.update_ab("p", b_share=1.0)
+        after = engine.ab_report("p").verdict
+        assert after.startswith(before) and "Every caller goes to B (clf-v2) now" in after
+        engine.update_ab("p", b_share=0.0)
+        assert "Every caller goes to A (clf-v1) now" in engine.ab_report("p").verdict

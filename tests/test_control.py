@@ -660,3 +660,25 @@ def test_wire_types_travel_by_stable_name_not_module_path():
     payload = json.dumps(encode({"cfg": BatchConfig(max_batch_size=8)}))
     assert '"cls": "BatchConfig"' in payload and "core." not in payload
     assert decode(json.loads(payload))["cfg"] == BatchConfig(max_batch_size=8)
+
+
+def test_a_remote_request_is_what_was_sent_even_if_the_buffer_is_refilled(pair):
+    """RemoteEngine.submit encodes a request later, on a pool thread: a buffer refilled
+    after submit went with its new contents. The pool here has one thread, held by a first
+    request waiting out its batch's 300 ms, so the second is still queued, not encoded, when
+    its buffer changes."""
+    engine, server, _ = pair
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=300)     # y = 2x + 1
+    remote = RemoteEngine(server.url, pool_size=1)
+    try:
+        buf = np.ones((1, 4), np.float32)
+        first = remote.submit("tiny", np.zeros((1, 4), np.float32))
+        second = remote.submit("tiny", buf)
+        buf[:] = 100.0
+        third = remote.submit("tiny", {"x": buf})    # a mapping too
+        buf[:] = -1.0
+        assert first.result(WAIT_S).outputs["y"].tolist() == [[1.0] * 4]
+        assert second.result(WAIT_S).outputs["y"].tolist() == [[3.0] * 4]
+        assert third.result(WAIT_S).outputs["y"].tolist() == [[201.0] * 4]
+    finally:
+        remote.close()

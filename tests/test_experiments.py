@@ -1036,3 +1036,23 @@ def test_calibrating_a_slow_model_skips_rates_that_would_send_nothing():
         assert calibrate_overhead(engine, "tiny", cost, [0.25, 0.3], duration_s=2.0) == cost
         fitted = calibrate_overhead(engine, "tiny", cost, [0.25, 20.0], duration_s=1.0)
         assert fitted.overhead_per_krps_ms == 0.0 and fitted.overhead_ms >= 0.0
+
+
+def test_profiling_an_ab_arm_measures_one_size_and_leaves_the_experiment_alone():
+    """Measuring the capacity at a second batch size reconfigures the model twice, and each
+    change of an arm's settings starts its experiment's evidence again: an A/B arm is
+    measured at its own size only (its work per batch not told apart, as the page says)."""
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        for m in ("clf-v1", "clf-v2"):
+            engine.load_model(build_demo_model(m), name=m)
+        engine.configure("clf-v1", max_batch_size=16)
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+        before = engine.ab_report("exp").segment
+        status = engine.start_job("profile_cost", "clf-v1", batch_sizes=[1, 4, 16],
+                                  iterations=3, calibrate_s=0.5)
+        done = engine.wait_job(status.job_id, timeout_s=120)
+        assert done.state == "done", done.error
+        cost = done.result["cost"]
+        assert cost.capacity_batch == 16 and cost.capacity_batches == ()
+        assert engine.ab_report("exp").segment == before
+        assert engine.batch_config("clf-v1").max_batch_size == 16

@@ -289,4 +289,9 @@ def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatc
         with pytest.raises(InputValidationError, match=r"and others \['name'\]"):
             engine.set_inputs("m", buf.getvalue(), "t.parquet")
         assert "parquet" not in calls
+        # a pandas index is not a column (a string index id was refused as one)
+        indexed = io.BytesIO()
+        pd.DataFrame({"a": [1.0, 2.0], "b": [2.0, 3.0], "c": [3.0, 4.0],
+                      "sample_id": ["s1", "s2"]}).set_index("sample_id").to_parquet(indexed)
+        assert "2 samples" in engine.set_inputs("m", indexed.getvalue(), "indexed.parquet")
         assert "5 samples" in engine.set_inputs("m", b"a,b,c\n" + b"1,2,3\n" * 5, "ok.csv")

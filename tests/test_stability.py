@@ -235,9 +235,8 @@ def test_a_sweep_measures_goodput_at_its_target_and_the_baseline():
                        stability=False, baseline=False)
     assert frame["baseline"].tolist() == [False, True]
     assert (frame["goodput_rps"] > 0).all()
-    # The served rate times the share answered in time (all of it here): never above it
+    # Open loop: the offered rate times the share answered in time (all of it here).
     assert (frame["goodput_rps"] <= frame["load"] + 1e-9).all()
-    assert (frame["goodput_rps"] <= frame["achieved_rps"] + 1e-9).all()
     assert (frame["goodput_rps"] >= 0.99 * frame["load"]).all()
     assert len(no_slo) == 1 and no_slo["goodput_rps"].isna().all()
 

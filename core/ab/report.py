@@ -71,15 +71,14 @@ class ABReport:
 
     @property
     def verdict(self) -> str:
-        if self.mode in ("random", "sticky") and self.b_share in (0.0, 1.0):
-            # (promoted or rolled back: one arm gets every caller, nothing to compare, and
-            # "not enough data yet" read as if waiting would help)
-            arm, model = ("B", self.b) if self.b_share == 1.0 else ("A", self.a)
-            return (f"Every caller goes to {arm} ({model}): there is nothing to compare now. "
-                    "A comparison from before is kept in the earlier segments; set B's share "
-                    "between 0 and 1 to compare again.")
         parts = [c.verdict for c in (self.latency, self.errors) if c is not None]
-        return ". ".join(parts) + "." if parts else ""
+        text = ". ".join(parts) + "." if parts else ""
+        if self.mode in ("random", "sticky") and self.b_share in (0.0, 1.0):
+            # (promoted or rolled back: "not enough data yet" read as if waiting would help)
+            arm, model = ("B", self.b) if self.b_share == 1.0 else ("A", self.a)
+            text += (f" Every caller goes to {arm} ({model}) now: new requests add to that "
+                     "arm only; set B's share between 0 and 1 to compare again.")
+        return text.strip()
 
     def to_dict(self) -> dict[str, Any]:
         total = sum(s.total_requests for s in self.arms.values())

@@ -162,7 +162,9 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     # The engine's work per batch told apart from its work per request: the capacity at
     # the model's size and at a quarter of it (or four times, from below 4); a remote
     # target's batching is not ours to move.
-    sizes = [k] if remote or not info.batchable else [k, k // 4 if k >= 4 else 4 * k]
+    # (nor an A/B arm's: each change of its settings starts the experiment's evidence again)
+    arm = any(target in engine.ab_arms(e) for e in engine.ab_experiments())
+    sizes = [k] if remote or arm or not info.batchable else [k, k // 4 if k >= 4 else 4 * k]
     try:
         capacities: dict[int, float | None] = {}
         for i, size in enumerate(sizes):

@@ -129,8 +129,7 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     return np.ascontiguousarray(arr)
 
 
-#: What a file may take while it is decoded, before its samples are cut to
-#: :data:`MAX_INPUT_BYTES`: a table's numbers as float64, a JSON file's Python values.
+#: What a file may take decoded (numbers as float64, JSON as Python values), before the cut.
 MAX_DECODED_BYTES = 2 * MAX_INPUT_BYTES
 
 
@@ -142,8 +141,7 @@ def _too_big(where: str, what: str, size: float) -> InputValidationError:
 
 
 def _perf_analyzer(raw: bytes, info: ModelInfo, where: str) -> dict[str, list[Any]]:
-    # Parsed, JSON takes far more than its text: ~40 bytes a number, ~80 a list (a 14 MiB
-    # file of empty lists took 408 MiB): counted from its separators before it is parsed.
+    # ~40 bytes a number, ~80 a list parsed (14 MiB of empty lists took 408 MiB): counted
     parsed = 40 * (raw.count(b",") + raw.count(b":")) + 80 * raw.count(b"[") \
         + 240 * raw.count(b"{")
     if parsed > MAX_DECODED_BYTES:
@@ -390,9 +388,11 @@ def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.nda
         else:
             import pyarrow.parquet as pq
             import pyarrow.types as pt
-            schema = pq.read_schema(io.BytesIO(data))
+            schema = pq.read_schema(io.BytesIO(data))   # (a pandas index is not a column)
+            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", [])
+                     if isinstance(c, str)}
             numeric = [f.name for f in schema if pt.is_integer(f.type) or pt.is_floating(f.type)]
-            other = [f.name for f in schema if f.name not in numeric]
+            other = [f.name for f in schema if f.name not in numeric and f.name not in index]
             if other:
                 raise refuse_columns(numeric, other)
             frame = pd.read_parquet(io.BytesIO(data))

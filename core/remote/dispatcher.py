@@ -68,7 +68,7 @@ class RemoteValidator:
                 "model again with inputs=[{'name': ..., 'datatype': 'FP32', 'shape': [-1, 4]}]")
         if not x.shape[0]:
             raise InputValidationError("a request needs at least one row")
-        return (x,), x.shape[0]
+        return (x.copy() if x.flags.writeable else x,), x.shape[0]   # (what was sent)
 
 
 class RemoteDispatcher:

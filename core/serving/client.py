@@ -32,6 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from core import errors
 from core.batching import Prediction
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
@@ -227,6 +229,12 @@ for _name in STORE_CONTRACT:
     setattr(_RemoteStore, _name, _remote("store", _name, getattr(ExperimentStore, _name)))
 
 
+
+def _own(a: Any) -> Any:
+    """A copy of an array its caller could still write into (read-only ones as they are)."""
+    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
+
+
 class RemoteEngine:
     """The engine of a Batchlab server, with :class:`~core.Engine`'s contract.
 
@@ -336,6 +344,8 @@ class RemoteEngine:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
             kw = {"priority": priority} if priority is not None else {}
+            # what was sent, as submit does locally: encoded later, on a pool thread
+            x = {k: _own(v) for k, v in x.items()} if isinstance(x, dict) else _own(x)
             if check is None:
                 return self._pool.submit(self.predict, name, x, key=key,
                                          timeout_ms=timeout_ms, **kw)
