@@ -24,7 +24,7 @@ from .sampling import sample_input
 from .session import available_providers, create_session
 from .types import (OIP_DTYPES, ORT_DTYPES, ModelInfo, TensorSpec, batch_mode, oip_datatype,
                     onnx_type)
-from .validation import RequestValidator, describe_array
+from .validation import RequestValidator, describe_array, owned
 
 __all__ = [
     "CacheEntry", "SessionCache", "DEMO_MODELS", "build_demo_model", "build_onnx",
@@ -35,5 +35,5 @@ __all__ = [
     "MAX_INPUT_BYTES",
     "available_providers", "create_session", "OIP_DTYPES", "ORT_DTYPES", "ModelInfo",
     "TensorSpec", "batch_mode", "oip_datatype", "onnx_type", "RequestValidator",
-    "describe_array",
+    "describe_array", "owned",
 ]

@@ -31,7 +31,8 @@ from core.errors import (EngineClosedError, InputValidationError, OverloadedErro
                          RemoteConnectionError, RemoteServerError, RequestTimeoutError,
                          RequestTooLargeError)
 from core.metrics import ModelMetrics, PriorityClasses
-from core.models import ModelInfo, RequestValidator, TensorSpec, oip_datatype, onnx_type
+from core.models import (ModelInfo, RequestValidator, TensorSpec, oip_datatype, onnx_type,
+                         owned)
 from .model import RemoteModel
 
 __all__ = ["RemoteDispatcher", "RemoteValidator"]
@@ -68,7 +69,7 @@ class RemoteValidator:
                 "model again with inputs=[{'name': ..., 'datatype': 'FP32', 'shape': [-1, 4]}]")
         if not x.shape[0]:
             raise InputValidationError("a request needs at least one row")
-        return (x.copy() if x.flags.writeable else x,), x.shape[0]   # (what was sent)
+        return (owned(x),), x.shape[0]   # (what was sent)
 
 
 class RemoteDispatcher:

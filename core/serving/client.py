@@ -32,13 +32,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from core import errors
 from core.batching import Prediction
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
-from core.models import input_file, read_model_source, request_bytes_limit
+from core.models import input_file, owned, read_model_source, request_bytes_limit
 from core.protocol import error_from, jsontext
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
@@ -230,11 +228,6 @@ for _name in STORE_CONTRACT:
 
 
 
-def _own(a: Any) -> Any:
-    """A copy of an array its caller could still write into (read-only ones as they are)."""
-    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
-
-
 class RemoteEngine:
     """The engine of a Batchlab server, with :class:`~core.Engine`'s contract.
 
@@ -345,7 +338,7 @@ class RemoteEngine:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
             kw = {"priority": priority} if priority is not None else {}
             # what was sent, as submit does locally: encoded later, on a pool thread
-            x = {k: _own(v) for k, v in x.items()} if isinstance(x, dict) else _own(x)
+            x = {k: owned(v) for k, v in x.items()} if isinstance(x, dict) else owned(x)
             if check is None:
                 return self._pool.submit(self.predict, name, x, key=key,
                                          timeout_ms=timeout_ms, **kw)
