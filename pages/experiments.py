@@ -11,6 +11,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
+from core.ui.traffic import traffic_warning
 from core.ui.whatif import whatif_ceiling_caveat, whatif_work_words
 from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
@@ -118,12 +119,8 @@ with st.container(border=True):
                "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
                f"unstable). The sweep changes {model}'s settings while it runs (every tab "
                "sees that) and restores them at the end.")
-    if running_on := [t for t in engine.traffic() if t.running and t.target == model]:
-        st.warning(f"Traffic is running on {model} ({running_on[0].rate_rps:,.0f} req/s, from "
-                   "the Batching page or another tab): its requests share the engine with a "
-                   "sweep's or a search's, whose points are then measured under disturbance, "
-                   f"and they move {model}'s settings under it. Stop it on the Batching page "
-                   "for numbers you can rely on.", icon=":material/warning:")
+    if busy := traffic_warning(engine, model):
+        st.warning(busy, icon=":material/warning:")
     quick = pinned_ok and st.toggle(
         "Quick search instead of the whole grid", key="exp_quick",
         help="A hill-climb from the model's own settings over the batch sizes, waits and "

@@ -621,6 +621,29 @@ def test_a_few_failures_of_the_traffic_are_explained_not_only_counted():
                     "SLOShedError: request to model 'mlp' was shed: it had waited 32.5 ms"]
 
 
+def test_experiments_page_warns_of_traffic_reaching_the_model(engine):
+    """Traffic to the model, or to an A/B experiment with the model as an arm, disturbs a
+    sweep's points: said before the sweep starts, with where to stop it."""
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("clf-v2").run()
+    assert not [w for w in at.warning if "Traffic is running" in w.value]
+    engine.create_ab("arms-exp", a="clf-v1", b="clf-v2")
+    engine.start_traffic("arms-exp", rate_rps=20, duration_s=60)
+    at.run()
+    said = [w.value for w in at.warning if "Traffic is running on clf-v2" in w.value]
+    assert said and "A/B experiment 'arms-exp', whose arm it is" in said[0], said
+    assert "Stop it on the A/B test page" in said[0]
+    engine.stop_traffic("arms-exp")
+    engine.start_traffic("clf-v2", rate_rps=20, duration_s=60)
+    at.run()
+    said = [w.value for w in at.warning if "Traffic is running on clf-v2" in w.value]
+    assert said and "(20 req/s, from the Batching page" in said[0], said
+    engine.stop_traffic("clf-v2")
+    wait_for(lambda: not engine.traffic_running())
+    at.run()
+    assert not [w for w in at.warning if "Traffic is running" in w.value]
+
+
 def test_experiments_page_rejects_bad_loads(engine):
     at = app("pages/experiments.py")
     at.text_input(key="exp_loads").set_value("fast, -3").run()

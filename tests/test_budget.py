@@ -955,3 +955,30 @@ def test_only_short_bodies_are_parsed_on_the_event_loop(served, monkeypatch):
     assert seen[0][0] < asgi.INLINE_MAX <= 32 * 2**10
     for size, thread in seen[1:]:
         assert size > asgi.INLINE_MAX and thread != loop_thread, (size, thread)
+    # A binary request is as quick to parse as its short JSON part (the tensor is a view):
+    # 120 KiB of it stays on the loop, where a thread hop would cost more than the parse.
+    k = 30_000
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, k], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * k}}]}).encode()
+    status, raw, _ = post(served, "/v2/models/ident/infer",
+                          head + np.full(k, 0.5, "<f4").tobytes(),
+                          {"Inference-Header-Content-Length": str(len(head))})
+    assert status == 200, raw[:200]
+    assert seen[-1][0] > 3 * asgi.INLINE_MAX and seen[-1][1] == loop_thread, seen[-1]
+    # Its answer likewise: 120 KiB of numbers as binary data are views (on the loop); as
+    # JSON, ~1.2 MB of text to write (on a thread).
+    from core.protocol import oip
+    encode, encoded = oip.encode_infer_response_parts, []
+
+    def spy_encode(*a, **kw):
+        encoded.append(threading.current_thread().name)
+        return encode(*a, **kw)
+    monkeypatch.setattr(oip, "encode_infer_response_parts", spy_encode)
+    for binary in (True, False):
+        asked = dict(json.loads(head), parameters={"binary_data_output": binary})
+        part = json.dumps(asked).encode()
+        status, raw, _ = post(served, "/v2/models/ident/infer",
+                              part + np.full(k, 0.5, "<f4").tobytes(),
+                              {"Inference-Header-Content-Length": str(len(part))})
+        assert status == 200, raw[:200]
+    assert encoded[0] == loop_thread and encoded[1] != loop_thread, encoded

@@ -295,3 +295,29 @@ def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatc
                       "sample_id": ["s1", "s2"]}).set_index("sample_id").to_parquet(indexed)
         assert "2 samples" in engine.set_inputs("m", indexed.getvalue(), "indexed.parquet")
         assert "5 samples" in engine.set_inputs("m", b"a,b,c\n" + b"1,2,3\n" * 5, "ok.csv")
+
+
+def test_integer_inputs_take_only_values_that_survive_the_cast():
+    """A float file for an int64 input was truncated (0.5 -> 0) and an int32 input wrapped
+    2**40 without a word: values that would change when cast are refused, named; whole
+    numbers in any dtype are taken."""
+    from core.models import ModelInfo, TensorSpec, read_inputs
+    spec = TensorSpec("ids", "tensor(int32)", np.dtype("int32"), ("N", 2))
+    info = ModelInfo("ids-model", "0" * 64, 1, (spec,), (spec,), {"": 17}, 8, "test",
+                     "dynamic", "test")
+
+    def npy(a) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, a)
+        return buf.getvalue()
+
+    taken = read_inputs(npy(np.array([[1.0, 2.0], [3.0, -4.0]])), "whole.npy", info)
+    assert taken.arrays["ids"].dtype == np.int32
+    assert taken.arrays["ids"].tolist() == [[1, 2], [3, -4]]
+    with pytest.raises(InputValidationError, match=r"int32, and 1 value \(e\.g\. 0\.5\)"):
+        read_inputs(npy(np.array([[1.0, 0.5], [3.0, 4.0]])), "halves.npy", info)
+    with pytest.raises(InputValidationError, match=r"2 values \(e\.g\. 1099511627776\)"):
+        read_inputs(npy(np.array([[2**40, 1], [2, 2**40]])), "wide.npy", info)
+    with pytest.raises(InputValidationError, match=r"e\.g\. nan"):
+        read_inputs(pd.DataFrame([[1.0, np.nan]]).to_csv(index=False).encode(), "gap.csv",
+                    info)

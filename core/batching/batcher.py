@@ -244,8 +244,8 @@ class Batcher:
         if rows > q.max_request_rows:
             raise RequestTooLargeError(
                 f"request has {rows} rows but model {self.name!r} takes at most "
-                f"max_batch_size={q.config.max_batch_size} rows per batch; split the "
-                "request or raise max_batch_size with engine.configure()")
+                f"max_batch_size={q.config.max_batch_size} rows per batch; split it, or "
+                "raise max_batch_size (engine.configure(), or the Batching page)")
         if isinstance(sink, ModelMetrics):
             sink = (sink,)
         if timeout_ms is not None:

@@ -19,7 +19,8 @@ from .memory import (check_elements, current_rss_bytes, default_memory_budget, f
                      request_bytes_limit,
                      peak_rss_bytes)
 from .probe import probe_model
-from .inputs import INPUT_SUFFIXES, MAX_INPUT_BYTES, SampleInputs, input_file, read_inputs
+from .inputs import INPUT_SUFFIXES, MAX_INPUT_BYTES, SampleInputs, read_inputs
+from .inputfile import input_file
 from .sampling import sample_input
 from .session import available_providers, create_session
 from .types import (OIP_DTYPES, ORT_DTYPES, ModelInfo, TensorSpec, batch_mode, oip_datatype,

@@ -14,9 +14,10 @@ Accepted files (:func:`read_inputs`):
   preprocessing declared (``preprocess=``: :mod:`core.models.images`).
 
 Each input is checked against the model: its trailing dimensions must be the model's fixed
-ones, its values must fit the model's datatype (no NaN or infinities made by an overflow),
-and the whole set is bounded (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample
-is one row; for a model of one fixed shape, a sample is one whole input.
+ones, its values must fit the model's datatype (no NaN or infinities made by an overflow;
+for an integer input, whole numbers within its range: nothing changes when cast), and the
+whole set is bounded (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample is one
+row; for a model of one fixed shape, a sample is one whole input.
 
 Example:
     >>> samples = read_inputs(open("iris.csv", "rb").read(), "iris.csv", info)
@@ -29,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -38,8 +39,7 @@ from core.errors import InputValidationError
 from .types import ModelInfo
 from .sampling import check_rows, frozen
 
-__all__ = ["SampleInputs", "read_inputs", "refit", "input_file", "MAX_INPUT_BYTES",
-           "INPUT_SUFFIXES"]
+__all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
 
 #: The largest set of sample inputs kept for one model (bytes, as arrays).
 MAX_INPUT_BYTES = 64 * 2**20
@@ -95,8 +95,7 @@ class SampleInputs:
         return buf.getvalue()
 
 
-def _refuse(message: str) -> InputValidationError:
-    return InputValidationError(message)
+_refuse = InputValidationError
 
 
 def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarray:
@@ -116,6 +115,13 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     if dtype.kind == "f" and not np.isfinite(arr).all() and np.isfinite(
             src.astype(np.float64, copy=False)).all():
         raise _refuse(f"{where}: input {name!r} has values beyond {dtype}'s range")
+    if dtype.kind in "iub" and src.dtype.kind in "biuf" and src.dtype != dtype:
+        changed = np.flatnonzero(src.reshape(-1) != arr.reshape(-1))
+        if changed.size:
+            n, first = changed.size, src.reshape(-1)[changed[0]].item()
+            raise _refuse(f"{where}: input {name!r} is {dtype}, and {n:,} value"
+                          f"{'s' * (n != 1)} (e.g. {first!r}) would change cast to it: "
+                          "give whole numbers within its range")
     want = tuple(spec.shape or ())
     fixed = want if exact else want[1:]
     got = arr.shape[1:]
@@ -251,33 +257,6 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
         raise _refuse(f"{where}: {samples.nbytes / 2**20:.1f} MiB of inputs, over the "
                       f"{MAX_INPUT_BYTES // 2**20} MiB kept per model; use fewer samples")
     return samples
-
-
-def input_file(path: str | Path, filename: str | None = None) -> tuple[str, bytes]:
-    """``(filename, bytes)`` of sample inputs at ``path``, read where the caller is: a file
-    (its size checked before it is read), or a folder (its images, as a ``.zip``)."""
-    import stat
-    from core.errors import ConfigError, ResourceLimitError
-    path = Path(path)
-    limit = 4 * MAX_INPUT_BYTES
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise ConfigError(f"cannot read sample inputs from {str(path)!r}: "
-                          f"{err.strerror or err}; give a file (.npy, .npz, .csv, .parquet, "
-                          ".json, .zip) or a folder of images") from None
-    if stat.S_ISDIR(mode):
-        from .images import zip_folder
-        return filename or f"{path.name or 'images'}.zip", zip_folder(path, limit)
-    if not stat.S_ISREG(mode):  # a device or a pipe: its size says nothing (/dev/zero)
-        raise ConfigError(f"{str(path)!r} is not a regular file; sample inputs are read "
-                          "from a file or a folder of images")
-    with open(path, "rb") as f:   # read at most the limit, whatever the size said
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ResourceLimitError(f"{path} is over the {limit:,} bytes read for sample inputs; "
-                                 "use fewer samples")
-    return filename or path.name, data
 
 
 def _check_unzipped(data: bytes, where: str) -> None:

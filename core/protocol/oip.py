@@ -283,20 +283,40 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
     return [head, *[b for b in blobs if len(b)]], len(head)
 
 
+def check_outputs_asked(model: str, wanted: list[str], known: list[str] | None) -> None:
+    """Refuse (400) a request's ``outputs`` that name an output the model does not have
+    (``known`` None: not declared, not checked) or one output more than once (400,000 copies of one
+    would be a 268 MiB answer from a 5.7 MiB request): the server asks before the request
+    is queued, and encoding asks again for callers that reach it directly."""
+    has = f"model {model!r}'s outputs {sorted(known)}" if known is not None \
+        else f"each of model {model!r}'s outputs"
+    unknown = [n for n in wanted if n not in known] if known is not None else []
+    if unknown:
+        raise OIPError(400, f"unknown output(s) {[n[:60] for n in unknown[:5]]}; ask for "
+                            f"{has}")
+    if len(set(wanted)) < len(wanted):
+        seen: set[str] = set()
+        twice = sorted({n[:60] for n in wanted if n in seen or seen.add(n)})[:5]
+        raise OIPError(400, f"output(s) {twice} asked for more than once; ask for {has} "
+                            "at most once each")
+
+
+def answers_in_binary(req: dict[str, Any]) -> bool:
+    """Whether every output the request asks for (all, when it names none) goes as binary
+    data: its answer is then a short JSON and the outputs' own bytes."""
+    params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
+    default = bool(params.get("binary_data_output", False))
+    wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
+    return all(bool((o.get("parameters") or {}).get("binary_data", default))
+               for o in wanted) if wanted else default
+
+
 def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
             max_json_bytes: int | None) -> list[tuple[str, bool]]:
     """The outputs the request asks for, each with whether it goes as binary data; an
     unknown one is a 400, and so are JSON outputs past ``max_json_bytes``."""
     wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
-    unknown = [o.get("name") for o in wanted if o.get("name") not in outputs]
-    if unknown:
-        raise OIPError(400, f"unknown output(s) {unknown[:10]}; model {model!r} has "
-                            f"{list(outputs)}")
-    if len({o["name"] for o in wanted}) < len(wanted):  # (400,000 copies of one: 268 MiB)
-        seen: set[str] = set()
-        twice = sorted({o["name"] for o in wanted if o["name"] in seen or seen.add(o["name"])})
-        raise OIPError(400, f"output(s) {twice} asked for more than once; ask for each of "
-                            f"model {model!r}'s outputs {list(outputs)} at most once")
+    check_outputs_asked(model, [o.get("name") for o in wanted], list(outputs))
     params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
     default_binary = bool(params.get("binary_data_output", False))
     chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))

@@ -69,6 +69,20 @@ def _retrieved(fut: asyncio.Future) -> None:
         fut.exception()
 
 
+def _declared_json_part(req: _Request) -> int | None:
+    """The length of a body's JSON part its binary-data header declares (None: no header,
+    or not a whole number: the body is all JSON, or the parser refuses it)."""
+    head = req.header(HEADER_LENGTH)
+    return int(head) if head is not None and head.isascii() and head.isdigit() else None
+
+
+def _json_part(req: _Request) -> int:
+    """How much of a body is JSON to parse: its binary tensors after it are taken as they
+    are (a view), so a 200 KiB binary request is as quick to parse as its short JSON."""
+    declared = _declared_json_part(req)
+    return len(req._body) if declared is None else min(declared, len(req._body))
+
+
 class _Disconnected(Exception):
     """The client went away (before its request was read, or before its answer)."""
 
@@ -205,7 +219,7 @@ class OipApp:
                       receive: Receive) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         routes = self.routes
-        if (routes.is_infer(method, path) and len(req._body) <= INLINE_MAX) \
+        if (routes.is_infer(method, path) and _json_part(req) <= INLINE_MAX) \
                 or routes.is_quick(method, path):
             answer = routes.begin(method, path, req, True)
         else:
@@ -236,8 +250,10 @@ class OipApp:
             waiting.add_done_callback(_retrieved)
             pred = answer.late()
         outputs = getattr(pred, "outputs", None) or {}
-        if sum(getattr(a, "nbytes", 0) for a in outputs.values()) > INLINE_MAX:
-            # A large answer is encoded off the event loop, which serves every connection.
+        if sum(getattr(a, "nbytes", 0) for a in outputs.values() if not answer.binary
+               or getattr(getattr(a, "dtype", None), "kind", "O") not in "biuf") > INLINE_MAX:
+            # A large answer is encoded off the event loop, which serves every connection
+            # (numbers as binary data are views of the outputs: quicker than the hop).
             return 200, await loop.run_in_executor(self._pool, answer.answer, pred)
         return 200, answer.answer(pred)
 
@@ -308,9 +324,7 @@ class OipApp:
         over = declared > limit
         counter = None
         if json_limit is not None:
-            head = req.header(HEADER_LENGTH)
-            json_part = (int(head) if head is not None and head.isascii() and head.isdigit()
-                         else None)
+            json_part = _declared_json_part(req)
             # (too short to reach the bound: not counted)
             if (json_part if json_part is not None else (declared or limit + 1)) \
                     * jsontext.OBJECT_BYTES > json_limit:

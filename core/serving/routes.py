@@ -50,11 +50,14 @@ class Text:
 class Pending:
     """An inference the engine has accepted: the answer is ``answer(prediction)`` once
     ``future`` is done; a caller that waited ``wait_s`` in vain calls ``late()`` (which
-    settles it with the timeout, or returns the answer that just arrived)."""
+    settles it with the timeout, or returns the answer that just arrived). ``binary``: every
+    output goes as binary data (encoding it is a short JSON and views: cheap at any size)."""
 
     def __init__(self, future: Future, wait_s: float | None,
-                 answer: Callable[[Any], Any], late: Callable[[], Any]) -> None:
+                 answer: Callable[[Any], Any], late: Callable[[], Any],
+                 binary: bool = False) -> None:
         self.future, self.wait_s, self.answer, self.late = future, wait_s, answer, late
+        self.binary = binary
 
     def result(self) -> tuple[int, Any]:
         """Wait for it here (blocking): ``(200, answer)``, or the request's error."""
@@ -302,15 +305,9 @@ class Routes:
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
-        known = {o.name for o in info.outputs}
-        wanted = [o["name"] for o in req.get("outputs") or []]
-        unknown = [n for n in wanted if n not in known]
-        if known and unknown:   # the caller's mistake: refused before anything runs
-            raise HTTPError(400, f"unknown output(s) {unknown[:10]}; model {name!r} has "
-                                 f"{sorted(known)}")
-        if len(set(wanted)) < len(wanted):
-            raise HTTPError(400, f"an output is asked for more than once; ask for each of "
-                                 f"model {name!r}'s outputs {sorted(known)} at most once")
+        oip.check_outputs_asked(name, [o.get("name") for o in req.get("outputs") or []
+                                       if isinstance(o, dict)],
+                                [o.name for o in info.outputs] or None)
 
         def check(pred: Any) -> None:
             """The answer must fit the form its caller asked for before the request counts
@@ -342,4 +339,5 @@ class Routes:
             return Text(parts, "application/octet-stream",
                         {oip.HEADER_LENGTH: str(binary_header)})
 
-        return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms))
+        return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms),
+                       oip.answers_in_binary(req))

@@ -14,6 +14,11 @@ def _sizes(sizes: tuple[int, ...]) -> str:
 
 def whatif_work_words(cost: CostModel) -> str:
     """What the engine's own work per request is, and where it was measured."""
+    if cost.capacity_batches and cost.per_batch_ms <= 0:
+        return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request, no cheaper a "
+                f"request in bigger batches (from the capacity measured with bursts of "
+                f"requests at max batch sizes {_sizes(cost.capacity_batches)}: no work per "
+                "batch to tell apart; past the capacity, the queue grows)")
     if cost.capacity_batches:
         return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request + "
                 f"{cost.per_batch_ms * 1000:.1f} µs per batch (from the capacity measured "
