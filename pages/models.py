@@ -14,6 +14,7 @@ from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
+from core.ui.traffic import experiments_with_arm
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
@@ -288,8 +289,7 @@ with left:
                        f"is {format_bytes(engine.memory_budget_bytes)}.")
         else:
             st.caption("Not measured yet.")
-        arm_of = [(exp, "AB"[arms.index(selected)]) for exp in engine.ab_experiments()
-                  if selected in (arms := engine.ab_arms(exp))]
+        arm_of = experiments_with_arm(engine, selected)
         if st.button("Unload this model", key="models_unload", disabled=bool(arm_of),
                      help=(f"{selected} is arm {arm_of[0][1]} of A/B experiment "
                            f"{arm_of[0][0]!r}: delete the experiment on the A/B test page "

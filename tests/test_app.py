@@ -637,7 +637,7 @@ def test_experiments_page_warns_of_traffic_reaching_the_model(engine):
     engine.start_traffic("clf-v2", rate_rps=20, duration_s=60)
     at.run()
     said = [w.value for w in at.warning if "Traffic is running on clf-v2" in w.value]
-    assert said and "(20 req/s, from the Batching page" in said[0], said
+    assert said and "(20 req/s; from the Batching page" in said[0], said
     engine.stop_traffic("clf-v2")
     wait_for(lambda: not engine.traffic_running())
     at.run()

@@ -953,6 +953,8 @@ def test_only_short_bodies_are_parsed_on_the_event_loop(served, monkeypatch):
         assert status == 200, raw[:200]
     loop_thread = seen[0][1]
     assert seen[0][0] < asgi.INLINE_MAX <= 32 * 2**10
+    from core.serving.bodyparse import CHILD_MIN   # a part parsed on the loop never waits
+    assert asgi.INLINE_MAX < CHILD_MIN             # for the parser child's pipe
     for size, thread in seen[1:]:
         assert size > asgi.INLINE_MAX and thread != loop_thread, (size, thread)
     # A binary request is as quick to parse as its short JSON part (the tensor is a view):
@@ -982,3 +984,45 @@ def test_only_short_bodies_are_parsed_on_the_event_loop(served, monkeypatch):
                               {"Inference-Header-Content-Length": str(len(part))})
         assert status == 200, raw[:200]
     assert encoded[0] == loop_thread and encoded[1] != loop_thread, encoded
+
+
+def test_what_an_answer_encodes_element_by_element_is_weighed_and_checked():
+    """The server encodes an answer on its event loop unless it is long to encode: numbers
+    asked as binary data are views (free at any size); JSON, strings and memory that is not
+    one block are encoded element by element. The outputs a request names are checked once,
+    the same way before queueing and at encoding; an id is a short string (it is echoed)."""
+    from core.protocol import HTTPError, oip
+    nums = np.zeros((64, 1024), np.float32)
+    outputs = {"y": nums, "label": np.array(["a"] * 100, dtype=object), "t": nums.T}
+    binary = {"parameters": {"binary_data_output": True}}
+    assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "y"}]), outputs) == 0
+    assert oip.text_answer_bytes({"outputs": [{"name": "y"}]}, outputs) == nums.nbytes
+    assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "label"}]), outputs) == \
+        outputs["label"].nbytes                            # strings: one by one
+    assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "t"}]), outputs) == \
+        nums.nbytes                                        # not one block: copied first
+    mixed = {"outputs": [{"name": "y", "parameters": {"binary_data": True}}, {"name": "t"}]}
+    assert oip.text_answer_bytes(mixed, outputs) == nums.nbytes
+    assert oip.text_answer_bytes({"outputs": [{"name": "nope"}]}, outputs) == 0  # refused later
+    with pytest.raises(HTTPError, match=r"\['y'\] asked for more than once; ask for each of "
+                                        r"model 'm'\'s outputs at most once"):
+        oip.check_outputs_asked("m", ["y", "y"], None)     # outputs not declared (remote)
+    oip.check_outputs_asked("m", ["whatever"], None)       # ... so not checked by name
+    with pytest.raises(HTTPError, match=r"unknown output\(s\) \['None'\]"):
+        oip.check_outputs_asked("m", [None], ["y"])        # a direct caller's non-string: 400
+    x = {"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}
+    for bad in (7, "i" * (oip.MAX_ID_CHARS + 1)):
+        with pytest.raises(HTTPError, match="'id' must be a string of at most 1024"):
+            oip.parse_infer_request(json.dumps({"id": bad, "inputs": [x]}).encode())
+    assert oip.parse_infer_request(json.dumps({"id": "r1", "inputs": [x]}).encode())[1]["id"] \
+        == "r1"
+
+
+def test_a_json_part_longer_than_the_body_is_refused(served):
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 16}}]}).encode()
+    body = head + np.zeros(4, "<f4").tobytes()
+    for length in (str(len(body) + 10), "0"):
+        status, raw, _ = post(served, "/v2/models/ident/infer", body,
+                              {"Inference-Header-Content-Length": length})
+        assert status == 400, (length, raw[:200])

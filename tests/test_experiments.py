@@ -816,11 +816,12 @@ def test_the_engines_work_is_told_apart_per_request_and_per_batch():
     flat = with_capacities(bare, {32: 20_000.0, 8: 21_000.0}, 32)
     assert flat.per_batch_ms == 0 and flat.capacity_rps(8) == pytest.approx(20_000.0)
     from core.ui.whatif import whatif_work_words
-    assert "50.0 µs per request, no cheaper a request in bigger batches" in \
+    assert "50.0 µs per request, the same at every batch size" in \
         whatif_work_words(flat) and "per batch (" not in whatif_work_words(flat)
     assert "µs per batch (from the capacity" in whatif_work_words(cost)
     steep = with_capacities(bare, {32: 40_000.0, 8: 5_000.0}, 32)
     assert steep.per_request_ms == 0 and steep.per_batch_ms > 0
+    assert "engine work all of it per batch: " in whatif_work_words(steep)
     # fewer than two sizes measured: one point, as with_capacity
     one = with_capacities(bare, {32: 20_000.0, 8: None}, 32)
     assert one == with_capacity(bare, 20_000.0, 32) and one.capacity_batches == ()

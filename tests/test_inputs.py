@@ -318,6 +318,15 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
         read_inputs(npy(np.array([[1.0, 0.5], [3.0, 4.0]])), "halves.npy", info)
     with pytest.raises(InputValidationError, match=r"2 values \(e\.g\. 1099511627776\)"):
         read_inputs(npy(np.array([[2**40, 1], [2, 2**40]])), "wide.npy", info)
-    with pytest.raises(InputValidationError, match=r"e\.g\. nan"):
+    with pytest.raises(InputValidationError, match=r"e\.g\. nan: a missing value"):
         read_inputs(pd.DataFrame([[1.0, np.nan]]).to_csv(index=False).encode(), "gap.csv",
                     info)
+    with pytest.raises(InputValidationError, match="complex numbers"):
+        read_inputs(npy(np.array([[1 + 2j, 1]])), "complex.npy", info)
+    flag = TensorSpec("on", "tensor(bool)", np.dtype("bool"), ("N", 2))
+    flags = ModelInfo("flags", "0" * 64, 1, (flag,), (flag,), {"": 17}, 8, "test", "dynamic",
+                      "test")
+    assert read_inputs(npy(np.array([[0, 1]])), "ok.npy", flags).arrays["on"].tolist() == \
+        [[False, True]]
+    with pytest.raises(InputValidationError, match=r"\(e\.g\. 2\).*give 0 or 1"):
+        read_inputs(npy(np.array([[0, 2]])), "two.npy", flags)

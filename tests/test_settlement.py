@@ -327,6 +327,68 @@ def test_close_timeout_is_shared_and_fails_what_is_left():
         run.gate.set()
 
 
+def test_close_is_one_deadline_for_the_labs_traffic_and_jobs_and_the_models(monkeypatch):
+    """close_timeout_s bounds the whole close: an adversary's close took 1-9 s against
+    0.5 under GIL contention, the lab waiting up to 5 s per traffic generator and 5 s for
+    jobs before the models' own drain began. Now the traffic and the jobs are stopped
+    within the first half of the engine's budget, and the models drain in what is left."""
+    import time
+    from core import EngineConfig
+    engine = Engine(EngineConfig(demo_models=False, close_timeout_s=0.3))
+    seen: dict = {}
+    stop, cancel_all, close = (engine._lab.traffic.stop, engine._lab.jobs.cancel_all,
+                               engine._registry.close)
+
+    def spy_stop(*a, **kw):
+        seen["hook_at"], seen["traffic"] = time.monotonic(), kw.get("timeout_s")
+        return stop(*a, **kw)
+
+    def spy_cancel(timeout_s):
+        seen["jobs"] = timeout_s
+        return cancel_all(timeout_s)
+
+    def spy_close(deadline):
+        seen["deadline"] = deadline
+        return close(deadline)
+    monkeypatch.setattr(engine._lab.traffic, "stop", spy_stop)
+    monkeypatch.setattr(engine._lab.jobs, "cancel_all", spy_cancel)
+    monkeypatch.setattr(engine._registry, "close", spy_close)
+    engine.close()
+    assert seen["traffic"] == 0.15 and 0 <= seen["jobs"] <= 0.15   # half the budget
+    assert seen["deadline"] <= seen["hook_at"] + 0.3   # set before the lab's hook ran
+
+
+def test_traffic_stop_tells_every_generator_before_waiting_for_any():
+    """Stopping every generator (close, unload) waits for them within one timeout, not
+    one timeout each after the other: each is told first, then each waited for in what is
+    left."""
+    from core.lab.traffic import TrafficManager
+    calls = []
+
+    class Gen:
+        priority, running = None, True
+
+        def __init__(self, target):
+            self.target = target
+
+        def start(self):
+            return self
+
+        def status(self):
+            return self.target
+
+        def stop(self, timeout_s=5.0):
+            calls.append((self.target, timeout_s))
+
+    manager = TrafficManager(lambda *a, **kw: None)
+    for t in ("a", "b", "c"):
+        manager.add(Gen(t))
+    manager.stop(timeout_s=1.0)
+    assert [c for c in calls[:3]] == [("a", 0.0), ("b", 0.0), ("c", 0.0)]
+    assert [t for t, _ in calls[3:]] == ["a", "b", "c"]
+    assert all(0.0 <= w <= 1.0 for _, w in calls[3:])
+
+
 @pytest.mark.parametrize("script", [
     # the reported case: queued requests, a hot swap, then leaving the with-block
     """

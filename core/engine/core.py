@@ -160,8 +160,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         return frame
 
     def model_file(self, name: str) -> bytes:
-        """The ONNX file ``name`` was loaded from (for a private copy: a replay, a probe).
-        A remote model has none here."""
+        """The ONNX file ``name`` was loaded from (a replay's, a probe's copy; not remote)."""
         return self._local_entry(name, "its file is on its server").data
 
     @property
@@ -369,19 +368,21 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         return self._closed
 
     def close(self) -> None:
-        """Stop accepting requests and finish every accepted one — of current models, of
-        versions retired by a hot swap and of models being unloaded — within
-        ``close_timeout_s`` in total; what is still pending then is failed with
-        :class:`EngineClosedError`. After ``close()`` no future is pending."""
+        """Stop the lab's traffic and jobs (in at most half of ``close_timeout_s``), stop
+        accepting requests and finish every accepted one (of current models, of versions
+        retired by a hot swap and of models being unloaded), all within ``close_timeout_s``;
+        what is then pending fails with :class:`EngineClosedError`. None is left pending."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        deadline = time.monotonic() + self.config.close_timeout_s  # (on_close hooks' too)
         _call_hooks(self.on_close)
-        failed = self._registry.close(time.monotonic() + self.config.close_timeout_s)
+        failed = self._registry.close(deadline)
         if failed:
-            log.warning("engine closed with %d request(s) failed: the models did not finish "
-                        "within close_timeout_s=%g s", failed, self.config.close_timeout_s)
+            log.warning("engine closed with %d request(s) failed: not finished within "
+                        "close_timeout_s=%g s (with traffic and jobs stopped first)", failed,
+                        self.config.close_timeout_s)
         _OPEN_ENGINES.discard(self)
 
     def __enter__(self) -> EngineCore:
@@ -411,8 +412,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
 
 def _call_hooks(hooks: list[Callable[..., None]], *args: Any) -> None:
-    """Call each hook; one that fails is logged and must not stop the others (nor keep
-    the models open at close)."""
+    """Call each hook; one that fails is logged, and the others (and close) go on."""
     for hook in list(hooks):
         try:
             hook(*args)

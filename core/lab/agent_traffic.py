@@ -30,7 +30,8 @@ from core.errors import ConfigError
 from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint, check_ray_address
 from .loadgen import LoadResult
 from .schedule import ARRIVAL_PATTERNS, arrival_stream
-from .traffic import _RECENT_S, SenderThread, TrafficStatus
+from .traffic import SenderThread
+from .traffic_status import _RECENT_S, TrafficStatus
 
 __all__ = ["AgentTraffic", "CHUNK_S"]
 

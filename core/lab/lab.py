@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,8 +44,12 @@ class Lab:
         engine.on_close.append(self._close)
 
     def _close(self) -> None:
-        self.traffic.stop()
-        self.jobs.cancel_all(min(5.0, self.engine.config.close_timeout_s))
+        """The engine's close: traffic and jobs stopped within the first half of its
+        ``close_timeout_s`` (at most 5 s), so the models keep the rest to drain."""
+        budget = min(5.0, self.engine.config.close_timeout_s / 2)
+        deadline = time.monotonic() + budget
+        self.traffic.stop(timeout_s=budget)
+        self.jobs.cancel_all(max(0.0, deadline - time.monotonic()))
 
     @property
     def store(self) -> ExperimentStore:

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 
 from core.errors import ConfigError, ResourceLimitError
-from .inputs import MAX_INPUT_BYTES
+from .inputs import INPUT_SUFFIXES, MAX_INPUT_BYTES
 
 __all__ = ["input_file"]
 
@@ -25,8 +25,8 @@ def input_file(path: str | Path, filename: str | None = None) -> tuple[str, byte
         mode = path.stat().st_mode
     except OSError as err:
         raise ConfigError(f"cannot read sample inputs from {str(path)!r}: "
-                          f"{err.strerror or err}; give a file (.npy, .npz, .csv, .parquet, "
-                          ".json, .zip) or a folder of images") from None
+                          f"{err.strerror or err}; give a file ({', '.join(INPUT_SUFFIXES)}) "
+                          "or a folder of images") from None
     if stat.S_ISDIR(mode):
         from .images import zip_folder
         return filename or f"{path.name or 'images'}.zip", zip_folder(path, limit)

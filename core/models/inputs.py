@@ -15,9 +15,10 @@ Accepted files (:func:`read_inputs`):
 
 Each input is checked against the model: its trailing dimensions must be the model's fixed
 ones, its values must fit the model's datatype (no NaN or infinities made by an overflow;
-for an integer input, whole numbers within its range: nothing changes when cast), and the
-whole set is bounded (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample is one
-row; for a model of one fixed shape, a sample is one whole input.
+for an integer input, whole numbers within its range: nothing changes when cast, though a
+CSV's numbers are read as float64 first, exact up to 2**53), and the whole set is bounded
+(:data:`MAX_INPUT_BYTES`). For a model that batches, a sample is one row; for a model of
+one fixed shape, a sample is one whole input.
 
 Example:
     >>> samples = read_inputs(open("iris.csv", "rb").read(), "iris.csv", info)
@@ -107,7 +108,7 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             arr = np.asarray(values).astype(dtype)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise _refuse(f"{where}: input {name!r} is not numbers of {dtype} ({err})") from None
     if arr.ndim == 0:
         raise _refuse(f"{where}: input {name!r} is a single number; give samples (rows)")
@@ -115,13 +116,17 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     if dtype.kind == "f" and not np.isfinite(arr).all() and np.isfinite(
             src.astype(np.float64, copy=False)).all():
         raise _refuse(f"{where}: input {name!r} has values beyond {dtype}'s range")
+    if src.dtype.kind == "c":   # (a cast drops the imaginary parts)
+        raise _refuse(f"{where}: input {name!r} is {dtype}; the file holds complex numbers")
     if dtype.kind in "iub" and src.dtype.kind in "biuf" and src.dtype != dtype:
-        changed = np.flatnonzero(src.reshape(-1) != arr.reshape(-1))
-        if changed.size:
-            n, first = changed.size, src.reshape(-1)[changed[0]].item()
+        changed = src.reshape(-1) != arr.reshape(-1)
+        if n := int(np.count_nonzero(changed)):
+            first = src.reshape(-1)[int(changed.argmax())].item()
             raise _refuse(f"{where}: input {name!r} is {dtype}, and {n:,} value"
-                          f"{'s' * (n != 1)} (e.g. {first!r}) would change cast to it: "
-                          "give whole numbers within its range")
+                          f"{'s' * (n != 1)} (e.g. {first!r}"
+                          f"{': a missing value' if first != first else ''}) would change "
+                          "cast to it: give " + ("0 or 1" if dtype.kind == "b" else
+                                                 "whole numbers within its range"))
     want = tuple(spec.shape or ())
     fixed = want if exact else want[1:]
     got = arr.shape[1:]

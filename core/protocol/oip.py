@@ -33,6 +33,8 @@ __all__ = ["OIPError", "metadata", "parse_infer_request", "encode_infer_response
 
 #: The header that carries the JSON part's length in a binary request or answer.
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: The longest request ``id`` taken (it is echoed in the answer: a long one is a long answer).
+MAX_ID_CHARS = 1024
 # A binary output at least this large is answered as a view of its memory, not a copy.
 _VIEW_BYTES = 1 << 20
 
@@ -154,6 +156,10 @@ def _check_request(req: Any) -> None:
     that nothing later meets a list where it reads a field (a 400 saying which, not a 500)."""
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise OIPError(400, "the request must be a JSON object with an 'inputs' list")
+    if "id" in req and not (isinstance(req["id"], str) and len(req["id"]) <= MAX_ID_CHARS):
+        raise OIPError(400, f"the request's 'id' must be a string of at most {MAX_ID_CHARS} "
+                            f"characters (it is echoed in the answer), got "
+                            f"{type(req['id']).__name__} {str(req['id'])[:40]!r}")
     _check_parameters(req, "the request")
     for t in req["inputs"]:
         if isinstance(t, dict):
@@ -283,13 +289,14 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
     return [head, *[b for b in blobs if len(b)]], len(head)
 
 
-def check_outputs_asked(model: str, wanted: list[str], known: list[str] | None) -> None:
+def check_outputs_asked(model: str, wanted: list[Any], known: list[str] | None) -> None:
     """Refuse (400) a request's ``outputs`` that name an output the model does not have
     (``known`` None: not declared, not checked) or one output more than once (400,000 copies of one
     would be a 268 MiB answer from a 5.7 MiB request): the server asks before the request
     is queued, and encoding asks again for callers that reach it directly."""
     has = f"model {model!r}'s outputs {sorted(known)}" if known is not None \
-        else f"each of model {model!r}'s outputs"
+        else f"model {model!r}'s outputs"
+    wanted = [str(n) for n in wanted]
     unknown = [n for n in wanted if n not in known] if known is not None else []
     if unknown:
         raise OIPError(400, f"unknown output(s) {[n[:60] for n in unknown[:5]]}; ask for "
@@ -297,18 +304,26 @@ def check_outputs_asked(model: str, wanted: list[str], known: list[str] | None) 
     if len(set(wanted)) < len(wanted):
         seen: set[str] = set()
         twice = sorted({n[:60] for n in wanted if n in seen or seen.add(n)})[:5]
-        raise OIPError(400, f"output(s) {twice} asked for more than once; ask for {has} "
-                            "at most once each")
+        raise OIPError(400, f"output(s) {twice} asked for more than once; ask for each of "
+                            f"{has} at most once")
 
 
-def answers_in_binary(req: dict[str, Any]) -> bool:
-    """Whether every output the request asks for (all, when it names none) goes as binary
-    data: its answer is then a short JSON and the outputs' own bytes."""
-    params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
-    default = bool(params.get("binary_data_output", False))
-    wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
-    return all(bool((o.get("parameters") or {}).get("binary_data", default))
-               for o in wanted) if wanted else default
+def text_answer_bytes(req: dict[str, Any], outputs: dict[str, Any]) -> int:
+    """Bytes of ``outputs`` the answer to ``req`` encodes element by element: those asked
+    as JSON, and binary ones that are not numbers in one block of memory (strings,
+    sequences). Numbers asked as binary data are views of the outputs: cheap at any size.
+    (0 for a request :func:`encode_infer_response` would refuse: it says why.)"""
+    try:
+        chosen = _chosen(req, "", outputs, None)
+    except OIPError:
+        return 0
+    total = 0
+    for name, binary in chosen:
+        a = outputs[name]
+        if not (binary and isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
+                and a.flags.c_contiguous):
+            total += getattr(a, "nbytes", 0)
+    return total
 
 
 def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],

@@ -249,9 +249,7 @@ class OipApp:
         else:
             waiting.add_done_callback(_retrieved)
             pred = answer.late()
-        outputs = getattr(pred, "outputs", None) or {}
-        if sum(getattr(a, "nbytes", 0) for a in outputs.values() if not answer.binary
-               or getattr(getattr(a, "dtype", None), "kind", "O") not in "biuf") > INLINE_MAX:
+        if answer.weigh(pred) > INLINE_MAX:
             # A large answer is encoded off the event loop, which serves every connection
             # (numbers as binary data are views of the outputs: quicker than the hop).
             return 200, await loop.run_in_executor(self._pool, answer.answer, pred)

@@ -47,17 +47,22 @@ class Text:
         self.data, self.content_type, self.headers = data, content_type, headers or {}
 
 
+def _all_outputs_bytes(pred: Any) -> int:
+    outputs = getattr(pred, "outputs", None) or {}
+    return sum(getattr(a, "nbytes", 0) for a in outputs.values())
+
+
 class Pending:
     """An inference the engine has accepted: the answer is ``answer(prediction)`` once
     ``future`` is done; a caller that waited ``wait_s`` in vain calls ``late()`` (which
-    settles it with the timeout, or returns the answer that just arrived). ``binary``: every
-    output goes as binary data (encoding it is a short JSON and views: cheap at any size)."""
+    settles it with the timeout, or returns the answer that just arrived). ``weigh``: the
+    bytes ``answer(prediction)`` encodes element by element (default: all its outputs')."""
 
     def __init__(self, future: Future, wait_s: float | None,
                  answer: Callable[[Any], Any], late: Callable[[], Any],
-                 binary: bool = False) -> None:
+                 weigh: Callable[[Any], int] | None = None) -> None:
         self.future, self.wait_s, self.answer, self.late = future, wait_s, answer, late
-        self.binary = binary
+        self.weigh = weigh or _all_outputs_bytes
 
     def result(self) -> tuple[int, Any]:
         """Wait for it here (blocking): ``(200, answer)``, or the request's error."""
@@ -340,4 +345,4 @@ class Routes:
                         {oip.HEADER_LENGTH: str(binary_header)})
 
         return Pending(fut, wait_s_for(t_ms), answer, lambda: settle_late(fut, name, t_ms),
-                       oip.answers_in_binary(req))
+                       lambda pred: oip.text_answer_bytes(req, pred.outputs))

@@ -1,21 +1,39 @@
-"""Whether the built-in traffic reaches a model, directly or through an A/B experiment with
-it as an arm: a sweep or a search on that model is then measured under disturbance.
+"""Who else reaches a model: the A/B experiments it is an arm of, and the built-in traffic
+sent to it directly or through one of them (a sweep or a search on the model is then
+measured under disturbance).
 
 Example:
-    >>> traffic_warning(engine, "mlp")   # None when nothing else sends to mlp
+    >>> experiments_with_arm(engine, "clf-v2")   # [("checkout", "B")]
+    >>> traffic_warning(engine, "mlp")           # None when nothing else sends to mlp
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["traffic_reaching", "traffic_warning"]
+from core.errors import ModelNotFoundError
+
+__all__ = ["experiments_with_arm", "traffic_reaching", "traffic_warning"]
+
+
+def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
+    """``(experiment, "A" or "B")`` for each A/B experiment with ``model`` as an arm (one
+    deleted meanwhile, in another tab, is left out)."""
+    found = []
+    for exp in engine.ab_experiments():
+        try:
+            arms = engine.ab_arms(exp)
+        except ModelNotFoundError:
+            continue
+        if model in arms:
+            found.append((exp, "AB"[arms.index(model)]))
+    return found
 
 
 def traffic_reaching(engine: Any, model: str) -> list[tuple[Any, str | None]]:
     """The running traffic generators whose requests reach ``model``: each with the A/B
     experiment it goes through (None: sent to the model itself)."""
-    via = {exp for exp in engine.ab_experiments() if model in engine.ab_arms(exp)}
+    via = {exp for exp, _ in experiments_with_arm(engine, model)}
     return [(t, t.target if t.target in via else None) for t in engine.traffic()
             if t.running and (t.target == model or t.target in via)]
 
@@ -25,11 +43,13 @@ def traffic_warning(engine: Any, model: str) -> str | None:
     reaching = traffic_reaching(engine, model)
     if not reaching:
         return None
-    t, exp = reaching[0]
-    how = (f"{t.rate_rps:,.0f} req/s" if exp is None else
-           f"{t.rate_rps:,.0f} req/s to A/B experiment {exp!r}, whose arm it is")
-    where = "the Batching page" if exp is None else "the A/B test page"
-    return (f"Traffic is running on {model} ({how}, from {where} or another tab): its "
+    senders = "; ".join(f"{t.rate_rps:,.0f} req/s" + ("" if t.priority is None else
+                                                      f" ({t.label.split(' · ')[1]} class)")
+                        + ("" if exp is None else f" to A/B experiment {exp!r}, whose arm "
+                           "it is") for t, exp in reaching)
+    where = " and ".join(dict.fromkeys("the Batching page" if exp is None else
+                                       "the A/B test page" for _, exp in reaching))
+    return (f"Traffic is running on {model} ({senders}; from {where} or another tab): its "
             "requests share the engine with a sweep's or a search's, whose points are then "
             f"measured under disturbance, and they move {model}'s settings under it. Stop it "
             f"on {where} for numbers you can rely on.")

@@ -15,12 +15,14 @@ def _sizes(sizes: tuple[int, ...]) -> str:
 def whatif_work_words(cost: CostModel) -> str:
     """What the engine's own work per request is, and where it was measured."""
     if cost.capacity_batches and cost.per_batch_ms <= 0:
-        return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request, no cheaper a "
-                f"request in bigger batches (from the capacity measured with bursts of "
-                f"requests at max batch sizes {_sizes(cost.capacity_batches)}: no work per "
-                "batch to tell apart; past the capacity, the queue grows)")
+        return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request, the same at "
+                f"every batch size (from the capacity measured with bursts of requests at "
+                f"max batch sizes {_sizes(cost.capacity_batches)}: bigger batches were no "
+                "cheaper a request; past the capacity, the queue grows)")
     if cost.capacity_batches:
-        return (f"engine work {cost.per_request_ms * 1000:.1f} µs per request + "
+        per_request = (f"{cost.per_request_ms * 1000:.1f} µs per request + "
+                       if cost.per_request_ms > 0 else "all of it per batch: ")
+        return (f"engine work {per_request}"
                 f"{cost.per_batch_ms * 1000:.1f} µs per batch (from the capacity measured "
                 f"with bursts of requests at max batch sizes {_sizes(cost.capacity_batches)}"
                 f": {cost.work_ms(cost.capacity_batch) * 1000:.1f} µs a request at "
