@@ -219,7 +219,8 @@ class OipApp:
                       receive: Receive) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         routes = self.routes
-        if (routes.is_infer(method, path) and _json_part(req) <= INLINE_MAX) \
+        if (routes.is_infer(method, path) and (len(req._body) <= INLINE_MAX
+                                               or _json_part(req) <= INLINE_MAX)) \
                 or routes.is_quick(method, path):
             answer = routes.begin(method, path, req, True)
         else:
@@ -249,7 +250,7 @@ class OipApp:
         else:
             waiting.add_done_callback(_retrieved)
             pred = answer.late()
-        if answer.weigh(pred) > INLINE_MAX:
+        if answer.encodes_bytes(pred, INLINE_MAX) > INLINE_MAX:
             # A large answer is encoded off the event loop, which serves every connection
             # (numbers as binary data are views of the outputs: quicker than the hop).
             return 200, await loop.run_in_executor(self._pool, answer.answer, pred)

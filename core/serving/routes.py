@@ -47,22 +47,24 @@ class Text:
         self.data, self.content_type, self.headers = data, content_type, headers or {}
 
 
-def _all_outputs_bytes(pred: Any) -> int:
-    outputs = getattr(pred, "outputs", None) or {}
-    return sum(getattr(a, "nbytes", 0) for a in outputs.values())
-
-
 class Pending:
     """An inference the engine has accepted: the answer is ``answer(prediction)`` once
     ``future`` is done; a caller that waited ``wait_s`` in vain calls ``late()`` (which
     settles it with the timeout, or returns the answer that just arrived). ``weigh``: the
-    bytes ``answer(prediction)`` encodes element by element (default: all its outputs')."""
+    bytes ``answer(prediction)`` encodes element by element (None: all its outputs')."""
 
     def __init__(self, future: Future, wait_s: float | None,
                  answer: Callable[[Any], Any], late: Callable[[], Any],
                  weigh: Callable[[Any], int] | None = None) -> None:
         self.future, self.wait_s, self.answer, self.late = future, wait_s, answer, late
-        self.weigh = weigh or _all_outputs_bytes
+        self.weigh = weigh
+
+    def encodes_bytes(self, pred: Any, closer_above: int = 0) -> int:
+        """What encoding ``pred``'s answer walks element by element: its outputs' bytes,
+        weighed more closely (``weigh``) when they are more than ``closer_above``."""
+        outputs = getattr(pred, "outputs", None) or {}
+        total = sum(getattr(a, "nbytes", 0) for a in outputs.values())
+        return total if self.weigh is None or total <= closer_above else self.weigh(pred)
 
     def result(self) -> tuple[int, Any]:
         """Wait for it here (blocking): ``(200, answer)``, or the request's error."""
