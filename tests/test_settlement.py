@@ -328,10 +328,10 @@ def test_close_timeout_is_shared_and_fails_what_is_left():
 
 
 def test_close_is_one_deadline_for_the_labs_traffic_and_jobs_and_the_models(monkeypatch):
-    """close_timeout_s bounds the whole close: an adversary's close took 1-9 s against
-    0.5 under GIL contention, the lab waiting up to 5 s per traffic generator and 5 s for
-    jobs before the models' own drain began. Now the traffic and the jobs are stopped
-    within the first half of the engine's budget, and the models drain in what is left."""
+    """close_timeout_s bounds the whole close, the lab's part included: it could wait up
+    to 5 s per traffic generator and 5 s for jobs before the models' own budget began. Now
+    the traffic and the jobs are stopped within the first half of the engine's budget, and
+    the models drain in what is left of it."""
     import time
     from core import EngineConfig
     engine = Engine(EngineConfig(demo_models=False, close_timeout_s=0.3))
