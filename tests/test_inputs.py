@@ -154,6 +154,11 @@ def test_inputs_follow_the_model_they_belong_to(tmp_path):
         # a new version with the same inputs keeps them; another interface drops them
         engine.load_model(identity_model(), name="m", replace=True)
         assert engine.input_source("m") == "real: rows.npy (10 samples)"
+        # a new version taking doubles: the samples are cast to them (traffic goes on)
+        engine.load_model(identity_model(TensorProto.DOUBLE), name="m", replace=True)
+        assert engine.input_source("m") == "real: rows.npy (10 samples)"
+        x = engine.sample_input("m", rows=2)
+        assert x.dtype == np.float64 and engine.predict("m", x).outputs["y"].dtype == np.float64
         engine.load_model(identity_model(TensorProto.FLOAT, ["N", 5]), name="m", replace=True)
         assert engine.input_source("m").startswith("generated")
         engine.load_model(identity_model(), name="m", replace=True)

@@ -77,10 +77,13 @@ class InputMethods:
         if real is None:
             return
         from core.models.inputs import refit
-        if not refit(real, self._ns.entry(name).info):
-            del self._inputs[name]
-            self._events.add(name, "inputs", "real inputs dropped: the new version does not "
-                             "take them; generated inputs again")
+        fitted = refit(real, self._ns.entry(name).info)   # (cast to the new version's types)
+        if fitted is not None:
+            self._inputs[name] = fitted
+            return
+        del self._inputs[name]
+        self._events.add(name, "inputs", "real inputs dropped: the new version does not "
+                         "take them; generated inputs again")
 
     def input_source(self, name: str) -> str:
         """What generated load sends ``name`` (for an A/B experiment: arm A's):

@@ -391,14 +391,15 @@ def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.nda
     return numeric_frame.to_numpy()
 
 
-def refit(samples: SampleInputs, info: ModelInfo) -> bool:
-    """Whether ``samples`` still fit model ``info`` (a new version after a hot swap)."""
+def refit(samples: SampleInputs, info: ModelInfo) -> SampleInputs | None:
+    """``samples`` for model ``info`` (a new version after a hot swap), cast to its input
+    types; None when they no longer fit it."""
     specs = {s.name: s for s in info.inputs}
     if set(specs) != set(samples.arrays) or samples.exact != (info.batch_mode == "exact"):
-        return False
+        return None
     try:
-        for name, arr in samples.arrays.items():
-            _fit(name, arr, specs[name], samples.exact, samples.source)
+        arrays = {name: _fit(name, arr, specs[name], samples.exact, samples.source)
+                  for name, arr in samples.arrays.items()}
     except InputValidationError:
-        return False
-    return True
+        return None
+    return SampleInputs(arrays, samples.source, samples.exact)
