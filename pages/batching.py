@@ -234,7 +234,7 @@ def live_tiles() -> None:
     served = snap.success_count > 0
     st.caption(f"LAST {WINDOW_S} SECONDS")
     m = st.columns(4)
-    m[0].metric("Throughput, last 5 s", fmt_rate(snap.throughput_rps),
+    m[0].metric("Throughput now", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
     m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-",
                 help=f"Over the last {WINDOW_S} seconds.")

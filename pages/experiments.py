@@ -12,7 +12,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import traffic_warning
-from core.ui.whatif import whatif_ceiling_caveat, whatif_work_words
+from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_words
 from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
@@ -110,9 +110,12 @@ with st.container(border=True):
                    and float(own_cfg.max_wait_ms) in [float(w) for w in waits])
     n_points = len(sizes) * len(waits) * len(loads)
     n_run = n_points + (0 if own_in_grid or not n_points else len(loads))
+    runs = getattr(own_cfg, "policy", None)   # (a running job's record has none)
+    own_policy = (f", under {sweep_policy} as every point (the model runs {runs})"
+                  if sweep_policy and runs and runs != sweep_policy else "")
     with_own = ("" if n_run == n_points else
                 f" (with the model's own settings, {own_cfg.max_batch_size} / "
-                f"{own_cfg.max_wait_ms:g} ms, at each load, to compare with)")
+                f"{own_cfg.max_wait_ms:g} ms{own_policy}, at each load, to compare with)")
     st.caption(f"{n_run} points{with_own}"
                f", at least {n_run * (duration + 0.5):.0f} s: each point "
                f"is measured in windows of {duration / 3:.2g} s until the last three agree "
@@ -425,10 +428,8 @@ with st.container(border=True):
                                  **{c: st.column_config.NumberColumn(format="%.2f ms") for c in
                                     ("p50 measured", "p50 predicted", "p99 measured",
                                      "p99 predicted")}})
-                st.caption("The p50 is what the model predicts well (within a few percent below "
-                           "capacity on the demo models, docs/benchmarks.md); a p99 is one "
-                           "point's tail: trust the measurement when its interval is narrow, "
-                           "and a point measured 3 times was an outlier re-checked.")
+                holds, words = whatif_accuracy(cost, [e["p50 error"] for e in errs])
+                (st.caption if holds else st.warning)(words)
 
 # -- history ----------------------------------------------------------------------------------------
 with st.container(border=True):

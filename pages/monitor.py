@@ -84,7 +84,7 @@ def tiles() -> None:
     m[0].metric("p50", fmt_ms(snap.p50_ms) if served else "-")
     m[1].metric("p95", fmt_ms(snap.p95_ms) if served else "-")
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-")
-    m[3].metric("Throughput, last 5 s", fmt_rate(snap.throughput_rps),
+    m[3].metric("Throughput now", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.")
     stop_when_idle(engine, interval)
 

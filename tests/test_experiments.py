@@ -819,6 +819,12 @@ def test_the_engines_work_is_told_apart_per_request_and_per_batch():
     assert "50.0 µs per request, the same at every batch size" in \
         whatif_work_words(flat) and "per batch (" not in whatif_work_words(flat)
     assert "µs per batch (from the capacity" in whatif_work_words(cost)
+    # under the table of predicted against measured: the reassurance only when it holds
+    from core.ui.whatif import whatif_accuracy
+    holds, words = whatif_accuracy(cost, [0.05, -0.12])
+    assert holds and "predicts well" in words
+    holds, words = whatif_accuracy(cost, [1.3078, 2.2063, float("nan")])
+    assert not holds and "off by up to 221%" in words and "predicts well" not in words
     steep = with_capacities(bare, {32: 40_000.0, 8: 5_000.0}, 32)
     assert steep.per_request_ms == 0 and steep.per_batch_ms > 0
     assert "engine work all of it per batch: " in whatif_work_words(steep)

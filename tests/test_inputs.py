@@ -123,10 +123,16 @@ def test_every_file_kind_reads_and_a_wrong_one_says_what_is_wrong(iris, tmp_path
         assert engine.set_inputs("lr", path) == "real: iris.csv (150 samples)"
         # what is wrong, said
         with_label = pd.DataFrame(X, columns=list("abcd")).assign(species="setosa")
-        with pytest.raises(InputValidationError, match=r"4 features.*others \['species'\]"):
+        with pytest.raises(InputValidationError, match=r"4 features.*1 column\(s\) that are "
+                                                       r"not numbers, \['species'\]"):
             put(with_label.to_csv(index=False).encode(), "labelled.csv")
-        with pytest.raises(InputValidationError, match=r"4 features per row.*\['0', '1', '2'\]"):
+        with pytest.raises(InputValidationError, match=r"4 features per row.*3 numeric "
+                                                       r"column\(s\) \['0', '1', '2'\]"):
             put(pd.DataFrame(X[:, :3]).to_csv(index=False).encode(), "narrow.csv")
+        wide = pd.DataFrame(np.zeros((2, 200)))   # 200 columns: 8 named, the rest counted
+        with pytest.raises(InputValidationError, match=r"200 numeric column\(s\) \['0', '1', "
+                                                       r"'2', '3', '4', '5', '6', '7', … 192 more\]"):
+            put(wide.to_csv(index=False).encode(), "wide.csv")
         narrow = io.BytesIO()
         np.save(narrow, X[:, :3])
         with pytest.raises(InputValidationError, match=r"samples of shape \[3\].*\[4\] per row"):
@@ -282,7 +288,8 @@ def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatc
         engine.load_model(identity_model(), name="m")
         text = b"a,b,c,name\n" + b"1,2,3,ab\n" * 1000
         with pytest.raises(InputValidationError,
-                           match=r"numeric columns \['a', 'b', 'c'\] and others \['name'\]"):
+                           match=r"1 column\(s\) that are not numbers, \['name'\], and 3 "
+                                 r"numeric column\(s\) \['a', 'b', 'c'\]"):
             engine.set_inputs("m", text, "t.csv")
         # only the numbers-only read and a look at the first rows
         assert all(k.get("dtype") is np.float64 or k.get("nrows") == 100 for k in calls)
@@ -291,7 +298,7 @@ def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatc
             engine.set_inputs("m", late, "late.csv")
         buf = io.BytesIO()
         pq.write_table(pa.table({"a": [1.0], "b": [2.0], "c": [3.0], "name": ["ab"]}), buf)
-        with pytest.raises(InputValidationError, match=r"and others \['name'\]"):
+        with pytest.raises(InputValidationError, match=r"not numbers, \['name'\]"):
             engine.set_inputs("m", buf.getvalue(), "t.parquet")
         assert "parquet" not in calls
         # a pandas index is not a column (a string index id was refused as one)

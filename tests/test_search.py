@@ -84,6 +84,16 @@ def test_the_climb_finds_the_top_of_a_hill_and_stops_there(table):
     grid_points = len(BATCHES) * len(WAITS) * 2 * len(LOADS)
     assert res.points < 0.4 * grid_points
     assert "max_batch_size=32, max_wait_ms=1" in res.reason
+    assert "The climb started there" not in res.reason   # (the model's own: on the grid)
+    # the model's own settings not among the choices: the climb says where it started
+    table.own = (64, 4.0)
+    try:
+        res = quick_search(object(), "m", [8, 16, 32], WAITS, LOADS, Constraints(p99_ms=10))
+    finally:
+        table.own = (8, 0.0)
+    assert res.path[0] == (32, 5.0, None)
+    assert "The climb started there, the choices nearest the model's own max_batch_size=64, " \
+        "max_wait_ms=4 (not among them)." in res.reason
 
 
 def test_scores_of_a_grid_follow_the_recommendation_rules():
@@ -185,6 +195,10 @@ def test_the_html_report_of_a_sweep_is_self_contained_and_says_what_it_found():
     assert len(html) > 1_000_000  # plotly.js is inlined
     assert html.count("⚠ unstable") == 2 and 'class="unstable baseline"' in html
     assert "Memory vs p99" in html and "<dt>cpus</dt>" in html
+    # headers in words, as on the page, and the table scrolls in its box (2,092 px of
+    # column names pushed the disturbed column off a 1,400 px window)
+    assert "<th>p99 (ms)</th>" in html and "<th>p99_ci_high_ms</th>" not in html
+    assert '<div class="scroll"><table>' in html
     # whole-number columns shown whole (load 1,000 and 1 thread, not 1,000.00 and 1.00)
     assert "<td>1,000</td>" in html and "<td>1</td>" in html
     # points measured under disturbance are counted beside the unstable ones; a memory

@@ -130,6 +130,10 @@ def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
     status = engine.wait_traffic("tiny", timeout_s=WAIT_S)
     assert (out["summary"]["requests"] == 40).all()
     assert all(len(t) == 40 for t in out["timelines"].values())   # nothing else mixed in
+    # its mean batch is per batch, as the Monitor's (40 one-row requests over the batches
+    # counted beside it), not the batch an average request rode in
+    summary = out["summary"]
+    assert np.allclose(summary["mean_batch_rows"], 40 / summary["batches"])
     assert out["copy"] not in engine.model_names()                   # unloaded after
     cfg = engine.batch_config("tiny")
     assert (cfg.policy, cfg.latency_slo_ms, cfg.max_wait_ms) == ("adaptive", 50.0, 1.0)

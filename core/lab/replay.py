@@ -187,9 +187,13 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             s = res.summary()
             f = res.frame
             within = int((f["ok"] & (f["latency_ms"] <= slo_ms)).sum())
+            ran = tl[tl["batch_id"] >= 0]
+            per_batch = ran.groupby("batch_id")["batch_rows"].first()   # (the copy's own)
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
-                         "p99_ms": s["p99_ms"], "mean_batch_rows": s["mean_batch_rows"],
-                         "batches": int(tl["batch_id"][tl["batch_id"] >= 0].nunique()),
+                         "p99_ms": s["p99_ms"],   # per batch, as the Monitor's mean batch
+                         "mean_batch_rows": float(per_batch.mean()) if len(per_batch)
+                         else float("nan"),
+                         "batches": int(len(per_batch)),
                          "slo_ms": float(slo_ms),
                          "within_slo": within / s["sent"] if s["sent"] else float("nan"),
                          "goodput_rps": within / res.duration_s if res.duration_s > 0

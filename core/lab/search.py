@@ -261,6 +261,10 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
     text = (f"{name(best)}: {v['goodput_rps']:,.0f} req/s of goodput within {c.p99_ms:g} ms "
             f"(at {v['load']:,.0f} req/s offered, p99 {v['p99_ms']:.2f} ms); found in "
             f"{len(path) - 1} step(s) from {name(path[0])} ({cost}).")
+    own_b, own_w = m.own
+    if (path[0][0], float(path[0][1])) != (own_b, float(own_w)):
+        text += (f" The climb started there, the choices nearest the model's own "
+                 f"max_batch_size={own_b}, max_wait_ms={own_w:g} (not among them).")
     start = scores.get(path[0])
     if start is not None and best != path[0]:
         g0 = start["goodput_rps"] if start["feasible"] else 0.0

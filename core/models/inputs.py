@@ -353,10 +353,14 @@ def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.nda
     width = info.inputs[0].shape[1]
 
     def refuse_columns(numeric: list[str], other: list[str]) -> InputValidationError:
+        def few(names: list[str]) -> str:   # (a table of 200 columns named them all)
+            return str(names[:8])[:-1] + (f", … {len(names) - 8} more]" if len(names) > 8
+                                          else "]")
         return _refuse(f"{where}: the model takes {width} features per row; the table has "
-                       f"numeric columns {numeric}"
-                       + (f" and others {other}" if other else "")
-                       + ": keep only the feature columns, in the model's order")
+                       + (f"{len(other)} column(s) that are not numbers, {few(other)}, and "
+                          if other else "")
+                       + f"{len(numeric)} numeric column(s) {few(numeric)}: keep only the "
+                       "feature columns, in the model's order")
     try:
         if suffix == ".csv":
             try:

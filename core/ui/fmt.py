@@ -216,7 +216,8 @@ SWEEP_TABLE_LABELS = {
     "max_batch_size": "max batch", "max_wait_ms": "max wait (ms)", "load_kind": "load is",
     "load": "load", "achieved_rps": "served (req/s)", "goodput_rps": "goodput of offered (req/s)",
     "p50_ms": "p50 (ms)", "p99_ms": "p99 (ms)", "p99_ci_low_ms": "p99 95% CI from",
-    "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors", "mean_batch_rows": "mean batch",
+    "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors",
+    "mean_batch_rows": "request's batch (mean)",
     "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
 
 

@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from core.lab import pareto_frontier, recommend, setting_scores
 from core.lab.search import Constraints
 from . import charts
+from .fmt import SWEEP_TABLE_LABELS
 
 __all__ = ["sweep_report"]
 
@@ -37,6 +38,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.15rem; margin-
 .summary.none { background: #fff7ed; border-color: #ea580c; }
 .muted { color: #64748b; font-size: .9rem; }
 table { border-collapse: collapse; font-size: .82rem; width: 100%; }
+.scroll { overflow-x: auto; }
 th, td { border-bottom: 1px solid #e2e8f0; padding: .25rem .4rem; text-align: right; }
 th { background: #f8fafc; position: sticky; top: 0; }
 tr.unstable td { background: #fffbeb; } tr.baseline td:first-child { font-weight: 600; }
@@ -189,7 +191,9 @@ def _table(frame: pd.DataFrame) -> str:
                         "p99_ci_high_ms", "error_rate", "mean_batch_rows", "windows",
                         "spread_rps_pct", "spread_p99_pct", "measurements", "disturbed")
             if c in frame]
-    head = "<tr><th>stable</th>" + "".join(f"<th>{_esc(c)}</th>" for c in cols) + "</tr>"
+    # headers in words (wrapping), as on the page; the table scrolls inside its box
+    head = "<tr><th>stable</th>" + "".join(
+        f"<th>{_esc(SWEEP_TABLE_LABELS.get(c, c.replace('_', ' ')))}</th>" for c in cols) + "</tr>"
     body = []
     for _, r in frame.iterrows():
         st_v = r.get("stable")
@@ -200,7 +204,7 @@ def _table(frame: pd.DataFrame) -> str:
         mark = "⚠ unstable" if unstable else ("yes" if measured_in_windows else "-")
         cells = "".join(f"<td>{_esc(_cell(r[c], c))}</td>" for c in cols)
         body.append(f'<tr class="{cls}"><td>{mark}</td>{cells}</tr>')
-    return f"<table>{head}{''.join(body)}</table>"
+    return f'<div class="scroll"><table>{head}{"".join(body)}</table></div>'
 
 
 def sweep_report(run: dict[str, Any], slo_ms: float | None = None,

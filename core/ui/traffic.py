@@ -33,7 +33,7 @@ def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
 def traffic_reaching(engine: Any, model: str) -> list[tuple[Any, str | None]]:
     """The running traffic generators whose requests reach ``model``: each with the A/B
     experiment it goes through (None: sent to the model itself)."""
-    via = {exp for exp, _ in experiments_with_arm(engine, model)}
+    via = dict(experiments_with_arm(engine, model))
     return [(t, t.target if t.target in via else None) for t in engine.traffic()
             if t.running and (t.target == model or t.target in via)]
 
@@ -43,10 +43,10 @@ def traffic_warning(engine: Any, model: str) -> str | None:
     reaching = traffic_reaching(engine, model)
     if not reaching:
         return None
-    senders = "; ".join(f"{t.rate_rps:,.0f} req/s" + ("" if t.priority is None else
-                                                      f" ({t.label.split(' · ')[1]} class)")
-                        + ("" if exp is None else f" to A/B experiment {exp!r}, whose arm "
-                           "it is") for t, exp in reaching)
+    senders = "; ".join(("" if exp is None else "its share of ") + f"{t.rate_rps:,.0f} req/s"
+                        + ("" if t.priority is None else f" ({t.label.split(' · ')[1]} class)")
+                        + ("" if exp is None else f" sent to A/B experiment {exp!r}, whose "
+                           "arm it is") for t, exp in reaching)
     where = " and ".join(dict.fromkeys("the Batching page" if exp is None else
                                        "the A/B test page" for _, exp in reaching))
     return (f"Traffic is running on {model} ({senders}; from {where} or another tab): its "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from core.lab import CostModel
 
-__all__ = ["whatif_work_words", "whatif_ceiling_caveat"]
+__all__ = ["whatif_work_words", "whatif_ceiling_caveat", "whatif_accuracy"]
 
 
 def _sizes(sizes: tuple[int, ...]) -> str:
@@ -48,3 +48,26 @@ def whatif_ceiling_caveat(cost: CostModel, batch_size: int) -> str | None:
                 "apart from it) makes the ceiling rougher: set the model to that size and "
                 "profile again to measure it there.")
     return None
+
+
+#: Past this p50 error (either way) at any point, the what-if says it does not hold here.
+P50_ERROR_OK = 0.2
+
+
+def whatif_accuracy(cost: CostModel, p50_errors: list[float]) -> tuple[bool, str]:
+    """``(holds, words)`` under the table of predicted against measured: whether every
+    p50 is within :data:`P50_ERROR_OK`, and what to make of it (the reassurance only when
+    it holds: a 130 % error under "predicts well" was read as a contradiction)."""
+    tail = ("a p99 is one point's tail: trust the measurement when its interval is narrow, "
+            "and a point measured 3 times was an outlier re-checked.")
+    worst = max((abs(e) for e in p50_errors if e == e), default=0.0)
+    if worst <= P50_ERROR_OK:
+        return True, ("The p50 is what the model predicts well (within a few percent below "
+                      "capacity on the demo models, docs/benchmarks.md); " + tail)
+    return False, (f"Here the predicted p50 is off by up to {worst:.0%}: the profile does not "
+                   f"describe these measurements (its overhead, {cost.overhead_ms:.3f} ms a "
+                   f"request + {cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s, was "
+                   "calibrated with traffic in the profile; a busy engine or machine then, or "
+                   "now, moves it). Trust the measurements; profile again with nothing else "
+                   "running to compare. " + tail[0].upper() + tail[1:])
+
