@@ -188,9 +188,10 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             f = res.frame
             within = int((f["ok"] & (f["latency_ms"] <= slo_ms)).sum())
             ran = tl[tl["batch_id"] >= 0]
-            per_batch = ran.groupby("batch_id")["batch_rows"].first()   # (the copy's own)
+            # per batch, as the Monitor's mean batch (every batch of the copy is the replay's)
+            per_batch = ran.groupby("batch_id")["batch_rows"].first()
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
-                         "p99_ms": s["p99_ms"],   # per batch, as the Monitor's mean batch
+                         "p99_ms": s["p99_ms"],
                          "mean_batch_rows": float(per_batch.mean()) if len(per_batch)
                          else float("nan"),
                          "batches": int(len(per_batch)),

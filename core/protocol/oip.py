@@ -291,9 +291,9 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
 
 def check_outputs_asked(model: str, wanted: list[Any], known: list[str] | None) -> None:
     """Refuse (400) a request's ``outputs`` that name an output the model does not have
-    (``known`` None: not declared, not checked) or one output more than once (400,000 copies of one
-    would be a 268 MiB answer from a 5.7 MiB request): the server asks before the request
-    is queued, and encoding asks again for callers that reach it directly."""
+    (``known`` None: not declared, not checked) or one output more than once (400,000
+    copies of one would be a 268 MiB answer from a 5.7 MiB request): the server asks before
+    the request is queued, and encoding asks again for callers that reach it directly."""
     has = f"model {model!r}'s outputs {sorted(known)}" if known is not None \
         else f"model {model!r}'s outputs"
     wanted = [str(n) for n in wanted]
