@@ -326,6 +326,9 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
     taken = read_inputs(npy(np.array([[1.0, 2.0], [3.0, -4.0]])), "whole.npy", info)
     assert taken.arrays["ids"].dtype == np.int32
     assert taken.arrays["ids"].tolist() == [[1, 2], [3, -4]]
+    assert taken.describe() == "real: whole.npy, cast float64 to int32 (2 samples)"  # said
+    same = read_inputs(npy(np.array([[1, 2]], np.int32)), "same.npy", info)
+    assert same.describe() == "real: same.npy (1 sample)"
     with pytest.raises(InputValidationError, match=r"int32, and 1 value \(e\.g\. 0\.5\)"):
         read_inputs(npy(np.array([[1.0, 0.5], [3.0, 4.0]])), "halves.npy", info)
     with pytest.raises(InputValidationError, match=r"2 values \(e\.g\. 1099511627776\)"):

@@ -255,7 +255,11 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
     counts = {n: len(a) for n, a in arrays.items()}
     if len(set(counts.values())) != 1:
         raise _refuse(f"{where}: the inputs have different numbers of samples ({counts})")
-    samples = SampleInputs(arrays, where, exact)
+    # A file's own arrays of another type are cast (whole numbers for an integer input, checked
+    # above): said with the source, as a table's or JSON's reading as numbers is not.
+    cast = sorted({f"{v.dtype} to {arrays[n].dtype}" for n, v in columns.items()
+                   if suffix in (".npy", ".npz") and v.dtype != arrays[n].dtype})
+    samples = SampleInputs(arrays, where + (f", cast {', '.join(cast)}" if cast else ""), exact)
     if samples.count == 0:
         raise _refuse(f"{where} holds no samples")
     if samples.nbytes > MAX_INPUT_BYTES:

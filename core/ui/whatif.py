@@ -70,4 +70,3 @@ def whatif_accuracy(cost: CostModel, p50_errors: list[float]) -> tuple[bool, str
                    "calibrated with traffic in the profile; a busy engine or machine then, or "
                    "now, moves it). Trust the measurements; profile again with nothing else "
                    "running to compare. " + tail[0].upper() + tail[1:])
-
