@@ -14,7 +14,7 @@ from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
-from core.ui.traffic import experiments_with_arm
+from core.lab import experiments_with_arm
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,

@@ -61,6 +61,27 @@ def test_bad_experiment_settings():
         ABExperiment("e", "m1", "m2", mode="canary")
 
 
+def test_experiments_with_arm_names_each_and_skips_one_deleted_meanwhile():
+    from core.errors import ModelNotFoundError
+    from core.lab import experiments_with_arm
+
+    class Engine2:  # the experiment list read before "gone" was deleted in another tab
+        arms = {"checkout": ("clf-v1", "clf-v2"), "gone": ("clf-v2", "mlp"),
+                "other": ("mlp", "clf-v1")}
+
+        def ab_experiments(self):
+            return list(self.arms)
+
+        def ab_arms(self, name):
+            if name == "gone":
+                raise ModelNotFoundError("no A/B experiment 'gone'")
+            return self.arms[name]
+
+    assert experiments_with_arm(Engine2(), "clf-v2") == [("checkout", "B")]
+    assert experiments_with_arm(Engine2(), "clf-v1") == [("checkout", "A"), ("other", "B")]
+    assert experiments_with_arm(Engine2(), "tiny") == []
+
+
 # -- engine integration ------------------------------------------------------------------------
 def test_engine_ab_contract():
     with Engine() as engine:

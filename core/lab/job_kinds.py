@@ -21,6 +21,7 @@ from .jobs import Job
 from .replay import DEFAULT_SLO_MS, replay
 from .search import Constraints, quick_search
 from .sweeps import PINNED_DEFAULTS, sweep
+from .traffic import experiments_with_arm
 
 __all__ = ["JOB_KINDS"]
 
@@ -163,7 +164,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     # the model's size and at a quarter of it (or four times, from below 4); a remote
     # target's batching is not ours to move.
     # (nor an A/B arm's: each change of its settings starts the experiment's evidence again)
-    arm = any(target in engine.ab_arms(e) for e in engine.ab_experiments())
+    arm = bool(experiments_with_arm(engine, target))
     sizes = [k] if remote or arm or not info.batchable else [k, k // 4 if k >= 4 else 4 * k]
     try:
         capacities: dict[int, float | None] = {}

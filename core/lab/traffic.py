@@ -29,7 +29,7 @@ from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
 from .traffic_status import _RECENT_S, CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficStatus
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
-           "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS"]
+           "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS", "experiments_with_arm"]
 
 log = logging.getLogger("batchlab.traffic")
 
@@ -323,3 +323,17 @@ class TrafficManager:
 
     def running(self) -> bool:
         return any(g.running for g in self._of(None))
+
+
+def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
+    """``(experiment, "A" or "B")`` for each A/B experiment with ``model`` as an arm: the
+    experiments whose traffic reaches it (one deleted meanwhile, in another tab, is left out)."""
+    found = []
+    for exp in engine.ab_experiments():
+        try:
+            arms = engine.ab_arms(exp)
+        except ModelNotFoundError:
+            continue
+        if model in arms:
+            found.append((exp, "AB"[arms.index(model)]))
+    return found

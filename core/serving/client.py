@@ -227,7 +227,6 @@ for _name in STORE_CONTRACT:
     setattr(_RemoteStore, _name, _remote("store", _name, getattr(ExperimentStore, _name)))
 
 
-
 class RemoteEngine:
     """The engine of a Batchlab server, with :class:`~core.Engine`'s contract.
 

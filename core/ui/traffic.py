@@ -3,7 +3,7 @@ sent to it directly or through one of them (a sweep or a search on the model is 
 measured under disturbance).
 
 Example:
-    >>> experiments_with_arm(engine, "clf-v2")   # [("checkout", "B")]
+    >>> traffic_reaching(engine, "clf-v2")      # [(generator, "checkout")]: via an experiment
     >>> traffic_warning(engine, "mlp")           # None when nothing else sends to mlp
 """
 
@@ -11,23 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.errors import ModelNotFoundError
+from core.lab import experiments_with_arm
 
-__all__ = ["experiments_with_arm", "traffic_reaching", "traffic_warning"]
-
-
-def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
-    """``(experiment, "A" or "B")`` for each A/B experiment with ``model`` as an arm (one
-    deleted meanwhile, in another tab, is left out)."""
-    found = []
-    for exp in engine.ab_experiments():
-        try:
-            arms = engine.ab_arms(exp)
-        except ModelNotFoundError:
-            continue
-        if model in arms:
-            found.append((exp, "AB"[arms.index(model)]))
-    return found
+__all__ = ["traffic_reaching", "traffic_warning"]
 
 
 def traffic_reaching(engine: Any, model: str) -> list[tuple[Any, str | None]]:
