@@ -11,7 +11,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
-from core.ui.fmt import fmt_p
+from core.ui.fmt import fmt_p, more_needed
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
@@ -271,16 +271,16 @@ def arms() -> None:
             {"measure": "latency p50", "A": fmt_ms(lat.p50_a_ms), "B": fmt_ms(lat.p50_b_ms),
              "B - A": f"{lat.diff_p50_ms:+.2f} ms",
              "95% CI": f"{lat.ci_low_ms:+.2f} to {lat.ci_high_ms:+.2f} ms",
-             "p-value": fmt_p(lat.p_value), "more per arm needed": lat.more_needed_per_arm},
+             "p-value": fmt_p(lat.p_value), "more per arm needed": more_needed(lat)},
             {"measure": "error rate", "A": f"{err.rate_a:.2%}", "B": f"{err.rate_b:.2%}",
              "B - A": f"{err.diff:+.2%}", "95% CI": "", "p-value": fmt_p(err.p_value),
-             "more per arm needed": err.more_needed_per_arm},
+             "more per arm needed": more_needed(err)},
         ]), hide_index=True, key="ab_stats_table")
         st.caption("Latency: the p50 difference, its 95 % interval and p-value from one "
                    f"bootstrap of both arms' latencies; a difference under {lat.detect_ms:.2f} "
                    "ms (5 % of A's p50, at least 0.1 ms) is too small to act on. Errors: "
                    "chi-square test of the two proportions. 'More per arm needed': requests "
-                   "per arm still needed to detect that difference.")
+                   "per arm still needed to detect that difference (none once one is detected).")
     if rep["shadow"]:
         sh = rep["shadow"]
         agree = sh["label_agreement"]

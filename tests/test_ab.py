@@ -294,6 +294,25 @@ def test_a_latency_verdict_never_contradicts_its_interval_and_says_when_it_is_to
     assert small.verdict.startswith("B is slower by only")
 
 
+def test_no_more_requests_are_asked_for_once_a_difference_is_detected():
+    """The page said 'more per arm needed: 2,771' beside p < 0.001: the normal-theory size,
+    from a heavy tail's variance, still asked for more of a difference already seen."""
+    rng = np.random.default_rng(5)
+    a = np.concatenate([rng.normal(5.0, 0.2, 570), rng.uniform(50, 400, 30)])   # a slow tail
+    b = np.concatenate([rng.normal(6.0, 0.2, 570), rng.uniform(50, 400, 30)])
+    res = compare_latency(a, b, seed=0)
+    assert res.meaningful and res.p_value < 0.001
+    assert res.n_needed_per_arm > 600        # what the variance alone would ask for
+    assert res.more_needed_per_arm == 0
+    errs = compare_errors(5, 600, 60, 600)
+    assert errs.significant and errs.more_needed_per_arm == 0
+    quiet = compare_latency(a, a[::-1].copy() + 0.01, seed=0)   # nothing seen: more asked for
+    assert not quiet.significant and quiet.more_needed_per_arm > 0
+    from core.ui.fmt import more_needed   # the page's column
+    assert more_needed(res) == more_needed(errs) == "none: detected"
+    assert more_needed(quiet) == f"{quiet.more_needed_per_arm:,}"
+
+
 def test_latency_comparison_needs_data():
     res = compare_latency([1.0] * 5, [2.0] * 5)
     assert not res.significant and res.verdict.startswith("Not enough data")

@@ -17,6 +17,7 @@ from core.models import format_bytes
 
 __all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
+           "more_needed",
            "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
            "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
            "REASON_WORDS", "reason_words"]
@@ -110,6 +111,14 @@ def fmt_p(p: float | None) -> str:
     if _missing(p):
         return "-"
     return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
+
+
+def more_needed(comparison: Any) -> str:
+    """An A/B comparison's requests per arm still needed, in words: none once a difference
+    is detected (a count beside p < 0.001 reads as a contradiction)."""
+    if comparison.significant:
+        return "none: detected"
+    return f"{comparison.more_needed_per_arm:,}"
 
 
 def history_caption(usage: dict[str, int], where: Any) -> str:
