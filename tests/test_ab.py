@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -207,6 +208,43 @@ def test_confound_warning_for_uneven_split():
         engine.close()
         warning = engine.ab_report("exp").confound_warning
     assert warning and "arm B sees 10% of the arrivals" in warning and "shadow" in warning
+
+
+def test_a_latency_verdict_says_whether_the_queue_or_the_model_made_the_difference():
+    """A newcomer read 'B is slower by 1.61 ms' over an 80/20 split as B's model being
+    slower; the verdict now tells the queue's wait from the run, at p50."""
+    from core.ab import ABReport
+    from core.metrics import ModelMetrics
+
+    def arm(queue_ms: float, compute_ms: float, rows: int):
+        m = ModelMetrics()
+        for _ in range(50):
+            m.record_batch(rows=rows, reason="full", compute_s=compute_ms / 1e3,
+                           queue_s=[queue_ms / 1e3] * rows, failed={}, depth=0)
+        return m.snapshot()
+
+    rng = np.random.default_rng(2)
+    lat = compare_latency(rng.normal(3.0, 0.1, 500), rng.normal(4.6, 0.1, 500), seed=0)
+    assert lat.meaningful and lat.diff_p50_ms > 1
+    queued = ABReport("e", "m1", "m2", 0.2, "random", {"a": arm(1.0, 2.0, 8),
+                                                        "b": arm(2.5, 2.1, 2)}, latency=lat)
+    # (the histograms keep ~1 %: 1.5 ms may read 1.51)
+    assert re.fullmatch(r"At p50 B waits 1\.5\d ms longer in the queue and runs 0\.\d\d ms "
+                        r"longer than A: the difference is mostly queueing, not the model",
+                        queued.latency_parts), queued.latency_parts
+    assert queued.latency_parts in queued.verdict and queued.verdict.startswith("B is slower")
+    assert queued.to_dict()["latency_parts"] == queued.latency_parts
+    model = ABReport("e", "m1", "m2", 0.5, "random", {"a": arm(1.0, 2.0, 8),
+                                                       "b": arm(0.9, 3.6, 8)}, latency=lat)
+    assert re.search(r"waits 0\.\d\d ms shorter in the queue and runs 1\.[56]\d ms longer "
+                     r"than A: the difference is mostly the model's run$", model.latency_parts)
+    both = ABReport("e", "m1", "m2", 0.5, "random", {"a": arm(1.0, 2.0, 8),
+                                                      "b": arm(1.8, 2.8, 8)}, latency=lat)
+    assert "mostly" not in both.latency_parts
+    same = compare_latency(rng.normal(3.0, 0.1, 500), rng.normal(3.0, 0.1, 500), seed=0)
+    quiet = ABReport("e", "m1", "m2", 0.2, "random", {"a": arm(1.0, 2.0, 8),
+                                                       "b": arm(2.5, 2.1, 2)}, latency=same)
+    assert not same.meaningful and quiet.latency_parts is None   # nothing to explain
 
 
 # -- statistics ---------------------------------------------------------------------------------

@@ -70,8 +70,35 @@ class ABReport:
                 "latency comparison use shadow mode (both arms see every request).")
 
     @property
+    def latency_parts(self) -> str | None:
+        """Where a latency difference worth acting on comes from: the arms' p50 queue wait
+        and p50 run told apart (an uneven split or other batch settings make an arm wait
+        longer whatever its model does), in words; None when there is none to explain."""
+        lat = self.latency
+        if lat is None or not lat.meaningful:
+            return None
+        a, b = self.arms["a"], self.arms["b"]
+        if not (a.success_count and b.success_count):
+            return None
+        dq = b.p50_queue_ms - a.p50_queue_ms
+        dc = b.p50_compute_ms - a.p50_compute_ms
+
+        def said(d: float, what: str) -> str:
+            return f"{what} {abs(d):.2f} ms {'longer' if d > 0 else 'shorter'}"
+
+        text = f"At p50 B {said(dq, 'waits')} in the queue and {said(dc, 'runs')} than A"
+        same = lat.diff_p50_ms * dq > 0, lat.diff_p50_ms * dc > 0
+        if same[0] and abs(dq) >= 2 * abs(dc):
+            return text + ": the difference is mostly queueing, not the model"
+        if same[1] and abs(dc) >= 2 * abs(dq):
+            return text + ": the difference is mostly the model's run"
+        return text
+
+    @property
     def verdict(self) -> str:
         parts = [c.verdict for c in (self.latency, self.errors) if c is not None]
+        if self.latency_parts:
+            parts.insert(1, self.latency_parts)
         text = ". ".join(parts) + "." if parts else ""
         if self.mode in ("random", "sticky") and self.b_share in (0.0, 1.0):
             # (promoted or rolled back: "not enough data yet" read as if waiting would help)
@@ -102,6 +129,7 @@ class ABReport:
                 "errors": self.errors.to_dict() if self.errors else None,
                 "shadow": self.shadow, "verdict": self.verdict,
                 "confound_warning": self.confound_warning, "warnings": list(self.warnings),
+                "latency_parts": self.latency_parts,
                 "segment": self.segment, "segment_reason": self.segment_reason,
                 "segment_started": self.segment_started,
                 "previous_segments": list(self.previous_segments), "bandit": self.bandit}
