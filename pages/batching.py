@@ -12,6 +12,7 @@ from core.policies import policy_label, uses_slo
 from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from core.ui.style import share_x_range
+from core.ui.traffic import replay_traffic_warning, via_experiments
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle)
@@ -115,6 +116,8 @@ def policy_live() -> None:
 def traffic_status() -> None:
     """This model's generator, live: counts, and what goes wrong if anything does."""
     traffic_line(engine, model)
+    if via := via_experiments(engine, model):
+        st.caption(via)
 
 
 controls, live = st.columns([1, 2], gap="large")
@@ -325,6 +328,19 @@ with st.container(border=True):
                     help="A request counts towards a policy's goodput if it was answered "
                          "within this long of its (recorded) arrival.")
     agents = agents_controls("bs_replay")
+    running_note = replay_traffic_warning(engine)
+    if running_note:
+        st.warning(running_note, icon=":material/warning:")
+    stop_first = st.toggle("Stop the traffic when the replay starts", True,
+                           key="bs_replay_stop_traffic", disabled=not running_note,
+                           help="Every built-in generator on this engine, after the last 2 s "
+                                "of arrivals are recorded: the replay then has the cores to "
+                                "itself. Start the traffic again after.")
+
+    def _quiet() -> None:   # the arrivals are in hand: now the traffic may go
+        if running_note and stop_first:
+            engine.stop_traffic()
+
     r1, r2 = st.columns(2)
     if r1.button("Replay the last 2 s under each policy", key="bs_replay",
                  disabled=replay_busy):
@@ -332,6 +348,7 @@ with st.container(border=True):
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
+            _quiet()
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
                       slo_ms=float(st.session_state["bs_replay_slo"]), **agents)
     r2.download_button(
@@ -356,6 +373,7 @@ with st.container(border=True):
                            "each policy replays all of them.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
+                    _quiet()
                     start_job(engine, "replay", model, "Could not replay",
                               arrivals_s=arrivals,
                               slo_ms=float(st.session_state["bs_replay_slo"]), **agents)

@@ -11,7 +11,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
-from core.ui.traffic import traffic_warning
+from core.ui.traffic import cores_warning, traffic_warning
 from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_words
 from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
@@ -122,8 +122,9 @@ with st.container(border=True):
                "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
                f"unstable). The sweep changes {model}'s settings while it runs (every tab "
                "sees that) and restores them at the end.")
-    if busy := traffic_warning(engine, model):
-        st.warning(busy, icon=":material/warning:")
+    for busy in (traffic_warning(engine, model), cores_warning(engine, model)):
+        if busy:
+            st.warning(busy, icon=":material/warning:")
     quick = pinned_ok and st.toggle(
         "Quick search instead of the whole grid", key="exp_quick",
         help="A hill-climb from the model's own settings over the batch sizes, waits and "

@@ -1024,6 +1024,42 @@ def test_batching_page_replays_arrivals_from_a_file(engine):
     assert list(job.result["summary"]["requests"]) == [30, 30, 30, 30]
 
 
+def test_batching_page_replay_stops_the_traffic_sharing_its_cores(engine):
+    """A newcomer's replay ran beside the traffic it had just recorded, without a word: the
+    page says so, and (the toggle's default) stops every generator once the arrivals are in
+    hand. Traffic reaching the model through an A/B experiment is named there too."""
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("clf-v1").run()
+    assert not [w for w in at.warning if "the replay's runs" in w.value]
+    assert at.toggle(key="bs_replay_stop_traffic").disabled      # nothing to stop
+    engine.create_ab("split", a="clf-v1", b="clf-v2")
+    engine.start_traffic("clf-v1", rate_rps=200, seed=0)
+    engine.start_traffic("split", rate_rps=40, seed=1)
+    wait_for(lambda: len(engine.timeline("clf-v1", last_s=2.0)) > 20)
+    at.run()
+    said = [w.value for w in at.warning if "the replay's runs" in w.value]
+    assert said and "clf-v1 at 200 req/s, split at 40 req/s" in said[0], said
+    assert any("Also reaching clf-v1: its share of 40 req/s sent to A/B experiment 'split'"
+               in c.value for c in at.caption), [c.value for c in at.caption]
+    at.button(key="bs_replay").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not engine.traffic_running()                # stopped as the replay started
+    job = finish_job(engine, "replay", "clf-v1")
+    assert job.state == "done", job.error
+    assert (job.result["summary"]["requests"] > 20).all()
+
+
+def test_experiments_page_warns_of_traffic_to_other_targets(engine):
+    """Traffic to another model does not reach the swept one, but shares the cores."""
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    engine.start_traffic("clf-v1", rate_rps=20, duration_s=60)
+    at.run()
+    said = [w.value for w in at.warning if "Traffic to other targets" in w.value]
+    assert said and "(clf-v1 at 20 req/s)" in said[0] and "Batching page" in said[0], said
+    assert not [w for w in at.warning if "Traffic is running on tiny" in w.value]
+
+
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     """Issue 28, part 3: a bandit experiment from the page; its split, reward rates and
     regret are shown; its SLO changes live; promote leaves the bandit for a fixed split."""

@@ -115,6 +115,29 @@ def test_timeline_and_replay_through_the_engine_server(engine):
         remote.close()
 
 
+def test_a_replays_copy_is_warm_before_its_first_policy(engine, monkeypatch):
+    """A newcomer's replay ran its first policy on a cold copy (a new session): that policy
+    paid for the cold runs the others did not. The copy is warmed up first, outside the
+    metrics; its timelines hold the replayed requests only."""
+    from core.lab.replay import replay
+
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=1.0)
+    seen = []
+    configure = engine.configure
+
+    def spy(name, *args, **kwargs):
+        if "-replay-" in name:
+            seen.append((kwargs.get("policy"), engine.is_warm(name), engine.warm_sizes(name)))
+        return configure(name, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "configure", spy)
+    out = replay(engine, "tiny", np.linspace(0.0, 0.1, 20), policies=["deadline", "adaptive"])
+    assert seen[0][0] == "deadline" and seen[0][1], seen     # warm before the first policy
+    assert seen[0][2] == [1, 2, 4, 8], seen
+    assert all(len(t) == 20 for t in out["timelines"].values())
+    assert (out["summary"]["requests"] == 20).all()
+
+
 def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
     """Issue 23: the replay needed live traffic and that traffic kept flowing into the model
     while the policies were replayed. Now the copy sees exactly the replayed arrivals, and

@@ -2,8 +2,9 @@
 the engine, so the policies are compared on one trace.
 
 The replay runs on a private copy of the model (loaded from the same file, with the same
-batch settings, under a name of its own, unloaded after): live traffic to the model does
-not mix into the replay, and the live model's settings and metrics are never touched.
+batch settings, under a name of its own, warmed up first, unloaded after): live traffic to
+the model does not mix into the replay's batches (it still shares the cores: the Batching
+page offers to stop it), and the live model's settings and metrics are never touched.
 
 Example:
     >>> out = replay(engine, "mlp", engine.timeline("mlp", 2.0)["arrived_s"])
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.errors import ResourceLimitError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import open_loop
@@ -158,6 +160,12 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     rows, timelines = [], {}
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
+        # The copy's session is new: warmed (outside the metrics) at the batch sizes its
+        # settings produce, so the first policy is not the one that pays for cold runs.
+        try:
+            engine.warmup(copy, iterations=3, stop=stop)
+        except ResourceLimitError:   # stopped, or slower than warm-up's limit: replayed cold
+            pass
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
         if agents:
             check_ray_address(engine, ray_address)
