@@ -97,6 +97,39 @@ def test_a_batcher_under_aimd_grows_its_batches_one_row_at_a_time():
     assert b.queue.policy.cap == 5.0
 
 
+def test_aimd_keeps_what_it_learned_while_another_policy_runs():
+    """A newcomer's sweep pinned deadline and gave AIMD back at one row: what it had learned
+    (its cap) was gone. The queue keeps each policy it ran, by name; a policy class registered
+    again under the same name starts fresh."""
+    from core.policies import register, unregister
+    from core.policies.deadline import DeadlinePolicy
+    sizes, b = _drive(BatchConfig(policy="aimd", latency_slo_ms=60_000, max_batch_size=5,
+                                  max_wait_ms=1000, max_queue=100), n=19)
+    learned = b.queue.policy
+    assert learned.cap == 5.0
+    cfg = b.queue.config
+    b.queue.configure(cfg.replace(policy="deadline", latency_slo_ms=None))
+    assert b.queue.policy.name == "deadline"
+    b.queue.configure(cfg)                       # back to AIMD: the same object, cap 5
+    assert b.queue.policy is learned and b.policy_state()["cap"] == 5.0
+
+    def cell():   # a notebook cell defining a policy, run twice: two classes, one name
+        class KeepMine(DeadlinePolicy):
+            name = "keep_mine"
+        return register(KeepMine)
+
+    first = cell()
+    try:
+        b.queue.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
+        assert type(b.queue.policy) is first
+        b.queue.configure(cfg)
+        second = cell()
+        b.queue.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
+        assert type(b.queue.policy) is second is not first     # the new class, not the old
+    finally:
+        unregister("keep_mine")
+
+
 def test_aimd_grows_past_a_cap_that_multi_row_requests_cannot_fill():
     """Requests of 3 rows never fill a cap of 4 (the next whole request does not fit): a
     batch that left because the cap's rows were queued still counts as bound by the cap,

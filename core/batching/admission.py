@@ -95,12 +95,19 @@ class AdmissionQueue(DeadlineMixin, ParkingMixin):
         self.cost = CostEstimator()      # learned t(n) = a + b*n
         self.rate = RateEstimator()      # learned arrival rate (rows/s)
         self.policy: ReleasePolicy = make_policy(config.policy)
+        # Policies this queue ran before, by name, with what they learned: a sweep that
+        # pins deadline and gives AIMD back gives back its cap, not one row (one per name).
+        self.earlier: dict[str, ReleasePolicy] = {}
         self.apply(config)
 
     # -- configuration (caller holds the lock, or is the constructor) ----------------
     def apply(self, config: BatchConfig) -> None:
         if getattr(self, "config", None) is None or config.policy != self.config.policy:
-            self.policy = make_policy(config.policy)
+            if getattr(self, "config", None) is not None:
+                self.earlier[self.config.policy] = self.policy
+            kept = self.earlier.pop(config.policy, None)
+            fresh = make_policy(config.policy)   # (a class registered again: its own object)
+            self.policy = kept if type(kept) is type(fresh) else fresh
         self.config = config
         self.max_rows = config.max_batch_size if self.batchable else 1
         # Models that cannot batch run a request's rows one at a time: the same limit keeps

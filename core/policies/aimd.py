@@ -18,7 +18,8 @@ one row and throughput with it (measured: a cheap model at half its capacity ans
 
 Under a load that fills batches, the cap (and the batch sizes on the timeline) climbs until
 a run misses, falls back, climbs again: the sawtooth. Where no run ever misses, the cap
-reaches ``max_batch_size`` and AIMD is ``deadline``.
+reaches ``max_batch_size`` and AIMD is ``deadline``. The cap is kept while another policy
+runs on the model (a sweep pins ``deadline``, then gives AIMD back where it was).
 
 Example:
     >>> p = AIMDPolicy(); p.cap = 8.0
