@@ -679,3 +679,18 @@ def own_settings(engine: Engine | RemoteEngine, model: str) -> Any:
         if not j.finished and j.params.get("own_settings"):
             return SimpleNamespace(**j.params["own_settings"])
     return engine.batch_config(model)
+
+
+def keep_values(defaults: dict[str, Any]) -> None:
+    """Form values that outlive a visit to another page. Streamlit forgets a widget's value
+    when a run does not draw it (the user is on another page), so a sweep's grid or a
+    traffic form came back at its defaults. Called before the widgets: each key gets its last
+    value (kept under ``_kept_<key>``, which Streamlit does not clean up) or its default; the
+    widgets are then drawn without a default of their own (else Streamlit warns that the
+    value was set twice)."""
+    ss = st.session_state
+    for key, default in defaults.items():
+        shadow = f"_kept_{key}"
+        if key not in ss:
+            ss[key] = ss.get(shadow, default)
+        ss[shadow] = ss[key]

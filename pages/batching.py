@@ -13,7 +13,7 @@ from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import replay_traffic_warning, via_experiments
-from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle)
 
@@ -26,6 +26,9 @@ st.caption("Bigger batches amortise per-run overhead (throughput up); waiting fo
 model = pick_model("Model", "batching_model", engine, default="mlp")
 if model is None:
     st.stop()
+keep_values({"traffic_rate": 200, "traffic_class": "one stream", "traffic_pattern": "poisson",
+             "traffic_rows": 1, "traffic_duration": 0, "traffic_high": 0,
+             "bs_replay_slo": DEFAULT_SLO_MS, "bs_replay_stop_traffic": True})
 info = engine.model_info(model)
 cfg = engine.batch_config(model)
 remote = engine.remote_info(model)   # None for a model served here
@@ -193,7 +196,7 @@ with controls:
         st.subheader("Traffic", anchor=False)
         st.caption(f"Sends {engine.input_source(model)} (the Models page sets real ones).")
         cls = st.segmented_control(
-            "Class", list(TRAFFIC_CLASSES), default="one stream", key="traffic_class",
+            "Class", list(TRAFFIC_CLASSES), key="traffic_class",
             required=True, disabled=remote is not None and server_fixed,
             help="one stream: one generator (a share of it high-priority, below). high / "
                  "normal class: a generator sending only that class, at its own rate and "
@@ -201,14 +204,14 @@ with controls:
         follow_traffic_rate(engine, model, "traffic_rate", 200,
                             TRAFFIC_CLASSES[cls or "one stream"])
         st.number_input("Rate (requests/s)", 1, 50_000, step=50, key="traffic_rate")
-        st.segmented_control("Arrivals", ARRIVAL_PATTERNS, default="poisson",
+        st.segmented_control("Arrivals", ARRIVAL_PATTERNS,
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "
                                   "many independent clients.")
-        st.number_input("Rows per request", 1, 64, 1, key="traffic_rows",
+        st.number_input("Rows per request", 1, 64, key="traffic_rows",
                         disabled=info.batch_mode == "exact")
-        st.number_input("Run for (s, 0 = until stopped)", 0, 3600, 0, key="traffic_duration")
-        st.number_input("High-priority share (%; 0 = no priorities)", 0, 100, 0,
+        st.number_input("Run for (s, 0 = until stopped)", 0, 3600, key="traffic_duration")
+        st.number_input("High-priority share (%; 0 = no priorities)", 0, 100,
                         key="traffic_high",
                         disabled=(remote is not None and server_fixed)
                         or TRAFFIC_CLASSES[cls or "one stream"] is not None,
@@ -324,14 +327,14 @@ with st.container(border=True):
                "the SLO below. The timelines below are those runs.")
     replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
     replay_busy = replay_job is not None and not replay_job.finished
-    st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, DEFAULT_SLO_MS, key="bs_replay_slo",
+    st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, key="bs_replay_slo",
                     help="A request counts towards a policy's goodput if it was answered "
                          "within this long of its (recorded) arrival.")
     agents = agents_controls("bs_replay")
     running_note = replay_traffic_warning(engine)
     if running_note:
         st.warning(running_note, icon=":material/warning:")
-    stop_first = st.toggle("Stop the traffic when the replay starts", True,
+    stop_first = st.toggle("Stop the traffic when the replay starts",
                            key="bs_replay_stop_traffic", disabled=not running_note,
                            help="Every built-in generator on this engine, after the last 2 s "
                                 "of arrivals are recorded: the replay then has the cores to "

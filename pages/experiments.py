@@ -16,7 +16,7 @@ from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_w
 from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import (agents_controls, own_settings, fmt_ms, get_engine, job_progress, number_columns,
+from pages._common import (agents_controls, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
                            pick_model, start_job)
 
 engine = get_engine()
@@ -31,6 +31,10 @@ st.caption("Measure how max batch size and max wait trade latency for throughput
 model = pick_model("Model", "exp_model", engine, default="mlp")
 if model is None:
     st.stop()
+keep_values({"exp_batch_sizes": [8, 32], "exp_waits": [0.0, 2.0],
+             "exp_load_kind": "rate (open loop)", "exp_loads": "500, 2000", "exp_duration": 2.0,
+             "exp_slo": 10.0, "exp_policy": "deadline", "exp_quick": False, "exp_threads": [],
+             "exp_min_tput": None, "exp_max_mem": None})
 info = engine.model_info(model)
 if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
@@ -75,16 +79,16 @@ with st.container(border=True):
         c2.metric("Max wait", f"{cfg.max_wait_ms:g} ms" if remote.batching.max_wait_ms
                   is not None else "server's")
     else:
-        sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128], [8, 32],
+        sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128],
                                key="exp_batch_sizes")
         waits = c2.multiselect("Max waits (ms)", [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
-                               [0.0, 2.0], key="exp_waits")
+                               key="exp_waits")
     kind = c3.radio("Load", ["rate (open loop)", "clients (closed loop)"], key="exp_load_kind")
     c4, c5, c6 = st.columns(3)
-    loads_text = c4.text_input("Loads (comma-separated)", "500, 2000", key="exp_loads",
+    loads_text = c4.text_input("Loads (comma-separated)", key="exp_loads",
                                help="Requests/s for open loop, or numbers of clients.")
-    duration = c5.slider("Seconds per point", 0.5, 10.0, 2.0, 0.5, key="exp_duration")
-    slo = c6.number_input("p99 target (ms)", 0.1, 10_000.0, 10.0, key="exp_slo")
+    duration = c5.slider("Seconds per point", 0.5, 10.0, step=0.5, key="exp_duration")
+    slo = c6.number_input("p99 target (ms)", 0.1, 10_000.0, key="exp_slo")
     try:
         loads = [float(v) for v in loads_text.replace(";", ",").split(",") if v.strip()]
         if not loads or any(v <= 0 for v in loads):
@@ -100,7 +104,7 @@ with st.container(border=True):
             loads = []
     pinned_ok = remote is None
     sweep_policy = st.segmented_control(
-        "Policy (pinned for every point)", POLICIES, default="deadline", key="exp_policy",
+        "Policy (pinned for every point)", POLICIES, key="exp_policy",
         required=True, disabled=not pinned_ok,
         help="Each point is measured under this release policy, with no latency SLO and one "
              "instance, whatever the model has now; the model's own settings come back "
@@ -134,17 +138,17 @@ with st.container(border=True):
              "miss. Typically a fraction of the grid's points.")
     if quick:
         q1, q2, q3 = st.columns(3)
-        threads = q1.multiselect("ONNX Runtime threads", list(range(1, 9)), [],
+        threads = q1.multiselect("ONNX Runtime threads", list(range(1, 9)),
                                  key="exp_threads", placeholder="the model's own",
                                  help="Intra-op threads to try (each a hot swap of the model "
                                       "with those session options; its own come back after). "
                                       "Empty: only the model's own.")
-        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7, value=None,
+        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7,
                                    key="exp_min_tput",
                                    help="A setting that cannot serve this many requests per "
                                         "second within the p99 target does not count.")
         max_mem = q3.number_input("Max memory per setting (MiB, optional)", 1.0, 1e6,
-                                  value=None, key="exp_max_mem",
+                                  key="exp_max_mem",
                                   help="Batch sizes whose peak memory (measured once, in a "
                                        "child process) is above this are never tried.")
         grid_n = len(sizes) * len(waits) * max(1, len(threads)) * len(loads)

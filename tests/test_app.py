@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -86,10 +88,29 @@ def figure(at: AppTest, key_part: str) -> dict:
     raise AssertionError(f"no chart titled like {key_part!r}")
 
 
+@contextlib.contextmanager
+def set_twice():
+    """What Streamlit logs (it draws nothing) when a widget is given a default and its value
+    through Session State too: the value then jumps between them."""
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    policies = logging.getLogger("streamlit.elements.lib.policies")
+    policies.addHandler(handler)
+    try:
+        yield said
+    finally:
+        policies.removeHandler(handler)
+        said[:] = [m for m in said if "Session State API" in m]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_loads_without_exception(engine, page):
-    at = app(page)
+    with set_twice() as said:
+        at = app(page)
+        at.run()    # (a second run: what the page wrote to Session State is there now)
     assert not at.error, [e.value for e in at.error]
+    assert not said, said
 
 
 def test_sidebar_shows_engine_status(engine):
@@ -1058,6 +1079,38 @@ def test_experiments_page_warns_of_traffic_to_other_targets(engine):
     said = [w.value for w in at.warning if "Traffic to other targets" in w.value]
     assert said and "(clf-v1 at 20 req/s)" in said[0] and "Batching page" in said[0], said
     assert not [w for w in at.warning if "Traffic is running on tiny" in w.value]
+
+
+def test_form_values_outlive_a_visit_to_another_page(engine):
+    """A newcomer set up a sweep, looked at the Monitor and came back to the defaults:
+    Streamlit forgets a widget's value when a run does not draw it. The sweep's and the
+    traffic form's values are kept, and no widget warns that its value was set twice."""
+    with set_twice() as said:
+        _walk_forms_away_and_back()
+    assert not said, said
+
+
+def _walk_forms_away_and_back() -> None:
+    at = app("pages/experiments.py")
+    at.multiselect(key="exp_batch_sizes").set_value([4, 16]).run()
+    at.text_input(key="exp_loads").set_value("300, 900").run()
+    at.number_input(key="exp_slo").set_value(25.0).run()
+    at.segmented_control(key="exp_policy").set_value("aimd").run()
+    at.switch_page("pages/batching.py").run()
+    at.number_input(key="traffic_rows").set_value(4).run()
+    at.segmented_control(key="traffic_pattern").set_value("bursty").run()
+    at.switch_page("pages/monitor.py").run()
+    assert "exp_slo" not in at.session_state and "traffic_rows" not in at.session_state
+    at.switch_page("pages/experiments.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="exp_batch_sizes").value == [4, 16]
+    assert at.text_input(key="exp_loads").value == "300, 900"
+    assert at.number_input(key="exp_slo").value == 25.0
+    assert at.segmented_control(key="exp_policy").value == "aimd"
+    at.switch_page("pages/batching.py").run()
+    assert at.number_input(key="traffic_rows").value == 4
+    assert at.segmented_control(key="traffic_pattern").value == "bursty"
+    assert not [e for e in at.exception]
 
 
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
