@@ -791,7 +791,8 @@ def test_charts_read_cleanly(engine):
     fig = charts.timeline_figure(frame)
     rows = len(fig.data[0].y)
     assert rows <= 120 and fig.layout.height >= 4 * rows
-    assert "the last 120 of 200 requests" in fig.layout.title.text
+    # (and how much of the second they span: 120 arrivals at 200 req/s, 0.6 s, and the run)
+    assert "the last 120 of 200 requests, 601 ms of it" in fig.layout.title.text
     # A batch whose wait ran out is 'time up' (under fixed_window it read 'deadline', as if
     # the deadline policy had run it)
     timed = charts.timeline_figure(frame.assign(release_reason="deadline"))

@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import math
-
 from typing import Mapping
 
 import numpy as np
@@ -24,13 +23,11 @@ from .live import (add_events, error_figure, latency_figure, queue_compute_figur
 from .fmt import reason_words
 from .style import COLORS, WINDOW_S, _layout, recent, style
 
-__all__ = [
-    "runs_figure", "ab_figure", "timeline_figure", "breakdown_figure",
-    "latency_figure", "throughput_figure", "error_figure", "batch_size_figure",
-    "queue_compute_figure", "queue_depth_figure", "release_reasons_figure", "warmup_figure",
-    "recent", "COLORS", "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",
-    "timeline_lines_up",
-]
+__all__ = ["runs_figure", "ab_figure", "timeline_figure", "breakdown_figure", "latency_figure",
+           "throughput_figure", "error_figure", "batch_size_figure", "queue_compute_figure",
+           "queue_depth_figure", "release_reasons_figure", "warmup_figure", "recent", "COLORS",
+           "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",
+           "timeline_lines_up"]
 
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
                       title: str = "Batch sizes (rows per batch)") -> go.Figure:
@@ -295,6 +292,9 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
                             "side: idle time between them left out)" if aligned else "ms"))
     note = f"max wait {max_wait_ms:g} ms · " if max_wait_ms is not None else ""
     shown = f"{len(f)} requests" if len(f) == total else f"the last {len(f)} of {total} requests"
+    span = (float(f["done_s"].max()) - float(f["arrived_s"].min())) * 1000.0   # (a second's
+    if len(f) < total and math.isfinite(span):   # title over a 150 ms axis: the span drawn)
+        shown += f", {span:,.{0 if span >= 10 else 1}f} ms of it"
     return _layout(fig, title, "requests, by batch", height=height).update_layout(
         title=dict(text=f"{title} ({note}{f['batch_id'].nunique()} batches, {shown})"),
         hovermode="closest")
