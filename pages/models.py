@@ -356,7 +356,11 @@ st.caption("Sessions are shared by content hash: loading the same bytes twice cr
            "loaded models keep working.")
 entries = engine.cache_entries()
 if entries:
+    names: dict[str, list[str]] = {}   # the models loaded from each file, by its sha256
+    for m in engine.models():
+        names.setdefault(m.sha256, []).append(m.name)
     st.dataframe(pd.DataFrame([{
+        "models": ", ".join(names.get(e.sha256, [])) or "none loaded now",
         "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
         "last used": f"{fmt_s(e.last_used_s_ago)} ago",
         # one type per column (text): a number beside "auto" breaks the table's Arrow form
@@ -367,8 +371,9 @@ if entries:
         hide_index=True, key="cache_table",
         column_config={"size_kb": st.column_config.NumberColumn("size", format="%.1f KB")})
     c1, c2, c3 = st.columns([2, 1, 1])
-    victim = c1.selectbox("Entry", [e.sha256[:12] for e in entries], key="cache_pick",
-                          label_visibility="collapsed")
+    loaded = {e.sha256[:12]: ", ".join(names.get(e.sha256, [])) for e in entries}
+    victim = c1.selectbox("Entry", list(loaded), key="cache_pick", label_visibility="collapsed",
+                          format_func=lambda h: f"{h} ({loaded[h]})" if loaded[h] else h)
     if c2.button("Evict", key="cache_evict_one"):
         st.toast(f"Evicted {engine.evict_cache(victim)} session(s)")
         st.rerun()

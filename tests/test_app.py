@@ -144,6 +144,19 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     assert not any("the batch left: full" in c.value for c in at.caption)
 
 
+def test_models_page_session_cache_names_the_models_of_each_entry(engine):
+    """The cache listed 12 hex digits per session and nothing a person knows them by."""
+    at = app("pages/models.py")
+    table = frame_with(at, "loads")
+    mlp = engine.model_info("mlp").sha256[:12]
+    row = table.set_index("sha256").loc[mlp]
+    assert "mlp" in row["models"].split(", ")
+    assert at.selectbox(key="cache_pick").format_func(mlp).startswith(f"{mlp} (")
+    engine.unload_model("tiny")
+    gone = frame_with(at.run(), "loads")
+    assert "none loaded now" in set(gone["models"])   # its session stays cached
+
+
 def test_models_page_tables_need_no_arrow_fixes(engine, caplog):
     """A session with a thread count beside ones with "auto" made the cache table's column
     mixed (int and text): Streamlit logged an ArrowInvalid traceback on every render."""
