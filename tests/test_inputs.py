@@ -338,6 +338,17 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
                     info)
     with pytest.raises(InputValidationError, match="complex numbers"):
         read_inputs(npy(np.array([[1 + 2j, 1]])), "complex.npy", info)
+    # A CSV for an integer input is read as integers: ids past 2**53 are kept exact (read as
+    # float64 first, 2**53 + 1 became 2**53 before any check saw it)
+    wide = TensorSpec("ids", "tensor(int64)", np.dtype("int64"), ("N", 2))
+    ids = ModelInfo("ids64", "0" * 64, 1, (wide,), (wide,), {"": 17}, 8, "test", "dynamic",
+                    "test")
+    big = 2**53 + 1
+    got = read_inputs(f"a,b\n{big},7\n1,{2**62 + 3}\n".encode(), "ids.csv", ids)
+    assert got.arrays["ids"].tolist() == [[big, 7], [1, 2**62 + 3]]
+    assert got.arrays["ids"].dtype == np.int64
+    with pytest.raises(InputValidationError, match=r"e\.g\. 0\.5"):   # still refused, named
+        read_inputs(b"a,b\n1,0.5\n", "half.csv", ids)
     flag = TensorSpec("on", "tensor(bool)", np.dtype("bool"), ("N", 2))
     flags = ModelInfo("flags", "0" * 64, 1, (flag,), (flag,), {"": 17}, 8, "test", "dynamic",
                       "test")

@@ -15,8 +15,8 @@ Accepted files (:func:`read_inputs`):
 
 Each input is checked against the model: its trailing dimensions must be the model's fixed
 ones, its values must fit the model's datatype (no NaN or infinities made by an overflow;
-for an integer input, whole numbers within its range: nothing changes when cast, though a
-CSV's numbers are read as float64 first, exact up to 2**53), and the whole set is bounded
+for an integer input, whole numbers within its range: nothing changes when cast; a CSV is
+read as int64 for it, as float64 otherwise), and the whole set is bounded
 (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample is one row; for a model of
 one fixed shape, a sample is one whole input.
 
@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -105,19 +106,19 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
     if dtype is None or dtype.kind not in "biuf":
         raise _refuse(f"{where}: input {name!r} is {spec.dtype}; real inputs are read for "
                       "numeric inputs only")
+    src = np.asarray(values)
+    if src.dtype.kind == "c":   # (a cast drops the imaginary parts)
+        raise _refuse(f"{where}: input {name!r} is {dtype}; the file holds complex numbers")
     try:
         with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.asarray(values).astype(dtype)
+            arr = src.astype(dtype)
     except (TypeError, ValueError, OverflowError) as err:
         raise _refuse(f"{where}: input {name!r} is not numbers of {dtype} ({err})") from None
     if arr.ndim == 0:
         raise _refuse(f"{where}: input {name!r} is a single number; give samples (rows)")
-    src = np.asarray(values)
     if dtype.kind == "f" and not np.isfinite(arr).all() and np.isfinite(
             src.astype(np.float64, copy=False)).all():
         raise _refuse(f"{where}: input {name!r} has values beyond {dtype}'s range")
-    if src.dtype.kind == "c":   # (a cast drops the imaginary parts)
-        raise _refuse(f"{where}: input {name!r} is {dtype}; the file holds complex numbers")
     if dtype.kind in "iub" and src.dtype.kind in "biuf" and src.dtype != dtype:
         changed = src.reshape(-1) != arr.reshape(-1)
         if n := int(np.count_nonzero(changed)):
@@ -367,8 +368,12 @@ def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.nda
                        "feature columns, in the model's order")
     try:
         if suffix == ".csv":
-            try:
-                frame = pd.read_csv(io.BytesIO(data), dtype=np.float64)
+            frame, spec = None, info.inputs[0].dtype
+            if spec is not None and spec.kind in "iu":   # (as float64, ids past 2**53 were
+                with contextlib.suppress(ValueError, OverflowError):   # rounded unseen)
+                    frame = pd.read_csv(io.BytesIO(data), dtype=np.int64)
+            try:   # (not whole numbers: read as numbers, the checks then say which)
+                frame = pd.read_csv(io.BytesIO(data), dtype=np.float64) if frame is None else frame
             except ValueError as err:  # not all numbers: which columns, from the first rows
                 head = pd.read_csv(io.BytesIO(data), nrows=100)
                 numeric = list(map(str, head.select_dtypes("number").columns))
