@@ -336,13 +336,11 @@ with st.container(border=True):
         st.warning(running_note, icon=":material/warning:")
     stop_first = st.toggle("Stop the traffic when the replay starts",
                            key="bs_replay_stop_traffic", disabled=not running_note,
-                           help="Every built-in generator on this engine, after the last 2 s "
-                                "of arrivals are recorded: the replay then has the cores to "
-                                "itself. Start the traffic again after.")
-
-    def _quiet() -> None:   # the arrivals are in hand: now the traffic may go
-        if running_note and stop_first:
-            engine.stop_traffic()
+                           help="Every built-in generator on this engine, stopped by the "
+                                "replay as it starts (after the last 2 s of arrivals are "
+                                "recorded): it then has the cores to itself. Start the "
+                                "traffic again after.")
+    quiet = {"quiet": True} if running_note and stop_first else {}
 
     r1, r2 = st.columns(2)
     if r1.button("Replay the last 2 s under each policy", key="bs_replay",
@@ -351,9 +349,8 @@ with st.container(border=True):
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
-            _quiet()
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
-                      slo_ms=float(st.session_state["bs_replay_slo"]), **agents)
+                      slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet)
     r2.download_button(
         "Save the last 2 s of arrivals (CSV)",
         lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
@@ -376,14 +373,18 @@ with st.container(border=True):
                            "each policy replays all of them.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
-                    _quiet()
                     start_job(engine, "replay", model, "Could not replay",
                               arrivals_s=arrivals,
-                              slo_ms=float(st.session_state["bs_replay_slo"]), **agents)
+                              slo_ms=float(st.session_state["bs_replay_slo"]), **agents,
+                              **quiet)
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]
         st.markdown(replay_verdict(summary))
+        if stopped := replay_job.result.get("traffic_stopped"):
+            st.caption(f"This replay stopped the traffic running when it started "
+                       f"({', '.join(stopped)}): start it again in the Traffic box above "
+                       "(or on the A/B test page) when you want it back.")
         st.dataframe(summary, hide_index=True, key="bs_replay_table", column_config={
             c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")}
             | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f"),

@@ -143,12 +143,12 @@ with st.container(border=True):
                                  help="Intra-op threads to try (each a hot swap of the model "
                                       "with those session options; its own come back after). "
                                       "Empty: only the model's own.")
-        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7,
+        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7, value=None,
                                    key="exp_min_tput",
                                    help="A setting that cannot serve this many requests per "
                                         "second within the p99 target does not count.")
         max_mem = q3.number_input("Max memory per setting (MiB, optional)", 1.0, 1e6,
-                                  key="exp_max_mem",
+                                  value=None, key="exp_max_mem",
                                   help="Batch sizes whose peak memory (measured once, in a "
                                        "child process) is above this are never tried.")
         grid_n = len(sizes) * len(waits) * max(1, len(threads)) * len(loads)

@@ -15,7 +15,8 @@ st.title("Warm-up", anchor=False)
 st.caption("The first run at a new batch size pays for memory planning and cold caches. "
            "Warm-up runs the powers of two up to max batch size, and the max, before real "
            "requests do: a size between them then costs on its first run what any size does "
-           "after another (measured: tenths of a millisecond at most; docs/benchmarks.md). "
+           "after another (measured on the demo models: tenths of a millisecond at most; "
+           "docs/benchmarks.md). "
            "Warm-up runs are not counted as traffic.")
 
 model = pick_model("Model", "warmup_model", engine, default="mlp")

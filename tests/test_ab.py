@@ -241,6 +241,9 @@ def test_a_latency_verdict_says_whether_the_queue_or_the_model_made_the_differen
     both = ABReport("e", "m1", "m2", 0.5, "random", {"a": arm(1.0, 2.0, 8),
                                                       "b": arm(1.8, 2.8, 8)}, latency=lat)
     assert "mostly" not in both.latency_parts
+    level = ABReport("e", "m1", "m2", 0.5, "random", {"a": arm(0.0, 2.0, 8),
+                                                       "b": arm(0.0, 3.6, 8)}, latency=lat)
+    assert level.latency_parts.startswith("At p50 B waits as long in the queue and runs 1.")
     same = compare_latency(rng.normal(3.0, 0.1, 500), rng.normal(3.0, 0.1, 500), seed=0)
     quiet = ABReport("e", "m1", "m2", 0.2, "random", {"a": arm(1.0, 2.0, 8),
                                                        "b": arm(2.5, 2.1, 2)}, latency=same)

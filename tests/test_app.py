@@ -92,6 +92,8 @@ def figure(at: AppTest, key_part: str) -> dict:
 def set_twice():
     """What Streamlit logs (it draws nothing) when a widget is given a default and its value
     through Session State too: the value then jumps between them."""
+    import streamlit.elements.lib.policies as rules
+    rules._shown_default_value_warning = False   # (said once per process otherwise)
     said: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())
@@ -668,7 +670,7 @@ def test_experiments_page_warns_of_traffic_reaching_the_model(engine):
     engine.start_traffic("arms-exp", rate_rps=20, duration_s=60)
     at.run()
     said = [w.value for w in at.warning if "Traffic is running on clf-v2" in w.value]
-    assert said and "(its share of 20 req/s sent to A/B experiment 'arms-exp', whose arm it " \
+    assert said and "(its part of 20 req/s sent to A/B experiment 'arms-exp', whose arm it " \
         "is; from the A/B test page" in said[0], said
     assert "Stop it on the A/B test page" in said[0]
     engine.stop_traffic("arms-exp")
@@ -1074,14 +1076,25 @@ def test_batching_page_replay_stops_the_traffic_sharing_its_cores(engine):
     at.run()
     said = [w.value for w in at.warning if "the replay's runs" in w.value]
     assert said and "clf-v1 at 200 req/s, split at 40 req/s" in said[0], said
-    assert any("Also reaching clf-v1: its share of 40 req/s sent to A/B experiment 'split'"
+    assert any("Also reaching clf-v1: its part of 40 req/s sent to A/B experiment 'split'"
                in c.value for c in at.caption), [c.value for c in at.caption]
     at.button(key="bs_replay").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert not engine.traffic_running()                # stopped as the replay started
     job = finish_job(engine, "replay", "clf-v1")
     assert job.state == "done", job.error
+    assert not engine.traffic_running()                # stopped by the replay as it started
+    assert job.result["traffic_stopped"] == ["clf-v1 at 200 req/s", "split at 40 req/s"]
     assert (job.result["summary"]["requests"] > 20).all()
+    at.run()
+    assert any("This replay stopped the traffic running when it started (clf-v1 at 200 "
+               "req/s, split at 40 req/s)" in c.value for c in at.caption)
+    # a replay that fails its checks stops nothing
+    engine.start_traffic("clf-v1", rate_rps=100, seed=0)
+    bad = engine.start_job("replay", "clf-v1", arrivals_s=[0.0, 0.01], policies=["nope"],
+                           quiet=True)
+    done = engine.wait_job(bad.job_id, timeout_s=60)
+    assert done.state == "failed" and "unknown policy 'nope'" in done.error, done
+    assert engine.traffic_running()
 
 
 def test_experiments_page_warns_of_traffic_to_other_targets(engine):
@@ -1093,6 +1106,12 @@ def test_experiments_page_warns_of_traffic_to_other_targets(engine):
     said = [w.value for w in at.warning if "Traffic to other targets" in w.value]
     assert said and "(clf-v1 at 20 req/s)" in said[0] and "Batching page" in said[0], said
     assert not [w for w in at.warning if "Traffic is running on tiny" in w.value]
+    engine.stop_traffic("clf-v1")
+    engine.start_traffic("tiny", rate_rps=20, duration_s=60)   # to the swept model: not "other"
+    at.run()
+    assert [w for w in at.warning if "Traffic is running on tiny" in w.value]
+    assert not [w for w in at.warning if "Traffic to other targets" in w.value], \
+        [w.value for w in at.warning]
 
 
 def test_form_values_outlive_a_visit_to_another_page(engine):
@@ -1125,6 +1144,12 @@ def _walk_forms_away_and_back() -> None:
     assert at.number_input(key="traffic_rows").value == 4
     assert at.segmented_control(key="traffic_pattern").value == "bursty"
     assert not [e for e in at.exception]
+    # An optional box cleared is empty again, not its minimum (1 MiB excluded every size)
+    at.switch_page("pages/experiments.py").run()
+    at.toggle(key="exp_quick").set_value(True).run()
+    at.number_input(key="exp_max_mem").set_value(512.0).run()
+    at.number_input(key="exp_max_mem").set_value(None).run()
+    assert at.number_input(key="exp_max_mem").value is None
 
 
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):

@@ -349,6 +349,12 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
     assert got.arrays["ids"].dtype == np.int64
     with pytest.raises(InputValidationError, match=r"e\.g\. 0\.5"):   # still refused, named
         read_inputs(b"a,b\n1,0.5\n", "half.csv", ids)
+    unsigned = TensorSpec("ids", "tensor(uint64)", np.dtype("uint64"), ("N", 2))
+    uids = ModelInfo("ids-u64", "0" * 64, 1, (unsigned,), (unsigned,), {"": 17}, 8, "test",
+                     "dynamic", "test")
+    past = 2**63 + 1   # (past int64 as well)
+    assert read_inputs(f"a,b\n{past},1\n".encode(), "u.csv", uids).arrays["ids"].tolist() == \
+        [[past, 1]]
     flag = TensorSpec("on", "tensor(bool)", np.dtype("bool"), ("N", 2))
     flags = ModelInfo("flags", "0" * 64, 1, (flag,), (flag,), {"": 17}, 8, "test", "dynamic",
                       "test")

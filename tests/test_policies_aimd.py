@@ -99,19 +99,32 @@ def test_a_batcher_under_aimd_grows_its_batches_one_row_at_a_time():
 
 def test_aimd_keeps_what_it_learned_while_another_policy_runs():
     """A newcomer's sweep pinned deadline and gave AIMD back at one row: what it had learned
-    (its cap) was gone. The queue keeps each policy it ran, by name; a policy class registered
-    again under the same name starts fresh."""
+    (its cap) was gone. Switched straight back, the queue takes up the policy it left, under
+    the same SLO; any other switch starts afresh, so a sweep pinning AIMD twice on a deadline
+    model starts from one row both times, and a policy class registered again is new."""
     from core.policies import register, unregister
     from core.policies.deadline import DeadlinePolicy
     sizes, b = _drive(BatchConfig(policy="aimd", latency_slo_ms=60_000, max_batch_size=5,
                                   max_wait_ms=1000, max_queue=100), n=19)
-    learned = b.queue.policy
+    q = b.queue
+    learned = q.policy
     assert learned.cap == 5.0
-    cfg = b.queue.config
-    b.queue.configure(cfg.replace(policy="deadline", latency_slo_ms=None))
-    assert b.queue.policy.name == "deadline"
-    b.queue.configure(cfg)                       # back to AIMD: the same object, cap 5
-    assert b.queue.policy is learned and b.policy_state()["cap"] == 5.0
+    cfg = q.config
+    plain = cfg.replace(policy="deadline", latency_slo_ms=None)
+    q.configure(plain)
+    assert q.policy.name == "deadline"
+    q.configure(cfg)                       # straight back to AIMD: the same object, cap 5
+    assert q.policy is learned and b.policy_state()["cap"] == 5.0
+    q.configure(plain)
+    q.configure(cfg.replace(latency_slo_ms=20.0))    # back under another SLO: afresh
+    assert q.policy is not learned and q.policy.cap == 1.0
+    q.configure(plain)
+    q.configure(cfg)                       # deadline -> AIMD -> deadline -> AIMD: both fresh
+    pinned = q.policy
+    pinned.cap = 4.0                       # (what the first pinned sweep learned)
+    q.configure(plain)
+    q.configure(cfg)
+    assert q.policy is not pinned and q.policy.cap == 1.0
 
     def cell():   # a notebook cell defining a policy, run twice: two classes, one name
         class KeepMine(DeadlinePolicy):
@@ -120,12 +133,12 @@ def test_aimd_keeps_what_it_learned_while_another_policy_runs():
 
     first = cell()
     try:
-        b.queue.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
-        assert type(b.queue.policy) is first
-        b.queue.configure(cfg)
+        q.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
+        assert type(q.policy) is first
+        q.configure(cfg)
         second = cell()
-        b.queue.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
-        assert type(b.queue.policy) is second is not first     # the new class, not the old
+        q.configure(cfg.replace(policy="keep_mine", latency_slo_ms=None))
+        assert type(q.policy) is second is not first     # the new class, not the old
     finally:
         unregister("keep_mine")
 

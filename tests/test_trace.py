@@ -138,6 +138,26 @@ def test_a_replays_copy_is_warm_before_its_first_policy(engine, monkeypatch):
     assert (out["summary"]["requests"] == 20).all()
 
 
+def test_a_replay_of_a_model_with_real_inputs_warms_its_copy_with_them(engine):
+    """The copy has no real inputs of its own: warmed with random ids (up to 9), an
+    embedding of 5 rows failed the whole replay ('indices element out of data bounds')."""
+    from onnx import TensorProto, helper, numpy_helper
+    from core.lab.replay import replay
+    from tests.helpers import make_model
+
+    table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
+    emb = make_model([helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 1])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 3])],
+                     [helper.make_node("Gather", ["table", "ids"], ["y"], axis=0)], [table],
+                     opset=13)
+    engine.load_model(emb.SerializeToString(), name="emb", probe=False)
+    engine.configure("emb", max_batch_size=8, max_wait_ms=1.0)
+    engine.set_inputs("emb", b"ids\n0\n1\n2\n3\n4\n", filename="ids.csv")
+    out = replay(engine, "emb", np.linspace(0.0, 0.1, 20), policies=["deadline"])
+    assert out["summary"]["requests"].tolist() == [20]
+    assert len(out["timelines"]["deadline"]) == 20 and out["timelines"]["deadline"]["ok"].all()
+
+
 def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
     """Issue 23: the replay needed live traffic and that traffic kept flowing into the model
     while the policies were replayed. Now the copy sees exactly the replayed arrivals, and

@@ -83,8 +83,9 @@ class ABReport:
         dq = b.p50_queue_ms - a.p50_queue_ms
         dc = b.p50_compute_ms - a.p50_compute_ms
 
-        def said(d: float, what: str) -> str:
-            return f"{what} {abs(d):.2f} ms {'longer' if d > 0 else 'shorter'}"
+        def said(d: float, what: str) -> str:   # (both p50 waits 0: "as long", not "0.00 shorter")
+            return f"{what} as long" if abs(d) < 0.005 else \
+                f"{what} {abs(d):.2f} ms {'longer' if d > 0 else 'shorter'}"
 
         text = f"At p50 B {said(dq, 'waits')} in the queue and {said(dc, 'runs')} than A"
         same = lat.diff_p50_ms * dq > 0, lat.diff_p50_ms * dc > 0

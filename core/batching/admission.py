@@ -95,19 +95,23 @@ class AdmissionQueue(DeadlineMixin, ParkingMixin):
         self.cost = CostEstimator()      # learned t(n) = a + b*n
         self.rate = RateEstimator()      # learned arrival rate (rows/s)
         self.policy: ReleasePolicy = make_policy(config.policy)
-        # Policies this queue ran before, by name, with what they learned: a sweep that
-        # pins deadline and gives AIMD back gives back its cap, not one row (one per name).
-        self.earlier: dict[str, ReleasePolicy] = {}
+        # The policy this queue switched away from last, with what it learned and the SLO it
+        # learned under: switched straight back (a sweep pins deadline, then restores AIMD),
+        # it is taken up again, cap and all; any other switch starts the new policy afresh
+        # (a sweep pinning AIMD twice measures from one row both times).
+        self.earlier: tuple[ReleasePolicy, float | None] | None = None
         self.apply(config)
 
     # -- configuration (caller holds the lock, or is the constructor) ----------------
     def apply(self, config: BatchConfig) -> None:
-        if getattr(self, "config", None) is None or config.policy != self.config.policy:
-            if getattr(self, "config", None) is not None:
-                self.earlier[self.config.policy] = self.policy
-            kept = self.earlier.pop(config.policy, None)
+        old = getattr(self, "config", None)
+        if old is None or config.policy != old.policy:
             fresh = make_policy(config.policy)   # (a class registered again: its own object)
-            self.policy = kept if type(kept) is type(fresh) else fresh
+            kept = self.earlier
+            back = kept is not None and type(kept[0]) is type(fresh) \
+                and kept[1] == config.latency_slo_ms
+            self.earlier = None if back or old is None else (self.policy, old.latency_slo_ms)
+            self.policy = kept[0] if back else fresh
         self.config = config
         self.max_rows = config.max_batch_size if self.batchable else 1
         # Models that cannot batch run a request's rows one at a time: the same limit keeps

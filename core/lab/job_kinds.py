@@ -18,7 +18,7 @@ from core.errors import BatchlabError
 from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, measure_capacity,
                         profile_cost_frame, with_capacities)
 from .jobs import Job
-from .replay import DEFAULT_SLO_MS, replay
+from .replay import DEFAULT_SLO_MS, check_replay, replay
 from .search import Constraints, quick_search
 from .sweeps import PINNED_DEFAULTS, sweep
 from .traffic import experiments_with_arm
@@ -210,14 +210,23 @@ def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
             policies: list[str] | None = None, slo_ms: float | None = None,
-            agents: int = 0, ray_address: str | None = None) -> Any:
+            agents: int = 0, ray_address: str | None = None, quiet: bool = False) -> Any:
+    """``quiet``: stop every traffic generator first (the replay's runs share the cores with
+    them); the result's ``traffic_stopped`` names what was stopped."""
     def progress(done: int, total: int, policy: str) -> None:
         job.progress(done / total, f"replayed under {policy} ({done} of {total})")
 
-    job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy")
-    return replay(engine, target, arrivals_s, policies or None, stop=job.stop,
-                  progress=progress, slo_ms=DEFAULT_SLO_MS if slo_ms is None else slo_ms,
-                  agents=agents, ray_address=ray_address)
+    slo_ms = DEFAULT_SLO_MS if slo_ms is None else slo_ms
+    check_replay(arrivals_s, policies or None, slo_ms)   # (refused: nothing stopped)
+    stopped = [f"{t.label} at {t.rate_rps:,.0f} req/s" for t in engine.traffic()
+               if t.running] if quiet else []
+    if stopped:
+        engine.stop_traffic()
+    job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy"
+                 + (f" (stopped the traffic: {', '.join(stopped)})" if stopped else ""))
+    out = replay(engine, target, arrivals_s, policies or None, stop=job.stop,
+                 progress=progress, slo_ms=slo_ms, agents=agents, ray_address=ray_address)
+    return {**out, "traffic_stopped": stopped}
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)

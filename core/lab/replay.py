@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import ResourceLimitError
+from core.engine.warmup import warmup_batch_sizes
+from core.errors import BatchlabError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import open_loop
@@ -29,8 +31,10 @@ from .loadgen import open_loop
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
+log = logging.getLogger("batchlab.replay")
+
 __all__ = ["REPLAY_POLICIES", "DEFAULT_SLO_MS", "replay_policies", "replay", "arrivals_from_csv", "arrivals_to_csv",
-           "MAX_REPLAY_ARRIVALS"]
+           "MAX_REPLAY_ARRIVALS", "check_replay"]
 
 #: The most arrivals a replay takes (a file of more is refused, saying so).
 MAX_REPLAY_ARRIVALS = 200_000
@@ -117,6 +121,44 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
     return (arr - arr[0]).tolist()
 
 
+def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
+                 slo_ms: float) -> tuple[tuple[str, ...], np.ndarray]:
+    """The policies (default: every registered one) and sorted arrivals a replay takes, or
+    ValueError saying what is wrong (before anything is loaded, or any traffic stopped)."""
+    policies = tuple(policies) if policies else replay_policies()
+    unknown = [p for p in policies if p not in registered()]
+    if unknown:
+        raise ValueError(f"unknown policy {unknown[0]!r}; registered: "
+                         f"{', '.join(registered())}")
+    if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
+        raise ValueError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
+    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
+    if len(arr) == 0:
+        raise ValueError("no arrivals to replay: run some traffic first")
+    if not np.isfinite(arr).all():
+        raise ValueError("arrival times must be finite numbers of seconds")
+    check_arrivals(arr)
+    return policies, arr
+
+
+def _warm(engine: EngineCore, model: str, copy: str, max_batch_size: int, stop: Any) -> None:
+    """The copy's session is new: run it at warm-up's batch sizes before the first policy,
+    which would otherwise pay for the cold runs alone. With the model's own samples (its
+    real inputs: the copy has none, and random values can be out of a real model's range),
+    as whole batches; its metrics are reset and its timeline cut before each policy. A
+    failure here leaves the replay cold, not undone (the replay then says what fails)."""
+    sizes = warmup_batch_sizes(max_batch_size, engine.model_info(copy).batchable)
+    try:
+        for size in sizes:
+            x = engine.sample_input(model, rows=size, seed=size)
+            for _ in range(2):
+                if stop is not None and stop.is_set():
+                    return
+                engine.predict(copy, x)
+    except BatchlabError as err:
+        log.info("replay: warming %s failed (%s); replayed cold", copy, err)
+
+
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
            policies: Sequence[str] | None = None, stop: Any = None,
            progress: Callable[[int, int, str], None] | None = None,
@@ -136,19 +178,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     ``agents``: the arrivals are sent by that many load agents on the Ray cluster at
     ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
     recorded times, to this engine's server (an engine no server exposes is refused)."""
-    policies = tuple(policies) if policies else replay_policies()
-    unknown = [p for p in policies if p not in registered()]
-    if unknown:
-        raise ValueError(f"unknown policy {unknown[0]!r}; registered: "
-                         f"{', '.join(registered())}")
-    if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
-        raise ValueError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
-    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
-    if len(arr) == 0:
-        raise ValueError("no arrivals to replay: run some traffic first")
-    if not np.isfinite(arr).all():
-        raise ValueError("arrival times must be finite numbers of seconds")
-    check_arrivals(arr)
+    policies, arr = check_replay(arrivals_s, policies, slo_ms)
     offsets = arr - arr[0]
     before = engine.batch_config(model)
     data = engine.model_file(model)
@@ -160,12 +190,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     rows, timelines = [], {}
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
-        # The copy's session is new: warmed (outside the metrics) at the batch sizes its
-        # settings produce, so the first policy is not the one that pays for cold runs.
-        try:
-            engine.warmup(copy, iterations=3, stop=stop)
-        except ResourceLimitError:   # stopped, or slower than warm-up's limit: replayed cold
-            pass
+        _warm(engine, model, copy, before.max_batch_size, stop)
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
         if agents:
             check_ray_address(engine, ray_address)

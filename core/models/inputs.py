@@ -371,7 +371,7 @@ def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.nda
             frame, spec = None, info.inputs[0].dtype
             if spec is not None and spec.kind in "iu":   # (as float64, ids past 2**53 were
                 with contextlib.suppress(ValueError, OverflowError):   # rounded unseen)
-                    frame = pd.read_csv(io.BytesIO(data), dtype=np.int64)
+                    frame = pd.read_csv(io.BytesIO(data), dtype=np.dtype(spec.kind + "8"))
             try:   # (not whole numbers: read as numbers, the checks then say which)
                 frame = pd.read_csv(io.BytesIO(data), dtype=np.float64) if frame is None else frame
             except ValueError as err:  # not all numbers: which columns, from the first rows

@@ -18,8 +18,9 @@ one row and throughput with it (measured: a cheap model at half its capacity ans
 
 Under a load that fills batches, the cap (and the batch sizes on the timeline) climbs until
 a run misses, falls back, climbs again: the sawtooth. Where no run ever misses, the cap
-reaches ``max_batch_size`` and AIMD is ``deadline``. The cap is kept while another policy
-runs on the model (a sweep pins ``deadline``, then gives AIMD back where it was).
+reaches ``max_batch_size`` and AIMD is ``deadline``. Switched away and straight back under
+the same SLO (a sweep pins ``deadline``, then restores AIMD), the model takes up its AIMD
+where it was; any other switch, or a new version of the model, starts it at one row.
 
 Example:
     >>> p = AIMDPolicy(); p.cap = 8.0

@@ -31,7 +31,7 @@ def traffic_warning(engine: Any, model: str) -> str | None:
     reaching = traffic_reaching(engine, model)
     if not reaching:
         return None
-    senders = "; ".join(("" if exp is None else "its share of ") + f"{t.rate_rps:,.0f} req/s"
+    senders = "; ".join(("" if exp is None else "its part of ") + f"{t.rate_rps:,.0f} req/s"
                         + ("" if t.priority is None else f" ({t.label.split(' · ')[1]} class)")
                         + ("" if exp is None else f" sent to A/B experiment {exp!r}, whose "
                            "arm it is") for t, exp in reaching)
@@ -50,15 +50,15 @@ def via_experiments(engine: Any, model: str) -> str | None:
     if not via:
         return None
     return ("Also reaching " + model + ": " + "; ".join(
-        f"its share of {t.rate_rps:,.0f} req/s sent to A/B experiment {exp!r}" for t, exp in via)
+        f"its part of {t.rate_rps:,.0f} req/s sent to A/B experiment {exp!r}" for t, exp in via)
         + " (started on the A/B test page), queued with this model's own requests.")
 
 
 def traffic_elsewhere(engine: Any, model: str) -> list[Any]:
     """The running traffic generators whose requests do not reach ``model``: they still
     share the engine's cores (and the client's) with whatever measures it."""
-    reaching = {id(t) for t, _ in traffic_reaching(engine, model)}
-    return [t for t in engine.traffic() if t.running and id(t) not in reaching]
+    reaching = {model, *(exp for exp, _ in experiments_with_arm(engine, model))}
+    return [t for t in engine.traffic() if t.running and t.target not in reaching]
 
 
 def _senders(gens: list[Any]) -> str:
