@@ -294,7 +294,9 @@ def live_charts() -> None:
         st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
                                                cur.max_wait_ms), key="bs_timeline")
         st.caption(f"Live: max_batch_size={cur.max_batch_size}, "
-                   f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. Tiles and the "
+                   f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. A grey bar longer "
+                   "than max wait is a batch that left on time and waited for the model to "
+                   "finish the one before (each instance runs one batch at a time). Tiles and the "
                    f"histogram cover the last {WINDOW_S} s; charts show the last minute. "
                    f"Queued now: {fmt_num(snap.queue_depth)}.")
     else:

@@ -807,7 +807,9 @@ def test_charts_read_cleanly(engine):
     rows = len(fig.data[0].y)
     assert rows <= 120 and fig.layout.height >= 4 * rows
     # (and how much of the second they span: 120 arrivals at 200 req/s, 0.6 s, and the run)
-    assert "the last 120 of 200 requests, 601 ms of it" in fig.layout.title.text
+    # (on a line of its own under the title: in the title it was cut at 1,400 px)
+    assert fig.layout.title.subtitle.text == "the last 120 of 200 requests in 15 batches, " \
+        "601 ms of it"
     # A batch whose wait ran out is 'time up' (under fixed_window it read 'deadline', as if
     # the deadline policy had run it)
     timed = charts.timeline_figure(frame.assign(release_reason="deadline"))
@@ -860,7 +862,8 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
         "started_s": [i // 2 * 0.01 + 0.005 for i in range(200)],
         "done_s": [i // 2 * 0.01 + 0.0055 for i in range(200)], "ok": True,
         "wait_ms": 5.0, "compute_ms": 0.5})
-    assert charts._busy_share(dense.tail(120)) > 0.5
+    from core.ui import timeline
+    assert timeline._busy_share(dense.tail(120)) > 0.5
     assert "first request arrived" in charts.timeline_figure(dense).layout.xaxis.title.text
     # a replay's policies share one view: the decision can be passed in
     assert charts.timeline_lines_up(dense) and not charts.timeline_lines_up(busy)
