@@ -352,6 +352,15 @@ def test_no_more_requests_are_asked_for_once_a_difference_is_detected():
     from core.ui.fmt import more_needed   # the page's column
     assert more_needed(res) == more_needed(errs) == "none: detected"
     assert more_needed(quiet) == f"{quiet.more_needed_per_arm:,}"
+    # significant but under the difference worth detecting; none either way with enough
+    rng2 = np.random.default_rng(3)
+    small = compare_latency(rng2.lognormal(np.log(4.5), 0.3, 20_000),
+                            rng2.lognormal(np.log(4.5), 0.3, 20_000) + 0.08, seed=0)
+    assert small.significant and not small.meaningful
+    assert more_needed(small) == "none: only a smaller difference is seen"
+    calm = compare_errors(0, 25_000, 0, 25_000)
+    assert not calm.significant and calm.more_needed_per_arm == 0
+    assert more_needed(calm) == "none: enough to have seen it"
 
 
 def test_latency_comparison_needs_data():

@@ -115,9 +115,13 @@ def fmt_p(p: float | None) -> str:
 
 def more_needed(comparison: Any) -> str:
     """An A/B comparison's requests per arm still needed, in words: none once a difference
-    is detected (a count beside p < 0.001 reads as a contradiction)."""
+    is detected (a count beside p < 0.001 read as a contradiction), or once there are enough
+    to have seen the one worth detecting (a bare 0 read as "enough", beside "no difference")."""
     if comparison.significant:
-        return "none: detected"
+        return ("none: only a smaller difference is seen" if getattr(
+            comparison, "meaningful", True) is False else "none: detected")
+    if not comparison.more_needed_per_arm:
+        return "none: enough to have seen it"
     return f"{comparison.more_needed_per_arm:,}"
 
 
