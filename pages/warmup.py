@@ -36,8 +36,8 @@ with c1:
         st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
                    f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
     else:
-        st.caption(f"{model} runs one row at a time ({info.batch_reason}): batch size 1 is "
-                   "the only one to warm.")
+        st.caption(f"{model} cannot batch: {info.batch_reason}. Batch size 1 is the only "
+                   "one to warm.")
     st.caption("Batch sizes this model has run since it was loaded (traffic and warm-up): "
                + (fmt_ranges(ran) if ran else "none yet") + ".")
 with c2:
@@ -45,8 +45,9 @@ with c2:
     what = f"max_batch_size={cfg.max_batch_size}" if info.batchable else "batch size 1"
     (st.success if warm else st.warning)(
         f"{model} is warm for {what}" if warm else
-        f"{model} is not warm for {what}: batch size(s) {', '.join(map(str, missing))} "
-        "have not run yet",
+        f"{model} is not warm for {what}: "
+        + (f"batch size {missing[0]} has" if len(missing) == 1 else
+           f"batch sizes {', '.join(map(str, missing))} have") + " not run yet",
         icon=":material/local_fire_department:" if warm else ":material/ac_unit:")
 
 job = job_progress(engine, "warmup", model, key="warmup_job")
@@ -65,6 +66,12 @@ else:
                                           "warm_min_ms")} |
                  {"cold_over_warm": st.column_config.NumberColumn("cold / warm",
                                                                   format="%.1fx")})
+    if slow := report.disturbed_sizes:
+        st.warning(f"At batch size{'s' if len(slow) > 1 else ''} {', '.join(map(str, slow))} "
+                   "the warm runs took longer than the first (cold / warm under 1x): something "
+                   "else had the cores meanwhile (traffic, a job, another program), so these "
+                   "figures are disturbed. The sizes did run: the model is warm. Warm up again "
+                   "on a quieter machine for figures to compare.", icon=":material/speed:")
     st.caption(f"Took {fmt_ms(report.duration_s * 1000.0)}. The first run at a batch size "
                "is cold only if that size had not run before; on a model already serving "
                "it shows what an idle spell costs (caches gone cold), not memory planning.")

@@ -53,6 +53,13 @@ class WarmupReport:
     def batch_sizes(self) -> list[int]:
         return [int(b) for b in self.frame["batch_size"]]
 
+    @property
+    def disturbed_sizes(self) -> list[int]:
+        """Batch sizes whose warm runs took longer than their cold one: something else had
+        the cores while they ran (a first run is never faster than a warm one on its own)."""
+        f = self.frame
+        return [int(b) for b in f.loc[f["warm_p50_ms"] > f["cold_ms"], "batch_size"]]
+
 
 def warmup_batch_sizes(max_batch_size: int, batchable: bool = True) -> list[int]:
     """Powers of two up to ``max_batch_size``, plus ``max_batch_size`` itself.
