@@ -127,7 +127,7 @@ def dashboard() -> None:
                 names=("before sending", "round trip"), **live), key="mon_batches")
         with r3[1]:
             st.plotly_chart(charts.queue_depth_figure(
-                ts, title="Waiting for a connection (max per second)", **live),
+                ts, title="Waiting for a connection (max per second)", subtitle=None, **live),
                 key="mon_depth")
         st.caption("A remote model: each request is sent alone as it comes and its server "
                    "batches; latency is measured here, at the client.")

@@ -117,12 +117,18 @@ def queue_compute_figure(ts: pd.DataFrame,
 
 
 def queue_depth_figure(ts: pd.DataFrame,
-                       title: str = "Queue depth as batches leave",
-                       window_s: int = WINDOW_S, events: pd.DataFrame | None = None
-                       ) -> go.Figure:
+                       title: str = "Queued as batches leave",
+                       window_s: int = WINDOW_S, events: pd.DataFrame | None = None,
+                       subtitle: str | None = "the most in each second, the leaving batch "
+                                              "included") -> go.Figure:
+    """The requests waiting as a batch left, its own included (the most in each second): 4-14
+    beside batches of 2 read as a queue the batches ignored; it is one burst in that second."""
     ts = recent(ts, window_s)
     fig = go.Figure(go.Scatter(x=ts["time"], y=ts["queue_depth"], mode="lines",
                                line=dict(color=COLORS["depth"], shape="hv"), name="queued"))
     fig.update_yaxes(rangemode="tozero")
     _layout(fig, title, "requests", ts=ts, window_s=window_s, hover="%{y:,.0f} queued")
+    if subtitle:   # (what is counted, under the title)
+        fig.update_layout(title_subtitle=dict(text=subtitle, font=dict(size=12)),
+                          margin=dict(t=62))
     return add_events(fig, events, ts, window_s)
