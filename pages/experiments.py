@@ -13,7 +13,7 @@ from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, traffic_warning
 from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_words
-from core.lab import (WHAT_IF_REFUSED, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
+from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import (agents_controls, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
@@ -96,9 +96,10 @@ with st.container(border=True):
     except ValueError:
         loads = []
         st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
-    if kind.startswith("rate") and loads:
-        try:   # (the sweep's own rule, said before the button)
-            check_rates(loads, duration, True)
+    if loads:
+        try:   # (the sweep's own rules, said before the button)
+            check_rates(loads, duration, True) if kind.startswith("rate") else \
+                check_clients(loads)
         except BatchlabError as err:
             st.error(str(err))
             loads = []

@@ -1172,6 +1172,15 @@ def _walk_forms_away_and_back() -> None:
     assert at.number_input(key="exp_max_mem").value is None
 
 
+def test_experiments_page_checks_clients_before_the_sweep(engine):
+    at = app("pages/experiments.py")
+    at.radio(key="exp_load_kind").set_value("clients (closed loop)").run()
+    at.text_input(key="exp_loads").set_value("4, 2.5").run()
+    assert any("2.5 clients" in e.value for e in at.error), [e.value for e in at.error]
+    at.text_input(key="exp_loads").set_value("4, 16").run()
+    assert not [e for e in at.error if "clients" in e.value]
+
+
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     """Issue 28, part 3: a bandit experiment from the page; its split, reward rates and
     regret are shown; its SLO changes live; promote leaves the bandit for a fixed split."""

@@ -1067,3 +1067,16 @@ def test_profiling_an_ab_arm_measures_one_size_and_leaves_the_experiment_alone()
         assert cost.capacity_batch == 16 and cost.capacity_batches == ()
         assert engine.ab_report("exp").segment == before
         assert engine.batch_config("clf-v1").max_batch_size == 16
+
+
+def test_closed_loop_clients_are_whole_numbers_said_before_a_sweep():
+    """A sweep took 2.5 clients as 2 without a word; the page checked rates, not clients."""
+    from core.lab import check_clients
+    assert check_clients([1, 8.0, np.int64(64)]) == [1, 8, 64]
+    for bad in (2.5, 0, 10_001, float("nan"), True, "8"):
+        with pytest.raises(ConfigError, match="whole numbers from 1 to 10,000"):
+            check_clients([4, bad])
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        with pytest.raises(ConfigError, match=r"2\.5 clients"):
+            sweep(engine, "tiny", [8], [0.0], concurrencies=[2.5], duration_s=0.5)

@@ -22,7 +22,7 @@ from .history import ExperimentStore, default_store, environment
 from .job_kinds import JOB_KINDS
 from .jobs import Job, JobManager, JobStatus
 from .lab import Lab
-from .loadgen import LOAD_COLUMNS, LoadResult, closed_loop, open_loop
+from .loadgen import LOAD_COLUMNS, LoadResult, check_clients, closed_loop, open_loop
 from .replay import REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, replay
 from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
@@ -40,6 +40,7 @@ __all__ = [
     "tf_serving_batching",
     "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "Job",
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
+    "check_clients",
     "ray_serve_config",
     "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
     "SWEEP_COLUMNS", "check_rates", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",

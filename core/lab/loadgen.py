@@ -28,7 +28,8 @@ from core.errors import ConfigError
 from core.metrics import helpers_cpu_s
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, paced, run_schedule
 
-__all__ = ["LoadResult", "LOAD_COLUMNS", "open_loop", "closed_loop"]
+__all__ = ["LoadResult", "LOAD_COLUMNS", "open_loop", "closed_loop", "check_clients",
+           "MAX_CLIENTS"]
 
 
 LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_ms", "engine_ms",
@@ -37,6 +38,8 @@ LOAD_COLUMNS = ["request", "client", "intended_s", "sent_s", "done_s", "latency_
 
 #: The most requests one closed loop records (it ends there, and says so).
 CLOSED_LOOP_MAX = 2_000_000
+#: The most clients a closed loop runs (each one a thread of this process).
+MAX_CLIENTS = 10_000
 
 # The summary's fields between "mode" and "max_lag_ms", in order.
 _SUMMARY_FIELDS = ("sent", "succeeded", "failed", "error_rate", "achieved_rps", "p50_ms",
@@ -303,7 +306,7 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
                 progress: Callable[[float], None] | None = None,
                 timeout_s: float = 30.0) -> LoadResult:
     """``concurrency`` clients, each sending its next request when the last one returns."""
-    _check_int("concurrency", concurrency, 1, 10_000)
+    _check_int("concurrency", concurrency, 1, MAX_CLIENTS)
     if duration_s is None and count is None:
         raise ValueError("give duration_s or count (or both) to bound the run")
     if count is not None and count > CLOSED_LOOP_MAX:
@@ -373,3 +376,16 @@ def closed_loop(submit: Callable[[Any], Future], sample: Callable[[np.random.Gen
     return LoadResult("closed", rec.frame(t0, from_intended=False), span, 0.0,
                       stopped=stop.is_set() or full,
                       client_cpu_pct=100.0 * cpu / span if span > 0 else 0.0)
+
+
+def check_clients(concurrencies: Any) -> list[int]:
+    """Closed-loop client counts as ints, or ConfigError naming the first that is not a
+    whole number from 1 to :data:`MAX_CLIENTS` (2.5 clients were run as 2)."""
+    out = []
+    for c in concurrencies:
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) \
+                or not float(c).is_integer() or not 1 <= c <= MAX_CLIENTS:
+            raise ConfigError(f"{c!r} clients: a closed loop's clients are whole numbers from "
+                              f"1 to {MAX_CLIENTS:,} (each is a thread here)")
+        out.append(int(c))
+    return out

@@ -26,7 +26,7 @@ from core.errors import ConfigError
 from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
-from .loadgen import closed_loop, open_loop
+from .loadgen import check_clients, closed_loop, open_loop
 from .stability import StabilityRule, measure_stable
 
 if TYPE_CHECKING:
@@ -354,7 +354,7 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     exposes is refused). Closed-loop loads stay in this process.
     """
     loads = [("rate", float(r)) for r in (rates_rps or [])] + [
-        ("clients", int(c)) for c in (concurrencies or [])]
+        ("clients", c) for c in check_clients(concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
     check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability)
