@@ -118,9 +118,10 @@ with st.container(border=True):
     runs = getattr(own_cfg, "policy", None)   # (a running job's record has none)
     own_policy = (f", under {sweep_policy} as every point (the model runs {runs})"
                   if sweep_policy and runs and runs != sweep_policy else "")
-    with_own = ("" if n_run == n_points else
-                f" (with the model's own settings, {own_cfg.max_batch_size} / "
-                f"{own_cfg.max_wait_ms:g} ms{own_policy}, at each load, to compare with)")
+    own_words = f"{own_cfg.max_batch_size} / {own_cfg.max_wait_ms:g} ms{own_policy}"
+    with_own = (f" (the model's own settings, {own_words}, are among them)"
+                if own_in_grid and own_policy else "" if n_run == n_points else
+                f" (with the model's own settings, {own_words}, at each load, to compare with)")
     st.caption(f"{n_run} points{with_own}"
                f", at least {n_run * (duration + 0.5):.0f} s: each point "
                f"is measured in windows of {duration / 3:.2g} s until the last three agree "

@@ -710,6 +710,12 @@ def test_the_sweeps_comparison_point_says_it_runs_under_the_pinned_policy(engine
     said = [c.value for c in at.caption if "with the model's own settings" in c.value]
     assert said and "5 / 1.5 ms, under deadline as every point (the model runs " \
         "fixed_window)" in said[0], said
+    # and when its settings are in the grid already (5 / 1.5 ms here): said all the same
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=2.0)
+    at.run()
+    said = [c.value for c in at.caption if "are among them" in c.value]
+    assert said and "(the model's own settings, 8 / 2 ms, under deadline as every point " \
+        "(the model runs fixed_window), are among them)" in said[0], said
 
 
 def test_experiments_page_rejects_bad_loads(engine):
