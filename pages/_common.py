@@ -350,13 +350,13 @@ def start_job(engine: Engine | RemoteEngine, kind: str, target: str, failure: st
         st.rerun()
 
 
-def agents_controls(key: str, narrow: bool = False) -> dict[str, Any]:
+def agents_controls(key: str, narrow: bool = False, what: str = "Send") -> dict[str, Any]:
     """The job parameters sending a job's load from load agents on a Ray cluster
     (``core.lab.agents``): {} to send from the engine's own process (the default, and
-    always where Ray is not installed)."""
+    always where Ray is not installed). ``what`` names it ("Replay": two on one page)."""
     if importlib.util.find_spec("ray") is None:
         return {}
-    with st.expander("Send from load agents on a Ray cluster"):
+    with st.expander(f"{what} from load agents on a Ray cluster"):
         st.caption("For a rate one process can't offer: agents (Ray actors, spread over the "
                    "cluster's nodes) share one open-loop schedule and send at its times over "
                    "HTTP, to the engine's server or a remote model's; their results are "

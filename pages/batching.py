@@ -332,7 +332,7 @@ with st.container(border=True):
     st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, key="bs_replay_slo",
                     help="A request counts towards a policy's goodput if it was answered "
                          "within this long of its (recorded) arrival.")
-    agents = agents_controls("bs_replay")
+    agents = agents_controls("bs_replay", what="Replay")
     running_note = replay_traffic_warning(engine)
     if running_note:
         st.warning(running_note, icon=":material/warning:")

@@ -313,7 +313,7 @@ def try_caption(batch_mode: str, input_shape: Any, pred: Any) -> str:
     others = pred.batch_rows - pred.rows
     return (f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} of "
             f"{pred.batch_rows} row(s)" + (f" ({others} from other requests)" if others else "")
-            + f" · the batch left: {pred.release_reason}")
+            + f" · the batch left: {reason_words(pred.release_reason)}.")
 
 
 def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
