@@ -352,8 +352,10 @@ ray_section(engine, selected)
 # -- cache -------------------------------------------------------------------------------
 st.subheader("Session cache", anchor=False)
 st.caption("Sessions are shared by content hash: loading the same bytes twice creates one "
-           "ONNX Runtime session. Evicting only means the next load builds a new session; "
-           "loaded models keep working.")
+           "ONNX Runtime session. 'loads' counts every load that found it, a replay's or a "
+           "sweep's private copy too; 'last loaded' is the last of them, not the last run. "
+           "Evicting only means the next load builds a new session; loaded models keep "
+           "working.")
 entries = engine.cache_entries()
 if entries:
     names: dict[str, list[str]] = {}   # the models loaded from each file, by its sha256
@@ -362,7 +364,7 @@ if entries:
     st.dataframe(pd.DataFrame([{
         "models": ", ".join(names.get(e.sha256, [])) or "none loaded now",
         "sha256": e.sha256[:12], "size_kb": e.size_bytes / 1024, "loads": e.loads,
-        "last used": f"{fmt_s(e.last_used_s_ago)} ago",
+        "last loaded": f"{fmt_s(e.last_used_s_ago)} ago",   # (a load, not a run)
         # one type per column (text): a number beside "auto" breaks the table's Arrow form
         "threads": str(e.session_config.intra_op_threads)
         if e.session_config.intra_op_threads is not None else "auto",
