@@ -352,8 +352,8 @@ ray_section(engine, selected)
 # -- cache -------------------------------------------------------------------------------
 st.subheader("Session cache", anchor=False)
 st.caption("Sessions are shared by content hash: loading the same bytes twice creates one "
-           "ONNX Runtime session. 'loads' counts every load that found it, a replay's or a "
-           "sweep's private copy too; 'last loaded' is the last of them, not the last run. "
+           "ONNX Runtime session. 'loads' counts every load that found it (a replay's private "
+           "copy too); 'last loaded' is the last of them, not the last run. "
            "Evicting only means the next load builds a new session; loaded models keep "
            "working.")
 entries = engine.cache_entries()
