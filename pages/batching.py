@@ -324,9 +324,11 @@ with st.container(border=True):
     st.caption(f"Records the arrivals of the last 2 seconds (or takes them from a file) and "
                f"sends exactly those arrivals again under each policy "
                f"({', '.join(map(policy_label, POLICIES))}), on the engine, one after the "
-               "other, to a private copy of this model with its max batch size and max wait "
-               "(live traffic does not mix in). Goodput counts the requests answered within "
-               "the SLO below. The timelines below are those runs.")
+               "other, to a warmed private copy of this model with its max batch size and max "
+               "wait (live traffic does not mix into its batches). The arrivals are those the "
+               "engine saw: a generator that fell behind on a busy machine sends its late "
+               "requests at once, and the replay sends that burst too. Goodput counts the "
+               "requests answered within the SLO below. The timelines below are those runs.")
     replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
     replay_busy = replay_job is not None and not replay_job.finished
     st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, key="bs_replay_slo",
