@@ -16,7 +16,7 @@ Accepted files (:func:`read_inputs`):
 Each input is checked against the model: its trailing dimensions must be the model's fixed
 ones, its values must fit the model's datatype (no NaN or infinities made by an overflow;
 for an integer input, whole numbers within its range: nothing changes when cast; a CSV is
-read as int64 for it, as float64 otherwise), and the whole set is bounded
+read as 64-bit integers for it, as float64 otherwise), and the whole set is bounded
 (:data:`MAX_INPUT_BYTES`). For a model that batches, a sample is one row; for a model of
 one fixed shape, a sample is one whole input.
 
