@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,3 +244,25 @@ class EngineConfig:
             raise ConfigError(f"probe_models must be True or False, got {self.probe_models!r}")
         _check_float("probe_time_limit_s", self.probe_time_limit_s, 0.1, 3600.0)
         _check_int("trace_requests", self.trace_requests, 0, 10_000_000)
+
+
+# An annotation's plain types, as a remote caller's value is checked against them (a
+# number for a float, a whole number for an int; numpy's scalars are numbers too).
+_PLAIN: dict[str, tuple[type, ...]] = {
+    "int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),
+    "None": (type(None),), "bytes": (bytes, bytearray), "list": (list, tuple),
+    "dict": (dict,)}
+
+
+def plain_types(annotation: Any) -> tuple[type, ...] | None:
+    """The types an annotation such as ``"float | None"`` allows; None for one that is not
+    only plain types (``Any``, ``Path``, ``dict[str, int | None]``: not checked here)."""
+    if not isinstance(annotation, str):
+        return None
+    kinds: list[type] = []
+    for part in annotation.split("|"):
+        base = part.strip().split("[", 1)[0]
+        if base not in _PLAIN or part.count("[") != part.count("]"):
+            return None
+        kinds += _PLAIN[base]
+    return tuple(kinds)

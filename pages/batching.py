@@ -385,6 +385,9 @@ with st.container(border=True):
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]
         st.markdown(replay_verdict(summary))
+        if cold := replay_job.result.get("cold"):
+            st.warning(f"The first policy's figures include cold runs: {cold}.",
+                       icon=":material/ac_unit:")
         if stopped := replay_job.result.get("traffic_stopped"):
             st.caption(f"This replay stopped the traffic running when it started "
                        f"({', '.join(stopped)}): start it again in the Traffic box above "

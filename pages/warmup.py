@@ -68,10 +68,10 @@ else:
                                                                   format="%.1fx")})
     if slow := report.disturbed_sizes:
         st.warning(f"At batch size{'s' if len(slow) > 1 else ''} {', '.join(map(str, slow))} "
-                   "the warm runs took longer than the first (cold / warm under 1x): something "
-                   "else had the cores meanwhile (traffic, a job, another program), so these "
-                   "figures are disturbed. The sizes did run: the model is warm. Warm up again "
-                   "on a quieter machine for figures to compare.", icon=":material/speed:")
+                   "the warm runs took clearly longer than the first (by a fifth or more): "
+                   "something else had the cores meanwhile (traffic, a job, another program), "
+                   "so these figures are disturbed (the sizes did run). Warm up again on a "
+                   "quieter machine for figures to compare.", icon=":material/speed:")
     st.caption(f"Took {fmt_ms(report.duration_s * 1000.0)}. The first run at a batch size "
                "is cold only if that size had not run before; on a model already serving "
                "it shows what an idle spell costs (caches gone cold), not memory planning.")

@@ -361,6 +361,8 @@ def test_no_more_requests_are_asked_for_once_a_difference_is_detected():
     calm = compare_errors(0, 25_000, 0, 25_000)
     assert not calm.significant and calm.more_needed_per_arm == 0
     assert more_needed(calm) == "none: enough to have seen it"
+    early = compare_latency([5.0] * 5, [6.0] * 5)              # under 20 a arm: no test yet
+    assert early.more_needed_per_arm == 0 and more_needed(early) == "not tested yet"
 
 
 def test_latency_comparison_needs_data():

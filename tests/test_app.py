@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.errors import ConfigError
 from pages._common import get_engine, reset_engine
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -329,11 +330,12 @@ def test_warmup_page_says_when_warm_runs_were_disturbed(engine):
     report = engine.warmup("clf-v1", iterations=3)
     frame = report.frame.copy()
     slow = frame["batch_size"].isin([16, 32])   # (the others faster than cold, whatever the
-    frame["warm_p50_ms"] = frame["cold_ms"] * np.where(slow, 1.4, 0.5)   # machine did)
+    frame["warm_p50_ms"] = frame["cold_ms"] * np.where(slow, 1.4, 0.5) + np.where(slow, 0.1, 0)
+    frame.loc[frame["batch_size"] == 2, "warm_p50_ms"] = frame["cold_ms"] * 1.1   # noise
     engine._ns.entry("clf-v1").last_warmup = WarmupReport("clf-v1", frame, report.duration_s)
     at = app("pages/warmup.py")
     at.selectbox(key="warmup_model").set_value("clf-v1").run()
-    said = [w.value for w in at.warning if "took longer than the first" in w.value]
+    said = [w.value for w in at.warning if "took clearly longer than the first" in w.value]
     assert said and said[0].startswith("At batch sizes 16, 32 the warm runs"), said
     assert any("is warm" in s.value for s in at.success)
 
@@ -833,6 +835,11 @@ def test_charts_read_cleanly(engine):
     # (on a line of its own under the title: in the title it was cut at 1,400 px)
     assert fig.layout.title.subtitle.text == "the last 120 of 200 requests in 15 batches, " \
         "601 ms of it"
+    one = charts.timeline_figure(frame.head(1))            # (one, in words; -1 is no batch)
+    assert one.layout.title.subtitle.text == "1 request in 1 batch"
+    lost = charts.timeline_figure(pd.concat([frame.head(2), frame.head(1).assign(
+        request_id=999, batch_id=-1, started_s=float("nan"), ok=False)]))
+    assert lost.layout.title.subtitle.text == "3 requests in 1 batch"
     # A batch whose wait ran out is 'time up' (under fixed_window it read 'deadline', as if
     # the deadline policy had run it)
     timed = charts.timeline_figure(frame.assign(release_reason="deadline"))
@@ -1120,6 +1127,13 @@ def test_batching_page_replay_stops_the_traffic_sharing_its_cores(engine):
                            quiet=True)
     done = engine.wait_job(bad.job_id, timeout_s=60)
     assert done.state == "failed" and "unknown policy 'nope'" in done.error, done
+    assert engine.traffic_running()
+    with pytest.raises(ConfigError, match="quiet must be bool, got str 'no'"):
+        engine.start_job("replay", "clf-v1", arrivals_s=[0.0, 0.01], quiet="no")
+    far = engine.start_job("replay", "clf-v1", arrivals_s=[0.0, 0.01], agents=1, quiet=True)
+    done = engine.wait_job(far.job_id, timeout_s=60)   # (no server here for agents to reach)
+    assert done.state == "failed" and "'clf-v1'" in done.error and "-replay-" not in \
+        done.error, done.error
     assert engine.traffic_running()
 
 

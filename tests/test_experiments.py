@@ -1073,7 +1073,7 @@ def test_closed_loop_clients_are_whole_numbers_said_before_a_sweep():
     """A sweep took 2.5 clients as 2 without a word; the page checked rates, not clients."""
     from core.lab import check_clients
     assert check_clients([1, 8.0, np.int64(64)]) == [1, 8, 64]
-    for bad in (2.5, 0, 10_001, float("nan"), True, "8"):
+    for bad in (2.5, 0, 10_001, float("nan"), True, "8", 10**400):
         with pytest.raises(ConfigError, match="whole numbers from 1 to 10,000"):
             check_clients([4, bad])
     with Engine(EngineConfig(demo_models=False)) as engine:

@@ -134,6 +134,7 @@ def test_a_replays_copy_is_warm_before_its_first_policy(engine, monkeypatch):
     out = replay(engine, "tiny", np.linspace(0.0, 0.1, 20), policies=["deadline", "adaptive"])
     assert seen[0][0] == "deadline" and seen[0][1], seen     # warm before the first policy
     assert seen[0][2] == [1, 2, 4, 8], seen
+    assert out["cold"] is None
     assert all(len(t) == 20 for t in out["timelines"].values())
     assert (out["summary"]["requests"] == 20).all()
 
@@ -154,8 +155,37 @@ def test_a_replay_of_a_model_with_real_inputs_warms_its_copy_with_them(engine):
     engine.configure("emb", max_batch_size=8, max_wait_ms=1.0)
     engine.set_inputs("emb", b"ids\n0\n1\n2\n3\n4\n", filename="ids.csv")
     out = replay(engine, "emb", np.linspace(0.0, 0.1, 20), policies=["deadline"])
+    assert out["cold"] is None                                    # warmed with its ids
+    with pytest.raises(ConfigError, match="their inputs differ"):
+        engine.warmup("emb", iterations=2, inputs_of="tiny")
     assert out["summary"]["requests"].tolist() == [20]
     assert len(out["timelines"]["deadline"]) == 20 and out["timelines"]["deadline"]["ok"].all()
+
+
+def test_a_replays_warm_up_teaches_its_policies_nothing_and_waits_no_max_wait(engine,
+                                                                                 monkeypatch):
+    """Warmed through its queue, the copy's AIMD learned a cap of 9 before its first policy
+    (bursts of 8 then ran as 8s where a fresh AIMD climbs 1, 2, 3...), and each warm batch
+    waited the max wait (4 s at 500 ms). Warm-up runs the session itself: nothing went
+    through the copy's queue before its first policy."""
+    from core.lab.replay import replay
+    engine.configure("tiny", policy="aimd", latency_slo_ms=50.0, max_batch_size=16,
+                     max_wait_ms=2_000.0)
+    seen = []
+    configure = engine.configure
+
+    def spy(name, *args, **kwargs):
+        if "-replay-" in name and not seen:
+            seen.append((engine.policy_state(name), engine.metrics(name).total_requests,
+                         engine.warm_sizes(name)))
+        return configure(name, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "configure", spy)
+    out = replay(engine, "tiny", [0.0] * 8, policies=["aimd"])
+    state, queued, warm = seen[0]
+    assert state["cap"] == 1.0 and state["grown"] == 0, state
+    assert queued == 0 and warm == [1, 2, 4, 8, 16]     # warm, and not through its queue
+    assert out["cold"] is None and out["summary"]["requests"].tolist() == [8]
 
 
 def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):

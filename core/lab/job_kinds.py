@@ -17,6 +17,7 @@ import pandas as pd
 from core.errors import BatchlabError
 from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, measure_capacity,
                         profile_cost_frame, with_capacities)
+from .agents import agent_endpoint, check_ray_address
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, check_replay, replay
 from .search import Constraints, quick_search
@@ -217,7 +218,13 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
         job.progress(done / total, f"replayed under {policy} ({done} of {total})")
 
     slo_ms = DEFAULT_SLO_MS if slo_ms is None else slo_ms
-    check_replay(arrivals_s, policies or None, slo_ms)   # (refused: nothing stopped)
+    # Everything that can refuse it, before any traffic is stopped (and in the model's name,
+    # not its copy's): arrivals and policies, a model served here, a server for the agents.
+    check_replay(arrivals_s, policies or None, slo_ms)
+    engine.model_file(target)
+    if agents:
+        agent_endpoint(engine, target)
+        check_ray_address(engine, ray_address)
     stopped = [f"{t.label} at {t.rate_rps:,.0f} req/s" for t in engine.traffic()
                if t.running] if quiet else []
     if stopped:

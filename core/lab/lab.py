@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.config import plain_types
 from core.errors import ConfigError
 from core.metrics import helpers_cpu_s
 from .history import ExperimentStore, default_store
@@ -108,10 +109,17 @@ class Lab:
                               f"{', '.join(JOB_KINDS)}")
         self.engine.model_info(target)  # a model of this engine, or ModelNotFoundError
         work, exclusive = spec
+        sig = inspect.signature(work)
         try:
-            inspect.signature(work).bind(self.engine, None, target, **params)
+            sig.bind(self.engine, None, target, **params)
         except TypeError as err:
             raise ConfigError(f"{kind} job: {err}") from None
+        for name, value in params.items():   # (quiet="no" over HTTP stopped the traffic)
+            want = sig.parameters[name].annotation if name in sig.parameters else None
+            kinds = plain_types(want)
+            if kinds is not None and not isinstance(value, kinds):
+                raise ConfigError(f"{kind} job: {name} must be {want}, got "
+                                  f"{type(value).__name__} {repr(value)[:60]}")
         shown = params
         if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
             try:

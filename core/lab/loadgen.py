@@ -382,9 +382,9 @@ def check_clients(concurrencies: Any) -> list[int]:
     """Closed-loop client counts as ints, or ConfigError naming the first that is not a
     whole number from 1 to :data:`MAX_CLIENTS` (2.5 clients were run as 2)."""
     out = []
-    for c in concurrencies:
+    for c in concurrencies:   # (range first: float(10**400) overflows)
         if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) \
-                or not float(c).is_integer() or not 1 <= c <= MAX_CLIENTS:
+                or not 1 <= c <= MAX_CLIENTS or not float(c).is_integer():
             raise ConfigError(f"{c!r} clients: a closed loop's clients are whole numbers from "
                               f"1 to {MAX_CLIENTS:,} (each is a thread here)")
         out.append(int(c))

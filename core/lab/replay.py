@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.engine.warmup import warmup_batch_sizes
-from core.errors import BatchlabError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import open_loop
@@ -141,22 +139,18 @@ def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
     return policies, arr
 
 
-def _warm(engine: EngineCore, model: str, copy: str, max_batch_size: int, stop: Any) -> None:
-    """The copy's session is new: run it at warm-up's batch sizes before the first policy,
-    which would otherwise pay for the cold runs alone. With the model's own samples (its
-    real inputs: the copy has none, and random values can be out of a real model's range),
-    as whole batches; its metrics are reset and its timeline cut before each policy. A
-    failure here leaves the replay cold, not undone (the replay then says what fails)."""
-    sizes = warmup_batch_sizes(max_batch_size, engine.model_info(copy).batchable)
+def _warm(engine: EngineCore, model: str, copy: str, stop: Any) -> str | None:
+    """The copy's session is new: warm-up runs it at the batch sizes its settings produce
+    before the first policy (which would otherwise pay for the cold runs alone), on the
+    session itself (outside its queue: no policy or estimator learns from it, no max wait is
+    waited) and with the model's own samples (its real inputs: the copy has none, and random
+    values can be out of a real model's range). Returns why it could not, or None."""
     try:
-        for size in sizes:
-            x = engine.sample_input(model, rows=size, seed=size)
-            for _ in range(2):
-                if stop is not None and stop.is_set():
-                    return
-                engine.predict(copy, x)
-    except BatchlabError as err:
+        engine.warmup(copy, iterations=3, stop=stop, inputs_of=model)
+    except Exception as err:  # noqa: BLE001 - the replay goes on cold, and says so
         log.info("replay: warming %s failed (%s); replayed cold", copy, err)
+        return f"the copy could not be warmed up ({err}): the first policy ran it cold"
+    return None
 
 
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
@@ -172,8 +166,9 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
 
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
     batches, slo_ms, within_slo: the share of requests answered within ``slo_ms``,
-    goodput_rps: those per second of the run), "timelines": {policy: DataFrame}}`` with
-    each run's timeline.
+    goodput_rps: those per second of the run), "timelines": {policy: DataFrame}, "copy":
+    its name, "cold": why the copy could not be warmed up, or None}`` with each run's
+    timeline.
 
     ``agents``: the arrivals are sent by that many load agents on the Ray cluster at
     ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
@@ -190,7 +185,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     rows, timelines = [], {}
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
-        _warm(engine, model, copy, before.max_batch_size, stop)
+        cold = _warm(engine, model, copy, stop)
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
         if agents:
             check_ray_address(engine, ray_address)
@@ -234,4 +229,4 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
                          else float("nan")})
             if progress is not None:
                 progress(k + 1, len(policies), policy)
-    return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy}
+    return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy, "cold": cold}

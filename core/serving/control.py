@@ -19,10 +19,10 @@ Example:
 from __future__ import annotations
 
 import inspect
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from core.config import plain_types
 from core.errors import ConfigError
 from core.protocol import HTTPError
 from . import timeouts
@@ -109,34 +109,12 @@ def _check_no_server_paths(room: str, method: str, fn: Any, args: list, kwargs: 
                           "server (leave path unset and save the text where you want it)")
 
 
-# An annotation's plain types, as a remote caller's value is checked against them (a
-# number for a float, a whole number for an int; numpy's scalars are numbers too).
-_PLAIN: dict[str, tuple[type, ...]] = {
-    "int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),
-    "None": (type(None),), "bytes": (bytes, bytearray), "list": (list, tuple),
-    "dict": (dict,)}
-
-
-def _plain_types(annotation: Any) -> tuple[type, ...] | None:
-    """The types an annotation such as ``"float | None"`` allows; None for one that is not
-    only plain types (``Any``, ``Path``, ``dict[str, int | None]``: not checked here)."""
-    if not isinstance(annotation, str):
-        return None
-    kinds: list[type] = []
-    for part in annotation.split("|"):
-        base = part.strip().split("[", 1)[0]
-        if base not in _PLAIN or part.count("[") != part.count("]"):
-            return None
-        kinds += _PLAIN[base]
-    return tuple(kinds)
-
-
 def _check_types(method: str, fn: Any, args: list, kwargs: dict) -> None:
     """A remote caller's argument of the wrong type is its mistake, said as such (a 400
     that names the parameter), not a TypeError from deep in the method (a 500)."""
     sig = inspect.signature(fn)
     for name, value in sig.bind(*args, **kwargs).arguments.items():
-        kinds = _plain_types(sig.parameters[name].annotation)
+        kinds = plain_types(sig.parameters[name].annotation)
         if kinds is None or isinstance(value, kinds):
             continue
         shown = repr(value)

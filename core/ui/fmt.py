@@ -117,6 +117,8 @@ def more_needed(comparison: Any) -> str:
     """An A/B comparison's requests per arm still needed, in words: none once a difference
     is detected (a count beside p < 0.001 read as a contradiction), or once there are enough
     to have seen the one worth detecting (a bare 0 read as "enough", beside "no difference")."""
+    if _missing(comparison.p_value):   # (under 20 per arm: no test run yet)
+        return "not tested yet"
     if comparison.significant:
         return ("none: only a smaller difference is seen" if getattr(
             comparison, "meaningful", True) is False else "none: detected")

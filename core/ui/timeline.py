@@ -117,8 +117,10 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
                             "side: idle time between them left out)" if aligned else "ms"))
     # What is drawn, under the title (in it, cut at 1,400 px), with the time span of the last
     # requests when only those are drawn (a second's title over a 150 ms axis)
-    shown = (f"{len(f)}" if len(f) == total else f"the last {len(f)} of {total}") + \
-        f" requests in {f['batch_id'].nunique()} batches"
+    batches = int(f.loc[f["batch_id"] >= 0, "batch_id"].nunique())   # (-1: never ran)
+    shown = (f"{len(f)} request{'s' if len(f) != 1 else ''}" if len(f) == total else
+             f"the last {len(f)} of {total} requests") + \
+        f" in {batches} batch{'es' if batches != 1 else ''}"
     span = (float(f["done_s"].max()) - float(f["arrived_s"].min())) * 1000.0
     if len(f) < total and math.isfinite(span):
         shown += f", {span:,.{0 if span >= 10 else 1}f} ms of it"
