@@ -1130,6 +1130,9 @@ def test_batching_page_replay_stops_the_traffic_sharing_its_cores(engine):
     assert engine.traffic_running()
     with pytest.raises(ConfigError, match="quiet must be bool, got str 'no'"):
         engine.start_job("replay", "clf-v1", arrivals_s=[0.0, 0.01], quiet="no")
+    arr = engine.start_job("replay", "clf-v1", arrivals_s=np.array([0.0, 0.01]),
+                           policies=["nope"])            # (an array of arrivals is taken)
+    assert "unknown policy" in engine.wait_job(arr.job_id, timeout_s=60).error
     far = engine.start_job("replay", "clf-v1", arrivals_s=[0.0, 0.01], agents=1, quiet=True)
     done = engine.wait_job(far.job_id, timeout_s=60)   # (no server here for agents to reach)
     assert done.state == "failed" and "'clf-v1'" in done.error and "-replay-" not in \
