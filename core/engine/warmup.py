@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError, ResourceLimitError
+from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
 from core.models import ModelInfo
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
@@ -168,10 +168,13 @@ def run_warmup(model: str, run: Callable[..., object],
                         run(arrays, guard.options())
                     else:
                         run(arrays)
-                except Exception:
+                except Exception as err:
                     if guard is not None:
                         guard.check()
-                    raise
+                    if isinstance(err, BatchlabError):
+                        raise
+                    raise InferenceError(f"warm-up of {model!r} failed at batch size {bs}: "
+                                         f"{type(err).__name__}: {err}") from err
                 times_ms.append((clock() - t0) * 1000.0)
                 done += 1
                 if progress is not None:
@@ -236,8 +239,15 @@ class WarmupMethods:
             return list(x.values()) if isinstance(x, dict) else [x]
 
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
-        report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                            progress, time_limit_s=limit, stop=stop)
+        try:
+            report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
+                                progress, time_limit_s=limit, stop=stop)
+        except InferenceError as err:   # (an embedding's ids past its table, from noise)
+            if self.input_source(source).startswith("real"):
+                raise
+            raise InferenceError(f"{err}. It ran generated inputs; a model that takes values "
+                                 "in a range (ids, indices) needs real ones: give it real "
+                                 "inputs (Models page, engine.set_inputs)") from err
         entry.last_warmup = report
         return report
 
