@@ -35,8 +35,7 @@ def traffic_warning(engine: Any, model: str) -> str | None:
                         + ("" if t.priority is None else f" ({t.label.split(' · ')[1]} class)")
                         + ("" if exp is None else f" sent to A/B experiment {exp!r}, whose "
                            "arm it is") for t, exp in reaching)
-    where = " and ".join(dict.fromkeys("the Batching page" if exp is None else
-                                       "the A/B test page" for _, exp in reaching))
+    where = _pages(engine, [t for t, _ in reaching])
     return (f"Traffic is running on {model} ({senders}; from {where} or another tab): its "
             "requests share the engine with a sweep's or a search's, whose points are then "
             f"measured under disturbance, and they move {model}'s settings under it. Stop it "
@@ -51,7 +50,7 @@ def via_experiments(engine: Any, model: str) -> str | None:
         return None
     return ("Also reaching " + model + ": " + "; ".join(
         f"its part of {t.rate_rps:,.0f} req/s sent to A/B experiment {exp!r}" for t, exp in via)
-        + " (started on the A/B test page), queued with this model's own requests.")
+        + ", queued with this model's own requests (stop it on the A/B test page).")
 
 
 def traffic_elsewhere(engine: Any, model: str) -> list[Any]:
