@@ -11,7 +11,7 @@ import streamlit as st
 from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS, machine_cores
-from core.models import INPUT_SUFFIXES
+from core.models import INPUT_SUFFIXES, generated_values
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
 from core.lab import experiments_with_arm
@@ -193,8 +193,11 @@ with left:
     selected = pick_model("Model", "models_detail", engine)
     if selected:
         info = engine.model_info(selected)
+        real = not engine.input_source(selected).startswith("generated")
         specs = [{"kind": kind, "name": t.name, "type": str(t.dtype) if t.dtype else t.type,
-                  "shape": t.shape_text()}
+                  "shape": t.shape_text(),
+                  "generated load sends": "" if kind == "output" else
+                  "your inputs" if real else generated_values(t)}
                  for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
         st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs")
         (st.success if info.batchable else st.warning)(

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 import onnxruntime
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 ORT_DATASETS = Path(onnxruntime.__file__).parent / "datasets"
 ONNX_TEST_DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
@@ -72,6 +72,22 @@ def identity_model(dtype: int = TensorProto.FLOAT, shape: list | None = None) ->
                    [helper.make_tensor_value_info("y", dtype, shape)],
                    [helper.make_node("Identity", ["x"], ["y"])])
     return m.SerializeToString()
+
+
+def embedding_model(word_rows: int = 100) -> bytes:
+    """BERT's inputs in small: word ids into a table of ``word_rows`` (an initializer), token
+    types into a table of 2 (a Constant), summed."""
+    words = numpy_helper.from_array(np.ones((word_rows, 4), np.float32), "words")
+    types = numpy_helper.from_array(np.ones((2, 4), np.float32), "types_value")
+    nodes = [helper.make_node("Constant", [], ["types"], value=types),
+             helper.make_node("Gather", ["words", "input_ids"], ["w"], axis=0),
+             helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+             helper.make_node("Add", ["w", "t"], ["y"])]
+    vi = helper.make_tensor_value_info
+    return make_model([vi("input_ids", TensorProto.INT64, ["N", 8]),
+                       vi("token_type_ids", TensorProto.INT32, ["N", 8])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 4])],
+                      nodes, [words], opset=13).SerializeToString()
 
 
 class SlowModel:

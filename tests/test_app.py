@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import time
@@ -146,6 +147,27 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     at.button(key="try_run").click().run()
     assert any("2 row(s), run one row at a time" in c.value for c in at.caption)
     assert not any("the batch left: full" in c.value for c in at.caption)
+
+
+def test_models_page_says_what_generated_load_sends_each_input(engine):
+    """Generated ids were 0-9 whatever the model (BERT's token types, a table of 2, failed
+    every generated request): the page names what is drawn, and says when real inputs are
+    sent instead."""
+    from tests.helpers import embedding_model
+    engine.load_model(embedding_model(), name="bert", probe=False)
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("bert").run()
+    sends = frame_with(at, "generated load sends").set_index("name")["generated load sends"]
+    assert sends["input_ids"] == "integers 0 to 99 (indices into a table of 100 rows)"
+    assert sends["token_type_ids"] == "integers 0 to 1 (indices into a table of 2 rows)"
+    assert sends["y"] == ""
+    at.selectbox(key="models_detail").set_value("mlp").run()
+    assert frame_with(at, "generated load sends")["generated load sends"][0] == "standard normal"
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(engine.sample_input("mlp", rows=4, seed=1)))
+    engine.set_inputs("mlp", buf.getvalue(), filename="mine.npy")
+    at.run()
+    assert frame_with(at, "generated load sends")["generated load sends"][0] == "your inputs"
 
 
 def test_models_page_session_cache_names_the_models_of_each_entry(engine):

@@ -15,7 +15,8 @@ from core.config import SessionConfig
 from core.models import DEMO_MODELS, build_demo_model
 from core.errors import ModelLoadError
 from core.models import SessionCache, available_providers, load_model_bytes, read_model_source
-from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, identity_model, make_model
+from tests.helpers import (ONNX_TEST_DATA, ORT_DATASETS, embedding_model, identity_model,
+                           make_model)
 
 MLP = build_demo_model("mlp")
 
@@ -210,3 +211,50 @@ def test_cache_is_bounded_lru_and_evictable():
 def test_cache_capacity_validated():
     with pytest.raises(ValueError, match="capacity must be an int >= 1"):
         SessionCache(0)
+
+
+def test_generated_ids_stay_inside_the_models_own_tables():
+    """Generated integers were 0-9 whatever the model: BERT's token types (a table of 2) and
+    any embedding of fewer than 10 rows failed every generated request, warm-up included
+    ('indices element out of data bounds'). Gather's indices into a table of the model's own
+    are now drawn below the table's length."""
+    from core.models import generated_values, sample_input
+    m = load_model_bytes(embedding_model(), "bert")
+    ids, types = m.info.inputs
+    assert (ids.index_bound, types.index_bound) == (100, 2)
+    x = sample_input(m.info, rows=64, seed=3)
+    assert x["token_type_ids"].max() == 1 and x["token_type_ids"].min() == 0
+    assert x["input_ids"].max() >= 10 and x["input_ids"].max() < 100   # the whole table
+    assert m.run([x["input_ids"], x["token_type_ids"]])[0].shape == (64, 8, 4)
+    assert generated_values(types) == "integers 0 to 1 (indices into a table of 2 rows)"
+
+
+def test_index_bounds_take_the_shortest_table_and_only_direct_ids():
+    from core.models import generated_values
+    a = numpy_helper.from_array(np.ones((7, 3), np.float32), "a")
+    b = numpy_helper.from_array(np.ones((2, 3), np.float32), "b")    # axis 1: 3 columns
+    nodes = [helper.make_node("Gather", ["a", "ids"], ["p"], axis=0),
+             helper.make_node("Gather", ["b", "ids"], ["q"], axis=-1),
+             helper.make_node("Identity", ["other"], ["o"]),
+             helper.make_node("Gather", ["a", "o"], ["r"], axis=0)]
+    vi = helper.make_tensor_value_info
+    m = make_model([vi("ids", TensorProto.INT64, ["N"]), vi("other", TensorProto.INT64, ["N"])],
+                   [vi("p", TensorProto.FLOAT, None), vi("q", TensorProto.FLOAT, None),
+                    vi("r", TensorProto.FLOAT, None)], nodes, [a, b], opset=13)
+    ids, other = load_model_bytes(m.SerializeToString(), "two").info.inputs
+    assert ids.index_bound == 3                  # the shorter of 7 rows and 3 columns
+    assert other.index_bound is None             # through an Identity first: not followed
+    assert generated_values(other) == "integers 0 to 9"
+    mlp = load_model_bytes(build_demo_model("mlp"), "mlp").info.inputs[0]
+    assert mlp.index_bound is None and generated_values(mlp) == "standard normal"
+
+
+def test_an_embedding_warms_and_serves_generated_load(engine):
+    engine.load_model(embedding_model(), name="bert", probe=False)
+    engine.configure("bert", max_batch_size=8, max_wait_ms=1.0)
+    report = engine.warmup("bert", iterations=2)                # failed at batch size 1
+    assert report.batch_sizes == [1, 2, 4, 8]
+    futures = [engine.submit("bert", engine.sample_input("bert", rows=2, seed=s))
+               for s in range(20)]
+    assert all(f.result(timeout=30)["y"].shape == (2, 8, 4) for f in futures)
+    assert engine.metrics("bert").error_count == 0

@@ -212,9 +212,35 @@ def _dims(shape: Any) -> tuple[int | str | None, ...] | None:
     return tuple(d if isinstance(d, (int, str)) else None for d in shape)
 
 
-def _spec(arg: Any) -> TensorSpec:
+def _spec(arg: Any, index_bound: int | None = None) -> TensorSpec:
     return TensorSpec(name=arg.name, type=arg.type, dtype=ORT_DTYPES.get(arg.type),
-                      shape=_dims(arg.shape) if arg.type.startswith("tensor(") else None)
+                      shape=_dims(arg.shape) if arg.type.startswith("tensor(") else None,
+                      index_bound=index_bound)
+
+
+def _index_bounds(graph: onnx.GraphProto) -> dict[str, int]:
+    """The graph's inputs used as Gather's indices into a table of the model's own (an
+    initializer or a Constant: an embedding's weights), each with the shortest such table's
+    length along the gathered axis. Ids through any other node first are not followed."""
+    tables = {t.name: tuple(t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.HasField("t"):
+                    tables[node.output[0]] = tuple(attr.t.dims)
+    inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    bounds: dict[str, int] = {}
+    for node in graph.node:
+        if (node.op_type != "Gather" or node.domain not in ("", "ai.onnx")
+                or len(node.input) < 2 or node.input[1] not in inputs
+                or node.input[0] not in tables):
+            continue
+        dims = tables[node.input[0]]
+        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+        if -len(dims) <= axis < len(dims) and dims[axis] >= 1:
+            ids = node.input[1]
+            bounds[ids] = min(int(dims[axis]), bounds.get(ids, int(dims[axis])))
+    return bounds
 
 
 class _ProtoMeta:
@@ -224,12 +250,13 @@ class _ProtoMeta:
         self.opset = {(o.domain or ""): int(o.version) for o in proto.opset_import}
         self.ir_version = int(proto.ir_version)
         self.producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
+        self.index_bounds = _index_bounds(proto.graph)
 
 
 def _inspect(name: str, data: bytes, sha: str, proto: _ProtoMeta,
              session: ort.InferenceSession, source: str, description: str,
              warnings: tuple[str, ...] = ()) -> ModelInfo:
-    inputs = tuple(_spec(a) for a in session.get_inputs())
+    inputs = tuple(_spec(a, proto.index_bounds.get(a.name)) for a in session.get_inputs())
     outputs = tuple(_spec(a) for a in session.get_outputs())
     if not outputs:
         raise ModelLoadError("the model has no outputs, so every request would fail; a served "

@@ -11,9 +11,9 @@ import numpy as np
 
 from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
-from .types import ModelInfo
+from .types import ModelInfo, TensorSpec
 
-__all__ = ["sample_input", "check_rows", "frozen"]
+__all__ = ["sample_input", "check_rows", "frozen", "generated_values"]
 
 
 def check_rows(rows: object) -> None:
@@ -72,11 +72,34 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
         elif dtype.kind == "b":
             arr = rng.integers(0, 2, size=shape, dtype=np.uint8).astype(bool)
         elif dtype.kind in "iu":
-            arr = rng.integers(0, 10, size=shape, dtype=dtype.type)
+            arr = rng.integers(0, _int_high(spec), size=shape, dtype=dtype.type)
         else:
             arr = np.zeros(shape, dtype=dtype)
         arrays[spec.name] = arr
     return frozen(arrays)
+
+
+def _int_high(spec: TensorSpec) -> int:
+    """One past the largest integer generated for ``spec``: its table's length for an index
+    into one (Gather's indices are int32 or int64: the length fits), else 10."""
+    return 10 if spec.index_bound is None else spec.index_bound
+
+
+def generated_values(spec: TensorSpec) -> str:
+    """What :func:`sample_input` draws for ``spec``, in words (the Models page shows it)."""
+    dtype = spec.dtype
+    if dtype is None:
+        return "not generated"
+    if dtype.kind == "f":
+        return "standard normal"
+    if dtype.kind == "b":
+        return "true or false"
+    if dtype.kind in "iu":
+        high = _int_high(spec)
+        where = ("" if spec.index_bound is None else
+                 f" (indices into a table of {spec.index_bound:,} rows)")
+        return f"integers 0 to {high - 1:,}{where}"
+    return "zeros"
 
 
 def frozen(arrays: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:

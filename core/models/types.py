@@ -63,6 +63,9 @@ class TensorSpec:
     ``shape`` holds ints for fixed dims, the dim's name (``"N"``, ``"batch"``) for named
     dynamic dims and ``None`` for unnamed ones; it is ``None`` for non-tensor values.
     ``dtype`` is ``None`` for non-tensor values (e.g. ``seq(map(int64,tensor(float)))``).
+    ``index_bound`` is set on an integer input the model uses as row numbers into a table of
+    its own (Gather's indices on a weight: an embedding's ids, BERT's token types): the
+    table's length, below which generated values are drawn (ids past it fail every run).
 
     Example:
         >>> TensorSpec("x", "tensor(float)", np.dtype("float32"), ("N", 256)).describe()
@@ -73,6 +76,7 @@ class TensorSpec:
     type: str
     dtype: np.dtype | None
     shape: tuple[int | str | None, ...] | None
+    index_bound: int | None = None
 
     @property
     def is_tensor(self) -> bool:
