@@ -12,7 +12,8 @@ from core.policies import policy_label, uses_slo
 from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from core.ui.style import share_x_range
-from core.ui.traffic import replay_traffic_warning, via_experiments
+from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning,
+                             via_experiments)
 from pages._common import (keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle)
@@ -338,6 +339,9 @@ with st.container(border=True):
     running_note = replay_traffic_warning(engine)
     if running_note:
         st.warning(running_note, icon=":material/warning:")
+    lag_ms, burst = catch_up(engine, model)
+    if late := lag_note(model, lag_ms, burst):
+        st.warning(late, icon=":material/schedule:")
     stop_first = st.toggle("Stop the traffic when the replay starts",
                            key="bs_replay_stop_traffic", disabled=not running_note,
                            help="Every built-in generator on this engine, stopped by the "
@@ -354,7 +358,8 @@ with st.container(border=True):
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
-                      slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet)
+                      slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet,
+                      recorded_lag_ms=lag_ms, recorded_burst=burst)
     r2.download_button(
         "Save the last 2 s of arrivals (CSV)",
         lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
@@ -388,6 +393,9 @@ with st.container(border=True):
         if cold := replay_job.result.get("cold"):
             st.warning(f"The first policy's figures include cold runs: {cold}.",
                        icon=":material/ac_unit:")
+        if late := lag_note(model, replay_job.result.get("recorded_lag_ms", 0.0),
+                            replay_job.result.get("recorded_burst", 0), recorded=True):
+            st.warning(late, icon=":material/schedule:")
         if stopped := replay_job.result.get("traffic_stopped"):
             st.caption(f"This replay stopped the traffic running when it started "
                        f"({', '.join(stopped)}): start it again in the Traffic box above "

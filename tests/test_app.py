@@ -1162,6 +1162,40 @@ def test_batching_page_replay_stops_the_traffic_sharing_its_cores(engine):
     assert engine.traffic_running()
 
 
+def test_batching_page_says_recorded_arrivals_hold_a_catch_up_burst(engine, monkeypatch):
+    """A generator behind its schedule sends its late requests at once; recorded, those
+    bursts are replayed under every policy, which the page said only in general. Now it
+    says so when the traffic to the model is behind (before the replay and with its
+    result). The lag is set on the generator's status: a real one depends on the machine."""
+    import dataclasses
+    from core.ui.traffic import BURST_LAG_MS, BURST_REQUESTS, lag_note
+    assert lag_note("m", BURST_LAG_MS, 50) is None and lag_note("m", BURST_LAG_MS + 0.1, 50)
+    # a hiccup at a low rate (13 ms at 200 req/s on a busy machine) bunches 2 requests
+    assert lag_note("m", 13.0, BURST_REQUESTS - 1) is None
+    engine.start_traffic("clf-v1", rate_rps=200, seed=0)
+    wait_for(lambda: len(engine.timeline("clf-v1", last_s=2.0)) > 20)
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("clf-v1").run()
+    statuses = engine.traffic
+    monkeypatch.setattr(engine, "traffic", lambda: [dataclasses.replace(t, recent_lag_ms=20.0)
+                                                    for t in statuses()])
+    at.run()                                       # 20 ms at 200 req/s: 4 requests at once
+    assert not [w for w in at.warning if "behind its schedule" in w.value]
+    monkeypatch.setattr(engine, "traffic", lambda: [dataclasses.replace(t, recent_lag_ms=42.0)
+                                                    for t in statuses()])
+    at.run()
+    assert any("The traffic to clf-v1 fell up to 42 ms behind its schedule (about 8 requests "
+               "sent at once)" in w.value
+               and "replay a file of arrivals instead" in w.value for w in at.warning)
+    at.button(key="bs_replay").click().run()
+    job = finish_job(engine, "replay", "clf-v1")
+    assert job.state == "done", job.error
+    assert (job.result["recorded_lag_ms"], job.result["recorded_burst"]) == (42.0, 8)
+    at.run()
+    assert any("recorded while the traffic to clf-v1 was up to 42 ms behind its schedule"
+               in w.value for w in at.warning)
+
+
 def test_experiments_page_warns_of_traffic_to_other_targets(engine):
     """Traffic to another model does not reach the swept one, but shares the cores."""
     at = app("pages/experiments.py")

@@ -211,9 +211,13 @@ def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
             policies: list[str] | None = None, slo_ms: float | None = None,
-            agents: int = 0, ray_address: str | None = None, quiet: bool = False) -> Any:
+            agents: int = 0, ray_address: str | None = None, quiet: bool = False,
+            recorded_lag_ms: float = 0.0, recorded_burst: int = 0) -> Any:
     """``quiet``: stop every traffic generator first (the replay's runs share the cores with
-    them); the result's ``traffic_stopped`` names what was stopped."""
+    them); the result's ``traffic_stopped`` names what was stopped. ``recorded_lag_ms`` and
+    ``recorded_burst``: how far behind its schedule the traffic the arrivals were recorded
+    from was, and how many requests it then sent at once (returned with the result, which
+    they explain)."""
     def progress(done: int, total: int, policy: str) -> None:
         job.progress(done / total, f"replayed under {policy} ({done} of {total})")
 
@@ -233,7 +237,8 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
                  + (f" (stopped the traffic: {', '.join(stopped)})" if stopped else ""))
     out = replay(engine, target, arrivals_s, policies or None, stop=job.stop,
                  progress=progress, slo_ms=slo_ms, agents=agents, ray_address=ray_address)
-    return {**out, "traffic_stopped": stopped}
+    return {**out, "traffic_stopped": stopped, "recorded_lag_ms": float(recorded_lag_ms),
+            "recorded_burst": int(recorded_burst)}
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)

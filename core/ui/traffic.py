@@ -15,7 +15,13 @@ from typing import Any
 from core.lab import experiments_with_arm
 
 __all__ = ["traffic_reaching", "traffic_warning", "traffic_elsewhere", "cores_warning",
-           "replay_traffic_warning", "via_experiments"]
+           "replay_traffic_warning", "via_experiments", "catch_up", "lag_note",
+           "BURST_LAG_MS", "BURST_REQUESTS"]
+
+#: How far behind its schedule a sender must fall, and how many late requests it must then
+#: send at once, before the arrivals recorded from it are said to hold a catch-up burst.
+BURST_LAG_MS = 5.0
+BURST_REQUESTS = 5
 
 
 def traffic_reaching(engine: Any, model: str) -> list[tuple[Any, str | None]]:
@@ -91,3 +97,30 @@ def replay_traffic_warning(engine: Any) -> str | None:
             "copy, but share this machine's cores with it, so each policy is measured under "
             "whatever that traffic does meanwhile. Keep 'Stop the traffic when the replay "
             "starts' on for numbers you can rely on (the arrivals are recorded first).")
+
+
+def catch_up(engine: Any, model: str) -> tuple[float, int]:
+    """The worst catch-up burst of the traffic reaching ``model`` over the last few seconds:
+    how far behind its schedule its sender fell (ms) and about how many requests that sent
+    at once (the lag times the rate); (0, 0) when none runs."""
+    worst = max(((t.recent_lag_ms, int(t.recent_lag_ms * t.rate_rps / 1000.0))
+                 for t, _ in traffic_reaching(engine, model)), key=lambda w: w[1],
+                default=(0.0, 0))
+    return float(worst[0]), worst[1]
+
+
+def lag_note(model: str, lag_ms: float, burst: int, recorded: bool = False) -> str | None:
+    """What arrivals recorded from traffic ``lag_ms`` behind its schedule, ``burst``
+    requests sent at once, hold, in words (``recorded``: said of a replay done, else of one
+    about to be); None for a lag under :data:`BURST_LAG_MS` or a burst under
+    :data:`BURST_REQUESTS` (a sender's hiccup at a low rate bunches one or two requests)."""
+    if not (lag_ms > BURST_LAG_MS and burst >= BURST_REQUESTS):
+        return None
+    what = f"up to {lag_ms:,.0f} ms behind its schedule (about {burst:,} requests sent at once)"
+    if recorded:
+        return (f"The arrivals replayed were recorded while the traffic to {model} was {what}:"
+                " they hold its catch-up bursts, and every policy was replayed with them.")
+    return (f"The traffic to {model} fell {what} in the last seconds (a busy machine, or a "
+            "rate its sender cannot keep): the arrivals recorded now hold its catch-up "
+            "bursts, and the replay sends those bursts too. Lower the rate, or replay a file "
+            "of arrivals instead.")
