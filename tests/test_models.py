@@ -229,7 +229,7 @@ def test_generated_ids_stay_inside_the_models_own_tables():
     assert generated_values(types) == "integers 0 to 1 (indices into a table of 2 rows)"
 
 
-def test_index_bounds_take_the_shortest_table_and_only_direct_ids():
+def test_index_bounds_take_the_shortest_table_through_value_keeping_ops():
     from core.models import generated_values
     a = numpy_helper.from_array(np.ones((7, 3), np.float32), "a")
     b = numpy_helper.from_array(np.ones((2, 3), np.float32), "b")    # axis 1: 3 columns
@@ -243,8 +243,12 @@ def test_index_bounds_take_the_shortest_table_and_only_direct_ids():
                     vi("r", TensorProto.FLOAT, None)], nodes, [a, b], opset=13)
     ids, other = load_model_bytes(m.SerializeToString(), "two").info.inputs
     assert ids.index_bound == 3                  # the shorter of 7 rows and 3 columns
-    assert other.index_bound is None             # through an Identity first: not followed
-    assert generated_values(other) == "integers 0 to 9"
+    assert other.index_bound == 7                # through an Identity first: followed
+    plus = load_model_bytes(_ids_model(1000, [helper.make_node("Add", ["ids", "ids"], ["i"]),
+                                              helper.make_node("Gather", ["table", "i"],
+                                                               ["out1"])]), "plus").info
+    assert plus.inputs[0].index_bound is None    # an Add: not followed, nor the direct 1,000
+    assert generated_values(plus.inputs[0]) == "integers 0 to 9"
     mlp = load_model_bytes(build_demo_model("mlp"), "mlp").info.inputs[0]
     assert mlp.index_bound is None and generated_values(mlp) == "standard normal"
 
@@ -258,3 +262,81 @@ def test_an_embedding_warms_and_serves_generated_load(engine):
                for s in range(20)]
     assert all(f.result(timeout=30)["y"].shape == (2, 8, 4) for f in futures)
     assert engine.metrics("bert").error_count == 0
+
+
+def _ids_model(table_rows: int, extra: list | None = None, extra_tables: list | None = None,
+               ids_type: int = TensorProto.INT64) -> bytes:
+    """ids [N] into a table of ``table_rows`` rows (Gather on the input itself), plus
+    ``extra`` nodes that may use the ids otherwise."""
+    table = numpy_helper.from_array(np.ones((table_rows, 3), np.float32), "table")
+    vi = helper.make_tensor_value_info
+    outs = [vi("y", TensorProto.FLOAT, None)] + [vi(o, TensorProto.FLOAT, None)
+                                               for n in extra or () for o in n.output
+                                               if o.startswith("out")]
+    return make_model([vi("ids", ids_type, ["N"])], outs,
+                      [helper.make_node("Gather", ["table", "ids"], ["y"])] + (extra or []),
+                      [table] + (extra_tables or []), opset=13).SerializeToString()
+
+
+def test_ids_also_used_otherwise_are_drawn_as_before_unless_the_table_is_smaller(engine):
+    """An adversary: ids into a table of 1,000 rows and, through an Identity (or inside an
+    If's branch), into one of 50 were drawn up to 999 and failed every run, where 0-9 (as
+    before) served: now 0-49 (an Identity or a Cast is followed, a branch's Gather read),
+    and 0-9 through an Add (not followed). A table of no elements says nothing (3e9 x 0
+    rows, int32 ids: numpy's 'high is out of bounds for int32')."""
+    small = numpy_helper.from_array(np.ones((50, 3), np.float32), "small")
+    via = [helper.make_node("Identity", ["ids"], ["i"]),
+           helper.make_node("Gather", ["small", "i"], ["out1"])]
+    branch = helper.make_graph([helper.make_node("Gather", ["small", "ids"], ["b"])], "then",
+                               [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    in_if = [helper.make_node("If", ["cond"], ["out1"], then_branch=branch, else_branch=branch)]
+    one = numpy_helper.from_array(np.array(1, np.int64), "one")
+    plus = [helper.make_node("Add", ["ids", "one"], ["i"]),
+            helper.make_node("Gather", ["small", "i"], ["out1"])]
+    for name, data, bound in (("plus", _ids_model(1000, plus, [small, one]), None),  # 0-9
+                              ("via", _ids_model(1000, via, [small]), 50),
+                              ("in-if", _ids_model(1000, in_if, [small, cond]), 50)):
+        engine.load_model(data, name=name, probe=False)
+        assert engine.model_info(name).inputs[0].index_bound == bound, name
+        assert engine.warmup(name, iterations=2).batch_sizes          # and they serve
+    # the same with the table of the Gather on the ids under 10: that bound holds anyway
+    engine.load_model(_ids_model(7, plus, [small, one]), name="seven", probe=False)
+    assert engine.model_info("seven").inputs[0].index_bound == 7
+    empty = numpy_helper.from_array(np.zeros((3_000_000_000, 0), np.float32), "table")
+    vi = helper.make_tensor_value_info
+    m = make_model([vi("ids", TensorProto.INT32, ["N"])], [vi("y", TensorProto.FLOAT, None)],
+                   [helper.make_node("Gather", ["table", "ids"], ["y"])], [empty], opset=13)
+    engine.load_model(m.SerializeToString(), name="empty")
+    assert engine.model_info("empty").inputs[0].index_bound is None
+    assert engine.sample_input("empty", rows=4).max() < 10
+    from core.models import TensorSpec, generated_values
+    wide = TensorSpec("i", "tensor(int32)", np.dtype("int32"), ("N",), index_bound=2**40)
+    assert generated_values(wide).startswith("integers 0 to 2,147,483,647 ")
+
+
+def test_ab_traffic_sends_ids_every_arm_can_take(engine):
+    """An adversary: generated load to an experiment was drawn for arm A (a table of 1,000
+    rows): arm B (500 rows) failed half the requests, and the verdict blamed B."""
+    from core.models import narrowed
+    engine.load_model(_ids_model(1000), name="v1", probe=False)
+    engine.load_model(_ids_model(500), name="v2", probe=False)
+    x = engine.sample_input("v1", rows=2000, valid_for=["v2"])
+    assert x.max() < 500 and x.max() >= 400                 # below B's table, all of it
+    assert engine.sample_input("v1", rows=2000).max() >= 500  # alone: its own table
+    i1, i2 = engine.model_info("v1"), engine.model_info("v2")
+    assert narrowed(i1, [i2]).inputs[0].index_bound == 500
+    assert narrowed(i2, [i1]).inputs[0].index_bound == 500
+    engine.create_ab("exp", a="v1", b="v2")
+    engine.start_traffic("exp", rate_rps=400, duration_s=0.5, seed=0)
+    status = engine.wait_traffic("exp", timeout_s=60)
+    assert status.sent > 50 and status.failed == 0 and status.refused == 0, status
+    assert engine.metrics("v2").success_count > 0 and engine.metrics("v2").error_count == 0
+    # warm-up with another model's real inputs: same interface, tables of other lengths
+    # (inputs_of compared the specs whole, the tables' lengths with them: refused)
+    engine.load_model(_ids_model(2000), name="v3", probe=False)
+    assert engine.warmup("v3", iterations=2, inputs_of="v1").batch_sizes    # generated
+    buf = io.BytesIO()
+    np.save(buf, np.array([1, 2, 3], np.int64))
+    engine.set_inputs("v1", buf.getvalue(), filename="ids.npy")
+    assert engine.warmup("v2", iterations=2, inputs_of="v1").batch_sizes    # v1's real ids

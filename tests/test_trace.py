@@ -142,7 +142,7 @@ def test_a_replays_copy_is_warm_before_its_first_policy(engine, monkeypatch):
 def test_a_replay_of_a_model_with_real_inputs_warms_its_copy_with_them(engine):
     """The copy has no real inputs of its own: warmed with random ids (up to 9), an
     embedding of 5 rows failed the whole replay ('indices element out of data bounds').
-    (Its ids pass an Identity first, so the generator does not see the table's length.)"""
+    (Its ids pass an Add of 0 first, so the generator does not see the table's length.)"""
     from onnx import TensorProto, helper, numpy_helper
     from core.lab.replay import replay
     from tests.helpers import make_model
@@ -150,8 +150,9 @@ def test_a_replay_of_a_model_with_real_inputs_warms_its_copy_with_them(engine):
     table = numpy_helper.from_array(np.arange(15, dtype=np.float32).reshape(5, 3), "table")
     emb = make_model([helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 1])],
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1, 3])],
-                     [helper.make_node("Identity", ["ids"], ["i"]),
-                      helper.make_node("Gather", ["table", "i"], ["y"], axis=0)], [table],
+                     [helper.make_node("Add", ["ids", "zero"], ["i"]),
+                      helper.make_node("Gather", ["table", "i"], ["y"], axis=0)],
+                     [table, numpy_helper.from_array(np.array(0, np.int64), "zero")],
                      opset=13)
     engine.load_model(emb.SerializeToString(), name="emb", probe=False)
     engine.configure("emb", max_batch_size=8, max_wait_ms=1.0)

@@ -38,7 +38,7 @@ from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
                          default_memory_budget, demo_description, install_memory_budget,
-                         sample_input)
+                         narrowed, sample_input)
 from .experiments import ExperimentMethods, ExperimentRoom
 from .loading import Loader
 from .namespace import Namespace
@@ -207,16 +207,17 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """The ONNX file ``name`` was loaded from (to save it, or to load it again)."""
         return self._local_entry(name, "its file is on that server").data
 
-    def sample_input(self, name: str, rows: int = 1,
-                     seed: int | None = 0) -> np.ndarray | dict[str, np.ndarray]:
-        """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable), from its
-        real inputs (:meth:`set_inputs`) else random; read-only, so submit need not copy it."""
-        entry = self._ns.entry(name)
-        real = self._inputs.get(name)
+    def sample_input(self, name: str, rows: int = 1, seed: int | None = 0,
+                     valid_for: Sequence[str] = ()) -> np.ndarray | dict[str, np.ndarray]:
+        """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable): its real
+        inputs (:meth:`set_inputs`), else random and valid for ``valid_for`` too (A/B arms:
+        ids below the smallest table); read-only, so submit need not copy it."""
+        entry, real = self._ns.entry(name), self._inputs.get(name)
         if real is not None:  # the model's real inputs (set_inputs)
             return real.draw(rows, seed)
         self._ns.check_inputs_known(name, entry)
-        return sample_input(entry.info, rows=rows, seed=seed)
+        return sample_input(narrowed(entry.info, [self._ns.entry(m).info for m in valid_for]),
+                            rows=rows, seed=seed)
 
     def cache_entries(self) -> list[CacheEntry]:
         """Sessions in the content-addressed cache, most recently used first."""
@@ -400,8 +401,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             raise EngineClosedError("the engine is closed; create a new Engine")
 
     def _local_entry(self, name: str, why: str) -> Any:
-        entry = self._ns.entry(name)
-        if entry.remote is not None:
+        if (entry := self._ns.entry(name)).remote is not None:
             raise ConfigError(f"model {name!r} is remote ({entry.remote.target.url}): {why}")
         return entry
 

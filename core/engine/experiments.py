@@ -17,17 +17,10 @@ from core.config import BatchConfig, EngineConfig
 from core.errors import ConfigError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
-from core.models import ModelInfo
+from core.models import ModelInfo, interface
 from .namespace import Namespace
 
 __all__ = ["ExperimentRoom", "interface"]
-
-
-def interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
-    """What two arms must share: each input's name, type and shape, where a dynamic
-    dimension matches any other whatever its label ("N", "batch", "?", None)."""
-    return [(t.name, str(t.dtype), tuple(d if isinstance(d, int) else "?" for d in t.shape))
-            for t in info.inputs]
 
 
 def interface_differences(ia: ModelInfo, ib: ModelInfo) -> list[str]:

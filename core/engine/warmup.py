@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
-from core.models import ModelInfo
+from core.models import ModelInfo, interface
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
            "check_batchable_sizes"]
@@ -223,10 +223,11 @@ class WarmupMethods:
         with the same inputs whose samples (its real inputs) to run with (a replay's copy)."""
         entry = self._ns.entry(name)
         info = entry.info
-        source = name if inputs_of is None else inputs_of
-        if inputs_of is not None and self._ns.entry(inputs_of).info.inputs != info.inputs:
+        if inputs_of is not None and interface(self._ns.entry(inputs_of).info) != interface(info):
             raise ConfigError(f"warm-up of {name!r} with the inputs of {inputs_of!r}: their "
                               "inputs differ; give a model with the same inputs")
+        # another model's real inputs; generated ones are drawn for this model (its tables)
+        source = name if inputs_of is None or inputs_of not in self._inputs else inputs_of
         self._ns.check_inputs_known(source, self._ns.entry(source))
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,

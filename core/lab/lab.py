@@ -71,9 +71,9 @@ class Lab:
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")
-        def sample(rng: np.random.Generator) -> Any:
+        def sample(rng: np.random.Generator) -> Any:   # (valid for every arm it reaches)
             return engine.sample_input(first, rows=rows_per_request,
-                                       seed=int(rng.integers(2**31)))
+                                       seed=int(rng.integers(2**31)), valid_for=models[1:])
 
         # Keys for every experiment, like traffic from 1,000 users: the experiment may be
         # switched to sticky routing (which needs them) while the traffic runs.

@@ -218,29 +218,57 @@ def _spec(arg: Any, index_bound: int | None = None) -> TensorSpec:
                       index_bound=index_bound)
 
 
+# Standard operators with graph attributes (branches, bodies); any other domain's may have.
+_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
+# Standard operators whose output holds their first input's values (ids pass them unchanged).
+_SAME_VALUES = frozenset({"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"})
+
+
 def _index_bounds(graph: onnx.GraphProto) -> dict[str, int]:
     """The graph's inputs used as Gather's indices into a table of the model's own (an
     initializer or a Constant: an embedding's weights), each with the shortest such table's
-    length along the gathered axis. Ids through any other node first are not followed."""
-    tables = {t.name: tuple(t.dims) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
-            for attr in node.attribute:
-                if attr.name == "value" and attr.HasField("t"):
-                    tables[node.output[0]] = tuple(attr.t.dims)
+    length along the gathered axis (nested graphs read too; ids through operators that keep
+    their values, a Cast, a Reshape, followed). An input also used in any other way (by
+    another node, into a table not known here) keeps a bound only under 10, the values other
+    integer inputs are drawn below: its other uses may take no more.
+    One pass over the nodes, attributes read only where they can hold a table or a graph
+    (it runs on every load: 600,000 nodes take about a second)."""
+    tables: dict[str, tuple[int, ...]] = {}
+    gathers: list[tuple[str, str, int]] = []
+    other: set[str] = set()
     inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
+    source = {n: n for n in inputs}        # a name holding an input's values -> the input
+    graphs = [graph]
+    while graphs:
+        g = graphs.pop()
+        tables.update((t.name, tuple(t.dims)) for t in g.initializer)
+        for node in g.node:
+            op = node.op_type
+            if op == "Constant" or op in _SUBGRAPH_OPS or node.domain not in ("", "ai.onnx"):
+                for a in node.attribute:
+                    if a.HasField("t") and op == "Constant" and node.output:
+                        tables[node.output[0]] = tuple(a.t.dims)
+                    graphs.extend([a.g] if a.HasField("g") else a.graphs)
+            ins = node.input
+            if source.keys().isdisjoint(ins):
+                continue
+            used = [i for i, n in enumerate(ins) if n in source]
+            standard = node.domain in ("", "ai.onnx")
+            if op in _SAME_VALUES and used == [0] and standard and len(node.output) == 1:
+                source[node.output[0]] = source[ins[0]]
+            elif op == "Gather" and used == [1] and standard:
+                axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
+                gathers.append((source[ins[1]], ins[0], axis))
+            else:
+                other.update(source[ins[i]] for i in used)
     bounds: dict[str, int] = {}
-    for node in graph.node:
-        if (node.op_type != "Gather" or node.domain not in ("", "ai.onnx")
-                or len(node.input) < 2 or node.input[1] not in inputs
-                or node.input[0] not in tables):
-            continue
-        dims = tables[node.input[0]]
-        axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
-        if -len(dims) <= axis < len(dims) and dims[axis] >= 1:
-            ids = node.input[1]
+    for ids, data, axis in gathers:
+        dims = tables.get(data)
+        if dims is None or not -len(dims) <= axis < len(dims) or min(dims, default=1) < 1:
+            other.add(ids)         # a table computed, out of reach, or of no elements
+        else:
             bounds[ids] = min(int(dims[axis]), bounds.get(ids, int(dims[axis])))
-    return bounds
+    return {ids: n for ids, n in bounds.items() if ids not in other or n < 10}
 
 
 class _ProtoMeta:

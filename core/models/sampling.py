@@ -7,13 +7,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Sequence
+
 import numpy as np
 
 from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
 from .types import ModelInfo, TensorSpec
 
-__all__ = ["sample_input", "check_rows", "frozen", "generated_values"]
+__all__ = ["sample_input", "check_rows", "frozen", "generated_values", "narrowed"]
 
 
 def check_rows(rows: object) -> None:
@@ -81,8 +84,30 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
 
 def _int_high(spec: TensorSpec) -> int:
     """One past the largest integer generated for ``spec``: its table's length for an index
-    into one (Gather's indices are int32 or int64: the length fits), else 10."""
-    return 10 if spec.index_bound is None else spec.index_bound
+    into one (at most its dtype's largest, plus one), else 10."""
+    assert spec.dtype is not None
+    if spec.index_bound is None:
+        return 10
+    return min(spec.index_bound, int(np.iinfo(spec.dtype).max) + 1)
+
+
+def narrowed(info: ModelInfo, others: Sequence[ModelInfo]) -> ModelInfo:
+    """``info`` with each input's index bound the smallest of its own and those of the
+    inputs of that name in ``others`` (one without a bound counts as 10, what it is drawn
+    below): generated inputs valid for every model at once (an A/B experiment's arms)."""
+    if not others:
+        return info
+    def bound(spec: TensorSpec) -> int | None:
+        theirs = [t.index_bound or 10 for o in others for t in o.inputs if t.name == spec.name]
+        if not theirs:
+            return spec.index_bound
+        low = min(theirs)
+        if spec.index_bound is None:          # (it is drawn below 10 already)
+            return low if low < 10 else None
+        return min(spec.index_bound, low)
+
+    return dataclasses.replace(info, inputs=tuple(
+        dataclasses.replace(s, index_bound=bound(s)) for s in info.inputs))
 
 
 def generated_values(spec: TensorSpec) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["TensorSpec", "ModelInfo", "ORT_DTYPES", "OIP_DTYPES", "oip_datatype", "onnx_type",
-           "batch_mode"]
+           "batch_mode", "interface"]
 
 # One row per element type: ONNX's name, the Open Inference Protocol's, numpy's dtype.
 _TYPES: tuple[tuple[str, str, np.dtype], ...] = (
@@ -191,3 +191,11 @@ def batch_mode(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec] = (),
     name, dim = next((n, d) for n, d in fixed if d != 1)
     return "exact", (f"input {name!r} has its leading dimension fixed at {dim}; each request "
                      f"must have exactly {dim} rows and runs alone")
+
+
+def interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
+    """What two models fed the same requests must share (an A/B test's arms, a warm-up with
+    another's inputs): each input's name, type and shape, where a dynamic dimension matches
+    any other whatever its label ("N", "batch", "?", None)."""
+    return [(t.name, str(t.dtype), tuple(d if isinstance(d, int) else "?" for d in t.shape))
+            for t in info.inputs]
