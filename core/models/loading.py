@@ -232,7 +232,8 @@ def _index_bounds(graph: onnx.GraphProto) -> dict[str, int]:
     another node, into a table not known here) keeps a bound only under 10, the values other
     integer inputs are drawn below: its other uses may take no more.
     One pass over the nodes, attributes read only where they can hold a table or a graph
-    (it runs on every load: 600,000 nodes take about a second)."""
+    (it runs on every load: 600,000 nodes take 0.7 s, as long as the external-data check;
+    3 s when every node is a Gather or a Constant)."""
     tables: dict[str, tuple[int, ...]] = {}
     gathers: list[tuple[str, str, int]] = []
     other: set[str] = set()
