@@ -98,7 +98,9 @@ with st.container(border=True):
         st.error("Loads must be positive numbers separated by commas, e.g. 500, 2000.")
     if loads:
         try:   # (the sweep's own rules, said before the button)
-            check_rates(loads, duration, True) if kind.startswith("rate") else \
+            if kind.startswith("rate"):      # (statements: a bare expression's value
+                check_rates(loads, duration, True)     # is drawn by Streamlit's magic)
+            else:
                 check_clients(loads)
         except BatchlabError as err:
             st.error(str(err))

@@ -199,7 +199,8 @@ with left:
                   "generated load sends": "" if kind == "output" else
                   "your inputs" if real else generated_values(t)}
                  for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
-        st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs")
+        st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs", column_config={
+            "generated load sends": st.column_config.TextColumn(width="large")})
         (st.success if info.batchable else st.warning)(
             ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
         remote = engine.remote_info(selected)
@@ -224,8 +225,10 @@ with left:
                     f"{'' if remote.configurable else ' (read-only here)'}.",
                     icon=":material/cloud:")
         for warning in info.warnings:
-            st.warning(f"Loaded although {warning} (ONNX Runtime runs it; the checker's "
-                       "finding is shown for your information).", icon=":material/info:")
+            st.warning(f"Loaded although {warning}" + (
+                " (ONNX Runtime runs it; the checker's finding is shown for your "
+                "information)." if warning.startswith("onnx.checker") else "."),
+                icon=":material/info:")
         st.markdown("**Inputs for generated load**")
         source = engine.input_source(selected)
         st.caption(f"Traffic, sweeps, warm-up and A/B tests send this model {source}.")

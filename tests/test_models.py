@@ -340,3 +340,32 @@ def test_ab_traffic_sends_ids_every_arm_can_take(engine):
     np.save(buf, np.array([1, 2, 3], np.int64))
     engine.set_inputs("v1", buf.getvalue(), filename="ids.npy")
     assert engine.warmup("v2", iterations=2, inputs_of="v1").batch_sizes    # v1's real ids
+
+
+def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine):
+    """A newcomer (helper): ids through an Add into a table of 2 rows (not followed) failed
+    the load's trial run on generated ids 0-9, and the model was refused with ONNX Runtime's
+    words: it could not be given the real inputs that would serve it. The session is made
+    and the run refused the values cleanly: it loads, saying why and what to do. Other
+    trial-run failures still refuse."""
+    two = numpy_helper.from_array(np.ones((2, 3), np.float32), "two")
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    vi = helper.make_tensor_value_info
+    m = make_model([vi("ids", TensorProto.INT64, ["N"])], [vi("y", TensorProto.FLOAT, None)],
+                   [helper.make_node("Add", ["ids", "zero"], ["i"]),
+                    helper.make_node("Gather", ["two", "i"], ["y"])], [two, zero], opset=13)
+    info = engine.load_model(m.SerializeToString(), name="types", probe=True)
+    assert info.inputs[0].index_bound is None
+    assert any(w.startswith("its trial run on generated inputs failed (InvalidArgument:")
+               and "Give it real inputs" in w for w in info.warnings), info.warnings
+    assert engine.model_info("types").warnings == info.warnings
+    buf = io.BytesIO()
+    np.save(buf, np.array([0, 1, 1], np.int64))
+    engine.set_inputs("types", buf.getvalue(), filename="types.npy")
+    assert engine.warmup("types", iterations=2).batch_sizes           # with its real ids
+    # a float model failing its run the same way is still refused (not ids: a broken model)
+    bad = make_model([vi("x", TensorProto.FLOAT, ["N", 3])], [vi("y", TensorProto.FLOAT, None)],
+                     [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                     [numpy_helper.from_array(np.array([7], np.int64), "shape")])
+    with pytest.raises(ModelLoadError, match="failed its trial run"):
+        engine.load_model(bad.SerializeToString(), name="broken", probe=True)
