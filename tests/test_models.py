@@ -369,3 +369,28 @@ def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine
                      [numpy_helper.from_array(np.array([7], np.int64), "shape")])
     with pytest.raises(ModelLoadError, match="failed its trial run"):
         engine.load_model(bad.SerializeToString(), name="broken", probe=True)
+
+
+def test_real_ids_past_the_models_table_are_refused_when_given(engine):
+    """A newcomer (helper): token types up to 6 for a table of 2 rows were taken as real
+    inputs, and every request sent from them then failed. Said when they are given; a hot
+    swap to a smaller table drops them (generated inputs again)."""
+    from core.errors import InputValidationError
+    engine.load_model(embedding_model(), name="bert", probe=False)
+    ids = np.zeros((4, 8), np.int64)
+    types = np.zeros((4, 8), np.int32)
+    types[2, 3], types[3, 0] = 6, -3
+    buf = io.BytesIO()
+    np.savez(buf, input_ids=ids, token_type_ids=types)
+    with pytest.raises(InputValidationError, match=r"bad.npz: input 'token_type_ids' has 2 "
+                       r"values \(e.g. 6\) past the table of 2 rows it indexes in the model: "
+                       r"give ids from 0 to 1"):
+        engine.set_inputs("bert", buf.getvalue(), filename="bad.npz")
+    types[2, 3], types[3, 0] = 1, -2                # (Gather takes -2 to 1 for 2 rows)
+    ids[:, 0] = 99
+    buf = io.BytesIO()
+    np.savez(buf, input_ids=ids, token_type_ids=types)
+    assert engine.set_inputs("bert", buf.getvalue(), filename="ok.npz").startswith("real")
+    assert engine.warmup("bert", iterations=2).batch_sizes
+    engine.load_model(embedding_model(word_rows=50), name="bert", replace=True, probe=False)
+    assert engine.input_source("bert").startswith("generated")      # 99 is past 50 rows

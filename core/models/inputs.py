@@ -39,7 +39,7 @@ import numpy as np
 
 from core.errors import InputValidationError
 from .types import ModelInfo
-from .sampling import check_rows, frozen
+from .sampling import check_rows, frozen, ids_outside
 
 __all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
 
@@ -128,6 +128,8 @@ def _fit(name: str, values: Any, spec: Any, exact: bool, where: str) -> np.ndarr
                           f"{': a missing value' if first != first else ''}) would change "
                           "cast to it: give " + ("0 or 1" if dtype.kind == "b" else
                                                  "whole numbers within its range"))
+    if bad := ids_outside(arr, spec):      # (ids past an embedding's table fail every run)
+        raise _refuse(f"{where}: input {name!r} {bad}")
     want = tuple(spec.shape or ())
     fixed = want if exact else want[1:]
     got = arr.shape[1:]

@@ -16,7 +16,8 @@ from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
 from .types import ModelInfo, TensorSpec
 
-__all__ = ["sample_input", "check_rows", "frozen", "generated_values", "narrowed"]
+__all__ = ["sample_input", "check_rows", "frozen", "generated_values", "narrowed",
+           "ids_outside"]
 
 
 def check_rows(rows: object) -> None:
@@ -89,6 +90,20 @@ def _int_high(spec: TensorSpec) -> int:
     if spec.index_bound is None:
         return 10
     return min(spec.index_bound, int(np.iinfo(spec.dtype).max) + 1)
+
+
+def ids_outside(arr: np.ndarray, spec: TensorSpec) -> str | None:
+    """What of ``arr`` an input indexing a table of the model's own cannot take (Gather
+    takes -n to n-1), in words after the input's name; None when it can take it all."""
+    n = spec.index_bound
+    if n is None or arr.dtype.kind not in "iu" or arr.size == 0:
+        return None
+    bad = ((arr < -n) | (arr >= n)).reshape(-1)
+    if not (k := int(np.count_nonzero(bad))):
+        return None
+    first = arr.reshape(-1)[int(bad.argmax())].item()
+    return (f"has {k:,} value{'s' * (k != 1)} (e.g. {first}) past the table of {n:,} rows it "
+            f"indexes in the model: give ids from 0 to {n - 1:,}")
 
 
 def narrowed(info: ModelInfo, others: Sequence[ModelInfo]) -> ModelInfo:
