@@ -12,6 +12,7 @@ from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p, more_needed
+from core.ui.traffic import sends_caption
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
@@ -166,6 +167,7 @@ with left:
     with st.container(border=True):
         follow_traffic_rate(engine, exp, "ab_rate", 300)
         st.number_input("Rate (requests/s)", 1, 20_000, step=50, key="ab_rate")
+        st.caption(sends_caption(engine, exp))
         t1, t2 = st.columns(2)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)

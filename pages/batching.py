@@ -12,7 +12,7 @@ from core.policies import policy_label, uses_slo
 from core.ui.fmt import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from core.ui.style import share_x_range
-from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning,
+from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
 from pages._common import (keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
@@ -195,7 +195,7 @@ with controls:
 
     with st.container(border=True):
         st.subheader("Traffic", anchor=False)
-        st.caption(f"Sends {engine.input_source(model)} (the Models page sets real ones).")
+        st.caption(sends_caption(engine, model))
         cls = st.segmented_control(
             "Class", list(TRAFFIC_CLASSES), key="traffic_class",
             required=True, disabled=remote is not None and server_fixed,

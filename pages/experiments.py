@@ -11,7 +11,7 @@ from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
-from core.ui.traffic import cores_warning, traffic_warning
+from core.ui.traffic import cores_warning, sends_caption, traffic_warning
 from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_words
 from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
@@ -105,6 +105,7 @@ with st.container(border=True):
         except BatchlabError as err:
             st.error(str(err))
             loads = []
+    st.caption(sends_caption(engine, model, "Each point sends"))
     pinned_ok = remote is None
     sweep_policy = st.segmented_control(
         "Policy (pinned for every point)", POLICIES, key="exp_policy",

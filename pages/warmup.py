@@ -7,6 +7,7 @@ import streamlit as st
 from core import warmup_batch_sizes
 from core.ui import charts
 from core.ui.fmt import fmt_ranges
+from core.ui.traffic import sends_caption
 from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
 
 engine = get_engine()
@@ -39,7 +40,8 @@ with c1:
         st.caption(f"{model} cannot batch: {info.batch_reason}. Batch size 1 is the only "
                    "one to warm.")
     st.caption("Batch sizes this model has run since it was loaded (traffic and warm-up): "
-               + (fmt_ranges(ran) if ran else "none yet") + ".")
+               + (fmt_ranges(ran) if ran else "none yet") + ". " + sends_caption(
+                   engine, model, "Runs"))
 with c2:
     warm = not missing
     what = f"max_batch_size={cfg.max_batch_size}" if info.batchable else "batch size 1"

@@ -1276,6 +1276,29 @@ def test_experiments_page_checks_clients_before_the_sweep(engine):
     assert not [e for e in at.error if "clients" in e.value]
 
 
+def test_every_page_that_sends_load_says_which_inputs(engine):
+    """A newcomer (helper): the README says every page says which inputs it sends; Warm-up
+    and Experiments did not, and the A/B page sent arm A's inputs to B without a word while
+    B had real inputs of its own."""
+    for page, key, verb in (("pages/warmup.py", "warmup_model", "Runs"),
+                            ("pages/experiments.py", "exp_model", "Each point sends"),
+                            ("pages/batching.py", "batching_model", "Sends")):
+        at = app(page)
+        at.selectbox(key=key).set_value("mlp").run()
+        assert any(c.value.startswith(f"{verb} generated: random values") or
+                   f". {verb} generated: random values" in c.value for c in at.caption), page
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(engine.sample_input("clf-v2", rows=5, seed=1)))
+    engine.set_inputs("clf-v2", buf.getvalue(), filename="mine.npy")
+    engine.create_ab("split", a="clf-v1", b="clf-v2")
+    at = app("pages/ab_test.py")
+    said = [c.value for c in at.caption if c.value.startswith("Sends both arms clf-v1's")]
+    assert said and "clf-v2's own real: mine.npy (5 samples) are not used" in said[0], said
+    engine.clear_inputs("clf-v2")
+    said = [c.value for c in at.run().caption if c.value.startswith("Sends both arms")]
+    assert said and "not used" not in said[0], said
+
+
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     """Issue 28, part 3: a bandit experiment from the page; its split, reward rates and
     regret are shown; its SLO changes live; promote leaves the bandit for a fixed split."""

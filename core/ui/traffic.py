@@ -16,7 +16,7 @@ from core.lab import experiments_with_arm
 
 __all__ = ["traffic_reaching", "traffic_warning", "traffic_elsewhere", "cores_warning",
            "replay_traffic_warning", "via_experiments", "catch_up", "lag_note",
-           "BURST_LAG_MS", "BURST_REQUESTS"]
+           "BURST_LAG_MS", "BURST_REQUESTS", "sends_caption"]
 
 #: How far behind its schedule a sender must fall, and how many late requests it must then
 #: send at once, before the arrivals recorded from it are said to hold a catch-up burst.
@@ -124,3 +124,17 @@ def lag_note(model: str, lag_ms: float, burst: int, recorded: bool = False) -> s
             "rate its sender cannot keep): the arrivals recorded now hold its catch-up "
             "bursts, and the replay sends those bursts too. Lower the rate, or replay a file "
             "of arrivals instead.")
+
+
+def sends_caption(engine: Any, target: str, verb: str = "Sends") -> str:
+    """What generated load sends ``target`` (a model, or an A/B experiment: arm A's inputs to
+    both arms, said when B has real inputs of its own that are then not used)."""
+    said = f"{verb} {engine.input_source(target)} (the Models page sets real ones)."
+    if target not in engine.ab_experiments():
+        return said
+    a, b = engine.ab_arms(target)
+    theirs = engine.input_source(b)
+    return (f"{verb} both arms {a}'s inputs: {engine.input_source(target)} (the Models page "
+            "sets real ones)." + (f" {b}'s own {theirs} are not used: each request goes to "
+                                  "one arm, with A's inputs." if theirs.startswith("real") and
+                                  theirs != engine.input_source(target) else ""))
