@@ -13,6 +13,7 @@ from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p, more_needed
 from core.ui.traffic import sends_caption
+from core.lab import experiments_with_arm
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle)
 
@@ -207,9 +208,16 @@ def arms() -> None:
     for warning in full.warnings:
         st.warning(warning, icon=":material/balance:")
     if any("batch settings" in w for w in full.warnings):
+        b_model = engine.ab_arms(exp)[1]
+        elsewhere = [f"{e!r} (as {arm})" for e, arm in experiments_with_arm(engine, b_model)
+                     if e != exp]
         st.button("Give B A's batch settings", key="ab_match", on_click=engine.ab_match_settings,
                   args=(exp,), help="Copies every batch setting of A's model to B's model "
-                                    "(max batch size, max wait, policy, SLO, timeout, queue).")
+                                    "(max batch size, max wait, policy, SLO, timeout, queue). "
+                                    f"They are {b_model}'s own: its direct traffic"
+                                    + (f" and experiments {', '.join(elsewhere)}"
+                                       if elsewhere else "") + " run with them too (the "
+                                    "Batching page shows them).")
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
     if full.segment > 1:

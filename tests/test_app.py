@@ -411,6 +411,12 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     engine.configure("clf-v2", max_wait_ms=0.0)
     at.run()
     assert any("different batch settings" in w.value for w in at.warning)
+    # (B's settings are its model's own: said, with the other experiments it is an arm of)
+    engine.create_ab("other", a="clf-v2", b="clf-v1")
+    at.run()
+    assert "clf-v2's own: its direct traffic and experiments 'other' (as A) run with them" \
+        in at.button(key="ab_match").help, at.button(key="ab_match").help
+    engine.delete_ab("other")
     before = engine.ab_report("exp1").to_dict()["total_requests"]
     at.button(key="ab_match").click().run()
     assert engine.batch_config("clf-v2") == engine.batch_config("clf-v1")
