@@ -141,7 +141,15 @@ def dashboard() -> None:
                                                      title=f"Batch sizes, last {span}"),
                             key="mon_batches")
         with r3[1]:
-            st.plotly_chart(charts.queue_depth_figure(ts, **live), key="mon_depth")
+            if is_exp:   # an arm counts its requests; the queue is its model's, all of it
+                of = engine.ab_arms(target)[0 if arm == "a" else 1]
+                st.plotly_chart(charts.queue_depth_figure(
+                    engine.metrics(of, window_s=window_s).timeseries, **live,
+                    title=f"Queued at {of} as batches leave",
+                    subtitle="its whole queue (this experiment's part and other traffic to "
+                             "it): the most in each second"), key="mon_depth")
+            else:
+                st.plotly_chart(charts.queue_depth_figure(ts, **live), key="mon_depth")
         with r3[2]:
             st.plotly_chart(charts.release_reasons_figure(
                 snap.release_reasons, title=f"Why batches left, last {span}"),

@@ -452,8 +452,8 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     with pytest.raises(Exception):
         engine.submit("mlp", np.zeros((1, 3), np.float32))
     at = app("pages/monitor.py")
-    values = {m.label: m.value for m in at.metric}
-    assert values["Requests"] == "6" and values["Errors"] == "1"
+    tiles = {m.label: m.value for m in at.metric}
+    assert tiles["Requests"] == "6" and tiles["Errors"] == "1"
     assert frame_with(at, "message")["type"].tolist() == ["InputValidationError"]
     # One line per kind, its latest message whole (a table cell cut it mid-sentence)
     grouped = at.table[0].value
@@ -475,6 +475,12 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     assert not at.exception, [e.value for e in at.exception]
     assert any("CURRENT SEGMENT BEGAN" in c.value for c in at.caption), \
         [c.value for c in at.caption]
+    # its queue chart is the arm's model's (an arm counts requests: the chart sat at 0
+    # beside batches of 2-7)
+    queue = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+             if "Queued at" in json.loads(c.proto.spec)["layout"]["title"]["text"]]
+    assert queue and queue[0]["layout"]["title"]["text"] == "Queued at clf-v1 as batches leave"
+    assert max(values(queue[0]["data"][0]["y"])) >= 1, queue[0]["data"][0]["y"]
     engine.delete_ab("mon-exp")
 
 
