@@ -407,6 +407,9 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     # difference") and errors ("... error-rate difference" / "B has more errors").
     assert any(("p50" in v or "latency" in v) and ("error" in v) for v in verdicts), verdicts
     assert "p-value" in frame_with(at, "p-value").columns
+    # (what the error row's 'more per arm needed' is for, beside 0 errors in both arms)
+    assert any("B at twice A's error rate (1 point more when A has none" in c.value
+               for c in at.caption)
     # A settings difference is named above the verdict, with a one-click fix.
     engine.configure("clf-v2", max_wait_ms=0.0)
     at.run()
