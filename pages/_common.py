@@ -33,7 +33,7 @@ import streamlit as st
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.ui.fmt import column_formats, restart_words
+from core.ui.fmt import SWEEP_TABLE_LABELS, column_formats, restart_words, sweep_table_columns
 from core.serving import ServerProcess, pin_process, split_cores
 from core.serving.guard import is_loopback
 from core.serving.state import STATE_ENV
@@ -399,10 +399,13 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
                     f"{job.message} ({job.duration_s:.0f} s)")
         c2.button("Cancel", key=f"{key}_cancel", on_click=engine.cancel_job,
                   args=(job.job_id,), help="Stop at the next step; finished steps are kept.")
-        if job.partial:
+        if job.partial:   # (a sweep's points as its finished table shows them)
             partial = pd.DataFrame(job.partial)
+            sweep = kind == "sweep"
             st.dataframe(partial, hide_index=True, key=f"{key}_partial",
-                         column_config=number_columns(partial))
+                         column_order=sweep_table_columns(partial) if sweep else None,
+                         column_config=number_columns(partial,
+                                                      SWEEP_TABLE_LABELS if sweep else None))
 
     _watch()
     return latest

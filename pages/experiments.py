@@ -246,7 +246,8 @@ if result and result[0] == model:
          else st.warning)(rec.reason)
         if "stable" in frame and frame["stable"].eq(False).any():
             st.caption(f"{int(frame['stable'].eq(False).sum())} of {len(frame)} points were "
-                       "unstable (drawn open; see the spread columns): their windows never "
+                       "unstable (drawn open; their spreads are in 'Every column' below): "
+                       "their windows never "
                        "agreed within 10 %. A quieter machine or longer points settle them.")
         if disturbed:
             hit = frame[frame["disturbed"].fillna("").astype(str) != ""]

@@ -677,6 +677,26 @@ def test_whatif_says_when_the_engine_work_was_not_measured(engine):
     assert not any("0.0 µs per request" in c.value for c in at.caption)
 
 
+def test_a_running_sweeps_table_has_the_finished_tables_columns(engine):
+    """A newcomer (helper): while a sweep ran its table showed raw names (max_batch_size,
+    achieved_rps) that the finished table shows labelled ('max batch', 'served')."""
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[1, 8], max_waits_ms=[0.0],
+                           rates_rps=[200.0], duration_s=1.0, save=False)
+    try:
+        wait_for(lambda: len(engine.job(job.job_id).partial) >= 1)
+        at = app("pages/experiments.py")
+        at.selectbox(key="exp_model").set_value("tiny").run()
+        shown = [d for d in at.dataframe if "max_batch_size" in d.value.columns]
+        assert shown, "no partial table"
+        from core.ui.fmt import sweep_table_columns
+        assert list(shown[0].proto.column_order) == sweep_table_columns(shown[0].value)
+        spec = json.loads(shown[0].proto.columns)
+        assert spec["max_batch_size"]["label"] == "max batch", spec["max_batch_size"]
+    finally:
+        engine.cancel_job(job.job_id)
+        engine.wait_job(job.job_id, timeout_s=60)
+
+
 def test_the_sweep_caption_keeps_the_models_own_settings_while_a_sweep_runs(engine):
     """While a sweep runs, the model has the sweep's settings: the caption counted points
     against those ('4 points' above 'point 1 of 6'). It reads the job's record instead."""
