@@ -294,12 +294,16 @@ def choose_model(name: str, key: str | None = None) -> None:
 def _first_choice(names: list[str], engine: Engine | RemoteEngine,
                   default: str | None) -> str:
     """What a page's picker shows first: the model last chosen on any page, else one that
-    traffic is running to, else ``default``, else the first."""
+    traffic is running to (then the one the other pages open on, as if chosen: a newcomer
+    stopped its traffic and the next page opened on another model), else ``default``, else
+    the first."""
     current = st.session_state.get(_CURRENT)
     if current in names:
         return current
     for t in engine.traffic():
         if t.running and t.target in names:
+            if t.target in engine.model_names():     # (an experiment is not a model)
+                st.session_state[_CURRENT] = t.target
             return t.target
     return default if default in names else names[0]
 

@@ -278,6 +278,10 @@ def test_every_page_opens_on_the_model_last_chosen_or_the_one_receiving_traffic(
     engine.start_traffic("clf-v1", rate_rps=50, duration_s=30)
     fresh = app("pages/monitor.py")        # another user, nothing chosen yet
     assert fresh.selectbox(key="monitor_model").value == "clf-v1"
+    # ... and stays on it once the traffic is stopped (the next page opened on mlp)
+    engine.stop_traffic("clf-v1")
+    fresh.switch_page("pages/warmup.py").run()
+    assert fresh.selectbox(key="warmup_model").value == "clf-v1"
 
 
 def test_batching_widgets_change_engine_config(engine):
