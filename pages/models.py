@@ -288,6 +288,8 @@ with left:
             if len(failed):
                 st.error(f"Batch size {int(profile.loc[failed.index[0], 'batch_size'])}: "
                          f"{failed.iloc[0]}")
+            if "note" in profile and len(noted := profile["note"].dropna()):
+                st.caption(f"Generated inputs: {noted.iloc[0]} (the figures are for those).")
             if profile["error"].isna().any():
                 st.plotly_chart(charts.memory_figure(profile), key="models_memory_chart")
             st.caption("Resident memory a single run adds (to page granularity), measured "

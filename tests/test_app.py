@@ -174,9 +174,12 @@ def test_models_page_says_what_generated_load_sends_each_input(engine):
     engine.load_model(m.SerializeToString(), name="types", probe=True)
     at.run()
     at.selectbox(key="models_detail").set_value("types").run()
-    said = [w.value for w in at.warning if "trial run on generated inputs failed" in w.value]
+    said = [w.value for w in at.warning if "could not use generated inputs" in w.value]
     assert said and said[0].startswith("Loaded although its trial run") and \
         "checker" not in said[0] and said[0].endswith("warm-up."), said
+    assert any(c.value.startswith("Generated inputs: ONNX Runtime refused them") and
+               "so it ran with every integer input 0 (the figures are for those)" in c.value
+               for c in at.caption)
     at.selectbox(key="models_detail").set_value("mlp").run()
     assert frame_with(at, "generated load sends")["generated load sends"][0] == "standard normal"
     buf = io.BytesIO()

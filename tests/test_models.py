@@ -345,9 +345,9 @@ def test_ab_traffic_sends_ids_every_arm_can_take(engine):
 def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine):
     """A newcomer (helper): ids through an Add into a table of 2 rows (not followed) failed
     the load's trial run on generated ids 0-9, and the model was refused with ONNX Runtime's
-    words: it could not be given the real inputs that would serve it. The session is made
-    and the run refused the values cleanly: it loads, saying why and what to do. Other
-    trial-run failures still refuse."""
+    words: it could not be given the real inputs that would serve it. The child runs it
+    again with every integer input 0 (a row of any table): it loads, saying why and what to
+    do. Other trial-run failures still refuse, before any session is made here."""
     two = numpy_helper.from_array(np.ones((2, 3), np.float32), "two")
     zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
     vi = helper.make_tensor_value_info
@@ -356,9 +356,15 @@ def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine
                     helper.make_node("Gather", ["two", "i"], ["y"])], [two, zero], opset=13)
     info = engine.load_model(m.SerializeToString(), name="types", probe=True)
     assert info.inputs[0].index_bound is None
-    assert any(w.startswith("its trial run on generated inputs failed (InvalidArgument:")
-               and "Give it real inputs" in w for w in info.warnings), info.warnings
+    assert any(w.startswith("its trial run could not use generated inputs: ONNX Runtime "
+                            "refused them (InvalidArgument:") and "so it ran with every "
+               "integer input 0. It may take" in w and "give it real inputs" in w
+               for w in info.warnings), info.warnings
     assert engine.model_info("types").warnings == info.warnings
+    # its trial did run (ids 0), in the child, and measured it
+    trial = engine.memory_profile("types")
+    assert trial["error"].isna().all() and trial["run_ms"].notna().all(), trial
+    assert trial["note"].iloc[0].startswith("ONNX Runtime refused them")
     buf = io.BytesIO()
     np.save(buf, np.array([0, 1, 1], np.int64))
     engine.set_inputs("types", buf.getvalue(), filename="types.npy")
@@ -367,8 +373,18 @@ def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine
     bad = make_model([vi("x", TensorProto.FLOAT, ["N", 3])], [vi("y", TensorProto.FLOAT, None)],
                      [helper.make_node("Reshape", ["x", "shape"], ["y"])],
                      [numpy_helper.from_array(np.array([7], np.int64), "shape")])
+    cached = len(engine.cache_entries())
     with pytest.raises(ModelLoadError, match="failed its trial run"):
         engine.load_model(bad.SerializeToString(), name="broken", probe=True)
+    assert len(engine.cache_entries()) == cached      # (no session made here for it)
+    # nor one with an integer input whose run fails with ids 0 too (not ids: broken)
+    m = make_model([vi("ids", TensorProto.INT64, ["N"]), vi("x", TensorProto.FLOAT, ["N", 3])],
+                   [vi("y", TensorProto.FLOAT, None)],
+                   [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                   [numpy_helper.from_array(np.array([7], np.int64), "shape")])
+    with pytest.raises(ModelLoadError, match="failed its trial run"):
+        engine.load_model(m.SerializeToString(), name="broken2", probe=True)
+    assert len(engine.cache_entries()) == cached
 
 
 def test_real_ids_past_the_models_table_are_refused_when_given(engine):

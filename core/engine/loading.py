@@ -67,7 +67,7 @@ class Loader:
         self.ns.check_new_name(name, "model")
         self.ns.check_name_free(name, "model", replace)
         self.check_room(name, len(data))
-        profile = failed = None
+        profile = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
         if probe:
@@ -77,22 +77,18 @@ class Loader:
             check_model_bytes(data)
             profile = self.probe(data, [1], session)
             bad = profile["error"].dropna()
-            failed = str(bad.iloc[0]) if len(bad) else None
-        loaded = self.registry.build(data, name, session, source_label or where, description)
-        if probe and failed:
-            # ONNX Runtime refusing generated integers (ids past a table the analysis could
-            # not see): the session was made and the run ended cleanly, not a blow-up.
-            if not (failed.startswith("InvalidArgument:") and any(
-                    t.dtype is not None and t.dtype.kind in "iu" for t in loaded.info.inputs)):
+            if len(bad):
                 raise ModelLoadError(
                     f"model {name!r} failed its trial run (one row, in a separate process, "
-                    f"memory budget {format_bytes(self.budget_bytes)}): {failed}. "
+                    f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded")
+        loaded = self.registry.build(data, name, session, source_label or where, description)
+        noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
+        if len(noted):   # ids past a table the analysis could not see: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
-                f"its trial run on generated inputs failed ({failed[:200]}): it takes integers "
-                "in a range the generated ones miss (ids past a table). Give it real inputs "
-                "(Models page, engine.set_inputs) before traffic, sweeps or warm-up",))
-            profile = None
+                f"its trial run could not use generated inputs: {noted.iloc[0]}. It may take "
+                "integers in a range the generated ones miss (ids past a table): give it real "
+                "inputs (Models page, engine.set_inputs) before traffic, sweeps or warm-up",))
         with self.registry.lock:
             self._check_open()
             self.ns.check_name_free(name, "model", replace)

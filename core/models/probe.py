@@ -29,7 +29,7 @@ import pandas as pd
 
 __all__ = ["probe_model", "PROBE_COLUMNS"]
 
-PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error"]
+PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error", "note"]
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,9 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
 
     ``error`` is ``None`` for a run that worked, else why it did not (over the memory
     budget, an ONNX Runtime error, the child died, or a run passed ``time_limit_s`` and
-    was stopped); sizes after a failed one are not tried.
+    was stopped); sizes after a failed one are not tried. ``note`` says when ONNX Runtime
+    refused the generated integers (ids past a table the generator could not see) and the
+    size was run with every integer input 0 instead (always a row of a table).
     """
     request = json.dumps({"batch_sizes": [int(b) for b in batch_sizes],
                           "budget": int(budget_bytes), "threads": threads,
@@ -112,6 +114,7 @@ def _child(request: str) -> None:
     import resource
     import threading
 
+    import numpy as np
     import onnxruntime as ort
 
     from core.config import SessionConfig
@@ -146,33 +149,48 @@ def _child(request: str) -> None:
     cap()  # the budget again, from what the session holds: for the runs
     info = loaded.info
     limit = args["time_limit_s"]
+    ro: list[ort.RunOptions] = []   # the run going on, for the time limit's words
+
+    def measure(arrays: list, row: dict, first: bool) -> None:
+        # The session's very first run also allocates what every later run reuses (kernel
+        # state, thread-pool buffers): run the first size once unmeasured, so the figures
+        # are what each batch size costs.
+        for measured in ((False, True) if first else (True,)):
+            base = current_rss_bytes()
+            _reset_hwm()
+            ro[:] = [ort.RunOptions()]
+            timer = threading.Timer(limit, setattr, (ro[0], "terminate", True))
+            timer.start()
+            t = time.perf_counter()
+            try:
+                loaded.run(arrays, ro[0])
+            finally:
+                timer.cancel()
+            if measured:
+                row["run_ms"] = (time.perf_counter() - t) * 1000.0
+                row["peak_mib"] = max(0, peak_rss_bytes() - base) / 2**20
+
     for i, bs in enumerate(args["batch_sizes"]):
-        first = i == 0
-        row = {"batch_size": bs, "peak_mib": None, "run_ms": None, "error": None}
-        ro = None
+        row = {"batch_size": bs, "peak_mib": None, "run_ms": None, "error": None, "note": None}
+        ro.clear()
         try:
             x = sample_input(info, rows=bs if info.batchable else 1, seed=bs,
                              max_bytes=generated_input_limit(args["budget"]))
             arrays = list(x.values()) if isinstance(x, dict) else [x]
-            # The session's very first run also allocates what every later run reuses
-            # (kernel state, thread-pool buffers): run the first size once unmeasured, so
-            # the figures are what each batch size costs.
-            for measured in ((False, True) if first else (True,)):
-                base = current_rss_bytes()
-                _reset_hwm()
-                ro = ort.RunOptions()
-                timer = threading.Timer(limit, setattr, (ro, "terminate", True))
-                timer.start()
-                t = time.perf_counter()
-                try:
-                    loaded.run(arrays, ro)
-                finally:
-                    timer.cancel()
-                if measured:
-                    row["run_ms"] = (time.perf_counter() - t) * 1000.0
-                    row["peak_mib"] = max(0, peak_rss_bytes() - base) / 2**20
+            try:
+                measure(arrays, row, i == 0)
+            except Exception as err:  # noqa: BLE001 - generated ids refused: try ids 0
+                ints = [a.dtype.kind in "iu" for a in arrays]
+                if type(err).__name__ != "InvalidArgument" or not any(ints) or (
+                        ro and ro[0].terminate):
+                    raise
+                text = " ".join(str(err).split())[:200]
+                row["note"] = (f"ONNX Runtime refused them ({type(err).__name__}: {text}), "
+                               "so it ran with every integer input 0")
+                measure([np.zeros_like(a) if k else a for a, k in zip(arrays, ints)], row,
+                        i == 0)
         except Exception as err:  # noqa: BLE001 - reported, and the probe stops
-            if ro is not None and ro.terminate:
+            if ro and ro[0].terminate:
                 row["error"] = (f"did not finish within {limit:g} s (the model may hang or "
                                 "be far too slow at this batch size)")
             else:
