@@ -410,3 +410,48 @@ def test_real_ids_past_the_models_table_are_refused_when_given(engine):
     assert engine.warmup("bert", iterations=2).batch_sizes
     engine.load_model(embedding_model(word_rows=50), name="bert", replace=True, probe=False)
     assert engine.input_source("bert").startswith("generated")      # 99 is past 50 rows
+
+
+def test_index_bounds_in_scopes_order_and_casts():
+    """A reviewer (helper), each drawing ids that failed where 0-9 served: ids leaving an If
+    branch (an Identity as its output) into a table of 50 outside; a branch's own table of
+    2,000 rows named like the outer one of 50; nodes listed out of the run's order; ids cast
+    through float16 (4,095 rounds to 4,096)."""
+    from core.models.ids import index_bounds
+    from core.models.sampling import GENERATED_INT_HIGH as LOW
+    vi = helper.make_tensor_value_info
+    big = numpy_helper.from_array(np.ones((1000, 3), np.float32), "big")
+    small = numpy_helper.from_array(np.ones((50, 3), np.float32), "small")
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    ids = [vi("ids", TensorProto.INT64, ["N"])]
+
+    def graph(nodes, inits, outs=("y",)):
+        return helper.make_graph(nodes, "g", ids, [vi(o, TensorProto.FLOAT, None) for o in outs],
+                                 initializer=inits)
+
+    leave = helper.make_graph([helper.make_node("Identity", ["ids"], ["o"])], "b", [],
+                              [vi("o", TensorProto.INT64, None)])
+    g = graph([helper.make_node("Gather", ["big", "ids"], ["y"]),
+               helper.make_node("If", ["cond"], ["left"], then_branch=leave, else_branch=leave),
+               helper.make_node("Gather", ["small", "left"], ["z"])], [big, small, cond],
+              ("y", "z"))
+    assert index_bounds(g, LOW) == {}                 # 0-9, as before (was 1,000)
+    inner = numpy_helper.from_array(np.ones((2000, 3), np.float32), "small")
+    shadow = helper.make_graph([helper.make_node("Gather", ["small", "ids"], ["b"])], "b", [],
+                               [vi("b", TensorProto.FLOAT, None)], initializer=[inner])
+    g = graph([helper.make_node("If", ["cond"], ["y"], then_branch=shadow,
+                                else_branch=shadow),
+               helper.make_node("Gather", ["small", "ids"], ["z"])], [small, cond], ("y", "z"))
+    assert index_bounds(g, LOW) == {}                 # 'small' is two tables (was 2,000)
+    g = graph([helper.make_node("Gather", ["small", "i"], ["z"]),       # listed first
+               helper.make_node("Identity", ["ids"], ["i"]),
+               helper.make_node("Gather", ["big", "ids"], ["y"])], [big, small], ("y", "z"))
+    assert index_bounds(g, LOW) == {"ids": 50}        # (was 1,000)
+    g = graph([helper.make_node("Cast", ["ids"], ["h"], to=TensorProto.FLOAT16),
+               helper.make_node("Cast", ["h"], ["i"], to=TensorProto.INT64),
+               helper.make_node("Gather", ["big", "i"], ["z"]),
+               helper.make_node("Gather", ["big", "ids"], ["y"])], [big], ("y", "z"))
+    assert index_bounds(g, LOW) == {}                 # a float's rounding: not followed
+    g = graph([helper.make_node("Cast", ["ids"], ["i"], to=TensorProto.INT32),
+               helper.make_node("Gather", ["small", "i"], ["y"])], [small])
+    assert index_bounds(g, LOW) == {"ids": 50}        # an integer cast: followed

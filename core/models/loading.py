@@ -30,6 +30,8 @@ from core.config import SessionConfig
 from core.errors import ModelLoadError
 from .cache import SessionCache
 from .shrink import watch_outputs
+from .ids import index_bounds
+from .sampling import GENERATED_INT_HIGH
 from .session import create_session
 from .types import ORT_DTYPES, ModelInfo, TensorSpec, batch_mode
 
@@ -218,60 +220,6 @@ def _spec(arg: Any, index_bound: int | None = None) -> TensorSpec:
                       index_bound=index_bound)
 
 
-# Standard operators with graph attributes (branches, bodies); any other domain's may have.
-_SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
-# Standard operators whose output holds their first input's values (ids pass them unchanged).
-_SAME_VALUES = frozenset({"Identity", "Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten"})
-
-
-def _index_bounds(graph: onnx.GraphProto) -> dict[str, int]:
-    """The graph's inputs used as Gather's indices into a table of the model's own (an
-    initializer or a Constant: an embedding's weights), each with the shortest such table's
-    length along the gathered axis (nested graphs read too; ids through operators that keep
-    their values, a Cast, a Reshape, followed). An input also used in any other way (by
-    another node, into a table not known here) keeps a bound only under 10, the values other
-    integer inputs are drawn below: its other uses may take no more.
-    One pass over the nodes, attributes read only where they can hold a table or a graph
-    (it runs on every load: 600,000 nodes take 0.7 s, as long as the external-data check;
-    3 s when every node is a Gather or a Constant)."""
-    tables: dict[str, tuple[int, ...]] = {}
-    gathers: list[tuple[str, str, int]] = []
-    other: set[str] = set()
-    inputs = {i.name for i in graph.input} - {t.name for t in graph.initializer}
-    source = {n: n for n in inputs}        # a name holding an input's values -> the input
-    graphs = [graph]
-    while graphs:
-        g = graphs.pop()
-        tables.update((t.name, tuple(t.dims)) for t in g.initializer)
-        for node in g.node:
-            op = node.op_type
-            if op == "Constant" or op in _SUBGRAPH_OPS or node.domain not in ("", "ai.onnx"):
-                for a in node.attribute:
-                    if a.HasField("t") and op == "Constant" and node.output:
-                        tables[node.output[0]] = tuple(a.t.dims)
-                    graphs.extend([a.g] if a.HasField("g") else a.graphs)
-            ins = node.input
-            if source.keys().isdisjoint(ins):
-                continue
-            used = [i for i, n in enumerate(ins) if n in source]
-            standard = node.domain in ("", "ai.onnx")
-            if op in _SAME_VALUES and used == [0] and standard and len(node.output) == 1:
-                source[node.output[0]] = source[ins[0]]
-            elif op == "Gather" and used == [1] and standard:
-                axis = next((int(a.i) for a in node.attribute if a.name == "axis"), 0)
-                gathers.append((source[ins[1]], ins[0], axis))
-            else:
-                other.update(source[ins[i]] for i in used)
-    bounds: dict[str, int] = {}
-    for ids, data, axis in gathers:
-        dims = tables.get(data)
-        if dims is None or not -len(dims) <= axis < len(dims) or min(dims, default=1) < 1:
-            other.add(ids)         # a table computed, out of reach, or of no elements
-        else:
-            bounds[ids] = min(int(dims[axis]), bounds.get(ids, int(dims[axis])))
-    return {ids: n for ids, n in bounds.items() if ids not in other or n < 10}
-
-
 class _ProtoMeta:
     """The few fields of a parsed model that its ModelInfo shows."""
 
@@ -279,7 +227,7 @@ class _ProtoMeta:
         self.opset = {(o.domain or ""): int(o.version) for o in proto.opset_import}
         self.ir_version = int(proto.ir_version)
         self.producer = " ".join(p for p in (proto.producer_name, proto.producer_version) if p)
-        self.index_bounds = _index_bounds(proto.graph)
+        self.index_bounds = index_bounds(proto.graph, GENERATED_INT_HIGH)
 
 
 def _inspect(name: str, data: bytes, sha: str, proto: _ProtoMeta,

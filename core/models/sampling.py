@@ -16,7 +16,11 @@ from core.errors import ConfigError, ResourceLimitError
 from .memory import check_elements, generated_input_limit, memory_budget
 from .types import ModelInfo, TensorSpec
 
-__all__ = ["sample_input", "check_rows", "frozen", "generated_values", "narrowed",
+#: One past the largest integer generated for an integer input that is not known to index a
+#: table of the model's own (core.models.ids).
+GENERATED_INT_HIGH = 10
+
+__all__ = ["GENERATED_INT_HIGH", "sample_input", "check_rows", "frozen", "generated_values", "narrowed",
            "ids_outside"]
 
 
@@ -85,10 +89,10 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
 
 def _int_high(spec: TensorSpec) -> int:
     """One past the largest integer generated for ``spec``: its table's length for an index
-    into one (at most its dtype's largest, plus one), else 10."""
+    into one (at most its dtype's largest, plus one), else :data:`GENERATED_INT_HIGH`."""
     assert spec.dtype is not None
     if spec.index_bound is None:
-        return 10
+        return GENERATED_INT_HIGH
     return min(spec.index_bound, int(np.iinfo(spec.dtype).max) + 1)
 
 
@@ -108,17 +112,19 @@ def ids_outside(arr: np.ndarray, spec: TensorSpec) -> str | None:
 
 def narrowed(info: ModelInfo, others: Sequence[ModelInfo]) -> ModelInfo:
     """``info`` with each input's index bound the smallest of its own and those of the
-    inputs of that name in ``others`` (one without a bound counts as 10, what it is drawn
-    below): generated inputs valid for every model at once (an A/B experiment's arms)."""
+    inputs of that name in ``others`` (one without a bound counts as
+    :data:`GENERATED_INT_HIGH`, what it is drawn below): generated inputs valid for every
+    model at once (an A/B experiment's arms)."""
     if not others:
         return info
     def bound(spec: TensorSpec) -> int | None:
-        theirs = [t.index_bound or 10 for o in others for t in o.inputs if t.name == spec.name]
+        theirs = [t.index_bound or GENERATED_INT_HIGH
+                  for o in others for t in o.inputs if t.name == spec.name]
         if not theirs:
             return spec.index_bound
         low = min(theirs)
-        if spec.index_bound is None:          # (it is drawn below 10 already)
-            return low if low < 10 else None
+        if spec.index_bound is None:          # (drawn below GENERATED_INT_HIGH already)
+            return low if low < GENERATED_INT_HIGH else None
         return min(spec.index_bound, low)
 
     return dataclasses.replace(info, inputs=tuple(
