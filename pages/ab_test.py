@@ -290,8 +290,8 @@ def arms() -> None:
                    f"bootstrap of both arms' latencies; a difference under {lat.detect_ms:.2f} "
                    "ms (5 % of A's p50, at least 0.1 ms) is too small to act on. Errors: "
                    "chi-square test of the two proportions; the difference worth detecting is "
-                   "B at twice A's error rate (1 point more when A has none, so with no errors "
-                   "in either arm requests are still asked for). 'More per arm needed': "
+                   "B at twice A's error rate (1 point more when A's is under 1 %, so with no "
+                   "errors in either arm requests are still asked for). 'More per arm needed': "
                    "requests per arm still needed to detect those differences (none once one "
                    "is detected).")
     if rep["shadow"]:

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from core.config import SessionConfig
 from core.models import DEMO_MODELS, build_demo_model
-from core.errors import ModelLoadError
+from core.errors import ConfigError, ModelLoadError
 from core.models import SessionCache, available_providers, load_model_bytes, read_model_source
 from tests.helpers import (ONNX_TEST_DATA, ORT_DATASETS, embedding_model, identity_model,
                            make_model)
@@ -336,10 +336,26 @@ def test_ab_traffic_sends_ids_every_arm_can_take(engine):
     # (inputs_of compared the specs whole, the tables' lengths with them: refused)
     engine.load_model(_ids_model(2000), name="v3", probe=False)
     assert engine.warmup("v3", iterations=2, inputs_of="v1").batch_sizes    # generated
+    engine.load_model(_ids_model(5), name="v5", probe=False)       # v1's generated, narrowed
+    assert engine.warmup("v5", iterations=2, inputs_of="v1").batch_sizes
+    buf = io.BytesIO()
+    np.save(buf, np.array([1, 2, 3, 700], np.int64))
+    engine.set_inputs("v1", buf.getvalue(), filename="ids.npy")
+    # a reviewer (helper): A's real ids past B's table went to B (half its requests failed),
+    # and into a warm-up (ONNX Runtime's error mid-run): said before anything is sent
+    with pytest.raises(ConfigError, match=r"arm A's real inputs \(real: ids.npy \(4 samples\)"
+                       r"\) are sent to both arms, and arm B, 'v2', cannot take them: input "
+                       r"'ids' has 1 value \(e.g. 700\) past the table of 500 rows"):
+        engine.start_traffic("exp", rate_rps=100, duration_s=0.2)
+    with pytest.raises(ConfigError, match=r"warm-up of 'v2' with the real inputs of 'v1': "
+                       r"input 'ids' has 1 value \(e.g. 700\)"):
+        engine.warmup("v2", iterations=2, inputs_of="v1")
     buf = io.BytesIO()
     np.save(buf, np.array([1, 2, 3], np.int64))
     engine.set_inputs("v1", buf.getvalue(), filename="ids.npy")
     assert engine.warmup("v2", iterations=2, inputs_of="v1").batch_sizes    # v1's real ids
+    engine.start_traffic("exp", rate_rps=100, duration_s=0.2)
+    assert engine.wait_traffic("exp", timeout_s=60).failed == 0
 
 
 def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine):

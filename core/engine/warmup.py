@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
-from core.models import ModelInfo, interface
+from core.models import ModelInfo, ids_refused, interface
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
            "check_batchable_sizes"]
@@ -226,8 +226,11 @@ class WarmupMethods:
         if inputs_of is not None and interface(self._ns.entry(inputs_of).info) != interface(info):
             raise ConfigError(f"warm-up of {name!r} with the inputs of {inputs_of!r}: their "
                               "inputs differ; give a model with the same inputs")
-        # another model's real inputs; generated ones are drawn for this model (its tables)
-        source = name if inputs_of is None or inputs_of not in self._inputs else inputs_of
+        real = self._inputs.get(inputs_of) if inputs_of is not None else None
+        if real is not None and (bad := ids_refused(real.arrays, info)):
+            raise ConfigError(f"warm-up of {name!r} with the real inputs of {inputs_of!r}: "
+                              f"{bad}")
+        source = name if inputs_of is None else inputs_of
         self._ns.check_inputs_known(source, self._ns.entry(source))
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
@@ -236,7 +239,8 @@ class WarmupMethods:
             check_batchable_sizes(name, info, batch_sizes)
 
         def make_input(bs: int) -> list[np.ndarray]:
-            x = self.sample_input(source, rows=bs, seed=bs)  # real inputs when it has them
+            x = self.sample_input(source, rows=bs, seed=bs,   # real inputs when it has them
+                                  valid_for=() if source == name else (name,))
             return list(x.values()) if isinstance(x, dict) else [x]
 
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s

@@ -31,7 +31,7 @@ from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint, check_ray_add
 from .loadgen import LoadResult
 from .schedule import ARRIVAL_PATTERNS, arrival_stream
 from .traffic import SenderThread
-from .traffic_status import _RECENT_S, TrafficStatus
+from .traffic_status import RECENT_S, TrafficStatus
 
 __all__ = ["AgentTraffic", "CHUNK_S"]
 
@@ -76,7 +76,7 @@ class AgentTraffic(SenderThread):
         self._sent = self._ok = self._failed = 0
         self._failed_by_type: Counter[str] = Counter()
         self._last_error: str | None = None
-        self._recent: deque[list[float]] = deque(maxlen=_RECENT_S + 1)
+        self._recent: deque[list[float]] = deque(maxlen=RECENT_S + 1)
         self._max_lag_ms = 0.0
         self._cpu_pct = 0.0
         self._agent_cpu: dict[tuple[str, int], tuple[float, float]] = {}

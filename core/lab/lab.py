@@ -18,6 +18,7 @@ import numpy as np
 
 from core.config import plain_types
 from core.errors import ConfigError
+from core.models import ids_refused
 from core.metrics import helpers_cpu_s
 from .history import ExperimentStore, default_store
 from .job_kinds import JOB_KINDS
@@ -71,6 +72,10 @@ class Lab:
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")
+        real = engine.real_inputs(first) if is_exp else None
+        if real is not None and (bad := ids_refused(real.arrays, engine.model_info(models[1]))):
+            raise ConfigError(f"arm A's real inputs ({real.describe()}) are sent to both arms, "
+                              f"and arm B, {models[1]!r}, cannot take them: {bad}")
         def sample(rng: np.random.Generator) -> Any:   # (valid for every arm it reaches)
             return engine.sample_input(first, rows=rows_per_request,
                                        seed=int(rng.integers(2**31)), valid_for=models[1:])

@@ -26,7 +26,7 @@ from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError, ModelNotFoundError
 from core.metrics import check_priority, thread_cpu_s
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
-from .traffic_status import _RECENT_S, CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficStatus
+from .traffic_status import CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, RECENT_S, TrafficStatus
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
            "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS", "experiments_with_arm"]
@@ -64,7 +64,7 @@ class SenderThread:
     def _recent_window(self, now: float) -> dict[str, Any]:
         """(Lock held.) The status's figures of the last few seconds, from ``_recent``:
         ``[second, sent, refused or failed, worst lag (s)]`` rows."""
-        since = int(now) - _RECENT_S
+        since = int(now) - RECENT_S
         recent = [r for r in self._recent if r[0] >= since]
         return {"recent_sent": int(sum(r[1] for r in recent)),
                 "recent_bad": int(sum(r[2] for r in recent)),
@@ -125,7 +125,7 @@ class TrafficGenerator(SenderThread):
         self._failed_by_type: Counter[str] = Counter()
         self._last_error: str | None = None
         # [second, sent, refused or failed, worst lag (s)] for the last few seconds
-        self._recent: deque[list[int]] = deque(maxlen=_RECENT_S + 1)
+        self._recent: deque[list[int]] = deque(maxlen=RECENT_S + 1)
         self._max_lag = 0.0
         self._t_start: float | None = None
         self._t_end: float | None = None

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["TrafficStatus", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS"]
+__all__ = ["TrafficStatus", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS", "RECENT_S"]
 
-# How far back TrafficStatus.recent_* look (seconds).
-_RECENT_S = 5
+#: How far back TrafficStatus.recent_* look (seconds).
+RECENT_S = 5
 
 #: Client CPU (% of one core) and sender lag (ms) past which TrafficStatus.client_bound
 #: says the client, not the server, sets the pace.
@@ -91,7 +91,7 @@ class TrafficStatus:
                    f"at {self.client_cpu_pct:.0f} % of a core, other work in its process (a "
                    "job, another generator) or a busy machine held it up")
             return (f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule in "
-                    f"the last {_RECENT_S} s: {why}; latencies include that delay.")
+                    f"the last {RECENT_S} s: {why}; latencies include that delay.")
         return None
 
     @property

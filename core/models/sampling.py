@@ -21,7 +21,7 @@ from .types import ModelInfo, TensorSpec
 GENERATED_INT_HIGH = 10
 
 __all__ = ["GENERATED_INT_HIGH", "sample_input", "check_rows", "frozen", "generated_values", "narrowed",
-           "ids_outside"]
+           "ids_outside", "ids_refused"]
 
 
 def check_rows(rows: object) -> None:
@@ -108,6 +108,15 @@ def ids_outside(arr: np.ndarray, spec: TensorSpec) -> str | None:
     first = arr.reshape(-1)[int(bad.argmax())].item()
     return (f"has {k:,} value{'s' * (k != 1)} (e.g. {first}) past the table of {n:,} rows it "
             f"indexes in the model: give ids from 0 to {n - 1:,}")
+
+
+def ids_refused(arrays: dict[str, np.ndarray], info: ModelInfo) -> str | None:
+    """The first input of ``info`` whose ids in ``arrays`` (another model's real inputs) its
+    table cannot take, in words; None when it takes them all."""
+    for spec in info.inputs:
+        if spec.name in arrays and (bad := ids_outside(arrays[spec.name], spec)):
+            return f"input {spec.name!r} {bad}"
+    return None
 
 
 def narrowed(info: ModelInfo, others: Sequence[ModelInfo]) -> ModelInfo:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.lab import experiments_with_arm
+from core.lab.traffic_status import RECENT_S
 
 __all__ = ["traffic_reaching", "traffic_warning", "traffic_elsewhere", "cores_warning",
            "replay_traffic_warning", "via_experiments", "catch_up", "lag_note",
@@ -118,12 +119,13 @@ def lag_note(model: str, lag_ms: float, burst: int, recorded: bool = False) -> s
         return None
     what = f"up to {lag_ms:,.0f} ms behind its schedule (about {burst:,} requests sent at once)"
     if recorded:
-        return (f"The arrivals replayed were recorded while the traffic to {model} was {what}:"
-                " they hold its catch-up bursts, and every policy was replayed with them.")
-    return (f"The traffic to {model} fell {what} in the last seconds (a busy machine, or a "
-            "rate its sender cannot keep): the arrivals recorded now hold its catch-up "
-            "bursts, and the replay sends those bursts too. Lower the rate, or replay a file "
-            "of arrivals instead.")
+        return (f"The arrivals replayed were recorded while the traffic to {model} had been "
+                f"{what} in the {RECENT_S} s before: they may hold its catch-up bursts, and "
+                "every policy was replayed with them.")
+    return (f"The traffic to {model} fell {what} in the last {RECENT_S} s (a busy machine, "
+            "or a rate its sender cannot keep): the last 2 s of arrivals may hold its catch-up "
+            "bursts, and the replay would send those bursts too. Lower the rate, or replay a "
+            "file of arrivals instead.")
 
 
 def sends_caption(engine: Any, target: str, verb: str = "Sends") -> str:
@@ -135,6 +137,7 @@ def sends_caption(engine: Any, target: str, verb: str = "Sends") -> str:
     a, b = engine.ab_arms(target)
     theirs = engine.input_source(b)
     return (f"{verb} both arms {a}'s inputs: {engine.input_source(target)} (the Models page "
-            "sets real ones)." + (f" {b}'s own {theirs} are not used: each request goes to "
-                                  "one arm, with A's inputs." if theirs.startswith("real") and
+            "sets real ones)." + (f" {b}'s own {theirs} are not used: B gets A's requests "
+                                  "(or, in shadow mode, copies of them)."
+                                  if theirs.startswith("real") and
                                   theirs != engine.input_source(target) else ""))
