@@ -471,3 +471,11 @@ def test_index_bounds_in_scopes_order_and_casts():
     g = graph([helper.make_node("Cast", ["ids"], ["i"], to=TensorProto.INT32),
                helper.make_node("Gather", ["small", "i"], ["y"])], [small])
     assert index_bounds(g, LOW) == {"ids": 50}        # an integer cast: followed
+
+
+def test_valid_for_takes_one_name_as_well_as_several(engine):
+    """A reviewer (helper): valid_for="v2" iterated its letters ('no model v')."""
+    engine.load_model(_ids_model(1000), name="v1", probe=False)
+    engine.load_model(_ids_model(5), name="v2", probe=False)
+    assert engine.sample_input("v1", rows=500, valid_for="v2").max() < 5
+    assert engine.sample_input("v1", rows=500, valid_for=["v2"]).max() < 5

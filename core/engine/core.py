@@ -159,10 +159,6 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         entry.memory_profile = frame
         return frame
 
-    def model_file(self, name: str) -> bytes:
-        """The ONNX file ``name`` was loaded from (a replay's, a probe's copy; not remote)."""
-        return self._local_entry(name, "its file is on its server").data
-
     @property
     def outbound_policy(self) -> Any:
         """Where remote models may be (:class:`~core.remote.OutboundPolicy`; an engine
@@ -207,6 +203,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """The ONNX file ``name`` was loaded from (to save it, or to load it again)."""
         return self._local_entry(name, "its file is on that server").data
 
+    model_file = model_bytes    # (the name a replay's and a probe's copy use)
+
     def sample_input(self, name: str, rows: int = 1, seed: int | None = 0,
                      valid_for: Sequence[str] = ()) -> np.ndarray | dict[str, np.ndarray]:
         """Valid input for ``name`` with ``rows`` rows (exact shape if not batchable): its real
@@ -216,7 +214,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         if real is not None:  # the model's real inputs (set_inputs)
             return real.draw(rows, seed)
         self._ns.check_inputs_known(name, entry)
-        return sample_input(narrowed(entry.info, [self._ns.entry(m).info for m in valid_for]),
+        others = (valid_for,) if isinstance(valid_for, str) else valid_for   # (one name too)
+        return sample_input(narrowed(entry.info, [self._ns.entry(m).info for m in others]),
                             rows=rows, seed=seed)
 
     def cache_entries(self) -> list[CacheEntry]:
