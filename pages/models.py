@@ -14,7 +14,8 @@ from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES, generated_values
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
-from core.lab import experiments_with_arm
+from core.lab import experiments_with_arm, generated_refused
+from core.engine.loading import TRIAL_REFUSED
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
@@ -194,12 +195,16 @@ with left:
     if selected:
         info = engine.model_info(selected)
         real = not engine.input_source(selected).startswith("generated")
+        refused = None if real else generated_refused(engine, selected)
         specs = [{"kind": kind, "name": t.name, "type": str(t.dtype) if t.dtype else t.type,
                   "shape": t.shape_text(),
                   "generated load sends": "" if kind == "output" else
-                  "your inputs" if real else generated_values(t)}
+                  "your inputs" if real else generated_values(t) + (
+                      ": refused by its trial run" if refused and t.dtype is not None
+                      and t.dtype.kind in "iu" and t.index_bound is None else "")}
                  for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
         st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs", column_config={
+            "name": st.column_config.TextColumn(width="medium"),
             "generated load sends": st.column_config.TextColumn(width="large")})
         (st.success if info.batchable else st.warning)(
             ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
@@ -225,6 +230,10 @@ with left:
                     f"{'' if remote.configurable else ' (read-only here)'}.",
                     icon=":material/cloud:")
         for warning in info.warnings:
+            if warning.startswith(TRIAL_REFUSED) and real:   # (dealt with: said so)
+                st.info(f"Loaded although {warning}. It has real inputs now, which traffic, "
+                        "sweeps and warm-up send.", icon=":material/check:")
+                continue
             st.warning(f"Loaded although {warning}" + (
                 " (ONNX Runtime runs it; the checker's finding is shown for your "
                 "information)." if warning.startswith("onnx.checker") else "."),

@@ -106,8 +106,9 @@ def dashboard() -> None:
     r1 = st.columns(2)
     with r1[0]:
         st.plotly_chart(charts.latency_figure(
-            ts, **live, **({"empty_note": "no traffic yet: start the experiment's traffic "
-                                          "on the A/B test page"} if is_exp else {})),
+            ts, **live, **({"empty_note": "no requests in this window: start the "
+                                          "experiment's traffic on the A/B test page"}
+                           if is_exp else {})),
             key="mon_latency")
     with r1[1]:
         st.plotly_chart(charts.throughput_figure(ts, **live), key="mon_throughput")

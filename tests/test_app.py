@@ -205,6 +205,15 @@ def test_models_page_says_what_generated_load_sends_each_input(engine):
     assert any(c.value.startswith("Generated inputs: ONNX Runtime refused them") and
                "so it ran with every integer input 0 (the figures are for those)" in c.value
                for c in at.caption)
+    sends = frame_with(at, "generated load sends").set_index("name")["generated load sends"]
+    assert sends["ids"] == "integers 0 to 9: refused by its trial run"
+    buf = io.BytesIO()
+    np.save(buf, np.array([0, 1], np.int64))
+    engine.set_inputs("types", buf.getvalue(), filename="types.npy")
+    at.run()                                   # dealt with: said so, no longer a warning
+    assert not [w for w in at.warning if "could not use generated inputs" in w.value]
+    assert any("could not use generated inputs" in i.value and "It has real inputs now"
+               in i.value for i in at.info)
     at.selectbox(key="models_detail").set_value("mlp").run()
     assert frame_with(at, "generated load sends")["generated load sends"][0] == "standard normal"
     buf = io.BytesIO()

@@ -381,10 +381,17 @@ def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine
     trial = engine.memory_profile("types")
     assert trial["error"].isna().all() and trial["run_ms"].notna().all(), trial
     assert trial["note"].iloc[0].startswith("ONNX Runtime refused them")
+    assert "inclusive range [-2,1]" in trial["note"].iloc[0]      # (the end kept: the range)
+    # a newcomer (helper): traffic to it started, and 94 % of it failed: refused up front
+    with pytest.raises(ConfigError, match=r"'types' refused generated inputs in its trial "
+                       r"run \(ONNX Runtime refused them.*give it real inputs first"):
+        engine.start_traffic("types", rate_rps=50, duration_s=0.2)
     buf = io.BytesIO()
     np.save(buf, np.array([0, 1, 1], np.int64))
     engine.set_inputs("types", buf.getvalue(), filename="types.npy")
     assert engine.warmup("types", iterations=2).batch_sizes           # with its real ids
+    engine.start_traffic("types", rate_rps=50, duration_s=0.2)
+    assert engine.wait_traffic("types", timeout_s=60).failed == 0
     # a float model failing its run the same way is still refused (not ids: a broken model)
     bad = make_model([vi("x", TensorProto.FLOAT, ["N", 3])], [vi("y", TensorProto.FLOAT, None)],
                      [helper.make_node("Reshape", ["x", "shape"], ["y"])],
@@ -479,3 +486,32 @@ def test_valid_for_takes_one_name_as_well_as_several(engine):
     engine.load_model(_ids_model(5), name="v2", probe=False)
     assert engine.sample_input("v1", rows=500, valid_for="v2").max() < 5
     assert engine.sample_input("v1", rows=500, valid_for=["v2"]).max() < 5
+
+
+def test_running_traffic_sends_new_inputs_once_they_are_given():
+    """A newcomer (helper): inputs given while traffic ran were said to be sent ('Sends both
+    arms v1's inputs: real: v1_bad.npz') while the generator kept the 16 it drew at start.
+    It looks at what it draws from each second and draws again on a change."""
+    import threading
+    from concurrent.futures import Future
+    from core.lab.traffic import TrafficGenerator
+    holder = {"source": object(), "value": 1.0}
+    seen_new = threading.Event()
+
+    def submit(target, x, **kw):
+        if float(x[0, 0]) == 2.0:
+            seen_new.set()
+        f: Future = Future()
+        f.set_result({"y": x})
+        return f
+
+    gen = TrafficGenerator(submit, "m", lambda rng: np.full((1, 2), holder["value"]),
+                           rate_rps=200.0, inputs_key=lambda: (holder["source"],))
+    gen.start()
+    try:
+        holder["value"] = 2.0                   # drawn from the same source: not redrawn
+        assert not seen_new.wait(1.5)
+        holder["source"] = object()             # new inputs: redrawn within a second
+        assert seen_new.wait(30), "the new inputs never reached the running traffic"
+    finally:
+        gen.stop()

@@ -25,7 +25,11 @@ from core.remote import (BatchingSource, ServerBatching, connect_remote, declare
                          points_at)
 from .namespace import Namespace
 
-__all__ = ["Loader"]
+__all__ = ["Loader", "TRIAL_REFUSED"]
+
+
+#: How a model's warning starts when its trial run's generated integers were refused.
+TRIAL_REFUSED = "its trial run could not use generated inputs"
 
 
 class Loader:
@@ -86,7 +90,7 @@ class Loader:
         noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
         if len(noted):   # ids past a table the analysis could not see: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
-                f"its trial run could not use generated inputs: {noted.iloc[0]}. It may take "
+                f"{TRIAL_REFUSED}: {noted.iloc[0]}. It may take "
                 "integers in a range the generated ones miss (ids past a table): give it real "
                 "inputs (Models page, engine.set_inputs) before traffic, sweeps or warm-up",))
         with self.registry.lock:

@@ -28,7 +28,7 @@ from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
 from .sweeps import SWEEP_COLUMNS, check_rates, p99_interval, sweep
 from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerator,
-                      TrafficManager, TrafficStatus, experiments_with_arm)
+                      TrafficManager, TrafficStatus, experiments_with_arm, generated_refused)
 
 __all__ = [
     "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "WHAT_IF_REFUSED",
@@ -44,7 +44,7 @@ __all__ = [
     "ray_serve_config",
     "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
     "SWEEP_COLUMNS", "check_rates", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
-    "TrafficGenerator", "TrafficManager", "TrafficStatus", "experiments_with_arm",
+    "TrafficGenerator", "TrafficManager", "TrafficStatus", "experiments_with_arm", "generated_refused",
     "Constraints", "SearchResult",
     "quick_search", "setting_scores",
 ]

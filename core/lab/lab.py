@@ -24,7 +24,7 @@ from .history import ExperimentStore, default_store
 from .job_kinds import JOB_KINDS
 from .jobs import JobManager, JobStatus
 from .agent_traffic import AgentTraffic
-from .traffic import TrafficManager, TrafficStatus
+from .traffic import TrafficManager, TrafficStatus, generated_refused
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -75,7 +75,12 @@ class Lab:
         real = engine.real_inputs(first) if is_exp else None
         if real is not None and (bad := ids_refused(real.arrays, engine.model_info(models[1]))):
             raise ConfigError(f"arm A's real inputs ({real.describe()}) are sent to both arms, "
-                              f"and arm B, {models[1]!r}, cannot take them: {bad}")
+                              f"and arm B, {models[1]!r}, cannot take them: {bad}. Give "
+                              f"{first} inputs both arms take (Models page, set_inputs)")
+        for m in models:
+            if engine.real_inputs(m) is None and (why := generated_refused(engine, m)):
+                raise ConfigError(f"{m!r} refused generated inputs in its trial run ({why}): "
+                                  "give it real inputs first (Models page, set_inputs)")
         def sample(rng: np.random.Generator) -> Any:   # (valid for every arm it reaches)
             return engine.sample_input(first, rows=rows_per_request,
                                        seed=int(rng.integers(2**31)), valid_for=models[1:])
@@ -99,7 +104,9 @@ class Lab:
                                     rows_per_request=rows_per_request, duration_s=duration_s,
                                     seed=seed, key_pool=1000 if is_exp else None,
                                     client_cpu=helpers_cpu_s if remote else None,
-                                    high_share=high_share, priority=priority)
+                                    high_share=high_share, priority=priority,
+                                    inputs_key=lambda: (engine.real_inputs(first), *(
+                                        engine.model_info(m) for m in models)))
         engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
                       + (f" × {rows_per_request} rows" if rows_per_request != 1 else "")
                       + (f" for {duration_s:g} s" if duration_s else "")

@@ -29,7 +29,8 @@ from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
 from .traffic_status import CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, RECENT_S, TrafficStatus
 
 __all__ = ["TrafficGenerator", "TrafficStatus", "TrafficManager", "SubmitFn",
-           "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS", "experiments_with_arm"]
+           "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS", "experiments_with_arm",
+           "generated_refused"]
 
 log = logging.getLogger("batchlab.traffic")
 
@@ -81,7 +82,8 @@ class TrafficGenerator(SenderThread):
                  key_pool: int | None = None,
                  client_cpu: Callable[[], float] | None = None,
                  on_end: Callable[[str, str], None] | None = None,
-                 high_share: float | None = None, priority: int | None = None) -> None:
+                 high_share: float | None = None, priority: int | None = None,
+                 inputs_key: Callable[[], tuple] | None = None) -> None:
         _check_float("rate_rps", rate_rps, 0.1, 1_000_000.0)
         if high_share is not None:
             _check_float("high_share", high_share, 0.0, 1.0)
@@ -118,6 +120,11 @@ class TrafficGenerator(SenderThread):
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
         self._pool = [sample(self._rng) for _ in range(16)]
+        # What the pool is drawn from (real inputs, the models' info), looked at each second:
+        # a change (new inputs, a hot swap) redraws it, so running traffic sends what the
+        # pages say it sends.
+        self._sample, self._inputs_key = sample, inputs_key
+        self._key = inputs_key() if inputs_key is not None else ()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sent = self._refused = self._ok = self._failed = 0
@@ -184,12 +191,27 @@ class TrafficGenerator(SenderThread):
                 self._last_error = f"{kind}: {err}" if err is not None else kind
                 self._count(0, 1)
 
+    def _redraw(self, pool: list[Any]) -> list[Any]:
+        """The pool, drawn again when what it is drawn from changed (else as it is)."""
+        assert self._inputs_key is not None
+        try:
+            key = self._inputs_key()
+            if len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
+                return pool
+            self._key, self._pool = key, [self._sample(self._rng) for _ in range(16)]
+        except Exception:  # noqa: BLE001 - a model gone meanwhile: its refusals say so
+            return pool
+        return self._pool
+
     def _run(self) -> None:
         t0 = self._t_start = time.perf_counter()
         due_times = arrival_stream(self.pattern, self.rate_rps, self._rng, t0, self.duration_s)
-        pool, i, next_yield = self._pool, 0, 0.0
+        pool, i, next_yield, next_look = self._pool, 0, 0.0, t0 + 1.0
         try:
             for due, now in paced(due_times, self._stop):
+                if now >= next_look and self._inputs_key is not None:
+                    next_look = now + 1.0
+                    pool = self._redraw(pool)
                 lag = now - due
                 if lag > self._max_lag:
                     self._max_lag = lag
@@ -323,6 +345,14 @@ class TrafficManager:
 
     def running(self) -> bool:
         return any(g.running for g in self._of(None))
+
+
+def generated_refused(engine: Any, model: str) -> str | None:
+    """Why ``model`` is known to refuse generated inputs: the note of its last memory probe
+    (its trial run's generated ids refused, run as 0: core.models.probe), else None."""
+    profile = engine.memory_profile(model)
+    noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
+    return str(noted.iloc[0]) if len(noted) else None
 
 
 def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:

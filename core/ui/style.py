@@ -73,7 +73,8 @@ def recent(ts: pd.DataFrame, seconds: int = WINDOW_S) -> pd.DataFrame:
 
 
 #: What an empty live chart says (the A/B page starts an experiment's traffic: its own).
-EMPTY_NOTE = "no traffic yet: start some in the Batching page's Traffic box"
+EMPTY_NOTE = ("no requests in this window: start traffic in the Batching page's Traffic "
+              "box")
 
 
 def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str,
