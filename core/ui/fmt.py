@@ -17,9 +17,8 @@ from core.models import format_bytes
 
 __all__ = ["aimd_caption", "recent_errors_by_type", "replay_verdict", "class_table", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "more_needed",
-           "history_caption", "exit_words", "restart_words", "try_caption", "run_config_words",
-           "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
+           "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
+           "run_config_words", "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
            "REASON_WORDS", "reason_words"]
 
 
@@ -358,8 +357,7 @@ def aimd_caption(state: dict[str, Any], max_batch_size: int) -> str:
 
 def replay_verdict(summary: Any) -> str:
     """One line over a replay's table: which policy answered the most requests within the
-    SLO, and by how much (the question a replay answers: which policy meets my target at
-    this load)."""
+    SLO, and by how much (a replay's question: which policy meets my target at this load)."""
     if summary is None or len(summary) == 0 or "within_slo" not in summary:
         return "No policy was replayed."
     # Every policy had the same arrivals: the share within the SLO compares them (goodput
@@ -368,9 +366,13 @@ def replay_verdict(summary: Any) -> str:
     best, worst = ranked.iloc[0], ranked.iloc[-1]
     slo = f"{best['slo_ms']:g} ms"
     if len(ranked) > 1 and best["within_slo"] - worst["within_slo"] < 0.001:
+        nxt = ranked.iloc[1]   # (one short replay: a p99 within a fifth may be noise)
+        close = "" if nxt["p99_ms"] > 1.2 * best["p99_ms"] else (
+            f"; {nxt['policy']} {fmt_ms(nxt['p99_ms'])}, within a fifth of it in one replay: "
+            "replay again before choosing on it")
         return (f"Every policy answered {fmt_pct(worst['within_slo'])} of requests within "
                 f"{slo}: the SLO does not separate them at this load. Lowest p99: "
-                f"**{best['policy']}** ({fmt_ms(best['p99_ms'])}).")
+                f"**{best['policy']}** ({fmt_ms(best['p99_ms'])}){close}.")
     line = (f"**{best['policy']}** answered the most within {slo}: "
             f"{fmt_pct(best['within_slo'])} of requests ({fmt_rate(best['goodput_rps'])} "
             "goodput)")
