@@ -15,7 +15,7 @@ from core.models import INPUT_SUFFIXES, generated_values
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
 from core.lab import experiments_with_arm, generated_refused
-from core.engine.loading import TRIAL_REFUSED
+from core.models.probe import TRIAL_REFUSED
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,

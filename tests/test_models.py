@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 import zipfile
 
 import numpy as np
@@ -355,7 +356,8 @@ def test_ab_traffic_sends_ids_every_arm_can_take(engine):
     engine.set_inputs("v1", buf.getvalue(), filename="ids.npy")
     assert engine.warmup("v2", iterations=2, inputs_of="v1").batch_sizes    # v1's real ids
     engine.start_traffic("exp", rate_rps=100, duration_s=0.2)
-    assert engine.wait_traffic("exp", timeout_s=60).failed == 0
+    done = engine.wait_traffic("exp", timeout_s=60)
+    assert done.sent > 0 and done.succeeded == done.sent and done.refused == 0, done
 
 
 def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine):
@@ -384,7 +386,7 @@ def test_a_model_whose_trial_run_refuses_generated_ids_loads_and_says_why(engine
     assert "inclusive range [-2,1]" in trial["note"].iloc[0]      # (the end kept: the range)
     # a newcomer (helper): traffic to it started, and 94 % of it failed: refused up front
     with pytest.raises(ConfigError, match=r"'types' refused generated inputs in its trial "
-                       r"run \(ONNX Runtime refused them.*give it real inputs first"):
+                       r"run \(ONNX Runtime refused them.*give 'types' real inputs first"):
         engine.start_traffic("types", rate_rps=50, duration_s=0.2)
     buf = io.BytesIO()
     np.save(buf, np.array([0, 1, 1], np.int64))
@@ -505,13 +507,64 @@ def test_running_traffic_sends_new_inputs_once_they_are_given():
         f.set_result({"y": x})
         return f
 
+    looks = []
+    looked_twice = threading.Event()
+
+    def key():
+        looks.append(1)
+        if len(looks) >= 3:                     # made at start, then two looks
+            looked_twice.set()
+        return (holder["source"],)
+
     gen = TrafficGenerator(submit, "m", lambda rng: np.full((1, 2), holder["value"]),
-                           rate_rps=200.0, inputs_key=lambda: (holder["source"],))
+                           rate_rps=200.0, inputs_key=key)
     gen.start()
     try:
         holder["value"] = 2.0                   # drawn from the same source: not redrawn
-        assert not seen_new.wait(1.5)
+        assert looked_twice.wait(60), "the generator never looked"
+        assert not seen_new.is_set()
         holder["source"] = object()             # new inputs: redrawn within a second
-        assert seen_new.wait(30), "the new inputs never reached the running traffic"
+        assert seen_new.wait(60), "the new inputs never reached the running traffic"
     finally:
         gen.stop()
+
+
+def test_traffic_to_an_experiment_checks_the_inputs_it_sends_and_follows_its_arms(engine):
+    """A reviewer (helper): the trial-run check looked at each arm's own real inputs, where
+    experiment traffic sends arm A's (refusing A-with-real-inputs -> B-with-a-note, letting
+    generated ids go to such a B); after update_ab(a=...) the traffic kept the old A's."""
+    vi = helper.make_tensor_value_info
+    two = numpy_helper.from_array(np.ones((2, 3), np.float32), "table")
+    m = make_model([vi("ids", TensorProto.INT64, ["N"])], [vi("y", TensorProto.FLOAT, None)],
+                   [helper.make_node("Add", ["ids", "ids"], ["i"]),
+                    helper.make_node("Gather", ["table", "i"], ["y"])], [two], opset=13)
+    engine.load_model(m.SerializeToString(), name="noted", probe=True)   # refuses 0-9
+    engine.load_model(_ids_model(1000), name="wide", probe=False)
+    engine.create_ab("e", a="wide", b="noted")
+    with pytest.raises(ConfigError, match=r"'noted' refused generated inputs in its trial "
+                       r"run .*give 'wide' real inputs first"):
+        engine.start_traffic("e", rate_rps=50, duration_s=0.2)
+    buf = io.BytesIO()
+    np.save(buf, np.array([0, 0, 0], np.int64))      # (ids 0: twice 0 is a row of 2)
+    engine.set_inputs("wide", buf.getvalue(), filename="ids.npy")
+    engine.start_traffic("e", rate_rps=100, duration_s=0.3, seed=0)     # A's real inputs
+    status = engine.wait_traffic("e", timeout_s=60)
+    assert status.sent > 10 and status.succeeded == status.sent and status.refused == 0
+    # another arm A, with ids 1 (twice 1 is past B's 2 rows): the running traffic follows it
+    engine.load_model(_ids_model(1000), name="w3", probe=False)
+    buf = io.BytesIO()
+    np.save(buf, np.array([1, 1], np.int64))
+    engine.set_inputs("w3", buf.getvalue(), filename="ones.npy")
+    engine.update_ab("e", b_share=1.0)                 # every request to B
+    engine.start_traffic("e", rate_rps=100, duration_s=120, seed=0)
+    try:
+        engine.update_ab("e", a="w3")
+        deadline = time.monotonic() + 60
+        while engine.ab_metrics("e", "b").error_count == 0:
+            assert time.monotonic() < deadline, "the traffic kept the old arm A's inputs"
+            time.sleep(0.05)
+    finally:
+        engine.stop_traffic("e")
+    # the engine gives its own objects back: the generator's key is stable between looks
+    assert engine.model_info("wide") is engine.model_info("wide")
+    assert engine.real_inputs("wide") is engine.real_inputs("wide")

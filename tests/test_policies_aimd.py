@@ -269,6 +269,9 @@ def test_replay_verdict_names_the_policy_with_the_most_goodput():
                                    "**aimd** (40.0 ms).")
     # a p99 within a fifth of the lowest, from one short replay: said (a newcomer chose on
     # 6.0 against 6.75 ms from 560 requests)
+    # the lowest p99 is named by p99 (a reviewer: a 0.9995 share ranked it below a 40 ms)
+    low = tie.assign(p99_ms=[40.0, 45.0, 30.0])
+    assert "Lowest p99: **adaptive** (30.0 ms)." in replay_verdict(low)
     near = tie.assign(p99_ms=[6.75, 6.0, 30.0])
     assert replay_verdict(near).endswith("Lowest p99: **aimd** (6.0 ms); deadline 6.8 ms, "
                                          "within a fifth of it in one replay: replay again "

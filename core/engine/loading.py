@@ -23,13 +23,10 @@ from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
+from core.models.probe import TRIAL_REFUSED
 from .namespace import Namespace
 
-__all__ = ["Loader", "TRIAL_REFUSED"]
-
-
-#: How a model's warning starts when its trial run's generated integers were refused.
-TRIAL_REFUSED = "its trial run could not use generated inputs"
+__all__ = ["Loader"]
 
 
 class Loader:

@@ -72,18 +72,30 @@ class Lab:
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:
             raise ConfigError(f"model {target!r} takes requests of exactly its declared "
                               f"shape ({info.batch_reason}); use rows_per_request=1")
-        real = engine.real_inputs(first) if is_exp else None
-        if real is not None and (bad := ids_refused(real.arrays, engine.model_info(models[1]))):
+        # What is sent is the first arm's (its real inputs, else generated for every arm).
+        real = engine.real_inputs(first)
+        if is_exp and real is not None and (
+                bad := ids_refused(real.arrays, engine.model_info(models[1]))):
             raise ConfigError(f"arm A's real inputs ({real.describe()}) are sent to both arms, "
                               f"and arm B, {models[1]!r}, cannot take them: {bad}. Give "
-                              f"{first} inputs both arms take (Models page, set_inputs)")
-        for m in models:
-            if engine.real_inputs(m) is None and (why := generated_refused(engine, m)):
+                              f"{first!r} inputs both arms take (Models page, set_inputs)")
+        for m in models if real is None else ():
+            if why := generated_refused(engine, m):
                 raise ConfigError(f"{m!r} refused generated inputs in its trial run ({why}): "
-                                  "give it real inputs first (Models page, set_inputs)")
+                                  f"give {first!r} real inputs first (Models page, set_inputs)")
+
+        def arms() -> tuple[str, ...]:   # (now: an experiment's arms may change meanwhile)
+            return tuple(engine.ab_arms(target)) if is_exp else (target,)
+
         def sample(rng: np.random.Generator) -> Any:   # (valid for every arm it reaches)
-            return engine.sample_input(first, rows=rows_per_request,
-                                       seed=int(rng.integers(2**31)), valid_for=models[1:])
+            a, *rest = arms()
+            return engine.sample_input(a, rows=rows_per_request,
+                                       seed=int(rng.integers(2**31)), valid_for=rest)
+
+        def inputs_key() -> tuple:   # (the same objects until they change: Engine's own)
+            a, *rest = arms()
+            return (engine.real_inputs(a), engine.model_info(a),
+                    *(engine.model_info(m) for m in rest))
 
         # Keys for every experiment, like traffic from 1,000 users: the experiment may be
         # switched to sticky routing (which needs them) while the traffic runs.
@@ -105,8 +117,7 @@ class Lab:
                                     seed=seed, key_pool=1000 if is_exp else None,
                                     client_cpu=helpers_cpu_s if remote else None,
                                     high_share=high_share, priority=priority,
-                                    inputs_key=lambda: (engine.real_inputs(first), *(
-                                        engine.model_info(m) for m in models)))
+                                    inputs_key=inputs_key)
         engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
                       + (f" × {rows_per_request} rows" if rows_per_request != 1 else "")
                       + (f" for {duration_s:g} s" if duration_s else "")

@@ -119,12 +119,14 @@ class TrafficGenerator(SenderThread):
         self._marks = random.Random(seed)
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
-        self._pool = [sample(self._rng) for _ in range(16)]
-        # What the pool is drawn from (real inputs, the models' info), looked at each second:
-        # a change (new inputs, a hot swap) redraws it, so running traffic sends what the
-        # pages say it sends.
+        # What the pool is drawn from (real inputs, the models' info: the engine's own
+        # objects, compared by identity), looked at each second: a change (new inputs, a hot
+        # swap, another arm) redraws it, so running traffic sends what the pages say it
+        # sends; from a generator of its own, so the seeded arrivals stay as they were.
         self._sample, self._inputs_key = sample, inputs_key
         self._key = inputs_key() if inputs_key is not None else ()
+        self._pool = [sample(self._rng) for _ in range(16)]
+        self._redraw_rng = np.random.default_rng([0 if seed is None else seed, 1])
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sent = self._refused = self._ok = self._failed = 0
@@ -198,8 +200,10 @@ class TrafficGenerator(SenderThread):
             key = self._inputs_key()
             if len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
                 return pool
-            self._key, self._pool = key, [self._sample(self._rng) for _ in range(16)]
-        except Exception:  # noqa: BLE001 - a model gone meanwhile: its refusals say so
+            self._key, self._pool = key, [self._sample(self._redraw_rng) for _ in range(16)]
+        except Exception as err:  # noqa: BLE001 - a model gone meanwhile: said, pool kept
+            with self._lock:
+                self._last_error = f"inputs not drawn again: {type(err).__name__}: {err}"
             return pool
         return self._pool
 

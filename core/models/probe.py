@@ -27,9 +27,12 @@ from typing import Sequence
 
 import pandas as pd
 
-__all__ = ["probe_model", "PROBE_COLUMNS"]
+__all__ = ["probe_model", "PROBE_COLUMNS", "TRIAL_REFUSED"]
 
 PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error", "note"]
+#: How a model's warning starts when its trial run's generated integers were refused (a
+#: row's ``note``; core.engine.loading writes it, the Models page reads it).
+TRIAL_REFUSED = "its trial run could not use generated inputs"
 
 _ROOT = Path(__file__).resolve().parents[2]
 
@@ -184,7 +187,8 @@ def _child(request: str) -> None:
                 if type(err).__name__ != "InvalidArgument" or not any(ints) or (
                         ro and ro[0].terminate):
                     raise
-                text = " ".join(str(err).split())[-400:]   # (the range is at its end)
+                text = " ".join(str(err).split())      # (its end kept: the range is there)
+                text = text if len(text) <= 400 else "…" + text[-400:]
                 row["note"] = (f"ONNX Runtime refused them ({type(err).__name__}: {text}), "
                                "so it ran with every integer input 0")
                 measure([np.zeros_like(a) if k else a for a, k in zip(arrays, ints)], row,

@@ -80,6 +80,8 @@ EMPTY_NOTE = ("no requests in this window: start traffic in the Batching page's 
 def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str,
                 text: str = EMPTY_NOTE) -> None:
     if ts.empty or ts[column].isna().all():
+        if "errors" in ts and ts["errors"].sum() > 0:   # (requests came, none answered)
+            text = "no request answered in this window: every one failed (see the errors)"
         fig.add_annotation(text=text,
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
                            font=dict(color="#64748b"))
