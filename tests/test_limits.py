@@ -266,7 +266,7 @@ def test_probe_refuses_a_hung_model_at_load_and_measures_good_ones():
         profile = engine.memory_profile("small")
         assert list(profile["batch_size"]) == [1] and profile["error"].isna().all()
         frame = engine.measure_memory("small", batch_sizes=[1, 64, 4096])
-        assert list(frame.columns) == ["batch_size", "peak_mib", "run_ms", "error"]
-        assert frame["error"].isna().all()
+        assert list(frame.columns) == ["batch_size", "peak_mib", "run_ms", "error", "note"]
+        assert frame["error"].isna().all() and frame["note"].isna().all()   # (its inputs ran)
         # Its output, 4096 x 1024 float32 = 16 MiB, shows in the resident memory it added
         assert frame["peak_mib"].iloc[-1] >= 12
