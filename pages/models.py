@@ -15,7 +15,7 @@ from core.models import INPUT_SUFFIXES, generated_values
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, try_caption
 from core.lab import experiments_with_arm, generated_refused
-from core.models.probe import TRIAL_REFUSED
+from core.models.probe import TRIAL_REFUSED, probe_note
 from core.models import format_bytes
 from pages._ray import ray_section
 from pages._common import (UPLOAD_LIMIT_MB, fmt_ms, fmt_s, get_engine, job_progress,
@@ -297,8 +297,8 @@ with left:
             if len(failed):
                 st.error(f"Batch size {int(profile.loc[failed.index[0], 'batch_size'])}: "
                          f"{failed.iloc[0]}")
-            if "note" in profile and len(noted := profile["note"].dropna()):
-                st.caption(f"Generated inputs: {noted.iloc[0]} (the figures are for those).")
+            if noted := probe_note(profile):
+                st.caption(f"Generated inputs: {noted} (the figures are for those).")
             if profile["error"].isna().any():
                 st.plotly_chart(charts.memory_figure(profile), key="models_memory_chart")
             st.caption("Resident memory a single run adds (to page granularity), measured "

@@ -23,7 +23,7 @@ from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
-from core.models.probe import TRIAL_REFUSED
+from core.models.probe import TRIAL_REFUSED, probe_note
 from .namespace import Namespace
 
 __all__ = ["Loader"]
@@ -84,10 +84,9 @@ class Loader:
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded")
         loaded = self.registry.build(data, name, session, source_label or where, description)
-        noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
-        if len(noted):   # ids past a table the analysis could not see: the trial ran them as 0
+        if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
-                f"{TRIAL_REFUSED}: {noted.iloc[0]}. It may take "
+                f"{TRIAL_REFUSED}: {noted}. It may take "
                 "integers in a range the generated ones miss (ids past a table): give it real "
                 "inputs (Models page, engine.set_inputs) before traffic, sweeps or warm-up",))
         with self.registry.lock:

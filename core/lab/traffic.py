@@ -25,6 +25,7 @@ import numpy as np
 from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError, ModelNotFoundError
 from core.metrics import check_priority, thread_cpu_s
+from core.models.probe import probe_note
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
 from .traffic_status import CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, RECENT_S, TrafficStatus
 
@@ -354,9 +355,7 @@ class TrafficManager:
 def generated_refused(engine: Any, model: str) -> str | None:
     """Why ``model`` is known to refuse generated inputs: the note of its last memory probe
     (its trial run's generated ids refused, run as 0: core.models.probe), else None."""
-    profile = engine.memory_profile(model)
-    noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
-    return str(noted.iloc[0]) if len(noted) else None
+    return probe_note(engine.memory_profile(model))
 
 
 def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:

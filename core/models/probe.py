@@ -27,7 +27,7 @@ from typing import Sequence
 
 import pandas as pd
 
-__all__ = ["probe_model", "PROBE_COLUMNS", "TRIAL_REFUSED"]
+__all__ = ["probe_model", "probe_note", "PROBE_COLUMNS", "TRIAL_REFUSED"]
 
 PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error", "note"]
 #: How a model's warning starts when its trial run's generated integers were refused (a
@@ -89,6 +89,13 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
                      "error": f"the probe process died (exit {proc.returncode}, after "
                               f"{time.monotonic() - t0:.1f} s): {tail[0][:300]}"})
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def probe_note(profile: pd.DataFrame | None) -> str | None:
+    """A probe's first ``note`` (its generated integers refused and run as 0), else None;
+    a frame without the column (an older probe's) has none."""
+    noted = profile["note"].dropna() if profile is not None and "note" in profile else ()
+    return str(noted.iloc[0]) if len(noted) else None
 
 
 def _rows(out: bytes) -> list[dict]:
