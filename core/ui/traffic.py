@@ -131,13 +131,11 @@ def lag_note(model: str, lag_ms: float, burst: int, recorded: bool = False) -> s
 def sends_caption(engine: Any, target: str, verb: str = "Sends") -> str:
     """What generated load sends ``target`` (a model, or an A/B experiment: arm A's inputs to
     both arms, said when B has real inputs of its own that are then not used)."""
-    said = f"{verb} {engine.input_source(target)} (the Models page sets real ones)."
+    source = engine.input_source(target)   # (one call: over HTTP for the dashboard)
     if target not in engine.ab_experiments():
-        return said
+        return f"{verb} {source} (the Models page sets real ones)."
     a, b = engine.ab_arms(target)
     theirs = engine.input_source(b)
-    return (f"{verb} both arms {a}'s inputs: {engine.input_source(target)} (the Models page "
-            "sets real ones)." + (f" {b}'s own {theirs} are not used: B gets A's requests "
-                                  "(or, in shadow mode, copies of them)."
-                                  if theirs.startswith("real") and
-                                  theirs != engine.input_source(target) else ""))
+    return (f"{verb} both arms {a}'s inputs: {source} (the Models page sets real ones)."
+            + (f" {b}'s own {theirs} are not used: B gets A's requests (or, in shadow mode, "
+               "copies of them)." if theirs.startswith("real") and theirs != source else ""))
