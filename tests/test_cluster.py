@@ -408,6 +408,54 @@ def test_traffic_from_load_agents_counts_every_request_and_stops(cluster):
             alone.start_traffic("tiny", rate_rps=10, agents=1, ray_address=cluster)
 
 
+def _ids_model(table_rows: int) -> bytes:
+    """ids [N] into a table of ``table_rows`` rows (Gather): ids past it fail."""
+    from onnx import TensorProto, helper, numpy_helper
+    table = numpy_helper.from_array(np.ones((table_rows, 3), np.float32), "table")
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "ids",
+                              [vi("ids", TensorProto.INT64, ["N"])],
+                              [vi("y", TensorProto.FLOAT, None)], [table])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                             ir_version=8).SerializeToString()
+
+
+def test_traffic_from_load_agents_sends_the_inputs_of_a_hot_swap(cluster):
+    """A reviewer (helper): the agents' traffic drew its one input at start and sent it
+    until stopped, so inputs given or a hot swap while it ran never reached it (ids past a
+    smaller table's rows failed every request from then on). Each chunk now looks at what
+    its input is drawn from: the chunk handed out after the swap is answered."""
+    import io
+    from core.serving import EngineServer
+
+    served = Engine(EngineConfig(demo_models=False))
+    served.load_model(_ids_model(1000), name="ids", probe=False)
+    buf = io.BytesIO()
+    np.save(buf, np.array([500], np.int64))        # id 500: fine in 1,000 rows, not in 2
+    served.set_inputs("ids", buf.getvalue(), filename="ids.npy")
+    server = EngineServer(served, port=0).start()
+    try:
+        served.start_traffic("ids", rate_rps=40, agents=1, ray_address=cluster)
+        deadline = time.monotonic() + 120
+        while served.traffic()[0].succeeded == 0:          # a first chunk answered
+            assert time.monotonic() < deadline, served.traffic()
+            time.sleep(0.05)
+        served.load_model(_ids_model(2), name="ids", replace=True, probe=False)
+        assert served.real_inputs("ids") is None          # (500 is past the new table)
+        while served.traffic()[0].failed == 0:    # the chunk handed out before the swap
+            assert time.monotonic() < deadline, served.traffic()
+            time.sleep(0.05)
+        after = served.traffic()[0].succeeded
+        while served.traffic()[0].succeeded == after:   # the next chunk: ids below 2
+            st = served.traffic()[0]
+            assert st.running and time.monotonic() < deadline, st
+            time.sleep(0.05)
+    finally:
+        served.stop_traffic("ids")
+        server.close()
+        served.close()
+
+
 def test_a_dead_replica_fails_only_the_requests_it_held_and_is_replaced(cluster):
     """Issue 27, part 4: a replica killed while it holds queued requests: those fail, in
     words (a server error each), the rest are answered, every request sent is in the result

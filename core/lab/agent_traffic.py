@@ -9,8 +9,9 @@ can't offer. One open-loop schedule (the pattern's arrival stream, endless unles
 the agents one chunk ahead of its time, shared out at its intended send times from one
 shared zero, so the schedule has no gap between chunks. The status counts a chunk's
 requests once its answers are back (so it trails the sends by about a chunk and the
-answers' time); the target's own metrics (a model of the engine's server) are live. A stop
-hands out no new chunk: those already handed out (the one sending and the next, up to
+answers' time); the target's own metrics (a model of the engine's server) are live. What
+the input is drawn from is looked at for each chunk: new inputs or a hot swap reach the
+chunk handed out next. A stop hands out no new chunk: those already handed out (the one sending and the next, up to
 ``2 × CHUNK_S`` of sends) complete and are counted. An agent that dies is reported (its
 chunk's share failed as "AgentLost") and the traffic goes on with the others.
 """
@@ -30,7 +31,7 @@ from core.errors import ConfigError
 from .agents import _LEAD_S, AgentRun, LoadAgents, agent_endpoint, check_ray_address
 from .loadgen import LoadResult
 from .schedule import ARRIVAL_PATTERNS, arrival_stream
-from .traffic import SenderThread
+from .traffic import InputsWatch, SenderThread
 from .traffic_status import RECENT_S, TrafficStatus
 
 __all__ = ["AgentTraffic", "CHUNK_S"]
@@ -49,7 +50,8 @@ class AgentTraffic(SenderThread):
                  agents: int, ray_address: str | None = None, rate_rps: float = 100.0,
                  pattern: str = "constant", rows_per_request: int = 1,
                  duration_s: float | None = None, seed: int | None = 0,
-                 on_end: Callable[[str, str], None] | None = None) -> None:
+                 on_end: Callable[[str, str], None] | None = None,
+                 inputs_key: Callable[[], tuple] | None = None) -> None:
         _check_int("agents", agents, 1, 1024)
         _check_float("rate_rps", rate_rps, 0.1, 10_000_000.0)
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
@@ -70,6 +72,9 @@ class AgentTraffic(SenderThread):
         self.priority: int | None = None     # agents send without a class
         self._rng = np.random.default_rng(seed)
         self._x = sample(self._rng)
+        # looked at for each chunk: new inputs or a hot swap reach the next chunk
+        self._watch = (InputsWatch(sample, inputs_key, 1, seed)
+                       if inputs_key is not None else None)
         self._on_end = on_end
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -163,6 +168,8 @@ class AgentTraffic(SenderThread):
                 while due is not None and due < hi:
                     offsets.append(due - lo)
                     due = next(stream, None)
+                if (new := self._drawn_again()) is not None:
+                    self._x = new[0]
                 if offsets:
                     pending.append(team.start(ep["url"], ep["model"], self._x, self.rate_rps,
                                               CHUNK_S, headers=ep["headers"],

@@ -107,7 +107,7 @@ class Lab:
             status = self.traffic.add(AgentTraffic(
                 engine, target, sample, agents, ray_address, rate_rps=rate_rps,
                 pattern=pattern, rows_per_request=rows_per_request, duration_s=duration_s,
-                seed=seed, on_end=self.traffic.on_end))
+                seed=seed, on_end=self.traffic.on_end, inputs_key=inputs_key))
             engine._event(target, "traffic", f"traffic started: {rate_rps:g} req/s {pattern}"
                           f" from {agents} load agent(s) on Ray"
                           + (f" for {duration_s:g} s" if duration_s else ""))

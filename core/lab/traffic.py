@@ -37,6 +37,26 @@ log = logging.getLogger("batchlab.traffic")
 
 SubmitFn = Callable[..., Future]
 
+class InputsWatch:
+    """What a traffic's inputs are drawn from (real inputs, the models' info: the engine's own
+    objects, compared by identity), looked at again: :meth:`fresh` draws ``n`` new inputs
+    when it changed (new inputs given, a hot swap, an experiment's other arm), else returns
+    None; from a generator of its own, so a seeded arrival schedule stays as it was."""
+
+    def __init__(self, sample: Callable[[np.random.Generator], Any],
+                 key: Callable[[], tuple], n: int, seed: int | None) -> None:
+        self._sample, self._key_of, self._n = sample, key, n
+        self._key = key()
+        self._rng = np.random.default_rng([0 if seed is None else seed, 1])
+
+    def fresh(self) -> list[Any] | None:
+        key = self._key_of()
+        if len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
+            return None
+        self._key = key
+        return [self._sample(self._rng) for _ in range(self._n)]
+
+
 class SenderThread:
     """What the manager asks of a traffic generator's thread (``_thread``, ``_stop``):
     start, stop, whether it runs, and waiting for a bounded run to end."""
@@ -44,6 +64,21 @@ class SenderThread:
     _thread: threading.Thread
     _stop: threading.Event
     _recent: deque[list[Any]]
+    _lock: threading.Lock
+    _last_error: str | None
+    _watch: InputsWatch | None
+
+    def _drawn_again(self) -> list[Any] | None:
+        """New inputs when what they are drawn from changed, else None (a look that fails,
+        a model gone meanwhile, is said in the status and the old inputs are kept)."""
+        if self._watch is None:
+            return None
+        try:
+            return self._watch.fresh()
+        except Exception as err:  # noqa: BLE001 - said in the status, not raised in a thread
+            with self._lock:
+                self._last_error = f"inputs not drawn again: {type(err).__name__}: {err}"
+            return None
 
     def start(self) -> Any:
         self._thread.start()
@@ -120,14 +155,11 @@ class TrafficGenerator(SenderThread):
         self._marks = random.Random(seed)
         # A small pool of inputs, reused round-robin: sampling per request would cost more
         # than the engine's own per-request work.
-        # What the pool is drawn from (real inputs, the models' info: the engine's own
-        # objects, compared by identity), looked at each second: a change (new inputs, a hot
-        # swap, another arm) redraws it, so running traffic sends what the pages say it
-        # sends; from a generator of its own, so the seeded arrivals stay as they were.
-        self._sample, self._inputs_key = sample, inputs_key
-        self._key = inputs_key() if inputs_key is not None else ()
+        # What the pool is drawn from is looked at each second and a change draws it again,
+        # so running traffic sends what the pages say it sends.
         self._pool = [sample(self._rng) for _ in range(16)]
-        self._redraw_rng = np.random.default_rng([0 if seed is None else seed, 1])
+        self._watch = (InputsWatch(sample, inputs_key, 16, seed)
+                       if inputs_key is not None else None)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._sent = self._refused = self._ok = self._failed = 0
@@ -194,29 +226,16 @@ class TrafficGenerator(SenderThread):
                 self._last_error = f"{kind}: {err}" if err is not None else kind
                 self._count(0, 1)
 
-    def _redraw(self, pool: list[Any]) -> list[Any]:
-        """The pool, drawn again when what it is drawn from changed (else as it is)."""
-        assert self._inputs_key is not None
-        try:
-            key = self._inputs_key()
-            if len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
-                return pool
-            self._key, self._pool = key, [self._sample(self._redraw_rng) for _ in range(16)]
-        except Exception as err:  # noqa: BLE001 - a model gone meanwhile: said, pool kept
-            with self._lock:
-                self._last_error = f"inputs not drawn again: {type(err).__name__}: {err}"
-            return pool
-        return self._pool
-
     def _run(self) -> None:
         t0 = self._t_start = time.perf_counter()
         due_times = arrival_stream(self.pattern, self.rate_rps, self._rng, t0, self.duration_s)
         pool, i, next_yield, next_look = self._pool, 0, 0.0, t0 + 1.0
         try:
             for due, now in paced(due_times, self._stop):
-                if now >= next_look and self._inputs_key is not None:
+                if now >= next_look and self._watch is not None:
                     next_look = now + 1.0
-                    pool = self._redraw(pool)
+                    if (new := self._drawn_again()) is not None:
+                        pool = self._pool = new
                 lag = now - due
                 if lag > self._max_lag:
                     self._max_lag = lag
