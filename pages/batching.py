@@ -9,7 +9,7 @@ from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.config import MAX_INSTANCES
 from core.policies import policy_label, uses_slo
-from core.ui.fmt import aimd_caption, class_table, replay_verdict
+from core.ui.policies import aimd_caption, class_table, replay_verdict
 from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
