@@ -6,7 +6,9 @@ Accepted files (:func:`read_inputs`):
 * ``.npy``: one array, for a model with one input (rows first);
 * ``.npz``: arrays named like the model's inputs (or one array for a one-input model);
 * ``.csv`` / ``.parquet``: a table for a model with one 2-D input ``[N, C]``: its numeric
-  columns are the C features (a file with other columns is refused, naming them);
+  columns are the C features (a file with other columns is refused, naming them; a CSV
+  without a header keeps its first row; missing values are sent as NaN, and said:
+  :mod:`core.models.tables`);
 * ``.json``: perf_analyzer's ``--input-data`` format, ``{"data": [{"INPUT": [...]}, ...]}``
   (values flat or ``{"content": [...], "shape": [...]}``; ``b64`` is not read), one entry
   per request;
@@ -28,7 +30,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -40,6 +41,7 @@ import numpy as np
 from core.errors import InputValidationError
 from .types import ModelInfo
 from .sampling import check_rows, frozen, ids_outside
+from .tables import read_table
 
 __all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
 
@@ -213,7 +215,8 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
     if not specs:
         raise _refuse(f"model {info.name!r} declares no inputs: its inputs cannot be checked")
     one = next(iter(specs)) if len(specs) == 1 else None
-    columns: dict[str, Any]
+    columns: dict[str, Any] = {}
+    notes: list[str] = []   # how a table was read, said with the source
     if suffix == ".zip":
         from .images import read_images
         columns, where = read_images(data, filename, info, preprocess, MAX_INPUT_BYTES)
@@ -239,7 +242,9 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
                               f"{info.name!r} needs {', '.join(specs)}")
             columns = {n: found[n] for n in specs}
     elif suffix in (".csv", ".parquet"):
-        columns = {_table_input(info, where): _read_table(data, suffix, info, where)}
+        name = _table_input(info, where)
+        _check_table_size(data, suffix, where)
+        columns[name], notes = read_table(data, suffix, info, where)
     elif suffix == ".json":
         requests = _perf_analyzer(data, info, where)
         try:
@@ -262,7 +267,8 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
     # above): said with the source, as a table's or JSON's reading as numbers is not.
     cast = sorted({f"{v.dtype} to {arrays[n].dtype}" for n, v in columns.items()
                    if suffix in (".npy", ".npz") and v.dtype != arrays[n].dtype})
-    samples = SampleInputs(arrays, where + (f", cast {', '.join(cast)}" if cast else ""), exact)
+    notes += [f"cast {', '.join(cast)}"] if cast else []
+    samples = SampleInputs(arrays, ", ".join([where, *notes]), exact)
     if samples.count == 0:
         raise _refuse(f"{where} holds no samples")
     if samples.nbytes > MAX_INPUT_BYTES:
@@ -350,60 +356,6 @@ def _check_table_size(data: bytes, suffix: str, where: str) -> None:
         rows, cols = meta.num_rows, meta.num_columns
     if size > MAX_DECODED_BYTES:
         raise _too_big(where, f"{rows:,} rows of {cols:,} columns", size)
-
-
-def _read_table(data: bytes, suffix: str, info: ModelInfo, where: str) -> np.ndarray:
-    """A table's feature columns; others named from the schema or first rows, never decoded
-    whole (a column of short strings takes ~60 bytes a cell: ~1 GB from a 50 MB file)."""
-    import pandas as pd
-    _check_table_size(data, suffix, where)
-    width = info.inputs[0].shape[1]
-
-    def refuse_columns(numeric: list[str], other: list[str]) -> InputValidationError:
-        def few(names: list[str]) -> str:   # (a table of 200 columns named them all)
-            return str(names[:8])[:-1] + (f", … {len(names) - 8} more]" if len(names) > 8
-                                          else "]")
-        return _refuse(f"{where}: the model takes {width} features per row; the table has "
-                       + (f"{len(other)} column(s) that are not numbers, {few(other)}, and "
-                          if other else "")
-                       + f"{len(numeric)} numeric column(s) {few(numeric)}: keep only the "
-                       "feature columns, in the model's order")
-    try:
-        if suffix == ".csv":
-            frame, spec = None, info.inputs[0].dtype
-            if spec is not None and spec.kind in "iu":   # (as float64, ids past 2**53 were
-                with contextlib.suppress(ValueError, OverflowError):   # rounded unseen)
-                    frame = pd.read_csv(io.BytesIO(data), dtype=np.dtype(spec.kind + "8"))
-            try:   # (not whole numbers: read as numbers, the checks then say which)
-                frame = pd.read_csv(io.BytesIO(data), dtype=np.float64) if frame is None else frame
-            except ValueError as err:  # not all numbers: which columns, from the first rows
-                head = pd.read_csv(io.BytesIO(data), nrows=100)
-                numeric = list(map(str, head.select_dtypes("number").columns))
-                other = [str(c) for c in head.columns if str(c) not in numeric]
-                if other:
-                    raise refuse_columns(numeric, other) from None
-                raise _refuse(f"{where}: not every value is a number ({err}); keep only the "
-                              "feature columns, numbers in every row") from None
-        else:
-            import pyarrow.parquet as pq
-            import pyarrow.types as pt
-            schema = pq.read_schema(io.BytesIO(data))   # (a pandas index is not a column)
-            index = {c for c in (schema.pandas_metadata or {}).get("index_columns", [])
-                     if isinstance(c, str)}
-            numeric = [f.name for f in schema if pt.is_integer(f.type) or pt.is_floating(f.type)]
-            other = [f.name for f in schema if f.name not in numeric and f.name not in index]
-            if other:
-                raise refuse_columns(numeric, other)
-            frame = pd.read_parquet(io.BytesIO(data))
-    except InputValidationError:
-        raise
-    except Exception as err:  # noqa: BLE001 - pandas' parsers raise many kinds
-        raise _refuse(f"{where} is not a readable {suffix[1:]} table ({err})") from None
-    numeric_frame = frame.select_dtypes("number")
-    other = [str(c) for c in frame.columns if c not in numeric_frame.columns]
-    if other or (isinstance(width, int) and numeric_frame.shape[1] != width):
-        raise refuse_columns(list(map(str, numeric_frame.columns)), other)
-    return numeric_frame.to_numpy()
 
 
 def refit(samples: SampleInputs, info: ModelInfo) -> SampleInputs | None:
