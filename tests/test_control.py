@@ -250,6 +250,19 @@ def test_job_errors_are_clear(engine):
         engine.start_job("train", "mlp")
     with pytest.raises(ConfigError, match="sweep job: .*max_batch_sizes"):
         engine.start_job("sweep", "mlp", rates_rps=[10])
+    # names a job hands on to sweep()/quick_search() (a newcomer: slo_ms=, sweep()'s own
+    # name, and a typo each started a job that failed with a TypeError)
+    grid = {"max_batch_sizes": [8], "max_waits_ms": [0.0], "rates_rps": [10.0]}
+    with pytest.raises(ConfigError, match=r"sweep job: no parameter 'slo_ms' \(give "
+                                          r"slo_p99_ms\); it takes .*slo_p99_ms"):
+        engine.start_job("sweep", "mlp", slo_ms=5, **grid)
+    with pytest.raises(ConfigError, match=r"no parameter 'durations_s'; it takes .*duration_s"
+                                          r".*ray_address"):
+        engine.start_job("sweep", "mlp", durations_s=0.5, **grid)
+    with pytest.raises(ConfigError, match=r"search job: no parameter 'constraints' \(give "
+                                          r"p99_ms"):
+        engine.start_job("search", "mlp", p99_ms=5.0, constraints=None, **grid)
+    assert engine.jobs() == [] or all(j.kind != "sweep" for j in engine.jobs())
     with pytest.raises(ModelNotFoundError):
         engine.start_job("warmup", "nope")
     failed = engine.wait_job(engine.start_job("warmup", "fixed-batch",

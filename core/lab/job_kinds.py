@@ -24,7 +24,7 @@ from .search import Constraints, quick_search
 from .sweeps import PINNED_DEFAULTS, sweep
 from .traffic import experiments_with_arm
 
-__all__ = ["JOB_KINDS"]
+__all__ = ["JOB_KINDS", "PASSED_ON"]
 
 log = logging.getLogger("batchlab.jobs")
 
@@ -242,6 +242,16 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
 
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)
+#: What a job's ``**kw`` is handed to, and the parameters of that function the job sets
+#: itself (with what to give instead): ``start_job`` refuses any other name up front, where a
+#: name handed on used to start a job that failed with a TypeError (slo_ms=, a typo).
+PASSED_ON: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
+    "sweep": (sweep, {"engine": "", "model": "", "progress": "", "stop": "",
+                      "slo_ms": "give slo_p99_ms"}),
+    "search": (quick_search, {"engine": "", "model": "", "constraints": "give p99_ms, "
+                              "min_throughput_rps, max_memory_mib", "progress": "", "stop": ""}),
+}
+
 JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
     "sweep": (_sweep, True),
     "search": (_search, True),

@@ -21,7 +21,7 @@ from core.errors import ConfigError
 from core.models import ids_refused
 from core.metrics import helpers_cpu_s
 from .history import ExperimentStore, default_store
-from .job_kinds import JOB_KINDS
+from .job_kinds import JOB_KINDS, PASSED_ON
 from .jobs import JobManager, JobStatus
 from .agent_traffic import AgentTraffic
 from .traffic import TrafficManager, TrafficStatus, generated_refused
@@ -137,6 +137,15 @@ class Lab:
             sig.bind(self.engine, None, target, **params)
         except TypeError as err:
             raise ConfigError(f"{kind} job: {err}") from None
+        if kind in PASSED_ON:    # (the names its **kw hands on: refused now, not in the job)
+            inner, own = PASSED_ON[kind]
+            takes = sorted((set(sig.parameters) | set(inspect.signature(inner).parameters))
+                           - set(own) - {"engine", "job", "target", "kw"})
+            for name in params:
+                if name not in takes:
+                    raise ConfigError(f"{kind} job: no parameter {name!r}"
+                                      + (f" ({own[name]})" if own.get(name) else "")
+                                      + f"; it takes {', '.join(takes)}")
         for name, value in params.items():   # (quiet="no" over HTTP stopped the traffic)
             want = sig.parameters[name].annotation if name in sig.parameters else None
             # scalars only: a notebook's numpy array of arrivals is the list it stands for
