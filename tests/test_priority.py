@@ -132,6 +132,27 @@ def test_the_classes_are_compared_as_an_ab_test_compares_arms(engine):
         engine.reset_metrics("tiny")
 
 
+def test_a_hot_swap_keeps_the_classes_metrics_as_it_keeps_the_models():
+    """An adversary (helper): 50 high and 30 normal requests, then a hot swap (or a sweep
+    of session threads, which swaps twice): the model's total stayed 80 and the classes'
+    figures were wiped, unsaid. They carry over with the model's."""
+    from core import Engine, EngineConfig
+    from core.models import build_demo_model
+    x = np.ones((1, 4), np.float32)
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        for _ in range(5):
+            engine.predict("tiny", x, priority=1)
+        for _ in range(3):
+            engine.predict("tiny", x, priority=2)
+        engine.load_model(engine.model_bytes("tiny"), name="tiny", replace=True)
+        engine.predict("tiny", x, priority=1)             # (after the swap: the same class)
+        snaps = engine.class_metrics("tiny")
+        assert {k: s.total_requests for k, s in snaps.items()} == {"high": 6, "normal": 3}
+        assert engine.metrics("tiny").total_requests == 9
+        assert engine.class_comparison("tiny") is not None
+
+
 def test_the_timeline_says_which_requests_were_of_the_high_class(engine):
     """The timeline's ``high`` column, and its chart's darker wait bars for the class."""
     from core.ui import charts

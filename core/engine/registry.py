@@ -139,7 +139,11 @@ class ModelRegistry:
         return None, ModelMetrics(self.config.timeseries_seconds), trace
 
     def _publish(self, name: str, old: ModelEntry | None, entry: ModelEntry) -> ModelEntry:
-        """Make ``entry`` the one of ``name`` (copy-on-write) and retire the old batcher."""
+        """Make ``entry`` the one of ``name`` (copy-on-write) and retire the old batcher.
+        A hot swap keeps the per-class metrics too, as it keeps the model's (they were
+        wiped unsaid: a sweep's thread counts swapped them away twice)."""
+        if old is not None:
+            entry.served.classes = old.served.classes
         models = dict(self.models)
         models[name] = entry
         self.models = models
