@@ -148,6 +148,7 @@ class ABExperiment:
         self._rng = random.Random(seed)
         self.bandit = self._new_bandit(bandit_slo_ms, bandit_floor)
         self._lock = threading.Lock()
+        self._seconds = timeseries_seconds
         self.metrics = {arm: ModelMetrics(timeseries_seconds, keep_samples=_SAMPLES_PER_ARM)
                         for arm in ("a", "b")}
         # Every request a caller sent to the experiment, whichever arm served it (in
@@ -191,6 +192,7 @@ class ABExperiment:
         """Compare A's and B's outputs once both are done (shadow mode)."""
         pending = [2]
         lock = threading.Lock()
+        shadow = self.shadow     # (the segment the pair was sent in, as its arms' metrics)
 
         def done(_: Future) -> None:
             with lock:
@@ -198,11 +200,11 @@ class ABExperiment:
                 if pending[0]:
                     return
             if b_fut.cancelled() or b_fut.exception() is not None:
-                self.shadow.failed()
+                shadow.failed()
                 return
             if a_fut.cancelled() or a_fut.exception() is not None:
                 return
-            self.shadow.compare(a_fut.result().outputs, b_fut.result().outputs)
+            shadow.compare(a_fut.result().outputs, b_fut.result().outputs)
 
         a_fut.add_done_callback(done)
         b_fut.add_done_callback(done)
@@ -244,41 +246,72 @@ class ABExperiment:
             self.previous_segments.clear()
 
     def new_segment(self, reason: str) -> None:
-        """Begin a new comparison: an arm changed (``reason`` says how). The report so far
-        is kept as the previous segment's; the arms' figures start again, so samples from
-        before the change never mix with those after. (The experiment's own totals, every
-        caller's request, go on.)"""
-        report = self.report().to_dict()
-        report.pop("previous_segments", None)
+        """Begin a new comparison: an arm changed (``reason`` says how). The arms' figures
+        start again in new metrics, swapped in at once, so samples from before the change
+        never mix with those after and none is lost between the two (the old ones were
+        reset after a report of tens of ms: requests settled meanwhile were in neither).
+        The old segment's report is kept and brought up to date when a request sent
+        before the change settles after it. (The experiment's own totals, every caller's
+        request, go on.)"""
+        fresh = {arm: ModelMetrics(self._seconds, keep_samples=_SAMPLES_PER_ARM)
+                 for arm in ("a", "b")}
         with self._lock:
-            self.previous_segments.append({
-                "segment": self.segment, "reason": self.segment_reason,
-                "started": self.segment_started, "ended": time.time(), "report": report})
+            old = self._state()
+            entry: dict[str, Any] = {"segment": self.segment, "reason": self.segment_reason,
+                                     "started": self.segment_started, "ended": time.time()}
+            self.metrics = fresh
+            self.sinks = {"a": (fresh["a"], self.callers), "b": (fresh["b"], self.callers)}
+            self.shadow_sinks = (fresh["b"],)
+            self.shadow = ShadowStats()
+            self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
             self.segment += 1
             self.segment_reason = reason
-            self.segment_started = time.time()
-        for m in self.metrics.values():
-            m.reset()
-        self.shadow = ShadowStats()
-        self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
+            self.segment_started = entry["ended"]
+            entry["_of"] = old
+            entry["_counted"] = -1
+            self.previous_segments.append(entry)
+        self._bring_up_to_date(entry)
+
+    def _state(self) -> dict[str, Any]:
+        """(Lock held.) What one segment's report is made of."""
+        return {"metrics": self.metrics, "shadow": self.shadow, "bandit": self.bandit,
+                "arms": (self.a, self.b, self.b_share, self.mode),
+                "segment": {"segment": self.segment, "segment_reason": self.segment_reason,
+                            "segment_started": self.segment_started}}
+
+    def _bring_up_to_date(self, entry: dict[str, Any]) -> None:
+        """An earlier segment's report again if requests settled in it since it was made."""
+        of = entry["_of"]
+        counted = sum(m.totals()["total_requests"] for m in of["metrics"].values())
+        if counted != entry["_counted"]:
+            report = self._report_of(of).to_dict()
+            report.pop("previous_segments", None)
+            entry["report"], entry["_counted"] = report, counted
 
     def report(self, detect_ms: float | None = None) -> ABReport:
-        snaps = {arm: m.snapshot() for arm, m in self.metrics.items()}
-        samples = {arm: m.samples_ms() for arm, m in self.metrics.items()}
+        with self._lock:
+            state = self._state()
+            previous = list(self.previous_segments)
+        for entry in previous:
+            self._bring_up_to_date(entry)
+        return self._report_of(state, detect_ms, [
+            {k: v for k, v in e.items() if not k.startswith("_")} for e in previous])
+
+    def _report_of(self, state: dict[str, Any], detect_ms: float | None = None,
+                   previous: list[dict[str, Any]] | None = None) -> ABReport:
+        metrics = state["metrics"]
+        a, b, b_share, mode = state["arms"]
+        snaps = {arm: m.snapshot() for arm, m in metrics.items()}
+        samples = {arm: m.samples_ms() for arm, m in metrics.items()}
         latency = compare_latency(samples["a"], samples["b"], detect_ms=detect_ms)
         sa, sb = snaps["a"], snaps["b"]
         errors = compare_errors(sa.error_count, sa.total_requests, sb.error_count,
                                 sb.total_requests)
-        with self._lock:
-            segment = (self.segment, self.segment_reason, self.segment_started,
-                       list(self.previous_segments))
-        bandit = self.bandit.state() if self.mode == "bandit" else {}
-        return ABReport(self.name, self.a, self.b,
-                        bandit["share_b"] if bandit else self.b_share, self.mode, snaps,
-                        latency, errors, self.shadow.to_dict() if self.mode == "shadow" else {},
-                        segment=segment[0], segment_reason=segment[1],
-                        segment_started=segment[2], previous_segments=segment[3],
-                        bandit=bandit)
+        bandit = state["bandit"].state() if mode == "bandit" else {}
+        return ABReport(self.name, a, b, bandit["share_b"] if bandit else b_share, mode, snaps,
+                        latency, errors, state["shadow"].to_dict() if mode == "shadow" else {},
+                        previous_segments=previous or [], bandit=bandit, **state["segment"])
+
 
 class ExperimentRegistry:
     """The A/B experiments of one engine, by name. The table is copy-on-write, so
