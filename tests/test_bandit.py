@@ -152,3 +152,107 @@ def test_a_request_cancelled_after_its_slo_is_a_failure_even_unswept():
     bandit.watch("a", f, time.perf_counter() - 1.0)
     f.cancel()                       # nothing swept in between: still late, so a failure
     assert bandit.losses["a"] == 1 and not bandit._pending
+
+
+# -- looking changes nothing: reads are functions of what the engine did ---------------------
+class _Clock:
+    """A clock the test moves by hand (no sleeps)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _feed(bandit: ThompsonBandit, clock: _Clock, n: int, look: bool = False) -> list[str]:
+    """``n`` requests, each answered before the next (A within the SLO three times in four,
+    B two in three), the clock 0.3 s on per request; with ``look``, the state read between
+    them."""
+    chosen = []
+    for i in range(n):
+        if look:
+            for _ in range(5):
+                bandit.state()
+                bandit.p_b_better()
+        arm = bandit.choose()
+        bandit.reward(arm, i % (4 if arm == "a" else 3) != 0)
+        chosen.append(arm)
+        clock.t += 0.3
+    return chosen
+
+
+def test_reading_the_state_twice_gives_the_same_answer():
+    clock = _Clock()
+    bandit = ThompsonBandit(slo_ms=20, floor=0.05, seed=7, clock=clock)
+    _feed(bandit, clock, 60)
+    first = bandit.state()
+    assert 0.0 < first["p_b_better"] < 1.0    # not a certainty: the Monte Carlo matters
+    clock.t += 30.0                            # time passes, nothing happens
+    reads = [bandit.state() for _ in range(4)]
+    assert all(r == first for r in reads), [r["p_b_better"] for r in reads]
+    assert [bandit.p_b_better() for _ in range(3)] == [first["p_b_better"]] * 3
+    # A function of the seed and the outcomes: a twin that saw the same gives the same.
+    twin_clock = _Clock()
+    twin = ThompsonBandit(slo_ms=20, floor=0.05, seed=7, clock=twin_clock)
+    _feed(twin, twin_clock, 60)
+    assert twin.p_b_better() == first["p_b_better"]
+    # A new outcome is what moves it.
+    bandit.reward("b", True)
+    assert bandit.state()["arms"]["b"]["successes"] == first["arms"]["b"]["successes"] + 1
+
+
+def test_looking_never_changes_the_routing_or_what_the_bandit_records():
+    """Two bandits with the same seed and the same outcomes, one read five times before
+    every choice, the other never: the same choices, the same state."""
+    clocks = _Clock(), _Clock()
+    watched, alone = (ThompsonBandit(slo_ms=20, floor=0.1, seed=5, clock=c) for c in clocks)
+    assert _feed(watched, clocks[0], 300, look=True) == _feed(alone, clocks[1], 300)
+    assert list(watched.history) == list(alone.history)
+    assert watched.state() == alone.state()
+
+
+def test_the_history_gets_points_from_outcomes_not_from_reads():
+    clock = _Clock()
+    bandit = ThompsonBandit(slo_ms=20, floor=0.0, seed=1, clock=clock)
+    assert bandit.state()["history"]["t_s"] == []          # nothing happened: nothing shown
+    clock.t += 0.5
+    bandit.reward(bandit.choose(), True)
+    assert not bandit.history                               # under a second: not stored ...
+    assert bandit.state()["history"]["t_s"] == [0.5]        # ... but shown, as it happened
+    for _ in range(10):                                     # looking, for ten seconds
+        clock.t += 1.0
+        bandit.state()
+    assert not bandit.history and bandit.state()["history"]["t_s"] == [0.5]
+    bandit.reward(bandit.choose(), False)                   # an outcome at 10.5 s: a point
+    assert [p[0] for p in bandit.history] == [10.5]
+    h = bandit.state()["history"]
+    assert h["t_s"] == [10.5] and h["share_b"] == [1.0 if bandit.sent["b"] == 2 else
+                                                   0.0 if bandit.sent["a"] == 2 else 0.5]
+    clock.t += 0.25
+    bandit.reward(bandit.choose(), True)                    # within that second: shown last
+    assert bandit.state()["history"]["t_s"] == [10.5, 10.75]
+    assert len(bandit.history) == 1
+
+
+def test_on_the_engine_the_report_reads_the_same_each_time(engine):
+    """The reviewer's case: 60 requests to a bandit, then the report four times."""
+    import threading
+    engine.create_ab("look", a="clf-v1", b="clf-v2", mode="bandit", bandit_slo_ms=60_000,
+                     seed=7)
+    try:
+        x = engine.sample_input("clf-v1", rows=1)
+        for _ in range(60):
+            judged = threading.Event()
+            fut = engine.submit("look", x)
+            fut.add_done_callback(lambda f: judged.set())   # runs after the bandit's own
+            assert judged.wait(30)
+        reports = [engine.ab_report("look") for _ in range(4)]
+        state = reports[0].bandit
+        assert state["arms"]["a"]["ended"] + state["arms"]["b"]["ended"] == 60
+        assert 0.0 < state["p_b_better"] < 1.0
+        assert [r.bandit["p_b_better"] for r in reports] == [state["p_b_better"]] * 4
+        assert [r.b_share for r in reports] == [reports[0].b_share] * 4
+        assert all(r.bandit == state for r in reports)
+    finally:
+        engine.delete_ab("look")

@@ -16,6 +16,10 @@ split), the reward is measured here, from latency and errors. :meth:`ThompsonBan
 gives each arm's reward rate with its 95 % interval, the probability that B is the better
 arm, the routing share now, and the cumulative regret against sending everything to the
 better arm (at the rates estimated so far); ``history`` keeps one point a second.
+Looking changes nothing: ``state`` and ``p_b_better`` are functions of what the engine did
+(the seed and the outcomes so far), so asked twice with no outcome in between they give the
+same answer; they never draw from the generator that routes requests, and the history gets
+points from outcomes, not from reads.
 :func:`simulate_bandit` runs the same algorithm against two known latency distributions.
 
 Example:
@@ -70,8 +74,11 @@ class ThompsonBandit:
                              f"at least that much of the traffic), got {floor!r}")
         self.slo_ms = float(slo_ms)
         self.floor = float(floor)
-        self._rng = random.Random(seed)
-        self._np = np.random.default_rng(seed)
+        self._rng = random.Random(seed)   # routing only: nothing that reads draws from it
+        # p_b_better's Monte Carlo draws come from a generator seeded by this and the counts
+        # (a fresh one each time): the same counts, the same answer, however often one looks.
+        self._entropy = np.random.SeedSequence(seed).entropy
+        self._p_cache: tuple[tuple[int, ...], float] | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self.sent = {"a": 0, "b": 0}
@@ -81,6 +88,9 @@ class ThompsonBandit:
         # (seconds since start, sent a, sent b, wins a, wins b, losses a, losses b) once a second
         self.history: deque[tuple[float, ...]] = deque(maxlen=HISTORY_S)
         self._next_point = self.started + 1.0
+        # The counts at the last outcome, as a history point: shown after ``history`` when
+        # newer than its last point (the outcomes of the second under way), never stored.
+        self._last: tuple[float, ...] | None = None
         # Requests sent and not yet judged, in send order: [SLO end (perf_counter), arm,
         # judged]. Swept on each choice: one past its SLO is a failure then.
         self._pending: deque[list[Any]] = deque()
@@ -110,8 +120,10 @@ class ThompsonBandit:
     def _count(self, arm: str, ok: bool) -> None:
         (self.wins if ok else self.losses)[arm] += 1
         now = self._clock()
+        s, w, lo = self.sent, self.wins, self.losses
+        self._last = (now - self.started, s["a"], s["b"], w["a"], w["b"], lo["a"], lo["b"])
         if now >= self._next_point:
-            self._point(now)
+            self.history.append(self._last)
             self._next_point = now + 1.0
 
     def _sweep(self, now: float) -> None:
@@ -149,18 +161,24 @@ class ThompsonBandit:
 
         fut.add_done_callback(done)
 
-    def _point(self, now: float) -> None:
-        s, w, lo = self.sent, self.wins, self.losses
-        self.history.append((now - self.started, s["a"], s["b"], w["a"], w["b"], lo["a"], lo["b"]))
-
     # -- what it found -----------------------------------------------------------------------
     def p_b_better(self, draws: int = 4000) -> float:
-        """P(B's success rate > A's) under the posteriors (Monte Carlo, seeded)."""
+        """P(B's success rate > A's) under the posteriors (Monte Carlo with a generator seeded
+        by the bandit's seed and the counts: the same counts give the same answer, and
+        reading draws nothing from the routing generator)."""
         with self._lock:
-            wa, la, wb, lb = self.wins["a"], self.losses["a"], self.wins["b"], self.losses["b"]
-        ra = self._np.beta(1 + wa, 1 + la, draws)
-        rb = self._np.beta(1 + wb, 1 + lb, draws)
-        return float((rb > ra).mean())
+            key = (self.wins["a"], self.losses["a"], self.wins["b"], self.losses["b"], draws)
+            cached = self._p_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        wa, la, wb, lb, _ = key
+        gen = np.random.default_rng(np.random.SeedSequence(self._entropy, spawn_key=key))
+        ra = gen.beta(1 + wa, 1 + la, draws)
+        rb = gen.beta(1 + wb, 1 + lb, draws)
+        p = float((rb > ra).mean())
+        with self._lock:
+            self._p_cache = (key, p)
+        return p
 
     def state(self) -> dict[str, Any]:
         """Per arm: sent, ended, successes, reward rate and its 95 % interval; the chance B
@@ -169,9 +187,6 @@ class ThompsonBandit:
             self._sweep(time.perf_counter())
         p_b = self.p_b_better()
         with self._lock:
-            now = self._clock()
-            if not self.history or now - self.started - self.history[-1][0] >= 1.0:
-                self._point(now)   # a point a second at most, however often one looks
             arms = {}
             for arm in ("a", "b"):
                 n = self.wins[arm] + self.losses[arm]
@@ -179,7 +194,9 @@ class ThompsonBandit:
                 arms[arm] = {"sent": self.sent[arm], "ended": n, "successes": self.wins[arm],
                              "rate": self.wins[arm] / n if n else None,
                              "rate_low": round(lo, 6), "rate_high": round(hi, 6)}
-            history = list(self.history)
+            history = list(self.history)   # what the outcomes recorded; reading adds none
+            if self._last is not None and (not history or history[-1] is not self._last):
+                history.append(self._last)
         rates = {k: (v["rate"] if v["rate"] is not None else 0.0) for k, v in arms.items()}
         best = max(rates.values())
         regret = sum(arms[k]["ended"] * (best - rates[k]) for k in arms)
