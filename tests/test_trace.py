@@ -67,6 +67,25 @@ def test_an_experiments_timeline_has_its_arms(engine):
     assert len(t) == 30 and set(t["arm"]) == {"a", "b"}
     with pytest.raises(ConfigError, match="last_s must be > 0"):
         engine.timeline("exp", last_s=0)
+    # another experiment on the same models, the arms the other way round (an adversary:
+    # its timeline held exp's 30 requests, under exp's arm labels, though nothing was sent
+    # to it); each has its own, labelled as it routed them
+    engine.create_ab("rev", a="clf-v2", b="clf-v1", b_share=1.0, seed=0)
+    assert engine.timeline("rev", last_s=None).empty
+    for _ in range(5):
+        assert engine.predict("rev", engine.sample_input("clf-v1")).arm == "b"
+    rev = engine.timeline("rev", last_s=None)
+    assert len(rev) == 5 and set(rev["arm"]) == {"b"}
+    assert len(engine.timeline("exp", last_s=None)) == 30
+    # over the control API too (the label travels as the plain string)
+    from core.serving import EngineServer, RemoteEngine
+    with EngineServer(engine, port=0) as server:
+        remote = RemoteEngine(server.url)
+        far = remote.timeline("rev", last_s=None)
+        assert len(far) == 5 and far["arm"].tolist() == ["b"] * 5
+        assert remote.predict("exp", engine.sample_input("clf-v1")).arm in ("a", "b")
+        remote.close()
+    engine.delete_ab("rev")
 
 
 def test_the_trace_is_bounded():

@@ -128,6 +128,23 @@ class ShadowStats:
                     "pairs": dict(self.pairs)}
 
 
+class ArmLabel(str):
+    """An arm's label, ``"a"`` or ``"b"`` (equal to it, everywhere a string is), that also
+    names its experiment: a request's trace row keeps it, so an experiment's timeline holds
+    its own requests, not another experiment's on the same models (it did, with the other's
+    arm labels). Made once per arm; pickled as the plain string."""
+
+    experiment: str
+
+    def __new__(cls, arm: str, experiment: str) -> ArmLabel:
+        label = super().__new__(cls, arm)
+        label.experiment = experiment
+        return label
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return str, (str(self),)
+
+
 class ABExperiment:
     """Routes each request to arm A or B; holds per-arm metrics. Thread-safe."""
 
@@ -156,6 +173,8 @@ class ABExperiment:
         self.callers = ModelMetrics(timeseries_seconds)
         self.sinks = {"a": (self.metrics["a"], self.callers),
                       "b": (self.metrics["b"], self.callers)}
+        #: the arms' labels its requests carry (:class:`ArmLabel`)
+        self.labels = {arm: ArmLabel(arm, name) for arm in ("a", "b")}
         self.shadow_sinks = (self.metrics["b"],)
         self.shadow = ShadowStats()
         self.segment = 1

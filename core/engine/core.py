@@ -299,11 +299,10 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
         """What happened to each request settled in the last ``last_s`` seconds: columns
-        ``request_id, arrived_s, started_s, done_s, batch_id, rows, batch_rows,
-        release_reason, arm, ok, wait_ms, compute_ms, handoff_ms`` (``time.perf_counter``
-        seconds; a request that never ran has no start and batch -1, and its
-        ``release_reason`` names why it ended). For an A/B experiment: its requests on
-        both arms' models."""
+        :data:`~core.metrics.TIMELINE_COLUMNS` (``time.perf_counter`` seconds; a request
+        that never ran has no start and batch -1, and its ``release_reason`` names why it
+        ended). For an A/B experiment: its own requests on both arms' models (the
+        ``experiment`` column names the experiment that routed a request)."""
         if last_s is not None and not last_s > 0:
             raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
         entry, exp = self._ns.resolve(name)
@@ -313,7 +312,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             return entry.trace.frame(last_s)
         parts = [self._ns.entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
         f = pd.concat(parts, ignore_index=True)
-        return f[f["arm"].notna()].sort_values("arrived_s", kind="stable").reset_index(drop=True)
+        f = f[f["experiment"] == name]   # (its own, not another's on the same models)
+        return f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
 
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""

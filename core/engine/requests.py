@@ -51,7 +51,7 @@ class Router:
         arm, model = exp.route(key)
         if exp.mode == "bandit":
             return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check)
-        fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
+        fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
                                  name, priority, check)
         if exp.mode == "shadow":
             self._shadow_copy(exp, x, fut)
@@ -104,7 +104,7 @@ class Router:
         bandit = exp.bandit
         t0 = time.perf_counter()
         try:
-            fut = self._submit_model(model, None, x, timeout_ms, arm, exp.sinks[arm],
+            fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
                                      exp.name, priority, check)
         except InputValidationError:
             raise   # the caller's input: no arm's doing
@@ -117,7 +117,7 @@ class Router:
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller."""
         try:
-            b_fut = self._submit_model(exp.b, None, x, None, "b", exp.shadow_sinks,
+            b_fut = self._submit_model(exp.b, None, x, None, exp.labels["b"], exp.shadow_sinks,
                                        experiment=exp.name)
         except BatchlabError:
             exp.shadow.failed()

@@ -3,7 +3,8 @@
 A bounded ring (``capacity`` requests, oldest dropped) filled where a request ends: the
 ledger (``core/batching/settle.py``) records each settled request before resolving its future, on
 every path. Per request: when it arrived, when its batch started running, when it was
-settled, its batch (id, rows), why the batch left, its A/B arm, and whether it succeeded.
+settled, its batch (id, rows), why the batch left, its A/B arm and experiment, and whether
+it succeeded.
 Times are ``time.perf_counter()`` seconds, the clock the engine uses for requests.
 
 Recording costs one entry per batch (the batch's fields once, and three short lists of its
@@ -31,7 +32,7 @@ __all__ = ["Trace", "TIMELINE_COLUMNS"]
 
 TIMELINE_COLUMNS = ["request_id", "arrived_s", "started_s", "done_s", "batch_id", "rows",
                     "batch_rows", "release_reason", "arm", "ok", "wait_ms", "compute_ms",
-                    "handoff_ms", "high"]
+                    "handoff_ms", "high", "experiment"]
 
 _NAN = math.nan
 
@@ -144,6 +145,8 @@ class Trace:
             "release_reason": list(itertools.chain.from_iterable(
                 [e[9]] * len(e[1]) for e in entries)),
             "arm": list(itertools.chain.from_iterable(e[3] for e in entries)),
+            # (whose arm: an experiment's label names it, core.ab.routing.ArmLabel)
+            "experiment": [getattr(arm, "experiment", None) for e in entries for arm in e[3]],
             "ok": per_batch(10, bool),
             "high": np.fromiter(itertools.chain.from_iterable(
                 e[11] if e[11] is not None else (False,) * len(e[1]) for e in entries),
