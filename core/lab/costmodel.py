@@ -9,17 +9,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.errors import BatchlabError
+from core.config import _check_choice, _check_float, _check_int, _shown
+from core.errors import BatchlabError, ConfigError
+from .exports import _check_batching, _plain
 from .loadgen import open_loop
-from .schedule import arrival_times
+from .schedule import ARRIVAL_PATTERNS, MAX_RUN_REQUESTS, arrival_times
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -276,6 +279,38 @@ WHAT_IF_REFUSED = {
 }
 
 
+_RATES_RPS = (0.001, 1e9)  # the rates the what-if takes (req/s): 1 in 1,000 s to 1e9 a second
+#: CostModel fields the simulator uses, and the least each may be (ms; at most 1e9).
+_COST_FIELDS = {"a_ms": 0.0, "b_ms": 0.0, "per_request_ms": 0.0, "per_batch_ms": 0.0,
+                "overhead_ms": -1e9, "overhead_per_krps_ms": -1e9}
+
+
+def _checked(cost: Any, max_batch_size: Any, max_wait_ms: Any, rate_rps: Any, pattern: Any,
+             n_requests: Any, seed: Any, arrivals_s: Any) -> np.ndarray | None:
+    """The what-if's arguments checked up front (a batch of 0 looped); ``arrivals_s`` as floats."""
+    _check_batching(max_batch_size, max_wait_ms)
+    _check_float("rate_rps", _plain(rate_rps), *_RATES_RPS)
+    _check_int("n_requests", _plain(n_requests), 1, MAX_RUN_REQUESTS)
+    _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
+    _check_int("seed", _plain(0 if seed is None else seed), 0, 2**128)  # None: a fresh seed
+    if isinstance(cost, CostModel):
+        for field, low in _COST_FIELDS.items():
+            _check_float(f"cost.{field}", _plain(getattr(cost, field)), low, 1e9)
+    elif not callable(cost):
+        raise ConfigError("cost must be a CostModel (fit_cost_model) or a function of a "
+                          f"batch's rows giving its ms, got {_shown(cost)}")
+    if arrivals_s is None:
+        return None
+    try:
+        arr = np.asarray(arrivals_s, dtype=float)
+    except (TypeError, ValueError):
+        arr = np.asarray([np.nan])
+    if arr.ndim != 1 or not 1 <= len(arr) <= MAX_RUN_REQUESTS or not np.isfinite(arr).all():
+        raise ConfigError(f"arrivals_s must be a list of 1 to {MAX_RUN_REQUESTS:,} arrival "
+                          f"times (finite numbers of seconds), got {_shown(arrivals_s)}")
+    return arr
+
+
 def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_wait_ms: float,
              rate_rps: float, pattern: str = "poisson", n_requests: int = 20_000,
              seed: int = 0, arrivals_s: np.ndarray | None = None,
@@ -296,11 +331,13 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
     utilisation.
     """
     if policy != "deadline":
-        raise ValueError(WHAT_IF_REFUSED.get(policy, f"unknown policy {policy!r}; the "
-                                             "what-if models 'deadline'"))
+        raise ConfigError(WHAT_IF_REFUSED.get(str(policy), f"unknown policy {_shown(policy)}; "
+                                              "the what-if models 'deadline'"))
+    given = _checked(cost, max_batch_size, max_wait_ms, rate_rps, pattern, n_requests, seed,
+                     arrivals_s)
     rng = np.random.default_rng(seed)
-    if arrivals_s is not None:
-        arr = np.sort(np.asarray(arrivals_s, dtype=float)) * 1000.0  # ms
+    if given is not None:
+        arr = np.sort(given) * 1000.0  # ms
     elif pattern == "poisson":  # offered at the rate asked, not at a draw of it (+-1.4 %
         # at 5,000 requests: 2,000 req/s offered read '1,970/s' served), as runs offer it
         arr = np.sort(rng.uniform(0.0, n_requests / rate_rps, n_requests)) * 1000.0
@@ -347,6 +384,8 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
                 i += 1
         k = min(max_batch_size, len(q))
         service = float(cost(k))
+        if not 0.0 <= service < math.inf:  # (a callable's: a CostModel's were checked)
+            raise ConfigError(f"cost({k}) must be a finite number of ms >= 0, got {service!r}")
         done = release + service
         for _ in range(k):
             j = q.popleft()
@@ -370,6 +409,11 @@ def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
                   policy: str = "deadline") -> pd.DataFrame:
     """Predicted p50/p99/throughput across arrival rates for one configuration (the
     deadline policy; others are refused, see :func:`simulate`)."""
+    if isinstance(rates_rps, (str, bytes)) or not isinstance(rates_rps, Iterable):
+        raise ConfigError(f"rates_rps must be a list of rates (req/s) such as [500, 1000], "
+                          f"got {_shown(rates_rps)}")
+    for i, r in enumerate(rates_rps := list(rates_rps)):  # all checked before any is simulated
+        _check_float(f"rates_rps[{i}]", _plain(r), *_RATES_RPS)
     rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
                                                pattern, n_requests, seed, policy=policy)}
             for r in rates_rps]

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from core.config import _MAX_BATCH_LIMIT, _MAX_WAIT_LIMIT_MS, _check_float, _check_int, _shown
 from core.errors import ConfigError
 from core.peers import RUNTIME_MODULE
 from core.protocol import triton
@@ -39,6 +40,16 @@ def triton_config(max_batch_size: int, max_wait_ms: float,
     Triton's ``max_queue_delay_microseconds`` is the same deadline rule as Batchlab's
     default policy (the wait starts with the oldest request).
     """
+    _check_batching(max_batch_size, max_wait_ms)
+    if preferred_batch_sizes is not None and (isinstance(preferred_batch_sizes, str)
+                                              or not isinstance(preferred_batch_sizes, Sequence)):
+        raise ConfigError("preferred_batch_sizes must be None or a list of ints such as [16, "
+                          f"32], got {_shown(preferred_batch_sizes)}")
+    for i, size in enumerate(preferred_batch_sizes or ()):  # Triton: none past max_batch_size
+        _check_int(f"preferred_batch_sizes[{i}]", _plain(size), 1, int(max_batch_size))
+    _check_optional_ints(max_queue=(max_queue, 1, 10_000_000), instances=(instances, 1, 1024),
+                         intra_op_threads=(intra_op_threads, 0, 1024))
+    _check_comment(comment)
     return triton.pbtxt(max_batch_size, max_wait_ms, preferred_batch_sizes, max_queue,
                         instances, intra_op_threads, comment)
 
@@ -49,6 +60,10 @@ def provenance(frame: Any, max_batch_size: int, max_wait_ms: float, p99_ms: floa
     target and load, and every setting that was pinned while they were measured; a policy
     other than ``deadline`` is named with a warning (production servers batch by the
     deadline rule)."""
+    _check_batching(max_batch_size, max_wait_ms)
+    for field, value in (("p99_ms", p99_ms), ("load", load)):
+        if value is not None:
+            _check_float(field, _plain(value), 0.0, 1e12)
     rows = frame[(frame["max_batch_size"] == max_batch_size)
                  & (frame["max_wait_ms"] == max_wait_ms)]
     first = rows.iloc[0] if len(rows) else frame.iloc[0]
@@ -75,6 +90,10 @@ def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threa
                         max_enqueued_batches: int = 100, comment: str | None = None) -> str:
     """A TF Serving ``--batching_parameters_file`` (protobuf text format); ``comment`` lines
     (where it comes from) as ``#`` lines at the top."""
+    _check_batching(max_batch_size, max_wait_ms)
+    _check_int("num_batch_threads", _plain(num_batch_threads), 1, 1024)
+    _check_int("max_enqueued_batches", _plain(max_enqueued_batches), 1, 10_000_000)
+    _check_comment(comment)
     head = "".join(f"# {line}".rstrip() + "\n" for line in (comment or "").splitlines())
     return head + (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
             f"batch_timeout_micros {{ value: {int(round(max_wait_ms * 1000))} }}\n"
@@ -102,13 +121,28 @@ _K8S_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _KSERVE_DEFAULT_MAX_LATENCY_MS = 5000
 
 
-def _check_batching(max_batch_size: int, max_wait_ms: float) -> None:
-    if (isinstance(max_batch_size, bool) or not isinstance(max_batch_size, (int, np.integer))
-            or max_batch_size < 1):
-        raise ConfigError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
-    if (isinstance(max_wait_ms, bool) or not isinstance(max_wait_ms, (int, float, np.number))
-            or not math.isfinite(max_wait_ms) or max_wait_ms < 0):
-        raise ConfigError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms!r}")
+def _plain(value: Any) -> Any:
+    """A numpy number as the Python one (core.config's checks take Python numbers)."""
+    return value.item() if isinstance(value, (np.integer, np.floating)) else value
+
+
+def _check_batching(max_batch_size: Any, max_wait_ms: Any) -> None:
+    """Batch settings checked as :class:`core.config.BatchConfig` checks them (numpy numbers
+    too): :class:`ConfigError` says what was given and what is expected."""
+    _check_int("max_batch_size", _plain(max_batch_size), 1, _MAX_BATCH_LIMIT)
+    _check_float("max_wait_ms", _plain(max_wait_ms), 0.0, _MAX_WAIT_LIMIT_MS)
+
+
+def _check_optional_ints(**fields: tuple[Any, int, int]) -> None:
+    for field, (value, low, high) in fields.items():
+        if value is not None:
+            _check_int(field, _plain(value), low, high)
+
+
+def _check_comment(comment: Any) -> None:
+    if comment is not None and not isinstance(comment, str):
+        raise ConfigError(f"comment must be None or a string (lines for the top of the file, "
+                          f"e.g. provenance(...)), got {_shown(comment)}")
 
 
 def _check_text(field: str, value: object, example: str) -> None:
@@ -281,11 +315,13 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
     _check_batching(max_batch_size, max_wait_ms)
     _check_text("name", name, "mlp")
     _check_text("model_path", model_path, "./model.onnx")
-    if not (isinstance(num_replicas, int) and num_replicas >= 1):
+    if isinstance(num_replicas, bool) or not (isinstance(num_replicas, int) and num_replicas >= 1):
         raise ConfigError(f"num_replicas must be a whole number >= 1, got {num_replicas!r}")
     ongoing = 2 * int(max_batch_size) if max_ongoing_requests is None else max_ongoing_requests
-    if not (isinstance(ongoing, int) and ongoing >= 1):
+    if isinstance(ongoing, bool) or not (isinstance(ongoing, int) and ongoing >= 1):
         raise ConfigError(f"max_ongoing_requests must be a whole number >= 1, got {ongoing!r}")
+    _check_float("replica_cpus", _plain(replica_cpus), 0.0, 1024.0)
+    _check_int("http_port", _plain(http_port), 1, 65535)
     warn = ""
     if ongoing < max_batch_size:
         warn = (f"# WARNING: max_ongoing_requests={ongoing} < max_batch_size={max_batch_size}:"
