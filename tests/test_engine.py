@@ -63,6 +63,58 @@ def test_a_request_is_what_was_sent_even_if_the_caller_refills_its_buffer(engine
     arrays, rows = engine._router.registry.models["tiny"].validator(frozen)
     assert arrays[0] is frozen and rows == 1
     assert engine._router.registry.models["tiny"].validator(buf)[0][0] is not buf
+    # A read-only view of a writable buffer changes with the buffer (an adversary: the
+    # answer was 2001, the refill's): copied, in the fast path and the mapping path
+    validator = engine._router.registry.models["tiny"].validator
+    view = buf.view()
+    view.flags.writeable = False
+    assert validator(view)[0][0] is not view
+    assert validator({"x": view[None][0]})[0][0] is not view
+    buf[:] = 1.0
+    view_fut = engine.submit("tiny", view)
+    buf[:] = 1000.0
+    engine.submit("tiny", frozen)                  # (the batch of two runs now)
+    assert view_fut.result(WAIT_S).outputs["y"].tolist() == [[3.0] * 4]
+    # ...while a read-only view of a read-only array is taken as it is
+    assert validator(frozen[:1])[0][0].base is frozen
+
+
+def test_the_servers_decoded_arrays_are_taken_as_they_are(engine):
+    """The server marks a body's arrays read-only, and the arrays they view (a binary
+    tensor is a reshaped view of the body's bytes): submit copies none of them."""
+    import json as _json
+    from core.serving import EngineServer
+    seen = []
+    validator = engine._router.registry.models["tiny"].validator
+    real = type(validator).__call__
+
+    def spy(self, x):
+        arrays, rows = real(self, x)
+        seen.append(arrays[0] is x)
+        return arrays, rows
+    head = _json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                    "parameters": {"binary_data_size": 32}}]}).encode()
+    body = head + np.arange(8, dtype=np.float32).tobytes()
+    import urllib.request
+    with EngineServer(engine, port=0) as server:
+        type(validator).__call__ = spy
+        try:
+            req = urllib.request.Request(
+                f"{server.url}/v2/models/tiny/infer", data=body, method="POST",
+                headers={"Inference-Header-Content-Length": str(len(head)),
+                         "Content-Type": "application/octet-stream"})
+            with urllib.request.urlopen(req, timeout=WAIT_S) as resp:
+                assert resp.status == 200
+            json_body = _json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype":
+                                                 "FP32", "data": [1, 2, 3, 4]}]}).encode()
+            req = urllib.request.Request(f"{server.url}/v2/models/tiny/infer", data=json_body,
+                                         method="POST",
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=WAIT_S) as resp:
+                assert resp.status == 200
+        finally:
+            type(validator).__call__ = real
+    assert seen == [True, True], seen
 
 
 def test_load_from_path_names_by_stem(bare_engine, tmp_path):

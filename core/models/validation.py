@@ -26,14 +26,30 @@ import numpy as np
 from core.errors import InputValidationError
 from .types import ModelInfo
 
-__all__ = ["RequestValidator", "describe_array", "owned"]
+__all__ = ["RequestValidator", "describe_array", "owned", "unchanging"]
 
 
 def owned(a: Any) -> Any:
     """The rule for what a request keeps of its caller's array: a copy of one the caller
-    could still write into, a read-only one as it is (anything else unchanged). The
-    validator's fast path inlines it (one call less per request)."""
-    return a.copy() if isinstance(a, np.ndarray) and a.flags.writeable else a
+    could still write into, a read-only one as it is (anything else unchanged). A
+    read-only view of a writable array is written through that array: copied (an
+    adversary refilled the buffer under a read-only view and got the refill's answer).
+    The validator's fast path inlines it (one call less per request)."""
+    if not isinstance(a, np.ndarray):
+        return a
+    return a if not a.flags.writeable and (a.base is None or unchanging(a)) else a.copy()
+
+
+def unchanging(a: np.ndarray) -> bool:
+    """(``a`` read-only.) Whether every array ``a`` is a view of is read-only too. A buffer
+    that is not an array (bytes, a memoryview) is taken at its word: ``np.frombuffer``
+    over a read-only memoryview is read-only."""
+    base = a.base
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable:
+            return False
+        base = base.base
+    return True
 
 
 def describe_array(a: np.ndarray) -> str:
@@ -83,7 +99,8 @@ class RequestValidator:
         if fast is not None and type(x) is np.ndarray:
             shape = x.shape
             if x.dtype == fast[0] and shape[1:] == fast[1] and shape and shape[0]:
-                return (x.copy() if x.flags.writeable else x,), shape[0]
+                return (x if not x.flags.writeable and (x.base is None or unchanging(x))
+                        else x.copy(),), shape[0]
         if self.single:
             if type(x) is np.ndarray:
                 arrays: tuple[np.ndarray, ...] = (x,)
@@ -113,7 +130,7 @@ class RequestValidator:
         # What the caller may still write into is copied: the request is what was sent
         # (a notebook that refills one buffer per submit got another request's answer);
         # a read-only array cannot change through it and is taken as it is.
-        return tuple(a.copy() if a.flags.writeable else a for a in arrays), rows
+        return tuple(owned(a) for a in arrays), rows
 
     def _check_named(self, arrays: tuple[np.ndarray, ...]) -> None:
         for dim, places in self._named:

@@ -14,6 +14,8 @@ import re
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable, Protocol
 
+import numpy as np
+
 from core.engine import settle_late, wait_s_for
 from core.errors import AnswerRefusedError, ModelNotFoundError
 from core.models import ModelInfo, request_bytes_limit
@@ -306,7 +308,9 @@ class Routes:
                                   f"{header!r}") from None
         arrays, req = self.parser.parse(raw or b"", header_length, self.max_json_bytes)
         for a in arrays.values():  # the body's own arrays: nothing writes into them, so
-            a.flags.writeable = False   # submit takes them as they are (no copy)
+            while isinstance(a, np.ndarray):   # submit takes them as they are (no copy),
+                a.flags.writeable = False      # and the arrays they view (a reshape's)
+                a = a.base
         x: Any = next(iter(arrays.values())) if len(info.inputs) == 1 and len(arrays) == 1 \
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
