@@ -393,6 +393,8 @@ with st.container(border=True):
         if cold := replay_job.result.get("cold"):
             st.warning(f"The first policy's figures include cold runs: {cold}.",
                        icon=":material/ac_unit:")
+        if cut := replay_job.result.get("timeline_note"):
+            st.caption(f"Below, {cut}.")
         if late := lag_note(model, replay_job.result.get("recorded_lag_ms", 0.0),
                             replay_job.result.get("recorded_burst", 0), recorded=True):
             st.warning(late, icon=":material/schedule:")

@@ -171,6 +171,31 @@ def test_shadow_compares_outputs():
     assert 0 < shadow["max_abs_diff"]["probs"] < 1
 
 
+def test_what_a_caller_does_with_its_answer_never_changes_the_shadow_comparison():
+    """An adversary (helper): shadow mode between a model and an exact copy, the caller
+    taking np.exp of each answer in place: 'max_abs_diff probs 1.18' between two identical
+    models (A's outputs were read once B finished, after the caller changed them). A's
+    answer is kept as it left the model."""
+    import threading as _threading
+    with Engine(demo_models=False) as engine:
+        engine.load_model(build_demo_model("clf-v1"), name="v1")
+        engine.load_model(build_demo_model("clf-v1"), name="same")
+        engine.configure("same", max_wait_ms=200.0, max_batch_size=64)   # B answers late
+        engine.create_ab("exp", a="v1", b="same", mode="shadow")
+        x = engine.sample_input("v1", rows=2, seed=0)
+        for _ in range(10):
+            pred = engine.predict("exp", x)
+            np.exp(pred.outputs["probs"], out=pred.outputs["probs"])   # the caller's own
+        pause, waited = _threading.Event(), 0.0
+        while engine.ab_report("exp").shadow["compared_requests"] < 10:   # B's copies
+            assert waited < WAIT_S, engine.ab_report("exp").shadow
+            pause.wait(0.01)
+            waited += 0.01
+        shadow = engine.ab_report("exp").shadow
+    assert shadow["compared_requests"] == 10 and shadow["max_abs_diff"]["probs"] == 0.0
+    assert shadow["label_agreement"] == 1.0
+
+
 def test_update_ab_under_concurrent_traffic_loses_no_request():
     with Engine() as engine:
         engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
@@ -400,11 +425,25 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
     assert not [w for w in engine.ab_report("fair").warnings if "batch settings" in w]
     # An uneven split is a difference too (seeded routing: B gets some of the 100).
     engine.create_ab("uneven", a="clf-v1", b="clf-v2", b_share=0.1, seed=0)
-    for _ in range(100):
+    for _ in range(100):     # one at a time: every batch one row on both arms
         engine.predict("uneven", engine.sample_input("clf-v1"))
     report = engine.ab_report("uneven")
     assert report.arms["b"].total_requests > 0
-    assert any("Uneven split" in w for w in report.warnings)
+    # (a newcomer: "batches fill more slowly (mean 1.0 rows vs 1.0)": not said when not so)
+    assert not any("Uneven split" in w for w in report.warnings)
+    # (batches that fill on A and not on B: said, with the means; test_confound_warning...)
+    from core.ab import ABReport
+    from core.metrics import ModelMetrics
+
+    def arm(rows: int):
+        m = ModelMetrics()
+        m.record_batch(rows=rows, reason="full", compute_s=0.001, queue_s=[0.001] * rows,
+                       failed={}, depth=0)
+        return m.snapshot()
+    report = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8), "b": arm(2)})
+    assert "(mean 2.0 rows vs 8.0)" in report.confound_warning
+    assert ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8), "b": arm(8)}
+                    ).confound_warning is None
     assert report.to_dict()["warnings"] == report.warnings
 
 

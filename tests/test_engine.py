@@ -187,7 +187,7 @@ def test_hot_swap_during_traffic_loses_no_request(engine):
 def test_predict_timeout_raises_clear_error(engine):
     engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)  # never fills, long wait
     with pytest.raises(RequestTimeoutError, match=r"waited \d+\.\d ms in the queue, past its "
-                                                  "timeout; raise timeout_ms"):
+                                                  "timeout of 50 ms; raise timeout_ms"):
         engine.predict("mlp", np.zeros((1, 256), np.float32), timeout_ms=50)
     # Settled by the engine, so already counted when the caller sees the error.
     assert engine.metrics("mlp").errors_by_type == {"RequestTimeoutError": 1}
@@ -309,3 +309,33 @@ def test_fmt_ranges_and_compact_numbers():
         ["9,999", "17.6k", "643.2k", "924.8k", "1.2M"]
     assert fmt_pct(0.00021) == "0.02%" and fmt_pct(0) == "0%"
     assert fmt_pct(5 / 200_000) == "<0.01%"   # not "0.00%" beside 5 errors
+
+
+def test_what_a_notebook_hands_the_engine_is_taken_or_refused_in_words(bare_engine, tmp_path):
+    """A newcomer from a notebook (helper): an array given to set_inputs was refused
+    ("needs filename= with the bytes"), a CSV's text given as a str failed as "File name
+    too long" echoing the whole CSV, a ModelProto was refused, submit(check=5) failed
+    later as a TypeError counted as an error, and predict took no check=."""
+    import onnx
+    from core import ConfigError
+    engine = bare_engine
+    proto = onnx.load_from_string(build_demo_model("tiny"))
+    assert engine.load_model(proto, name="t").name == "t"          # a ModelProto
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert engine.set_inputs("t", x) == "real: array.npy (3 samples)"
+    assert engine.set_inputs("t", {"x": x[:2]}, label="two rows") == "real: two rows (2 samples)"
+    with pytest.raises(ConfigError, match=r"reads a str as a path, and this one holds text "
+                                          r"\('1,2,3,4\\n.*text.encode\(\)"):
+        engine.set_inputs("t", "1,2,3,4\n5,6,7,8\n", filename="x.csv")
+    assert "2 samples" in engine.set_inputs("t", b"1,2,3,4\n5,6,7,8\n", filename="x.csv")
+    with pytest.raises(ConfigError, match="arrays of numbers"):
+        engine.set_inputs("t", np.array([object()] * 4).reshape(1, 4))
+    with pytest.raises(ConfigError, match="takes a path, a file's bytes, a numpy array"):
+        engine.set_inputs("t", [[1, 2, 3, 4]])
+    before = engine.counters("t")["total_requests"]
+    with pytest.raises(ConfigError, match="check must be a function of the prediction"):
+        engine.submit("t", x[:1], check=5)
+    assert engine.counters("t")["total_requests"] == before       # nothing queued
+    seen = []
+    pred = engine.predict("t", x[:1], check=lambda p: seen.append(p.rows))
+    assert seen == [1] and pred.rows == 1

@@ -239,3 +239,26 @@ def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
     assert (cfg.policy, cfg.latency_slo_ms, cfg.max_wait_ms) == ("adaptive", 50.0, 1.0)
     # the live model served its own traffic only: the 120 replayed requests are not there
     assert 0 < engine.metrics("tiny").total_requests <= status.sent
+
+
+def test_a_replay_longer_than_the_trace_counts_every_batch_and_says_what_its_timeline_holds():
+    """An adversary (helper): 30,000 arrivals replayed with the trace's 20,000: 'batches'
+    and the mean batch came from the trace (766 batches holding 20,014 rows) beside
+    requests=30,000, unsaid. They come from the copy's counters now, and the result says
+    what the timelines leave out."""
+    from core import Engine, EngineConfig
+    from core.lab import replay
+    from core.models import build_demo_model
+    with Engine(EngineConfig(demo_models=False, trace_requests=50)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        engine.configure("tiny", max_batch_size=4, max_wait_ms=1.0)
+        res = replay(engine, "tiny", np.linspace(0.0, 0.3, 120).tolist(),
+                     policies=["deadline"])
+        row = res["summary"].iloc[0]
+        assert row["requests"] == 120 and len(res["timelines"]["deadline"]) == 50
+        assert row["batches"] >= 30 and row["mean_batch_rows"] * row["batches"] == 120
+        assert res["timeline_note"] == ("the timelines hold each run's last 50 of 120 requests "
+                                        "(deadline): the trace keeps the last "
+                                        "EngineConfig.trace_requests; the table counts them all")
+        short = replay(engine, "tiny", [0.0, 0.01, 0.02], policies=["deadline"])
+        assert short["timeline_note"] is None

@@ -207,8 +207,10 @@ class ABExperiment:
         digest = hashlib.blake2b(f"{self.name}\x00{key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
-    def watch_shadow(self, a_fut: Future, b_fut: Future) -> None:
-        """Compare A's and B's outputs once both are done (shadow mode)."""
+    def watch_shadow(self, a_fut: Future, b_fut: Future,
+                     a_outputs: list[dict[str, Any]] | None = None) -> None:
+        """Compare A's and B's outputs once both are done (shadow mode): A's as they left
+        the model when ``a_outputs`` holds them (its caller may have changed its own)."""
         pending = [2]
         lock = threading.Lock()
         shadow = self.shadow     # (the segment the pair was sent in, as its arms' metrics)
@@ -223,7 +225,8 @@ class ABExperiment:
                 return
             if a_fut.cancelled() or a_fut.exception() is not None:
                 return
-            shadow.compare(a_fut.result().outputs, b_fut.result().outputs)
+            shadow.compare(a_outputs[0] if a_outputs else a_fut.result().outputs,
+                           b_fut.result().outputs)
 
         a_fut.add_done_callback(done)
         b_fut.add_done_callback(done)

@@ -42,9 +42,10 @@ RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
 _COMPLETE_COST_S = 5e-6
 
 
-def queue_timeout_message(model: str, waited_s: float) -> str:
+def queue_timeout_message(model: str, waited_s: float, timeout_s: float | None = None) -> str:
+    limit = f" of {timeout_s * 1000:g} ms" if timeout_s is not None else ""
     return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, past "
-            "its timeout; raise timeout_ms or lower the load")
+            f"its timeout{limit}; raise timeout_ms or lower the load")
 
 
 class Executor:
@@ -106,7 +107,8 @@ class Executor:
                     continue
                 if now > r._deadline:
                     self.ledger.fail([r], RequestTimeoutError(
-                        queue_timeout_message(self.name, now - r._t_submit)),
+                        queue_timeout_message(self.name, now - r._t_submit,
+                                              r._deadline - r._t_submit)),
                         notify_queue=False)
                 else:
                     live.append(r)

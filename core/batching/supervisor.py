@@ -118,11 +118,13 @@ class Supervisor:
         n = 0
         for r in overdue:
             if r in queued:
-                msg = queue_timeout_message(self.name, now - r._t_submit)
+                msg = queue_timeout_message(self.name, now - r._t_submit,
+                                            r._deadline - r._t_submit)
             else:
                 msg = (f"request to model {self.name!r} was still running after "
-                       f"{(now - r._t_submit) * 1000:.1f} ms, past its timeout: the model "
-                       "may be hung or far too slow for this timeout")
+                       f"{(now - r._t_submit) * 1000:.1f} ms, past its timeout of "
+                       f"{(r._deadline - r._t_submit) * 1000:g} ms: the model may be hung "
+                       "or far too slow for this timeout")
             n += self.ledger.fail([r], RequestTimeoutError(msg))
         return n
 

@@ -263,15 +263,16 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     def predict(self, name: str, x: Any, timeout: float | None = None,
                 key: Any = None, *, timeout_ms: float | None = None,
-                priority: int | None = None) -> Prediction:
+                priority: int | None = None, check: Any = None) -> Prediction:
         """``submit(name, x, timeout_ms).result()``: the prediction, or the request's error.
 
         ``timeout_ms`` defaults to the model's ``timeout_ms``; past it the request is
         settled with :class:`RequestTimeoutError` (and counted as such). ``timeout`` in
-        seconds is the older spelling of the same limit.
+        seconds is the older spelling of the same limit (the third argument, in seconds
+        here where ``submit``'s is in milliseconds: name it).
         """
         return self._router.predict(name, x, timeout, key, timeout_ms=timeout_ms,
-                                    priority=priority)
+                                    priority=priority, check=check)
 
     # -- metrics -----------------------------------------------------------------------
     def metrics(self, name: str, window_s: float | None = None) -> MetricsSnapshot:

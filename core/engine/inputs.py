@@ -11,11 +11,10 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, ResourceLimitError
-from core.models import MAX_INPUT_BYTES, SampleInputs, input_file, read_inputs
+from core.models import MAX_INPUT_BYTES, SampleInputs, input_bytes, read_inputs
 
 __all__ = ["InputMethods", "GENERATED"]
 
@@ -32,18 +31,17 @@ class InputMethods:
     _inputs: dict[str, SampleInputs]
     _events: Any
 
-    def set_inputs(self, name: str, data: bytes | str | Path,
+    def set_inputs(self, name: str, data: Any,
                    filename: str | None = None, label: str | None = None,
                    preprocess: str | dict[str, Any] | None = None) -> str:
         """Give model ``name`` real inputs: a file's bytes (``filename`` says its kind:
-        .npy, .npz, .csv, .parquet, perf_analyzer's .json, or a .zip of images) or a path
-        (a folder: its images). Checked against the model's inputs; from now on generated
+        .npy, .npz, .csv, .parquet, perf_analyzer's .json, or a .zip of images), a path
+        (a folder: its images), a numpy array, or a dict of arrays named like the inputs. Checked against the model's inputs; from now on generated
         load draws from them. Returns what they are (``"real: iris.csv (150 samples)"``);
         ``label`` names them instead of the file. ``preprocess`` declares how images become
         the model's input: a preset ("imagenet", "unit", "symmetric", "raw") or a dict of
         it and overrides (:mod:`core.models.images`)."""
-        if isinstance(data, (str, Path)):
-            filename, data = input_file(data, filename)
+        filename, data = input_bytes(data, filename)
         if not filename:
             raise ConfigError("set_inputs needs filename= with the bytes (its suffix says "
                               "how to read them: .npy, .npz, .csv, .parquet, .json, .zip)")

@@ -12,6 +12,8 @@ import time
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable
 
+import numpy as np
+
 from core.ab import ABExperiment
 from core.batching import Prediction, Request
 from core.config import check_timeout_ms
@@ -41,6 +43,9 @@ class Router:
                key: Any = None, priority: int | None = None, check: Any = None) -> Future:
         if priority is not None:
             check_priority(priority)
+        if check is not None and not callable(check):   # (it failed later, as an error)
+            raise ConfigError(f"check must be a function of the prediction (raising to "
+                              f"refuse the answer), got {type(check).__name__}")
         entry = self.registry.models.get(name)
         if entry is not None:
             return self._submit_model(name, entry, x, timeout_ms, None, None, None, priority,
@@ -51,10 +56,21 @@ class Router:
         arm, model = exp.route(key)
         if exp.mode == "bandit":
             return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check)
+        if exp.mode != "shadow":
+            return self._submit_model(model, None, x, timeout_ms, exp.labels[arm],
+                                      exp.sinks[arm], name, priority, check)
+        kept: list[dict[str, Any]] = []
+
+        def keep(pred: Prediction, own: Any = check) -> None:
+            # A's answer as it left the model, before its caller holds it: compared with
+            # B's, it cannot change with what the caller does to it (np.exp(p, out=p))
+            kept.append({k: v.copy() if isinstance(v, np.ndarray) else v
+                         for k, v in pred.outputs.items()})
+            if own is not None:
+                own(pred)
         fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
-                                 name, priority, check)
-        if exp.mode == "shadow":
-            self._shadow_copy(exp, x, fut)
+                                 name, priority, keep)
+        self._shadow_copy(exp, x, fut, kept)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
@@ -114,18 +130,21 @@ class Router:
         bandit.watch(arm, fut, t0)
         return fut
 
-    def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future) -> None:
-        """Send a copy of a request to arm B; nothing about it can reach the caller."""
+    def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future,
+                     a_outputs: list[dict[str, Any]]) -> None:
+        """Send a copy of a request to arm B; nothing about it can reach the caller.
+        ``a_outputs``: A's answer as it left the model (filled before A is settled)."""
         try:
             b_fut = self._submit_model(exp.b, None, x, None, exp.labels["b"], exp.shadow_sinks,
                                        experiment=exp.name)
         except BatchlabError:
             exp.shadow.failed()
             return
-        exp.watch_shadow(a_fut, b_fut)
+        exp.watch_shadow(a_fut, b_fut, a_outputs)
 
     def predict(self, name: str, x: Any, timeout: float | None = None, key: Any = None, *,
-                timeout_ms: float | None = None, priority: int | None = None) -> Prediction:
+                timeout_ms: float | None = None, priority: int | None = None,
+                check: Any = None) -> Prediction:
         if timeout is not None:
             if timeout_ms is not None:
                 raise ConfigError("pass timeout_ms (milliseconds) or timeout (seconds), "
@@ -133,7 +152,7 @@ class Router:
             timeout_ms = timeout * 1000.0
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)
-        fut = self.submit(name, x, timeout_ms, key, priority)
+        fut = self.submit(name, x, timeout_ms, key, priority, check)
         if timeout_ms is None:
             entry = self.registry.models.get(name)
             t_ms = entry.served.config.timeout_ms if entry is not None else None

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.errors import ConfigError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import open_loop
@@ -71,11 +72,11 @@ def _numeric(text: str) -> bool:
 def check_arrivals(arr: np.ndarray) -> None:
     """Refuse arrivals a replay does not take (too many, too long a span), saying why."""
     if len(arr) > MAX_REPLAY_ARRIVALS:
-        raise ValueError(f"{len(arr):,} arrivals; a replay takes at most "
+        raise ConfigError(f"{len(arr):,} arrivals; a replay takes at most "
                          f"{MAX_REPLAY_ARRIVALS:,} (cut the file)")
     span = float(arr.max() - arr.min()) if len(arr) else 0.0
     if span > MAX_REPLAY_SPAN_S:
-        raise ValueError(f"the arrivals span {span:,.0f} s; a replay takes at most "
+        raise ConfigError(f"the arrivals span {span:,.0f} s; a replay takes at most "
                          f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
                          "must be seconds)")
 
@@ -94,7 +95,7 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
             frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
     except (ValueError, pd.errors.ParserError) as err:
-        raise ValueError(f"the arrivals file is not a CSV file ({err}); expected a column "
+        raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
                          "arrived_s of times in seconds, one arrival per row") from None
     if "arrived_s" in frame:
         col = frame["arrived_s"]
@@ -103,17 +104,17 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
     elif frame.shape[1] == 1:
         col = frame.iloc[:, 0]
     else:
-        raise ValueError("the arrivals file has no arrived_s column (columns: "
+        raise ConfigError("the arrivals file has no arrived_s column (columns: "
                          f"{', '.join(map(str, frame.columns[:8]))}); expected a column "
                          "arrived_s of times in seconds, one arrival per row")
     values = pd.to_numeric(col, errors="coerce")
     bad = int(values.isna().sum()) + int((~np.isfinite(values.fillna(0))).sum())
     if bad:
-        raise ValueError(f"{bad} arrival time(s) in the file are not finite numbers (first "
+        raise ConfigError(f"{bad} arrival time(s) in the file are not finite numbers (first "
                          f"rows: {', '.join(map(str, col.head(3).tolist()))}); expected "
                          "seconds, e.g. 0.0, 0.0031, 0.0047")
     if len(values) == 0:
-        raise ValueError("the arrivals file has no rows: nothing to replay")
+        raise ConfigError("the arrivals file has no rows: nothing to replay")
     arr = np.sort(values.to_numpy(dtype=np.float64))
     check_arrivals(arr)
     return (arr - arr[0]).tolist()
@@ -126,15 +127,15 @@ def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
     policies = tuple(policies) if policies else replay_policies()
     unknown = [p for p in policies if p not in registered()]
     if unknown:
-        raise ValueError(f"unknown policy {unknown[0]!r}; registered: "
+        raise ConfigError(f"unknown policy {unknown[0]!r}; registered: "
                          f"{', '.join(registered())}")
     if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
-        raise ValueError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
+        raise ConfigError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
     arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
     if len(arr) == 0:
-        raise ValueError("no arrivals to replay: run some traffic first")
+        raise ConfigError("no arrivals to replay: run some traffic first")
     if not np.isfinite(arr).all():
-        raise ValueError("arrival times must be finite numbers of seconds")
+        raise ConfigError("arrival times must be finite numbers of seconds")
     check_arrivals(arr)
     return policies, arr
 
@@ -167,8 +168,9 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     Returns ``{"summary": DataFrame (policy, requests, p50_ms, p99_ms, mean_batch_rows,
     batches, slo_ms, within_slo: the share of requests answered within ``slo_ms``,
     goodput_rps: those per second of the run), "timelines": {policy: DataFrame}, "copy":
-    its name, "cold": why the copy could not be warmed up, or None}`` with each run's
-    timeline.
+    its name, "cold": why the copy could not be warmed up, or None, "timeline_note": what
+    the timelines leave out when a run outran the trace, or None}`` with each run's
+    timeline (batches and mean batch are counted by the copy's metrics: all of them).
 
     ``agents``: the arrivals are sent by that many load agents on the Ray cluster at
     ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
@@ -183,6 +185,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
                       description=f"private copy of {model} for a replay (unloaded after)",
                       source_label=f"replay of {model}", probe=False)
     rows, timelines = [], {}
+    traced: dict[str, tuple[int, int]] = {}   # policy: (in its timeline, sent)
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
         cold = _warm(engine, model, copy, stop)
@@ -215,18 +218,25 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             s = res.summary()
             f = res.frame
             within = int((f["ok"] & (f["latency_ms"] <= slo_ms)).sum())
-            ran = tl[tl["batch_id"] >= 0]
-            # per batch, as the Monitor's mean batch (every batch of the copy is the replay's)
-            per_batch = ran.groupby("batch_id")["batch_rows"].first()
+            # batches from the copy's counters (every batch of the copy is the replay's):
+            # the timeline is the trace's last trace_requests, which a long replay outruns
+            ran = engine.counters(copy)
+            if len(tl) < s["sent"]:
+                traced[policy] = (len(tl), int(s["sent"]))
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
                          "p99_ms": s["p99_ms"],
-                         "mean_batch_rows": float(per_batch.mean()) if len(per_batch)
+                         "mean_batch_rows": ran["rows"] / ran["batches"] if ran["batches"]
                          else float("nan"),
-                         "batches": int(len(per_batch)),
+                         "batches": int(ran["batches"]),
                          "slo_ms": float(slo_ms),
                          "within_slo": within / s["sent"] if s["sent"] else float("nan"),
                          "goodput_rps": within / res.duration_s if res.duration_s > 0
                          else float("nan")})
             if progress is not None:
                 progress(k + 1, len(policies), policy)
-    return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy, "cold": cold}
+    note = None if not traced else (
+        "the timelines hold each run's last " + ", ".join(
+            f"{n:,} of {sent:,} requests ({p})" for p, (n, sent) in traced.items())
+        + ": the trace keeps the last EngineConfig.trace_requests; the table counts them all")
+    return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy, "cold": cold,
+            "timeline_note": note}

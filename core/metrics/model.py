@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from core.errors import ConfigError
 from .histograms import _HistCopy, _hist, _us, _us_array, record_many
 from .seconds import _recent_rps, _Second, _series_rows
 from .snapshot import TIMESERIES_COLUMNS, MetricsSnapshot, _window_snapshot
@@ -266,7 +267,7 @@ class ModelMetrics:
         are the same either way."""
         if window_s is not None:
             if not window_s > 0:
-                raise ValueError(f"window_s must be > 0 seconds, got {window_s!r}")
+                raise ConfigError(f"window_s must be > 0 seconds, got {window_s!r}")
             return self._window(queue_depth, now, rate_window_s, float(window_s))
         with self._lock:
             now = self._clock() if now is None else now

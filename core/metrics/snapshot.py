@@ -64,6 +64,8 @@ class MetricsSnapshot:
     errors_by_type: dict[str, int]
     incidents: dict[str, int]
     queue_depth: int
+    #: successes a second over the last 5 whole seconds (the live rate, whatever
+    #: ``window_s``: a window's own rate is its ``success_count / window_s``)
     throughput_rps: float
     uptime_s: float
     recent_errors: list[dict[str, Any]] = field(default_factory=list)

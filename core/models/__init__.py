@@ -20,7 +20,7 @@ from .memory import (check_elements, current_rss_bytes, default_memory_budget, f
                      peak_rss_bytes)
 from .probe import probe_model
 from .inputs import INPUT_SUFFIXES, MAX_INPUT_BYTES, SampleInputs, read_inputs
-from .inputfile import input_file
+from .inputfile import input_bytes, input_file
 from .sampling import generated_values, ids_refused, narrowed, sample_input
 from .session import available_providers, create_session
 from .types import (OIP_DTYPES, ORT_DTYPES, ModelInfo, TensorSpec, batch_mode, interface,
@@ -32,7 +32,7 @@ __all__ = [
     "demo_description", "build_declared_shape", "build_loop_model", "build_memory_bomb",
     "LoadedModel", "load_model_bytes", "check_model_bytes", "read_model_source", "check_elements",
     "current_rss_bytes", "default_memory_budget", "format_bytes", "generated_input_limit",
-    "install_memory_budget", "memory_budget", "request_bytes_limit", "peak_rss_bytes", "probe_model", "sample_input", "generated_values", "narrowed", "ids_refused", "SampleInputs", "read_inputs", "input_file", "INPUT_SUFFIXES",
+    "install_memory_budget", "memory_budget", "request_bytes_limit", "peak_rss_bytes", "probe_model", "sample_input", "generated_values", "narrowed", "ids_refused", "SampleInputs", "read_inputs", "input_file", "input_bytes", "INPUT_SUFFIXES",
     "MAX_INPUT_BYTES",
     "available_providers", "create_session", "OIP_DTYPES", "ORT_DTYPES", "ModelInfo",
     "TensorSpec", "batch_mode", "interface", "oip_datatype", "onnx_type", "RequestValidator",

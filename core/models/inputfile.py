@@ -1,19 +1,27 @@
 """Sample inputs read where the caller is: a file, or a folder of images (zipped), each
-bounded before it is read (:func:`input_file`; :func:`~core.models.read_inputs` decodes).
+bounded before it is read (:func:`input_file`; :func:`~core.models.read_inputs` decodes);
+or a notebook's own arrays, as the file they would be (:func:`input_bytes`).
 
 Example:
     >>> filename, data = input_file("iris.csv")
+    >>> input_bytes(np.zeros((8, 4), np.float32))[0]
+    'array.npy'
 """
 
 from __future__ import annotations
 
+import io
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from core.errors import ConfigError, ResourceLimitError
 from .inputs import INPUT_SUFFIXES, MAX_INPUT_BYTES
 
-__all__ = ["input_file"]
+__all__ = ["input_file", "input_bytes"]
 
 
 def input_file(path: str | Path, filename: str | None = None) -> tuple[str, bytes]:
@@ -39,3 +47,31 @@ def input_file(path: str | Path, filename: str | None = None) -> tuple[str, byte
         raise ResourceLimitError(f"{path} is over the {limit:,} bytes read for sample inputs; "
                                  "use fewer samples")
     return filename or path.name, data
+
+
+def input_bytes(data: Any, filename: str | None = None) -> tuple[str | None, bytes]:
+    """What ``set_inputs`` was given, as a file's name and bytes: a path (read here, see
+    :func:`input_file`), a numpy array (as an ``.npy``), a dict of arrays named like the
+    model's inputs (an ``.npz``), or a file's bytes (``filename`` then says its kind)."""
+    try:
+        if isinstance(data, np.ndarray):
+            buf = io.BytesIO()
+            np.save(buf, data, allow_pickle=False)
+            return filename or "array.npy", buf.getvalue()
+        if isinstance(data, Mapping) and data and all(isinstance(v, np.ndarray)
+                                                      for v in data.values()):
+            buf = io.BytesIO()
+            np.savez(buf, allow_pickle=False, **{str(k): v for k, v in data.items()})
+            return filename or "arrays.npz", buf.getvalue()
+    except ValueError as err:       # (object arrays: nothing a model takes)
+        raise ConfigError(f"sample inputs must be arrays of numbers: {err}") from None
+    if isinstance(data, str) and ("\n" in data or len(data) > 4096):
+        raise ConfigError(f"set_inputs reads a str as a path, and this one holds text "
+                          f"({data[:40]!r}...): pass the file's bytes (text.encode()) with "
+                          "filename= saying its kind, e.g. filename='inputs.csv'")
+    if isinstance(data, (str, Path)):
+        return input_file(data, filename)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return filename, bytes(data)
+    raise ConfigError(f"set_inputs takes a path, a file's bytes, a numpy array or a dict of "
+                      f"arrays named like the model's inputs; got {type(data).__name__}")

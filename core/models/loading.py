@@ -78,7 +78,8 @@ class LoadedModel:
 
 def read_model_source(source: str | os.PathLike[str] | bytes | bytearray | memoryview,
                       max_bytes: int) -> tuple[bytes, str]:
-    """Bytes of a model given as a path or as bytes, with a label of where it came from."""
+    """Bytes of a model given as a path, as bytes or as an ``onnx.ModelProto``, with a label
+    of where it came from."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         label = "upload"
@@ -94,8 +95,13 @@ def read_model_source(source: str | os.PathLike[str] | bytes | bytearray | memor
             raise ModelLoadError(_too_big(size, max_bytes))
         data = path.read_bytes()
         label = str(path)
+    elif isinstance(source, onnx.ModelProto):   # (a notebook's model, built or converted)
+        if source.ByteSize() > max_bytes:
+            raise ModelLoadError(_too_big(source.ByteSize(), max_bytes))
+        data, label = source.SerializeToString(), "upload"
     else:
-        raise ModelLoadError(f"a model is a file path or bytes, got {type(source).__name__}")
+        raise ModelLoadError(f"a model is a file path, its bytes or an onnx.ModelProto, got "
+                             f"{type(source).__name__}")
     if len(data) > max_bytes:
         raise ModelLoadError(_too_big(len(data), max_bytes))
     return data, label

@@ -36,7 +36,7 @@ from core import errors
 from core.batching import Prediction
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
-from core.models import input_file, owned, read_model_source, request_bytes_limit
+from core.models import input_bytes, owned, read_model_source, request_bytes_limit
 from core.protocol import error_from, jsontext
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
@@ -364,10 +364,10 @@ class RemoteEngine:
     @functools.wraps(Engine.set_inputs)
     def set_inputs(self, name: str, data: Any, filename: str | None = None,
                    label: str | None = None, preprocess: Any = None) -> str:
-        # A path names a file or folder here, on the client: read it and send its bytes.
-        if isinstance(data, (str, Path)):
-            filename, data = input_file(data, filename)
-        return self._call("engine", "set_inputs", (name, bytes(data)),
+        # A path names a file or folder here, on the client: read it and send its bytes
+        # (an array, as the .npy it would be).
+        filename, data = input_bytes(data, filename)
+        return self._call("engine", "set_inputs", (name, data),
                           {"filename": filename, "label": label, "preprocess": preprocess})
 
     # -- lifecycle ---------------------------------------------------------------------
