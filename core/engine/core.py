@@ -228,9 +228,9 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
 
     # -- batching configuration -----------------------------------------------------
     def configure(self, name: str, **changes: Any) -> BatchConfig:
-        """Change ``max_batch_size``, ``max_wait_ms``, ``policy``, ``max_queue``,
-        ``timeout_ms`` or ``latency_slo_ms`` of ``name`` live; queued requests are kept.
-        Returns the new config."""
+        """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
+        ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
+        the new config."""
         entry = self._ns.entry(name)
         before = entry.served.config
         cfg = configure(name, entry, self._lock, changes)
