@@ -537,6 +537,38 @@ def test_no_request_is_lost_between_segments_while_traffic_runs():
         assert arms == engine.metrics("exp").total_requests == sum(sent)
 
 
+def test_an_earlier_segment_is_reported_as_it_was_before_the_change():
+    """A reviewer (helper): update_ab changed the mode or the arms before the segment was
+    swapped, so the ended segment was reported with the new mode (a shadow segment's 20
+    comparisons gone) and the new arms' names, and requests routed to the new arm in
+    between were counted in it. The swap happens in the same step as the change."""
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", mode="shadow")
+        x = engine.sample_input("clf-v1")
+        for _ in range(20):
+            engine.predict("exp", x)
+        pause, waited = threading.Event(), 0.0
+        while engine.ab_report("exp").shadow["compared_requests"] < 20:   # B's copies
+            assert waited < WAIT_S, engine.ab_report("exp").shadow
+            pause.wait(0.01)
+            waited += 0.01
+        engine.update_ab("exp", mode="random")
+        rep = engine.ab_report("exp")
+        seg = rep.previous_segments[-1]["report"]
+        assert seg["mode"] == "shadow" and seg["shadow"]["compared_requests"] == 20
+        assert rep.segment == 2 and rep.segment_reason == "routing is now random"
+        for _ in range(10):
+            engine.predict("exp", x)
+        engine.update_ab("exp", a="clf-v2", b="clf-v1")
+        rep = engine.ab_report("exp")
+        seg = rep.previous_segments[-1]["report"]
+        assert (seg["a"], seg["b"], seg["total_requests"]) == ("clf-v1", "clf-v2", 10)
+        assert rep.segment_reason == "arm A is now 'clf-v2'; arm B is now 'clf-v1'"
+        # the metrics of an ended segment are let go once a newer one ended (bounded)
+        exp = engine._router.experiments.get("exp")
+        assert ["_of" in e for e in exp.previous_segments] == [False, True]
+
+
 def test_the_verdicts_interval_is_of_the_difference_its_words_name():
     """'B is faster by 1.53 ms (95% CI -1.61 to -1.45)' read as a contradiction on the page:
     the interval is now of what the words name, faster or slower by, both positive."""

@@ -44,8 +44,12 @@ from core.config import _check_choice, _check_float
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
 
-#: Earlier comparison segments kept per experiment (their reports, a few KB each).
+#: Earlier comparison segments kept per experiment (their reports, a few KB each; the
+#: latest also keeps its arms' metrics for a while, see ``ABExperiment._bring_up_to_date``).
 _KEEP_SEGMENTS = 5
+#: How long an earlier segment keeps its metrics to count requests sent before the change
+#: that settle after it, once nothing more has settled in it (s).
+_SETTLE_S = 120.0
 
 __all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
 
@@ -233,7 +237,9 @@ class ABExperiment:
 
     def update(self, b_share: float | None = None, a: str | None = None,
                b: str | None = None, mode: str | None = None,
-               bandit_slo_ms: float | None = None, bandit_floor: float | None = None) -> None:
+               bandit_slo_ms: float | None = None, bandit_floor: float | None = None) -> bool:
+        """Change the split, the arms, the mode or the bandit's settings; True when another
+        arm or mode began a new segment, in the same step (name it: :meth:`name_segment`)."""
         new_bandit = None
         if bandit_slo_ms is not None or bandit_floor is not None:
             new_bandit = self._new_bandit(   # checked before anything changes
@@ -248,6 +254,10 @@ class ABExperiment:
             new_b = b if b is not None else self.b
             if new_a == new_b:
                 raise ConfigError(f"arms a and b must be two different models, got {new_a!r} twice")
+            # (the old segment as it was, its mode's figures too, and no request routed to
+            # a new arm counted in it: swapped under the lock routing reads)
+            began = (new_a, new_b) != (self.a, self.b) or (mode is not None and mode != self.mode)
+            entry = self._swap_locked(None) if began else None
             self.a, self.b = new_a, new_b
             if b_share is not None:
                 self.b_share = float(b_share)
@@ -255,6 +265,14 @@ class ABExperiment:
                 self.mode = mode
         if new_bandit is not None:
             self.bandit = new_bandit
+        if entry is not None:
+            self._settle_previous()
+        return began
+
+    def name_segment(self, reason: str) -> None:
+        """Say why the segment under way began (after :meth:`update` began it)."""
+        with self._lock:
+            self.segment_reason = reason
 
     def reset_metrics(self) -> None:
         for m in self.metrics.values():
@@ -275,24 +293,39 @@ class ABExperiment:
         The old segment's report is kept and brought up to date when a request sent
         before the change settles after it. (The experiment's own totals, every caller's
         request, go on.)"""
+        with self._lock:
+            self._swap_locked(reason)
+        self._settle_previous()
+
+    def _settle_previous(self) -> None:
+        """Every earlier segment's report brought up to date (and the metrics of those a
+        newer segment ended let go)."""
+        with self._lock:
+            previous = list(self.previous_segments)
+        for entry in previous:
+            self._bring_up_to_date(entry)
+
+    def _swap_locked(self, reason: str | None) -> dict[str, Any]:
+        """(Lock held.) The segment under way ends: new metrics, shadow figures and bandit
+        in its place; returns its entry, kept with its own until they settle."""
         fresh = {arm: ModelMetrics(self._seconds, keep_samples=_SAMPLES_PER_ARM)
                  for arm in ("a", "b")}
-        with self._lock:
-            old = self._state()
-            entry: dict[str, Any] = {"segment": self.segment, "reason": self.segment_reason,
-                                     "started": self.segment_started, "ended": time.time()}
-            self.metrics = fresh
-            self.sinks = {"a": (fresh["a"], self.callers), "b": (fresh["b"], self.callers)}
-            self.shadow_sinks = (fresh["b"],)
-            self.shadow = ShadowStats()
-            self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
-            self.segment += 1
-            self.segment_reason = reason
-            self.segment_started = entry["ended"]
-            entry["_of"] = old
-            entry["_counted"] = -1
-            self.previous_segments.append(entry)
-        self._bring_up_to_date(entry)
+        entry: dict[str, Any] = {"segment": self.segment, "reason": self.segment_reason,
+                                 "started": self.segment_started, "ended": time.time(),
+                                 "_of": self._state(), "_counted": None,
+                                 "_seen": time.monotonic()}
+        for older in self.previous_segments:   # (one segment's metrics kept at a time)
+            older["_final"] = True
+        self.metrics = fresh
+        self.sinks = {"a": (fresh["a"], self.callers), "b": (fresh["b"], self.callers)}
+        self.shadow_sinks = (fresh["b"],)
+        self.shadow = ShadowStats()
+        self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
+        self.segment += 1
+        self.segment_reason = reason
+        self.segment_started = entry["ended"]
+        self.previous_segments.append(entry)
+        return entry
 
     def _state(self) -> dict[str, Any]:
         """(Lock held.) What one segment's report is made of."""
@@ -302,20 +335,29 @@ class ABExperiment:
                             "segment_started": self.segment_started}}
 
     def _bring_up_to_date(self, entry: dict[str, Any]) -> None:
-        """An earlier segment's report again if requests settled in it since it was made."""
-        of = entry["_of"]
-        counted = sum(m.totals()["total_requests"] for m in of["metrics"].values())
+        """An earlier segment's report again if anything settled in it since it was made
+        (a request, a shadow comparison, a bandit's outcome); its metrics are let go once
+        a newer segment ended or nothing settled for :data:`_SETTLE_S` (bounded memory)."""
+        of = entry.get("_of")
+        if of is None:
+            return
+        bandit = of["bandit"]
+        counted = (sum(m.totals()["total_requests"] for m in of["metrics"].values()),
+                   of["shadow"].compared, of["shadow"].b_failed,
+                   sum(bandit.wins.values()) + sum(bandit.losses.values()))
+        now = time.monotonic()
         if counted != entry["_counted"]:
             report = self._report_of(of).to_dict()
             report.pop("previous_segments", None)
-            entry["report"], entry["_counted"] = report, counted
+            entry["report"], entry["_counted"], entry["_seen"] = report, counted, now
+        if entry.get("_final") or now - entry["_seen"] > _SETTLE_S:
+            entry.pop("_of", None)
 
     def report(self, detect_ms: float | None = None) -> ABReport:
         with self._lock:
             state = self._state()
             previous = list(self.previous_segments)
-        for entry in previous:
-            self._bring_up_to_date(entry)
+        self._settle_previous()
         return self._report_of(state, detect_ms, [
             {k: v for k, v in e.items() if not k.startswith("_")} for e in previous])
 

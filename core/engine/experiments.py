@@ -101,13 +101,13 @@ class ExperimentRoom:
             if a is not None or b is not None:
                 self.check_arms(a if a is not None else exp.a, b if b is not None else exp.b)
             before = (exp.a, exp.b, exp.mode, exp.b_share, exp.bandit.slo_ms, exp.bandit.floor)
-            exp.update(b_share=b_share, a=a, b=b, mode=mode, **(bandit or {}))
+            began = exp.update(b_share=b_share, a=a, b=b, mode=mode, **(bandit or {}))
         changes = [f"arm {arm} is now {new!r}" for arm, old, new in
                    (("A", before[0], exp.a), ("B", before[1], exp.b)) if old != new]
         if exp.mode != before[2]:
             changes.append(f"routing is now {exp.mode}")
-        if changes:
-            exp.new_segment("; ".join(changes))
+        if began:   # (begun by update, in the same step as the change)
+            exp.name_segment("; ".join(changes))
         if exp.b_share != before[3]:
             changes.append(f"B's share {before[3]:.2f} → {exp.b_share:.2f}")
         if (exp.bandit.slo_ms, exp.bandit.floor) != before[4:]:
