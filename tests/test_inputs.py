@@ -292,7 +292,7 @@ def test_columns_that_are_not_numbers_are_named_without_being_decoded(monkeypatc
                                  r"numeric column\(s\) \['a', 'b', 'c'\]"):
             engine.set_inputs("m", text, "t.csv")
         # only the numbers-only read and looks at the first row(s)
-        assert all(k.get("dtype") is np.float64 or k.get("nrows") in (0, 100) for k in calls)
+        assert all(k.get("dtype") is np.float64 or k.get("nrows") in (1, 100) for k in calls)
         late = b"a,b,c\n" + b"1,2,3\n" * 200 + b"1,x,3\n"   # past the rows looked at
         with pytest.raises(InputValidationError, match="not every value is a number"):
             engine.set_inputs("m", late, "late.csv")
@@ -322,8 +322,14 @@ def test_a_table_says_how_it_was_read_a_headerless_csv_keeps_its_first_row():
         text = engine.set_inputs("m", b"1,2,3\n4,5,6\n7,8,9\n", "g.csv")
         assert text == "real: g.csv, no header row: the first row is a sample (3 samples)"
         assert engine.real_inputs("m").arrays["x"][0].tolist() == [1, 2, 3]
-        # a repeated number in the first row (pandas renames the second "1" to "1.1")
+        # a repeated number in the first row (pandas renames the second "1" to "1.1", the
+        # second "0.5" to "0.5.1": a reviewer), an empty first cell ("Unnamed: 0")
         assert "2 samples" in engine.set_inputs("m", b"1,1,3\n4,5,6", "dup.csv")
+        text = engine.set_inputs("m", b"0.5,0.5,0.5\n1,2,3\n", "halves.csv")
+        assert text == "real: halves.csv, no header row: the first row is a sample (2 samples)"
+        text = engine.set_inputs("m", b",2,3\n1,2,3\n", "gap.csv")
+        assert text == ("real: gap.csv, no header row: the first row is a sample, 1 missing "
+                        "value sent as NaN (2 samples)")
         # pandas' default names: a header, as DataFrame(array).to_csv(index=False) writes
         named = pd.DataFrame(np.arange(6.0).reshape(2, 3)).to_csv(index=False).encode()
         assert engine.set_inputs("m", named, "df.csv") == "real: df.csv (2 samples)"

@@ -123,7 +123,7 @@ def test_path_source_errors(tmp_path):
     big.write_bytes(b"x" * 2048)
     with pytest.raises(ModelLoadError, match="over the limit"):
         read_model_source(big, 1024)
-    with pytest.raises(ModelLoadError, match="file path or bytes"):
+    with pytest.raises(ModelLoadError, match="a file path, its bytes or an onnx.ModelProto, got int"):
         read_model_source(12345, 1024)  # type: ignore[arg-type]
 
 
@@ -568,3 +568,29 @@ def test_traffic_to_an_experiment_checks_the_inputs_it_sends_and_follows_its_arm
     # the engine gives its own objects back: the generator's key is stable between looks
     assert engine.model_info("wide") is engine.model_info("wide")
     assert engine.real_inputs("wide") is engine.real_inputs("wide")
+
+
+def test_a_failed_redraw_is_tried_again_and_a_drawn_whole_input_is_not_copied():
+    """A reviewer (helper): the inputs' watch kept the new key before drawing, so a draw
+    that failed was never tried again; and a whole input drawn from real inputs (a view of
+    a writable array) was copied at every submit under the read-only-view rule."""
+    from core.lab.traffic import InputsWatch
+    from core.models import SampleInputs, owned
+    calls = {"n": 0}
+    source = {"key": object()}
+
+    def sample(rng):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the model is being swapped")
+        return calls["n"]
+    watch = InputsWatch(sample, lambda: (source["key"],), 1, 0)
+    assert watch.fresh() is None
+    source["key"] = object()
+    with pytest.raises(RuntimeError):
+        watch.fresh()
+    assert watch.fresh() == [2]            # tried again at the next look
+    assert watch.fresh() is None
+    real = SampleInputs({"x": np.ones((3, 2, 2), np.float32)}, "f.npy", exact=True)
+    x = real.draw()
+    assert owned(x) is x

@@ -76,13 +76,17 @@ def test_an_experiments_timeline_has_its_arms(engine):
         assert engine.predict("rev", engine.sample_input("clf-v1")).arm == "b"
     rev = engine.timeline("rev", last_s=None)
     assert len(rev) == 5 and set(rev["arm"]) == {"b"}
+    import pickle       # (a label travels as the plain string: Ray, multiprocessing)
+    label = engine.predict("rev", engine.sample_input("clf-v1")).arm
+    assert label.experiment == "rev" and type(pickle.loads(pickle.dumps(label))) is str
     assert len(engine.timeline("exp", last_s=None)) == 30
+    assert len(engine.timeline("rev", last_s=None)) == 6
     # over the control API too (the label travels as the plain string)
     from core.serving import EngineServer, RemoteEngine
     with EngineServer(engine, port=0) as server:
         remote = RemoteEngine(server.url)
         far = remote.timeline("rev", last_s=None)
-        assert len(far) == 5 and far["arm"].tolist() == ["b"] * 5
+        assert len(far) == 6 and far["arm"].tolist() == ["b"] * 6
         assert remote.predict("exp", engine.sample_input("clf-v1")).arm in ("a", "b")
         remote.close()
     engine.delete_ab("rev")

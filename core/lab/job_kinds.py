@@ -241,7 +241,6 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
             "recorded_burst": int(recorded_burst)}
 
 
-#: kind -> (work(engine, job, target, **params), exclusive per target)
 #: What a job's ``**kw`` is handed to, and the parameters of that function the job sets
 #: itself (with what to give instead): ``start_job`` refuses any other name up front, where a
 #: name handed on used to start a job that failed with a TypeError (slo_ms=, a typo).
@@ -252,6 +251,7 @@ PASSED_ON: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
                               "min_throughput_rps, max_memory_mib", "progress": "", "stop": ""}),
 }
 
+#: kind -> (work(engine, job, target, **params), exclusive per target)
 JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
     "sweep": (_sweep, True),
     "search": (_search, True),

@@ -221,8 +221,8 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             # batches from the copy's counters (every batch of the copy is the replay's):
             # the timeline is the trace's last trace_requests, which a long replay outruns
             ran = engine.counters(copy)
-            if len(tl) < s["sent"]:
-                traced[policy] = (len(tl), int(s["sent"]))
+            if len(tl) < s["sent"] and len(tl) >= engine.config.trace_requests:
+                traced[policy] = (len(tl), int(s["sent"]))   # (the trace full: not refusals)
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
                          "p99_ms": s["p99_ms"],
                          "mean_batch_rows": ran["rows"] / ran["batches"] if ran["batches"]

@@ -53,8 +53,9 @@ class InputsWatch:
         key = self._key_of()
         if len(key) == len(self._key) and all(a is b for a, b in zip(key, self._key)):
             return None
-        self._key = key
-        return [self._sample(self._rng) for _ in range(self._n)]
+        drawn = [self._sample(self._rng) for _ in range(self._n)]
+        self._key = key   # (after the draw: one that failed is tried again at the next look)
+        return drawn
 
 
 class SenderThread:

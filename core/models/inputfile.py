@@ -53,6 +53,11 @@ def input_bytes(data: Any, filename: str | None = None) -> tuple[str | None, byt
     """What ``set_inputs`` was given, as a file's name and bytes: a path (read here, see
     :func:`input_file`), a numpy array (as an ``.npy``), a dict of arrays named like the
     model's inputs (an ``.npz``), or a file's bytes (``filename`` then says its kind)."""
+    arrays = [data] if isinstance(data, np.ndarray) else list(data.values()) \
+        if isinstance(data, Mapping) else []
+    if (size := sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))) > 4 * MAX_INPUT_BYTES:
+        raise ResourceLimitError(f"{size:,} bytes of arrays, over the {4 * MAX_INPUT_BYTES:,} "
+                                 "read for sample inputs; use fewer samples")
     try:
         if isinstance(data, np.ndarray):
             buf = io.BytesIO()

@@ -55,6 +55,8 @@ class SampleInputs:
     """A model's real inputs: one array per input, samples along the first axis."""
 
     def __init__(self, arrays: dict[str, np.ndarray], source: str, exact: bool) -> None:
+        for a in arrays.values():   # (a whole input drawn is a view: read-only all through,
+            a.flags.writeable = False   # submit takes it as it is, see validation.owned)
         self.arrays = arrays
         self.source = source
         self.exact = exact  # a sample is a whole input (a model of one fixed shape)

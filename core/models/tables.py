@@ -24,16 +24,19 @@ from .types import ModelInfo
 __all__ = ["read_table"]
 
 
-def _a_sample(names: list[str]) -> bool:
-    """Whether a CSV's first row, read as column names, is a sample: all numbers (pandas
-    renames a repeated name "1" to "1.1": still a number), and not 0, 1, 2, ... (the names
-    ``DataFrame(array).to_csv(index=False)`` writes)."""
+def _a_sample(data: bytes) -> bool:
+    """Whether a CSV's first row is a sample: its cells, read as text, all numbers or empty
+    (at least one a number), and not 0, 1, 2, ... (the names ``DataFrame(array).to_csv(
+    index=False)`` writes). (Read as column names, pandas renames a repeated "0.5" to
+    "0.5.1" and an empty one to "Unnamed: 1": not numbers any more.)"""
+    import pandas as pd
+    cells = [str(c).strip() for c in pd.read_csv(io.BytesIO(data), header=None, nrows=1,
+                                                  dtype=str, keep_default_na=False).iloc[0]]
     try:
-        for n in names:
-            float(n)
+        numbers = [float(c) for c in cells if c]
     except ValueError:
         return False
-    return bool(names) and names != [str(i) for i in range(len(names))]
+    return bool(numbers) and cells != [str(i) for i in range(len(cells))]
 
 
 def read_table(data: bytes, suffix: str, info: ModelInfo,
@@ -59,8 +62,9 @@ def read_table(data: bytes, suffix: str, info: ModelInfo,
         if suffix == ".csv":
             # (a first row of numbers is a sample: read as names, it was lost unsaid)
             header = 0
-            with contextlib.suppress(ValueError, pd.errors.ParserError, UnicodeDecodeError):
-                if _a_sample([str(c) for c in pd.read_csv(io.BytesIO(data), nrows=0)]):
+            with contextlib.suppress(ValueError, IndexError, pd.errors.ParserError,
+                                     UnicodeDecodeError):
+                if _a_sample(data):
                     header = None
                     notes.append("no header row: the first row is a sample")
 

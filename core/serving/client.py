@@ -350,11 +350,23 @@ class RemoteEngine:
         check(pred)
         return pred
 
+    @functools.wraps(Engine.predict)
+    def predict(self, name: str, x: Any, *args: Any, check: Any = None,
+                **kwargs: Any) -> Prediction:
+        # (check runs here, on the answer, as submit's: a function does not travel)
+        if check is not None and not callable(check):
+            raise errors.ConfigError(f"check must be a function of the prediction (raising "
+                                     f"to refuse the answer), got {type(check).__name__}")
+        pred = self._call("engine", "predict", (name, x, *args), kwargs)
+        if check is not None:
+            check(pred)
+        return pred
+
     @functools.wraps(Engine.load_model)
     def load_model(self, source: Any, name: str | None = None, **kwargs: Any) -> Any:
         # A path names a file here, on the client: read it and send its bytes.
         data, where = read_model_source(source, self.config.max_model_bytes) \
-            if isinstance(source, (str, Path)) else (source, None)
+            if not isinstance(source, (bytes, bytearray, memoryview)) else (source, None)
         if where not in (None, "upload"):
             name = Path(where).stem if name is None else name
             kwargs.setdefault("source_label", where)
