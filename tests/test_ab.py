@@ -435,15 +435,21 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
     from core.ab import ABReport
     from core.metrics import ModelMetrics
 
-    def arm(rows: int):
+    def arm(rows: int, queue_ms: float = 1.0):
         m = ModelMetrics()
-        m.record_batch(rows=rows, reason="full", compute_s=0.001, queue_s=[0.001] * rows,
-                       failed={}, depth=0)
+        m.record_batch(rows=rows, reason="full", compute_s=0.001,
+                       queue_s=[queue_ms / 1e3] * rows, failed={}, depth=0)
         return m.snapshot()
     report = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8), "b": arm(2)})
-    assert "(mean 2.0 rows vs 8.0)" in report.confound_warning
+    assert re.search(r"\(mean 2\.0 rows vs 8\.0, 1\.0\d ms vs 1\.0\d ms at p50 in the queue\)",
+                     report.confound_warning), report.confound_warning
     assert ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8), "b": arm(8)}
                     ).confound_warning is None
+    # full batches on both arms that take the small arm nine times longer to fill (a
+    # reviewer): said, by the queue's wait
+    full = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8, 0.5), "b": arm(8, 4.5)})
+    assert re.search(r"\(mean 8\.0 rows vs 8\.0, 4\.5\d ms vs 0\.50 ms at p50 in the queue\)",
+                     full.confound_warning), full.confound_warning
     assert report.to_dict()["warnings"] == report.warnings
 
 

@@ -62,13 +62,18 @@ class ABReport:
             return None
         small = "b" if share < 0.5 else "a"
         big = "a" if small == "b" else "b"
-        # (batches as full on both arms, one request at a time say: the split changes no
-        # arm's wait, and "fill more slowly (mean 1.0 rows vs 1.0)" said it did)
-        if abs(share - 0.5) < 0.15 or rows[small] >= 0.95 * rows[big]:
+        wait = {arm: s.p50_queue_ms for arm, s in self.arms.items()}   # (a slow second
+        # on the small arm's few requests moves its mean, not its median)
+        # (batches as full and waits as long on both arms, one request at a time say: the
+        # split changes no arm's wait, and "fill more slowly (mean 1.0 rows vs 1.0)" said
+        # it did; full batches that take the small arm longer to fill are still said)
+        same = rows[small] >= 0.95 * rows[big] and not wait[small] > 1.25 * wait[big] + 0.25
+        if abs(share - 0.5) < 0.15 or same:
             return None
         return (f"Uneven split ({1 - share:.0%}/{share:.0%}): arm {small.upper()} sees "
                 f"{min(share, 1 - share):.0%} of the arrivals, so its batches fill more slowly "
-                f"(mean {rows[small]:.1f} rows vs {rows[big]:.1f}) and "
+                f"(mean {rows[small]:.1f} rows vs {rows[big]:.1f}, {wait[small]:.2f} ms vs "
+                f"{wait[big]:.2f} ms at p50 in the queue) and "
                 "its requests wait longer for reasons that are not the model. For a fair "
                 "latency comparison use shadow mode (both arms see every request).")
 
