@@ -231,7 +231,7 @@ def arms() -> None:
                                    for t in (seg["started"], seg["ended"]))
                 st.markdown(f"**Segment {seg['segment']}** ({span}"
                             + (f", after: {seg['reason']}" if seg["reason"] else "") + f"): "
-                            f"{fmt_num(seg['report']['total_requests'])} requests. "
+                            f"{seg['report']['total_requests']:,} requests. "
                             + (seg["report"]["verdict"] or "No verdict."))
     if full.bandit:
         waits = {}

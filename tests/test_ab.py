@@ -562,6 +562,7 @@ def test_an_earlier_segment_is_reported_as_it_was_before_the_change():
         rep = engine.ab_report("exp")
         seg = rep.previous_segments[-1]["report"]
         assert seg["mode"] == "shadow" and seg["shadow"]["compared_requests"] == 20
+        assert seg["total_requests"] == 20        # the callers' (B's copies are not more)
         assert rep.segment == 2 and rep.segment_reason == "routing is now random"
         for _ in range(10):
             engine.predict("exp", x)

@@ -256,3 +256,13 @@ def test_on_the_engine_the_report_reads_the_same_each_time(engine):
         assert all(r.bandit == state for r in reports)
     finally:
         engine.delete_ab("look")
+
+
+def test_the_caption_says_no_arm_is_ahead_before_any_outcome():
+    """A newcomer (helper): with no data the caption said "A is the better arm with
+    probability 50.7%" (the posterior's noise, said as a finding)."""
+    from core.ab.bandit import ThompsonBandit
+    from core.ui.bandit import bandit_caption
+    text = bandit_caption(ThompsonBandit(20.0, 0.05, seed=1).state(), "m1", "m2")
+    assert "No request has ended yet: neither arm is known to be better" in text
+    assert "probability" not in text

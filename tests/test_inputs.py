@@ -320,21 +320,22 @@ def test_a_table_says_how_it_was_read_a_headerless_csv_keeps_its_first_row():
     with Engine(demo_models=False) as engine:
         engine.load_model(identity_model(), name="m")
         text = engine.set_inputs("m", b"1,2,3\n4,5,6\n7,8,9\n", "g.csv")
-        assert text == "real: g.csv, no header row: the first row is a sample (3 samples)"
+        assert text == "real: g.csv; no header row, so its first row is a sample (3 samples)"
         assert engine.real_inputs("m").arrays["x"][0].tolist() == [1, 2, 3]
         # a repeated number in the first row (pandas renames the second "1" to "1.1", the
         # second "0.5" to "0.5.1": a reviewer), an empty first cell ("Unnamed: 0")
         assert "2 samples" in engine.set_inputs("m", b"1,1,3\n4,5,6", "dup.csv")
         text = engine.set_inputs("m", b"0.5,0.5,0.5\n1,2,3\n", "halves.csv")
-        assert text == "real: halves.csv, no header row: the first row is a sample (2 samples)"
+        assert text == "real: halves.csv; no header row, so its first row is a sample (2 samples)"
         text = engine.set_inputs("m", b",2,3\n1,2,3\n", "gap.csv")
-        assert text == ("real: gap.csv, no header row: the first row is a sample, 1 missing "
+        assert text == ("real: gap.csv; no header row, so its first row is a sample; 1 missing "
                         "value sent as NaN (2 samples)")
         # pandas' default names: a header, as DataFrame(array).to_csv(index=False) writes
         named = pd.DataFrame(np.arange(6.0).reshape(2, 3)).to_csv(index=False).encode()
-        assert engine.set_inputs("m", named, "df.csv") == "real: df.csv (2 samples)"
+        assert engine.set_inputs("m", named, "df.csv") == \
+            "real: df.csv; its first row, 0, 1, 2..., read as column names (2 samples)"
         text = engine.set_inputs("m", b"a,b,c\n1,,3\n4,5,6\n", "f.csv")
-        assert text == "real: f.csv, 1 missing value sent as NaN (2 samples)"
+        assert text == "real: f.csv; 1 missing value sent as NaN (2 samples)"
         assert np.isnan(engine.real_inputs("m").arrays["x"][0, 1])
         buf = io.BytesIO()
         pq.write_table(pa.table({"a": [1.0, None], "b": [None, 3.0], "c": [1.0, 2.0]}), buf)
@@ -363,7 +364,7 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
     taken = read_inputs(npy(np.array([[1.0, 2.0], [3.0, -4.0]])), "whole.npy", info)
     assert taken.arrays["ids"].dtype == np.int32
     assert taken.arrays["ids"].tolist() == [[1, 2], [3, -4]]
-    assert taken.describe() == "real: whole.npy, cast float64 to int32 (2 samples)"  # said
+    assert taken.describe() == "real: whole.npy; cast float64 to int32 (2 samples)"  # said
     same = read_inputs(npy(np.array([[1, 2]], np.int32)), "same.npy", info)
     assert same.describe() == "real: same.npy (1 sample)"
     with pytest.raises(InputValidationError, match=r"int32, and 1 value \(e\.g\. 0\.5\)"):

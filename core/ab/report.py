@@ -117,7 +117,10 @@ class ABReport:
         return text.strip()
 
     def to_dict(self) -> dict[str, Any]:
-        total = sum(s.total_requests for s in self.arms.values())
+        # the callers' requests: in shadow mode A's (B's copies are not more requests: a
+        # newcomer's shadow segment read 13.2k where callers sent 6,601)
+        total = (self.arms["a"].total_requests if self.mode == "shadow"
+                 else sum(s.total_requests for s in self.arms.values()))
         arms = {}
         for arm, s in self.arms.items():
             arms[arm] = {

@@ -152,7 +152,7 @@ class ExperimentRoom:
         if changed:
             self.events.add(exp.b, "settings", "given arm A's settings: "
                             + describe_changes(b_cfg, a_cfg))
-            self.arm_changed(exp.b, "given arm A's batch settings")
+            self.arm_changed(exp.b, "was given arm A's batch settings")
         return a_cfg
 
     def arm_changed(self, model: str, what: str) -> None:

@@ -53,8 +53,11 @@ class Namespace:
         if not replace:
             hint = ("pass replace=True to hot-swap it" if kind == "model" else
                     "use update_ab() to change it, or pass replace=True")
-            raise ConfigError(f"a {kind} named {name!r} is already loaded; {hint}, or choose "
-                              "another name")
+            what = "a model" if kind == "model" else "an A/B experiment"
+            where = "loaded" if kind == "model" else "running"
+            raise ConfigError(f"{what} named {name!r} is already {where}; {hint} (on the "
+                              f"{'Models' if kind == 'model' else 'A/B test'} page: open it "
+                              "there), or choose another name")
 
     def resolve(self, name: str) -> tuple[ModelEntry | None, ABExperiment | None]:
         """``(entry, None)`` for a model, ``(None, experiment)`` for an experiment; raises

@@ -270,7 +270,7 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
     cast = sorted({f"{v.dtype} to {arrays[n].dtype}" for n, v in columns.items()
                    if suffix in (".npy", ".npz") and v.dtype != arrays[n].dtype})
     notes += [f"cast {', '.join(cast)}"] if cast else []
-    samples = SampleInputs(arrays, ", ".join([where, *notes]), exact)
+    samples = SampleInputs(arrays, "; ".join([where, *notes]), exact)
     if samples.count == 0:
         raise _refuse(f"{where} holds no samples")
     if samples.nbytes > MAX_INPUT_BYTES:

@@ -3,12 +3,12 @@ features of the model's one 2-D input ``[N, C]``.
 
 How it was read is said, never silent (:func:`read_table`'s notes, shown with the inputs'
 source): a CSV whose first row is all numbers (other than pandas' default names 0, 1, 2,
-...) has no header, so that row is a sample, not column names; empty cells (and a Parquet file's nulls) are sent as NaN.
+..., read as a header and said) has no header, so that row is a sample; empty cells (and a Parquet file's nulls) are sent as NaN.
 
 Example:
     >>> x, notes = read_table(b"1,2,3\\n4,5,,\\n", ".csv", info, "f.csv")
     >>> x.shape, notes
-    ((2, 3), ['no header row: the first row is a sample', '1 missing value sent as NaN'])
+    ((2, 3), ['no header row, so its first row is a sample', '1 missing value sent as NaN'])
 """
 
 from __future__ import annotations
@@ -24,19 +24,22 @@ from .types import ModelInfo
 __all__ = ["read_table"]
 
 
-def _a_sample(data: bytes) -> bool:
-    """Whether a CSV's first row is a sample: its cells, read as text, all numbers or empty
-    (at least one a number), and not 0, 1, 2, ... (the names ``DataFrame(array).to_csv(
-    index=False)`` writes). (Read as column names, pandas renames a repeated "0.5" to
-    "0.5.1" and an empty one to "Unnamed: 1": not numbers any more.)"""
+def _first_row(data: bytes) -> str:
+    """What a CSV's first row is: ``"sample"`` when its cells, read as text, are all numbers
+    or empty (at least one a number); ``"numbered"`` when they are 0, 1, 2, ... (the names
+    ``DataFrame(array).to_csv(index=False)`` writes: read as a header, and said); else
+    ``"header"``. (Read as column names, pandas renames a repeated "0.5" to "0.5.1" and an
+    empty one to "Unnamed: 1": not numbers any more.)"""
     import pandas as pd
     cells = [str(c).strip() for c in pd.read_csv(io.BytesIO(data), header=None, nrows=1,
                                                   dtype=str, keep_default_na=False).iloc[0]]
     try:
         numbers = [float(c) for c in cells if c]
     except ValueError:
-        return False
-    return bool(numbers) and cells != [str(i) for i in range(len(cells))]
+        return "header"
+    if cells == [str(i) for i in range(len(cells))]:
+        return "numbered"
+    return "sample" if numbers else "header"
 
 
 def read_table(data: bytes, suffix: str, info: ModelInfo,
@@ -64,9 +67,12 @@ def read_table(data: bytes, suffix: str, info: ModelInfo,
             header = 0
             with contextlib.suppress(ValueError, IndexError, pd.errors.ParserError,
                                      UnicodeDecodeError):
-                if _a_sample(data):
+                first = _first_row(data)
+                if first == "sample":
                     header = None
-                    notes.append("no header row: the first row is a sample")
+                    notes.append("no header row, so its first row is a sample")
+                elif first == "numbered":
+                    notes.append("its first row, 0, 1, 2..., read as column names")
 
             def read(**kw: object) -> pd.DataFrame:
                 return pd.read_csv(io.BytesIO(data), header=header, **kw)
