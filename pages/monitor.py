@@ -47,7 +47,9 @@ with r1:
         "Charts show the last", list(ranges), default=next(iter(ranges)),
         key="monitor_range", required=True,
         help=f"The engine keeps {fmt_s(kept_s)} of per-second metrics per model "
-             "(a server's --history-minutes).")
+             "(a server's --history-minutes)." + (
+                 " An experiment's arm counts from its current segment: the charts start "
+                 "there (its models' own views keep the whole run)." if is_exp else ""))
 window_s = ranges.get(range_label, charts.WINDOW_S)
 with r2:
     marks = st.toggle("Mark changes on the charts", value=True, key="monitor_marks",
