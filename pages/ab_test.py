@@ -249,7 +249,8 @@ def arms() -> None:
     for col, arm in zip(cols, ("a", "b")):
         v = rep["arms"][arm]
         served_what = (f"{fmt_num(v['shadow_copies'])} shadow copies" if arm == "b"
-                       and full.mode == "shadow" else f"{fmt_pct(v['share_served'])} of traffic")
+                       and full.mode == "shadow" else f"{fmt_pct(v['share_served'])} of traffic"
+                       if rep["total_requests"] else "no requests in this segment yet")
         col.metric(f"Arm {arm.upper()}: {v['model']}",   # (no requests yet: no p50 either)
                    (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "- p50",
                    f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off",

@@ -146,6 +146,9 @@ def test_a_hot_swap_keeps_the_classes_metrics_as_it_keeps_the_models():
         for _ in range(3):
             engine.predict("tiny", x, priority=2)
         engine.load_model(engine.model_bytes("tiny"), name="tiny", replace=True)
+        # (a reviewer: admission forgot the high class, so for 30 s the normal class could
+        # fill its reserve)
+        assert engine._router.registry.models["tiny"].served.queue.classes
         engine.predict("tiny", x, priority=1)             # (after the swap: the same class)
         snaps = engine.class_metrics("tiny")
         assert {k: s.total_requests for k, s in snaps.items()} == {"high": 6, "normal": 3}

@@ -44,11 +44,10 @@ from core.config import _check_choice, _check_float
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
 
-#: Earlier comparison segments kept per experiment (their reports, a few KB each; the
-#: latest also keeps its arms' metrics for a while, see ``ABExperiment._bring_up_to_date``).
+#: Earlier comparison segments kept per experiment (reports, a few KB each; the latest
+#: keeps its arms' metrics a while: ``ABExperiment._bring_up_to_date``).
 _KEEP_SEGMENTS = 5
-#: How long an earlier segment keeps its metrics to count requests sent before the change
-#: that settle after it, once nothing more has settled in it (s).
+#: Seconds an ended segment keeps its metrics for requests settling late, once none does.
 _SETTLE_S = 120.0
 
 __all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
@@ -271,8 +270,7 @@ class ABExperiment:
 
     def name_segment(self, reason: str) -> None:
         """Say why the segment under way began (after :meth:`update` began it)."""
-        with self._lock:
-            self.segment_reason = reason
+        self.segment_reason = reason   # (one attribute: no lock needed)
 
     def reset_metrics(self) -> None:
         for m in self.metrics.values():

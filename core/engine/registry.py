@@ -141,9 +141,13 @@ class ModelRegistry:
     def _publish(self, name: str, old: ModelEntry | None, entry: ModelEntry) -> ModelEntry:
         """Make ``entry`` the one of ``name`` (copy-on-write) and retire the old batcher.
         A hot swap keeps the per-class metrics too, as it keeps the model's (they were
-        wiped unsaid: a sweep's thread counts swapped them away twice)."""
+        wiped unsaid: a sweep's thread counts swapped them away twice), and admission's
+        memory of the high class (its reserve held for the class's CLASS_MEMORY_S)."""
         if old is not None:
             entry.served.classes = old.served.classes
+            was, now = getattr(old.served, "queue", None), getattr(entry.served, "queue", None)
+            if hasattr(was, "high_seen") and hasattr(now, "high_seen"):   # (and the high
+                now.high_seen, now.classes = was.high_seen, was.classes   # class's reserve)
         models = dict(self.models)
         models[name] = entry
         self.models = models

@@ -361,11 +361,3 @@ REASON_WORDS = {"full": "full", "deadline": "time up", "drain": "drain", "retry"
 def reason_words(reason: str) -> str:
     """A release reason (``Prediction.release_reason``) as charts name it."""
     return REASON_WORDS.get(str(reason), str(reason))
-
-
-def __getattr__(name: str) -> Any:
-    """The policy words' old home (they moved to :mod:`core.ui.policies`)."""
-    if name in ("aimd_caption", "replay_verdict", "class_table"):
-        from . import policies
-        return getattr(policies, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
