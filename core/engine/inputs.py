@@ -36,8 +36,8 @@ class InputMethods:
                    preprocess: str | dict[str, Any] | None = None) -> str:
         """Give model ``name`` real inputs: a file's bytes (``filename`` says its kind:
         .npy, .npz, .csv, .parquet, perf_analyzer's .json, or a .zip of images), a path
-        (a folder: its images), a numpy array, or a dict of arrays named like the inputs. Checked against the model's inputs; from now on generated
-        load draws from them. Returns what they are (``"real: iris.csv (150 samples)"``);
+        (a folder: its images), a numpy array, or a dict of arrays named like the inputs.
+        Checked against the model's inputs; from now on generated load draws from them. Returns what they are (``"real: iris.csv (150 samples)"``);
         ``label`` names them instead of the file. ``preprocess`` declares how images become
         the model's input: a preset ("imagenet", "unit", "symmetric", "raw") or a dict of
         it and overrides (:mod:`core.models.images`)."""

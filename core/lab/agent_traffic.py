@@ -11,8 +11,8 @@ shared zero, so the schedule has no gap between chunks. The status counts a chun
 requests once its answers are back (so it trails the sends by about a chunk and the
 answers' time); the target's own metrics (a model of the engine's server) are live. What
 the input is drawn from is looked at for each chunk: new inputs or a hot swap reach the
-chunk handed out next. A stop hands out no new chunk: those already handed out (the one sending and the next, up to
-``2 × CHUNK_S`` of sends) complete and are counted. An agent that dies is reported (its
+chunk handed out next. A stop hands out no new chunk: those already handed out (the one
+sending and the next, up to ``2 × CHUNK_S`` of sends) complete and are counted. An agent that dies is reported (its
 chunk's share failed as "AgentLost") and the traffic goes on with the others.
 """
 

@@ -73,12 +73,12 @@ def check_arrivals(arr: np.ndarray) -> None:
     """Refuse arrivals a replay does not take (too many, too long a span), saying why."""
     if len(arr) > MAX_REPLAY_ARRIVALS:
         raise ConfigError(f"{len(arr):,} arrivals; a replay takes at most "
-                         f"{MAX_REPLAY_ARRIVALS:,} (cut the file)")
+                          f"{MAX_REPLAY_ARRIVALS:,} (cut the file)")
     span = float(arr.max() - arr.min()) if len(arr) else 0.0
     if span > MAX_REPLAY_SPAN_S:
         raise ConfigError(f"the arrivals span {span:,.0f} s; a replay takes at most "
-                         f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
-                         "must be seconds)")
+                          f"{MAX_REPLAY_SPAN_S:g} s per policy (are the times in ms? they "
+                          "must be seconds)")
 
 
 def arrivals_from_csv(text: str | bytes) -> list[float]:
@@ -96,7 +96,7 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
             frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
     except (ValueError, pd.errors.ParserError) as err:
         raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
-                         "arrived_s of times in seconds, one arrival per row") from None
+                          "arrived_s of times in seconds, one arrival per row") from None
     if "arrived_s" in frame:
         col = frame["arrived_s"]
         if "request_id" in frame:  # a timeline export: requests with no arrival time left
@@ -105,14 +105,14 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
         col = frame.iloc[:, 0]
     else:
         raise ConfigError("the arrivals file has no arrived_s column (columns: "
-                         f"{', '.join(map(str, frame.columns[:8]))}); expected a column "
-                         "arrived_s of times in seconds, one arrival per row")
+                          f"{', '.join(map(str, frame.columns[:8]))}); expected a column "
+                          "arrived_s of times in seconds, one arrival per row")
     values = pd.to_numeric(col, errors="coerce")
     bad = int(values.isna().sum()) + int((~np.isfinite(values.fillna(0))).sum())
     if bad:
         raise ConfigError(f"{bad} arrival time(s) in the file are not finite numbers (first "
-                         f"rows: {', '.join(map(str, col.head(3).tolist()))}); expected "
-                         "seconds, e.g. 0.0, 0.0031, 0.0047")
+                          f"rows: {', '.join(map(str, col.head(3).tolist()))}); expected "
+                          "seconds, e.g. 0.0, 0.0031, 0.0047")
     if len(values) == 0:
         raise ConfigError("the arrivals file has no rows: nothing to replay")
     arr = np.sort(values.to_numpy(dtype=np.float64))
@@ -128,7 +128,7 @@ def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
     unknown = [p for p in policies if p not in registered()]
     if unknown:
         raise ConfigError(f"unknown policy {unknown[0]!r}; registered: "
-                         f"{', '.join(registered())}")
+                          f"{', '.join(registered())}")
     if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
         raise ConfigError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
     arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
@@ -220,14 +220,15 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             within = int((f["ok"] & (f["latency_ms"] <= slo_ms)).sum())
             # batches from the copy's counters (every batch of the copy is the replay's):
             # the timeline is the trace's last trace_requests, which a long replay outruns
-            ran = engine.counters(copy)
+            counts = engine.counters(copy)
             if len(tl) < s["sent"] and len(tl) >= engine.config.trace_requests:
                 traced[policy] = (len(tl), int(s["sent"]))   # (the trace full: not refusals)
             rows.append({"policy": policy, "requests": s["sent"], "p50_ms": s["p50_ms"],
                          "p99_ms": s["p99_ms"],
-                         "mean_batch_rows": ran["rows"] / ran["batches"] if ran["batches"]
+                         "mean_batch_rows": counts["rows"] / counts["batches"]
+                         if counts["batches"]
                          else float("nan"),
-                         "batches": int(ran["batches"]),
+                         "batches": int(counts["batches"]),
                          "slo_ms": float(slo_ms),
                          "within_slo": within / s["sent"] if s["sent"] else float("nan"),
                          "goodput_rps": within / res.duration_s if res.duration_s > 0

@@ -53,23 +53,23 @@ def input_bytes(data: Any, filename: str | None = None) -> tuple[str | None, byt
     """What ``set_inputs`` was given, as a file's name and bytes: a path (read here, see
     :func:`input_file`), a numpy array (as an ``.npy``), a dict of arrays named like the
     model's inputs (an ``.npz``), or a file's bytes (``filename`` then says its kind)."""
-    arrays = [data] if isinstance(data, np.ndarray) else list(data.values()) \
-        if isinstance(data, Mapping) else []
-    if (size := sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))) > 4 * MAX_INPUT_BYTES:
-        raise ResourceLimitError(f"{size:,} bytes of arrays, over the {4 * MAX_INPUT_BYTES:,} "
-                                 "read for sample inputs; use fewer samples")
-    try:
-        if isinstance(data, np.ndarray):
+    one = isinstance(data, np.ndarray)
+    if one or isinstance(data, Mapping):
+        arrays = [data] if one else [v for v in data.values() if isinstance(v, np.ndarray)]
+        if (size := sum(a.nbytes for a in arrays)) > 4 * MAX_INPUT_BYTES:
+            raise ResourceLimitError(f"{size:,} bytes of arrays, over the "
+                                     f"{4 * MAX_INPUT_BYTES:,} read for sample inputs; use "
+                                     "fewer samples")
+        if one or (data and len(arrays) == len(data)):   # (an .npy, or an .npz by name)
             buf = io.BytesIO()
-            np.save(buf, data, allow_pickle=False)
-            return filename or "array.npy", buf.getvalue()
-        if isinstance(data, Mapping) and data and all(isinstance(v, np.ndarray)
-                                                      for v in data.values()):
-            buf = io.BytesIO()
-            np.savez(buf, allow_pickle=False, **{str(k): v for k, v in data.items()})
-            return filename or "arrays.npz", buf.getvalue()
-    except ValueError as err:       # (object arrays: nothing a model takes)
-        raise ConfigError(f"sample inputs must be arrays of numbers: {err}") from None
+            try:
+                if one:
+                    np.save(buf, data, allow_pickle=False)
+                else:
+                    np.savez(buf, allow_pickle=False, **{str(k): v for k, v in data.items()})
+            except ValueError as err:       # (object arrays: nothing a model takes)
+                raise ConfigError(f"sample inputs must be arrays of numbers: {err}") from None
+            return filename or ("array.npy" if one else "arrays.npz"), buf.getvalue()
     if isinstance(data, str) and ("\n" in data or len(data) > 4096):
         raise ConfigError(f"set_inputs reads a str as a path, and this one holds text "
                           f"({data[:40]!r}...): pass the file's bytes (text.encode()) with "

@@ -2,8 +2,9 @@
 features of the model's one 2-D input ``[N, C]``.
 
 How it was read is said, never silent (:func:`read_table`'s notes, shown with the inputs'
-source): a CSV whose first row is all numbers (other than pandas' default names 0, 1, 2,
-..., read as a header and said) has no header, so that row is a sample; empty cells (and a Parquet file's nulls) are sent as NaN.
+source): a CSV whose first row is all numbers has no header, so that row is a sample
+(pandas' own names 0, 1, 2, ... are read as a header, and said); empty cells (and a
+Parquet file's nulls) are sent as NaN.
 
 Example:
     >>> x, notes = read_table(b"1,2,3\\n4,5,,\\n", ".csv", info, "f.csv")
