@@ -215,6 +215,14 @@ def test_fixed_batch_model_served_row_by_row(engine):
     pred = engine.predict("fixed-batch", x)
     np.testing.assert_allclose(pred.outputs["pooled"], x.mean(axis=(2, 3)), rtol=1e-5)
     assert not engine.model_info("fixed-batch").batchable
+    # Three runs of one row, counted as such: not one batch of 3 rows the model cannot run.
+    assert (pred.rows, pred.batch_rows) == (3, 1)
+    snap = engine.metrics("fixed-batch")
+    assert (snap.batches, snap.rows_total, snap.batch_sizes) == (3, 3, {1: 3})
+    assert sum(snap.release_reasons.values()) == 3
+    assert engine.counters("fixed-batch")["batch_compute_s"].keys() == {1}
+    trace = engine.timeline("fixed-batch")
+    assert list(trace["rows"]) == [3] and list(trace["batch_rows"]) == [1]
 
 
 def test_sequence_of_maps_output_from_packaged_classifier(bare_engine):

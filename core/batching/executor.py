@@ -57,6 +57,7 @@ class Executor:
         self.run_fn = run
         self.output_names = tuple(output_names)
         self.ledger = ledger
+        ledger.row_runs = bool(getattr(run, "by_rows", False))  # ModelRunner's row mode
         self.queue = queue
         self._clock = clock
         self._batch_ids = itertools.count(1)

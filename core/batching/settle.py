@@ -247,6 +247,9 @@ class Ledger:
         #: Whether any request of this model ever came with a ``check`` (the batches of a
         #: model without one never look).
         self.checking = False
+        #: The model's batch axis is fixed at 1: a batch of n rows ran as n runs of one
+        #: row, and is counted (metrics, trace, each answer's ``batch_rows``) as such.
+        self.row_runs = False
 
     def admit(self, r: Request) -> None:
         self.live[r] = True
@@ -271,9 +274,12 @@ class Ledger:
         compute_s = t1 - t0
         compute_ms = compute_s * 1000.0
         model = self.model
+        runs = 1
+        if self.row_runs and rows > 1:
+            runs, rows = rows, 1
         if len(batch) == 1:
             r = batch[0]
-            built = [(r, dict(zip(names, outs)), rows)]
+            built = [(r, dict(zip(names, outs)), r._rows)]
         elif len(names) == 1:  # the common case: one output, one dict entry per request
             name, out = names[0], outs[0]
             built = []
@@ -299,14 +305,14 @@ class Ledger:
             if self.checking:   # answers a request's check refuses leave won, with reasons
                 refused = run_checks(model, won, queue_s, total_s, batch_id, rows, reason,
                                      compute_ms)
-            self.metrics.record_batch(rows, reason, compute_s, queue_s,
+            self.metrics.record_batch(rows * runs, reason, compute_s, queue_s,
                                       errors_by_type(refused) if refused else None, depth,
-                                      total_s=total_s)
+                                      total_s=total_s, runs=runs)
             if refused:
                 self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
             if any(r._sink is not None for r, _, _ in won):
-                self._record_sinks([r for r, _, _ in won], rows, reason, compute_s, queue_s,
-                                   total_s)
+                self._record_sinks([r for r, _, _ in won], rows * runs, reason, compute_s,
+                                   queue_s, total_s, runs)
             if self.trace is not None:
                 self.trace.record_batch([r for r, _, _ in won], t0, t_done, batch_id, rows,
                                         reason, True, ran_until=t1)
@@ -332,7 +338,8 @@ class Ledger:
 
     @staticmethod
     def _record_sinks(won: Sequence[Request], rows: int, reason: str, compute_s: float,
-                      queue_s: Sequence[float], total_s: Sequence[float]) -> None:
+                      queue_s: Sequence[float], total_s: Sequence[float], runs: int = 1
+                      ) -> None:
         """One record per extra metrics object (an A/B arm's...) per batch, holding the
         requests of this batch that belong to it."""
         groups: dict[int, tuple[ModelMetrics, list[float], list[float]]] = {}
@@ -342,7 +349,7 @@ class Ledger:
                 g[1].append(q)
                 g[2].append(tot)
         for m, qs, ts in groups.values():
-            m.record_batch(rows, reason, compute_s, qs, total_s=ts)
+            m.record_batch(rows, reason, compute_s, qs, total_s=ts, runs=runs)
 
     # -- failure -----------------------------------------------------------------------
     def fail(self, requests: Iterable[Request], err: BaseException, *,
@@ -358,15 +365,17 @@ class Ledger:
         try:
             if batch is not None:
                 rows, reason, compute_s, depth = batch
+                runs = rows if self.row_runs and rows > 1 else 1
                 self.metrics.record_batch(rows, reason, compute_s, (),
-                                          {type(err).__name__: [str(err)] * len(won)}, depth)
+                                          {type(err).__name__: [str(err)] * len(won)}, depth,
+                                          runs=runs)
             elif won:
                 self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
             if self.trace is not None and won:
                 now = self._clock()
                 if batch is not None:
-                    self.trace.record_batch(won, now - batch[2], now, -1, batch[0], batch[1],
-                                            False)
+                    self.trace.record_batch(won, now - batch[2], now, -1, rows // runs,
+                                            batch[1], False)
                 else:
                     self.trace.record_unrun(won, now, type(err).__name__)
             for r in won:

@@ -125,9 +125,12 @@ class ModelMetrics:
 
     def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
                      failed: dict[str, list[str]] | None = None, depth: int = 0,
-                     now: float | None = None, total_s: Iterable[float] | None = None) -> None:
+                     now: float | None = None, total_s: Iterable[float] | None = None,
+                     runs: int = 1) -> None:
         """One executed batch: ``queue_s`` holds the queue time of each successful request
         and ``total_s`` its time from submit to settlement (default: queue + compute).
+        ``runs``: the batch ran as that many equal runs (a model whose batch axis is fixed
+        at 1 runs a request's rows one at a time), counted as that many batches.
 
         ``failed`` maps an error type to the messages of requests of this batch that failed
         (their latency is not in the histograms). ``depth`` is the queue depth after it left.
@@ -173,24 +176,25 @@ class ModelMetrics:
             self._requests += n
             self._successes += n_ok
             self._errors += n_failed
+            size = rows if runs == 1 else rows // runs
             self._rows += rows
-            self._batches += 1
+            self._batches += runs
             self._sum_queue_s += sum_q
             self._sum_compute_s += compute_s * n_ok
             self._sum_total_s += sum_t
-            self._batch_sizes[rows] += 1
-            self._batch_compute_s[rows] += compute_s
-            self._reasons[reason] += 1
+            self._batch_sizes[size] += runs
+            self._batch_compute_s[size] += compute_s
+            self._reasons[reason] += runs
             cur.requests += n
             cur.successes += n_ok
             cur.errors += n_failed
             cur.rows += rows
-            cur.batches += 1
+            cur.batches += runs
             cur.queue_s += sum_q
             cur.compute_s += compute_s * n_ok
             cur.total_s += sum_t
-            cur.sizes[rows] += 1
-            cur.reasons[reason] += 1
+            cur.sizes[size] += runs
+            cur.reasons[reason] += runs
             if depth > cur.depth:
                 cur.depth = depth
             self._depth_now = depth
