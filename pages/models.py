@@ -13,7 +13,7 @@ from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES, generated_values
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
-from core.ui.fmt import fmt_opset, try_caption
+from core.ui.fmt import fmt_opset, nonfinite_words, try_caption
 from core.lab import experiments_with_arm, generated_refused
 from core.models.probe import TRIAL_REFUSED, probe_note
 from core.models import format_bytes
@@ -357,9 +357,11 @@ with right:
                 st.markdown(f"**{out_name}**")
                 if isinstance(value, np.ndarray):
                     shown = value.reshape(value.shape[0], -1) if value.ndim > 1 else value
-                    st.caption(f"{value.dtype} {list(value.shape)}")
-                    st.dataframe(pd.DataFrame(shown[:, :20] if shown.ndim > 1 else shown),
-                                 key=f"try_out_{out_name}")
+                    st.caption(f"{value.dtype} {list(value.shape)}. {nonfinite_words(value)}")
+                    frame = pd.DataFrame(shown[:, :20] if shown.ndim > 1 else shown)
+                    if frame.isna().any().any():  # the grid would show a NaN as "None"
+                        frame = frame.map("{:.7g}".format)
+                    st.dataframe(frame, key=f"try_out_{out_name}")
                 else:
                     st.json(value, expanded=False)
 

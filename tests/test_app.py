@@ -177,6 +177,28 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     assert not any("the batch left: full" in c.value for c in at.caption)
 
 
+def test_try_it_says_which_outputs_are_not_numbers(engine):
+    """The grid shows a NaN as "None": the caption counts them, and the table shows NaN."""
+    from onnx import TensorProto, helper
+    from tests.helpers import make_model
+    spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in "xy"]
+    engine.load_model(make_model([spec[0]], [spec[1]], [helper.make_node("Log", ["x"], ["y"])]),
+                      name="log")
+    x = engine.sample_input("log", rows=2, seed=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.log(x)
+    nan, neg = int(np.isnan(y).sum()), int(np.isneginf(y).sum())
+    assert nan   # the random input has negative values: their log is NaN
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("log").run()
+    at.button(key="try_run").click().run()
+    assert not at.exception
+    words = f"Not numbers: {nan} NaN" + (f", {neg} -inf" if neg else "") + " of 8 values."
+    assert any(words in c.value for c in at.caption), [c.value for c in at.caption]
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == [0, 1, 2, 3])
+    assert (shown == "nan").sum().sum() == nan   # as text: the grid shows a NaN as "None"
+
+
 def test_models_page_says_what_generated_load_sends_each_input(engine):
     """Generated ids were 0-9 whatever the model (BERT's token types, a table of 2, failed
     every generated request): the page names what is drawn, and says when real inputs are

@@ -13,11 +13,14 @@ import signal
 import time
 from typing import Any
 
+import numpy as np
+
 from core.models import format_bytes
 
 __all__ = ["recent_errors_by_type", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
+           "nonfinite_words",
            "run_config_words", "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
            "REASON_WORDS", "reason_words"]
 
@@ -315,6 +318,17 @@ def try_caption(batch_mode: str, input_shape: Any, pred: Any) -> str:
     return (f"This request: {pred.rows} row(s) · it rode in batch #{pred.batch_id} of "
             f"{pred.batch_rows} row(s)" + (f" ({others} from other requests)" if others else "")
             + f" · the batch left: {reason_words(pred.release_reason)}.")
+
+
+def nonfinite_words(value: Any) -> str:
+    """What a float output holds that is not a number ('2 NaN, 1 -inf of 20 values.'), for
+    a caption beside its table (whose grid shows a NaN as "None"); "" otherwise."""
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        return ""
+    counts = ((int(np.isnan(value).sum()), "NaN"), (int(np.isposinf(value).sum()), "inf"),
+              (int(np.isneginf(value).sum()), "-inf"))
+    found = [f"{n:,} {word}" for n, word in counts if n]
+    return f"Not numbers: {', '.join(found)} of {value.size:,} values." if found else ""
 
 
 def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
