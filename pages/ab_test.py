@@ -294,7 +294,10 @@ def arms() -> None:
                    "B at twice A's error rate (1 point more when A's is under 1 %, so with no "
                    "errors in either arm requests are still asked for). 'More per arm needed': "
                    "requests per arm still needed to detect those differences (none once one "
-                   "is detected).")
+                   "is detected). The p50 here is the exact median of the latest "
+                   f"{fmt_num(lat.n_a)} (A) and {fmt_num(lat.n_b)} (B) requests; the tiles and "
+                   "the arms' table read theirs from latency histograms (every request of the "
+                   "segment, within about 1 %), so the two can differ in the last digit.")
     if rep["shadow"]:
         sh = rep["shadow"]
         agree = sh["label_agreement"]

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -473,6 +474,9 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     # (what the error row's 'more per arm needed' is for, beside 0 errors in both arms)
     assert any("B at twice A's error rate (1 point more when A's is under 1 %" in c.value
                for c in at.caption)
+    # Two p50s on one screen (bootstrap samples, histograms): the caption says why they differ.
+    assert any(re.search(r"exact median of the latest [\d,.k]+ \(A\) and [\d,.k]+ \(B\)",
+                         c.value) and "latency histograms" in c.value for c in at.caption)
     # A settings difference is named above the verdict, with a one-click fix.
     engine.configure("clf-v2", max_wait_ms=0.0)
     at.run()
