@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from core import Engine, EngineConfig, SessionConfig
-from core.lab import Constraints, quick_search, setting_scores, sweep
+from core.lab import Constraints, quick_search, recommend, setting_scores, sweep
 from core.lab import search as search_mod
 
 
@@ -94,6 +94,22 @@ def test_the_climb_finds_the_top_of_a_hill_and_stops_there(table):
     assert res.path[0] == (32, 5.0, None)
     assert "The climb started there, the choices nearest the model's own max_batch_size=64, " \
         "max_wait_ms=4 (not among them)." in res.reason
+
+
+def test_settings_within_the_noise_go_to_the_smallest_as_the_recommendation_does(table):
+    # Every setting sustains every load: their goodputs tie, and the climb stays where it
+    # started (the model's own 8 / 0 ms / 1 thread). The answer is the smallest setting
+    # measured, the rule recommend() applies to the same rows; it was the first measured.
+    table.capacity = staticmethod(lambda b, w, t: 10_000)
+    res = quick_search(object(), "m", BATCHES, WAITS, LOADS, Constraints(p99_ms=10),
+                       session_threads=[1, 2])
+    assert res.path == [(8, 0.0, 1)]
+    assert res.best == (4, 0.0, 1)
+    assert "measured beside the climb from max_batch_size=8" in res.reason
+    assert re.search(r"\d other setting\(s\) were within 3 % of the most goodput .*; this "
+                     r"one is the smallest", res.reason), res.reason
+    rec = recommend(res.frame, 10)
+    assert (rec.max_batch_size, rec.max_wait_ms) == res.best[:2]
 
 
 def test_scores_of_a_grid_follow_the_recommendation_rules():

@@ -156,7 +156,7 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
         if others > 0:
             text += f" {others} other point(s) were unstable."
     if "disturbed" in f:
-        hit = f[f["disturbed"].fillna("").astype(str) != ""]
+        hit = f[f["disturbed"].notna() & (f["disturbed"].astype(str) != "")]
         if len(hit):
             first = str(hit["disturbed"].iloc[0])
             text += (f" {len(hit)} point(s) were measured under disturbance the engine could "

@@ -232,8 +232,7 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                            **v} for s, v in scores.items()],
                          columns=["max_batch_size", "max_wait_ms", "session_threads",
                                   "goodput_rps", "load", "p99_ms", "feasible"])
-    feasible = [(v["goodput_rps"], s) for s, v in scores.items() if v["feasible"]]
-    best = max(feasible, key=lambda gs: gs[0])[1] if feasible else None
+    best = _smallest_of_the_best(scores, m.own_threads)
     reason = _reason(best, scores, c, m, len(rows), path, max(float(r) for r in rates_rps))
     complete = not (stop is not None and stop.is_set())
     if not complete:
@@ -241,6 +240,20 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                   "measured through: " + reason)
     return SearchResult(frame, table, path, best, len(rows), m.measured_s, excluded, reason,
                         complete)
+
+
+def _smallest_of_the_best(scores: dict[Setting, dict[str, Any]], own_threads: Any
+                          ) -> Setting | None:
+    """The feasible setting with the most goodput, or, among those within the noise of it
+    (:data:`GAIN_PCT`), the smallest (shortest wait, then smallest batch, then fewest
+    threads), as :func:`core.lab.analysis.recommend` breaks its ties: no waiting that the
+    evidence does not show to help."""
+    feasible = {s: v["goodput_rps"] for s, v in scores.items() if v["feasible"]}
+    if not feasible:
+        return None
+    top = max(feasible.values())
+    ties = [s for s, g in feasible.items() if g * (1 + GAIN_PCT / 100.0) >= top]
+    return min(ties, key=lambda s: (s[1], s[0], own_threads if s[2] is None else s[2]))
 
 
 def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Constraints,
@@ -258,9 +271,19 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
                    if c.min_throughput_rps else "")
                 + f" at the lowest load ({cost}): relax the constraints or lower the loads.")
     v = scores[best]
+    where = (f"found in {path.index(best)} step(s) from {name(path[0])}" if best in path
+             else f"measured beside the climb from {name(path[0])}")
     text = (f"{name(best)}: {v['goodput_rps']:,.0f} req/s of goodput within {c.p99_ms:g} ms "
-            f"(at {v['load']:,.0f} req/s offered, p99 {v['p99_ms']:.2f} ms); found in "
-            f"{len(path) - 1} step(s) from {name(path[0])} ({cost}).")
+            f"(at {v['load']:,.0f} req/s offered, p99 {v['p99_ms']:.2f} ms); {where} "
+            f"({cost}).")
+    ties = [s for s, x in scores.items() if s != best and x["feasible"]
+            and x["goodput_rps"] * (1 + GAIN_PCT / 100.0) >= max(
+                y["goodput_rps"] for y in scores.values() if y["feasible"])]
+    if ties:
+        text += (f" {len(ties)} other setting(s) were within {GAIN_PCT:g} % of the most "
+                 f"goodput ({'; '.join(name(s) for s in ties[:3])}"
+                 + ("; ..." if len(ties) > 3 else "") + "); this one is the smallest: no "
+                 "waiting that the evidence does not show to help.")
     own_b, own_w = m.own
     if (path[0][0], float(path[0][1])) != (own_b, float(own_w)):
         text += (f" The climb started there, the choices nearest the model's own "
