@@ -114,6 +114,27 @@ def test_requests_with_non_finite_or_overflowing_numbers_are_refused(served):
         assert status == 400 and reason in answer, (data, answer)
     status, answer, _ = post(server, "/v1/engine/status", b'{"args": [NaN]}')
     assert status == 400 and b"NaN is not valid JSON" in answer
+    # What that refusal offers, a null for a missing value, reaches the model as NaN (it
+    # was refused as "out of FP32's range").
+    status, answer, headers = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [None, 1, 2]}],
+         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode())
+    assert status == 200, answer
+    n = int(headers["Inference-Header-Content-Length"])
+    y = np.frombuffer(answer[n:], "<f4")
+    assert np.isnan(y[0]) and list(y[1:]) == [1, 2]
+
+
+def test_an_input_given_twice_or_an_impossible_shape_is_refused_in_words(served):
+    _, server = served
+    x = {"name": "x", "shape": [1, 3], "datatype": "FP32"}
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{**x, "data": [1, 2, 3]}, {**x, "data": [4, 5, 6]}]}).encode())
+    assert status == 400 and b"input 'x' is given twice" in answer, answer   # (was: 200, 4 5 6)
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{**x, "shape": [0, 2 ** 70], "data": []}]}).encode())
+    assert status == 400 and b"input 'x': shape [0, 1180591620717411303424] cannot be made" \
+        in answer and b"below 2**63" in answer, answer
 
 
 def test_control_answers_are_strict_json_and_keep_non_finite_values():

@@ -84,7 +84,7 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
                                 "bytes short of its binary data (check "
                                 f"{HEADER_LENGTH} and binary_data_size)")
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<"))
-        return name, arr.astype(dtype, copy=False).reshape(shape), offset + size
+        return name, _shaped(arr.astype(dtype, copy=False), shape, name), offset + size
     try:
         with np.errstate(over="ignore"):  # an overflow is refused below, with the reason
             arr = np.asarray(data, dtype=dtype)
@@ -94,15 +94,23 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
     if arr.size != expected:
         raise OIPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
                             f"{arr.size}")
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        # strict JSON has no NaN or infinities: a non-finite value here is a number too
-        # large for the datatype (1e39 as FP32), which would silently become inf
-        bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+    if arr.dtype.kind == "f" and np.isinf(arr).any():
+        # strict JSON has no infinities: one here is a number too large for the datatype
+        # (1e39 as FP32), which would silently become inf. (A null is a missing value: NaN.)
+        bad = np.flatnonzero(np.isinf(arr.reshape(-1)))
         raise OIPError(400, f"input {name!r}: {len(bad)} value(s) out of {dt}'s range "
                             f"(the first at flat index {int(bad[0])}); send values within "
-                            f"±{float(np.finfo(dtype).max):.4g}, or binary data for "
-                            "non-finite values")
-    return name, arr.reshape(shape), offset
+                            f"±{float(np.finfo(dtype).max):.4g} (null for a missing value), "
+                            "or binary data for infinities")
+    return name, _shaped(arr, shape, name), offset
+
+
+def _shaped(arr: np.ndarray, shape: list[int], name: str) -> np.ndarray:
+    try:
+        return arr.reshape(shape)
+    except ValueError as err:   # e.g. [0, 2**70]: no values, and a dimension numpy refuses
+        raise OIPError(400, f"input {name!r}: shape {str(shape)[:80]} cannot be made ({err}); "
+                            "each dimension must be below 2**63") from None
 
 
 def _split_body(raw: bytes, header_length: int | None, status: int, what: str,
@@ -161,9 +169,16 @@ def _check_request(req: Any) -> None:
                             f"characters (it is echoed in the answer), got "
                             f"{type(req['id']).__name__} {str(req['id'])[:40]!r}")
     _check_parameters(req, "the request")
+    seen: set[Any] = set()
     for t in req["inputs"]:
         if isinstance(t, dict):
             _check_parameters(t, f"input {t.get('name')!r}")
+            name = t.get("name")
+            if isinstance(name, str):
+                if name in seen:   # (the later one would silently replace the first)
+                    raise OIPError(400, f"input {name!r} is given twice; send each of the "
+                                        "model's inputs once")
+                seen.add(name)
     outputs = req.get("outputs")
     if outputs is None:
         return
