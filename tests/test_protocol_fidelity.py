@@ -277,3 +277,31 @@ def test_remote_engine_refuses_a_deadline_that_is_no_deadline():
     for bad in (0, -1, 1.5, True, "1"):
         with pytest.raises(ConfigError, match="max_parsed_bytes bounds what one answer"):
             RemoteEngine("http://127.0.0.1:1", max_parsed_bytes=bad)
+
+
+def test_an_experiment_whose_arms_answer_differently_is_asked_only_what_both_have(served):
+    """Asked for an output only arm A has, an experiment answered or refused as the split
+    routed the request (8 of 20 served); now it is refused every time, in words, and its
+    metadata lists the outputs both arms have."""
+    from onnx import TensorProto, helper
+    from tests.helpers import make_model
+    engine, server = served
+    spec = {n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "xyz"}
+    engine.load_model(make_model([spec["x"]], [spec["y"], spec["z"]],
+                                 [helper.make_node("Identity", ["x"], ["y"]),
+                                  helper.make_node("Neg", ["x"], ["z"])]), name="two")
+    engine.create_ab("mixed", a="two", b="ident", b_share=0.5, seed=1)
+    x = {"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}
+    for _ in range(6):
+        status, answer, _ = post(server, "/v2/models/mixed/infer", json.dumps(
+            {"inputs": [x], "outputs": [{"name": "z"}]}).encode())
+        assert status == 400 and b"arms answer with different outputs" in answer \
+            and b"ask for outputs both have (['y'])" in answer, answer
+    status, answer, _ = post(server, "/v2/models/mixed/infer", json.dumps(
+        {"inputs": [x], "outputs": [{"name": "y"}]}).encode())
+    assert status == 200 and _strict(answer)["outputs"][0]["data"] == [1, 2, 3]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/v2/models/mixed")
+    meta = json.loads(conn.getresponse().read())
+    conn.close()
+    assert [o["name"] for o in meta["outputs"]] == ["y"]

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from concurrent.futures import Future, TimeoutError as FuturesTimeout
 from typing import Any, Callable, Protocol
@@ -281,12 +282,31 @@ class Routes:
         return 200, {"result": control.call(engine, m.group(1), m.group(2), body,
                                             self.max_timeout_ms)}
 
+    def _check_both_arms_have(self, name: str, wanted: list[Any]) -> None:
+        """An output asked of an experiment by name must be one both arms answer with:
+        else the same request is served or refused as the split routes it."""
+        (a, oa), (b, ob) = ((arm, [o.name for o in self.engine.model_info(arm).outputs])
+                            for arm in self.engine.ab_arms(name))
+        odd = [str(n)[:60] for n in wanted if oa and ob and (n in oa) != (n in ob)]
+        if odd:
+            both = [n for n in oa if n in ob]
+            raise HTTPError(400, f"A/B experiment {name!r}'s arms answer with different "
+                                 f"outputs (A {a!r}: {oa}; B {b!r}: {ob}), and {odd[:5]} "
+                                 f"is not in both: ask for outputs both have ({both}), or "
+                                 "name none and each arm answers with all of its own")
+
     def _info(self, name: str) -> ModelInfo:
         engine = self.engine
         if name in engine.model_names():
             return engine.model_info(name)
         if name in engine.ab_experiments():
-            return engine.model_info(engine.ab_arms(name)[0])
+            # the outputs both arms answer with: what a caller can ask of it by name
+            ia, ib = (engine.model_info(arm) for arm in engine.ab_arms(name))
+            theirs = [o.name for o in ib.outputs]
+            if not theirs or [o.name for o in ia.outputs] == theirs:
+                return ia
+            both = tuple(o for o in ia.outputs if o.name in theirs)
+            return dataclasses.replace(ia, outputs=both)
         raise ModelNotFoundError(f"no model named {name!r}; served models: "
                                  f"{', '.join(engine.model_names() + engine.ab_experiments())}")
 
@@ -316,9 +336,10 @@ class Routes:
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
         engine = self.engine
-        oip.check_outputs_asked(name, [o.get("name") for o in req.get("outputs") or []
-                                       if isinstance(o, dict)],
-                                [o.name for o in info.outputs] or None)
+        wanted = [o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)]
+        if wanted and name in engine.ab_experiments():
+            self._check_both_arms_have(name, wanted)
+        oip.check_outputs_asked(name, wanted, [o.name for o in info.outputs] or None)
 
         def check(pred: Any) -> None:
             """The answer must fit the form its caller asked for before the request counts
