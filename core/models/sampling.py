@@ -55,7 +55,7 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
     for spec in info.inputs:
         shape = []
         for i, d in enumerate(spec.shape or ()):
-            if i == 0 and info.batch_mode in ("dynamic", "rows"):
+            if i == 0 and info.batch_mode in ("dynamic", "rows", "alone"):
                 shape.append(rows)
             elif isinstance(d, int):
                 shape.append(d)

@@ -99,7 +99,9 @@ class ModelInfo:
     ``batch_mode`` is ``"dynamic"`` (leading dim dynamic on every input: requests are packed
     into batches), ``"rows"`` (leading dim fixed at 1: a request's rows run one at a time)
     or ``"exact"`` (leading dim fixed at another number, or no leading dim: each request
-    must have exactly the declared shape and runs alone). ``batch_reason`` says why.
+    must have exactly the declared shape and runs alone), or ``"alone"`` (leading dim
+    dynamic, but a trial run found that rows of a batch change each other's answers: each
+    request runs alone and whole, :mod:`core.models.rowcheck`). ``batch_reason`` says why.
 
     Example:
         >>> info.name, info.batchable, info.batch_reason

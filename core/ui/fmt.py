@@ -311,6 +311,10 @@ def try_caption(batch_mode: str, input_shape: Any, pred: Any) -> str:
         shape = "[" + ", ".join(str(d) for d in (input_shape or ())) + "]"
         return (f"This request: one input of the model's fixed shape {shape}, run alone "
                 f"(batch #{pred.batch_id}): requests to this model are never combined.")
+    if batch_mode == "alone":
+        return (f"This request: {pred.rows} row(s), run alone and whole in batch "
+                f"#{pred.batch_id}: the model's rows change each other's answers, so "
+                "requests to it are never combined.")
     if batch_mode == "rows":
         return (f"This request: {pred.rows} row(s), run one row at a time (the model's batch "
                 f"dimension is fixed at 1), alone in batch #{pred.batch_id}.")

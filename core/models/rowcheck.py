@@ -1,0 +1,86 @@
+"""Do a batch's rows keep to themselves? A model is run on a few rows together and on each
+row alone, and the answers compared.
+
+A dynamic leading dimension says a model *takes* any number of rows, not that its rows are
+independent: ``CumSum`` or ``Softmax`` over axis 0, a batch statistic, a transpose that puts
+the rows on another axis, all give each row an answer that depends on the rows beside it.
+Packed into one batch with other callers' requests, such a model would hand one caller an
+answer made from another's data. :func:`rows_mix` finds it once, at load; the engine then
+runs each request of that model alone and whole (``batch_mode == "alone"``).
+
+Example:
+    >>> rows_mix(load_model_bytes(cumsum_onnx, "cumsum"))
+    "rows of a batch change each other's answers: output 'y' of row 1 differs ..."
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from .sampling import sample_input
+
+__all__ = ["rows_mix", "ROWS_CHECKED"]
+
+#: Rows run together, then one by one.
+ROWS_CHECKED = 3
+
+# A row's answer alone and in the batch may differ by a kernel's rounding (a batched GEMM
+# sums in another order): relative 1e-3 of the output's scale is far above that.
+_RTOL = 1e-3
+
+
+def rows_mix(loaded: Any, time_limit_s: float = 30.0, max_bytes: int = 2**24) -> str | None:
+    """Why ``loaded``'s rows cannot share a batch (an output's row differs with others
+    beside it, or an output does not have the batch's rows), or None: they can, or it could
+    not be told (generated inputs refused, a run failed or timed out, the model's answers
+    vary from run to run). ``loaded``: a :class:`core.models.LoadedModel` whose batch axis is
+    dynamic."""
+    n = ROWS_CHECKED
+    try:
+        x = sample_input(loaded.info, rows=n, seed=0, max_bytes=max_bytes)
+        arrays = list(x.values()) if isinstance(x, dict) else [x]
+        together = _run(loaded, arrays, time_limit_s)
+        again = _run(loaded, arrays, time_limit_s)
+        alone = [_run(loaded, [a[i:i + 1] for a in arrays], time_limit_s) for i in range(n)]
+    except Exception:  # noqa: BLE001 - nothing can be said: the model's own runs will tell
+        return None
+    for k, name in enumerate(loaded.output_names):
+        out = together[k]
+        if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiub":
+            continue   # strings, sequences, maps: not compared
+        if out.shape != np.shape(again[k]) or not _close(out, again[k]):
+            return None   # its answers vary from run to run: the rows cannot be told apart
+        if out.ndim == 0 or out.shape[0] != n:
+            have = "no leading axis" if out.ndim == 0 else f"{out.shape[0]} rows"
+            return (f"output {name!r} has {have} for a batch of {n} rows, so a batch's "
+                    "answers cannot be split per request")
+        for i in range(n):
+            mine = alone[i][k]
+            if np.shape(mine) != out[i:i + 1].shape or not _close(out[i:i + 1], mine):
+                return (f"rows of a batch change each other's answers: output {name!r} of "
+                        f"row {i} differs when run with {n - 1} other rows (e.g. CumSum or "
+                        "Softmax over the leading axis), so each request runs alone, whole")
+    return None
+
+
+def _run(loaded: Any, arrays: list[np.ndarray], time_limit_s: float) -> list[Any]:
+    ro = ort.RunOptions()
+    timer = threading.Timer(time_limit_s, setattr, (ro, "terminate", True))
+    timer.start()
+    try:
+        return loaded.run(arrays, ro)
+    finally:
+        timer.cancel()
+
+
+def _close(a: np.ndarray, b: Any) -> bool:
+    b = np.asarray(b)
+    if a.dtype.kind != "f":
+        return bool(np.array_equal(a, b))
+    finite = np.isfinite(a)
+    scale = float(np.abs(a[finite]).max()) if finite.any() else 1.0
+    return bool(np.allclose(a, b, rtol=_RTOL, atol=_RTOL * max(scale, 1e-6), equal_nan=True))

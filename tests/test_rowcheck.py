@@ -1,0 +1,79 @@
+"""A model whose dynamic batch axis lets rows see each other (CumSum over it, Softmax over
+it) is found at load and each of its requests runs alone: no caller gets an answer made
+from another caller's rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from core import BatchConfig, Engine, EngineConfig
+from core.models import build_demo_model
+from tests.helpers import make_model
+
+
+def _model(op: str, **attrs) -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    inits, ins = [], ["x"]
+    if op == "CumSum":
+        inits = [numpy_helper.from_array(np.array(0, np.int64), "axis")]
+        ins = ["x", "axis"]
+    return make_model([x], [y], [helper.make_node(op, ins, ["y"], **attrs)],
+                      initializers=inits).SerializeToString()
+
+
+@pytest.fixture
+def engine():
+    e = Engine(EngineConfig(demo_models=False))
+    yield e
+    e.close()
+
+
+@pytest.mark.parametrize("op,attrs", [("CumSum", {}), ("Softmax", {"axis": 0})])
+def test_rows_that_see_each_other_are_never_batched_with_another_request(engine, op, attrs):
+    info = engine.load_model(_model(op, **attrs), name="mix",
+                             batch=BatchConfig(max_batch_size=8, max_wait_ms=60_000))
+    assert info.batch_mode == "alone" and not info.batchable
+    assert "rows of a batch change each other's answers: output 'y'" in info.batch_reason
+    # Two callers at once, the wait long enough to pack them: each runs alone, whole.
+    a, b = np.full((1, 4), 1000, np.float32), np.ones((2, 4), np.float32)
+    fa, fb = engine.submit("mix", a), engine.submit("mix", b)
+    pa, pb = fa.result(timeout=30), fb.result(timeout=30)
+    np.testing.assert_allclose(pb.outputs["y"], engine.predict("mix", b).outputs["y"])
+    assert (pa.batch_rows, pb.batch_rows) == (1, 2)   # alone, and whole (2 rows kept together)
+    if op == "CumSum":   # B's own rows still see each other: that is the model
+        np.testing.assert_array_equal(pb.outputs["y"], [[1] * 4, [2] * 4])
+        np.testing.assert_array_equal(pa.outputs["y"], a)
+
+
+def test_a_batchable_model_stays_batchable_and_unchecked_models_keep_their_mode(engine):
+    # The MLP uploaded (not as a demo): checked, and its rows are its own.
+    assert engine.load_model(build_demo_model("mlp"), name="up").batch_mode == "dynamic"
+    # Answers that vary from run to run cannot be told apart: no claim, still batched.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    noisy = make_model([x], [y], [helper.make_node("RandomNormalLike", ["x"], ["y"])])
+    assert engine.load_model(noisy.SerializeToString(), name="noisy").batch_mode == "dynamic"
+
+
+def test_an_output_without_the_batchs_rows_makes_requests_run_alone(engine):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["M"])
+    flat = make_model([x], [y], [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                      initializers=[numpy_helper.from_array(np.array([-1], np.int64), "shape")])
+    info = engine.load_model(flat.SerializeToString(), name="flat")
+    assert info.batch_mode == "alone"
+    assert "output 'y' has 12 rows for a batch of 3 rows" in info.batch_reason
+    out = engine.predict("flat", np.ones((2, 4), np.float32)).outputs["y"]
+    np.testing.assert_array_equal(out, np.ones(8))
+
+
+def test_try_it_says_a_request_ran_alone_and_whole(engine):
+    from core.ui.fmt import try_caption
+    engine.load_model(_model("CumSum"), name="mix")
+    pred = engine.predict("mix", np.ones((2, 4), np.float32))
+    words = try_caption("alone", ["N", 4], pred)
+    assert words.startswith("This request: 2 row(s), run alone and whole in batch #")
+    assert "never combined" in words
