@@ -45,11 +45,18 @@ def test_a_long_json_body_is_parsed_in_the_child_as_it_would_be_here(parser):
     # what the answer needs of the request comes back; the values only as the array
     assert req["id"] == "r1" and req["outputs"] == want_req["outputs"]
     assert "data" not in req["inputs"][0]
+    # keys the server does not read stay in the child (a long string would be built again)
+    extra = json.loads(raw)
+    extra["junk"] = "j" * 10_000
+    extra["inputs"][0]["note"] = "n" * 10_000
+    _, req = parser.parse(json.dumps(extra).encode(), None, 64 * 2**20)
+    assert set(req) == {"id", "inputs", "outputs"} and "note" not in req["inputs"][0]
+    assert req["inputs"][0]["name"] == "x"
     # a short one is parsed here, without the trip
     short = _body(2)
     assert len(short) < 64 * 4
     BodyParser(child_min=CHILD_MIN).parse(short, None, None)
-    assert parser.parsed_in_child == 1
+    assert parser.parsed_in_child == 2   # (the two long ones above)
 
 
 def test_binary_data_after_a_long_json_part_comes_back_whole(parser):

@@ -43,7 +43,11 @@ def test_the_parse_estimate_bounds_what_json_really_allocates():
     import tracemalloc
     for raw in (b"[" + b",".join([b"[]"] * 100_000) + b"]",
                 b"[" + b",".join([b"1.5"] * 100_000) + b"]",
-                b'{"a": [' + b",".join([b'{"k": 2.5}'] * 20_000) + b"]}"):
+                b'{"a": [' + b",".join([b'{"k": 2.5}'] * 20_000) + b"]}",
+                # one character past U+FFFF makes the whole string 4 bytes a character
+                b'{"a": "' + b"A" * 300_000 + b'\\ud83d\\ude00"}',
+                b'{"a": "' + b"A" * 300_000 + "\U0001F600".encode() + b'"}',
+                b'{"a": "' + b"A" * 300_000 + "\u20ac".encode() + b'"}'):
         estimate, _ = jsontext.parsed_bytes(raw)
         tracemalloc.start()
         value = jsontext.loads(raw)
@@ -69,6 +73,19 @@ def test_counted_in_pieces_of_any_size_the_estimate_is_the_wholes():
     sliced = jsontext.SizeCounter()
     sliced.add(raw, 1000, 250_000)
     assert sliced.values == 1 + sum(raw[1000:250_000].count(c) for c in (b",", b":", b"[", b"{"))
+
+
+def test_a_wide_character_is_seen_whatever_the_cut():
+    raw = b'{"a": "' + b"A" * 50_000 + b'\\ud83d\\ude00"}'
+    cut = raw.index(b"\\u") + 1   # the escape's backslash ends the first piece
+    for pieces in ((raw,), (raw[:cut], raw[cut:]), (raw[:20], raw[20:cut], raw[cut:])):
+        counter = jsontext.SizeCounter()
+        for p in pieces:
+            counter.add(p)
+        assert counter.wide and counter.parsed >= 8 * len(raw), [len(p) for p in pieces]
+    plain = jsontext.SizeCounter()
+    plain.add(b'{"a": "' + b"A" * 50_000 + b'\\n"}')
+    assert not plain.wide and plain.parsed < len(raw)   # ASCII text: counted as before
 
 
 def test_a_body_that_would_parse_past_the_bound_is_refused_unparsed():

@@ -30,6 +30,9 @@ __all__ = ["loads", "dumps", "finite", "parsed_bytes", "check_size", "JSONTooLar
 #: list with the list's growth room, and an (empty) list or object with its slot. A 60 MiB
 #: body of empty lists is 2.4 GB parsed; an object is a dict (240 with its slot).
 SCALAR_BYTES, CONTAINER_BYTES, OBJECT_BYTES = 40, 80, 240
+#: What a byte of text costs parsed when the text may hold strings of 4-byte characters
+#: (the text decoded at 4 bytes a character, and its strings again).
+WIDE_BYTES = 9   # (and a little for the objects around them)
 
 
 _COUNT_SLICE = 1 << 20
@@ -42,10 +45,12 @@ class JSONTooLarge(ValueError):
     """A body that would take more memory to parse than the caller allows (``parsed``,
     ``limit``: bytes; ``values``: its values and containers)."""
 
-    def __init__(self, parsed: int, limit: int, values: int) -> None:
+    def __init__(self, parsed: int, limit: int, values: int, wide: bool = False) -> None:
         self.parsed, self.limit, self.values = parsed, limit, values
         super().__init__(f"{values:,} values and lists would take ~{parsed / 2**20:,.0f} MiB "
-                         f"to parse, over the {limit / 2**20:,.0f} MiB parsed per request")
+                         f"to parse, over the {limit / 2**20:,.0f} MiB parsed per request"
+                         + (" (its text has \\u escapes or characters past U+07FF, which "
+                            "Python may keep at 4 bytes a character)" if wide else ""))
 
 
 class SizeCounter:
@@ -53,25 +58,45 @@ class SizeCounter:
     C-speed count, no parse), piece by piece as a body arrives: the pieces' counts add up to
     the whole's (it counts single characters). With ``limit``, :meth:`feed` raises
     :class:`JSONTooLarge` once the estimate passes it; ``part``: only the body's first
-    ``part`` bytes are JSON (the binary extension's head)."""
+    ``part`` bytes are JSON (the binary extension's head).
 
-    __slots__ = ("scalars", "lists", "objects", "limit", "part")
+    Strings: Python keeps a string at 1, 2 or 4 bytes per character, the widest of its
+    characters deciding, and ``json.loads`` of bytes decodes the whole text first: one
+    character past U+FFFF made a 60 MiB body take ~480 MiB to parse (measured: 7.3-8 bytes a
+    byte). A text with a ``\\u`` escape or a UTF-8 character of 3 or 4 bytes (lead byte 0xE0
+    and up) is counted at ``WIDE_BYTES`` per byte on top of its separators; text without them
+    takes at most twice itself (the text decoded, its strings), which the body limit bounds."""
+
+    __slots__ = ("scalars", "lists", "objects", "limit", "part", "nbytes", "wide", "_slash")
 
     def __init__(self, limit: int | None = None, part: int | None = None) -> None:
         self.scalars, self.lists, self.objects = 1, 0, 0
         self.limit, self.part = limit, part
+        self.nbytes, self.wide, self._slash = 0, False, False
 
     def add(self, piece: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
         """Count ``piece[start:end]`` (no copy); returns the estimate so far, in bytes."""
-        if (len(piece) if end is None else min(end, len(piece))) - start >= _NUMPY_MIN:
+        stop = len(piece) if end is None else min(end, len(piece))
+        if stop <= start:
+            return self.parsed
+        self.nbytes += stop - start
+        if not self.wide:   # (an escape cut between two pieces: a backslash ended the last)
+            self.wide = (piece.find(b"\\u", start, stop) >= 0
+                         or (self._slash and piece[start] == 117))
+            self._slash = piece[stop - 1] == 92
+        if stop - start >= _NUMPY_MIN:
             a = np.frombuffer(piece, np.uint8)[start:end]
             self.scalars += int(np.count_nonzero(a == 44)) + int(np.count_nonzero(a == 58))
             self.lists += int(np.count_nonzero(a == 91))
             self.objects += int(np.count_nonzero(a == 123))
+            if not self.wide:
+                self.wide = bool(np.count_nonzero(a >= 0xE0))
             return self.parsed
         self.scalars += piece.count(b",", start, end) + piece.count(b":", start, end)
         self.lists += piece.count(b"[", start, end)
         self.objects += piece.count(b"{", start, end)
+        if not self.wide:
+            self.wide = max(piece[start:stop]) >= 0xE0
         return self.parsed
 
     def feed(self, piece: bytes | bytearray, at: int) -> None:
@@ -81,12 +106,12 @@ class SizeCounter:
             return
         end = None if self.part is None else self.part - at
         if self.add(piece, 0, end) > self.limit:
-            raise JSONTooLarge(self.parsed, self.limit, self.values)
+            raise JSONTooLarge(self.parsed, self.limit, self.values, self.wide)
 
     @property
     def parsed(self) -> int:
         return (SCALAR_BYTES * self.scalars + CONTAINER_BYTES * self.lists
-                + OBJECT_BYTES * self.objects)
+                + OBJECT_BYTES * self.objects + (WIDE_BYTES * self.nbytes if self.wide else 0))
 
     @property
     def values(self) -> int:
@@ -98,10 +123,15 @@ def parsed_bytes(raw: bytes | bytearray) -> tuple[int, int]:
     :class:`SizeCounter`)."""
     # (by slices: one pass over tens of MiB would hold the interpreter for each count;
     # between slices another thread may run)
+    counter = _counted(raw)
+    return counter.parsed, counter.values
+
+
+def _counted(raw: bytes | bytearray) -> SizeCounter:
     counter = SizeCounter()
     for i in range(0, max(len(raw), 1), _COUNT_SLICE):
         counter.add(raw, i, i + _COUNT_SLICE)
-    return counter.parsed, counter.values
+    return counter
 
 
 def _refuse(token: str) -> Any:
@@ -121,9 +151,9 @@ def check_size(raw: bytes | str, max_parsed_bytes: int | None) -> None:
     """:class:`JSONTooLarge` if parsing ``raw`` could allocate over ``max_parsed_bytes``."""
     if max_parsed_bytes is not None and isinstance(raw, (bytes, bytearray, memoryview)) \
             and len(raw) * OBJECT_BYTES > max_parsed_bytes:
-        parsed, values = parsed_bytes(bytes(raw) if isinstance(raw, memoryview) else raw)
-        if parsed > max_parsed_bytes:
-            raise JSONTooLarge(parsed, max_parsed_bytes, values)
+        counter = _counted(bytes(raw) if isinstance(raw, memoryview) else raw)
+        if counter.parsed > max_parsed_bytes:
+            raise JSONTooLarge(counter.parsed, max_parsed_bytes, counter.values, counter.wide)
 
 
 def finite(value: Any) -> Any:

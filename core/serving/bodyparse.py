@@ -50,6 +50,9 @@ _PARAM_MAX = 4096
 #: The parameters the server reads (core/serving/routes.py, the answer's encoding): sent
 #: back from the child whatever their length.
 _READ_PARAMS = frozenset({"timeout_ms", "timeout", "key", "priority", "binary_data_output"})
+#: The request's keys the server reads, and those of each input (its data stays here).
+_READ_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
+_INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters"})
 #: How long the server waits for the child's answer: this, plus a second per MiB.
 CHILD_WAIT_S = 30.0
 #: The body travels to the child in slices of this size.
@@ -76,6 +79,11 @@ def _child_main(conn: Any) -> None:  # the child process: parse JSON parts until
             return
         try:
             converted, req = oip.parse_infer_json(buf, limit)
+            # Only what the server reads travels back: a body's other keys (a long string
+            # under any name) would be built again there, for nothing.
+            req = {k: v for k, v in req.items() if k in _READ_KEYS}
+            req["inputs"] = [{k: v for k, v in t.items() if k in _INPUT_KEYS}
+                             if isinstance(t, dict) else t for t in req["inputs"]]
             params = req.get("parameters")
             if isinstance(params, dict):
                 # The server reads a few parameters (_READ_PARAMS); any other one that is
