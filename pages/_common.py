@@ -33,7 +33,8 @@ import streamlit as st
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.ui.fmt import SWEEP_TABLE_LABELS, column_formats, restart_words, sweep_table_columns
+from core.ui.fmt import (COLUMN_HELP, SWEEP_TABLE_LABELS, column_formats, restart_words,
+                         sweep_table_columns)
 from core.serving import ServerProcess, pin_process, split_cores
 from core.serving.guard import is_loopback
 from core.serving.state import STATE_ENV
@@ -421,9 +422,10 @@ def number_columns(frame: pd.DataFrame, labels: dict[str, str] | None = None
     percents (:func:`core.ui.fmt.column_formats`), not 1499.2345678; ``labels``: headers
     in words for some columns."""
     labels = labels or {}
-    config: dict[str, Any] = {c: st.column_config.Column(label) for c, label in labels.items()
-                              if c in frame.columns}
-    config.update({c: st.column_config.NumberColumn(labels.get(c), format=f)
+    config: dict[str, Any] = {c: st.column_config.Column(label, help=COLUMN_HELP.get(c))
+                              for c, label in labels.items() if c in frame.columns}
+    config.update({c: st.column_config.NumberColumn(labels.get(c), format=f,
+                                                    help=COLUMN_HELP.get(c))
                    for c, f in column_formats(frame.columns).items()
                    if pd.api.types.is_numeric_dtype(frame[c])})
     return config

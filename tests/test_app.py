@@ -873,6 +873,12 @@ def test_experiments_page_rejects_bad_loads(engine):
     assert at.button(key="exp_run").disabled
     at.text_input(key="exp_loads").set_value("500, 2").run()
     assert not at.error and not at.button(key="exp_run").disabled
+    # Not a rate this process can offer: said before starting (the job failed afterwards)
+    for text, shown in (("nan", "nan"), ("500, inf", "inf"), ("1e9", "1000000000.0")):
+        at.text_input(key="exp_loads").set_value(text).run()
+        assert any(f"load {shown} req/s: a rate is a number above 0 and at most 1,000,000"
+                   in e.value for e in at.error), (text, [e.value for e in at.error])
+        assert at.button(key="exp_run").disabled
 
 
 def test_models_page_measures_memory_per_batch_size(engine):
@@ -950,6 +956,8 @@ def test_charts_read_cleanly(engine):
     from core.ui import charts
     fig = charts.batch_size_figure({1: 3, 2: 5})
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0  # not "1 1 2"
+    # a bar is a row wide whatever the gap between sizes (1 and 32 drew 32 from ~20 to 32)
+    assert charts.batch_size_figure({1: 1, 32: 2730}, 32).data[0].width == 0.8
     frame = pd.DataFrame({"achieved_rps": [100.0, 200.0, 300.0], "p99_ms": [0.8, 12.0, 150.0]})
     fig = go_figure_with_latency_axis(charts, frame["p99_ms"])
     texts = list(fig.layout.yaxis.ticktext)

@@ -375,6 +375,17 @@ def test_the_highest_load_met_decides_and_unserved_loads_do_not_count():
     assert (rec.max_batch_size, rec.load) == (32, 4000) and "highest load tried" in rec.reason
     none = recommend(frame, p99_slo_ms=0.5)
     assert none.max_batch_size is None and "lowest p99 measured was 0.9 ms" in none.reason
+    assert "must hold at every lower load" not in none.reason   # (none met it anywhere)
+
+
+def test_no_setting_met_says_when_one_met_it_higher_up_but_missed_below():
+    """'No setting met p99 <= 10 ms' beside a table row at 4.4 ms read as a contradiction:
+    the refusal names the miss at the lower load that rules it out."""
+    frame = _frame([(32, 0.0, 300, 300, 36.0, 30.0, 40.0), (32, 0.0, 600, 600, 4.4, 4.0, 4.8)])
+    rec = recommend(frame, p99_slo_ms=10)
+    assert rec.max_batch_size is None
+    assert ("max_batch_size=32, max_wait_ms=0 met it at load 600 but missed at 300 (p99 "
+            "36.0 ms): a setting must hold at every lower load too") in rec.reason, rec.reason
 
 
 def test_p99_interval_covers_the_p99_and_narrows_with_more_requests():

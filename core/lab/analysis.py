@@ -180,7 +180,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     for col in ("p99_ci_low_ms", "p99_ci_high_ms"):
         if col not in f:
             f[col] = f["p99_ms"]
-    f["pass"] = _sustained(f, p99_slo_ms, max_error_rate)
+    met = f["pass"] = _sustained(f, p99_slo_ms, max_error_rate)
     # A setting qualifies at a load only if it met the target at every load up to it:
     # meeting it at 2,000 req/s says nothing for 500 if it missed there.
     f["pass"] = f["pass"] & _holds_below(f)
@@ -193,6 +193,17 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
             hint = (f"; the lowest p99 measured was {r.p99_ms:.1f} ms (max_batch_size="
                     f"{int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g}, load "
                     f"{r.load:g})")
+        if met.any():   # met higher up, missed lower down: say so, it reads as a pass
+            r = f[met].iloc[0]
+            same = f[(f["load"] < r.load) & ~met]
+            for key in _setting_keys(f) + ["load_kind"]:
+                same = same[same[key].eq(r[key]) | (same[key].isna() & pd.isna(r[key]))]
+            if len(same):
+                low = same.iloc[0]
+                hint += (f". max_batch_size={int(r.max_batch_size)}, max_wait_ms="
+                         f"{r.max_wait_ms:g} met it at load {r.load:g} but missed at "
+                         f"{low.load:g} (p99 {low.p99_ms:.1f} ms): a setting must hold at "
+                         "every lower load too (measure again if that miss was the machine)")
         return Recommendation(None, None, None, None,
                               f"No setting met p99 <= {p99_slo_ms:g} ms with every request "
                               f"served{hint}: relax the target, lower the load, or use a "

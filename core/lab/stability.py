@@ -24,12 +24,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from core.config import _check_float, _check_int
 from .loadgen import LoadResult
 
-__all__ = ["StabilityRule", "Measurement", "measure_stable"]
+__all__ = ["StabilityRule", "Measurement", "measure_stable", "p99_interval"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +142,16 @@ def measure_stable(run_window: Callable[[int], LoadResult], rule: StabilityRule,
             break
     last = results[-rule.windows:]
     return Measurement(_merge(last), tuple(summaries), stable, spread_rps, spread_p99, rule)
+
+
+def p99_interval(latency_ms: np.ndarray, seed: int = 0, resamples: int = 400,
+                 level: float = 0.95) -> tuple[float, float]:
+    """A bootstrap confidence interval of the p99 of ``latency_ms`` (seeded)."""
+    x = np.asarray(latency_ms, dtype=np.float64)
+    if len(x) < 20:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    p99s = np.quantile(x[idx], 0.99, axis=1)
+    lo, hi = np.quantile(p99s, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)

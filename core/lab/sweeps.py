@@ -27,7 +27,7 @@ from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import check_clients, closed_loop, open_loop
-from .stability import StabilityRule, measure_stable
+from .stability import StabilityRule, measure_stable, p99_interval
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -50,19 +50,6 @@ PINNED_DEFAULTS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
 # again (twice) and the median run kept: one stall (a GC pause, a noisy neighbour) must not
 # decide a sweep.
 _OUTLIER_FACTOR = 3.0
-
-
-def p99_interval(latency_ms: np.ndarray, seed: int = 0, resamples: int = 400,
-                 level: float = 0.95) -> tuple[float, float]:
-    """A bootstrap confidence interval of the p99 of ``latency_ms`` (seeded)."""
-    x = np.asarray(latency_ms, dtype=np.float64)
-    if len(x) < 20:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(resamples, len(x)))
-    p99s = np.quantile(x[idx], 0.99, axis=1)
-    lo, hi = np.quantile(p99s, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
 
 
 class PointMeasurer:
@@ -302,8 +289,13 @@ def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule |
 
 
 def check_rates(rates_rps: Sequence[float], duration_s: float,
-                stability: StabilityRule | bool) -> None:
-    """Refuse up front a rate that sends no request in a window (1 req/s in 2 s / 3)."""
+                stability: StabilityRule | bool, max_rps: float = 1_000_000.0) -> None:
+    """Refuse up front a rate that is not a number up to ``max_rps`` (one process's
+    generator; load agents offer more), or that sends no request in a window (1 req/s in
+    2 s / 3)."""
+    if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
+        raise ConfigError(f"load {bad[0]!r} req/s: a rate is a number above 0 and at most "
+                          f"{max_rps:,.0f} req/s")
     rule = _rule(duration_s, stability)
     window = rule.window_s if rule is not None else duration_s
     too_low = [r for r in rates_rps if r * window < 1.0]
@@ -357,7 +349,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         ("clients", c) for c in check_clients(concurrencies or [])]
     if not loads:
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
-    check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability)
+    check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability,
+                10_000_000.0 if agents else 1_000_000.0)
     if agents:
         agent_endpoint(engine, model)      # refused in words before any Ray is started
         check_ray_address(engine, ray_address)

@@ -20,9 +20,8 @@ from core.models import format_bytes
 __all__ = ["recent_errors_by_type", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
-           "nonfinite_words",
-           "run_config_words", "column_formats", "SWEEP_TABLE_LABELS", "sweep_table_columns",
-           "REASON_WORDS", "reason_words"]
+           "nonfinite_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
+           "COLUMN_HELP", "sweep_table_columns", "REASON_WORDS", "reason_words"]
 
 
 def _missing(v: Any) -> bool:
@@ -236,6 +235,15 @@ SWEEP_TABLE_LABELS = {
     "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors",
     "mean_batch_rows": "request's batch (mean)",
     "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
+
+
+#: What a sweep table's less obvious columns mean (their headers' help).
+COLUMN_HELP = {
+    "achieved_rps": "Requests answered per second over the point's measured span.",
+    "goodput_rps": "The offered load times the share of the requests sent that were answered "
+                   "within the target: all in time reads exactly the load, so it can be a "
+                   "little above 'served', which is timed over the measured span.",
+}
 
 
 def sweep_table_columns(frame: Any, everything: bool = False) -> list[str]:
