@@ -590,7 +590,10 @@ def sidebar_status() -> None:
         c1.metric("Models", status["models"])
         c2.metric("Requests/s", fmt_rate(status["throughput_rps"]).removesuffix("/s"))
         c1.metric("Queued", status["queue_depth"])
-        c2.metric("Errors", fmt_num(status["error_count"]))
+        c2.metric("Errors", fmt_num(status["error_count"]),
+                  help="Requests that did not get an answer, whatever the reason: failed runs "
+                       "and requests refused or timed out (a traffic line counts those as "
+                       "'failed' and 'refused').")
         traffic = engine.traffic()
         running = list(dict.fromkeys(t.label for t in traffic if t.running))
         jobs = [job for job in engine.jobs() if not job.finished]

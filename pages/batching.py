@@ -76,6 +76,8 @@ def _start_traffic() -> None:
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
     agents = int(st.session_state.get("traffic_agents") or 0)
+    old = [t for t in engine.traffic() if t.target == model and t.running
+           and getattr(t, "priority", None) == priority]
     try:
         engine.start_traffic(
             model, rate_rps=float(st.session_state["traffic_rate"]),
@@ -89,6 +91,13 @@ def _start_traffic() -> None:
                else {"high_share": share / 100.0} if share else {}))
     except BatchlabError as err:
         st.session_state["traffic_error"] = f"Could not start traffic: {err}"
+    else:
+        if old:   # (said: the counts below start again, the model's metrics do not)
+            t = old[0]
+            st.session_state["traffic_replaced"] = (
+                f"Replaced the generator that was running (it had sent {fmt_num(t.sent)}, "
+                f"served {fmt_num(t.succeeded)}, refused {fmt_num(t.refused)}): the line "
+                "below counts the new one; the model's metrics and the sidebar count both.")
 
 
 interval = live_interval(engine)
@@ -229,6 +238,8 @@ with controls:
                   args=(model,), help="Stops every generator of this model (each class's).")
         if "traffic_error" in st.session_state:
             st.error(st.session_state.pop("traffic_error"))
+        if "traffic_replaced" in st.session_state:
+            st.info(st.session_state.pop("traffic_replaced"), icon=":material/swap_horiz:")
         traffic_status()
 
 

@@ -398,6 +398,12 @@ def test_traffic_moves_the_charts(engine):
     thr = figure(at, "Throughput")
     assert sum(v or 0 for v in values(thr["data"][0]["y"])) > 0
     assert values(figure(at, "Batch sizes")["data"][0]["x"])
+    assert not [i for i in at.info if "Replaced the generator" in i.value]
+    # Started again while running: the page says the old generator was replaced, and
+    # what it had counted (its counts leave the status line, not the model's metrics).
+    at.button(key="traffic_start").click().run()
+    assert any(i.value.startswith("Replaced the generator that was running (it had sent ")
+               for i in at.info), [i.value for i in at.info]
     at.button(key="traffic_stop").click().run()
     assert not engine.traffic_running()
 
