@@ -162,9 +162,12 @@ with st.container(border=True):
         search_job = job_progress(engine, "search", model, key="exp_search_job")
         busy = search_job is not None and not search_job.finished
         if st.button("Run quick search", key="exp_run_search", type="primary",
-                     disabled=grid_n == 0 or busy or not kind.startswith("rate"),
+                     # (not disabled while one runs: a click from a second tab as the
+                     # first starts one is then refused in words, not dropped unsaid)
+                     disabled=grid_n == 0 or not kind.startswith("rate"),
                      help="Open-loop loads only." if not kind.startswith("rate") else
-                     "Runs in the engine: it goes on if you leave this page."):
+                     "Runs in the engine: it goes on if you leave this page."
+                     + (" One is running now: another cannot start." if busy else "")):
             start_job(engine, "search", model, "The quick search could not start",
                       max_batch_sizes=[int(v) for v in sizes],
                       max_waits_ms=[float(v) for v in waits], rates_rps=loads,
@@ -211,7 +214,7 @@ with st.container(border=True):
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
     if not quick and st.button("Run sweep", key="exp_run", type="primary",
-                               disabled=n_points == 0 or running,
+                               disabled=n_points == 0,   # (running: refused in words)
                  help="Runs in the engine: it goes on if you leave this page, and every tab "
                       "sees its progress." if not running else "A sweep of this model is "
                       "running."):

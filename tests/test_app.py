@@ -887,6 +887,24 @@ def test_experiments_page_rejects_bad_loads(engine):
         assert at.button(key="exp_run").disabled
 
 
+def test_a_second_tab_asking_for_a_sweep_while_one_runs_is_told_why_not(engine):
+    """Clicked in a second tab as the first's sweep started, Run sweep was redrawn
+    disabled and the click dropped without a word; now the engine's refusal is shown."""
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[50.0], duration_s=10.0)
+    try:
+        at = app("pages/experiments.py")
+        at.selectbox(key="exp_model").set_value("tiny").run()
+        assert not at.button(key="exp_run").disabled
+        at.button(key="exp_run").click().run()
+        assert any(e.value.startswith("The sweep could not start: ") and "already running"
+                   in e.value for e in at.error), [e.value for e in at.error]
+        assert [j.job_id for j in engine.jobs(kind="sweep", target="tiny")] == [job.job_id]
+    finally:
+        engine.cancel_job(job.job_id)
+        engine.wait_job(job.job_id, timeout_s=60)
+
+
 def test_models_page_measures_memory_per_batch_size(engine):
     at = app("pages/models.py")
     at.selectbox(key="models_detail").set_value("cnn").run()
