@@ -179,19 +179,24 @@ with st.container(border=True):
         if search_job is not None and search_job.finished and search_job.result:
             r = search_job.result
             (st.success if r["best"] else st.warning)(r["reason"])
+            saved = None
+            if r.get("run_id"):
+                try:
+                    saved = store.get(r["run_id"])
+                except KeyError:  # deleted from the history meanwhile
+                    pass
             st.caption(f"Measured {r['points']} of the grid's {r['grid_points']} points "
                        f"({100 * r['points'] / max(1, r['grid_points']):.0f} %), "
-                       f"{r['measured_s']:.0f} s of measurement. Saved to the history"
-                       + (f" as run {r['run_id']}." if r.get("run_id") else "."))
+                       f"{r['measured_s']:.0f} s of measurement. "
+                       + (f"Saved to the history as run {r['run_id']}." if saved is not None
+                          else f"Run {r['run_id']} has since been deleted from the history."
+                          if r.get("run_id") else "Saved to the history."))
             st.plotly_chart(search_figure(r["scores"], r["path"], r["best"]),
                             key="exp_search_chart")
             st.dataframe(r["scores"], hide_index=True, key="exp_search_table",
                          column_config=number_columns(r["scores"]))
-            if r.get("run_id"):
-                try:
-                    report_button(store.get(r["run_id"]), None, "exp_search_report")
-                except KeyError:  # deleted from the history meanwhile
-                    pass
+            if saved is not None:
+                report_button(saved, None, "exp_search_report")
             for setting, why in r.get("excluded", {}).items():
                 st.caption(f"Not tried: {setting} (batch/wait/threads): {why}")
             if r["best"]:
@@ -481,6 +486,8 @@ with st.container(border=True):
         pick = h1.selectbox("Run", ids, key=f"hist_pick_{ids[0]}", format_func=label.get)
         h2.download_button(f"Export run {pick} as CSV", store.export_csv(pick),
                            file_name=f"run-{pick}.csv", key="hist_csv")
-        if h3.button(f"Delete run {pick}", key="hist_delete"):
-            store.delete(pick)
-            st.rerun()
+        with h3.popover(f"Delete run {pick}"):   # (asked once more: it cannot be undone)
+            st.caption(f"{label[pick][0].upper()}{label[pick][1:]} leaves the history for good.")
+            if st.button(f"Delete run {pick}", key="hist_delete", type="primary"):
+                store.delete(pick)
+                st.rerun()

@@ -1245,6 +1245,12 @@ def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     from core.lab import ExperimentStore
     runs = ExperimentStore(tmp_path / "experiments.sqlite").list()
     assert list(runs["name"]) == ["tiny quick search"]
+    # Deleted from the history, its run is no longer said to be saved there
+    run_id = int(runs["id"].iloc[0])
+    at.button(key="hist_delete").click().run()
+    assert any(c.value.endswith(f"Run {run_id} has since been deleted from the history.")
+               for c in at.caption), [c.value for c in at.caption]
+    assert "exp_search_report" not in {d.key for d in at.get("download_button")}
 
 
 def test_batching_page_replays_arrivals_from_a_file(engine):
