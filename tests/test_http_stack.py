@@ -106,26 +106,50 @@ def test_an_endless_request_head_is_refused(server):
     assert _infer(server.port) == 200
 
 
-def test_requests_past_the_connection_limit_get_503_with_the_reason(tmp_path):
-    srv = ServerProcess(args=["--no-probe", "--no-demo-models", "--max-connections", "20"],
+def test_past_the_connection_limit_waiting_connections_give_way_then_503(tmp_path):
+    """Past the limit, the connection that has waited longest for a request's head is
+    closed for the new one: 20 connections that send nothing kept everyone else out (503)
+    until their head deadline. Connections inside requests are not closed: past the limit
+    with only those, a request gets 503 with the reason."""
+    srv = ServerProcess(args=["--no-probe", "--max-connections", "20",
+                              "--head-timeout-s", "600"],
                         log_path=tmp_path / "server.log").start()
-    held = []
+    held: list[socket.socket] = []
+
+    def health() -> tuple[int, bytes]:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
+        try:
+            c.request("GET", "/v2/health/live")
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
     try:
         held = [socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_S)
                 for _ in range(20)]
-        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
-        c.request("GET", "/v2/health/live")
-        r = c.getresponse()
-        assert r.status == 503 and b"--max-connections" in r.read()
-        c.close()
+        held[0].sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n")   # half a head
+        assert [health()[0] for _ in range(3)] == [200] * 3
+        # the oldest gave way (one: the others found room once it was gone)
+        assert not _still_open(held[0]) and _still_open(held[1]) and _still_open(held[-1])
+        for s in held:
+            s.close()
+        # 20 requests whose bodies are still coming: none gives way
+        held = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=WAIT_S)
+            s.sendall(b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                      b"Expect: 100-continue\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.1 100")   # inside its request now
+            held.append(s)
+        status, body = health()
+        assert status == 503 and b"--max-connections" in body
         for s in held:
             s.close()
         held = []
         for _ in range(int(WAIT_S * 10)):  # the server notices the closed ones
-            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
-            c.request("GET", "/v2/health/live")
-            status = c.getresponse().status
-            c.close()
+            status, _ = health()
             if status == 200:
                 break
             threading.Event().wait(0.1)
@@ -296,7 +320,7 @@ def test_close_timeout_flag_bounds_what_sigterm_waits_for(tmp_path):
         assert remote.config.close_timeout_s == 0.5
         # A batch of three, released after a minute: two requests wait in the queue until
         # SIGTERM (their count there says both arrived), then run forever.
-        remote.load_model(build_loop_model(None), name="xloop",
+        remote.load_model(build_loop_model(None, rows_apart=True), name="xloop",
                           batch=BatchConfig(max_batch_size=3, max_wait_ms=60_000.0,
                                             timeout_ms=300_000))
         for t in threads:

@@ -48,6 +48,13 @@ def test_rows_that_see_each_other_are_never_batched_with_another_request(engine,
         np.testing.assert_array_equal(pa.outputs["y"], a)
 
 
+def test_a_loop_whose_trips_are_the_batchs_largest_value_runs_alone(engine):
+    from core.models import build_loop_model
+    assert engine.load_model(build_loop_model(None), name="x").batch_mode == "alone"
+    assert engine.load_model(build_loop_model(None, rows_apart=True),
+                             name="apart").batch_mode == "dynamic"
+
+
 def test_a_batchable_model_stays_batchable_and_unchecked_models_keep_their_mode(engine):
     # The MLP uploaded (not as a demo): checked, and its rows are its own.
     assert engine.load_model(build_demo_model("mlp"), name="up").batch_mode == "dynamic"

@@ -86,7 +86,7 @@ class Loader:
                     "It was not loaded")
         loaded = self.registry.build(data, name, session, source_label or where, description)
         if loaded.info.batch_mode == "dynamic" and source_label != "demo" and (
-                why := rows_mix(loaded, self.config.probe_time_limit_s)):
+                why := rows_mix(loaded, min(10.0, self.config.probe_time_limit_s))):
             # a dynamic axis whose rows see each other: never packed with other requests
             loaded.info = dataclasses.replace(loaded.info, batch_mode="alone", batch_reason=why)
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0

@@ -29,11 +29,13 @@ def build_memory_bomb(n: int) -> bytes:
                   "memory bomb")
 
 
-def build_loop_model(trips: int | None) -> bytes:
+def build_loop_model(trips: int | None, rows_apart: bool = False) -> bytes:
     """``y = x + trips`` computed by a ``Loop`` of ``trips`` iterations, input ``x float32
     [N,1]``: a fixed cost per run whatever the rows (``trips=10**10``: hangs for hours).
     ``trips=None``: the request says how many, the largest value of ``x`` (a trial run with
-    small inputs passes; ``x = 1e12`` runs for days)."""
+    small inputs passes; ``x = 1e12`` runs for days); each row's answer then depends on the
+    batch's largest, so the engine runs its requests alone, unless ``rows_apart``: ``y = x +
+    0 * loop``, which still runs the loop and leaves each row its own."""
     body = helper.make_graph(
         [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
          helper.make_node("Add", ["acc_in", "one"], ["acc_out"])], "body",
@@ -44,7 +46,12 @@ def build_loop_model(trips: int | None) -> bytes:
          helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1])],
         initializer=[helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])])
     inits = [helper.make_tensor("cond", TensorProto.BOOL, [], [True])]
-    nodes = [helper.make_node("Loop", ["M", "cond", "x"], ["y"], body=body)]
+    nodes = [helper.make_node("Loop", ["M", "cond", "x"], ["looped" if rows_apart else "y"],
+                              body=body)]
+    if rows_apart:
+        inits.append(helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]))
+        nodes += [helper.make_node("Mul", ["looped", "zero"], ["nothing"]),
+                  helper.make_node("Add", ["x", "nothing"], ["y"])]
     if trips is None:
         nodes[:0] = [helper.make_node("ReduceMax", ["x"], ["xmax"], keepdims=0),
                      helper.make_node("Cast", ["xmax"], ["M"], to=TensorProto.INT64)]

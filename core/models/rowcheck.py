@@ -33,27 +33,35 @@ ROWS_CHECKED = 3
 _RTOL = 1e-3
 
 
-def rows_mix(loaded: Any, time_limit_s: float = 30.0, max_bytes: int = 2**24) -> str | None:
+def rows_mix(loaded: Any, time_limit_s: float = 10.0, max_bytes: int = 2**24) -> str | None:
     """Why ``loaded``'s rows cannot share a batch (an output's row differs with others
     beside it, or an output does not have the batch's rows), or None: they can, or it could
-    not be told (generated inputs refused, a run failed or timed out, the model's answers
-    vary from run to run). ``loaded``: a :class:`core.models.LoadedModel` whose batch axis is
-    dynamic."""
+    not be told (generated inputs refused, a run failed or passed ``time_limit_s``, the
+    model's answers vary from run to run). ``loaded``: a :class:`core.models.LoadedModel`
+    whose batch axis is dynamic. Four runs (3 rows, then each alone), five on a difference."""
     n = ROWS_CHECKED
     try:
         x = sample_input(loaded.info, rows=n, seed=0, max_bytes=max_bytes)
         arrays = list(x.values()) if isinstance(x, dict) else [x]
         together = _run(loaded, arrays, time_limit_s)
-        again = _run(loaded, arrays, time_limit_s)
         alone = [_run(loaded, [a[i:i + 1] for a in arrays], time_limit_s) for i in range(n)]
+        why = _difference(loaded.output_names, together, alone, n)
+        if why is None:
+            return None
+        again = _run(loaded, arrays, time_limit_s)   # the same answer twice, or no claim
+        same = all(not isinstance(t, np.ndarray) or (np.shape(t) == np.shape(g) and _close(t, g))
+                   for t, g in zip(together, again))
+        return why if same else None
     except Exception:  # noqa: BLE001 - nothing can be said: the model's own runs will tell
         return None
-    for k, name in enumerate(loaded.output_names):
+
+
+def _difference(names: Any, together: list[Any], alone: list[list[Any]], n: int
+                ) -> str | None:
+    for k, name in enumerate(names):
         out = together[k]
         if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiub":
             continue   # strings, sequences, maps: not compared
-        if out.shape != np.shape(again[k]) or not _close(out, again[k]):
-            return None   # its answers vary from run to run: the rows cannot be told apart
         if out.ndim == 0 or out.shape[0] != n:
             have = "no leading axis" if out.ndim == 0 else f"{out.shape[0]} rows"
             return (f"output {name!r} has {have} for a batch of {n} rows, so a batch's "

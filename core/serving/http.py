@@ -45,6 +45,31 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
+        self._waiting[self] = None
+        self._shed()
+
+    @property
+    def _waiting(self) -> dict[Any, None]:
+        """The server's connections waiting for a request's head (none begun, one half sent,
+        or idle between requests), oldest first."""
+        state = self.server_state
+        waiting = getattr(state, "batchlab_waiting", None)
+        if waiting is None:
+            waiting = state.batchlab_waiting = {}
+        return waiting
+
+    def _shed(self) -> None:
+        """Past the connection limit, close the connection that has waited longest for a
+        request's head: connections that send nothing (4,100 opened by one client) must not
+        keep the server from everyone else until their head deadline."""
+        limit = getattr(self.config, "max_connections", None)
+        if limit is None or len(self.server_state.connections) <= limit:
+            return
+        for proto in self._waiting:
+            if proto is not self:
+                del self._waiting[proto]
+                proto.transport.close()
+                return
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -87,6 +112,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_bytes = 0
         self._disarm_head_timer()
+        self._waiting.pop(self, None)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -94,9 +120,11 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         if not self.pipeline:  # (a pipelined request's head was read already)
             self._in_head = True  # what comes next is the next request's head
             self._head_bytes = 0
+            self._waiting[self] = None   # (waiting again, since now)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        self._waiting.pop(self, None)
         super().connection_lost(exc)
 
 

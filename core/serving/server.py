@@ -123,6 +123,7 @@ class EngineServer:
             timeout_keep_alive=IDLE_TIMEOUT_S, timeout_graceful_shutdown=5,
             server_header=False)
         config.head_timeout_s = head_timeout_s  # read by HeadDeadlineProtocol
+        config.max_connections = max_connections  # (it sheds waiting connections past it)
         self._uvicorn = ListeningServer(config)
         self.app.max_connections = max_connections
         self.app.open_connections = lambda: len(self._uvicorn.server_state.connections)
