@@ -188,6 +188,44 @@ def test_an_output_too_large_for_json_is_refused_before_it_is_encoded(served):
     assert status == 200 and len(json.loads(raw)["outputs"][0]["data"]) == n
 
 
+def _long_strings_model() -> bytes:
+    """y: [N, max(x)] strings of 4 KiB each (an adversary's): small in, large out."""
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    from tests.helpers import make_model
+    nodes = [h.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+             h.make_node("Cast", ["m"], ["k"], to=T.INT64),
+             h.make_node("Reshape", ["k", "one"], ["k1"]),
+             h.make_node("Shape", ["x"], ["xs"]),
+             h.make_node("Slice", ["xs", "zero", "one"], ["n1"]),
+             h.make_node("Concat", ["n1", "k1"], ["shape"], axis=0),
+             h.make_node("Expand", ["s", "shape"], ["y"])]
+    inits = [h.make_tensor("s", T.STRING, [1, 1], [b"A" * 4096]),
+             nh.from_array(np.array([1], np.int64), "one"),
+             nh.from_array(np.array([0], np.int64), "zero")]
+    return make_model([h.make_tensor_value_info("x", T.FLOAT, ["N", 1])],
+                      [h.make_tensor_value_info("y", T.STRING, ["N", "K"])], nodes,
+                      inits).SerializeToString()
+
+
+def test_strings_count_by_their_length_against_the_answer_bound(served):
+    """An array of strings' nbytes counts 8 a string: 4 KiB strings passed the bound at
+    1/512 of their size, as JSON and as binary data. Now counted by length, either form."""
+    served.routes.engine.load_model(_long_strings_model(), name="strings")
+    served.routes.max_json_bytes = 4 * 2**20
+    for binary in (False, True):
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                       "data": [600.0]}],       # 600 x 4 KiB: 2.3 MiB
+                           "parameters": {"binary_data_output": binary}}).encode()
+        status, raw, _ = post(served, "/v2/models/strings/infer", body)
+        error = json.loads(raw)["error"]
+        assert status == 400 and "answered 2.3 MiB of strings ('y'): over this server's 4 " \
+            "MiB per answer, as JSON or binary data" in error, (binary, error)
+    small = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                    "data": [3.0]}]}).encode()
+    status, raw, _ = post(served, "/v2/models/strings/infer", small)
+    assert status == 200 and json.loads(raw)["outputs"][0]["data"] == ["A" * 4096] * 3
+
+
 def test_the_bound_is_an_eighth_of_the_budget_and_at_least_64_mib(served):
     budget = served.routes.engine.memory_budget_bytes
     assert served.routes.max_json_bytes == max(64 * 2**20, budget // 8)
@@ -1015,7 +1053,7 @@ def test_what_an_answer_encodes_element_by_element_is_weighed_and_checked():
     assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "y"}]), outputs) == 0
     assert oip.text_answer_bytes({"outputs": [{"name": "y"}]}, outputs) == nums.nbytes
     assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "label"}]), outputs) == \
-        outputs["label"].nbytes                            # strings: one by one
+        outputs["label"].nbytes + 100                      # strings: one by one, by length
     assert oip.text_answer_bytes(dict(binary, outputs=[{"name": "t"}]), outputs) == \
         nums.nbytes                                        # not one block: copied first
     mixed = {"outputs": [{"name": "y", "parameters": {"binary_data": True}}, {"name": "t"}]}

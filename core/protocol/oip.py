@@ -106,9 +106,9 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
 
 
 def _shaped(arr: np.ndarray, shape: list[int], name: str) -> np.ndarray:
-    try:
+    try:   # ([0, 2**70]: no values, and a dimension numpy refuses)
         return arr.reshape(shape)
-    except ValueError as err:   # e.g. [0, 2**70]: no values, and a dimension numpy refuses
+    except ValueError as err:
         raise OIPError(400, f"input {name!r}: shape {str(shape)[:80]} cannot be made ({err}); "
                             "each dimension must be below 2**63") from None
 
@@ -234,12 +234,11 @@ def assemble_inputs(req: dict[str, Any], binary: memoryview,
     return arrays
 
 
-def _bytes_elements(values: list[Any]) -> bytes:
-    out = bytearray()
-    for v in values:
-        b = v if isinstance(v, bytes) else str(v).encode()
+def _bytes_elements(values: list[Any]) -> bytearray:
+    out = bytearray()   # (given as it is: bytes() of it would be a second copy)
+    for b in (v if isinstance(v, bytes) else str(v).encode() for v in values):
         out += struct.pack("<I", len(b)) + b
-    return bytes(out)
+    return out
 
 
 def _output(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes]:
@@ -272,9 +271,8 @@ def _output(name: str, value: Any, binary: bool) -> tuple[dict[str, Any], bytes]
 def encode_infer_response(req: dict[str, Any], model: str, outputs: dict[str, Any],
                           extra: dict[str, Any], max_json_bytes: int | None = None
                           ) -> tuple[bytes, int | None]:
-    """The answer's body and, when any output is binary, the JSON part's length. Outputs
-    asked for as JSON whose values would take more than ``max_json_bytes`` as Python objects
-    are refused before any is encoded (binary ones are one copy of the output)."""
+    """The answer's body and, when any output is binary, the JSON part's length; an answer
+    past ``max_json_bytes`` encoded (:func:`_check_json_size`) is refused before encoding."""
     parts, head_len = encode_infer_response_parts(req, model, outputs, extra, max_json_bytes)
     return (parts[0] if len(parts) == 1 else b"".join(parts)), head_len
 
@@ -337,8 +335,21 @@ def text_answer_bytes(req: dict[str, Any], outputs: dict[str, Any]) -> int:
         a = outputs[name]
         if not (binary and isinstance(a, np.ndarray) and a.dtype.kind in "biuf"
                 and a.flags.c_contiguous):
-            total += getattr(a, "nbytes", 0)
+            total += held_bytes(a)
     return total
+
+
+def _text(value: Any) -> bool:   # strings (or objects): encoded element by element
+    return isinstance(value, np.ndarray) and value.dtype.kind in "OSU"
+
+
+def held_bytes(value: Any) -> int:
+    """An output's bytes, strings counted by their length (``nbytes`` counts 8 an object:
+    4 KiB strings made a 391 MiB answer that counted as 0.8 MiB)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        return int(value.size) * 8 + sum(len(v) if isinstance(v, (str, bytes)) else 8
+                                         for v in value.reshape(-1).tolist())
+    return int(getattr(value, "nbytes", 0))
 
 
 def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
@@ -351,7 +362,8 @@ def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
     default_binary = bool(params.get("binary_data_output", False))
     chosen = [(o["name"], bool((o.get("parameters") or {}).get("binary_data", default_binary)))
               for o in wanted] or [(n, default_binary) for n in outputs]
-    if max_json_bytes is not None and not all(binary for _, binary in chosen):
+    if max_json_bytes is not None and not all(binary and not _text(outputs[n])
+                                              for n, binary in chosen):
         _check_json_size(model, outputs, chosen, max_json_bytes)
     return chosen
 
@@ -373,8 +385,18 @@ def _check_json_size(model: str, outputs: dict[str, Any], chosen: list[tuple[str
                      limit: int) -> None:
     sizes = {name: int(getattr(outputs[name], "size", 0)) for name, binary in chosen
              if not binary}
-    cost = jsontext.SCALAR_BYTES * sum(sizes.values())
+    # strings' characters too: at up to 6 bytes each in JSON (\u0001), twice as binary data
+    # (packed element by element into a growing buffer)
+    cost = jsontext.SCALAR_BYTES * sum(sizes.values()) + sum(
+        (2 if binary else 6) * held_bytes(outputs[n]) for n, binary in chosen
+        if _text(outputs[n]))
     if cost > limit:
+        text = {n: held_bytes(outputs[n]) for n, _ in chosen if _text(outputs[n])}
+        if sum(text.values()) * 2 > limit:   # strings past it whatever the form
+            raise OIPError(400, f"model {model!r} answered {sum(text.values()) / 2**20:,.1f} "
+                                f"MiB of strings ({', '.join(map(repr, text))}): over this "
+                                f"server's {limit / 2**20:,.0f} MiB per answer, as JSON or "
+                                "binary data; send fewer rows per request")
         shown = ", ".join(f"{n!r} ({v:,} values)" for n, v in sizes.items() if v)
         raise OIPError(400, f"model {model!r} answered output(s) {shown}: as JSON that would "
                             f"take ~{cost / 2**20:,.0f} MiB to encode, over this server's "
