@@ -55,7 +55,8 @@ def batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
     if "max_batch_size" in config:
         mbs = config["max_batch_size"]
         if not isinstance(mbs, int) or isinstance(mbs, bool) or mbs < 0:
-            raise ConfigError(f"config.max_batch_size must be an integer >= 0, got {mbs!r}")
+            raise ConfigError("config.max_batch_size must be an integer >= 0, got "
+                              f"{_shown(mbs)}")
         changes["max_batch_size"] = batchlab_max_batch_size(mbs)
     db = config.get("dynamic_batching")
     if db is None:
@@ -65,22 +66,65 @@ def batch_changes(config: Any) -> tuple[dict[str, Any], list[str]]:
                           '{"max_queue_delay_microseconds": 2000}')
     else:
         delay = db.get("max_queue_delay_microseconds", 0)
-        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0 \
-                or not math.isfinite(delay):
+        if not _finite(delay) or delay < 0:
             raise ConfigError("dynamic_batching.max_queue_delay_microseconds must be a number "
-                              f">= 0, got {delay!r}")
+                              f">= 0, got {_shown(delay)}")
         changes["max_wait_ms"] = _us_to_ms(delay)
-        policy = db.get("default_queue_policy") or {}
-        if "max_queue_size" in policy and int(policy["max_queue_size"]) > 0:
-            changes["max_queue"] = int(policy["max_queue_size"])
-        if "default_timeout_microseconds" in policy:
-            us = float(policy["default_timeout_microseconds"])
-            changes["timeout_ms"] = _us_to_ms(us) if us > 0 else None
+        changes.update(_queue_policy(db.get("default_queue_policy")))
         ignored += [f"dynamic_batching.{k}" for k in db
                     if k not in ("max_queue_delay_microseconds", "default_queue_policy")]
+        ignored += [f"dynamic_batching.default_queue_policy.{k}"
+                    for k in db.get("default_queue_policy") or {} if k not in _POLICY]
     if "instance_group" in config:
         changes["instances"] = _instance_count(config["instance_group"])
     return changes, ignored
+
+
+_POLICY = ("max_queue_size", "default_timeout_microseconds")
+
+
+def _finite(value: Any) -> bool:
+    """A JSON number a float holds (not a bool, NaN, an infinity or an int past 1e308)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _queue_policy(policy: Any) -> dict[str, Any]:
+    """Batchlab's ``max_queue`` and ``timeout_ms`` from Triton's ``default_queue_policy``
+    (checked as ``max_batch_size`` is: a wrong value is refused with what is expected).
+    Triton's 0 is "no limit": no queue bound leaves ``max_queue`` as it is, no timeout is
+    ``timeout_ms=None``."""
+    where = "config.dynamic_batching.default_queue_policy"
+    if policy is None:
+        return {}
+    if not isinstance(policy, dict):
+        raise ConfigError(f"{where} must be an object, e.g. "
+                          f'{{"max_queue_size": 100, "default_timeout_microseconds": 5000000}}, '
+                          f"got {type(policy).__name__} {_shown(policy)}")
+    out: dict[str, Any] = {}
+    size = policy.get("max_queue_size", 0)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ConfigError(f"{where}.max_queue_size must be an integer >= 0 (requests; 0: no "
+                          f"limit), got {type(size).__name__} {_shown(size)}")
+    if size > 0:
+        out["max_queue"] = size
+    if "default_timeout_microseconds" in policy:
+        us = policy["default_timeout_microseconds"]
+        if not _finite(us) or us < 0:
+            raise ConfigError(f"{where}.default_timeout_microseconds must be a number >= 0 "
+                              f"(microseconds; 0: no timeout), got {type(us).__name__} "
+                              f"{_shown(us)}")
+        out["timeout_ms"] = _us_to_ms(us) if us > 0 else None
+    return out
 
 
 def _instance_count(groups: Any) -> int:
@@ -93,7 +137,8 @@ def _instance_count(groups: Any) -> int:
     for g in groups:
         count = g.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"instance_group count must be an integer >= 1, got {count!r}")
+            raise ConfigError("instance_group count must be an integer >= 1, got "
+                              f"{_shown(count)}")
         total += count
     return max(1, total)
 
@@ -113,7 +158,7 @@ def read_batching(config: Any) -> tuple[int | None, float | None]:
         delay = db.get("max_queue_delay_microseconds", 0)
         try:
             wait = _us_to_ms(delay) if not isinstance(delay, bool) else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             wait = None
         if wait is not None and not (math.isfinite(wait) and wait >= 0):
             wait = None

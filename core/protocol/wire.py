@@ -22,7 +22,9 @@ A :class:`WireCodec` is made with the types it may carry (the engine server and 
 share one table, :mod:`core.serving.wire_types`), so moving a class to another module
 changes nothing on the wire. Decoding builds only those types (never an arbitrary class),
 through their constructors, so their own validation runs; a server decoding a caller's
-arguments also names the few types an argument may be.
+arguments also names the few types an argument may be. Whatever is wrong with a payload
+(a tag without its fields, a key that cannot be one, a dtype numpy does not know, nesting
+deeper than :data:`MAX_DEPTH`) is one :class:`WireError` that names the tag and its form.
 
 Example:
     >>> codec = WireCodec([BatchConfig])
@@ -40,9 +42,30 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["WireCodec", "WireError"]
+__all__ = ["WireCodec", "WireError", "MAX_DEPTH"]
 
 _TAG = "__t"
+#: How deep a payload may nest (lists, objects and tagged values each count a level): far
+#: past any value the engine sends (an array of numpy's most dimensions is 64), and well
+#: within Python's recursion limit whatever thread decodes it.
+MAX_DEPTH = 100
+_TOO_DEEP = (f"not valid wire encoding: nested deeper than {MAX_DEPTH} levels (lists, "
+             "objects and tagged values each count one); send a flatter value")
+# What each tag holds, for the error that says a payload is not one of them.
+_FORMS = {
+    "tuple": '{"__t": "tuple", "v": [values]}',
+    "dict": '{"__t": "dict", "v": [[key, value], ...]}, each key a string, number, null or '
+            'flat list',
+    "float": '{"__t": "float", "v": "nan", "inf" or "-inf"}',
+    "bytes": '{"__t": "bytes", "v": base64 text}',
+    "nd": '{"__t": "nd", "dtype": a numpy dtype name such as "<f4", "shape": [ints], '
+          '"v": base64 of exactly that many elements\' bytes}',
+    "ndobj": '{"__t": "ndobj", "shape": [ints], "v": [exactly that many values]}',
+    "dtype": '{"__t": "dtype", "v": a numpy dtype name such as "<f4"}',
+    "df": '{"__t": "df", "cols": [{"name": ..., "dtype": a dtype name, "v": [values]}, ...], '
+          '"index": null or [one label per row]}',
+    "dc": '{"__t": "dc", "cls": a type\'s name, "v": {field: value, ...}}',
+}
 
 
 class WireError(ValueError):
@@ -97,25 +120,29 @@ class WireCodec:
         return {_TAG: "df", "cols": cols, "index": self.encode(frame.index.tolist())
                 if not isinstance(frame.index, pd.RangeIndex) else None}
 
-    def _decode_frame(self, obj: dict[str, Any]) -> pd.DataFrame:
+    def _decode_frame(self, obj: dict[str, Any], allowed: frozenset[str] | None,
+                      left: int) -> pd.DataFrame:
         data: dict[Any, Any] = {}
         for col in obj["cols"]:
-            name, dtype, values = self.decode(col["name"]), col["dtype"], col["v"]
+            name, dtype, values = self._decode(col["name"], allowed, left), col["dtype"], col["v"]
             if dtype.startswith("datetime64"):
                 data[name] = pd.to_datetime(pd.Series(values, dtype=object))
             elif dtype == "object":
-                data[name] = pd.Series([self.decode(v) for v in values], dtype=object)
+                data[name] = pd.Series([self._decode(v, allowed, left) for v in values],
+                                       dtype=object)
             else:
                 try:
                     data[name] = pd.Series([np.nan if v is None else v for v in values],
                                            dtype=dtype)
-                except (TypeError, ValueError):  # e.g. a nullable int that held NaN
+                except (TypeError, ValueError, NotImplementedError):  # e.g. a nullable
+                    # int that held NaN, or a dtype a Series cannot be
                     data[name] = pd.Series(values)
         frame = pd.DataFrame(data)
         if not data:
-            frame = pd.DataFrame(columns=[self.decode(c["name"]) for c in obj["cols"]])
+            frame = pd.DataFrame(columns=[self._decode(c["name"], allowed, left)
+                                          for c in obj["cols"]])
         if obj.get("index") is not None:
-            frame.index = self.decode(obj["index"])
+            frame.index = self._decode(obj["index"], allowed, left)
         return frame
 
     def encode(self, value: Any) -> Any:
@@ -161,54 +188,89 @@ class WireCodec:
 
     def decode(self, data: Any, allowed: frozenset[str] | None = None) -> Any:
         """The inverse of :meth:`encode`. ``allowed``: the only types (by name) that may be
-        built (a server decoding a caller's arguments); None: any of the codec's."""
+        built (a server decoding a caller's arguments); None: any of the codec's. Raises
+        :class:`WireError` (saying which tag and what it holds) for a payload this module
+        did not make, or one nested deeper than :data:`MAX_DEPTH`."""
+        return self._decode(data, allowed, MAX_DEPTH)
+
+    def _decode(self, data: Any, allowed: frozenset[str] | None, left: int) -> Any:
+        # ``left``: the levels a payload may still nest (checked here, not left to a
+        # RecursionError). Plain JSON takes no try block; a tagged value's costs nothing
+        # until something in it is wrong.
         if isinstance(data, list):
-            return [self.decode(v, allowed) for v in data]
+            if not left:
+                raise WireError(_TOO_DEEP)
+            left -= 1
+            return [self._decode(v, allowed, left) for v in data]
         if not isinstance(data, dict):
             return data
+        if not left:
+            raise WireError(_TOO_DEEP)
+        left -= 1
         tag = data.get(_TAG)
         if tag is None:
-            return {k: self.decode(v, allowed) for k, v in data.items()}
-        if tag == "tuple":
-            return tuple(self.decode(v, allowed) for v in data["v"])
-        if tag == "dict":
-            return {_hashable(self.decode(k, allowed)): self.decode(v, allowed) for k, v in data["v"]}
-        if tag == "float":
-            return float(data["v"])
-        if tag == "bytes":
-            return base64.b64decode(data["v"])
-        if tag == "nd":
-            raw = base64.b64decode(data["v"])
-            return np.frombuffer(raw, dtype=np.dtype(data["dtype"])).reshape(data["shape"]).copy()
-        if tag == "ndobj":
-            arr = np.empty(len(data["v"]), dtype=object)
-            arr[:] = [self.decode(v, allowed) for v in data["v"]]
-            return arr.reshape(data["shape"])
-        if tag == "dtype":
-            return np.dtype(data["v"])
-        if tag == "df":
-            return self._decode_frame(data)
-        if tag == "dc":
-            if allowed is not None and data["cls"] not in allowed:
-                raise WireError(f"an argument cannot be a {data['cls']}; expected one of "
-                                f"{', '.join(sorted(allowed))}")
-            cls = self._by_name.get(data["cls"])
-            if cls is None:
-                raise WireError(f"refusing to build {data['cls']!r}: not one of the wire's types")
-            if not dataclasses.is_dataclass(cls):
-                return cls(**{k: self.decode(v) for k, v in data["v"].items()
-                              if k in cls.__slots__})
+            return {k: self._decode(v, allowed, left) for k, v in data.items()}
+        try:
+            if tag == "tuple":
+                return tuple(self._decode(v, allowed, left) for v in data["v"])
+            if tag == "dict":
+                return {_hashable(self._decode(k, allowed, left)): self._decode(v, allowed, left)
+                        for k, v in data["v"]}
+            if tag == "float":
+                return float(data["v"])
+            if tag == "bytes":
+                return base64.b64decode(data["v"])
+            if tag == "nd":
+                raw = base64.b64decode(data["v"])
+                arr = np.frombuffer(raw, dtype=np.dtype(data["dtype"]))
+                return arr.reshape(data["shape"]).copy()
+            if tag == "ndobj":
+                arr = np.empty(len(data["v"]), dtype=object)
+                arr[:] = [self._decode(v, allowed, left) for v in data["v"]]
+                return arr.reshape(data["shape"])
+            if tag == "dtype":
+                return np.dtype(data["v"])
+            if tag == "df":
+                return self._decode_frame(data, allowed, left)
+            if tag == "dc":
+                return self._decode_object(data["cls"], data["v"], allowed, left)
+        except WireError:
+            raise  # said already, by the innermost value that is wrong
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError,
+                OverflowError) as err:
+            why = f"it has no {err.args[0]!r}" if isinstance(err, KeyError) and err.args \
+                else str(err) or type(err).__name__
+            raise WireError(f"not valid wire encoding: a {tag!r} value must be {_FORMS[tag]} "
+                            f"({why})") from None
+        shown = repr(tag)
+        raise WireError(f"not valid wire encoding: unknown wire tag {shown[:40]}; the tags are "
+                        f"{', '.join(sorted(_FORMS))}")
+
+    def _decode_object(self, name: Any, values: dict[str, Any],
+                       allowed: frozenset[str] | None, left: int) -> Any:
+        if not isinstance(name, str):
+            raise WireError(f"not valid wire encoding: a 'dc' value must be {_FORMS['dc']} "
+                            f"(its cls is {type(name).__name__}, not a name)")
+        if allowed is not None and name not in allowed:
+            raise WireError(f"an argument cannot be a {name}; expected one of "
+                            f"{', '.join(sorted(allowed))}")
+        cls = self._by_name.get(name)
+        if cls is None:
+            raise WireError(f"refusing to build {name!r}: not one of the wire's types")
+        if not dataclasses.is_dataclass(cls):
+            init = {k: self._decode(v, allowed, left) for k, v in values.items()
+                    if k in cls.__slots__}
+            late: dict[str, Any] = {}
+        else:
             fields = {f.name: f for f in dataclasses.fields(cls)}
-            values = {k: self.decode(v, allowed) for k, v in data["v"].items() if k in fields}
-            init = {k: v for k, v in values.items() if fields[k].init}
-            try:  # the class's own checks run (__post_init__): a value is valid or refused
-                obj = cls(**init)
-            except TypeError as err:
-                raise WireError(f"cannot build {data['cls']}: {err}") from None
-            for k, v in values.items():
-                if not fields[k].init:
-                    object.__setattr__(obj, k, v)
-            return obj
-        raise WireError(f"unknown wire tag {tag!r}")
-
-
+            decoded = {k: self._decode(v, allowed, left) for k, v in values.items()
+                       if k in fields}
+            init = {k: v for k, v in decoded.items() if fields[k].init}
+            late = {k: v for k, v in decoded.items() if not fields[k].init}
+        try:  # the class's own checks run (__post_init__): a value is valid or refused
+            obj = cls(**init)
+        except (TypeError, ValueError) as err:
+            raise WireError(f"cannot build {name}: {err}") from None
+        for k, v in late.items():
+            object.__setattr__(obj, k, v)
+        return obj

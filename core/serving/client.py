@@ -37,7 +37,7 @@ from core.batching import Prediction
 from core.errors import BatchlabError, ConfigError, EngineUnavailableError
 from core.lab import Engine, ExperimentStore
 from core.models import input_bytes, owned, read_model_source, request_bytes_limit
-from core.protocol import error_from, jsontext
+from core.protocol import WireError, error_from, jsontext
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, LOCAL_ONLY, STORE_CONTRACT
 from .guard import TOKEN_ENV
@@ -59,11 +59,6 @@ MAX_ANSWER_BYTES = 512 * 2**20
 class _TooLarge(Exception):
     pass
 _CONTRACT = {**ENGINE_CONTRACT, **STORE_CONTRACT}
-
-
-def _reads(method: str) -> bool:
-    """Calls that only read: safe to send again when a pooled connection turns out dead."""
-    return _CONTRACT[method].reads
 
 
 def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float | None:
@@ -201,6 +196,24 @@ def _close_open_transports() -> None:
         transport.close()
 
 
+def _decoded(where: str, answer: Any, key: str) -> Any:
+    """``answer[key]`` decoded; JSON not a Batchlab answer is said to be (never a KeyError)."""
+    try:
+        return WIRE.decode(answer[key])
+    except (KeyError, TypeError, WireError) as err:
+        why = f"no {err.args[0]!r}" if isinstance(err, KeyError) else str(err)[:300]
+        raise EngineUnavailableError(f"{where} answered with JSON that is not a Batchlab "
+                                     f"answer ({why}): is this a Batchlab engine server?") from None
+
+
+def _post(t: _Transport, room: str, method: str, args: tuple, kwargs: dict, read: Any) -> Any:
+    body = {"args": WIRE.encode(list(args)), "kwargs": WIRE.encode(kwargs)}
+    # a call that only reads is sent again when a pooled connection turns out dead
+    answer = t.request("POST", f"/v1/{room}/{method}", body, retry=_CONTRACT[method].reads,
+                       read_timeout_s=read)
+    return _decoded(f"{t.url}/v1/{room}/{method} ({room}.{method})", answer, "result")
+
+
 def _remote(room: str, name: str, local: Callable[..., Any] | None) -> Callable[..., Any]:
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         return self._call(room, name, args, kwargs)
@@ -218,9 +231,7 @@ class _RemoteStore:
         self.path = f"{transport.url} (the engine server's history)"
 
     def _call(self, room: str, method: str, args: tuple, kwargs: dict) -> Any:
-        body = {"args": WIRE.encode(list(args)), "kwargs": WIRE.encode(kwargs)}
-        return WIRE.decode(self._t.request("POST", f"/v1/{room}/{method}", body,
-                                      retry=_reads(method))["result"])
+        return _post(self._t, room, method, args, kwargs, DEFAULT)
 
 
 for _name in STORE_CONTRACT:
@@ -292,17 +303,15 @@ class RemoteEngine:
                               f"server; run it as a job (start_job({method!r}, ...)) and "
                               "watch job(job_id) for progress, cancel_job to stop")
         kwargs = {k: v for k, v in kwargs.items() if k not in LOCAL_ONLY}
-        body = {"args": WIRE.encode(list(args)), "kwargs": WIRE.encode(kwargs)}
         read = _read_timeout(method, kwargs, self._t.timeout_s)
-        return WIRE.decode(self._t.request("POST", f"/v1/{room}/{method}", body,
-                                      retry=_reads(method), read_timeout_s=read)["result"])
+        return _post(self._t, room, method, args, kwargs, read)
 
     def server_info(self, refresh: bool = False) -> dict[str, Any]:
         """The server's budget, configuration and methods (fetched once; ``refresh``: now),
         and what it restored from its state folder at start (``restored``, or None)."""
         if self._info is None or refresh:
             info = self._t.request("GET", "/v1/info", retry=True)
-            info["config"] = WIRE.decode(info.get("config"))
+            info["config"] = _decoded(f"{self.url}/v1/info (server_info)", info, "config")
             self._info = info
         return self._info
 

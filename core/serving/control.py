@@ -24,7 +24,7 @@ from typing import Any
 
 from core.config import plain_types
 from core.errors import ConfigError
-from core.protocol import HTTPError
+from core.protocol import HTTPError, WireError
 from . import timeouts
 from .wire_types import WIRE
 
@@ -122,6 +122,15 @@ def _check_types(method: str, fn: Any, args: list, kwargs: dict) -> None:
                           f"{type(value).__name__} {shown[:60]}{'…' if len(shown) > 60 else ''}")
 
 
+def _decoded(method: str, body: dict, part: str, empty: Any) -> Any:
+    """``body[part]`` decoded: a payload the wire did not make (a tag without its fields, too
+    deep...) is the caller's mistake, a 400 that names the tag and its form, not a 500."""
+    try:
+        return WIRE.decode(body.get(part) or empty, allowed=ARGUMENT_TYPES)
+    except WireError as err:
+        raise ConfigError(f"{method}: {part!r}: {err}") from None
+
+
 def server_info(engine: Any) -> dict[str, Any]:
     """What a client needs once: the budget, the engine's configuration, the methods."""
     return {"name": "batchlab", "memory_budget_bytes": engine.memory_budget_bytes,
@@ -143,8 +152,7 @@ def call(engine: Any, room: str, method: str, body: Any,
     if not isinstance(body, dict):
         raise ConfigError("the body must be a JSON object with 'args' (a list) and 'kwargs' "
                           "(an object)")
-    args = WIRE.decode(body.get("args") or [], allowed=ARGUMENT_TYPES)
-    kwargs = WIRE.decode(body.get("kwargs") or {}, allowed=ARGUMENT_TYPES)
+    args, kwargs = _decoded(method, body, "args", []), _decoded(method, body, "kwargs", {})
     # Decoded: the JSON text (an upload's base64, a third larger than the model) goes
     # before the call makes the model's session.
     body.clear()
