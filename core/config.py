@@ -130,14 +130,18 @@ MAX_INSTANCES = 8
 
 #: The longest per-request timeout (a day, as for ``BatchConfig.timeout_ms``).
 MAX_TIMEOUT_MS = 86_400_000.0
+#: The shortest (a microsecond).
+MIN_TIMEOUT_MS = 0.001
 
 
 def check_timeout_ms(value: Any) -> float:
-    """A per-request timeout: a positive finite number of milliseconds, at most a day."""
+    """A per-request timeout: a finite number of milliseconds from a microsecond (shorter
+    ones vanish in the clock's arithmetic: 1e-300 ms was a timeout of 0) to a day."""
     if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not 0 < value <= MAX_TIMEOUT_MS or not math.isfinite(value)):
+            or not MIN_TIMEOUT_MS <= value <= MAX_TIMEOUT_MS or not math.isfinite(value)):
         raise ConfigError(f"timeout_ms must be a positive finite number of milliseconds, "
-                          f"at most {MAX_TIMEOUT_MS:,.0f} (a day), got {_shown(value)}")
+                          f"from {MIN_TIMEOUT_MS:g} (a microsecond) to {MAX_TIMEOUT_MS:,.0f} "
+                          f"(a day), got {_shown(value)}")
     return float(value)
 
 

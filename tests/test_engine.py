@@ -347,3 +347,19 @@ def test_what_a_notebook_hands_the_engine_is_taken_or_refused_in_words(bare_engi
     seen = []
     pred = engine.predict("t", x[:1], check=lambda p: seen.append(p.rows))
     assert seen == [1] and pred.rows == 1
+
+
+def test_odd_timeouts_and_priorities_are_said_as_given(engine):
+    """From an adversary: a timeout of 1e308 s was refused as 'timeout_ms=inf', a 1e-300 ms
+    one as 'a timeout of 0 ms', and a 400-digit priority was echoed whole."""
+    x = np.zeros((1, 256), np.float32)
+    with pytest.raises(ConfigError, match=r"timeout must be a positive number of seconds, at "
+                                          r"most 86,400 \(a day\), got 1e\+308"):
+        engine.predict("mlp", x, timeout=1e308)
+    with pytest.raises(InputValidationError) as err:
+        engine.submit("mlp", x, priority=10 ** 400)
+    assert len(str(err.value)) < 200 and "got 1000000000" in str(err.value)
+    with pytest.raises(ConfigError, match=r"from 0.001 \(a microsecond\) to 86,400,000 "
+                                          r"\(a day\), got 1e-300"):
+        engine.submit("mlp", x, timeout_ms=1e-300)
+    assert engine.predict("mlp", x, timeout_ms=0.001 * 1e6).rows == 1

@@ -168,5 +168,12 @@ class DeadlineMixin:
                 f"queued ahead, a predicted "
                 f"wait of {wait_s * 1000:.0f} ms (+{(_ADMIT_MARGIN - 1) * 100:.0f} % "
                 f"margin), past this request's timeout of "
-                f"{(d - r._t_submit) * 1000:.0f} ms; it was refused at once. Send "
+                f"{_ms(d - r._t_submit)} ms; it was refused at once. Send "
                 "less traffic, raise timeout_ms, or raise max_batch_size")
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds as said in a refusal: whole from 1 ms, three figures below (a 1e-300 ms
+    timeout read "timeout of 0 ms")."""
+    ms = seconds * 1000
+    return f"{ms:.0f}" if ms >= 1 else f"{ms:.3g}"

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.ab import ABExperiment
 from core.batching import Prediction, Request
-from core.config import check_timeout_ms
+from core.config import MAX_TIMEOUT_MS, check_timeout_ms
 from core.metrics import check_priority
 from core.errors import (BatchlabError, ConfigError, EngineClosedError, InputValidationError,
                          ModelNotFoundError, RequestTimeoutError)
@@ -149,6 +149,10 @@ class Router:
             if timeout_ms is not None:
                 raise ConfigError("pass timeout_ms (milliseconds) or timeout (seconds), "
                                   "not both")
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+                    or not 0 < timeout <= MAX_TIMEOUT_MS / 1000:   # (1e308 s made "inf ms")
+                raise ConfigError(f"timeout must be a positive number of seconds, at most "
+                                  f"{MAX_TIMEOUT_MS / 1000:,.0f} (a day), got {timeout!r:.40}")
             timeout_ms = timeout * 1000.0
         if timeout_ms is not None:
             check_timeout_ms(timeout_ms)

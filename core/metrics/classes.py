@@ -74,5 +74,6 @@ def check_priority(priority: Any) -> int | None:
     if priority is None or (isinstance(priority, int) and not isinstance(priority, bool)
                             and priority in PRIORITIES):
         return priority
+    shown = repr(priority)   # (a 400-digit number is not echoed whole)
     raise InputValidationError(f"priority must be 1 (the high class), 2 or 0 (the normal class; 0 is "
-                     f"the default), or None; got {priority!r}")
+                     f"the default), or None; got {shown[:40]}{'…' if len(shown) > 40 else ''}")
