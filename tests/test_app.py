@@ -891,7 +891,7 @@ def test_a_second_tab_asking_for_a_sweep_while_one_runs_is_told_why_not(engine):
     """Clicked in a second tab as the first's sweep started, Run sweep was redrawn
     disabled and the click dropped without a word; now the engine's refusal is shown."""
     job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
-                           rates_rps=[50.0], duration_s=10.0)
+                           rates_rps=[50.0], duration_s=600.0)   # running until cancelled
     try:
         at = app("pages/experiments.py")
         at.selectbox(key="exp_model").set_value("tiny").run()

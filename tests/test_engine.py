@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from core import (DEMO_MODELS, ConfigError, Engine, EngineClosedError, InputValidationError,
+from core import (DEMO_MODELS, BatchlabError, ConfigError, Engine, EngineClosedError, InputValidationError,
                   ModelLoadError, ModelNotFoundError, Prediction, RequestTimeoutError,
                   build_demo_model)
 from core.config import EngineConfig
@@ -223,6 +223,22 @@ def test_fixed_batch_model_served_row_by_row(engine):
     assert engine.counters("fixed-batch")["batch_compute_s"].keys() == {1}
     trace = engine.timeline("fixed-batch")
     assert list(trace["rows"]) == [3] and list(trace["batch_rows"]) == [1]
+
+
+def test_a_row_by_row_request_that_fails_counts_the_runs_it_made(bare_engine):
+    from onnx import TensorProto, helper, numpy_helper
+    from tests.helpers import make_model
+    table = numpy_helper.from_array(np.arange(10, dtype=np.float32).reshape(5, 2), "table")
+    m = make_model([helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 1])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2])],
+                   [helper.make_node("Gather", ["table", "ids"], ["y"])], initializers=[table])
+    bare_engine.load_model(m.SerializeToString(), name="rows")
+    assert bare_engine.model_info("rows").batch_mode == "rows"
+    bare_engine.configure("rows", max_batch_size=8)
+    with pytest.raises(BatchlabError):   # row 2's id is past the table: the second run fails
+        bare_engine.predict("rows", np.array([[0], [9], [1], [2]], np.int64))
+    snap = bare_engine.metrics("rows")
+    assert (snap.error_count, snap.batches, snap.rows_total, snap.batch_sizes) == (1, 2, 2, {1: 2})
 
 
 def test_sequence_of_maps_output_from_packaged_classifier(bare_engine):

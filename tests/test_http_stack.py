@@ -338,3 +338,29 @@ def test_close_timeout_flag_bounds_what_sigterm_waits_for(tmp_path):
     assert [status for status, _ in answers] == [503, 503], answers
     assert all("closed before this request finished" in text for _, text in answers), answers
     assert code == 0
+
+
+def test_a_pipelined_request_is_inside_its_request_not_waiting_for_a_head():
+    """A GET and a POST's head in one write: when the GET's answer completed, the POST
+    (already started by uvicorn) was marked as waiting for a head, so its 70 KB body was
+    refused as a head over 64 KiB, and past the connection limit it could be shed."""
+    from tests.helpers import identity_server
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                   "data": [1, 2, 3]}], "parameters": {"pad": "a" * 70_000}}
+                      ).encode()
+    with identity_server() as (_, server):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as s:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                      b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: "
+                      + str(len(body)).encode() + b"\r\n\r\n")
+            got = b""
+            while b"\r\n\r\n" not in got:   # the GET's answer (no body)
+                got += s.recv(65536)
+            s.sendall(body)
+            while got.count(b"HTTP/1.1 ") < 2 or not got.endswith(b"}"):  # the POST's answer
+                chunk = s.recv(65536)
+                assert chunk, got[:600]   # (closed without answering it)
+                got += chunk
+    assert got.count(b"HTTP/1.1 200 OK") == 2, got[:600]
+    assert b'"data": [1.0, 2.0, 3.0]' in got

@@ -84,3 +84,26 @@ def test_try_it_says_a_request_ran_alone_and_whole(engine):
     words = try_caption("alone", ["N", 4], pred)
     assert words.startswith("This request: 2 row(s), run alone and whole in batch #")
     assert "never combined" in words
+
+
+def test_a_dynamically_quantized_model_keeps_batching_with_a_warning(engine, tmp_path):
+    """quantize_dynamic takes one scale over the batch: a row's answer moves ~1 % with its
+    neighbours. It was run alone (a reviewer's); it batches, and the warning says why rows
+    may differ by a quantization step."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    src, dst = tmp_path / "mlp.onnx", tmp_path / "mlp-int8.onnx"
+    src.write_bytes(build_demo_model("mlp"))
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    info = engine.load_model(dst, name="q")
+    assert info.batch_mode == "dynamic" and info.batchable
+    assert any(w.startswith("dynamically quantized (DynamicQuantizeLinear)") for w in info.warnings)
+
+
+def test_a_random_side_output_does_not_hide_rows_that_mix(engine):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in ("y", "r")]
+    m = make_model([x], outs, [helper.make_node("CumSum", ["x", "axis"], ["y"]),
+                               helper.make_node("RandomNormalLike", ["x"], ["r"])],
+                   initializers=[numpy_helper.from_array(np.array(0, np.int64), "axis")])
+    info = engine.load_model(m.SerializeToString(), name="mixr")
+    assert info.batch_mode == "alone" and "output 'y'" in info.batch_reason

@@ -91,15 +91,20 @@ class ModelRunner:
     def __init__(self, loaded: Backend) -> None:
         self.loaded = loaded
         self.by_rows = loaded.info.batch_mode == "rows"
+        self.rows_started = 0   # row by row: the runs the last call started
 
     def __call__(self, arrays: Sequence[np.ndarray], run_options: Any = None) -> list[Any]:
         loaded = self.loaded
         rows = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
         if not self.by_rows or rows == 1:
+            self.rows_started = 1
             out = loaded.run(arrays, run_options)
             loaded.sizes_run.add(rows if not self.by_rows else 1)  # warm for this shape now
             return out
-        parts = [loaded.run([a[i:i + 1] for a in arrays], run_options) for i in range(rows)]
+        parts = []
+        for i in range(rows):   # (how far it got: a failed request counts the runs it made)
+            self.rows_started = i + 1
+            parts.append(loaded.run([a[i:i + 1] for a in arrays], run_options))
         out: list[Any] = []
         for k in range(len(parts[0])):
             pieces = [p[k] for p in parts]

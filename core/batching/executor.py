@@ -203,8 +203,9 @@ class Executor:
                          "alone", self.name, batch_id, err, len(live))
                 self._run_each(live, reason, slot)
                 return
+            ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows
             self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
-                             batch=(rows, reason, self._clock() - t0, depth),
+                             batch=(ran, reason, self._clock() - t0, depth),
                              notify_queue=False)
             return
         if q.cost.observe(rows, t1 - t0):

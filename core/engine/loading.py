@@ -24,7 +24,7 @@ from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
 from core.models.probe import TRIAL_REFUSED, probe_note
-from core.models.rowcheck import rows_mix
+from core.models.rowcheck import checked_info
 from .namespace import Namespace
 
 __all__ = ["Loader"]
@@ -85,10 +85,9 @@ class Loader:
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded")
         loaded = self.registry.build(data, name, session, source_label or where, description)
-        if loaded.info.batch_mode == "dynamic" and source_label != "demo" and (
-                why := rows_mix(loaded, min(10.0, self.config.probe_time_limit_s))):
+        if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
-            loaded.info = dataclasses.replace(loaded.info, batch_mode="alone", batch_reason=why)
+            loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s))
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
                 f"{TRIAL_REFUSED}: {noted}. It may take "

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -23,7 +24,7 @@ import onnxruntime as ort
 
 from .sampling import sample_input
 
-__all__ = ["rows_mix", "ROWS_CHECKED"]
+__all__ = ["rows_mix", "checked_info", "ROWS_CHECKED"]
 
 #: Rows run together, then one by one.
 ROWS_CHECKED = 3
@@ -36,43 +37,59 @@ _RTOL = 1e-3
 def rows_mix(loaded: Any, time_limit_s: float = 10.0, max_bytes: int = 2**24) -> str | None:
     """Why ``loaded``'s rows cannot share a batch (an output's row differs with others
     beside it, or an output does not have the batch's rows), or None: they can, or it could
-    not be told (generated inputs refused, a run failed or passed ``time_limit_s``, the
-    model's answers vary from run to run). ``loaded``: a :class:`core.models.LoadedModel`
-    whose batch axis is dynamic. Four runs (3 rows, then each alone), five on a difference."""
+    not be told (generated inputs refused, a run failed or passed ``time_limit_s``). An
+    output whose answers vary from run to run (a random one) is left out of the comparison,
+    the others still compared. ``loaded``: a :class:`core.models.LoadedModel` whose batch
+    axis is dynamic. Four runs (3 rows, then each alone), five on a difference."""
     n = ROWS_CHECKED
     try:
         x = sample_input(loaded.info, rows=n, seed=0, max_bytes=max_bytes)
         arrays = list(x.values()) if isinstance(x, dict) else [x]
         together = _run(loaded, arrays, time_limit_s)
         alone = [_run(loaded, [a[i:i + 1] for a in arrays], time_limit_s) for i in range(n)]
-        why = _difference(loaded.output_names, together, alone, n)
-        if why is None:
-            return None
-        again = _run(loaded, arrays, time_limit_s)   # the same answer twice, or no claim
-        same = all(not isinstance(t, np.ndarray) or (np.shape(t) == np.shape(g) and _close(t, g))
-                   for t, g in zip(together, again))
-        return why if same else None
+        again: list[Any] | None = None
+        for k, name in enumerate(loaded.output_names):
+            why = _difference(name, together[k], [a[k] for a in alone], n)
+            if why is None:
+                continue
+            if again is None:   # the same answer twice, or this output says nothing
+                again = _run(loaded, arrays, time_limit_s)
+            if np.shape(again[k]) == np.shape(together[k]) and _close(together[k], again[k]):
+                return why
+        return None
     except Exception:  # noqa: BLE001 - nothing can be said: the model's own runs will tell
         return None
 
 
-def _difference(names: Any, together: list[Any], alone: list[list[Any]], n: int
-                ) -> str | None:
-    for k, name in enumerate(names):
-        out = together[k]
-        if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiub":
-            continue   # strings, sequences, maps: not compared
-        if out.ndim == 0 or out.shape[0] != n:
-            have = "no leading axis" if out.ndim == 0 else f"{out.shape[0]} rows"
-            return (f"output {name!r} has {have} for a batch of {n} rows, so a batch's "
-                    "answers cannot be split per request")
-        for i in range(n):
-            mine = alone[i][k]
-            if np.shape(mine) != out[i:i + 1].shape or not _close(out[i:i + 1], mine):
-                return (f"rows of a batch change each other's answers: output {name!r} of "
-                        f"row {i} differs when run with {n - 1} other rows (e.g. CumSum or "
-                        "Softmax over the leading axis), so each request runs alone, whole")
+def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
+    if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiub":
+        return None   # strings, sequences, maps: not compared
+    if out.ndim == 0 or out.shape[0] != n:
+        have = "no leading axis" if out.ndim == 0 else f"{out.shape[0]} rows"
+        return (f"output {name!r} has {have} for a batch of {n} rows, so a batch's "
+                "answers cannot be split per request")
+    for i in range(n):
+        mine = alone[i]
+        if np.shape(mine) != out[i:i + 1].shape or not _close(out[i:i + 1], mine):
+            return (f"rows of a batch change each other's answers: output {name!r} of "
+                    f"row {i} differs when run with {n - 1} other rows (e.g. CumSum or "
+                    "Softmax over the leading axis), so each request runs alone, whole")
     return None
+
+
+def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0) -> Any:
+    """``loaded.info`` after the check: ``batch_mode="alone"`` with the reason when its rows
+    mix; a dynamically quantized model (``DynamicQuantizeLinear``: its scale is taken over
+    the whole batch, so a row's answer moves by about a quantization step with its
+    neighbours, as on any server that batches it) keeps batching, with a warning saying so."""
+    info = loaded.info
+    if b"DynamicQuantizeLinear" in data:
+        return dataclasses.replace(info, warnings=info.warnings + (
+            "dynamically quantized (DynamicQuantizeLinear): each batch is quantized with one "
+            "scale, so a row's answer can move by about a quantization step with the rows "
+            "batched beside it; its rows were not checked for mixing",))
+    why = rows_mix(loaded, time_limit_s)
+    return dataclasses.replace(info, batch_mode="alone", batch_reason=why) if why else info
 
 
 def _run(loaded: Any, arrays: list[np.ndarray], time_limit_s: float) -> list[Any]:

@@ -116,8 +116,11 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        # (asked before uvicorn starts a pipelined request, popping it: its head was read
+        # already, and the connection is inside it, not waiting)
+        pipelined = bool(self.pipeline)
         super().on_response_complete()
-        if not self.pipeline:  # (a pipelined request's head was read already)
+        if not pipelined and not self.transport.is_closing():
             self._in_head = True  # what comes next is the next request's head
             self._head_bytes = 0
             self._waiting[self] = None   # (waiting again, since now)
