@@ -99,7 +99,8 @@ with st.container(border=True):
     if loads:
         try:   # (the sweep's own rules, said before the button)
             if kind.startswith("rate"):      # (statements: a bare expression's value
-                check_rates(loads, duration, True)     # is drawn by Streamlit's magic)
+                check_rates(loads, duration, True,     # is drawn by Streamlit's magic)
+                            1e7 if st.session_state.get("exp_agents") else 1e6)  # (agents)
             else:
                 check_clients(loads)
         except BatchlabError as err:

@@ -49,9 +49,13 @@ def test_a_long_json_body_is_parsed_in_the_child_as_it_would_be_here(parser):
     extra = json.loads(raw)
     extra["junk"] = "j" * 10_000
     extra["inputs"][0]["note"] = "n" * 10_000
+    extra["inputs"][0]["parameters"] = {"junk": "i" * 10_000}
+    extra["outputs"][0].update(note="o" * 10_000)
+    extra["outputs"][0]["parameters"]["junk"] = "p" * 10_000
     _, req = parser.parse(json.dumps(extra).encode(), None, 64 * 2**20)
     assert set(req) == {"id", "inputs", "outputs"} and "note" not in req["inputs"][0]
-    assert req["inputs"][0]["name"] == "x"
+    assert req["inputs"][0]["name"] == "x" and req["inputs"][0]["parameters"] == {}
+    assert req["outputs"] == [{"name": "y", "parameters": {"binary_data": False}}]
     # a short one is parsed here, without the trip
     short = _body(2)
     assert len(short) < 64 * 4

@@ -75,17 +75,28 @@ def test_counted_in_pieces_of_any_size_the_estimate_is_the_wholes():
     assert sliced.values == 1 + sum(raw[1000:250_000].count(c) for c in (b",", b":", b"[", b"{"))
 
 
-def test_a_wide_character_is_seen_whatever_the_cut():
-    raw = b'{"a": "' + b"A" * 50_000 + b'\\ud83d\\ude00"}'
-    cut = raw.index(b"\\u") + 1   # the escape's backslash ends the first piece
+def test_a_wide_character_is_seen_whatever_the_cut_and_counted_where_it_widens():
+    raw = b'{"a": "' + b"A" * 50_000 + "\U0001F600".encode() + b'"}'
+    cut = raw.index(b"\xf0") + 1   # the character's lead byte ends the first piece
     for pieces in ((raw,), (raw[:cut], raw[cut:]), (raw[:20], raw[20:cut], raw[cut:])):
         counter = jsontext.SizeCounter()
         for p in pieces:
             counter.add(p)
-        assert counter.wide and counter.parsed >= 8 * len(raw), [len(p) for p in pieces]
+        assert counter.raw == 4 and counter.parsed >= 8 * len(raw), [len(p) for p in pieces]
+    # "Ā" (U+0100, two UTF-8 bytes) makes the decoded text 2 bytes a character: counted
+    assert jsontext.parsed_bytes(b'{"a": "' + b"A" * 50_000 + "\u0100".encode() + b'"}')[0] \
+        >= 4 * 50_000
+    # An escape widens only its string: a large numeric body with an escaped id is counted
+    # as the numbers plus that string, not the whole text at 4 bytes a byte
+    numbers = b"[" + b",".join([b"1.5"] * 100_000) + b"]"
+    plain, _ = jsontext.parsed_bytes(b'{"id": "cafe", "x": ' + numbers + b"}")
+    for id_ in (b"caf\\u00e9", b"\\u6771\\u4eac", b"\\ud83d\\ude00"):
+        est, _ = jsontext.parsed_bytes(b'{"id": "' + id_ + b'", "x": ' + numbers + b"}")
+        assert plain <= est < plain + 200, (id_, est - plain)
+    # ASCII text: counted as before
     plain = jsontext.SizeCounter()
     plain.add(b'{"a": "' + b"A" * 50_000 + b'\\n"}')
-    assert not plain.wide and plain.parsed < len(raw)   # ASCII text: counted as before
+    assert not plain.wide and plain.parsed < len(raw)
 
 
 def test_a_body_that_would_parse_past_the_bound_is_refused_unparsed():

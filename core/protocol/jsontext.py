@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,27 @@ __all__ = ["loads", "dumps", "finite", "parsed_bytes", "check_size", "JSONTooLar
 #: list with the list's growth room, and an (empty) list or object with its slot. A 60 MiB
 #: body of empty lists is 2.4 GB parsed; an object is a dict (240 with its slot).
 SCALAR_BYTES, CONTAINER_BYTES, OBJECT_BYTES = 40, 80, 240
-#: What a byte of text costs parsed when the text may hold strings of 4-byte characters
-#: (the text decoded at 4 bytes a character, and its strings again).
-WIDE_BYTES = 9   # (and a little for the objects around them)
+# Characters that widen what they are in (see SizeCounter): raw UTF-8 lead bytes past
+# U+00FF (0xC4-0xEF: 2 bytes a character, 0xF0 and up: 4), escapes of a surrogate (4) or
+# from U+0100 (2).
+_RAW4, _RAW2 = re.compile(rb"[\xf0-\xff]"), re.compile(rb"[\xc4-\xef]")
+_ESC = re.compile(rb"\\u(?:([dD][89abAB])|0[1-9a-fA-F]|[1-9a-fA-F])")
+
+
+def _quote_before(raw: bytes | bytearray, at: int) -> int:
+    """Where the string around ``at`` starts: the last quote before it not escaped."""
+    i = raw.rfind(b'"', 0, at)
+    while i > 0 and raw[i - 1] == 92:
+        i = raw.rfind(b'"', 0, i)
+    return max(i, 0)
+
+
+def _quote_after(raw: bytes | bytearray, at: int) -> int:
+    """Where the string around ``at`` ends: the next quote after it not escaped."""
+    i = raw.find(b'"', at)
+    while i > 0 and raw[i - 1] == 92:
+        i = raw.find(b'"', i + 1)
+    return len(raw) if i < 0 else i + 1
 
 
 _COUNT_SLICE = 1 << 20
@@ -63,16 +82,44 @@ class SizeCounter:
     Strings: Python keeps a string at 1, 2 or 4 bytes per character, the widest of its
     characters deciding, and ``json.loads`` of bytes decodes the whole text first: one
     character past U+FFFF made a 60 MiB body take ~480 MiB to parse (measured: 7.3-8 bytes a
-    byte). A text with a ``\\u`` escape or a UTF-8 character of 3 or 4 bytes (lead byte 0xE0
-    and up) is counted at ``WIDE_BYTES`` per byte on top of its separators; text without them
-    takes at most twice itself (the text decoded, its strings), which the body limit bounds."""
+    byte). A raw UTF-8 character past U+00FF (lead byte 0xC4 and up) widens the decoded text
+    and its strings: the whole text counts ``2 x width + 1`` bytes a byte (width 2, or 4 from
+    lead 0xF0). A ``\\u`` escape widens only the string it is in (4 for a surrogate, 2 from
+    ``\\u0100``, nothing below): :meth:`add_escaped` counts those strings from the whole
+    text, when it is parsed. Text without either takes at most twice itself (the text
+    decoded, its strings), which the body limit bounds. """
 
-    __slots__ = ("scalars", "lists", "objects", "limit", "part", "nbytes", "wide", "_slash")
+    __slots__ = ("scalars", "lists", "objects", "limit", "part", "nbytes", "raw", "escaped")
 
     def __init__(self, limit: int | None = None, part: int | None = None) -> None:
         self.scalars, self.lists, self.objects = 1, 0, 0
         self.limit, self.part = limit, part
-        self.nbytes, self.wide, self._slash = 0, False, False
+        # bytes counted; the widest character seen raw (1, 2 or 4 bytes); what strings
+        # widened by escapes take (:meth:`add_escaped`, given the whole text)
+        self.nbytes, self.raw, self.escaped = 0, 1, 0
+
+    @property
+    def wide(self) -> bool:
+        return self.raw > 1 or self.escaped > 0
+
+    def add_escaped(self, raw: bytes | bytearray) -> None:
+        """Count the strings of the whole text ``raw`` that escapes widen: each at (2 x
+        width + 1) bytes a byte (measured: 7.3 for a surrogate pair's string). Past 10,000
+        such escapes, the whole text is counted so (no loop per escape)."""
+        spans: list[tuple[int, int, int]] = []
+        for k, m in enumerate(_ESC.finditer(raw)):
+            if k == 10_000:
+                self.escaped = 9 * len(raw)
+                return
+            at = m.start()
+            if spans and spans[-1][0] <= at < spans[-1][1]:
+                width = 4 if m.group(1) else 2
+                if width > spans[-1][2]:
+                    spans[-1] = (spans[-1][0], spans[-1][1], width)
+                continue
+            begin, end = _quote_before(raw, at), _quote_after(raw, at)
+            spans.append((begin, end, 4 if m.group(1) else 2))
+        self.escaped = sum((2 * w + 1) * (e - b) for b, e, w in spans)
 
     def add(self, piece: bytes | bytearray, start: int = 0, end: int | None = None) -> int:
         """Count ``piece[start:end]`` (no copy); returns the estimate so far, in bytes."""
@@ -80,23 +127,20 @@ class SizeCounter:
         if stop <= start:
             return self.parsed
         self.nbytes += stop - start
-        if not self.wide:   # (an escape cut between two pieces: a backslash ended the last)
-            self.wide = (piece.find(b"\\u", start, stop) >= 0
-                         or (self._slash and piece[start] == 117))
-            self._slash = piece[stop - 1] == 92
+        if self.raw < 4:
+            if _RAW4.search(piece, start, stop):
+                self.raw = 4
+            elif self.raw < 2 and _RAW2.search(piece, start, stop):
+                self.raw = 2
         if stop - start >= _NUMPY_MIN:
             a = np.frombuffer(piece, np.uint8)[start:end]
             self.scalars += int(np.count_nonzero(a == 44)) + int(np.count_nonzero(a == 58))
             self.lists += int(np.count_nonzero(a == 91))
             self.objects += int(np.count_nonzero(a == 123))
-            if not self.wide:
-                self.wide = bool(np.count_nonzero(a >= 0xE0))
             return self.parsed
         self.scalars += piece.count(b",", start, end) + piece.count(b":", start, end)
         self.lists += piece.count(b"[", start, end)
         self.objects += piece.count(b"{", start, end)
-        if not self.wide:
-            self.wide = max(piece[start:stop]) >= 0xE0
         return self.parsed
 
     def feed(self, piece: bytes | bytearray, at: int) -> None:
@@ -111,7 +155,8 @@ class SizeCounter:
     @property
     def parsed(self) -> int:
         return (SCALAR_BYTES * self.scalars + CONTAINER_BYTES * self.lists
-                + OBJECT_BYTES * self.objects + (WIDE_BYTES * self.nbytes if self.wide else 0))
+                + OBJECT_BYTES * self.objects + self.escaped
+                + ((2 * self.raw + 1) * self.nbytes if self.raw > 1 else 0))  # text, strings
 
     @property
     def values(self) -> int:
@@ -124,6 +169,7 @@ def parsed_bytes(raw: bytes | bytearray) -> tuple[int, int]:
     # (by slices: one pass over tens of MiB would hold the interpreter for each count;
     # between slices another thread may run)
     counter = _counted(raw)
+    counter.add_escaped(raw)
     return counter.parsed, counter.values
 
 
@@ -151,7 +197,9 @@ def check_size(raw: bytes | str, max_parsed_bytes: int | None) -> None:
     """:class:`JSONTooLarge` if parsing ``raw`` could allocate over ``max_parsed_bytes``."""
     if max_parsed_bytes is not None and isinstance(raw, (bytes, bytearray, memoryview)) \
             and len(raw) * OBJECT_BYTES > max_parsed_bytes:
-        counter = _counted(bytes(raw) if isinstance(raw, memoryview) else raw)
+        raw = bytes(raw) if isinstance(raw, memoryview) else raw
+        counter = _counted(raw)
+        counter.add_escaped(raw)
         if counter.parsed > max_parsed_bytes:
             raise JSONTooLarge(counter.parsed, max_parsed_bytes, counter.values, counter.wide)
 

@@ -49,10 +49,12 @@ CHILD_NICE = 10
 _PARAM_MAX = 4096
 #: The parameters the server reads (core/serving/routes.py, the answer's encoding): sent
 #: back from the child whatever their length.
-_READ_PARAMS = frozenset({"timeout_ms", "timeout", "key", "priority", "binary_data_output"})
+_READ_PARAMS = frozenset({"timeout_ms", "timeout", "key", "priority", "binary_data_output",
+                          "binary_data", "binary_data_size"})
 #: The request's keys the server reads, and those of each input (its data stays here).
 _READ_KEYS = frozenset({"id", "inputs", "outputs", "parameters"})
 _INPUT_KEYS = frozenset({"name", "shape", "datatype", "parameters"})
+_OUTPUT_KEYS = frozenset({"name", "parameters"})
 #: How long the server waits for the child's answer: this, plus a second per MiB.
 CHILD_WAIT_S = 30.0
 #: The body travels to the child in slices of this size.
@@ -82,14 +84,10 @@ def _child_main(conn: Any) -> None:  # the child process: parse JSON parts until
             # Only what the server reads travels back: a body's other keys (a long string
             # under any name) would be built again there, for nothing.
             req = {k: v for k, v in req.items() if k in _READ_KEYS}
-            req["inputs"] = [{k: v for k, v in t.items() if k in _INPUT_KEYS}
-                             if isinstance(t, dict) else t for t in req["inputs"]]
-            params = req.get("parameters")
-            if isinstance(params, dict):
-                # The server reads a few parameters (_READ_PARAMS); any other one that is
-                # long would only travel back for nothing.
-                req["parameters"] = {k: v for k, v in params.items() if k in _READ_PARAMS
-                                     or len(json.dumps(v, default=str)) <= _PARAM_MAX}
+            req["inputs"] = [_kept(t, _INPUT_KEYS) for t in req["inputs"]]
+            if isinstance(req.get("outputs"), list):
+                req["outputs"] = [_kept(o, _OUTPUT_KEYS) for o in req["outputs"]]
+            _short_parameters(req)
             reply: tuple = ("ok", converted, req)
         except OIPError as err:
             reply = ("error", err.status, str(err))
@@ -105,6 +103,25 @@ def _child_main(conn: Any) -> None:  # the child process: parse JSON parts until
             conn.send(("error", 400, f"the request body could not be read: "
                                      f"{type(err).__name__}: {err}"))
         del reply   # (not held until the next body arrives)
+
+
+def _kept(entry: Any, keys: frozenset[str]) -> Any:
+    """An input's or output's entry with only the keys the server reads, and its
+    parameters short."""
+    if not isinstance(entry, dict):
+        return entry
+    entry = {k: v for k, v in entry.items() if k in keys}
+    _short_parameters(entry)
+    return entry
+
+
+def _short_parameters(obj: dict[str, Any]) -> None:
+    # The server reads a few parameters (_READ_PARAMS); any other one that is long would
+    # only travel back for nothing.
+    params = obj.get("parameters")
+    if isinstance(params, dict):
+        obj["parameters"] = {k: v for k, v in params.items() if k in _READ_PARAMS
+                             or len(json.dumps(v, default=str)) <= _PARAM_MAX}
 
 
 class BodyParser:

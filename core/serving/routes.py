@@ -66,7 +66,8 @@ class Pending:
         """What encoding ``pred``'s answer walks element by element: its outputs' bytes,
         weighed more closely (``weigh``) when they are more than ``closer_above``."""
         outputs = getattr(pred, "outputs", None) or {}
-        total = sum(oip.held_bytes(a) for a in outputs.values())
+        total = sum(getattr(a, "nbytes", 0) for a in outputs.values())  # (not walked here:
+        # on the event loop; strings count 8 each, weighed by length past closer_above)
         return total if self.weigh is None or total <= closer_above else self.weigh(pred)
 
     def result(self) -> tuple[int, Any]:
