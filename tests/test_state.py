@@ -219,3 +219,26 @@ def test_state_dir_writes_only_what_changed(tmp_path):
         assert meta["batch"]["max_batch_size"] == 3 and meta["version"] == 1
     finally:
         engine.close()
+
+
+def test_a_model_whose_requests_run_alone_is_written_unbatched_for_triton(tmp_path):
+    """The state folder is a Triton repository: a model whose rows mix (run alone here)
+    was written with max_batch_size and dynamic_batching, so Triton would pack it."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tests.helpers import make_model
+    spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in "xy"]
+    mix = make_model([spec[0]], [spec[1]], [helper.make_node("CumSum", ["x", "axis"], ["y"])],
+                     initializers=[numpy_helper.from_array(np.array(0, np.int64), "axis")])
+    local = Engine(demo_models=False)
+    server = EngineServer(local, port=0, state_dir=tmp_path / "state")
+    try:
+        local.load_model(mix.SerializeToString(), name="mix")
+        local.load_model(identity_model(), name="ident")
+        assert server.save_state()
+    finally:
+        local.close()
+        server.close()
+    models = tmp_path / "state" / "models"
+    pbtxt = (models / "mix" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in pbtxt and "dynamic_batching" not in pbtxt
+    assert "dynamic_batching {" in (models / "ident" / "config.pbtxt").read_text()

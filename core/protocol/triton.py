@@ -210,13 +210,15 @@ def pbtxt(max_batch_size: int, max_wait_ms: float,
     default policy (the wait starts with the oldest request).
     """
     lines = [f"# {line}".rstrip() for line in (comment or "").splitlines()]
-    lines += [f"max_batch_size: {int(max_batch_size)}", "dynamic_batching {"]
-    for size in preferred_batch_sizes or [int(max_batch_size)]:
-        lines.append(f"  preferred_batch_size: {int(size)}")
-    lines.append(f"  max_queue_delay_microseconds: {_ms_to_us(max_wait_ms)}")
-    if max_queue is not None:
-        lines += ["  default_queue_policy {", f"    max_queue_size: {int(max_queue)}", "  }"]
-    lines.append("}")
+    lines.append(f"max_batch_size: {int(max_batch_size)}")
+    if max_batch_size > 0:   # (0: a model that must not be batched, no batcher)
+        lines.append("dynamic_batching {")
+        for size in preferred_batch_sizes or [int(max_batch_size)]:
+            lines.append(f"  preferred_batch_size: {int(size)}")
+        lines.append(f"  max_queue_delay_microseconds: {_ms_to_us(max_wait_ms)}")
+        if max_queue is not None:
+            lines += ["  default_queue_policy {", f"    max_queue_size: {int(max_queue)}", "  }"]
+        lines.append("}")
     if instances is not None:
         lines.append(f"instance_group [ {{ count: {int(instances)} kind: KIND_CPU }} ]")
     if intra_op_threads is not None:

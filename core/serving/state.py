@@ -173,9 +173,14 @@ class StateDir:
         if self._written.get(name) == written:
             return True  # its settings are on disk already
         batch = model["batch"]
+        try:   # (a model whose requests run alone: Triton must not batch it either)
+            batched = engine.model_info(name).batchable
+        except (BatchlabError, KeyError):
+            return False
         _write(folder / "config.pbtxt", (
             f'name: "{name}"\nplatform: "onnxruntime_onnx"\n' + triton.pbtxt(
-                batch["max_batch_size"], batch["max_wait_ms"], max_queue=batch["max_queue"],
+                batch["max_batch_size"] if batched else 0, batch["max_wait_ms"],
+                max_queue=batch["max_queue"],
                 instances=batch.get("instances"),
                 intra_op_threads=(model["session"] or {}).get("intra_op_threads"),
                 comment="written by Batchlab (core/serving/state.py); Batchlab reads "
