@@ -296,38 +296,43 @@ if result and result[0] == model:
                     st.toast(f"{model}: max_batch_size={rec.max_batch_size}, "
                              f"max_wait_ms={rec.max_wait_ms:g}"
                              + (f", policy={measured_policy}" if measured_policy else ""))
-            threads = (frame["session_threads"].dropna().unique()
-                       if "session_threads" in frame else [])
-            e2.download_button("Triton config.pbtxt",
-                               triton_config(rec.max_batch_size, rec.max_wait_ms,
-                                             intra_op_threads=int(threads[0])
-                                             if len(threads) == 1 else None, comment=where),
-                               file_name="config.pbtxt", key="export_triton",
-                               help="With the ONNX Runtime thread count it was measured "
-                                    "with, and a comment naming everything pinned.")
-            e3.download_button("TF Serving batching file",
-                               tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
-                                                   comment=where),
-                               file_name="batching_parameters.txt", key="export_tf")
-            e4, e5, e6 = st.columns(3)
-            e4.download_button("MLServer model-settings.json",
-                               mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
-                               file_name="model-settings.json", key="export_mlserver",
-                               help="Names Batchlab's ONNX runtime for MLServer "
-                                    "(core/peers/mlserver_runtime.py); edit `implementation` "
-                                    "to use your own.")
-            e5.download_button("KServe InferenceService",
-                               kserve_inference_service(kserve_name(model), rec.max_batch_size,
-                                                        rec.max_wait_ms),
-                               file_name="inference-service.yaml", key="export_kserve",
-                               help="Set storageUri. KServe's batcher batches v1 requests "
-                                    "only: ship the Triton or MLServer file with the model.")
-            e6.download_button("Ray Serve config",
-                               ray_serve_config(model, rec.max_batch_size, rec.max_wait_ms),
-                               file_name="serve-config.yaml", key="export_ray",
-                               help="Batchlab engine replicas on Ray Serve (serve deploy); "
-                                    "the batch settings are the deployment's user_config, "
-                                    "max_ongoing_requests twice max_batch_size.")
+            if not info.batchable:   # (a server given batch settings would pack it)
+                st.caption(f"No server configurations: {model} runs each request alone, so a "
+                           "server must not batch it either (Triton: max_batch_size: 0, no "
+                           "dynamic_batching).")
+            else:
+                threads = (frame["session_threads"].dropna().unique()
+                           if "session_threads" in frame else [])
+                e2.download_button("Triton config.pbtxt",
+                                   triton_config(rec.max_batch_size, rec.max_wait_ms,
+                                                 intra_op_threads=int(threads[0])
+                                                 if len(threads) == 1 else None, comment=where),
+                                   file_name="config.pbtxt", key="export_triton",
+                                   help="With the ONNX Runtime thread count it was measured "
+                                        "with, and a comment naming everything pinned.")
+                e3.download_button("TF Serving batching file",
+                                   tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
+                                                       comment=where),
+                                   file_name="batching_parameters.txt", key="export_tf")
+                e4, e5, e6 = st.columns(3)
+                e4.download_button("MLServer model-settings.json",
+                                   mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
+                                   file_name="model-settings.json", key="export_mlserver",
+                                   help="Names Batchlab's ONNX runtime for MLServer "
+                                        "(core/peers/mlserver_runtime.py); edit `implementation` "
+                                        "to use your own.")
+                e5.download_button("KServe InferenceService",
+                                   kserve_inference_service(kserve_name(model), rec.max_batch_size,
+                                                            rec.max_wait_ms),
+                                   file_name="inference-service.yaml", key="export_kserve",
+                                   help="Set storageUri. KServe's batcher batches v1 requests "
+                                        "only: ship the Triton or MLServer file with the model.")
+                e6.download_button("Ray Serve config",
+                                   ray_serve_config(model, rec.max_batch_size, rec.max_wait_ms),
+                                   file_name="serve-config.yaml", key="export_ray",
+                                   help="Batchlab engine replicas on Ray Serve (serve deploy); "
+                                        "the batch settings are the deployment's user_config, "
+                                        "max_ongoing_requests twice max_batch_size.")
 
 # -- what-if ---------------------------------------------------------------------------------------
 WHAT_IF_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)

@@ -582,6 +582,25 @@ def test_monitor_offers_a_time_range_and_marks_changes(engine):
                 if t.get("name") == "changes"]
 
 
+def test_a_model_that_cannot_batch_gets_no_server_configuration_to_batch_it(engine, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("fixed-batch").run()
+    at.multiselect(key="exp_batch_sizes").set_value([4]).run()
+    at.multiselect(key="exp_waits").set_value([0.0]).run()
+    at.text_input(key="exp_loads").set_value("50").run()
+    at.slider(key="exp_duration").set_value(0.5).run()
+    at.number_input(key="exp_slo").set_value(1000.0).run()
+    at.button(key="exp_run").click().run()
+    assert finish_job(engine, "sweep", "fixed-batch").state == "done"
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("No server configurations: fixed-batch runs each request "
+                                  "alone") for c in at.caption), [c.value for c in at.caption]
+    assert not {"export_triton", "export_tf"} & {d.key for d in at.get("download_button")}
+
+
 def test_get_engine_is_one_per_process(engine):
     assert get_engine() is engine
 
