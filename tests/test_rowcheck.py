@@ -107,3 +107,15 @@ def test_a_random_side_output_does_not_hide_rows_that_mix(engine):
                    initializers=[numpy_helper.from_array(np.array(0, np.int64), "axis")])
     info = engine.load_model(m.SerializeToString(), name="mixr")
     assert info.batch_mode == "alone" and "output 'y'" in info.batch_reason
+
+
+def test_a_model_whose_rows_could_not_be_checked_says_so():
+    from core.models import build_loop_model
+    # a run past the check's time limit (a loop of 10**10 trips): batched, and said unchecked
+    with Engine(EngineConfig(demo_models=False, probe_time_limit_s=0.2)) as engine:
+        info = engine.load_model(build_loop_model(10 ** 10), name="slow")
+        relu = engine.load_model(_model("Relu"), name="relu")
+    assert info.batch_mode == "dynamic"
+    assert any(w.startswith("its rows could not be checked for mixing with generated inputs")
+               and "max_batch_size=1" in w for w in info.warnings), info.warnings
+    assert not any("could not be checked" in w for w in relu.warnings)

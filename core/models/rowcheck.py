@@ -41,6 +41,12 @@ def rows_mix(loaded: Any, time_limit_s: float = 10.0, max_bytes: int = 2**24) ->
     output whose answers vary from run to run (a random one) is left out of the comparison,
     the others still compared. ``loaded``: a :class:`core.models.LoadedModel` whose batch
     axis is dynamic. Four runs (3 rows, then each alone), five on a difference."""
+    return _verdict(loaded, time_limit_s, max_bytes)[0]
+
+
+def _verdict(loaded: Any, time_limit_s: float, max_bytes: int = 2**24
+             ) -> tuple[str | None, str | None]:
+    """(why the rows mix, why it could not be told): at most one is not None."""
     n = ROWS_CHECKED
     try:
         x = sample_input(loaded.info, rows=n, seed=0, max_bytes=max_bytes)
@@ -55,10 +61,11 @@ def rows_mix(loaded: Any, time_limit_s: float = 10.0, max_bytes: int = 2**24) ->
             if again is None:   # the same answer twice, or this output says nothing
                 again = _run(loaded, arrays, time_limit_s)
             if np.shape(again[k]) == np.shape(together[k]) and _close(together[k], again[k]):
-                return why
-        return None
-    except Exception:  # noqa: BLE001 - nothing can be said: the model's own runs will tell
-        return None
+                return why, None
+        return None, None
+    except Exception as err:  # noqa: BLE001 - nothing can be said: its own runs will tell
+        text = " ".join(str(err).split())[:160] or type(err).__name__
+        return None, f"{type(err).__name__}: {text}"
 
 
 def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
@@ -88,7 +95,12 @@ def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0) -> Any:
             "dynamically quantized (DynamicQuantizeLinear): each batch is quantized with one "
             "scale, so a row's answer can move by about a quantization step with the rows "
             "batched beside it; its rows were not checked for mixing",))
-    why = rows_mix(loaded, time_limit_s)
+    why, unchecked = _verdict(loaded, time_limit_s)
+    if unchecked:   # ("checked and independent" and "not checked" must not look the same)
+        return dataclasses.replace(info, warnings=info.warnings + (
+            f"its rows could not be checked for mixing with generated inputs ({unchecked}); "
+            "it is batched: if a row's answer depends on the rows beside it (CumSum or "
+            "Softmax over the batch axis), set max_batch_size=1",))
     return dataclasses.replace(info, batch_mode="alone", batch_reason=why) if why else info
 
 
