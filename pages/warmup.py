@@ -25,7 +25,7 @@ if model is None:
     st.stop()
 info = engine.model_info(model)
 cfg = engine.batch_config(model)
-sizes = warmup_batch_sizes(cfg.max_batch_size, info.batchable)
+sizes = warmup_batch_sizes(cfg.max_batch_size, info.runs_any_rows)
 
 c1, c2 = st.columns([2, 1])
 ran = engine.warm_sizes(model)
@@ -36,6 +36,10 @@ with c1:
     if info.batchable:
         st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
                    f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
+    elif info.runs_any_rows:   # (each request alone, whole: its rows are the run's)
+        st.caption(f"{model} runs each request alone ({info.batch_reason}). Request sizes to "
+                   f"warm: {', '.join(map(str, sizes))} rows (max_batch_size="
+                   f"{cfg.max_batch_size} is the most a request may carry).")
     else:
         st.caption(f"{model} cannot batch: {info.batch_reason}. Batch size 1 is the only "
                    "one to warm.")

@@ -119,3 +119,11 @@ def test_a_model_whose_rows_could_not_be_checked_says_so():
     assert any(w.startswith("its rows could not be checked for mixing with generated inputs")
                and "max_batch_size=1" in w for w in info.warnings), info.warnings
     assert not any("could not be checked" in w for w in relu.warnings)
+
+
+def test_a_model_run_alone_is_warmed_at_the_row_counts_its_requests_bring(engine):
+    engine.load_model(_model("CumSum"), name="mix", batch=BatchConfig(max_batch_size=8))
+    report = engine.warmup("mix", iterations=2)
+    assert sorted(report.frame["batch_size"]) == [1, 2, 4, 8]   # (batch size 1 only, before)
+    assert engine.is_warm("mix")
+    engine.warmup("mix", iterations=2, batch_sizes=[3])   # refused before: "size 1 only"

@@ -152,7 +152,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         entry = self._local_entry(name, "its memory is its server's; measure it there")
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
-                                             entry.info.batchable)
+                                             entry.info.runs_any_rows)
         else:
             check_batchable_sizes(name, entry.info, batch_sizes)
         frame = self._loader.probe(entry.data, batch_sizes, time_limit_s=time_limit_s)

@@ -198,7 +198,7 @@ def run_warmup(model: str, run: Callable[..., object],
 
 
 def check_batchable_sizes(name: str, info: ModelInfo, batch_sizes: Sequence[int]) -> None:
-    if not info.batchable and any(b != 1 for b in batch_sizes):
+    if not info.runs_any_rows and any(b != 1 for b in batch_sizes):
         raise ConfigError(f"model {name!r} is not batchable ({info.batch_reason}); "
                           "warm it up at batch size 1 only")
 
@@ -234,7 +234,7 @@ class WarmupMethods:
         self._ns.check_inputs_known(source, self._ns.entry(source))
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
-                                             info.batchable)
+                                             info.runs_any_rows)
         else:
             check_batchable_sizes(name, info, batch_sizes)
 
@@ -261,7 +261,8 @@ class WarmupMethods:
         run on this session already, by warm-up or by traffic (a model run one row at a
         time: batch size 1)."""
         entry = self._ns.entry(name)
-        needed = warmup_batch_sizes(entry.served.config.max_batch_size, entry.info.batchable)
+        needed = warmup_batch_sizes(entry.served.config.max_batch_size,
+                                    entry.info.runs_any_rows)
         return set(needed) <= entry.sizes_run
 
     def warm_sizes(self, name: str) -> list[int]:

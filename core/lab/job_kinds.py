@@ -144,7 +144,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         job.progress(0.5 * done / total, f"timing batch size {batch_size}")
 
     info = engine.model_info(target)
-    sizes = batch_sizes or ([1, 2, 4, 8, 16, 32, 64] if info.batchable else [1])
+    sizes = batch_sizes or ([1, 2, 4, 8, 16, 32, 64] if info.runs_any_rows else [1])
     report = engine.warmup(target, iterations=iterations, batch_sizes=sizes,
                            progress=progress, stop=job.stop)
     profile = profile_cost_frame(report)

@@ -130,6 +130,12 @@ class ModelInfo:
         return self.batch_mode == "dynamic"
 
     @property
+    def runs_any_rows(self) -> bool:
+        """Whether its runs take any number of rows: batches (``dynamic``) or a request's
+        rows whole (``alone``); the sizes warm-up has to warm."""
+        return self.batch_mode in ("dynamic", "alone")
+
+    @property
     def fixed_rows(self) -> int | None:
         """Rows a request must have in ``exact`` mode (``None`` when not applicable)."""
         if self.batch_mode != "exact":
