@@ -180,7 +180,7 @@ def test_client_mistakes_are_4xx_with_a_reason(served):
     engine = served[0]
     from core import ConfigError
     from core.protocol import status_of
-    with pytest.raises(ConfigError, match="at most 86,400,000"):  # was an OverflowError
+    with pytest.raises(ConfigError, match=r"to 86,400,000 \(a day\)"):  # was an OverflowError
         engine.predict("tiny", engine.sample_input("tiny"), timeout_ms=1e308)
     assert status_of(OverflowError("a number the client sent")) == 400
 
