@@ -248,12 +248,17 @@ def _smallest_of_the_best(scores: dict[Setting, dict[str, Any]], own_threads: An
     (:data:`GAIN_PCT`), the smallest (shortest wait, then smallest batch, then fewest
     threads), as :func:`core.lab.analysis.recommend` breaks its ties: no waiting that the
     evidence does not show to help."""
-    feasible = {s: v["goodput_rps"] for s, v in scores.items() if v["feasible"]}
-    if not feasible:
+    ties = _within_noise_of_the_best(scores)
+    if not ties:
         return None
-    top = max(feasible.values())
-    ties = [s for s, g in feasible.items() if g * (1 + GAIN_PCT / 100.0) >= top]
     return min(ties, key=lambda s: (s[1], s[0], own_threads if s[2] is None else s[2]))
+
+
+def _within_noise_of_the_best(scores: dict[Setting, dict[str, Any]]) -> list[Setting]:
+    """The feasible settings whose goodput is within :data:`GAIN_PCT` of the most."""
+    feasible = {s: v["goodput_rps"] for s, v in scores.items() if v["feasible"]}
+    top = max(feasible.values(), default=0.0)
+    return [s for s, g in feasible.items() if g * (1 + GAIN_PCT / 100.0) >= top]
 
 
 def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Constraints,
@@ -276,9 +281,7 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
     text = (f"{name(best)}: {v['goodput_rps']:,.0f} req/s of goodput within {c.p99_ms:g} ms "
             f"(at {v['load']:,.0f} req/s offered, p99 {v['p99_ms']:.2f} ms); {where} "
             f"({cost}).")
-    ties = [s for s, x in scores.items() if s != best and x["feasible"]
-            and x["goodput_rps"] * (1 + GAIN_PCT / 100.0) >= max(
-                y["goodput_rps"] for y in scores.values() if y["feasible"])]
+    ties = [s for s in _within_noise_of_the_best(scores) if s != best]
     if ties:
         text += (f" {len(ties)} other setting(s) were within {GAIN_PCT:g} % of the most "
                  f"goodput ({'; '.join(name(s) for s in ties[:3])}"
