@@ -45,18 +45,14 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_timer: asyncio.TimerHandle | None = None
         self._arm_head_timer()
+        # The server's connections waiting for a request's head (none begun, one half sent,
+        # or idle between requests), oldest first: one dict per server, found once here.
+        state = self.server_state
+        if not hasattr(state, "batchlab_waiting"):
+            state.batchlab_waiting = {}
+        self._waiting: dict[Any, None] = state.batchlab_waiting
         self._waiting[self] = None
         self._shed()
-
-    @property
-    def _waiting(self) -> dict[Any, None]:
-        """The server's connections waiting for a request's head (none begun, one half sent,
-        or idle between requests), oldest first."""
-        state = self.server_state
-        waiting = getattr(state, "batchlab_waiting", None)
-        if waiting is None:
-            waiting = state.batchlab_waiting = {}
-        return waiting
 
     def _shed(self) -> None:
         """Past the connection limit, close the connection that has waited longest for a
