@@ -16,7 +16,10 @@ import numpy as np
 import pytest
 
 from core.errors import EngineUnavailableError, RequestTimeoutError
+from core.models import OIP_DTYPES
 from core.protocol import WireCodec, jsontext
+from core.protocol.oip import parse_infer_request
+from core.protocol.status import HTTPError
 from core.serving import RemoteEngine
 from tests.helpers import identity_server
 
@@ -135,6 +138,55 @@ def test_an_input_given_twice_or_an_impossible_shape_is_refused_in_words(served)
         {"inputs": [{**x, "shape": [0, 2 ** 70], "data": []}]}).encode())
     assert status == 400 and b"input 'x': shape [0, 1180591620717411303424] cannot be made" \
         in answer and b"below 2**63" in answer, answer
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{**x, "shape": [0, 2 ** 62, 4], "data": []}]}).encode())
+    assert status == 400 and b"non-zero dimensions times 4 bytes a value must stay below " \
+        b"2**63 bytes" in answer, answer   # (was: "each dimension must be below 2**63")
+
+
+@pytest.mark.parametrize("dt, data, words", [
+    ("INT64", [1, 1.5], b"1 value(s) are not whole numbers (the first, 1.5, at flat index 1)"),
+    ("UINT8", [3, 300], b"outside UINT8's range [0, 255] (the first, 300, at flat index 1)"),
+    ("INT8", [1, 2 ** 70], b"outside INT8's range"),
+    ("BOOL", ["False", True], b"'data' holds strings where BOOL takes true or false"),
+    ("BOOL", [None, True], b"value null at flat index 0 is not one of BOOL's values"),
+    ("BOOL", [0, 1], b"'data' holds numbers where BOOL takes true or false"),
+    ("FP32", ["1", "2"], b"'data' holds strings where FP32 takes numbers"),
+    ("FP32", [True, False], b"'data' holds true/false where FP32 takes numbers"),
+    ("INT32", [None, 2], b"value null at flat index 0 is not one of INT32's values"),
+])
+def test_json_values_of_another_kind_are_refused_not_converted(dt, data, words):
+    """np.asarray(data, dtype) made 1.5 an INT64 1, 300 a UINT8 44 after a cast, "False" a
+    BOOL True, null a BOOL False and "1" an FP32 1.0: each is now a 400 naming the value."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": [len(data)], "datatype": dt,
+                                   "data": data}]}).encode()
+    with pytest.raises(HTTPError) as err:
+        parse_infer_request(body)
+    assert err.value.status == 400 and words.decode() in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("dt, data, want", [
+    ("INT64", [1, 2.0, -3], [1, 2, -3]), ("UINT8", [0, 255], [0, 255]),
+    ("BOOL", [True, False], [True, False]), ("FP32", [None, 1, 2.5], [np.nan, 1, 2.5]),
+    ("FP64", [2 ** 70, None], [2.0 ** 70, np.nan]), ("UINT64", [2 ** 63], [2 ** 63]),
+])
+def test_json_values_of_the_datatype_are_taken(dt, data, want):
+    arrays, _ = parse_infer_request(json.dumps(
+        {"inputs": [{"name": "x", "shape": [len(data)], "datatype": dt, "data": data}]}
+    ).encode())
+    got = arrays["x"]
+    assert got.dtype == OIP_DTYPES[dt] and got.shape == (len(data),)
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=got.dtype))
+
+
+def test_a_string_for_a_number_is_refused_by_the_server(served):
+    engine, server = served
+    before = engine.metrics("ident").total_requests
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                     "data": ["1", "2", "3"]}]}).encode())
+    assert status == 400 and b"holds strings where FP32 takes numbers" in answer, answer
+    assert engine.metrics("ident").total_requests == before
 
 
 def test_control_answers_are_strict_json_and_keep_non_finite_values():

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from . import jsontext
+from .jsonvalues import json_values
 from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
 
@@ -85,12 +86,7 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
                                 f"{HEADER_LENGTH} and binary_data_size)")
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<"))
         return name, _shaped(arr.astype(dtype, copy=False), shape, name), offset + size
-    try:
-        with np.errstate(over="ignore"):  # an overflow is refused below, with the reason
-            arr = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise OIPError(400, f"input {name!r}: 'data' is not a list of {dt} values "
-                            f"({err})") from None
+    arr = json_values(data, dtype, name, dt)   # a value of another kind is refused
     if arr.size != expected:
         raise OIPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
                             f"{arr.size}")
@@ -109,8 +105,11 @@ def _shaped(arr: np.ndarray, shape: list[int], name: str) -> np.ndarray:
     try:   # ([0, 2**70]: no values, and a dimension numpy refuses)
         return arr.reshape(shape)
     except ValueError as err:
+        need = ("each dimension must be below 2**63" if max(shape) >= 2**63 else
+                f"its non-zero dimensions times {arr.itemsize} bytes a value must stay "
+                "below 2**63 bytes")
         raise OIPError(400, f"input {name!r}: shape {str(shape)[:80]} cannot be made ({err}); "
-                            "each dimension must be below 2**63") from None
+                            f"{need}") from None
 
 
 def _split_body(raw: bytes, header_length: int | None, status: int, what: str,

@@ -1,0 +1,101 @@
+"""An OIP input's JSON ``data`` as an array of its datatype, refusing what is not a value of it.
+
+``np.asarray(data, dtype=...)`` alone converts what it can: ``1.7`` for an INT64 input
+became 1, ``300`` for UINT8 wrapped to 44 after a cast, ``"False"`` for a BOOL became True
+and ``null`` False, ``"1"`` for FP32 became 1.0. A client that sent those gets an answer to
+another question. Here numpy first reads the JSON as it is (its own kind: bool, integer,
+float, string or mixed), and the value is taken only when it is one of the datatype's:
+
+- a float input takes numbers, and ``null`` as a missing value (NaN);
+- an integer input takes integers within its range (``3.0`` is 3; ``3.5`` is refused);
+- a BOOL input takes ``true`` and ``false``;
+- nothing takes strings (numbers are sent as JSON numbers).
+
+Example:
+    >>> json_values([1, 2.0], np.dtype(np.int64), "ids", "INT64")
+    array([1, 2])
+    >>> json_values([1.5], np.dtype(np.int64), "ids", "INT64")
+    OIPError: input 'ids': 1 value(s) are not whole numbers (the first, 1.5, at flat index 0) ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .status import HTTPError
+
+__all__ = ["json_values"]
+
+
+def json_values(data: Any, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
+    """``data`` (parsed JSON) as an array of ``dtype``; :class:`HTTPError` 400 naming the
+    first value that is not one of OIP datatype ``dt``'s, with what to send instead."""
+    try:
+        raw = np.asarray(data)
+    except (TypeError, ValueError) as err:   # ragged lists
+        raise HTTPError(400, f"input {name!r}: 'data' is not a list of {dt} values "
+                             f"({' '.join(str(err).split())[:200]})") from None
+    want = dtype.kind
+    kind = raw.dtype.kind
+    if kind == "O":   # null, an integer past 64 bits, or values of several kinds
+        return _objects(raw, dtype, name, dt)
+    if kind in "USV" or (kind == "b") != (want == "b"):
+        what = {"U": "strings", "S": "strings", "V": "records", "b": "true/false"}.get(
+            kind, "numbers")
+        raise HTTPError(400, f"input {name!r}: 'data' holds {what} where {dt} takes "
+                             f"{_takes(dtype)}")
+    if want in "iu" and kind == "f":
+        whole = np.isfinite(raw) & (raw == np.trunc(raw))
+        if not whole.all():
+            return _refuse(raw, ~whole, name, dt, "are not whole numbers", dtype)
+    if want in "iu" and raw.size and kind != "b":
+        info = np.iinfo(dtype)
+        out = (raw < info.min) | (raw > info.max)
+        if out.any():
+            return _refuse(raw, out, name, dt, f"are outside {dt}'s range "
+                           f"[{info.min}, {info.max}]", dtype)
+    with np.errstate(over="ignore"):   # a float past FP32's range: inf, refused by the caller
+        return raw.astype(dtype, copy=False)
+
+
+def _objects(raw: np.ndarray, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
+    flat = raw.reshape(-1)
+    want = dtype.kind
+    for i, v in enumerate(flat):
+        if v is None and want == "f":
+            continue
+        ok = (isinstance(v, bool) if want == "b" else
+              isinstance(v, (int, float)) and not isinstance(v, bool)
+              and (want == "f" or isinstance(v, int) or float(v).is_integer()))
+        if not ok:
+            shown = "null" if v is None else repr(v)[:40]
+            raise HTTPError(400, f"input {name!r}: value {shown} at flat index {i} is not "
+                                 f"one of {dt}'s values; {dt} takes {_takes(dtype)}")
+    try:
+        with np.errstate(over="ignore"):
+            return np.asarray(raw.tolist(), dtype=dtype) if want != "f" else \
+                np.asarray(np.where(np.equal(raw, None), np.nan, raw), dtype=dtype)
+    except (OverflowError, ValueError, TypeError) as err:
+        raise HTTPError(400, f"input {name!r}: a value is outside {dt}'s range ({err})") \
+            from None
+
+
+def _refuse(raw: np.ndarray, bad: np.ndarray, name: str, dt: str, what: str,
+            dtype: np.dtype) -> np.ndarray:
+    flat = np.flatnonzero(bad.reshape(-1))
+    first = raw.reshape(-1)[flat[0]].item()
+    raise HTTPError(400, f"input {name!r}: {len(flat)} value(s) {what} (the first, "
+                         f"{first!r:.40}, at flat index {int(flat[0])}); {dt} takes "
+                         f"{_takes(dtype)}")
+
+
+def _takes(dtype: np.dtype) -> str:
+    kind = dtype.kind
+    if kind == "b":
+        return "true or false"
+    if kind == "f":
+        return "numbers (null for a missing value)"
+    info = np.iinfo(dtype)
+    return f"whole numbers from {info.min} to {info.max}"
