@@ -199,7 +199,7 @@ def test_an_output_too_large_for_json_is_refused_before_it_is_encoded(served):
     assert status == 200 and len(json.loads(raw)["outputs"][0]["data"]) == n
 
 
-def _long_strings_model() -> bytes:
+def _long_strings_model(text: bytes = b"A" * 4096) -> bytes:
     """y: [N, max(x)] strings of 4 KiB each (an adversary's): small in, large out."""
     from onnx import TensorProto as T, helper as h, numpy_helper as nh
     from tests.helpers import make_model
@@ -210,7 +210,7 @@ def _long_strings_model() -> bytes:
              h.make_node("Slice", ["xs", "zero", "one"], ["n1"]),
              h.make_node("Concat", ["n1", "k1"], ["shape"], axis=0),
              h.make_node("Expand", ["s", "shape"], ["y"])]
-    inits = [h.make_tensor("s", T.STRING, [1, 1], [b"A" * 4096]),
+    inits = [h.make_tensor("s", T.STRING, [1, 1], [text]),
              nh.from_array(np.array([1], np.int64), "one"),
              nh.from_array(np.array([0], np.int64), "zero")]
     return make_model([h.make_tensor_value_info("x", T.FLOAT, ["N", 1])],
@@ -235,6 +235,21 @@ def test_strings_count_by_their_length_against_the_answer_bound(served):
                                     "data": [3.0]}]}).encode()
     status, raw, _ = post(served, "/v2/models/strings/infer", small)
     assert status == 200 and json.loads(raw)["outputs"][0]["data"] == ["A" * 4096] * 3
+
+
+def test_strings_past_the_basic_plane_count_by_their_utf8_bytes(served):
+    """Strings counted by characters let a non-BMP character (4 bytes of UTF-8, 12 of
+    JSON escapes) pass at a quarter of its size: 1,024 emoji a string, 1,200 rows, is 4.7
+    MiB of UTF-8 that counted as 1.2 MiB under a 4 MiB bound."""
+    served.routes.engine.load_model(_long_strings_model("\U0001F600".encode() * 1024),
+                                    name="emoji")
+    served.routes.max_json_bytes = 4 * 2**20
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32",
+                                   "data": [1200.0]}],
+                       "parameters": {"binary_data_output": True}}).encode()
+    status, raw, _ = post(served, "/v2/models/emoji/infer", body)
+    error = json.loads(raw).get("error", "")
+    assert status == 400 and "answered 4.7 MiB of strings ('y')" in error, (status, error)
 
 
 def test_the_bound_is_an_eighth_of_the_budget_and_at_least_64_mib(served):

@@ -105,9 +105,8 @@ def _shaped(arr: np.ndarray, shape: list[int], name: str) -> np.ndarray:
     try:   # ([0, 2**70]: no values, and a dimension numpy refuses)
         return arr.reshape(shape)
     except ValueError as err:
-        need = ("each dimension must be below 2**63" if max(shape) >= 2**63 else
-                f"its non-zero dimensions times {arr.itemsize} bytes a value must stay "
-                "below 2**63 bytes")
+        need = ("each dimension must be below 2**63" if max(shape) >= 2**63 else f"its non-"
+                f"zero dimensions times {arr.itemsize} bytes a value must stay below 2**63 bytes")
         raise OIPError(400, f"input {name!r}: shape {str(shape)[:80]} cannot be made ({err}); "
                             f"{need}") from None
 
@@ -343,11 +342,13 @@ def _text(value: Any) -> bool:   # strings (or objects): encoded element by elem
 
 
 def held_bytes(value: Any) -> int:
-    """An output's bytes, strings counted by their length (``nbytes`` counts 8 an object:
-    4 KiB strings made a 391 MiB answer that counted as 0.8 MiB)."""
+    """An output's bytes, strings by their UTF-8 length (``nbytes`` counts 8 an object: 4
+    KiB strings made a 391 MiB answer that counted as 0.8 MiB)."""
     if isinstance(value, np.ndarray) and value.dtype.kind == "O":
-        return int(value.size) * 8 + sum(len(v) if isinstance(v, (str, bytes)) else 8
-                                         for v in value.reshape(-1).tolist())
+        return int(value.size) * 8 + sum(
+            (len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass")))
+            if isinstance(v, str) else len(v) if isinstance(v, bytes) else 8
+            for v in value.reshape(-1).tolist())
     return int(getattr(value, "nbytes", 0))
 
 
