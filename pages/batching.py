@@ -157,11 +157,14 @@ with controls:
                        "add_remote(batch=...) to have them shown and used by sweeps).")
         if not unknown:
             # a server may report more than the sliders' usual range
-            st.slider("Max batch size (rows)", 1, max(256, cfg.max_batch_size),
-                      key="bs_max_batch",
+            # (a model that runs each request alone still takes a request's rows up to it)
+            st.slider("Max batch size (rows)" if info.batchable else "Max rows per request",
+                      1, max(256, cfg.max_batch_size), key="bs_max_batch",
                       on_change=_apply, args=("max_batch_size", "bs_max_batch"),
-                      disabled=not info.batchable or server_fixed,
-                      help="A batch is released as soon as it holds this many rows.")
+                      disabled=info.batch_mode == "exact" or server_fixed,
+                      help="A batch is released as soon as it holds this many rows."
+                      if info.batchable else "Its requests are not batched with others: "
+                      "this is the most rows one request may bring (more are refused).")
             st.slider("Max wait (ms)", 0.0, max(50.0, float(cfg.max_wait_ms)), step=0.5,
                       key="bs_max_wait",
                       on_change=_apply, args=("max_wait_ms", "bs_max_wait"),

@@ -411,8 +411,17 @@ def test_traffic_moves_the_charts(engine):
 def test_non_batchable_model_disables_batch_controls(engine):
     at = app("pages/batching.py")
     at.selectbox(key="batching_model").set_value("fixed-batch").run()
-    assert at.slider(key="bs_max_batch").disabled
+    assert at.slider(key="bs_max_wait").disabled
     assert any("not batchable" in w.value for w in at.warning)
+    # Not a batch size but still its per-request row limit: it can be set (it was disabled).
+    rows = at.slider(key="bs_max_batch")
+    assert not rows.disabled and rows.label == "Max rows per request"
+    rows.set_value(4).run()
+    assert engine.batch_config("fixed-batch").max_batch_size == 4
+    from core.errors import RequestTooLargeError
+    with pytest.raises(RequestTooLargeError):
+        engine.predict("fixed-batch", np.zeros((5, *engine.model_info(
+            "fixed-batch").inputs[0].shape[1:]), np.float32))
 
 
 def test_warmup_page_runs_and_reports(engine):
