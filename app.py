@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from core import EngineUnavailableError
-from pages._common import require_engine, require_password, sidebar_status
+from pages._common import require_engine, require_password, sidebar_status, sidebar_watch
 
 # The page icon is a file here, not a Material icon (which the browser would fetch from
 # the internet, and which fails offline).
@@ -34,8 +34,16 @@ with st.sidebar:
         st.page_link(p)
     st.divider()
 if require_engine():
-    sidebar_status()
+    drawn = sidebar_watch()
     try:
         page.run()
     except EngineUnavailableError as err:  # the engine went away while the page was drawn
         st.error(f"{err}. Reload the page once it is back.", icon=":material/cloud_off:")
+    finally:
+        # The sidebar's figures after the page (also when it stopped early): a job or a
+        # model the page just started or loaded is in them now, not one refresh later.
+        try:
+            sidebar_status(drawn)
+        except EngineUnavailableError as err:
+            st.sidebar.error(f"{err}. Reload the page once it is back.",
+                             icon=":material/cloud_off:")

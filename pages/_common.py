@@ -42,7 +42,7 @@ from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "choose_model",
-           "live_interval", "stop_when_idle", "sidebar_status", "fmt_ms", "fmt_num", "fmt_rate",
+           "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
            "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
@@ -561,13 +561,23 @@ def stop_when_idle(engine: Engine | RemoteEngine, interval: float | None) -> Non
         st.rerun(scope="app")
 
 
-def sidebar_status() -> None:
-    engine = get_engine()
+def sidebar_watch() -> dict | None:
+    """Before the page: the tab's visibility watcher (the page's live refresh reads it) and
+    the engine's settings the page's widgets are about to be drawn from (for
+    :func:`sidebar_status`)."""
     with st.sidebar:
         watch_visibility()
-    interval = live_interval(engine, IDLE_WATCH_S)  # the sidebar: a glance, not a chart
+    return get_engine().status().get("settings")
 
-    drawn = engine.status().get("settings")  # what this page's widgets were drawn from
+
+def sidebar_status(drawn: dict | None = None) -> None:
+    """The engine at a glance, drawn *after* the page: what the page just did (a job
+    started, a model loaded) shows at once, not a refresh later. ``drawn``: the settings
+    the page's widgets were drawn from (:func:`sidebar_watch`)."""
+    engine = get_engine()
+    interval = live_interval(engine, IDLE_WATCH_S)  # the sidebar: a glance, not a chart
+    if drawn is None:
+        drawn = engine.status().get("settings")
 
     @live_fragment(interval)
     def _status() -> None:

@@ -531,14 +531,15 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     page.get_by_role("button", name="Load model").click()
     expect(page.get_by_text("Loaded 'uploaded-tiny'")).to_be_visible(timeout=20_000)
     wait_ready(page)
-    # Listed: it can be picked in the Inspect box, and the engine counts it.
+    # The sidebar counts it in the very run that loaded it: every demo model plus the
+    # upload, read once, without waiting (it was drawn before the page, so it showed the
+    # demo count until its next refresh, up to 5 s later).
+    models = page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
+                          has_text="Models").inner_text()
+    assert re.search(rf"(?<!\d){len(DEMO_MODELS) + 1}(?!\d)", models), models
+    # Listed: it can be picked in the Inspect box.
     inspect_model(page, "uploaded-tiny")
     expect(page.get_by_text(re.compile("Batchable: leading dimension"))).to_be_visible()
-    # Every demo model plus the upload (not just "some number": the sidebar shows the demo
-    # count until it refreshes, and the assertion retries until it shows one more).
-    expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
-                        has_text="Models")).to_contain_text(
-        re.compile(rf"(?<!\d){len(DEMO_MODELS) + 1}(?!\d)"))
     # The same name again: the page names its own checkbox, not the engine's argument.
     wait_ready(page)
     page.get_by_role("button", name="Load model").click()
