@@ -353,9 +353,25 @@ def test_recommendation_is_not_decided_by_noise():
     rec = recommend(frame, p99_slo_ms=10)
     assert (rec.max_batch_size, rec.max_wait_ms, rec.load) == (8, 0.0, 2000)
     assert "at 2,000 req/s" in rec.reason and "1.50-2.00 ms" in rec.reason
-    # 2.6 ms is within 0.5 ms of the best's interval: a tie at these latencies, and the
-    # smaller setting (8) is chosen anyway
-    assert rec.ties == ((32, 0.0),)
+    # 2.6 ms is 0.9 ms past the best, its interval apart from the best's: not a tie (its
+    # interval's low end within 0.5 ms of the best's high end had made it one)
+    assert rec.ties == ()
+
+
+def test_a_setting_clearly_worse_is_not_a_tie_within_noise():
+    """An adversary's frame: 1/0 at p99 1.90 ms (1.50-2.30) against 8/2 at 1.00 (0.95-1.05)
+    was called "as well within noise" and chosen, the smaller setting. The margin (10 %,
+    0.5 ms) is for the p99s; the intervals are apart."""
+    frame = _frame([(8, 2.0, 1000, 1000, 1.00, 0.95, 1.05), (1, 0.0, 1000, 1000, 1.90, 1.50, 2.30)])
+    rec = recommend(frame, p99_slo_ms=3)
+    assert (rec.max_batch_size, rec.max_wait_ms) == (8, 2.0) and rec.ties == ()
+    assert "within noise" not in rec.reason
+    # Within the margin (1.45 ms, 0.45 ms past 1.00) or overlapping (1.04-3.0): ties, and
+    # the smaller setting is chosen.
+    for p99, lo, hi in ((1.45, 1.40, 1.50), (2.0, 1.04, 3.0)):
+        frame = _frame([(8, 2.0, 1000, 1000, 1.00, 0.95, 1.05), (1, 0.0, 1000, 1000, p99, lo, hi)])
+        rec = recommend(frame, p99_slo_ms=3)
+        assert (rec.max_batch_size, rec.ties) == (1, ((8, 2.0),)), (p99, rec.reason)
 
 
 def test_ties_within_noise_go_to_the_smaller_settings():

@@ -215,9 +215,12 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     best = at_top.iloc[0]
     # Within noise of the best: overlapping bootstrap intervals, or within what the
     # stability rule counts as agreement between windows (10 %, or 0.5 ms at a few ms).
+    # (The margin is for the p99s themselves: against an interval's low end it made a p99
+    # 90 % worse, with an interval apart from the best's, a tie.)
     best_hi = best["p99_ci_high_ms"] if not np.isnan(best["p99_ci_high_ms"]) else best["p99_ms"]
-    reach = max(best_hi, best["p99_ms"] * (1 + TIE_PCT / 100.0), best["p99_ms"] + TIE_MS)
-    ties = at_top[at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= reach]
+    margin = max(best["p99_ms"] * (1 + TIE_PCT / 100.0), best["p99_ms"] + TIE_MS)
+    ties = at_top[(at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= best_hi)
+                  | (at_top["p99_ms"] <= margin)]
     chosen = ties.sort_values(["max_wait_ms", "max_batch_size"]).iloc[0]
     unit = "req/s" if kind == "rate" else "clients"
     settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"
