@@ -295,6 +295,37 @@ def test_error_comparison_matches_two_proportion_z_test():
     assert strong.significant and strong.verdict.startswith("B has more errors")
 
 
+def test_small_error_tables_use_the_exact_test():
+    """0/20 against 4/20: chi-square says p = 0.035 (significant), Fisher's exact 0.106."""
+    small = compare_errors(0, 20, 4, 20)
+    assert small.p_value == pytest.approx(stats.fisher_exact([[0, 20], [4, 16]]).pvalue)
+    assert small.p_value == pytest.approx(0.106, abs=1e-3) and not small.significant
+
+
+def test_a_callers_bad_inputs_are_not_an_arms_errors():
+    """Two identical models, sticky; one user pinned to B sends rows of the wrong width:
+    15 refusals made "B has more errors, p < 0.001". They are the caller's doing (both arms
+    take the same inputs): the test leaves them out and the verdict says so."""
+    with Engine() as engine:
+        engine.load_model(build_demo_model("clf-v1"), name="clf-copy")
+        engine.create_ab("exp", a="clf-v1", b="clf-copy", b_share=0.5, mode="sticky")
+        exp = engine._ns.experiment("exp")
+        user = next(f"u{i}" for i in range(200) if exp.key_point(f"u{i}") < 0.5)
+        x = engine.sample_input("clf-v1")
+        for i in range(200):
+            engine.predict("exp", x, key=f"good{i}")
+        wrong = np.zeros((1, x.shape[1] + 1), np.float32)
+        for _ in range(15):
+            with pytest.raises(InputValidationError):
+                engine.predict("exp", wrong, key=user)
+        report = engine.ab_report("exp")
+        assert report.arms["b"].errors_by_type == {"InputValidationError": 15}  # shown as is
+        err = report.errors
+        assert (err.errors_b, err.errors_a, err.significant) == (0, 0, False)
+        assert err.n_a + err.n_b == 200
+        assert "15 request(s) refused for their inputs (A 0, B 15) are left out" in err.verdict
+
+
 def test_latency_comparison_finds_a_real_difference():
     rng = np.random.default_rng(1)
     a = rng.lognormal(np.log(5), 0.2, 3000)

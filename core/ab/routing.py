@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+
 import hashlib
 import random
 import threading
@@ -39,7 +40,7 @@ import numpy as np
 
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
-from .statistics import compare_errors, compare_latency
+from .statistics import compare_arm_errors, compare_latency
 from core.config import _check_choice, _check_float
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
@@ -366,9 +367,7 @@ class ABExperiment:
         snaps = {arm: m.snapshot() for arm, m in metrics.items()}
         samples = {arm: m.samples_ms() for arm, m in metrics.items()}
         latency = compare_latency(samples["a"], samples["b"], detect_ms=detect_ms)
-        sa, sb = snaps["a"], snaps["b"]
-        errors = compare_errors(sa.error_count, sa.total_requests, sb.error_count,
-                                sb.total_requests)
+        errors = compare_arm_errors(snaps["a"], snaps["b"])
         bandit = state["bandit"].state() if mode == "bandit" else {}
         return ABReport(self.name, a, b, bandit["share_b"] if bandit else b_share, mode, snaps,
                         latency, errors, state["shadow"].to_dict() if mode == "shadow" else {},

@@ -5,7 +5,8 @@ from one bootstrap of both whole samples (no normality assumption: latencies are
 so the verdict, the interval and the p-value always agree; a difference smaller than the
 one worth detecting (5 % of A's p50, at least 0.1 ms) is called too small to act on.
 Errors: the two error rates are compared with a chi-square test of the 2x2 table (the
-two-proportion z-test). Both come with the sample size still needed to detect a given
+two-proportion z-test), or Fisher's exact test when a cell expects fewer than 5 (0/20
+against 4/20: chi-square's p 0.035, the exact 0.106). Both come with the sample size still needed to detect a given
 difference, and a plain-language verdict. All distributions come from scipy.stats.
 
 Example:
@@ -24,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["LatencyComparison", "ErrorComparison", "compare_latency", "compare_errors",
+           "compare_arm_errors",
            "sample_size_means", "sample_size_proportions", "format_p"]
 
 ALPHA = 0.05
@@ -209,7 +211,9 @@ def compare_errors(errors_a: int, n_a: int, errors_b: int, n_b: int,
         p_value = 1.0
     else:
         table = [[errors_a, n_a - errors_a], [errors_b, n_b - errors_b]]
-        p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
+        test = stats.chi2_contingency(table, correction=False)
+        p_value = float(stats.fisher_exact(table).pvalue if test.expected_freq.min() < 5
+                        else test.pvalue)
     significant = p_value < alpha
     if significant:   # (detected: no more requests needed to see it)
         more = 0
@@ -221,3 +225,18 @@ def compare_errors(errors_a: int, n_a: int, errors_b: int, n_b: int,
                    f"{format_p(p_value)})")
     return ErrorComparison(n_a, n_b, errors_a, errors_b, rate_a, rate_b, diff, p_value,
                            significant, n_needed, more, verdict)
+
+
+def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
+    """:func:`compare_errors` of two arms' metric snapshots, requests refused for their
+    inputs (``InputValidationError``) left out: both arms take the same inputs, so that is
+    the caller's doing, not an arm's (one user pinned to B sending bad rows made "B has more
+    errors, p < 0.001" of two identical models). The verdict says how many were left out."""
+    ca, cb = (s.errors_by_type.get("InputValidationError", 0) for s in (a, b))
+    result = compare_errors(a.error_count - ca, a.total_requests - ca,
+                            b.error_count - cb, b.total_requests - cb)
+    if not (ca or cb):
+        return result
+    return ErrorComparison(**{**asdict(result), "verdict": (
+        f"{result.verdict}; {ca + cb:,} request(s) refused for their inputs (A {ca:,}, B "
+        f"{cb:,}) are left out: the caller's doing, not an arm's")})
