@@ -160,6 +160,44 @@ def test_hot_swap_keeps_config_metrics_and_serves_new_version(engine):
     assert engine.predict("tiny", np.ones((1, 4), np.float32)).outputs["y"][0, 0] == 3.0
 
 
+def test_a_hot_swap_keeps_the_queued_requests_in_the_depth_and_batch_ids_apart():
+    """An adversary's swap with 16 requests queued on the old version: queue_depth read 0
+    (only the new batcher was asked) while all were pending, and the new version's batch
+    ids began again at 1, so the timeline put 8 rows in "a batch of 4"."""
+    from concurrent.futures import wait
+
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="m")
+        engine.configure("m", max_batch_size=4, max_wait_ms=60_000)
+        executor = engine._ns.entry("m").served.executor
+        inner, gate, started = executor.run_fn, threading.Event(), threading.Event()
+
+        def held(arrays, *args):
+            started.set()
+            assert gate.wait(WAIT_S), "the test never opened the gate"
+            return inner(arrays, *args)
+
+        executor.run_fn = held      # (plain: not terminable, no row runs, like the runner)
+        old = [engine.submit("m", np.full((1, 4), i, np.float32)) for i in range(20)]
+        assert started.wait(WAIT_S)   # 4 running (full batch), 16 queued behind them
+        assert engine.metrics("m").queue_depth == 16
+        engine.load_model(build_demo_model("tiny"), name="m", replace=True)
+        assert engine.metrics("m").queue_depth == 16 == engine.status()["queue_depth"]
+        assert engine.queue_depth("m") == 16 == engine.counters("m")["queue_depth"]
+        new = [engine.submit("m", np.full((1, 4), 100 + i, np.float32)) for i in range(8)]
+        done, _ = wait(new, timeout=WAIT_S)
+        assert len(done) == 8
+        gate.set()
+        done, _ = wait(old, timeout=WAIT_S)
+        assert len(done) == 20 and engine.metrics("m").queue_depth == 0
+        preds = [f.result() for f in old + new]
+        assert not {p.batch_id for p in preds[:20]} & {p.batch_id for p in preds[20:]}
+        rows = engine.timeline("m", last_s=None).groupby("batch_id").agg(
+            rows=("rows", "sum"), batch_rows=("batch_rows", "first"))
+        assert len(rows) == engine.metrics("m").batches == 7
+        assert (rows["rows"] == rows["batch_rows"]).all()
+
+
 def test_hot_swap_during_traffic_loses_no_request(engine):
     engine.configure("tiny", max_wait_ms=0.5)
     stop = threading.Event()

@@ -60,7 +60,8 @@ class Executor:
         ledger.row_runs = bool(getattr(run, "by_rows", False))  # ModelRunner's row mode
         self.queue = queue
         self._clock = clock
-        self._batch_ids = itertools.count(1)
+        # (shared with the version a hot swap replaces: one model, one series of batch ids)
+        self.batch_ids = itertools.count(1)
         self._run_floor_s = math.inf  # lower envelope of run times (see _run)
         # One slot per runner thread (``BatchConfig.instances``), by index: the batch it
         # is executing and the run it can stop (see Slot).
@@ -157,7 +158,7 @@ class Executor:
                 self._run_each(live, reason, slot)
                 return
             rows = sum(r._rows for r in live)
-        batch_id = next(self._batch_ids)
+        batch_id = next(self.batch_ids)
         terminable = getattr(self.run_fn, "terminable", False)
         t0 = self._clock()
         q = self.queue

@@ -283,7 +283,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         last 30 seconds (``snapshot.window_s`` says so) instead of since the last reset."""
         entry, exp = self._ns.resolve(name)
         if entry is not None:
-            return entry.metrics.snapshot(queue_depth=entry.served.queue_depth(),
+            return entry.metrics.snapshot(queue_depth=self._registry.queue_depth(entry),
                                           window_s=window_s)
         return exp.callers.snapshot(window_s=window_s)
 
@@ -294,7 +294,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         entry, exp = self._ns.resolve(name)
         if entry is not None:
             out = entry.metrics.counters()
-            out["queue_depth"] = entry.served.queue_depth()
+            out["queue_depth"] = self._registry.queue_depth(entry)
             return out
         return exp.callers.counters()
 
@@ -334,7 +334,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             exp.reset_metrics()
 
     def queue_depth(self, name: str) -> int:
-        return self._ns.entry(name).served.queue_depth()
+        return self._registry.queue_depth(self._ns.entry(name))
 
     def status(self) -> dict[str, Any]:
         """Engine-wide summary for a status bar: models, queue depth, requests/s now.
@@ -347,7 +347,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             "models": len(totals),
             "closed": self._closed,
             "uptime_s": time.monotonic() - self._t0,
-            "queue_depth": sum(e.served.queue_depth() for e in entries),
+            "queue_depth": sum(self._registry.queue_depth(e) for e in entries),
             "throughput_rps": sum(e.metrics.recent_rps() for e in entries),
             "total_requests": sum(t["total_requests"] for t in totals),
             "error_count": sum(t["error_count"] for t in totals),

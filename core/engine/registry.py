@@ -98,6 +98,15 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return list(self.models)
 
+    def queue_depth(self, entry: ModelEntry) -> int:
+        """Requests waiting for ``entry``'s model: in its batcher, and in the version a hot
+        swap replaced while they were queued (they drain there: still the model's)."""
+        depth = entry.served.queue_depth()
+        if self._retiring:
+            name = entry.served.name
+            depth += sum(b.queue_depth() for b in list(self._retiring) if b.name == name)
+        return depth
+
     # -- changing ----------------------------------------------------------------------
     def build(self, data: bytes, name: str, session: SessionConfig | None, source: str,
               description: str) -> LoadedModel:
@@ -116,6 +125,8 @@ class ModelRegistry:
         cfg = batch or (old.served.config if old is not None else self.config.batch)
         batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics,
                           batchable=info.batchable, trace=trace)
+        if old is not None and isinstance(old.served, Batcher):   # its batch ids go on
+            batcher.executor.batch_ids = old.served.executor.batch_ids
         return self._publish(name, old, ModelEntry(
             loaded, RequestValidator(info), batcher, metrics, data=data,
             memory_profile=memory_profile, trace=trace))
