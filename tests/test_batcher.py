@@ -210,6 +210,42 @@ def test_failing_batch_only_fails_the_bad_request():
         b.close()
 
 
+def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
+    """An adversary's poisoned batch: the engine ran [8, 1 x 8] but the metrics showed 8
+    batches of 1, and the failed run's 50 ms was booked as the retried requests' queue
+    wait. Run time comes from a fake clock each run moves by 50 ms."""
+    now = [0.0]
+    run = GatedRun(gated=True, fail_on=-7.0)
+
+    def timed(arrays):
+        try:
+            return run(arrays)
+        finally:
+            now[0] += 0.05
+
+    b = Batcher("fake", timed, ["y"], BatchConfig(max_batch_size=16, max_wait_ms=0),
+                clock=lambda: now[0])
+    try:
+        first = hold_first_batch(b, run)      # runs from 0 to 0.05 once the gate opens
+        good = [b.submit((rows(1, start=i),), 1) for i in range(3)]
+        bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1)
+        run.gate.set()                        # 0.05-0.10: the 4 together, failing
+        with pytest.raises(InferenceError, match="poisoned value"):
+            bad.result(WAIT_S)
+        got = [f.result(WAIT_S) for f in good]   # retries from 0.10, 50 ms each
+        assert first.result(WAIT_S).rows == 1
+        assert run.batch_rows == [1, 4, 1, 1, 1, 1]
+        for i, p in enumerate(got):
+            assert p.release_reason == "retry"
+            assert p.compute_ms == pytest.approx(100.0)            # its failed run + its own
+            assert p.queue_ms == pytest.approx(50.0 + 50.0 * i)    # not the failed run
+        snap = b.metrics.snapshot()
+        assert snap.batches == 6 and snap.batch_sizes == {1: 5, 4: 1}
+        assert snap.release_reasons == {"deadline": 2, "retry": 4}   # (max_wait 0)
+    finally:
+        b.close()
+
+
 def test_expired_request_fails_with_timeout_instead_of_running():
     clock_value = [0.0]
     run = GatedRun(gated=True)

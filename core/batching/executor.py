@@ -142,7 +142,9 @@ class Executor:
             q.put_back([live[i] for i in back])
         return [live[i] for i in run]
 
-    def _run(self, live: list[Request], reason: str, slot: Slot) -> None:
+    def _run(self, live: list[Request], reason: str, slot: Slot, spent: float = 0.0) -> None:
+        """Run ``live`` as one batch and settle it (``spent``: for a retry, the seconds its
+        requests spent in the failed batch: theirs in compute, not in the queue)."""
         # The queue as this batch left it, the batch included: what was waiting (after
         # the pop it is almost always 0 at moderate load, and the chart said so).
         depth = self.queue.depth() + len(live)
@@ -202,7 +204,13 @@ class Executor:
             if len(live) > 1:
                 log.info("executor %s: batch %d failed (%s); re-running its %d requests "
                          "alone", self.name, batch_id, err, len(live))
-                self._run_each(live, reason, slot)
+                # The failed run counts as a run (it was missing from the batches); its
+                # requests' time in it is theirs in compute, not in the queue.
+                runs = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else 1
+                failed_s = self._clock() - t0
+                self.ledger.metrics.record_batch(rows if runs == 1 else runs, reason,
+                                                 failed_s, (), depth=depth, runs=runs)
+                self._run_each(live, reason, slot, spent + failed_s)
                 return
             ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows
             self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
@@ -217,7 +225,7 @@ class Executor:
         # The lower envelope of recent run times: a run's measured time includes waiting for
         # the GIL afterwards, which says nothing about how much work a run can hide.
         self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
-        job = (live, outs, self.output_names, batch_id, rows, reason, t0, t1, depth)
+        job = (live, outs, self.output_names, batch_id, rows, reason, t0 - spent, t1, depth)
         if self.queue.depth() and floor > len(live) * _COMPLETE_COST_S:
             # More work is waiting and a run is long enough to hide this batch's settling:
             # hand that to the completer thread and start the next batch, so the Python
@@ -235,12 +243,14 @@ class Executor:
             log.exception("executor %s: policy %r failed to observe a batch", self.name,
                           getattr(policy, "name", policy))
 
-    def _run_each(self, live: list[Request], reason: str, slot: Slot) -> None:
-        """Re-run requests alone after their batch failed, so only a bad request fails."""
+    def _run_each(self, live: list[Request], reason: str, slot: Slot,
+                  spent: float = 0.0) -> None:
+        """Re-run requests alone after their batch failed (``spent`` seconds in it), so
+        only a bad request fails."""
         pending = self.ledger.live
         for r in live:
             if r in pending:  # not one settled meanwhile (timed out, cancelled)
-                self._run([r], "retry" if len(live) > 1 else reason, slot)
+                self._run([r], "retry" if len(live) > 1 else reason, slot, spent)
 
     # -- the completer thread -------------------------------------------------------------
     def completer_loop(self, completions: _queue.SimpleQueue | None = None) -> None:
