@@ -200,3 +200,55 @@ def test_queue_depth_counts_what_was_waiting_when_a_batch_left():
     finally:
         run.gate.set()
         b.close()
+
+
+def test_rates_and_uptime_after_a_reset_count_only_the_time_since_it():
+    """A reset 0.9 s into a wall-clock second: its first bucket starts on the whole second
+    (the series of models line up), and the 0.9 s before the reset counted as measured time:
+    1,000 req/s read 550, uptime 2.95 s for 2.05. Fake clocks, so exact."""
+    t = [100.9]
+    m = ModelMetrics(clock=lambda: t[0], wall_clock=lambda: t[0])
+    m.reset()
+    while t[0] < 102.95:
+        m.record_batch(rows=1, reason="full", compute_s=0.0005, queue_s=[0.0005], now=t[0])
+        t[0] = round(t[0] + 0.001, 6)
+    snap = m.snapshot(now=102.95)
+    assert snap.throughput_rps == pytest.approx(1000.0, rel=1e-3)
+    assert m.recent_rps() == pytest.approx(1000.0, rel=1e-3)
+    assert snap.uptime_s == pytest.approx(2.05)
+
+
+def test_the_series_shows_the_queue_of_a_stalled_model():
+    """The depth was written only when a batch left: a run held with 40 requests queued
+    charted an empty queue for as long as it was held. The supervisor now writes it."""
+    import threading
+    import time
+
+    from core import Engine, EngineConfig, build_demo_model
+    from tests.helpers import WAIT_S
+
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="m")
+        engine.configure("m", max_batch_size=4, max_wait_ms=0)
+        executor = engine._ns.entry("m").served.executor
+        inner, gate, started = executor.run_fn, threading.Event(), threading.Event()
+
+        def held(arrays, *args):
+            started.set()
+            assert gate.wait(WAIT_S), "the test never opened the gate"
+            return inner(arrays, *args)
+
+        executor.run_fn = held
+        first = engine.submit("m", np.zeros((1, 4), np.float32))
+        assert started.wait(WAIT_S)
+        queued = [engine.submit("m", np.full((1, 4), i, np.float32)) for i in range(40)]
+        try:
+            deadline = time.monotonic() + WAIT_S     # (a bound on a hang, not a timing)
+            while engine.metrics("m").timeseries["queue_depth"].max() < 40:
+                assert time.monotonic() < deadline, "the series never showed the queue"
+                time.sleep(0.02)
+            assert engine.metrics("m").batches == 0    # nothing left meanwhile
+        finally:
+            gate.set()
+        for f in [first] + queued:
+            f.result(WAIT_S)

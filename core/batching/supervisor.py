@@ -31,6 +31,8 @@ log = logging.getLogger("batchlab.supervisor")
 
 # How often the supervisor checks the collector even when no deadline is due.
 _WATCH_INTERVAL_S = 0.05
+# How often, at most, it writes the queue's depth into the per-second series.
+_DEPTH_EVERY_S = 0.25
 
 
 class Supervisor:
@@ -49,6 +51,7 @@ class Supervisor:
         self._restart = restart
         self.watch_interval_s = _WATCH_INTERVAL_S
         self.restarts = 0
+        self._depth_noted = -math.inf
         self._stop = False
         # A thread watches for one generation: parking moves it on (that thread ends), and
         # the next request starts a new one (core/batching/parking.py).
@@ -102,6 +105,10 @@ class Supervisor:
                         q.next_deadline = q.earliest_deadline()
                         if self._stop or self._gen != gen:
                             return
+                now = self._clock()
+                if now >= self._depth_noted + _DEPTH_EVERY_S:   # the series' depth, while
+                    self._depth_noted = now                     # nothing leaves as well
+                    self.ledger.metrics.note_depth(q.depth())
                 if self.expire_overdue():
                     self.executor.stop_orphaned_run()
                 self.revive()

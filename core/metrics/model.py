@@ -69,6 +69,9 @@ class ModelMetrics:
             t0, wall0 = self._clock(), self._wall()
             frac = wall0 % 1.0
             self._t0 = t0 - frac
+            # Where in its first second the measurement began: the part before a reset
+            # counted nothing (rates and uptime divide by the time since, not before).
+            self._start = frac
             self._wall0 = wall0 - frac
             self._total = _hist()
             self._queue = _hist()
@@ -199,6 +202,15 @@ class ModelMetrics:
                 cur.depth = depth
             self._depth_now = depth
 
+    def note_depth(self, depth: int) -> None:
+        """The queue's depth now, from a watcher (the model's supervisor): the depth was
+        written only when a batch left, so a stalled run with 40 queued charted 0."""
+        with self._lock:
+            cur = self._bucket(self._clock())
+            if depth > cur.depth:
+                cur.depth = depth
+            self._depth_now = depth
+
     def record_refused(self, error_type: str, message: str, count: int = 1,
                        now: float | None = None) -> None:
         """Requests that failed without running (refused at submit, timed out in queue...)."""
@@ -257,7 +269,7 @@ class ModelMetrics:
         ``snapshot().throughput_rps`` but without building a snapshot."""
         with self._lock:
             self._bucket(self._clock())
-            return _recent_rps(self._series, self._cur.second, window_s)
+            return _recent_rps(self._series, self._cur.second, window_s, self._start)
 
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
                  rate_window_s: float = 5.0, window_s: float | None = None) -> MetricsSnapshot:
@@ -286,10 +298,10 @@ class ModelMetrics:
                      batch_sizes=dict(self._batch_sizes), reasons=dict(self._reasons),
                      by_type=dict(self._errors_by_type), incidents=dict(self._incidents),
                      depth=self._depth_now, recent=list(self._recent_errors))
-            t0, wall0 = self._t0, self._wall0
+            t0, wall0, start = self._t0, self._wall0, self._start
         rows = _series_rows(seconds, now, t0, wall0, self._seconds)
         ok = c["ok"]
-        rps = _recent_rps(seconds, int(now - t0), rate_window_s)
+        rps = _recent_rps(seconds, int(now - t0), rate_window_s, start)
         tp50, tp95, tp99 = total.percentiles((50, 95, 99))
         qp50, qp99 = queue.percentiles((50, 99))
         cp50, cp99 = compute.percentiles((50, 99))
@@ -308,7 +320,7 @@ class ModelMetrics:
             release_reasons=c["reasons"], errors_by_type=c["by_type"],
             incidents=c["incidents"],
             queue_depth=c["depth"] if queue_depth is None else queue_depth,
-            throughput_rps=rps, uptime_s=now - t0, recent_errors=c["recent"],
+            throughput_rps=rps, uptime_s=now - t0 - start, recent_errors=c["recent"],
             timeseries=pd.DataFrame(rows, columns=TIMESERIES_COLUMNS),
         )
 

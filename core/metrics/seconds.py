@@ -93,14 +93,16 @@ class _Second:
         }
 
 
-def _recent_rps(seconds: Iterable[_Second], current: int, window_s: float) -> float:
+def _recent_rps(seconds: Iterable[_Second], current: int, window_s: float,
+                start: float = 0.0) -> float:
     """Successes per second over the last ``window_s`` full seconds before ``current``
-    (idle seconds count as zeros; none before the oldest second recorded)."""
+    (idle seconds count as zeros; none before the oldest second recorded, nor before
+    ``start``, where in second 0 the measurement began: a reset 0.9 s into it)."""
     done = [b for b in seconds if b.second < current]
     if not done:
         return 0.0
     first = max(done[0].second, current - int(window_s))
-    span = current - first
+    span = current - max(first, start)
     return sum(b.successes for b in done if b.second >= first) / span if span > 0 else 0.0
 
 
