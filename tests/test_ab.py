@@ -326,6 +326,30 @@ def test_a_callers_bad_inputs_are_not_an_arms_errors():
         assert "15 request(s) refused for their inputs (A 0, B 15) are left out" in err.verdict
 
 
+def test_a_latency_verdict_over_the_latest_requests_only_says_so(monkeypatch):
+    """Each arm keeps its latest 20,000 latencies: past that, the verdict's p50 (0.63 ms)
+    and the arms table's whole-segment p50 (3.06 ms) disagreed, unexplained. Here with a
+    cap of 50, so that 120 requests pass it; the samples are taken before the counts, so
+    the verdict never has more latencies than the table has successes."""
+    from core.ab import routing
+    monkeypatch.setattr(routing, "_SAMPLES_PER_ARM", 50)
+    with Engine() as engine:
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, mode="random", seed=1)
+        x = engine.sample_input("clf-v1")
+        for _ in range(240):
+            engine.predict("exp", x)
+        report = engine.ab_report("exp")
+        lat, arms = report.latency, report.arms
+        assert (lat.n_a, lat.n_b) == (50, 50)
+        assert (f"(over each arm's latest requests: 50 of A's {arms['a'].success_count:,}, "
+                f"50 of B's {arms['b'].success_count:,})") in lat.verdict, lat.verdict
+    with Engine() as engine:   # under the cap: every request, nothing to say
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, mode="random", seed=1)
+        for _ in range(60):
+            engine.predict("exp", engine.sample_input("clf-v1"))
+        assert "latest requests" not in engine.ab_report("exp").latency.verdict
+
+
 def test_latency_comparison_finds_a_real_difference():
     rng = np.random.default_rng(1)
     a = rng.lognormal(np.log(5), 0.2, 3000)

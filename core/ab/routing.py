@@ -40,7 +40,7 @@ import numpy as np
 
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
-from .statistics import compare_arm_errors, compare_latency
+from .statistics import compare_arm_errors, compare_latency, latest_only
 from core.config import _check_choice, _check_float
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
@@ -364,9 +364,9 @@ class ABExperiment:
                    previous: list[dict[str, Any]] | None = None) -> ABReport:
         metrics = state["metrics"]
         a, b, b_share, mode = state["arms"]
-        snaps = {arm: m.snapshot() for arm, m in metrics.items()}
-        samples = {arm: m.samples_ms() for arm, m in metrics.items()}
-        latency = compare_latency(samples["a"], samples["b"], detect_ms=detect_ms)
+        samples = {arm: m.samples_ms() for arm, m in metrics.items()}  # (then counts: never
+        snaps = {arm: m.snapshot() for arm, m in metrics.items()}  # fewer than the samples)
+        latency = latest_only(compare_latency(samples["a"], samples["b"], detect_ms), snaps)
         errors = compare_arm_errors(snaps["a"], snaps["b"])
         bandit = state["bandit"].state() if mode == "bandit" else {}
         return ABReport(self.name, a, b, bandit["share_b"] if bandit else b_share, mode, snaps,

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["LatencyComparison", "ErrorComparison", "compare_latency", "compare_errors",
-           "compare_arm_errors",
+           "compare_arm_errors", "latest_only",
            "sample_size_means", "sample_size_proportions", "format_p"]
 
 ALPHA = 0.05
@@ -240,3 +240,14 @@ def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
     return ErrorComparison(**{**asdict(result), "verdict": (
         f"{result.verdict}; {ca + cb:,} request(s) refused for their inputs (A {ca:,}, B "
         f"{cb:,}) are left out: the caller's doing, not an arm's")})
+
+
+def latest_only(latency: LatencyComparison, arms: dict[str, Any]) -> LatencyComparison:
+    """``latency`` saying, when it is, that it compares only the latest requests each arm
+    keeps (its p50 then differs from the arms' whole-segment p50: 0.63 against 3.06 ms
+    after 30,000 requests of falling latency)."""
+    if latency.n_a >= arms["a"].success_count and latency.n_b >= arms["b"].success_count:
+        return latency
+    return LatencyComparison(**{**asdict(latency), "verdict": (
+        f"{latency.verdict} (over each arm's latest requests: {latency.n_a:,} of A's "
+        f"{arms['a'].success_count:,}, {latency.n_b:,} of B's {arms['b'].success_count:,})")})
