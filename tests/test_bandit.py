@@ -266,3 +266,32 @@ def test_the_caption_says_no_arm_is_ahead_before_any_outcome():
     text = bandit_caption(ThompsonBandit(20.0, 0.05, seed=1).state(), "m1", "m2")
     assert "No request has ended yet: neither arm is known to be better" in text
     assert "probability" not in text
+
+
+def test_reading_the_bandit_never_changes_what_it_counted():
+    """A request past its SLO whose answer is then refused for its form (the caller's
+    doing): counted a loss if a report had swept it while late, nothing if not; so reading
+    the report changed p(B better). Late is now a loss however it ends. (Its SLO passed
+    before it was watched: no clock in the test.)"""
+    import time
+    from concurrent.futures import Future
+
+    from core.errors import InputValidationError
+
+    counts = []
+    for read_while_late in (False, True):
+        bandit = ThompsonBandit(slo_ms=20.0, seed=1)
+        fut: Future = Future()
+        bandit.watch("b", fut, time.perf_counter() - 1.0)   # 1 s ago: past its 20 ms SLO
+        if read_while_late:
+            bandit.state()
+        fut.set_exception(InputValidationError("the caller wants another form"))
+        arms = bandit.state()["arms"]
+        counts.append({arm: (v["successes"], v["ended"]) for arm, v in arms.items()})
+    assert counts[0] == counts[1] == {"a": (0, 0), "b": (0, 1)}
+    # Within its SLO the same refusal counts for no arm (the caller's doing).
+    bandit = ThompsonBandit(slo_ms=60_000.0, seed=1)
+    fut = Future()
+    bandit.watch("b", fut, time.perf_counter())
+    fut.set_exception(InputValidationError("the caller wants another form"))
+    assert bandit.state()["arms"]["b"]["ended"] == 0

@@ -138,7 +138,8 @@ class ThompsonBandit:
     def watch(self, arm: str, fut: Future, t0: float) -> None:
         """Judge ``fut`` (a request to ``arm`` sent at ``t0``, ``time.perf_counter``): a
         success if it ends without error within the SLO; a failure when it fails, or when
-        the SLO passes first (counted then); nothing if cancelled before the SLO passed."""
+        the SLO passes first (counted then, however it ends: the same whether anything
+        swept meanwhile); nothing if cancelled, or refused for its inputs, within the SLO."""
         end = t0 + self.slo_ms / 1000.0
         entry = [end, arm, False]
         with self._lock:
@@ -151,12 +152,12 @@ class ThompsonBandit:
                 entry[2] = True
                 late = time.perf_counter() > end
                 err = None if f.cancelled() else f.exception()
-                if isinstance(err, InputValidationError):
+                if late:   # however it ended: a sweep while it was late had counted it so
+                    self._count(arm, False)    # (a report read then changed the counts)
+                elif isinstance(err, InputValidationError):
                     pass   # the caller's doing (an answer in a form refused): no arm's
                 elif not f.cancelled():
-                    self._count(arm, err is None and not late)
-                elif late:   # cancelled after its SLO passed (not swept yet): late all the same
-                    self._count(arm, False)
+                    self._count(arm, err is None)
                 self._sweep(time.perf_counter())
 
         fut.add_done_callback(done)
