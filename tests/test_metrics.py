@@ -252,3 +252,23 @@ def test_the_series_shows_the_queue_of_a_stalled_model():
             gate.set()
         for f in [first] + queued:
             f.result(WAIT_S)
+
+
+def test_a_window_longer_than_what_is_kept_says_what_it_covers():
+    """window_s=1000 with 60 seconds kept gave 60 s of counts labelled 1000 (a rate read as
+    success_count / window_s came out 0.6 req/s for 10), and window_s=inf raised
+    OverflowError. Fake clocks: 10 req/s for 120 s."""
+    t = [0.0]
+    m = ModelMetrics(timeseries_seconds=60, clock=lambda: t[0], wall_clock=lambda: t[0])
+    for sec in range(120):
+        for k in range(10):
+            t[0] = sec + k / 10
+            m.record_batch(rows=1, reason="full", compute_s=0.001, queue_s=[0.001], now=t[0])
+    for window in (1000.0, float("inf")):
+        w = m.snapshot(now=120.0, window_s=window)
+        assert w.window_s == pytest.approx(60.0) and w.total_requests == 600
+        assert w.success_count / w.window_s == pytest.approx(10.0)
+    assert m.snapshot(now=120.0, window_s=30.0).window_s == 30.0   # within: as asked
+    fresh = ModelMetrics(clock=lambda: t[0], wall_clock=lambda: t[0])   # 5.5 s after a reset
+    t[0] += 5.5
+    assert fresh.snapshot(window_s=30.0).window_s == pytest.approx(5.5)

@@ -331,7 +331,13 @@ class ModelMetrics:
             now = self._clock() if now is None else now
             self._bucket(now)
             self._flush()
-            current = int(now - self._t0)
-            first = current - int(np.ceil(window_s)) + 1
+            since = now - self._t0
+            current = int(since)
+            first = current - int(np.ceil(min(window_s, since + 1.0))) + 1   # (inf: all)
             parts = [b for b in self._series if b.second >= first] + [self._cur.copy()]
-        return _window_snapshot(full, parts, window_s)
+            # What the window can cover: since the reset, or since the oldest second kept
+            # once older ones were dropped; a longer one is labelled with what it covers
+            # (window_s=1000 with 60 s kept said 1000 over 60 s of counts).
+            series = self._series
+            origin = (series[0].second if len(series) == series.maxlen else self._start)
+        return _window_snapshot(full, parts, min(window_s, since - origin))
