@@ -956,7 +956,10 @@ def test_the_what_if_refuses_the_policies_it_does_not_model_saying_why():
     from core.lab.costmodel import WHAT_IF_REFUSED
     cost = CostModel(a_ms=0.2, b_ms=0.01, r2=1.0)
     assert simulate(cost, 8, 1.0, 500.0, n_requests=500)["p50_ms"] > 0
-    for policy in ("fixed_window", "adaptive"):
+    from core.policies import POLICIES
+    # every policy but the one it models, AIMD too ("unknown policy 'aimd'" before)
+    assert set(WHAT_IF_REFUSED) == set(POLICIES) - {"deadline"}
+    for policy in WHAT_IF_REFUSED:
         with pytest.raises(ValueError, match="models the deadline policy only") as err:
             simulate(cost, 8, 1.0, 500.0, n_requests=500, policy=policy)
         assert "sweep" in str(err.value) and policy in WHAT_IF_REFUSED

@@ -265,18 +265,17 @@ def fit_cost_model(profile: pd.DataFrame, overhead_ms: float = 0.0) -> CostModel
 
 #: Policies the what-if does not model, and why (it says so instead of predicting them as
 #: if they were the deadline policy).
-WHAT_IF_REFUSED = {
-    "fixed_window": "the what-if models the deadline policy only: under fixed_window a "
-                    "batch leaves when a free-running timer fires, so a request's wait "
-                    "depends on the timer's phase when it arrives, which this model does "
-                    "not follow; measure it with a sweep (policy fixed_window) or the "
-                    "Batching page's replay",
-    "adaptive": "the what-if models the deadline policy only: the adaptive policy decides "
-                "each wait from the cost and arrival rate it has learned live (and sheds "
-                "by its SLO), which this model does not reproduce (it was off by 356 % "
-                "when used for it); measure it with a sweep (policy adaptive) or the "
-                "Batching page's replay",
-}
+WHAT_IF_REFUSED = {p: f"the what-if models the deadline policy only: {why}; measure it with a "
+                      f"sweep (policy {p}) or the Batching page's replay" for p, why in {
+    "fixed_window": "under fixed_window a batch leaves when a free-running timer fires, so a "
+                    "request's wait depends on the timer's phase when it arrives, which this "
+                    "model does not follow",
+    "adaptive": "the adaptive policy decides each wait from the cost and arrival rate it has "
+                "learned live (and sheds by its SLO), which this model does not reproduce (it "
+                "was off by 356 % when used for it)",
+    "aimd": "AIMD moves its batch-size cap after every batch, by whether the run met its "
+            "objective, a path this model does not follow",
+}.items()}
 
 
 _RATES_RPS = (0.001, 1e9)  # the rates the what-if takes (req/s): 1 in 1,000 s to 1e9 a second
