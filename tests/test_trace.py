@@ -27,6 +27,21 @@ def test_every_request_appears_once_with_its_batch(engine):
     assert t["rows"].sum() == sum(p.rows for p in preds)
 
 
+def test_a_reset_clears_the_timeline_with_the_totals(engine):
+    """After reset_metrics the totals read 0 while the timeline still held the 30 requests
+    from before it."""
+    x = engine.sample_input("tiny")
+    for _ in range(30):
+        engine.predict("tiny", x)
+    assert len(engine.timeline("tiny", last_s=None)) == 30
+    engine.reset_metrics("tiny")
+    assert engine.metrics("tiny").total_requests == 0
+    assert engine.timeline("tiny", last_s=None).empty
+    engine.predict("tiny", x)
+    engine.reset_metrics()          # every model at once, the same
+    assert engine.timeline("tiny", last_s=None).empty
+
+
 def test_batches_obey_the_release_rules(engine):
     """A 'deadline' batch left no earlier than its oldest request's max wait; a 'full' one
     held max_batch_size rows (checked on the clock the engine itself used)."""

@@ -322,14 +322,12 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             entry, exp = self._ns.resolve(name)
             self._event(name, "reset", "metrics reset")
             if entry is not None:
-                entry.metrics.reset()
-                entry.served.classes.reset()
+                entry.reset_metrics()
             else:
                 exp.reset_metrics()
             return
         for entry in self._registry.models.values():
-            entry.metrics.reset()
-            entry.served.classes.reset()
+            entry.reset_metrics()
         for exp in self._ns.experiments.all():
             exp.reset_metrics()
 

@@ -73,6 +73,14 @@ class ModelEntry:
         (1 for a model run a row at a time)."""
         return self.backend.sizes_run
 
+    def reset_metrics(self) -> None:
+        """Zero its metrics, its classes' and its timeline (the timeline had kept the
+        requests from before a reset while the totals read 0)."""
+        self.metrics.reset()
+        self.served.classes.reset()
+        if self.trace is not None:
+            self.trace.clear()
+
 
 class ModelRegistry:
     """Registered models and the batchers being retired. Thread-safe.
