@@ -52,6 +52,22 @@ class GatedRun:
             return [len(b) for b in self.batches]
 
 
+def hold_runs(engine: Any, name: str) -> tuple[threading.Event, threading.Event]:
+    """Hold every run of ``name``'s executor on a gate: returns (gate, started); a run
+    sets ``started`` and waits until the test sets ``gate``. (The wrapper is a plain
+    function: not terminable, no row runs, as the runner of a batchable model.)"""
+    executor = engine._ns.entry(name).served.executor
+    inner, gate, started = executor.run_fn, threading.Event(), threading.Event()
+
+    def held(arrays, *args):
+        started.set()
+        assert gate.wait(WAIT_S), "the test never opened the gate"
+        return inner(arrays, *args)
+
+    executor.run_fn = held
+    return gate, started
+
+
 def rows(n: int, start: float = 0.0, width: int = 3) -> np.ndarray:
     """An (n, width) float32 array whose rows are distinguishable."""
     base = np.arange(start, start + n, dtype=np.float32).reshape(n, 1)

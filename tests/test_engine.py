@@ -12,7 +12,7 @@ from core import (DEMO_MODELS, BatchlabError, ConfigError, Engine, EngineClosedE
                   ModelLoadError, ModelNotFoundError, Prediction, RequestTimeoutError,
                   build_demo_model)
 from core.config import EngineConfig
-from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, WAIT_S
+from tests.helpers import ONNX_TEST_DATA, ORT_DATASETS, WAIT_S, hold_runs
 
 
 def test_contract_example(tmp_path):
@@ -169,15 +169,7 @@ def test_a_hot_swap_keeps_the_queued_requests_in_the_depth_and_batch_ids_apart()
     with Engine(EngineConfig(demo_models=False)) as engine:
         engine.load_model(build_demo_model("tiny"), name="m")
         engine.configure("m", max_batch_size=4, max_wait_ms=60_000)
-        executor = engine._ns.entry("m").served.executor
-        inner, gate, started = executor.run_fn, threading.Event(), threading.Event()
-
-        def held(arrays, *args):
-            started.set()
-            assert gate.wait(WAIT_S), "the test never opened the gate"
-            return inner(arrays, *args)
-
-        executor.run_fn = held      # (plain: not terminable, no row runs, like the runner)
+        gate, started = hold_runs(engine, "m")
         old = [engine.submit("m", np.full((1, 4), i, np.float32)) for i in range(20)]
         assert started.wait(WAIT_S)   # 4 running (full batch), 16 queued behind them
         assert engine.metrics("m").queue_depth == 16

@@ -221,24 +221,15 @@ def test_rates_and_uptime_after_a_reset_count_only_the_time_since_it():
 def test_the_series_shows_the_queue_of_a_stalled_model():
     """The depth was written only when a batch left: a run held with 40 requests queued
     charted an empty queue for as long as it was held. The supervisor now writes it."""
-    import threading
     import time
 
     from core import Engine, EngineConfig, build_demo_model
-    from tests.helpers import WAIT_S
+    from tests.helpers import WAIT_S, hold_runs
 
     with Engine(EngineConfig(demo_models=False)) as engine:
         engine.load_model(build_demo_model("tiny"), name="m")
         engine.configure("m", max_batch_size=4, max_wait_ms=0)
-        executor = engine._ns.entry("m").served.executor
-        inner, gate, started = executor.run_fn, threading.Event(), threading.Event()
-
-        def held(arrays, *args):
-            started.set()
-            assert gate.wait(WAIT_S), "the test never opened the gate"
-            return inner(arrays, *args)
-
-        executor.run_fn = held
+        gate, started = hold_runs(engine, "m")
         first = engine.submit("m", np.zeros((1, 4), np.float32))
         assert started.wait(WAIT_S)
         queued = [engine.submit("m", np.full((1, 4), i, np.float32)) for i in range(40)]
