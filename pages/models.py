@@ -76,6 +76,14 @@ with st.container(border=True):
             provider = st.selectbox("Execution provider", available_providers(),
                                     key="upload_provider",
                                     help="CUDA is offered when onnxruntime-gpu is installed.")
+            trust_rows = st.checkbox(
+                "Skip the row check (its rows never change each other's answers)",
+                key="upload_trust_rows",
+                help="At load, a model with a dynamic batch axis is run on 3 rows together "
+                     "and each alone; if the answers differ (CumSum or Softmax over the "
+                     "batch axis) its requests run alone. Tick this only for a model you "
+                     "know keeps its rows apart and the check misjudged: it is then "
+                     "batched on your word (the model says so in its warnings).")
     if st.button("Load model", key="upload_load", type="primary",
                  disabled=uploaded is None):
         loads = engine.status().get("loads") or {}
@@ -90,7 +98,7 @@ with st.container(border=True):
                     session=SessionConfig(intra_op_threads=None if threads is None else int(threads),
                                           graph_optimization=optimization,
                                           provider=provider or "cpu"),
-                    source_label=f"upload: {uploaded.name}")
+                    source_label=f"upload: {uploaded.name}", check_rows=not trust_rows)
             except BatchlabError as err:
                 # the engine's words name its argument; here the checkbox is the way
                 words = str(err).replace(

@@ -48,6 +48,20 @@ def test_rows_that_see_each_other_are_never_batched_with_another_request(engine,
         np.testing.assert_array_equal(pa.outputs["y"], a)
 
 
+def test_check_rows_false_batches_the_model_on_its_owners_word(engine):
+    """The reviewer's gap: a model the check misjudged could only be given
+    max_batch_size=1. load_model(check_rows=False) skips the check and says so."""
+    info = engine.load_model(_model("CumSum"), name="trusted", check_rows=False,
+                             batch=BatchConfig(max_batch_size=8, max_wait_ms=60_000))
+    assert info.batch_mode == "dynamic" and info.batchable
+    assert any("loaded with check_rows=False" in w for w in info.warnings)
+    fa = engine.submit("trusted", np.ones((3, 4), np.float32))
+    fb = engine.submit("trusted", np.ones((5, 4), np.float32))   # 8 rows: one full batch
+    assert fa.result(timeout=30).batch_rows == fb.result(timeout=30).batch_rows == 8
+    with pytest.raises(ValueError, match="check_rows must be True or False"):
+        engine.load_model(_model("CumSum"), name="bad", check_rows="no")
+
+
 def test_a_loop_whose_trips_are_the_batchs_largest_value_runs_alone(engine):
     from core.models import build_loop_model
     assert engine.load_model(build_loop_model(None), name="x").batch_mode == "alone"

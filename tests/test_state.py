@@ -242,3 +242,33 @@ def test_a_model_whose_requests_run_alone_is_written_unbatched_for_triton(tmp_pa
     pbtxt = (models / "mix" / "config.pbtxt").read_text()
     assert "max_batch_size: 0" in pbtxt and "dynamic_batching" not in pbtxt
     assert "dynamic_batching {" in (models / "ident" / "config.pbtxt").read_text()
+
+
+def test_a_model_loaded_without_the_row_check_keeps_that_across_a_restart(tmp_path):
+    """load_model(check_rows=False): batched on its owner's word, and so after a restart
+    (the state folder keeps the choice; a model loaded normally is checked again)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tests.helpers import make_model
+    spec = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 4]) for n in "xy"]
+    mix = make_model([spec[0]], [spec[1]], [helper.make_node("CumSum", ["x", "axis"], ["y"])],
+                     initializers=[numpy_helper.from_array(np.array(0, np.int64), "axis")]
+                     ).SerializeToString()
+    engine = Engine(demo_models=False)
+    try:
+        engine.load_model(mix, name="trusted", check_rows=False)
+        engine.load_model(mix, name="checked")
+        assert StateDir(tmp_path / "s").save(engine)
+    finally:
+        engine.close()
+    again = Engine(demo_models=False)
+    try:
+        done = StateDir(tmp_path / "s").restore(again)
+        assert sorted(done["models"]) == ["checked", "trusted"], done
+        trusted = again.model_info("trusted")
+        assert trusted.batch_mode == "dynamic"
+        assert any("not checked for mixing (loaded with check_rows=False)" in w
+                   for w in trusted.warnings)
+        assert again.model_info("checked").batch_mode == "alone"
+    finally:
+        again.close()
+

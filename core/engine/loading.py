@@ -57,8 +57,10 @@ class Loader:
                    name: str | None = None, *, replace: bool = False,
                    session: SessionConfig | None = None, batch: BatchConfig | None = None,
                    description: str = "", source_label: str | None = None,
-                   probe: bool | None = None) -> ModelInfo:
+                   probe: bool | None = None, check_rows: bool = True) -> ModelInfo:
         self._check_open()
+        if not isinstance(check_rows, bool):
+            raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
         # Built-in demo models are trusted and exempt from the upload size limit.
         limit = 2**62 if source_label == "demo" else self.config.max_model_bytes
         data, where = read_model_source(source, limit)
@@ -87,7 +89,8 @@ class Loader:
         loaded = self.registry.build(data, name, session, source_label or where, description)
         if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
-            loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s))
+            loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s),
+                                       check_rows)
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
                 f"{TRIAL_REFUSED}: {noted}. It may take "
@@ -99,7 +102,7 @@ class Loader:
             if self.registry.get(name) is not None:
                 self._check_arm_compatible(name, loaded.info)
             self.check_room(name, len(data))  # again: another load may have landed meanwhile
-            self.registry.install(name, loaded, batch, data, profile)
+            self.registry.install(name, loaded, batch, data, profile).check_rows = check_rows
             self.shed_spare_sessions()
         return loaded.info
 

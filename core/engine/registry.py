@@ -58,6 +58,7 @@ class ModelEntry:
     data: bytes = b""                       # the model file (for probes in a child process)
     memory_profile: Any = None              # pandas frame from core.models.probe, once measured
     trace: Trace | None = None              # the last requests' timeline (core.metrics.trace)
+    check_rows: bool = True                 # load_model's: False kept across a restart
 
     @property
     def info(self) -> ModelInfo:

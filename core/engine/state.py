@@ -39,7 +39,8 @@ class StateMethods:
                            "session": self.session_config(name), "source": info.source,
                            "description": info.description,
                            "inputs": None if real is None else
-                           {"label": real.source, "sha256": real.digest()}})
+                           {"label": real.source, "sha256": real.digest()},
+                           **({} if entry.check_rows else {"check_rows": False})})
         experiments = []
         for name in self.ab_experiments():
             exp = self._ns.experiment(name)

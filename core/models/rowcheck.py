@@ -84,12 +84,20 @@ def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
     return None
 
 
-def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0) -> Any:
+def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0,
+                 check: bool = True) -> Any:
     """``loaded.info`` after the check: ``batch_mode="alone"`` with the reason when its rows
     mix; a dynamically quantized model (``DynamicQuantizeLinear``: its scale is taken over
     the whole batch, so a row's answer moves by about a quantization step with its
-    neighbours, as on any server that batches it) keeps batching, with a warning saying so."""
+    neighbours, as on any server that batches it) keeps batching, with a warning saying so.
+    ``check=False`` (``load_model(check_rows=False)``, a model its owner knows keeps its
+    rows apart): no runs, batched, with a warning saying whose word that is."""
     info = loaded.info
+    if not check:
+        return dataclasses.replace(info, warnings=info.warnings + (
+            "its rows were not checked for mixing (loaded with check_rows=False): it is "
+            "batched on that word; if a row's answer depends on the rows beside it, load it "
+            "again without check_rows=False",))
     if b"DynamicQuantizeLinear" in data:
         return dataclasses.replace(info, warnings=info.warnings + (
             "dynamically quantized (DynamicQuantizeLinear): each batch is quantized with one "

@@ -266,7 +266,8 @@ class StateDir:
                 engine.load_model(data, name=name, replace=name in engine.model_names(),
                                   session=session, batch=batch,
                                   source_label=meta.get("source"),
-                                  description=meta.get("description") or "")
+                                  description=meta.get("description") or "",
+                                  check_rows=meta.get("check_rows", True) is not False)
             self._hashes[name] = meta["sha256"]
             inputs = meta.get("inputs")
             if inputs:  # its real inputs, under the name they were given
