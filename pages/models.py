@@ -364,7 +364,8 @@ with right:
             for out_name, value in pred.outputs.items():
                 st.markdown(f"**{out_name}**")
                 if isinstance(value, np.ndarray):
-                    shown = value.reshape(value.shape[0], -1) if value.ndim > 1 else value
+                    shown = (value.reshape(value.shape[0], -1) if value.ndim > 1
+                             else value.reshape(-1))   # (a scalar: one value)
                     st.caption(f"{value.dtype} {list(value.shape)}. {nonfinite_words(value)}")
                     frame = pd.DataFrame(shown[:, :20] if shown.ndim > 1 else shown)
                     if frame.isna().any().any():  # the grid would show a NaN as "None"

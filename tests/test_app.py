@@ -176,6 +176,16 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     at.button(key="try_run").click().run()
     assert any("2 row(s), run one row at a time" in c.value for c in at.caption)
     assert not any("the batch left: full" in c.value for c in at.caption)
+    # A model whose input is one number: its one-value answer is shown (the grid of a 0-d
+    # output raised "Must pass 2-d input").
+    from tests.test_inputs import _scalar_model
+    engine.load_model(_scalar_model(), name="scalar")
+    at.run()
+    at.selectbox(key="models_detail").set_value("scalar").run()
+    at.button(key="try_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert engine.metrics("scalar").success_count == 1
+    assert any(c.value.startswith("float32 []") for c in at.caption)
 
 
 def test_try_it_says_which_outputs_are_not_numbers(engine):

@@ -400,3 +400,37 @@ def test_integer_inputs_take_only_values_that_survive_the_cast():
         [[False, True]]
     with pytest.raises(InputValidationError, match=r"\(e\.g\. 2\).*give 0 or 1"):
         read_inputs(npy(np.array([[0, 2]])), "two.npy", flags)
+
+
+def _scalar_model() -> bytes:
+    from onnx import TensorProto, helper
+    from tests.helpers import make_model
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [])
+    return make_model([x], [y], [helper.make_node("Neg", ["x"], ["y"])]).SerializeToString()
+
+
+def test_a_scalar_models_real_inputs_and_samples_keep_their_shape():
+    """A model whose input is one number (shape []): its real inputs were drawn as numpy
+    scalars ("Cannot set flags on array scalars"), and through the engine server a sample
+    came back as shape [1], which the model then refused."""
+    engine = Engine(demo_models=False)
+    server = EngineServer(engine, port=0).start()
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    try:
+        remote.load_model(_scalar_model(), name="s")
+        generated = remote.sample_input("s")
+        assert generated.shape == ()
+        assert remote.predict("s", generated).outputs["y"] == -generated
+        buf = io.BytesIO()
+        np.save(buf, np.array([1.0, 2.0, 3.0], np.float32))
+        remote.set_inputs("s", buf.getvalue(), "x.npy")
+        for local in (engine, remote):
+            x = local.sample_input("s", seed=1)
+            assert x.shape == () and float(x) in (1.0, 2.0, 3.0)
+            assert local.predict("s", x).outputs["y"] == -x
+    finally:
+        remote.close()
+        server.close()
+        engine.close()
+

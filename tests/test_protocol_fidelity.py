@@ -357,3 +357,15 @@ def test_an_experiment_whose_arms_answer_differently_is_asked_only_what_both_hav
     meta = json.loads(conn.getresponse().read())
     conn.close()
     assert [o["name"] for o in meta["outputs"]] == ["y"]
+
+
+def test_a_zero_dimensional_array_keeps_its_shape_over_the_wire():
+    """np.ascontiguousarray makes any array at least 1-d: a scalar input sent by a
+    RemoteEngine (or a sample_input of a scalar model coming back) arrived as shape [1],
+    and the model refused it ("expects float32 [], got float32 [1]")."""
+    codec = WireCodec([])
+    for value in (np.array(2.5, np.float32), np.array(7, np.int64), np.zeros((2, 0, 3))):
+        back = codec.decode(_strict(jsontext.dumps(codec.encode(value))))
+        assert back.shape == value.shape and back.dtype == value.dtype
+        np.testing.assert_array_equal(back, value)
+

@@ -72,7 +72,7 @@ class SampleInputs:
         check_rows(rows)
         if self.exact:
             k = int(np.random.default_rng(seed).integers(self.count))
-            out = {n: a[k] for n, a in self.arrays.items()}
+            out = {n: a[k, ...] for n, a in self.arrays.items()}   # (a scalar input: 0-d)
         else:
             if seed is None and rows == self.count:
                 idx = np.arange(self.count)

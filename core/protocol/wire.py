@@ -168,8 +168,8 @@ class WireCodec:
             if value.dtype.kind == "O":
                 return {_TAG: "ndobj", "shape": list(value.shape),
                         "v": [self.encode(v) for v in value.reshape(-1).tolist()]}
-            arr = np.ascontiguousarray(value)
-            return {_TAG: "nd", "dtype": arr.dtype.str, "shape": list(arr.shape),
+            arr = np.ascontiguousarray(value)   # (always 1-d at least: the shape is value's)
+            return {_TAG: "nd", "dtype": arr.dtype.str, "shape": list(value.shape),
                     "v": base64.b64encode(arr.tobytes()).decode()}
         if isinstance(value, np.dtype):
             return {_TAG: "dtype", "v": value.str}
