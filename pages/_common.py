@@ -42,7 +42,7 @@ from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "choose_model",
-           "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "fmt_ms", "fmt_num", "fmt_rate",
+           "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
            "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
@@ -676,6 +676,25 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
                           if by_type else "") + f"the last: {t.last_error}")
         if t.client_bound:
             st.warning(t.client_bound)
+
+
+def running_traffic(engine: Engine | RemoteEngine, target: str,
+                    priority: int | None = None) -> list[Any]:
+    """The built-in generators running to ``target`` (of the class ``priority``): what a
+    Start would replace."""
+    return [t for t in engine.traffic() if t.target == target and t.running
+            and getattr(t, "priority", None) == priority]
+
+
+def replaced_note(old: list[Any]) -> str | None:
+    """What a page says after its Start replaced a running generator (``old``, from
+    :func:`running_traffic` before the start): its counts leave the traffic line."""
+    if not old:
+        return None
+    t = old[0]
+    return (f"Replaced the generator that was running (it had sent {fmt_num(t.sent)}, "
+            f"served {fmt_num(t.succeeded)}, refused {fmt_num(t.refused)}): the line below "
+            "counts the new one; the metrics and the sidebar count both.")
 
 
 def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,

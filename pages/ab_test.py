@@ -15,7 +15,7 @@ from core.ui.fmt import fmt_p, more_needed
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
-                           stop_when_idle)
+                           stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
 
@@ -46,7 +46,7 @@ with st.expander("New experiment", expanded=not experiments):
     mode = st.radio("Routing", AB_MODES, key="ab_new_mode", horizontal=True,
                     format_func=MODE_HELP.get)
     n1, n2 = st.columns(2)
-    new_slo = n1.number_input("Bandit SLO (ms)", 0.1, 600_000.0, 50.0, key="ab_new_slo",
+    new_slo = n1.number_input("Bandit SLO (ms)", None, None, 50.0, key="ab_new_slo",
                               disabled=mode != "bandit",
                               help="A request rewards its arm if answered within this, "
                                    "without error.")
@@ -120,11 +120,15 @@ def _set_bandit(field: str, key: str) -> None:
 
 
 def _start_traffic() -> None:
+    old = running_traffic(engine, exp)
     try:
         engine.start_traffic(exp, rate_rps=float(st.session_state["ab_rate"]),
                              pattern="poisson")
     except BatchlabError as err:
         st.session_state["ab_error"] = f"Could not start traffic: {err}"
+    else:
+        if old:   # (its counts leave the traffic line; the arms' metrics keep them)
+            st.session_state["ab_replaced"] = replaced_note(old)
 
 
 def _delete() -> None:
@@ -149,10 +153,10 @@ with left:
             st.session_state["ab_slo"] = report.bandit["slo_ms"]
             st.session_state["ab_floor"] = report.bandit["floor"]
             b1, b2 = st.columns(2)
-            b1.number_input("Bandit SLO (ms)", 0.1, 600_000.0, key="ab_slo",
+            b1.number_input("Bandit SLO (ms)", None, None, key="ab_slo",
                             on_change=_set_bandit, args=("bandit_slo_ms", "ab_slo"),
                             help="Changing it starts the bandit's evidence again.")
-            b2.number_input("Floor", 0.0, 0.5, step=0.01, key="ab_floor",
+            b2.number_input("Floor", None, None, step=0.01, key="ab_floor",
                             on_change=_set_bandit, args=("bandit_floor", "ab_floor"))
         p1, p2 = st.columns(2)
         shadow_note = f" In {report.mode} mode this switches routing to random." \
@@ -167,12 +171,14 @@ with left:
             st.success(st.session_state.pop("ab_done"), icon=":material/check:")
     with st.container(border=True):
         follow_traffic_rate(engine, exp, "ab_rate", 300)
-        st.number_input("Rate (requests/s)", 1, 20_000, step=50, key="ab_rate")
+        st.number_input("Rate (requests/s)", None, None, step=50, key="ab_rate")
         st.caption(sends_caption(engine, exp))
         t1, t2 = st.columns(2)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)
         t2.button("Stop traffic", key="ab_stop", on_click=engine.stop_traffic, args=(exp,))
+        if "ab_replaced" in st.session_state:
+            st.info(st.session_state.pop("ab_replaced"), icon=":material/swap_horiz:")
         r1, r2 = st.columns(2)
         r1.button("Reset", key="ab_reset", on_click=engine.reset_metrics, args=(exp,),
                   help="Zero both arms' metrics.", width="stretch")

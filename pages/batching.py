@@ -7,7 +7,6 @@ import streamlit as st
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.lab import arrivals_from_csv, arrivals_to_csv
 from core.lab.replay import DEFAULT_SLO_MS
-from core.config import MAX_INSTANCES
 from core.policies import policy_label, uses_slo
 from core.ui.policies import aimd_caption, class_table, replay_verdict
 from core.ui import charts
@@ -16,7 +15,7 @@ from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_c
                              via_experiments)
 from pages._common import (keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
-                           stop_when_idle)
+                           stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
 
@@ -76,8 +75,7 @@ def _start_traffic() -> None:
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
     agents = int(st.session_state.get("traffic_agents") or 0)
-    old = [t for t in engine.traffic() if t.target == model and t.running
-           and getattr(t, "priority", None) == priority]
+    old = running_traffic(engine, model, priority)
     try:
         engine.start_traffic(
             model, rate_rps=float(st.session_state["traffic_rate"]),
@@ -93,11 +91,7 @@ def _start_traffic() -> None:
         st.session_state["traffic_error"] = f"Could not start traffic: {err}"
     else:
         if old:   # (said: the counts below start again, the model's metrics do not)
-            t = old[0]
-            st.session_state["traffic_replaced"] = (
-                f"Replaced the generator that was running (it had sent {fmt_num(t.sent)}, "
-                f"served {fmt_num(t.succeeded)}, refused {fmt_num(t.refused)}): the line "
-                "below counts the new one; the model's metrics and the sidebar count both.")
+            st.session_state["traffic_replaced"] = replaced_note(old)
 
 
 interval = live_interval(engine)
@@ -192,7 +186,7 @@ with controls:
                                  "shed with SLOShedError instead of making everyone behind "
                                  "them late. AIMD: the objective a batch's run must meet "
                                  "for its cap to grow (empty: 10 ms); it sheds nothing.")
-            st.number_input("Instances (batches running at once)", 1, MAX_INSTANCES,
+            st.number_input("Instances (batches running at once)", None, None, step=1,
                             key="bs_instances", on_change=_apply,
                             args=("instances", "bs_instances"),
                             disabled=remote is not None,
@@ -216,7 +210,7 @@ with controls:
                  "arrivals, beside the other class's: start one, switch, start the other.")
         follow_traffic_rate(engine, model, "traffic_rate", 200,
                             TRAFFIC_CLASSES[cls or "one stream"])
-        st.number_input("Rate (requests/s)", 1, 50_000, step=50, key="traffic_rate")
+        st.number_input("Rate (requests/s)", None, None, step=50, key="traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS,
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "

@@ -67,8 +67,8 @@ with st.container(border=True):
                               key="upload_replace")
         with st.expander("Session options"):
             threads = st.number_input(
-                "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", 0,
-                machine_cores(), None, key="upload_threads",
+                "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", None,
+                None, None, 1, key="upload_threads",
                 help=f"At most this machine's {machine_cores()} cores: more threads than "
                      "cores take turns and slow every model.")
             optimization = st.selectbox("Graph optimisation", OPTIMIZATION_LEVELS, index=3,
@@ -93,8 +93,9 @@ with st.container(border=True):
         with st.spinner(f"Waiting for {ahead} other trial run(s) to finish (one at a time), "
                         f"then {doing}" if ahead else doing.capitalize()):
             try:
-                info = engine.load_model(
-                    uploaded.getvalue(), name=name.strip() or None, replace=replace,
+                info = engine.load_model(   # (a blank name: the file's, as the help says)
+                    uploaded.getvalue(), name=name.strip() or Path(uploaded.name).stem,
+                    replace=replace,
                     session=SessionConfig(intra_op_threads=None if threads is None else int(threads),
                                           graph_optimization=optimization,
                                           provider=provider or "cpu"),
@@ -323,7 +324,8 @@ with left:
                 engine.unload_model(selected)
             except BatchlabError as err:   # (an experiment made meanwhile, in another tab)
                 st.error(f"Could not unload {selected}: {err}")
-            else:
+            else:   # ("Loaded 'x'" no longer stays beside a list without it)
+                st.session_state["upload_result"] = ("ok", f"Unloaded {selected!r}.")
                 st.rerun()
         if arm_of:
             st.caption(f"Arm {arm_of[0][1]} of A/B experiment **{arm_of[0][0]}**: delete the "
@@ -335,20 +337,23 @@ with right:
         info = engine.model_info(selected)
         if info.batch_mode == "exact":  # the model's shape decides: show what it is
             st.session_state["try_rows"] = info.fixed_rows or 1
-        rows_in = st.number_input("Rows", 1, max(64, info.fixed_rows or 1), 2, key="try_rows",
+        # (unbounded: a value out of range reaches the engine, which says why it is refused;
+        # a bounded box kept its last valid value in silence)
+        rows_in = st.number_input("Rows", None, None, 2, key="try_rows",
                                   disabled=info.batch_mode == "exact",
                                   help="Input of the model's shape with this many rows: "
                                        "drawn from its real inputs when it has some, else "
                                        "random (the caption below says which)."
                                   if info.batch_mode != "exact" else
                                   "Fixed by the model: its input has exactly this shape.")
-        seed = st.number_input("Seed", 0, 10_000, 0, key="try_seed")
+        seed = st.number_input("Seed", None, None, 0, key="try_seed")
         if st.button("Run one prediction", key="try_run", type="primary"):
             try:
                 x = engine.sample_input(selected, rows=int(rows_in), seed=int(seed))
                 pred = engine.predict(selected, x)
             except BatchlabError as err:
                 st.error(f"Prediction failed: {err}")
+                st.session_state.pop("try_result", None)   # (not shown as this one's)
             else:
                 st.session_state["try_result"] = (selected, pred,
                                                   engine.input_source(selected))

@@ -1484,6 +1484,43 @@ def test_every_page_that_sends_load_says_which_inputs(engine):
     assert said and "not used" not in said[0], said
 
 
+def test_values_out_of_range_are_refused_in_words_not_replaced_in_silence(engine):
+    """A newcomer typed Rows 0, Seed -1, a bandit SLO of -5, a floor of 0.51 and a rate of
+    0: the bounded boxes turned red and the page went on with the last valid value (or, for
+    the SLO, with its minimum when cleared, restarting the bandit). The boxes now take any
+    number and the engine's refusal is shown; nothing is applied."""
+    at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("mlp").run()
+    for key, value, words in (("try_rows", 0, "rows must be a whole number of at least 1"),
+                              ("try_seed", -1, "seed must be a whole number of at least 0")):
+        at.number_input(key=key).set_value(value).run()
+        at.button(key="try_run").click().run()
+        assert any(words in e.value for e in at.error), [e.value for e in at.error]
+        at.number_input(key=key).set_value(1).run()
+    assert engine.metrics("mlp").total_requests == 0
+    at = app("pages/ab_test.py")
+    at.text_input(key="ab_name").set_value("b1").run()
+    at.radio(key="ab_new_mode").set_value("bandit").run()
+    at.button(key="ab_create").click().run()
+    for key, value, words in (("ab_slo", -5.0, "slo_ms must be a positive number"),
+                              ("ab_floor", 0.51, "floor must be a share from 0 to 0.5")):
+        at.number_input(key=key).set_value(value).run()
+        assert any(words in e.value for e in at.error), [e.value for e in at.error]
+    bandit = engine.ab_report("b1").bandit
+    assert (bandit["slo_ms"], bandit["floor"]) == (50.0, 0.05)   # as created
+    at.number_input(key="ab_rate").set_value(0).run()
+    at.button(key="ab_start").click().run()
+    assert any("rate_rps must be a number >= 0.1" in e.value for e in at.error)
+    assert not engine.traffic_running()
+    # Started twice: the page says the first generator was replaced, with its counts.
+    at.number_input(key="ab_rate").set_value(100).run()
+    at.button(key="ab_start").click().run()
+    at.button(key="ab_start").click().run()
+    assert any(i.value.startswith("Replaced the generator that was running (it had sent ")
+               for i in at.info), [i.value for i in at.info]
+    at.button(key="ab_stop").click().run()
+
+
 def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     """Issue 28, part 3: a bandit experiment from the page; its split, reward rates and
     regret are shown; its SLO changes live; promote leaves the bandit for a fixed split."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from core.errors import InputValidationError
 from .types import ModelInfo
-from .sampling import check_rows, frozen, ids_outside
+from .sampling import check_rows, check_seed, frozen, ids_outside
 from .tables import read_table
 
 __all__ = ["SampleInputs", "read_inputs", "refit", "MAX_INPUT_BYTES", "INPUT_SUFFIXES"]
@@ -70,6 +70,7 @@ class SampleInputs:
         them in their own order when ``rows`` is the count and ``seed`` is None. A model of
         one fixed shape gets one whole input."""
         check_rows(rows)
+        check_seed(seed)
         if self.exact:
             k = int(np.random.default_rng(seed).integers(self.count))
             out = {n: a[k, ...] for n, a in self.arrays.items()}   # (a scalar input: 0-d)

@@ -31,6 +31,15 @@ def check_rows(rows: object) -> None:
         raise ConfigError(f"rows must be a whole number of at least 1, got {rows!r}")
 
 
+def check_seed(seed: object) -> None:
+    """A seed: None (a fresh one) or a whole number, at least 0 (a ConfigError that says
+    so, not numpy's 'expected non-negative integer')."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ConfigError(f"seed must be a whole number of at least 0 (or None for a fresh "
+                          f"one), got {seed!r}")
+
+
 def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
                  dynamic_size: int = 4,
                  max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
@@ -49,6 +58,7 @@ def sample_input(info: ModelInfo, rows: int = 1, seed: int | None = 0,
         (3, 256)
     """
     check_rows(rows)
+    check_seed(seed)
     budget = max_bytes if max_bytes is not None else generated_input_limit(memory_budget())
     shapes: dict[str, list[int]] = {}
     total = 0
