@@ -272,3 +272,91 @@ def test_a_model_loaded_without_the_row_check_keeps_that_across_a_restart(tmp_pa
     finally:
         again.close()
 
+
+def test_damaged_state_files_are_said_kept_aside_and_never_stop_the_start(tmp_path):
+    """An adversary's edits: a truncated experiments.json or jobs.json, a remotes.json
+    that is a string, and model folders with a truncated batchlab.json, one naming another
+    model, one without it. The server did not start (JSONDecodeError, AttributeError), or
+    reported a folder once and then deleted it with its model.onnx."""
+    engine = Engine(demo_models=False)
+    try:
+        engine.load_model(identity_model(), name="good")
+        engine.load_model(identity_model(), name="mine")
+        engine.load_model(identity_model(), name="foo")
+        assert StateDir(tmp_path / "s").save(engine)
+    finally:
+        engine.close()
+    root = tmp_path / "s"
+    (root / "experiments.json").write_text('[{"name": "x", "a"')
+    (root / "jobs.json").write_text("{")
+    (root / "remotes.json").write_text('"not a list"')
+    (root / "models" / "mine" / "batchlab.json").write_text('{"name": "mi')
+    meta = json.loads((root / "models" / "foo" / "batchlab.json").read_text())
+    (root / "models" / "foo" / "batchlab.json").write_text(json.dumps({**meta, "name": "bar"}))
+    (root / "models" / "lost" / "1").mkdir(parents=True)
+    (root / "models" / "lost" / "1" / "model.onnx").write_bytes(identity_model())
+    for attempt in range(2):       # reported again at the next start: nothing was deleted
+        engine = Engine(demo_models=False)
+        try:
+            done = StateDir(root).restore(engine)
+            assert engine.model_names() == ["good"]
+            failed = {f["name"]: f["reason"] for f in done["failed"]}
+            assert "holds no settings" not in str(failed)
+            assert "names model 'bar', not its folder's 'foo'" in failed["foo"]
+            assert "is not valid JSON" in failed["mine"]
+            assert "has no batchlab.json" in failed["lost"]
+            if attempt == 0:
+                for name in ("experiments.json", "jobs.json", "remotes.json"):
+                    assert "nothing in it was restored; kept as " + name + ".damaged-" \
+                        in failed[name], failed
+            for name in ("mine", "foo", "lost"):
+                assert (root / "models" / name / "1" / "model.onnx").is_file()
+        finally:
+            engine.close()
+    assert len(list(root.glob("*.damaged-*"))) == 3
+
+
+def test_a_demo_models_settings_come_back_without_its_file(tmp_path):
+    """A demo model's folder without model.onnx: it failed, and the next save wrote the
+    demo's default settings over the user's (max_batch_size 4 came back as 32). The demo is
+    loaded already: its settings are applied and its file written again."""
+    engine = Engine()
+    try:
+        engine.configure("mlp", max_batch_size=4)
+        assert StateDir(tmp_path / "s").save(engine)
+    finally:
+        engine.close()
+    (tmp_path / "s" / "models" / "mlp" / "1" / "model.onnx").unlink()
+    engine = Engine()
+    try:
+        done = StateDir(tmp_path / "s").restore(engine)
+        assert "mlp" in done["models"] and not done["failed"]
+        assert engine.batch_config("mlp").max_batch_size == 4
+        assert (tmp_path / "s" / "models" / "mlp" / "1" / "model.onnx").is_file()
+    finally:
+        engine.close()
+
+
+def test_a_save_during_a_sweep_keeps_the_users_settings_not_the_sweeps(tmp_path):
+    """A restart during a sweep brought the model back at the sweep's point (1/20 ms for
+    8/3 ms). A pinning job records the model's own settings; the state folder writes
+    those. (The sweep's point is set by hand here: whichever point it has reached.)"""
+    engine = Engine()
+    try:
+        engine.configure("tiny", max_batch_size=8, max_wait_ms=3.0)
+        job = engine.start_job("sweep", "tiny", max_batch_sizes=[1, 64],
+                               max_waits_ms=[0.0, 20.0], rates_rps=[50.0], duration_s=30.0)
+        try:
+            assert job.params["own_settings"]["max_batch_size"] == 8
+            assert "intra_op_threads" in job.params["own_session"]
+            engine.configure("tiny", max_batch_size=1, max_wait_ms=20.0)   # a sweep point
+            state = StateDir(tmp_path / "s")
+            assert state.save(engine)
+            meta = json.loads((tmp_path / "s" / "models" / "tiny" / "batchlab.json").read_text())
+            assert (meta["batch"]["max_batch_size"], meta["batch"]["max_wait_ms"]) == (8, 3.0)
+        finally:
+            engine.cancel_job(job.job_id)
+            engine.wait_job(job.job_id, timeout_s=60)
+    finally:
+        engine.close()
+

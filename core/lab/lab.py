@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
 from typing import TYPE_CHECKING, Any
@@ -155,10 +156,12 @@ class Lab:
                                   f"{type(value).__name__} {repr(value)[:60]}")
         shown = params
         if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
-            try:
-                own = self.engine.batch_config(target)
-                shown = {**params, "own_settings": {"max_batch_size": own.max_batch_size,
-                                                    "max_wait_ms": own.max_wait_ms}}
+            try:   # (all of them: a restart meanwhile brings these back, not the job's)
+                shown = {**params, "own_settings": dataclasses.asdict(
+                    self.engine.batch_config(target))}
+                session = self.engine.session_config(target)
+                if session is not None:
+                    shown["own_session"] = dataclasses.asdict(session)
             except Exception:  # noqa: BLE001 - e.g. an A/B experiment: no settings of its own
                 pass
         return self.jobs.start(kind, target, lambda job: work(self.engine, job, target, **params),

@@ -89,6 +89,42 @@ def _read_json(path: Path, default: Any) -> Any:
         return default
 
 
+def _owned(engine: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with each model's own settings where a job (a sweep, a search) holds
+    others while it runs: a restart then brings back the user's, not a sweep's point."""
+    pinned = {j.target: j.params for j in getattr(engine, "jobs", lambda: [])()
+              if not j.finished and j.params.get("own_settings")}
+    for model in state["models"]:
+        params = pinned.get(model["name"])
+        if params:
+            model["batch"] = {**model["batch"], **params["own_settings"]}
+            if params.get("own_session"):
+                model["session"] = params["own_session"]
+    return state
+
+
+def _read_list(path: Path, failed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of a list file (remotes, experiments, jobs); one damaged (not JSON, not a
+    list of objects) is moved aside, kept for its owner, and said in ``failed``: it had
+    stopped the server from starting."""
+    try:
+        value = _read_json(path, [])
+        if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            return value
+        why = "not a list of objects"
+    except (ValueError, OSError) as err:
+        why = f"not valid JSON ({' '.join(str(err).split())[:120]})"
+    aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+    try:
+        path.replace(aside)
+        kept = f"; kept as {aside.name}"
+    except OSError:
+        kept = ""
+    failed.append({"name": path.name, "kind": "file", "reason": f"{path} is {why}: nothing in "
+                   f"it was restored{kept}"})
+    return []
+
+
 class StateDir:
     """One engine server's state folder (see the module docstring for the layout)."""
 
@@ -116,7 +152,7 @@ class StateDir:
     def save(self, engine: Any) -> bool:
         """Write what changed since the last save; True when anything was written."""
         with self._lock:
-            state = _plain(engine.persistent_state())
+            state = _owned(engine, _plain(engine.persistent_state()))
             names = {m["name"] for m in state["models"]} | {r["name"] for r in state["remotes"]}
             self._pending_remotes = [r for r in self._pending_remotes if r["name"] not in names]
             state["remotes"] += self._pending_remotes
@@ -206,18 +242,32 @@ class StateDir:
                                       "failed": []}
         saved = []
         for folder in self.models.iterdir() if self.models.is_dir() else ():
+            if not folder.is_dir():
+                continue
             meta_path = folder / "batchlab.json"
-            if folder.is_dir() and meta_path.is_file():
-                try:
-                    saved.append(json.loads(meta_path.read_text()))
-                except ValueError as err:
-                    done["failed"].append({"name": folder.name, "kind": "model",
-                                           "reason": f"{meta_path} is not valid JSON ({err})"})
-        for meta in sorted(saved, key=lambda m: m.get("order", 0)):
+            why = None
+            try:
+                meta = json.loads(meta_path.read_text())
+                if not isinstance(meta, dict):
+                    why = f"{meta_path} holds no settings object"
+                elif meta.get("name") != folder.name:
+                    why = (f"{meta_path} names model {str(meta.get('name'))[:60]!r}, not "
+                           f"its folder's {folder.name!r}")
+                else:
+                    saved.append(meta)
+            except FileNotFoundError:
+                why = f"{folder} has no batchlab.json (its settings)"
+            except (ValueError, OSError) as err:
+                why = f"{meta_path} is not valid JSON ({' '.join(str(err).split())[:120]})"
+            if why:   # kept (tried again next start), never deleted as unknown
+                self._pending_models.add(folder.name)
+                done["failed"].append({"name": folder.name, "kind": "model", "reason": why})
+        for meta in sorted(saved, key=lambda m: m.get("order", 0)
+                           if isinstance(m.get("order", 0), (int, float)) else 0):
             self._restore_model(engine, meta, done)
-        for recipe in _read_json(self.root / "remotes.json", []):
+        for recipe in _read_list(self.root / "remotes.json", done["failed"]):
             self._restore_remote(engine, recipe, done)
-        for exp in _read_json(self.root / "experiments.json", []):
+        for exp in _read_list(self.root / "experiments.json", done["failed"]):
             try:
                 engine.create_ab(exp["name"], a=exp["a"], b=exp["b"], b_share=exp["b_share"],
                                  mode=exp["mode"], seed=exp.get("seed"), replace=True,
@@ -228,8 +278,7 @@ class StateDir:
                 self._pending_experiments.append(exp)
                 done["failed"].append({"name": exp.get("name"), "kind": "experiment",
                                        "reason": str(err)})
-        cut = _read_json(self.root / "jobs.json", [])
-        cut = cut if isinstance(cut, list) else []
+        cut = _read_list(self.root / "jobs.json", done["failed"])
         for job in cut:  # its run in the history says it was cut short, with what it had
             if isinstance(job, dict) and job.get("run_id") is not None:
                 try:
@@ -251,24 +300,24 @@ class StateDir:
         name = meta.get("name", "?")
         try:
             path = self.models / name / "1" / "model.onnx"
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != meta["sha256"]:
-                raise ValueError(f"{path} is not the file that was saved (its sha256 "
-                                 "differs): it was changed or damaged")
             batch = BatchConfig(**meta["batch"])
             session = SessionConfig(**meta["session"]) if meta.get("session") else None
             same = (name in engine.model_names() and engine.remote_info(name) is None
                     and engine.model_info(name).sha256 == meta["sha256"]
                     and (session is None or engine.session_config(name) == session))
-            if same:  # a demo model, loaded already: its settings
-                engine.configure(name, **dataclasses.asdict(batch))
+            if same:  # a demo model, loaded already: its settings (its file is not needed:
+                engine.configure(name, **dataclasses.asdict(batch))   # the save rewrites it)
             else:
+                data = path.read_bytes()
+                if hashlib.sha256(data).hexdigest() != meta["sha256"]:
+                    raise ValueError(f"{path} is not the file that was saved (its sha256 "
+                                     "differs): it was changed or damaged")
                 engine.load_model(data, name=name, replace=name in engine.model_names(),
                                   session=session, batch=batch,
                                   source_label=meta.get("source"),
                                   description=meta.get("description") or "",
                                   check_rows=meta.get("check_rows", True) is not False)
-            self._hashes[name] = meta["sha256"]
+                self._hashes[name] = meta["sha256"]
             inputs = meta.get("inputs")
             if inputs:  # its real inputs, under the name they were given
                 engine.set_inputs(name, (self.models / name / "inputs.npz").read_bytes(),
