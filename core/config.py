@@ -51,6 +51,23 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
+def _plain_fields(config: Any) -> None:
+    """Numpy scalars in a config's fields become Python's (a notebook's np.int64(8)): a
+    RemoteEngine's wire made them so, and an Engine refused them; now both take them."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+            object.__setattr__(config, f.name, value.item())
+
+
+def as_seed(value: Any) -> int:
+    """A seed as a Python int (numpy's too), at least 0; a ConfigError if it is none."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    raise ConfigError(f"seed must be a whole number of at least 0 (or None), got "
+                      f"{_shown(value)}")
+
+
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         bound = f">= {low} and <= {high}" if high < 2**62 else f">= {low}"
@@ -95,6 +112,7 @@ class BatchConfig:
     instances: int = 1
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_int("max_batch_size", self.max_batch_size, 1, _MAX_BATCH_LIMIT)
         _check_int("instances", self.instances, 1, MAX_INSTANCES)
         _check_float("max_wait_ms", self.max_wait_ms, 0.0, _MAX_WAIT_LIMIT_MS)
@@ -181,6 +199,7 @@ class SessionConfig:
     provider: str = "cpu"
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         if self.intra_op_threads is not None:
             cores = machine_cores()
             _check_int("intra_op_threads", self.intra_op_threads, 0, 1024)
@@ -229,6 +248,7 @@ class EngineConfig:
     max_models_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_int("max_model_bytes", self.max_model_bytes, 1, 2**62)
         _check_int("cache_size", self.cache_size, 1, 1024)
         if not isinstance(self.demo_models, bool):

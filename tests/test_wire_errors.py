@@ -278,3 +278,36 @@ def test_a_real_servers_bad_argument_is_still_the_callers_config_error(served):
         assert remote.model_names() == ["ident"]
     finally:
         remote.close()
+
+
+def test_configs_and_numpy_numbers_are_taken_or_refused_the_same_both_ways(served):
+    """An adversary's parity table: numpy numbers were refused by an Engine (configure's
+    np.int64(8), a priority np.int64(1); create_ab's np.int64 seed raised a bare TypeError)
+    and taken by a RemoteEngine, whose wire made them Python's; a dict for batch= was an
+    AttributeError here and an HTTP 500 there. Both now take the numbers (stored as
+    Python's) and refuse the dict in words."""
+    from core.models import build_demo_model
+    engine, server = served
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    before = engine.batch_config("ident")
+    try:
+        for side in (engine, remote):
+            side.configure("ident", max_batch_size=np.int64(8), max_wait_ms=np.float32(2.5))
+            cfg = side.batch_config("ident")
+            assert (cfg.max_batch_size, cfg.max_wait_ms) == (8, 2.5)
+            assert type(cfg.max_batch_size) is int and type(cfg.max_wait_ms) is float
+            x = np.zeros((1, 3), np.float32)
+            assert side.predict("ident", x, priority=np.int64(1)).rows == 1
+            with pytest.raises(ConfigError, match=r"batch must be a BatchConfig .* got dict"):
+                side.load_model(build_demo_model("tiny"), name="t",
+                                batch={"max_batch_size": 4})
+            assert "t" not in side.model_names()
+        from core.ab import ABExperiment
+        exp = ABExperiment("e", a="a", b="b", seed=np.int64(3))   # (what create_ab makes)
+        assert exp.seed == 3 and type(exp.seed) is int
+        with pytest.raises(ConfigError, match="seed must be a whole number of at least 0"):
+            ABExperiment("e", a="a", b="b", seed="three")
+    finally:
+        engine.configure("ident", max_batch_size=before.max_batch_size,
+                         max_wait_ms=before.max_wait_ms)
+        remote.close()

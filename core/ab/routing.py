@@ -41,7 +41,7 @@ import numpy as np
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
 from .statistics import compare_arm_errors, compare_latency, latest_only
-from core.config import _check_choice, _check_float
+from core.config import _check_choice, _check_float, as_seed
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
 
@@ -165,8 +165,8 @@ class ABExperiment:
         self.b = b
         self.b_share = float(b_share)
         self.mode = mode
-        self.seed = seed
-        self._rng = random.Random(seed)
+        self.seed = seed if seed is None else as_seed(seed)
+        self._rng = random.Random(self.seed)
         self.bandit = self._new_bandit(bandit_slo_ms, bandit_floor)
         self._lock = threading.Lock()
         self._seconds = timeseries_seconds

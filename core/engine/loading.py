@@ -61,6 +61,8 @@ class Loader:
         self._check_open()
         if not isinstance(check_rows, bool):
             raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
+        _check_config("batch", batch, BatchConfig)
+        _check_config("session", session, SessionConfig)
         # Built-in demo models are trusted and exempt from the upload size limit.
         limit = 2**62 if source_label == "demo" else self.config.max_model_bytes
         data, where = read_model_source(source, limit)
@@ -146,6 +148,7 @@ class Loader:
                    binary: bool | None = None, replace: bool = False,
                    batch: BatchConfig | None = None) -> ModelInfo:
         self._check_open()
+        _check_config("batch", batch, BatchConfig)
         self.ns.check_new_name(name, "model")
         if points_at(url, self.served_at):
             raise ConfigError(f"{url} is this engine's own server: a remote model of itself "
@@ -233,3 +236,13 @@ def _client_config(cfg: BatchConfig, server: ServerBatching) -> BatchConfig:
         return cfg.replace(**known)
     except ConfigError:
         return cfg  # a server value outside Batchlab's ranges: keep ours for display
+
+
+def _check_config(name: str, value: Any, cls: type) -> None:
+    """A ``batch=``/``session=`` argument is one of those configs or None (a dict failed
+    deep inside with AttributeError, and over HTTP as a 500)."""
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(f"{name} must be a {cls.__name__} (e.g. {cls.__name__}(...) from "
+                          f"core.config) or None, got {type(value).__name__} "
+                          f"{repr(value)[:60]}")
+

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from core.errors import InputValidationError
@@ -71,9 +72,9 @@ class PriorityClasses:
 def check_priority(priority: Any) -> int | None:
     """``priority`` if it is one of :data:`PRIORITIES` (or None); else an
     :class:`InputValidationError` (a ValueError) that says what is expected."""
-    if priority is None or (isinstance(priority, int) and not isinstance(priority, bool)
-                            and priority in PRIORITIES):
-        return priority
+    if priority is None or (isinstance(priority, numbers.Integral)   # (numpy's too)
+                            and not isinstance(priority, bool) and priority in PRIORITIES):
+        return None if priority is None else int(priority)
     shown = repr(priority)   # (a 400-digit number is not echoed whole)
     raise InputValidationError(f"priority must be 1 (the high class), 2 or 0 (the normal class; 0 is "
                      f"the default), or None; got {shown[:40]}{'…' if len(shown) > 40 else ''}")
