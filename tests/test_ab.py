@@ -664,3 +664,15 @@ def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
         assert after.startswith(before) and "Every caller goes to B (clf-v2) now" in after
         engine.update_ab("p", b_share=0.0)
         assert "Every caller goes to A (clf-v1) now" in engine.ab_report("p").verdict
+
+
+def test_a_tiny_latency_difference_is_written_with_its_digits():
+    """A newcomer read "B is faster by only 0.00 ms at p50 (95% CI 0.00 to 0.01 ms,
+    p = 0.008)": two decimals showed nothing of a difference of microseconds."""
+    rng = np.random.default_rng(0)
+    a = 1.0 + rng.normal(0.0, 0.001, 5000)
+    res = compare_latency(a, a - 0.004, seed=0)
+    assert res.verdict.startswith("B is faster by only 0.0040 ms at p50 (95% CI 0.0039 to "
+                                  "0.0041 ms"), res.verdict
+    usual = compare_latency(a, a + 1.53, seed=0)    # (a usual difference: two decimals)
+    assert usual.verdict.startswith("B is slower by 1.53 ms at p50"), usual.verdict

@@ -153,16 +153,18 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
     # the interval of the difference the words name ("faster by 1.53 ms (95% CI 1.45 to
     # 1.61 ms)", not "-1.61 to -1.45" beside "faster")
     by_lo, by_hi = (lo, hi) if diff > 0 else (-hi, -lo)
+    # enough decimals for the figures to be read ("faster by only 0.00 ms, p = 0.008")
+    d = _decimals(diff, lo, hi)
     if meaningful:
-        verdict = (f"B is {word} by {abs(diff):.2f} ms at p50 (95% CI {by_lo:.2f} to "
-                   f"{by_hi:.2f} ms), {format_p(p_value)}")
+        verdict = (f"B is {word} by {abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} to "
+                   f"{by_hi:.{d}f} ms), {format_p(p_value)}")
     elif significant:
-        verdict = (f"B is {word} by only {abs(diff):.2f} ms at p50 (95% CI {by_lo:.2f} to "
-                   f"{by_hi:.2f} ms, {format_p(p_value)}): less than the {detect_ms:.2f} ms "
-                   "worth detecting, no difference to act on")
+        verdict = (f"B is {word} by only {abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} "
+                   f"to {by_hi:.{d}f} ms, {format_p(p_value)}): less than the "
+                   f"{detect_ms:.2f} ms worth detecting, no difference to act on")
     else:
         verdict = (f"No significant latency difference ({format_p(p_value)}; B - A at p50: "
-                   f"{diff:+.2f} ms, 95% CI {lo:.2f} to {hi:.2f} ms)")
+                   f"{diff:+.{d}f} ms, 95% CI {lo:.{d}f} to {hi:.{d}f} ms)")
         if more:
             verdict += (f"; about {more:,} more requests per arm are needed to detect "
                         f"{detect_ms:.2f} ms")
@@ -225,6 +227,13 @@ def compare_errors(errors_a: int, n_a: int, errors_b: int, n_b: int,
                    f"{format_p(p_value)})")
     return ErrorComparison(n_a, n_b, errors_a, errors_b, rate_a, rate_b, diff, p_value,
                            significant, n_needed, more, verdict)
+
+
+def _decimals(*values: float) -> int:
+    """Decimals (2 to 4) that show the smallest non-zero of ``values`` (ms) with two
+    significant digits."""
+    small = min((abs(v) for v in values if v and math.isfinite(v)), default=1.0)
+    return min(4, max(2, 1 - math.floor(math.log10(small))))
 
 
 def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
