@@ -104,7 +104,8 @@ with st.container(border=True):
                 # the engine's words name its argument; here the checkbox is the way
                 words = str(err).replace(
                     "pass replace=True to hot-swap it",
-                    "tick 'Replace a model of the same name' to hot-swap it")
+                    "tick 'Replace a model of the same name' to hot-swap it").replace(
+                    " (on the Models page: open it there)", "")   # (this is that page)
                 st.session_state["upload_result"] = ("error", f"Could not load "
                                                      f"{uploaded.name}: {words}")
             else:

@@ -122,7 +122,7 @@ def test_arms_match_by_meaning_not_by_the_label_of_a_dynamic_dimension():
             engine.create_ab("bad", a="n", b="wide")
         with pytest.raises(ConfigError, match=r"shape \[\?, 3\] vs \[1, 3\]"):
             engine.create_ab("bad", a="n", b="fixed")
-        with pytest.raises(ConfigError, match="differ from arm .batch.*is float64 vs float32"):
+        with pytest.raises(ConfigError, match="differ from those of arm .batch.*is float64 vs float32"):
             engine.load_model(identity_model(TensorProto.DOUBLE, ["N", 3]), name="n",
                               replace=True)
 

@@ -816,7 +816,8 @@ def test_the_sweep_caption_keeps_the_models_own_settings_while_a_sweep_runs(engi
     job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
                            rates_rps=[200.0], duration_s=60.0, save=False)
     try:
-        assert job.params["own_settings"] == {"max_batch_size": 5, "max_wait_ms": 1.5}
+        own = job.params["own_settings"]   # (all of BatchConfig: what a restart brings back)
+        assert (own["max_batch_size"], own["max_wait_ms"]) == (5, 1.5)
         wait_for(lambda: engine.batch_config("tiny").max_batch_size == 8)
         at = app("pages/experiments.py")
         at.selectbox(key="exp_model").set_value("tiny").run()

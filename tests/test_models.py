@@ -92,6 +92,20 @@ def test_refuses_string_inputs():
         load(identity_model(TensorProto.STRING))
 
 
+def test_an_upload_refused_for_its_input_type_says_that_not_memory():
+    """Through the trial run in a child process the refusal read "its session could not
+    be created (here, with the memory budget as the limit): ModelLoadError: input 's' has
+    type tensor(string)...": a type refusal worded as a memory problem."""
+    from core import Engine, EngineConfig
+    with Engine(EngineConfig(demo_models=False, probe_models=True)) as engine:
+        with pytest.raises(ModelLoadError) as err:
+            engine.load_model(identity_model(TensorProto.STRING), name="str")
+    words = str(err.value)
+    assert words.startswith("model 'str': input 'x' has type tensor(string), which the "
+                            "engine cannot feed"), words
+    assert "memory budget" not in words and "trial run" not in words
+
+
 def test_refuses_absurd_dimensions():
     with pytest.raises(ModelLoadError, match="absurd shape|could not create"):
         load(identity_model(shape=["N", 2**40]))

@@ -83,7 +83,7 @@ class ExperimentRoom:
             if other_entry is not None and interface(other_entry.info) != interface(info):
                 raise ConfigError(
                     f"model {model!r} is an arm of A/B experiment {exp.name!r}, and the new "
-                    f"version's inputs differ from arm {other!r}'s: "
+                    f"version's inputs differ from those of arm {other!r}: "
                     f"{'; '.join(interface_differences(info, other_entry.info))}; delete or "
                     "update the experiment first")
 

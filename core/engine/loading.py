@@ -23,7 +23,7 @@ from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
-from core.models.probe import TRIAL_REFUSED, probe_note
+from core.models.probe import NOT_SERVABLE, TRIAL_REFUSED, probe_note
 from core.models.rowcheck import checked_info
 from .namespace import Namespace
 
@@ -83,6 +83,9 @@ class Loader:
             check_model_bytes(data)
             profile = self.probe(data, [1], session)
             bad = profile["error"].dropna()
+            if len(bad) and str(bad.iloc[0]).startswith(NOT_SERVABLE):   # (not its memory)
+                raise ModelLoadError(f"model {name!r}: {bad.iloc[0][len(NOT_SERVABLE):]}. "
+                                     "It was not loaded")
             if len(bad):
                 raise ModelLoadError(
                     f"model {name!r} failed its trial run (one row, in a separate process, "

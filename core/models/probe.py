@@ -27,7 +27,11 @@ from typing import Sequence
 
 import pandas as pd
 
-__all__ = ["probe_model", "probe_note", "PROBE_COLUMNS", "TRIAL_REFUSED"]
+__all__ = ["probe_model", "probe_note", "PROBE_COLUMNS", "TRIAL_REFUSED", "NOT_SERVABLE"]
+
+#: How a probe's error starts when the model was refused for what it is (an input type the
+#: engine cannot feed), not for what its session or run did: said as that, not as memory.
+NOT_SERVABLE = "not servable: "
 
 PROBE_COLUMNS = ["batch_size", "peak_mib", "run_ms", "error", "note"]
 #: How a model's warning starts when its trial run's generated integers were refused (a
@@ -150,11 +154,12 @@ def _child(request: str) -> None:
             graph_optimization=args.get("graph_optimization", "all")), arena=False)
     except Exception as err:  # noqa: BLE001 - reported: the model is not loaded
         text = " ".join(str(err).split())[:300] or type(err).__name__
+        refused = type(err).__name__ == "ModelLoadError" and "session" not in text
         print(json.dumps({"batch_size": first, "peak_mib": None,
                           "run_ms": None,
-                          "error": "its session could not be created (here, with the "
-                                   f"memory budget as the limit): {type(err).__name__}: "
-                                   f"{text}"}), flush=True)
+                          "error": NOT_SERVABLE + text if refused else
+                          "its session could not be created (here, with the memory budget "
+                          f"as the limit): {type(err).__name__}: {text}"}), flush=True)
         return
     cap()  # the budget again, from what the session holds: for the runs
     info = loaded.info
