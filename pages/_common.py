@@ -323,9 +323,20 @@ def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
         return None
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = _first_choice(names, engine, default)
+    _fall_back(key, names, engine, default)
     return st.selectbox(label, names, key=key, help=help, on_change=_picked, args=(key,))
+
+
+def _fall_back(key: str, names: list[str], engine: Engine | RemoteEngine,
+               default: str | None) -> None:
+    """The choice of ``key`` when the one shown is gone: another, said (a Monitor tab on an
+    experiment deleted in another tab switched to mlp and zeros without a word)."""
+    gone = st.session_state.get(key)
+    if gone not in names:
+        st.session_state[key] = _first_choice(names, engine, default)
+        if gone is not None:
+            st.info(f"{gone!r} is no longer loaded (unloaded or deleted elsewhere): showing "
+                    f"{st.session_state[key]!r}.", icon=":material/info:")
 
 
 def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: str | None = None) -> str | None:
@@ -335,8 +346,7 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
         return None
-    if st.session_state.get(key) not in names:
-        st.session_state[key] = _first_choice(names, engine, default)
+    _fall_back(key, names, engine, default)
     return st.selectbox(label, names, key=key, on_change=_picked, args=(key, experiments),
                         format_func=lambda n: f"{n} (A/B experiment)"
                         if n in experiments else n)

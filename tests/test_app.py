@@ -572,11 +572,24 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
         [c.value for c in at.caption]
     # its queue chart is the arm's model's (an arm counts requests: the chart sat at 0
     # beside batches of 2-7)
-    queue = [json.loads(c.proto.spec) for c in at.get("plotly_chart")
-             if "Queued at" in json.loads(c.proto.spec)["layout"]["title"]["text"]]
-    assert queue and queue[0]["layout"]["title"]["text"] == "Queued at clf-v1 as batches leave"
-    assert max(values(queue[0]["data"][0]["y"])) >= 1, queue[0]["data"][0]["y"]
+    def queue_chart():
+        return [json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if "Queued at" in json.loads(c.proto.spec)["layout"]["title"]["text"]][0]
+
+    # Both arms by default, as callers saw them (arm A alone hid half the experiment)
+    assert {m.label: m.value for m in at.metric}["Requests"] == "6"
+    assert queue_chart()["layout"]["title"]["text"] == \
+        "Queued at clf-v1 and clf-v2 as batches leave"
+    at.segmented_control(key="monitor_arm").set_value("a").run()
+    queue = queue_chart()
+    assert queue["layout"]["title"]["text"] == "Queued at clf-v1 as batches leave"
+    assert max(values(queue["data"][0]["y"])) >= 1, queue["data"][0]["y"]
+    # Deleted elsewhere: the page says what it shows instead (it switched without a word)
     engine.delete_ab("mon-exp")
+    at.run()
+    assert any(i.value.startswith("'mon-exp' is no longer loaded (unloaded or deleted "
+                                  "elsewhere): showing ") for i in at.info), \
+        [i.value for i in at.info]
 
 
 def test_monitor_offers_a_time_range_and_marks_changes(engine):
