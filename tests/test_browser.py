@@ -498,6 +498,23 @@ def test_a_folder_of_images_from_the_models_page(server, page: Page, tmp_path):
     no_exception(page)
 
 
+def test_a_value_out_of_range_is_refused_in_words_in_the_browser(server, page: Page):
+    """The browser's own bounds turned a box red and the page went on with its last valid
+    value ("This request: 3 row(s)" after Rows 0). Unbounded, the value reaches the engine,
+    whose refusal is shown; nothing is run."""
+    open_app(page, server)
+    inspect_model(page, "tiny")
+    rows = page.get_by_role("spinbutton", name="Rows")
+    rows.fill("0")
+    rows.press("Enter")
+    wait_ready(page)
+    page.get_by_role("button", name="Run one prediction").click()
+    expect(page.get_by_text("Prediction failed: rows must be a whole number of at least 1, "
+                            "got 0")).to_be_visible(timeout=20_000)
+    expect(rows).to_have_value("0")
+    no_exception(page)
+
+
 def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     good = tmp_path / "uploaded-tiny.onnx"
     good.write_bytes(build_demo_model("tiny"))
