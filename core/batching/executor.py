@@ -206,9 +206,10 @@ class Executor:
                          "alone", self.name, batch_id, err, len(live))
                 # The failed run counts as a run (it was missing from the batches); its
                 # requests' time in it is theirs in compute, not in the queue.
-                runs = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else 1
+                row_runs = self.ledger.row_runs    # (a run of one row each: rows = runs)
+                runs = getattr(self.run_fn, "rows_started", rows) if row_runs else 1
                 failed_s = self._clock() - t0
-                self.ledger.metrics.record_batch(rows if runs == 1 else runs, reason,
+                self.ledger.metrics.record_batch(runs if row_runs else rows, reason,
                                                  failed_s, (), depth=depth, runs=runs)
                 self._run_each(live, reason, slot, spent + failed_s)
                 return

@@ -307,6 +307,9 @@ class StateDir:
                     and (session is None or engine.session_config(name) == session))
             if same:  # a demo model, loaded already: its settings (its file is not needed:
                 engine.configure(name, **dataclasses.asdict(batch))   # the save rewrites it)
+                if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() \
+                        == meta["sha256"]:
+                    self._hashes[name] = meta["sha256"]   # (there as saved: not rewritten)
             else:
                 data = path.read_bytes()
                 if hashlib.sha256(data).hexdigest() != meta["sha256"]:
