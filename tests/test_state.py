@@ -360,3 +360,31 @@ def test_a_save_during_a_sweep_keeps_the_users_settings_not_the_sweeps(tmp_path)
     finally:
         engine.close()
 
+
+def test_an_unloaded_demo_model_stays_unloaded_after_a_restart(tmp_path):
+    """An engine makes every demo model at start: one unloaded came back after a restart,
+    and the summary did not say so."""
+    engine = Engine()
+    try:
+        engine.unload_model("cnn")
+        assert StateDir(tmp_path / "s").save(engine)
+    finally:
+        engine.close()
+    again = Engine()
+    try:
+        done = StateDir(tmp_path / "s").restore(again)
+        assert "cnn" not in again.model_names() and "mlp" in again.model_names()
+        assert done["demos_unloaded"] == ["cnn"] and not done["failed"]
+        from core.ui.fmt import restart_words
+        assert "Demo models unloaded before stay unloaded (cnn)." in restart_words(None, done)
+        again.load_model(build_demo_model("cnn"), name="cnn")     # loaded again: kept
+        StateDir(tmp_path / "s").save(again)
+    finally:
+        again.close()
+    third = Engine()
+    try:
+        StateDir(tmp_path / "s").restore(third)
+        assert "cnn" in third.model_names()
+    finally:
+        third.close()
+

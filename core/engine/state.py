@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.models import DEMO_MODELS
+
 __all__ = ["StateMethods"]
 
 
@@ -48,4 +50,9 @@ class StateMethods:
                                 "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed,
                                 "bandit_slo_ms": exp.bandit.slo_ms,
                                 "bandit_floor": exp.bandit.floor})
-        return {"models": models, "remotes": remotes, "experiments": experiments}
+        # built-in demo models unloaded: an engine makes them at start, so a restart must
+        # unload them again (they came back, unreported)
+        names = set(self.model_names())
+        gone = [n for n in DEMO_MODELS if n not in names] if self.config.demo_models else []
+        return {"models": models, "remotes": remotes, "experiments": experiments,
+                "demos_unloaded": gone}

@@ -10,6 +10,8 @@ A model repository in Triton's layout, so the folder is also one Triton can serv
     STATE/remotes.json                  remote models: how each was added (headers
                                         included, so the file is readable by its owner only)
     STATE/experiments.json              A/B experiments: arms, split, mode, seed
+    STATE/demos_unloaded.json           built-in demo models unloaded (unloaded again at
+                                        start: an engine makes them all)
     STATE/jobs.json                     jobs running at the last save (a job found there at
                                         start was cut short by the restart)
 
@@ -180,6 +182,8 @@ class StateDir:
                    json.dumps(state["remotes"], indent=1, default=str).encode(), private=True)
             _write(self.root / "experiments.json",
                    json.dumps(state["experiments"], indent=1).encode())
+            _write(self.root / "demos_unloaded.json", json.dumps(
+                [{"name": n} for n in state.get("demos_unloaded", [])]).encode())
             self._saved = fingerprint
             return True
 
@@ -262,6 +266,17 @@ class StateDir:
             if why:   # kept (tried again next start), never deleted as unknown
                 self._pending_models.add(folder.name)
                 done["failed"].append({"name": folder.name, "kind": "model", "reason": why})
+        saved_names = {m.get("name") for m in saved}
+        for gone in _read_list(self.root / "demos_unloaded.json", done["failed"]):
+            name = gone.get("name")   # a demo model unloaded before: unloaded again
+            if name not in saved_names and name in engine.model_names() \
+                    and engine.model_info(name).source == "demo":
+                try:
+                    engine.unload_model(name)
+                    done.setdefault("demos_unloaded", []).append(name)
+                except BatchlabError as err:
+                    done["failed"].append({"name": name, "kind": "demo model",
+                                           "reason": f"could not be unloaded again: {err}"})
         for meta in sorted(saved, key=lambda m: m.get("order", 0)
                            if isinstance(m.get("order", 0), (int, float)) else 0):
             self._restore_model(engine, meta, done)

@@ -299,6 +299,9 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
                             f"({_names(items)})")
         parts.append(("It came back with " + "; ".join(back) if back
                       else "Nothing was kept to come back") + f" from {restored.get('root')}.")
+        if restored.get("demos_unloaded"):
+            parts.append(f"Demo models unloaded before stay unloaded "
+                         f"({_names(restored['demos_unloaded'])}).")
         for f in restored.get("failed") or []:
             parts.append(f"Not back: {f.get('kind')} {f.get('name')!r}: {f.get('reason')}.")
         for job in restored.get("jobs_cut_short") or []:
