@@ -311,3 +311,28 @@ def test_configs_and_numpy_numbers_are_taken_or_refused_the_same_both_ways(serve
         engine.configure("ident", max_batch_size=before.max_batch_size,
                          max_wait_ms=before.max_wait_ms)
         remote.close()
+
+
+def test_a_connect_that_gives_up_leaves_no_http_session_open():
+    """RemoteEngine.connect gave up on an unreachable server and left its aiohttp session
+    open: "Unclosed client session" once per failed connect (a dashboard retrying would
+    pile them up). In a child process, so the warning at exit is seen."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import socket
+    with socket.socket() as s:     # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import gc, warnings; warnings.simplefilter('always')\n"
+            "from core.serving import RemoteEngine\n"
+            "from core.errors import EngineUnavailableError\n"
+            f"try:\n    RemoteEngine.connect('http://127.0.0.1:{port}', timeout_s=0.3)\n"
+            "except EngineUnavailableError:\n    print('refused')\n"
+            "gc.collect()\n")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "refused", (done.stdout, done.stderr)
+    assert "Unclosed client session" not in done.stderr, done.stderr

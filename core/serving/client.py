@@ -32,9 +32,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from core import errors
 from core.batching import Prediction
-from core.errors import BatchlabError, ConfigError, EngineUnavailableError
+from core.errors import (BatchlabError, ConfigError, EngineClosedError, EngineUnavailableError, RequestTimeoutError)
 from core.lab import Engine, ExperimentStore
 from core.models import input_bytes, owned, read_model_source, request_bytes_limit
 from core.protocol import WireError, error_from, jsontext
@@ -147,7 +146,7 @@ class _Transport:
                 f"{where} did not accept a connection within {_CONNECT_S:g} s; is it "
                 "running and reachable?") from None
         except (asyncio.TimeoutError, TimeoutError):
-            raise errors.RequestTimeoutError(
+            raise RequestTimeoutError(
                 f"{where} did not answer {path} within {total:g} s; the call may still "
                 "have taken effect there") from None
         except _TooLarge as err:
@@ -290,13 +289,14 @@ class RemoteEngine:
                 return engine
             except EngineUnavailableError:
                 if time.monotonic() >= deadline:
+                    engine.close()   # (its HTTP session too: it leaked on every give-up)
                     raise
                 time.sleep(0.1)
 
     # -- plumbing --------------------------------------------------------------------
     def _call(self, room: str, method: str, args: tuple, kwargs: dict) -> Any:
         if self._closed:
-            raise errors.EngineClosedError("this RemoteEngine is closed; create a new one")
+            raise EngineClosedError("this RemoteEngine is closed; create a new one")
         bad = LOCAL_ONLY & {k for k, v in kwargs.items() if v is not None}
         if bad:
             raise ConfigError(f"{method}: {', '.join(sorted(bad))} cannot cross to the engine "
@@ -341,7 +341,7 @@ class RemoteEngine:
         ``check`` runs here, on the answer: the server has counted the request already."""
         with self._pool_lock:
             if self._closed:
-                raise errors.EngineClosedError("this RemoteEngine is closed")
+                raise EngineClosedError("this RemoteEngine is closed")
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="remote")
             kw = {"priority": priority} if priority is not None else {}
@@ -364,7 +364,7 @@ class RemoteEngine:
                 **kwargs: Any) -> Prediction:
         # (check runs here, on the answer, as submit's: a function does not travel)
         if check is not None and not callable(check):
-            raise errors.ConfigError(f"check must be a function of the prediction (raising "
+            raise ConfigError(f"check must be a function of the prediction (raising "
                                      f"to refuse the answer), got {type(check).__name__}")
         pred = self._call("engine", "predict", (name, x, *args), kwargs)
         if check is not None:
