@@ -295,3 +295,14 @@ def test_reading_the_bandit_never_changes_what_it_counted():
     bandit.watch("b", fut, time.perf_counter())
     fut.set_exception(InputValidationError("the caller wants another form"))
     assert bandit.state()["arms"]["b"]["ended"] == 0
+
+
+def test_the_regret_is_said_in_the_singular_for_one_request():
+    from core.ui.bandit import bandit_caption
+    arm = {"ended": 5, "rate": 0.8, "rate_low": 0.5, "rate_high": 0.9, "successes": 4}
+    state = {"arms": {"a": arm, "b": {**arm, "rate": 1.0, "successes": 5}}, "slo_ms": 20,
+             "p_b_better": 0.8, "floor": 0.05, "share_b": 0.7, "regret": 1.0}
+    assert "Regret so far: 1 request that all-to-the-better-arm" in bandit_caption(state, "x", "y")
+    state["regret"] = 2.5
+    assert "Regret so far: 2.5 requests that" in bandit_caption(state, "x", "y")
+

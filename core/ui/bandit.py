@@ -67,6 +67,7 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
                  f"the {BANDIT_ACT_POINTS * 100:g} worth acting on: for this SLO they are "
                  "alike, though the bandit still follows the difference (that is how it "
                  "explores); a tighter SLO, or the latency verdict, tells them apart.")
+    regret = round(state["regret"], 1)
     # (no outcome yet: 50.7 % "better" was the posterior's noise, said as a finding)
     better = (f"{ahead[0]} is the better arm with probability {fmt_pct(ahead[1])}"
               if arms["a"]["ended"] or arms["b"]["ended"] else "No request has ended yet: "
@@ -74,7 +75,8 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
     return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}: "
             f"{arm('a', a)}; {arm('b', b)}. {better}; B gets {fmt_pct(state['share_b'])} of "
             "the traffic now. "
-            f"Regret so far: {fmt_num(round(state['regret'], 1))} requests that all-to-the-"
+            f"Regret so far: {fmt_num(regret)} request{'' if regret == 1 else 's'} that "
+            "all-to-the-"
             "better-arm would have answered within the SLO." + small)
 
 
