@@ -242,6 +242,10 @@ def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
         snap = b.metrics.snapshot()
         assert snap.batches == 6 and snap.batch_sizes == {1: 5, 4: 1}
         assert snap.release_reasons == {"deadline": 2, "retry": 4}   # (max_wait 0)
+        # Each run's own time once: the failed run's 50 ms is not also in every retry's
+        # (a reviewer read runs of 1 row at 80 ms for 50)
+        run_s = b.metrics.counters()["batch_compute_s"]
+        assert run_s[4] == pytest.approx(0.05) and run_s[1] == pytest.approx(5 * 0.05)
     finally:
         b.close()
 

@@ -226,7 +226,7 @@ class Executor:
         # The lower envelope of recent run times: a run's measured time includes waiting for
         # the GIL afterwards, which says nothing about how much work a run can hide.
         self._run_floor_s = floor = min(t1 - t0, self._run_floor_s * 1.05)
-        job = (live, outs, self.output_names, batch_id, rows, reason, t0 - spent, t1, depth)
+        job = (live, outs, self.output_names, batch_id, rows, reason, t0, t1, depth, spent)
         if self.queue.depth() and floor > len(live) * _COMPLETE_COST_S:
             # More work is waiting and a run is long enough to hide this batch's settling:
             # hand that to the completer thread and start the next batch, so the Python

@@ -264,14 +264,16 @@ class Ledger:
     # -- success -----------------------------------------------------------------------
     def succeed(self, batch: Sequence[Request], outs: Sequence[Any], names: Sequence[str],
                 batch_id: int, rows: int, reason: str, t0: float, t1: float,
-                depth: int) -> None:
+                depth: int, spent: float = 0.0) -> None:
         """Settle a batch that ran: give each live request its rows, record, resolve.
+        (``spent``: a retry's seconds in the failed batch before it: its requests'
+        compute, not their queue wait, and not this run's time.)
 
         The predictions are built before anything is claimed, so if the outputs cannot be
         split (a broken run function) this raises with every request still live, for the
         caller to fail them.
         """
-        compute_s = t1 - t0
+        compute_s = t1 - t0 + spent
         compute_ms = compute_s * 1000.0
         model = self.model
         runs = 1
@@ -300,14 +302,15 @@ class Ledger:
         refused: list[tuple[Request, BaseException]] = []
         try:
             t_done = self._clock()
-            queue_s = [t0 - r._t_submit for r, _, _ in won]
+            queue_s = [t0 - spent - r._t_submit for r, _, _ in won]
             total_s = [t_done - r._t_submit for r, _, _ in won]
             if self.checking:   # answers a request's check refuses leave won, with reasons
                 refused = run_checks(model, won, queue_s, total_s, batch_id, rows, reason,
                                      compute_ms)
             self.metrics.record_batch(rows * runs, reason, compute_s, queue_s,
                                       errors_by_type(refused) if refused else None, depth,
-                                      total_s=total_s, runs=runs)
+                                      total_s=total_s, runs=runs,
+                                      run_s=t1 - t0 if spent else None)
             if refused:
                 self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
             if any(r._sink is not None for r, _, _ in won):

@@ -129,11 +129,13 @@ class ModelMetrics:
     def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
                      failed: dict[str, list[str]] | None = None, depth: int = 0,
                      now: float | None = None, total_s: Iterable[float] | None = None,
-                     runs: int = 1) -> None:
+                     runs: int = 1, run_s: float | None = None) -> None:
         """One executed batch: ``queue_s`` holds the queue time of each successful request
         and ``total_s`` its time from submit to settlement (default: queue + compute).
         ``runs``: the batch ran as that many equal runs (a model whose batch axis is fixed
-        at 1 runs a request's rows one at a time), counted as that many batches.
+        at 1 runs a request's rows one at a time), counted as that many batches. ``run_s``:
+        the run's own time when it differs from its requests' ``compute_s`` (a retry's
+        requests count the failed batch's run too; the run does not).
 
         ``failed`` maps an error type to the messages of requests of this batch that failed
         (their latency is not in the histograms). ``depth`` is the queue depth after it left.
@@ -186,7 +188,7 @@ class ModelMetrics:
             self._sum_compute_s += compute_s * n_ok
             self._sum_total_s += sum_t
             self._batch_sizes[size] += runs
-            self._batch_compute_s[size] += compute_s
+            self._batch_compute_s[size] += compute_s if run_s is None else run_s
             self._reasons[reason] += runs
             cur.requests += n
             cur.successes += n_ok
