@@ -141,3 +141,20 @@ def test_a_model_run_alone_is_warmed_at_the_row_counts_its_requests_bring(engine
     assert sorted(report.frame["batch_size"]) == [1, 2, 4, 8]   # (batch size 1 only, before)
     assert engine.is_warm("mix")
     engine.warmup("mix", iterations=2, batch_sizes=[3])   # refused before: "size 1 only"
+
+
+def test_check_rows_false_survives_a_hot_swap_and_a_replays_copy(engine):
+    """A reviewer's case: a sweep's thread swap (a hot swap) and a replay's private copy
+    loaded the model again with the check on: the trusted model ran alone there."""
+    engine.load_model(_model("CumSum"), name="trusted", check_rows=False)
+    info = engine.load_model(_model("CumSum"), name="trusted", replace=True)
+    assert info.batch_mode == "dynamic"           # the version's choice carried over
+    assert engine.load_model(_model("CumSum"), name="trusted", replace=True,
+                             check_rows=True).batch_mode == "alone"   # said again: checked
+    from core.lab.replay import replay
+    engine.load_model(_model("CumSum"), name="t2", check_rows=False,
+                      batch=BatchConfig(max_batch_size=3, max_wait_ms=10_000))
+    # three arrivals and a batch of 3 that leaves when full: 3 rows if the copy is batched
+    # as the model is, 1 if it runs each request alone
+    out = replay(engine, "t2", [0.0, 0.001, 0.002], policies=["deadline"])
+    assert out["summary"].set_index("policy").loc["deadline", "mean_batch_rows"] == 3

@@ -121,19 +121,19 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
                    name: str | None = None, *, replace: bool = False,
                    session: SessionConfig | None = None, batch: BatchConfig | None = None,
                    description: str = "", source_label: str | None = None,
-                   probe: bool | None = None, check_rows: bool = True) -> ModelInfo:
+                   probe: bool | None = None, check_rows: bool | None = None) -> ModelInfo:
         """Validate and register a model from a path or bytes; returns its :class:`ModelInfo`.
 
         ``probe=True`` (default ``EngineConfig.probe_models``) first runs the model once in
         a child process under the memory budget and a time limit (:mod:`core.models.probe`);
         a model whose trial run fails there is refused with :class:`ModelLoadError` and never
         runs in this process. ``check_rows=False`` skips the row check of a dynamic batch
-        axis (:mod:`core.models.rowcheck`): batched on your word, with a warning saying so.
+        axis (:mod:`core.models.rowcheck`): batched on your word, said in a warning (None:
+        checked, or as the version a hot swap replaces was).
 
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
-        configuration and metrics carry over. The name must not be an A/B experiment's.
-        """
+        configuration and metrics carry over. The name must not be an A/B experiment's."""
         info = self._loader.load_model(source, name, replace=replace, session=session,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe,

@@ -57,9 +57,9 @@ class Loader:
                    name: str | None = None, *, replace: bool = False,
                    session: SessionConfig | None = None, batch: BatchConfig | None = None,
                    description: str = "", source_label: str | None = None,
-                   probe: bool | None = None, check_rows: bool = True) -> ModelInfo:
+                   probe: bool | None = None, check_rows: bool | None = None) -> ModelInfo:
         self._check_open()
-        if not isinstance(check_rows, bool):
+        if check_rows is not None and not isinstance(check_rows, bool):
             raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
         _check_config("batch", batch, BatchConfig)
         _check_config("session", session, SessionConfig)
@@ -73,6 +73,9 @@ class Loader:
         self.ns.check_new_name(name, "model")
         self.ns.check_name_free(name, "model", replace)
         self.check_room(name, len(data))
+        if check_rows is None:   # a hot swap (a sweep's thread swap too) keeps the choice
+            check_rows = getattr(self.registry.get(name) if replace else None, "check_rows",
+                                 True)
         profile = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"

@@ -183,7 +183,9 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     copy = f"{model}-replay-{uuid.uuid4().hex[:6]}"
     engine.load_model(data, name=copy, batch=before.replace(latency_slo_ms=None),
                       description=f"private copy of {model} for a replay (unloaded after)",
-                      source_label=f"replay of {model}", probe=False)
+                      source_label=f"replay of {model}", probe=False,
+                      # batched as the model is (its row check's verdict, or its owner's)
+                      check_rows=engine.model_info(model).batch_mode == "alone")
     rows, timelines = [], {}
     traced: dict[str, tuple[int, int]] = {}   # policy: (in its timeline, sent)
     with contextlib.ExitStack() as stack:
