@@ -61,11 +61,10 @@ def _plain_fields(config: Any) -> None:
 
 
 def as_seed(value: Any) -> int:
-    """A seed as a Python int (numpy's too), at least 0; a ConfigError if it is none."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0:
+    """A seed as a Python int (numpy's too); a ConfigError if it is not a whole number."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    raise ConfigError(f"seed must be a whole number of at least 0 (or None), got "
-                      f"{_shown(value)}")
+    raise ConfigError(f"seed must be a whole number (or None), got {_shown(value)}")
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

@@ -676,3 +676,24 @@ def test_a_tiny_latency_difference_is_written_with_its_digits():
                                   "0.0041 ms"), res.verdict
     usual = compare_latency(a, a + 1.53, seed=0)    # (a usual difference: two decimals)
     assert usual.verdict.startswith("B is slower by 1.53 ms at p50"), usual.verdict
+
+
+def test_error_tables_where_every_request_failed_have_no_difference():
+    """Both arms all errors (their server down): chi-square raised ValueError on the column
+    of zero successes, and the report with it."""
+    res = compare_errors(50, 50, 50, 50)
+    assert res.p_value == 1.0 and not res.significant
+
+
+def test_the_latest_only_note_is_for_a_full_window_not_a_request_settled_meanwhile():
+    """Samples read before counts: under traffic a request or two settle between the reads,
+    and the note appeared on every live read though nothing was left out."""
+    from types import SimpleNamespace
+
+    from core.ab.statistics import latest_only
+    rng = np.random.default_rng(0)
+    lat = compare_latency(rng.exponential(1.0, 300), rng.exponential(1.0, 300), seed=0)
+    arms = {"a": SimpleNamespace(success_count=302), "b": SimpleNamespace(success_count=301)}
+    assert latest_only(lat, arms, kept=20_000).verdict == lat.verdict
+    assert "over each arm's latest requests: 300 of A's 302" in \
+        latest_only(lat, arms, kept=300).verdict

@@ -388,3 +388,18 @@ def test_an_unloaded_demo_model_stays_unloaded_after_a_restart(tmp_path):
     finally:
         third.close()
 
+
+
+def test_a_sweeps_own_settings_are_kept_for_a_remote_model_too():
+    """The sweep fix patched local models only: a remote model under a sweep was saved at
+    the sweep's point (its batch settings are saved with its recipe)."""
+    from types import SimpleNamespace
+
+    from core.serving.state import _owned
+    job = SimpleNamespace(target="far", finished=False,
+                          params={"own_settings": {"max_batch_size": 8, "max_wait_ms": 3.0}})
+    engine = SimpleNamespace(jobs=lambda: [job])
+    state = {"models": [], "remotes": [{"name": "far", "url": "http://x",
+                                        "batch": {"max_batch_size": 1, "max_wait_ms": 20.0}}]}
+    assert _owned(engine, state)["remotes"][0]["batch"] == {"max_batch_size": 8,
+                                                            "max_wait_ms": 3.0}

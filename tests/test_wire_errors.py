@@ -305,7 +305,7 @@ def test_configs_and_numpy_numbers_are_taken_or_refused_the_same_both_ways(serve
         from core.ab import ABExperiment
         exp = ABExperiment("e", a="a", b="b", seed=np.int64(3))   # (what create_ab makes)
         assert exp.seed == 3 and type(exp.seed) is int
-        with pytest.raises(ConfigError, match="seed must be a whole number of at least 0"):
+        with pytest.raises(ConfigError, match="seed must be a whole number"):
             ABExperiment("e", a="a", b="b", seed="three")
     finally:
         engine.configure("ident", max_batch_size=before.max_batch_size,

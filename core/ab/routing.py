@@ -366,7 +366,8 @@ class ABExperiment:
         a, b, b_share, mode = state["arms"]
         samples = {arm: m.samples_ms() for arm, m in metrics.items()}  # (then counts: never
         snaps = {arm: m.snapshot() for arm, m in metrics.items()}  # fewer than the samples)
-        latency = latest_only(compare_latency(samples["a"], samples["b"], detect_ms), snaps)
+        latency = latest_only(compare_latency(samples["a"], samples["b"], detect_ms), snaps,
+                              _SAMPLES_PER_ARM)
         errors = compare_arm_errors(snaps["a"], snaps["b"])
         bandit = state["bandit"].state() if mode == "bandit" else {}
         return ABReport(self.name, a, b, bandit["share_b"] if bandit else b_share, mode, snaps,

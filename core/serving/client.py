@@ -287,9 +287,9 @@ class RemoteEngine:
             try:
                 engine.server_info()
                 return engine
-            except EngineUnavailableError:
-                if time.monotonic() >= deadline:
-                    engine.close()   # (its HTTP session too: it leaked on every give-up)
+            except BaseException as err:   # (any give-up closes its HTTP session: it leaked)
+                if not isinstance(err, EngineUnavailableError) or time.monotonic() >= deadline:
+                    engine.close()
                     raise
                 time.sleep(0.1)
 

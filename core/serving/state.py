@@ -96,11 +96,11 @@ def _owned(engine: Any, state: dict[str, Any]) -> dict[str, Any]:
     others while it runs: a restart then brings back the user's, not a sweep's point."""
     pinned = {j.target: j.params for j in getattr(engine, "jobs", lambda: [])()
               if not j.finished and j.params.get("own_settings")}
-    for model in state["models"]:
+    for model in state["models"] + state["remotes"]:   # (a remote's batch settings too)
         params = pinned.get(model["name"])
         if params:
             model["batch"] = {**model["batch"], **params["own_settings"]}
-            if params.get("own_session"):
+            if params.get("own_session") and "session" in model:
                 model["session"] = params["own_session"]
     return state
 
