@@ -148,6 +148,7 @@ def test_an_input_given_twice_or_an_impossible_shape_is_refused_in_words(served)
     ("INT64", [1, 1.5], b"1 value(s) are not whole numbers (the first, 1.5, at flat index 1)"),
     ("UINT8", [3, 300], b"outside UINT8's range [0, 255] (the first, 300, at flat index 1)"),
     ("INT8", [1, 2 ** 70], b"outside INT8's range"),
+    ("INT64", [-1, 2 ** 63], b"outside INT64's range"),   # (read as floats, it wrapped)
     ("BOOL", ["False", True], b"'data' holds strings where BOOL takes true or false"),
     ("BOOL", [None, True], b"value null at flat index 0 is not one of BOOL's values"),
     ("BOOL", [0, 1], b"'data' holds numbers where BOOL takes true or false"),
@@ -169,6 +170,7 @@ def test_json_values_of_another_kind_are_refused_not_converted(dt, data, words):
     ("INT64", [1, 2.0, -3], [1, 2, -3]), ("UINT8", [0, 255], [0, 255]),
     ("BOOL", [True, False], [True, False]), ("FP32", [None, 1, 2.5], [np.nan, 1, 2.5]),
     ("FP64", [2 ** 70, None], [2.0 ** 70, np.nan]), ("UINT64", [2 ** 63], [2 ** 63]),
+    ("INT64", [1.0, 2 ** 53 + 1], [1, 2 ** 53 + 1]),   # (read as floats, it lost its 1)
 ])
 def test_json_values_of_the_datatype_are_taken(dt, data, want):
     arrays, _ = parse_infer_request(json.dumps(

@@ -50,6 +50,9 @@ def json_values(data: Any, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
         whole = np.isfinite(raw) & (raw == np.trunc(raw))
         if not whole.all():
             return _refuse(raw, ~whole, name, dt, "are not whole numbers", dtype)
+        # whole, but read as floats (ints mixed with floats, or past int64 beside a
+        # negative one): each value as it was sent, or 2**63 beside -1 wrapped to -2**63
+        return _objects(np.asarray(data, dtype=object), dtype, name, dt)
     if want in "iu" and raw.size and kind != "b":
         info = np.iinfo(dtype)
         out = (raw < info.min) | (raw > info.max)
