@@ -42,7 +42,7 @@ from core.serving import tune_for_serving
 
 __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_target",
            "choose_model",
-           "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
+           "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
            "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
@@ -253,13 +253,19 @@ def require_engine() -> bool:
                  f"check {ENGINE_URL_ENV}); this page retries every 2 seconds and comes back "
                  "by itself.", icon=":material/cloud_off:")
 
+    retry_until_answering()
+    return False
+
+
+def retry_until_answering() -> None:
+    """Every 2 s, ask the engine; rerun the page when it answers (a page drawn while it was
+    away, without the sidebar's live fragment, would otherwise wait for a reload)."""
     @st.fragment(run_every=2.0)
     def _retry() -> None:
         if _engine_answers(get_engine()):
             st.rerun(scope="app")
 
     _retry()
-    return False
 
 
 def live_fragment(interval: float | None) -> Callable[[Callable[[], None]], Callable[[], None]]:
