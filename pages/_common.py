@@ -587,9 +587,8 @@ def sidebar_watch() -> dict | None:
 
 
 def sidebar_status(drawn: dict | None = None) -> None:
-    """The engine at a glance, drawn *after* the page: what the page just did (a job
-    started, a model loaded) shows at once, not a refresh later. ``drawn``: the settings
-    the page's widgets were drawn from (:func:`sidebar_watch`)."""
+    """The engine at a glance, in a live fragment (it also notices the engine's restart).
+    ``drawn``: the settings the page's widgets are drawn from (:func:`sidebar_watch`)."""
     engine = get_engine()
     interval = live_interval(engine, IDLE_WATCH_S)  # the sidebar: a glance, not a chart
     if drawn is None:

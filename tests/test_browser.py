@@ -548,9 +548,8 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     page.get_by_role("button", name="Load model").click()
     expect(page.get_by_text("Loaded 'uploaded-tiny'")).to_be_visible(timeout=20_000)
     wait_ready(page)
-    # The sidebar counts it: every demo model plus the upload. (It is drawn after the page
-    # now, so in the run that loaded it; that run may still be drawing the rest of the page
-    # when "Loaded" shows, so the count is awaited, not read once.)
+    # The sidebar counts it: every demo model plus the upload (at its next refresh: it is
+    # drawn before the page, so the run that loaded it showed the count from before).
     expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
                         has_text="Models")).to_contain_text(
         re.compile(rf"(?<!\d){len(DEMO_MODELS) + 1}(?!\d)"), timeout=20_000)
