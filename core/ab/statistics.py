@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -246,9 +246,9 @@ def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
                             b.error_count - cb, b.total_requests - cb)
     if not (ca or cb):
         return result
-    return ErrorComparison(**{**asdict(result), "verdict": (
+    return replace(result, verdict=(
         f"{result.verdict}; {ca + cb:,} request(s) refused for their inputs (A {ca:,}, B "
-        f"{cb:,}) are left out: the caller's doing, not an arm's")})
+        f"{cb:,}) are left out: the caller's doing, not an arm's"))
 
 
 def latest_only(latency: LatencyComparison, arms: dict[str, Any],
@@ -260,6 +260,6 @@ def latest_only(latency: LatencyComparison, arms: dict[str, Any],
     if not any(n >= kept and arms[k].success_count > n
                for k, n in (("a", latency.n_a), ("b", latency.n_b))):
         return latency
-    return LatencyComparison(**{**asdict(latency), "verdict": (
+    return replace(latency, verdict=(
         f"{latency.verdict} (over each arm's latest requests: {latency.n_a:,} of A's "
-        f"{arms['a'].success_count:,}, {latency.n_b:,} of B's {arms['b'].success_count:,})")})
+        f"{arms['a'].success_count:,}, {latency.n_b:,} of B's {arms['b'].success_count:,})"))
