@@ -134,6 +134,8 @@ def test_simulate_takes_numpy_numbers_and_gives_the_same_prediction():
 def test_simulate_takes_the_edges_of_the_ranges():
     one = simulate(COST, 1, 0.0, 0.001, n_requests=1)    # one request, alone
     assert one["mean_batch_rows"] == 1.0 and one["p50_ms"] > 0
+    # its throughput is one request over its own time (it was NaN)
+    assert one["throughput_rps"] == pytest.approx(1000.0 / (one["p50_ms"] - COST.overhead_at(0.001)))
     assert simulate(lambda n: 1.0 + 0.1 * n, 65536, 60_000.0, 1000.0, n_requests=50,
                     seed=None)["p50_ms"] > 0
     arr = np.arange(1, 101) * 0.010

@@ -393,7 +393,7 @@ def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_
         busy += service
         batches += 1
         t_free = done
-    span_s = (t_free - sent[0]) / 1000.0 if n > 1 else float("nan")
+    span_s = (t_free - sent[0]) / 1000.0  # first sent to last served (one request: 1/latency)
     return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
             "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
             "throughput_rps": float(n / span_s) if span_s > 0 else float("nan"),
