@@ -42,6 +42,23 @@ def test_a_reset_clears_the_timeline_with_the_totals(engine):
     assert engine.timeline("tiny", last_s=None).empty
 
 
+def test_an_experiments_reset_clears_its_timeline_not_its_models(engine):
+    """Resetting an experiment zeroed its totals while its timeline kept the requests from
+    before (an adversary); its models' own timelines are theirs and stay."""
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    for _ in range(20):
+        engine.predict("exp", engine.sample_input("clf-v1"))
+    assert len(engine.timeline("exp", last_s=None)) == 20
+    engine.reset_metrics("exp")
+    assert engine.metrics("exp").total_requests == 0
+    assert engine.timeline("exp", last_s=None).empty
+    kept = len(engine.timeline("clf-v1", last_s=None)) + len(engine.timeline("clf-v2", last_s=None))
+    assert kept == 20
+    for _ in range(3):
+        engine.predict("exp", engine.sample_input("clf-v1"))
+    assert len(engine.timeline("exp", last_s=None)) == 3
+
+
 def test_batches_obey_the_release_rules(engine):
     """A 'deadline' batch left no earlier than its oldest request's max wait; a 'full' one
     held max_batch_size rows (checked on the clock the engine itself used)."""

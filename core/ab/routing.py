@@ -175,8 +175,7 @@ class ABExperiment:
         # Every request a caller sent to the experiment, whichever arm served it (in
         # shadow mode: A's answers; B's copies are only in metrics["b"]).
         self.callers = ModelMetrics(timeseries_seconds)
-        self.sinks = {"a": (self.metrics["a"], self.callers),
-                      "b": (self.metrics["b"], self.callers)}
+        self.sinks = {arm: (self.metrics[arm], self.callers) for arm in ("a", "b")}
         #: the arms' labels its requests carry (:class:`ArmLabel`)
         self.labels = {arm: ArmLabel(arm, name) for arm in ("a", "b")}
         self.shadow_sinks = (self.metrics["b"],)
@@ -184,6 +183,7 @@ class ABExperiment:
         self.segment = 1
         self.segment_reason: str | None = None
         self.segment_started = time.time()
+        self.reset_perf = float("-inf")  # (perf_counter of its last reset)
         self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
 
     def _new_bandit(self, slo_ms: float, floor: float) -> ThompsonBandit:
@@ -281,7 +281,7 @@ class ABExperiment:
         self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
         with self._lock:
             self.segment, self.segment_reason = 1, None
-            self.segment_started = time.time()
+            self.segment_started, self.reset_perf = time.time(), time.perf_counter()
             self.previous_segments.clear()
 
     def new_segment(self, reason: str) -> None:

@@ -315,7 +315,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             return entry.trace.frame(last_s)
         parts = [self._ns.entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
         f = pd.concat(parts, ignore_index=True)
-        f = f[f["experiment"] == name]   # (its own, not another's on the same models)
+        f = f[(f["experiment"] == name) & (f["done_s"] >= exp.reset_perf)]  # (its own since reset)
         return f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
 
     def reset_metrics(self, name: str | None = None) -> None:
