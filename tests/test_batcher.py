@@ -15,6 +15,7 @@ from core.batching import Batcher
 from core.policies.deadline import deadline_decision
 from core.policies.fixed_window import fixed_window_decision
 from core.config import BatchConfig
+from core.metrics import ModelMetrics
 from core.errors import (EngineClosedError, InferenceError, OverloadedError,
                          RequestTimeoutError, RequestTooLargeError)
 from tests.helpers import WAIT_S, GatedRun, rows
@@ -227,8 +228,10 @@ def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
                 clock=lambda: now[0])
     try:
         first = hold_first_batch(b, run)      # runs from 0 to 0.05 once the gate opens
-        good = [b.submit((rows(1, start=i),), 1) for i in range(3)]
-        bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1)
+        arm = ModelMetrics(60)                # an A/B arm's figures: 2 of the 4 are its
+        good = [b.submit((rows(1, start=i),), 1, sink=(arm,) if i < 2 else None)
+                for i in range(3)]
+        bad = b.submit((np.full((1, 3), -7.0, np.float32),), 1, sink=(arm,))
         run.gate.set()                        # 0.05-0.10: the 4 together, failing
         with pytest.raises(InferenceError, match="poisoned value"):
             bad.result(WAIT_S)
@@ -246,6 +249,10 @@ def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
         # (a reviewer read runs of 1 row at 80 ms for 50)
         run_s = b.metrics.counters()["batch_compute_s"]
         assert run_s[4] == pytest.approx(0.05) and run_s[1] == pytest.approx(5 * 0.05)
+        # the arm counts the failed run among its batches too (it was missing there)
+        arm_snap = arm.snapshot()
+        assert arm_snap.batches == 3 and arm_snap.batch_sizes == {1: 2, 4: 1}
+        assert arm_snap.success_count == 2 and arm_snap.errors_by_type == {"InferenceError": 1}
     finally:
         b.close()
 

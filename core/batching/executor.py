@@ -211,6 +211,9 @@ class Executor:
                 failed_s = self._clock() - t0
                 self.ledger.metrics.record_batch(runs if row_runs else rows, reason,
                                                  failed_s, (), depth=depth, runs=runs)
+                # (and in the batches of its requests' A/B arms, as a batch that ran is)
+                for m in {id(m): m for r in live for m in r._sink or ()}.values():
+                    m.record_batch(runs if row_runs else rows, reason, failed_s, (), runs=runs)
                 self._run_each(live, reason, slot, spent + failed_s)
                 return
             ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows
