@@ -15,7 +15,7 @@ import pytest
 
 from core import (ConfigError, Engine, EngineClosedError, InputValidationError,
                   RemoteConnectionError, RemoteServerError, RemoteTargetError,
-                  RequestTimeoutError, RequestTooLargeError)
+                  RequestTimeoutError, RequestTooLargeError, build_demo_model)
 from core.serving import RemoteEngine
 from core.serving import free_port
 from core.serving import EngineServer
@@ -36,7 +36,6 @@ def served():
 def client():
     """The local engine that adds remote models (no demo models but the MLP, to compare)."""
     e = Engine(demo_models=False)
-    from core import build_demo_model
     e.load_model(build_demo_model("mlp"), name="mlp", source_label="demo")
     yield e
     e.close()
@@ -84,6 +83,23 @@ def test_json_and_binary_requests_give_the_same_answer(served, client):
     x = client.sample_input("bin", rows=4)
     np.testing.assert_array_equal(client.predict("bin", x).outputs["y"],
                                   client.predict("json", x).outputs["y"])
+
+
+def test_a_replaced_model_numbers_its_batches_on_local_or_remote(served, client):
+    """The trace is kept across a replace: a remote model's batch ids began again at 1
+    (a reviewer), so its timeline merged two batches; local to remote and back too."""
+    _, server = served
+    x = client.sample_input("mlp")
+    first = [client.predict("mlp", x).batch_id for _ in range(3)]
+    client.add_remote("mlp", url=server.url, model="mlp", replace=True)
+    remote = [client.predict("mlp", x).batch_id for _ in range(3)]
+    client.add_remote("mlp", url=server.url, model="mlp", replace=True)
+    again = [client.predict("mlp", x).batch_id for _ in range(3)]
+    client.load_model(build_demo_model("mlp"), name="mlp", replace=True)
+    local = [client.predict("mlp", x).batch_id for _ in range(3)]
+    ids = first + remote + again + local
+    assert ids == sorted(ids) and len(set(ids)) == 12, ids
+    assert client.timeline("mlp", last_s=None)["batch_id"].is_unique
 
 
 def test_batch_settings_are_the_servers_and_change_there(served, client):

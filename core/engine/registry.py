@@ -134,8 +134,7 @@ class ModelRegistry:
         cfg = batch or (old.served.config if old is not None else self.config.batch)
         batcher = Batcher(name, ModelRunner(loaded), loaded.output_names, cfg, metrics,
                           batchable=info.batchable, trace=trace)
-        if old is not None and isinstance(old.served, Batcher):   # its batch ids go on
-            batcher.executor.batch_ids = old.served.executor.batch_ids
+        _number_on(old, batcher)
         return self._publish(name, old, ModelEntry(
             loaded, RequestValidator(info), batcher, metrics, data=data,
             memory_profile=memory_profile, trace=trace))
@@ -146,6 +145,7 @@ class ModelRegistry:
         in :meth:`install`."""
         old, metrics, trace = self._carried_over(name)
         dispatcher = RemoteDispatcher(name, remote, batch, metrics, trace)
+        _number_on(old, dispatcher)
         return self._publish(name, old, ModelEntry(
             remote, RemoteValidator(remote), dispatcher, metrics, remote=remote, trace=trace))
 
@@ -219,3 +219,11 @@ class ModelRegistry:
         with self.lock:
             self._retiring.difference_update(batchers)
         return failed
+
+
+def _number_on(old: ModelEntry | None, served: Batcher | RemoteDispatcher) -> None:
+    """A hot swap's new version numbers its batches on from the one it replaces, local or
+    remote (they share the trace: a timeline merged two batches 1)."""
+    if old is not None:
+        ids = getattr(old.served, "executor", old.served).batch_ids
+        getattr(served, "executor", served).batch_ids = ids

@@ -89,7 +89,7 @@ class RemoteDispatcher:
         self.classes = PriorityClasses(metrics._seconds)
         self.ledger = Ledger(name, metrics, _perf, trace=trace)
         self.config = config
-        self._ids = itertools.count(1)
+        self.batch_ids = itertools.count(1)   # (a hot swap's successor numbers on)
         self._loop = remote.target._loop
         self._sending = 0          # requests on the wire (loop thread only)
         self._closed = False
@@ -215,7 +215,7 @@ class RemoteDispatcher:
                                         f"{missing} of model {remote.target.model!r}", 502)
             self._check_rows(outs, r._rows)
             self._check_types(outs)
-            ledger.succeed([r], [outs[n] for n in out_names], out_names, next(self._ids),
+            ledger.succeed([r], [outs[n] for n in out_names], out_names, next(self.batch_ids),
                            r._rows, REMOTE_REASON, t0, t1, depth)
             remote.sizes_run.add(r._rows)
             if not remote.info.inputs:
