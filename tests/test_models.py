@@ -104,6 +104,14 @@ def test_an_upload_refused_for_its_input_type_says_that_not_memory():
     assert words.startswith("model 'str': input 'x' has type tensor(string), which the "
                             "engine cannot feed"), words
     assert "memory budget" not in words and "trial run" not in words
+    # an input whose name has "session" in it was still worded as a session failure
+    named = make_model([helper.make_tensor_value_info("session_id", TensorProto.STRING, ["N"])],
+                       [helper.make_tensor_value_info("y", TensorProto.STRING, ["N"])],
+                       [helper.make_node("Identity", ["session_id"], ["y"])])
+    with Engine(EngineConfig(demo_models=False, probe_models=True)) as engine:
+        with pytest.raises(ModelLoadError, match="^model 's': input 'session_id' has type "
+                                                 "tensor.string., which the engine cannot feed"):
+            engine.load_model(named.SerializeToString(), name="s")
 
 
 def test_refuses_absurd_dimensions():

@@ -136,6 +136,7 @@ def _child(request: str) -> None:
                              proc_status_bytes)
     from .loading import load_model_bytes
     from .sampling import sample_input
+    from .session import SESSION_FAILED
 
     # No arena here (each run's memory is malloc'd and freed, so its peak shows), and the
     # budget enforced on the address space instead: an allocation past it fails. It holds
@@ -154,7 +155,7 @@ def _child(request: str) -> None:
             graph_optimization=args.get("graph_optimization", "all")), arena=False)
     except Exception as err:  # noqa: BLE001 - reported: the model is not loaded
         text = " ".join(str(err).split())[:300] or type(err).__name__
-        refused = type(err).__name__ == "ModelLoadError" and "session" not in text
+        refused = type(err).__name__ == "ModelLoadError" and SESSION_FAILED not in text
         print(json.dumps({"batch_size": first, "peak_mib": None,
                           "run_ms": None,
                           "error": NOT_SERVABLE + text if refused else

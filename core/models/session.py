@@ -30,6 +30,10 @@ def available_providers() -> list[str]:
     return [short for short, full in _PROVIDERS.items() if full in have]
 
 
+#: How a session's creation failure begins (the probe tells it from a refusal by this).
+SESSION_FAILED = "ONNX Runtime could not create a session for this model"
+
+
 def create_session(data: bytes, options: SessionConfig,
                     arena: bool = True) -> ort.InferenceSession:
     opts = ort.SessionOptions()
@@ -56,6 +60,6 @@ def create_session(data: bytes, options: SessionConfig,
         return ort.InferenceSession(data, sess_options=opts, providers=providers)
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelLoadError(f"ONNX Runtime could not create a session for this model: {msg}. "
+        raise ModelLoadError(f"{SESSION_FAILED}: {msg}. "
                              "Check that its opset and operators are supported by onnxruntime "
                              f"{ort.__version__}") from None
