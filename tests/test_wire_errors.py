@@ -307,6 +307,17 @@ def test_configs_and_numpy_numbers_are_taken_or_refused_the_same_both_ways(serve
         assert exp.seed == 3 and type(exp.seed) is int
         with pytest.raises(ConfigError, match="seed must be a whole number"):
             ABExperiment("e", a="a", b="b", seed="three")
+        # the same for warm-up, the stability rule and agents (the reviewer: not yet there)
+        report = engine.warmup("ident", iterations=np.int64(2), batch_sizes=[np.int64(1)])
+        assert report.frame["iterations"].tolist() == [2]
+        from core.lab.stability import StabilityRule
+        from core.lab.agents import agents_for
+        rule = StabilityRule(window_s=np.float64(0.5), windows=np.int64(2),
+                             max_windows=np.int32(4))
+        assert rule == StabilityRule(window_s=0.5, windows=2, max_windows=4)
+        assert type(rule.windows) is int
+        with agents_for(np.int64(0), None) as team:
+            assert team is None      # no agents (a numpy 0 was taken for a team of them)
     finally:
         engine.configure("ident", max_batch_size=before.max_batch_size,
                          max_wait_ms=before.max_wait_ms)

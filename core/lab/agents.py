@@ -114,7 +114,7 @@ class LoadAgents:
 
     def __init__(self, n: int = 2, address: str | None = None,
                  agent_cpus: float | None = None) -> None:
-        _check_int("agents", n, 1, 1024)
+        _check_int("agents", n.item() if isinstance(n, np.integer) else n, 1, 1024)
         if agent_cpus is not None:
             _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
         ray = connect(address)
@@ -403,8 +403,8 @@ def agents_for(agents: Any, address: str | None, rates: bool = True) -> Iterator
     """The load agents a piece of work asked for: None for none (``agents`` 0 or None),
     the one given (a :class:`LoadAgents`, left running), or ``agents`` new ones on the
     cluster at ``address``, closed afterwards."""
-    if agents is None or (isinstance(agents, int) and not isinstance(agents, bool)
-                          and agents == 0):
+    agents = agents.item() if isinstance(agents, np.integer) else agents   # (a notebook's)
+    if agents is None or (type(agents) is int and agents == 0):
         yield None
         return
     if not isinstance(agents, int) or isinstance(agents, bool):

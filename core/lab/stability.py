@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core.config import _check_float, _check_int
+from core.config import _check_float, _check_int, _plain_fields
 from .loadgen import LoadResult
 
 __all__ = ["StabilityRule", "Measurement", "measure_stable", "p99_interval"]
@@ -45,6 +45,7 @@ class StabilityRule:
     p99_floor_ms: float = 0.5
 
     def __post_init__(self) -> None:
+        _plain_fields(self)   # (numpy numbers as Python's, as the configs take them)
         _check_float("window_s", self.window_s, 0.05, 3600.0)
         _check_float("tolerance_pct", self.tolerance_pct, 0.1, 100.0)
         _check_int("windows", self.windows, 1, 100)
