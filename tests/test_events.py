@@ -120,6 +120,11 @@ def test_events_travel_over_the_control_api(engine):
         got = remote.events("tiny", since_s=60)
         pd.testing.assert_frame_equal(got, engine.events("tiny", since_s=60))
         assert kinds_texts(got) == [("settings", "max_batch_size 32 → 4")]
+        # none: the same empty frame both ways, with the dtypes of a full one (an
+        # adversary: empty, they were object and datetime64[s] here, other ones there)
+        none = engine.events("mlp", since_s=60)
+        assert none.empty and none.dtypes.to_dict() == got.dtypes.to_dict()
+        pd.testing.assert_frame_equal(remote.events("mlp", since_s=60), none)
     finally:
         remote.close()
         server.close()

@@ -51,8 +51,10 @@ class EventLog:
         with self._lock:
             rows = [e for e in self._events
                     if (wanted is None or e[1] in wanted) and (since is None or e[0] >= since)]
-        frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-        frame["time"] = pd.to_datetime(frame["time"], unit="s")
+        # (the same dtypes with no rows as with some: empty, they were object and [s])
+        frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS)).astype(
+            {"time": "float64", "target": "str", "kind": "str", "text": "str"})
+        frame["time"] = pd.to_datetime(frame["time"], unit="s").astype("datetime64[ns]")
         return frame
 
     def forget(self, target: str) -> None:

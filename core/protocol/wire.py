@@ -126,7 +126,7 @@ class WireCodec:
         for col in obj["cols"]:
             name, dtype, values = self._decode(col["name"], allowed, left), col["dtype"], col["v"]
             if dtype.startswith("datetime64"):
-                data[name] = pd.to_datetime(pd.Series(values, dtype=object))
+                data[name] = pd.to_datetime(pd.Series(values, dtype=object)).astype(dtype)
             elif dtype == "object":
                 data[name] = pd.Series([self._decode(v, allowed, left) for v in values],
                                        dtype=object)
