@@ -249,9 +249,10 @@ def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
         # (a reviewer read runs of 1 row at 80 ms for 50)
         run_s = b.metrics.counters()["batch_compute_s"]
         assert run_s[4] == pytest.approx(0.05) and run_s[1] == pytest.approx(5 * 0.05)
-        # the arm counts the failed run among its batches too (it was missing there)
+        # the arm counts the failed runs among its batches too, the 4 rows' and the bad
+        # request's own (they were missing there; a reviewer found the second)
         arm_snap = arm.snapshot()
-        assert arm_snap.batches == 3 and arm_snap.batch_sizes == {1: 2, 4: 1}
+        assert arm_snap.batches == 4 and arm_snap.batch_sizes == {1: 3, 4: 1}
         assert arm_snap.success_count == 2 and arm_snap.errors_by_type == {"InferenceError": 1}
     finally:
         b.close()

@@ -29,6 +29,7 @@ from .admission import AdmissionQueue
 from core.policies import choose_within_slo
 from core.errors import InferenceError, RequestTimeoutError, SLOShedError
 from .settle import Ledger, Request
+from .sinks import record_failed_run
 
 __all__ = ["Executor", "RunFn", "Slot", "queue_timeout_message"]
 
@@ -211,9 +212,7 @@ class Executor:
                 failed_s = self._clock() - t0
                 self.ledger.metrics.record_batch(runs if row_runs else rows, reason,
                                                  failed_s, (), depth=depth, runs=runs)
-                # (and in the batches of its requests' A/B arms, as a batch that ran is)
-                for m in {id(m): m for r in live for m in r._sink or ()}.values():
-                    m.record_batch(runs if row_runs else rows, reason, failed_s, (), runs=runs)
+                record_failed_run(live, runs if row_runs else rows, reason, failed_s, runs)
                 self._run_each(live, reason, slot, spent + failed_s)
                 return
             ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows

@@ -40,6 +40,7 @@ from core.errors import InferenceError
 from core.metrics import ModelMetrics
 from .checks import errors_by_type, run_checks
 from .prediction import Prediction
+from .sinks import record_failed_run, record_sinks
 
 __all__ = ["Prediction", "Request", "Ledger", "QUEUED", "TAKEN", "DROPPED", "DEAD"]
 
@@ -314,8 +315,8 @@ class Ledger:
             if refused:
                 self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
             if any(r._sink is not None for r, _, _ in won):
-                self._record_sinks([r for r, _, _ in won], rows * runs, reason, compute_s,
-                                   queue_s, total_s, runs)
+                record_sinks([r for r, _, _ in won], rows * runs, reason, compute_s,
+                             queue_s, total_s, runs)
             if self.trace is not None:
                 self.trace.record_batch([r for r, _, _ in won], t0, t_done, batch_id, rows,
                                         reason, True, ran_until=t1)
@@ -338,21 +339,6 @@ class Ledger:
                                     reason, False, ran_until=t1)
         for r, err in refused:
             _set_exception(r, err)
-
-    @staticmethod
-    def _record_sinks(won: Sequence[Request], rows: int, reason: str, compute_s: float,
-                      queue_s: Sequence[float], total_s: Sequence[float], runs: int = 1
-                      ) -> None:
-        """One record per extra metrics object (an A/B arm's...) per batch, holding the
-        requests of this batch that belong to it."""
-        groups: dict[int, tuple[ModelMetrics, list[float], list[float]]] = {}
-        for r, q, tot in zip(won, queue_s, total_s):
-            for m in r._sink or ():
-                g = groups.setdefault(id(m), (m, [], []))
-                g[1].append(q)
-                g[2].append(tot)
-        for m, qs, ts in groups.values():
-            m.record_batch(rows, reason, compute_s, qs, total_s=ts, runs=runs)
 
     # -- failure -----------------------------------------------------------------------
     def fail(self, requests: Iterable[Request], err: BaseException, *,
@@ -381,9 +367,11 @@ class Ledger:
                                             batch[1], False)
                 else:
                     self.trace.record_unrun(won, now, type(err).__name__)
-            for r in won:
-                if r._sink is not None:
-                    for m in r._sink:
+            if batch is not None:   # (a failed run: in their batches too)
+                record_failed_run(won, rows, reason, compute_s, runs, err)
+            else:
+                for r in won:
+                    for m in r._sink or ():
                         m.record_refused(type(err).__name__, str(err))
             if notify_queue and self._on_dead is not None:
                 for r in won:
