@@ -33,10 +33,14 @@ def test_a_reset_clears_the_timeline_with_the_totals(engine):
     x = engine.sample_input("tiny")
     for _ in range(30):
         engine.predict("tiny", x)
-    assert len(engine.timeline("tiny", last_s=None)) == 30
+    full = engine.timeline("tiny", last_s=None)
+    assert len(full) == 30
     engine.reset_metrics("tiny")
     assert engine.metrics("tiny").total_requests == 0
-    assert engine.timeline("tiny", last_s=None).empty
+    empty = engine.timeline("tiny", last_s=None)
+    assert empty.empty
+    # (its text column still text: an empty one was float64, a reviewer)
+    assert empty["release_reason"].dtype == full["release_reason"].dtype
     engine.predict("tiny", x)
     engine.reset_metrics()          # every model at once, the same
     assert engine.timeline("tiny", last_s=None).empty
@@ -57,6 +61,11 @@ def test_an_experiments_reset_clears_its_timeline_not_its_models(engine):
     for _ in range(3):
         engine.predict("exp", engine.sample_input("clf-v1"))
     assert len(engine.timeline("exp", last_s=None)) == 3
+    # deleted and made again under its name: a new experiment, without the old one's
+    # requests (the trace names an experiment by its name; a reviewer)
+    engine.delete_ab("exp")
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    assert engine.timeline("exp", last_s=None).empty
 
 
 def test_batches_obey_the_release_rules(engine):

@@ -183,7 +183,7 @@ class ABExperiment:
         self.segment = 1
         self.segment_reason: str | None = None
         self.segment_started = time.time()
-        self.reset_perf = float("-inf")  # (perf_counter of its last reset)
+        self.reset_perf = time.perf_counter()  # (its timeline's start: made or reset)
         self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
 
     def _new_bandit(self, slo_ms: float, floor: float) -> ThompsonBandit:
@@ -274,14 +274,14 @@ class ABExperiment:
         self.segment_reason = reason   # (one attribute: no lock needed)
 
     def reset_metrics(self) -> None:
+        self.reset_perf = time.perf_counter()   # (its timeline's start, before the counts')
         for m in self.metrics.values():
             m.reset()
         self.callers.reset()
         self.shadow = ShadowStats()
         self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
         with self._lock:
-            self.segment, self.segment_reason = 1, None
-            self.segment_started, self.reset_perf = time.time(), time.perf_counter()
+            self.segment, self.segment_reason, self.segment_started = 1, None, time.time()
             self.previous_segments.clear()
 
     def new_segment(self, reason: str) -> None:

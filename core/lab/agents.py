@@ -114,7 +114,7 @@ class LoadAgents:
 
     def __init__(self, n: int = 2, address: str | None = None,
                  agent_cpus: float | None = None) -> None:
-        _check_int("agents", n.item() if isinstance(n, np.integer) else n, 1, 1024)
+        _check_int("agents", n := n.item() if isinstance(n, np.integer) else n, 1, 1024)
         if agent_cpus is not None:
             _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
         ray = connect(address)

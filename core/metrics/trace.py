@@ -156,6 +156,8 @@ class Trace:
         data["compute_ms"] = (data["ran_until_s"] - data["started_s"]) * 1000.0
         data["handoff_ms"] = (data["done_s"] - data["ran_until_s"]) * 1000.0
         f = pd.DataFrame({c: data[c] for c in TIMELINE_COLUMNS})
+        if not total:   # (text columns as text: empty lists made them float64)
+            f = f.astype({"release_reason": "str", "arm": object, "experiment": object})
         order = np.argsort(data["arrived_s"], kind="stable")
         return f.iloc[order].reset_index(drop=True)
 
