@@ -718,12 +718,18 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
     here): when traffic runs to ``target`` (in the class ``priority``: the generator the
     box starts) at a rate this box has not followed yet (started in another tab or a
     notebook), show that rate. A value typed here stays until the running traffic
-    changes."""
-    st.session_state.setdefault(key, default)
+    changes, and outlives a visit to another page (:func:`keep_values`). A new session (a
+    reload) shows a target and class first at the last traffic's rate, stopped or not (it
+    showed ``default``, not the 200/s just stopped)."""
+    seen = f"_{key}_seen_{target}_{priority}"   # (a key Streamlit never cleans up)
+    fresh = seen not in st.session_state          # (this target and class, first time)
+    st.session_state[seen] = True
+    keep_values({key: default})
     for t in engine.traffic():
-        if t.target == target and t.running and getattr(t, "priority", None) == priority:
+        if t.target == target and getattr(t, "priority", None) == priority and (
+                t.running or fresh):
             rate = int(round(t.rate_rps))
-            if st.session_state.get(f"_{key}_followed") != rate:
+            if fresh or st.session_state.get(f"_{key}_followed") != rate:
                 st.session_state[f"_{key}_followed"] = rate
                 st.session_state[key] = rate
 

@@ -535,6 +535,8 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     at.button(key="ab_rollback").click().run()
     assert engine.ab_report("exp1").b_share == 0.0
     at.button(key="ab_stop").click().run()
+    # a reload after the stop shows the rate just stopped, not the default (a newcomer)
+    assert app("pages/ab_test.py").number_input(key="ab_rate").value == 400
     at.button(key="ab_delete").click().run()
     assert engine.ab_experiments() == []
 
@@ -1621,6 +1623,12 @@ def test_batching_page_starts_a_traffic_generator_per_class(engine):
         assert any(c.startswith("Running (high class): 40 req/s") for c in captions), captions
         assert any(c.startswith("Running (normal class): 120 req/s") for c in captions)
         at.button(key="traffic_stop").click().run()
+        # a new session (a reload) shows the last rate sent to the class shown, stopped
+        # (it showed 200, the default; a newcomer), as the A/B page does
+        again = app("pages/batching.py")
+        again.selectbox(key="batching_model").set_value("tiny").run()
+        again.segmented_control(key="traffic_class").set_value("normal class").run()
+        assert again.number_input(key="traffic_rate").value == 120
         assert not engine.traffic_running()
     finally:
         engine.stop_traffic("tiny")
