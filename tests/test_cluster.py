@@ -66,6 +66,34 @@ def test_the_concurrency_warning_says_why_batches_would_not_fill():
         deploy("m", b"onnx", http_host="0.0.0.0")
     with pytest.raises(ConfigError, match="name must be 1-64 letters"):
         deploy("a/b", b"onnx")
+    with pytest.raises(ConfigError, match="check_rows must be True or False, got 'no'"):
+        deploy("m", b"onnx", check_rows="no")
+
+
+def test_a_model_batched_on_its_owners_word_is_batched_so_by_its_replicas(cluster):
+    """Replicas loaded every model with the row check on (a reviewer): a model its owner
+    loaded with check_rows=False ran each request alone on Ray. Two requests of 3 and 5
+    rows under a 60 s wait fill one batch of 8 only if the replica batches them (CumSum
+    over rows then runs on for the second: 4..8)."""
+    from concurrent.futures import wait
+    from core import BatchConfig
+    from core.cluster import deploy_model, undeploy
+    from tests.test_rowcheck import _model
+
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(_model("CumSum"), name="trusted", check_rows=False,
+                          batch=BatchConfig(max_batch_size=8, max_wait_ms=60_000))
+        deploy_model(engine, "trusted", address=cluster, replica_cpus=0.25,
+                     http_port=_free_port())
+        try:
+            fa = engine.submit("trusted-ray", np.ones((3, 4), np.float32))
+            fb = engine.submit("trusted-ray", np.ones((5, 4), np.float32))
+            done, _ = wait([fa, fb], timeout=120)
+            assert len(done) == 2
+            last = max(float(f.result().outputs["y"].max()) for f in (fa, fb))
+            assert last == 8.0      # one batch of 8 rows (run alone: 5 at most)
+        finally:
+            undeploy("trusted")
 
 
 def test_two_replicas_answer_as_onnx_runtime_and_configure_reaches_both(cluster):
@@ -209,6 +237,17 @@ def test_the_ray_serve_export_is_a_config_ray_serve_accepts():
     assert "max_ongoing_requests: 64" in ray_serve_config("mlp", 32, 2.0)   # 2 x batch
     with pytest.raises(ConfigError, match="num_replicas must be a whole number"):
         ray_serve_config("mlp", 32, 2.0, num_replicas=0)
+    # a model batched on its owner's word: its replicas told so (a reviewer: config files
+    # always ran the row check), and the application builder refuses anything but a bool
+    owned = ServeDeploySchema.model_validate(yaml.safe_load(
+        ray_serve_config("mlp", 32, 2.0, check_rows=False))).applications[0]
+    assert owned.args == {"name": "mlp", "model_path": "./model.onnx", "check_rows": False}
+    assert "check_rows" not in ray_serve_config("mlp", 32, 2.0)
+    with pytest.raises(ConfigError, match="check_rows must be True or False"):
+        ray_serve_config("mlp", 32, 2.0, check_rows="no")
+    from core.cluster.app import build
+    with pytest.raises(ConfigError, match="check_rows must be true or false, got 'no'"):
+        build({"name": "mlp", "model_path": "./model.onnx", "check_rows": "no"})
 
 
 def test_the_application_builder_serves_the_model_from_a_config(cluster, tmp_path):

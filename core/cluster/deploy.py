@@ -138,7 +138,8 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
            max_ongoing_requests: int | None = None,
            batch: BatchConfig | dict[str, Any] | None = None, replica_cpus: float = 1.0,
            http_host: str = "127.0.0.1", http_port: int = 8000,
-           token: str | None = None, allowed_hosts: tuple[str, ...] = ()) -> RayDeployment:
+           token: str | None = None, allowed_hosts: tuple[str, ...] = (),
+           check_rows: bool = True) -> RayDeployment:
     """Deploy ``model`` (ONNX bytes or a path) as Batchlab engine replicas named ``name``
     on Ray Serve (see the module docstring); returns where it answers. Replaces a
     deployment of the same name. Ray Serve's proxy listens at ``http_host:http_port`` if
@@ -147,7 +148,8 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
     ``max_batch_size``; below ``max_batch_size`` it is allowed, with a warning saying why
     batches will not fill. Returns once every replica is up. Beyond loopback (a ``token``),
     replicas answer requests addressed by IP or by one of ``allowed_hosts`` (host names, as a
-    Batchlab server's ``--allow-host``)."""
+    Batchlab server's ``--allow-host``). ``check_rows=False``: the replicas batch the model
+    without its row check (:meth:`core.Engine.load_model`'s), on its owner's word."""
     if isinstance(model, (str, Path)):
         model = Path(model).read_bytes()
     if not isinstance(model, (bytes, bytearray)) or not model:
@@ -159,6 +161,8 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
         raise ConfigError(f"replicas answering on {http_host!r} (beyond loopback) need a "
                           "token: anyone who reaches them could send requests; pass "
                           "token=... (clients send 'Authorization: Bearer TOKEN')")
+    if not isinstance(check_rows, bool):
+        raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
     cfg = BatchConfig(**batch) if isinstance(batch, dict) else (batch or BatchConfig())
     if autoscaling_config is not None:
         if not isinstance(autoscaling_config, dict):
@@ -194,7 +198,7 @@ def deploy(name: str, model: bytes | str | Path, *, address: str | None = None,
                             replica_cpus=float(replica_cpus), warnings=warnings,
                             _bind_args=(ref, name, token,
                                         max(1, math.ceil(float(replica_cpus))),
-                                        tuple(str(h) for h in allowed_hosts)))
+                                        tuple(str(h) for h in allowed_hosts), check_rows))
         _deployed[name] = dep   # before it runs: a failed deploy can still be undeployed
         _run(dep)
     return dep
@@ -208,8 +212,8 @@ def _run(dep: RayDeployment) -> None:
     # The code version: the same model, name and token are the same replicas, so a change
     # of user_config, replicas or max_ongoing_requests is applied in place (reconfigure),
     # not by a rolling restart (Ray Serve gives each serve.run a new version otherwise).
-    ref, name, token, threads, hosts = dep._bind_args
-    version = hashlib.sha256(f"{ref.key}\0{name}\0{token}\0{threads}\0{hosts}\0"
+    ref, name, token, threads, hosts, check_rows = dep._bind_args
+    version = hashlib.sha256(f"{ref.key}\0{name}\0{token}\0{threads}\0{hosts}\0{check_rows}\0"
                              f"{_CODE_VERSION}".encode()).hexdigest()[:16]
     cls = serve.deployment(_ingress, **dep.serve_options()).options(version=version,
                                                                     _internal=True)
@@ -315,7 +319,9 @@ def deploy_model(engine: Any, model: str, *, name: str | None = None,
                  max_ongoing_requests=max_ongoing_requests, replica_cpus=replica_cpus,
                  http_host=http_host, http_port=http_port, token=token,
                  allowed_hosts=allowed_hosts,
-                 batch={"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms})
+                 batch={"max_batch_size": cfg.max_batch_size, "max_wait_ms": cfg.max_wait_ms},
+                 # batched there as here (its row check's verdict, or its owner's word)
+                 check_rows=engine.model_info(model).batch_mode == "alone")
     try:
         engine.add_remote(name + RAY_SUFFIX, url=dep.url, model=name, replace=replace,
                           headers={"Authorization": f"Bearer {token}"} if token else None)

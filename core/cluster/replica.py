@@ -56,7 +56,8 @@ class BatchlabReplica:
     """A Ray Serve replica: a Batchlab engine with one model (see the module docstring)."""
 
     def __init__(self, model: bytes | ModelRef, name: str, token: str | None = None,
-                 threads: int | None = None, allowed_hosts: tuple[str, ...] = ()) -> None:
+                 threads: int | None = None, allowed_hosts: tuple[str, ...] = (),
+                 check_rows: bool = True) -> None:
         self.name = name
         if isinstance(model, ModelRef):    # (the cluster's model store: core.cluster.store)
             model = model.fetch()
@@ -69,8 +70,9 @@ class BatchlabReplica:
         # ONNX Runtime's threads fitted to the replica's CPUs (the default, all cores but
         # one, would have N replicas on a node oversubscribe it).
         session = SessionConfig(intra_op_threads=threads) if threads else None
+        # (check_rows=False: batched on its owner's word, as in the engine it came from)
         self.engine.load_model(model, name=name, probe=False, session=session,
-                               source_label="Ray Serve deployment")
+                               source_label="Ray Serve deployment", check_rows=check_rows)
         self.token = token
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

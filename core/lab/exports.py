@@ -298,14 +298,15 @@ RAY_SERVE_IMPORT_PATH = "core.cluster.app:build"
 def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
                      num_replicas: int = 1, max_ongoing_requests: int | None = None,
                      replica_cpus: float = 1.0, model_path: str = "./model.onnx",
-                     http_port: int = 8000) -> str:
+                     http_port: int = 8000, check_rows: bool = True) -> str:
     """A Ray Serve config file (YAML text, for ``serve deploy``) serving ``model_path`` as
     Batchlab engine replicas (``core.cluster``) at these batch settings, which travel as the
     deployment's ``user_config`` (changed live by editing them and deploying again).
 
     ``max_ongoing_requests`` (per replica) defaults to twice ``max_batch_size``: a replica
     sent fewer requests at once than a batch has rows never fills a batch (Ray Serve issue
-    43288). The cluster's Python needs Batchlab's ``core`` package importable (the
+    43288). ``check_rows=False``: the replicas batch the model without its row check
+    (``Engine.load_model``'s), on its owner's word. The cluster's Python needs Batchlab's ``core`` package importable (the
     ``runtime_env``'s ``working_dir`` set to a checkout does it).
 
     Example:
@@ -322,6 +323,8 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
         raise ConfigError(f"max_ongoing_requests must be a whole number >= 1, got {ongoing!r}")
     _check_float("replica_cpus", _plain(replica_cpus), 0.0, 1024.0)
     _check_int("http_port", _plain(http_port), 1, 65535)
+    if not isinstance(check_rows, bool):
+        raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
     warn = ""
     if ongoing < max_batch_size:
         warn = (f"# WARNING: max_ongoing_requests={ongoing} < max_batch_size={max_batch_size}:"
@@ -335,6 +338,7 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
             f"    route_prefix: {q('/' + name)}\n"
             f"    import_path: {RAY_SERVE_IMPORT_PATH}\n"
             f"    args:\n      name: {q(name)}\n      model_path: {q(model_path)}\n"
+            + ("" if check_rows else "      check_rows: false\n") +
             f"    deployments:\n"
             f"      - name: {q(name)}\n"
             f"        num_replicas: {int(num_replicas)}\n"
