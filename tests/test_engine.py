@@ -216,8 +216,11 @@ def test_hot_swap_during_traffic_loses_no_request(engine):
 
 def test_predict_timeout_raises_clear_error(engine):
     engine.configure("mlp", max_batch_size=64, max_wait_ms=60_000)  # never fills, long wait
+    # (a timeout not above max_wait: said, with what to do; an API user's idle engine was
+    # told to 'raise timeout_ms or lower the load', and there was no load)
     with pytest.raises(RequestTimeoutError, match=r"waited \d+\.\d ms in the queue, past its "
-                                                  "timeout of 50 ms; raise timeout_ms"):
+                       r"timeout of 50 ms, which is not above max_wait_ms=60000 \(a batch "
+                       r"waits .*give a timeout_ms above max_wait_ms, or lower max_wait_ms$"):
         engine.predict("mlp", np.zeros((1, 256), np.float32), timeout_ms=50)
     # Settled by the engine, so already counted when the caller sees the error.
     assert engine.metrics("mlp").errors_by_type == {"RequestTimeoutError": 1}
@@ -409,3 +412,4 @@ def test_odd_timeouts_and_priorities_are_said_as_given(engine):
                                           r"\(a day\), got 1e-300"):
         engine.submit("mlp", x, timeout_ms=1e-300)
     assert engine.predict("mlp", x, timeout_ms=0.001 * 1e6).rows == 1
+

@@ -43,8 +43,15 @@ RunFn = Callable[[Sequence[np.ndarray]], Sequence[Any]]
 _COMPLETE_COST_S = 5e-6
 
 
-def queue_timeout_message(model: str, waited_s: float, timeout_s: float | None = None) -> str:
+def queue_timeout_message(model: str, waited_s: float, timeout_s: float | None = None,
+                          max_wait_s: float | None = None) -> str:
     limit = f" of {timeout_s * 1000:g} ms" if timeout_s is not None else ""
+    if timeout_s is not None and max_wait_s is not None and timeout_s <= max_wait_s:
+        # (no load needed: a request alone waits max_wait for others to join it)
+        return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, "
+                f"past its timeout{limit}, which is not above max_wait_ms="
+                f"{max_wait_s * 1000:g} (a batch waits up to that long for requests to fill "
+                "it); give a timeout_ms above max_wait_ms, or lower max_wait_ms")
     return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, past "
             f"its timeout{limit}; raise timeout_ms or lower the load")
 
@@ -111,7 +118,8 @@ class Executor:
                 if now > r._deadline:
                     self.ledger.fail([r], RequestTimeoutError(
                         queue_timeout_message(self.name, now - r._t_submit,
-                                              r._deadline - r._t_submit)),
+                                              r._deadline - r._t_submit,
+                                              cfg.max_wait_ms / 1000.0)),
                         notify_queue=False)
                 else:
                     live.append(r)

@@ -126,7 +126,8 @@ class Supervisor:
         for r in overdue:
             if r in queued:
                 msg = queue_timeout_message(self.name, now - r._t_submit,
-                                            r._deadline - r._t_submit)
+                                            r._deadline - r._t_submit,
+                                            q.config.max_wait_ms / 1000.0)
             else:
                 msg = (f"request to model {self.name!r} was still running after "
                        f"{(now - r._t_submit) * 1000:.1f} ms, past its timeout of "
