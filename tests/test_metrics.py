@@ -160,7 +160,8 @@ def test_a_window_follows_the_settings_and_the_totals_do_not():
         for _ in range(10):
             m.record_batch(rows=8, reason="full", compute_s=0.005, queue_s=[0.005] * 8)
     full, last5 = m.snapshot(), m.snapshot(window_s=5)
-    assert full.window_s is None and last5.window_s == 5
+    # (seconds 10-14, the last one half gone: its label says what its counts cover)
+    assert full.window_s is None and last5.window_s == 4.5
     assert full.avg_batch_rows == 4.0 and full.batch_sizes == {2: 100, 8: 50}
     assert last5.avg_batch_rows == 8.0 and last5.batch_sizes == {8: 50}
     assert last5.release_reasons == {"full": 50} and last5.errors_by_type == {}
@@ -263,3 +264,20 @@ def test_a_window_longer_than_what_is_kept_says_what_it_covers():
     fresh = ModelMetrics(clock=lambda: t[0], wall_clock=lambda: t[0])   # 5.5 s after a reset
     t[0] += 5.5
     assert fresh.snapshot(window_s=30.0).window_s == pytest.approx(5.5)
+
+
+def test_a_short_window_covers_about_what_it_says():
+    """An API user's window_s=1 at 0.1 s into a second covered that 0.1 s and said 1: 20
+    requests of 200 a second. The window is whole seconds, the one whose start is nearest
+    to window_s ago, and labelled with what it covers. Fake clocks: 100 req/s."""
+    t = [0.0]
+    m = ModelMetrics(clock=lambda: t[0], wall_clock=lambda: t[0])
+    k = 0
+    for now, window in ((3.1, 1.0), (4.9, 1.0), (6.5, 2.0), (8.05, 5.0), (9.3, 0.2)):
+        while k / 100 < now:                     # recorded up to now, then read
+            t[0] = k / 100
+            m.record_batch(rows=1, reason="full", compute_s=0.001, queue_s=[0.001], now=t[0])
+            k += 1
+        w = m.snapshot(now=now, window_s=window)
+        assert abs(w.window_s - window) <= 0.5 + 1e-9, (now, window, w.window_s)
+        assert w.success_count / w.window_s == pytest.approx(100.0, rel=0.1), (now, window)

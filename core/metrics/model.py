@@ -282,7 +282,10 @@ class ModelMetrics:
         ``window_s``: counts, latencies, batch sizes, release reasons and error types over
         the last ``window_s`` seconds only (the current second included), instead of since
         the start or the last reset; ``recent_errors``, ``incidents`` and ``timeseries``
-        are the same either way."""
+        are the same either way. The series is kept in whole seconds: the window starts at
+        the second whose start is nearest to ``window_s`` ago, and the snapshot's
+        ``window_s`` says what it covers (within half a second of what was asked, or the
+        current second's part, or less after a reset)."""
         if window_s is not None:
             if not window_s > 0:
                 raise ConfigError(f"window_s must be > 0 seconds, got {window_s!r}")
@@ -335,11 +338,15 @@ class ModelMetrics:
             self._flush()
             since = now - self._t0
             current = int(since)
-            first = current - int(np.ceil(min(window_s, since + 1.0))) + 1   # (inf: all)
+            # Whole seconds, the current one's part included: those whose start is nearest
+            # to ``window_s`` ago (window_s=1 at 0.1 s into a second covered that 0.1 s, and
+            # said 1: 20 requests of 200 a second).
+            first = (min(int(np.floor(since - window_s + 0.5)), current)
+                     if window_s < since + 1.0 else -1)   # (inf: all)
             parts = [b for b in self._series if b.second >= first] + [self._cur.copy()]
-            # What the window can cover: since the reset, or since the oldest second kept
-            # once older ones were dropped; a longer one is labelled with what it covers
+            # What the window covers, as its label: from that second's start, from the
+            # reset, or from the oldest second kept once older ones were dropped
             # (window_s=1000 with 60 s kept said 1000 over 60 s of counts).
             series = self._series
             origin = (series[0].second if len(series) == series.maxlen else self._start)
-        return _window_snapshot(full, parts, min(window_s, since - origin))
+        return _window_snapshot(full, parts, since - max(first, origin))
