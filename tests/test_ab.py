@@ -470,11 +470,12 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
     engine.create_ab("fair", a="clf-v1", b="clf-v2", b_share=0.5)
     assert not [w for w in engine.ab_report("fair").warnings if "batch settings" in w]
     engine.configure("clf-v1", max_wait_ms=5.0)
-    engine.configure("clf-v2", max_wait_ms=0.0, policy="adaptive")
+    engine.configure("clf-v2", max_wait_ms=0.0, policy="adaptive", instances=2)
     warnings = engine.ab_report("fair").warnings
     batch = next(w for w in warnings if "batch settings" in w)
     assert "max wait (ms): A 5.0, B 0.0" in batch and "release policy: A deadline, B adaptive" \
         in batch and "B can look up to 5 ms faster" in batch
+    assert "runs at once (instances): A 1, B 2" in batch   # (an API user: it was not named)
     cfg = engine.ab_match_settings("fair")
     assert engine.batch_config("clf-v2") == engine.batch_config("clf-v1") == cfg
     assert not [w for w in engine.ab_report("fair").warnings if "batch settings" in w]

@@ -150,7 +150,8 @@ class ABReport:
 _BATCH_FIELDS = {  # BatchConfig field -> how to say it
     "max_wait_ms": "max wait (ms)", "max_batch_size": "max batch size",
     "policy": "release policy", "latency_slo_ms": "latency SLO (ms)",
-    "timeout_ms": "timeout (ms)", "max_queue": "queue bound"}
+    "timeout_ms": "timeout (ms)", "max_queue": "queue bound",
+    "instances": "runs at once (instances)"}
 _SESSION_FIELDS = {"intra_op_threads": "ONNX Runtime threads",
                    "graph_optimization": "graph optimisation", "provider": "execution provider"}
 
