@@ -162,6 +162,17 @@ def check_timeout_ms(value: Any) -> float:
     return float(value)
 
 
+def check_wait_s(value: Any, name: str = "timeout_s") -> float | None:
+    """How long a caller waits (seconds): None for as long as it takes, else a number >= 0
+    (a bare TypeError from deep inside for "1", and inf overflowed a clock)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigError(f"{name} must be a number of seconds >= 0 (or None: no limit), got "
+                          f"{_shown(value)}")
+    return float(value)
+
+
 def machine_cores() -> int:
     """The cores the machine has (``os.cpu_count``; at least one)."""
     return os.cpu_count() or 1

@@ -347,3 +347,26 @@ def test_a_connect_that_gives_up_leaves_no_http_session_open():
                           text=True, timeout=120)
     assert done.stdout.strip() == "refused", (done.stdout, done.stderr)
     assert "Unclosed client session" not in done.stderr, done.stderr
+
+
+def test_a_wait_that_is_not_one_is_refused_in_words_both_ways(served):
+    """An API user: a RemoteEngine used its timeouts before the server saw them, so "5"
+    was a TypeError, inf an OverflowError and nan a timeout blamed on the server; an
+    Engine's wait_job/wait_traffic raised a bare TypeError for "1". Now each is a
+    ConfigError, in-process and over HTTP, and a numpy number is still a timeout."""
+    engine, server = served
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    x = np.zeros((1, 3), np.float32)
+    try:
+        for side in (engine, remote):
+            for kw in ({"timeout_ms": "5"}, {"timeout_ms": float("inf")},
+                       {"timeout": float("nan")}):
+                with pytest.raises(ConfigError, match="timeout"):
+                    side.predict("ident", x, **kw)
+            assert side.predict("ident", x, timeout_ms=np.float64(5000)).rows == 1
+            with pytest.raises(ConfigError, match="timeout_s must be"):
+                side.wait_job(1, timeout_s="1")
+            with pytest.raises(ConfigError, match="timeout_s must be a number of seconds"):
+                side.wait_traffic("ident", timeout_s=float("inf"))
+    finally:
+        remote.close()

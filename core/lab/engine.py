@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.config import EngineConfig
+from core.config import EngineConfig, check_wait_s
 from core.engine import EngineCore
 from .history import ExperimentStore
 from .jobs import JobStatus
@@ -92,7 +92,7 @@ class Engine(EngineCore):
         until every request it sent has an answer; returns its final status. With a
         generator per class: the one of ``priority``, or by default every one of them (the
         status returned is then the last started's)."""
-        return self._lab.traffic.wait(target, timeout_s, priority)
+        return self._lab.traffic.wait(target, check_wait_s(timeout_s), priority)
 
     def traffic(self) -> list[TrafficStatus]:
         """Status of every built-in traffic generator started (running or finished)."""
@@ -132,4 +132,4 @@ class Engine(EngineCore):
 
     def wait_job(self, job_id: int, timeout_s: float | None = None) -> JobStatus:
         """Block until the job ends (or ``timeout_s``); returns its status."""
-        return self._lab.jobs.wait(job_id, timeout_s)
+        return self._lab.jobs.wait(job_id, check_wait_s(timeout_s))

@@ -62,13 +62,13 @@ _CONTRACT = {**ENGINE_CONTRACT, **STORE_CONTRACT}
 
 def _read_timeout(method: str, kwargs: dict[str, Any], default: float) -> float | None:
     """How long to wait for the answer (seconds; None: as long as it takes)."""
-    if method == "predict":
-        if kwargs.get("timeout_ms") is not None:
-            return kwargs["timeout_ms"] / 1000.0 + _MARGIN_S
-        if kwargs.get("timeout") is not None:
-            return kwargs["timeout"] + _MARGIN_S
-    if method in ("wait_job", "wait_traffic") and kwargs.get("timeout_s") is not None:
-        return kwargs["timeout_s"] + _MARGIN_S
+    # (a value not a wait waits the default: the server refuses it in words; "5" raised a
+    # TypeError here and inf an OverflowError, where an Engine says what is wrong)
+    for key, scale in _CONTRACT[method].waits_by:
+        value = kwargs.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 < value * scale <= 2 * 86_400:
+            return value * scale + _MARGIN_S
     wait = _CONTRACT[method].wait_s
     return default if wait == DEFAULT else wait
 

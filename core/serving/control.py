@@ -36,10 +36,12 @@ __all__ = ["Method", "ENGINE_CONTRACT", "ENGINE_METHODS", "STATE_METHODS", "STOR
 class Method:
     """How a method travels: whether it only reads (a client may send it again when a pooled
     connection turns out dead), and how long a client waits for its answer (seconds; None:
-    as long as it takes; ``DEFAULT``: the client's own timeout)."""
+    as long as it takes; ``DEFAULT``: the client's own timeout). ``waits_by``: the keyword
+    arguments that say how long instead, with what makes them seconds."""
 
     reads: bool = False
     wait_s: float | None | str = "default"
+    waits_by: tuple[tuple[str, float], ...] = ()
 
 
 DEFAULT = "default"
@@ -54,15 +56,18 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "model_info": _R, "sample_input": _R, "cache_entries": _R, "evict_cache": _W,
     "configure": _W, "batch_config": _R, "learned_cost": _R,
     "policy_state": _R, "class_metrics": _R,
-    "class_comparison": _R, "predict": Method(wait_s=120.0),
+    "class_comparison": _R,
+    "predict": Method(wait_s=120.0, waits_by=(("timeout_ms", 1e-3), ("timeout", 1.0))),
     "metrics": _R, "reset_metrics": _W, "queue_depth": _R, "timeline": _R,
     "warmup": Method(wait_s=600.0), "is_warm": _R, "warm_sizes": _R, "last_warmup": _R,
     "measure_memory": Method(wait_s=900.0), "memory_profile": _R, "status": _R,
     "create_ab": _W, "update_ab": _W, "delete_ab": _W, "ab_arms": _R, "ab_experiments": _R,
     "ab_report": _R, "ab_metrics": _R, "ab_match_settings": _W,
-    "start_traffic": _W, "stop_traffic": _W, "wait_traffic": Method(wait_s=None),
+    "start_traffic": _W, "stop_traffic": _W,
+    "wait_traffic": Method(wait_s=None, waits_by=(("timeout_s", 1.0),)),
     "traffic": _R, "traffic_running": _R, "start_job": _W, "jobs": _R, "job": _R,
-    "cancel_job": _W, "wait_job": Method(wait_s=None), "counters": _R, "model_bytes": _R,
+    "cancel_job": _W, "wait_job": Method(wait_s=None, waits_by=(("timeout_s", 1.0),)),
+    "counters": _R, "model_bytes": _R,
     "add_remote": _W, "remote_info": _R, "server_stats": _R,
     "set_inputs": _W, "clear_inputs": _W, "input_source": _R, "session_config": _R,
     "events": _R, "model_file": Method(reads=True, wait_s=300.0),
