@@ -370,3 +370,23 @@ def test_a_wait_that_is_not_one_is_refused_in_words_both_ways(served):
                 side.wait_traffic("ident", timeout_s=float("inf"))
     finally:
         remote.close()
+
+
+def test_lab_work_that_loads_a_model_says_to_run_it_as_a_job_over_http(served):
+    """An API user's replay (and sweep over session_threads) on a RemoteEngine said
+    "load_model over HTTP cannot choose whether the upload is tried in a child process",
+    about an argument they never passed. Now: run it on the server, as a job."""
+    from core.lab import replay, sweep
+    engine, server = served
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    try:
+        with pytest.raises(ConfigError, match=r"^replay loads a private copy of the model in "
+                           r"the engine's own process.*engine.start_job\('replay'"):
+            replay(remote, "ident", [0.0, 0.001, 0.01], policies=["deadline"])
+        with pytest.raises(ConfigError, match=r"^a sweep over session_threads loads the model "
+                           r".*engine.start_job\('sweep'"):
+            sweep(remote, "ident", [8], [1.0], rates_rps=[100], duration_s=0.3,
+                  stability=False, session_threads=[1, 2])
+        assert engine.model_names() == ["ident"]      # nothing was loaded on the way
+    finally:
+        remote.close()

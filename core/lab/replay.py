@@ -154,6 +154,18 @@ def _warm(engine: EngineCore, model: str, copy: str, stop: Any) -> str | None:
     return None
 
 
+def in_process_only(engine: Any, what: str, kind: str) -> None:
+    """Refuse work that loads a model into the engine's own process (``what`` says how)
+    for an engine's client: over HTTP it said "load_model over HTTP cannot choose whether
+    the upload is tried in a child process", about an argument nobody passed."""
+    from core.engine import EngineCore
+    if not isinstance(engine, EngineCore):
+        raise ConfigError(f"{what} in the engine's own process, which a client of its "
+                          f"server cannot do from here: run it there "
+                          f"as a job, engine.start_job({kind!r}, model, ...), and watch it with "
+                          "engine.job(id)")
+
+
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
            policies: Sequence[str] | None = None, stop: Any = None,
            progress: Callable[[int, int, str], None] | None = None,
@@ -176,6 +188,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
     recorded times, to this engine's server (an engine no server exposes is refused)."""
     policies, arr = check_replay(arrivals_s, policies, slo_ms)
+    in_process_only(engine, "replay loads a private copy of the model", "replay")
     offsets = arr - arr[0]
     before = engine.batch_config(model)
     data = engine.model_file(model)

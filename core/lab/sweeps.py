@@ -27,6 +27,7 @@ from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .loadgen import check_clients, closed_loop, open_loop
+from .replay import in_process_only
 from .stability import StabilityRule, measure_stable, p99_interval
 
 if TYPE_CHECKING:
@@ -351,6 +352,9 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
     check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability,
                 10_000_000.0 if agents else 1_000_000.0)
+    if session_threads:   # (each a hot swap of the model, in the engine's process)
+        in_process_only(engine, "a sweep over session_threads loads the model again for each "
+                        "thread count", "sweep")
     if agents:
         agent_endpoint(engine, model)      # refused in words before any Ray is started
         check_ray_address(engine, ray_address)
