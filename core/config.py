@@ -162,6 +162,14 @@ def check_timeout_ms(value: Any) -> float:
     return float(value)
 
 
+def as_list(name: str, value: Any, example: str = "[8, 32]") -> list:
+    """``value`` (a list, tuple, array, range...) as a list; a ConfigError for one number or
+    a string (8 for [8] was "TypeError: 'int' object is not iterable")."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigError(f"{name} must be a list such as {example}, got {_shown(value)}")
+    return list(value)
+
+
 def check_wait_s(value: Any, name: str = "timeout_s") -> float | None:
     """How long a caller waits (seconds): None for as long as it takes, else a number >= 0
     (a bare TypeError from deep inside for "1", and inf overflowed a clock)."""

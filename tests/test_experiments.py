@@ -953,7 +953,7 @@ def test_measure_capacity_fits_its_bursts_to_the_queue_and_gives_up_cleanly():
 
 def test_the_what_if_refuses_the_policies_it_does_not_model_saying_why():
     from core.lab import CostModel, simulate, what_if_curve
-    from core.lab.costmodel import WHAT_IF_REFUSED
+    from core.lab.whatif import WHAT_IF_REFUSED
     cost = CostModel(a_ms=0.2, b_ms=0.01, r2=1.0)
     assert simulate(cost, 8, 1.0, 500.0, n_requests=500)["p50_ms"] > 0
     from core.policies import POLICIES

@@ -200,3 +200,42 @@ def test_exports_take_numpy_numbers_and_write_what_they_wrote():
     assert provenance(frame, np.int64(16), np.float64(2.0), None, None).startswith(
         "Batchlab: max_batch_size=16, max_wait_ms=2.")
     assert "max_ongoing_requests: 16" in ray_serve_config("mlp", np.int64(8), 1.0)
+
+
+# -- the lab's other entry points: an API user's plausible mistakes ----------------------------
+def test_the_labs_functions_refuse_a_plausible_mistake_in_words():
+    """An API user's table: sweep(..., 8, ...) was "TypeError: 'int' object is not
+    iterable", rates_rps=[] a plain ValueError, profile_cost(batch_sizes=4) a TypeError,
+    replay(..., 1.0) numpy's AxisError, policies="deadline" read letter by letter
+    ("unknown policy 'd'"), fit_cost_model(a warm-up report) a TypeError, of a frame
+    without compute_ms a KeyError, and of one NaN or one row a "perfect" fit (r2 = 1)."""
+    from core import Engine, EngineConfig, build_demo_model
+    from core.lab import fit_cost_model, profile_cost, replay, sweep
+    with Engine(EngineConfig(demo_models=False)) as engine:
+        engine.load_model(build_demo_model("tiny"), name="tiny")
+        for call, words in (
+                (lambda: sweep(engine, "tiny", 8, [0.0], rates_rps=[100]),
+                 r"^max_batch_sizes must be a list such as \[8, 32\], got 8$"),
+                (lambda: sweep(engine, "tiny", [8], [0.0], rates_rps=[]),
+                 "^give rates_rps and/or concurrencies"),
+                (lambda: sweep(engine, "tiny", [8], [0.0], rates_rps=100),
+                 r"^rates_rps must be a list such as \[500\], got 100$"),
+                (lambda: profile_cost(engine, "tiny", batch_sizes=4),
+                 r"^batch_sizes must be a list such as \[1, 8, 32\], got 4$"),
+                (lambda: replay(engine, "tiny", 1.0, policies=["deadline"]),
+                 "^arrivals_s must be a list of arrival times in seconds"),
+                (lambda: replay(engine, "tiny", [0.0, 0.01], policies="deadline"),
+                 r"^policies must be a list of policy names, such as \['deadline'\]"),
+                (lambda: fit_cost_model(engine.warmup("tiny", iterations=2,
+                                                      batch_sizes=[1, 2])),
+                 r"^fit_cost_model takes profile_cost's frame .*profile_cost_frame\(report\)"),
+                (lambda: fit_cost_model(pd.DataFrame({"batch_size": [1, 8]})),
+                 "^fit_cost_model takes profile_cost's frame"),
+                (lambda: fit_cost_model(pd.DataFrame({"batch_size": [1, 8, 32],
+                                                      "compute_ms": [0.3, NAN, 2.1]})),
+                 "^fit_cost_model needs finite compute_ms at two batch sizes or more"),
+                (lambda: fit_cost_model(pd.DataFrame({"batch_size": [1], "compute_ms": [0.3]})),
+                 "^fit_cost_model needs finite compute_ms at two batch sizes or more")):
+            with pytest.raises(ConfigError, match=words):
+                call()
+        assert engine.model_names() == ["tiny"]     # (no replay copy left behind)

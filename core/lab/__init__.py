@@ -11,9 +11,9 @@ Example:
 from __future__ import annotations
 
 from .analysis import Recommendation, pareto_frontier, recommend
-from .costmodel import (ENGINE_BOUND_RPS, WHAT_IF_REFUSED, CostModel, calibrate_overhead, fit_cost_model,
-                        measure_capacity, measure_overhead, profile_cost, profile_cost_frame,
-                        simulate, what_if_curve, with_capacities, with_capacity)
+from .costmodel import (ENGINE_BOUND_RPS, CostModel, fit_cost_model, measure_capacity,
+                        measure_overhead, profile_cost, profile_cost_frame, with_capacities,
+                        with_capacity)
 from .engine import Engine
 from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserve_name,
                       mlserver_settings, provenance, ray_serve_config, tf_serving_batching,
@@ -27,6 +27,7 @@ from .replay import REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, replay
 from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
 from .sweeps import SWEEP_COLUMNS, check_rates, p99_interval, sweep
+from .whatif import WHAT_IF_REFUSED, calibrate_overhead, simulate, what_if_curve
 from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerator,
                       TrafficManager, TrafficStatus, experiments_with_arm, generated_refused)
 

@@ -1,36 +1,30 @@
-"""The cost model: t(n) = a + b*n per batch fitted to warm runs, the engine's own
-per-request overhead measured and calibrated, and a what-if simulator of a setting at a load.
+"""The cost model: t(n) = a + b*n per batch fitted to warm runs, and the engine's own
+per-request overhead measured and calibrated (the what-if simulator that uses it:
+:mod:`core.lab.whatif`).
 
 Example:
     >>> cost = fit_cost_model(profile_cost(engine, "mlp"))
-    >>> simulate(cost, max_batch_size=32, max_wait_ms=2, rate_rps=2000)["p99_ms"]
+    >>> cost.a_ms, cost.b_ms, cost.r2
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
-from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.config import _check_choice, _check_float, _check_int, _shown
+from core.config import _shown, as_list
 from core.errors import BatchlabError, ConfigError
-from .exports import _check_batching, _plain
-from .loadgen import open_loop
-from .schedule import ARRIVAL_PATTERNS, MAX_RUN_REQUESTS, arrival_times
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
 
 __all__ = ["ENGINE_BOUND_RPS", "profile_cost", "profile_cost_frame", "CostModel", "fit_cost_model",
-           "measure_overhead", "measure_capacity", "with_capacity", "with_capacities",
-           "calibrate_overhead",
-           "simulate", "what_if_curve", "WHAT_IF_REFUSED"]
+           "measure_overhead", "measure_capacity", "with_capacity", "with_capacities"]
 
 #: A cautious bound on the one-row load a load generator drives the engine to in one
 #: process here (it once served ~20k; now 30-90k, docs/benchmarks.md): loads for
@@ -42,7 +36,8 @@ ENGINE_BOUND_RPS = 20_000.0
 def profile_cost(engine: EngineCore, model: str, batch_sizes: Sequence[int] = (1, 2, 4, 8, 16, 32),
                  iterations: int = 20) -> pd.DataFrame:
     """Median compute time per batch size (warm runs, outside the metrics)."""
-    report = engine.warmup(model, iterations=iterations, batch_sizes=list(batch_sizes))
+    report = engine.warmup(model, iterations=iterations,
+                           batch_sizes=as_list("batch_sizes", batch_sizes, "[1, 8, 32]"))
     return profile_cost_frame(report)
 
 
@@ -200,220 +195,22 @@ def with_capacities(cost: CostModel, capacities: dict[int, float | None],
                                capacity_batches=tuple(sorted(points)))
 
 
-#: How far behind its schedule the load generator may fall while calibrating (ms).
-_CALIBRATION_LAG_MS = 20.0
-
-
-def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
-                       rates_rps: Sequence[float], duration_s: float = 2.0,
-                       seed: int = 0) -> CostModel:
-    """``cost`` with its overhead fitted to measurements: open-loop Poisson traffic at each
-    of ``rates_rps`` (two or more, below capacity; the model's current settings), the
-    measured p50 (from each request's intended send time, as sweeps measure it) against the
-    simulator's without overhead; the differences are fitted as a line in the rate. It
-    captures what the engine's own timing cannot see: the load generator sharing the
-    interpreter, collector wake-ups, hand-offs. A rate of which less than 90 % was served,
-    or whose sends fell more than 20 ms behind their schedule (the generator or the engine
-    could not keep up: its lag would be fitted as overhead), is halved and measured again,
-    up to three times, and left out if none kept up. Check it at other loads than these."""
-    cfg = engine.batch_config(model)
-    x = engine.sample_input(model, rows=1)
-    bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
-    gaps, used = [], []
-    for k, rate in enumerate(rates_rps):
-        rate = float(rate)
-        for _ in range(4):  # a rate the load generator here cannot offer is halved
-            if rate * duration_s < 1:   # (a slow model's: no request in the run) skipped
-                kept_up = False
-                break
-            res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate,
-                            pattern="poisson", duration_s=duration_s, seed=seed + k)
-            summary = res.summary()
-            kept_up = (summary["achieved_rps"] >= 0.9 * rate
-                       and summary["max_lag_ms"] <= _CALIBRATION_LAG_MS)
-            if kept_up:
-                break
-            rate /= 2
-        if not kept_up:
-            continue  # no rate of this one kept up: the line is fitted without it
-        predicted = simulate(bare, cfg.max_batch_size, cfg.max_wait_ms, rate,
-                             n_requests=20_000, seed=seed)["p50_ms"]
-        gaps.append(summary["p50_ms"] - predicted)
-        used.append(rate)
-    if len(gaps) >= 2 and len(set(used)) >= 2:
-        k_ms, o_ms = np.polyfit(np.asarray(used) / 1000.0, gaps, 1)
-    elif gaps:
-        k_ms, o_ms = 0.0, float(np.mean(gaps))
-    else:
-        return cost
-    return dataclasses.replace(cost, overhead_ms=max(0.0, float(o_ms)),
-                               overhead_per_krps_ms=max(0.0, float(k_ms)))
-
-
 def fit_cost_model(profile: pd.DataFrame, overhead_ms: float = 0.0) -> CostModel:
     """Least-squares fit of compute_ms = a + b * batch_size (a, b clipped at >= 0);
     ``overhead_ms`` (see :func:`measure_overhead`) is added to every request's latency."""
+    if not isinstance(profile, pd.DataFrame) or not {"batch_size", "compute_ms"} <= set(profile):
+        raise ConfigError("fit_cost_model takes profile_cost's frame (columns batch_size and "
+                          "compute_ms; a warm-up report: profile_cost_frame(report)), got "
+                          f"{_shown(profile)}")
     n = profile["batch_size"].to_numpy(dtype=float)
     t = profile["compute_ms"].to_numpy(dtype=float)
+    if not (np.isfinite(n).all() and np.isfinite(t).all()) or len(set(n)) < 2:
+        # (one NaN made a model of zero cost with r2 = 1; one row, a line through it)
+        raise ConfigError(f"fit_cost_model needs finite compute_ms at two batch sizes or more, "
+                          f"got batch_size {n.tolist()!r:.80} and compute_ms {t.tolist()!r:.80}")
     b, a = np.polyfit(n, t, 1)
     pred = a + b * n
     ss_res = float(((t - pred) ** 2).sum())
     ss_tot = float(((t - t.mean()) ** 2).sum())
     return CostModel(max(0.0, float(a)), max(0.0, float(b)),
                      1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, float(overhead_ms))
-
-
-#: Policies the what-if does not model, and why (it says so instead of predicting them as
-#: if they were the deadline policy).
-WHAT_IF_REFUSED = {p: f"the what-if models the deadline policy only: {why}; measure it with a "
-                      f"sweep (policy {p}) or the Batching page's replay" for p, why in {
-    "fixed_window": "under fixed_window a batch leaves when a free-running timer fires, so a "
-                    "request's wait depends on the timer's phase when it arrives, which this "
-                    "model does not follow",
-    "adaptive": "the adaptive policy decides each wait from the cost and arrival rate it has "
-                "learned live (and sheds by its SLO), which this model does not reproduce (it "
-                "was off by 356 % when used for it)",
-    "aimd": "AIMD moves its batch-size cap after every batch, by whether the run met its "
-            "objective, a path this model does not follow",
-}.items()}
-
-
-_RATES_RPS = (0.001, 1e9)  # the rates the what-if takes (req/s): 1 in 1,000 s to 1e9 a second
-#: CostModel fields the simulator uses, and the least each may be (ms; at most 1e9).
-_COST_FIELDS = {"a_ms": 0.0, "b_ms": 0.0, "per_request_ms": 0.0, "per_batch_ms": 0.0,
-                "overhead_ms": -1e9, "overhead_per_krps_ms": -1e9}
-
-
-def _checked(cost: Any, max_batch_size: Any, max_wait_ms: Any, rate_rps: Any, pattern: Any,
-             n_requests: Any, seed: Any, arrivals_s: Any) -> np.ndarray | None:
-    """The what-if's arguments checked up front (a batch of 0 looped); ``arrivals_s`` as floats."""
-    _check_batching(max_batch_size, max_wait_ms)
-    _check_float("rate_rps", _plain(rate_rps), *_RATES_RPS)
-    _check_int("n_requests", _plain(n_requests), 1, MAX_RUN_REQUESTS)
-    _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
-    _check_int("seed", _plain(0 if seed is None else seed), 0, 2**128)  # None: a fresh seed
-    if isinstance(cost, CostModel):
-        for field, low in _COST_FIELDS.items():
-            _check_float(f"cost.{field}", _plain(getattr(cost, field)), low, 1e9)
-    elif not callable(cost):
-        raise ConfigError("cost must be a CostModel (fit_cost_model) or a function of a "
-                          f"batch's rows giving its ms, got {_shown(cost)}")
-    if arrivals_s is None:
-        return None
-    try:
-        arr = np.asarray(arrivals_s, dtype=float)
-    except (TypeError, ValueError):
-        arr = np.asarray([np.nan])
-    if arr.ndim != 1 or not 1 <= len(arr) <= MAX_RUN_REQUESTS or not np.isfinite(arr).all():
-        raise ConfigError(f"arrivals_s must be a list of 1 to {MAX_RUN_REQUESTS:,} arrival "
-                          f"times (finite numbers of seconds), got {_shown(arrivals_s)}")
-    return arr
-
-
-def simulate(cost: CostModel | Callable[[int], float], max_batch_size: int, max_wait_ms: float,
-             rate_rps: float, pattern: str = "poisson", n_requests: int = 20_000,
-             seed: int = 0, arrivals_s: np.ndarray | None = None,
-             policy: str = "deadline") -> dict[str, float]:
-    """Predict latency and throughput of the deadline policy for one-row requests.
-
-    ``policy`` other than ``"deadline"`` is refused (:data:`WHAT_IF_REFUSED` says why):
-    the prediction would be that of another policy, off by up to 356 % (issue #23).
-
-    A discrete-event model of the engine: one server; a batch starts when the server is
-    free and either ``max_batch_size`` requests are queued or the oldest has waited
-    ``max_wait_ms``; it takes ``cost(n)`` ms, and every request then spends the cost
-    model's ``overhead_ms`` more before its caller has the answer. Before the queue, each
-    request passes the engine's own work (:meth:`CostModel.work_ms` at
-    ``max_batch_size``, one request at a time: one interpreter), which adds little below
-    capacity and caps the load served above it.
-    Returns p50/p95/p99/mean latency (ms), throughput (req/s), mean batch rows and server
-    utilisation.
-    """
-    if policy != "deadline":
-        raise ConfigError(WHAT_IF_REFUSED.get(str(policy), f"unknown policy {_shown(policy)}; "
-                                              "the what-if models 'deadline'"))
-    given = _checked(cost, max_batch_size, max_wait_ms, rate_rps, pattern, n_requests, seed,
-                     arrivals_s)
-    rng = np.random.default_rng(seed)
-    if given is not None:
-        arr = np.sort(given) * 1000.0  # ms
-    elif pattern == "poisson":  # offered at the rate asked, not at a draw of it (+-1.4 %
-        # at 5,000 requests: 2,000 req/s offered read '1,970/s' served), as runs offer it
-        arr = np.sort(rng.uniform(0.0, n_requests / rate_rps, n_requests)) * 1000.0
-    else:
-        arr = arrival_times(pattern, rate_rps, n_requests, rng) * 1000.0
-    n = len(arr)
-    wait = float(max_wait_ms)
-    overhead = float(cost.overhead_at(rate_rps)) if isinstance(cost, CostModel) else 0.0
-    work = float(cost.work_ms(max_batch_size)) if isinstance(cost, CostModel) else 0.0
-    sent = arr
-    if work > 0:  # the engine's intake: one request's Python at a time
-        arr = arr.copy()
-        free = -np.inf
-        for j in range(n):
-            free = arr[j] = max(arr[j], free) + work
-    lat = np.empty(n)
-    q: deque[int] = deque()
-    i = 0
-    t_free = 0.0
-    busy = 0.0
-    batches = 0
-    served = 0
-    while served < n:
-        if not q:
-            q.append(i)
-            i += 1
-        oldest = arr[q[0]]
-        start = max(t_free, oldest)
-        while i < n and arr[i] <= start:
-            q.append(i)
-            i += 1
-        if len(q) >= max_batch_size:
-            release = start
-        else:
-            need = max_batch_size - len(q)
-            fill_idx = i + need - 1
-            deadline = oldest + wait
-            if fill_idx < n and arr[fill_idx] <= deadline:
-                release = max(start, arr[fill_idx])
-            else:
-                release = max(start, deadline)
-            while i < n and arr[i] <= release:
-                q.append(i)
-                i += 1
-        k = min(max_batch_size, len(q))
-        service = float(cost(k))
-        if not 0.0 <= service < math.inf:  # (a callable's: a CostModel's were checked)
-            raise ConfigError(f"cost({k}) must be a finite number of ms >= 0, got {service!r}")
-        done = release + service
-        for _ in range(k):
-            j = q.popleft()
-            lat[j] = done - sent[j] + overhead
-        served += k
-        busy += service
-        batches += 1
-        t_free = done
-    span_s = (t_free - sent[0]) / 1000.0  # first sent to last served (one request: 1/latency)
-    return {"p50_ms": float(np.percentile(lat, 50)), "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)), "mean_ms": float(lat.mean()),
-            "throughput_rps": float(n / span_s) if span_s > 0 else float("nan"),
-            "mean_batch_rows": n / batches,
-            "utilisation": float(max(busy, n * work) / (t_free - sent[0]))
-            if t_free > sent[0] else float("nan")}
-
-
-def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
-                  rates_rps: Sequence[float], pattern: str = "poisson",
-                  n_requests: int = 5000, seed: int = 0,
-                  policy: str = "deadline") -> pd.DataFrame:
-    """Predicted p50/p99/throughput across arrival rates for one configuration (the
-    deadline policy; others are refused, see :func:`simulate`)."""
-    if isinstance(rates_rps, (str, bytes)) or not isinstance(rates_rps, Iterable):
-        raise ConfigError(f"rates_rps must be a list of rates (req/s) such as [500, 1000], "
-                          f"got {_shown(rates_rps)}")
-    for i, r in enumerate(rates_rps := list(rates_rps)):  # all checked before any is simulated
-        _check_float(f"rates_rps[{i}]", _plain(r), *_RATES_RPS)
-    rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
-                                               pattern, n_requests, seed, policy=policy)}
-            for r in rates_rps]
-    return pd.DataFrame(rows)

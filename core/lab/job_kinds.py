@@ -15,14 +15,15 @@ from typing import Any
 import pandas as pd
 
 from core.errors import BatchlabError
-from .costmodel import (ENGINE_BOUND_RPS, calibrate_overhead, fit_cost_model, measure_capacity,
-                        profile_cost_frame, with_capacities)
+from .costmodel import (ENGINE_BOUND_RPS, fit_cost_model, measure_capacity, profile_cost_frame,
+                        with_capacities)
 from .agents import agent_endpoint, check_ray_address
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, check_replay, replay
 from .search import Constraints, quick_search
 from .sweeps import PINNED_DEFAULTS, sweep
 from .traffic import experiments_with_arm
+from .whatif import calibrate_overhead
 
 __all__ = ["JOB_KINDS", "PASSED_ON"]
 

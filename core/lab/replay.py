@@ -124,6 +124,9 @@ def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
                  slo_ms: float) -> tuple[tuple[str, ...], np.ndarray]:
     """The policies (default: every registered one) and sorted arrivals a replay takes, or
     ValueError saying what is wrong (before anything is loaded, or any traffic stopped)."""
+    if isinstance(policies, str):   # (read letter by letter: "unknown policy 'd'")
+        raise ConfigError(f"policies must be a list of policy names, such as [{policies!r}], "
+                          f"got the string {policies!r}")
     policies = tuple(policies) if policies else replay_policies()
     unknown = [p for p in policies if p not in registered()]
     if unknown:
@@ -131,7 +134,14 @@ def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
                           f"{', '.join(registered())}")
     if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < float("inf")):
         raise ConfigError(f"slo_ms must be a positive number of milliseconds, got {slo_ms!r}")
-    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
+    try:
+        arr = np.asarray(arrivals_s, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.asarray([np.nan])
+    if arr.ndim != 1:   # (one number: numpy's AxisError)
+        raise ConfigError(f"arrivals_s must be a list of arrival times in seconds (e.g. "
+                          f"engine.timeline(...)['arrived_s'].tolist()), got {arrivals_s!r:.60}")
+    arr = np.sort(arr)
     if len(arr) == 0:
         raise ConfigError("no arrivals to replay: run some traffic first")
     if not np.isfinite(arr).all():

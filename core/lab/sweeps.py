@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import default_intra_op_threads
+from core.config import as_list, default_intra_op_threads
 from core.errors import ConfigError
 from core.metrics import cores_busy_s, process_cpu_s
 
@@ -346,10 +346,12 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     remote model's server, or to this engine's own server (a model of an engine no server
     exposes is refused). Closed-loop loads stay in this process.
     """
-    loads = [("rate", float(r)) for r in (rates_rps or [])] + [
-        ("clients", c) for c in check_clients(concurrencies or [])]
+    max_batch_sizes, max_waits_ms = (as_list("max_batch_sizes", max_batch_sizes),
+                                     as_list("max_waits_ms", max_waits_ms, "[0, 2.0]"))
+    loads = [("rate", float(r)) for r in as_list("rates_rps", rates_rps or [], "[500]")] + [
+        ("clients", c) for c in check_clients(as_list("concurrencies", concurrencies or []))]
     if not loads:
-        raise ValueError("give rates_rps and/or concurrencies: the loads to sweep")
+        raise ConfigError("give rates_rps and/or concurrencies: the loads to sweep")
     check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability,
                 10_000_000.0 if agents else 1_000_000.0)
     if session_threads:   # (each a hot swap of the model, in the engine's process)
