@@ -390,3 +390,24 @@ def test_lab_work_that_loads_a_model_says_to_run_it_as_a_job_over_http(served):
         assert engine.model_names() == ["ident"]      # nothing was loaded on the way
     finally:
         remote.close()
+
+
+def test_a_seed_below_zero_is_named_for_traffic_and_taken_by_an_experiment(served):
+    """An API user: start_traffic(seed=-1) said numpy's "expected non-negative integer"
+    (which parameter? what range?) both ways, and create_ab(seed=-1) failed the same way
+    although an A/B seed may be any whole number (its bandit's generator took none below 0)."""
+    from core.ab import ABExperiment
+    engine, server = served
+    remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
+    try:
+        for side in (engine, remote):
+            with pytest.raises(ConfigError, match=r"^seed must be a whole number of at least 0 "
+                                                  r"\(or None for a fresh one\), got -1$"):
+                side.start_traffic("ident", rate_rps=10, duration_s=0.2, seed=-1)
+        a, b = (ABExperiment("e", a="a", b="b", seed=-1, mode="bandit") for _ in range(2))
+        assert [a.route()[0] for _ in range(50)] == [b.route()[0] for _ in range(50)]
+        assert a.bandit.p_b_better() == b.bandit.p_b_better()      # seeded, as 0 or 7 are
+        assert ABExperiment("e", a="a", b="b", seed=1, mode="bandit").bandit._entropy \
+            != a.bandit._entropy                                  # (-1 is not 1)
+    finally:
+        remote.close()

@@ -77,7 +77,9 @@ class ThompsonBandit:
         self._rng = random.Random(seed)   # routing only: nothing that reads draws from it
         # p_b_better's Monte Carlo draws come from a generator seeded by this and the counts
         # (a fresh one each time): the same counts, the same answer, however often one looks.
-        self._entropy = np.random.SeedSequence(seed).entropy
+        # (a negative seed too, as an A/B experiment's: numpy takes none below 0)
+        self._entropy = np.random.SeedSequence(
+            seed if seed is None or seed >= 0 else [1, -seed]).entropy
         self._p_cache: tuple[tuple[int, ...], float] | None = None
         self._clock = clock
         self._lock = threading.Lock()

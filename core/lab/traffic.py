@@ -26,6 +26,7 @@ from core.config import _check_choice, _check_float, _check_int
 from core.errors import ConfigError, ModelNotFoundError
 from core.metrics import check_priority, thread_cpu_s
 from core.models.probe import probe_note
+from core.models.sampling import check_seed
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, arrival_stream, paced
 from .traffic_status import CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, RECENT_S, TrafficStatus
 
@@ -134,6 +135,7 @@ class TrafficGenerator(SenderThread):
                               "not both")
         _check_choice("pattern", pattern, ARRIVAL_PATTERNS)
         _check_int("rows_per_request", rows_per_request, 1, 65536)
+        check_seed(seed)   # (numpy's "expected non-negative integer" named nothing)
         if duration_s is not None:
             _check_float("duration_s", duration_s, 0.01, 86_400.0)
         self.target = target
