@@ -265,13 +265,21 @@ def live_tiles() -> None:
                          "server's batches are not visible to a client.")
     classes = class_table(engine.class_metrics(model, window_s=WINDOW_S))
     if classes:
+        unclassed = snap.total_requests - sum(r["requests"] for r in classes)
         st.caption(f"PRIORITY CLASSES, LAST {WINDOW_S} SECONDS: the high class is served first and "
-                   "refused last; the normal class absorbs an overload")
+                   "refused last; the normal class absorbs an overload"
+                   + (f". {fmt_num(unclassed)} requests sent without a class (one stream) are "
+                      "in neither row" if unclassed > 0 else ""))
         st.dataframe(classes, hide_index=True, key="bs_classes", column_config={
             c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")})
-        comparison = engine.class_comparison(model)
+        # (compared only when both rows have answers: a verdict beside "0 / None" came from
+        # samples older than the table's window; a newcomer)
+        both = len(classes) == 2 and all(r["served"] for r in classes)
+        comparison = engine.class_comparison(model) if both else None
         if comparison is not None:
             st.caption(comparison["verdict"])
+        elif len(classes) == 2:
+            st.caption(f"A class had no answers in the last {WINDOW_S} s: nothing to compare.")
     stop_when_idle(engine, interval)
 
 

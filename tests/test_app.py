@@ -1637,6 +1637,39 @@ def test_batching_page_starts_a_traffic_generator_per_class(engine):
         engine.reset_metrics("tiny")
 
 
+def test_batching_page_class_table_says_what_is_in_neither_class(engine):
+    """A newcomer: with one-stream traffic beside the two classes, the tiles counted more
+    than the class table, unexplained; a class verdict was drawn beside a row of 0 / None
+    (from samples older than the table's window)."""
+    x = engine.sample_input("tiny")
+    for p in (1, 2, 1, 2):
+        engine.predict("tiny", x, priority=p)
+    for _ in range(3):
+        engine.predict("tiny", x)                     # one stream: no class
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = frame_with(at, "p99_ms")
+    assert table["class"].tolist() == ["high", "normal"] and table["served"].tolist() == [2, 2]
+    captions = [c.value for c in at.caption]
+    assert any("3 requests sent without a class (one stream) are in neither row" in c
+               for c in captions), captions
+    assert any(c.startswith("Too few answered requests in a class") for c in captions)
+    # a class with no answers in the window: no verdict, said so (its samples are older)
+    import dataclasses
+    real = engine.class_metrics
+    engine.class_metrics = lambda *a, **k: {
+        c: dataclasses.replace(v, success_count=0, total_requests=0) if c == "high" else v
+        for c, v in real(*a, **k).items()}
+    try:
+        at.run()
+    finally:
+        del engine.class_metrics
+    captions = [c.value for c in at.caption]
+    assert any(c.startswith("A class had no answers in the last") for c in captions), captions
+    assert not any(c.startswith("Too few answered") for c in captions)
+
+
 def test_a_sweep_and_a_replay_from_the_pages_ask_for_load_agents_on_ray(engine):
     """The Experiments and Batching pages' "Send from load agents on a Ray cluster": the
     count and address reach the job; an in-process engine (no server for the agents to
