@@ -239,8 +239,8 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     if others:
         reason += (f" {len(others)} other setting(s) did as well within noise ("
                    + ", ".join(f"{b}/{w:g} ms" for b, w in others[:4])
-                   + "); this one is the smallest: no waiting that the evidence does not "
-                   "show to help.")
+                   + "); this one waits least, then batches least: no waiting that the "
+                   "evidence does not show to help.")
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."

@@ -285,8 +285,9 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
     if ties:
         text += (f" {len(ties)} other setting(s) were within {GAIN_PCT:g} % of the most "
                  f"goodput ({'; '.join(name(s) for s in ties[:3])}"
-                 + ("; ..." if len(ties) > 3 else "") + "); this one is the smallest: no "
-                 "waiting that the evidence does not show to help.")
+                 + ("; ..." if len(ties) > 3 else "")
+                 + "); this one waits least, then batches least: no waiting that the "
+                 "evidence does not show to help.")
     own_b, own_w = m.own
     if (path[0][0], float(path[0][1])) != (own_b, float(own_w)):
         text += (f" The climb started there, the choices nearest the model's own "
