@@ -227,7 +227,8 @@ with controls:
                              "Under Poisson arrivals these are two independent streams. "
                              "Each class's figures appear below the tiles.")
         agents_controls("traffic", narrow=True)
-        b1, b2 = st.columns(2)
+        # (a row that wraps: two columns cut both labels to "St..." at 1024 px; a newcomer)
+        b1 = b2 = st.container(horizontal=True)
         # Actions run as on_click callbacks: they run before the rerun starts, so a click
         # is never lost when a live fragment's timer interrupts the script.
         b1.button("Start traffic", key="traffic_start", type="primary", on_click=_start_traffic)
@@ -248,21 +249,24 @@ def live_tiles() -> None:
     snap = engine.metrics(model, window_s=WINDOW_S)  # follows the settings: recent seconds
     served = snap.success_count > 0
     st.caption(f"LAST {WINDOW_S} SECONDS")
-    m = st.columns(4)
+    # Tiles in a row that wraps, each as wide as its figure (four columns read
+    # "Throu... 35..." at 1024 px; a newcomer)
+    m = [st.container(horizontal=True)] * 4
+    tile = "content"
     m[0].metric("Throughput now", fmt_rate(snap.throughput_rps),
-                help="Requests served per second, mean of the last 5 full seconds.")
+                help="Requests served per second, mean of the last 5 full seconds.", width=tile)
     m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-",
-                help=f"Over the last {WINDOW_S} seconds.")
+                help=f"Over the last {WINDOW_S} seconds.", width=tile)
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-",
-                help=f"Over the last {WINDOW_S} seconds.")
+                help=f"Over the last {WINDOW_S} seconds.", width=tile)
     if remote is None:
         m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                     help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
-                         "settings; the Monitor page has the totals since the last reset.")
+                         "settings; the Monitor page has the totals since the last reset.", width=tile)
     else:
         m[3].metric("Rows/request", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                     help="A remote model's requests are sent one by one as they come; the "
-                         "server's batches are not visible to a client.")
+                         "server's batches are not visible to a client.", width=tile)
     classes = class_table(engine.class_metrics(model, window_s=WINDOW_S))
     if classes:
         unclassed = snap.total_requests - sum(r["requests"] for r in classes)
