@@ -113,8 +113,9 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
             fig.update_xaxes(range=[lo - 0.01 * (hi - lo), hi + 0.16 * (hi - lo)])
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
     fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
-    fig.update_xaxes(title=("ms since the batch's first request arrived (batches side by "
-                            "side: idle time between them left out)" if aligned else "ms"))
+    # (short: the long one was cut at both ends on a laptop's screen; a newcomer)
+    fig.update_xaxes(title=("ms from each batch's first arrival (idle time left out)"
+                            if aligned else "ms"))
     # What is drawn, under the title (in it, cut at 1,400 px), with the time span of the last
     # requests when only those are drawn (a second's title over a 150 ms axis)
     batches = int(f.loc[f["batch_id"] >= 0, "batch_id"].nunique())   # (-1: never ran)
