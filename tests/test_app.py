@@ -1099,7 +1099,7 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
             rid += 1
     frame = pd.DataFrame(rows)
     fig = charts.timeline_figure(frame, max_wait_ms=5)
-    assert "from each batch.s first arrival" in fig.layout.xaxis.title.text
+    assert "from each batch's first arrival" in fig.layout.xaxis.title.text
     runs = [t for t in fig.data if t.type == "bar" and t.name.startswith("running")][0]
     assert max(runs.base) < 6 and min(runs.x) > 0.4       # ms from each batch's start
     assert fig.layout.xaxis.range[1] - fig.layout.xaxis.range[0] < 10
@@ -1125,7 +1125,7 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
         "wait_ms": 5.0, "compute_ms": 0.5})
     from core.ui import timeline
     assert timeline._busy_share(dense.tail(120)) > 0.5
-    assert "from each batch.s first arrival" in charts.timeline_figure(dense).layout.xaxis.title.text
+    assert "from each batch's first arrival" in charts.timeline_figure(dense).layout.xaxis.title.text
     # a replay's policies share one view: the decision can be passed in
     assert charts.timeline_lines_up(dense) and not charts.timeline_lines_up(busy)
     assert charts.timeline_figure(dense, aligned=False).layout.xaxis.title.text == "ms"
