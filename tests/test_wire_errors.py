@@ -368,6 +368,11 @@ def test_a_wait_that_is_not_one_is_refused_in_words_both_ways(served):
                 side.wait_job(1, timeout_s="1")
             with pytest.raises(ConfigError, match="timeout_s must be a number of seconds"):
                 side.wait_traffic("ident", timeout_s=float("inf"))
+            # (a window that is not a number: TypeError in-process, ConfigError remotely)
+            with pytest.raises(ConfigError, match="window_s"):
+                side.metrics("ident", window_s="30")
+            with pytest.raises(ConfigError, match="last_s"):
+                side.timeline("ident", last_s="2")
     finally:
         remote.close()
 

@@ -306,7 +306,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         that never ran has no start and batch -1, and its ``release_reason`` names why it
         ended). For an A/B experiment: its own requests on both arms' models (the
         ``experiment`` column names the experiment that routed a request)."""
-        if last_s is not None and not last_s > 0:
+        if last_s is not None and not (isinstance(last_s, (int, float, np.number)) and last_s > 0):
             raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
         entry, exp = self._ns.resolve(name)
         if self.config.trace_requests == 0:

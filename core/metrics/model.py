@@ -287,7 +287,7 @@ class ModelMetrics:
         ``window_s`` says what it covers (within half a second of what was asked, or the
         current second's part, or less after a reset)."""
         if window_s is not None:
-            if not window_s > 0:
+            if not (isinstance(window_s, (int, float, np.number)) and window_s > 0):
                 raise ConfigError(f"window_s must be > 0 seconds, got {window_s!r}")
             return self._window(queue_depth, now, rate_window_s, float(window_s))
         with self._lock:
