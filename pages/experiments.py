@@ -356,7 +356,8 @@ with st.container(border=True):
         start_job(engine, "profile_cost", model, "Could not profile")
     if prof_job is not None and prof_job.state == "done" and prof_job.result:
         st.session_state["exp_cost"] = (model, prof_job.result["cost"],
-                                        prof_job.result["profile"])
+                                        prof_job.result["profile"],
+                                        prof_job.result.get("disturbed") or [])
     cost_entry = st.session_state.get("exp_cost")
     if cost_entry and cost_entry[0] == model and cost_entry[1] is not None:
         cost = cost_entry[1]
@@ -369,6 +370,12 @@ with st.container(border=True):
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
                    f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
                    "traffic; it includes the load generator, as sweeps measure)")
+        if len(cost_entry) > 3 and cost_entry[3]:
+            st.warning(f"At batch size(s) {', '.join(map(str, cost_entry[3]))} the profile's "
+                       "warm runs took clearly longer than the first: something else had the "
+                       "cores (another program, traffic, or a page redrawing its charts), so "
+                       "the line is likely too steep. Profile again on a quieter machine, "
+                       "with no other page of the dashboard open.", icon=":material/warning:")
         if cost.r2 < 0.9:
             st.warning(f"The line explains {cost.r2:.0%} of how run time varies with batch "
                        "size (R² below 0.9): runs this short are mostly timer noise, or the "

@@ -801,6 +801,13 @@ def test_whatif_says_when_the_engine_work_was_not_measured(engine):
     assert not at.exception, [e.value for e in at.exception]
     assert any("engine work per request not measured" in c.value for c in at.caption)
     assert not any("0.0 µs per request" in c.value for c in at.caption)
+    assert not any("profile's warm runs took clearly longer" in w.value for w in at.warning)
+    # a profile whose warm-up saw the cores busy: said beside the fit (a newcomer's went
+    # unremarked, 4x too steep, while its warm-up on the Warm-up page said "disturbed")
+    at.session_state["exp_cost"] = ("tiny", CostModel(0.02, 0.001, 0.99), None, [16, 32])
+    at.run()
+    assert any(w.value.startswith("At batch size(s) 16, 32 the profile's warm runs took "
+                                  "clearly longer than the first") for w in at.warning)
 
 
 def test_a_running_sweeps_table_has_the_finished_tables_columns(engine):

@@ -1057,6 +1057,8 @@ def test_the_profile_measures_under_what_the_what_if_models_and_gives_the_settin
         assert done.state == "done", done.error
         cost = done.result["cost"]
         assert cost.per_request_ms > 0 and cost.capacity_batch == 16
+        # the sizes its warm-up saw disturbed, as that warm-up's report says (for the page)
+        assert done.result["disturbed"] == engine.last_warmup("tiny").disturbed_sizes
         assert cost.capacity_batches == (4, 16)   # the model's size and a quarter of it
         assert engine.batch_config("tiny").max_batch_size == 16   # given back too
         # (nothing shed; on a busy machine the calibration's traffic may still meet a full

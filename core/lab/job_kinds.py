@@ -149,8 +149,11 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     report = engine.warmup(target, iterations=iterations, batch_sizes=sizes,
                            progress=progress, stop=job.stop)
     profile = profile_cost_frame(report)
+    # (sizes whose warm runs took clearly longer than the cold one: the cores were busy,
+    # and the fit is too high; the page said nothing of it; a newcomer)
+    disturbed = report.disturbed_sizes
     if len(profile) < 2:
-        return {"profile": profile, "cost": None}
+        return {"profile": profile, "cost": None, "disturbed": disturbed}
     cost = fit_cost_model(profile)
     cfg = engine.batch_config(target)
     # What the what-if models (the deadline policy, one batch at a time, nothing shed: a
@@ -198,7 +201,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         now = engine.batch_config(target) if not remote else cfg
         if pin or now.max_batch_size != k:
             engine.configure(target, **own)
-    return {"profile": profile, "cost": cost}
+    return {"profile": profile, "cost": cost, "disturbed": disturbed}
 
 
 def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
