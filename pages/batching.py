@@ -103,7 +103,7 @@ def policy_live() -> None:
     the settings, the AIMD cap read "9 of 32" for 16 s while batches of 22 left)."""
     cfg = engine.batch_config(model)
     learned = engine.learned_cost(model) if cfg.policy == "adaptive" else None
-    if learned is not None:
+    if learned is not None and learned.get("rate_rps") is not None:   # (None: switched away)
         if learned.get("identified", True):
             st.caption(f"Learned: t(n) = {learned['a_ms']:.3f} + {learned['b_ms']:.4f}·n "
                        f"ms; arrivals {learned['rate_rps']:,.0f} rows/s")

@@ -197,7 +197,13 @@ def test_learned_cost_says_whether_it_is_identified():
         for _ in range(30):
             engine.submit("tiny", x).result(10)
         learned = engine.learned_cost("tiny")
+        engine.configure("tiny", policy="deadline")
+        under_deadline = engine.learned_cost("tiny")
     assert learned["identified"] is False and learned["max_rows"] == 1
+    assert learned["rate_rps"] >= 0.0
+    # only the adaptive policy learns the arrival rate: None under another (an API user
+    # read 0.0 req/s under the deadline policy while requests arrived)
+    assert under_deadline["rate_rps"] is None and under_deadline["a_ms"] == learned["a_ms"]
 
 
 def _gframe(rows):

@@ -157,15 +157,15 @@ class Batcher:
         return self.queue.rate
 
     def learned_cost(self) -> dict[str, float] | None:
-        """What this batcher has learned online: t(n) = a + b*n (ms), the arrival rate
-        (rows/s), and whether a and b are separately known (``identified``: batches of
-        sizes at least 4x apart were timed; ``min_rows``/``max_rows`` behind the line);
-        None before the first batch has been timed."""
-        cost = self.queue.cost
+        """What this batcher has learned online: t(n) = a + b*n (ms), the arrival rate (rows/s;
+        learned by the adaptive policy only: None under another, where it said 0.0), and
+        whether a and b are separately known (``identified``: sizes 4x apart were timed;
+        ``min_rows``/``max_rows`` behind the line); None before a batch was timed."""
+        cost = (q := self.queue).cost
         if not cost.ready:
             return None
-        return {"a_ms": cost.a_s * 1000.0, "b_ms": cost.b_s * 1000.0,
-                "rate_rps": self.queue.rate.rate_rps, "identified": cost.identified,
+        return {"a_ms": cost.a_s * 1000.0, "b_ms": cost.b_s * 1000.0, "identified": cost.identified,
+                "rate_rps": q.rate.rate_rps if q.policy.name == "adaptive" else None,
                 "min_rows": cost.sizes[0], "max_rows": cost.sizes[1]}
 
     def policy_state(self) -> dict[str, Any] | None:
