@@ -51,13 +51,19 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
+def plain(value: Any) -> Any:
+    """A numpy number as the Python one (a notebook's np.int64(8)); anything else as it is.
+    The checks here take Python numbers: a RemoteEngine's wire made numpy's so, and an
+    Engine refused them."""
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
 def _plain_fields(config: Any) -> None:
-    """Numpy scalars in a config's fields become Python's (a notebook's np.int64(8)): a
-    RemoteEngine's wire made them so, and an Engine refused them; now both take them."""
+    """Numpy scalars in a config's fields become Python's (:func:`plain`)."""
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
-            object.__setattr__(config, f.name, value.item())
+        object.__setattr__(config, f.name, plain(getattr(config, f.name)))
 
 
 def as_seed(value: Any) -> int:

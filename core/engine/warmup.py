@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.config import plain
 from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
 from core.models import ModelInfo, ids_refused, interface
 
@@ -144,7 +145,7 @@ def run_warmup(model: str, run: Callable[..., object],
     is set is stopped (when ``run`` is terminable: it takes ONNX Runtime ``RunOptions``)
     and :class:`~core.errors.ResourceLimitError` is raised.
     """
-    iterations = iterations.item() if isinstance(iterations, np.integer) else iterations
+    iterations = plain(iterations)
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 2:
         raise ConfigError(f"iterations must be an int >= 2 (one cold run, then warm runs), "
                           f"got {iterations!r}")

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import _check_choice, _check_float, _check_int
+from core.config import _check_choice, _check_float, _check_int, plain
 from core.errors import ConfigError
 from .digest import HIST_RANGE, LoadDigest, digest_frame, encode_histogram, histogram_of
 from .loadgen import LOAD_COLUMNS, LoadResult, open_loop
@@ -114,7 +114,7 @@ class LoadAgents:
 
     def __init__(self, n: int = 2, address: str | None = None,
                  agent_cpus: float | None = None) -> None:
-        _check_int("agents", n := n.item() if isinstance(n, np.integer) else n, 1, 1024)
+        _check_int("agents", n := plain(n), 1, 1024)
         if agent_cpus is not None:
             _check_float("agent_cpus", agent_cpus, 0.0, 1024.0)
         ray = connect(address)
@@ -403,7 +403,7 @@ def agents_for(agents: Any, address: str | None, rates: bool = True) -> Iterator
     """The load agents a piece of work asked for: None for none (``agents`` 0 or None),
     the one given (a :class:`LoadAgents`, left running), or ``agents`` new ones on the
     cluster at ``address``, closed afterwards."""
-    agents = agents.item() if isinstance(agents, np.integer) else agents   # (a notebook's)
+    agents = plain(agents)   # (a notebook's np.int64(0): no agents)
     if agents is None or (type(agents) is int and agents == 0):
         yield None
         return

@@ -16,9 +16,8 @@ import math
 import re
 from typing import Any, Sequence
 
-import numpy as np
-
 from core.config import _MAX_BATCH_LIMIT, _MAX_WAIT_LIMIT_MS, _check_float, _check_int, _shown
+from core.config import plain as _plain
 from core.errors import ConfigError
 from core.peers import RUNTIME_MODULE
 from core.protocol import triton
@@ -119,11 +118,6 @@ _KSERVE_NAME_MAX = 63
 _K8S_LABEL_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # KServe's batcher sidecar reads maxLatency <= 0 as its default, 5000 ms (pkg/batcher/handler.go).
 _KSERVE_DEFAULT_MAX_LATENCY_MS = 5000
-
-
-def _plain(value: Any) -> Any:
-    """A numpy number as the Python one (core.config's checks take Python numbers)."""
-    return value.item() if isinstance(value, (np.integer, np.floating)) else value
 
 
 def _check_batching(max_batch_size: Any, max_wait_ms: Any) -> None:
