@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -341,6 +342,17 @@ def test_warmup_of_non_batchable_model(engine):
         engine.warmup("fixed-batch", iterations=2, batch_sizes=[4])
     with pytest.raises(ConfigError, match="iterations must be an int >= 2"):
         engine.warmup("mlp", iterations=1)
+
+
+@pytest.mark.parametrize("sizes, words", [
+    (8, "batch_sizes must be a list such as"), ([0], "got 0 in it"), (["8"], "got '8' in it"),
+    ([2.5], "got 2.5 in it"), ([True], "got True in it"), ([], "at least one batch size")])
+def test_warmup_names_batch_sizes_it_cannot_run(engine, sizes, words):
+    # (8 was "TypeError: 'int' object is not iterable"; [0] said "rows must be ...")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        engine.warmup("mlp", iterations=2, batch_sizes=sizes)
+    report = engine.warmup("tiny", iterations=2, batch_sizes=[np.int64(3), 1])
+    assert report.batch_sizes == [3, 1] and type(report.batch_sizes[0]) is int
 
 
 def test_warm_state_counts_the_batch_sizes_traffic_ran(engine):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import plain
+from core.config import as_list, plain
 from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
 from core.models import ModelInfo, ids_refused, interface
 
@@ -199,6 +199,18 @@ def run_warmup(model: str, run: Callable[..., object],
                         duration_s=clock() - t_start)
 
 
+def checked_batch_sizes(batch_sizes: Any) -> list[int]:
+    """``batch_sizes`` as a list of Python ints >= 1; a ConfigError naming it otherwise (8 for
+    [8] was a TypeError, and [0] was refused as "rows")."""
+    sizes = [plain(b) for b in as_list("batch_sizes", batch_sizes, "[1, 8, 32]")]
+    bad = [b for b in sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad or not sizes:
+        raise ConfigError(f"batch_sizes must be whole numbers of rows >= 1, such as [1, 8, 32]; "
+                          f"got {bad[0]!r} in it" if bad else
+                          "batch_sizes must name at least one batch size, such as [1, 8, 32]")
+    return sizes
+
+
 def check_batchable_sizes(name: str, info: ModelInfo, batch_sizes: Sequence[int]) -> None:
     if not info.runs_any_rows and any(b != 1 for b in batch_sizes):
         raise ConfigError(f"model {name!r} is not batchable ({info.batch_reason}); "
@@ -238,6 +250,7 @@ class WarmupMethods:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
                                              info.runs_any_rows)
         else:
+            batch_sizes = checked_batch_sizes(batch_sizes)
             check_batchable_sizes(name, info, batch_sizes)
 
         def make_input(bs: int) -> list[np.ndarray]:
