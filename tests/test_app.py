@@ -467,6 +467,24 @@ def test_warmup_page_says_when_warm_runs_were_disturbed(engine):
     assert any("is warm" in s.value for s in at.success)
 
 
+def test_warmup_page_says_whose_sizes_it_shows(engine):
+    """A newcomer read a cost profile's sizes (up to 64, above a max batch size of 40) as
+    this page's warm-up: they are said to be the profile's."""
+    from core.lab import profile_cost
+    profile_cost(engine, "tiny", batch_sizes=(1, 4, 16), iterations=3)
+    assert engine.last_warmup("tiny").purpose == "cost profile"
+    at = app("pages/warmup.py")
+    at.selectbox(key="warmup_model").set_value("tiny").run()
+    said = [i.value for i in at.info if "are from the cost profile" in i.value]
+    assert said and "batch sizes: 1, 4, 16, not the sizes above" in said[0], said
+    engine.warmup("tiny", iterations=2)
+    at.run()
+    assert engine.last_warmup("tiny").purpose == "warm-up"
+    assert not any("are from the" in i.value for i in at.info)
+    with pytest.raises(ConfigError, match="purpose must be a short text"):
+        engine.warmup("tiny", iterations=2, purpose="")
+
+
 def test_ab_page_create_split_promote_and_traffic(engine):
     at = app("pages/ab_test.py")
     at.text_input(key="ab_name").set_value("exp1").run()

@@ -49,6 +49,9 @@ class WarmupReport:
     model: str
     frame: pd.DataFrame
     duration_s: float
+    #: what ran it: "warm-up", or the job that timed the model's sizes through warm-up (a
+    #: "cost profile"): the Warm-up page shows the last report whoever asked for it
+    purpose: str = "warm-up"
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -138,7 +141,7 @@ def run_warmup(model: str, run: Callable[..., object],
                iterations: int = 10, progress: ProgressFn | None = None,
                clock: Callable[[], float] = time.perf_counter,
                time_limit_s: float | None = None,
-               stop: threading.Event | None = None) -> WarmupReport:
+               stop: threading.Event | None = None, purpose: str = "warm-up") -> WarmupReport:
     """Run ``run`` ``iterations`` times at each batch size; first run cold, the rest warm.
 
     With ``time_limit_s`` or ``stop``, a run still going when the limit passes or ``stop``
@@ -196,7 +199,7 @@ def run_warmup(model: str, run: Callable[..., object],
         if guard is not None:
             guard.close()
     return WarmupReport(model=model, frame=pd.DataFrame(rows, columns=WARMUP_COLUMNS),
-                        duration_s=clock() - t_start)
+                        duration_s=clock() - t_start, purpose=purpose)
 
 
 def checked_batch_sizes(batch_sizes: Any) -> list[int]:
@@ -227,14 +230,18 @@ class WarmupMethods:
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
                stop: threading.Event | None = None,
-               inputs_of: str | None = None) -> WarmupReport:
+               inputs_of: str | None = None, purpose: str = "warm-up") -> WarmupReport:
         """Run ``name`` at each batch size it will see (``iterations`` times each) outside
         the metrics; returns cold vs warm latency per batch size.
 
         Bounded: past ``time_limit_s`` (default ``EngineConfig.warmup_time_limit_s``) or
         once ``stop`` is set, the run going on is stopped and
         :class:`~core.errors.ResourceLimitError` is raised. ``inputs_of``: another model
-        with the same inputs whose samples (its real inputs) to run with (a replay's copy)."""
+        with the same inputs whose samples (its real inputs) to run with (a replay's copy).
+        ``purpose``: what the report says ran it (a cost profile times sizes this way)."""
+        if not isinstance(purpose, str) or not purpose.strip() or len(purpose) > 80:
+            raise ConfigError(f"purpose must be a short text saying what runs the warm-up "
+                              f"(such as 'cost profile'), got {purpose!r:.60}")
         entry = self._ns.entry(name)
         info = entry.info
         if inputs_of is not None and interface(self._ns.entry(inputs_of).info) != interface(info):
@@ -261,7 +268,7 @@ class WarmupMethods:
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
         try:
             report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                                progress, time_limit_s=limit, stop=stop)
+                                progress, time_limit_s=limit, stop=stop, purpose=purpose)
         except InferenceError as err:   # (an embedding's ids past its table, from noise)
             if self.input_source(source).startswith("real"):
                 raise

@@ -37,7 +37,8 @@ def profile_cost(engine: EngineCore, model: str, batch_sizes: Sequence[int] = (1
                  iterations: int = 20) -> pd.DataFrame:
     """Median compute time per batch size (warm runs, outside the metrics)."""
     report = engine.warmup(model, iterations=iterations,
-                           batch_sizes=as_list("batch_sizes", batch_sizes, "[1, 8, 32]"))
+                           batch_sizes=as_list("batch_sizes", batch_sizes, "[1, 8, 32]"),
+                           purpose="cost profile")
     return profile_cost_frame(report)
 
 

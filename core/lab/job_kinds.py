@@ -147,7 +147,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     info = engine.model_info(target)
     sizes = batch_sizes or ([1, 2, 4, 8, 16, 32, 64] if info.runs_any_rows else [1])
     report = engine.warmup(target, iterations=iterations, batch_sizes=sizes,
-                           progress=progress, stop=job.stop)
+                           progress=progress, stop=job.stop, purpose="cost profile")
     profile = profile_cost_frame(report)
     # (sizes whose warm runs took clearly longer than the cold one: the cores were busy,
     # and the fit is too high; the page said nothing of it; a newcomer)
