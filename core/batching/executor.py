@@ -29,7 +29,6 @@ from .admission import AdmissionQueue
 from core.policies import choose_within_slo
 from core.errors import InferenceError, RequestTimeoutError, SLOShedError
 from .settle import Ledger, Request
-from .sinks import record_failed_run
 
 __all__ = ["Executor", "RunFn", "Slot", "queue_timeout_message"]
 
@@ -218,9 +217,8 @@ class Executor:
                 row_runs = self.ledger.row_runs    # (a run of one row each: rows = runs)
                 runs = getattr(self.run_fn, "rows_started", rows) if row_runs else 1
                 failed_s = self._clock() - t0
-                self.ledger.metrics.record_batch(runs if row_runs else rows, reason,
-                                                 failed_s, (), depth=depth, runs=runs)
-                record_failed_run(live, runs if row_runs else rows, reason, failed_s, runs)
+                self.ledger.count_failed_run(live, runs if row_runs else rows, reason,
+                                             failed_s, depth, runs)
                 self._run_each(live, reason, slot, spent + failed_s)
                 return
             ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows

@@ -355,9 +355,7 @@ class Ledger:
             if batch is not None:
                 rows, reason, compute_s, depth = batch
                 runs = rows if self.row_runs and rows > 1 else 1
-                self.metrics.record_batch(rows, reason, compute_s, (),
-                                          {type(err).__name__: [str(err)] * len(won)}, depth,
-                                          runs=runs)
+                self.count_failed_run(won, rows, reason, compute_s, depth, runs, err)
             elif won:
                 self.metrics.record_refused(type(err).__name__, str(err), count=len(won))
             if self.trace is not None and won:
@@ -367,9 +365,7 @@ class Ledger:
                                             batch[1], False)
                 else:
                     self.trace.record_unrun(won, now, type(err).__name__)
-            if batch is not None:   # (a failed run: in their batches too)
-                record_failed_run(won, rows, reason, compute_s, runs, err)
-            else:
+            if batch is None:
                 for r in won:
                     for m in r._sink or ():
                         m.record_refused(type(err).__name__, str(err))
@@ -382,6 +378,17 @@ class Ledger:
             _resolve_leftovers(won, self.model, err)
             raise
         return len(won)
+
+    def count_failed_run(self, requests: Sequence[Request], rows: int, reason: str,
+                         compute_s: float, depth: int, runs: int = 1,
+                         err: BaseException | None = None) -> None:
+        """A run that raised, in the model's batches and in those of every metrics object
+        its ``requests`` are counted in (A/B arms); with ``err``, their failures too
+        (without: they are re-run alone). One place, so the two paths cannot drift apart
+        (an arm's batches once left a failed run out)."""
+        failed = None if err is None else {type(err).__name__: [str(err)] * len(requests)}
+        self.metrics.record_batch(rows, reason, compute_s, (), failed, depth, runs=runs)
+        record_failed_run(requests, rows, reason, compute_s, runs, err)
 
     def cancel(self, r: Request) -> bool:
         if not self.claim(r):
