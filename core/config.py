@@ -187,6 +187,18 @@ def check_wait_s(value: Any, name: str = "timeout_s") -> float | None:
     return float(value)
 
 
+def check_positive_s(name: str, value: Any, none_means: str | None = None) -> Any:
+    """A span of seconds > 0 (inf too: all there is); None when ``none_means`` says what
+    None is. A ConfigError otherwise: "30" was a TypeError, and True was taken as 1 s."""
+    if value is None and none_means is not None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not value > 0):
+        also = f" (or None for {none_means})" if none_means is not None else ""
+        raise ConfigError(f"{name} must be > 0 seconds{also}, got {_shown(value)}")
+    return value
+
+
 def machine_cores() -> int:
     """The cores the machine has (``os.cpu_count``; at least one)."""
     return os.cpu_count() or 1

@@ -178,6 +178,8 @@ def test_a_window_follows_the_settings_and_the_totals_do_not():
         assert getattr(everything, key) == getattr(full, key), key
     with pytest.raises(ValueError, match="window_s must be > 0"):
         m.snapshot(window_s=0)
+    with pytest.raises(ValueError, match="window_s must be > 0 seconds, got True"):
+        m.snapshot(window_s=True)   # (was taken as 1 s)
 
 
 def test_queue_depth_counts_what_was_waiting_when_a_batch_left():

@@ -108,6 +108,9 @@ def test_an_experiments_timeline_has_its_arms(engine):
     assert len(t) == 30 and set(t["arm"]) == {"a", "b"}
     with pytest.raises(ConfigError, match="last_s must be > 0"):
         engine.timeline("exp", last_s=0)
+    with pytest.raises(ConfigError,
+                       match=r"last_s must be > 0 seconds \(or None for all kept\), got True"):
+        engine.timeline("exp", last_s=True)   # (was taken as 1 s)
     # another experiment on the same models, the arms the other way round (an adversary:
     # its timeline held exp's 30 requests, under exp's arm labels, though nothing was sent
     # to it); each has its own, labelled as it routed them

@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.ab import ExperimentRegistry
 from core.batching import Prediction
-from core.config import BatchConfig, EngineConfig, SessionConfig
+from core.config import BatchConfig, EngineConfig, SessionConfig, check_positive_s
 from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
@@ -306,8 +306,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         that never ran has no start and batch -1, and its ``release_reason`` names why it
         ended). For an A/B experiment: its own requests on both arms' models (the
         ``experiment`` column names the experiment that routed a request)."""
-        if last_s is not None and not (isinstance(last_s, (int, float, np.number)) and last_s > 0):
-            raise ConfigError(f"last_s must be > 0 seconds (or None for all kept), got {last_s!r}")
+        last_s = check_positive_s("last_s", last_s, "all kept")
         entry, exp = self._ns.resolve(name)
         if self.config.trace_requests == 0:
             raise ConfigError("tracing is off (EngineConfig.trace_requests=0): no timeline")

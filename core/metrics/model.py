@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from core.errors import ConfigError
+from core.config import check_positive_s
 from .histograms import _HistCopy, _hist, _us, _us_array, record_many
 from .seconds import _recent_rps, _Second, _series_rows
 from .snapshot import TIMESERIES_COLUMNS, MetricsSnapshot, _window_snapshot
@@ -287,8 +287,7 @@ class ModelMetrics:
         ``window_s`` says what it covers (within half a second of what was asked, or the
         current second's part, or less after a reset)."""
         if window_s is not None:
-            if not (isinstance(window_s, (int, float, np.number)) and window_s > 0):
-                raise ConfigError(f"window_s must be > 0 seconds, got {window_s!r}")
+            window_s = check_positive_s("window_s", window_s)
             return self._window(queue_depth, now, rate_window_s, float(window_s))
         with self._lock:
             now = self._clock() if now is None else now
