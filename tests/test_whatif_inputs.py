@@ -99,9 +99,9 @@ def test_simulate_refuses_a_bad_argument_saying_what_was_given_and_what_is_expec
     ([100.0, -5], "rates_rps[1] must be a number"),
     ([INF], "got inf"),
     ([None], "rates_rps[0] must be a number"),
-    (None, "rates_rps must be a list of rates (req/s) such as [500, 1000], got None"),
-    ("500", "rates_rps must be a list of rates"),
-    (500.0, "rates_rps must be a list of rates"),
+    (None, "rates_rps must be a list such as [500, 1000] (req/s), got None"),
+    ("500", "rates_rps must be a list such as [500, 1000]"),
+    (500.0, "rates_rps must be a list such as [500, 1000]"),
 ])
 def test_what_if_curve_refuses_bad_rates_before_simulating_any(rates, expected):
     with pytest.raises(ConfigError) as err:

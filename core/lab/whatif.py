@@ -13,12 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.config import _check_choice, _check_float, _check_int, _shown
+from core.config import _check_choice, _check_float, _check_int, _shown, as_list
 from core.errors import ConfigError
 from .costmodel import CostModel
 from .exports import _check_batching, _plain
@@ -176,10 +176,7 @@ def what_if_curve(cost: CostModel, max_batch_size: int, max_wait_ms: float,
                   policy: str = "deadline") -> pd.DataFrame:
     """Predicted p50/p99/throughput across arrival rates for one configuration (the
     deadline policy; others are refused, see :func:`simulate`)."""
-    if isinstance(rates_rps, (str, bytes)) or not isinstance(rates_rps, Iterable):
-        raise ConfigError(f"rates_rps must be a list of rates (req/s) such as [500, 1000], "
-                          f"got {_shown(rates_rps)}")
-    for i, r in enumerate(rates_rps := list(rates_rps)):  # all checked before any is simulated
+    for i, r in enumerate(rates_rps := as_list("rates_rps", rates_rps, "[500, 1000] (req/s)")):  # all checked before any is simulated
         _check_float(f"rates_rps[{i}]", _plain(r), *_RATES_RPS)
     rows = [{"rate_rps": float(r), **simulate(cost, max_batch_size, max_wait_ms, float(r),
                                                pattern, n_requests, seed, policy=policy)}
