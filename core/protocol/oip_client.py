@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from core.models import OIP_DTYPES, oip_datatype
-from .oip import OIPError, _bytes_elements, _split_body
+from .oip import OIPError, _split_body
+from .oip_answer import _bytes_elements
 
 __all__ = ["encode_infer_request", "parse_infer_response"]
 
