@@ -18,7 +18,7 @@ import pytest
 from core.errors import EngineUnavailableError, RequestTimeoutError
 from core.models import OIP_DTYPES
 from core.protocol import WireCodec, jsontext
-from core.protocol.oip import parse_infer_request
+from core.protocol.oip import parse_infer_json, parse_infer_request
 from core.protocol.status import HTTPError
 from core.serving import RemoteEngine
 from tests.helpers import identity_server
@@ -155,15 +155,30 @@ def test_an_input_given_twice_or_an_impossible_shape_is_refused_in_words(served)
     ("FP32", ["1", "2"], b"'data' holds strings where FP32 takes numbers"),
     ("FP32", [True, False], b"'data' holds true/false where FP32 takes numbers"),
     ("INT32", [None, 2], b"value null at flat index 0 is not one of INT32's values"),
+    # (numpy reads true beside numbers as 1: [true, 2] was taken as INT64 [1, 2])
+    ("INT64", [True, 2], b"value true at flat index 0 is not one of INT64's values"),
+    ("FP32", [2.5, False], b"value false at flat index 1 is not one of FP32's values"),
+    ("UINT8", [1, 2, True], b"value true at flat index 2 is not one of UINT8's values"),
 ])
 def test_json_values_of_another_kind_are_refused_not_converted(dt, data, words):
     """np.asarray(data, dtype) made 1.5 an INT64 1, 300 a UINT8 44 after a cast, "False" a
-    BOOL True, null a BOOL False and "1" an FP32 1.0: each is now a 400 naming the value."""
+    BOOL True, null a BOOL False and "1" an FP32 1.0: each is now a 400 naming the value,
+    whichever process parses the body (the server's parser child parses large ones)."""
     body = json.dumps({"inputs": [{"name": "x", "shape": [len(data)], "datatype": dt,
                                    "data": data}]}).encode()
-    with pytest.raises(HTTPError) as err:
-        parse_infer_request(body)
-    assert err.value.status == 400 and words.decode() in str(err.value), str(err.value)
+    for parse in (parse_infer_request, parse_infer_json):
+        with pytest.raises(HTTPError) as err:
+            parse(body)
+        assert err.value.status == 400 and words.decode() in str(err.value), str(err.value)
+
+
+def test_numbers_beside_true_elsewhere_in_the_body_are_taken():
+    """A body that holds true elsewhere (an output's binary_data) has its numbers looked
+    at one by one, and taken: 1 and 0 are not true and false."""
+    arrays, _ = parse_infer_request(json.dumps(
+        {"inputs": [{"name": "x", "shape": [3], "datatype": "INT64", "data": [1, 0, 2]}],
+         "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode())
+    np.testing.assert_array_equal(arrays["x"], [1, 0, 2])
 
 
 @pytest.mark.parametrize("dt, data, want", [

@@ -26,12 +26,22 @@ import numpy as np
 
 from .status import HTTPError
 
-__all__ = ["json_values"]
+__all__ = ["json_values", "holds_literals"]
 
 
-def json_values(data: Any, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
+def holds_literals(text: bytes | bytearray, end: int | None = None) -> bool:
+    """Whether JSON ``text`` (up to ``end``) may hold ``true`` or ``false``: numpy reads
+    ``[true, 2]`` as the integers [1, 2], so a request that holds them is looked at value
+    by value (one that does not, nearly every one, is not)."""
+    end = len(text) if end is None else end
+    return text.find(b"true", 0, end) >= 0 or text.find(b"false", 0, end) >= 0
+
+
+def json_values(data: Any, dtype: np.dtype, name: str, dt: str,
+                literals: bool = True) -> np.ndarray:
     """``data`` (parsed JSON) as an array of ``dtype``; :class:`HTTPError` 400 naming the
-    first value that is not one of OIP datatype ``dt``'s, with what to send instead."""
+    first value that is not one of OIP datatype ``dt``'s, with what to send instead.
+    ``literals``: whether the JSON may hold true/false (:func:`holds_literals`)."""
     try:
         raw = np.asarray(data)
     except (TypeError, ValueError) as err:   # ragged lists
@@ -39,6 +49,14 @@ def json_values(data: Any, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
                              f"({' '.join(str(err).split())[:200]})") from None
     want = dtype.kind
     kind = raw.dtype.kind
+    if literals and want != "b" and kind in "iuf" and raw.size:
+        # (numpy made true/false beside numbers 1 and 0: [true, 2] was taken as INT64 [1, 2])
+        if _holds_bool(data):
+            flat = np.asarray(data, dtype=object).reshape(-1).tolist()
+            i = next(i for i, v in enumerate(flat) if type(v) is bool)
+            raise HTTPError(400, f"input {name!r}: value {str(flat[i]).lower()} at flat "
+                                 f"index {i} is not one of {dt}'s values; {dt} takes "
+                                 f"{_takes(dtype)}")
     if kind == "O":   # null, an integer past 64 bits, or values of several kinds
         return _objects(raw, dtype, name, dt)
     if kind in "USV" or (kind == "b") != (want == "b"):
@@ -61,6 +79,15 @@ def json_values(data: Any, dtype: np.dtype, name: str, dt: str) -> np.ndarray:
                            f"[{info.min}, {info.max}]", dtype)
     with np.errstate(over="ignore"):   # a float past FP32's range: inf, refused by the caller
         return raw.astype(dtype, copy=False)
+
+
+def _holds_bool(data: Any) -> bool:
+    """Whether nested lists (not ragged: numpy read them) hold a bool, at C speed a row."""
+    if type(data) is not list:
+        return type(data) is bool
+    if data and type(data[0]) is list:
+        return any(map(_holds_bool, data))
+    return bool in set(map(type, data))
 
 
 def _objects(raw: np.ndarray, dtype: np.dtype, name: str, dt: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import jsontext
-from .jsonvalues import json_values
+from .jsonvalues import holds_literals, json_values
 from .oip_answer import (check_answer, check_outputs_asked, encode_infer_response,
                          encode_infer_response_parts, held_bytes, text_answer_bytes)
 from .status import HTTPError
@@ -57,7 +57,8 @@ def metadata(name: str, info: ModelInfo) -> dict[str, Any]:
                          "shape": _shape(t.shape)} for t in info.outputs]}
 
 
-def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, int]:
+def _tensor(t: Any, binary: memoryview, offset: int,
+            literals: bool = True) -> tuple[str, np.ndarray, int]:
     if not isinstance(t, dict):
         raise OIPError(400, "each entry of 'inputs' must be an object with name, shape, "
                             "datatype and data")
@@ -87,7 +88,7 @@ def _tensor(t: Any, binary: memoryview, offset: int) -> tuple[str, np.ndarray, i
                                 f"{HEADER_LENGTH} and binary_data_size)")
         arr = np.frombuffer(binary[offset:offset + size], dtype=dtype.newbyteorder("<"))
         return name, _shaped(arr.astype(dtype, copy=False), shape, name), offset + size
-    arr = json_values(data, dtype, name, dt)   # a value of another kind is refused
+    arr = json_values(data, dtype, name, dt, literals)   # a value of another kind is refused
     if arr.size != expected:
         raise OIPError(400, f"input {name!r}: shape {shape} needs {expected} values, got "
                             f"{arr.size}")
@@ -155,7 +156,7 @@ def parse_infer_request(raw: bytes, header_length: int | None = None,
     req, binary = _split_body(raw, header_length, 400, "the request body",
                               max_parsed_bytes=max_parsed_bytes)
     _check_request(req)
-    return assemble_inputs(req, binary), req
+    return assemble_inputs(req, binary, literals=holds_literals(raw, header_length)), req
 
 
 def _check_request(req: Any) -> None:
@@ -208,24 +209,27 @@ def parse_infer_json(head: bytes | bytearray, max_parsed_bytes: int | None = Non
                          max_parsed_bytes=max_parsed_bytes)
     _check_request(req)
     converted: dict[int, np.ndarray] = {}
+    literals = holds_literals(head)
     for i, t in enumerate(req["inputs"]):
         if isinstance(t, dict) and (t.get("parameters") or {}).get("binary_data_size") is None:
-            converted[i] = _tensor(t, memoryview(b""), 0)[1]
+            converted[i] = _tensor(t, memoryview(b""), 0, literals)[1]
             t.pop("data", None)
     return converted, req
 
 
 def assemble_inputs(req: dict[str, Any], binary: memoryview,
-                    converted: dict[int, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                    converted: dict[int, np.ndarray] | None = None,
+                    literals: bool = True) -> dict[str, np.ndarray]:
     """The input arrays of a parsed request, by name, in order: binary ones as views of
-    ``binary``, the others from their JSON values (or ``converted``, by position)."""
+    ``binary``, the others from their JSON values (or ``converted``, by position).
+    ``literals``: whether its JSON may hold true/false (then looked at value by value)."""
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, t in enumerate(req["inputs"]):
         if converted is not None and i in converted:
             arrays[t["name"]] = converted[i]
             continue
-        name, arr, offset = _tensor(t, binary, offset)
+        name, arr, offset = _tensor(t, binary, offset, literals)
         arrays[name] = arr
     if offset != len(binary):
         raise OIPError(400, f"the body has {len(binary) - offset} bytes of binary data that no "
