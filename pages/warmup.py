@@ -84,6 +84,12 @@ else:
                    "something else had the cores meanwhile (traffic, a job, another program), "
                    "so these figures are disturbed (the sizes did run). Warm up again on a "
                    "quieter machine for figures to compare.", icon=":material/speed:")
+    if spiky := report.spiky_sizes:
+        st.warning(f"At batch size{'s' if len(spiky) > 1 else ''} "
+                   f"{', '.join(map(str, spiky))} some warm runs took over five times the "
+                   "warm median (see warm_p95_ms): they were interrupted (another program, "
+                   "the garbage collector, the machine). Real requests meet such spells too; "
+                   "warm up again to see whether they repeat.", icon=":material/bolt:")
     st.caption(f"Took {fmt_ms(report.duration_s * 1000.0)}. The first run at a batch size "
                "is cold only if that size had not run before; on a model already serving "
                "it shows what an idle spell costs (caches gone cold), not memory planning.")

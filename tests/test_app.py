@@ -465,6 +465,14 @@ def test_warmup_page_says_when_warm_runs_were_disturbed(engine):
     said = [w.value for w in at.warning if "took clearly longer than the first" in w.value]
     assert said and said[0].startswith("At batch sizes 16, 32 the warm runs"), said
     assert any("is warm" in s.value for s in at.success)
+    assert not any("over five times the warm median" in w.value for w in at.warning)
+    # a warm p95 far above the median (a newcomer's 10 ms beside 0.18 ms): said so
+    frame["warm_p95_ms"] = frame["warm_p50_ms"] * 1.5
+    frame.loc[frame["batch_size"] == 4, "warm_p95_ms"] = frame["warm_p50_ms"] * 6 + 1.5
+    engine._ns.entry("clf-v1").last_warmup = WarmupReport("clf-v1", frame, report.duration_s)
+    at.run()
+    said = [w.value for w in at.warning if "over five times the warm median" in w.value]
+    assert said and said[0].startswith("At batch size 4 some warm runs"), said
 
 
 def test_warmup_page_says_whose_sizes_it_shows(engine):

@@ -67,6 +67,17 @@ class WarmupReport:
         slow = (f["warm_p50_ms"] > 1.2 * f["cold_ms"]) & (f["warm_p50_ms"] > f["cold_ms"] + 0.05)
         return [int(b) for b in f.loc[slow, "batch_size"]]
 
+    @property
+    def spiky_sizes(self) -> list[int]:
+        """Batch sizes whose warm p95 is over five times their warm median (and a
+        millisecond above it): a few warm runs were interrupted (another program, the
+        garbage collector, the VM), so a latency objective set from the median alone
+        would be missed now and then (a newcomer's 10 ms p95 beside a 0.18 ms median)."""
+        f = self.frame
+        spiky = ((f["warm_p95_ms"] > 5 * f["warm_p50_ms"])
+                 & (f["warm_p95_ms"] > f["warm_p50_ms"] + 1.0))
+        return [int(b) for b in f.loc[spiky, "batch_size"]]
+
 
 def warmup_batch_sizes(max_batch_size: int, batchable: bool = True) -> list[int]:
     """Powers of two up to ``max_batch_size``, plus ``max_batch_size`` itself.
