@@ -298,7 +298,9 @@ def live_charts() -> None:
     snap = engine.metrics(model, window_s=WINDOW_S)
     cur = engine.batch_config(model)
     ts = snap.timeseries
-    st.plotly_chart(charts.latency_figure(ts), key="bs_latency_chart")
+    st.plotly_chart(charts.latency_figure(   # (not "the Batching page's": this is it)
+        ts, empty_note="no requests in this window: start traffic in the Traffic box above"),
+        key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
         st.plotly_chart(charts.throughput_figure(ts), key="bs_throughput_chart")

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import POLICIES, BatchlabError
+from core.policies import policy_short_label
 from core.ui import charts
 from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
                          sweep_caption, sweep_table_columns)
@@ -110,7 +111,7 @@ with st.container(border=True):
     pinned_ok = remote is None
     sweep_policy = st.segmented_control(
         "Policy (pinned for every point)", POLICIES, key="exp_policy",
-        required=True, disabled=not pinned_ok,
+        required=True, disabled=not pinned_ok, format_func=policy_short_label,
         help="Each point is measured under this release policy, with no latency SLO and one "
              "instance, whatever the model has now; the model's own settings come back "
              "afterwards.") if pinned_ok else None
@@ -393,6 +394,7 @@ with st.container(border=True):
         rate = w3.number_input("Rate (req/s)", 1.0, 1_000_000.0, 2000.0, key="whatif_rate")
         wi_policy = st.segmented_control(
             "Policy", POLICIES, default="deadline", key="whatif_policy", required=True,
+            format_func=policy_short_label,
             help="The what-if models the deadline policy; for the others it says why not "
                  "instead of predicting them as if they were deadline.")
         if wi_policy in WHAT_IF_REFUSED:

@@ -363,6 +363,9 @@ def test_batching_widgets_change_engine_config(engine):
     cfg = engine.batch_config("clf-v1")
     assert (cfg.max_batch_size, cfg.max_wait_ms, cfg.policy) == (64, 12.5, "fixed_window")
     assert engine.batch_config("mlp").max_batch_size == 32  # other models untouched
+    # the empty chart points at the Traffic box on this page (it said "the Batching page's")
+    notes = [a["text"] for a in figure(at, "Latency").get("layout", {}).get("annotations", [])]
+    assert "no requests in this window: start traffic in the Traffic box above" in notes, notes
 
 
 def test_batching_adaptive_policy_and_slo(engine):
@@ -1488,6 +1491,9 @@ def _walk_forms_away_and_back() -> None:
     assert at.text_input(key="exp_loads").value == "300, 900"
     assert at.number_input(key="exp_slo").value == 25.0
     assert at.segmented_control(key="exp_policy").value == "aimd"
+    # named as the Batching page's menu names them (it showed fixed_window here)
+    assert [o.content for o in at.segmented_control(key="exp_policy").proto.options] == [
+        "deadline", "fixed window", "adaptive", "AIMD"]
     at.switch_page("pages/batching.py").run()
     assert at.number_input(key="traffic_rows").value == 4
     assert at.segmented_control(key="traffic_pattern").value == "bursty"

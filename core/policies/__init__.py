@@ -22,7 +22,7 @@ from .estimators import (MAX_SLOWDOWN, CostEstimator, RateEstimator, adaptive_de
                          choose_within_slo)
 
 __all__ = ["ReleasePolicy", "PolicyView", "register", "registered", "make_policy", "POLICIES",
-           "policy_label", "uses_slo", "unregister",
+           "policy_label", "policy_short_label", "uses_slo", "unregister",
            "CostEstimator", "RateEstimator", "adaptive_decision", "choose_within_slo",
            "MAX_SLOWDOWN"]
 
@@ -39,6 +39,12 @@ def policy_label(name: str) -> str:
     """How menus show policy ``name`` (its ``label``, else the name)."""
     cls = registered().get(name)
     return (cls.label or cls.name) if cls is not None else name
+
+
+def policy_short_label(name: str) -> str:
+    """Policy ``name`` as a short button shows it: its label without the parenthesis
+    ("fixed window", as the Batching page's menu names it, not ``fixed_window``)."""
+    return policy_label(name).split(" (")[0]
 
 
 def uses_slo(name: str) -> bool:
