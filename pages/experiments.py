@@ -8,8 +8,8 @@ import streamlit as st
 from core import POLICIES, BatchlabError
 from core.policies import policy_short_label
 from core.ui import charts
-from core.ui.fmt import (SWEEP_TABLE_LABELS, history_caption, run_config_words,
-                         sweep_caption, sweep_table_columns)
+from core.ui.fmt import (SEARCH_TABLE_LABELS, SWEEP_TABLE_LABELS, history_caption,
+                         run_config_words, sweep_caption, sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, sends_caption, traffic_warning
@@ -196,7 +196,7 @@ with st.container(border=True):
             st.plotly_chart(search_figure(r["scores"], r["path"], r["best"]),
                             key="exp_search_chart")
             st.dataframe(r["scores"], hide_index=True, key="exp_search_table",
-                         column_config=number_columns(r["scores"]))
+                         column_config=number_columns(r["scores"], SEARCH_TABLE_LABELS))
             if saved is not None:
                 report_button(saved, None, "exp_search_report")
             for setting, why in r.get("excluded", {}).items():

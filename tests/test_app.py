@@ -1333,6 +1333,12 @@ def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     assert any(c.value.startswith("Measured ") and "of the grid's 12 points" in c.value
                for c in at.caption)
     assert figure(at, "Quick search")["data"][0]["type"] == "bar"
+    # its table's headers in words (a newcomer read goodput_rps, load, feasible)
+    shown = json.loads(next(d for d in at.dataframe if "feasible" in d.value.columns
+                            ).proto.columns)
+    assert {c: shown[c]["label"] for c in ("goodput_rps", "load", "feasible")} == {
+        "goodput_rps": "best goodput (req/s)", "load": "at load (req/s)",
+        "feasible": "meets the limits"}
     assert "exp_search_report" in {d.key for d in at.get("download_button")}
     cfg = engine.batch_config("tiny")
     assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)  # its own settings are back

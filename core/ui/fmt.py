@@ -21,6 +21,7 @@ __all__ = ["recent_errors_by_type", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
            "nonfinite_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
+           "SEARCH_TABLE_LABELS",
            "COLUMN_HELP", "sweep_table_columns", "REASON_WORDS", "reason_words"]
 
 
@@ -235,6 +236,13 @@ SWEEP_TABLE_LABELS = {
     "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors",
     "mean_batch_rows": "request's batch (mean)",
     "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
+
+
+#: A quick search's table of the settings it tried, in words (one row a setting).
+SEARCH_TABLE_LABELS = {
+    "max_batch_size": "max batch", "max_wait_ms": "max wait (ms)", "session_threads": "threads",
+    "goodput_rps": "best goodput (req/s)", "load": "at load (req/s)",
+    "p99_ms": "p99 there (ms)", "feasible": "meets the limits"}
 
 
 #: What a sweep table's less obvious columns mean (their headers' help).
