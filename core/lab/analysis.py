@@ -95,6 +95,9 @@ def _against_baseline(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float,
         return ""
     b = base.iloc[0]
     own = f"max_batch_size={int(b.max_batch_size)}, max_wait_ms={b.max_wait_ms:g}"
+    runs = b.get("policy")
+    if isinstance(runs, str) and runs:   # (its size and wait, under the sweep's policy:
+        own += f", measured under {runs} as every point"   # not all the model's settings)
     if (b.max_batch_size, b.max_wait_ms) == (chosen.max_batch_size, chosen.max_wait_ms):
         return " These are the model's own settings: the sweep found nothing better."
     g_c, g_b = _goodput(chosen, slo_ms), _goodput(b, slo_ms)
