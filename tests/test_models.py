@@ -71,6 +71,59 @@ def test_refuses_external_data_reference():
         load(model.SerializeToString())
 
 
+def _external(name: str, location: str, n: int) -> onnx.TensorProto:
+    t = TensorProto(name=name, data_type=TensorProto.UINT8, dims=[n],
+                    data_location=TensorProto.EXTERNAL)
+    for k, v in (("location", location), ("offset", "0"), ("length", str(n))):
+        t.external_data.add(key=k, value=v)
+    return t
+
+
+def _reads_a_file(kind: str, location: str, n: int = 16) -> bytes:
+    """A model whose one output is the first n bytes of ``location`` (relative: ONNX Runtime
+    resolved it in the working directory), held where the old check did not look."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])
+    y = helper.make_tensor_value_info("y", TensorProto.UINT8, [n])
+    opset = [helper.make_opsetid("", 17)]
+    if kind == "function":   # a model-local function's Constant
+        body = helper.make_node("Constant", [], ["c"], value=_external("c", location, n))
+        fn = helper.make_function("adv", "Leak", ["a"], ["c"], [body], opset)
+        graph = helper.make_graph([helper.make_node("Leak", ["x"], ["y"], domain="adv")],
+                                  "g", [x], [y])
+        model = helper.make_model(graph, opset_imports=opset + [helper.make_opsetid("adv", 1)],
+                                  functions=[fn])
+    else:                    # a Constant's sparse_value
+        sparse = helper.make_sparse_tensor(
+            _external("v", location, n), helper.make_tensor("i", TensorProto.INT64, [n],
+                                                             list(range(n))), [n])
+        graph = helper.make_graph([helper.make_node("Constant", [], ["y"], sparse_value=sparse)],
+                                  "g", [x], [y])
+        model = helper.make_model(graph, opset_imports=opset)
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("kind", ["function", "sparse"])
+def test_refuses_external_data_wherever_a_model_holds_it(kind, tmp_path, monkeypatch):
+    """An adversary's upload served the first bytes of README.md from the server's working
+    directory: the check walked the graph, not the model's functions or sparse attributes."""
+    (tmp_path / "secret.txt").write_bytes(b"the server's own file, not the model's")
+    monkeypatch.chdir(tmp_path)
+    data = _reads_a_file(kind, "secret.txt")
+    with pytest.raises(ModelLoadError, match=r"external file \('secret\.txt'\)"):
+        load(data)
+
+
+def test_a_session_finds_no_external_data_in_the_working_directory(tmp_path, monkeypatch):
+    """Past the checks (a place they still miss), ONNX Runtime looks for external data in a
+    folder that stays empty, not in the working directory."""
+    from core.models.session import create_session
+    (tmp_path / "secret.txt").write_bytes(b"the server's own file, not the model's")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="External data path validation failed"):
+        create_session(_reads_a_file("function", "secret.txt"), SessionConfig())
+
+
 def test_refuses_checker_failure():
     m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],

@@ -140,7 +140,7 @@ def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:
     constant folding, nothing run): ``(proto, onnx.checker's findings)``; a file that is not
     one raises :class:`ModelLoadError` saying why."""
     proto = _parse(data)
-    _refuse_external_data(proto.graph)
+    _refuse_external_data(proto)
     return proto, _check_graph(proto)
 
 
@@ -165,24 +165,45 @@ def _parse(data: bytes) -> onnx.ModelProto:
     return proto
 
 
-def _iter_graph_tensors(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
+def _iter_nodes_tensors(nodes: Any):
+    for node in nodes:
         for attr in node.attribute:
             if attr.HasField("t"):
                 yield attr.t
             yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield attr.sparse_tensor.values
+                yield attr.sparse_tensor.indices
+            for sparse in attr.sparse_tensors:
+                yield sparse.values
+                yield sparse.indices
             if attr.HasField("g"):
                 yield from _iter_graph_tensors(attr.g)
             for sub in attr.graphs:
                 yield from _iter_graph_tensors(sub)
 
 
-def _refuse_external_data(graph: onnx.GraphProto) -> None:
-    for tensor in _iter_graph_tensors(graph):
+def _iter_graph_tensors(graph: onnx.GraphProto):
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    yield from _iter_nodes_tensors(graph.node)
+
+
+def _iter_model_tensors(proto: onnx.ModelProto):
+    """Every tensor a model holds: its graph's (subgraphs too), its local functions' and
+    its training graphs' (an adversary read README.md through a function's Constant)."""
+    yield from _iter_graph_tensors(proto.graph)
+    for function in proto.functions:
+        yield from _iter_nodes_tensors(function.node)
+    for info in proto.training_info:
+        yield from _iter_graph_tensors(info.initialization)
+        yield from _iter_graph_tensors(info.algorithm)
+
+
+def _refuse_external_data(proto: onnx.ModelProto) -> None:
+    for tensor in _iter_model_tensors(proto):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
             where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
             raise ModelLoadError(

@@ -6,6 +6,10 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import os
+import tempfile
+
 import onnxruntime as ort
 
 from core.config import SessionConfig, default_intra_op_threads
@@ -34,9 +38,32 @@ def available_providers() -> list[str]:
 SESSION_FAILED = "ONNX Runtime could not create a session for this model"
 
 
+_EMPTY_DIR: list[str] = []
+
+
+def _empty_dir() -> str:
+    """A folder of this process's own that stays empty (0700): where ONNX Runtime looks for
+    a model's external data, so a tensor the checks missed finds nothing to read (loaded
+    from bytes, it looked in the working directory: the server's data and logs)."""
+    if not _EMPTY_DIR:
+        path = tempfile.mkdtemp(prefix="batchlab-no-external-data-")
+        atexit.register(_remove, path)
+        _EMPTY_DIR.append(path)
+    return _EMPTY_DIR[0]
+
+
+def _remove(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:   # (gone, or not empty: left as it is)
+        pass
+
+
 def create_session(data: bytes, options: SessionConfig,
                     arena: bool = True) -> ort.InferenceSession:
     opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
+                                  _empty_dir())
     opts.enable_cpu_mem_arena = arena
     opts.intra_op_num_threads = (default_intra_op_threads() if options.intra_op_threads is None
                                  else options.intra_op_threads)
