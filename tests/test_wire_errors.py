@@ -140,6 +140,10 @@ class _Text(str):
     ({"__t": "nd", "dtype": "<f4", "shape": [3], "v": "AAAA"}, "a 'nd' value must be"),
     ({"__t": "ndobj", "shape": [3], "v": [1, 2]}, "a 'ndobj' value must be"),
     ({"__t": "df", "cols": 5}, "a 'df' value must be"),
+    # (ten values of a 200 MB string dtype: 2 GB made in the server before any check)
+    ({"__t": "df", "cols": [{"name": "a", "dtype": "S200000000", "v": [None] * 10}],
+      "index": None}, "a DataFrame column's dtype must be a number, true/false or text (at "
+                      "most 16 bytes a value), got 'S200000000'"),
     ({"__t": "float", "v": [1]}, "a 'float' value must be"),
     ({"__t": "bytes", "v": 7}, "a 'bytes' value must be"),
     ({"__t": "dc", "cls": "BatchConfig", "v": [1]}, "a 'dc' value must be"),

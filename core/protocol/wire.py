@@ -82,6 +82,19 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(cls.__slots__)
 
 
+def _check_column_dtype(dtype: Any) -> None:
+    """A frame column's dtype is at most 16 bytes a value (numbers, true/false, a pandas
+    type): a fixed-width string or record dtype is refused before any value is made (a
+    169-byte call asked for ten values of "S200000000": 2 GB made before any check)."""
+    try:
+        size = np.dtype(dtype).itemsize
+    except TypeError:   # a pandas type ("Int64", "category"): made value by value
+        return
+    if size > 16:
+        raise WireError(f"a DataFrame column's dtype must be a number, true/false or text "
+                        f"(at most 16 bytes a value), got {str(dtype)[:40]!r}")
+
+
 class WireCodec:
     """Encodes values to JSON-ready data and back, carrying only ``types`` by name."""
 
@@ -131,6 +144,7 @@ class WireCodec:
                 data[name] = pd.Series([self._decode(v, allowed, left) for v in values],
                                        dtype=object)
             else:
+                _check_column_dtype(dtype)
                 try:
                     data[name] = pd.Series([np.nan if v is None else v for v in values],
                                            dtype=dtype)
