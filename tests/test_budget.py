@@ -305,6 +305,18 @@ def test_timeouts_over_the_wire_are_capped_and_cannot_be_switched_off():
         assert status == 400 and b"--max-timeout-s" in raw
         # refused in the unit it came in: microseconds, up to the cap's 2,000,000
         assert b"microseconds up to 2,000,000" in raw and b"3000000" in raw, raw
+        # a timeout that is not a number is refused, not ignored ("5" ran under the model's
+        # own 30 s); one past a day is told this server's cap, not "up to a day"
+        for params, words in (({"timeout": "5"}, b"got '5'"),
+                              ({"timeout_ms": 1e12}, b"at most 2 s (its --max-timeout-s)")):
+            status, raw, _ = post(server, "/v2/models/tiny/infer", json.dumps(
+                {**json.loads(body), "parameters": params}).encode())
+            assert status == 400 and words in raw, raw
+        # a warm-up's time limit too: it runs in the route's thread (1e9 s ran past SIGTERM)
+        with pytest.raises(ConfigError, match=r"time_limit_s=3 is past what this server runs "
+                                              r"a call for, 2 s \(its --max-timeout-s\)"):
+            remote.warmup("tiny", iterations=2, time_limit_s=3)
+        assert remote.warmup("tiny", iterations=2, time_limit_s=1.5).batch_sizes
         cfg = {"dynamic_batching": {"default_queue_policy": {
             "default_timeout_microseconds": 0}}}            # Triton's "no timeout"
         status, raw, _ = post(server, "/v2/repository/models/tiny/load",

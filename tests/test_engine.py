@@ -355,6 +355,48 @@ def test_warmup_names_batch_sizes_it_cannot_run(engine, sizes, words):
     assert report.batch_sizes == [3, 1] and type(report.batch_sizes[0]) is int
 
 
+@pytest.mark.parametrize("limit", [-1, 0, "5", float("inf"), float("nan"), True])
+def test_warmup_refuses_a_time_limit_that_is_not_one(engine, limit):
+    with pytest.raises(ConfigError, match="time_limit_s must be a number >= 0.01"):
+        engine.warmup("tiny", iterations=2, time_limit_s=limit)   # (-1 and inf were taken)
+
+
+def test_closing_the_engine_stops_a_warmup_going_on():
+    """A server asked to stop (SIGTERM) waited for a warm-up of 10**9 runs: closing the
+    engine stops one going on, which says it was cancelled."""
+    eng = Engine(EngineConfig(demo_models=False))
+    eng.load_model(build_demo_model("tiny"), name="tiny")
+    running, said = threading.Event(), []
+
+    def warm() -> None:
+        try:
+            eng.warmup("tiny", iterations=10**9,
+                       progress=lambda done, total, bs: done >= 20 and running.set())
+        except BatchlabError as err:
+            said.append(str(err))
+
+    t = threading.Thread(target=warm)
+    t.start()
+    assert running.wait(WAIT_S)
+    eng.close()
+    t.join(WAIT_S)
+    assert not t.is_alive() and said == ["warm-up of model 'tiny' was cancelled"], said
+
+
+def test_a_warmup_past_its_time_limit_says_whether_a_run_was_going_on():
+    """10**9 runs stopped by their time limit were told "a run did not finish; the model
+    may be hung": runs had finished, so it says how many, and what to give instead."""
+    from core.engine.warmup import _RunGuard
+    guard = _RunGuard("m", None, None)
+    guard.close()
+    guard.tripped, guard.limit_s = "time", 2.0
+    with pytest.raises(BatchlabError, match=r"reached its time limit of 2 s after 1,500 of "
+                                            r"its 1,000,000,000 runs: give fewer iterations"):
+        guard.check((1500, 10**9))
+    with pytest.raises(BatchlabError, match=r"\(a run did not finish\); the model may be hung"):
+        guard.check((0, 10**9))
+
+
 def test_warm_state_counts_the_batch_sizes_traffic_ran(engine):
     """Warm means every size warm-up would run has run on this session, by warm-up or by
     traffic (issue 14: 'not warm for max_batch_size=30' after 45k served requests)."""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import as_list, plain
+from core.config import _check_float, as_list, plain
 from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
 from core.models import ModelInfo, ids_refused, interface
 
@@ -134,9 +134,16 @@ class _RunGuard:
             ro.terminate = True
         return ro
 
-    def check(self) -> None:
+    def check(self, runs: tuple[int, int]) -> None:
+        """Raise if tripped; ``runs``: (finished, total) so far."""
         if self.tripped == "cancelled":
             raise ResourceLimitError(f"warm-up of model {self.model!r} was cancelled")
+        if self.tripped == "time" and runs[0] > 0:   # (runs finish: not hung; 10**9 of
+            # them were told "a run did not finish; the model may be hung")
+            raise ResourceLimitError(
+                f"warm-up of model {self.model!r} reached its time limit of {self.limit_s:g} s "
+                f"after {runs[0]:,} of its {runs[1]:,} runs: give fewer iterations or batch "
+                "sizes, or raise time_limit_s")
         if self.tripped == "time":
             raise ResourceLimitError(
                 f"warm-up of model {self.model!r} was stopped after its time limit of "
@@ -177,7 +184,7 @@ def run_warmup(model: str, run: Callable[..., object],
             times_ms = []
             for _ in range(iterations):
                 if guard is not None:
-                    guard.check()
+                    guard.check((done, total))
                 t0 = clock()
                 try:
                     if terminable and guard is not None:
@@ -186,7 +193,7 @@ def run_warmup(model: str, run: Callable[..., object],
                         run(arrays)
                 except Exception as err:
                     if guard is not None:
-                        guard.check()
+                        guard.check((done, total))
                     if isinstance(err, BatchlabError):
                         raise
                     raise InferenceError(f"warm-up of {model!r} failed at batch size {bs}: "
@@ -205,7 +212,7 @@ def run_warmup(model: str, run: Callable[..., object],
                 "iterations": iterations,
             })
         if guard is not None:
-            guard.check()
+            guard.check((done, total))
     finally:
         if guard is not None:
             guard.close()
@@ -231,12 +238,26 @@ def check_batchable_sizes(name: str, info: ModelInfo, batch_sizes: Sequence[int]
                           "warm it up at batch size 1 only")
 
 
+_STOP_LOCK = threading.Lock()
+
+
+class _Either:
+    """Set when either event is (a caller's stop, or the engine closing)."""
+
+    def __init__(self, a: threading.Event | None, b: threading.Event) -> None:
+        self._a, self._b = a, b
+
+    def is_set(self) -> bool:
+        return self._b.is_set() or (self._a is not None and self._a.is_set())
+
+
 class WarmupMethods:
     """The engine's warm-up methods (mixed into :class:`~core.engine.EngineCore`, whose
     namespace ``_ns`` and ``config`` they use)."""
 
     _ns: Any
     config: Any
+    on_close: list
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
@@ -276,10 +297,13 @@ class WarmupMethods:
                                   valid_for=() if source == name else (name,))
             return list(x.values()) if isinstance(x, dict) else [x]
 
+        if time_limit_s is not None:   # (-1 and "5" were taken; inf never stopped)
+            _check_float("time_limit_s", plain(time_limit_s), 0.01, 86_400.0)
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
         try:
             report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                                progress, time_limit_s=limit, stop=stop, purpose=purpose)
+                                progress, time_limit_s=limit,
+                                stop=_Either(stop, self._warmups_stop()), purpose=purpose)
         except InferenceError as err:   # (an embedding's ids past its table, from noise)
             if self.input_source(source).startswith("real"):
                 raise
@@ -288,6 +312,15 @@ class WarmupMethods:
                                  "inputs (Models page, engine.set_inputs)") from err
         entry.last_warmup = report
         return report
+
+    def _warmups_stop(self) -> threading.Event:
+        """Set when the engine closes: a warm-up going on then stops (a server asked to
+        stop waited for one of 10**9 runs, past SIGTERM)."""
+        with _STOP_LOCK:
+            if getattr(self, "_warmups_closing", None) is None:
+                self._warmups_closing = threading.Event()
+                self.on_close.append(self._warmups_closing.set)
+            return self._warmups_closing
 
     def is_warm(self, name: str) -> bool:
         """True when every batch size warm-up would run for the current configuration has

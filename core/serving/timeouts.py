@@ -49,17 +49,22 @@ def check_timeout(value_ms: float | None, cap_ms: float | None, where: str) -> N
 
 def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
     """An inference request's timeout in milliseconds, from its parameters: ``timeout_ms``
-    (Batchlab's) or else ``timeout`` (Triton's, in microseconds); None when neither is a
-    number. One out of range is refused in the unit it was given in."""
-    if params.get("timeout_ms") is not None:
-        value = check_timeout_ms(params["timeout_ms"])
+    (Batchlab's) or else ``timeout`` (Triton's, in microseconds); None when neither is
+    given. One out of range is refused in the unit it was given in, naming this server's
+    cap when it is past it (1e12 was told "up to a day" by a server that holds 600 s)."""
+    if (raw := params.get("timeout_ms")) is not None:
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool) and cap_ms is not None \
+                and raw > cap_ms:
+            check_timeout(raw, cap_ms, "the request's timeout")
+        value = check_timeout_ms(raw)
         check_timeout(value, cap_ms, "the request's timeout")
         return value
     us = params.get("timeout")
-    if not isinstance(us, (int, float)):
+    if us is None:
         return None
     cap_us = 1000.0 * (MAX_TIMEOUT_MS if cap_ms is None else min(cap_ms, MAX_TIMEOUT_MS))
-    if isinstance(us, bool) or not 0 < us <= cap_us:   # (NaN and infinity fail it too)
+    if isinstance(us, bool) or not isinstance(us, (int, float)) or not 0 < us <= cap_us:
+        # (NaN and infinity fail it too; "5" was ignored: the model's own timeout applied)
         held = (f"this server holds a request at most {cap_ms / 1000:g} s (its "
                 "--max-timeout-s)" if cap_ms is not None else "at most a day")
         raise ConfigError(f"parameters.timeout (Triton's, in microseconds) must be a "
@@ -88,3 +93,9 @@ def check_call(fn: Any, method: str, args: list, kwargs: dict, cap_ms: float | N
             check_timeout(float(value) * 1000.0, cap_ms, method)
         elif key == "changes" and isinstance(value, dict) and "timeout_ms" in value:
             check_timeout(value["timeout_ms"], cap_ms, method)
+        elif key == "time_limit_s" and method == "warmup" and isinstance(value, (int, float)) \
+                and not isinstance(value, bool) and not 0 < value * 1000.0 <= cap_ms:
+            # (1e9 s ran past SIGTERM: a warm-up goes on in the route's thread)
+            raise ConfigError(f"warmup: time_limit_s={value:g} is past what this server runs "
+                              f"a call for, {cap_ms / 1000:g} s (its --max-timeout-s); give "
+                              f"a number of seconds up to {cap_ms / 1000:g}")
