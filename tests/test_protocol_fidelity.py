@@ -172,6 +172,21 @@ def test_json_values_of_another_kind_are_refused_not_converted(dt, data, words):
         assert err.value.status == 400 and words.decode() in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("extra, words", [
+    ({"parameters": {"binary_data_output": "false"}},
+     "the request's parameters.binary_data_output must be true or false, got 'false'"),
+    ({"outputs": [{"name": "y", "parameters": {"binary_data": "no"}}]},
+     "output 'y': parameters.binary_data must be true or false, got 'no'"),
+])
+def test_a_flag_that_is_not_true_or_false_is_refused(extra, words):
+    """"false" and "no" gave binary answers (any text is true): refused before queueing."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32",
+                                   "data": [1.0]}], **extra}).encode()
+    with pytest.raises(HTTPError) as err:
+        parse_infer_request(body)
+    assert err.value.status == 400 and words in str(err.value), str(err.value)
+
+
 def test_numbers_beside_true_elsewhere_in_the_body_are_taken():
     """A body that holds true elsewhere (an output's binary_data) has its numbers looked
     at one by one, and taken: 1 and 0 are not true and false."""

@@ -169,6 +169,7 @@ def _check_request(req: Any) -> None:
                             f"characters (it is echoed in the answer), got "
                             f"{type(req['id']).__name__} {str(req['id'])[:40]!r}")
     _check_parameters(req, "the request")
+    _check_flag(req, "binary_data_output", "the request's")
     seen: set[Any] = set()
     for t in req["inputs"]:
         if isinstance(t, dict):
@@ -190,6 +191,7 @@ def _check_request(req: Any) -> None:
             raise OIPError(400, "each of the request's 'outputs' must be an object with the "
                                 f"'name' of an output (a string), got {str(o)[:60]!r}")
         _check_parameters(o, f"output {o['name']!r}")
+        _check_flag(o, "binary_data", f"output {o['name'][:60]!r}:")
 
 
 def _check_parameters(obj: dict[str, Any], where: str) -> None:
@@ -197,6 +199,15 @@ def _check_parameters(obj: dict[str, Any], where: str) -> None:
     if params is not None and not isinstance(params, dict):
         raise OIPError(400, f"{where}: 'parameters' must be an object (name: value), got "
                             f"{type(params).__name__} {str(params)[:40]!r}")
+
+
+def _check_flag(obj: dict[str, Any], key: str, whose: str) -> None:
+    """A true/false parameter is one ("false" and "no" gave binary answers), before the
+    request is queued."""
+    value = (obj.get("parameters") or {}).get(key)
+    if value is not None and not isinstance(value, bool):
+        raise OIPError(400, f"{whose} parameters.{key} must be true or false, got "
+                            f"{str(value)[:40]!r}")
 
 
 def parse_infer_json(head: bytes | bytearray, max_parsed_bytes: int | None = None

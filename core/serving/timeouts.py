@@ -54,8 +54,8 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
     cap when it is past it (1e12 was told "up to a day" by a server that holds 600 s)."""
     if (raw := params.get("timeout_ms")) is not None:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and cap_ms is not None \
-                and raw > cap_ms:
-            check_timeout(raw, cap_ms, "the request's timeout")
+                and cap_ms < raw < 2**1000:   # (an int past a float's range: not a number)
+            check_timeout(float(raw), cap_ms, "the request's timeout")
         value = check_timeout_ms(raw)
         check_timeout(value, cap_ms, "the request's timeout")
         return value
