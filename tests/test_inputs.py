@@ -216,6 +216,13 @@ def test_a_file_that_would_unpack_past_the_bound_is_refused_before_it_is_read():
         mixed = {"data": [{"x": [1, 2, 3]}, {"x": [[1, 2], [3, 4]]}]}
         with pytest.raises(InputValidationError, match="do not fit together|has shape"):
             engine.set_inputs("m", json.dumps(mixed).encode(), "mixed.json")
+        # a header that declares far more than the file holds (1 PiB was a 500 MemoryError)
+        small = io.BytesIO()
+        np.save(small, np.zeros((4, 3), np.float32))
+        huge = small.getvalue().replace(b"(4, 3)", b"(%d, 3)" % 2**48)
+        with pytest.raises(InputValidationError, match=r"declares an array of shape "
+                                                       r"\[281474976710656, 3\] float32"):
+            engine.set_inputs("m", huge, "huge.npy")
         one = io.BytesIO()
         np.save(one, np.float32(3.0))
         with pytest.raises(InputValidationError, match="a single number"):

@@ -62,6 +62,18 @@ def test_infer_equals_onnx_runtime(client):
     np.testing.assert_allclose(res.as_numpy("logits"), want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_a_compressed_request_is_told_to_come_uncompressed(client, algorithm):
+    """tritonclient's compressed bodies were read as they came: gzip was "not valid JSON:
+    'utf-8' codec can't decode byte 0x8b", deflate a header length past the body."""
+    from tritonclient.utils import InferenceServerException
+    x = np.zeros((1, 256), np.float32)
+    with pytest.raises(InferenceServerException, match=f"Content-Encoding '{algorithm}' is not "
+                                                        "supported; send the body uncompressed"):
+        client.infer("mlp", [_input("x", x, "FP32")], request_compression_algorithm=algorithm)
+    assert client.infer("mlp", [_input("x", x, "FP32")]).as_numpy("logits").shape == (1, 10)
+
+
 def test_two_inputs_and_an_experiment(client, served):
     engine, _ = served
     rng = np.random.default_rng(1)

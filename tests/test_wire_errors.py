@@ -95,6 +95,10 @@ def test_the_other_triton_fields_are_checked_the_same_way(served):
                              {"parameters": {"config": json.dumps(config)}})
         assert status == 400 and words in body["error"], body
         assert len(body["error"]) < 300, body               # a value is quoted, not echoed
+    # nested past what JSON's reader recurses: a 400, not a 500 "internal error"
+    status, body = _post(server, "/v2/repository/models/ident/load",
+                         {"parameters": {"config": "[" * 100_000}})
+    assert status == 400 and "parameters.config nests JSON too deeply" in body["error"], body
     # read leniently (a server's configuration): a delay no float holds is unknown
     assert triton.read_batching({"max_batch_size": 4, "dynamic_batching": {
         "max_queue_delay_microseconds": 10**400}}) == (4, None)

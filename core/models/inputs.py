@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from pathlib import PurePath
 from typing import Any
 
@@ -324,6 +325,22 @@ def _whole(a: np.ndarray, spec: Any, where: str) -> np.ndarray:
 
 
 def _load_npy(data: bytes, where: str) -> np.ndarray:
+    """An .npy's array, its header's shape checked against the bytes it holds first (a
+    header that declared 1 PiB was a 500 "MemoryError" from numpy's allocation)."""
+    fmt = np.lib.format
+    try:
+        f = io.BytesIO(data)
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
+            fmt.read_array_header_2_0
+        shape, _, dtype = read_header(f, max_header_size=10_000)
+        need, held = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
+    except (ValueError, OSError, TypeError) as err:
+        raise _refuse(f"{where} is not a readable .npy ({err})") from None
+    if need > held:
+        raise _refuse(f"{where}: its header declares an array of shape {list(shape)[:8]} "
+                      f"{dtype} ({need:,} bytes) but the file holds {held:,} bytes after it; "
+                      "save the array with numpy.save")
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as err:

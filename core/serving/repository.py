@@ -77,6 +77,9 @@ class Repository:
                 cfg = json.loads(raw) if isinstance(raw, str) else raw
             except ValueError as err:
                 raise ConfigError(f"parameters.config is not valid JSON: {err}") from None
+            except RecursionError:   # (100,000 "[": a 500 "internal error")
+                raise ConfigError("parameters.config nests JSON too deeply; send a Triton "
+                                  "model configuration object") from None
             changes, ignored = triton.batch_changes(cfg)
         data = None
         if params.get(_FILE_KEY) is not None:

@@ -182,6 +182,13 @@ class Routes:
         headers only (so a stack can run them before it reads the body)."""
         control = path.startswith("/v1/") or path.startswith("/v2/repository")
         self.guard.check(method, path, req, control, control and self._writes(path))
+        coding = (req.header("content-encoding") or "identity").strip().lower()
+        if coding != "identity":   # (gzip was read as text: "not valid JSON: 'utf-8' codec
+            # can't decode byte 0x8b")
+            raise HTTPError(415, f"this server reads bodies as they are sent: Content-Encoding "
+                                 f"{coding[:40]!r} is not supported; send the body "
+                                 "uncompressed (tritonclient: no request_compression_"
+                                 "algorithm)")
 
     def begin(self, method: str, path: str, req: RequestIn,
               checked: bool = False) -> tuple[int, Any] | Pending:
