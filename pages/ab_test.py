@@ -42,9 +42,14 @@ with st.expander("New experiment", expanded=not experiments):
                      index=models.index("clf-v1") if "clf-v1" in models else 0)
     b = c3.selectbox("Model B (candidate)", models, key="ab_b",
                      index=models.index("clf-v2") if "clf-v2" in models else min(1, len(models) - 1))
-    share = st.slider("Share of traffic to B", 0.0, 1.0, 0.2, 0.05, key="ab_new_share")
     mode = st.radio("Routing", AB_MODES, key="ab_new_mode", horizontal=True,
                     format_func=MODE_HELP.get)
+    # (the bandit sets the share itself and shadow sends B every request: a share given
+    # here was ignored, the bandit starting near half; a newcomer)
+    share = st.slider("Share of traffic to B", 0.0, 1.0, 0.2, 0.05, key="ab_new_share",
+                      disabled=mode in ("bandit", "shadow"),
+                      help="Random and sticky routing only: the bandit moves the share "
+                           "itself, and in shadow mode B gets a copy of every request.")
     n1, n2 = st.columns(2)
     new_slo = n1.number_input("Bandit SLO (ms)", None, None, 50.0, key="ab_new_slo",
                               disabled=mode != "bandit",
@@ -54,7 +59,13 @@ with st.expander("New experiment", expanded=not experiments):
                           key="ab_new_floor", disabled=mode != "bandit",
                           help="Each arm keeps at least this share, so a change in the "
                                "losing arm is still seen.")
-    if st.button("Create experiment", key="ab_create", type="primary"):
+    if not st.button("Create experiment", key="ab_create", type="primary"):
+        pass
+    elif name.strip() in experiments:   # (the engine's words name its Python API)
+        st.error(f"An experiment named {name.strip()!r} exists: pick it in the Experiment "
+                 "menu below to change it (or delete it there first), or give this one "
+                 "another name.")
+    else:
         try:
             engine.create_ab(name.strip(), a=a, b=b, b_share=share, mode=mode, seed=0,
                              bandit_slo_ms=float(new_slo), bandit_floor=float(new_floor))
@@ -158,13 +169,15 @@ with left:
                             help="Changing it starts the bandit's evidence again.")
             b2.number_input("Floor", None, None, step=0.01, key="ab_floor",
                             on_change=_set_bandit, args=("bandit_floor", "ab_floor"))
-        p1, p2 = st.columns(2)
+        # (rows that wrap: two columns cut the labels to "Pr...", "R..." at 1024 px; a
+        # newcomer could not tell Start from Stop)
+        p1 = p2 = st.container(horizontal=True)
         shadow_note = f" In {report.mode} mode this switches routing to random." \
             if report.mode in ("shadow", "bandit") else ""
         p1.button("Promote B", key="ab_promote", on_click=_send_all, args=(True,),
-                  help="Send every caller to B." + shadow_note, width="stretch")
+                  help="Send every caller to B." + shadow_note)
         p2.button("Roll back", key="ab_rollback", on_click=_send_all, args=(False,),
-                  help="Send every caller to A." + shadow_note, width="stretch")
+                  help="Send every caller to A." + shadow_note)
         if "ab_error" in st.session_state:
             st.error(st.session_state.pop("ab_error"))
         if "ab_done" in st.session_state:
@@ -173,18 +186,17 @@ with left:
         follow_traffic_rate(engine, exp, "ab_rate", 300)
         st.number_input("Rate (requests/s)", None, None, step=50, key="ab_rate")
         st.caption(sends_caption(engine, exp))
-        t1, t2 = st.columns(2)
+        t1 = t2 = st.container(horizontal=True)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)
         t2.button("Stop traffic", key="ab_stop", on_click=engine.stop_traffic, args=(exp,))
         if "ab_replaced" in st.session_state:
             st.info(st.session_state.pop("ab_replaced"), icon=":material/swap_horiz:")
-        r1, r2 = st.columns(2)
+        r1 = r2 = st.container(horizontal=True)
         r1.button("Reset", key="ab_reset", on_click=engine.reset_metrics, args=(exp,),
-                  help="Zero both arms' metrics.", width="stretch")
+                  help="Zero both arms' metrics.")
         r2.button("Delete", key="ab_delete", on_click=_delete,
-                  help="Stop its traffic and delete the experiment (the models stay).",
-                  width="stretch")
+                  help="Stop its traffic and delete the experiment (the models stay).")
 
 interval = live_interval(engine)
 

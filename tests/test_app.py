@@ -1588,9 +1588,17 @@ def test_ab_page_bandit_mode_moves_the_split_and_shows_it(engine):
     at = app("pages/ab_test.py")
     at.text_input(key="ab_name").set_value("bandit1").run()
     at.radio(key="ab_new_mode").set_value("bandit").run()
+    # the share is the bandit's to set (a share given here was ignored; a newcomer)
+    assert at.slider(key="ab_new_share").disabled
     at.number_input(key="ab_new_slo").set_value(60_000.0).run()
     at.button(key="ab_create").click().run()
     assert not at.exception, [e.value for e in at.exception]
+    # the same name again: told in the page's words, not update_ab()/replace=True
+    at.button(key="ab_create").click().run()
+    said = [e.value for e in at.error]
+    assert said == ["An experiment named 'bandit1' exists: pick it in the Experiment menu "
+                    "below to change it (or delete it there first), or give this one another "
+                    "name."], said
     rep = engine.ab_report("bandit1")
     assert rep.mode == "bandit" and rep.bandit["slo_ms"] == 60_000.0
     x = engine.sample_input("clf-v1")
