@@ -401,7 +401,13 @@ def test_a_latency_verdict_never_contradicts_its_interval_and_says_when_it_is_to
             assert res.ci_low_ms <= res.diff_p50_ms <= res.ci_high_ms, (shift, n, res)
             assert res.meaningful == (res.significant and abs(res.diff_p50_ms) >= res.detect_ms)
             if res.significant and not res.meaningful:
-                assert "by only" in res.verdict and "no difference to act on" in res.verdict
+                # too small to act on only when the whole interval is (a newcomer read "no
+                # difference to act on" beside a CI of 0.10 to 0.28 ms, 0.25 worth detecting)
+                within = max(abs(res.ci_low_ms), abs(res.ci_high_ms)) <= res.detect_ms
+                assert ("by only" in res.verdict and "no difference to act on" in res.verdict
+                        ) == within, res
+                assert ("but the interval reaches past it" in res.verdict) == (not within)
+                assert (res.more_needed_per_arm > 0) == (not within), res
     for seed in range(40):   # quantised (1 ms) latencies pile draws up at 0: still agree
         q = np.random.default_rng(seed)
         res = compare_latency(np.round(q.lognormal(np.log(4.5), 0.3, 300)),
@@ -413,6 +419,14 @@ def test_a_latency_verdict_never_contradicts_its_interval_and_says_when_it_is_to
     assert small.significant and not small.meaningful and small.detect_ms == pytest.approx(
         0.05 * small.p50_a_ms)
     assert small.verdict.startswith("B is slower by only")
+    # the estimate under the 0.25 ms worth detecting, the interval past it: more requests
+    rng = np.random.default_rng(3)
+    near = compare_latency(rng.lognormal(np.log(5.0), 0.3, 2000),
+                           rng.lognormal(np.log(5.0), 0.3, 2000) + 0.2, detect_ms=0.25, seed=0)
+    assert near.significant and not near.meaningful and near.ci_high_ms > 0.25, near
+    assert "but the interval reaches past it; about" in near.verdict, near.verdict
+    from core.ui.fmt import more_needed
+    assert more_needed(near) == f"{near.more_needed_per_arm:,}"
 
 
 def test_no_more_requests_are_asked_for_once_a_difference_is_detected():

@@ -121,7 +121,7 @@ def more_needed(comparison: Any) -> str:
     to have seen the one worth detecting (a bare 0 read as "enough", beside "no difference")."""
     if _missing(comparison.p_value):   # (under 20 per arm: no test run yet)
         return "not tested yet"
-    if comparison.significant:
+    if comparison.significant and not comparison.more_needed_per_arm:
         return ("none: only a smaller difference is seen" if getattr(
             comparison, "meaningful", True) is False else "none: detected")
     if not comparison.more_needed_per_arm:
