@@ -252,13 +252,14 @@ def arms() -> None:
                             f"{seg['report']['total_requests']:,} requests. "
                             + (seg["report"]["verdict"] or "No verdict."))
     if full.bandit:
-        waits = {}
+        waits, runs = {}, {}
         for arm_key, model in (("a", full.a), ("b", full.b)):
             try:
                 waits[arm_key] = engine.batch_config(model).max_wait_ms
+                runs[arm_key] = engine.metrics(model).p50_compute_ms
             except BatchlabError:   # (an arm being swapped: no warning from it)
                 waits[arm_key] = None
-        if starved := bandit_warning(full.bandit, waits):
+        if starved := bandit_warning(full.bandit, waits, runs):
             st.warning(starved, icon=":material/hourglass_empty:")
         st.caption(bandit_caption(full.bandit, full.a, full.b))
         st.plotly_chart(bandit_figure(full.bandit), key="ab_bandit_chart")

@@ -306,3 +306,17 @@ def test_the_regret_is_said_in_the_singular_for_one_request():
     state["regret"] = 2.5
     assert "Regret so far: 2.5 requests that" in bandit_caption(state, "x", "y")
 
+
+
+def test_the_starved_arm_warning_counts_the_run_beside_the_wait():
+    """An SLO of 5.3 ms over max waits of 5 ms starved B to 5 % of the traffic, unremarked:
+    only an SLO within the wait itself was said. The wait plus the arm's run is."""
+    from core.ui.bandit import bandit_warning
+    state = {"slo_ms": 5.3}
+    said = bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": 0.2, "b": 0.4})
+    assert said and said.startswith("The bandit's SLO (5.3 ms) is within arm B's max wait "
+                                    "plus its run (5 + 0.40 ms)"), said
+    assert bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": 0.1, "b": 0.2}) is None
+    # no runs yet (NaN) or none given: the wait alone, as before
+    assert bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": float("nan"), "b": None}) is None
+    assert "within arm A's max wait (6 ms)" in bandit_warning(state, {"a": 6.0, "b": None})
