@@ -91,7 +91,7 @@ with st.container(border=True):
         doing = ("validating the model, trying it in a separate process and creating an "
                  "ONNX Runtime session...")
         with st.spinner(f"Waiting for {ahead} other trial run(s) to finish (one at a time), "
-                        f"then {doing}" if ahead else doing.capitalize()):
+                        f"then {doing}" if ahead else doing[0].upper() + doing[1:]):
             try:
                 info = engine.load_model(   # (a blank name: the file's, as the help says)
                     uploaded.getvalue(), name=name.strip() or Path(uploaded.name).stem,

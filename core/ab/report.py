@@ -92,10 +92,11 @@ class ABReport:
         dc = b.p50_compute_ms - a.p50_compute_ms
 
         def said(d: float, what: str) -> str:   # (both p50 waits 0: "as long", not "0.00 shorter")
-            return f"{what} as long" if abs(d) < 0.005 else \
-                f"{what} {abs(d):.2f} ms {'longer' if d > 0 else 'shorter'}"
+            return f"{what} as long as A" if abs(d) < 0.005 else \
+                f"{what} {abs(d):.2f} ms {'longer' if d > 0 else 'shorter'} than A"
 
-        text = f"At p50 B {said(dq, 'waits')} in the queue and {said(dc, 'runs')} than A"
+        # ("runs as long than A" read wrong: each part says its own comparison; a newcomer)
+        text = f"At p50 B {said(dq, 'waits')} in the queue and {said(dc, 'runs')}"
         same = lat.diff_p50_ms * dq > 0, lat.diff_p50_ms * dc > 0
         if same[0] and abs(dq) >= 2 * abs(dc):
             return text + ": the difference is mostly queueing, not the model"
