@@ -375,3 +375,41 @@ def test_statistics_extension_read_by_tritonclient():
     assert read["mean_queue_ms"] > 0 and read["mean_compute_ms"] > 0
     assert triton.read_statistics(stats, "other") is None
     assert triton.read_statistics({"model_stats": "junk"}, "tiny") is None
+
+
+def test_control_calls_that_wait_leave_the_data_plane_its_threads():
+    """32 wait_traffic calls held every route thread: a model's metadata then took 18.5 s
+    (an adversary). Control calls run on threads of their own: with all of those held and
+    more calls queued behind them, the data plane's routes answer at once."""
+    import time
+
+    from core.serving import RemoteEngine
+
+    engine = Engine(demo_models=False)
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(engine, port=0).start()
+    pool = server.app._control
+    engine.start_traffic("tiny", rate_rps=20.0)
+    remote = RemoteEngine.connect(server.url, timeout_s=120.0)
+    waiters = [threading.Thread(target=remote.wait_traffic, args=("tiny",),
+                                kwargs={"timeout_s": 60.0}) for _ in range(40)]
+    try:
+        for t in waiters:
+            t.start()
+        deadline = time.monotonic() + WAIT_S   # (every control thread held, 8 calls queued)
+        while not (len(pool._threads) == pool._max_workers and pool._work_queue.qsize() >= 8):
+            assert time.monotonic() < deadline, (len(pool._threads), pool._work_queue.qsize())
+            time.sleep(0.02)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+        conn.request("GET", "/v2/models/tiny")   # (on the data plane's threads)
+        resp = conn.getresponse()
+        assert resp.status == 200 and json.loads(resp.read())["name"] == "tiny"
+        conn.close()
+    finally:
+        engine.stop_traffic("tiny")
+        for t in waiters:
+            t.join(WAIT_S)
+        remote.close()
+        server.close()
+        engine.close()
+    assert not any(t.is_alive() for t in waiters)

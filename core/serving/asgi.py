@@ -4,8 +4,8 @@ Open Inference Protocol data plane, the repository extension, the control API an
 uvicorn; Ray Serve's ingress, or another uvicorn/hypercorn, can mount the same app.
 
 Inference requests are parsed and queued on the event loop and their answers awaited there
-(no thread waits per request); every other route (loads, sweeps, ``wait_job``) runs on a
-bounded pool of threads, since it may block for long.
+(no thread waits per request); other routes run on bounded pools of threads (the control
+plane's, which may block for long: loads, ``wait_job``, on its own).
 
 Example:
     >>> app = OipApp(Routes(engine))
@@ -49,10 +49,9 @@ ALONE_AFTER_S = 1.0
 #: for ~1.2 ms (at 256 KiB it was 10-13 ms, and one client's flood of them took another
 #: model's p50 from 6.5 to 29 ms).
 INLINE_MAX = 32 * 2**10
-#: A body must arrive within this many seconds, plus one per MiB of its length (a client
-#: that drips it holds a connection no longer); one declared over its limit, only dropped,
-#: within DRAIN_S plus one per 64 MiB (4,100 heads declaring 256 MiB held every connection
-#: for 286 s, renewable: an adversary), then the 413 and the connection closes.
+#: A body must arrive within this many seconds, plus one per MiB of its length; one over
+#: its limit (dropped) within DRAIN_S plus one per 64 MiB, then its 413 (4,100 heads of 256
+#: MiB held every connection 286 s, renewable: an adversary).
 BODY_TIMEOUT_S, DRAIN_S = 30.0, 5.0
 
 #: An inference body's JSON part is counted while it arrives for its first this many
@@ -67,8 +66,7 @@ SEND_SLICE = 1 << 20
 
 def _retrieved(fut: asyncio.Future) -> None:
     """Mark a future's outcome as seen (its request was settled another way)."""
-    if not fut.cancelled():
-        fut.exception()
+    _ = fut.cancelled() or fut.exception()
 
 
 def _declared_json_part(req: _Request) -> int | None:
@@ -94,8 +92,7 @@ class ServerBusyError(HTTPError):
     this one's): the connection closes after the answer."""
 
 
-#: A request still unanswered after this long is watched for its client going away (the
-#: many answered sooner don't pay for a watcher).
+#: A request unanswered after this long is watched for its client going away (not sooner).
 WATCH_AFTER_S = 0.1
 
 
@@ -121,7 +118,9 @@ class OipApp:
         self.max_connections: int | None = None
         self._started = time.monotonic()
         self._arrived = -float("inf")     # the latest request's arrival (none yet)
+        # (32 wait_traffic calls held every route thread: metadata took 18.5 s; an adversary)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-route")
+        self._control = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-control")
         #: Bytes of request bodies being read or held by requests not yet answered (the
         #: event loop's own count: no lock), and their bound: a quarter of the memory
         #: budget, at least two bodies at the data plane's limit. Past it a request is
@@ -134,7 +133,8 @@ class OipApp:
         self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._control):
+            pool.shutdown(wait=False, cancel_futures=True)
         parser = getattr(self.routes, "parser", None)
         if parser is not None:
             parser.close()
@@ -226,8 +226,8 @@ class OipApp:
                 or routes.is_quick(method, path):
             answer = routes.begin(method, path, req, True)
         else:
-            answer = await loop.run_in_executor(self._pool, routes.begin, method, path, req,
-                                                True)
+            pool = self._control if routes.is_control(path) else self._pool
+            answer = await loop.run_in_executor(pool, routes.begin, method, path, req, True)
         if not isinstance(answer, Pending):
             return answer
         waiting = asyncio.wrap_future(answer.future)

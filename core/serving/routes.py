@@ -177,6 +177,12 @@ class Routes:
         """Whether the answer is at hand without blocking (health and server metadata)."""
         return method == "GET" and (path == "/v2" or path.startswith("/v2/health/"))
 
+    @staticmethod
+    def is_control(path: str) -> bool:
+        """Whether ``path`` is the control plane's (the engine's methods, the repository,
+        the metrics), whose calls may wait long."""
+        return path.startswith(("/v1/", "/v2/repository")) or path == "/metrics"
+
     def check(self, method: str, path: str, req: RequestIn) -> None:
         """Refuse (HTTPError) a request its sender may not make: the guard's checks, on
         headers only (so a stack can run them before it reads the body)."""
