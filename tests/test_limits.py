@@ -255,6 +255,43 @@ def test_every_model_onnxruntime_ships_and_loads_loads_in_the_engine(bare_engine
 
 
 # -- the probe: unknown models run first in a child process ------------------------------------
+def test_an_untrusted_model_is_parsed_in_the_child_before_this_process(monkeypatch):
+    """Parsing and checking a model in the server took 7.65 GB for a 168 MiB model of nested
+    subgraphs, before the trial run's child (under the budget) saw it: the child parses it
+    first, and this process only after the child took it; garbage is refused in words."""
+    import core.engine.loading as engine_loading
+    import core.models.loading as model_loading
+    from core import ModelLoadError
+
+    order: list[str] = []
+    check, probe = model_loading.check_model_bytes, engine_loading.probe_model
+    monkeypatch.setattr(model_loading, "check_model_bytes",
+                        lambda data: order.append("parsed here") or check(data))
+    monkeypatch.setattr(engine_loading, "probe_model",
+                        lambda *a, **k: order.append("child") or probe(*a, **k))
+    with Engine(demo_models=False) as engine:
+        engine.load_model(declared(["N", 4]), name="small", probe=True)
+        assert order == ["child", "parsed here"], order
+        order.clear()
+        with pytest.raises(ModelLoadError, match="not a valid ONNX model|not an ONNX model"):
+            engine.load_model(b"\x08\x07garbage that is no model", name="junk", probe=True)
+        assert order == ["child"], order   # (refused there: never parsed here)
+        with pytest.raises(ModelLoadError, match="the model file is empty"):
+            engine.load_model(b"", name="empty", probe=True)
+
+
+def test_a_trial_run_child_that_crashed_is_said_to_have_crashed():
+    """The words were "exit -11 ... <frozen runpy>:128: RuntimeWarning: ...", a warning
+    the child printed at start-up: the signal by name, and no warning as its last words."""
+    from core.models.probe import _death
+    warned = b"<frozen runpy>:128: RuntimeWarning: 'core.models.probe' found in sys.modules\n"
+    assert _death(-11, warned) == "was killed by SIGSEGV (it crashed)"
+    assert _death(-9, b"") == "was killed by SIGKILL"
+    died = _death(1, warned + b"Traceback (most recent call last):\n  File x\n"
+                  b"MemoryError: out of memory\n")
+    assert died == "exited with code 1: MemoryError: out of memory"
+
+
 def test_probe_refuses_a_hung_model_at_load_and_measures_good_ones():
     from core import EngineConfig, ModelLoadError
 

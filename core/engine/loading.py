@@ -19,7 +19,7 @@ import pandas as pd
 
 from core.config import BatchConfig, EngineConfig, SessionConfig
 from core.errors import ConfigError, ModelLoadError, ResourceLimitError
-from core.models import (ModelInfo, check_model_bytes, format_bytes, probe_model,
+from core.models import (ModelInfo, format_bytes, probe_model, refuse_not_onnx,
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
@@ -80,10 +80,11 @@ class Loader:
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
         if probe:
-            # Checked here, then opened and run first in a child process under the budget
-            # with this session's options: creating the session (constant folding) or the
-            # trial run may blow up there, never here.
-            check_model_bytes(data)
+            # Parsed, checked, opened and run first in a child process under the budget
+            # with this session's options: the parse and check (a 168 MiB model of nested
+            # subgraphs took 7.65 GB here; an adversary), creating the session (constant
+            # folding) or the trial run may blow up there, never here.
+            refuse_not_onnx(data)
             profile = self.probe(data, [1], session)
             bad = profile["error"].dropna()
             if len(bad) and str(bad.iloc[0]).startswith(NOT_SERVABLE):   # (not its memory)

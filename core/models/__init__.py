@@ -13,7 +13,8 @@ from __future__ import annotations
 from .cache import CacheEntry, SessionCache
 from .demo import DEMO_MODELS, build_demo_model, build_onnx, demo_description
 from .hostile import build_declared_shape, build_loop_model, build_memory_bomb
-from .loading import LoadedModel, check_model_bytes, load_model_bytes, read_model_source
+from .loading import (LoadedModel, check_model_bytes, load_model_bytes, read_model_source,
+                      refuse_not_onnx)
 from .memory import (check_elements, current_rss_bytes, default_memory_budget, format_bytes,
                      generated_input_limit, install_memory_budget, memory_budget,
                      request_bytes_limit,
@@ -30,7 +31,7 @@ from .validation import RequestValidator, describe_array, owned
 __all__ = [
     "CacheEntry", "SessionCache", "DEMO_MODELS", "build_demo_model", "build_onnx",
     "demo_description", "build_declared_shape", "build_loop_model", "build_memory_bomb",
-    "LoadedModel", "load_model_bytes", "check_model_bytes", "read_model_source", "check_elements",
+    "LoadedModel", "load_model_bytes", "check_model_bytes", "refuse_not_onnx", "read_model_source", "check_elements",
     "current_rss_bytes", "default_memory_budget", "format_bytes", "generated_input_limit",
     "install_memory_budget", "memory_budget", "request_bytes_limit", "peak_rss_bytes", "probe_model", "sample_input", "generated_values", "narrowed", "ids_refused", "SampleInputs", "read_inputs", "input_file", "input_bytes", "INPUT_SUFFIXES",
     "MAX_INPUT_BYTES",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -87,12 +88,28 @@ def probe_model(data: bytes, batch_sizes: Sequence[int], budget_bytes: int,
     if proc.returncode != 0:
         done = {r["batch_size"] for r in rows}
         rest = [b for b in batch_sizes if b not in done]
-        tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
         rows.append({"batch_size": rest[0] if rest else None, "peak_mib": None,
                      "run_ms": None,
-                     "error": f"the probe process died (exit {proc.returncode}, after "
-                              f"{time.monotonic() - t0:.1f} s): {tail[0][:300]}"})
+                     "error": f"the probe process {_death(proc.returncode, err)} after "
+                              f"{time.monotonic() - t0:.1f} s"})
     return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def _death(code: int, err: bytes) -> str:
+    """How the child ended, in words: a signal by name (a crash said only a runpy warning
+    it had printed at start-up, beside "exit -11"), with its last words that are not a
+    warning."""
+    lines = [ln for ln in err.decode(errors="replace").strip().splitlines()
+             if ln.strip() and "Warning" not in ln and not ln.startswith(" ")]
+    said = f": {lines[-1][:300]}" if lines else ""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        crash = " (it crashed)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL") else ""
+        return f"was killed by {name}{crash}{said}"
+    return f"exited with code {code}{said or ': no message'}"
 
 
 def probe_note(profile: pd.DataFrame | None) -> str | None:
