@@ -316,7 +316,18 @@ def test_timeouts_over_the_wire_are_capped_and_cannot_be_switched_off():
         with pytest.raises(ConfigError, match=r"time_limit_s=3 is past what this server runs "
                                               r"a call for, 2 s \(its --max-timeout-s\)"):
             remote.warmup("tiny", iterations=2, time_limit_s=3)
-        assert remote.warmup("tiny", iterations=2, time_limit_s=1.5).batch_sizes
+        # too low is the engine's to say; past a float's range is told the cap, not an
+        # OverflowError; left out, the engine's 120 s is the server's 2 s (a reviewer)
+        with pytest.raises(ConfigError, match=r"time_limit_s must be a number >= 0.01"):
+            remote.warmup("tiny", iterations=2, time_limit_s=-1)
+        with pytest.raises(ConfigError, match=r"time_limit_s=10+\.\.\. \(401 characters\) is "
+                                              r"past"):
+            remote.warmup("tiny", iterations=2, time_limit_s=10**400)
+        from core.errors import ResourceLimitError
+        with pytest.raises(ResourceLimitError, match=r"warm-up of model 'tiny' reached its "
+                                                     r"time limit of 2 s after"):
+            remote.warmup("tiny", iterations=10**9)
+        assert remote.warmup("tiny", iterations=2, time_limit_s=2).batch_sizes
         cfg = {"dynamic_batching": {"default_queue_policy": {
             "default_timeout_microseconds": 0}}}            # Triton's "no timeout"
         status, raw, _ = post(server, "/v2/repository/models/tiny/load",

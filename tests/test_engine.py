@@ -380,7 +380,21 @@ def test_closing_the_engine_stops_a_warmup_going_on():
     assert running.wait(WAIT_S)
     eng.close()
     t.join(WAIT_S)
-    assert not t.is_alive() and said == ["warm-up of model 'tiny' was cancelled"], said
+    assert not t.is_alive() and said == [
+        "the engine closed during the warm-up of 'tiny'; create a new Engine to warm it up"], said
+    with pytest.raises(EngineClosedError):   # (on a closed engine it ran to its end)
+        eng.warmup("tiny", iterations=2)
+
+
+def test_a_warmup_that_meets_close_before_it_runs_does_not_run():
+    """A close between a warm-up's checks and its runs came before its stop was hooked to
+    close: it ran until its time limit (a reviewer). It is refused instead."""
+    eng = Engine(EngineConfig(demo_models=False))
+    eng.load_model(build_demo_model("tiny"), name="tiny")
+    checked = eng._ns.check_inputs_known
+    eng._ns.check_inputs_known = lambda *a: (checked(*a), eng.close())
+    with pytest.raises(EngineClosedError):
+        eng.warmup("tiny", iterations=10**9, time_limit_s=60)
 
 
 def test_a_warmup_past_its_time_limit_says_whether_a_run_was_going_on():

@@ -187,6 +187,18 @@ def test_a_flag_that_is_not_true_or_false_is_refused(extra, words):
     assert err.value.status == 400 and words in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32"])
+def test_json_that_is_not_utf8_is_refused(encoding):
+    """json reads UTF-16 and UTF-32 too, past the byte-level checks that read UTF-8: [true,
+    2] in UTF-16 was taken as INT64 [1, 2] (a reviewer)."""
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "INT64",
+                                   "data": [True, 2]}]}).encode(encoding)
+    for parse in (parse_infer_request, parse_infer_json):
+        with pytest.raises(HTTPError) as err:
+            parse(body)
+        assert err.value.status == 400 and "JSON is sent as UTF-8" in str(err.value)
+
+
 def test_numbers_beside_true_elsewhere_in_the_body_are_taken():
     """A body that holds true elsewhere (an output's binary_data) has its numbers looked
     at one by one, and taken: 1 and 0 are not true and false."""

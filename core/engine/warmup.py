@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from core.config import _check_float, as_list, plain
-from core.errors import BatchlabError, ConfigError, InferenceError, ResourceLimitError
+from core.errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
+                         ResourceLimitError)
 from core.models import ModelInfo, ids_refused, interface
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
@@ -258,6 +259,7 @@ class WarmupMethods:
     _ns: Any
     config: Any
     on_close: list
+    _check_open: Callable[[], None]
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
@@ -300,10 +302,17 @@ class WarmupMethods:
         if time_limit_s is not None:   # (-1 and "5" were taken; inf never stopped)
             _check_float("time_limit_s", plain(time_limit_s), 0.01, 86_400.0)
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
+        closing = self._warmups_stop()
+        self._check_open()   # (after the hook is in: a close from now on sets ``closing``)
         try:
             report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                                progress, time_limit_s=limit,
-                                stop=_Either(stop, self._warmups_stop()), purpose=purpose)
+                                progress, time_limit_s=limit, stop=_Either(stop, closing),
+                                purpose=purpose)
+        except ResourceLimitError:
+            if closing.is_set():   # (not "cancelled", a 413 that says to ask smaller)
+                raise EngineClosedError(f"the engine closed during the warm-up of {name!r}; "
+                                        "create a new Engine to warm it up") from None
+            raise
         except InferenceError as err:   # (an embedding's ids past its table, from noise)
             if self.input_source(source).startswith("real"):
                 raise

@@ -189,6 +189,12 @@ def loads(raw: bytes | str, max_parsed_bytes: int | None = None) -> Any:
     """Parse strict JSON: a bare NaN/Infinity is a ``ValueError`` that names it. With
     ``max_parsed_bytes``, a body whose parse could allocate more is refused before it is
     parsed (:class:`JSONTooLarge`); one too short to get there is not even counted."""
+    if isinstance(raw, (bytes, bytearray, memoryview)) and (
+            b"\x00" in bytes(raw[:4]) or bytes(raw[:2]) in (b"\xff\xfe", b"\xfe\xff")):
+        # (json reads UTF-16 and UTF-32 too: the byte-level checks here, of size and of
+        # true/false among numbers, read UTF-8, and [true, 2] in UTF-16 passed them)
+        raise ValueError("it is not UTF-8 (it looks like UTF-16 or UTF-32); JSON is sent "
+                         "as UTF-8 (RFC 8259)")
     check_size(raw, max_parsed_bytes)
     return json.loads(raw, parse_constant=_refuse)
 

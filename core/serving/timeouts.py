@@ -18,9 +18,10 @@ Example:
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
-from core.config import MAX_TIMEOUT_MS, BatchConfig, check_timeout_ms
+from core.config import MAX_TIMEOUT_MS, BatchConfig, _shown, check_timeout_ms
 from core.errors import ConfigError
 
 __all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call", "request_timeout_ms"]
@@ -54,7 +55,7 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
     cap when it is past it (1e12 was told "up to a day" by a server that holds 600 s)."""
     if (raw := params.get("timeout_ms")) is not None:
         if isinstance(raw, (int, float)) and not isinstance(raw, bool) and cap_ms is not None \
-                and cap_ms < raw < 2**1000:   # (an int past a float's range: not a number)
+                and cap_ms < raw <= sys.float_info.max:   # (past a float's range: none)
             check_timeout(float(raw), cap_ms, "the request's timeout")
         value = check_timeout_ms(raw)
         check_timeout(value, cap_ms, "the request's timeout")
@@ -94,8 +95,9 @@ def check_call(fn: Any, method: str, args: list, kwargs: dict, cap_ms: float | N
         elif key == "changes" and isinstance(value, dict) and "timeout_ms" in value:
             check_timeout(value["timeout_ms"], cap_ms, method)
         elif key == "time_limit_s" and method == "warmup" and isinstance(value, (int, float)) \
-                and not isinstance(value, bool) and not 0 < value * 1000.0 <= cap_ms:
-            # (1e9 s ran past SIGTERM: a warm-up goes on in the route's thread)
-            raise ConfigError(f"warmup: time_limit_s={value:g} is past what this server runs "
-                              f"a call for, {cap_ms / 1000:g} s (its --max-timeout-s); give "
-                              f"a number of seconds up to {cap_ms / 1000:g}")
+                and not isinstance(value, bool) and value > cap_ms / 1000.0:
+            # (1e9 s ran past SIGTERM: a warm-up goes on in the route's thread; a value too
+            # low is the engine's to refuse, in its words)
+            raise ConfigError(f"warmup: time_limit_s={_shown(value)} is past what this server "
+                              f"runs a call for, {cap_ms / 1000:g} s (its --max-timeout-s); "
+                              f"give a number of seconds up to {cap_ms / 1000:g}")
