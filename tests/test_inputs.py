@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -223,6 +224,12 @@ def test_a_file_that_would_unpack_past_the_bound_is_refused_before_it_is_read():
         with pytest.raises(InputValidationError, match=r"declares an array of shape "
                                                        r"\[281474976710656, 3\] float32"):
             engine.set_inputs("m", huge, "huge.npy")
+        packed = io.BytesIO()   # (the same array in an .npz: its member is checked too)
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as z:
+            z.writestr("x.npy", huge)
+        with pytest.raises(InputValidationError, match=r"^huge.npz: x.npy: its header declares "
+                                                       r"an array of shape \[281474976710656"):
+            engine.set_inputs("m", packed.getvalue(), "huge.npz")
         one = io.BytesIO()
         np.save(one, np.float32(3.0))
         with pytest.raises(InputValidationError, match="a single number"):

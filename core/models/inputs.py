@@ -234,7 +234,12 @@ def read_inputs(data: bytes, filename: str, info: ModelInfo,
         _check_unzipped(data, where)  # a compressed .npz can unpack to far more than it is
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                for member in z.zip.infolist():   # (each as it declares, before any is read)
+                    with z.zip.open(member) as f:
+                        _check_npy_header(f, member.file_size, f"{where}: {member.filename}")
                 found = {k: z[k] for k in z.files}
+        except _refuse:
+            raise
         except (ValueError, OSError) as err:
             raise _refuse(f"{where} is not a readable .npz ({err})") from None
         if one is not None and len(found) == 1:
@@ -324,23 +329,26 @@ def _whole(a: np.ndarray, spec: Any, where: str) -> np.ndarray:
     return a
 
 
-def _load_npy(data: bytes, where: str) -> np.ndarray:
-    """An .npy's array, its header's shape checked against the bytes it holds first (a
-    header that declared 1 PiB was a 500 "MemoryError" from numpy's allocation)."""
+def _check_npy_header(f: Any, size: int, where: str) -> None:
+    """The .npy in ``f`` (``size`` bytes) holds what its header declares: a header that
+    declared 1 PiB was a 500 "MemoryError" from numpy's allocation (in an .npz too)."""
     fmt = np.lib.format
     try:
-        f = io.BytesIO(data)
         version = fmt.read_magic(f)
         read_header = fmt.read_array_header_1_0 if version == (1, 0) else \
             fmt.read_array_header_2_0
         shape, _, dtype = read_header(f, max_header_size=10_000)
-        need, held = math.prod(shape) * dtype.itemsize, len(data) - f.tell()
+        need, held = math.prod(shape) * dtype.itemsize, size - f.tell()
     except (ValueError, OSError, TypeError) as err:
         raise _refuse(f"{where} is not a readable .npy ({err})") from None
     if need > held:
         raise _refuse(f"{where}: its header declares an array of shape {list(shape)[:8]} "
                       f"{dtype} ({need:,} bytes) but the file holds {held:,} bytes after it; "
                       "save the array with numpy.save")
+
+
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    _check_npy_header(io.BytesIO(data), len(data), where)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError) as err:
