@@ -92,6 +92,20 @@ def _reads_a_file(kind: str, location: str, n: int = 16) -> bytes:
                                   "g", [x], [y])
         model = helper.make_model(graph, opset_imports=opset + [helper.make_opsetid("adv", 1)],
                                   functions=[fn])
+    elif kind == "default":   # a function's attribute default, its Constant's value
+        body = helper.make_node("Constant", [], ["c"])
+        body.attribute.add(name="value", ref_attr_name="v", type=onnx.AttributeProto.TENSOR)
+        fn = helper.make_function("adv", "Leak", ["a"], ["c"], [body], opset)
+        fn.attribute_proto.append(helper.make_attribute("v", _external("d", location, n)))
+        graph = helper.make_graph([helper.make_node("Leak", ["x"], ["y"], domain="adv")],
+                                  "g", [x], [y])
+        model = helper.make_model(graph, opset_imports=opset + [helper.make_opsetid("adv", 1)],
+                                  functions=[fn])
+    elif kind == "training":   # a training graph's initializer
+        graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.UINT8)],
+                                  "g", [x], [y])
+        model = helper.make_model(graph, opset_imports=opset)
+        model.training_info.add().initialization.initializer.append(_external("t", location, n))
     else:                    # a Constant's sparse_value
         sparse = helper.make_sparse_tensor(
             _external("v", location, n), helper.make_tensor("i", TensorProto.INT64, [n],
@@ -103,7 +117,7 @@ def _reads_a_file(kind: str, location: str, n: int = 16) -> bytes:
     return model.SerializeToString()
 
 
-@pytest.mark.parametrize("kind", ["function", "sparse"])
+@pytest.mark.parametrize("kind", ["function", "sparse", "default", "training"])
 def test_refuses_external_data_wherever_a_model_holds_it(kind, tmp_path, monkeypatch):
     """An adversary's upload served the first bytes of README.md from the server's working
     directory: the check walked the graph, not the model's functions or sparse attributes."""

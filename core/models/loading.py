@@ -173,22 +173,26 @@ def _parse(data: bytes) -> onnx.ModelProto:
     return proto
 
 
+def _iter_attr_tensors(attr: Any):
+    if attr.HasField("t"):
+        yield attr.t
+    yield from attr.tensors
+    if attr.HasField("sparse_tensor"):
+        yield attr.sparse_tensor.values
+        yield attr.sparse_tensor.indices
+    for sparse in attr.sparse_tensors:
+        yield sparse.values
+        yield sparse.indices
+    if attr.HasField("g"):
+        yield from _iter_graph_tensors(attr.g)
+    for sub in attr.graphs:
+        yield from _iter_graph_tensors(sub)
+
+
 def _iter_nodes_tensors(nodes: Any):
     for node in nodes:
         for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            if attr.HasField("sparse_tensor"):
-                yield attr.sparse_tensor.values
-                yield attr.sparse_tensor.indices
-            for sparse in attr.sparse_tensors:
-                yield sparse.values
-                yield sparse.indices
-            if attr.HasField("g"):
-                yield from _iter_graph_tensors(attr.g)
-            for sub in attr.graphs:
-                yield from _iter_graph_tensors(sub)
+            yield from _iter_attr_tensors(attr)
 
 
 def _iter_graph_tensors(graph: onnx.GraphProto):
@@ -200,11 +204,14 @@ def _iter_graph_tensors(graph: onnx.GraphProto):
 
 
 def _iter_model_tensors(proto: onnx.ModelProto):
-    """Every tensor a model holds: its graph's (subgraphs too), its local functions' and
-    its training graphs' (an adversary read README.md through a function's Constant)."""
+    """Every tensor a model holds: its graph's (subgraphs too), its local functions' (their
+    nodes' and their attributes' defaults) and its training graphs' (an adversary read
+    README.md through a function's Constant, a reviewer through a default)."""
     yield from _iter_graph_tensors(proto.graph)
     for function in proto.functions:
         yield from _iter_nodes_tensors(function.node)
+        for attr in function.attribute_proto:
+            yield from _iter_attr_tensors(attr)
     for info in proto.training_info:
         yield from _iter_graph_tensors(info.initialization)
         yield from _iter_graph_tensors(info.algorithm)
