@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 
@@ -434,6 +435,20 @@ def test_a_latency_verdict_never_contradicts_its_interval_and_says_when_it_is_to
     assert "but the interval reaches past it; about" in near.verdict, near.verdict
     from core.ui.fmt import more_needed
     assert more_needed(near) == f"{near.more_needed_per_arm:,}"
+    # a skewed interval (quantised latencies): the far end's reach, not the half-width, says
+    # how many more (it said "about 1 more requests" of CI 0.20-1.20, 1 ms worth detecting)
+    q = np.random.default_rng(31)
+    n = int(q.integers(40, 400))
+    skew = compare_latency(np.round(q.lognormal(np.log(4.5), 0.3, n)),
+                           np.round(q.lognormal(np.log(4.5), 0.3, n)) + q.choice([0, 0.1, 0.2]),
+                           detect_ms=1.0, seed=0)
+    reach, room = skew.ci_high_ms - skew.diff_p50_ms, 1.0 - skew.diff_p50_ms
+    assert skew.significant and not skew.meaningful and reach > room, skew
+    assert skew.more_needed_per_arm == math.ceil(n * (reach / room) ** 2) - n > 100, skew
+    # the priority classes' comparison says it in the same words
+    from core.ab import too_small_words
+    assert skew.verdict.endswith(too_small_words(skew)) and too_small_words(small).endswith(
+        "no difference to act on")
 
 
 def test_no_more_requests_are_asked_for_once_a_difference_is_detected():

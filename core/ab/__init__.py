@@ -13,9 +13,10 @@ from .bandit import ThompsonBandit, simulate_bandit
 from .report import ABReport, arm_differences
 from .routing import AB_MODES, ABExperiment, ExperimentRegistry, ShadowStats, matched_outputs
 from .statistics import (ErrorComparison, LatencyComparison, compare_errors, compare_latency,
-                         format_p, sample_size_means, sample_size_proportions)
+                         format_p, sample_size_means, sample_size_proportions,
+                         too_small_words)
 
 __all__ = ["ThompsonBandit", "simulate_bandit", "ABReport", "arm_differences", "AB_MODES", "ABExperiment", "ExperimentRegistry",
            "ShadowStats", "matched_outputs", "ErrorComparison", "LatencyComparison",
            "compare_errors", "compare_latency", "format_p", "sample_size_means",
-           "sample_size_proportions"]
+           "sample_size_proportions", "too_small_words"]

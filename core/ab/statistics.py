@@ -25,6 +25,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["LatencyComparison", "ErrorComparison", "compare_latency", "compare_errors",
+           "too_small_words",
            "compare_arm_errors", "latest_only",
            "sample_size_means", "sample_size_proportions", "format_p"]
 
@@ -155,33 +156,42 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
     by_lo, by_hi = (lo, hi) if diff > 0 else (-hi, -lo)
     # enough decimals for the figures to be read ("faster by only 0.00 ms, p = 0.008")
     d = _decimals(diff, lo, hi)
-    if meaningful:
-        verdict = (f"B is {word} by {abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} to "
-                   f"{by_hi:.{d}f} ms), {format_p(p_value)}")
-    elif significant and max(abs(lo), abs(hi)) > detect_ms:
-        # (the estimate below it, the interval past it: "no difference to act on" beside a
-        # CI of 0.10 to 0.28 ms and 0.25 worth detecting; a newcomer). The interval narrows
-        # as 1/sqrt(n): the requests per arm that bring its far end within detect_ms.
-        half, room = (hi - lo) / 2, detect_ms - abs(diff)
+    if significant and not meaningful and max(abs(lo), abs(hi)) > detect_ms:
+        # (the estimate below detect_ms, the interval past it: "no difference to act on"
+        # beside a CI of 0.10 to 0.28 ms and 0.25 worth detecting; a newcomer). The far
+        # end's reach beyond the estimate narrows as 1/sqrt(n) and must come within the
+        # room left below detect_ms (a half-width said "1 more" of a skewed interval).
+        reach, room = max(abs(lo), abs(hi)) - abs(diff), detect_ms - abs(diff)
         have = min(n_a, n_b)
-        more = max(1, math.ceil(have * (half / room) ** 2) - have) if room > 0 else 0
-        verdict = (f"B is {word} by {abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} "
-                   f"to {by_hi:.{d}f} ms, {format_p(p_value)}): less than the "
-                   f"{detect_ms:.2f} ms worth detecting, but the interval reaches past it"
-                   + (f"; about {more:,} more requests per arm will tell whether it matters"
-                      if more else ""))
-    elif significant:
-        verdict = (f"B is {word} by only {abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} "
-                   f"to {by_hi:.{d}f} ms, {format_p(p_value)}): less than the "
-                   f"{detect_ms:.2f} ms worth detecting, no difference to act on")
+        more = max(1, math.ceil(have * (reach / room) ** 2) - have)
+    if significant:
+        only = "" if meaningful or more else "only "
+        verdict = (f"B is {word} by {only}{abs(diff):.{d}f} ms at p50 (95% CI {by_lo:.{d}f} "
+                   f"to {by_hi:.{d}f} ms), {format_p(p_value)}")
     else:
         verdict = (f"No significant latency difference ({format_p(p_value)}; B - A at p50: "
                    f"{diff:+.{d}f} ms, 95% CI {lo:.{d}f} to {hi:.{d}f} ms)")
         if more:
             verdict += (f"; about {more:,} more requests per arm are needed to detect "
                         f"{detect_ms:.2f} ms")
-    return LatencyComparison(n_a, n_b, p50_a, p50_b, diff, lo, hi, p_value, significant,
-                             detect_ms, n_needed, more, verdict, meaningful)
+    lat = LatencyComparison(n_a, n_b, p50_a, p50_b, diff, lo, hi, p_value, significant,
+                            detect_ms, n_needed, more, verdict, meaningful)
+    return replace(lat, verdict=verdict + too_small_words(lat))
+
+
+def too_small_words(lat: LatencyComparison) -> str:
+    """What a detected difference below ``detect_ms`` means, to follow its figures: none
+    to act on when its whole interval is below too, else that the interval reaches past
+    it and how many more requests per arm will tell (the A/B verdict and the priority
+    classes' comparison both say it)."""
+    if not lat.significant or lat.meaningful:
+        return ""
+    said = f": less than the {lat.detect_ms:.2f} ms worth detecting"
+    more = lat.more_needed_per_arm
+    if not more:
+        return said + ", no difference to act on"
+    return (said + f", but the interval reaches past it; about {more:,} more "
+            f"request{'s' if more > 1 else ''} per arm will tell whether it matters")
 
 
 def _boot_medians(x: np.ndarray, rng: np.random.Generator, draws: int = _DRAWS) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.ab import compare_latency, format_p
+from core.ab import compare_latency, format_p, too_small_words
 from core.metrics import MetricsSnapshot
 
 __all__ = ["PolicyMethods"]
@@ -60,12 +60,11 @@ class PolicyMethods:
             faster = lat.diff_p50_ms < 0
             lo, hi = (-lat.ci_high_ms, -lat.ci_low_ms) if faster else (lat.ci_low_ms,
                                                                          lat.ci_high_ms)
-            words = (f"The high class is {'faster' if faster else 'slower'} by "
-                     f"{'' if lat.meaningful else 'only '}"
+            only = "" if lat.meaningful or lat.more_needed_per_arm else "only "
+            words = (f"The high class is {'faster' if faster else 'slower'} by {only}"
                      f"{abs(lat.diff_p50_ms):.2f} ms at p50 than the normal one (95% CI "
                      f"{lo:.2f} to {hi:.2f} ms), {format_p(lat.p_value)}"
-                     + ("" if lat.meaningful else
-                        f": less than the {lat.detect_ms:.2f} ms worth detecting"))
+                     + too_small_words(lat))
         else:
             words = (f"No significant p50 difference between the classes "
                      f"({format_p(lat.p_value)})")
