@@ -120,16 +120,17 @@ def test_the_wait_is_not_counted_against_the_bodys_own_timeout():
         return {"type": "http.request", "body": pieces.pop(), "more_body": bool(pieces)}
 
     window = Window()
+    clock = [0.0, 94.0, 0, 0.0]   # (its start, its cap, bytes so far, time paced)
     req = Req()
     # On a thread of its own: in this process another loop may be running (Playwright's).
     t = threading.Thread(target=lambda: asyncio.run(
-        app._read(req, receive, 64 * MIB, 8 * 65536, None, window, [8 * 65536])))
+        app._read(req, receive, 64 * MIB, 8 * 65536, None, window, [8 * 65536], clock)))
     t.start()
     t.join(60)
     app.close()
     assert len(req._body) == 8 * 65536
     assert p.slept_s == pytest.approx(7 * 65536 / MIB)      # the last piece: no wait
-    assert window.at == pytest.approx(30.0 + p.slept_s)
+    assert window.at == pytest.approx(30.0 + p.slept_s) and clock[3] == p.slept_s
 
 
 def test_a_rate_of_nothing_is_refused_in_words():
@@ -201,3 +202,26 @@ def test_the_app_reads_a_large_body_whole_at_the_pacers_rate(others):
     assert app.pacer.paced_bytes == paced
     assert fake.now - 100.0 == pytest.approx(paced / (4 * MIB))
     assert app.bodies_in_flight == 0
+
+
+def test_a_body_earns_its_time_as_it_keeps_coming():
+    """5 s to begin, then time as bytes come at 256 KiB/s, within the body's cap (a fixed
+    window cut a slow client's over-limit body before its 413; a reviewer)."""
+    from core.serving.bodies import BodyReader
+
+    class Window:
+        at = 5.0
+
+        def when(self) -> float:
+            return self.at
+
+        def reschedule(self, when: float) -> None:
+            self.at = when
+
+    window, clock = Window(), [100.0, 40.0, 0, 2.0]   # began at 100, 40 s cap, 2 s paced
+    BodyReader._keep_going(window, clock, MIB)         # 1 MiB: 5 + 4 s
+    assert window.at == pytest.approx(100.0 + 2.0 + 9.0) and clock[2] == MIB
+    BodyReader._keep_going(window, clock, 512 * 1024)  # (never earlier than it was)
+    assert window.at == pytest.approx(111.0)
+    BodyReader._keep_going(window, clock, 64 * MIB)    # within the cap
+    assert window.at == pytest.approx(100.0 + 2.0 + 40.0)

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from core.errors import BatchlabError
-from core.protocol import HEADER_LENGTH, HTTPError, jsontext, oip, status_of
+from core.protocol import HTTPError, jsontext, status_of
+from .bodies import BodyReader, ServerBusyError, _declared_json_part, _Disconnected
 from .pacing import BULK_DRAIN_S, BULK_RATE, BulkPacer
 from .request import AsgiRequest as _Request
 from .routes import Pending, Routes, Text
@@ -37,29 +38,12 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 #: The longest error message answered (characters): one that quotes what a caller sent
 #: (a 4 MiB input name) is cut here.
 MAX_ERROR_CHARS = 4000
-#: An over-limit body up to this size is read and dropped (so its client gets the 413
-#: rather than a reset); past it the connection is closed.
-DRAIN_MAX = 256 * 2**20
-#: A body whose request came this long after the one before, with none since, is alone on
-#: the server and not paced (``core/serving/pacing.py``).
-ALONE_AFTER_S = 1.0
 #: An inference body (or answer) up to this size is parsed (encoded) on the event loop,
 #: cheaper than a thread hop; a larger one on a thread, so that one big request never
 #: stalls every connection. JSON takes ~40 us a KiB here: at 32 KiB a body holds the loop
 #: for ~1.2 ms (at 256 KiB it was 10-13 ms, and one client's flood of them took another
 #: model's p50 from 6.5 to 29 ms).
 INLINE_MAX = 32 * 2**10
-#: A body must arrive within this many seconds, plus one per MiB of its length; one over
-#: its limit (dropped) within DRAIN_S plus one per 64 MiB, then its 413 (4,100 heads of 256
-#: MiB held every connection 286 s, renewable: an adversary).
-BODY_TIMEOUT_S, DRAIN_S = 30.0, 5.0
-
-#: An inference body's JSON part is counted while it arrives for its first this many
-#: bytes: a dense flood (empty lists: ~40 bytes parsed per byte) passes the bound within
-#: them and is dropped there. Past them, counting every chunk on the event loop costs more
-#: than it saves: the parser (a child process for long bodies) counts the whole part
-#: before parsing it anyway.
-COUNT_MAX = 8 * 2**20
 #: An answer longer than this is written in slices of this size (views of its memory).
 SEND_SLICE = 1 << 20
 
@@ -69,27 +53,11 @@ def _retrieved(fut: asyncio.Future) -> None:
     _ = fut.cancelled() or fut.exception()
 
 
-def _declared_json_part(req: _Request) -> int | None:
-    """The length of a body's JSON part its binary-data header declares (None: no header,
-    or not a whole number: the body is all JSON, or the parser refuses it)."""
-    head = req.header(HEADER_LENGTH)
-    return int(head) if head is not None and head.isascii() and head.isdigit() else None
-
-
 def _json_part(req: _Request) -> int:
     """How much of a body is JSON to parse: its binary tensors after it are taken as they
     are (a view), so a 200 KiB binary request is as quick to parse as its short JSON."""
     declared = _declared_json_part(req)
     return len(req._body) if declared is None else min(declared, len(req._body))
-
-
-class _Disconnected(Exception):
-    """The client went away (before its request was read, or before its answer)."""
-
-
-class ServerBusyError(HTTPError):
-    """A 503 for the request bodies the server holds (before or part-way through reading
-    this one's): the connection closes after the answer."""
 
 
 #: A request unanswered after this long is watched for its client going away (not sooner).
@@ -102,7 +70,7 @@ async def _client_gone(receive: Receive) -> None:
         pass
 
 
-class OipApp:
+class OipApp(BodyReader):
     """The ASGI application serving ``routes``.
 
     ``closing`` (set by the server when it stops) makes every answer close its connection,
@@ -199,24 +167,6 @@ class OipApp:
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         await self._send(send, status, body, close or self.closing)
 
-    def _hold_body(self, req: _Request) -> int:
-        """A 503 before a byte of ``req``'s body is read if its declared length would take
-        the bytes the server holds past :attr:`max_bodies_in_flight`; else 0, what it counts
-        so far: a body counts by the bytes that arrive (:meth:`_grow_hold`), never by what
-        its head declares (heads that declare 200 MB and send nothing held the bound whole
-        and refused everyone else). A body alone is never refused here (the body limits
-        bound it)."""
-        declared = req.header("content-length") if req._has_body else None
-        length = int(declared) if declared is not None and declared.isdigit() else 0
-        if length and self.bodies_in_flight \
-                and self.bodies_in_flight + length > self.max_bodies_in_flight:
-            raise ServerBusyError(
-                503, f"the server holds {self.bodies_in_flight / 2**20:.0f} MiB of request "
-                     f"bodies not yet answered, and this one's {length / 2**20:.1f} MiB would "
-                     f"pass its {self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of its "
-                     "memory budget); retry when earlier requests are answered")
-        return 0
-
     async def _answer(self, method: str, path: str, req: _Request,
                       receive: Receive) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
@@ -268,121 +218,6 @@ class OipApp:
         if len(message) > MAX_ERROR_CHARS:  # what a caller sent, quoted back: cut
             message = f"{message[:MAX_ERROR_CHARS]}… (cut: {len(message):,} characters)"
         return status, {"error": message, "type": type(err).__name__}
-
-    def _crowded(self, req: _Request) -> bool:
-        """Whether ``req``'s body shares the loop with other requests, so is paced: one
-        arrived after it, or within :data:`ALONE_AFTER_S` before it. A body alone (an upload
-        to an idle server) is read at the loop's full speed until another request comes."""
-        return self._arrived != req._arrived or req._gap < ALONE_AFTER_S
-
-    def _grow_hold(self, held: list[int], size: int) -> None:
-        """A body counts as it arrives: ``size`` bytes so far, ``held[0]`` counted. Past
-        :attr:`max_bodies_in_flight` with other bodies held, a 503 (the rest is read and
-        dropped, or the connection closes). Alone it is never refused here (the body limits
-        bound it)."""
-        extra = size - held[0]
-        if self.bodies_in_flight - held[0] > 0 \
-                and self.bodies_in_flight + extra > self.max_bodies_in_flight:
-            raise ServerBusyError(
-                503, f"the server holds {(self.bodies_in_flight - held[0]) / 2**20:.0f} MiB of "
-                     f"other request bodies not yet answered, and this body's "
-                     f"{size / 2**20:.1f} MiB so far would pass its "
-                     f"{self.max_bodies_in_flight / 2**20:.0f} MiB (a quarter of its memory "
-                     "budget); retry when earlier requests are answered")
-        self.bodies_in_flight += extra
-        held[0] = size
-
-    async def _read_body(self, req: _Request, receive: Receive, limit: int,
-                         json_limit: int | None, held: list[int]) -> bool:
-        """Read the body (at most ``limit`` bytes) into ``req``; True when the connection
-        must close after the answer. Over the limit: the rest is read and dropped (up to
-        :data:`DRAIN_MAX`) and a 413 raised; too slow: a 408. ``json_limit``: the body's
-        JSON part (an inference request's) is counted as it arrives, and one that would
-        parse past this many bytes is dropped the same way (a 413), not kept. ``held``: what
-        this body counts against :attr:`max_bodies_in_flight` (``[0]``, grown as its bytes
-        arrive: :meth:`_grow_hold`)."""
-        if not req._has_body:
-            return False
-        declared = req.header("content-length")
-        length = int(declared) if declared is not None and declared.isdigit() else 0
-        drop = length > limit
-        within = DRAIN_S + length / 2**26 if drop else BODY_TIMEOUT_S + length / 2**20
-        try:
-            async with asyncio.timeout(within) as window:
-                return await self._read(req, receive, limit, length, json_limit, window,
-                                        held)
-        except TimeoutError:
-            raise HTTPError(413, f"the request body is {length} bytes, over the limit of "
-                                 f"{limit} bytes") if drop else HTTPError(
-                408, f"the request body did not arrive within {within:.0f} s (not counting "
-                     "the server's own pacing of large bodies)") from None
-
-    async def _read(self, req: _Request, receive: Receive, limit: int, declared: int,
-                    json_limit: int | None, window: Any, held: list[int]) -> bool:
-        if declared > max(limit, DRAIN_MAX):  # not worth reading: refuse, and close
-            raise HTTPError(413, f"the request body is {declared} bytes, over the limit "
-                                 f"of {limit} bytes")
-        # Grown piece by piece (no join of tens of MiB at the end, holding the interpreter)
-        body = bytearray()
-        size = 0
-        over = declared > limit
-        counter = None
-        if json_limit is not None:
-            json_part = _declared_json_part(req)
-            # (too short to reach the bound: not counted)
-            if (json_part if json_part is not None else (declared or limit + 1)) \
-                    * jsontext.OBJECT_BYTES > json_limit:
-                counter = jsontext.SizeCounter(json_limit, json_part)
-        too_big = refused = None
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            if counter is not None and too_big is None and size < COUNT_MAX:
-                try:
-                    counter.feed(chunk, size)
-                except jsontext.JSONTooLarge as err:
-                    too_big = err
-                    over = True
-                    body = bytearray()
-            if not size and not over and not message.get("more_body", False) \
-                    and len(chunk) <= limit:
-                if chunk:
-                    self._grow_hold(held, len(chunk))
-                req._body = chunk    # the whole body in one piece (most requests): as is
-                return False
-            size += len(chunk)
-            if size > limit:
-                over = True
-                body = bytearray()
-            elif not over:
-                if size > held[0]:
-                    try:
-                        self._grow_hold(held, size)
-                    except ServerBusyError as err:
-                        # the rest is read and dropped (as over the limit), then answered:
-                        # a client still sending would otherwise see a reset, not the words
-                        refused, over, body = err, True, bytearray()
-                if not over:
-                    body += chunk
-            if over and size > DRAIN_MAX:
-                break  # stop reading: the connection closes after the 413
-            if not message.get("more_body", False):
-                break
-            if self._crowded(req):
-                slept = await self.pacer.pace(size - len(chunk), len(chunk))
-                if slept:   # the server's wait is not the client's
-                    window.reschedule(window.when() + slept)
-        if refused is not None:
-            raise refused
-        if too_big is not None:
-            raise HTTPError(413, oip.too_large_words("the request body", too_big))
-        if over:
-            raise HTTPError(413, f"the request body is {max(size, declared)} bytes, over "
-                                 f"the limit of {limit} bytes")
-        req._body = body
-        return False
 
     @staticmethod
     async def _send(send: Send, status: int, body: Any, close: bool) -> None:
