@@ -67,10 +67,10 @@ if report is None:
 else:
     if report.purpose != "warm-up":   # (a newcomer took a profile's sizes, up to 64 above a
         # max batch size of 40, for this page's warm-up)
-        st.info(f"These figures are from the {report.purpose} (Experiments page), the last "
-                f"to time {model}'s batch sizes: {fmt_ranges(report.batch_sizes)}, not the "
-                "sizes above. Warm up to see this model at its own sizes.",
-                icon=":material/info:")
+        st.info(f"These figures are from a cost profile (the Experiments page's, or "
+                f"profile_cost() from a notebook), the last to time {model}'s batch sizes: "
+                f"{fmt_ranges(report.batch_sizes)}, not the sizes above. Warm up to see this "
+                "model at its own sizes.", icon=":material/info:")
     st.plotly_chart(charts.warmup_figure(report.frame), key="warmup_chart")
     st.dataframe(report.frame, hide_index=True, key="warmup_table",
                  column_config={c: st.column_config.NumberColumn(format="%.3f")

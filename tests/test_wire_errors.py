@@ -98,7 +98,8 @@ def test_the_other_triton_fields_are_checked_the_same_way(served):
     # nested past what JSON's reader recurses: a 400, not a 500 "internal error"
     status, body = _post(server, "/v2/repository/models/ident/load",
                          {"parameters": {"config": "[" * 100_000}})
-    assert status == 400 and "parameters.config nests JSON too deeply" in body["error"], body
+    assert status == 400 and "parameters.config is not valid JSON: it nests JSON too deeply" \
+        in body["error"], body
     # read leniently (a server's configuration): a delay no float holds is unknown
     assert triton.read_batching({"max_batch_size": 4, "dynamic_batching": {
         "max_queue_delay_microseconds": 10**400}}) == (4, None)
@@ -148,6 +149,9 @@ class _Text(str):
     ({"__t": "df", "cols": [{"name": "a", "dtype": "S200000000", "v": [None] * 10}],
       "index": None}, "a DataFrame column's dtype must be a number, true/false or text (at "
                       "most 16 bytes a value), got 'S200000000'"),
+    ({"__t": "df", "cols": [{"name": "a", "dtype": "(100000000000000000000000,)f8",
+                             "v": [None]}], "index": None},
+     "a DataFrame column's dtype '(100000000000000000000000,)f8' is not one numpy makes"),
     ({"__t": "float", "v": [1]}, "a 'float' value must be"),
     ({"__t": "bytes", "v": 7}, "a 'bytes' value must be"),
     ({"__t": "dc", "cls": "BatchConfig", "v": [1]}, "a 'dc' value must be"),

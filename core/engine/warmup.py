@@ -29,10 +29,14 @@ from core.errors import (BatchlabError, ConfigError, EngineClosedError, Inferenc
 from core.models import ModelInfo, ids_refused, interface
 
 __all__ = ["WarmupReport", "warmup_batch_sizes", "run_warmup", "WARMUP_COLUMNS", "WarmupMethods",
-           "check_batchable_sizes"]
+           "check_batchable_sizes", "WARMUP_PURPOSES"]
 
 WARMUP_COLUMNS = ["batch_size", "cold_ms", "warm_p50_ms", "warm_p95_ms", "warm_min_ms",
                   "cold_over_warm", "iterations"]
+
+#: What may run a warm-up (``WarmupReport.purpose``): the Warm-up page's own, or a cost
+#: profile timing a model's batch sizes (the Experiments page's, or profile_cost()).
+WARMUP_PURPOSES = ("warm-up", "cost profile")
 
 #: progress(done_runs, total_runs, batch_size)
 ProgressFn = Callable[[int, int, int], None]
@@ -273,9 +277,9 @@ class WarmupMethods:
         :class:`~core.errors.ResourceLimitError` is raised. ``inputs_of``: another model
         with the same inputs whose samples (its real inputs) to run with (a replay's copy).
         ``purpose``: what the report says ran it (a cost profile times sizes this way)."""
-        if not isinstance(purpose, str) or not purpose.strip() or len(purpose) > 80:
-            raise ConfigError(f"purpose must be a short text saying what runs the warm-up "
-                              f"(such as 'cost profile'), got {purpose!r:.60}")
+        if purpose not in WARMUP_PURPOSES:   # (shown on the Warm-up page: not free text)
+            raise ConfigError(f"purpose must be one of {', '.join(map(repr, WARMUP_PURPOSES))}"
+                              f", got {purpose!r:.60}")
         entry = self._ns.entry(name)
         info = entry.info
         if inputs_of is not None and interface(self._ns.entry(inputs_of).info) != interface(info):

@@ -196,7 +196,10 @@ def loads(raw: bytes | str, max_parsed_bytes: int | None = None) -> Any:
         raise ValueError("it is not UTF-8 (it looks like UTF-16 or UTF-32); JSON is sent "
                          "as UTF-8 (RFC 8259)")
     check_size(raw, max_parsed_bytes)
-    return json.loads(raw, parse_constant=_refuse)
+    try:
+        return json.loads(raw, parse_constant=_refuse)
+    except RecursionError:   # (its callers word a ValueError; this was a 500 in places)
+        raise ValueError("it nests JSON too deeply") from None
 
 
 def check_size(raw: bytes | str, max_parsed_bytes: int | None) -> None:

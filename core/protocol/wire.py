@@ -90,6 +90,9 @@ def _check_column_dtype(dtype: Any) -> None:
         size = np.dtype(dtype).itemsize
     except TypeError:   # a pandas type ("Int64", "category"): made value by value
         return
+    except ValueError as err:   # ("(10**23,)f8": numpy's words, not the wire's)
+        raise WireError(f"a DataFrame column's dtype {str(dtype)[:40]!r} is not one numpy "
+                        f"makes ({err})") from None
     if size > 16:
         raise WireError(f"a DataFrame column's dtype must be a number, true/false or text "
                         f"(at most 16 bytes a value), got {str(dtype)[:40]!r}")

@@ -179,9 +179,9 @@ class Routes:
 
     @staticmethod
     def is_control(path: str) -> bool:
-        """Whether ``path`` is the control plane's (the engine's methods, the repository,
-        the metrics), whose calls may wait long."""
-        return path.startswith(("/v1/", "/v2/repository")) or path == "/metrics"
+        """Whether ``path`` is the control plane's (the engine's methods, the repository),
+        whose calls may wait long (``/metrics`` is not: a scrape never waits behind them)."""
+        return path.startswith(("/v1/", "/v2/repository"))
 
     def check(self, method: str, path: str, req: RequestIn) -> None:
         """Refuse (HTTPError) a request its sender may not make: the guard's checks, on
