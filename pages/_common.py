@@ -613,7 +613,10 @@ def sidebar_status(drawn: dict | None = None) -> None:
         st.caption("ENGINE")
         c1, c2 = st.columns(2)
         c1.metric("Models", status["models"])
-        c2.metric("Requests/s", fmt_rate(status["throughput_rps"]).removesuffix("/s"))
+        # (599/s beside shadow traffic of 300/s read as wrong; a newcomer)
+        c2.metric("Requests/s", fmt_rate(status["throughput_rps"]).removesuffix("/s"),
+                  help="Requests every model answered per second, together: the copies a "
+                       "shadow A/B experiment sends its B count as B's model's requests.")
         c1.metric("Queued", status["queue_depth"])
         c2.metric("Errors", fmt_num(status["error_count"]),
                   help="Requests that did not get an answer, whatever the reason: failed runs "

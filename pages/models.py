@@ -391,6 +391,13 @@ st.caption("Sessions are shared by content hash: loading the same bytes twice cr
            "Evicting only means the next load builds a new session; loaded models keep "
            "working.")
 entries = engine.cache_entries()
+cap = engine.config.cache_size
+if len(entries) < len(engine.model_names()) or len(entries) >= cap:
+    # (8 rows beside 14 models read as models gone missing; a newcomer)
+    st.caption(f"It keeps at most {cap} sessions "
+               "(EngineConfig.cache_size), the least recently loaded leaving first: a model "
+               "loaded earlier keeps serving with its own session, unlisted here, and a "
+               "remote model has none.")
 if entries:
     names: dict[str, list[str]] = {}   # the models loaded from each file, by its sha256
     for m in engine.models():

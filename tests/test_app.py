@@ -151,6 +151,8 @@ def test_sidebar_shows_engine_status(engine):
     at = app()
     labels = [m.label for m in at.sidebar.get("metric")]
     assert "Models" in labels and "Requests/s" in labels
+    rps = next(m for m in at.sidebar.get("metric") if m.label == "Requests/s")
+    assert "shadow A/B experiment" in rps.help   # (its copies count: 599/s beside 300/s)
     models = next(m for m in at.sidebar.get("metric") if m.label == "Models")
     assert models.value == str(len(engine.model_names()))
 
@@ -267,6 +269,18 @@ def test_models_page_session_cache_names_the_models_of_each_entry(engine):
     engine.unload_model("tiny")
     gone = frame_with(at.run(), "loads")
     assert "none loaded now" in set(gone["models"])   # its session stays cached
+    # fewer rows than models: the cache's bound is said (8 rows beside 14 models read as
+    # models gone missing; a newcomer)
+    said = [c.value for c in at.caption if c.value.startswith("It keeps at most")]
+    assert bool(said) == (len(engine.cache_entries()) < len(engine.model_names())
+                          or len(engine.cache_entries()) >= engine.config.cache_size)
+    from tests.helpers import identity_model
+    for i in range(engine.config.cache_size):   # (new files: a session each)
+        engine.load_model(identity_model(shape=["N", i + 2]), name=f"extra{i}")
+    said = [c.value for c in at.run().caption if c.value.startswith("It keeps at most")]
+    assert said and said[0].startswith(f"It keeps at most {engine.config.cache_size} sessions")
+    for i in range(engine.config.cache_size):
+        engine.unload_model(f"extra{i}")
 
 
 def test_models_page_tables_need_no_arrow_fixes(engine, caplog):

@@ -74,8 +74,10 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
     better = (f"{ahead[0]} is the better arm with probability {fmt_pct(ahead[1])}"
               if arms["a"]["ended"] or arms["b"]["ended"] else "No request has ended yet: "
               "neither arm is known to be better")
-    return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}: "
-            f"{arm('a', a)}; {arm('b', b)}. {better}; B gets {fmt_pct(state['share_b'])} of "
+    # (its evidence starts again with each SLO: counts beside the tiles' whole segment
+    # read as a contradiction; a newcomer)
+    return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}, counting "
+            f"since its SLO was set: {arm('a', a)}; {arm('b', b)}. {better}; B gets {fmt_pct(state['share_b'])} of "
             "the traffic now. "
             f"Regret so far: {fmt_num(regret)} request{'' if regret == 1 else 's'} that "
             "all-to-the-"
