@@ -336,8 +336,13 @@ with right:
     st.subheader("Try it", anchor=False)
     if selected:
         info = engine.model_info(selected)
+        ss = st.session_state
         if info.batch_mode == "exact":  # the model's shape decides: show what it is
-            st.session_state["try_rows"] = info.fixed_rows or 1
+            if not ss.get("_try_rows_forced"):   # (the rows chosen, for the next model)
+                ss["_try_rows_chosen"] = ss.get("try_rows", 2)
+            ss["try_rows"], ss["_try_rows_forced"] = info.fixed_rows or 1, True
+        elif ss.pop("_try_rows_forced", False):   # (a fixed model's 8 stayed for the next;
+            ss["try_rows"] = ss.get("_try_rows_chosen", 2)   # a newcomer)
         # (unbounded: a value out of range reaches the engine, which says why it is refused;
         # a bounded box kept its last valid value in silence)
         rows_in = st.number_input("Rows", None, None, 2, key="try_rows",

@@ -311,6 +311,8 @@ def test_try_it_on_a_model_of_fixed_shape_shows_its_shape(engine):
     engine.load_model(identity_model(TensorProto.FLOAT, [3, 2]), name="fixed32")
     assert engine.model_info("fixed32").batch_mode == "exact"
     at = app("pages/models.py")
+    at.selectbox(key="models_detail").set_value("tiny").run()
+    at.number_input(key="try_rows").set_value(4).run()
     at.selectbox(key="models_detail").set_value("fixed32").run()
     rows = at.number_input(key="try_rows")
     assert rows.value == 3 and rows.disabled
@@ -318,6 +320,10 @@ def test_try_it_on_a_model_of_fixed_shape_shows_its_shape(engine):
     assert not at.exception
     assert any("one input of the model's fixed shape [3, 2], run alone" in c.value
                for c in at.caption), [c.value for c in at.caption]
+    # the next model gets the rows chosen before, not the fixed model's (it kept 3)
+    at.selectbox(key="models_detail").set_value("tiny").run()
+    rows = at.number_input(key="try_rows")
+    assert rows.value == 4 and not rows.disabled
 
 
 def test_models_page_unload_and_cache_evict(engine):
