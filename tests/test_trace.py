@@ -61,6 +61,15 @@ def test_an_experiments_reset_clears_its_timeline_not_its_models(engine):
     for _ in range(3):
         engine.predict("exp", engine.sample_input("clf-v1"))
     assert len(engine.timeline("exp", last_s=None)) == 3
+    # a change that begins a new segment (a bandit's promote: another mode): its timeline
+    # begins there too, as its tiles and table do (A's bars from before a promote stayed on
+    # the page; a newcomer)
+    engine.update_ab("exp", mode="bandit")
+    engine.update_ab("exp", mode="random", b_share=1.0)   # (the page's promote)
+    assert engine.ab_report("exp").to_dict()["total_requests"] == 0
+    assert engine.timeline("exp", last_s=None).empty
+    engine.predict("exp", engine.sample_input("clf-v1"))
+    assert list(engine.timeline("exp", last_s=None)["arm"]) == ["b"]
     # deleted and made again under its name: a new experiment, without the old one's
     # requests (the trace names an experiment by its name; a reviewer)
     engine.delete_ab("exp")

@@ -321,8 +321,8 @@ class ABExperiment:
         self.shadow = ShadowStats()
         self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
         self.segment += 1
-        self.segment_reason = reason
-        self.segment_started = entry["ended"]
+        self.segment_reason, self.segment_started = reason, entry["ended"]
+        self.reset_perf = time.perf_counter()   # (its timeline too: A's bars outlived a promote)
         self.previous_segments.append(entry)
         return entry
 
