@@ -263,7 +263,10 @@ def arms() -> None:
             st.warning(starved, icon=":material/hourglass_empty:")
         st.caption(bandit_caption(full.bandit, full.a, full.b))
         st.plotly_chart(bandit_figure(full.bandit), key="ab_bandit_chart")
-    table = pd.DataFrame([{"arm": arm.upper(), **v} for arm, v in rep["arms"].items()])
+    # (an arm without requests has no latency: its 0.00 ms beside the tile's "-" misled)
+    table = pd.DataFrame([{"arm": arm.upper(), **v, **({} if v["requests"] else dict.fromkeys(
+        ("p50_ms", "p95_ms", "p99_ms", "avg_latency_ms", "mean_batch_rows")))}
+        for arm, v in rep["arms"].items()])
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):
         v = rep["arms"][arm]

@@ -522,6 +522,9 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     at.text_input(key="ab_name").set_value("exp1").run()
     at.button(key="ab_create").click().run()
     assert engine.ab_experiments() == ["exp1"]
+    # no requests yet: no latency in the arms' table (it said 0.00 beside the tiles' "-")
+    empty = frame_with(at, "share_served")
+    assert empty["p50_ms"].isna().all() and empty["p99_ms"].isna().all(), empty
     at.slider(key="ab_share").set_value(0.5).run()
     assert engine.ab_report("exp1").b_share == 0.5
     at.number_input(key="ab_rate").set_value(400).run()
