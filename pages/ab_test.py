@@ -326,12 +326,15 @@ def arms() -> None:
         sh = rep["shadow"]
         agree = sh["label_agreement"]
         pairs = ", ".join(f"A's {a} with B's {b}" for a, b in sh.get("pairs", {}).items())
+        # (before the first copy came back it said "no outputs of the same kind"; a newcomer)
+        what = ("none compared yet" if not sh["compared_requests"] else
+                "no outputs of the same kind to compare")
         source = engine.input_source(exp)
         on = (f"on real inputs ({source.removeprefix('real: ')})" if source.startswith("real")
               else "on random inputs, not real data: agreement on noise (give the models "
                    "real inputs on the Models page)")
         st.caption(f"Shadow comparison {on}, {fmt_num(sh['compared_requests'])} requests "
-                   f"({pairs or 'no outputs of the same kind to compare'}): "
+                   f"({pairs or what}): "
                    + (f"label agreement {fmt_pct(agree)}" if agree is not None else
                       "no integer outputs (labels) to compare")
                    + f" · B failed on {fmt_num(sh['b_failed'])} copies")

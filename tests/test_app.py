@@ -594,6 +594,20 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert engine.ab_experiments() == []
 
 
+def test_ab_page_shadow_says_nothing_was_compared_before_any_copy(engine):
+    """A shadow experiment without requests said "(no outputs of the same kind to compare)"
+    of two models whose outputs match (a newcomer)."""
+    engine.create_ab("sh", a="clf-v1", b="clf-v2", mode="shadow")
+    at = app("pages/ab_test.py")
+    said = [c.value for c in at.caption if c.value.startswith("Shadow comparison")]
+    assert said and "0 requests (none compared yet)" in said[0], said
+    for _ in range(3):
+        engine.predict("sh", engine.sample_input("clf-v1"))
+    wait_for(lambda: engine.ab_report("sh").to_dict()["shadow"]["compared_requests"] == 3)
+    said = [c.value for c in at.run().caption if c.value.startswith("Shadow comparison")]
+    assert said and "A's probs with B's probs" in said[0], said
+
+
 def test_monitor_shows_metrics_errors_and_csv(engine):
     import numpy as np
 
