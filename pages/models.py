@@ -213,9 +213,14 @@ with left:
                       ": refused by its trial run" if refused and t.dtype is not None
                       and t.dtype.kind in "iu" and t.index_bound is None else "")}
                  for kind, ts in (("input", info.inputs), ("output", info.outputs)) for t in ts]
+        # (narrow columns for short values: the name took the width and the shape and
+        # what load sends were cut at 1280 px, type and shape hidden at 1024; a newcomer)
         st.dataframe(pd.DataFrame(specs), hide_index=True, key="models_specs", column_config={
-            "name": st.column_config.TextColumn(width="medium"),
-            "generated load sends": st.column_config.TextColumn(width="large")})
+            "kind": st.column_config.TextColumn(width="small"),
+            "name": st.column_config.TextColumn(width="small"),
+            "type": st.column_config.TextColumn(width="small"),
+            "shape": st.column_config.TextColumn(width="medium"),
+            "generated load sends": st.column_config.TextColumn(width="medium")})
         (st.success if info.batchable else st.warning)(
             ("Batchable: " if info.batchable else "Not batchable: ") + info.batch_reason)
         remote = engine.remote_info(selected)
