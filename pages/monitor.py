@@ -139,7 +139,8 @@ def dashboard() -> None:
                    "batches; latency is measured here, at the client.")
         server_view(engine.server_stats(target))
     else:
-        r3 = st.columns(3)
+        # (two a row: three cut their titles and crowded their axes at 1024 px; a newcomer)
+        r3 = [*st.columns(2), st.columns(2)[0]]
         with r3[0]:
             max_bs = None if is_exp or not engine.model_info(target).batchable \
                 else engine.batch_config(target).max_batch_size
