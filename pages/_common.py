@@ -31,6 +31,7 @@ import pandas as pd
 import streamlit as st
 
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
+from core.lab import JOB_WORDS
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
 from core.ui.fmt import (COLUMN_HELP, SWEEP_TABLE_LABELS, column_formats, restart_words,
@@ -463,10 +464,10 @@ def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None
     job = measuring_job(engine)
     if job is None:
         return False
-    st.info(f"Live charts are paused while the {job.kind.replace('_', ' ')} of {job.target} "
-            f"measures ({job.progress:.0%}, {job.duration_s:.0f} s), so that drawing them "
-            "does not disturb what it measures. They come back when it ends; its progress "
-            "is on the Experiments page (or the page that started it).",
+    st.info(f"Live charts are paused while the {JOB_WORDS.get(job.kind, job.kind)} of "
+            f"{job.target} measures ({job.progress:.0%}, {job.duration_s:.0f} s), so that "
+            "drawing them does not disturb what it measures. They come back when it ends; "
+            "its progress is on the Experiments page (or the page that started it).",
             icon=":material/pause_circle:")
     stop_when_idle(engine, interval)
     return True
@@ -649,7 +650,8 @@ def sidebar_status(drawn: dict | None = None) -> None:
                            "queued.", icon=":material/hourglass_top:")
         with st.container():
             for job in jobs:
-                st.progress(job.progress, text=f"{job.kind} of {job.target}: {job.message}")
+                st.progress(job.progress, text=f"{JOB_WORDS.get(job.kind, job.kind)} of "
+                                               f"{job.target}: {job.message}")
         stop_when_idle(engine, interval)
 
     with st.sidebar:

@@ -594,6 +594,19 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert engine.ab_experiments() == []
 
 
+def test_the_sidebar_names_a_job_in_words(engine):
+    """The sidebar said "measure_memory of cnn": a kind's name, not what it does."""
+    job = engine.start_job("warmup", "tiny", iterations=10**7)
+    try:
+        wait_for(lambda: engine.job(job.job_id).progress > 0)
+        at = app()
+        bars = [p.proto.text for p in at.sidebar.get("progress")]
+        assert any(b.startswith("warm-up of tiny: ") for b in bars), bars
+    finally:
+        engine.cancel_job(job.job_id)
+        engine.wait_job(job.job_id, timeout_s=60)
+
+
 def test_ab_page_shadow_says_nothing_was_compared_before_any_copy(engine):
     """A shadow experiment without requests said "(no outputs of the same kind to compare)"
     of two models whose outputs match (a newcomer)."""

@@ -19,7 +19,7 @@ from .exports import (MLSERVER_BATCHLAB_RUNTIME, kserve_inference_service, kserv
                       mlserver_settings, provenance, ray_serve_config, tf_serving_batching,
                       triton_config)
 from .history import ExperimentStore, default_store, environment
-from .job_kinds import JOB_KINDS
+from .job_kinds import JOB_KINDS, JOB_WORDS
 from .jobs import Job, JobManager, JobStatus
 from .lab import Lab
 from .loadgen import LOAD_COLUMNS, LoadResult, check_clients, closed_loop, open_loop
@@ -39,7 +39,7 @@ __all__ = [
     "profile_cost_frame", "simulate", "what_if_curve", "Engine", "MLSERVER_BATCHLAB_RUNTIME",
     "kserve_inference_service", "kserve_name", "mlserver_settings", "provenance",
     "tf_serving_batching",
-    "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "Job",
+    "triton_config", "ExperimentStore", "default_store", "environment", "JOB_KINDS", "JOB_WORDS", "Job",
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
     "check_clients",
     "ray_serve_config",

@@ -25,7 +25,7 @@ from .sweeps import PINNED_DEFAULTS, sweep
 from .traffic import experiments_with_arm
 from .whatif import calibrate_overhead
 
-__all__ = ["JOB_KINDS", "PASSED_ON"]
+__all__ = ["JOB_KINDS", "PASSED_ON", "JOB_WORDS"]
 
 log = logging.getLogger("batchlab.jobs")
 
@@ -254,6 +254,11 @@ PASSED_ON: dict[str, tuple[Callable[..., Any], dict[str, str]]] = {
     "search": (quick_search, {"engine": "", "model": "", "constraints": "give p99_ms, "
                               "min_throughput_rps, max_memory_mib", "progress": "", "stop": ""}),
 }
+
+#: How a page names each kind (the sidebar said "measure_memory of cnn"; a newcomer).
+JOB_WORDS = {"sweep": "sweep", "search": "quick search", "warmup": "warm-up",
+             "measure_memory": "memory measurement", "profile_cost": "cost profile",
+             "replay": "replay"}
 
 #: kind -> (work(engine, job, target, **params), exclusive per target)
 JOB_KINDS: dict[str, tuple[Callable[..., Any], bool]] = {
