@@ -63,8 +63,10 @@ with st.container(border=True):
         name = st.text_input("Register as", key="upload_name",
                              placeholder="name, e.g. resnet50",
                              help="Letters, digits, '.', '_' or '-'. Defaults to the file name.")
-        replace = st.checkbox("Replace a model of the same name (hot swap)",
-                              key="upload_replace")
+        replace = st.checkbox("Hot-swap a model of this name", key="upload_replace",
+                              help="Replace the model of this name while it serves: requests "
+                                   "already queued finish on the old version, new ones go to "
+                                   "this one.")
         with st.expander("Session options"):
             threads = st.number_input(
                 "Intra-op threads (empty: all cores but one; 0: ONNX Runtime decides)", None,
@@ -92,9 +94,12 @@ with st.container(border=True):
                  "ONNX Runtime session...")
         with st.spinner(f"Waiting for {ahead} other trial run(s) to finish (one at a time), "
                         f"then {doing}" if ahead else doing[0].upper() + doing[1:]):
+            target = name.strip() or Path(uploaded.name).stem
+            swapped = replace and target in engine.model_names()
+            arms = [e for e, _ in experiments_with_arm(engine, target)] if swapped else []
             try:
                 info = engine.load_model(   # (a blank name: the file's, as the help says)
-                    uploaded.getvalue(), name=name.strip() or Path(uploaded.name).stem,
+                    uploaded.getvalue(), name=target,
                     replace=replace,
                     session=SessionConfig(intra_op_threads=None if threads is None else int(threads),
                                           graph_optimization=optimization,
@@ -104,14 +109,19 @@ with st.container(border=True):
                 # the engine's words name its argument; here the checkbox is the way
                 words = str(err).replace(
                     "pass replace=True to hot-swap it",
-                    "tick 'Replace a model of the same name' to hot-swap it").replace(
+                    "tick 'Hot-swap a model of this name' to replace it").replace(
                     " (on the Models page: open it there)", "")   # (this is that page)
                 st.session_state["upload_result"] = ("error", f"Could not load "
                                                      f"{uploaded.name}: {words}")
             else:
+                # (a hot swap said only "Loaded 'x'", not what it replaced; a newcomer)
+                what = (f"Replaced {info.name!r} (hot swap: requests queued before finished "
+                        "on the old version)" if swapped else f"Loaded {info.name!r}")
                 st.session_state["upload_result"] = (
-                    "ok", f"Loaded {info.name!r}: {len(info.inputs)} input(s), "
-                          f"{'batchable' if info.batchable else 'not batchable'}.")
+                    "ok", f"{what}: {len(info.inputs)} input(s), "
+                          f"{'batchable' if info.batchable else 'not batchable'}."
+                    + (f" A/B experiment(s) {', '.join(arms)} began a new segment with it."
+                       if arms else ""))
                 choose_model(info.name, "models_detail")   # inspected here, and on every page
     result = st.session_state.get("upload_result")
     if result:

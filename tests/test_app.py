@@ -594,6 +594,23 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert engine.ab_experiments() == []
 
 
+def test_models_page_says_a_hot_swap_replaced_the_model(engine):
+    """A hot swap said "Loaded 'x'", not that it replaced a model serving, nor that the A/B
+    experiment it is an arm of began a new segment (a newcomer)."""
+    from core import build_demo_model
+    engine.create_ab("pair", a="clf-v1", b="clf-v2", seed=0)
+    at = app("pages/models.py")
+    at.get("file_uploader")[0].upload("clf-v1.onnx", build_demo_model("clf-v1"),
+                                      "application/octet-stream").run()
+    at.checkbox(key="upload_replace").check().run()
+    at.button(key="upload_load").click().run()
+    said = [m.value for m in at.success if "clf-v1" in m.value]
+    assert said and said[0].startswith("Replaced 'clf-v1' (hot swap: requests queued before "
+                                       "finished on the old version)"), said
+    assert said[0].endswith("A/B experiment(s) pair began a new segment with it."), said
+    assert engine.ab_report("pair").segment == 2
+
+
 def test_the_sidebar_names_a_job_in_words(engine):
     """The sidebar said "measure_memory of cnn": a kind's name, not what it does."""
     job = engine.start_job("warmup", "tiny", iterations=10**7)

@@ -560,7 +560,7 @@ def test_upload_good_and_bad_models(server, page: Page, tmp_path):
     wait_ready(page)
     page.get_by_role("button", name="Load model").click()
     clash = page.locator('[data-testid="stAlert"]', has_text="Could not load uploaded-tiny.onnx")
-    expect(clash).to_contain_text("tick 'Replace a model of the same name' to hot-swap it",
+    expect(clash).to_contain_text("tick 'Hot-swap a model of this name' to replace it",
                                   timeout=20_000)
     expect(clash).not_to_contain_text("replace=True")
     no_exception(page)
