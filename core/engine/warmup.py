@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import _check_float, as_list, plain
+from core.config import _check_float, _shown, as_list, plain
 from core.errors import (BatchlabError, ConfigError, EngineClosedError, InferenceError,
                          ResourceLimitError)
 from core.models import ModelInfo, ids_refused, interface
@@ -232,7 +232,7 @@ def checked_batch_sizes(batch_sizes: Any) -> list[int]:
     bad = [b for b in sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
     if bad or not sizes:
         raise ConfigError(f"batch_sizes must be whole numbers of rows >= 1, such as [1, 8, 32]; "
-                          f"got {bad[0]!r} in it" if bad else
+                          f"got {_shown(bad[0])} in it" if bad else
                           "batch_sizes must name at least one batch size, such as [1, 8, 32]")
     return sizes
 

@@ -70,7 +70,7 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
                 "--max-timeout-s)" if cap_ms is not None else "at most a day")
         raise ConfigError(f"parameters.timeout (Triton's, in microseconds) must be a "
                           f"positive number of microseconds up to {cap_us:,.0f}: {held}; "
-                          f"got {us!r:.40}")
+                          f"got {_shown(us)}")
     return us / 1000.0
 
 
