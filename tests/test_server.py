@@ -379,8 +379,9 @@ def test_statistics_extension_read_by_tritonclient():
 
 def test_control_calls_that_wait_leave_the_data_plane_its_threads():
     """32 wait_traffic calls held every route thread: a model's metadata then took 18.5 s
-    (an adversary). Control calls run on threads of their own: with all of those held and
-    more calls queued behind them, the data plane's routes answer at once."""
+    (an adversary). Control calls that may wait run on threads of their own: with all of
+    those held and more calls queued behind them, the data plane's routes and the quick
+    control calls (a page's status, every second) answer at once."""
     import time
 
     from core.serving import RemoteEngine
@@ -388,7 +389,7 @@ def test_control_calls_that_wait_leave_the_data_plane_its_threads():
     engine = Engine(demo_models=False)
     engine.load_model(build_demo_model("tiny"), name="tiny")
     server = EngineServer(engine, port=0).start()
-    pool = server.app._control
+    pool = server.app._waits
     engine.start_traffic("tiny", rate_rps=20.0)
     remote = RemoteEngine.connect(server.url, timeout_s=120.0)
     waiters = [threading.Thread(target=remote.wait_traffic, args=("tiny",),
@@ -405,6 +406,9 @@ def test_control_calls_that_wait_leave_the_data_plane_its_threads():
         resp = conn.getresponse()
         assert resp.status == 200 and json.loads(resp.read())["name"] == "tiny"
         conn.close()
+        page = RemoteEngine.connect(server.url, timeout_s=WAIT_S)   # (a page's own calls)
+        assert page.status()["models"] == 1 and page.model_names() == ["tiny"]
+        page.close()
     finally:
         engine.stop_traffic("tiny")
         for t in waiters:

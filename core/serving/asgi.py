@@ -89,6 +89,9 @@ class OipApp(BodyReader):
         # (32 wait_traffic calls held every route thread: metadata took 18.5 s; an adversary)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-route")
         self._control = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-control")
+        # (and the calls that may wait long apart from the quick ones: 32 of them held
+        # the control threads, and a page's status call waited behind them)
+        self._waits = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-wait")
         #: Bytes of request bodies being read or held by requests not yet answered (the
         #: event loop's own count: no lock), and their bound: a quarter of the memory
         #: budget, at least two bodies at the data plane's limit. Past it a request is
@@ -101,7 +104,7 @@ class OipApp(BodyReader):
         self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
 
     def close(self) -> None:
-        for pool in (self._pool, self._control):
+        for pool in (self._pool, self._control, self._waits):
             pool.shutdown(wait=False, cancel_futures=True)
         parser = getattr(self.routes, "parser", None)
         if parser is not None:
@@ -176,7 +179,8 @@ class OipApp(BodyReader):
                 or routes.is_quick(method, path):
             answer = routes.begin(method, path, req, True)
         else:
-            pool = self._control if routes.is_control(path) else self._pool
+            pool = self._pool if not routes.is_control(path) else \
+                self._waits if routes.may_wait(path) else self._control
             answer = await loop.run_in_executor(pool, routes.begin, method, path, req, True)
         if not isinstance(answer, Pending):
             return answer

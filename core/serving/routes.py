@@ -183,6 +183,18 @@ class Routes:
         whose calls may wait long (``/metrics`` is not: a scrape never waits behind them)."""
         return path.startswith(("/v1/", "/v2/repository"))
 
+    @staticmethod
+    def may_wait(path: str) -> bool:
+        """Whether a control call may wait long (the contract gives it a wait of its own:
+        loads, warm-up, ``wait_job``, ``wait_traffic``; the repository's loads): such calls
+        run apart from the quick ones, which a page asks every second."""
+        m = _CONTROL_PATH.match(path)
+        if m is None:
+            return _REPO_PATH.match(path) is not None
+        contract = control.ENGINE_CONTRACT if m.group(1) == "engine" else control.STORE_CONTRACT
+        spec = contract.get(m.group(2))
+        return spec is not None and spec.wait_s != control.DEFAULT
+
     def check(self, method: str, path: str, req: RequestIn) -> None:
         """Refuse (HTTPError) a request its sender may not make: the guard's checks, on
         headers only (so a stack can run them before it reads the body)."""
