@@ -25,7 +25,7 @@ import numpy as np
 
 from . import jsontext
 from .jsonvalues import holds_literals, json_values
-from .oip_answer import (check_answer, check_outputs_asked, encode_infer_response,
+from .oip_answer import (check_answer, check_flag, check_outputs_asked, encode_infer_response,
                          encode_infer_response_parts, held_bytes, text_answer_bytes)
 from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
@@ -169,7 +169,7 @@ def _check_request(req: Any) -> None:
                             f"characters (it is echoed in the answer), got "
                             f"{type(req['id']).__name__} {str(req['id'])[:40]!r}")
     _check_parameters(req, "the request")
-    _check_flag(req, "binary_data_output", "the request's")
+    _check_flag(req, "binary_data_output", "the request's parameters.binary_data_output")
     seen: set[Any] = set()
     for t in req["inputs"]:
         if isinstance(t, dict):
@@ -191,7 +191,7 @@ def _check_request(req: Any) -> None:
             raise OIPError(400, "each of the request's 'outputs' must be an object with the "
                                 f"'name' of an output (a string), got {str(o)[:60]!r}")
         _check_parameters(o, f"output {o['name']!r}")
-        _check_flag(o, "binary_data", f"output {o['name'][:60]!r}:")
+        _check_flag(o, "binary_data", f"output {o['name'][:60]!r}: parameters.binary_data")
 
 
 def _check_parameters(obj: dict[str, Any], where: str) -> None:
@@ -201,13 +201,11 @@ def _check_parameters(obj: dict[str, Any], where: str) -> None:
                             f"{type(params).__name__} {str(params)[:40]!r}")
 
 
-def _check_flag(obj: dict[str, Any], key: str, whose: str) -> None:
-    """A true/false parameter is one ("false" and "no" gave binary answers), before the
-    request is queued."""
+def _check_flag(obj: dict[str, Any], key: str, where: str) -> None:
+    """A true/false parameter is one, checked before the request is queued."""
     value = (obj.get("parameters") or {}).get(key)
-    if value is not None and not isinstance(value, bool):
-        raise OIPError(400, f"{whose} parameters.{key} must be true or false, got "
-                            f"{str(value)[:40]!r}")
+    if value is not None:
+        check_flag(value, where)
 
 
 def parse_infer_json(head: bytes | bytearray, max_parsed_bytes: int | None = None

@@ -150,10 +150,11 @@ def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
     wanted = [o for o in req.get("outputs") or [] if isinstance(o, dict)]
     check_outputs_asked(model, [o.get("name") for o in wanted], list(outputs))
     params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
-    default_binary = _flag(params.get("binary_data_output", False),
-                           "the request's parameters.binary_data_output")
-    chosen = [(o["name"], _flag((o.get("parameters") or {}).get("binary_data", default_binary),
-                                f"output {str(o['name'])[:60]!r}'s parameters.binary_data"))
+    default_binary = check_flag(params.get("binary_data_output", False),
+                                "the request's parameters.binary_data_output")
+    chosen = [(o["name"], check_flag((o.get("parameters") or {}).get("binary_data",
+                                                                     default_binary),
+                                     f"output {str(o['name'])[:60]!r}: parameters.binary_data"))
               for o in wanted] or [(n, default_binary) for n in outputs]
     if max_json_bytes is not None and not all(binary and not _text(outputs[n])
                                               for n, binary in chosen):
@@ -161,8 +162,9 @@ def _chosen(req: dict[str, Any], model: str, outputs: dict[str, Any],
     return chosen
 
 
-def _flag(value: Any, where: str) -> bool:
-    """A true/false parameter ("false" and "no" gave binary answers: any text is true)."""
+def check_flag(value: Any, where: str) -> bool:
+    """A true/false parameter ("false" and "no" gave binary answers: any text is true);
+    the request's are checked before it is queued (oip), with the same words."""
     if not isinstance(value, bool):
         raise OIPError(400, f"{where} must be true or false, got {str(value)[:40]!r}")
     return value

@@ -176,10 +176,9 @@ def call(engine: Any, room: str, method: str, body: Any,
     _check_types(method, fn, args, kwargs)
     if room == "engine":
         timeouts.check_call(fn, method, args, kwargs, max_timeout_ms)
-    if room == "engine" and method == "warmup" and max_timeout_ms is not None \
-            and kwargs.get("time_limit_s") is None:   # (the engine's 120 s past a cap of 2)
-        kwargs["time_limit_s"] = min(engine.config.warmup_time_limit_s,
-                                     max_timeout_ms / 1000.0)
+        if method == "warmup":
+            args, kwargs = timeouts.cap_warmup(fn, args, kwargs, max_timeout_ms,
+                                              engine.config.warmup_time_limit_s)
     if room == "engine" and method == "load_model":
         # An upload is an upload, whatever it calls itself ("demo" would skip the probe
         # and the size limit).

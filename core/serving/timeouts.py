@@ -101,3 +101,16 @@ def check_call(fn: Any, method: str, args: list, kwargs: dict, cap_ms: float | N
             raise ConfigError(f"warmup: time_limit_s={_shown(value)} is past what this server "
                               f"runs a call for, {cap_ms / 1000:g} s (its --max-timeout-s); "
                               f"give a number of seconds up to {cap_ms / 1000:g}")
+
+
+def cap_warmup(fn: Any, args: list, kwargs: dict, cap_ms: float | None,
+               engine_limit_s: float) -> tuple[list, dict]:
+    """The call's arguments, a warm-up without ``time_limit_s`` given the engine's limit or
+    the server's cap, whichever is shorter (the engine's 120 s went past a cap of 2 s); one
+    given is :func:`check_call`'s to refuse past the cap."""
+    if cap_ms is None:
+        return args, kwargs
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    if bound.arguments.get("time_limit_s") is None:
+        bound.arguments["time_limit_s"] = min(engine_limit_s, cap_ms / 1000.0)
+    return list(bound.args), dict(bound.kwargs)
