@@ -233,6 +233,22 @@ def test_a_string_for_a_number_is_refused_by_the_server(served):
     assert engine.metrics("ident").total_requests == before
 
 
+
+def test_a_datatype_other_than_the_models_is_named_in_the_protocols_words(served):
+    """A caller sends FP16 or INT64 where the model takes FP32: numpy's "float32/float16"
+    alone left an OIP caller to translate (an adversary); the protocol's names are added."""
+    engine, server = served
+    for dt, data in (("FP16", [1.0, 2.0, 3.0]), ("INT64", [1, 2, 3])):
+        status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": dt,
+                         "data": data}]}).encode())
+        assert status == 400, answer
+        assert f"input 'x' is FP32 in the protocol's names, {dt} was sent".encode() in answer
+    status, answer, _ = post(server, "/v2/models/ident/infer", json.dumps(
+        {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                     "data": [1.0] * 4}]}).encode())   # the right type: nothing added
+    assert status == 400 and b"expects float32" in answer and b"protocol" not in answer
+
 def test_control_answers_are_strict_json_and_keep_non_finite_values():
     """The control API's values (metrics can hold NaN and infinities) travel as strict
     JSON and come back the same."""

@@ -31,7 +31,7 @@ from .status import HTTPError
 from core.models import OIP_DTYPES, ModelInfo, oip_datatype
 
 __all__ = ["OIPError", "metadata", "parse_infer_request", "encode_infer_response",
-           "encode_infer_response_parts", "check_answer", "HEADER_LENGTH",
+           "encode_infer_response_parts", "check_answer", "HEADER_LENGTH", "datatype_words",
            # (the answer's side, in oip_answer.py, here too: callers ask oip for them)
            "check_outputs_asked", "text_answer_bytes", "held_bytes"]
 
@@ -244,3 +244,14 @@ def assemble_inputs(req: dict[str, Any], binary: memoryview,
         raise OIPError(400, f"the body has {len(binary) - offset} bytes of binary data that no "
                             "input's binary_data_size accounts for")
     return arrays
+
+
+def datatype_words(info: ModelInfo, arrays: dict[str, np.ndarray]) -> str:
+    """The datatypes an OIP caller sent and the model's, in the protocol's names, for an
+    error that names numpy's ("expects float32 ..., got float16"), or ``""`` when every
+    input's type is the model's."""
+    wrong = [(t.name, oip_datatype(t.dtype), oip_datatype(arrays[t.name].dtype))
+             for t in info.inputs if t.name in arrays and t.dtype is not None
+             and np.dtype(t.dtype) != arrays[t.name].dtype]
+    return "; ".join(f"input {n!r} is {want} in the protocol's names, {got} was sent"
+                     for n, want, got in wrong)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from core.engine import settle_late, wait_s_for
-from core.errors import AnswerRefusedError, ModelNotFoundError
+from core.errors import AnswerRefusedError, InputValidationError, ModelNotFoundError
 from core.models import ModelInfo, request_bytes_limit
 from core.protocol import HTTPError, jsontext, oip, triton
 from core.remote import HOPS_HEADER
@@ -380,8 +380,14 @@ class Routes:
                 raise
 
         # Triton's and KServe's priority parameter: 1 is the high class, 2 or 0 the normal
-        fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
-                            priority=params.get("priority"), check=check)
+        try:
+            fut = engine.submit(name, x, timeout_ms=timeout_ms, key=params.get("key"),
+                                priority=params.get("priority"), check=check)
+        except InputValidationError as err:
+            words = oip.datatype_words(info, arrays)
+            if not words:
+                raise
+            raise InputValidationError(f"{err} ({words})") from None
         t_ms = timeout_ms
         if t_ms is None and name in engine.model_names():
             t_ms = engine.batch_config(name).timeout_ms
