@@ -610,10 +610,43 @@ def test_a_callback_raising_baseexception_leaves_no_request_pending():
         futs[0].add_done_callback(explode)
         run.gate.set()
         assert hold.result(WAIT_S).rows == 1
-        for f in futs:
-            f.exception(WAIT_S)  # every one resolves, whatever the first one's callback did
+        # every one is answered, whatever the first one's callback did (the others were
+        # failed with "internal error while settling", and counted as served), and the
+        # metrics say what the callers got
+        assert [f.result(WAIT_S).rows for f in futs] == [1, 1, 1]
+        assert b.pending() == 0
+        snap = b.metrics.snapshot()
+        assert snap.success_count == 4 and snap.error_count == 0
+    finally:
+        b.close()
+
+
+def test_a_caller_ending_its_own_future_ends_only_its_request():
+    """``Future.set_exception`` from a caller giving up ended its request behind the
+    ledger's back: the batch it shared then failed for everyone, counted as served. It
+    goes through the ledger now (counted once, as its error); ``set_result`` is refused."""
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        hold = b.submit((rows(1, start=-1),), 1)
+        assert run.started.wait(WAIT_S)
+        futs = [b.submit((rows(1, start=i),), 1) for i in range(4)]
+        futs[0].set_exception(TimeoutError("the caller gave up"))
+        with pytest.raises(RuntimeError, match=r"set by the engine.*cancel\(\) or fail"):
+            futs[1].set_result("mine")
+        run.gate.set()
+        assert hold.result(WAIT_S).rows == 1
+        with pytest.raises(TimeoutError, match="the caller gave up"):
+            futs[0].result(WAIT_S)
+        assert [f.result(WAIT_S).rows for f in futs[1:]] == [1, 1, 1]
+        from concurrent.futures import InvalidStateError
+        with pytest.raises(InvalidStateError):   # settled: Future's contract
+            futs[2].set_exception(TimeoutError())
+        snap = b.metrics.snapshot()
+        assert snap.success_count == 4 and snap.errors_by_type == {"TimeoutError": 1}
         assert b.pending() == 0
     finally:
+        run.gate.set()
         b.close()
 
 
