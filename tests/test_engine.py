@@ -161,6 +161,27 @@ def test_hot_swap_keeps_config_metrics_and_serves_new_version(engine):
     assert engine.predict("tiny", np.ones((1, 4), np.float32)).outputs["y"][0, 0] == 3.0
 
 
+
+def test_a_configure_beside_a_hot_swap_reaches_the_serving_version(engine, monkeypatch):
+    """An adversary's race: configure() looked the model up, a hot swap replaced it, and
+    the change went to the retired version: configure returned 9, the model kept 7. The
+    swap is made here inside configure's first look-up, the window it had."""
+    engine.configure("tiny", max_batch_size=7)
+    ns, look_up = engine._ns, engine._ns.entry
+    swapped = []
+
+    def entry(name):
+        found = look_up(name)
+        if name == "tiny" and not swapped:
+            swapped.append(True)
+            engine.load_model(build_demo_model("tiny"), name="tiny", replace=True)
+        return found
+
+    monkeypatch.setattr(ns, "entry", entry)
+    assert engine.configure("tiny", max_batch_size=9).max_batch_size == 9
+    assert swapped and engine.batch_config("tiny").max_batch_size == 9
+    assert engine.predict("tiny", np.ones((1, 4), np.float32)).rows == 1
+
 def test_a_hot_swap_keeps_the_queued_requests_in_the_depth_and_batch_ids_apart():
     """An adversary's swap with 16 requests queued on the old version: queue_depth read 0
     (only the new batcher was asked) while all were pending, and the new version's batch

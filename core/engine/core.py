@@ -233,9 +233,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
         ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
         the new config."""
-        entry = self._ns.entry(name)
-        before = entry.served.config
-        cfg = configure(name, entry, self._lock, changes)
+        before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes)
         if cfg != before:
             self._event(name, "settings", describe_changes(before, cfg))
             self._ab.arm_changed(name, "had its batch settings changed")

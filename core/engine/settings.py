@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from core.config import BatchConfig
 from core.errors import ConfigError
@@ -24,21 +24,30 @@ _SERVER_SIDE = ("max_batch_size", "max_wait_ms")
 _SERVER_ONLY = ("policy", "latency_slo_ms", "instances")
 
 
-def configure(name: str, entry: ModelEntry, lock: threading.RLock,
-              changes: dict[str, Any]) -> BatchConfig:
-    """Apply ``changes`` to ``name``'s configuration; returns the new one. Queued requests
-    are kept."""
+def configure(name: str, entry_of: Callable[[], ModelEntry], lock: threading.RLock,
+              changes: dict[str, Any]) -> tuple[BatchConfig, BatchConfig]:
+    """Apply ``changes`` to ``name``'s configuration; returns the one before and the new
+    one. Queued requests are kept. ``entry_of()`` is the model's entry now: looked up
+    again under ``lock``, so that a hot swap meanwhile gets the change (one looked up
+    before went to the retired version, and the serving one never had it)."""
+    entry = entry_of()
     if entry.remote is not None:
         # The server is called without the engine's lock (it may take seconds); two
         # configures of one remote model at once end with the last one's answer.
         cfg = _configure_remote(name, entry.remote, entry.served.config, changes)
         with lock:
-            entry.served.configure(cfg)
-        return cfg
+            now = entry_of()
+            before = now.served.config
+            if now.remote is not entry.remote:   # replaced meanwhile
+                cfg = before.replace(**changes)
+            now.served.configure(cfg)
+        return before, cfg
     with lock:
-        cfg = entry.served.config.replace(**changes)
-        entry.served.configure(cfg)
-    return cfg
+        served = entry_of().served
+        before = served.config
+        cfg = before.replace(**changes)
+        served.configure(cfg)
+    return before, cfg
 
 
 def _configure_remote(name: str, remote: RemoteModel, old: BatchConfig,
