@@ -78,6 +78,21 @@ def test_a_request_is_what_was_sent_even_if_the_caller_refills_its_buffer(engine
     assert view_fut.result(WAIT_S).outputs["y"].tolist() == [[3.0] * 4]
     # ...while a read-only view of a read-only array is taken as it is
     assert validator(frozen[:1])[0][0].base is frozen
+    # A window of a buffer the caller refills (sliding_window_view: read-only, through
+    # as_strided's own object, not an array, between it and the buffer) is copied too:
+    # the answer was the refill's
+    from numpy.lib.stride_tricks import sliding_window_view
+    signal = np.arange(8, dtype=np.float32)
+    window = sliding_window_view(signal, 4)[:2]
+    assert not window.flags.writeable and validator(window)[0][0] is not window
+    sealed = np.arange(8, dtype=np.float32)
+    sealed.flags.writeable = False                 # one nobody can write: not copied
+    sealed_window = sliding_window_view(sealed, 4)
+    assert validator(sealed_window)[0][0] is sealed_window
+    wfut = engine.submit("tiny", window)
+    signal[:] = -1000.0
+    engine.submit("tiny", frozen)
+    assert wfut.result(WAIT_S).outputs["y"].tolist() == [[1, 3, 5, 7], [3, 5, 7, 9]]
 
 
 def test_the_servers_decoded_arrays_are_taken_as_they_are(engine):

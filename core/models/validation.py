@@ -43,13 +43,18 @@ def owned(a: Any) -> Any:
 def unchanging(a: np.ndarray) -> bool:
     """(``a`` read-only.) Whether every array ``a`` is a view of is read-only too. A buffer
     that is not an array (bytes, a memoryview) is taken at its word: ``np.frombuffer``
-    over a read-only memoryview is read-only."""
+    over a read-only memoryview is read-only. Another object between them is looked
+    through (``as_strided``'s, under ``sliding_window_view``, keeps the array it views as
+    its ``base``: a window of a buffer its caller refills was taken uncopied)."""
     base = a.base
-    while isinstance(base, np.ndarray):
-        if base.flags.writeable:
-            return False
-        base = base.base
-    return True
+    for _ in range(64):
+        if isinstance(base, np.ndarray):
+            if base.flags.writeable:
+                return False
+        elif base is None or isinstance(base, (bytes, memoryview)):
+            return True
+        base = getattr(base, "base", None)
+    return False   # (a chain that long: copied, not trusted)
 
 
 def describe_array(a: np.ndarray) -> str:
