@@ -11,7 +11,7 @@ import streamlit as st
 from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
-from core.ui.fmt import fmt_p, more_needed
+from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
 from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
@@ -340,7 +340,8 @@ def arms() -> None:
                    + f" · B failed on {fmt_num(sh['b_failed'])} copies")
         if sh["max_abs_diff"]:
             st.caption("Max absolute difference: " + ", ".join(
-                f"{k} {v:.4g}" for k, v in sh["max_abs_diff"].items()))
+                shadow_diff_words(k, v, sh.get("nonfinite", {}).get(k, 0))
+                for k, v in sh["max_abs_diff"].items()))
     st.plotly_chart(charts.breakdown_figure(
         engine.timeline(exp, last_s=60.0), by_arm=True,
         title="Where each arm's time goes (last minute): in the model or in the queue?"),

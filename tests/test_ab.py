@@ -734,3 +734,66 @@ def test_the_latest_only_note_is_for_a_full_window_not_a_request_settled_meanwhi
     assert latest_only(lat, arms, kept=20_000).verdict == lat.verdict
     assert "over each arm's latest requests: 300 of A's 302" in \
         latest_only(lat, arms, kept=300).verdict
+
+
+def test_callers_cancels_and_too_large_requests_are_not_an_arms_errors():
+    """Refusals of every input kind (RequestTooLargeError, AnswerRefusedError) and cancels
+    counted against an arm made "B has more errors, p < 0.001" of identical models (an
+    adversary); they are left out, said in the verdict."""
+    from types import SimpleNamespace
+    from core.ab.statistics import compare_arm_errors
+    a = SimpleNamespace(errors_by_type={"RequestTimeoutError": 2}, error_count=2,
+                        total_requests=200)
+    b = SimpleNamespace(errors_by_type={"RequestTooLargeError": 40, "AnswerRefusedError": 5,
+                                        "CancelledError": 30, "RequestTimeoutError": 2},
+                        error_count=77, total_requests=277)
+    err = compare_arm_errors(a, b)
+    assert (err.errors_a, err.n_a, err.errors_b, err.n_b) == (2, 200, 2, 202)
+    assert not err.significant
+    assert ("45 request(s) refused for their inputs (A 0, B 45) and 30 cancelled by their "
+            "callers (A 0, B 30) are left out" in err.verdict), err.verdict
+
+
+def test_a_shadow_copy_has_its_callers_timeout_and_goes_when_its_caller_cancels():
+    """B's copies ran with neither the caller's timeout nor its cancel: of identical
+    models the report said "B has fewer errors" (an adversary)."""
+    from tests.helpers import hold_runs
+    with Engine() as engine:
+        engine.load_model(build_demo_model("clf-v1"), name="clf-copy")
+        engine.create_ab("sh", a="clf-v1", b="clf-copy", mode="shadow")
+        gate, started = hold_runs(engine, "clf-copy")
+        x = engine.sample_input("clf-v1")
+        assert engine.predict("sh", x, timeout_ms=2000).arm == "a"
+        assert started.wait(WAIT_S)            # B's copy is held in its run...
+        waited = threading.Event()
+        for _ in range(int(WAIT_S * 100)):     # ...and times out with the caller's 2 s
+            if engine.ab_metrics("sh", "b").errors_by_type:
+                break
+            waited.wait(0.01)
+        assert engine.ab_metrics("sh", "b").errors_by_type == {"RequestTimeoutError": 1}
+        a_gate, a_started = hold_runs(engine, "clf-v1")
+        held = engine.submit("sh", x)          # A's run held; its copy queued behind B's
+        assert a_started.wait(WAIT_S)
+        assert held.cancel()
+        assert engine.ab_metrics("sh", "b").errors_by_type == {
+            "RequestTimeoutError": 1, "CancelledError": 1}   # the copy went with it
+        gate.set()
+        a_gate.set()
+        report = engine.ab_report("sh")
+        assert report.shadow["b_failed"] == 1 and report.shadow["compared_requests"] == 0
+        assert (report.errors.errors_a, report.errors.errors_b) == (0, 1)
+
+
+def test_a_shadow_arm_answering_nan_is_not_identical():
+    """nanmax left NaN out: B answering NaN everywhere read as max difference 0.0."""
+    from core.ab import ShadowStats
+    s = ShadowStats()
+    a = np.array([[1.0, np.nan, np.inf]], np.float32)
+    s.compare({"y": a}, {"y": a.copy()})               # the same, NaN and inf included
+    assert s.max_abs_diff == {"y": 0.0} and s.nonfinite == {}
+    s.compare({"y": a}, {"y": np.full((1, 3), np.nan, np.float32)})
+    s.compare({"y": np.float32(2.0)}, {"y": np.float32(2.5)})   # (0-d outputs)
+    assert s.max_abs_diff == {"y": math.inf} and s.nonfinite == {"y": 1}
+    from core.ui.fmt import shadow_diff_words
+    assert shadow_diff_words("y", math.inf, 1) == (
+        "y: NaN or infinity from one arm where the other gave a number, on 1 request(s)")

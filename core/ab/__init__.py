@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from .bandit import ThompsonBandit, simulate_bandit
 from .report import ABReport, arm_differences
-from .routing import AB_MODES, ABExperiment, ExperimentRegistry, ShadowStats, matched_outputs
+from .routing import AB_MODES, ABExperiment, ExperimentRegistry
+from .shadow import ShadowStats, matched_outputs
 from .statistics import (ErrorComparison, LatencyComparison, compare_errors, compare_latency,
                          format_p, sample_size_means, sample_size_proportions,
                          too_small_words)

@@ -36,10 +36,9 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-import numpy as np
-
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
+from .shadow import ShadowStats
 from .statistics import compare_arm_errors, compare_latency, latest_only
 from core.config import _check_choice, _check_float, as_seed
 from core.errors import ConfigError, InputValidationError
@@ -51,85 +50,12 @@ _KEEP_SEGMENTS = 5
 #: Seconds an ended segment keeps its metrics for requests settling late, once none does.
 _SETTLE_S = 120.0
 
-__all__ = ["ABExperiment", "AB_MODES", "ShadowStats", "ExperimentRegistry", "matched_outputs"]
+__all__ = ["ABExperiment", "AB_MODES", "ExperimentRegistry"]
 
 AB_MODES = ("random", "sticky", "shadow", "bandit")
 
 # Latency samples kept per arm for the statistics (the most recent ones).
 _SAMPLES_PER_ARM = 20_000
-
-
-def _kind(v: Any) -> str | None:
-    """'int' (labels, classes, flags), 'float', or None (not a tensor)."""
-    if not isinstance(v, np.ndarray):
-        return None
-    return "int" if v.dtype.kind in "iub" else "float" if v.dtype.kind in "fc" else None
-
-
-def matched_outputs(a_out: dict[str, Any], b_out: dict[str, Any]
-                    ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Pairs of A's and B's outputs that mean the same thing: the same name, else the same
-    position with the same kind (int/float) and shape (converted classifiers name their
-    labels ``label`` or ``output_label``). Named by A's output."""
-    out = []
-    b_items = list(b_out.items())
-    for i, (name, av) in enumerate(a_out.items()):
-        bv = b_out.get(name)
-        if bv is None and i < len(b_items):
-            bv = b_items[i][1]
-        if _kind(av) is None or _kind(av) != _kind(bv) or av.shape != bv.shape:
-            continue
-        out.append((name, av, bv))
-    return out
-
-
-def pair_names(a_out: dict[str, Any], b_out: dict[str, Any]) -> dict[str, str]:
-    b_names = list(b_out)
-    return {name: (name if name in b_out else b_names[i])
-            for i, name in enumerate(a_out) if name in b_out or i < len(b_names)}
-
-
-class ShadowStats:
-    """How B's outputs compare with A's on the same requests (shadow mode)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.compared = 0
-        self.label_rows = 0
-        self.label_agree = 0
-        self.max_abs_diff: dict[str, float] = {}
-        self.b_failed = 0
-        self.pairs: dict[str, str] = {}  # A's output -> the B output compared with it
-
-    def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
-        agree = labels = 0
-        diffs: dict[str, float] = {}
-        for name, av, bv in matched_outputs(a_out, b_out):
-            if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
-                same = (av == bv).reshape(len(av), -1).all(axis=1) if av.ndim else np.array([av == bv])
-                agree += int(same.sum())
-                labels += len(same)
-            elif av.size:
-                diffs[name] = float(np.nanmax(np.abs(av.astype(np.float64) - bv)))
-        with self._lock:
-            self.compared += 1
-            self.pairs.update(pair_names(a_out, b_out))
-            self.label_agree += agree
-            self.label_rows += labels
-            for name, d in diffs.items():
-                self.max_abs_diff[name] = max(self.max_abs_diff.get(name, 0.0), d)
-
-    def failed(self) -> None:
-        with self._lock:
-            self.b_failed += 1
-
-    def to_dict(self) -> dict[str, Any]:
-        with self._lock:
-            return {"compared_requests": self.compared,
-                    "label_agreement": self.label_agree / self.label_rows
-                    if self.label_rows else None,
-                    "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed,
-                    "pairs": dict(self.pairs)}
 
 
 class ArmLabel(str):
@@ -219,15 +145,19 @@ class ABExperiment:
         lock = threading.Lock()
         shadow = self.shadow     # (the segment the pair was sent in, as its arms' metrics)
 
-        def done(_: Future) -> None:
+        def done(f: Future) -> None:
+            if f is a_fut and a_fut.cancelled():   # the caller's: its copy goes too (B's
+                b_fut.cancel()                     # errors were fewer by the cancels)
             with lock:
                 pending[0] -= 1
                 if pending[0]:
                     return
+            if a_fut.cancelled():
+                return
             if b_fut.cancelled() or b_fut.exception() is not None:
                 shadow.failed()
                 return
-            if a_fut.cancelled() or a_fut.exception() is not None:
+            if a_fut.exception() is not None:
                 return
             shadow.compare(a_outputs[0] if a_outputs else a_fut.result().outputs,
                            b_fut.result().outputs)

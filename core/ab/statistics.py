@@ -258,19 +258,39 @@ def _decimals(*values: float) -> int:
     return min(4, max(2, 1 - math.floor(math.log10(small))))
 
 
+def _input_refusals() -> frozenset[str]:
+    """The error names a request's inputs earn: InputValidationError and its kinds (a
+    request too large, an answer refused in the form its caller asked for)."""
+    from core.errors import InputValidationError
+    names, todo = set(), [InputValidationError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return frozenset(names)
+
+
 def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
-    """:func:`compare_errors` of two arms' metric snapshots, requests refused for their
-    inputs (``InputValidationError``) left out: both arms take the same inputs, so that is
-    the caller's doing, not an arm's (one user pinned to B sending bad rows made "B has more
-    errors, p < 0.001" of two identical models). The verdict says how many were left out."""
-    ca, cb = (s.errors_by_type.get("InputValidationError", 0) for s in (a, b))
-    result = compare_errors(a.error_count - ca, a.total_requests - ca,
-                            b.error_count - cb, b.total_requests - cb)
-    if not (ca or cb):
+    """:func:`compare_errors` of two arms' metric snapshots, the callers' doing left out:
+    requests refused for their inputs (``InputValidationError`` and its kinds: both arms
+    take the same inputs; one user pinned to B sending bad rows, or rows past the batch
+    size, made "B has more errors, p < 0.001" of two identical models) and requests their
+    callers cancelled. The verdict says how many were left out."""
+    refusals = _input_refusals()
+    ca, cb = (sum(n for k, n in s.errors_by_type.items() if k in refusals) for s in (a, b))
+    xa, xb = (s.errors_by_type.get("CancelledError", 0) for s in (a, b))
+    result = compare_errors(a.error_count - ca - xa, a.total_requests - ca - xa,
+                            b.error_count - cb - xb, b.total_requests - cb - xb)
+    left = []
+    if ca or cb:
+        left.append(f"{ca + cb:,} request(s) refused for their inputs (A {ca:,}, B {cb:,})")
+    if xa or xb:
+        left.append(f"{xa + xb:,} cancelled by their callers (A {xa:,}, B {xb:,})")
+    if not left:
         return result
     return replace(result, verdict=(
-        f"{result.verdict}; {ca + cb:,} request(s) refused for their inputs (A {ca:,}, B "
-        f"{cb:,}) are left out: the caller's doing, not an arm's"))
+        f"{result.verdict}; {' and '.join(left)} are left out: the callers' doing, not an "
+        "arm's"))
 
 
 def latest_only(latency: LatencyComparison, arms: dict[str, Any],

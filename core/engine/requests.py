@@ -70,7 +70,7 @@ class Router:
                 own(pred)
         fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
                                  name, priority, keep)
-        self._shadow_copy(exp, x, fut, kept)
+        self._shadow_copy(exp, x, fut, kept, timeout_ms)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
@@ -131,12 +131,14 @@ class Router:
         return fut
 
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future,
-                     a_outputs: list[dict[str, Any]]) -> None:
+                     a_outputs: list[dict[str, Any]], timeout_ms: float | None) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller.
-        ``a_outputs``: A's answer as it left the model (filled before A is settled)."""
+        ``a_outputs``: A's answer as it left the model (filled before A is settled). The
+        copy has the caller's timeout too (without it, B never timed out where A did, and
+        the report said "B has fewer errors" of identical models)."""
         try:
-            b_fut = self._submit_model(exp.b, None, x, None, exp.labels["b"], exp.shadow_sinks,
-                                       experiment=exp.name)
+            b_fut = self._submit_model(exp.b, None, x, timeout_ms, exp.labels["b"],
+                                       exp.shadow_sinks, experiment=exp.name)
         except BatchlabError:
             exp.shadow.failed()
             return

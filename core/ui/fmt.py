@@ -20,7 +20,7 @@ from core.models import format_bytes
 __all__ = ["recent_errors_by_type", "fmt_num",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
-           "nonfinite_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
+           "nonfinite_words", "shadow_diff_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
            "SEARCH_TABLE_LABELS",
            "COLUMN_HELP", "sweep_table_columns", "REASON_WORDS", "reason_words"]
 
@@ -60,6 +60,15 @@ def fmt_ms(v: float | None) -> str:
     if v < 100:
         return f"{v:.1f} ms"
     return f"{v:.0f} ms" if v < 10_000 else f"{v / 1000:.1f} s"
+
+
+def shadow_diff_words(name: str, diff: float, nonfinite: int = 0) -> str:
+    """One output's largest |A - B| in a shadow comparison; infinite when one arm answered
+    NaN or an infinity where the other did not (said, with on how many requests)."""
+    if nonfinite and not math.isfinite(diff):
+        return (f"{name}: NaN or infinity from one arm where the other gave a number, on "
+                f"{fmt_num(nonfinite)} request(s)")
+    return f"{name} {diff:.4g}"
 
 
 def fmt_pct(v: float | None) -> str:
