@@ -175,7 +175,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     target, and at every lower load measured, is found (a point counts when every request
     was answered within the target, latency counted from the intended send time). Among
     the settings that reach the highest such load, those whose p99 there is within noise of
-    the lowest (overlapping bootstrap intervals, or within 10 % / 0.5 ms) are ties; of the
+    the lowest (overlapping p99 intervals, or within 10 % / 0.5 ms) are ties; of the
     ties the smallest settings are chosen (shortest max wait, then smallest batch): no
     latency is paid for waiting that the evidence does not show to help. Achieved throughput at the same offered load is not
     compared: it is the load plus noise."""
@@ -216,7 +216,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     top = ok["load"].max()
     at_top = ok[ok["load"] == top].sort_values("p99_ms")
     best = at_top.iloc[0]
-    # Within noise of the best: overlapping bootstrap intervals, or within what the
+    # Within noise of the best: overlapping p99 intervals, or within what the
     # stability rule counts as agreement between windows (10 %, or 0.5 ms at a few ms).
     # (The margin is for the p99s themselves: against an interval's low end it made a p99
     # 90 % worse, with an interval apart from the best's, a tie.)

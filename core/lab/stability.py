@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from core.config import _check_float, _check_int, _plain_fields
 from .loadgen import LoadResult
@@ -147,12 +148,18 @@ def measure_stable(run_window: Callable[[int], LoadResult], rule: StabilityRule,
 
 def p99_interval(latency_ms: np.ndarray, seed: int = 0, resamples: int = 400,
                  level: float = 0.95) -> tuple[float, float]:
-    """A bootstrap confidence interval of the p99 of ``latency_ms`` (seeded)."""
+    """A ``level`` confidence interval of the p99 of ``latency_ms``: the order statistics
+    whose ranks a binomial(n, 0.99) count puts at the interval's two ends (distribution
+    free; at the top, the largest latency). Exact and the same every time, in memory
+    proportional to the latencies: a bootstrap of 400 resamples took 1.4 GB and 4.5 s for
+    150,000 latencies (an adversary). ``seed`` and ``resamples`` are kept for callers;
+    nothing is drawn."""
     x = np.asarray(latency_ms, dtype=np.float64)
-    if len(x) < 20:
+    n = len(x)
+    if n < 20:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(resamples, len(x)))
-    p99s = np.quantile(x[idx], 0.99, axis=1)
-    lo, hi = np.quantile(p99s, [(1 - level) / 2, 1 - (1 - level) / 2])
+    tail = (1.0 - level) / 2.0
+    lo_rank = max(int(stats.binom.ppf(tail, n, 0.99)), 1)           # 1-based ranks
+    hi_rank = min(int(stats.binom.ppf(1.0 - tail, n, 0.99)) + 1, n)
+    lo, hi = np.partition(x, (lo_rank - 1, hi_rank - 1))[[lo_rank - 1, hi_rank - 1]]
     return float(lo), float(hi)
