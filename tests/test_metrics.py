@@ -94,6 +94,26 @@ def test_memory_stays_bounded_over_long_runs():
     assert len(df) == 60
 
 
+
+def test_a_window_past_the_kept_series_gives_the_same_answer_looked_at_or_not():
+    """Two models, the same requests; one is read every second, the other never: asked
+    metrics(window_s=60) with 10 s kept, the one read said 0 requests over 10 s and the one
+    left alone 200 over 15 s (kept by count, its series reached further back the less it
+    was read; an adversary). The series is kept by time now."""
+    answers = []
+    for read_often in (True, False):
+        clock = FakeClock()
+        m = ModelMetrics(timeseries_seconds=10, clock=clock, wall_clock=lambda: 1_000.0)
+        m.record_batch(rows=200, reason="full", compute_s=0.001, queue_s=[0.001] * 200)
+        for _ in range(13):
+            clock.t += 1.0
+            if read_often:
+                m.snapshot()
+        snap = m.snapshot(window_s=60)
+        answers.append((snap.total_requests, snap.window_s, len(snap.timeseries)))
+        assert len(m._series) <= 10
+    assert answers[0] == answers[1] == (0, pytest.approx(10.0, abs=1.0), 10), answers
+
 def test_buckets_align_to_wall_clock_seconds():
     clock = FakeClock()  # monotonic 100.0 while the wall clock reads 1000.6
     m = ModelMetrics(clock=clock, wall_clock=lambda: 1_000.6)

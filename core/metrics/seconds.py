@@ -111,10 +111,10 @@ def _series_rows(seconds: list[_Second], now: float, t0: float, wall0: float,
     """Finished seconds plus the current one, with idle seconds filled in as zeros."""
     out: list[dict[str, Any]] = []
     last_sec = int(now - t0)
+    # (Every second since the reset, within what is kept: not from the oldest bucket, which
+    # a series nobody read leaves further back or nearer than one read every second.)
     first_sec = max(0, last_sec - keep + 1)
     by_sec = {b.second: b for b in seconds}
-    if seconds:
-        first_sec = max(first_sec, min(by_sec))
     for s in range(first_sec, last_sec + 1):
         b = by_sec.get(s) or _Second(s)
         out.append(b.row(wall0))
