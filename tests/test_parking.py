@@ -150,3 +150,24 @@ def test_an_engine_of_many_idle_models_holds_no_thread_per_model(monkeypatch):
             got = engine.predict(f"m{k}", x).outputs
             for name in want:
                 np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_a_put_and_a_configure_waking_a_parked_model_start_one_runner():
+    """A request and a configure() woke a parked model at once: the configure started
+    runner 0 (the parked one had gone) and the request's wake-up started another over it,
+    so a model of one instance ran two batches at once (an adversary, 17 % of tries). The
+    two are run here in that order, by hand."""
+    b = Batcher("wake", GatedRun(), ["y"], BatchConfig(max_batch_size=4, max_wait_ms=0))
+    b.queue.park_after_s = 0.01
+    try:
+        assert b.submit((rows(1),), 1).result(WAIT_S).rows == 1
+        _parked(b, 1)
+        with b.queue.lock:
+            assert b.queue.unpark()       # the request's put: the model is awake...
+        b._start_runners()                # ...configure() starts the missing runner 0...
+        b._unpark()                       # ...and the put's wake-up comes after it
+        runners = [t for t in _threads("wake") if t.name == "batcher-wake"]
+        assert len(runners) == 1, runners
+        assert b.submit((rows(2),), 2).result(WAIT_S).rows == 2
+    finally:
+        b.close()

@@ -731,3 +731,31 @@ def test_an_answer_refused_by_its_check_fails_and_is_counted_as_that_error():
         assert [futs[i].result(WAIT_S).outputs["y"][0, 0] for i in (0, 2, 3)] == [4, 6, 7]
         m2 = engine.metrics("n2")
         assert (m2.success_count, m2.error_count, m2.errors_by_type) == (3, 1, {"Stop": 1})
+
+
+def test_an_answer_past_the_requests_timeout_is_a_timeout_not_a_late_success():
+    """Successes arrived 4.8 ms after a 3 ms timeout (the watcher had not failed them yet;
+    an adversary): past its timeout a request fails, counted as a timeout, and no success
+    is slower than its timeout. The watcher is kept out here; the run is held past the
+    deadline by a gate (the clock is waited for, not slept on)."""
+    import time
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    b.supervisor.expire_overdue = lambda: 0
+    try:
+        late = b.submit((rows(1),), 1, timeout_ms=50)
+        on_time = b.submit((rows(1, start=1),), 1, timeout_ms=60_000)
+        assert run.started.wait(WAIT_S)
+        while time.perf_counter() <= late._deadline:
+            run.gate.wait(0.005)
+        run.gate.set()
+        with pytest.raises(RequestTimeoutError, match=r"was answered .* ms after it was sent, "
+                           r"past its timeout of 50 ms .*too late and was dropped"):
+            late.result(WAIT_S)
+        assert on_time.result(WAIT_S).rows == 1
+        snap = b.metrics.snapshot()
+        assert snap.errors_by_type == {"RequestTimeoutError": 1} and snap.success_count == 1
+        assert snap.max_latency_ms < 60_000 and b.pending() == 0
+    finally:
+        run.gate.set()
+        b.close()

@@ -18,16 +18,9 @@ settles batches when that can overlap the next run) and the supervisor
 (``batcher-NAME-watch``). All three leave once the queue has been empty 30 s, and the next
 request starts them again (:mod:`.parking`): an idle model holds no thread.
 
-Policies (switchable live with :meth:`Batcher.configure`; one module each in
-``core/policies/``):
-
-* ``deadline``: a batch is released when it holds ``max_batch_size`` rows or when its
-  oldest request has waited ``max_wait_ms`` (the Triton / TF Serving / Ray Serve rule).
-  ``max_wait_ms=0`` still takes whatever is already queued.
-* ``fixed_window``: the seed design: a free-running window of ``max_wait_ms`` restarted
-  after each flush; a request waits for the current window to end wherever it arrived.
-* ``adaptive``: waits only while the next arrival is expected sooner than a run's fixed
-  cost (see :mod:`core.policies.adaptive`).
+Policies (``deadline``, the Triton / TF Serving / Ray Serve rule, by default; ``fixed_window``,
+``adaptive``, ``aimd``...) are switchable live with :meth:`Batcher.configure`, one module
+each in ``core/policies/``, each described there.
 
 Guarantees: a full queue refuses at once (:class:`OverloadedError`); a failing batch is
 re-run request by request so only the bad request fails; ``close()`` drains every accepted
@@ -52,11 +45,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .admission import AdmissionQueue
-from .parking import weakly
 from core.config import BatchConfig, check_timeout_ms
 from core.errors import EngineClosedError, InferenceError, RequestTooLargeError
 from .executor import Executor, RunFn
-from .parking import PARK
+from .parking import PARK, weakly
 from core.metrics import ModelMetrics, PriorityClasses
 from .settle import Ledger, Request
 from .supervisor import Supervisor
@@ -110,6 +102,7 @@ class Batcher:
                                            name=f"batcher-{name}-done", daemon=True)
         self._close_lock = threading.Lock()
         self._started = False
+        self._parked_runner: threading.Thread | None = None   # (the runner that parked)
         # Idle: the threads leave, and the next request brings them back (parking.py).
         self.queue.call_back(self._park, self._unpark)
         if start:
@@ -205,6 +198,7 @@ class Batcher:
         end too: an idle model holds no thread."""
         self.executor.completions.put(None)
         self.supervisor.park()
+        self._parked_runner = threading.current_thread()
 
     def _unpark(self) -> None:
         """The parked model's first request (or a new configuration): a runner, a
@@ -219,9 +213,12 @@ class Batcher:
                                                name=f"batcher-{self.name}-done", daemon=True)
             self._completer.start()
             self.supervisor.restart()
-            # (runner 0 may still be ending: its entry is replaced, never waited for)
-            self._runners[0] = t = self._new_collector(0)
-            t.start()
+            # (runner 0 may still be ending: its entry is replaced, never waited for; one
+            # a configure() started meanwhile is kept: two ran batches at once, an adversary)
+            t = self._runners.get(0)
+            if t is None or not t.is_alive() or t is self._parked_runner:
+                self._runners[0] = t = self._new_collector(0)
+                t.start()
 
     def queue_depth(self) -> int:
         """Requests waiting (not yet in a running batch)."""

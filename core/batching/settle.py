@@ -30,7 +30,7 @@ import time
 from typing import Any, Callable, Iterable, Sequence
 
 from core.metrics import ModelMetrics
-from .checks import errors_by_type, run_checks
+from .checks import drop_late, errors_by_type, run_checks
 from .prediction import Prediction
 from .request import (DEAD, DROPPED, QUEUED, TAKEN, Request, _resolve_leftovers,
                       _set_exception, _set_result)
@@ -121,6 +121,8 @@ class Ledger:
             if self.checking:   # answers a request's check refuses leave won, with reasons
                 refused = run_checks(model, won, queue_s, total_s, batch_id, rows, reason,
                                      compute_ms)
+            if won and min(r._deadline for r, _, _ in won) < t_done:   # (answered too late)
+                refused += drop_late(model, won, queue_s, total_s, t_done, rows, compute_ms)
             self.metrics.record_batch(rows * runs, reason, compute_s, queue_s,
                                       errors_by_type(refused) if refused else None, depth,
                                       total_s=total_s, runs=runs,
