@@ -797,3 +797,34 @@ def test_a_shadow_arm_answering_nan_is_not_identical():
     from core.ui.fmt import shadow_diff_words
     assert shadow_diff_words("y", math.inf, 1) == (
         "y: NaN or infinity from one arm where the other gave a number, on 1 request(s)")
+
+
+def test_an_update_beside_a_submit_counts_the_request_in_the_segment_that_routed_it():
+    """update_ab between a request's route and the read of its arm's metrics counted a
+    request of the old arm in the new segment (an adversary: 24 of 40 segments off). The
+    update is started inside the route here; it now waits for the route to be read."""
+    with Engine() as engine:
+        engine.load_model(build_demo_model("clf-v1"), name="c2")
+        engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.0, mode="random", seed=1)
+        exp = engine._ns.experiment("exp")
+        first, real, updated, threads = exp.metrics["a"], exp.route, threading.Event(), []
+
+        def route(key=None):
+            out = real(key)
+            t = threading.Thread(target=lambda: (engine.update_ab("exp", a="c2"),
+                                                 updated.set()))
+            t.start()
+            threads.append(t)
+            updated.wait(0.5)    # (it came in here before; now it waits for the lock)
+            return out
+
+        exp.route = route
+        try:
+            pred = engine.predict("exp", engine.sample_input("clf-v1"))
+        finally:
+            exp.route = real
+            for t in threads:
+                t.join(WAIT_S)
+        assert updated.is_set() and pred.model == "clf-v1"
+        assert first.snapshot().success_count == 1          # its own segment's arm A
+        assert exp.metrics["a"] is not first and exp.metrics["a"].snapshot().total_requests == 0

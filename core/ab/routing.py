@@ -132,6 +132,14 @@ class ABExperiment:
             return ("b", self.b) if self.key_point(key) < self.b_share else ("a", self.a)
         return "a", self.a  # shadow: the caller always gets A
 
+    def route_to(self, key: Any = None) -> tuple[str, str, Any, Any, Any]:
+        """(arm, model, the arm's label, its metrics, the bandit) for one request, read from
+        one state of the experiment: an update between reading the route and the arm's
+        metrics counted requests of the old arms in the new segment (an adversary)."""
+        with self._lock:
+            arm, model = self.route(key)
+            return arm, model, self.labels[arm], self.sinks[arm], self.bandit
+
     def key_point(self, key: Any) -> float:
         """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name."""
         digest = hashlib.blake2b(f"{self.name}\x00{key}".encode(), digest_size=8).digest()

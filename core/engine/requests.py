@@ -53,12 +53,13 @@ class Router:
         exp = self.experiments.get(name)
         if exp is None:
             raise self.ns.not_found(name)
-        arm, model = exp.route(key)
+        arm, model, label, sinks, bandit = exp.route_to(key)
         if exp.mode == "bandit":
-            return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check)
+            return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check,
+                                       (label, sinks, bandit))
         if exp.mode != "shadow":
-            return self._submit_model(model, None, x, timeout_ms, exp.labels[arm],
-                                      exp.sinks[arm], name, priority, check)
+            return self._submit_model(model, None, x, timeout_ms, label, sinks, name,
+                                      priority, check)
         kept: list[dict[str, Any]] = []
 
         def keep(pred: Prediction, own: Any = check) -> None:
@@ -68,8 +69,8 @@ class Router:
                          for k, v in pred.outputs.items()})
             if own is not None:
                 own(pred)
-        fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
-                                 name, priority, keep)
+        fut = self._submit_model(model, None, x, timeout_ms, label, sinks, name, priority,
+                                 keep)
         self._shadow_copy(exp, x, fut, kept, timeout_ms)
         return fut
 
@@ -113,15 +114,16 @@ class Router:
                                 "submit; try again")
 
     def _bandit_submit(self, exp: ABExperiment, arm: str, model: str, x: Any,
-                       timeout_ms: float | None, priority: int | None,
-                       check: Any = None) -> Future:
+                       timeout_ms: float | None, priority: int | None, check: Any,
+                       routed: tuple[Any, Any, Any]) -> Future:
         """A bandit's request: its arm is rewarded when it ends (within the SLO, no error),
-        or now, with a failure, if it is refused."""
-        bandit = exp.bandit
+        or now, with a failure, if it is refused. ``routed``: the arm's label, metrics and
+        the bandit, as :meth:`ABExperiment.route_to` read them."""
+        label, sinks, bandit = routed
         t0 = time.perf_counter()
         try:
-            fut = self._submit_model(model, None, x, timeout_ms, exp.labels[arm], exp.sinks[arm],
-                                     exp.name, priority, check)
+            fut = self._submit_model(model, None, x, timeout_ms, label, sinks, exp.name,
+                                     priority, check)
         except InputValidationError:
             raise   # the caller's input: no arm's doing
         except BatchlabError:
