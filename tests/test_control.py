@@ -282,7 +282,12 @@ def test_job_errors_are_clear(engine):
         with pytest.raises(ConfigError, match="a sweep of 'tiny' is already running .*: "
                                               "both change tiny's batch settings"):
             engine.start_job(kind, "tiny", **params)
-    warm = engine.start_job("warmup", "tiny", batch_sizes=[1], iterations=2)  # no settings
+    # nor a warm-up: its runs would go into the sweep's points (a newcomer's warm-up mid-
+    # search warmed the search's sizes and spoiled its first point)
+    with pytest.raises(ConfigError, match="model 'tiny' is being measured by a sweep .*to "
+                                          "warm it up now, cancel the job first"):
+        engine.start_job("warmup", "tiny", batch_sizes=[1], iterations=2)
+    warm = engine.start_job("warmup", "mlp", batch_sizes=[1], iterations=2)  # another model
     warmed = engine.wait_job(warm.job_id, WAIT_S)
     assert warmed.state == "done", warmed.error
     engine.cancel_job(first.job_id)

@@ -446,6 +446,20 @@ def test_cost_model_fit_recovers_a_line():
     assert cost.r2 == pytest.approx(1.0) and cost(10) == pytest.approx(0.8)
 
 
+def test_a_clipped_cost_line_is_the_best_line_of_its_kind_with_its_own_r2():
+    """A profile whose line crosses zero below batch 1: a was clipped to 0 and the r2
+    reported was the unclipped line's (0.981 for a model of 0.926; an adversary)."""
+    n = np.array([1, 2, 4, 8, 16, 32], float)
+    t = np.array([0.05, 0.06, 0.08, 0.5, 1.5, 4.0])
+    cost = fit_cost_model(pd.DataFrame({"batch_size": n, "compute_ms": t}))
+    b = (n * t).sum() / (n * n).sum()             # least squares through the origin
+    assert cost.a_ms == 0.0 and cost.b_ms == pytest.approx(b)
+    r2 = 1 - ((t - b * n) ** 2).sum() / ((t - t.mean()) ** 2).sum()
+    assert cost.r2 == pytest.approx(r2)
+    flat = fit_cost_model(pd.DataFrame({"batch_size": [1, 2, 4], "compute_ms": [3.0, 2.0, 1.0]}))
+    assert (flat.a_ms, flat.b_ms, flat.r2) == (pytest.approx(2.0), 0.0, pytest.approx(0.0))
+
+
 def test_simulator_matches_analytic_case_lone_requests():
     # Arrivals every 10 ms, service 2 ms, no wait: every request alone, latency = 2 ms.
     arr = np.arange(1, 1001) * 0.010
@@ -1134,3 +1148,52 @@ def test_closed_loop_clients_are_whole_numbers_said_before_a_sweep():
         engine.load_model(build_demo_model("tiny"), name="tiny")
         with pytest.raises(ConfigError, match=r"2\.5 clients"):
             sweep(engine, "tiny", [8], [0.0], concurrencies=[2.5], duration_s=0.5)
+
+
+def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
+    """A newcomer moved Max batch size to 256 in another tab during a sweep: the change
+    went into the point under way (recorded as the sweep's 8), and the sweep put the
+    model's own back at its end, the change lost unsaid. Changes, warm-ups, replacing and
+    unloading from anyone but the job are refused while it runs; the job itself goes on."""
+    from tests.helpers import WAIT_S
+    with Engine() as engine:
+        gate, inside = threading.Event(), []
+
+        def work(job):   # a pinning job's thread: it sets the model's settings itself
+            inside.append(engine.configure("tiny", max_batch_size=8).max_batch_size)
+            assert gate.wait(WAIT_S)
+            engine.configure("tiny", max_batch_size=32)    # (its restore)
+
+        status = engine._lab.jobs.start("sweep", "tiny", work, params={
+            "own_settings": {"max_batch_size": 32, "max_wait_ms": 5.0}}, exclusive=True)
+        words = rf"model 'tiny' is being measured by a sweep \(job {status.job_id}\)"
+        for what, call in (
+                ("change its batch settings", lambda: engine.configure("tiny", max_batch_size=256)),
+                ("warm it up", lambda: engine.warmup("tiny", iterations=2)),
+                ("replace it", lambda: engine.load_model(build_demo_model("tiny"), name="tiny",
+                                                         replace=True)),
+                ("unload it", lambda: engine.unload_model("tiny"))):
+            with pytest.raises(ConfigError, match=words + rf".*to {what} now, cancel the job"):
+                call()
+        engine.configure("mlp", max_batch_size=4)       # another model: free
+        gate.set()
+        assert engine.wait_job(status.job_id, WAIT_S).state == "done" and inside == [8]
+        assert engine.configure("tiny", max_batch_size=16).max_batch_size == 16   # free again
+
+
+def test_a_recommendation_says_when_its_p99_is_of_a_few_requests_or_a_disturbed_sweep():
+    """A sweep at 5 req/s sent 9 requests a point: its "p99" was the slowest of nine, with
+    no interval, and the verdict said nothing of it; a cancelled sweep of one disturbed
+    point said "use a faster model or machine" (a newcomer)."""
+    few = _frame([(4, 2.0, 5, 5, 3.18, np.nan, np.nan)]).assign(sent=9, disturbed="")
+    rec = recommend(few, p99_slo_ms=10)
+    assert rec.max_batch_size == 4
+    assert "That p99 is of 9 request(s): under 100 it is about the slowest" in rec.reason
+    plenty = few.assign(sent=5_000)
+    assert "That p99 is of" not in recommend(plenty, p99_slo_ms=10).reason
+    slow = _frame([(8, 0.0, 200, 200, 40.5, 30.0, 50.0)]).assign(
+        sent=2_000, disturbed="other processes used 0.42 of the engine's cores")
+    rec = recommend(slow, p99_slo_ms=10)
+    assert rec.max_batch_size is None and "faster model" not in rec.reason
+    assert ("1 of the 1 point(s) were measured while something else used the machine "
+            "(marked in the table): measure again before concluding") in rec.reason

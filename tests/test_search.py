@@ -307,3 +307,29 @@ def test_the_recommendation_keeps_thread_counts_apart():
                          "p99_ci_high_ms": p99 * 1.1})
     rec = recommend(pd.DataFrame(rows), p99_slo_ms=10)
     assert rec.load == 1000 and "2 ONNX Runtime thread(s)" in rec.reason
+
+
+def test_a_search_says_when_its_points_were_disturbed_and_a_start_that_missed(table):
+    """A warm-up in another tab disturbed the search's first point: the search said "The
+    starting point had 0 req/s", nothing of the disturbance (a newcomer)."""
+    table.capacity = staticmethod(_peak)
+    real = table.measure
+
+    def disturbed_start(self, k, b, w, kind, load, threads=None):
+        row = real(self, k, b, w, kind, load, threads)
+        if (b, w) == (8, 0.0):   # the model's own: the start, a miss
+            row.update(p99_ms=40.5, goodput_rps=0.0, disturbed="other processes used 0.42 "
+                       "of the engine's cores")
+        else:
+            row["disturbed"] = ""
+        return row
+
+    table.measure = disturbed_start
+    try:
+        res = quick_search(object(), "m", BATCHES, WAITS, LOADS, Constraints(p99_ms=10))
+    finally:
+        table.measure = real
+    assert "The starting point had 0 req/s (it missed the target at the lowest load)." \
+        in res.reason, res.reason
+    assert re.search(r" \d+ of the \d+ point\(s\) were measured while something else used "
+                     r"the machine \(marked in the table\)", res.reason), res.reason

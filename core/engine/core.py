@@ -45,7 +45,7 @@ from .namespace import Namespace
 from .registry import ModelRegistry
 from .requests import Router
 from .settings import configure
-from .events import EventMethods
+from .events import EventMethods, call_hooks as _call_hooks
 from .policy import PolicyMethods
 from .inputs import InputMethods
 from .remotes import RemoteMethods
@@ -110,6 +110,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         self.on_removed: list[Callable[[str], None]] = []
         #: Called when the engine starts closing, before its models drain.
         self.on_close: list[Callable[[], None]] = []
+        self.settings_guards = []   # (see EventMethods)
         _OPEN_ENGINES.add(self)
         if demo_models:
             for name in DEMO_MODELS:
@@ -134,6 +135,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
         configuration and metrics carry over. The name must not be an A/B experiment's."""
+        if replace and name is not None and name in self._registry:
+            self._guard(name, "replace it")
         info = self._loader.load_model(source, name, replace=replace, session=session,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe,
@@ -184,6 +187,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
     def unload_model(self, name: str) -> None:
         """Unregister ``name`` (and stop what the lab sends it); its queued requests finish
         first (up to ``close_timeout_s``, then they are failed)."""
+        self._guard(name, "unload it")
         with self._lock:
             self._ns.entry(name)
             self._ab.check_not_an_arm(name)
@@ -233,6 +237,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
         ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
         the new config."""
+        self._guard(name, "change its batch settings")
         before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes)
         if cfg != before:
             self._event(name, "settings", describe_changes(before, cfg))
@@ -406,12 +411,3 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         self._inputs.pop(name, None)
         self._events.forget(name)
         _call_hooks(self.on_removed, name)
-
-
-def _call_hooks(hooks: list[Callable[..., None]], *args: Any) -> None:
-    """Call each hook; one that fails is logged, and the others (and close) go on."""
-    for hook in list(hooks):
-        try:
-            hook(*args)
-        except Exception:  # noqa: BLE001
-            log.exception("hook %r failed", hook)

@@ -10,20 +10,40 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Callable
 
 import pandas as pd
 
 from core.metrics.events import EventLog
 
-__all__ = ["EventMethods"]
+__all__ = ["EventMethods", "call_hooks"]
+
+log = logging.getLogger("batchlab.engine")
+
+
+def call_hooks(hooks: list[Callable[..., None]], *args: Any) -> None:
+    """Call each hook; one that fails is logged, and the others (and close) go on."""
+    for hook in list(hooks):
+        try:
+            hook(*args)
+        except Exception:  # noqa: BLE001
+            log.exception("hook %r failed", hook)
 
 
 class EventMethods:
-    """Mixed into the engine: uses its namespace (``self._ns``) and log (``self._events``)."""
+    """Mixed into the engine: uses its namespace (``self._ns``) and log (``self._events``).
+    ``settings_guards``: called with a model's name and what a caller is about to do to it
+    (change its settings, warm it up, replace or unload it) before it is done; one that
+    raises refuses it (the lab's: a sweep measuring the model)."""
 
     _ns: Any
     _events: EventLog
+    settings_guards: list[Callable[[str, str], None]]
+
+    def _guard(self, name: str, what: str) -> None:
+        for guard in list(self.settings_guards):
+            guard(name, what)
 
     def events(self, name: str | None = None, since_s: float | None = None) -> pd.DataFrame:
         """What happened to ``name`` (for an A/B experiment: to it and to both its arms), or

@@ -264,6 +264,7 @@ class WarmupMethods:
     config: Any
     on_close: list
     _check_open: Callable[[], None]
+    _guard: Callable[[str, str], None]
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
@@ -281,6 +282,7 @@ class WarmupMethods:
             raise ConfigError(f"purpose must be one of {', '.join(map(repr, WARMUP_PURPOSES))}"
                               f", got {purpose!r:.60}")
         entry = self._ns.entry(name)
+        self._guard(name, "warm it up")
         info = entry.info
         if inputs_of is not None and interface(self._ns.entry(inputs_of).info) != interface(info):
             raise ConfigError(f"warm-up of {name!r} with the inputs of {inputs_of!r}: their "

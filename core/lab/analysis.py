@@ -19,6 +19,8 @@ __all__ = ["pareto_frontier", "Recommendation", "recommend", "TIE_PCT", "TIE_MS"
 #: windows of one point disagree by that much on a quiet machine).
 TIE_PCT = 10.0
 TIE_MS = 0.5
+#: Fewer requests than this at a point, and its p99 is about its slowest one or two.
+FEW_REQUESTS = 100
 
 
 def pareto_frontier(frame: pd.DataFrame, x: str = "achieved_rps", y: str = "p99_ms") -> pd.DataFrame:
@@ -207,6 +209,13 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                          f"{r.max_wait_ms:g} met it at load {r.load:g} but missed at "
                          f"{low.load:g} (p99 {low.p99_ms:.1f} ms): a setting must hold at "
                          "every lower load too (measure again if that miss was the machine)")
+        disturbed = (int(f["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
+                     if "disturbed" in f else 0)
+        if disturbed:   # (one disturbed point of a cancelled sweep read as a verdict)
+            return Recommendation(None, None, None, None, (
+                f"No setting met p99 <= {p99_slo_ms:g} ms with every request served{hint}; "
+                f"{disturbed} of the {len(f)} point(s) were measured while something else "
+                "used the machine (marked in the table): measure again before concluding"))
         return Recommendation(None, None, None, None,
                               f"No setting met p99 <= {p99_slo_ms:g} ms with every request "
                               f"served{hint}: relax the target, lower the load, or use a "
@@ -237,6 +246,11 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                  else f" (the highest load at which any setting did; {highest_tried:,.0f} "
                  f"was too much)")
               + f", p99 {chosen.p99_ms:.2f} ms{ci_text}.")
+    sent = chosen.get("sent")
+    if sent is not None and pd.notna(sent) and sent < FEW_REQUESTS:
+        reason += (f" That p99 is of {int(sent)} request(s): under {FEW_REQUESTS} it is about "
+                   "the slowest one or two, with no interval; measure longer or at a higher "
+                   "load for a p99 to rely on.")
     others = [(int(r.max_batch_size), float(r.max_wait_ms)) for _, r in ties.iterrows()
               if (r.max_batch_size, r.max_wait_ms) != (chosen.max_batch_size, chosen.max_wait_ms)]
     if others:

@@ -76,6 +76,8 @@ class Job:
         self.run_id: int | None = None
         #: called with the final state before ``done`` is set (the manager's hook)
         self.on_finish: Callable[[str], None] | None = None
+        #: the thread running its work (``threading.get_ident()``), once it runs
+        self.thread: int | None = None
 
     def progress(self, fraction: float, message: str = "") -> None:
         with self._lock:
@@ -158,6 +160,7 @@ class JobManager:
 
     @staticmethod
     def _run(job: Job, work: Callable[[Job], Any]) -> None:
+        job.thread = threading.get_ident()
         try:
             result = work(job)
         except BaseException as err:  # noqa: BLE001 - a job's failure is its status
@@ -181,6 +184,12 @@ class JobManager:
             raise ModelNotFoundError(f"no job {job_id}; jobs kept: "
                                      f"{', '.join(map(str, self._jobs)) or 'none'}")
         return job
+
+    def running_on(self, target: str, kinds: tuple[str, ...]) -> Job | None:
+        """The job of one of ``kinds`` running on ``target``, if any."""
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.kind in kinds
+                         and j.target == target and not j.done.is_set()), None)
 
     def get(self, job_id: int) -> JobStatus:
         return self._get(job_id).status()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ from core.errors import ConfigError
 from core.models import ids_refused
 from core.metrics import helpers_cpu_s
 from .history import ExperimentStore, default_store
-from .job_kinds import JOB_KINDS, PASSED_ON
+from .job_kinds import JOB_KINDS, JOB_WORDS, PASSED_ON
 from .jobs import JobManager, JobStatus
 from .agent_traffic import AgentTraffic
 from .traffic import TrafficManager, TrafficStatus, generated_refused
@@ -45,6 +46,20 @@ class Lab:
         self._store: ExperimentStore | None = None
         engine.on_removed.append(self.traffic.stop)
         engine.on_close.append(self._close)
+        engine.settings_guards.append(self._check_not_measured)
+
+    def _check_not_measured(self, name: str, what: str) -> None:
+        """Refuse to change a model a sweep, search or cost profile is measuring, but from
+        that job's own thread (a slider moved in another tab went into the point under
+        way, recorded as the sweep's setting, and was put back unsaid at its end)."""
+        job = self.jobs.running_on(name, _PINNING_JOBS)
+        if job is None or job.thread == threading.get_ident():
+            return
+        raise ConfigError(
+            f"model {name!r} is being measured by a {JOB_WORDS[job.kind]} (job "
+            f"{job.job_id}), which sets its batch settings for each point and puts the "
+            f"model's own back when it ends: to {what} now, cancel the job first "
+            f"(engine.cancel_job({job.job_id}), or Cancel where it shows), or wait for it")
 
     def _close(self) -> None:
         """The engine's close: traffic and jobs stopped within the first half of its
@@ -132,6 +147,8 @@ class Lab:
             raise ConfigError(f"unknown job kind {kind!r}; expected one of "
                               f"{', '.join(JOB_KINDS)}")
         self.engine.model_info(target)  # a model of this engine, or ModelNotFoundError
+        if kind == "warmup":   # (refused now, not a job started to fail)
+            self._check_not_measured(target, "warm it up")
         work, exclusive = spec
         sig = inspect.signature(work)
         try:

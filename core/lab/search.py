@@ -234,6 +234,12 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                                   "goodput_rps", "load", "p99_ms", "feasible"])
     best = _smallest_of_the_best(scores, m.own_threads)
     reason = _reason(best, scores, c, m, len(rows), path, max(float(r) for r in rates_rps))
+    disturbed = (int(frame["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
+                 if "disturbed" in frame else 0)
+    if disturbed:   # (a warm-up elsewhere spoiled the start, unsaid; a newcomer)
+        reason += (f" {disturbed} of the {len(frame)} point(s) were measured while something "
+                   "else used the machine (marked in the table): their goodput may be low "
+                   "for that reason; search again before relying on them.")
     complete = not (stop is not None and stop.is_set())
     if not complete:
         reason = ("Cancelled: the search stopped before it finished; the best of the settings "
@@ -296,7 +302,9 @@ def _reason(best: Setting | None, scores: dict[Setting, dict[str, Any]], c: Cons
     if start is not None and best != path[0]:
         g0 = start["goodput_rps"] if start["feasible"] else 0.0
         text += (f" The starting point had {g0:,.0f} req/s"
-                 + (f" ({100 * (v['goodput_rps'] - g0) / g0:+.1f} %)." if g0 > 0 else "."))
+                 + (f" ({100 * (v['goodput_rps'] - g0) / g0:+.1f} %)." if g0 > 0 else
+                    " (it missed the target at the lowest load)." if not start["feasible"]
+                    else "."))
     at_top = sum(1 for x in scores.values() if x["feasible"] and x["load"] >= top)
     if v["load"] >= top:   # (every one at the ceiling: the climb could not tell them apart)
         text += (f" It met the target at the highest load tried ({top:,.0f} req/s), as did "
