@@ -46,7 +46,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "measuring_job", "settings_held_by", "rate_input", "settings_age_s", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -622,11 +622,19 @@ def sidebar_status(drawn: dict | None = None) -> None:
         c2.metric("Errors", fmt_num(status["error_count"]),
                   help="Requests that did not get an answer, whatever the reason: failed runs "
                        "and requests refused or timed out (a traffic line counts those as "
-                       "'failed' and 'refused').")
+                       "'failed' and 'refused'). A total, since each model was loaded or its "
+                       "metrics reset (the Monitor's reset): it does not go down when the "
+                       "errors stop; the Monitor charts them per second.")
         traffic = engine.traffic()
         running = list(dict.fromkeys(t.label for t in traffic if t.running))
+        # (green while every request was refused read as all well; a newcomer)
+        failing = list(dict.fromkeys(t.label for t in traffic if t.running and t.problem))
         jobs = [job for job in engine.jobs() if not job.finished]
-        if running:
+        if failing:
+            st.warning(f"Traffic running to {', '.join(running)}; requests to "
+                       f"{', '.join(failing)} are failing or refused (below)",
+                       icon=":material/bolt:")
+        elif running:
             st.success(f"Traffic running to {', '.join(running)}", icon=":material/bolt:")
         elif jobs:
             st.caption("No traffic running. The job below sends its own load.")
@@ -729,22 +737,50 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
     seen = f"_{key}_seen_{target}_{priority}"   # (a key Streamlit never cleans up)
     fresh = seen not in st.session_state          # (this target and class, first time)
     st.session_state[seen] = True
-    keep_values({key: default})
+    keep_values({key: float(default)})
     for t in engine.traffic():
         if t.target == target and getattr(t, "priority", None) == priority and (
                 t.running or fresh):
-            rate = int(round(t.rate_rps))
+            rate = float(round(t.rate_rps, 2))
             if fresh or st.session_state.get(f"_{key}_followed") != rate:
                 st.session_state[f"_{key}_followed"] = rate
                 st.session_state[key] = rate
 
 
+def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float) -> float | None:
+    """Seconds since ``model``'s settings last changed, if that was within ``within_s``."""
+    events = engine.events(model, since_s=within_s)
+    changes = events[(events["target"] == model) & (events["kind"] == "settings")]
+    if changes.empty:
+        return None
+    when = pd.Timestamp(changes["time"].iloc[-1])
+    when = when.tz_localize("UTC") if when.tzinfo is None else when   # (UTC, as the series)
+    return max(0.0, (pd.Timestamp.now(tz="UTC") - when).total_seconds())
+
+
+def rate_input(key: str) -> None:
+    """The rate box of a traffic form (after :func:`follow_traffic_rate`): any rate the
+    generators take, 0.1 to 1,000,000 req/s (it took whole numbers only: 0.5 became 0, and
+    the refusal then said "got 0.0"; and -100 waited for Start to be refused)."""
+    ss = st.session_state
+    ss[key] = min(max(float(ss.get(key) or 0.1), 0.1), 1_000_000.0)
+    st.number_input("Rate (requests/s)", 0.1, 1_000_000.0, step=50.0, key=key, format="%g",
+                    help="Requests per second the generator sends, 0.1 to 1,000,000.")
+
+
+def settings_held_by(engine: Engine | RemoteEngine, model: str) -> Any:
+    """The sweep, search or cost profile measuring ``model`` now (it sets the model's
+    settings point by point, and the engine refuses other changes until it ends), or None."""
+    return next((j for j in engine.jobs(target=model)
+                 if not j.finished and j.params.get("own_settings")), None)
+
+
 def own_settings(engine: Engine | RemoteEngine, model: str) -> Any:
     """The model's own batch settings: while a sweep, search or profile of it runs (with
     its settings pinned), as that job recorded them; else the engine's."""
-    for j in engine.jobs(target=model):
-        if not j.finished and j.params.get("own_settings"):
-            return SimpleNamespace(**j.params["own_settings"])
+    held = settings_held_by(engine, model)
+    if held is not None:
+        return SimpleNamespace(**held.params["own_settings"])
     return engine.batch_config(model)
 
 

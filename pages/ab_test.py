@@ -14,7 +14,7 @@ from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
-from pages._common import (follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
@@ -184,7 +184,7 @@ with left:
             st.success(st.session_state.pop("ab_done"), icon=":material/check:")
     with st.container(border=True):
         follow_traffic_rate(engine, exp, "ab_rate", 300)
-        st.number_input("Rate (requests/s)", None, None, step=50, key="ab_rate")
+        rate_input("ab_rate")
         st.caption(sends_caption(engine, exp))
         t1 = t2 = st.container(horizontal=True)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
-from core.lab import arrivals_from_csv, arrivals_to_csv
+from core.lab import JOB_WORDS, arrivals_from_csv, arrivals_to_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.policies import policy_label, uses_slo
 from core.ui.policies import aimd_caption, class_table, replay_verdict
@@ -13,9 +13,9 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
-                           stop_when_idle, running_traffic, replaced_note)
+                           stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
 engine = get_engine()
 
@@ -26,7 +26,7 @@ st.caption("Bigger batches amortise per-run overhead (throughput up); waiting fo
 model = pick_model("Model", "batching_model", engine, default="mlp")
 if model is None:
     st.stop()
-keep_values({"traffic_rate": 200, "traffic_class": "one stream", "traffic_pattern": "poisson",
+keep_values({"traffic_rate": 200.0, "traffic_class": "one stream", "traffic_pattern": "poisson",
              "traffic_rows": 1, "traffic_duration": 0, "traffic_high": 0,
              "bs_replay_slo": DEFAULT_SLO_MS, "bs_replay_stop_traffic": True})
 info = engine.model_info(model)
@@ -149,25 +149,35 @@ with controls:
         if unknown:
             st.caption("The server does not report its batch size and wait (give them to "
                        "add_remote(batch=...) to have them shown and used by sweeps).")
+        held = settings_held_by(engine, model)
+        if held is not None:    # (the engine refuses changes meanwhile: said, not failed)
+            own = held.params["own_settings"]
+            st.info(f"**{model}** is being measured by a {JOB_WORDS.get(held.kind, held.kind)} "
+                    f"(job {held.job_id}, {held.progress:.0%}): the settings below are those "
+                    "of the point it measures now, and stay as it sets them until it ends; "
+                    f"the model's own (max batch size {own['max_batch_size']}, max wait "
+                    f"{own['max_wait_ms']:g} ms) come back then. To change them now, cancel "
+                    "it where it shows (the Experiments page for a sweep or search).",
+                    icon=":material/lock:")
         if not unknown:
             # a server may report more than the sliders' usual range
             # (a model that runs each request alone still takes a request's rows up to it)
             st.slider("Max batch size (rows)" if info.batchable else "Max rows per request",
                       1, max(256, cfg.max_batch_size), key="bs_max_batch",
                       on_change=_apply, args=("max_batch_size", "bs_max_batch"),
-                      disabled=info.batch_mode == "exact" or server_fixed,
+                      disabled=info.batch_mode == "exact" or server_fixed or held is not None,
                       help="A batch is released as soon as it holds this many rows."
                       if info.batchable else "Its requests are not batched with others: "
                       "this is the most rows one request may bring (more are refused).")
             st.slider("Max wait (ms)", 0.0, max(50.0, float(cfg.max_wait_ms)), step=0.5,
                       key="bs_max_wait",
                       on_change=_apply, args=("max_wait_ms", "bs_max_wait"),
-                      disabled=not info.batchable or server_fixed,
+                      disabled=not info.batchable or server_fixed or held is not None,
                       help="The longest the oldest request waits for the batch to fill. 0 sends "
                            "whatever is queued at once.")
             st.radio("Policy", POLICIES, key="bs_policy", horizontal=True,
                      on_change=_apply, args=("policy", "bs_policy"),
-                     disabled=not info.batchable or remote is not None,
+                     disabled=not info.batchable or remote is not None or held is not None,
                      format_func=policy_label,
                      help="deadline: the wait starts when the oldest request of the batch "
                           "arrived (Triton, TF Serving, Ray Serve). fixed window: a free-running "
@@ -181,7 +191,7 @@ with controls:
                             60_000.0, value=None, key="bs_slo", on_change=_apply,
                             args=("latency_slo_ms", "bs_slo"),
                             disabled=not uses_slo(cfg.policy) or not info.batchable
-                            or remote is not None,
+                            or remote is not None or held is not None,
                             help="adaptive: requests that can no longer finish within it are "
                                  "shed with SLOShedError instead of making everyone behind "
                                  "them late. AIMD: the objective a batch's run must meet "
@@ -189,7 +199,7 @@ with controls:
             st.number_input("Instances (batches running at once)", None, None, step=1,
                             key="bs_instances", on_change=_apply,
                             args=("instances", "bs_instances"),
-                            disabled=remote is not None,
+                            disabled=remote is not None or held is not None,
                             help="Triton's instance_group count. 2 lets one batch compute while "
                                  "the next forms, on another core: more throughput under "
                                  "steady open-loop load, but a closed loop of about two "
@@ -210,7 +220,7 @@ with controls:
                  "arrivals, beside the other class's: start one, switch, start the other.")
         follow_traffic_rate(engine, model, "traffic_rate", 200,
                             TRAFFIC_CLASSES[cls or "one stream"])
-        st.number_input("Rate (requests/s)", None, None, step=50, key="traffic_rate")
+        rate_input("traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS,
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "
@@ -246,9 +256,15 @@ def live_tiles() -> None:
     """The numbers, every ``interval`` (cheap to draw)."""
     if paused_for_measurement(engine, interval):
         return
-    snap = engine.metrics(model, window_s=WINDOW_S)  # follows the settings: recent seconds
+    # Since the settings last changed, when that was within the window: ten seconds after
+    # a change to 256 / 50 ms, 30 s of tiles were mostly the old settings' (a newcomer).
+    window_s, since = WINDOW_S, settings_age_s(engine, model, WINDOW_S)
+    if since is not None:
+        window_s = max(1.0, since)
+    snap = engine.metrics(model, window_s=window_s)  # follows the settings: recent seconds
     served = snap.success_count > 0
-    st.caption(f"LAST {WINDOW_S} SECONDS")
+    st.caption(f"LAST {WINDOW_S} SECONDS" if since is None else
+               f"SINCE THE SETTINGS CHANGED, {since:.0f} S AGO")
     # Tiles in a row that wraps, each as wide as its figure (four columns read
     # "Throu... 35..." at 1024 px; a newcomer)
     m = [st.container(horizontal=True)] * 4

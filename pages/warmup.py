@@ -5,10 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from core import warmup_batch_sizes
+from core.lab import JOB_WORDS
 from core.ui import charts
 from core.ui.fmt import fmt_ranges
 from core.ui.traffic import sends_caption
-from pages._common import fmt_ms, get_engine, job_progress, pick_model, start_job
+from pages._common import (fmt_ms, get_engine, job_progress, pick_model, settings_held_by,
+                           start_job)
 
 engine = get_engine()
 
@@ -57,8 +59,14 @@ with c2:
         icon=":material/local_fire_department:" if warm else ":material/ac_unit:")
 
 job = job_progress(engine, "warmup", model, key="warmup_job")
+held = settings_held_by(engine, model)
+if held is not None:   # (its warm-up would run beside the points measured: refused)
+    st.info(f"{model} is being measured by a {JOB_WORDS.get(held.kind, held.kind)} (job "
+            f"{held.job_id}, {held.progress:.0%}), at the settings of the point under way "
+            "(the sizes above are those). Warm it up when the job ends, or cancel the job "
+            "where it shows.", icon=":material/lock:")
 if st.button("Warm up", key="warmup_run", type="primary",
-             disabled=job is not None and not job.finished):
+             disabled=(job is not None and not job.finished) or held is not None):
     start_job(engine, "warmup", model, "Warm-up could not start", iterations=int(iterations))
 
 report = engine.last_warmup(model)

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import ConfigError
 from pages._common import get_engine, reset_engine
+from tests.helpers import WAIT_S
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/models.py", "pages/batching.py", "pages/warmup.py", "pages/ab_test.py",
@@ -155,6 +157,16 @@ def test_sidebar_shows_engine_status(engine):
     assert "shadow A/B experiment" in rps.help   # (its copies count: 599/s beside 300/s)
     models = next(m for m in at.sidebar.get("metric") if m.label == "Models")
     assert models.value == str(len(engine.model_names()))
+    errors = next(m for m in at.sidebar.get("metric") if m.label == "Errors")
+    assert "A total, since each model was loaded or its metrics reset" in errors.help
+    # traffic whose every request is refused is not a green "running" (a newcomer)
+    engine.configure("tiny", max_batch_size=1)
+    engine.start_traffic("tiny", rate_rps=100, rows_per_request=4, duration_s=60)
+    wait_for(lambda: any(t.problem for t in engine.traffic() if t.running))
+    at = app()
+    assert any("Traffic running to tiny; requests to tiny are failing or refused" in w.value
+               for w in at.sidebar.warning), [w.value for w in at.sidebar.warning]
+    assert not any("Traffic running" in x.value for x in at.sidebar.success)
 
 
 def test_models_page_lists_demo_models_and_tries_one(engine):
@@ -387,6 +399,33 @@ def test_batching_widgets_change_engine_config(engine):
     notes = [a["text"] for a in figure(at, "Latency").get("layout", {}).get("annotations", [])]
     assert "no requests in this window: start traffic in the Traffic box above" in notes, notes
 
+
+
+def test_batching_and_warmup_pages_say_a_sweep_holds_the_models_settings(engine):
+    """During a sweep the sliders showed the point's settings as the model's own and took
+    changes the sweep then undid (a newcomer): they are locked, the page says whose they
+    are and which come back; Warm up is off too (a warm-up would spoil the points)."""
+    gate = threading.Event()
+    status = engine._lab.jobs.start("sweep", "mlp", lambda job: gate.wait(WAIT_S), params={
+        "own_settings": {"max_batch_size": 4, "max_wait_ms": 2.0}}, exclusive=True)
+    try:
+        at = app("pages/batching.py")
+        at.selectbox(key="batching_model").set_value("mlp").run()
+        words = " ".join(i.value for i in at.info)
+        assert (f"mlp** is being measured by a sweep (job {status.job_id}" in words and
+                "the model's own (max batch size 4, max wait 2 ms) come back then" in words)
+        assert at.slider(key="bs_max_batch").disabled and at.slider(key="bs_max_wait").disabled
+        assert at.radio(key="bs_policy").disabled
+        at.switch_page("pages/warmup.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("Warm it up when the job ends" in i.value for i in at.info)
+        assert at.button(key="warmup_run").disabled
+    finally:
+        gate.set()
+        engine.wait_job(status.job_id, WAIT_S)
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("mlp").run()
+    assert not at.slider(key="bs_max_batch").disabled
 
 def test_batching_adaptive_policy_and_slo(engine):
     at = app("pages/batching.py")
@@ -823,6 +862,7 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     at.run()  # past capacity: no steady latency, and the page says so
     assert any("past this setting's capacity" in w.value for w in at.warning)
     assert next(m.value for m in at.metric if m.label == "Predicted p50").endswith("+")
+    assert next(m.value for m in at.metric if m.label == "Engine busy") == "100% +"
     at.number_input(key="whatif_rate").set_value(2000.0).run()
     measured_at = cost.capacity_batch
     assert measured_at == engine.batch_config("tiny").max_batch_size
@@ -1124,6 +1164,10 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     at = app("pages/batching.py")
     labels = [m.label for m in at.metric]
     assert "Mean batch" in labels and "p99" in labels
+    # the tiles count from the settings' change within the window (ten seconds after one,
+    # 30 s of them were mostly the old settings'; a newcomer); an unchanged model, 30 s
+    assert any(c.value.startswith("SINCE THE SETTINGS CHANGED, ") for c in at.caption)
+    at.selectbox(key="batching_model").set_value("tiny").run()
     assert any(c.value == "LAST 30 SECONDS" for c in at.caption)
     fig = charts.batch_size_figure({1: 4, 3: 1}, max_batch_size=256)
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
@@ -1144,6 +1188,16 @@ def test_charts_read_cleanly(engine):
     assert fig.layout.xaxis.dtick == 1 and fig.layout.xaxis.tick0 == 0  # not "1 1 2"
     # a bar is a row wide whatever the gap between sizes (1 and 32 drew 32 from ~20 to 32)
     assert charts.batch_size_figure({1: 1, 32: 2730}, 32).data[0].width == 0.8
+    # past 64 rows, sizes counted in bins whose bars are seen (one row of 256 was under a
+    # pixel: the chart looked empty beside one tall bar), about six ticks a power of 2 apart
+    wide = charts.batch_size_figure({1: 10, 3: 2, 200: 3, 256: 1}, 256)
+    bar = wide.data[0]
+    assert bar.width == 0.8 * 4 and list(bar.y) == [12, 3, 1]
+    assert list(bar.customdata) == ["1-4", "197-200", "253-256"]
+    assert wide.layout.xaxis.dtick == 64
+    # the max_batch_size label beside its line on the side with room ("ax_batch_size=1")
+    low = charts.batch_size_figure({1: 5}, 1)
+    assert next(a for a in low.layout.annotations if "max_batch" in a.text).xanchor == "left"
     frame = pd.DataFrame({"achieved_rps": [100.0, 200.0, 300.0], "p99_ms": [0.8, 12.0, 150.0]})
     fig = go_figure_with_latency_axis(charts, frame["p99_ms"])
     texts = list(fig.layout.yaxis.ticktext)
@@ -1637,10 +1691,13 @@ def test_values_out_of_range_are_refused_in_words_not_replaced_in_silence(engine
         assert any(words in e.value for e in at.error), [e.value for e in at.error]
     bandit = engine.ab_report("b1").bandit
     assert (bandit["slo_ms"], bandit["floor"]) == (50.0, 0.05)   # as created
-    at.number_input(key="ab_rate").set_value(0).run()
+    # a rate under one a second is a rate (the box took whole numbers only: 0.5 became 0,
+    # then refused as "got 0.0"; a newcomer); the box goes no lower than the engine takes
+    assert at.number_input(key="ab_rate").min == 0.1
+    at.number_input(key="ab_rate").set_value(0.5).run()
     at.button(key="ab_start").click().run()
-    assert any("rate_rps must be a number >= 0.1" in e.value for e in at.error)
-    assert not engine.traffic_running()
+    assert [t.rate_rps for t in engine.traffic() if t.running] == [0.5]
+    at.button(key="ab_stop").click().run()
     # Started twice: the page says the first generator was replaced, with its counts.
     at.number_input(key="ab_rate").set_value(100).run()
     at.button(key="ab_start").click().run()

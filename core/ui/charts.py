@@ -33,31 +33,45 @@ __all__ = ["runs_figure", "ab_figure", "timeline_figure", "breakdown_figure", "l
 def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None = None,
                       title: str = "Batch sizes (rows per batch)") -> go.Figure:
     """Batches per size, the x range fitted to the sizes seen (not squeezed by a far
-    ``max_batch_size``: drawn when near them, else named); None: a model that cannot batch."""
+    ``max_batch_size``: drawn when near them, else named); None: a model that cannot batch.
+    Past 64 rows of range, sizes are counted in bins (bars one row wide over 256 rows were
+    under a pixel: the chart looked empty beside one tall bar; a newcomer)."""
     sizes = sorted(batch_sizes)
-    # one row wide (less a gap) wherever the sizes are: plotly sizes bars from the closest
-    # two, so sizes 1 and 32 alone drew the 32s as a bar from ~20 to 32
-    fig = go.Figure(go.Bar(x=sizes, y=[batch_sizes[s] for s in sizes], name="batches",
-                           marker_color=COLORS["compute"], width=0.8,
-                           hovertemplate="%{y:,} batches of %{x} rows<extra></extra>"))
     top = max(sizes) if sizes else (max_batch_size or 1)
     right = top
+    if max_batch_size and max_batch_size <= max(2 * top, 8):
+        right = max(top, max_batch_size)
+    w = max(1, math.ceil(right / 64))               # rows per bar
+    counts: dict[int, int] = {}
+    for size in sizes:
+        counts[(size - 1) // w] = counts.get((size - 1) // w, 0) + batch_sizes[size]
+    bins = sorted(counts)
+    # one bar wide (less a gap) wherever the sizes are: plotly sizes bars from the closest
+    # two, so sizes 1 and 32 alone drew the 32s as a bar from ~20 to 32
+    fig = go.Figure(go.Bar(
+        x=[k * w + (w + 1) / 2 for k in bins], y=[counts[k] for k in bins], name="batches",
+        marker_color=COLORS["compute"], width=0.8 * w,
+        customdata=[f"{k * w + 1}" if w == 1 else f"{k * w + 1}-{(k + 1) * w}" for k in bins],
+        hovertemplate="%{y:,} batches of %{customdata} rows<extra></extra>"))
     if max_batch_size:
-        if max_batch_size <= max(2 * top, 8):
-            right = max(top, max_batch_size)
-            # labelled above the plot, left of its line (inside, it hid the full batches' bar)
+        if right >= max_batch_size:
+            # labelled above the plot beside its line, on the side with room (left of it,
+            # the label was cut at the axis when the line was near it: "ax_batch_size=4")
             fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b")
             fig.add_annotation(text=f"max_batch_size={max_batch_size}", x=max_batch_size, y=1,
-                               yref="paper", xanchor="right", yanchor="bottom", showarrow=False,
+                               yref="paper", yanchor="bottom", showarrow=False,
+                               xanchor="right" if max_batch_size > (right + 1) / 2
+                               else "left",
                                font=dict(color="#64748b", size=11))
         else:
             fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
                                showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
                                xanchor="right", font=dict(color="#64748b", size=11))
-    # whole-number ticks only ("1 1 2" came from ticks at 1, 1.5, 2 printed as integers)
+    # whole-number ticks only ("1 1 2" came from ticks at 1, 1.5, 2 printed as integers),
+    # about six of them, a power of two apart (eleven ran together at 1024 px)
     fig.update_xaxes(title="rows in batch", range=[0.4, right + 0.6],
                      tickformat="d", rangemode="normal", tick0=0,
-                     dtick=max(1, math.ceil(right / 10)))
+                     dtick=1 << max(0, math.ceil(math.log2(max(right, 1) / 6))))
     if not sizes:
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#64748b"))
