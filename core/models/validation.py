@@ -47,6 +47,8 @@ def unchanging(a: np.ndarray) -> bool:
     through (``as_strided``'s, under ``sliding_window_view``, keeps the array it views as
     its ``base``: a window of a buffer its caller refills was taken uncopied)."""
     base = a.base
+    if base is None:   # (the common case: an array of its own)
+        return True
     for _ in range(64):
         if isinstance(base, np.ndarray):
             if base.flags.writeable:
