@@ -246,6 +246,10 @@ if result and result[0] == model:
         run = None
     if run is not None:
         frame = run["results"]
+        if quick:   # (two answers, each with its Apply, read as one page's; a newcomer)
+            st.subheader(f"The last full sweep of {model}", anchor=False)
+            st.caption("A grid sweep run before, apart from the quick search above: its "
+                       "answer is its own (turn the quick search off to run another).")
         st.caption(sweep_caption(job.params, result[1], sizes, waits, loads, float(slo)))
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))

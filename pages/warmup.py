@@ -79,6 +79,12 @@ else:
                 f"profile_cost() from a notebook), the last to time {model}'s batch sizes: "
                 f"{fmt_ranges(report.batch_sizes)}, not the sizes above. Warm up to see this "
                 "model at its own sizes.", icon=":material/info:")
+    elif sorted(report.batch_sizes) != sorted(sizes):   # (a newcomer took a warm-up made
+        # during a search, at its sizes up to 32, for this model's 1, 2, 4)
+        st.info(f"This warm-up ran at other settings (batch sizes "
+                f"{fmt_ranges(report.batch_sizes)}), not the sizes above "
+                f"({fmt_ranges(sizes)}). Warm up again to see this model at its own sizes.",
+                icon=":material/info:")
     st.plotly_chart(charts.warmup_figure(report.frame), key="warmup_chart")
     st.dataframe(report.frame, hide_index=True, key="warmup_table",
                  column_config={c: st.column_config.NumberColumn(format="%.3f")

@@ -551,6 +551,11 @@ def test_warmup_page_says_whose_sizes_it_shows(engine):
     at.run()
     assert engine.last_warmup("tiny").purpose == "warm-up"
     assert not any("are from a cost profile" in i.value for i in at.info)
+    assert not any("This warm-up ran at other settings" in i.value for i in at.info)
+    engine.configure("tiny", max_batch_size=4)   # a warm-up of 1-32 under sizes 1, 2, 4
+    at.run()
+    assert any(i.value.startswith("This warm-up ran at other settings (batch sizes ") and
+               "Warm up again" in i.value for i in at.info), [i.value for i in at.info]
     for purpose in ("", "**anything** a caller writes"):   # (shown on the page)
         with pytest.raises(ConfigError, match="purpose must be one of 'warm-up', 'cost "):
             engine.warmup("tiny", iterations=2, purpose=purpose)
@@ -1432,6 +1437,22 @@ def test_live_charts_pause_while_a_lab_job_measures(engine):
     at = app("pages/monitor.py")
     assert not [i for i in at.info if "Live charts are paused" in i.value]
 
+
+
+def test_experiments_page_names_the_last_sweep_apart_from_the_quick_search(engine, tmp_path,
+                                                                          monkeypatch):
+    """With the quick search on, the last sweep's answer sat under the search's, each with
+    its Apply, as one page's answer (a newcomer): it is headed as the earlier sweep."""
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.5, slo_p99_ms=1000.0)
+    assert engine.wait_job(job.job_id, timeout_s=60).state == "done"
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    assert any("meets p99" in s.value for s in list(at.success) + list(at.warning))
+    assert not any("The last full sweep" in h.value for h in at.subheader)
+    at.toggle(key="exp_quick").set_value(True).run()
+    assert any(h.value == "The last full sweep of tiny" for h in at.subheader)
 
 def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
