@@ -127,12 +127,17 @@ with st.container(border=True):
     with_own = (f" (the model's own settings, {own_words}, are among them)"
                 if own_in_grid and own_policy else "" if n_run == n_points else
                 f" (with the model's own settings, {own_words}, at each load, to compare with)")
-    st.caption(f"{n_run} points{with_own}"
-               f", at least {n_run * (duration + 0.5):.0f} s: each point "
-               f"is measured in windows of {duration / 3:.2g} s until the last three agree "
-               "within 10 % on throughput and p99 (up to 10 windows; otherwise it is marked "
-               f"unstable). The sweep changes {model}'s settings while it runs (every tab "
-               "sees that) and restores them at the end.")
+    if not n_run:   # (it said "0 points, at least 0 s" under the error; a newcomer)
+        st.caption("No points to measure: choose at least one batch size and one wait, "
+                   "and give loads the sweep takes.")
+    else:
+        st.caption(f"{n_run} points{with_own}"
+                   f", at least {n_run * (duration + 0.5):.0f} s: each point "
+                   f"is measured in windows of {duration / 3:.2g} s until the last three "
+                   "agree within 10 % on throughput and p99 (up to 10 windows; otherwise it "
+                   f"is marked unstable). The sweep sets {model}'s settings while it runs "
+                   "(other changes to them wait for it: every tab sees that) and restores "
+                   "them at the end.")
     for busy in (traffic_warning(engine, model), cores_warning(engine, model)):
         if busy:
             st.warning(busy, icon=":material/warning:")

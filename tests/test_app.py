@@ -1075,6 +1075,9 @@ def test_experiments_page_rejects_bad_loads(engine):
     at.text_input(key="exp_loads").set_value("fast, -3").run()
     assert any("positive numbers" in e.value for e in at.error)
     assert at.button(key="exp_run").disabled
+    # no "0 points, at least 0 s" under the error (a newcomer)
+    assert any(c.value.startswith("No points to measure") for c in at.caption)
+    assert not any(c.value.startswith("0 points") for c in at.caption)
     # A rate too low for the windows: said before starting (2 s a point, windows of 0.67 s)
     at.text_input(key="exp_loads").set_value("500, 1").run()
     assert any("1 req/s sends no request in a measuring window of 0.667 s" in e.value
