@@ -699,7 +699,9 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
             by_type = dict(getattr(t, "refused_by_type", None) or {})
             for kind, n in (getattr(t, "failed_by_type", None) or {}).items():
                 by_type[kind] = by_type.get(kind, 0) + n
-            st.caption("Failed or refused: "
+            # (counts of this generator's whole run: SLOShedError from an adaptive spell
+            # read as AIMD's, which sheds nothing; a newcomer)
+            st.caption("Failed or refused since this traffic started: "
                        + (", ".join(f"{n:,} {k}" for k, n in by_type.items()) + "; "
                           if by_type else "") + f"the last: {t.last_error}")
         if t.client_bound:

@@ -1025,7 +1025,8 @@ def test_a_few_failures_of_the_traffic_are_explained_not_only_counted():
     at = AppTest.from_function(page).run()
     assert not at.exception, [e.value for e in at.exception]
     said = [c.value for c in at.caption if c.value.startswith("Failed or refused")]
-    assert said == ["Failed or refused: 1 OverloadedError, 2 SLOShedError; the last: "
+    assert said == ["Failed or refused since this traffic started: 1 OverloadedError, 2 "
+                    "SLOShedError; the last: "
                     "SLOShedError: request to model 'mlp' was shed: it had waited 32.5 ms"]
 
 
