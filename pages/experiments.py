@@ -82,8 +82,9 @@ with st.container(border=True):
     else:
         sizes = c1.multiselect("Max batch sizes", [1, 2, 4, 8, 16, 32, 64, 128],
                                key="exp_batch_sizes")
+        # (shown as 0, 2: "0.0", "2.0" cut the second chip at 1024 px; a newcomer)
         waits = c2.multiselect("Max waits (ms)", [0.0, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0],
-                               key="exp_waits")
+                               key="exp_waits", format_func=lambda w: f"{w:g}")
     kind = c3.radio("Load", ["rate (open loop)", "clients (closed loop)"], key="exp_load_kind")
     c4, c5, c6 = st.columns(3)
     loads_text = c4.text_input("Loads (comma-separated)", key="exp_loads",

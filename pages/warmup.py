@@ -50,7 +50,8 @@ with c1:
                    engine, model, "Runs"))
 with c2:
     warm = not missing
-    what = f"max_batch_size={cfg.max_batch_size}" if info.batchable else "batch size 1"
+    # (words, not "max_batch_size=4": at 1024 px the box broke it before the 4; a newcomer)
+    what = f"max batch size {cfg.max_batch_size}" if info.batchable else "batch size 1"
     (st.success if warm else st.warning)(
         f"{model} is warm for {what}" if warm else
         f"{model} is not warm for {what}: "
