@@ -127,6 +127,15 @@ def traffic_status() -> None:
         st.caption(via)
 
 
+held = settings_held_by(engine, model)
+if held is not None:    # (the engine refuses changes meanwhile: said, not failed; full width:
+    own = held.params["own_settings"]          # in the settings column it ran down the page)
+    st.info(f"**{model}** is being measured by a {JOB_WORDS.get(held.kind, held.kind)} "
+            f"(job {held.job_id}, {held.progress:.0%}): the settings below are those of the "
+            "point it measures now, and stay as it sets them until it ends; the model's own "
+            f"(max batch size {own['max_batch_size']}, max wait {own['max_wait_ms']:g} ms) "
+            "come back then. To change them now, cancel it where it shows (the Experiments "
+            "page for a sweep or search).", icon=":material/lock:")
 controls, live = st.columns([1, 2], gap="large")
 with controls:
     with st.container(border=True):
@@ -149,16 +158,6 @@ with controls:
         if unknown:
             st.caption("The server does not report its batch size and wait (give them to "
                        "add_remote(batch=...) to have them shown and used by sweeps).")
-        held = settings_held_by(engine, model)
-        if held is not None:    # (the engine refuses changes meanwhile: said, not failed)
-            own = held.params["own_settings"]
-            st.info(f"**{model}** is being measured by a {JOB_WORDS.get(held.kind, held.kind)} "
-                    f"(job {held.job_id}, {held.progress:.0%}): the settings below are those "
-                    "of the point it measures now, and stay as it sets them until it ends; "
-                    f"the model's own (max batch size {own['max_batch_size']}, max wait "
-                    f"{own['max_wait_ms']:g} ms) come back then. To change them now, cancel "
-                    "it where it shows (the Experiments page for a sweep or search).",
-                    icon=":material/lock:")
         if not unknown:
             # a server may report more than the sliders' usual range
             # (a model that runs each request alone still takes a request's rows up to it)

@@ -137,8 +137,8 @@ with st.container(border=True):
                    f"is measured in windows of {duration / 3:.2g} s until the last three "
                    "agree within 10 % on throughput and p99 (up to 10 windows; otherwise it "
                    f"is marked unstable). The sweep sets {model}'s settings while it runs "
-                   "(other changes to them wait for it: every tab sees that) and restores "
-                   "them at the end.")
+                   "(every tab sees that; changes from elsewhere are refused until it ends) "
+                   "and restores them at the end.")
     for busy in (traffic_warning(engine, model), cores_warning(engine, model)):
         if busy:
             st.warning(busy, icon=":material/warning:")
