@@ -759,3 +759,40 @@ def test_an_answer_past_the_requests_timeout_is_a_timeout_not_a_late_success():
     finally:
         run.gate.set()
         b.close()
+
+
+@pytest.mark.parametrize("where", ["answered late", "expired in the queue"])
+def test_a_callback_raising_on_a_failed_request_leaves_the_rest_of_its_batch_served(where):
+    """A reviewer's cases: a request that fails inside a batch (answered past its deadline,
+    or found expired as its batch leaves the queue) whose caller's done-callback raises
+    SystemExit failed the on-time request beside it with an internal error (and, answered,
+    counted it as served). The others are settled first; the callback's error is logged."""
+    import time
+    run = GatedRun(gated=True)
+    together = where == "answered late"     # late and ok run in one batch, held past 50 ms
+    b = make(run, max_batch_size=2 if together else 8, max_wait_ms=10_000 if together else 0)
+    b.supervisor.expire_overdue = lambda: 0   # (the watcher kept out: the batch finds it)
+
+    def explode(_):
+        raise SystemExit("a caller's callback")
+
+    try:
+        hold = None if together else b.submit((rows(1, start=-1),), 1, timeout_ms=60_000)
+        if hold is not None:
+            assert run.started.wait(WAIT_S)   # late and ok queue behind the held run
+        late = b.submit((rows(1),), 1, timeout_ms=50)
+        ok = b.submit((rows(1, start=1),), 1, timeout_ms=60_000)
+        late.add_done_callback(explode)
+        assert run.started.wait(WAIT_S)
+        while time.perf_counter() <= late._deadline:
+            run.gate.wait(0.005)
+        run.gate.set()
+        assert ok.result(WAIT_S).rows == 1
+        assert isinstance(late.exception(WAIT_S), RequestTimeoutError)
+        assert [len(x) for x in run.batches] == ([2] if together else [1, 1])
+        snap = b.metrics.snapshot()
+        assert snap.success_count == (1 if together else 2)
+        assert snap.errors_by_type == {"RequestTimeoutError": 1}
+    finally:
+        run.gate.set()
+        b.close()

@@ -108,6 +108,7 @@ class Executor:
         shed_after = q.policy.shed_after_s(q, sum(r._rows for r in batch), cfg.latency_slo_ms)
         pending = self.ledger.live
         live = batch
+        raised: list[BaseException] = []
         if (shed_after is not None
                 or any(now > r._deadline or r not in pending for r in batch)):
             live = []
@@ -115,19 +116,29 @@ class Executor:
                 if r not in pending:  # cancelled or timed out since it was taken: skip it
                     continue
                 if now > r._deadline:
-                    self.ledger.fail([r], RequestTimeoutError(
+                    self._fail_one(r, RequestTimeoutError(
                         queue_timeout_message(self.name, now - r._t_submit,
                                               r._deadline - r._t_submit,
-                                              cfg.max_wait_ms / 1000.0)),
-                        notify_queue=False)
+                                              cfg.max_wait_ms / 1000.0)), raised)
                 else:
                     live.append(r)
             if shed_after is not None and live:
-                live = self._within_slo(live, now, cfg.latency_slo_ms)
+                live = self._within_slo(live, now, cfg.latency_slo_ms, raised)
         if live:
             self._run(live, reason, slot)
+        if raised:   # (a caller's done-callback: after the rest of its batch was served)
+            raise raised[0]
 
-    def _within_slo(self, live: list[Request], now: float, slo_ms: float) -> list[Request]:
+    def _fail_one(self, r: Request, err: BaseException, raised: list[BaseException]) -> None:
+        """Fail ``r`` with ``err``; what its caller's done-callback raises (SystemExit) is
+        kept in ``raised``, so that the others of its batch still run."""
+        try:
+            self.ledger.fail([r], err, notify_queue=False)
+        except BaseException as e:  # noqa: BLE001 - raised again by the caller
+            raised.append(e)
+
+    def _within_slo(self, live: list[Request], now: float, slo_ms: float,
+                    raised: list[BaseException]) -> list[Request]:
         """The requests that run now under a latency SLO: a smaller batch when the whole
         one would be late, the rest back to the queue, only the hopeless ones shed."""
         q = self.queue
@@ -140,12 +151,11 @@ class Executor:
                                             [r._rows for r in live], predict_s, slo_s)
         for i in shed:
             r = live[i]
-            self.ledger.fail([r], SLOShedError(
+            self._fail_one(r, SLOShedError(
                 f"request to model {self.name!r} was shed: it had waited "
                 f"{(now - r._t_submit) * 1000:.1f} ms and even alone it needs about "
                 f"{predict_s(r._rows) * 1000:.1f} ms, so it cannot finish within "
-                f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO"),
-                notify_queue=False)
+                f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO"), raised)
         if back:
             q.put_back([live[i] for i in back])
         return [live[i] for i in run]

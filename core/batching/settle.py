@@ -127,15 +127,18 @@ class Ledger:
                                       errors_by_type(refused) if refused else None, depth,
                                       total_s=total_s, runs=runs,
                                       run_s=t1 - t0 if spent else None)
+            raised = None
             if refused:
-                self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
+                try:
+                    self._fail_refused(refused, t0, t_done, t1, batch_id, rows, reason)
+                except BaseException as err:   # (a callback's: raised once the rest end)
+                    raised = err
             if any(r._sink is not None for r, _, _ in won):
                 record_sinks([r for r, _, _ in won], rows * runs, reason, compute_s,
                              queue_s, total_s, runs)
             if self.trace is not None:
                 self.trace.record_batch([r for r, _, _ in won], t0, t_done, batch_id, rows,
                                         reason, True, ran_until=t1)
-            raised = None
             for (r, out, n), q, tot in zip(won, queue_s, total_s):
                 try:
                     _set_result(r, Prediction(out, model, batch_id, rows, reason, q * 1000.0,
@@ -158,8 +161,14 @@ class Ledger:
         if self.trace is not None:
             self.trace.record_batch([r for r, _ in refused], t0, t_done, batch_id, rows,
                                     reason, False, ran_until=t1)
+        raised = None
         for r, err in refused:
-            _set_exception(r, err)
+            try:
+                _set_exception(r, err)
+            except BaseException as e:   # a caller's done-callback: the rest still end, and
+                raised = raised or e     # the batch's answers after them (succeed's loop)
+        if raised is not None:
+            raise raised
 
     # -- failure -----------------------------------------------------------------------
     def fail(self, requests: Iterable[Request], err: BaseException, *,
