@@ -100,9 +100,11 @@ def ray_section(engine: Any, selected: str | None) -> None:
             if r6.button("Undeploy", key=f"ray_undeploy_{d.name}"):
                 try:
                     with st.spinner(f"Ending {d.name}'s replicas..."):
-                        undeploy(d.name)
+                        # (unloaded first: a sweep measuring it refuses that, and the
+                        # replicas were already gone; a reviewer)
                         if d.name + RAY_SUFFIX in engine.model_names():
                             engine.unload_model(d.name + RAY_SUFFIX)
+                        undeploy(d.name)
                 except Exception as err:  # noqa: BLE001 - Ray's own errors too
                     st.error(f"Could not undeploy {d.name}: {type(err).__name__}: {err}")
                 else:

@@ -116,6 +116,13 @@ def _send_all(to_b: bool) -> None:
                                    f"({report.a}){how}.")
 
 
+def _match_settings() -> None:
+    try:   # (refused while a sweep measures B's model: said, not raised)
+        engine.ab_match_settings(exp)
+    except BatchlabError as err:
+        st.session_state["ab_error"] = str(err)
+
+
 def _set_mode() -> None:
     try:
         engine.update_ab(exp, mode=st.session_state["ab_mode"])
@@ -229,8 +236,8 @@ def arms() -> None:
         b_model = engine.ab_arms(exp)[1]
         elsewhere = [f"{e!r} (as {arm})" for e, arm in experiments_with_arm(engine, b_model)
                      if e != exp]
-        st.button("Give B A's batch settings", key="ab_match", on_click=engine.ab_match_settings,
-                  args=(exp,), help="Copies every batch setting of A's model to B's model "
+        st.button("Give B A's batch settings", key="ab_match", on_click=_match_settings,
+                  help="Copies every batch setting of A's model to B's model "
                                     "(max batch size, max wait, policy, SLO, timeout, queue). "
                                     f"They are {b_model}'s own: its direct traffic"
                                     + (f" and experiments {', '.join(elsewhere)}"

@@ -828,3 +828,64 @@ def test_an_update_beside_a_submit_counts_the_request_in_the_segment_that_routed
         assert updated.is_set() and pred.model == "clf-v1"
         assert first.snapshot().success_count == 1          # its own segment's arm A
         assert exp.metrics["a"] is not first and exp.metrics["a"].snapshot().total_requests == 0
+
+
+def test_a_switch_to_shadow_mode_beside_a_request_does_not_compare_b_with_itself():
+    """A reviewer's race: a request routed to B, then update_ab(mode="shadow") before the
+    mode was read: the new shadow segment compared B's answer with a copy to B. The mode
+    and the arms are read with the route, as one state."""
+    with Engine() as engine:
+        engine.create_ab("e", a="clf-v1", b="clf-v2", b_share=1.0, mode="random", seed=1)
+        exp = engine._ns.experiment("e")
+        real = exp.route_to
+
+        def route_to(key=None):
+            out = real(key)
+            engine.update_ab("e", mode="shadow")   # right after the route was read
+            return out
+
+        exp.route_to = route_to
+        try:
+            pred = engine.predict("e", engine.sample_input("clf-v1"))
+        finally:
+            exp.route_to = real
+        engine.close()   # (drains any copy)
+        assert (pred.arm, pred.model, exp.mode) == ("b", "clf-v2", "shadow")
+        assert exp.shadow.to_dict()["compared_requests"] == 0
+        assert exp.metrics["b"].snapshot().total_requests == 0   # the new segment: none
+
+
+def test_requests_too_large_for_one_arms_batch_size_are_that_arms_errors():
+    """A's max batch size 32, B's 4, 8-row requests: B refused every one it got, and the
+    verdict left them out as "the callers' doing" (a reviewer). With sizes that differ,
+    they count; the settings warning says why the arms differ."""
+    from core.errors import BatchlabError
+    with Engine() as engine:
+        engine.configure("clf-v1", max_batch_size=32)
+        engine.configure("clf-v2", max_batch_size=4)
+        engine.create_ab("e", a="clf-v1", b="clf-v2", b_share=0.5, seed=3)
+        x = engine.sample_input("clf-v1", rows=8)
+        futs = []
+        for _ in range(200):
+            try:
+                futs.append(engine.submit("e", x))
+            except BatchlabError:
+                pass
+        for f in futs:
+            f.exception(WAIT_S)
+        report = engine.ab_report("e")
+        b_refused = report.arms["b"].errors_by_type["RequestTooLargeError"]
+        assert b_refused > 50 and report.errors.errors_b == b_refused
+        assert report.errors.significant and "B has more errors" in report.errors.verdict
+        assert any("different batch settings" in w for w in report.warnings)
+        engine.configure("clf-v2", max_batch_size=32)      # the same sizes: the callers'
+        engine.configure("clf-v1", max_batch_size=4)
+        engine.configure("clf-v2", max_batch_size=4)
+        for _ in range(50):
+            try:
+                engine.submit("e", x)
+            except BatchlabError:
+                pass
+        again = engine.ab_report("e")
+        assert again.errors.errors_a == again.errors.errors_b == 0
+        assert "refused for their inputs" in again.errors.verdict

@@ -89,6 +89,9 @@ def test_a_request_is_what_was_sent_even_if_the_caller_refills_its_buffer(engine
     sealed.flags.writeable = False                 # one nobody can write: not copied
     sealed_window = sliding_window_view(sealed, 4)
     assert validator(sealed_window)[0][0] is sealed_window
+    # ...and a read-only array over a memoryview of a writable one (a reviewer)
+    over = np.frombuffer(memoryview(signal).toreadonly(), np.float32)[:4].reshape(1, 4)
+    assert not over.flags.writeable and validator(over)[0][0] is not over
     wfut = engine.submit("tiny", window)
     signal[:] = -1000.0
     engine.submit("tiny", frozen)

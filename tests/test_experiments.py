@@ -1158,6 +1158,8 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
     from tests.helpers import WAIT_S
     with Engine() as engine:
         gate, inside = threading.Event(), []
+        engine.load_model(build_demo_model("tiny"), name="tiny2")
+        engine.create_ab("e", a="tiny2", b="tiny")
 
         def work(job):   # a pinning job's thread: it sets the model's settings itself
             inside.append(engine.configure("tiny", max_batch_size=8).max_batch_size)
@@ -1172,7 +1174,11 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
                 ("warm it up", lambda: engine.warmup("tiny", iterations=2)),
                 ("replace it", lambda: engine.load_model(build_demo_model("tiny"), name="tiny",
                                                          replace=True)),
-                ("unload it", lambda: engine.unload_model("tiny"))):
+                ("unload it", lambda: engine.unload_model("tiny")),
+                # (a reviewer: these two went past the guard)
+                ("change its batch settings", lambda: engine.ab_match_settings("e")),
+                ("replace it", lambda: engine.add_remote("tiny", "http://127.0.0.1:9", "m",
+                                                         replace=True))):
             with pytest.raises(ConfigError, match=words + rf".*to {what} now, cancel the job"):
                 call()
         engine.configure("mlp", max_batch_size=4)       # another model: free

@@ -132,13 +132,18 @@ class ABExperiment:
             return ("b", self.b) if self.key_point(key) < self.b_share else ("a", self.a)
         return "a", self.a  # shadow: the caller always gets A
 
-    def route_to(self, key: Any = None) -> tuple[str, str, Any, Any, Any]:
-        """(arm, model, the arm's label, its metrics, the bandit) for one request, read from
-        one state of the experiment: an update between reading the route and the arm's
-        metrics counted requests of the old arms in the new segment (an adversary)."""
+    def route_to(self, key: Any = None) -> tuple[str, str, str, Any, Any, Any]:
+        """(arm, model, mode, the arm's label, its metrics, and the bandit, or in shadow
+        mode (B's model, its label, its metrics, the shadow figures)) for one request, read
+        from one state of the experiment: an update between reading the route and the
+        arm's metrics counted requests of the old arms in the new segment (an adversary),
+        and a switch to shadow mode compared B with itself (a reviewer)."""
         with self._lock:
             arm, model = self.route(key)
-            return arm, model, self.labels[arm], self.sinks[arm], self.bandit
+            mode = self.mode
+            extra = ((self.b, self.labels["b"], self.shadow_sinks, self.shadow)
+                     if mode == "shadow" else self.bandit)
+            return arm, model, mode, self.labels[arm], self.sinks[arm], extra
 
     def key_point(self, key: Any) -> float:
         """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name."""
@@ -146,12 +151,14 @@ class ABExperiment:
         return int.from_bytes(digest, "big") / 2**64
 
     def watch_shadow(self, a_fut: Future, b_fut: Future,
-                     a_outputs: list[dict[str, Any]] | None = None) -> None:
+                     a_outputs: list[dict[str, Any]] | None = None,
+                     shadow: ShadowStats | None = None) -> None:
         """Compare A's and B's outputs once both are done (shadow mode): A's as they left
-        the model when ``a_outputs`` holds them (its caller may have changed its own)."""
+        the model when ``a_outputs`` holds them (its caller may have changed its own), in
+        ``shadow`` (the segment the pair was sent in, as its arms' metrics; default: now)."""
         pending = [2]
         lock = threading.Lock()
-        shadow = self.shadow     # (the segment the pair was sent in, as its arms' metrics)
+        shadow = self.shadow if shadow is None else shadow
 
         def done(f: Future) -> None:
             if f is a_fut and a_fut.cancelled():   # the caller's: its copy goes too (B's

@@ -270,13 +270,16 @@ def _input_refusals() -> frozenset[str]:
     return frozenset(names)
 
 
-def compare_arm_errors(a: Any, b: Any) -> ErrorComparison:
+def compare_arm_errors(a: Any, b: Any, counted: frozenset[str] = frozenset()
+                       ) -> ErrorComparison:
     """:func:`compare_errors` of two arms' metric snapshots, the callers' doing left out:
     requests refused for their inputs (``InputValidationError`` and its kinds: both arms
     take the same inputs; one user pinned to B sending bad rows, or rows past the batch
     size, made "B has more errors, p < 0.001" of two identical models) and requests their
-    callers cancelled. The verdict says how many were left out."""
-    refusals = _input_refusals()
+    callers cancelled. The verdict says how many were left out. ``counted``: error names
+    to count all the same (requests too large for one arm's max batch size only: an arm's
+    doing when the arms' sizes differ; a reviewer)."""
+    refusals = _input_refusals() - counted
     ca, cb = (sum(n for k, n in s.errors_by_type.items() if k in refusals) for s in (a, b))
     xa, xb = (s.errors_by_type.get("CancelledError", 0) for s in (a, b))
     result = compare_errors(a.error_count - ca - xa, a.total_requests - ca - xa,

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from core.ab import ABExperiment, ABReport, arm_differences
 from core.ab.bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS
+from core.ab.statistics import compare_arm_errors
 from core.config import BatchConfig, EngineConfig
 from core.errors import ConfigError
 from core.metrics import MetricsSnapshot
@@ -128,8 +129,12 @@ class ExperimentRoom:
                                                                       ("b", report.b))}
         if any(e is None for e in entries.values()):
             return report  # an arm is being swapped out: no comparison of settings now
+        configs = {k: e.served.config for k, e in entries.items()}
+        if configs["a"].max_batch_size != configs["b"].max_batch_size:   # too large for one
+            report = dataclasses.replace(report, errors=compare_arm_errors(   # arm, not both
+                report.arms["a"], report.arms["b"], frozenset({"RequestTooLargeError"})))
         warnings = arm_differences(
-            report, {k: e.served.config for k, e in entries.items()},
+            report, configs,
             {k: e.backend.session_config for k, e in entries.items()},
             {k: self._is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
         where = {k: (e.remote.target.url if e.remote is not None else None)
@@ -169,6 +174,7 @@ class ExperimentMethods:
 
     _ab: ExperimentRoom
     _ns: Any
+    _guard: Callable[[str, str], None]
 
     def create_ab(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
                   seed: int | None = None, replace: bool = False,
@@ -214,6 +220,7 @@ class ExperimentMethods:
     def ab_match_settings(self, name: str) -> BatchConfig:
         """Give arm B's model arm A's batch settings (all of them), so that a comparison is
         of the models alone; returns B's new configuration."""
+        self._guard(self._ns.experiment(name).b, "change its batch settings")
         return self._ab.match_settings(name)
 
     def ab_metrics(self, name: str, arm: str, window_s: float | None = None) -> MetricsSnapshot:

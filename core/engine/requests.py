@@ -53,11 +53,11 @@ class Router:
         exp = self.experiments.get(name)
         if exp is None:
             raise self.ns.not_found(name)
-        arm, model, label, sinks, bandit = exp.route_to(key)
-        if exp.mode == "bandit":
+        arm, model, mode, label, sinks, extra = exp.route_to(key)
+        if mode == "bandit":
             return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check,
-                                       (label, sinks, bandit))
-        if exp.mode != "shadow":
+                                       (label, sinks, extra))
+        if mode != "shadow":
             return self._submit_model(model, None, x, timeout_ms, label, sinks, name,
                                       priority, check)
         kept: list[dict[str, Any]] = []
@@ -71,7 +71,7 @@ class Router:
                 own(pred)
         fut = self._submit_model(model, None, x, timeout_ms, label, sinks, name, priority,
                                  keep)
-        self._shadow_copy(exp, x, fut, kept, timeout_ms)
+        self._shadow_copy(exp, x, fut, kept, timeout_ms, extra)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
@@ -133,18 +133,21 @@ class Router:
         return fut
 
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future,
-                     a_outputs: list[dict[str, Any]], timeout_ms: float | None) -> None:
+                     a_outputs: list[dict[str, Any]], timeout_ms: float | None,
+                     routed: tuple[str, Any, Any, Any]) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller.
         ``a_outputs``: A's answer as it left the model (filled before A is settled). The
         copy has the caller's timeout too (without it, B never timed out where A did, and
-        the report said "B has fewer errors" of identical models)."""
+        the report said "B has fewer errors" of identical models). ``routed``: B's model,
+        label, metrics and the shadow figures, as the request was routed."""
+        b, label, sinks, shadow = routed
         try:
-            b_fut = self._submit_model(exp.b, None, x, timeout_ms, exp.labels["b"],
-                                       exp.shadow_sinks, experiment=exp.name)
+            b_fut = self._submit_model(b, None, x, timeout_ms, label, sinks,
+                                       experiment=exp.name)
         except BatchlabError:
-            exp.shadow.failed()
+            shadow.failed()
             return
-        exp.watch_shadow(a_fut, b_fut, a_outputs)
+        exp.watch_shadow(a_fut, b_fut, a_outputs, shadow)
 
     def predict(self, name: str, x: Any, timeout: float | None = None, key: Any = None, *,
                 timeout_ms: float | None = None, priority: int | None = None,

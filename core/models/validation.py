@@ -53,6 +53,9 @@ def unchanging(a: np.ndarray) -> bool:
         if isinstance(base, np.ndarray):
             if base.flags.writeable:
                 return False
+        elif isinstance(base, memoryview) and isinstance(base.obj, np.ndarray):
+            base = base.obj   # (a read-only view of a writable array: its buffer changes)
+            continue
         elif base is None or isinstance(base, (bytes, memoryview)):
             return True
         base = getattr(base, "base", None)
