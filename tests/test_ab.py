@@ -799,7 +799,8 @@ def test_a_shadow_arm_answering_nan_is_not_identical():
         "y: NaN or infinity from one arm where the other gave a number, on 1 request(s)")
 
 
-def test_an_update_beside_a_submit_counts_the_request_in_the_segment_that_routed_it():
+def test_an_update_beside_a_submit_counts_the_request_in_the_segment_that_routed_it(
+        monkeypatch):
     """update_ab between a request's route and the read of its arm's metrics counted a
     request of the old arm in the new segment (an adversary: 24 of 40 segments off). The
     update is started inside the route here; it now waits for the route to be read."""
@@ -818,19 +819,17 @@ def test_an_update_beside_a_submit_counts_the_request_in_the_segment_that_routed
             updated.wait(0.5)    # (it came in here before; now it waits for the lock)
             return out
 
-        exp.route = route
-        try:
-            pred = engine.predict("exp", engine.sample_input("clf-v1"))
-        finally:
-            exp.route = real
-            for t in threads:
-                t.join(WAIT_S)
+        monkeypatch.setattr(exp, "route", route)
+        pred = engine.predict("exp", engine.sample_input("clf-v1"))
+        for t in threads:
+            t.join(WAIT_S)
         assert updated.is_set() and pred.model == "clf-v1"
         assert first.snapshot().success_count == 1          # its own segment's arm A
         assert exp.metrics["a"] is not first and exp.metrics["a"].snapshot().total_requests == 0
 
 
-def test_a_switch_to_shadow_mode_beside_a_request_does_not_compare_b_with_itself():
+def test_a_switch_to_shadow_mode_beside_a_request_does_not_compare_b_with_itself(
+        monkeypatch):
     """A reviewer's race: a request routed to B, then update_ab(mode="shadow") before the
     mode was read: the new shadow segment compared B's answer with a copy to B. The mode
     and the arms are read with the route, as one state."""
@@ -844,11 +843,8 @@ def test_a_switch_to_shadow_mode_beside_a_request_does_not_compare_b_with_itself
             engine.update_ab("e", mode="shadow")   # right after the route was read
             return out
 
-        exp.route_to = route_to
-        try:
-            pred = engine.predict("e", engine.sample_input("clf-v1"))
-        finally:
-            exp.route_to = real
+        monkeypatch.setattr(exp, "route_to", route_to)
+        pred = engine.predict("e", engine.sample_input("clf-v1"))
         engine.close()   # (drains any copy)
         assert (pred.arm, pred.model, exp.mode) == ("b", "clf-v2", "shadow")
         assert exp.shadow.to_dict()["compared_requests"] == 0
@@ -889,3 +885,25 @@ def test_requests_too_large_for_one_arms_batch_size_are_that_arms_errors():
         again = engine.ab_report("e")
         assert again.errors.errors_a == again.errors.errors_b == 0
         assert "refused for their inputs" in again.errors.verdict
+
+
+def test_a_shadow_copy_is_held_to_its_callers_check_as_a_is():
+    """An answer the caller's form cannot take (the server's check: NaN in strict JSON)
+    failed A's request, while B's copy, unchecked, counted as served: "B has fewer
+    errors" (an adversary's lead). The copy gets the same check."""
+    from core.errors import InferenceError
+
+    def refuse(pred):
+        raise InferenceError("this answer cannot be sent in the form asked for")
+
+    with Engine() as engine:
+        engine.load_model(build_demo_model("clf-v1"), name="clf-copy")
+        engine.create_ab("sh", a="clf-v1", b="clf-copy", mode="shadow")
+        futs = [engine.submit("sh", engine.sample_input("clf-v1", seed=i), check=refuse)
+                for i in range(10)]
+        for f in futs:
+            assert isinstance(f.exception(WAIT_S), InferenceError)
+        engine.close()   # (drains the copies)
+        report = engine.ab_report("sh")
+        assert (report.errors.errors_a, report.errors.errors_b) == (10, 10)
+        assert not report.errors.significant

@@ -1150,7 +1150,7 @@ def test_closed_loop_clients_are_whole_numbers_said_before_a_sweep():
             sweep(engine, "tiny", [8], [0.0], concurrencies=[2.5], duration_s=0.5)
 
 
-def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
+def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends(tmp_path):
     """A newcomer moved Max batch size to 256 in another tab during a sweep: the change
     went into the point under way (recorded as the sweep's 8), and the sweep put the
     model's own back at its end, the change lost unsaid. Changes, warm-ups, replacing and
@@ -1160,6 +1160,8 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
         gate, inside = threading.Event(), []
         engine.load_model(build_demo_model("tiny"), name="tiny2")
         engine.create_ab("e", a="tiny2", b="tiny")
+        stem = tmp_path / "tiny.onnx"
+        stem.write_bytes(build_demo_model("tiny"))
 
         def work(job):   # a pinning job's thread: it sets the model's settings itself
             inside.append(engine.configure("tiny", max_batch_size=8).max_batch_size)
@@ -1177,6 +1179,8 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends():
                 ("unload it", lambda: engine.unload_model("tiny")),
                 # (a reviewer: these two went past the guard)
                 ("change its batch settings", lambda: engine.ab_match_settings("e")),
+                # (named by its file: the name came after the guard looked; an adversary)
+                ("replace it", lambda: engine.load_model(stem, replace=True, probe=False)),
                 ("replace it", lambda: engine.add_remote("tiny", "http://127.0.0.1:9", "m",
                                                          replace=True))):
             with pytest.raises(ConfigError, match=words + rf".*to {what} now, cancel the job"):

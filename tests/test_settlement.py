@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 from concurrent.futures import CancelledError, as_completed
 
 import numpy as np
@@ -596,13 +597,18 @@ def test_close_from_a_done_callback_on_the_models_own_thread():
     assert b.pending() == 0
 
 
+def _queued_behind_a_held_run(run: GatedRun, b: Batcher, n: int) -> tuple[Any, list]:
+    """A request whose run is held on ``run``'s gate, and ``n`` queued behind it."""
+    hold = b.submit((rows(1, start=-1),), 1)
+    assert run.started.wait(WAIT_S)
+    return hold, [b.submit((rows(1, start=i),), 1) for i in range(n)]
+
+
 def test_a_callback_raising_baseexception_leaves_no_request_pending():
     run = GatedRun(gated=True)
     b = make(run, max_batch_size=8, max_wait_ms=0)
     try:
-        hold = b.submit((rows(1, start=-1),), 1)
-        assert run.started.wait(WAIT_S)
-        futs = [b.submit((rows(1, start=i),), 1) for i in range(3)]
+        hold, futs = _queued_behind_a_held_run(run, b, 3)
 
         def explode(_):
             raise SystemExit("a caller's callback")
@@ -628,9 +634,7 @@ def test_a_caller_ending_its_own_future_ends_only_its_request():
     run = GatedRun(gated=True)
     b = make(run, max_batch_size=8, max_wait_ms=0)
     try:
-        hold = b.submit((rows(1, start=-1),), 1)
-        assert run.started.wait(WAIT_S)
-        futs = [b.submit((rows(1, start=i),), 1) for i in range(4)]
+        hold, futs = _queued_behind_a_held_run(run, b, 4)
         futs[0].set_exception(TimeoutError("the caller gave up"))
         with pytest.raises(RuntimeError, match=r"set by the engine.*cancel\(\) or fail"):
             futs[1].set_result("mine")
@@ -788,6 +792,8 @@ def test_a_callback_raising_on_a_failed_request_leaves_the_rest_of_its_batch_ser
             run.gate.wait(0.005)
         run.gate.set()
         assert ok.result(WAIT_S).rows == 1
+        if hold is not None:   # (settled on the completer thread: waited for, then counted)
+            assert hold.result(WAIT_S).rows == 1
         assert isinstance(late.exception(WAIT_S), RequestTimeoutError)
         assert [len(x) for x in run.batches] == ([2] if together else [1, 1])
         snap = b.metrics.snapshot()

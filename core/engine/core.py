@@ -102,6 +102,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         self.served_token: str | None = None
         self._loader = Loader(self.config, self._ns, self.memory_budget_bytes,
                               self._check_open, self._ab.check_arm_compatible, self.served_at)
+        self._loader.guard = self._guard
         self._closed = False
         self._inputs: dict[str, Any] = {}  # real inputs by model (core/engine/inputs.py)
         self._router = Router(self._ns, lambda: self._closed)
@@ -135,8 +136,6 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
         configuration and metrics carry over. The name must not be an A/B experiment's."""
-        if replace and name is not None and name in self._registry:
-            self._guard(name, "replace it")
         info = self._loader.load_model(source, name, replace=replace, session=session,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe,

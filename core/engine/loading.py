@@ -48,6 +48,9 @@ class Loader:
         #: Where remote models may be (an engine server sets it: core/remote/policy.py);
         #: None: anywhere (an in-process engine's caller is its owner).
         self.outbound_policy: Any = None
+        #: The engine's settings guard (``guard(name, what)`` raises to refuse), asked
+        #: before a model that exists is replaced, once its name is known.
+        self.guard: Callable[[str, str], None] = lambda name, what: None
         # Trial runs in child processes, one at a time (core/models/probe.py).
         self._probe_slot = threading.Semaphore(1)
         self._probes_lock = threading.Lock()
@@ -72,6 +75,8 @@ class Loader:
             name = "model-" + hashlib.sha256(data).hexdigest()[:8]
         self.ns.check_new_name(name, "model")
         self.ns.check_name_free(name, "model", replace)
+        if replace and name in self.registry:   # (a name from the file's stem too: it
+            self.guard(name, "replace it")      # went past a guard that saw name=None)
         self.check_room(name, len(data))
         if check_rows is None:   # a hot swap (a sweep's thread swap too) keeps the choice
             check_rows = getattr(self.registry.get(name) if replace else None, "check_rows",
@@ -162,6 +167,8 @@ class Loader:
                               "would send every request back to itself. Use the model "
                               f"{model!r} directly")
         self.ns.check_name_free(name, "model", replace)
+        if replace and name in self.registry:
+            self.guard(name, "replace it")
         remote = connect_remote(name, url, model, version, headers, inputs=inputs,
                                 outputs=outputs, timeout_s=timeout_s,
                                 max_connections=max_connections, binary=binary,

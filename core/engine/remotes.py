@@ -22,7 +22,6 @@ class RemoteMethods:
 
     _loader: Any
     _ns: Any
-    _guard: Any
 
     def add_remote(self, name: str, url: str, model: str, version: str | None = None,
                    headers: dict[str, str] | None = None, *, inputs: Any = None,
@@ -53,8 +52,6 @@ class RemoteMethods:
         An unreachable or wrong endpoint raises :class:`~core.errors.RemoteTargetError`
         saying what was tried; nothing is registered then.
         """
-        if replace and name in self._ns.registry:
-            self._guard(name, "replace it")
         return self._loader.add_remote(name, url, model, version, headers, inputs=inputs,
                                        outputs=outputs, timeout_s=timeout_s,
                                        max_connections=max_connections, binary=binary,

@@ -71,7 +71,7 @@ class Router:
                 own(pred)
         fut = self._submit_model(model, None, x, timeout_ms, label, sinks, name, priority,
                                  keep)
-        self._shadow_copy(exp, x, fut, kept, timeout_ms, extra)
+        self._shadow_copy(exp, x, fut, kept, timeout_ms, extra, check)
         return fut
 
     def _submit_model(self, model: str, entry: ModelEntry | None, x: Any,
@@ -134,16 +134,17 @@ class Router:
 
     def _shadow_copy(self, exp: ABExperiment, x: Any, a_fut: Future,
                      a_outputs: list[dict[str, Any]], timeout_ms: float | None,
-                     routed: tuple[str, Any, Any, Any]) -> None:
+                     routed: tuple[str, Any, Any, Any], check: Any = None) -> None:
         """Send a copy of a request to arm B; nothing about it can reach the caller.
         ``a_outputs``: A's answer as it left the model (filled before A is settled). The
         copy has the caller's timeout too (without it, B never timed out where A did, and
-        the report said "B has fewer errors" of identical models). ``routed``: B's model,
-        label, metrics and the shadow figures, as the request was routed."""
+        the report said "B has fewer errors" of identical models), and its ``check`` (an
+        answer A could not send in the caller's form counted against A only). ``routed``:
+        B's model, label, metrics and the shadow figures, as the request was routed."""
         b, label, sinks, shadow = routed
         try:
             b_fut = self._submit_model(b, None, x, timeout_ms, label, sinks,
-                                       experiment=exp.name)
+                                       experiment=exp.name, check=check)
         except BatchlabError:
             shadow.failed()
             return
