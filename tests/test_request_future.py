@@ -26,8 +26,10 @@ def _request(ledger: Ledger | None = None) -> Request:
 
 
 def _succeed(r: Request, value: object = "ok") -> None:
+    """Settled as the ledger settles a request that ran (``set_result`` is the engine's:
+    refused to callers)."""
     assert r._ledger.claim(r)
-    r.set_result(value)
+    r._resolve(value)
 
 
 def test_a_request_is_a_future_with_its_states():
@@ -41,9 +43,11 @@ def test_a_request_is_a_future_with_its_states():
     _succeed(r, 42)
     assert r.done() and r.result() == 42 and r.result(0) == 42 and r.exception() is None
     with pytest.raises(InvalidStateError):
-        r.set_result(1)
-    with pytest.raises(InvalidStateError):
+        r._resolve(1)
+    with pytest.raises(InvalidStateError):    # (a caller's: through the ledger, too late)
         r.set_exception(ValueError("again"))
+    with pytest.raises(RuntimeError, match="set by the engine"):
+        r.set_result(1)
     assert "finished" in repr(r)
 
 
