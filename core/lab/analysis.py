@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["pareto_frontier", "Recommendation", "recommend", "TIE_PCT", "TIE_MS"]
+__all__ = ["pareto_frontier", "Recommendation", "recommend", "disturbed_points", "TIE_PCT",
+           "TIE_MS"]
 
 #: p99s this close to the best one are ties (the stability rule's tolerance and floor:
 #: windows of one point disagree by that much on a quiet machine).
@@ -170,6 +171,14 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
     return text
 
 
+def disturbed_points(frame: pd.DataFrame) -> int:
+    """How many points of a sweep's (or search's) frame were measured under disturbance
+    (a non-empty ``disturbed`` note); 0 for a frame without the column."""
+    if "disturbed" not in frame:
+        return 0
+    return int(frame["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
+
+
 def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
     """The settings that meet ``p99_slo_ms`` at the highest load, decided by evidence.
 
@@ -209,8 +218,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                          f"{r.max_wait_ms:g} met it at load {r.load:g} but missed at "
                          f"{low.load:g} (p99 {low.p99_ms:.1f} ms): a setting must hold at "
                          "every lower load too (measure again if that miss was the machine)")
-        disturbed = (int(f["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
-                     if "disturbed" in f else 0)
+        disturbed = disturbed_points(f)
         if disturbed:   # (one disturbed point of a cancelled sweep read as a verdict)
             return Recommendation(None, None, None, None, (
                 f"No setting met p99 <= {p99_slo_ms:g} ms with every request served{hint}; "

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import pandas as pd
 
 from core.config import _check_float
-from .analysis import _sustained
+from .analysis import _sustained, disturbed_points
 from .stability import StabilityRule
 from .sweeps import PointMeasurer, check_rates, frame_of
 
@@ -234,8 +234,7 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                                   "goodput_rps", "load", "p99_ms", "feasible"])
     best = _smallest_of_the_best(scores, m.own_threads)
     reason = _reason(best, scores, c, m, len(rows), path, max(float(r) for r in rates_rps))
-    disturbed = (int(frame["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
-                 if "disturbed" in frame else 0)
+    disturbed = disturbed_points(frame)
     if disturbed:   # (a warm-up elsewhere spoiled the start, unsaid; a newcomer)
         reason += (f" {disturbed} of the {len(frame)} point(s) were measured while something "
                    "else used the machine (marked in the table): their goodput may be low "

@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from core.lab import pareto_frontier, recommend, setting_scores
+from core.lab.analysis import disturbed_points
 from core.lab.search import Constraints
 from . import charts
 from .fmt import SWEEP_TABLE_LABELS
@@ -267,8 +268,7 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
         parts.append(fig.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False,
                                  config={"displaylogo": False}))
     unstable = int(frame["stable"].eq(False).sum()) if "stable" in frame else 0
-    disturbed = (int((frame["disturbed"].fillna("").astype(str) != "").sum())
-                 if "disturbed" in frame else 0)
+    disturbed = disturbed_points(frame)
     created = _dt.datetime.fromtimestamp(float(run.get("created", 0))).strftime("%Y-%m-%d %H:%M")
     mem_note = ("" if mem is not None and len(mem.data[0].x or ()) else
                 "<p class='muted'>No memory profile for this model's batch sizes here: "
