@@ -802,3 +802,44 @@ def test_a_callback_raising_on_a_failed_request_leaves_the_rest_of_its_batch_ser
     finally:
         run.gate.set()
         b.close()
+
+
+@pytest.mark.parametrize("whose", ["shed", "answered"])
+def test_a_callback_raising_beside_an_slo_split_leaves_the_requests_put_back_to_run(
+        whose, monkeypatch):
+    """A batch split under a latency SLO (one shed, one run, one back to the queue) where
+    the shed or the answered request's caller's done-callback raises SystemExit: the
+    collector failed the whole batch it had popped, so the request put back in the queue
+    ended with an internal error instead of running."""
+    import core.batching.executor as executor_mod
+    splits = []
+
+    def split_three(waited, rows_, predict, slo):   # shed the 1st, run the 2nd, 3rd back
+        splits.append(len(rows_))
+        n = len(rows_)
+        return ([1], [2], [0]) if n == 3 and len(splits) == 1 else (list(range(n)), [], [])
+
+    monkeypatch.setattr(executor_mod, "choose_within_slo", split_three)
+    # (the answers settled by the runner itself, not handed to the completer thread)
+    monkeypatch.setattr(executor_mod, "_COMPLETE_COST_S", 1e9)
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0, policy="adaptive",
+             latency_slo_ms=60_000)
+
+    def explode(_):
+        raise SystemExit("a caller's callback")
+
+    try:
+        hold, (shed, ran, back) = _queued_behind_a_held_run(run, b, 3)
+        (shed if whose == "shed" else ran).add_done_callback(explode)
+        run.gate.set()
+        assert hold.result(WAIT_S).rows == 1
+        assert type(shed.exception(WAIT_S)).__name__ == "SLOShedError"
+        assert ran.result(WAIT_S).rows == 1
+        assert back.result(WAIT_S).rows == 1   # it ran, after the others (was: failed)
+        assert [len(x) for x in run.batches] == [1, 1, 1] and splits[0] == 3
+        snap = b.metrics.snapshot()
+        assert snap.success_count == 3 and snap.errors_by_type == {"SLOShedError": 1}
+    finally:
+        run.gate.set()
+        b.close()

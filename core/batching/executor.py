@@ -123,7 +123,10 @@ class Executor:
                 else:
                     live.append(r)
             if shed_after is not None and live:
-                live = self._within_slo(live, now, cfg.latency_slo_ms, raised)
+                live, back = self._within_slo(live, now, cfg.latency_slo_ms, raised)
+                if back:   # queued again: out of the collector's batch, which it fails
+                    gone = set(back)   # if this raises (a caller's done-callback)
+                    batch[:] = [r for r in batch if r not in gone]
         if live:
             self._run(live, reason, slot)
         if raised:   # (a caller's done-callback: after the rest of its batch was served)
@@ -138,9 +141,10 @@ class Executor:
             raised.append(e)
 
     def _within_slo(self, live: list[Request], now: float, slo_ms: float,
-                    raised: list[BaseException]) -> list[Request]:
+                    raised: list[BaseException]) -> tuple[list[Request], list[Request]]:
         """The requests that run now under a latency SLO: a smaller batch when the whole
-        one would be late, the rest back to the queue, only the hopeless ones shed."""
+        one would be late, the rest back to the queue (returned second), only the hopeless
+        ones shed."""
         q = self.queue
         slo_s = slo_ms / 1000.0
 
@@ -156,9 +160,10 @@ class Executor:
                 f"{(now - r._t_submit) * 1000:.1f} ms and even alone it needs about "
                 f"{predict_s(r._rows) * 1000:.1f} ms, so it cannot finish within "
                 f"latency_slo_ms={slo_ms:g}; lower the load or relax the SLO"), raised)
-        if back:
-            q.put_back([live[i] for i in back])
-        return [live[i] for i in run]
+        queued = [live[i] for i in back]
+        if queued:
+            q.put_back(queued)
+        return [live[i] for i in run], queued
 
     def _run(self, live: list[Request], reason: str, slot: Slot, spent: float = 0.0) -> None:
         """Run ``live`` as one batch and settle it (``spent``: for a retry, the seconds its

@@ -9,7 +9,7 @@ from _thread import RLock, allocate_lock
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, LOGGER,
                                       PENDING, RUNNING)
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -211,3 +211,17 @@ class Request(Future):
 
 _set_result = Request._resolve
 _set_exception = Request._reject
+
+
+def _reject_each(failed: Iterable[tuple[Request, BaseException]]) -> None:
+    """Fail each request with its error. A caller's done-callback that raises
+    (``SystemExit``) does not keep the rest from theirs: the first such error is raised
+    once every one has ended."""
+    raised = None
+    for r, err in failed:
+        try:
+            _set_exception(r, err)
+        except BaseException as e:   # noqa: BLE001 - raised again below
+            raised = raised or e
+    if raised is not None:
+        raise raised

@@ -32,8 +32,8 @@ from typing import Any, Callable, Iterable, Sequence
 from core.metrics import ModelMetrics
 from .checks import drop_late, errors_by_type, run_checks
 from .prediction import Prediction
-from .request import (DEAD, DROPPED, QUEUED, TAKEN, Request, _resolve_leftovers,
-                      _set_exception, _set_result)
+from .request import (DEAD, DROPPED, QUEUED, TAKEN, Request, _reject_each,
+                      _resolve_leftovers, _set_result)
 from .sinks import record_failed_run, record_sinks
 
 __all__ = ["Prediction", "Request", "Ledger", "QUEUED", "TAKEN", "DROPPED", "DEAD"]
@@ -161,14 +161,7 @@ class Ledger:
         if self.trace is not None:
             self.trace.record_batch([r for r, _ in refused], t0, t_done, batch_id, rows,
                                     reason, False, ran_until=t1)
-        raised = None
-        for r, err in refused:
-            try:
-                _set_exception(r, err)
-            except BaseException as e:   # a caller's done-callback: the rest still end, and
-                raised = raised or e     # the batch's answers after them (succeed's loop)
-        if raised is not None:
-            raise raised
+        _reject_each(refused)   # (a callback's error: the batch's answers still follow)
 
     # -- failure -----------------------------------------------------------------------
     def fail(self, requests: Iterable[Request], err: BaseException, *,
@@ -202,14 +195,7 @@ class Ledger:
             if notify_queue and self._on_dead is not None:
                 for r in won:
                     self._on_dead(r)
-            raised = None
-            for r in won:
-                try:
-                    _set_exception(r, err)
-                except BaseException as e:   # a caller's done-callback: the rest still end
-                    raised = raised or e
-            if raised is not None:
-                raise raised
+            _reject_each((r, err) for r in won)
         except BaseException:
             _resolve_leftovers(won, self.model, err)
             raise
