@@ -1162,6 +1162,7 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends(tmp_path):
         engine.create_ab("e", a="tiny2", b="tiny")
         stem = tmp_path / "tiny.onnx"
         stem.write_bytes(build_demo_model("tiny"))
+        engine.set_inputs("tiny", engine.sample_input("tiny", rows=4))
 
         def work(job):   # a pinning job's thread: it sets the model's settings itself
             inside.append(engine.configure("tiny", max_batch_size=8).max_batch_size)
@@ -1182,13 +1183,64 @@ def test_a_model_a_sweep_measures_refuses_other_changes_until_it_ends(tmp_path):
                 # (named by its file: the name came after the guard looked; an adversary)
                 ("replace it", lambda: engine.load_model(stem, replace=True, probe=False)),
                 ("replace it", lambda: engine.add_remote("tiny", "http://127.0.0.1:9", "m",
-                                                         replace=True))):
+                                                         replace=True)),
+                # (what the sweep's next points send)
+                ("give it other inputs", lambda: engine.set_inputs(
+                    "tiny", engine.sample_input("tiny", rows=2))),
+                ("give it generated inputs", lambda: engine.clear_inputs("tiny"))):
             with pytest.raises(ConfigError, match=words + rf".*to {what} now, cancel the job"):
                 call()
         engine.configure("mlp", max_batch_size=4)       # another model: free
         gate.set()
         assert engine.wait_job(status.job_id, WAIT_S).state == "done" and inside == [8]
         assert engine.configure("tiny", max_batch_size=16).max_batch_size == 16   # free again
+        assert engine.input_source("tiny").endswith("(4 samples)")   # (kept through it)
+
+
+def test_a_change_racing_a_sweep_s_start_is_refused_or_kept(monkeypatch):
+    """configure() asked the guard, then a sweep started (reading the settings it restores
+    at its end), then the change was made: it went into the sweep's point and was undone at
+    the restore. The guard is asked under the lock a sweep starts under now: the change is
+    made before the sweep reads its settings (kept at the restore), or refused."""
+    import core.lab.lab as lab_mod
+    from tests.helpers import WAIT_S
+    gate, started = threading.Event(), []
+
+    def fake_sweep(engine, job, target):   # reads what it restores, waits, restores it
+        before = engine.batch_config(target)
+        assert gate.wait(WAIT_S)
+        engine.configure(target, max_batch_size=before.max_batch_size)
+
+    monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (fake_sweep, True))
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=8)
+        me = threading.get_ident()
+
+        def start_a_sweep_meanwhile(name, what):   # (after the lab's guard passed)
+            if threading.get_ident() == me and not started:
+                t = threading.Thread(target=lambda: started.append(
+                    engine.start_job("sweep", "tiny")))
+                t.start()
+                t.join(0.3)   # (it waits for the lock now: it cannot start meanwhile)
+
+        engine.settings_guards.append(start_a_sweep_meanwhile)
+        try:
+            engine.configure("tiny", max_batch_size=64)
+            refused = False
+        except ConfigError:
+            refused = True
+        for _ in range(int(WAIT_S * 100)):
+            if started:
+                break
+            gate.wait(0.01)
+        assert started
+        params = engine.job(started[0].job_id).params
+        gate.set()
+        assert engine.wait_job(started[0].job_id, WAIT_S).state == "done"
+        final = engine.batch_config("tiny").max_batch_size
+        # made before the sweep read its settings (kept), or refused (8 restored)
+        assert (final, params["own_settings"]["max_batch_size"]) == (
+            (8, 8) if refused else (64, 64))
 
 
 def test_a_recommendation_says_when_its_p99_is_of_a_few_requests_or_a_disturbed_sweep():

@@ -30,6 +30,7 @@ class InputMethods:
     _ab: Any
     _inputs: dict[str, SampleInputs]
     _events: Any
+    _guard: Any   # (EventMethods': a sweep measuring the model refuses a change of inputs)
 
     def set_inputs(self, name: str, data: Any,
                    filename: str | None = None, label: str | None = None,
@@ -49,6 +50,7 @@ class InputMethods:
             raise ResourceLimitError(f"{filename} is {len(data):,} bytes, over the "
                                      f"{4 * MAX_INPUT_BYTES:,} read for sample inputs")
         entry = self._ns.entry(name)
+        self._guard(name, "give it other inputs")   # (what the sweep's next points send)
         samples = read_inputs(bytes(data), filename, entry.info, preprocess)
         if label:
             samples.source = str(label)
@@ -60,6 +62,8 @@ class InputMethods:
     def clear_inputs(self, name: str) -> None:
         """Go back to generated inputs for ``name``."""
         self._ns.entry(name)
+        if name in self._inputs:
+            self._guard(name, "give it generated inputs")
         if self._inputs.pop(name, None) is not None:
             self._events.add(name, "inputs", "generated inputs again")
             self._ab.arm_changed(name, "gets generated inputs again")
