@@ -236,8 +236,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
         ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
         the new config."""
-        self._guard(name, "change its batch settings")
-        before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes)
+        before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes,
+                                lambda: self._guard(name, "change its batch settings"))
         if cfg != before:
             self._event(name, "settings", describe_changes(before, cfg))
             self._ab.arm_changed(name, "had its batch settings changed")

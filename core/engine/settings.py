@@ -25,13 +25,17 @@ _SERVER_ONLY = ("policy", "latency_slo_ms", "instances")
 
 
 def configure(name: str, entry_of: Callable[[], ModelEntry], lock: threading.RLock,
-              changes: dict[str, Any]) -> tuple[BatchConfig, BatchConfig]:
+              changes: dict[str, Any], guard: Callable[[], None] = lambda: None
+              ) -> tuple[BatchConfig, BatchConfig]:
     """Apply ``changes`` to ``name``'s configuration; returns the one before and the new
     one. Queued requests are kept. ``entry_of()`` is the model's entry now: looked up
     again under ``lock``, so that a hot swap meanwhile gets the change (one looked up
-    before went to the retired version, and the serving one never had it)."""
+    before went to the retired version, and the serving one never had it). ``guard()``
+    raises to refuse the change; asked under ``lock``, the lock a sweep starts under, so a
+    change is either refused or made before the sweep reads the settings it restores."""
     entry = entry_of()
     if entry.remote is not None:
+        guard()
         # The server is called without the engine's lock (it may take seconds); two
         # configures of one remote model at once end with the last one's answer.
         cfg = _configure_remote(name, entry.remote, entry.served.config, changes)
@@ -43,6 +47,7 @@ def configure(name: str, entry_of: Callable[[], ModelEntry], lock: threading.RLo
             now.served.configure(cfg)
         return before, cfg
     with lock:
+        guard()
         served = entry_of().served
         before = served.config
         cfg = before.replace(**changes)
