@@ -8,6 +8,11 @@ Packed into one batch with other callers' requests, such a model would hand one 
 answer made from another's data. :func:`rows_mix` finds it once, at load; the engine then
 runs each request of that model alone and whole (``batch_mode == "alone"``).
 
+It is a check of one trial, not a proof: a model whose rows mix only in batches of more
+than :data:`ROWS_CHECKED` rows, or only for some values of its inputs, passes it (no finite
+trial catches every such model; an adversary built ``(N > 3) * ReduceSum``). Such a model
+would need ``max_batch_size`` 1 set by hand.
+
 Example:
     >>> rows_mix(load_model_bytes(cumsum_onnx, "cumsum"))
     "rows of a batch change each other's answers: output 'y' of row 1 differs ..."
