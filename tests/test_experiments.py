@@ -1259,3 +1259,19 @@ def test_a_recommendation_says_when_its_p99_is_of_a_few_requests_or_a_disturbed_
     assert rec.max_batch_size is None and "faster model" not in rec.reason
     assert ("1 of the 1 point(s) were measured while something else used the machine "
             "(marked in the table): measure again before concluding") in rec.reason
+
+
+def test_a_table_s_missing_values_are_explained_in_their_column_s_help():
+    """A newcomer read "None" in the p99 interval of a point of a few requests, and in a
+    quick search's load and p99 where no load met the limits, with nothing saying why:
+    every column of the sweep's and search's tables that can be missing says what None
+    means in its header's help."""
+    from core.lab.search import Constraints, setting_scores
+    from core.ui.fmt import COLUMN_HELP, SEARCH_TABLE_LABELS, sweep_table_columns
+    few = _frame([(4, 2.0, 5, 5, 3.18, np.nan, np.nan), (8, 2.0, 5, 0, np.nan, np.nan, np.nan)])
+    search = setting_scores(few.assign(session_threads=None), Constraints(p99_ms=1.0))
+    shown = [(few, sweep_table_columns(few)),
+             (search, [c for c in SEARCH_TABLE_LABELS if c in search.columns])]
+    missing = {c for frame, cols in shown for c in cols if frame[c].isna().any()}
+    assert {"p99_ci_low_ms", "p99_ci_high_ms", "p99_ms", "load"} <= missing
+    assert all("None:" in COLUMN_HELP.get(c, "") for c in missing), missing

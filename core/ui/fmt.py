@@ -260,6 +260,17 @@ COLUMN_HELP = {
     "goodput_rps": "The offered load times the share of the requests sent that were answered "
                    "within the target: all in time reads exactly the load, so it can be a "
                    "little above 'served', which is timed over the measured span.",
+    # (a missing value shows as None in the table: said here what it means)
+    "p99_ms": "The 99th percentile of the answered requests' latency. None: nothing to take "
+              "it from (no request answered; in a quick search, no load met the limits).",
+    "p99_ci_low_ms": "The p99's 95 % interval, from the order statistics. None: fewer than "
+                     "20 requests answered, too few for an interval.",
+    "p99_ci_high_ms": "The p99's 95 % interval, from the order statistics. None: fewer than "
+                      "20 requests answered, too few for an interval.",
+    "session_threads": "ONNX Runtime's threads for one run in this setting. None: not a "
+                       "setting Batchlab can change (a remote model's server owns them).",
+    "load": "The load offered (in a quick search: where the best goodput was found; None: "
+            "no load met the limits).",
 }
 
 
