@@ -158,3 +158,32 @@ def test_check_rows_false_survives_a_hot_swap_and_a_replays_copy(engine):
     # as the model is, 1 if it runs each request alone
     out = replay(engine, "t2", [0.0, 0.001, 0.002], policies=["deadline"])
     assert out["summary"].set_index("policy").loc["deadline", "mean_batch_rows"] == 3
+
+
+def test_rows_that_mix_in_a_string_output_are_found(engine):
+    """An adversary's model: a label looked up per row, then the batch's rows reversed, in
+    a string output only (its float output honest). The check compared numbers only, so it
+    batched the model and two callers got each other's labels."""
+    def ints(name, values):
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    nodes = [helper.make_node("Cast", ["x"], ["xi"], to=TensorProto.INT64),
+             helper.make_node("Gather", ["table", "xi"], ["lab"], axis=0),
+             helper.make_node("Slice", ["lab", "st", "en", "ax", "sp"], ["label"]),
+             helper.make_node("Identity", ["x"], ["y"])]
+    table = helper.make_tensor("table", TensorProto.STRING, [4],
+                               [b"alice-secret", b"bob-secret", b"carol", b"dave"])
+    data = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1]),
+                       helper.make_tensor_value_info("label", TensorProto.STRING, ["N", 1])],
+                      nodes, initializers=[table, ints("st", [-1]), ints("en", [-(2**62)]),
+                                           ints("ax", [0]), ints("sp", [-1])]
+                      ).SerializeToString()
+    info = engine.load_model(data, name="labels",
+                             batch=BatchConfig(max_batch_size=8, max_wait_ms=60_000))
+    assert info.batch_mode == "alone", (info.batch_mode, info.warnings)
+    assert "output 'label' of row" in info.batch_reason
+    alice = engine.submit("labels", np.array([[0.0]], np.float32))
+    bob = engine.submit("labels", np.array([[1.0]], np.float32))
+    assert alice.result(30).outputs["label"].tolist() == [["alice-secret"]]
+    assert bob.result(30).outputs["label"].tolist() == [["bob-secret"]]

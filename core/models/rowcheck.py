@@ -74,8 +74,8 @@ def _verdict(loaded: Any, time_limit_s: float, max_bytes: int = 2**24
 
 
 def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
-    if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiub":
-        return None   # strings, sequences, maps: not compared
+    if not isinstance(out, np.ndarray) or out.dtype.kind not in "fiubUSO":
+        return None   # sequences, maps: not compared (strings are: a label can mix too)
     if out.ndim == 0 or out.shape[0] != n:
         have = "no leading axis" if out.ndim == 0 else f"{out.shape[0]} rows"
         return (f"output {name!r} has {have} for a batch of {n} rows, so a batch's "
