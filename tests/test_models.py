@@ -683,3 +683,21 @@ def test_a_failed_redraw_is_tried_again_and_a_drawn_whole_input_is_not_copied():
     real = SampleInputs({"x": np.ones((3, 2, 2), np.float32)}, "f.npy", exact=True)
     x = real.draw()
     assert owned(x) is x
+
+
+def test_a_probed_upload_loads_under_a_hard_address_space_limit_of_the_callers():
+    """Under ``ulimit -v`` (a hard limit) every probed upload failed, the error blaming the
+    model: the trial run's child set its address-space cap with no hard limit, which only
+    a raise of the caller's could give ("not allowed to raise maximum limit"; an
+    adversary). The cap now stays within the caller's hard limit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))\n"
+            "from core import Engine, EngineConfig\n"
+            "from tests.helpers import identity_model\n"
+            "with Engine(EngineConfig(demo_models=False, probe_models=True)) as e:\n"
+            "    print(e.load_model(identity_model(), name='ident').name)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=300)
+    assert done.returncode == 0 and done.stdout.split()[-1:] == ["ident"], done.stderr[-800:]

@@ -159,10 +159,12 @@ def _child(request: str) -> None:
     # budget enforced on the address space instead: an allocation past it fails. It holds
     # from before the session is created, with the server's own options: a model whose
     # constants ONNX Runtime folds into gigabytes while creating its session fails here.
-    def cap() -> None:
+    def cap() -> None:   # (under a hard limit of the caller's own: kept, the cap within it)
         vm_now = proc_status_bytes("VmSize") or 0
-        resource.setrlimit(resource.RLIMIT_AS, (vm_now + args["budget"],
-                                                resource.RLIM_INFINITY))
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = vm_now + args["budget"]
+        resource.setrlimit(resource.RLIMIT_AS, (
+            soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
     cap()
     first = args["batch_sizes"][0] if args["batch_sizes"] else 1
