@@ -701,3 +701,15 @@ def test_a_probed_upload_loads_under_a_hard_address_space_limit_of_the_callers()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent.parent, timeout=300)
     assert done.returncode == 0 and done.stdout.split()[-1:] == ["ident"], done.stderr[-800:]
+
+
+def test_an_output_declared_twice_is_refused_with_what_to_do():
+    """A model declaring two outputs named 'y' loaded: its metadata listed 'y' twice, its
+    answers once (an adversary)."""
+    from tests.helpers import make_model
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    m = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])], [y, y],
+                   [helper.make_node("Identity", ["x"], ["y"])])
+    with pytest.raises(ModelLoadError, match=r"declares output 'y' 2 times; each output needs "
+                                             r"a name of its own"):
+        load(m.SerializeToString())

@@ -247,6 +247,13 @@ def _check_graph(proto: onnx.ModelProto) -> tuple[str, ...]:
     if not proto.graph.output:
         raise ModelLoadError("the model declares no outputs, so every request would fail; a "
                              "served model needs at least one output")
+    names = [o.name for o in proto.graph.output]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        # (its metadata listed the output twice, its answers once: a client counting the
+        # outputs it was told of failed; an adversary)
+        raise ModelLoadError(f"the model declares output {twice[0]!r} {names.count(twice[0])} "
+                             "times; each output needs a name of its own (rename the copies, "
+                             "e.g. with an Identity node each)")
     return tuple(warnings)
 
 
