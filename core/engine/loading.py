@@ -24,7 +24,7 @@ from core.models import (ModelInfo, format_bytes, probe_model, refuse_not_onnx,
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
 from core.models.probe import NOT_SERVABLE, TRIAL_REFUSED, probe_note
-from core.models.rowcheck import checked_info
+from core.models.rowcheck import ROWS_CHECKED, checked_info
 from .namespace import Namespace
 
 __all__ = ["Loader"]
@@ -90,8 +90,10 @@ class Loader:
             # subgraphs took 7.65 GB here; an adversary), creating the session (constant
             # folding) or the trial run may blow up there, never here.
             refuse_not_onnx(data)
-            profile = self.probe(data, [1], session)
-            bad = profile["error"].dropna()
+            # (one row, then the rows the row check runs: they ran in this process, and a
+            # model that allocates with the batch's rows took it past the budget there)
+            profile = self.probe(data, [1, ROWS_CHECKED], session)
+            bad = profile["error"][profile["batch_size"] == 1].dropna()
             if len(bad) and str(bad.iloc[0]).startswith(NOT_SERVABLE):   # (not its memory)
                 raise ModelLoadError(f"model {name!r}: {bad.iloc[0][len(NOT_SERVABLE):]}. "
                                      "It was not loaded")
@@ -104,7 +106,7 @@ class Loader:
         if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
             loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s),
-                                       check_rows)
+                                       check_rows, unchecked=_rows_failed(profile))
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
                 f"{TRIAL_REFUSED}: {noted}. It may take "
@@ -260,3 +262,11 @@ def _check_config(name: str, value: Any, cls: type) -> None:
                           f"core.config) or None, got {type(value).__name__} "
                           f"{repr(value)[:60]}")
 
+
+def _rows_failed(profile: pd.DataFrame | None) -> str | None:
+    """Why the trial run of the row check's rows failed in its child process, or None."""
+    if profile is None:
+        return None
+    bad = profile["error"][profile["batch_size"] == ROWS_CHECKED].dropna()
+    return (f"its trial run of {ROWS_CHECKED} rows failed in a separate process: "
+            f"{bad.iloc[0]}") if len(bad) else None

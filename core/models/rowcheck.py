@@ -90,13 +90,15 @@ def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
 
 
 def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0,
-                 check: bool = True) -> Any:
+                 check: bool = True, unchecked: str | None = None) -> Any:
     """``loaded.info`` after the check: ``batch_mode="alone"`` with the reason when its rows
     mix; a dynamically quantized model (``DynamicQuantizeLinear``: its scale is taken over
     the whole batch, so a row's answer moves by about a quantization step with its
     neighbours, as on any server that batches it) keeps batching, with a warning saying so.
     ``check=False`` (``load_model(check_rows=False)``, a model its owner knows keeps its
-    rows apart): no runs, batched, with a warning saying whose word that is."""
+    rows apart): no runs, batched, with a warning saying whose word that is.
+    ``unchecked``: why its rows cannot be run here (the trial run of as many rows failed
+    in a child process): no runs, batched, with a warning saying why."""
     info = loaded.info
     if not check:
         return dataclasses.replace(info, warnings=info.warnings + (
@@ -108,7 +110,7 @@ def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0,
             "dynamically quantized (DynamicQuantizeLinear): each batch is quantized with one "
             "scale, so a row's answer can move by about a quantization step with the rows "
             "batched beside it; its rows were not checked for mixing",))
-    why, unchecked = _verdict(loaded, time_limit_s)
+    why, unchecked = (None, unchecked) if unchecked else _verdict(loaded, time_limit_s)
     if unchecked:   # ("checked and independent" and "not checked" must not look the same)
         return dataclasses.replace(info, warnings=info.warnings + (
             f"its rows could not be checked for mixing with generated inputs ({unchecked}); "
