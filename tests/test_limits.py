@@ -307,3 +307,42 @@ def test_probe_refuses_a_hung_model_at_load_and_measures_good_ones():
         assert frame["error"].isna().all() and frame["note"].isna().all()   # (its inputs ran)
         # Its output, 4096 x 1024 float32 = 16 MiB, shows in the resident memory it added
         assert frame["peak_mib"].iloc[-1] >= 12
+
+
+def test_a_request_behind_a_stopped_run_that_goes_on_is_told_so_not_to_lower_the_load():
+    """One long ONNX Runtime operator (NonMaxSuppression over 150k boxes) does not stop when
+    its run is told to: the requests queued behind it timed out with "raise timeout_ms or
+    lower the load", the wrong way (an adversary). They are told of the stopped run now."""
+    from core import BatchConfig
+    from core.batching import Batcher
+
+    class Unstoppable:   # a run that ignores RunOptions.terminate until its gate opens
+        terminable = True
+
+        def __init__(self) -> None:
+            self.gate = threading.Event()
+
+        def __call__(self, arrays, ro):
+            assert self.gate.wait(WAIT_S)
+            return [arrays[0] * 2.0]
+
+    run = Unstoppable()
+    b = Batcher("nms", run, ["y"], BatchConfig(max_batch_size=1, max_wait_ms=0))
+    b.watch_interval_s = 0.01
+    try:
+        first = b.submit((np.zeros((1, 1), np.float32),), 1, timeout_ms=50)
+        with pytest.raises(RequestTimeoutError, match="still running"):
+            first.result(WAIT_S)
+        behind = b.submit((np.ones((1, 1), np.float32),), 1, timeout_ms=50)
+        with pytest.raises(RequestTimeoutError) as err:
+            behind.result(WAIT_S)
+        words = str(err.value)
+        assert "behind a run that was stopped" in words and "still goes on" in words, words
+        assert "lower the load" not in words
+        run.gate.set()
+        later = b.submit((np.ones((1, 1), np.float32),), 1, timeout_ms=60_000)
+        assert later.result(WAIT_S).outputs["y"].tolist() == [[2.0]]
+        assert b.executor.stuck_s() is None
+    finally:
+        run.gate.set()
+        b.close()

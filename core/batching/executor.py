@@ -43,8 +43,17 @@ _COMPLETE_COST_S = 5e-6
 
 
 def queue_timeout_message(model: str, waited_s: float, timeout_s: float | None = None,
-                          max_wait_s: float | None = None) -> str:
+                          max_wait_s: float | None = None, stuck_s: float | None = None) -> str:
+    """Why a request timed out in the queue, and what to do. ``stuck_s``: seconds since a
+    run of the model was stopped (none of its callers waiting) that still goes on."""
     limit = f" of {timeout_s * 1000:g} ms" if timeout_s is not None else ""
+    if stuck_s is not None:   # (not the load: "lower the load" sent a user the wrong way)
+        return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, "
+                f"past its timeout{limit}, behind a run that was stopped {stuck_s:.1f} s ago "
+                "(none of its callers was waiting) and still goes on: ONNX Runtime stops a "
+                "run between operators, and one of this model's operators is running long on "
+                "the inputs that started it; it ends when that operator does (restart the "
+                "engine to get its core back sooner)")
     if timeout_s is not None and max_wait_s is not None and timeout_s <= max_wait_s:
         # (no load needed: a request alone waits max_wait for others to join it)
         return (f"request to model {model!r} waited {waited_s * 1000:.1f} ms in the queue, "
@@ -204,7 +213,7 @@ class Executor:
                 try:
                     outs = self.run_fn(arrays, ro)
                 finally:
-                    slot.current = None
+                    slot.current = slot.stopped_at = None
                     q.run_ended(slot.index)
                 if ro.terminate:
                     raise _Stopped()
@@ -311,23 +320,35 @@ class Executor:
             if ro.terminate or any(r in live for r in batch):
                 continue
             ro.terminate = True
+            slot.stopped_at = self._clock()
             stopped = True
             log.warning("executor %s: stopped a run none of whose %d request(s) was still "
                         "waiting for it", self.name, len(batch))
         return stopped
 
+    def stuck_s(self) -> float | None:
+        """Seconds since a run was stopped that still goes on (the longest), or None."""
+        now, since = self._clock(), None
+        for slot in list(self.slots.values()):
+            at = slot.stopped_at
+            if at is not None and slot.current is not None:
+                since = max(since or 0.0, now - at)
+        return since
+
 
 class Slot:
     """What one runner thread is doing: the batch it executes (``in_flight``, failed by
     the supervisor if the thread dies), the run it can stop (``current``: ONNX Runtime's
-    RunOptions and the run's requests) and its last run (``prev``: reason, rows, start)."""
+    RunOptions and the run's requests), when that run was stopped (``stopped_at``) and its
+    last run (``prev``: reason, rows, start)."""
 
-    __slots__ = ("index", "in_flight", "current", "prev")
+    __slots__ = ("index", "in_flight", "current", "stopped_at", "prev")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.in_flight: list[Request] = []
         self.current: tuple[ort.RunOptions, list[Request]] | None = None
+        self.stopped_at: float | None = None
         self.prev: tuple[str, int, float] | None = None
 
 

@@ -123,11 +123,12 @@ class Supervisor:
             overdue = q.pop_overdue(now)
             queued = {r for r in overdue if r._where == QUEUED}
         n = 0
+        stuck_s = self.executor.stuck_s() if queued else None
         for r in overdue:
             if r in queued:
                 msg = queue_timeout_message(self.name, now - r._t_submit,
                                             r._deadline - r._t_submit,
-                                            q.config.max_wait_ms / 1000.0)
+                                            q.config.max_wait_ms / 1000.0, stuck_s)
             else:
                 msg = (f"request to model {self.name!r} was still running after "
                        f"{(now - r._t_submit) * 1000:.1f} ms, past its timeout of "
