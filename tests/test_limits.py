@@ -313,8 +313,6 @@ def test_a_request_behind_a_stopped_run_that_goes_on_is_told_so_not_to_lower_the
     """One long ONNX Runtime operator (NonMaxSuppression over 150k boxes) does not stop when
     its run is told to: the requests queued behind it timed out with "raise timeout_ms or
     lower the load", the wrong way (an adversary). They are told of the stopped run now."""
-    from core import BatchConfig
-    from core.batching import Batcher
 
     class Unstoppable:   # a run that ignores RunOptions.terminate until its gate opens
         terminable = True
