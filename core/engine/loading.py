@@ -107,6 +107,8 @@ class Loader:
             # a dynamic axis whose rows see each other: never packed with other requests
             loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s),
                                        check_rows, unchecked=_rows_failed(profile))
+        if profile is not None and not loaded.info.batchable:   # (its 3 "rows" ran as 1)
+            profile = profile[profile["batch_size"] == 1].reset_index(drop=True)
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
             loaded.info = dataclasses.replace(loaded.info, warnings=loaded.info.warnings + (
                 f"{TRIAL_REFUSED}: {noted}. It may take "
