@@ -191,8 +191,8 @@ def test_rows_that_mix_in_a_string_output_are_found(engine):
 
 def test_the_row_checks_rows_run_first_in_the_trial_runs_child(monkeypatch):
     """The trial run ran one row in its child process, then the row check ran 3 rows in the
-    serving process: a model that allocates with its batch's rows (nothing at 1 row, 1 GB at
-    3) did so in the server, past its budget (an adversary, with strings: outside the arena
+    serving process: a model that allocates with its batch's rows (nothing at 1 row, 128 GiB
+    at 3: past any budget, which is per process, the first engine's) did so in the server, past its budget (an adversary, with strings: outside the arena
     cap). The child runs those rows first; when they fail there the model is loaded, batched,
     with a warning saying its rows were not checked, and the check does not run here."""
     import core.models.rowcheck as rowcheck
@@ -206,15 +206,15 @@ def test_the_row_checks_rows_run_first_in_the_trial_runs_child(monkeypatch):
     nodes = [helper.make_node("Shape", ["x"], ["s"]),
              helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
              helper.make_node("Sub", ["n", "one"], ["n1"]),
-             helper.make_node("Mul", ["n1", "quarter_gib"], ["r"]),
+             helper.make_node("Mul", ["n1", "per_row"], ["r"]),
              helper.make_node("Unsqueeze", ["r", "zero1"], ["shape"]),
-             helper.make_node("Expand", ["f1", "shape"], ["big"]),   # (N - 1) * 2**28 floats
+             helper.make_node("Expand", ["f1", "shape"], ["big"]),   # (N - 1) * 2**34 floats
              helper.make_node("ReduceSum", ["big"], ["total"], keepdims=0),
              helper.make_node("Add", ["x", "total"], ["y"])]
     data = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
                       nodes, initializers=[
-                          ints("zero", 0), ints("one", 1), ints("quarter_gib", 2**28),
+                          ints("zero", 0), ints("one", 1), ints("per_row", 2**34),
                           ints("zero1", [0]),
                           numpy_helper.from_array(np.array([1.0], np.float32), "f1")],
                       opset=17).SerializeToString()
