@@ -763,11 +763,18 @@ def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float) -
 def rate_input(key: str) -> None:
     """The rate box of a traffic form (after :func:`follow_traffic_rate`): any rate the
     generators take, 0.1 to 1,000,000 req/s (it took whole numbers only: 0.5 became 0, and
-    the refusal then said "got 0.0"; and -100 waited for Start to be refused)."""
+    the refusal then said "got 0.0"; and -100 waited for Start to be refused). No bounds on
+    the box itself: a value past a box's bounds is not taken, so 0 typed there started the
+    rate shown before (200 req/s; a newcomer); it is said at once here and refused at Start."""
     ss = st.session_state
-    ss[key] = min(max(float(ss.get(key) or 0.1), 0.1), 1_000_000.0)
-    st.number_input("Rate (requests/s)", 0.1, 1_000_000.0, step=50.0, key=key, format="%g",
-                    help="Requests per second the generator sends, 0.1 to 1,000,000.")
+    if ss.get(key) is None:
+        ss[key] = 0.1
+    rate = st.number_input("Rate (requests/s)", step=50.0, key=key, format="%g",
+                           help="Requests per second the generator sends, 0.1 to 1,000,000.")
+    if not 0.1 <= rate <= 1_000_000.0:
+        st.error(f"A rate of {rate:g} req/s cannot be sent: give 0.1 to 1,000,000"
+                 + (" (to send nothing, Stop traffic)" if rate < 0.1 else ""),
+                 icon=":material/error:")
 
 
 def settings_held_by(engine: Engine | RemoteEngine, model: str) -> Any:

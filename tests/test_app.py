@@ -1717,12 +1717,20 @@ def test_values_out_of_range_are_refused_in_words_not_replaced_in_silence(engine
     bandit = engine.ab_report("b1").bandit
     assert (bandit["slo_ms"], bandit["floor"]) == (50.0, 0.05)   # as created
     # a rate under one a second is a rate (the box took whole numbers only: 0.5 became 0,
-    # then refused as "got 0.0"; a newcomer); the box goes no lower than the engine takes
-    assert at.number_input(key="ab_rate").min == 0.1
+    # then refused as "got 0.0"; a newcomer)
     at.number_input(key="ab_rate").set_value(0.5).run()
     at.button(key="ab_start").click().run()
     assert [t.rate_rps for t in engine.traffic() if t.running] == [0.5]
     at.button(key="ab_stop").click().run()
+    # 0 or -5 typed: the box was bounded at 0.1, so it kept the rate before and Start sent
+    # that (a newcomer: 200 req/s after typing 0); said at once, and Start refused
+    for typed in (0.0, -5.0):
+        at.number_input(key="ab_rate").set_value(typed).run()
+        assert any(f"A rate of {typed:g} req/s cannot be sent: give 0.1 to 1,000,000"
+                   in e.value for e in at.error), [e.value for e in at.error]
+        at.button(key="ab_start").click().run()
+        assert not [t for t in engine.traffic() if t.running]
+        assert any("rate_rps must be a number >= 0.1" in e.value for e in at.error)
     # Started twice: the page says the first generator was replaced, with its counts.
     at.number_input(key="ab_rate").set_value(100).run()
     at.button(key="ab_start").click().run()
