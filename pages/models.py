@@ -11,7 +11,7 @@ import streamlit as st
 from core import BatchConfig, BatchlabError, SessionConfig, available_providers
 from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS, machine_cores
-from core.models import INPUT_SUFFIXES, generated_values
+from core.models import INPUT_SUFFIXES, generated_values, swap_differences
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
 from core.ui.fmt import fmt_opset, nonfinite_words, try_caption
 from core.lab import experiments_with_arm, generated_refused
@@ -97,6 +97,7 @@ with st.container(border=True):
             target = name.strip() or Path(uploaded.name).stem
             swapped = replace and target in engine.model_names()
             arms = [e for e, _ in experiments_with_arm(engine, target)] if swapped else []
+            was = engine.model_info(target) if swapped else None
             try:
                 info = engine.load_model(   # (a blank name: the file's, as the help says)
                     uploaded.getvalue(), name=target,
@@ -122,10 +123,17 @@ with st.container(border=True):
                           f"{'batchable' if info.batchable else 'not batchable'}."
                     + (f" A/B experiment(s) {', '.join(arms)} began a new segment with it."
                        if arms else ""))
+                # (an input of another shape swapped in said only "Replaced": every caller
+                # sending the old shape then failed; a newcomer)
+                if changed := (swap_differences(was, info) if was is not None else []):
+                    st.session_state["upload_result"] = (
+                        "warning", st.session_state["upload_result"][1] + " What callers "
+                        f"send or read changed: {'; '.join(changed)}. Requests shaped for the "
+                        "old version are refused now.")
                 choose_model(info.name, "models_detail")   # inspected here, and on every page
     result = st.session_state.get("upload_result")
     if result:
-        (st.success if result[0] == "ok" else st.error)(result[1])
+        {"ok": st.success, "warning": st.warning}.get(result[0], st.error)(result[1])
 
 # -- remote -----------------------------------------------------------------------------
 with st.container(border=True):
@@ -183,7 +191,7 @@ with st.container(border=True):
                 st.rerun()  # the sidebar and the table count it
     result = st.session_state.get("remote_result")
     if result:
-        (st.success if result[0] == "ok" else st.error)(result[1])
+        {"ok": st.success, "warning": st.warning}.get(result[0], st.error)(result[1])
 
 # -- table ------------------------------------------------------------------------------
 st.subheader("Loaded models", anchor=False)

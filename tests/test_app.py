@@ -653,6 +653,20 @@ def test_models_page_says_a_hot_swap_replaced_the_model(engine):
                                        "finished on the old version)"), said
     assert said[0].endswith("A/B experiment(s) pair began a new segment with it."), said
     assert engine.ab_report("pair").segment == 2
+    # Another interface swapped in said only "Replaced": every caller sending the old
+    # shape then failed (a newcomer). Said on the page, and in the engine's events.
+    at.get("file_uploader")[0].upload("tiny.onnx", build_demo_model("tiny"),
+                                      "application/octet-stream").run()
+    at.text_input(key="upload_name").set_value("mlp").run()
+    at.button(key="upload_load").click().run()
+    warned = [m.value for m in at.warning if m.value.startswith("Replaced 'mlp'")]
+    assert warned and ("What callers send or read changed: input 'x' has shape [?, 256] vs "
+                       "[?, 4] (? is dynamic)") in warned[0], [m.value for m in at.warning]
+    assert "Requests shaped for the old version are refused now." in warned[0]
+    swaps = engine.events("mlp")
+    assert swaps["text"].iloc[-1].endswith(
+        "what callers send or read changed: input 'x' has shape [?, 256] vs [?, 4] (? is "
+        "dynamic); outputs logits become y"), swaps["text"].iloc[-1]
 
 
 def test_the_sidebar_names_a_job_in_words(engine):

@@ -37,7 +37,7 @@ from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
-                         default_memory_budget, demo_description, install_memory_budget,
+                         swap_differences, default_memory_budget, demo_description, install_memory_budget,
                          narrowed, sample_input)
 from .experiments import ExperimentMethods, ExperimentRoom
 from .loading import Loader
@@ -136,13 +136,18 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         ``replace=True`` hot-swaps a model already registered under ``name``: new requests
         go to the new version, requests already queued finish on the old one, the batch
         configuration and metrics carry over. The name must not be an A/B experiment's."""
+        before = self._registry.models   # (copy-on-write: the table as it was)
         info = self._loader.load_model(source, name, replace=replace, session=session,
                                        batch=batch, description=description,
                                        source_label=source_label, probe=probe,
                                        check_rows=check_rows)
         if replace:
+            old = before.get(info.name)
+            changed = swap_differences(old.info, info) if old is not None else []
             self._event(info.name, "swap", f"hot swap to {info.sha256[:12] or 'a new version'} "
-                        f"({info.source})")
+                        f"({info.source})" + (
+                            f"; what callers send or read changed: {'; '.join(changed)}"
+                            if changed else ""))
             self._ab.arm_changed(info.name, "was replaced (a new version, or other session "
                                  "options)")
             self._refit_inputs(info.name)

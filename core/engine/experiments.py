@@ -18,27 +18,10 @@ from core.config import BatchConfig, EngineConfig
 from core.errors import ConfigError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
-from core.models import ModelInfo, interface
+from core.models import ModelInfo, interface, interface_differences
 from .namespace import Namespace
 
 __all__ = ["ExperimentRoom", "interface"]
-
-
-def interface_differences(ia: ModelInfo, ib: ModelInfo) -> list[str]:
-    """How two models' inputs differ, input by input, for a person."""
-    a, b = ({name: (dt, shape) for name, dt, shape in interface(i)} for i in (ia, ib))
-    out = [f"input {n!r} only in the first" for n in a if n not in b]
-    out += [f"input {n!r} only in the second" for n in b if n not in a]
-    for name in (n for n in a if n in b):
-        (dta, sa), (dtb, sb) = a[name], b[name]
-        if dta != dtb:
-            out.append(f"input {name!r} is {dta} vs {dtb}")
-        if sa != sb:
-            out.append(f"input {name!r} has shape [{', '.join(map(str, sa))}] vs "
-                       f"[{', '.join(map(str, sb))}] (? is dynamic)")
-    if not out and [n for n, *_ in interface(ia)] != [n for n, *_ in interface(ib)]:
-        out.append("the inputs are in another order")
-    return out
 
 
 class ExperimentRoom:

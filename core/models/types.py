@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["TensorSpec", "ModelInfo", "ORT_DTYPES", "OIP_DTYPES", "oip_datatype", "onnx_type",
-           "batch_mode", "interface"]
+           "batch_mode", "interface", "interface_differences", "swap_differences"]
 
 # One row per element type: ONNX's name, the Open Inference Protocol's, numpy's dtype.
 _TYPES: tuple[tuple[str, str, np.dtype], ...] = (
@@ -207,3 +207,32 @@ def interface(info: ModelInfo) -> list[tuple[str, str, Any]]:
     any other whatever its label ("N", "batch", "?", None)."""
     return [(t.name, str(t.dtype), tuple(d if isinstance(d, int) else "?" for d in t.shape))
             for t in info.inputs]
+
+
+def interface_differences(ia: ModelInfo, ib: ModelInfo, first: str = "the first",
+                          second: str = "the second") -> list[str]:
+    """How two models' inputs differ, input by input, for a person."""
+    a, b = ({name: (dt, shape) for name, dt, shape in interface(i)} for i in (ia, ib))
+    out = [f"input {n!r} only in {first}" for n in a if n not in b]
+    out += [f"input {n!r} only in {second}" for n in b if n not in a]
+    for name in (n for n in a if n in b):
+        (dta, sa), (dtb, sb) = a[name], b[name]
+        if dta != dtb:
+            out.append(f"input {name!r} is {dta} vs {dtb}")
+        if sa != sb:
+            out.append(f"input {name!r} has shape [{', '.join(map(str, sa))}] vs "
+                       f"[{', '.join(map(str, sb))}] (? is dynamic)")
+    if not out and [n for n, *_ in interface(ia)] != [n for n, *_ in interface(ib)]:
+        out.append("the inputs are in another order")
+    return out
+
+
+def swap_differences(old: ModelInfo, new: ModelInfo) -> list[str]:
+    """What a hot swap from ``old`` to ``new`` changes for callers: inputs (requests shaped
+    for the old version are refused by the new) and output names (callers reading one find
+    it gone); [] when callers see no difference."""
+    out = interface_differences(old, new, "the old version", "the new one")
+    a, b = [o.name for o in old.outputs], [o.name for o in new.outputs]
+    if a != b:
+        out.append(f"outputs {', '.join(a)} become {', '.join(b)}")
+    return out
