@@ -12,6 +12,7 @@ from core import AB_MODES, BatchlabError
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
+from core.ui.segments import segment_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
 from pages._common import (rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
@@ -250,14 +251,10 @@ def arms() -> None:
         st.caption(f"Comparing requests since {started} (segment {full.segment}), when "
                    f"{full.segment_reason}: samples from before a change are kept apart, "
                    "never mixed with those after.")
-        with st.expander(f"Earlier segments ({len(full.previous_segments)})"):
-            for seg in reversed(full.previous_segments):
-                span = " to ".join(time.strftime("%H:%M:%S", time.localtime(t))
-                                   for t in (seg["started"], seg["ended"]))
-                st.markdown(f"**Segment {seg['segment']}** ({span}"
-                            + (f", after: {seg['reason']}" if seg["reason"] else "") + f"): "
-                            f"{seg['report']['total_requests']:,} requests. "
-                            + (seg["report"]["verdict"] or "No verdict."))
+        title, lines = segment_words(full.previous_segments, full.segment)
+        with st.expander(title):
+            for line in lines:
+                st.markdown(line)
     if full.bandit:
         waits, runs = {}, {}
         for arm_key, model in (("a", full.a), ("b", full.b)):

@@ -912,3 +912,30 @@ def test_a_shadow_copy_is_held_to_its_callers_check_as_a_is():
         report = engine.ab_report("sh")
         assert (report.errors.errors_a, report.errors.errors_b) == (10, 10)
         assert not report.errors.significant
+
+
+def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_are_said():
+    """Eight arrow-key steps of an arm's slider made five segments of under a second, each
+    "Not enough data yet", and the report said "segment 9" beside "Earlier segments (5)"
+    with nothing of segments 1-3 (a newcomer)."""
+    from core.ui.segments import segment_words
+
+    def seg(n, requests, reason=None):
+        return {"segment": n, "started": 1000.0 + n, "ended": 1001.0 + n, "reason": reason,
+                "report": {"total_requests": requests, "verdict": f"verdict {n}"}}
+
+    with Engine() as engine:
+        engine.create_ab("nudged", a="clf-v1", b="clf-v2", seed=0)
+        for i in range(8):
+            engine.configure("clf-v2", max_wait_ms=float(i))
+        report = engine.ab_report("nudged")
+    title, lines = segment_words(report.previous_segments, report.segment)
+    assert report.segment == 9 and title == "Earlier segments (the last 5 of 8)"
+    assert len(lines) == 2 and lines[0].startswith("**Segments 4-8**") and \
+        "no requests (a setting changed again before any came)" in lines[0], lines
+    assert lines[1] == "Segments 1-3: not kept (the last 5 are)"
+    title, lines = segment_words([seg(1, 40), seg(2, 0, "x"), seg(3, 0, "y"), seg(4, 7)], 5)
+    assert title == "Earlier segments (4)" and len(lines) == 3
+    assert lines[0].startswith("**Segment 4**") and "7 requests. verdict 4" in lines[0]
+    assert lines[1].startswith("**Segments 2-3**") and lines[1].endswith("the last after: y")
+    assert lines[2].startswith("**Segment 1**") and "40 requests" in lines[2]

@@ -263,10 +263,8 @@ COLUMN_HELP = {
     # (a missing value shows as None in the table: said here what it means)
     "p99_ms": "The 99th percentile of the answered requests' latency. None: nothing to take "
               "it from (no request answered; in a quick search, no load met the limits).",
-    "p99_ci_low_ms": "The p99's 95 % interval, from the order statistics. None: fewer than "
-                     "20 requests answered, too few for an interval.",
-    "p99_ci_high_ms": "The p99's 95 % interval, from the order statistics. None: fewer than "
-                      "20 requests answered, too few for an interval.",
+    **dict.fromkeys(("p99_ci_low_ms", "p99_ci_high_ms"), "The p99's 95 % interval, from the "
+                    "order statistics. None: fewer than 20 requests answered, too few."),
     "session_threads": "ONNX Runtime's threads for one run in this setting. None: not a "
                        "setting Batchlab can change (a remote model's server owns them).",
     "load": "The load offered (in a quick search: where the best goodput was found; None: "
@@ -418,3 +416,4 @@ REASON_WORDS = {"full": "full", "deadline": "time up", "drain": "drain", "retry"
 def reason_words(reason: str) -> str:
     """A release reason (``Prediction.release_reason``) as charts name it."""
     return REASON_WORDS.get(str(reason), str(reason))
+
