@@ -250,3 +250,16 @@ def test_charts_shown_one_above_the_other_share_one_x_scale():
     c = go.Figure()    # (an empty one takes the scale too)
     share_x_range([a, b, c])
     assert [tuple(f.layout.xaxis.range) for f in (a, b, c)] == [(-0.1, 50)] * 3
+
+
+def test_a_lone_second_of_requests_is_drawn_on_the_latency_chart():
+    """4 requests in one second beside seconds without any: the throughput chart showed
+    their bar, the latency chart nothing (a line needs two points; a newcomer)."""
+    import numpy as np
+    ts = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=5, freq="s"),
+                       "p50_ms": [np.nan, 1.0, np.nan, 2.0, 2.5],
+                       "p95_ms": [np.nan, 1.5, np.nan, 2.5, 3.0],
+                       "p99_ms": [np.nan, 2.0, np.nan, 3.0, 3.5],
+                       "successes": [0.0, 4.0, 0.0, 9.0, 9.0], "errors": [0.0] * 5})
+    for trace in charts.latency_figure(ts, window_s=60).data[:3]:
+        assert list(trace.marker.size) == [0, 7, 0, 0, 0], trace.name   # the lone one only

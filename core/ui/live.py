@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -60,7 +61,12 @@ def latency_figure(ts: pd.DataFrame, title: str = "Latency percentiles (per seco
     ts = recent(ts, window_s)
     fig = go.Figure()
     for col, name in (("p50_ms", "p50"), ("p95_ms", "p95"), ("p99_ms", "p99")):
-        fig.add_trace(go.Scatter(x=ts["time"], y=ts[col], name=name, mode="lines",
+        y = ts[col]
+        # A second with requests between seconds without is a point no line reaches: drawn
+        # as a dot (4 requests in the throughput's bars, an empty latency chart; a newcomer)
+        alone = y.notna() & y.shift(1).isna() & y.shift(-1).isna()
+        fig.add_trace(go.Scatter(x=ts["time"], y=y, name=name, mode="lines+markers",
+                                 marker=dict(size=np.where(alone, 7, 0)),
                                  line=dict(color=COLORS[name], width=2), connectgaps=False))
     _empty_note(fig, ts, "p50_ms", empty_note)
     _layout(fig, title, "ms", ts=ts, window_s=window_s, hover="%{y:.2f} ms")
