@@ -38,8 +38,10 @@ def ray_section(engine: Any, selected: str | None) -> None:
     if importlib.util.find_spec("ray") is None:
         return
     from core.cluster import RAY_SUFFIX, concurrency_warning, configure, deployments, undeploy
-    with st.container(border=True):
-        st.subheader("Deploy to a Ray cluster", anchor=False)
+    # (folded: one click with the address empty starts Ray on this machine; a newcomer
+    # found it a prominent button on every model, quoting settings it said were changed
+    # "below" before anything was deployed)
+    with st.expander("Deploy to a Ray cluster", expanded=bool(deployments())):
         st.caption("Runs the model as Batchlab engine replicas on Ray Serve (one engine, with "
                    "these batch settings, per replica) and adds it here as a remote model, so "
                    "sweeps, traffic and A/B tests measure the cluster. Each replica batches "
@@ -59,15 +61,20 @@ def ray_section(engine: Any, selected: str | None) -> None:
                         help="Ray Serve sends a replica at most this many requests at once.")
         c5.number_input("CPUs per replica", 0.1, 64.0, 1.0, 0.25, key="ray_cpus")
         if cfg is not None:
+            info = engine.model_info(selected)
             st.caption(f"Each replica batches with {selected}'s settings here: max batch "
-                       f"{cfg.max_batch_size}, max wait {cfg.max_wait_ms:g} ms (change them "
-                       "live below once deployed).")
+                       f"{cfg.max_batch_size}, max wait {cfg.max_wait_ms:g} ms"
+                       + ("" if info.batchable else
+                          f" (its requests run alone: {info.batch_reason})")
+                       + "; once it is deployed, its row under 'Deployed from this "
+                       "dashboard' changes them on every replica.")
         if cfg is not None:
             why = concurrency_warning(int(st.session_state["ray_ongoing"]), cfg.max_batch_size)
             if why:
                 st.warning(why, icon=":material/warning:")
         if st.button(f"Deploy {selected}" if local else "Deploy (pick a local model above)",
-                     key="ray_deploy", type="primary", disabled=not local):
+                     key="ray_deploy", disabled=not local,
+                     help="With the address empty, starts Ray on this machine first."):
             _deploy(engine, selected)
         result = st.session_state.get("ray_result")
         if result:
