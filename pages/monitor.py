@@ -170,10 +170,12 @@ def dashboard() -> None:
         errs = pd.DataFrame(snap.recent_errors)
         errs["time"] = pd.to_datetime(errs["time"], unit="s")
         # One line per kind of error, its latest message whole (the table cut it mid-way)
-        st.caption(f"The {len(errs)} most recent errors the engine keeps, by type (all of "
-                   "them since the last reset are counted below the table).")
+        st.caption(("The most recent error the engine keeps" if len(errs) == 1 else
+                    f"The {len(errs)} most recent errors the engine keeps, by type")
+                   + " (all of them since the last reset are counted below the table).")
         st.table(recent_errors_by_type(errs))
-        with st.expander(f"Each of the {len(errs)} recent errors"):
+        with st.expander("The recent error, whole" if len(errs) == 1 else
+                         f"Each of the {len(errs)} recent errors"):
             st.dataframe(errs.iloc[::-1], hide_index=True, key="mon_error_table",
                          column_config={"time": st.column_config.DatetimeColumn(
                              format="HH:mm:ss.SSS"),

@@ -96,12 +96,12 @@ class Loader:
             bad = profile["error"][profile["batch_size"] == 1].dropna()
             if len(bad) and str(bad.iloc[0]).startswith(NOT_SERVABLE):   # (not its memory)
                 raise ModelLoadError(f"model {name!r}: {bad.iloc[0][len(NOT_SERVABLE):]}. "
-                                     "It was not loaded")
+                                     "It was not loaded.")
             if len(bad):
                 raise ModelLoadError(
                     f"model {name!r} failed its trial run (one row, in a separate process, "
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
-                    "It was not loaded")
+                    "It was not loaded.")
         loaded = self.registry.build(data, name, session, source_label or where, description)
         if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
