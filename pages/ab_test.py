@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import AB_MODES, BatchlabError
+from core.models import alike_models
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
 from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
@@ -78,8 +79,13 @@ with st.expander("New experiment", expanded=not experiments):
 
 experiments = engine.ab_experiments()
 if not experiments:
-    st.info("No experiment yet: create one above (the demo classifiers clf-v1 and clf-v2 "
-            "share an interface).")
+    # (it named the demo classifiers whatever was loaded: under "have different inputs"
+    # once one of them had been replaced; a newcomer)
+    alike = alike_models([engine.model_info(m) for m in engine.model_names()])
+    st.info("No experiment yet: create one above" + (
+        f" (these models share an interface: {'; '.join(', '.join(g) for g in alike[:3])})."
+        if alike else ": no two models loaded share an interface; upload a second version "
+        "of one on the Models page."))
     st.stop()
 if st.session_state.get("ab_exp") not in experiments:
     st.session_state["ab_exp"] = experiments[0]

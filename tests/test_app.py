@@ -1939,3 +1939,16 @@ def test_a_sweeps_table_shows_the_disturbed_column_only_when_a_point_was():
     assert "disturbed" not in sweep_table_columns(quiet)
     assert sweep_table_columns(loud)[-1] == "disturbed"
     assert sweep_table_columns(quiet, everything=True) == SWEEP_COLUMNS
+
+
+def test_the_ab_page_names_models_that_share_an_interface_as_they_are(engine):
+    """With no experiment the page said "the demo classifiers clf-v1 and clf-v2 share an
+    interface" whatever was loaded: under "have different inputs" once clf-v1 had been
+    swapped for another model (a newcomer). It names the models that do."""
+    from core import build_demo_model
+    said = [i.value for i in app("pages/ab_test.py").info if "No experiment yet" in i.value]
+    assert said and "share an interface: clf-v1, clf-v2" in said[0], said
+    engine.load_model(build_demo_model("tiny"), name="clf-v1", replace=True)
+    said = [i.value for i in app("pages/ab_test.py").info if "No experiment yet" in i.value]
+    assert said and "share an interface: clf-v1, tiny" in said[0], said
+    assert "clf-v2" not in said[0]

@@ -25,7 +25,7 @@ from .inputfile import input_bytes, input_file
 from .sampling import generated_values, ids_refused, narrowed, sample_input
 from .session import available_providers, create_session
 from .types import (OIP_DTYPES, ORT_DTYPES, ModelInfo, TensorSpec, batch_mode, interface,
-                    interface_differences, swap_differences,
+                    interface_differences, swap_differences, alike_models,
                     oip_datatype, onnx_type)
 from .validation import RequestValidator, describe_array, owned
 
@@ -37,6 +37,6 @@ __all__ = [
     "install_memory_budget", "memory_budget", "request_bytes_limit", "peak_rss_bytes", "probe_model", "sample_input", "generated_values", "narrowed", "ids_refused", "SampleInputs", "read_inputs", "input_file", "input_bytes", "INPUT_SUFFIXES",
     "MAX_INPUT_BYTES",
     "available_providers", "create_session", "OIP_DTYPES", "ORT_DTYPES", "ModelInfo",
-    "TensorSpec", "batch_mode", "interface", "interface_differences", "swap_differences", "oip_datatype", "onnx_type", "RequestValidator",
+    "TensorSpec", "batch_mode", "interface", "interface_differences", "swap_differences", "alike_models", "oip_datatype", "onnx_type", "RequestValidator",
     "describe_array", "owned",
 ]

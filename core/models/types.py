@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["TensorSpec", "ModelInfo", "ORT_DTYPES", "OIP_DTYPES", "oip_datatype", "onnx_type",
-           "batch_mode", "interface", "interface_differences", "swap_differences"]
+           "batch_mode", "interface", "interface_differences", "swap_differences",
+           "alike_models"]
 
 # One row per element type: ONNX's name, the Open Inference Protocol's, numpy's dtype.
 _TYPES: tuple[tuple[str, str, np.dtype], ...] = (
@@ -236,3 +237,13 @@ def swap_differences(old: ModelInfo, new: ModelInfo) -> list[str]:
     if a != b:
         out.append(f"outputs {', '.join(a)} become {', '.join(b)}")
     return out
+
+
+def alike_models(infos: list[ModelInfo]) -> list[list[str]]:
+    """Names of models that share an :func:`interface` (could be an A/B test's two arms),
+    in groups of two or more, in the order given."""
+    groups: dict[Any, list[str]] = {}
+    for info in infos:
+        key = tuple((n, d, tuple(s)) for n, d, s in interface(info))
+        groups.setdefault(key, []).append(info.name)
+    return [names for names in groups.values() if len(names) > 1]
