@@ -201,13 +201,16 @@ if not table.empty:
     table["size_kb"] = table["size_bytes"] / 1024
     table["sha256"] = table["sha256"].str[:12]
     table["opset"] = [fmt_opset(i.opset) for i in engine.models()]
+    # (what a person reads first, first: batchable and why were past the table's right
+    # edge at 1024 px, why cut at 1280, behind source and the shapes; a newcomer)
     st.dataframe(
-        table[["name", "source", "inputs", "outputs", "batchable", "batch_reason",
-               "dynamic_dims", "size_kb", "opset", "sha256", "producer"]],
+        table[["name", "batchable", "batch_reason", "inputs", "outputs", "size_kb",
+               "source", "dynamic_dims", "opset", "sha256", "producer"]],
         key="models_table", hide_index=True,
         column_config={
+            "name": st.column_config.TextColumn("name", pinned=True),
             "batchable": st.column_config.CheckboxColumn("batchable"),
-            "batch_reason": st.column_config.TextColumn("why", width="large"),
+            "batch_reason": st.column_config.TextColumn("why", width="medium"),
             "size_kb": st.column_config.NumberColumn("size", format="%.1f KB"),
             "sha256": st.column_config.TextColumn("sha256 (prefix)"),
         })
