@@ -209,8 +209,11 @@ with left:
         r1 = r2 = st.container(horizontal=True)
         r1.button("Reset", key="ab_reset", on_click=engine.reset_metrics, args=(exp,),
                   help="Zero both arms' metrics.")
-        r2.button("Delete", key="ab_delete", on_click=_delete,
-                  help="Stop its traffic and delete the experiment (the models stay).")
+        # (asked once more: one click deleted it and every segment; a newcomer)
+        with r2.popover("Delete"):
+            st.caption(f"Stops {exp}'s traffic and deletes it with its segments' reports "
+                       "(the models stay).")
+            st.button(f"Delete {exp}", key="ab_delete", on_click=_delete, type="primary")
 
 interval = live_interval(engine)
 

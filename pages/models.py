@@ -222,6 +222,8 @@ if not table.empty:
 left, right = st.columns([1, 1])
 with left:
     st.subheader("Inspect", anchor=False)
+    if "unload_result" in st.session_state:   # (said here, where its button was)
+        st.success(st.session_state.pop("unload_result"), icon=":material/check:")
     selected = pick_model("Model", "models_detail", engine)
     if selected:
         info = engine.model_info(selected)
@@ -343,17 +345,26 @@ with left:
         else:
             st.caption("Not measured yet.")
         arm_of = experiments_with_arm(engine, selected)
-        if st.button("Unload this model", key="models_unload", disabled=bool(arm_of),
-                     help=(f"{selected} is arm {arm_of[0][1]} of A/B experiment "
-                           f"{arm_of[0][0]!r}: delete the experiment on the A/B test page "
-                           "first (or give it another arm)") if arm_of else None):
-            try:
-                engine.unload_model(selected)
-            except BatchlabError as err:   # (an experiment made meanwhile, in another tab)
-                st.error(f"Could not unload {selected}: {err}")
-            else:   # ("Loaded 'x'" no longer stays beside a list without it)
-                st.session_state["upload_result"] = ("ok", f"Unloaded {selected!r}.")
-                st.rerun()
+        why_not = (f"{selected} is arm {arm_of[0][1]} of A/B experiment {arm_of[0][0]!r}: "
+                   "delete the experiment on the A/B test page first (or give it another "
+                   "arm)") if arm_of else None
+        # (asked once more: it acted at the first click, and what it took away was not said
+        # where the click was; a newcomer)
+        with st.popover("Unload this model", disabled=bool(arm_of), help=why_not):
+            st.caption(f"Unloads {selected}: requests queued for it fail, traffic to it "
+                       "stops, and its batch settings and metrics go. Its session stays in "
+                       "the cache below until evicted.")
+            if st.button(f"Unload {selected}", key="models_unload", type="primary",
+                         disabled=bool(arm_of), help=why_not):
+                try:
+                    engine.unload_model(selected)
+                except BatchlabError as err:   # (an experiment made meanwhile, elsewhere)
+                    st.error(f"Could not unload {selected}: {err}")
+                else:   # ("Loaded 'x'" no longer stays beside a list without it)
+                    st.session_state.pop("upload_result", None)
+                    st.session_state.pop("models_detail", None)   # (another, unsaid)
+                    st.session_state["unload_result"] = f"Unloaded {selected!r}."
+                    st.rerun()
         if arm_of:
             st.caption(f"Arm {arm_of[0][1]} of A/B experiment **{arm_of[0][0]}**: delete the "
                        "experiment on the A/B test page to unload it.")

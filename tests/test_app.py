@@ -343,6 +343,9 @@ def test_models_page_unload_and_cache_evict(engine):
     at.selectbox(key="models_detail").set_value("tiny").run()
     at.button(key="models_unload").click().run()
     assert "tiny" not in engine.model_names()
+    # said where the button was, and not as unloaded "elsewhere" (a newcomer)
+    assert "Unloaded 'tiny'." in [m.value for m in at.success]
+    assert not [i.value for i in at.info if "no longer loaded" in i.value]
     at.button(key="cache_evict_all").click().run()
     assert engine.cache_entries() == []
     assert not at.exception
