@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         t = threading.Thread(target=traffic, name="mlp-traffic", daemon=True)
         t.start()
-        cases = [("ConstantOfShape 30000^2 (3.6 GB)", build_memory_bomb(30000), "predict"),
-                 ("ConstantOfShape 70000^2 (19.6 GB)", build_memory_bomb(70000), "predict"),
+        cases = [("Expand 30000^2 (3.6 GB)", build_memory_bomb(30000, at_run=True), "predict"),
+                 ("Expand 70000^2 (19.6 GB)", build_memory_bomb(70000, at_run=True), "predict"),
                  ("declared float [1, 2^31-1]", build_declared_shape([1, 2**31 - 1]), "sample+warmup"),
                  ("declared float [N, 2e8]", build_declared_shape(["N", 200_000_000]), "sample+warmup")]
         for i, (label, data, how) in enumerate(cases):

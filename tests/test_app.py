@@ -1158,7 +1158,10 @@ def test_dashboard_engine_probes_uploads_in_a_child_process(engine):
 
     assert engine.config.probe_models
     with pytest.raises(ModelLoadError, match="failed its trial run .* separate process"):
-        engine.load_model(build_memory_bomb(70000), name="bomb")  # ~20 GB on its first run
+        engine.load_model(build_memory_bomb(70000, at_run=True), name="bomb")  # ~20 GB a run
+    # (a constant that size, folded while its session is made: refused before, by its size)
+    with pytest.raises(ModelLoadError, match="would compute a constant of 18.3 GiB"):
+        engine.load_model(build_memory_bomb(70000), name="bomb")
     assert "bomb" not in engine.model_names()
 
 

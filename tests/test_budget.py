@@ -425,10 +425,69 @@ def test_a_model_that_blows_up_while_its_session_is_created_never_does_so_here()
                           cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["err"] and out["err"].startswith("ModelLoadError: model 'fold' failed its "
-                                                "trial run"), out
+    # (refused in the child before its session is made: the constant sized from the graph)
+    assert out["err"] and out["err"].startswith(
+        "ModelLoadError: model 'fold': opening this model would compute a constant of "
+        "976.6 MiB (the ConstantOfShape making 'big')"), out
     assert out["models"] == []
     assert out["peak"] < out["base"] + 512 * 2**20, out
+
+
+def test_an_engine_without_a_trial_run_refuses_a_constant_folded_past_its_budget():
+    """An engine in a notebook (no trial run in a child) loaded a 200-byte model whose 1 GB
+    constant ONNX Runtime folded while creating the session: 2.2 GB under a 256 MiB budget
+    (an adversary). The constant is sized from the graph first, and the model refused."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import json, sys
+        sys.path.insert(0, ".")
+        from core import Engine, EngineConfig
+        from core.models import build_memory_bomb
+        from core.models.memory import current_rss_bytes, peak_rss_bytes
+        from tests.test_budget import _fold_by_expand
+        with Engine(EngineConfig(memory_budget_bytes=256 * 2**20, demo_models=False)) as e:
+            base, errs = current_rss_bytes(), []
+            for data in (build_memory_bomb(16000), _fold_by_expand(16000)):
+                try:
+                    e.load_model(data, name="fold")
+                    errs.append(None)
+                except Exception as ex:
+                    errs.append(f"{type(ex).__name__}: {ex}")
+            e.load_model(build_memory_bomb(16000, at_run=True), name="at_run")  # (not folded)
+            print(json.dumps({"errs": errs, "base": base, "peak": peak_rss_bytes(),
+                              "models": e.model_names()}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    made = ["the ConstantOfShape making 'big'", "the Expand making 'big'"]
+    for err, what in zip(out["errs"], made):
+        assert err and err.startswith("ModelLoadError: opening this model would compute a "
+                                      f"constant of 976.6 MiB ({what}): ONNX Runtime folds "
+                                      "constants while it creates a session"), out
+        assert "over 64.0 MiB, a quarter of the memory budget" in err and \
+            "larger memory_budget_bytes" in err, err
+    assert out["models"] == ["at_run"]
+    assert out["peak"] < out["base"] + 256 * 2**20, out
+
+
+def _fold_by_expand(n: int) -> bytes:
+    """``Expand([1.0], [n, n]) -> ReduceSum -> Add(x)``: the adversary's folding bomb."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tests.helpers import make_model
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"]),
+             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+             helper.make_node("Add", ["x", "s"], ["y"])]
+    return make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], nodes,
+                      initializers=[numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+                                    numpy_helper.from_array(np.array([n, n], np.int64), "shape")]
+                      ).SerializeToString()
 
 
 def test_trial_runs_take_turns_and_say_how_many_wait(monkeypatch):

@@ -56,7 +56,7 @@ def run_child(body: str, timeout_s: float = 120.0) -> dict:
 def test_memory_bomb_fails_its_request_and_rss_stays_within_the_budget():
     out = run_child("""
         with Engine(EngineConfig(memory_budget_bytes=512 * 2**20)) as e:
-            e.load_model(bomb(30000), name="bomb")   # 3.6 GB on its first run
+            e.load_model(bomb(30000, at_run=True), name="bomb")   # 3.6 GB on its first run
             base = rss()
             err = None
             try:

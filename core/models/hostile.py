@@ -2,7 +2,7 @@
 is tiny on disk and tries to take a resource the engine must bound (memory, time, shape).
 
 Example:
-    >>> len(build_memory_bomb(30000)) < 300     # wants 3.6 GB on its first run
+    >>> len(build_memory_bomb(30000, at_run=True)) < 300     # wants 3.6 GB on its first run
     True
 """
 
@@ -15,14 +15,21 @@ from .demo import build_onnx
 __all__ = ["build_memory_bomb", "build_loop_model", "build_declared_shape"]
 
 
-def build_memory_bomb(n: int) -> bytes:
-    """~190 bytes that want ``n * n * 4`` bytes on their first run: ``ConstantOfShape([n, n])
-    -> ReduceSum -> Add(x)``, input ``x float32 [N,4]``. ``n=30000``: 3.6 GB."""
+def build_memory_bomb(n: int, at_run: bool = False) -> bytes:
+    """~190 bytes that want ``n * n * 4`` bytes: ``ConstantOfShape([n, n]) -> ReduceSum ->
+    Add(x)``, input ``x float32 [N,4]``. ``n=30000``: 3.6 GB. Its big tensor is a constant,
+    which ONNX Runtime would fold while creating the session (the engine refuses it at load
+    past a quarter of its budget); ``at_run``: made from the input (``Expand`` of its
+    largest value), so it is allocated on every run instead."""
     shape = helper.make_tensor("shape", TensorProto.INT64, [2], [n, n])
-    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
-                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-             helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
-             helper.make_node("Add", ["x", "s"], ["y"])]
+    if at_run:
+        nodes = [helper.make_node("ReduceMax", ["x"], ["m"], keepdims=0),
+                 helper.make_node("Expand", ["m", "shape"], ["big"])]
+    else:
+        nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"],
+                                  value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0]))]
+    nodes += [helper.make_node("ReduceSum", ["big"], ["s"], keepdims=0),
+              helper.make_node("Add", ["x", "s"], ["y"])]
     return build_onnx(f"bomb{n}", nodes, [shape],
                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],

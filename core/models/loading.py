@@ -29,6 +29,8 @@ from google.protobuf.message import DecodeError
 from core.config import SessionConfig
 from core.errors import ModelLoadError
 from .cache import SessionCache
+from .folding import largest_folded
+from .memory import default_memory_budget, format_bytes, memory_budget
 from .shrink import watch_outputs
 from .ids import index_bounds
 from .sampling import GENERATED_INT_HIGH
@@ -115,13 +117,16 @@ def _too_big(size: int, limit: int) -> str:
 
 def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = None,
                      options: SessionConfig | None = None, source: str = "upload",
-                     description: str = "", arena: bool = True) -> LoadedModel:
+                     description: str = "", arena: bool = True,
+                     budget_bytes: int | None = None) -> LoadedModel:
     """Validate ``data`` as an ONNX model, create (or share) its session and inspect it.
 
     ``arena=False`` (the memory probe) allocates with plain malloc/free, so each run's
-    peak shows in the process's resident memory."""
+    peak shows in the process's resident memory. ``budget_bytes``: the memory budget a
+    constant folded at session creation is held to (default: the one in force)."""
     options = options or SessionConfig()
     proto, warnings = check_model_bytes(data)
+    _refuse_folding_past_budget(proto, len(data), budget_bytes)
     # What the inspection needs of the parsed graph; the graph itself (as large as the
     # file) goes before the session's weights are made: one copy fewer at the peak.
     meta = _ProtoMeta(proto)
@@ -134,6 +139,25 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     info = _inspect(name, data, sha, meta, session, source, description, warnings)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs], session_config=options)
+
+
+def _refuse_folding_past_budget(proto: onnx.ModelProto, size: int,
+                                budget: int | None = None) -> None:
+    """A model whose constant folding would make a tensor past a quarter of the memory
+    budget (and twice the file) is refused before ONNX Runtime creates its session: folding
+    runs outside every arena cap (an in-process engine took 2 GB for a 200-byte file under
+    a 256 MiB budget; an adversary)."""
+    found = largest_folded(proto)
+    if found is None:
+        return
+    limit = max((budget or memory_budget() or default_memory_budget()) // 4, 2 * size)
+    if found[0] > limit:
+        raise ModelLoadError(
+            f"opening this model would compute a constant of {format_bytes(found[0])} "
+            f"({found[1]}): ONNX Runtime folds constants while it creates a session, before "
+            f"any memory cap holds, and this is over {format_bytes(limit)}, a quarter of the "
+            "memory budget. A model meant to need that much needs a larger "
+            "memory_budget_bytes; otherwise re-export it without the oversized constant")
 
 
 def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:

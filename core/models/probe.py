@@ -171,7 +171,8 @@ def _child(request: str) -> None:
     try:
         loaded = load_model_bytes(data, "probe", options=SessionConfig(
             intra_op_threads=args["threads"],
-            graph_optimization=args.get("graph_optimization", "all")), arena=False)
+            graph_optimization=args.get("graph_optimization", "all")), arena=False,
+            budget_bytes=args["budget"])
     except Exception as err:  # noqa: BLE001 - reported: the model is not loaded
         text = " ".join(str(err).split())[:300] or type(err).__name__
         refused = type(err).__name__ == "ModelLoadError" and SESSION_FAILED not in text
