@@ -278,8 +278,9 @@ class EngineConfig:
     probe_time_limit_s: float = 30.0
     #: Requests kept per model for ``Engine.timeline`` (core/metrics/trace.py); 0 turns tracing off.
     trace_requests: int = 20_000
-    #: What loaded models may hold together (each counted as twice its file: the bytes kept
-    #: for trial runs and replays, and its session's weights); ``None``: the memory budget.
+    #: What loaded models may hold together (each counted as what its session holds,
+    #: measured as it is made, at least twice its file: the bytes kept for trial runs and
+    #: replays, and its session's weights); ``None``: the memory budget.
     #: A load past it is refused, naming the least recently used models to unload.
     max_models_bytes: int | None = None
 

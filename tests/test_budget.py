@@ -674,9 +674,9 @@ def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload
     from core.errors import ResourceLimitError
 
     data = build_demo_model("tiny")
-    engine = Engine(EngineConfig(demo_models=False, max_models_bytes=5 * len(data)))
+    engine = Engine(EngineConfig(demo_models=False, max_models_bytes=_room_for(2.5, data)))
     try:
-        engine.load_model(data, name="a")              # each counts twice its file
+        engine.load_model(data, name="a")              # each counts what its session holds
         engine.load_model(data, name="b")
         engine.predict("b", engine.sample_input("b"))  # b used; a never was
         with pytest.raises(ResourceLimitError, match=r"model 'c' .* would bring the loaded "
@@ -690,6 +690,20 @@ def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload
         assert sorted(engine.model_names()) == ["b", "c"]
     finally:
         engine.close()
+
+
+def _room_for(sessions: float, data: bytes) -> int:
+    """``max_models_bytes`` for that many sessions of ``data`` (what one holds, measured in
+    a throwaway engine, past the process's first session, which also holds ONNX Runtime's
+    own start-up)."""
+    import onnx
+    with Engine(EngineConfig(demo_models=False, probe_models=False)) as e:
+        held = []
+        for i in range(2):   # (another session each: a doc string of its own)
+            m = onnx.load_from_string(data)
+            m.doc_string = f"room {i}"
+            held.append(e.load_model(m.SerializeToString(), name=f"m{i}").held_bytes)
+    return int(sessions * held[-1])
 
 
 def test_sessions_kept_for_unloaded_models_count_and_give_way():
@@ -707,14 +721,14 @@ def test_sessions_kept_for_unloaded_models_count_and_give_way():
         variants.append(m.SerializeToString())
     sha = [hashlib.sha256(v).hexdigest() for v in variants]
     engine = Engine(EngineConfig(demo_models=False, probe_models=False,
-                                 max_models_bytes=5 * max(len(v) for v in variants)))
+                                 max_models_bytes=_room_for(2.5, variants[0])))
     try:
         engine.load_model(variants[0], name="a")
         engine.unload_model("a")
-        engine.load_model(variants[1], name="b")   # 2 + 2 of 5 shares: both kept
+        engine.load_model(variants[1], name="b")   # 1 + 1 of 2.5 sessions: both kept
         engine.unload_model("b")
         assert {e.sha256 for e in engine.cache_entries()} == {sha[0], sha[1]}
-        engine.load_model(variants[2], name="c")   # 2 + 2 + 2 > 5: the oldest gives way
+        engine.load_model(variants[2], name="c")   # 1 + 1 + 1 > 2.5: the oldest gives way
         assert {e.sha256 for e in engine.cache_entries()} == {sha[1], sha[2]}
         engine.predict("c", engine.sample_input("c"))
         engine.load_model(variants[1], name="b")   # a reload reuses its cached session
@@ -1189,3 +1203,31 @@ def test_a_json_part_longer_than_the_body_is_refused(served):
         status, raw, _ = post(served, "/v2/models/ident/infer", body,
                               {"Inference-Header-Content-Length": length})
         assert status == 400, (length, raw[:200])
+
+
+def _sigmoid_chain(n: int) -> bytes:
+    from onnx import TensorProto, helper
+    from tests.helpers import make_model
+    nodes = [helper.make_node("Sigmoid", ["x" if i == 0 else f"t{i - 1}"],
+                              [f"t{i}" if i < n - 1 else "y"]) for i in range(n)]
+    return make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                      nodes).SerializeToString()
+
+
+def test_the_loaded_models_cap_counts_what_a_session_holds_not_its_file():
+    """A chain of 150,000 Sigmoid nodes is a 4 MB file whose session holds 440 MB: counted
+    as twice its file, three of them took a server past its budget, and stayed in the
+    cache after an unload (an adversary). A session is counted as what it holds."""
+    from core import Engine, EngineConfig
+    from core.errors import ResourceLimitError
+    chain = _sigmoid_chain(20_000)                  # ~0.5 MB file, ~60 MB of session
+    with Engine(EngineConfig(demo_models=False, max_models_bytes=40 * 2**20)) as e:
+        small = e.load_model(_sigmoid_chain(1_000), name="small")
+        assert small.held_bytes > 10 * small.size_bytes > 0   # (measured, not 2 x the file)
+        with pytest.raises(ResourceLimitError, match=r"model 'chain' \(.* file, ~\d+\.\d MiB "
+                                                     r"loaded\) would bring the loaded models"):
+            e.load_model(chain, name="chain")
+        assert e.model_names() == ["small"]
+        # its session, which no model holds, is not kept past the cap either
+        assert [c.sha256 for c in e.cache_entries()] == [small.sha256]

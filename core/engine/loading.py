@@ -119,7 +119,13 @@ class Loader:
             self.ns.check_name_free(name, "model", replace)
             if self.registry.get(name) is not None:
                 self._check_arm_compatible(name, loaded.info)
-            self.check_room(name, len(data))  # again: another load may have landed meanwhile
+            # again, with what its session holds: another load may have landed meanwhile,
+            # and a 4 MB file can hold 440 MB (an adversary)
+            try:
+                self.check_room(name, len(data), loaded.info.held_bytes)
+            except ResourceLimitError:
+                self.shed_spare_sessions()   # (its session, cached, no model holds now)
+                raise
             self.registry.install(name, loaded, batch, data, profile).check_rows = check_rows
             self.shed_spare_sessions()
         return loaded.info
@@ -138,23 +144,25 @@ class Loader:
         cap = self.models_cap
         local = [e for e in self.registry.models.values() if e.remote is None]
         self.registry.cache.shed({e.info.sha256 for e in local},
-                                 max(0, cap - sum(2 * e.info.size_bytes for e in local)))
+                                 max(0, cap - sum(_held(e.info) for e in local)))
 
-    def check_room(self, name: str, size: int) -> None:
+    def check_room(self, name: str, size: int, held: int | None = None) -> None:
         """Refuse a model of ``size`` bytes under ``name`` (replacing one of that name) that
         would take the loaded models past ``max_models_bytes`` (default: the budget), naming
-        the least recently used ones to unload."""
+        the least recently used ones to unload. Each counts what its session holds
+        (``held``, measured when it was made; before that, twice its file)."""
         cap = self.models_cap
         others = [(n, e) for n, e in self.registry.models.items()
                   if n != name and e.remote is None]
-        used = sum(2 * e.info.size_bytes for _, e in others)
-        if used + 2 * size <= cap:
+        used = sum(_held(e.info) for _, e in others)
+        held = held or 2 * size
+        if used + held <= cap:
             return
         idle = sorted(others, key=lambda ne: ne[1].metrics.counters()["last_batch_wall"] or 0)
-        shown = ", ".join(f"{n} ({format_bytes(2 * e.info.size_bytes)})" for n, e in idle[:5])
+        shown = ", ".join(f"{n} ({format_bytes(_held(e.info))})" for n, e in idle[:5])
         raise ResourceLimitError(
-            f"model {name!r} ({format_bytes(size)} file, ~{format_bytes(2 * size)} loaded) "
-            f"would bring the loaded models to {format_bytes(used + 2 * size)}, over the "
+            f"model {name!r} ({format_bytes(size)} file, ~{format_bytes(held)} loaded) "
+            f"would bring the loaded models to {format_bytes(used + held)}, over the "
             f"{format_bytes(cap)} they may hold (EngineConfig.max_models_bytes; default the "
             f"memory budget); unload one first (least recently used first: {shown})")
 
@@ -272,3 +280,8 @@ def _rows_failed(profile: pd.DataFrame | None) -> str | None:
     bad = profile["error"][profile["batch_size"] == ROWS_CHECKED].dropna()
     return (f"its trial run of {ROWS_CHECKED} rows failed in a separate process: "
             f"{bad.iloc[0]}") if len(bad) else None
+
+
+def _held(info: ModelInfo) -> int:
+    """What a loaded model's session holds (twice its file where not measured)."""
+    return info.held_bytes or 2 * info.size_bytes

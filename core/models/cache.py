@@ -18,9 +18,10 @@ from typing import Any
 import onnxruntime as ort
 
 from core.config import SessionConfig
+from .memory import heap_in_use_bytes
 from .session import create_session
 
-__all__ = ["SessionCache", "CacheEntry"]
+__all__ = ["SessionCache", "CacheEntry", "created_session"]
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,24 @@ class SessionCache:
                 self.hits += 1
                 return item[0]
         # Session creation can take seconds: do it outside the lock.
-        session = create_session(data, options)
+        session, held = created_session(data, options)
         with self._lock:
             item = self._items.get(key)
             if item is not None:  # another thread won the race; share its session
                 self._items.move_to_end(key)
                 return item[0]
             self.misses += 1
-            self._items[key] = [session, len(data), 1, time.monotonic()]
+            self._items[key] = [session, len(data), 1, time.monotonic(), held]
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return session
+
+    def held_bytes(self, sha256: str, options: SessionConfig) -> int | None:
+        """What the cached session of ``sha256`` with ``options`` holds (see
+        :func:`created_session`), or None when none is cached."""
+        with self._lock:
+            item = self._items.get((sha256, options))
+            return None if item is None else item[4]
 
     def entries(self) -> list[CacheEntry]:
         now = time.monotonic()
@@ -103,18 +111,30 @@ class SessionCache:
     def shed(self, keep: set[str], room_bytes: int) -> list[str]:
         """Drop sessions whose sha256 is not in ``keep`` (those no loaded model holds),
         least recently used first, until what is left of them takes at most ``room_bytes``
-        (each counted, like a loaded model, as twice its file); the sha256s dropped."""
+        (each counted, like a loaded model, as what it holds); the sha256s dropped."""
         with self._lock:
-            spare = [(k, item[1]) for k, item in self._items.items() if k[0] not in keep]
-            held = sum(2 * size for _, size in spare)
+            spare = [(k, item[4]) for k, item in self._items.items() if k[0] not in keep]
+            held = sum(size for _, size in spare)
             dropped = []
             for key, size in spare:          # the OrderedDict is least recently used first
                 if held <= room_bytes:
                     break
                 del self._items[key]
-                held -= 2 * size
+                held -= size
                 dropped.append(key[0])
             return dropped
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def created_session(data: bytes, options: SessionConfig, arena: bool = True
+                    ) -> tuple[ort.InferenceSession, int]:
+    """A new session of ``data``, and the bytes it holds: what the process's heap grew by
+    while it was created (:func:`heap_in_use_bytes`), at least twice the file (a chain of
+    150,000 Sigmoid nodes is a 4 MB file whose session holds 440 MB; counted by its file,
+    three of them took a server past its budget; an adversary). Other threads'
+    allocations meanwhile move the figure a little either way."""
+    before = heap_in_use_bytes()
+    session = create_session(data, options, arena)
+    return session, max(2 * len(data), heap_in_use_bytes() - before)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -28,13 +29,12 @@ from google.protobuf.message import DecodeError
 
 from core.config import SessionConfig
 from core.errors import ModelLoadError
-from .cache import SessionCache
+from .cache import SessionCache, created_session
 from .folding import largest_folded
 from .memory import default_memory_budget, format_bytes, memory_budget
 from .shrink import watch_outputs
 from .ids import index_bounds
 from .sampling import GENERATED_INT_HIGH
-from .session import create_session
 from .types import ORT_DTYPES, ModelInfo, TensorSpec, batch_mode
 
 __all__ = ["LoadedModel", "read_model_source", "load_model_bytes", "check_model_bytes",
@@ -134,9 +134,11 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None and arena:
         session = cache.get_or_create(data, options, sha)
+        held = cache.held_bytes(sha, options) or 2 * len(data)   # (evicted meanwhile)
     else:
-        session = create_session(data, options, arena)
-    info = _inspect(name, data, sha, meta, session, source, description, warnings)
+        session, held = created_session(data, options, arena)
+    info = dataclasses.replace(_inspect(name, data, sha, meta, session, source, description,
+                                        warnings), held_bytes=held)
     return LoadedModel(info=info, session=session,
                        output_names=[o.name for o in info.outputs], session_config=options)
 

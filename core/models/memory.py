@@ -31,11 +31,12 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import resource
 import threading
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -166,6 +167,34 @@ def peak_rss_bytes() -> int:
     if hwm is not None:
         return hwm
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                               "usmblks", "fsmblks", "uordblks", "fordblks",
+                                               "keepcost")]
+
+
+def _mallinfo2() -> Any:
+    try:
+        fn = ctypes.CDLL(None).mallinfo2   # glibc 2.33+
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+
+
+def heap_in_use_bytes() -> int:
+    """Bytes malloc has handed out and not had back, every thread's (glibc's
+    ``mallinfo2``: what ONNX Runtime allocates goes there); the resident set where that is
+    not available. Unlike the resident set, a session made in memory freed before is seen."""
+    if _MALLINFO2 is None:
+        return current_rss_bytes()
+    info = _MALLINFO2()
+    return int(info.uordblks + info.hblkhd)
 
 
 def current_rss_bytes() -> int:

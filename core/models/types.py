@@ -125,6 +125,9 @@ class ModelInfo:
     dynamic_dims: tuple[str, ...] = ()
     #: Findings of onnx.checker on a model ONNX Runtime loads anyway (shown with it).
     warnings: tuple[str, ...] = ()
+    #: What its session holds in memory, measured as it was created (at least twice the
+    #: file); 0 where not measured (a remote model). What the loaded models' cap counts.
+    held_bytes: int = 0
 
     @property
     def batchable(self) -> bool:
@@ -156,6 +159,7 @@ class ModelInfo:
             "batch_mode": self.batch_mode,
             "batch_reason": self.batch_reason,
             "size_bytes": self.size_bytes,
+            "held_bytes": self.held_bytes,
             "sha256": self.sha256,
             "opset": self.opset.get("", self.opset.get("ai.onnx", 0)),
             "ir_version": self.ir_version,
