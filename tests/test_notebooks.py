@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -29,3 +30,9 @@ def test_notebook_executes(path: Path):
     charts = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert charts, f"{path.name} draws no chart"
+    # A table of one object's repr is no table (remote_info became a dataclass, and the
+    # notebook's pd.Series of it showed "0    RemoteInfo(url=..."; a newcomer)
+    texts = [o["data"]["text/plain"] for c in nb.cells if c.cell_type == "code"
+             for o in c.get("outputs", []) if "text/plain" in o.get("data", {})]
+    reprs = [t[:80] for t in texts if re.match(r"0\s+[A-Z]\w+\(", t)]
+    assert not reprs, reprs
