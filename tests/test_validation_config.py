@@ -29,7 +29,8 @@ def test_accepts_mapping_for_single_input():
 
 @pytest.mark.parametrize("x, message", [
     (np.zeros((3, 255), np.int64), r"input 'x' expects float32 \[N,256\], got int64 \[3,255\]"),
-    (np.zeros((3, 256), np.float64), r"expects float32 \[N,256\], got float64 \[3,256\]"),
+    (np.zeros((3, 256), np.float64), r"expects float32 \[N,256\], got float64 \[3,256\] "
+                                     r"\(convert it with \.astype\(np\.float32\)\)"),
     (np.zeros(256, np.float32), r"rank 1, expected rank 2"),
     (np.zeros((0, 256), np.float32), "0 rows"),
     ([[0.0] * 256], "must be a numpy array.*got list"),
@@ -102,3 +103,16 @@ def test_session_and_engine_config_validation():
         EngineConfig(cache_size=0)
     with pytest.raises(ConfigError, match="session must be a SessionConfig"):
         EngineConfig(session={"intra_op_threads": 1})  # type: ignore[arg-type]
+
+
+def test_an_unknown_model_name_close_to_a_loaded_one_is_suggested():
+    """``predict("MLP", x)`` was told to load a model named 'MLP' (a newcomer)."""
+    from core import Engine, ModelNotFoundError
+    with Engine() as engine:
+        for typed in ("MLP", "mlpp"):
+            with pytest.raises(ModelNotFoundError, match=rf"no model named '{typed}' \(did you "
+                                                         r"mean 'mlp'\?\); loaded models: "):
+                engine.predict(typed, engine.sample_input("mlp"))
+        with pytest.raises(ModelNotFoundError) as err:
+            engine.predict("zzz", engine.sample_input("mlp"))
+        assert "did you mean" not in str(err.value)

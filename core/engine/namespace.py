@@ -8,6 +8,8 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+
 import re
 from typing import Any
 
@@ -92,11 +94,19 @@ class Namespace:
         if isinstance(name, str) and name in self.experiments:
             return ModelNotFoundError(f"{name!r} is an A/B experiment, not a model; use "
                                       "ab_report / ab_metrics for it, or name one of its arms")
-        have = ", ".join(self.registry.names()) or "none"
+        names = list(self.registry.names())
+        have = ", ".join(names) or "none"
         exps = ", ".join(self.experiments.names())
+        # ("MLP" was told to load a model: it meant mlp; a newcomer. Among a few names only:
+        # a flood of unknown names must not buy a fuzzy match over a thousand each.)
+        near = difflib.get_close_matches(name[:100], names + list(self.experiments.names()),
+                                         1, 0.6) if isinstance(name, str) and len(names) <= 100 \
+            else []
+        near += [n for n in names if isinstance(name, str) and n.lower() == name.lower()
+                 and n not in near][:1]
         return ModelNotFoundError(
-            f"no model named {name!r}; loaded models: {have}"
-            + (f"; A/B experiments: {exps}" if exps else "")
+            f"no model named {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+            + f"; loaded models: {have}" + (f"; A/B experiments: {exps}" if exps else "")
             + f". Load it with engine.load_model(path_or_bytes, name={name!r})")
 
     @staticmethod

@@ -187,8 +187,10 @@ class RequestValidator:
     def _check_rows(self, arrays: tuple[np.ndarray, ...]) -> int:
         rows = -1
         for i, a in enumerate(arrays):
-            if a.dtype != self.dtypes[i]:
-                raise self._fail(i, a)
+            if a.dtype != self.dtypes[i]:   # (float64 is what np.random.rand gives: said how)
+                raise self._fail(i, a, f"convert it with .astype(np.{self.dtypes[i]})"
+                                 if a.dtype.kind in "biuf" and self.dtypes[i].kind in "biuf"
+                                 else "")
             tail = self.tails[i]
             shape = a.shape
             if len(shape) != len(tail) + 1:
