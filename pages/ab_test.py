@@ -284,10 +284,12 @@ def arms() -> None:
     for col, arm in zip(cols, ("a", "b")):
         v = rep["arms"][arm]
         served_what = (f"{fmt_num(v['shadow_copies'])} shadow copies" if arm == "b"
-                       and full.mode == "shadow" else f"{fmt_pct(v['share_served'])} of traffic"
+                       and full.mode == "shadow" else   # (which window: a newcomer read
+                       # three splits at once, the bandit's now, the warning's and these)
+                       f"{fmt_pct(v['share_served'])} of this segment's traffic"
                        if rep["total_requests"] else "no requests in this segment yet")
         col.metric(f"Arm {arm.upper()}: {v['model']}",   # (no requests yet: no p50 either)
-                   (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "- p50",
+                   (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "no p50 yet",
                    f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off",
                    delta_arrow="off")  # a share, not a rise
     st.dataframe(table, hide_index=True, key="ab_table", column_config={

@@ -939,3 +939,20 @@ def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_ar
     assert lines[0].startswith("**Segment 4**") and "7 requests. verdict 4" in lines[0]
     assert lines[1].startswith("**Segments 2-3**") and lines[1].endswith("the last after: y")
     assert lines[2].startswith("**Segment 1**") and "40 requests" in lines[2]
+
+
+def test_a_bandit_s_uneven_split_warning_says_the_split_its_requests_had():
+    """In bandit mode the warning said "Uneven split (95%/5%)" (the bandit's share now)
+    beside tiles of 71 % / 29 % (the segment's requests; a newcomer): it says the latter."""
+    from core.ab import ABReport
+    from core.metrics import ModelMetrics
+
+    def arm(batches: int, rows: int):
+        m = ModelMetrics()
+        for _ in range(batches):
+            m.record_batch(rows=rows, reason="full", compute_s=0.001,
+                           queue_s=[0.001] * rows, failed={}, depth=0)
+        return m.snapshot()
+    report = ABReport("e", "m1", "m2", 0.95, "bandit", {"a": arm(10, 8), "b": arm(10, 2)})
+    assert report.confound_warning.startswith("Uneven split (80%/20%): arm B sees 20% of the "
+                                              "arrivals"), report.confound_warning

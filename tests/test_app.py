@@ -589,7 +589,7 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     assert other.number_input(key="ab_rate").value == 400   # its box says so too (was 300)
     assert not [w for w in other.warning if "Session State" in w.value]
     arms = [m for m in at.metric if m.label.startswith("Arm ")]
-    assert len(arms) == 2 and all("of traffic" in m.proto.delta for m in arms)
+    assert len(arms) == 2 and all("of this segment's traffic" in m.proto.delta for m in arms)
     assert all(m.proto.direction == m.proto.MetricDirection.NONE for m in arms)  # no "↑"
     verdicts = [m.value for m in list(at.info) + list(at.warning)]
     # The verdict covers latency ("B is slower by ... at p50" / "No significant latency
