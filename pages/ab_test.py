@@ -78,6 +78,16 @@ with st.expander("New experiment", expanded=not experiments):
             st.rerun()
 
 experiments = engine.ab_experiments()
+if (shown := st.session_state.get("ab_exp")) and shown not in experiments:
+    # (a click in a tab whose experiment another tab deleted redrew "No experiment yet",
+    # the click and why it did nothing unsaid; a newcomer)
+    mine = st.session_state.pop("ab_deleted", None) == shown
+    st.info(f"Deleted {shown!r}." if mine else f"Experiment {shown!r} was deleted elsewhere "
+            "(another tab or client)" + (f"; {st.session_state.pop('ab_error')}"
+                                         if "ab_error" in st.session_state else "."),
+            icon=":material/info:")
+    st.session_state.pop("ab_error", None)
+    st.session_state.pop("ab_exp")   # (said once; the menu below picks another)
 if not experiments:
     # (it named the demo classifiers whatever was loaded: under "have different inputs"
     # once one of them had been replaced; a newcomer)
@@ -159,6 +169,7 @@ def _start_traffic() -> None:
 def _delete() -> None:
     engine.stop_traffic(exp)
     engine.delete_ab(exp)
+    st.session_state["ab_deleted"] = exp
 
 
 left, right = st.columns([1, 2], gap="large")

@@ -1960,3 +1960,22 @@ def test_the_ab_page_names_models_that_share_an_interface_as_they_are(engine):
     said = [i.value for i in app("pages/ab_test.py").info if "No experiment yet" in i.value]
     assert said and "share an interface: clf-v1, tiny" in said[0], said
     assert "clf-v2" not in said[0]
+
+
+def test_a_tab_whose_experiment_was_deleted_elsewhere_says_so(engine):
+    """Deleted in one tab, Start traffic clicked in another: the page redrew "No experiment
+    yet", the click and why it did nothing unsaid (a newcomer)."""
+    engine.create_ab("gone", a="clf-v1", b="clf-v2", seed=0)
+    at = app("pages/ab_test.py")
+    engine.delete_ab("gone")                      # (another tab)
+    at.button(key="ab_start").click().run()
+    said = [i.value for i in at.info if "'gone'" in i.value]
+    assert said and said[0].startswith("Experiment 'gone' was deleted elsewhere (another tab "
+                                       "or client); Could not start traffic:"), said
+    assert not [t for t in engine.traffic() if t.running]
+    at.run()                                      # said once
+    assert not [i.value for i in at.info if "'gone'" in i.value]
+    engine.create_ab("mine", a="clf-v1", b="clf-v2", seed=0)
+    at.run()
+    at.button(key="ab_delete").click().run()      # deleted here: said so
+    assert "Deleted 'mine'." in [i.value for i in at.info]
