@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from core import BatchConfig, Engine, EngineConfig
+from core import BatchConfig, Engine, EngineConfig, ModelLoadError
 from core.models import build_demo_model
 from tests.helpers import make_model
 
@@ -219,11 +219,31 @@ def test_the_row_checks_rows_run_first_in_the_trial_runs_child(monkeypatch):
                           numpy_helper.from_array(np.array([1.0], np.float32), "f1")],
                       opset=17).SerializeToString()
     monkeypatch.setattr(rowcheck, "_verdict", not_here)
+    vi = helper.make_tensor_value_info   # (past one row: Concat with a [1, 4] constant)
+    then_g = helper.make_graph([helper.make_node("Concat", ["x", "c"], ["yt"], axis=1)],
+                               "then", [], [vi("yt", TensorProto.FLOAT, ["N", 8])])
+    else_g = helper.make_graph([helper.make_node("Concat", ["x", "x"], ["ye"], axis=1)],
+                               "else", [], [vi("ye", TensorProto.FLOAT, ["N", 8])])
+    one_row = make_model(
+        [vi("x", TensorProto.FLOAT, ["N", 4])], [vi("y", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_node("Shape", ["x"], ["s"]),
+         helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+         helper.make_node("Greater", ["n", "one"], ["more"]),
+         helper.make_node("If", ["more"], ["y"], then_branch=then_g, else_branch=else_g)],
+        initializers=[numpy_helper.from_array(np.ones((1, 4), np.float32), "c"),
+                      ints("zero", 0), ints("one", 1)]).SerializeToString()
     with Engine(EngineConfig(demo_models=False, probe_models=True,
                              memory_budget_bytes=256 * 2**20)) as engine:
-        info = engine.load_model(data, name="grows")
-        assert info.batch_mode == "dynamic"
-        assert any("its trial run of 3 rows failed in a separate process" in w
-                   for w in info.warnings), info.warnings
-        one = engine.submit("grows", np.ones((1, 4), np.float32)).result(30)
-        assert one.outputs["y"].tolist() == [[1.0] * 4]
+        # Out of memory at 3 rows in the child: refused, since three one-row requests
+        # batched together would do it in the server (a reviewer: it was loaded, batched)
+        with pytest.raises(ModelLoadError, match=r"model 'grows' failed its trial run of 3 "
+                                                 r"rows .*A batch of 3 requests would do the "
+                                                 r"same in the server, so it was not loaded"):
+            engine.load_model(data, name="grows")
+        assert engine.model_names() == []
+        # A shape ONNX Runtime refuses at 3 rows: loaded, each request alone, said why
+        info = engine.load_model(one_row, name="one_row")
+        assert info.batch_mode == "alone" and info.batch_reason.startswith(
+            "its trial run of 3 rows failed in a separate process"), info.batch_reason
+        futs = [engine.submit("one_row", np.full((1, 4), i, np.float32)) for i in range(3)]
+        assert [f.result(30).outputs["y"].tolist() for f in futs] == [[[i] * 8] for i in range(3)]

@@ -102,11 +102,22 @@ class Loader:
                     f"model {name!r} failed its trial run (one row, in a separate process, "
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded.")
+            if (rows_bad := _rows_failed(profile)) and _not_survivable(rows_bad):
+                # (loaded anyway, three one-row requests batched together would do it here:
+                # a crash takes the server, an allocation outside the arena its memory; a
+                # reviewer)
+                raise ModelLoadError(
+                    f"model {name!r} failed its trial run of {ROWS_CHECKED} rows (in a "
+                    f"separate process, memory budget {format_bytes(self.budget_bytes)}): "
+                    f"{rows_bad}. A batch of {ROWS_CHECKED} requests would do the same in the "
+                    "server, so it was not loaded. If one row at a time is what it can take, "
+                    "re-export it with its batch axis fixed at 1 (it is then served a row at a "
+                    "time).")
         loaded = self.registry.build(data, name, session, source_label or where, description)
         if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
             loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s),
-                                       check_rows, unchecked=_rows_failed(profile))
+                                       check_rows, rows_failed=_rows_failed(profile))
         if profile is not None and not loaded.info.batchable:   # (its 3 "rows" ran as 1)
             profile = profile[profile["batch_size"] == 1].reset_index(drop=True)
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
@@ -278,8 +289,17 @@ def _rows_failed(profile: pd.DataFrame | None) -> str | None:
     if profile is None:
         return None
     bad = profile["error"][profile["batch_size"] == ROWS_CHECKED].dropna()
-    return (f"its trial run of {ROWS_CHECKED} rows failed in a separate process: "
-            f"{bad.iloc[0]}") if len(bad) else None
+    return str(bad.iloc[0]) if len(bad) else None
+
+
+#: How a trial run's failure reads when the server would not survive it in its own process
+#: (the child died or hung, or an allocation failed): not an error ONNX Runtime returns.
+_NOT_SURVIVABLE = ("the probe process", "did not finish within", "bad_alloc",
+                   "Failed to allocate", "MemoryError", "could not be created")
+
+
+def _not_survivable(error: str) -> bool:
+    return any(words in error for words in _NOT_SURVIVABLE)
 
 
 def _held(info: ModelInfo) -> int:

@@ -90,15 +90,16 @@ def _difference(name: str, out: Any, alone: list[Any], n: int) -> str | None:
 
 
 def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0,
-                 check: bool = True, unchecked: str | None = None) -> Any:
+                 check: bool = True, rows_failed: str | None = None) -> Any:
     """``loaded.info`` after the check: ``batch_mode="alone"`` with the reason when its rows
     mix; a dynamically quantized model (``DynamicQuantizeLinear``: its scale is taken over
     the whole batch, so a row's answer moves by about a quantization step with its
     neighbours, as on any server that batches it) keeps batching, with a warning saying so.
     ``check=False`` (``load_model(check_rows=False)``, a model its owner knows keeps its
     rows apart): no runs, batched, with a warning saying whose word that is.
-    ``unchecked``: why its rows cannot be run here (the trial run of as many rows failed
-    in a child process): no runs, batched, with a warning saying why."""
+    ``rows_failed``: why the trial run of as many rows failed in a child process (an error
+    ONNX Runtime returned, e.g. a shape it cannot take): no runs here, and each request
+    runs alone, whole, saying why (a batch of them would fail the same way)."""
     info = loaded.info
     if not check:
         return dataclasses.replace(info, warnings=info.warnings + (
@@ -110,7 +111,12 @@ def checked_info(loaded: Any, data: bytes, time_limit_s: float = 10.0,
             "dynamically quantized (DynamicQuantizeLinear): each batch is quantized with one "
             "scale, so a row's answer can move by about a quantization step with the rows "
             "batched beside it; its rows were not checked for mixing",))
-    why, unchecked = (None, unchecked) if unchecked else _verdict(loaded, time_limit_s)
+    if rows_failed:
+        return dataclasses.replace(info, batch_mode="alone", batch_reason=(
+            f"its trial run of {ROWS_CHECKED} rows failed in a separate process "
+            f"({rows_failed}), so a batch of requests would too: each request runs alone, "
+            "whole"))
+    why, unchecked = _verdict(loaded, time_limit_s)
     if unchecked:   # ("checked and independent" and "not checked" must not look the same)
         return dataclasses.replace(info, warnings=info.warnings + (
             f"its rows could not be checked for mixing with generated inputs ({unchecked}); "
