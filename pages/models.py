@@ -314,7 +314,10 @@ with left:
             st.rerun()
         if i2.button("Back to random inputs", key="inputs_clear",
                      disabled=source.startswith("generated")):
-            engine.clear_inputs(selected)
+            try:   # (refused while a sweep measures the model: said, not a traceback)
+                engine.clear_inputs(selected)
+            except BatchlabError as err:
+                st.session_state["inputs_result"] = ("error", f"Not changed: {err}")
             st.rerun()
         result = st.session_state.pop("inputs_result", None)
         if result:

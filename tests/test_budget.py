@@ -669,12 +669,13 @@ def test_the_queue_is_bounded_in_bytes_and_gives_them_back():
         b.close()
 
 
-def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload():
+def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload(monkeypatch):
     from core import build_demo_model
     from core.errors import ResourceLimitError
 
     data = build_demo_model("tiny")
-    engine = Engine(EngineConfig(demo_models=False, max_models_bytes=_room_for(2.5, data)))
+    engine = Engine(EngineConfig(demo_models=False,
+                                 max_models_bytes=_room_for(2.5, monkeypatch)))
     try:
         engine.load_model(data, name="a")              # each counts what its session holds
         engine.load_model(data, name="b")
@@ -692,21 +693,22 @@ def test_loaded_models_are_bounded_together_and_the_refusal_names_what_to_unload
         engine.close()
 
 
-def _room_for(sessions: float, data: bytes) -> int:
-    """``max_models_bytes`` for that many sessions of ``data`` (what one holds, measured in
-    a throwaway engine, past the process's first session, which also holds ONNX Runtime's
-    own start-up)."""
-    import onnx
-    with Engine(EngineConfig(demo_models=False, probe_models=False)) as e:
-        held = []
-        for i in range(2):   # (another session each: a doc string of its own)
-            m = onnx.load_from_string(data)
-            m.doc_string = f"room {i}"
-            held.append(e.load_model(m.SerializeToString(), name=f"m{i}").held_bytes)
-    return int(sessions * held[-1])
+_HELD = 2**20   # what each session holds in the tests of the cap's bookkeeping
 
 
-def test_sessions_kept_for_unloaded_models_count_and_give_way():
+def _room_for(sessions: float, monkeypatch) -> int:
+    """``max_models_bytes`` for that many sessions, each said to hold :data:`_HELD` (the
+    measurement, a heap's growth, is tested on its own below: the bookkeeping is tested
+    on fixed sizes, not on a figure another thread's allocation could move)."""
+    import core.models.cache as cache
+    from core.models.session import create_session
+    monkeypatch.setattr(cache, "created_session",
+                        lambda data, options, arena=True: (create_session(data, options, arena),
+                                                           _HELD))
+    return int(sessions * _HELD)
+
+
+def test_sessions_kept_for_unloaded_models_count_and_give_way(monkeypatch):
     """An unloaded model's session stays cached (a reload is instant) only while the loaded
     models and the cached ones together fit ``max_models_bytes``: a load that needs the
     room drops the least recently used of them."""
@@ -721,7 +723,7 @@ def test_sessions_kept_for_unloaded_models_count_and_give_way():
         variants.append(m.SerializeToString())
     sha = [hashlib.sha256(v).hexdigest() for v in variants]
     engine = Engine(EngineConfig(demo_models=False, probe_models=False,
-                                 max_models_bytes=_room_for(2.5, variants[0])))
+                                 max_models_bytes=_room_for(2.5, monkeypatch)))
     try:
         engine.load_model(variants[0], name="a")
         engine.unload_model("a")
@@ -1231,3 +1233,30 @@ def test_the_loaded_models_cap_counts_what_a_session_holds_not_its_file():
         assert e.model_names() == ["small"]
         # its session, which no model holds, is not kept past the cap either
         assert [c.sha256 for c in e.cache_entries()] == [small.sha256]
+
+
+def test_folding_is_not_sized_where_onnx_runtime_does_not_fold():
+    """A quantized weight's DequantizeLinear (left for kernels that take it quantized) was
+    sized as 4 times the weight and a legitimate model refused; with graph optimization
+    disabled nothing is folded at all (a reviewer)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from core.config import SessionConfig
+    from core.errors import ModelLoadError
+    from core.models import build_memory_bomb
+    from core.models.folding import largest_folded
+    from core.models.loading import load_model_bytes
+    from tests.helpers import make_model
+    q = make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1024])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5120])],
+                   [helper.make_node("DequantizeLinear", ["w", "scale", "zero"], ["wf"]),
+                    helper.make_node("MatMul", ["x", "wf"], ["y"])],
+                   initializers=[numpy_helper.from_array(np.ones((1024, 5120), np.int8), "w"),
+                                 numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+                                 numpy_helper.from_array(np.array(0, np.int8), "zero")])
+    assert largest_folded(q) is None                     # (was 20 MiB of floats for 5 MiB)
+    bomb = build_memory_bomb(16000)
+    with pytest.raises(ModelLoadError, match="would compute a constant of 976.6 MiB"):
+        load_model_bytes(bomb, "b", budget_bytes=256 * 2**20)
+    loaded = load_model_bytes(bomb, "b", budget_bytes=256 * 2**20,
+                              options=SessionConfig(graph_optimization="disabled"))
+    assert loaded.info.name == "b"

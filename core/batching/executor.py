@@ -213,7 +213,7 @@ class Executor:
                 try:
                     outs = self.run_fn(arrays, ro)
                 finally:
-                    slot.current = slot.stopped_at = None
+                    slot.current = slot.stopped = None
                     q.run_ended(slot.index)
                 if ro.terminate:
                     raise _Stopped()
@@ -320,7 +320,7 @@ class Executor:
             if ro.terminate or any(r in live for r in batch):
                 continue
             ro.terminate = True
-            slot.stopped_at = self._clock()
+            slot.stopped = (ro, self._clock())   # (with its run: a later run is not it)
             stopped = True
             log.warning("executor %s: stopped a run none of whose %d request(s) was still "
                         "waiting for it", self.name, len(batch))
@@ -330,25 +330,25 @@ class Executor:
         """Seconds since a run was stopped that still goes on (the longest), or None."""
         now, since = self._clock(), None
         for slot in list(self.slots.values()):
-            at = slot.stopped_at
-            if at is not None and slot.current is not None:
-                since = max(since or 0.0, now - at)
+            stopped, current = slot.stopped, slot.current
+            if stopped is not None and current is not None and current[0] is stopped[0]:
+                since = max(since or 0.0, now - stopped[1])
         return since
 
 
 class Slot:
     """What one runner thread is doing: the batch it executes (``in_flight``, failed by
     the supervisor if the thread dies), the run it can stop (``current``: ONNX Runtime's
-    RunOptions and the run's requests), when that run was stopped (``stopped_at``) and its
+    RunOptions and the run's requests), the run it stopped and when (``stopped``) and its
     last run (``prev``: reason, rows, start)."""
 
-    __slots__ = ("index", "in_flight", "current", "stopped_at", "prev")
+    __slots__ = ("index", "in_flight", "current", "stopped", "prev")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.in_flight: list[Request] = []
         self.current: tuple[ort.RunOptions, list[Request]] | None = None
-        self.stopped_at: float | None = None
+        self.stopped: tuple[ort.RunOptions, float] | None = None
         self.prev: tuple[str, int, float] | None = None
 
 

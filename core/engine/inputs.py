@@ -31,6 +31,7 @@ class InputMethods:
     _inputs: dict[str, SampleInputs]
     _events: Any
     _guard: Any   # (EventMethods': a sweep measuring the model refuses a change of inputs)
+    _lock: Any
 
     def set_inputs(self, name: str, data: Any,
                    filename: str | None = None, label: str | None = None,
@@ -54,7 +55,9 @@ class InputMethods:
         samples = read_inputs(bytes(data), filename, entry.info, preprocess)
         if label:
             samples.source = str(label)
-        self._inputs[name] = samples
+        with self._lock:   # (asked again: a sweep may have started while they were read)
+            self._guard(name, "give it other inputs")
+            self._inputs[name] = samples
         self._events.add(name, "inputs", samples.describe())
         self._ab.arm_changed(name, f"now gets real inputs ({samples.describe()})")
         return samples.describe()
@@ -62,9 +65,11 @@ class InputMethods:
     def clear_inputs(self, name: str) -> None:
         """Go back to generated inputs for ``name``."""
         self._ns.entry(name)
-        if name in self._inputs:
-            self._guard(name, "give it generated inputs")
-        if self._inputs.pop(name, None) is not None:
+        with self._lock:   # (the lock a sweep starts under: refused, or done before it)
+            if name in self._inputs:
+                self._guard(name, "give it generated inputs")
+            dropped = self._inputs.pop(name, None)
+        if dropped is not None:
             self._events.add(name, "inputs", "generated inputs again")
             self._ab.arm_changed(name, "gets generated inputs again")
 

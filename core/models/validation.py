@@ -188,9 +188,10 @@ class RequestValidator:
         rows = -1
         for i, a in enumerate(arrays):
             if a.dtype != self.dtypes[i]:   # (float64 is what np.random.rand gives: said how)
-                raise self._fail(i, a, f"convert it with .astype(np.{self.dtypes[i]})"
-                                 if a.dtype.kind in "biuf" and self.dtypes[i].kind in "biuf"
-                                 else "")
+                want = self.dtypes[i]
+                raise self._fail(i, a, (f"convert it with .astype("
+                                        f"{'bool' if want.kind == 'b' else f'np.{want}'})")
+                                 if a.dtype.kind in "biuf" and want.kind in "biuf" else "")
             tail = self.tails[i]
             shape = a.shape
             if len(shape) != len(tail) + 1:

@@ -387,7 +387,9 @@ class Routes:
             words = oip.datatype_words(info, arrays)
             if not words:
                 raise
-            raise InputValidationError(f"{err} ({words})") from None
+            # (the numpy call the in-process message offers means nothing to a client)
+            said = str(err).split(" (convert it with .astype(")[0]
+            raise InputValidationError(f"{said} ({words})") from None
         t_ms = timeout_ms
         if t_ms is None and name in engine.model_names():
             t_ms = engine.batch_config(name).timeout_ms
