@@ -400,10 +400,7 @@ def test_a_model_that_blows_up_while_its_session_is_created_never_does_so_here()
     """build_memory_bomb(16000): ONNX Runtime folds its 1 GB constant while creating the
     session. A probed load opens it first in the trial run's child, under the budget, so
     the serving process never holds it (was: loaded, 2.2 GB peak with a 512 MiB budget)."""
-    import subprocess
-    import sys
     import textwrap
-    from pathlib import Path
 
     code = textwrap.dedent("""
         import json
@@ -421,10 +418,7 @@ def test_a_model_that_blows_up_while_its_session_is_created_never_does_so_here()
             print(json.dumps({"err": err, "base": base, "peak": peak_rss_bytes(),
                               "models": e.model_names()}))
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _json_of_child(code)
     # (refused in the child before its session is made: the constant sized from the graph)
     assert out["err"] and out["err"].startswith(
         "ModelLoadError: model 'fold': opening this model would compute a constant of "
@@ -437,10 +431,7 @@ def test_an_engine_without_a_trial_run_refuses_a_constant_folded_past_its_budget
     """An engine in a notebook (no trial run in a child) loaded a 200-byte model whose 1 GB
     constant ONNX Runtime folded while creating the session: 2.2 GB under a 256 MiB budget
     (an adversary). The constant is sized from the graph first, and the model refused."""
-    import subprocess
-    import sys
     import textwrap
-    from pathlib import Path
 
     code = textwrap.dedent("""
         import json, sys
@@ -461,10 +452,7 @@ def test_an_engine_without_a_trial_run_refuses_a_constant_folded_past_its_budget
             print(json.dumps({"errs": errs, "base": base, "peak": peak_rss_bytes(),
                               "models": e.model_names()}))
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _json_of_child(code)
     made = ["the ConstantOfShape making 'big'", "the Expand making 'big'"]
     for err, what in zip(out["errs"], made):
         assert err and err.startswith("ModelLoadError: opening this model would compute a "
@@ -474,6 +462,17 @@ def test_an_engine_without_a_trial_run_refuses_a_constant_folded_past_its_budget
             "larger memory_budget_bytes" in err, err
     assert out["models"] == ["at_run"]
     assert out["peak"] < out["base"] + 256 * 2**20, out
+
+
+def _json_of_child(code: str) -> dict:
+    """What ``code``, run in a fresh interpreter from the repository, printed last (JSON)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(Path(__file__).resolve().parent.parent), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _fold_by_expand(n: int) -> bytes:
