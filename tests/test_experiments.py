@@ -1275,3 +1275,14 @@ def test_a_table_s_missing_values_are_explained_in_their_column_s_help():
     missing = {c for frame, cols in shown for c in cols if frame[c].isna().any()}
     assert {"p99_ci_low_ms", "p99_ci_high_ms", "p99_ms", "load"} <= missing
     assert all("None:" in COLUMN_HELP.get(c, "") for c in missing), missing
+
+
+def test_recommend_says_what_frame_it_needs():
+    """``recommend(pd.DataFrame(), ...)`` raised a bare KeyError: 'p99_ms' (a newcomer)."""
+    with pytest.raises(ConfigError, match=r"recommend needs a sweep's frame .*this one has "
+                                          r"no max_batch_size, max_wait_ms, load, p99_ms "
+                                          r"\(it is empty\)"):
+        recommend(pd.DataFrame(), p99_slo_ms=10)
+    with pytest.raises(ConfigError, match=r"this one has no p99_ms$"):
+        recommend(pd.DataFrame({"max_batch_size": [8], "max_wait_ms": [1.0], "load": [10]}),
+                  p99_slo_ms=10)

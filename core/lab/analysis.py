@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.errors import ConfigError
+
 __all__ = ["pareto_frontier", "Recommendation", "recommend", "disturbed_points", "TIE_PCT",
            "TIE_MS"]
 
@@ -179,6 +181,10 @@ def disturbed_points(frame: pd.DataFrame) -> int:
     return int(frame["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
 
 
+#: The columns of a sweep's frame a recommendation reads.
+_SWEEP_NEEDS = ("max_batch_size", "max_wait_ms", "load", "p99_ms")
+
+
 def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
     """The settings that meet ``p99_slo_ms`` at the highest load, decided by evidence.
 
@@ -190,6 +196,12 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     ties the smallest settings are chosen (shortest max wait, then smallest batch): no
     latency is paid for waiting that the evidence does not show to help. Achieved throughput at the same offered load is not
     compared: it is the load plus noise."""
+    # (an empty frame raised KeyError: 'p99_ms'; a newcomer)
+    if missing := [c for c in _SWEEP_NEEDS if c not in getattr(frame, "columns", ())]:
+        raise ConfigError(f"recommend needs a sweep's frame (core.lab.sweep, or a run's "
+                          f"results from the history); this one has no {', '.join(missing)}"
+                          + (" (it is empty)" if len(getattr(frame, "columns", ())) == 0
+                             else ""))
     f = frame.copy()
     for col in ("p99_ci_low_ms", "p99_ci_high_ms"):
         if col not in f:
