@@ -401,7 +401,9 @@ with st.container(border=True):
         wait = w2.slider("Max wait (ms)", 0.0, 50.0,
                          min(50.0, round(float(now_cfg.max_wait_ms) * 2) / 2), 0.5,
                          key="whatif_wait")
-        rate = w3.number_input("Rate (req/s)", 1.0, 1_000_000.0, 2000.0, key="whatif_rate")
+        # (no bounds on the box: a value past one is not taken, and the prediction went on
+        # showing the rate before; said below instead)
+        rate = w3.number_input("Rate (req/s)", value=2000.0, key="whatif_rate")
         wi_policy = st.segmented_control(
             "Policy", POLICIES, default="deadline", key="whatif_policy", required=True,
             format_func=policy_short_label,
@@ -410,6 +412,9 @@ with st.container(border=True):
         if wi_policy in WHAT_IF_REFUSED:
             st.warning(f"No prediction for {wi_policy}: {WHAT_IF_REFUSED[wi_policy]}.",
                        icon=":material/block:")
+        elif not 1.0 <= rate <= 1_000_000.0:
+            st.error(f"No prediction at {rate:g} req/s: give a rate of 1 to 1,000,000.",
+                     icon=":material/error:")
         else:
             pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
             capacity = cost.capacity_rps(bs)

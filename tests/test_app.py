@@ -889,6 +889,11 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("past this setting's capacity" in w.value for w in at.warning)
     assert next(m.value for m in at.metric if m.label == "Predicted p50").endswith("+")
     assert next(m.value for m in at.metric if m.label == "Engine busy") == "100% +"
+    # a rate that cannot be predicted is said, not the prediction before kept (a reviewer)
+    at.number_input(key="whatif_rate").set_value(0.0).run()
+    assert any("No prediction at 0 req/s: give a rate of 1 to 1,000,000" in e.value
+               for e in at.error), [e.value for e in at.error]
+    assert not [m for m in at.metric if m.label == "Predicted p50"]
     at.number_input(key="whatif_rate").set_value(2000.0).run()
     measured_at = cost.capacity_batch
     assert measured_at == engine.batch_config("tiny").max_batch_size
