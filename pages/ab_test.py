@@ -91,7 +91,7 @@ if (shown := st.session_state.get("ab_exp")) and shown not in experiments:
 if not experiments:
     # (it named the demo classifiers whatever was loaded: under "have different inputs"
     # once one of them had been replaced; a newcomer)
-    alike = alike_models([engine.model_info(m) for m in engine.model_names()])
+    alike = alike_models(engine.models())   # (one call: one per model over HTTP before)
     st.info("No experiment yet: create one above" + (
         f" (these models share an interface: {'; '.join(', '.join(g) for g in alike[:3])})."
         if alike else ": no two models loaded share an interface; upload a second version "
