@@ -22,7 +22,7 @@ from core.lab import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
                               ExperimentStore, fit_cost_model, kserve_inference_service,
                               kserve_name, mlserver_settings, pareto_frontier, recommend,
                               simulate, sweep, tf_serving_batching, triton_config)
-from tests.helpers import SlowModel
+from tests.helpers import WAIT_S, SlowModel
 from core.lab import LOAD_COLUMNS, arrival_times, closed_loop, open_loop
 
 
@@ -1286,3 +1286,89 @@ def test_recommend_says_what_frame_it_needs():
     with pytest.raises(ConfigError, match=r"this one has no p99_ms$"):
         recommend(pd.DataFrame({"max_batch_size": [8], "max_wait_ms": [1.0], "load": [10]}),
                   p99_slo_ms=10)
+
+
+def _racing_sweep(monkeypatch, engine, gate):
+    """A fake sweep (reads what it restores, waits for ``gate``) and a settings guard that,
+    the first time the test's thread asks it, starts that sweep from another thread
+    (which then waits for the engine's lock, or starts at once where nothing holds it)."""
+    import core.lab.lab as lab_mod
+    started, me = [], threading.get_ident()
+
+    def fake_sweep(engine, job, target):
+        engine.batch_config(target)
+        assert gate.wait(WAIT_S)
+
+    def start_a_sweep_meanwhile(name, what):
+        if threading.get_ident() == me and not started:
+            def start():
+                try:
+                    started.append(engine.start_job("sweep", name))
+                except ConfigError as err:
+                    started.append(err)
+            t = threading.Thread(target=start)
+            t.start()
+            t.join(0.3)
+
+    monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (fake_sweep, True))
+    engine.settings_guards.append(start_a_sweep_meanwhile)
+    return started
+
+
+@pytest.mark.parametrize("change", ["unload", "replace"])
+def test_an_unload_or_replace_racing_a_sweep_s_start_is_refused_or_refuses_it(
+        monkeypatch, change):
+    """unload_model and a replacing load asked the guard once, before they took the lock:
+    a sweep starting just after measured a model that was then unloaded or swapped under
+    it. They ask it again under the lock a sweep starts under: one of the two is refused."""
+    with Engine() as engine:
+        gate = threading.Event()
+        started = _racing_sweep(monkeypatch, engine, gate)
+        try:
+            if change == "unload":
+                engine.unload_model("tiny")
+            else:
+                engine.load_model(build_demo_model("tiny"), name="tiny", replace=True,
+                                  probe=False)
+            done = True
+        except ConfigError as err:
+            assert "being measured by a sweep" in str(err)
+            done = False
+        for _ in range(int(WAIT_S * 100)):
+            if started:
+                break
+            gate.wait(0.01)
+        gate.set()
+        sweep_ran = not isinstance(started[0], ConfigError)
+        if sweep_ran:
+            engine.wait_job(started[0].job_id, WAIT_S)
+        assert done != sweep_ran, (done, started)
+
+
+def test_a_sweep_does_not_start_while_a_warm_up_runs_on_its_model(monkeypatch):
+    """A sweep started during a warm-up (a job, or a notebook's engine.warmup) measured the
+    warm-up's batches beside its own; a warm-up refuses to start during a sweep, and now a
+    sweep refuses to start during a warm-up, saying what to wait for."""
+    import core.lab.lab as lab_mod
+    monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (lambda engine, job, target: None, True))
+    with Engine() as engine:
+        inside, gate = threading.Event(), threading.Event()
+
+        def progress(done, total, bs):
+            inside.set()
+            assert gate.wait(WAIT_S)
+
+        warm = threading.Thread(target=lambda: engine.warmup("tiny", iterations=2,
+                                                             progress=progress))
+        warm.start()
+        assert inside.wait(WAIT_S)
+        with pytest.raises(ConfigError, match=r"sweep of 'tiny' not started: a warm-up is "
+                                              r"going on with it; start it again when"):
+            engine.start_job("sweep", "tiny")
+        status = engine.start_job("sweep", "mlp")      # another model: free
+        assert engine.wait_job(status.job_id, WAIT_S).state == "done"
+        gate.set()
+        warm.join(WAIT_S)
+        assert engine.busy_with("tiny") is None
+        status = engine.start_job("sweep", "tiny")     # after it: free again
+        assert engine.wait_job(status.job_id, WAIT_S).state == "done"

@@ -121,6 +121,43 @@ def test_batch_settings_are_the_servers_and_change_there(served, client):
     engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
 
 
+def test_a_sweep_does_not_start_while_a_change_is_sent_to_the_server(served, client,
+                                                                   monkeypatch):
+    """configure() of a remote model asked the sweep guard, then sent the change to the
+    server without the engine's lock: a sweep starting meanwhile read the old settings and
+    put them back at its end, undoing the change unsaid (a reviewer). While the change is
+    on its way the model is busy: a sweep starting then is refused, saying why."""
+    import threading
+    import core.lab.lab as lab_mod
+    engine, server = served
+    engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+    client.add_remote("t", url=server.url, model="tiny")
+    monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (lambda engine, job, target: None, True))
+    remote = client._ns.entry("t").remote
+    sending, gate, real = threading.Event(), threading.Event(), remote.apply_batch
+
+    def slow_apply(*args):   # the real call, once the test has tried its sweep
+        sending.set()
+        assert gate.wait(WAIT_S)
+        return real(*args)
+
+    monkeypatch.setattr(remote, "apply_batch", slow_apply)
+    change = threading.Thread(target=lambda: client.configure("t", max_batch_size=8))
+    change.start()
+    try:
+        assert sending.wait(WAIT_S)
+        with pytest.raises(ConfigError, match=r"sweep of 't' not started: a change of its "
+                                              r"settings sent to its server is going on"):
+            client.start_job("sweep", "t")
+    finally:
+        gate.set()
+        change.join(WAIT_S)
+    assert engine.batch_config("tiny").max_batch_size == 8
+    status = client.start_job("sweep", "t")   # once it is made: free
+    assert client.wait_job(status.job_id, WAIT_S).state == "done"
+    engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+
+
 def test_a_server_that_does_not_let_clients_change_batching_says_so(client, bad):
     client.add_remote("m", url=bad.url, model="m")
     assert client.remote_info("m").configurable is None

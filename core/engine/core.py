@@ -37,8 +37,8 @@ from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, build_demo_model,
-                         swap_differences, default_memory_budget, demo_description, install_memory_budget,
-                         narrowed, sample_input)
+                         default_memory_budget, demo_description, install_memory_budget,
+                         narrowed, sample_input, swap_differences)
 from .experiments import ExperimentMethods, ExperimentRoom
 from .loading import Loader
 from .namespace import Namespace
@@ -192,7 +192,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Unregister ``name`` (and stop what the lab sends it); its queued requests finish
         first (up to ``close_timeout_s``, then they are failed)."""
         self._guard(name, "unload it")
-        with self._lock:
+        with self._lock:   # (asked again: a sweep starts under this lock)
+            self._guard(name, "unload it")
             self._ns.entry(name)
             self._ab.check_not_an_arm(name)
             entry = self._registry.remove(name)
@@ -241,8 +242,10 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
         ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
         the new config."""
+        doing, sent = "change its batch settings", "a change of its settings sent to its server"
         before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes,
-                                lambda: self._guard(name, "change its batch settings"))
+                                lambda: self._guard(name, doing),
+                                lambda: self._busy(name, sent, doing))
         if cfg != before:
             self._event(name, "settings", describe_changes(before, cfg))
             self._ab.arm_changed(name, "had its batch settings changed")

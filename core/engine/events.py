@@ -10,8 +10,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 
 import pandas as pd
 
@@ -20,6 +21,7 @@ from core.metrics.events import EventLog
 __all__ = ["EventMethods", "call_hooks"]
 
 log = logging.getLogger("batchlab.engine")
+T = TypeVar("T")
 
 
 def call_hooks(hooks: list[Callable[..., None]], *args: Any) -> None:
@@ -38,12 +40,47 @@ class EventMethods:
     raises refuses it (the lab's: a sweep measuring the model)."""
 
     _ns: Any
+    _lock: Any
     _events: EventLog
     settings_guards: list[Callable[[str, str], None]]
 
     def _guard(self, name: str, what: str) -> None:
         for guard in list(self.settings_guards):
             guard(name, what)
+
+    @contextlib.contextmanager
+    def _busy(self, name: str, what: str, doing: str) -> Iterator[None]:
+        """``what`` (a warm-up; a change sent to a remote model's server) goes on with
+        ``name`` while the block runs: the guards are asked (``doing``) and the mark made
+        under the engine's lock, the one a sweep starts under (:meth:`settings_locked`),
+        so either the sweep refuses it or it refuses the sweep (:meth:`busy_with`)."""
+        with self._lock:
+            self._guard(name, doing)
+            marks = self.__dict__.setdefault("_busy_marks", {})
+            marks.setdefault(name, []).append(what)
+        try:
+            yield
+        finally:
+            with self._lock:
+                marks[name].remove(what)
+                if not marks[name]:
+                    del marks[name]
+
+    def busy_with(self, name: str) -> str | None:
+        """What is going on with ``name`` that a sweep must not start during (it would
+        measure the warm-up's runs, or restore settings a server is being sent), e.g. "a
+        warm-up"; None when nothing is."""
+        with self._lock:
+            marks = self.__dict__.get("_busy_marks", {}).get(name)
+            return marks[0] if marks else None
+
+    def settings_locked(self, start: Callable[[], T]) -> T:
+        """``start()`` under the lock the settings guards are asked under (configure,
+        warm-up, replace, unload, inputs): a job that changes a model's settings and puts
+        them back starts in it, so a change is either refused or made before the job
+        reads what it restores."""
+        with self._lock:
+            return start()
 
     def events(self, name: str | None = None, since_s: float | None = None) -> pd.DataFrame:
         """What happened to ``name`` (for an A/B experiment: to it and to both its arms), or

@@ -129,6 +129,7 @@ class Loader:
             self._check_open()
             self.ns.check_name_free(name, "model", replace)
             if self.registry.get(name) is not None:
+                self.guard(name, "replace it")   # (again: a sweep may have started since)
                 self._check_arm_compatible(name, loaded.info)
             # again, with what its session holds: another load may have landed meanwhile,
             # and a 4 MB file can hold 440 MB (an adversary)
@@ -213,6 +214,7 @@ class Loader:
                 self._check_open()
                 self.ns.check_name_free(name, "model", replace)
                 if self.registry.get(name) is not None:
+                    self.guard(name, "replace it")   # (again: a sweep may have started)
                     self._check_arm_compatible(name, remote.info)
                 self.registry.install_remote(name, remote, cfg)
         except BaseException:

@@ -9,8 +9,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 
 from core.config import BatchConfig
 from core.errors import ConfigError
@@ -25,26 +26,29 @@ _SERVER_ONLY = ("policy", "latency_slo_ms", "instances")
 
 
 def configure(name: str, entry_of: Callable[[], ModelEntry], lock: threading.RLock,
-              changes: dict[str, Any], guard: Callable[[], None] = lambda: None
+              changes: dict[str, Any], guard: Callable[[], None] = lambda: None,
+              sending: Callable[[], ContextManager[None]] = contextlib.nullcontext
               ) -> tuple[BatchConfig, BatchConfig]:
     """Apply ``changes`` to ``name``'s configuration; returns the one before and the new
     one. Queued requests are kept. ``entry_of()`` is the model's entry now: looked up
     again under ``lock``, so that a hot swap meanwhile gets the change (one looked up
     before went to the retired version, and the serving one never had it). ``guard()``
     raises to refuse the change; asked under ``lock``, the lock a sweep starts under, so a
-    change is either refused or made before the sweep reads the settings it restores."""
+    change is either refused or made before the sweep reads the settings it restores.
+    ``sending()``: held while a remote model's server is sent the change (it asks the
+    guard and marks the model busy under ``lock``: a sweep does not start meanwhile)."""
     entry = entry_of()
     if entry.remote is not None:
-        guard()
         # The server is called without the engine's lock (it may take seconds); two
         # configures of one remote model at once end with the last one's answer.
-        cfg = _configure_remote(name, entry.remote, entry.served.config, changes)
-        with lock:
-            now = entry_of()
-            before = now.served.config
-            if now.remote is not entry.remote:   # replaced meanwhile
-                cfg = before.replace(**changes)
-            now.served.configure(cfg)
+        with sending():
+            cfg = _configure_remote(name, entry.remote, entry.served.config, changes)
+            with lock:
+                now = entry_of()
+                before = now.served.config
+                if now.remote is not entry.remote:   # replaced meanwhile
+                    cfg = before.replace(**changes)
+                now.served.configure(cfg)
         return before, cfg
     with lock:
         guard()

@@ -265,6 +265,7 @@ class WarmupMethods:
     on_close: list
     _check_open: Callable[[], None]
     _guard: Callable[[str, str], None]
+    _busy: Callable[..., Any]
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
@@ -310,10 +311,11 @@ class WarmupMethods:
         limit = self.config.warmup_time_limit_s if time_limit_s is None else time_limit_s
         closing = self._warmups_stop()
         self._check_open()   # (after the hook is in: a close from now on sets ``closing``)
-        try:
-            report = run_warmup(name, entry.runner, make_input, list(batch_sizes), iterations,
-                                progress, time_limit_s=limit, stop=_Either(stop, closing),
-                                purpose=purpose)
+        try:   # (marked: a sweep starting now would measure its runs; asked again under
+            with self._busy(name, "a warm-up", "warm it up"):   # the lock a sweep starts in)
+                report = run_warmup(name, entry.runner, make_input, list(batch_sizes),
+                                    iterations, progress, time_limit_s=limit,
+                                    stop=_Either(stop, closing), purpose=purpose)
         except ResourceLimitError:
             if closing.is_set():   # (not "cancelled", a 413 that says to ask smaller)
                 raise EngineClosedError(f"the engine closed during the warm-up of {name!r}; "

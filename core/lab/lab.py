@@ -10,12 +10,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -172,24 +171,35 @@ class Lab:
             if kinds is not None and not isinstance(value, kinds):
                 raise ConfigError(f"{kind} job: {name} must be {want}, got "
                                   f"{type(value).__name__} {repr(value)[:60]}")
+        if kind not in _PINNING_JOBS:
+            return self._start(kind, target, work, params, exclusive)
         # A pinning job starts under the engine's lock, the one configure() asks its guard
         # under: a change of the model's settings is refused, or made before the job reads
         # the settings it restores (it was lost at the restore).
-        with self.engine._lock if kind in _PINNING_JOBS else contextlib.nullcontext():
-            shown = params
-            if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
-                try:   # (all of them: a restart meanwhile brings these back, not the job's)
-                    shown = {**params, "own_settings": dataclasses.asdict(
-                        self.engine.batch_config(target))}
-                    session = self.engine.session_config(target)
-                    if session is not None:
-                        shown["own_session"] = dataclasses.asdict(session)
-                except Exception:  # noqa: BLE001 - e.g. an A/B experiment: no settings of its own
-                    pass
-            return self.jobs.start(kind, target,
-                                   lambda job: work(self.engine, job, target, **params),
-                                   params=shown, exclusive=exclusive,
-                                   conflicts=_PINNING_JOBS if kind in _PINNING_JOBS else ())
+        return self.engine.settings_locked(
+            lambda: self._start(kind, target, work, params, exclusive))
+
+    def _start(self, kind: str, target: str, work: Callable[..., Any],
+               params: dict[str, Any], exclusive: bool) -> JobStatus:
+        if kind in _PINNING_JOBS and (busy := self.engine.busy_with(target)):
+            raise ConfigError(   # (it would measure a warm-up's runs beside its own)
+                f"{JOB_WORDS[kind]} of {target!r} not started: {busy} is going on with "
+                "it; start it again when that has ended (a warm-up stops at its time "
+                "limit)")
+        shown = params
+        if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
+            try:   # (all of them: a restart meanwhile brings these back, not the job's)
+                shown = {**params, "own_settings": dataclasses.asdict(
+                    self.engine.batch_config(target))}
+                session = self.engine.session_config(target)
+                if session is not None:
+                    shown["own_session"] = dataclasses.asdict(session)
+            except Exception:  # noqa: BLE001 - e.g. an A/B experiment: no settings of its own
+                pass
+        return self.jobs.start(kind, target,
+                               lambda job: work(self.engine, job, target, **params),
+                               params=shown, exclusive=exclusive,
+                               conflicts=_PINNING_JOBS if kind in _PINNING_JOBS else ())
 
 
 #: Jobs that change their model's batch settings while they run (and restore them).
