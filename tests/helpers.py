@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Sequence
@@ -50,6 +51,14 @@ class GatedRun:
     def batch_rows(self) -> list[int]:
         with self.lock:
             return [len(b) for b in self.batches]
+
+
+def wait_for(predicate: Any, timeout_s: float = 15.0) -> None:
+    """Poll a condition of the engine (not of the clock); fail loudly when it never holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
 
 
 def hold_runs(engine: Any, name: str) -> tuple[threading.Event, threading.Event]:

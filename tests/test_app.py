@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import ConfigError
 from pages._common import get_engine, reset_engine
-from tests.helpers import WAIT_S
+from tests.helpers import WAIT_S, wait_for
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ["pages/models.py", "pages/batching.py", "pages/warmup.py", "pages/ab_test.py",
@@ -55,14 +54,6 @@ def finish_job(engine, kind: str, target: str):
     jobs = engine.jobs(kind=kind, target=target)
     assert jobs, f"the page started no {kind} job"
     return engine.wait_job(jobs[0].job_id, timeout_s=60)
-
-
-def wait_for(predicate, timeout_s: float = 15.0) -> None:
-    """Poll a condition of the engine (not of the clock); fail loudly when it never holds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def frame_with(at: AppTest, column: str):

@@ -281,6 +281,10 @@ def test_close_resolves_queued_requests_and_refuses_new(engine):
     assert {f.result().release_reason for f in futs} == {"drain"}
     with pytest.raises(EngineClosedError):
         engine.submit("mlp", np.zeros((1, 256), np.float32))
+    # a change after close() was taken and said nothing (a newcomer's notebook)
+    with pytest.raises(EngineClosedError, match="the engine is closed; create a new Engine"):
+        engine.configure("mlp", max_batch_size=8)
+    assert engine.batch_config("mlp").max_batch_size == 64
 
 
 def test_fixed_batch_model_served_row_by_row(engine):

@@ -242,6 +242,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """Change any :class:`BatchConfig` field of ``name`` live (``max_batch_size``,
         ``max_wait_ms``, ``policy``, ``instances``...); queued requests are kept; returns
         the new config."""
+        self._check_open()   # (a change after close() was taken, unsaid; a newcomer)
         doing, sent = "change its batch settings", "a change of its settings sent to its server"
         before, cfg = configure(name, lambda: self._ns.entry(name), self._lock, changes,
                                 lambda: self._guard(name, doing),
@@ -362,9 +363,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             "error_count": sum(t["error_count"] for t in totals),
             # trial runs of uploads and memory measurements, one at a time
             "loads": self._loader.loads(),
-            # changes when any model's settings, version, warm-up, memory profile or real
-            # inputs, or any experiment, change: a page drawn from the old ones redraws
-            # (another tab may have changed them)
+            # changes with any model's settings, version, warm-up, memory profile or real
+            # inputs, or any experiment: a page drawn before (another tab's change) redraws
             "settings": hash((tuple((e.info.sha256, e.served.config, id(e.last_warmup),
                                      id(e.memory_profile)) for e in entries),
                               tuple((n, x.source, x.count) for n, x in self._inputs.items()),

@@ -199,7 +199,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
                                   duration_s=calibrate_s)
     finally:
         now = engine.batch_config(target) if not remote else cfg
-        if pin or now.max_batch_size != k:
+        if (pin or now.max_batch_size != k) and not engine.closed:   # (closed: refused)
             engine.configure(target, **own)
     return {"profile": profile, "cost": cost, "disturbed": disturbed}
 

@@ -179,6 +179,8 @@ class PointMeasurer:
 
     def restore(self) -> None:
         """The model's own batch settings, pinned settings and session, as before."""
+        if getattr(self.engine, "closed", False):
+            return   # (closed meanwhile: nothing to put back, and configure() refuses)
         before = self.before
         restore = {"max_batch_size": before.max_batch_size, "max_wait_ms": before.max_wait_ms}
         if not self.remote:
