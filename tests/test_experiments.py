@@ -1394,3 +1394,35 @@ def test_a_sweep_cut_short_by_close_keeps_its_points_and_says_cancelled():
     assert job.state == "cancelled", (job.state, job.error)
     assert job.message == "cancelled (partial result kept)"
     assert 1 <= len(job.result) < 4
+
+
+def test_a_sweep_run_from_a_notebook_refuses_other_threads_changes_until_it_ends():
+    """sweep() called directly (a notebook's, not a job) was not guarded: a configure()
+    from another thread went into the point under way, recorded with the sweep's settings,
+    and was undone at the restore, unsaid (an adversary). Other threads are refused now,
+    in words, until the sweep has put the model's own settings back."""
+    from core.lab import sweep
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+        tried: list[str] = []
+
+        def progress(done, total, row):   # between points, from another thread
+            def change():
+                try:
+                    engine.configure("tiny", max_batch_size=4, max_wait_ms=3.0)
+                    tried.append("accepted")
+                except ConfigError as err:
+                    tried.append(str(err))
+            t = threading.Thread(target=change)
+            t.start()
+            t.join(WAIT_S)
+
+        frame = sweep(engine, "tiny", [8], [0.0, 1.0], rates_rps=[200.0], duration_s=0.3,
+                      stability=False, baseline=False, progress=progress)
+        assert len(frame) == 2 and len(tried) == 2
+        assert all("is being measured by a sweep or quick search run from this process"
+                   in t and "to change its batch settings now" in t for t in tried), tried
+        cfg = engine.batch_config("tiny")
+        assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)
+        engine.configure("tiny", max_batch_size=4)          # after it: free again
+        assert engine.settings_guards == [engine._lab._check_not_measured]

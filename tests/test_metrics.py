@@ -82,6 +82,33 @@ def test_throughput_is_mean_over_recent_full_seconds():
     assert m.snapshot().throughput_rps == pytest.approx(10.0)
 
 
+def test_throughput_does_not_depend_on_who_read_the_metrics_before():
+    """The same 200 requests read as 40 req/s on a model a page had polled while it was
+    idle and 66.7 on one nobody had looked at: the rate was taken from the oldest second
+    the series held, and reads while idle leave more of them (an adversary)."""
+    clocks, models = [FakeClock(), FakeClock()], []
+    for clock in clocks:
+        models.append(ModelMetrics(timeseries_seconds=10, clock=clock,
+                                   wall_clock=lambda: 1_000.0))
+    for _ in range(24):                      # 12 idle seconds: one model polled, one not
+        for clock in clocks:
+            clock.t += 0.5
+        models[1].snapshot()
+    for m in models:
+        m.record_batch(rows=200, reason="full", compute_s=0.001, queue_s=[0.001] * 200)
+    for clock in clocks:
+        clock.t += 3.2
+    watched, unwatched = models[1].snapshot(), models[0].snapshot()
+    assert watched.throughput_rps == unwatched.throughput_rps == pytest.approx(40.0)
+    assert models[0].recent_rps() == models[1].recent_rps() == pytest.approx(40.0)
+    # and a measurement younger than the window divides by its own time only
+    clock = FakeClock()
+    young = ModelMetrics(clock=clock, wall_clock=lambda: 1_000.0)
+    young.record_batch(rows=30, reason="full", compute_s=0.001, queue_s=[0.001] * 30)
+    clock.t += 3.0
+    assert young.snapshot().throughput_rps == pytest.approx(10.0)
+
+
 def test_memory_stays_bounded_over_long_runs():
     clock = FakeClock()
     m = ModelMetrics(timeseries_seconds=60, clock=clock, wall_clock=lambda: 1_000.0)

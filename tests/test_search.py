@@ -10,6 +10,8 @@ import re
 import pandas as pd
 import pytest
 
+from core.errors import ConfigError
+
 from core import Engine, EngineConfig, SessionConfig
 from core.lab import Constraints, quick_search, recommend, setting_scores, sweep
 from core.lab import search as search_mod
@@ -59,6 +61,8 @@ WAITS = [0.0, 1.0, 2.0, 5.0]
 @pytest.fixture
 def table(monkeypatch):
     monkeypatch.setattr(search_mod, "PointMeasurer", _TablePoints)
+    # (a stand-in engine: what a thread count swaps is the table's, not an engine's process)
+    monkeypatch.setattr(search_mod, "in_process_only", lambda engine, what, kind: None)
     return _TablePoints
 
 
@@ -333,3 +337,53 @@ def test_a_search_says_when_its_points_were_disturbed_and_a_start_that_missed(ta
         in res.reason, res.reason
     assert re.search(r" \d+ of the \d+ point\(s\) were measured while something else used "
                      r"the machine \(marked in the table\)", res.reason), res.reason
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"max_batch_sizes": [2.5]}, "max_batch_size must be an int >= 1 and <= 65536, got 2.5"),
+    ({"max_batch_sizes": [True]}, "max_batch_size must be an int >= 1 and <= 65536, got True"),
+    ({"max_batch_sizes": []}, "give at least one max batch size and one max wait"),
+    ({"max_waits_ms": [0.0, 70_000]}, "max_wait_ms must be a number >= 0 and <= 60000"),
+    ({"duration_s": float("nan")}, "duration_s must be a number >= 0.05"),
+    ({"duration_s": 0}, "duration_s must be a number >= 0.05"),
+    ({"seed": -1}, "seed must be a whole number >= 0, got -1"),
+    ({"seed": 2.5}, "seed must be a whole number"),
+    ({"session_threads": [0, 2]}, "session_threads must be an int >= 1"),
+    ({"session_threads": [2.7]}, "session_threads must be an int >= 1"),
+])
+def test_a_grid_that_cannot_be_run_as_asked_is_refused_before_anything_runs(engine, kw, words):
+    """2.5 rows were run as 2 and True as 1, a wait past the limit failed the sweep at its
+    point after the others ran, NaN seconds raised numpy's words, a seed of -1 numpy's, and
+    0 threads were recorded as 0 (an adversary). Refused up front, in words, by both."""
+    grid = {"max_batch_sizes": [8], "max_waits_ms": [0.0], "duration_s": 0.3, **kw}
+    before = engine.metrics("tiny").total_requests
+    with pytest.raises(ConfigError, match="^sweep: " + re.escape(words)):
+        sweep(engine, "tiny", rates_rps=[100.0], **grid)
+    with pytest.raises(ConfigError, match="^quick search: " + re.escape(words)):
+        quick_search(engine, "tiny", rates_rps=[100.0], constraints=Constraints(p99_ms=50),
+                     **grid)
+    assert engine.metrics("tiny").total_requests == before   # (nothing was sent)
+
+
+def test_sweep_settings_that_are_not_whole_are_refused_not_rounded(engine):
+    with pytest.raises(ConfigError, match="sweep: instances must be an int >= 1 and <= 8, "
+                                          "got 1.7"):
+        sweep(engine, "tiny", [8], [0.0], rates_rps=[100.0], duration_s=0.3, instances=1.7)
+    with pytest.raises(ConfigError, match="sweep: slo_ms must be a number >= 0.001"):
+        sweep(engine, "tiny", [8], [0.0], rates_rps=[100.0], duration_s=0.3,
+              slo_ms=float("nan"))
+    with pytest.raises(ConfigError, match="max_steps must be an int >= 1 and <= 10000, got -3"):
+        quick_search(engine, "tiny", [8], [0.0], [100.0], Constraints(p99_ms=50),
+                     duration_s=0.3, max_steps=-3)
+
+
+def test_a_sweep_job_of_rates_and_clients_saves_both(engine):
+    """Given both, the saved config kept the rates and dropped the clients (an adversary)."""
+    status = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
+                              rates_rps=[200.0], concurrencies=[2], duration_s=0.3,
+                              stability=False, baseline=False)
+    done = engine.wait_job(status.job_id, 60)
+    assert done.state == "done", done.error
+    config = engine.store.get(done.result["run_id"])["config"]
+    assert (config["load_kind"], config["loads"], config["concurrencies"]) == \
+        ("rate", [200.0], [2])

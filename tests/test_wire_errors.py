@@ -393,7 +393,7 @@ def test_lab_work_that_loads_a_model_says_to_run_it_as_a_job_over_http(served):
     """An API user's replay (and sweep over session_threads) on a RemoteEngine said
     "load_model over HTTP cannot choose whether the upload is tried in a child process",
     about an argument they never passed. Now: run it on the server, as a job."""
-    from core.lab import replay, sweep
+    from core.lab import Constraints, quick_search, replay, sweep
     engine, server = served
     remote = RemoteEngine.connect(server.url, timeout_s=WAIT_S)
     try:
@@ -404,6 +404,11 @@ def test_lab_work_that_loads_a_model_says_to_run_it_as_a_job_over_http(served):
                            r".*engine.start_job\('sweep'"):
             sweep(remote, "ident", [8], [1.0], rates_rps=[100], duration_s=0.3,
                   stability=False, session_threads=[1, 2])
+        # (the quick search said "load_model over HTTP cannot choose..." still; an adversary)
+        with pytest.raises(ConfigError, match=r"^a quick search over session_threads loads "
+                           r"the model .*engine.start_job\('search'"):
+            quick_search(remote, "ident", [8], [1.0], [100.0], Constraints(p99_ms=50),
+                         duration_s=0.3, stability=False, session_threads=[1, 2])
         assert engine.model_names() == ["ident"]      # nothing was loaded on the way
     finally:
         remote.close()

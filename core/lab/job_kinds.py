@@ -60,6 +60,8 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         "max_waits_ms": list(max_waits_ms),
         "load_kind": "rate" if rates_rps else "clients",
         "loads": list(rates_rps or concurrencies or []), "duration_s": duration_s,
+        # (both given: the rates above, and these clients; the clients were left out)
+        **({"concurrencies": list(concurrencies)} if rates_rps and concurrencies else {}),
         "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
         "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
         "inputs": engine.input_source(target), **_agents_config(kw)}

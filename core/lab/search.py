@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pandas as pd
 
-from core.config import _check_float
+from core.config import _check_float, _check_int, plain
 from .analysis import _sustained, disturbed_points
 from .stability import StabilityRule
-from .sweeps import PointMeasurer, check_rates, frame_of
+from .grid import check_grid, check_rates, is_remote
+from .replay import in_process_only
+from .sweeps import PointMeasurer, frame_of
 
 if TYPE_CHECKING:
     from core.engine import EngineCore
@@ -140,20 +142,21 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     are restored afterwards. ``progress(points, row)`` after each point."""
     if not rates_rps:
         raise ValueError("give rates_rps: the loads each setting is climbed through")
-    if not max_batch_sizes or not max_waits_ms:
-        raise ValueError("give at least one max batch size and one max wait to search over")
+    check_grid("quick search", max_batch_sizes, max_waits_ms, duration_s, seed, 1, policy,
+               session_threads=session_threads)
+    _check_int("max_steps", plain(max_steps), 1, 10_000)
+    if session_threads:   # (each a hot swap of the model, in the engine's process)
+        in_process_only(engine, "a quick search over session_threads loads the model again "
+                        "for each thread count", "search")
     check_rates(rates_rps, duration_s, stability)
     c = constraints
     batches = sorted({int(b) for b in max_batch_sizes})
     waits = sorted({float(w) for w in max_waits_ms})
     loads = sorted({float(r) for r in rates_rps})
-    m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
-                      rows_per_request=rows_per_request, stop=stop, policy=policy,
-                      stability=stability, slo_ms=c.p99_ms)
     threads: list[int | None] = (sorted({int(t) for t in session_threads})
                                  if session_threads else [None])
     excluded: dict[Setting, str] = {}
-    if c.max_memory_mib is not None and not m.remote:
+    if c.max_memory_mib is not None and not is_remote(engine, model):
         mem = engine.measure_memory(model, batch_sizes=batches)
         peak = {int(r.batch_size): r.peak_mib for r in mem.itertuples()}
         for b in batches:
@@ -163,6 +166,9 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                        and not pd.isna(p) else "its peak memory could not be measured")
                 for w, t in itertools.product(waits, threads):
                     excluded[(b, w, t)] = why
+    m = PointMeasurer(engine, model, duration_s=duration_s, pattern=pattern, seed=seed,
+                      rows_per_request=rows_per_request, stop=stop, policy=policy,
+                      stability=stability, slo_ms=c.p99_ms)   # (restored below, at the end)
     rows: list[dict[str, Any]] = []
     scores: dict[Setting, dict[str, Any]] = {}
     k = 0

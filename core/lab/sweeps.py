@@ -26,6 +26,7 @@ from core.errors import ConfigError
 from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
+from .grid import _rule, check_grid, check_rates, is_remote, pin_settings
 from .loadgen import check_clients, closed_loop, open_loop
 from .replay import in_process_only
 from .stability import StabilityRule, measure_stable, p99_interval
@@ -77,10 +78,21 @@ class PointMeasurer:
         self.duration_s, self.pattern, self.seed = duration_s, pattern, seed
         self.slo_ms = slo_ms
         self.rule = _rule(duration_s, stability)
+        # Other threads' changes refused from here to restore(); what is put back, read after
+        self._unpin = pin_settings(engine, model)
+        try:
+            self._read_own(engine, model, policy, latency_slo_ms, instances, rows_per_request)
+        except BaseException:
+            self._unpin()
+            raise
+        #: Seconds spent measuring (load windows only), for budgets and comparisons.
+        self.measured_s = 0.0
+
+    def _read_own(self, engine: EngineCore, model: str, policy: str,
+                  latency_slo_ms: float | None, instances: int, rows_per_request: int) -> None:
         self.before = engine.batch_config(model)
         self.own = (int(self.before.max_batch_size), float(self.before.max_wait_ms))
-        self.remote = (engine.remote_info(model) is not None
-                       if hasattr(engine, "remote_info") else False)
+        self.remote = is_remote(engine, model)
         pinned = {"policy": policy, "latency_slo_ms": latency_slo_ms,
                   "instances": int(instances)}
         if self.remote:  # the server's: recorded, not set
@@ -94,8 +106,6 @@ class PointMeasurer:
         self._submit = lambda x: engine.submit(model, x)
         self._sample = lambda rng: engine.sample_input(
             model, rows=rows_per_request, seed=int(rng.integers(2**31)))
-        #: Seconds spent measuring (load windows only), for budgets and comparisons.
-        self.measured_s = 0.0
 
     def _window(self, k: int, kind: str, load: float, seconds: float):
         if kind == "rate" and self.agents is not None:
@@ -178,17 +188,22 @@ class PointMeasurer:
                 "session_threads": self._threads}
 
     def restore(self) -> None:
-        """The model's own batch settings, pinned settings and session, as before."""
-        if getattr(self.engine, "closed", False):
-            return   # (closed meanwhile: nothing to put back, and configure() refuses)
-        before = self.before
-        restore = {"max_batch_size": before.max_batch_size, "max_wait_ms": before.max_wait_ms}
-        if not self.remote:
-            restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
-            if self._threads != self.own_threads and self.session_before is not None:
-                self._swap(self.session_before)
-                self._threads = self.own_threads
-        self.engine.configure(self.model, **restore)
+        """The model's own batch settings, pinned settings and session, as before; other
+        threads may change them again from here."""
+        try:
+            if getattr(self.engine, "closed", False):
+                return   # (closed meanwhile: nothing to put back, and configure() refuses)
+            before = self.before
+            restore = {"max_batch_size": before.max_batch_size,
+                       "max_wait_ms": before.max_wait_ms}
+            if not self.remote:
+                restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
+                if self._threads != self.own_threads and self.session_before is not None:
+                    self._swap(self.session_before)
+                    self._threads = self.own_threads
+            self.engine.configure(self.model, **restore)
+        finally:
+            self._unpin()
 
 
 #: A point is flagged as measured under disturbance when, over its windows, other
@@ -284,31 +299,6 @@ def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule | None:
-    """The rule a point of ``duration_s`` is measured by (None: one window)."""
-    if stability is True:
-        return StabilityRule(window_s=max(0.05, duration_s / 3.0))
-    return stability or None
-
-
-def check_rates(rates_rps: Sequence[float], duration_s: float,
-                stability: StabilityRule | bool, max_rps: float = 1_000_000.0) -> None:
-    """Refuse up front a rate that is not a number up to ``max_rps`` (one process's
-    generator; load agents offer more), or that sends no request in a window (1 req/s in
-    2 s / 3)."""
-    if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
-        raise ConfigError(f"load {bad[0]!r} req/s: a rate is a number above 0 and at most "
-                          f"{max_rps:,.0f} req/s")
-    rule = _rule(duration_s, stability)
-    window = rule.window_s if rule is not None else duration_s
-    too_low = [r for r in rates_rps if r * window < 1.0]
-    if too_low:
-        raise ConfigError(
-            f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
-            f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
-            f"each point more seconds (duration_s)")
-
-
 def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
           max_waits_ms: Sequence[float], rates_rps: Sequence[float] | None = None,
           concurrencies: Sequence[int] | None = None, duration_s: float = 3.0,
@@ -350,6 +340,8 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
     """
     max_batch_sizes, max_waits_ms = (as_list("max_batch_sizes", max_batch_sizes),
                                      as_list("max_waits_ms", max_waits_ms, "[0, 2.0]"))
+    check_grid("sweep", max_batch_sizes, max_waits_ms, duration_s, seed, instances, policy,
+               latency_slo_ms, slo_ms, session_threads)
     loads = [("rate", float(r)) for r in as_list("rates_rps", rates_rps or [], "[500]")] + [
         ("clients", c) for c in check_clients(as_list("concurrencies", concurrencies or []))]
     if not loads:

@@ -277,7 +277,8 @@ class ModelMetrics:
         ``snapshot().throughput_rps`` but without building a snapshot."""
         with self._lock:
             self._bucket(self._clock())
-            return _recent_rps(self._series, self._cur.second, window_s, self._start)
+            return _recent_rps(self._series, self._cur.second, window_s, self._start,
+                               self._seconds)
 
     def snapshot(self, queue_depth: int | None = None, now: float | None = None,
                  rate_window_s: float = 5.0, window_s: float | None = None) -> MetricsSnapshot:
@@ -311,7 +312,7 @@ class ModelMetrics:
             t0, wall0, start = self._t0, self._wall0, self._start
         rows = _series_rows(seconds, now, t0, wall0, self._seconds)
         ok = c["ok"]
-        rps = _recent_rps(seconds, int(now - t0), rate_window_s, start)
+        rps = _recent_rps(seconds, int(now - t0), rate_window_s, start, self._seconds)
         tp50, tp95, tp99 = total.percentiles((50, 95, 99))
         qp50, qp99 = queue.percentiles((50, 99))
         cp50, cp99 = compute.percentiles((50, 99))

@@ -1,0 +1,116 @@
+"""What a sweep or quick search is asked to measure, checked before anything runs, and the
+hold it keeps on its model's settings while it measures.
+
+Example:
+    >>> check_grid("sweep", [8, 32], [0, 2.0], duration_s=3.0)
+    >>> check_grid("sweep", [2.5], [0])
+    ConfigError: sweep: max_batch_size must be an int >= 1 and <= 65536, got 2.5
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+
+from core.config import BatchConfig, _check_float, _check_int, as_list, as_seed, plain
+from core.errors import ConfigError
+from .stability import StabilityRule
+
+__all__ = ["check_grid", "check_rates", "is_remote", "pin_settings"]
+
+
+def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence[Any],
+               duration_s: Any = 3.0, seed: Any = 0, instances: Any = 1,
+               policy: str = "deadline", latency_slo_ms: Any = None, slo_ms: Any = None,
+               session_threads: Sequence[Any] | None = None) -> None:
+    """Refuse up front what a point could not be run as: every size and wait as a model's
+    batch settings take them (2.5 rows were run as 2, True as 1, a wait past the limit
+    failed the sweep at its point), a duration of seconds, a seed numpy takes, an SLO
+    that is a time, a thread count ONNX Runtime is given. ``kind`` names the work."""
+    sizes = as_list("max_batch_sizes", max_batch_sizes)
+    waits = as_list("max_waits_ms", max_waits_ms, "[0, 2.0]")
+    if not sizes or not waits:
+        raise ConfigError(f"{kind}: give at least one max batch size and one max wait (an "
+                          "empty list measured nothing and said nothing)")
+    try:
+        for b, w in [(b, waits[0]) for b in sizes] + [(sizes[0], w) for w in waits]:
+            BatchConfig(max_batch_size=plain(b), max_wait_ms=plain(w),
+                        instances=plain(instances), policy=policy,
+                        latency_slo_ms=plain(latency_slo_ms))
+        _check_float("duration_s", plain(duration_s), 0.05, 86_400.0)
+        if as_seed(plain(seed)) < 0:
+            raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
+        if slo_ms is not None:
+            _check_float("slo_ms", plain(slo_ms), 0.001, 86_400_000.0)
+        for t in as_list("session_threads", session_threads or [], "[1, 2]"):
+            _check_int("session_threads", plain(t), 1, 1024)
+    except ConfigError as err:
+        raise ConfigError(f"{kind}: {err}") from None
+
+
+def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule | None:
+    """The rule a point of ``duration_s`` is measured by (None: one window)."""
+    if stability is True:
+        return StabilityRule(window_s=max(0.05, duration_s / 3.0))
+    return stability or None
+
+
+def check_rates(rates_rps: Sequence[float], duration_s: float,
+                stability: StabilityRule | bool, max_rps: float = 1_000_000.0) -> None:
+    """Refuse up front a rate that is not a number up to ``max_rps`` (one process's
+    generator; load agents offer more), or that sends no request in a window (1 req/s in
+    2 s / 3)."""
+    if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
+        raise ConfigError(f"load {bad[0]!r} req/s: a rate is a number above 0 and at most "
+                          f"{max_rps:,.0f} req/s")
+    rule = _rule(duration_s, stability)
+    window = rule.window_s if rule is not None else duration_s
+    too_low = [r for r in rates_rps if r * window < 1.0]
+    if too_low:
+        raise ConfigError(
+            f"rate {too_low[0]:g} req/s sends no request in a measuring window of "
+            f"{window:.3g} s; sweep rates of at least {1.0 / window:.3g} req/s, or give "
+            f"each point more seconds (duration_s)")
+
+
+def is_remote(engine: Any, model: str) -> bool:
+    """Whether ``model`` is served by another server (its settings are that server's)."""
+    return engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
+
+
+def pin_settings(engine: Any, model: str) -> Callable[[], None]:
+    """Refuse other threads' changes to ``model`` while this thread measures it; returns
+    what lets them again. A job's are refused by the lab already; a notebook's sweep() or
+    quick_search() were not: a configure() from another thread went into the point under
+    way and was undone at the restore, unsaid (an adversary). In this process only: a
+    RemoteEngine's server is not asked to hold its model for a client (run the sweep as a
+    job there: ``start_job``)."""
+    guards = getattr(engine, "settings_guards", None)
+    if guards is None or not hasattr(engine, "settings_locked"):
+        return lambda: None
+    me = threading.get_ident()
+
+    def guard(name: str, what: str) -> None:
+        if name == model and threading.get_ident() != me:
+            raise ConfigError(
+                f"model {name!r} is being measured by a sweep or quick search run from "
+                "this process (not a job), which sets its batch settings for each point "
+                f"and puts the model's own back when it ends: to {what} now, stop it (the "
+                "stop event it was given) or wait for it")
+
+    def start() -> None:   # (under the lock configure() asks its guards under)
+        if busy := engine.busy_with(model):
+            raise ConfigError(f"measuring {model!r} not started: {busy} is going on with "
+                              "it; start again when that has ended")
+        guards.append(guard)
+
+    engine.settings_locked(start)
+    done: list[bool] = []
+
+    def unpin() -> None:
+        if not done:
+            done.append(True)
+            guards.remove(guard)
+    return unpin
+
+
