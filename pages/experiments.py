@@ -379,8 +379,13 @@ with st.container(border=True):
         st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f}); "
                    f"{work}; "
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
-                   f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s (calibrated with "
-                   "traffic; it includes the load generator, as sweeps measure)")
+                   f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s ("
+                   + ("not calibrated" if getattr(cost, "overhead_note", "") else
+                      "calibrated with traffic; it includes the load generator, as sweeps "
+                      "measure") + ")")
+        if getattr(cost, "overhead_note", ""):
+            st.warning(f"The overhead is not calibrated: {cost.overhead_note}.",
+                       icon=":material/warning:")
         if len(cost_entry) > 3 and cost_entry[3]:
             st.warning(f"At batch size(s) {', '.join(map(str, cost_entry[3]))} the profile's "
                        "warm runs took clearly longer than the first: something else had the "

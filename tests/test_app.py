@@ -967,6 +967,14 @@ def test_whatif_says_when_the_engine_work_was_not_measured(engine):
     at.run()
     assert any(w.value.startswith("At batch size(s) 16, 32 the profile's warm runs took "
                                   "clearly longer than the first") for w in at.warning)
+    assert not any("not calibrated" in c.value for c in at.caption)
+    # a calibration that measured nothing: said, not shown as an overhead of 0 (an adversary)
+    at.session_state["exp_cost"] = ("tiny", CostModel(0.02, 0.001, 0.99,
+                                                      overhead_note="no rate kept up"), None)
+    at.run()
+    assert any("per 1,000 req/s (not calibrated)" in c.value for c in at.caption)
+    assert any(w.value == "The overhead is not calibrated: no rate kept up."
+               for w in at.warning)
 
 
 def test_a_running_sweeps_table_has_the_finished_tables_columns(engine):

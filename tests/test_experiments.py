@@ -3,6 +3,7 @@ recommendation, cost model, simulator (against analytic cases), exports and hist
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -1116,7 +1117,9 @@ def test_calibrating_a_slow_model_skips_rates_that_would_send_nothing():
     with Engine(EngineConfig(demo_models=False)) as engine:
         engine.load_model(build_demo_model("tiny"), name="tiny")
         cost = CostModel(0.05, 0.001, 0.99)
-        assert calibrate_overhead(engine, "tiny", cost, [0.25, 0.3], duration_s=2.0) == cost
+        skipped = calibrate_overhead(engine, "tiny", cost, [0.25, 0.3], duration_s=2.0)
+        assert skipped == dataclasses.replace(cost, overhead_note=skipped.overhead_note)
+        assert "the overhead is not calibrated" in skipped.overhead_note
         fitted = calibrate_overhead(engine, "tiny", cost, [0.25, 20.0], duration_s=1.0)
         assert fitted.overhead_per_krps_ms == 0.0 and fitted.overhead_ms >= 0.0
 
@@ -1282,14 +1285,50 @@ def test_a_table_s_missing_values_are_explained_in_their_column_s_help():
 
 
 def test_recommend_says_what_frame_it_needs():
-    """``recommend(pd.DataFrame(), ...)`` raised a bare KeyError: 'p99_ms' (a newcomer)."""
+    """``recommend(pd.DataFrame(), ...)`` raised a bare KeyError: 'p99_ms' (a newcomer); a
+    frame with the columns it named still raised KeyError: 'error_rate', an empty sweep
+    read as "no setting met the target: relax it", and a target of NaN or -5 ms was taken
+    (an adversary)."""
+    from core.lab.sweeps import frame_of
     with pytest.raises(ConfigError, match=r"recommend needs a sweep's frame .*this one has "
-                                          r"no max_batch_size, max_wait_ms, load, p99_ms "
-                                          r"\(it is empty\)"):
+                                          r"no max_batch_size, max_wait_ms, load_kind, load, "
+                                          r"achieved_rps, p99_ms, error_rate \(it is empty\)"):
         recommend(pd.DataFrame(), p99_slo_ms=10)
-    with pytest.raises(ConfigError, match=r"this one has no p99_ms$"):
+    with pytest.raises(ConfigError, match=r"this one has no load_kind, achieved_rps, p99_ms, "
+                                          r"error_rate$"):
         recommend(pd.DataFrame({"max_batch_size": [8], "max_wait_ms": [1.0], "load": [10]}),
                   p99_slo_ms=10)
+    with pytest.raises(ConfigError, match=r"the sweep measured no point .*measure first"):
+        recommend(frame_of([]), p99_slo_ms=10)
+    good = _frame([(8, 1.0, 500, 500, 3.0, 2.5, 3.5)])
+    for bad in (float("nan"), -5, 0):
+        with pytest.raises(ConfigError, match="p99_slo_ms must be a number >= 0.001"):
+            recommend(good, p99_slo_ms=bad)
+    for bad in (float("nan"), -1, 2):
+        with pytest.raises(ConfigError, match="max_error_rate must be a number >= 0 and <= 1"):
+            recommend(good, p99_slo_ms=10, max_error_rate=bad)
+    assert recommend(good, p99_slo_ms=10).max_batch_size == 8
+
+
+def test_a_recommendation_does_not_depend_on_row_order_and_ties_take_fewest_threads():
+    """Two rows of equal p99 gave other ties when the frame was permuted (the unstable sort
+    chose the best, whose interval bounds the ties), and a setting on 1 thread within noise
+    of the same on 2 was neither chosen nor listed (an adversary)."""
+    rows = _frame([(16, 0.0, 1000, 1000, 2.0, 1.9, 2.1), (4, 1.0, 1000, 1000, 2.0, 1.5, 2.5),
+                   (32, 2.0, 1000, 1000, 9.0, 8.5, 9.5)])
+    answers = {(r.max_batch_size, r.max_wait_ms, r.ties)
+               for r in (recommend(rows.iloc[list(p)].reset_index(drop=True), 10)
+                         for p in itertools.permutations(range(3)))}
+    assert len(answers) == 1, answers
+    threads = _frame([(8, 0.0, 1000, 1000, 2.0, 1.9, 2.1),
+                      (8, 0.0, 1000, 1000, 2.05, 1.95, 2.15)]).assign(session_threads=[2, 1])
+    rec = recommend(threads, 10)
+    assert "1 ONNX Runtime thread(s)" in rec.reason and rec.ties == ((8, 0.0),)
+    assert "then uses fewest threads" in rec.reason
+    # the model's own size and wait chosen: measured under the sweep's policy, said so
+    own = _frame([(8, 0.0, 1000, 1000, 2.0, 1.9, 2.1)]).assign(baseline=True, policy="deadline")
+    assert ("These are the model's own batch size and wait (measured under deadline, as "
+            "every point): the sweep found nothing better.") in recommend(own, 10).reason
 
 
 def _racing_sweep(monkeypatch, engine, gate):
@@ -1426,3 +1465,70 @@ def test_a_sweep_run_from_a_notebook_refuses_other_threads_changes_until_it_ends
         assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)
         engine.configure("tiny", max_batch_size=4)          # after it: free again
         assert engine.settings_guards == [engine._lab._check_not_measured]
+
+
+def test_a_calibration_that_measured_nothing_says_so():
+    """calibrate_overhead returned the cost model unchanged, unsaid, when it measured
+    nothing (negative rates, none, no rate that kept up): a reader took it for a
+    calibration of no overhead; fit_cost_model fitted batch sizes 0 and -1 (an adversary)."""
+    from core.lab import calibrate_overhead, fit_cost_model
+    from core.lab import whatif as whatif_mod
+    cost = CostModel(0.1, 0.01, 1.0)
+    with Engine() as engine:
+        for rates, words in (([], "give rates_rps, two or more rates"),
+                             ([-100, -200], "a rate is a number above 0")):
+            with pytest.raises(ConfigError, match=words):
+                calibrate_overhead(engine, "tiny", cost, rates, duration_s=0.3)
+        with pytest.raises(ConfigError, match="duration_s must be a number >= 0.05"):
+            calibrate_overhead(engine, "tiny", cost, [100, 200], duration_s=-1)
+        # no rate kept up: every open loop reports a lag past the limit
+        real = whatif_mod.open_loop
+
+        class Lagging:   # (the real run's summary, its sends 1,000 s behind)
+            def __init__(self, res):
+                self.res = res
+
+            def summary(self):
+                return {**self.res.summary(), "max_lag_ms": 1e6}
+
+        def lagging(*args, **kw):
+            return Lagging(real(*args, **kw))
+        whatif_mod.open_loop = lagging
+        try:
+            with pytest.warns(RuntimeWarning, match="the overhead is not calibrated"):
+                got = calibrate_overhead(engine, "tiny", cost, [100, 200], duration_s=0.3)
+        finally:
+            whatif_mod.open_loop = real
+    assert (got.overhead_ms, got.overhead_per_krps_ms) == (0.0, 0.0)
+    assert got.overhead_note.startswith("no rate of 100, 200 req/s kept up")
+    with pytest.raises(ConfigError, match="whole batch sizes >= 1"):
+        fit_cost_model(pd.DataFrame({"batch_size": [0, -1, 4], "compute_ms": [1.0, 1.0, 2.0]}))
+    with pytest.raises(ConfigError, match="compute_ms >= 0"):
+        fit_cost_model(pd.DataFrame({"batch_size": [1, 4], "compute_ms": [-3.0, 2.0]}))
+
+
+def test_a_request_unanswered_when_the_run_stops_waiting_is_named_not_a_blank_failure():
+    """open_loop counted requests still unanswered after its drain as failed with no error
+    (the engine later counted them as successes); they are named and counted apart."""
+    futures: list[Future] = []
+
+    def submit(x):
+        f = Future()
+        futures.append(f)
+        return f
+
+    res = open_loop(submit, lambda rng: 0, rate_rps=100, duration_s=0.2, drain_s=0.05)
+    s = res.summary()
+    assert s["sent"] == len(futures) > 0 and s["succeeded"] == 0
+    assert s["failed"] == s["unanswered"] == s["sent"]
+    assert set(res.frame["error"]) == {"Unanswered"}
+    for f in futures:
+        f.set_result(None)
+    answered = open_loop(lambda x: _answered(), lambda rng: 0, rate_rps=100, duration_s=0.1)
+    assert answered.summary()["unanswered"] == 0
+
+
+def _answered() -> Future:
+    f = Future()
+    f.set_result(None)
+    return f

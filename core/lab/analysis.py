@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from core.config import _check_float, plain
 from core.errors import ConfigError
 
 __all__ = ["pareto_frontier", "Recommendation", "recommend", "disturbed_points", "TIE_PCT",
@@ -104,7 +105,11 @@ def _against_baseline(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float,
     if isinstance(runs, str) and runs:   # (its size and wait, under the sweep's policy:
         own += f", measured under {runs} as every point"   # not all the model's settings)
     if (b.max_batch_size, b.max_wait_ms) == (chosen.max_batch_size, chosen.max_wait_ms):
-        return " These are the model's own settings: the sweep found nothing better."
+        # (its size and wait only: a model of another policy was measured under the
+        # sweep's, and "its own settings" claimed what was not measured; an adversary)
+        return (" These are the model's own batch size and wait" + (
+            f" (measured under {runs}, as every point)" if isinstance(runs, str) and runs
+            else "") + ": the sweep found nothing better.")
     g_c, g_b = _goodput(chosen, slo_ms), _goodput(b, slo_ms)
     if not bool(b.get("pass", False)) and b.p99_ms <= slo_ms:
         # Within the target here, but not at every lower load: say where it missed.
@@ -121,8 +126,8 @@ def _against_baseline(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float,
         return (f" The model's own settings ({own}) did not hold at that load (p99 "
                 f"{b.p99_ms:.1f} ms, within the target, but with errors).")
     if not bool(b.get("pass", False)):
-        text = (f" The model's own settings ({own}) missed the target at that load (p99 "
-                f"{b.p99_ms:.1f} ms")
+        text = (f" The model's own settings ({own}) missed the target at that load ("
+                + (f"p99 {b.p99_ms:.1f} ms" if pd.notna(b.p99_ms) else "no request served"))
         if g_c is not None and g_b is not None:
             text += (f"; goodput {g_b:,.0f} vs {g_c:,.0f} req/s within {slo_ms:g} ms, "
                      f"{_pct(g_c, g_b)} with this choice")
@@ -182,7 +187,8 @@ def disturbed_points(frame: pd.DataFrame) -> int:
 
 
 #: The columns of a sweep's frame a recommendation reads.
-_SWEEP_NEEDS = ("max_batch_size", "max_wait_ms", "load", "p99_ms")
+_SWEEP_NEEDS = ("max_batch_size", "max_wait_ms", "load_kind", "load", "achieved_rps",
+                "p99_ms", "error_rate")
 
 
 def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.0) -> Recommendation:
@@ -202,6 +208,11 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                           f"results from the history); this one has no {', '.join(missing)}"
                           + (" (it is empty)" if len(getattr(frame, "columns", ())) == 0
                              else ""))
+    _check_float("p99_slo_ms", plain(p99_slo_ms), 0.001, 86_400_000.0)
+    _check_float("max_error_rate", plain(max_error_rate), 0.0, 1.0)
+    if len(frame) == 0:   # (read as "no setting met the target: relax it"; an adversary)
+        raise ConfigError("recommend: the sweep measured no point (an empty grid, or one "
+                          "cancelled before its first point ended): measure first")
     f = frame.copy()
     for col in ("p99_ci_low_ms", "p99_ci_high_ms"):
         if col not in f:
@@ -243,7 +254,10 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     kind = "rate" if (ok["load_kind"] == "rate").any() else "clients"
     ok = ok[ok["load_kind"] == kind]
     top = ok["load"].max()
-    at_top = ok[ok["load"] == top].sort_values("p99_ms")
+    keys = _setting_keys(f)
+    order = ["max_wait_ms", "max_batch_size"] + [k for k in keys if k == "session_threads"]
+    # (row order decided the best among equal p99s, and so the ties; an adversary)
+    at_top = ok[ok["load"] == top].sort_values(["p99_ms"] + order, kind="stable")
     best = at_top.iloc[0]
     # Within noise of the best: overlapping p99 intervals, or within what the
     # stability rule counts as agreement between windows (10 %, or 0.5 ms at a few ms).
@@ -253,7 +267,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     margin = max(best["p99_ms"] * (1 + TIE_PCT / 100.0), best["p99_ms"] + TIE_MS)
     ties = at_top[(at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= best_hi)
                   | (at_top["p99_ms"] <= margin)]
-    chosen = ties.sort_values(["max_wait_ms", "max_batch_size"]).iloc[0]
+    chosen = ties.sort_values(order, kind="stable").iloc[0]
     unit = "req/s" if kind == "rate" else "clients"
     settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"
     if "session_threads" in _setting_keys(f) and pd.notna(chosen.get("session_threads")):
@@ -272,12 +286,16 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                    "the slowest one or two, with no interval; measure longer or at a higher "
                    "load for a p99 to rely on.")
     others = [(int(r.max_batch_size), float(r.max_wait_ms)) for _, r in ties.iterrows()
-              if (r.max_batch_size, r.max_wait_ms) != (chosen.max_batch_size, chosen.max_wait_ms)]
+              if tuple(r[k] for k in order) != tuple(chosen[k] for k in order)]
+    threads = {int(r.session_threads): 0 for _, r in ties.iterrows()
+               if "session_threads" in order and pd.notna(r.session_threads)}
     if others:
         reason += (f" {len(others)} other setting(s) did as well within noise ("
                    + ", ".join(f"{b}/{w:g} ms" for b, w in others[:4])
-                   + "); this one waits least, then batches least: no waiting that the "
-                   "evidence does not show to help.")
+                   + (f"; threads {', '.join(map(str, threads))}" if len(threads) > 1 else "")
+                   + "); this one waits least, then batches least"
+                   + (", then uses fewest threads" if len(threads) > 1 else "")
+                   + ": no waiting that the evidence does not show to help.")
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."

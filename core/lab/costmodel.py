@@ -77,6 +77,9 @@ class CostModel:
     per_batch_ms: float = 0.0
     #: every max batch size the capacity was measured at (empty: one, or none).
     capacity_batches: tuple[int, ...] = ()
+    #: why the overhead is not calibrated when :func:`calibrate_overhead` measured
+    #: nothing ("": calibrated, or never asked); the overhead is then as it was.
+    overhead_note: str = ""
 
     def work_ms(self, max_batch_size: int) -> float:
         """The engine's serial work per one-row request at ``max_batch_size`` (full
@@ -205,10 +208,12 @@ def fit_cost_model(profile: pd.DataFrame, overhead_ms: float = 0.0) -> CostModel
                           f"{_shown(profile)}")
     n = profile["batch_size"].to_numpy(dtype=float)
     t = profile["compute_ms"].to_numpy(dtype=float)
-    if not (np.isfinite(n).all() and np.isfinite(t).all()) or len(set(n)) < 2:
+    if (not (np.isfinite(n).all() and np.isfinite(t).all()) or len(set(n)) < 2
+            or (n < 1).any() or (n != np.round(n)).any() or (t < 0).any()):
+        # (batch sizes 0 and -1, and negative times, fitted a=b=0 with r2=-9; an adversary)
         # (one NaN made a model of zero cost with r2 = 1; one row, a line through it)
-        raise ConfigError(f"fit_cost_model needs finite compute_ms at two batch sizes or more, "
-                          f"got batch_size {n.tolist()!r:.80} and compute_ms {t.tolist()!r:.80}")
+        raise ConfigError(f"fit_cost_model needs finite compute_ms >= 0 at two whole batch "
+                          f"sizes >= 1 or more, got batch_size {n.tolist()!r:.80} and compute_ms {t.tolist()!r:.80}")
     b, a = np.polyfit(n, t, 1)
     if a < 0:     # the best line with a = 0 (through the origin), not the clipped one
         a, b = 0.0, max(0.0, float((n * t).sum() / (n * n).sum()))

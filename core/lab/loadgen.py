@@ -41,6 +41,10 @@ CLOSED_LOOP_MAX = 2_000_000
 #: The most clients a closed loop runs (each one a thread of this process).
 MAX_CLIENTS = 10_000
 
+#: The error of a request still unanswered when the run stopped waiting (``drain_s``):
+#: counted as failed, and apart in the summary (``unanswered``).
+UNANSWERED = "Unanswered"
+
 # The summary's fields between "mode" and "max_lag_ms", in order.
 _SUMMARY_FIELDS = ("sent", "succeeded", "failed", "error_rate", "achieved_rps", "p50_ms",
                    "p95_ms", "p99_ms", "max_ms", "mean_batch_rows", "mean_queue_ms",
@@ -87,7 +91,8 @@ class LoadResult:
             fields["achieved_rps"] = d.succeeded / span if d.succeeded else 0.0
             return {"mode": self.mode, **{k: fields[k] for k in _SUMMARY_FIELDS},
                     "max_lag_ms": self.max_lag_ms, "client_cpu_pct": self.client_cpu_pct,
-                    "agents": len(self.agents), "lost": self.lost}
+                    "agents": len(self.agents), "lost": self.lost,
+                    "unanswered": int(d.errors.get(UNANSWERED, 0))}
         f = self.frame
         ok = f[f["ok"]]
         n = len(f)
@@ -109,6 +114,7 @@ class LoadResult:
             "max_lag_ms": self.max_lag_ms,
             "client_cpu_pct": self.client_cpu_pct,
             "agents": len(self.agents), "lost": self.lost,
+            "unanswered": int((f["error"] == UNANSWERED).sum()),
         }
 
     def per_second(self) -> Any:
@@ -202,6 +208,10 @@ class _Recorder:
         sent = np.array(self.sent[:k])
         done = np.array(self.done[:k])
         start = intended if from_intended else sent
+        # (a request with no answer when the run gave up waiting was a failure with no
+        # error: named, and counted in the summary's "unanswered"; an adversary)
+        error = [e or (UNANSWERED if not ok and d != d else "")
+                 for e, ok, d in zip(self.error[:k], self.ok[:k], done)]
         return pd.DataFrame({
             "request": np.arange(k), "client": np.array(self.client[:k], np.int64),
             "intended_s": intended - t0, "sent_s": sent - t0,
@@ -209,7 +219,7 @@ class _Recorder:
             "engine_ms": np.array(self.engine_ms[:k]), "queue_ms": np.array(self.queue_ms[:k]),
             "compute_ms": np.array(self.compute_ms[:k]),
             "batch_rows": np.array(self.rows[:k], np.int64),
-            "ok": np.array(self.ok[:k], bool), "error": self.error[:k]}, columns=LOAD_COLUMNS)
+            "ok": np.array(self.ok[:k], bool), "error": error}, columns=LOAD_COLUMNS)
 
     def last_done(self) -> float:
         done = [d for d in self.done[:self.used] if d == d]  # NaN != NaN

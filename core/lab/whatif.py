@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from core.config import _check_choice, _check_float, _check_int, _shown, as_list
+from core.config import _check_choice, _check_float, _check_int, _shown, as_list, plain
 from core.errors import ConfigError
 from .costmodel import CostModel
 from .exports import _check_batching, _plain
@@ -200,11 +201,20 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     or whose sends fell more than 20 ms behind their schedule (the generator or the engine
     could not keep up: its lag would be fitted as overhead), is halved and measured again,
     up to three times, and left out if none kept up. Check it at other loads than these."""
+    rates = as_list("rates_rps", rates_rps, "[300, 1500]")
+    if not rates:
+        raise ConfigError("calibrate_overhead: give rates_rps, two or more rates below the "
+                          "model's capacity (an empty list returned the cost model unchanged)")
+    _check_float("duration_s", plain(duration_s), 0.05, 86_400.0)
+    # (NaN too; a rate too low to send one request in duration_s is skipped below)
+    if bad := [r for r in rates if not 0 < plain(r) <= 1_000_000.0]:
+        raise ConfigError(f"calibrate_overhead: load {bad[0]!r} req/s: a rate is a number "
+                          "above 0 and at most 1,000,000 req/s")
     cfg = engine.batch_config(model)
     x = engine.sample_input(model, rows=1)
     bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
     gaps, used = [], []
-    for k, rate in enumerate(rates_rps):
+    for k, rate in enumerate(rates):
         rate = float(rate)
         for _ in range(4):  # a rate the load generator here cannot offer is halved
             if rate * duration_s < 1:   # (a slow model's: no request in the run) skipped
@@ -228,7 +238,12 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
         k_ms, o_ms = np.polyfit(np.asarray(used) / 1000.0, gaps, 1)
     elif gaps:
         k_ms, o_ms = 0.0, float(np.mean(gaps))
-    else:
-        return cost
+    else:   # (returned unchanged, unsaid: a calibration of no overhead to a reader)
+        note = (f"no rate of {', '.join(f'{float(r):,g}' for r in rates)} req/s kept up (90 % "
+                f"served, sends within {_CALIBRATION_LAG_MS:g} ms of their schedule), even "
+                "halved three times: the overhead is not calibrated; give lower rates (below "
+                "the model's capacity) or calibrate on a quieter machine")
+        warnings.warn(f"calibrate_overhead: {note}", RuntimeWarning, stacklevel=2)
+        return dataclasses.replace(cost, overhead_note=note)
     return dataclasses.replace(cost, overhead_ms=max(0.0, float(o_ms)),
-                               overhead_per_krps_ms=max(0.0, float(k_ms)))
+                               overhead_per_krps_ms=max(0.0, float(k_ms)), overhead_note="")
