@@ -403,11 +403,11 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
     if not jobs:
         return None
     latest = jobs[0]
+    words = JOB_WORDS.get(kind, kind.replace("_", " "))   # ("Warmup of cnn"; a newcomer)
     if latest.state == "failed":
-        st.error(f"The {kind.replace('_', ' ')} of {target} failed: {latest.error}")
+        st.error(f"The {words} of {target} failed: {latest.error}")
     elif latest.state == "cancelled":
-        st.warning(f"The {kind.replace('_', ' ')} of {target} was cancelled after "
-                   f"{latest.duration_s:.1f} s.")
+        st.warning(f"The {words} of {target} was cancelled after {latest.duration_s:.1f} s.")
     if latest.finished:
         return engine.job(latest.job_id)  # with its result
 
@@ -417,7 +417,7 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         if job.finished:
             st.rerun(scope="app")
         c1, c2 = st.columns([5, 1])
-        c1.progress(job.progress, text=f"{kind.replace('_', ' ').capitalize()} of {target}: "
+        c1.progress(job.progress, text=f"{words[:1].upper() + words[1:]} of {target}: "
                     f"{job.message} ({job.duration_s:.0f} s)")
         c2.button("Cancel", key=f"{key}_cancel", on_click=engine.cancel_job,
                   args=(job.job_id,), help="Stop at the next step; finished steps are kept.")
@@ -775,6 +775,20 @@ def rate_input(key: str) -> None:
         st.error(f"A rate of {rate:g} req/s cannot be sent: give 0.1 to 1,000,000"
                  + (" (to send nothing, Stop traffic)" if rate < 0.1 else ""),
                  icon=":material/error:")
+
+
+def number_box(where: Any, label: str, key: str, low: float, high: float,
+               **kw: Any) -> Any:
+    """A number box with no bounds of its own that says at once, in words, when its value
+    is past ``low``..``high``: a value past a box's bounds is not taken, and what acted on
+    it used the one shown before, unsaid (0 rows started 4, a 150 % share started none;
+    a newcomer). Whatever acts on the value refuses it too (the engine's words). Returns
+    the value (None: empty)."""
+    value = where.number_input(label, None, None, key=key, **kw)
+    if value is not None and not low <= value <= high:
+        where.error(f"{value:g} cannot be used: give {low:g} to {high:g}",
+                    icon=":material/error:")
+    return value
 
 
 def settings_held_by(engine: Engine | RemoteEngine, model: str) -> Any:

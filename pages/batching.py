@@ -13,7 +13,7 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (number_box, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
@@ -57,8 +57,7 @@ def _apply(field: str, key: str) -> None:
             st.session_state[kept] = now.latency_slo_ms   # kept for the way back
     elif field == "policy" and not now.latency_slo_ms and st.session_state.get(kept):
         changes["latency_slo_ms"] = st.session_state[kept]
-    if field == "latency_slo_ms" and not changes["latency_slo_ms"]:
-        changes["latency_slo_ms"] = None
+    # (emptied: none; 0 is the engine's to refuse in words, it was taken as none unsaid)
     try:
         engine.configure(model, **changes)
         st.session_state.pop("bs_error", None)
@@ -72,6 +71,18 @@ TRAFFIC_CLASSES = {"one stream": None, "high class": 1, "normal class": 2}
 
 
 def _start_traffic() -> None:
+    ss = st.session_state
+    for key, low, high, what in (("traffic_rows", 1, 64, "Rows per request"),
+                                 ("traffic_duration", 0, 3600, "Run for"),
+                                 ("traffic_high", 0, 100, "High-priority share")):
+        value = ss.get(key, 0 if key == "traffic_high" else None)
+        if value is None and key == "traffic_high":
+            continue   # (empty: no priorities)
+        if value is None or not low <= value <= high:   # (the box says so too)
+            ss["traffic_error"] = (f"Could not start traffic: {what} is "
+                                   f"{'empty' if value is None else format(value, 'g')}; "
+                                   f"give {low:g} to {high:g}")
+            return
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
     agents = int(st.session_state.get("traffic_agents") or 0)
@@ -186,8 +197,8 @@ with controls:
                           "a batch-size cap that grows by a row after each full batch whose run "
                           "meets the latency objective and shrinks by 10 % after a miss. Any policy "
                           "module in core/policies/ appears here.")
-            st.number_input("Latency SLO (ms; adaptive and AIMD; empty = none)", 0.1,
-                            60_000.0, value=None, key="bs_slo", on_change=_apply,
+            number_box(st, "Latency SLO (ms; adaptive and AIMD; empty = none)", "bs_slo",
+                       0.1, 60_000.0, value=None, on_change=_apply,
                             args=("latency_slo_ms", "bs_slo"),
                             disabled=not uses_slo(cfg.policy) or not info.batchable
                             or remote is not None or held is not None,
@@ -224,11 +235,11 @@ with controls:
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "
                                   "many independent clients.")
-        st.number_input("Rows per request", 1, 64, key="traffic_rows",
-                        disabled=info.batch_mode == "exact")
-        st.number_input("Run for (s, 0 = until stopped)", 0, 3600, key="traffic_duration")
-        st.number_input("High-priority share (%; 0 = no priorities)", 0, 100,
-                        key="traffic_high",
+        number_box(st, "Rows per request", "traffic_rows", 1, 64, step=1,
+                   disabled=info.batch_mode == "exact")
+        number_box(st, "Run for (s, 0 = until stopped)", "traffic_duration", 0, 3600, step=1)
+        number_box(st, "High-priority share (%; 0 = no priorities)", "traffic_high", 0, 100,
+                   step=1,
                         disabled=(remote is not None and server_fixed)
                         or TRAFFIC_CLASSES[cls or "one stream"] is not None,
                         help="That share of the requests is sent with priority=1 (the high "
@@ -390,11 +401,13 @@ with st.container(border=True):
     r1, r2 = st.columns(2)
     if r1.button("Replay the last 2 s under each policy", key="bs_replay",
                  disabled=replay_busy):
-        arrivals = engine.timeline(model, last_s=2.0)["arrived_s"].dropna().tolist()
+        recorded = engine.timeline(model, last_s=2.0).dropna(subset=["arrived_s"])
+        arrivals = recorded["arrived_s"].tolist()
         if not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
-        else:
+        else:   # (each with its rows: 4-row requests were replayed as 1-row; a newcomer)
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
+                      rows_per_request=[int(r) for r in recorded["rows"]],
                       slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet,
                       recorded_lag_ms=lag_ms, recorded_burst=burst)
     r2.download_button(

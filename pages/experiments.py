@@ -17,7 +17,7 @@ from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_w
 from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import (agents_controls, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
+from pages._common import (agents_controls, number_box, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
                            pick_model, start_job)
 
 engine = get_engine()
@@ -36,6 +36,10 @@ keep_values({"exp_batch_sizes": [8, 32], "exp_waits": [0.0, 2.0],
              "exp_load_kind": "rate (open loop)", "exp_loads": "500, 2000", "exp_duration": 2.0,
              "exp_slo": 10.0, "exp_policy": "deadline", "exp_quick": False, "exp_threads": [],
              "exp_min_tput": None, "exp_max_mem": None})
+if any(not j.finished for j in engine.jobs(kind="search", target=model)):
+    # (a reload forgot the toggle: the running search, its progress and Cancel were hidden
+    # behind the grid's form; a newcomer)
+    st.session_state["exp_quick"] = True
 info = engine.model_info(model)
 if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
@@ -90,7 +94,11 @@ with st.container(border=True):
     loads_text = c4.text_input("Loads (comma-separated)", key="exp_loads",
                                help="Requests/s for open loop, or numbers of clients.")
     duration = c5.slider("Seconds per point", 0.5, 10.0, step=0.5, key="exp_duration")
-    slo = c6.number_input("p99 target (ms)", 0.1, 10_000.0, key="exp_slo")
+    slo = number_box(c6, "p99 target (ms)", "exp_slo", 0.1, 10_000.0, format="%g")
+    slo_ok = slo is not None and 0.1 <= slo <= 10_000.0
+    if not slo_ok:   # (what was done with it: the last target that could be used)
+        slo = st.session_state.get("_exp_slo_used", 10.0)
+    st.session_state["_exp_slo_used"] = slo
     try:
         loads = [float(v) for v in loads_text.replace(";", ",").split(",") if v.strip()]
         if not loads or any(v <= 0 for v in loads):
@@ -156,12 +164,12 @@ with st.container(border=True):
                                  help="Intra-op threads to try (each a hot swap of the model "
                                       "with those session options; its own come back after). "
                                       "Empty: only the model's own.")
-        min_tput = q2.number_input("Minimum goodput (req/s, optional)", 0.0, 1e7, value=None,
-                                   key="exp_min_tput",
+        min_tput = number_box(q2, "Minimum goodput (req/s, optional)", "exp_min_tput", 0.0,
+                              1e7, value=None, format="%g",
                                    help="A setting that cannot serve this many requests per "
                                         "second within the p99 target does not count.")
-        max_mem = q3.number_input("Max memory per setting (MiB, optional)", 1.0, 1e6,
-                                  value=None, key="exp_max_mem",
+        max_mem = number_box(q3, "Max memory per setting (MiB, optional)", "exp_max_mem",
+                             1.0, 1e6, value=None, format="%g",
                                   help="Batch sizes whose peak memory (measured once, in a "
                                        "child process) is above this are never tried.")
         grid_n = len(sizes) * len(waits) * max(1, len(threads)) * len(loads)
@@ -172,7 +180,7 @@ with st.container(border=True):
         if st.button("Run quick search", key="exp_run_search", type="primary",
                      # (not disabled while one runs: a click from a second tab as the
                      # first starts one is then refused in words, not dropped unsaid)
-                     disabled=grid_n == 0 or not kind.startswith("rate"),
+                     disabled=grid_n == 0 or not kind.startswith("rate") or not slo_ok,
                      help="Open-loop loads only." if not kind.startswith("rate") else
                      "Runs in the engine: it goes on if you leave this page."
                      + (" One is running now: another cannot start." if busy else "")):
@@ -181,12 +189,18 @@ with st.container(border=True):
                       max_waits_ms=[float(v) for v in waits], rates_rps=loads,
                       p99_ms=float(slo), duration_s=float(duration),
                       session_threads=[int(t) for t in threads] or None,
-                      min_throughput_rps=float(min_tput) if min_tput else None,
-                      max_memory_mib=float(max_mem) if max_mem else None,
+                      min_throughput_rps=None if min_tput is None else float(min_tput),
+                      max_memory_mib=None if max_mem is None else float(max_mem),
                       policy=sweep_policy or "deadline")
         if search_job is not None and search_job.finished and search_job.result:
             r = search_job.result
-            (st.success if r["best"] else st.warning)(r["reason"])
+            frame_r = r.get("frame")
+            if frame_r is not None and not isinstance(frame_r, pd.DataFrame):
+                frame_r = pd.DataFrame(frame_r)   # (over HTTP: records)
+            hit = (frame_r is not None and "disturbed" in frame_r
+                   and (frame_r["disturbed"].fillna("").astype(str) != "").any())
+            # (green beside "search again before relying on them"; the sweep's is a warning)
+            (st.success if r["best"] and not hit else st.warning)(r["reason"])
             saved = None
             if r.get("run_id"):
                 try:
@@ -227,7 +241,8 @@ with st.container(border=True):
     job = job_progress(engine, "sweep", model, key="exp_job")
     running = job is not None and not job.finished
     if not quick and st.button("Run sweep", key="exp_run", type="primary",
-                               disabled=n_points == 0,   # (running: refused in words)
+                               disabled=n_points == 0 or not slo_ok,   # (running: refused
+                               # in words)
                  help="Runs in the engine: it goes on if you leave this page, and every tab "
                       "sees its progress." if not running else "A sweep of this model is "
                       "running."):
@@ -243,13 +258,16 @@ with st.container(border=True):
 result = None
 if job is not None and job.finished and job.result and job.result.get("run_id"):
     result = (model, job.result["run_id"])
-    if job.state == "cancelled":
-        st.caption("The sweep was cancelled; the points it finished were saved.")
 if result and result[0] == model:
     try:
         run = store.get(result[1])
     except KeyError:
         run = None
+    if run is None:   # (its "cancelled; saved" caption stayed, the table gone; a newcomer)
+        st.caption(f"The last sweep of {model}, run {result[1]}, has since been deleted "
+                   "from the history.")
+    elif job.state == "cancelled":
+        st.caption("The sweep was cancelled; the points it finished were saved.")
     if run is not None:
         frame = run["results"]
         if quick:   # (two answers, each with its Apply, read as one page's; a newcomer)

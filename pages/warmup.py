@@ -9,8 +9,8 @@ from core.lab import JOB_WORDS
 from core.ui import charts
 from core.ui.fmt import fmt_ranges
 from core.ui.traffic import sends_caption
-from pages._common import (fmt_ms, get_engine, job_progress, pick_model, settings_held_by,
-                           start_job)
+from pages._common import (fmt_ms, get_engine, job_progress, keep_values, pick_model,
+                           settings_held_by, start_job)
 
 engine = get_engine()
 
@@ -33,7 +33,8 @@ c1, c2 = st.columns([2, 1])
 ran = engine.warm_sizes(model)
 missing = [s for s in sizes if s not in ran]
 with c1:
-    iterations = st.slider("Iterations per batch size", 2, 100, 10, key="warmup_iters",
+    keep_values({"warmup_iters": 10})   # (100 came back as 10 after another page; a newcomer)
+    iterations = st.slider("Iterations per batch size", 2, 100, key="warmup_iters",
                            help="The first run is the cold one; the median of the rest is warm.")
     if info.batchable:
         st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
@@ -72,7 +73,8 @@ if st.button("Warm up", key="warmup_run", type="primary",
 
 report = engine.last_warmup(model)
 if report is None:
-    st.info("No warm-up has run for this model yet.")
+    if job is None or job.finished:   # (not under a running one's progress bar)
+        st.info("No warm-up has run for this model yet.")
 else:
     if report.purpose != "warm-up":   # (a newcomer took a profile's sizes, up to 64 above a
         # max batch size of 40, for this page's warm-up)
@@ -87,10 +89,14 @@ else:
                 f"({fmt_ranges(sizes)}). Warm up again to see this model at its own sizes.",
                 icon=":material/info:")
     st.plotly_chart(charts.warmup_figure(report.frame), key="warmup_chart")
+    # (labelled: the raw names read as code, and the last was cut at 1024 px; a newcomer)
     st.dataframe(report.frame, hide_index=True, key="warmup_table",
-                 column_config={c: st.column_config.NumberColumn(format="%.3f")
-                                for c in ("cold_ms", "warm_p50_ms", "warm_p95_ms",
-                                          "warm_min_ms")} |
+                 column_config={"batch_size": st.column_config.NumberColumn("batch size"),
+                                "iterations": st.column_config.NumberColumn("runs")} |
+                 {c: st.column_config.NumberColumn(label, format="%.3f")
+                  for c, label in (("cold_ms", "cold (ms)"), ("warm_p50_ms", "warm p50 (ms)"),
+                                   ("warm_p95_ms", "warm p95 (ms)"),
+                                   ("warm_min_ms", "warm min (ms)"))} |
                  {"cold_over_warm": st.column_config.NumberColumn("cold / warm",
                                                                   format="%.1fx")})
     if slow := report.disturbed_sizes:

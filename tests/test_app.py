@@ -1983,3 +1983,69 @@ def test_a_tab_whose_experiment_was_deleted_elsewhere_says_so(engine):
     at.run()
     at.button(key="ab_delete").click().run()      # deleted here: said so
     assert "Deleted 'mine'." in [i.value for i in at.info]
+
+
+def test_a_number_past_a_boxs_range_is_said_and_never_used_silently(engine):
+    """0 rows and a 150 % high share were shown in red boxes with a tooltip while Start
+    sent the values shown before (4 rows, no share), unsaid; a latency SLO of 0 or a p99
+    target of 0 did nothing and said nothing (a newcomer). Said at once, refused at use."""
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.number_input(key="traffic_rows").set_value(0).run()
+    assert any(e.value == "0 cannot be used: give 1 to 64" for e in at.error), \
+        [e.value for e in at.error]
+    at.button(key="traffic_start").click().run()
+    assert not engine.traffic_running()
+    assert any(e.value == "Could not start traffic: Rows per request is 0; give 1 to 64"
+               for e in at.error), [e.value for e in at.error]
+    at.number_input(key="traffic_rows").set_value(2).run()
+    at.number_input(key="traffic_high").set_value(150).run()
+    at.button(key="traffic_start").click().run()
+    assert not engine.traffic_running()
+    assert any("High-priority share is 150; give 0 to 100" in e.value for e in at.error)
+    at.number_input(key="traffic_high").set_value(0).run()
+    at.button(key="traffic_start").click().run()
+    assert engine.traffic_running()
+    assert [t.rows_per_request for t in engine.traffic() if t.running] == [2]
+    engine.stop_traffic()
+    # the experiments' p99 target: said, and nothing can run with it
+    ex = app("pages/experiments.py")
+    ex.number_input(key="exp_slo").set_value(0.0).run()
+    assert any(e.value == "0 cannot be used: give 0.1 to 10000" for e in ex.error)
+    assert ex.button(key="exp_run").disabled
+    ex.number_input(key="exp_slo").set_value(20.0).run()
+    assert not ex.button(key="exp_run").disabled
+
+
+def test_a_running_quick_search_shows_after_a_reload_and_a_deleted_sweep_is_said(engine):
+    """After a reload the quick-search toggle was off: the running search, its progress
+    and Cancel were hidden behind the grid's form; a sweep deleted from the history left
+    "the sweep was cancelled; its points were saved" beside nothing (a newcomer)."""
+    gate = threading.Event()
+    status = engine._lab.jobs.start("search", "tiny", lambda job: gate.wait(WAIT_S))
+    try:
+        at = app("pages/experiments.py")      # a fresh session: the toggle's default is off
+        at.selectbox(key="exp_model").set_value("tiny").run()
+        assert at.toggle(key="exp_quick").value is True
+        assert at.button(key="exp_search_job_cancel")
+    finally:
+        gate.set()
+        engine.wait_job(status.job_id, WAIT_S)
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
+                           rates_rps=[200.0], duration_s=0.3, stability=False,
+                           baseline=False)
+    done = engine.wait_job(job.job_id, 60)
+    engine.store.delete(done.result["run_id"])
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    assert any(c.value == f"The last sweep of tiny, run {done.result['run_id']}, has since "
+               "been deleted from the history." for c in at.caption)
+    assert not any("the points it finished were saved" in c.value for c in at.caption)
+
+
+def test_the_warm_up_keeps_its_iterations_across_pages(engine):
+    at = app("pages/warmup.py")
+    at.slider(key="warmup_iters").set_value(40).run()
+    at.switch_page("pages/batching.py").run()
+    at.switch_page("pages/warmup.py").run()
+    assert at.slider(key="warmup_iters").value == 40   # (it came back as 10; a newcomer)

@@ -319,3 +319,24 @@ def test_a_replay_longer_than_the_trace_counts_every_batch_and_says_what_its_tim
                                         "EngineConfig.trace_requests; the table counts them all")
         short = replay(engine, "tiny", [0.0, 0.01, 0.02], policies=["deadline"])
         assert short["timeline_note"] is None
+
+
+def test_a_replay_sends_each_arrival_with_its_recorded_rows(engine):
+    """Traffic of 4 rows a request was replayed as one-row requests (batches of 9 and 7
+    rows where 28 had left; a newcomer): each arrival is sent with the rows it carried."""
+    from core.errors import ConfigError
+    from core.lab.replay import replay
+
+    engine.configure("tiny", max_batch_size=32, max_wait_ms=1.0)
+    arrivals = list(np.linspace(0.0, 0.1, 12))
+    rows = [4, 2] * 6
+    out = replay(engine, "tiny", arrivals[::-1], policies=["deadline"],   # (any order)
+                 rows_per_request=rows[::-1])
+    tl = out["timelines"]["deadline"]
+    assert sorted(tl["rows"].tolist()) == sorted(rows)
+    assert tl.sort_values("arrived_s")["rows"].tolist() == rows   # in time order, as recorded
+    assert (tl["batch_rows"] % 2 == 0).all()
+    with pytest.raises(ConfigError, match="rows_per_request has 3 counts for 12 arrivals"):
+        replay(engine, "tiny", arrivals, rows_per_request=[1, 2, 3])
+    with pytest.raises(ConfigError, match="rows_per_request must be an int >= 1"):
+        replay(engine, "tiny", arrivals, rows_per_request=[0] * 12)

@@ -19,7 +19,7 @@ from .costmodel import (ENGINE_BOUND_RPS, fit_cost_model, measure_capacity, prof
                         with_capacities)
 from .agents import agent_endpoint, check_ray_address
 from .jobs import Job
-from .replay import DEFAULT_SLO_MS, check_replay, replay
+from .replay import DEFAULT_SLO_MS, check_replay, check_replay_rows, replay
 from .search import Constraints, quick_search
 from .sweeps import PINNED_DEFAULTS, sweep
 from .traffic import experiments_with_arm
@@ -218,7 +218,8 @@ def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:
 def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
             policies: list[str] | None = None, slo_ms: float | None = None,
             agents: int = 0, ray_address: str | None = None, quiet: bool = False,
-            recorded_lag_ms: float = 0.0, recorded_burst: int = 0) -> Any:
+            recorded_lag_ms: float = 0.0, recorded_burst: int = 0,
+            rows_per_request: list[int] | None = None) -> Any:
     """``quiet``: stop every traffic generator first (the replay's runs share the cores with
     them); the result's ``traffic_stopped`` names what was stopped. ``recorded_lag_ms`` and
     ``recorded_burst``: how far behind its schedule the traffic the arrivals were recorded
@@ -231,6 +232,7 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
     # Everything that can refuse it, before any traffic is stopped (and in the model's name,
     # not its copy's): arrivals and policies, a model served here, a server for the agents.
     check_replay(arrivals_s, policies or None, slo_ms)
+    check_replay_rows(arrivals_s, rows_per_request, agents)
     engine.model_file(target)
     if agents:
         agent_endpoint(engine, target)
@@ -242,7 +244,8 @@ def _replay(engine: Any, job: Job, target: str, *, arrivals_s: list[float],
     job.progress(0.0, f"replaying {len(arrivals_s)} arrivals under each policy"
                  + (f" (stopped the traffic: {', '.join(stopped)})" if stopped else ""))
     out = replay(engine, target, arrivals_s, policies or None, stop=job.stop,
-                 progress=progress, slo_ms=slo_ms, agents=agents, ray_address=ray_address)
+                 progress=progress, slo_ms=slo_ms, agents=agents, ray_address=ray_address,
+                 rows_per_request=rows_per_request)
     return {**out, "traffic_stopped": stopped, "recorded_lag_ms": float(recorded_lag_ms),
             "recorded_burst": int(recorded_burst)}
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from core.config import _check_int, as_list, plain
 from core.errors import ConfigError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
@@ -176,11 +177,35 @@ def in_process_only(engine: Any, what: str, kind: str) -> None:
                           "engine.job(id)")
 
 
+def check_replay_rows(arrivals_s: Sequence[float], rows_per_request: Sequence[int] | None,
+                     agents: Any = 0) -> list[int]:
+    """Each arrival's rows in the arrivals' time order (one each when None), or a
+    ConfigError: a count that is not a whole number >= 1, a list of another length, or rows
+    that vary sent by load agents (they send one request shape)."""
+    n = len(arrivals_s) if hasattr(arrivals_s, "__len__") else 0
+    if rows_per_request is None:
+        return [1] * max(1, n)
+    rows = as_list("rows_per_request", rows_per_request, "[1, 4, 4]")
+    if len(rows) != n:
+        raise ConfigError(f"rows_per_request has {len(rows)} counts for {n} arrivals: give "
+                          "one per arrival (timeline(...)['rows'])")
+    for r in rows:
+        _check_int("rows_per_request", plain(r), 1, 1 << 20)
+    order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
+    rows = [int(rows[i]) for i in order]
+    if agents and len(set(rows)) > 1:
+        raise ConfigError("load agents send one request shape: these arrivals carry "
+                          f"{len(set(rows))} different row counts; replay them from this "
+                          "process (no agents)")
+    return rows
+
+
 def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
            policies: Sequence[str] | None = None, stop: Any = None,
            progress: Callable[[int, int, str], None] | None = None,
            slo_ms: float = DEFAULT_SLO_MS, agents: Any = 0,
-           ray_address: str | None = None) -> dict[str, Any]:
+           ray_address: str | None = None,
+           rows_per_request: Sequence[int] | None = None) -> dict[str, Any]:
     """Send the same arrivals (seconds, as recorded in ``engine.timeline``) to a private
     copy of ``model`` once under each policy (default: every registered one), on the
     engine (real runs, one after the other), with the model's max batch size and max wait;
@@ -196,13 +221,19 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
 
     ``agents``: the arrivals are sent by that many load agents on the Ray cluster at
     ``ray_address`` (or a :class:`~core.lab.agents.LoadAgents` given), shared out at their
-    recorded times, to this engine's server (an engine no server exposes is refused)."""
+    recorded times, to this engine's server (an engine no server exposes is refused).
+
+    ``rows_per_request``: each arrival's rows, as recorded (``timeline(...)["rows"]``;
+    default: one each). Traffic of 4 rows a request was replayed as one-row requests, its
+    batches then 9 and 7 rows where 28 had left (a newcomer)."""
     policies, arr = check_replay(arrivals_s, policies, slo_ms)
+    sizes = check_replay_rows(arrivals_s, rows_per_request, agents)
     in_process_only(engine, "replay loads a private copy of the model", "replay")
     offsets = arr - arr[0]
     before = engine.batch_config(model)
     data = engine.model_file(model)
-    sample_x = engine.sample_input(model, rows=1)
+    inputs = {r: engine.sample_input(model, rows=r) for r in sorted(set(sizes))}
+    sample_x = inputs[sizes[0]]
     copy = f"{model}-replay-{uuid.uuid4().hex[:6]}"
     engine.load_model(data, name=copy, batch=before.replace(latency_slo_ms=None),
                       description=f"private copy of {model} for a replay (unloaded after)",
@@ -234,8 +265,10 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
                 res = team.run(ep["url"], ep["model"], sample_x, 1.0, 1.0, offsets_s=offsets,
                                headers=ep["headers"])
             else:
-                res = open_loop(lambda v: engine.submit(copy, v), lambda rng: sample_x, 1.0,
-                                offsets_s=offsets, seed=k, stop=stop)
+                order = iter([inputs[r] for r in sizes])   # (sent in order, one thread)
+                res = open_loop(lambda v: engine.submit(copy, next(order)),
+                                lambda rng: sample_x, 1.0, offsets_s=offsets, seed=k,
+                                stop=stop)
             span = time.perf_counter() - t_start + 0.5
             tl = engine.timeline(copy, last_s=span)
             tl = tl[tl["arrived_s"] >= t_start].reset_index(drop=True)
