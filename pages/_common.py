@@ -772,9 +772,18 @@ def rate_input(key: str) -> None:
     rate = st.number_input("Rate (requests/s)", step=50.0, key=key, format="%g",
                            help="Requests per second the generator sends, 0.1 to 1,000,000.")
     if not 0.1 <= rate <= 1_000_000.0:
-        st.error(f"A rate of {rate:g} req/s cannot be sent: give 0.1 to 1,000,000"
+        st.error(f"A rate of {plain_number(rate)} req/s cannot be sent: give 0.1 to 1,000,000"
                  + (" (to send nothing, Stop traffic)" if rate < 0.1 else ""),
                  icon=":material/error:")
+
+
+def plain_number(v: float) -> str:
+    """A number as people write it: 1,000,000,000 (not 1e+09 or 1000000000.0), 0.5."""
+    try:
+        whole = float(v).is_integer() and abs(v) < 1e18
+    except (TypeError, ValueError, OverflowError):
+        return str(v)
+    return f"{v:,.0f}" if whole else f"{v:,g}"
 
 
 def number_box(where: Any, label: str, key: str, low: float, high: float,
@@ -786,7 +795,8 @@ def number_box(where: Any, label: str, key: str, low: float, high: float,
     the value (None: empty)."""
     value = where.number_input(label, None, None, key=key, **kw)
     if value is not None and not low <= value <= high:
-        where.error(f"{value:g} cannot be used: give {low:g} to {high:g}",
+        where.error(f"{plain_number(value)} cannot be used: give {plain_number(low)} to "
+                    f"{plain_number(high)}",
                     icon=":material/error:")
     return value
 

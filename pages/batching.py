@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
@@ -13,7 +14,7 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (number_box, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (number_box, plain_number, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
@@ -72,7 +73,8 @@ TRAFFIC_CLASSES = {"one stream": None, "high class": 1, "normal class": 2}
 
 def _start_traffic() -> None:
     ss = st.session_state
-    for key, low, high, what in (("traffic_rows", 1, 64, "Rows per request"),
+    for key, low, high, what in (("traffic_rate", 0.1, 1_000_000, "Rate"),
+                                 ("traffic_rows", 1, 64, "Rows per request"),
                                  ("traffic_duration", 0, 3600, "Run for"),
                                  ("traffic_high", 0, 100, "High-priority share")):
         value = ss.get(key, 0 if key == "traffic_high" else None)
@@ -80,8 +82,8 @@ def _start_traffic() -> None:
             continue   # (empty: no priorities)
         if value is None or not low <= value <= high:   # (the box says so too)
             ss["traffic_error"] = (f"Could not start traffic: {what} is "
-                                   f"{'empty' if value is None else format(value, 'g')}; "
-                                   f"give {low:g} to {high:g}")
+                                   f"{'empty' if value is None else plain_number(value)}; "
+                                   f"give {plain_number(low)} to {plain_number(high)}")
             return
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]
@@ -256,8 +258,8 @@ with controls:
                   args=(model,), help="Stops every generator of this model (each class's).")
         if "traffic_error" in st.session_state:
             st.error(st.session_state.pop("traffic_error"))
-        if "traffic_replaced" in st.session_state:
-            st.info(st.session_state.pop("traffic_replaced"), icon=":material/swap_horiz:")
+        if "traffic_replaced" in st.session_state:   # (no icon: the column is narrow, and
+            st.info(st.session_state.pop("traffic_replaced"))   # it took a word a line)
         traffic_status()
 
 
@@ -300,8 +302,14 @@ def live_tiles() -> None:
                    "refused last; the normal class absorbs an overload"
                    + (f". {fmt_num(unclassed)} requests sent without a class (one stream) are "
                       "in neither row" if unclassed > 0 else ""))
-        st.dataframe(classes, hide_index=True, key="bs_classes", column_config={
-            c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")})
+        # a row per figure, a column per class (a row per class cut p50 and p99 off at
+        # 1024 px; a newcomer)
+        st.dataframe(pd.DataFrame(
+            {r["class"]: [fmt_num(r["requests"]), fmt_num(r["served"]), fmt_num(r["refused"]),
+                          fmt_num(r["other errors"]), fmt_ms(r["p50_ms"]),
+                          fmt_ms(r["p99_ms"])] for r in classes},
+            index=pd.Index(["requests", "served", "refused at once", "other errors", "p50",
+                            "p99"], name="figure")), key="bs_classes")
         # (compared only when both rows have answers: a verdict beside "0 / None" came from
         # samples older than the table's window; a newcomer)
         both = len(classes) == 2 and all(r["served"] for r in classes)

@@ -307,7 +307,9 @@ if result and result[0] == model:
                      column_config=number_columns(frame, SWEEP_TABLE_LABELS))
         report_button(run, None, "exp_report")
         if rec.max_batch_size is not None:
-            e1, e2, e3 = st.columns(3)
+            # one row that wraps, each button as wide as its words (three columns cut
+            # "MLServer model-settin..." at 1024 px; a newcomer)
+            e1 = e2 = e3 = e4 = e5 = e6 = st.container(horizontal=True)
             where = provenance(frame, rec.max_batch_size, rec.max_wait_ms, float(slo), rec.load,
                                run_id=result[1])
             measured_policy = str(frame["policy"].iloc[0]) if "policy" in frame else None
@@ -343,7 +345,6 @@ if result and result[0] == model:
                                    tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
                                                        comment=where),
                                    file_name="batching_parameters.txt", key="export_tf")
-                e4, e5, e6 = st.columns(3)
                 e4.download_button("MLServer model-settings.json",
                                    mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
                                    file_name="model-settings.json", key="export_mlserver",

@@ -232,8 +232,15 @@ def test_confound_warning_for_uneven_split():
         for i in range(300):
             engine.submit("exp", engine.sample_input("clf-v1", seed=i))
         engine.close()
-        warning = engine.ab_report("exp").confound_warning
-    assert warning and "arm B sees 10% of the arrivals" in warning and "shadow" in warning
+        report = engine.ab_report("exp")
+        warning = report.confound_warning
+        seen = report.arms["b"].total_requests / 300   # (the split these requests had)
+        assert warning and f"arm B sees {seen:.0%} of the arrivals" in warning \
+            and "shadow" in warning
+        # the same data, the split changed since: the same words (the warning went away
+        # with the configured split; an adversary)
+        engine.update_ab("exp", b_share=0.5)
+        assert engine.ab_report("exp").confound_warning == warning
 
 
 def test_a_latency_verdict_says_whether_the_queue_or_the_model_made_the_difference():
@@ -463,9 +470,18 @@ def test_no_more_requests_are_asked_for_once_a_difference_is_detected():
     assert res.more_needed_per_arm == 0
     errs = compare_errors(5, 600, 60, 600)
     assert errs.significant and errs.more_needed_per_arm == 0
-    quiet = compare_latency(a, a[::-1].copy() + 0.01, seed=0)   # nothing seen: more asked for
+    # nothing seen, and the interval does not yet rule out the difference worth detecting
+    few = np.random.default_rng(1)
+    quiet = compare_latency(few.normal(5, 1, 40), few.normal(5, 1, 40), seed=0)
     assert not quiet.significant and quiet.more_needed_per_arm > 0
+    # nothing seen, and the interval rules it out already: none more asked for ("166,844
+    # more needed" beside a CI of -0.001 to 0.001 ms, from the tail's variance; an adversary)
+    tight = compare_latency(a, a[::-1].copy() + 0.01, seed=0)
+    assert not tight.significant and tight.more_needed_per_arm == 0
+    assert tight.verdict.endswith("the interval rules out a difference of 0.25 ms or more "
+                                  "either way")
     from core.ui.fmt import more_needed   # the page's column
+    assert more_needed(tight) == "none: enough to have seen it"
     assert more_needed(res) == more_needed(errs) == "none: detected"
     assert more_needed(quiet) == f"{quiet.more_needed_per_arm:,}"
     # significant but under the difference worth detecting; none either way with enough
@@ -527,10 +543,11 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
     from core.ab import ABReport
     from core.metrics import ModelMetrics
 
-    def arm(rows: int, queue_ms: float = 1.0):
+    def arm(rows: int, queue_ms: float = 1.0, batches: int = 1):
         m = ModelMetrics()
-        m.record_batch(rows=rows, reason="full", compute_s=0.001,
-                       queue_s=[queue_ms / 1e3] * rows, failed={}, depth=0)
+        for _ in range(batches):
+            m.record_batch(rows=rows, reason="full", compute_s=0.001,
+                           queue_s=[queue_ms / 1e3] * rows, failed={}, depth=0)
         return m.snapshot()
     report = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8), "b": arm(2)})
     assert "so its batches fill more slowly (mean 2.0 rows vs 8.0), for reasons that are " \
@@ -543,7 +560,8 @@ def test_report_names_every_difference_between_the_arms_besides_the_model(engine
                     ).confound_warning is None
     # full batches on both arms that take the small arm nine times longer to fill (a
     # reviewer): said, by the queue's wait
-    full = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8, 0.5), "b": arm(8, 4.5)})
+    # (nine batches on A to one on B: the split the requests had is what is judged)
+    full = ABReport("e", "m1", "m2", 0.1, "random", {"a": arm(8, 0.5, 9), "b": arm(8, 4.5)})
     assert re.search(r"so its requests wait longer in the queue \(4\.5\d ms vs 0\.50 ms at "
                      r"p50\), for reasons", full.confound_warning), full.confound_warning
     assert "fill more slowly" not in full.confound_warning
@@ -956,3 +974,35 @@ def test_a_bandit_s_uneven_split_warning_says_the_split_its_requests_had():
     report = ABReport("e", "m1", "m2", 0.95, "bandit", {"a": arm(10, 8), "b": arm(10, 2)})
     assert report.confound_warning.startswith("Uneven split (80%/20%): arm B sees 20% of the "
                                               "arrivals"), report.confound_warning
+
+
+def test_an_experiment_asked_twice_answers_the_same_and_says_what_its_settings_do(engine):
+    """An adversary: random routing took other arms after reset_metrics (the bandit's did
+    not); a bandit SLO change restarted its evidence but its figures and the ones before
+    stayed mixed in one verdict; "B's share 0.50 → 0.90" was logged while the bandit
+    routed 48 % to B; detect_ms=NaN raised numpy's words and inf was taken; a bandit SLO
+    of True was a 1 ms SLO."""
+    x = engine.sample_input("clf-v1")
+    engine.create_ab("r", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+
+    def arms(n=24):
+        return "".join(engine.predict("r", x).model[-1] for _ in range(n))
+    first = arms()
+    engine.reset_metrics("r")
+    assert arms() == first
+    engine.create_ab("bd", a="clf-v1", b="clf-v2", mode="bandit", seed=3)
+    engine.update_ab("bd", b_share=0.9)
+    assert engine.events("bd")["text"].iloc[-1] == (
+        "B's share 0.50 → 0.90 (for when the bandit stops: it sets the split while it routes)")
+    for _ in range(30):
+        engine.predict("bd", x)
+    assert engine.ab_report("bd").segment == 1
+    engine.update_ab("bd", bandit_slo_ms=20)
+    report = engine.ab_report("bd")
+    assert report.segment == 2 and sum(s.total_requests for s in report.arms.values()) == 0
+    assert "bandit SLO 20 ms" in report.segment_reason
+    for bad in (float("nan"), float("inf"), 0, -1.0, "1"):
+        with pytest.raises(ConfigError, match="detect_ms must be a number >= 0.001"):
+            engine.ab_report("r", detect_ms=bad)
+    with pytest.raises(ConfigError, match="slo_ms must be a positive number"):
+        engine.create_ab("t", a="clf-v1", b="clf-v2", mode="bandit", bandit_slo_ms=True)

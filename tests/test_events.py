@@ -229,11 +229,12 @@ def test_empty_charts_speak_of_the_right_page_and_unit():
     ts = series(60).assign(p50_ms=float("nan"), p95_ms=float("nan"), p99_ms=float("nan"))
     note = "no traffic yet: start the experiment's traffic on the A/B test page"
     fig = charts.latency_figure(ts, empty_note=note)
-    assert [a.text for a in fig.layout.annotations] == [note]
+    # (on two lines: one ran past the plot at 1024 px; a newcomer)
+    assert [a.text for a in fig.layout.annotations] == [note.replace(": ", ":<br>")]
     # requests came and every one failed: not 'no requests' (a reviewer, helper)
     failing = ts.assign(errors=1)
     assert [a.text for a in charts.latency_figure(failing).layout.annotations] == [
-        "no request answered in this window: every one failed (see the errors)"]
+        "no request answered in this window:<br>every one failed (see the errors)"]
     assert charts.error_figure(series(60)).layout.yaxis.ticksuffix == " %"
     empty = pd.DataFrame(columns=["batch_id", "arm", "wait_ms", "compute_ms", "handoff_ms"])
     by_arm = charts.breakdown_figure(empty, by_arm=True)

@@ -1532,3 +1532,14 @@ def _answered() -> Future:
     f = Future()
     f.set_result(None)
     return f
+
+
+def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers():
+    """"load 1000000000.0 req/s" and "100000.0 clients" (a newcomer)."""
+    from core.lab import check_clients, check_rates
+    with pytest.raises(ConfigError, match=r"^load 1,000,000,000 req/s: a rate is a number"):
+        check_rates([1e9], 2.0, True)
+    with pytest.raises(ConfigError, match=r"^100,000 clients: a closed loop's clients"):
+        check_clients([100000.0])
+    with pytest.raises(ConfigError, match=r"^2.5 clients"):
+        check_clients([2.5])

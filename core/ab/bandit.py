@@ -66,7 +66,8 @@ class ThompsonBandit:
 
     def __init__(self, slo_ms: float = DEFAULT_SLO_MS, floor: float = DEFAULT_FLOOR,
                  seed: int | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        if not (isinstance(slo_ms, (int, float)) and 0 < slo_ms < math.inf):
+        if isinstance(slo_ms, bool) or not (isinstance(slo_ms, (int, float))
+                                            and 0 < slo_ms < math.inf):   # (True: 1 ms)
             raise ValueError(f"the bandit's slo_ms must be a positive number of milliseconds, "
                              f"got {slo_ms!r}")
         if not (isinstance(floor, (int, float)) and 0 <= floor <= 0.5):

@@ -57,10 +57,10 @@ class ABReport:
         if self.mode == "shadow":
             return None
         rows = {arm: s.avg_batch_rows for arm, s in self.arms.items()}
-        share = self.b_share
-        if self.mode == "bandit":   # (its split moves: the one these requests had, not now's)
-            n = {arm: s.total_requests for arm, s in self.arms.items()}
-            share = n["b"] / max(1, n["a"] + n["b"])
+        # the split these requests had, not the one configured now (a bandit's moves, and a
+        # split changed after them took its warning away from the same data; an adversary)
+        n = {arm: s.total_requests for arm, s in self.arms.items()}
+        share = n["b"] / max(1, n["a"] + n["b"])
         if not 0.0 < share < 1.0 or min(s.total_requests for s in self.arms.values()) == 0:
             return None
         small = "b" if share < 0.5 else "a"

@@ -40,7 +40,7 @@ from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
 from .shadow import ShadowStats
 from .statistics import compare_arm_errors, compare_latency, latest_only
-from core.config import _check_choice, _check_float, as_seed
+from core.config import _check_choice, _check_float, as_seed, plain
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
 
@@ -201,7 +201,12 @@ class ABExperiment:
                 raise ConfigError(f"arms a and b must be two different models, got {new_a!r} twice")
             # (the old segment as it was, its mode's figures too, and no request routed to
             # a new arm counted in it: swapped under the lock routing reads)
-            began = (new_a, new_b) != (self.a, self.b) or (mode is not None and mode != self.mode)
+            began = ((new_a, new_b) != (self.a, self.b) or (mode is not None and mode != self.mode)
+                     # (a bandit's new SLO or floor routes otherwise from now: its figures
+                     # and the ones before mixed in one verdict; an adversary)
+                     or (new_bandit is not None and (mode or self.mode) == "bandit"
+                         and (new_bandit.slo_ms, new_bandit.floor)
+                         != (self.bandit.slo_ms, self.bandit.floor)))
             entry = self._swap_locked(None) if began else None
             self.a, self.b = new_a, new_b
             if b_share is not None:
@@ -225,6 +230,7 @@ class ABExperiment:
         self.callers.reset()
         self.shadow = ShadowStats()
         self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
+        self._rng = random.Random(self.seed)   # (as the bandit's: the same routing again)
         with self._lock:
             self.segment, self.segment_reason, self.segment_started = 1, None, time.time()
             self.previous_segments.clear()
@@ -298,6 +304,9 @@ class ABExperiment:
             entry.pop("_of", None)
 
     def report(self, detect_ms: float | None = None) -> ABReport:
+        if detect_ms is not None:   # (NaN raised numpy's words, inf read "less than inf ms")
+            _check_float("detect_ms", plain(detect_ms), 0.001, 86_400_000.0)
+            detect_ms = float(plain(detect_ms))
         with self._lock:
             state = self._state()
             previous = list(self.previous_segments)

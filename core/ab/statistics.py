@@ -149,6 +149,10 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
     # (once a difference is detected, none more are needed: the normal-theory estimate,
     # from heavy-tailed latencies' variance, would still ask for thousands beside p < 0.001)
     more = 0 if significant else max(0, n_needed - min(n_a, n_b))
+    if not significant and -detect_ms < lo and hi < detect_ms:
+        # (the interval already rules out a difference of detect_ms: "166,844 more needed"
+        # beside a CI of -0.001 to 0.001 ms, sized from heavy tails' variance; an adversary)
+        more = 0
     meaningful = significant and abs(diff) >= detect_ms
     word = "slower" if diff > 0 else "faster"
     # the interval of the difference the words name ("faster by 1.53 ms (95% CI 1.45 to
@@ -174,6 +178,9 @@ def compare_latency(a_ms: Sequence[float], b_ms: Sequence[float], detect_ms: flo
         if more:
             verdict += (f"; about {more:,} more requests per arm are needed to detect "
                         f"{detect_ms:.2f} ms")
+        elif -detect_ms < lo and hi < detect_ms:
+            verdict += (f"; the interval rules out a difference of {detect_ms:.2f} ms or "
+                        "more either way")
     lat = LatencyComparison(n_a, n_b, p50_a, p50_b, diff, lo, hi, p_value, significant,
                             detect_ms, n_needed, more, verdict, meaningful)
     return replace(lat, verdict=verdict + too_small_words(lat))

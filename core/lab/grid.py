@@ -61,7 +61,8 @@ def check_rates(rates_rps: Sequence[float], duration_s: float,
     generator; load agents offer more), or that sends no request in a window (1 req/s in
     2 s / 3)."""
     if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
-        raise ConfigError(f"load {bad[0]!r} req/s: a rate is a number above 0 and at most "
+        shown = f"{bad[0]:,.0f}" if bad[0] == bad[0] and float(bad[0]).is_integer() else bad[0]
+        raise ConfigError(f"load {shown} req/s: a rate is a number above 0 and at most "
                           f"{max_rps:,.0f} req/s")
     rule = _rule(duration_s, stability)
     window = rule.window_s if rule is not None else duration_s

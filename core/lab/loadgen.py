@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.batching import Prediction
-from core.config import _check_choice, _check_float, _check_int
+from core.config import _check_choice, _check_float, _check_int, _shown
 from core.errors import ConfigError
 from core.metrics import helpers_cpu_s
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, paced, run_schedule
@@ -399,7 +399,12 @@ def check_clients(concurrencies: Any) -> list[int]:
     for c in concurrencies:   # (range first: float(10**400) overflows)
         if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) \
                 or not 1 <= c <= MAX_CLIENTS or not float(c).is_integer():
-            raise ConfigError(f"{c!r} clients: a closed loop's clients are whole numbers from "
+            try:   # ("100000.0 clients"; a newcomer)
+                shown = (f"{c:,.0f}" if not isinstance(c, (bool, str))
+                         and float(c).is_integer() else _shown(c))
+            except (TypeError, ValueError, OverflowError):   # (10**400, None, ...)
+                shown = _shown(c)
+            raise ConfigError(f"{shown} clients: a closed loop's clients are whole numbers from "
                               f"1 to {MAX_CLIENTS:,} (each is a thread here)")
         out.append(int(c))
     return out

@@ -72,9 +72,10 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
     fig.update_xaxes(title="rows in batch", range=[0.4, right + 0.6],
                      tickformat="d", rangemode="normal", tick0=0,
                      dtick=1 << max(0, math.ceil(math.log2(max(right, 1) / 6))))
-    if not sizes:
+    if not sizes:   # (over a white ground: it crossed the max_batch_size line)
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font=dict(color="#64748b"))
+                           x=0.5, y=0.5, font=dict(color="#64748b"),
+                           bgcolor="rgba(255,255,255,0.9)")
     return _layout(fig, title, "batches")
 
 

@@ -82,9 +82,11 @@ def _empty_note(fig: go.Figure, ts: pd.DataFrame, column: str,
     if ts.empty or ts[column].isna().all():
         if "errors" in ts and ts["errors"].sum() > 0:   # (requests came, none answered)
             text = "no request answered in this window: every one failed (see the errors)"
-        fig.add_annotation(text=text,
+        # (on two lines, over a white ground: one line ran past the plot at 1024 px, and
+        # a note crossed the max_batch_size line; a newcomer)
+        fig.add_annotation(text=text.replace(": ", ":<br>", 1),
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
-                           font=dict(color="#64748b"))
+                           font=dict(color="#64748b"), bgcolor="rgba(255,255,255,0.9)")
 
 
 def share_x_range(figs: list[go.Figure]) -> list[go.Figure]:
