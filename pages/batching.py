@@ -200,7 +200,7 @@ with controls:
                           "meets the latency objective and shrinks by 10 % after a miss. Any policy "
                           "module in core/policies/ appears here.")
             number_box(st, "Latency SLO (ms; adaptive and AIMD; empty = none)", "bs_slo",
-                       0.1, 60_000.0, value=None, on_change=_apply,
+                       0.001, 86_400_000.0, value=None, on_change=_apply,   # (the engine's)
                             args=("latency_slo_ms", "bs_slo"),
                             disabled=not uses_slo(cfg.policy) or not info.batchable
                             or remote is not None or held is not None,

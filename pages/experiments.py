@@ -180,7 +180,10 @@ with st.container(border=True):
         if st.button("Run quick search", key="exp_run_search", type="primary",
                      # (not disabled while one runs: a click from a second tab as the
                      # first starts one is then refused in words, not dropped unsaid)
-                     disabled=grid_n == 0 or not kind.startswith("rate") or not slo_ok,
+                     disabled=grid_n == 0 or not kind.startswith("rate") or not slo_ok
+                     # (red boxes ran anyway: max memory 0.5 MiB; a reviewer)
+                     or (min_tput is not None and not 0.0 <= min_tput <= 1e7)
+                     or (max_mem is not None and not 1.0 <= max_mem <= 1e6),
                      help="Open-loop loads only." if not kind.startswith("rate") else
                      "Runs in the engine: it goes on if you leave this page."
                      + (" One is running now: another cannot start." if busy else "")):

@@ -2057,3 +2057,20 @@ def test_the_warm_up_keeps_its_iterations_across_pages(engine):
     at.switch_page("pages/batching.py").run()
     at.switch_page("pages/warmup.py").run()
     assert at.slider(key="warmup_iters").value == 40   # (it came back as 10; a newcomer)
+
+
+def test_the_warm_up_page_says_no_warm_up_yet_only_when_none_runs(engine):
+    """"No warm-up has run for this model yet." stood under a running warm-up's progress
+    bar (a newcomer)."""
+    at = app("pages/warmup.py")
+    at.selectbox(key="warmup_model").set_value("tiny").run()
+    assert any(i.value == "No warm-up has run for this model yet." for i in at.info)
+    gate = threading.Event()
+    status = engine._lab.jobs.start("warmup", "tiny", lambda job: gate.wait(WAIT_S))
+    try:
+        at.run()
+        assert not any(i.value.startswith("No warm-up has run") for i in at.info)
+        assert at.button(key="warmup_job_cancel")
+    finally:
+        gate.set()
+        engine.wait_job(status.job_id, WAIT_S)

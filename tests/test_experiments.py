@@ -17,7 +17,7 @@ from scipy import stats
 
 from core import BatchConfig, Engine, EngineConfig, build_demo_model
 from core.batching import Batcher
-from core.errors import ConfigError
+from core.errors import BatchlabError, ConfigError, EngineClosedError
 from core.protocol import WireCodec
 from core.lab import (MLSERVER_BATCHLAB_RUNTIME, SWEEP_COLUMNS, CostModel,
                               ExperimentStore, fit_cost_model, kserve_inference_service,
@@ -1119,7 +1119,9 @@ def test_calibrating_a_slow_model_skips_rates_that_would_send_nothing():
         cost = CostModel(0.05, 0.001, 0.99)
         skipped = calibrate_overhead(engine, "tiny", cost, [0.25, 0.3], duration_s=2.0)
         assert skipped == dataclasses.replace(cost, overhead_note=skipped.overhead_note)
-        assert "the overhead is not calibrated" in skipped.overhead_note
+        assert skipped.overhead_note == (   # (not "give lower rates"; a reviewer)
+            "no rate of 0.25, 0.3 req/s sends a request in 2 s: the overhead is not "
+            "calibrated; give rates of at least 0.5 req/s or more seconds a rate")
         fitted = calibrate_overhead(engine, "tiny", cost, [0.25, 20.0], duration_s=1.0)
         assert fitted.overhead_per_krps_ms == 0.0 and fitted.overhead_ms >= 0.0
 
@@ -1347,11 +1349,13 @@ def _racing_sweep(monkeypatch, engine, gate):
             def start():
                 try:
                     started.append(engine.start_job("sweep", name))
-                except ConfigError as err:
+                except BatchlabError as err:
                     started.append(err)
             t = threading.Thread(target=start)
             t.start()
-            t.join(0.3)
+            # (asked first outside the engine's lock: the sweep starts now, whatever the
+            # machine's load, and the change must then be refused under the lock)
+            t.join(WAIT_S)
 
     monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (fake_sweep, True))
     engine.settings_guards.append(start_a_sweep_meanwhile)
@@ -1377,12 +1381,13 @@ def test_an_unload_or_replace_racing_a_sweep_s_start_is_refused_or_refuses_it(
         except ConfigError as err:
             assert "being measured by a sweep" in str(err)
             done = False
+        assert not done, "the sweep started first: the change is refused under the lock"
         for _ in range(int(WAIT_S * 100)):
             if started:
                 break
             gate.wait(0.01)
         gate.set()
-        sweep_ran = not isinstance(started[0], ConfigError)
+        sweep_ran = not isinstance(started[0], BatchlabError)
         if sweep_ran:
             engine.wait_job(started[0].job_id, WAIT_S)
         assert done != sweep_ran, (done, started)
@@ -1412,7 +1417,7 @@ def test_a_sweep_does_not_start_while_a_warm_up_runs_on_its_model(monkeypatch):
         assert engine.wait_job(status.job_id, WAIT_S).state == "done"
         gate.set()
         warm.join(WAIT_S)
-        assert engine.busy_with("tiny") is None
+        assert engine._busy_with("tiny") is None
         status = engine.start_job("sweep", "tiny")     # after it: free again
         assert engine.wait_job(status.job_id, WAIT_S).state == "done"
 
@@ -1543,3 +1548,105 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_clients([100000.0])
     with pytest.raises(ConfigError, match=r"^2.5 clients"):
         check_clients([2.5])
+
+
+def test_a_notebooks_sweep_and_a_job_on_one_model_refuse_each_other_at_the_start():
+    """A job started during a notebook's sweep (and a notebook's sweep during a job) went
+    ahead; the two refused each other's points and restores, and the model was left at a
+    point's settings (a reviewer). Each now refuses the other before anything runs; a
+    notebook's sweep does not start during a warm-up."""
+    from core.lab import sweep
+    with Engine() as engine:
+        engine.configure("tiny", max_batch_size=32, max_wait_ms=5.0)
+        inside, gate, out = threading.Event(), threading.Event(), []
+
+        def progress(done, total, row):
+            inside.set()
+            assert gate.wait(WAIT_S)
+
+        t = threading.Thread(target=lambda: out.append(sweep(
+            engine, "tiny", [8, 16], [0.0], rates_rps=[200.0], duration_s=0.3,
+            stability=False, baseline=False, progress=progress)))
+        t.start()
+        assert inside.wait(WAIT_S)
+        held = "being measured by a sweep or quick search run from this process"
+        for kind in ("sweep", "search", "warmup"):
+            params = {"sweep": {"max_batch_sizes": [4], "max_waits_ms": [0.0]},
+                      "search": {"max_batch_sizes": [4], "max_waits_ms": [0.0],
+                                 "rates_rps": [100.0], "p99_ms": 50.0},
+                      "warmup": {}}[kind]
+            with pytest.raises(ConfigError, match=held):
+                engine.start_job(kind, "tiny", **params)
+        assert not engine.jobs(target="tiny")
+        gate.set()
+        t.join(WAIT_S)
+        assert len(out[0]) == 2
+        cfg = engine.batch_config("tiny")
+        assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)
+        # a job measuring it: a notebook's sweep is refused at once, naming the job
+        job_gate = threading.Event()
+        status = engine._lab.jobs.start("sweep", "tiny", lambda job: job_gate.wait(WAIT_S),
+                                        params={"own_settings": {}}, exclusive=True)
+        try:
+            with pytest.raises(ConfigError, match=rf"sweep \(job {status.job_id}\).*to "
+                                                  r"measure it now, cancel the job"):
+                sweep(engine, "tiny", [8], [0.0], rates_rps=[200.0], duration_s=0.3)
+        finally:
+            job_gate.set()
+            engine.wait_job(status.job_id, WAIT_S)
+        # a warm-up going on: not started, said
+        w_inside, w_gate = threading.Event(), threading.Event()
+
+        def w_progress(done, total, bs):
+            w_inside.set()
+            assert w_gate.wait(WAIT_S)
+        w = threading.Thread(target=lambda: engine.warmup("tiny", iterations=2,
+                                                          progress=w_progress))
+        w.start()
+        try:
+            assert w_inside.wait(WAIT_S)
+            with pytest.raises(ConfigError, match="measuring 'tiny' not started: a warm-up "
+                                                  "is going on with it"):
+                sweep(engine, "tiny", [8], [0.0], rates_rps=[200.0], duration_s=0.3)
+        finally:
+            w_gate.set()
+            w.join(WAIT_S)
+        assert engine.settings_guards == [engine._lab._check_not_measured]
+
+
+def test_matching_an_arm_s_settings_is_refused_after_close_and_during_a_sweep_of_it(
+        monkeypatch):
+    """ab_match_settings asked the sweep guard once, outside the lock (a sweep of B
+    starting meanwhile put B's settings back at its end), and worked after close()."""
+    with Engine() as engine:
+        engine.configure("clf-v1", max_batch_size=16, max_wait_ms=3.0)
+        engine.configure("clf-v2", max_batch_size=4, max_wait_ms=0.0)
+        engine.create_ab("e", a="clf-v1", b="clf-v2")
+        gate = threading.Event()
+        started = _racing_sweep(monkeypatch, engine, gate)
+        with pytest.raises(ConfigError, match="being measured by a sweep"):
+            engine.ab_match_settings("e")
+        gate.set()
+        engine.wait_job(started[0].job_id, WAIT_S)
+        assert engine.batch_config("clf-v2").max_batch_size == 4
+    with pytest.raises(EngineClosedError, match="the engine is closed"):
+        engine.ab_match_settings("e")
+
+
+def test_requests_unanswered_on_an_agent_are_counted_apart_in_the_merged_summary():
+    """The summary of load agents' histograms counts the Unanswered too (a reviewer)."""
+    from core.lab.digest import LoadDigest, digest_frame
+    from core.lab.loadgen import LoadResult
+
+    futures: list[Future] = []
+
+    def submit(x):
+        futures.append(Future())
+        return futures[-1]
+
+    res = open_loop(submit, lambda rng: 0, rate_rps=100, duration_s=0.1, drain_s=0.02)
+    merged = LoadDigest()
+    merged.add(digest_frame(res.frame))
+    summary = LoadResult("open", res.frame.iloc[:0], res.duration_s, 0.0,
+                         digest=merged).summary()
+    assert summary["unanswered"] == summary["failed"] == len(futures) > 0

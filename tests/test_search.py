@@ -350,6 +350,10 @@ def test_a_search_says_when_its_points_were_disturbed_and_a_start_that_missed(ta
     ({"seed": 2.5}, "seed must be a whole number"),
     ({"session_threads": [0, 2]}, "session_threads must be an int >= 1"),
     ({"session_threads": [2.7]}, "session_threads must be an int >= 1"),
+    # (measured its first points, then refused at the swap; a reviewer)
+    ({"session_threads": [1, 4096]}, "session_threads must be an int >= 1 and <= 1024"),
+    ({"session_threads": [1, 1000]}, "intra_op_threads=1000 is more than this machine's"),
+    ({"seed": None}, "seed must be a whole number >= 0, got None"),
 ])
 def test_a_grid_that_cannot_be_run_as_asked_is_refused_before_anything_runs(engine, kw, words):
     """2.5 rows were run as 2 and True as 1, a wait past the limit failed the sweep at its

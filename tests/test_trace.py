@@ -340,3 +340,10 @@ def test_a_replay_sends_each_arrival_with_its_recorded_rows(engine):
         replay(engine, "tiny", arrivals, rows_per_request=[1, 2, 3])
     with pytest.raises(ConfigError, match="rows_per_request must be an int >= 1"):
         replay(engine, "tiny", arrivals, rows_per_request=[0] * 12)
+    with pytest.raises(ConfigError, match=r"requests of up to 40 rows, and tiny takes at most "
+                                          r"max_batch_size=32 rows a request now"):
+        replay(engine, "tiny", arrivals, rows_per_request=[40] * 12)
+    from core.lab.replay import check_replay_rows   # (agents send one request shape)
+    with pytest.raises(ConfigError, match="load agents send one request shape"):
+        check_replay_rows(arrivals, rows, agents=2)
+    assert check_replay_rows(arrivals, [4] * 12, agents=2) == [4] * 12

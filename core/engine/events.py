@@ -52,8 +52,8 @@ class EventMethods:
     def _busy(self, name: str, what: str, doing: str) -> Iterator[None]:
         """``what`` (a warm-up; a change sent to a remote model's server) goes on with
         ``name`` while the block runs: the guards are asked (``doing``) and the mark made
-        under the engine's lock, the one a sweep starts under (:meth:`settings_locked`),
-        so either the sweep refuses it or it refuses the sweep (:meth:`busy_with`)."""
+        under the engine's lock, the one a sweep starts under (:meth:`_settings_locked`),
+        so either the sweep refuses it or it refuses the sweep (:meth:`_busy_with`)."""
         with self._lock:
             self._guard(name, doing)
             marks = self.__dict__.setdefault("_busy_marks", {})
@@ -66,7 +66,7 @@ class EventMethods:
                 if not marks[name]:
                     del marks[name]
 
-    def busy_with(self, name: str) -> str | None:
+    def _busy_with(self, name: str) -> str | None:
         """What is going on with ``name`` that a sweep must not start during (it would
         measure the warm-up's runs, or restore settings a server is being sent), e.g. "a
         warm-up"; None when nothing is."""
@@ -74,7 +74,7 @@ class EventMethods:
             marks = self.__dict__.get("_busy_marks", {}).get(name)
             return marks[0] if marks else None
 
-    def settings_locked(self, start: Callable[[], T]) -> T:
+    def _settings_locked(self, start: Callable[[], T]) -> T:
         """``start()`` under the lock the settings guards are asked under (configure,
         warm-up, replace, unload, inputs): a job that changes a model's settings and puts
         them back starts in it, so a change is either refused or made before the job

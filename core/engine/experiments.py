@@ -132,9 +132,11 @@ class ExperimentRoom:
                             "batching, measured at this client.")
         return dataclasses.replace(report, warnings=warnings)
 
-    def match_settings(self, name: str) -> BatchConfig:
+    def match_settings(self, name: str, guard: Callable[[str], None]) -> BatchConfig:
+        """``guard(model)`` refuses the change (asked under the lock a sweep starts in)."""
         with self.registry.lock:
             exp = self.ns.experiment(name)
+            guard(exp.b)   # (again: a sweep of B starting meanwhile undid it; a reviewer)
             a_cfg = self.ns.entry(exp.a).served.config
             b_entry = self.ns.entry(exp.b)
             b_cfg = b_entry.served.config
@@ -206,8 +208,10 @@ class ExperimentMethods:
     def ab_match_settings(self, name: str) -> BatchConfig:
         """Give arm B's model arm A's batch settings (all of them), so that a comparison is
         of the models alone; returns B's new configuration."""
+        self._check_open()   # (configure() after close raises: so does this)
         self._guard(self._ns.experiment(name).b, "change its batch settings")
-        return self._ab.match_settings(name)
+        return self._ab.match_settings(
+            name, lambda model: self._guard(model, "change its batch settings"))
 
     def ab_metrics(self, name: str, arm: str, window_s: float | None = None) -> MetricsSnapshot:
         """What arm ``arm`` ("a" or "b") of experiment ``name`` served (see :meth:`metrics`

@@ -3,13 +3,12 @@ remote model's batch size and wait are its server's (changed there, where the se
 client), its queue and timeout the client's.
 
 Example:
-    >>> configure(entry, lock, {"max_batch_size": 16})
+    >>> configure("mlp", entry_of, lock, {"max_batch_size": 16}, guard, sending)
     BatchConfig(max_batch_size=16, ...)
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any, Callable, ContextManager
 
@@ -26,9 +25,8 @@ _SERVER_ONLY = ("policy", "latency_slo_ms", "instances")
 
 
 def configure(name: str, entry_of: Callable[[], ModelEntry], lock: threading.RLock,
-              changes: dict[str, Any], guard: Callable[[], None] = lambda: None,
-              sending: Callable[[], ContextManager[None]] = contextlib.nullcontext
-              ) -> tuple[BatchConfig, BatchConfig]:
+              changes: dict[str, Any], guard: Callable[[], None],
+              sending: Callable[[], ContextManager[None]]) -> tuple[BatchConfig, BatchConfig]:
     """Apply ``changes`` to ``name``'s configuration; returns the one before and the new
     one. Queued requests are kept. ``entry_of()`` is the model's entry now: looked up
     again under ``lock``, so that a hot swap meanwhile gets the change (one looked up

@@ -12,11 +12,12 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
-from core.config import BatchConfig, _check_float, _check_int, as_list, as_seed, plain
+from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, as_list,
+                         as_seed, plain)
 from core.errors import ConfigError
 from .stability import StabilityRule
 
-__all__ = ["check_grid", "check_rates", "is_remote", "pin_settings"]
+__all__ = ["check_grid", "check_rates", "closed_here", "is_remote", "pin_settings"]
 
 
 def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence[Any],
@@ -38,12 +39,14 @@ def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence
                         instances=plain(instances), policy=policy,
                         latency_slo_ms=plain(latency_slo_ms))
         _check_float("duration_s", plain(duration_s), 0.05, 86_400.0)
-        if as_seed(plain(seed)) < 0:
+        if seed is None or as_seed(plain(seed)) < 0:   # ("or None, got None"; a reviewer)
             raise ConfigError(f"seed must be a whole number >= 0, got {seed!r}")
         if slo_ms is not None:
             _check_float("slo_ms", plain(slo_ms), 0.001, 86_400_000.0)
         for t in as_list("session_threads", session_threads or [], "[1, 2]"):
             _check_int("session_threads", plain(t), 1, 1024)
+            # (more than the cores: measured its first points, then refused at the swap)
+            SessionConfig(intra_op_threads=plain(t))
     except ConfigError as err:
         raise ConfigError(f"{kind}: {err}") from None
 
@@ -74,6 +77,13 @@ def check_rates(rates_rps: Sequence[float], duration_s: float,
             f"each point more seconds (duration_s)")
 
 
+def closed_here(engine: Any) -> bool:
+    """Whether ``engine`` is an in-process engine that has closed (a RemoteEngine's closed
+    is its client's: the server's model keeps what it was given)."""
+    from core.engine import EngineCore
+    return isinstance(engine, EngineCore) and engine.closed
+
+
 def is_remote(engine: Any, model: str) -> bool:
     """Whether ``model`` is served by another server (its settings are that server's)."""
     return engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
@@ -87,7 +97,7 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
     RemoteEngine's server is not asked to hold its model for a client (run the sweep as a
     job there: ``start_job``)."""
     guards = getattr(engine, "settings_guards", None)
-    if guards is None or not hasattr(engine, "settings_locked"):
+    if guards is None or not hasattr(engine, "_settings_locked"):
         return lambda: None
     me = threading.get_ident()
 
@@ -100,12 +110,16 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
                 "stop event it was given) or wait for it")
 
     def start() -> None:   # (under the lock configure() asks its guards under)
-        if busy := engine.busy_with(model):
+        if busy := engine._busy_with(model):
             raise ConfigError(f"measuring {model!r} not started: {busy} is going on with "
                               "it; start again when that has ended")
+        # a job measuring it, or another thread's sweep, refuses this one at once (it
+        # started, and the two then refused each other's points and restores: the model
+        # was left at a point's settings; a reviewer)
+        engine._guard(model, "measure it")
         guards.append(guard)
 
-    engine.settings_locked(start)
+    engine._settings_locked(start)
     done: list[bool] = []
 
     def unpin() -> None:

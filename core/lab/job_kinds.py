@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from core.errors import BatchlabError
+from core.errors import BatchlabError, EngineClosedError
 from .costmodel import (ENGINE_BOUND_RPS, fit_cost_model, measure_capacity, profile_cost_frame,
                         with_capacities)
 from .agents import agent_endpoint, check_ray_address
@@ -202,7 +202,11 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
     finally:
         now = engine.batch_config(target) if not remote else cfg
         if (pin or now.max_batch_size != k) and not engine.closed:   # (closed: refused)
-            engine.configure(target, **own)
+            try:
+                engine.configure(target, **own)
+            except EngineClosedError:   # (closed between the check and the change)
+                if not engine.closed:
+                    raise
     return {"profile": profile, "cost": cost, "disturbed": disturbed}
 
 

@@ -147,8 +147,8 @@ class Lab:
             raise ConfigError(f"unknown job kind {kind!r}; expected one of "
                               f"{', '.join(JOB_KINDS)}")
         self.engine.model_info(target)  # a model of this engine, or ModelNotFoundError
-        if kind == "warmup":   # (refused now, not a job started to fail)
-            self._check_not_measured(target, "warm it up")
+        if kind == "warmup":   # (refused now, not a job started to fail; every guard: a
+            self.engine._guard(target, "warm it up")   # notebook's sweep holds it too)
         work, exclusive = spec
         sig = inspect.signature(work)
         try:
@@ -176,16 +176,21 @@ class Lab:
         # A pinning job starts under the engine's lock, the one configure() asks its guard
         # under: a change of the model's settings is refused, or made before the job reads
         # the settings it restores (it was lost at the restore).
-        return self.engine.settings_locked(
+        return self.engine._settings_locked(
             lambda: self._start(kind, target, work, params, exclusive))
 
     def _start(self, kind: str, target: str, work: Callable[..., Any],
                params: dict[str, Any], exclusive: bool) -> JobStatus:
-        if kind in _PINNING_JOBS and (busy := self.engine.busy_with(target)):
-            raise ConfigError(   # (it would measure a warm-up's runs beside its own)
-                f"{JOB_WORDS[kind]} of {target!r} not started: {busy} is going on with "
-                "it; start it again when that has ended (a warm-up stops at its time "
-                "limit)")
+        if kind in _PINNING_JOBS:
+            if busy := self.engine._busy_with(target):   # (it would measure a warm-up's
+                raise ConfigError(                        # runs beside its own)
+                    f"{JOB_WORDS[kind]} of {target!r} not started: {busy} is going on with "
+                    "it; start it again when that has ended (a warm-up stops at its time "
+                    "limit)")
+            # a notebook's sweep of it holds it too: refused now, not a job that fails at
+            # its first point (a reviewer); a job's says "already running" below
+            if self.jobs.running_on(target, _PINNING_JOBS) is None:
+                self.engine._guard(target, "measure it")
         shown = params
         if kind in _PINNING_JOBS:   # the settings it changes while it runs, as they were
             try:   # (all of them: a restart meanwhile brings these back, not the job's)

@@ -231,6 +231,10 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     in_process_only(engine, "replay loads a private copy of the model", "replay")
     offsets = arr - arr[0]
     before = engine.batch_config(model)
+    if max(sizes) > before.max_batch_size:   # (each refused at submit, unsaid; a reviewer)
+        raise ConfigError(f"these arrivals carry requests of up to {max(sizes)} rows, and "
+                          f"{model} takes at most max_batch_size={before.max_batch_size} "
+                          "rows a request now: raise it (engine.configure) to replay them")
     data = engine.model_file(model)
     inputs = {r: engine.sample_input(model, rows=r) for r in sorted(set(sizes))}
     sample_x = inputs[sizes[0]]

@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from core.config import as_list, default_intra_op_threads
-from core.errors import ConfigError
+from core.errors import ConfigError, EngineClosedError
 from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
-from .grid import _rule, check_grid, check_rates, is_remote, pin_settings
+from .grid import _rule, check_grid, check_rates, closed_here, is_remote, pin_settings
 from .loadgen import check_clients, closed_loop, open_loop
 from .replay import in_process_only
 from .stability import StabilityRule, measure_stable, p99_interval
@@ -191,17 +191,17 @@ class PointMeasurer:
         """The model's own batch settings, pinned settings and session, as before; other
         threads may change them again from here."""
         try:
-            if getattr(self.engine, "closed", False):
-                return   # (closed meanwhile: nothing to put back, and configure() refuses)
-            before = self.before
-            restore = {"max_batch_size": before.max_batch_size,
-                       "max_wait_ms": before.max_wait_ms}
+            restore = {"max_batch_size": self.before.max_batch_size,
+                       "max_wait_ms": self.before.max_wait_ms}
             if not self.remote:
-                restore.update({k: getattr(before, k) for k in PINNED_DEFAULTS})
+                restore.update({k: getattr(self.before, k) for k in PINNED_DEFAULTS})
                 if self._threads != self.own_threads and self.session_before is not None:
                     self._swap(self.session_before)
                     self._threads = self.own_threads
             self.engine.configure(self.model, **restore)
+        except EngineClosedError:   # closed meanwhile: nothing to put back (a RemoteEngine's
+            if not closed_here(self.engine):   # client closed: the server's model was not)
+                raise
         finally:
             self._unpin()
 
@@ -383,7 +383,14 @@ def _sweep_points(m: PointMeasurer, loads: list[tuple[str, float]],
         for k, (t, bs, wait, (kind, load)) in enumerate(points):
             if stop is not None and stop.is_set():
                 break
-            row = m.measure(k, bs, wait, kind, load, threads=t)
+            try:
+                row = m.measure(k, bs, wait, kind, load, threads=t)
+            except EngineClosedError:
+                if not closed_here(m.engine):
+                    raise
+                if stop is not None:   # (closed between two points, before close stopped
+                    stop.set()         # the job: cut short, its points kept; a reviewer)
+                break
             if stop is not None and stop.is_set():
                 break  # cut short by the cancel: not a finished point
             rows.append(row)

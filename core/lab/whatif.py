@@ -213,12 +213,13 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     cfg = engine.batch_config(model)
     x = engine.sample_input(model, rows=1)
     bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
-    gaps, used = [], []
+    gaps, used, too_low = [], [], []
     for k, rate in enumerate(rates):
         rate = float(rate)
         for _ in range(4):  # a rate the load generator here cannot offer is halved
             if rate * duration_s < 1:   # (a slow model's: no request in the run) skipped
                 kept_up = False
+                too_low.append(float(rates[k]))
                 break
             res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate,
                             pattern="poisson", duration_s=duration_s, seed=seed + k)
@@ -239,10 +240,15 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     elif gaps:
         k_ms, o_ms = 0.0, float(np.mean(gaps))
     else:   # (returned unchanged, unsaid: a calibration of no overhead to a reader)
-        note = (f"no rate of {', '.join(f'{float(r):,g}' for r in rates)} req/s kept up (90 % "
-                f"served, sends within {_CALIBRATION_LAG_MS:g} ms of their schedule), even "
-                "halved three times: the overhead is not calibrated; give lower rates (below "
-                "the model's capacity) or calibrate on a quieter machine")
+        if len(too_low) == len(rates):   # (told "give lower rates" of 0.25 req/s; a reviewer)
+            note = (f"no rate of {', '.join(f'{r:,g}' for r in rates)} req/s sends a request "
+                    f"in {duration_s:g} s: the overhead is not calibrated; give rates of at "
+                    f"least {1 / duration_s:,.3g} req/s or more seconds a rate")
+        else:
+            note = (f"no rate of {', '.join(f'{float(r):,g}' for r in rates)} req/s kept up "
+                    f"(90 % served, sends within {_CALIBRATION_LAG_MS:g} ms of their "
+                    "schedule), even halved three times: the overhead is not calibrated; give "
+                    "lower rates (below the model's capacity) or calibrate on a quieter machine")
         warnings.warn(f"calibrate_overhead: {note}", RuntimeWarning, stacklevel=2)
         return dataclasses.replace(cost, overhead_note=note)
     return dataclasses.replace(cost, overhead_ms=max(0.0, float(o_ms)),
