@@ -357,6 +357,12 @@ def arms() -> None:
         # (before the first copy came back it said "no outputs of the same kind"; a newcomer)
         what = ("none compared yet" if not sh["compared_requests"] else
                 "no outputs of the same kind to compare")
+        if sh.get("uncomparable") and not sh["compared_requests"]:
+            st.warning(f"B's outputs could not be compared with A's on any of "
+                       f"{fmt_num(sh['uncomparable'])} copies: no output of the same name, "
+                       "or at the same position with the same kind and shape. Shadow mode "
+                       "compares outputs that mean the same thing: pick arms that answer "
+                       "alike.", icon=":material/warning:")
         source = engine.input_source(exp)
         on = (f"on real inputs ({source.removeprefix('real: ')})" if source.startswith("real")
               else "on random inputs, not real data: agreement on noise (give the models "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -1006,3 +1007,55 @@ def test_an_experiment_asked_twice_answers_the_same_and_says_what_its_settings_d
             engine.ab_report("r", detect_ms=bad)
     with pytest.raises(ConfigError, match="slo_ms must be a positive number"):
         engine.create_ab("t", a="clf-v1", b="clf-v2", mode="bandit", bandit_slo_ms=True)
+
+
+def test_shadow_mode_says_when_no_output_could_be_compared():
+    """Arms of the same inputs and outputs of other shapes: "compared_requests: 50" and a
+    pairing of outputs that were never compared, with no warning (an adversary)."""
+    from onnx import TensorProto, helper
+    from tests.helpers import make_model
+    from concurrent.futures import wait
+
+    def model(out: str, width: int) -> bytes:
+        w = helper.make_tensor("w", TensorProto.FLOAT, [4, width], [0.5] * (4 * width))
+        return make_model([helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT,
+                                                         ["N", width])],
+                          [helper.make_node("MatMul", ["x", "w"], [out])], [w])
+
+    with Engine(demo_models=False) as engine:
+        engine.load_model(model("probs", 10), name="a10")
+        engine.load_model(model("y", 3), name="b3")
+        engine.create_ab("s", a="a10", b="b3", mode="shadow")
+        x = np.ones((1, 4), np.float32)
+        wait([engine.submit("s", x) for _ in range(20)])
+        for _ in range(int(WAIT_S * 100)):
+            sh = engine.ab_report("s").shadow
+            if sh["uncomparable"] == 20:
+                break
+            time.sleep(0.01)
+        report = engine.ab_report("s")
+    assert (report.shadow["compared_requests"], report.shadow["uncomparable"],
+            report.shadow["pairs"]) == (0, 20, {})
+    assert any(w.startswith("B's outputs could not be compared with A's on any of 20 copies")
+               for w in report.warnings), report.warnings
+
+
+def test_an_experiments_queue_depth_is_its_arms_queues(engine):
+    """metrics(experiment).queue_depth and counters(experiment) read 0 while its arms'
+    queues held hundreds (an adversary): the arms' queues are counted."""
+    from concurrent.futures import wait
+    from tests.helpers import hold_runs
+    engine.create_ab("q", a="clf-v1", b="clf-v2", seed=0)
+    gates = [hold_runs(engine, m) for m in ("clf-v1", "clf-v2")]
+    x = engine.sample_input("clf-v1")
+    futures = [engine.submit("q", x) for _ in range(200)]
+    for gate, started in gates:
+        assert started.wait(WAIT_S)
+    queued = engine.queue_depth("clf-v1") + engine.queue_depth("clf-v2")
+    assert queued > 0
+    assert engine.metrics("q").queue_depth == engine.counters("q")["queue_depth"] == queued
+    for gate, _ in gates:
+        gate.set()
+    wait(futures, WAIT_S)
+    assert engine.metrics("q").queue_depth == 0

@@ -36,9 +36,11 @@ def matched_outputs(a_out: dict[str, Any], b_out: dict[str, Any]
 
 
 def pair_names(a_out: dict[str, Any], b_out: dict[str, Any]) -> dict[str, str]:
-    b_names = list(b_out)
+    """A's output -> the B output :func:`matched_outputs` compares it with (only those: an
+    output of another shape was named a pair, and nothing compared; an adversary)."""
+    b_names, matched = list(b_out), {n for n, _, _ in matched_outputs(a_out, b_out)}
     return {name: (name if name in b_out else b_names[i])
-            for i, name in enumerate(a_out) if name in b_out or i < len(b_names)}
+            for i, name in enumerate(a_out) if name in matched}
 
 
 def _max_abs_diff(av: np.ndarray, bv: np.ndarray) -> float:
@@ -65,6 +67,9 @@ class ShadowStats:
         self.label_agree = 0
         self.max_abs_diff: dict[str, float] = {}
         self.b_failed = 0
+        #: Copies whose outputs had nothing to compare with A's (no output of the same
+        #: name, or at the same position of the same kind and shape): not "compared".
+        self.uncomparable = 0
         self.pairs: dict[str, str] = {}  # A's output -> the B output compared with it
         #: Per output, the requests on which one arm answered NaN or an infinity where the
         #: other did not (their difference is counted as infinite).
@@ -73,7 +78,12 @@ class ShadowStats:
     def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
         agree = labels = 0
         diffs: dict[str, float] = {}
-        for name, av, bv in matched_outputs(a_out, b_out):
+        matched = matched_outputs(a_out, b_out)
+        if not matched:
+            with self._lock:
+                self.uncomparable += 1
+            return
+        for name, av, bv in matched:
             if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
                 same = ((av == bv).reshape(len(av), -1).all(axis=1) if av.ndim
                         else np.array([av == bv]))
@@ -101,4 +111,5 @@ class ShadowStats:
                     "label_agreement": self.label_agree / self.label_rows
                     if self.label_rows else None,
                     "max_abs_diff": dict(self.max_abs_diff), "b_failed": self.b_failed,
-                    "pairs": dict(self.pairs), "nonfinite": dict(self.nonfinite)}
+                    "pairs": dict(self.pairs), "nonfinite": dict(self.nonfinite),
+                    "uncomparable": self.uncomparable}

@@ -298,7 +298,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         if entry is not None:
             return entry.metrics.snapshot(queue_depth=self._registry.queue_depth(entry),
                                           window_s=window_s)
-        return exp.callers.snapshot(window_s=window_s)
+        return exp.callers.snapshot(self._ab.arms_depth(exp), window_s=window_s)
 
     def counters(self, name: str) -> dict[str, Any]:
         """``name``'s cumulative counters (requests, successes, errors, batches, rows, summed
@@ -309,7 +309,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             out = entry.metrics.counters()
             out["queue_depth"] = self._registry.queue_depth(entry)
             return out
-        return exp.callers.counters()
+        return {**exp.callers.counters(), "queue_depth": self._ab.arms_depth(exp)}
 
     def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
         """What happened to each request settled in the last ``last_s`` seconds: columns

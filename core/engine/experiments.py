@@ -123,6 +123,12 @@ class ExperimentRoom:
             report, configs,
             {k: e.backend.session_config for k, e in entries.items()},
             {k: self._is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
+        sh = report.shadow or {}
+        if sh.get("uncomparable") and not sh.get("compared_requests"):   # (said "compared
+            warnings.append(   # 50" of outputs of other shapes, unsaid; an adversary)
+                f"B's outputs could not be compared with A's on any of {sh['uncomparable']:,} "
+                "copies: no output of the same name, or at the same position with the same "
+                "kind and shape; shadow mode compares outputs that mean the same thing")
         where = {k: (e.remote.target.url if e.remote is not None else None)
                  for k, e in entries.items()}
         if where["a"] != where["b"]:
@@ -131,6 +137,12 @@ class ExperimentRoom:
                             "arm's latency includes the network and its server's HTTP and "
                             "batching, measured at this client.")
         return dataclasses.replace(report, warnings=warnings)
+
+    def arms_depth(self, exp: Any) -> int:
+        """Requests waiting in the queues of ``exp``'s arms (those sent to the arms'
+        models directly too, as the Monitor counts them); it read 0 (an adversary)."""
+        entries = [self.registry.get(m) for m in dict.fromkeys((exp.a, exp.b))]
+        return sum(self.registry.queue_depth(e) for e in entries if e is not None)
 
     def match_settings(self, name: str, guard: Callable[[str], None]) -> BatchConfig:
         """``guard(model)`` refuses the change (asked under the lock a sweep starts in)."""
