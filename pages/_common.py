@@ -728,14 +728,17 @@ def replaced_note(old: list[Any]) -> str | None:
 
 
 def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
-                        default: int, priority: int | None = None) -> None:
+                        default: int, priority: int | None = None,
+                        rows_key: str | None = None) -> None:
     """Before the rate box ``key`` is drawn (without a value of its own: ``default`` is set
     here): when traffic runs to ``target`` (in the class ``priority``: the generator the
     box starts) at a rate this box has not followed yet (started in another tab or a
     notebook), show that rate. A value typed here stays until the running traffic
     changes, and outlives a visit to another page (:func:`keep_values`). A new session (a
     reload) shows a target and class first at the last traffic's rate, stopped or not (it
-    showed ``default``, not the 200/s just stopped)."""
+    showed ``default``, not the 200/s just stopped). ``rows_key``: the form's rows box,
+    set with the rate to the followed traffic's rows per request (after a reload it read
+    1 beside "Running: ... 4 row(s)", and Start then changed the rows unsaid; a newcomer)."""
     seen = f"_{key}_seen_{target}_{priority}"   # (a key Streamlit never cleans up)
     fresh = seen not in st.session_state          # (this target and class, first time)
     st.session_state[seen] = True
@@ -747,6 +750,8 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
             if fresh or st.session_state.get(f"_{key}_followed") != rate:
                 st.session_state[f"_{key}_followed"] = rate
                 st.session_state[key] = rate
+                if rows_key is not None and getattr(t, "rows_per_request", None):
+                    st.session_state[rows_key] = int(t.rows_per_request)
 
 
 def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float) -> float | None:

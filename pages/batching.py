@@ -231,7 +231,7 @@ with controls:
                  "normal class: a generator sending only that class, at its own rate and "
                  "arrivals, beside the other class's: start one, switch, start the other.")
         follow_traffic_rate(engine, model, "traffic_rate", 200,
-                            TRAFFIC_CLASSES[cls or "one stream"])
+                            TRAFFIC_CLASSES[cls or "one stream"], rows_key="traffic_rows")
         rate_input("traffic_rate")
         st.segmented_control("Arrivals", ARRIVAL_PATTERNS,
                              key="traffic_pattern", required=True,

@@ -2074,3 +2074,17 @@ def test_the_warm_up_page_says_no_warm_up_yet_only_when_none_runs(engine):
     finally:
         gate.set()
         engine.wait_job(status.job_id, WAIT_S)
+
+
+def test_a_reload_shows_the_running_traffics_rows_beside_its_rate(engine):
+    """After a reload the rows box read 1 beside "Running: ... 4 row(s)" and Start then
+    changed the rows unsaid (a newcomer): it follows the running traffic with the rate."""
+    engine.start_traffic("tiny", rate_rps=50, pattern="constant", rows_per_request=4,
+                         duration_s=None)
+    try:
+        at = app("pages/batching.py")
+        at.selectbox(key="batching_model").set_value("tiny").run()
+        assert at.number_input(key="traffic_rate").value == 50
+        assert at.number_input(key="traffic_rows").value == 4
+    finally:
+        engine.stop_traffic()

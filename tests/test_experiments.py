@@ -1650,3 +1650,17 @@ def test_requests_unanswered_on_an_agent_are_counted_apart_in_the_merged_summary
     summary = LoadResult("open", res.frame.iloc[:0], res.duration_s, 0.0,
                          digest=merged).summary()
     assert summary["unanswered"] == summary["failed"] == len(futures) > 0
+
+
+def test_a_recommendation_says_why_a_setting_that_met_a_higher_load_was_passed_over():
+    """8 / 0 ms met the target at 1,500 req/s, the star went elsewhere, and only a sweep
+    with no passing setting said why (a newcomer): it is said beside the choice too."""
+    f = _frame([(8, 0.0, 300, 300, 18.65, 17.0, 20.0), (8, 0.0, 1500, 1499, 2.3, 2.1, 2.5),
+                (32, 2.0, 300, 300, 3.0, 2.8, 3.2), (32, 2.0, 1500, 1500, 5.86, 5.5, 6.2)])
+    rec = recommend(f, p99_slo_ms=10)
+    assert (rec.max_batch_size, rec.max_wait_ms) == (32, 2.0)
+    assert ("max_batch_size=8, max_wait_ms=0 met the target at 1,500 but missed it at 300 "
+            "(p99 18.6 ms), so it does not count: a setting must hold at every lower load "
+            "too") in rec.reason, rec.reason
+    alone = recommend(f[f["max_batch_size"] == 32], p99_slo_ms=10)
+    assert "does not count" not in alone.reason

@@ -82,6 +82,24 @@ def _holds_below(f: pd.DataFrame) -> pd.Series:
     return out
 
 
+def _passed_over(f: pd.DataFrame, met: pd.Series, kind: str, top: float) -> str:
+    """Why a setting that met the target at a load past the chosen one was not chosen: it
+    missed at a lower load (a newcomer saw 8 / 0 ms serve 1,500 req/s within the target and
+    the star go to a setting that stopped at 1,500 too, unexplained)."""
+    higher = f[met & ~f["pass"] & (f["load_kind"] == kind) & (f["load"] >= top)]
+    for _, r in higher.sort_values("load", ascending=False, kind="stable").iterrows():
+        same = f[(f["load_kind"] == kind) & (f["load"] < r.load) & ~met]
+        for key in _setting_keys(f):
+            same = same[same[key].eq(r[key]) | (same[key].isna() & pd.isna(r[key]))]
+        if len(same):
+            low = same.sort_values("load", kind="stable").iloc[0]
+            return (f" max_batch_size={int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g}"
+                    f" met the target at {r.load:,g} but missed it at {low.load:,g} (p99 "
+                    f"{low.p99_ms:.1f} ms), so it does not count: a setting must hold at "
+                    "every lower load too (measure again if that miss was the machine).")
+    return ""
+
+
 def _goodput(row: pd.Series, slo_ms: float) -> float | None:
     """The row's goodput if it was measured at this SLO, else None."""
     g, at = row.get("goodput_rps"), row.get("slo_ms")
@@ -300,6 +318,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
     reason += _against_baseline(f, chosen, kind, top, p99_slo_ms)
+    reason += _passed_over(f, met, kind, top)
     reason += _conditions(f, chosen, kind, top)
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,
