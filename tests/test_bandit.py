@@ -4,6 +4,7 @@ in simulation against known arms and on the engine against a model that fails.""
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -320,3 +321,26 @@ def test_the_starved_arm_warning_counts_the_run_beside_the_wait():
     # no runs yet (NaN) or none given: the wait alone, as before
     assert bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": float("nan"), "b": None}) is None
     assert "within arm A's max wait (6 ms)" in bandit_warning(state, {"a": 6.0, "b": None})
+
+
+def test_a_bandits_requests_refused_for_their_input_are_not_counted_as_sent():
+    """Requests refused at submit for their shape counted as sent to an arm and were never
+    judged: sent and ended never agreed (an adversary)."""
+    from core import Engine, InputValidationError
+    with Engine() as engine:
+        engine.create_ab("bd", a="clf-v1", b="clf-v2", mode="bandit", seed=3)
+        good = engine.sample_input("clf-v1")
+        bad = np.zeros((1, good.shape[1] - 1), np.float32)
+        for i in range(60):
+            if i % 4 == 3:
+                with pytest.raises(InputValidationError):
+                    engine.submit("bd", bad)
+            else:
+                engine.predict("bd", good)
+        for _ in range(1000):   # (an answer's judging runs as its future settles)
+            arms = engine.ab_report("bd").bandit["arms"]
+            if sum(a["ended"] for a in arms.values()) == 45:
+                break
+            time.sleep(0.01)
+    assert sum(a["sent"] for a in arms.values()) == 45
+    assert all(a["sent"] == a["ended"] for a in arms.values()), arms

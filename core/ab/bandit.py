@@ -115,6 +115,12 @@ class ThompsonBandit:
             self.sent[arm] += 1
         return arm
 
+    def unsend(self, arm: str) -> None:
+        """The request :meth:`choose` just counted for ``arm`` was refused for its input:
+        not sent, and never judged."""
+        with self._lock:
+            self.sent[arm] -= 1
+
     def reward(self, arm: str, ok: bool) -> None:
         """One request of ``arm`` ended: within the SLO and without error (``ok``) or not."""
         with self._lock:

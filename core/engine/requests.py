@@ -125,7 +125,8 @@ class Router:
             fut = self._submit_model(model, None, x, timeout_ms, label, sinks, exp.name,
                                      priority, check)
         except InputValidationError:
-            raise   # the caller's input: no arm's doing
+            bandit.unsend(arm)   # the caller's input: no arm's doing, and never judged (it
+            raise                # counted as sent: sent and ended never agreed; an adversary)
         except BatchlabError:
             bandit.reward(arm, False)   # refused (overloaded, closed...): a failure of the arm
             raise
