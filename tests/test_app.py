@@ -1300,9 +1300,10 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
     assert max(runs.base) < 6 and min(runs.x) > 0.4       # ms from each batch's start
     assert fig.layout.xaxis.range[1] - fig.layout.xaxis.range[0] < 10
     labels = [t for t in fig.data if t.type == "scatter"][0]
-    row_px = (fig.layout.height - 130) / len(frame)
+    from core.ui.timeline import _CHROME_PX, _LABEL_PX
+    row_px = (fig.layout.height - _CHROME_PX) / len(frame)
     ys = sorted(int(y) for y in labels.y)
-    assert len(ys) >= 10 and all((b - a) * row_px >= 13 for a, b in zip(ys, ys[1:]))
+    assert len(ys) >= 8 and all((b - a) * row_px >= _LABEL_PX for a, b in zip(ys, ys[1:]))
     # 200 req/s that wait 5-40 ms for batches of 8: busy, bars wide enough on one axis
     busy = pd.DataFrame({
         "request_id": range(200), "batch_id": [i // 8 for i in range(200)], "batch_rows": 8,

@@ -95,7 +95,7 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     # touch the one above is left out (the hover names every batch).
     firsts = f[f["batch_id"] >= 0].groupby("batch_id", sort=False).head(1)
     height = max(360, min(900, 120 + max(5 * len(f), _LABEL_PX * len(firsts))))
-    row_px = (height - 130) / len(f)
+    row_px = (height - _CHROME_PX) / len(f)
     keep, last = [], -math.inf
     for i in firsts.index:
         if (i - last) * row_px >= _LABEL_PX:
@@ -132,7 +132,10 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
 
 
 #: Pixels a batch's label needs on the timeline (10 px text and a little air).
-_LABEL_PX = 13
+_LABEL_PX = 14
+#: Pixels of the timeline's height that are not its plot: title and subtitle, the axis and
+#: its title, the legend below (130 left labels touching at 1024 px; a newcomer).
+_CHROME_PX = 230
 
 
 def timeline_lines_up(frame: pd.DataFrame, max_requests: int = 120) -> bool:
