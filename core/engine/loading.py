@@ -81,7 +81,7 @@ class Loader:
         if check_rows is None:   # a hot swap (a sweep's thread swap too) keeps the choice
             check_rows = getattr(self.registry.get(name) if replace else None, "check_rows",
                                  True)
-        profile = None
+        profile = rows_bad = None
         if probe is None:  # built-in demo models are trusted, like for the size limit
             probe = self.config.probe_models and source_label != "demo"
         if probe:
@@ -93,6 +93,7 @@ class Loader:
             # (one row, then the rows the row check runs: they ran in this process, and a
             # model that allocates with the batch's rows took it past the budget there)
             profile = self.probe(data, [1, ROWS_CHECKED], session)
+            rows_bad = _rows_failed(profile)
             bad = profile["error"][profile["batch_size"] == 1].dropna()
             if len(bad) and str(bad.iloc[0]).startswith(NOT_SERVABLE):   # (not its memory)
                 raise ModelLoadError(f"model {name!r}: {bad.iloc[0][len(NOT_SERVABLE):]}. "
@@ -102,7 +103,7 @@ class Loader:
                     f"model {name!r} failed its trial run (one row, in a separate process, "
                     f"memory budget {format_bytes(self.budget_bytes)}): {bad.iloc[0]}. "
                     "It was not loaded.")
-            if (rows_bad := _rows_failed(profile)) and _not_survivable(rows_bad):
+            if rows_bad and _not_survivable(rows_bad):
                 # (loaded anyway, three one-row requests batched together would do it here:
                 # a crash takes the server, an allocation outside the arena its memory; a
                 # reviewer)
@@ -117,7 +118,7 @@ class Loader:
         if loaded.info.batch_mode == "dynamic" and source_label != "demo":
             # a dynamic axis whose rows see each other: never packed with other requests
             loaded.info = checked_info(loaded, data, min(10.0, self.config.probe_time_limit_s),
-                                       check_rows, rows_failed=_rows_failed(profile))
+                                       check_rows, rows_failed=rows_bad)
         if profile is not None and not loaded.info.batchable:   # (its 3 "rows" ran as 1)
             profile = profile[profile["batch_size"] == 1].reset_index(drop=True)
         if noted := probe_note(profile):   # ids past a table not seen: the trial ran them as 0
