@@ -1059,3 +1059,21 @@ def test_an_experiments_queue_depth_is_its_arms_queues(engine):
         gate.set()
     wait(futures, WAIT_S)
     assert engine.metrics("q").queue_depth == 0
+
+
+def test_warming_an_arm_up_does_not_take_away_the_warning_of_its_cold_runs(engine):
+    """The "not warm" warning read the arms' state now: a warm-up after the traffic took it
+    away from figures that held B's cold batches (an adversary). Said until a reset."""
+    from concurrent.futures import wait
+    engine.warmup("clf-v1", iterations=2)
+    engine.create_ab("w", a="clf-v1", b="clf-v2", seed=0)
+    x = engine.sample_input("clf-v1")
+    wait([engine.submit("w", x) for _ in range(100)])
+    assert any(w.startswith("Arm B has not run every batch size")
+               for w in engine.ab_report("w").warnings)
+    engine.warmup("clf-v2", iterations=2)
+    warnings = engine.ab_report("w").warnings
+    assert any(w.startswith("Arm B was not warm when this comparison began") for w in
+               warnings), warnings
+    engine.reset_metrics("w")            # a comparison of warm arms from here
+    assert not any("warm" in w for w in engine.ab_report("w").warnings)

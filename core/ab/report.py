@@ -167,7 +167,8 @@ _SESSION_FIELDS = {"intra_op_threads": "ONNX Runtime threads",
 
 
 def arm_differences(report: ABReport, batch: dict[str, Any], session: dict[str, Any],
-                    warm: dict[str, bool]) -> list[str]:
+                    warm: dict[str, bool],
+                    exp_cold: dict[str, bool] | None = None) -> list[str]:
     """Every difference between the arms other than the model, as sentences, worst first:
     batch settings, session options, warm state, and the split. ``batch``, ``session`` and
     ``warm`` map "a"/"b" to each arm model's BatchConfig, SessionConfig (or None) and warm
@@ -196,6 +197,12 @@ def arm_differences(report: ABReport, batch: dict[str, Any], session: dict[str, 
         cold = "A" if not warm["a"] else "B"
         out.append(f"Arm {cold} has not run every batch size its settings produce yet (not "
                    "warm): its first batches of new sizes are slower. Warm both up first.")
+    elif was_cold := [k.upper() for k in ("a", "b") if (exp_cold or {}).get(k)
+                      and not (exp_cold or {}).get("b" if k == "a" else "a")]:
+        # (warm now, not when these figures began: its cold runs are in them)
+        out.append(f"Arm {was_cold[0]} was not warm when this comparison began: its first "
+                   "batches of new sizes were slower, and are in these figures. Reset the "
+                   "experiment's figures (engine.reset_metrics) to compare warm arms.")
     if report.confound_warning:
         out.append(report.confound_warning)
     return out

@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Callable
 
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
@@ -109,6 +109,11 @@ class ABExperiment:
         self.segment = 1
         self.segment_reason: str | None = None
         self.segment_started = time.time()
+        #: Whether an arm's model is warm now (set by the engine), and which arms were not
+        #: when the segment under way began: their cold runs are in its figures, and a
+        #: warm-up since took the warning away from the same data (an adversary).
+        self.warm_of: Callable[[str], bool] | None = None
+        self.cold_at_start: dict[str, bool] = {}
         self.reset_perf = time.perf_counter()  # (its timeline's start: made or reset)
         self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
 
@@ -215,9 +220,20 @@ class ABExperiment:
                 self.mode = mode
         if new_bandit is not None:
             self.bandit = new_bandit
+        if began:
+            self.note_cold()
         if entry is not None:
             self._settle_previous()
         return began
+
+    def note_cold(self) -> None:
+        """Remember which arms are not warm as a segment begins."""
+        if self.warm_of is not None:
+            try:
+                self.cold_at_start = {arm: not self.warm_of(model)
+                                      for arm, model in (("a", self.a), ("b", self.b))}
+            except Exception:  # noqa: BLE001 - an arm being swapped: not known, not said
+                self.cold_at_start = {}
 
     def name_segment(self, reason: str) -> None:
         """Say why the segment under way began (after :meth:`update` began it)."""
@@ -231,6 +247,7 @@ class ABExperiment:
         self.shadow = ShadowStats()
         self.bandit = self._new_bandit(self.bandit.slo_ms, self.bandit.floor)
         self._rng = random.Random(self.seed)   # (as the bandit's: the same routing again)
+        self.note_cold()
         with self._lock:
             self.segment, self.segment_reason, self.segment_started = 1, None, time.time()
             self.previous_segments.clear()
@@ -245,6 +262,7 @@ class ABExperiment:
         request, go on.)"""
         with self._lock:
             self._swap_locked(reason)
+        self.note_cold()
         self._settle_previous()
 
     def _settle_previous(self) -> None:

@@ -46,6 +46,8 @@ class ExperimentRoom:
             exp = self.table.add(ABExperiment(name, a, b, b_share, mode, seed,
                                               self.config.timeseries_seconds,
                                               **(bandit or {})))
+            exp.warm_of = self._is_warm
+            exp.note_cold()
         return exp.report()
 
     def check_arms(self, a: str, b: str) -> None:
@@ -122,7 +124,8 @@ class ExperimentRoom:
         warnings = arm_differences(
             report, configs,
             {k: e.backend.session_config for k, e in entries.items()},
-            {k: self._is_warm(m) for k, m in (("a", report.a), ("b", report.b))})
+            {k: self._is_warm(m) for k, m in (("a", report.a), ("b", report.b))},
+            exp_cold=self.ns.experiment(name).cold_at_start)
         sh = report.shadow or {}
         if sh.get("uncomparable") and not sh.get("compared_requests"):   # (said "compared
             warnings.append(   # 50" of outputs of other shapes, unsaid; an adversary)
