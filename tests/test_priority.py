@@ -168,8 +168,12 @@ def test_the_timeline_says_which_requests_were_of_the_high_class(engine):
         engine.predict("tiny-classes", x, priority=2)
         tl = engine.timeline("tiny-classes", last_s=None)
         assert tl["high"].tolist() == [False, True, False]
-        names = [t.name for t in charts.timeline_figure(tl).data]
+        fig = charts.timeline_figure(tl)
+        names = [t.name for t in fig.data]
         assert "waiting (high priority)" in names and "waiting (normal priority)" in names
+        # rows in batch order, not every normal request first (plotly orders categories by
+        # first appearance: batches were cut in two and their labels touched; a newcomer)
+        assert list(fig.layout.yaxis.categoryarray) == ["0", "1", "2"]
         plain = charts.timeline_figure(engine.timeline("tiny", last_s=None))
         assert "waiting (high priority)" not in [t.name for t in plain.data]
     finally:

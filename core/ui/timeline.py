@@ -112,7 +112,11 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
         if math.isfinite(lo) and math.isfinite(hi) and hi > lo:  # room for the labels
             fig.update_xaxes(range=[lo - 0.01 * (hi - lo), hi + 0.16 * (hi - lo)])
     fig.update_layout(barmode="overlay", bargap=0.15, hovermode="closest")
-    fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch")
+    # rows in batch order: plotly orders categories by first appearance over the traces,
+    # so with a high class every normal request came first, each batch cut in two, and the
+    # labels spaced by batch order touched (a newcomer at 1024 px)
+    fig.update_yaxes(showticklabels=False, autorange="reversed", title="requests, by batch",
+                     categoryorder="array", categoryarray=y)
     # (short: the long one was cut at both ends on a laptop's screen; a newcomer)
     fig.update_xaxes(title=("ms from each batch's first arrival (idle time left out)"
                             if aligned else "ms"))
