@@ -3,6 +3,7 @@ recommendation, cost model, simulator (against analytic cases), exports and hist
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -1333,6 +1334,26 @@ def test_a_recommendation_does_not_depend_on_row_order_and_ties_take_fewest_thre
             "every point): the sweep found nothing better.") in recommend(own, 10).reason
 
 
+@contextlib.contextmanager
+def _warming_up(engine, model):
+    """A warm-up of ``model`` held at its first run for the block (then let finish)."""
+    inside, gate = threading.Event(), threading.Event()
+
+    def progress(done, total, bs):
+        inside.set()
+        assert gate.wait(WAIT_S)
+
+    warm = threading.Thread(target=lambda: engine.warmup(model, iterations=2,
+                                                         progress=progress))
+    warm.start()
+    try:
+        assert inside.wait(WAIT_S)
+        yield
+    finally:
+        gate.set()
+        warm.join(WAIT_S)
+
+
 def _racing_sweep(monkeypatch, engine, gate):
     """A fake sweep (reads what it restores, waits for ``gate``) and a settings guard that,
     the first time the test's thread asks it, starts that sweep from another thread
@@ -1400,23 +1421,12 @@ def test_a_sweep_does_not_start_while_a_warm_up_runs_on_its_model(monkeypatch):
     import core.lab.lab as lab_mod
     monkeypatch.setitem(lab_mod.JOB_KINDS, "sweep", (lambda engine, job, target: None, True))
     with Engine() as engine:
-        inside, gate = threading.Event(), threading.Event()
-
-        def progress(done, total, bs):
-            inside.set()
-            assert gate.wait(WAIT_S)
-
-        warm = threading.Thread(target=lambda: engine.warmup("tiny", iterations=2,
-                                                             progress=progress))
-        warm.start()
-        assert inside.wait(WAIT_S)
-        with pytest.raises(ConfigError, match=r"sweep of 'tiny' not started: a warm-up is "
-                                              r"going on with it; start it again when"):
-            engine.start_job("sweep", "tiny")
-        status = engine.start_job("sweep", "mlp")      # another model: free
-        assert engine.wait_job(status.job_id, WAIT_S).state == "done"
-        gate.set()
-        warm.join(WAIT_S)
+        with _warming_up(engine, "tiny"):
+            with pytest.raises(ConfigError, match=r"sweep of 'tiny' not started: a warm-up is "
+                                                  r"going on with it; start it again when"):
+                engine.start_job("sweep", "tiny")
+            status = engine.start_job("sweep", "mlp")      # another model: free
+            assert engine.wait_job(status.job_id, WAIT_S).state == "done"
         assert engine._busy_with("tiny") is None
         status = engine.start_job("sweep", "tiny")     # after it: free again
         assert engine.wait_job(status.job_id, WAIT_S).state == "done"
@@ -1595,22 +1605,10 @@ def test_a_notebooks_sweep_and_a_job_on_one_model_refuse_each_other_at_the_start
             job_gate.set()
             engine.wait_job(status.job_id, WAIT_S)
         # a warm-up going on: not started, said
-        w_inside, w_gate = threading.Event(), threading.Event()
-
-        def w_progress(done, total, bs):
-            w_inside.set()
-            assert w_gate.wait(WAIT_S)
-        w = threading.Thread(target=lambda: engine.warmup("tiny", iterations=2,
-                                                          progress=w_progress))
-        w.start()
-        try:
-            assert w_inside.wait(WAIT_S)
+        with _warming_up(engine, "tiny"):
             with pytest.raises(ConfigError, match="measuring 'tiny' not started: a warm-up "
                                                   "is going on with it"):
                 sweep(engine, "tiny", [8], [0.0], rates_rps=[200.0], duration_s=0.3)
-        finally:
-            w_gate.set()
-            w.join(WAIT_S)
         assert engine.settings_guards == [engine._lab._check_not_measured]
 
 
