@@ -1657,8 +1657,42 @@ def test_a_recommendation_says_why_a_setting_that_met_a_higher_load_was_passed_o
                 (32, 2.0, 300, 300, 3.0, 2.8, 3.2), (32, 2.0, 1500, 1500, 5.86, 5.5, 6.2)])
     rec = recommend(f, p99_slo_ms=10)
     assert (rec.max_batch_size, rec.max_wait_ms) == (32, 2.0)
-    assert ("max_batch_size=8, max_wait_ms=0 met the target at 1,500 but missed it at 300 "
-            "(p99 18.6 ms), so it does not count: a setting must hold at every lower load "
-            "too") in rec.reason, rec.reason
+    assert ("max_batch_size=8, max_wait_ms=0 met the target at 1,500 req/s but missed it "
+            "at 300 (p99 18.6 ms), so it does not count: a setting must hold at every lower "
+            "load too") in rec.reason, rec.reason
+    # a miss by errors is said as errors, not as a p99 within the target (a reviewer)
+    errs = f.copy()
+    errs.loc[0, ["p99_ms", "error_rate"]] = [3.0, 0.02]
+    assert "missed it at 300 (2.0% errors)" in recommend(errs, p99_slo_ms=10).reason
     alone = recommend(f[f["max_batch_size"] == 32], p99_slo_ms=10)
     assert "does not count" not in alone.reason
+
+
+def test_a_notebooks_sweep_cut_short_by_close_says_so():
+    """A job's sweep closed between points keeps its points, cancelled; a notebook's has
+    no stop to say so with, and returned its partial frame as if complete (a reviewer):
+    it raises that the engine closed."""
+    from core.lab import sweep
+    engine, out = Engine(), []
+    first = threading.Event()
+
+    def progress(done, total, row):
+        first.set()
+        if done == 1:
+            closer.start()
+            closer.join(WAIT_S)    # (closed before the next point: its configure refused)
+
+    closer = threading.Thread(target=engine.close)
+
+    def run():
+        try:
+            out.append(sweep(engine, "tiny", [1, 2, 4], [0.0], rates_rps=[200.0],
+                             duration_s=0.3, stability=False, baseline=False,
+                             progress=progress))
+        except EngineClosedError as err:
+            out.append(err)
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(WAIT_S * 3)
+    assert first.is_set() and len(out) == 1
+    assert isinstance(out[0], EngineClosedError), out[0]

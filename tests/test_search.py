@@ -49,6 +49,9 @@ class _TablePoints:
                 "baseline": (b, w) == self.own and t == self.own_threads,
                 "session_threads": t}
 
+    def measure_or_stop(self, *args, **kw):
+        return self.measure(*args, **kw)
+
     def restore(self):
         self.restored = True
 
@@ -245,7 +248,7 @@ class _CountingEngine:
 
 
 def test_a_point_says_when_other_requests_or_a_lagging_sender_were_there(monkeypatch):
-    from core.lab import sweeps
+    from core.lab import disturbance as sweeps   # (the point's surroundings)
     monkeypatch.setattr(sweeps, "cores_busy_s", lambda: None)  # CPU: the next test
     eng = _CountingEngine()
     look = sweeps._Disturbance(eng)
@@ -264,7 +267,7 @@ def test_a_point_says_when_another_process_took_the_engines_cores():
     import subprocess
     import sys
     import time as _time
-    from core.lab import sweeps
+    from core.lab import disturbance as sweeps   # (the point's surroundings)
     hog = subprocess.Popen([sys.executable, "-c",
                             "import time\nt=time.monotonic()\nwhile time.monotonic()-t<30: pass"])
     try:
@@ -352,7 +355,8 @@ def test_a_search_says_when_its_points_were_disturbed_and_a_start_that_missed(ta
     ({"session_threads": [2.7]}, "session_threads must be an int >= 1"),
     # (measured its first points, then refused at the swap; a reviewer)
     ({"session_threads": [1, 4096]}, "session_threads must be an int >= 1 and <= 1024"),
-    ({"session_threads": [1, 1000]}, "intra_op_threads=1000 is more than this machine's"),
+    ({"session_threads": [1, 1000]},
+     "session_threads 1000: intra_op_threads=1000 is more than this machine's"),
     ({"seed": None}, "seed must be a whole number >= 0, got None"),
 ])
 def test_a_grid_that_cannot_be_run_as_asked_is_refused_before_anything_runs(engine, kw, words):

@@ -218,8 +218,8 @@ class ABExperiment:
                 self.b_share = float(b_share)
             if mode is not None:
                 self.mode = mode
-        if new_bandit is not None:
-            self.bandit = new_bandit
+            if new_bandit is not None:   # (under the lock routing reads: a request routed
+                self.bandit = new_bandit   # between the swap and here went to one dropped)
         if began:
             self.note_cold()
         if entry is not None:
@@ -311,7 +311,7 @@ class ABExperiment:
             return
         bandit = of["bandit"]
         counted = (sum(m.totals()["total_requests"] for m in of["metrics"].values()),
-                   of["shadow"].compared, of["shadow"].b_failed,
+                   of["shadow"].compared, of["shadow"].b_failed, of["shadow"].uncomparable,
                    sum(bandit.wins.values()) + sum(bandit.losses.values()))
         now = time.monotonic()
         if counted != entry["_counted"]:

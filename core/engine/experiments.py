@@ -141,6 +141,15 @@ class ExperimentRoom:
                             "batching, measured at this client.")
         return dataclasses.replace(report, warnings=warnings)
 
+    def arm_warmed(self, model: str) -> None:
+        """``model`` was warmed up: an experiment with no request on that arm yet in the
+        segment under way compares it warm (no cold run of it is in the figures; warmed
+        before any traffic, it was said to be; a reviewer)."""
+        for exp in self.table.with_arm(model):
+            for arm, name in (("a", exp.a), ("b", exp.b)):
+                if name == model and not exp.metrics[arm].totals()["total_requests"]:
+                    exp.cold_at_start[arm] = False
+
     def arms_depth(self, exp: Any) -> int:
         """Requests waiting in the queues of ``exp``'s arms (those sent to the arms'
         models directly too, as the Monitor counts them); it read 0 (an adversary)."""

@@ -266,6 +266,7 @@ class WarmupMethods:
     _check_open: Callable[[], None]
     _guard: Callable[[str, str], None]
     _busy: Callable[..., Any]
+    _ab: Any
 
     def warmup(self, name: str, iterations: int = 10, batch_sizes: Sequence[int] | None = None,
                progress: ProgressFn | None = None, *, time_limit_s: float | None = None,
@@ -328,6 +329,7 @@ class WarmupMethods:
                                  "in a range (ids, indices) needs real ones: give it real "
                                  "inputs (Models page, engine.set_inputs)") from err
         entry.last_warmup = report
+        self._ab.arm_warmed(name)
         return report
 
     def _warmups_stop(self) -> threading.Event:

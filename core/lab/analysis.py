@@ -82,7 +82,8 @@ def _holds_below(f: pd.DataFrame) -> pd.Series:
     return out
 
 
-def _passed_over(f: pd.DataFrame, met: pd.Series, kind: str, top: float) -> str:
+def _passed_over(f: pd.DataFrame, met: pd.Series, kind: str, top: float,
+                 slo_ms: float) -> str:
     """Why a setting that met the target at a load past the chosen one was not chosen: it
     missed at a lower load (a newcomer saw 8 / 0 ms serve 1,500 req/s within the target and
     the star go to a setting that stopped at 1,500 too, unexplained)."""
@@ -93,9 +94,14 @@ def _passed_over(f: pd.DataFrame, met: pd.Series, kind: str, top: float) -> str:
             same = same[same[key].eq(r[key]) | (same[key].isna() & pd.isna(r[key]))]
         if len(same):
             low = same.sort_values("load", kind="stable").iloc[0]
+            unit = "req/s" if kind == "rate" else "clients"
+            threads = (f", {int(r.session_threads)} thread(s)" if "session_threads"
+                       in _setting_keys(f) and pd.notna(r.session_threads) else "")
+            why = (f"p99 {low.p99_ms:.1f} ms" if not low.p99_ms <= slo_ms
+                   else f"{low.error_rate:.1%} errors")
             return (f" max_batch_size={int(r.max_batch_size)}, max_wait_ms={r.max_wait_ms:g}"
-                    f" met the target at {r.load:,g} but missed it at {low.load:,g} (p99 "
-                    f"{low.p99_ms:.1f} ms), so it does not count: a setting must hold at "
+                    f"{threads} met the target at {r.load:,g} {unit} but missed it at "
+                    f"{low.load:,g} ({why}), so it does not count: a setting must hold at "
                     "every lower load too (measure again if that miss was the machine).")
     return ""
 
@@ -318,7 +324,7 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
     reason += _against_baseline(f, chosen, kind, top, p99_slo_ms)
-    reason += _passed_over(f, met, kind, top)
+    reason += _passed_over(f, met, kind, top, p99_slo_ms)
     reason += _conditions(f, chosen, kind, top)
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,

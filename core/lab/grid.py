@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
-from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, as_list,
-                         as_seed, plain)
+from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, _shown,
+                         as_list, as_seed, plain)
 from core.errors import ConfigError
 from .stability import StabilityRule
 
@@ -46,7 +46,10 @@ def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence
         for t in as_list("session_threads", session_threads or [], "[1, 2]"):
             _check_int("session_threads", plain(t), 1, 1024)
             # (more than the cores: measured its first points, then refused at the swap)
-            SessionConfig(intra_op_threads=plain(t))
+            try:
+                SessionConfig(intra_op_threads=plain(t))
+            except ConfigError as err:
+                raise ConfigError(f"session_threads {t}: {err}") from None
     except ConfigError as err:
         raise ConfigError(f"{kind}: {err}") from None
 
@@ -64,7 +67,10 @@ def check_rates(rates_rps: Sequence[float], duration_s: float,
     generator; load agents offer more), or that sends no request in a window (1 req/s in
     2 s / 3)."""
     if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
-        shown = f"{bad[0]:,.0f}" if bad[0] == bad[0] and float(bad[0]).is_integer() else bad[0]
+        try:
+            shown = f"{bad[0]:,.0f}" if float(bad[0]).is_integer() else _shown(bad[0])
+        except (TypeError, ValueError, OverflowError):   # (10**400, NaN, inf)
+            shown = _shown(bad[0])
         raise ConfigError(f"load {shown} req/s: a rate is a number above 0 and at most "
                           f"{max_rps:,.0f} req/s")
     rule = _rule(duration_s, stability)

@@ -32,8 +32,7 @@ import pandas as pd
 from core.config import _check_float, _check_int, plain
 from .analysis import _sustained, disturbed_points
 from .stability import StabilityRule
-from core.errors import EngineClosedError
-from .grid import check_grid, check_rates, closed_here, is_remote
+from .grid import check_grid, check_rates, is_remote
 from .replay import in_process_only
 from .sweeps import PointMeasurer, frame_of
 
@@ -182,13 +181,8 @@ def quick_search(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
             for load in loads:
                 if stop is not None and stop.is_set():
                     return 0.0  # cancelled: this setting was not measured through, not scored
-                try:
-                    row = m.measure(k, b, w, "rate", load, threads=t)
-                except EngineClosedError:
-                    if not closed_here(engine):
-                        raise
-                    if stop is not None:   # (closed between points: cut short, as a cancel)
-                        stop.set()
+                row = m.measure_or_stop(k, b, w, "rate", load, threads=t)
+                if row is None:   # (closed between points: cut short, as by a cancel)
                     return 0.0
                 k += 1
                 if stop is not None and stop.is_set():

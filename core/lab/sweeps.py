@@ -23,9 +23,9 @@ import pandas as pd
 
 from core.config import as_list, default_intra_op_threads
 from core.errors import ConfigError, EngineClosedError
-from core.metrics import cores_busy_s, process_cpu_s
 
 from .agents import agent_endpoint, agents_for, check_ray_address
+from .disturbance import _Disturbance
 from .grid import _rule, check_grid, check_rates, closed_here, is_remote, pin_settings
 from .loadgen import check_clients, closed_loop, open_loop
 from .replay import in_process_only
@@ -142,6 +142,18 @@ class PointMeasurer:
                                replace=True, probe=False, session=session,
                                description=info.description, source_label=info.source)
 
+    def measure_or_stop(self, *args: Any, **kw: Any) -> dict[str, Any] | None:
+        """:meth:`measure`, or None when the engine closed between two points and the work
+        has a stop (a job: cut short as by its cancel, its points kept; a reviewer); a
+        notebook's sweep raises that the engine closed."""
+        try:
+            return self.measure(*args, **kw)
+        except EngineClosedError:
+            if self.stop is None or not closed_here(self.engine):
+                raise
+            self.stop.set()
+            return None
+
     def measure(self, k: int, bs: int, wait: float, kind: str, load: float,
                 threads: int | None = None) -> dict[str, Any]:
         """One point: configure, measure (until stable), and the row."""
@@ -204,64 +216,6 @@ class PointMeasurer:
                 raise
         finally:
             self._unpin()
-
-
-#: A point is flagged as measured under disturbance when, over its windows, other
-#: processes kept this much of the engine's cores busy (on average), other requests reached
-#: the engine's models beyond this share of the point's own, or the sender fell this far
-#: behind its schedule.
-DISTURBED_CPU_CORES = 0.25
-DISTURBED_FOREIGN_SHARE = 0.01
-DISTURBED_LAG_MS = 20.0
-
-
-class _Disturbance:
-    """What the engine can see of a point's surroundings: CPU other processes took on its
-    cores, requests that were not the point's own, and the sender's lag."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.t0 = time.monotonic()
-        self.busy0 = cores_busy_s()
-        self.proc0 = process_cpu_s()
-        self.req0 = self._requests()
-
-    def _requests(self) -> int | None:
-        counters = getattr(self.engine, "counters", None)
-        names = getattr(self.engine, "model_names", None)
-        if counters is None or names is None:
-            return None
-        total = 0
-        for name in names():
-            try:
-                total += int(counters(name).get("total_requests", 0))
-            except Exception:  # a model unloaded meanwhile  # noqa: BLE001
-                pass
-        return total
-
-    def verdict(self, sent: int, max_lag_ms: float, load_cpu_s: float = 0.0
-                ) -> dict[str, Any]:
-        wall = max(1e-6, time.monotonic() - self.t0)
-        other = float("nan")
-        busy1 = cores_busy_s()
-        if self.busy0 is not None and busy1 is not None:
-            busy = busy1[0] - self.busy0[0]
-            stolen = busy1[1] - self.busy0[1]
-            own = process_cpu_s() - self.proc0
-            other = max(0.0, (busy - own - load_cpu_s) + stolen) / wall
-        req1 = self._requests()
-        foreign = (max(0, req1 - self.req0 - sent) if req1 is not None and self.req0 is not None
-                   else 0)
-        why = []
-        if other >= DISTURBED_CPU_CORES:
-            why.append(f"other processes used {other:.2f} of the engine's cores")
-        if sent and foreign > DISTURBED_FOREIGN_SHARE * sent:
-            why.append(f"{foreign:,} other requests reached the engine "
-                       f"({100 * foreign / sent:.0f} % of the point's)")
-        if max_lag_ms >= DISTURBED_LAG_MS:
-            why.append(f"the sender fell {max_lag_ms:.0f} ms behind its schedule")
-        return {"other_cpu_cores": other, "foreign_requests": foreign,
-                "disturbed": "; ".join(why)}
 
 
 def _goodput(ok_ms: np.ndarray, slo_ms: float | None, kind: str, load: float, sent: int,
@@ -383,15 +337,8 @@ def _sweep_points(m: PointMeasurer, loads: list[tuple[str, float]],
         for k, (t, bs, wait, (kind, load)) in enumerate(points):
             if stop is not None and stop.is_set():
                 break
-            try:
-                row = m.measure(k, bs, wait, kind, load, threads=t)
-            except EngineClosedError:
-                if not closed_here(m.engine):
-                    raise
-                if stop is not None:   # (closed between two points, before close stopped
-                    stop.set()         # the job: cut short, its points kept; a reviewer)
-                break
-            if stop is not None and stop.is_set():
+            row = m.measure_or_stop(k, bs, wait, kind, load, threads=t)
+            if row is None or (stop is not None and stop.is_set()):
                 break  # cut short by the cancel: not a finished point
             rows.append(row)
             if progress is not None:
@@ -405,11 +352,11 @@ def _sweep_points(m: PointMeasurer, loads: list[tuple[str, float]],
                           & (frame["load"] == row["load"])]["p99_ms"]
             if len(peers) < 3 or not row["p99_ms"] > _OUTLIER_FACTOR * peers.median():
                 continue
-            runs = [row] + [m.measure(len(points) + 2 * i + j, row["max_batch_size"],
-                                      row["max_wait_ms"], row["load_kind"], row["load"],
-                                      threads=row["session_threads"])
+            runs = [row] + [m.measure_or_stop(len(points) + 2 * i + j, row["max_batch_size"],
+                                              row["max_wait_ms"], row["load_kind"],
+                                              row["load"], threads=row["session_threads"])
                             for j in range(2)]
-            if stop is not None and stop.is_set():
+            if None in runs or (stop is not None and stop.is_set()):
                 break  # a remeasure cut short: keep the point as it was
             runs.sort(key=lambda r: r["p99_ms"])
             rows[i] = {**runs[1], "measurements": 3}

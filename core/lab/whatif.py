@@ -219,7 +219,8 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
         for _ in range(4):  # a rate the load generator here cannot offer is halved
             if rate * duration_s < 1:   # (a slow model's: no request in the run) skipped
                 kept_up = False
-                too_low.append(float(rates[k]))
+                if rate == float(rates[k]):   # (as given; one halved there did not keep up)
+                    too_low.append(rate)
                 break
             res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate,
                             pattern="poisson", duration_s=duration_s, seed=seed + k)
