@@ -1516,6 +1516,15 @@ def test_a_calibration_that_measured_nothing_says_so():
             whatif_mod.open_loop = real
     assert (got.overhead_ms, got.overhead_per_krps_ms) == (0.0, 0.0)
     assert got.overhead_note.startswith("no rate of 100, 200 req/s kept up")
+    # rates halved below one request in the run did not keep up: not "too low" (a reviewer)
+    with Engine() as engine:
+        whatif_mod.open_loop = lagging
+        try:
+            with pytest.warns(RuntimeWarning):
+                halved = calibrate_overhead(engine, "tiny", cost, [4, 6], duration_s=1.0)
+        finally:
+            whatif_mod.open_loop = real
+    assert halved.overhead_note.startswith("no rate of 4, 6 req/s kept up")
     with pytest.raises(ConfigError, match="whole batch sizes >= 1"):
         fit_cost_model(pd.DataFrame({"batch_size": [0, -1, 4], "compute_ms": [1.0, 1.0, 2.0]}))
     with pytest.raises(ConfigError, match="compute_ms >= 0"):
@@ -1558,6 +1567,8 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_clients([100000.0])
     with pytest.raises(ConfigError, match=r"^2.5 clients"):
         check_clients([2.5])
+    with pytest.raises(ConfigError, match=r"^load 1000000.*\(401 characters\) req/s"):
+        check_rates([10**400], 2.0, True)    # (OverflowError; a reviewer)
 
 
 def test_a_notebooks_sweep_and_a_job_on_one_model_refuse_each_other_at_the_start():
