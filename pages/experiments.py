@@ -36,10 +36,13 @@ keep_values({"exp_batch_sizes": [8, 32], "exp_waits": [0.0, 2.0],
              "exp_load_kind": "rate (open loop)", "exp_loads": "500, 2000", "exp_duration": 2.0,
              "exp_slo": 10.0, "exp_policy": "deadline", "exp_quick": False, "exp_threads": [],
              "exp_min_tput": None, "exp_max_mem": None})
-if any(not j.finished for j in engine.jobs(kind="search", target=model)):
+for _job in engine.jobs(kind="search", target=model):
     # (a reload forgot the toggle: the running search, its progress and Cancel were hidden
-    # behind the grid's form; a newcomer)
-    st.session_state["exp_quick"] = True
+    # behind the grid's form; a newcomer). Shown once a search: the toggle stays the
+    # user's to turn off while it runs.
+    if not _job.finished and f"_exp_quick_shown_{_job.job_id}" not in st.session_state:
+        st.session_state[f"_exp_quick_shown_{_job.job_id}"] = True
+        st.session_state["exp_quick"] = True
 info = engine.model_info(model)
 if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "

@@ -2037,6 +2037,8 @@ def test_a_running_quick_search_shows_after_a_reload_and_a_deleted_sweep_is_said
         at.selectbox(key="exp_model").set_value("tiny").run()
         assert at.toggle(key="exp_quick").value is True
         assert at.button(key="exp_search_job_cancel")
+        at.toggle(key="exp_quick").set_value(False).run()   # still the user's to turn off
+        assert at.toggle(key="exp_quick").value is False
     finally:
         gate.set()
         engine.wait_job(status.job_id, WAIT_S)
