@@ -227,7 +227,7 @@ def test_the_pick_is_stated_against_the_models_own_settings():
     rec = recommend(both, p99_slo_ms=10)
     assert "1,990 req/s with this choice against 1,980 with the model's own" in rec.reason
     mine = _gframe([(8, 0.0, 2000, 6.0, 1990.0, True)])
-    assert "These are the model's own settings" in recommend(mine, p99_slo_ms=10).reason
+    assert "These are the model's own batch size and wait" in recommend(mine, p99_slo_ms=10).reason
     # measured under the sweep's pinned policy: said so (an API user read it as the
     # model's own settings, its own policy too, though the model ran adaptive)
     rec = recommend(missed.assign(policy="deadline"), p99_slo_ms=10)

@@ -233,9 +233,9 @@ def test_the_labs_functions_refuse_a_plausible_mistake_in_words():
                  "^fit_cost_model takes profile_cost's frame"),
                 (lambda: fit_cost_model(pd.DataFrame({"batch_size": [1, 8, 32],
                                                       "compute_ms": [0.3, NAN, 2.1]})),
-                 "^fit_cost_model needs finite compute_ms at two batch sizes or more"),
+                 "^fit_cost_model needs finite compute_ms >= 0 at two whole batch sizes"),
                 (lambda: fit_cost_model(pd.DataFrame({"batch_size": [1], "compute_ms": [0.3]})),
-                 "^fit_cost_model needs finite compute_ms at two batch sizes or more")):
+                 "^fit_cost_model needs finite compute_ms >= 0 at two whole batch sizes")):
             with pytest.raises(ConfigError, match=words):
                 call()
         assert engine.model_names() == ["tiny"]     # (no replay copy left behind)
