@@ -1569,6 +1569,14 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_clients([2.5])
     with pytest.raises(ConfigError, match=r"^load 1000000.*\(401 characters\) req/s"):
         check_rates([10**400], 2.0, True)    # (OverflowError; a reviewer)
+    # a word and True were a TypeError and 1 req/s; calibrate_overhead says it in the same
+    # words (it kept its own copy of the check)
+    for rate, shown in (("abc", "'abc'"), (True, "True"), (None, "None")):
+        with pytest.raises(ConfigError, match=rf"^load {shown} req/s: a rate is a number"):
+            check_rates([rate], 2.0, True)
+    from core.lab import calibrate_overhead
+    with pytest.raises(ConfigError, match=r"^calibrate_overhead: load 'abc' req/s: a rate"):
+        calibrate_overhead(None, "m", CostModel(0.1, 0.0, 1.0), [100, "abc"])
 
 
 def test_a_notebooks_sweep_and_a_job_on_one_model_refuse_each_other_at_the_start():

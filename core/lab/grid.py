@@ -17,7 +17,7 @@ from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, _
 from core.errors import ConfigError
 from .stability import StabilityRule
 
-__all__ = ["check_grid", "check_rates", "closed_here", "is_remote", "pin_settings"]
+__all__ = ["check_grid", "check_rate_range", "check_rates", "closed_here", "is_remote", "pin_settings"]
 
 
 def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence[Any],
@@ -61,18 +61,29 @@ def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule |
     return stability or None
 
 
-def check_rates(rates_rps: Sequence[float], duration_s: float,
-                stability: StabilityRule | bool, max_rps: float = 1_000_000.0) -> None:
-    """Refuse up front a rate that is not a number up to ``max_rps`` (one process's
-    generator; load agents offer more), or that sends no request in a window (1 req/s in
-    2 s / 3)."""
-    if bad := [r for r in rates_rps if not 0 < r <= max_rps]:   # (NaN too)
+def check_rate_range(rates_rps: Sequence[Any], max_rps: float = 1_000_000.0) -> None:
+    """Refuse a rate that is not a number above 0 and up to ``max_rps`` (one process's
+    generator; load agents offer more)."""
+    def out(rate: Any) -> bool:   # (NaN, a word, 10**400 too)
         try:
-            shown = f"{bad[0]:,.0f}" if float(bad[0]).is_integer() else _shown(bad[0])
+            return isinstance(rate, bool) or not 0 < float(plain(rate)) <= max_rps
+        except (TypeError, ValueError, OverflowError):
+            return True
+    if bad := [r for r in rates_rps if out(r)]:
+        try:
+            shown = (f"{bad[0]:,.0f}" if not isinstance(bad[0], bool)
+                     and float(bad[0]).is_integer() else _shown(bad[0]))
         except (TypeError, ValueError, OverflowError):   # (10**400, NaN, inf)
             shown = _shown(bad[0])
         raise ConfigError(f"load {shown} req/s: a rate is a number above 0 and at most "
                           f"{max_rps:,.0f} req/s")
+
+
+def check_rates(rates_rps: Sequence[float], duration_s: float,
+                stability: StabilityRule | bool, max_rps: float = 1_000_000.0) -> None:
+    """Refuse up front a rate out of range (``check_rate_range``), or one that sends no
+    request in a window (1 req/s in 2 s / 3)."""
+    check_rate_range(rates_rps, max_rps)
     rule = _rule(duration_s, stability)
     window = rule.window_s if rule is not None else duration_s
     too_low = [r for r in rates_rps if r * window < 1.0]
@@ -133,5 +144,3 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
             done.append(True)
             guards.remove(guard)
     return unpin
-
-

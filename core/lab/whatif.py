@@ -23,6 +23,7 @@ from core.config import _check_choice, _check_float, _check_int, _shown, as_list
 from core.errors import ConfigError
 from .costmodel import CostModel
 from .exports import _check_batching, _plain
+from .grid import check_rate_range
 from .loadgen import open_loop
 from .schedule import ARRIVAL_PATTERNS, MAX_RUN_REQUESTS, arrival_times
 
@@ -207,9 +208,10 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
                           "model's capacity (an empty list returned the cost model unchanged)")
     _check_float("duration_s", plain(duration_s), 0.05, 86_400.0)
     # (NaN too; a rate too low to send one request in duration_s is skipped below)
-    if bad := [r for r in rates if not 0 < plain(r) <= 1_000_000.0]:
-        raise ConfigError(f"calibrate_overhead: load {bad[0]!r} req/s: a rate is a number "
-                          "above 0 and at most 1,000,000 req/s")
+    try:
+        check_rate_range(rates)
+    except ConfigError as err:
+        raise ConfigError(f"calibrate_overhead: {err}") from None
     cfg = engine.batch_config(model)
     x = engine.sample_input(model, rows=1)
     bare = dataclasses.replace(cost, overhead_ms=0.0, overhead_per_krps_ms=0.0)
