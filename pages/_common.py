@@ -46,7 +46,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "measuring_job", "settings_held_by", "rate_input", "settings_age_s", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "settings_age_s", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -768,18 +768,16 @@ def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float) -
 def rate_input(key: str) -> None:
     """The rate box of a traffic form (after :func:`follow_traffic_rate`): any rate the
     generators take, 0.1 to 1,000,000 req/s (it took whole numbers only: 0.5 became 0, and
-    the refusal then said "got 0.0"; and -100 waited for Start to be refused). No bounds on
-    the box itself: a value past a box's bounds is not taken, so 0 typed there started the
-    rate shown before (200 req/s; a newcomer); it is said at once here and refused at Start."""
+    the refusal then said "got 0.0"; and -100 waited for Start to be refused). A
+    :func:`number_box`: 0 typed there started the rate shown before (200 req/s; a
+    newcomer); it is said at once here and refused at Start (:func:`box_refusal`)."""
     ss = st.session_state
     if ss.get(key) is None:
         ss[key] = 0.1
-    rate = st.number_input("Rate (requests/s)", step=50.0, key=key, format="%g",
-                           help="Requests per second the generator sends, 0.1 to 1,000,000.")
-    if not 0.1 <= rate <= 1_000_000.0:
-        st.error(f"A rate of {plain_number(rate)} req/s cannot be sent: give 0.1 to 1,000,000"
-                 + (" (to send nothing, Stop traffic)" if rate < 0.1 else ""),
-                 icon=":material/error:")
+    number_box(st, "Rate (requests/s)", key, 0.1, 1_000_000.0, step=50.0, format="%g",
+               help="Requests per second the generator sends, 0.1 to 1,000,000.",
+               words=lambda rate: f"A rate of {plain_number(rate)} req/s cannot be sent",
+               below=" (to send nothing, Stop traffic)")
 
 
 def plain_number(v: float) -> str:
@@ -791,19 +789,43 @@ def plain_number(v: float) -> str:
     return f"{v:,.0f}" if whole else f"{v:,g}"
 
 
+#: each number box's range, by key, as last drawn (read by what acts on its value).
+_BOX_RANGES: dict[str, tuple[float, float]] = {}
+
+
 def number_box(where: Any, label: str, key: str, low: float, high: float,
+               words: Callable[[float], str] | None = None, below: str = "",
                **kw: Any) -> Any:
     """A number box with no bounds of its own that says at once, in words, when its value
     is past ``low``..``high``: a value past a box's bounds is not taken, and what acted on
     it used the one shown before, unsaid (0 rows started 4, a 150 % share started none;
-    a newcomer). Whatever acts on the value refuses it too (the engine's words). Returns
-    the value (None: empty)."""
+    a newcomer). Whatever acts on the value refuses it too (:func:`box_refusal`, the
+    engine's words). ``words`` says a value that cannot be used (``below`` is added when it
+    is under ``low``). Returns the value (None: empty)."""
+    _BOX_RANGES[key] = (low, high)
     value = where.number_input(label, None, None, key=key, **kw)
     if value is not None and not low <= value <= high:
-        where.error(f"{plain_number(value)} cannot be used: give {plain_number(low)} to "
-                    f"{plain_number(high)}",
-                    icon=":material/error:")
+        said = words(value) if words else f"{plain_number(value)} cannot be used"
+        where.error(f"{said}: give {plain_number(low)} to {plain_number(high)}"
+                    + (below if value < low else ""), icon=":material/error:")
     return value
+
+
+def box_refusal(key: str, what: str, empty_ok: bool = False) -> str | None:
+    """Why the value in :func:`number_box` ``key`` cannot be used, in words naming it
+    ``what`` (None: it can). Its range is the one the box was drawn with, so what acts on
+    the value (a button, a callback) does not keep a copy of the box's bounds."""
+    if key not in _BOX_RANGES:   # (not drawn in this process yet: the engine judges it)
+        return None
+    low, high = _BOX_RANGES[key]
+    value = st.session_state.get(key)
+    if value is None:
+        return None if empty_ok else f"{what} is empty; give {plain_number(low)} to " \
+                                     f"{plain_number(high)}"
+    if not low <= value <= high:
+        return (f"{what} is {plain_number(value)}; give {plain_number(low)} to "
+                f"{plain_number(high)}")
+    return None
 
 
 def settings_held_by(engine: Engine | RemoteEngine, model: str) -> Any:

@@ -16,7 +16,7 @@ from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
 from core.ui.segments import segment_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
-from pages._common import (rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (box_refusal, rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
@@ -155,6 +155,9 @@ def _set_bandit(field: str, key: str) -> None:
 
 
 def _start_traffic() -> None:
+    if refused := box_refusal("ab_rate", "Rate"):   # (the box says so too)
+        st.session_state["ab_error"] = f"Could not start traffic: {refused}"
+        return
     old = running_traffic(engine, exp)
     try:
         engine.start_traffic(exp, rate_rps=float(st.session_state["ab_rate"]),

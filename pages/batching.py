@@ -14,7 +14,7 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (number_box, plain_number, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (box_refusal, number_box, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
@@ -73,17 +73,11 @@ TRAFFIC_CLASSES = {"one stream": None, "high class": 1, "normal class": 2}
 
 def _start_traffic() -> None:
     ss = st.session_state
-    for key, low, high, what in (("traffic_rate", 0.1, 1_000_000, "Rate"),
-                                 ("traffic_rows", 1, 64, "Rows per request"),
-                                 ("traffic_duration", 0, 3600, "Run for"),
-                                 ("traffic_high", 0, 100, "High-priority share")):
-        value = ss.get(key, 0 if key == "traffic_high" else None)
-        if value is None and key == "traffic_high":
-            continue   # (empty: no priorities)
-        if value is None or not low <= value <= high:   # (the box says so too)
-            ss["traffic_error"] = (f"Could not start traffic: {what} is "
-                                   f"{'empty' if value is None else plain_number(value)}; "
-                                   f"give {plain_number(low)} to {plain_number(high)}")
+    for key, what in (("traffic_rate", "Rate"), ("traffic_rows", "Rows per request"),
+                      ("traffic_duration", "Run for"),
+                      ("traffic_high", "High-priority share")):   # (the box says so too)
+        if refused := box_refusal(key, what, empty_ok=key == "traffic_high"):
+            ss["traffic_error"] = f"Could not start traffic: {refused}"   # (empty: none)
             return
     share = st.session_state.get("traffic_high")
     priority = TRAFFIC_CLASSES[st.session_state.get("traffic_class") or "one stream"]

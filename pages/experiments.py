@@ -17,7 +17,7 @@ from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_w
 from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
-from pages._common import (agents_controls, number_box, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
+from pages._common import (agents_controls, box_refusal, number_box, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
                            pick_model, start_job)
 
 engine = get_engine()
@@ -98,7 +98,7 @@ with st.container(border=True):
                                help="Requests/s for open loop, or numbers of clients.")
     duration = c5.slider("Seconds per point", 0.5, 10.0, step=0.5, key="exp_duration")
     slo = number_box(c6, "p99 target (ms)", "exp_slo", 0.1, 10_000.0, format="%g")
-    slo_ok = slo is not None and 0.1 <= slo <= 10_000.0
+    slo_ok = box_refusal("exp_slo", "p99 target") is None
     if not slo_ok:   # (what was done with it: the last target that could be used)
         slo = st.session_state.get("_exp_slo_used", 10.0)
     st.session_state["_exp_slo_used"] = slo
@@ -185,8 +185,8 @@ with st.container(border=True):
                      # first starts one is then refused in words, not dropped unsaid)
                      disabled=grid_n == 0 or not kind.startswith("rate") or not slo_ok
                      # (red boxes ran anyway: max memory 0.5 MiB; a reviewer)
-                     or (min_tput is not None and not 0.0 <= min_tput <= 1e7)
-                     or (max_mem is not None and not 1.0 <= max_mem <= 1e6),
+                     or any(box_refusal(k, k, empty_ok=True)
+                            for k in ("exp_min_tput", "exp_max_mem")),
                      help="Open-loop loads only." if not kind.startswith("rate") else
                      "Runs in the engine: it goes on if you leave this page."
                      + (" One is running now: another cannot start." if busy else "")):

@@ -1765,7 +1765,8 @@ def test_values_out_of_range_are_refused_in_words_not_replaced_in_silence(engine
                    in e.value for e in at.error), [e.value for e in at.error]
         at.button(key="ab_start").click().run()
         assert not [t for t in engine.traffic() if t.running]
-        assert any("rate_rps must be a number >= 0.1" in e.value for e in at.error)
+        assert any(f"Could not start traffic: Rate is {typed:g}; give 0.1 to 1,000,000"
+                   == e.value for e in at.error), [e.value for e in at.error]
     # Started twice: the page says the first generator was replaced, with its counts.
     at.number_input(key="ab_rate").set_value(100).run()
     at.button(key="ab_start").click().run()
@@ -2024,6 +2025,16 @@ def test_a_number_past_a_boxs_range_is_said_and_never_used_silently(engine):
     assert ex.button(key="exp_run").disabled
     ex.number_input(key="exp_slo").set_value(20.0).run()
     assert not ex.button(key="exp_run").disabled
+    # the quick search's optional boxes: a red one keeps it from running, an empty one not
+    ex.toggle(key="exp_quick").set_value(True).run()
+    assert not ex.button(key="exp_run_search").disabled
+    for box, bad, words in (("exp_max_mem", 0.5, "0.5 cannot be used: give 1 to 1,000,000"),
+                            ("exp_min_tput", -1.0, "-1 cannot be used: give 0 to 10,000,000")):
+        ex.number_input(key=box).set_value(bad).run()
+        assert any(e.value == words for e in ex.error), [e.value for e in ex.error]
+        assert ex.button(key="exp_run_search").disabled
+        ex.number_input(key=box).set_value(None).run()
+        assert not ex.button(key="exp_run_search").disabled
 
 
 def test_a_running_quick_search_shows_after_a_reload_and_a_deleted_sweep_is_said(engine):
