@@ -1450,6 +1450,25 @@ def test_a_sweep_cut_short_by_close_keeps_its_points_and_says_cancelled():
     assert 1 <= len(job.result) < 4
 
 
+def test_a_cost_profile_cut_short_by_close_is_cancelled_not_failed():
+    """The cost profile puts the model's settings back as a sweep does (``put_back``):
+    closed while it measures capacity (its policy pinned to the deadline), nothing is put
+    back and the job says it was cancelled, not that configure() failed."""
+    for stage in (0.5, 0.6):   # measuring capacity; calibrating the overhead
+        engine = Engine()
+        try:
+            engine.configure("tiny", policy="adaptive")
+            status = engine.start_job("profile_cost", "tiny")
+            wait_for(lambda: engine.job(status.job_id).progress >= stage)
+        finally:
+            engine.close()
+        wait_for(lambda: engine.job(status.job_id).finished)
+        job = engine.job(status.job_id)
+        assert (job.state, job.error) == ("cancelled", None), (stage, job.state, job.error)
+        assert job.message == "cancelled (partial result kept)"
+        assert len(job.result["profile"]) >= 2   # the warm-up's profile, kept
+
+
 def test_a_sweep_run_from_a_notebook_refuses_other_threads_changes_until_it_ends():
     """sweep() called directly (a notebook's, not a job) was not guarded: a configure()
     from another thread went into the point under way, recorded with the sweep's settings,

@@ -14,10 +14,11 @@ from typing import Any, Callable, Sequence
 
 from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, _shown,
                          as_list, as_seed, plain)
-from core.errors import ConfigError
+from core.errors import ConfigError, EngineClosedError
 from .stability import StabilityRule
 
-__all__ = ["check_grid", "check_rate_range", "check_rates", "closed_here", "is_remote", "pin_settings"]
+__all__ = ["check_grid", "check_rate_range", "check_rates", "closed_here", "is_remote", "pin_settings",
+           "put_back"]
 
 
 def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence[Any],
@@ -99,6 +100,17 @@ def closed_here(engine: Any) -> bool:
     is its client's: the server's model keeps what it was given)."""
     from core.engine import EngineCore
     return isinstance(engine, EngineCore) and engine.closed
+
+
+def put_back(engine: Any, model: str, **settings: Any) -> None:
+    """``engine.configure(model, **settings)`` at the end of work that changed them; when
+    this process's engine has closed meanwhile there is nothing to put back (a
+    RemoteEngine's closed client raises: the server's model was not put back)."""
+    try:
+        engine.configure(model, **settings)
+    except EngineClosedError:
+        if not closed_here(engine):
+            raise
 
 
 def is_remote(engine: Any, model: str) -> bool:

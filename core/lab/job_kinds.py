@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.errors import BatchlabError, EngineClosedError
+from core.errors import BatchlabError
 from .costmodel import (ENGINE_BOUND_RPS, fit_cost_model, measure_capacity, profile_cost_frame,
                         with_capacities)
 from .agents import agent_endpoint, check_ray_address
+from .grid import put_back
 from .jobs import Job
 from .replay import DEFAULT_SLO_MS, check_replay, check_replay_rows, replay
 from .search import Constraints, quick_search
@@ -201,12 +202,8 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
                                   duration_s=calibrate_s)
     finally:
         now = engine.batch_config(target) if not remote else cfg
-        if (pin or now.max_batch_size != k) and not engine.closed:   # (closed: refused)
-            try:
-                engine.configure(target, **own)
-            except EngineClosedError:   # (closed between the check and the change)
-                if not engine.closed:
-                    raise
+        if pin or now.max_batch_size != k:
+            put_back(engine, target, **own)
     return {"profile": profile, "cost": cost, "disturbed": disturbed}
 
 

@@ -26,7 +26,7 @@ from core.errors import ConfigError, EngineClosedError
 
 from .agents import agent_endpoint, agents_for, check_ray_address
 from .disturbance import _Disturbance
-from .grid import _rule, check_grid, check_rates, closed_here, is_remote, pin_settings
+from .grid import _rule, check_grid, check_rates, closed_here, is_remote, pin_settings, put_back
 from .loadgen import check_clients, closed_loop, open_loop
 from .replay import in_process_only
 from .stability import StabilityRule, measure_stable, p99_interval
@@ -210,9 +210,9 @@ class PointMeasurer:
                 if self._threads != self.own_threads and self.session_before is not None:
                     self._swap(self.session_before)
                     self._threads = self.own_threads
-            self.engine.configure(self.model, **restore)
-        except EngineClosedError:   # closed meanwhile: nothing to put back (a RemoteEngine's
-            if not closed_here(self.engine):   # client closed: the server's model was not)
+            put_back(self.engine, self.model, **restore)
+        except EngineClosedError:   # (the swap: closed meanwhile, nothing to put back)
+            if not closed_here(self.engine):
                 raise
         finally:
             self._unpin()
