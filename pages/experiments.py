@@ -14,7 +14,7 @@ from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, sends_caption, traffic_warning
 from core.ui.whatif import whatif_accuracy, whatif_ceiling_caveat, whatif_work_words
-from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, kserve_inference_service, kserve_name, mlserver_settings,
+from core.lab import (WHAT_IF_REFUSED, check_clients, check_rates, disturbed_rows, kserve_inference_service, kserve_name, mlserver_settings,
                               ray_serve_config, pareto_frontier, provenance, recommend, simulate, tf_serving_batching,
                               triton_config, what_if_curve)
 from pages._common import (agents_controls, box_refusal, number_box, keep_values, own_settings, fmt_ms, get_engine, job_progress, number_columns,
@@ -203,8 +203,7 @@ with st.container(border=True):
             frame_r = r.get("frame")
             if frame_r is not None and not isinstance(frame_r, pd.DataFrame):
                 frame_r = pd.DataFrame(frame_r)   # (over HTTP: records)
-            hit = (frame_r is not None and "disturbed" in frame_r
-                   and (frame_r["disturbed"].fillna("").astype(str) != "").any())
+            hit = frame_r is not None and len(disturbed_rows(frame_r)) > 0
             # (green beside "search again before relying on them"; the sweep's is a warning)
             (st.success if r["best"] and not hit else st.warning)(r["reason"])
             saved = None
@@ -283,8 +282,8 @@ if result and result[0] == model:
         st.caption(sweep_caption(job.params, result[1], sizes, waits, loads, float(slo)))
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))
-        disturbed = ("disturbed" in frame
-                     and (frame["disturbed"].fillna("").astype(str) != "").any())
+        hit = disturbed_rows(frame)
+        disturbed = len(hit) > 0
         # (a recommendation from points measured under disturbance is no success)
         (st.success if rec.max_batch_size is not None and not disturbed
          else st.warning)(rec.reason)
@@ -294,7 +293,6 @@ if result and result[0] == model:
                        "their windows never "
                        "agreed within 10 %. A quieter machine or longer points settle them.")
         if disturbed:
-            hit = frame[frame["disturbed"].fillna("").astype(str) != ""]
             st.warning(f"{len(hit)} of {len(frame)} points were measured under disturbance "
                        f"the engine could see (e.g. {hit['disturbed'].iloc[0]}); see the "
                        "disturbed column. Close other work or traffic and measure again "

@@ -10,7 +10,7 @@ Example:
 
 from __future__ import annotations
 
-from .analysis import Recommendation, pareto_frontier, recommend
+from .analysis import Recommendation, disturbed_rows, pareto_frontier, recommend
 from .costmodel import (ENGINE_BOUND_RPS, CostModel, fit_cost_model, measure_capacity,
                         measure_overhead, profile_cost, profile_cost_frame, with_capacities,
                         with_capacity)
@@ -32,7 +32,7 @@ from .traffic import (CLIENT_BOUND_CPU_PCT, CLIENT_BOUND_LAG_MS, TrafficGenerato
                       TrafficManager, TrafficStatus, experiments_with_arm, generated_refused)
 
 __all__ = [
-    "Recommendation", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "WHAT_IF_REFUSED",
+    "Recommendation", "disturbed_rows", "pareto_frontier", "recommend", "ENGINE_BOUND_RPS", "WHAT_IF_REFUSED",
     "CostModel",
     "calibrate_overhead", "fit_cost_model", "measure_capacity", "measure_overhead", "profile_cost",
     "with_capacities", "with_capacity",

@@ -16,7 +16,7 @@ import pandas as pd
 from core.config import _check_float, plain
 from core.errors import ConfigError
 
-__all__ = ["pareto_frontier", "Recommendation", "recommend", "disturbed_points", "TIE_PCT",
+__all__ = ["pareto_frontier", "Recommendation", "recommend", "disturbed_points", "disturbed_rows", "TIE_PCT",
            "TIE_MS"]
 
 #: p99s this close to the best one are ties (the stability rule's tolerance and floor:
@@ -202,12 +202,18 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
     return text
 
 
+def disturbed_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The points of a sweep's (or search's) frame measured under disturbance (a non-empty
+    ``disturbed`` note); none for a frame without the column."""
+    if "disturbed" not in frame:
+        return frame.iloc[0:0]
+    return frame[frame["disturbed"].map(lambda v: isinstance(v, str) and v != "")]
+
+
 def disturbed_points(frame: pd.DataFrame) -> int:
     """How many points of a sweep's (or search's) frame were measured under disturbance
-    (a non-empty ``disturbed`` note); 0 for a frame without the column."""
-    if "disturbed" not in frame:
-        return 0
-    return int(frame["disturbed"].map(lambda v: isinstance(v, str) and v != "").sum())
+    (:func:`disturbed_rows`); 0 for a frame without the column."""
+    return len(disturbed_rows(frame))
 
 
 #: The columns of a sweep's frame a recommendation reads.
