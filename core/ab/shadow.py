@@ -18,29 +18,33 @@ def _kind(v: Any) -> str | None:
     return "int" if v.dtype.kind in "iub" else "float" if v.dtype.kind in "fc" else None
 
 
+def _matched(a_out: dict[str, Any], b_out: dict[str, Any]
+             ) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(A's name, B's name, A's value, B's value) of each pair :func:`matched_outputs`
+    compares."""
+    out = []
+    b_items = list(b_out.items())
+    for i, (name, av) in enumerate(a_out.items()):
+        b_name = name if name in b_out else b_items[i][0] if i < len(b_items) else None
+        bv = b_out.get(b_name) if b_name is not None else None
+        if _kind(av) is None or _kind(av) != _kind(bv) or av.shape != bv.shape:
+            continue
+        out.append((name, b_name, av, bv))
+    return out
+
+
 def matched_outputs(a_out: dict[str, Any], b_out: dict[str, Any]
                     ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Pairs of A's and B's outputs that mean the same thing: the same name, else the same
     position with the same kind (int/float) and shape (converted classifiers name their
     labels ``label`` or ``output_label``). Named by A's output."""
-    out = []
-    b_items = list(b_out.items())
-    for i, (name, av) in enumerate(a_out.items()):
-        bv = b_out.get(name)
-        if bv is None and i < len(b_items):
-            bv = b_items[i][1]
-        if _kind(av) is None or _kind(av) != _kind(bv) or av.shape != bv.shape:
-            continue
-        out.append((name, av, bv))
-    return out
+    return [(name, av, bv) for name, _, av, bv in _matched(a_out, b_out)]
 
 
 def pair_names(a_out: dict[str, Any], b_out: dict[str, Any]) -> dict[str, str]:
     """A's output -> the B output :func:`matched_outputs` compares it with (only those: an
     output of another shape was named a pair, and nothing compared; an adversary)."""
-    b_names, matched = list(b_out), {n for n, _, _ in matched_outputs(a_out, b_out)}
-    return {name: (name if name in b_out else b_names[i])
-            for i, name in enumerate(a_out) if name in matched}
+    return {name: b_name for name, b_name, _, _ in _matched(a_out, b_out)}
 
 
 def _max_abs_diff(av: np.ndarray, bv: np.ndarray) -> float:
@@ -78,12 +82,13 @@ class ShadowStats:
     def compare(self, a_out: dict[str, Any], b_out: dict[str, Any]) -> None:
         agree = labels = 0
         diffs: dict[str, float] = {}
-        matched = matched_outputs(a_out, b_out)
+        matched = _matched(a_out, b_out)
         if not matched:
             with self._lock:
                 self.uncomparable += 1
             return
-        for name, av, bv in matched:
+        pairs = {name: b_name for name, b_name, _, _ in matched}
+        for name, _, av, bv in matched:
             if av.dtype.kind in "iub":  # labels, classes, flags: agreement per row
                 same = ((av == bv).reshape(len(av), -1).all(axis=1) if av.ndim
                         else np.array([av == bv]))
@@ -93,7 +98,7 @@ class ShadowStats:
                 diffs[name] = _max_abs_diff(av, bv)
         with self._lock:
             self.compared += 1
-            self.pairs.update(pair_names(a_out, b_out))
+            self.pairs.update(pairs)
             self.label_agree += agree
             self.label_rows += labels
             for name, d in diffs.items():
