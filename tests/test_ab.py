@@ -48,6 +48,12 @@ def test_sticky_keys_are_stable_proportional_and_monotone():
     assert all(after[k] == "b" for k in keys if first[k] == "b")  # B users stay in B
     with pytest.raises(InputValidationError, match="sticky: it routes by key"):
         exp.route(None)
+    # one user whatever the type their id came in: 7, 7.0 (a pandas column), numpy's 7,
+    # "7" (sent 1 and 1.0 to different arms; an adversary); 7.5 is not 7
+    for n in range(200):
+        assert len({exp.key_point(k) for k in (n, float(n), np.int64(n), np.float32(n),
+                                                str(n))}) == 1, n
+    assert exp.key_point(7.5) != exp.key_point(7)
 
 
 def test_shadow_caller_always_gets_a():

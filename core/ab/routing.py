@@ -36,6 +36,8 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any, Callable
 
+import numpy as np
+
 from .bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS, ThompsonBandit
 from .report import ABReport
 from .shadow import ShadowStats
@@ -151,7 +153,11 @@ class ABExperiment:
             return arm, model, mode, self.labels[arm], self.sinks[arm], extra
 
     def key_point(self, key: Any) -> float:
-        """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name."""
+        """Where ``key`` falls in [0, 1): a stable hash, salted by the experiment's name.
+        A whole float is its int (user 1.0 from a pandas column is user 1: they were sent
+        to different arms; an adversary); otherwise the key's text (1 and "1" are one)."""
+        if isinstance(key, (float, np.floating)) and float(key).is_integer():
+            key = int(key)
         digest = hashlib.blake2b(f"{self.name}\x00{key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
