@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core import ConfigError, InferenceError, TIMELINE_COLUMNS
-from tests.helpers import WAIT_S
+from tests.helpers import WAIT_S, wait_for
 
 
 def test_every_request_appears_once_with_its_batch(engine):
@@ -163,6 +163,30 @@ def test_tracing_can_be_turned_off():
         engine.predict("tiny", np.ones((1, 4), np.float32))
         with pytest.raises(ConfigError, match="tracing is off"):
             engine.timeline("tiny")
+
+
+def test_shadow_modes_copies_are_marked_in_the_timeline_here_and_over_the_wire(engine):
+    """In shadow mode arm B's rows were A's requests copied, told from requests a caller
+    sent to B by nothing (a reviewer): the ``shadow_copy`` column marks them, also over
+    the control API."""
+    from core.serving import EngineServer, RemoteEngine
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=1.0, seed=0)
+    engine.predict("exp", engine.sample_input("clf-v1"))      # sent to B by a caller
+    engine.update_ab("exp", mode="shadow")
+    for _ in range(3):
+        engine.predict("exp", engine.sample_input("clf-v1"))
+    wait_for(lambda: len(engine.timeline("exp", last_s=None)) == 6)   # (copies settle late)
+    with EngineServer(engine, port=0) as server, RemoteEngine(server.url) as remote:
+        far = remote.timeline("exp", last_s=None)
+
+    def marked(t: pd.DataFrame) -> list[tuple[str, bool]]:
+        return sorted(zip(t["arm"], t["shadow_copy"].tolist()))
+    # the experiment's timeline starts at its segment (the change to shadow mode)
+    assert marked(engine.timeline("exp", last_s=None)) == marked(far) == [
+        ("a", False)] * 3 + [("b", True)] * 3
+    assert marked(engine.timeline("clf-v2", last_s=None)) == [("b", False)] + [
+        ("b", True)] * 3
+    assert not engine.timeline("clf-v1", last_s=None)["shadow_copy"].any()
 
 
 def test_timeline_and_replay_through_the_engine_server(engine):

@@ -64,13 +64,16 @@ class ArmLabel(str):
     """An arm's label, ``"a"`` or ``"b"`` (equal to it, everywhere a string is), that also
     names its experiment: a request's trace row keeps it, so an experiment's timeline holds
     its own requests, not another experiment's on the same models (it did, with the other's
-    arm labels). Made once per arm; pickled as the plain string."""
+    arm labels). Made once per arm; pickled as the plain string. ``copy``: B's label on
+    shadow mode's copies of A's requests (a timeline told them from nothing)."""
 
     experiment: str
+    copy: bool
 
-    def __new__(cls, arm: str, experiment: str) -> ArmLabel:
+    def __new__(cls, arm: str, experiment: str, copy: bool = False) -> ArmLabel:
         label = super().__new__(cls, arm)
         label.experiment = experiment
+        label.copy = copy
         return label
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -106,6 +109,7 @@ class ABExperiment:
         self.sinks = {arm: (self.metrics[arm], self.callers) for arm in ("a", "b")}
         #: the arms' labels its requests carry (:class:`ArmLabel`)
         self.labels = {arm: ArmLabel(arm, name) for arm in ("a", "b")}
+        self.copy_label = ArmLabel("b", name, copy=True)   # (shadow mode's copies)
         self.shadow_sinks = (self.metrics["b"],)
         self.shadow = ShadowStats()
         self.segment = 1
@@ -148,7 +152,7 @@ class ABExperiment:
         with self._lock:
             arm, model = self.route(key)
             mode = self.mode
-            extra = ((self.b, self.labels["b"], self.shadow_sinks, self.shadow)
+            extra = ((self.b, self.copy_label, self.shadow_sinks, self.shadow)
                      if mode == "shadow" else self.bandit)
             return arm, model, mode, self.labels[arm], self.sinks[arm], extra
 

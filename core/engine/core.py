@@ -315,8 +315,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         """What happened to each request settled in the last ``last_s`` seconds: columns
         :data:`~core.metrics.TIMELINE_COLUMNS` (``time.perf_counter`` seconds; a request
         that never ran has no start and batch -1, and its ``release_reason`` names why it
-        ended). For an A/B experiment: its own requests on both arms' models (the
-        ``experiment`` column names the experiment that routed a request)."""
+        ended). An A/B experiment's: its requests on both arms since its segment began
+        (``experiment`` names it, ``shadow_copy`` marks B's copies in shadow mode)."""
         last_s = check_positive_s("last_s", last_s, "all kept")
         entry, exp = self._ns.resolve(name)
         if self.config.trace_requests == 0:

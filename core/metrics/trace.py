@@ -32,7 +32,7 @@ __all__ = ["Trace", "TIMELINE_COLUMNS"]
 
 TIMELINE_COLUMNS = ["request_id", "arrived_s", "started_s", "done_s", "batch_id", "rows",
                     "batch_rows", "release_reason", "arm", "ok", "wait_ms", "compute_ms",
-                    "handoff_ms", "high", "experiment"]
+                    "handoff_ms", "high", "experiment", "shadow_copy"]
 
 _NAN = math.nan
 
@@ -147,6 +147,9 @@ class Trace:
             "arm": list(itertools.chain.from_iterable(e[3] for e in entries)),
             # (whose arm: an experiment's label names it, core.ab.routing.ArmLabel)
             "experiment": [getattr(arm, "experiment", None) for e in entries for arm in e[3]],
+            # (B's copies of A's requests in shadow mode: not requests a caller sent to B)
+            "shadow_copy": np.fromiter((getattr(arm, "copy", False) for e in entries
+                                        for arm in e[3]), dtype=bool, count=total),
             "ok": per_batch(10, bool),
             "high": np.fromiter(itertools.chain.from_iterable(
                 e[11] if e[11] is not None else (False,) * len(e[1]) for e in entries),
