@@ -191,3 +191,64 @@ def test_a_child_that_stops_answering_is_replaced_and_its_request_answered_503(
     monkeypatch.setattr(bodyparse, "CHILD_WAIT_S", 30.0)   # (a new child starts first)
     arrays, _ = parser.parse(_body(500), None, None)
     assert arrays["x"].shape == (1, 500) and parser.started == 2 and parser.pid != pid
+
+
+def test_large_bodies_waiting_for_the_parser_neither_hold_other_routes_nor_wait_unbound():
+    """120 clients' 8 MiB JSON bodies queued for the parser without bound on the threads
+    metadata and /metrics are answered on: those waited 11-21 s, and a request with a 2 s
+    timeout was answered after 21 s (an adversary). Large bodies wait on threads of their
+    own, a body past the parse queue's bound is answered 503 at once, and the wait counts
+    against a request's timeout."""
+    import threading
+    import time
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+    from core import Engine, EngineConfig
+    from core.serving import EngineServer
+    from tests.helpers import WAIT_S, wait_for
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(identity_model(shape=["N", "K"]), name="ident")
+    server = EngineServer(engine, port=0).start()
+    parser, app = server.app.routes.parser, server.app
+    release, entered, left, real = threading.Event(), [], [], parser.parse
+
+    def held_parse(raw, header, limit):   # the child busy with bodies ahead of these
+        entered.append(1)
+        release.wait(WAIT_S)
+        left.append(1)
+        return real(raw, header, limit)
+    parser.parse = held_parse
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [1, 2, 3, 4]}],
+                       "parameters": {"note": "n" * 40_000}}).encode()   # past INLINE_MAX
+    timed = json.dumps({**json.loads(body), "parameters": {
+        "note": "n" * 40_000, "timeout_ms": 50}}).encode()
+    pool = ThreadPoolExecutor(34)
+    try:
+        app.max_parsing_bytes = 40 * len(body)
+        t0 = time.monotonic()
+        waiting = [pool.submit(post, server, "/v2/models/ident/infer", body)
+                   for _ in range(32)] + [pool.submit(post, server, "/v2/models/ident/infer",
+                                                      timed)]
+        wait_for(lambda: len(entered) >= 32)   # every thread of the app's pools' size held
+        for path in ("/v2/models/ident", "/metrics", "/v2/health/ready"):
+            with urllib.request.urlopen(server.url + path, timeout=WAIT_S) as r:
+                assert r.status == 200, path
+        assert not left   # answered while every parse was held (not after they gave up)
+        app.max_parsing_bytes = app.parsing_bytes   # the queue full: one more is refused
+        status, raw, _ = post(server, "/v2/models/ident/infer", body)
+        assert status == 503 and b"would wait past its" in raw \
+            and b"send the tensors as binary data" in raw, raw[:300]
+        assert len(entered) == 32   # (refused before its parse)
+        wait_for(lambda: time.monotonic() - t0 > 0.2)   # the timed one waited past 50 ms
+        release.set()
+        answers = [f.result(WAIT_S) for f in waiting]
+        assert [s for s, _, _ in answers[:32]] == [200] * 32
+        status, raw, _ = answers[32]
+        assert status == 504 and b"to be parsed behind other large JSON bodies" in raw, raw
+        assert app.parsing_bytes == 0
+    finally:
+        release.set()
+        pool.shutdown(wait=True)
+        server.close()
+        engine.close()

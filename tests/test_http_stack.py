@@ -383,3 +383,43 @@ def test_a_pipelined_request_is_inside_its_request_not_waiting_for_a_head():
                 got += chunk
     assert got.count(b"HTTP/1.1 200 OK") == 2, got[:600]
     assert b'"data": [1.0, 2.0, 3.0]' in got
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off():
+    """26 clients that asked for 256 MiB answers and never read them held the server past
+    its memory budget for as long as they stayed (an adversary): a connection whose client
+    takes none of its answer for the stall time is closed, its answer let go, and other
+    clients are served meanwhile."""
+    import numpy as np
+
+    from core import Engine, EngineConfig
+    from core.serving import EngineServer
+    from tests.helpers import identity_model, wait_for
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(identity_model(shape=["N", "K"]), name="ident")
+    server = EngineServer(engine, port=0).start()
+    server._uvicorn.config.write_stall_s = 0.5
+    n = 2**21   # an 8 MiB answer: far past what the sockets' buffers take
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 4 * n}}],
+                       "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
+                      ).encode()
+    body = head + np.ones(n, np.float32).tobytes()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(b"POST /v2/models/ident/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Inference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+                  % (len(head), len(body)) + body)
+        connections = server._uvicorn.server_state.connections
+        wait_for(lambda: engine.metrics("ident").success_count == 1)
+        wait_for(lambda: not connections)        # never read: cut off, not held
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+        conn.request("GET", "/v2/models/ident")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        s.close()
+        server.close()
+        engine.close()

@@ -46,6 +46,12 @@ MAX_ERROR_CHARS = 4000
 INLINE_MAX = 32 * 2**10
 #: An answer longer than this is written in slices of this size (views of its memory).
 SEND_SLICE = 1 << 20
+#: JSON bytes of large inference bodies waiting to be parsed, or parsing (the parser's
+#: child takes one at a time, ~50 MiB/s here): one more past this, with others waiting,
+#: is answered 503 at once. 120 clients' 8 MiB bodies queued without bound: metadata and
+#: /metrics waited 11-21 s behind them, and a request with a 2 s timeout was answered
+#: after 21 s (an adversary).
+MAX_PARSE_QUEUE = 64 * 2**20
 
 
 def _retrieved(fut: asyncio.Future) -> None:
@@ -92,6 +98,13 @@ class OipApp(BodyReader):
         # (and the calls that may wait long apart from the quick ones: 32 of them held
         # the control threads, and a page's status call waited behind them)
         self._waits = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-wait")
+        # (large bodies parsed and large answers encoded: apart from metadata, stats and
+        # /metrics, which waited behind 32 parses queued for the parser's child)
+        self._bulk = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-bulk")
+        #: JSON bytes of inference bodies handed to the bulk threads and not yet parsed
+        #: (the event loop's own count) and their bound.
+        self.parsing_bytes = 0
+        self.max_parsing_bytes = MAX_PARSE_QUEUE
         #: Bytes of request bodies being read or held by requests not yet answered (the
         #: event loop's own count: no lock), and their bound: a quarter of the memory
         #: budget, at least two bodies at the data plane's limit. Past it a request is
@@ -104,7 +117,7 @@ class OipApp(BodyReader):
         self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
 
     def close(self) -> None:
-        for pool in (self._pool, self._control, self._waits):
+        for pool in (self._pool, self._control, self._waits, self._bulk):
             pool.shutdown(wait=False, cancel_futures=True)
         parser = getattr(self.routes, "parser", None)
         if parser is not None:
@@ -174,10 +187,26 @@ class OipApp(BodyReader):
                       receive: Receive) -> tuple[int, Any]:
         loop = asyncio.get_running_loop()
         routes = self.routes
-        if (routes.is_infer(method, path) and (len(req._body) <= INLINE_MAX
-                                               or _json_part(req) <= INLINE_MAX)) \
+        infer = routes.is_infer(method, path)
+        if (infer and (len(req._body) <= INLINE_MAX or _json_part(req) <= INLINE_MAX)) \
                 or routes.is_quick(method, path):
             answer = routes.begin(method, path, req, True)
+        elif infer:
+            json_len = _json_part(req)
+            if self.parsing_bytes and self.parsing_bytes + json_len > self.max_parsing_bytes:
+                raise HTTPError(
+                    503, f"the server is parsing {self.parsing_bytes / 2**20:.0f} MiB of "
+                         f"large JSON request bodies, and this one's {json_len / 2**20:.1f} "
+                         f"MiB would wait past its {self.max_parsing_bytes / 2**20:.0f} MiB "
+                         "queue; retry when they are answered, or send the tensors as "
+                         "binary data (Triton's binary extension: read without parsing)")
+            self.parsing_bytes += json_len
+            req._read_at = time.monotonic()   # (its timeout counts from here: routes)
+            try:
+                answer = await loop.run_in_executor(self._bulk, routes.begin, method, path,
+                                                    req, True)
+            finally:
+                self.parsing_bytes -= json_len
         else:
             pool = self._pool if not routes.is_control(path) else \
                 self._waits if routes.may_wait(path) else self._control
@@ -209,7 +238,7 @@ class OipApp(BodyReader):
         if answer.encodes_bytes(pred, INLINE_MAX) > INLINE_MAX:
             # A large answer is encoded off the event loop, which serves every connection
             # (numbers as binary data are views of the outputs: quicker than the hop).
-            return 200, await loop.run_in_executor(self._pool, answer.answer, pred)
+            return 200, await loop.run_in_executor(self._bulk, answer.answer, pred)
         return 200, answer.answer(pred)
 
     @staticmethod

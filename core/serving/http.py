@@ -7,6 +7,7 @@ connection limit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 import socket
 import sys
@@ -19,6 +20,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 __all__ = ["MAX_CONNECTIONS", "HEAD_TIMEOUT_S", "HEAD_MAX_BYTES", "IDLE_TIMEOUT_S",
            "HeadDeadlineProtocol", "ListeningServer", "bind", "raise_fd_limit"]
 
+log = logging.getLogger("batchlab.server")
+
 #: Connections served at once; a request on one more is answered 503, with the reason.
 #: Idle and slow connections cost a file descriptor each, not a thread, and are closed by
 #: the timeouts below.
@@ -28,6 +31,11 @@ MAX_CONNECTIONS = 4096
 #: (slowloris) is cut off.
 HEAD_TIMEOUT_S = 15.0
 HEAD_MAX_BYTES = 64 * 2**10
+#: A client that takes none of its answer for this many seconds (the connection's write
+#: buffer full all that time) is cut off, and the answer's memory let go: 26 clients that
+#: asked for 256 MiB answers and never read them held the server past its memory budget
+#: for as long as they stayed (an adversary).
+WRITE_STALL_S = 30.0
 #: A keep-alive connection idle this long between requests is closed (longer than the
 #: clients' own pools keep theirs: aiohttp 15 s, so they close first and never reuse a
 #: connection the server is closing).
@@ -53,6 +61,27 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._waiting: dict[Any, None] = state.batchlab_waiting
         self._waiting[self] = None
         self._shed()
+        self._write_timer: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(
+                getattr(self.config, "write_stall_s", WRITE_STALL_S), self._write_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_stalled(self) -> None:
+        """The client took nothing for the whole stall: the connection is cut (abort, not
+        close: close waits to send what is buffered, which it would never take)."""
+        self._write_timer = None
+        log.warning("a client took none of its answer for %g s: its connection is closed",
+                    getattr(self.config, "write_stall_s", WRITE_STALL_S))
+        self.transport.abort()
 
     def _shed(self) -> None:
         """Past the connection limit, close the connection that has waited longest for a
@@ -123,6 +152,9 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
         self._waiting.pop(self, None)
         super().connection_lost(exc)
 

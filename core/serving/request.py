@@ -16,7 +16,7 @@ class AsgiRequest:
     """What a route reads of an ASGI request (:class:`~core.serving.routes.RequestIn`);
     the body is read before the route runs."""
 
-    __slots__ = ("_headers", "_body", "_has_body", "_arrived", "_gap")
+    __slots__ = ("_headers", "_body", "_has_body", "_arrived", "_gap", "_read_at")
 
     def __init__(self, scope: dict[str, Any]) -> None:
         headers: dict[str, str] = {}
@@ -27,6 +27,7 @@ class AsgiRequest:
         self._body = b""
         # when it arrived, and how long after the request before it (see OipApp._crowded)
         self._arrived = self._gap = 0.0
+        self._read_at: float | None = None   # (when its body had been read: monotonic)
 
     def header(self, name: str) -> str | None:
         return self._headers.get(name.lower())

@@ -352,6 +352,7 @@ class Routes:
         except ValueError:
             raise HTTPError(400, f"{oip.HEADER_LENGTH} must be an integer, got "
                                   f"{header!r}") from None
+        req_in = req
         arrays, req = self.parser.parse(raw or b"", header_length, self.max_json_bytes)
         for a in arrays.values():  # the body's own arrays: nothing writes into them, so
             while isinstance(a, np.ndarray):   # submit takes them as they are (no copy),
@@ -361,6 +362,8 @@ class Routes:
             and next(iter(arrays)) == info.inputs[0].name else arrays
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         timeout_ms = timeouts.request_timeout_ms(params, self.max_timeout_ms)
+        if timeout_ms is not None:   # (its wait to be parsed counts: 21 s past its 2 s)
+            timeout_ms = timeouts.after_parse_ms(timeout_ms, getattr(req_in, "_read_at", None))
         engine = self.engine
         wanted = [o.get("name") for o in req.get("outputs") or [] if isinstance(o, dict)]
         if wanted and name in engine.ab_experiments():

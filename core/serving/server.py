@@ -24,8 +24,8 @@ perf tools — can use it:
 ========================================  ==================================================
 
 The HTTP stack is uvicorn (httptools, uvloop) running the ASGI app of
-:mod:`core.serving.asgi`: connections cost a file descriptor, not a thread; a request head
-must arrive within ``--head-timeout-s`` and a body within its own deadline; past
+:mod:`core.serving.asgi`: connections cost a file descriptor, not a thread; a head must come
+within ``--head-timeout-s``, a body within its deadline, an answer be taken (30 s stall); past
 ``--max-connections`` a request is answered 503. SIGTERM stops the listener, answers every
 request already received (each answer then closes its connection), and exits.
 

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 from typing import Any
 
-from core.config import MAX_TIMEOUT_MS, BatchConfig, _shown, check_timeout_ms
-from core.errors import ConfigError
+from core.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, BatchConfig, _shown, check_timeout_ms
+from core.errors import ConfigError, RequestTimeoutError
 
 __all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call", "request_timeout_ms"]
 
@@ -72,6 +73,21 @@ def request_timeout_ms(params: dict, cap_ms: float | None) -> float | None:
                           f"positive number of microseconds up to {cap_us:,.0f}: {held}; "
                           f"got {_shown(us)}")
     return us / 1000.0
+
+
+def after_parse_ms(timeout_ms: float, read_at: float | None) -> float:
+    """What is left of a request's ``timeout_ms`` once its body, read at ``read_at``
+    (``time.monotonic``; None: parsed as it was read), has been parsed: a large JSON body
+    waits for the parser behind others. None left: a 504 (it was not run)."""
+    if read_at is None:
+        return timeout_ms
+    waited_ms = (time.monotonic() - read_at) * 1000.0
+    if timeout_ms - waited_ms >= MIN_TIMEOUT_MS:
+        return timeout_ms - waited_ms
+    raise RequestTimeoutError(
+        f"the request waited {waited_ms:,.0f} ms to be parsed behind other large JSON "
+        f"bodies, past its timeout of {timeout_ms:g} ms; it was not run (send the tensors "
+        "as binary data to skip the parse, or give it a longer timeout)")
 
 
 def check_batch(cfg: Any, cap_ms: float | None, where: str) -> None:
