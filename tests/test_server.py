@@ -176,6 +176,54 @@ def test_non_tensor_outputs_as_binary_bytes_read_by_tritonclient():
     assert np.frombuffer(blob[sizes[0]:], np.int64).tolist() == [1, 0]
 
 
+def test_a_large_json_answer_is_written_in_pieces_that_read_as_the_whole():
+    """Encoded whole, 16.7 M values held the server's interpreter for seconds and every
+    other model's requests waited (an adversary): a large numeric output's JSON is written
+    in pieces, parts of the body, byte for byte what one json.dumps gave; a binary output
+    after it is still found by the JSON part's length, and an id that looks like the
+    pieces' marker is the id. NaN is still refused (422)."""
+    from tritonclient.http import InferResult
+
+    from core.protocol import HTTPError, encode_infer_response, encode_infer_response_parts
+    from core.protocol.oip_answer import JSON_PIECE
+    y = np.arange(3 * JSON_PIECE + 5, dtype=np.float32) / 7
+    outs = {"y": y.reshape(1, -1), "z": np.arange(5, dtype=np.int64),
+            "w": np.ones((2, 3), np.int32)}
+    req = {"id": 'r"batchlab-data-0', "outputs": [
+        {"name": "y"}, {"name": "z"}, {"name": "w", "parameters": {"binary_data": True}}]}
+    parts, head_len = encode_infer_response_parts(req, "m", outs, {"batch_rows": 1})
+    assert len(parts) > 4 + 1      # the JSON in pieces, then w's bytes
+    whole = json.dumps({"model_name": "m", "model_version": "1", "outputs": [
+        {"name": "y", "datatype": "FP32", "shape": [1, y.size], "data": y.tolist()},
+        {"name": "z", "datatype": "INT64", "shape": [5], "data": [0, 1, 2, 3, 4]},
+        {"name": "w", "datatype": "INT32", "shape": [2, 3],
+         "parameters": {"binary_data_size": 24}}],
+        "parameters": {"batch_rows": 1}, "id": req["id"]}).encode()
+    body = b"".join(parts)
+    assert body[:head_len] == whole and head_len == len(whole)
+    result = InferResult.from_response_body(body, header_length=head_len)   # tritonclient
+    assert np.array_equal(result.as_numpy("y"), outs["y"])
+    assert result.as_numpy("w").tolist() == [[1] * 3] * 2
+    assert result.get_response()["id"] == req["id"]
+    # through the server: the pieces are the answer's body
+    from tests.helpers import identity_model
+    with Engine(demo_models=False) as engine, EngineServer(engine, port=0) as server:
+        engine.load_model(identity_model(shape=["N", "K"]), name="ident")
+        head = json.dumps({"inputs": [{"name": "x", "shape": [1, y.size], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": y.nbytes}}]}).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/v2/models/ident/infer", body=head + y.tobytes(),
+                     headers={"Inference-Header-Content-Length": str(len(head))})
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 200 and answer["outputs"][0]["data"] == y.tolist()
+    with pytest.raises(HTTPError, match="NaN or infinite") as err:
+        encode_infer_response({"outputs": [{"name": "y"}]}, "m",
+                              {"y": np.full(2 * JSON_PIECE, np.nan, np.float32)}, {})
+    assert err.value.status == 422
+
+
 @pytest.mark.parametrize("header, tail, message", [
     ("99999", b"", "Inference-Header-Content-Length is 99999"),
     ("abc", b"", "must be an integer"),

@@ -403,8 +403,8 @@ class Routes:
                                           "queue_ms": pred.queue_ms,
                                           "compute_ms": pred.compute_ms},
                 self.max_json_bytes)
-            if binary_header is None:
-                return Text(parts[0], "application/json")
+            if binary_header is None:   # (a large output's JSON comes in pieces)
+                return Text(parts[0] if len(parts) == 1 else parts, "application/json")
             return Text(parts, "application/octet-stream",
                         {oip.HEADER_LENGTH: str(binary_header)})
 
