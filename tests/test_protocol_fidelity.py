@@ -21,7 +21,7 @@ from core.protocol import WireCodec, jsontext
 from core.protocol.oip import parse_infer_json, parse_infer_request
 from core.protocol.status import HTTPError
 from core.serving import RemoteEngine
-from tests.helpers import identity_server
+from tests.helpers import WAIT_S, identity_server, wait_for
 
 
 def _strict(raw: bytes):
@@ -282,12 +282,24 @@ class _Hostile:
     body one byte at a time (forever, until the client goes) or announces and sends more
     bytes than a client should read."""
 
+    #: Whole answers, by mode: a redirect, a 50 MiB error message, a bare NaN.
+    CANNED = {
+        "redirect": b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere:9/\r\n"
+                    b"Content-Length: 0\r\n\r\n",
+        "long error": b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/"
+                      b"json\r\nContent-Length: %d\r\n\r\n%s" % (
+                          (50 << 20) + 13, b'{"error": "' + b"e" * (50 << 20) + b'"}'),
+        "nan": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 27\r\n\r\n" + b'{"result": NaN, "more": 0} ',
+    }
+
     def __init__(self, mode: str) -> None:
         self.mode = mode
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.client_left = threading.Event()
         self.stop = threading.Event()
+        self.release = threading.Event()
         self.sent = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -319,6 +331,14 @@ class _Hostile:
                                  b"Content-Encoding: gzip\r\nContent-Length: %d\r\n"
                                  b"Connection: close\r\n\r\n%s" % (len(body), body))
                     self.sent += len(body)
+                elif self.mode in self.CANNED:
+                    conn.sendall(self.CANNED[self.mode])
+                elif self.mode == "hold":   # 3/4 MiB of its answer, the rest when released
+                    body = b" " * (3 << 18)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n%s" % (len(body) + 2, body))
+                    self.release.wait(30)
+                    conn.sendall(b"{}")
                 else:
                     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                  b"Transfer-Encoding: chunked\r\n\r\n")
@@ -376,6 +396,60 @@ def test_a_small_answer_that_would_parse_into_gigabytes_is_refused_unparsed():
                                                          r"take ~\d+ MiB to parse"):
             remote.status()
         assert hostile.sent < 100_000
+    finally:
+        remote.close()
+        hostile.close()
+
+
+def test_the_clients_answers_read_at_once_are_bounded_and_a_refused_one_let_go():
+    """Each answer was bounded at 512 MiB but not all those read at once (four calls held
+    2.4 GB), and a refused answer's bytes stayed held by the error's traceback (a page
+    keeping the error kept 512 MiB; an adversary)."""
+    from concurrent.futures import ThreadPoolExecutor
+    hostile = _Hostile("hold")
+    remote = RemoteEngine(f"http://127.0.0.1:{hostile.port}", max_answer_bytes=2**20,
+                          timeout_s=60)
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            remote.status()
+        except BaseException as err:   # noqa: BLE001 - looked at below
+            errors.append(err)
+    pool = ThreadPoolExecutor(3)
+    try:
+        calls = [pool.submit(call) for _ in range(3)]   # 3 x 3/4 MiB: past twice the limit
+        wait_for(lambda: errors)
+        hostile.release.set()
+        for c in calls:
+            c.result(WAIT_S)
+        refused = [e for e in errors if "bytes of other answers were being read at once"
+                   in str(e)]
+        assert len(refused) == 1 and isinstance(refused[0], EngineUnavailableError), errors
+        tb, held = refused[0].__context__.__traceback__, []
+        while tb is not None:
+            held += [v for k, v in tb.tb_frame.f_locals.items() if k == "chunks" and v]
+            tb = tb.tb_next
+        assert not held
+    finally:
+        pool.shutdown()
+        remote.close()
+        hostile.close()
+
+
+@pytest.mark.parametrize("mode, error, words", [
+    ("redirect", EngineUnavailableError, "HTTP 302, a redirect \\(to 'http://elsewhere:9/'\\)"),
+    ("long error", Exception, "^e{4000}… \\(cut: 52,428,800 characters\\)$"),
+    ("nan", EngineUnavailableError, "with something that is not JSON"),
+])
+def test_a_servers_odd_answers_are_said_as_what_they_are(mode, error, words):
+    """A redirect was "JSON that is not a Batchlab answer (no 'result')", a 50 MiB error
+    message was raised whole, a bare NaN was read as a number (an adversary)."""
+    hostile = _Hostile(mode)
+    remote = RemoteEngine(f"http://127.0.0.1:{hostile.port}")
+    try:
+        with pytest.raises(error, match=words):
+            remote.status()
     finally:
         remote.close()
         hostile.close()
