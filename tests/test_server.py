@@ -465,3 +465,38 @@ def test_control_calls_that_wait_leave_the_data_plane_its_threads():
         server.close()
         engine.close()
     assert not any(t.is_alive() for t in waiters)
+
+
+def test_callers_mistakes_are_400s_in_words_not_500s_and_a_websocket_is_refused(caplog):
+    """A timeout_ms of "5" given to configure and a valid_for of 1 given to sample_input
+    were a 500 "internal error" with a stack trace in the log; a WebSocket upgrade a 500
+    text/plain (and a trace per request); a number of 5,000 digits a 400 that told the
+    client to call sys.set_int_max_str_digits() (an adversary)."""
+    import logging
+    import socket
+
+    from core import ConfigError
+    from core.serving import RemoteEngine
+    caplog.set_level(logging.WARNING)
+    with Engine() as engine, EngineServer(engine, port=0) as server, \
+            RemoteEngine(server.url) as remote:
+        with pytest.raises(ConfigError, match="timeout_ms must be a number >= 0.001"):
+            remote.configure("tiny", timeout_ms="5")
+        with pytest.raises(ConfigError, match="valid_for must be a list such as"):
+            remote.sample_input("mlp", valid_for=1)
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        s.sendall(b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert s.recv(200).startswith(b"HTTP/1.1 403 ")
+        s.close()
+        body = ('{"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": ['
+                + "1" * 5000 + "]}]}").encode()
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/v2/models/tiny/infer", body=body)
+        resp = conn.getresponse()
+        said = json.loads(resp.read())["error"]
+        conn.close()
+        assert resp.status == 400 and "a number of more than 4,300 digits" in said \
+            and "sys.set_int_max_str_digits" not in said, said
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records

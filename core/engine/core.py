@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.ab import ExperimentRegistry
 from core.batching import Prediction
-from core.config import BatchConfig, EngineConfig, SessionConfig, check_positive_s
+from core.config import BatchConfig, EngineConfig, SessionConfig, as_list, check_positive_s
 from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
@@ -225,8 +225,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         if real is not None:  # the model's real inputs (set_inputs)
             return real.draw(rows, seed)
         self._ns.check_inputs_known(name, entry)
-        others = (valid_for,) if isinstance(valid_for, str) else valid_for   # (one name too)
-        return sample_input(narrowed(entry.info, [self._ns.entry(m).info for m in others]),
+        also = [valid_for] if isinstance(valid_for, str) else as_list("valid_for", valid_for, "[b]")
+        return sample_input(narrowed(entry.info, [self._ns.entry(m).info for m in also]),
                             rows=rows, seed=seed)
 
     def cache_entries(self) -> list[CacheEntry]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,11 @@ def loads(raw: bytes | str, max_parsed_bytes: int | None = None) -> Any:
         return json.loads(raw, parse_constant=_refuse)
     except RecursionError:   # (its callers word a ValueError; this was a 500 in places)
         raise ValueError("it nests JSON too deeply") from None
+    except ValueError as err:   # (Python's words told a client to call a Python function)
+        if "integer string conversion" not in str(err):
+            raise
+        raise ValueError(f"it holds a number of more than {sys.get_int_max_str_digits():,} "
+                         "digits, past what any tensor's datatype holds") from None
 
 
 def check_size(raw: bytes | str, max_parsed_bytes: int | None) -> None:

@@ -131,7 +131,11 @@ class OipApp(BodyReader):
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
-        if scope["type"] != "http":  # websockets: not served
+        if scope["type"] == "websocket":   # not served: refused at the handshake (403),
+            await receive()                # not a 500 and a stack trace in the log
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        if scope["type"] != "http":
             return
         arrived = time.monotonic()
         method = scope["method"]

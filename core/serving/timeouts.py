@@ -44,6 +44,8 @@ def check_timeout(value_ms: float | None, cap_ms: float | None, where: str) -> N
     if value_ms is None:
         raise ConfigError(f"{where}: timeout_ms=None would switch request timeouts off; "
                           + _why(where, cap_ms))
+    if isinstance(value_ms, bool) or not isinstance(value_ms, (int, float)):
+        return   # (not a time: what takes it refuses it in its own words; "5" was a 500)
     if value_ms > cap_ms:
         raise ConfigError(f"{where}: timeout_ms={value_ms:g} is longer than "
                           + _why(where, cap_ms))
