@@ -34,10 +34,19 @@ if is_exp:
                                                            "a": "A", "b": "B"}.get)
 with c2:
     st.write("")
-    if st.button("Reset metrics", key="monitor_reset",
-                 help="Zero this model's counters, histograms and time series."):
-        engine.reset_metrics(target)
-        st.rerun()
+    if not is_exp:
+        if st.button("Reset metrics", key="monitor_reset",
+                     help="Zero this model's counters, histograms and time series."):
+            engine.reset_metrics(target)
+            st.rerun()
+    else:   # (one click wiped the A/B verdict and the bandit's learning, unsaid; a newcomer)
+        with st.popover("Reset metrics", icon=":material/restart_alt:"):
+            st.write(f"Resetting **{target}** zeroes its A/B report too: both arms' figures, "
+                     "its earlier segments and what the bandit has learnt (its split starts "
+                     "again). Its models' own metrics are kept.")
+            if st.button(f"Reset {target}", key="monitor_reset", type="primary"):
+                engine.reset_metrics(target)
+                st.rerun()
 
 interval = live_interval(engine)
 remote = not is_exp and engine.remote_info(target) is not None
@@ -74,6 +83,10 @@ def tiles() -> None:
     total, snap = read(), read(WINDOW_S)  # totals since the reset; the recent window
     served = snap.success_count > 0
     st.caption("SINCE START OR THE LAST RESET" if not is_exp else
+               # (both: what callers saw since the reset, across segments; it said segment)
+               f"SINCE THE EXPERIMENT'S LAST RESET, {fmt_s(total.uptime_s)} AGO (what its "
+               "callers saw, across its segments; A or B alone counts from the current "
+               "segment)" if arm == "both" else
                f"SINCE THE EXPERIMENT'S CURRENT SEGMENT BEGAN, {fmt_s(total.uptime_s)} AGO (a "
                "change of mode, of an arm's model or of its settings starts one; the A/B test "
                "page keeps the earlier)")
@@ -152,10 +165,8 @@ def dashboard() -> None:
                 arms = engine.ab_arms(target)
                 of = list(dict.fromkeys(arms if arm == "both" else
                                         [arms[0 if arm == "a" else 1]]))
-                depth = pd.concat([engine.metrics(m, window_s=window_s).timeseries[
-                    ["time", "queue_depth"]] for m in of]).groupby("time", as_index=False).sum()
-                st.plotly_chart(charts.queue_depth_figure(
-                    depth, **live, title=f"Queued at {' and '.join(of)} as batches leave",
+                st.plotly_chart(charts.queue_depth_figure(   # (the series is its models')
+                    ts, **live, title=f"Queued at {' and '.join(of)} as batches leave",
                     subtitle="its whole queue (this experiment's part and other traffic to "
                              "it): the most in each second"), key="mon_depth")
             else:

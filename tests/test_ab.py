@@ -1075,6 +1075,18 @@ def test_an_experiments_queue_depth_is_its_arms_queues(engine):
         gate.set()
     wait(futures, WAIT_S)
     assert engine.metrics("q").queue_depth == 0
+    # and each second of its series (its CSV read 0 beside a chart of 3-7; a newcomer):
+    # the experiment's is its arms' models' summed, an arm's its model's
+    per_model = {m: engine.metrics(m).timeseries.set_index("time")["queue_depth"]
+                 for m in ("clf-v1", "clf-v2")}
+    assert max(per_model["clf-v1"].max(), per_model["clf-v2"].max()) >= 1
+    both = engine.metrics("q").timeseries.set_index("time")["queue_depth"]
+    assert both.max() >= 1
+    assert both.to_dict() == (per_model["clf-v1"] + per_model["clf-v2"]).reindex(
+        both.index).fillna(0).astype(int).to_dict()
+    arm_a = engine.ab_metrics("q", "a").timeseries.set_index("time")["queue_depth"]
+    assert arm_a.to_dict() == per_model["clf-v1"].reindex(arm_a.index).fillna(0).astype(
+        int).to_dict()
 
 
 def test_warming_an_arm_up_does_not_take_away_the_warning_of_its_cold_runs(engine):

@@ -724,7 +724,9 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     at.run()
     at.selectbox(key="monitor_model").set_value("mon-exp").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("CURRENT SEGMENT BEGAN" in c.value for c in at.caption), \
+    # both arms: what callers saw since the reset, said so (it said "since the current
+    # segment" over a count since the reset; a newcomer)
+    assert any("SINCE THE EXPERIMENT'S LAST RESET" in c.value for c in at.caption), \
         [c.value for c in at.caption]
     # its queue chart is the arm's model's (an arm counts requests: the chart sat at 0
     # beside batches of 2-7)
@@ -740,6 +742,16 @@ def test_monitor_shows_metrics_errors_and_csv(engine):
     queue = queue_chart()
     assert queue["layout"]["title"]["text"] == "Queued at clf-v1 as batches leave"
     assert max(values(queue["data"][0]["y"])) >= 1, queue["data"][0]["y"]
+    assert any("CURRENT SEGMENT BEGAN" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    # resetting an experiment resets its A/B report and bandit: said, and asked again
+    # (one click wiped them, unsaid; a newcomer)
+    assert any("zeroes its A/B report too" in m.value for m in at.markdown), \
+        [m.value for m in at.markdown]
+    assert at.button(key="monitor_reset").label == "Reset mon-exp"
+    at.button(key="monitor_reset").click().run()
+    assert engine.ab_report("mon-exp").to_dict()["total_requests"] == 0
+    assert engine.metrics("clf-v1").total_requests > 0   # its models' own are kept
     # Deleted elsewhere: the page says what it shows instead (it switched without a word)
     engine.delete_ab("mon-exp")
     at.run()

@@ -298,7 +298,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         if entry is not None:
             return entry.metrics.snapshot(queue_depth=self._registry.queue_depth(entry),
                                           window_s=window_s)
-        return exp.callers.snapshot(self._ab.arms_depth(exp), window_s=window_s)
+        return self._ab.snapshot(exp, None, window_s)
 
     def counters(self, name: str) -> dict[str, Any]:
         """``name``'s cumulative counters (requests, successes, errors, batches, rows, summed

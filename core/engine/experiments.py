@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+import pandas as pd
+
 from core.ab import ABExperiment, ABReport, arm_differences
 from core.ab.bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS
 from core.ab.statistics import compare_arm_errors
@@ -156,6 +158,26 @@ class ExperimentRoom:
         entries = [self.registry.get(m) for m in dict.fromkeys((exp.a, exp.b))]
         return sum(self.registry.queue_depth(e) for e in entries if e is not None)
 
+    def snapshot(self, exp: Any, arm: str | None, window_s: float | None) -> MetricsSnapshot:
+        """What ``exp``'s callers saw (``arm`` None) or one arm served, with the queue — now
+        and each second — of its arms' models (or the arm's), whole: this experiment's part
+        and other traffic to them. The experiment's own series read 0 (the Monitor's CSV,
+        beside its chart of 3-7 queued; a newcomer)."""
+        models = (exp.a, exp.b) if arm is None else (exp.a if arm == "a" else exp.b,)
+        entries = [e for e in (self.registry.get(m) for m in dict.fromkeys(models))
+                   if e is not None]
+        own = exp.callers if arm is None else exp.metrics[arm]
+        snap = own.snapshot(sum(self.registry.queue_depth(e) for e in entries),
+                            window_s=window_s)
+        ts = snap.timeseries
+        if not entries or ts.empty:
+            return snap
+        depth = pd.concat([e.metrics.snapshot().timeseries[["time", "queue_depth"]]
+                           for e in entries]).groupby("time")["queue_depth"].sum()
+        ts = ts.assign(queue_depth=ts["time"].map(depth).fillna(0).astype(
+            ts["queue_depth"].dtype))
+        return dataclasses.replace(snap, timeseries=ts)
+
     def match_settings(self, name: str, guard: Callable[[str], None]) -> BatchConfig:
         """``guard(model)`` refuses the change (asked under the lock a sweep starts in)."""
         with self.registry.lock:
@@ -243,4 +265,4 @@ class ExperimentMethods:
         exp = self._ns.experiment(name)
         if arm not in exp.metrics:
             raise ConfigError(f"arm must be 'a' or 'b', got {arm!r}")
-        return exp.metrics[arm].snapshot(window_s=window_s)
+        return self._ab.snapshot(exp, arm, window_s)
