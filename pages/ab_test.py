@@ -78,6 +78,10 @@ with st.expander("New experiment", expanded=not experiments):
             st.rerun()
 
 experiments = engine.ab_experiments()
+if "ab_exp" not in st.session_state and "_kept_ab_exp" in st.session_state:
+    # (Streamlit forgets a widget's value on another page: the page came back on the first
+    # experiment, not the one picked; a newcomer)
+    st.session_state["ab_exp"] = st.session_state["_kept_ab_exp"]
 if (shown := st.session_state.get("ab_exp")) and shown not in experiments:
     # (a click in a tab whose experiment another tab deleted redrew "No experiment yet",
     # the click and why it did nothing unsaid; a newcomer)
@@ -88,6 +92,7 @@ if (shown := st.session_state.get("ab_exp")) and shown not in experiments:
             icon=":material/info:")
     st.session_state.pop("ab_error", None)
     st.session_state.pop("ab_exp")   # (said once; the menu below picks another)
+    st.session_state.pop("_kept_ab_exp", None)
 if not experiments:
     # (it named the demo classifiers whatever was loaded: under "have different inputs"
     # once one of them had been replaced; a newcomer)
@@ -100,6 +105,7 @@ if not experiments:
 if st.session_state.get("ab_exp") not in experiments:
     st.session_state["ab_exp"] = experiments[0]
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
+st.session_state["_kept_ab_exp"] = exp
 report = engine.ab_report(exp)
 if report.mode != "bandit":   # (the bandit's split is its own: no slider then)
     st.session_state["ab_share"] = report.b_share

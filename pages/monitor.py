@@ -9,7 +9,7 @@ from core.ui import charts
 from core.ui.fmt import recent_errors_by_type
 from pages._common import (chart_refresh, measuring_job, paused_for_measurement, WINDOW_S, fmt_ms,
                            fmt_num, fmt_pct, fmt_rate, fmt_s, get_engine, live_fragment,
-                           live_interval, pick_target, stop_when_idle)
+                           keep_values, live_interval, pick_target, stop_when_idle)
 
 #: The time ranges the charts offer (those within what the engine keeps).
 RANGES = {"1 min": 60, "5 min": 300, "15 min": 900, "1 h": 3600}
@@ -29,7 +29,8 @@ is_exp = target in engine.ab_experiments()
 arm = None
 if is_exp:
     # (A alone hid half the experiment: "Throughput now 106/s" while 200 req/s were sent)
-    arm = st.segmented_control("Arm", ["both", "a", "b"], default="both", key="monitor_arm",
+    keep_values({"monitor_arm": "both"})   # (back at "both" after another page; a newcomer)
+    arm = st.segmented_control("Arm", ["both", "a", "b"], key="monitor_arm",
                                required=True, format_func={"both": "both (what callers saw)",
                                                            "a": "A", "b": "B"}.get)
 with c2:
@@ -54,9 +55,12 @@ kept_s = engine.config.timeseries_seconds
 ranges = {label: s for label, s in RANGES.items() if s < kept_s}
 ranges[fmt_s(kept_s)] = kept_s  # everything kept
 r1, r2 = st.columns([2, 3])
+keep_values({"monitor_range": next(iter(ranges))})   # (back at 1 min after another page)
+if st.session_state["monitor_range"] not in ranges:   # (a server keeping less history)
+    st.session_state["monitor_range"] = next(iter(ranges))
 with r1:
     range_label = st.segmented_control(
-        "Charts show the last", list(ranges), default=next(iter(ranges)),
+        "Charts show the last", list(ranges),
         key="monitor_range", required=True,
         help=f"The engine keeps {fmt_s(kept_s)} of per-second metrics per model "
              "(a server's --history-minutes)." + (

@@ -1665,6 +1665,36 @@ def test_experiments_page_warns_of_traffic_to_other_targets(engine):
         [w.value for w in at.warning]
 
 
+def test_the_monitors_and_ab_pages_choices_outlive_a_visit_to_another_page(engine):
+    """The Monitor came back on the last model another page had picked, at 1 min and both
+    arms, after an experiment, arm B and 5 min were picked; the A/B page on its first
+    experiment (a newcomer). A model picked on another page meanwhile is still followed."""
+    engine.create_ab("first", a="clf-v1", b="clf-v2", seed=0)
+    engine.create_ab("second", a="clf-v1", b="clf-v2", seed=0)
+    with set_twice() as said:
+        at = app("pages/monitor.py")
+        at.selectbox(key="monitor_model").set_value("second").run()
+        at.segmented_control(key="monitor_arm").set_value("b").run()
+        at.segmented_control(key="monitor_range").set_value("5 min").run()
+        at.switch_page("pages/models.py").run()
+        at.switch_page("pages/monitor.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.selectbox(key="monitor_model").value == "second"
+        assert at.segmented_control(key="monitor_arm").value == "b"
+        assert at.segmented_control(key="monitor_range").value == "5 min"
+        at.switch_page("pages/batching.py").run()                # a model picked there
+        at.selectbox(key="batching_model").set_value("tiny").run()
+        at.switch_page("pages/monitor.py").run()
+        assert at.selectbox(key="monitor_model").value == "tiny"
+        at.switch_page("pages/ab_test.py").run()
+        at.selectbox(key="ab_exp").set_value("second").run()
+        at.switch_page("pages/monitor.py").run()
+        at.switch_page("pages/ab_test.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert at.selectbox(key="ab_exp").value == "second"
+    assert not said, said
+
+
 def test_form_values_outlive_a_visit_to_another_page(engine):
     """A newcomer set up a sweep, looked at the Monitor and came back to the defaults:
     Streamlit forgets a widget's value when a run does not draw it. The sweep's and the
