@@ -242,12 +242,16 @@ def test_confound_warning_for_uneven_split():
         report = engine.ab_report("exp")
         warning = report.confound_warning
         seen = report.arms["b"].total_requests / 300   # (the split these requests had)
-        assert warning and f"arm B sees {seen:.0%} of the arrivals" in warning \
+        assert warning and f"arm B got {seen:.0%} of this segment's arrivals, so" in warning \
             and "shadow" in warning
-        # the same data, the split changed since: the same words (the warning went away
-        # with the configured split; an adversary)
+        # the same data, the split changed since: still said (the warning went away with
+        # the configured split; an adversary), and that the split set now is another one
+        # ("B sees 10 %" was said with the split at 50 %; a newcomer)
         engine.update_ab("exp", b_share=0.5)
-        assert engine.ab_report("exp").confound_warning == warning
+        changed = engine.ab_report("exp").confound_warning
+        assert changed == warning.replace(
+            "arrivals, so", "arrivals (the split is 50% to B now: it changed during this "
+            "segment; Reset to compare at that split alone), so"), changed
 
 
 def test_a_latency_verdict_says_whether_the_queue_or_the_model_made_the_difference():
@@ -989,8 +993,8 @@ def test_a_bandit_s_uneven_split_warning_says_the_split_its_requests_had():
                            queue_s=[0.001] * rows, failed={}, depth=0)
         return m.snapshot()
     report = ABReport("e", "m1", "m2", 0.95, "bandit", {"a": arm(10, 8), "b": arm(10, 2)})
-    assert report.confound_warning.startswith("Uneven split (80%/20%): arm B sees 20% of the "
-                                              "arrivals"), report.confound_warning
+    assert report.confound_warning.startswith("Uneven split (80%/20%): arm B got 20% of this "
+                                              "segment's arrivals, so"), report.confound_warning
 
 
 def test_an_experiment_asked_twice_answers_the_same_and_says_what_its_settings_do(engine):
