@@ -344,3 +344,23 @@ def test_a_bandits_requests_refused_for_their_input_are_not_counted_as_sent():
             time.sleep(0.01)
     assert sum(a["sent"] for a in arms.values()) == 45
     assert all(a["sent"] == a["ended"] for a in arms.values()), arms
+
+
+def test_arms_that_never_missed_the_slo_are_said_to_be_untold_apart():
+    """Both arms within the SLO every time: "A is the better arm with probability 79 %"
+    (the arm with more answers has the narrower posterior) beside 100 % and 100 %, and the
+    README said P(B better) stays near a half (a newcomer). Said as what it is."""
+    from core.ui.bandit import bandit_caption
+    bandit = ThompsonBandit(slo_ms=50.0, seed=1)
+    for _ in range(719):
+        bandit.reward("a", True)
+    for _ in range(181):
+        bandit.reward("b", True)
+    state = bandit.state()
+    assert state["p_b_better"] < 0.3            # the posterior: A looks better
+    text = bandit_caption(state, "m1", "m2")
+    assert "Neither arm has missed the SLO yet, so the bandit cannot tell them apart: the " \
+           "arm with more answers looks better to it (A, probability" in text, text
+    assert "A is the better arm" not in text
+    bandit.reward("b", False)                   # one miss: a finding again
+    assert "A is the better arm with probability" in bandit_caption(bandit.state(), "m1", "m2")

@@ -74,6 +74,13 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
     better = (f"{ahead[0]} is the better arm with probability {fmt_pct(ahead[1])}"
               if arms["a"]["ended"] or arms["b"]["ended"] else "No request has ended yet: "
               "neither arm is known to be better")
+    if all(arms[k]["ended"] and arms[k]["rate"] == 1.0 for k in "ab"):
+        # (both always within it: "A is the better arm with probability 79 %" beside 100 %
+        # and 100 %; the arm with more answers has the narrower posterior; a newcomer)
+        better = (f"Neither arm has missed the SLO yet, so the bandit cannot tell them apart: "
+                  f"the arm with more answers looks better to it ({ahead[0]}, probability "
+                  f"{fmt_pct(ahead[1])}: its posterior is narrower) and keeps more of the "
+                  "traffic until one misses")
     # (its evidence starts again with each SLO: counts beside the tiles' whole segment
     # read as a contradiction; a newcomer)
     return (f"Bandit, SLO {state['slo_ms']:g} ms, floor {fmt_pct(state['floor'])}, counting "
