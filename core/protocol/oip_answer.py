@@ -79,11 +79,13 @@ def encode_infer_response_parts(req: dict[str, Any], model: str, outputs: dict[s
     chosen = _chosen(req, model, outputs, max_json_bytes)
     entries, blobs, pieced = [], [], {}
     any_binary = any(binary for _, binary in chosen)
-    mark = f"batchlab-data-{secrets.token_hex(8)}-"   # (no caller's id can hold it)
+    mark = ""
     for name, binary in chosen:
         value = outputs[name]
         if not binary and isinstance(value, np.ndarray) and value.size > JSON_PIECE \
                 and oip_datatype(value.dtype) != "BYTES":   # (written in pieces, below)
+            # (no caller's id can hold it; made only for such an answer: urandom's cost)
+            mark = mark or f"batchlab-data-{secrets.token_hex(8)}-"
             pieced[f"{mark}{len(pieced)}"] = value
             entry = {"name": name, "datatype": oip_datatype(value.dtype),
                      "shape": list(value.shape), "data": f"{mark}{len(pieced) - 1}"}
