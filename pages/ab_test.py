@@ -197,7 +197,7 @@ with left:
         if report.mode == "bandit":
             st.session_state["ab_slo"] = report.bandit["slo_ms"]
             st.session_state["ab_floor"] = report.bandit["floor"]
-            b1, b2 = st.columns(2)
+            b1 = b2 = st   # (one under the other: two columns broke "Bandi / t SLO" at 1024 px)
             b1.number_input("Bandit SLO (ms)", None, None, key="ab_slo",
                             on_change=_set_bandit, args=("bandit_slo_ms", "ab_slo"),
                             help="Changing it starts the bandit's evidence again.")
@@ -296,10 +296,23 @@ def arms() -> None:
             st.warning(starved, icon=":material/hourglass_empty:")
         st.caption(bandit_caption(full.bandit, full.a, full.b))
         st.plotly_chart(bandit_figure(full.bandit), key="ab_bandit_chart")
-    # (an arm without requests has no latency: its 0.00 ms beside the tile's "-" misled)
-    table = pd.DataFrame([{"arm": arm.upper(), **v, **({} if v["requests"] else dict.fromkeys(
-        ("p50_ms", "p95_ms", "p99_ms", "avg_latency_ms", "mean_batch_rows")))}
-        for arm, v in rep["arms"].items()])
+    # A row per figure, a column per arm, written as the tiles write them: ten columns of
+    # snake_case were cut at "error_r" at 1024 px and at p99 at 1280, and one p50 read
+    # 5.2 ms on the tile and 5.15 in the table (a newcomer). An arm without requests has
+    # no latency ("-": its 0.00 ms beside the tile's "-" misled).
+    rows = {"requests": lambda v: f"{v['requests']:,}",
+            "succeeded": lambda v: f"{v['successes']:,}",
+            "errors": lambda v: f"{v['errors']:,}",
+            "error rate": lambda v: fmt_pct(v["error_rate"]) if v["requests"] else "-",
+            "share served": lambda v: fmt_pct(v["share_served"]) if v["requests"] else "-",
+            **{f"latency {q}": (lambda v, q=q: fmt_ms(v[f"{q}_ms"]) if v["requests"]
+                                else "-") for q in ("p50", "p95", "p99")},
+            "mean latency": lambda v: fmt_ms(v["avg_latency_ms"]) if v["requests"] else "-",
+            "mean batch rows": lambda v: f"{v['mean_batch_rows']:.1f}" if v["requests"]
+            else "-"}
+    table = pd.DataFrame({"": list(rows), **{
+        f"{arm.upper()} ({v['model']})": [say(v) for say in rows.values()]
+        for arm, v in rep["arms"].items()}})
     cols = st.columns(2)
     for col, arm in zip(cols, ("a", "b")):
         v = rep["arms"][arm]
@@ -312,14 +325,7 @@ def arms() -> None:
                    (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "no p50 yet",
                    f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off",
                    delta_arrow="off")  # a share, not a rise
-    st.dataframe(table, hide_index=True, key="ab_table", column_config={
-        "error_rate": st.column_config.NumberColumn(format="percent"),
-        "share_served": st.column_config.NumberColumn(format="percent"),
-        "p50_ms": st.column_config.NumberColumn(format="%.2f"),
-        "p95_ms": st.column_config.NumberColumn(format="%.2f"),
-        "p99_ms": st.column_config.NumberColumn(format="%.2f"),
-        "avg_latency_ms": st.column_config.NumberColumn(format="%.2f"),
-        "mean_batch_rows": st.column_config.NumberColumn(format="%.1f")})
+    st.dataframe(table, hide_index=True, key="ab_table")
     lat_fig = go.Figure()
     served = go.Figure()
     ts = None

@@ -562,8 +562,11 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     at.button(key="ab_create").click().run()
     assert engine.ab_experiments() == ["exp1"]
     # no requests yet: no latency in the arms' table (it said 0.00 beside the tiles' "-")
-    empty = frame_with(at, "share_served")
-    assert empty["p50_ms"].isna().all() and empty["p99_ms"].isna().all(), empty
+    # (a row per figure, a column per arm, written as the tiles write them: ten columns
+    # were cut at 1024 px, and 5.15 beside a tile's 5.2 ms; a newcomer)
+    empty = frame_with(at, "A (clf-v1)").set_index("")
+    assert list(empty.columns) == ["A (clf-v1)", "B (clf-v2)"]
+    assert (empty.loc[["latency p50", "latency p99"]] == "-").all().all(), empty
     at.slider(key="ab_share").set_value(0.5).run()
     assert engine.ab_report("exp1").b_share == 0.5
     at.number_input(key="ab_rate").set_value(400).run()
@@ -572,8 +575,10 @@ def test_ab_page_create_split_promote_and_traffic(engine):
                          engine.ab_report("exp1").to_dict()["arms"].values()))
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    table = frame_with(at, "share_served")
-    assert list(table["arm"]) == ["A", "B"] and (table["requests"] > 0).all()
+    table = frame_with(at, "A (clf-v1)").set_index("")
+    assert all(int(n.replace(",", "")) > 0 for n in table.loc["requests"]), table
+    tiles = {m.label: m.value for m in at.metric}
+    assert f"{table.loc['latency p50', 'A (clf-v1)']} p50" == tiles["Arm A: clf-v1"]
     # the traffic's real rate, also for a tab that did not start it (its box may say 300)
     assert any(c.value.startswith("Running: 400 req/s poisson") for c in at.caption)
     other = app("pages/ab_test.py")

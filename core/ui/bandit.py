@@ -25,7 +25,7 @@ BANDIT_ACT_POINTS = 0.01
 
 
 def bandit_figure(state: dict[str, Any],
-                  title: str = "The bandit's split and its regret (seconds since it started)"
+                  title: str = "The bandit's split and its regret"
                   ) -> go.Figure:
     """B's share of each second's requests (with the floor and the ceiling it stays
     within) and the cumulative regret against sending everything to the better arm."""
@@ -42,6 +42,8 @@ def bandit_figure(state: dict[str, Any],
                              mode="lines", line=dict(color=COLORS["p99"], dash="dash")),
                   secondary_y=True)
     _layout(fig, title, "B's share of requests")
+    # (the unit an axis title: in the title it was cut at 1024 px; a newcomer)
+    fig.update_xaxes(title_text="seconds since the bandit started")
     fig.update_yaxes(range=[0, 1], tickformat=".0%", secondary_y=False)
     fig.update_yaxes(title_text="regret (requests)", rangemode="nonnegative",
                      secondary_y=True, showgrid=False, tickmode="auto")
