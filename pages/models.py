@@ -302,7 +302,7 @@ with left:
                 inputs_file = _Zipped(images)
             if inputs_file is not None and inputs_file.name.lower().endswith(".zip"):
                 preprocess = {"preset": preset, "resize": "crop" if crop else "stretch"}
-        i1, i2 = st.columns(2)
+        i1 = i2 = st.container(horizontal=True)   # (wraps: "Back to rando…" at 1024 px)
         if i1.button("Use these inputs", key="inputs_set", disabled=inputs_file is None):
             try:
                 said = engine.set_inputs(selected, inputs_file.getvalue(), inputs_file.name,
@@ -406,7 +406,8 @@ with right:
         res = st.session_state.get("try_result")
         if res and res[0] == selected:
             pred = res[1]
-            c1, c2, c3 = st.columns(3)
+            # (a row that wraps: three columns cut "5.3 ms" to "5.3…" at 1024 px; a newcomer)
+            c1 = c2 = c3 = st.container(horizontal=True)
             c1.metric("Total", fmt_ms(pred.total_ms))
             c2.metric("Queue", fmt_ms(pred.queue_ms))
             c3.metric("Compute", fmt_ms(pred.compute_ms))
