@@ -348,9 +348,11 @@ with left:
         else:
             st.caption("Not measured yet.")
         arm_of = experiments_with_arm(engine, selected)
-        why_not = (f"{selected} is arm {arm_of[0][1]} of A/B experiment {arm_of[0][0]!r}: "
-                   "delete the experiment on the A/B test page first (or give it another "
-                   "arm)") if arm_of else None
+        # (every experiment it is an arm of: it named the first of two; a newcomer)
+        arms_said = "; ".join(f"arm {arm} of A/B experiment {name!r}" for name, arm in arm_of)
+        why_not = (f"{selected} is {arms_said}: delete "
+                   f"{'the experiment' if len(arm_of) == 1 else 'those experiments'} on the "
+                   "A/B test page first (or give them another arm)") if arm_of else None
         # (asked once more: it acted at the first click, and what it took away was not said
         # where the click was; a newcomer)
         with st.popover("Unload this model", disabled=bool(arm_of), help=why_not):
@@ -369,8 +371,10 @@ with left:
                     st.session_state["unload_result"] = f"Unloaded {selected!r}."
                     st.rerun()
         if arm_of:
-            st.caption(f"Arm {arm_of[0][1]} of A/B experiment **{arm_of[0][0]}**: delete the "
-                       "experiment on the A/B test page to unload it.")
+            st.caption("; ".join(f"Arm {arm} of A/B experiment **{name}**"
+                                 for name, arm in arm_of)
+                       + f": delete {'the experiment' if len(arm_of) == 1 else 'them'} on the "
+                       "A/B test page to unload it.")
 
 with right:
     st.subheader("Try it", anchor=False)

@@ -354,8 +354,16 @@ def test_an_a_b_arm_cannot_be_unloaded_and_the_page_says_why(engine):
         assert any("delete the experiment on the A/B test page" in c.value
                    for c in at.caption)
         assert not at.exception and "clf-v2" in engine.model_names()
+        # an arm of two experiments: both named (the first alone was; a newcomer)
+        engine.create_ab("arms2", a="clf-v2", b="clf-v1")
+        at.run()
+        button = at.button(key="models_unload")
+        assert "clf-v2 is arm B of A/B experiment 'arms'; arm A of A/B experiment " \
+               "'arms2': delete those experiments" in button.help, button.help
     finally:
         engine.delete_ab("arms")
+        if "arms2" in engine.ab_experiments():
+            engine.delete_ab("arms2")
 
 
 def test_every_page_opens_on_the_model_last_chosen_or_the_one_receiving_traffic(engine):
@@ -1358,6 +1366,9 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
                         "error": [None, None]})
     small = charts.memory_figure(mem)
     assert any("noise" in a.text for a in small.layout.annotations)
+    one_page = charts.memory_figure(mem.assign(peak_mib=[0.004, 0.002]))   # ("1 pages")
+    assert any("at most 1 page of 4 KiB" in a.text for a in one_page.layout.annotations)
+    assert any("at most 18 pages of 4 KiB" in a.text for a in small.layout.annotations)
     assert tuple(small.layout.yaxis.range) == (0, 1)   # as small as they are
     ts = pd.DataFrame({"time": pd.date_range("2026-01-01", periods=3, freq="s"),
                        "p50_ms": [1.206897] * 3, "p95_ms": [2.0] * 3, "p99_ms": [3.0] * 3,
@@ -1772,6 +1783,11 @@ def test_every_page_that_sends_load_says_which_inputs(engine):
     engine.clear_inputs("clf-v2")
     said = [c.value for c in at.run().caption if c.value.startswith("Sends both arms")]
     assert said and "not used" not in said[0], said
+    assert said[0].endswith("(the Models page sets real ones).")
+    # real inputs: no advice to set real ones (said beside them; a newcomer)
+    engine.set_inputs("clf-v1", buf.getvalue(), filename="mine.npy")
+    said = [c.value for c in at.run().caption if c.value.startswith("Sends both arms")]
+    assert said == ["Sends both arms clf-v1's inputs: real: mine.npy (5 samples)."], said
 
 
 def test_values_out_of_range_are_refused_in_words_not_replaced_in_silence(engine):

@@ -122,8 +122,10 @@ def memory_figure(frame: pd.DataFrame,
     if len(peaks) and peaks.max() < 1.0:
         # RSS moves in 4 KiB pages: which size got one page more says nothing (batch 1 once
         # read as the dearest). On a 0-1 MiB axis the bars look as small as they are.
-        fig.add_annotation(text=f"every run added under 1 MiB (at most {peaks.max() * 256:.0f}"
-                                " pages of 4 KiB):<br>differences this small are noise",
+        pages = round(peaks.max() * 256)   # ("at most 1 pages"; a newcomer)
+        fig.add_annotation(text=f"every run added under 1 MiB (at most {pages} "
+                                f"page{'' if pages == 1 else 's'} of 4 KiB):<br>differences "
+                                "this small are noise",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.95,
                            xanchor="center", yanchor="top", font=dict(color="#64748b", size=11))
         fig.update_yaxes(range=[0, 1])

@@ -132,10 +132,12 @@ def sends_caption(engine: Any, target: str, verb: str = "Sends") -> str:
     """What generated load sends ``target`` (a model, or an A/B experiment: arm A's inputs to
     both arms, said when B has real inputs of its own that are then not used)."""
     source = engine.input_source(target)   # (one call: over HTTP for the dashboard)
+    # (said beside real inputs too; a newcomer)
+    where = "" if source.startswith("real") else " (the Models page sets real ones)"
     if target not in engine.ab_experiments():
-        return f"{verb} {source} (the Models page sets real ones)."
+        return f"{verb} {source}{where}."
     a, b = engine.ab_arms(target)
     theirs = engine.input_source(b)
-    return (f"{verb} both arms {a}'s inputs: {source} (the Models page sets real ones)."
+    return (f"{verb} both arms {a}'s inputs: {source}{where}."
             + (f" {b}'s own {theirs} are not used: B gets A's requests (or, in shadow mode, "
                "copies of them)." if theirs.startswith("real") and theirs != source else ""))
