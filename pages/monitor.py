@@ -171,8 +171,9 @@ def dashboard() -> None:
                                         [arms[0 if arm == "a" else 1]]))
                 st.plotly_chart(charts.queue_depth_figure(   # (the series is its models')
                     ts, **live, title=f"Queued at {' and '.join(of)} as batches leave",
-                    subtitle="its whole queue (this experiment's part and other traffic to "
-                             "it): the most in each second"), key="mon_depth")
+                    # (shorter: cut at "...other traffi" at 1024 px; a newcomer)
+                    subtitle="the most each second, other traffic to it included"),
+                    key="mon_depth")
             else:
                 st.plotly_chart(charts.queue_depth_figure(ts, **live), key="mon_depth")
         with r3[2]:

@@ -87,7 +87,7 @@ def release_reasons_figure(reasons: Mapping[str, int],
                            orientation="h",
                            marker_color=["#16a34a" if n == "full" else "#f59e0b" if
                                          n == "deadline" else "#64748b" for n in names]))
-    fig.update_xaxes(rangemode="nonnegative")
+    fig.update_xaxes(rangemode="nonnegative", title="batches")   # (no unit; a newcomer)
     if not names:
         fig.add_annotation(text="no batches yet", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#64748b"))
