@@ -11,14 +11,17 @@ every request served, >= 95 % of the offered rate achieved and p99 under a limit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
+import subprocess
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnxruntime as ort
@@ -250,3 +253,18 @@ def ray_serve_system(session: ort.InferenceSession, input_name: str, max_batch: 
 
     return System("Ray Serve @serve.batch (in-process)",
                   lambda x: asyncio.run_coroutine_threadsafe(model(x), loop), close, "peer")
+
+
+@contextlib.contextmanager
+def baseline_tree(rev: str) -> Iterator[Path]:
+    """The tree of commit ``rev``, checked out in a ``git worktree`` for the benchmark's
+    side-by-side rounds (the house rule: before and after in one run), removed after."""
+    with tempfile.TemporaryDirectory(prefix="batchlab-baseline-") as tmp:
+        base = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base), rev],
+                       check=True, capture_output=True)
+        try:
+            yield base
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)],
+                           check=False, capture_output=True)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 
+from benchmarks.common import baseline_tree
 from core.serving import RemoteEngine, ServerProcess
 
 K = 2**20
@@ -105,24 +104,16 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="json-answers-") as tmp:
-        base = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline],
-                       check=True, capture_output=True)
-        try:
-            for k in range(args.rounds):
-                order = (("this tree", None), (args.baseline, base))[::1 - 2 * (k % 2)]
-                for name, root in order:
-                    r = one(root, args.seconds, args.clients)
-                    print(f"round {k + 1}, {name}: mlp alone p50 {r['alone_p50']:.1f} / p99 "
-                          f"{r['alone_p99']:.1f} ms; beside {args.clients} clients' JSON "
-                          f"answers ({r['answers']} of {r['answer_mb']:.0f} MB): p50 "
-                          f"{r['p50']:.1f}, p99 {r['p99']:.1f}, max {r['max']:.1f} ms",
-                          flush=True)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
-
+    with baseline_tree(args.baseline) as base:
+        for k in range(args.rounds):
+            order = (("this tree", None), (args.baseline, base))[::1 - 2 * (k % 2)]
+            for name, root in order:
+                r = one(root, args.seconds, args.clients)
+                print(f"round {k + 1}, {name}: mlp alone p50 {r['alone_p50']:.1f} / p99 "
+                      f"{r['alone_p99']:.1f} ms; beside {args.clients} clients' JSON "
+                      f"answers ({r['answers']} of {r['answer_mb']:.0f} MB): p50 "
+                      f"{r['p50']:.1f}, p99 {r['p99']:.1f}, max {r['max']:.1f} ms",
+                      flush=True)
 
 if __name__ == "__main__":
     main()
