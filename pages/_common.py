@@ -354,7 +354,7 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
         st.info("No models are loaded. Upload one on the Models page.")
         return None
     ss = st.session_state
-    kept = ss.get(f"_kept_{key}")   # (this page's last choice, and the model chosen then)
+    kept = ss.get(f"_target_{key}")   # (this page's last choice, and the model chosen then)
     if key not in ss and kept and kept[0] not in engine.model_names() \
             and kept[1] == ss.get(_CURRENT):
         # an experiment picked here, and no model picked anywhere since: it again (the
@@ -364,7 +364,7 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
     choice = st.selectbox(label, names, key=key, on_change=_picked, args=(key, experiments),
                           format_func=lambda n: f"{n} (A/B experiment)"
                           if n in experiments else n)
-    ss[f"_kept_{key}"] = (choice, ss.get(_CURRENT))
+    ss[f"_target_{key}"] = (choice, ss.get(_CURRENT))
     return choice
 
 

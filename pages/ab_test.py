@@ -16,7 +16,7 @@ from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
 from core.ui.segments import segment_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
-from pages._common import (box_refusal, rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (box_refusal, keep_values, rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
@@ -78,10 +78,9 @@ with st.expander("New experiment", expanded=not experiments):
             st.rerun()
 
 experiments = engine.ab_experiments()
-if "ab_exp" not in st.session_state and "_kept_ab_exp" in st.session_state:
-    # (Streamlit forgets a widget's value on another page: the page came back on the first
-    # experiment, not the one picked; a newcomer)
-    st.session_state["ab_exp"] = st.session_state["_kept_ab_exp"]
+# (Streamlit forgets a widget's value on another page: the page came back on the first
+# experiment, not the one picked; a newcomer)
+keep_values({"ab_exp": None})
 if (shown := st.session_state.get("ab_exp")) and shown not in experiments:
     # (a click in a tab whose experiment another tab deleted redrew "No experiment yet",
     # the click and why it did nothing unsaid; a newcomer)
@@ -105,7 +104,6 @@ if not experiments:
 if st.session_state.get("ab_exp") not in experiments:
     st.session_state["ab_exp"] = experiments[0]
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
-st.session_state["_kept_ab_exp"] = exp
 report = engine.ab_report(exp)
 if report.mode != "bandit":   # (the bandit's split is its own: no slider then)
     st.session_state["ab_share"] = report.b_share

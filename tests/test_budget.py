@@ -1088,7 +1088,7 @@ def test_an_answer_is_bounded_whatever_the_request_repeats_or_names(served):
     and broke RemoteEngine.metrics()). A repeated output is refused before anything runs;
     a message quoting the caller is cut in the answer and in the recent errors."""
     from core.metrics.model import MAX_MESSAGE_CHARS
-    from core.serving.asgi import MAX_ERROR_CHARS
+    from core.protocol import MAX_ERROR_CHARS
     engine = served.engine
     x = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}
     for outputs in ([{"name": "y"}, {"name": "y"}], [{"name": "y"}] * 100_000):

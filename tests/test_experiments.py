@@ -1590,7 +1590,7 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_rates([10**400], 2.0, True)    # (OverflowError; a reviewer)
     # a word and True were a TypeError and 1 req/s; calibrate_overhead says it in the same
     # words (it kept its own copy of the check)
-    for rate, shown in (("abc", "'abc'"), (True, "True"), (None, "None")):
+    for rate, shown in (("abc", "'abc'"), (True, "True"), (None, "None"), ("5", "'5'")):
         with pytest.raises(ConfigError, match=rf"^load {shown} req/s: a rate is a number"):
             check_rates([rate], 2.0, True)
     from core.lab import calibrate_overhead

@@ -399,7 +399,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off():
     engine.load_model(identity_model(shape=["N", "K"]), name="ident")
     server = EngineServer(engine, port=0).start()
     server._uvicorn.config.write_stall_s = 0.5
-    n = 2**21   # an 8 MiB answer: far past what the sockets' buffers take
+    n = 2**22   # a 16 MiB answer: past what the sockets' buffers take (4 MiB here)
     head = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 4 * n}}],
                        "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}
@@ -423,3 +423,38 @@ def test_a_client_that_never_reads_its_answer_is_cut_off():
         s.close()
         server.close()
         engine.close()
+
+
+def test_a_slow_client_still_taking_its_answer_is_not_cut_off():
+    """The stall timer ran from the buffer filling to its draining below the low-water
+    mark: a steady reader at 49 KB/s, taking a 1 MiB slice in more than the stall time,
+    was cut and logged as having taken nothing (a reviewer). A stall with progress is
+    given another; one without is cut. (The protocol's timer, with a fake loop and
+    transport: no clock.)"""
+    from types import SimpleNamespace
+
+    from core.serving.http import HeadDeadlineProtocol
+
+    class Transport:
+        buffered, aborted = 1 << 20, False
+
+        def get_write_buffer_size(self):
+            return self.buffered
+
+        def is_closing(self):
+            return self.aborted
+
+        def abort(self):
+            self.aborted = True
+    timers: list = []
+    proto = HeadDeadlineProtocol.__new__(HeadDeadlineProtocol)   # (its timer alone)
+    proto.transport, proto.config, proto._write_timer = Transport(), SimpleNamespace(), None
+    proto.loop = SimpleNamespace(call_later=lambda delay, fire: timers.append(
+        (delay, fire)) or SimpleNamespace(cancel=lambda: None))
+    proto._arm_write_timer()
+    assert timers[-1][0] == 30.0
+    proto.transport.buffered -= 50_000          # it took some during the stall
+    timers[-1][1]()
+    assert not proto.transport.aborted and len(timers) == 2   # another stall's time
+    timers[-1][1]()                              # nothing taken since
+    assert proto.transport.aborted

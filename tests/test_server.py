@@ -484,6 +484,11 @@ def test_callers_mistakes_are_400s_in_words_not_500s_and_a_websocket_is_refused(
             remote.configure("tiny", timeout_ms="5")
         with pytest.raises(ConfigError, match="valid_for must be a list such as"):
             remote.sample_input("mlp", valid_for=1)
+        # a number in another form is still held to the server's cap (a reviewer: a 0-d
+        # array went past it, once a string was let through to the engine's words)
+        with pytest.raises(ConfigError, match=r"timeout_ms=1e\+07 is longer than"):
+            remote.configure("tiny", timeout_ms=np.array(1e7))
+        assert engine.batch_config("tiny").timeout_ms != 1e7
         s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
         s.sendall(b"GET /v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                   b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

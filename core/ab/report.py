@@ -83,15 +83,15 @@ class ABReport:
                          f"{wait[big]:.2f} ms at p50)")
         # (uneven past the routing's noise too: 14 of 20 on a 50/50 split is chance, and
         # blamed the split; a reviewer)
-        if abs(share - 0.5) < max(0.15, 3 * math.sqrt(0.25 / max(1, total))) or not parts:
-            return None
-        # (the share set now, if the arrivals' is past the routing's noise from it: the
-        # split was changed during the segment, and "B sees 24%" was said at 50 %; a newcomer)
         noise = max(0.15, 3 * math.sqrt(0.25 / max(1, total)))
+        if abs(share - 0.5) < noise or not parts:
+            return None
+        # (the share set now, if the arrivals' is past random routing's noise from it: the
+        # split was changed during the segment, and "B sees 24%" was said at 50 %; a
+        # newcomer. Not in sticky mode, where a few busy users move the share by themselves.)
         changed = (f" (the split is {self.b_share:.0%} to B now: it changed during this "
                    "segment; Reset to compare at that split alone)"
-                   if self.mode in ("random", "sticky") and abs(share - self.b_share) > noise
-                   else "")
+                   if self.mode == "random" and abs(share - self.b_share) > noise else "")
         return (f"Uneven split ({1 - share:.0%}/{share:.0%}): arm {small.upper()} got "
                 f"{min(share, 1 - share):.0%} of this segment's arrivals{changed}, so "
                 f"{' and '.join(parts)}, for reasons that are not the model. For a fair "

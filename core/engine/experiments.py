@@ -155,17 +155,20 @@ class ExperimentRoom:
     def arms_depth(self, exp: Any) -> int:
         """Requests waiting in the queues of ``exp``'s arms (those sent to the arms'
         models directly too, as the Monitor counts them); it read 0 (an adversary)."""
-        entries = [self.registry.get(m) for m in dict.fromkeys((exp.a, exp.b))]
-        return sum(self.registry.queue_depth(e) for e in entries if e is not None)
+        return sum(self.registry.queue_depth(e) for e in self._arm_entries(exp, None))
+
+    def _arm_entries(self, exp: Any, arm: str | None) -> list[Any]:
+        """The loaded models of ``exp``'s arms (``arm`` None) or of one arm."""
+        models = (exp.a, exp.b) if arm is None else (exp.a if arm == "a" else exp.b,)
+        return [e for e in (self.registry.get(m) for m in dict.fromkeys(models))
+                if e is not None]
 
     def snapshot(self, exp: Any, arm: str | None, window_s: float | None) -> MetricsSnapshot:
         """What ``exp``'s callers saw (``arm`` None) or one arm served, with the queue — now
         and each second — of its arms' models (or the arm's), whole: this experiment's part
         and other traffic to them. The experiment's own series read 0 (the Monitor's CSV,
         beside its chart of 3-7 queued; a newcomer)."""
-        models = (exp.a, exp.b) if arm is None else (exp.a if arm == "a" else exp.b,)
-        entries = [e for e in (self.registry.get(m) for m in dict.fromkeys(models))
-                   if e is not None]
+        entries = self._arm_entries(exp, arm)
         own = exp.callers if arm is None else exp.metrics[arm]
         snap = own.snapshot(sum(self.registry.queue_depth(e) for e in entries),
                             window_s=window_s)

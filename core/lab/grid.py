@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import threading
 from typing import Any, Callable, Sequence
 
@@ -65,10 +66,12 @@ def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule |
 def check_rate_range(rates_rps: Sequence[Any], max_rps: float = 1_000_000.0) -> None:
     """Refuse a rate that is not a number above 0 and up to ``max_rps`` (one process's
     generator; load agents offer more)."""
-    def out(rate: Any) -> bool:   # (NaN, a word, 10**400 too)
+    def out(rate: Any) -> bool:   # (NaN, a word, "5", 10**400 too)
+        rate = plain(rate)
         try:
-            return isinstance(rate, bool) or not 0 < float(plain(rate)) <= max_rps
-        except (TypeError, ValueError, OverflowError):
+            return not isinstance(rate, numbers.Real) or isinstance(rate, bool) \
+                or not 0 < float(rate) <= max_rps
+        except OverflowError:
             return True
     if bad := [r for r in rates_rps if out(r)]:
         try:

@@ -12,10 +12,10 @@ from . import jsontext, triton
 from .oip import (HEADER_LENGTH, OIPError, check_answer, encode_infer_response,
                   encode_infer_response_parts, metadata, parse_infer_request)
 from .oip_client import encode_infer_request, parse_infer_response
-from .status import HTTPError, error_from, status_of
+from .status import MAX_ERROR_CHARS, HTTPError, cut_message, error_from, status_of
 from .wire import WireCodec, WireError
 
 __all__ = ["jsontext", "triton", "HEADER_LENGTH", "OIPError", "encode_infer_request",
            "encode_infer_response", "encode_infer_response_parts", "check_answer", "metadata",
            "parse_infer_request", "parse_infer_response",
-           "HTTPError", "error_from", "status_of", "WireCodec", "WireError"]
+           "HTTPError", "error_from", "status_of", "cut_message", "MAX_ERROR_CHARS", "WireCodec", "WireError"]

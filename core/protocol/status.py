@@ -16,7 +16,7 @@ from core.errors import (BatchlabError, ConfigError, EngineClosedError, InputVal
                          ModelNotFoundError, OverloadedError, RequestTimeoutError,
                          ResourceLimitError)
 
-__all__ = ["HTTPError", "status_of", "error_from"]
+__all__ = ["HTTPError", "status_of", "error_from", "cut_message", "MAX_ERROR_CHARS"]
 
 
 class HTTPError(Exception):
@@ -72,3 +72,15 @@ def error_from(status: int, body: Any) -> Exception:
     if not (isinstance(cls, type) and issubclass(cls, BatchlabError)):
         cls = _BY_STATUS.get(status, BatchlabError)
     return cls(message)
+
+
+#: The longest error message answered or kept from an answer (characters): one that quotes
+#: what a caller sent (a 4 MiB input name), or a server's 50 MiB one, is cut here.
+MAX_ERROR_CHARS = 4000
+
+
+def cut_message(message: str) -> str:
+    """``message`` cut at :data:`MAX_ERROR_CHARS`, saying how long it was."""
+    if len(message) <= MAX_ERROR_CHARS:
+        return message
+    return f"{message[:MAX_ERROR_CHARS]}… (cut: {len(message):,} characters)"

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
 
 from core.errors import BatchlabError
-from core.protocol import HTTPError, jsontext, status_of
+from core.models import format_bytes
+from core.protocol import HTTPError, cut_message, jsontext, status_of
 from .bodies import BodyReader, ServerBusyError, _declared_json_part, _Disconnected
 from .pacing import BULK_DRAIN_S, BULK_RATE, BulkPacer
 from .request import AsgiRequest as _Request
@@ -35,9 +36,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-#: The longest error message answered (characters): one that quotes what a caller sent
-#: (a 4 MiB input name) is cut here.
-MAX_ERROR_CHARS = 4000
 #: An inference body (or answer) up to this size is parsed (encoded) on the event loop,
 #: cheaper than a thread hop; a larger one on a thread, so that one big request never
 #: stalls every connection. JSON takes ~40 us a KiB here: at 32 KiB a body holds the loop
@@ -98,9 +96,11 @@ class OipApp(BodyReader):
         # (and the calls that may wait long apart from the quick ones: 32 of them held
         # the control threads, and a page's status call waited behind them)
         self._waits = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-wait")
-        # (large bodies parsed and large answers encoded: apart from metadata, stats and
-        # /metrics, which waited behind 32 parses queued for the parser's child)
+        # (large bodies parsed, and large answers encoded, each apart: metadata, stats and
+        # /metrics waited behind 32 parses queued for the parser's child, and an answer
+        # already computed would wait behind them too)
         self._bulk = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-bulk")
+        self._encode = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="oip-encode")
         #: JSON bytes of inference bodies handed to the bulk threads and not yet parsed
         #: (the event loop's own count) and their bound.
         self.parsing_bytes = 0
@@ -117,7 +117,7 @@ class OipApp(BodyReader):
         self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
 
     def close(self) -> None:
-        for pool in (self._pool, self._control, self._waits, self._bulk):
+        for pool in (self._pool, self._control, self._waits, self._bulk, self._encode):
             pool.shutdown(wait=False, cancel_futures=True)
         parser = getattr(self.routes, "parser", None)
         if parser is not None:
@@ -199,11 +199,11 @@ class OipApp(BodyReader):
             json_len = _json_part(req)
             if self.parsing_bytes and self.parsing_bytes + json_len > self.max_parsing_bytes:
                 raise HTTPError(
-                    503, f"the server is parsing {self.parsing_bytes / 2**20:.0f} MiB of "
-                         f"large JSON request bodies, and this one's {json_len / 2**20:.1f} "
-                         f"MiB would wait past its {self.max_parsing_bytes / 2**20:.0f} MiB "
-                         "queue; retry when they are answered, or send the tensors as "
-                         "binary data (Triton's binary extension: read without parsing)")
+                    503, f"the server is parsing {format_bytes(self.parsing_bytes)} of large "
+                         f"JSON request bodies, and this one's {format_bytes(json_len)} would "
+                         f"wait past its {format_bytes(self.max_parsing_bytes)} queue; retry "
+                         "when they are answered, or send the tensors as binary data "
+                         "(Triton's binary extension: read without parsing)")
             self.parsing_bytes += json_len
             req._read_at = time.monotonic()   # (its timeout counts from here: routes)
             try:
@@ -242,7 +242,7 @@ class OipApp(BodyReader):
         if answer.encodes_bytes(pred, INLINE_MAX) > INLINE_MAX:
             # A large answer is encoded off the event loop, which serves every connection
             # (numbers as binary data are views of the outputs: quicker than the hop).
-            return 200, await loop.run_in_executor(self._bulk, answer.answer, pred)
+            return 200, await loop.run_in_executor(self._encode, answer.answer, pred)
         return 200, answer.answer(pred)
 
     @staticmethod
@@ -252,9 +252,8 @@ class OipApp(BodyReader):
             log.error("unexpected error answering %s %s", method, path, exc_info=err)
         message = str(err) if status != 500 or isinstance(err, BatchlabError) else \
             f"internal error: {type(err).__name__}: {err}"
-        if len(message) > MAX_ERROR_CHARS:  # what a caller sent, quoted back: cut
-            message = f"{message[:MAX_ERROR_CHARS]}… (cut: {len(message):,} characters)"
-        return status, {"error": message, "type": type(err).__name__}
+        # (what a caller sent, quoted back: cut)
+        return status, {"error": cut_message(message), "type": type(err).__name__}
 
     @staticmethod
     async def _send(send: Send, status: int, body: Any, close: bool) -> None:

@@ -123,8 +123,6 @@ class RemoteEngine:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._pool_size = pool_size
-        #: Bytes of answers being read now (counted on the client loop: no lock).
-        self._reading = 0
         self._closed = False
         self.store = _RemoteStore(self._t)
 

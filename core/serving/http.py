@@ -66,8 +66,12 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._write_timer is None:
-            self._write_timer = self.loop.call_later(
-                getattr(self.config, "write_stall_s", WRITE_STALL_S), self._write_stalled)
+            self._arm_write_timer()
+
+    def _arm_write_timer(self) -> None:
+        self._write_left = self.transport.get_write_buffer_size()
+        self._write_timer = self.loop.call_later(
+            getattr(self.config, "write_stall_s", WRITE_STALL_S), self._write_stalled)
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -77,8 +81,13 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
 
     def _write_stalled(self) -> None:
         """The client took nothing for the whole stall: the connection is cut (abort, not
-        close: close waits to send what is buffered, which it would never take)."""
+        close: close waits to send what is buffered, which it would never take). One that
+        took some (a slow link reading a 1 MiB slice) is given another stall's time."""
         self._write_timer = None
+        if self.transport.is_closing() is False \
+                and self.transport.get_write_buffer_size() < self._write_left:
+            self._arm_write_timer()   # (a steady reader at 49 KB/s was cut; a reviewer)
+            return
         log.warning("a client took none of its answer for %g s: its connection is closed",
                     getattr(self.config, "write_stall_s", WRITE_STALL_S))
         self.transport.abort()

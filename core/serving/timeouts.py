@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from core.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, BatchConfig, _shown, check_timeout_ms
+from core.config import MAX_TIMEOUT_MS, MIN_TIMEOUT_MS, BatchConfig, _shown, check_timeout_ms, plain
 from core.errors import ConfigError, RequestTimeoutError
 
 __all__ = ["MAX_TIMEOUT_S", "check_timeout", "check_batch", "check_call", "request_timeout_ms"]
@@ -44,7 +44,11 @@ def check_timeout(value_ms: float | None, cap_ms: float | None, where: str) -> N
     if value_ms is None:
         raise ConfigError(f"{where}: timeout_ms=None would switch request timeouts off; "
                           + _why(where, cap_ms))
-    if isinstance(value_ms, bool) or not isinstance(value_ms, (int, float)):
+    try:   # (a 0-d array is a time the engine takes: compared, not waved through)
+        if isinstance(value_ms, (bool, str, bytes)):
+            raise TypeError
+        value_ms = float(plain(value_ms))
+    except (TypeError, ValueError, OverflowError):
         return   # (not a time: what takes it refuses it in its own words; "5" was a 500)
     if value_ms > cap_ms:
         raise ConfigError(f"{where}: timeout_ms={value_ms:g} is longer than "
@@ -87,9 +91,10 @@ def after_parse_ms(timeout_ms: float, read_at: float | None) -> float:
     if timeout_ms - waited_ms >= MIN_TIMEOUT_MS:
         return timeout_ms - waited_ms
     raise RequestTimeoutError(
-        f"the request waited {waited_ms:,.0f} ms to be parsed behind other large JSON "
-        f"bodies, past its timeout of {timeout_ms:g} ms; it was not run (send the tensors "
-        "as binary data to skip the parse, or give it a longer timeout)")
+        f"the request spent {waited_ms:,.0f} ms waiting for and in the parse of its JSON "
+        f"body (large bodies are parsed one at a time), past its timeout of {timeout_ms:g} "
+        "ms; it was not run (send the tensors as binary data to skip the parse, or give it "
+        "a longer timeout)")
 
 
 def check_batch(cfg: Any, cap_ms: float | None, where: str) -> None:

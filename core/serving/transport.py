@@ -17,13 +17,13 @@ import json
 import weakref
 from typing import Any
 
-from core.errors import EngineUnavailableError, RequestTimeoutError
+from core.errors import EngineUnavailableError, OverloadedError, RequestTimeoutError
 from core.models import request_bytes_limit
-from core.protocol import error_from, jsontext
+from core.protocol import cut_message, error_from, jsontext
 from core.remote.loop import client_loop
 from .control import DEFAULT, ENGINE_CONTRACT, STORE_CONTRACT
 
-__all__ = ["MAX_ANSWER_BYTES", "MAX_ERROR_CHARS"]
+__all__ = ["MAX_ANSWER_BYTES"]
 
 # A wait with a timeout gets that timeout plus this margin.
 _MARGIN_S = 10.0
@@ -33,13 +33,14 @@ _CONNECT_S = 3.0
 #: reading further (a history frame or a trace of a busy engine is tens of MB). All the
 #: answers it reads at once are bounded at twice this (four calls at once held 2.4 GB).
 MAX_ANSWER_BYTES = 512 * 2**20
-#: The longest error message kept from a server's answer (characters), as the engine server
-#: cuts its own: a 50 MiB one was raised whole.
-MAX_ERROR_CHARS = 4000
 
 
 class _TooLarge(Exception):
     pass
+
+
+class _Crowded(Exception):
+    """Answers read at once past their bound (this one was within its own)."""
 _CONTRACT = {**ENGINE_CONTRACT, **STORE_CONTRACT}
 
 
@@ -108,10 +109,7 @@ class _Transport:
                             if size > self.max_answer_bytes:
                                 raise _TooLarge(f"more than {self.max_answer_bytes:,} bytes")
                             if self._reading > 2 * self.max_answer_bytes:
-                                raise _TooLarge(
-                                    f"{self._reading - size:,} bytes of other answers were "
-                                    f"being read at once, and this one's {size:,} so far "
-                                    f"passed twice the limit")
+                                raise _Crowded(self._reading - size, size)
                             chunks.append(chunk)
                         return resp.status, b"".join(chunks), resp.headers
                     finally:
@@ -147,6 +145,13 @@ class _Transport:
             raise RequestTimeoutError(
                 f"{where} did not answer {path} within {total:g} s; the call may still "
                 "have taken effect there") from None
+        except _Crowded as err:
+            raise OverloadedError(
+                f"this client was reading {err.args[0]:,} bytes of other answers at once, and "
+                f"{where}'s answer to {path} took them past twice its limit of "
+                f"{self.max_answer_bytes:,} bytes (this answer was {err.args[1]:,} bytes so "
+                "far); retry when those are read, or make fewer calls at once (the call may "
+                "have taken effect there)") from None
         except _TooLarge as err:
             raise EngineUnavailableError(
                 f"{where} answered {path} with more than this client's limit of "
@@ -173,14 +178,13 @@ class _Transport:
                 "JSON: is this a Batchlab engine server?") from None
         if 300 <= status < 400:   # (said as "not a Batchlab answer (no 'result')")
             raise EngineUnavailableError(
-                f"{where} answered {path} with HTTP {status}, a redirect (to "
-                f"{str(headers.get('Location'))[:300]!r}), which this client does not follow: "
-                "point it at the engine server's own address")
+                f"{where} answered {path} with HTTP {status}, a redirect"
+                + (f" (to {headers['Location'][:300]!r})" if headers.get("Location") else "")
+                + ", which this client does not follow: point it at the engine server's own "
+                "address")
         if status >= 400:
-            if isinstance(payload, dict) and isinstance(payload.get("error"), str) \
-                    and len(payload["error"]) > MAX_ERROR_CHARS:   # (50 MiB was raised)
-                payload["error"] = (f"{payload['error'][:MAX_ERROR_CHARS]}… (cut: "
-                                    f"{len(payload['error']):,} characters)")
+            if isinstance(payload, dict) and isinstance(payload.get("error"), str):
+                payload["error"] = cut_message(payload["error"])   # (50 MiB was raised)
             raise error_from(status, payload)
         return payload
 

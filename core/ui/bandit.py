@@ -76,7 +76,8 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
     better = (f"{ahead[0]} is the better arm with probability {fmt_pct(ahead[1])}"
               if arms["a"]["ended"] or arms["b"]["ended"] else "No request has ended yet: "
               "neither arm is known to be better")
-    if all(arms[k]["ended"] and arms[k]["rate"] == 1.0 for k in "ab"):
+    if all(arms[k]["ended"] and arms[k]["rate"] == 1.0 for k in "ab") \
+            and arms["a"]["ended"] != arms["b"]["ended"]:   # (equal counts: a coin's toss)
         # (both always within it: "A is the better arm with probability 79 %" beside 100 %
         # and 100 %; the arm with more answers has the narrower posterior; a newcomer)
         better = (f"Neither arm has missed the SLO yet, so the bandit cannot tell them apart: "
