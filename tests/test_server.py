@@ -505,3 +505,19 @@ def test_callers_mistakes_are_400s_in_words_not_500s_and_a_websocket_is_refused(
         assert resp.status == 400 and "a number of more than 4,300 digits" in said \
             and "sys.set_int_max_str_digits" not in said, said
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+
+
+def test_head_is_get_without_the_body():
+    """HEAD on the GET routes was a 404 or 405 (an adversary): a load balancer's HEAD probe
+    of readiness failed."""
+    with Engine() as engine, EngineServer(engine, port=0) as server:
+        for path in ("/v2/health/ready", "/v2/models/mlp", "/v2"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("HEAD", path)
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read() == b"", (path, resp.status)
+            conn.request("GET", path)
+            got = conn.getresponse()
+            assert got.status == 200 and int(resp.getheader("Content-Length")) == len(
+                got.read()), path
+            conn.close()

@@ -138,7 +138,9 @@ class OipApp(BodyReader):
         if scope["type"] != "http":
             return
         arrived = time.monotonic()
-        method = scope["method"]
+        # HEAD is GET without the body (uvicorn drops it, keeping its length): a load
+        # balancer's HEAD probe of /v2/health/ready was a 405 (an adversary)
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
         path = scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0].rstrip("/") \
             or scope["path"].rstrip("/")
         req = _Request(scope)
