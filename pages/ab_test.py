@@ -225,8 +225,13 @@ with left:
         if "ab_replaced" in st.session_state:
             st.info(st.session_state.pop("ab_replaced"), icon=":material/swap_horiz:")
         r1 = r2 = st.container(horizontal=True)
-        r1.button("Reset", key="ab_reset", on_click=engine.reset_metrics, args=(exp,),
-                  help="Zero both arms' metrics.")
+        # (asked once more, as Delete is and the Monitor's reset: one click erased the
+        # report, its segments and the bandit's learning; a newcomer)
+        with r1.popover("Reset"):
+            st.caption(f"Zeroes {exp}'s report: both arms' figures, its earlier segments "
+                       "and what the bandit has learnt (its models' own metrics stay).")
+            st.button(f"Reset {exp}", key="ab_reset", on_click=engine.reset_metrics,
+                      args=(exp,), type="primary")
         # (asked once more: one click deleted it and every segment; a newcomer)
         with r2.popover("Delete"):
             st.caption(f"Stops {exp}'s traffic and deletes it with its segments' reports "

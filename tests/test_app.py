@@ -644,6 +644,12 @@ def test_ab_page_create_split_promote_and_traffic(engine):
     at.button(key="ab_stop").click().run()
     # a reload after the stop shows the rate just stopped, not the default (a newcomer)
     assert app("pages/ab_test.py").number_input(key="ab_rate").value == 400
+    # Reset says what it erases and is asked once more (one click erased it all)
+    assert any(c.value.startswith("Zeroes exp1's report: both arms' figures, its earlier "
+                                  "segments") for c in at.caption)
+    assert at.button(key="ab_reset").label == "Reset exp1"
+    at.button(key="ab_reset").click().run()
+    assert engine.ab_report("exp1").to_dict()["total_requests"] == 0
     at.button(key="ab_delete").click().run()
     assert engine.ab_experiments() == []
 

@@ -285,7 +285,8 @@ class _Hostile:
     #: Whole answers, by mode: a redirect, a 50 MiB error message, a bare NaN.
     CANNED = {
         "redirect": b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere:9/\r\n"
-                    b"Content-Length: 0\r\n\r\n",
+                    b"Content-Type: text/html\r\nContent-Length: 24\r\n\r\n"
+                    b"<html>302 Found</html>\r\n",   # (a proxy's: HTML, not JSON)
         "long error": b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/"
                       b"json\r\nContent-Length: %d\r\n\r\n%s" % (
                           (50 << 20) + 13, b'{"error": "' + b"e" * (50 << 20) + b'"}'),

@@ -162,6 +162,12 @@ class _Transport:
                 f"{where} is not reachable ({err}); start it with `make serve` (or "
                 "`python -m core.server`), or point BATCHLAB_ENGINE_URL at a running "
                 "one") from None
+        if 300 <= status < 400:   # (said as "not a Batchlab answer (no 'result')"; before
+            raise EngineUnavailableError(   # its body: a proxy's is HTML, "not JSON")
+                f"{where} answered {path} with HTTP {status}, a redirect"
+                + (f" (to {headers['Location'][:300]!r})" if headers.get("Location") else "")
+                + ", which this client does not follow: point it at the engine server's own "
+                "address")
         try:
             # Bounded as the server bounds a request: what its parse could take, counted
             # before parsing (a 32 KiB gzip'd answer of tiny values was 1.5 GiB parsed).
@@ -176,12 +182,6 @@ class _Transport:
             raise EngineUnavailableError(
                 f"{self.url}{path} answered HTTP {status} with something that is not "
                 "JSON: is this a Batchlab engine server?") from None
-        if 300 <= status < 400:   # (said as "not a Batchlab answer (no 'result')")
-            raise EngineUnavailableError(
-                f"{where} answered {path} with HTTP {status}, a redirect"
-                + (f" (to {headers['Location'][:300]!r})" if headers.get("Location") else "")
-                + ", which this client does not follow: point it at the engine server's own "
-                "address")
         if status >= 400:
             if isinstance(payload, dict) and isinstance(payload.get("error"), str):
                 payload["error"] = cut_message(payload["error"])   # (50 MiB was raised)
