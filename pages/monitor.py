@@ -41,7 +41,7 @@ with c2:
             engine.reset_metrics(target)
             st.rerun()
     else:   # (one click wiped the A/B verdict and the bandit's learning, unsaid; a newcomer)
-        with st.popover("Reset metrics", icon=":material/restart_alt:"):
+        with st.popover("Reset"):   # (short: "Reset me…" at 1024 px)
             st.write(f"Resetting **{target}** zeroes its A/B report too: both arms' figures, "
                      "its earlier segments and what the bandit has learnt (its split starts "
                      "again). Its models' own metrics are kept.")
