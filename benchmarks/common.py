@@ -259,12 +259,13 @@ def ray_serve_system(session: ort.InferenceSession, input_name: str, max_batch: 
 def baseline_tree(rev: str) -> Iterator[Path]:
     """The tree of commit ``rev``, checked out in a ``git worktree`` for the benchmark's
     side-by-side rounds (the house rule: before and after in one run), removed after."""
+    root = Path(__file__).resolve().parent.parent   # (the repository, wherever it is run from)
     with tempfile.TemporaryDirectory(prefix="batchlab-baseline-") as tmp:
         base = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), rev],
+        subprocess.run(["git", "worktree", "add", "--detach", str(base), rev], cwd=root,
                        check=True, capture_output=True)
         try:
             yield base
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)],
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=root,
                            check=False, capture_output=True)

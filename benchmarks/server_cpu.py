@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import open_trial
+from benchmarks.common import baseline_tree, open_trial
 from core import Engine
 from core.models import build_demo_model
 from benchmarks.servers import CLIENT_CORE, MODEL, start_batchlab
@@ -67,13 +65,9 @@ def main() -> None:
     tune_for_serving()
     data = build_demo_model(MODEL)
     engine = Engine(demo_models=False)
-    with tempfile.TemporaryDirectory(prefix="server-cpu-") as tmp:
-        base = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline],
-                       check=True, capture_output=True)
-        try:
-            for batching in {"on": (True,), "off": (False,)}.get(args.batching,
-                                                                    (True, False)):
+    try:
+        with baseline_tree(args.baseline) as base:
+            for batching in {"on": (True,), "off": (False,)}.get(args.batching, (True, False)):
                 got: dict[str, list[float]] = {"this tree": [], args.baseline: []}
                 for k in range(args.rounds):
                     order = (("this tree", None), (args.baseline, base))[::1 - 2 * (k % 2)]
@@ -88,11 +82,8 @@ def main() -> None:
                 print(f"==> batching {'on' if batching else 'off'}: this tree {new:.1f} / "
                       f"{args.baseline} {old:.1f} µs per request = {new / old:.3f} "
                       "(lower is better)", flush=True)
-        finally:
-            engine.close()
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)],
-                           check=False, capture_output=True)
-
+    finally:
+        engine.close()
 
 if __name__ == "__main__":
     main()
