@@ -254,6 +254,29 @@ def test_a_failed_batch_counts_as_a_run_and_its_time_as_its_requests_compute():
         arm_snap = arm.snapshot()
         assert arm_snap.batches == 4 and arm_snap.batch_sizes == {1: 3, 4: 1}
         assert arm_snap.success_count == 2 and arm_snap.errors_by_type == {"InferenceError": 1}
+        # Triton's inference and execution counts are of successes (an adversary: 5 rows
+        # counted where 4 were answered): the failed runs are in neither
+        c, ac = b.metrics.counters(), arm.counters()
+        assert (c["rows"], c["batches"], c["rows_ok"], c["batches_ok"]) == (9, 6, 4, 4)
+        assert (ac["rows"], ac["batches"], ac["rows_ok"], ac["batches_ok"]) == (7, 4, 2, 2)
+    finally:
+        b.close()
+
+
+def test_rows_of_a_request_cancelled_while_it_runs_are_run_but_not_inferred():
+    """Its batch ran (an execution, its rows in the batch sizes) but nobody was answered
+    with its rows: Triton's ``inference_count`` (``rows_ok``) leaves them out."""
+    run = GatedRun(gated=True)
+    b = make(run, max_batch_size=8, max_wait_ms=0)
+    try:
+        doomed = b.submit((rows(2, start=-100),), 2)
+        assert run.started.wait(WAIT_S)
+        assert doomed.cancel()
+        run.gate.set()
+        assert b.submit((rows(3, start=1),), 3).result(WAIT_S).rows == 3
+        c = b.metrics.counters()
+        assert (c["rows"], c["batches"], c["rows_ok"], c["batches_ok"]) == (5, 2, 3, 2)
+        assert c["success_count"] == 1 and c["error_count"] == 1
     finally:
         b.close()
 

@@ -123,10 +123,12 @@ class Ledger:
                                      compute_ms)
             if won and min(r._deadline for r, _, _ in won) < t_done:   # (answered too late)
                 refused += drop_late(model, won, queue_s, total_s, t_done, rows, compute_ms)
+            ok_rows = (rows * runs if len(won) == len(batch)
+                       else sum(b[2] for b in won))   # (some were settled or refused)
             self.metrics.record_batch(rows * runs, reason, compute_s, queue_s,
                                       errors_by_type(refused) if refused else None, depth,
                                       total_s=total_s, runs=runs,
-                                      run_s=t1 - t0 if spent else None)
+                                      run_s=t1 - t0 if spent else None, ok_rows=ok_rows)
             raised = None
             if refused:
                 try:
@@ -209,7 +211,8 @@ class Ledger:
         (without: they are re-run alone). One place, so the two paths cannot drift apart
         (an arm's batches once left a failed run out)."""
         failed = None if err is None else {type(err).__name__: [str(err)] * len(requests)}
-        self.metrics.record_batch(rows, reason, compute_s, (), failed, depth, runs=runs)
+        self.metrics.record_batch(rows, reason, compute_s, (), failed, depth, runs=runs,
+                                  run_ok=False)
         record_failed_run(requests, rows, reason, compute_s, runs, err)
 
     def cancel(self, r: Request) -> bool:

@@ -17,14 +17,15 @@ def record_sinks(won: Sequence[Any], rows: int, reason: str, compute_s: float,
                  queue_s: Sequence[float], total_s: Sequence[float], runs: int = 1) -> None:
     """A batch that ran: its successful requests ``won`` (with their queue and total
     seconds) in each metrics object they are counted in."""
-    groups: dict[int, tuple[ModelMetrics, list[float], list[float]]] = {}
+    groups: dict[int, tuple[ModelMetrics, list[float], list[float], list[int]]] = {}
     for r, q, tot in zip(won, queue_s, total_s):
         for m in r._sink or ():
-            g = groups.setdefault(id(m), (m, [], []))
+            g = groups.setdefault(id(m), (m, [], [], []))
             g[1].append(q)
             g[2].append(tot)
-    for m, qs, ts in groups.values():
-        m.record_batch(rows, reason, compute_s, qs, total_s=ts, runs=runs)
+            g[3].append(r._rows)
+    for m, qs, ts, ns in groups.values():
+        m.record_batch(rows, reason, compute_s, qs, total_s=ts, runs=runs, ok_rows=sum(ns))
 
 
 def record_failed_run(requests: Sequence[Any], rows: int, reason: str, compute_s: float,
@@ -37,4 +38,4 @@ def record_failed_run(requests: Sequence[Any], rows: int, reason: str, compute_s
             groups.setdefault(id(m), [m, 0])[1] += 1
     for m, n in groups.values():
         failed = None if err is None else {type(err).__name__: [str(err)] * n}
-        m.record_batch(rows, reason, compute_s, (), failed, runs=runs)
+        m.record_batch(rows, reason, compute_s, (), failed, runs=runs, run_ok=False)

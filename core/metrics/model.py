@@ -78,6 +78,7 @@ class ModelMetrics:
             self._compute = _hist()
             self._requests = self._successes = self._errors = 0
             self._rows = self._batches = 0
+            self._rows_ok = self._batches_ok = 0   # of successful requests / runs
             self._sum_queue_s = self._sum_compute_s = self._sum_total_s = 0.0
             self._batch_sizes: Counter[int] = Counter()
             self._batch_compute_s: Counter[int] = Counter()  # run seconds by batch size
@@ -135,7 +136,8 @@ class ModelMetrics:
     def record_batch(self, rows: int, reason: str, compute_s: float, queue_s: Iterable[float],
                      failed: dict[str, list[str]] | None = None, depth: int = 0,
                      now: float | None = None, total_s: Iterable[float] | None = None,
-                     runs: int = 1, run_s: float | None = None) -> None:
+                     runs: int = 1, run_s: float | None = None, ok_rows: int | None = None,
+                     run_ok: bool = True) -> None:
         """One executed batch: ``queue_s`` holds the queue time of each successful request
         and ``total_s`` its time from submit to settlement (default: queue + compute).
         ``runs``: the batch ran as that many equal runs (a model whose batch axis is fixed
@@ -145,6 +147,10 @@ class ModelMetrics:
 
         ``failed`` maps an error type to the messages of requests of this batch that failed
         (their latency is not in the histograms). ``depth`` is the queue depth after it left.
+        ``ok_rows``: the rows of the successful requests (default: ``rows`` when all
+        succeeded, else their share); ``run_ok=False``: the run itself raised. Triton counts
+        only successful inferences and executions (``inference_count``,
+        ``execution_count``): ``counters()["rows_ok"]``/``["batches_ok"]``.
         """
         q = np.asarray(queue_s, dtype=np.float64)
         n_ok = len(q)
@@ -190,6 +196,11 @@ class ModelMetrics:
             size = rows if runs == 1 else rows // runs
             self._rows += rows
             self._batches += runs
+            if run_ok:
+                self._batches_ok += runs
+                if ok_rows is None:
+                    ok_rows = rows if n_ok and not n_failed else rows * n_ok // n if n else 0
+                self._rows_ok += ok_rows
             self._sum_queue_s += sum_q
             self._sum_compute_s += compute_s * n_ok
             self._sum_total_s += sum_t
@@ -264,6 +275,7 @@ class ModelMetrics:
             return {"total_requests": self._requests, "success_count": self._successes,
                     "error_count": self._errors, "queue_depth": self._depth_now,
                     "batches": self._batches, "rows": self._rows,
+                    "batches_ok": self._batches_ok, "rows_ok": self._rows_ok,
                     "sum_queue_s": self._sum_queue_s, "sum_compute_s": self._sum_compute_s,
                     "sum_total_s": self._sum_total_s,
                     "batch_sizes": dict(self._batch_sizes),

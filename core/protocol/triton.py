@@ -238,8 +238,9 @@ def model_statistics(name: str, counters: dict[str, Any]) -> dict[str, Any]:
 
     Batchlab times a batch's run as one span: it is ``compute_infer``; ``compute_input``
     and ``compute_output`` count the same executions with 0 ns. Failed requests are
-    counted, not timed (``fail.ns`` is 0). ``inference_count`` is the rows of executed
-    batches."""
+    counted, not timed (``fail.ns`` is 0). ``inference_count`` and ``execution_count``
+    count the rows of successful requests and the runs that succeeded, as Triton's do (a
+    run that raised is in neither); ``batch_stats`` counts every run by its size."""
     ok = int(counters.get("success_count", 0))
     last = counters.get("last_batch_wall")
     sizes = counters.get("batch_sizes") or {}
@@ -254,8 +255,8 @@ def model_statistics(name: str, counters: dict[str, Any]) -> dict[str, Any]:
                             "compute_output": {"count": n, "ns": 0}})
     return {"name": name, "version": "1",
             "last_inference": 0 if last is None else int(last * 1000),
-            "inference_count": int(counters.get("rows", 0)),
-            "execution_count": int(counters.get("batches", 0)),
+            "inference_count": int(counters.get("rows_ok", counters.get("rows", 0))),
+            "execution_count": int(counters.get("batches_ok", counters.get("batches", 0))),
             "inference_stats": {
                 "success": _duration(ok, counters.get("sum_total_s", 0.0)),
                 "fail": {"count": int(counters.get("error_count", 0)), "ns": 0},

@@ -7,8 +7,8 @@ over successful requests, as in Triton):
 ==========================================  =============================================
 ``nv_inference_request_success``            requests answered
 ``nv_inference_request_failure``            requests failed (any reason)
-``nv_inference_count``                      rows inferred (Triton: inferences)
-``nv_inference_exec_count``                 batches run (Triton: model executions)
+``nv_inference_count``                      rows of successful requests (Triton: inferences)
+``nv_inference_exec_count``                 batches whose run succeeded (Triton: executions)
 ``nv_inference_request_duration_us``        summed submit-to-answer time
 ``nv_inference_queue_duration_us``          summed time waiting for a batch
 ``nv_inference_compute_infer_duration_us``  summed batch run time, per request
@@ -44,9 +44,9 @@ _COUNTERS = (  # name (without _total), help, value from the counters
      lambda c: c["success_count"]),
     ("nv_inference_request_failure", "Number of failed inference requests",
      lambda c: c["error_count"]),
-    ("nv_inference_count", "Number of inferences performed (rows)", lambda c: c["rows"]),
+    ("nv_inference_count", "Number of inferences performed (rows)", lambda c: c["rows_ok"]),
     ("nv_inference_exec_count", "Number of model executions performed (batches)",
-     lambda c: c["batches"]),
+     lambda c: c["batches_ok"]),
     ("nv_inference_request_duration_us", "Cumulative inference request duration in "
      "microseconds (successful requests)", lambda c: c["sum_total_s"] * 1e6),
     ("nv_inference_queue_duration_us", "Cumulative inference queuing duration in "
