@@ -252,6 +252,22 @@ def test_large_bodies_waiting_for_the_parser_neither_hold_other_routes_nor_wait_
         status, raw, _ = answers[32]
         assert status == 504 and b"waiting for and in the parse of its JSON body" in raw, raw
         assert app.parsing_bytes == 0
+        # and both are on /metrics, which no model's metrics could say (they never reached
+        # one: an adversary found them in no figure)
+        from prometheus_client.parser import text_string_to_metric_families
+        with urllib.request.urlopen(server.url + "/metrics", timeout=WAIT_S) as r:
+            fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        errors = {(s.labels["route"], s.labels["code"], s.labels["type"]): s.value
+                  for s in fams["batchlab_http_errors"].samples if s.name.endswith("_total")}
+        assert errors == {("infer", "503", "ParseQueueFullError"): 1,
+                          ("infer", "504", "RequestTimeoutError"): 1}
+        answers = {(s.labels["route"], s.labels["code"]): s.value
+                   for s in fams["batchlab_http_responses"].samples
+                   if s.name.endswith("_total")}
+        assert answers[("infer", "200")] == 32 and answers[("infer", "503")] == 1
+        assert answers[("metadata", "200")] == 1 and answers[("health", "200")] == 1
+        (parsing,) = fams["batchlab_http_parsing_bytes"].samples
+        assert parsing.value == 0
     finally:
         timeouts_module.time = time
         release.set()

@@ -173,6 +173,17 @@ def test_past_the_connection_limit_waiting_connections_give_way_then_503(tmp_pat
                 break
             threading.Event().wait(0.1)
         assert status == 200
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT_S)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        # the one shed, and the 503s past the limit, are in the server's own figures
+        from prometheus_client.parser import text_string_to_metric_families
+        got = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+        assert got[("batchlab_http_closed_total", (("reason", "shed"),))] == 1
+        assert got[("batchlab_http_errors_total", (("code", "503"), ("route", "health"),
+                                                   ("type", "ServerBusyError")))] >= 1
     finally:
         for s in held:
             s.close()
@@ -415,6 +426,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off():
         connections = server._uvicorn.server_state.connections
         wait_for(lambda: engine.metrics("ident").success_count == 1)
         wait_for(lambda: not connections)        # never read: cut off, not held
+        assert server.routes.wire.counts()["closed"] == {"write_stall": 1}   # (/metrics)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
         conn.request("GET", "/v2/models/ident")
         assert conn.getresponse().status == 200
@@ -434,6 +446,7 @@ def test_a_slow_client_still_taking_its_answer_is_not_cut_off():
     from types import SimpleNamespace
 
     from core.serving.http import HeadDeadlineProtocol
+    from core.serving.wirestats import WireStats
 
     class Transport:
         buffered, aborted = 1 << 20, False
@@ -448,7 +461,8 @@ def test_a_slow_client_still_taking_its_answer_is_not_cut_off():
             self.aborted = True
     timers: list = []
     proto = HeadDeadlineProtocol.__new__(HeadDeadlineProtocol)   # (its timer alone)
-    proto.transport, proto.config, proto._write_timer = Transport(), SimpleNamespace(), None
+    proto.transport, proto._write_timer = Transport(), None
+    proto.config = SimpleNamespace(wire=WireStats())
     proto.loop = SimpleNamespace(call_later=lambda delay, fire: timers.append(
         (delay, fire)) or SimpleNamespace(cancel=lambda: None))
     proto._arm_write_timer()
@@ -456,5 +470,7 @@ def test_a_slow_client_still_taking_its_answer_is_not_cut_off():
     proto.transport.buffered -= 50_000          # it took some during the stall
     timers[-1][1]()
     assert not proto.transport.aborted and len(timers) == 2   # another stall's time
+    assert proto.config.wire.counts()["closed"] == {}
     timers[-1][1]()                              # nothing taken since
     assert proto.transport.aborted
+    assert proto.config.wire.counts()["closed"] == {"write_stall": 1}

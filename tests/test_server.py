@@ -521,3 +521,63 @@ def test_head_is_get_without_the_body():
             assert got.status == 200 and int(resp.getheader("Content-Length")) == len(
                 got.read()), path
             conn.close()
+
+
+def test_the_servers_own_answers_and_the_connections_it_closes_are_on_metrics():
+    """A 401, a 413 or a head that never ends never reaches a model, so no model's figures
+    count it: the server counts every answer by route kind and status, errors by type, and
+    the connections it closes itself, on /metrics (prometheus_client reads them)."""
+    import socket
+    from prometheus_client.parser import text_string_to_metric_families
+    from core import EngineConfig
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    server = EngineServer(engine, port=0, token="s3cret", max_body_bytes=4096,
+                          head_timeout_s=0.3).start()
+    auth = {"Authorization": "Bearer s3cret"}
+    infer = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                    "data": [1, 2, 3, 4]}]}).encode()
+    try:
+        assert _raw(server, "POST", "/v2/models/tiny/infer", infer)[0] == 200
+        assert _raw(server, "POST", "/v2/models/tiny/infer", b"x" * 8192)[0] == 413
+        assert _raw(server, "GET", "/v2/models/nope")[0] == 404
+        assert _raw(server, "GET", "/v1/info")[0] == 401
+        assert _raw(server, "GET", "/v2/health/live")[0] == 200
+        assert _raw(server, "GET", "/no/such/route")[0] == 404
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as s:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-a: ")  # never ends
+            assert s.recv(1024) == b""   # closed by the head deadline
+        with socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_S) as s:
+            s.sendall(b"GET /v2/health/live HTTP/1.1\r\nX-Pad: " + b"a" * 70_000)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400")
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=WAIT_S)
+        conn.request("GET", "/metrics", headers=auth)
+        fams = {f.name: f for f in text_string_to_metric_families(
+            conn.getresponse().read().decode())}
+        conn.close()
+        c = engine.counters("tiny")   # (none of it reached the model but the one request)
+        assert (c["total_requests"], c["success_count"]) == (1, 1)
+    finally:
+        server.close()
+        engine.close()
+
+    def counts(fam: str, *labels: str) -> dict:
+        return {tuple(s.labels[k] for k in labels): s.value for s in fams[fam].samples
+                if s.name.endswith("_total")}
+    assert counts("batchlab_http_responses", "route", "code") == {
+        ("infer", "200"): 1, ("infer", "413"): 1, ("metadata", "404"): 1,
+        ("control", "401"): 1, ("health", "200"): 1, ("other", "404"): 1}
+    errors = counts("batchlab_http_errors", "route", "code", "type")
+    assert errors[("infer", "413", "HTTPError")] == 1 and \
+        errors[("metadata", "404", "ModelNotFoundError")] == 1 and \
+        errors[("control", "401", "HTTPError")] == 1 and len(errors) == 4
+    assert counts("batchlab_http_closed", "reason") == {("head_timeout",): 1,
+                                                        ("bad_head",): 1}
+    gauges = {f: fams[f].samples[0].value for f in (
+        "batchlab_http_open_connections", "batchlab_http_body_bytes",
+        "batchlab_http_parsing_bytes")}
+    assert gauges["batchlab_http_open_connections"] == 1   # the scrape's own
+    assert gauges["batchlab_http_body_bytes"] == gauges["batchlab_http_parsing_bytes"] == 0

@@ -52,6 +52,10 @@ SEND_SLICE = 1 << 20
 MAX_PARSE_QUEUE = 64 * 2**20
 
 
+class ParseQueueFullError(HTTPError):
+    """A 503: large JSON bodies queued for the parser are at their bound."""
+
+
 def _retrieved(fut: asyncio.Future) -> None:
     """Mark a future's outcome as seen (its request was settled another way)."""
     _ = fut.cancelled() or fut.exception()
@@ -115,6 +119,13 @@ class OipApp(BodyReader):
         #: Body bytes past each body's first MiB are read at a bounded rate, so that large
         #: bodies never take the event loop whole (:mod:`core.serving.pacing`).
         self.pacer = BulkPacer(max(BULK_RATE, self.max_bodies_in_flight / BULK_DRAIN_S))
+        #: What was answered (core/serving/wirestats.py; a Routes-like without one: none)
+        self.wire = getattr(routes, "wire", None)
+        if self.wire is not None:
+            self.wire.gauges.update({
+                "batchlab_http_open_connections": lambda: self.open_connections(),
+                "batchlab_http_body_bytes": lambda: self.bodies_in_flight,
+                "batchlab_http_parsing_bytes": lambda: self.parsing_bytes})
 
     def close(self) -> None:
         for pool in (self._pool, self._control, self._waits, self._bulk, self._encode):
@@ -146,9 +157,11 @@ class OipApp(BodyReader):
         req = _Request(scope)
         req._arrived, req._gap = arrived, arrived - self._arrived
         self._arrived = arrived
-        close = self.closing
+        close, error, wire = self.closing, None, self.wire
         if self.max_connections is not None \
                 and self.open_connections() > self.max_connections:
+            if wire is not None:
+                wire.answered(method, path, 503, "ServerBusyError")
             await self._send(send, 503, {
                 "error": f"the server has {self.max_connections} connections open, its "
                          "limit; retry on a connection freed, or start it with a higher "
@@ -182,11 +195,14 @@ class OipApp(BodyReader):
             return
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on
             status, body = self._error(method, path, err)
+            error = body["type"]
             close |= isinstance(err, HTTPError) and (err.status in (408, 413)
                                                      or isinstance(err, ServerBusyError))
             if status == 401:
                 body = Text(jsontext.dumps(body), "application/json",
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
+        if wire is not None:
+            wire.answered(method, path, status, error)
         await self._send(send, status, body, close or self.closing)
 
     async def _answer(self, method: str, path: str, req: _Request,
@@ -200,7 +216,7 @@ class OipApp(BodyReader):
         elif infer:
             json_len = _json_part(req)
             if self.parsing_bytes and self.parsing_bytes + json_len > self.max_parsing_bytes:
-                raise HTTPError(
+                raise ParseQueueFullError(
                     503, f"the server is parsing {format_bytes(self.parsing_bytes)} of large "
                          f"JSON request bodies, and this one's {format_bytes(json_len)} would "
                          f"wait past its {format_bytes(self.max_parsing_bytes)} queue; retry "

@@ -90,7 +90,13 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             return
         log.warning("a client took none of its answer for %g s: its connection is closed",
                     getattr(self.config, "write_stall_s", WRITE_STALL_S))
+        self._count_close("write_stall")
         self.transport.abort()
+
+    def _count_close(self, reason: str) -> None:
+        wire = getattr(self.config, "wire", None)   # (core/serving/wirestats.py)
+        if wire is not None:
+            wire.closed(reason)
 
     def _shed(self) -> None:
         """Past the connection limit, close the connection that has waited longest for a
@@ -102,6 +108,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         for proto in self._waiting:
             if proto is not self:
                 del self._waiting[proto]
+                self._count_close("shed")
                 proto.transport.close()
                 return
 
@@ -118,6 +125,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if self._in_head and not self.transport.is_closing():
+            self._count_close("head_timeout")
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
@@ -135,6 +143,7 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         err = sys.exc_info()[1]
         if err is not None and str(err):
             msg = f"Invalid HTTP request: {err}."
+        self._count_close("bad_head")
         super().send_400_response(msg)
 
     def on_message_begin(self) -> None:

@@ -108,8 +108,11 @@ class EngineCollector(Collector):
         yield from (sizes, reasons, depth, up)
 
 
-def render(engine: Any) -> bytes:
-    """The Prometheus text exposition of ``engine`` now."""
+def render(engine: Any, *extra: Collector) -> bytes:
+    """The Prometheus text exposition of ``engine`` now (and of ``extra`` collectors: the
+    server's own, :mod:`core.serving.wirestats`)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine))
+    for collector in extra:
+        registry.register(collector)
     return generate_latest(registry)

@@ -26,6 +26,7 @@ from . import control, prom, timeouts
 from .bodyparse import BodyParser
 from .guard import RequestGuard
 from .repository import Repository
+from .wirestats import WireStats
 
 __all__ = ["Routes", "RequestIn", "Text", "Pending", "EXTENSIONS", "DEFAULT_MAX_BODY",
            "parse_json"]
@@ -135,6 +136,8 @@ class Routes:
         self.on_change: Callable[[], None] | None = None
         #: What the server restored at start (core/serving/state.py), for /v1/info.
         self.restored: dict[str, Any] | None = None
+        #: What the server answered and closed (core/serving/wirestats.py), on /metrics.
+        self.wire = WireStats()
 
     @staticmethod
     def _writes(path: str) -> bool:
@@ -273,7 +276,7 @@ class Routes:
         if path == "/metrics":
             if method != "GET":
                 raise HTTPError(405, "use GET /metrics")
-            return 200, Text(prom.render(engine), prom.CONTENT_TYPE)
+            return 200, Text(prom.render(engine, self.wire), prom.CONTENT_TYPE)
         if path == "/v2/repository/index":
             if method != "POST":
                 raise HTTPError(405, "use POST /v2/repository/index")

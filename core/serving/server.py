@@ -118,12 +118,12 @@ class EngineServer:
         self._address = self._sock.getsockname()[:2]
         config = uvicorn.Config(
             self.app, http=HeadDeadlineProtocol, lifespan="on", log_config=None,
-            access_log=False,
-            log_level="warning", backlog=2048,
+            access_log=False, log_level="warning", backlog=2048,
             timeout_keep_alive=IDLE_TIMEOUT_S, timeout_graceful_shutdown=5,
             server_header=False)
-        config.head_timeout_s = head_timeout_s  # read by HeadDeadlineProtocol
-        config.max_connections = max_connections  # (it sheds waiting connections past it)
+        # read by HeadDeadlineProtocol (it sheds connections; /metrics counts its closes)
+        config.head_timeout_s, config.max_connections = head_timeout_s, max_connections
+        config.wire = self.routes.wire
         self._uvicorn = ListeningServer(config)
         self.app.max_connections = max_connections
         self.app.open_connections = lambda: len(self._uvicorn.server_state.connections)
