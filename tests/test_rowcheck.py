@@ -110,7 +110,42 @@ def test_a_dynamically_quantized_model_keeps_batching_with_a_warning(engine, tmp
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
     info = engine.load_model(dst, name="q")
     assert info.batch_mode == "dynamic" and info.batchable
-    assert any(w.startswith("dynamically quantized (DynamicQuantizeLinear)") for w in info.warnings)
+    assert any(w.startswith("dynamically quantized (DynamicQuantizeLinear)") and
+               "checked for mixing within that" in w for w in info.warnings)
+    for name in ("clf-v1", "clf-v2"):   # (a label output a quantization step may flip)
+        src.write_bytes(build_demo_model(name))
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        assert engine.load_model(dst, name=f"q-{name}").batch_mode == "dynamic", name
+
+
+def test_naming_dynamic_quantization_does_not_skip_the_row_check(engine, tmp_path):
+    """A CumSum over the batch whose doc_string said "DynamicQuantizeLinear" skipped the
+    check and was batched: caller 3 of [[1,1]], [[2,2]], [[3,3]] got [[6,6]] (an adversary).
+    A quantized model is checked too, within a quantization's steps; a real one whose rows
+    mix (quantize_dynamic of a model with a CumSum over the batch) runs alone."""
+    import onnx
+    m = onnx.load_model_from_string(_model("CumSum"))
+    m.doc_string = "quantized with DynamicQuantizeLinear"
+    info = engine.load_model(m.SerializeToString(), name="named",
+                             batch=BatchConfig(max_batch_size=8, max_wait_ms=60_000))
+    assert info.batch_mode == "alone" and "output 'y'" in info.batch_reason
+    futs = [engine.submit("named", np.full((1, 2 * 2), k, np.float32)) for k in (1, 2, 3)]
+    assert [f.result(timeout=30).outputs["y"][0, 0] for f in futs] == [1, 2, 3]
+    # a real dynamically quantized model whose rows mix: MatMul quantized, then CumSum
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    src = make_model([x], [y], [helper.make_node("MatMul", ["x", "w"], ["h"]),
+                                helper.make_node("CumSum", ["h", "axis"], ["y"])],
+                     initializers=[numpy_helper.from_array(w, "w"),
+                                   numpy_helper.from_array(np.array(0, np.int64), "axis")])
+    onnx.save(src, tmp_path / "mix.onnx")
+    quantize_dynamic(str(tmp_path / "mix.onnx"), str(tmp_path / "mix-q.onnx"),
+                     weight_type=QuantType.QInt8)
+    assert b"DynamicQuantizeLinear" in (tmp_path / "mix-q.onnx").read_bytes()
+    info = engine.load_model(tmp_path / "mix-q.onnx", name="qmix")
+    assert info.batch_mode == "alone" and "output 'y'" in info.batch_reason
 
 
 def test_a_random_side_output_does_not_hide_rows_that_mix(engine):
