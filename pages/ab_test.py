@@ -395,7 +395,7 @@ def arms() -> None:
                 shadow_diff_words(k, v, sh.get("nonfinite", {}).get(k, 0))
                 for k, v in sh["max_abs_diff"].items()))
     st.plotly_chart(charts.breakdown_figure(
-        engine.timeline(exp, last_s=60.0), by_arm=True,
+        engine.breakdown(exp, last_s=60.0, by_arm=True), by_arm=True,
         title="Where each arm's time goes (last minute): in the model or in the queue?"),
         key="ab_breakdown_chart")
     c1, c2 = st.columns(2)

@@ -137,7 +137,7 @@ def dashboard() -> None:
     r2 = st.columns(2)
     with r2[0]:
         st.plotly_chart(charts.breakdown_figure(
-            engine.timeline(target, last_s=10.0), by_arm=is_exp,
+            engine.breakdown(target, last_s=10.0, by_arm=is_exp), by_arm=is_exp,
             title="Where each request's time goes, last 10 s"),
             key="mon_breakdown")
     with r2[1]:

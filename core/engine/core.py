@@ -32,7 +32,7 @@ import pandas as pd
 
 from core.ab import ExperimentRegistry
 from core.batching import Prediction
-from core.config import BatchConfig, EngineConfig, SessionConfig, as_list, check_positive_s
+from core.config import BatchConfig, EngineConfig, SessionConfig, as_list
 from core.errors import ConfigError, EngineClosedError
 from core.metrics import MetricsSnapshot
 from core.metrics.events import EventLog, describe_changes
@@ -50,6 +50,7 @@ from .policy import PolicyMethods
 from .inputs import InputMethods
 from .remotes import RemoteMethods
 from .state import StateMethods
+from .tracing import TraceMethods
 from .warmup import WarmupMethods, check_batchable_sizes, warmup_batch_sizes
 
 __all__ = ["EngineCore"]
@@ -71,7 +72,7 @@ def _close_open_engines() -> None:
 
 
 class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
-                 InputMethods, EventMethods, PolicyMethods):
+                 InputMethods, EventMethods, PolicyMethods, TraceMethods):
     """Dynamic-batching inference engine on ONNX Runtime: models, requests, metrics,
     warm-up and A/B experiments (the lab is added by :class:`core.Engine`).
 
@@ -310,23 +311,6 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             out["queue_depth"] = self._registry.queue_depth(entry)
             return out
         return {**exp.callers.counters(), "queue_depth": self._ab.arms_depth(exp)}
-
-    def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
-        """What happened to each request settled in the last ``last_s`` seconds: columns
-        :data:`~core.metrics.TIMELINE_COLUMNS` (``time.perf_counter`` seconds; a request
-        that never ran has no start and batch -1, and its ``release_reason`` names why it
-        ended). An A/B experiment's: its requests on both arms since its segment began
-        (``experiment`` names it, ``shadow_copy`` marks B's copies in shadow mode)."""
-        last_s = check_positive_s("last_s", last_s, "all kept")
-        entry, exp = self._ns.resolve(name)
-        if self.config.trace_requests == 0:
-            raise ConfigError("tracing is off (EngineConfig.trace_requests=0): no timeline")
-        if entry is not None:
-            return entry.trace.frame(last_s)
-        parts = [self._ns.entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
-        f = pd.concat(parts, ignore_index=True)
-        f = f[(f["experiment"] == name) & (f["done_s"] >= exp.reset_perf)]  # (its own since reset)
-        return f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
 
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""

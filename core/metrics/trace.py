@@ -108,8 +108,7 @@ class Trace:
                       _NAN, _NAN, done, -1, 0, reason, False,
                       [r._high for r in requests] if self.classes else None), n)
 
-    def frame(self, last_s: float | None = 2.0, now: float | None = None) -> pd.DataFrame:
-        """Requests settled in the last ``last_s`` seconds (all kept if None), oldest first."""
+    def _entries(self, last_s: float | None, now: float | None) -> list[tuple]:
         with self._lock:
             entries = list(self._ring)
         if last_s is not None:
@@ -120,6 +119,44 @@ class Trace:
             while k and entries[k - 1][6] >= since:
                 k -= 1
             entries = entries[k:]
+        return entries
+
+    def parts(self, last_s: float | None = 10.0, now: float | None = None,
+              experiment: str | None = None, done_since: float = -math.inf
+              ) -> tuple[dict[str, np.ndarray], list[Any]]:
+        """The requests that ran in the last ``last_s`` seconds (of ``experiment`` only, and
+        settled from ``done_since`` on, when given): their ``wait_ms``, ``compute_ms`` and
+        ``handoff_ms``, and their arms. What :func:`core.metrics.breakdown.breakdown_table`
+        takes, without the timeline's frame (a tenth of its cost)."""
+        entries = [e for e in self._entries(last_s, now) if e[7] >= 0 and e[6] >= done_since]
+        if experiment is not None:   # (an experiment's rows: its arms' labels name it)
+            kept = []
+            for e in entries:
+                mine = [i for i, a in enumerate(e[3])
+                        if getattr(a, "experiment", None) == experiment]
+                if len(mine) == len(e[3]):
+                    kept.append(e)
+                elif mine:
+                    kept.append((e[0], [e[1][i] for i in mine], None,
+                                 [e[3][i] for i in mine], *e[4:]))
+            entries = kept
+        sizes = np.fromiter((len(e[1]) for e in entries), dtype=np.int64, count=len(entries))
+        total = int(sizes.sum())
+        arrived = np.fromiter(itertools.chain.from_iterable(e[1] for e in entries),
+                              dtype=np.float64, count=total)
+
+        def per_batch(i: int) -> np.ndarray:
+            return np.repeat(np.fromiter((e[i] for e in entries), dtype=np.float64,
+                                         count=len(entries)), sizes)
+        started, ran_until, done = per_batch(4), per_batch(5), per_batch(6)
+        return ({"wait_ms": (started - arrived) * 1000.0,
+                 "compute_ms": (ran_until - started) * 1000.0,
+                 "handoff_ms": (done - ran_until) * 1000.0},
+                list(itertools.chain.from_iterable(e[3] for e in entries)))
+
+    def frame(self, last_s: float | None = 2.0, now: float | None = None) -> pd.DataFrame:
+        """Requests settled in the last ``last_s`` seconds (all kept if None), oldest first."""
+        entries = self._entries(last_s, now)
         sizes = np.fromiter((len(e[1]) for e in entries), dtype=np.int64, count=len(entries))
         total = int(sizes.sum())
 

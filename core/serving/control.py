@@ -59,6 +59,7 @@ ENGINE_CONTRACT: dict[str, Method] = {
     "class_comparison": _R,
     "predict": Method(wait_s=120.0, waits_by=(("timeout_ms", 1e-3), ("timeout", 1.0))),
     "metrics": _R, "reset_metrics": _W, "queue_depth": _R, "timeline": _R,
+    "breakdown": _R,
     "warmup": Method(wait_s=600.0), "is_warm": _R, "warm_sizes": _R, "last_warmup": _R,
     "measure_memory": Method(wait_s=900.0), "memory_profile": _R, "status": _R,
     "create_ab": _W, "update_ab": _W, "delete_ab": _W, "ab_arms": _R, "ab_experiments": _R,

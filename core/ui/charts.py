@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -21,6 +20,7 @@ import plotly.graph_objects as go
 from .timeline import timeline_figure, timeline_lines_up
 from .live import (add_events, error_figure, latency_figure, queue_compute_figure,
                    queue_depth_figure, throughput_figure)
+from core.metrics.breakdown import from_timeline
 from .fmt import reason_words
 from .style import COLORS, WINDOW_S, _layout, recent, style
 
@@ -215,29 +215,26 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
     return _throughput_p99_layout(fig, frame, title, height=400)
 
 
-def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
+def breakdown_figure(table: pd.DataFrame, by_arm: bool = False,
                      title: str = "Where each request's time goes") -> go.Figure:
     """Waiting in the queue, running, and the hand-off after the run, as stacked
-    percentiles (p50, p90, p99 of each part) of the requests in ``frame``
-    (``engine.timeline``); with ``by_arm`` one group per A/B arm, so it shows whether an arm
-    is slower in the model or in the queue."""
+    percentiles (p50, p90, p99 of each part): ``table`` is ``engine.breakdown(...)`` (one
+    group per A/B arm when it was asked by arm, so it shows whether an arm is slower in the
+    model or in the queue), or a timeline (``engine.timeline``) to compute it from."""
+    if "percentile" not in table.columns:   # (a timeline: its requests that ran)
+        table = from_timeline(table, by_arm)
     fig = go.Figure()
-    ran = frame[frame["batch_id"] >= 0] if not frame.empty else frame
-    groups = ([(f"arm {a.upper()} ", g) for a, g in ran.groupby("arm")] if by_arm
-              else []) or [("", ran)]  # empty: still p50/p90/p99, not a numeric axis
     parts = (("wait_ms", "waiting in the queue", COLORS["queue"]),
              ("compute_ms", "running", COLORS["compute"]),
              ("handoff_ms", "hand-off", "#94a3b8"))
+    labels = [f"arm {str(a).upper()} p{q}" if a else f"p{q}"
+              for a, q in zip(table["arm"], table["percentile"])]
     for col, name, colour in parts:
-        xs, ys = [], []
-        for label, g in groups:
-            for q in (50, 90, 99):
-                xs.append(f"{label}p{q}")
-                ys.append(float(np.percentile(g[col], q)) if len(g) else 0.0)
-        fig.add_trace(go.Bar(x=xs, y=ys, name=name, marker_color=colour,
+        fig.add_trace(go.Bar(x=labels, y=table[col].astype(float).tolist(), name=name,
+                             marker_color=colour,
                              hovertemplate="%{x}: %{y:.3f} ms<extra>" + name + "</extra>"))
     fig.update_layout(barmode="stack")
-    if ran.empty:  # zeros: an axis from 0, not plotly's -1 to 1 around them
+    if not int(table["requests"].max() if len(table) else 0):  # zeros: an axis from 0
         fig.add_annotation(text="no requests in this window", showarrow=False, xref="paper",
                            yref="paper", x=0.5, y=0.5, font=dict(color="#64748b"))
         fig.update_yaxes(range=[0, 1])
