@@ -342,8 +342,10 @@ def live_charts() -> None:
                 ts, title="Before sending vs round trip",
                 names=("before sending", "round trip")), key="bs_batch_chart")
     if remote is None:
-        st.plotly_chart(charts.timeline_figure(engine.timeline(model, last_s=1.0),
-                                               cur.max_wait_ms), key="bs_timeline")
+        # (the requests it draws, not the second's thousands: looking must not load it)
+        st.plotly_chart(charts.timeline_figure(
+            engine.timeline(model, last_s=1.0, limit=charts.MAX_DRAWN), cur.max_wait_ms,
+            cut=True), key="bs_timeline")
         st.caption(f"Live: max_batch_size={cur.max_batch_size}, "
                    f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. A grey bar longer "
                    "than max wait is a batch that left on time and waited for the model to "
@@ -352,7 +354,7 @@ def live_charts() -> None:
                    f"Queued now: {fmt_num(snap.queue_depth)}.")
     else:
         st.plotly_chart(charts.timeline_figure(
-            engine.timeline(model, last_s=1.0), None,
+            engine.timeline(model, last_s=1.0, limit=charts.MAX_DRAWN), None, cut=True,
             title="Requests in the last second (each sent alone; the server batches)"),
             key="bs_timeline")
         st.caption(f"Remote: each request goes to {remote.url} as it comes; grey is the "

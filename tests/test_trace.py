@@ -410,3 +410,32 @@ def test_the_breakdown_is_the_timelines_percentiles_without_the_timeline(engine)
 def charts_of(table: pd.DataFrame):
     from core.ui import charts
     return charts.breakdown_figure(table)
+
+
+def test_a_timeline_with_a_limit_reads_only_the_newest_requests(engine):
+    """The Batching page draws the last 120 requests of the last second and read all of
+    them (2,000 at 2,000 req/s) every refresh: ``limit`` reads the newest only."""
+    engine.configure("tiny", max_batch_size=4, max_wait_ms=1.0)
+    futs = [engine.submit("tiny", np.ones((1, 4), np.float32)) for _ in range(50)]
+    for f in futs:
+        f.result(WAIT_S)
+    full = engine.timeline("tiny", last_s=None)
+    cut = engine.timeline("tiny", last_s=None, limit=7)
+    assert len(full) == 50 and len(cut) == 7
+    # the last 7 to be settled (the highest ids: taken in that order), in order of arrival
+    newest = full[full["request_id"].isin(full["request_id"].nlargest(7))]
+    pd.testing.assert_frame_equal(cut, newest.reset_index(drop=True))
+    assert len(engine.timeline("tiny", last_s=None, limit=500)) == 50
+    for bad in (0, -1, 2.5, True, "7"):
+        with pytest.raises(ConfigError, match="limit must be a whole number"):
+            engine.timeline("tiny", limit=bad)
+    from core.ui import charts
+    fig = charts.timeline_figure(cut, max_requests=7, cut=True)
+    assert fig.layout.title.subtitle.text.startswith("the last 7 requests in ")
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    for k in range(12):
+        engine.predict("exp", engine.sample_input("clf-v1", seed=k))
+    exp_full = engine.timeline("exp", last_s=None)
+    newest = exp_full[exp_full["request_id"].isin(exp_full["request_id"].nlargest(5))]
+    pd.testing.assert_frame_equal(engine.timeline("exp", last_s=None, limit=5),
+                                  newest.reset_index(drop=True))

@@ -12,6 +12,7 @@ import pandas as pd
 from core.config import check_positive_s
 from core.errors import ConfigError
 from core.metrics.breakdown import breakdown_table
+from core.metrics.trace import last_settled
 
 __all__ = ["TraceMethods"]
 
@@ -29,19 +30,28 @@ class TraceMethods:
             raise ConfigError("tracing is off (EngineConfig.trace_requests=0): no timeline")
         return entry, exp, last_s
 
-    def timeline(self, name: str, last_s: float | None = 2.0) -> pd.DataFrame:
+    def timeline(self, name: str, last_s: float | None = 2.0,
+                 limit: int | None = None) -> pd.DataFrame:
         """What happened to each request settled in the last ``last_s`` seconds: columns
         :data:`~core.metrics.TIMELINE_COLUMNS` (``time.perf_counter`` seconds; a request
         that never ran has no start and batch -1, and its ``release_reason`` names why it
         ended). An A/B experiment's: its requests on both arms since its segment began
-        (``experiment`` names it, ``shadow_copy`` marks B's copies in shadow mode)."""
+        (``experiment`` names it, ``shadow_copy`` marks B's copies in shadow mode).
+        ``limit``: the last ``limit`` of them to be settled only (a live chart's)."""
         entry, exp, last_s = self._traced(name, last_s)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise ConfigError(f"limit must be a whole number of requests >= 1 (or None for "
+                              f"all in the window), got {limit!r}")
         if entry is not None:
-            return entry.trace.frame(last_s)
-        parts = [self._ns.entry(m).trace.frame(last_s) for m in dict.fromkeys((exp.a, exp.b))]
-        f = pd.concat(parts, ignore_index=True)
-        f = f[(f["experiment"] == name) & (f["done_s"] >= exp.reset_perf)]  # (its own since reset)
-        return f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
+            f = entry.trace.frame(last_s, limit=limit)
+        else:
+            parts = [self._ns.entry(m).trace.frame(last_s, limit=limit)
+                     for m in dict.fromkeys((exp.a, exp.b))]
+            f = pd.concat(parts, ignore_index=True)
+            f = f[(f["experiment"] == name) & (f["done_s"] >= exp.reset_perf)]  # (since reset)
+            f = f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
+        return f if limit is None else last_settled(f, limit)
 
     def breakdown(self, name: str, last_s: float | None = 10.0,
                   by_arm: bool | None = None) -> pd.DataFrame:

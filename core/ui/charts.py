@@ -17,14 +17,14 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from .timeline import timeline_figure, timeline_lines_up
+from .timeline import MAX_DRAWN, timeline_figure, timeline_lines_up
 from .live import (add_events, error_figure, latency_figure, queue_compute_figure,
                    queue_depth_figure, throughput_figure)
 from core.metrics.breakdown import from_timeline
 from .fmt import reason_words
 from .style import COLORS, WINDOW_S, _layout, recent, style
 
-__all__ = ["runs_figure", "ab_figure", "timeline_figure", "breakdown_figure", "latency_figure",
+__all__ = ["MAX_DRAWN", "runs_figure", "ab_figure", "timeline_figure", "breakdown_figure", "latency_figure",
            "throughput_figure", "error_figure", "batch_size_figure", "queue_compute_figure",
            "queue_depth_figure", "release_reasons_figure", "warmup_figure", "recent", "COLORS",
            "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",

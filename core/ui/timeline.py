@@ -28,15 +28,21 @@ def _rows(n: int) -> str:
     return f"{n} row" if n == 1 else f"{n} rows"
 
 
+#: Requests a timeline draws at most: what a page asks of ``engine.timeline(limit=...)``.
+MAX_DRAWN = 120
+
+
 def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
-                    max_requests: int = 120, title: str = "Batches forming: the last second",
-                    aligned: bool | None = None) -> go.Figure:
+                    max_requests: int = MAX_DRAWN,
+                    title: str = "Batches forming: the last second",
+                    aligned: bool | None = None, cut: bool = False) -> go.Figure:
     """A Gantt of recent requests (``engine.timeline``): each request one row, a grey bar
     while it waits in the queue and a coloured bar while its batch runs (colour: why the
     batch left), grouped by batch; a failed request is red. Time in ms from the first
     arrival shown. At most the last ``max_requests`` are drawn, each row at least 4 px
     tall (hundreds in one chart made a faint diagonal line); the title says how many of
-    how many.
+    how many (``cut``: ``frame`` was cut to its last requests already, by
+    ``timeline(limit=...)``: "the last N", the total not known).
 
     At low load (requests waiting or running for under a quarter of the time shown, or
     the typical request's bar under 1.5 % of the axis) the batches are drawn side by side
@@ -123,11 +129,13 @@ def timeline_figure(frame: pd.DataFrame, max_wait_ms: float | None = None,
     # What is drawn, under the title (in it, cut at 1,400 px), with the time span of the last
     # requests when only those are drawn (a second's title over a 150 ms axis)
     batches = int(f.loc[f["batch_id"] >= 0, "batch_id"].nunique())   # (-1: never ran)
-    shown = (f"{len(f)} request{'s' if len(f) != 1 else ''}" if len(f) == total else
+    cut = cut and len(f) >= max_requests
+    shown = (f"the last {len(f)} requests" if cut else
+             f"{len(f)} request{'s' if len(f) != 1 else ''}" if len(f) == total else
              f"the last {len(f)} of {total} requests") + \
         f" in {batches} batch{'es' if batches != 1 else ''}"
     span = (float(f["done_s"].max()) - float(f["arrived_s"].min())) * 1000.0
-    if len(f) < total and math.isfinite(span):
+    if (len(f) < total or cut) and math.isfinite(span):
         shown += f", {span:,.{0 if span >= 10 else 1}f} ms of it"
     note = f" · max wait {max_wait_ms:g} ms" if max_wait_ms is not None else ""
     return _layout(fig, title, "requests, by batch", height=height).update_layout(
