@@ -1116,3 +1116,29 @@ def test_warming_an_arm_up_does_not_take_away_the_warning_of_its_cold_runs(engin
     engine.warmup("clf-v3", iterations=2)
     wait([engine.submit("w2", x) for _ in range(50)])
     assert not any("warm" in w for w in engine.ab_report("w2").warnings)
+
+
+@pytest.mark.parametrize("mode", ["shadow", "random", "bandit"])
+def test_requests_to_a_closed_engine_are_counted_by_no_arm(mode):
+    """After close, a request to an experiment was counted as arm A's error (and the
+    bandit's failure) while no model counted it: 60 served then 60 refused read "B has
+    fewer errors: 0.00% vs 50.00%, p < 0.001" in shadow mode (an adversary). A closed
+    engine's refusals are counted nowhere, as a model's never were; an unloaded arm's
+    still are (that is the experiment's doing)."""
+    from core import EngineClosedError
+    e = Engine()
+    e.create_ab("exp", a="clf-v1", b="clf-v2", mode=mode, seed=0)
+    x = e.sample_input("clf-v1", rows=1)
+    for _ in range(60):
+        e.predict("exp", x)
+    before = (e.ab_report("exp").to_dict(), e.metrics("exp").to_dict()["total_requests"])
+    e.close()
+    for target in ("exp",) * 60 + ("clf-v1",):
+        with pytest.raises(EngineClosedError, match="the engine is closed"):
+            e.submit(target, x)
+    import json   # (NaN != NaN: compared as text)
+    after = e.ab_report("exp").to_dict()
+    assert json.dumps(after, sort_keys=True, default=str) == \
+        json.dumps(before[0], sort_keys=True, default=str)   # verdicts, bandit: as they were
+    assert e.metrics("exp").to_dict()["total_requests"] == before[1] == 60
+    assert e.ab_metrics("exp", "a").error_count == e.metrics("clf-v1").error_count == 0

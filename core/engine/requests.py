@@ -53,6 +53,8 @@ class Router:
         exp = self.experiments.get(name)
         if exp is None:
             raise self.ns.not_found(name)
+        if self._is_closed():   # (before routing: an arm, its bandit and its report count
+            raise _closed()     # no request of a closed engine, as no model does)
         arm, model, mode, label, sinks, extra = exp.route_to(key)
         if mode == "bandit":
             return self._bandit_submit(exp, arm, model, x, timeout_ms, priority, check,
@@ -97,10 +99,10 @@ class Router:
                 # go to the model's current version.
                 current = self.registry.models.get(model)
                 closed = self._is_closed()
-                if closed or current is None or current is entry:
+                if closed:   # (counted nowhere: a model's figures never counted them, and
+                    raise _closed() from None   # arm A's said 50 % errors after close)
+                if current is None or current is entry:
                     err = EngineClosedError(
-                        "the engine is closed and accepts no more requests; create a new "
-                        "Engine" if closed else
                         f"model {model!r} was unloaded and accepts no more requests")
                     _record_refused(None, sink, err)
                     raise err from None
@@ -127,8 +129,11 @@ class Router:
         except InputValidationError:
             bandit.unsend(arm)   # the caller's input: no arm's doing, and never judged (it
             raise                # counted as sent: sent and ended never agreed; an adversary)
-        except BatchlabError:
-            bandit.reward(arm, False)   # refused (overloaded, closed...): a failure of the arm
+        except BatchlabError as err:
+            if isinstance(err, EngineClosedError) and self._is_closed():
+                bandit.unsend(arm)   # the engine's closing: no arm's doing
+            else:
+                bandit.reward(arm, False)   # refused (overloaded, unloaded...): the arm's
             raise
         bandit.watch(arm, fut, t0)
         return fut
@@ -193,6 +198,11 @@ def settle_late(fut: Future, name: str, timeout_ms: float | None) -> Any:
     if isinstance(fut, Request) and fut.fail(err):
         raise err from None
     return fut.result(0)
+
+
+def _closed() -> EngineClosedError:
+    return EngineClosedError("the engine is closed and accepts no more requests; create a "
+                             "new Engine")
 
 
 def _record_refused(entry: ModelEntry | None, sink: Any, err: BaseException) -> None:
