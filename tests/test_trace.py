@@ -439,3 +439,27 @@ def test_a_timeline_with_a_limit_reads_only_the_newest_requests(engine):
     newest = exp_full[exp_full["request_id"].isin(exp_full["request_id"].nlargest(5))]
     pd.testing.assert_frame_equal(engine.timeline("exp", last_s=None, limit=5),
                                   newest.reset_index(drop=True))
+
+
+def test_a_models_reset_leaves_an_experiments_timeline_on_it_whole(engine):
+    """reset_metrics of an arm's model emptied the experiment's timeline of that arm while
+    the experiment's counts kept its requests: 63 on A and 37 on B counted, 37 rows all
+    B's on the A/B page (an adversary). The model's own view begins at its reset; the
+    experiment's at its own."""
+    engine.create_ab("exp", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    for k in range(40):
+        engine.predict("exp", engine.sample_input("clf-v1", seed=k))
+    before = engine.timeline("exp", last_s=None)
+    by_arm = before["arm"].value_counts().to_dict()
+    assert sum(by_arm.values()) == 40 and set(by_arm) == {"a", "b"}
+    engine.reset_metrics("clf-v1")
+    assert engine.timeline("clf-v1", last_s=None).empty
+    assert (engine.breakdown("clf-v1", last_s=None)["requests"] == 0).all()
+    pd.testing.assert_frame_equal(engine.timeline("exp", last_s=None), before)
+    counts = engine.ab_metrics("exp", "a").total_requests, engine.ab_metrics("exp", "b").total_requests
+    assert counts == (by_arm["a"], by_arm["b"])
+    assert engine.breakdown("exp", last_s=None).groupby("arm")["requests"].first().to_dict() == by_arm
+    engine.predict("clf-v1", engine.sample_input("clf-v1"))   # the model's view goes on
+    assert len(engine.timeline("clf-v1", last_s=None)) == 1
+    engine.reset_metrics("exp")                                # and the experiment's own
+    assert engine.timeline("exp", last_s=None).empty

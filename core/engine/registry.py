@@ -76,11 +76,13 @@ class ModelEntry:
 
     def reset_metrics(self) -> None:
         """Zero its metrics, its classes' and its timeline (the timeline had kept the
-        requests from before a reset while the totals read 0)."""
+        requests from before a reset while the totals read 0). The timeline is the model's
+        view of its trace: an experiment's on the same model keeps its requests (they were
+        gone from its timeline while its counts still had them; an adversary)."""
         self.metrics.reset()
         self.served.classes.reset()
         if self.trace is not None:
-            self.trace.clear()
+            self.trace.reset()
 
 
 class ModelRegistry:

@@ -46,10 +46,10 @@ class TraceMethods:
         if entry is not None:
             f = entry.trace.frame(last_s, limit=limit)
         else:
-            parts = [self._ns.entry(m).trace.frame(last_s, limit=limit)
-                     for m in dict.fromkeys((exp.a, exp.b))]
+            parts = [self._ns.entry(m).trace.frame(last_s, limit=limit, since=exp.reset_perf)
+                     for m in dict.fromkeys((exp.a, exp.b))]   # (its own since its reset)
             f = pd.concat(parts, ignore_index=True)
-            f = f[(f["experiment"] == name) & (f["done_s"] >= exp.reset_perf)]  # (since reset)
+            f = f[f["experiment"] == name]
             f = f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
         return f if limit is None else last_settled(f, limit)
 
@@ -65,8 +65,7 @@ class TraceMethods:
         if entry is not None:
             parts, arms = entry.trace.parts(last_s)
             return breakdown_table(parts, arms if by_arm else None)
-        got = [self._ns.entry(m).trace.parts(last_s, experiment=name,
-                                             done_since=exp.reset_perf)
+        got = [self._ns.entry(m).trace.parts(last_s, experiment=name, since=exp.reset_perf)
                for m in dict.fromkeys((exp.a, exp.b))]
         parts = {k: np.concatenate([p[k] for p, _ in got]) for k in got[0][0]}
         arms = [arm for _, labels in got for arm in labels]

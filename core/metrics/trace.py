@@ -74,6 +74,9 @@ class Trace:
         #: Set once the model has seen a high-priority request: from then on each entry
         #: also keeps which of its requests were (nothing per request before).
         self.classes = False
+        #: The model's own views begin here (``reset``); an experiment's on the model begin
+        #: at its own reset, so a model's reset leaves an experiment's timeline whole.
+        self.since = -math.inf
 
     def _append(self, entry: tuple, n: int) -> None:
         with self._lock:
@@ -118,7 +121,9 @@ class Trace:
                       [r._high for r in requests] if self.classes else None), n)
 
     def _entries(self, last_s: float | None, now: float | None,
-                 limit: int | None = None) -> list[tuple]:
+                 limit: int | None = None, since: float | None = None) -> list[tuple]:
+        """The entries settled in the window, newest last (``since``: from then on; None:
+        since the model's reset)."""
         with self._lock:
             if limit is None:
                 entries = list(self._ring)
@@ -129,10 +134,12 @@ class Trace:
                     entries.append(self._ring[k])
                     held += len(self._ring[k][1])
                 entries.reverse()
+        since = self.since if since is None else since
         if last_s is not None:
+            since = max(since, (time.perf_counter() if now is None else now) - last_s)
+        if since > -math.inf:
             # Newest last: walk back from the end and stop at the window's start, so a short
             # window costs what it holds, not what the ring holds.
-            since = (time.perf_counter() if now is None else now) - last_s
             k = len(entries)
             while k and entries[k - 1][6] >= since:
                 k -= 1
@@ -140,13 +147,14 @@ class Trace:
         return entries
 
     def parts(self, last_s: float | None = 10.0, now: float | None = None,
-              experiment: str | None = None, done_since: float = -math.inf
+              experiment: str | None = None, since: float | None = None
               ) -> tuple[dict[str, np.ndarray], list[Any]]:
         """The requests that ran in the last ``last_s`` seconds (of ``experiment`` only, and
-        settled from ``done_since`` on, when given): their ``wait_ms``, ``compute_ms`` and
-        ``handoff_ms``, and their arms. What :func:`core.metrics.breakdown.breakdown_table`
-        takes, without the timeline's frame (a tenth of its cost)."""
-        entries = [e for e in self._entries(last_s, now) if e[7] >= 0 and e[6] >= done_since]
+        settled from ``since`` on: None, since the model's reset): their ``wait_ms``,
+        ``compute_ms`` and ``handoff_ms``, and their arms. What
+        :func:`core.metrics.breakdown.breakdown_table` takes, without the timeline's frame
+        (a tenth of its cost)."""
+        entries = [e for e in self._entries(last_s, now, since=since) if e[7] >= 0]
         if experiment is not None:   # (an experiment's rows: its arms' labels name it)
             kept = []
             for e in entries:
@@ -173,11 +181,12 @@ class Trace:
                 list(itertools.chain.from_iterable(e[3] for e in entries)))
 
     def frame(self, last_s: float | None = 2.0, now: float | None = None,
-              limit: int | None = None) -> pd.DataFrame:
-        """Requests settled in the last ``last_s`` seconds (all kept if None), oldest first;
-        with ``limit``, the last ``limit`` of them to be settled (a chart that draws 120
-        need not read 20,000), read from the newest batches only."""
-        entries = self._entries(last_s, now, limit)
+              limit: int | None = None, since: float | None = None) -> pd.DataFrame:
+        """Requests settled in the last ``last_s`` seconds (all kept if None) and since
+        ``since`` (None: the model's reset), oldest first; with ``limit``, the last ``limit``
+        of them to be settled (a chart that draws 120 need not read 20,000), read from the
+        newest batches only."""
+        entries = self._entries(last_s, now, limit, since)
         sizes = np.fromiter((len(e[1]) for e in entries), dtype=np.int64, count=len(entries))
         total = int(sizes.sum())
 
@@ -222,6 +231,11 @@ class Trace:
         order = np.argsort(data["arrived_s"], kind="stable")
         f = f.iloc[order].reset_index(drop=True)
         return f if limit is None else last_settled(f, limit)
+
+    def reset(self) -> None:
+        """The model's own views begin now; its requests stay in the ring for the views of
+        the experiments it is an arm of (which begin at their own reset)."""
+        self.since = time.perf_counter()
 
     def clear(self) -> None:
         with self._lock:
