@@ -345,6 +345,36 @@ def test_metrics_are_prometheus_text_with_tritons_names(pair):
     assert value("batchlab_up") == 1
 
 
+def test_the_batch_size_histograms_buckets_stay_put_when_max_batch_size_changes():
+    """Its edges followed max_batch_size: a configure made the le="32" series vanish and
+    le="24" appear already full (an adversary), which breaks rate() and
+    histogram_quantile across the change. Powers of two up to 1,024 whatever the setting;
+    past it, the next power of two above the setting or the largest batch."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from core.serving import prom
+    engine = Engine()
+
+    def buckets() -> dict[str, float]:
+        fams = text_string_to_metric_families(prom.render(engine).decode())
+        hist = next(f for f in fams if f.name == "batchlab_batch_size")
+        return {s.labels["le"]: s.value for s in hist.samples
+                if s.labels.get("model") == "tiny" and s.name.endswith("_bucket")}
+    try:
+        for _ in range(5):
+            engine.predict("tiny", engine.sample_input("tiny"))
+        seen = []
+        for cap in (32, 24, 100, 1024):
+            engine.configure("tiny", max_batch_size=cap)
+            seen.append(buckets())
+        assert all(b == seen[0] for b in seen)
+        assert list(seen[0]) == [str(2 ** k) for k in range(11)] + ["+Inf"]
+        assert seen[0]["1"] == seen[0]["+Inf"] == 5
+        engine.configure("tiny", max_batch_size=3000)
+        assert list(buckets())[-2:] == ["4096", "+Inf"]
+    finally:
+        engine.close()
+
+
 # -- the model repository (tritonclient) ------------------------------------------------------------
 def test_repository_load_unload_with_tritons_config(pair):
     httpclient = pytest.importorskip("tritonclient.http")

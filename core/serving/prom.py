@@ -56,12 +56,19 @@ _COUNTERS = (  # name (without _total), help, value from the counters
 )
 
 
+#: The batch-size histogram's edges are powers of two up to this (or to the next power of
+#: two above a larger setting or batch): the same series whatever ``max_batch_size`` is
+#: set to (edges that followed it made series vanish and new ones appear already full on
+#: a configure, which breaks ``rate()`` and ``histogram_quantile``; an adversary).
+_EDGES_TOP = 1024
+
+
 def _buckets(max_rows: int) -> list[int]:
     edges, b = [], 1
-    while b < max_rows:
+    while b < max(max_rows, _EDGES_TOP):
         edges.append(b)
         b *= 2
-    return edges + [max_rows]
+    return edges + [b]
 
 
 class EngineCollector(Collector):
