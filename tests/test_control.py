@@ -751,3 +751,34 @@ def test_a_notebooks_extensions_work_on_a_remote_engine_too(pair):
     assert remote.set_inputs("tiny-proto", np.zeros((5, 4), np.float32)) == \
         "real: array.npy (5 samples)"
     assert engine.real_inputs("tiny-proto").count == 5
+
+
+def test_requests_in_a_running_batch_are_in_flight_in_every_view():
+    """Requests in a batch being run were in no view: every count was of settled ones and
+    the queue depth of waiting ones, so a long run looked idle and requests = successes +
+    errors + in flight could not be checked (an adversary)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from core.serving import prom
+    from tests.helpers import hold_runs, wait_for
+    engine = Engine()
+    try:
+        engine.configure("tiny", max_batch_size=2, max_wait_ms=0.0)
+        gate, started = hold_runs(engine, "tiny")
+        futs = [engine.submit("tiny", engine.sample_input("tiny"))]
+        assert started.wait(WAIT_S)                      # one running, held
+        futs += [engine.submit("tiny", engine.sample_input("tiny")) for _ in range(4)]
+        wait_for(lambda: engine.queue_depth("tiny") == 4)
+        c = engine.counters("tiny")
+        assert (c["in_flight"], c["queue_depth"], c["total_requests"]) == (5, 4, 0)
+        assert engine.status()["in_flight"] == 5
+        fams = {f.name: f for f in text_string_to_metric_families(prom.render(engine).decode())}
+        (flight,) = [s.value for s in fams["batchlab_requests_in_flight"].samples
+                     if s.labels["model"] == "tiny"]
+        assert flight == 5
+        gate.set()
+        for f in futs:
+            f.result(WAIT_S)
+        c = engine.counters("tiny")
+        assert (c["in_flight"], c["total_requests"], c["success_count"]) == (0, 5, 5)
+    finally:
+        engine.close()

@@ -304,13 +304,17 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
     def counters(self, name: str) -> dict[str, Any]:
         """``name``'s cumulative counters (requests, successes, errors, batches, rows, summed
         queue/compute/total seconds, batch sizes, release reasons), without percentiles:
-        what ``/metrics`` exports on every scrape."""
+        what ``/metrics`` exports on every scrape. ``queue_depth``: waiting now;
+        ``in_flight``: accepted and not settled now (waiting or running; an experiment's:
+        its arms' models')."""
         entry, exp = self._ns.resolve(name)
         if entry is not None:
             out = entry.metrics.counters()
             out["queue_depth"] = self._registry.queue_depth(entry)
+            out["in_flight"] = self._registry.in_flight(entry)
             return out
-        return {**exp.callers.counters(), "queue_depth": self._ab.arms_depth(exp)}
+        return {**exp.callers.counters(), "queue_depth": self._ab.arms_depth(exp),
+                "in_flight": self._ab.arms_in_flight(exp)}
 
     def reset_metrics(self, name: str | None = None) -> None:
         """Zero the metrics of a model or experiment (or of everything)."""
@@ -342,6 +346,7 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
             "closed": self._closed,
             "uptime_s": time.monotonic() - self._t0,
             "queue_depth": sum(self._registry.queue_depth(e) for e in entries),
+            "in_flight": sum(self._registry.in_flight(e) for e in entries),
             "throughput_rps": sum(e.metrics.recent_rps() for e in entries),
             "total_requests": sum(t["total_requests"] for t in totals),
             "error_count": sum(t["error_count"] for t in totals),

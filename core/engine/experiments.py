@@ -157,6 +157,11 @@ class ExperimentRoom:
         models directly too, as the Monitor counts them); it read 0 (an adversary)."""
         return sum(self.registry.queue_depth(e) for e in self._arm_entries(exp, None))
 
+    def arms_in_flight(self, exp: Any) -> int:
+        """Requests ``exp``'s arms' models accepted and have not settled (as ``arms_depth``,
+        those sent to the models directly too)."""
+        return sum(self.registry.in_flight(e) for e in self._arm_entries(exp, None))
+
     def _arm_entries(self, exp: Any, arm: str | None) -> list[Any]:
         """The loaded models of ``exp``'s arms (``arm`` None) or of one arm."""
         models = (exp.a, exp.b) if arm is None else (exp.a if arm == "a" else exp.b,)

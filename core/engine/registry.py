@@ -118,6 +118,15 @@ class ModelRegistry:
             depth += sum(b.queue_depth() for b in list(self._retiring) if b.name == name)
         return depth
 
+    def in_flight(self, entry: ModelEntry) -> int:
+        """Requests ``entry``'s model accepted and has not settled: waiting or in a batch
+        being run (in a version a hot swap replaced too)."""
+        n = entry.served.pending()
+        if self._retiring:
+            name = entry.served.name
+            n += sum(b.pending() for b in list(self._retiring) if b.name == name)
+        return n
+
     # -- changing ----------------------------------------------------------------------
     def build(self, data: bytes, name: str, session: SessionConfig | None, source: str,
               description: str) -> LoadedModel:

@@ -18,7 +18,8 @@ These are exported untyped (their values only ever grow, like counters): the cli
 library appends ``_total`` to a counter's name, and Triton's names have no suffix. Then
 Batchlab's own: ``batchlab_batch_size`` (histogram of rows per batch),
 ``batchlab_batch_release_total{reason}`` (why batches left: full, deadline, ...),
-``batchlab_queue_depth`` (requests waiting now), ``batchlab_up``.
+``batchlab_queue_depth`` (requests waiting now), ``batchlab_requests_in_flight`` (accepted
+and not answered now: waiting or running), ``batchlab_up``.
 
 Example:
     >>> print(render(engine).decode()[:60])
@@ -89,6 +90,9 @@ class EngineCollector(Collector):
                                       labels=["model", "reason"])
         depth = GaugeMetricFamily("batchlab_queue_depth", "Requests waiting for a batch",
                                   labels=["model"])
+        flight = GaugeMetricFamily("batchlab_requests_in_flight", "Requests accepted and "
+                                   "not answered: waiting or in a batch running",
+                                   labels=["model"])
         for name in engine.model_names():
             try:
                 c = engine.counters(name)
@@ -109,10 +113,11 @@ class EngineCollector(Collector):
             for reason, n in sorted(c["release_reasons"].items()):
                 reasons.add_metric([name, reason], n)
             depth.add_metric([name], c["queue_depth"])
+            flight.add_metric([name], c.get("in_flight", 0))
         up = GaugeMetricFamily("batchlab_up", "1 while the engine accepts requests")
         up.add_metric([], 0.0 if engine.closed else 1.0)
         yield from counters
-        yield from (sizes, reasons, depth, up)
+        yield from (sizes, reasons, depth, flight, up)
 
 
 def render(engine: Any, *extra: Collector) -> bytes:
