@@ -524,3 +524,25 @@ def test_odd_timeouts_and_priorities_are_said_as_given(engine):
         engine.submit("mlp", x, timeout_ms=1e-300)
     assert engine.predict("mlp", x, timeout_ms=0.001 * 1e6).rows == 1
 
+
+
+def test_an_arguments_mistake_is_counted_the_same_whichever_method_is_called(engine):
+    """submit(timeout_ms=-5) was counted as the model's failed request and
+    predict(timeout_ms=-5) was not, nor submit(priority=7) (an adversary): a mistake in the
+    call's arguments is refused before the request exists, by every method; a wrong input
+    is the request's own, counted by all."""
+    from core import ConfigError, InputValidationError
+    x = engine.sample_input("tiny")
+    for call in (lambda: engine.submit("tiny", x, timeout_ms=-5),
+                 lambda: engine.predict("tiny", x, timeout_ms=-5),
+                 lambda: engine.submit("tiny", x, timeout_ms=float("nan"))):
+        with pytest.raises(ConfigError, match="timeout_ms must be"):
+            call()
+    with pytest.raises(InputValidationError):
+        engine.submit("tiny", x, priority=7)
+    assert engine.counters("tiny")["total_requests"] == 0
+    for call in (lambda: engine.submit("tiny", np.zeros((1, 3), np.float32)),
+                 lambda: engine.predict("tiny", np.zeros((1, 3), np.float32))):
+        with pytest.raises(InputValidationError):
+            call()
+    assert engine.counters("tiny")["error_count"] == 2

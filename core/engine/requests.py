@@ -43,6 +43,8 @@ class Router:
                key: Any = None, priority: int | None = None, check: Any = None) -> Future:
         if priority is not None:
             check_priority(priority)
+        if timeout_ms is not None:   # (as predict does: an argument's mistake is counted
+            check_timeout_ms(timeout_ms)   # by no model, whichever method is called)
         if check is not None and not callable(check):   # (it failed later, as an error)
             raise ConfigError(f"check must be a function of the prediction (raising to "
                               f"refuse the answer), got {type(check).__name__}")
