@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
-from core.lab import JOB_WORDS, arrivals_from_csv, arrivals_to_csv
+from core.lab import JOB_WORDS, arrivals_to_csv, read_arrivals_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.policies import policy_label, uses_slo
 from core.ui.policies import aimd_caption, class_table, replay_verdict
@@ -414,30 +414,35 @@ with st.container(border=True):
                       rows_per_request=[int(r) for r in recorded["rows"]],
                       slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet,
                       recorded_lag_ms=lag_ms, recorded_burst=burst)
+    def saved() -> str:   # (each with its rows: a file replayed 4-row requests as 1-row)
+        recorded = engine.timeline(model, last_s=2.0).dropna(subset=["arrived_s"])
+        return arrivals_to_csv(recorded["arrived_s"], recorded["rows"])
     r2.download_button(
-        "Save the last 2 s of arrivals (CSV)",
-        lambda: arrivals_to_csv(engine.timeline(model, last_s=2.0)["arrived_s"].dropna()),
+        "Save the last 2 s of arrivals (CSV)", saved,
         file_name=f"batchlab-{model}-arrivals.csv", mime="text/csv", key="bs_save_arrivals",
         on_click="ignore", icon=":material/download:",
-        help="A file to replay later (or on another model or machine): one column "
-             "arrived_s, seconds from the first arrival.")
+        help="A file to replay later (or on another model or machine): columns "
+             "arrived_s, seconds from the first arrival, and rows, each request's rows.")
     with st.expander("Replay arrivals from a file"):
-        up = st.file_uploader("A CSV with a column arrived_s (seconds; one row per arrival)",
+        up = st.file_uploader("A CSV with a column arrived_s (seconds; one row per arrival) "
+                              "and, optionally, rows (each request's rows; else 1)",
                               type=["csv"], key="bs_arrivals_file")
         if up is not None:
             try:
-                arrivals = arrivals_from_csv(up.getvalue())
+                arrivals, file_rows = read_arrivals_csv(up.getvalue())
             except ValueError as err:
                 st.error(f"Cannot replay {up.name}: {err}")
             else:
                 rate = (f" ({len(arrivals) / arrivals[-1]:,.0f} req/s on average)"
                         if len(arrivals) > 1 and arrivals[-1] > 0 else "")
-                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s{rate}; "
-                           "each policy replays all of them.")
+                each = (f", {sum(file_rows) / len(file_rows):.2f} rows each on average"
+                        if file_rows else ", one row each (the file has no rows column)")
+                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s{rate}"
+                           f"{each}; each policy replays all of them.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
                     start_job(engine, "replay", model, "Could not replay",
-                              arrivals_s=arrivals,
+                              arrivals_s=arrivals, rows_per_request=file_rows,
                               slo_ms=float(st.session_state["bs_replay_slo"]), **agents,
                               **quiet)
     cur_cfg = engine.batch_config(model)

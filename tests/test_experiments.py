@@ -1028,6 +1028,35 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
         arrivals_from_csv(many)
 
 
+def test_a_saved_file_replays_each_arrival_with_its_rows(engine):
+    """The Batching page's file kept the arrivals only: 4-row requests replayed from it as
+    1-row ones, a mean batch of 1.0 against the live replay's 4.2 and another winner (a
+    newcomer). The file keeps each arrival's rows, sorted with it, and a replay of the file
+    is the replay of the recording."""
+    from core.lab import arrivals_to_csv, read_arrivals_csv, replay
+    text = arrivals_to_csv([10.5, 10.0, 10.25], rows=[3, 1, 2])
+    assert text.splitlines()[:2] == ["arrived_s,rows", "0.000000,1"]
+    assert read_arrivals_csv(text) == (pytest.approx([0.0, 0.25, 0.5]), [1, 2, 3])
+    assert read_arrivals_csv(b"arrived_s\n0\n1\n") == ([0.0, 1.0], None)
+    for bad in (b"arrived_s,rows\n0,1\n1,0\n", b"arrived_s,rows\n0,1.5\n",
+                b"arrived_s,rows\n0,\n"):
+        with pytest.raises(ValueError, match="rows column must hold"):
+            read_arrivals_csv(bad)
+    # what the page does: record 4-row requests, save them, read them back, replay both
+    engine.configure("tiny", max_batch_size=16, max_wait_ms=2.0)
+    for _ in range(12):
+        engine.predict("tiny", np.ones((4, 4), np.float32))
+    recorded = engine.timeline("tiny", last_s=None)
+    arrivals, rows = read_arrivals_csv(arrivals_to_csv(recorded["arrived_s"], recorded["rows"]))
+    assert rows == [4] * 12
+    live = replay(engine, "tiny", recorded["arrived_s"].tolist(), policies=["deadline"],
+                  rows_per_request=recorded["rows"].tolist())
+    filed = replay(engine, "tiny", arrivals, policies=["deadline"], rows_per_request=rows)
+    rows_run = [int(t["rows"].sum()) for t in (live["timelines"]["deadline"],
+                                               filed["timelines"]["deadline"])]
+    assert rows_run == [48, 48]   # (the file's replay without its rows ran 12)
+
+
 def test_exports_say_what_the_settings_were_measured_under():
     from core.lab import provenance, tf_serving_batching, triton_config
     frame = pd.DataFrame([{"max_batch_size": 16, "max_wait_ms": 2.0, "policy": "adaptive",

@@ -23,7 +23,8 @@ from .job_kinds import JOB_KINDS, JOB_WORDS
 from .jobs import Job, JobManager, JobStatus
 from .lab import Lab
 from .loadgen import LOAD_COLUMNS, LoadResult, check_clients, closed_loop, open_loop
-from .replay import REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, replay
+from .replay import (REPLAY_POLICIES, arrivals_from_csv, arrivals_to_csv, read_arrivals_csv,
+                     replay)
 from .search import Constraints, SearchResult, quick_search, setting_scores
 from .schedule import ARRIVAL_PATTERNS, arrival_stream, arrival_times, paced
 from .sweeps import SWEEP_COLUMNS, check_rates, p99_interval, sweep
@@ -43,7 +44,7 @@ __all__ = [
     "JobManager", "JobStatus", "Lab", "LOAD_COLUMNS", "LoadResult", "closed_loop", "open_loop",
     "check_clients",
     "ray_serve_config",
-    "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
+    "REPLAY_POLICIES", "replay", "arrivals_from_csv", "arrivals_to_csv", "read_arrivals_csv", "ARRIVAL_PATTERNS", "arrival_stream", "arrival_times", "paced",
     "SWEEP_COLUMNS", "check_rates", "p99_interval", "sweep", "CLIENT_BOUND_CPU_PCT", "CLIENT_BOUND_LAG_MS",
     "TrafficGenerator", "TrafficManager", "TrafficStatus", "experiments_with_arm", "generated_refused",
     "Constraints", "SearchResult",

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("batchlab.replay")
 
 __all__ = ["REPLAY_POLICIES", "DEFAULT_SLO_MS", "replay_policies", "replay", "arrivals_from_csv", "arrivals_to_csv",
+           "read_arrivals_csv",
            "MAX_REPLAY_ARRIVALS", "check_replay"]
 
 #: The most arrivals a replay takes (a file of more is refused, saying so).
@@ -54,12 +55,19 @@ def replay_policies() -> tuple[str, ...]:
     return tuple(registered())
 
 
-def arrivals_to_csv(arrivals_s: Sequence[float]) -> str:
-    """Arrivals as a file to keep and replay later: one column ``arrived_s``, seconds from
-    the first arrival."""
-    arr = np.sort(np.asarray(arrivals_s, dtype=np.float64))
+def arrivals_to_csv(arrivals_s: Sequence[float], rows: Sequence[int] | None = None) -> str:
+    """Arrivals as a file to keep and replay later: a column ``arrived_s``, seconds from
+    the first arrival, and with ``rows`` (each arrival's rows, as recorded) a column
+    ``rows`` (a file without it replayed 4-row requests as 1-row ones: another answer to
+    the same question; a newcomer)."""
+    arr = np.asarray(arrivals_s, dtype=np.float64)
+    order = np.argsort(arr, kind="stable")
+    arr = arr[order]
     offsets = arr - arr[0] if len(arr) else arr
-    return pd.DataFrame({"arrived_s": offsets}).to_csv(index=False, float_format="%.6f")
+    frame = pd.DataFrame({"arrived_s": offsets})
+    if rows is not None:
+        frame["rows"] = np.asarray(rows, dtype=np.int64)[order]
+    return frame.to_csv(index=False, float_format="%.6f")
 
 
 def _numeric(text: str) -> bool:
@@ -89,6 +97,13 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
     saying what is wrong, a file without such a column, with non-numeric, negative-span or
     non-finite values, more than :data:`MAX_REPLAY_ARRIVALS` arrivals, or a span longer than
     :data:`MAX_REPLAY_SPAN_S`."""
+    return read_arrivals_csv(text)[0]
+
+
+def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]:
+    """:func:`arrivals_from_csv`, and each arrival's rows from a ``rows`` column when the
+    file has one (what :func:`arrivals_to_csv` writes with rows, or a timeline export),
+    else None: pass them to ``replay(rows_per_request=...)``."""
     import io
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
     try:
@@ -116,9 +131,19 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
                           "seconds, e.g. 0.0, 0.0031, 0.0047")
     if len(values) == 0:
         raise ConfigError("the arrivals file has no rows: nothing to replay")
-    arr = np.sort(values.to_numpy(dtype=np.float64))
+    arr = values.to_numpy(dtype=np.float64)
+    order = np.argsort(arr, kind="stable")
+    arr = arr[order]
     check_arrivals(arr)
-    return (arr - arr[0]).tolist()
+    rows = None
+    if "arrived_s" in frame and "rows" in frame:
+        got = pd.to_numeric(frame.loc[col.index, "rows"], errors="coerce").to_numpy()
+        if not (np.isfinite(got).all() and (got >= 1).all() and (got == np.floor(got)).all()):
+            raise ConfigError("the arrivals file's rows column must hold each arrival's rows, "
+                              "whole numbers >= 1 (first rows: "
+                              f"{', '.join(map(str, frame['rows'].head(3).tolist()))})")
+        rows = got.astype(np.int64)[order].tolist()
+    return (arr - arr[0]).tolist(), rows
 
 
 def check_replay(arrivals_s: Sequence[float], policies: Sequence[str] | None,
