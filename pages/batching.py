@@ -257,20 +257,26 @@ with controls:
         traffic_status()
 
 
+def tiles_window() -> tuple[float, str]:
+    """The seconds the tiles and the batch-size histogram cover, and their words: the last
+    ``WINDOW_S``, or since the settings last changed when that was within it (ten seconds
+    after a change to 256 / 50 ms, 30 s of tiles were mostly the old settings'; and the
+    histogram kept the old batches beside tiles that had moved on; newcomers)."""
+    since = settings_age_s(engine, model, WINDOW_S)
+    if since is None:
+        return float(WINDOW_S), f"the last {WINDOW_S} seconds"
+    return max(1.0, since), f"since the settings changed, {since:.0f} s ago"
+
+
 @live_fragment(interval)
 def live_tiles() -> None:
     """The numbers, every ``interval`` (cheap to draw)."""
     if paused_for_measurement(engine, interval):
         return
-    # Since the settings last changed, when that was within the window: ten seconds after
-    # a change to 256 / 50 ms, 30 s of tiles were mostly the old settings' (a newcomer).
-    window_s, since = WINDOW_S, settings_age_s(engine, model, WINDOW_S)
-    if since is not None:
-        window_s = max(1.0, since)
+    window_s, over = tiles_window()
     snap = engine.metrics(model, window_s=window_s)  # follows the settings: recent seconds
     served = snap.success_count > 0
-    st.caption(f"LAST {WINDOW_S} SECONDS" if since is None else
-               f"SINCE THE SETTINGS CHANGED, {since:.0f} S AGO")
+    st.caption(over.upper().removeprefix("THE "))
     # Tiles in a row that wraps, each as wide as its figure (four columns read
     # "Throu... 35..." at 1024 px; a newcomer)
     m = [st.container(horizontal=True)] * 4
@@ -278,13 +284,13 @@ def live_tiles() -> None:
     m[0].metric("Throughput now", fmt_rate(snap.throughput_rps),
                 help="Requests served per second, mean of the last 5 full seconds.", width=tile)
     m[1].metric("p50", fmt_ms(snap.p50_ms) if served else "-",
-                help=f"Over the last {WINDOW_S} seconds.", width=tile)
+                help=f"Over {over}.", width=tile)
     m[2].metric("p99", fmt_ms(snap.p99_ms) if served else "-",
-                help=f"Over the last {WINDOW_S} seconds.", width=tile)
+                help=f"Over {over}.", width=tile)
     if remote is None:
         m[3].metric("Mean batch", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
-                    help=f"Rows per batch over the last {WINDOW_S} seconds, so it follows the "
-                         "settings; the Monitor page has the totals since the last reset.", width=tile)
+                    help=f"Rows per batch over {over}, so it follows the settings; the "
+                         "Monitor page has the totals since the last reset.", width=tile)
     else:
         m[3].metric("Rows/request", f"{snap.avg_batch_rows:.1f}" if snap.batches else "-",
                     help="A remote model's requests are sent one by one as they come; the "
@@ -323,11 +329,12 @@ def live_charts() -> None:
     """The charts, every ``chart_interval``: a redraw costs the browser far more."""
     if measuring_job(engine) is not None:
         return
-    snap = engine.metrics(model, window_s=WINDOW_S)
+    window_s, over = tiles_window()   # (the histogram's: the tiles'; the series is whole)
+    snap = engine.metrics(model, window_s=window_s)
     cur = engine.batch_config(model)
     ts = snap.timeseries
     st.plotly_chart(charts.latency_figure(   # (not "the Batching page's": this is it)
-        ts, empty_note="no requests in this window: start traffic in the Traffic box above"),
+        ts, empty_note="no requests in this window: start traffic in the Traffic box"),
         key="bs_latency_chart")
     c1, c2 = st.columns(2)
     with c1:
@@ -336,7 +343,7 @@ def live_charts() -> None:
         if remote is None:
             st.plotly_chart(charts.batch_size_figure(
                 snap.batch_sizes, cur.max_batch_size if info.batchable else None,
-                title=f"Batch sizes, last {WINDOW_S} s"), key="bs_batch_chart")
+                title=f"Batch sizes, {over}"), key="bs_batch_chart")
         else:
             st.plotly_chart(charts.queue_compute_figure(
                 ts, title="Before sending vs round trip",
@@ -350,7 +357,8 @@ def live_charts() -> None:
                    f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. A grey bar longer "
                    "than max wait is a batch that left on time and waited for the model to "
                    "finish the one before (each instance runs one batch at a time). Tiles and the "
-                   f"histogram cover the last {WINDOW_S} s; charts show the last minute. "
+                   f"histogram cover {over if over.startswith('the') else 'the time ' + over}; "
+                   "charts show the last minute. "
                    f"Queued now: {fmt_num(snap.queue_depth)}.")
     else:
         st.plotly_chart(charts.timeline_figure(

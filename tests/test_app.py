@@ -399,7 +399,7 @@ def test_batching_widgets_change_engine_config(engine):
     assert engine.batch_config("mlp").max_batch_size == 32  # other models untouched
     # the empty chart points at the Traffic box on this page (it said "the Batching page's")
     notes = [a["text"] for a in figure(at, "Latency").get("layout", {}).get("annotations", [])]
-    assert "no requests in this window:<br>start traffic in the Traffic box above" in notes, \
+    assert "no requests in this window:<br>start traffic in the Traffic box" in notes, \
         notes
 
 
@@ -1236,8 +1236,14 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     # the tiles count from the settings' change within the window (ten seconds after one,
     # 30 s of them were mostly the old settings'; a newcomer); an unchanged model, 30 s
     assert any(c.value.startswith("SINCE THE SETTINGS CHANGED, ") for c in at.caption)
+    # and the batch sizes' histogram with them (it kept 30 s of the old settings' batches
+    # beside tiles that had moved on, under a caption that said they covered the same)
+    assert figure(at, "Batch sizes, since the settings changed")
+    assert any("Tiles and the histogram cover the time since the settings changed" in c.value
+               for c in at.caption)
     at.selectbox(key="batching_model").set_value("tiny").run()
     assert any(c.value == "LAST 30 SECONDS" for c in at.caption)
+    assert figure(at, "Batch sizes, the last 30 seconds")
     fig = charts.batch_size_figure({1: 4, 3: 1}, max_batch_size=256)
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
     assert any("off to the right" in a.text for a in fig.layout.annotations)
