@@ -282,6 +282,19 @@ def test_replay_verdict_names_the_policy_with_the_most_goodput():
                                             "(0.47 ms, against 4.8 ms): the typical request "
                                             "is answered sooner.")
     assert "p50" not in replay_verdict(near.assign(p50_ms=[4.9, 4.8, 3.0]))   # not half
+    # three at 301 of 301 beside one at 300: a tie of three, not one winner (the 0.1 %
+    # threshold was under one request; a newcomer)
+    four = pd.DataFrame({"policy": ["deadline", "fixed_window", "adaptive", "aimd"],
+                         "slo_ms": [50.0] * 4, "requests": [301] * 4,
+                         "within_slo": [300 / 301, 1.0, 1.0, 1.0],
+                         "goodput_rps": [150.0, 151.0, 151.0, 151.0],
+                         "p99_ms": [9.0, 8.0, 7.5, 7.0]})
+    line = replay_verdict(four)
+    assert line.startswith("**aimd**, **adaptive** and **fixed_window** answered the most "
+                           "within 50 ms, tied: 100% of requests (lowest p99 of them: aimd, "
+                           "7.0 ms); deadline the fewest (99.7%"), line
+    assert replay_verdict(four.assign(within_slo=[1.0, 1.0, 1.0, 1.0])).startswith(
+        "Every policy answered")
 
 
 def test_an_objective_below_a_one_row_run_is_said_to_be_unreachable():
