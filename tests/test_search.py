@@ -232,6 +232,12 @@ def test_the_html_report_of_a_sweep_is_self_contained_and_says_what_it_found():
                         memory=pd.DataFrame({"batch_size": [4], "peak_mib": [10.0]}))
     assert "2 unstable, 1 measured under disturbance" in html and "<td>other traffic</td>" in html
     assert "Memory vs p99" not in html and "No memory profile for this model's batch" in html
+    # and the setting found among them is a caution, as on the page (a green box beside
+    # the page's yellow one; a newcomer); without disturbance, green
+    assert '<div class="summary none">' in html and "1 of 4 points were measured under " \
+        "disturbance the engine could see: measure again" in html
+    assert '<div class="summary">' in sweep_report(run) and "measure again" not in \
+        sweep_report(run).split('<div class="summary')[1].split("</div>")[0]
     with pytest.raises(ValueError, match="no points"):
         sweep_report({**run, "results": pd.DataFrame(rows).iloc[:0]})
 

@@ -270,6 +270,11 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
     unstable = int(frame["stable"].eq(False).sum()) if "stable" in frame else 0
     disturbed = disturbed_points(frame)
     created = _dt.datetime.fromtimestamp(float(run.get("created", 0))).strftime("%Y-%m-%d %H:%M")
+    # (as the page: a setting found among points measured under disturbance is a caution,
+    # not a success; the report's green box beside the page's yellow one; a newcomer)
+    caution = (f" <b>{disturbed} of {len(frame)} points were measured under disturbance the "
+               "engine could see: measure again before relying on them.</b>" if found and
+               disturbed else "")
     mem_note = ("" if mem is not None and len(mem.data[0].x or ()) else
                 "<p class='muted'>No memory profile for this model's batch sizes here: "
                 "measure it (Models page, or <code>engine.measure_memory</code>) to have "
@@ -283,7 +288,7 @@ def sweep_report(run: dict[str, Any], slo_ms: float | None = None,
 {_esc(created)}{'' if cfg.get('complete', True) else ' (cancelled: the points finished are shown)'};
 {len(frame)} points, {unstable} unstable, {disturbed} measured under disturbance (see the
 disturbed column).</p>
-<div class="summary{'' if found else ' none'}">{_esc(summary)}</div>
+<div class="summary{'' if found and not disturbed else ' none'}">{_esc(summary)}{caution}</div>
 <h2>Pinned for every point</h2>{_dl(pinned)}
 <h2>Constraints</h2>{_dl({**constraints, **search})}
 <h2>Curves</h2><div class="grid2">{parts[0]}{parts[1]}</div>
