@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
+from core.config import MAX_INSTANCES
 from core.lab import JOB_WORDS, arrivals_to_csv, read_arrivals_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.policies import policy_label, uses_slo
@@ -62,8 +63,12 @@ def _apply(field: str, key: str) -> None:
     try:
         engine.configure(model, **changes)
         st.session_state.pop("bs_error", None)
-    except BatchlabError as err:
-        st.session_state["bs_error"] = str(err)
+    except BatchlabError as err:   # (said once, with what was kept: the box shows it again,
+        kept = getattr(now, field, None)   # and the error stayed under the fixed value)
+        st.session_state["bs_error"] = str(err) + ("" if kept is None else
+                                                   f"; {field} stays {kept:g}" if
+                                                   isinstance(kept, (int, float)) else
+                                                   f"; {field} stays {kept}")
 
 
 #: The traffic box's "Class" choices: one generator (with a high share, or none), or a
@@ -202,7 +207,8 @@ with controls:
                                  "shed with SLOShedError instead of making everyone behind "
                                  "them late. AIMD: the objective a batch's run must meet "
                                  "for its cap to grow (empty: 10 ms); it sheds nothing.")
-            st.number_input("Instances (batches running at once)", None, None, step=1,
+            st.number_input(f"Instances (batches running at once, 1 to {MAX_INSTANCES})",
+                            None, None, step=1,
                             key="bs_instances", on_change=_apply,
                             args=("instances", "bs_instances"),
                             disabled=remote is not None or held is not None,
@@ -212,8 +218,8 @@ with controls:
                                  "batches' worth of clients gets slower (both batches run and "
                                  "settle in step). Measure it here.")
         policy_live()
-        if "bs_error" in st.session_state:
-            st.error(st.session_state["bs_error"])
+        if said := st.session_state.pop("bs_error", None):
+            st.error(said)
 
     with st.container(border=True):
         st.subheader("Traffic", anchor=False)

@@ -2177,3 +2177,20 @@ def test_a_reload_shows_the_running_traffics_rows_beside_its_rate(engine):
         assert at.number_input(key="traffic_rows").value == 4
     finally:
         engine.stop_traffic()
+
+
+def test_a_refused_setting_is_said_once_with_what_it_stays(engine):
+    """Instances 1000: the box went back to 1 and "instances must be ... got 1000" stayed
+    under it through later actions, until a change was taken (a newcomer). Said once, with
+    the value kept; the box's label gives the range."""
+    at = app("pages/batching.py")
+    box = at.number_input(key="bs_instances")
+    assert box.label.endswith("1 to 8)")
+    box.set_value(1000).run()
+    errors = [e.value for e in at.error]
+    assert any("instances" in e and "1000" in e and e.endswith("instances stays 1")
+               for e in errors), errors
+    assert at.number_input(key="bs_instances").value == 1
+    at.run()   # the next action: the refusal is not said again
+    assert not any("1000" in e.value for e in at.error)
+    assert engine.batch_config("mlp").instances == 1
