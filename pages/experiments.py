@@ -475,8 +475,6 @@ with st.container(border=True):
                            "waits past timeout_ms. Lower the rate, or raise the max batch "
                            "size if the runs, not the engine's work per request, set the "
                            "capacity.", icon=":material/warning:")
-            top = max(float(rate) * 2, 100.0)
-            curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
             measured = None
             if result and result[0] == model:
                 try:
@@ -487,6 +485,11 @@ with st.container(border=True):
                         measured = measured[measured["policy"].fillna("deadline") == "deadline"]
                 except KeyError:
                     measured = None
+            # (out to the measured points too: a curve to 200 req/s beside points at 400
+            # left them alone past its end; a newcomer)
+            top = max(float(rate) * 2, 100.0, 1.1 * float(measured["load"].max())
+                      if measured is not None and not measured.empty else 0.0)
+            curve = what_if_curve(cost, bs, wait, [top * k / 10 for k in range(1, 11)])
             st.plotly_chart(charts.what_if_figure(curve, measured, capacity_rps=capacity),
                             key="exp_whatif_chart")
             if measured is not None and not measured.empty:

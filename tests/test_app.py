@@ -917,6 +917,15 @@ def test_experiments_page_sweep_recommend_whatif_history(engine, tmp_path, monke
     assert any("No prediction at 0 req/s: give a rate of 1 to 1,000,000" in e.value
                for e in at.error), [e.value for e in at.error]
     assert not [m for m in at.metric if m.label == "Predicted p50"]
+    # the predicted curve reaches the measured points (it stopped at twice the rate box's
+    # value, the points at 400 req/s alone past its end; a newcomer)
+    at.select_slider(key="whatif_bs").set_value(4).run()
+    at.slider(key="whatif_wait").set_value(0.0).run()
+    at.number_input(key="whatif_rate").set_value(10.0).run()
+    spec = figure(at, "What-if")
+    xs = {t["name"]: values(t["x"]) for t in spec["data"]}
+    assert xs.get("measured p50"), list(xs)
+    assert max(xs["predicted p50"]) >= max(xs["measured p50"]) == 200
     at.number_input(key="whatif_rate").set_value(2000.0).run()
     measured_at = cost.capacity_batch
     assert measured_at == engine.batch_config("tiny").max_batch_size
