@@ -465,6 +465,12 @@ def measuring_job(engine: Engine | RemoteEngine) -> Any:
     return None
 
 
+#: The page that shows each kind of job's progress (a replay's was said to be on the
+#: Experiments page, which shows no replays; a newcomer).
+_JOB_PAGE = {"sweep": "Experiments", "search": "Experiments", "profile_cost": "Experiments",
+             "replay": "Batching", "warmup": "Warm-up", "measure_memory": "Models"}
+
+
 def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None) -> bool:
     """(At the top of a live fragment.) While a lab job measures, live charts are not
     drawn: drawing them takes CPU from the engine being measured (a chart redraw costs the
@@ -476,7 +482,7 @@ def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None
     st.info(f"Live charts are paused while the {JOB_WORDS.get(job.kind, job.kind)} of "
             f"{job.target} measures ({job.progress:.0%}, {job.duration_s:.0f} s), so that "
             "drawing them does not disturb what it measures. They come back when it ends; "
-            "its progress is on the Experiments page (or the page that started it).",
+            f"its progress is on the {_JOB_PAGE.get(job.kind, 'Experiments')} page.",
             icon=":material/pause_circle:")
     stop_when_idle(engine, interval)
     return True

@@ -473,7 +473,7 @@ with st.container(border=True):
             st.warning(late, icon=":material/schedule:")
         if stopped := replay_job.result.get("traffic_stopped"):
             st.caption(f"This replay stopped the traffic running when it started "
-                       f"({', '.join(stopped)}): start it again in the Traffic box above "
+                       f"({', '.join(stopped)}): start it again in the Traffic box "
                        "(or on the A/B test page) when you want it back.")
         st.dataframe(summary, hide_index=True, key="bs_replay_table", column_config={
             c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")}

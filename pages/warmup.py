@@ -108,7 +108,7 @@ else:
     if spiky := report.spiky_sizes:
         st.warning(f"At batch size{'s' if len(spiky) > 1 else ''} "
                    f"{', '.join(map(str, spiky))} some warm runs took over five times the "
-                   "warm median (see warm_p95_ms): they were interrupted (another program, "
+                   "warm median (see warm p95): they were interrupted (another program, "
                    "the garbage collector, the machine). Real requests meet such spells too; "
                    "warm up again to see whether they repeat.", icon=":material/bolt:")
     st.caption(f"Took {fmt_ms(report.duration_s * 1000.0)}. The first run at a batch size "

@@ -1513,12 +1513,17 @@ def test_live_charts_pause_while_a_lab_job_measures(engine):
             at = app(page)
             paused = [i.value for i in at.info if "Live charts are paused" in i.value]
             assert paused and "sweep of tiny" in paused[0], page
+            assert paused[0].endswith("its progress is on the Experiments page."), paused
             assert not [c for c in at.get("plotly_chart")], page   # nothing drawn
     finally:
         engine.cancel_job(job.job_id)
         assert engine.wait_job(job.job_id, timeout_s=60).finished
     at = app("pages/monitor.py")
     assert not [i for i in at.info if "Live charts are paused" in i.value]
+    # a replay's progress is on the Batching page (it was said to be on the Experiments
+    # page, which shows no replays; a newcomer)
+    from pages._common import _JOB_PAGE
+    assert _JOB_PAGE["replay"] == "Batching" and _JOB_PAGE["warmup"] == "Warm-up"
 
 
 
