@@ -58,13 +58,15 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
             # labelled above the plot beside its line, on the side with room (left of it,
             # the label was cut at the axis when the line was near it: "ax_batch_size=4")
             fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b")
-            fig.add_annotation(text=f"max_batch_size={max_batch_size}", x=max_batch_size, y=1,
+            # (short: "max_batch_size=" lost its number past a narrow plot's edge at
+            # 1024 px; a newcomer)
+            fig.add_annotation(text=f"max {max_batch_size}", x=max_batch_size, y=1,
                                yref="paper", yanchor="bottom", showarrow=False,
                                xanchor="right" if max_batch_size > (right + 1) / 2
                                else "left",
                                font=dict(color="#64748b", size=11))
         else:
-            fig.add_annotation(text=f"max_batch_size={max_batch_size} (off to the right)",
+            fig.add_annotation(text=f"max {max_batch_size} (off to the right)",
                                showarrow=False, xref="paper", yref="paper", x=1, y=1.02,
                                xanchor="right", font=dict(color="#64748b", size=11))
     # whole-number ticks only ("1 1 2" came from ticks at 1, 1.5, 2 printed as integers),
