@@ -398,9 +398,11 @@ with st.container(border=True):
                "requests answered within the SLO below. The timelines below are those runs.")
     replay_job = job_progress(engine, "replay", model, key="bs_replay_job")
     replay_busy = replay_job is not None and not replay_job.finished
-    st.number_input("SLO for goodput (ms)", 0.1, 600_000.0, key="bs_replay_slo",
-                    help="A request counts towards a policy's goodput if it was answered "
-                         "within this long of its (recorded) arrival.")
+    # (said in words past its bounds: 0 was outlined red and not taken, unsaid; a newcomer)
+    number_box(st, "SLO for goodput (ms)", "bs_replay_slo", 0.1, 600_000.0,
+               help="A request counts towards a policy's goodput if it was answered "
+                    "within this long of its (recorded) arrival.")
+    slo_refused = box_refusal("bs_replay_slo", "The SLO for goodput")
     agents = agents_controls("bs_replay", what="Replay")
     running_note = replay_traffic_warning(engine)
     if running_note:
@@ -421,7 +423,9 @@ with st.container(border=True):
                  disabled=replay_busy):
         recorded = engine.timeline(model, last_s=2.0).dropna(subset=["arrived_s"])
         arrivals = recorded["arrived_s"].tolist()
-        if not arrivals:
+        if slo_refused:
+            st.error(f"Not replayed: {slo_refused}.")
+        elif not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:   # (each with its rows: 4-row requests were replayed as 1-row; a newcomer)
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
@@ -455,10 +459,13 @@ with st.container(border=True):
                            f"{each}; each policy replays all of them.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
                              disabled=replay_busy):
-                    start_job(engine, "replay", model, "Could not replay",
-                              arrivals_s=arrivals, rows_per_request=file_rows,
-                              slo_ms=float(st.session_state["bs_replay_slo"]), **agents,
-                              **quiet)
+                    if slo_refused:
+                        st.error(f"Not replayed: {slo_refused}.")
+                    else:
+                        start_job(engine, "replay", model, "Could not replay",
+                                  arrivals_s=arrivals, rows_per_request=file_rows,
+                                  slo_ms=float(st.session_state["bs_replay_slo"]),
+                                  **agents, **quiet)
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]

@@ -2208,3 +2208,18 @@ def test_a_refused_setting_is_said_once_with_what_it_stays(engine):
     at.run()   # the next action: the refusal is not said again
     assert not any("1000" in e.value for e in at.error)
     assert engine.batch_config("mlp").instances == 1
+
+
+def test_the_replays_slo_box_says_a_value_it_cannot_use(engine):
+    """0 in "SLO for goodput" was outlined red and not taken, unsaid (a newcomer): said
+    in words under the box, and the replay refuses it naming the box."""
+    engine.predict("tiny", engine.sample_input("tiny"))
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.number_input(key="bs_replay_slo").set_value(0.0).run()
+    assert any("0 cannot be used: give 0.1 to 600,000" in e.value for e in at.error), \
+        [e.value for e in at.error]
+    at.button(key="bs_replay").click().run()
+    assert any(e.value.startswith("Not replayed: The SLO for goodput is 0; give 0.1 to")
+               for e in at.error), [e.value for e in at.error]
+    assert not engine.jobs(kind="replay")
