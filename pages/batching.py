@@ -237,8 +237,14 @@ with controls:
                              key="traffic_pattern", required=True,
                              help="constant: evenly spaced. poisson: random gaps, as from "
                                   "many independent clients.")
-        number_box(st, "Rows per request", "traffic_rows", 1, 64, step=1,
-                   disabled=info.batch_mode == "exact")
+        # (bounded by the model's max batch size, said before Start: 16 rows at max 8 was
+        # refused request by request, 100 % errors, after Start; a newcomer)
+        most_rows = min(64, int(cfg.max_batch_size))
+        number_box(st, "Rows per request", "traffic_rows", 1, most_rows, step=1,
+                   disabled=info.batch_mode == "exact",
+                   words=lambda v: (f"{v:g} rows is over max_batch_size={cfg.max_batch_size},"
+                                    " the most rows a request may have"
+                                    if v > cfg.max_batch_size else f"{v:g} cannot be used"))
         number_box(st, "Run for (s, 0 = until stopped)", "traffic_duration", 0, 3600, step=1)
         number_box(st, "High-priority share (%; 0 = no priorities)", "traffic_high", 0, 100,
                    step=1,

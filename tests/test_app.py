@@ -2091,12 +2091,19 @@ def test_a_number_past_a_boxs_range_is_said_and_never_used_silently(engine):
     at = app("pages/batching.py")
     at.selectbox(key="batching_model").set_value("tiny").run()
     at.number_input(key="traffic_rows").set_value(0).run()
-    assert any(e.value == "0 cannot be used: give 1 to 64" for e in at.error), \
+    assert any(e.value == "0 cannot be used: give 1 to 32" for e in at.error), \
         [e.value for e in at.error]
     at.button(key="traffic_start").click().run()
     assert not engine.traffic_running()
-    assert any(e.value == "Could not start traffic: Rows per request is 0; give 1 to 64"
+    assert any(e.value == "Could not start traffic: Rows per request is 0; give 1 to 32"
                for e in at.error), [e.value for e in at.error]
+    # more rows than a batch takes: said before Start (it was refused request by request
+    # after it, 100 % errors; a newcomer)
+    at.number_input(key="traffic_rows").set_value(40).run()
+    assert any(e.value == "40 rows is over max_batch_size=32, the most rows a request may "
+               "have: give 1 to 32" for e in at.error), [e.value for e in at.error]
+    at.button(key="traffic_start").click().run()
+    assert not engine.traffic_running()
     at.number_input(key="traffic_rows").set_value(2).run()
     at.number_input(key="traffic_high").set_value(150).run()
     at.button(key="traffic_start").click().run()
