@@ -63,7 +63,7 @@ class TraceMethods:
         its cost: a page that charts it every second does not load the engine it watches."""
         entry, exp, last_s = self._traced(name, last_s)
         if entry is not None:
-            parts, arms = entry.trace.parts(last_s)
+            parts, arms = entry.trace.parts(last_s, arms=bool(by_arm))
             return breakdown_table(parts, arms if by_arm else None)
         got = [self._ns.entry(m).trace.parts(last_s, experiment=name, since=exp.reset_perf)
                for m in dict.fromkeys((exp.a, exp.b))]

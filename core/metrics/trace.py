@@ -147,13 +147,13 @@ class Trace:
         return entries
 
     def parts(self, last_s: float | None = 10.0, now: float | None = None,
-              experiment: str | None = None, since: float | None = None
-              ) -> tuple[dict[str, np.ndarray], list[Any]]:
+              experiment: str | None = None, since: float | None = None,
+              arms: bool = True) -> tuple[dict[str, np.ndarray], list[Any]]:
         """The requests that ran in the last ``last_s`` seconds (of ``experiment`` only, and
         settled from ``since`` on: None, since the model's reset): their ``wait_ms``,
         ``compute_ms`` and ``handoff_ms``, and their arms. What
         :func:`core.metrics.breakdown.breakdown_table` takes, without the timeline's frame
-        (a tenth of its cost)."""
+        (a third of its cost; ``arms=False``: no arms, an empty list)."""
         entries = [e for e in self._entries(last_s, now, since=since) if e[7] >= 0]
         if experiment is not None:   # (an experiment's rows: its arms' labels name it)
             kept = []
@@ -178,7 +178,7 @@ class Trace:
         return ({"wait_ms": (started - arrived) * 1000.0,
                  "compute_ms": (ran_until - started) * 1000.0,
                  "handoff_ms": (done - ran_until) * 1000.0},
-                list(itertools.chain.from_iterable(e[3] for e in entries)))
+                list(itertools.chain.from_iterable(e[3] for e in entries)) if arms else [])
 
     def frame(self, last_s: float | None = 2.0, now: float | None = None,
               limit: int | None = None, since: float | None = None) -> pd.DataFrame:
