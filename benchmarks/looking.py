@@ -9,6 +9,9 @@ for the whole run; the phases (``off``, ``timeline``, ``breakdown``) take turns,
 engine's own (``metrics(model, window_s=...)`` at its end, the phase's seconds only); each
 read's time and size are measured at the client (``RemoteEngine``, as the dashboard).
 
+Last, in-process: the CPU of one read of each (and of the chart's figure) over a trace
+of 25,000 requests.
+
 Run: ``python -m benchmarks.looking [--rate 2000] [--seconds 8] [--rounds 3]``.
 """
 
@@ -18,6 +21,9 @@ import argparse
 import statistics
 import time
 
+import numpy as np
+
+from core import Engine
 from core.serving import RemoteEngine, ServerProcess
 from core.ui import charts
 
@@ -81,6 +87,30 @@ def main() -> None:
               f"(rounds {each}), p95 "
               f"{statistics.median(r['p95_ms'] for r in mine):6.2f} ms, read "
               f"{statistics.median(r['read_ms'] for r in mine):6.1f} ms")
+    in_process()
+
+
+def in_process(requests: int = 25_000, reads: int = 10) -> None:
+    engine = Engine()
+    try:
+        engine.configure("tiny", max_batch_size=4, max_wait_ms=0.5)
+        for _ in range(requests // 1000):
+            futs = [engine.submit("tiny", np.ones((1, 4), np.float32)) for _ in range(1000)]
+            for f in futs:
+                f.result(30)
+        print(f"\nin-process, a trace of {requests:,} requests, CPU per read:")
+        for name, read in (
+                ("timeline", lambda: engine.timeline("tiny", last_s=None)),
+                ("breakdown", lambda: engine.breakdown("tiny", last_s=None)),
+                ("breakdown + chart", lambda: charts.breakdown_figure(
+                    engine.breakdown("tiny", last_s=None)))):
+            read()
+            t = time.thread_time()
+            for _ in range(reads):
+                read()
+            print(f"  {name:>18}: {(time.thread_time() - t) / reads * 1e3:6.1f} ms")
+    finally:
+        engine.close()
 
 
 if __name__ == "__main__":
