@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-import pandas as pd
 
 from core.ab import ABExperiment, ABReport, arm_differences
 from core.ab.bandit import DEFAULT_FLOOR, DEFAULT_SLO_MS
@@ -180,8 +179,10 @@ class ExperimentRoom:
         ts = snap.timeseries
         if not entries or ts.empty:
             return snap
-        depth = pd.concat([e.metrics.snapshot().timeseries[["time", "queue_depth"]]
-                           for e in entries]).groupby("time")["queue_depth"].sum()
+        depth: dict[Any, int] = {}
+        for e in entries:
+            for t, d in e.metrics.depth_series().items():
+                depth[t] = depth.get(t, 0) + d
         ts = ts.assign(queue_depth=ts["time"].map(depth).fillna(0).astype(
             ts["queue_depth"].dtype))
         return dataclasses.replace(snap, timeseries=ts)

@@ -284,6 +284,18 @@ class ModelMetrics:
                     else self._wall0 + (self._last_batch_t - self._t0),
                     "release_reasons": dict(self._reasons)}
 
+    def depth_series(self) -> dict[Any, int]:
+        """Each kept second's largest queue depth, by its ``time`` as in ``timeseries``
+        (seconds with none left out): what an experiment's series reads of its arms'
+        models, without a snapshot's percentiles (the Monitor took two whole snapshots of
+        each arm's model a refresh for this column; a reviewer)."""
+        with self._lock:
+            self._bucket(self._clock())
+            pairs = [(b.second, b.depth) for b in self._series]
+            pairs.append((self._cur.second, self._cur.depth))
+            wall0 = self._wall0
+        return {pd.Timestamp(wall0 + s, unit="s"): d for s, d in pairs if d}
+
     def recent_rps(self, window_s: int = 5) -> float:
         """Successes per second over the last ``window_s`` full seconds, as in
         ``snapshot().throughput_rps`` but without building a snapshot."""
