@@ -27,6 +27,8 @@ PAGES = [
 # client.showSidebarNavigation off, a fresh server never flashes Streamlit's raw list of
 # the files in pages/ before this script has run.
 page = st.navigation(PAGES, position="hidden")
+# The tab says which page it is (every tab read "Batchlab"; a newcomer with several open)
+st.set_page_config(page_title=f"{page.title} · Batchlab")
 if not require_password():  # only beyond loopback: a stranger who reaches the port sees this
     st.stop()
 with st.sidebar:

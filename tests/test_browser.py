@@ -412,6 +412,8 @@ def test_every_page_loads_without_exception_placeholders_or_cut_figures(server, 
     for path, title in PAGES.items():
         go(page, title)
         no_exception(page)
+        # each tab names its page (every one read "Batchlab"; a newcomer with several open)
+        expect(page).to_have_title(f"{title} · Batchlab")
         expect(page.locator('[data-testid="stAlert"]', has_text="Error")).to_have_count(0)
         text = page.locator('[data-testid="stApp"]').inner_text()
         assert not PLACEHOLDER.search(text), (title, PLACEHOLDER.search(text).group(0))
