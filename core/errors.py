@@ -31,6 +31,8 @@ __all__ = [
     "RemoteTargetError",
     "RemoteServerError",
     "RemoteConnectionError",
+    "ArenaBusyError",
+    "RunTooLargeError",
 ]
 
 
@@ -115,3 +117,13 @@ class RemoteServerError(InferenceError):
 class RemoteConnectionError(InferenceError, ConnectionError):
     """A request to a remote model failed below HTTP: refused, dropped or reset
     connection, TLS failure."""
+
+
+class ArenaBusyError(InferenceError, OverloadedError):
+    """A run found ONNX Runtime's shared arena taken by other runs (a 503: retry)."""
+
+
+class RunTooLargeError(InferenceError, ResourceLimitError):
+    """A run alone asks for more than ONNX Runtime's whole shared arena (a 413: fewer
+    rows, or a larger memory budget)."""
+

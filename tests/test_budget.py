@@ -1259,3 +1259,45 @@ def test_folding_is_not_sized_where_onnx_runtime_does_not_fold():
     loaded = load_model_bytes(bomb, "b", budget_bytes=256 * 2**20,
                               options=SessionConfig(graph_optimization="disabled"))
     assert loaded.info.name == "b"
+
+
+def test_a_run_past_the_whole_arena_is_a_413_that_says_what_to_do(tmp_path):
+    """A run that asked ONNX Runtime's capped arena for more than it had was a 500 quoting
+    the allocator (an adversary). Past the whole arena it is a 413 (fewer rows, or a larger
+    budget); short of it, with the rest held by other runs, a 503 (retry)."""
+    from onnx import TensorProto, helper
+
+    from core.errors import ArenaBusyError, RunTooLargeError
+    from core.protocol import status_of
+    from core.serving import RemoteEngine, ServerProcess
+    k = 2**20   # a row's output: 4 x 2**20 floats, 16 MiB
+    graph = helper.make_graph(
+        [helper.make_node("Tile", ["x", "reps"], ["y"])], "tile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4 * k])],
+        initializer=[helper.make_tensor("reps", TensorProto.INT64, [2], [1, k])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    srv = ServerProcess(args=["--no-probe", "--memory-budget-mib", "64"],
+                        log_path=tmp_path / "server.log").start()
+    try:
+        remote = RemoteEngine(srv.url, token=srv.token, timeout_s=WAIT_S)
+        remote.load_model(model.SerializeToString(), name="tile")
+        assert remote.predict("tile", np.ones((1, 4), np.float32)).outputs["y"].shape == \
+            (1, 4 * k)   # 16 MiB: within the 48 MiB arena
+        with pytest.raises(RunTooLargeError, match=r"more than ONNX Runtime's whole shared "
+                                                   r"arena \(48\.0 MiB") as err:
+            remote.predict("tile", np.ones((4, 4), np.float32))   # 64 MiB
+        assert "send fewer rows per request" in str(err.value) and status_of(err.value) == 413
+        assert remote.predict("tile", np.ones((1, 4), np.float32)).outputs["y"].shape == \
+            (1, 4 * k)   # and it serves on
+        remote.close()
+    finally:
+        srv.stop()
+    # the other case, from ONNX Runtime's words: the rest held by other runs
+    from core.batching.runerrors import run_error
+    busy = run_error("m", RuntimeError("BFCArena::AllocateRawInternal: Available memory of "
+                                       "1048576 is smaller than requested bytes of 4194304"),
+                     arena_bytes=48 * 2**20, rows=2)
+    assert isinstance(busy, ArenaBusyError) and status_of(busy) == 503
+    assert "had 1.0 MiB left and the run asked for 4.0 MiB" in str(busy)

@@ -28,6 +28,7 @@ import onnxruntime as ort
 from .admission import AdmissionQueue
 from core.policies import choose_within_slo
 from core.errors import InferenceError, RequestTimeoutError, SLOShedError
+from .runerrors import run_error
 from .settle import Ledger, Request
 
 __all__ = ["Executor", "RunFn", "Slot", "queue_timeout_message"]
@@ -246,7 +247,7 @@ class Executor:
                 self._run_each(live, reason, slot, spent + failed_s)
                 return
             ran = getattr(self.run_fn, "rows_started", rows) if self.ledger.row_runs else rows
-            self.ledger.fail(live, InferenceError(run_error_message(self.name, err)),
+            self.ledger.fail(live, run_error(self.name, err, rows=rows),
                              batch=(ran, reason, self._clock() - t0, depth),
                              notify_queue=False)
             return
@@ -358,11 +359,3 @@ class _SplitError(Exception):
 
 class _Stopped(Exception):
     pass
-
-
-def run_error_message(model: str, err: BaseException) -> str:
-    text = str(err).strip() or type(err).__name__
-    text = " ".join(text.split())
-    if len(text) > 500:
-        text = text[:500] + "..."
-    return f"model {model!r} failed on this request: {text}"
