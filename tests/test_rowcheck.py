@@ -282,3 +282,41 @@ def test_the_row_checks_rows_run_first_in_the_trial_runs_child(monkeypatch):
             "its trial run of 3 rows failed in a separate process"), info.batch_reason
         futs = [engine.submit("one_row", np.full((1, 4), i, np.float32)) for i in range(3)]
         assert [f.result(30).outputs["y"].tolist() for f in futs] == [[[i] * 8] for i in range(3)]
+
+
+def test_a_quantized_models_labels_are_checked_by_the_rows_order(engine, tmp_path):
+    """The looser check of a quantized model skipped its non-float outputs, and it was
+    bought by a description naming the operator: a float y = x beside an int64 z =
+    CumSum(x) * 1000 handed caller 3 the others' sum (a reviewer). Quantized is known from
+    the graph's nodes now; and a quantized model's rows in reverse order must give each row
+    the same answer, every output compared, labels included."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64])
+    z = helper.make_tensor_value_info("z", TensorProto.INT64, ["N", 64])
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("CumSum", ["x", "axis"], ["c"]),
+             helper.make_node("Mul", ["c", "big"], ["cb"]),
+             helper.make_node("Cast", ["cb"], ["z"], to=TensorProto.INT64)]
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array(np.array(0, np.int64), "axis"),
+             numpy_helper.from_array(np.array(1000.0, np.float32), "big")]
+    src = make_model([x], [y, z], nodes, initializers=inits)
+    named = onnx.ModelProto()
+    named.CopyFrom(src)
+    named.doc_string = "DynamicQuantizeLinear"   # named, not quantized: the tight check
+    info = engine.load_model(named.SerializeToString(), name="named")
+    assert info.batch_mode == "alone" and "output 'z'" in info.batch_reason
+    assert not any("dynamically quantized" in w for w in info.warnings)
+    onnx.save(src, tmp_path / "m.onnx")
+    quantize_dynamic(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"),
+                     weight_type=QuantType.QInt8)
+    info = engine.load_model(tmp_path / "q.onnx", name="quantized")
+    assert info.batch_mode == "alone", info.warnings
+    assert "output 'z' of row 0 differs when the batch's rows come in another order" in \
+        info.batch_reason
+    from core.models.rowcheck import _close   # a quarter of the scale, absolute (allclose's
+    assert not _close(np.array([[1.0]]), [[0.62]], 0.25)   # relative part let 0.62 pass)
+    assert not _close(np.array([[0.6]]), [[1.0]], 0.25) and _close(np.array([[1.0]]), [[0.8]], 0.25)
