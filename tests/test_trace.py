@@ -439,6 +439,11 @@ def test_a_timeline_with_a_limit_reads_only_the_newest_requests(engine):
     newest = exp_full[exp_full["request_id"].isin(exp_full["request_id"].nlargest(5))]
     pd.testing.assert_frame_equal(engine.timeline("exp", last_s=None, limit=5),
                                   newest.reset_index(drop=True))
+    for _ in range(30):   # traffic to the arms directly, after: the experiment's 5 newest
+        engine.predict("clf-v1", engine.sample_input("clf-v1"))   # are still its own
+        engine.predict("clf-v2", engine.sample_input("clf-v1"))
+    pd.testing.assert_frame_equal(engine.timeline("exp", last_s=None, limit=5),
+                                  newest.reset_index(drop=True))
 
 
 def test_a_models_reset_leaves_an_experiments_timeline_on_it_whole(engine):

@@ -46,8 +46,10 @@ class TraceMethods:
         if entry is not None:
             f = entry.trace.frame(last_s, limit=limit)
         else:
-            parts = [self._ns.entry(m).trace.frame(last_s, limit=limit, since=exp.reset_perf)
-                     for m in dict.fromkeys((exp.a, exp.b))]   # (its own since its reset)
+            # (its own since its reset; the limit after its rows are picked out: taken from
+            # each model's newest, other traffic to the arms left none of its; a reviewer)
+            parts = [self._ns.entry(m).trace.frame(last_s, since=exp.reset_perf)
+                     for m in dict.fromkeys((exp.a, exp.b))]
             f = pd.concat(parts, ignore_index=True)
             f = f[f["experiment"] == name]
             f = f.sort_values("arrived_s", kind="stable").reset_index(drop=True)
