@@ -804,8 +804,12 @@ def plain_number(v: float) -> str:
     return f"{v:,.0f}" if whole else f"{v:,g}"
 
 
-#: each number box's range, by key, as last drawn (read by what acts on its value).
-_BOX_RANGES: dict[str, tuple[float, float]] = {}
+def _box_ranges() -> dict[str, tuple[float, float]]:
+    """The bounds each :func:`number_box` was last drawn with, in this browser session:
+    a box's bounds may be a model's (rows per request up to its max batch size), and one
+    dictionary for the process let another tab's model bound this tab's Start (a
+    reviewer)."""
+    return st.session_state.setdefault("_box_ranges", {})
 
 
 def number_box(where: Any, label: str, key: str, low: float, high: float,
@@ -817,7 +821,7 @@ def number_box(where: Any, label: str, key: str, low: float, high: float,
     a newcomer). Whatever acts on the value refuses it too (:func:`box_refusal`, the
     engine's words). ``words`` says a value that cannot be used (``below`` is added when it
     is under ``low``). Returns the value (None: empty)."""
-    _BOX_RANGES[key] = (low, high)
+    _box_ranges()[key] = (low, high)
     value = where.number_input(label, None, None, key=key, **kw)
     if value is not None and not low <= value <= high:
         said = words(value) if words else f"{plain_number(value)} cannot be used"
@@ -830,9 +834,10 @@ def box_refusal(key: str, what: str, empty_ok: bool = False) -> str | None:
     """Why the value in :func:`number_box` ``key`` cannot be used, in words naming it
     ``what`` (None: it can). Its range is the one the box was drawn with, so what acts on
     the value (a button, a callback) does not keep a copy of the box's bounds."""
-    if key not in _BOX_RANGES:   # (not drawn in this process yet: the engine judges it)
+    ranges = _box_ranges()
+    if key not in ranges:   # (not drawn in this session yet: the engine judges it)
         return None
-    low, high = _BOX_RANGES[key]
+    low, high = ranges[key]
     value = st.session_state.get(key)
     if value is None:
         return None if empty_ok else f"{what} is empty; give {plain_number(low)} to " \

@@ -2230,3 +2230,20 @@ def test_the_replays_slo_box_says_a_value_it_cannot_use(engine):
     assert any(e.value.startswith("Not replayed: The SLO for goodput is 0; give 0.1 to")
                for e in at.error), [e.value for e in at.error]
     assert not engine.jobs(kind="replay")
+
+
+def test_a_boxs_bounds_are_this_tabs_not_another_tabs_model(engine):
+    """The bounds a number box was drawn with were kept for the whole process: with rows
+    per request bounded by the model's max batch size, a tab on tiny at 4 made another
+    tab's Start on mlp (16 rows, max 32) refuse "give 1 to 4" (a reviewer)."""
+    engine.configure("tiny", max_batch_size=4)
+    mine = app("pages/batching.py")                 # mlp, max 32
+    mine.number_input(key="traffic_rows").set_value(16).run()
+    other = app("pages/batching.py")
+    other.selectbox(key="batching_model").set_value("tiny").run()   # drawn at 1..4
+    mine.button(key="traffic_start").click().run()
+    try:
+        assert not [e.value for e in mine.error if "give 1 to 4" in e.value]
+        assert [t.rows_per_request for t in engine.traffic() if t.running] == [16]
+    finally:
+        engine.stop_traffic()
