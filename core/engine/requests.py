@@ -170,8 +170,6 @@ class Router:
                 raise ConfigError(f"timeout must be a positive number of seconds, at most "
                                   f"{MAX_TIMEOUT_MS / 1000:,.0f} (a day), got {timeout!r:.40}")
             timeout_ms = timeout * 1000.0
-        if timeout_ms is not None:
-            check_timeout_ms(timeout_ms)
         fut = self.submit(name, x, timeout_ms, key, priority, check)
         if timeout_ms is None:
             entry = self.registry.models.get(name)
