@@ -403,6 +403,13 @@ def test_the_breakdown_is_the_timelines_percentiles_without_the_timeline(engine)
     with EngineServer(engine, port=0) as server, RemoteEngine(server.url) as remote:
         pd.testing.assert_frame_equal(remote.breakdown("mlp", last_s=None), local)
     assert list(charts_of(local).data[0].x) == ["p50", "p90", "p99"]
+    # a model's requests by arm: those of no arm (sent to it directly) in no group, as the
+    # chart's groups always left them (a reviewer: "arm NONE p50")
+    engine.predict("clf-v1", engine.sample_input("clf-v1"))
+    arms = engine.breakdown("clf-v1", last_s=None, by_arm=True)
+    assert "None" not in set(arms["arm"]) and set(arms["arm"]) <= {"a", "b"}
+    only_direct = engine.breakdown("mlp", last_s=None, by_arm=True)
+    assert set(only_direct["arm"]) == {""} and (only_direct["requests"] == 60).all()
     with pytest.raises(ConfigError, match="last_s must be > 0"):
         engine.breakdown("mlp", last_s=0)
 

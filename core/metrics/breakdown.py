@@ -30,13 +30,14 @@ def breakdown_table(parts: dict[str, np.ndarray], arms: Sequence[Any] | None = N
                     ) -> pd.DataFrame:
     """Percentiles of each part (``parts``: :data:`PARTS` -> one value per request that
     ran), a row per percentile; with ``arms`` (each request's arm) a group per arm, in
-    order ("" when not by arm). No requests: one group of zeros, ``requests`` 0."""
+    order ("" when not by arm; requests of no arm are in no group unless no request has
+    one). No requests: one group of zeros, ``requests`` 0."""
     n = len(parts[PARTS[0]])
-    if arms is None or not n:
-        groups = [("", np.ones(n, bool))]
-    else:
-        labels = np.array([str(a) for a in arms], dtype=object)
-        groups = [(a, labels == a) for a in sorted(set(labels.tolist()))]
+    groups = []
+    if arms is not None and n:   # (requests of no arm, sent to a model directly: left out,
+        labels = np.array(["" if a is None else str(a) for a in arms], dtype=object)
+        groups = [(a, labels == a) for a in sorted(set(labels.tolist())) if a]  # as before)
+    groups = groups or [("", np.ones(n, bool))]
     rows = []
     for arm, mask in groups:
         k = int(mask.sum())

@@ -217,14 +217,13 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
     return _throughput_p99_layout(fig, frame, title, height=400)
 
 
-def breakdown_figure(table: pd.DataFrame, by_arm: bool = False,
+def breakdown_figure(frame: pd.DataFrame, by_arm: bool = False,
                      title: str = "Where each request's time goes") -> go.Figure:
     """Waiting in the queue, running, and the hand-off after the run, as stacked
-    percentiles (p50, p90, p99 of each part): ``table`` is ``engine.breakdown(...)`` (one
+    percentiles (p50, p90, p99 of each part): ``frame`` is ``engine.breakdown(...)`` (one
     group per A/B arm when it was asked by arm, so it shows whether an arm is slower in the
     model or in the queue), or a timeline (``engine.timeline``) to compute it from."""
-    if "percentile" not in table.columns:   # (a timeline: its requests that ran)
-        table = from_timeline(table, by_arm)
+    table = frame if "percentile" in frame.columns else from_timeline(frame, by_arm)
     fig = go.Figure()
     parts = (("wait_ms", "waiting in the queue", COLORS["queue"]),
              ("compute_ms", "running", COLORS["compute"]),
