@@ -575,7 +575,8 @@ def test_the_servers_own_answers_and_the_connections_it_closes_are_on_metrics():
         errors[("metadata", "404", "ModelNotFoundError")] == 1 and \
         errors[("control", "401", "HTTPError")] == 1 and len(errors) == 4
     assert counts("batchlab_http_closed", "reason") == {("head_timeout",): 1,
-                                                        ("bad_head",): 1}
+                                                        ("bad_head",): 1,
+                                                        ("after_error",): 1}   # the 413
     gauges = {f: fams[f].samples[0].value for f in (
         "batchlab_http_open_connections", "batchlab_http_body_bytes",
         "batchlab_http_parsing_bytes")}

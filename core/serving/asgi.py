@@ -123,7 +123,9 @@ class OipApp(BodyReader):
         self.wire = getattr(routes, "wire", None)
         if self.wire is not None:
             self.wire.gauges.update({
-                "batchlab_http_open_connections": lambda: self.open_connections(),
+                # (an ASGI host that does not say how many it holds: no figure, not 0)
+                "batchlab_http_open_connections": lambda: self.open_connections()
+                if self.max_connections is not None else None,
                 "batchlab_http_body_bytes": lambda: self.bodies_in_flight,
                 "batchlab_http_parsing_bytes": lambda: self.parsing_bytes})
 
@@ -203,6 +205,8 @@ class OipApp(BodyReader):
                             {"WWW-Authenticate": 'Bearer realm="batchlab"'})
         if wire is not None:
             wire.answered(method, path, status, error)
+            if close and error is not None and not self.closing:
+                wire.closed("after_error")   # (a 408, 413, 503 or a body left unread)
         await self._send(send, status, body, close or self.closing)
 
     async def _answer(self, method: str, path: str, req: _Request,

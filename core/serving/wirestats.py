@@ -13,6 +13,12 @@ the connection limit). Exported on ``/metrics`` beside the engine's counters:
 ``batchlab_http_parsing_bytes``                 large JSON bodies' bytes queued to parse
 ==============================================  ========================================
 
+Reasons a connection is closed: ``head_timeout`` (a request head that never ended),
+``bad_head`` (one past its size bound or malformed), ``shed`` (waiting for a head past the
+connection limit), ``write_stall`` (a client that took none of its answer for the stall
+time), ``after_error`` (an answer that closes it: a body not read, a 408, a 413, a 503
+for the bodies held).
+
 Route kinds (never the path: a label per URL would grow without bound): ``infer``,
 ``metadata`` (a model's or the server's), ``health``, ``metrics``, ``control`` (the
 control API and the repository extension) and ``other``.
@@ -100,8 +106,9 @@ class WireStats(Collector):
         yield from (responses, errors, closed)
         for name, help_text in _GAUGES.items():
             read = self.gauges.get(name)
-            if read is not None:
-                yield GaugeMetricFamily(name, help_text, value=float(read()))
+            value = None if read is None else read()
+            if value is not None:   # (None: the host does not know it)
+                yield GaugeMetricFamily(name, help_text, value=float(value))
 
 
 _GAUGES = {  # name -> help; their readers are set by the server (``gauges``)
