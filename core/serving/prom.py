@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -64,6 +65,12 @@ _COUNTERS = (  # name (without _total), help, value from the counters
 _EDGES_TOP = 1024
 
 
+#: The largest edge each engine's model has had on a scrape: past 1,024 the edges follow
+#: the setting or the largest batch, and never go back down (after a reset or a lower
+#: setting the le="4096" series vanished; a reviewer).
+_TOPS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+
+
 def _buckets(max_rows: int) -> list[int]:
     edges, b = [], 1
     while b < max(max_rows, _EDGES_TOP):
@@ -93,7 +100,14 @@ class EngineCollector(Collector):
         flight = GaugeMetricFamily("batchlab_requests_in_flight", "Requests accepted and "
                                    "not answered: waiting or in a batch running",
                                    labels=["model"])
-        for name in engine.model_names():
+        try:
+            tops = _TOPS.setdefault(engine, {})
+        except TypeError:   # (an engine that cannot be weakly referenced: no memory of tops)
+            tops = {}
+        names = engine.model_names()
+        for gone in set(tops) - set(names):   # (unloaded: bounded by the models loaded)
+            del tops[gone]
+        for name in names:
             try:
                 c = engine.counters(name)
                 cap = engine.batch_config(name).max_batch_size
@@ -102,7 +116,8 @@ class EngineCollector(Collector):
             for fam, (_, _, value) in zip(counters, _COUNTERS):
                 fam.add_metric([name, "1"], value(c))
             seen = c["batch_sizes"]
-            top = max([cap, *seen]) if seen else cap
+            top = max([cap, *seen, tops.get(name, 0)])
+            tops[name] = top
             edges = _buckets(top)
             cum, buckets = 0, []
             for edge in edges:
