@@ -355,7 +355,8 @@ def live_charts() -> None:
         if remote is None:
             st.plotly_chart(charts.batch_size_figure(
                 snap.batch_sizes, cur.max_batch_size if info.batchable else None,
-                title=f"Batch sizes, {over}"), key="bs_batch_chart")
+                # (short: the words went under the chart's toolbar; the caption says why)
+                title=f"Batch sizes, last {window_s:.0f} s"), key="bs_batch_chart")
         else:
             st.plotly_chart(charts.queue_compute_figure(
                 ts, title="Before sending vs round trip",

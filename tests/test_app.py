@@ -1247,12 +1247,13 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert any(c.value.startswith("SINCE THE SETTINGS CHANGED, ") for c in at.caption)
     # and the batch sizes' histogram with them (it kept 30 s of the old settings' batches
     # beside tiles that had moved on, under a caption that said they covered the same)
-    assert figure(at, "Batch sizes, since the settings changed")
+    short = figure(at, "Batch sizes, last ")["layout"]["title"]["text"]
+    assert short != "Batch sizes, last 30 s", short   # the seconds since the change
     assert any("Tiles and the histogram cover the time since the settings changed" in c.value
                for c in at.caption)
     at.selectbox(key="batching_model").set_value("tiny").run()
     assert any(c.value == "LAST 30 SECONDS" for c in at.caption)
-    assert figure(at, "Batch sizes, the last 30 seconds")
+    assert figure(at, "Batch sizes, last 30 s")
     fig = charts.batch_size_figure({1: 4, 3: 1}, max_batch_size=256)
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
     assert any("off to the right" in a.text for a in fig.layout.annotations)
