@@ -2248,3 +2248,22 @@ def test_a_boxs_bounds_are_this_tabs_not_another_tabs_model(engine):
         assert [t.rows_per_request for t in engine.traffic() if t.running] == [16]
     finally:
         engine.stop_traffic()
+
+
+def test_a_spawned_child_after_the_app_ran_here_does_not_draw_the_app():
+    """A child started with multiprocessing's "spawn" imports its parent's main module: after
+    AppTest ran app.py in this process, that is app.py, and the dashboard's second
+    set_page_config made the body parser's child die on import (every bodyparse test after
+    the app's failed). app.py draws nothing as a spawned child's main."""
+    from core.serving.bodyparse import CHILD_MIN, BodyParser
+    app("pages/batching.py")
+    parser = BodyParser()
+    try:
+        n = CHILD_MIN // 2   # (long enough for the child: a value is ~4 bytes of JSON)
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, n], "datatype": "FP32",
+                                       "data": [1.5] * n}]}).encode()
+        assert len(body) > CHILD_MIN
+        arrays, _ = parser.parse(body, None, None)
+        assert arrays["x"].shape == (1, n) and parser.started == 1
+    finally:
+        parser.close()
