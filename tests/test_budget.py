@@ -1301,3 +1301,76 @@ def test_a_run_past_the_whole_arena_is_a_413_that_says_what_to_do(tmp_path):
                      arena_bytes=48 * 2**20, rows=2)
     assert isinstance(busy, ArenaBusyError) and status_of(busy) == 503
     assert "had 1.0 MiB left and the run asked for 4.0 MiB" in str(busy)
+
+
+def test_sizing_the_folding_stays_small_whatever_the_graph_declares():
+    """The folding check was itself a memory bomb: ONNX's whole-graph shape inference with
+    data propagation writes an entry per element of every 1-D value of known length, so a
+    130-byte model declaring a 40-million-float weight took the check to 3 GB (an
+    adversary). Sized node by node now: the peak stays flat and the answers hold."""
+    code = """if True:
+        import json
+        import onnx
+        from onnx import TensorProto as T, helper as h
+        from core.models.folding import largest_folded
+
+        def hwm():
+            return [int(l.split()[1]) * 1024 for l in open("/proc/self/status")
+                    if l.startswith("VmHWM")][0]
+
+        def model(nodes, inits):
+            g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N"])],
+                             [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+            return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+        w = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[40_000_000])  # declared only
+        idx = h.make_tensor("idx", T.INT64, [1], [0])
+        shape = h.make_tensor("s", T.INT64, [1], [10_000_000])
+        models = [model([h.make_node("Gather", ["w", "idx"], ["g"]),
+                         h.make_node("Add", ["x", "g"], ["y"])], [w, idx]),
+                  model([h.make_node("Add", ["w", "w"], ["g"]),
+                         h.make_node("Add", ["x", "g"], ["y"])], [w]),
+                  model([h.make_node("ConstantOfShape", ["s"], ["c"]),
+                         h.make_node("Add", ["c", "c"], ["g"]),
+                         h.make_node("Add", ["x", "g"], ["y"])], [shape])]
+        base = hwm()
+        found = [largest_folded(m) for m in models]
+        print(json.dumps({"found": found, "base": base, "peak": hwm()}))
+    """
+    out = _json_of_child(code)
+    assert out["found"] == [[4, "the Gather making 'g'"], [160_000_000, "the Add making 'g'"],
+                            [40_000_000, "the ConstantOfShape making 'c'"]], out
+    assert out["peak"] < out["base"] + 64 * 2**20, out   # (was +2.8 GB for the first)
+
+
+def test_folding_is_sized_through_the_shapes_computed_on_the_way():
+    """The shapes a folded tensor takes may themselves be computed from constants (a
+    ``Concat`` of two, the ``Shape`` of a large weight): sized through them."""
+    import onnx
+    from onnx import TensorProto as T, helper as h
+
+    from core.models.folding import largest_folded
+
+    def model(nodes, inits):
+        g = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, ["N"])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+        return h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+
+    concat = model([h.make_node("Concat", ["a", "b"], ["s"], axis=0),
+                    h.make_node("ConstantOfShape", ["s"], ["big"]),
+                    h.make_node("ReduceSum", ["big"], ["r"], keepdims=0),
+                    h.make_node("Add", ["x", "r"], ["y"])],
+                   [h.make_tensor("a", T.INT64, [1], [16000]),
+                    h.make_tensor("b", T.INT64, [1], [16000])])
+    assert largest_folded(concat) == (1_024_000_000, "the ConstantOfShape making 'big'")
+    w = onnx.TensorProto(name="w", data_type=T.FLOAT, dims=[3000, 2000])
+    shaped = model([h.make_node("Shape", ["w"], ["s"]),
+                    h.make_node("Slice", ["s", "zero", "one"], ["first"]),
+                    h.make_node("Concat", ["first", "s"], ["s3"], axis=0),
+                    h.make_node("Expand", ["one_f", "s3"], ["big"], name="grow"),
+                    h.make_node("ReduceSum", ["big"], ["r"], keepdims=0),
+                    h.make_node("Add", ["x", "r"], ["y"])],
+                   [w, h.make_tensor("zero", T.INT64, [1], [0]),
+                    h.make_tensor("one", T.INT64, [1], [1]),
+                    h.make_tensor("one_f", T.FLOAT, [1], [1.0])])
+    assert largest_folded(shaped) == (3000 * 3000 * 2000 * 4, "Expand node 'grow'")

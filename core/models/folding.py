@@ -4,9 +4,15 @@ Constant folding runs at session creation, outside any arena cap: a 182-byte mod
 ``Expand([1.0], [16000, 16000])`` feeds a ``ReduceSum`` takes a process to 2 GB before the
 session exists (TESTING.md). The engine server opens an upload first in a child process
 whose address space is capped; an engine in a notebook does not. So every load sizes the
-tensors folding would make, from the graph's shapes (ONNX shape inference with data
-propagation, run on the graph without its large weights), and refuses a model whose
-largest one is past the limit, before ONNX Runtime sees it.
+tensors folding would make, node by node along the constant part of the graph (ONNX's
+shape inference of each node, the small shape-like constants computed on the way by ONNX's
+reference ops), and refuses a model whose largest one is past the limit, before ONNX
+Runtime sees it.
+
+The sizing itself stays small whatever the graph declares: no whole-graph shape inference
+with data propagation (it writes one entry per element of every 1-D value of known length:
+a 130-byte model declaring a 40-million-element weight took it to 3 GB; an adversary), and
+only tensors up to 4 KiB are ever computed.
 
 Example:
     >>> largest_folded(onnx.load_model_from_string(build_memory_bomb(16000)))
@@ -18,8 +24,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 __all__ = ["largest_folded"]
 
@@ -29,71 +36,98 @@ _NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUnifo
                # (left for kernels that take it quantized: a 100 MB int8 weight was sized as
                # 400 MB of floats and the model refused; a reviewer)
                "DequantizeLinear"}
-#: Weights kept for the inference: small ones only (shapes, axes: what data propagation
-#: reads); the others are declared as inputs of their shape, so no copy of them is made.
+#: Constants computed while sizing (shapes, axes, indices: what later nodes' shapes read):
+#: only up to this size, and only by these ops, whose work is bounded by their inputs and
+#: outputs (never a Loop's or a Range's own count).
 _KEEP_BYTES = 4096
+_COMPUTED = {"Constant", "Shape", "Size", "Concat", "Gather", "Slice", "Squeeze", "Unsqueeze",
+             "Cast", "Add", "Sub", "Mul", "Div", "Neg", "Abs", "Max", "Min", "Floor", "Ceil",
+             "Reshape", "Identity", "Flatten", "Transpose", "ConstantOfShape", "Expand",
+             "Tile", "Equal", "Less", "Greater", "Not", "Where", "ReduceProd", "ReduceSum",
+             "ReduceMax", "ReduceMin", "Range", "Sqrt", "Mod"}
 
 
 def largest_folded(proto: onnx.ModelProto) -> tuple[int, str] | None:
     """``(bytes, what)`` of the largest tensor constant folding would compute in
-    ``proto``'s main graph, where shape inference tells its shape; None when there is
-    none (or the graph's shapes cannot be inferred: nothing can be said)."""
+    ``proto``'s main graph, where its shape can be told; None when there is none."""
     g = proto.graph
+    opsets = {o.domain or "": o.version for o in proto.opset_import}
     overridable = {i.name for i in g.input}
-    const = {t.name for t in g.initializer if t.name not in overridable}
-    folded: list[Any] = []
-    for node in g.node:
-        if node.op_type == "Constant":
-            const.update(o for o in node.output if o)
+    types: dict[str, onnx.TypeProto] = {}        # every constant's type, where known
+    values: dict[str, np.ndarray] = {}           # the small ones' values
+    for t in g.initializer:
+        if t.name in overridable:
             continue
-        ins = [i for i in node.input if i]
-        if (node.domain in ("", "ai.onnx") and node.op_type not in _NOT_FOLDED and ins
-                and all(i in const for i in ins)):
-            const.update(o for o in node.output if o)
-            folded.append(node)
-    if not folded:
-        return None
-    try:
-        shapes = _inferred_types(proto)
-    except Exception:  # noqa: BLE001 - shapes unknown: ONNX Runtime's own limits decide
-        return None
+        types[t.name] = helper.make_tensor_type_proto(t.data_type, list(t.dims))
+        if _tensor_bytes(t) <= _KEEP_BYTES:
+            try:
+                values[t.name] = numpy_helper.to_array(t)
+            except Exception:  # noqa: BLE001 - external or malformed data: its type only
+                pass
+    const = set(types)
     best: tuple[int, str] | None = None
-    for node in folded:
-        for out in node.output:
-            nbytes = _bytes(shapes.get(out))
-            if nbytes is not None and (best is None or nbytes > best[0]):
-                best = (nbytes, f"{node.op_type} node {node.name!r}" if node.name else
-                        f"the {node.op_type} making {out!r}")
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        if node.domain not in ("", "ai.onnx") or not all(i in const for i in ins):
+            continue
+        if node.op_type != "Constant" and (node.op_type in _NOT_FOLDED or not ins):
+            continue
+        const.update(o for o in node.output if o)
+        out = _node_types(node, ins, types, values, opsets, proto.ir_version)
+        types.update(out)
+        if node.op_type != "Constant":
+            for name, t in out.items():
+                nbytes = _bytes(t)
+                if nbytes is not None and (best is None or nbytes > best[0]):
+                    best = (nbytes, f"{node.op_type} node {node.name!r}" if node.name else
+                            f"the {node.op_type} making {name!r}")
+        sizes = [_bytes(t) for t in out.values()]
+        if node.op_type in _COMPUTED and sizes and all(
+                n is not None and n <= _KEEP_BYTES for n in sizes):
+            values.update(_computed(node, ins, types, values, opsets))
     return best
 
 
-def _inferred_types(proto: onnx.ModelProto) -> dict[str, Any]:
-    """Every value's inferred type, from a copy of the graph without its large weights."""
-    light = onnx.ModelProto()   # (never a copy of the whole model: it may be 200 MB)
-    light.ir_version = proto.ir_version
-    light.opset_import.extend(proto.opset_import)
-    graph = light.graph
-    graph.input.extend(proto.graph.input)
-    for node in proto.graph.node:   # (a large Constant node's tensor: declared, not copied)
-        value = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")),
-                     None) if node.op_type == "Constant" else None
-        if value is not None and _tensor_bytes(value) > _KEEP_BYTES:
-            graph.input.append(helper.make_tensor_value_info(node.output[0], value.data_type,
-                                                             value.dims))
-        else:
-            graph.node.append(node)
-    graph.output.extend(proto.graph.output)
-    graph.value_info.extend(proto.graph.value_info)
-    declared = {i.name for i in proto.graph.input}
-    for t in proto.graph.initializer:
-        if _tensor_bytes(t) <= _KEEP_BYTES:
-            graph.initializer.append(t)
-        elif t.name not in declared:
-            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, t.dims))
-    light.functions.extend(proto.functions)
-    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
-    g = inferred.graph
-    return {v.name: v.type for v in [*g.value_info, *g.output]}
+def _node_types(node: onnx.NodeProto, ins: list[str], types: dict[str, onnx.TypeProto],
+                values: dict[str, np.ndarray], opsets: dict[str, int],
+                ir_version: int) -> dict[str, onnx.TypeProto]:
+    """ONNX's shape inference of one node, from its inputs' types and small values; {}
+    where it cannot be told (unknown op, a malformed node, an input of unknown type)."""
+    if not all(i in types for i in ins):
+        return {}
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opsets.get("", 1), "")
+        data = {i: numpy_helper.from_array(values[i], i) for i in ins if i in values}
+        return dict(onnx.shape_inference.infer_node_outputs(
+            schema, node, {i: types[i] for i in ins}, data,
+            opset_imports=[helper.make_opsetid("", opsets.get("", 1))],
+            ir_version=ir_version or onnx.IR_VERSION))
+    except Exception:  # noqa: BLE001 - not told: ONNX Runtime's own limits decide
+        return {}
+
+
+def _computed(node: onnx.NodeProto, ins: list[str], types: dict[str, onnx.TypeProto],
+              values: dict[str, np.ndarray], opsets: dict[str, int]) -> dict[str, np.ndarray]:
+    """The node's outputs computed by ONNX's reference op (all of them small: checked by
+    the caller); a ``Shape`` or ``Size`` of a large constant from its type alone."""
+    try:
+        if node.op_type in ("Shape", "Size") and ins[0] not in values:
+            dims = [d.dim_value for d in types[ins[0]].tensor_type.shape.dim]
+            if node.op_type == "Size":
+                return {node.output[0]: np.array(math.prod(dims), np.int64)}
+            start = next((a.i for a in node.attribute if a.name == "start"), 0)
+            end = next((a.i for a in node.attribute if a.name == "end"), None)
+            return {node.output[0]: np.array(dims[start:end], np.int64)}
+        if not all(i in values for i in ins):
+            return {}
+        from onnx.reference.ops import load_op   # (numpy's reference kernels, on demand)
+        op = load_op("", node.op_type, opsets.get("", 1))
+        run = op(node, {"opsets": opsets, "verbose": 0, "log": lambda *a: None,
+                        "new_ops": None, "existing_functions": {}, "evaluator_cls": None})
+        results = run.run(*[values[i] for i in node.input if i])
+        return {name: np.asarray(r) for name, r in zip(node.output, results) if name}
+    except Exception:  # noqa: BLE001 - not computed: later shapes may stay unknown
+        return {}
 
 
 def _tensor_bytes(t: onnx.TensorProto) -> int:
