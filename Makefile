@@ -10,6 +10,10 @@ PY := $(VENV)/bin/python
 PORT ?= 8501
 SERVE_PORT ?= 8000
 ADDRESS ?= 127.0.0.1
+# Host names the dashboard answers to: on loopback, this machine's own (.streamlit/config.toml:
+# a page whose name is pointed at 127.0.0.1 is refused); beyond loopback every name, the
+# dashboard asking each browser for its password (HOSTS="box.lan 10.0.0.5" to list them).
+HOSTS ?= $(if $(filter 127.0.0.1 localhost ::1,$(ADDRESS)),,*)
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .PHONY: run serve notebooks test bench regress screenshots browser mlserver-env clean
@@ -44,7 +48,8 @@ $(VENV)/.bench-installed: requirements.txt requirements-dev.txt requirements-ben
 mlserver-env: .venv-mlserver/.installed
 
 run: $(VENV)/.run-installed
-	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT)
+	$(PY) -m streamlit run app.py --server.address=$(ADDRESS) --server.port=$(PORT) \
+		$(foreach h,$(HOSTS),'--server.allowedHosts=$(h)')
 
 # The notebooks in Jupyter Lab (installs it into .venv the first time).
 notebooks: $(VENV)/.notebooks-installed

@@ -832,6 +832,37 @@ def test_the_dashboard_survives_its_engine_dying(server, page: Page):
     no_exception(page)
 
 
+def test_a_page_under_another_name_gets_no_session_with_the_dashboard(tmp_path):
+    """DNS rebinding: a page on ``rebind.attacker.test``, its name then pointed at 127.0.0.1,
+    opened the dashboard as its own origin and clicked "Unload" (an adversary). The
+    dashboard's session (its websocket) is refused to any Host but this machine's names."""
+    import base64
+    import http.client
+    url, proc, log = _start_dashboard(tmp_path, log_name="streamlit-rebind.log")
+    port = int(url.rsplit(":", 1)[1])
+
+    def handshake(host: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.putrequest("GET", "/_stcore/stream", skip_host=True)
+            for k, v in {"Host": f"{host}:{port}", "Origin": f"http://{host}:{port}",
+                         "Upgrade": "websocket", "Connection": "Upgrade",
+                         "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+                         "Sec-WebSocket-Version": "13",
+                         "Sec-WebSocket-Protocol": "streamlit"}.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+            return conn.getresponse().status
+        finally:
+            conn.close()
+    try:
+        assert handshake("rebind.attacker.test") == 403
+        assert handshake("127.0.0.2") == 403            # (another loopback address's name)
+        assert [handshake(h) for h in ("127.0.0.1", "localhost", "[::1]")] == [101] * 3
+    finally:
+        _stop_dashboard(proc, log)
+
+
 def test_a_dashboard_beyond_loopback_refuses_a_stranger(page: Page, tmp_path):
     """Listening on every interface, the dashboard shows a stranger a password form and
     nothing else: no pages, no upload, no engine started; the password opens it."""

@@ -34,3 +34,18 @@ def test_make_run_and_make_test_are_the_two_commands():
     test = dry_run("test")
     assert "pytest" in test and "-r requirements-dev.txt" in test
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_make_run_answers_every_host_name_only_beyond_loopback():
+    """On loopback the dashboard answers to this machine's names only (its config: a page
+    whose name an attacker points at 127.0.0.1 gets no session); beyond loopback, where it
+    asks for a password, to every name, or to those given in HOSTS."""
+    assert "allowedHosts" not in dry_run("run")
+    config = (ROOT / ".streamlit" / "config.toml").read_text()
+    assert 'allowedHosts = ["localhost", "127.0.0.1", "::1"]' in config
+    out = subprocess.run(["make", "-n", "-B", "run", "ADDRESS=0.0.0.0"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "'--server.allowedHosts=*'" in out
+    out = subprocess.run(["make", "-n", "-B", "run", "ADDRESS=0.0.0.0", "HOSTS=box.lan 10.0.0.5"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "'--server.allowedHosts=box.lan' '--server.allowedHosts=10.0.0.5'" in out
