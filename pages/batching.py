@@ -453,11 +453,17 @@ with st.container(border=True):
                               "and, optionally, rows (each request's rows; else 1)",
                               type=["csv"], key="bs_arrivals_file")
         if up is not None:
-            try:
-                arrivals, file_rows = read_arrivals_csv(up.getvalue())
-            except ValueError as err:
-                st.error(f"Cannot replay {up.name}: {err}")
+            read = st.session_state.get("_bs_arrivals_read")
+            if read is None or read[0] != up.file_id:   # (read once per upload, not per rerun)
+                try:
+                    read = (up.file_id, read_arrivals_csv(up.getvalue()), None)
+                except ValueError as err:
+                    read = (up.file_id, None, str(err))
+                st.session_state["_bs_arrivals_read"] = read
+            if read[2] is not None:
+                st.error(f"Cannot replay {up.name}: {read[2]}")
             else:
+                arrivals, file_rows = read[1]
                 rate = (f" ({len(arrivals) / arrivals[-1]:,.0f} req/s on average)"
                         if len(arrivals) > 1 and arrivals[-1] > 0 else "")
                 each = (f", {sum(file_rows) / len(file_rows):.2f} rows each on average"

@@ -293,6 +293,33 @@ def test_aimd_and_the_replay_under_every_policy(server, page: Page):
         engine.close()
 
 
+def test_an_arrivals_file_is_read_and_a_file_past_the_limit_refused(server, page: Page,
+                                                                     tmp_path):
+    """The Batching page's arrivals file: what it holds is said before anything runs, and
+    a file past what a replay takes is refused in words, unparsed (it was parsed whole on
+    every rerun: +4 GB a tab for 190 MiB; an adversary)."""
+    from core.lab.replay import MAX_REPLAY_ARRIVALS
+    good = tmp_path / "arrivals.csv"
+    good.write_text("arrived_s,rows\n0.0,2\n0.5,4\n1.0,3\n")
+    many = tmp_path / "many.csv"
+    many.write_bytes(b"arrived_s\n" + b"0\n" * (MAX_REPLAY_ARRIVALS + 1))
+    open_app(page, server)
+    go(page, "Batching")
+    page.get_by_text("Replay arrivals from a file").click()
+    uploader = page.locator('[data-testid="stFileUploader"]').filter(
+        has_text="arrived_s").locator('[data-testid="stFileUploaderDropzoneInput"]')
+    button = page.get_by_role("button", name="Replay this file under each policy")
+    give_file(page, uploader, good, button)
+    expect(page.get_by_text("3 arrivals over 1.00 s (3 req/s on average), 3.00 rows each "
+                            "on average")).to_be_visible()
+    uploader.set_input_files(str(many))
+    expect(page.get_by_text("Cannot replay many.csv: the arrivals file has 200,002 lines; "
+                            "a replay takes at most 200,000 arrivals")).to_be_visible(
+        timeout=30_000)
+    expect(button).to_have_count(0)
+    no_exception(page)
+
+
 def test_a_bandit_moves_the_split_on_the_ab_page(server, page: Page):
     """Issue 28, part 3: arm B waits up to 30 ms for company at this low load, so it misses
     a 10 ms SLO; the bandit moves the traffic to A and the page shows the split, the reward

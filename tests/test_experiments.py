@@ -1763,3 +1763,31 @@ def test_a_notebooks_sweep_cut_short_by_close_says_so():
     t.join(WAIT_S * 3)
     assert first.is_set() and len(out) == 1
     assert isinstance(out[0], EngineClosedError), out[0]
+
+
+def test_an_arrivals_file_past_the_limits_is_refused_before_it_is_parsed(monkeypatch):
+    """A 190 MiB file of ``0`` lines was parsed whole (+4 GB per browser tab, on every
+    rerun) to be refused for its count (an adversary): refused by its size or its lines
+    first, and a timeline export's other columns are not parsed."""
+    import pandas as pd
+
+    import sys
+
+    from core.lab import read_arrivals_csv
+    from core.lab.replay import MAX_ARRIVALS_FILE_BYTES, MAX_REPLAY_ARRIVALS
+    parsed: list = []
+    real = pd.read_csv
+    monkeypatch.setattr(sys.modules["core.lab.replay"].pd, "read_csv",
+                        lambda *a, **k: parsed.append(k.get("usecols")) or real(*a, **k))
+    with pytest.raises(ValueError, match=r"is 32\.0 MiB; a replay file is at most 32 MiB"):
+        read_arrivals_csv(b"0\n" * (MAX_ARRIVALS_FILE_BYTES // 2 + 1))
+    lines = b"arrived_s\n" + b"0\n" * (MAX_REPLAY_ARRIVALS + 1)
+    with pytest.raises(ValueError, match="200,002 lines; a replay takes at most 200,000"):
+        read_arrivals_csv(lines)
+    with pytest.raises(ValueError, match="200,002 lines"):
+        read_arrivals_csv(lines.decode().rstrip("\n"))    # (text, no last newline)
+    assert parsed == []
+    export = "request_id,model,arrived_s,rows,queue_ms\n7,m,0.5,2,1.0\n8,m,0.25,1,1.0\n"
+    assert read_arrivals_csv(export) == ([0.0, 0.25], [1, 2])
+    assert parsed == [["request_id", "arrived_s", "rows"]]
+    assert read_arrivals_csv(b"arrived_s\n" + b"0\n" * MAX_REPLAY_ARRIVALS)[0][-1] == 0.0

@@ -35,12 +35,14 @@ log = logging.getLogger("batchlab.replay")
 
 __all__ = ["REPLAY_POLICIES", "DEFAULT_SLO_MS", "replay_policies", "replay", "arrivals_from_csv", "arrivals_to_csv",
            "read_arrivals_csv",
-           "MAX_REPLAY_ARRIVALS", "check_replay"]
+           "MAX_REPLAY_ARRIVALS", "MAX_ARRIVALS_FILE_BYTES", "check_replay"]
 
 #: The most arrivals a replay takes (a file of more is refused, saying so).
 MAX_REPLAY_ARRIVALS = 200_000
 #: The longest span of arrivals a replay takes (seconds); each policy replays all of it.
 MAX_REPLAY_SPAN_S = 600.0
+#: The largest arrivals file read (bytes): refused unparsed past it.
+MAX_ARRIVALS_FILE_BYTES = 32 * 2**20
 
 
 #: The policies a replay compares unless told otherwise: every registered one (a policy
@@ -90,6 +92,22 @@ def check_arrivals(arr: np.ndarray) -> None:
                           "must be seconds)")
 
 
+def _check_arrivals_size(text: str | bytes) -> None:
+    """Refuse a file past what a replay takes by its size and lines, before parsing it: a
+    190 MiB file of ``0`` lines was parsed whole (4 GB) to be refused for its count (an
+    adversary)."""
+    if len(text) > MAX_ARRIVALS_FILE_BYTES:
+        raise ConfigError(f"the arrivals file is {len(text) / 2**20:,.1f} MiB; a replay file "
+                          f"is at most {MAX_ARRIVALS_FILE_BYTES // 2**20} MiB "
+                          f"({MAX_REPLAY_ARRIVALS:,} arrivals as arrived_s,rows take about 3 "
+                          "MiB): cut it, or keep only its arrived_s and rows columns")
+    newline = b"\n" if isinstance(text, (bytes, bytearray)) else "\n"
+    lines = text.count(newline) + (0 if text.endswith(newline) else 1)
+    if lines > MAX_REPLAY_ARRIVALS + 1:   # (one of them may be the header)
+        raise ConfigError(f"the arrivals file has {lines:,} lines; a replay takes at most "
+                          f"{MAX_REPLAY_ARRIVALS:,} arrivals (cut the file)")
+
+
 def arrivals_from_csv(text: str | bytes) -> list[float]:
     """Arrival times from a CSV file to replay: the column ``arrived_s`` (what
     :func:`arrivals_to_csv` and the Batching page write, or a timeline export), else the
@@ -105,9 +123,14 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     file has one (what :func:`arrivals_to_csv` writes with rows, or a timeline export),
     else None: pass them to ``replay(rows_per_request=...)``."""
     import io
+    _check_arrivals_size(text)
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
+    head = [c.strip().strip('"') for c in raw.split("\n", 1)[0].split(",")]
+    # (a timeline export's other columns are not parsed: only what a replay reads)
+    wanted = [c for c in head if c in ("arrived_s", "rows", "request_id")] \
+        if "arrived_s" in head else None
     try:
-        frame = pd.read_csv(io.StringIO(raw))
+        frame = pd.read_csv(io.StringIO(raw), usecols=wanted)
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
             frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
     except (ValueError, pd.errors.ParserError) as err:
