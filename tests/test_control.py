@@ -345,6 +345,41 @@ def test_metrics_are_prometheus_text_with_tritons_names(pair):
     assert value("batchlab_up") == 1
 
 
+def test_scrapes_at_once_across_loads_and_unloads_all_answer():
+    """The buckets' high-water marks are kept per engine and model between scrapes: two
+    scrapes at once across an unload could both drop the gone model's mark and one fail
+    (a KeyError, a 500 on /metrics; a read of the code). Eight scrapers beside twenty
+    loads and unloads: every scrape parses."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from core.serving import prom
+    from core import EngineConfig
+    from tests.helpers import identity_model
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(identity_model(), name="stays")
+    stop, errors, scrapes = threading.Event(), [], []
+
+    def scrape() -> None:
+        while not stop.is_set():
+            try:
+                fams = list(text_string_to_metric_families(prom.render(engine).decode()))
+                scrapes.append(len(fams))
+            except Exception as err:  # noqa: BLE001 - collected and asserted below
+                errors.append(repr(err))
+    threads = [threading.Thread(target=scrape) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(20):
+            engine.load_model(identity_model(), name="comes_and_goes")
+            engine.unload_model("comes_and_goes")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(WAIT_S)
+        engine.close()
+    assert errors == [] and len(scrapes) >= 8
+
+
 def test_the_batch_size_histograms_buckets_stay_put_when_max_batch_size_changes():
     """Its edges followed max_batch_size: a configure made the le="32" series vanish and
     le="24" appear already full (an adversary), which breaks rate() and

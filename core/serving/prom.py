@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Any
 
@@ -69,6 +70,7 @@ _EDGES_TOP = 1024
 #: the setting or the largest batch, and never go back down (after a reset or a lower
 #: setting the le="4096" series vanished; a reviewer).
 _TOPS: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+_TOPS_LOCK = threading.Lock()
 
 
 def _buckets(max_rows: int) -> list[int]:
@@ -100,13 +102,14 @@ class EngineCollector(Collector):
         flight = GaugeMetricFamily("batchlab_requests_in_flight", "Requests accepted and "
                                    "not answered: waiting or in a batch running",
                                    labels=["model"])
-        try:
-            tops = _TOPS.setdefault(engine, {})
-        except TypeError:   # (an engine that cannot be weakly referenced: no memory of tops)
-            tops = {}
         names = engine.model_names()
-        for gone in set(tops) - set(names):   # (unloaded: bounded by the models loaded)
-            del tops[gone]
+        with _TOPS_LOCK:   # (two scrapes at once across an unload: one KeyError'd)
+            try:
+                tops = _TOPS.setdefault(engine, {})
+            except TypeError:   # (an engine that cannot be weakly referenced: no memory)
+                tops = {}
+            for gone in set(tops) - set(names):   # (unloaded: bounded by the models loaded)
+                del tops[gone]
         for name in names:
             try:
                 c = engine.counters(name)
@@ -116,8 +119,8 @@ class EngineCollector(Collector):
             for fam, (_, _, value) in zip(counters, _COUNTERS):
                 fam.add_metric([name, "1"], value(c))
             seen = c["batch_sizes"]
-            top = max([cap, *seen, tops.get(name, 0)])
-            tops[name] = top
+            with _TOPS_LOCK:
+                top = tops[name] = max([cap, *seen, tops.get(name, 0)])
             edges = _buckets(top)
             cum, buckets = 0, []
             for edge in edges:
