@@ -66,7 +66,7 @@ from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadline
 from .routes import DEFAULT_MAX_BODY, Routes
 from .state import STATE_ENV, STATE_INTERVAL_S, StateDir
 from .timeouts import MAX_TIMEOUT_S
-from .tuning import tune_for_serving
+from .tuning import limit_malloc_arenas, tune_for_serving
 
 #: Minutes of per-second metrics a server keeps (``--history-minutes``).
 HISTORY_ENV = "BATCHLAB_HISTORY_MINUTES"
@@ -367,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         if not low <= getattr(args, flag) <= high:
             ap.error(f"--{flag.replace('_', '-')} must be from {low:g} to {high:g} seconds, "
                      f"got {getattr(args, flag):g}")
+    limit_malloc_arenas()   # (before the engine's threads: each would take an arena)
     engine = Engine(EngineConfig(max_model_bytes=int(args.max_model_mb * 2**20),
                                  probe_models=not args.no_probe,
                                  demo_models=not args.no_demo_models,
