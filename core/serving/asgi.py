@@ -52,6 +52,9 @@ SEND_SLICE = 1 << 20
 MAX_PARSE_QUEUE = 64 * 2**20
 
 
+#: A body this large or larger counts as large for the heap trimmer.
+LARGE_BODY = 2**20
+
 class ParseQueueFullError(HTTPError):
     """A 503: large JSON bodies queued for the parser are at their bound."""
 
@@ -114,6 +117,9 @@ class OipApp(BodyReader):
         #: budget, at least two bodies at the data plane's limit. Past it a request is
         #: answered 503 before its body is read (40 hung 32 MiB requests held 1.3 GB).
         self.bodies_in_flight = 0
+        #: When the last body of a MiB or more was let go (monotonic; 0: none yet): the
+        #: heap trimmer waits for a second without one (core/serving/heap.py).
+        self.large_body_done = 0.0
         self.max_bodies_in_flight = max(2 * routes.max_body_bytes,
                                         2 * getattr(routes, "max_json_bytes", 0))
         #: Body bytes past each body's first MiB are read at a bounded rate, so that large
@@ -135,6 +141,11 @@ class OipApp(BodyReader):
         parser = getattr(self.routes, "parser", None)
         if parser is not None:
             parser.close()
+
+    def large_bodies_idle(self, quiet_s: float = 1.0) -> bool:
+        """No body of a MiB or more held now, nor let go in the last ``quiet_s``."""
+        return self.bodies_in_flight < LARGE_BODY \
+            and time.monotonic() - self.large_body_done > quiet_s
 
     def quiet_for(self) -> float:
         """Seconds since the last request arrived (since the app was made, before one)."""
@@ -193,6 +204,8 @@ class OipApp(BodyReader):
                 status, body = await self._answer(method, path, req, receive)
             finally:
                 self.bodies_in_flight -= held[0]
+                if held[0] >= LARGE_BODY:
+                    self.large_body_done = time.monotonic()
         except _Disconnected:  # its request was cancelled: nobody to answer
             return
         except Exception as err:  # noqa: BLE001 - every error is an answer; serving goes on

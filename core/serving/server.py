@@ -66,6 +66,7 @@ from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadline
 from .routes import DEFAULT_MAX_BODY, Routes
 from .state import STATE_ENV, STATE_INTERVAL_S, StateDir
 from .timeouts import MAX_TIMEOUT_S
+from .heap import HeapTrimmer
 from .tuning import limit_malloc_arenas, tune_for_serving
 
 #: Minutes of per-second metrics a server keeps (``--history-minutes``).
@@ -391,6 +392,8 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=_watch_parent, args=(args.parent_pid, stop),
                          name="parent-watch", daemon=True).start()
     server.start()
+    # (what floods of large bodies freed, given back once none is held: see core/serving/heap.py)
+    trimmer = HeapTrimmer(idle=server.app.large_bodies_idle).start()
     log.info("serving the Open Inference Protocol and the control API on %s (models: %s)",
              server.url, ", ".join(engine.model_names()))
     log.info("remote models may be at %s (--allow-remote adds networks or hosts)",
@@ -408,6 +411,7 @@ def main(argv: list[str] | None = None) -> None:
                  "generators): %s", server.routes.guard.data_token)
     stop.wait()
     log.info("stopping: answering the requests already received")
+    trimmer.stop()
     server.save_state()
     server.stop_accepting()
     engine.close()  # finishes every request it has queued; their answers go out
