@@ -392,6 +392,10 @@ with live:
 # -- replay: the same arrivals under each policy ---------------------------------------------
 if remote is not None:
     st.stop()  # replaying under Batchlab's policies means nothing for a server's batching
+if not info.batchable:   # (every policy would run each request alone: one answer five times)
+    st.caption(f"The replay of the same traffic under each batching policy is not offered "
+               f"for {model}: its requests run alone whatever the policy.")
+    st.stop()
 
 with st.container(border=True):
     st.subheader("Same traffic, every policy", anchor=False)

@@ -399,7 +399,11 @@ with st.container(border=True):
                 "engine work per request not measured (the capacity bursts were refused or "
                 "failed: see the model's errors on the Monitor page; the ceiling below is "
                 "the runs' alone)")
-        st.caption(f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms (R² = {cost.r2:.3f}); "
+        line = (f"t(n) = {cost.a_ms:.3f} + {cost.b_ms:.4f}·n ms" if cost.a_ms > 0 else
+                # (a newcomer read "0.000" as a measured fixed cost of nothing)
+                f"t(n) = {cost.b_ms:.4f}·n ms (a run's fixed cost not told apart from zero: "
+                "the best line through the runs crossed below zero, so this one starts there)")
+        st.caption(f"{line} (R² = {cost.r2:.3f}); "
                    f"{work}; "
                    f"overhead per request {cost.overhead_ms:.3f} ms + "
                    f"{cost.overhead_per_krps_ms:.3f} ms per 1,000 req/s ("

@@ -488,6 +488,9 @@ def test_non_batchable_model_disables_batch_controls(engine):
     at.selectbox(key="batching_model").set_value("fixed-batch").run()
     assert at.slider(key="bs_max_wait").disabled
     assert any("not batchable" in w.value for w in at.warning)
+    # no replay under each policy: its requests run alone whatever the policy (a newcomer)
+    assert "bs_replay" not in {b.key for b in at.button}
+    assert any("its requests run alone whatever the policy" in c.value for c in at.caption)
     # Not a batch size but still its per-request row limit: it can be set (it was disabled).
     rows = at.slider(key="bs_max_batch")
     assert not rows.disabled and rows.label == "Max rows per request"
@@ -1016,6 +1019,12 @@ def test_whatif_says_when_the_engine_work_was_not_measured(engine):
     assert any("per 1,000 req/s (not calibrated)" in c.value for c in at.caption)
     assert any(w.value == "The overhead is not calibrated: no rate kept up."
                for w in at.warning)
+    # a fit whose line crossed below zero: no fixed cost told, not "0.000 +" (a newcomer)
+    at.session_state["exp_cost"] = ("tiny", CostModel(0.0, 0.001, 0.99), None)
+    at.run()
+    assert any(c.value.startswith("t(n) = 0.0010·n ms (a run's fixed cost not told apart "
+                                  "from zero") for c in at.caption)
+    assert not any("t(n) = 0.000 +" in c.value for c in at.caption)
 
 
 def test_a_running_sweeps_table_has_the_finished_tables_columns(engine):
@@ -1581,7 +1590,9 @@ def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     assert (cfg.max_batch_size, cfg.max_wait_ms) == (32, 5.0)  # its own settings are back
     from core.lab import ExperimentStore
     runs = ExperimentStore(tmp_path / "experiments.sqlite").list()
-    assert list(runs["name"]) == ["tiny quick search"]
+    assert len(runs) == 1 and re.fullmatch(   # (its grid in its name: runs told apart)
+        r"tiny quick search: batch \d+-\d+, wait [\d.]+-[\d.]+ ms, [\d,]+-[\d,]+ req/s",
+        runs["name"].iloc[0]), runs["name"].iloc[0]
     # Deleted from the history, its run is no longer said to be saved there
     run_id = int(runs["id"].iloc[0])
     at.button(key="hist_delete").click().run()

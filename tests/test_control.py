@@ -223,6 +223,9 @@ def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
     pd.testing.assert_frame_equal(run["results"].reset_index(drop=True), frame,
                                   check_dtype=False)
     assert run["config"]["complete"] is True
+    # named by its grid: five runs of a model were all "mlp sweep" in the comparison (a
+    # newcomer)
+    assert run["name"] == "tiny sweep: batch 1-8, wait 0 ms, 200 req/s"
     assert len(other_tab.store.list()) == 1
     other_tab.close()
 

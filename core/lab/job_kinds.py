@@ -51,11 +51,24 @@ def _keep(engine: Any, job: Job, name: str, config: dict[str, Any], frame: pd.Da
     return job.run_id
 
 
+def _grid_name(what: str, sizes: list[int], waits: list[float], loads: list[float],
+               unit: str) -> str:
+    """A run's name that tells it from the model's other runs in the history and its
+    comparison chart: ``'mlp sweep: batch 8-32, wait 0-2 ms, 200-800 req/s'``."""
+    def span(values: list[float]) -> str:
+        lo, hi = min(values), max(values)
+        return f"{lo:,g}" if lo == hi else f"{lo:,g}-{hi:,g}"
+    parts = [f"batch {span(sizes)}" if sizes else "", f"wait {span(waits)} ms" if waits else "",
+             f"{span(loads)} {unit}" if loads else ""]
+    return f"{what}: {', '.join(p for p in parts if p)}" if any(parts) else what
+
+
 def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
            max_waits_ms: list[float], rates_rps: list[float] | None = None,
            concurrencies: list[int] | None = None, duration_s: float = 2.0,
            slo_p99_ms: float | None = None, save: bool = True, **kw: Any) -> dict[str, Any]:
-    name = f"{target} sweep"
+    name = _grid_name(f"{target} sweep", max_batch_sizes, max_waits_ms,
+                      rates_rps or concurrencies or [], "req/s" if rates_rps else "clients")
     config = {
         "model": target, "max_batch_sizes": list(max_batch_sizes),
         "max_waits_ms": list(max_waits_ms),
@@ -92,7 +105,8 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
     grid = (len(max_batch_sizes) * len(max_waits_ms) * max(1, len(session_threads or []))
             * len(rates_rps))
 
-    name = f"{target} quick search"
+    name = _grid_name(f"{target} quick search", max_batch_sizes, max_waits_ms, rates_rps,
+                      "req/s")
     config = {
         "model": target, "search": "quick", "max_batch_sizes": list(max_batch_sizes),
         "max_waits_ms": list(max_waits_ms), "session_threads": session_threads,
