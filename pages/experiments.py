@@ -9,7 +9,8 @@ from core import POLICIES, BatchlabError
 from core.policies import policy_short_label
 from core.ui import charts
 from core.ui.fmt import (SEARCH_TABLE_LABELS, SWEEP_TABLE_LABELS, history_caption,
-                         run_config_words, sweep_caption, sweep_table_columns)
+                         run_config_words, sweep_caption, sweep_params_of,
+                         sweep_table_columns)
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, sends_caption, traffic_warning
@@ -259,27 +260,39 @@ with st.container(border=True):
                   duration_s=float(duration), slo_p99_ms=float(slo), **agents,
                   **({"policy": sweep_policy} if sweep_policy else {}))
 
-# The latest finished sweep of this model (any tab's), saved to the history by the engine.
+# The latest finished sweep of this model (any tab's), saved to the history by the engine;
+# or a run of it opened from the history below, until a newer sweep finishes.
 result = None
 if job is not None and job.finished and job.result and job.result.get("run_id"):
     result = (model, job.result["run_id"])
+opened = st.session_state.get("exp_open_run")   # (run id, its model, the latest sweep then)
+from_history = bool(opened and opened[1] == model
+                    and opened[2] == (result[1] if result else None))
+if from_history:
+    result = (model, opened[0])
 if result and result[0] == model:
     try:
         run = store.get(result[1])
     except KeyError:
         run = None
     if run is None:   # (its "cancelled; saved" caption stayed, the table gone; a newcomer)
-        st.caption(f"The last sweep of {model}, run {result[1]}, has since been deleted "
-                   "from the history.")
-    elif job.state == "cancelled":
+        st.caption(f"The {'run opened' if from_history else 'last sweep'} of {model}, run "
+                   f"{result[1]}, has since been deleted from the history.")
+    elif not from_history and job.state == "cancelled":
         st.caption("The sweep was cancelled; the points it finished were saved.")
     if run is not None:
         frame = run["results"]
-        if quick:   # (two answers, each with its Apply, read as one page's; a newcomer)
+        if from_history:   # (a past run's answer, Apply and exports after a restart)
+            st.subheader(f"Run {result[1]} of {model}, from the history", anchor=False)
+            st.caption(f"Saved {pd.Timestamp(run['created'], unit='s'):%Y-%m-%d %H:%M:%S}. "
+                       f"The newest sweep of "
+                       f"{model} takes its place here when one finishes.")
+        elif quick:   # (two answers, each with its Apply, read as one page's; a newcomer)
             st.subheader(f"The last full sweep of {model}", anchor=False)
             st.caption("A grid sweep run before, apart from the quick search above: its "
                        "answer is its own (turn the quick search off to run another).")
-        st.caption(sweep_caption(job.params, result[1], sizes, waits, loads, float(slo)))
+        st.caption(sweep_caption(sweep_params_of(run["config"]) if from_history
+                                 else job.params, result[1], sizes, waits, loads, float(slo)))
         front = pareto_frontier(frame)
         rec = recommend(frame, float(slo))
         hit = disturbed_rows(frame)
@@ -553,6 +566,21 @@ with st.container(border=True):
         pick = h1.selectbox("Run", ids, key=f"hist_pick_{ids[0]}", format_func=label.get)
         h2.download_button(f"Export run {pick} as CSV", store.export_csv(pick),
                            file_name=f"run-{pick}.csv", key="hist_csv")
+        pick_cfg = runs.loc[runs["id"] == pick, "config"].iloc[0]
+        pick_cfg = pick_cfg if isinstance(pick_cfg, dict) else {}
+        sweep_of = pick_cfg.get("model") if "max_batch_sizes" in pick_cfg \
+            and "search" not in pick_cfg else None
+        # (after a restart, a past sweep's answer, Apply and exports were gone; a newcomer)
+        if h1.button(f"Show run {pick} above", key="hist_open",
+                     disabled=sweep_of != model,
+                     help="Its answer, chart, table, Apply and exports, in the sweep's place "
+                          "above." if sweep_of == model else
+                          f"A sweep of {sweep_of}: choose {sweep_of} at the top of the page."
+                          if sweep_of else "Only a grid sweep's run opens there."):
+            st.session_state["exp_open_run"] = (
+                pick, model, job.result.get("run_id") if job is not None and job.finished
+                and job.result else None)
+            st.rerun()
         with h3.popover(f"Delete run {pick}"):   # (asked once more: it cannot be undone)
             st.caption(f"{label[pick][0].upper()}{label[pick][1:]} leaves the history for good.")
             if st.button(f"Delete run {pick}", key="hist_delete", type="primary"):

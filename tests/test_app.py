@@ -1552,6 +1552,46 @@ def test_experiments_page_names_the_last_sweep_apart_from_the_quick_search(engin
     at.toggle(key="exp_quick").set_value(True).run()
     assert any(h.value == "The last full sweep of tiny" for h in at.subheader)
 
+def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine, tmp_path,
+                                                                         monkeypatch):
+    """After a restart the last sweep's answer, Apply and exports were gone: the history
+    had its points only (a newcomer). A sweep of the model opens from the history in the
+    sweep's place, until a newer sweep finishes."""
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[2, 4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.3, slo_p99_ms=1000.0)
+    job = engine.wait_job(job.job_id, timeout_s=60)
+    assert job.state == "done"
+    past = engine.store.get(job.result["run_id"])
+    # a run of an earlier day, as the history keeps it
+    older = engine.store.save("tiny sweep: earlier", past["config"], past["results"])
+    engine.store.save("tiny search", {"model": "tiny", "search": "quick",
+                                      "max_batch_sizes": [4]}, past["results"])
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    label = at.selectbox(key=next(k for k in (w.key for w in at.selectbox)
+                                  if k and k.startswith("hist_pick_")))
+    assert at.button(key="hist_open").disabled          # the newest: a search's run
+    label.set_value(older).run()
+    assert not at.button(key="hist_open").disabled
+    at.button(key="hist_open").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(h.value == f"Run {older} of tiny, from the history" for h in at.subheader)
+    assert any(c.value.startswith(f"Run {older}: batch sizes 2, 4; waits 0 ms; loads 100 "
+                                  "req/s") for c in at.caption), [c.value for c in at.caption]
+    assert "exp_apply" in {b.key for b in at.button}
+    assert "export_triton" in {d.key for d in at.get("download_button")}
+    # a newer sweep finishing takes its place
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.3, slo_p99_ms=1000.0)
+    job = engine.wait_job(job.job_id, timeout_s=60)
+    assert job.state == "done"
+    at.run()
+    assert not any("from the history" in h.value for h in at.subheader)
+    assert any(c.value.startswith(f"Run {job.result['run_id']}: batch sizes 8;")
+               for c in at.caption)
+
+
 def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
     at = app("pages/experiments.py")

@@ -372,6 +372,19 @@ def nonfinite_words(value: Any) -> str:
     return f"Not numbers: {', '.join(found)} of {value.size:,} values." if found else ""
 
 
+def sweep_params_of(config: Any) -> dict[str, Any]:
+    """A stored sweep's config (``engine.store.get(id)["config"]``) as the sweep job's
+    parameters :func:`sweep_caption` reads (loads as rates or clients, as it ran)."""
+    config = config if isinstance(config, dict) else {}
+    loads = list(config.get("loads") or [])
+    clients = config.get("load_kind") == "clients"
+    return {"max_batch_sizes": list(config.get("max_batch_sizes") or []),
+            "max_waits_ms": list(config.get("max_waits_ms") or []),
+            "rates_rps": None if clients else loads, "concurrencies": loads if clients else None,
+            "slo_p99_ms": config.get("slo_p99_ms"), "agents": config.get("agents"),
+            "ray_address": config.get("ray_address")}
+
+
 def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
                   loads: list, slo_ms: float) -> str:
     """What a sweep's result on the page was run with, and whether that is the form above
