@@ -9,8 +9,8 @@ from core import POLICIES, BatchlabError
 from core.policies import policy_short_label
 from core.ui import charts
 from core.ui.fmt import (SEARCH_TABLE_LABELS, SWEEP_TABLE_LABELS, history_caption,
-                         run_config_words, sweep_caption, sweep_params_of,
-                         sweep_table_columns)
+                         run_config_words, sweep_table_columns)
+from core.ui.sweeps import sweep_caption, sweep_params_of
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, sends_caption, traffic_warning

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from core.protocol import HTTPError
 
-__all__ = ["RequestGuard", "TOKEN_ENV", "is_loopback", "data_plane_token"]
+__all__ = ["RequestGuard", "TOKEN_ENV", "is_loopback", "data_plane_token", "access_words"]
 
 #: The environment variable a token is read from (by the server, RemoteEngine and the
 #: dashboard).
@@ -186,3 +186,17 @@ class RequestGuard:
         raise HTTPError(401, "the token sent (Authorization header) is not this "
                              "server's; use the one in its log or the one it was "
                              "started with (--token / BATCHLAB_TOKEN)")
+
+
+def access_words(token: str | None, token_from: str | None, data_token: str | None) -> list[str]:
+    """What a server started from the command line says of who may drive it (its log)."""
+    if token is None:
+        return ["no token: any program on this machine may drive the engine (--no-token)"]
+    first = (f"clients send the token from {token_from} (Authorization: Bearer TOKEN)"
+             if token_from else
+             f"token: {token} (clients send 'Authorization: Bearer {token}'; "
+             "RemoteEngine(url, token=...) or BATCHLAB_TOKEN=... for notebooks and the "
+             "dashboard)")
+    return [first, "data-plane token (inference, metadata and /metrics only; for load "
+                   f"generators): {data_token}"]
+

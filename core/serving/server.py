@@ -60,7 +60,7 @@ from core.errors import ConfigError
 from core.remote import OutboundPolicy
 from core.lab import Engine
 from .asgi import OipApp
-from .guard import TOKEN_ENV, is_loopback
+from .guard import TOKEN_ENV, access_words, is_loopback
 from .http import (HEAD_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CONNECTIONS, HeadDeadlineProtocol,
                    ListeningServer, bind, raise_fd_limit)
 from .routes import DEFAULT_MAX_BODY, Routes
@@ -398,17 +398,8 @@ def main(argv: list[str] | None = None) -> None:
              server.url, ", ".join(engine.model_names()))
     log.info("remote models may be at %s (--allow-remote adds networks or hosts)",
              engine.outbound_policy.allowed_words())
-    if token is None:
-        log.info("no token: any program on this machine may drive the engine (--no-token)")
-    elif token_from:
-        log.info("clients send the token from %s (Authorization: Bearer TOKEN)", token_from)
-    else:
-        log.info("token: %s (clients send 'Authorization: Bearer %s'; RemoteEngine(url, "
-                 "token=...) or BATCHLAB_TOKEN=... for notebooks and the dashboard)",
-                 token, token)
-    if token is not None:
-        log.info("data-plane token (inference, metadata and /metrics only; for load "
-                 "generators): %s", server.routes.guard.data_token)
+    for line in access_words(token, token_from, server.routes.guard.data_token):
+        log.info("%s", line)
     stop.wait()
     log.info("stopping: answering the requests already received")
     trimmer.stop()
