@@ -1634,7 +1634,7 @@ def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     from core.lab import ExperimentStore
     runs = ExperimentStore(tmp_path / "experiments.sqlite").list()
     assert len(runs) == 1 and re.fullmatch(   # (its grid in its name: runs told apart)
-        r"tiny quick search: batch \d+-\d+, wait [\d.]+-[\d.]+ ms, [\d,]+-[\d,]+ req/s",
+        r"tiny quick search: batch [\d, ]+ · wait [\d., ]+ ms · [\d, ]+ req/s",
         runs["name"].iloc[0]), runs["name"].iloc[0]
     # Deleted from the history, its run is no longer said to be saved there
     run_id = int(runs["id"].iloc[0])

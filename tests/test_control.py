@@ -225,7 +225,12 @@ def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
     assert run["config"]["complete"] is True
     # named by its grid: five runs of a model were all "mlp sweep" in the comparison (a
     # newcomer)
-    assert run["name"] == "tiny sweep: batch 1-8, wait 0 ms, 200 req/s"
+    assert run["name"] == "tiny sweep: batch 1, 8 · wait 0 ms · 200 req/s"
+    from core.lab.job_kinds import _grid_name   # (the values, and a policy not deadline)
+    assert _grid_name("m sweep", [16, 8], [2, 0.5], [1500, 300], "req/s", "adaptive") == \
+        "m sweep: batch 8, 16 · wait 0.5, 2 ms · 300, 1,500 req/s · adaptive"
+    assert _grid_name("m sweep", [1, 2, 4, 8, 16], [0], [4], "clients") == \
+        "m sweep: batch 1-16 (5 values) · wait 0 ms · 4 clients"
     assert len(other_tab.store.list()) == 1
     other_tab.close()
 

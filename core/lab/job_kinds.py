@@ -52,15 +52,20 @@ def _keep(engine: Any, job: Job, name: str, config: dict[str, Any], frame: pd.Da
 
 
 def _grid_name(what: str, sizes: list[int], waits: list[float], loads: list[float],
-               unit: str) -> str:
+               unit: str, policy: str | None = None) -> str:
     """A run's name that tells it from the model's other runs in the history and its
-    comparison chart: ``'mlp sweep: batch 8-32, wait 0-2 ms, 200-800 req/s'``."""
-    def span(values: list[float]) -> str:
-        lo, hi = min(values), max(values)
-        return f"{lo:,g}" if lo == hi else f"{lo:,g}-{hi:,g}"
-    parts = [f"batch {span(sizes)}" if sizes else "", f"wait {span(waits)} ms" if waits else "",
-             f"{span(loads)} {unit}" if loads else ""]
-    return f"{what}: {', '.join(p for p in parts if p)}" if any(parts) else what
+    comparison chart: ``'mlp sweep: batch 8, 32 · wait 0, 2 ms · 200, 800 req/s'``, the
+    values measured (past four, their range and count) and a policy other than deadline
+    (two runs of one grid under deadline and adaptive were named alike; a newcomer)."""
+    def values(vals: list[float]) -> str:
+        v = sorted(set(vals))
+        return (", ".join(f"{x:,g}" for x in v) if len(v) <= 4
+                else f"{v[0]:,g}-{v[-1]:,g} ({len(v)} values)")
+    parts = [f"batch {values(sizes)}" if sizes else "",
+             f"wait {values(waits)} ms" if waits else "",
+             f"{values(loads)} {unit}" if loads else "",
+             f"{policy}" if policy and policy != "deadline" else ""]
+    return f"{what}: {' · '.join(p for p in parts if p)}" if any(parts) else what
 
 
 def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
@@ -68,7 +73,8 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
            concurrencies: list[int] | None = None, duration_s: float = 2.0,
            slo_p99_ms: float | None = None, save: bool = True, **kw: Any) -> dict[str, Any]:
     name = _grid_name(f"{target} sweep", max_batch_sizes, max_waits_ms,
-                      rates_rps or concurrencies or [], "req/s" if rates_rps else "clients")
+                      rates_rps or concurrencies or [], "req/s" if rates_rps else "clients",
+                      kw.get("policy"))
     config = {
         "model": target, "max_batch_sizes": list(max_batch_sizes),
         "max_waits_ms": list(max_waits_ms),
@@ -106,7 +112,7 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
             * len(rates_rps))
 
     name = _grid_name(f"{target} quick search", max_batch_sizes, max_waits_ms, rates_rps,
-                      "req/s")
+                      "req/s", kw.get("policy"))
     config = {
         "model": target, "search": "quick", "max_batch_sizes": list(max_batch_sizes),
         "max_waits_ms": list(max_waits_ms), "session_threads": session_threads,
