@@ -472,10 +472,18 @@ with st.container(border=True):
                         if len(arrivals) > 1 and arrivals[-1] > 0 else "")
                 each = (f", {sum(file_rows) / len(file_rows):.2f} rows each on average"
                         if file_rows else ", one row each (the file has no rows column)")
-                st.caption(f"{len(arrivals):,} arrivals over {arrivals[-1]:.2f} s{rate}"
+                span = (f"{arrivals[-1]:.2f} s" if arrivals[-1] >= 1 else
+                        f"{arrivals[-1] * 1e3:.3g} ms")   # (was "over 0.00 s"; a newcomer)
+                st.caption(f"{len(arrivals):,} arrivals over {span}{rate}"
                            f"{each}; each policy replays all of them.")
+                # (accepted here, then the replay failed naming engine.configure; a newcomer)
+                too_big = max(file_rows or [1]) > cfg.max_batch_size
+                if too_big:
+                    st.error(f"The file has requests of up to {max(file_rows):,} rows; "
+                             f"{model} takes at most {cfg.max_batch_size} rows a request now "
+                             "(Max batch size, above): raise it to replay this file.")
                 if st.button("Replay this file under each policy", key="bs_replay_file",
-                             disabled=replay_busy):
+                             disabled=replay_busy or too_big):
                     if slo_refused:
                         st.error(f"Not replayed: {slo_refused}.")
                     else:

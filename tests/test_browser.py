@@ -312,6 +312,15 @@ def test_an_arrivals_file_is_read_and_a_file_past_the_limit_refused(server, page
     give_file(page, uploader, good, button)
     expect(page.get_by_text("3 arrivals over 1.00 s (3 req/s on average), 3.00 rows each "
                             "on average")).to_be_visible()
+    big = tmp_path / "big.csv"   # (accepted, then the replay failed; a newcomer)
+    big.write_text("arrived_s,rows\n0.0,2\n0.001,500\n0.002,1\n")
+    uploader.set_input_files(str(big))
+    expect(page.get_by_text("The file has requests of up to 500 rows; mlp takes at most "
+                            "32 rows a request now (Max batch size, above)")).to_be_visible(
+        timeout=30_000)
+    expect(page.get_by_text("3 arrivals over 2 ms (1,500 req/s on average)", exact=False)
+           ).to_be_visible()
+    expect(button).to_be_disabled()
     uploader.set_input_files(str(many))
     expect(page.get_by_text("Cannot replay many.csv: the arrivals file has 200,002 lines; "
                             "a replay takes at most 200,000 arrivals")).to_be_visible(

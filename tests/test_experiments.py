@@ -1018,7 +1018,13 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
     assert arrivals_from_csv(b"t\n3\n1\n2\n") == [0.0, 1.0, 2.0]  # a single other column
     assert arrivals_from_csv(b"3\n1\n2\n") == [0.0, 1.0, 2.0]  # no header: row one kept
     for bad, why in ((b"a,b\n1,2\n", "no arrived_s column"),
-                     (b"arrived_s\n0.1\nsoon\n", "not finite numbers"),
+                     # the wrong lines named (it quoted the first three, good or not; a
+                     # newcomer); an empty file is said to be empty, not "not a CSV file"
+                     (b"arrived_s\n0.1\nsoon\n", r"1 arrival time\(s\) in the file are not "
+                                                  r"finite numbers \(line 3: soon\)"),
+                     (b"arrived_s,rows\n0,1\n1,1\n2,1\n3,0\n4,x\n5,1\n6,0\n7,0\n",
+                      r"whole numbers >= 1 \(line 5: 0, line 6: x, line 8: 0, and 1 more\)"),
+                     (b"", "the arrivals file is empty"), (b"\n \n", "is empty"),
                      (b"arrived_s\n", "no rows"),
                      (b"arrived_s\n0\n5000\n", "are the times in ms")):
         with pytest.raises(ValueError, match=why):

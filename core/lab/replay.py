@@ -92,6 +92,13 @@ def check_arrivals(arr: np.ndarray) -> None:
                           "must be seconds)")
 
 
+def _lines(wrong: pd.Series, header: int) -> str:
+    """``'line 3: abc, line 5: foo'``: the first three wrong values and their lines."""
+    shown = [f"line {int(i) + header + 1}: {'empty' if pd.isna(v) else v}"
+             for i, v in wrong.head(3).items()]
+    return ", ".join(shown) + (f", and {len(wrong) - 3} more" if len(wrong) > 3 else "")
+
+
 def _check_arrivals_size(text: str | bytes) -> None:
     """Refuse a file past what a replay takes by its size and lines, before parsing it: a
     190 MiB file of ``0`` lines was parsed whole (4 GB) to be refused for its count (an
@@ -129,10 +136,15 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     # (a timeline export's other columns are not parsed: only what a replay reads)
     wanted = [c for c in head if c in ("arrived_s", "rows", "request_id")] \
         if "arrived_s" in head else None
+    if not raw.strip():   # (was "not a CSV file (No columns to parse from file)"; a newcomer)
+        raise ConfigError("the arrivals file is empty; expected a column arrived_s of times "
+                          "in seconds, one arrival per row")
+    header = 1   # (lines before the first arrival: the file's line numbers in messages)
     try:
         frame = pd.read_csv(io.StringIO(raw), usecols=wanted)
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
             frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
+            header = 0
     except (ValueError, pd.errors.ParserError) as err:
         raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
                           "arrived_s of times in seconds, one arrival per row") from None
@@ -147,11 +159,11 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
                           f"{', '.join(map(str, frame.columns[:8]))}); expected a column "
                           "arrived_s of times in seconds, one arrival per row")
     values = pd.to_numeric(col, errors="coerce")
-    bad = int(values.isna().sum()) + int((~np.isfinite(values.fillna(0))).sum())
-    if bad:
-        raise ConfigError(f"{bad} arrival time(s) in the file are not finite numbers (first "
-                          f"rows: {', '.join(map(str, col.head(3).tolist()))}); expected "
-                          "seconds, e.g. 0.0, 0.0031, 0.0047")
+    wrong = ~np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan))
+    if wrong.any():   # (the lines that are wrong: it quoted the first three, good or not)
+        raise ConfigError(f"{int(wrong.sum())} arrival time(s) in the file are not finite "
+                          f"numbers ({_lines(col[wrong], header)}); expected seconds, e.g. "
+                          "0.0, 0.0031, 0.0047")
     if len(values) == 0:
         raise ConfigError("the arrivals file has no rows: nothing to replay")
     arr = values.to_numpy(dtype=np.float64)
@@ -160,11 +172,13 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     check_arrivals(arr)
     rows = None
     if "arrived_s" in frame and "rows" in frame:
-        got = pd.to_numeric(frame.loc[col.index, "rows"], errors="coerce").to_numpy()
-        if not (np.isfinite(got).all() and (got >= 1).all() and (got == np.floor(got)).all()):
+        given = frame.loc[col.index, "rows"]
+        got = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            wrong = ~(np.isfinite(got) & (got >= 1) & (got == np.floor(got)))
+        if wrong.any():
             raise ConfigError("the arrivals file's rows column must hold each arrival's rows, "
-                              "whole numbers >= 1 (first rows: "
-                              f"{', '.join(map(str, frame['rows'].head(3).tolist()))})")
+                              f"whole numbers >= 1 ({_lines(given[wrong], header)})")
         rows = got.astype(np.int64)[order].tolist()
     return (arr - arr[0]).tolist(), rows
 
