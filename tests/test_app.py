@@ -1396,6 +1396,11 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
                         "load": [100, 200], "achieved_rps": [99.0, 198.0], "p99_ms": [2.0, 3.0]})
     shown = charts.runs_figure(one)
     assert shown.layout.showlegend and shown.data[0].name == "run 7: nightly"
+    # a run keeps its colour whatever else is compared (deleting run 1 swapped them)
+    two = pd.concat([one.assign(run_id=3, run="a"), one.assign(run_id=9, run="b")])
+    colour = {t.name: t.marker.color for t in charts.runs_figure(two).data}
+    alone = charts.runs_figure(two[two["run_id"] == 9]).data[0]
+    assert alone.marker.color == colour["run 9: b"] != colour["run 3: a"]
     mem = pd.DataFrame({"batch_size": [1, 8], "peak_mib": [0.07, 0.004], "run_ms": [0.1, 0.2],
                         "error": [None, None]})
     small = charts.memory_figure(mem)

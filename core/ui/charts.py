@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
@@ -262,7 +263,10 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
     named by id and name, so runs can be told apart."""
     fig = go.Figure()
     palette = px.colors.qualitative.Bold
-    for k, (rid, pts) in enumerate(frame.groupby("run_id", sort=True)):
+    for rid, pts in frame.groupby("run_id", sort=True):
+        # (by the run's id, not its place in the selection: deleting run 1 swapped the
+        # colours of runs 2 and 3; a newcomer)
+        k = int(rid) if isinstance(rid, (int, np.integer)) else hash(str(rid))
         name = pts["run"].iloc[0] if "run" in pts else ""
         labels = [f"batch {int(b)}, wait {w:g} ms, load {v:g}" for b, w, v in
                   zip(pts["max_batch_size"], pts["max_wait_ms"], pts["load"])]
