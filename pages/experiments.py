@@ -464,7 +464,8 @@ with st.container(border=True):
             pred = simulate(cost, bs, wait, float(rate), n_requests=5000)
             capacity = cost.capacity_rps(bs)
             past = float(rate) > capacity
-            m = st.columns(4)
+            # two by two: four in a row cut "126 ms +" to "126 …" at 1024 px (a newcomer)
+            m = [c for _ in range(2) for c in st.columns(2)]
             m[0].metric("Predicted p50", fmt_ms(pred["p50_ms"]) + (" +" if past else ""))
             m[1].metric("Predicted p99", fmt_ms(pred["p99_ms"]) + (" +" if past else ""))
             m[2].metric("Throughput", f"{pred['throughput_rps']:,.0f}/s")
