@@ -10,7 +10,7 @@ from core.policies import policy_short_label
 from core.ui import charts
 from core.ui.fmt import (SEARCH_TABLE_LABELS, SWEEP_TABLE_LABELS, history_caption,
                          run_config_words, sweep_table_columns)
-from core.ui.sweeps import sweep_caption, sweep_params_of
+from core.ui.sweeps import sweep_caption, sweep_cut_words, sweep_params_of
 from core.ui.report import sweep_report
 from core.ui.search import search_figure
 from core.ui.traffic import cores_warning, sends_caption, traffic_warning
@@ -298,8 +298,10 @@ if result and result[0] == model:
         hit = disturbed_rows(frame)
         disturbed = len(hit) > 0
         # (a recommendation from points measured under disturbance is no success)
-        (st.success if rec.max_batch_size is not None and not disturbed
-         else st.warning)(rec.reason)
+        cut = sweep_cut_words(run["config"], frame)
+        # (a sweep cancelled after 1 of 10 points recommended from it as if whole; a newcomer)
+        (st.success if rec.max_batch_size is not None and not disturbed and not cut
+         else st.warning)(cut + rec.reason)
         if "stable" in frame and frame["stable"].eq(False).any():
             st.caption(f"{int(frame['stable'].eq(False).sum())} of {len(frame)} points were "
                        "unstable (drawn open; their spreads are in 'Every column' below): "

@@ -1589,6 +1589,16 @@ def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine,
                                   "req/s") for c in at.caption), [c.value for c in at.caption]
     assert "exp_apply" in {b.key for b in at.button}
     assert "export_triton" in {d.key for d in at.get("download_button")}
+    assert not any(w.value.startswith("From the ") for w in at.warning)
+    # one cut short: its answer says from how few points (a sweep cancelled after 1 of 10
+    # recommended from it as if whole; a newcomer)
+    cut = engine.store.save("tiny sweep: cut", {**past["config"], "complete": False},
+                            past["results"].head(1))
+    at.session_state["exp_open_run"] = (cut, "tiny", at.session_state["exp_open_run"][2])
+    at.run()
+    assert any(w.value.startswith("From the 1 point(s) measured of the grid's 2 (the sweep "
+                                  "did not finish): ") for w in at.warning), \
+        [w.value for w in at.warning]
     # a newer sweep finishing takes its place
     job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
                            rates_rps=[100.0], duration_s=0.3, slo_p99_ms=1000.0)

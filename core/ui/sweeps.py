@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["sweep_caption", "sweep_params_of"]
+__all__ = ["sweep_caption", "sweep_params_of", "sweep_cut_words"]
 
 
 def sweep_params_of(config: Any) -> dict[str, Any]:
@@ -51,3 +51,17 @@ def sweep_caption(params: dict[str, Any], run_id: int, sizes: list, waits: list,
     if (sorted(ran[0]), sorted(ran[1]), sorted(ran[2])) != tuple(sorted(x) for x in form):
         text += " (not the form above: started elsewhere or before it changed)"
     return text + "."
+
+
+def sweep_cut_words(config: Any, frame: Any) -> str:
+    """``'From the 1 point(s) measured of the grid's 10 (the sweep did not finish): '``
+    for a run cancelled or cut off, to go before its recommendation; '' for a whole one."""
+    if not isinstance(config, dict) or config.get("complete", True):
+        return ""
+    p = sweep_params_of(config)
+    planned = (len(p["max_batch_sizes"]) * len(p["max_waits_ms"])
+               * len(p["rates_rps"] or p["concurrencies"] or [1]))
+    measured = int((~frame["baseline"].fillna(False).astype(bool)).sum()) \
+        if "baseline" in frame else len(frame)
+    return (f"From the {measured} point(s) measured of the grid's {planned} (the sweep did "
+            "not finish): ")
