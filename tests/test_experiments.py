@@ -1797,3 +1797,11 @@ def test_an_arrivals_file_past_the_limits_is_refused_before_it_is_parsed(monkeyp
     assert read_arrivals_csv(export) == ([0.0, 0.25], [1, 2])
     assert parsed == [["request_id", "arrived_s", "rows"]]
     assert read_arrivals_csv(b"arrived_s\n" + b"0\n" * MAX_REPLAY_ARRIVALS)[0][-1] == 0.0
+    # a header of many columns: pandas names repeated ones in quadratic time (100,000 took
+    # 93 s; an adversary): refused unparsed
+    for head, why in ((b"arrived_s," + b"a," * 100_000, "is over 4,096 characters"),
+                      (b"arrived_s," + b"a," * 64, "is 66 columns")):
+        with pytest.raises(ValueError, match=f"first line {why}; a replay file has at most "
+                                             "64 columns"):
+            read_arrivals_csv(head + b"\n0\n")
+    assert len(parsed) == 2

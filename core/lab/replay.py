@@ -43,6 +43,9 @@ MAX_REPLAY_ARRIVALS = 200_000
 MAX_REPLAY_SPAN_S = 600.0
 #: The largest arrivals file read (bytes): refused unparsed past it.
 MAX_ARRIVALS_FILE_BYTES = 32 * 2**20
+#: A header past these is refused unparsed (a timeline export has about 20 columns).
+_MAX_COLUMNS = 64
+_MAX_HEAD_CHARS = 4096
 
 
 #: The policies a replay compares unless told otherwise: every registered one (a policy
@@ -132,7 +135,15 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     import io
     _check_arrivals_size(text)
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
-    head = [c.strip().strip('"') for c in raw.split("\n", 1)[0].split(",")]
+    first = raw[:_MAX_HEAD_CHARS + 1].split("\n", 1)[0]
+    head = [c.strip().strip('"') for c in first.split(",")]
+    if len(first) > _MAX_HEAD_CHARS or len(head) > _MAX_COLUMNS:
+        # (pandas names 100,000 repeated columns in 93 s: quadratic; an adversary)
+        raise ConfigError("the arrivals file's first line is "
+                          + (f"over {_MAX_HEAD_CHARS:,} characters" if len(first) >
+                             _MAX_HEAD_CHARS else f"{len(head):,} columns")
+                          + f"; a replay file has at most {_MAX_COLUMNS} columns (it reads "
+                          "arrived_s and rows)")
     # (a timeline export's other columns are not parsed: only what a replay reads)
     wanted = [c for c in head if c in ("arrived_s", "rows", "request_id")] \
         if "arrived_s" in head else None

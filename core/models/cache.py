@@ -60,9 +60,9 @@ class SessionCache:
         self.misses = 0
 
     def get_or_create(self, data: bytes, options: SessionConfig,
-                      sha256: str | None = None) -> ort.InferenceSession:
+                      sha256: str | None = None, fold: bool = True) -> ort.InferenceSession:
         sha = sha256 or hashlib.sha256(data).hexdigest()
-        key = (sha, options)
+        key = (sha, options)   # (fold: decided by the bytes alone, as sha256 is)
         with self._lock:
             item = self._items.get(key)
             if item is not None:
@@ -72,7 +72,7 @@ class SessionCache:
                 self.hits += 1
                 return item[0]
         # Session creation can take seconds: do it outside the lock.
-        session, held = created_session(data, options)
+        session, held = created_session(data, options, fold=fold)
         with self._lock:
             item = self._items.get(key)
             if item is not None:  # another thread won the race; share its session
@@ -128,13 +128,13 @@ class SessionCache:
         return len(self._items)
 
 
-def created_session(data: bytes, options: SessionConfig, arena: bool = True
-                    ) -> tuple[ort.InferenceSession, int]:
+def created_session(data: bytes, options: SessionConfig, arena: bool = True,
+                    fold: bool = True) -> tuple[ort.InferenceSession, int]:
     """A new session of ``data``, and the bytes it holds: what the process's heap grew by
     while it was created (:func:`heap_in_use_bytes`), at least twice the file (a chain of
     150,000 Sigmoid nodes is a 4 MB file whose session holds 440 MB; counted by its file,
     three of them took a server past its budget; an adversary). Other threads'
     allocations meanwhile move the figure a little either way."""
     before = heap_in_use_bytes()
-    session = create_session(data, options, arena)
+    session = create_session(data, options, arena, fold)
     return session, max(2 * len(data), heap_in_use_bytes() - before)

@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -28,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-__all__ = ["largest_folded"]
+__all__ = ["largest_folded", "size_folding", "Folding"]
 
 #: Ops ONNX Runtime never folds (their outputs differ run to run).
 _NOT_FOLDED = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
@@ -47,14 +48,45 @@ _COMPUTED = {"Constant", "Shape", "Size", "Concat", "Gather", "Slice", "Squeeze"
              "ReduceMax", "ReduceMin", "Range", "Sqrt", "Mod"}
 
 
+#: At most this many constant nodes are sized, and this many bytes of small constants
+#: computed, per model (100,000 nodes of 4 KiB each took the check to 9 s and 750 MiB; an
+#: adversary): past either, the model's folding is left off (its size cannot be told).
+_MAX_FOLDED_NODES = 20_000
+_MAX_COMPUTED_BYTES = 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class Folding:
+    """What sizing a model's constant folding found: ``largest`` ``(bytes, what)`` of the
+    constants ONNX Runtime would make (folding, or a sparse initializer made dense), and
+    ``unknown``: why the sizes cannot be vouched for (a subgraph, a local function, a shape
+    that cannot be told...), in which case ONNX Runtime must not fold: None when they can."""
+
+    largest: tuple[int, str] | None
+    unknown: str | None
+
+
 def largest_folded(proto: onnx.ModelProto) -> tuple[int, str] | None:
     """``(bytes, what)`` of the largest tensor constant folding would compute in
     ``proto``'s main graph, where its shape can be told; None when there is none."""
+    return size_folding(proto).largest
+
+
+def size_folding(proto: onnx.ModelProto) -> Folding:
+    """The constants ``proto`` would have ONNX Runtime make while it creates a session (see
+    :class:`Folding`), node by node along its main graph's constant part."""
     g = proto.graph
-    opsets = {o.domain or "": o.version for o in proto.opset_import}
+    opsets = {"" if o.domain in ("", "ai.onnx") else o.domain: o.version
+              for o in proto.opset_import}
     overridable = {i.name for i in g.input}
     types: dict[str, onnx.TypeProto] = {}        # every constant's type, where known
     values: dict[str, np.ndarray] = {}           # the small ones' values
+    best: list[Any] = [None]
+    unknown: str | None = None
+
+    def made(nbytes: int | None, what: str) -> None:
+        if nbytes is not None and (best[0] is None or nbytes > best[0][0]):
+            best[0] = (nbytes, what)
     for t in g.initializer:
         if t.name in overridable:
             continue
@@ -64,28 +96,56 @@ def largest_folded(proto: onnx.ModelProto) -> tuple[int, str] | None:
                 values[t.name] = numpy_helper.to_array(t)
             except Exception:  # noqa: BLE001 - external or malformed data: its type only
                 pass
-    const = set(types)
-    best: tuple[int, str] | None = None
+    for sp in g.sparse_initializer:   # (made dense as the model loads, folding or not)
+        types[sp.values.name] = helper.make_tensor_type_proto(sp.values.data_type,
+                                                              list(sp.dims))
+        made(math.prod(sp.dims) * _itemsize(sp.values.data_type),
+             f"the sparse initializer {sp.values.name!r} made dense")
+    if proto.functions:   # (inlined before folding: their bodies are not sized here)
+        unknown = "the model defines functions of its own"
+    produced = {o for n in g.node for o in n.output if o}
+    const, seen, folded, computed = set(types), set(), 0, 0
     for node in g.node:
+        seen.update(o for o in node.output if o)
         ins = [i for i in node.input if i]
-        if node.domain not in ("", "ai.onnx") or not all(i in const for i in ins):
-            continue
-        if node.op_type != "Constant" and (node.op_type in _NOT_FOLDED or not ins):
+        if unknown is None and any(i in produced and i not in seen for i in ins):
+            unknown = f"its nodes are not in order ({node.op_type} uses a later node's output)"
+        if unknown is None and any(a.type in (onnx.AttributeProto.GRAPH,
+                                              onnx.AttributeProto.GRAPHS)
+                                   for a in node.attribute):
+            unknown = f"it has subgraphs (a {node.op_type} node)"
+        sparse = next((a.sparse_tensor for a in node.attribute if a.name == "sparse_value"),
+                      None) if node.op_type == "Constant" else None
+        if sparse is not None:
+            made(math.prod(sparse.dims) * _itemsize(sparse.values.data_type),
+                 f"the sparse Constant making {node.output[0]!r} made dense")
+        if not all(i in const for i in ins) or (
+                node.op_type != "Constant" and (node.op_type in _NOT_FOLDED or not ins)):
             continue
         const.update(o for o in node.output if o)
+        if node.domain not in ("", "ai.onnx"):
+            unknown = unknown or f"a {node.domain} {node.op_type} node of constants"
+            continue
+        folded += 1
+        if folded > _MAX_FOLDED_NODES:
+            return Folding(best[0], unknown or f"over {_MAX_FOLDED_NODES:,} nodes are "
+                                               "computed from constants")
         out = _node_types(node, ins, types, values, opsets, proto.ir_version)
         types.update(out)
+        sizes = [_bytes(out.get(o)) for o in node.output if o]
         if node.op_type != "Constant":
-            for name, t in out.items():
-                nbytes = _bytes(t)
-                if nbytes is not None and (best is None or nbytes > best[0]):
-                    best = (nbytes, f"{node.op_type} node {node.name!r}" if node.name else
-                            f"the {node.op_type} making {name!r}")
-        sizes = [_bytes(t) for t in out.values()]
-        if node.op_type in _COMPUTED and sizes and all(
+            if unknown is None and (not sizes or None in sizes):
+                unknown = (f"the size of what the {node.op_type} node "
+                           f"{node.name or node.output[0]!r} makes cannot be told")
+            for name, n in zip([o for o in node.output if o], sizes):
+                made(n, f"{node.op_type} node {node.name!r}" if node.name else
+                     f"the {node.op_type} making {name!r}")
+        if node.op_type in _COMPUTED and sizes and computed < _MAX_COMPUTED_BYTES and all(
                 n is not None and n <= _KEEP_BYTES for n in sizes):
-            values.update(_computed(node, ins, types, values, opsets))
-    return best
+            got = _computed(node, ins, types, values, opsets)
+            computed += sum(v.nbytes for v in got.values())
+            values.update(got)
+    return Folding(best[0], unknown)
 
 
 def _node_types(node: onnx.NodeProto, ins: list[str], types: dict[str, onnx.TypeProto],

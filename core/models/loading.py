@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from core.config import SessionConfig
 from core.errors import ModelLoadError
 from .cache import SessionCache, created_session
-from .folding import largest_folded
+from .folding import size_folding
 from .memory import default_memory_budget, format_bytes, memory_budget
 from .shrink import watch_outputs
 from .ids import index_bounds
@@ -129,18 +129,20 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     constant folded at session creation is held to (default: the one in force)."""
     options = options or SessionConfig()
     proto, warnings = check_model_bytes(data)
-    if options.graph_optimization != "disabled":   # (nothing is folded then)
-        _refuse_folding_past_budget(proto, len(data), budget_bytes)
+    fold, left_off = _refuse_folding_past_budget(proto, len(data), budget_bytes,
+                                                 options.graph_optimization != "disabled")
+    if left_off:
+        warnings = (*warnings, left_off)
     # What the inspection needs of the parsed graph; the graph itself (as large as the
     # file) goes before the session's weights are made: one copy fewer at the peak.
     meta = _ProtoMeta(proto)
     del proto
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None and arena:
-        session = cache.get_or_create(data, options, sha)
+        session = cache.get_or_create(data, options, sha, fold=fold)
         held = cache.held_bytes(sha, options) or 2 * len(data)   # (evicted meanwhile)
     else:
-        session, held = created_session(data, options, arena)
+        session, held = created_session(data, options, arena, fold=fold)
     info = dataclasses.replace(_inspect(name, data, sha, meta, session, source, description,
                                         warnings), held_bytes=held)
     return LoadedModel(info=info, session=session,
@@ -149,22 +151,35 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
 
 
 def _refuse_folding_past_budget(proto: onnx.ModelProto, size: int,
-                                budget: int | None = None) -> None:
+                                budget: int | None = None, folds: bool = True
+                                ) -> tuple[bool, str | None]:
     """A model whose constant folding would make a tensor past a quarter of the memory
     budget (and twice the file) is refused before ONNX Runtime creates its session: folding
     runs outside every arena cap (an in-process engine took 2 GB for a 200-byte file under
-    a 256 MiB budget; an adversary)."""
-    found = largest_folded(proto)
-    if found is None:
-        return
+    a 256 MiB budget; an adversary); so is one whose sparse initializers are that large made
+    dense (done as it loads, folding or not). ``(fold, warning)``: whether ONNX Runtime may
+    fold it, and when not, the model's warning why: where the sizes cannot be told (a
+    subgraph, a function of its own, a shape past what the check computes) folding is left
+    off, what it would fold computed at run time under the budget instead (an ``If`` whose
+    untaken branch folded 4 GB past the trial run's cap; an adversary)."""
+    found = size_folding(proto)
+    largest = found.largest if folds or (found.largest and "sparse" in found.largest[1]) \
+        else None
     limit = max((budget or memory_budget() or default_memory_budget()) // 4, 2 * size)
-    if found[0] > limit:
+    if largest is not None and largest[0] > limit:
         raise ModelLoadError(
-            f"opening this model would compute a constant of {format_bytes(found[0])} "
-            f"({found[1]}): ONNX Runtime folds constants while it creates a session, before "
+            f"opening this model would compute a constant of {format_bytes(largest[0])} "
+            f"({largest[1]}): ONNX Runtime folds constants while it creates a session, before "
             f"any memory cap holds, and this is over {format_bytes(limit)}, a quarter of the "
             "memory budget. A model meant to need that much needs a larger "
             "memory_budget_bytes; otherwise re-export it without the oversized constant")
+    if not folds or found.unknown is None:
+        return True, None
+    return False, (f"constant folding is left off: {found.unknown}, so what ONNX Runtime "
+                   "would fold cannot be sized before it does; it is computed as the model "
+                   "runs instead, under the memory budget (graph_optimization='disabled' "
+                   "says so outright; an export with its constants folded, e.g. by onnxsim, "
+                   "gets the folding back)")
 
 
 def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:

@@ -59,8 +59,12 @@ def _remove(path: str) -> None:
         pass
 
 
-def create_session(data: bytes, options: SessionConfig,
-                    arena: bool = True) -> ort.InferenceSession:
+def create_session(data: bytes, options: SessionConfig, arena: bool = True,
+                   fold: bool = True) -> ort.InferenceSession:
+    """A session of ``data`` with ``options``; ``fold=False``: without ONNX Runtime's
+    constant folding (for a model whose folded sizes cannot be told before it folds:
+    :mod:`core.models.folding`), what it would fold then computed at run time, in the
+    arena, under the budget."""
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.model_external_initializers_file_folder_path",
                                   _empty_dir())
@@ -84,7 +88,8 @@ def create_session(data: bytes, options: SessionConfig,
     providers = [provider] if provider == "CPUExecutionProvider" else [provider,
                                                                         "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(data, sess_options=opts, providers=providers)
+        return ort.InferenceSession(data, sess_options=opts, providers=providers,
+                                    disabled_optimizers=None if fold else ["ConstantFolding"])
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelLoadError(f"{SESSION_FAILED}: {msg}. "
