@@ -266,8 +266,12 @@ result = None
 if job is not None and job.finished and job.result and job.result.get("run_id"):
     result = (model, job.result["run_id"])
 opened = st.session_state.get("exp_open_run")   # (run id, its model, the latest sweep then)
+# (until a newer sweep *finishes*: one starting hid it, as a running job has no result; a
+# reviewer)
 from_history = bool(opened and opened[1] == model
-                    and opened[2] == (result[1] if result else None))
+                    and (result is None and opened[2] is None
+                         or job is not None and not job.finished
+                         or result is not None and opened[2] == result[1]))
 if from_history:
     result = (model, opened[0])
 if result and result[0] == model:

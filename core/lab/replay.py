@@ -145,8 +145,8 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
                           + f"; a replay file has at most {_MAX_COLUMNS} columns (it reads "
                           "arrived_s and rows)")
     # (a timeline export's other columns are not parsed: only what a replay reads)
-    wanted = [c for c in head if c in ("arrived_s", "rows", "request_id")] \
-        if "arrived_s" in head else None
+    read = {"arrived_s", "rows", "request_id"}
+    wanted = (lambda c: str(c).strip().strip('"') in read) if "arrived_s" in head else None
     if not raw.strip():   # (was "not a CSV file (No columns to parse from file)"; a newcomer)
         raise ConfigError("the arrivals file is empty; expected a column arrived_s of times "
                           "in seconds, one arrival per row")
@@ -156,6 +156,7 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
             frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
             header = 0
+        frame.columns = [str(c).strip() for c in frame.columns]   # ("arrived_s ,rows")
     except (ValueError, pd.errors.ParserError) as err:
         raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
                           "arrived_s of times in seconds, one arrival per row") from None

@@ -57,19 +57,28 @@ _MAX_COMPUTED_BYTES = 2**20
 
 @dataclasses.dataclass(frozen=True)
 class Folding:
-    """What sizing a model's constant folding found: ``largest`` ``(bytes, what)`` of the
-    constants ONNX Runtime would make (folding, or a sparse initializer made dense), and
-    ``unknown``: why the sizes cannot be vouched for (a subgraph, a local function, a shape
-    that cannot be told...), in which case ONNX Runtime must not fold: None when they can."""
+    """What sizing a model's constants found: ``largest`` ``(bytes, what)`` of the tensors
+    ONNX Runtime's constant folding would make, ``dense`` the largest sparse tensor it makes
+    dense as the model loads (folding or not), and ``unknown``: why the folded sizes cannot
+    be vouched for (a constant part inside a subgraph, a function of the model's own, a
+    shape that cannot be told...), in which case ONNX Runtime must not fold; None when
+    they can."""
 
     largest: tuple[int, str] | None
     unknown: str | None
+    dense: tuple[int, str] | None = None
 
 
 def largest_folded(proto: onnx.ModelProto) -> tuple[int, str] | None:
     """``(bytes, what)`` of the largest tensor constant folding would compute in
     ``proto``'s main graph, where its shape can be told; None when there is none."""
     return size_folding(proto).largest
+
+
+def _largest(found: tuple[int, str] | None, nbytes: int | None,
+             what: str) -> tuple[int, str] | None:
+    return found if nbytes is None or (found is not None and found[0] >= nbytes) \
+        else (nbytes, what)
 
 
 def size_folding(proto: onnx.ModelProto) -> Folding:
@@ -79,14 +88,12 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
     opsets = {"" if o.domain in ("", "ai.onnx") else o.domain: o.version
               for o in proto.opset_import}
     overridable = {i.name for i in g.input}
+    inputs = {i.name: i.type for i in g.input}   # (a Shape of a fixed one is folded too)
     types: dict[str, onnx.TypeProto] = {}        # every constant's type, where known
     values: dict[str, np.ndarray] = {}           # the small ones' values
-    best: list[Any] = [None]
+    best: tuple[int, str] | None = None
+    dense: tuple[int, str] | None = None
     unknown: str | None = None
-
-    def made(nbytes: int | None, what: str) -> None:
-        if nbytes is not None and (best[0] is None or nbytes > best[0][0]):
-            best[0] = (nbytes, what)
     for t in g.initializer:
         if t.name in overridable:
             continue
@@ -99,8 +106,14 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
     for sp in g.sparse_initializer:   # (made dense as the model loads, folding or not)
         types[sp.values.name] = helper.make_tensor_type_proto(sp.values.data_type,
                                                               list(sp.dims))
-        made(math.prod(sp.dims) * _itemsize(sp.values.data_type),
-             f"the sparse initializer {sp.values.name!r} made dense")
+        dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
+                         f"the sparse initializer {sp.values.name!r}")
+    for node in g.node:               # (all of them, before any bound on the walk below)
+        sparse = next((a.sparse_tensor for a in node.attribute if a.name == "sparse_value"),
+                      None) if node.op_type == "Constant" else None
+        if sparse is not None:
+            dense = _largest(dense, math.prod(sparse.dims) * _itemsize(sparse.values.data_type),
+                             f"the sparse Constant making {node.output[0]!r}")
     if proto.functions:   # (inlined before folding: their bodies are not sized here)
         unknown = "the model defines functions of its own"
     produced = {o for n in g.node for o in n.output if o}
@@ -110,16 +123,13 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
         ins = [i for i in node.input if i]
         if unknown is None and any(i in produced and i not in seen for i in ins):
             unknown = f"its nodes are not in order ({node.op_type} uses a later node's output)"
-        if unknown is None and any(a.type in (onnx.AttributeProto.GRAPH,
-                                              onnx.AttributeProto.GRAPHS)
-                                   for a in node.attribute):
-            unknown = f"it has subgraphs (a {node.op_type} node)"
-        sparse = next((a.sparse_tensor for a in node.attribute if a.name == "sparse_value"),
-                      None) if node.op_type == "Constant" else None
-        if sparse is not None:
-            made(math.prod(sparse.dims) * _itemsize(sparse.values.data_type),
-                 f"the sparse Constant making {node.output[0]!r} made dense")
-        if not all(i in const for i in ins) or (
+        if unknown is None:
+            unknown = _constant_in_subgraph(node, const)
+        fixed = node.op_type in ("Shape", "Size") and ins and ins[0] in inputs \
+            and _fixed_dims(inputs[ins[0]], node) is not None
+        if fixed:
+            types.setdefault(ins[0], inputs[ins[0]])
+        elif not all(i in const for i in ins) or (
                 node.op_type != "Constant" and (node.op_type in _NOT_FOLDED or not ins)):
             continue
         const.update(o for o in node.output if o)
@@ -128,9 +138,10 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
             continue
         folded += 1
         if folded > _MAX_FOLDED_NODES:
-            return Folding(best[0], unknown or f"over {_MAX_FOLDED_NODES:,} nodes are "
-                                               "computed from constants")
-        out = _node_types(node, ins, types, values, opsets, proto.ir_version)
+            return Folding(best, unknown or f"over {_MAX_FOLDED_NODES:,} constant nodes",
+                           dense)
+        out = _constant_type(node) or _node_types(node, ins, types, values, opsets,
+                                                  proto.ir_version)
         types.update(out)
         sizes = [_bytes(out.get(o)) for o in node.output if o]
         if node.op_type != "Constant":
@@ -138,14 +149,57 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
                 unknown = (f"the size of what the {node.op_type} node "
                            f"{node.name or node.output[0]!r} makes cannot be told")
             for name, n in zip([o for o in node.output if o], sizes):
-                made(n, f"{node.op_type} node {node.name!r}" if node.name else
-                     f"the {node.op_type} making {name!r}")
+                best = _largest(best, n, f"{node.op_type} node {node.name!r}" if node.name
+                                else f"the {node.op_type} making {name!r}")
         if node.op_type in _COMPUTED and sizes and computed < _MAX_COMPUTED_BYTES and all(
                 n is not None and n <= _KEEP_BYTES for n in sizes):
             got = _computed(node, ins, types, values, opsets)
             computed += sum(v.nbytes for v in got.values())
             values.update(got)
-    return Folding(best[0], unknown)
+    return Folding(best, unknown, dense)
+
+
+def _fixed_dims(t: onnx.TypeProto, node: onnx.NodeProto) -> list[int] | None:
+    """The dims a ``Shape`` (its ``start:end``) or ``Size`` of a value of type ``t`` reads,
+    when all of them are fixed (ONNX Runtime then folds it to a constant); else None."""
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    dims = list(t.tensor_type.shape.dim)
+    if node.op_type == "Shape":
+        start = next((a.i for a in node.attribute if a.name == "start"), 0)
+        end = next((a.i for a in node.attribute if a.name == "end"), None)
+        dims = dims[start:end]
+    return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+
+
+def _constant_type(node: onnx.NodeProto) -> dict[str, onnx.TypeProto]:
+    """A ``Constant``'s type from its tensor, without a copy of it (a 64 MiB one went
+    through shape inference whole); {} for other nodes and other kinds of value."""
+    if node.op_type != "Constant":
+        return {}
+    t = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+    return {} if t is None else {node.output[0]: helper.make_tensor_type_proto(
+        t.data_type, list(t.dims))}
+
+
+def _constant_in_subgraph(node: onnx.NodeProto, outer: set[str]) -> str | None:
+    """Why folding cannot be sized when ``node`` holds a subgraph with a part made of
+    constants only (its own or the outer graph's, ``outer``; ONNX Runtime folds those too,
+    and they are not sized here); None for a subgraph without one (a Loop over the input)."""
+    for a in node.attribute:
+        for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                    list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+            const = outer | {t.name for t in sub.initializer}
+            for n in sub.node:
+                ins = [i for i in n.input if i]
+                if n.op_type == "Constant":
+                    const.update(o for o in n.output if o)
+                elif ins and n.op_type not in _NOT_FOLDED and all(i in const for i in ins):
+                    return (f"a subgraph of {'an' if node.op_type[0] in 'AEIOU' else 'a'} "
+                            f"{node.op_type} node has a part made of constants only")
+                elif (why := _constant_in_subgraph(n, const)) is not None:
+                    return why
+    return None
 
 
 def _node_types(node: onnx.NodeProto, ins: list[str], types: dict[str, onnx.TypeProto],
@@ -172,12 +226,10 @@ def _computed(node: onnx.NodeProto, ins: list[str], types: dict[str, onnx.TypePr
     the caller); a ``Shape`` or ``Size`` of a large constant from its type alone."""
     try:
         if node.op_type in ("Shape", "Size") and ins[0] not in values:
-            dims = [d.dim_value for d in types[ins[0]].tensor_type.shape.dim]
             if node.op_type == "Size":
+                dims = [d.dim_value for d in types[ins[0]].tensor_type.shape.dim]
                 return {node.output[0]: np.array(math.prod(dims), np.int64)}
-            start = next((a.i for a in node.attribute if a.name == "start"), 0)
-            end = next((a.i for a in node.attribute if a.name == "end"), None)
-            return {node.output[0]: np.array(dims[start:end], np.int64)}
+            return {node.output[0]: np.array(_fixed_dims(types[ins[0]], node), np.int64)}
         if not all(i in values for i in ins):
             return {}
         from onnx.reference.ops import load_op   # (numpy's reference kernels, on demand)

@@ -163,23 +163,30 @@ def _refuse_folding_past_budget(proto: onnx.ModelProto, size: int,
     off, what it would fold computed at run time under the budget instead (an ``If`` whose
     untaken branch folded 4 GB past the trial run's cap; an adversary)."""
     found = size_folding(proto)
-    largest = found.largest if folds or (found.largest and "sparse" in found.largest[1]) \
-        else None
     limit = max((budget or memory_budget() or default_memory_budget()) // 4, 2 * size)
-    if largest is not None and largest[0] > limit:
+    if found.dense is not None and found.dense[0] > limit:
         raise ModelLoadError(
-            f"opening this model would compute a constant of {format_bytes(largest[0])} "
-            f"({largest[1]}): ONNX Runtime folds constants while it creates a session, before "
-            f"any memory cap holds, and this is over {format_bytes(limit)}, a quarter of the "
-            "memory budget. A model meant to need that much needs a larger "
-            "memory_budget_bytes; otherwise re-export it without the oversized constant")
-    if not folds or found.unknown is None:
+            f"opening this model would make {found.dense[1]} dense, "
+            f"{format_bytes(found.dense[0])}: ONNX Runtime does so as it loads a model, "
+            f"before any memory cap holds, and this is over {format_bytes(limit)}, a quarter "
+            "of the memory budget. A model meant to need that much needs a larger "
+            "memory_budget_bytes; otherwise store the tensor dense in the file")
+    if not folds:
         return True, None
-    return False, (f"constant folding is left off: {found.unknown}, so what ONNX Runtime "
-                   "would fold cannot be sized before it does; it is computed as the model "
-                   "runs instead, under the memory budget (graph_optimization='disabled' "
-                   "says so outright; an export with its constants folded, e.g. by onnxsim, "
-                   "gets the folding back)")
+    if found.unknown is not None:
+        return False, (f"constant folding is left off: {found.unknown}, so what ONNX "
+                       "Runtime would fold cannot be sized before it does; it is computed as "
+                       "the model runs instead, under the memory budget "
+                       "(graph_optimization='disabled' says so outright; an export with its "
+                       "constants folded, e.g. by onnxsim, gets the folding back)")
+    if found.largest is not None and found.largest[0] > limit:
+        raise ModelLoadError(
+            f"opening this model would compute a constant of {format_bytes(found.largest[0])} "
+            f"({found.largest[1]}): ONNX Runtime folds constants while it creates a session, "
+            f"before any memory cap holds, and this is over {format_bytes(limit)}, a quarter "
+            "of the memory budget. A model meant to need that much needs a larger "
+            "memory_budget_bytes; otherwise re-export it without the oversized constant")
+    return True, None
 
 
 def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:

@@ -6,8 +6,9 @@ account for it; ``malloc_trim(0)`` gave back all but ~20 MiB of that (``python -
 benchmarks.flood_rss``). :class:`HeapTrimmer` checks the process's resident size every
 couple of seconds and, once it has grown by ``grown_bytes`` since the last trim and no
 large request body has been held for a second (``idle``), trims the heap on its own
-thread. Steady traffic of small requests never grows it that far, so it never runs beside
-them; a flood is not trimmed in its middle.
+thread. Steady traffic of small requests never grows it that far; a flood is not trimmed
+in its middle; a model load that grows it that far is followed by one trim (tens of ms,
+beside whatever traffic runs then).
 
 Example:
     >>> t = HeapTrimmer(idle=lambda: True).start()

@@ -102,8 +102,8 @@ class EngineCollector(Collector):
         flight = GaugeMetricFamily("batchlab_requests_in_flight", "Requests accepted and "
                                    "not answered: waiting or in a batch running",
                                    labels=["model"])
-        names = engine.model_names()
         with _TOPS_LOCK:   # (two scrapes at once across an unload: one KeyError'd)
+            names = engine.model_names()   # (read inside: an older list dropped a new mark)
             try:
                 tops = _TOPS.setdefault(engine, {})
             except TypeError:   # (an engine that cannot be weakly referenced: no memory)

@@ -61,7 +61,9 @@ def sweep_cut_words(config: Any, frame: Any) -> str:
     p = sweep_params_of(config)
     planned = (len(p["max_batch_sizes"]) * len(p["max_waits_ms"])
                * len(p["rates_rps"] or p["concurrencies"] or [1]))
-    measured = int((~frame["baseline"].fillna(False).astype(bool)).sum()) \
-        if "baseline" in frame else len(frame)
+    # (the grid's points: one equal to the model's own setting is marked its baseline)
+    measured = int((frame["max_batch_size"].isin(p["max_batch_sizes"])
+                    & frame["max_wait_ms"].isin(p["max_waits_ms"])).sum()) \
+        if {"max_batch_size", "max_wait_ms"} <= set(frame.columns) else len(frame)
     return (f"From the {measured} point(s) measured of the grid's {planned} (the sweep did "
             "not finish): ")
