@@ -1599,6 +1599,13 @@ def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine,
     assert any(w.value.startswith("From the 1 point(s) measured of the grid's 2 (the sweep "
                                   "did not finish): ") for w in at.warning), \
         [w.value for w in at.warning]
+    # a sweep starting does not hide it (it did: a running job has no result; a reviewer)
+    running = engine.start_job("sweep", "tiny", max_batch_sizes=[16], max_waits_ms=[0.0],
+                               rates_rps=[100.0], duration_s=30.0, slo_p99_ms=1000.0)
+    at.run()
+    assert any(h.value == f"Run {cut} of tiny, from the history" for h in at.subheader)
+    engine.cancel_job(running.job_id)
+    assert engine.wait_job(running.job_id, timeout_s=60).finished
     # a newer sweep finishing takes its place
     job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
                            rates_rps=[100.0], duration_s=0.3, slo_p99_ms=1000.0)
