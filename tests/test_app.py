@@ -1677,7 +1677,7 @@ def test_batching_page_replays_arrivals_from_a_file(engine):
     offsets = "\n".join(f"{0.004 * k:.3f}" for k in range(30))
     at.get("file_uploader")[0].upload("arrivals.csv", ("arrived_s\n" + offsets).encode(),
                                       "text/csv").run()
-    assert any("30 arrivals over 0.12 s" in c.value for c in at.caption), \
+    assert any("30 arrivals over 116 ms" in c.value for c in at.caption), \
         [c.value for c in at.caption]
     at.button(key="bs_replay_file").click().run()
     assert not at.exception, [e.value for e in at.exception]
