@@ -366,10 +366,16 @@ def live_charts() -> None:
         st.plotly_chart(charts.timeline_figure(
             engine.timeline(model, last_s=1.0, limit=charts.MAX_DRAWN), cur.max_wait_ms,
             cut=True), key="bs_timeline")
-        st.caption(f"Live: max_batch_size={cur.max_batch_size}, "
-                   f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. A grey bar longer "
-                   "than max wait is a batch that left on time and waited for the model to "
-                   "finish the one before (each instance runs one batch at a time). Tiles and the "
+        # (a model whose requests run alone was described by batch settings it ignores; a
+        # newcomer)
+        st.caption((f"Live: max_batch_size={cur.max_batch_size}, "
+                    f"max_wait_ms={cur.max_wait_ms:g}, policy={cur.policy}. A grey bar longer "
+                    "than max wait is a batch that left on time and waited for the model to "
+                    "finish the one before (each instance runs one batch at a time)."
+                    if info.batchable else f"Live: {model}'s requests run alone, each as soon "
+                    "as the one before it is done (at most "
+                    f"{cur.max_batch_size} rows a request); a grey bar is a request waiting "
+                    "for that.") + " Tiles and the "
                    f"histogram cover {over if over.startswith('the') else 'the time ' + over}; "
                    "charts show the last minute. "
                    f"Queued now: {fmt_num(snap.queue_depth)}.")

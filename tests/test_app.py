@@ -491,6 +491,8 @@ def test_non_batchable_model_disables_batch_controls(engine):
     # no replay under each policy: its requests run alone whatever the policy (a newcomer)
     assert "bs_replay" not in {b.key for b in at.button}
     assert any("its requests run alone whatever the policy" in c.value for c in at.caption)
+    assert any(c.value.startswith("Live: fixed-batch's requests run alone") for c in
+               at.caption) and not any("Live: max_batch_size" in c.value for c in at.caption)
     # Not a batch size but still its per-request row limit: it can be set (it was disabled).
     rows = at.slider(key="bs_max_batch")
     assert not rows.disabled and rows.label == "Max rows per request"
