@@ -454,7 +454,8 @@ with st.container(border=True):
                          key="whatif_wait")
         # (no bounds on the box: a value past one is not taken, and the prediction went on
         # showing the rate before; said below instead)
-        rate = w3.number_input("Rate (req/s)", value=2000.0, key="whatif_rate")
+        rate = w3.number_input("Rate (req/s)", value=2000.0, key="whatif_rate",
+                               format="%g")   # (was "20000.00"; a newcomer)
         wi_policy = st.segmented_control(
             "Policy", POLICIES, default="deadline", key="whatif_policy", required=True,
             format_func=policy_short_label,
