@@ -65,14 +65,20 @@ def arrivals_to_csv(arrivals_s: Sequence[float], rows: Sequence[int] | None = No
     the first arrival, and with ``rows`` (each arrival's rows, as recorded) a column
     ``rows`` (a file without it replayed 4-row requests as 1-row ones: another answer to
     the same question; a newcomer)."""
-    arr = np.asarray(arrivals_s, dtype=np.float64)
-    order = np.argsort(arr, kind="stable")
-    arr = arr[order]
+    arr, order = _in_time_order(arrivals_s)
     offsets = arr - arr[0] if len(arr) else arr
     frame = pd.DataFrame({"arrived_s": offsets})
     if rows is not None:
         frame["rows"] = np.asarray(rows, dtype=np.int64)[order]
     return frame.to_csv(index=False, float_format="%.6f")
+
+
+def _in_time_order(arrivals_s: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The arrival times sorted, and the order that sorts them (stable: arrivals at one
+    instant keep their file order, and their rows with them)."""
+    arr = np.asarray(arrivals_s, dtype=np.float64)
+    order = np.argsort(arr, kind="stable")
+    return arr[order], order
 
 
 def _numeric(text: str) -> bool:
@@ -178,9 +184,7 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
                           "0.0, 0.0031, 0.0047")
     if len(values) == 0:
         raise ConfigError("the arrivals file has no rows: nothing to replay")
-    arr = values.to_numpy(dtype=np.float64)
-    order = np.argsort(arr, kind="stable")
-    arr = arr[order]
+    arr, order = _in_time_order(values.to_numpy(dtype=np.float64))
     check_arrivals(arr)
     rows = None
     if "arrived_s" in frame and "rows" in frame:
@@ -265,7 +269,7 @@ def check_replay_rows(arrivals_s: Sequence[float], rows_per_request: Sequence[in
                           "one per arrival (timeline(...)['rows'])")
     for r in rows:
         _check_int("rows_per_request", plain(r), 1, 1 << 20)
-    order = np.argsort(np.asarray(arrivals_s, dtype=np.float64), kind="stable")
+    order = _in_time_order(arrivals_s)[1]
     rows = [int(rows[i]) for i in order]
     if agents and len(set(rows)) > 1:
         raise ConfigError("load agents send one request shape: these arrivals carry "

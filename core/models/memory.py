@@ -175,12 +175,19 @@ class _MallInfo2(ctypes.Structure):
                                                "keepcost")]
 
 
-def _mallinfo2() -> Any:
+def libc_function(name: str) -> Any:
+    """The C library's function ``name`` (``malloc_trim``, ``mallopt``, ``mallinfo2``...),
+    or None where this process's C library has none of that name (not glibc, or older)."""
     try:
-        fn = ctypes.CDLL(None).mallinfo2   # glibc 2.33+
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
-    fn.restype = _MallInfo2
+
+
+def _mallinfo2() -> Any:
+    fn = libc_function("mallinfo2")   # glibc 2.33+
+    if fn is not None:
+        fn.restype = _MallInfo2
     return fn
 
 

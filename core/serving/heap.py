@@ -17,32 +17,17 @@ Example:
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import threading
 import time
 from typing import Callable
 
+from core.models import current_rss_bytes
+from core.models.memory import libc_function
+
 __all__ = ["HeapTrimmer"]
 
 log = logging.getLogger(__name__)
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):   # not glibc: nothing to trim this way
-        return None
-
-
-def resident_bytes() -> int | None:
-    """This process's resident set now (bytes), or None where /proc does not say."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 class HeapTrimmer:
@@ -52,19 +37,19 @@ class HeapTrimmer:
 
     def __init__(self, idle: Callable[[], bool], interval_s: float = 2.0,
                  grown_bytes: int = 64 * 2**20,
-                 resident: Callable[[], int | None] = resident_bytes,
+                 resident: Callable[[], int] = current_rss_bytes,
                  trim: Callable[[int], int] | None = None) -> None:
         self.idle, self.interval_s, self.grown_bytes = idle, interval_s, grown_bytes
         self.trims = 0
         self.given_back = 0
         self._resident = resident
-        self._trim = trim or _malloc_trim()
-        self._floor = resident() or 0
+        self._trim = trim or libc_function("malloc_trim")   # None: not glibc, no trimming
+        self._floor = resident()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heap-trimmer", daemon=True)
 
     def start(self) -> HeapTrimmer:
-        if self._trim is not None and self._resident() is not None:
+        if self._trim is not None and self._resident():   # 0: /proc does not say
             self._thread.start()
         return self
 

@@ -65,12 +65,10 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     with the defaults and at 680 MiB with two arenas (an adversary; ``python -m
     benchmarks.flood_rss``). Left alone when ``MALLOC_ARENA_MAX`` is set (glibc read it
     already) or the C library is not glibc."""
-    import ctypes
     import os
-    if os.environ.get("MALLOC_ARENA_MAX"):
+
+    from core.models.memory import libc_function
+    mallopt = libc_function("mallopt")
+    if os.environ.get("MALLOC_ARENA_MAX") or mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
-    except (OSError, AttributeError):
-        return False
+    return bool(mallopt(_M_ARENA_MAX, int(arenas)))
