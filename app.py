@@ -14,8 +14,12 @@ ICON = str(Path(__file__).resolve().parent / ".streamlit" / "icon.png")
 
 def main() -> None:
     from core import EngineUnavailableError
-    from pages._common import require_engine, require_password, sidebar_status, sidebar_watch
+    from pages._common import (bound_dashboard_uploads, require_engine, require_password,
+                               sidebar_status, sidebar_watch)
     st.set_page_config(page_title="Batchlab", page_icon=ICON, layout="wide")
+    # What the upload endpoint holds, bounded from the first page view on (Streamlit caps
+    # each file, not their sum: a session could PUT 200 MB files until memory ran out).
+    bound_dashboard_uploads()
 
     PAGES = [
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",

@@ -899,6 +899,46 @@ def test_a_page_under_another_name_gets_no_session_with_the_dashboard(tmp_path):
         _stop_dashboard(proc, log)
 
 
+def _uploads_held(url: str) -> int:
+    """Bytes the dashboard's upload store holds now (Streamlit's own metrics endpoint)."""
+    with urllib.request.urlopen(f"{url}/_stcore/metrics", timeout=30) as r:
+        text = r.read().decode()
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("cache_memory_bytes") and "UploadedFileManager" in line)
+
+
+def test_the_upload_endpoint_holds_a_bounded_total(page: Page, tmp_path):
+    """Streamlit caps each uploaded file, not their sum: a program holding a session PUT
+    files under new ids and the dashboard kept them all in memory (the session's files are
+    let go only when it ends). With the per-file limit at 1 MB, a session holds at most
+    2 MB: older files are let go, the newest kept."""
+    url, proc, log = _start_dashboard(tmp_path, log_name="streamlit-uploads.log",
+                                      STREAMLIT_SERVER_MAX_UPLOAD_SIZE="1")
+    try:
+        put: list = []
+        page.on("request", lambda r: put.append(r) if r.method == "PUT"
+                and "/_stcore/upload_file/" in r.url else None)
+        open_app(page, url)
+        model = tmp_path / "tiny.onnx"
+        model.write_bytes(build_demo_model("tiny"))
+        upload_model_file(page, model)
+        assert put, "the browser's upload was not seen"
+        base, token = put[-1].url.rsplit("/", 1)[0], put[-1].headers["x-xsrftoken"]
+        blob = os.urandom(900_000)
+        for k in range(8):   # 7.2 MB under new ids, as a script would
+            r = page.request.put(f"{base}/flood-{k}", headers={"X-Xsrftoken": token},
+                                 multipart={"file": {"name": f"f{k}.bin", "buffer": blob,
+                                                     "mimeType": "application/octet-stream"}})
+            assert r.status == 204, (r.status, r.text())
+        # (Streamlit's metric of it is computed at most every 5 s: read until it has them)
+        deadline = time.monotonic() + 60
+        while (held := _uploads_held(url)) < 2 * len(blob) and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert 2 * len(blob) <= held <= 2 * 2**20   # the newest two kept, the rest let go
+    finally:
+        _stop_dashboard(proc, log)
+
+
 def test_a_dashboard_beyond_loopback_refuses_a_stranger(page: Page, tmp_path):
     """Listening on every interface, the dashboard shows a stranger a password form and
     nothing else: no pages, no upload, no engine started; the password opens it."""

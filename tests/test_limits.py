@@ -347,3 +347,44 @@ def test_a_request_behind_a_stopped_run_that_goes_on_is_told_so_not_to_lower_the
     finally:
         run.gate.set()
         b.close()
+
+
+def test_the_dashboards_upload_store_lets_go_of_the_oldest_files_past_its_bounds():
+    """Streamlit's in-memory upload store, bounded (core/ui/uploads.py): a session past its
+    share loses its oldest files, never the one just uploaded; past the total, the session
+    holding the most loses first (a flood's, not the person's beside it)."""
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+    from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+    from core.ui.uploads import bound_uploads
+    m = bound_uploads(MemoryUploadedFileManager("/up"), session_bytes=300, total_bytes=500)
+
+    def add(session: str, fid: str, n: int) -> None:
+        m.add_file(session, UploadedFileRec(fid, f"{fid}.bin", "application/x", b"x" * n))
+
+    def held() -> dict[str, list[str]]:
+        return {s: list(files) for s, files in m.file_storage.items() if files}
+    add("person", "model", 150)    # (Streamlit's per-file limit is half a session's)
+    for fid in "abc":
+        add("flood", fid, 100)
+    assert held() == {"person": ["model"], "flood": ["a", "b", "c"]}   # 300 a session
+    add("flood", "d", 100)          # the flood's session past 300: its oldest goes
+    assert held() == {"person": ["model"], "flood": ["b", "c", "d"]}
+    add("flood2", "e", 100)
+    add("flood2", "f", 100)         # 650 in all: the largest session's oldest go
+    assert held() == {"person": ["model"], "flood": ["d"], "flood2": ["e", "f"]}
+    add("person", "model", 140)     # a file replaced under its id counts once
+    assert held() == {"person": ["model"], "flood": ["d"], "flood2": ["e", "f"]}
+    add("flood2", "huge", 400)      # past both bounds (not through Streamlit), and kept
+    assert held() == {"flood": ["d"], "flood2": ["huge"]}   # 140 of the 640 in all went
+    add("many", "one", 10)
+    assert bound_uploads(m, 1, 1) is m and m._batchlab_bounds == (300, 500)  # bound once
+    # threads adding at once: the bounds hold at the end
+    import threading
+    ts = [threading.Thread(target=lambda i=i: [add(f"t{i}", f"f{k}", 60) for k in range(20)])
+          for i in range(8)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert all(sum(len(r.data) for r in files.values()) <= 300
+               for files in m.file_storage.values())
+    assert sum(len(r.data) for files in m.file_storage.values() for r in files.values()) <= 500
