@@ -1032,6 +1032,15 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
     many = "arrived_s\n" + "\n".join(["0.0"] * (MAX_REPLAY_ARRIVALS + 1))
     with pytest.raises(ValueError, match="at most 200,000"):
         arrivals_from_csv(many)
+    # blank lines (pandas skips them) shifted the lines named past them; lines ending in
+    # \r alone (an old Mac's) were one long first line (a reviewer)
+    for bad, line in ((b"arrived_s\n0\n\n\n0.5\nsoon\n", 6), (b"\n\narrived_s\n0\nsoon\n", 5),
+                      (b"\r\n0\r\n\r\nsoon\r\n", 4), (b"arrived_s\r0\rsoon\r", 3)):
+        with pytest.raises(ValueError, match=rf"\(line {line}: soon\)"):
+            arrivals_from_csv(bad)
+    assert arrivals_from_csv(b"arrived_s\r" + b"0.5\r" * 3000) == [0.0] * 3000
+    with pytest.raises(ValueError, match="200,002 lines"):
+        arrivals_from_csv(b"0\r" * (MAX_REPLAY_ARRIVALS + 2))
 
 
 def test_a_saved_file_replays_each_arrival_with_its_rows(engine):

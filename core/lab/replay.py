@@ -117,8 +117,10 @@ def _check_arrivals_size(text: str | bytes) -> None:
                           f"is at most {MAX_ARRIVALS_FILE_BYTES // 2**20} MiB "
                           f"({MAX_REPLAY_ARRIVALS:,} arrivals as arrived_s,rows take about 3 "
                           "MiB): cut it, or keep only its arrived_s and rows columns")
-    newline = b"\n" if isinstance(text, (bytes, bytearray)) else "\n"
-    lines = text.count(newline) + (0 if text.endswith(newline) else 1)
+    nl, cr = (b"\n", b"\r") if isinstance(text, (bytes, bytearray)) else ("\n", "\r")
+    # (lines end in \n, \r\n or \r alone: an old Mac's files; counted by either)
+    lines = (max(text.count(nl), text.count(cr))
+             + (0 if text.endswith(nl) or text.endswith(cr) else 1))
     if lines > MAX_REPLAY_ARRIVALS + 1:   # (one of them may be the header)
         raise ConfigError(f"the arrivals file has {lines:,} lines; a replay takes at most "
                           f"{MAX_REPLAY_ARRIVALS:,} arrivals (cut the file)")
@@ -141,7 +143,10 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     import io
     _check_arrivals_size(text)
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
-    first = raw[:_MAX_HEAD_CHARS + 1].split("\n", 1)[0]
+    body = raw.lstrip("\r\n")   # (blank lines before the header: counted, not read)
+    blank = raw[:len(raw) - len(body)].replace("\r\n", "\n").replace("\r", "\n").count("\n")
+    raw = body
+    first = raw[:_MAX_HEAD_CHARS + 1].replace("\r", "\n").split("\n", 1)[0]
     head = [c.strip().strip('"') for c in first.split(",")]
     if len(first) > _MAX_HEAD_CHARS or len(head) > _MAX_COLUMNS:
         # (pandas names 100,000 repeated columns in 93 s: quadratic; an adversary)
@@ -156,12 +161,15 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
     if not raw.strip():   # (was "not a CSV file (No columns to parse from file)"; a newcomer)
         raise ConfigError("the arrivals file is empty; expected a column arrived_s of times "
                           "in seconds, one arrival per row")
-    header = 1   # (lines before the first arrival: the file's line numbers in messages)
+    header = 1 + blank   # (lines before the first arrival: the file's line numbers said)
     try:
-        frame = pd.read_csv(io.StringIO(raw), usecols=wanted)
+        # blank lines read as empty rows, then dropped: a row's index is then its line's
+        # (skipped by pandas, they shifted the line numbers in messages; a reviewer)
+        frame = pd.read_csv(io.StringIO(raw), usecols=wanted, skip_blank_lines=False)
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
-            frame = pd.read_csv(io.StringIO(raw), header=None)  # no header: keep row one
-            header = 0
+            frame = pd.read_csv(io.StringIO(raw), header=None, skip_blank_lines=False)
+            header = blank   # no header: keep row one
+        frame = frame.dropna(how="all")
         frame.columns = [str(c).strip() for c in frame.columns]   # ("arrived_s ,rows")
     except (ValueError, pd.errors.ParserError) as err:
         raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
