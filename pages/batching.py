@@ -465,10 +465,11 @@ with st.container(border=True):
         if up is not None:
             read = st.session_state.get("_bs_arrivals_read")
             if read is None or read[0] != up.file_id:   # (read once per upload, not per rerun)
+                notes: list[str] = []
                 try:
-                    read = (up.file_id, read_arrivals_csv(up.getvalue()), None)
+                    read = (up.file_id, read_arrivals_csv(up.getvalue(), notes), None, notes)
                 except ValueError as err:
-                    read = (up.file_id, None, str(err))
+                    read = (up.file_id, None, str(err), notes)
                 st.session_state["_bs_arrivals_read"] = read
             if read[2] is not None:
                 st.error(f"Cannot replay {up.name}: {read[2]}")
@@ -481,7 +482,8 @@ with st.container(border=True):
                 span = (f"{arrivals[-1]:.2f} s" if arrivals[-1] >= 1 else
                         f"{arrivals[-1] * 1e3:.3g} ms")   # (was "over 0.00 s"; a newcomer)
                 st.caption(f"{len(arrivals):,} arrivals over {span}{rate}"
-                           f"{each}; each policy replays all of them.")
+                           f"{each}; each policy replays all of them."
+                           + "".join(f" {n[0].upper()}{n[1:]}." for n in read[3]))
                 # (accepted here, then the replay failed naming engine.configure; a newcomer)
                 too_big = max(file_rows or [1]) > cfg.max_batch_size
                 if too_big:

@@ -1039,6 +1039,13 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
         with pytest.raises(ValueError, match=rf"\(line {line}: soon\)"):
             arrivals_from_csv(bad)
     assert arrivals_from_csv(b"arrived_s\r" + b"0.5\r" * 3000) == [0.0] * 3000
+    from core.lab import read_arrivals_csv
+    notes: list = []
+    assert read_arrivals_csv(b"arrived_s,rows\n2,1\n1,2\n3,3\n", notes) == ([0, 1, 2], [2, 1, 3])
+    assert notes == ["2 of the file's 3 times were out of order: replayed in time order, "
+                     "each with its rows"]
+    read_arrivals_csv(b"1\n1\n2\n", notes)    # (ties keep their order: nothing moved)
+    assert len(notes) == 1
     with pytest.raises(ValueError, match="200,002 lines"):
         arrivals_from_csv(b"0\r" * (MAX_REPLAY_ARRIVALS + 2))
 

@@ -136,10 +136,12 @@ def arrivals_from_csv(text: str | bytes) -> list[float]:
     return read_arrivals_csv(text)[0]
 
 
-def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]:
+def read_arrivals_csv(text: str | bytes, notes: list[str] | None = None
+                      ) -> tuple[list[float], list[int] | None]:
     """:func:`arrivals_from_csv`, and each arrival's rows from a ``rows`` column when the
     file has one (what :func:`arrivals_to_csv` writes with rows, or a timeline export),
-    else None: pass them to ``replay(rows_per_request=...)``."""
+    else None: pass them to ``replay(rows_per_request=...)``. What was done to the file's
+    times to replay them (out of order: sorted) is appended to ``notes`` when given."""
     import io
     _check_arrivals_size(text)
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
@@ -194,6 +196,10 @@ def read_arrivals_csv(text: str | bytes) -> tuple[list[float], list[int] | None]
         raise ConfigError("the arrivals file has no rows: nothing to replay")
     arr, order = _in_time_order(values.to_numpy(dtype=np.float64))
     check_arrivals(arr)
+    moved = int(np.count_nonzero(order != np.arange(len(order))))
+    if moved and notes is not None:   # (accepted silently before; a newcomer)
+        notes.append(f"{moved:,} of the file's {len(order):,} times were out of order: "
+                     "replayed in time order, each with its rows")
     rows = None
     if "arrived_s" in frame and "rows" in frame:
         given = frame.loc[col.index, "rows"]
