@@ -1535,6 +1535,18 @@ _HIDDEN_FOLDS = """if True:
                                 else_branch=else_g),
                             h.make_node("Add", ["x", "s"], ["y"])],
                            [h.make_tensor("zero", T.FLOAT, [], [0.0])]),
+        "sparse-in-if": model([h.make_node("ReduceSum", ["x"], ["r"], keepdims=0),
+                               h.make_node("Greater", ["r", "zero"], ["c"]),
+                               h.make_node("If", ["c"], ["s"], then_branch=h.make_graph(
+                                   [h.make_node("Constant", [], ["sp"], sparse_value=(
+                                       h.make_sparse_tensor(
+                                           h.make_tensor("sv", T.FLOAT, [1], [1.0]),
+                                           h.make_tensor("si", T.INT64, [1], [0]), [N, N]))),
+                                    h.make_node("ReduceSum", ["sp"], ["st"], keepdims=0)],
+                                   "t", [], [h.make_tensor_value_info("st", T.FLOAT, [])]),
+                                   else_branch=else_g),
+                               h.make_node("Add", ["x", "s"], ["y"])],
+                              [h.make_tensor("zero", T.FLOAT, [], [0.0])]),
         "sparse": model(tail[1:], [], sparse=[h.make_sparse_tensor(
             h.make_tensor("s", T.FLOAT, [1], [1.0]), h.make_tensor("i", T.INT64, [1], [0]),
             [N, N])]),
@@ -1582,6 +1594,10 @@ def test_folding_that_cannot_be_sized_is_left_off_and_sparse_giants_refused():
     assert out["out"]["sparse"].startswith("ModelLoadError: opening this model would make "
                                            "the sparse initializer 's' dense, 976.6 MiB: ONNX "
                                            "Runtime does so as it loads a model")
+    # a sparse Constant inside a branch is made dense too (only the main graph's were sized)
+    assert out["out"]["sparse-in-if"].startswith(
+        "ModelLoadError: opening this model would make the sparse Constant making 'sp' "
+        "dense, 976.6 MiB"), out["out"]["sparse-in-if"]
     # a subgraph without a constant part keeps the folding (it was left off for any If)
     assert out["out"]["if-over-x"] == []
     assert out["peak"] < out["base"] + 256 * 2**20, out   # (was 2.2 GB and more)

@@ -103,17 +103,10 @@ def size_folding(proto: onnx.ModelProto) -> Folding:
                 values[t.name] = numpy_helper.to_array(t)
             except Exception:  # noqa: BLE001 - external or malformed data: its type only
                 pass
-    for sp in g.sparse_initializer:   # (made dense as the model loads, folding or not)
+    for sp in g.sparse_initializer:
         types[sp.values.name] = helper.make_tensor_type_proto(sp.values.data_type,
                                                               list(sp.dims))
-        dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
-                         f"the sparse initializer {sp.values.name!r}")
-    for node in g.node:               # (all of them, before any bound on the walk below)
-        sparse = next((a.sparse_tensor for a in node.attribute if a.name == "sparse_value"),
-                      None) if node.op_type == "Constant" else None
-        if sparse is not None:
-            dense = _largest(dense, math.prod(sparse.dims) * _itemsize(sparse.values.data_type),
-                             f"the sparse Constant making {node.output[0]!r}")
+    dense = _densest(g.sparse_initializer, [g.node] + [f.node for f in proto.functions])
     if proto.functions:   # (inlined before folding: their bodies are not sized here)
         unknown = "the model defines functions of its own"
     produced = {o for n in g.node for o in n.output if o}
@@ -180,6 +173,29 @@ def _constant_type(node: onnx.NodeProto) -> dict[str, onnx.TypeProto]:
     t = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
     return {} if t is None else {node.output[0]: helper.make_tensor_type_proto(
         t.data_type, list(t.dims))}
+
+
+def _densest(initializers: Any, node_lists: list[Any]) -> tuple[int, str] | None:
+    """The largest sparse tensor (initializer, or a ``Constant``'s ``sparse_value``) ONNX
+    Runtime makes dense as the model loads, folding or not: of ``initializers`` and of every
+    node of ``node_lists``, down through their subgraphs (a reviewer: only the main graph's
+    were sized)."""
+    dense = None
+    for sp in initializers:
+        dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
+                         f"the sparse initializer {sp.values.name!r}")
+    for nodes in node_lists:
+        for node in nodes:
+            for a in node.attribute:
+                if a.name == "sparse_value" and node.op_type == "Constant":
+                    sp = a.sparse_tensor
+                    dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
+                                     f"the sparse Constant making {node.output[0]!r}")
+                for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
+                            list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):
+                    if (inner := _densest(sub.sparse_initializer, [sub.node])) is not None:
+                        dense = _largest(dense, *inner)
+    return dense
 
 
 def _constant_in_subgraph(node: onnx.NodeProto, outer: set[str]) -> str | None:
