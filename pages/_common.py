@@ -710,7 +710,7 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
         cls = getattr(t, "priority", None)
         st.caption(f"{'Running' if t.running else 'Stopped'}"
                    + (f" ({'high' if cls == 1 else 'normal'} class)" if cls is not None else "")
-                   + f": {t.rate_rps:g} req/s "
+                   + f": {plain_number(t.rate_rps)} req/s "
                    f"{t.pattern}, {t.rows_per_request} row(s)"
                    + (f", {t.high_share:.0%} high priority" if getattr(t, "high_share", None)
                       is not None else "") + f" · sent {fmt_num(t.sent)} · "

@@ -245,7 +245,10 @@ with controls:
                    words=lambda v: (f"{v:g} rows is over max_batch_size={cfg.max_batch_size},"
                                     " the most rows a request may have"
                                     if v > cfg.max_batch_size else f"{v:g} cannot be used"))
-        number_box(st, "Run for (s, 0 = until stopped)", "traffic_duration", 0, 3600, step=1)
+        number_box(st, "Run for (s, 0 = until stopped)", "traffic_duration", 0, 3600, step=1,
+                   help="The traffic stops this long after it starts; a sender that fell "
+                        "behind its schedule stops then too (half a second later at most), "
+                        "leaving the rest of the schedule unsent.")
         number_box(st, "High-priority share (%; 0 = no priorities)", "traffic_high", 0, 100,
                    step=1,
                         disabled=(remote is not None and server_fixed)

@@ -280,6 +280,38 @@ def test_a_refused_send_lets_go_of_the_gil_now_and_then(monkeypatch):
     assert refused > 10 and 0 < len(zeros) <= refused
 
 
+def test_traffic_behind_its_schedule_stops_with_its_duration():
+    """1M req/s for 3 s flooded on past 17 s: the sender, behind its schedule, went on until
+    it had sent every request due in the 3 s (a newcomer). A sender held past its duration
+    (its first send blocked) stops then, says so in its end mark, and sends no backlog."""
+    import time as _time
+
+    from core.lab import TrafficGenerator
+    from core.lab.traffic import LATE_GRACE_S
+    ended: list = []
+    holder: dict = {}
+
+    def slow(target, x, **kw) -> Future:   # the first send is held past the duration
+        gen = holder["gen"]
+        while _time.perf_counter() < gen._t_start + 0.2 + LATE_GRACE_S + 0.05:
+            _time.sleep(0.01)
+        return _done_future()
+
+    gen = holder["gen"] = TrafficGenerator(slow, "m", lambda rng: 0, rate_rps=1000,
+                                           duration_s=0.2, on_end=lambda t, w: ended.append(w))
+    gen.start()
+    assert gen.wait(30)
+    assert gen.status().sent == 1                        # (200 were due in the 0.2 s)
+    assert ended and "the sender fell behind its schedule" in ended[0], ended
+    # on schedule, every request due is sent
+    gen = TrafficGenerator(lambda t, x, **kw: _done_future(), "m", lambda rng: 0,
+                           rate_rps=200, duration_s=0.1, on_end=lambda t, w: ended.append(w))
+    gen.start()
+    from core.lab import arrival_stream
+    due = len(list(arrival_stream("constant", 200, np.random.default_rng(0), 0.0, 0.1)))
+    assert gen.wait(30) and gen.status().sent == due and "fell behind" not in ended[-1]
+
+
 def _done_future() -> Future:
     fut = Future()
     fut.set_result(None)
