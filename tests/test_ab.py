@@ -103,7 +103,12 @@ def test_engine_ab_contract():
         engine.update_ab("exp", b_share=1.0)  # promote B
         assert {engine.predict("exp", x).arm for _ in range(20)} == {"b"}
         d = engine.ab_report("exp").to_dict()
-        assert d["arms"]["a"]["requests"] + d["arms"]["b"]["requests"] == 221
+        # promoting begins a segment: B alone under all the load is not compared with the
+        # split before it (a newcomer); the segment before keeps its 201
+        assert (d["arms"]["a"]["requests"], d["arms"]["b"]["requests"]) == (0, 20)
+        assert d["segment_reason"] == "B's share 0.20 → 1.00"
+        assert d["previous_segments"][-1]["report"]["total_requests"] == 201
+        assert engine.metrics("exp").total_requests == 221   # the callers' totals go on
         assert {"latency", "errors", "verdict", "confound_warning"} <= set(d)
         with pytest.raises(ConfigError, match="different inputs"):
             engine.create_ab("bad", a="clf-v1", b="mlp")
@@ -222,7 +227,7 @@ def test_update_ab_under_concurrent_traffic_loses_no_request():
         threads = [threading.Thread(target=client) for _ in range(3)]
         for t in threads:
             t.start()
-        for share in [0.0, 0.3, 0.7, 1.0, 0.5] * 4:
+        for share in [0.1, 0.3, 0.7, 0.9, 0.5] * 4:   # (within one segment: every request)
             engine.update_ab("exp", b_share=share)
             stop.wait(0.02)
         stop.set()
@@ -230,7 +235,7 @@ def test_update_ab_under_concurrent_traffic_loses_no_request():
             t.join(WAIT_S)
         assert errors == [] and all(f.exception(WAIT_S) is None for f in futs)
         d = engine.ab_report("exp").to_dict()
-        assert d["total_requests"] == len(futs)
+        assert d["total_requests"] == len(futs) == engine.metrics("exp").total_requests
 
 
 def test_confound_warning_for_uneven_split():
@@ -742,9 +747,20 @@ def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
         before = engine.ab_report("p").verdict
         engine.update_ab("p", b_share=1.0)
         after = engine.ab_report("p").verdict
-        assert after.startswith(before) and "Every caller goes to B (clf-v2) now" in after
-        engine.update_ab("p", b_share=0.0)
-        assert "Every caller goes to A (clf-v1) now" in engine.ab_report("p").verdict
+        # (the comparison is the segment before now: B alone is not compared with it)
+        assert after.startswith("Every caller goes to B (clf-v2) now") and after.endswith(
+            f"Before the change (segment 1, 50% to B): {before}"), after
+        for _ in range(30):
+            engine.predict("p", x)
+        assert engine.ab_report("p").segment == 2 and before in engine.ab_report("p").verdict
+        engine.update_ab("p", b_share=0.0)   # rolled back: B's segment alone is no comparison
+        rep = engine.ab_report("p")
+        assert rep.segment == 3 and rep.segment_reason == "B's share 1.00 → 0.00"
+        assert rep.verdict.startswith("Every caller goes to A (clf-v1) now") and \
+            rep.verdict.endswith(f"The last comparison (segment 1, 50% to B): {before}"), \
+            rep.verdict
+        engine.update_ab("p", b_share=0.5)   # comparing again: a segment of its own
+        assert engine.ab_report("p").segment == 4
 
 
 def test_a_tiny_latency_difference_is_written_with_its_digits():

@@ -133,8 +133,17 @@ class ABReport:
         if self.mode in ("random", "sticky") and self.b_share in (0.0, 1.0):
             # (promoted or rolled back: "not enough data yet" read as if waiting would help)
             arm, model = ("B", self.b) if self.b_share == 1.0 else ("A", self.a)
-            text += (f" Every caller goes to {arm} ({model}) now: new requests add to that "
+            where = (f"Every caller goes to {arm} ({model}) now: new requests add to that "
                      "arm only; set B's share between 0 and 1 to compare again.")
+            # the comparison that led here is the segment before now (a split to or from 0
+            # or 1 begins one: one arm alone is compared with nothing): said beside it
+            for k, seg in enumerate(reversed(self.previous_segments)):
+                last = seg.get("report") or {}
+                if last.get("verdict") and last.get("b_share") not in (0.0, 1.0):
+                    return (f"{where} {'Before the change' if k == 0 else 'The last comparison'}"
+                            f" (segment {seg['segment']}, {last['b_share']:.0%} to B): "
+                            f"{last['verdict']}")
+            text += " " + where
         return text.strip()
 
     def to_dict(self) -> dict[str, Any]:

@@ -216,7 +216,13 @@ class ABExperiment:
                 raise ConfigError(f"arms a and b must be two different models, got {new_a!r} twice")
             # (the old segment as it was, its mode's figures too, and no request routed to
             # a new arm counted in it: swapped under the lock routing reads)
+            # (a split to or from 0 or 1 too, routing by the split: one arm alone under all
+            # the load, then the other, were compared as if side by side; a newcomer)
+            ends = (0.0, 1.0)
             began = ((new_a, new_b) != (self.a, self.b) or (mode is not None and mode != self.mode)
+                     or (b_share is not None and (mode or self.mode) in ("random", "sticky")
+                         and float(b_share) != self.b_share
+                         and (float(b_share) in ends or self.b_share in ends))
                      # (a bandit's new SLO or floor routes otherwise from now: its figures
                      # and the ones before mixed in one verdict; an adversary)
                      or (new_bandit is not None and (mode or self.mode) == "bandit"

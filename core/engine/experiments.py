@@ -96,13 +96,13 @@ class ExperimentRoom:
         if (exp.bandit.slo_ms, exp.bandit.floor) != before[4:]:
             changes.append(f"bandit SLO {exp.bandit.slo_ms:g} ms, floor {exp.bandit.floor:g} "
                            "(its evidence starts again)")
-        if began:   # (begun by update, in the same step as the change)
-            exp.name_segment("; ".join(changes))
         if exp.b_share != before[3]:
             # (a bandit sets the split itself: "0.50 → 0.90" while B got 48 %; an adversary)
             changes.append(f"B's share {before[3]:.2f} → {exp.b_share:.2f}"
                            + (" (for when the bandit stops: it sets the split while it "
                               "routes)" if exp.mode == "bandit" else ""))
+        if began:   # (begun by update, in the same step as the change)
+            exp.name_segment("; ".join(changes))
         if changes:
             self.events.add(name, "ab", "; ".join(changes))
         return exp.report()
