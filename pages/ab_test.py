@@ -338,23 +338,31 @@ def arms() -> None:
                                  line=dict(color=charts.COLORS[arm])))
         lat_fig.add_trace(go.Scatter(x=ts["time"], y=ts["p99_ms"], name=f"{arm.upper()} p99",
                                  line=dict(color=charts.COLORS[arm], dash="dot")))
-        served.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name=f"{arm.upper()} served",
-                                marker_color=charts.COLORS[arm]))
+        # (in shadow mode B's are copies of A's requests: stacked on A's, 200 req/s read
+        # as 400; a newcomer. Side by side there.)
+        shadow = full.mode == "shadow"
+        apart = dict(offsetgroup=arm) if shadow else {}
+        what = "shadow copies" if shadow and arm == "b" else "served"
+        served.add_trace(go.Bar(x=ts["time"], y=ts["successes"], name=f"{arm.upper()} {what}",
+                                marker_color=charts.COLORS[arm], **apart))
         served.add_trace(go.Bar(x=ts["time"], y=ts["errors"], name=f"{arm.upper()} errors",
-                                marker_color=charts.COLORS[f"err_{arm}"], opacity=0.8))
-    served.update_layout(barmode="stack")
+                                marker_color=charts.COLORS[f"err_{arm}"], opacity=0.8,
+                                **apart, **(dict(base=ts["successes"]) if shadow else {})))
+    served.update_layout(barmode="group" if full.mode == "shadow" else "stack")
     if lat is not None and lat.n_a >= 20 and lat.n_b >= 20:
         # (a row per figure, a column per measure: seven columns beside the controls were
         # cut at the 95 % interval at 1024 px, at 'more per arm needed' at 1280; a newcomer)
-        st.dataframe(pd.DataFrame({
-            "": ["A", "B", "B - A", "95% CI", "p-value", "still needed"],
+        # (a static table: its cells wrap. In a data grid "still needed", the line that says
+        # whether to keep the test running, was cut at "none: only a smaller difference is
+        # se..." at 1366 px; a newcomer)
+        st.table(pd.DataFrame({
             "latency p50": [fmt_ms(lat.p50_a_ms), fmt_ms(lat.p50_b_ms),
                             f"{lat.diff_p50_ms:+.2f} ms",
                             f"{lat.ci_low_ms:+.2f} to {lat.ci_high_ms:+.2f} ms",
                             fmt_p(lat.p_value), more_needed(lat)],
             "error rate": [f"{err.rate_a:.2%}", f"{err.rate_b:.2%}", f"{err.diff:+.2%}", "",
-                           fmt_p(err.p_value), more_needed(err)]}),
-            hide_index=True, key="ab_stats_table")
+                           fmt_p(err.p_value), more_needed(err)]},
+            index=["A", "B", "B - A", "95% CI", "p-value", "still needed"]))
         st.caption("Latency: the p50 difference, its 95 % interval and p-value from one "
                    f"bootstrap of both arms' latencies; a difference under {lat.detect_ms:.2f} "
                    "ms (5 % of A's p50, at least 0.1 ms) is too small to act on. Errors: "
@@ -396,15 +404,13 @@ def arms() -> None:
                 for k, v in sh["max_abs_diff"].items()))
     st.plotly_chart(charts.breakdown_figure(
         engine.breakdown(exp, last_s=60.0, by_arm=True), by_arm=True,
-        title="Where each arm's time goes (last minute): in the model or in the queue?"),
+        title="Each arm's time, last minute: queue or model?"),
         key="ab_breakdown_chart")
-    c1, c2 = st.columns(2)
-    with c1:
-        st.plotly_chart(charts.style(lat_fig, "Latency per arm", "ms", ts),
-                        key="ab_latency_chart")
-    with c2:
-        st.plotly_chart(charts.style(served, "Requests served per arm", "requests / s", ts),
-                        key="ab_served_chart")
+    # (one under the other: side by side in the page's right column each plot was ~70 px
+    # wide at 1024 px, its time labels stacked; a newcomer)
+    st.plotly_chart(charts.style(lat_fig, "Latency per arm", "ms", ts), key="ab_latency_chart")
+    st.plotly_chart(charts.style(served, "Requests served per arm", "requests / s", ts),
+                    key="ab_served_chart")
     stop_when_idle(engine, interval)
 
 
