@@ -790,15 +790,19 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
                     st.session_state[rows_key] = int(t.rows_per_request)
 
 
-def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float) -> float | None:
-    """Seconds since ``model``'s settings last changed, if that was within ``within_s``."""
+def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float
+                   ) -> tuple[float, str] | None:
+    """Seconds since ``model``'s settings last changed, if that was within ``within_s``,
+    and the clock time it was (``'18:23:05'``: the same in every fragment of a page, where
+    ages drawn seconds apart read "15 s ago" and "11 s ago" of one change; a newcomer)."""
     events = engine.events(model, since_s=within_s)
     changes = events[(events["target"] == model) & (events["kind"] == "settings")]
     if changes.empty:
         return None
     when = pd.Timestamp(changes["time"].iloc[-1])
     when = when.tz_localize("UTC") if when.tzinfo is None else when   # (UTC, as the series)
-    return max(0.0, (pd.Timestamp.now(tz="UTC") - when).total_seconds())
+    clock = time.strftime("%H:%M:%S", time.localtime(when.timestamp()))
+    return max(0.0, (pd.Timestamp.now(tz="UTC") - when).total_seconds()), clock
 
 
 def rate_input(key: str) -> None:

@@ -272,15 +272,17 @@ with controls:
         traffic_status()
 
 
-def tiles_window() -> tuple[float, str]:
-    """The seconds the tiles and the batch-size histogram cover, and their words: the last
-    ``WINDOW_S``, or since the settings last changed when that was within it (ten seconds
-    after a change to 256 / 50 ms, 30 s of tiles were mostly the old settings'; and the
-    histogram kept the old batches beside tiles that had moved on; newcomers)."""
-    since = settings_age_s(engine, model, WINDOW_S)
-    if since is None:
-        return float(WINDOW_S), f"the last {WINDOW_S} seconds"
-    return max(1.0, since), f"since the settings changed, {since:.0f} s ago"
+def tiles_window() -> tuple[float, str, str]:
+    """The seconds the tiles and the batch-size histogram cover, their words and the
+    histogram's title: the last ``WINDOW_S``, or since the settings last changed when that
+    was within it (ten seconds after a change to 256 / 50 ms, 30 s of tiles were mostly the
+    old settings'; and the histogram kept the old batches beside tiles that had moved on;
+    newcomers)."""
+    changed = settings_age_s(engine, model, WINDOW_S)
+    if changed is None:
+        return float(WINDOW_S), f"the last {WINDOW_S} seconds", f"Batch sizes, last {WINDOW_S} s"
+    since, clock = changed
+    return max(1.0, since), f"since the settings changed at {clock}", f"Batch sizes since {clock}"
 
 
 @live_fragment(interval)
@@ -288,7 +290,7 @@ def live_tiles() -> None:
     """The numbers, every ``interval`` (cheap to draw)."""
     if paused_for_measurement(engine, interval):
         return
-    window_s, over = tiles_window()
+    window_s, over, _ = tiles_window()
     snap = engine.metrics(model, window_s=window_s)  # follows the settings: recent seconds
     served = snap.success_count > 0
     st.caption(over.upper().removeprefix("THE "))
@@ -344,7 +346,8 @@ def live_charts() -> None:
     """The charts, every ``chart_interval``: a redraw costs the browser far more."""
     if measuring_job(engine) is not None:
         return
-    window_s, over = tiles_window()   # (the histogram's: the tiles'; the series is whole)
+    window_s, over, hist_title = tiles_window()   # (the histogram's: the tiles'; the series
+    # is whole)
     snap = engine.metrics(model, window_s=window_s)
     cur = engine.batch_config(model)
     ts = snap.timeseries
@@ -359,7 +362,7 @@ def live_charts() -> None:
             st.plotly_chart(charts.batch_size_figure(
                 snap.batch_sizes, cur.max_batch_size if info.batchable else None,
                 # (short: the words went under the chart's toolbar; the caption says why)
-                title=f"Batch sizes, last {window_s:.0f} s"), key="bs_batch_chart")
+                title=hist_title), key="bs_batch_chart")
         else:
             st.plotly_chart(charts.queue_compute_figure(
                 ts, title="Before sending vs round trip",

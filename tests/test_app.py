@@ -1262,11 +1262,13 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert "Mean batch" in labels and "p99" in labels
     # the tiles count from the settings' change within the window (ten seconds after one,
     # 30 s of them were mostly the old settings'; a newcomer); an unchanged model, 30 s
-    assert any(c.value.startswith("SINCE THE SETTINGS CHANGED, ") for c in at.caption)
+    # (at its clock time: two fragments' ages read "15 s ago" and "11 s ago"; a newcomer)
+    assert any(re.fullmatch(r"SINCE THE SETTINGS CHANGED AT \d\d:\d\d:\d\d", c.value)
+               for c in at.caption), [c.value for c in at.caption]
     # and the batch sizes' histogram with them (it kept 30 s of the old settings' batches
     # beside tiles that had moved on, under a caption that said they covered the same)
-    short = figure(at, "Batch sizes, last ")["layout"]["title"]["text"]
-    assert short != "Batch sizes, last 30 s", short   # the seconds since the change
+    short = figure(at, "Batch sizes since ")["layout"]["title"]["text"]
+    assert re.fullmatch(r"Batch sizes since \d\d:\d\d:\d\d", short), short
     assert any("Tiles and the histogram cover the time since the settings changed" in c.value
                for c in at.caption)
     at.selectbox(key="batching_model").set_value("tiny").run()
@@ -1276,6 +1278,9 @@ def test_tiles_and_histograms_say_their_window_and_fit_what_was_seen(engine):
     assert fig.layout.xaxis.range[1] < 10  # batches of 1-5 rows are not slivers at 256
     assert any("off to the right" in a.text for a in fig.layout.annotations)
     assert not charts.batch_size_figure({1: 4}, max_batch_size=None).layout.shapes
+    # bars past the max line are said to be an earlier setting's (a newcomer)
+    assert [a.text for a in charts.batch_size_figure({1: 3, 8: 5}, 1).layout.annotations] \
+        == ["max 1 (now; larger before)"]
     near = charts.batch_size_figure({8: 40, 3: 2}, max_batch_size=8)   # full batches' bar
     label = next(a for a in near.layout.annotations if a.text == "max 8")
     assert (label.yref, label.y, label.yanchor) == ("paper", 1, "bottom")  # above, not on it

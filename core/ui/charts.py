@@ -61,7 +61,10 @@ def batch_size_figure(batch_sizes: Mapping[int, int], max_batch_size: int | None
             fig.add_vline(x=max_batch_size, line_dash="dash", line_color="#64748b")
             # (short: "max_batch_size=" lost its number past a narrow plot's edge at
             # 1024 px; a newcomer)
-            fig.add_annotation(text=f"max {max_batch_size}", x=max_batch_size, y=1,
+            # (bars past it are batches made under an earlier, larger setting: the chart
+            # drew "max 1" beside bars up to 8 rows, unsaid; a newcomer)
+            past = " (now; larger before)" if top > max_batch_size else ""
+            fig.add_annotation(text=f"max {max_batch_size}{past}", x=max_batch_size, y=1,
                                yref="paper", yanchor="bottom", showarrow=False,
                                xanchor="right" if max_batch_size > (right + 1) / 2
                                else "left",
