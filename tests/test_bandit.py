@@ -317,9 +317,14 @@ def test_the_starved_arm_warning_counts_the_run_beside_the_wait():
     said = bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": 0.2, "b": 0.4})
     assert said and said.startswith("The bandit's SLO (5.3 ms) is within arm B's max wait "
                                     "plus its run (5 + 0.40 ms)"), said
-    assert bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": 0.1, "b": 0.2}) is None
+    # just above it too (5.5 ms over 5 + 0.3 starved B to 5 %; a newcomer): little room
+    near = bandit_warning({"slo_ms": 5.5}, {"a": 5.0, "b": 5.0}, {"a": 0.1, "b": 0.3})
+    assert near and near.startswith("The bandit's SLO (5.5 ms) leaves little room over arm "
+                                    "B's max wait plus its run (5 + 0.30 ms)"), near
+    assert bandit_warning({"slo_ms": 8.0}, {"a": 5.0, "b": 5.0}, {"a": 0.1, "b": 0.2}) is None
     # no runs yet (NaN) or none given: the wait alone, as before
-    assert bandit_warning(state, {"a": 5.0, "b": 5.0}, {"a": float("nan"), "b": None}) is None
+    assert bandit_warning({"slo_ms": 7.6}, {"a": 5.0, "b": 5.0},
+                          {"a": float("nan"), "b": None}) is None
     assert "within arm A's max wait (6 ms)" in bandit_warning(state, {"a": 6.0, "b": None})
 
 
