@@ -264,3 +264,44 @@ def test_a_lone_second_of_requests_is_drawn_on_the_latency_chart():
                        "successes": [0.0, 4.0, 0.0, 9.0, 9.0], "errors": [0.0] * 5})
     for trace in charts.latency_figure(ts, window_s=60).data[:3]:
         assert list(trace.marker.size) == [0, 7, 0, 0, 0], trace.name   # the lone one only
+
+
+def test_steps_of_one_change_within_a_second_make_one_mark():
+    """A slider moved by arrow keys applied each step: 34 marks on the charts, each
+    restarting the Batching page's "since the settings changed" window (a newcomer). Steps
+    within a second of the last join it, from the first value to the last; a step back
+    to where it began takes the mark away; other words and later changes stay apart."""
+    from core.metrics.events import EventLog
+    now = [100.0]
+    log = EventLog(clock=lambda: now[0])
+
+    def step(text: str, dt: float = 0.2, target: str = "m") -> None:
+        now[0] += dt
+        log.add(target, "settings", text, merge_s=1.0)
+
+    def texts() -> list:
+        return log.frame()[["target", "text"]].values.tolist()
+    for k in range(32, 28, -1):
+        step(f"max_batch_size {k} → {k - 1}")
+    step("max_wait_ms 5.0 → 2.0")
+    assert texts() == [["m", "max_batch_size 32 → 28, max_wait_ms 5.0 → 2.0"]]
+    assert log.frame()["time"].iloc[-1] == pd.Timestamp(now[0], unit="s")   # the last step's
+    step("max_batch_size 28 → 32, max_wait_ms 2.0 → 5.0")   # back where it began: no mark
+    assert texts() == []
+    step("max_batch_size 32 → 16")
+    step("max_batch_size 16 → 8", dt=1.5)                   # past the second: its own mark
+    step("max_batch_size 8 → 4", target="other")            # another model's: its own
+    log.add("m", "settings", "max_batch_size 4 → 2")        # no merge_s: its own
+    assert [t for _, t in texts()] == ["max_batch_size 32 → 16", "max_batch_size 16 → 8",
+                                       "max_batch_size 8 → 4", "max_batch_size 4 → 2"]
+    step("given arm A's settings: max_wait_ms 1.0 → 5.0")   # other words: never joined
+    step("max_wait_ms 5.0 → 1.0")
+    assert len(texts()) == 6
+
+
+def test_an_engine_joins_a_sliders_steps_into_one_settings_event(engine, monkeypatch):
+    monkeypatch.setattr(engine._events, "_clock", lambda: 2e9)   # (the steps at one instant)
+    for size in (31, 30, 29):
+        engine.configure("tiny", max_batch_size=size)
+    got = kinds_texts(engine.events("tiny"))
+    assert got == [("settings", "max_batch_size 32 → 29")], got

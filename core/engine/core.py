@@ -249,7 +249,8 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
                                 lambda: self._guard(name, doing),
                                 lambda: self._busy(name, sent, doing))
         if cfg != before:
-            self._event(name, "settings", describe_changes(before, cfg))
+            # (steps of one slider within a second: one mark, see EventLog.add)
+            self._events.add(name, "settings", describe_changes(before, cfg), merge_s=1.0)
             self._ab.arm_changed(name, "had its batch settings changed")
         return cfg
 

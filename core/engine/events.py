@@ -87,7 +87,8 @@ class EventMethods:
         to everything when None, in the last ``since_s`` seconds (all kept when None):
         columns ``time`` (UTC, like the metrics' series), ``target``, ``kind`` (settings,
         swap, job, traffic, reset, inputs, ab) and ``text``, oldest first. The newest 2,000
-        events are kept."""
+        events are kept; changes of a model's settings within a second of the last join it
+        (a slider's steps: one event, from the first values to the last)."""
         targets: tuple[str, ...] | None = None
         if name is not None:
             entry, exp = self._ns.resolve(name)

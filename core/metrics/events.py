@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-__all__ = ["EventLog", "EVENT_COLUMNS", "EVENT_KINDS", "describe_changes"]
+__all__ = ["EventLog", "EVENT_COLUMNS", "EVENT_KINDS", "describe_changes", "merge_changes"]
 
 EVENT_COLUMNS = ("time", "target", "kind", "text")
 #: The kinds of event, each a mark of its own on the charts.
@@ -32,12 +32,27 @@ class EventLog:
         self._lock = threading.Lock()
         self._clock = clock
 
-    def add(self, target: str, kind: str, text: str) -> None:
+    def add(self, target: str, kind: str, text: str, merge_s: float = 0.0) -> None:
+        """Log an event. With ``merge_s``, a change (:func:`describe_changes`' words) within
+        that many seconds of the target's last event of the same kind joins it: one mark
+        from the first value to the last (a slider moved by arrow keys made 34 marks, each
+        restarting the "since the settings changed" window; a newcomer); one that undoes
+        it takes the mark away."""
         if kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of "
                              f"{', '.join(EVENT_KINDS)}")
         with self._lock:
-            self._events.append((self._clock(), target, kind, text))
+            now = self._clock()
+            last = self._events[-1] if self._events else None
+            if merge_s and last is not None and last[1:3] == (target, kind) \
+                    and now - last[0] <= merge_s:
+                joined = merge_changes(last[3], text)
+                if joined is not None:
+                    self._events.pop()
+                    if joined:
+                        self._events.append((now, target, kind, joined))
+                    return
+            self._events.append((now, target, kind, text))
 
     def frame(self, targets: str | Iterable[str] | None = None,
               since_s: float | None = None) -> pd.DataFrame:
@@ -72,3 +87,27 @@ def describe_changes(before: object, after: object) -> str:
     parts = [f"{f} {getattr(before, f)} → {getattr(after, f)}" for f in fields
              if getattr(before, f) != getattr(after, f)]
     return ", ".join(parts) or "no change"
+
+
+def _changes(text: str) -> dict[str, tuple[str, str]] | None:
+    parts = {}
+    for part in text.split(", "):
+        field, sep, rest = part.partition(" ")
+        before, arrow, after = rest.partition(" → ")
+        if not (field.isidentifier() and sep and arrow) or field in parts \
+                or " " in before or " " in after:   # (values are single words)
+            return None
+        parts[field] = (before, after)
+    return parts
+
+
+def merge_changes(first: str, then: str) -> str | None:
+    """Two :func:`describe_changes` texts as one, from the first values to the last:
+    ``"max_batch_size 32 → 31"`` then ``"max_batch_size 31 → 30"`` is ``"max_batch_size
+    32 → 30"``; ``""`` when the second undid the first, None when either is not such text."""
+    a, b = _changes(first), _changes(then)
+    if a is None or b is None:
+        return None
+    joined = {f: (a[f][0] if f in a else b[f][0], b[f][1] if f in b else a[f][1])
+              for f in {**a, **b}}
+    return ", ".join(f"{f} {x} → {y}" for f, (x, y) in joined.items() if x != y)
