@@ -1074,10 +1074,19 @@ def test_arrivals_round_trip_through_a_file_and_bad_files_say_why():
     from core.lab import read_arrivals_csv
     notes: list = []
     assert read_arrivals_csv(b"arrived_s,rows\n2,1\n1,2\n3,3\n", notes) == ([0, 1, 2], [2, 1, 3])
-    assert notes == ["2 of the file's 3 times were out of order: replayed in time order, "
-                     "each with its rows"]
+    assert notes == ["1 of the file's times came before the one above them (the first on "
+                     "line 3): replayed in time order, each with its rows"]
     read_arrivals_csv(b"1\n1\n2\n", notes)    # (ties keep their order: nothing moved)
     assert len(notes) == 1
+    read_arrivals_csv(b"5\n1\n2\n3\n4\n", notes)   # (one misplaced line, not five)
+    assert notes[-1] == ("1 of the file's times came before the one above them (the first "
+                         "on line 2): replayed in time order")
+    # lines of spaces are blank lines (refused as "line 3:   " for a moment; a reviewer);
+    # a line of empty fields is an empty arrival, said so
+    assert read_arrivals_csv(b"arrived_s\n0\n  \n\t\n0.5\n") == ([0.0, 0.5], None)
+    assert read_arrivals_csv(b" \n\t\narrived_s\n0\n") == ([0.0], None)
+    with pytest.raises(ValueError, match=r"\(line 3: empty\)"):
+        read_arrivals_csv(b"arrived_s,rows\n0,1\n,\n0.5,1\n")
     with pytest.raises(ValueError, match="200,002 lines"):
         arrivals_from_csv(b"0\r" * (MAX_REPLAY_ARRIVALS + 2))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -73,6 +74,10 @@ def arrivals_to_csv(arrivals_s: Sequence[float], rows: Sequence[int] | None = No
     return frame.to_csv(index=False, float_format="%.6f")
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_BLANK_LINES = re.compile(r"(?:[ \t]*(?:\r\n|\r|\n))*")
+
+
 def _in_time_order(arrivals_s: Any) -> tuple[np.ndarray, np.ndarray]:
     """The arrival times sorted, and the order that sorts them (stable: arrivals at one
     instant keep their file order, and their rows with them)."""
@@ -103,7 +108,8 @@ def check_arrivals(arr: np.ndarray) -> None:
 
 def _lines(wrong: pd.Series, header: int) -> str:
     """``'line 3: abc, line 5: foo'``: the first three wrong values and their lines."""
-    shown = [f"line {int(i) + header + 1}: {'empty' if pd.isna(v) else v}"
+    shown = [f"line {int(i) + header + 1}: "
+             f"{'empty' if pd.isna(v) or not str(v).strip() else v}"
              for i, v in wrong.head(3).items()]
     return ", ".join(shown) + (f", and {len(wrong) - 3} more" if len(wrong) > 3 else "")
 
@@ -145,9 +151,9 @@ def read_arrivals_csv(text: str | bytes, notes: list[str] | None = None
     import io
     _check_arrivals_size(text)
     raw = text.decode("utf-8", "replace") if isinstance(text, (bytes, bytearray)) else text
-    body = raw.lstrip("\r\n")   # (blank lines before the header: counted, not read)
-    blank = raw[:len(raw) - len(body)].replace("\r\n", "\n").replace("\r", "\n").count("\n")
-    raw = body
+    leading = _BLANK_LINES.match(raw)   # (blank lines before the header: counted, not read)
+    lead = len(_LINE_END.findall(leading.group(0)))
+    raw = raw[leading.end():]
     first = raw[:_MAX_HEAD_CHARS + 1].replace("\r", "\n").split("\n", 1)[0]
     head = [c.strip().strip('"') for c in first.split(",")]
     if len(first) > _MAX_HEAD_CHARS or len(head) > _MAX_COLUMNS:
@@ -163,15 +169,18 @@ def read_arrivals_csv(text: str | bytes, notes: list[str] | None = None
     if not raw.strip():   # (was "not a CSV file (No columns to parse from file)"; a newcomer)
         raise ConfigError("the arrivals file is empty; expected a column arrived_s of times "
                           "in seconds, one arrival per row")
-    header = 1 + blank   # (lines before the first arrival: the file's line numbers said)
+    header = 1 + lead   # (lines before the first arrival: the file's line numbers said)
     try:
-        # blank lines read as empty rows, then dropped: a row's index is then its line's
-        # (skipped by pandas, they shifted the line numbers in messages; a reviewer)
+        # every line read as a row, the blank ones (spaces too) then dropped: a row's index
+        # is its line's (skipped by pandas, they shifted the line numbers said; a reviewer)
         frame = pd.read_csv(io.StringIO(raw), usecols=wanted, skip_blank_lines=False)
         if frame.shape[1] == 1 and _numeric(str(frame.columns[0])):
             frame = pd.read_csv(io.StringIO(raw), header=None, skip_blank_lines=False)
-            header = blank   # no header: keep row one
-        frame = frame.dropna(how="all")
+            header = lead   # no header: keep row one
+        named = header - lead   # (the header line, when there is one)
+        lines = _LINE_END.split(raw)
+        frame = frame.drop(index=[i - named for i in range(named, len(lines))
+                                  if not lines[i].strip() and i - named in frame.index])
         frame.columns = [str(c).strip() for c in frame.columns]   # ("arrived_s ,rows")
     except (ValueError, pd.errors.ParserError) as err:
         raise ConfigError(f"the arrivals file is not a CSV file ({err}); expected a column "
@@ -196,10 +205,12 @@ def read_arrivals_csv(text: str | bytes, notes: list[str] | None = None
         raise ConfigError("the arrivals file has no rows: nothing to replay")
     arr, order = _in_time_order(values.to_numpy(dtype=np.float64))
     check_arrivals(arr)
-    moved = int(np.count_nonzero(order != np.arange(len(order))))
-    if moved and notes is not None:   # (accepted silently before; a newcomer)
-        notes.append(f"{moved:,} of the file's {len(order):,} times were out of order: "
-                     "replayed in time order, each with its rows")
+    back = np.flatnonzero(np.diff(values.to_numpy(dtype=np.float64)) < 0)
+    if len(back) and notes is not None:   # (accepted silently before; a newcomer)
+        notes.append(f"{len(back):,} of the file's times came before the one above them "
+                     f"(the first on line {int(col.index[back[0] + 1]) + header + 1}): "
+                     "replayed in time order"
+                     + (", each with its rows" if "rows" in frame else ""))
     rows = None
     if "arrived_s" in frame and "rows" in frame:
         given = frame.loc[col.index, "rows"]
