@@ -736,9 +736,10 @@ def test_the_verdicts_interval_is_of_the_difference_its_words_name():
 
 
 def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
-    """After Promote B (random mode: only the share changes, the segment goes on) the
-    verdict said 'nothing to compare' over a segment that held the whole comparison; it
-    now keeps the comparison and adds where every caller goes."""
+    """After Promote B the verdict said 'nothing to compare' over a segment that held the
+    whole comparison (a newcomer). A split to or from 0 or 1 now begins a segment (B alone
+    under all the load was compared with A alone at another time; a newcomer), and the
+    verdict says where every caller goes and the last comparison's verdict, by segment."""
     with Engine() as engine:
         engine.create_ab("p", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
         x = engine.sample_input("clf-v1")
@@ -761,6 +762,22 @@ def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
             rep.verdict
         engine.update_ab("p", b_share=0.5)   # comparing again: a segment of its own
         assert engine.ab_report("p").segment == 4
+        # named as it was split, with its arms when they changed, never an empty segment
+        # (a shadow segment read "50% to B"; swapped arms went unsaid; a reviewer)
+        engine.update_ab("p", mode="shadow")
+        for _ in range(30):
+            engine.predict("p", x)
+        engine.update_ab("p", mode="random", b_share=1.0)     # (the page's promote)
+        said = engine.ab_report("p").verdict
+        assert "Before the change (segment 5, shadow: B saw a copy of every request): " in \
+            said, said
+        engine.update_ab("p", b_share=0.005)                 # a canary: not "0% to B"
+        for _ in range(30):
+            engine.predict("p", x)
+        engine.update_ab("p", a="clf-v2", b="clf-v1")         # swapped: an empty segment
+        engine.update_ab("p", b_share=0.0)
+        said = engine.ab_report("p").verdict
+        assert "The last comparison (segment 7, A clf-v1, B clf-v2; 0.5% to B): " in said, said
 
 
 def test_a_tiny_latency_difference_is_written_with_its_digits():

@@ -139,9 +139,11 @@ class ABReport:
             # or 1 begins one: one arm alone is compared with nothing): said beside it
             for k, seg in enumerate(reversed(self.previous_segments)):
                 last = seg.get("report") or {}
-                if last.get("verdict") and last.get("b_share") not in (0.0, 1.0):
+                if last.get("verdict") and last.get("total_requests") and (
+                        last.get("mode") in ("shadow", "bandit")
+                        or last.get("b_share") not in (0.0, 1.0)):
                     return (f"{where} {'Before the change' if k == 0 else 'The last comparison'}"
-                            f" (segment {seg['segment']}, {last['b_share']:.0%} to B): "
+                            f" (segment {seg['segment']}, {_how_split(last, self.a, self.b)}): "
                             f"{last['verdict']}")
             text += " " + where
         return text.strip()
@@ -175,6 +177,18 @@ class ABReport:
                 "segment": self.segment, "segment_reason": self.segment_reason,
                 "segment_started": self.segment_started,
                 "previous_segments": list(self.previous_segments), "bandit": self.bandit}
+
+
+def _how_split(report: dict[str, Any], a: str, b: str) -> str:
+    """How an earlier segment sent its requests, in words, with its arms when they are not
+    today's (a shadow segment read "50% to B" where B saw a copy of every request, a 0.5 %
+    canary "0% to B", and the arms swapped since went unsaid; a reviewer)."""
+    mode, share = report.get("mode"), float(report.get("b_share") or 0.0)
+    how = ("shadow: B saw a copy of every request" if mode == "shadow" else
+           f"the bandit's split, {share * 100:.3g}% to B at its end" if mode == "bandit" else
+           f"{share * 100:.3g}% to B")
+    arms = (report.get("a"), report.get("b"))
+    return how if arms == (a, b) else f"A {arms[0]}, B {arms[1]}; {how}"
 
 
 _BATCH_FIELDS = {  # BatchConfig field -> how to say it
