@@ -199,7 +199,8 @@ class ABExperiment:
                b: str | None = None, mode: str | None = None,
                bandit_slo_ms: float | None = None, bandit_floor: float | None = None) -> bool:
         """Change the split, the arms, the mode or the bandit's settings; True when another
-        arm or mode began a new segment, in the same step (name it: :meth:`name_segment`)."""
+        arm or mode, a bandit's new SLO or floor, or a split (routing by it) to or from 0 or
+        1 began a new segment, in the same step (name it: :meth:`name_segment`)."""
         new_bandit = None
         if bandit_slo_ms is not None or bandit_floor is not None:
             new_bandit = self._new_bandit(   # checked before anything changes

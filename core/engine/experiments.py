@@ -237,7 +237,10 @@ class ExperimentMethods:
                   bandit_floor: float | None = None) -> ABReport:
         """Change an experiment's split (``b_share=1.0`` promotes B), arms, mode or bandit
         settings, live. New arms are checked like at creation: loaded models with the same
-        inputs."""
+        inputs. Other arms, another mode, a bandit's new SLO or floor, and a split to or
+        from 0 or 1 begin a new comparison segment: the report's arms, latency and errors
+        start again, and the one before is ``ab_report(name).previous_segments[-1]
+        ["report"]`` (a split between 0 and 1 changed again goes on in the same segment)."""
         return self._ab.update(name, b_share, a, b, mode,
                                {"bandit_slo_ms": bandit_slo_ms, "bandit_floor": bandit_floor})
 
