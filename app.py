@@ -13,13 +13,14 @@ ICON = str(Path(__file__).resolve().parent / ".streamlit" / "icon.png")
 
 
 def main() -> None:
-    from core import EngineUnavailableError
-    from pages._common import (bound_dashboard_uploads, require_engine, require_password,
-                               sidebar_status, sidebar_watch)
-    st.set_page_config(page_title="Batchlab", page_icon=ICON, layout="wide")
-    # What the upload endpoint holds, bounded from the first page view on (Streamlit caps
-    # each file, not their sum: a session could PUT 200 MB files until memory ran out).
+    # What the upload endpoint holds, bounded from the first script run on, before anything
+    # slow (Streamlit caps each file, not their sum: a session could PUT 200 MB files
+    # until memory ran out)
+    from pages._uploads import bound_dashboard_uploads, uploads_let_go
     bound_dashboard_uploads()
+    from core import EngineUnavailableError
+    from pages._common import require_engine, require_password, sidebar_status, sidebar_watch
+    st.set_page_config(page_title="Batchlab", page_icon=ICON, layout="wide")
 
     PAGES = [
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
@@ -48,6 +49,8 @@ def main() -> None:
         # actions at once, but in two of three clean-clone CI runs an open page then missed
         # its engine's restart: tests/test_browser.py, the engine dying; see the session note).
         sidebar_status(sidebar_watch())
+        if said := uploads_let_go():
+            st.warning(said, icon=":material/upload_file:")
         try:
             page.run()
         except EngineUnavailableError as err:  # the engine went away while the page was drawn

@@ -201,25 +201,6 @@ def _dashboard_password() -> str:
     return made
 
 
-def bound_dashboard_uploads() -> tuple[int, int] | None:
-    """Bound the running dashboard's upload store: twice ``server.maxUploadSize`` a session,
-    four times in all (a model and the inputs of another; two such sessions). Returns the
-    bounds, or None where no Streamlit server runs (a notebook, AppTest) or its store is
-    not the in-memory one this knows."""
-    from streamlit import config
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
-
-    from core.ui.uploads import bound_uploads
-    if not Runtime.exists():
-        return None
-    manager = Runtime.instance().uploaded_file_mgr
-    if not isinstance(manager, MemoryUploadedFileManager) or not hasattr(manager, "_lock"):
-        return None
-    one = int(config.get_option("server.maxUploadSize")) * 2**20
-    return bound_uploads(manager, 2 * one, 4 * one)._batchlab_bounds
-
-
 def require_password() -> bool:
     """On a dashboard listening beyond loopback, True once this browser session gave the
     password (else a password form is drawn and False returned: draw nothing else). On

@@ -938,6 +938,12 @@ def test_the_upload_endpoint_holds_a_bounded_total(page: Page, tmp_path):
         while (held := _uploads_held(url)) < 2 * len(blob) and time.monotonic() < deadline:
             page.wait_for_timeout(500)
         assert 2 * len(blob) <= held <= 2 * 2**20   # the newest two kept, the rest let go
+        go(page, "Batching")    # the next run of this tab's script says so, once
+        expect(page.get_by_text(re.compile(r"^7 file\(s\) uploaded in this tab were let go: "
+                                           r"the dashboard keeps at most 2 MiB"))
+               ).to_be_visible(timeout=20_000)
+        go(page, "Models")
+        expect(page.get_by_text(re.compile("uploaded in this tab were let go"))).to_have_count(0)
     finally:
         _stop_dashboard(proc, log)
 

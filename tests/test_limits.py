@@ -379,12 +379,22 @@ def test_the_dashboards_upload_store_lets_go_of_the_oldest_files_past_its_bounds
     assert held() == {"flood": ["d"], "flood2": ["huge"]}   # 140 of the 640 in all went
     add("many", "one", 10)
     assert bound_uploads(m, 1, 1) is m and m._batchlab_bounds == (300, 500)  # bound once
-    # threads adding at once: the bounds hold at the end
+    # threads adding at once: each file is kept or counted as let go, and one more upload
+    # after them brings all within the bounds
     import threading
     ts = [threading.Thread(target=lambda i=i: [add(f"t{i}", f"f{k}", 60) for k in range(20)])
           for i in range(8)]
     [t.start() for t in ts]
     [t.join() for t in ts]
+    add("late", "x", 60)
     assert all(sum(len(r.data) for r in files.values()) <= 300
                for files in m.file_storage.values())
     assert sum(len(r.data) for files in m.file_storage.values() for r in files.values()) <= 500
+    from core.ui.uploads import let_go
+    assert let_go(m, "t0") == 20 - len(m.file_storage["t0"]) and let_go(m, "t0", clear=True)
+    assert let_go(m, "t0") == 0
+    # a store already full when the bound is installed is trimmed at once
+    full = MemoryUploadedFileManager("/up")
+    for k in range(5):
+        full.add_file("s", UploadedFileRec(f"f{k}", "f.bin", "application/x", b"x" * 100))
+    assert list(bound_uploads(full, 300, 500).file_storage["s"]) == ["f2", "f3", "f4"]
