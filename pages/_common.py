@@ -666,10 +666,9 @@ def sidebar_status(drawn: dict | None = None) -> None:
             for t in traffic:
                 if t.running and t.problem:
                     st.error(t.problem, icon=":material/error:")
-                if t.running and t.client_bound:   # (its first clause: the page's traffic
-                    # line says it all; both in full said it twice on one screen; a newcomer)
-                    st.warning(f"{t.client_bound.split(':', 1)[0]} ({t.label}).",
-                               icon=":material/speed:")
+                if t.running and t.client_bound:   # (in a line: the page's traffic line
+                    # says it all; both in full said it twice on one screen; a newcomer)
+                    st.warning(t.client_bound_brief, icon=":material/speed:")
             if status["queue_depth"] > 0 and not running and not jobs:
                 st.warning(f"Draining: {fmt_num(status['queue_depth'])} requests still "
                            "queued.", icon=":material/hourglass_top:")

@@ -380,6 +380,13 @@ def test_the_load_generator_reports_its_cpu_and_says_when_it_is_the_bottleneck(s
     assert "client is the bottleneck" in busy.client_bound and "97 %" in busy.client_bound
     late = replace(status, running=True, max_lag_ms=400.0, recent_lag_ms=400.0)
     assert "behind its schedule in the last 5 s" in late.client_bound
+    # a sidebar's line: the traffic named, what to do (the first clause alone said
+    # neither; a reviewer)
+    assert busy.client_bound_brief == ("r: the client is the bottleneck (97 % of a core): "
+                                       "send less, or load the server from more processes.")
+    assert late.client_bound_brief == ("r: the sender fell up to 400 ms behind its schedule; "
+                                       "latencies include that delay.")
+    assert status.client_bound_brief is None
     # a lag long past (the all-time worst) is not a warning about now
     assert replace(status, running=True, max_lag_ms=400.0, recent_lag_ms=3.0
                    ).client_bound is None

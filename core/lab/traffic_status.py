@@ -75,22 +75,38 @@ class TrafficStatus:
     def client_bound(self) -> str | None:
         """A sentence when the client, not the server, is the bottleneck (its CPU near a
         full core, or the sender far behind its schedule), else None."""
+        said = self._bound()
+        return None if said is None else said[1]
+
+    @property
+    def client_bound_brief(self) -> str | None:
+        """:attr:`client_bound` in a line naming the traffic, with what to do (a sidebar's)."""
+        said = self._bound()
+        return None if said is None else f"{self.label}: {said[0]}"
+
+    def _bound(self) -> tuple[str, str] | None:
         if self.elapsed_s < 1.0 or self.sent < 50:
             return None
+        cpu = f"{self.client_cpu_pct:.0f} % of a core"
         if self.agents and self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
-            return (f"The load agents are the bottleneck: the busiest of the {self.agents} "
-                    f"used {self.client_cpu_pct:.0f} % of a core, so these figures measure "
+            return (f"the load agents are the bottleneck ({cpu}): add agents or send less.",
+                    f"The load agents are the bottleneck: the busiest of the {self.agents} "
+                    f"used {cpu}, so these figures measure "
                     "the agents, not the server. Add agents (on more nodes), or send less.")
         if self.client_cpu_pct >= CLIENT_BOUND_CPU_PCT:
-            return (f"The client is the bottleneck: sending to {self.target} and reading the "
-                    f"answers takes {self.client_cpu_pct:.0f} % of a core (Python runs it on "
+            return (f"the client is the bottleneck ({cpu}): send less, or load the server "
+                    "from more processes.",
+                    f"The client is the bottleneck: sending to {self.target} and reading the "
+                    f"answers takes {cpu} (Python runs it on "
                     "one), so these figures measure Batchlab's client, not the server. Send "
                     "less, or load the server from more processes.")
         if self.running and self.recent_lag_ms > CLIENT_BOUND_LAG_MS:
             why = ("this machine cannot send this rate now" if self.client_cpu_pct >= 50 else
-                   f"at {self.client_cpu_pct:.0f} % of a core, other work in its process (a "
+                   f"at {cpu}, other work in its process (a "
                    "job, another generator) or a busy machine held it up")
-            return (f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule in "
+            return (f"the sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule; "
+                    "latencies include that delay.",
+                    f"The sender fell up to {self.recent_lag_ms:.0f} ms behind its schedule in "
                     f"the last {RECENT_S} s: {why}; latencies include that delay.")
         return None
 
