@@ -249,7 +249,7 @@ with controls:
                                     if v > cfg.max_batch_size else f"{v:g} cannot be used"))
         number_box(st, "Run for (s, 0 = until stopped)", "traffic_duration", 0, 3600, step=1,
                    help="The traffic stops this long after it starts; a sender that fell "
-                        "behind its schedule stops then too (half a second later at most), "
+                        "behind its schedule stops then too (about half a second later), "
                         "leaving the rest of the schedule unsent.")
         number_box(st, "High-priority share (%; 0 = no priorities)", "traffic_high", 0, 100,
                    step=1,
@@ -348,8 +348,8 @@ def live_charts() -> None:
     """The charts, every ``chart_interval``: a redraw costs the browser far more."""
     if measuring_job(engine) is not None:
         return
-    window_s, over, hist_title = tiles_window()   # (the histogram's: the tiles'; the series
-    # is whole)
+    # (the histogram's window is the tiles'; the series is whole)
+    window_s, over, hist_title = tiles_window()
     snap = engine.metrics(model, window_s=window_s)
     cur = engine.batch_config(model)
     ts = snap.timeseries

@@ -322,6 +322,8 @@ def test_the_starved_arm_warning_counts_the_run_beside_the_wait():
     assert near and near.startswith("The bandit's SLO (5.5 ms) leaves little room over arm "
                                     "B's max wait plus its run (5 + 0.30 ms)"), near
     assert bandit_warning({"slo_ms": 8.0}, {"a": 5.0, "b": 5.0}, {"a": 0.1, "b": 0.2}) is None
+    assert bandit_warning({"slo_ms": 250.0}, {"a": 200.0, "b": 200.0}) is None   # room
+    assert bandit_warning({"slo_ms": 204.0}, {"a": 200.0, "b": 200.0})
     # no runs yet (NaN) or none given: the wait alone, as before
     assert bandit_warning({"slo_ms": 7.6}, {"a": 5.0, "b": 5.0},
                           {"a": float("nan"), "b": None}) is None

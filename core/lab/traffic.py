@@ -289,8 +289,10 @@ class TrafficGenerator(SenderThread):
             if self._on_end is not None:
                 try:
                     cls = f" (priority {self.priority})" if self.priority is not None else ""
-                    behind = (f"; the sender fell behind its schedule, and what was due "
-                              f"in the {self.duration_s:g} s and not yet sent was not sent"
+                    unsent = max(0, round(self.rate_rps * (self.duration_s or 0.0))
+                                 - self._sent)
+                    behind = (f"; the sender fell behind its schedule: about {unsent:,} "
+                              f"requests due in the {self.duration_s:g} s were not sent"
                               if cut else "")
                     self._on_end(self.target, f"traffic{cls} stopped" if stopped else
                                  f"traffic{cls} ended after {self._t_end - t0:.0f} s "

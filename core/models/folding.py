@@ -180,16 +180,17 @@ def _densest(initializers: Any, node_lists: list[Any]) -> tuple[int, str] | None
     Runtime makes dense as the model loads, folding or not: of ``initializers`` and of every
     node of ``node_lists``, down through their subgraphs (a reviewer: only the main graph's
     were sized)."""
+    def made(sp: Any) -> int:   # (the dense tensor's bytes)
+        return math.prod(sp.dims) * _itemsize(sp.values.data_type)
+
     dense = None
     for sp in initializers:
-        dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
-                         f"the sparse initializer {sp.values.name!r}")
+        dense = _largest(dense, made(sp), f"the sparse initializer {sp.values.name!r}")
     for nodes in node_lists:
         for node in nodes:
             for a in node.attribute:
                 if a.name == "sparse_value" and node.op_type == "Constant":
-                    sp = a.sparse_tensor
-                    dense = _largest(dense, math.prod(sp.dims) * _itemsize(sp.values.data_type),
+                    dense = _largest(dense, made(a.sparse_tensor),
                                      f"the sparse Constant making {node.output[0]!r}")
                 for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else
                             list(a.graphs) if a.type == onnx.AttributeProto.GRAPHS else []):

@@ -95,15 +95,17 @@ def bandit_caption(state: dict[str, Any], a: str, b: str) -> str:
 
 
 #: How far over an arm's max wait plus its run a bandit's SLO must be for the arm starved
-#: of traffic to meet it as its model deserves.
-_NEAR = 1.5
+#: of traffic to meet it as its model deserves: half again, at most 5 ms more (a 200 ms
+#: wait under a 250 ms SLO has room; a reviewer).
+_NEAR, _NEAR_MAX_MS = 1.5, 5.0
 
 
 def bandit_warning(state: dict[str, Any], max_wait_ms: dict[str, float | None],
                    run_ms: dict[str, float | None] | None = None) -> str | None:
     """Words when the SLO is within an arm's max wait plus its run (``run_ms``: its median
-    run, when known): the arm the bandit gives less traffic fills its batches slower, waits
-    its max wait, and misses such an SLO because it is starved, not because its model is
+    run, when known), or just above it: the arm the bandit gives less traffic fills its
+    batches slower, waits its max wait, and misses such an SLO (or meets it with no room
+    for a hand-off or a busy second) because it is starved, not because its model is
     slower, so the bandit feeds its own split. (An SLO of 5.3 ms over 5 ms waits starved B
     to 5 % of the traffic unremarked: only an SLO within the wait itself was said.)"""
     run_ms = {k: v for k, v in (run_ms or {}).items()
@@ -112,7 +114,8 @@ def bandit_warning(state: dict[str, Any], max_wait_ms: dict[str, float | None],
     # (an SLO just above it too: 5.5 ms over 5 ms waits and 0.3 ms runs starved B to 5 %
     # while the verdict saw 0.2 ms between the models; a newcomer. A request that waits its
     # whole max wait has the hand-off, a busy second, a slower batch to spare: half again)
-    if not least or state["slo_ms"] > _NEAR * max(least.values()):
+    top = max(least.values(), default=0.0)
+    if not least or state["slo_ms"] > top + min((_NEAR - 1.0) * top, _NEAR_MAX_MS):
         return None
     worst = max(least, key=least.get)
     wait, run = max_wait_ms[worst], run_ms.get(worst)
@@ -120,7 +123,8 @@ def bandit_warning(state: dict[str, Any], max_wait_ms: dict[str, float | None],
               f"arm {worst.upper()}'s max wait plus its run ({wait:g} + {run:.2f} ms)")
     how = ("is within" if state["slo_ms"] <= least[worst] else "leaves little room over")
     return (f"The bandit's SLO ({state['slo_ms']:g} ms) {how} {within}: the arm given "
-            "less traffic waits that long for its batches to fill and misses the SLO because "
-            "it is starved, not because its model is slower, so the split feeds itself. Set "
-            f"the SLO above {_NEAR:g} times both arms' max wait plus their run time, or give "
-            "both arms a max_wait_ms well under the SLO.")
+            "less traffic waits that long for its batches to fill and misses the SLO (or "
+            "meets it with no room to spare) because it is starved, not because its model is "
+            "slower, so the split feeds itself. Set the SLO well above both arms' max wait "
+            "plus their run time (half again, or 5 ms more), or give both arms a max_wait_ms "
+            "well under the SLO.")
