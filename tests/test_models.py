@@ -281,6 +281,21 @@ def test_same_bytes_share_one_session():
     assert c.session is not a.session  # other options: another session
 
 
+def test_a_session_made_without_constant_folding_is_its_own_in_the_cache():
+    """Whether ONNX Runtime may fold a model's constants is part of its cached session's key
+    (a reviewer: decided by the bytes today, so it never differed; a session made with
+    folding left off must never be handed to a load that may fold, or the other way)."""
+    cache = SessionCache(capacity=4)
+    data = build_demo_model("tiny")
+    off = cache.get_or_create(data, SessionConfig(), fold=False)
+    on = cache.get_or_create(data, SessionConfig(), fold=True)
+    assert on is not off and cache.misses == 2
+    assert cache.get_or_create(data, SessionConfig(), fold=False) is off and cache.hits == 1
+    sha = hashlib.sha256(data).hexdigest()
+    assert cache.held_bytes(sha, SessionConfig(), fold=False) is not None
+    assert [e.sha256 for e in cache.entries()] == [sha, sha]
+
+
 def test_cache_is_bounded_lru_and_evictable():
     cache = SessionCache(capacity=2)
     models = [build_demo_model(n) for n in ("tiny", "clf-v1", "two-input")]

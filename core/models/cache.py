@@ -55,14 +55,15 @@ class SessionCache:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         self.capacity = capacity
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[str, SessionConfig], list[Any]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, SessionConfig, bool], list[Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
     def get_or_create(self, data: bytes, options: SessionConfig,
                       sha256: str | None = None, fold: bool = True) -> ort.InferenceSession:
         sha = sha256 or hashlib.sha256(data).hexdigest()
-        key = (sha, options)   # (fold: decided by the bytes alone, as sha256 is)
+        key = (sha, options, fold)   # (fold, decided by the bytes today: in the key so
+        # that a session made without constant folding is never handed to one with it)
         with self._lock:
             item = self._items.get(key)
             if item is not None:
@@ -84,11 +85,11 @@ class SessionCache:
                 self._items.popitem(last=False)
         return session
 
-    def held_bytes(self, sha256: str, options: SessionConfig) -> int | None:
+    def held_bytes(self, sha256: str, options: SessionConfig, fold: bool = True) -> int | None:
         """What the cached session of ``sha256`` with ``options`` holds (see
         :func:`created_session`), or None when none is cached."""
         with self._lock:
-            item = self._items.get((sha256, options))
+            item = self._items.get((sha256, options, fold))
             return None if item is None else item[4]
 
     def entries(self) -> list[CacheEntry]:
@@ -98,7 +99,7 @@ class SessionCache:
                                f"/t{opts.intra_op_threads or 'auto'}",
                                sha256=sha, size_bytes=item[1], session_config=opts,
                                loads=item[2], last_used_s_ago=round(now - item[3], 3))
-                    for (sha, opts), item in reversed(self._items.items())]
+                    for (sha, opts, _), item in reversed(self._items.items())]
 
     def evict(self, sha256: str | None = None) -> int:
         """Drop entries whose sha256 starts with ``sha256`` (all when ``None``); returns count."""

@@ -140,7 +140,7 @@ def load_model_bytes(data: bytes, name: str, *, cache: SessionCache | None = Non
     sha = hashlib.sha256(data).hexdigest()
     if cache is not None and arena:
         session = cache.get_or_create(data, options, sha, fold=fold)
-        held = cache.held_bytes(sha, options) or 2 * len(data)   # (evicted meanwhile)
+        held = cache.held_bytes(sha, options, fold) or 2 * len(data)   # (evicted meanwhile)
     else:
         session, held = created_session(data, options, arena, fold=fold)
     info = dataclasses.replace(_inspect(name, data, sha, meta, session, source, description,
