@@ -209,7 +209,7 @@ def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
     engine, server, remote = pair
     other_tab = RemoteEngine(server.url)
     job = remote.start_job("sweep", "tiny", max_batch_sizes=[1, 8], max_waits_ms=[0.0],
-                           rates_rps=[200.0], duration_s=0.3, slo_p99_ms=100.0)
+                           rates_rps=[200.0], duration_s=0.3, slo_p99_ms=100.0, seed=7)
     assert isinstance(job, JobStatus) and job.kind == "sweep"
     assert [j.job_id for j in other_tab.jobs()] == [job.job_id]
     remote.close()  # the caller goes away; the job does not
@@ -223,6 +223,12 @@ def test_sweep_job_runs_in_the_server_and_every_client_sees_it(pair):
     pd.testing.assert_frame_equal(run["results"].reset_index(drop=True), frame,
                                   check_dtype=False)
     assert run["config"]["complete"] is True
+    # the load's shape as sent, to send it again (a notebook newcomer)
+    assert {k: run["config"][k] for k in ("pattern", "seed", "rows_per_request")} == {
+        "pattern": "poisson", "seed": 7, "rows_per_request": 1}
+    from core.ui.fmt import run_config_words
+    assert "seed=7" in run_config_words(run["config"], run["name"])[0]
+    assert "pattern" not in run_config_words(run["config"], run["name"])[0]
     # named by its grid: five runs of a model were all "mlp sweep" in the comparison (a
     # newcomer)
     assert run["name"] == "tiny sweep: batch 1, 8 · wait 0 ms · 200 req/s"

@@ -84,7 +84,7 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         **({"concurrencies": list(concurrencies)} if rates_rps and concurrencies else {}),
         "slo_p99_ms": slo_p99_ms, "policy": kw.get("policy", "deadline"),
         "latency_slo_ms": kw.get("latency_slo_ms"), "instances": kw.get("instances", 1),
-        "inputs": engine.input_source(target), **_agents_config(kw)}
+        "inputs": engine.input_source(target), **_load_shape(kw), **_agents_config(kw)}
 
     def progress(done: int, total: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
@@ -119,7 +119,7 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
         "load_kind": "rate", "loads": list(rates_rps), "duration_s": duration_s,
         "slo_p99_ms": p99_ms, "min_throughput_rps": min_throughput_rps,
         "max_memory_mib": max_memory_mib, "policy": kw.get("policy", "deadline"),
-        "grid_points": grid, "inputs": engine.input_source(target)}
+        "grid_points": grid, "inputs": engine.input_source(target), **_load_shape(kw)}
 
     def progress(points: int, row: dict[str, Any]) -> None:
         job.partial.append(row)
@@ -225,6 +225,14 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         if pin or now.max_batch_size != k:
             put_back(engine, target, **own)
     return {"profile": profile, "cost": cost, "disturbed": disturbed}
+
+
+def _load_shape(kw: dict[str, Any]) -> dict[str, Any]:
+    """What a run records of the load it sent, to send it again: its arrivals' pattern and
+    seed and each request's rows (a run in the history could not be repeated exactly; a
+    notebook newcomer). The defaults are the measuring functions' own."""
+    return {"pattern": kw.get("pattern", "poisson"), "seed": kw.get("seed", 0),
+            "rows_per_request": kw.get("rows_per_request", 1)}
 
 
 def _agents_config(kw: dict[str, Any]) -> dict[str, Any]:

@@ -204,6 +204,11 @@ def _config_words(c: dict[str, Any], name: str) -> tuple[str, str]:
         out.append(f"{_num(c.pop('duration_s'))} s a point")
     if not _missing(c.get("slo_p99_ms")):
         out.append(f"p99 ≤ {_num(c.pop('slo_p99_ms'))} ms")
+    # (the load's shape as sent: said where it is not the default, the seed always)
+    if c.get("pattern") == "poisson":
+        c.pop("pattern")
+    if c.get("rows_per_request") == 1:
+        c.pop("rows_per_request")
     for k, v in c.items():
         if v is None or v == [] or v == {}:
             continue
