@@ -274,6 +274,12 @@ def test_job_errors_are_clear(engine):
     with pytest.raises(ConfigError, match=r"no parameter 'durations_s'; it takes .*duration_s"
                                           r".*ray_address"):
         engine.start_job("sweep", "mlp", durations_s=0.5, **grid)
+    # a name's typo said before the name it then lacks (it read only "missing a required
+    # argument: 'max_waits_ms'"; a notebook newcomer)
+    with pytest.raises(ConfigError, match=r"sweep job: no parameter 'max_wait_ms' \(did you "
+                                          r"mean 'max_waits_ms'\?\); it takes"):
+        engine.start_job("sweep", "mlp", max_batch_sizes=[8], max_wait_ms=[0.0],
+                         rates_rps=[10.0])
     with pytest.raises(ConfigError, match=r"search job: no parameter 'constraints' \(give "
                                           r"p99_ms"):
         engine.start_job("search", "mlp", p99_ms=5.0, constraints=None, **grid)

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import threading
 import time
@@ -151,19 +152,23 @@ class Lab:
             self.engine._guard(target, "warm it up")   # notebook's sweep holds it too)
         work, exclusive = spec
         sig = inspect.signature(work)
-        try:
-            sig.bind(self.engine, None, target, **params)
-        except TypeError as err:
-            raise ConfigError(f"{kind} job: {err}") from None
+        # (a name it does not take, said before a missing one: max_wait_ms for max_waits_ms
+        # read only "missing a required argument: 'max_waits_ms'"; a notebook newcomer)
         if kind in PASSED_ON:    # (the names its **kw hands on: refused now, not in the job)
             inner, own = PASSED_ON[kind]
             takes = sorted((set(sig.parameters) | set(inspect.signature(inner).parameters))
                            - set(own) - {"engine", "job", "target", "kw"})
             for name in params:
                 if name not in takes:
+                    near = difflib.get_close_matches(name, takes, n=1)
                     raise ConfigError(f"{kind} job: no parameter {name!r}"
-                                      + (f" ({own[name]})" if own.get(name) else "")
+                                      + (f" ({own[name]})" if own.get(name) else
+                                         f" (did you mean {near[0]!r}?)" if near else "")
                                       + f"; it takes {', '.join(takes)}")
+        try:
+            sig.bind(self.engine, None, target, **params)
+        except TypeError as err:
+            raise ConfigError(f"{kind} job: {err}") from None
         for name, value in params.items():   # (quiet="no" over HTTP stopped the traffic)
             want = sig.parameters[name].annotation if name in sig.parameters else None
             # scalars only: a notebook's numpy array of arrivals is the list it stands for
