@@ -271,7 +271,8 @@ def test_job_errors_are_clear(engine):
     with pytest.raises(ConfigError, match=r"sweep job: no parameter 'slo_ms' \(give "
                                           r"slo_p99_ms\); it takes .*slo_p99_ms"):
         engine.start_job("sweep", "mlp", slo_ms=5, **grid)
-    with pytest.raises(ConfigError, match=r"no parameter 'durations_s'; it takes .*duration_s"
+    with pytest.raises(ConfigError, match=r"no parameter 'durations_s' \(did you mean "
+                                          r"'duration_s'\?\); it takes .*duration_s"
                                           r".*ray_address"):
         engine.start_job("sweep", "mlp", durations_s=0.5, **grid)
     # a name's typo said before the name it then lacks (it read only "missing a required
