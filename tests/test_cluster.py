@@ -715,3 +715,27 @@ def test_a_sweep_point_says_when_its_load_agents_set_the_pace():
     row = frame.iloc[0]
     assert "load agents set the pace" in row["disturbed"], row["disturbed"]
     assert row["sent"] > 0
+
+
+def test_no_replica_count_meeting_the_target_says_what_to_change():
+    """"Add replicas, or send less" was said where the max wait took 40 ms of a 50 ms target
+    and more replicas made the batches smaller (a notebook newcomer): the advice follows
+    what was measured."""
+    import pandas as pd
+
+    from core.cluster import recommend_replicas
+
+    def frame(wait: float, achieved: float) -> pd.DataFrame:
+        return pd.DataFrame([{"replicas": n, "max_ongoing_requests": 8, "max_batch_size": 8,
+                              "max_wait_ms": wait, "rate_rps": 40.0, "offered_rps": 40.0,
+                              "achieved_rps": achieved, "p50_ms": 60.0, "p99_ms": 80.0 + n,
+                              "error_rate": 0.0, "mean_batch_rows": 2.0, "replicas_seen": n,
+                              "agents_bound": False} for n in (1, 2)])
+    said = recommend_replicas(frame(40.0, 40.0), p99_ms=50)["text"]
+    assert said == ("No combination met p99 <= 50 ms at 40 req/s; the lowest p99 was 81.0 ms "
+                    "with 1 replica(s). Its max wait (40 ms) takes most of the target: give "
+                    "a shorter max_wait_ms."), said
+    assert recommend_replicas(frame(2.0, 20.0), p99_ms=50)["text"].endswith(
+        "Add replicas, or send less.")
+    assert "The load was served, not within the target" in recommend_replicas(
+        frame(2.0, 40.0), p99_ms=50)["text"]

@@ -146,11 +146,20 @@ def recommend_replicas(frame: Any, p99_ms: float, min_served: float = 0.95) -> d
     ok = frame[(frame["p99_ms"] <= p99_ms) & (1.0 - frame["error_rate"] >= min_served)]
     if ok.empty:
         best = frame.sort_values("p99_ms").iloc[0] if len(frame) else None
+        # (what to change, from what was measured: "add replicas" was said where the wait
+        # took 40 of a 50 ms target and more replicas made smaller batches; a newcomer)
+        waits = best is not None and best["max_wait_ms"] >= 0.5 * p99_ms
+        kept_up = best is not None and best["achieved_rps"] >= 0.95 * best["offered_rps"]
+        advice = (f" Its max wait ({best['max_wait_ms']:g} ms) takes most of the target: "
+                  "give a shorter max_wait_ms." if waits else
+                  " Add replicas, or send less." if not kept_up else
+                  " The load was served, not within the target: a shorter max_wait_ms or "
+                  "smaller batches, or a faster model.")
         return {"row": None, "text": (
             f"No combination met p99 <= {p99_ms:g} ms at {frame['rate_rps'].iloc[0]:g} req/s"
             + (f"; the lowest p99 was {best['p99_ms']:.1f} ms with {int(best['replicas'])} "
                f"replica(s)" if best is not None and np.isfinite(best["p99_ms"]) else "")
-            + ". Add replicas, or send less." if len(frame) else "Nothing was measured.")}
+            + "." + advice if len(frame) else "Nothing was measured.")}
     row = ok.sort_values(["replicas", "mean_batch_rows"], ascending=[True, False]).iloc[0]
     return {"row": row.to_dict(), "text": (
         f"{int(row['replicas'])} replica(s) met p99 <= {p99_ms:g} ms at "
