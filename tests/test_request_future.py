@@ -179,3 +179,15 @@ def test_admission_still_predicts_for_rows_admitted_under_a_larger_configuration
     assert q.admit_bound_s < 1.2
     with pytest.raises(OverloadedError, match="predicted wait"):
         q.put(late)
+
+
+def test_a_predictions_repr_names_its_attributes():
+    """``print(pred)`` showed ``reason='deadline'``; the attribute is ``release_reason``
+    (a notebook newcomer's AttributeError): every name in the repr is one to read."""
+    import re
+
+    from core import Engine
+    with Engine() as engine:
+        pred = engine.predict("tiny", engine.sample_input("tiny"))
+    names = re.findall(r"(\w+)=", repr(pred))
+    assert "release_reason" in names and all(hasattr(pred, n) for n in names), names

@@ -55,6 +55,6 @@ class Prediction:
                          for k, v in self.outputs.items())
         return (f"Prediction(model={self.model!r}, arm={self.arm!r}, rows={self.rows}, "
                 f"batch_id={self.batch_id}, batch_rows={self.batch_rows}, "
-                f"reason={self.release_reason!r}, queue_ms={self.queue_ms:.3f}, "
+                f"release_reason={self.release_reason!r}, queue_ms={self.queue_ms:.3f}, "
                 f"compute_ms={self.compute_ms:.3f}, total_ms={self.total_ms:.3f}, "
                 f"outputs={{{outs}}})")
