@@ -34,7 +34,7 @@ from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
 from core.lab import JOB_WORDS
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
-from core.ui.fmt import (COLUMN_HELP, SWEEP_TABLE_LABELS, column_formats, restart_words,
+from core.ui.fmt import (COLUMN_HELP, clock_time, SWEEP_TABLE_LABELS, column_formats, restart_words,
                          sweep_table_columns)
 from core.serving import ServerProcess, pin_process, split_cores
 from core.serving.guard import is_loopback
@@ -781,7 +781,7 @@ def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float
         return None
     when = pd.Timestamp(changes["time"].iloc[-1])
     when = when.tz_localize("UTC") if when.tzinfo is None else when   # (UTC, as the series)
-    clock = time.strftime("%H:%M:%S", time.localtime(when.timestamp()))
+    clock = clock_time(when.timestamp())   # (as the charts below it: UTC)
     return max(0.0, (pd.Timestamp.now(tz="UTC") - when).total_seconds()), clock
 
 

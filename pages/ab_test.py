@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -12,7 +10,7 @@ from core import AB_MODES, BatchlabError
 from core.models import alike_models
 from core.ui import charts
 from core.ui.bandit import bandit_caption, bandit_figure, bandit_warning
-from core.ui.fmt import fmt_p, more_needed, shadow_diff_words
+from core.ui.fmt import clock_time, fmt_p, more_needed, shadow_diff_words
 from core.ui.segments import segment_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
@@ -279,7 +277,7 @@ def arms() -> None:
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
     if full.segment > 1:
-        started = time.strftime("%H:%M:%S", time.localtime(full.segment_started))
+        started = clock_time(full.segment_started)   # (as the charts' axes)
         st.caption(f"Comparing requests since {started} (segment {full.segment}), when "
                    f"{full.segment_reason}: samples from before a change are kept apart, "
                    "never mixed with those after.")

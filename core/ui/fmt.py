@@ -17,7 +17,7 @@ import numpy as np
 
 from core.models import format_bytes
 
-__all__ = ["recent_errors_by_type", "fmt_num",
+__all__ = ["recent_errors_by_type", "fmt_num", "clock_time",
            "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
            "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
            "nonfinite_words", "shadow_diff_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
@@ -82,6 +82,13 @@ def fmt_pct(v: float | None) -> str:
     if 0 < abs(p) < 0.005:
         return "<0.01%" if p > 0 else ">-0.01%"
     return f"{p:.2f}%" if abs(p) < 1 else f"{p:.1f}%"
+
+
+def clock_time(t: float) -> str:
+    """A moment (seconds since the epoch) as the charts' time axes show it: UTC, the
+    metrics' and events' own (a caption in local time sat hours away from the axes below
+    it on a machine not on UTC; a reviewer)."""
+    return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
 def fmt_s(v: float | None) -> str:
@@ -313,7 +320,7 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
     parts = []
     if last_exit:
         parts.append(f"The engine server {exit_words(last_exit.get('code'))} at "
-                     f"{time.strftime('%H:%M:%S', time.localtime(last_exit['at']))} and "
+                     f"{clock_time(last_exit['at'])} UTC and "
                      "was started again.")
     else:
         parts.append("The engine server had stopped and was started again.")

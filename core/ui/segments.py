@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
+
+from core.ui.fmt import clock_time
 
 __all__ = ["segment_words"]
 
@@ -13,8 +14,7 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
     for a person: a title, and a line each, newest first; segments in a row without a
     request in one line (eight arrow-key steps of a slider made five such segments, each
     "Not enough data yet"; a newcomer), and the segments no longer kept said."""
-    def clock(t: float) -> str:
-        return time.strftime("%H:%M:%S", time.localtime(t))
+    clock = clock_time   # (as the charts' axes: UTC)
 
     lines: list[str] = []
     empty: list[dict[str, Any]] = []
