@@ -403,6 +403,15 @@ def agents_controls(key: str, narrow: bool = False, what: str = "Send") -> dict[
     return {"agents": int(n), "ray_address": address.strip() or None} if n else {}
 
 
+def _cancel_job(engine: Engine | RemoteEngine, job_id: int) -> None:
+    """Cancel, from a button: a job another tab's engine restart took away is no longer
+    there to cancel, not a traceback in place of the page."""
+    try:
+        engine.cancel_job(job_id)
+    except BatchlabError:   # (gone: nothing left to stop)
+        pass
+
+
 def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
                  key: str) -> Any:
     """The latest ``kind`` job on ``target`` (a :class:`~core.JobStatus`, or None), drawn:
@@ -428,8 +437,9 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         c1, c2 = st.columns([5, 1])
         c1.progress(job.progress, text=f"{words[:1].upper() + words[1:]} of {target}: "
                     f"{job.message} ({job.duration_s:.0f} s)")
-        c2.button("Cancel", key=f"{key}_cancel", on_click=engine.cancel_job,
-                  args=(job.job_id,), help="Stop at the next step; finished steps are kept.")
+        c2.button("Cancel", key=f"{key}_cancel", on_click=_cancel_job,
+                  args=(engine, job.job_id), help="Stop at the next step; finished steps are "
+                                                  "kept.")
         if job.partial:   # (a sweep's points as its finished table shows them)
             partial = pd.DataFrame(job.partial)
             sweep = kind == "sweep"

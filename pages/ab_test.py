@@ -172,9 +172,22 @@ def _start_traffic() -> None:
 
 
 def _delete() -> None:
-    engine.stop_traffic(exp)
-    engine.delete_ab(exp)
-    st.session_state["ab_deleted"] = exp
+    # (another tab may have deleted it since this one was drawn: its traceback replaced
+    # the page; an adversary)
+    try:
+        engine.stop_traffic(exp)
+        engine.delete_ab(exp)
+    except BatchlabError as err:
+        st.session_state["ab_error"] = f"not deleted here: {err}"
+    else:
+        st.session_state["ab_deleted"] = exp
+
+
+def _reset() -> None:
+    try:
+        engine.reset_metrics(exp)
+    except BatchlabError as err:
+        st.session_state["ab_error"] = f"not reset: {err}"
 
 
 left, right = st.columns([1, 2], gap="large")
@@ -228,8 +241,7 @@ with left:
         with r1.popover("Reset"):
             st.caption(f"Zeroes {exp}'s report: both arms' figures, its earlier segments "
                        "and what the bandit has learnt (its models' own metrics stay).")
-            st.button(f"Reset {exp}", key="ab_reset", on_click=engine.reset_metrics,
-                      args=(exp,), type="primary")
+            st.button(f"Reset {exp}", key="ab_reset", on_click=_reset, type="primary")
         # (asked once more: one click deleted it and every segment; a newcomer)
         with r2.popover("Delete"):
             st.caption(f"Stops {exp}'s traffic and deletes it with its segments' reports "

@@ -2176,6 +2176,17 @@ def test_a_tab_whose_experiment_was_deleted_elsewhere_says_so(engine):
     at.run()
     at.button(key="ab_delete").click().run()      # deleted here: said so
     assert "Deleted 'mine'." in [i.value for i in at.info]
+    # Delete or Reset confirmed in a tab after another deleted it: said, not a traceback
+    # in place of the page (an adversary)
+    for button in ("ab_delete", "ab_reset"):
+        engine.create_ab("twice", a="clf-v1", b="clf-v2", seed=0)
+        at.run()
+        engine.delete_ab("twice")                 # (another tab)
+        at.button(key=button).click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        said = [i.value for i in at.info if "'twice'" in i.value]
+        assert said and said[0].startswith("Experiment 'twice' was deleted elsewhere") \
+            and ("not deleted here" if button == "ab_delete" else "not reset") in said[0], said
 
 
 def test_a_number_past_a_boxs_range_is_said_and_never_used_silently(engine):
