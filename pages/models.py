@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -13,7 +12,8 @@ from core.ui import charts
 from core.config import OPTIMIZATION_LEVELS, machine_cores
 from core.models import INPUT_SUFFIXES, generated_values, swap_differences
 from core.models.images import IMAGE_SUFFIXES, PRESETS, looks_like_images, zip_files
-from core.ui.fmt import fmt_opset, nonfinite_words, try_caption
+from core.ui.answers import preview_answer
+from core.ui.fmt import fmt_opset, try_caption
 from core.lab import experiments_with_arm, generated_refused
 from core.models.probe import TRIAL_REFUSED, probe_note
 from core.models import format_bytes
@@ -404,8 +404,9 @@ with right:
             except BatchlabError as err:
                 st.error(f"Prediction failed: {err}")
                 st.session_state.pop("try_result", None)   # (not shown as this one's)
-            else:
-                st.session_state["try_result"] = (selected, pred,
+            else:   # (kept as the page shows it: a 1-D answer of 20M floats was drawn
+                # whole and kept in full, +400 MiB a tab that stayed; an adversary)
+                st.session_state["try_result"] = (selected, preview_answer(pred),
                                                   engine.input_source(selected))
         res = st.session_state.get("try_result")
         if res and res[0] == selected:
@@ -419,11 +420,10 @@ with right:
                                    else None, pred) + (f" Input: {res[2]} (seed {int(seed)})." if len(res) > 2 else ""))
             for out_name, value in pred.outputs.items():
                 st.markdown(f"**{out_name}**")
-                if isinstance(value, np.ndarray):
-                    shown = (value.reshape(value.shape[0], -1) if value.ndim > 1
-                             else value.reshape(-1))   # (a scalar: one value)
-                    st.caption(f"{value.dtype} {list(value.shape)}. {nonfinite_words(value)}")
-                    frame = pd.DataFrame(shown[:, :20] if shown.ndim > 1 else shown)
+                if isinstance(value, tuple):   # (dtype, shape, words, the part shown)
+                    dtype, shape, words, shown = value
+                    st.caption(f"{dtype} {list(shape)}. {words}")
+                    frame = pd.DataFrame(shown)
                     if frame.isna().any().any():  # the grid would show a NaN as "None"
                         frame = frame.map("{:.7g}".format)
                     st.dataframe(frame, key=f"try_out_{out_name}")

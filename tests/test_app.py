@@ -192,6 +192,31 @@ def test_models_page_lists_demo_models_and_tries_one(engine):
     assert engine.metrics("scalar").success_count == 1
     assert any(c.value.startswith("float32 []") for c in at.caption)
 
+    # A 1-D answer of many values: the page shows and keeps its first 1,000 (a 222-byte
+    # model's 20M floats were drawn whole and kept whole, +400 MiB a tab; an adversary)
+    import numpy as np
+    import onnx
+    from onnx import TensorProto as T, helper as h, numpy_helper as nh
+    c = lambda name, v: nh.from_array(np.array(v, np.float32), name)
+    g = h.make_graph([h.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                      h.make_node("Mul", ["s", "zero"], ["z"]),
+                      h.make_node("Add", ["z", "m"], ["lim"]),
+                      h.make_node("Range", ["start", "lim", "one"], ["y"])], "big",
+                     [h.make_tensor_value_info("x", T.FLOAT, ["N", 4])],
+                     [h.make_tensor_value_info("y", T.FLOAT, ["M"])],
+                     [c("zero", 0), c("m", 50_000), c("start", 0), c("one", 1)])
+    big = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    big.ir_version = 8
+    engine.load_model(big.SerializeToString(), name="bigout", probe=False)
+    at.run()
+    at.selectbox(key="models_detail").set_value("bigout").run()
+    at.button(key="try_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith("float32 [50000].") and "The first 1,000 of 50,000 rows "
+               "shown." in c.value for c in at.caption), [c.value for c in at.caption]
+    kept = at.session_state["try_result"][1].outputs["y"][3]
+    assert kept.shape == (1000,) and kept.base is None
+
 
 def test_try_it_says_which_outputs_are_not_numbers(engine):
     """The grid shows a NaN as "None": the caption counts them, and the table shows NaN."""
