@@ -1619,3 +1619,40 @@ def test_sizing_stops_past_twenty_thousand_constant_nodes():
     found = size_folding(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
     assert found.unknown == "over 20,000 constant nodes"
     assert found.largest == (4096, "the Expand making 'e0'")
+
+
+def test_a_memory_measurement_job_stops_when_cancelled_and_lets_uploads_in_between(
+        monkeypatch):
+    """Cancel did nothing: the job ran all nine sizes in one child (up to 60 s each) and
+    held the one trial-run slot from every upload all along (an adversary). The job runs
+    a child a size, lets the slot go between them, and stops at the next size."""
+    import pandas as pd
+
+    from core import Engine, EngineConfig, build_demo_model
+    from core.engine import loading
+    asked: list = []
+    engine = Engine(EngineConfig(demo_models=False))
+    engine.load_model(build_demo_model("tiny"), name="tiny")
+    job_ref: dict = {}
+    known = threading.Event()
+
+    def probe(data, batch_sizes, budget, time_limit_s, threads=None, graph_optimization="all"):
+        asked.append(list(batch_sizes))
+        if len(asked) == 2:   # cancelled while the second size is measured
+            assert known.wait(WAIT_S)
+            engine.cancel_job(job_ref["id"])
+        return pd.DataFrame({"batch_size": list(batch_sizes), "peak_mib": 1.0,
+                             "run_ms": 1.0, "error": None})
+
+    monkeypatch.setattr(loading, "probe_model", probe)
+    try:
+        job = engine.start_job("measure_memory", "tiny", batch_sizes=[1, 2, 4, 8])
+        job_ref["id"] = job.job_id
+        known.set()
+        done = engine.wait_job(job.job_id, timeout_s=WAIT_S)
+        assert done.state == "cancelled", done
+        assert asked[:2] == [[1], [2]] and [1, 2] == list(
+            engine.memory_profile("tiny")["batch_size"])   # the sizes measured are kept
+        assert len(asked) == 2
+    finally:
+        engine.close()

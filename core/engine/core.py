@@ -155,17 +155,22 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
         return info
 
     def measure_memory(self, name: str, batch_sizes: Sequence[int] | None = None,
-                       time_limit_s: float | None = None) -> pd.DataFrame:
+                       time_limit_s: float | None = None, stop: Any = None,
+                       progress: Any = None) -> pd.DataFrame:
         """Peak memory and run time of ``name`` per batch size, measured in a child process
         (columns ``batch_size, peak_mib, run_ms, error``); kept for :meth:`memory_profile`.
-        Default sizes: those warm-up uses for the current ``max_batch_size``."""
+        Default sizes: those warm-up uses for the current ``max_batch_size``. With ``stop``
+        (an Event) each size has a child of its own, and the sizes measured when it is set
+        are returned; ``progress(done, total, batch_size)`` after each."""
         entry = self._local_entry(name, "its memory is its server's; measure it there")
         if batch_sizes is None:
             batch_sizes = warmup_batch_sizes(entry.served.config.max_batch_size,
                                              entry.info.runs_any_rows)
         else:
             check_batchable_sizes(name, entry.info, batch_sizes)
-        frame = self._loader.probe(entry.data, batch_sizes, time_limit_s=time_limit_s)
+        frame = (self._loader.probe(entry.data, batch_sizes, time_limit_s=time_limit_s)
+                 if stop is None else self._loader.probe_each(
+                     entry.data, batch_sizes, time_limit_s, stop, progress))
         entry.memory_profile = frame
         return frame
 

@@ -234,6 +234,21 @@ class Loader:
                                threads=opts.intra_op_threads,
                                graph_optimization=opts.graph_optimization)
 
+    def probe_each(self, data: bytes, batch_sizes: Sequence[int], time_limit_s: float | None,
+                   stop: Any, progress: Any = None) -> pd.DataFrame:
+        """:meth:`probe`, a child and a turn of the trial-run slot for each size, until
+        ``stop`` is set (one run of every size could not be stopped, and held the slot from
+        every upload all along; an adversary); ``progress(done, total, size)`` after each."""
+        parts = []
+        for k, size in enumerate(batch_sizes):
+            if stop.is_set():
+                break
+            parts.append(self.probe(data, [size], time_limit_s=time_limit_s))
+            if progress is not None:
+                progress(k + 1, len(batch_sizes), size)
+        return (pd.concat(parts, ignore_index=True) if parts else
+                self.probe(data, [], time_limit_s=time_limit_s))
+
     @contextlib.contextmanager
     def _probe_turn(self) -> Iterator[None]:
         """One probe at a time (each may take the whole budget in its child): the others

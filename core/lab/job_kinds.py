@@ -156,7 +156,12 @@ def _warmup(engine: Any, job: Job, target: str, *, iterations: int = 10,
 def _measure_memory(engine: Any, job: Job, target: str, *,
                     batch_sizes: list[int] | None = None) -> Any:
     job.progress(0.0, "running the model in a child process at each batch size")
-    return engine.measure_memory(target, batch_sizes=batch_sizes)
+
+    def progress(done: int, total: int, size: int) -> None:
+        job.progress(done / total, f"batch size {size} measured ({done} of {total})")
+
+    return engine.measure_memory(target, batch_sizes=batch_sizes, stop=job.stop,
+                                 progress=progress)
 
 
 def _profile_cost(engine: Any, job: Job, target: str, *,
