@@ -511,6 +511,12 @@ with st.container(border=True):
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]
         st.markdown(replay_verdict(summary))
+        # (the settings it ran with, not today's: its charts read "max wait 50 ms" after
+        # the slider moved; a replay during a sweep ran the sweep's point; an adversary)
+        ran_wait = replay_job.result.get("max_wait_ms", cur_cfg.max_wait_ms)
+        if "max_batch_size" in replay_job.result:
+            st.caption(f"Replayed with max_batch_size={replay_job.result['max_batch_size']} "
+                       f"and max_wait_ms={ran_wait:g}.")
         if cold := replay_job.result.get("cold"):
             st.warning(f"The first policy's figures include cold runs: {cold}.",
                        icon=":material/ac_unit:")
@@ -537,7 +543,7 @@ with st.container(border=True):
         # one view for all policies (side by side or on one time axis), so they compare
         lined_up = charts.timeline_lines_up(timelines[summary["policy"].iloc[0]])
         figs = share_x_range([charts.timeline_figure(
-            timelines[row.policy], cur_cfg.max_wait_ms, aligned=lined_up,
+            timelines[row.policy], ran_wait, aligned=lined_up,
             title=f"{row.policy}: p50 {fmt_ms(row.p50_ms)}, p99 {fmt_ms(row.p99_ms)}, "
                   f"mean batch {row.mean_batch_rows:.1f}") for row in summary.itertuples()])
         for row, fig in zip(summary.itertuples(), figs):   # (one x scale: they compare)

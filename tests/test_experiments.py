@@ -1868,3 +1868,25 @@ def test_an_arrivals_file_past_the_limits_is_refused_before_it_is_parsed(monkeyp
                                              "64 columns"):
             read_arrivals_csv(head + b"\n0\n")
     assert len(parsed) == 2
+
+
+def test_a_replay_runs_with_the_models_own_settings_while_a_sweep_holds_them(engine,
+                                                                            monkeypatch):
+    """Started while a sweep measured the model, a replay ran the sweep's point of the
+    moment (2 rows / 0 ms for a model of 32 / 5 ms), and its charts later followed the
+    slider's max wait (an adversary). It runs with the model's own settings, held by the
+    sweep, and its result says which it ran with."""
+    from types import SimpleNamespace
+
+    from core.lab import replay
+    arrivals = [k * 0.002 for k in range(20)]
+    engine.configure("tiny", max_batch_size=2, max_wait_ms=0.0)     # (the sweep's point)
+    held = SimpleNamespace(finished=False, params={"own_settings": {
+        "max_batch_size": 16, "max_wait_ms": 3.0}})
+    monkeypatch.setattr(engine, "jobs", lambda **kw: [held] if kw.get("target") == "tiny"
+                        else [])
+    out = replay(engine, "tiny", arrivals, policies=["deadline"])
+    assert (out["max_batch_size"], out["max_wait_ms"]) == (16, 3.0)
+    monkeypatch.setattr(engine, "jobs", lambda **kw: [])
+    out = replay(engine, "tiny", arrivals, policies=["deadline"])
+    assert (out["max_batch_size"], out["max_wait_ms"]) == (2, 0.0)

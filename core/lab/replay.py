@@ -334,6 +334,13 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     in_process_only(engine, "replay loads a private copy of the model", "replay")
     offsets = arr - arr[0]
     before = engine.batch_config(model)
+    # (a sweep measuring the model holds its own settings: replayed under the sweep's point
+    # of the moment, 2 / 0 ms for a model of 32 / 5 ms, unsaid; an adversary)
+    jobs = getattr(engine, "jobs", None) or (lambda **_: [])
+    own = next((j.params["own_settings"] for j in jobs(target=model)
+                if not j.finished and isinstance(j.params.get("own_settings"), dict)), None)
+    if own:
+        before = before.replace(**own)
     if max(sizes) > before.max_batch_size:   # (each refused at submit, unsaid; a reviewer)
         raise ConfigError(f"these arrivals carry requests of up to {max(sizes)} rows, and "
                           f"{model} takes at most max_batch_size={before.max_batch_size} "
@@ -405,4 +412,5 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
             f"{n:,} of {sent:,} requests ({p})" for p, (n, sent) in traced.items())
         + ": the trace keeps the last EngineConfig.trace_requests; the table counts them all")
     return {"summary": pd.DataFrame(rows), "timelines": timelines, "copy": copy, "cold": cold,
-            "timeline_note": note}
+            "timeline_note": note, "max_batch_size": before.max_batch_size,
+            "max_wait_ms": before.max_wait_ms}   # (what it ran with: the charts' marks)
