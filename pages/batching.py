@@ -453,6 +453,12 @@ with st.container(border=True):
         elif not arrivals:
             st.warning("No requests in the last 2 seconds: start traffic first.")
         else:   # (each with its rows: 4-row requests were replayed as 1-row; a newcomer)
+            span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+            # (past ~10,000 req/s the trace holds less than 2 s, unsaid; an adversary)
+            st.session_state["bs_replay_short"] = (
+                f"The trace keeps a model's last {len(arrivals):,} requests: {span:.2f} s of "
+                "the 2 s at that rate, which is what was replayed." if
+                len(arrivals) >= engine.config.trace_requests and span < 1.9 else None)
             start_job(engine, "replay", model, "Could not replay", arrivals_s=arrivals,
                       rows_per_request=[int(r) for r in recorded["rows"]],
                       slo_ms=float(st.session_state["bs_replay_slo"]), **agents, **quiet,
@@ -516,7 +522,9 @@ with st.container(border=True):
         ran_wait = replay_job.result.get("max_wait_ms", cur_cfg.max_wait_ms)
         if "max_batch_size" in replay_job.result:
             st.caption(f"Replayed with max_batch_size={replay_job.result['max_batch_size']} "
-                       f"and max_wait_ms={ran_wait:g}.")
+                       f"and max_wait_ms={ran_wait:g}."
+                       + (f" {short}" if (short := st.session_state.get("bs_replay_short"))
+                          else ""))
         if cold := replay_job.result.get("cold"):
             st.warning(f"The first policy's figures include cold runs: {cold}.",
                        icon=":material/ac_unit:")

@@ -1702,6 +1702,30 @@ def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     assert "exp_search_report" not in {d.key for d in at.get("download_button")}
 
 
+def test_batching_page_says_a_replay_of_less_than_two_seconds(engine, monkeypatch):
+    """Past ~10,000 req/s the trace holds less than the 2 s the button says: the replay was
+    of 1.33 s, unsaid (an adversary). The result says how much it replayed, and with which
+    settings."""
+    import dataclasses
+    engine.configure("tiny", max_batch_size=8, max_wait_ms=1.0)
+    for _ in range(30):
+        engine.predict("tiny", engine.sample_input("tiny"))
+    # (a trace that keeps 30 requests: as 20,000 do at 15,000 req/s)
+    monkeypatch.setattr(engine, "config", dataclasses.replace(engine.config,
+                                                              trace_requests=30))
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.button(key="bs_replay").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = finish_job(engine, "replay", "tiny")
+    assert job.state == "done", job.error
+    at.run()
+    said = [c.value for c in at.caption if c.value.startswith("Replayed with")]
+    assert said and said[0].startswith("Replayed with max_batch_size=8 and max_wait_ms=1.") \
+        and "The trace keeps a model's last 30 requests: " in said[0] \
+        and "of the 2 s at that rate, which is what was replayed." in said[0], said
+
+
 def test_batching_page_replays_arrivals_from_a_file(engine):
     at = app("pages/batching.py")
     at.selectbox(key="batching_model").set_value("tiny").run()
