@@ -1890,3 +1890,43 @@ def test_a_replay_runs_with_the_models_own_settings_while_a_sweep_holds_them(eng
     monkeypatch.setattr(engine, "jobs", lambda **kw: [])
     out = replay(engine, "tiny", arrivals, policies=["deadline"])
     assert (out["max_batch_size"], out["max_wait_ms"]) == (2, 0.0)
+
+
+def test_a_replays_copy_is_held_from_other_threads_and_not_kept_across_a_restart(engine):
+    """The copy a replay runs on was a model like any: another tab set its batch size to 1
+    (the verdict changed, unsaid), swept or unloaded it (the replay was lost), and a crash
+    mid-replay brought it back as a model for good (an adversary). Other threads are
+    refused it, in words; the server's state leaves it out."""
+    import threading
+
+    from core.lab import replay
+    seen: dict = {}
+
+    def during(done: int, total: int, policy: str) -> None:   # (on the replay's thread)
+        copy = next(n for n in engine.model_names() if "-replay-" in n)
+        seen["kept"] = [m["name"] for m in engine.persistent_state()["models"]]
+        for what, call in (("configure", lambda: engine.configure(copy, max_batch_size=1)),
+                           ("unload", lambda: engine.unload_model(copy))):
+            errors: list = []
+            t = threading.Thread(target=lambda: errors.append(_raised(call)))
+            t.start()
+            t.join(WAIT_S)
+            seen[what] = errors[0]
+        seen["copy"] = copy
+
+    out = replay(engine, "tiny", [k * 0.002 for k in range(10)], policies=["deadline"],
+                 progress=during)
+    assert len(out["summary"]) == 1
+    for what in ("configure", "unload"):
+        assert f"{seen['copy']!r} is a replay's private copy of 'tiny', unloaded when the " \
+            "replay ends" in seen[what], seen[what]
+    assert seen["copy"] not in seen["kept"] and "tiny" in seen["kept"]
+    assert seen["copy"] not in engine.model_names()           # let go, then unloaded
+
+
+def _raised(call) -> str:
+    try:
+        call()
+    except Exception as err:  # noqa: BLE001
+        return str(err)
+    return "nothing raised"

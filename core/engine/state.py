@@ -36,6 +36,8 @@ class StateMethods:
                     remotes.append({"name": name, "batch": batch, **recipe})
                 continue
             info = entry.info
+            if str(info.source).startswith("replay of "):   # (a replay's private copy
+                continue   # came back after a crash as a model for good; an adversary)
             real = self._inputs.get(name)
             models.append({"name": name, "sha256": info.sha256, "batch": batch,
                            "session": self.session_config(name), "source": info.source,

@@ -19,7 +19,7 @@ from core.errors import ConfigError, EngineClosedError
 from .stability import StabilityRule
 
 __all__ = ["check_grid", "check_rate_range", "check_rates", "closed_here", "is_remote", "pin_settings",
-           "put_back"]
+           "put_back", "hold_copy"]
 
 
 def check_grid(kind: str, max_batch_sizes: Sequence[Any], max_waits_ms: Sequence[Any],
@@ -159,3 +159,22 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
             done.append(True)
             guards.remove(guard)
     return unpin
+
+
+def hold_copy(engine: Any, model: str, copy: str) -> Callable[[], None]:
+    """Refuse other threads' changes to the replay's copy (its settings, a warm-up, a
+    sweep of it, replacing or unloading it) until the replay lets it go: another tab set
+    its batch size to 1 and the replay's verdict changed unsaid; a sweep of it, or its
+    unload, lost the replay (an adversary). Returns what lets it go."""
+    guards = getattr(engine, "settings_guards", None)
+    if guards is None:
+        return lambda: None
+    me = threading.get_ident()
+
+    def guard(name: str, what: str) -> None:
+        if name == copy and threading.get_ident() != me:
+            raise ConfigError(f"{copy!r} is a replay's private copy of {model!r}, unloaded "
+                              f"when the replay ends: to {what}, wait for the replay or "
+                              "cancel it")
+    guards.append(guard)
+    return lambda: guards.remove(guard) if guard in guards else None

@@ -27,6 +27,7 @@ from core.config import _check_int, as_list, plain
 from core.errors import ConfigError
 from core.policies import POLICIES, registered
 from .agents import agent_endpoint, agents_for, check_ray_address
+from .grid import hold_copy
 from .loadgen import open_loop
 
 if TYPE_CHECKING:
@@ -358,6 +359,7 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     traced: dict[str, tuple[int, int]] = {}   # policy: (in its timeline, sent)
     with contextlib.ExitStack() as stack:
         stack.callback(engine.unload_model, copy)
+        stack.callback(hold_copy(engine, model, copy))   # (let go before the unload)
         cold = _warm(engine, model, copy, stop)
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
         if agents:
