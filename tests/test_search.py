@@ -268,6 +268,20 @@ def test_a_point_says_when_other_requests_or_a_lagging_sender_were_there(monkeyp
     look = sweeps._Disturbance(eng)
     assert look.verdict(sent=100, max_lag_ms=1.0)["disturbed"] == ""
 
+    # a reset of another model during the point hid its requests (the total went down and
+    # was clamped at 0: 4,592 foreign requests read 0; an adversary)
+    class Resetting(_CountingEngine):
+        def counters(self, name):
+            return {"total_requests": self.n if name == "a" else self.b}
+    eng = Resetting()
+    eng.n, eng.b = 100, 5000
+    look = sweeps._Disturbance(eng)
+    eng.n, eng.b = 200, 600           # the point sent 100 to a; b reset, 600 since
+    v = look.verdict(sent=100, max_lag_ms=0.0)
+    assert v["foreign_requests"] == 600, v
+    assert v["disturbed"].startswith("the metrics of b were reset during the point: other "
+                                     "requests cannot all be counted; 600 other requests"), v
+
 
 def test_a_point_says_when_another_process_took_the_engines_cores():
     import subprocess

@@ -37,18 +37,20 @@ class _Disturbance:
         self.proc0 = process_cpu_s()
         self.req0 = self._requests()
 
-    def _requests(self) -> int | None:
+    def _requests(self) -> dict[str, int] | None:
+        """Each model's requests so far (a total over models hid a reset: one model's count
+        going back to 0 took the other requests off the sum; an adversary)."""
         counters = getattr(self.engine, "counters", None)
         names = getattr(self.engine, "model_names", None)
         if counters is None or names is None:
             return None
-        total = 0
+        out = {}
         for name in names():
             try:
-                total += int(counters(name).get("total_requests", 0))
+                out[name] = int(counters(name).get("total_requests", 0))
             except Exception:  # a model unloaded meanwhile  # noqa: BLE001
                 pass
-        return total
+        return out
 
     def verdict(self, sent: int, max_lag_ms: float, load_cpu_s: float = 0.0
                 ) -> dict[str, Any]:
@@ -61,9 +63,18 @@ class _Disturbance:
             own = process_cpu_s() - self.proc0
             other = max(0.0, (busy - own - load_cpu_s) + stolen) / wall
         req1 = self._requests()
-        foreign = (max(0, req1 - self.req0 - sent) if req1 is not None and self.req0 is not None
-                   else 0)
+        reset: list[str] = []
+        foreign = 0
+        if req1 is not None and self.req0 is not None:
+            # (a model whose count went back was reset meanwhile: its requests since, at
+            # least, came; said, as what came before the reset cannot be counted)
+            reset = sorted(n for n, c in req1.items() if c < self.req0.get(n, 0))
+            foreign = max(0, sum(c - (0 if n in reset else self.req0.get(n, 0))
+                                 for n, c in req1.items()) - sent)
         why = []
+        if reset:
+            why.append(f"the metrics of {', '.join(reset)} were reset during the point: "
+                       "other requests cannot all be counted")
         if other >= DISTURBED_CPU_CORES:
             why.append(f"other processes used {other:.2f} of the engine's cores")
         if sent and foreign > DISTURBED_FOREIGN_SHARE * sent:
