@@ -1905,21 +1905,32 @@ def test_a_replays_copy_is_held_from_other_threads_and_not_kept_across_a_restart
     def during(done: int, total: int, policy: str) -> None:   # (on the replay's thread)
         copy = next(n for n in engine.model_names() if "-replay-" in n)
         seen["kept"] = [m["name"] for m in engine.persistent_state()["models"]]
+        before = engine.counters(copy)["total_requests"]
         for what, call in (("configure", lambda: engine.configure(copy, max_batch_size=1)),
-                           ("unload", lambda: engine.unload_model(copy))):
+                           ("unload", lambda: engine.unload_model(copy)),
+                           ("reset", lambda: engine.reset_metrics(copy)),
+                           ("arm", lambda: engine.create_ab("ab", "tiny", copy)),
+                           ("reset all", lambda: engine.reset_metrics())):
             errors: list = []
             t = threading.Thread(target=lambda: errors.append(_raised(call)))
             t.start()
             t.join(WAIT_S)
             seen[what] = errors[0]
         seen["copy"] = copy
+        seen["requests"] = (before, engine.counters(copy)["total_requests"])
 
     out = replay(engine, "tiny", [k * 0.002 for k in range(10)], policies=["deadline"],
                  progress=during)
     assert len(out["summary"]) == 1
-    for what in ("configure", "unload"):
+    for what in ("configure", "unload", "reset", "arm"):
         assert f"{seen['copy']!r} is a replay's private copy of 'tiny', unloaded when the " \
             "replay ends" in seen[what], seen[what]
+    assert "to reset its metrics," in seen["reset"]
+    assert "to make it an arm of an A/B experiment," in seen["arm"]
+    assert seen["reset all"] == "nothing raised"       # everything else was reset
+    before, after = seen["requests"]
+    assert before == after == 10, seen["requests"]     # but the copy's kept its count
+    assert "ab" not in engine.ab_experiments()
     assert seen["copy"] not in seen["kept"] and "tiny" in seen["kept"]
     assert seen["copy"] not in engine.model_names()           # let go, then unloaded
 

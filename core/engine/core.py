@@ -323,17 +323,20 @@ class EngineCore(ExperimentMethods, WarmupMethods, StateMethods, RemoteMethods,
                 "in_flight": self._ab.arms_in_flight(exp)}
 
     def reset_metrics(self, name: str | None = None) -> None:
-        """Zero the metrics of a model or experiment (or of everything)."""
+        """Zero the metrics of a model or experiment (or of everything but what a replay
+        holds: its private copy's are its verdict's)."""
         if name is not None:
             entry, exp = self._ns.resolve(name)
+            self._guard_use(name, "reset its metrics")
             self._event(name, "reset", "metrics reset")
             if entry is not None:
                 entry.reset_metrics()
             else:
                 exp.reset_metrics()
             return
-        for entry in self._registry.models.values():
-            entry.reset_metrics()
+        for model, entry in self._registry.models.items():
+            if not self._held(model):
+                entry.reset_metrics()
         for exp in self._ns.experiments.all():
             exp.reset_metrics()
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import pandas as pd
 
+from core.errors import ConfigError
 from core.metrics.events import EventLog
 
 __all__ = ["EventMethods", "call_hooks"]
@@ -47,6 +48,23 @@ class EventMethods:
     def _guard(self, name: str, what: str) -> None:
         for guard in list(self.settings_guards):
             guard(name, what)
+
+    def _guard_use(self, name: str, what: str) -> None:
+        """Ask the guards that hold ``name`` whole (``guard.holds_use``: a replay's private
+        copy) before something that leaves its settings as they are but skews what it
+        measures: a reset of its metrics, making it an A/B arm. A sweep's guard lets these
+        through (a reset during it is counted as a disturbance, and said)."""
+        for guard in list(self.settings_guards):
+            if getattr(guard, "holds_use", False):
+                guard(name, what)
+
+    def _held(self, name: str) -> bool:
+        """Whether a guard holds ``name`` whole against this thread (see :meth:`_guard_use`)."""
+        try:
+            self._guard_use(name, "reset its metrics")
+        except ConfigError:
+            return True
+        return False
 
     @contextlib.contextmanager
     def _busy(self, name: str, what: str, doing: str) -> Iterator[None]:

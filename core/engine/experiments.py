@@ -218,6 +218,7 @@ class ExperimentMethods:
     _ab: ExperimentRoom
     _ns: Any
     _guard: Callable[[str, str], None]
+    _guard_use: Callable[[str, str], None]
 
     def create_ab(self, name: str, a: str, b: str, b_share: float = 0.5, mode: str = "random",
                   seed: int | None = None, replace: bool = False,
@@ -228,6 +229,7 @@ class ExperimentMethods:
         moves the split live towards the arm that answers within ``bandit_slo_ms`` more
         often, each arm keeping at least ``bandit_floor`` of the traffic."""
         self._check_open()
+        self._guard_arms(a, b)
         return self._ab.create(name, a, b, b_share, mode, seed, replace,
                                {"bandit_slo_ms": bandit_slo_ms, "bandit_floor": bandit_floor})
 
@@ -241,8 +243,14 @@ class ExperimentMethods:
         from 0 or 1 begin a new comparison segment: the report's arms, latency and errors
         start again, and the one before is ``ab_report(name).previous_segments[-1]
         ["report"]`` (a split between 0 and 1 changed again goes on in the same segment)."""
+        self._guard_arms(a, b)
         return self._ab.update(name, b_share, a, b, mode,
                                {"bandit_slo_ms": bandit_slo_ms, "bandit_floor": bandit_floor})
+
+    def _guard_arms(self, *arms: str | None) -> None:
+        for arm in arms:   # (a replay's private copy: its traffic would skew the replay)
+            if arm is not None:
+                self._guard_use(arm, "make it an arm of an A/B experiment")
 
     def delete_ab(self, name: str) -> None:
         self._ab.delete(name)

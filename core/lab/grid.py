@@ -121,13 +121,16 @@ def is_remote(engine: Any, model: str) -> bool:
     return engine.remote_info(model) is not None if hasattr(engine, "remote_info") else False
 
 
-def pin_settings(engine: Any, model: str) -> Callable[[], None]:
+def pin_settings(engine: Any, model: str,
+                 refusal: Callable[[str], str] | None = None) -> Callable[[], None]:
     """Refuse other threads' changes to ``model`` while this thread measures it; returns
     what lets them again. A job's are refused by the lab already; a notebook's sweep() or
     quick_search() were not: a configure() from another thread went into the point under
     way and was undone at the restore, unsaid (an adversary). In this process only: a
     RemoteEngine's server is not asked to hold its model for a client (run the sweep as a
-    job there: ``start_job``)."""
+    job there: ``start_job``). ``refusal(what)``: the words other threads are refused
+    with; given, the model is held whole: a reset of its metrics or making it an A/B arm
+    are refused too (a replay's private copy, see :func:`hold_copy`)."""
     guards = getattr(engine, "settings_guards", None)
     if guards is None or not hasattr(engine, "_settings_locked"):
         return lambda: None
@@ -135,11 +138,12 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
 
     def guard(name: str, what: str) -> None:
         if name == model and threading.get_ident() != me:
-            raise ConfigError(
+            raise ConfigError(refusal(what) if refusal is not None else (
                 f"model {name!r} is being measured by a sweep or quick search run from "
                 "this process (not a job), which sets its batch settings for each point "
                 f"and puts the model's own back when it ends: to {what} now, stop it (the "
-                "stop event it was given) or wait for it")
+                "stop event it was given) or wait for it"))
+    guard.holds_use = refusal is not None   # type: ignore[attr-defined]
 
     def start() -> None:   # (under the lock configure() asks its guards under)
         if busy := engine._busy_with(model):
@@ -162,19 +166,12 @@ def pin_settings(engine: Any, model: str) -> Callable[[], None]:
 
 
 def hold_copy(engine: Any, model: str, copy: str) -> Callable[[], None]:
-    """Refuse other threads' changes to the replay's copy (its settings, a warm-up, a
-    sweep of it, replacing or unloading it) until the replay lets it go: another tab set
-    its batch size to 1 and the replay's verdict changed unsaid; a sweep of it, or its
-    unload, lost the replay (an adversary). Returns what lets it go."""
-    guards = getattr(engine, "settings_guards", None)
-    if guards is None:
-        return lambda: None
-    me = threading.get_ident()
-
-    def guard(name: str, what: str) -> None:
-        if name == copy and threading.get_ident() != me:
-            raise ConfigError(f"{copy!r} is a replay's private copy of {model!r}, unloaded "
-                              f"when the replay ends: to {what}, wait for the replay or "
-                              "cancel it")
-    guards.append(guard)
-    return lambda: guards.remove(guard) if guard in guards else None
+    """Hold a replay's private copy ``copy`` of ``model`` from this thread, before it is
+    loaded, until the replay lets it go (the returned callable): other threads' changes
+    (its settings, a warm-up, a sweep of it, replacing or unloading it), a reset of its
+    metrics and making it an A/B arm are refused. Another tab set its batch size to 1 and
+    the replay's verdict changed unsaid; a sweep of it, or its unload, lost the replay (an
+    adversary)."""
+    return pin_settings(engine, copy, lambda what: (
+        f"{copy!r} is a replay's private copy of {model!r}, unloaded when the replay "
+        f"ends: to {what}, wait for the replay or cancel it"))

@@ -350,16 +350,16 @@ def replay(engine: EngineCore, model: str, arrivals_s: Sequence[float],
     inputs = {r: engine.sample_input(model, rows=r) for r in sorted(set(sizes))}
     sample_x = inputs[sizes[0]]
     copy = f"{model}-replay-{uuid.uuid4().hex[:6]}"
-    engine.load_model(data, name=copy, batch=before.replace(latency_slo_ms=None),
-                      description=f"private copy of {model} for a replay (unloaded after)",
-                      source_label=f"replay of {model}", probe=False,
-                      # batched as the model is (its row check's verdict, or its owner's)
-                      check_rows=engine.model_info(model).batch_mode == "alone")
     rows, timelines = [], {}
     traced: dict[str, tuple[int, int]] = {}   # policy: (in its timeline, sent)
     with contextlib.ExitStack() as stack:
-        stack.callback(engine.unload_model, copy)
-        stack.callback(hold_copy(engine, model, copy))   # (let go before the unload)
+        stack.callback(hold_copy(engine, model, copy))   # (held from before it exists)
+        engine.load_model(data, name=copy, batch=before.replace(latency_slo_ms=None),
+                          description=f"private copy of {model} for a replay (unloaded "
+                          "after)", source_label=f"replay of {model}", probe=False,
+                          # batched as the model is (its row check's verdict, or its owner's)
+                          check_rows=engine.model_info(model).batch_mode == "alone")
+        stack.callback(engine.unload_model, copy)   # (before the hold is let go)
         cold = _warm(engine, model, copy, stop)
         ep = agent_endpoint(engine, copy) if agents else None   # (refused before Ray)
         if agents:
