@@ -1656,3 +1656,22 @@ def test_a_memory_measurement_job_stops_when_cancelled_and_lets_uploads_in_betwe
         assert len(asked) == 2
     finally:
         engine.close()
+
+
+def test_a_memory_measurement_stopped_before_its_first_size_starts_no_child(monkeypatch):
+    """Stopped before its first size, the measurement still started a child process (a
+    trial-run slot's turn) only to get an empty frame with the probe's columns (a
+    reviewer). Now none is started; the frame has the same columns."""
+    from core import Engine, EngineConfig, build_demo_model
+    from core.engine import loading
+    from core.models.probe import PROBE_COLUMNS
+    asked: list = []
+    monkeypatch.setattr(loading, "probe_model", lambda *a, **kw: asked.append(a))
+    engine = Engine(EngineConfig(demo_models=False))
+    try:
+        stop = threading.Event()
+        stop.set()
+        out = engine._loader.probe_each(build_demo_model("tiny"), [1, 2], None, stop)
+        assert asked == [] and out.empty and list(out.columns) == PROBE_COLUMNS
+    finally:
+        engine.close()

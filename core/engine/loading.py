@@ -23,7 +23,7 @@ from core.models import (ModelInfo, format_bytes, probe_model, refuse_not_onnx,
                          read_model_source)
 from core.remote import (BatchingSource, ServerBatching, connect_remote, declared_tensors,
                          points_at)
-from core.models.probe import NOT_SERVABLE, TRIAL_REFUSED, probe_note
+from core.models.probe import NOT_SERVABLE, PROBE_COLUMNS, TRIAL_REFUSED, probe_note
 from core.models.rowcheck import ROWS_CHECKED, checked_info
 from .namespace import Namespace
 
@@ -246,8 +246,9 @@ class Loader:
             parts.append(self.probe(data, [size], time_limit_s=time_limit_s))
             if progress is not None:
                 progress(k + 1, len(batch_sizes), size)
+        # (stopped before the first: no child started for an empty frame)
         return (pd.concat(parts, ignore_index=True) if parts else
-                self.probe(data, [], time_limit_s=time_limit_s))
+                pd.DataFrame(columns=PROBE_COLUMNS))
 
     @contextlib.contextmanager
     def _probe_turn(self) -> Iterator[None]:
