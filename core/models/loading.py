@@ -165,12 +165,10 @@ def _refuse_folding_past_budget(proto: onnx.ModelProto, size: int,
     found = size_folding(proto)
     limit = max((budget or memory_budget() or default_memory_budget()) // 4, 2 * size)
     if found.dense is not None and found.dense[0] > limit:
-        raise ModelLoadError(
+        raise _past_budget(
             f"opening this model would make {found.dense[1]} dense, "
-            f"{format_bytes(found.dense[0])}: ONNX Runtime does so as it loads a model, "
-            f"before any memory cap holds, and this is over {format_bytes(limit)}, a quarter "
-            "of the memory budget. A model meant to need that much needs a larger "
-            "memory_budget_bytes; otherwise store the tensor dense in the file")
+            f"{format_bytes(found.dense[0])}: ONNX Runtime does so as it loads a model",
+            limit, "store the tensor dense in the file")
     if not folds:
         return True, None
     if found.unknown is not None:
@@ -180,13 +178,20 @@ def _refuse_folding_past_budget(proto: onnx.ModelProto, size: int,
                        "(graph_optimization='disabled' says so outright; an export with its "
                        "constants folded, e.g. by onnxsim, gets the folding back)")
     if found.largest is not None and found.largest[0] > limit:
-        raise ModelLoadError(
+        raise _past_budget(
             f"opening this model would compute a constant of {format_bytes(found.largest[0])} "
-            f"({found.largest[1]}): ONNX Runtime folds constants while it creates a session, "
-            f"before any memory cap holds, and this is over {format_bytes(limit)}, a quarter "
-            "of the memory budget. A model meant to need that much needs a larger "
-            "memory_budget_bytes; otherwise re-export it without the oversized constant")
+            f"({found.largest[1]}): ONNX Runtime folds constants while it creates a session",
+            limit, "re-export it without the oversized constant")
     return True, None
+
+
+def _past_budget(opening: str, limit: int, otherwise: str) -> ModelLoadError:
+    """The refusal of a model whose opening (``opening``: what ONNX Runtime would make,
+    and when) is past ``limit``, a quarter of the memory budget."""
+    return ModelLoadError(
+        f"{opening}, before any memory cap holds, and this is over {format_bytes(limit)}, "
+        "a quarter of the memory budget. A model meant to need that much needs a larger "
+        f"memory_budget_bytes; otherwise {otherwise}")
 
 
 def check_model_bytes(data: bytes) -> tuple[onnx.ModelProto, tuple[str, ...]]:
