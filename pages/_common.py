@@ -30,7 +30,7 @@ from typing import Any, Callable
 import pandas as pd
 import streamlit as st
 
-from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError
+from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError, ModelNotFoundError
 from core.lab import JOB_WORDS
 from core.serving import RemoteEngine
 from core.ui.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rate, fmt_s  # noqa: F401 - the pages' formats
@@ -46,7 +46,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "settings_age_s", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -403,13 +403,16 @@ def agents_controls(key: str, narrow: bool = False, what: str = "Send") -> dict[
     return {"agents": int(n), "ray_address": address.strip() or None} if n else {}
 
 
-def _cancel_job(engine: Engine | RemoteEngine, job_id: int) -> None:
+def _cancel_job(engine: Engine | RemoteEngine, job_id: int, key: str) -> None:
     """Cancel, from a button: a job another tab's engine restart took away is no longer
-    there to cancel, not a traceback in place of the page."""
+    there to cancel, not a traceback in place of the page; any other refusal (the engine
+    server gone) is said above the job's line (``key``), not passed over."""
     try:
         engine.cancel_job(job_id)
-    except BatchlabError:   # (gone: nothing left to stop)
+    except ModelNotFoundError:   # (gone: nothing left to stop)
         pass
+    except BatchlabError as err:
+        st.session_state[f"{key}_cancel_error"] = f"Job {job_id} not cancelled: {err}"
 
 
 def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
@@ -422,6 +425,8 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         return None
     latest = jobs[0]
     words = JOB_WORDS.get(kind, kind.replace("_", " "))   # ("Warmup of cnn"; a newcomer)
+    if refused := st.session_state.pop(f"{key}_cancel_error", None):
+        st.error(refused)
     if latest.state == "failed":
         st.error(f"The {words} of {target} failed: {latest.error}")
     elif latest.state == "cancelled":
@@ -438,7 +443,7 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         c1.progress(job.progress, text=f"{words[:1].upper() + words[1:]} of {target}: "
                     f"{job.message} ({job.duration_s:.0f} s)")
         c2.button("Cancel", key=f"{key}_cancel", on_click=_cancel_job,
-                  args=(engine, job.job_id), help="Stop at the next step; finished steps are "
+                  args=(engine, job.job_id, key), help="Stop at the next step; finished steps are "
                                                   "kept.")
         if job.partial:   # (a sweep's points as its finished table shows them)
             partial = pd.DataFrame(job.partial)
@@ -780,8 +785,8 @@ def follow_traffic_rate(engine: Engine | RemoteEngine, target: str, key: str,
                     st.session_state[rows_key] = int(t.rows_per_request)
 
 
-def settings_age_s(engine: Engine | RemoteEngine, model: str, within_s: float
-                   ) -> tuple[float, str] | None:
+def last_settings_change(engine: Engine | RemoteEngine, model: str, within_s: float
+                         ) -> tuple[float, str] | None:
     """Seconds since ``model``'s settings last changed, if that was within ``within_s``,
     and the clock time it was (``'18:23:05'``: the same in every fragment of a page, where
     ages drawn seconds apart read "15 s ago" and "11 s ago" of one change; a newcomer)."""

@@ -15,7 +15,7 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (box_refusal, number_box, rate_input, settings_age_s, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (box_refusal, number_box, rate_input, last_settings_change, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
@@ -280,7 +280,7 @@ def tiles_window() -> tuple[float, str, str]:
     was within it (ten seconds after a change to 256 / 50 ms, 30 s of tiles were mostly the
     old settings'; and the histogram kept the old batches beside tiles that had moved on;
     newcomers)."""
-    changed = settings_age_s(engine, model, WINDOW_S)
+    changed = last_settings_change(engine, model, WINDOW_S)
     if changed is None:
         return float(WINDOW_S), f"the last {WINDOW_S} seconds", f"Batch sizes, last {WINDOW_S} s"
     since, clock = changed

@@ -2340,6 +2340,35 @@ def test_the_warm_up_page_says_no_warm_up_yet_only_when_none_runs(engine):
         engine.wait_job(status.job_id, WAIT_S)
 
 
+def test_a_cancel_the_engine_refuses_is_said_and_a_job_gone_is_not(engine, monkeypatch):
+    """Cancel passed over every refusal unsaid: meant for a job another tab's restart took
+    away, it also hid an engine server gone (a reviewer). A job no longer there is still
+    nothing to say; any other refusal is said above the job's line."""
+    from core import EngineUnavailableError, ModelNotFoundError
+    at = app("pages/warmup.py")
+    at.selectbox(key="warmup_model").set_value("tiny").run()
+    gate = threading.Event()
+    status = engine._lab.jobs.start("warmup", "tiny", lambda job: gate.wait(WAIT_S))
+    try:
+        at.run()
+        for raised in (ModelNotFoundError("no job 7"),
+                       EngineUnavailableError("the engine server is gone")):
+            def refuse(job_id, raised=raised):
+                raise raised
+            monkeypatch.setattr(engine, "cancel_job", refuse)
+            at.button(key="warmup_job_cancel").click().run()
+            assert not at.exception, [e.value for e in at.exception]
+            said = [e.value for e in at.error if "not cancelled" in e.value]
+            if isinstance(raised, ModelNotFoundError):
+                assert said == [], said
+            else:
+                assert said == [f"Job {status.job_id} not cancelled: the engine server is "
+                                "gone"], said
+    finally:
+        gate.set()
+        engine.wait_job(status.job_id, WAIT_S)
+
+
 def test_a_reload_shows_the_running_traffics_rows_beside_its_rate(engine):
     """After a reload the rows box read 1 beside "Running: ... 4 row(s)" and Start then
     changed the rows unsaid (a newcomer): it follows the running traffic with the rate."""
