@@ -719,6 +719,11 @@ def traffic_line(engine: Engine | RemoteEngine, target: str) -> None:
                       f"client CPU {t.client_cpu_pct:.0f} %"))
         if getattr(t, "note", None):
             st.caption(f"{t.note[0].upper()}{t.note[1:]}...")
+        if unsent := getattr(t, "unsent", 0):   # (only the events said it)
+            st.warning(f"The sender fell behind its schedule and stopped with its duration: "
+                       f"about {unsent:,} requests due were not sent, so the load "
+                       "was lighter than asked (this process could not send "
+                       f"{plain_number(t.rate_rps)} req/s).")
         if t.problem:
             st.error(t.problem)
         elif not t.running and t.last_error and getattr(t, "agents", 0) and not t.sent:

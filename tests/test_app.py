@@ -1139,6 +1139,26 @@ def test_a_few_failures_of_the_traffic_are_explained_not_only_counted():
                     "SLOShedError: request to model 'mlp' was shed: it had waited 32.5 ms"]
 
 
+def test_traffic_cut_short_by_its_duration_says_how_much_went_unsent():
+    """A sender behind its schedule stops with its duration; only the events said how much
+    it left unsent, and the traffic line read as if the rate had been sent (a reviewer)."""
+    def page():
+        from core.lab.traffic import TrafficStatus
+        from pages._common import traffic_line
+
+        class Engine:
+            def traffic(self):
+                return [TrafficStatus("mlp", False, 1_000_000.0, "constant", 1, 41_000, 0,
+                                      41_000, 0, 3.5, 2_400.0, unsent=2_959_000)]
+        traffic_line(Engine(), "mlp")
+
+    at = AppTest.from_function(page).run()
+    assert [w.value for w in at.warning if "fell behind" in w.value] == [
+        "The sender fell behind its schedule and stopped with its duration: about 2,959,000 "
+        "requests due were not sent, so the load was lighter than asked (this process could "
+        "not send 1,000,000 req/s)."]
+
+
 def test_experiments_page_warns_of_traffic_reaching_the_model(engine):
     """Traffic to the model, or to an A/B experiment with the model as an arm, disturbs a
     sweep's points: said before the sweep starts, with where to stop it."""

@@ -302,6 +302,7 @@ def test_traffic_behind_its_schedule_stops_with_its_duration(monkeypatch):
     gen.start()
     assert gen.wait(30)
     assert gen.status().sent == 1                        # (200 were due in the 0.2 s)
+    assert gen.status().unsent == 199                    # (and its status says so)
     assert ended and "the sender fell behind its schedule: about 199 requests due in the " \
         "0.2 s were not sent" in ended[0], ended
     # on schedule, every request due is sent (the grace made long: a machine that holds
@@ -314,6 +315,28 @@ def test_traffic_behind_its_schedule_stops_with_its_duration(monkeypatch):
     from core.lab import arrival_stream
     due = len(list(arrival_stream("constant", 200, np.random.default_rng(0), 0.0, 0.1)))
     assert gen.wait(30) and gen.status().sent == due and "fell behind" not in ended[-1]
+    assert gen.status().unsent == 0
+
+
+def test_a_second_start_traffic_says_what_it_replaced(engine):
+    """A second start_traffic to the same target and class stopped the first unsaid (a
+    notebook newcomer): its returned status says what it replaced; a first start, or one
+    after the last ended, says nothing."""
+    first = engine.start_traffic("tiny", rate_rps=50, duration_s=None)
+    try:
+        assert first.replaced is None
+        second = engine.start_traffic("tiny", rate_rps=80, pattern="poisson",
+                                      duration_s=None)
+        assert second.replaced is not None and second.replaced.startswith(
+            "replaced the traffic already going to tiny: 50 req/s constant, 1 row(s) a "
+            "request, "), second.replaced
+        assert second.rate_rps == 80 and second.running
+        assert [s.rate_rps for s in engine.traffic()] == [80]
+        other = engine.start_traffic("tiny", rate_rps=10, priority=1, duration_s=None)
+        assert other.replaced is None                    # (another class: beside it)
+    finally:
+        engine.stop_traffic("tiny")
+    assert engine.start_traffic("tiny", rate_rps=50, duration_s=0.05).replaced is None
 
 
 def _done_future() -> Future:

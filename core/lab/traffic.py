@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -176,6 +177,7 @@ class TrafficGenerator(SenderThread):
         # [second, sent, refused or failed, worst lag (s)] for the last few seconds
         self._recent: deque[list[int]] = deque(maxlen=RECENT_S + 1)
         self._max_lag = 0.0
+        self._unsent = 0
         self._t_start: float | None = None
         self._t_end: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"traffic-{target}"
@@ -211,7 +213,7 @@ class TrafficGenerator(SenderThread):
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
                 **self._recent_window(now),
                 client_cpu_pct=cpu_pct, high_share=self.high_share,
-                priority=self.priority)
+                priority=self.priority, unsent=self._unsent)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""
@@ -284,13 +286,15 @@ class TrafficGenerator(SenderThread):
             if self._client_cpu is not None:
                 self._other_cpu_end = self._client_cpu() - self._client_cpu0
             self._t_end = time.perf_counter()
+            if cut:   # (before the stop is set: status() reads it once running is False)
+                self._unsent = max(0, round(self.rate_rps * (self.duration_s or 0.0))
+                                   - self._sent)
             stopped = self._stop.is_set()
             self._stop.set()
             if self._on_end is not None:
                 try:
                     cls = f" (priority {self.priority})" if self.priority is not None else ""
-                    unsent = max(0, round(self.rate_rps * (self.duration_s or 0.0))
-                                 - self._sent)
+                    unsent = self._unsent
                     behind = (f"; the sender fell behind its schedule: about {unsent:,} "
                               f"requests due in the {self.duration_s:g} s were not sent"
                               if cut else "")
@@ -334,10 +338,18 @@ class TrafficManager:
         with self._lock:
             old = self._gens.pop(key, None)
             self._gens[key] = gen
+        was = old.status() if old is not None and old.running else None
         if old is not None:
             old.stop()
         gen.start()
-        return gen.status()
+        status = gen.status()
+        if was is None:
+            return status
+        # (a second start_traffic replaced the first unsaid; a notebook newcomer)
+        return dataclasses.replace(status, replaced=(
+            f"replaced the traffic already going to {was.label}: {was.rate_rps:g} req/s "
+            f"{was.pattern}, {was.rows_per_request} row(s) a request, {was.sent:,} "
+            f"requests sent in {was.elapsed_s:.1f} s"))
 
     def _of(self, target: str | None, priority: int | None | str = "any"
             ) -> list[TrafficGenerator]:

@@ -63,6 +63,12 @@ class TrafficStatus:
     agents: int = 0
     #: what it does when not simply sending (e.g. "starting 2 load agents on Ray")
     note: str | None = None
+    #: about how many requests due in its duration went unsent: the sender fell behind
+    #: its schedule and stopped with the duration (then 0.5 s late) instead of flooding on
+    unsent: int = 0
+    #: in the status ``start_traffic`` returns, the traffic this one replaced (the same
+    #: target and class, still running): its rate, pattern and what it had sent; else None
+    replaced: str | None = None
 
     @property
     def label(self) -> str:
