@@ -17,10 +17,11 @@ from core.batching import RELEASE_REASONS, Batcher, Prediction
 from core.config import POLICIES, BatchConfig, EngineConfig, SessionConfig
 from core.engine import WARMUP_COLUMNS, EngineCore, WarmupReport, warmup_batch_sizes
 from core.errors import (BatchlabError, ConfigError, EngineClosedError, EngineUnavailableError,
-                         InferenceError, InputValidationError, ModelLoadError,
-                         ModelNotFoundError, OverloadedError, RemoteConnectionError,
+                         InferenceError, InputValidationError, JobNotFoundError,
+                         ModelLoadError, ModelNotFoundError, OverloadedError, RemoteConnectionError,
                          RemoteServerError, RemoteTargetError, RequestTimeoutError,
-                         RequestTooLargeError, ResourceLimitError, SLOShedError)
+                         RequestTooLargeError, ResourceLimitError, SLOShedError,
+                         TrafficNotFoundError)
 from core.lab import ARRIVAL_PATTERNS, Engine, JobStatus, TrafficGenerator, TrafficStatus
 from core.metrics import TIMELINE_COLUMNS, TIMESERIES_COLUMNS, MetricsSnapshot, ModelMetrics, Trace
 from core.models import (DEMO_MODELS, CacheEntry, ModelInfo, SessionCache, TensorSpec,
@@ -33,6 +34,7 @@ __all__ = [
     "DEMO_MODELS", "build_demo_model",
     "BatchlabError", "ConfigError", "EngineClosedError", "InferenceError",
     "InputValidationError", "ModelLoadError", "ModelNotFoundError", "OverloadedError",
+    "JobNotFoundError", "TrafficNotFoundError",
     "RequestTimeoutError", "RequestTooLargeError", "SLOShedError", "ResourceLimitError",
     "EngineUnavailableError", "RemoteTargetError", "RemoteServerError",
     "RemoteConnectionError", "JobStatus", "TIMELINE_COLUMNS", "Trace",

@@ -18,6 +18,8 @@ __all__ = [
     "ConfigError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "JobNotFoundError",
+    "TrafficNotFoundError",
     "InputValidationError",
     "RequestTooLargeError",
     "AnswerRefusedError",
@@ -53,6 +55,16 @@ class ModelNotFoundError(BatchlabError, LookupError):
 
     def __str__(self) -> str:  # LookupError would otherwise quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class JobNotFoundError(ModelNotFoundError):
+    """No lab job is kept under the requested id (a ModelNotFoundError, as it was before it
+    had a name of its own: code catching that still catches it)."""
+
+
+class TrafficNotFoundError(ModelNotFoundError):
+    """No built-in traffic was started to the requested target (a ModelNotFoundError, as it
+    was before it had a name of its own)."""
 
 
 class InputValidationError(BatchlabError, ValueError):

@@ -860,3 +860,20 @@ def test_a_job_listing_carries_long_inputs_by_their_length(pair):
     assert remote.job(job.job_id).params["arrivals_s"] == arrivals
     assert next(j for j in engine.jobs() if j.job_id == job.job_id).params["arrivals_s"] == \
         "<1,500 values>"
+
+
+def test_a_job_or_traffic_not_there_is_its_own_not_found_in_process_and_over_http(pair):
+    """``job(7)`` and ``wait_traffic`` with none started raised ModelNotFoundError, naming
+    neither a model nor a job's own kind of error (a notebook newcomer). Each now raises
+    its own (a ModelNotFoundError still, for code that catches that), the same over HTTP."""
+    from core import JobNotFoundError, ModelNotFoundError, TrafficNotFoundError
+    engine, _, remote = pair
+    for e in (engine, remote):
+        for call, kind, words in (
+                (lambda: e.job(7), JobNotFoundError, "no job 7"),
+                (lambda: e.cancel_job(7), JobNotFoundError, "no job 7"),
+                (lambda: e.wait_traffic("tiny", timeout_s=1),
+                 TrafficNotFoundError, "no traffic was started to 'tiny'")):
+            with pytest.raises(kind, match=words) as got:
+                call()
+            assert isinstance(got.value, ModelNotFoundError)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import ConfigError, ModelNotFoundError
+from core.errors import ConfigError, JobNotFoundError
 
 __all__ = ["JobStatus", "Job", "JobManager"]
 
@@ -198,7 +198,7 @@ class JobManager:
         with self._lock:
             job = self._jobs.get(int(job_id))
         if job is None:
-            raise ModelNotFoundError(f"no job {job_id}; jobs kept: "
+            raise JobNotFoundError(f"no job {job_id}; jobs kept: "
                                      f"{', '.join(map(str, self._jobs)) or 'none'}")
         return job
 

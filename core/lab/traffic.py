@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core.config import _check_choice, _check_float, _check_int
-from core.errors import ConfigError, ModelNotFoundError
+from core.errors import ConfigError, ModelNotFoundError, TrafficNotFoundError
 from core.metrics import check_priority, thread_cpu_s
 from core.models.probe import probe_note
 from core.models.sampling import check_seed
@@ -378,7 +378,7 @@ class TrafficManager:
         (the status returned is then the last started's)."""
         gens = self._of(target, priority)
         if not gens:
-            raise ModelNotFoundError(f"no traffic was started to {target!r}"
+            raise TrafficNotFoundError(f"no traffic was started to {target!r}"
                                      + ("" if priority == "any" else f" with priority={priority}")
                                      + "; start it with engine.start_traffic(target, ...)")
         if len(gens) > 1:   # not one that runs until stopped: waiting would never end
