@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import ARRIVAL_PATTERNS, POLICIES, BatchlabError
 from core.config import MAX_INSTANCES
-from core.lab import JOB_WORDS, arrivals_to_csv, read_arrivals_csv
+from core.lab import JOB_WORDS, arrivals_to_csv, disturbed_rows, read_arrivals_csv
 from core.lab.replay import DEFAULT_SLO_MS
 from core.policies import policy_label, uses_slo
 from core.ui.policies import aimd_caption, class_table, replay_verdict
@@ -547,6 +547,11 @@ with st.container(border=True):
                "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),
                "within_slo": st.column_config.NumberColumn("within SLO", format="percent"),
                "goodput_rps": st.column_config.NumberColumn("goodput", format="%.0f req/s")})
+        if len(hit := disturbed_rows(summary)):   # (a sweep's points said it; a replay not)
+            st.warning("Not every policy ran undisturbed, so the figures may not compare: "
+                       + "; ".join(f"{r.policy}: {r.disturbed}" for r in hit.itertuples())
+                       + ". Stop other work or traffic and replay again.",
+                       icon=":material/warning:")
         timelines = replay_job.result["timelines"]
         # one view for all policies (side by side or on one time axis), so they compare
         lined_up = charts.timeline_lines_up(timelines[summary["policy"].iloc[0]])

@@ -1746,6 +1746,41 @@ def test_batching_page_says_a_replay_of_less_than_two_seconds(engine, monkeypatc
         and "of the 2 s at that rate, which is what was replayed." in said[0], said
 
 
+def test_batching_page_says_a_policy_replayed_under_disturbance(engine, monkeypatch):
+    """A replay's policies were compared as if each had the machine to itself: live traffic
+    to other models, or other processes, went unsaid (a notebook newcomer). Each policy's
+    row says what it saw, and the page warns of the ones disturbed."""
+    import dataclasses
+    for _ in range(10):
+        engine.predict("tiny", engine.sample_input("tiny"))
+    at = app("pages/batching.py")
+    at.selectbox(key="batching_model").set_value("tiny").run()
+    at.button(key="bs_replay").click().run()
+    job = finish_job(engine, "replay", "tiny")
+    assert job.state == "done", job.error
+    summary = job.result["summary"]
+    assert "disturbed" in summary
+    real = engine.job
+
+    def disturbed(job_id):
+        got = real(job_id)
+        if got.kind != "replay":
+            return got
+        frame = got.result["summary"].copy()
+        frame["disturbed"] = ""
+        frame.loc[0, "disturbed"] = "other processes used 0.90 of the engine's cores"
+        return dataclasses.replace(got, result={**got.result, "summary": frame})
+
+    monkeypatch.setattr(engine, "job", disturbed)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    first = summary["policy"].iloc[0]
+    assert [w.value for w in at.warning if w.value.startswith("Not every policy")] == [
+        f"Not every policy ran undisturbed, so the figures may not compare: {first}: other "
+        "processes used 0.90 of the engine's cores. Stop other work or traffic and replay "
+        "again."]
+
+
 def test_batching_page_replays_arrivals_from_a_file(engine):
     at = app("pages/batching.py")
     at.selectbox(key="batching_model").set_value("tiny").run()

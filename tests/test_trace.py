@@ -322,6 +322,27 @@ def test_a_replay_runs_on_a_private_copy_untouched_by_live_traffic(engine):
     assert 0 < engine.metrics("tiny").total_requests <= status.sent
 
 
+def test_a_replay_says_what_else_reached_the_engine_while_it_ran(engine, monkeypatch):
+    """A sweep's points said what disturbed them; a replay's policies did not, though live
+    traffic to other models (or the model itself) shares the cores with the copy (a
+    notebook newcomer). Each policy's row says it, in a sweep's columns."""
+    from core.lab.replay import replay
+    submit = engine.submit
+
+    def and_another(name, x, **kw):   # each replayed request, with one to another model
+        if "-replay-" in name:
+            submit("mlp", engine.sample_input("mlp", rows=1)).result(WAIT_S)
+        return submit(name, x, **kw)
+
+    monkeypatch.setattr(engine, "submit", and_another)
+    out = replay(engine, "tiny", np.linspace(0.0, 0.2, 30), policies=["deadline"])
+    row = out["summary"].iloc[0]
+    assert {"other_cpu_cores", "foreign_requests", "disturbed"} <= set(out["summary"])
+    assert row["foreign_requests"] == 30, row.to_dict()
+    assert "30 other requests reached the engine (100 % of the replay's)" in \
+        row["disturbed"], row["disturbed"]
+
+
 def test_a_replay_longer_than_the_trace_counts_every_batch_and_says_what_its_timeline_holds():
     """An adversary (helper): 30,000 arrivals replayed with the trace's 20,000: 'batches'
     and the mean batch came from the trace (766 batches holding 20,014 rows) beside

@@ -52,16 +52,20 @@ class _Disturbance:
                 pass
         return out
 
-    def verdict(self, sent: int, max_lag_ms: float, load_cpu_s: float = 0.0
-                ) -> dict[str, Any]:
+    def verdict(self, sent: int, max_lag_ms: float, load_cpu_s: float = 0.0,
+                measured: str = "the point") -> dict[str, Any]:
+        """``other_cpu_cores``, ``foreign_requests`` and ``disturbed`` (why, in words; empty
+        when nothing was seen) since this was made, for a measurement that sent ``sent``
+        requests (``measured``: what it is, in the words) and whose load used ``load_cpu_s``
+        of this machine's CPU outside the process (load agents here)."""
         wall = max(1e-6, time.monotonic() - self.t0)
         other = float("nan")
         busy1 = cores_busy_s()
         if self.busy0 is not None and busy1 is not None:
             busy = busy1[0] - self.busy0[0]
             stolen = busy1[1] - self.busy0[1]
-            own = process_cpu_s() - self.proc0
-            other = max(0.0, (busy - own - load_cpu_s) + stolen) / wall
+            mine = process_cpu_s() - self.proc0
+            other = max(0.0, (busy - mine - load_cpu_s) + stolen) / wall
         req1 = self._requests()
         reset: list[str] = []
         foreign = 0
@@ -73,14 +77,29 @@ class _Disturbance:
                                  for n, c in req1.items()) - sent)
         why = []
         if reset:
-            why.append(f"the metrics of {', '.join(reset)} were reset during the point: "
+            why.append(f"the metrics of {', '.join(reset)} were reset during {measured}: "
                        "other requests cannot all be counted")
         if other >= DISTURBED_CPU_CORES:
             why.append(f"other processes used {other:.2f} of the engine's cores")
         if sent and foreign > DISTURBED_FOREIGN_SHARE * sent:
             why.append(f"{foreign:,} other requests reached the engine "
-                       f"({100 * foreign / sent:.0f} % of the point's)")
+                       f"({100 * foreign / sent:.0f} % of {measured}'s)")
         if max_lag_ms >= DISTURBED_LAG_MS:
             why.append(f"the sender fell {max_lag_ms:.0f} ms behind its schedule")
         return {"other_cpu_cores": other, "foreign_requests": foreign,
                 "disturbed": "; ".join(why)}
+
+
+def _node_ip() -> str | None:
+    try:
+        import ray
+        return ray.util.get_node_ip_address()
+    except Exception:  # noqa: BLE001 - no Ray here: no agent is on this machine
+        return None
+
+
+def agents_cpu_s(res: Any, here: str | None) -> float:
+    """CPU seconds the load agents on this machine (node ``here``) used sending ``res``:
+    the measurement's own load, not a disturbance."""
+    return sum(a["client_cpu_pct"] for a in getattr(res, "agents", None) or ()
+               if a.get("ip") == here) / 100.0 * res.duration_s

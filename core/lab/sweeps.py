@@ -25,7 +25,7 @@ from core.config import as_list, default_intra_op_threads
 from core.errors import ConfigError, EngineClosedError
 
 from .agents import agent_endpoint, agents_for, check_ray_address
-from .disturbance import _Disturbance
+from .disturbance import _Disturbance, _node_ip, agents_cpu_s
 from .grid import _rule, check_grid, check_rates, closed_here, is_remote, pin_settings, put_back
 from .loadgen import check_clients, closed_loop, open_loop
 from .replay import in_process_only
@@ -115,8 +115,7 @@ class PointMeasurer:
                                   pattern=self.pattern, seed=self.seed + k,
                                   headers=ep["headers"], version=ep["version"])
             # (the agents' CPU is the point's own load, not a disturbance)
-            self._agent_cpu_s += sum(a["client_cpu_pct"] for a in res.agents
-                                     if a.get("ip") == self._here) / 100.0 * res.duration_s
+            self._agent_cpu_s += agents_cpu_s(res, self._here)
             self._agents_bound = self._agents_bound or res.agents_bound
             return res
         if kind == "rate":
@@ -230,14 +229,6 @@ def _goodput(ok_ms: np.ndarray, slo_ms: float | None, kind: str, load: float, se
     if kind == "rate":
         return float(load) * within / sent if sent > 0 else 0.0
     return within / duration_s if duration_s > 0 else 0.0
-
-
-def _node_ip() -> str | None:
-    try:
-        import ray
-        return ray.util.get_node_ip_address()
-    except Exception:  # noqa: BLE001 - no Ray here: no agent is on this machine
-        return None
 
 
 def resolved_threads(threads: int | None) -> int:

@@ -342,14 +342,9 @@ class TrafficManager:
         if old is not None:
             old.stop()
         gen.start()
-        status = gen.status()
-        if was is None:
-            return status
-        # (a second start_traffic replaced the first unsaid; a notebook newcomer)
-        return dataclasses.replace(status, replaced=(
-            f"replaced the traffic already going to {was.label}: {was.rate_rps:g} req/s "
-            f"{was.pattern}, {was.rows_per_request} row(s) a request, {was.sent:,} "
-            f"requests sent in {was.elapsed_s:.1f} s"))
+        status = gen.status()   # (a second start replaced the first unsaid; a newcomer)
+        return status if was is None else dataclasses.replace(
+            status, replaced=f"replaced the traffic already going to {was.brief}")
 
     def _of(self, target: str | None, priority: int | None | str = "any"
             ) -> list[TrafficGenerator]:

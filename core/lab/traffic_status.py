@@ -78,6 +78,13 @@ class TrafficStatus:
         return f"{self.target} · {'high' if self.priority == 1 else 'normal'}"
 
     @property
+    def brief(self) -> str:
+        """``'mlp: 50 req/s constant, 1 row(s) a request, 1,234 requests sent in 24.7 s'``."""
+        return (f"{self.label}: {self.rate_rps:g} req/s {self.pattern}, "
+                f"{self.rows_per_request} row(s) a request, {self.sent:,} requests sent in "
+                f"{self.elapsed_s:.1f} s")
+
+    @property
     def client_bound(self) -> str | None:
         """A sentence when the client, not the server, is the bottleneck (its CPU near a
         full core, or the sender far behind its schedule), else None."""
