@@ -778,6 +778,18 @@ def test_a_promoted_experiment_keeps_its_verdict_and_says_where_callers_go():
         engine.update_ab("p", b_share=0.0)
         said = engine.ab_report("p").verdict
         assert "The last comparison (segment 7, A clf-v1, B clf-v2; 0.5% to B): " in said, said
+        # promoted and rolled back again and again, with traffic: the last comparison is
+        # kept past the five earlier segments kept (it was pushed out; a reviewer)
+        for share in (1.0, 0.0) * 4:
+            engine.update_ab("p", b_share=share)
+            for _ in range(5):
+                engine.predict("p", x)
+        rep = engine.ab_report("p")
+        assert rep.segment == 17 and [s["segment"] for s in rep.previous_segments] == [
+            7, 13, 14, 15, 16], rep.previous_segments
+        assert rep.verdict.endswith("The last comparison (segment 7, A clf-v1, B clf-v2; "
+                                    "0.5% to B): " + said.split("0.5% to B): ", 1)[1]), \
+            rep.verdict
 
 
 def test_a_tiny_latency_difference_is_written_with_its_digits():

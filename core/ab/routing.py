@@ -54,6 +54,15 @@ _SETTLE_S = 120.0
 
 __all__ = ["ABExperiment", "AB_MODES", "ExperimentRegistry"]
 
+
+def _keep_segments(segments: deque[dict[str, Any]]) -> None:
+    """The newest :data:`_KEEP_SEGMENTS` earlier segments, and the newest that compared
+    both arms (a split between them, shadow or the bandit's) however old: five promote and
+    roll-back toggles pushed the last comparison out of the promoted verdict (a reviewer)."""
+    while len(segments) > _KEEP_SEGMENTS:
+        kept = next((e for e in reversed(segments) if e.get("_compared")), None)
+        segments.remove(next(e for e in segments if e is not kept))
+
 AB_MODES = ("random", "sticky", "shadow", "bandit")
 
 # Latency samples kept per arm for the statistics (the most recent ones).
@@ -121,7 +130,7 @@ class ABExperiment:
         self.warm_of: Callable[[str], bool] | None = None
         self.cold_at_start: dict[str, bool] = {}
         self.reset_perf = time.perf_counter()  # (its timeline's start: made or reset)
-        self.previous_segments: deque[dict[str, Any]] = deque(maxlen=_KEEP_SEGMENTS)
+        self.previous_segments: deque[dict[str, Any]] = deque()   # (see _keep_segments)
 
     def _new_bandit(self, slo_ms: float, floor: float) -> ThompsonBandit:
         try:
@@ -298,7 +307,12 @@ class ABExperiment:
         entry: dict[str, Any] = {"segment": self.segment, "reason": self.segment_reason,
                                  "started": self.segment_started, "ended": time.time(),
                                  "_of": self._state(), "_counted": None,
-                                 "_seen": time.monotonic()}
+                                 "_seen": time.monotonic(),
+                                 # (both arms compared, on requests: kept however old)
+                                 "_compared": (self.mode in ("shadow", "bandit")
+                                               or 0.0 < self.b_share < 1.0) and any(
+                                     m.totals()["total_requests"]
+                                     for m in self.metrics.values())}
         for older in self.previous_segments:   # (one segment's metrics kept at a time)
             older["_final"] = True
         self.metrics = fresh
@@ -310,6 +324,7 @@ class ABExperiment:
         self.segment_reason, self.segment_started = reason, entry["ended"]
         self.reset_perf = time.perf_counter()   # (its timeline too: A's bars outlived a promote)
         self.previous_segments.append(entry)
+        _keep_segments(self.previous_segments)
         return entry
 
     def _state(self) -> dict[str, Any]:
