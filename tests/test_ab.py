@@ -62,8 +62,6 @@ def test_shadow_caller_always_gets_a():
 
 
 def test_bad_experiment_settings():
-    with pytest.raises(ConfigError, match="two different models"):
-        ABExperiment("e", "m1", "m1")
     with pytest.raises(ConfigError, match="b_share must be a number >= 0 and <= 1"):
         ABExperiment("e", "m1", "m2", b_share=1.5)
     with pytest.raises(ConfigError, match="mode must be one of"):
@@ -1187,3 +1185,27 @@ def test_requests_to_a_closed_engine_are_counted_by_no_arm(mode):
         json.dumps(before[0], sort_keys=True, default=str)   # verdicts, bandit: as they were
     assert e.metrics("exp").to_dict()["total_requests"] == before[1] == 60
     assert e.ab_metrics("exp", "a").error_count == e.metrics("clf-v1").error_count == 0
+
+
+def test_an_a_a_test_is_taken_and_said_for_what_it_is():
+    """One model as both arms was refused ("two different models"): an A/A test, the way
+    to check a split and its statistics before trusting them, could not be run (a
+    newcomer). It runs, its warnings say what it is, and its arms are named together."""
+    from core.lab import experiments_with_arm
+    with Engine() as engine:
+        engine.create_ab("aa", a="clf-v1", b="clf-v1", b_share=0.5, seed=0)
+        x = engine.sample_input("clf-v1")
+        for _ in range(60):
+            engine.predict("aa", x)
+        rep = engine.ab_report("aa")
+        assert rep.arms["a"].total_requests + rep.arms["b"].total_requests == 60
+        assert rep.arms["a"].total_requests > 0 and rep.arms["b"].total_requests > 0
+        assert rep.warnings[0].startswith("An A/A test: both arms are clf-v1 (one queue, one "
+                                          "session), so a difference found is chance"), \
+            rep.warnings
+        assert experiments_with_arm(engine, "clf-v1") == [("aa", "A and B")]
+        engine.configure("clf-v1", max_wait_ms=3.0)
+        assert engine.ab_report("aa").segment_reason.startswith(
+            "arms A and B (clf-v1) had its batch settings changed")
+        engine.update_ab("aa", b="clf-v2")     # and back to an A/B test
+        assert not any(w.startswith("An A/A test") for w in engine.ab_report("aa").warnings)

@@ -594,6 +594,25 @@ def test_warmup_page_says_whose_sizes_it_shows(engine):
             engine.warmup("tiny", iterations=2, purpose=purpose)
 
 
+def test_ab_page_runs_an_a_a_test(engine):
+    """An A/A test (one model as both arms) was refused; taken now, the page draws it with
+    the arms named and says what it is."""
+    at = app("pages/ab_test.py")
+    at.text_input(key="ab_name").set_value("aa").run()
+    at.selectbox(key="ab_b").set_value("clf-v1").run()
+    at.button(key="ab_create").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert engine.ab_arms("aa") == ("clf-v1", "clf-v1")
+    x = engine.sample_input("clf-v1")
+    for _ in range(20):
+        engine.predict("aa", x)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert list(frame_with(at, "A (clf-v1)").set_index("").columns) == ["A (clf-v1)",
+                                                                       "B (clf-v1)"]
+    assert any(w.value.startswith("An A/A test: both arms are clf-v1") for w in at.warning)
+
+
 def test_ab_page_create_split_promote_and_traffic(engine):
     at = app("pages/ab_test.py")
     at.text_input(key="ab_name").set_value("exp1").run()

@@ -208,6 +208,10 @@ def arm_differences(report: ABReport, batch: dict[str, Any], session: dict[str, 
     ``warm`` map "a"/"b" to each arm model's BatchConfig, SessionConfig (or None) and warm
     state."""
     out: list[str] = []
+    if report.a == report.b:   # (an A/A test: nothing differs but chance)
+        out.append(f"An A/A test: both arms are {report.a} (one queue, one session), so a "
+                   "difference found is chance: at p < 0.05 about one comparison in twenty "
+                   "finds one. It checks the statistics and the split, not a model.")
     a, b = batch["a"], batch["b"]
     diffs = [f"{label}: A {getattr(a, f)!s}, B {getattr(b, f)!s}"
              for f, label in _BATCH_FIELDS.items() if getattr(a, f) != getattr(b, f)]

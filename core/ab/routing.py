@@ -96,9 +96,7 @@ class ABExperiment:
                  seed: int | None = None, timeseries_seconds: int = 600,
                  bandit_slo_ms: float = DEFAULT_SLO_MS,
                  bandit_floor: float = DEFAULT_FLOOR) -> None:
-        if a == b:
-            raise ConfigError(f"arms a and b must be two different models, got {a!r} twice")
-        _check_float("b_share", b_share, 0.0, 1.0)
+        _check_float("b_share", b_share, 0.0, 1.0)   # (a == b: an A/A test, see create_ab)
         _check_choice("mode", mode, AB_MODES)
         self.name = name
         self.a = a
@@ -222,8 +220,6 @@ class ABExperiment:
                 _check_choice("mode", mode, AB_MODES)
             new_a = a if a is not None else self.a
             new_b = b if b is not None else self.b
-            if new_a == new_b:
-                raise ConfigError(f"arms a and b must be two different models, got {new_a!r} twice")
             # (the old segment as it was, its mode's figures too, and no request routed to
             # a new arm counted in it: swapped under the lock routing reads)
             # (a split to or from 0 or 1 too, routing by the split: one arm alone under all

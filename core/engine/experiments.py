@@ -207,8 +207,9 @@ class ExperimentRoom:
         """``model`` changed (its settings, its version): every experiment it is an arm of
         begins a new comparison segment."""
         for exp in self.table.with_arm(model):
-            arm = "A" if exp.a == model else "B"
-            exp.new_segment(f"arm {arm} ({model}) {what}")
+            arm = ("arms A and B" if exp.a == exp.b == model
+                   else "arm A" if exp.a == model else "arm B")
+            exp.new_segment(f"{arm} ({model}) {what}")
 
 
 class ExperimentMethods:
@@ -225,7 +226,9 @@ class ExperimentMethods:
                   bandit_slo_ms: float = DEFAULT_SLO_MS,
                   bandit_floor: float = DEFAULT_FLOOR) -> ABReport:
         """Create an A/B experiment ``name`` splitting traffic between models ``a`` and ``b``;
-        submit to ``name`` like to a model. Returns its (empty) report. ``mode="bandit"``
+        submit to ``name`` like to a model. Returns its (empty) report. ``a == b`` is an
+        A/A test: both arms the same model (one queue), a check of the statistics and the
+        split (its report's warnings say so). ``mode="bandit"``
         moves the split live towards the arm that answers within ``bandit_slo_ms`` more
         often, each arm keeping at least ``bandit_floor`` of the traffic."""
         self._check_open()

@@ -404,8 +404,8 @@ def generated_refused(engine: Any, model: str) -> str | None:
 
 
 def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
-    """``(experiment, "A" or "B")`` for each A/B experiment with ``model`` as an arm: the
-    experiments whose traffic reaches it (one deleted meanwhile, in another tab, is left out)."""
+    """``(experiment, "A", "B" or "A and B": an A/A test)`` for each A/B experiment with
+    ``model`` as an arm: those whose traffic reaches it (one deleted meanwhile is left out)."""
     found = []
     for exp in engine.ab_experiments():
         try:
@@ -413,5 +413,5 @@ def experiments_with_arm(engine: Any, model: str) -> list[tuple[str, str]]:
         except ModelNotFoundError:
             continue
         if model in arms:
-            found.append((exp, "AB"[arms.index(model)]))
+            found.append((exp, "A and B" if arms[0] == arms[1] else "AB"[arms.index(model)]))
     return found
