@@ -24,18 +24,22 @@ def main() -> None:
 
     PAGES = [
         st.Page("pages/models.py", title="Models", icon=":material/deployed_code:",
-                default=True),
+                default=True, url_path="home"),
         st.Page("pages/batching.py", title="Batching", icon=":material/stacks:"),
         st.Page("pages/warmup.py", title="Warm-up", icon=":material/local_fire_department:"),
         st.Page("pages/ab_test.py", title="A/B test", icon=":material/call_split:"),
         st.Page("pages/experiments.py", title="Experiments", icon=":material/science:"),
         st.Page("pages/monitor.py", title="Monitor", icon=":material/monitoring:"),
     ]
+    # The Models page is served at "/"; "/models", as every other page is named, read
+    # "Page not found" (a newcomer): the same page there too, out of the menu.
+    MODELS_AT_ITS_NAME = st.Page("pages/models.py", title="Models", url_path="models",
+                                 icon=":material/deployed_code:", visibility="hidden")
 
     # The navigation is drawn here as page links, not by st.navigation's own menu: with
     # client.showSidebarNavigation off, a fresh server never flashes Streamlit's raw list of
     # the files in pages/ before this script has run.
-    page = st.navigation(PAGES, position="hidden")
+    page = st.navigation([*PAGES, MODELS_AT_ITS_NAME], position="hidden")
     # The tab says which page it is (every tab read "Batchlab"; a newcomer with several open)
     st.set_page_config(page_title=f"{page.title} · Batchlab")
     if not require_password():  # only beyond loopback: a stranger who reaches the port sees it

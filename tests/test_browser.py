@@ -394,6 +394,13 @@ def test_deep_links_on_a_fresh_server_use_the_app_navigation(server, page: Page)
     expect(nav).to_contain_text("A/B test")          # app.py's navigation, not file names
     expect(page.get_by_text("ENGINE", exact=True)).to_be_visible()  # app.py's sidebar ran
     no_exception(page)
+    # the Models page at its name too, as every other page (it read "Page not found" and
+    # fell back to "/"; a newcomer)
+    open_app(page, f"{server}/models", "Models")
+    expect(page.get_by_text("Upload a model", exact=True)).to_be_visible()
+    assert page.url.endswith("/models"), page.url
+    assert "not found" not in page.inner_text("body").lower()
+    no_exception(page)
 
 
 # Text a page must never show: a template placeholder left unformatted, a raw dict.
