@@ -1657,6 +1657,9 @@ def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine,
     assert at.button(key="hist_open").disabled          # the newest: a search's run
     label.set_value(older).run()
     assert not at.button(key="hist_open").disabled
+    # the picked run's settings whole (the table's column is cut at 1024 px; a newcomer)
+    assert any(c.value.startswith(f"Run {older}'s settings: batch 2, 4 · wait 0 ms")
+               for c in at.caption), [c.value for c in at.caption]
     at.button(key="hist_open").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == f"Run {older} of tiny, from the history" for h in at.subheader)
