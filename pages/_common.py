@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from core import BatchlabError, Engine, EngineConfig, EngineUnavailableError, ModelNotFoundError
 from core.lab import JOB_WORDS
@@ -46,7 +47,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "link_to", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -329,6 +330,7 @@ def pick_model(label: str, key: str, engine: Engine | RemoteEngine, default: str
     names = engine.model_names()
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
+        link_to("Models")
         return None
     _fall_back(key, names, engine, default)
     return st.selectbox(label, names, key=key, help=help, on_change=_picked, args=(key,))
@@ -352,6 +354,7 @@ def pick_target(label: str, key: str, engine: Engine | RemoteEngine, default: st
     names = engine.model_names() + list(experiments)
     if not names:
         st.info("No models are loaded. Upload one on the Models page.")
+        link_to("Models")
         return None
     ss = st.session_state
     kept = ss.get(f"_target_{key}")   # (this page's last choice, and the model chosen then)
@@ -486,6 +489,24 @@ _JOB_PAGE = {"sweep": "Experiments", "search": "Experiments", "profile_cost": "E
              "replay": "Batching", "warmup": "Warm-up", "measure_memory": "Models"}
 
 
+#: The dashboard's pages by title (app.py's navigation), for links where a page says
+#: "on the ... page".
+_PAGE_FILES = {"Models": "pages/models.py", "Batching": "pages/batching.py",
+               "Warm-up": "pages/warmup.py", "A/B test": "pages/ab_test.py",
+               "Experiments": "pages/experiments.py", "Monitor": "pages/monitor.py"}
+
+
+def link_to(title: str) -> None:
+    """A link to the ``title`` page below a line that sends the reader there (it was named
+    only, and found in the menu; a newcomer). Nothing for a page run outside app.py's
+    navigation (``streamlit run pages/x.py``), where no such page is known."""
+    try:
+        st.page_link(_PAGE_FILES[title], label=f"Open the {title} page",
+                     icon=":material/arrow_forward:")
+    except StreamlitAPIException:
+        pass
+
+
 def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None) -> bool:
     """(At the top of a live fragment.) While a lab job measures, live charts are not
     drawn: drawing them takes CPU from the engine being measured (a chart redraw costs the
@@ -499,6 +520,7 @@ def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None
             "drawing them does not disturb what it measures. They come back when it ends; "
             f"its progress is on the {_JOB_PAGE.get(job.kind, 'Experiments')} page.",
             icon=":material/pause_circle:")
+    link_to(_JOB_PAGE.get(job.kind, "Experiments"))
     stop_when_idle(engine, interval)
     return True
 

@@ -9,7 +9,7 @@ from core.lab import JOB_WORDS
 from core.ui import charts
 from core.ui.fmt import fmt_ranges
 from core.ui.traffic import sends_caption
-from pages._common import (fmt_ms, get_engine, job_progress, keep_values, pick_model,
+from pages._common import (fmt_ms, get_engine, job_progress, keep_values, link_to, pick_model,
                            settings_held_by, start_job)
 
 engine = get_engine()
@@ -39,6 +39,7 @@ with c1:
     if info.batchable:
         st.caption(f"Batch sizes to warm: {', '.join(map(str, sizes))} "
                    f"(max_batch_size={cfg.max_batch_size}; change it on the Batching page).")
+        link_to("Batching")
     elif info.runs_any_rows:   # (each request alone, whole: its rows are the run's)
         st.caption(f"{model} runs each request alone ({info.batch_reason}). Request sizes to "
                    f"warm: {', '.join(map(str, sizes))} rows (max_batch_size="

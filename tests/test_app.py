@@ -1607,6 +1607,9 @@ def test_live_charts_pause_while_a_lab_job_measures(engine):
             paused = [i.value for i in at.info if "Live charts are paused" in i.value]
             assert paused and "sweep of tiny" in paused[0], page
             assert paused[0].endswith("its progress is on the Experiments page."), paused
+            # and a link there (it was named only; a newcomer)
+            assert "Open the Experiments page" in [
+                e.proto.label for e in at.get("page_link")], page
             assert not [c for c in at.get("plotly_chart")], page   # nothing drawn
     finally:
         engine.cancel_job(job.job_id)
