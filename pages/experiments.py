@@ -566,6 +566,10 @@ with st.container(border=True):
                                 format_func=label.get)
         if chosen:
             both = store.compare(chosen)
+            if left := charts.drawable_runs(both)[1]:   # (a notebook's own run)
+                st.caption(f"Not drawn: run(s) {', '.join(map(str, left))}, whose points lack "
+                           f"a sweep's {', '.join(charts.RUN_POINT_COLUMNS)} (export them "
+                           "as CSV below).")
             st.plotly_chart(charts.runs_figure(both), key="hist_chart")
         h1, h2, h3 = st.columns(3)
         # Like the comparison, the pick starts again from the newest whenever a run is

@@ -1698,6 +1698,25 @@ def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine,
                for c in at.caption)
 
 
+def test_a_run_saved_from_a_notebook_in_its_own_shape_leaves_the_history_working(
+        engine, tmp_path, monkeypatch):
+    """One run saved from a notebook with columns of its own took the History down ("cannot
+    convert float NaN to integer" in the runs chart, export and delete never drawn; an
+    adversary). It is left out of the chart, said, and the rest works."""
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.3)
+    assert engine.wait_job(job.job_id, timeout_s=60).state == "done"
+    mine = engine.store.save("my notebook run", {"model": "mlp"},
+                             pd.DataFrame({"batch": [1, 2], "latency": [0.5, 0.7]}))
+    at = app("pages/experiments.py")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(c.value.startswith(f"Not drawn: run(s) {mine}, whose points lack a sweep's")
+               for c in at.caption), [c.value for c in at.caption]
+    assert at.get("plotly_chart")                                   # the sweep's drawn
+    assert "hist_csv" in {d.key for d in at.get("download_button")}
+
+
 def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
     at = app("pages/experiments.py")

@@ -203,6 +203,30 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
         undeploy("tiny")
 
 
+def test_a_local_ray_is_started_from_a_thread_that_outlives_the_job_asking(monkeypatch):
+    """A sweep with load agents and no address started a local Ray from its job's thread:
+    Ray's processes take a parent-death signal, which fires when that *thread* ends, so
+    gcs_server and raylet died with the sweep, and a minute later Ray's client ended the
+    engine server (an adversary, 4 of 4). ray.init now runs on one thread kept for the
+    process. (A fake ``ray``: the real one cannot be started and stopped per test here.)"""
+    import threading
+    import types
+
+    from core.lab import raylink
+    started: list = []
+    fake = types.ModuleType("ray")
+    fake.is_initialized = lambda: bool(started)
+    fake.init = lambda **kw: started.append(threading.current_thread())
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setattr(raylink, "_RAY_THREAD", [])
+    job = threading.Thread(target=raylink.connect, name="a sweep's job")
+    job.start()
+    job.join(30)
+    assert len(started) == 1 and started[0] is not job
+    assert started[0].is_alive(), "the thread Ray was started from ended"
+    raylink._RAY_THREAD[0].shutdown()
+
+
 def test_a_result_says_when_the_agents_set_the_pace():
     import pandas as pd
     from core.lab import LOAD_COLUMNS, LoadResult

@@ -3,6 +3,7 @@ agents (:mod:`core.lab.agents`) and the engine replicas (:mod:`core.cluster`).""
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import threading
 import time
@@ -24,10 +25,25 @@ def connect(address: str | None = None) -> Any:
     ``ray.init`` without it, replicas need Batchlab importable on every node."""
     import ray
     with _CONNECTING:   # (two threads of a server may ask at once: one ray.init)
-        return _connect(ray, address)
+        if ray.is_initialized():
+            return _connect(ray, address)
+        # ray.init on a thread that lives as long as the process: a local Ray's processes
+        # (gcs_server, raylet) die with the *thread* that started them (their parent-death
+        # signal); started on a sweep's thread, they died when the sweep ended, and a
+        # minute later Ray's client ended the whole engine server (an adversary, 4 of 4)
+        return _ray_thread().submit(_connect, ray, address).result()
 
 
 _CONNECTING = threading.Lock()
+_RAY_THREAD: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _ray_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread Ray is started from (its worker stays alive, idle, for the process)."""
+    if not _RAY_THREAD:
+        _RAY_THREAD.append(concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="batchlab-ray"))
+    return _RAY_THREAD[0]
 
 
 def _connect(ray: Any, address: str | None) -> Any:

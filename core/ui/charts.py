@@ -11,7 +11,7 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from core.metrics.breakdown import from_timeline
 from .fmt import reason_words
 from .style import COLORS, WINDOW_S, _layout, recent, style
 
-__all__ = ["MAX_DRAWN", "runs_figure", "ab_figure", "timeline_figure", "breakdown_figure", "latency_figure",
+__all__ = ["MAX_DRAWN", "runs_figure", "drawable_runs", "RUN_POINT_COLUMNS", "ab_figure", "timeline_figure", "breakdown_figure", "latency_figure",
            "throughput_figure", "error_figure", "batch_size_figure", "queue_compute_figure",
            "queue_depth_figure", "release_reasons_figure", "warmup_figure", "recent", "COLORS",
            "WINDOW_S", "style", "pareto_figure", "what_if_figure", "add_events",
@@ -261,9 +261,29 @@ def ab_figure(report: object, title: str = "Latency per arm") -> go.Figure:
     return _layout(fig, title, "latency (ms)")
 
 
+#: What a stored run's point needs to be drawn among the runs compared.
+RUN_POINT_COLUMNS = ("max_batch_size", "max_wait_ms", "load", "achieved_rps", "p99_ms")
+
+
+def drawable_runs(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Any]]:
+    """The points of ``frame`` (``ExperimentStore.compare``) a runs chart can draw (a
+    sweep's: every :data:`RUN_POINT_COLUMNS` a number), and the ids of runs with none (a
+    run saved from a notebook with columns of its own broke the History with a traceback;
+    an adversary)."""
+    if frame.empty or "run_id" not in frame:
+        return frame, []
+    missing = [c for c in RUN_POINT_COLUMNS if c not in frame]
+    ok = (pd.Series(False, index=frame.index) if missing else
+          frame[list(RUN_POINT_COLUMNS)].apply(pd.to_numeric, errors="coerce").notna().all(axis=1))
+    kept = frame[ok]
+    return kept, [r for r in pd.unique(frame["run_id"]) if r not in set(kept["run_id"])]
+
+
 def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
     """Points of several stored runs (``ExperimentStore.compare``), one colour per run,
-    named by id and name, so runs can be told apart."""
+    named by id and name, so runs can be told apart; points it cannot draw are left out
+    (:func:`drawable_runs`)."""
+    frame = drawable_runs(frame)[0]
     fig = go.Figure()
     palette = px.colors.qualitative.Bold
     for rid, pts in frame.groupby("run_id", sort=True):
