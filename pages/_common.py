@@ -435,7 +435,15 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
     elif latest.state == "cancelled":
         st.warning(f"The {words} of {target} was cancelled after {latest.duration_s:.1f} s.")
     if latest.finished:
-        return engine.job(latest.job_id)  # with its result
+        full = engine.job(latest.job_id)  # with its result
+        if note := (full.result or {}).get("history_note"):   # (nothing lost: said, and
+            st.warning(f"The {words} of {target}: {note}.")  # its points to download)
+            if (frame := full.result.get("frame")) is not None:
+                st.download_button("Download its points (CSV)",
+                                   pd.DataFrame(frame).to_csv(index=False),
+                                   file_name=f"{kind}-{latest.job_id}.csv",
+                                   key=f"{key}_points")
+        return full
 
     @live_fragment(1.0)
     def _watch() -> None:

@@ -1717,6 +1717,31 @@ def test_a_run_saved_from_a_notebook_in_its_own_shape_leaves_the_history_working
     assert "hist_csv" in {d.key for d in at.get("download_button")}
 
 
+def test_a_sweep_the_history_could_not_keep_is_said_with_its_points_to_download(
+        engine, tmp_path, monkeypatch):
+    """A sweep whose history file was locked failed and lost its points (an adversary):
+    it ends done, and the page says why its run is not in the history and offers the
+    points it measured."""
+    import sqlite3
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+
+    def locked(*args, **kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(engine.store, "save", locked)
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.2)
+    assert engine.wait_job(job.job_id, timeout_s=60).state == "done"
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [w.value for w in at.warning if w.value.startswith("The sweep of tiny:")] == [
+        "The sweep of tiny: the history could not keep its points (OperationalError: "
+        "database is locked): what was saved before is there, the rest is in the job's "
+        "result only."]
+    assert "exp_job_points" in {d.key for d in at.get("download_button")}
+
+
 def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
     at = app("pages/experiments.py")

@@ -844,6 +844,75 @@ def test_history_drops_the_oldest_runs_past_its_bound_and_refuses_a_run_too_larg
             ExperimentStore(path)
 
 
+def test_history_bound_keeps_the_run_being_written_and_runs_still_running(tmp_path):
+    """A sweep's own run, saved point by point, was the oldest: runs saved beside it made
+    the bound drop it, and the sweep failed with "no experiment run with id 5"; a run
+    growing past the bound dropped every run, itself too (an adversary). Finished runs go
+    first, the run being written never, and an update past the whole bound is refused."""
+    big = pd.DataFrame({"x": np.arange(3000, dtype=np.float64) / 7})
+    one = len(json.dumps(WireCodec([]).encode(big)))
+    store = ExperimentStore(tmp_path / "experiments.sqlite", max_bytes=3 * one + 5000)
+    running = store.save("a sweep, running", {"partial": True}, big)
+    done = [store.save(f"run {i}", {"partial": False}, big) for i in range(4)]
+    assert store.list()["id"].tolist() == [done[3], done[2], running]   # finished ones went
+    store.update(running, {"partial": True}, big)
+    assert running in store.list()["id"].tolist()
+    store.update(done[3], {}, pd.DataFrame({"x": np.arange(3500) / 7}))   # grows: others go
+    assert done[3] in store.list()["id"].tolist()
+    with pytest.raises(ConfigError, match=f"run {running} now takes over .* more than the "
+                                          "whole history's bound"):
+        store.update(running, {"partial": True}, pd.DataFrame({"x": np.arange(60_000) / 7}))
+    assert running in store.list()["id"].tolist()
+
+
+def test_a_sweep_goes_on_when_the_history_loses_or_locks_its_run(engine, tmp_path,
+                                                                 monkeypatch):
+    """A sweep failed with KeyError when its run was deleted from the history while it ran
+    (the History's Delete on its partial row), and with "database is locked" when another
+    process held the file: the points measured were lost (an adversary). The sweep ends
+    done with every point in its result, and says why the history lacks them."""
+    import sqlite3
+
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    store = engine.store
+    seen: dict = {}
+
+    def delete_first(run_id, config, results=None, _real=store.update):
+        if "deleted" not in seen:   # (the run deleted once its first point was kept)
+            seen["deleted"] = run_id
+            store.delete(run_id)
+        return _real(run_id, config, results)
+
+    monkeypatch.setattr(store, "update", delete_first)
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[2, 4, 8], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.2)
+    done = engine.wait_job(job.job_id, timeout_s=120)
+    assert done.state == "done", done.error
+    assert done.run_id is None and done.result["run_id"] is None
+    assert {2, 4, 8} <= set(done.result["frame"]["max_batch_size"])   # every point
+    assert done.result["history_note"].startswith(
+        f"its run {seen['deleted']} was deleted from the history while it ran, and is not "
+        "saved again"), done.result
+    assert store.list().empty                                       # not saved again
+
+    def locked(*args, **kw):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "update", locked)
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[2, 4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.2)
+    done = engine.wait_job(job.job_id, timeout_s=120)
+    assert done.state == "done", done.error
+    assert {2, 4} <= set(done.result["frame"]["max_batch_size"])
+    assert done.result["history_note"] == (
+        "the history could not keep its points (OperationalError: database is locked): what "
+        "was saved before is there, the rest is in the job's result only"), done.result
+    # a listing leaves a finished job's points out (they are in its result; 326 kB a call
+    # after a 401-point sweep; an adversary)
+    assert [j.partial for j in engine.jobs()] == [[], []]
+    assert len(engine.job(job.job_id).partial) >= 2
+
+
 class _StallOnceEngine:
     """Answers every request after 1 ms, except during the first measurement of
     max_batch_size=16, when every answer takes 60 ms (a stall)."""

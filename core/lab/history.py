@@ -117,7 +117,7 @@ class ExperimentStore:
                 "INSERT INTO runs (name, created, config, environment, results, points, bytes) "
                 "VALUES (?,?,?,?,?,?,?)", (*row, len(results), size))
             run_id = int(cur.lastrowid)
-            self._bound(db)
+            self._bound(db, run_id)
         return run_id
 
     def update(self, run_id: int, config: dict[str, Any],
@@ -132,6 +132,13 @@ class ExperimentStore:
                 text = results.to_json(orient="split", double_precision=15,
                                        default_handler=str)
         cfg = json.dumps(config, default=str)
+        if text is not None and len(cfg) + len(text) > self.max_bytes:
+            # (it went past the bound and the bound dropped every run, itself too; an
+            # adversary)
+            raise ConfigError(
+                f"run {run_id} now takes over {len(cfg) + len(text):,} bytes, more than the "
+                f"whole history's bound of {self.max_bytes:,} bytes; raise the bound "
+                f"({MAX_BYTES_ENV}, in MiB) or save fewer points")
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             if text is None:
@@ -143,18 +150,22 @@ class ExperimentStore:
                                  (cfg, text, len(results), run_id))
             if cur.rowcount == 0:
                 raise KeyError(f"no experiment run with id {run_id}")
-            self._bound(db)
+            self._bound(db, run_id)
 
-    def _bound(self, db: sqlite3.Connection) -> None:
+    def _bound(self, db: sqlite3.Connection, written: int) -> None:
         """Drop the oldest runs until the stored runs fit the bound (inside the caller's
-        transaction)."""
+        transaction): never ``written``, the run just saved, and runs still being saved
+        point by point (``partial``) only after every finished one (a sweep's own run went
+        while it ran, and the sweep failed; an adversary)."""
         db.execute("UPDATE runs SET bytes = length(name) + length(config) + "
                    "length(environment) + length(results) WHERE bytes IS NULL")
         total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM runs").fetchone()[0]
         if total <= self.max_bytes:
             return
         dropped = 0
-        for run_id, size in db.execute("SELECT id, bytes FROM runs ORDER BY id").fetchall():
+        for run_id, size in db.execute(
+                "SELECT id, bytes FROM runs WHERE id != ? ORDER BY "
+                "(config LIKE '%\"partial\": true%'), id", (written,)).fetchall():
             if total <= self.max_bytes:
                 break
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -36,19 +37,38 @@ def _keep(engine: Any, job: Job, name: str, config: dict[str, Any], frame: pd.Da
     """Save the job's run in the history (the first time) or bring it up to date: a long
     job is saved point by point (``complete: False``, ``partial: True`` until it ends), so
     what it measured is kept if it is cancelled, fails or the server dies under it."""
-    if not save or frame.empty:
-        return job.run_id
+    if not save or frame.empty or job.run_id == _LET_GO:
+        return None if job.run_id == _LET_GO else job.run_id
     config = {**config, "complete": final and not job.stop.is_set(), "partial": not final}
     try:
         if job.run_id is None:
             job.run_id = engine.store.save(name, config, frame)
         else:
             engine.store.update(job.run_id, config, frame)
-    except (BatchlabError, KeyError, OSError) as err:
-        if final:
-            raise
-        log.warning("could not keep %s's points so far in the history: %s", name, err)
+        job.history_note = None
+    except KeyError:   # (its run deleted from the history meanwhile: the job failed, its
+        # result lost; an adversary) - let go, as whoever deleted it meant
+        job.history_note = (f"its run {job.run_id} was deleted from the history while it "
+                            "ran, and is not saved again: its points are in the job's "
+                            "result only")
+        job.run_id = _LET_GO
+        return None
+    except (BatchlabError, OSError, sqlite3.Error) as err:   # (a locked file: the job
+        # failed after 2 of 3 points; an adversary) - it goes on, and says so
+        log.warning("could not keep %s's points in the history: %s", name, err)
+        job.history_note = (f"the history could not keep its points ({type(err).__name__}: "
+                            f"{err})" + (": what was saved before is there, the rest is in "
+                                         "the job's result only" if final else ""))
     return job.run_id
+
+
+#: A job's run_id once its run was deleted from the history while it ran: not saved again.
+_LET_GO = -1
+
+
+def _noted(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with why the history does not hold it all (``history_note``), if so."""
+    return {**result, "history_note": job.history_note} if job.history_note else result
 
 
 def _grid_name(what: str, sizes: list[int], waits: list[float], loads: list[float],
@@ -97,7 +117,7 @@ def _sweep(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
                   concurrencies=concurrencies, duration_s=duration_s, progress=progress,
                   stop=job.stop, slo_ms=slo_p99_ms, **kw)
     run_id = _keep(engine, job, name, config, frame, save, final=True)
-    return {"run_id": run_id, "frame": frame}
+    return _noted(job, {"run_id": run_id, "frame": frame})
 
 
 def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
@@ -137,11 +157,12 @@ def _search(engine: Any, job: Job, target: str, *, max_batch_sizes: list[int],
     run_id = _keep(engine, job, name, {
         **config, "best": list(res.best) if res.best else None, "reason": res.reason,
         "points": res.points, "measured_s": res.measured_s}, res.frame, save, final=True)
-    return {"run_id": run_id, "frame": res.frame, "scores": res.scores,
-            "path": [list(p) for p in res.path], "best": list(res.best) if res.best else None,
-            "reason": res.reason, "points": res.points, "grid_points": grid,
-            "measured_s": res.measured_s,
-            "excluded": {f"{b}/{w:g}/{t}": why for (b, w, t), why in res.excluded.items()}}
+    return _noted(job, {
+        "run_id": run_id, "frame": res.frame, "scores": res.scores,
+        "path": [list(p) for p in res.path], "best": list(res.best) if res.best else None,
+        "reason": res.reason, "points": res.points, "grid_points": grid,
+        "measured_s": res.measured_s,
+        "excluded": {f"{b}/{w:g}/{t}": why for (b, w, t), why in res.excluded.items()}})
 
 
 def _warmup(engine: Any, job: Job, target: str, *, iterations: int = 10,

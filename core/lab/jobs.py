@@ -90,6 +90,8 @@ class Job:
         self.partial: list[Any] = []
         #: the history run holding its results so far (kept if the job is cut short)
         self.run_id: int | None = None
+        #: why its results are not (all) in the history, when they are not
+        self.history_note: str | None = None
         #: called with the final state before ``done`` is set (the manager's hook)
         self.on_finish: Callable[[str], None] | None = None
         #: the thread running its work (``threading.get_ident()``), once it runs
@@ -123,7 +125,11 @@ class Job:
                              duration_s=(self._t1 or now) - self._t0,
                              params=self.params if with_result else _brief(self.params),
                              result=self._result if with_result else None, error=self._error,
-                             partial=list(self.partial), run_id=self.run_id)
+                             # (a finished job's points are in its result: a listing
+                             # carried a 401-point sweep's, 326 kB a call; an adversary)
+                             partial=list(self.partial) if with_result
+                             or self._state == "running" else [],
+                             run_id=self.run_id if (self.run_id or 0) > 0 else None)
 
 
 class JobManager:
@@ -213,7 +219,8 @@ class JobManager:
 
     def list(self, kind: str | None = None, target: str | None = None,
              with_results: bool = False) -> list[JobStatus]:
-        """Newest first; results only when asked (they can be large)."""
+        """Newest first; results only when asked (they can be large), and a finished job's
+        ``partial`` points then too (they are in its result)."""
         with self._lock:
             jobs = list(self._jobs.values())
         out = [j.status(with_results) for j in reversed(jobs)
