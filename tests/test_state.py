@@ -167,6 +167,40 @@ def test_what_cannot_come_back_says_why_and_is_tried_again(tmp_path, far):
         revived.close()
 
 
+def test_a_remote_models_unknown_batching_stays_unknown_after_a_restart(tmp_path):
+    """A remote model added without batch= (its server does not report its batch
+    settings) came back from a restart as "given to add_remote" 32 / 5 ms, Batchlab's
+    client defaults nobody gave (an adversary). Unknown it stays; the client's own queue
+    and timeout come back; a batch= that was given comes back given."""
+    from core.remote import BatchingSource
+    from tests.helpers import fake_oip_server
+    state = tmp_path / "state"
+    with fake_oip_server() as srv:
+        local = Engine(demo_models=False)
+        server = EngineServer(local, port=0, state_dir=state)
+        local.add_remote("plain", url=srv.url, model="m")
+        local.configure("plain", max_queue=77, timeout_ms=2500.0)
+        local.add_remote("told", url=srv.url, model="m",
+                         batch=BatchConfig(max_batch_size=16, max_wait_ms=2.0))
+        assert local.remote_info("plain").batching.source == BatchingSource.UNKNOWN
+        assert server.save_state()
+        local.close()
+        server.close()
+        again = Engine(demo_models=False)
+        server = EngineServer(again, port=0, state_dir=state)
+        try:
+            assert server.restore()["remotes"] == ["plain", "told"]
+            assert again.remote_info("plain").batching.source == BatchingSource.UNKNOWN
+            cfg = again.batch_config("plain")
+            assert (cfg.max_queue, cfg.timeout_ms) == (77, 2500.0)
+            told = again.remote_info("told").batching
+            assert (told.source, told.max_batch_size, told.max_wait_ms) == (
+                BatchingSource.GIVEN, 16, 2.0)
+        finally:
+            server.close()
+            again.close()
+
+
 def test_a_job_cut_short_by_a_kill_is_marked_so_with_its_points_kept(tmp_path):
     state = tmp_path / "state"
     proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],

@@ -203,7 +203,11 @@ class Loader:
         remote.recipe = {"url": url, "model": model, "version": version,
                          "headers": dict(headers or {}), "inputs": declared_tensors(inputs),
                          "outputs": declared_tensors(outputs), "timeout_s": timeout_s,
-                         "max_connections": max_connections, "binary": binary}
+                         "max_connections": max_connections, "binary": binary,
+                         # (restored without it, an unknown server's batching came back
+                         # as "given to add_remote" 32 / 5 ms, the client's defaults; an
+                         # adversary)
+                         "batch_given": batch is not None}
         if not remote.batching.known and batch is not None:
             # The server does not report them: the caller says how it is deployed.
             remote.batching = ServerBatching(

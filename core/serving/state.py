@@ -353,8 +353,12 @@ class StateDir:
             kwargs = {k: recipe[k] for k in ("url", "model", "version", "headers", "inputs",
                                              "outputs", "timeout_s", "max_connections",
                                              "binary") if k in recipe}
-            engine.add_remote(name, batch=BatchConfig(**recipe["batch"]),
+            saved = BatchConfig(**recipe["batch"])
+            given = recipe.get("batch_given", True)
+            engine.add_remote(name, batch=saved if given else None,
                               replace=name in engine.model_names(), **kwargs)
+            if not given:   # (the server's batching stays unknown: the client's own only)
+                engine.configure(name, max_queue=saved.max_queue, timeout_ms=saved.timeout_ms)
             done["remotes"].append(name)
         except (BatchlabError, KeyError, ValueError, TypeError) as err:
             self._pending_remotes.append(recipe)
