@@ -844,6 +844,28 @@ def test_history_drops_the_oldest_runs_past_its_bound_and_refuses_a_run_too_larg
             ExperimentStore(path)
 
 
+def test_a_sweep_that_could_measure_nothing_is_refused_and_a_point_given_twice_runs_once(
+        engine):
+    """rows_per_request=1000 at max batch size 8 ended "done" with every request refused
+    and advice to relax the target; stability="x" failed with an AttributeError; [8, 8]
+    measured one point twice (an adversary)."""
+    for kw, words in (({"rows_per_request": 1000}, "rows_per_request=1000 is more than max "
+                       "batch size 8: every request of those points would be refused"),
+                      ({"stability": "x"}, "stability must be True (the default rule), "
+                       "False (one window) or a StabilityRule"),
+                      ({"rows_per_request": "x"}, "rows_per_request must be an int")):
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            sweep(engine, "tiny", [8], [0.0], rates_rps=[50.0], duration_s=0.1, **kw)
+        job = engine.start_job("sweep", "tiny", max_batch_sizes=[8], max_waits_ms=[0.0],
+                               rates_rps=[50.0], duration_s=0.1, save=False, **kw)
+        done = engine.wait_job(job.job_id, timeout_s=60)
+        assert done.state == "failed" and words in done.error, done.error
+        assert done.partial == []                                   # nothing measured
+    frame = sweep(engine, "tiny", [8, 8], [0.0, 0.0], rates_rps=[50.0], duration_s=0.1,
+                  stability=False, baseline=False)
+    assert len(frame) == 1
+
+
 def test_history_bound_keeps_the_run_being_written_and_runs_still_running(tmp_path):
     """A sweep's own run, saved point by point, was the oldest: runs saved beside it made
     the bound drop it, and the sweep failed with "no experiment run with id 5"; a run

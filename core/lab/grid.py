@@ -60,6 +60,10 @@ def _rule(duration_s: float, stability: StabilityRule | bool) -> StabilityRule |
     """The rule a point of ``duration_s`` is measured by (None: one window)."""
     if stability is True:
         return StabilityRule(window_s=max(0.05, duration_s / 3.0))
+    if stability not in (False, None) and not isinstance(stability, StabilityRule):
+        # (stability="x" failed the job with "'str' object has no attribute 'window_s'")
+        raise ConfigError(f"stability must be True (the default rule), False (one window) "
+                          f"or a StabilityRule(...), got {stability!r:.60}")
     return stability or None
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.config import as_list, default_intra_op_threads
+from core.config import _check_int, as_list, default_intra_op_threads, plain
 from core.errors import ConfigError, EngineClosedError
 
 from .agents import agent_endpoint, agents_for, check_ray_address
@@ -287,6 +287,16 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
                                      as_list("max_waits_ms", max_waits_ms, "[0, 2.0]"))
     check_grid("sweep", max_batch_sizes, max_waits_ms, duration_s, seed, instances, policy,
                latency_slo_ms, slo_ms, session_threads)
+    _rule(duration_s, stability)   # (checked before anything is measured)
+    rows = plain(rows_per_request)
+    _check_int("rows_per_request", rows, 1, 1 << 20)
+    if small := sorted({int(b) for b in max_batch_sizes if int(b) < rows}):
+        # (every request of those points refused as too large: "done", error rate 1 and
+        # advice to relax a target; an adversary)
+        raise ConfigError(f"sweep: rows_per_request={rows} is more than max batch size "
+                          f"{', '.join(map(str, small))}: every request of those points "
+                          f"would be refused (RequestTooLargeError); sweep sizes of at "
+                          f"least {rows} rows, or send fewer rows a request")
     loads = [("rate", float(r)) for r in as_list("rates_rps", rates_rps or [], "[500]")] + [
         ("clients", c) for c in check_clients(as_list("concurrencies", concurrencies or []))]
     if not loads:
@@ -316,8 +326,9 @@ def _sweep_points(m: PointMeasurer, loads: list[tuple[str, float]],
     own = m.own
     threads_axis: list[int | None] = ([int(t) for t in session_threads] if session_threads
                                       else [None])
-    grid = [(t, int(b), float(w)) for t in threads_axis
-            for b, w in itertools.product(max_batch_sizes, max_waits_ms)]
+    grid = list(dict.fromkeys(   # (a size or wait given twice was measured twice)
+        (t, int(b), float(w)) for t in threads_axis
+        for b, w in itertools.product(max_batch_sizes, max_waits_ms)))
     has_own = any((t is None or t == m.own_threads) and (b, w) == own for t, b, w in grid)
     if baseline and not has_own:
         grid.append((m.own_threads if session_threads else None, *own))
