@@ -49,6 +49,12 @@ if not info.batchable:
     st.warning(f"{model} is not batchable ({info.batch_reason}): batch settings have no "
                "effect on it.")
 
+def _slo_of(frame: pd.DataFrame) -> float | None:
+    """The latency SLO a sweep's points were measured with (its policy's), if any."""
+    slo = frame["latency_slo_ms"].iloc[0] if "latency_slo_ms" in frame and len(frame) else None
+    return None if slo is None or pd.isna(slo) else float(slo)
+
+
 def report_button(run: dict, slo_ms: float | None, key: str) -> None:
     """Download the run's self-contained HTML report (made when clicked); ``slo_ms`` None:
     the target the run was measured at (its goodput was counted within that one)."""
@@ -368,6 +374,13 @@ if result and result[0] == model:
                                    tf_serving_batching(rec.max_batch_size, rec.max_wait_ms,
                                                        comment=where),
                                    file_name="batching_parameters.txt", key="export_tf")
+                if measured_policy not in (None, "deadline"):   # (the JSON file cannot
+                    st.warning(                                  # say it; an adversary)
+                        f"Measured under Batchlab's {measured_policy} policy: Triton, TF "
+                        "Serving, MLServer and KServe batch by the deadline rule (the "
+                        "files with comments say so); the Ray Serve file runs "
+                        f"{measured_policy} on Batchlab's replicas. Sweep under deadline "
+                        "before relying on these numbers on the others.")
                 e4.download_button("MLServer model-settings.json",
                                    mlserver_settings(model, rec.max_batch_size, rec.max_wait_ms),
                                    file_name="model-settings.json", key="export_mlserver",
@@ -376,12 +389,19 @@ if result and result[0] == model:
                                         "to use your own.")
                 e5.download_button("KServe InferenceService",
                                    kserve_inference_service(kserve_name(model), rec.max_batch_size,
-                                                            rec.max_wait_ms),
+                                                            rec.max_wait_ms, comment=where),
                                    file_name="inference-service.yaml", key="export_kserve",
                                    help="Set storageUri. KServe's batcher batches v1 requests "
                                         "only: ship the Triton or MLServer file with the model.")
                 e6.download_button("Ray Serve config",
-                                   ray_serve_config(model, rec.max_batch_size, rec.max_wait_ms),
+                                   ray_serve_config(
+                                       model, rec.max_batch_size, rec.max_wait_ms,
+                                       policy=measured_policy or "deadline",
+                                       latency_slo_ms=_slo_of(frame),
+                                       comment=provenance(
+                                           frame, rec.max_batch_size, rec.max_wait_ms,
+                                           float(slo), rec.load, run_id=result[1],
+                                           runs_policy=True)),
                                    file_name="serve-config.yaml", key="export_ray",
                                    help="Batchlab engine replicas on Ray Serve (serve deploy); "
                                         "the batch settings are the deployment's user_config, "

@@ -1742,6 +1742,24 @@ def test_a_sweep_the_history_could_not_keep_is_said_with_its_points_to_download(
     assert "exp_job_points" in {d.key for d in at.get("download_button")}
 
 
+def test_exports_of_a_sweep_under_another_policy_say_so_on_the_page(engine, tmp_path,
+                                                                    monkeypatch):
+    """MLServer's JSON cannot carry the comment that Triton's file has: a sweep measured
+    under aimd was exported to it unsaid (an adversary). The page says it above them."""
+    monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
+    job = engine.start_job("sweep", "tiny", max_batch_sizes=[4], max_waits_ms=[0.0],
+                           rates_rps=[100.0], duration_s=0.3, slo_p99_ms=1000.0,
+                           policy="aimd", latency_slo_ms=50.0)
+    assert engine.wait_job(job.job_id, timeout_s=60).state == "done"
+    at = app("pages/experiments.py")
+    at.selectbox(key="exp_model").set_value("tiny").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(w.value.startswith("Measured under Batchlab's aimd policy: Triton, TF Serving, "
+                                  "MLServer and KServe batch by the deadline rule")
+               for w in at.warning), [w.value for w in at.warning]
+    assert {"export_kserve", "export_ray"} <= {d.key for d in at.get("download_button")}
+
+
 def test_experiments_page_quick_search(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
     at = app("pages/experiments.py")

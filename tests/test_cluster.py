@@ -267,6 +267,12 @@ def test_the_ray_serve_export_is_a_config_ray_serve_accepts():
         ray_serve_config("mlp", 32, 2.0, check_rows=False))).applications[0]
     assert owned.args == {"name": "mlp", "model_path": "./model.onnx", "check_rows": False}
     assert "check_rows" not in ray_serve_config("mlp", 32, 2.0)
+    # the policy it was measured under travels with the settings (Ray Serve's schema takes
+    # the comment lines and the user_config's policy)
+    aimd = ServeDeploySchema.model_validate(yaml.safe_load(ray_serve_config(
+        "mlp", 32, 2.0, policy="aimd", latency_slo_ms=25.0, comment="Batchlab: run 3.")))
+    assert aimd.applications[0].deployments[0].user_config == {"batch": {
+        "max_batch_size": 32, "max_wait_ms": 2, "policy": "aimd", "latency_slo_ms": 25}}
     with pytest.raises(ConfigError, match="check_rows must be True or False"):
         ray_serve_config("mlp", 32, 2.0, check_rows="no")
     from core.cluster.app import build

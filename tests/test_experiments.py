@@ -1255,6 +1255,21 @@ def test_exports_say_what_the_settings_were_measured_under():
     assert tf.startswith("# Batchlab") and "batch_timeout_micros { value: 2000 }" in tf
     deadline = provenance(frame.assign(policy="deadline"), 16, 2.0, None, None)
     assert "WARNING" not in deadline
+    # KServe's and Ray Serve's files said nothing of it, and Ray Serve's replicas (Batchlab's
+    # engine) would have run deadline (an adversary): KServe's carries the comment, Ray
+    # Serve's the policy itself (its comment without the warning: it runs the policy)
+    from core.lab import kserve_inference_service, ray_serve_config
+    yaml_text = kserve_inference_service("mlp", 16, 2.0, comment=where)
+    assert yaml_text.startswith("# Batchlab: max_batch_size=16") and \
+        "# WARNING: measured under Batchlab's adaptive policy" in yaml_text
+    ray = ray_serve_config("mlp", 16, 2.0, policy="adaptive", latency_slo_ms=20.0,
+                           comment=provenance(frame, 16, 2.0, 10.0, 2000.0, run_id=4,
+                                              runs_policy=True))
+    assert ray.splitlines()[1].startswith("# Batchlab: max_batch_size=16") and \
+        "WARNING: measured" not in ray
+    assert 'policy: "adaptive"' in ray and "latency_slo_ms: 20" in ray
+    with pytest.raises(ConfigError, match="policy must be one of"):
+        ray_serve_config("mlp", 16, 2.0, policy="nope")
 
 
 def test_a_bounded_run_past_its_request_limit_is_refused_before_anything_is_drawn():

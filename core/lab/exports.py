@@ -16,7 +16,7 @@ import math
 import re
 from typing import Any, Sequence
 
-from core.config import _MAX_BATCH_LIMIT, _MAX_WAIT_LIMIT_MS, _check_float, _check_int, _shown
+from core.config import BatchConfig, _MAX_BATCH_LIMIT, _MAX_WAIT_LIMIT_MS, _check_float, _check_int, _shown
 from core.config import plain as _plain
 from core.errors import ConfigError
 from core.peers import RUNTIME_MODULE
@@ -54,11 +54,12 @@ def triton_config(max_batch_size: int, max_wait_ms: float,
 
 
 def provenance(frame: Any, max_batch_size: int, max_wait_ms: float, p99_ms: float | None,
-               load: float | None, run_id: int | None = None) -> str:
+               load: float | None, run_id: int | None = None,
+               runs_policy: bool = False) -> str:
     """Where exported settings come from, for the export's comment lines: the run, the
     target and load, and every setting that was pinned while they were measured; a policy
     other than ``deadline`` is named with a warning (production servers batch by the
-    deadline rule)."""
+    deadline rule), unless the server ``runs_policy`` (Batchlab's replicas on Ray Serve)."""
     _check_batching(max_batch_size, max_wait_ms)
     for field, value in (("p99_ms", p99_ms), ("load", load)):
         if value is not None:
@@ -78,7 +79,7 @@ def provenance(frame: Any, max_batch_size: int, max_wait_ms: float, p99_ms: floa
             + f", {int(first.get('instances', 1) or 1)} instance(s)"
             + (f", {int(threads)} ONNX Runtime thread(s)" if threads is not None
                and threads == threads else "") + ".")
-    if policy != "deadline":
+    if policy != "deadline" and not runs_policy:
         text += ("\nWARNING: measured under Batchlab's " + str(policy) + " policy; this "
                  "server batches by the deadline rule. Sweep under policy deadline before "
                  "relying on these numbers here.")
@@ -137,6 +138,11 @@ def _check_comment(comment: Any) -> None:
     if comment is not None and not isinstance(comment, str):
         raise ConfigError(f"comment must be None or a string (lines for the top of the file, "
                           f"e.g. provenance(...)), got {_shown(comment)}")
+
+
+def _comment_lines(comment: str | None) -> list[str]:
+    """``comment`` as YAML ``#`` lines."""
+    return [f"# {line}".rstrip() for line in (comment or "").splitlines()]
 
 
 def _check_text(field: str, value: object, example: str) -> None:
@@ -214,7 +220,7 @@ def kserve_name(name: str) -> str:
 
 def kserve_inference_service(name: str, max_batch_size: int, max_wait_ms: float, *,
                              storage_uri: str = "s3://bucket/path/to/model",
-                             runtime: str | None = None) -> str:
+                             runtime: str | None = None, comment: str | None = None) -> str:
     """A KServe ``InferenceService`` (YAML text) serving the ONNX model at ``storage_uri``
     over the Open Inference Protocol, with KServe's batcher at these settings.
 
@@ -234,7 +240,8 @@ def kserve_inference_service(name: str, max_batch_size: int, max_wait_ms: float,
     ServingRuntime) next to the model at ``storage_uri``. The YAML says this in a comment.
 
     ``runtime`` pins a ServingRuntime by name (e.g. ``kserve-tritonserver``, or one of your
-    own); None lets KServe choose one that supports ``onnx`` over v2.
+    own); None lets KServe choose one that supports ``onnx`` over v2. ``comment``: lines
+    saying where the settings come from (:func:`provenance`), at the top.
 
     Example:
         >>> print(kserve_inference_service("mlp", 32, 2.0, storage_uri="s3://models/mlp"))
@@ -254,8 +261,9 @@ def kserve_inference_service(name: str, max_batch_size: int, max_wait_ms: float,
                                     and len(runtime) <= 63):
         raise ConfigError("runtime must be None (KServe chooses) or a ServingRuntime name such "
                           f"as 'kserve-tritonserver', got {runtime!r}")
+    _check_comment(comment)
     latency_ms = max(1, int(math.floor(float(max_wait_ms) + 0.5)))
-    lines = [
+    lines = [*_comment_lines(comment),
         f"# From Batchlab: max_batch_size={int(max_batch_size)}, "
         f"max_wait_ms={float(max_wait_ms):g}.",
         "# batcher: maxBatchSize counts instances (rows); maxLatency is whole milliseconds,",
@@ -292,7 +300,9 @@ RAY_SERVE_IMPORT_PATH = "core.cluster.app:build"
 def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
                      num_replicas: int = 1, max_ongoing_requests: int | None = None,
                      replica_cpus: float = 1.0, model_path: str = "./model.onnx",
-                     http_port: int = 8000, check_rows: bool = True) -> str:
+                     http_port: int = 8000, check_rows: bool = True,
+                     policy: str = "deadline", latency_slo_ms: float | None = None,
+                     comment: str | None = None) -> str:
     """A Ray Serve config file (YAML text, for ``serve deploy``) serving ``model_path`` as
     Batchlab engine replicas (``core.cluster``) at these batch settings, which travel as the
     deployment's ``user_config`` (changed live by editing them and deploying again).
@@ -300,8 +310,11 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
     ``max_ongoing_requests`` (per replica) defaults to twice ``max_batch_size``: a replica
     sent fewer requests at once than a batch has rows never fills a batch (Ray Serve issue
     43288). ``check_rows=False``: the replicas batch the model without its row check
-    (``Engine.load_model``'s), on its owner's word. The cluster's Python needs Batchlab's ``core`` package importable (the
-    ``runtime_env``'s ``working_dir`` set to a checkout does it).
+    (``Engine.load_model``'s), on its owner's word. The cluster's Python needs Batchlab's
+    ``core`` package importable (the ``runtime_env``'s ``working_dir`` set to a checkout
+    does it). ``policy`` and ``latency_slo_ms``: the release policy the replicas batch by
+    (the one the settings were measured under: the replicas are Batchlab's engine, and run
+    it); ``comment``: lines saying where the settings come from, at the top.
 
     Example:
         >>> print(ray_serve_config("mlp", 32, 2.0, num_replicas=2))   # doctest: +ELLIPSIS
@@ -319,9 +332,12 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
     _check_int("http_port", _plain(http_port), 1, 65535)
     if not isinstance(check_rows, bool):
         raise ConfigError(f"check_rows must be True or False, got {check_rows!r}")
-    warn = ""
+    _check_comment(comment)
+    BatchConfig(max_batch_size=int(max_batch_size), max_wait_ms=float(max_wait_ms),
+                policy=policy, latency_slo_ms=_plain(latency_slo_ms))   # (checked as one)
+    warn = "".join(f"{line}\n" for line in _comment_lines(comment))
     if ongoing < max_batch_size:
-        warn = (f"# WARNING: max_ongoing_requests={ongoing} < max_batch_size={max_batch_size}:"
+        warn += (f"# WARNING: max_ongoing_requests={ongoing} < max_batch_size={max_batch_size}:"
                 " a replica's batches never fill.\n")
     q = json.dumps
     return (f"# Ray Serve config: serve deploy this file (Batchlab engine replicas, "
@@ -340,4 +356,7 @@ def ray_serve_config(name: str, max_batch_size: int, max_wait_ms: float, *,
             f"        ray_actor_options:\n          num_cpus: {float(replica_cpus):g}\n"
             f"        user_config:\n          batch:\n"
             f"            max_batch_size: {int(max_batch_size)}\n"
-            f"            max_wait_ms: {float(max_wait_ms):g}\n")
+            f"            max_wait_ms: {float(max_wait_ms):g}\n"
+            + (f"            policy: {q(policy)}\n" if policy != "deadline" else "")
+            + (f"            latency_slo_ms: {float(latency_slo_ms):g}\n"
+               if latency_slo_ms is not None else ""))
