@@ -1813,6 +1813,11 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_clients([2.5])
     with pytest.raises(ConfigError, match=r"^load 1000000.*\(401 characters\) req/s"):
         check_rates([10**400], 2.0, True)    # (OverflowError; a reviewer)
+    # (1e300 was written with all its 301 digits; an adversary)
+    with pytest.raises(ConfigError, match=r"^load 1e\+300 req/s: a rate is a number"):
+        check_rates([1e300], 2.0, True)
+    with pytest.raises(ConfigError, match=r"^1e\+300 clients: a closed loop's"):
+        check_clients([10**300])
     # a word and True were a TypeError and 1 req/s; calibrate_overhead says it in the same
     # words (it kept its own copy of the check)
     for rate, shown in (("abc", "'abc'"), (True, "True"), (None, "None"), ("5", "'5'")):

@@ -80,7 +80,9 @@ def check_rate_range(rates_rps: Sequence[Any], max_rps: float = 1_000_000.0) -> 
     if bad := [r for r in rates_rps if out(r)]:
         try:
             shown = (f"{bad[0]:,.0f}" if not isinstance(bad[0], bool)
-                     and float(bad[0]).is_integer() else _shown(bad[0]))
+                     and float(bad[0]).is_integer() and abs(float(bad[0])) < 1e15
+                     else f"{float(bad[0]):g}" if isinstance(bad[0], (int, float))
+                     and not isinstance(bad[0], bool) else _shown(bad[0]))
         except (TypeError, ValueError, OverflowError):   # (10**400, NaN, inf)
             shown = _shown(bad[0])
         raise ConfigError(f"load {shown} req/s: a rate is a number above 0 and at most "

@@ -401,7 +401,8 @@ def check_clients(concurrencies: Any) -> list[int]:
                 or not 1 <= c <= MAX_CLIENTS or not float(c).is_integer():
             try:   # ("100000.0 clients"; a newcomer)
                 shown = (f"{c:,.0f}" if not isinstance(c, (bool, str))
-                         and float(c).is_integer() else _shown(c))
+                         and float(c).is_integer() and abs(float(c)) < 1e15
+                         else f"{float(c):g}" if isinstance(c, (int, float)) else _shown(c))
             except (TypeError, ValueError, OverflowError):   # (10**400, None, ...)
                 shown = _shown(c)
             raise ConfigError(f"{shown} clients: a closed loop's clients are whole numbers from "
