@@ -553,3 +553,32 @@ def test_ab_between_two_remote_models_on_different_servers(served, client, bad):
     assert report.arms["a"].success_count + report.arms["b"].success_count == status.sent
     assert report.arms["a"].success_count > 10 and report.arms["b"].success_count > 10
     assert any(f"A by {server.url}; B by {bad.url}" in w for w in report.warnings)
+
+
+def test_a_warm_up_of_a_slow_remote_model_stops_at_its_cancel(client, bad):
+    """Cancel (and the time limit) did not stop a warm-up of a remote model: the wait for
+    a slow server's answer went on up to the model's timeout (25 s after Cancel; up to
+    600 s allowed; an adversary). The wait ends at the stop now, as a local run does."""
+    import threading
+    client.add_remote("slow", url=bad.url, model="m", binary=False, timeout_s=60.0)
+    bad.mode = "slow"   # (answers only once released, or after WAIT_S)
+    stop = threading.Event()
+    raised: list = []
+
+    def warm() -> None:
+        try:
+            client.warmup("slow", iterations=2, batch_sizes=[2], stop=stop)
+        except Exception as err:  # noqa: BLE001
+            raised.append(err)
+
+    t = threading.Thread(target=warm)
+    t.start()
+    deadline = time.monotonic() + WAIT_S
+    while not bad.seen and time.monotonic() < deadline:   # the request reached the server
+        time.sleep(0.01)
+    assert bad.seen
+    stop.set()
+    t.join(WAIT_S / 2)   # (the server holds its answer WAIT_S: the old wait outlasted this)
+    assert not t.is_alive(), "the warm-up went on waiting for the server"
+    assert raised and "was cancelled" in str(raised[0]), raised
+    bad.release.set()

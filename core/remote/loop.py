@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from core.metrics import register_helper
 
@@ -50,12 +51,31 @@ class ClientLoop:
         self.loop.call_soon(self.ready.set)
         self.loop.run_forever()
 
-    def call(self, coro: Any, timeout_s: float) -> Any:
-        """Run ``coro`` on the loop and wait for its result (from any other thread)."""
+    def call(self, coro: Any, timeout_s: float,
+             stop: Callable[[], bool] | None = None) -> Any:
+        """Run ``coro`` on the loop and wait for its result (from any other thread); with
+        ``stop``, asked every 50 ms: when it says so the call is cancelled and
+        :class:`InterruptedError` raised (a warm-up's Cancel waited for a slow server's
+        answer, up to its timeout; an adversary)."""
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if stop is None:   # (every client call: as it was)
+            try:
+                return fut.result(timeout_s)
+            except TimeoutError:
+                fut.cancel()
+                raise
+        end = time.monotonic() + timeout_s
         try:
-            return fut.result(timeout_s)
-        except TimeoutError:
+            while True:
+                try:
+                    return fut.result(max(0.0, min(0.05, end - time.monotonic())))
+                except TimeoutError:
+                    if time.monotonic() >= end:
+                        raise
+                    if stop():
+                        raise InterruptedError("stopped while waiting for the answer") \
+                            from None
+        except BaseException:
             fut.cancel()
             raise
 

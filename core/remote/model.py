@@ -132,8 +132,12 @@ class RemoteModel:
         return {"available": True, "reachable": True, "source": f"GET {t.url}{path}", **read}
 
     def run(self, arrays: Sequence[np.ndarray], run_options: Any = None) -> list[Any]:
-        """Run one request synchronously (warm-up); outputs in ``output_names`` order."""
-        outs = self.target.infer(dict(zip([s.name for s in self.info.inputs], arrays)))
+        """Run one request synchronously (warm-up); outputs in ``output_names`` order.
+        ``run_options``: ONNX Runtime's, whose ``terminate`` (a warm-up's Cancel or time
+        limit) ends the wait for the server's answer here too."""
+        stop = None if run_options is None else (lambda: bool(run_options.terminate))
+        outs = self.target.infer(dict(zip([s.name for s in self.info.inputs], arrays)),
+                                 stop=stop)
         rows = arrays[0].shape[0] if arrays and arrays[0].ndim else 1
         self.sizes_run.add(rows)
         return [outs[n] for n in self.output_names] if self.output_names else list(outs.values())

@@ -332,12 +332,13 @@ class OIPTarget:
             raise RemoteServerError(f"{self.url} sent an answer for model {self.model!r} "
                                     f"that cannot be read: {err}", 502) from None
 
-    def infer(self, arrays: dict[str, np.ndarray], timeout_s: float | None = None
-              ) -> dict[str, Any]:
-        """Blocking infer (warm-up, the first request of an undeclared model)."""
+    def infer(self, arrays: dict[str, np.ndarray], timeout_s: float | None = None,
+              stop: Any = None) -> dict[str, Any]:
+        """Blocking infer (warm-up, the first request of an undeclared model); ``stop()``
+        true ends the wait (``InterruptedError``)."""
         t = timeout_s or self.timeout_s
         try:
-            return self._loop.call(self.infer_async(arrays, t), t + 5.0)
+            return self._loop.call(self.infer_async(arrays, t), t + 5.0, stop=stop)
         except (asyncio.TimeoutError, TimeoutError):
             raise RequestTimeoutError(f"model {self.model!r} on {self.url} did not answer "
                                       f"within {t:g} s") from None
