@@ -4,6 +4,7 @@ agents (:mod:`core.lab.agents`) and the engine replicas (:mod:`core.cluster`).""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import math
 import threading
 import time
@@ -55,6 +56,12 @@ def _connect(ray: Any, address: str | None) -> Any:
             raise ConfigError(f"this process is connected to the Ray cluster at {now}, not "
                               f"{address}; call ray.shutdown() first to use another cluster")
         return ray
+    # Ray's crash handler in this process turned an engine server's SIGTERM (its graceful
+    # stop) into an abort once load agents had been used: left out (the server then
+    # stopped with code 0, its requests answered).
+    with contextlib.suppress(ImportError, AttributeError):
+        from ray._private import ray_constants
+        ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     # The ``core`` package goes with this job (Ray uploads it), so replicas on any node run
     # the code this process runs (a local path is allowed only at the job level).
     ray.init(address=address, include_dashboard=False, log_to_driver=False,
