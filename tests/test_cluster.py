@@ -203,6 +203,25 @@ def test_load_agents_on_both_nodes_merge_into_one_result_and_a_dead_agent_is_rep
         undeploy("tiny")
 
 
+def test_a_local_cluster_uses_one_auth_mode_for_its_head_and_its_workers(monkeypatch,
+                                                                         tmp_path):
+    """A token left in ~/.ray by any local Ray turns token authentication on for a head
+    (`ray start --head`) but not for `ray start --address`: every worker node of the
+    cluster was refused ("InvalidAuthToken"; found when a local Ray had run on this
+    machine). The cluster gives its head, workers and client one mode."""
+    from core.cluster.local import LocalCluster
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert "RAY_AUTH_MODE" not in LocalCluster(nodes=2).env
+    (tmp_path / ".ray").mkdir()
+    (tmp_path / ".ray" / "auth_token").write_text("x" * 64)
+    assert LocalCluster(nodes=2).env["RAY_AUTH_MODE"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")   # (said outright: kept)
+    assert LocalCluster(nodes=2).env["RAY_AUTH_MODE"] == "disabled"
+
+
 def test_a_local_ray_is_started_from_a_thread_that_outlives_the_job_asking(monkeypatch):
     """A sweep with load agents and no address started a local Ray from its job's thread:
     Ray's processes take a parent-death signal, which fires when that *thread* ends, so

@@ -58,6 +58,13 @@ class LocalCluster:
             # would go to one replica. Off, requests spread over all of them.
             self.env.update(RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING="0",
                             RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING="0")
+        if "RAY_AUTH_MODE" not in self.env and (
+                "RAY_AUTH_TOKEN" in self.env or "RAY_AUTH_TOKEN_PATH" in self.env
+                or (Path.home() / ".ray" / "auth_token").exists()):
+            # A head started with a token on the machine (left by any local Ray) turns token
+            # authentication on; `ray start --address` does not, and every worker node was
+            # refused ("InvalidAuthToken"): the same mode for all, and this process's client.
+            self.env["RAY_AUTH_MODE"] = "token"
         self.address: str | None = None
         self._tmp: Path | None = None
 
@@ -85,7 +92,7 @@ class LocalCluster:
             raise
         # This process's own Serve client reads them too.
         for k in ("RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING",
-                  "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING"):
+                  "RAY_SERVE_PROXY_PREFER_LOCAL_AZ_ROUTING", "RAY_AUTH_MODE"):
             if k in self.env:
                 os.environ[k] = self.env[k]
         return self.address
