@@ -447,6 +447,10 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
 
     @live_fragment(1.0)
     def _watch() -> None:
+        # (a Cancel click reruns this fragment only: its refusal said here, at once, and
+        # at each redraw until the page's next whole run, which says it a last time)
+        if refused := st.session_state.get(f"{key}_cancel_error"):
+            st.error(refused)
         job = engine.job(latest.job_id)
         if job.finished:
             st.rerun(scope="app")
@@ -833,6 +837,9 @@ def last_settings_change(engine: Engine | RemoteEngine, model: str, within_s: fl
     when = when.tz_localize("UTC") if when.tzinfo is None else when   # (UTC, as the series)
     clock = clock_time(when.timestamp())   # (as the charts below it: UTC)
     return max(0.0, (pd.Timestamp.now(tz="UTC") - when).total_seconds()), clock
+
+
+settings_age_s = last_settings_change   # (its name before session 38: kept for callers)
 
 
 def rate_input(key: str) -> None:

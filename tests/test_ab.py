@@ -1021,6 +1021,12 @@ def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_ar
     assert lines[0].startswith("**Segment 4**") and "7 requests. verdict 4" in lines[0]
     assert lines[1].startswith("**Segments 2-3**") and lines[1].endswith("the last after: y")
     assert lines[2].startswith("**Segment 1**") and "40 requests" in lines[2]
+    # the last comparison kept beside the newest: the gap said (segments 2-6 went unsaid
+    # under "Earlier segments (5)"; a reviewer)
+    title, lines = segment_words([seg(1, 10), seg(7, 3), seg(8, 3), seg(9, 3), seg(10, 3)],
+                                 11)
+    assert title == "Earlier segments (5 of 10 kept)"
+    assert lines[-1] == "Segments 2-6: not kept (these 5 are)", lines
 
 
 def test_a_bandit_s_uneven_split_warning_says_the_split_its_requests_had():
@@ -1207,5 +1213,10 @@ def test_an_a_a_test_is_taken_and_said_for_what_it_is():
         engine.configure("clf-v1", max_wait_ms=3.0)
         assert engine.ab_report("aa").segment_reason.startswith(
             "arms A and B (clf-v1) had its batch settings changed")
+        # a hot swap of the model: both arms change together (it was checked against
+        # itself: "inputs differ from those of arm 'clf-v1'"; a reviewer)
+        engine.load_model(build_demo_model("tiny"), name="clf-v1", replace=True)
+        assert engine.ab_arms("aa") == ("clf-v1", "clf-v1")
+        engine.load_model(build_demo_model("clf-v1"), name="clf-v1", replace=True)
         engine.update_ab("aa", b="clf-v2")     # and back to an A/B test
         assert not any(w.startswith("An A/A test") for w in engine.ab_report("aa").warnings)

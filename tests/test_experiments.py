@@ -861,8 +861,8 @@ def test_a_sweep_that_could_measure_nothing_is_refused_and_a_point_given_twice_r
         done = engine.wait_job(job.job_id, timeout_s=60)
         assert done.state == "failed" and words in done.error, done.error
         assert done.partial == []                                   # nothing measured
-    frame = sweep(engine, "tiny", [8, 8], [0.0, 0.0], rates_rps=[50.0], duration_s=0.1,
-                  stability=False, baseline=False)
+    frame = sweep(engine, "tiny", [8, 8], [0.0, 0.0], rates_rps=[50.0, 50.0],
+                  duration_s=0.1, stability=False, baseline=False)
     assert len(frame) == 1
 
 
@@ -875,8 +875,11 @@ def test_history_bound_keeps_the_run_being_written_and_runs_still_running(tmp_pa
     one = len(json.dumps(WireCodec([]).encode(big)))
     store = ExperimentStore(tmp_path / "experiments.sqlite", max_bytes=3 * one + 5000)
     running = store.save("a sweep, running", {"partial": True}, big)
+    store.running_runs = lambda: {running}            # (the engine's jobs say which run)
+    dead = store.save("a sweep cut by a stop", {"partial": True}, big)   # ended: goes first
     done = [store.save(f"run {i}", {"partial": False}, big) for i in range(4)]
     assert store.list()["id"].tolist() == [done[3], done[2], running]   # finished ones went
+    assert dead not in store.list()["id"].tolist()
     store.update(running, {"partial": True}, big)
     assert running in store.list()["id"].tolist()
     store.update(done[3], {}, pd.DataFrame({"x": np.arange(3500) / 7}))   # grows: others go
@@ -897,6 +900,7 @@ def test_a_sweep_goes_on_when_the_history_loses_or_locks_its_run(engine, tmp_pat
 
     monkeypatch.setenv("BATCHLAB_DATA_DIR", str(tmp_path))
     store = engine.store
+    assert store.running_runs == engine._lab.jobs.running_runs   # (the bound keeps them)
     seen: dict = {}
 
     def delete_first(run_id, config, results=None, _real=store.update):
@@ -1818,6 +1822,8 @@ def test_loads_and_clients_past_their_limits_are_written_as_people_write_numbers
         check_rates([1e300], 2.0, True)
     with pytest.raises(ConfigError, match=r"^1e\+300 clients: a closed loop's"):
         check_clients([10**300])
+    with pytest.raises(ConfigError, match=r"^True clients: a closed loop's"):
+        check_clients([True])    # (not "1 clients: ... from 1 to"; a reviewer)
     # a word and True were a TypeError and 1 req/s; calibrate_overhead says it in the same
     # words (it kept its own copy of the check)
     for rate, shown in (("abc", "'abc'"), (True, "True"), (None, "None"), ("5", "'5'")):
@@ -2044,6 +2050,7 @@ def test_a_replays_copy_is_held_from_other_threads_and_not_kept_across_a_restart
                            ("unload", lambda: engine.unload_model(copy)),
                            ("reset", lambda: engine.reset_metrics(copy)),
                            ("arm", lambda: engine.create_ab("ab", "tiny", copy)),
+                           ("traffic", lambda: engine.start_traffic(copy, rate_rps=10)),
                            ("reset all", lambda: engine.reset_metrics())):
             errors: list = []
             t = threading.Thread(target=lambda: errors.append(_raised(call)))
@@ -2056,11 +2063,12 @@ def test_a_replays_copy_is_held_from_other_threads_and_not_kept_across_a_restart
     out = replay(engine, "tiny", [k * 0.002 for k in range(10)], policies=["deadline"],
                  progress=during)
     assert len(out["summary"]) == 1
-    for what in ("configure", "unload", "reset", "arm"):
+    for what in ("configure", "unload", "reset", "arm", "traffic"):
         assert f"{seen['copy']!r} is a replay's private copy of 'tiny', unloaded when the " \
             "replay ends" in seen[what], seen[what]
     assert "to reset its metrics," in seen["reset"]
     assert "to make it an arm of an A/B experiment," in seen["arm"]
+    assert "to send it traffic," in seen["traffic"]
     assert seen["reset all"] == "nothing raised"       # everything else was reset
     before, after = seen["requests"]
     assert before == after == 10, seen["requests"]     # but the copy's kept its count

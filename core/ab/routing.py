@@ -56,9 +56,9 @@ __all__ = ["ABExperiment", "AB_MODES", "ExperimentRegistry"]
 
 
 def _keep_segments(segments: deque[dict[str, Any]]) -> None:
-    """The newest :data:`_KEEP_SEGMENTS` earlier segments, and the newest that compared
-    both arms (a split between them, shadow or the bandit's) however old: five promote and
-    roll-back toggles pushed the last comparison out of the promoted verdict (a reviewer)."""
+    """At most :data:`_KEEP_SEGMENTS` earlier segments: the newest, and among them the last
+    that compared both arms however old (five promote and roll-back toggles pushed it out
+    of the promoted verdict; a reviewer)."""
     while len(segments) > _KEEP_SEGMENTS:
         kept = next((e for e in reversed(segments) if e.get("_compared")), None)
         segments.remove(next(e for e in segments if e is not kept))
@@ -304,8 +304,7 @@ class ABExperiment:
                                  "started": self.segment_started, "ended": time.time(),
                                  "_of": self._state(), "_counted": None,
                                  "_seen": time.monotonic(),
-                                 # (both arms compared, on requests: kept however old)
-                                 "_compared": (self.mode in ("shadow", "bandit")
+                                 "_compared": (self.mode in ("shadow", "bandit")  # (kept)
                                                or 0.0 < self.b_share < 1.0) and any(
                                      m.totals()["total_requests"]
                                      for m in self.metrics.values())}

@@ -65,6 +65,8 @@ class ExperimentRoom:
     def check_arm_compatible(self, model: str, info: ModelInfo) -> None:
         """A hot swap must keep the interface of a model that is an A/B arm."""
         for exp in self.table.with_arm(model):
+            if exp.a == exp.b:   # (an A/A test: both arms change together)
+                continue
             other = exp.b if model == exp.a else exp.a
             other_entry = self.registry.get(other)
             if other_entry is not None and interface(other_entry.info) != interface(info):

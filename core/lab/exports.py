@@ -94,7 +94,7 @@ def tf_serving_batching(max_batch_size: int, max_wait_ms: float, num_batch_threa
     _check_int("num_batch_threads", _plain(num_batch_threads), 1, 1024)
     _check_int("max_enqueued_batches", _plain(max_enqueued_batches), 1, 10_000_000)
     _check_comment(comment)
-    head = "".join(f"# {line}".rstrip() + "\n" for line in (comment or "").splitlines())
+    head = "".join(f"{line}\n" for line in _comment_lines(comment))
     return head + (f"max_batch_size {{ value: {int(max_batch_size)} }}\n"
             f"batch_timeout_micros {{ value: {int(round(max_wait_ms * 1000))} }}\n"
             f"max_enqueued_batches {{ value: {int(max_enqueued_batches)} }}\n"
@@ -141,7 +141,8 @@ def _check_comment(comment: Any) -> None:
 
 
 def _comment_lines(comment: str | None) -> list[str]:
-    """``comment`` as YAML ``#`` lines."""
+    """``comment`` as ``#`` lines (YAML's, protobuf text's: Triton's own in
+    :func:`core.protocol.triton.pbtxt`)."""
     return [f"# {line}".rstrip() for line in (comment or "").splitlines()]
 
 

@@ -21,7 +21,7 @@ import platform
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,8 @@ class ExperimentStore:
             raise ConfigError(f"the history's size bound is at least 65536 bytes (64 KiB), "
                               f"got {max_bytes!r}")
         self.max_bytes = max_bytes
+        #: The runs of jobs still running (set by the engine's lab): the bound keeps them.
+        self.running_runs: Callable[[], set[int]] = set
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             # set before the first table: deleted runs give their pages back to the file
@@ -154,18 +156,19 @@ class ExperimentStore:
 
     def _bound(self, db: sqlite3.Connection, written: int) -> None:
         """Drop the oldest runs until the stored runs fit the bound (inside the caller's
-        transaction): never ``written``, the run just saved, and runs still being saved
-        point by point (``partial``) only after every finished one (a sweep's own run went
-        while it ran, and the sweep failed; an adversary)."""
+        transaction): never ``written``, the run just saved, nor the run of a job still
+        running (:attr:`running_runs`; a sweep's own run went while it ran, and the sweep
+        failed; an adversary). A run left partial by a job that ended goes like any."""
         db.execute("UPDATE runs SET bytes = length(name) + length(config) + "
                    "length(environment) + length(results) WHERE bytes IS NULL")
         total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM runs").fetchone()[0]
         if total <= self.max_bytes:
             return
         dropped = 0
-        for run_id, size in db.execute(
-                "SELECT id, bytes FROM runs WHERE id != ? ORDER BY "
-                "(config LIKE '%\"partial\": true%'), id", (written,)).fetchall():
+        kept = {written, *self.running_runs()}
+        for run_id, size in db.execute("SELECT id, bytes FROM runs ORDER BY id").fetchall():
+            if run_id in kept:
+                continue
             if total <= self.max_bytes:
                 break
             db.execute("DELETE FROM runs WHERE id = ?", (run_id,))

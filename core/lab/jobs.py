@@ -214,13 +214,19 @@ class JobManager:
             return next((j for j in self._jobs.values() if j.kind in kinds
                          and j.target == target and not j.done.is_set()), None)
 
+    def running_runs(self) -> set[int]:
+        """The history runs of jobs still running (being saved point by point)."""
+        with self._lock:
+            return {j.run_id for j in self._jobs.values()
+                    if not j.done.is_set() and (j.run_id or 0) > 0}
+
     def get(self, job_id: int) -> JobStatus:
         return self._get(job_id).status()
 
     def list(self, kind: str | None = None, target: str | None = None,
              with_results: bool = False) -> list[JobStatus]:
         """Newest first; results only when asked (they can be large), and a finished job's
-        ``partial`` points then too (they are in its result)."""
+        ``partial`` points then too (its result holds them; ``job(id)`` has them always)."""
         with self._lock:
             jobs = list(self._jobs.values())
         out = [j.status(with_results) for j in reversed(jobs)

@@ -74,6 +74,7 @@ class Lab:
     def store(self) -> ExperimentStore:
         if self._store is None:
             self._store = default_store()
+            self._store.running_runs = self.jobs.running_runs   # (never dropped by the bound)
         return self._store
 
     def start_traffic(self, target: str, rate_rps: float, pattern: str, rows_per_request: int,
@@ -84,6 +85,8 @@ class Lab:
         engine = self.engine
         is_exp = target in engine.ab_experiments()
         models = engine.ab_arms(target) if is_exp else (target,)
+        for m in models:   # (a replay's copy: its traffic would skew the replay; a reviewer)
+            engine._guard_use(m, "send it traffic")
         first = models[0]
         info = engine.model_info(first)
         if not info.batchable and info.batch_mode == "exact" and rows_per_request != 1:

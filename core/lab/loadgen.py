@@ -402,7 +402,8 @@ def check_clients(concurrencies: Any) -> list[int]:
             try:   # ("100000.0 clients"; a newcomer)
                 shown = (f"{c:,.0f}" if not isinstance(c, (bool, str))
                          and float(c).is_integer() and abs(float(c)) < 1e15
-                         else f"{float(c):g}" if isinstance(c, (int, float)) else _shown(c))
+                         else f"{float(c):g}" if isinstance(c, (int, float))
+                         and not isinstance(c, bool) else _shown(c))
             except (TypeError, ValueError, OverflowError):   # (10**400, None, ...)
                 shown = _shown(c)
             raise ConfigError(f"{shown} clients: a closed loop's clients are whole numbers from "

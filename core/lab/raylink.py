@@ -6,10 +6,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import math
+import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from core.errors import ConfigError
 
@@ -36,14 +37,38 @@ def connect(address: str | None = None) -> Any:
 
 
 _CONNECTING = threading.Lock()
-_RAY_THREAD: list[concurrent.futures.ThreadPoolExecutor] = []
+_RAY_THREAD: list[_KeptThread] = []
 
 
-def _ray_thread() -> concurrent.futures.ThreadPoolExecutor:
-    """The one thread Ray is started from (its worker stays alive, idle, for the process)."""
+class _KeptThread:
+    """One daemon thread that runs what it is given and then waits for more, for the
+    life of the process: never joined at exit (a pool's worker is joined before the atexit
+    hooks run, Ray's shutdown among them: its processes would die first)."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="batchlab-ray", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            fut, fn, args = self._work.get()
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args))
+                except BaseException as err:  # noqa: BLE001 - handed to the caller
+                    fut.set_exception(err)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._work.put((fut, fn, args))
+        return fut
+
+
+def _ray_thread() -> _KeptThread:
+    """The one thread Ray is started from."""
     if not _RAY_THREAD:
-        _RAY_THREAD.append(concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="batchlab-ray"))
+        _RAY_THREAD.append(_KeptThread())
     return _RAY_THREAD[0]
 
 

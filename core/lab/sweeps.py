@@ -301,6 +301,7 @@ def sweep(engine: EngineCore, model: str, max_batch_sizes: Sequence[int],
         ("clients", c) for c in check_clients(as_list("concurrencies", concurrencies or []))]
     if not loads:
         raise ConfigError("give rates_rps and/or concurrencies: the loads to sweep")
+    loads = list(dict.fromkeys(loads))   # (a load given twice was measured twice)
     check_rates([r for kind, r in loads if kind == "rate"], duration_s, stability,
                 10_000_000.0 if agents else 1_000_000.0)
     if session_threads:   # (each a hot swap of the model, in the engine's process)

@@ -40,10 +40,30 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
                      f"{seg['report']['total_requests']:,} requests. "
                      + (seg["report"]["verdict"] or "No verdict."))
     flush()
-    gone = previous[0]["segment"] - 1 if previous else current - 1
-    if gone > 0:
-        lines.append(f"Segment{'s 1-' if gone > 1 else ' '}{gone}: not kept (the last "
-                     f"{len(previous)} are)")
-    title = (f"Earlier segments ({len(previous)})" if gone <= 0 else
-             f"Earlier segments (the last {len(previous)} of {current - 1})")
+    # the segments not kept: before the first kept, and between kept ones (the last
+    # comparison is kept however old; the gaps went unsaid; a reviewer)
+    kept = {seg["segment"] for seg in previous}
+    gone = [k for k in range(1, current) if k not in kept]
+    newest = bool(gone) and gone == list(range(1, len(gone) + 1))   # (the last N kept)
+    if gone:
+        lines.append(f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept "
+                     + (f"(the last {len(previous)} are)" if newest else
+                        f"(these {len(previous)} are)"))
+    title = (f"Earlier segments ({len(previous)})" if not gone else
+             f"Earlier segments (the last {len(previous)} of {current - 1})" if newest else
+             f"Earlier segments ({len(previous)} of {current - 1} kept)")
     return title, lines
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` as ``'1-3, 5'``."""
+    out: list[str] = []
+    start = prev = numbers[0]
+    for n in numbers[1:] + [None]:   # type: ignore[list-item]
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        out.append(f"{start}-{prev}" if prev > start else f"{start}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(out)
