@@ -436,9 +436,11 @@ def job_progress(engine: Engine | RemoteEngine, kind: str, target: str,
         st.warning(f"The {words} of {target} was cancelled after {latest.duration_s:.1f} s.")
     if latest.finished:
         full = engine.job(latest.job_id)  # with its result
-        if note := (full.result or {}).get("history_note"):   # (nothing lost: said, and
-            st.warning(f"The {words} of {target}: {note}.")  # its points to download)
-            if (frame := full.result.get("frame")) is not None:
+        result = full.result if isinstance(full.result, dict) else {}   # (a warm-up's
+        if note := result.get("history_note"):   # report, a frame: not a sweep's)
+            # (nothing lost: said, and its points to download)
+            st.warning(f"The {words} of {target}: {note}.")
+            if (frame := result.get("frame")) is not None:
                 st.download_button("Download its points (CSV)",
                                    pd.DataFrame(frame).to_csv(index=False),
                                    file_name=f"{kind}-{latest.job_id}.csv",
