@@ -245,7 +245,7 @@ def _profile_cost(engine: Any, job: Job, target: str, *,
         job.progress(0.6, f"calibrating the overhead with traffic at {0.1 * capacity:,.0f} "
                           f"and {0.35 * capacity:,.0f} req/s")
         cost = calibrate_overhead(engine, target, cost, [0.1 * capacity, 0.35 * capacity],
-                                  duration_s=calibrate_s)
+                                  duration_s=calibrate_s, stop=job.stop)
     finally:
         now = engine.batch_config(target) if not remote else cfg
         if pin or now.max_batch_size != k:

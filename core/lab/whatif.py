@@ -192,7 +192,7 @@ _CALIBRATION_LAG_MS = 20.0
 
 def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
                        rates_rps: Sequence[float], duration_s: float = 2.0,
-                       seed: int = 0) -> CostModel:
+                       seed: int = 0, stop: Any = None) -> CostModel:
     """``cost`` with its overhead fitted to measurements: open-loop Poisson traffic at each
     of ``rates_rps`` (two or more, below capacity; the model's current settings), the
     measured p50 (from each request's intended send time, as sweeps measure it) against the
@@ -201,7 +201,9 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     interpreter, collector wake-ups, hand-offs. A rate of which less than 90 % was served,
     or whose sends fell more than 20 ms behind their schedule (the generator or the engine
     could not keep up: its lag would be fitted as overhead), is halved and measured again,
-    up to three times, and left out if none kept up. Check it at other loads than these."""
+    up to three times, and left out if none kept up. Check it at other loads than these.
+    ``stop`` (an Event) set ends it at once: the cost model comes back uncalibrated (a cost
+    profile's Cancel waited for every rate; an adversary)."""
     rates = as_list("rates_rps", rates_rps, "[300, 1500]")
     if not rates:
         raise ConfigError("calibrate_overhead: give rates_rps, two or more rates below the "
@@ -218,6 +220,8 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
     gaps, used, too_low = [], [], []
     for k, rate in enumerate(rates):
         rate = float(rate)
+        if stop is not None and stop.is_set():
+            return dataclasses.replace(cost, overhead_note="the calibration was stopped")
         for _ in range(4):  # a rate the load generator here cannot offer is halved
             if rate * duration_s < 1:   # (a slow model's: no request in the run) skipped
                 kept_up = False
@@ -225,7 +229,10 @@ def calibrate_overhead(engine: EngineCore, model: str, cost: CostModel,
                     too_low.append(rate)
                 break
             res = open_loop(lambda v: engine.submit(model, v), lambda rng: x, rate,
-                            pattern="poisson", duration_s=duration_s, seed=seed + k)
+                            pattern="poisson", duration_s=duration_s, seed=seed + k,
+                            stop=stop)
+            if stop is not None and stop.is_set():
+                return dataclasses.replace(cost, overhead_note="the calibration was stopped")
             summary = res.summary()
             kept_up = (summary["achieved_rps"] >= 0.9 * rate
                        and summary["max_lag_ms"] <= _CALIBRATION_LAG_MS)
