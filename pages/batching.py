@@ -516,7 +516,15 @@ with st.container(border=True):
     cur_cfg = engine.batch_config(model)
     if replay_job is not None and replay_job.state == "done" and replay_job.result:
         summary = replay_job.result["summary"]
-        st.markdown(replay_verdict(summary))
+        if len(hit := disturbed_rows(summary)):   # (the verdict itself qualified: it named
+            # a winner above a warning that every run was disturbed; a newcomer)
+            st.warning(replay_verdict(summary) + " **Caution**: not every policy ran "
+                       "undisturbed, so the figures may not compare: "
+                       + "; ".join(f"{r.policy}: {r.disturbed}" for r in hit.itertuples())
+                       + ". Stop other work or traffic and replay again.",
+                       icon=":material/warning:")
+        else:
+            st.markdown(replay_verdict(summary))
         # (the settings it ran with, not today's: its charts read "max wait 50 ms" after
         # the slider moved; a replay during a sweep ran the sweep's point; an adversary)
         ran_wait = replay_job.result.get("max_wait_ms", cur_cfg.max_wait_ms)
@@ -547,11 +555,6 @@ with st.container(border=True):
                "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),
                "within_slo": st.column_config.NumberColumn("within SLO", format="percent"),
                "goodput_rps": st.column_config.NumberColumn("goodput", format="%.0f req/s")})
-        if len(hit := disturbed_rows(summary)):   # (a sweep's points said it; a replay not)
-            st.warning("Not every policy ran undisturbed, so the figures may not compare: "
-                       + "; ".join(f"{r.policy}: {r.disturbed}" for r in hit.itertuples())
-                       + ". Stop other work or traffic and replay again.",
-                       icon=":material/warning:")
         timelines = replay_job.result["timelines"]
         # one view for all policies (side by side or on one time axis), so they compare
         lined_up = charts.timeline_lines_up(timelines[summary["policy"].iloc[0]])
