@@ -47,7 +47,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "link_to", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "link_to", "pending_traffic", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -842,6 +842,25 @@ def last_settings_change(engine: Engine | RemoteEngine, model: str, within_s: fl
 
 
 settings_age_s = last_settings_change   # (its name before session 38: kept for callers)
+
+
+def pending_traffic(engine: Engine | RemoteEngine, target: str, key: str,
+                    priority: int | None = None, rows_key: str | None = None) -> None:
+    """Under a traffic form: when a generator runs to ``target`` (in class ``priority``)
+    at another rate (or rows) than the boxes ``key`` / ``rows_key`` say, that those are
+    sent only at Start (250 typed beside "Running: 100 req/s" changed nothing, unsaid,
+    where the sliders beside it apply live; a newcomer)."""
+    rate = st.session_state.get(key)
+    rows = st.session_state.get(rows_key) if rows_key else None
+    for t in engine.traffic():
+        if t.target != target or not t.running or getattr(t, "priority", None) != priority:
+            continue
+        if (isinstance(rate, (int, float)) and abs(float(rate) - t.rate_rps) > 1e-6) or (
+                isinstance(rows, (int, float)) and int(rows) != t.rows_per_request):
+            st.caption(f"The traffic running sends {plain_number(t.rate_rps)} req/s"
+                       + (f", {t.rows_per_request} row(s)" if rows_key else "")
+                       + ": what the boxes say is sent once you press Start (it replaces "
+                       "the running traffic).")
 
 
 def rate_input(key: str) -> None:

@@ -14,7 +14,7 @@ from core.ui.fmt import clock_time, fmt_p, more_needed, shadow_diff_words
 from core.ui.segments import segment_words
 from core.ui.traffic import sends_caption
 from core.lab import experiments_with_arm
-from pages._common import (box_refusal, keep_values, rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
+from pages._common import (box_refusal, keep_values, pending_traffic, rate_input, follow_traffic_rate, traffic_line, paused_for_measurement, fmt_ms, fmt_num, fmt_pct, get_engine, live_fragment, live_interval, chart_refresh,
                            stop_when_idle, running_traffic, replaced_note)
 
 engine = get_engine()
@@ -229,6 +229,7 @@ with left:
         follow_traffic_rate(engine, exp, "ab_rate", 300)
         rate_input("ab_rate")
         st.caption(sends_caption(engine, exp))
+        pending_traffic(engine, exp, "ab_rate")
         t1 = t2 = st.container(horizontal=True)
         # on_click callbacks: a click is never lost when a live fragment reruns meanwhile.
         t1.button("Start traffic", key="ab_start", type="primary", on_click=_start_traffic)

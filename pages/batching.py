@@ -15,7 +15,7 @@ from core.ui import charts
 from core.ui.style import share_x_range
 from core.ui.traffic import (catch_up, lag_note, replay_traffic_warning, sends_caption,
                              via_experiments)
-from pages._common import (box_refusal, number_box, rate_input, last_settings_change, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
+from pages._common import (box_refusal, number_box, pending_traffic, rate_input, last_settings_change, keep_values, follow_traffic_rate, traffic_line, paused_for_measurement, WINDOW_S, fmt_ms, fmt_num, fmt_rate, get_engine, job_progress,
                            live_fragment, live_interval, pick_model, start_job, agents_controls, chart_refresh, measuring_job,
                            stop_when_idle, running_traffic, replaced_note, settings_held_by)
 
@@ -260,6 +260,8 @@ with controls:
                              "Under Poisson arrivals these are two independent streams. "
                              "Each class's figures appear below the tiles.")
         agents_controls("traffic", narrow=True)
+        pending_traffic(engine, model, "traffic_rate", TRAFFIC_CLASSES[cls or "one stream"],
+                        "traffic_rows")
         # (a row that wraps: two columns cut both labels to "St..." at 1024 px; a newcomer)
         b1 = b2 = st.container(horizontal=True)
         # Actions run as on_click callbacks: they run before the rerun starts, so a click

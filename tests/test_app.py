@@ -2523,6 +2523,15 @@ def test_a_reload_shows_the_running_traffics_rows_beside_its_rate(engine):
         at.selectbox(key="batching_model").set_value("tiny").run()
         assert at.number_input(key="traffic_rate").value == 50
         assert at.number_input(key="traffic_rows").value == 4
+        pending = [c.value for c in at.caption if c.value.startswith("The traffic running")]
+        assert pending == []                     # (the boxes say what runs)
+        # another rate typed: sent only at Start, said (it changed nothing, unsaid, beside
+        # sliders that apply live; a newcomer)
+        at.number_input(key="traffic_rate").set_value(250).run()
+        pending = [c.value for c in at.caption if c.value.startswith("The traffic running")]
+        assert pending == ["The traffic running sends 50 req/s, 4 row(s): what the boxes say "
+                           "is sent once you press Start (it replaces the running "
+                           "traffic)."], pending
     finally:
         engine.stop_traffic()
 
