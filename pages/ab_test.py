@@ -291,9 +291,15 @@ def arms() -> None:
                                             icon=":material/analytics:")
     if full.segment > 1:
         started = clock_time(full.segment_started)   # (as the charts' axes)
+        moved = (full.mode in ("random", "sticky") and "B's share" in
+                 (reason := full.segment_reason or "") and not reason.endswith(
+                     f"→ {full.b_share:.2f}"))   # (read as the last change; a newcomer)
         st.caption(f"Comparing requests since {started} (segment {full.segment}), when "
-                   f"{full.segment_reason}: samples from before a change are kept apart, "
-                   "never mixed with those after.")
+                   f"{full.segment_reason}"
+                   + (f" (B's share is {full.b_share:.2f} now: a split between 0 and 1 "
+                      "changed again goes on in the same segment)" if moved else "")
+                   + ": samples from before a change are kept apart, never mixed with "
+                   "those after.")
         title, lines = segment_words(full.previous_segments, full.segment)
         with st.expander(title):
             for line in lines:

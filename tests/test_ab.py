@@ -1021,6 +1021,24 @@ def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_ar
     assert lines[0].startswith("**Segment 4**") and "7 requests. verdict 4" in lines[0]
     assert lines[1].startswith("**Segments 2-3**") and lines[1].endswith("the last after: y")
     assert lines[2].startswith("**Segment 1**") and "40 requests" in lines[2]
+    # an ended segment where every caller went to one arm says what that arm served (it
+    # read "Not enough data yet ... Every caller goes to B now"; a newcomer), and "yet" is
+    # not said of a segment that gets no more
+    promoted = {"segment": 6, "started": 1006.0, "ended": 1007.0, "reason": "promoted",
+                "report": {"total_requests": 2509, "mode": "random", "b_share": 1.0,
+                           "verdict": "Not enough data yet: 0 latencies for A. Every "
+                                      "caller goes to B (clf-v2) now",
+                           "arms": {"a": {"model": "clf-v1", "requests": 0},
+                                    "b": {"model": "clf-v2", "requests": 2509,
+                                          "p50_ms": 4.2, "p99_ms": 9.5,
+                                          "error_rate": 0.0}}}}
+    title, lines = segment_words([seg(5, 40), promoted], 7)
+    assert lines[0].endswith("2,509 requests. Every caller went to B (clf-v2): p50 4.2 ms, "
+                             "p99 9.5 ms, error rate 0% (nothing to compare it with in the "
+                             "same segment)."), lines[0]
+    short = {**seg(5, 3), "report": {"total_requests": 3, "verdict": "Not enough data yet: "
+                                     "1 latencies for A and 2 for B"}}
+    assert "Not enough data: 1 latencies" in segment_words([short], 6)[1][0]
     # the last comparison kept beside the newest: the gap said (segments 2-6 went unsaid
     # under "Earlier segments (5)"; a reviewer)
     title, lines = segment_words([seg(1, 10), seg(7, 3), seg(8, 3), seg(9, 3), seg(10, 3)],

@@ -594,6 +594,22 @@ def test_warmup_page_says_whose_sizes_it_shows(engine):
             engine.warmup("tiny", iterations=2, purpose=purpose)
 
 
+def test_ab_page_says_where_the_split_is_now_beside_the_change_that_began_its_segment(
+        engine):
+    """Ten arrow-key steps from 1.00 to 0.55 read "segment 2, when B's share 1.00 -> 0.95"
+    beside a 45/55 split (a newcomer): the change that began the segment, and the split
+    now."""
+    engine.create_ab("moved", a="clf-v1", b="clf-v2", b_share=1.0, seed=0)
+    engine.update_ab("moved", b_share=0.95)
+    engine.update_ab("moved", b_share=0.55)
+    at = app("pages/ab_test.py")
+    at.selectbox(key="ab_exp").set_value("moved").run()
+    said = [c.value for c in at.caption if c.value.startswith("Comparing requests since")]
+    assert len(said) == 1 and "(segment 2), when B's share 1.00 → 0.95 (B's share is 0.55 " \
+        "now: a split between 0 and 1 changed again goes on in the same segment)" in \
+        said[0], said
+
+
 def test_ab_page_runs_an_a_a_test(engine):
     """An A/A test (one model as both arms) was refused; taken now, the page draws it with
     the arms named and says what it is."""

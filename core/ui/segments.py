@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.ui.fmt import clock_time
+from core.ui.fmt import clock_time, fmt_ms, fmt_pct
 
 __all__ = ["segment_words"]
 
@@ -38,7 +38,7 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
                      f"{clock(seg['ended'])}" + (f", after: {seg['reason']}" if seg["reason"]
                                                  else "") + f"): "
                      f"{seg['report']['total_requests']:,} requests. "
-                     + (seg["report"]["verdict"] or "No verdict."))
+                     + _closed_verdict(seg["report"]))
     flush()
     # the segments not kept: before the first kept, and between kept ones (the last
     # comparison is kept however old; the gaps went unsaid; a reviewer)
@@ -67,3 +67,22 @@ def _ranges(numbers: list[int]) -> str:
         if n is not None:
             start = prev = n
     return ", ".join(out)
+
+
+def _closed_verdict(report: dict[str, Any]) -> str:
+    """An ended segment's verdict: for one where every caller went to one arm (promoted
+    or rolled back), what that arm served (its verdict read "Not enough data yet ... Every
+    caller goes to B now" of a segment that can get no more, and left out B's p50 and p99
+    under all the load; a newcomer)."""
+    share, mode = report.get("b_share"), report.get("mode")
+    arms = report.get("arms") or {}
+    if mode in ("random", "sticky") and share in (0.0, 1.0):
+        key = "b" if share == 1.0 else "a"
+        arm = arms.get(key) or {}
+        if arm.get("requests"):
+            return (f"Every caller went to {key.upper()} ({arm.get('model', '?')}): "
+                    f"p50 {fmt_ms(arm.get('p50_ms'))}, p99 {fmt_ms(arm.get('p99_ms'))}, "
+                    f"error rate {fmt_pct(arm.get('error_rate'))} (nothing to compare it "
+                    "with in the same segment).")
+    # (a segment that ended gets no more: "yet" promised what cannot come)
+    return (report.get("verdict") or "No verdict.").replace(" yet:", ":")
