@@ -598,9 +598,11 @@ with st.container(border=True):
         pick = h1.selectbox("Run", ids, key=f"hist_pick_{ids[0]}", format_func=label.get)
         h2.download_button(f"Export run {pick} as CSV", store.export_csv(pick),
                            file_name=f"run-{pick}.csv", key="hist_csv")
-        # (the table's settings column is cut at 1024 px: the picked run's, whole; a newcomer)
-        st.caption(f"Run {pick}'s settings: {words[ids.index(pick)][0]}")
         pick_cfg = runs.loc[runs["id"] == pick, "config"].iloc[0]
+        # (the table's settings column is cut at 1024 px: the picked run's whole, values
+        # too: "inputs=generated: random values of each inpu..."; newcomers)
+        st.caption(f"Run {pick}'s settings: " + run_config_words(
+            pick_cfg, label[pick], cut=400)[0])
         pick_cfg = pick_cfg if isinstance(pick_cfg, dict) else {}
         sweep_of = pick_cfg.get("model") if "max_batch_sizes" in pick_cfg \
             and "search" not in pick_cfg else None

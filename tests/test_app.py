@@ -1492,6 +1492,15 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
     colour = {t.name: t.marker.color for t in charts.runs_figure(two).data}
     alone = charts.runs_figure(two[two["run_id"] == 9]).data[0]
     assert alone.marker.color == colour["run 9: b"] != colour["run 3: a"]
+    # few points name their setting; one load is not spread across the width (199.34 to
+    # 199.365 req/s filled the axis; a newcomer)
+    same_load = pd.DataFrame({"run_id": [1, 1], "run": ["r", "r"], "max_batch_size": [8, 32],
+                              "max_wait_ms": [2.0, 2.0], "load": [200.0, 200.0],
+                              "achieved_rps": [199.34, 199.365], "p99_ms": [26.8, 6.5]})
+    drawn = charts.runs_figure(same_load)
+    assert list(drawn.data[0].text) == ["8 / 2 ms", "32 / 2 ms"]
+    low, high = drawn.layout.xaxis.range
+    assert low < 199.34 * 0.9 and high > 199.365 * 1.1
     mem = pd.DataFrame({"batch_size": [1, 8], "peak_mib": [0.07, 0.004], "run_ms": [0.1, 0.2],
                         "error": [None, None]})
     small = charts.memory_figure(mem)
@@ -1677,8 +1686,10 @@ def test_a_past_sweep_opens_from_the_history_with_its_answer_and_exports(engine,
     label.set_value(older).run()
     assert not at.button(key="hist_open").disabled
     # the picked run's settings whole (the table's column is cut at 1024 px; a newcomer)
-    assert any(c.value.startswith(f"Run {older}'s settings: batch 2, 4 · wait 0 ms")
-               for c in at.caption), [c.value for c in at.caption]
+    said = [c.value for c in at.caption if c.value.startswith(f"Run {older}'s settings: ")]
+    assert len(said) == 1 and said[0].startswith(f"Run {older}'s settings: batch 2, 4 · "
+                                                 "wait 0 ms"), said
+    assert "inputs=generated: " in said[0] and "..." not in said[0], said   # (values whole)
     at.button(key="hist_open").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == f"Run {older} of tiny, from the history" for h in at.subheader)

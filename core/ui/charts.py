@@ -293,14 +293,26 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
         name = pts["run"].iloc[0] if "run" in pts else ""
         labels = [f"batch {int(b)}, wait {w:g} ms, load {v:g}" for b, w, v in
                   zip(pts["max_batch_size"], pts["max_wait_ms"], pts["load"])]
+        # each point named by its setting where few are drawn (only the run was: batch 8
+        # and 32 told apart by hovering; a newcomer)
+        few = len(frame) <= 12
         fig.add_trace(go.Scatter(
-            x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers", name=f"run {rid}: {name}",
-            text=labels, hovertemplate="%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
+            x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers+text" if few else "markers",
+            name=f"run {rid}: {name}",
+            text=[f"{int(b)} / {w:g} ms" for b, w in zip(pts["max_batch_size"],
+                                                       pts["max_wait_ms"])] if few else None,
+            textposition="top center", customdata=labels,
+            hovertemplate="%{customdata}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
             marker=dict(size=10, color=palette[k % len(palette)],
                         symbol=_SYMBOLS[k % len(_SYMBOLS)])))
     # Named even when only one run is drawn (plotly hides a lone trace's legend).
     fig.update_layout(showlegend=True)
-    return _throughput_p99_layout(fig, frame, title, height=380)
+    fig = _throughput_p99_layout(fig, frame, title, height=380)
+    if not frame.empty:   # (one load: 199.34 to 199.365 req/s across the width; a newcomer)
+        lo, hi = float(frame["achieved_rps"].min()), float(frame["achieved_rps"].max())
+        if hi > 0 and hi - lo < 0.05 * hi:
+            fig.update_xaxes(range=[0.8 * lo, 1.2 * hi])
+    return fig
 
 
 def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,

@@ -175,21 +175,22 @@ def _seq(v: Any) -> str:
     return ", ".join(_num(x) for x in items)
 
 
-def run_config_words(config: Any, name: str = "") -> tuple[str, str]:
+def run_config_words(config: Any, name: str = "", cut: int = 40) -> tuple[str, str]:
     """A history run's settings as a line people read ('batch 8, 32 · wait 0, 2 ms · rate
     300, 1,500 req/s · 2 s a point · p99 ≤ 200 ms'), and its state ('complete', 'partial':
     still running or cut off, 'stopped': cancelled with its points kept). Keys it does not
-    know are shown as ``key=value``; a long value is cut; the model is named unless
+    know are shown as ``key=value``; a value past ``cut`` characters is cut; the model is
+    named unless
     ``name`` (the run's) already does. A config saved by hand in any other shape is shown
     as its text, never an error."""
     try:
-        return _config_words(dict(config or {}), name)
+        return _config_words(dict(config or {}), name, cut)
     except (TypeError, ValueError):
         text = str(config)
         return (text if len(text) <= 200 else text[:197] + "..."), "complete"
 
 
-def _config_words(c: dict[str, Any], name: str) -> tuple[str, str]:
+def _config_words(c: dict[str, Any], name: str, cut: int) -> tuple[str, str]:
     partial, complete = c.pop("partial", False), c.pop("complete", True)
     state = "partial" if partial else "complete" if complete else "stopped"
     model = c.pop("model", None)
@@ -220,7 +221,7 @@ def _config_words(c: dict[str, Any], name: str) -> tuple[str, str]:
         if v is None or v == [] or v == {}:
             continue
         text = _seq(v) if isinstance(v, (list, tuple)) else _num(v)
-        out.append(f"{k}={text if len(text) <= 40 else text[:37] + '...'}")
+        out.append(f"{k}={text if len(text) <= cut else text[:cut - 3] + '...'}")
     return " · ".join(out), state
 
 
