@@ -219,6 +219,13 @@ def test_the_html_report_of_a_sweep_is_self_contained_and_says_what_it_found():
     assert len(html) > 1_000_000  # plotly.js is inlined
     assert html.count("⚠ unstable") == 2 and 'class="unstable baseline"' in html
     assert "Memory vs p99" in html and "<dt>cpus</dt>" in html
+    # the grid's sizes and waits as asked, the model's own said apart ("max waits 2 ms,
+    # 5 ms" under a grid of 2 ms, the 5 its baseline; a newcomer)
+    grid = sweep_report({**run, "config": {**run["config"], "max_batch_sizes": [8],
+                                           "max_waits_ms": [1.0]}})
+    assert "<dt>max batch sizes</dt><dd>8</dd>" in grid
+    assert "<dt>the model&#x27;s own (the baseline)</dt><dd>max batch size 32, max wait 1 " \
+        "ms</dd>" in grid
     # headers in words, as on the page, and the table scrolls in its box (2,092 px of
     # column names pushed the disturbed column off a 1,400 px window)
     assert "<th>p99 (ms)</th>" in html and "<th>p99_ci_high_ms</th>" not in html
