@@ -406,6 +406,13 @@ if result and result[0] == model:
                                    help="Batchlab engine replicas on Ray Serve (serve deploy); "
                                         "the batch settings are the deployment's user_config, "
                                         "max_ongoing_requests twice max_batch_size.")
+                # (JSON has no comments: the runtime it names is said here, not only in a
+                # tooltip; a newcomer)
+                st.caption("MLServer's file names Batchlab's ONNX runtime: copy "
+                           "core/peers/mlserver_runtime.py as batchlab_onnx_runtime.py next "
+                           "to it (or put your own runtime in `implementation`). Every "
+                           "other file says in its first lines which run chose the "
+                           "settings.")
 
 # -- what-if ---------------------------------------------------------------------------------------
 WHAT_IF_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
