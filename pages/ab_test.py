@@ -289,6 +289,13 @@ def arms() -> None:
                                     "Batching page shows them).")
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
+    restored = (getattr(engine, "server_info", lambda: {})() or {}).get("restored") or {}
+    if exp in (restored.get("experiments") or ()) and full.segment == 1:
+        # (a restart kept the arms and split, not the figures: 20,640 requests and their
+        # verdict went unsaid, segment 1 reading "no requests"; a newcomer)
+        st.caption(f"{exp} was restored from the engine server's state folder when the "
+                   "server started: its arms, split and mode came back; its figures and "
+                   "segments from before are not kept.")
     if full.segment > 1:
         started = clock_time(full.segment_started)   # (as the charts' axes)
         moved = (full.mode in ("random", "sticky") and "B's share" in

@@ -610,6 +610,22 @@ def test_ab_page_says_where_the_split_is_now_beside_the_change_that_began_its_se
         said[0], said
 
 
+def test_ab_page_says_a_restored_experiment_kept_no_figures(engine, monkeypatch):
+    """After a restart an experiment came back with its arms and split, its 20,640
+    requests and verdict gone, and segment 1 read "no requests", unsaid (a newcomer)."""
+    from core.ui.fmt import restart_words
+    engine.create_ab("back", a="clf-v1", b="clf-v2", b_share=0.5, seed=0)
+    monkeypatch.setattr(engine, "server_info",
+                        lambda: {"restored": {"experiments": ["back"]}}, raising=False)
+    at = app("pages/ab_test.py")
+    at.selectbox(key="ab_exp").set_value("back").run()
+    assert any(c.value.startswith("back was restored from the engine server's state folder")
+               and c.value.endswith("its figures and segments from before are not kept.")
+               for c in at.caption), [c.value for c in at.caption]
+    assert "their figures and earlier segments are not kept." in restart_words(
+        None, {"experiments": ["back"], "root": "/x"})
+
+
 def test_ab_page_runs_an_a_a_test(engine):
     """An A/A test (one model as both arms) was refused; taken now, the page draws it with
     the arms named and says what it is."""
