@@ -100,7 +100,9 @@ if not experiments:
         "of one on the Models page."))
     st.stop()
 if st.session_state.get("ab_exp") not in experiments:
-    st.session_state["ab_exp"] = experiments[0]
+    # the newest (a new tab opened the first, and Promote went to an older experiment
+    # than the one just made; a newcomer)
+    st.session_state["ab_exp"] = experiments[-1]
 exp = st.selectbox("Experiment", experiments, key="ab_exp")
 report = engine.ab_report(exp)
 if report.mode != "bandit":   # (the bandit's split is its own: no slider then)

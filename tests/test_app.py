@@ -626,6 +626,15 @@ def test_ab_page_says_a_restored_experiment_kept_no_figures(engine, monkeypatch)
         None, {"experiments": ["back"], "root": "/x"})
 
 
+def test_ab_page_opens_on_the_newest_experiment(engine):
+    """A new tab opened the first experiment, and a Promote meant for the one just made
+    went to an older one (a newcomer)."""
+    engine.create_ab("older", a="clf-v1", b="clf-v2", seed=0)
+    engine.create_ab("newest", a="clf-v1", b="clf-v2", seed=0)
+    at = app("pages/ab_test.py")
+    assert at.selectbox(key="ab_exp").value == "newest"
+
+
 def test_ab_page_runs_an_a_a_test(engine):
     """An A/A test (one model as both arms) was refused; taken now, the page draws it with
     the arms named and says what it is."""
