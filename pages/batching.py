@@ -531,8 +531,10 @@ with st.container(border=True):
         # the slider moved; a replay during a sweep ran the sweep's point; an adversary)
         ran_wait = replay_job.result.get("max_wait_ms", cur_cfg.max_wait_ms)
         if "max_batch_size" in replay_job.result:
+            sent = (f", {int(summary['requests'].max()):,} requests to each policy"
+                    if "requests" in summary and len(summary) else "")
             st.caption(f"Replayed with max_batch_size={replay_job.result['max_batch_size']} "
-                       f"and max_wait_ms={ran_wait:g}."
+                       f"and max_wait_ms={ran_wait:g}{sent}."
                        + (f" {short}" if (short := st.session_state.get("bs_replay_short"))
                           else ""))
         if cold := replay_job.result.get("cold"):
@@ -551,7 +553,7 @@ with st.container(border=True):
         # newcomer); the SLO is said once in the verdict, the batches beside mean batch
         st.dataframe(summary, hide_index=True, key="bs_replay_table", column_order=[
             "policy", "within_slo", "p99_ms", "p50_ms", "goodput_rps", "mean_batch_rows",
-            "requests", "batches"], column_config={
+            "batches"], column_config={   # (requests: said above; "batches" was cut)
             c: st.column_config.NumberColumn(c[:3], format="%.2f ms") for c in ("p50_ms", "p99_ms")}
             | {"mean_batch_rows": st.column_config.NumberColumn("mean batch", format="%.1f"),
                "slo_ms": st.column_config.NumberColumn("SLO", format="%g ms"),

@@ -90,14 +90,15 @@ else:
                 f"({fmt_ranges(sizes)}). Warm up again to see this model at its own sizes.",
                 icon=":material/info:")
     st.plotly_chart(charts.warmup_figure(report.frame), key="warmup_chart")
-    # (labelled: the raw names read as code, and the last was cut at 1024 px; a newcomer)
+    # (labelled: the raw names read as code, and the last was cut at 1024 px; newcomers:
+    # the unit in each cell, the headers short enough for every column to fit)
     st.dataframe(report.frame, hide_index=True, key="warmup_table",
-                 column_config={"batch_size": st.column_config.NumberColumn("batch size"),
+                 column_config={"batch_size": st.column_config.NumberColumn("batch"),
                                 "iterations": st.column_config.NumberColumn("runs")} |
-                 {c: st.column_config.NumberColumn(label, format="%.3f")
-                  for c, label in (("cold_ms", "cold (ms)"), ("warm_p50_ms", "warm p50 (ms)"),
-                                   ("warm_p95_ms", "warm p95 (ms)"),
-                                   ("warm_min_ms", "warm min (ms)"))} |
+                 {c: st.column_config.NumberColumn(label, format="%.3f ms")
+                  for c, label in (("cold_ms", "cold"), ("warm_p50_ms", "warm p50"),
+                                   ("warm_p95_ms", "warm p95"),
+                                   ("warm_min_ms", "warm min"))} |
                  {"cold_over_warm": st.column_config.NumberColumn("cold / warm",
                                                                   format="%.1fx")})
     if slow := report.disturbed_sizes:

@@ -1880,7 +1880,7 @@ def test_batching_page_says_a_replay_of_less_than_two_seconds(engine, monkeypatc
     assert job.state == "done", job.error
     at.run()
     said = [c.value for c in at.caption if c.value.startswith("Replayed with")]
-    assert said and said[0].startswith("Replayed with max_batch_size=8 and max_wait_ms=1.") \
+    assert said and said[0].startswith("Replayed with max_batch_size=8 and max_wait_ms=1, ") \
         and "The trace keeps a model's last 30 requests: " in said[0] \
         and "of the 2 s at that rate, which is what was replayed." in said[0], said
 
