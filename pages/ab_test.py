@@ -192,7 +192,8 @@ def _reset() -> None:
         st.session_state["ab_error"] = f"not reset: {err}"
 
 
-left, right = st.columns([1, 2], gap="large")
+# (a large gap wrapped each routing label on 3-4 lines at 1024 px; a newcomer)
+left, right = st.columns([1, 2], gap="small")
 with left:
     with st.container(border=True):
         st.markdown(f"**A** = `{report.a}` · **B** = `{report.b}` · mode `{report.mode}`")
