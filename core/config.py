@@ -51,6 +51,19 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
+def _shown_number(value: Any) -> str:
+    """A number in a refusal as people write it: a whole one with thousands separators
+    ('100,000', not '100000.0'), a fraction or one past 1e15 as ``%g`` ('2.5', '1e+300',
+    not its 301 digits), anything else (a bool, a word, 10**400) as :func:`_shown`."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            v = float(value)
+            return f"{value:,.0f}" if v.is_integer() and abs(v) < 1e15 else f"{v:g}"
+        except (OverflowError, ValueError, TypeError):   # (10**400)
+            pass
+    return _shown(value)
+
+
 def plain(value: Any) -> Any:
     """A numpy number as the Python one (a notebook's np.int64(8)); anything else as it is.
     The checks here take Python numbers: a RemoteEngine's wire made numpy's so, and an

@@ -13,7 +13,7 @@ import numbers
 import threading
 from typing import Any, Callable, Sequence
 
-from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, _shown,
+from core.config import (BatchConfig, SessionConfig, _check_float, _check_int, _shown_number,
                          as_list, as_seed, plain)
 from core.errors import ConfigError, EngineClosedError
 from .stability import StabilityRule
@@ -78,15 +78,8 @@ def check_rate_range(rates_rps: Sequence[Any], max_rps: float = 1_000_000.0) -> 
         except OverflowError:
             return True
     if bad := [r for r in rates_rps if out(r)]:
-        try:
-            shown = (f"{bad[0]:,.0f}" if not isinstance(bad[0], bool)
-                     and float(bad[0]).is_integer() and abs(float(bad[0])) < 1e15
-                     else f"{float(bad[0]):g}" if isinstance(bad[0], (int, float))
-                     and not isinstance(bad[0], bool) else _shown(bad[0]))
-        except (TypeError, ValueError, OverflowError):   # (10**400, NaN, inf)
-            shown = _shown(bad[0])
-        raise ConfigError(f"load {shown} req/s: a rate is a number above 0 and at most "
-                          f"{max_rps:,.0f} req/s")
+        raise ConfigError(f"load {_shown_number(bad[0])} req/s: a rate is a number above 0 "
+                          f"and at most {max_rps:,.0f} req/s")
 
 
 def check_rates(rates_rps: Sequence[float], duration_s: float,

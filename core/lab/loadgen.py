@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from core.batching import Prediction
-from core.config import _check_choice, _check_float, _check_int, _shown
+from core.config import _check_choice, _check_float, _check_int, _shown_number
 from core.errors import ConfigError
 from core.metrics import helpers_cpu_s
 from .schedule import ARRIVAL_PATTERNS, YIELD_GAP_S, paced, run_schedule
@@ -399,14 +399,9 @@ def check_clients(concurrencies: Any) -> list[int]:
     for c in concurrencies:   # (range first: float(10**400) overflows)
         if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) \
                 or not 1 <= c <= MAX_CLIENTS or not float(c).is_integer():
-            try:   # ("100000.0 clients"; a newcomer)
-                shown = (f"{c:,.0f}" if not isinstance(c, (bool, str))
-                         and float(c).is_integer() and abs(float(c)) < 1e15
-                         else f"{float(c):g}" if isinstance(c, (int, float))
-                         and not isinstance(c, bool) else _shown(c))
-            except (TypeError, ValueError, OverflowError):   # (10**400, None, ...)
-                shown = _shown(c)
-            raise ConfigError(f"{shown} clients: a closed loop's clients are whole numbers from "
-                              f"1 to {MAX_CLIENTS:,} (each is a thread here)")
+            # ("100000.0 clients"; a newcomer)
+            raise ConfigError(f"{_shown_number(c)} clients: a closed loop's clients are "
+                              f"whole numbers from 1 to {MAX_CLIENTS:,} (each is a thread "
+                              "here)")
         out.append(int(c))
     return out
