@@ -1198,6 +1198,12 @@ def test_requests_to_a_closed_engine_are_counted_by_no_arm(mode):
     x = e.sample_input("clf-v1", rows=1)
     for _ in range(60):
         e.predict("exp", x)
+    # B's shadow copies settle after the callers' answers: all 60 counted before the report
+    # is taken (the last one settled during close() on a busy CI machine: 59 then 60)
+    deadline = time.monotonic() + WAIT_S
+    while mode == "shadow" and time.monotonic() < deadline and \
+            e.ab_report("exp").to_dict()["arms"]["b"]["shadow_copies"] < 60:
+        time.sleep(0.01)
     before = (e.ab_report("exp").to_dict(), e.metrics("exp").to_dict()["total_requests"])
     e.close()
     for target in ("exp",) * 60 + ("clf-v1",):
