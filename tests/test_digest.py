@@ -46,7 +46,7 @@ def test_a_digest_summarises_as_the_rows_do():
     by_digest = LoadResult("open", f.iloc[:0], 3.6, 2.0, digest=d).summary()
     assert list(by_digest) == list(by_rows)                  # the same fields, in order
     for k in ("mode", "sent", "succeeded", "failed", "error_rate", "achieved_rps",
-              "max_lag_ms", "agents", "lost"):
+              "max_lag_ms", "agents", "lost", "max_batch_rows"):
         assert by_digest[k] == by_rows[k], k
     for k in ("mean_batch_rows", "mean_queue_ms", "mean_compute_ms"):
         assert by_digest[k] == pytest.approx(by_rows[k], rel=1e-9), k

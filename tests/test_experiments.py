@@ -399,6 +399,9 @@ def test_sweep_with_several_rows_per_request():
         frame = sweep(engine, "tiny", [8], [0.0], rates_rps=[100], duration_s=0.3,
                       rows_per_request=3)
     assert (frame["mean_batch_rows"] >= 3).all()
+    # the largest batch a request rode in: at least the mean, at most the limit
+    assert ((frame["max_batch_rows"] >= frame["mean_batch_rows"])
+            & (frame["max_batch_rows"] <= frame["max_batch_size"])).all(), frame
 
 
 def test_pareto_frontier():
@@ -441,6 +444,33 @@ def test_ties_within_noise_go_to_the_smaller_settings():
     rec = recommend(frame, p99_slo_ms=10)
     assert (rec.max_batch_size, rec.max_wait_ms) == (8, 0.0)  # 32/2 is no better, provably
     assert rec.ties == ((32, 2.0),) and "1 other setting(s) did as well within noise" in rec.reason
+
+
+def test_settings_whose_batch_limit_never_acted_are_ties_and_the_smaller_is_chosen():
+    """A newcomer's sweep recommended 32 over 8 at a load where no batch reached 8 rows:
+    the two ran alike and 32's lower p99 (past the noise margin, on a disturbed point) was
+    the machine's. Counted as a tie, said why, and the smaller chosen; a limit that did act
+    (a batch of 8 rows) keeps them apart, as does a different wait."""
+    def sweep_of(rows_8: int, rows_32: int, wait_32: float = 2.0) -> pd.DataFrame:
+        return _frame([(32, wait_32, 1000, 1000, 1.00, 0.95, 1.05),
+                       (8, 2.0, 1000, 1000, 1.90, 1.50, 1.95)]).assign(
+            max_batch_rows=[rows_32, rows_8])
+    rec = recommend(sweep_of(6, 7), p99_slo_ms=3)
+    assert (rec.max_batch_size, rec.max_wait_ms, rec.ties) == (8, 2.0, ((32, 2.0),)), rec.reason
+    assert ("32/2 ms had a different p99 (1.00 ms against 1.00) but no batch reached 8 rows"
+            not in rec.reason)     # (named by the one that was not within noise)
+    assert ("8/2 ms had a different p99 (1.90 ms against 1.00) but no batch reached 8 rows "
+            "at that load: the batch limits never acted") in rec.reason
+    # requests of 3 rows: a batch of 6 under a limit of 8 was full (a third did not fit)
+    rec = recommend(sweep_of(3, 3).assign(rows_per_request=3), p99_slo_ms=3)
+    assert rec.max_batch_size == 8 and "within one request (3 rows) of 8" in rec.reason
+    for apart in (sweep_of(8, 7), sweep_of(6, 12), sweep_of(6, 7, wait_32=1.0),
+                  sweep_of(6, 3).assign(rows_per_request=3),
+                  sweep_of(6, 7).drop(columns="max_batch_rows"),
+                  sweep_of(6, 7).assign(max_batch_rows=[np.nan, 6])):
+        rec = recommend(apart, p99_slo_ms=3)
+        assert rec.max_batch_size == 32 and rec.ties == (), rec.reason
+        assert "limits never acted" not in rec.reason
 
 
 def test_the_highest_load_met_decides_and_unserved_loads_do_not_count():

@@ -202,6 +202,32 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
     return text
 
 
+def _limit_idle(at_top: pd.DataFrame, best: pd.Series, keys: list[str]) -> pd.Series:
+    """Per row: it differs from ``best`` in max batch size only, and one more request
+    would have fitted the largest batch of either (``max_batch_rows``) under the smaller
+    limit: the limits never acted, so the two ran alike and their p99s differ by noise (a
+    newcomer saw 32 chosen over 8 at a load where no batch reached 8, on a disturbed
+    point)."""
+    out = pd.Series(False, index=at_top.index)
+    if "max_batch_rows" not in at_top or not pd.notna(best.get("max_batch_rows")):
+        return out
+    for idx, r in at_top.iterrows():
+        if not pd.notna(r.max_batch_rows) or any(
+                k != "max_batch_size" and not (r[k] == best[k] or (pd.isna(r[k])
+                                                                 and pd.isna(best[k])))
+                for k in keys):
+            continue
+        out[idx] = (max(r.max_batch_rows, best.max_batch_rows) + _request_rows(r)
+                    <= min(r.max_batch_size, best.max_batch_size))
+    return out
+
+
+def _request_rows(row: pd.Series) -> int:
+    """The rows of one of the point's requests (1 for a frame that does not say)."""
+    v = row.get("rows_per_request")
+    return int(v) if v is not None and pd.notna(v) else 1
+
+
 def disturbed_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """The points of a sweep's (or search's) frame measured under disturbance (a non-empty
     ``disturbed`` note); none for a frame without the column."""
@@ -295,8 +321,10 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     # 90 % worse, with an interval apart from the best's, a tie.)
     best_hi = best["p99_ci_high_ms"] if not np.isnan(best["p99_ci_high_ms"]) else best["p99_ms"]
     margin = max(best["p99_ms"] * (1 + TIE_PCT / 100.0), best["p99_ms"] + TIE_MS)
-    ties = at_top[(at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= best_hi)
-                  | (at_top["p99_ms"] <= margin)]
+    in_noise = ((at_top["p99_ci_low_ms"].fillna(at_top["p99_ms"]) <= best_hi)
+                | (at_top["p99_ms"] <= margin))
+    idle = _limit_idle(at_top, best, keys)
+    ties = at_top[in_noise | idle]
     chosen = ties.sort_values(order, kind="stable").iloc[0]
     unit = "req/s" if kind == "rate" else "clients"
     settings = f"max_batch_size={int(chosen.max_batch_size)}, max_wait_ms={chosen.max_wait_ms:g}"
@@ -326,6 +354,17 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                    + "); this one waits least, then batches least"
                    + (", then uses fewest threads" if len(threads) > 1 else "")
                    + ": no waiting that the evidence does not show to help.")
+    same = ties[idle[ties.index] & ~in_noise[ties.index]]
+    if len(same):
+        b = int(min([best.max_batch_size, *same["max_batch_size"]]))
+        reason += (" " + ", ".join(f"{int(r.max_batch_size)}/{r.max_wait_ms:g} ms" for _, r
+                                   in same.head(4).iterrows())
+                   + f" had a different p99 ({', '.join(f'{v:.2f}' for v in same['p99_ms'][:4])}"
+                   f" ms against {best.p99_ms:.2f}) but "
+                   + (f"no batch reached {b} rows" if _request_rows(best) == 1 else
+                      f"no batch came within one request ({_request_rows(best)} rows) of {b}")
+                   + " at that load: the batch limits never acted, the settings ran alike, "
+                   "and the difference is the machine's; counted as a tie.")
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."

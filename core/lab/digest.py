@@ -88,6 +88,7 @@ def digest_frame(frame: Any) -> dict[str, Any]:
         "series": series,
         # sums for the summary's means (answered requests; batch rows where the answer said)
         "batch_rows_sum": int(rows[engine_side].sum()), "batch_rows_n": int(engine_side.sum()),
+        "batch_rows_max": int(rows[engine_side].max()) if engine_side.any() else 0,
         "queue_ms_sum": float(np.nansum(queue)), "queue_ms_n": int(np.isfinite(queue).sum()),
         "compute_ms_sum": float(np.nansum(compute)),
         "compute_ms_n": int(np.isfinite(compute).sum()),
@@ -104,6 +105,7 @@ class LoadDigest:
         self.sent = self.succeeded = 0
         self.errors: Counter[str] = Counter()
         self._sums = Counter()
+        self.max_batch_rows = 0     # the largest batch an answered request rode in
         self._seconds: dict[int, dict[str, Any]] = {}
         self.last_done_s = math.nan
 
@@ -118,6 +120,7 @@ class LoadDigest:
         for k in ("batch_rows_sum", "batch_rows_n", "queue_ms_sum", "queue_ms_n",
                   "compute_ms_sum", "compute_ms_n"):
             self._sums[k] += digest[k]
+        self.max_batch_rows = max(self.max_batch_rows, int(digest.get("batch_rows_max", 0)))
         for row in digest["series"]:
             sec = self._second(row["second"])
             sec["sent"] += row["sent"]
@@ -166,6 +169,7 @@ class LoadDigest:
             "max_ms": self.histogram.get_max_value() / 1000.0 if ok else math.nan,
             "mean_batch_rows": s["batch_rows_sum"] / s["batch_rows_n"]
             if s["batch_rows_n"] else math.nan,
+            "max_batch_rows": self.max_batch_rows if s["batch_rows_n"] else math.nan,
             "mean_queue_ms": s["queue_ms_sum"] / s["queue_ms_n"] if s["queue_ms_n"] else math.nan,
             "mean_compute_ms": s["compute_ms_sum"] / s["compute_ms_n"]
             if s["compute_ms_n"] else math.nan,

@@ -83,7 +83,9 @@ class LoadResult:
         """The run in figures. ``mean_batch_rows`` is the batch a request rode in, averaged
         over requests (what a caller saw; a sweep's column too): larger than the engine's
         rows per batch (``avg_batch_rows``, a replay's and the what-if's) when sizes vary,
-        since a big batch carries more requests (3.8 against 3.1 at one load)."""
+        since a big batch carries more requests (3.8 against 3.1 at one load).
+        ``max_batch_rows``: the largest batch any answered request rode in (below the max
+        batch size, that limit never acted: a sweep's ties read it)."""
         if self.digest is not None:
             d = self.digest
             span = self.duration_s if self.duration_s > 0 else float("nan")
@@ -92,7 +94,8 @@ class LoadResult:
             return {"mode": self.mode, **{k: fields[k] for k in _SUMMARY_FIELDS},
                     "max_lag_ms": self.max_lag_ms, "client_cpu_pct": self.client_cpu_pct,
                     "agents": len(self.agents), "lost": self.lost,
-                    "unanswered": int(d.errors.get(UNANSWERED, 0))}
+                    "unanswered": int(d.errors.get(UNANSWERED, 0)),
+                    "max_batch_rows": fields["max_batch_rows"]}
         f = self.frame
         ok = f[f["ok"]]
         n = len(f)
@@ -115,6 +118,8 @@ class LoadResult:
             "client_cpu_pct": self.client_cpu_pct,
             "agents": len(self.agents), "lost": self.lost,
             "unanswered": int((f["error"] == UNANSWERED).sum()),
+            "max_batch_rows": float(ok["batch_rows"].max())
+            if len(ok) and (ok["batch_rows"] > 0).any() else float("nan"),
         }
 
     def per_second(self) -> Any:

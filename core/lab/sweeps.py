@@ -43,7 +43,7 @@ SWEEP_COLUMNS = ["max_batch_size", "max_wait_ms", "load_kind", "load", "achieved
                  "p99_ci_high_ms", "measurements", "stable", "windows", "spread_rps_pct",
                  "spread_p99_pct", "policy", "latency_slo_ms", "instances", "slo_ms",
                  "goodput_rps", "baseline", "session_threads", "other_cpu_cores",
-                 "foreign_requests", "disturbed"]
+                 "foreign_requests", "disturbed", "max_batch_rows", "rows_per_request"]
 
 #: The settings a sweep pins for every point unless told otherwise (and names per row).
 PINNED_DEFAULTS = {"policy": "deadline", "latency_slo_ms": None, "instances": 1}
@@ -104,6 +104,7 @@ class PointMeasurer:
                             if self.session_before is not None else None)
         self._threads = self.own_threads
         self._submit = lambda x: engine.submit(model, x)
+        self.rows_per_request = int(rows_per_request)
         self._sample = lambda rng: engine.sample_input(
             model, rows=rows_per_request, seed=int(rng.integers(2**31)))
 
@@ -196,7 +197,8 @@ class PointMeasurer:
                 **self.pinned, "slo_ms": slo_ms, "goodput_rps": goodput,
                 "baseline": (int(bs), float(wait)) == self.own
                 and (self._threads == self.own_threads),
-                "session_threads": self._threads}
+                "session_threads": self._threads, "max_batch_rows": s.get("max_batch_rows"),
+                "rows_per_request": self.rows_per_request}
 
     def restore(self) -> None:
         """The model's own batch settings, pinned settings and session, as before; other

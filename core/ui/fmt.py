@@ -239,8 +239,8 @@ def column_formats(columns: Any) -> dict[str, str]:
     for c in map(str, columns):
         if c in _FRACTIONS:
             out[c] = "percent"
-        elif c == "mean_batch_rows":
-            out[c] = "%.1f"
+        elif c in ("mean_batch_rows", "max_batch_rows"):
+            out[c] = "%.1f" if c == "mean_batch_rows" else "%.0f"
         else:
             for end, form in _COLUMN_FORMATS:
                 if c.endswith(end):
@@ -256,7 +256,7 @@ SWEEP_TABLE_LABELS = {
     "load": "load", "achieved_rps": "served (req/s)", "goodput_rps": "goodput of offered (req/s)",
     "p50_ms": "p50 (ms)", "p99_ms": "p99 (ms)", "p99_ci_low_ms": "p99 95% CI from",
     "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors",
-    "mean_batch_rows": "request's batch (mean)",
+    "mean_batch_rows": "request's batch (mean)", "max_batch_rows": "largest batch",
     "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
 
 
@@ -278,6 +278,9 @@ COLUMN_HELP = {
               "it from (no request answered; in a quick search, no load met the limits).",
     **dict.fromkeys(("p99_ci_low_ms", "p99_ci_high_ms"), "The p99's 95 % interval, from the "
                     "order statistics. None: fewer than 20 requests answered, too few."),
+    "max_batch_rows": "The most rows a request of the point rode in: below the max batch, "
+                      "that limit never acted at this load. None: not known (a remote "
+                      "model's server does not say, or a run from before it was kept).",
     "session_threads": "ONNX Runtime's threads for one run in this setting. None: not a "
                        "setting Batchlab can change (a remote model's server owns them).",
     "load": "The load offered (in a quick search: where the best goodput was found; None: "

@@ -173,7 +173,8 @@ def _memory(frame: pd.DataFrame, memory: pd.DataFrame, load: float) -> go.Figure
 
 
 #: Columns of whole numbers (a frame with a missing value holds them as floats: "2.00").
-_WHOLE = frozenset({"max_batch_size", "session_threads", "load", "windows", "measurements"})
+_WHOLE = frozenset({"max_batch_size", "session_threads", "load", "windows", "measurements",
+                    "max_batch_rows"})
 
 
 def _cell(v: Any, col: str = "") -> str:
@@ -189,8 +190,8 @@ def _cell(v: Any, col: str = "") -> str:
 def _table(frame: pd.DataFrame) -> str:
     cols = [c for c in ("max_batch_size", "max_wait_ms", "session_threads", "load_kind", "load",
                         "achieved_rps", "goodput_rps", "p50_ms", "p99_ms", "p99_ci_low_ms",
-                        "p99_ci_high_ms", "error_rate", "mean_batch_rows", "windows",
-                        "spread_rps_pct", "spread_p99_pct", "measurements", "disturbed")
+                        "p99_ci_high_ms", "error_rate", "mean_batch_rows", "max_batch_rows",
+                        "windows", "spread_rps_pct", "spread_p99_pct", "measurements", "disturbed")
             if c in frame]
     # headers in words (wrapping), as on the page; the table scrolls inside its box
     head = "<tr><th>stable</th>" + "".join(
