@@ -293,7 +293,8 @@ def arms() -> None:
     (st.warning if significant else st.info)(full.verdict or "No traffic yet.",
                                             icon=":material/analytics:")
     restored = (getattr(engine, "server_info", lambda: {})() or {}).get("restored") or {}
-    if exp in (restored.get("experiments") or ()) and full.segment == 1:
+    if exp in (restored.get("experiments") or ()) and full.segment == 1 \
+            and exp not in (restored.get("segments_kept") or ()):
         # (a restart kept the arms and split, not the figures: 20,640 requests and their
         # verdict went unsaid, segment 1 reading "no requests"; a newcomer)
         st.caption(f"{exp} was restored from the engine server's state folder when the "

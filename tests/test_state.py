@@ -440,3 +440,89 @@ def test_a_sweeps_own_settings_are_kept_for_a_remote_model_too():
                                         "batch": {"max_batch_size": 1, "max_wait_ms": 20.0}}]}
     assert _owned(engine, state)["remotes"][0]["batch"] == {"max_batch_size": 8,
                                                             "max_wait_ms": 3.0}
+
+
+def _ab_with_two_segments(engine) -> None:
+    """An experiment with 40 requests in segment 1 and 20 in segment 2 (B promoted)."""
+    engine.load_model(identity_model(), name="a")
+    engine.load_model(identity_model(), name="b")
+    engine.create_ab("exp", a="a", b="b", b_share=0.5, seed=3)
+    x = np.ones((1, 3), np.float32)
+    for _ in range(40):
+        engine.predict("exp", x)
+    engine.update_ab("exp", b_share=1.0)            # promote: segment 2 begins
+    for _ in range(20):
+        engine.predict("exp", x)
+
+
+def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
+    """A restart brought an experiment back with its arms and split and nothing else: the
+    last comparison's verdict went with it (a newcomer). Its ended segments' reports come
+    back; a crash loses the segment under way (said, and numbered past); a graceful stop
+    keeps it too; a save after the final one writes nothing (it would drop that)."""
+    from core.ab.segments import RESTART_REASON
+    engine = Engine(demo_models=False)
+    try:
+        _ab_with_two_segments(engine)
+        before = engine.ab_report("exp").to_dict()
+        ended = before["previous_segments"][0]["report"]
+        crash = StateDir(tmp_path / "crash")
+        assert crash.save(engine)
+        final = StateDir(tmp_path / "final")
+        assert final.save(engine, final=True)
+        engine.predict("exp", np.ones((1, 3), np.float32))
+        assert not final.save(engine)               # the final save stands
+    finally:
+        engine.close()
+    for folder, under_way in (("crash", None), ("final", 20)):
+        again = Engine(demo_models=False)
+        try:
+            done = StateDir(tmp_path / folder).restore(again)
+            assert done["experiments"] == ["exp"] and done["segments_kept"] == ["exp"]
+            rep = again.ab_report("exp").to_dict()
+            segs = rep["previous_segments"]
+            assert segs[0]["segment"] == 1 and segs[0]["report"]["total_requests"] == 40
+            for key in ("verdict", "arms", "b_share", "mode"):
+                assert segs[0]["report"][key] == ended[key], key
+            assert rep["segment"] == 3 and rep["total_requests"] == 0
+            if under_way is None:
+                assert len(segs) == 1 and rep["segment_reason"] == (
+                    f"{RESTART_REASON}; segment 2, under way then, was not kept (the server "
+                    "did not stop gracefully)")
+            else:
+                assert [s["segment"] for s in segs] == [1, 2]
+                assert segs[1]["report"]["total_requests"] == under_way
+                assert segs[1]["reason"] == before["segment_reason"]
+                assert rep["segment_reason"] == RESTART_REASON
+            from core.ui.segments import segment_words
+            title, lines = segment_words(segs, rep["segment"])
+            one = [w for w in lines if w.startswith("**Segment 1**")]
+            assert one and "40 requests" in one[0], lines
+            if under_way is None:
+                assert lines[-1] == "Segment 2: not kept (this one is)", lines
+        finally:
+            again.close()
+
+
+def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
+    """The same through a real server: SIGTERM, then a start on the same folder."""
+    state = tmp_path / "state"
+    proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
+                         log_path=tmp_path / "server.log").start()
+    engine = RemoteEngine(proc.url, token=proc.token)
+    try:
+        _ab_with_two_segments(engine)
+        verdict = engine.ab_report("exp").verdict
+        engine.close()
+        assert proc.stop() == 0
+        proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
+                             log_path=tmp_path / "again.log").start()
+        engine = RemoteEngine(proc.url, token=proc.token)
+        rep = engine.ab_report("exp")
+        assert [s["segment"] for s in rep.previous_segments] == [1, 2], rep.previous_segments
+        assert rep.previous_segments[1]["report"]["total_requests"] == 20
+        assert rep.previous_segments[1]["report"]["verdict"] == verdict
+        assert rep.segment == 3 and rep.to_dict()["total_requests"] == 0
+    finally:
+        engine.close()
+        proc.stop()

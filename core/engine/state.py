@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.ab.segments import kept_segments, restore_segments
 from core.models import DEMO_MODELS
 
 __all__ = ["StateMethods"]
@@ -20,12 +21,13 @@ class StateMethods:
 
     _inputs: dict[str, Any]
 
-    def persistent_state(self) -> dict[str, Any]:
+    def persistent_state(self, final: bool = False) -> dict[str, Any]:
         """What a server keeps across a restart (:mod:`core.serving.state`): local models
         (name, content hash, batch and session settings, provenance), remote models (how
         they were added, credentials included: this stays in the process) and A/B
-        experiments, each list in the order they were made. No model bytes: those are
-        :meth:`model_bytes`."""
+        experiments (with their ended segments' reports), each list in the order they were
+        made. No model bytes: those are :meth:`model_bytes`. ``final`` (a graceful stop):
+        each experiment's segment under way too, as of now."""
         models, remotes = [], []
         for name in self.model_names():
             entry = self._ns.entry(name)
@@ -51,10 +53,17 @@ class StateMethods:
             experiments.append({"name": name, "a": exp.a, "b": exp.b,
                                 "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed,
                                 "bandit_slo_ms": exp.bandit.slo_ms,
-                                "bandit_floor": exp.bandit.floor})
+                                "bandit_floor": exp.bandit.floor, "segment": exp.segment,
+                                "segments": kept_segments(exp, current=final),
+                                **({"stopped": True} if final else {})})
         # built-in demo models unloaded: an engine makes them at start, so a restart must
         # unload them again (they came back, unreported)
         names = set(self.model_names())
         gone = [n for n in DEMO_MODELS if n not in names] if self.config.demo_models else []
         return {"models": models, "remotes": remotes, "experiments": experiments,
                 "demos_unloaded": gone}
+
+    def restore_ab_segments(self, name: str, saved: dict[str, Any]) -> None:
+        """Put experiment ``name``'s segments kept by :meth:`persistent_state` back (a
+        server's restart: :func:`core.ab.segments.restore_segments`)."""
+        restore_segments(self._ns.experiment(name), saved)

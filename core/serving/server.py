@@ -188,9 +188,10 @@ class EngineServer:
                  ", ".join(summary["experiments"]) or "none")
         return summary
 
-    def save_state(self) -> bool:
+    def save_state(self, final: bool = False) -> bool:
         """Write the state now (it is also written after every change a client makes and
-        every couple of seconds); True when something changed."""
+        every couple of seconds); True when something changed. ``final``: a graceful stop
+        (the A/B segments under way kept too)."""
         if self.state is None or self.engine.closed:
             return False
         try:
@@ -198,7 +199,7 @@ class EngineServer:
                 {"job_id": j.job_id, "kind": j.kind, "target": j.target,
                  "run_id": j.run_id, "progress": j.progress, "message": j.message}
                 for j in self.engine.jobs() if not j.finished])
-            return self.state.save(self.engine)
+            return self.state.save(self.engine, final=final)
         except Exception:  # noqa: BLE001 - keep serving; say why the state is not kept
             log.exception("could not save the engine's state to %s", self.state.root)
             return False
@@ -403,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     stop.wait()
     log.info("stopping: answering the requests already received")
     trimmer.stop()
-    server.save_state()
+    server.save_state(final=True)
     server.stop_accepting()
     engine.close()  # finishes every request it has queued; their answers go out
     # A client between two requests on a keep-alive connection is given 2 s to send its

@@ -9,7 +9,9 @@ A model repository in Triton's layout, so the folder is also one Triton can serv
     STATE/models/NAME/inputs.npz        its real inputs, when it has some (set_inputs)
     STATE/remotes.json                  remote models: how each was added (headers
                                         included, so the file is readable by its owner only)
-    STATE/experiments.json              A/B experiments: arms, split, mode, seed
+    STATE/experiments.json              A/B experiments: arms, split, mode, seed, the
+                                        ended segments' reports (and, at a graceful stop,
+                                        the one under way)
     STATE/demos_unloaded.json           built-in demo models unloaded (unloaded again at
                                         start: an engine makes them all)
     STATE/jobs.json                     jobs running at the last save (a job found there at
@@ -149,12 +151,17 @@ class StateDir:
         self._pending_models: set[str] = set()
         self._written: dict[str, str] = {}     # model -> its settings as last written
         self._jobs_saved: str | None = None
+        self._stopped = False    # the final save (a graceful stop) was written
 
     # -- saving ----------------------------------------------------------------------
-    def save(self, engine: Any) -> bool:
-        """Write what changed since the last save; True when anything was written."""
+    def save(self, engine: Any, final: bool = False) -> bool:
+        """Write what changed since the last save; True when anything was written.
+        ``final`` (a graceful stop): the A/B segments under way are kept too."""
         with self._lock:
-            state = _owned(engine, _plain(engine.persistent_state()))
+            if self._stopped and not final:   # (a periodic save after the final one
+                return False                  # would drop the segments it kept)
+            self._stopped = self._stopped or final
+            state = _owned(engine, _plain(engine.persistent_state(final=final)))
             names = {m["name"] for m in state["models"]} | {r["name"] for r in state["remotes"]}
             self._pending_remotes = [r for r in self._pending_remotes if r["name"] not in names]
             state["remotes"] += self._pending_remotes
@@ -289,6 +296,10 @@ class StateDir:
                                  **{k: exp[k] for k in ("bandit_slo_ms", "bandit_floor")
                                     if k in exp})
                 done["experiments"].append(exp["name"])
+                if exp.get("segments") or exp.get("segment"):
+                    engine.restore_ab_segments(exp["name"], exp)
+                    if exp.get("segments"):
+                        done.setdefault("segments_kept", []).append(exp["name"])
             except (BatchlabError, KeyError, ValueError, TypeError) as err:
                 self._pending_experiments.append(exp)
                 done["failed"].append({"name": exp.get("name"), "kind": "experiment",

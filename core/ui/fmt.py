@@ -342,8 +342,9 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
         parts.append(("It came back with " + "; ".join(back) if back
                       else "Nothing was kept to come back") + f" from {restored.get('root')}.")
         if restored.get("experiments"):   # (20,640 requests and a verdict went unsaid)
-            parts.append("A/B experiments come back with their arms, split and mode; their "
-                         "figures and earlier segments are not kept.")
+            parts.append("A/B experiments come back with their arms, split and mode, and "
+                         "the reports of their segments (the one under way too after a "
+                         "graceful stop; a crash loses it); their live figures start again.")
         if restored.get("demos_unloaded"):
             parts.append(f"Demo models unloaded before stay unloaded "
                          f"({_names(restored['demos_unloaded'])}).")

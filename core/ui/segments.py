@@ -47,7 +47,9 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
     newest = bool(gone) and gone == list(range(1, len(gone) + 1))   # (the last N kept)
     if gone:
         lines.append(f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept "
-                     + (f"(the last {len(previous)} are)" if newest else
+                     + (("(the last is)" if len(previous) == 1 else
+                         f"(the last {len(previous)} are)") if newest else
+                        "(this one is)" if len(previous) == 1 else
                         f"(these {len(previous)} are)"))
     title = (f"Earlier segments ({len(previous)})" if not gone else
              f"Earlier segments (the last {len(previous)} of {current - 1})" if newest else
