@@ -47,7 +47,7 @@ __all__ = ["UPLOAD_LIMIT_MB", "get_engine", "reset_engine", "pick_model", "pick_
            "live_interval", "stop_when_idle", "sidebar_status", "sidebar_watch", "retry_until_answering", "running_traffic", "replaced_note", "fmt_ms", "fmt_num", "fmt_rate",
            "fmt_pct", "fmt_s",
            "require_engine", "live_fragment", "chart_refresh", "chart_refresh_control",
-           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "link_to", "pending_traffic", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
+           "CHART_REFRESH_S", "box_refusal", "measuring_job", "settings_held_by", "rate_input", "last_settings_change", "settings_age_s", "traffic_line", "follow_traffic_rate", "paused_for_measurement", "job_progress", "link_to", "pending_traffic", "start_job", "agents_controls", "ENGINE_URL_ENV", "WINDOW_S",
            "require_password", "PASSWORD_ENV"]
 
 #: Where the dashboard finds its engine (see the module docstring).
@@ -521,20 +521,26 @@ def link_to(title: str) -> None:
         pass
 
 
-def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None) -> bool:
+def paused_for_measurement(engine: Engine | RemoteEngine, interval: float | None,
+                           here: str | None = None) -> bool:
     """(At the top of a live fragment.) While a lab job measures, live charts are not
     drawn: drawing them takes CPU from the engine being measured (a chart redraw costs the
     browser and Streamlit most of a core). Says so, keeps watching for the end, and
-    returns True; False when nothing measures."""
+    returns True; False when nothing measures. ``here``: the calling page's title (no
+    link to the page the reader is on: a replay's pause on the Batching page linked to
+    the Batching page)."""
     job = measuring_job(engine)
     if job is None:
         return False
+    page = _JOB_PAGE.get(job.kind, "Experiments")
     st.info(f"Live charts are paused while the {JOB_WORDS.get(job.kind, job.kind)} of "
             f"{job.target} measures ({job.progress:.0%}, {job.duration_s:.0f} s), so that "
             "drawing them does not disturb what it measures. They come back when it ends; "
-            f"its progress is on the {_JOB_PAGE.get(job.kind, 'Experiments')} page.",
+            + ("its progress is further down this page." if page == here else
+               f"its progress is on the {page} page."),
             icon=":material/pause_circle:")
-    link_to(_JOB_PAGE.get(job.kind, "Experiments"))
+    if page != here:
+        link_to(page)
     stop_when_idle(engine, interval)
     return True
 

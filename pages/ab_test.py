@@ -269,7 +269,7 @@ chart_interval = chart_refresh(interval)
 
 @live_fragment(chart_interval)
 def arms() -> None:
-    if paused_for_measurement(engine, interval):
+    if paused_for_measurement(engine, interval, here="A/B test"):
         return
     full = engine.ab_report(exp)
     rep = full.to_dict()
@@ -350,12 +350,15 @@ def arms() -> None:
         served_what = (f"{fmt_num(v['shadow_copies'])} shadow copies" if arm == "b"
                        and full.mode == "shadow" else   # (which window: a newcomer read
                        # three splits at once, the bandit's now, the warning's and these)
-                       f"{fmt_pct(v['share_served'])} of this segment's traffic"
-                       if rep["total_requests"] else "no requests in this segment yet")
+                       f"{fmt_pct(v['share_served'])} served"   # (longer words were cut
+                       if rep["total_requests"] else "no requests yet")   # at 1024 px)
         col.metric(f"Arm {arm.upper()}: {v['model']}",   # (no requests yet: no p50 either)
                    (fmt_ms(v["p50_ms"]) + " p50") if v["requests"] else "no p50 yet",
                    f"{served_what} · {fmt_num(v['errors'])} errors", delta_color="off",
-                   delta_arrow="off")  # a share, not a rise
+                   delta_arrow="off",   # a share, not a rise
+                   help="Its p50 in this segment; below, the share of this segment's "
+                        "requests it served (in shadow mode: the copies of A's it ran) and "
+                        "its errors. The table has every figure.")
     st.dataframe(table, hide_index=True, key="ab_table")
     lat_fig = go.Figure()
     served = go.Figure()

@@ -292,7 +292,7 @@ def tiles_window() -> tuple[float, str, str]:
 @live_fragment(interval)
 def live_tiles() -> None:
     """The numbers, every ``interval`` (cheap to draw)."""
-    if paused_for_measurement(engine, interval):
+    if paused_for_measurement(engine, interval, here="Batching"):
         return
     window_s, over, _ = tiles_window()
     snap = engine.metrics(model, window_s=window_s)  # follows the settings: recent seconds

@@ -151,7 +151,9 @@ with st.container(border=True):
                    "and give loads the sweep takes.")
     else:
         st.caption(f"{n_run} points{with_own}"
-                   f", at least {n_run * (duration + 0.5):.0f} s: each point "
+                   f", at least {n_run * (duration + 0.5):.0f} s (at most "
+                   f"{n_run * (10 * duration / 3 + 0.5):.0f} s, where no point settles; "
+                   "longer on a busy machine): each point "
                    f"is measured in windows of {duration / 3:.2g} s until the last three "
                    "agree within 10 % on throughput and p99 (up to 10 windows; otherwise it "
                    f"is marked unstable). The sweep sets {model}'s settings while it runs "

@@ -82,7 +82,7 @@ def read(window_s: float | None = None):
 @live_fragment(interval)
 def tiles() -> None:
     """The numbers: cheap to draw, every ``interval``."""
-    if paused_for_measurement(engine, interval):
+    if paused_for_measurement(engine, interval, here="Monitor"):
         return
     total, snap = read(), read(WINDOW_S)  # totals since the reset; the recent window
     served = snap.success_count > 0
