@@ -151,9 +151,10 @@ with st.container(border=True):
                    "and give loads the sweep takes.")
     else:
         st.caption(f"{n_run} points{with_own}"
-                   f", at least {n_run * (duration + 0.5):.0f} s (at most "
-                   f"{n_run * (10 * duration / 3 + 0.5):.0f} s, where no point settles; "
-                   "longer on a busy machine): each point "
+                   f", usually {n_run * (duration + 0.5):.0f}-"
+                   f"{n_run * (10 * duration / 3 + 0.5):.0f} s (the longer where no point "
+                   "settles; outliers are measured again, and a busy machine is slower): "
+                   "each point "
                    f"is measured in windows of {duration / 3:.2g} s until the last three "
                    "agree within 10 % on throughput and p99 (up to 10 windows; otherwise it "
                    f"is marked unstable). The sweep sets {model}'s settings while it runs "

@@ -1168,8 +1168,8 @@ def test_the_sweep_caption_keeps_the_models_own_settings_while_a_sweep_runs(engi
                 if "3 points (with the model's own settings, 5 / 1.5 ms" in c.value]
         assert said, [c.value for c in at.caption]
         # the time as a range: "at least" alone read low on a busy machine (a newcomer)
-        low, high = map(int, re.search(r"at least (\d+) s \(at most (\d+) s, where no "
-                                       r"point settles; longer on a busy machine\)",
+        low, high = map(int, re.search(r"usually (\d+)-(\d+) s \(the longer where no "
+                                       r"point settles; outliers are measured again",
                                        said[0]).groups())
         assert 2 * low < high, said
     finally:

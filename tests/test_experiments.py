@@ -457,13 +457,23 @@ def test_settings_whose_batch_limit_never_acted_are_ties_and_the_smaller_is_chos
             max_batch_rows=[rows_32, rows_8])
     rec = recommend(sweep_of(6, 7), p99_slo_ms=3)
     assert (rec.max_batch_size, rec.max_wait_ms, rec.ties) == (8, 2.0, ((32, 2.0),)), rec.reason
-    assert ("32/2 ms had a different p99 (1.00 ms against 1.00) but no batch reached 8 rows"
-            not in rec.reason)     # (named by the one that was not within noise)
-    assert ("8/2 ms had a different p99 (1.90 ms against 1.00) but no batch reached 8 rows "
-            "at that load: the batch limits never acted") in rec.reason
+    assert ("8/2 ms (p99 1.90 ms, largest batch 6 rows) ran as 32/2 ms (p99 1.00 ms, largest "
+            "batch 7) did: one more request fitted every batch under the smaller limit, so "
+            "the limits never acted") in rec.reason
+    assert "within noise" not in rec.reason and "of them this one waits least" in rec.reason
     # requests of 3 rows: a batch of 6 under a limit of 8 was full (a third did not fit)
     rec = recommend(sweep_of(3, 3).assign(rows_per_request=3), p99_slo_ms=3)
-    assert rec.max_batch_size == 8 and "within one request (3 rows) of 8" in rec.reason
+    assert rec.max_batch_size == 8 and "largest batch 3 rows" in rec.reason
+    # several: each said with its own figures; one whose limit acted (a batch of 16 rows
+    # under 16) is not one
+    three = [sweep_of(6, 7), _frame([(16, 2.0, 1000, 1000, 1.90, 1.50, 1.95)])]
+    for rows_16, alike in ((16, False), (12, True)):
+        rec = recommend(pd.concat([three[0], three[1].assign(max_batch_rows=rows_16)],
+                                  ignore_index=True), p99_slo_ms=3)
+        assert rec.max_batch_size == 8, rec.reason
+        assert rec.ties == (((32, 2.0), (16, 2.0)) if alike else ((32, 2.0),)), rec.reason
+        assert ("; 16/2 ms (p99 1.90 ms, largest batch 12 rows) ran as 32/2 ms" in rec.reason
+                ) is alike, rec.reason
     for apart in (sweep_of(8, 7), sweep_of(6, 12), sweep_of(6, 7, wait_32=1.0),
                   sweep_of(6, 3).assign(rows_per_request=3),
                   sweep_of(6, 7).drop(columns="max_batch_rows"),
@@ -2142,3 +2152,19 @@ def _raised(call) -> str:
     except Exception as err:  # noqa: BLE001
         return str(err)
     return "nothing raised"
+
+
+def test_a_remote_models_sweep_does_not_claim_to_know_its_largest_batch():
+    """A remote model's requests travel alone (its server batches): each answer's batch was
+    its own row, so every pair of settings read "limits never acted" and tied (a
+    reviewer). Its points say the largest batch is not known."""
+    from tests.helpers import identity_server
+    with identity_server() as (_, server), Engine(demo_models=False) as engine:
+        engine.add_remote("r", url=server.url, model="ident")
+        frame = sweep(engine, "r", [4, 32], [2.0], rates_rps=[100], duration_s=0.5,
+                      stability=False)
+    assert len(frame) >= 2 and frame["max_batch_rows"].isna().all(), frame
+    faked = frame.assign(p99_ms=[2.0 if b == 4 else 1.0 for b in frame["max_batch_size"]],
+                         p99_ci_low_ms=np.nan, p99_ci_high_ms=np.nan)
+    rec = recommend(faked, p99_slo_ms=100)
+    assert rec.max_batch_size != 4 and "never acted" not in rec.reason, rec.reason

@@ -84,8 +84,9 @@ class LoadResult:
         over requests (what a caller saw; a sweep's column too): larger than the engine's
         rows per batch (``avg_batch_rows``, a replay's and the what-if's) when sizes vary,
         since a big batch carries more requests (3.8 against 3.1 at one load).
-        ``max_batch_rows``: the largest batch any answered request rode in (below the max
-        batch size, that limit never acted: a sweep's ties read it)."""
+        ``max_batch_rows``: the largest batch any answered request rode in (while one more
+        request would have fitted it under the max batch size, that limit never acted: a
+        sweep's ties read it)."""
         if self.digest is not None:
             d = self.digest
             span = self.duration_s if self.duration_s > 0 else float("nan")

@@ -197,7 +197,9 @@ class PointMeasurer:
                 **self.pinned, "slo_ms": slo_ms, "goodput_rps": goodput,
                 "baseline": (int(bs), float(wait)) == self.own
                 and (self._threads == self.own_threads),
-                "session_threads": self._threads, "max_batch_rows": s.get("max_batch_rows"),
+                "session_threads": self._threads,
+                # (a remote model's requests travel alone, its server batches: not known)
+                "max_batch_rows": None if self.remote else s.get("max_batch_rows"),
                 "rows_per_request": self.rows_per_request}
 
     def restore(self) -> None:

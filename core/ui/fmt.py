@@ -278,9 +278,10 @@ COLUMN_HELP = {
               "it from (no request answered; in a quick search, no load met the limits).",
     **dict.fromkeys(("p99_ci_low_ms", "p99_ci_high_ms"), "The p99's 95 % interval, from the "
                     "order statistics. None: fewer than 20 requests answered, too few."),
-    "max_batch_rows": "The most rows a request of the point rode in: below the max batch, "
-                      "that limit never acted at this load. None: not known (a remote "
-                      "model's server does not say, or a run from before it was kept).",
+    "max_batch_rows": "The most rows a request of the point rode in. While one more "
+                      "request would still have fitted it under the max batch, that limit "
+                      "never acted at this load. None: not known (a remote model's server "
+                      "batches, or a run from before it was kept).",
     "session_threads": "ONNX Runtime's threads for one run in this setting. None: not a "
                        "setting Batchlab can change (a remote model's server owns them).",
     "load": "The load offered (in a quick search: where the best goodput was found; None: "
