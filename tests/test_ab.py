@@ -1244,3 +1244,46 @@ def test_an_a_a_test_is_taken_and_said_for_what_it_is():
         engine.load_model(build_demo_model("clf-v1"), name="clf-v1", replace=True)
         engine.update_ab("aa", b="clf-v2")     # and back to an A/B test
         assert not any(w.startswith("An A/A test") for w in engine.ab_report("aa").warnings)
+
+
+def test_an_ended_segments_report_is_never_put_back_by_an_older_one():
+    """Two readers settling an ended segment at once (the state saver every 2 s, a page):
+    the slower stored its older report over the newer, and a restart kept it (a
+    reviewer). One settles at a time; what is stored is the newest."""
+    import threading
+
+    from core.ab.routing import ABExperiment
+    exp = ABExperiment("exp", "a", "b", b_share=0.5, seed=1)
+
+    def settle_late() -> None:   # a request of segment 1 answered after it ended
+        exp.previous_segments[0]["_of"]["metrics"]["a"].record_batch(1, "full", 0.001, [0.001])
+    for _ in range(40):
+        exp.metrics["a"].record_batch(1, "full", 0.001, [0.001])
+    exp.new_segment("B changed")
+    settle_late()                                      # 41
+    stored, orig = [], ABExperiment._report_of
+    entered, go = threading.Event(), threading.Event()
+
+    def report_of(self, state, *a, **k):
+        rep = orig(self, state, *a, **k)
+        if threading.current_thread().name == "saver" and not entered.is_set():
+            entered.set()
+            go.wait(WAIT_S)                            # the saver descheduled mid-way
+        stored.append(rep.to_dict()["total_requests"])
+        return rep
+    ABExperiment._report_of = report_of
+    try:
+        saver = threading.Thread(target=exp._settle_previous, name="saver")
+        saver.start()
+        assert entered.wait(WAIT_S)
+        settle_late()                                  # 42, while the saver computes 41
+        page = threading.Thread(target=exp.report, name="page")
+        page.start()
+        page.join(1.0)   # (before the fix it ran through here; now it waits its turn)
+        go.set()
+        saver.join(WAIT_S)
+        page.join(WAIT_S)
+    finally:
+        ABExperiment._report_of = orig
+    kept = exp.previous_segments[0]["report"]["total_requests"]
+    assert kept == 42 and max(stored) == 42, (kept, stored)

@@ -459,7 +459,7 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
     """A restart brought an experiment back with its arms and split and nothing else: the
     last comparison's verdict went with it (a newcomer). Its ended segments' reports come
     back; a crash loses the segment under way (said, and numbered past); a graceful stop
-    keeps it too; a save after the final one writes nothing (it would drop that)."""
+    keeps it too, and saves after it (a change answered meanwhile) keep it as well."""
     from core.ab.segments import RESTART_REASON
     engine = Engine(demo_models=False)
     try:
@@ -471,10 +471,11 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
         final = StateDir(tmp_path / "final")
         assert final.save(engine, final=True)
         engine.predict("exp", np.ones((1, 3), np.float32))
-        assert not final.save(engine)               # the final save stands
+        engine.configure("a", max_batch_size=3)      # answered after the final save
+        assert final.save(engine)                   # written, the segment still kept
     finally:
         engine.close()
-    for folder, under_way in (("crash", None), ("final", 20)):
+    for folder, under_way in (("crash", None), ("final", 21)):
         again = Engine(demo_models=False)
         try:
             done = StateDir(tmp_path / folder).restore(again)
@@ -493,7 +494,14 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
                 assert [s["segment"] for s in segs] == [1, 2]
                 assert segs[1]["report"]["total_requests"] == under_way
                 assert segs[1]["reason"] == before["segment_reason"]
-                assert rep["segment_reason"] == RESTART_REASON
+                # the change to arm A after the final save began segment 3, still empty
+                # at the stop: it goes on, its reason kept
+                assert rep["segment_reason"] == ("arm A (a) had its batch settings changed "
+                                                 "(the engine server restarted since)")
+                assert again.batch_config("a").max_batch_size == 3
+            # strict JSON (NaN is not: a one-arm segment's p50 of the empty arm is null)
+            json.loads((tmp_path / folder / "experiments.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"{c} in experiments.json"))
             from core.ui.segments import segment_words
             title, lines = segment_words(segs, rep["segment"])
             one = [w for w in lines if w.startswith("**Segment 1**")]
@@ -526,3 +534,57 @@ def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
     finally:
         engine.close()
         proc.stop()
+
+
+def test_a_restored_experiments_segments_say_what_a_crash_lost_and_only_that(tmp_path):
+    """A crash with only segment 1 read "Earlier segments (the last 0 of 1)"; every start
+    after a crash said an empty segment "was not kept", numbering on; a graceful stop of an
+    empty segment took its reason and start away; a hand-edited entry broke the page
+    (reviewer)."""
+    from core.ab.segments import RESTART_REASON
+    from core.ui.segments import segment_words
+
+    def restored(state: dict):
+        again = Engine(demo_models=False)
+        try:
+            again.load_model(identity_model(), name="a")
+            again.load_model(identity_model(), name="b")
+            again.create_ab("exp", a="a", b="b", seed=3)
+            again.restore_ab_segments("exp", state)
+            rep = again.ab_report("exp").to_dict()
+            return rep, segment_words(rep["previous_segments"], rep["segment"])
+        finally:
+            again.close()
+
+    engine = Engine(demo_models=False)
+    try:
+        _ab_with_two_segments(engine)
+        from core.ab.segments import kept_state
+        exp = engine._ns.experiment("exp")
+        busy = kept_state(exp)
+        engine.update_ab("exp", b_share=0.5)         # segment 3 begins, no request in it
+        idle = kept_state(exp)
+    finally:
+        engine.close()
+    assert busy["segment_busy"] is True and idle["segment_busy"] is False
+    # a crash with requests in segment 2 and only segment 1 dropped: none kept, said so
+    rep, (title, lines) = restored({**busy, "segments": []})
+    assert rep["segment"] == 3 and title == "Earlier segments (none of 2 kept)", title
+    assert lines == ["Segments 1-2: not kept"], lines
+    # a crash in a segment without a request: nothing lost, it goes on as it was
+    rep, (title, lines) = restored(idle)
+    assert rep["segment"] == 3 and rep["segment_started"] == idle["segment_started"]
+    assert rep["segment_reason"] == (f"{idle['segment_reason']} (the engine server "
+                                     "restarted since)") and "not kept" not in " ".join(lines)
+    # and again after that start (no flag: a loss said, not one unsaid)
+    no_flag = {k: v for k, v in idle.items() if k != "segment_busy"}
+    rep, _ = restored(no_flag)
+    assert rep["segment"] == 4 and "segment 3, under way then, was not kept" in \
+        rep["segment_reason"] and rep["segment_reason"].startswith(RESTART_REASON)
+    # hand edits: a start in words, segments not a list, a number for a reason
+    bad = [{**s, "started": "yesterday"} for s in idle["segments"]]
+    rep, (title, lines) = restored({**idle, "segments": bad})
+    assert rep["previous_segments"] == [] and title.startswith("Earlier segments (none")
+    for segments in (5, "x", None, [{"segment": "1"}], [{**idle["segments"][0], "reason": 7}]):
+        rep, _ = restored({**idle, "segments": segments})
+        assert rep["previous_segments"] == [], segments

@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-
 import hashlib
 import random
 import threading
@@ -46,9 +45,7 @@ from core.config import _check_choice, _check_float, as_seed, plain
 from core.errors import ConfigError, InputValidationError
 from core.metrics import ModelMetrics
 
-#: Earlier comparison segments kept per experiment (reports, a few KB each; the latest
-#: keeps its arms' metrics a while: ``ABExperiment._bring_up_to_date``).
-_KEEP_SEGMENTS = 5
+_KEEP_SEGMENTS = 5   #: Earlier segments kept per experiment (reports, a few KB each)
 #: Seconds an ended segment keeps its metrics for requests settling late, once none does.
 _SETTLE_S = 120.0
 
@@ -129,6 +126,7 @@ class ABExperiment:
         self.cold_at_start: dict[str, bool] = {}
         self.reset_perf = time.perf_counter()  # (its timeline's start: made or reset)
         self.previous_segments: deque[dict[str, Any]] = deque()   # (see _keep_segments)
+        self._settling = threading.Lock()   # (see _settle_previous)
 
     def _new_bandit(self, slo_ms: float, floor: float) -> ThompsonBandit:
         try:
@@ -289,11 +287,13 @@ class ABExperiment:
 
     def _settle_previous(self) -> None:
         """Every earlier segment's report brought up to date (and the metrics of those a
-        newer segment ended let go)."""
+        newer segment ended let go), by one thread at a time (a slower one stored its
+        older report over a newer: the state saver's, kept across a restart; a reviewer)."""
         with self._lock:
             previous = list(self.previous_segments)
-        for entry in previous:
-            self._bring_up_to_date(entry)
+        with self._settling:
+            for entry in previous:
+                self._bring_up_to_date(entry)
 
     def _swap_locked(self, reason: str | None) -> dict[str, Any]:
         """(Lock held.) The segment under way ends: new metrics, shadow figures and bandit

@@ -1,25 +1,26 @@
 """An A/B experiment's comparison segments across an engine server's restart.
 
 What is kept: the ended segments' reports (the few kept, :data:`routing._KEEP_SEGMENTS`),
-the number of the segment under way, and, at a graceful stop, that segment's report as of
-the stop (ended "by the restart"). A crash loses the segment under way: the restored
-experiment's next segment is numbered past it and says so. Reports only, a few KB each,
-never the samples.
+the segment under way (its number, why and when it began, whether a request came in it)
+and, at a graceful stop, that segment's report as of the stop. A crash loses the figures
+of the segment under way: the restored experiment's next segment is numbered past it and
+says so. Reports only, a few KB each, never the samples; non-finite numbers as null.
 
 Example:
-    >>> saved = kept_segments(exp, current=True)      # JSON-able
-    >>> restore_segments(fresh_exp, {"segment": exp.segment, "segments": saved})
+    >>> saved = kept_state(exp, current=True)          # JSON-able
+    >>> restore_segments(fresh_exp, {**saved, "stopped": True})
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
 from .routing import ABExperiment, _keep_segments
 
-__all__ = ["kept_segments", "restore_segments", "RESTART_REASON"]
+__all__ = ["kept_state", "restore_segments", "RESTART_REASON"]
 
 #: How a segment ended by a graceful stop of the engine server says it ended.
 RESTART_REASON = "the engine server restarted"
@@ -28,57 +29,95 @@ _FIELDS = ("segment", "reason", "started", "ended", "report")
 
 
 def _plain(value: Any) -> Any:
-    """``value`` as JSON (numpy numbers as Python's; anything else as its words)."""
-    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
-                                 else str(o)))
+    """``value`` as strict JSON: numpy numbers as Python's, NaN and infinities as None
+    (``NaN`` is not JSON: jq and other tools refuse the file), anything else as words."""
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return walk(json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item")
+                                      else str(o))))
 
 
-def kept_segments(exp: ABExperiment, current: bool = False) -> list[dict[str, Any]]:
-    """The ended segments ``exp`` keeps, brought up to date, JSON-able; with ``current``
-    (a graceful stop) the segment under way too, ended now, when a request came in it."""
-    exp._settle_previous()
-    with exp._lock:
-        entries = list(exp.previous_segments)
+def kept_state(exp: ABExperiment, current: bool = False) -> dict[str, Any]:
+    """What a restart keeps of ``exp``, JSON-able, read in one step: ``segment``,
+    ``segment_reason``, ``segment_started``, ``segment_busy`` (a request came in it) of
+    the segment under way, and ``segments``: the ended ones kept, brought up to date; with
+    ``current`` (a graceful stop) the one under way too, ended now, when it had a request."""
+    for _ in range(2):   # (a segment that ended meanwhile has no report yet: once more)
+        exp._settle_previous()
+        with exp._lock:
+            entries = list(exp.previous_segments)
+            state = {"segment": exp.segment, "segment_reason": exp.segment_reason,
+                     "segment_started": exp.segment_started,
+                     "segment_busy": any(m.totals()["total_requests"]
+                                         for m in exp.metrics.values())}
+        if all("report" in e for e in entries):
+            break
     out = [{**{k: e.get(k) for k in _FIELDS}, "compared": bool(e.get("_compared"))}
            for e in entries if "report" in e]
-    if current:
+    if current and state["segment_busy"]:
         report = exp.report().to_dict()
         report.pop("previous_segments", None)
-        if report["total_requests"] or any(a.get("requests") for a in report["arms"].values()):
-            out.append({"segment": report["segment"], "reason": report["segment_reason"],
-                        "started": report["segment_started"], "ended": time.time(),
+        if report["segment"] == state["segment"]:
+            out.append({"segment": state["segment"], "reason": state["segment_reason"],
+                        "started": state["segment_started"], "ended": time.time(),
                         "report": report, "compared": report["mode"] in ("shadow", "bandit")
-                        or 0.0 < float(report["b_share"]) < 1.0, "cut": True})
-    return _plain(out)
+                        or 0.0 < float(report["b_share"]) < 1.0})
+    return _plain({**state, "segments": out})
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _entry(s: Any) -> dict[str, Any] | None:
+    """A kept segment from the file, or None for one that is not (a hand edit)."""
+    if not (isinstance(s, dict) and isinstance(s.get("segment"), int) and s["segment"] >= 1
+            and isinstance(s.get("report"), dict)
+            and isinstance(s["report"].get("total_requests"), int)
+            and _number(s.get("started")) and _number(s.get("ended"))
+            and (s.get("reason") is None or isinstance(s.get("reason"), str))):
+        return None
+    return {**{k: s.get(k) for k in _FIELDS}, "_final": True,
+            "_compared": bool(s.get("compared"))}
 
 
 def restore_segments(exp: ABExperiment, saved: dict[str, Any]) -> None:
-    """Put back what :func:`kept_segments` kept (``saved``: ``segment``, the number under
-    way then, ``segments``, and ``stopped`` when saved at a graceful stop) into a freshly
-    made ``exp``: its segments, and a new one
-    under way numbered past every one before, saying the restart began it. Malformed
-    entries are passed over (a hand-edited file must not keep the experiment away)."""
-    entries = []
-    for s in saved.get("segments") or []:
-        if (isinstance(s, dict) and isinstance(s.get("segment"), int)
-                and isinstance(s.get("report"), dict)
-                and isinstance(s["report"].get("total_requests"), int)):
-            entries.append({**{k: s.get(k) for k in _FIELDS}, "_final": True,
-                            "_compared": bool(s.get("compared"))})
+    """Put back what :func:`kept_state` kept (``saved``; ``stopped`` when it was saved at
+    a graceful stop) into a freshly made ``exp``. The segment under way then: kept whole
+    (a graceful stop), or had no request (it goes on, its number, reason and start kept),
+    or its figures were lost (a crash: the next is numbered past it and says so).
+    Malformed entries are passed over (a hand-edited file must not keep the experiment,
+    or its page, away)."""
+    segments = saved.get("segments")
+    entries = sorted((e for e in map(_entry, segments if isinstance(segments, list) else [])
+                      if e is not None), key=lambda e: e["segment"])
     under_way = saved.get("segment")
-    numbers = [e["segment"] for e in entries] + (
-        [under_way] if isinstance(under_way, int) and under_way >= 1 else [])
+    under_way = under_way if isinstance(under_way, int) and under_way >= 1 else None
+    numbers = [e["segment"] for e in entries] + ([under_way] if under_way else [])
     if not numbers:
         return
     cut = any(e["segment"] == under_way for e in entries)
-    # Stopped gracefully with no request in the segment under way: nothing lost, its
-    # number goes on; after a crash it is passed over, said lost.
-    empty = bool(saved.get("stopped")) and not cut and isinstance(under_way, int)
+    # nothing lost: saved at a graceful stop, or no request had come in it (a missing
+    # flag reads as one had: a loss said rather than one unsaid)
+    empty = (under_way is not None and not cut and under_way > max(numbers[:-1], default=0)
+             and (bool(saved.get("stopped")) or saved.get("segment_busy") is False))
+    reason, started = saved.get("segment_reason"), saved.get("segment_started")
     with exp._lock:
-        exp.previous_segments.extend(sorted(entries, key=lambda e: e["segment"]))
+        exp.previous_segments.extend(entries)
         _keep_segments(exp.previous_segments)
-        exp.segment = under_way if empty else max(numbers) + 1
-        exp.segment_reason = (RESTART_REASON if cut or empty or not isinstance(under_way, int)
+        if empty:
+            exp.segment = under_way
+            exp.segment_reason = (f"{reason} (the engine server restarted since)"
+                                  if isinstance(reason, str) else
+                                  RESTART_REASON if under_way > 1 else None)
+            exp.segment_started = started if _number(started) else time.time()
+            return
+        exp.segment = max(numbers) + 1
+        exp.segment_reason = (RESTART_REASON if cut or under_way is None
                               else f"{RESTART_REASON}; segment {under_way}, under way then, "
                               "was not kept (the server did not stop gracefully)")
         exp.segment_started = time.time()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.ab.segments import kept_segments, restore_segments
+from core.ab.segments import kept_state, restore_segments
 from core.models import DEMO_MODELS
 
 __all__ = ["StateMethods"]
@@ -53,8 +53,8 @@ class StateMethods:
             experiments.append({"name": name, "a": exp.a, "b": exp.b,
                                 "b_share": exp.b_share, "mode": exp.mode, "seed": exp.seed,
                                 "bandit_slo_ms": exp.bandit.slo_ms,
-                                "bandit_floor": exp.bandit.floor, "segment": exp.segment,
-                                "segments": kept_segments(exp, current=final),
+                                "bandit_floor": exp.bandit.floor,
+                                **kept_state(exp, current=final),
                                 **({"stopped": True} if final else {})})
         # built-in demo models unloaded: an engine makes them at start, so a restart must
         # unload them again (they came back, unreported)

@@ -158,9 +158,9 @@ class StateDir:
         """Write what changed since the last save; True when anything was written.
         ``final`` (a graceful stop): the A/B segments under way are kept too."""
         with self._lock:
-            if self._stopped and not final:   # (a periodic save after the final one
-                return False                  # would drop the segments it kept)
-            self._stopped = self._stopped or final
+            # After the final save (a graceful stop) every save is one: a change answered
+            # meanwhile is written, and the segments under way stay kept (a reviewer).
+            final = final or self._stopped
             state = _owned(engine, _plain(engine.persistent_state(final=final)))
             names = {m["name"] for m in state["models"]} | {r["name"] for r in state["remotes"]}
             self._pending_remotes = [r for r in self._pending_remotes if r["name"] not in names]
@@ -192,6 +192,7 @@ class StateDir:
             _write(self.root / "demos_unloaded.json", json.dumps(
                 [{"name": n} for n in state.get("demos_unloaded", [])]).encode())
             self._saved = fingerprint
+            self._stopped = final
             return True
 
     def _save_model(self, engine: Any, order: int, model: dict[str, Any]) -> bool:
@@ -296,14 +297,18 @@ class StateDir:
                                  **{k: exp[k] for k in ("bandit_slo_ms", "bandit_floor")
                                     if k in exp})
                 done["experiments"].append(exp["name"])
-                if exp.get("segments") or exp.get("segment"):
-                    engine.restore_ab_segments(exp["name"], exp)
-                    if exp.get("segments"):
-                        done.setdefault("segments_kept", []).append(exp["name"])
             except (BatchlabError, KeyError, ValueError, TypeError) as err:
                 self._pending_experiments.append(exp)
                 done["failed"].append({"name": exp.get("name"), "kind": "experiment",
                                        "reason": str(err)})
+                continue
+            if "segment" in exp:   # (saved by a version that keeps them: said on its page)
+                try:
+                    engine.restore_ab_segments(exp["name"], exp)
+                    done.setdefault("segments_kept", []).append(exp["name"])
+                except Exception as err:  # noqa: BLE001 - the experiment is back without them
+                    done["failed"].append({"name": exp["name"], "kind": "experiment's segments",
+                                           "reason": f"{type(err).__name__}: {err}"})
         cut = _read_list(self.root / "jobs.json", done["failed"])
         for job in cut:  # its run in the history says it was cut short, with what it had
             if isinstance(job, dict) and job.get("run_id") is not None:

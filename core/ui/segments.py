@@ -45,6 +45,9 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
     kept = {seg["segment"] for seg in previous}
     gone = [k for k in range(1, current) if k not in kept]
     newest = bool(gone) and gone == list(range(1, len(gone) + 1))   # (the last N kept)
+    if gone and not previous:   # (a crash lost the only one: "the last 0 are"; a reviewer)
+        return (f"Earlier segments (none of {current - 1} kept)",
+                [f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept"])
     if gone:
         lines.append(f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept "
                      + (("(the last is)" if len(previous) == 1 else
