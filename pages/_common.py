@@ -176,7 +176,17 @@ def _say_if_restarted() -> None:
                 if isinstance(engine, RemoteEngine) else None
         except BatchlabError:
             restored = None
-        st.warning(restart_words(proc.last_exit, restored), icon=":material/restart_alt:")
+        st.session_state[_NOTICE] = restart_words(proc.last_exit, restored)
+    # Kept until dismissed: the next whole-page run (traffic stopped by the restart redraws
+    # it) took it away within a second, unread (a newcomer)
+    if notice := st.session_state.get(_NOTICE):
+        st.warning(notice, icon=":material/restart_alt:")
+        st.button("Dismiss this notice", key="_restart_notice_ok",
+                  on_click=lambda: st.session_state.pop(_NOTICE, None))
+
+
+#: The last restart's notice of this browser session, shown on every page until dismissed.
+_NOTICE = "_restart_notice"
 
 
 #: The dashboard's password when it listens beyond loopback (else one is made up at start

@@ -1015,7 +1015,7 @@ def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_ar
     assert report.segment == 9 and title == "Earlier segments (the last 5 of 8)"
     assert len(lines) == 2 and lines[0].startswith("**Segments 4-8**") and \
         "no requests (a setting changed again before any came)" in lines[0], lines
-    assert lines[1] == "Segments 1-3: not kept (the last 5 are)"
+    assert lines[1] == "Segments 1-3: not kept (only the last 5, above, are kept)"
     title, lines = segment_words([seg(1, 40), seg(2, 0, "x"), seg(3, 0, "y"), seg(4, 7)], 5)
     assert title == "Earlier segments (4)" and len(lines) == 3
     assert lines[0].startswith("**Segment 4**") and "7 requests. verdict 4" in lines[0]
@@ -1044,7 +1044,7 @@ def test_earlier_segments_without_requests_are_one_line_and_the_ones_not_kept_ar
     title, lines = segment_words([seg(1, 10), seg(7, 3), seg(8, 3), seg(9, 3), seg(10, 3)],
                                  11)
     assert title == "Earlier segments (5 of 10 kept)"
-    assert lines[-1] == "Segments 2-6: not kept (these 5 are)", lines
+    assert lines[-1] == "Segments 2-6: not kept (only the 5 above are kept)", lines
 
 
 def test_a_bandit_s_uneven_split_warning_says_the_split_its_requests_had():

@@ -876,6 +876,15 @@ def test_the_dashboard_survives_its_engine_dying(server, page: Page):
     expect(page.locator('[data-testid="stSidebar"] [data-testid="stMetric"]',
                         has_text="Models")).to_be_visible(timeout=20_000)
     no_exception(page)
+    # the notice stays through whole-page runs until dismissed (traffic the restart
+    # stopped redrew the page and took it away, unread, within a second; a newcomer)
+    go(page, "Batching")
+    expect(banner).to_be_visible()
+    page.get_by_role("button", name="Dismiss this notice").click()
+    expect(banner).to_have_count(0, timeout=20_000)
+    go(page, "Models")
+    expect(banner).to_have_count(0)
+    no_exception(page)
 
 
 def test_a_page_under_another_name_gets_no_session_with_the_dashboard(tmp_path):

@@ -488,8 +488,8 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
             assert rep["segment"] == 3 and rep["total_requests"] == 0
             if under_way is None:
                 assert len(segs) == 1 and rep["segment_reason"] == (
-                    f"{RESTART_REASON}; segment 2, under way then, was not kept (the server "
-                    "did not stop gracefully)")
+                    f"{RESTART_REASON}; segment 2, under way then, was not kept: the server "
+                    "did not stop gracefully")
             else:
                 assert [s["segment"] for s in segs] == [1, 2]
                 assert segs[1]["report"]["total_requests"] == under_way
@@ -507,7 +507,7 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
             one = [w for w in lines if w.startswith("**Segment 1**")]
             assert one and "40 requests" in one[0], lines
             if under_way is None:
-                assert lines[-1] == "Segment 2: not kept (this one is)", lines
+                assert lines[-1] == "Segment 2: not kept (only the one above is kept)", lines
         finally:
             again.close()
 
@@ -521,6 +521,7 @@ def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
     try:
         _ab_with_two_segments(engine)
         verdict = engine.ab_report("exp").verdict
+        engine.start_traffic("a", rate_rps=20.0, pattern="poisson")   # the stop stops it
         engine.close()
         assert proc.stop() == 0
         proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
@@ -531,6 +532,14 @@ def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
         assert rep.previous_segments[1]["report"]["total_requests"] == 20
         assert rep.previous_segments[1]["report"]["verdict"] == verdict
         assert rep.segment == 3 and rep.to_dict()["total_requests"] == 0
+        restored = engine.server_info(refresh=True)["restored"]
+        assert restored["traffic_stopped"] == [{"kind": "traffic", "target": "a",
+                                                "rate_rps": 20.0, "pattern": "poisson"}]
+        assert restored["jobs_cut_short"] == [] and not engine.traffic_running()
+        from core.ui.fmt import restart_words
+        words = restart_words(None, restored)
+        assert ("Stopped by the restart: the traffic to 'a' (20/s poisson); start it again "
+                "on its page.") in words and "do not start again by themselves" in words
     finally:
         engine.close()
         proc.stop()

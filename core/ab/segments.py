@@ -119,5 +119,5 @@ def restore_segments(exp: ABExperiment, saved: dict[str, Any]) -> None:
         exp.segment = max(numbers) + 1
         exp.segment_reason = (RESTART_REASON if cut or under_way is None
                               else f"{RESTART_REASON}; segment {under_way}, under way then, "
-                              "was not kept (the server did not stop gracefully)")
+                              "was not kept: the server did not stop gracefully")
         exp.segment_started = time.time()

@@ -198,7 +198,10 @@ class EngineServer:
             self.state.save_jobs([
                 {"job_id": j.job_id, "kind": j.kind, "target": j.target,
                  "run_id": j.run_id, "progress": j.progress, "message": j.message}
-                for j in self.engine.jobs() if not j.finished])
+                for j in self.engine.jobs() if not j.finished] + [
+                # (traffic the restart stops: said after it, not gone unsaid; a newcomer)
+                {"kind": "traffic", "target": t.target, "rate_rps": t.rate_rps,
+                 "pattern": t.pattern} for t in self.engine.traffic() if t.running])
             return self.state.save(self.engine, final=final)
         except Exception:  # noqa: BLE001 - keep serving; say why the state is not kept
             log.exception("could not save the engine's state to %s", self.state.root)

@@ -14,8 +14,8 @@ A model repository in Triton's layout, so the folder is also one Triton can serv
                                         the one under way)
     STATE/demos_unloaded.json           built-in demo models unloaded (unloaded again at
                                         start: an engine makes them all)
-    STATE/jobs.json                     jobs running at the last save (a job found there at
-                                        start was cut short by the restart)
+    STATE/jobs.json                     jobs and traffic running at the last save (found
+                                        there at start: cut short, stopped by the restart)
 
 :class:`StateDir` writes what changed (:meth:`StateDir.save`, called after every change a
 client makes and every ``interval`` seconds for changes the engine makes itself), each file
@@ -310,6 +310,8 @@ class StateDir:
                     done["failed"].append({"name": exp["name"], "kind": "experiment's segments",
                                            "reason": f"{type(err).__name__}: {err}"})
         cut = _read_list(self.root / "jobs.json", done["failed"])
+        traffic = [j for j in cut if isinstance(j, dict) and j.get("kind") == "traffic"]
+        cut = [j for j in cut if not (isinstance(j, dict) and j.get("kind") == "traffic")]
         for job in cut:  # its run in the history says it was cut short, with what it had
             if isinstance(job, dict) and job.get("run_id") is not None:
                 try:
@@ -320,7 +322,7 @@ class StateDir:
                 except (KeyError, BatchlabError, OSError):
                     pass
         summary = {"at": time.time(), "root": str(self.root), **done,
-                   "jobs_cut_short": cut}
+                   "jobs_cut_short": cut, "traffic_stopped": traffic}
         _write(self.root / "jobs.json", b"[]")
         self._jobs_saved = "[]"
         self.save(engine)

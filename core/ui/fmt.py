@@ -357,7 +357,11 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
             parts.append(f"Cut short: the {job.get('kind')} of {job.get('target')!r} (job "
                          f"{job.get('job_id')}, {100 * float(job.get('progress') or 0):.0f} "
                          f"% done);{where}.")
-    parts.append("Metrics, traffic and running jobs start afresh.")
+        for t in restored.get("traffic_stopped") or []:   # (it went unsaid; a newcomer)
+            r = t.get("rate_rps") if isinstance(t.get("rate_rps"), (int, float)) else None
+            parts.append(f"Stopped by the restart: the traffic to {t.get('target')!r} ("
+                         f"{fmt_rate(r)} {t.get('pattern')}); start it again on its page.")
+    parts.append("Metrics start afresh; traffic and jobs do not start again by themselves.")
     return " ".join(parts)
 
 

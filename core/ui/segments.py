@@ -49,11 +49,13 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
         return (f"Earlier segments (none of {current - 1} kept)",
                 [f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept"])
     if gone:
+        # ("these 5 are" beside five lost read as "these 5 are not kept"; a newcomer)
+        n = len(previous)
         lines.append(f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept "
-                     + (("(the last is)" if len(previous) == 1 else
-                         f"(the last {len(previous)} are)") if newest else
-                        "(this one is)" if len(previous) == 1 else
-                        f"(these {len(previous)} are)"))
+                     + (("(only the last one, above, is kept)" if n == 1 else
+                         f"(only the last {n}, above, are kept)") if newest else
+                        "(only the one above is kept)" if n == 1 else
+                        f"(only the {n} above are kept)"))
     title = (f"Earlier segments ({len(previous)})" if not gone else
              f"Earlier segments (the last {len(previous)} of {current - 1})" if newest else
              f"Earlier segments ({len(previous)} of {current - 1} kept)")
