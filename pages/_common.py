@@ -490,8 +490,9 @@ def number_columns(frame: pd.DataFrame, labels: dict[str, str] | None = None
     percents (:func:`core.ui.fmt.column_formats`), not 1499.2345678; ``labels``: headers
     in words for some columns."""
     labels = labels or {}
-    config: dict[str, Any] = {c: st.column_config.Column(label, help=COLUMN_HELP.get(c))
-                              for c, label in labels.items() if c in frame.columns}
+    config: dict[str, Any] = {c: st.column_config.Column(   # (a disturbance's words were
+        label, help=COLUMN_HELP.get(c), width="large" if c == "disturbed" else None)  # cut)
+        for c, label in labels.items() if c in frame.columns}
     config.update({c: st.column_config.NumberColumn(labels.get(c), format=f,
                                                     help=COLUMN_HELP.get(c))
                    for c, f in column_formats(frame.columns).items()

@@ -2009,6 +2009,21 @@ def test_a_recommendation_says_why_a_setting_that_met_a_higher_load_was_passed_o
     assert "missed it at 300 (2.0% errors)" in recommend(errs, p99_slo_ms=10).reason
     alone = recommend(f[f["max_batch_size"] == 32], p99_slo_ms=10)
     assert "does not count" not in alone.reason
+    # the model's own settings: said once, by the baseline's words (twice in one paragraph;
+    # a newcomer)
+    own = f.assign(baseline=f["max_batch_size"] == 8)
+    rec = recommend(own, p99_slo_ms=10)
+    assert "The model's own settings (max_batch_size=8, max_wait_ms=0) met the target at that " \
+        "load" in rec.reason and "does not count" not in rec.reason, rec.reason
+
+
+def test_a_recommendation_whose_interval_reaches_past_the_target_says_so():
+    """"meets p99 <= 10 ms ... p99 7.83 ms (95% interval 7.06-13.01 ms)" read as a sure
+    pass (a newcomer)."""
+    f = _frame([(8, 2.0, 800, 800, 7.83, 7.06, 13.01)])
+    assert ("Its interval reaches past the target (13.01 ms): the p99 met it here, another "
+            "measurement may not") in recommend(f, p99_slo_ms=10).reason
+    assert "reaches past" not in recommend(f, p99_slo_ms=14).reason
 
 
 def test_a_notebooks_sweep_cut_short_by_close_says_so():

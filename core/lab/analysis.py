@@ -83,11 +83,13 @@ def _holds_below(f: pd.DataFrame) -> pd.Series:
 
 
 def _passed_over(f: pd.DataFrame, met: pd.Series, kind: str, top: float,
-                 slo_ms: float) -> str:
+                 slo_ms: float, skip_baseline: bool = False) -> str:
     """Why a setting that met the target at a load past the chosen one was not chosen: it
     missed at a lower load (a newcomer saw 8 / 0 ms serve 1,500 req/s within the target and
     the star go to a setting that stopped at 1,500 too, unexplained)."""
     higher = f[met & ~f["pass"] & (f["load_kind"] == kind) & (f["load"] >= top)]
+    if skip_baseline and "baseline" in f:   # (said already, by _against_baseline: the
+        higher = higher[~higher["baseline"].fillna(False).astype(bool)]   # same twice)
     for _, r in higher.sort_values("load", ascending=False, kind="stable").iterrows():
         same = f[(f["load_kind"] == kind) & (f["load"] < r.load) & ~met]
         for key in _setting_keys(f):
@@ -339,6 +341,9 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
                  else f" (the highest load at which any setting did; {highest_tried:,.0f} "
                  f"was too much)")
               + f", p99 {chosen.p99_ms:.2f} ms{ci_text}.")
+    if not np.isnan(ci[1]) and ci[1] > p99_slo_ms:   # (read as a sure pass; a newcomer)
+        reason += (f" Its interval reaches past the target ({ci[1]:.2f} ms): the p99 met it "
+                   "here, another measurement may not; measure longer to be sure.")
     sent = chosen.get("sent")
     if sent is not None and pd.notna(sent) and sent < FEW_REQUESTS:
         reason += (f" That p99 is of {int(sent)} request(s): under {FEW_REQUESTS} it is about "
@@ -372,8 +377,8 @@ def recommend(frame: pd.DataFrame, p99_slo_ms: float, max_error_rate: float = 0.
     remeasured = int((f.get("measurements", pd.Series(1, index=f.index)) > 1).sum())
     if remeasured:
         reason += f" {remeasured} outlier point(s) were measured three times (median kept)."
-    reason += _against_baseline(f, chosen, kind, top, p99_slo_ms)
-    reason += _passed_over(f, met, kind, top, p99_slo_ms)
+    base = _against_baseline(f, chosen, kind, top, p99_slo_ms)
+    reason += base + _passed_over(f, met, kind, top, p99_slo_ms, skip_baseline=bool(base))
     reason += _conditions(f, chosen, kind, top)
     return Recommendation(int(chosen.max_batch_size), float(chosen.max_wait_ms),
                           float(chosen.achieved_rps), float(chosen.p99_ms), reason,

@@ -17,11 +17,10 @@ import numpy as np
 
 from core.models import format_bytes
 
-__all__ = ["recent_errors_by_type", "fmt_num", "clock_time",
-           "fmt_rate", "fmt_ms", "fmt_pct", "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p",
-           "more_needed", "history_caption", "exit_words", "restart_words", "try_caption",
-           "nonfinite_words", "shadow_diff_words", "run_config_words", "column_formats", "SWEEP_TABLE_LABELS",
-           "SEARCH_TABLE_LABELS",
+__all__ = ["recent_errors_by_type", "fmt_num", "clock_time", "fmt_rate", "fmt_ms", "fmt_pct",
+           "fmt_s", "fmt_opset", "fmt_ranges", "fmt_p", "more_needed", "history_caption",
+           "exit_words", "restart_words", "try_caption", "nonfinite_words", "shadow_diff_words",
+           "run_config_words", "column_formats", "SWEEP_TABLE_LABELS", "SEARCH_TABLE_LABELS",
            "COLUMN_HELP", "sweep_table_columns", "REASON_WORDS", "reason_words"]
 
 
@@ -249,15 +248,16 @@ def column_formats(columns: Any) -> dict[str, str]:
     return out
 
 
-#: A sweep's table at first: what a person compares, with words for headers (every
-#: column behind a toggle, and in the CSV and the HTML report).
+#: A sweep's table at first, headers in words (every column behind a toggle, in the CSV
+#: and the HTML report); the largest batch beside the limit it is read against.
 SWEEP_TABLE_LABELS = {
-    "max_batch_size": "max batch", "max_wait_ms": "max wait (ms)", "load_kind": "load is",
-    "load": "load", "achieved_rps": "served (req/s)", "goodput_rps": "goodput of offered (req/s)",
+    "max_batch_size": "max batch", "max_batch_rows": "largest batch",
+    "max_wait_ms": "max wait (ms)", "load_kind": "load is", "load": "load",
+    "achieved_rps": "served (req/s)", "goodput_rps": "goodput of offered (req/s)",
     "p50_ms": "p50 (ms)", "p99_ms": "p99 (ms)", "p99_ci_low_ms": "p99 95% CI from",
     "p99_ci_high_ms": "p99 95% CI to", "error_rate": "errors",
-    "mean_batch_rows": "request's batch (mean)", "max_batch_rows": "largest batch",
-    "stable": "stable", "baseline": "model's own", "disturbed": "disturbed"}
+    "mean_batch_rows": "request's batch (mean)", "stable": "stable",
+    "baseline": "model's own", "disturbed": "disturbed"}
 
 
 #: A quick search's table of the settings it tried, in words (one row a setting).
