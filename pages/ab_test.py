@@ -196,9 +196,11 @@ def _reset() -> None:
 left, right = st.columns([1, 2], gap="small")
 with left:
     with st.container(border=True):
-        st.markdown(f"**A** = `{report.a}` · **B** = `{report.b}` · mode `{report.mode}`")
+        st.markdown(f"**A** = `{report.a}`  \n**B** = `{report.b}`  \nmode `{report.mode}`")
+        # (the long labels wrapped to three lines, their dots out of line, at 1024 px: the
+        # mode's name as the label, what it does below it; a newcomer)
         st.radio("Routing", AB_MODES, key="ab_mode", on_change=_set_mode,
-                 format_func=MODE_HELP.get)
+                 captions=[MODE_HELP[m].split(" (", 1)[1].rstrip(")") for m in AB_MODES])
         if report.mode == "bandit":   # (its share moves live: a slider drawn once lagged)
             st.caption("Share of traffic to B: the bandit's, moving with what it learns "
                        "(live, with the chart, on the right).")
