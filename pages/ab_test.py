@@ -313,6 +313,14 @@ def arms() -> None:
                       "changed again goes on in the same segment)" if moved else "")
                    + ": samples from before a change are kept apart, never mixed with "
                    "those after.")
+    elif full.mode in ("random", "sticky") and 0.0 < full.b_share < 1.0:
+        # (the slider moved 0.20 -> 0.35 and the tiles still read 74.5 % / 25.5 %, unsaid;
+        # a newcomer)
+        st.caption(f"Comparing requests since {clock_time(full.segment_started)} (segment "
+                   "1): a split moved between 0 and 1 goes on in the same segment, so the "
+                   "shares served count every request since, under each split it had; a "
+                   "change of arms or mode, or a split to 0 or 1, begins a new segment.")
+    if full.segment > 1:
         title, lines = segment_words(full.previous_segments, full.segment)
         with st.expander(title):
             for line in lines:

@@ -601,7 +601,7 @@ with st.container(border=True):
                            f"a sweep's {', '.join(charts.RUN_POINT_COLUMNS)} (export them "
                            "as CSV below).")
             st.plotly_chart(charts.runs_figure(both), key="hist_chart")
-        h1, h2, h3 = st.columns(3)
+        h1, h2, h3 = st.columns([2, 1, 1])   # (the run's name was cut at 1024 px)
         # Like the comparison, the pick starts again from the newest whenever a run is
         # added: export and delete act on the run named on their buttons, never on one
         # picked before the newest arrived.

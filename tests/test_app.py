@@ -610,6 +610,18 @@ def test_ab_page_says_where_the_split_is_now_beside_the_change_that_began_its_se
         said[0], said
 
 
+def test_ab_page_says_a_split_moved_within_segment_one_goes_on_in_it(engine):
+    """The slider moved 0.20 -> 0.35 and the tiles still read 74.5 % / 25.5 % served, with
+    nothing saying a split change within 0-1 keeps the segment (a newcomer)."""
+    engine.create_ab("inner", a="clf-v1", b="clf-v2", b_share=0.2, seed=0)
+    engine.update_ab("inner", b_share=0.35)
+    at = app("pages/ab_test.py")
+    at.selectbox(key="ab_exp").set_value("inner").run()
+    said = [c.value for c in at.caption if c.value.startswith("Comparing requests since")]
+    assert len(said) == 1 and "(segment 1): a split moved between 0 and 1 goes on in the " \
+        "same segment, so the shares served count every request since" in said[0], said
+
+
 def test_ab_page_says_a_restored_experiment_kept_no_figures(engine, monkeypatch):
     """After a restart an experiment came back with its arms and split, its 20,640
     requests and verdict gone, and segment 1 read "no requests", unsaid (a newcomer)."""
@@ -1539,6 +1551,14 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
     assert list(drawn.data[0].text) == ["8 / 2 ms", "32 / 2 ms"]
     low, high = drawn.layout.xaxis.range
     assert low < 199.34 * 0.9 and high > 199.365 * 1.1
+    # labels of points near each other apart: the lower one's below it ("32 / 5 ms" over
+    # "8 / 2 ms" at 800 req/s, p99 8.4 and 7.8; a newcomer); apart points' above
+    near = pd.DataFrame({"run_id": 1, "run": "r", "max_batch_size": [8, 32, 8, 32],
+                         "max_wait_ms": [2.0, 5.0, 2.0, 5.0], "load": [200, 200, 800, 800],
+                         "achieved_rps": [200.0, 200.0, 798.0, 799.0],
+                         "p99_ms": [4.0, 10.6, 7.8, 8.4]}, index=[5, 5, 6, 6])
+    assert list(charts.runs_figure(near).data[0].textposition) == [
+        "top center", "top center", "bottom center", "top center"]
     mem = pd.DataFrame({"batch_size": [1, 8], "peak_mib": [0.07, 0.004], "run_ms": [0.1, 0.2],
                         "error": [None, None]})
     small = charts.memory_figure(mem)

@@ -283,7 +283,8 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
     """Points of several stored runs (``ExperimentStore.compare``), one colour per run,
     named by id and name, so runs can be told apart; points it cannot draw are left out
     (:func:`drawable_runs`)."""
-    frame = drawable_runs(frame)[0]
+    frame = drawable_runs(frame)[0].reset_index(drop=True)
+    where = _label_places(frame)
     fig = go.Figure()
     palette = px.colors.qualitative.Bold
     for rid, pts in frame.groupby("run_id", sort=True):
@@ -301,7 +302,7 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
             name=f"run {rid}: {name}",
             text=[f"{int(b)} / {w:g} ms" for b, w in zip(pts["max_batch_size"],
                                                        pts["max_wait_ms"])] if few else None,
-            textposition="top center", customdata=labels,
+            textposition=[where[i] for i in pts.index], customdata=labels,
             hovertemplate="%{customdata}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms",
             marker=dict(size=10, color=palette[k % len(palette)],
                         symbol=_SYMBOLS[k % len(_SYMBOLS)])))
@@ -313,6 +314,23 @@ def runs_figure(frame: pd.DataFrame, title: str = "Runs compared") -> go.Figure:
         if hi > 0 and hi - lo < 0.05 * hi:
             fig.update_xaxes(range=[0.8 * lo, 1.2 * hi])
     return fig
+
+
+def _label_places(frame: pd.DataFrame) -> dict[Any, str]:
+    """Where each point's label goes: above it, or below where another point sits just
+    above it at about the same throughput ("32 / 5 ms" and "8 / 2 ms" overlapped at 800
+    req/s, p99 8.4 and 7.8 ms; a newcomer)."""
+    where = {i: "top center" for i in frame.index}
+    if frame.empty:
+        return where
+    x, y = frame["achieved_rps"].astype(float), frame["p99_ms"].astype(float)
+    dx = max(float(x.max() - x.min()), 1e-9) * 0.06
+    dy = max(float(y.max() - y.min()), 1e-9) * 0.12
+    for i in frame.index:
+        if any(j != i and abs(x[j] - x[i]) <= dx
+               and (0 < y[j] - y[i] <= dy or (y[j] == y[i] and j > i)) for j in frame.index):
+            where[i] = "bottom center"
+    return where
 
 
 def what_if_figure(curve: pd.DataFrame, measured: pd.DataFrame | None = None,
