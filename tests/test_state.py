@@ -512,21 +512,24 @@ def test_an_ab_experiments_segments_come_back_after_a_restart(tmp_path):
             again.close()
 
 
+def _serving(state, log_path) -> tuple[ServerProcess, RemoteEngine]:
+    """A real engine server on the state folder ``state``, and a client of it."""
+    proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
+                         log_path=log_path).start()
+    return proc, RemoteEngine(proc.url, token=proc.token)
+
+
 def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
     """The same through a real server: SIGTERM, then a start on the same folder."""
     state = tmp_path / "state"
-    proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
-                         log_path=tmp_path / "server.log").start()
-    engine = RemoteEngine(proc.url, token=proc.token)
+    proc, engine = _serving(state, tmp_path / "server.log")
     try:
         _ab_with_two_segments(engine)
         verdict = engine.ab_report("exp").verdict
         engine.start_traffic("a", rate_rps=20.0, pattern="poisson")   # the stop stops it
         engine.close()
         assert proc.stop() == 0
-        proc = ServerProcess(args=["--no-demo-models", "--state-dir", str(state)],
-                             log_path=tmp_path / "again.log").start()
-        engine = RemoteEngine(proc.url, token=proc.token)
+        proc, engine = _serving(state, tmp_path / "again.log")
         rep = engine.ab_report("exp")
         assert [s["segment"] for s in rep.previous_segments] == [1, 2], rep.previous_segments
         assert rep.previous_segments[1]["report"]["total_requests"] == 20
