@@ -474,6 +474,9 @@ def test_settings_whose_batch_limit_never_acted_are_ties_and_the_smaller_is_chos
         assert rec.ties == (((32, 2.0), (16, 2.0)) if alike else ((32, 2.0),)), rec.reason
         assert ("; 16/2 ms (p99 1.90 ms, largest batch 12 rows) ran as 32/2 ms" in rec.reason
                 ) is alike, rec.reason
+    # errors apart: a limit that acted on failed batches is not seen in the answered ones
+    errs = sweep_of(6, 7).assign(error_rate=[0.0, 0.009])
+    assert recommend(errs, p99_slo_ms=3, max_error_rate=0.01).max_batch_size == 32
     for apart in (sweep_of(8, 7), sweep_of(6, 12), sweep_of(6, 7, wait_32=1.0),
                   sweep_of(6, 3).assign(rows_per_request=3),
                   sweep_of(6, 7).drop(columns="max_batch_rows"),

@@ -536,8 +536,9 @@ def test_a_graceful_stop_keeps_the_segment_under_way_of_a_server(tmp_path):
         assert rep.previous_segments[1]["report"]["verdict"] == verdict
         assert rep.segment == 3 and rep.to_dict()["total_requests"] == 0
         restored = engine.server_info(refresh=True)["restored"]
-        assert restored["traffic_stopped"] == [{"kind": "traffic", "target": "a",
-                                                "rate_rps": 20.0, "pattern": "poisson"}]
+        assert restored["traffic_stopped"] == [{
+            "kind": "traffic", "target": "a", "rate_rps": 20.0, "pattern": "poisson",
+            "ends_at": None, "may_have_ended": False}]
         assert restored["jobs_cut_short"] == [] and not engine.traffic_running()
         from core.ui.fmt import restart_words
         words = restart_words(None, restored)
@@ -586,8 +587,10 @@ def test_a_restored_experiments_segments_say_what_a_crash_lost_and_only_that(tmp
     # a crash in a segment without a request: nothing lost, it goes on as it was
     rep, (title, lines) = restored(idle)
     assert rep["segment"] == 3 and rep["segment_started"] == idle["segment_started"]
-    assert rep["segment_reason"] == (f"{idle['segment_reason']} (the engine server "
-                                     "restarted since)") and "not kept" not in " ".join(lines)
+    assert rep["segment_reason"] == (
+        f"{idle['segment_reason']} (the engine server restarted since without a graceful "
+        "stop: requests in the 2 s before it, if any came, were not kept)")
+    assert "not kept" not in " ".join(lines)
     # and again after that start (no flag: a loss said, not one unsaid)
     no_flag = {k: v for k, v in idle.items() if k != "segment_busy"}
     rep, _ = restored(no_flag)
@@ -600,3 +603,111 @@ def test_a_restored_experiments_segments_say_what_a_crash_lost_and_only_that(tmp
     for segments in (5, "x", None, [{"segment": "1"}], [{**idle["segments"][0], "reason": 7}]):
         rep, _ = restored({**idle, "segments": segments})
         assert rep["previous_segments"] == [], segments
+
+
+def test_the_last_save_comes_after_the_close_and_keeps_what_was_answered(tmp_path):
+    """A graceful stop saved before the close: a change a keep-alive client got answered
+    during the drain (an experiment deleted) came back, and requests answered after that
+    save were left out of the kept segment (an adversary). The stop's last save comes after
+    the close; the jobs and traffic the stop cut short stay as the save before found them."""
+    from core.serving import EngineServer
+    engine = Engine(demo_models=False)
+    server = EngineServer(engine, port=0, state_dir=tmp_path / "s")
+    _ab_with_two_segments(engine)
+    engine.create_ab("gone", a="a", b="b")
+    engine.start_traffic("a", rate_rps=20.0, pattern="constant", duration_s=600.0)
+    assert server.save_state(final=True)           # main(): before the close
+    x = np.ones((1, 3), np.float32)
+    for _ in range(5):
+        engine.predict("exp", x)                   # answered after that save
+    engine.close()
+    engine.delete_ab("gone")                       # answered during the drain
+    assert not server.save_state()                 # (the periodic saver: engine closed)
+    assert server.save_state(final=True, after_close=True)
+    state = json.loads((tmp_path / "s" / "experiments.json").read_text())
+    assert [e["name"] for e in state] == ["exp"]
+    assert state[0]["segments"][-1]["report"]["total_requests"] == 25
+    jobs = json.loads((tmp_path / "s" / "jobs.json").read_text())
+    assert [(j["kind"], j["target"]) for j in jobs] == [("traffic", "a")]
+    assert jobs[0]["ends_at"] > time.time() + 500
+    # traffic due to end before the restart may have ended by itself: said so
+    from core.ui.fmt import restart_words
+    words = restart_words(None, {"root": "/x", "traffic_stopped": [
+        {**jobs[0], "may_have_ended": True}]})
+    assert "Stopped by the restart (or it ended by itself just before): the traffic to 'a' " \
+        "(20/s constant)" in words, words
+
+
+def test_a_restored_segment_that_a_file_could_not_hold_is_passed_over(tmp_path):
+    """An adversary's hand edits that passed the first checks: a kept split in words, a
+    verdict that is a number, a start in 1e300, a segment numbered 3e9 (the page counted
+    up to it), an empty segment's reason grown by every restart."""
+    from core.ab.segments import kept_state
+    from core.ui.segments import segment_words
+    engine = Engine(demo_models=False)
+    try:
+        _ab_with_two_segments(engine)
+        engine.update_ab("exp", b_share=0.5)
+        exp = engine._ns.experiment("exp")
+        good = kept_state(exp)
+        seg = good["segments"][0]
+        for bad in ({**seg, "report": {**seg["report"], "b_share": "half"}},
+                    {**seg, "report": {**seg["report"], "verdict": 5}},
+                    {**seg, "report": {**seg["report"], "arms": []}},
+                    {**seg, "report": {**seg["report"], "mode": "coin"}},
+                    {**seg, "started": 1e300}, {**seg, "ended": -1.0}):
+            engine.delete_ab("exp")
+            engine.create_ab("exp", a="a", b="b", seed=3)
+            engine.restore_ab_segments("exp", {**good, "segments": [bad, *good["segments"][1:]]})
+            rep = engine.ab_report("exp").to_dict()      # (it raised: the API and the page)
+            assert [s["segment"] for s in rep["previous_segments"]] == [2], bad
+            segment_words(rep["previous_segments"], rep["segment"])
+        # a huge number: the page's words in time of the kept ones, not of the number
+        title, lines = segment_words(good["segments"], 3_000_000_000)
+        assert lines[-1] == "Segments 3-2999999999: not kept (only the 2 above are kept)"
+        assert title == "Earlier segments (2 of 2999999999 kept)"
+        # restarted three times in an empty segment: the words said once
+        state = {**good, "stopped": True}
+        for _ in range(3):
+            engine.delete_ab("exp")
+            engine.create_ab("exp", a="a", b="b", seed=3)
+            engine.restore_ab_segments("exp", state)
+            state = {**kept_state(engine._ns.experiment("exp")), "stopped": True}
+        reason = engine.ab_report("exp").segment_reason
+        assert reason.count("restarted since") == 1, reason
+        # and a crash in it: said that requests of its last 2 s, if any, were not kept
+        engine.delete_ab("exp")
+        engine.create_ab("exp", a="a", b="b", seed=3)
+        engine.restore_ab_segments("exp", {k: v for k, v in state.items() if k != "stopped"})
+        reason = engine.ab_report("exp").segment_reason
+        assert reason.count("restarted since") == 1 and "2 s before it, if any came, were " \
+            "not kept" in reason, reason
+    finally:
+        engine.close()
+
+
+def test_traffic_due_to_end_before_the_restart_may_have_ended_by_itself(tmp_path):
+    """Traffic whose duration ran out in the 2 s between the last save and a crash was said
+    stopped by the restart (an adversary): traffic due to end by then is said to have
+    perhaps ended by itself. A reset is saved before its answer (a crash brought the A/B
+    segments it cleared back)."""
+    from core.serving.control import STATE_METHODS
+    assert "reset_metrics" in STATE_METHODS
+    root = tmp_path / "s"
+    root.mkdir()
+    now = time.time()
+    (root / "jobs.json").write_text(json.dumps([
+        {"kind": "traffic", "target": "a", "rate_rps": 5.0, "pattern": "constant",
+         "ends_at": round(now - 1)},
+        {"kind": "traffic", "target": "b", "rate_rps": 5.0, "pattern": "constant",
+         "ends_at": round(now + 600)},
+        {"kind": "traffic", "target": "c", "rate_rps": 5.0, "pattern": "constant",
+         "ends_at": None}]))
+    engine = Engine(demo_models=False)
+    try:
+        done = StateDir(root).restore(engine)
+    finally:
+        engine.close()
+    assert [(t["target"], t["may_have_ended"]) for t in done["traffic_stopped"]] == [
+        ("a", True), ("b", False), ("c", False)]
+    assert done["jobs_cut_short"] == []

@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from .routing import ABExperiment, _keep_segments
+from .routing import AB_MODES, ABExperiment, _keep_segments
 
 __all__ = ["kept_state", "restore_segments", "RESTART_REASON"]
 
@@ -26,6 +26,13 @@ __all__ = ["kept_state", "restore_segments", "RESTART_REASON"]
 RESTART_REASON = "the engine server restarted"
 #: The fields of a kept segment (as ``ABReport.previous_segments`` gives them).
 _FIELDS = ("segment", "reason", "started", "ended", "report")
+#: Said once after the reason of a segment that went on through a restart.
+_SINCE = " (the engine server restarted since)"
+#: ... after a crash, when the segment had no request at the last save.
+_CRASHED = (" (the engine server restarted since without a graceful stop: requests in the "
+            "2 s before it, if any came, were not kept)")
+#: How far past now a kept time may lie (a hand edit's 1e300 broke the page's clock).
+_SLACK_S = 86_400.0
 
 
 def _plain(value: Any) -> Any:
@@ -73,12 +80,27 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _time(v: Any) -> bool:
+    return _number(v) and 0 <= v <= time.time() + _SLACK_S
+
+
+def _report_ok(r: Any) -> bool:
+    """A kept report the page and the report's words can read (an adversary's hand edits:
+    a split in words, a verdict that is a number, broke the experiment's report)."""
+    arms = r.get("arms") if isinstance(r, dict) else None
+    return (isinstance(arms, dict) and isinstance(r.get("total_requests"), int)
+            and r["total_requests"] >= 0 and r.get("mode") in AB_MODES
+            and (r.get("b_share") is None or _number(r["b_share"]))
+            and all(r.get(k) is None or isinstance(r[k], str) for k in ("verdict", "a", "b"))
+            and all(isinstance(v, dict) and all(x is None or _number(x) or k == "model"
+                                                for k, x in v.items()) for v in arms.values()))
+
+
 def _entry(s: Any) -> dict[str, Any] | None:
     """A kept segment from the file, or None for one that is not (a hand edit)."""
     if not (isinstance(s, dict) and isinstance(s.get("segment"), int) and s["segment"] >= 1
-            and isinstance(s.get("report"), dict)
-            and isinstance(s["report"].get("total_requests"), int)
-            and _number(s.get("started")) and _number(s.get("ended"))
+            and _report_ok(s.get("report")) and _time(s.get("started"))
+            and _time(s.get("ended"))
             and (s.get("reason") is None or isinstance(s.get("reason"), str))):
         return None
     return {**{k: s.get(k) for k in _FIELDS}, "_final": True,
@@ -101,20 +123,23 @@ def restore_segments(exp: ABExperiment, saved: dict[str, Any]) -> None:
     if not numbers:
         return
     cut = any(e["segment"] == under_way for e in entries)
-    # nothing lost: saved at a graceful stop, or no request had come in it (a missing
-    # flag reads as one had: a loss said rather than one unsaid)
+    # No request in it at the last save: it goes on. Saved at a graceful stop, nothing was
+    # lost; after a crash, requests since that save (2 s at most) may have been, and that
+    # is said. (A missing flag reads as one had: a loss said rather than one unsaid.)
+    stopped = bool(saved.get("stopped"))
     empty = (under_way is not None and not cut and under_way > max(numbers[:-1], default=0)
-             and (bool(saved.get("stopped")) or saved.get("segment_busy") is False))
+             and (stopped or saved.get("segment_busy") is False))
     reason, started = saved.get("segment_reason"), saved.get("segment_started")
     with exp._lock:
         exp.previous_segments.extend(entries)
         _keep_segments(exp.previous_segments)
         if empty:
             exp.segment = under_way
-            exp.segment_reason = (f"{reason} (the engine server restarted since)"
-                                  if isinstance(reason, str) else
-                                  RESTART_REASON if under_way > 1 else None)
-            exp.segment_started = started if _number(started) else time.time()
+            base = (reason.split(_SINCE)[0].split(_CRASHED)[0] if isinstance(reason, str)
+                    else RESTART_REASON if under_way > 1 else None)
+            exp.segment_reason = (base if base is None else base + (_SINCE if stopped
+                                                                     else _CRASHED))
+            exp.segment_started = started if _time(started) else time.time()
             return
         exp.segment = max(numbers) + 1
         exp.segment_reason = (RESTART_REASON if cut or under_way is None

@@ -205,16 +205,17 @@ def _conditions(f: pd.DataFrame, chosen: pd.Series, kind: str, top: float) -> st
 
 
 def _limit_idle(at_top: pd.DataFrame, best: pd.Series, keys: list[str]) -> pd.Series:
-    """Per row: it differs from ``best`` in max batch size only, and one more request
-    would have fitted the largest batch of either (``max_batch_rows``) under the smaller
-    limit: the limits never acted, so the two ran alike and their p99s differ by noise (a
-    newcomer saw 32 chosen over 8 at a load where no batch reached 8, on a disturbed
-    point)."""
+    """Per row: it differs from ``best`` in max batch size only (not in errors either: a
+    limit that acted on failed batches is not seen in the answered ones; an adversary),
+    and one more request would have fitted the largest batch of either (``max_batch_rows``)
+    under the smaller limit: the limits never acted, so the two ran alike and their p99s
+    differ by noise (a newcomer saw 32 chosen over 8 at a load where no batch reached 8,
+    on a disturbed point)."""
     out = pd.Series(False, index=at_top.index)
     if "max_batch_rows" not in at_top or not pd.notna(best.get("max_batch_rows")):
         return out
     for idx, r in at_top.iterrows():
-        if not pd.notna(r.max_batch_rows) or any(
+        if not pd.notna(r.max_batch_rows) or r.error_rate != best.error_rate or any(
                 k != "max_batch_size" and not (r[k] == best[k] or (pd.isna(r[k])
                                                                  and pd.isna(best[k])))
                 for k in keys):

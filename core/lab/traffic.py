@@ -213,7 +213,7 @@ class TrafficGenerator(SenderThread):
                 failed_by_type=dict(self._failed_by_type), last_error=self._last_error,
                 **self._recent_window(now),
                 client_cpu_pct=cpu_pct, high_share=self.high_share,
-                priority=self.priority, unsent=self._unsent)
+                priority=self.priority, unsent=self._unsent, duration_s=self.duration_s)
 
     def _count(self, sent: int, bad: int) -> None:
         """Add to the current second's counts (caller holds the lock)."""

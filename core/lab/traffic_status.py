@@ -69,6 +69,8 @@ class TrafficStatus:
     #: in the status ``start_traffic`` returns, the traffic this one replaced (the same
     #: target and class, still running): its rate, pattern and what it had sent; else None
     replaced: str | None = None
+    #: how long it was started for (seconds); None: until stopped
+    duration_s: float | None = None
 
     @property
     def label(self) -> str:

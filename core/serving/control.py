@@ -79,7 +79,8 @@ ENGINE_METHODS = frozenset(ENGINE_CONTRACT)
 #: traffic, jobs...) leave it to the periodic save.
 STATE_METHODS = frozenset({
     "load_model", "unload_model", "configure", "create_ab", "update_ab", "delete_ab",
-    "ab_match_settings", "add_remote", "set_inputs", "clear_inputs"})
+    "ab_match_settings", "add_remote", "set_inputs", "clear_inputs",
+    "reset_metrics"})   # (it clears A/B segments: a crash after its answer brought them back)
 
 #: Experiment-history methods (``engine.store``).
 STORE_CONTRACT: dict[str, Method] = {

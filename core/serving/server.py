@@ -188,21 +188,19 @@ class EngineServer:
                  ", ".join(summary["experiments"]) or "none")
         return summary
 
-    def save_state(self, final: bool = False) -> bool:
+    def save_state(self, final: bool = False, after_close: bool = False) -> bool:
         """Write the state now (it is also written after every change a client makes and
         every couple of seconds); True when something changed. ``final``: a graceful stop
-        (the A/B segments under way kept too)."""
-        if self.state is None or self.engine.closed:
+        (the A/B segments under way kept too); ``after_close``: the last save, once the
+        engine closed and the last answer went out (requests settled and changes answered
+        after the final save were lost; an adversary), the jobs and traffic the stop cut
+        short left as the save before the close found them."""
+        if self.state is None or (self.engine.closed and not after_close):
             return False
         try:
-            self.state.save_jobs([
-                {"job_id": j.job_id, "kind": j.kind, "target": j.target,
-                 "run_id": j.run_id, "progress": j.progress, "message": j.message}
-                for j in self.engine.jobs() if not j.finished] + [
-                # (traffic the restart stops: said after it, not gone unsaid; a newcomer)
-                {"kind": "traffic", "target": t.target, "rate_rps": t.rate_rps,
-                 "pattern": t.pattern} for t in self.engine.traffic() if t.running])
-            return self.state.save(self.engine, final=final)
+            if not after_close:
+                self.state.save_running(self.engine)
+            return self.state.save(self.engine, final=final or after_close)
         except Exception:  # noqa: BLE001 - keep serving; say why the state is not kept
             log.exception("could not save the engine's state to %s", self.state.root)
             return False
@@ -414,6 +412,7 @@ def main(argv: list[str] | None = None) -> None:
     # next one (answered, with "close") before idle connections are closed: closing one
     # just as its client sends would lose that request (the keep-alive race).
     server.close(drain_s=30.0, quiet_s=2.0)
+    server.save_state(final=True, after_close=True)
 
 
 if __name__ == "__main__":

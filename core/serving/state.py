@@ -238,6 +238,18 @@ class StateDir:
         self._written[name] = written
         return True
 
+    def save_running(self, engine: Any) -> None:
+        """Record the jobs and the traffic running now: found at the next start, they were
+        cut short (stopped) by the restart (traffic stopped went unsaid; a newcomer)."""
+        self.save_jobs([
+            {"job_id": j.job_id, "kind": j.kind, "target": j.target, "run_id": j.run_id,
+             "progress": j.progress, "message": j.message}
+            for j in engine.jobs() if not j.finished] + [
+            {"kind": "traffic", "target": t.target, "rate_rps": t.rate_rps,
+             "pattern": t.pattern, "ends_at": None if t.duration_s is None else
+             round(time.time() + t.duration_s - t.elapsed_s)}   # (whole s: one write)
+            for t in engine.traffic() if t.running])
+
     def save_jobs(self, jobs: list[dict[str, Any]]) -> None:
         """Record the jobs running now (kind, model, id, start, their run in the history)."""
         text = json.dumps(jobs, sort_keys=True, default=str)
@@ -310,7 +322,11 @@ class StateDir:
                     done["failed"].append({"name": exp["name"], "kind": "experiment's segments",
                                            "reason": f"{type(err).__name__}: {err}"})
         cut = _read_list(self.root / "jobs.json", done["failed"])
-        traffic = [j for j in cut if isinstance(j, dict) and j.get("kind") == "traffic"]
+        # (traffic due to end before now may have ended by itself before a crash: the
+        # saves come 2 s apart; an adversary)
+        traffic = [{**j, "may_have_ended": isinstance(j.get("ends_at"), (int, float))
+                    and j["ends_at"] <= time.time() + 1}
+                   for j in cut if isinstance(j, dict) and j.get("kind") == "traffic"]
         cut = [j for j in cut if not (isinstance(j, dict) and j.get("kind") == "traffic")]
         for job in cut:  # its run in the history says it was cut short, with what it had
             if isinstance(job, dict) and job.get("run_id") is not None:

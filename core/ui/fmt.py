@@ -325,8 +325,7 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
     parts = []
     if last_exit:
         parts.append(f"The engine server {exit_words(last_exit.get('code'))} at "
-                     f"{clock_time(last_exit['at'])} UTC and "
-                     "was started again.")
+                     f"{clock_time(last_exit['at'])} UTC and was started again.")
     else:
         parts.append("The engine server had stopped and was started again.")
     if not restored:
@@ -359,8 +358,9 @@ def restart_words(last_exit: dict[str, float] | None, restored: dict[str, Any] |
                          f"% done);{where}.")
         for t in restored.get("traffic_stopped") or []:   # (it went unsaid; a newcomer)
             r = t.get("rate_rps") if isinstance(t.get("rate_rps"), (int, float)) else None
-            parts.append(f"Stopped by the restart: the traffic to {t.get('target')!r} ("
-                         f"{fmt_rate(r)} {t.get('pattern')}); start it again on its page.")
+            ended = " (or it ended by itself just before)" if t.get("may_have_ended") else ""
+            parts.append(f"Stopped by the restart{ended}: the traffic to {t.get('target')!r} "
+                         f"({fmt_rate(r)} {t.get('pattern')}); start it again on its page.")
     parts.append("Metrics start afresh; traffic and jobs do not start again by themselves.")
     return " ".join(parts)
 

@@ -42,16 +42,18 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
     flush()
     # the segments not kept: before the first kept, and between kept ones (the last
     # comparison is kept however old; the gaps went unsaid; a reviewer)
-    kept = {seg["segment"] for seg in previous}
-    gone = [k for k in range(1, current) if k not in kept]
-    newest = bool(gone) and gone == list(range(1, len(gone) + 1))   # (the last N kept)
+    # (from the kept numbers only: a page counted every number up to the current one, and
+    # a hand-edited 3e9 would have taken it 20 minutes; an adversary)
+    gone = _gaps(sorted({int(seg["segment"]) for seg in previous}), current)
+    many = len(gone) > 1 or "-" in gone[0] if gone else False
+    newest = len(gone) == 1 and gone[0].split("-")[0] == "1"   # (only the last N kept)
     if gone and not previous:   # (a crash lost the only one: "the last 0 are"; a reviewer)
         return (f"Earlier segments (none of {current - 1} kept)",
-                [f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept"])
+                [f"Segment{'s' if many else ''} {', '.join(gone)}: not kept"])
     if gone:
         # ("these 5 are" beside five lost read as "these 5 are not kept"; a newcomer)
         n = len(previous)
-        lines.append(f"Segment{'s' if len(gone) > 1 else ''} {_ranges(gone)}: not kept "
+        lines.append(f"Segment{'s' if many else ''} {', '.join(gone)}: not kept "
                      + (("(only the last one, above, is kept)" if n == 1 else
                          f"(only the last {n}, above, are kept)") if newest else
                         "(only the one above is kept)" if n == 1 else
@@ -62,18 +64,15 @@ def segment_words(previous: list[dict[str, Any]], current: int) -> tuple[str, li
     return title, lines
 
 
-def _ranges(numbers: list[int]) -> str:
-    """``[1, 2, 3, 5]`` as ``'1-3, 5'``."""
-    out: list[str] = []
-    start = prev = numbers[0]
-    for n in numbers[1:] + [None]:   # type: ignore[list-item]
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        out.append(f"{start}-{prev}" if prev > start else f"{start}")
-        if n is not None:
-            start = prev = n
-    return ", ".join(out)
+def _gaps(kept: list[int], current: int) -> list[str]:
+    """The numbers from 1 to ``current - 1`` not in ``kept`` (sorted), as ranges
+    (``['1-3', '5']``), in time proportional to ``len(kept)``."""
+    out, nxt = [], 1
+    for k in [*[k for k in kept if k < current], current]:
+        if k > nxt:
+            out.append(f"{nxt}-{k - 1}" if k - 1 > nxt else f"{nxt}")
+        nxt = max(nxt, k + 1)
+    return out
 
 
 def _closed_verdict(report: dict[str, Any]) -> str:
