@@ -323,8 +323,9 @@ if result and result[0] == model:
         if disturbed:
             st.warning(f"{len(hit)} of {len(frame)} points were measured under disturbance "
                        f"the engine could see (e.g. {hit['disturbed'].iloc[0]}); see the "
-                       "disturbed column. Close other work or traffic and measure again "
-                       "before relying on them.", icon=":material/warning:")
+                       "disturbed column (drawn open in the chart). Close other work or "
+                       "traffic and measure again before relying on them.",
+                       icon=":material/warning:")
         st.plotly_chart(charts.pareto_figure(frame, front, float(slo),
                                              (rec.max_batch_size, rec.max_wait_ms)
                                              if rec.max_batch_size else None,

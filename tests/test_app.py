@@ -1551,6 +1551,15 @@ def test_charts_at_low_load_and_with_axis_titles_stay_readable():
     assert list(drawn.data[0].text) == ["8 / 2 ms", "32 / 2 ms"]
     low, high = drawn.layout.xaxis.range
     assert low < 199.34 * 0.9 and high > 199.365 * 1.1
+    # a point measured under disturbance is drawn open and says so (the frontier ran up to
+    # one at 2.5x the target, drawn as any other; a newcomer)
+    sweep_pts = pd.DataFrame({"max_batch_size": [8, 8], "max_wait_ms": [2.0, 2.0],
+                              "load": [200, 800], "achieved_rps": [200.0, 805.0],
+                              "p99_ms": [4.0, 25.0], "stable": [True, True],
+                              "disturbed": ["", "other processes used 0.4 cores"]})
+    dots = charts.pareto_figure(sweep_pts, sweep_pts).data[0]
+    assert list(dots.marker.symbol) == ["circle", "circle-open"]
+    assert dots.text[1].endswith("· DISTURBED") and "DISTURBED" not in dots.text[0]
     # labels of points near each other apart: the lower one's below it ("32 / 5 ms" over
     # "8 / 2 ms" at 800 req/s, p99 8.4 and 7.8; a newcomer); apart points' above
     near = pd.DataFrame({"run_id": 1, "run": "r", "max_batch_size": [8, 32, 8, 32],

@@ -184,20 +184,26 @@ def pareto_figure(frame: pd.DataFrame, frontier: pd.DataFrame, slo_ms: float | N
         for (b, w), pts in frame.groupby(["max_batch_size", "max_wait_ms"], sort=True):
             pts = pts.sort_values("load")
             symbol = _SYMBOLS[waits.index(w) % len(_SYMBOLS)]
-            # An unstable point (its windows never agreed) is drawn open, and says so.
+            # An unstable point (its windows never agreed) or one measured under
+            # disturbance is drawn open, and says so (the frontier ran up to a disturbed
+            # point at 2.5x the target, drawn as any other; a newcomer).
             shaky = (pts["stable"].eq(False).tolist() if "stable" in pts
                      else [False] * len(pts))
+            loud = [isinstance(d, str) and d != "" for d in pts.get(
+                "disturbed", pd.Series([None] * len(pts)))]
             fig.add_trace(go.Scatter(
                 x=pts["achieved_rps"], y=pts["p99_ms"], mode="markers+lines",
                 name=f"batch {int(b)} · wait {w:g} ms"
                      + (" (model's own)" if "baseline" in pts and pts["baseline"].fillna(False)
                         .astype(bool).any() else ""),
-                text=[f"load {v:g}" + (" · UNSTABLE" if u else "")
-                      for v, u in zip(pts["load"], shaky)],
+                text=[f"load {v:g}" + (" · UNSTABLE" if u else "") + (" · DISTURBED" if d
+                                                                       else "")
+                      for v, u, d in zip(pts["load"], shaky, loud)],
                 hovertemplate="batch " + str(int(b)) + f", wait {w:g} ms, " +
                               "%{text}<br>%{x:,.0f} req/s, p99 %{y:.2f} ms<extra></extra>",
                 line=dict(width=1, color=palette[batches.index(b) % len(palette)]),
-                marker=dict(size=10, symbol=[symbol + "-open" if u else symbol for u in shaky],
+                marker=dict(size=10, symbol=[symbol + "-open" if u or d else symbol
+                                             for u, d in zip(shaky, loud)],
                             color=palette[batches.index(b) % len(palette)])))
     if not frontier.empty:
         fig.add_trace(go.Scatter(x=frontier["achieved_rps"], y=frontier["p99_ms"],
